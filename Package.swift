@@ -1,0 +1,50 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+// Targets in layer order: C system libraries, their Swift wrappers, the learning math,
+// synthetic workloads, and the thin `eddy` executable.
+let settings: [SwiftSetting] = [.swiftLanguageMode(.v6)]
+
+let package = Package(
+    name: "Eddy",
+    products: [
+        .executable(name: "eddy", targets: ["eddy"]),
+        .library(name: "Learning", targets: ["Learning"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // libzmq: no pkgConfig, Debian's libzmq.pc adds a flag SwiftPM rejects.
+        .systemLibrary(name: "CZeroMQ", path: "Sources/CZeroMQ"),
+        .systemLibrary(
+            name: "COpenBLAS",
+            path: "Sources/COpenBLAS",
+            pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]
+        ),
+        .target(name: "LinearAlgebra", dependencies: ["COpenBLAS"], swiftSettings: settings),
+        // Fused elementwise loops in C: the compiler vectorises their float reductions, sqrt and exp
+        // (Swift does not expose the flags), with an AVX2 clone picked at load time.
+        .target(
+            name: "CKernels",
+            cSettings: [.unsafeFlags(["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd"])]
+        ),
+        .target(name: "Learning", dependencies: ["LinearAlgebra", "CKernels"], swiftSettings: settings),
+        .target(name: "Workloads", dependencies: ["Learning"], swiftSettings: settings),
+        .executableTarget(
+            name: "eddy",
+            dependencies: [
+                "Learning", "Workloads", "LinearAlgebra",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: settings
+        ),
+        .testTarget(name: "LinearAlgebraTests", dependencies: ["LinearAlgebra"], swiftSettings: settings),
+        .testTarget(
+            name: "LearningTests",
+            dependencies: ["Learning", "LinearAlgebra", "Workloads"],
+            swiftSettings: settings
+        ),
+    ]
+)

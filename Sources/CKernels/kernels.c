@@ -1,0 +1,169 @@
+#include "eddy_kernels.h"
+
+#include <math.h>
+
+#if defined(__x86_64__) && defined(__linux__)
+#define EDDY_KERNEL __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define EDDY_KERNEL
+#endif
+
+// exp(x) in single precision, Cephes-style: x = n ln2 + r, a degree-6 polynomial for e^r, 2^n put
+// into the exponent bits. Branch-free, so loops over it vectorise; a call to libm's expf does not.
+static inline float poly_exp(float x) {
+    x = fminf(fmaxf(x, -87.3f), 88.3f);
+    float n = floorf(x * 1.44269504088896341f + 0.5f);
+    float r = x - n * 0.693359375f + n * 2.12194440e-4f;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    float y = p * r * r + r + 1.0f;
+    union { uint32_t u; float f; } scale = {.u = (uint32_t)((int32_t)n + 127) << 23};
+    return y * scale.f;
+}
+
+EDDY_KERNEL
+void eddy_bias_activate(float *restrict y, const float *restrict b, ptrdiff_t rows, ptrdiff_t cols, int relu) {
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        float *restrict row = y + r * cols;
+        if (relu) {
+            for (ptrdiff_t c = 0; c < cols; c++) row[c] = fmaxf(row[c] + b[c], 0.0f);
+        } else {
+            for (ptrdiff_t c = 0; c < cols; c++) row[c] += b[c];
+        }
+    }
+}
+
+EDDY_KERNEL
+void eddy_activation_backward_bias(float *restrict d, const float *restrict h, float *restrict db, ptrdiff_t rows,
+                                   ptrdiff_t cols, int relu) {
+    for (ptrdiff_t c = 0; c < cols; c++) db[c] = 0.0f;
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        float *restrict dr = d + r * cols;
+        const float *restrict hr = h + r * cols;
+        if (relu) {
+            for (ptrdiff_t c = 0; c < cols; c++) {
+                float g = hr[c] > 0.0f ? dr[c] : 0.0f;
+                dr[c] = g;
+                db[c] += g;
+            }
+        } else {
+            for (ptrdiff_t c = 0; c < cols; c++) db[c] += dr[c];
+        }
+    }
+}
+
+EDDY_KERNEL
+void eddy_adam(float *restrict p, const float *restrict g, float *restrict m, float *restrict v, ptrdiff_t n,
+               float b1, float b2, float step_size, float inv_sqrt_bc2, float eps, float weight_decay) {
+    for (ptrdiff_t i = 0; i < n; i++) {
+        float gi = g[i] + weight_decay * p[i];
+        float mi = b1 * m[i] + (1.0f - b1) * gi;
+        float vi = b2 * v[i] + (1.0f - b2) * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        p[i] -= step_size * mi / (sqrtf(vi) * inv_sqrt_bc2 + eps);
+    }
+}
+
+EDDY_KERNEL
+float eddy_mse_backward(const float *restrict y, const float *restrict x, float *restrict dy, ptrdiff_t n,
+                        float scale) {
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (ptrdiff_t i = 0; i < n; i++) {
+        float e = y[i] - x[i];
+        sum += e * e;
+        dy[i] = scale * e;
+    }
+    return sum;
+}
+
+EDDY_KERNEL
+void eddy_row_errors(const float *restrict y, const float *restrict x, ptrdiff_t rows, ptrdiff_t cols,
+                     float *restrict errors, float *restrict feature_errors) {
+    float inv = 1.0f / (float)cols;
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const float *restrict yr = y + r * cols;
+        const float *restrict xr = x + r * cols;
+        float sum = 0.0f;
+        if (feature_errors) {
+            float *restrict fe = feature_errors + r * cols;
+#pragma omp simd reduction(+ : sum)
+            for (ptrdiff_t c = 0; c < cols; c++) {
+                float e = yr[c] - xr[c];
+                fe[c] = e * e;
+                sum += e * e;
+            }
+        } else {
+#pragma omp simd reduction(+ : sum)
+            for (ptrdiff_t c = 0; c < cols; c++) {
+                float e = yr[c] - xr[c];
+                sum += e * e;
+            }
+        }
+        errors[r] = sum * inv;
+    }
+}
+
+EDDY_KERNEL
+void eddy_standardise(const float *x, const float *restrict mean, const float *restrict inv_scale, ptrdiff_t rows,
+                      ptrdiff_t cols, float *out) {
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const float *xr = x + r * cols;
+        float *yr = out + r * cols;
+        for (ptrdiff_t c = 0; c < cols; c++) yr[c] = (xr[c] - mean[c]) * inv_scale[c];
+    }
+}
+
+EDDY_KERNEL
+float eddy_exp_shifted_masked(float *restrict l, ptrdiff_t n, float shift, const int64_t *restrict ids, int64_t id) {
+    float sum = 0.0f;
+    if (ids) {
+#pragma omp simd reduction(+ : sum)
+        for (ptrdiff_t j = 0; j < n; j++) {
+            float e = ids[j] == id ? 0.0f : poly_exp(l[j] - shift);
+            l[j] = e;
+            sum += e;
+        }
+    } else {
+#pragma omp simd reduction(+ : sum)
+        for (ptrdiff_t j = 0; j < n; j++) {
+            float e = poly_exp(l[j] - shift);
+            l[j] = e;
+            sum += e;
+        }
+    }
+    return sum;
+}
+
+EDDY_KERNEL
+float eddy_max(const float *restrict x, ptrdiff_t n) {
+    float top = x[0];
+#pragma omp simd reduction(max : top)
+    for (ptrdiff_t i = 1; i < n; i++) top = fmaxf(top, x[i]);
+    return top;
+}
+
+EDDY_KERNEL
+void eddy_normalise_rows(const float *restrict p, ptrdiff_t rows, ptrdiff_t cols, float *restrict out,
+                         float *restrict norms) {
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const float *restrict pr = p + r * cols;
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+        for (ptrdiff_t c = 0; c < cols; c++) sum += pr[c] * pr[c];
+        float norm = fmaxf(sqrtf(sum), 1e-12f);
+        if (norms) norms[r] = norm;
+        float s = 1.0f / norm;
+        for (ptrdiff_t c = 0; c < cols; c++) out[r * cols + c] = pr[c] * s;
+    }
+}
+
+EDDY_KERNEL
+void eddy_exp(const float *restrict x, float *restrict y, ptrdiff_t n) {
+    for (ptrdiff_t i = 0; i < n; i++) y[i] = poly_exp(x[i]);
+}

@@ -1,0 +1,323 @@
+import CKernels
+import LinearAlgebra
+
+/// Settings of a momentum-contrast model. Defaults are Eddy's; the reference workload differs in
+/// its temperature (0.1) and its one-layer head (`[32]`).
+public struct MoCoConfiguration: Sendable, Equatable {
+    /// Features per sample, `D`.
+    public var inputDimension: Int
+    /// Encoder widths (all ReLU); the last is the representation downstream heads use.
+    public var encoderWidths: [Int] = [128, 64]
+    /// Projection head widths: ReLU between, linear last; its output is L2-normalised.
+    public var headWidths: [Int] = [64, 32]
+    /// Negative keys kept, `K`; a multiple of `batchSize`.
+    public var queueSize = 4096
+    /// Softmax temperature `T` of InfoNCE.
+    public var temperature: Float = 0.2
+    /// Key encoder momentum: `θk = m·θk + (1 − m)·θq` after each step.
+    public var momentum: Float = 0.99
+    /// Training batch, `B`.
+    public var batchSize = 64
+    public var optimiser = AdamConfiguration()
+    public var augmentation = AugmentationConfiguration()
+    public var normalise = true
+    public var normaliserHorizon = 10_000
+    public var seed: UInt64 = 0
+
+    public init(inputDimension: Int) { self.inputDimension = inputDimension }
+
+    /// Number of channels of the key queue: the projection's width.
+    public var projectionWidth: Int { headWidths.last ?? encoderWidths.last ?? 0 }
+}
+
+/// MoCo (He et al. 2020) for streams: a query encoder trained by InfoNCE against its EMA twin's keys
+/// and a ring queue of past keys, with augmentations as the source of positive pairs.
+///
+/// Shapes below: `B` batch, `D` input, `C` projection width, `K` queue size.
+public final class MoCo {
+    public let configuration: MoCoConfiguration
+    /// Encoder then head, as one network; the key encoder shares the layout.
+    public let layout: NetworkLayout
+    public let normaliser: Normaliser
+    let query: FloatBuffer
+    let key: FloatBuffer
+    let gradients: FloatBuffer
+    let optimiser: Adam
+    var random: RandomSource
+    /// The queue of negative keys, `(K, C)`, L2-normalised rows, and the sample id each came from
+    /// (`-1`: none; the random initial keys).
+    let queue: FloatBuffer
+    let queueIDs: UnsafeMutablePointer<Int64>
+    /// Row of the queue the next key overwrites (the oldest).
+    public private(set) var queuePointer = 0
+
+    // Per-step workspace, sized for `B`.
+    let queryWork: NetworkWorkspace
+    let keyWork: NetworkWorkspace
+    let normalised: FloatBuffer  // (B, D)
+    let viewQ: FloatBuffer  // (B, D)
+    let viewK: FloatBuffer  // (B, D)
+    let q: FloatBuffer  // (B, C) normalised query
+    let qNorm: FloatBuffer  // (B) ||p||
+    let k: FloatBuffer  // (B, C) normalised key
+    let logits: FloatBuffer  // (B, K) negatives, then their softmax gradient
+    let dq: FloatBuffer  // (B, C)
+    let positive: FloatBuffer  // (B) dL/d(positive logit)
+    let rowScale: FloatBuffer  // (B) 1 / (B·Z) per row
+    // Inference workspace.
+    let embedWork: NetworkWorkspace
+    let embedInput: FloatBuffer
+
+    public init(configuration: MoCoConfiguration) {
+        let c = configuration
+        precondition(c.inputDimension > 0 && c.batchSize > 0, "MoCo needs a positive dimension and batch")
+        precondition(!c.encoderWidths.isEmpty && !c.headWidths.isEmpty, "MoCo needs an encoder and a head")
+        precondition(c.queueSize >= c.batchSize && c.queueSize % c.batchSize == 0, "queue must be a multiple of the batch")
+        precondition(c.temperature > 0 && (0...1).contains(c.momentum), "temperature > 0 and momentum in [0, 1]")
+        self.configuration = c
+        let acts =
+            Array(repeating: Activation.relu, count: c.encoderWidths.count)
+            + Array(repeating: Activation.relu, count: c.headWidths.count - 1) + [.identity]
+        layout = NetworkLayout(inputs: c.inputDimension, widths: c.encoderWidths + c.headWidths, activations: acts)
+        normaliser = Normaliser(dimension: c.inputDimension, horizon: c.normaliserHorizon)
+        let n = layout.parameterCount
+        query = FloatBuffer(count: n)
+        key = FloatBuffer(count: n)
+        gradients = FloatBuffer(count: n)
+        optimiser = Adam(parameterCount: n, configuration: c.optimiser)
+        random = RandomSource(seed: c.seed)
+        layout.initialise(query.pointer, random: &random)
+        key.copy(from: query)  // f_k starts as a copy of f_q
+
+        let C = c.projectionWidth, K = c.queueSize, B = c.batchSize, D = c.inputDimension
+        queue = FloatBuffer(count: K * C)
+        for row in 0..<K {
+            let r = queue.pointer + row * C
+            random.fillNormal(r, count: C)
+            BLAS.scale(count: C, alpha: 1 / max(BLAS.norm(count: C, x: r), 1e-12), x: r)
+        }
+        queueIDs = .allocate(capacity: K)
+        queueIDs.initialize(repeating: -1, count: K)
+
+        queryWork = NetworkWorkspace(layout: layout, capacity: B)
+        keyWork = NetworkWorkspace(layout: layout, capacity: B)
+        normalised = FloatBuffer(count: B * D)
+        viewQ = FloatBuffer(count: B * D)
+        viewK = FloatBuffer(count: B * D)
+        q = FloatBuffer(count: B * C)
+        qNorm = FloatBuffer(count: B)
+        k = FloatBuffer(count: B * C)
+        logits = FloatBuffer(count: B * K)
+        dq = FloatBuffer(count: B * C)
+        positive = FloatBuffer(count: B)
+        rowScale = FloatBuffer(count: B)
+        embedWork = NetworkWorkspace(layout: layout, capacity: 256)
+        embedInput = FloatBuffer(count: 256 * D)
+    }
+
+    deinit { queueIDs.deallocate() }
+
+    public var step: Int { optimiser.step }
+    public var parameterCount: Int { layout.parameterCount }
+    /// Width of the representation (the encoder's last layer).
+    public var representationWidth: Int { configuration.encoderWidths.last! }
+
+    /// Feeds arriving samples to the running normaliser (once per sample, on arrival).
+    public func observe(_ x: UnsafePointer<Float>, rows: Int) {
+        if configuration.normalise { normaliser.observe(x, rows: rows) }
+    }
+
+    /// One training step: two augmented views, InfoNCE, Adam on `f_q`, EMA into `f_k`, enqueue keys.
+    ///
+    /// - Parameters:
+    ///   - x: `(rows, D)` samples; `rows` at most the configured batch.
+    ///   - ids: optional non-negative id per row (a sample's identity in the stream); queue entries with the same
+    ///     id are masked out of the negatives, since they are the same sample: false negatives.
+    /// - Returns: the batch's InfoNCE loss.
+    @discardableResult
+    public func trainStep(_ x: UnsafePointer<Float>, rows: Int, ids: UnsafePointer<Int64>? = nil) -> Float {
+        let D = configuration.inputDimension
+        var input = x
+        if configuration.normalise {
+            normaliser.apply(x, rows: rows, into: normalised.pointer)
+            input = UnsafePointer(normalised.pointer)
+        }
+        configuration.augmentation.apply(input, rows: rows, dimension: D, into: viewQ.pointer, random: &random)
+        configuration.augmentation.apply(input, rows: rows, dimension: D, into: viewK.pointer, random: &random)
+        let loss = lossAndGradient(query: viewQ.pointer, key: viewK.pointer, rows: rows, ids: ids)
+        optimiser.update(parameters: query.pointer, gradients: gradients.pointer, count: parameterCount)
+        updateKeyEncoder()
+        enqueue(keys: k.pointer, ids: ids, rows: rows)
+        return loss
+    }
+
+    /// `θk = m·θk + (1 − m)·θq`: one axpby over the flat buffers.
+    func updateKeyEncoder() {
+        let m = configuration.momentum
+        BLAS.axpby(count: parameterCount, alpha: 1 - m, x: query.pointer, beta: m, y: key.pointer)
+    }
+
+    /// Overwrites the oldest `rows` queue entries with `keys` `(rows, C)`, wrapping around.
+    func enqueue(keys: UnsafePointer<Float>, ids: UnsafePointer<Int64>?, rows: Int) {
+        let C = configuration.projectionWidth, K = configuration.queueSize
+        for r in 0..<rows {
+            (queue.pointer + queuePointer * C).update(from: keys + r * C, count: C)
+            queueIDs[queuePointer] = ids?[r] ?? -1
+            queuePointer = (queuePointer + 1) % K
+        }
+    }
+
+    /// InfoNCE loss of query views against key views and the queue; fills `gradients` with dL/dθq
+    /// and leaves the normalised keys in `k`. Changes no parameters and not the queue.
+    func lossAndGradient(
+        query xq: UnsafePointer<Float>, key xk: UnsafePointer<Float>, rows B: Int, ids: UnsafePointer<Int64>?
+    ) -> Float {
+        let c = configuration
+        precondition(B > 0 && B <= c.batchSize, "batch of \(B) rows is out of range")
+        let C = c.projectionWidth, K = c.queueSize
+        let invT = 1 / c.temperature
+        // q = normalize(f_q(xq)): (B, C); k = normalize(f_k(xk)): (B, C), no gradient.
+        queryWork.forward(parameters: query.pointer, input: xq, batch: B)
+        keyWork.forward(parameters: key.pointer, input: xk, batch: B)
+        eddy_normalise_rows(queryWork.output, B, C, q.pointer, qNorm.pointer)
+        eddy_normalise_rows(keyWork.output, B, C, k.pointer, nil)
+        // Negative logits: q · queueᵀ / T, (B, K). Positive logits: q·k / T, (B).
+        let l = logits.pointer
+        BLAS.gemm(.none, .transposed, m: B, n: K, k: C, alpha: invT, a: q.pointer, b: queue.pointer, c: l)
+        // Every logit is a cosine over T, so 1/T bounds them all: shifting by it needs no max pass and
+        // cannot overflow; below T = 0.025 the shifted negatives could underflow, so take the max.
+        let fixedShift = c.temperature >= 0.025
+        var totalLoss: Float = 0
+        let invB = 1 / Float(B)
+        for r in 0..<B {
+            let lr = l + r * K
+            let lpos = BLAS.dot(count: C, x: q.pointer + r * C, y: k.pointer + r * C) * invT
+            let top = fixedShift ? invT : max(lpos, eddy_max(lr, K))
+            // Softmax over [pos | negatives]; masked negatives (same sample id) get weight 0.
+            let ePos = Kernels.exp(lpos - top)
+            let z = eddy_exp_shifted_masked(lr, K, top, ids == nil ? nil : UnsafePointer(queueIDs), ids?[r] ?? -1) + ePos
+            // loss_r = log Z − (lpos − top)
+            totalLoss += _log(z) - (lpos - top)
+            // dL/dlogit = (softmax − onehot₀) / B. The negatives' 1/(B·Z) is applied to dq below,
+            // per row, rather than to all K logits.
+            positive[r] = (ePos / z - 1) * invB
+            rowScale[r] = invB / z
+        }
+        // dq = (dpos · k + dneg · queue) / T, (B, C); dneg · queue as one gemm on the unscaled exps.
+        BLAS.gemm(.none, .none, m: B, n: C, k: K, alpha: invT, a: l, b: queue.pointer, c: dq.pointer)
+        let dp = queryWork.outputDelta
+        for r in 0..<B {
+            let dqr = dq.pointer + r * C, qr = q.pointer + r * C, kr = k.pointer + r * C
+            let dpos = positive[r] * invT, scale = rowScale[r]
+            for j in 0..<C { dqr[j] = dqr[j] * scale + dpos * kr[j] }
+            // Through q = p / ||p||: dp = (dq − q (q·dq)) / ||p||
+            let proj = BLAS.dot(count: C, x: dqr, y: qr)
+            let s = 1 / qNorm[r]
+            for j in 0..<C { dp[r * C + j] = (dqr[j] - qr[j] * proj) * s }
+        }
+        queryWork.backward(parameters: query.pointer, gradients: gradients.pointer, input: xq, batch: B)
+        return totalLoss * invB
+    }
+
+    /// Representations of `rows` samples (the encoder's output, `(rows, representationWidth)`),
+    /// from the query encoder without augmentation.
+    public func embed(_ x: UnsafePointer<Float>, rows: Int, into out: UnsafeMutablePointer<Float>) {
+        let D = configuration.inputDimension, R = representationWidth
+        let layer = configuration.encoderWidths.count - 1
+        var start = 0
+        while start < rows {
+            let n = min(256, rows - start)
+            var input = x + start * D
+            if configuration.normalise {
+                normaliser.apply(input, rows: n, into: embedInput.pointer)
+                input = UnsafePointer(embedInput.pointer)
+            }
+            embedWork.forward(parameters: query.pointer, input: input, batch: n)
+            (out + start * R).update(from: embedWork.outputs[layer].pointer, count: n * R)
+            start += n
+        }
+    }
+
+    /// Representations of an array of samples (row-major); convenience for tests and tools.
+    public func embed(_ samples: [Float]) -> [Float] {
+        let rows = samples.count / configuration.inputDimension
+        var out = [Float](repeating: 0, count: rows * representationWidth)
+        samples.withUnsafeBufferPointer { x in
+            out.withUnsafeMutableBufferPointer { o in embed(x.baseAddress!, rows: rows, into: o.baseAddress!) }
+        }
+        return out
+    }
+
+    public var queryParameters: [Float] { query.array }
+    public var keyParameters: [Float] { key.array }
+    public var queueValues: [Float] { queue.array }
+
+    // MARK: State
+
+    static let kind = "eddy.moco"
+    static let formatVersion: UInt32 = 1
+
+    /// The full training state: configuration, both encoders, Adam moments and step, queue, its ids
+    /// and pointer, normaliser statistics and random state, sealed with a CRC-32.
+    public func serialized() -> [UInt8] {
+        var w = ByteWriter()
+        w.write(Self.kind); w.write(Self.formatVersion)
+        let c = configuration
+        w.write(UInt32(c.inputDimension))
+        w.write(UInt32(c.encoderWidths.count)); for v in c.encoderWidths { w.write(UInt32(v)) }
+        w.write(UInt32(c.headWidths.count)); for v in c.headWidths { w.write(UInt32(v)) }
+        w.write(UInt32(c.queueSize)); w.write(c.temperature); w.write(c.momentum); w.write(UInt32(c.batchSize))
+        w.write(c.optimiser); w.write(c.augmentation)
+        w.write(c.normalise); w.write(UInt64(c.normaliserHorizon)); w.write(c.seed)
+        w.write(random)
+        w.write(UInt64(optimiser.step))
+        w.write(query); w.write(key); w.write(optimiser.m); w.write(optimiser.v)
+        w.write(queue)
+        w.write(Array(UnsafeBufferPointer(start: queueIDs, count: c.queueSize)))
+        w.write(UInt32(queuePointer))
+        normaliser.encode(&w)
+        w.seal()
+        return w.bytes
+    }
+
+    /// Restores a model from `serialized()`; it takes exactly the step the original would.
+    public convenience init(serialized bytes: [UInt8]) throws {
+        var r = try ByteReader(sealed: bytes)
+        guard try r.read(String.self) == Self.kind else { throw StateError.wrongKind(expected: Self.kind) }
+        let version = try r.read(UInt32.self)
+        guard version == Self.formatVersion else { throw StateError.unsupportedVersion(version) }
+        func widths(_ r: inout ByteReader) throws -> [Int] {
+            let n = Int(try r.read(UInt32.self))
+            guard n > 0 && n <= 64 else { throw StateError.invalid("layer count") }
+            return try (0..<n).map { _ in Int(try r.read(UInt32.self)) }
+        }
+        var c = MoCoConfiguration(inputDimension: Int(try r.read(UInt32.self)))
+        c.encoderWidths = try widths(&r)
+        c.headWidths = try widths(&r)
+        c.queueSize = Int(try r.read(UInt32.self))
+        c.temperature = try r.read(Float.self)
+        c.momentum = try r.read(Float.self)
+        c.batchSize = Int(try r.read(UInt32.self))
+        guard c.inputDimension > 0, c.batchSize > 0, c.queueSize >= c.batchSize, c.queueSize % c.batchSize == 0,
+            c.temperature > 0, (0...1).contains(c.momentum),
+            (c.encoderWidths + c.headWidths).allSatisfy({ $0 > 0 })
+        else { throw StateError.invalid("shape") }
+        c.optimiser = try r.read(AdamConfiguration.self)
+        c.augmentation = try r.read(AugmentationConfiguration.self)
+        c.normalise = try r.read(Bool.self)
+        c.normaliserHorizon = Int(try r.read(UInt64.self))
+        c.seed = try r.read(UInt64.self)
+        self.init(configuration: c)
+        random = try r.read(RandomSource.self)
+        optimiser.step = Int(try r.read(UInt64.self))
+        try r.read(into: query); try r.read(into: key); try r.read(into: optimiser.m); try r.read(into: optimiser.v)
+        try r.read(into: queue)
+        let ids = try r.read([Int64].self, expected: c.queueSize)
+        for (i, id) in ids.enumerated() { queueIDs[i] = id }
+        queuePointer = Int(try r.read(UInt32.self))
+        guard queuePointer < c.queueSize else { throw StateError.invalid("queue pointer") }
+        let n = try Normaliser.decode(&r)
+        guard n.dimension == c.inputDimension else { throw StateError.invalid("normaliser dimension") }
+        normaliser.copy(from: n)
+    }
+}

@@ -1,0 +1,90 @@
+import CKernels
+
+/// Online per-feature standardisation, so raw sensor units (volts, ms, bytes/s) train alike.
+///
+/// Mean and variance follow Welford's recursion with weight `1/n` until `horizon` samples have
+/// been seen, then a constant weight `1/horizon`: exact statistics at first, then an exponential
+/// moving average that follows slow drift. Before the first sample it is the identity.
+public final class Normaliser {
+    public let dimension: Int
+    public let horizon: Int
+    /// Samples observed so far.
+    public private(set) var count: Int = 0
+    let mean: FloatBuffer
+    let variance: FloatBuffer
+    /// `1/√(variance + ε)`, kept in step with `variance` so applying costs one multiply-add.
+    let inverseScale: FloatBuffer
+    static let epsilon: Float = 1e-6
+
+    public init(dimension: Int, horizon: Int = 10_000) {
+        precondition(dimension > 0 && horizon > 0, "Normaliser needs a positive dimension and horizon")
+        self.dimension = dimension
+        self.horizon = horizon
+        mean = FloatBuffer(count: dimension)
+        variance = FloatBuffer([Float](repeating: 1, count: dimension))
+        inverseScale = FloatBuffer([Float](repeating: 1, count: dimension))
+    }
+
+    /// Updates the statistics with `rows` samples of `dimension` features.
+    public func observe(_ x: UnsafePointer<Float>, rows: Int) {
+        let d = dimension, mu = mean.pointer, v = variance.pointer
+        for r in 0..<rows {
+            count += 1
+            let w = 1 / Float(min(count, horizon))
+            let row = x + r * d
+            if count == 1 {
+                for c in 0..<d { mu[c] = row[c]; v[c] = 0 }
+                continue
+            }
+            for c in 0..<d {
+                let delta = row[c] - mu[c]
+                mu[c] += w * delta
+                v[c] = (1 - w) * (v[c] + w * delta * delta)
+            }
+        }
+        refreshScale()
+    }
+
+    private func refreshScale() {
+        let v = variance.pointer, s = inverseScale.pointer
+        for c in 0..<dimension { s[c] = 1 / (v[c] + Normaliser.epsilon).squareRoot() }
+    }
+
+    /// Writes `(x - mean) / √(variance + ε)` for `rows` samples into `out` (which may alias `x`).
+    @inline(__always)
+    public func apply(_ x: UnsafePointer<Float>, rows: Int, into out: UnsafeMutablePointer<Float>) {
+        eddy_standardise(x, mean.pointer, inverseScale.pointer, rows, dimension, out)
+    }
+
+    /// Current per-feature means.
+    public var means: [Float] { mean.array }
+    /// Current per-feature variances.
+    public var variances: [Float] { variance.array }
+
+    /// Takes over another normaliser's statistics (same dimension).
+    public func copy(from other: Normaliser) {
+        precondition(other.dimension == dimension, "normaliser dimension mismatch")
+        count = other.count
+        mean.copy(from: other.mean)
+        variance.copy(from: other.variance)
+        refreshScale()
+    }
+
+    func encode(_ w: inout ByteWriter) {
+        w.write(UInt32(dimension)); w.write(UInt64(horizon)); w.write(UInt64(count))
+        w.write(mean); w.write(variance)
+    }
+
+    static func decode(_ r: inout ByteReader) throws -> Normaliser {
+        let dimension = Int(try r.read(UInt32.self))
+        let horizon = Int(try r.read(UInt64.self))
+        let count = Int(try r.read(UInt64.self))
+        guard dimension > 0, horizon > 0 else { throw StateError.invalid("normaliser shape") }
+        let n = Normaliser(dimension: dimension, horizon: horizon)
+        n.count = count
+        try r.read(into: n.mean)
+        try r.read(into: n.variance)
+        n.refreshScale()
+        return n
+    }
+}

@@ -1,0 +1,127 @@
+/// Why model state bytes could not be decoded.
+public enum StateError: Error, Equatable, CustomStringConvertible {
+    /// The bytes end before the value being read.
+    case truncated
+    /// The leading magic does not name the expected model kind.
+    case wrongKind(expected: String)
+    /// A format version this build does not read.
+    case unsupportedVersion(UInt32)
+    /// The trailing CRC-32 does not match the content.
+    case checksumMismatch
+    /// A decoded value is out of range (named).
+    case invalid(String)
+
+    public var description: String {
+        switch self {
+        case .truncated: "state bytes are truncated"
+        case .wrongKind(let expected): "state bytes are not a \(expected)"
+        case .unsupportedVersion(let v): "state format version \(v) is not supported"
+        case .checksumMismatch: "state checksum does not match"
+        case .invalid(let what): "state has an invalid \(what)"
+        }
+    }
+}
+
+/// Little-endian byte writer for model state.
+struct ByteWriter {
+    var bytes: [UInt8] = []
+
+    mutating func write<T: FixedWidthInteger>(_ value: T) {
+        withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
+    }
+    mutating func write(_ value: Float) { write(value.bitPattern) }
+    mutating func write(_ value: Bool) { write(UInt8(value ? 1 : 0)) }
+    /// Count, then the floats' bytes (IEEE 754, little-endian).
+    mutating func write(_ buffer: FloatBuffer) {
+        write(UInt64(buffer.count))
+        for i in 0..<buffer.count { write(buffer[i].bitPattern) }
+    }
+    mutating func write(_ values: [Int64]) {
+        write(UInt64(values.count))
+        for v in values { write(v) }
+    }
+    mutating func write(_ random: RandomSource) {
+        write(random.s0); write(random.s1); write(random.s2); write(random.s3)
+        write(random.spareNormal != nil)
+        write(random.spareNormal ?? 0)
+    }
+    mutating func write(_ string: String) {
+        let utf8 = Array(string.utf8)
+        write(UInt32(utf8.count))
+        bytes.append(contentsOf: utf8)
+    }
+
+    /// Appends the CRC-32 of everything written so far.
+    mutating func seal() { write(CRC32.checksum(bytes)) }
+}
+
+/// Little-endian byte reader; every read checks the remaining length.
+struct ByteReader {
+    let bytes: [UInt8]
+    var offset = 0
+
+    init(_ bytes: [UInt8]) { self.bytes = bytes }
+
+    /// Checks and strips the trailing CRC-32 written by `ByteWriter.seal`.
+    init(sealed bytes: [UInt8]) throws {
+        guard bytes.count >= 4 else { throw StateError.truncated }
+        let body = Array(bytes[..<(bytes.count - 4)])
+        var tail = ByteReader(Array(bytes[(bytes.count - 4)...]))
+        guard try tail.read(UInt32.self) == CRC32.checksum(body) else { throw StateError.checksumMismatch }
+        self.init(body)
+    }
+
+    mutating func read<T: FixedWidthInteger>(_: T.Type) throws -> T {
+        let size = MemoryLayout<T>.size
+        guard offset + size <= bytes.count else { throw StateError.truncated }
+        var value: T = 0
+        for i in 0..<size { value |= T(truncatingIfNeeded: bytes[offset + i]) << (8 * i) }
+        offset += size
+        return value
+    }
+    mutating func read(_: Float.Type) throws -> Float { Float(bitPattern: try read(UInt32.self)) }
+    mutating func read(_: Bool.Type) throws -> Bool { try read(UInt8.self) != 0 }
+
+    /// Reads a float array written by `write(_: FloatBuffer)` into `buffer`, which must match its size.
+    mutating func read(into buffer: FloatBuffer) throws {
+        let n = try read(UInt64.self)
+        guard n == UInt64(buffer.count) else { throw StateError.invalid("tensor size") }
+        guard offset + 4 * buffer.count <= bytes.count else { throw StateError.truncated }
+        for i in 0..<buffer.count { buffer[i] = try read(Float.self) }
+    }
+    mutating func read(_: [Int64].Type, expected: Int) throws -> [Int64] {
+        let n = try read(UInt64.self)
+        guard n == UInt64(expected) else { throw StateError.invalid("id list size") }
+        return try (0..<expected).map { _ in try read(Int64.self) }
+    }
+    mutating func read(_: RandomSource.Type) throws -> RandomSource {
+        var r = RandomSource(seed: 0)
+        r.s0 = try read(UInt64.self); r.s1 = try read(UInt64.self)
+        r.s2 = try read(UInt64.self); r.s3 = try read(UInt64.self)
+        let hasSpare = try read(Bool.self)
+        let spare = try read(Float.self)
+        r.spareNormal = hasSpare ? spare : nil
+        return r
+    }
+    mutating func read(_: String.Type) throws -> String {
+        let n = Int(try read(UInt32.self))
+        guard offset + n <= bytes.count else { throw StateError.truncated }
+        defer { offset += n }
+        return String(decoding: bytes[offset..<(offset + n)], as: UTF8.self)
+    }
+}
+
+/// CRC-32 (IEEE 802.3, reflected, polynomial 0xEDB88320), as zlib computes it.
+public enum CRC32 {
+    static let table: [UInt32] = (0..<256).map { n in
+        var c = UInt32(n)
+        for _ in 0..<8 { c = (c & 1) != 0 ? 0xEDB8_8320 ^ (c >> 1) : c >> 1 }
+        return c
+    }
+
+    public static func checksum<C: Collection>(_ bytes: C) -> UInt32 where C.Element == UInt8 {
+        var crc: UInt32 = 0xFFFF_FFFF
+        for b in bytes { crc = table[Int((crc ^ UInt32(b)) & 0xFF)] ^ (crc >> 8) }
+        return crc ^ 0xFFFF_FFFF
+    }
+}

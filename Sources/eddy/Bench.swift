@@ -1,0 +1,246 @@
+import ArgumentParser
+import Foundation
+import Learning
+import LinearAlgebra
+import Workloads
+
+
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Measure Eddy on the reference workload (shared/bench/WORKLOAD.md).",
+        discussion: """
+            Each subcommand prints readable lines, or one JSON object with --json. Compare against the \
+            peers with scripts/bench-compare.py, which runs both in one invocation and reports ratios.
+            """,
+        subcommands: [TrainBench.self, ScoreBench.self, KernelBench.self])
+}
+
+enum BenchModel: String, ExpressibleByArgument, CaseIterable {
+    case ae, moco, both
+}
+
+struct BenchOptions: ParsableArguments {
+    @Option(help: "Input dimension D (the workload defines 32 and 128).")
+    var dim = 32
+    @Option(help: "Seconds in each timed window, after warm-up.")
+    var seconds = 1.5
+    @Option(help: "OpenBLAS threads (the trainer's budget is one).")
+    var threads = 1
+    @Flag(help: "Print one JSON object instead of text.")
+    var json = false
+}
+
+/// The workload's models: the AE as specified, MoCo with T = 0.1 and a one-layer head, no normalisation.
+enum ReferenceModels {
+    static let batch = 64
+    static let bufferRows = 65_536
+
+    static func autoencoder(dim: Int) -> Autoencoder {
+        var c = AutoencoderConfiguration(inputDimension: dim)
+        c.normalise = false
+        c.seed = 2
+        return Autoencoder(configuration: c)
+    }
+
+    static func moco(dim: Int) -> MoCo {
+        var c = MoCoConfiguration(inputDimension: dim)
+        c.encoderWidths = [128, 64]
+        c.headWidths = [32]
+        c.queueSize = 4096
+        c.temperature = 0.1
+        c.momentum = 0.99
+        c.augmentation = AugmentationConfiguration(jitter: 0.05, scale: 0, maskProbability: 0.1)
+        c.normalise = false
+        c.seed = 3
+        return MoCo(configuration: c)
+    }
+}
+
+/// The replay buffer of the workload: the first 65,536 samples, and a batch gathered uniformly at
+/// random with replacement (the gather is part of each timed step).
+final class ReferenceBuffer {
+    let dim: Int
+    let rows = ReferenceModels.bufferRows
+    let data: FloatBuffer
+    let batch: FloatBuffer
+    var random = RandomSource(seed: 1)
+
+    init(dim: Int) {
+        self.dim = dim
+        data = FloatBuffer(ReferenceStream(dimension: dim).samples(count: ReferenceModels.bufferRows))
+        batch = FloatBuffer(count: ReferenceModels.batch * dim)
+    }
+
+    @inline(__always)
+    func next() -> UnsafePointer<Float> {
+        for r in 0..<ReferenceModels.batch {
+            let i = random.index(below: rows)
+            (batch.pointer + r * dim).update(from: data.pointer + i * dim, count: dim)
+        }
+        return UnsafePointer(batch.pointer)
+    }
+}
+
+/// Wall and CPU time of repeated calls after a warm-up, as the peers' `workload.bench` measures.
+struct Rate {
+    var wall: Double
+    var cpu: Double
+
+    static func measure(samplesPerCall: Int, seconds: Double, warmup: Double = 0.3, _ body: () -> Void) -> Rate {
+        let warmEnd = now() + warmup
+        while now() < warmEnd { body() }
+        var calls = 0
+        let c0 = cpuNow(), t0 = now()
+        var t = t0
+        repeat {
+            for _ in 0..<8 { body() }
+            calls += 8
+            t = now()
+        } while t < t0 + seconds
+        let samples = Double(calls * samplesPerCall)
+        return Rate(wall: samples / (t - t0), cpu: samples / max(cpuNow() - c0, 1e-9))
+    }
+
+    static func now() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+    }
+
+    static func cpuNow() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+    }
+}
+
+/// One result: printed as `key value` lines, or as a single JSON object.
+struct Report {
+    var fields: [(String, String)] = []
+
+    mutating func add(_ key: String, _ value: String) { fields.append((key, "\"\(value)\"")) }
+    mutating func add(_ key: String, _ value: Double) {
+        fields.append((key, value.isFinite ? String(format6(value)) : "null"))
+    }
+    mutating func add(_ key: String, _ value: Int) { fields.append((key, String(value))) }
+
+    func print(json: Bool) {
+        if json {
+            Swift.print("{" + fields.map { "\"\($0.0)\": \($0.1)" }.joined(separator: ", ") + "}")
+        } else {
+            for (k, v) in fields { Swift.print("\(k.padding(28)) \(v.replacingQuotes())") }
+        }
+    }
+
+    private func format6(_ v: Double) -> String { String(format: "%.6g", v) }
+}
+
+extension String {
+    fileprivate func padding(_ width: Int) -> String {
+        count >= width ? self : self + String(repeating: " ", count: width - count)
+    }
+    fileprivate func replacingQuotes() -> String { filter { $0 != "\"" } }
+}
+
+struct TrainBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "train",
+        abstract: "Training samples per second on the reference workload, and the learning check.")
+
+    @Option(help: "Which model: ae, moco, or both (one minibatch feeds one AE and one MoCo step).")
+    var model: BenchModel = .ae
+    @Option(help: "Learning-check steps before timing (they double as warm-up).")
+    var steps = 2000
+    @OptionGroup var options: BenchOptions
+
+    func run() throws {
+        BLAS.setThreads(options.threads)
+        let dim = options.dim, batch = ReferenceModels.batch
+        let buffer = ReferenceBuffer(dim: dim)
+        let ae = ReferenceModels.autoencoder(dim: dim)
+        let moco = ReferenceModels.moco(dim: dim)
+        var report = Report()
+        report.add("model", model.rawValue)
+        report.add("dim", dim)
+        report.add("batch", batch)
+        report.add("threads", options.threads)
+
+        // Learning check, as WORKLOAD.md defines it (AE: steps 1-100 vs last 100; MoCo: 101-200 vs last 100).
+        func check(_ name: String, firstWindow: Range<Int>, _ step: () -> Float) -> Float {
+            var losses = [Float]()
+            losses.reserveCapacity(steps)
+            for _ in 0..<steps { losses.append(step()) }
+            let first = firstWindow.clamped(to: 0..<losses.count)
+            let last = max(0, losses.count - 100)..<losses.count
+            func mean(_ r: Range<Int>) -> Double { r.isEmpty ? .nan : Double(losses[r].reduce(0, +)) / Double(r.count) }
+            report.add("\(name)_loss_first", mean(first))
+            report.add("\(name)_loss_last", mean(last))
+            return losses.last ?? .nan
+        }
+
+        var finalLoss: Float = .nan
+        var rate: Rate
+        switch model {
+        case .ae:
+            finalLoss = check("ae", firstWindow: 0..<100) { ae.trainStep(buffer.next(), rows: batch) }
+            rate = Rate.measure(samplesPerCall: batch, seconds: options.seconds) {
+                finalLoss = ae.trainStep(buffer.next(), rows: batch)
+            }
+        case .moco:
+            finalLoss = check("moco", firstWindow: 100..<200) { moco.trainStep(buffer.next(), rows: batch) }
+            rate = Rate.measure(samplesPerCall: batch, seconds: options.seconds) {
+                finalLoss = moco.trainStep(buffer.next(), rows: batch)
+            }
+        case .both:
+            _ = check("ae", firstWindow: 0..<100) { ae.trainStep(buffer.next(), rows: batch) }
+            finalLoss = check("moco", firstWindow: 100..<200) { moco.trainStep(buffer.next(), rows: batch) }
+            rate = Rate.measure(samplesPerCall: batch, seconds: options.seconds) {
+                let x = buffer.next()
+                ae.trainStep(x, rows: batch)
+                finalLoss = moco.trainStep(x, rows: batch)
+            }
+        }
+        report.add("samples_per_second", rate.wall)
+        report.add("samples_per_second_cpu", rate.cpu)
+        report.add("final_loss", Double(finalLoss))
+
+        // The ceiling: the same step's sgemm calls alone, on the same shapes.
+        let gemms = GemmPlan.step(model: model, dim: dim, batch: batch)
+        let gemmRate = Rate.measure(samplesPerCall: batch, seconds: min(options.seconds, 1.0)) { gemms.run() }
+        report.add("sgemm_only_samples_per_second", gemmRate.wall)
+        report.add("fraction_of_sgemm_limit", rate.wall / gemmRate.wall)
+        report.print(json: options.json)
+    }
+}
+
+struct ScoreBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "score",
+        abstract: "Autoencoder scoring throughput (forward + per-sample MSE) at batch 1 and 256.")
+
+    @OptionGroup var options: BenchOptions
+
+    func run() throws {
+        BLAS.setThreads(options.threads)
+        let dim = options.dim
+        let buffer = ReferenceBuffer(dim: dim)
+        let ae = ReferenceModels.autoencoder(dim: dim)
+        for _ in 0..<500 { ae.trainStep(buffer.next(), rows: ReferenceModels.batch) }
+        let errors = FloatBuffer(count: 256)
+        var i = 0
+        let b1 = Rate.measure(samplesPerCall: 1, seconds: options.seconds) {
+            ae.score(buffer.data.pointer + i * dim, rows: 1, errors: errors.pointer)
+            i = (i + 1) & 4095
+        }
+        let b256 = Rate.measure(samplesPerCall: 256, seconds: options.seconds) {
+            ae.score(buffer.data.pointer, rows: 256, errors: errors.pointer)
+        }
+        var report = Report()
+        report.add("dim", dim)
+        report.add("score_b1", b1.wall)
+        report.add("score_b256", b256.wall)
+        report.add("score_b1_cpu", b1.cpu)
+        report.add("score_b256_cpu", b256.cpu)
+        report.print(json: options.json)
+    }
+}

@@ -1,0 +1,9 @@
+import ArgumentParser
+
+@main
+struct Eddy: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "eddy",
+        abstract: "A streaming self-supervised learning daemon.",
+        subcommands: [Bench.self])
+}
