@@ -53,10 +53,13 @@ public struct WaveformClasses: Sendable {
     public enum Shape: Int, CaseIterable, Sendable { case sine, square, sawtooth, triangle }
     public let window: Int
     public let noise: Float
+    /// Range of the waveform's period, in samples.
+    public let periods: ClosedRange<Float>
 
-    public init(window: Int = 32, noise: Float = 0.1) {
+    public init(window: Int = 32, noise: Float = 0.1, periods: ClosedRange<Float> = 10...20) {
         self.window = window
         self.noise = noise
+        self.periods = periods
     }
 
     /// `count` windows `(count, window)` and their class labels, drawn with `random`.
@@ -66,7 +69,7 @@ public struct WaveformClasses: Sendable {
         for i in 0..<count {
             let shape = Shape.allCases[random.index(below: Shape.allCases.count)]
             labels[i] = shape.rawValue
-            let period = random.uniform(10, 20)
+            let period = random.uniform(periods.lowerBound, periods.upperBound)
             let phase = random.uniform(0, 1)
             let amplitude = random.uniform(0.6, 1.4)
             let offset = random.uniform(-0.3, 0.3)

@@ -1,0 +1,105 @@
+import Testing
+
+@testable import Learning
+
+@Suite struct GradientTests {
+    /// L = Σ w ⊙ y over a network's output, so dL/dy = w: checks dense forward/backward pairs alone.
+    func checkNetwork(widths: [Int], activations: [Activation]) {
+        let inputs = 6, batch = 5
+        let layout = NetworkLayout(inputs: inputs, widths: widths, activations: activations)
+        let work = NetworkWorkspace(layout: layout, capacity: batch)
+        let params = FloatBuffer(count: layout.parameterCount)
+        let grads = FloatBuffer(count: layout.parameterCount)
+        var random = RandomSource(seed: 11)
+        layout.initialise(params.pointer, random: &random)
+        let x = FloatBuffer(randomValues(batch * inputs, seed: 12))
+        let w = randomValues(batch * layout.outputs, seed: 13)
+        let dx = FloatBuffer(count: batch * inputs)
+
+        func loss() -> Float {
+            work.forward(parameters: params.pointer, input: x.pointer, batch: batch)
+            var sum: Float = 0
+            for i in 0..<(batch * layout.outputs) { sum += w[i] * work.output[i] }
+            return sum
+        }
+        _ = loss()
+        for i in 0..<w.count { work.outputDelta[i] = w[i] }
+        work.backward(
+            parameters: params.pointer, gradients: grads.pointer, input: x.pointer, batch: batch, inputDelta: dx.pointer)
+
+        let numeric = finiteDifferences(params.pointer, count: layout.parameterCount, loss: loss)
+        let bad = gradientMismatches(grads.array, numeric)
+        #expect(bad.isEmpty, "parameter gradient mismatches: \(bad.prefix(5))")
+        let numericX = finiteDifferences(x.pointer, count: batch * inputs, loss: loss)
+        let badX = gradientMismatches(dx.array, numericX)
+        #expect(badX.isEmpty, "input gradient mismatches: \(badX.prefix(5))")
+    }
+
+    @Test func denseIdentityBackwardMatchesFiniteDifferences() {
+        checkNetwork(widths: [4], activations: [.identity])
+    }
+
+    @Test func denseReLUStackBackwardMatchesFiniteDifferences() {
+        checkNetwork(widths: [7, 5, 3], activations: [.relu, .relu, .identity])
+    }
+
+    @Test func autoencoderMSEGradientMatchesFiniteDifferences() {
+        var c = AutoencoderConfiguration(inputDimension: 5)
+        c.hiddenWidths = [6, 3, 6]
+        c.batchSize = 4
+        c.normalise = false
+        c.seed = 21
+        let ae = Autoencoder(configuration: c)
+        let x = randomValues(4 * 5, seed: 22, scale: 2)
+        let loss = x.withUnsafeBufferPointer { xb in ae.lossAndGradient(xb.baseAddress!, rows: 4) }
+        #expect(loss > 0)
+        let analytic = ae.gradients.array
+        let numeric = x.withUnsafeBufferPointer { xb in
+            finiteDifferences(ae.parameters.pointer, count: ae.parameterCount) {
+                ae.lossAndGradient(xb.baseAddress!, rows: 4)
+            }
+        }
+        let bad = gradientMismatches(analytic, numeric)
+        #expect(bad.isEmpty, "mismatches: \(bad.prefix(5))")
+        #expect(analytic.contains { $0 != 0 })
+    }
+
+    func smallMoCo(temperature: Float = 0.5) -> MoCo {
+        var c = MoCoConfiguration(inputDimension: 6)
+        c.encoderWidths = [7, 5]
+        c.headWidths = [5, 4]
+        c.queueSize = 8
+        c.batchSize = 4
+        c.temperature = temperature
+        c.normalise = false
+        c.seed = 31
+        return MoCo(configuration: c)
+    }
+
+    /// InfoNCE through the L2 normalisation, the projection head and the encoder, with and without
+    /// masked queue entries: every query-encoder parameter against central differences.
+    @Test(arguments: [false, true])
+    func mocoInfoNCEGradientMatchesFiniteDifferences(masked: Bool) {
+        let moco = smallMoCo()
+        // Give the queue known ids so that rows 0 and 2 each have a masked (false) negative.
+        for j in 0..<8 { moco.queueIDs[j] = Int64(100 + j) }
+        let ids: [Int64] = [103, 7, 106, 8]
+        let xq = randomValues(4 * 6, seed: 32, scale: 1.5), xk = randomValues(4 * 6, seed: 33, scale: 1.5)
+        func loss() -> Float {
+            xq.withUnsafeBufferPointer { q in
+                xk.withUnsafeBufferPointer { k in
+                    ids.withUnsafeBufferPointer { id in
+                        moco.lossAndGradient(
+                            query: q.baseAddress!, key: k.baseAddress!, rows: 4, ids: masked ? id.baseAddress : nil)
+                    }
+                }
+            }
+        }
+        _ = loss()
+        let analytic = moco.gradients.array
+        let numeric = finiteDifferences(moco.query.pointer, count: moco.parameterCount, loss: loss)
+        let bad = gradientMismatches(analytic, numeric)
+        #expect(bad.isEmpty, "mismatches: \(bad.prefix(5))")
+        #expect(analytic.contains { $0 != 0 })
+    }
+}
