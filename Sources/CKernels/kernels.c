@@ -3,7 +3,7 @@
 #include <math.h>
 
 #if defined(__x86_64__) && defined(__linux__)
-#define EDDY_KERNEL __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define EDDY_KERNEL __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
 #else
 #define EDDY_KERNEL
 #endif
@@ -167,3 +167,13 @@ EDDY_KERNEL
 void eddy_exp(const float *restrict x, float *restrict y, ptrdiff_t n) {
     for (ptrdiff_t i = 0; i < n; i++) y[i] = poly_exp(x[i]);
 }
+
+void eddy_gather_rows(const float *restrict src, const int64_t *restrict index, ptrdiff_t rows, ptrdiff_t cols,
+                      float *restrict dst) {
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const float *restrict from = src + index[r] * cols;
+        float *restrict to = dst + r * cols;
+        for (ptrdiff_t c = 0; c < cols; c++) to[c] = from[c];
+    }
+}
+

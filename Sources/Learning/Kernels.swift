@@ -35,4 +35,22 @@ public enum Kernels {
         eddy_exp(&x, &y, 1)
         return y
     }
+
+    /// `dst[r, :] = src[index[r], :]` for `rows` rows of `columns` floats: a minibatch gather.
+    @inline(__always)
+    public static func gatherRows(
+        _ src: UnsafePointer<Float>, index: UnsafePointer<Int64>, rows: Int, columns: Int,
+        into dst: UnsafeMutablePointer<Float>
+    ) {
+        eddy_gather_rows(src, index, rows, columns, dst)
+    }
+
+    /// `out[r, :] = p[r, :] / max(‖p[r, :]‖, 1e-12)`, norms into `norms` if given; one pass per row.
+    @inline(__always)
+    public static func normaliseRows(
+        _ p: UnsafePointer<Float>, rows: Int, columns: Int, into out: UnsafeMutablePointer<Float>,
+        norms: UnsafeMutablePointer<Float>?
+    ) {
+        eddy_normalise_rows(p, rows, columns, out, norms)
+    }
 }

@@ -22,7 +22,8 @@ public struct DenseLayer: Sendable, Equatable {
         parameters p: UnsafePointer<Float>, x: UnsafePointer<Float>, y: UnsafeMutablePointer<Float>, batch: Int
     ) {
         if batch == 1 {
-            // One sample: a matrix-vector product; gemv skips gemm's packing.
+            // One sample: sgemv. Through the whole autoencoder it scores ~1.4x faster than sgemm with
+            // m = 1 (`eddy bench score`); a fused C dot-product loop was slower than both.
             BLAS.gemv(.none, rows: outputs, columns: inputs, a: p + weightOffset, x: x, y: y)
         } else {
             BLAS.gemm(.none, .transposed, m: batch, n: outputs, k: inputs, a: x, b: p + weightOffset, c: y)

@@ -63,6 +63,7 @@ final class ReferenceBuffer {
     let rows = ReferenceModels.bufferRows
     let data: FloatBuffer
     let batch: FloatBuffer
+    let index = UnsafeMutablePointer<Int64>.allocate(capacity: ReferenceModels.batch)
     var random = RandomSource(seed: 1)
 
     init(dim: Int) {
@@ -73,10 +74,8 @@ final class ReferenceBuffer {
 
     @inline(__always)
     func next() -> UnsafePointer<Float> {
-        for r in 0..<ReferenceModels.batch {
-            let i = random.index(below: rows)
-            (batch.pointer + r * dim).update(from: data.pointer + i * dim, count: dim)
-        }
+        for r in 0..<ReferenceModels.batch { index[r] = Int64(random.index(below: rows)) }
+        Kernels.gatherRows(data.pointer, index: index, rows: ReferenceModels.batch, columns: dim, into: batch.pointer)
         return UnsafePointer(batch.pointer)
     }
 }

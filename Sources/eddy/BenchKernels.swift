@@ -86,31 +86,35 @@ struct KernelBench: ParsableCommand {
         report.add("relu_backward_bias_fused_per_second", fused.wall)
         report.add("relu_backward_bias_mask_then_sgemv_per_second", blas.wall)
 
-        // 2. Row L2 norms of (64 × 32) projections: plain loop vs one snrm2 per row.
-        let p = FloatBuffer((0..<(batch * 32)).map { Float($0 % 11) * 0.1 })
+        // 2. L2-normalising (64 × 32) projections: one fused C pass vs snrm2 + sscal per row.
+        let p = FloatBuffer((0..<(batch * 32)).map { Float($0 % 11) * 0.1 + 0.05 })
+        let unit = FloatBuffer(count: batch * 32)
         let norms = FloatBuffer(count: batch)
-        let loop = Rate.measure(samplesPerCall: 1, seconds: seconds) {
+        let fusedNorms = Rate.measure(samplesPerCall: 1, seconds: seconds) {
+            Kernels.normaliseRows(p.pointer, rows: batch, columns: 32, into: unit.pointer, norms: norms.pointer)
+        }
+        let blasNorms = Rate.measure(samplesPerCall: 1, seconds: seconds) {
+            unit.pointer.update(from: p.pointer, count: batch * 32)
             for r in 0..<batch {
-                var s: Float = 0
-                for j in 0..<32 { s += p[r * 32 + j] * p[r * 32 + j] }
-                norms[r] = s.squareRoot()
+                norms[r] = BLAS.norm(count: 32, x: p.pointer + r * 32)
+                BLAS.scale(count: 32, alpha: 1 / norms[r], x: unit.pointer + r * 32)
             }
         }
-        let nrm2 = Rate.measure(samplesPerCall: 1, seconds: seconds) {
-            for r in 0..<batch { norms[r] = BLAS.norm(count: 32, x: p.pointer + r * 32) }
-        }
-        report.add("row_norms_loop_per_second", loop.wall)
-        report.add("row_norms_snrm2_per_second", nrm2.wall)
+        report.add("normalise_rows_fused_per_second", fusedNorms.wall)
+        report.add("normalise_rows_snrm2_sscal_per_second", blasNorms.wall)
 
-        // 3. One sample through a 64 × 32 layer: sgemv vs sgemm with m = 1.
-        let w = FloatBuffer((0..<(64 * 32)).map { Float($0 % 9) * 0.01 })
+        // 3. One sample through a 64 × 32 ReLU layer: sgemv vs sgemm with m = 1 (each + the fused bias pass).
+        let w = FloatBuffer((0..<(64 * 32)).map { Float($0 % 9) * 0.01 - 0.04 })
+        let b = FloatBuffer((0..<64).map { Float($0 % 3) * 0.01 })
         let x = FloatBuffer((0..<32).map { Float($0) * 0.01 })
         let y = FloatBuffer(count: 64)
         let gemv = Rate.measure(samplesPerCall: 1, seconds: seconds) {
             BLAS.gemv(.none, rows: 64, columns: 32, a: w.pointer, x: x.pointer, y: y.pointer)
+            Kernels.addBiasActivate(y.pointer, bias: b.pointer, rows: 1, columns: 64, activation: .relu)
         }
         let gemm = Rate.measure(samplesPerCall: 1, seconds: seconds) {
             BLAS.gemm(.none, .transposed, m: 1, n: 64, k: 32, a: x.pointer, b: w.pointer, c: y.pointer)
+            Kernels.addBiasActivate(y.pointer, bias: b.pointer, rows: 1, columns: 64, activation: .relu)
         }
         report.add("dense_b1_sgemv_per_second", gemv.wall)
         report.add("dense_b1_sgemm_per_second", gemm.wall)

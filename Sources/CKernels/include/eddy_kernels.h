@@ -53,6 +53,9 @@ void eddy_normalise_rows(const float *p, ptrdiff_t rows, ptrdiff_t cols, float *
 /// y[i] = exp(x[i]) with the kernels' polynomial exp (relative error < 2e-7 on [-87, 88]).
 void eddy_exp(const float *x, float *y, ptrdiff_t n);
 
+/// dst[r,:] = src[index[r],:] for r < rows: a minibatch gathered from a replay buffer.
+void eddy_gather_rows(const float *src, const int64_t *index, ptrdiff_t rows, ptrdiff_t cols, float *dst);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs what Eddy needs on a fresh Debian machine, then builds it.
+#   scripts/setup.sh            system packages + debug build
+#   scripts/setup.sh release    system packages + release build (benchmarks, demo)
+#   scripts/setup.sh python     also the Python venv (.venv) for benchmarks and cross-language tests
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(libzmq3-dev libopenblas-dev pkg-config python3-venv)
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+    echo "setup: installing ${missing[*]}"
+    sudo=""
+    [ "$(id -u)" -eq 0 ] || sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! command -v swift >/dev/null; then
+    echo "setup: a Swift 6 toolchain is required (swift.org/install); 'swift' is not on PATH" >&2
+    exit 1
+fi
+
+for arg in "$@"; do
+    case "$arg" in
+    python)
+        if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
+        .venv/bin/pip install -q --disable-pip-version-check numpy threadpoolctl pyzmq protobuf
+        ;;
+    release) swift build -c release ;;
+    debug) swift build ;;
+    *) echo "setup: unknown argument $arg" >&2; exit 2 ;;
+    esac
+done
