@@ -74,14 +74,14 @@ public final class Adam {
     }
 }
 
-extension ByteWriter {
+extension StateWriter {
     mutating func write(_ c: AdamConfiguration) {
         write(c.learningRate); write(c.beta1); write(c.beta2); write(c.epsilon); write(c.weightDecay)
         write(c.gradientClipNorm != nil); write(c.gradientClipNorm ?? 0)
     }
 }
 
-extension ByteReader {
+extension StateReader {
     mutating func read(_: AdamConfiguration.Type) throws -> AdamConfiguration {
         var c = AdamConfiguration()
         c.learningRate = try read(Float.self); c.beta1 = try read(Float.self); c.beta2 = try read(Float.self)

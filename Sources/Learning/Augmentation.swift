@@ -54,14 +54,14 @@ public struct AugmentationConfiguration: Sendable, Equatable {
     }
 }
 
-extension ByteWriter {
+extension StateWriter {
     mutating func write(_ a: AugmentationConfiguration) {
         write(a.jitter); write(a.scale); write(a.maskProbability)
         write(a.cropMinimumFraction != nil); write(a.cropMinimumFraction ?? 0)
     }
 }
 
-extension ByteReader {
+extension StateReader {
     mutating func read(_: AugmentationConfiguration.Type) throws -> AugmentationConfiguration {
         var a = AugmentationConfiguration()
         a.jitter = try read(Float.self); a.scale = try read(Float.self); a.maskProbability = try read(Float.self)

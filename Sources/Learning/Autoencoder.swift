@@ -142,7 +142,7 @@ public final class Autoencoder {
     /// The full training state: configuration, parameters, Adam moments and step, normaliser
     /// statistics and random state, sealed with a CRC-32.
     public func serialized() -> [UInt8] {
-        var w = ByteWriter()
+        var w = StateWriter()
         w.write(Self.kind); w.write(Self.formatVersion)
         let c = configuration
         w.write(UInt32(c.inputDimension)); w.write(UInt32(c.batchSize))
@@ -159,7 +159,7 @@ public final class Autoencoder {
 
     /// Restores a model from `serialized()`; it takes exactly the step the original would.
     public convenience init(serialized bytes: [UInt8]) throws {
-        var r = try ByteReader(sealed: bytes)
+        var r = try StateReader(sealed: bytes)
         guard try r.read(String.self) == Self.kind else { throw StateError.wrongKind(expected: Self.kind) }
         let version = try r.read(UInt32.self)
         guard version == Self.formatVersion else { throw StateError.unsupportedVersion(version) }

@@ -260,7 +260,7 @@ public final class MoCo {
     /// The full training state: configuration, both encoders, Adam moments and step, queue, its ids
     /// and pointer, normaliser statistics and random state, sealed with a CRC-32.
     public func serialized() -> [UInt8] {
-        var w = ByteWriter()
+        var w = StateWriter()
         w.write(Self.kind); w.write(Self.formatVersion)
         let c = configuration
         w.write(UInt32(c.inputDimension))
@@ -282,11 +282,11 @@ public final class MoCo {
 
     /// Restores a model from `serialized()`; it takes exactly the step the original would.
     public convenience init(serialized bytes: [UInt8]) throws {
-        var r = try ByteReader(sealed: bytes)
+        var r = try StateReader(sealed: bytes)
         guard try r.read(String.self) == Self.kind else { throw StateError.wrongKind(expected: Self.kind) }
         let version = try r.read(UInt32.self)
         guard version == Self.formatVersion else { throw StateError.unsupportedVersion(version) }
-        func widths(_ r: inout ByteReader) throws -> [Int] {
+        func widths(_ r: inout StateReader) throws -> [Int] {
             let n = Int(try r.read(UInt32.self))
             guard n > 0 && n <= 64 else { throw StateError.invalid("layer count") }
             return try (0..<n).map { _ in Int(try r.read(UInt32.self)) }

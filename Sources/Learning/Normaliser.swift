@@ -70,12 +70,14 @@ public final class Normaliser {
         refreshScale()
     }
 
-    func encode(_ w: inout ByteWriter) {
+    /// Writes the statistics (for checkpoints).
+    public func encode(_ w: inout StateWriter) {
         w.write(UInt32(dimension)); w.write(UInt64(horizon)); w.write(UInt64(count))
         w.write(mean); w.write(variance)
     }
 
-    static func decode(_ r: inout ByteReader) throws -> Normaliser {
+    /// Reads statistics written by `encode`.
+    public static func decode(_ r: inout StateReader) throws -> Normaliser {
         let dimension = Int(try r.read(UInt32.self))
         let horizon = Int(try r.read(UInt64.self))
         let count = Int(try r.read(UInt64.self))

@@ -22,56 +22,63 @@ public enum StateError: Error, Equatable, CustomStringConvertible {
     }
 }
 
-/// Little-endian byte writer for model state.
-struct ByteWriter {
-    var bytes: [UInt8] = []
+/// Little-endian writer for model and daemon state.
+public struct StateWriter {
+    public var bytes: [UInt8] = []
+    public init() {}
 
-    mutating func write<T: FixedWidthInteger>(_ value: T) {
+    public mutating func write<T: FixedWidthInteger>(_ value: T) {
         withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
     }
-    mutating func write(_ value: Float) { write(value.bitPattern) }
-    mutating func write(_ value: Bool) { write(UInt8(value ? 1 : 0)) }
+    public mutating func write(_ value: Float) { write(value.bitPattern) }
+    public mutating func write(_ value: Bool) { write(UInt8(value ? 1 : 0)) }
     /// Count, then the floats' bytes (IEEE 754, little-endian).
-    mutating func write(_ buffer: FloatBuffer) {
+    public mutating func write(_ buffer: FloatBuffer) {
         write(UInt64(buffer.count))
         for i in 0..<buffer.count { write(buffer[i].bitPattern) }
     }
-    mutating func write(_ values: [Int64]) {
+    public mutating func write(_ values: [Int64]) {
         write(UInt64(values.count))
         for v in values { write(v) }
     }
-    mutating func write(_ random: RandomSource) {
+    public mutating func write(_ random: RandomSource) {
         write(random.s0); write(random.s1); write(random.s2); write(random.s3)
         write(random.spareNormal != nil)
         write(random.spareNormal ?? 0)
     }
-    mutating func write(_ string: String) {
+    public mutating func write(_ string: String) {
         let utf8 = Array(string.utf8)
         write(UInt32(utf8.count))
         bytes.append(contentsOf: utf8)
     }
 
+    /// Count, then the bytes: a nested state (a model inside a checkpoint).
+    public mutating func write(blob: [UInt8]) {
+        write(UInt64(blob.count))
+        bytes.append(contentsOf: blob)
+    }
+
     /// Appends the CRC-32 of everything written so far.
-    mutating func seal() { write(CRC32.checksum(bytes)) }
+    public mutating func seal() { write(CRC32.checksum(bytes)) }
 }
 
-/// Little-endian byte reader; every read checks the remaining length.
-struct ByteReader {
-    let bytes: [UInt8]
-    var offset = 0
+/// Little-endian reader for model and daemon state; every read checks the remaining length.
+public struct StateReader {
+    public let bytes: [UInt8]
+    public var offset = 0
 
-    init(_ bytes: [UInt8]) { self.bytes = bytes }
+    public init(_ bytes: [UInt8]) { self.bytes = bytes }
 
-    /// Checks and strips the trailing CRC-32 written by `ByteWriter.seal`.
-    init(sealed bytes: [UInt8]) throws {
+    /// Checks and strips the trailing CRC-32 written by `StateWriter.seal`.
+    public init(sealed bytes: [UInt8]) throws {
         guard bytes.count >= 4 else { throw StateError.truncated }
         let body = Array(bytes[..<(bytes.count - 4)])
-        var tail = ByteReader(Array(bytes[(bytes.count - 4)...]))
+        var tail = StateReader(Array(bytes[(bytes.count - 4)...]))
         guard try tail.read(UInt32.self) == CRC32.checksum(body) else { throw StateError.checksumMismatch }
         self.init(body)
     }
 
-    mutating func read<T: FixedWidthInteger>(_: T.Type) throws -> T {
+    public mutating func read<T: FixedWidthInteger>(_: T.Type) throws -> T {
         let size = MemoryLayout<T>.size
         guard offset + size <= bytes.count else { throw StateError.truncated }
         var value: T = 0
@@ -79,22 +86,22 @@ struct ByteReader {
         offset += size
         return value
     }
-    mutating func read(_: Float.Type) throws -> Float { Float(bitPattern: try read(UInt32.self)) }
-    mutating func read(_: Bool.Type) throws -> Bool { try read(UInt8.self) != 0 }
+    public mutating func read(_: Float.Type) throws -> Float { Float(bitPattern: try read(UInt32.self)) }
+    public mutating func read(_: Bool.Type) throws -> Bool { try read(UInt8.self) != 0 }
 
     /// Reads a float array written by `write(_: FloatBuffer)` into `buffer`, which must match its size.
-    mutating func read(into buffer: FloatBuffer) throws {
+    public mutating func read(into buffer: FloatBuffer) throws {
         let n = try read(UInt64.self)
         guard n == UInt64(buffer.count) else { throw StateError.invalid("tensor size") }
         guard offset + 4 * buffer.count <= bytes.count else { throw StateError.truncated }
         for i in 0..<buffer.count { buffer[i] = try read(Float.self) }
     }
-    mutating func read(_: [Int64].Type, expected: Int) throws -> [Int64] {
+    public mutating func read(_: [Int64].Type, expected: Int) throws -> [Int64] {
         let n = try read(UInt64.self)
         guard n == UInt64(expected) else { throw StateError.invalid("id list size") }
         return try (0..<expected).map { _ in try read(Int64.self) }
     }
-    mutating func read(_: RandomSource.Type) throws -> RandomSource {
+    public mutating func read(_: RandomSource.Type) throws -> RandomSource {
         var r = RandomSource(seed: 0)
         r.s0 = try read(UInt64.self); r.s1 = try read(UInt64.self)
         r.s2 = try read(UInt64.self); r.s3 = try read(UInt64.self)
@@ -103,7 +110,15 @@ struct ByteReader {
         r.spareNormal = hasSpare ? spare : nil
         return r
     }
-    mutating func read(_: String.Type) throws -> String {
+    /// Reads a nested state written by `write(blob:)`.
+    public mutating func readBlob() throws -> [UInt8] {
+        let n = try read(UInt64.self)
+        guard n <= UInt64(bytes.count - offset) else { throw StateError.truncated }
+        defer { offset += Int(n) }
+        return Array(bytes[offset..<(offset + Int(n))])
+    }
+
+    public mutating func read(_: String.Type) throws -> String {
         let n = Int(try read(UInt32.self))
         guard offset + n <= bytes.count else { throw StateError.truncated }
         defer { offset += n }

@@ -1,0 +1,133 @@
+import Learning
+
+/// A stream's bounded memory of samples for the trainer: half a ring of the most recent samples,
+/// half a uniform reservoir over everything the stream ever sent (Vitter's algorithm R).
+///
+/// The recent half lets the models follow drift; the reservoir keeps rare but normal patterns (a
+/// weekly cycle, a seldom-used mode) from being forgotten. A sample may sit in both halves; it keeps
+/// one id (its stream-wide index), which MoCo uses to mask it as its own false negative.
+///
+/// Not thread-safe: the owner serialises access (the daemon holds the stream's lock).
+public final class ReplayBuffer {
+    public let dimension: Int
+    public let capacity: Int
+    /// Rows in the recent ring and in the reservoir.
+    public let recentCapacity: Int
+    public let reservoirCapacity: Int
+    let rows: FloatBuffer
+    let ids: UnsafeMutablePointer<Int64>
+    var random: RandomSource
+    /// Gather indices, kept between calls so that sampling allocates nothing.
+    private var index = UnsafeMutablePointer<Int64>.allocate(capacity: 256)
+    private var indexCapacity = 256
+
+    /// Samples offered so far.
+    public private(set) var inserted: UInt64 = 0
+    /// Rows overwritten: the oldest recent sample pushed out, or a reservoir sample replaced.
+    public private(set) var evicted: UInt64 = 0
+    private var recentCount = 0
+    private var recentNext = 0
+    private var reservoirCount = 0
+
+    /// - Parameters:
+    ///   - capacity: rows in all (at least 2).
+    ///   - recentFraction: share of rows for the recent ring, in (0, 1).
+    public init(dimension: Int, capacity: Int, recentFraction: Double = 0.5, seed: UInt64 = 0) {
+        precondition(dimension > 0 && capacity >= 2, "buffer needs a positive dimension and at least 2 rows")
+        self.dimension = dimension
+        self.capacity = capacity
+        recentCapacity = min(capacity - 1, max(1, Int((Double(capacity) * recentFraction).rounded())))
+        reservoirCapacity = capacity - recentCapacity
+        rows = FloatBuffer(count: capacity * dimension)
+        ids = .allocate(capacity: capacity)
+        ids.initialize(repeating: -1, count: capacity)
+        random = RandomSource(seed: seed ^ 0x5EED_B0FF)
+    }
+
+    deinit {
+        ids.deallocate()
+        index.deallocate()
+    }
+
+    /// Rows held now.
+    public var count: Int { recentCount + reservoirCount }
+
+    /// Offers `n` samples `(n, dimension)`; sample `i` gets id `firstID + i`.
+    public func insert(_ x: UnsafePointer<Float>, rows n: Int, firstID: Int64) {
+        let d = dimension
+        for i in 0..<n {
+            let sample = x + i * d
+            let id = firstID + Int64(i)
+            inserted += 1
+            // Recent ring: rows [0, recentCapacity).
+            if recentCount == recentCapacity { evicted += 1 } else { recentCount += 1 }
+            write(sample, id: id, at: recentNext)
+            recentNext = (recentNext + 1) % recentCapacity
+            // Reservoir: rows [recentCapacity, capacity); keeps each sample seen with equal probability.
+            if reservoirCount < reservoirCapacity {
+                write(sample, id: id, at: recentCapacity + reservoirCount)
+                reservoirCount += 1
+            } else {
+                let j = Int(random.next() % inserted)
+                if j < reservoirCapacity {
+                    write(sample, id: id, at: recentCapacity + j)
+                    evicted += 1
+                }
+            }
+        }
+    }
+
+    @inline(__always)
+    private func write(_ sample: UnsafePointer<Float>, id: Int64, at row: Int) {
+        (rows.pointer + row * dimension).update(from: sample, count: dimension)
+        ids[row] = id
+    }
+
+    /// Draws `n` rows uniformly with replacement from what is held into `out` `(n, dimension)`, their
+    /// ids into `outIDs`. Needs `count > 0`.
+    public func sample(_ n: Int, into out: UnsafeMutablePointer<Float>, ids outIDs: UnsafeMutablePointer<Int64>) {
+        precondition(count > 0, "sampling an empty buffer")
+        if n > indexCapacity {
+            index.deallocate()
+            index = .allocate(capacity: n)
+            indexCapacity = n
+        }
+        for r in 0..<n {
+            let k = random.index(below: count)
+            // Held rows: recent [0, recentCount), reservoir [recentCapacity, recentCapacity + reservoirCount).
+            let row = k < recentCount ? k : recentCapacity + (k - recentCount)
+            index[r] = Int64(row)
+            outIDs[r] = ids[row]
+        }
+        Kernels.gatherRows(rows.pointer, index: index, rows: n, columns: dimension, into: out)
+    }
+
+    // MARK: State
+
+    func encode(_ w: inout StateWriter) {
+        w.write(UInt32(dimension)); w.write(UInt32(capacity)); w.write(UInt32(recentCapacity))
+        w.write(inserted); w.write(evicted)
+        w.write(UInt32(recentCount)); w.write(UInt32(recentNext)); w.write(UInt32(reservoirCount))
+        w.write(random)
+        w.write(rows)
+        for i in 0..<capacity { w.write(ids[i]) }
+    }
+
+    static func decode(_ r: inout StateReader) throws -> ReplayBuffer {
+        let dimension = Int(try r.read(UInt32.self)), capacity = Int(try r.read(UInt32.self))
+        let recent = Int(try r.read(UInt32.self))
+        guard dimension > 0, capacity >= 2, recent >= 1, recent < capacity else { throw StateError.invalid("buffer shape") }
+        let b = ReplayBuffer(dimension: dimension, capacity: capacity, recentFraction: Double(recent) / Double(capacity))
+        guard b.recentCapacity == recent else { throw StateError.invalid("buffer split") }
+        b.inserted = try r.read(UInt64.self); b.evicted = try r.read(UInt64.self)
+        b.recentCount = Int(try r.read(UInt32.self)); b.recentNext = Int(try r.read(UInt32.self))
+        b.reservoirCount = Int(try r.read(UInt32.self))
+        guard b.recentCount <= recent, b.recentNext < recent, b.reservoirCount <= capacity - recent else {
+            throw StateError.invalid("buffer counts")
+        }
+        b.random = try r.read(RandomSource.self)
+        try r.read(into: b.rows)
+        for i in 0..<capacity { b.ids[i] = try r.read(Int64.self) }
+        return b
+    }
+}

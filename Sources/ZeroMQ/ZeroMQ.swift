@@ -1,0 +1,193 @@
+import CZeroMQ
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A failed libzmq call: the errno it left and the call's name.
+public struct ZMQError: Error, CustomStringConvertible, Equatable {
+    public let code: Int32
+    public let call: String
+
+    /// Reads `zmq_errno()` right after the failing call.
+    static func last(_ call: String) -> ZMQError { ZMQError(code: zmq_errno(), call: call) }
+
+    /// The context was terminated (`ETERM`): the socket's owner should close it and stop.
+    public var isTerminated: Bool { code == ETERM_CODE }
+    /// No message, or no room, without blocking (`EAGAIN`).
+    public var isAgain: Bool { code == EAGAIN }
+    /// A signal interrupted the call (`EINTR`): retry.
+    public var isInterrupted: Bool { code == EINTR }
+
+    public var description: String { "\(call): \(String(cString: zmq_strerror(code))) (errno \(code))" }
+}
+
+/// `ETERM` is `ZMQ_HAUSNUMERO + 53`; the macro does not import into Swift.
+let ETERM_CODE: Int32 = 156_384_712 + 53
+
+/// A socket's kind (`ZMQ_PULL`, ...).
+public struct SocketType: RawRepresentable, Sendable, Equatable {
+    public let rawValue: Int32
+    public init(rawValue: Int32) { self.rawValue = rawValue }
+    /// `ZMQ_PUSH`
+    public static let push = SocketType(rawValue: 8)
+    /// `ZMQ_PULL`
+    public static let pull = SocketType(rawValue: 7)
+    /// `ZMQ_PUB`
+    public static let pub = SocketType(rawValue: 1)
+    /// `ZMQ_SUB`
+    public static let sub = SocketType(rawValue: 2)
+    /// `ZMQ_REQ`
+    public static let req = SocketType(rawValue: 3)
+    /// `ZMQ_REP`
+    public static let rep = SocketType(rawValue: 4)
+    /// `ZMQ_PAIR`
+    public static let pair = SocketType(rawValue: 0)
+}
+
+/// A ZeroMQ context: thread-safe, shared by every socket made from it, kept alive by them.
+public final class Context: @unchecked Sendable {
+    let handle: UnsafeMutableRawPointer
+
+    /// - Parameter ioThreads: libzmq's background I/O threads (`ZMQ_IO_THREADS`).
+    public init(ioThreads: Int = 1) throws {
+        guard let h = zmq_ctx_new() else { throw ZMQError.last("zmq_ctx_new") }
+        handle = h
+        zmq_ctx_set(h, ZMQ_IO_THREADS, Int32(ioThreads))
+    }
+
+    /// Makes every blocking call on this context's sockets fail with `ETERM` (`zmq_ctx_shutdown`), so
+    /// their owner threads wake, close their sockets and stop.
+    public func shutdown() { zmq_ctx_shutdown(handle) }
+
+    deinit { zmq_ctx_term(handle) }
+
+    /// libzmq's version, "4.3.4".
+    public static var version: String {
+        var major: Int32 = 0, minor: Int32 = 0, patch: Int32 = 0
+        zmq_version(&major, &minor, &patch)
+        return "\(major).\(minor).\(patch)"
+    }
+}
+
+/// One ZeroMQ socket. Not thread-safe: made, used and closed by one owner thread. Move-only; closes
+/// itself when it goes out of scope, with linger 0 unless set otherwise.
+public struct Socket: ~Copyable {
+    let context: Context
+    let handle: UnsafeMutableRawPointer
+    /// Scratch for multipart receives.
+    private let message: UnsafeMutablePointer<zmq_msg_t>
+
+    public init(_ context: Context, _ type: SocketType) throws {
+        guard let h = zmq_socket(context.handle, type.rawValue) else { throw ZMQError.last("zmq_socket") }
+        self.context = context
+        handle = h
+        message = .allocate(capacity: 1)
+        var zero: Int32 = 0
+        zmq_setsockopt(h, ZMQ_LINGER, &zero, MemoryLayout<Int32>.size)
+    }
+
+    deinit {
+        zmq_close(handle)
+        message.deallocate()
+    }
+
+    /// Binds to `endpoint` (`tcp://127.0.0.1:*` picks a free port) and returns the endpoint actually
+    /// bound (`ZMQ_LAST_ENDPOINT`).
+    @discardableResult
+    public func bind(_ endpoint: String) throws -> String {
+        guard zmq_bind(handle, endpoint) == 0 else { throw ZMQError.last("zmq_bind(\(endpoint))") }
+        var buffer = [CChar](repeating: 0, count: 512)
+        var size = buffer.count
+        guard zmq_getsockopt(handle, ZMQ_LAST_ENDPOINT, &buffer, &size) == 0 else {
+            throw ZMQError.last("zmq_getsockopt(ZMQ_LAST_ENDPOINT)")
+        }
+        return String(cString: buffer)
+    }
+
+    public func connect(_ endpoint: String) throws {
+        guard zmq_connect(handle, endpoint) == 0 else { throw ZMQError.last("zmq_connect(\(endpoint))") }
+    }
+
+    /// Sets an integer option (`ZMQ_SNDHWM`, `ZMQ_RCVTIMEO`, ...).
+    public func setOption(_ option: Int32, _ value: Int32) throws {
+        var v = value
+        guard zmq_setsockopt(handle, option, &v, MemoryLayout<Int32>.size) == 0 else {
+            throw ZMQError.last("zmq_setsockopt(\(option))")
+        }
+    }
+
+    /// Milliseconds a receive waits before `receive` returns nil (`ZMQ_RCVTIMEO`; -1 forever).
+    public func setReceiveTimeout(milliseconds: Int) throws { try setOption(ZMQ_RCVTIMEO, Int32(milliseconds)) }
+    /// Milliseconds a send waits for room before it fails with `EAGAIN` (`ZMQ_SNDTIMEO`).
+    public func setSendTimeout(milliseconds: Int) throws { try setOption(ZMQ_SNDTIMEO, Int32(milliseconds)) }
+    /// High-water marks: messages queued per peer before sends block or drop (`ZMQ_SNDHWM`, `ZMQ_RCVHWM`).
+    public func setHighWaterMarks(send: Int, receive: Int) throws {
+        try setOption(ZMQ_SNDHWM, Int32(send))
+        try setOption(ZMQ_RCVHWM, Int32(receive))
+    }
+
+    /// SUB: receive messages whose first frame starts with `prefix` (`ZMQ_SUBSCRIBE`).
+    public func subscribe(_ prefix: String = "") throws {
+        let bytes = Array(prefix.utf8)
+        guard zmq_setsockopt(handle, ZMQ_SUBSCRIBE, bytes, bytes.count) == 0 else {
+            throw ZMQError.last("zmq_setsockopt(ZMQ_SUBSCRIBE)")
+        }
+    }
+
+    /// Sends one multipart message. Returns false if it would block and `dontWait` is set, or if the
+    /// send timeout passed.
+    @discardableResult
+    public func send(_ frames: [[UInt8]], dontWait: Bool = false) throws -> Bool {
+        for (i, frame) in frames.enumerated() {
+            let more = i < frames.count - 1
+            let sent = try frame.withUnsafeBytes { try send(frame: $0, more: more, dontWait: dontWait) }
+            // Only the first frame can meet a full queue: once it is in, the rest follow atomically.
+            if !sent { return false }
+        }
+        return true
+    }
+
+    /// Sends one frame; `more` says a further frame of the same message follows.
+    public func send(frame: UnsafeRawBufferPointer, more: Bool, dontWait: Bool = false) throws -> Bool {
+        let flags = (more ? ZMQ_SNDMORE : 0) | (dontWait ? ZMQ_DONTWAIT : 0)
+        while true {
+            if zmq_send(handle, frame.baseAddress, frame.count, flags) >= 0 { return true }
+            let error = ZMQError.last("zmq_send")
+            if error.isInterrupted { continue }
+            if error.isAgain { return false }
+            throw error
+        }
+    }
+
+    /// Receives one multipart message, every frame, or nil when the receive timeout passed (or, with
+    /// `dontWait`, when none is queued).
+    public func receive(dontWait: Bool = false) throws -> [[UInt8]]? {
+        var frames: [[UInt8]] = []
+        while true {
+            zmq_msg_init(message)
+            defer { zmq_msg_close(message) }
+            let n = zmq_msg_recv(message, handle, dontWait && frames.isEmpty ? ZMQ_DONTWAIT : 0)
+            if n < 0 {
+                let error = ZMQError.last("zmq_msg_recv")
+                if error.isInterrupted { continue }
+                if error.isAgain && frames.isEmpty { return nil }
+                throw error
+            }
+            let data = zmq_msg_data(message)!
+            frames.append(Array(UnsafeRawBufferPointer(start: data, count: Int(n))))
+            if zmq_msg_more(message) == 0 { return frames }
+        }
+    }
+
+    /// Waits up to `timeout` milliseconds (-1: forever) for a message to receive.
+    public func poll(timeout milliseconds: Int) throws -> Bool {
+        var item = zmq_pollitem_t(socket: handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0)
+        while true {
+            let n = zmq_poll(&item, 1, milliseconds)
+            if n >= 0 { return n > 0 }
+            let error = ZMQError.last("zmq_poll")
+            if !error.isInterrupted { throw error }
+        }
+    }
+}
