@@ -13,6 +13,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
     ],
     targets: [
         // libzmq: no pkgConfig, Debian's libzmq.pc adds a flag SwiftPM rejects.
@@ -23,6 +25,7 @@ let package = Package(
             pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev"])]
         ),
+        .target(name: "ZeroMQ", dependencies: ["CZeroMQ"], swiftSettings: settings),
         .target(name: "LinearAlgebra", dependencies: ["COpenBLAS"], swiftSettings: settings),
         // Fused elementwise loops in C: the compiler vectorises their float reductions, sqrt and exp
         // (Swift does not expose the flags), with an AVX2 clone picked at load time.
@@ -32,11 +35,28 @@ let package = Package(
         ),
         .target(name: "Learning", dependencies: ["LinearAlgebra", "CKernels"], swiftSettings: settings),
         .target(name: "Workloads", dependencies: ["Learning"], swiftSettings: settings),
+        // Generated from protocols/eddy/v1/eddy.proto by protocols/generate.sh; committed, not built here.
+        .target(
+            name: "EddyProtocol",
+            dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
+            swiftSettings: settings
+        ),
+        .target(
+            name: "Pipeline",
+            dependencies: [
+                "Learning", "LinearAlgebra", "ZeroMQ", "EddyProtocol",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: settings
+        ),
         .executableTarget(
             name: "eddy",
             dependencies: [
-                "Learning", "Workloads", "LinearAlgebra",
+                "Learning", "Workloads", "LinearAlgebra", "Pipeline", "ZeroMQ", "EddyProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],
             swiftSettings: settings
         ),
@@ -44,6 +64,15 @@ let package = Package(
         .testTarget(
             name: "LearningTests",
             dependencies: ["Learning", "LinearAlgebra", "Workloads"],
+            swiftSettings: settings
+        ),
+        .testTarget(
+            name: "PipelineTests",
+            dependencies: [
+                "Pipeline", "Learning", "ZeroMQ", "EddyProtocol", "Workloads",
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: settings
         ),
     ]

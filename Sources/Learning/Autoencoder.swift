@@ -27,7 +27,8 @@ public final class Autoencoder {
     public let configuration: AutoencoderConfiguration
     public let layout: NetworkLayout
     public let normaliser: Normaliser
-    let parameters: FloatBuffer
+    /// The flat parameter buffer (layout order). The trainer hands copies of it to scorers.
+    public let parameters: FloatBuffer
     let gradients: FloatBuffer
     let optimiser: Adam
     var random: RandomSource

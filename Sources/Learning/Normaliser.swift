@@ -14,7 +14,8 @@ public final class Normaliser {
     let variance: FloatBuffer
     /// `1/√(variance + ε)`, kept in step with `variance` so applying costs one multiply-add.
     let inverseScale: FloatBuffer
-    static let epsilon: Float = 1e-6
+    /// Added to the variance before the square root.
+    public static let epsilon: Float = 1e-6
 
     public init(dimension: Int, horizon: Int = 10_000) {
         precondition(dimension > 0 && horizon > 0, "Normaliser needs a positive dimension and horizon")

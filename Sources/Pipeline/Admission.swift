@@ -1,0 +1,71 @@
+import EddyProtocol
+import Foundation
+
+/// What ingest decides about one producer message, before anything of it touches a stream.
+///
+/// Checks, in order (the first failure names the rejection): two frames; a usable stream name in
+/// frame 0; size within limits; frame 1 decodes as a SampleBatch naming the same stream; count and
+/// dim positive, `values` exactly `count · dim` floats, timestamps absent or one per sample; the
+/// stream exists or may be created; dim matches the stream's; every value finite.
+public enum Admission {
+    case accepted(StreamPipeline, Eddy_V1_SampleBatch, [Float])
+    case rejected(Eddy_V1_ErrorCode, String, stream: String?, sequence: UInt64, samples: Int)
+
+    public struct Refusal: Error {
+        public var code: Eddy_V1_ErrorCode
+        public var why: String
+    }
+
+    public static func check(
+        _ frames: [[UInt8]], configuration c: DaemonConfiguration,
+        lookup: (String, Int) -> Result<StreamPipeline, Refusal>
+    ) -> Admission {
+        guard frames.count == 2 else {
+            let name = frames.first.map { String(decoding: $0, as: UTF8.self) }
+            let usable = name.flatMap { StreamName.problem($0, maxBytes: c.maxStreamNameBytes) == nil ? $0 : nil }
+            return .rejected(.badFrames, "expected 2 frames (stream, SampleBatch), got \(frames.count)",
+                             stream: usable, sequence: 0, samples: 0)
+        }
+        let name = String(decoding: frames[0], as: UTF8.self)
+        if let why = StreamName.problem(name, maxBytes: c.maxStreamNameBytes) {
+            return .rejected(.badStreamName, why, stream: nil, sequence: 0, samples: 0)
+        }
+        if frames[1].count > c.maxMessageBytes {
+            return .rejected(.oversized, "message of \(frames[1].count) bytes exceeds max_message_bytes \(c.maxMessageBytes)",
+                             stream: name, sequence: 0, samples: 0)
+        }
+        guard let batch = try? Eddy_V1_SampleBatch(serializedBytes: frames[1]) else {
+            return .rejected(.undecodable, "frame 1 is not a SampleBatch", stream: name, sequence: 0, samples: 0)
+        }
+        let count = Int(batch.count), dim = Int(batch.dim)
+        func reject(_ code: Eddy_V1_ErrorCode, _ why: String) -> Admission {
+            .rejected(code, why, stream: name, sequence: batch.sequence, samples: count)
+        }
+        guard batch.stream == name else {
+            return reject(.undecodable, "SampleBatch.stream \"\(batch.stream)\" differs from frame 0 \"\(name)\"")
+        }
+        guard count > 0, dim > 0 else { return reject(.undecodable, "count and dim must be positive") }
+        guard count <= c.maxSamplesPerMessage else {
+            return reject(.oversized, "\(count) samples exceed max_samples_per_message \(c.maxSamplesPerMessage)")
+        }
+        guard batch.values.count == count * dim * 4 else {
+            return reject(.undecodable, "values holds \(batch.values.count) bytes, expected count·dim·4 = \(count * dim * 4)")
+        }
+        guard batch.timestampsNs.isEmpty || batch.timestampsNs.count == count else {
+            return reject(.undecodable, "\(batch.timestampsNs.count) timestamps for \(count) samples")
+        }
+        let stream: StreamPipeline
+        switch lookup(name, dim) {
+        case .success(let s): stream = s
+        case .failure(let refusal): return reject(refusal.code, refusal.why)
+        }
+        guard dim == stream.sampleDimension else {
+            return reject(.dimMismatch, "stream \(name) has dim \(stream.sampleDimension), the batch has \(dim)")
+        }
+        let values = Wire.floats(batch.values)!
+        if let bad = values.firstIndex(where: { !$0.isFinite }) {
+            return reject(.nonFinite, "value \(bad % dim) of sample \(bad / dim) is \(values[bad])")
+        }
+        return .accepted(stream, batch, values)
+    }
+}

@@ -1,0 +1,178 @@
+import Learning
+
+/// How one stream is modelled. Every key has a default; see `deploy/eddy.conf` for the file form.
+public struct StreamConfiguration: Sendable, Equatable {
+    /// Features per sample; 0: fixed by the stream's first batch.
+    public var dim = 0
+    /// For a univariate stream (dim 1): turn values into sliding windows of this many values, each
+    /// value scored as the window that ends at it. 0: samples are used as they come.
+    public var window = 0
+    /// Replay buffer rows, and the share of them that holds the most recent samples.
+    public var bufferCapacity = 8192
+    public var recentFraction = 0.5
+    /// Training steps (each model) per `batchSize` arriving samples.
+    public var replayRatio = 8.0
+    /// Steps owed but not yet taken are capped here; what the trainer cannot catch up is skipped
+    /// (and counted), so a burst never leaves the models hours behind.
+    public var maximumPendingSteps = 64.0
+    public var batchSize = 64
+    /// No training until the buffer holds this many samples.
+    public var minimumBuffered = 64
+    /// No alerts until this many samples have been accepted and the autoencoder took this many steps.
+    public var warmupSamples = 1000
+    public var warmupSteps = 100
+    /// Calibrated score at or above which a sample alerts.
+    public var threshold: Float = 0.999
+    /// Errors the calibrator's running statistics cover.
+    public var calibrationHorizon = 2000
+    public var normaliserHorizon = 10_000
+    public var autoencoderHidden = [64, 16, 64]
+    public var learningRate: Float = 1e-3
+    public var gradientClipNorm: Float = 5
+    public var mocoEncoder = [128, 64]
+    public var mocoHead = [64, 32]
+    public var mocoQueue = 4096
+    public var mocoTemperature: Float = 0.2
+    public var mocoMomentum: Float = 0.99
+    public var jitter: Float = 0.05
+    public var scale: Float = 0
+    public var mask: Float = 0.1
+    /// Crop-and-resize for windows (ignored unless `window > 0`).
+    public var crop: Float = 0.5
+    public var seed: UInt64 = 0
+
+    public init() {}
+
+    /// Width of the models' input: the window length, or the sample's dim.
+    public var inputDimension: Int { window > 0 ? window : dim }
+
+    public func autoencoderConfiguration() -> AutoencoderConfiguration {
+        var c = AutoencoderConfiguration(inputDimension: inputDimension)
+        c.hiddenWidths = autoencoderHidden
+        c.batchSize = batchSize
+        c.optimiser = AdamConfiguration(learningRate: learningRate, gradientClipNorm: gradientClipNorm)
+        c.normalise = true
+        c.normaliserHorizon = normaliserHorizon
+        c.seed = seed
+        return c
+    }
+
+    public func mocoConfiguration() -> MoCoConfiguration {
+        var c = MoCoConfiguration(inputDimension: inputDimension)
+        c.encoderWidths = mocoEncoder
+        c.headWidths = mocoHead
+        c.queueSize = mocoQueue
+        c.temperature = mocoTemperature
+        c.momentum = mocoMomentum
+        c.batchSize = batchSize
+        c.optimiser = AdamConfiguration(learningRate: learningRate, gradientClipNorm: gradientClipNorm)
+        c.augmentation = AugmentationConfiguration(
+            jitter: jitter, scale: scale, maskProbability: mask, cropMinimumFraction: window > 0 ? crop : nil)
+        c.normalise = true
+        c.normaliserHorizon = normaliserHorizon
+        c.seed = seed &+ 1
+        return c
+    }
+
+    /// Why this configuration cannot be used, if it cannot.
+    public func validate(name: String) throws {
+        func fail(_ why: String) throws { throw ConfigurationError.invalid("stream \(name): \(why)") }
+        if dim < 0 || window < 0 { try fail("dim and window must not be negative") }
+        if window > 0 && dim > 1 { try fail("a windowed stream is univariate (dim 1)") }
+        if window == 1 { try fail("a window needs at least 2 values") }
+        if bufferCapacity < 2 { try fail("buffer_capacity must be at least 2") }
+        if !(recentFraction > 0 && recentFraction < 1) { try fail("recent_fraction must be in (0, 1)") }
+        if batchSize < 1 || mocoQueue < batchSize || mocoQueue % batchSize != 0 {
+            try fail("moco_queue must be a positive multiple of batch_size")
+        }
+        if !(replayRatio >= 0) || !(maximumPendingSteps >= 1) { try fail("replay_ratio >= 0, max_pending_steps >= 1") }
+        if !(threshold > 0 && threshold <= 1) { try fail("threshold must be in (0, 1]") }
+        if !(mocoTemperature > 0) || !(0...1).contains(mocoMomentum) { try fail("moco_temperature > 0, moco_momentum in [0, 1]") }
+        if autoencoderHidden.isEmpty || mocoEncoder.isEmpty || mocoHead.isEmpty
+            || (autoencoderHidden + mocoEncoder + mocoHead).contains(where: { $0 < 1 })
+        {
+            try fail("layer widths must be positive")
+        }
+        if !(learningRate > 0) { try fail("learning_rate must be positive") }
+    }
+}
+
+/// Everything `eddy serve` needs; the embedded defaults bind 127.0.0.1 and need no file.
+public struct DaemonConfiguration: Sendable, Equatable {
+    /// PULL socket for samples (producers PUSH here).
+    public var ingest = "tcp://127.0.0.1:7700"
+    /// PUB socket for scores, alerts, snapshots, heartbeats and errors.
+    public var publish = "tcp://127.0.0.1:7701"
+    /// REP socket: the latest snapshot of any stream's model, on request.
+    public var snapshots = "tcp://127.0.0.1:7702"
+    /// Checkpoints live here; empty: no checkpoints.
+    public var dataDirectory = "eddy-data"
+    public var maxStreams = 64
+    /// Stream names: 1 to this many bytes of UTF-8, no '/' and no control characters.
+    public var maxStreamNameBytes = 128
+    /// A message over either limit is rejected as oversized.
+    public var maxMessageBytes = 16 << 20
+    public var maxSamplesPerMessage = 65_536
+    /// A model snapshot is published after this many of its steps, or this many seconds, whichever
+    /// comes first (and only if it trained since the last one).
+    public var snapshotEverySteps = 1000
+    public var snapshotEverySeconds = 30.0
+    public var checkpointEverySeconds = 60.0
+    public var checkpointsKept = 3
+    public var heartbeatSeconds = 1.0
+    /// Queue bound between the daemon's threads and towards each subscriber (ZeroMQ high-water marks).
+    public var highWaterMark = 100_000
+    /// Settings of streams created by their first batch.
+    public var streamDefaults = StreamConfiguration()
+    /// Streams declared up front, by name: created at start with these settings.
+    public var streams: [String: StreamConfiguration] = [:]
+
+    public init() {}
+
+    /// The settings a stream of this name gets.
+    public func settings(for stream: String) -> StreamConfiguration { streams[stream] ?? streamDefaults }
+
+    public func validate() throws {
+        if maxStreams < 1 { throw ConfigurationError.invalid("max_streams must be at least 1") }
+        if maxMessageBytes < 64 || maxSamplesPerMessage < 1 {
+            throw ConfigurationError.invalid("max_message_bytes >= 64, max_samples_per_message >= 1")
+        }
+        if !(snapshotEverySeconds > 0 && checkpointEverySeconds > 0 && heartbeatSeconds > 0) {
+            throw ConfigurationError.invalid("intervals must be positive")
+        }
+        try streamDefaults.validate(name: "defaults")
+        for (name, s) in streams {
+            try s.validate(name: name)
+            if let why = StreamName.problem(name, maxBytes: maxStreamNameBytes) {
+                throw ConfigurationError.invalid("stream \"\(name)\": \(why)")
+            }
+        }
+    }
+}
+
+public enum ConfigurationError: Error, CustomStringConvertible, Equatable {
+    case invalid(String)
+    case syntax(line: Int, String)
+
+    public var description: String {
+        switch self {
+        case .invalid(let why): "invalid configuration: \(why)"
+        case .syntax(let line, let why): "configuration line \(line): \(why)"
+        }
+    }
+}
+
+/// Rules for stream names, shared by configuration and ingest.
+public enum StreamName {
+    /// Why `name` cannot name a stream, or nil if it can.
+    public static func problem(_ name: String, maxBytes: Int) -> String? {
+        let bytes = name.utf8.count
+        if bytes == 0 { return "the stream name is empty" }
+        if bytes > maxBytes { return "the stream name is \(bytes) bytes, over the limit of \(maxBytes)" }
+        if name.contains("/") { return "the stream name contains '/'" }
+        if name.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
+            return "the stream name contains a control character"
+        }
+        return nil
+    }
+}

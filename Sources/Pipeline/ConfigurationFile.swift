@@ -1,0 +1,156 @@
+/// The configuration file: `key = value` lines, `#` comments, and sections.
+///
+///     ingest = tcp://127.0.0.1:7700        # daemon keys come first
+///     [stream]                             # defaults for streams created by their first batch
+///     threshold = 0.999
+///     [stream.pump-7]                      # a declared stream (starts from the defaults above)
+///     dim = 8
+///
+/// Values may be quoted; lists are comma-separated (`autoencoder_hidden = 64, 16, 64`). An unknown
+/// key, a bad value or a key outside its section is an error naming the line. `deploy/eddy.conf` lists
+/// every key with its default.
+public enum ConfigurationFile {
+    public static func parse(_ text: String) throws -> DaemonConfiguration {
+        var config = DaemonConfiguration()
+        var section: Section = .daemon
+        var declared: [String] = []
+        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let lineNumber = index + 1
+            let line = stripComment(String(rawLine)).trimmingWhitespace()
+            if line.isEmpty { continue }
+            if line.hasPrefix("[") {
+                guard line.hasSuffix("]") else { throw ConfigurationError.syntax(line: lineNumber, "unclosed section") }
+                let name = String(line.dropFirst().dropLast()).trimmingWhitespace()
+                if name == "stream" {
+                    section = .defaults
+                } else if name.hasPrefix("stream.") {
+                    let stream = String(name.dropFirst("stream.".count))
+                    if let why = StreamName.problem(stream, maxBytes: config.maxStreamNameBytes) {
+                        throw ConfigurationError.syntax(line: lineNumber, why)
+                    }
+                    if declared.contains(stream) {
+                        throw ConfigurationError.syntax(line: lineNumber, "stream \(stream) is declared twice")
+                    }
+                    declared.append(stream)
+                    config.streams[stream] = config.streamDefaults
+                    section = .stream(stream)
+                } else {
+                    throw ConfigurationError.syntax(line: lineNumber, "unknown section [\(name)]")
+                }
+                continue
+            }
+            guard let eq = line.firstIndex(of: "=") else {
+                throw ConfigurationError.syntax(line: lineNumber, "expected key = value")
+            }
+            let key = String(line[..<eq]).trimmingWhitespace()
+            var value = String(line[line.index(after: eq)...]).trimmingWhitespace()
+            if value.count >= 2, value.hasPrefix("\""), value.hasSuffix("\"") {
+                value = String(value.dropFirst().dropLast())
+            }
+            do {
+                switch section {
+                case .daemon:
+                    try setDaemon(&config, key, value)
+                case .defaults:
+                    try setStream(&config.streamDefaults, key, value)
+                    // Declared streams start from the defaults in force where they are declared.
+                case .stream(let name):
+                    try setStream(&config.streams[name]!, key, value)
+                }
+            } catch let error as ValueError {
+                throw ConfigurationError.syntax(line: lineNumber, "\(key): \(error.why)")
+            }
+        }
+        try config.validate()
+        return config
+    }
+
+    enum Section { case daemon, defaults, stream(String) }
+
+    struct ValueError: Error { let why: String }
+
+    static func stripComment(_ line: String) -> String {
+        var inQuotes = false
+        for (i, ch) in line.enumerated() {
+            if ch == "\"" { inQuotes.toggle() }
+            if ch == "#" && !inQuotes { return String(line.prefix(i)) }
+        }
+        return line
+    }
+
+    static func setDaemon(_ c: inout DaemonConfiguration, _ key: String, _ v: String) throws {
+        switch key {
+        case "ingest": c.ingest = v
+        case "publish": c.publish = v
+        case "snapshots": c.snapshots = v
+        case "data_dir": c.dataDirectory = v
+        case "max_streams": c.maxStreams = try int(v)
+        case "max_stream_name_bytes": c.maxStreamNameBytes = try int(v)
+        case "max_message_bytes": c.maxMessageBytes = try int(v)
+        case "max_samples_per_message": c.maxSamplesPerMessage = try int(v)
+        case "snapshot_every_steps": c.snapshotEverySteps = try int(v)
+        case "snapshot_every_seconds": c.snapshotEverySeconds = try double(v)
+        case "checkpoint_every_seconds": c.checkpointEverySeconds = try double(v)
+        case "checkpoints_kept": c.checkpointsKept = try int(v)
+        case "heartbeat_seconds": c.heartbeatSeconds = try double(v)
+        case "high_water_mark": c.highWaterMark = try int(v)
+        default:
+            throw ValueError(why: "unknown key (stream keys go under [stream] or [stream.NAME])")
+        }
+    }
+
+    static func setStream(_ s: inout StreamConfiguration, _ key: String, _ v: String) throws {
+        switch key {
+        case "dim": s.dim = try int(v)
+        case "window": s.window = try int(v)
+        case "buffer_capacity": s.bufferCapacity = try int(v)
+        case "recent_fraction": s.recentFraction = try double(v)
+        case "replay_ratio": s.replayRatio = try double(v)
+        case "max_pending_steps": s.maximumPendingSteps = try double(v)
+        case "batch_size": s.batchSize = try int(v)
+        case "min_buffered": s.minimumBuffered = try int(v)
+        case "warmup_samples": s.warmupSamples = try int(v)
+        case "warmup_steps": s.warmupSteps = try int(v)
+        case "threshold": s.threshold = try float(v)
+        case "calibration_horizon": s.calibrationHorizon = try int(v)
+        case "normaliser_horizon": s.normaliserHorizon = try int(v)
+        case "autoencoder_hidden": s.autoencoderHidden = try ints(v)
+        case "learning_rate": s.learningRate = try float(v)
+        case "gradient_clip_norm": s.gradientClipNorm = try float(v)
+        case "moco_encoder": s.mocoEncoder = try ints(v)
+        case "moco_head": s.mocoHead = try ints(v)
+        case "moco_queue": s.mocoQueue = try int(v)
+        case "moco_temperature": s.mocoTemperature = try float(v)
+        case "moco_momentum": s.mocoMomentum = try float(v)
+        case "jitter": s.jitter = try float(v)
+        case "scale": s.scale = try float(v)
+        case "mask": s.mask = try float(v)
+        case "crop": s.crop = try float(v)
+        case "seed": s.seed = UInt64(try int(v))
+        default: throw ValueError(why: "unknown key")
+        }
+    }
+
+    static func int(_ v: String) throws -> Int {
+        guard let x = Int(v.replacingUnderscores()) else { throw ValueError(why: "\"\(v)\" is not an integer") }
+        return x
+    }
+    static func double(_ v: String) throws -> Double {
+        guard let x = Double(v), x.isFinite else { throw ValueError(why: "\"\(v)\" is not a number") }
+        return x
+    }
+    static func float(_ v: String) throws -> Float { Float(try double(v)) }
+    static func ints(_ v: String) throws -> [Int] {
+        try v.split(separator: ",").map { try int(String($0).trimmingWhitespace()) }
+    }
+}
+
+extension String {
+    func trimmingWhitespace() -> String {
+        var s = Substring(self)
+        while let f = s.first, f == " " || f == "\t" || f == "\r" { s = s.dropFirst() }
+        while let l = s.last, l == " " || l == "\t" || l == "\r" { s = s.dropLast() }
+        return String(s)
+    }
+    func replacingUnderscores() -> String { filter { $0 != "_" } }
+}

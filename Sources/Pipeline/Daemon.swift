@@ -1,0 +1,447 @@
+import EddyProtocol
+import Foundation
+import Learning
+import LinearAlgebra
+import Logging
+import SwiftProtobuf
+import ZeroMQ
+
+/// Eddy's main job: ingest over PULL, a trainer, a publisher over PUB, and a snapshot server over REP,
+/// each on a thread of its own that owns its sockets. They talk through inproc PUSH/PULL pipes and
+/// per-stream locks; the trainer owns the models.
+///
+/// Life cycle: `init` validates the configuration and resumes from the newest valid checkpoint;
+/// `start()` binds everything and returns the endpoints actually bound (port 0 / `*` is allowed);
+/// `stop()` stops ingest, lets the trainer finish its step and checkpoint, flushes the publisher, and
+/// returns when every thread has ended.
+public final class Daemon: @unchecked Sendable {
+    public struct Endpoints: Sendable, Equatable {
+        public var ingest: String
+        public var publish: String
+        public var snapshots: String
+    }
+
+    public let configuration: DaemonConfiguration
+    let logger: Logger
+    let context: Context
+    let publishPipe = "inproc://eddy-publish"
+    let checkpoints: CheckpointStore?
+    let started = Date()
+
+    let streamsLock = Lock()
+    var streams: [String: StreamPipeline] = [:]
+    var streamOrder: [String] = []
+
+    let snapshotsLock = Lock()
+    var latestSnapshots: [String: Data] = [:]
+
+    // Counters for heartbeats.
+    let messagesReceived = Counter(), messagesRejected = Counter()
+    let samplesAccepted = Counter(), samplesRejected = Counter(), trainSteps = Counter()
+    let samplesDropped = Counter()
+
+    // Stop flags, one per stage, set in order by `stop()`.
+    let stateLock = Lock()
+    var stopIngest = false, stopTrainer = false, stopServers = false
+    var threadsRunning = 0
+    let trainerWake = NSCondition()
+    let finished = DispatchSemaphore(value: 0)
+
+    public init(configuration: DaemonConfiguration, logger: Logger) throws {
+        try configuration.validate()
+        self.configuration = configuration
+        self.logger = logger
+        BLAS.setThreads(1)
+        context = try Context(ioThreads: 1)
+        checkpoints = configuration.dataDirectory.isEmpty ? nil : CheckpointStore(
+            directory: configuration.dataDirectory, kept: configuration.checkpointsKept)
+        if let store = checkpoints,
+            let (path, restored) = store.loadNewest(
+                settings: configuration.settings(for:),
+                skipped: { path, error in
+                    logger.warning(
+                        "checkpoint unreadable, trying an older one",
+                        metadata: ["checkpoint.path": "\(path)", "error": "\(error)"])
+                })
+        {
+            for s in restored {
+                streams[s.name] = s
+                streamOrder.append(s.name)
+            }
+            logger.info(
+                "resumed from checkpoint",
+                metadata: ["checkpoint.path": "\(path)", "streams": "\(restored.count)"])
+        }
+        for (name, settings) in configuration.streams.sorted(by: { $0.key < $1.key })
+        where streams[name] == nil && settings.inputDimension > 0 {
+            streams[name] = StreamPipeline(name: name, settings: settings)
+            streamOrder.append(name)
+        }
+    }
+
+    /// The pipelines, in creation order.
+    public var allStreams: [StreamPipeline] { streamsLock.withLock { streamOrder.compactMap { streams[$0] } } }
+
+    // MARK: Life cycle
+
+    /// Binds every socket and starts the threads; returns the endpoints actually bound.
+    public func start() throws -> Endpoints {
+        let publisher = Promise<String>(), server = Promise<String>(), ingest = Promise<String>()
+        let trainer = Promise<String>()
+        spawn("eddy-publisher") { self.runPublisher(ready: publisher) }
+        let publish = try publisher.wait()
+        spawn("eddy-snapshots") { self.runSnapshotServer(ready: server) }
+        spawn("eddy-trainer") { self.runTrainer(ready: trainer) }
+        spawn("eddy-ingest") { self.runIngest(ready: ingest) }
+        do {
+            let endpoints = Endpoints(ingest: try ingest.wait(), publish: publish, snapshots: try server.wait())
+            _ = try trainer.wait()
+            logger.info(
+                "eddy serving",
+                metadata: [
+                    "endpoint.ingest": "\(endpoints.ingest)", "endpoint.publish": "\(endpoints.publish)",
+                    "endpoint.snapshots": "\(endpoints.snapshots)", "streams": "\(streamOrder.count)",
+                ])
+            return endpoints
+        } catch {
+            stop()
+            throw error
+        }
+    }
+
+    /// Graceful stop: ingest first, then the trainer (which checkpoints), then the servers. Returns
+    /// when every thread has ended. Safe to call more than once.
+    public func stop() {
+        stateLock.withLock { stopIngest = true }
+        trainerWake.broadcast()
+        waitForThreads(above: 3)  // ingest gone
+        stateLock.withLock { stopTrainer = true }
+        trainerWake.broadcast()
+        waitForThreads(above: 2)  // trainer gone, after its checkpoint
+        stateLock.withLock { stopServers = true }
+        waitForThreads(above: 0)
+    }
+
+    private func waitForThreads(above n: Int) {
+        while stateLock.withLock({ threadsRunning > n }) { Thread.sleep(forTimeInterval: 0.005) }
+    }
+
+    private func spawn(_ name: String, _ body: @escaping @Sendable () -> Void) {
+        stateLock.withLock { threadsRunning += 1 }
+        let thread = Thread {
+            body()
+            self.stateLock.withLock { self.threadsRunning -= 1 }
+        }
+        thread.name = name
+        thread.stackSize = 8 << 20
+        thread.start()
+    }
+
+    var ingestStopping: Bool { stateLock.withLock { stopIngest } }
+    var trainerStopping: Bool { stateLock.withLock { stopTrainer } }
+    var serversStopping: Bool { stateLock.withLock { stopServers } }
+
+    static func nowNanoseconds() -> Int64 { Int64(Date().timeIntervalSince1970 * 1e9) }
+
+    // MARK: Ingest
+
+    func runIngest(ready: Promise<String>) {
+        do {
+            let pull = try Socket(context, .pull)
+            try pull.setHighWaterMarks(send: configuration.highWaterMark, receive: configuration.highWaterMark)
+            let endpoint = try pull.bind(configuration.ingest)
+            let out = try Socket(context, .push)
+            try out.setHighWaterMarks(send: configuration.highWaterMark, receive: configuration.highWaterMark)
+            try out.connect(publishPipe)
+            ready.fulfil(endpoint)
+            while !ingestStopping {
+                guard try pull.poll(timeout: 50) else { continue }
+                // Drain what is queued, but look at the stop flag at least every 1,000 messages.
+                for _ in 0..<1000 {
+                    guard let frames = try pull.receive(dontWait: true) else { break }
+                    handle(frames, publisher: out)
+                }
+            }
+        } catch {
+            ready.fail(error)
+            if (error as? ZMQError)?.isTerminated != true {
+                logger.error("ingest stopped", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// One message from a producer: rejected with a reason, or scored and admitted.
+    func handle(_ frames: [[UInt8]], publisher: borrowing Socket) {
+        messagesReceived.add()
+        switch Admission.check(frames, configuration: configuration, lookup: stream(named:dim:)) {
+        case .rejected(let code, let why, let name, let sequence, let samples):
+            reject(code, why, stream: name, sequence: sequence, samples: samples, publisher: publisher)
+        case .accepted(let pipeline, let batch, let values):
+            let scored = values.withUnsafeBufferPointer {
+                pipeline.score(
+                    $0.baseAddress!, count: Int(batch.count), firstSequence: batch.sequence,
+                    timestamps: batch.timestampsNs.isEmpty ? nil : batch.timestampsNs)
+            }
+            samplesAccepted.add(UInt64(batch.count))
+            trainerWake.signal()
+            send(Topic.score(pipeline.name), Wire.message(scored), publisher: publisher, samples: scored.scores.count)
+            for s in scored.scores where s.alert {
+                send(Topic.alert(pipeline.name), Wire.alert(s, in: scored), publisher: publisher, samples: 0)
+            }
+        }
+    }
+
+    /// The stream of this name, created with `dim` if it is new and there is room.
+    func stream(named name: String, dim: Int) -> Result<StreamPipeline, Admission.Refusal> {
+        streamsLock.withLock {
+            if let s = streams[name] { return .success(s) }
+            guard streams.count < configuration.maxStreams else {
+                return .failure(.init(code: .tooManyStreams, why: "the daemon already has its maximum of \(configuration.maxStreams) streams"))
+            }
+            var settings = configuration.settings(for: name)
+            if settings.window > 0 {
+                guard dim == 1 else {
+                    return .failure(.init(code: .dimMismatch, why: "windowed streams take dim 1, got \(dim)"))
+                }
+                settings.dim = 1
+            } else {
+                settings.dim = dim
+            }
+            let s = StreamPipeline(name: name, settings: settings)
+            streams[name] = s
+            streamOrder.append(name)
+            logger.info("stream created", metadata: ["stream.id": "\(name)", "stream.dim": "\(settings.inputDimension)"])
+            return .success(s)
+        }
+    }
+
+    func reject(
+        _ code: Eddy_V1_ErrorCode, _ why: String, stream: String?, sequence: UInt64, samples: Int,
+        publisher: borrowing Socket
+    ) {
+        messagesRejected.add()
+        samplesRejected.add(UInt64(samples))
+        if let stream, let s = streamsLock.withLock({ streams[stream] }) { s.countRejected() }
+        let n = messagesRejected.load
+        if n <= 10 || n % 1000 == 0 {
+            logger.warning(
+                "message rejected",
+                metadata: [
+                    "stream.id": "\(stream ?? "_")", "error.code": "\(code)", "error.message": "\(why)",
+                    "rejected.total": "\(n)",
+                ])
+        }
+        send(Topic.error(stream), Wire.error(code, why, stream: stream, sequence: sequence, samples: samples),
+             publisher: publisher, samples: 0)
+    }
+
+    /// Hands a message to the publisher thread. Blocks when the pipe is full (backpressure onto the
+    /// producers) rather than dropping.
+    func send<M: SwiftProtobuf.Message>(_ topic: String, _ message: M, publisher: borrowing Socket, samples: Int) {
+        do {
+            let body: [UInt8] = try message.serializedBytes()
+            try publisher.send([Array(topic.utf8), body])
+        } catch {
+            samplesDropped.add(UInt64(samples))
+            logger.error("publish pipe failed", metadata: ["error": "\(error)", "topic": "\(topic)"])
+        }
+    }
+
+    // MARK: Trainer
+
+    func runTrainer(ready: Promise<String>) {
+        do {
+            let out = try Socket(context, .push)
+            try out.setHighWaterMarks(send: configuration.highWaterMark, receive: configuration.highWaterMark)
+            try out.connect(publishPipe)
+            ready.fulfil("trainer")
+            trainLoop(publisher: out)
+        } catch {
+            ready.fail(error)
+        }
+    }
+
+    func trainLoop(publisher out: borrowing Socket) {
+        var next = 0
+        var lastSnapshot = Date(), lastCheckpoint = Date()
+        var stepsSinceSnapshot: [String: Int] = [:]
+        while !trainerStopping {
+            let list = allStreams
+            var stepped = false
+            for i in 0..<list.count {
+                let s = list[(next + i) % list.count]
+                if s.trainStep() {
+                    trainSteps.add()
+                    next = (next + i + 1) % list.count
+                    stepped = true
+                    stepsSinceSnapshot[s.name, default: 0] += 1
+                    if stepsSinceSnapshot[s.name]! >= configuration.snapshotEverySteps {
+                        stepsSinceSnapshot[s.name] = 0
+                        publishSnapshots(of: s, publisher: out)
+                    }
+                    break
+                }
+            }
+            if !stepped {
+                trainerWake.lock()
+                _ = trainerWake.wait(until: Date().addingTimeInterval(0.05))
+                trainerWake.unlock()
+            }
+            if Date().timeIntervalSince(lastSnapshot) >= configuration.snapshotEverySeconds {
+                lastSnapshot = Date()
+                for s in allStreams { publishSnapshots(of: s, publisher: out) }
+            }
+            if Date().timeIntervalSince(lastCheckpoint) >= configuration.checkpointEverySeconds {
+                lastCheckpoint = Date()
+                checkpoint()
+            }
+        }
+        for s in allStreams { publishSnapshots(of: s, publisher: out) }
+        checkpoint()
+    }
+
+    func publishSnapshots(of stream: StreamPipeline, publisher: borrowing Socket) {
+        for snapshot in stream.takeSnapshots(now: Self.nowNanoseconds()) {
+            let message = Wire.message(snapshot)
+            guard let body: [UInt8] = try? message.serializedBytes() else { continue }
+            snapshotsLock.withLock { latestSnapshots["\(stream.name)/\(snapshot.kind.rawValue)"] = Data(body) }
+            do {
+                try publisher.send([Array(Topic.snapshot(stream.name, snapshot.kind).utf8), body])
+            } catch {
+                logger.error("publish pipe failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    /// Writes a checkpoint of every stream (trainer thread, between steps).
+    public func checkpoint() {
+        guard let store = checkpoints else { return }
+        do {
+            let path = try store.write(allStreams, now: Self.nowNanoseconds())
+            logger.debug("checkpoint written", metadata: ["checkpoint.path": "\(path)"])
+        } catch {
+            logger.error("checkpoint failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    // MARK: Publisher
+
+    func runPublisher(ready: Promise<String>) {
+        do {
+            let pub = try Socket(context, .pub)
+            try pub.setHighWaterMarks(send: configuration.highWaterMark, receive: configuration.highWaterMark)
+            let endpoint = try pub.bind(configuration.publish)
+            let pipe = try Socket(context, .pull)
+            try pipe.setHighWaterMarks(send: configuration.highWaterMark, receive: configuration.highWaterMark)
+            try pipe.bind(publishPipe)
+            ready.fulfil(endpoint)
+            var nextHeartbeat = Date()
+            while true {
+                let wait = max(0, Int(nextHeartbeat.timeIntervalSinceNow * 1000))
+                if try pipe.poll(timeout: min(wait, 50)) {
+                    for _ in 0..<10_000 {
+                        guard let frames = try pipe.receive(dontWait: true) else { break }
+                        try pub.send(frames)
+                    }
+                }
+                if Date() >= nextHeartbeat {
+                    nextHeartbeat = Date().addingTimeInterval(configuration.heartbeatSeconds)
+                    try pub.send([Array(Topic.heartbeat.utf8), try heartbeat().serializedBytes()])
+                }
+                // Stop once the other stages are gone and the pipe is empty.
+                if serversStopping, try !pipe.poll(timeout: 0) { break }
+            }
+        } catch {
+            ready.fail(error)
+            logger.error("publisher stopped", metadata: ["error": "\(error)"])
+        }
+    }
+
+    public func heartbeat() -> Eddy_V1_Heartbeat {
+        var hb = Eddy_V1_Heartbeat()
+        hb.timeNs = Self.nowNanoseconds()
+        hb.uptimeMs = UInt64(max(0, Date().timeIntervalSince(started) * 1000))
+        hb.messagesReceived = messagesReceived.load
+        hb.samplesAccepted = samplesAccepted.load
+        hb.samplesRejected = samplesRejected.load
+        hb.messagesRejected = messagesRejected.load
+        hb.trainSteps = trainSteps.load
+        hb.samplesDropped = samplesDropped.load
+        hb.streams = allStreams.map { s in
+            let st = s.status
+            var m = Eddy_V1_StreamStatus()
+            m.stream = s.name
+            m.dim = UInt32(s.sampleDimension)
+            m.accepted = st.accepted
+            m.rejected = st.rejected
+            m.buffered = st.buffered
+            m.evicted = st.evicted
+            m.trainSteps = st.autoencoderSteps
+            m.autoencoderVersion = st.autoencoderSteps
+            m.mocoVersion = st.mocoSteps
+            m.warmingUp = st.warmingUp
+            m.autoencoderLoss = st.autoencoderLoss
+            m.mocoLoss = st.mocoLoss
+            return m
+        }
+        return hb
+    }
+
+    // MARK: Snapshot server
+
+    func runSnapshotServer(ready: Promise<String>) {
+        do {
+            let rep = try Socket(context, .rep)
+            let endpoint = try rep.bind(configuration.snapshots)
+            ready.fulfil(endpoint)
+            while !serversStopping {
+                guard try rep.poll(timeout: 50), let frames = try rep.receive(dontWait: true) else { continue }
+                var reply = Eddy_V1_SnapshotReply()
+                if frames.count != 1 {
+                    reply.error = Wire.error(.badFrames, "a snapshot request is one frame, got \(frames.count)", stream: nil)
+                } else if let request = try? Eddy_V1_SnapshotRequest(serializedBytes: frames[0]) {
+                    let kind = request.kind == .moco ? "moco" : "autoencoder"
+                    if let body = snapshotsLock.withLock({ latestSnapshots["\(request.stream)/\(kind)"] }),
+                        let snapshot = try? Eddy_V1_ModelSnapshot(serializedBytes: body)
+                    {
+                        reply.snapshot = snapshot
+                    } else {
+                        reply.error = Wire.error(
+                            .notFound, "no \(kind) snapshot of stream \"\(request.stream)\" yet", stream: request.stream)
+                    }
+                } else {
+                    reply.error = Wire.error(.undecodable, "the request is not a SnapshotRequest", stream: nil)
+                }
+                try rep.send([try reply.serializedBytes()])
+            }
+        } catch {
+            ready.fail(error)
+            logger.error("snapshot server stopped", metadata: ["error": "\(error)"])
+        }
+    }
+}
+
+/// A value one thread hands another once: a bound endpoint, or the error that prevented it.
+final class Promise<T: Sendable>: @unchecked Sendable {
+    private let lock = Lock()
+    private let semaphore = DispatchSemaphore(value: 0)
+    private var result: Result<T, Error>?
+
+    func fulfil(_ value: T) { settle(.success(value)) }
+    func fail(_ error: Error) { settle(.failure(error)) }
+
+    private func settle(_ r: Result<T, Error>) {
+        let first = lock.withLock { () -> Bool in
+            guard result == nil else { return false }
+            result = r
+            return true
+        }
+        if first { semaphore.signal() }
+    }
+
+    func wait() throws -> T {
+        semaphore.wait()
+        semaphore.signal()
+        return try lock.withLock { result! }.get()
+    }
+}

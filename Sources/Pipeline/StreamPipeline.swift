@@ -1,0 +1,380 @@
+import Learning
+
+/// The score of one accepted sample.
+public struct SampleScore: Sendable, Equatable {
+    public var sequence: UInt64
+    /// Mean squared reconstruction error, normalised units; 0 while a window fills.
+    public var error: Float
+    /// Calibrated score in [0, 1].
+    public var score: Float
+    public var alert: Bool
+    public var warmingUp: Bool
+    public var timestamp: Int64
+    /// For alerts: (feature or time step, share of the squared error), largest first.
+    public var topFeatures: [(index: Int, share: Float)]
+
+    public static func == (a: SampleScore, b: SampleScore) -> Bool {
+        a.sequence == b.sequence && a.error == b.error && a.score == b.score && a.alert == b.alert
+            && a.warmingUp == b.warmingUp && a.timestamp == b.timestamp
+            && a.topFeatures.map(\.index) == b.topFeatures.map(\.index)
+    }
+}
+
+/// The scores of one batch, and the model that gave them.
+public struct ScoredBatch: Sendable {
+    public var stream: String
+    public var modelVersion: UInt64
+    public var threshold: Float
+    public var scores: [SampleScore]
+}
+
+/// A model's parameters as a subscriber sees them (the protocol's ModelSnapshot, without framing).
+public struct Snapshot: Sendable {
+    public enum Kind: String, Sendable { case autoencoder, moco }
+    public var stream: String
+    public var kind: Kind
+    public var version: UInt64
+    public var samplesSeen: UInt64
+    public var steps: UInt64
+    public var inputDimension: Int
+    public var window: Int
+    public var layers: [(weights: [Float], bias: [Float], outputs: Int, inputs: Int, activation: Activation)]
+    public var normaliserMean: [Float]
+    public var normaliserVariance: [Float]
+    public var representationLayer: Int
+    public var temperature: Float
+    public var createdNanoseconds: Int64
+}
+
+/// One stream's learning pipeline: normaliser, replay buffer, autoencoder and MoCo, calibration.
+///
+/// The daemon splits it over threads: `score(_:)` runs on the ingest thread, `trainStep()` on the
+/// trainer; what both touch (buffer, live normaliser, calibrator, pending steps, the scorer's weights)
+/// is under `lock`, held only for copies. `eddy replay` calls the same methods in turn on one thread,
+/// so what it measures is what the daemon runs.
+public final class StreamPipeline: @unchecked Sendable {
+    public let name: String
+    public let settings: StreamConfiguration
+    /// Width of arriving samples (1 for a windowed stream) and of the models' input.
+    public let sampleDimension: Int
+    public let inputDimension: Int
+
+    let lock = Lock()
+
+    // Shared under `lock`.
+    var buffer: ReplayBuffer
+    var calibrator: Calibrator
+    var pendingSteps = 0.0
+    /// Samples accepted, and steps owed but skipped because the trainer could not keep up.
+    public private(set) var accepted: UInt64 = 0
+    public private(set) var skippedSteps: UInt64 = 0
+    var rejectedCount: UInt64 = 0
+    /// The trainer's latest autoencoder weights for the scorer, and their version (steps taken).
+    let exchange: FloatBuffer
+    var exchangeVersion: UInt64 = 0
+    var lastLosses: (autoencoder: Float, moco: Float) = (.nan, .nan)
+
+    // Ingest side: the scorer (its normaliser is the live one) and the window being filled.
+    let scorer: Autoencoder
+    var scorerVersion: UInt64 = 0
+    var history: [Float]
+    var rows: FloatBuffer
+    var errors: FloatBuffer
+    var featureErrors: FloatBuffer
+
+    // Trainer side.
+    public private(set) var autoencoder: Autoencoder
+    public private(set) var moco: MoCo
+    let batch: FloatBuffer
+    let batchIDs: UnsafeMutablePointer<Int64>
+    var snapshotVersions: (autoencoder: UInt64, moco: UInt64) = (0, 0)
+
+    public init(name: String, settings: StreamConfiguration) {
+        precondition(settings.inputDimension > 0, "a stream's dim must be known before it is built")
+        self.name = name
+        self.settings = settings
+        sampleDimension = settings.window > 0 ? 1 : settings.dim
+        inputDimension = settings.inputDimension
+        buffer = ReplayBuffer(
+            dimension: inputDimension, capacity: settings.bufferCapacity, recentFraction: settings.recentFraction,
+            seed: settings.seed)
+        calibrator = Calibrator(horizon: settings.calibrationHorizon)
+        autoencoder = Autoencoder(configuration: settings.autoencoderConfiguration())
+        moco = MoCo(configuration: settings.mocoConfiguration())
+        scorer = Autoencoder(configuration: settings.autoencoderConfiguration())
+        exchange = FloatBuffer(autoencoder.parameterValues)
+        scorer.parameters.copy(from: exchange)
+        history = []
+        history.reserveCapacity(settings.window)
+        rows = FloatBuffer(count: 256 * inputDimension)
+        errors = FloatBuffer(count: 256)
+        featureErrors = FloatBuffer(count: 256 * inputDimension)
+        batch = FloatBuffer(count: settings.batchSize * inputDimension)
+        batchIDs = .allocate(capacity: settings.batchSize)
+    }
+
+    deinit { batchIDs.deallocate() }
+
+    // MARK: Ingest
+
+    /// Scores `count` samples `(count, sampleDimension)` with the current autoencoder, then admits them
+    /// to the buffer and the normaliser and owes the trainer its steps. Values must be finite.
+    ///
+    /// - Returns: exactly one score per sample, in order.
+    public func score(
+        _ values: UnsafePointer<Float>, count: Int, firstSequence: UInt64, timestamps: [Int64]? = nil
+    ) -> ScoredBatch {
+        // The newest weights the trainer handed over.
+        lock.withLock {
+            if exchangeVersion > scorerVersion {
+                scorer.parameters.copy(from: exchange)
+                scorerVersion = exchangeVersion
+            }
+        }
+        // Rows the models see: the samples themselves, or the window ending at each value.
+        let d = inputDimension
+        var rowOf = [Int](repeating: -1, count: count)
+        var rowCount = 0
+        if rows.count < count * d { grow(count) }
+        if settings.window > 0 {
+            for i in 0..<count {
+                if history.count == settings.window { history.removeFirst() }
+                history.append(values[i])
+                if history.count == settings.window {
+                    for t in 0..<d { rows[rowCount * d + t] = history[t] }
+                    rowOf[i] = rowCount
+                    rowCount += 1
+                }
+            }
+        } else {
+            rows.pointer.update(from: values, count: count * d)
+            for i in 0..<count { rowOf[i] = i }
+            rowCount = count
+        }
+        if rowCount > 0 {
+            scorer.score(rows.pointer, rows: rowCount, errors: errors.pointer, featureErrors: featureErrors.pointer)
+        }
+
+        var scores: [SampleScore] = []
+        scores.reserveCapacity(count)
+        let threshold = settings.threshold
+        lock.withLock {
+            let warming =
+                accepted + UInt64(count) <= UInt64(settings.warmupSamples) || scorerVersion < UInt64(settings.warmupSteps)
+            for i in 0..<count {
+                var s = SampleScore(
+                    sequence: firstSequence &+ UInt64(i), error: 0, score: 0, alert: false, warmingUp: true,
+                    timestamp: timestamps?[i] ?? 0, topFeatures: [])
+                let r = rowOf[i]
+                if r >= 0 {
+                    let e = errors[r]
+                    s.error = e
+                    s.score = calibrator.score(e)
+                    s.warmingUp = warming || calibrator.count < 2
+                    s.alert = !s.warmingUp && s.score >= threshold
+                    if s.alert { s.topFeatures = topContributions(row: r) }
+                    calibrator.update(e)
+                }
+                scores.append(s)
+            }
+            // Learn from them only after scoring them.
+            if rowCount > 0 {
+                scorer.observe(rows.pointer, rows: rowCount)
+                buffer.insert(rows.pointer, rows: rowCount, firstID: Int64(accepted))
+            }
+            accepted += UInt64(count)
+            pendingSteps += settings.replayRatio * Double(rowCount) / Double(settings.batchSize)
+            if pendingSteps > settings.maximumPendingSteps {
+                skippedSteps += UInt64(pendingSteps - settings.maximumPendingSteps)
+                pendingSteps = settings.maximumPendingSteps
+            }
+        }
+        return ScoredBatch(stream: name, modelVersion: scorerVersion, threshold: threshold, scores: scores)
+    }
+
+    private func grow(_ count: Int) {
+        rows = FloatBuffer(count: count * inputDimension)
+        errors = FloatBuffer(count: count)
+        featureErrors = FloatBuffer(count: count * inputDimension)
+    }
+
+    /// The five largest shares of row `r`'s squared error.
+    private func topContributions(row r: Int) -> [(index: Int, share: Float)] {
+        let d = inputDimension
+        let fe = featureErrors.pointer + r * d
+        var total: Float = 0
+        for c in 0..<d { total += fe[c] }
+        guard total > 0 else { return [] }
+        var top: [(index: Int, share: Float)] = []
+        for c in 0..<d {
+            let share = fe[c] / total
+            if top.count < 5 || share > top[top.count - 1].share {
+                top.append((c, share))
+                top.sort { $0.share > $1.share }
+                if top.count > 5 { top.removeLast() }
+            }
+        }
+        return top
+    }
+
+    /// Counts a rejected message against this stream.
+    public func countRejected() { lock.withLock { rejectedCount += 1 } }
+
+    // MARK: Training
+
+    /// Whether the trainer owes this stream a step and the buffer is ready.
+    public var wantsStep: Bool {
+        lock.withLock { pendingSteps >= 1 && buffer.count >= settings.minimumBuffered }
+    }
+
+    /// One step of each model on a minibatch from the buffer, if one is owed.
+    ///
+    /// - Parameter force: step even if none is owed (replay steps a fixed number of times per sample).
+    /// - Returns: false when no step was taken.
+    @discardableResult
+    public func trainStep(force: Bool = false) -> Bool {
+        let n = settings.batchSize
+        let ready: Bool = lock.withLock {
+            guard buffer.count >= settings.minimumBuffered, force || pendingSteps >= 1 else { return false }
+            if !force { pendingSteps -= 1 }
+            buffer.sample(n, into: batch.pointer, ids: batchIDs)
+            autoencoder.normaliser.copy(from: scorer.normaliser)
+            moco.normaliser.copy(from: scorer.normaliser)
+            return true
+        }
+        guard ready else { return false }
+        let aeLoss = autoencoder.trainStep(batch.pointer, rows: n)
+        let mocoLoss = moco.trainStep(batch.pointer, rows: n, ids: batchIDs)
+        lock.withLock {
+            exchange.copy(from: autoencoder.parameters)
+            exchangeVersion = UInt64(autoencoder.step)
+            lastLosses = (aeLoss, mocoLoss)
+        }
+        return true
+    }
+
+    /// Snapshots of the models that trained since their last snapshot (trainer thread).
+    public func takeSnapshots(now: Int64, force: Bool = false) -> [Snapshot] {
+        var out: [Snapshot] = []
+        let (samples, mean, variance) = lock.withLock {
+            (accepted, scorer.normaliser.means, scorer.normaliser.variances)
+        }
+        let aeVersion = UInt64(autoencoder.step), mocoVersion = UInt64(moco.step)
+        if aeVersion > snapshotVersions.autoencoder || (force && aeVersion > 0) {
+            snapshotVersions.autoencoder = aeVersion
+            out.append(
+                Snapshot(
+                    stream: name, kind: .autoencoder, version: aeVersion, samplesSeen: samples, steps: aeVersion,
+                    inputDimension: inputDimension, window: settings.window,
+                    layers: Self.layers(autoencoder.layout, autoencoder.parameterValues),
+                    normaliserMean: mean, normaliserVariance: variance,
+                    representationLayer: settings.autoencoderHidden.count / 2, temperature: 0,
+                    createdNanoseconds: now))
+        }
+        if mocoVersion > snapshotVersions.moco || (force && mocoVersion > 0) {
+            snapshotVersions.moco = mocoVersion
+            out.append(
+                Snapshot(
+                    stream: name, kind: .moco, version: mocoVersion, samplesSeen: samples, steps: mocoVersion,
+                    inputDimension: inputDimension, window: settings.window,
+                    layers: Self.layers(moco.layout, moco.queryParameters),
+                    normaliserMean: mean, normaliserVariance: variance,
+                    representationLayer: settings.mocoEncoder.count - 1, temperature: settings.mocoTemperature,
+                    createdNanoseconds: now))
+        }
+        return out
+    }
+
+    static func layers(_ layout: NetworkLayout, _ p: [Float])
+        -> [(weights: [Float], bias: [Float], outputs: Int, inputs: Int, activation: Activation)]
+    {
+        layout.layers.map { l in
+            (
+                Array(p[l.weightOffset..<(l.weightOffset + l.outputs * l.inputs)]),
+                Array(p[l.biasOffset..<(l.biasOffset + l.outputs)]), l.outputs, l.inputs, l.activation
+            )
+        }
+    }
+
+    /// Figures for heartbeats.
+    public struct Status: Sendable {
+        public var accepted, rejected, buffered, evicted, skippedSteps: UInt64
+        public var autoencoderSteps, mocoSteps: UInt64
+        public var warmingUp: Bool
+        public var autoencoderLoss, mocoLoss: Float
+    }
+
+    public var status: Status {
+        lock.withLock {
+            Status(
+                accepted: accepted, rejected: rejectedCount, buffered: UInt64(buffer.count), evicted: buffer.evicted,
+                skippedSteps: skippedSteps, autoencoderSteps: exchangeVersion, mocoSteps: UInt64(moco.step),
+                warmingUp: accepted < UInt64(settings.warmupSamples) || exchangeVersion < UInt64(settings.warmupSteps),
+                autoencoderLoss: lastLosses.autoencoder, mocoLoss: lastLosses.moco)
+        }
+    }
+
+    // MARK: State
+
+    static let kind = "eddy.stream"
+    static let formatVersion: UInt32 = 1
+
+    /// The stream's whole state (call from the trainer thread, or with no trainer running).
+    public func serialized() -> [UInt8] {
+        var w = StateWriter()
+        w.write(Self.kind); w.write(Self.formatVersion)
+        w.write(name)
+        w.write(UInt32(settings.dim)); w.write(UInt32(settings.window))
+        w.write(blob: autoencoder.serialized())
+        w.write(blob: moco.serialized())
+        lock.withLock {
+            w.write(accepted); w.write(rejectedCount); w.write(skippedSteps); w.write(pendingSteps.bitPattern)
+            w.write(snapshotVersions.autoencoder); w.write(snapshotVersions.moco)
+            calibrator.encode(&w)
+            scorer.normaliser.encode(&w)
+            buffer.encode(&w)
+            w.write(UInt32(history.count)); for v in history { w.write(v) }
+        }
+        return w.bytes
+    }
+
+    /// Restores a stream from `serialized()`, with `settings` (which must agree on dim and window).
+    public static func restore(_ bytes: [UInt8], settings: StreamConfiguration) throws -> StreamPipeline {
+        var r = StateReader(bytes)
+        guard try r.read(String.self) == kind else { throw StateError.wrongKind(expected: kind) }
+        let version = try r.read(UInt32.self)
+        guard version == formatVersion else { throw StateError.unsupportedVersion(version) }
+        let name = try r.read(String.self)
+        var s = settings
+        s.dim = Int(try r.read(UInt32.self))
+        s.window = Int(try r.read(UInt32.self))
+        let stream = StreamPipeline(name: name, settings: s)
+        let ae = try Autoencoder(serialized: try r.readBlob())
+        let moco = try MoCo(serialized: try r.readBlob())
+        guard ae.configuration.inputDimension == stream.inputDimension,
+            ae.layout == stream.autoencoder.layout, moco.layout == stream.moco.layout
+        else { throw StateError.invalid("model shape for stream \(name)") }
+        stream.autoencoder = ae
+        stream.moco = moco
+        stream.accepted = try r.read(UInt64.self)
+        stream.rejectedCount = try r.read(UInt64.self)
+        stream.skippedSteps = try r.read(UInt64.self)
+        stream.pendingSteps = Double(bitPattern: try r.read(UInt64.self))
+        stream.snapshotVersions = (try r.read(UInt64.self), try r.read(UInt64.self))
+        stream.calibrator = try Calibrator.decode(&r)
+        stream.scorer.normaliser.copy(from: try Normaliser.decode(&r))
+        let buffer = try ReplayBuffer.decode(&r)
+        guard buffer.dimension == stream.inputDimension, buffer.capacity == stream.buffer.capacity else {
+            throw StateError.invalid("buffer shape for stream \(name)")
+        }
+        stream.buffer = buffer
+        let h = Int(try r.read(UInt32.self))
+        guard h <= max(s.window, 0) else { throw StateError.invalid("window history") }
+        stream.history = try (0..<h).map { _ in try r.read(Float.self) }
+        stream.exchange.copy(from: stream.autoencoder.parameters)
+        stream.exchangeVersion = UInt64(stream.autoencoder.step)
+        stream.scorer.parameters.copy(from: stream.exchange)
+        stream.scorerVersion = stream.exchangeVersion
+        return stream
+    }
+}

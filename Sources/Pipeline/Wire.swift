@@ -1,0 +1,119 @@
+import EddyProtocol
+import Foundation
+import Learning
+
+/// Topics of the PUB socket (frame 0). Every topic ends with '/', so that subscribing to
+/// `score/pump-7/` never also matches `score/pump-70/`.
+public enum Topic {
+    public static func score(_ stream: String) -> String { "score/\(stream)/" }
+    public static func alert(_ stream: String) -> String { "alert/\(stream)/" }
+    public static func snapshot(_ stream: String, _ kind: Snapshot.Kind) -> String { "snapshot/\(stream)/\(kind.rawValue)/" }
+    public static let heartbeat = "hb/"
+    /// `error/_/` when the message named no usable stream.
+    public static func error(_ stream: String?) -> String { "error/\(stream ?? "_")/" }
+}
+
+/// Conversions between the pipeline's values and the protocol's messages (`protocols/eddy/v1/eddy.proto`).
+public enum Wire {
+    /// Little-endian float32 bytes of `values`.
+    public static func bytes(_ values: UnsafeBufferPointer<Float>) -> Data {
+        var data = Data(count: values.count * 4)
+        data.withUnsafeMutableBytes { raw in
+            for (i, v) in values.enumerated() { raw.storeBytes(of: v.bitPattern.littleEndian, toByteOffset: 4 * i, as: UInt32.self) }
+        }
+        return data
+    }
+
+    public static func bytes(_ values: [Float]) -> Data { values.withUnsafeBufferPointer { bytes($0) } }
+
+    /// Floats from little-endian float32 bytes; nil if the byte count is not a multiple of 4.
+    public static func floats(_ data: Data) -> [Float]? {
+        guard data.count % 4 == 0 else { return nil }
+        return data.withUnsafeBytes { raw in
+            (0..<(data.count / 4)).map {
+                Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)))
+            }
+        }
+    }
+
+    public static func message(_ batch: ScoredBatch) -> Eddy_V1_ScoreBatch {
+        var m = Eddy_V1_ScoreBatch()
+        m.stream = batch.stream
+        m.modelVersion = batch.modelVersion
+        m.threshold = batch.threshold
+        m.scores = batch.scores.map(message)
+        return m
+    }
+
+    public static func message(_ s: SampleScore) -> Eddy_V1_Score {
+        var m = Eddy_V1_Score()
+        m.sequence = s.sequence
+        m.error = s.error
+        m.score = s.score
+        m.alert = s.alert
+        m.warmingUp = s.warmingUp
+        m.timestampNs = s.timestamp
+        return m
+    }
+
+    public static func alert(_ s: SampleScore, in batch: ScoredBatch) -> Eddy_V1_Alert {
+        var m = Eddy_V1_Alert()
+        m.stream = batch.stream
+        m.modelVersion = batch.modelVersion
+        m.threshold = batch.threshold
+        m.score = message(s)
+        m.topFeatures = s.topFeatures.map { f in
+            var c = Eddy_V1_Contribution()
+            c.index = UInt32(f.index)
+            c.share = f.share
+            return c
+        }
+        return m
+    }
+
+    public static func message(_ s: Snapshot) -> Eddy_V1_ModelSnapshot {
+        var m = Eddy_V1_ModelSnapshot()
+        m.stream = s.stream
+        m.kind = s.kind == .autoencoder ? .autoencoder : .moco
+        m.version = s.version
+        m.samplesSeen = s.samplesSeen
+        m.steps = s.steps
+        m.inputDim = UInt32(s.inputDimension)
+        m.window = UInt32(s.window)
+        var crcInput = Data()
+        for (i, layer) in s.layers.enumerated() {
+            var w = Eddy_V1_Tensor()
+            w.name = "layers.\(i).weight"
+            w.shape = [UInt32(layer.outputs), UInt32(layer.inputs)]
+            w.data = bytes(layer.weights)
+            var b = Eddy_V1_Tensor()
+            b.name = "layers.\(i).bias"
+            b.shape = [UInt32(layer.outputs)]
+            b.data = bytes(layer.bias)
+            crcInput.append(w.data)
+            crcInput.append(b.data)
+            m.tensors += [w, b]
+            m.activations.append(layer.activation == .relu ? .relu : .identity)
+        }
+        m.normaliserMean = s.normaliserMean
+        m.normaliserVariance = s.normaliserVariance
+        m.normaliserEpsilon = Normaliser.epsilon
+        m.representationLayer = UInt32(s.representationLayer)
+        m.temperature = s.temperature
+        m.checksum = CRC32.checksum(crcInput)
+        m.createdNs = s.createdNanoseconds
+        return m
+    }
+
+    public static func error(
+        _ code: Eddy_V1_ErrorCode, _ text: String, stream: String?, sequence: UInt64 = 0, samples: Int = 0
+    ) -> Eddy_V1_Error {
+        var e = Eddy_V1_Error()
+        e.stream = stream ?? ""
+        e.code = code
+        e.message = text
+        e.sequence = sequence
+        e.samples = UInt32(clamping: samples)
+        return e
+    }
+}
