@@ -7,6 +7,9 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// For a univariate stream (dim 1): turn values into sliding windows of this many values, each
     /// value scored as the window that ends at it. 0: samples are used as they come.
     public var window = 0
+    /// Window given to a stream whose samples have dim 1 and no `window` of its own: one value alone
+    /// cannot be reconstructed from anything, its recent history can. 0 leaves such streams unwindowed.
+    public var univariateWindow = 32
     /// Replay buffer rows, and the share of them that holds the most recent samples.
     public var bufferCapacity = 8192
     public var recentFraction = 0.5
@@ -42,6 +45,15 @@ public struct StreamConfiguration: Sendable, Equatable {
     public var seed: UInt64 = 0
 
     public init() {}
+
+    /// These settings for a stream whose samples have `dim` features (a dim-1 stream gets the
+    /// univariate window unless it has a window already).
+    public func resolved(dim: Int) -> StreamConfiguration {
+        var s = self
+        s.dim = dim
+        if dim == 1 && s.window == 0 { s.window = univariateWindow }
+        return s
+    }
 
     /// Width of the models' input: the window length, or the sample's dim.
     public var inputDimension: Int { window > 0 ? window : dim }
@@ -79,7 +91,7 @@ public struct StreamConfiguration: Sendable, Equatable {
         func fail(_ why: String) throws { throw ConfigurationError.invalid("stream \(name): \(why)") }
         if dim < 0 || window < 0 { try fail("dim and window must not be negative") }
         if window > 0 && dim > 1 { try fail("a windowed stream is univariate (dim 1)") }
-        if window == 1 { try fail("a window needs at least 2 values") }
+        if window == 1 || univariateWindow == 1 { try fail("a window needs at least 2 values") }
         if bufferCapacity < 2 { try fail("buffer_capacity must be at least 2") }
         if !(recentFraction > 0 && recentFraction < 1) { try fail("recent_fraction must be in (0, 1)") }
         if batchSize < 1 || mocoQueue < batchSize || mocoQueue % batchSize != 0 {

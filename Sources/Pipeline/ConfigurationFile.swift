@@ -103,6 +103,7 @@ public enum ConfigurationFile {
         switch key {
         case "dim": s.dim = try int(v)
         case "window": s.window = try int(v)
+        case "univariate_window": s.univariateWindow = try int(v)
         case "buffer_capacity": s.bufferCapacity = try int(v)
         case "recent_fraction": s.recentFraction = try double(v)
         case "replay_ratio": s.replayRatio = try double(v)

@@ -73,8 +73,8 @@ public final class Daemon: @unchecked Sendable {
                 metadata: ["checkpoint.path": "\(path)", "streams": "\(restored.count)"])
         }
         for (name, settings) in configuration.streams.sorted(by: { $0.key < $1.key })
-        where streams[name] == nil && settings.inputDimension > 0 {
-            streams[name] = StreamPipeline(name: name, settings: settings)
+        where streams[name] == nil && settings.dim > 0 {
+            streams[name] = StreamPipeline(name: name, settings: settings.resolved(dim: settings.dim))
             streamOrder.append(name)
         }
     }
@@ -198,15 +198,14 @@ public final class Daemon: @unchecked Sendable {
             guard streams.count < configuration.maxStreams else {
                 return .failure(.init(code: .tooManyStreams, why: "the daemon already has its maximum of \(configuration.maxStreams) streams"))
             }
-            var settings = configuration.settings(for: name)
-            if settings.window > 0 {
-                guard dim == 1 else {
-                    return .failure(.init(code: .dimMismatch, why: "windowed streams take dim 1, got \(dim)"))
-                }
-                settings.dim = 1
-            } else {
-                settings.dim = dim
+            let declared = configuration.settings(for: name)
+            if declared.window > 0 && dim != 1 {
+                return .failure(.init(code: .dimMismatch, why: "windowed stream \(name) takes dim 1, got \(dim)"))
             }
+            if declared.dim > 0 && declared.dim != dim {
+                return .failure(.init(code: .dimMismatch, why: "stream \(name) is declared with dim \(declared.dim), got \(dim)"))
+            }
+            let settings = declared.resolved(dim: dim)
             let s = StreamPipeline(name: name, settings: settings)
             streams[name] = s
             streamOrder.append(name)

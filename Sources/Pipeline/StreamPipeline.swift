@@ -117,6 +117,9 @@ public final class StreamPipeline: @unchecked Sendable {
 
     // MARK: Ingest
 
+    /// Errors the calibrator must have seen before its scores can alert.
+    public static let minimumCalibration = 100
+
     /// Scores `count` samples `(count, sampleDimension)` with the current autoencoder, then admits them
     /// to the buffer and the normaliser and owes the trainer its steps. Values must be finite.
     ///
@@ -159,8 +162,11 @@ public final class StreamPipeline: @unchecked Sendable {
         scores.reserveCapacity(count)
         let threshold = settings.threshold
         lock.withLock {
-            let warming =
-                accepted + UInt64(count) <= UInt64(settings.warmupSamples) || scorerVersion < UInt64(settings.warmupSteps)
+            // The calibrator learns errors only from a model that has trained a little (an untrained
+            // model's errors would set the scale), and never from alerting samples (so an anomaly
+            // does not teach the calibrator that anomalies are normal).
+            let modelReady = scorerVersion >= UInt64(settings.warmupSteps)
+            let warming = accepted + UInt64(count) <= UInt64(settings.warmupSamples) || !modelReady
             for i in 0..<count {
                 var s = SampleScore(
                     sequence: firstSequence &+ UInt64(i), error: 0, score: 0, alert: false, warmingUp: true,
@@ -170,10 +176,10 @@ public final class StreamPipeline: @unchecked Sendable {
                     let e = errors[r]
                     s.error = e
                     s.score = calibrator.score(e)
-                    s.warmingUp = warming || calibrator.count < 2
+                    s.warmingUp = warming || calibrator.count < UInt64(Self.minimumCalibration)
                     s.alert = !s.warmingUp && s.score >= threshold
                     if s.alert { s.topFeatures = topContributions(row: r) }
-                    calibrator.update(e)
+                    if modelReady && !s.alert { calibrator.update(e) }
                 }
                 scores.append(s)
             }
@@ -309,7 +315,8 @@ public final class StreamPipeline: @unchecked Sendable {
             Status(
                 accepted: accepted, rejected: rejectedCount, buffered: UInt64(buffer.count), evicted: buffer.evicted,
                 skippedSteps: skippedSteps, autoencoderSteps: exchangeVersion, mocoSteps: UInt64(moco.step),
-                warmingUp: accepted < UInt64(settings.warmupSamples) || exchangeVersion < UInt64(settings.warmupSteps),
+                warmingUp: accepted < UInt64(settings.warmupSamples) || exchangeVersion < UInt64(settings.warmupSteps)
+                    || calibrator.count < UInt64(Self.minimumCalibration),
                 autoencoderLoss: lastLosses.autoencoder, mocoLoss: lastLosses.moco)
         }
     }

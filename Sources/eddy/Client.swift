@@ -1,0 +1,71 @@
+import EddyProtocol
+import Foundation
+import Pipeline
+import SwiftProtobuf
+import ZeroMQ
+
+/// The two frames of a sample batch: the stream name, then the SampleBatch.
+func sampleFrames(
+    stream: String, sequence: UInt64, dim: Int, values: [Float], timestamps: [Int64] = []
+) throws -> [[UInt8]] {
+    var batch = Eddy_V1_SampleBatch()
+    batch.stream = stream
+    batch.sequence = sequence
+    batch.dim = UInt32(dim)
+    batch.count = UInt32(values.count / dim)
+    batch.timestampsNs = timestamps
+    batch.values = Wire.bytes(values)
+    return [Array(stream.utf8), try batch.serializedBytes()]
+}
+
+/// Parses CSV lines into numeric rows. A first line with a non-numeric field is a header; columns
+/// named `timestamp` (any case) are skipped. Blank lines are ignored.
+struct CSVSamples {
+    var header: [String]?
+    var skipped: Set<Int> = []
+    var lineNumber = 0
+    var sawData = false
+
+    /// The numeric values of `line`, or nil for a header or blank line. Throws on a bad field.
+    mutating func parse(_ line: Substring) throws -> [Float]? {
+        lineNumber += 1
+        let trimmed = line.trimmingCharacters(in: .whitespacesAndNewlines)
+        if trimmed.isEmpty { return nil }
+        let fields = trimmed.split(separator: ",", omittingEmptySubsequences: false).map {
+            $0.trimmingCharacters(in: .whitespaces)
+        }
+        if header == nil, !sawData, fields.contains(where: { Float($0) == nil }) {
+            header = fields
+            skipped = Set(fields.indices.filter { fields[$0].lowercased() == "timestamp" })
+            return nil
+        }
+        var values: [Float] = []
+        for (i, f) in fields.enumerated() where !skipped.contains(i) {
+            guard let v = Float(f) else { throw CSVError(line: lineNumber, field: f) }
+            values.append(v)
+        }
+        sawData = true
+        return values
+    }
+}
+
+struct CSVError: Error, CustomStringConvertible {
+    let line: Int
+    let field: String
+    var description: String { "line \(line): \"\(field)\" is not a number" }
+}
+
+/// Reads lines from a file path or "-" (standard input).
+func readLines(_ path: String) throws -> AnySequence<Substring> {
+    if path == "-" {
+        return AnySequence(AnyIterator { readLine(strippingNewline: true).map { Substring($0) } })
+    }
+    guard let data = FileManager.default.contents(atPath: path) else {
+        throw CSVError(line: 0, field: path)
+    }
+    let text = String(decoding: data, as: UTF8.self)
+    return AnySequence(text.split(separator: "\n", omittingEmptySubsequences: false))
+}
+
+/// `fflush(stdout)`: each printed line reaches a pipe at once.
+func flushStandardOutput() { fflush(nil) }

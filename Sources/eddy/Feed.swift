@@ -1,0 +1,70 @@
+import ArgumentParser
+import Foundation
+import Workloads
+import ZeroMQ
+
+struct Feed: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Send samples to a daemon: CSV lines from a file or stdin, or the synthetic demo machine.",
+        discussion: """
+            One sample per line, comma-separated; a first line with a non-numeric field is a header and \
+            a `timestamp` column is ignored. --demo instead streams eight correlated sensors with an \
+            injected anomaly (spike, stuck sensor, broken correlation) every --anomaly-every samples.
+            """)
+
+    @Argument(help: "CSV file, or - for standard input.") var file: String = "-"
+    @Option(help: "Stream name.") var stream: String = "default"
+    @Option(help: "The daemon's ingest endpoint.") var endpoint: String = "tcp://127.0.0.1:7700"
+    @Option(help: "Samples per message.") var batch: Int = 64
+    @Option(help: "Samples per second (0: as fast as possible).") var rate: Double = 0
+    @Flag(help: "Stream the synthetic sensor demo instead of reading CSV.") var demo = false
+    @Option(help: "Demo: samples to send (0: until interrupted).") var count: Int = 0
+    @Option(help: "Demo: an anomaly every this many samples.") var anomalyEvery: Int = 5000
+
+    func validate() throws {
+        if batch < 1 { throw ValidationError("--batch must be at least 1") }
+        if rate < 0 { throw ValidationError("--rate must not be negative") }
+    }
+
+    func run() throws {
+        let context = try Context()
+        let push = try Socket(context, .push)
+        try push.setOption(17, 5000)  // ZMQ_LINGER: let queued batches reach the daemon before exit
+        try push.connect(endpoint)
+        var sequence: UInt64 = 0
+        var pending: [Float] = []
+        var dim = 0
+        let start = Date()
+        func flush() throws {
+            guard !pending.isEmpty else { return }
+            try push.send(try sampleFrames(stream: stream, sequence: sequence, dim: dim, values: pending))
+            sequence += UInt64(pending.count / dim)
+            pending.removeAll(keepingCapacity: true)
+            if rate > 0 {
+                let due = Double(sequence) / rate - Date().timeIntervalSince(start)
+                if due > 0 { Thread.sleep(forTimeInterval: due) }
+            }
+        }
+        if demo {
+            var machine = SensorDemo(anomalyEvery: anomalyEvery)
+            dim = SensorDemo.dimension
+            while count == 0 || Int(sequence) + pending.count / dim < count {
+                pending += machine.next()
+                if pending.count / dim == batch { try flush() }
+            }
+        } else {
+            var csv = CSVSamples()
+            for line in try readLines(file) {
+                guard let values = try csv.parse(line) else { continue }
+                if dim == 0 { dim = values.count }
+                guard values.count == dim else {
+                    throw ValidationError("line \(csv.lineNumber): \(values.count) values, expected \(dim)")
+                }
+                pending += values
+                if pending.count / dim == batch { try flush() }
+            }
+        }
+        try flush()
+        FileHandle.standardError.write(Data("eddy feed: sent \(sequence) samples to stream \(stream)\n".utf8))
+    }
+}

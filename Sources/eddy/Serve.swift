@@ -1,0 +1,64 @@
+import ArgumentParser
+import Foundation
+import Logging
+import Pipeline
+
+struct Serve: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run the daemon: ingest samples, learn continuously, publish scores, alerts and models.",
+        discussion: """
+            With no options it binds 127.0.0.1 (ingest 7700, publish 7701, snapshots 7702) and keeps \
+            checkpoints in ./eddy-data. SIGTERM or SIGINT stops ingest, checkpoints, and exits 0. \
+            The bound endpoints are printed on standard output, one line each, as `ingest ENDPOINT`, \
+            `publish ENDPOINT`, `snapshots ENDPOINT` (useful with port *).
+            """)
+
+    @Option(help: "PULL endpoint for samples.") var ingest: String?
+    @Option(help: "PUB endpoint for scores, alerts, snapshots, heartbeats and errors.") var publish: String?
+    @Option(help: "REP endpoint serving the latest snapshot of a stream's model.") var snapshots: String?
+    @Option(name: .customLong("data-dir"), help: "Checkpoint directory ('' for none).") var dataDirectory: String?
+    @Option(help: "Configuration file (see deploy/eddy.conf for every key and its default).") var config: String?
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String = "info"
+
+    func run() throws {
+        var configuration = try loadConfiguration(config)
+        if let ingest { configuration.ingest = ingest }
+        if let publish { configuration.publish = publish }
+        if let snapshots { configuration.snapshots = snapshots }
+        if let dataDirectory { configuration.dataDirectory = dataDirectory }
+        let logger = makeLogger("eddy.serve", level: logLevel)
+
+        // Every thread the daemon starts inherits this mask, so the signals wait for `sigwait` below.
+        var signals = sigset_t()
+        sigemptyset(&signals)
+        sigaddset(&signals, SIGTERM)
+        sigaddset(&signals, SIGINT)
+        pthread_sigmask(SIG_BLOCK, &signals, nil)
+
+        let daemon = try Daemon(configuration: configuration, logger: logger)
+        let endpoints = try daemon.start()
+        print("ingest \(endpoints.ingest)\npublish \(endpoints.publish)\nsnapshots \(endpoints.snapshots)")
+        flushStandardOutput()
+        var received: Int32 = 0
+        sigwait(&signals, &received)
+        logger.info("stopping", metadata: ["signal": "\(received == SIGTERM ? "SIGTERM" : "SIGINT")"])
+        daemon.stop()
+        logger.info("stopped")
+    }
+}
+
+func loadConfiguration(_ path: String?) throws -> DaemonConfiguration {
+    guard let path else { return DaemonConfiguration() }
+    guard let data = FileManager.default.contents(atPath: path) else {
+        throw ValidationError("cannot read configuration file \(path)")
+    }
+    return try ConfigurationFile.parse(String(decoding: data, as: UTF8.self))
+}
+
+/// Logs to standard error: the daemon's standard output carries only its endpoints.
+func makeLogger(_ label: String, level: String) -> Logger {
+    LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+    var logger = Logger(label: label)
+    logger.logLevel = Logger.Level(rawValue: level) ?? .info
+    return logger
+}

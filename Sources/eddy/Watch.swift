@@ -1,0 +1,127 @@
+import ArgumentParser
+import EddyProtocol
+import Foundation
+import SwiftProtobuf
+import ZeroMQ
+
+struct Watch: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Subscribe to a daemon and print its scores, alerts, snapshots, heartbeats and errors.")
+
+    @Option(help: "The daemon's publish endpoint.") var endpoint: String = "tcp://127.0.0.1:7701"
+    @Option(help: "Only this stream (heartbeats are still shown).") var stream: String?
+    @Flag(help: "One JSON object per line instead of readable text.") var json = false
+    @Flag(help: "Also print every score batch (off by default: one line per batch can be a lot).") var scores = false
+    @Option(help: "Stop after this many printed messages (0: never).") var count: Int = 0
+    @Option(help: "Stop after this many seconds (0: never).") var seconds: Double = 0
+
+    func run() throws {
+        let context = try Context()
+        let sub = try Socket(context, .sub)
+        try sub.connect(endpoint)
+        var kinds = ["alert", "snapshot", "error"]
+        if scores { kinds.append("score") }
+        for kind in kinds { try sub.subscribe(stream.map { "\(kind)/\($0)/" } ?? "\(kind)/") }
+        try sub.subscribe("hb/")
+        let deadline = seconds > 0 ? Date().addingTimeInterval(seconds) : nil
+        var printed = 0
+        while count == 0 || printed < count {
+            if let deadline, Date() >= deadline { break }
+            guard try sub.poll(timeout: 100), let frames = try sub.receive(dontWait: true), frames.count == 2 else {
+                continue
+            }
+            let topic = String(decoding: frames[0], as: UTF8.self)
+            guard let line = try describe(topic: topic, body: frames[1]) else { continue }
+            print(line)
+            flushStandardOutput()
+            printed += 1
+        }
+    }
+
+    func describe(topic: String, body: [UInt8]) throws -> String? {
+        let kind = topic.split(separator: "/").first.map(String.init) ?? ""
+        let message: any SwiftProtobuf.Message
+        switch kind {
+        case "score": message = try Eddy_V1_ScoreBatch(serializedBytes: body)
+        case "alert": message = try Eddy_V1_Alert(serializedBytes: body)
+        case "snapshot": message = try Eddy_V1_ModelSnapshot(serializedBytes: body)
+        case "hb": message = try Eddy_V1_Heartbeat(serializedBytes: body)
+        case "error": message = try Eddy_V1_Error(serializedBytes: body)
+        default: return nil
+        }
+        if json {
+            var options = JSONEncodingOptions()
+            options.alwaysPrintEnumsAsInts = false
+            let object = try message.jsonString(options: options)
+            return "{\"topic\": \"\(topic)\", \"message\": \(object)}"
+        }
+        switch message {
+        case let m as Eddy_V1_ScoreBatch:
+            let top = m.scores.max { $0.score < $1.score }
+            let alerts = m.scores.filter(\.alert).count
+            return "score    \(m.stream) seq \(m.scores.first?.sequence ?? 0)+\(m.scores.count) "
+                + "max \(fmt(top?.score ?? 0)) alerts \(alerts) model v\(m.modelVersion)"
+                + (m.scores.contains(where: \.warmingUp) ? " (warming up)" : "")
+        case let m as Eddy_V1_Alert:
+            let features = m.topFeatures.map { "#\($0.index) \(Int(($0.share * 100).rounded()))%" }
+            return "ALERT    \(m.stream) seq \(m.score.sequence) score \(fmt(m.score.score)) "
+                + "error \(fmt(m.score.error)) threshold \(fmt(m.threshold)) from \(features.joined(separator: ", "))"
+        case let m as Eddy_V1_ModelSnapshot:
+            let kind = m.kind == .moco ? "moco" : "autoencoder"
+            return "snapshot \(m.stream) \(kind) v\(m.version) after \(m.samplesSeen) samples, \(m.tensors.count) tensors"
+        case let m as Eddy_V1_Heartbeat:
+            let streams = m.streams.map { s in
+                "\(s.stream): \(s.accepted) in, \(s.trainSteps) steps, ae loss \(fmt(s.autoencoderLoss))"
+                    + (s.warmingUp ? " (warming up)" : "")
+            }
+            return "hb       up \(m.uptimeMs / 1000)s, \(m.samplesAccepted) accepted, \(m.messagesRejected) rejected, "
+                + "\(m.trainSteps) steps" + (streams.isEmpty ? "" : "; " + streams.joined(separator: "; "))
+        case let m as Eddy_V1_Error:
+            return "error    \(m.stream.isEmpty ? "_" : m.stream) \(m.code): \(m.message)"
+        default:
+            return nil
+        }
+    }
+
+    func fmt(_ x: Float) -> String { String(format: "%.4g", x) }
+}
+
+struct SnapshotCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "snapshot", abstract: "Fetch the latest snapshot of a stream's model from a daemon.")
+
+    @Option(help: "The daemon's snapshot endpoint.") var endpoint: String = "tcp://127.0.0.1:7702"
+    @Option(help: "Stream name.") var stream: String = "default"
+    @Option(help: "Model: autoencoder or moco.") var model: String = "autoencoder"
+    @Option(help: "Write the ModelSnapshot's protobuf bytes to this file (default: print JSON).") var output: String?
+    @Option(help: "Milliseconds to wait for the reply.") var timeout: Int = 5000
+
+    func run() throws {
+        guard model == "autoencoder" || model == "moco" else { throw ValidationError("--model is autoencoder or moco") }
+        let context = try Context()
+        let req = try Socket(context, .req)
+        try req.setReceiveTimeout(milliseconds: timeout)
+        try req.connect(endpoint)
+        var request = Eddy_V1_SnapshotRequest()
+        request.stream = stream
+        request.kind = model == "moco" ? .moco : .autoencoder
+        try req.send([try request.serializedBytes()])
+        guard let frames = try req.receive(), frames.count == 1 else {
+            throw ValidationError("no reply from \(endpoint) within \(timeout) ms")
+        }
+        let reply = try Eddy_V1_SnapshotReply(serializedBytes: frames[0])
+        switch reply.result {
+        case .snapshot(let s):
+            if let output {
+                try Data(try s.serializedBytes() as [UInt8]).write(to: URL(fileURLWithPath: output))
+                FileHandle.standardError.write(Data("eddy snapshot: \(stream) \(model) v\(s.version) -> \(output)\n".utf8))
+            } else {
+                print(try s.jsonString())
+            }
+        case .error(let e):
+            throw ValidationError("\(e.code): \(e.message)")
+        case nil:
+            throw ValidationError("empty reply")
+        }
+    }
+}
