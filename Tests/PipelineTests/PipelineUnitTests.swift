@@ -1,0 +1,173 @@
+import EddyProtocol
+import Foundation
+import Learning
+import Pipeline
+import SwiftProtobuf
+import Testing
+
+@Suite struct ReplayBufferTests {
+    @Test func holdsAtMostItsCapacityAndCountsEvictions() {
+        let b = ReplayBuffer(dimension: 2, capacity: 10, recentFraction: 0.5, seed: 1)
+        let x = (0..<200).map(Float.init)
+        x.withUnsafeBufferPointer { b.insert($0.baseAddress!, rows: 100, firstID: 0) }
+        #expect(b.count == 10)
+        #expect(b.inserted == 100)
+        // The recent half overwrote 95 times; the reservoir replaced one of its 5 rows about
+        // Σ_{n=6..100} 5/n ≈ 14 times.
+        #expect((100...130).contains(b.evicted), "evicted \(b.evicted)")
+        var out = [Float](repeating: 0, count: 2 * 64)
+        var ids = [Int64](repeating: 0, count: 64)
+        b.sample(64, into: &out, ids: &ids)
+        for r in 0..<64 {
+            #expect(out[2 * r] == Float(2 * ids[r]) && out[2 * r + 1] == Float(2 * ids[r] + 1), "row matches its id")
+        }
+        #expect(ids.contains { $0 >= 95 }, "recent samples are drawn")
+    }
+
+    @Test func reservoirKeepsOldSamplesWithEqualProbability() {
+        // 2000 buffers each see 0..<100; the reservoir half (50 rows) should hold each id about half the time.
+        var held = [Int](repeating: 0, count: 100)
+        for seed in 0..<2000 {
+            let b = ReplayBuffer(dimension: 1, capacity: 60, recentFraction: 10.0 / 60, seed: UInt64(seed))
+            let x = (0..<100).map(Float.init)
+            x.withUnsafeBufferPointer { b.insert($0.baseAddress!, rows: 100, firstID: 0) }
+            var out = [Float](repeating: 0, count: 4000)
+            var ids = [Int64](repeating: 0, count: 4000)
+            b.sample(4000, into: &out, ids: &ids)
+            for id in Set(ids) where id < 90 { held[Int(id)] += 1 }
+        }
+        let early = Double(held[0..<10].reduce(0, +)) / 10 / 2000, late = Double(held[80..<90].reduce(0, +)) / 10 / 2000
+        #expect(abs(early - 0.5) < 0.06 && abs(late - 0.5) < 0.06, "early \(early), late \(late)")
+    }
+}
+
+@Suite struct CalibratorTests {
+    @Test func scoresAreTailProbabilitiesOfTheLogErrorGaussian() {
+        var c = Calibrator(horizon: 100_000)
+        var r = RandomSource(seed: 3)
+        for _ in 0..<20_000 { c.update(expf(-4 + 0.5 * r.normal())) }
+        #expect(abs(c.score(expf(-4)) - 0.5) < 0.02)
+        #expect(abs(c.score(expf(-4 + 2 * 0.5)) - 0.977) < 0.01)
+        #expect(c.score(expf(-4 + 4 * 0.5)) > 0.999)
+        #expect(c.score(expf(-8)) < 0.001)
+        #expect(c.score(0) >= 0 && c.score(.greatestFiniteMagnitude) <= 1)
+    }
+}
+
+@Suite struct ConfigurationFileTests {
+    @Test func parsesDaemonKeysDefaultsAndDeclaredStreams() throws {
+        let c = try ConfigurationFile.parse(
+            """
+            # Eddy
+            ingest = "tcp://0.0.0.0:9000"   # every interface
+            max_streams = 8
+            [stream]
+            threshold = 0.99
+            autoencoder_hidden = 32, 8, 32
+            [stream.pump-7]
+            dim = 6
+            replay_ratio = 2.5
+            """)
+        #expect(c.ingest == "tcp://0.0.0.0:9000" && c.maxStreams == 8)
+        #expect(c.streamDefaults.threshold == 0.99 && c.streamDefaults.autoencoderHidden == [32, 8, 32])
+        let pump = try #require(c.streams["pump-7"])
+        #expect(pump.dim == 6 && pump.replayRatio == 2.5 && pump.threshold == 0.99)
+        #expect(c.publish == DaemonConfiguration().publish, "unset keys keep their defaults")
+    }
+
+    @Test func errorsNameTheLineAndTheProblem() {
+        #expect(throws: ConfigurationError.syntax(line: 2, "max_streams: \"many\" is not an integer")) {
+            try ConfigurationFile.parse("ingest = x\nmax_streams = many")
+        }
+        #expect(throws: ConfigurationError.self) { try ConfigurationFile.parse("threshold = 0.9") }
+        #expect(throws: ConfigurationError.self) { try ConfigurationFile.parse("[stream]\nbogus = 1") }
+        #expect(throws: ConfigurationError.self) { try ConfigurationFile.parse("[stream]\nmoco_queue = 100") }
+        #expect(throws: ConfigurationError.self) { try ConfigurationFile.parse("[stream.a/b]") }
+    }
+
+    @Test func theShippedExampleIsValidAndMatchesTheDefaults() throws {
+        let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
+            "../../deploy/eddy.conf")
+        let text = try String(contentsOf: url, encoding: .utf8)
+        #expect(try ConfigurationFile.parse(text) == DaemonConfiguration())
+    }
+}
+
+@Suite struct ProtocolTests {
+    /// SampleBatch{stream "s", sequence 5, dim 2, count 1, values [1.0, -2.0]}, encoded by hand from
+    /// the proto3 wire format; protocols/python/tests checks the same bytes from Python.
+    static let golden: [UInt8] = [
+        0x0A, 0x01, 0x73,  // 1: stream, length 1, "s"
+        0x10, 0x05,  // 2: sequence 5
+        0x18, 0x02,  // 3: dim 2
+        0x20, 0x01,  // 4: count 1
+        0x32, 0x08, 0x00, 0x00, 0x80, 0x3F, 0x00, 0x00, 0x00, 0xC0,  // 6: values, 8 bytes, 1.0f, -2.0f LE
+    ]
+
+    @Test func sampleBatchEncodesToTheGoldenBytes() throws {
+        var b = Eddy_V1_SampleBatch()
+        b.stream = "s"
+        b.sequence = 5
+        b.dim = 2
+        b.count = 1
+        b.values = Wire.bytes([1, -2])
+        #expect(try b.serializedBytes() == Self.golden)
+        let back = try Eddy_V1_SampleBatch(serializedBytes: Self.golden)
+        #expect(Wire.floats(back.values) == [1, -2])
+    }
+}
+
+@Suite struct StreamPipelineTests {
+    func run(_ data: [Float]) -> [SampleScore] {
+        var s = StreamConfiguration().resolved(dim: 1)
+        s.batchSize = 16
+        s.mocoQueue = 64
+        s.univariateWindow = 8
+        s.warmupSamples = 50
+        s.warmupSteps = 5
+        let p = StreamPipeline(name: "r", settings: s.resolved(dim: 1))
+        var out: [SampleScore] = []
+        for (i, v) in data.enumerated() {
+            out += [v].withUnsafeBufferPointer { p.score($0.baseAddress!, count: 1, firstSequence: UInt64(i)).scores }
+            while p.trainStep() {}
+        }
+        return out
+    }
+
+    @Test func replayIsDeterministicAndFlagsALevelShift() {
+        var data = (0..<1500).map { sinf(Float($0) * 0.2) }
+        for i in 1200..<1210 { data[i] += 3 }
+        let a = run(data), b = run(data)
+        #expect(a == b)
+        #expect(a.count == data.count)
+        #expect(a[..<7].allSatisfy { $0.warmingUp && $0.error == 0 })
+        let normal = a[600..<1200].map(\.score).max()!
+        let shifted = a[1200..<1210].map(\.score).max()!
+        #expect(shifted > 0.999 && shifted > normal, "shift \(shifted) vs normal max \(normal)")
+    }
+
+    @Test func checkpointFallsBackToTheOlderFileWhenTheNewestIsDamaged() throws {
+        let directory = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let store = CheckpointStore(directory: directory, kept: 3)
+        var s = StreamConfiguration().resolved(dim: 3)
+        s.mocoQueue = 64
+        let p = StreamPipeline(name: "x", settings: s)
+        let x = values(300, seed: 1)
+        _ = x.withUnsafeBufferPointer { p.score($0.baseAddress!, count: 100, firstSequence: 0) }
+        while p.trainStep() {}
+        let older = try store.write([p], now: 1)
+        _ = x.withUnsafeBufferPointer { p.score($0.baseAddress!, count: 100, firstSequence: 100) }
+        while p.trainStep() {}
+        let newer = try store.write([p], now: 2)
+        #expect(older < newer)
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: newer))
+        var damaged = [UInt8](bytes)
+        damaged[damaged.count / 2] ^= 1
+        try Data(damaged).write(to: URL(fileURLWithPath: newer))
+        var skipped: [String] = []
+        let loaded = try #require(store.loadNewest(settings: { _ in s }, skipped: { path, _ in skipped.append(path) }))
+        #expect(loaded.path == older && skipped == [newer])
+        #expect(loaded.streams.first?.accepted == 100)
+    }
+}
