@@ -1,16 +1,17 @@
 # The README's commands. Each installs what is missing first (scripts/setup.sh).
 .PHONY: demo test bench setup clean
 
-# The main job. Until `eddy serve` lands (issue 3), the demo trains both learners on the reference
-# stream and prints their learning curves and speed.
+# The main job: the daemon on its embedded defaults, a synthetic sensor feed with injected anomalies,
+# and `eddy watch` (scripts/demo.sh; DEMO_SECONDS=0 runs until Ctrl-C).
 demo:
 	scripts/setup.sh release
-	.build/release/eddy bench train --model ae --seconds 1
-	.build/release/eddy bench train --model moco --seconds 1
+	scripts/demo.sh
 
+# Swift tests (unit and end-to-end over real sockets), then the Python client against a real daemon.
 test:
-	scripts/setup.sh
+	scripts/setup.sh debug python
 	swift test
+	.venv/bin/python -m pytest -q protocols/python/tests
 
 # Eddy against the numpy peer (and PyTorch, if installed), alternating in one invocation.
 bench:

@@ -28,7 +28,7 @@ for arg in "$@"; do
     case "$arg" in
     python)
         if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
-        .venv/bin/pip install -q --disable-pip-version-check numpy threadpoolctl pyzmq protobuf
+        .venv/bin/pip install -q --disable-pip-version-check -r protocols/python/requirements.txt threadpoolctl
         ;;
     release) swift build -c release ;;
     debug) swift build ;;

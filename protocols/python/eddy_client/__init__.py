@@ -1,0 +1,177 @@
+"""A small Python client for the Eddy daemon (protocol eddy.v1, see protocols/SPEC.md).
+
+    from eddy_client import Producer, Subscriber, fetch_snapshot
+
+    with Producer("tcp://127.0.0.1:7700") as p:
+        p.send("pump-7", samples)                  # numpy (n, dim) or (n,) for a univariate stream
+    with Subscriber("tcp://127.0.0.1:7701", ["score/pump-7/", "alert/"]) as s:
+        topic, message = s.recv(timeout_ms=1000)   # decoded protobuf message
+    snap = fetch_snapshot("tcp://127.0.0.1:7702", "pump-7", "autoencoder")
+    errors = snap.reconstruction_errors(samples)   # the daemon's errors, in numpy
+"""
+import os
+import sys
+import zlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import zmq
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from eddy.v1 import eddy_pb2 as pb  # noqa: E402
+
+__all__ = ["Producer", "Subscriber", "Snapshot", "fetch_snapshot", "pb", "MESSAGE_TYPES"]
+
+# Topic kind (frame 0 up to the first '/') -> message type of frame 1.
+MESSAGE_TYPES = {
+    "score": pb.ScoreBatch,
+    "alert": pb.Alert,
+    "snapshot": pb.ModelSnapshot,
+    "hb": pb.Heartbeat,
+    "error": pb.Error,
+}
+
+
+def sample_batch(stream, samples, sequence, timestamps_ns=None, producer=""):
+    """The SampleBatch for `samples` (float32 (n, dim), or (n,) meaning dim 1)."""
+    x = np.asarray(samples, dtype="<f4")
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2:
+        raise ValueError("samples must be (n,) or (n, dim)")
+    batch = pb.SampleBatch(stream=stream, sequence=sequence, dim=x.shape[1], count=x.shape[0],
+                           values=np.ascontiguousarray(x).tobytes(), producer=producer)
+    if timestamps_ns is not None:
+        batch.timestamps_ns.extend(int(t) for t in timestamps_ns)
+    return batch
+
+
+class Producer:
+    """PUSH samples to a daemon's ingest endpoint; numbers each stream's samples from 0."""
+
+    def __init__(self, endpoint, context=None, linger_ms=5000):
+        self.context = context or zmq.Context.instance()
+        self.socket = self.context.socket(zmq.PUSH)
+        self.socket.setsockopt(zmq.LINGER, linger_ms)
+        self.socket.connect(endpoint)
+        self.sequences = {}
+
+    def send(self, stream, samples, timestamps_ns=None, sequence=None):
+        """Sends one batch; returns the sequence number of its first sample."""
+        seq = self.sequences.get(stream, 0) if sequence is None else sequence
+        batch = sample_batch(stream, samples, seq, timestamps_ns)
+        self.socket.send_multipart([stream.encode(), batch.SerializeToString()])
+        self.sequences[stream] = seq + batch.count
+        return seq
+
+    def close(self):
+        self.socket.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Subscriber:
+    """SUB to a daemon's publish endpoint; `recv` returns (topic, decoded message)."""
+
+    def __init__(self, endpoint, topics=("",), context=None):
+        self.context = context or zmq.Context.instance()
+        self.socket = self.context.socket(zmq.SUB)
+        for t in topics:
+            self.socket.setsockopt(zmq.SUBSCRIBE, t.encode())
+        self.socket.connect(endpoint)
+
+    def recv(self, timeout_ms=None):
+        """The next message as (topic, message), or None after timeout_ms."""
+        if timeout_ms is not None and not self.socket.poll(timeout_ms):
+            return None
+        frames = self.socket.recv_multipart()
+        topic = frames[0].decode()
+        kind = topic.split("/", 1)[0]
+        message_type = MESSAGE_TYPES.get(kind)
+        if message_type is None or len(frames) != 2:
+            return topic, None
+        return topic, message_type.FromString(frames[1])
+
+    def close(self):
+        self.socket.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+@dataclass
+class Snapshot:
+    """A model's parameters as numpy arrays, with its forward pass (protocols/SPEC.md, section 6)."""
+    message: object
+    weights: list = field(default_factory=list)      # per layer, (outputs, inputs)
+    biases: list = field(default_factory=list)       # per layer, (outputs,)
+    activations: list = field(default_factory=list)  # per layer, "relu" or "identity"
+    mean: np.ndarray = None
+    variance: np.ndarray = None
+    epsilon: float = 0.0
+
+    @classmethod
+    def from_message(cls, m):
+        tensors = {t.name: np.frombuffer(t.data, dtype="<f4").reshape(tuple(t.shape)) for t in m.tensors}
+        crc = 0
+        for t in m.tensors:
+            crc = zlib.crc32(t.data, crc)
+        if crc != m.checksum:
+            raise ValueError(f"snapshot checksum {m.checksum:#x} does not match its tensors ({crc:#x})")
+        n = len(m.activations)
+        return cls(
+            message=m,
+            weights=[tensors[f"layers.{i}.weight"] for i in range(n)],
+            biases=[tensors[f"layers.{i}.bias"] for i in range(n)],
+            activations=["relu" if a == pb.ACTIVATION_RELU else "identity" for a in m.activations],
+            mean=np.asarray(m.normaliser_mean, dtype=np.float32),
+            variance=np.asarray(m.normaliser_variance, dtype=np.float32),
+            epsilon=m.normaliser_epsilon,
+        )
+
+    def normalise(self, x):
+        x = np.asarray(x, dtype=np.float32)
+        return (x - self.mean) / np.sqrt(self.variance + np.float32(self.epsilon))
+
+    def forward(self, x, layers=None):
+        """Output of the first `layers` layers (all by default) on normalised inputs."""
+        h = self.normalise(x)
+        for w, b, a in list(zip(self.weights, self.biases, self.activations))[:layers]:
+            h = h @ w.T + b
+            if a == "relu":
+                h = np.maximum(h, 0)
+        return h
+
+    def reconstruction_errors(self, x):
+        """Autoencoder: mean squared reconstruction error per sample, in normalised units."""
+        return ((self.forward(x) - self.normalise(x)) ** 2).mean(axis=1)
+
+    def representation(self, x):
+        """MoCo: the encoder's output, the features a downstream head is fitted on."""
+        return self.forward(x, layers=self.message.representation_layer + 1)
+
+
+def fetch_snapshot(endpoint, stream, model="autoencoder", timeout_ms=5000, context=None):
+    """The latest snapshot of `stream`'s model from the daemon's snapshot endpoint."""
+    context = context or zmq.Context.instance()
+    socket = context.socket(zmq.REQ)
+    socket.setsockopt(zmq.LINGER, 0)
+    socket.connect(endpoint)
+    try:
+        kind = pb.MODEL_KIND_MOCO if model == "moco" else pb.MODEL_KIND_AUTOENCODER
+        socket.send(pb.SnapshotRequest(stream=stream, kind=kind).SerializeToString())
+        if not socket.poll(timeout_ms):
+            raise TimeoutError(f"no snapshot reply from {endpoint} within {timeout_ms} ms")
+        reply = pb.SnapshotReply.FromString(socket.recv())
+    finally:
+        socket.close()
+    if reply.WhichOneof("result") != "snapshot":
+        raise LookupError(f"{pb.ErrorCode.Name(reply.error.code)}: {reply.error.message}")
+    return Snapshot.from_message(reply.snapshot)

@@ -1,0 +1,142 @@
+"""The real pyzmq client against a real `eddy serve` on 127.0.0.1."""
+import time
+
+import numpy as np
+
+from eddy_client import Producer, Subscriber, fetch_snapshot, pb, sample_batch
+
+# The same bytes Tests/PipelineTests checks from Swift: SampleBatch{"s", 5, dim 2, count 1, [1, -2]}.
+GOLDEN = bytes([0x0A, 0x01, 0x73, 0x10, 0x05, 0x18, 0x02, 0x20, 0x01,
+                0x32, 0x08, 0x00, 0x00, 0x80, 0x3F, 0x00, 0x00, 0x00, 0xC0])
+
+
+def test_sample_batch_encodes_to_the_golden_bytes():
+    assert sample_batch("s", np.array([[1.0, -2.0]]), 5).SerializeToString() == GOLDEN
+
+
+def sensors(n, dim=8, seed=0, start=0):
+    rng = np.random.default_rng(seed)
+    t = np.arange(start, start + n)[:, None]
+    mix = np.random.default_rng(99).uniform(-1, 1, size=(2, dim))
+    base = np.sin(2 * np.pi * t / 50) * mix[0] + np.sin(2 * np.pi * t / 170) * mix[1]
+    return (10 * base + 3 + 0.05 * rng.standard_normal((n, dim))).astype(np.float32)
+
+
+def wait_heartbeat(sub, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        got = sub.recv(timeout_ms=200)
+        if got and got[0] == "hb/":
+            return got[1]
+    raise AssertionError("no heartbeat")
+
+
+def test_ten_thousand_samples_get_ten_thousand_scores_and_numpy_reproduces_the_errors(start_daemon):
+    daemon = start_daemon()
+    ep = daemon.endpoints
+    with Producer(ep["ingest"]) as producer, Subscriber(ep["publish"]) as sub:
+        wait_heartbeat(sub)
+        data = sensors(10_000)
+        for i in range(0, 10_000, 100):
+            producer.send("pump", data[i:i + 100])
+        seen = []
+        end = time.monotonic() + 60
+        while len(seen) < 10_000 and time.monotonic() < end:
+            got = sub.recv(timeout_ms=200)
+            if got and got[0] == "score/pump/":
+                seen.extend(s.sequence for s in got[1].scores)
+        assert sorted(seen) == list(range(10_000)) and len(seen) == len(set(seen))
+
+        # Let the trainer finish what it owes, then take the snapshot taken after its last step.
+        steps = None
+        while True:
+            hb = wait_heartbeat(sub)
+            if hb.train_steps == steps:
+                break
+            steps = hb.train_steps
+        stream = next(s for s in hb.streams if s.stream == "pump")
+        snapshot = None
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            snapshot = fetch_snapshot(ep["snapshots"], "pump", "autoencoder")
+            if snapshot.message.version == stream.autoencoder_version and snapshot.message.samples_seen == 10_000:
+                break
+            time.sleep(0.1)
+        assert snapshot.message.version == stream.autoencoder_version
+        assert snapshot.message.input_dim == 8 and len(snapshot.weights) == 4
+
+        # Probe samples are scored by exactly that model and those normaliser statistics.
+        probe = sensors(256, seed=5, start=10_000)
+        probe[7, 3] += 50.0
+        producer.send("pump", probe)
+        batch = None
+        while batch is None:
+            got = sub.recv(timeout_ms=5000)
+            assert got is not None, "no scores for the probe"
+            if got[0] == "score/pump/" and got[1].scores[0].sequence == 10_000:
+                batch = got[1]
+        assert batch.model_version == snapshot.message.version
+        daemon_errors = np.array([s.error for s in batch.scores], dtype=np.float32)
+        numpy_errors = snapshot.reconstruction_errors(probe)
+        np.testing.assert_allclose(numpy_errors, daemon_errors, rtol=1e-4, atol=1e-6)
+        assert daemon_errors[7] > 20 * np.median(daemon_errors)
+
+        moco = fetch_snapshot(ep["snapshots"], "pump", "moco")
+        assert moco.representation(probe).shape == (256, 64)
+    assert daemon.terminate()[0] == 0
+
+
+def test_bad_input_is_reported_on_the_error_topic(start_daemon):
+    daemon = start_daemon()
+    ep = daemon.endpoints
+    with Producer(ep["ingest"]) as producer, Subscriber(ep["publish"], ["error/", "hb/"]) as sub:
+        wait_heartbeat(sub)
+        producer.send("s", np.zeros((4, 3), np.float32))
+        producer.socket.send_multipart([b"s", b"\xff\xff\xff\x07"])
+        producer.send("s", np.zeros((4, 5), np.float32))
+        codes = []
+        while len(codes) < 2:
+            got = sub.recv(timeout_ms=5000)
+            assert got is not None
+            if got[0] == "error/s/":
+                codes.append(got[1].code)
+        assert codes == [pb.ERROR_CODE_UNDECODABLE, pb.ERROR_CODE_DIM_MISMATCH]
+    daemon.terminate()
+
+
+def test_sigterm_checkpoints_and_a_restart_continues_steps_and_versions(start_daemon, tmp_path):
+    data_dir = tmp_path / "state"
+    daemon = start_daemon(data_dir)
+    with Producer(daemon.endpoints["ingest"]) as producer, Subscriber(daemon.endpoints["publish"], ["hb/"]) as sub:
+        wait_heartbeat(sub)
+        for i in range(20):
+            producer.send("s", sensors(100, dim=4, start=100 * i))
+        while True:
+            hb = wait_heartbeat(sub)
+            if hb.samples_accepted == 2000 and hb.train_steps > 0:
+                break
+        version = fetch_snapshot(daemon.endpoints["snapshots"], "s").message.version
+    code, seconds = daemon.terminate()
+    assert code == 0 and seconds < 10
+    assert list(data_dir.glob("checkpoint-*.eddy"))
+
+    again = start_daemon(data_dir)
+    with Subscriber(again.endpoints["publish"], ["hb/"]) as sub, Producer(again.endpoints["ingest"]) as producer:
+        hb = wait_heartbeat(sub)
+        stream = next(s for s in hb.streams if s.stream == "s")
+        assert stream.accepted == 2000
+        assert stream.train_steps >= version > 0
+        producer.send("s", sensors(500, dim=4, start=2000), sequence=2000)
+        while True:
+            hb = wait_heartbeat(sub)
+            stream = next(s for s in hb.streams if s.stream == "s")
+            if stream.train_steps > version:
+                break
+    end = time.monotonic() + 10
+    while True:
+        later = fetch_snapshot(again.endpoints["snapshots"], "s").message
+        if later.version > version or time.monotonic() > end:
+            break
+        time.sleep(0.1)
+    assert later.version > version and later.samples_seen == 2500
+    assert again.terminate()[0] == 0
