@@ -177,3 +177,39 @@ void eddy_gather_rows(const float *restrict src, const int64_t *restrict index, 
     }
 }
 
+
+EDDY_KERNEL
+ptrdiff_t eddy_first_nonfinite(const float *restrict x, ptrdiff_t n) {
+    // Blocks of 64 with a branch-free check, so the common all-finite case vectorises.
+    for (ptrdiff_t start = 0; start < n; start += 64) {
+        ptrdiff_t end = start + 64 < n ? start + 64 : n;
+        int bad = 0;
+        for (ptrdiff_t i = start; i < end; i++) bad |= !isfinite(x[i]);
+        if (bad)
+            for (ptrdiff_t i = start; i < end; i++)
+                if (!isfinite(x[i])) return i;
+    }
+    return -1;
+}
+
+EDDY_KERNEL
+void eddy_running_moments(const float *restrict x, ptrdiff_t rows, ptrdiff_t cols, float *restrict mean,
+                          float *restrict variance, int64_t *restrict count, int64_t horizon) {
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const float *restrict row = x + r * cols;
+        *count += 1;
+        if (*count == 1) {
+            for (ptrdiff_t c = 0; c < cols; c++) {
+                mean[c] = row[c];
+                variance[c] = 0.0f;
+            }
+            continue;
+        }
+        float w = 1.0f / (float)(*count < horizon ? *count : horizon);
+        for (ptrdiff_t c = 0; c < cols; c++) {
+            float delta = row[c] - mean[c];
+            mean[c] += w * delta;
+            variance[c] = (1.0f - w) * (variance[c] + w * delta * delta);
+        }
+    }
+}

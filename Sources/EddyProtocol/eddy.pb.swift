@@ -228,7 +228,7 @@ public nonisolated struct Eddy_V1_Contribution: Sendable {
   public init() {}
 }
 
-/// The score of one sample.
+/// The score of one sample (inside an Alert).
 public nonisolated struct Eddy_V1_Score: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -257,8 +257,9 @@ public nonisolated struct Eddy_V1_Score: Sendable {
   public init() {}
 }
 
-/// Scores of all samples of one SampleBatch, in order (topic `score/<stream>/`). Every accepted sample
-/// gets exactly one Score.
+/// Scores of all samples of one SampleBatch, in order (topic `score/<stream>/`), column by column:
+/// sample i (0 <= i < count) has sequence `first_sequence + i`, error `errors[i]`, score `scores[i]`,
+/// and so on. Every accepted sample gets exactly one entry.
 public nonisolated struct Eddy_V1_ScoreBatch: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -272,7 +273,26 @@ public nonisolated struct Eddy_V1_ScoreBatch: Sendable {
   /// The alert threshold on `score`.
   public var threshold: Float = 0
 
-  public var scores: [Eddy_V1_Score] = []
+  /// Sequence number of the first sample (the SampleBatch's `sequence`).
+  public var firstSequence: UInt64 = 0
+
+  /// Number of samples; every repeated field below has this many entries (timestamps: or none).
+  public var count: UInt32 = 0
+
+  /// Mean squared reconstruction error per sample, normalised units; 0 while a window fills.
+  public var errors: [Float] = []
+
+  /// Calibrated anomaly score per sample, in [0, 1].
+  public var scores: [Float] = []
+
+  /// score >= threshold and not warming up.
+  public var alerts: [Bool] = []
+
+  /// Too little history for the score to mean much; never alerts.
+  public var warmingUp: [Bool] = []
+
+  /// The producer's timestamps, echoed; empty if it sent none.
+  public var timestampsNs: [Int64] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -690,7 +710,7 @@ nonisolated extension Eddy_V1_Score: SwiftProtobuf.Message, SwiftProtobuf._Messa
 
 nonisolated extension Eddy_V1_ScoreBatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ScoreBatch"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{3}model_version\0\u{1}threshold\0\u{1}scores\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{3}model_version\0\u{1}threshold\0\u{3}first_sequence\0\u{1}count\0\u{1}errors\0\u{1}scores\0\u{1}alerts\0\u{3}warming_up\0\u{3}timestamps_ns\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -701,7 +721,13 @@ nonisolated extension Eddy_V1_ScoreBatch: SwiftProtobuf.Message, SwiftProtobuf._
       case 1: try { try decoder.decodeSingularStringField(value: &self.stream) }()
       case 2: try { try decoder.decodeSingularUInt64Field(value: &self.modelVersion) }()
       case 3: try { try decoder.decodeSingularFloatField(value: &self.threshold) }()
-      case 4: try { try decoder.decodeRepeatedMessageField(value: &self.scores) }()
+      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.firstSequence) }()
+      case 5: try { try decoder.decodeSingularUInt32Field(value: &self.count) }()
+      case 6: try { try decoder.decodeRepeatedFloatField(value: &self.errors) }()
+      case 7: try { try decoder.decodeRepeatedFloatField(value: &self.scores) }()
+      case 8: try { try decoder.decodeRepeatedBoolField(value: &self.alerts) }()
+      case 9: try { try decoder.decodeRepeatedBoolField(value: &self.warmingUp) }()
+      case 10: try { try decoder.decodeRepeatedInt64Field(value: &self.timestampsNs) }()
       default: break
       }
     }
@@ -717,8 +743,26 @@ nonisolated extension Eddy_V1_ScoreBatch: SwiftProtobuf.Message, SwiftProtobuf._
     if self.threshold.bitPattern != 0 {
       try visitor.visitSingularFloatField(value: self.threshold, fieldNumber: 3)
     }
+    if self.firstSequence != 0 {
+      try visitor.visitSingularUInt64Field(value: self.firstSequence, fieldNumber: 4)
+    }
+    if self.count != 0 {
+      try visitor.visitSingularUInt32Field(value: self.count, fieldNumber: 5)
+    }
+    if !self.errors.isEmpty {
+      try visitor.visitPackedFloatField(value: self.errors, fieldNumber: 6)
+    }
     if !self.scores.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.scores, fieldNumber: 4)
+      try visitor.visitPackedFloatField(value: self.scores, fieldNumber: 7)
+    }
+    if !self.alerts.isEmpty {
+      try visitor.visitPackedBoolField(value: self.alerts, fieldNumber: 8)
+    }
+    if !self.warmingUp.isEmpty {
+      try visitor.visitPackedBoolField(value: self.warmingUp, fieldNumber: 9)
+    }
+    if !self.timestampsNs.isEmpty {
+      try visitor.visitPackedInt64Field(value: self.timestampsNs, fieldNumber: 10)
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -727,7 +771,13 @@ nonisolated extension Eddy_V1_ScoreBatch: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.stream != rhs.stream {return false}
     if lhs.modelVersion != rhs.modelVersion {return false}
     if lhs.threshold != rhs.threshold {return false}
+    if lhs.firstSequence != rhs.firstSequence {return false}
+    if lhs.count != rhs.count {return false}
+    if lhs.errors != rhs.errors {return false}
     if lhs.scores != rhs.scores {return false}
+    if lhs.alerts != rhs.alerts {return false}
+    if lhs.warmingUp != rhs.warmingUp {return false}
+    if lhs.timestampsNs != rhs.timestampsNs {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -53,4 +53,11 @@ public enum Kernels {
     ) {
         eddy_normalise_rows(p, rows, columns, out, norms)
     }
+
+    /// Index of the first NaN or infinity among `count` values, or nil if all are finite.
+    @inline(__always)
+    public static func firstNonFinite(_ x: UnsafePointer<Float>, count: Int) -> Int? {
+        let i = eddy_first_nonfinite(x, count)
+        return i < 0 ? nil : i
+    }
 }

@@ -28,21 +28,9 @@ public final class Normaliser {
 
     /// Updates the statistics with `rows` samples of `dimension` features.
     public func observe(_ x: UnsafePointer<Float>, rows: Int) {
-        let d = dimension, mu = mean.pointer, v = variance.pointer
-        for r in 0..<rows {
-            count += 1
-            let w = 1 / Float(min(count, horizon))
-            let row = x + r * d
-            if count == 1 {
-                for c in 0..<d { mu[c] = row[c]; v[c] = 0 }
-                continue
-            }
-            for c in 0..<d {
-                let delta = row[c] - mu[c]
-                mu[c] += w * delta
-                v[c] = (1 - w) * (v[c] + w * delta * delta)
-            }
-        }
+        var n = Int64(count)
+        eddy_running_moments(x, rows, dimension, mean.pointer, variance.pointer, &n, Int64(horizon))
+        count = Int(n)
         refreshScale()
     }
 

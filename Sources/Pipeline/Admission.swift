@@ -1,5 +1,6 @@
 import EddyProtocol
 import Foundation
+import Learning
 
 /// What ingest decides about one producer message, before anything of it touches a stream.
 ///
@@ -63,7 +64,7 @@ public enum Admission {
             return reject(.dimMismatch, "stream \(name) has dim \(stream.sampleDimension), the batch has \(dim)")
         }
         let values = Wire.floats(batch.values)!
-        if let bad = values.firstIndex(where: { !$0.isFinite }) {
+        if let bad = values.withUnsafeBufferPointer({ Kernels.firstNonFinite($0.baseAddress!, count: $0.count) }) {
             return reject(.nonFinite, "value \(bad % dim) of sample \(bad / dim) is \(values[bad])")
         }
         return .accepted(stream, batch, values)

@@ -25,13 +25,16 @@ public struct Calibrator: Sendable, Equatable {
     /// The calibrated score of `error` under the current statistics.
     public func score(_ error: Float) -> Float {
         guard count >= 2 else { return 0.5 }
-        let z = (log(Double(max(error, Self.floor))) - mean) / max(variance.squareRoot(), Self.minimumDeviation)
-        return Float(0.5 * erfc(-z / 2.0.squareRoot()))
+        let x: Float = logf(max(error, Self.floor))
+        let deviation: Double = max(variance.squareRoot(), Self.minimumDeviation)
+        let z: Float = (x - Float(mean)) / Float(deviation)
+        let tail: Float = erfcf(-z * 0.707_106_77)
+        return 0.5 * tail
     }
 
     /// Adds `error` to the statistics.
     public mutating func update(_ error: Float) {
-        let x = log(Double(max(error, Self.floor)))
+        let x = Double(logf(max(error, Self.floor)) as Float)
         count += 1
         if count == 1 {
             mean = x

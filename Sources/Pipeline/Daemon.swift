@@ -35,10 +35,10 @@ public final class Daemon: @unchecked Sendable {
     let snapshotsLock = Lock()
     var latestSnapshots: [String: Data] = [:]
 
-    // Counters for heartbeats.
-    let messagesReceived = Counter(), messagesRejected = Counter()
-    let samplesAccepted = Counter(), samplesRejected = Counter(), trainSteps = Counter()
-    let samplesDropped = Counter()
+    // Counters for heartbeats (and benchmarks).
+    public let messagesReceived = Counter(), messagesRejected = Counter()
+    public let samplesAccepted = Counter(), samplesRejected = Counter(), trainSteps = Counter()
+    public let samplesDropped = Counter()
 
     // Stop flags, one per stage, set in order by `stop()`.
     let stateLock = Lock()
@@ -184,9 +184,9 @@ public final class Daemon: @unchecked Sendable {
             }
             samplesAccepted.add(UInt64(batch.count))
             trainerWake.signal()
-            send(Topic.score(pipeline.name), Wire.message(scored), publisher: publisher, samples: scored.scores.count)
-            for s in scored.scores where s.alert {
-                send(Topic.alert(pipeline.name), Wire.alert(s, in: scored), publisher: publisher, samples: 0)
+            send(Topic.score(pipeline.name), Wire.message(scored), publisher: publisher, samples: scored.count)
+            for i in scored.topFeatures.keys.sorted() {
+                send(Topic.alert(pipeline.name), Wire.alert(scored.sample(i), in: scored), publisher: publisher, samples: 0)
             }
         }
     }
@@ -421,13 +421,15 @@ public final class Daemon: @unchecked Sendable {
 }
 
 /// A value one thread hands another once: a bound endpoint, or the error that prevented it.
-final class Promise<T: Sendable>: @unchecked Sendable {
+public final class Promise<T: Sendable>: @unchecked Sendable {
     private let lock = Lock()
     private let semaphore = DispatchSemaphore(value: 0)
     private var result: Result<T, Error>?
 
-    func fulfil(_ value: T) { settle(.success(value)) }
-    func fail(_ error: Error) { settle(.failure(error)) }
+    public init() {}
+
+    public func fulfil(_ value: T) { settle(.success(value)) }
+    public func fail(_ error: Error) { settle(.failure(error)) }
 
     private func settle(_ r: Result<T, Error>) {
         let first = lock.withLock { () -> Bool in
@@ -438,7 +440,8 @@ final class Promise<T: Sendable>: @unchecked Sendable {
         if first { semaphore.signal() }
     }
 
-    func wait() throws -> T {
+    /// Blocks until the value or the error is there.
+    public func wait() throws -> T {
         semaphore.wait()
         semaphore.signal()
         return try lock.withLock { result! }.get()

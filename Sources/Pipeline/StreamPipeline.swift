@@ -20,12 +20,33 @@ public struct SampleScore: Sendable, Equatable {
     }
 }
 
-/// The scores of one batch, and the model that gave them.
+/// The scores of one batch, column by column, and the model that gave them: sample `i` has
+/// sequence `firstSequence + i`.
 public struct ScoredBatch: Sendable {
     public var stream: String
     public var modelVersion: UInt64
     public var threshold: Float
-    public var scores: [SampleScore]
+    public var firstSequence: UInt64
+    public var errors: [Float]
+    public var scores: [Float]
+    public var alerts: [Bool]
+    public var warmingUp: [Bool]
+    /// The producer's timestamps, or empty.
+    public var timestamps: [Int64]
+    /// For each alerting sample (by index in the batch): the largest shares of its squared error.
+    public var topFeatures: [Int: [(index: Int, share: Float)]]
+
+    public var count: Int { errors.count }
+
+    /// Sample `i` as one value.
+    public func sample(_ i: Int) -> SampleScore {
+        SampleScore(
+            sequence: firstSequence &+ UInt64(i), error: errors[i], score: scores[i], alert: alerts[i],
+            warmingUp: warmingUp[i], timestamp: timestamps.isEmpty ? 0 : timestamps[i],
+            topFeatures: topFeatures[i] ?? [])
+    }
+
+    public var samples: [SampleScore] { (0..<count).map(sample) }
 }
 
 /// A model's parameters as a subscriber sees them (the protocol's ModelSnapshot, without framing).
@@ -136,10 +157,11 @@ public final class StreamPipeline: @unchecked Sendable {
         }
         // Rows the models see: the samples themselves, or the window ending at each value.
         let d = inputDimension
-        var rowOf = [Int](repeating: -1, count: count)
+        let windowed = settings.window > 0
+        var rowOf: [Int] = windowed ? [Int](repeating: -1, count: count) : []
         var rowCount = 0
-        if rows.count < count * d { grow(count) }
-        if settings.window > 0 {
+        if errors.count < count { grow(count) }
+        if windowed {
             for i in 0..<count {
                 if history.count == settings.window { history.removeFirst() }
                 history.append(values[i])
@@ -151,15 +173,17 @@ public final class StreamPipeline: @unchecked Sendable {
             }
         } else {
             rows.pointer.update(from: values, count: count * d)
-            for i in 0..<count { rowOf[i] = i }
             rowCount = count
         }
         if rowCount > 0 {
             scorer.score(rows.pointer, rows: rowCount, errors: errors.pointer, featureErrors: featureErrors.pointer)
         }
 
-        var scores: [SampleScore] = []
-        scores.reserveCapacity(count)
+        var result = ScoredBatch(
+            stream: name, modelVersion: scorerVersion, threshold: settings.threshold, firstSequence: firstSequence,
+            errors: [Float](repeating: 0, count: count), scores: [Float](repeating: 0, count: count),
+            alerts: [Bool](repeating: false, count: count), warmingUp: [Bool](repeating: true, count: count),
+            timestamps: timestamps ?? [], topFeatures: [:])
         let threshold = settings.threshold
         lock.withLock {
             // The calibrator learns errors only from a model that has trained a little (an untrained
@@ -168,20 +192,21 @@ public final class StreamPipeline: @unchecked Sendable {
             let modelReady = scorerVersion >= UInt64(settings.warmupSteps)
             let warming = accepted + UInt64(count) <= UInt64(settings.warmupSamples) || !modelReady
             for i in 0..<count {
-                var s = SampleScore(
-                    sequence: firstSequence &+ UInt64(i), error: 0, score: 0, alert: false, warmingUp: true,
-                    timestamp: timestamps?[i] ?? 0, topFeatures: [])
-                let r = rowOf[i]
-                if r >= 0 {
-                    let e = errors[r]
-                    s.error = e
-                    s.score = calibrator.score(e)
-                    s.warmingUp = warming || calibrator.count < UInt64(Self.minimumCalibration)
-                    s.alert = !s.warmingUp && s.score >= threshold
-                    if s.alert { s.topFeatures = topContributions(row: r) }
-                    if modelReady && !s.alert { calibrator.update(e) }
+                let r = windowed ? rowOf[i] : i
+                guard r >= 0 else { continue }
+                let e = errors[r]
+                let score = calibrator.score(e)
+                let warmingUp = warming || calibrator.count < UInt64(Self.minimumCalibration)
+                let alert = !warmingUp && score >= threshold
+                result.errors[i] = e
+                result.scores[i] = score
+                result.warmingUp[i] = warmingUp
+                if alert {
+                    result.alerts[i] = true
+                    result.topFeatures[i] = topContributions(row: r)
+                } else if modelReady {
+                    calibrator.update(e)
                 }
-                scores.append(s)
             }
             // Learn from them only after scoring them.
             if rowCount > 0 {
@@ -195,7 +220,7 @@ public final class StreamPipeline: @unchecked Sendable {
                 pendingSteps = settings.maximumPendingSteps
             }
         }
-        return ScoredBatch(stream: name, modelVersion: scorerVersion, threshold: threshold, scores: scores)
+        return result
     }
 
     private func grow(_ count: Int) {

@@ -29,11 +29,15 @@ public enum Wire {
     /// Floats from little-endian float32 bytes; nil if the byte count is not a multiple of 4.
     public static func floats(_ data: Data) -> [Float]? {
         guard data.count % 4 == 0 else { return nil }
-        return data.withUnsafeBytes { raw in
-            (0..<(data.count / 4)).map {
-                Float(bitPattern: UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)))
-            }
+        let n = data.count / 4
+        var out = [Float](repeating: 0, count: n)
+        out.withUnsafeMutableBytes { dst in
+            data.withUnsafeBytes { src in dst.copyMemory(from: src) }
         }
+        #if _endian(big)
+        for i in 0..<n { out[i] = Float(bitPattern: UInt32(littleEndian: out[i].bitPattern)) }
+        #endif
+        return out
     }
 
     public static func message(_ batch: ScoredBatch) -> Eddy_V1_ScoreBatch {
@@ -41,7 +45,13 @@ public enum Wire {
         m.stream = batch.stream
         m.modelVersion = batch.modelVersion
         m.threshold = batch.threshold
-        m.scores = batch.scores.map(message)
+        m.firstSequence = batch.firstSequence
+        m.count = UInt32(batch.count)
+        m.errors = batch.errors
+        m.scores = batch.scores
+        m.alerts = batch.alerts
+        m.warmingUp = batch.warmingUp
+        m.timestampsNs = batch.timestamps
         return m
     }
 

@@ -43,7 +43,7 @@ struct Replay: ParsableCommand {
                 throw ValidationError("line \(csv.lineNumber): a value is not finite")
             }
             let scored = values.withUnsafeBufferPointer { p.score($0.baseAddress!, count: 1, firstSequence: sequence) }
-            let s = scored.scores[0]
+            let s = scored.sample(0)
             if detail {
                 print("\(s.sequence),\(s.error),\(s.score),\(s.alert ? 1 : 0),\(s.warmingUp ? 1 : 0)")
             } else {

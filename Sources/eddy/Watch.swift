@@ -57,11 +57,10 @@ struct Watch: ParsableCommand {
         }
         switch message {
         case let m as Eddy_V1_ScoreBatch:
-            let top = m.scores.max { $0.score < $1.score }
-            let alerts = m.scores.filter(\.alert).count
-            return "score    \(m.stream) seq \(m.scores.first?.sequence ?? 0)+\(m.scores.count) "
-                + "max \(fmt(top?.score ?? 0)) alerts \(alerts) model v\(m.modelVersion)"
-                + (m.scores.contains(where: \.warmingUp) ? " (warming up)" : "")
+            let alerts = m.alerts.filter { $0 }.count
+            return "score    \(m.stream) seq \(m.firstSequence)+\(m.count) "
+                + "max \(fmt(m.scores.max() ?? 0)) alerts \(alerts) model v\(m.modelVersion)"
+                + (m.warmingUp.contains(true) ? " (warming up)" : "")
         case let m as Eddy_V1_Alert:
             let features = m.topFeatures.map { "#\($0.index) \(Int(($0.share * 100).rounded()))%" }
             return "ALERT    \(m.stream) seq \(m.score.sequence) score \(fmt(m.score.score)) "

@@ -121,9 +121,12 @@ func values(_ n: Int, seed: Int) -> [Float] {
             if topic.hasPrefix("score/") {
                 let batch = try Eddy_V1_ScoreBatch(serializedBytes: body)
                 #expect(topic == "score/\(batch.stream)/")
-                seen[batch.stream, default: []] += batch.scores.map(\.sequence)
-                if batch.stream == "temp" { warmingTemp += batch.scores.filter { $0.warmingUp && $0.error == 0 }.count }
-                for s in batch.scores { #expect(s.score >= 0 && s.score <= 1) }
+                #expect(batch.scores.count == Int(batch.count) && batch.errors.count == Int(batch.count))
+                seen[batch.stream, default: []] += (0..<UInt64(batch.count)).map { batch.firstSequence + $0 }
+                if batch.stream == "temp" {
+                    warmingTemp += zip(batch.warmingUp, batch.errors).filter { $0.0 && $0.1 == 0 }.count
+                }
+                for s in batch.scores { #expect(s >= 0 && s <= 1) }
             } else if topic == "snapshot/pumps/autoencoder/" {
                 snapshot = try Eddy_V1_ModelSnapshot(serializedBytes: body)
             } else if topic.hasPrefix("snapshot/temp/") {
@@ -218,7 +221,8 @@ func values(_ n: Int, seed: Int) -> [Float] {
                 #expect(!e.message.isEmpty)
                 #expect(topic == "error/\(e.stream.isEmpty ? "_" : e.stream)/")
             } else if topic == "score/good/" {
-                scored += try Eddy_V1_ScoreBatch(serializedBytes: body).scores.map(\.sequence)
+                let batch = try Eddy_V1_ScoreBatch(serializedBytes: body)
+                scored += (0..<UInt64(batch.count)).map { batch.firstSequence + $0 }
             }
             return errors.count == bad.count && scored.count == Int(sequence)
         }

@@ -128,7 +128,7 @@ import Testing
         let p = StreamPipeline(name: "r", settings: s.resolved(dim: 1))
         var out: [SampleScore] = []
         for (i, v) in data.enumerated() {
-            out += [v].withUnsafeBufferPointer { p.score($0.baseAddress!, count: 1, firstSequence: UInt64(i)).scores }
+            out += [v].withUnsafeBufferPointer { p.score($0.baseAddress!, count: 1, firstSequence: UInt64(i)).samples }
             while p.trainStep() {}
         }
         return out

@@ -44,7 +44,9 @@ def test_ten_thousand_samples_get_ten_thousand_scores_and_numpy_reproduces_the_e
         while len(seen) < 10_000 and time.monotonic() < end:
             got = sub.recv(timeout_ms=200)
             if got and got[0] == "score/pump/":
-                seen.extend(s.sequence for s in got[1].scores)
+                batch = got[1]
+                assert len(batch.scores) == len(batch.errors) == batch.count
+                seen.extend(range(batch.first_sequence, batch.first_sequence + batch.count))
         assert sorted(seen) == list(range(10_000)) and len(seen) == len(set(seen))
 
         # Let the trainer finish what it owes, then take the snapshot taken after its last step.
@@ -73,10 +75,10 @@ def test_ten_thousand_samples_get_ten_thousand_scores_and_numpy_reproduces_the_e
         while batch is None:
             got = sub.recv(timeout_ms=5000)
             assert got is not None, "no scores for the probe"
-            if got[0] == "score/pump/" and got[1].scores[0].sequence == 10_000:
+            if got[0] == "score/pump/" and got[1].first_sequence == 10_000:
                 batch = got[1]
         assert batch.model_version == snapshot.message.version
-        daemon_errors = np.array([s.error for s in batch.scores], dtype=np.float32)
+        daemon_errors = np.array(batch.errors, dtype=np.float32)
         numpy_errors = snapshot.reconstruction_errors(probe)
         np.testing.assert_allclose(numpy_errors, daemon_errors, rtol=1e-4, atol=1e-6)
         assert daemon_errors[7] > 20 * np.median(daemon_errors)

@@ -1,0 +1,302 @@
+import ArgumentParser
+import EddyProtocol
+import Foundation
+import Learning
+import Logging
+import Pipeline
+import SwiftProtobuf
+import ZeroMQ
+
+/// Runs `body` on a new thread; `join()` waits for it.
+final class Worker: @unchecked Sendable {
+    private let done = DispatchSemaphore(value: 0)
+
+    init(_ name: String, _ body: @escaping @Sendable () -> Void) {
+        let thread = Thread { [done] in
+            body()
+            done.signal()
+        }
+        thread.name = name
+        thread.start()
+    }
+
+    func join() { done.wait() }
+}
+
+/// A flag threads poll to stop.
+final class StopFlag: @unchecked Sendable {
+    private let lock = Lock()
+    private var value = false
+    func set() { lock.withLock { value = true } }
+    var isSet: Bool { lock.withLock { value } }
+}
+
+func benchDaemonConfiguration() -> DaemonConfiguration {
+    var c = DaemonConfiguration()
+    c.ingest = "tcp://127.0.0.1:*"
+    c.publish = "tcp://127.0.0.1:*"
+    c.snapshots = "tcp://127.0.0.1:*"
+    c.dataDirectory = ""
+    return c
+}
+
+func quietLogger() -> Logger {
+    var l = Logger(label: "eddy.bench")
+    l.logLevel = .error
+    return l
+}
+
+struct IngestBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ingest",
+        abstract: "Samples per second accepted by a live daemon (decoded, scored, buffered, published) with "
+            + "training running, beside raw libzmq PUSH/PULL with the same messages in the same run.")
+
+    @Option(help: "Samples per message; 0 runs both 256 and 1.") var batch: Int = 0
+    @Option(help: "Features per sample.") var dim: Int = 32
+    @Option(help: "Seconds per measurement.") var seconds: Double = 3
+    @Flag(help: "One JSON object per measurement.") var json = false
+
+    func run() throws {
+        for b in batch > 0 ? [batch] : [256, 1] {
+            var report = Report()
+            report.add("batch", b)
+            report.add("dim", dim)
+            let message = try sampleFrames(
+                stream: "bench", sequence: 0, dim: dim, values: (0..<(b * dim)).map { sinf(Float($0) * 0.1) })
+            let daemon = try measureDaemon(message: message, samplesPerMessage: b)
+            let ceiling = try measureRawPushPull(message: message, samplesPerMessage: b)
+            report.add("samples_per_second", daemon.rate)
+            report.add("scores_received_per_second", daemon.scoresRate)
+            report.add("train_steps_per_second", daemon.stepsRate)
+            report.add("libzmq_push_pull_samples_per_second", ceiling)
+            report.add("fraction_of_libzmq", daemon.rate / ceiling)
+            report.print(json: json)
+        }
+    }
+
+    /// Floods a live daemon from one producer for `seconds`; counts accepted samples, with a
+    /// subscriber receiving every score.
+    func measureDaemon(message: [[UInt8]], samplesPerMessage: Int) throws
+        -> (rate: Double, scoresRate: Double, stepsRate: Double)
+    {
+        let daemon = try Daemon(configuration: benchDaemonConfiguration(), logger: quietLogger())
+        let endpoints = try daemon.start()
+        defer { daemon.stop() }
+        let stop = StopFlag()
+        let scores = Counter()
+        let subscriber = Worker("bench-sub") {
+            guard let context = try? Context(), let sub = try? Socket(context, .sub) else { return }
+            try? sub.setHighWaterMarks(send: 1_000_000, receive: 1_000_000)
+            try? sub.subscribe("score/")
+            try? sub.connect(endpoints.publish)
+            while !stop.isSet {
+                guard (try? sub.poll(timeout: 50)) == true else { continue }
+                while let frames = try? sub.receive(dontWait: true),
+                    let batch = try? Eddy_V1_ScoreBatch(serializedBytes: frames[1])
+                {
+                    scores.add(UInt64(batch.count))
+                }
+            }
+        }
+        let producer = Worker("bench-push") {
+            guard let context = try? Context(), let push = try? Socket(context, .push) else { return }
+            try? push.setHighWaterMarks(send: 10_000, receive: 10_000)
+            try? push.setSendTimeout(milliseconds: 50)  // block while the daemon is busy, wake to stop
+            try? push.connect(endpoints.ingest)
+            while !stop.isSet {
+                for _ in 0..<100 { _ = try? push.send(message) }
+            }
+        }
+        Thread.sleep(forTimeInterval: 1)  // warm-up: stream created, trainer running
+        let a0 = daemon.samplesAccepted.load, s0 = scores.load, t0 = daemon.trainSteps.load
+        let start = Date()
+        Thread.sleep(forTimeInterval: seconds)
+        let elapsed = Date().timeIntervalSince(start)
+        let a1 = daemon.samplesAccepted.load, s1 = scores.load, t1 = daemon.trainSteps.load
+        stop.set()
+        producer.join()
+        subscriber.join()
+        return (Double(a1 - a0) / elapsed, Double(s1 - s0) / elapsed, Double(t1 - t0) / elapsed)
+    }
+
+    /// The same messages through bare libzmq: one PUSH thread, one PULL thread that only receives.
+    func measureRawPushPull(message: [[UInt8]], samplesPerMessage: Int) throws -> Double {
+        let context = try Context()
+        let stop = StopFlag()
+        let received = Counter()
+        let ready = DispatchSemaphore(value: 0)
+        let endpoint = Promise<String>()
+        let puller = Worker("raw-pull") {
+            do {
+                let pull = try Socket(context, .pull)
+                try pull.setHighWaterMarks(send: 10_000, receive: 10_000)
+                endpoint.fulfil(try pull.bind("tcp://127.0.0.1:*"))
+                var n: UInt64 = 0
+                while !stop.isSet {
+                    guard try pull.poll(timeout: 50) else { continue }
+                    while try pull.receive(dontWait: true) != nil {
+                        n += 1
+                        if n % 64 == 0 { received.add(64) }
+                    }
+                }
+            } catch {
+                endpoint.fail(error)
+            }
+            ready.signal()
+        }
+        let target = try endpoint.wait()
+        let pusher = Worker("raw-push") {
+            guard let push = try? Socket(context, .push) else { return }
+            try? push.setHighWaterMarks(send: 10_000, receive: 10_000)
+            try? push.setSendTimeout(milliseconds: 50)
+            try? push.connect(target)
+            while !stop.isSet {
+                for _ in 0..<100 { _ = try? push.send(message) }
+            }
+        }
+        Thread.sleep(forTimeInterval: 0.5)
+        let r0 = received.load
+        let start = Date()
+        Thread.sleep(forTimeInterval: min(seconds, 2))
+        let rate = Double(received.load - r0) / Date().timeIntervalSince(start) * Double(samplesPerMessage)
+        stop.set()
+        pusher.join()
+        puller.join()
+        return rate
+    }
+}
+
+struct LatencyBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "latency",
+        abstract: "Producer send to score arrival at a subscriber, at a fixed offered load with training "
+            + "running, beside the same path through a bare libzmq forwarder in the same run.")
+
+    @Option(help: "Offered load, samples per second (single-sample messages).") var rate: Double = 10_000
+    @Option(help: "Features per sample.") var dim: Int = 32
+    @Option(help: "Seconds measured, after one second of warm-up.") var seconds: Double = 5
+    @Flag(help: "One JSON object.") var json = false
+
+    func run() throws {
+        let daemon = try Daemon(configuration: benchDaemonConfiguration(), logger: quietLogger())
+        let endpoints = try daemon.start()
+        let eddy = try measure(ingest: endpoints.ingest, publish: endpoints.publish, topic: "score/")
+        let steps = daemon.trainSteps.load
+        daemon.stop()
+        let raw = try measureForwarder()
+        var report = Report()
+        report.add("offered_samples_per_second", rate)
+        report.add("dim", dim)
+        report.add("samples_measured", eddy.count)
+        report.add("p50_ms", eddy.percentile(0.50))
+        report.add("p99_ms", eddy.percentile(0.99))
+        report.add("p999_ms", eddy.percentile(0.999))
+        report.add("max_ms", eddy.last ?? .nan)
+        report.add("train_steps", Int(steps))
+        report.add("libzmq_forwarder_p50_ms", raw.percentile(0.50))
+        report.add("libzmq_forwarder_p99_ms", raw.percentile(0.99))
+        report.print(json: json)
+    }
+
+    static func nowNanoseconds() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+    }
+
+    /// Sends one sample every 1/rate s with its send time as timestamp; returns sorted latencies (ms)
+    /// of the scores that came back after the warm-up second.
+    func measure(ingest: String, publish: String, topic: String) throws -> [Double] {
+        let stop = StopFlag()
+        let collected = Promise<[Double]>()
+        let warmupEnd = Self.nowNanoseconds() + 1_000_000_000
+        let subscribed = DispatchSemaphore(value: 0)
+        let subscriber = Worker("latency-sub") {
+            guard let context = try? Context(), let sub = try? Socket(context, .sub) else {
+                collected.fulfil([])
+                subscribed.signal()
+                return
+            }
+            try? sub.subscribe(topic)
+            try? sub.connect(publish)
+            subscribed.signal()
+            var local: [Double] = []
+            while !stop.isSet {
+                guard (try? sub.poll(timeout: 20)) == true else { continue }
+                while let frames = try? sub.receive(dontWait: true),
+                    let batch = try? Eddy_V1_ScoreBatch(serializedBytes: frames[1])
+                {
+                    let now = Self.nowNanoseconds()
+                    for t in batch.timestampsNs where t > warmupEnd { local.append(Double(now - t) / 1e6) }
+                }
+            }
+            collected.fulfil(local)
+        }
+        subscribed.wait()
+        Thread.sleep(forTimeInterval: 0.3)  // the subscription reaches the publisher
+        let context = try Context()
+        let push = try Socket(context, .push)
+        try push.connect(ingest)
+        let values = (0..<dim).map { Float($0) * 0.01 }
+        let interval = 1 / rate
+        let start = Date()
+        var sent = 0
+        while Date().timeIntervalSince(start) < seconds + 1 {
+            let due = start.addingTimeInterval(Double(sent) * interval)
+            let wait = due.timeIntervalSinceNow
+            if wait > 0.0002 { Thread.sleep(forTimeInterval: wait - 0.0001) }
+            while Date() < due {}
+            try push.send(
+                try sampleFrames(
+                    stream: "latency", sequence: UInt64(sent), dim: dim, values: values,
+                    timestamps: [Self.nowNanoseconds()]))
+            sent += 1
+        }
+        Thread.sleep(forTimeInterval: 0.5)
+        stop.set()
+        subscriber.join()
+        return try collected.wait().sorted()
+    }
+
+    /// The same sockets and message sizes through a bare forwarder (PULL → decode nothing → PUB).
+    func measureForwarder() throws -> [Double] {
+        let context = try Context()
+        let stop = StopFlag()
+        let endpoints = Promise<[String]>()
+        let forwarder = Worker("forwarder") {
+            do {
+                let pull = try Socket(context, .pull)
+                let pub = try Socket(context, .pub)
+                endpoints.fulfil([try pull.bind("tcp://127.0.0.1:*"), try pub.bind("tcp://127.0.0.1:*")])
+                while !stop.isSet {
+                    guard try pull.poll(timeout: 20) else { continue }
+                    while let frames = try pull.receive(dontWait: true) {
+                        // Re-frame as a score batch carrying the producer's timestamp, as the daemon would.
+                        let batch = try Eddy_V1_SampleBatch(serializedBytes: frames[1])
+                        var scores = Eddy_V1_ScoreBatch()
+                        scores.count = 1
+                        scores.scores = [0.5]
+                        scores.errors = [0]
+                        scores.timestampsNs = batch.timestampsNs
+                        try pub.send([Array("score/latency/".utf8), try scores.serializedBytes()])
+                    }
+                }
+            } catch {
+                endpoints.fail(error)
+            }
+        }
+        let bound = try endpoints.wait()
+        let result = try measure(ingest: bound[0], publish: bound[1], topic: "score/")
+        stop.set()
+        forwarder.join()
+        return result
+    }
+}
+
+extension Array where Element == Double {
+    /// The value at quantile `q` of a sorted array.
+    func percentile(_ q: Double) -> Double {
+        isEmpty ? .nan : self[Swift.min(count - 1, Int(Double(count - 1) * q))]
+    }
+}
