@@ -129,7 +129,7 @@ public final class StreamPipeline: @unchecked Sendable {
         history.reserveCapacity(settings.window)
         rows = FloatBuffer(count: 256 * inputDimension)
         errors = FloatBuffer(count: 256)
-        featureErrors = FloatBuffer(count: 256 * inputDimension)
+        featureErrors = FloatBuffer(count: inputDimension)
         batch = FloatBuffer(count: settings.batchSize * inputDimension)
         batchIDs = .allocate(capacity: settings.batchSize)
     }
@@ -176,7 +176,7 @@ public final class StreamPipeline: @unchecked Sendable {
             rowCount = count
         }
         if rowCount > 0 {
-            scorer.score(rows.pointer, rows: rowCount, errors: errors.pointer, featureErrors: featureErrors.pointer)
+            scorer.score(rows.pointer, rows: rowCount, errors: errors.pointer)
         }
 
         var result = ScoredBatch(
@@ -226,13 +226,15 @@ public final class StreamPipeline: @unchecked Sendable {
     private func grow(_ count: Int) {
         rows = FloatBuffer(count: count * inputDimension)
         errors = FloatBuffer(count: count)
-        featureErrors = FloatBuffer(count: count * inputDimension)
     }
 
     /// The five largest shares of row `r`'s squared error.
     private func topContributions(row r: Int) -> [(index: Int, share: Float)] {
         let d = inputDimension
-        let fe = featureErrors.pointer + r * d
+        // Alerts are rare: the per-feature errors are worked out again for this row alone.
+        var error: Float = 0
+        scorer.score(rows.pointer + r * d, rows: 1, errors: &error, featureErrors: featureErrors.pointer)
+        let fe = featureErrors.pointer
         var total: Float = 0
         for c in 0..<d { total += fe[c] }
         guard total > 0 else { return [] }

@@ -62,10 +62,14 @@ struct IngestBench: ParsableCommand {
             var report = Report()
             report.add("batch", b)
             report.add("dim", dim)
-            let message = try sampleFrames(
-                stream: "bench", sequence: 0, dim: dim, values: (0..<(b * dim)).map { sinf(Float($0) * 0.1) })
-            let daemon = try measureDaemon(message: message, samplesPerMessage: b)
-            let ceiling = try measureRawPushPull(message: message, samplesPerMessage: b)
+            // A producer numbers its samples: 1,024 messages with consecutive sequence numbers, sent
+            // round and round (the numbering restarts once per round).
+            let values = (0..<(b * dim)).map { sinf(Float($0) * 0.1) }
+            let messages = try (0..<1024).map {
+                try sampleFrames(stream: "bench", sequence: UInt64($0 * b), dim: dim, values: values)
+            }
+            let daemon = try measureDaemon(messages: messages, samplesPerMessage: b)
+            let ceiling = try measureRawPushPull(message: messages[0], samplesPerMessage: b)
             report.add("samples_per_second", daemon.rate)
             report.add("scores_received_per_second", daemon.scoresRate)
             report.add("train_steps_per_second", daemon.stepsRate)
@@ -77,7 +81,7 @@ struct IngestBench: ParsableCommand {
 
     /// Floods a live daemon from one producer for `seconds`; counts accepted samples, with a
     /// subscriber receiving every score.
-    func measureDaemon(message: [[UInt8]], samplesPerMessage: Int) throws
+    func measureDaemon(messages: [[[UInt8]]], samplesPerMessage: Int) throws
         -> (rate: Double, scoresRate: Double, stepsRate: Double)
     {
         let daemon = try Daemon(configuration: benchDaemonConfiguration(), logger: quietLogger())
@@ -105,7 +109,7 @@ struct IngestBench: ParsableCommand {
             try? push.setSendTimeout(milliseconds: 50)  // block while the daemon is busy, wake to stop
             try? push.connect(endpoints.ingest)
             while !stop.isSet {
-                for _ in 0..<100 { _ = try? push.send(message) }
+                for message in messages { _ = try? push.send(message) }
             }
         }
         Thread.sleep(forTimeInterval: 1)  // warm-up: stream created, trainer running
@@ -244,9 +248,9 @@ struct LatencyBench: ParsableCommand {
         var sent = 0
         while Date().timeIntervalSince(start) < seconds + 1 {
             let due = start.addingTimeInterval(Double(sent) * interval)
+            // Sleep, never spin: a spinning producer would take the CPU the daemon is measured on.
             let wait = due.timeIntervalSinceNow
-            if wait > 0.0002 { Thread.sleep(forTimeInterval: wait - 0.0001) }
-            while Date() < due {}
+            if wait > 0 { Thread.sleep(forTimeInterval: wait) }
             try push.send(
                 try sampleFrames(
                     stream: "latency", sequence: UInt64(sent), dim: dim, values: values,
