@@ -55,6 +55,8 @@ struct IngestBench: ParsableCommand {
     @Option(help: "Samples per message; 0 runs both 256 and 1.") var batch: Int = 0
     @Option(help: "Features per sample.") var dim: Int = 32
     @Option(help: "Seconds per measurement.") var seconds: Double = 3
+    @Flag(inversion: .prefixedNo, help: "Run a subscriber that receives and decodes every score (it shares the CPU).")
+    var subscriber = true
     @Flag(help: "One JSON object per measurement.") var json = false
 
     func run() throws {
@@ -62,6 +64,7 @@ struct IngestBench: ParsableCommand {
             var report = Report()
             report.add("batch", b)
             report.add("dim", dim)
+            report.add("subscriber", subscriber ? "yes" : "no")
             // A producer numbers its samples: 1,024 messages with consecutive sequence numbers, sent
             // round and round (the numbering restarts once per round).
             let values = (0..<(b * dim)).map { sinf(Float($0) * 0.1) }
@@ -89,8 +92,9 @@ struct IngestBench: ParsableCommand {
         defer { daemon.stop() }
         let stop = StopFlag()
         let scores = Counter()
-        let subscriber = Worker("bench-sub") {
-            guard let context = try? Context(), let sub = try? Socket(context, .sub) else { return }
+        let subscribe = subscriber
+        let subscriberThread = Worker("bench-sub") {
+            guard subscribe, let context = try? Context(), let sub = try? Socket(context, .sub) else { return }
             try? sub.setHighWaterMarks(send: 1_000_000, receive: 1_000_000)
             try? sub.subscribe("score/")
             try? sub.connect(endpoints.publish)
@@ -120,7 +124,7 @@ struct IngestBench: ParsableCommand {
         let a1 = daemon.samplesAccepted.load, s1 = scores.load, t1 = daemon.trainSteps.load
         stop.set()
         producer.join()
-        subscriber.join()
+        subscriberThread.join()
         return (Double(a1 - a0) / elapsed, Double(s1 - s0) / elapsed, Double(t1 - t0) / elapsed)
     }
 
