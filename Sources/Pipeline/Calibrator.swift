@@ -23,9 +23,15 @@ public struct Calibrator: Sendable, Equatable {
     public init(horizon: Int = 2000) { self.horizon = max(1, horizon) }
 
     /// The calibrated score of `error` under the current statistics.
-    public func score(_ error: Float) -> Float {
+    public func score(_ error: Float) -> Float { score(logError: Self.logError(error)) }
+
+    /// `ln(max(error, floor))`: what the statistics are kept in.
+    @inline(__always)
+    public static func logError(_ error: Float) -> Float { logf(max(error, floor)) }
+
+    /// The score of an error given as `logError(error)`.
+    public func score(logError x: Float) -> Float {
         guard count >= 2 else { return 0.5 }
-        let x: Float = logf(max(error, Self.floor))
         let deviation: Double = max(variance.squareRoot(), Self.minimumDeviation)
         let z: Float = (x - Float(mean)) / Float(deviation)
         let tail: Float = erfcf(-z * 0.707_106_77)
@@ -33,8 +39,11 @@ public struct Calibrator: Sendable, Equatable {
     }
 
     /// Adds `error` to the statistics.
-    public mutating func update(_ error: Float) {
-        let x = Double(logf(max(error, Self.floor)) as Float)
+    public mutating func update(_ error: Float) { update(logError: Self.logError(error)) }
+
+    /// Adds an error given as `logError(error)`.
+    public mutating func update(logError: Float) {
+        let x = Double(logError)
         count += 1
         if count == 1 {
             mean = x

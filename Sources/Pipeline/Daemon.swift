@@ -202,7 +202,7 @@ public final class Daemon: @unchecked Sendable {
                 run.pipeline = pipeline
                 run.firstSequence = batch.sequence
             }
-            run.values += values
+            if run.count == 0 { run.values = values } else { run.values += values }  // the first: no copy
             run.timestamps += batch.timestampsNs
             run.count += n
         }
@@ -223,7 +223,7 @@ public final class Daemon: @unchecked Sendable {
             send(Topic.alert(pipeline.name), Wire.alert(scored.sample(i), in: scored), publisher: publisher, samples: 0)
         }
         run.pipeline = nil
-        run.values.removeAll(keepingCapacity: true)
+        run.values = []
         run.timestamps.removeAll(keepingCapacity: true)
         run.count = 0
     }

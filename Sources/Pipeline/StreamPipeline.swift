@@ -172,11 +172,12 @@ public final class StreamPipeline: @unchecked Sendable {
                 }
             }
         } else {
-            rows.pointer.update(from: values, count: count * d)
             rowCount = count
         }
+        // The models' rows: the windows built above, or the samples as they came (no copy).
+        let input: UnsafePointer<Float> = windowed ? UnsafePointer(rows.pointer) : values
         if rowCount > 0 {
-            scorer.score(rows.pointer, rows: rowCount, errors: errors.pointer)
+            scorer.score(input, rows: rowCount, errors: errors.pointer)
         }
 
         var result = ScoredBatch(
@@ -195,7 +196,8 @@ public final class StreamPipeline: @unchecked Sendable {
                 let r = windowed ? rowOf[i] : i
                 guard r >= 0 else { continue }
                 let e = errors[r]
-                let score = calibrator.score(e)
+                let logError = Calibrator.logError(e)
+                let score = calibrator.score(logError: logError)
                 let warmingUp = warming || calibrator.count < UInt64(Self.minimumCalibration)
                 let alert = !warmingUp && score >= threshold
                 result.errors[i] = e
@@ -203,15 +205,15 @@ public final class StreamPipeline: @unchecked Sendable {
                 result.warmingUp[i] = warmingUp
                 if alert {
                     result.alerts[i] = true
-                    result.topFeatures[i] = topContributions(row: r)
+                    result.topFeatures[i] = topContributions(input + r * d)
                 } else if modelReady {
-                    calibrator.update(e)
+                    calibrator.update(logError: logError)
                 }
             }
             // Learn from them only after scoring them.
             if rowCount > 0 {
-                scorer.observe(rows.pointer, rows: rowCount)
-                buffer.insert(rows.pointer, rows: rowCount, firstID: Int64(accepted))
+                scorer.observe(input, rows: rowCount)
+                buffer.insert(input, rows: rowCount, firstID: Int64(accepted))
             }
             accepted += UInt64(count)
             pendingSteps += settings.replayRatio * Double(rowCount) / Double(settings.batchSize)
@@ -228,12 +230,12 @@ public final class StreamPipeline: @unchecked Sendable {
         errors = FloatBuffer(count: count)
     }
 
-    /// The five largest shares of row `r`'s squared error.
-    private func topContributions(row r: Int) -> [(index: Int, share: Float)] {
+    /// The five largest shares of `row`'s squared error.
+    private func topContributions(_ row: UnsafePointer<Float>) -> [(index: Int, share: Float)] {
         let d = inputDimension
         // Alerts are rare: the per-feature errors are worked out again for this row alone.
         var error: Float = 0
-        scorer.score(rows.pointer + r * d, rows: 1, errors: &error, featureErrors: featureErrors.pointer)
+        scorer.score(row, rows: 1, errors: &error, featureErrors: featureErrors.pointer)
         let fe = featureErrors.pointer
         var total: Float = 0
         for c in 0..<d { total += fe[c] }
