@@ -61,7 +61,7 @@ func readLines(_ path: String) throws -> AnySequence<Substring> {
         return AnySequence(AnyIterator { readLine(strippingNewline: true).map { Substring($0) } })
     }
     guard let data = FileManager.default.contents(atPath: path) else {
-        throw CSVError(line: 0, field: path)
+        throw CommandFailure("cannot read \(path)")
     }
     let text = String(decoding: data, as: UTF8.self)
     return AnySequence(text.split(separator: "\n", omittingEmptySubsequences: false))
@@ -69,3 +69,9 @@ func readLines(_ path: String) throws -> AnySequence<Substring> {
 
 /// `fflush(stdout)`: each printed line reaches a pipe at once.
 func flushStandardOutput() { fflush(nil) }
+
+/// A command that ran and failed (not a usage mistake): printed as `Error: …` without the usage text.
+struct CommandFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}

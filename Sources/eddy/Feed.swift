@@ -58,7 +58,7 @@ struct Feed: ParsableCommand {
                 guard let values = try csv.parse(line) else { continue }
                 if dim == 0 { dim = values.count }
                 guard values.count == dim else {
-                    throw ValidationError("line \(csv.lineNumber): \(values.count) values, expected \(dim)")
+                    throw CommandFailure("line \(csv.lineNumber): \(values.count) values, expected \(dim)")
                 }
                 pending += values
                 if pending.count / dim == batch { try flush() }

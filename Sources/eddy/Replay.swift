@@ -37,10 +37,10 @@ struct Replay: ParsableCommand {
             }
             let p = pipeline!
             guard values.count == p.sampleDimension else {
-                throw ValidationError("line \(csv.lineNumber): \(values.count) values, expected \(p.sampleDimension)")
+                throw CommandFailure("line \(csv.lineNumber): \(values.count) values, expected \(p.sampleDimension)")
             }
             guard values.allSatisfy(\.isFinite) else {
-                throw ValidationError("line \(csv.lineNumber): a value is not finite")
+                throw CommandFailure("line \(csv.lineNumber): a value is not finite")
             }
             let scored = values.withUnsafeBufferPointer { p.score($0.baseAddress!, count: 1, firstSequence: sequence) }
             let s = scored.sample(0)

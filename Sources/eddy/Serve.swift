@@ -50,7 +50,7 @@ struct Serve: ParsableCommand {
 func loadConfiguration(_ path: String?) throws -> DaemonConfiguration {
     guard let path else { return DaemonConfiguration() }
     guard let data = FileManager.default.contents(atPath: path) else {
-        throw ValidationError("cannot read configuration file \(path)")
+        throw CommandFailure("cannot read configuration file \(path)")
     }
     return try ConfigurationFile.parse(String(decoding: data, as: UTF8.self))
 }

@@ -106,7 +106,7 @@ struct SnapshotCommand: ParsableCommand {
         request.kind = model == "moco" ? .moco : .autoencoder
         try req.send([try request.serializedBytes()])
         guard let frames = try req.receive(), frames.count == 1 else {
-            throw ValidationError("no reply from \(endpoint) within \(timeout) ms")
+            throw CommandFailure("no reply from \(endpoint) within \(timeout) ms")
         }
         let reply = try Eddy_V1_SnapshotReply(serializedBytes: frames[0])
         switch reply.result {
@@ -118,9 +118,9 @@ struct SnapshotCommand: ParsableCommand {
                 print(try s.jsonString())
             }
         case .error(let e):
-            throw ValidationError("\(e.code): \(e.message)")
+            throw CommandFailure("\(e.message) (\(e.code))")
         case nil:
-            throw ValidationError("empty reply")
+            throw CommandFailure("empty reply from \(endpoint)")
         }
     }
 }
