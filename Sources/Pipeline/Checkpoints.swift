@@ -74,7 +74,13 @@ public struct CheckpointStore: Sendable {
                     var peek = StateReader(blob)
                     _ = try peek.read(String.self); _ = try peek.read(UInt32.self)
                     let name = try peek.read(String.self)
-                    streams.append(try StreamPipeline.restore(blob, settings: settings(name)))
+                    // A stream whose settings changed shape since (buffer size, layer widths) starts
+                    // afresh; the others keep what they learned.
+                    do {
+                        streams.append(try StreamPipeline.restore(blob, settings: settings(name)))
+                    } catch {
+                        skipped("\(file.path) stream \(name)", error)
+                    }
                 }
                 return (file.path, streams)
             } catch {
@@ -103,10 +109,15 @@ public struct CheckpointStore: Sendable {
         guard fsync(fd) == 0 else {
             let e = errno
             close(fd)
+            unlink(temporary)
             throw CheckpointError.system("fsync \(temporary)", e)
         }
         close(fd)
-        guard rename(temporary, path) == 0 else { throw CheckpointError.system("rename \(temporary)", errno) }
+        guard rename(temporary, path) == 0 else {
+            let e = errno
+            unlink(temporary)
+            throw CheckpointError.system("rename \(temporary)", e)
+        }
         let dir = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         if dir >= 0 {
             fsync(dir)

@@ -97,7 +97,12 @@ public struct StreamConfiguration: Sendable, Equatable {
         if batchSize < 1 || mocoQueue < batchSize || mocoQueue % batchSize != 0 {
             try fail("moco_queue must be a positive multiple of batch_size")
         }
-        if !(replayRatio >= 0) || !(maximumPendingSteps >= 1) { try fail("replay_ratio >= 0, max_pending_steps >= 1") }
+        if !(replayRatio >= 0 && replayRatio <= 1e6) || !(maximumPendingSteps >= 1 && maximumPendingSteps <= 1e9) {
+            try fail("replay_ratio must be in [0, 1e6] and max_pending_steps in [1, 1e9]")
+        }
+        if warmupSamples < 0 || warmupSteps < 0 { try fail("warmup_samples and warmup_steps must not be negative") }
+        if minimumBuffered < 1 { try fail("min_buffered must be at least 1") }
+        if calibrationHorizon < 1 || normaliserHorizon < 1 { try fail("horizons must be at least 1") }
         if !(threshold > 0 && threshold <= 1) { try fail("threshold must be in (0, 1]") }
         if !(mocoTemperature > 0) || !(0...1).contains(mocoMomentum) { try fail("moco_temperature > 0, moco_momentum in [0, 1]") }
         if autoencoderHidden.isEmpty || mocoEncoder.isEmpty || mocoHead.isEmpty
@@ -149,8 +154,17 @@ public struct DaemonConfiguration: Sendable, Equatable {
         if maxMessageBytes < 64 || maxSamplesPerMessage < 1 {
             throw ConfigurationError.invalid("max_message_bytes >= 64, max_samples_per_message >= 1")
         }
-        if !(snapshotEverySeconds > 0 && checkpointEverySeconds > 0 && heartbeatSeconds > 0) {
-            throw ConfigurationError.invalid("intervals must be positive")
+        let day = 86_400.0
+        if !(snapshotEverySeconds > 0 && snapshotEverySeconds <= day && checkpointEverySeconds > 0
+            && checkpointEverySeconds <= day && heartbeatSeconds > 0 && heartbeatSeconds <= 3600)
+        {
+            throw ConfigurationError.invalid("intervals must be positive and at most a day (heartbeats: an hour)")
+        }
+        if snapshotEverySteps < 1 || checkpointsKept < 1 || maxStreamNameBytes < 1 {
+            throw ConfigurationError.invalid("snapshot_every_steps, checkpoints_kept, max_stream_name_bytes must be >= 1")
+        }
+        if highWaterMark < 1 || highWaterMark > Int(Int32.max) || maxMessageBytes > Int(Int32.max) {
+            throw ConfigurationError.invalid("high_water_mark must be in [1, 2^31) and max_message_bytes below 2^31")
         }
         try streamDefaults.validate(name: "defaults")
         for (name, s) in streams {

@@ -127,7 +127,9 @@ public enum ConfigurationFile {
         case "scale": s.scale = try float(v)
         case "mask": s.mask = try float(v)
         case "crop": s.crop = try float(v)
-        case "seed": s.seed = UInt64(try int(v))
+        case "seed":
+            guard let seed = UInt64(v.replacingUnderscores()) else { throw ValueError(why: "\"\(v)\" is not a seed (0 to 2^64-1)") }
+            s.seed = seed
         default: throw ValueError(why: "unknown key")
         }
     }

@@ -26,7 +26,7 @@ public final class Daemon: @unchecked Sendable {
     let context: Context
     let publishPipe = "inproc://eddy-publish"
     let checkpoints: CheckpointStore?
-    let started = Date()
+    let started = Daemon.monotonic()
 
     let streamsLock = Lock()
     var streams: [String: StreamPipeline] = [:]
@@ -43,9 +43,8 @@ public final class Daemon: @unchecked Sendable {
     // Stop flags, one per stage, set in order by `stop()`.
     let stateLock = Lock()
     var stopIngest = false, stopTrainer = false, stopServers = false
-    var threadsRunning = 0
+    var finishedThreads: [String: DispatchSemaphore] = [:]
     let trainerWake = NSCondition()
-    let finished = DispatchSemaphore(value: 0)
 
     public init(configuration: DaemonConfiguration, logger: Logger) throws {
         try configuration.validate()
@@ -100,7 +99,7 @@ public final class Daemon: @unchecked Sendable {
                 "eddy serving",
                 metadata: [
                     "endpoint.ingest": "\(endpoints.ingest)", "endpoint.publish": "\(endpoints.publish)",
-                    "endpoint.snapshots": "\(endpoints.snapshots)", "streams": "\(streamOrder.count)",
+                    "endpoint.snapshots": "\(endpoints.snapshots)", "streams": "\(allStreams.count)",
                 ])
             return endpoints
         } catch {
@@ -110,27 +109,37 @@ public final class Daemon: @unchecked Sendable {
     }
 
     /// Graceful stop: ingest first, then the trainer (which checkpoints), then the servers. Returns
-    /// when every thread has ended. Safe to call more than once.
+    /// when every thread has ended. Safe to call more than once. A stage that does not end in time
+    /// (a thread blocked on a pipe whose reader died) is woken by shutting the context down (ETERM).
     public func stop() {
         stateLock.withLock { stopIngest = true }
         trainerWake.broadcast()
-        waitForThreads(above: 3)  // ingest gone
+        join("eddy-ingest", within: 10)
         stateLock.withLock { stopTrainer = true }
         trainerWake.broadcast()
-        waitForThreads(above: 2)  // trainer gone, after its checkpoint
+        join("eddy-trainer", within: 120)  // it writes the final checkpoint
         stateLock.withLock { stopServers = true }
-        waitForThreads(above: 0)
+        join("eddy-snapshots", within: 10)
+        join("eddy-publisher", within: 10)
     }
 
-    private func waitForThreads(above n: Int) {
-        while stateLock.withLock({ threadsRunning > n }) { Thread.sleep(forTimeInterval: 0.005) }
+    /// Waits for the named thread to end; past `seconds`, shuts the context down and waits again.
+    private func join(_ name: String, within seconds: Double) {
+        guard let done = stateLock.withLock({ finishedThreads[name] }) else { return }
+        if done.wait(timeout: .now() + seconds) == .timedOut {
+            logger.error("thread did not stop in time; shutting the ZeroMQ context down", metadata: ["thread": "\(name)"])
+            context.shutdown()
+            done.wait()
+        }
+        done.signal()  // stays joinable for a second `stop()`
     }
 
     private func spawn(_ name: String, _ body: @escaping @Sendable () -> Void) {
-        stateLock.withLock { threadsRunning += 1 }
+        let done = DispatchSemaphore(value: 0)
+        stateLock.withLock { finishedThreads[name] = done }
         let thread = Thread {
             body()
-            self.stateLock.withLock { self.threadsRunning -= 1 }
+            done.signal()
         }
         thread.name = name
         thread.stackSize = 8 << 20
@@ -143,12 +152,18 @@ public final class Daemon: @unchecked Sendable {
 
     static func nowNanoseconds() -> Int64 { Int64(Date().timeIntervalSince1970 * 1e9) }
 
+    /// Seconds on a monotonic clock: intervals must not jump when the wall clock is set.
+    static func monotonic() -> Double { Double(DispatchTime.now().uptimeNanoseconds) * 1e-9 }
+
     // MARK: Ingest
 
     func runIngest(ready: Promise<String>) {
         do {
             let pull = try Socket(context, .pull)
             try pull.setHighWaterMarks(send: configuration.highWaterMark, receive: configuration.highWaterMark)
+            // A frame up to twice max_message_bytes is received and rejected as OVERSIZED (reported);
+            // a larger one makes libzmq drop the connection before holding it in memory.
+            try pull.setMaximumMessageSize(2 * Int64(configuration.maxMessageBytes))
             let endpoint = try pull.bind(configuration.ingest)
             let out = try Socket(context, .push)
             try out.setHighWaterMarks(send: configuration.highWaterMark, receive: configuration.highWaterMark)
@@ -304,7 +319,7 @@ public final class Daemon: @unchecked Sendable {
 
     func trainLoop(publisher out: borrowing Socket) {
         var next = 0
-        var lastSnapshot = Date(), lastCheckpoint = Date()
+        var lastSnapshot = Self.monotonic(), lastCheckpoint = Self.monotonic()
         var stepsSinceSnapshot: [String: Int] = [:]
         while !trainerStopping {
             let list = allStreams
@@ -328,12 +343,12 @@ public final class Daemon: @unchecked Sendable {
                 _ = trainerWake.wait(until: Date().addingTimeInterval(0.05))
                 trainerWake.unlock()
             }
-            if Date().timeIntervalSince(lastSnapshot) >= configuration.snapshotEverySeconds {
-                lastSnapshot = Date()
+            if Self.monotonic() - lastSnapshot >= configuration.snapshotEverySeconds {
+                lastSnapshot = Self.monotonic()
                 for s in allStreams { publishSnapshots(of: s, publisher: out) }
             }
-            if Date().timeIntervalSince(lastCheckpoint) >= configuration.checkpointEverySeconds {
-                lastCheckpoint = Date()
+            if Self.monotonic() - lastCheckpoint >= configuration.checkpointEverySeconds {
+                lastCheckpoint = Self.monotonic()
                 checkpoint()
             }
         }
@@ -376,17 +391,17 @@ public final class Daemon: @unchecked Sendable {
             try pipe.setHighWaterMarks(send: configuration.highWaterMark, receive: configuration.highWaterMark)
             try pipe.bind(publishPipe)
             ready.fulfil(endpoint)
-            var nextHeartbeat = Date()
+            var nextHeartbeat = Self.monotonic()
             while true {
-                let wait = max(0, Int(nextHeartbeat.timeIntervalSinceNow * 1000))
+                let wait = Int(max(0, min(nextHeartbeat - Self.monotonic(), 1)) * 1000)
                 if try pipe.poll(timeout: min(wait, 50)) {
                     for _ in 0..<10_000 {
                         guard let frames = try pipe.receive(dontWait: true) else { break }
                         try pub.send(frames)
                     }
                 }
-                if Date() >= nextHeartbeat {
-                    nextHeartbeat = Date().addingTimeInterval(configuration.heartbeatSeconds)
+                if Self.monotonic() >= nextHeartbeat {
+                    nextHeartbeat = Self.monotonic() + configuration.heartbeatSeconds
                     try pub.send([Array(Topic.heartbeat.utf8), try heartbeat().serializedBytes()])
                 }
                 // Stop once the other stages are gone and the pipe is empty.
@@ -401,7 +416,7 @@ public final class Daemon: @unchecked Sendable {
     public func heartbeat() -> Eddy_V1_Heartbeat {
         var hb = Eddy_V1_Heartbeat()
         hb.timeNs = Self.nowNanoseconds()
-        hb.uptimeMs = UInt64(max(0, Date().timeIntervalSince(started) * 1000))
+        hb.uptimeMs = UInt64(max(0, (Self.monotonic() - started) * 1000))
         hb.messagesReceived = messagesReceived.load
         hb.samplesAccepted = samplesAccepted.load
         hb.samplesRejected = samplesRejected.load
@@ -433,6 +448,7 @@ public final class Daemon: @unchecked Sendable {
     func runSnapshotServer(ready: Promise<String>) {
         do {
             let rep = try Socket(context, .rep)
+            try rep.setMaximumMessageSize(64 << 10)  // a SnapshotRequest is a name and a kind
             let endpoint = try rep.bind(configuration.snapshots)
             ready.fulfil(endpoint)
             while !serversStopping {

@@ -93,6 +93,8 @@ public final class StreamPipeline: @unchecked Sendable {
     /// The trainer's latest autoencoder weights for the scorer, and their version (steps taken).
     let exchange: FloatBuffer
     var exchangeVersion: UInt64 = 0
+    /// MoCo's step count, for heartbeats (the trainer updates the model itself outside the lock).
+    var mocoVersion: UInt64 = 0
     var lastLosses: (autoencoder: Float, moco: Float) = (.nan, .nan)
 
     // Ingest side: the scorer (its normaliser is the live one) and the window being filled.
@@ -162,13 +164,16 @@ public final class StreamPipeline: @unchecked Sendable {
         var rowCount = 0
         if errors.count < count { grow(count) }
         if windowed {
-            for i in 0..<count {
-                if history.count == settings.window { history.removeFirst() }
-                history.append(values[i])
-                if history.count == settings.window {
-                    for t in 0..<d { rows[rowCount * d + t] = history[t] }
-                    rowOf[i] = rowCount
-                    rowCount += 1
+            // Under the lock: a checkpoint on the trainer thread reads the history too.
+            lock.withLock {
+                for i in 0..<count {
+                    if history.count == settings.window { history.removeFirst() }
+                    history.append(values[i])
+                    if history.count == settings.window {
+                        for t in 0..<d { rows[rowCount * d + t] = history[t] }
+                        rowOf[i] = rowCount
+                        rowCount += 1
+                    }
                 }
             }
         } else {
@@ -218,7 +223,7 @@ public final class StreamPipeline: @unchecked Sendable {
             accepted += UInt64(count)
             pendingSteps += settings.replayRatio * Double(rowCount) / Double(settings.batchSize)
             if pendingSteps > settings.maximumPendingSteps {
-                skippedSteps += UInt64(pendingSteps - settings.maximumPendingSteps)
+                skippedSteps &+= UInt64(min(pendingSteps - settings.maximumPendingSteps, 1e15))
                 pendingSteps = settings.maximumPendingSteps
             }
         }
@@ -283,6 +288,7 @@ public final class StreamPipeline: @unchecked Sendable {
         lock.withLock {
             exchange.copy(from: autoencoder.parameters)
             exchangeVersion = UInt64(autoencoder.step)
+            mocoVersion = UInt64(moco.step)
             lastLosses = (aeLoss, mocoLoss)
         }
         return true
@@ -343,7 +349,7 @@ public final class StreamPipeline: @unchecked Sendable {
         lock.withLock {
             Status(
                 accepted: accepted, rejected: rejectedCount, buffered: UInt64(buffer.count), evicted: buffer.evicted,
-                skippedSteps: skippedSteps, autoencoderSteps: exchangeVersion, mocoSteps: UInt64(moco.step),
+                skippedSteps: skippedSteps, autoencoderSteps: exchangeVersion, mocoSteps: mocoVersion,
                 warmingUp: accepted < UInt64(settings.warmupSamples) || exchangeVersion < UInt64(settings.warmupSteps)
                     || calibrator.count < UInt64(Self.minimumCalibration),
                 autoencoderLoss: lastLosses.autoencoder, mocoLoss: lastLosses.moco)
@@ -411,6 +417,7 @@ public final class StreamPipeline: @unchecked Sendable {
         stream.exchangeVersion = UInt64(stream.autoencoder.step)
         stream.scorer.parameters.copy(from: stream.exchange)
         stream.scorerVersion = stream.exchangeVersion
+        stream.mocoVersion = UInt64(stream.moco.step)
         return stream
     }
 }

@@ -60,7 +60,9 @@ public final class Context: @unchecked Sendable {
     /// their owner threads wake, close their sockets and stop.
     public func shutdown() { zmq_ctx_shutdown(handle) }
 
-    deinit { zmq_ctx_term(handle) }
+    deinit {
+        while zmq_ctx_term(handle) != 0 && zmq_errno() == EINTR {}
+    }
 
     /// libzmq's version, "4.3.4".
     public static var version: String {
@@ -114,6 +116,15 @@ public struct Socket: ~Copyable {
         var v = value
         guard zmq_setsockopt(handle, option, &v, MemoryLayout<Int32>.size) == 0 else {
             throw ZMQError.last("zmq_setsockopt(\(option))")
+        }
+    }
+
+    /// Largest message the socket accepts (`ZMQ_MAXMSGSIZE`, an int64); a peer that sends a larger one
+    /// is disconnected by libzmq before the message is ever held in memory.
+    public func setMaximumMessageSize(_ bytes: Int64) throws {
+        var v = bytes
+        guard zmq_setsockopt(handle, ZMQ_MAXMSGSIZE, &v, MemoryLayout<Int64>.size) == 0 else {
+            throw ZMQError.last("zmq_setsockopt(ZMQ_MAXMSGSIZE)")
         }
     }
 

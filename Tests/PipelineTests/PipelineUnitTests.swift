@@ -83,6 +83,13 @@ import Testing
         #expect(throws: ConfigurationError.self) { try ConfigurationFile.parse("[stream]\nbogus = 1") }
         #expect(throws: ConfigurationError.self) { try ConfigurationFile.parse("[stream]\nmoco_queue = 100") }
         #expect(throws: ConfigurationError.self) { try ConfigurationFile.parse("[stream.a/b]") }
+        // Values that would trap at run time are refused when the file is read.
+        for bad in [
+            "[stream]\nwarmup_samples = -1", "[stream]\nseed = -1", "high_water_mark = 3000000000",
+            "[stream]\nmin_buffered = 0", "heartbeat_seconds = 1e16", "[stream]\nreplay_ratio = 1e20",
+        ] {
+            #expect(throws: ConfigurationError.self, "\(bad)") { try ConfigurationFile.parse(bad) }
+        }
     }
 
     @Test func theShippedExampleIsValidAndMatchesTheDefaults() throws {
