@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 eddy=.build/release/eddy
 mkdir -p out
+rm -rf out/demo-data   # each demo starts from scratch
 "$eddy" serve --data-dir out/demo-data --log-level warning > out/demo-endpoints.txt &
 serve=$!
 feed=""
