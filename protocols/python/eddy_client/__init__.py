@@ -20,7 +20,7 @@ import zmq
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from eddy.v1 import eddy_pb2 as pb  # noqa: E402
 
-__all__ = ["Producer", "Subscriber", "Snapshot", "fetch_snapshot", "pb", "MESSAGE_TYPES"]
+__all__ = ["Producer", "Subscriber", "Snapshot", "Head", "fetch_snapshot", "fit_head", "pb", "MESSAGE_TYPES"]
 
 # Topic kind (frame 0 up to the first '/') -> message type of frame 1.
 MESSAGE_TYPES = {
@@ -175,3 +175,53 @@ def fetch_snapshot(endpoint, stream, model="autoencoder", timeout_ms=5000, conte
     if reply.WhichOneof("result") != "snapshot":
         raise LookupError(f"{pb.ErrorCode.Name(reply.error.code)}: {reply.error.message}")
     return Snapshot.from_message(reply.snapshot)
+
+
+@dataclass
+class Head:
+    """A linear softmax classifier over a MoCo snapshot's representation."""
+    snapshot: Snapshot
+    weights: np.ndarray   # (features, classes)
+    bias: np.ndarray      # (classes,)
+    mean: np.ndarray      # feature standardisation fitted on the labelled samples
+    scale: np.ndarray
+    classes: np.ndarray   # the label values, in column order
+
+    def features(self, x):
+        return (self.snapshot.representation(x) - self.mean) / self.scale
+
+    def probabilities(self, x):
+        z = self.features(x) @ self.weights + self.bias
+        z -= z.max(axis=1, keepdims=True)
+        e = np.exp(z)
+        return e / e.sum(axis=1, keepdims=True)
+
+    def predict(self, x):
+        return self.classes[np.argmax(self.probabilities(x), axis=1)]
+
+
+def fit_head(snapshot, samples, labels, l2=1e-2, steps=500, learning_rate=0.5):
+    """Fine-tunes on a few labels: a softmax head on the frozen encoder of a MoCo snapshot.
+
+    Full-batch gradient descent on the L2-regularised cross-entropy of standardised
+    representations; a few dozen labelled samples are enough when the representation separates
+    the classes. Returns a Head with `predict` and `probabilities`.
+    """
+    labels = np.asarray(labels)
+    classes, y = np.unique(labels, return_inverse=True)
+    r = snapshot.representation(samples).astype(np.float64)
+    mean, scale = r.mean(axis=0), r.std(axis=0) + 1e-6
+    f = (r - mean) / scale
+    n, k = f.shape[0], len(classes)
+    onehot = np.eye(k)[y]
+    w, b = np.zeros((f.shape[1], k)), np.zeros(k)
+    for _ in range(steps):
+        z = f @ w + b
+        z -= z.max(axis=1, keepdims=True)
+        p = np.exp(z)
+        p /= p.sum(axis=1, keepdims=True)
+        g = (p - onehot) / n
+        w -= learning_rate * (f.T @ g + l2 * w)
+        b -= learning_rate * g.sum(axis=0)
+    return Head(snapshot, w.astype(np.float32), b.astype(np.float32), mean.astype(np.float32),
+                scale.astype(np.float32), classes)

@@ -3,7 +3,7 @@ import time
 
 import numpy as np
 
-from eddy_client import Producer, Subscriber, fetch_snapshot, pb, sample_batch
+from eddy_client import Producer, Subscriber, fetch_snapshot, fit_head, pb, sample_batch
 
 # The same bytes Tests/PipelineTests checks from Swift: SampleBatch{"s", 5, dim 2, count 1, [1, -2]}.
 GOLDEN = bytes([0x0A, 0x01, 0x73, 0x10, 0x05, 0x18, 0x02, 0x20, 0x01,
@@ -142,3 +142,47 @@ def test_sigterm_checkpoints_and_a_restart_continues_steps_and_versions(start_da
         time.sleep(0.1)
     assert later.version > version and later.samples_seen == 2500
     assert again.terminate()[0] == 0
+
+
+def test_a_head_fitted_on_a_few_labels_over_the_published_encoder_classifies_regimes(start_daemon):
+    """Two operating regimes of the same machine (idle, loaded), streamed unlabeled; a subscriber
+    fits a head on 20 labelled samples over the MoCo snapshot and classifies fresh ones."""
+    rng = np.random.default_rng(7)
+
+    def regime(n, loaded, start):
+        x = sensors(n, dim=8, seed=int(rng.integers(1 << 30)), start=start)
+        if loaded:
+            x[:, :4] += 8.0   # four sensors run higher under load
+            x[:, 6] *= 0.3    # and one barely moves
+        return x
+
+    daemon = start_daemon()
+    ep = daemon.endpoints
+    with Producer(ep["ingest"]) as producer, Subscriber(ep["publish"], ["hb/"]) as sub:
+        wait_heartbeat(sub)
+        for i in range(40):
+            producer.send("machine", regime(100, loaded=i % 2 == 1, start=100 * i))
+        # Let the trainer take every step it is owed, then use the MoCo snapshot taken after them.
+        steps, end = None, time.monotonic() + 30
+        while True:
+            assert time.monotonic() < end, "training did not settle"
+            hb = wait_heartbeat(sub)
+            if hb.train_steps == steps and hb.samples_accepted == 4000:
+                break
+            steps = hb.train_steps
+        mocos = next(s.moco_version for s in hb.streams if s.stream == "machine")
+        assert mocos > 0
+        snapshot, end = None, time.monotonic() + 10
+        while snapshot is None or snapshot.message.steps < mocos:
+            assert time.monotonic() < end, "no MoCo snapshot of the last step"
+            time.sleep(0.2)
+            snapshot = fetch_snapshot(ep["snapshots"], "machine", "moco")
+    # Ten labels per regime, spread over the machine's cycles.
+    labelled = np.concatenate([regime(1000, False, 9000)[::100], regime(1000, True, 10000)[::100]])
+    head = fit_head(snapshot, labelled, ["idle"] * 10 + ["loaded"] * 10)
+    fresh_idle, fresh_loaded = regime(200, False, 20000), regime(200, True, 20500)
+    accuracy = (np.mean(head.predict(fresh_idle) == "idle") + np.mean(head.predict(fresh_loaded) == "loaded")) / 2
+    assert accuracy > 0.95, accuracy
+    probabilities = head.probabilities(fresh_idle)
+    assert probabilities.shape == (200, 2) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
+    daemon.terminate()
