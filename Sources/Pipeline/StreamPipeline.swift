@@ -296,32 +296,34 @@ public final class StreamPipeline: @unchecked Sendable {
 
     /// Snapshots of the models that trained since their last snapshot (trainer thread).
     public func takeSnapshots(now: Int64, force: Bool = false) -> [Snapshot] {
-        var out: [Snapshot] = []
         let (samples, mean, variance) = lock.withLock {
             (accepted, scorer.normaliser.means, scorer.normaliser.variances)
         }
+        func snapshot(
+            _ kind: Snapshot.Kind, version: UInt64, _ layout: NetworkLayout, _ parameters: [Float],
+            representationLayer: Int, temperature: Float
+        ) -> Snapshot {
+            Snapshot(
+                stream: name, kind: kind, version: version, samplesSeen: samples, steps: version,
+                inputDimension: inputDimension, window: settings.window, layers: Self.layers(layout, parameters),
+                normaliserMean: mean, normaliserVariance: variance, representationLayer: representationLayer,
+                temperature: temperature, createdNanoseconds: now)
+        }
+        var out: [Snapshot] = []
         let aeVersion = UInt64(autoencoder.step), mocoVersion = UInt64(moco.step)
         if aeVersion > snapshotVersions.autoencoder || (force && aeVersion > 0) {
             snapshotVersions.autoencoder = aeVersion
             out.append(
-                Snapshot(
-                    stream: name, kind: .autoencoder, version: aeVersion, samplesSeen: samples, steps: aeVersion,
-                    inputDimension: inputDimension, window: settings.window,
-                    layers: Self.layers(autoencoder.layout, autoencoder.parameterValues),
-                    normaliserMean: mean, normaliserVariance: variance,
-                    representationLayer: settings.autoencoderHidden.count / 2, temperature: 0,
-                    createdNanoseconds: now))
+                snapshot(
+                    .autoencoder, version: aeVersion, autoencoder.layout, autoencoder.parameterValues,
+                    representationLayer: settings.autoencoderHidden.count / 2, temperature: 0))
         }
         if mocoVersion > snapshotVersions.moco || (force && mocoVersion > 0) {
             snapshotVersions.moco = mocoVersion
             out.append(
-                Snapshot(
-                    stream: name, kind: .moco, version: mocoVersion, samplesSeen: samples, steps: mocoVersion,
-                    inputDimension: inputDimension, window: settings.window,
-                    layers: Self.layers(moco.layout, moco.queryParameters),
-                    normaliserMean: mean, normaliserVariance: variance,
-                    representationLayer: settings.mocoEncoder.count - 1, temperature: settings.mocoTemperature,
-                    createdNanoseconds: now))
+                snapshot(
+                    .moco, version: mocoVersion, moco.layout, moco.queryParameters,
+                    representationLayer: settings.mocoEncoder.count - 1, temperature: settings.mocoTemperature))
         }
         return out
     }
