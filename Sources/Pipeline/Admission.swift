@@ -6,8 +6,8 @@ import Learning
 ///
 /// Checks, in order (the first failure names the rejection): two frames; a usable stream name in
 /// frame 0; size within limits; frame 1 decodes as a SampleBatch naming the same stream; count and
-/// dim positive, `values` exactly `count · dim` floats, timestamps absent or one per sample; the
-/// stream exists or may be created; dim matches the stream's; every value finite.
+/// dim positive, `values` exactly `count · dim` floats, timestamps absent or one per sample; every
+/// value finite; the stream exists or may be created; dim matches the stream's.
 public enum Admission {
     case accepted(StreamPipeline, Eddy_V1_SampleBatch, [Float])
     case rejected(Eddy_V1_ErrorCode, String, stream: String?, sequence: UInt64, samples: Int)
@@ -55,6 +55,11 @@ public enum Admission {
         guard batch.timestampsNs.isEmpty || batch.timestampsNs.count == count else {
             return reject(.undecodable, "\(batch.timestampsNs.count) timestamps for \(count) samples")
         }
+        // Values before the stream: a bad first batch must not create a stream.
+        let values = Wire.floats(batch.values)!
+        if let bad = values.withUnsafeBufferPointer({ Kernels.firstNonFinite($0.baseAddress!, count: $0.count) }) {
+            return reject(.nonFinite, "value \(bad % dim) of sample \(bad / dim) is \(values[bad])")
+        }
         let stream: StreamPipeline
         switch lookup(name, dim) {
         case .success(let s): stream = s
@@ -62,10 +67,6 @@ public enum Admission {
         }
         guard dim == stream.sampleDimension else {
             return reject(.dimMismatch, "stream \(name) has dim \(stream.sampleDimension), the batch has \(dim)")
-        }
-        let values = Wire.floats(batch.values)!
-        if let bad = values.withUnsafeBufferPointer({ Kernels.firstNonFinite($0.baseAddress!, count: $0.count) }) {
-            return reject(.nonFinite, "value \(bad % dim) of sample \(bad / dim) is \(values[bad])")
         }
         return .accepted(stream, batch, values)
     }

@@ -269,14 +269,13 @@ public final class StreamPipeline: @unchecked Sendable {
 
     /// One step of each model on a minibatch from the buffer, if one is owed.
     ///
-    /// - Parameter force: step even if none is owed (replay steps a fixed number of times per sample).
     /// - Returns: false when no step was taken.
     @discardableResult
-    public func trainStep(force: Bool = false) -> Bool {
+    public func trainStep() -> Bool {
         let n = settings.batchSize
         let ready: Bool = lock.withLock {
-            guard buffer.count >= settings.minimumBuffered, force || pendingSteps >= 1 else { return false }
-            if !force { pendingSteps -= 1 }
+            guard buffer.count >= settings.minimumBuffered, pendingSteps >= 1 else { return false }
+            pendingSteps -= 1
             buffer.sample(n, into: batch.pointer, ids: batchIDs)
             autoencoder.normaliser.copy(from: scorer.normaliser)
             moco.normaliser.copy(from: scorer.normaliser)
@@ -295,7 +294,7 @@ public final class StreamPipeline: @unchecked Sendable {
     }
 
     /// Snapshots of the models that trained since their last snapshot (trainer thread).
-    public func takeSnapshots(now: Int64, force: Bool = false) -> [Snapshot] {
+    public func takeSnapshots(now: Int64) -> [Snapshot] {
         let (samples, mean, variance) = lock.withLock {
             (accepted, scorer.normaliser.means, scorer.normaliser.variances)
         }
@@ -311,14 +310,14 @@ public final class StreamPipeline: @unchecked Sendable {
         }
         var out: [Snapshot] = []
         let aeVersion = UInt64(autoencoder.step), mocoVersion = UInt64(moco.step)
-        if aeVersion > snapshotVersions.autoencoder || (force && aeVersion > 0) {
+        if aeVersion > snapshotVersions.autoencoder {
             snapshotVersions.autoencoder = aeVersion
             out.append(
                 snapshot(
                     .autoencoder, version: aeVersion, autoencoder.layout, autoencoder.parameterValues,
                     representationLayer: settings.autoencoderHidden.count / 2, temperature: 0))
         }
-        if mocoVersion > snapshotVersions.moco || (force && mocoVersion > 0) {
+        if mocoVersion > snapshotVersions.moco {
             snapshotVersions.moco = mocoVersion
             out.append(
                 snapshot(

@@ -199,6 +199,7 @@ func values(_ n: Int, seed: Int) -> [Float] {
             (.undecodable, [Array("good".utf8), try batchBytes(stream: "good", dim: 4, count: 3, values: [1, 2])]),
             (.dimMismatch, [Array("good".utf8), try batchBytes(stream: "good", dim: 5, count: 2)]),
             (.nonFinite, [Array("good".utf8), try batchBytes(stream: "good", dim: 4, count: 2, values: nan)]),
+            (.nonFinite, [Array("new".utf8), try batchBytes(stream: "new", dim: 4, count: 2, values: nan)]),
             (.oversized, [Array("good".utf8), try batchBytes(stream: "good", dim: 4, count: 101)]),
             (.badStreamName, [Array("a/b".utf8), try batchBytes(stream: "a/b", dim: 4, count: 1)]),
             (.tooManyStreams, [Array("third".utf8), try batchBytes(stream: "third", dim: 4, count: 1)]),
@@ -235,6 +236,7 @@ func values(_ n: Int, seed: Int) -> [Float] {
         let good = try #require(hb.streams.first { $0.stream == "good" })
         #expect(good.accepted == sequence, "rejected messages leave the stream's state untouched")
         #expect(good.rejected == 8, "rejections naming an existing stream count against it")
+        #expect(hb.streams.map(\.stream) == ["good", "second"], "a rejected first batch creates no stream")
     }
 
     @Test func restartResumesFromTheCheckpointWithStepsAndVersionsContinuing() throws {
