@@ -139,6 +139,10 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var heartbeatSeconds = 1.0
     /// Queue bound between the daemon's threads and towards each subscriber (ZeroMQ high-water marks).
     public var highWaterMark = 100_000
+    /// Messages the ingest socket queues before TCP pushes back on the producers (their sends block).
+    /// Counted in messages whatever their size, so it is kept small: 1,000 messages of 256 samples of
+    /// dim 32 are 32 MB, and a flood cannot grow the daemon's memory past that.
+    public var ingestHighWaterMark = 1000
     /// Settings of streams created by their first batch.
     public var streamDefaults = StreamConfiguration()
     /// Streams declared up front, by name: created at start with these settings.
@@ -163,8 +167,11 @@ public struct DaemonConfiguration: Sendable, Equatable {
         if snapshotEverySteps < 1 || checkpointsKept < 1 || maxStreamNameBytes < 1 {
             throw ConfigurationError.invalid("snapshot_every_steps, checkpoints_kept, max_stream_name_bytes must be >= 1")
         }
-        if highWaterMark < 1 || highWaterMark > Int(Int32.max) || maxMessageBytes > Int(Int32.max) {
-            throw ConfigurationError.invalid("high_water_mark must be in [1, 2^31) and max_message_bytes below 2^31")
+        if highWaterMark < 1 || highWaterMark > Int(Int32.max) || ingestHighWaterMark < 1
+            || ingestHighWaterMark > Int(Int32.max) || maxMessageBytes > Int(Int32.max)
+        {
+            throw ConfigurationError.invalid(
+                "high_water_mark and ingest_high_water_mark must be in [1, 2^31) and max_message_bytes below 2^31")
         }
         try streamDefaults.validate(name: "defaults")
         for (name, s) in streams {

@@ -94,6 +94,7 @@ public enum ConfigurationFile {
         case "checkpoints_kept": c.checkpointsKept = try int(v)
         case "heartbeat_seconds": c.heartbeatSeconds = try double(v)
         case "high_water_mark": c.highWaterMark = try int(v)
+        case "ingest_high_water_mark": c.ingestHighWaterMark = try int(v)
         default:
             throw ValueError(why: "unknown key (stream keys go under [stream] or [stream.NAME])")
         }

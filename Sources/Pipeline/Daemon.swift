@@ -6,14 +6,15 @@ import Logging
 import SwiftProtobuf
 import ZeroMQ
 
-/// Eddy's main job: ingest over PULL, a trainer, a publisher over PUB, and a snapshot server over REP,
-/// each on a thread of its own that owns its sockets. They talk through inproc PUSH/PULL pipes and
-/// per-stream locks; the trainer owns the models.
+/// Eddy's main job on three threads, each owning its sockets: ingest (PULL in, PUB out: a sample is
+/// received, scored and its score published without crossing a thread), the trainer (hands snapshots
+/// to ingest's PUB through an inproc PUSH/PULL pipe), and the snapshot server (REP). Per-stream locks
+/// guard what ingest and the trainer share; the trainer owns the models.
 ///
 /// Life cycle: `init` validates the configuration and resumes from the newest valid checkpoint;
 /// `start()` binds everything and returns the endpoints actually bound (port 0 / `*` is allowed);
-/// `stop()` stops ingest, lets the trainer finish its step and checkpoint, flushes the publisher, and
-/// returns when every thread has ended.
+/// `stop()` stops taking samples, lets the trainer finish its step and checkpoint, publishes what is
+/// left, and returns when every thread has ended.
 public final class Daemon: @unchecked Sendable {
     public struct Endpoints: Sendable, Equatable {
         public var ingest: String
@@ -44,6 +45,8 @@ public final class Daemon: @unchecked Sendable {
     let stateLock = Lock()
     var stopIngest = false, stopTrainer = false, stopServers = false
     var finishedThreads: [String: DispatchSemaphore] = [:]
+    /// Signalled when the ingest thread has taken its last sample (it goes on publishing).
+    let ingestDrained = DispatchSemaphore(value: 0)
     let trainerWake = NSCondition()
 
     public init(configuration: DaemonConfiguration, logger: Logger) throws {
@@ -85,15 +88,14 @@ public final class Daemon: @unchecked Sendable {
 
     /// Binds every socket and starts the threads; returns the endpoints actually bound.
     public func start() throws -> Endpoints {
-        let publisher = Promise<String>(), server = Promise<String>(), ingest = Promise<String>()
+        let ingest = Promise<(ingest: String, publish: String)>(), server = Promise<String>()
         let trainer = Promise<String>()
-        spawn("eddy-publisher") { self.runPublisher(ready: publisher) }
-        let publish = try publisher.wait()
+        spawn("eddy-ingest") { self.runIngest(ready: ingest) }
         spawn("eddy-snapshots") { self.runSnapshotServer(ready: server) }
         spawn("eddy-trainer") { self.runTrainer(ready: trainer) }
-        spawn("eddy-ingest") { self.runIngest(ready: ingest) }
         do {
-            let endpoints = Endpoints(ingest: try ingest.wait(), publish: publish, snapshots: try server.wait())
+            let bound = try ingest.wait()
+            let endpoints = Endpoints(ingest: bound.ingest, publish: bound.publish, snapshots: try server.wait())
             _ = try trainer.wait()
             logger.info(
                 "eddy serving",
@@ -108,19 +110,23 @@ public final class Daemon: @unchecked Sendable {
         }
     }
 
-    /// Graceful stop: ingest first, then the trainer (which checkpoints), then the servers. Returns
-    /// when every thread has ended. Safe to call more than once. A stage that does not end in time
-    /// (a thread blocked on a pipe whose reader died) is woken by shutting the context down (ETERM).
+    /// Graceful stop: samples first, then the trainer (which checkpoints), then the servers and the
+    /// publishing of what is left. Returns when every thread has ended. Safe to call more than once.
+    /// A stage that does not end in time (a thread blocked on a pipe whose reader died) is woken by
+    /// shutting the context down (ETERM).
     public func stop() {
         stateLock.withLock { stopIngest = true }
         trainerWake.broadcast()
-        join("eddy-ingest", within: 10)
+        if ingestDrained.wait(timeout: .now() + 10) == .timedOut {
+            logger.error("ingest did not stop taking samples in time")
+        }
+        ingestDrained.signal()  // stays signalled for a second `stop()`
         stateLock.withLock { stopTrainer = true }
         trainerWake.broadcast()
         join("eddy-trainer", within: 120)  // it writes the final checkpoint
         stateLock.withLock { stopServers = true }
         join("eddy-snapshots", within: 10)
-        join("eddy-publisher", within: 10)
+        join("eddy-ingest", within: 10)
     }
 
     /// Waits for the named thread to end; past `seconds`, shuts the context down and waits again.
@@ -157,29 +163,58 @@ public final class Daemon: @unchecked Sendable {
 
     // MARK: Ingest
 
-    func runIngest(ready: Promise<String>) {
+    /// Receives samples, scores them and publishes their scores on PUB; also publishes what the
+    /// trainer hands over through the pipe, and heartbeats. After `stop()` it takes no more samples
+    /// but publishes until the trainer and the snapshot server have ended and the pipe is empty.
+    func runIngest(ready: Promise<(ingest: String, publish: String)>) {
+        defer { ingestDrained.signal() }
         do {
+            let pub = try Socket(context, .pub)
+            try pub.setHighWaterMarks(send: configuration.highWaterMark, receive: configuration.highWaterMark)
+            let publishEndpoint = try pub.bind(configuration.publish)
+            let pipe = try Socket(context, .pull)
+            try pipe.setHighWaterMarks(send: configuration.highWaterMark, receive: configuration.highWaterMark)
+            try pipe.bind(publishPipe)
             let pull = try Socket(context, .pull)
-            try pull.setHighWaterMarks(send: configuration.highWaterMark, receive: configuration.highWaterMark)
+            try pull.setHighWaterMarks(send: configuration.ingestHighWaterMark, receive: configuration.ingestHighWaterMark)
             // A frame up to twice max_message_bytes is received and rejected as OVERSIZED (reported);
             // a larger one makes libzmq drop the connection before holding it in memory.
             try pull.setMaximumMessageSize(2 * Int64(configuration.maxMessageBytes))
-            let endpoint = try pull.bind(configuration.ingest)
-            let out = try Socket(context, .push)
-            try out.setHighWaterMarks(send: configuration.highWaterMark, receive: configuration.highWaterMark)
-            try out.connect(publishPipe)
-            ready.fulfil(endpoint)
+            let ingestEndpoint = try pull.bind(configuration.ingest)
+            ready.fulfil((ingestEndpoint, publishEndpoint))
             var run = Coalesced()
-            while !ingestStopping {
-                guard try pull.poll(timeout: 50) else { continue }
-                // Drain what is queued (at most 1,000 messages between looks at the stop flag).
-                // Consecutive batches of one stream with contiguous sequence numbers are scored and
-                // published as one: a producer sending one sample per message gets batched scoring.
-                for _ in 0..<1000 {
-                    guard let frames = try pull.receive(dontWait: true) else { break }
-                    handle(frames, run: &run, publisher: out)
+            var ingesting = true
+            var nextHeartbeat = Self.monotonic()
+            while true {
+                let untilHeartbeat = Int(max(0, min(nextHeartbeat - Self.monotonic(), 1)) * 1000)
+                let ready = try Socket.poll(pull, pipe, watchFirst: ingesting, timeout: min(untilHeartbeat, 50))
+                if ready.first {
+                    // Drain what is queued (at most 1,000 messages between looks at the rest).
+                    // Consecutive batches of one stream with contiguous sequence numbers are scored
+                    // and published as one: a producer sending one sample per message gets batched
+                    // scoring.
+                    for _ in 0..<1000 {
+                        guard let frames = try pull.receive(dontWait: true) else { break }
+                        handle(frames, run: &run, publisher: pub)
+                    }
+                    flush(&run, publisher: pub)
                 }
-                flush(&run, publisher: out)
+                if ready.second {
+                    for _ in 0..<1000 {
+                        guard let frames = try pipe.receive(dontWait: true) else { break }
+                        try pub.send(frames)
+                    }
+                }
+                if Self.monotonic() >= nextHeartbeat {
+                    nextHeartbeat = Self.monotonic() + configuration.heartbeatSeconds
+                    try pub.send([Array(Topic.heartbeat.utf8), try heartbeat().serializedBytes()])
+                }
+                if ingesting && ingestStopping {
+                    ingesting = false
+                    ingestDrained.signal()
+                }
+                // Stop once the other stages are gone and the pipe is empty.
+                if serversStopping, try !pipe.poll(timeout: 0) { break }
             }
         } catch {
             ready.fail(error)
@@ -286,15 +321,15 @@ public final class Daemon: @unchecked Sendable {
              publisher: publisher, samples: 0)
     }
 
-    /// Hands a message to the publisher thread. Blocks when the pipe is full (backpressure onto the
-    /// producers) rather than dropping.
+    /// Publishes a message. PUB never blocks: a subscriber `high_water_mark` messages behind loses
+    /// messages (ZeroMQ's rule); `samplesDropped` counts scores the socket refused outright.
     func send<M: SwiftProtobuf.Message>(_ topic: String, _ message: M, publisher: borrowing Socket, samples: Int) {
         do {
             let body: [UInt8] = try message.serializedBytes()
             try publisher.send([Array(topic.utf8), body])
         } catch {
             samplesDropped.add(UInt64(samples))
-            logger.error("publish pipe failed", metadata: ["error": "\(error)", "topic": "\(topic)"])
+            logger.error("publish failed", metadata: ["error": "\(error)", "topic": "\(topic)"])
         }
     }
 
@@ -380,38 +415,7 @@ public final class Daemon: @unchecked Sendable {
         }
     }
 
-    // MARK: Publisher
-
-    func runPublisher(ready: Promise<String>) {
-        do {
-            let pub = try Socket(context, .pub)
-            try pub.setHighWaterMarks(send: configuration.highWaterMark, receive: configuration.highWaterMark)
-            let endpoint = try pub.bind(configuration.publish)
-            let pipe = try Socket(context, .pull)
-            try pipe.setHighWaterMarks(send: configuration.highWaterMark, receive: configuration.highWaterMark)
-            try pipe.bind(publishPipe)
-            ready.fulfil(endpoint)
-            var nextHeartbeat = Self.monotonic()
-            while true {
-                let wait = Int(max(0, min(nextHeartbeat - Self.monotonic(), 1)) * 1000)
-                if try pipe.poll(timeout: min(wait, 50)) {
-                    for _ in 0..<10_000 {
-                        guard let frames = try pipe.receive(dontWait: true) else { break }
-                        try pub.send(frames)
-                    }
-                }
-                if Self.monotonic() >= nextHeartbeat {
-                    nextHeartbeat = Self.monotonic() + configuration.heartbeatSeconds
-                    try pub.send([Array(Topic.heartbeat.utf8), try heartbeat().serializedBytes()])
-                }
-                // Stop once the other stages are gone and the pipe is empty.
-                if serversStopping, try !pipe.poll(timeout: 0) { break }
-            }
-        } catch {
-            ready.fail(error)
-            logger.error("publisher stopped", metadata: ["error": "\(error)"])
-        }
-    }
+    // MARK: Heartbeats
 
     public func heartbeat() -> Eddy_V1_Heartbeat {
         var hb = Eddy_V1_Heartbeat()

@@ -114,6 +114,30 @@ struct Rate {
 }
 
 /// One result: printed as `key value` lines, or as a single JSON object.
+/// The share of the machine's CPU time the hypervisor took (`steal` in /proc/stat) between `init`
+/// and `fraction`: on a virtual machine it explains much of the run-to-run spread, so the daemon
+/// benchmarks report it beside their figures.
+struct StealMeter {
+    private let start: (steal: Double, total: Double)?
+
+    init() { start = Self.read() }
+
+    var fraction: Double {
+        guard let a = start, let b = Self.read(), b.total > a.total else { return .nan }
+        return (b.steal - a.steal) / (b.total - a.total)
+    }
+
+    private static func read() -> (steal: Double, total: Double)? {
+        guard let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8),
+            let line = text.split(separator: "\n").first(where: { $0.hasPrefix("cpu ") })
+        else { return nil }
+        let v = line.split(separator: " ").dropFirst().compactMap { Double($0) }
+        guard v.count >= 8 else { return nil }
+        // user nice system idle iowait irq softirq steal (guest time is already in user)
+        return (v[7], v[0..<8].reduce(0, +))
+    }
+}
+
 struct Report {
     var fields: [(String, String)] = []
 

@@ -78,6 +78,7 @@ struct IngestBench: ParsableCommand {
             report.add("train_steps_per_second", daemon.stepsRate)
             report.add("libzmq_push_pull_samples_per_second", ceiling)
             report.add("fraction_of_libzmq", daemon.rate / ceiling)
+            report.add("cpu_steal_fraction", daemon.steal)
             report.print(json: json)
         }
     }
@@ -85,7 +86,7 @@ struct IngestBench: ParsableCommand {
     /// Floods a live daemon from one producer for `seconds`; counts accepted samples, with a
     /// subscriber receiving every score.
     func measureDaemon(messages: [[[UInt8]]], samplesPerMessage: Int) throws
-        -> (rate: Double, scoresRate: Double, stepsRate: Double)
+        -> (rate: Double, scoresRate: Double, stepsRate: Double, steal: Double)
     {
         let daemon = try Daemon(configuration: benchDaemonConfiguration(), logger: quietLogger())
         let endpoints = try daemon.start()
@@ -118,6 +119,7 @@ struct IngestBench: ParsableCommand {
         }
         Thread.sleep(forTimeInterval: 1)  // warm-up: stream created, trainer running
         let a0 = daemon.samplesAccepted.load, s0 = scores.load, t0 = daemon.trainSteps.load
+        let steal = StealMeter()
         let start = Date()
         Thread.sleep(forTimeInterval: seconds)
         let elapsed = Date().timeIntervalSince(start)
@@ -125,7 +127,7 @@ struct IngestBench: ParsableCommand {
         stop.set()
         producer.join()
         subscriberThread.join()
-        return (Double(a1 - a0) / elapsed, Double(s1 - s0) / elapsed, Double(t1 - t0) / elapsed)
+        return (Double(a1 - a0) / elapsed, Double(s1 - s0) / elapsed, Double(t1 - t0) / elapsed, steal.fraction)
     }
 
     /// The same messages through bare libzmq: one PUSH thread, one PULL thread that only receives.
@@ -189,8 +191,10 @@ struct LatencyBench: ParsableCommand {
     func run() throws {
         let daemon = try Daemon(configuration: benchDaemonConfiguration(), logger: quietLogger())
         let endpoints = try daemon.start()
+        let steal = StealMeter()
         let eddy = try measure(ingest: endpoints.ingest, publish: endpoints.publish, topic: "score/")
         let steps = daemon.trainSteps.load
+        let stealFraction = steal.fraction
         daemon.stop()
         let raw = try measureForwarder()
         var report = Report()
@@ -204,6 +208,7 @@ struct LatencyBench: ParsableCommand {
         report.add("train_steps", Int(steps))
         report.add("libzmq_forwarder_p50_ms", raw.percentile(0.50))
         report.add("libzmq_forwarder_p99_ms", raw.percentile(0.99))
+        report.add("cpu_steal_fraction", stealFraction)
         report.print(json: json)
     }
 

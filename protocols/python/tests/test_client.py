@@ -31,6 +31,21 @@ def wait_heartbeat(sub, timeout=10.0):
     raise AssertionError("no heartbeat")
 
 
+def wait_snapshot(endpoint, stream, model="autoencoder", accept=lambda message: True, timeout=10.0):
+    """The stream's snapshot once the daemon has one that `accept`s: a step counted in a heartbeat
+    is published a moment later."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            snapshot = fetch_snapshot(endpoint, stream, model)
+            if accept(snapshot.message):
+                return snapshot
+        except LookupError:
+            pass
+        assert time.monotonic() < end, f"no {model} snapshot of {stream} within {timeout} s"
+        time.sleep(0.1)
+
+
 def test_ten_thousand_samples_get_ten_thousand_scores_and_numpy_reproduces_the_errors(start_daemon):
     daemon = start_daemon()
     ep = daemon.endpoints
@@ -117,7 +132,7 @@ def test_sigterm_checkpoints_and_a_restart_continues_steps_and_versions(start_da
             hb = wait_heartbeat(sub)
             if hb.samples_accepted == 2000 and hb.train_steps > 0:
                 break
-        version = fetch_snapshot(daemon.endpoints["snapshots"], "s").message.version
+        version = wait_snapshot(daemon.endpoints["snapshots"], "s").message.version
     code, seconds = daemon.terminate()
     assert code == 0 and seconds < 10
     assert list(data_dir.glob("checkpoint-*.eddy"))
