@@ -41,10 +41,12 @@ let package = Package(
             dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
             swiftSettings: settings
         ),
+        // Thread scheduling policy and names (GNU-only constants and calls Swift does not import).
+        .target(name: "CSystem"),
         .target(
             name: "Pipeline",
             dependencies: [
-                "Learning", "LinearAlgebra", "ZeroMQ", "EddyProtocol",
+                "Learning", "LinearAlgebra", "ZeroMQ", "EddyProtocol", "CSystem",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -143,6 +143,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// Counted in messages whatever their size, so it is kept small: 1,000 messages of 256 samples of
     /// dim 32 are 32 MB, and a flood cannot grow the daemon's memory past that.
     public var ingestHighWaterMark = 1000
+    /// How the trainer thread is scheduled: `idle` (SCHED_IDLE: only CPU time nothing else wants) or
+    /// a nice value 0...19.
+    public var trainerPriority = TrainerPriority.idle
     /// Settings of streams created by their first batch.
     public var streamDefaults = StreamConfiguration()
     /// Streams declared up front, by name: created at start with these settings.
@@ -207,5 +210,29 @@ public enum StreamName {
             return "the stream name contains a control character"
         }
         return nil
+    }
+}
+
+/// The trainer thread's scheduling: SCHED_IDLE, or SCHED_OTHER at a nice value.
+public enum TrainerPriority: Sendable, Equatable, CustomStringConvertible {
+    case idle
+    case nice(Int)
+
+    /// `idle` or a nice value 0...19, as in a configuration file.
+    public init?(_ text: String) {
+        if text == "idle" {
+            self = .idle
+        } else if let n = Int(text), (0...19).contains(n) {
+            self = .nice(n)
+        } else {
+            return nil
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .idle: "idle"
+        case .nice(let n): String(n)
+        }
     }
 }

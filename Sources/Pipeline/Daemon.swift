@@ -3,6 +3,7 @@ import Foundation
 import Learning
 import LinearAlgebra
 import Logging
+import CSystem
 import SwiftProtobuf
 import ZeroMQ
 
@@ -144,6 +145,7 @@ public final class Daemon: @unchecked Sendable {
         let done = DispatchSemaphore(value: 0)
         stateLock.withLock { finishedThreads[name] = done }
         let thread = Thread {
+            eddy_set_thread_name(name)
             body()
             done.signal()
         }
@@ -336,11 +338,19 @@ public final class Daemon: @unchecked Sendable {
     // MARK: Trainer
 
     func runTrainer(ready: Promise<String>) {
-        // Training takes whatever CPU ingest and publishing leave: at nice 10 the scheduler gives
-        // this thread about a tenth of a contended core, so a burst of samples is scored without
-        // waiting behind a training step.
-        // (On Linux, PRIO_PROCESS with who 0 sets the calling thread's nice value only.)
-        setpriority(__priority_which_t(PRIO_PROCESS.rawValue), 0, 10)
+        // Training takes the CPU scoring leaves. Under SCHED_IDLE a waking ingest thread, or one
+        // of libzmq's, is placed on the trainer's core at once, as if it were idle; at a nice value
+        // it may wait for a slice to end. Idle halves the p99 latency at 10 k samples/s on two cores
+        // and costs training steps while traffic is dense (`eddy bench latency`, README).
+        let failed: Int32
+        switch configuration.trainerPriority {
+        case .idle: failed = eddy_set_thread_idle()
+        case .nice(let n): failed = eddy_set_thread_nice(Int32(n))
+        }
+        if failed != 0 {
+            logger.warning(
+                "trainer priority not set", metadata: ["trainer.priority": "\(configuration.trainerPriority)", "errno": "\(failed)"])
+        }
         do {
             let out = try Socket(context, .push)
             try out.setHighWaterMarks(send: configuration.highWaterMark, receive: configuration.highWaterMark)

@@ -61,6 +61,7 @@ import Testing
             # Eddy
             ingest = "tcp://0.0.0.0:9000"   # every interface
             max_streams = 8
+            trainer_priority = 5
             [stream]
             threshold = 0.99
             autoencoder_hidden = 32, 8, 32
@@ -68,7 +69,7 @@ import Testing
             dim = 6
             replay_ratio = 2.5
             """)
-        #expect(c.ingest == "tcp://0.0.0.0:9000" && c.maxStreams == 8)
+        #expect(c.ingest == "tcp://0.0.0.0:9000" && c.maxStreams == 8 && c.trainerPriority == .nice(5))
         #expect(c.streamDefaults.threshold == 0.99 && c.streamDefaults.autoencoderHidden == [32, 8, 32])
         let pump = try #require(c.streams["pump-7"])
         #expect(pump.dim == 6 && pump.replayRatio == 2.5 && pump.threshold == 0.99)
@@ -87,6 +88,7 @@ import Testing
         for bad in [
             "[stream]\nwarmup_samples = -1", "[stream]\nseed = -1", "high_water_mark = 3000000000",
             "[stream]\nmin_buffered = 0", "heartbeat_seconds = 1e16", "[stream]\nreplay_ratio = 1e20",
+            "trainer_priority = 20", "trainer_priority = realtime",
         ] {
             #expect(throws: ConfigurationError.self, "\(bad)") { try ConfigurationFile.parse(bad) }
         }

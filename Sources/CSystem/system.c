@@ -1,0 +1,27 @@
+#define _GNU_SOURCE
+#include "eddy_system.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <sched.h>
+#include <string.h>
+#include <sys/resource.h>
+
+int eddy_set_thread_idle(void) {
+    struct sched_param param;
+    memset(&param, 0, sizeof param);
+    // pid 0 is the calling thread: Linux schedules threads, not processes.
+    return sched_setscheduler(0, SCHED_IDLE, &param) == 0 ? 0 : errno;
+}
+
+int eddy_set_thread_nice(int nice) {
+    // PRIO_PROCESS with who 0 sets the calling thread's nice value on Linux.
+    return setpriority(PRIO_PROCESS, 0, nice) == 0 ? 0 : errno;
+}
+
+void eddy_set_thread_name(const char *name) {
+    char shortened[16];
+    strncpy(shortened, name, sizeof shortened - 1);
+    shortened[sizeof shortened - 1] = 0;
+    pthread_setname_np(pthread_self(), shortened);
+}
