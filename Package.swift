@@ -71,7 +71,7 @@ let package = Package(
         .testTarget(
             name: "PipelineTests",
             dependencies: [
-                "Pipeline", "Learning", "ZeroMQ", "EddyProtocol", "Workloads",
+                "Pipeline", "Learning", "ZeroMQ", "EddyProtocol", "Workloads", "CSystem",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
             ],

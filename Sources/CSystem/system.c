@@ -7,11 +7,28 @@
 #include <string.h>
 #include <sys/resource.h>
 
-int eddy_set_thread_idle(void) {
+static __thread int thread_is_idle;   // this thread chose SCHED_IDLE
+static __thread int locks_held;       // nesting depth of ceiling sections
+
+static int set_policy(int policy) {
     struct sched_param param;
     memset(&param, 0, sizeof param);
     // pid 0 is the calling thread: Linux schedules threads, not processes.
-    return sched_setscheduler(0, SCHED_IDLE, &param) == 0 ? 0 : errno;
+    return sched_setscheduler(0, policy, &param) == 0 ? 0 : errno;
+}
+
+int eddy_set_thread_idle(void) {
+    int failed = set_policy(SCHED_IDLE);
+    if (!failed) thread_is_idle = 1;
+    return failed;
+}
+
+void eddy_lock_ceiling_enter(void) {
+    if (thread_is_idle && locks_held++ == 0) set_policy(SCHED_OTHER);
+}
+
+void eddy_lock_ceiling_leave(void) {
+    if (thread_is_idle && --locks_held == 0) set_policy(SCHED_IDLE);
 }
 
 int eddy_set_thread_nice(int nice) {

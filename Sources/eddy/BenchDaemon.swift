@@ -186,10 +186,14 @@ struct LatencyBench: ParsableCommand {
     @Option(help: "Offered load, samples per second (single-sample messages).") var rate: Double = 10_000
     @Option(help: "Features per sample.") var dim: Int = 32
     @Option(help: "Seconds measured, after one second of warm-up.") var seconds: Double = 5
+    @Flag(inversion: .prefixedNo, help: "Train while measuring (--no-training: replay_ratio 0, scoring only).")
+    var training = true
     @Flag(help: "One JSON object.") var json = false
 
     func run() throws {
-        let daemon = try Daemon(configuration: benchDaemonConfiguration(), logger: quietLogger())
+        var configuration = benchDaemonConfiguration()
+        if !training { configuration.streamDefaults.replayRatio = 0 }
+        let daemon = try Daemon(configuration: configuration, logger: quietLogger())
         let endpoints = try daemon.start()
         let steal = StealMeter()
         let eddy = try measure(ingest: endpoints.ingest, publish: endpoints.publish, topic: "score/")
@@ -199,6 +203,7 @@ struct LatencyBench: ParsableCommand {
         let raw = try measureForwarder()
         var report = Report()
         report.add("offered_samples_per_second", rate)
+        report.add("training", training ? "yes" : "no")
         report.add("dim", dim)
         report.add("samples_measured", eddy.count)
         report.add("p50_ms", eddy.percentile(0.50))

@@ -1,7 +1,9 @@
+import CSystem
 import EddyProtocol
 import Foundation
 import Learning
 import Pipeline
+import Synchronization
 import SwiftProtobuf
 import Testing
 
@@ -38,6 +40,33 @@ import Testing
         }
         let early = Double(held[0..<10].reduce(0, +)) / 10 / 2000, late = Double(held[80..<90].reduce(0, +)) / 10 / 2000
         #expect(abs(early - 0.5) < 0.06 && abs(late - 0.5) < 0.06, "early \(early), late \(late)")
+    }
+}
+
+@Suite struct LockCeilingTests {
+    /// A thread under SCHED_IDLE holds a lock at SCHED_OTHER (nested locks too) and is idle again
+    /// once it lets go; a normal thread's policy never changes.
+    @Test func anIdleThreadHoldsLocksAtNormalPriority() throws {
+        let policies = Mutex<[Int32]>([])
+        let done = DispatchSemaphore(value: 0)
+        let outer = Lock(), inner = Lock()
+        Thread {
+            let record = { policies.withLock { $0.append(sched_getscheduler(0)) } }
+            record()  // normal thread, no lock
+            outer.withLock { record() }
+            if eddy_set_thread_idle() == 0 {
+                record()  // idle, no lock
+                outer.withLock {
+                    inner.withLock { record() }
+                    record()  // still holding the outer lock
+                }
+                record()  // idle again
+            }
+            done.signal()
+        }.start()
+        done.wait()
+        let other: Int32 = 0, idle: Int32 = 5  // SCHED_OTHER, SCHED_IDLE (linux/sched.h)
+        #expect(policies.withLock { $0 } == [other, other, idle, other, other, idle])
     }
 }
 

@@ -8,8 +8,15 @@ extern "C" {
 
 /// Puts the calling thread under SCHED_IDLE: it runs only on CPU time no other thread wants, and the
 /// scheduler treats a CPU running it as idle when it places a waking thread. Returns 0 on success,
-/// else errno.
+/// else errno. From then on the thread holds its locks at normal priority (see below).
 int eddy_set_thread_idle(void);
+
+/// Priority ceiling for locks shared with an idle thread. Called around every critical section:
+/// on a thread that made itself idle, the outermost `enter` switches it to SCHED_OTHER and the
+/// matching `leave` back to SCHED_IDLE, so it is never preempted indefinitely while a normal thread
+/// waits for the lock it holds (priority inversion). On other threads both are a thread-local read.
+void eddy_lock_ceiling_enter(void);
+void eddy_lock_ceiling_leave(void);
 
 /// Gives the calling thread a nice value (on Linux, per thread). Returns 0 on success, else errno.
 int eddy_set_thread_nice(int nice);
