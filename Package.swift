@@ -41,6 +41,8 @@ let package = Package(
             dependencies: [.product(name: "SwiftProtobuf", package: "swift-protobuf")],
             swiftSettings: settings
         ),
+        // NAB scoring, corpus loading and SVG plots for `eddy eval` and `eddy replay --plot`.
+        .target(name: "Evaluation", swiftSettings: settings),
         // Thread scheduling policy and names (GNU-only constants and calls Swift does not import).
         .target(name: "CSystem"),
         .target(
@@ -55,7 +57,7 @@ let package = Package(
         .executableTarget(
             name: "eddy",
             dependencies: [
-                "Learning", "Workloads", "LinearAlgebra", "Pipeline", "ZeroMQ", "EddyProtocol",
+                "Learning", "Workloads", "LinearAlgebra", "Pipeline", "ZeroMQ", "EddyProtocol", "Evaluation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
@@ -68,6 +70,7 @@ let package = Package(
             dependencies: ["Learning", "LinearAlgebra", "Workloads"],
             swiftSettings: settings
         ),
+        .testTarget(name: "EvaluationTests", dependencies: ["Evaluation"], swiftSettings: settings),
         .testTarget(
             name: "PipelineTests",
             dependencies: [

@@ -8,40 +8,72 @@ import Learning
 /// Reconstruction errors of normal samples are roughly log-normal (a mean of squares, positive and
 /// right-skewed), so the calibrator keeps a running Gaussian of `ln(error)`: Welford until
 /// `horizon` errors, then an exponential average over about `horizon` errors, so the scale follows
-/// the model as it improves. A sample's score is `Φ((ln e − μ) / σ)`, the probability that a normal
-/// sample's error is below this one's: 0.5 is typical, 0.999 is a 1-in-1000 event.
+/// the model as it improves. A sample's surprise is `z = (ln e − μ) / σ`.
+///
+/// The score is `Φ(z − max(0, the largest z of the previous holdOff samples)))`: how far this error
+/// stands out from the stream's usual errors *and* from the recent peak. An anomaly scores high when it
+/// starts; while it lasts its errors stand no higher than its first, so it alerts once, not for every
+/// sample (an operator wants one alert per incident; NAB counts only the first detection in a window
+/// and charges every further one outside it). A sharper anomaly inside the hold-off still alerts. With
+/// `holdOff` 0 the score is `Φ(z)`: 0.5 is typical, 0.999 a 1-in-1000 event.
 public struct Calibrator: Sendable, Equatable {
     public let horizon: Int
+    public let holdOff: Int
     public private(set) var count: UInt64 = 0
     var mean: Double = 0
     var variance: Double = 1
+    /// The last `holdOff` surprises, oldest first (a ring), for the running maximum.
+    var recent: [Float] = []
+    var recentStart = 0
     /// σ never goes below this (in log units), so a model that fits perfectly does not make every
     /// tiny wobble a 6-sigma event.
     static let minimumDeviation = 0.05
     static let floor: Float = 1e-12
 
-    public init(horizon: Int = 2000) { self.horizon = max(1, horizon) }
-
-    /// The calibrated score of `error` under the current statistics.
-    public func score(_ error: Float) -> Float { score(logError: Self.logError(error)) }
+    public init(horizon: Int = 5000, holdOff: Int = 0) {
+        self.horizon = max(1, horizon)
+        self.holdOff = max(0, holdOff)
+    }
 
     /// `ln(max(error, floor))`: what the statistics are kept in.
     @inline(__always)
     public static func logError(_ error: Float) -> Float { logf(max(error, floor)) }
 
-    /// The score of an error given as `logError(error)`.
-    public func score(logError x: Float) -> Float {
-        guard count >= 2 else { return 0.5 }
+    /// The surprise of an error given as `logError(error)`: its z-score under the running statistics
+    /// (0 before there are two).
+    public func surprise(logError x: Float) -> Float {
+        guard count >= 2 else { return 0 }
         let deviation: Double = max(variance.squareRoot(), Self.minimumDeviation)
-        let z: Float = (x - Float(mean)) / Float(deviation)
-        let tail: Float = erfcf(-z * 0.707_106_77)
-        return 0.5 * tail
+        return Float((Double(x) - mean) / deviation)
     }
 
-    /// Adds `error` to the statistics.
-    public mutating func update(_ error: Float) { update(logError: Self.logError(error)) }
+    /// The largest surprise of the last `holdOff` samples, or 0 if none was positive.
+    public var recentPeak: Float { recent.reduce(0) { max($0, $1) } }
 
-    /// Adds an error given as `logError(error)`.
+    /// The score of a surprise `z` given the recent peak.
+    public static func score(surprise z: Float, peak: Float) -> Float {
+        Float(0.5 * erfc(-Double(z - max(peak, 0)) * 0.707_106_781_186_547_6))
+    }
+
+    /// Scores a sample and remembers its surprise for the hold-off; does not touch the statistics.
+    public mutating func score(logError x: Float) -> (score: Float, surprise: Float) {
+        let z = surprise(logError: x)
+        let s = Self.score(surprise: z, peak: recentPeak)
+        remember(z)
+        return (s, z)
+    }
+
+    mutating func remember(_ z: Float) {
+        guard holdOff > 0 else { return }
+        if recent.count < holdOff {
+            recent.append(z)
+        } else {
+            recent[recentStart] = z
+            recentStart = (recentStart + 1) % holdOff
+        }
+    }
+
+    /// Adds an error given as `logError(error)` to the statistics.
     public mutating func update(logError: Float) {
         let x = Double(logError)
         count += 1
@@ -56,15 +88,34 @@ public struct Calibrator: Sendable, Equatable {
         variance = (1 - w) * (variance + w * delta * delta)
     }
 
+    /// The remembered surprises, oldest first.
+    var orderedRecent: [Float] { Array(recent[recentStart...] + recent[..<recentStart]) }
+
+    public static func == (a: Calibrator, b: Calibrator) -> Bool {
+        a.horizon == b.horizon && a.holdOff == b.holdOff && a.count == b.count && a.mean == b.mean
+            && a.variance == b.variance && a.orderedRecent == b.orderedRecent
+    }
+
     public func encode(_ w: inout StateWriter) {
         w.write(UInt64(horizon)); w.write(count); w.write(mean.bitPattern); w.write(variance.bitPattern)
+        w.write(UInt64(holdOff))
+        let ordered = orderedRecent
+        w.write(UInt32(ordered.count)); for z in ordered { w.write(z) }
     }
 
     public static func decode(_ r: inout StateReader) throws -> Calibrator {
-        var c = Calibrator(horizon: Int(try r.read(UInt64.self)))
-        c.count = try r.read(UInt64.self)
-        c.mean = Double(bitPattern: try r.read(UInt64.self))
-        c.variance = Double(bitPattern: try r.read(UInt64.self))
+        let horizon = Int(try r.read(UInt64.self))
+        let count = try r.read(UInt64.self)
+        let mean = Double(bitPattern: try r.read(UInt64.self))
+        let variance = Double(bitPattern: try r.read(UInt64.self))
+        let holdOff = try r.read(UInt64.self)
+        let n = Int(try r.read(UInt32.self))
+        guard holdOff <= 1 << 24, n <= holdOff else { throw StateError.invalid("calibrator hold-off") }
+        var c = Calibrator(horizon: horizon, holdOff: Int(holdOff))
+        c.count = count
+        c.mean = mean
+        c.variance = variance
+        c.recent = try (0..<n).map { _ in try r.read(Float.self) }
         return c
     }
 }

@@ -9,7 +9,7 @@ public struct StreamConfiguration: Sendable, Equatable {
     public var window = 0
     /// Window given to a stream whose samples have dim 1 and no `window` of its own: one value alone
     /// cannot be reconstructed from anything, its recent history can. 0 leaves such streams unwindowed.
-    public var univariateWindow = 32
+    public var univariateWindow = 16
     /// Replay buffer rows, and the share of them that holds the most recent samples.
     public var bufferCapacity = 8192
     public var recentFraction = 0.5
@@ -21,16 +21,20 @@ public struct StreamConfiguration: Sendable, Equatable {
     public var batchSize = 64
     /// No training until the buffer holds this many samples.
     public var minimumBuffered = 64
-    /// No alerts until this many samples have been accepted and the autoencoder took this many steps.
-    public var warmupSamples = 1000
+    /// No alerts (and scores of 0) until this many samples have been accepted and the autoencoder took
+    /// this many steps.
+    public var warmupSamples = 750
     public var warmupSteps = 100
     /// Calibrated score at or above which a sample alerts.
-    public var threshold: Float = 0.999
+    public var threshold: Float = 0.7
     /// Errors the calibrator's running statistics cover.
-    public var calibrationHorizon = 2000
+    public var calibrationHorizon = 5000
+    /// Samples over which a score is measured against the recent peak surprise as well as the usual
+    /// errors: an anomaly alerts when it starts, not again for every sample while it lasts (0: off).
+    public var alertHoldOff = 400
     public var normaliserHorizon = 10_000
     public var autoencoderHidden = [64, 16, 64]
-    public var learningRate: Float = 1e-3
+    public var learningRate: Float = 3e-3
     public var gradientClipNorm: Float = 5
     public var mocoEncoder = [128, 64]
     public var mocoHead = [64, 32]

@@ -39,6 +39,13 @@ public final class Counter: @unchecked Sendable {
 
     public init(_ initial: UInt64 = 0) { value = initial }
 
-    public func add(_ n: UInt64 = 1) { lock.withLock { value &+= n } }
+    /// Adds `n`; returns the new value.
+    @discardableResult
+    public func add(_ n: UInt64 = 1) -> UInt64 {
+        lock.withLock {
+            value &+= n
+            return value
+        }
+    }
     public var load: UInt64 { lock.withLock { value } }
 }

@@ -121,7 +121,7 @@ public final class StreamPipeline: @unchecked Sendable {
         buffer = ReplayBuffer(
             dimension: inputDimension, capacity: settings.bufferCapacity, recentFraction: settings.recentFraction,
             seed: settings.seed)
-        calibrator = Calibrator(horizon: settings.calibrationHorizon)
+        calibrator = Calibrator(horizon: settings.calibrationHorizon, holdOff: settings.alertHoldOff)
         autoencoder = Autoencoder(configuration: settings.autoencoderConfiguration())
         moco = MoCo(configuration: settings.mocoConfiguration())
         scorer = Autoencoder(configuration: settings.autoencoderConfiguration())
@@ -202,8 +202,10 @@ public final class StreamPipeline: @unchecked Sendable {
                 guard r >= 0 else { continue }
                 let e = errors[r]
                 let logError = Calibrator.logError(e)
-                let score = calibrator.score(logError: logError)
+                let calibrated = calibrator.score(logError: logError)
                 let warmingUp = warming || calibrator.count < UInt64(Self.minimumCalibration)
+                // While warming up the score says nothing yet: 0.
+                let score = warmingUp ? 0 : calibrated.score
                 let alert = !warmingUp && score >= threshold
                 result.errors[i] = e
                 result.scores[i] = score
@@ -360,7 +362,7 @@ public final class StreamPipeline: @unchecked Sendable {
     // MARK: State
 
     static let kind = "eddy.stream"
-    static let formatVersion: UInt32 = 1
+    static let formatVersion: UInt32 = 2
 
     /// The stream's whole state (call from the trainer thread, or with no trainer running).
     public func serialized() -> [UInt8] {

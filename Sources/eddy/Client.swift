@@ -64,7 +64,8 @@ func readLines(_ path: String) throws -> AnySequence<Substring> {
         throw CommandFailure("cannot read \(path)")
     }
     let text = String(decoding: data, as: UTF8.self)
-    return AnySequence(text.split(separator: "\n", omittingEmptySubsequences: false))
+    // By Character: "\r\n" is one (a CRLF file split on "\n" would be one long line).
+    return AnySequence(text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline))
 }
 
 /// `fflush(stdout)`: each printed line reaches a pipe at once.

@@ -25,33 +25,29 @@ struct Replay: ParsableCommand {
         BLAS.setThreads(1)
         let configuration = try loadConfiguration(config)
         var csv = CSVSamples()
-        var pipeline: StreamPipeline?
-        var sequence: UInt64 = 0
+        var run: OfflineRun?
         if detail { print("sequence,error,score,alert,warming_up") }
         for line in try readLines(file) {
             guard let values = try csv.parse(line) else { continue }
-            if pipeline == nil {
+            if run == nil {
                 let settings = configuration.settings(for: stream).resolved(dim: values.count)
                 try settings.validate(name: stream)
-                pipeline = StreamPipeline(name: stream, settings: settings)
+                run = OfflineRun(name: stream, settings: settings)
             }
-            let p = pipeline!
-            guard values.count == p.sampleDimension else {
-                throw CommandFailure("line \(csv.lineNumber): \(values.count) values, expected \(p.sampleDimension)")
+            let d = run!.pipeline.sampleDimension
+            guard values.count == d else {
+                throw CommandFailure("line \(csv.lineNumber): \(values.count) values, expected \(d)")
             }
             guard values.allSatisfy(\.isFinite) else {
                 throw CommandFailure("line \(csv.lineNumber): a value is not finite")
             }
-            let scored = values.withUnsafeBufferPointer { p.score($0.baseAddress!, count: 1, firstSequence: sequence) }
-            let s = scored.sample(0)
+            let s = values.withUnsafeBufferPointer { run!.next($0.baseAddress!) }
             if detail {
                 print("\(s.sequence),\(s.error),\(s.score),\(s.alert ? 1 : 0),\(s.warmingUp ? 1 : 0)")
             } else {
                 print(String(format: "%.6f", s.score))
             }
             flushStandardOutput()
-            while p.trainStep() {}
-            sequence += 1
         }
     }
 }

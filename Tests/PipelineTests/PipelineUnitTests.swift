@@ -71,15 +71,41 @@ import Testing
 }
 
 @Suite struct CalibratorTests {
-    @Test func scoresAreTailProbabilitiesOfTheLogErrorGaussian() {
-        var c = Calibrator(horizon: 100_000)
+    func trained(holdOff: Int = 0) -> Calibrator {
+        var c = Calibrator(horizon: 100_000, holdOff: holdOff)
         var r = RandomSource(seed: 3)
-        for _ in 0..<20_000 { c.update(expf(-4 + 0.5 * r.normal())) }
-        #expect(abs(c.score(expf(-4)) - 0.5) < 0.02)
-        #expect(abs(c.score(expf(-4 + 2 * 0.5)) - 0.977) < 0.01)
-        #expect(c.score(expf(-4 + 4 * 0.5)) > 0.999)
-        #expect(c.score(expf(-8)) < 0.001)
-        #expect(c.score(0) >= 0 && c.score(.greatestFiniteMagnitude) <= 1)
+        for _ in 0..<20_000 { c.update(logError: Calibrator.logError(expf(-4 + 0.5 * r.normal()))) }
+        return c
+    }
+
+    @Test func scoresAreTailProbabilitiesOfTheLogErrorGaussian() {
+        var c = trained()
+        func score(_ e: Float) -> Float { c.score(logError: Calibrator.logError(e)).score }
+        #expect(abs(score(expf(-4)) - 0.5) < 0.02)
+        #expect(abs(score(expf(-4 + 2 * 0.5)) - 0.977) < 0.01)
+        #expect(score(expf(-4 + 4 * 0.5)) > 0.999)
+        #expect(score(expf(-8)) < 0.001)
+        #expect(score(0) >= 0 && score(.greatestFiniteMagnitude) <= 1)
+    }
+
+    /// A lasting anomaly scores high once; a sharper one inside the hold-off scores high again; once
+    /// the hold-off has passed the same anomaly alerts again. The state survives a round trip.
+    @Test func aLastingAnomalyAlertsOnceThenAgainAfterTheHoldOff() throws {
+        var c = trained(holdOff: 50)
+        let normal = Calibrator.logError(expf(-4)), high = Calibrator.logError(expf(-4 + 5 * 0.5))
+        let higher = Calibrator.logError(expf(-4 + 9 * 0.5))
+        for _ in 0..<60 { _ = c.score(logError: normal) }
+        let scores = (0..<20).map { _ in c.score(logError: high).score }
+        #expect(scores[0] > 0.9999)
+        #expect(scores.dropFirst().allSatisfy { $0 < 0.6 }, "\(scores)")
+        #expect(c.score(logError: higher).score > 0.9999, "sharper than the recent peak")
+        var w = StateWriter()
+        c.encode(&w)
+        var r = StateReader(w.bytes)
+        var restored = try Calibrator.decode(&r)
+        #expect(restored == c)
+        for _ in 0..<50 { _ = restored.score(logError: normal) }
+        #expect(restored.score(logError: high).score > 0.9999, "the hold-off has passed")
     }
 }
 
