@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(libzmq3-dev libopenblas-dev pkg-config python3-venv)
+# librsvg2-bin: rsvg-convert, which the tests use to render `eddy eval --plots` SVGs to PNG.
+packages=(libzmq3-dev libopenblas-dev pkg-config python3-venv librsvg2-bin)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

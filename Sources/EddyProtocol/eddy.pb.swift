@@ -323,6 +323,11 @@ public nonisolated struct Eddy_V1_Alert: Sendable {
   /// The largest contributions to the squared error, largest first (at most 5).
   public var topFeatures: [Eddy_V1_Contribution] = []
 
+  /// For a windowed stream, its window length: each top_features index is then a time step in the
+  /// window (0 the oldest, window - 1 the newest value, the one this score belongs to). 0: indices
+  /// are features.
+  public var window: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -785,7 +790,7 @@ nonisolated extension Eddy_V1_ScoreBatch: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Eddy_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Alert"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{3}model_version\0\u{1}threshold\0\u{1}score\0\u{3}top_features\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{3}model_version\0\u{1}threshold\0\u{1}score\0\u{3}top_features\0\u{1}window\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -798,6 +803,7 @@ nonisolated extension Eddy_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._Messa
       case 3: try { try decoder.decodeSingularFloatField(value: &self.threshold) }()
       case 4: try { try decoder.decodeSingularMessageField(value: &self._score) }()
       case 5: try { try decoder.decodeRepeatedMessageField(value: &self.topFeatures) }()
+      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.window) }()
       default: break
       }
     }
@@ -823,6 +829,9 @@ nonisolated extension Eddy_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._Messa
     if !self.topFeatures.isEmpty {
       try visitor.visitRepeatedMessageField(value: self.topFeatures, fieldNumber: 5)
     }
+    if self.window != 0 {
+      try visitor.visitSingularUInt32Field(value: self.window, fieldNumber: 6)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -832,6 +841,7 @@ nonisolated extension Eddy_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._Messa
     if lhs.threshold != rhs.threshold {return false}
     if lhs._score != rhs._score {return false}
     if lhs.topFeatures != rhs.topFeatures {return false}
+    if lhs.window != rhs.window {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

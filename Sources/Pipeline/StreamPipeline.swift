@@ -35,6 +35,9 @@ public struct ScoredBatch: Sendable {
     public var timestamps: [Int64]
     /// For each alerting sample (by index in the batch): the largest shares of its squared error.
     public var topFeatures: [Int: [(index: Int, share: Float)]]
+    /// The stream's window length: `topFeatures` indices are then time steps (0 the oldest, window − 1
+    /// the sample itself). 0: they are features.
+    public var window = 0
 
     public var count: Int { errors.count }
 
@@ -189,7 +192,7 @@ public final class StreamPipeline: @unchecked Sendable {
             stream: name, modelVersion: scorerVersion, threshold: settings.threshold, firstSequence: firstSequence,
             errors: [Float](repeating: 0, count: count), scores: [Float](repeating: 0, count: count),
             alerts: [Bool](repeating: false, count: count), warmingUp: [Bool](repeating: true, count: count),
-            timestamps: timestamps ?? [], topFeatures: [:])
+            timestamps: timestamps ?? [], topFeatures: [:], window: settings.window)
         let threshold = settings.threshold
         lock.withLock {
             // The calibrator learns errors only from a model that has trained a little (an untrained

@@ -78,6 +78,7 @@ public enum Wire {
             c.share = f.share
             return c
         }
+        m.window = UInt32(batch.window)
         return m
     }
 
@@ -126,4 +127,13 @@ public enum Wire {
         e.samples = UInt32(clamping: samples)
         return e
     }
+}
+
+/// How a person reads an alert's contributions: `#3 41%` for feature 3, or for a windowed stream
+/// `t-2 41%` (two values before the alerting one; `t` is the value itself).
+public func describeContributions(_ top: [(index: Int, share: Float)], window: Int, separator: String = ", ") -> String {
+    top.map { c in
+        let name = window > 0 ? (c.index == window - 1 ? "t" : "t-\(window - 1 - c.index)") : "#\(c.index)"
+        return "\(name) \(Int((c.share * 100).rounded()))%"
+    }.joined(separator: separator)
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import Evaluation
 import Foundation
 import Learning
 import LinearAlgebra
@@ -18,15 +19,17 @@ struct Replay: ParsableCommand {
     @Argument(help: "CSV file, or - for standard input.") var file: String = "-"
     @Option(help: "Configuration file (its [stream] section and the named stream's apply).") var config: String?
     @Option(help: "Stream name, for its settings in the configuration file.") var stream: String = "replay"
-    @Flag(help: "Print sequence, error, score, alert and warming-up flags as CSV instead of the score alone.")
+    @Flag(help: "Print sequence, error, score, alert and warming-up flags, and each alert's explanation, as CSV.")
     var detail = false
+    @Option(help: "Also draw the series, score, threshold and alerts as an SVG here.") var plot: String?
 
     func run() throws {
         BLAS.setThreads(1)
         let configuration = try loadConfiguration(config)
         var csv = CSVSamples()
         var run: OfflineRun?
-        if detail { print("sequence,error,score,alert,warming_up") }
+        if detail { print("sequence,error,score,alert,warming_up,explanation") }
+        var drawn: (values: [Float], scores: [Float], alerts: [Int], warmup: Int) = ([], [], [], 0)
         for line in try readLines(file) {
             guard let values = try csv.parse(line) else { continue }
             if run == nil {
@@ -42,12 +45,32 @@ struct Replay: ParsableCommand {
                 throw CommandFailure("line \(csv.lineNumber): a value is not finite")
             }
             let s = values.withUnsafeBufferPointer { run!.next($0.baseAddress!) }
+            if plot != nil {
+                drawn.values.append(values[0])
+                drawn.scores.append(s.score)
+                if s.alert { drawn.alerts.append(Int(s.sequence)) }
+                if s.warmingUp { drawn.warmup = Int(s.sequence) + 1 }
+            }
             if detail {
-                print("\(s.sequence),\(s.error),\(s.score),\(s.alert ? 1 : 0),\(s.warmingUp ? 1 : 0)")
+                let why = describeContributions(s.topFeatures, window: run!.pipeline.settings.window, separator: "; ")
+                print("\(s.sequence),\(s.error),\(s.score),\(s.alert ? 1 : 0),\(s.warmingUp ? 1 : 0),\(why)")
             } else {
                 print(String(format: "%.6f", s.score))
             }
             flushStandardOutput()
+        }
+        if let plot, let run {
+            let d = run.pipeline.sampleDimension
+            let title = (file == "-" ? "standard input" : file) + (d > 1 ? " (feature 0 of \(d))" : "")
+            let svg = SeriesPlot(
+                title: title, values: drawn.values, scores: drawn.scores, threshold: run.pipeline.settings.threshold,
+                alerts: drawn.alerts, unscoredPrefix: drawn.warmup
+            ).svg()
+            do {
+                try svg.write(toFile: plot, atomically: true, encoding: .utf8)
+            } catch {
+                throw CommandFailure("cannot write \(plot): \(error)")
+            }
         }
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import EddyProtocol
 import Foundation
+import Pipeline
 import SwiftProtobuf
 import ZeroMQ
 
@@ -62,9 +63,9 @@ struct Watch: ParsableCommand {
                 + "max \(fmt(m.scores.max() ?? 0)) alerts \(alerts) model v\(m.modelVersion)"
                 + (m.warmingUp.contains(true) ? " (warming up)" : "")
         case let m as Eddy_V1_Alert:
-            let features = m.topFeatures.map { "#\($0.index) \(Int(($0.share * 100).rounded()))%" }
+            let features = describeContributions(m.topFeatures.map { (Int($0.index), $0.share) }, window: Int(m.window))
             return "ALERT    \(m.stream) seq \(m.score.sequence) score \(fmt(m.score.score)) "
-                + "error \(fmt(m.score.error)) threshold \(fmt(m.threshold)) from \(features.joined(separator: ", "))"
+                + "error \(fmt(m.score.error)) threshold \(fmt(m.threshold)) from \(features)"
         case let m as Eddy_V1_ModelSnapshot:
             let kind = m.kind == .moco ? "moco" : "autoencoder"
             return "snapshot \(m.stream) \(kind) v\(m.version) after \(m.samplesSeen) samples, \(m.tensors.count) tensors"

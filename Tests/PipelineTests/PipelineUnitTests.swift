@@ -109,6 +109,24 @@ import Testing
     }
 }
 
+@Suite struct ExplanationTests {
+    /// An alert on a windowed stream says its indices are time steps; a person reads `t` for the
+    /// alerting value itself and `t-k` for k values before it, `#i` for feature i otherwise.
+    @Test func alertsNameTimeStepsOfAWindowAndFeaturesOtherwise() throws {
+        var settings = StreamConfiguration().resolved(dim: 1)
+        settings.warmupSamples = 0
+        let pipeline = StreamPipeline(name: "w", settings: settings)
+        let values = [Float](repeating: 0, count: settings.window)
+        let scored = values.withUnsafeBufferPointer { pipeline.score($0.baseAddress!, count: $0.count, firstSequence: 0) }
+        #expect(scored.window == settings.window && settings.window > 1)
+        let alert = Wire.alert(scored.sample(settings.window - 1), in: scored)
+        #expect(alert.window == UInt32(settings.window))
+        let top: [(index: Int, share: Float)] = [(settings.window - 1, 0.6), (settings.window - 4, 0.2)]
+        #expect(describeContributions(top, window: settings.window) == "t 60%, t-3 20%")
+        #expect(describeContributions([(2, 0.5)], window: 0) == "#2 50%")
+    }
+}
+
 @Suite struct ConfigurationFileTests {
     @Test func parsesDaemonKeysDefaultsAndDeclaredStreams() throws {
         let c = try ConfigurationFile.parse(
