@@ -23,8 +23,8 @@ public struct StreamConfiguration: Sendable, Equatable {
     public var minimumBuffered = 64
     /// No alerts (and scores of 0) until this many samples have been accepted and the autoencoder took
     /// this many steps.
-    public var warmupSamples = 750
-    public var warmupSteps = 100
+    public var warmupSamples = 500
+    public var warmupSteps = 60
     /// Calibrated score at or above which a sample alerts.
     public var threshold: Float = 0.7
     /// Errors the calibrator's running statistics cover.
@@ -32,6 +32,10 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// Samples over which a score is measured against the recent peak surprise as well as the usual
     /// errors: an anomaly alerts when it starts, not again for every sample while it lasts (0: off).
     public var alertHoldOff = 400
+    /// A sample whose surprise (z of its log-error) reaches this is scored but not learned from, so an
+    /// anomaly does not teach the model to accept itself; after `alertHoldOff` such samples in a row
+    /// the stream has changed and they are learned again. 0: learn from everything.
+    public var learnSurpriseLimit: Float = 0
     public var normaliserHorizon = 10_000
     public var autoencoderHidden = [64, 16, 64]
     public var learningRate: Float = 3e-3

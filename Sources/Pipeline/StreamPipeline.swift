@@ -93,6 +93,10 @@ public final class StreamPipeline: @unchecked Sendable {
     public private(set) var accepted: UInt64 = 0
     public private(set) var skippedSteps: UInt64 = 0
     var rejectedCount: UInt64 = 0
+    /// Samples scored but kept out of learning because they looked anomalous.
+    public private(set) var quarantined: UInt64 = 0
+    var quarantineRun = 0
+    var quarantinedRows: [Int] = []
     /// The trainer's latest autoencoder weights for the scorer, and their version (steps taken).
     let exchange: FloatBuffer
     var exchangeVersion: UInt64 = 0
@@ -210,6 +214,16 @@ public final class StreamPipeline: @unchecked Sendable {
                 // While warming up the score says nothing yet: 0.
                 let score = warmingUp ? 0 : calibrated.score
                 let alert = !warmingUp && score >= threshold
+                // Kept out of the buffer and the normaliser while it looks anomalous, unless the
+                // stream has looked anomalous for a whole hold-off (then it is the new normal).
+                if settings.learnSurpriseLimit > 0 && !warmingUp && calibrated.surprise >= settings.learnSurpriseLimit
+                    && quarantineRun < settings.alertHoldOff
+                {
+                    quarantineRun += 1
+                    quarantinedRows.append(r)
+                } else {
+                    quarantineRun = 0
+                }
                 result.errors[i] = e
                 result.scores[i] = score
                 result.warmingUp[i] = warmingUp
@@ -221,9 +235,18 @@ public final class StreamPipeline: @unchecked Sendable {
                 }
             }
             // Learn from them only after scoring them.
-            if rowCount > 0 {
+            if rowCount > 0 && quarantinedRows.isEmpty {
                 scorer.observe(input, rows: rowCount)
                 buffer.insert(input, rows: rowCount, firstID: Int64(accepted))
+            } else if rowCount > 0 {
+                var skip = Set(quarantinedRows)
+                for r in 0..<rowCount where !skip.contains(r) {
+                    scorer.observe(input + r * d, rows: 1)
+                    buffer.insert(input + r * d, rows: 1, firstID: Int64(accepted) + Int64(r))
+                }
+                quarantined &+= UInt64(skip.count)
+                skip.removeAll()
+                quarantinedRows.removeAll(keepingCapacity: true)
             }
             accepted += UInt64(count)
             pendingSteps += settings.replayRatio * Double(rowCount) / Double(settings.batchSize)

@@ -109,6 +109,36 @@ import Testing
     }
 }
 
+@Suite struct QuarantineTests {
+    /// With learn_surprise_limit set, an outlier is scored but kept out of the buffer; once outliers
+    /// have lasted a whole hold-off they are the new normal and are learned again.
+    @Test func anOutlierIsScoredButNotLearnedUntilItLasts() {
+        var settings = StreamConfiguration().resolved(dim: 4)
+        settings.warmupSamples = 0
+        settings.warmupSteps = 5
+        settings.alertHoldOff = 20
+        settings.learnSurpriseLimit = 4
+        let p = StreamPipeline(name: "q", settings: settings)
+        var r = RandomSource(seed: 1)
+        var sequence: UInt64 = 0
+        func feed(_ v: [Float]) -> SampleScore {
+            let s = v.withUnsafeBufferPointer { p.score($0.baseAddress!, count: 1, firstSequence: sequence) }.sample(0)
+            sequence += 1
+            while p.trainStep() {}
+            return s
+        }
+        for _ in 0..<2000 { _ = feed((0..<4).map { _ in r.normal() }) }
+        let outlier: [Float] = [40, -40, 40, -40]
+        let before = p.status.buffered
+        let first = feed(outlier)
+        #expect(first.alert && p.quarantined == 1 && p.status.buffered == before)
+        for _ in 0..<19 { _ = feed(outlier) }
+        #expect(p.quarantined == 20 && p.status.buffered == before, "20 in a row kept out: the hold-off")
+        for _ in 0..<10 { _ = feed(outlier) }
+        #expect(p.quarantined == 20 && p.status.buffered > before, "then learned as the new normal")
+    }
+}
+
 @Suite struct ExplanationTests {
     /// An alert on a windowed stream says its indices are time steps; a person reads `t` for the
     /// alerting value itself and `t-k` for k values before it, `#i` for feature i otherwise.
