@@ -328,6 +328,10 @@ public nonisolated struct Eddy_V1_Alert: Sendable {
   /// are features.
   public var window: UInt32 = 0
 
+  /// A windowed stream's scales (as in ModelSnapshot): index i is position i % window of scale
+  /// window_scales[i / window].
+  public var windowScales: [UInt32] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -355,58 +359,115 @@ public nonisolated struct Eddy_V1_Tensor: Sendable {
 }
 
 /// A model's parameters: enough to run its forward pass anywhere (topic `snapshot/<stream>/<model>/`).
-public nonisolated struct Eddy_V1_ModelSnapshot: Sendable {
+public nonisolated struct Eddy_V1_ModelSnapshot: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var stream: String = String()
+  public var stream: String {
+    get {_storage._stream}
+    set {_uniqueStorage()._stream = newValue}
+  }
 
-  public var kind: Eddy_V1_ModelKind = .unspecified
+  public var kind: Eddy_V1_ModelKind {
+    get {_storage._kind}
+    set {_uniqueStorage()._kind = newValue}
+  }
 
   /// Increases with every snapshot of this stream's model; never goes down, across restarts too.
-  public var version: UInt64 = 0
+  public var version: UInt64 {
+    get {_storage._version}
+    set {_uniqueStorage()._version = newValue}
+  }
 
   /// Samples the stream has accepted, and optimiser steps this model has taken.
-  public var samplesSeen: UInt64 = 0
+  public var samplesSeen: UInt64 {
+    get {_storage._samplesSeen}
+    set {_uniqueStorage()._samplesSeen = newValue}
+  }
 
-  public var steps: UInt64 = 0
+  public var steps: UInt64 {
+    get {_storage._steps}
+    set {_uniqueStorage()._steps = newValue}
+  }
 
-  /// Width of the model's input (the stream's dim, or its window length).
-  public var inputDim: UInt32 = 0
+  /// Width of the model's input: the stream's dim, or window × the number of window_scales.
+  public var inputDim: UInt32 {
+    get {_storage._inputDim}
+    set {_uniqueStorage()._inputDim = newValue}
+  }
 
   /// Window length for a windowed univariate stream; 0 otherwise.
-  public var window: UInt32 = 0
+  public var window: UInt32 {
+    get {_storage._window}
+    set {_uniqueStorage()._window = newValue}
+  }
 
   /// Weights and biases of every layer, in order: layers.0.weight, layers.0.bias, layers.1.weight, ...
-  public var tensors: [Eddy_V1_Tensor] = []
+  public var tensors: [Eddy_V1_Tensor] {
+    get {_storage._tensors}
+    set {_uniqueStorage()._tensors = newValue}
+  }
 
   /// One per layer.
-  public var activations: [Eddy_V1_Activation] = []
+  public var activations: [Eddy_V1_Activation] {
+    get {_storage._activations}
+    set {_uniqueStorage()._activations = newValue}
+  }
 
   /// Inputs are standardised before the first layer: x' = (x - mean) / sqrt(variance + epsilon).
-  public var normaliserMean: [Float] = []
+  public var normaliserMean: [Float] {
+    get {_storage._normaliserMean}
+    set {_uniqueStorage()._normaliserMean = newValue}
+  }
 
-  public var normaliserVariance: [Float] = []
+  public var normaliserVariance: [Float] {
+    get {_storage._normaliserVariance}
+    set {_uniqueStorage()._normaliserVariance = newValue}
+  }
 
-  public var normaliserEpsilon: Float = 0
+  public var normaliserEpsilon: Float {
+    get {_storage._normaliserEpsilon}
+    set {_uniqueStorage()._normaliserEpsilon = newValue}
+  }
 
   /// MoCo: index of the encoder's last layer, whose output is the representation; the layers after it
   /// are the projection head. Autoencoder: index of the bottleneck layer.
-  public var representationLayer: UInt32 = 0
+  public var representationLayer: UInt32 {
+    get {_storage._representationLayer}
+    set {_uniqueStorage()._representationLayer = newValue}
+  }
 
   /// MoCo: InfoNCE temperature.
-  public var temperature: Float = 0
+  public var temperature: Float {
+    get {_storage._temperature}
+    set {_uniqueStorage()._temperature = newValue}
+  }
 
   /// CRC-32 (zlib) of every tensor's `data`, concatenated in order.
-  public var checksum: UInt32 = 0
+  public var checksum: UInt32 {
+    get {_storage._checksum}
+    set {_uniqueStorage()._checksum = newValue}
+  }
 
   /// When the snapshot was taken, ns since the Unix epoch.
-  public var createdNs: Int64 = 0
+  public var createdNs: Int64 {
+    get {_storage._createdNs}
+    set {_uniqueStorage()._createdNs = newValue}
+  }
+
+  /// A windowed stream's scales, in input order: for scale s, `window` features, feature j the mean of
+  /// the s values ending (window - 1 - j) · s values before the newest one. Scale 1 is the raw window.
+  public var windowScales: [UInt32] {
+    get {_storage._windowScales}
+    set {_uniqueStorage()._windowScales = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// Per-stream state in a heartbeat.
@@ -790,7 +851,7 @@ nonisolated extension Eddy_V1_ScoreBatch: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Eddy_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Alert"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{3}model_version\0\u{1}threshold\0\u{1}score\0\u{3}top_features\0\u{1}window\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{3}model_version\0\u{1}threshold\0\u{1}score\0\u{3}top_features\0\u{1}window\0\u{3}window_scales\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -804,6 +865,7 @@ nonisolated extension Eddy_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._Messa
       case 4: try { try decoder.decodeSingularMessageField(value: &self._score) }()
       case 5: try { try decoder.decodeRepeatedMessageField(value: &self.topFeatures) }()
       case 6: try { try decoder.decodeSingularUInt32Field(value: &self.window) }()
+      case 7: try { try decoder.decodeRepeatedUInt32Field(value: &self.windowScales) }()
       default: break
       }
     }
@@ -832,6 +894,9 @@ nonisolated extension Eddy_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._Messa
     if self.window != 0 {
       try visitor.visitSingularUInt32Field(value: self.window, fieldNumber: 6)
     }
+    if !self.windowScales.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.windowScales, fieldNumber: 7)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -842,6 +907,7 @@ nonisolated extension Eddy_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._Messa
     if lhs._score != rhs._score {return false}
     if lhs.topFeatures != rhs.topFeatures {return false}
     if lhs.window != rhs.window {return false}
+    if lhs.windowScales != rhs.windowScales {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -889,104 +955,177 @@ nonisolated extension Eddy_V1_Tensor: SwiftProtobuf.Message, SwiftProtobuf._Mess
 
 nonisolated extension Eddy_V1_ModelSnapshot: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ModelSnapshot"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{1}kind\0\u{1}version\0\u{3}samples_seen\0\u{1}steps\0\u{3}input_dim\0\u{1}window\0\u{1}tensors\0\u{1}activations\0\u{3}normaliser_mean\0\u{3}normaliser_variance\0\u{3}normaliser_epsilon\0\u{3}representation_layer\0\u{1}temperature\0\u{1}checksum\0\u{3}created_ns\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{1}kind\0\u{1}version\0\u{3}samples_seen\0\u{1}steps\0\u{3}input_dim\0\u{1}window\0\u{1}tensors\0\u{1}activations\0\u{3}normaliser_mean\0\u{3}normaliser_variance\0\u{3}normaliser_epsilon\0\u{3}representation_layer\0\u{1}temperature\0\u{1}checksum\0\u{3}created_ns\0\u{3}window_scales\0")
+
+  fileprivate class _StorageClass {
+    var _stream: String = String()
+    var _kind: Eddy_V1_ModelKind = .unspecified
+    var _version: UInt64 = 0
+    var _samplesSeen: UInt64 = 0
+    var _steps: UInt64 = 0
+    var _inputDim: UInt32 = 0
+    var _window: UInt32 = 0
+    var _tensors: [Eddy_V1_Tensor] = []
+    var _activations: [Eddy_V1_Activation] = []
+    var _normaliserMean: [Float] = []
+    var _normaliserVariance: [Float] = []
+    var _normaliserEpsilon: Float = 0
+    var _representationLayer: UInt32 = 0
+    var _temperature: Float = 0
+    var _checksum: UInt32 = 0
+    var _createdNs: Int64 = 0
+    var _windowScales: [UInt32] = []
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _stream = source._stream
+      _kind = source._kind
+      _version = source._version
+      _samplesSeen = source._samplesSeen
+      _steps = source._steps
+      _inputDim = source._inputDim
+      _window = source._window
+      _tensors = source._tensors
+      _activations = source._activations
+      _normaliserMean = source._normaliserMean
+      _normaliserVariance = source._normaliserVariance
+      _normaliserEpsilon = source._normaliserEpsilon
+      _representationLayer = source._representationLayer
+      _temperature = source._temperature
+      _checksum = source._checksum
+      _createdNs = source._createdNs
+      _windowScales = source._windowScales
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.stream) }()
-      case 2: try { try decoder.decodeSingularEnumField(value: &self.kind) }()
-      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.version) }()
-      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.samplesSeen) }()
-      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.steps) }()
-      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.inputDim) }()
-      case 7: try { try decoder.decodeSingularUInt32Field(value: &self.window) }()
-      case 8: try { try decoder.decodeRepeatedMessageField(value: &self.tensors) }()
-      case 9: try { try decoder.decodeRepeatedEnumField(value: &self.activations) }()
-      case 10: try { try decoder.decodeRepeatedFloatField(value: &self.normaliserMean) }()
-      case 11: try { try decoder.decodeRepeatedFloatField(value: &self.normaliserVariance) }()
-      case 12: try { try decoder.decodeSingularFloatField(value: &self.normaliserEpsilon) }()
-      case 13: try { try decoder.decodeSingularUInt32Field(value: &self.representationLayer) }()
-      case 14: try { try decoder.decodeSingularFloatField(value: &self.temperature) }()
-      case 15: try { try decoder.decodeSingularFixed32Field(value: &self.checksum) }()
-      case 16: try { try decoder.decodeSingularInt64Field(value: &self.createdNs) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._stream) }()
+        case 2: try { try decoder.decodeSingularEnumField(value: &_storage._kind) }()
+        case 3: try { try decoder.decodeSingularUInt64Field(value: &_storage._version) }()
+        case 4: try { try decoder.decodeSingularUInt64Field(value: &_storage._samplesSeen) }()
+        case 5: try { try decoder.decodeSingularUInt64Field(value: &_storage._steps) }()
+        case 6: try { try decoder.decodeSingularUInt32Field(value: &_storage._inputDim) }()
+        case 7: try { try decoder.decodeSingularUInt32Field(value: &_storage._window) }()
+        case 8: try { try decoder.decodeRepeatedMessageField(value: &_storage._tensors) }()
+        case 9: try { try decoder.decodeRepeatedEnumField(value: &_storage._activations) }()
+        case 10: try { try decoder.decodeRepeatedFloatField(value: &_storage._normaliserMean) }()
+        case 11: try { try decoder.decodeRepeatedFloatField(value: &_storage._normaliserVariance) }()
+        case 12: try { try decoder.decodeSingularFloatField(value: &_storage._normaliserEpsilon) }()
+        case 13: try { try decoder.decodeSingularUInt32Field(value: &_storage._representationLayer) }()
+        case 14: try { try decoder.decodeSingularFloatField(value: &_storage._temperature) }()
+        case 15: try { try decoder.decodeSingularFixed32Field(value: &_storage._checksum) }()
+        case 16: try { try decoder.decodeSingularInt64Field(value: &_storage._createdNs) }()
+        case 17: try { try decoder.decodeRepeatedUInt32Field(value: &_storage._windowScales) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.stream.isEmpty {
-      try visitor.visitSingularStringField(value: self.stream, fieldNumber: 1)
-    }
-    if self.kind != .unspecified {
-      try visitor.visitSingularEnumField(value: self.kind, fieldNumber: 2)
-    }
-    if self.version != 0 {
-      try visitor.visitSingularUInt64Field(value: self.version, fieldNumber: 3)
-    }
-    if self.samplesSeen != 0 {
-      try visitor.visitSingularUInt64Field(value: self.samplesSeen, fieldNumber: 4)
-    }
-    if self.steps != 0 {
-      try visitor.visitSingularUInt64Field(value: self.steps, fieldNumber: 5)
-    }
-    if self.inputDim != 0 {
-      try visitor.visitSingularUInt32Field(value: self.inputDim, fieldNumber: 6)
-    }
-    if self.window != 0 {
-      try visitor.visitSingularUInt32Field(value: self.window, fieldNumber: 7)
-    }
-    if !self.tensors.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.tensors, fieldNumber: 8)
-    }
-    if !self.activations.isEmpty {
-      try visitor.visitPackedEnumField(value: self.activations, fieldNumber: 9)
-    }
-    if !self.normaliserMean.isEmpty {
-      try visitor.visitPackedFloatField(value: self.normaliserMean, fieldNumber: 10)
-    }
-    if !self.normaliserVariance.isEmpty {
-      try visitor.visitPackedFloatField(value: self.normaliserVariance, fieldNumber: 11)
-    }
-    if self.normaliserEpsilon.bitPattern != 0 {
-      try visitor.visitSingularFloatField(value: self.normaliserEpsilon, fieldNumber: 12)
-    }
-    if self.representationLayer != 0 {
-      try visitor.visitSingularUInt32Field(value: self.representationLayer, fieldNumber: 13)
-    }
-    if self.temperature.bitPattern != 0 {
-      try visitor.visitSingularFloatField(value: self.temperature, fieldNumber: 14)
-    }
-    if self.checksum != 0 {
-      try visitor.visitSingularFixed32Field(value: self.checksum, fieldNumber: 15)
-    }
-    if self.createdNs != 0 {
-      try visitor.visitSingularInt64Field(value: self.createdNs, fieldNumber: 16)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      if !_storage._stream.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._stream, fieldNumber: 1)
+      }
+      if _storage._kind != .unspecified {
+        try visitor.visitSingularEnumField(value: _storage._kind, fieldNumber: 2)
+      }
+      if _storage._version != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._version, fieldNumber: 3)
+      }
+      if _storage._samplesSeen != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._samplesSeen, fieldNumber: 4)
+      }
+      if _storage._steps != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._steps, fieldNumber: 5)
+      }
+      if _storage._inputDim != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._inputDim, fieldNumber: 6)
+      }
+      if _storage._window != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._window, fieldNumber: 7)
+      }
+      if !_storage._tensors.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._tensors, fieldNumber: 8)
+      }
+      if !_storage._activations.isEmpty {
+        try visitor.visitPackedEnumField(value: _storage._activations, fieldNumber: 9)
+      }
+      if !_storage._normaliserMean.isEmpty {
+        try visitor.visitPackedFloatField(value: _storage._normaliserMean, fieldNumber: 10)
+      }
+      if !_storage._normaliserVariance.isEmpty {
+        try visitor.visitPackedFloatField(value: _storage._normaliserVariance, fieldNumber: 11)
+      }
+      if _storage._normaliserEpsilon.bitPattern != 0 {
+        try visitor.visitSingularFloatField(value: _storage._normaliserEpsilon, fieldNumber: 12)
+      }
+      if _storage._representationLayer != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._representationLayer, fieldNumber: 13)
+      }
+      if _storage._temperature.bitPattern != 0 {
+        try visitor.visitSingularFloatField(value: _storage._temperature, fieldNumber: 14)
+      }
+      if _storage._checksum != 0 {
+        try visitor.visitSingularFixed32Field(value: _storage._checksum, fieldNumber: 15)
+      }
+      if _storage._createdNs != 0 {
+        try visitor.visitSingularInt64Field(value: _storage._createdNs, fieldNumber: 16)
+      }
+      if !_storage._windowScales.isEmpty {
+        try visitor.visitPackedUInt32Field(value: _storage._windowScales, fieldNumber: 17)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Eddy_V1_ModelSnapshot, rhs: Eddy_V1_ModelSnapshot) -> Bool {
-    if lhs.stream != rhs.stream {return false}
-    if lhs.kind != rhs.kind {return false}
-    if lhs.version != rhs.version {return false}
-    if lhs.samplesSeen != rhs.samplesSeen {return false}
-    if lhs.steps != rhs.steps {return false}
-    if lhs.inputDim != rhs.inputDim {return false}
-    if lhs.window != rhs.window {return false}
-    if lhs.tensors != rhs.tensors {return false}
-    if lhs.activations != rhs.activations {return false}
-    if lhs.normaliserMean != rhs.normaliserMean {return false}
-    if lhs.normaliserVariance != rhs.normaliserVariance {return false}
-    if lhs.normaliserEpsilon != rhs.normaliserEpsilon {return false}
-    if lhs.representationLayer != rhs.representationLayer {return false}
-    if lhs.temperature != rhs.temperature {return false}
-    if lhs.checksum != rhs.checksum {return false}
-    if lhs.createdNs != rhs.createdNs {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._stream != rhs_storage._stream {return false}
+        if _storage._kind != rhs_storage._kind {return false}
+        if _storage._version != rhs_storage._version {return false}
+        if _storage._samplesSeen != rhs_storage._samplesSeen {return false}
+        if _storage._steps != rhs_storage._steps {return false}
+        if _storage._inputDim != rhs_storage._inputDim {return false}
+        if _storage._window != rhs_storage._window {return false}
+        if _storage._tensors != rhs_storage._tensors {return false}
+        if _storage._activations != rhs_storage._activations {return false}
+        if _storage._normaliserMean != rhs_storage._normaliserMean {return false}
+        if _storage._normaliserVariance != rhs_storage._normaliserVariance {return false}
+        if _storage._normaliserEpsilon != rhs_storage._normaliserEpsilon {return false}
+        if _storage._representationLayer != rhs_storage._representationLayer {return false}
+        if _storage._temperature != rhs_storage._temperature {return false}
+        if _storage._checksum != rhs_storage._checksum {return false}
+        if _storage._createdNs != rhs_storage._createdNs {return false}
+        if _storage._windowScales != rhs_storage._windowScales {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

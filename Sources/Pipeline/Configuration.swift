@@ -10,6 +10,10 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// Window given to a stream whose samples have dim 1 and no `window` of its own: one value alone
     /// cannot be reconstructed from anything, its recent history can. 0 leaves such streams unwindowed.
     public var univariateWindow = 16
+    /// A windowed stream's input is its window at several time scales: for scale s, `window` means of
+    /// s consecutive values, the last ending at the newest value (scale 1: the raw window). [1, 8]
+    /// with window 16 sees the last 16 values and the last 128 in blocks of 8.
+    public var windowScales = [1, 8]
     /// Replay buffer rows, and the share of them that holds the most recent samples.
     public var bufferCapacity = 8192
     public var recentFraction = 0.5
@@ -26,7 +30,7 @@ public struct StreamConfiguration: Sendable, Equatable {
     public var warmupSamples = 500
     public var warmupSteps = 60
     /// Calibrated score at or above which a sample alerts.
-    public var threshold: Float = 0.7
+    public var threshold: Float = 0.65
     /// Errors the calibrator's running statistics cover.
     public var calibrationHorizon = 5000
     /// Samples over which a score is measured against the recent peak surprise as well as the usual
@@ -63,8 +67,11 @@ public struct StreamConfiguration: Sendable, Equatable {
         return s
     }
 
-    /// Width of the models' input: the window length, or the sample's dim.
-    public var inputDimension: Int { window > 0 ? window : dim }
+    /// Width of the models' input: the window times its scales, or the sample's dim.
+    public var inputDimension: Int { window > 0 ? window * windowScales.count : dim }
+
+    /// Values a windowed stream keeps to build its input: the window at its coarsest scale.
+    public var historyLength: Int { window * (windowScales.max() ?? 1) }
 
     public func autoencoderConfiguration() -> AutoencoderConfiguration {
         var c = AutoencoderConfiguration(inputDimension: inputDimension)
@@ -87,7 +94,9 @@ public struct StreamConfiguration: Sendable, Equatable {
         c.batchSize = batchSize
         c.optimiser = AdamConfiguration(learningRate: learningRate, gradientClipNorm: gradientClipNorm)
         c.augmentation = AugmentationConfiguration(
-            jitter: jitter, scale: scale, maskProbability: mask, cropMinimumFraction: window > 0 ? crop : nil)
+            jitter: jitter, scale: scale, maskProbability: mask,
+            // Crop-and-resize stretches one window; across scales it would mix them.
+            cropMinimumFraction: window > 0 && windowScales.count == 1 ? crop : nil)
         c.normalise = true
         c.normaliserHorizon = normaliserHorizon
         c.seed = seed &+ 1
@@ -100,6 +109,11 @@ public struct StreamConfiguration: Sendable, Equatable {
         if dim < 0 || window < 0 { try fail("dim and window must not be negative") }
         if window > 0 && dim > 1 { try fail("a windowed stream is univariate (dim 1)") }
         if window == 1 || univariateWindow == 1 { try fail("a window needs at least 2 values") }
+        if windowScales.isEmpty || windowScales.first! < 1 || zip(windowScales, windowScales.dropFirst()).contains(where: { $0 >= $1 })
+            || windowScales.last! * max(window, univariateWindow) > 1 << 20
+        {
+            try fail("window_scales must be increasing, from 1 or more, and keep window × the largest under 2^20")
+        }
         if bufferCapacity < 2 { try fail("buffer_capacity must be at least 2") }
         if !(recentFraction > 0 && recentFraction < 1) { try fail("recent_fraction must be in (0, 1)") }
         if batchSize < 1 || mocoQueue < batchSize || mocoQueue % batchSize != 0 {

@@ -35,9 +35,10 @@ public struct ScoredBatch: Sendable {
     public var timestamps: [Int64]
     /// For each alerting sample (by index in the batch): the largest shares of its squared error.
     public var topFeatures: [Int: [(index: Int, share: Float)]]
-    /// The stream's window length: `topFeatures` indices are then time steps (0 the oldest, window − 1
-    /// the sample itself). 0: they are features.
+    /// The stream's window length and scales: `topFeatures` index i is then position i % window of
+    /// scale windowScales[i / window]. window 0: indices are features.
     public var window = 0
+    public var windowScales: [Int] = []
 
     public var count: Int { errors.count }
 
@@ -62,6 +63,7 @@ public struct Snapshot: Sendable {
     public var steps: UInt64
     public var inputDimension: Int
     public var window: Int
+    public var windowScales: [Int]
     public var layers: [(weights: [Float], bias: [Float], outputs: Int, inputs: Int, activation: Activation)]
     public var normaliserMean: [Float]
     public var normaliserVariance: [Float]
@@ -135,7 +137,7 @@ public final class StreamPipeline: @unchecked Sendable {
         exchange = FloatBuffer(autoencoder.parameterValues)
         scorer.parameters.copy(from: exchange)
         history = []
-        history.reserveCapacity(settings.window)
+        history.reserveCapacity(settings.historyLength)
         rows = FloatBuffer(count: 256 * inputDimension)
         errors = FloatBuffer(count: 256)
         featureErrors = FloatBuffer(count: inputDimension)
@@ -173,14 +175,14 @@ public final class StreamPipeline: @unchecked Sendable {
         if windowed {
             // Under the lock: a checkpoint on the trainer thread reads the history too.
             lock.withLock {
+                let w = settings.window, need = settings.historyLength
                 for i in 0..<count {
-                    if history.count == settings.window { history.removeFirst() }
+                    if history.count == need { history.removeFirst() }
                     history.append(values[i])
-                    if history.count == settings.window {
-                        for t in 0..<d { rows[rowCount * d + t] = history[t] }
-                        rowOf[i] = rowCount
-                        rowCount += 1
-                    }
+                    guard history.count == need else { continue }
+                    Self.windowRow(history, window: w, scales: settings.windowScales, into: rows.pointer + rowCount * d)
+                    rowOf[i] = rowCount
+                    rowCount += 1
                 }
             }
         } else {
@@ -196,7 +198,8 @@ public final class StreamPipeline: @unchecked Sendable {
             stream: name, modelVersion: scorerVersion, threshold: settings.threshold, firstSequence: firstSequence,
             errors: [Float](repeating: 0, count: count), scores: [Float](repeating: 0, count: count),
             alerts: [Bool](repeating: false, count: count), warmingUp: [Bool](repeating: true, count: count),
-            timestamps: timestamps ?? [], topFeatures: [:], window: settings.window)
+            timestamps: timestamps ?? [], topFeatures: [:], window: settings.window,
+            windowScales: settings.window > 0 ? settings.windowScales : [])
         let threshold = settings.threshold
         lock.withLock {
             // The calibrator learns errors only from a model that has trained a little (an untrained
@@ -256,6 +259,23 @@ public final class StreamPipeline: @unchecked Sendable {
             }
         }
         return result
+    }
+
+    /// A windowed stream's model input for its newest value, from the last `window × max(scales)`
+    /// values (oldest first): for each scale s, `window` means of s values, position j ending
+    /// (window − 1 − j)·s values before the newest.
+    public static func windowRow(_ history: [Float], window w: Int, scales: [Int], into row: UnsafeMutablePointer<Float>) {
+        let n = history.count
+        var column = 0
+        for s in scales {
+            for j in 0..<w {
+                let end = n - (w - 1 - j) * s
+                var sum: Float = 0
+                for u in (end - s)..<end { sum += history[u] }
+                row[column] = sum / Float(s)
+                column += 1
+            }
+        }
     }
 
     private func grow(_ count: Int) {
@@ -332,7 +352,8 @@ public final class StreamPipeline: @unchecked Sendable {
         ) -> Snapshot {
             Snapshot(
                 stream: name, kind: kind, version: version, samplesSeen: samples, steps: version,
-                inputDimension: inputDimension, window: settings.window, layers: Self.layers(layout, parameters),
+                inputDimension: inputDimension, window: settings.window,
+                windowScales: settings.window > 0 ? settings.windowScales : [], layers: Self.layers(layout, parameters),
                 normaliserMean: mean, normaliserVariance: variance, representationLayer: representationLayer,
                 temperature: temperature, createdNanoseconds: now)
         }
@@ -440,7 +461,7 @@ public final class StreamPipeline: @unchecked Sendable {
         }
         stream.buffer = buffer
         let h = Int(try r.read(UInt32.self))
-        guard h <= max(s.window, 0) else { throw StateError.invalid("window history") }
+        guard h <= s.historyLength else { throw StateError.invalid("window history") }
         stream.history = try (0..<h).map { _ in try r.read(Float.self) }
         stream.exchange.copy(from: stream.autoencoder.parameters)
         stream.exchangeVersion = UInt64(stream.autoencoder.step)

@@ -79,6 +79,7 @@ public enum Wire {
             return c
         }
         m.window = UInt32(batch.window)
+        m.windowScales = batch.windowScales.map { UInt32($0) }
         return m
     }
 
@@ -91,6 +92,7 @@ public enum Wire {
         m.steps = s.steps
         m.inputDim = UInt32(s.inputDimension)
         m.window = UInt32(s.window)
+        m.windowScales = s.windowScales.map { UInt32($0) }
         var crcInput = Data()
         for (i, layer) in s.layers.enumerated() {
             var w = Eddy_V1_Tensor()
@@ -129,11 +131,22 @@ public enum Wire {
     }
 }
 
-/// How a person reads an alert's contributions: `#3 41%` for feature 3, or for a windowed stream
-/// `t-2 41%` (two values before the alerting one; `t` is the value itself).
-public func describeContributions(_ top: [(index: Int, share: Float)], window: Int, separator: String = ", ") -> String {
-    top.map { c in
-        let name = window > 0 ? (c.index == window - 1 ? "t" : "t-\(window - 1 - c.index)") : "#\(c.index)"
+/// How a person reads an alert's contributions: `#3 41%` for feature 3; for a windowed stream
+/// `t-2 41%` (two values before the alerting one; `t` is the value itself), and at a coarser scale
+/// the values a block averages, `t-15..t-8 20%`.
+public func describeContributions(
+    _ top: [(index: Int, share: Float)], window: Int, scales: [Int] = [1], separator: String = ", "
+) -> String {
+    func step(_ k: Int) -> String { k == 0 ? "t" : "t-\(k)" }
+    return top.map { c in
+        let name: String
+        if window > 0 && c.index / window < max(scales.count, 1) {
+            let s = scales.isEmpty ? 1 : scales[c.index / window], j = c.index % window
+            let newest = (window - 1 - j) * s
+            name = s == 1 ? step(newest) : "\(step(newest + s - 1))..\(step(newest))"
+        } else {
+            name = "#\(c.index)"
+        }
         return "\(name) \(Int((c.share * 100).rounded()))%"
     }.joined(separator: separator)
 }

@@ -52,7 +52,8 @@ struct Replay: ParsableCommand {
                 if s.warmingUp { drawn.warmup = Int(s.sequence) + 1 }
             }
             if detail {
-                let why = describeContributions(s.topFeatures, window: run!.pipeline.settings.window, separator: "; ")
+                let settings = run!.pipeline.settings
+                let why = describeContributions(s.topFeatures, window: settings.window, scales: settings.windowScales, separator: "; ")
                 print("\(s.sequence),\(s.error),\(s.score),\(s.alert ? 1 : 0),\(s.warmingUp ? 1 : 0),\(why)")
             } else {
                 print(String(format: "%.6f", s.score))

@@ -63,7 +63,8 @@ struct Watch: ParsableCommand {
                 + "max \(fmt(m.scores.max() ?? 0)) alerts \(alerts) model v\(m.modelVersion)"
                 + (m.warmingUp.contains(true) ? " (warming up)" : "")
         case let m as Eddy_V1_Alert:
-            let features = describeContributions(m.topFeatures.map { (Int($0.index), $0.share) }, window: Int(m.window))
+            let features = describeContributions(
+                m.topFeatures.map { (Int($0.index), $0.share) }, window: Int(m.window), scales: m.windowScales.map { Int($0) })
             return "ALERT    \(m.stream) seq \(m.score.sequence) score \(fmt(m.score.score)) "
                 + "error \(fmt(m.score.error)) threshold \(fmt(m.threshold)) from \(features)"
         case let m as Eddy_V1_ModelSnapshot:

@@ -138,7 +138,10 @@ func values(_ n: Int, seed: Int) -> [Float] {
         #expect(complete)
         #expect(seen["pumps"] == (0..<UInt64(sentPumps)).map { $0 }, "every pumps sample scored once, in order")
         #expect(seen["temp"] == (1000..<UInt64(1000 + sentTemp)).map { $0 })
-        #expect(warmingTemp == 7, "the first 7 values of a window-8 stream have no window yet")
+        // Window 8 at scales [1, 8]: the first 63 values have no input yet.
+        let temp = testConfiguration().settings(for: "temp").resolved(dim: 1)
+        #expect(temp.window == 8 && temp.windowScales == [1, 8])
+        #expect(warmingTemp == temp.historyLength - 1, "the values before the first full history have no window")
 
         let s = try #require(snapshot)
         #expect(s.kind == .autoencoder && s.stream == "pumps" && s.inputDim == 8 && s.version > 0)
@@ -157,7 +160,8 @@ func values(_ n: Int, seed: Int) -> [Float] {
             request.kind = kind
             try req.send([try request.serializedBytes()])
             let reply = try Eddy_V1_SnapshotReply(serializedBytes: try #require(try req.receive())[0])
-            #expect(reply.snapshot.kind == kind && reply.snapshot.inputDim == 8 && reply.snapshot.window == 8)
+            #expect(reply.snapshot.kind == kind && reply.snapshot.inputDim == 16 && reply.snapshot.window == 8)
+            #expect(reply.snapshot.windowScales == [1, 8])
         }
         var missing = Eddy_V1_SnapshotRequest()
         missing.stream = "nope"

@@ -139,6 +139,23 @@ import Testing
     }
 }
 
+@Suite struct WindowTests {
+    /// Window 4 at scales [1, 2] over the values 1...8: the last four values, then four means of two.
+    @Test func aMultiScaleRowHoldsTheRawWindowThenBlockMeans() {
+        var row = [Float](repeating: 0, count: 8)
+        row.withUnsafeMutableBufferPointer {
+            StreamPipeline.windowRow((1...8).map(Float.init), window: 4, scales: [1, 2], into: $0.baseAddress!)
+        }
+        #expect(row == [5, 6, 7, 8, 1.5, 3.5, 5.5, 7.5])
+        var settings = StreamConfiguration()
+        settings.window = 4
+        settings.windowScales = [1, 2]
+        #expect(settings.resolved(dim: 1).inputDimension == 8 && settings.historyLength == 8)
+        settings.windowScales = [2, 1]
+        #expect(throws: ConfigurationError.self) { try settings.validate(name: "w") }
+    }
+}
+
 @Suite struct ExplanationTests {
     /// An alert on a windowed stream says its indices are time steps; a person reads `t` for the
     /// alerting value itself and `t-k` for k values before it, `#i` for feature i otherwise.
@@ -146,14 +163,18 @@ import Testing
         var settings = StreamConfiguration().resolved(dim: 1)
         settings.warmupSamples = 0
         let pipeline = StreamPipeline(name: "w", settings: settings)
-        let values = [Float](repeating: 0, count: settings.window)
+        let values = [Float](repeating: 0, count: settings.historyLength)
         let scored = values.withUnsafeBufferPointer { pipeline.score($0.baseAddress!, count: $0.count, firstSequence: 0) }
         #expect(scored.window == settings.window && settings.window > 1)
-        let alert = Wire.alert(scored.sample(settings.window - 1), in: scored)
+        let alert = Wire.alert(scored.sample(settings.historyLength - 1), in: scored)
         #expect(alert.window == UInt32(settings.window))
         let top: [(index: Int, share: Float)] = [(settings.window - 1, 0.6), (settings.window - 4, 0.2)]
         #expect(describeContributions(top, window: settings.window) == "t 60%, t-3 20%")
         #expect(describeContributions([(2, 0.5)], window: 0) == "#2 50%")
+        // Scales [1, 8] of a 16-value window: index 16 + 15 is the block of the newest 8 values,
+        // index 16 + 14 the 8 before them.
+        #expect(describeContributions([(31, 0.5), (30, 0.25)], window: 16, scales: [1, 8]) == "t-7..t 50%, t-15..t-8 25%")
+        #expect(alert.windowScales == settings.windowScales.map { UInt32($0) })
     }
 }
 
