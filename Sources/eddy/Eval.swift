@@ -22,6 +22,8 @@ struct Eval: ParsableCommand {
     @Option(help: "Only files whose name contains this.") var only: String?
     @Option(help: "Write one SVG per file here: series, score, threshold, windows, detections.") var plots: String?
     @Option(help: "Files scored at once (one thread each).") var jobs: Int = 2
+    @Option(help: "Also run with this many more seeds and report each profile's spread (tuning needs it: seeds move the score by a few points).")
+    var extraSeeds: Int = 0
     @Flag(help: "One JSON object instead of the table.") var json = false
 
     struct FileResult {
@@ -43,6 +45,14 @@ struct Eval: ParsableCommand {
         let scores = results.map(\.scores)
         let profiles = NABProfile.all.map { NAB.score(series, scores: scores, profile: $0) }
         let standard = profiles[0]
+        // The same configuration with other seeds: the spread of each profile's score.
+        var spread = profiles.map { [$0.normalised] }
+        for k in 0..<max(0, extraSeeds) {
+            var other = settings
+            other.seed = settings.seed &+ UInt64(k + 1)
+            let s = try scoreAll(corpus.files, settings: other).map(\.scores)
+            for (i, p) in NABProfile.all.enumerated() { spread[i].append(NAB.score(series, scores: s, profile: p).normalised) }
+        }
         let events = zip(series, scores).map { NAB.events($0, scores: $1, threshold: standard.threshold) }
         let daemonEvents = zip(series, scores).map { NAB.events($0, scores: $1, threshold: settings.threshold) }
 
@@ -66,6 +76,9 @@ struct Eval: ParsableCommand {
             var o: [String: Any] = [:]
             o["profiles"] = profiles.map {
                 ["profile": $0.profile.name, "score": $0.normalised, "threshold": Double($0.threshold), "raw": $0.raw] as [String: Any]
+            }
+            if extraSeeds > 0 {
+                o["scores_by_seed"] = Dictionary(uniqueKeysWithValues: zip(NABProfile.all.map(\.name), spread))
             }
             o["events"] = eventsObject(total, threshold: standard.threshold)
             o["events_at_alert_threshold"] = eventsObject(daemonTotal, threshold: settings.threshold)
@@ -91,8 +104,13 @@ struct Eval: ParsableCommand {
                 events[i].found, events[i].falseAlarms, raw, results[i].alerts.count))
         }
         print("")
-        for p in profiles {
-            print("NAB " + p.profile.name.padded(20) + String(format: "%6.1f   (threshold %.6f, raw %.2f)", p.normalised, Double(p.threshold), p.raw))
+        for (i, p) in profiles.enumerated() {
+            var line = "NAB " + p.profile.name.padded(20) + String(format: "%6.1f   (threshold %.6f, raw %.2f)", p.normalised, Double(p.threshold), p.raw)
+            if spread[i].count > 1 {
+                let mean = spread[i].reduce(0, +) / Double(spread[i].count)
+                line += String(format: "; over %d seeds mean %.1f, %.1f to %.1f", spread[i].count, mean, spread[i].min()!, spread[i].max()!)
+            }
+            print(line)
         }
         print(String(
             format: "events at the standard threshold: %d of %d windows found, %d false alarms; precision %.2f, recall %.2f, F1 %.2f",

@@ -85,9 +85,10 @@ def test_eval_scores_a_labelled_corpus_and_draws_plots_that_render(tmp_path):
     corpus = tmp_path / "corpus"
     write_labelled_corpus(corpus)
     plots = tmp_path / "plots"
-    run = subprocess.run([EDDY, "eval", str(corpus), "--json", "--plots", str(plots)],
+    run = subprocess.run([EDDY, "eval", str(corpus), "--json", "--plots", str(plots), "--extra-seeds", "1"],
                          capture_output=True, text=True, check=True)
     report = json.loads(run.stdout)
+    assert all(len(v) == 2 for v in report["scores_by_seed"].values())
     profiles = {p["profile"]: p for p in report["profiles"]}
     assert set(profiles) == {"standard", "reward_low_FP_rate", "reward_low_FN_rate"}
     # The spike is found at the first threshold worth taking, with no false alarm: NAB's score of a
