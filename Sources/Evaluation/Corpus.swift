@@ -27,9 +27,12 @@ public struct Corpus: Sendable {
     public init(directory: String, only: String? = nil) throws {
         let root = URL(fileURLWithPath: directory)
         let labelsPath = root.appendingPathComponent("labels/combined_windows.json").path
-        guard let labelData = FileManager.default.contents(atPath: labelsPath),
-            let labels = try? JSONSerialization.jsonObject(with: labelData) as? [String: [[String]]]
-        else { throw Failure.unreadable(labelsPath, "not a JSON object of windows") }
+        guard let labelData = FileManager.default.contents(atPath: labelsPath) else {
+            throw Failure.unreadable(labelsPath, "missing: a corpus needs labels/combined_windows.json and data/")
+        }
+        guard let labels = try? JSONSerialization.jsonObject(with: labelData) as? [String: [[String]]] else {
+            throw Failure.unreadable(labelsPath, "not a JSON object mapping files to [[start, end], ...]")
+        }
         files = []
         for name in labels.keys.sorted() where only.map({ name.contains($0) }) ?? true {
             let path = root.appendingPathComponent("data").appendingPathComponent(name).path

@@ -75,7 +75,11 @@ struct Eval: ParsableCommand {
         if json {
             var o: [String: Any] = [:]
             o["profiles"] = profiles.map {
-                ["profile": $0.profile.name, "score": $0.normalised, "threshold": Double($0.threshold), "raw": $0.raw] as [String: Any]
+                [
+                    "profile": $0.profile.name, "score": $0.normalised, "raw": $0.raw,
+                    // Infinite when firing never pays (a corpus without windows): null.
+                    "threshold": $0.threshold.isFinite ? Double($0.threshold) : NSNull(),
+                ] as [String: Any]
             }
             if extraSeeds > 0 {
                 o["scores_by_seed"] = Dictionary(uniqueKeysWithValues: zip(NABProfile.all.map(\.name), spread))
@@ -123,7 +127,7 @@ struct Eval: ParsableCommand {
 
     func eventsObject(_ e: NAB.Events, threshold: Float) -> [String: Any] {
         [
-            "threshold": Double(threshold), "found": e.found, "missed": e.missed, "false_alarms": e.falseAlarms,
+            "threshold": threshold.isFinite ? Double(threshold) : NSNull(), "found": e.found, "missed": e.missed, "false_alarms": e.falseAlarms,
             "precision": e.precision, "recall": e.recall, "f1": e.f1,
         ]
     }
@@ -164,7 +168,7 @@ struct Eval: ParsableCommand {
         var finished = 0
         while finished < workers {
             if done.wait(timeout: .now() + 0.2) == .success { finished += 1 }
-            progress.show(Int(rowsDone.load), note: "\(min(Int(nextFile.load), files.count)) of \(files.count) files")
+            progress.show(Int(rowsDone.load), note: "\(min(Int(nextFile.load), files.count)) of \(files.count) files started")
         }
         progress.finish()
         return results.withLock { $0.map { $0! } }

@@ -70,7 +70,7 @@ struct Replay: ParsableCommand {
             do {
                 try svg.write(toFile: plot, atomically: true, encoding: .utf8)
             } catch {
-                throw CommandFailure("cannot write \(plot): \(error)")
+                throw CommandFailure("cannot write \(plot): \((error as NSError).localizedDescription)")
             }
         }
     }
