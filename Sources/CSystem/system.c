@@ -17,7 +17,22 @@ static int set_policy(int policy) {
     return sched_setscheduler(0, policy, &param) == 0 ? 0 : errno;
 }
 
+// Leaving SCHED_IDLE needs CAP_SYS_NICE or an RLIMIT_NICE that allows nice 0 (20 or more): the
+// kernel treats SCHED_IDLE as nice 20. A probe thread tries the round trip, so the caller never
+// becomes idle without the ceiling its locks depend on.
+static void *probe_round_trip(void *result) {
+    int failed = set_policy(SCHED_IDLE);
+    if (!failed) failed = set_policy(SCHED_OTHER);
+    *(int *)result = failed;
+    return NULL;
+}
+
 int eddy_set_thread_idle(void) {
+    pthread_t probe;
+    int probed = EAGAIN;
+    if (pthread_create(&probe, NULL, probe_round_trip, &probed) != 0) return EAGAIN;
+    pthread_join(probe, NULL);
+    if (probed) return probed;
     int failed = set_policy(SCHED_IDLE);
     if (!failed) thread_is_idle = 1;
     return failed;

@@ -110,9 +110,10 @@ public struct StreamConfiguration: Sendable, Equatable {
         if window > 0 && dim > 1 { try fail("a windowed stream is univariate (dim 1)") }
         if window == 1 || univariateWindow == 1 { try fail("a window needs at least 2 values") }
         if windowScales.isEmpty || windowScales.first! < 1 || zip(windowScales, windowScales.dropFirst()).contains(where: { $0 >= $1 })
-            || windowScales.last! * max(window, univariateWindow) > 1 << 20
+            || windowScales.last! * max(window, univariateWindow) > 1 << 14
         {
-            try fail("window_scales must be increasing, from 1 or more, and keep window × the largest under 2^20")
+            // Each value costs window × the sum of the scales to build its input: keep it bounded.
+            try fail("window_scales must be increasing, from 1 or more, and keep window × the largest at most 16384")
         }
         if bufferCapacity < 2 { try fail("buffer_capacity must be at least 2") }
         if !(recentFraction > 0 && recentFraction < 1) { try fail("recent_fraction must be in (0, 1)") }

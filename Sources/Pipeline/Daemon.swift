@@ -185,11 +185,9 @@ public final class Daemon: @unchecked Sendable {
             let ingestEndpoint = try pull.bind(configuration.ingest)
             ready.fulfil((ingestEndpoint, publishEndpoint))
             var run = Coalesced()
-            var ingesting = true
             var nextHeartbeat = Self.monotonic()
-            while true {
-                let untilHeartbeat = Int(max(0, min(nextHeartbeat - Self.monotonic(), 1)) * 1000)
-                let ready = try Socket.poll(pull, pipe, watchFirst: ingesting, timeout: min(untilHeartbeat, 50))
+            while !ingestStopping {
+                let ready = try Socket.poll(pull, pipe, timeout: untilHeartbeat(nextHeartbeat))
                 if ready.first {
                     // Drain what is queued (at most 1,000 messages between looks at the rest).
                     // Consecutive batches of one stream with contiguous sequence numbers are scored
@@ -201,21 +199,23 @@ public final class Daemon: @unchecked Sendable {
                     }
                     flush(&run, publisher: pub)
                 }
-                if ready.second {
-                    for _ in 0..<1000 {
-                        guard let frames = try pipe.receive(dontWait: true) else { break }
-                        try pub.send(frames)
-                    }
-                }
-                if Self.monotonic() >= nextHeartbeat {
-                    nextHeartbeat = Self.monotonic() + configuration.heartbeatSeconds
-                    try pub.send([Array(Topic.heartbeat.utf8), try heartbeat().serializedBytes()])
-                }
-                if ingesting && ingestStopping {
-                    ingesting = false
-                    ingestDrained.signal()
-                }
-                // Stop once the other stages are gone and the pipe is empty.
+                try forward(pipe, to: pub, ready: ready.second, nextHeartbeat: &nextHeartbeat)
+            }
+            // Stopping: what libzmq has already taken from the producers is scored (at most twice
+            // the queue's bound, should they keep sending), then the socket closes, so what they
+            // send from now on stays queued on their side instead of vanishing here.
+            for _ in 0..<(2 * configuration.ingestHighWaterMark) {
+                guard let frames = try pull.receive(dontWait: true) else { break }
+                handle(frames, run: &run, publisher: pub)
+            }
+            flush(&run, publisher: pub)
+            _ = consume pull
+            ingestDrained.signal()
+            // Publish what the trainer still hands over (final snapshots), until it and the snapshot
+            // server are gone and the pipe is empty.
+            while true {
+                let ready = try pipe.poll(timeout: untilHeartbeat(nextHeartbeat))
+                try forward(pipe, to: pub, ready: ready, nextHeartbeat: &nextHeartbeat)
                 if serversStopping, try !pipe.poll(timeout: 0) { break }
             }
         } catch {
@@ -223,6 +223,23 @@ public final class Daemon: @unchecked Sendable {
             if (error as? ZMQError)?.isTerminated != true {
                 logger.error("ingest stopped", metadata: ["error": "\(error)"])
             }
+        }
+    }
+
+    /// Milliseconds to wait on sockets: until the next heartbeat, at most 50 (the stop flags' latency).
+    func untilHeartbeat(_ next: Double) -> Int { min(Int(max(0, min(next - Self.monotonic(), 1)) * 1000), 50) }
+
+    /// Forwards what the trainer handed over (when `ready`) and sends a heartbeat when one is due.
+    func forward(_ pipe: borrowing Socket, to pub: borrowing Socket, ready: Bool, nextHeartbeat: inout Double) throws {
+        if ready {
+            for _ in 0..<1000 {
+                guard let frames = try pipe.receive(dontWait: true) else { break }
+                try pub.send(frames)
+            }
+        }
+        if Self.monotonic() >= nextHeartbeat {
+            nextHeartbeat = Self.monotonic() + configuration.heartbeatSeconds
+            try pub.send([Array(Topic.heartbeat.utf8), try heartbeat().serializedBytes()])
         }
     }
 
@@ -342,14 +359,16 @@ public final class Daemon: @unchecked Sendable {
         // of libzmq's, is placed on the trainer's core at once, as if it were idle; at a nice value
         // it may wait for a slice to end. Idle halves the p99 latency at 10 k samples/s on two cores
         // and costs training steps while traffic is dense (`eddy bench latency`, README).
-        let failed: Int32
         switch configuration.trainerPriority {
-        case .idle: failed = eddy_set_thread_idle()
-        case .nice(let n): failed = eddy_set_thread_nice(Int32(n))
-        }
-        if failed != 0 {
-            logger.warning(
-                "trainer priority not set", metadata: ["trainer.priority": "\(configuration.trainerPriority)", "errno": "\(failed)"])
+        case .idle:
+            // Idle needs the right to leave SCHED_IDLE while holding a lock; without it, nice 19.
+            if eddy_set_thread_idle() != 0 {
+                logger.warning(
+                    "trainer_priority idle needs CAP_SYS_NICE or RLIMIT_NICE >= 20 (systemd: LimitNICE=+0); using nice 19")
+                _ = eddy_set_thread_nice(19)
+            }
+        case .nice(let n):
+            if eddy_set_thread_nice(Int32(n)) != 0 { logger.warning("trainer nice value not set", metadata: ["nice": "\(n)"]) }
         }
         do {
             let out = try Socket(context, .push)

@@ -1,4 +1,5 @@
 import CSystem
+import Synchronization
 
 #if canImport(Glibc)
 import Glibc
@@ -33,19 +34,13 @@ public final class Lock: @unchecked Sendable {
 }
 
 /// A counter many threads add to and read (a heartbeat's figures).
-public final class Counter: @unchecked Sendable {
-    private let lock = Lock()
-    private var value: UInt64 = 0
+public final class Counter: Sendable {
+    private let value: Atomic<UInt64>
 
-    public init(_ initial: UInt64 = 0) { value = initial }
+    public init(_ initial: UInt64 = 0) { value = Atomic(initial) }
 
     /// Adds `n`; returns the new value.
     @discardableResult
-    public func add(_ n: UInt64 = 1) -> UInt64 {
-        lock.withLock {
-            value &+= n
-            return value
-        }
-    }
-    public var load: UInt64 { lock.withLock { value } }
+    public func add(_ n: UInt64 = 1) -> UInt64 { value.wrappingAdd(n, ordering: .relaxed).newValue }
+    public var load: UInt64 { value.load(ordering: .relaxed) }
 }

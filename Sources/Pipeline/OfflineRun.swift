@@ -16,14 +16,4 @@ public struct OfflineRun {
         sequence += 1
         return s
     }
-
-    /// Scores a whole univariate or multivariate series (`rows × sampleDimension`, row-major).
-    public static func scores(of values: [Float], name: String, settings: StreamConfiguration) -> [SampleScore] {
-        var run = OfflineRun(name: name, settings: settings)
-        let d = run.pipeline.sampleDimension
-        precondition(values.count % d == 0)
-        return values.withUnsafeBufferPointer { v in
-            (0..<(values.count / d)).map { run.next(v.baseAddress! + $0 * d) }
-        }
-    }
 }

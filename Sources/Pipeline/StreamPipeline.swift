@@ -207,6 +207,16 @@ public final class StreamPipeline: @unchecked Sendable {
             // does not teach the calibrator that anomalies are normal).
             let modelReady = scorerVersion >= UInt64(settings.warmupSteps)
             let warming = accepted + UInt64(count) <= UInt64(settings.warmupSamples) || !modelReady
+            // The loop works on locals: a class's stored properties cost a dynamic exclusivity check
+            // per access. Swapped out (not copied) so the calibrator's buffers stay uniquely owned.
+            var calibrator = Calibrator(horizon: 1)
+            swap(&calibrator, &self.calibrator)
+            var quarantineRun = self.quarantineRun
+            let limit = settings.learnSurpriseLimit, holdOff = settings.alertHoldOff
+            defer {
+                swap(&calibrator, &self.calibrator)
+                self.quarantineRun = quarantineRun
+            }
             for i in 0..<count {
                 let r = windowed ? rowOf[i] : i
                 guard r >= 0 else { continue }
@@ -219,14 +229,9 @@ public final class StreamPipeline: @unchecked Sendable {
                 let alert = !warmingUp && score >= threshold
                 // Kept out of the buffer and the normaliser while it looks anomalous, unless the
                 // stream has looked anomalous for a whole hold-off (then it is the new normal).
-                if settings.learnSurpriseLimit > 0 && !warmingUp && calibrated.surprise >= settings.learnSurpriseLimit
-                    && quarantineRun < settings.alertHoldOff
-                {
-                    quarantineRun += 1
-                    quarantinedRows.append(r)
-                } else {
-                    quarantineRun = 0
-                }
+                let surprising = limit > 0 && !warmingUp && calibrated.surprise >= limit
+                quarantineRun = surprising ? quarantineRun + 1 : 0
+                if surprising && quarantineRun <= holdOff { quarantinedRows.append(r) }
                 result.errors[i] = e
                 result.scores[i] = score
                 result.warmingUp[i] = warmingUp
@@ -242,13 +247,16 @@ public final class StreamPipeline: @unchecked Sendable {
                 scorer.observe(input, rows: rowCount)
                 buffer.insert(input, rows: rowCount, firstID: Int64(accepted))
             } else if rowCount > 0 {
-                var skip = Set(quarantinedRows)
-                for r in 0..<rowCount where !skip.contains(r) {
-                    scorer.observe(input + r * d, rows: 1)
-                    buffer.insert(input + r * d, rows: 1, firstID: Int64(accepted) + Int64(r))
+                // The runs of rows between quarantined ones (quarantinedRows is in order).
+                var start = 0
+                for q in quarantinedRows + [rowCount] {
+                    if q > start {
+                        scorer.observe(input + start * d, rows: q - start)
+                        buffer.insert(input + start * d, rows: q - start, firstID: Int64(accepted) + Int64(start))
+                    }
+                    start = q + 1
                 }
-                quarantined &+= UInt64(skip.count)
-                skip.removeAll()
+                quarantined &+= UInt64(quarantinedRows.count)
                 quarantinedRows.removeAll(keepingCapacity: true)
             }
             accepted += UInt64(count)
@@ -417,6 +425,7 @@ public final class StreamPipeline: @unchecked Sendable {
         w.write(Self.kind); w.write(Self.formatVersion)
         w.write(name)
         w.write(UInt32(settings.dim)); w.write(UInt32(settings.window))
+        w.write(UInt32(settings.windowScales.count)); for s in settings.windowScales { w.write(UInt32(s)) }
         w.write(blob: autoencoder.serialized())
         w.write(blob: moco.serialized())
         lock.withLock {
@@ -440,6 +449,13 @@ public final class StreamPipeline: @unchecked Sendable {
         var s = settings
         s.dim = Int(try r.read(UInt32.self))
         s.window = Int(try r.read(UInt32.self))
+        let scaleCount = Int(try r.read(UInt32.self))
+        guard scaleCount <= 64 else { throw StateError.invalid("window scales") }
+        let scales = try (0..<scaleCount).map { _ in Int(try r.read(UInt32.self)) }
+        // The same input width from other scales would feed the model different features.
+        guard s.window == 0 || scales == s.windowScales else {
+            throw StateError.invalid("stream \(name) was windowed at scales \(scales), now \(s.windowScales)")
+        }
         let stream = StreamPipeline(name: name, settings: s)
         let ae = try Autoencoder(serialized: try r.readBlob())
         let moco = try MoCo(serialized: try r.readBlob())
@@ -453,7 +469,8 @@ public final class StreamPipeline: @unchecked Sendable {
         stream.skippedSteps = try r.read(UInt64.self)
         stream.pendingSteps = Double(bitPattern: try r.read(UInt64.self))
         stream.snapshotVersions = (try r.read(UInt64.self), try r.read(UInt64.self))
-        stream.calibrator = try Calibrator.decode(&r)
+        stream.calibrator = try Calibrator.decode(&r).reconfigured(
+            horizon: s.calibrationHorizon, holdOff: s.alertHoldOff)
         stream.scorer.normaliser.copy(from: try Normaliser.decode(&r))
         let buffer = try ReplayBuffer.decode(&r)
         guard buffer.dimension == stream.inputDimension, buffer.capacity == stream.buffer.capacity else {

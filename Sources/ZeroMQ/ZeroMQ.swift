@@ -192,19 +192,17 @@ public struct Socket: ~Copyable {
     }
 
     /// Waits up to `timeout` milliseconds (-1: forever) for a message on either socket; says which
-    /// have one. `first` is only watched when `watchFirst` (false: a socket the caller has stopped reading).
-    public static func poll(
-        _ first: borrowing Socket, _ second: borrowing Socket, watchFirst: Bool = true, timeout milliseconds: Int
-    ) throws -> (first: Bool, second: Bool) {
+    /// have one.
+    public static func poll(_ first: borrowing Socket, _ second: borrowing Socket, timeout milliseconds: Int) throws
+        -> (first: Bool, second: Bool)
+    {
         var items = [
-            zmq_pollitem_t(socket: second.handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0),
             zmq_pollitem_t(socket: first.handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0),
+            zmq_pollitem_t(socket: second.handle, fd: 0, events: Int16(ZMQ_POLLIN), revents: 0),
         ]
-        let watched: Int32 = watchFirst ? 2 : 1
         while true {
-            let n = zmq_poll(&items, watched, milliseconds)
-            if n >= 0 {
-                return (watchFirst && items[1].revents & Int16(ZMQ_POLLIN) != 0, items[0].revents & Int16(ZMQ_POLLIN) != 0)
+            if zmq_poll(&items, 2, milliseconds) >= 0 {
+                return (items[0].revents & Int16(ZMQ_POLLIN) != 0, items[1].revents & Int16(ZMQ_POLLIN) != 0)
             }
             let error = ZMQError.last("zmq_poll")
             if !error.isInterrupted { throw error }

@@ -76,6 +76,7 @@ struct IngestBench: ParsableCommand {
             report.add("samples_per_second", daemon.rate)
             report.add("scores_received_per_second", daemon.scoresRate)
             report.add("train_steps_per_second", daemon.stepsRate)
+            report.add("alerts_per_second", daemon.alertsRate)
             report.add("libzmq_push_pull_samples_per_second", ceiling)
             report.add("fraction_of_libzmq", daemon.rate / ceiling)
             report.add("cpu_steal_fraction", daemon.steal)
@@ -86,13 +87,13 @@ struct IngestBench: ParsableCommand {
     /// Floods a live daemon from one producer for `seconds`; counts accepted samples, with a
     /// subscriber receiving every score.
     func measureDaemon(messages: [[[UInt8]]], samplesPerMessage: Int) throws
-        -> (rate: Double, scoresRate: Double, stepsRate: Double, steal: Double)
+        -> (rate: Double, scoresRate: Double, stepsRate: Double, alertsRate: Double, steal: Double)
     {
         let daemon = try Daemon(configuration: benchDaemonConfiguration(), logger: quietLogger())
         let endpoints = try daemon.start()
         defer { daemon.stop() }
         let stop = StopFlag()
-        let scores = Counter()
+        let scores = Counter(), alerts = Counter()
         let subscribe = subscriber
         let subscriberThread = Worker("bench-sub") {
             guard subscribe, let context = try? Context(), let sub = try? Socket(context, .sub) else { return }
@@ -105,6 +106,7 @@ struct IngestBench: ParsableCommand {
                     let batch = try? Eddy_V1_ScoreBatch(serializedBytes: frames[1])
                 {
                     scores.add(UInt64(batch.count))
+                    alerts.add(UInt64(batch.alerts.lazy.filter { $0 }.count))
                 }
             }
         }
@@ -118,16 +120,19 @@ struct IngestBench: ParsableCommand {
             }
         }
         Thread.sleep(forTimeInterval: 1)  // warm-up: stream created, trainer running
-        let a0 = daemon.samplesAccepted.load, s0 = scores.load, t0 = daemon.trainSteps.load
+        let a0 = daemon.samplesAccepted.load, s0 = scores.load, t0 = daemon.trainSteps.load, l0 = alerts.load
         let steal = StealMeter()
         let start = Date()
         Thread.sleep(forTimeInterval: seconds)
         let elapsed = Date().timeIntervalSince(start)
-        let a1 = daemon.samplesAccepted.load, s1 = scores.load, t1 = daemon.trainSteps.load
+        let a1 = daemon.samplesAccepted.load, s1 = scores.load, t1 = daemon.trainSteps.load, l1 = alerts.load
         stop.set()
         producer.join()
         subscriberThread.join()
-        return (Double(a1 - a0) / elapsed, Double(s1 - s0) / elapsed, Double(t1 - t0) / elapsed, steal.fraction)
+        return (
+            Double(a1 - a0) / elapsed, Double(s1 - s0) / elapsed, Double(t1 - t0) / elapsed, Double(l1 - l0) / elapsed,
+            steal.fraction
+        )
     }
 
     /// The same messages through bare libzmq: one PUSH thread, one PULL thread that only receives.

@@ -29,7 +29,6 @@ struct Eval: ParsableCommand {
     struct FileResult {
         var scores: [Float]
         var alerts: [Int]
-        var warmup: Int
     }
 
     func run() throws {
@@ -145,14 +144,13 @@ struct Eval: ParsableCommand {
                     let i = Int(nextFile.add(1)) - 1
                     guard i < files.count else { break }
                     var run = OfflineRun(name: files[i].name, settings: settings)
-                    var r = FileResult(scores: [], alerts: [], warmup: 0)
+                    var r = FileResult(scores: [], alerts: [])
                     r.scores.reserveCapacity(files[i].values.count)
                     files[i].values.withUnsafeBufferPointer { v in
                         for row in 0..<v.count {
                             let s = run.next(v.baseAddress! + row)
                             r.scores.append(s.score)
                             if s.alert { r.alerts.append(row) }
-                            if s.warmingUp { r.warmup = row + 1 }
                             if row % 256 == 255 { rowsDone.add(256) }
                         }
                         rowsDone.add(UInt64(v.count % 256))

@@ -45,28 +45,35 @@ import Testing
 
 @Suite struct LockCeilingTests {
     /// A thread under SCHED_IDLE holds a lock at SCHED_OTHER (nested locks too) and is idle again
-    /// once it lets go; a normal thread's policy never changes.
+    /// once it lets go; a normal thread's policy never changes. Without the right to leave SCHED_IDLE
+    /// (no CAP_SYS_NICE, RLIMIT_NICE < 20) the thread is refused and stays as it was.
     @Test func anIdleThreadHoldsLocksAtNormalPriority() throws {
         let policies = Mutex<[Int32]>([])
+        let refused = Mutex<Int32>(0)
         let done = DispatchSemaphore(value: 0)
         let outer = Lock(), inner = Lock()
         Thread {
             let record = { policies.withLock { $0.append(sched_getscheduler(0)) } }
             record()  // normal thread, no lock
             outer.withLock { record() }
-            if eddy_set_thread_idle() == 0 {
-                record()  // idle, no lock
-                outer.withLock {
-                    inner.withLock { record() }
-                    record()  // still holding the outer lock
-                }
-                record()  // idle again
+            let failed = eddy_set_thread_idle()
+            refused.withLock { $0 = failed }
+            record()  // idle (or, refused, unchanged), no lock
+            outer.withLock {
+                inner.withLock { record() }
+                record()  // still holding the outer lock
             }
+            record()  // idle again
             done.signal()
         }.start()
         done.wait()
         let other: Int32 = 0, idle: Int32 = 5  // SCHED_OTHER, SCHED_IDLE (linux/sched.h)
-        #expect(policies.withLock { $0 } == [other, other, idle, other, other, idle])
+        if refused.withLock({ $0 }) == 0 {
+            #expect(policies.withLock { $0 } == [other, other, idle, other, other, idle])
+        } else {
+            #expect(refused.withLock { $0 } == EPERM)
+            #expect(policies.withLock { $0 } == [other, other, other, other, other, other])
+        }
     }
 }
 
@@ -76,6 +83,14 @@ import Testing
         var r = RandomSource(seed: 3)
         for _ in 0..<20_000 { c.update(logError: Calibrator.logError(expf(-4 + 0.5 * r.normal()))) }
         return c
+    }
+
+    @Test func theNormalCDFMatchesLibmsErfc() {
+        for i in -800...800 {
+            let x = Float(i) / 100
+            let exact = 0.5 * erfc(-Double(x) / 2.0.squareRoot())
+            #expect(abs(Double(Calibrator.score(surprise: x, peak: 0)) - exact) < 3e-7, "x = \(x)")
+        }
     }
 
     @Test func scoresAreTailProbabilitiesOfTheLogErrorGaussian() {

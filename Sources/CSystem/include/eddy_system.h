@@ -8,7 +8,9 @@ extern "C" {
 
 /// Puts the calling thread under SCHED_IDLE: it runs only on CPU time no other thread wants, and the
 /// scheduler treats a CPU running it as idle when it places a waking thread. Returns 0 on success,
-/// else errno. From then on the thread holds its locks at normal priority (see below).
+/// else errno: EPERM when the thread could not leave SCHED_IDLE again (no CAP_SYS_NICE, and
+/// RLIMIT_NICE below 20), in which case nothing changed. From then on the thread holds its locks at
+/// normal priority (see below).
 int eddy_set_thread_idle(void);
 
 /// Priority ceiling for locks shared with an idle thread. Called around every critical section:
