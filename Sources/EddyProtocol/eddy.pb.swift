@@ -332,6 +332,11 @@ public nonisolated struct Eddy_V1_Alert: Sendable {
   /// window_scales[i / window].
   public var windowScales: [UInt32] = []
 
+  /// The sample lies beyond the range its stream has shown so far, by more than the stream's
+  /// range_margin of that range: it scores 1 for that alone, and top_features share out how far each
+  /// feature lies outside the range instead of the reconstruction error.
+  public var beyondRange: Bool = false
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -851,7 +856,7 @@ nonisolated extension Eddy_V1_ScoreBatch: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Eddy_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Alert"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{3}model_version\0\u{1}threshold\0\u{1}score\0\u{3}top_features\0\u{1}window\0\u{3}window_scales\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{3}model_version\0\u{1}threshold\0\u{1}score\0\u{3}top_features\0\u{1}window\0\u{3}window_scales\0\u{3}beyond_range\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -866,6 +871,7 @@ nonisolated extension Eddy_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._Messa
       case 5: try { try decoder.decodeRepeatedMessageField(value: &self.topFeatures) }()
       case 6: try { try decoder.decodeSingularUInt32Field(value: &self.window) }()
       case 7: try { try decoder.decodeRepeatedUInt32Field(value: &self.windowScales) }()
+      case 8: try { try decoder.decodeSingularBoolField(value: &self.beyondRange) }()
       default: break
       }
     }
@@ -897,6 +903,9 @@ nonisolated extension Eddy_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._Messa
     if !self.windowScales.isEmpty {
       try visitor.visitPackedUInt32Field(value: self.windowScales, fieldNumber: 7)
     }
+    if self.beyondRange != false {
+      try visitor.visitSingularBoolField(value: self.beyondRange, fieldNumber: 8)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -908,6 +917,7 @@ nonisolated extension Eddy_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._Messa
     if lhs.topFeatures != rhs.topFeatures {return false}
     if lhs.window != rhs.window {return false}
     if lhs.windowScales != rhs.windowScales {return false}
+    if lhs.beyondRange != rhs.beyondRange {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -40,6 +40,11 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// anomaly does not teach the model to accept itself; after `alertHoldOff` such samples in a row
     /// the stream has changed and they are learned again. 0: learn from everything.
     public var learnSurpriseLimit: Float = 0
+    /// A value further beyond the range the stream has shown so far (any feature; for a window, the
+    /// newest value) than this fraction of that range scores 1 at once: a level never seen is an
+    /// anomaly however well the model reconstructs it (a slow drift to new lows fits any smooth
+    /// window). Negative: off.
+    public var rangeMargin: Float = 0.05
     public var normaliserHorizon = 10_000
     public var autoencoderHidden = [64, 16, 64]
     public var learningRate: Float = 3e-3
@@ -127,6 +132,7 @@ public struct StreamConfiguration: Sendable, Equatable {
         if minimumBuffered < 1 { try fail("min_buffered must be at least 1") }
         if calibrationHorizon < 1 || normaliserHorizon < 1 { try fail("horizons must be at least 1") }
         if !(threshold > 0 && threshold <= 1) { try fail("threshold must be in (0, 1]") }
+        if !rangeMargin.isFinite { try fail("range_margin must be a number (negative: off)") }
         if !(mocoTemperature > 0) || !(0...1).contains(mocoMomentum) { try fail("moco_temperature > 0, moco_momentum in [0, 1]") }
         if autoencoderHidden.isEmpty || mocoEncoder.isEmpty || mocoHead.isEmpty
             || (autoencoderHidden + mocoEncoder + mocoHead).contains(where: { $0 < 1 })

@@ -121,6 +121,7 @@ public enum ConfigurationFile {
         case "calibration_horizon": s.calibrationHorizon = try int(v)
         case "alert_hold_off": s.alertHoldOff = try int(v)
         case "learn_surprise_limit": s.learnSurpriseLimit = try float(v)
+        case "range_margin": s.rangeMargin = try float(v)
         case "normaliser_horizon": s.normaliserHorizon = try int(v)
         case "autoencoder_hidden": s.autoencoderHidden = try ints(v)
         case "learning_rate": s.learningRate = try float(v)

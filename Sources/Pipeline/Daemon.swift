@@ -288,7 +288,7 @@ public final class Daemon: @unchecked Sendable {
         samplesAccepted.add(UInt64(run.count))
         trainerWake.signal()
         send(Topic.score(pipeline.name), Wire.message(scored), publisher: publisher, samples: scored.count)
-        for i in scored.topFeatures.keys.sorted() {
+        for i in 0..<scored.count where scored.alerts[i] {
             send(Topic.alert(pipeline.name), Wire.alert(scored.sample(i), in: scored), publisher: publisher, samples: 0)
         }
         run.pipeline = nil

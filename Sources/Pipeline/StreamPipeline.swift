@@ -9,13 +9,16 @@ public struct SampleScore: Sendable, Equatable {
     public var score: Float
     public var alert: Bool
     public var warmingUp: Bool
+    /// The sample lies beyond the range its stream has shown (see `StreamConfiguration.rangeMargin`):
+    /// it scores 1, and an alert's `topFeatures` share out how far each feature lies outside.
+    public var beyondRange: Bool
     public var timestamp: Int64
     /// For alerts: (feature or time step, share of the squared error), largest first.
     public var topFeatures: [(index: Int, share: Float)]
 
     public static func == (a: SampleScore, b: SampleScore) -> Bool {
         a.sequence == b.sequence && a.error == b.error && a.score == b.score && a.alert == b.alert
-            && a.warmingUp == b.warmingUp && a.timestamp == b.timestamp
+            && a.warmingUp == b.warmingUp && a.beyondRange == b.beyondRange && a.timestamp == b.timestamp
             && a.topFeatures.map(\.index) == b.topFeatures.map(\.index)
     }
 }
@@ -31,6 +34,8 @@ public struct ScoredBatch: Sendable {
     public var scores: [Float]
     public var alerts: [Bool]
     public var warmingUp: [Bool]
+    /// Samples (by index in the batch) beyond their stream's range so far, scored 1 for that.
+    public var beyondRange: Set<Int> = []
     /// The producer's timestamps, or empty.
     public var timestamps: [Int64]
     /// For each alerting sample (by index in the batch): the largest shares of its squared error.
@@ -46,7 +51,8 @@ public struct ScoredBatch: Sendable {
     public func sample(_ i: Int) -> SampleScore {
         SampleScore(
             sequence: firstSequence &+ UInt64(i), error: errors[i], score: scores[i], alert: alerts[i],
-            warmingUp: warmingUp[i], timestamp: timestamps.isEmpty ? 0 : timestamps[i],
+            warmingUp: warmingUp[i], beyondRange: beyondRange.contains(i),
+            timestamp: timestamps.isEmpty ? 0 : timestamps[i],
             topFeatures: topFeatures[i] ?? [])
     }
 
@@ -99,6 +105,8 @@ public final class StreamPipeline: @unchecked Sendable {
     public private(set) var quarantined: UInt64 = 0
     var quarantineRun = 0
     var quarantinedRows: [Int] = []
+    /// Per feature of the arriving samples, the smallest and largest value seen (empty: none yet).
+    var rangeLow: [Float], rangeHigh: [Float]
     /// The trainer's latest autoencoder weights for the scorer, and their version (steps taken).
     let exchange: FloatBuffer
     var exchangeVersion: UInt64 = 0
@@ -138,6 +146,8 @@ public final class StreamPipeline: @unchecked Sendable {
         scorer.parameters.copy(from: exchange)
         history = []
         history.reserveCapacity(settings.historyLength)
+        rangeLow = [Float](repeating: .infinity, count: sampleDimension)
+        rangeHigh = [Float](repeating: -.infinity, count: sampleDimension)
         rows = FloatBuffer(count: 256 * inputDimension)
         errors = FloatBuffer(count: 256)
         featureErrors = FloatBuffer(count: inputDimension)
@@ -212,20 +222,44 @@ public final class StreamPipeline: @unchecked Sendable {
             var calibrator = Calibrator(horizon: 1)
             swap(&calibrator, &self.calibrator)
             var quarantineRun = self.quarantineRun
+            var low: [Float] = [], high: [Float] = []
+            swap(&low, &rangeLow)
+            swap(&high, &rangeHigh)
             let limit = settings.learnSurpriseLimit, holdOff = settings.alertHoldOff
+            let margin = settings.rangeMargin, sd = sampleDimension
             defer {
                 swap(&calibrator, &self.calibrator)
+                swap(&low, &rangeLow)
+                swap(&high, &rangeHigh)
                 self.quarantineRun = quarantineRun
             }
             for i in 0..<count {
+                // Beyond the range seen so far (before this sample widens it)?
+                var beyond = false
+                var excess: [(index: Int, share: Float)] = []
+                if margin >= 0 {
+                    for f in 0..<sd {
+                        let v = values[i * sd + f], lo = low[f], hi = high[f]
+                        if hi > lo {
+                            let slack = margin * (hi - lo)
+                            if v > hi + slack || v < lo - slack { beyond = true }
+                        }
+                    }
+                    if beyond { excess = Self.rangeExcess(values + i * sd, low, high, window: settings.window) }
+                    for f in 0..<sd {
+                        let v = values[i * sd + f]
+                        if v < low[f] { low[f] = v }
+                        if v > high[f] { high[f] = v }
+                    }
+                }
                 let r = windowed ? rowOf[i] : i
                 guard r >= 0 else { continue }
                 let e = errors[r]
                 let logError = Calibrator.logError(e)
                 let calibrated = calibrator.score(logError: logError)
                 let warmingUp = warming || calibrator.count < UInt64(Self.minimumCalibration)
-                // While warming up the score says nothing yet: 0.
-                let score = warmingUp ? 0 : calibrated.score
+                // While warming up the score says nothing yet: 0. A level never seen scores 1.
+                let score = warmingUp ? 0 : beyond ? 1 : calibrated.score
                 let alert = !warmingUp && score >= threshold
                 // Kept out of the buffer and the normaliser while it looks anomalous, unless the
                 // stream has looked anomalous for a whole hold-off (then it is the new normal).
@@ -235,9 +269,10 @@ public final class StreamPipeline: @unchecked Sendable {
                 result.errors[i] = e
                 result.scores[i] = score
                 result.warmingUp[i] = warmingUp
+                if beyond && !warmingUp { result.beyondRange.insert(i) }
                 if alert {
                     result.alerts[i] = true
-                    result.topFeatures[i] = topContributions(input + r * d)
+                    result.topFeatures[i] = beyond ? excess : topContributions(input + r * d)
                 } else if modelReady {
                     calibrator.update(logError: logError)
                 }
@@ -289,6 +324,28 @@ public final class StreamPipeline: @unchecked Sendable {
     private func grow(_ count: Int) {
         rows = FloatBuffer(count: count * inputDimension)
         errors = FloatBuffer(count: count)
+    }
+
+    /// For a sample beyond its stream's range: how far each feature lies outside [low, high], as
+    /// shares of the total, largest first (at most five). A windowed stream's one value is the
+    /// newest time step of its window, index `window − 1`.
+    static func rangeExcess(_ sample: UnsafePointer<Float>, _ low: [Float], _ high: [Float], window: Int)
+        -> [(index: Int, share: Float)]
+    {
+        var excess: [(index: Int, share: Float)] = []
+        var total: Float = 0
+        for f in low.indices where high[f] > low[f] {
+            let v = sample[f]
+            let e = v > high[f] ? v - high[f] : v < low[f] ? low[f] - v : 0
+            if e > 0 {
+                excess.append((window > 0 ? window - 1 : f, e))
+                total += e
+            }
+        }
+        guard total > 0 else { return [] }
+        for k in excess.indices { excess[k].share /= total }
+        excess.sort { $0.share > $1.share }
+        return Array(excess.prefix(5))
     }
 
     /// The five largest shares of `row`'s squared error.
@@ -417,7 +474,8 @@ public final class StreamPipeline: @unchecked Sendable {
     // MARK: State
 
     static let kind = "eddy.stream"
-    static let formatVersion: UInt32 = 2
+    /// 3 added the stream's range; a version-2 checkpoint restores with the range empty.
+    static let formatVersion: UInt32 = 3
 
     /// The stream's whole state (call from the trainer thread, or with no trainer running).
     public func serialized() -> [UInt8] {
@@ -435,6 +493,7 @@ public final class StreamPipeline: @unchecked Sendable {
             scorer.normaliser.encode(&w)
             buffer.encode(&w)
             w.write(UInt32(history.count)); for v in history { w.write(v) }
+            w.write(UInt32(rangeLow.count)); for v in rangeLow { w.write(v) }; for v in rangeHigh { w.write(v) }
         }
         return w.bytes
     }
@@ -444,7 +503,7 @@ public final class StreamPipeline: @unchecked Sendable {
         var r = StateReader(bytes)
         guard try r.read(String.self) == kind else { throw StateError.wrongKind(expected: kind) }
         let version = try r.read(UInt32.self)
-        guard version == formatVersion else { throw StateError.unsupportedVersion(version) }
+        guard version == 2 || version == formatVersion else { throw StateError.unsupportedVersion(version) }
         let name = try r.read(String.self)
         var s = settings
         s.dim = Int(try r.read(UInt32.self))
@@ -480,6 +539,12 @@ public final class StreamPipeline: @unchecked Sendable {
         let h = Int(try r.read(UInt32.self))
         guard h <= s.historyLength else { throw StateError.invalid("window history") }
         stream.history = try (0..<h).map { _ in try r.read(Float.self) }
+        if version >= 3 {
+            let n = Int(try r.read(UInt32.self))
+            guard n == stream.sampleDimension else { throw StateError.invalid("range width for stream \(name)") }
+            stream.rangeLow = try (0..<n).map { _ in try r.read(Float.self) }
+            stream.rangeHigh = try (0..<n).map { _ in try r.read(Float.self) }
+        }
         stream.exchange.copy(from: stream.autoencoder.parameters)
         stream.exchangeVersion = UInt64(stream.autoencoder.step)
         stream.scorer.parameters.copy(from: stream.exchange)

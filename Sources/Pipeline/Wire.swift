@@ -80,6 +80,7 @@ public enum Wire {
         }
         m.window = UInt32(batch.window)
         m.windowScales = batch.windowScales.map { UInt32($0) }
+        m.beyondRange = s.beyondRange
         return m
     }
 

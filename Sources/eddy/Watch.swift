@@ -66,7 +66,8 @@ struct Watch: ParsableCommand {
             let features = describeContributions(
                 m.topFeatures.map { (Int($0.index), $0.share) }, window: Int(m.window), scales: m.windowScales.map { Int($0) })
             return "ALERT    \(m.stream) seq \(m.score.sequence) score \(fmt(m.score.score)) "
-                + "error \(fmt(m.score.error)) threshold \(fmt(m.threshold)) from \(features)"
+                + "error \(fmt(m.score.error)) threshold \(fmt(m.threshold)) "
+                + (m.beyondRange ? "beyond range at \(features)" : "from \(features)")
         case let m as Eddy_V1_ModelSnapshot:
             let kind = m.kind == .moco ? "moco" : "autoencoder"
             return "snapshot \(m.stream) \(kind) v\(m.version) after \(m.samplesSeen) samples, \(m.tensors.count) tensors"

@@ -154,6 +154,65 @@ import Testing
     }
 }
 
+@Suite struct RangeTests {
+    /// A stream ready to alert (no warm-up, 300 samples uniform in [0, 1) per feature) and a way to
+    /// score one more sample.
+    static func ready(dim: Int, margin: Float = 0.05) -> (StreamPipeline, ([Float]) -> SampleScore) {
+        var settings = StreamConfiguration().resolved(dim: dim)
+        settings.warmupSamples = 0
+        settings.warmupSteps = 0
+        settings.rangeMargin = margin
+        let p = StreamPipeline(name: "r", settings: settings)
+        var r = RandomSource(seed: 3)
+        var sequence: UInt64 = 0
+        func feed(_ v: [Float]) -> SampleScore {
+            defer { sequence += UInt64(v.count / p.sampleDimension) }
+            return v.withUnsafeBufferPointer {
+                p.score($0.baseAddress!, count: v.count / p.sampleDimension, firstSequence: sequence)
+            }.sample(v.count / p.sampleDimension - 1)
+        }
+        for _ in 0..<300 { _ = feed((0..<p.sampleDimension).map { _ in r.uniform() }) }
+        return (p, feed)
+    }
+
+    /// A value beyond the range seen so far by more than range_margin of it scores 1 and alerts,
+    /// naming the features outside by their share of the excess; within the margin it does not
+    /// (but widens the range); the range survives a checkpoint; a negative margin turns it off.
+    @Test func aValueBeyondTheRangeSoFarAlertsWithTheFeaturesOutside() throws {
+        let (p, feed) = Self.ready(dim: 3)
+        #expect(!feed([0.5, 0.5, 0.5]).beyondRange)
+        let up = feed([0.5, 1.2, 0.5])
+        #expect(up.beyondRange && up.alert && up.score == 1)
+        #expect(up.topFeatures.count == 1 && up.topFeatures[0].index == 1 && up.topFeatures[0].share == 1)
+        // The range is now about [0, 1.2]: 1.25 lies within 5% of it, and widens it to 1.25.
+        #expect(!feed([0.5, 1.25, 0.5]).beyondRange)
+        let both = feed([-0.4, 0.5, 1.2])
+        #expect(both.beyondRange && both.alert)
+        #expect(both.topFeatures.map(\.index) == [0, 2], "-0.4 lies twice as far out as 1.2")
+        #expect(abs(both.topFeatures[0].share - 2.0 / 3) < 0.01 && abs(both.topFeatures[1].share - 1.0 / 3) < 0.01)
+        let alert = Wire.alert(both, in: p.score([0.5, 0.5, 0.5], count: 1, firstSequence: 999))
+        #expect(alert.beyondRange && alert.topFeatures.map(\.index) == [0, 2])
+
+        let restored = try StreamPipeline.restore(p.serialized(), settings: p.settings)
+        let again = [Float]([0.5, 1.6, 0.5]).withUnsafeBufferPointer {
+            restored.score($0.baseAddress!, count: 1, firstSequence: 1000)
+        }.sample(0)
+        #expect(again.beyondRange && again.alert, "the restored range still knows 1.25 is the top")
+        #expect(!restored.score([0.5, 1.3, 0.5], count: 1, firstSequence: 1001).sample(0).beyondRange)
+
+        let (_, off) = Self.ready(dim: 3, margin: -1)
+        #expect(!off([0.5, 9, 0.5]).beyondRange)
+    }
+
+    /// For a windowed stream the value outside the range is the newest of its window: time step t.
+    @Test func aWindowedStreamNamesTheNewestValue() {
+        let (p, feed) = Self.ready(dim: 1)
+        let s = feed([5])
+        #expect(s.beyondRange && s.alert && s.topFeatures.map(\.index) == [p.settings.window - 1])
+        #expect(describeContributions(s.topFeatures, window: p.settings.window) == "t 100%")
+    }
+}
+
 @Suite struct WindowTests {
     /// Window 4 at scales [1, 2] over the values 1...8: the last four values, then four means of two.
     @Test func aMultiScaleRowHoldsTheRawWindowThenBlockMeans() {

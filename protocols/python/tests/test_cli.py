@@ -133,7 +133,16 @@ def test_replay_detail_explains_alerts_by_time_step(tmp_path):
                           check=True).stdout.splitlines()
     assert rows[0] == "sequence,error,score,alert,warming_up,explanation"
     spike = rows[1 + 1200].split(",")
-    assert spike[3] == "1", "the spike alerts"
-    # The spike is the newest value of its window: it carries most of the error.
+    # 8 lies far beyond the sine's range: score 1, and the explanation says so.
+    assert spike[2] == "1.0" and spike[3] == "1", "the spike alerts"
+    assert spike[5] == "beyond range at t 100%"
+    # With the range check off the reconstruction explains it: the spike is the newest value of its
+    # window and carries most of the error.
+    conf = tmp_path / "no-range.conf"
+    conf.write_text("[stream]\nrange_margin = -1\n")
+    rows = subprocess.run([EDDY, "replay", "--detail", "--config", str(conf), str(csv)],
+                          capture_output=True, text=True, check=True).stdout.splitlines()
+    spike = rows[1 + 1200].split(",")
+    assert spike[3] == "1" and not spike[5].startswith("beyond"), "the reconstruction alone alerts"
     top = spike[5].split("; ")[0]
     assert top.startswith("t ") and int(top.split()[1].rstrip("%")) > 50
