@@ -105,8 +105,8 @@ public final class StreamPipeline: @unchecked Sendable {
     public private(set) var quarantined: UInt64 = 0
     var quarantineRun = 0
     var quarantinedRows: [Int] = []
-    /// Per feature of the arriving samples, the smallest and largest value seen (empty: none yet).
-    var rangeLow: [Float], rangeHigh: [Float]
+    /// Per feature of the arriving samples, the smallest and largest value seen (±∞ before any).
+    let rangeLow: FloatBuffer, rangeHigh: FloatBuffer
     /// The trainer's latest autoencoder weights for the scorer, and their version (steps taken).
     let exchange: FloatBuffer
     var exchangeVersion: UInt64 = 0
@@ -146,8 +146,8 @@ public final class StreamPipeline: @unchecked Sendable {
         scorer.parameters.copy(from: exchange)
         history = []
         history.reserveCapacity(settings.historyLength)
-        rangeLow = [Float](repeating: .infinity, count: sampleDimension)
-        rangeHigh = [Float](repeating: -.infinity, count: sampleDimension)
+        rangeLow = FloatBuffer([Float](repeating: .infinity, count: sampleDimension))
+        rangeHigh = FloatBuffer([Float](repeating: -.infinity, count: sampleDimension))
         rows = FloatBuffer(count: 256 * inputDimension)
         errors = FloatBuffer(count: 256)
         featureErrors = FloatBuffer(count: inputDimension)
@@ -222,34 +222,49 @@ public final class StreamPipeline: @unchecked Sendable {
             var calibrator = Calibrator(horizon: 1)
             swap(&calibrator, &self.calibrator)
             var quarantineRun = self.quarantineRun
-            var low: [Float] = [], high: [Float] = []
-            swap(&low, &rangeLow)
-            swap(&high, &rangeHigh)
+            let low = rangeLow.pointer, high = rangeHigh.pointer
             let limit = settings.learnSurpriseLimit, holdOff = settings.alertHoldOff
             let margin = settings.rangeMargin, sd = sampleDimension
             defer {
                 swap(&calibrator, &self.calibrator)
-                swap(&low, &rangeLow)
-                swap(&high, &rangeHigh)
                 self.quarantineRun = quarantineRun
             }
+            // Whether any sample of the batch lies outside the range: one branch-free pass (it
+            // vectorises); nearly always none does, and the per-sample check below is skipped.
+            var batchWidens = false
+            if margin >= 0 {
+                var outside: UInt32 = 0
+                for i in 0..<count {
+                    let x = values + i * sd
+                    for f in 0..<sd { outside |= (x[f] < low[f] ? 1 : 0) | (x[f] > high[f] ? 1 : 0) }
+                }
+                batchWidens = outside != 0
+            }
             for i in 0..<count {
-                // Beyond the range seen so far (before this sample widens it)?
+                // Beyond the range seen so far (before this sample widens it)? One pass of two
+                // comparisons per feature while the sample lies inside, as nearly all do.
                 var beyond = false
                 var excess: [(index: Int, share: Float)] = []
                 if margin >= 0 {
-                    for f in 0..<sd {
-                        let v = values[i * sd + f], lo = low[f], hi = high[f]
-                        if hi > lo {
-                            let slack = margin * (hi - lo)
-                            if v > hi + slack || v < lo - slack { beyond = true }
+                    let x = values + i * sd
+                    var widens = false
+                    if batchWidens {
+                        var outside: UInt32 = 0
+                        for f in 0..<sd { outside |= (x[f] < low[f] ? 1 : 0) | (x[f] > high[f] ? 1 : 0) }
+                        widens = outside != 0
+                    }
+                    if widens {
+                        for f in 0..<sd {
+                            let v = x[f], lo = low[f], hi = high[f], slack = margin * (hi - lo)
+                            if hi > lo && (v > hi + slack || v < lo - slack) { beyond = true }
                         }
                     }
-                    if beyond { excess = Self.rangeExcess(values + i * sd, low, high, window: settings.window) }
-                    for f in 0..<sd {
-                        let v = values[i * sd + f]
-                        if v < low[f] { low[f] = v }
-                        if v > high[f] { high[f] = v }
+                    if beyond { excess = Self.rangeExcess(x, low, high, count: sd, window: settings.window) }
+                    if widens {
+                        for f in 0..<sd {
+                            if x[f] < low[f] { low[f] = x[f] }
+                            if x[f] > high[f] { high[f] = x[f] }
+                        }
                     }
                 }
                 let r = windowed ? rowOf[i] : i
@@ -329,12 +344,12 @@ public final class StreamPipeline: @unchecked Sendable {
     /// For a sample beyond its stream's range: how far each feature lies outside [low, high], as
     /// shares of the total, largest first (at most five). A windowed stream's one value is the
     /// newest time step of its window, index `window − 1`.
-    static func rangeExcess(_ sample: UnsafePointer<Float>, _ low: [Float], _ high: [Float], window: Int)
-        -> [(index: Int, share: Float)]
-    {
+    static func rangeExcess(
+        _ sample: UnsafePointer<Float>, _ low: UnsafePointer<Float>, _ high: UnsafePointer<Float>, count: Int, window: Int
+    ) -> [(index: Int, share: Float)] {
         var excess: [(index: Int, share: Float)] = []
         var total: Float = 0
-        for f in low.indices where high[f] > low[f] {
+        for f in 0..<count where high[f] > low[f] {
             let v = sample[f]
             let e = v > high[f] ? v - high[f] : v < low[f] ? low[f] - v : 0
             if e > 0 {
@@ -493,7 +508,9 @@ public final class StreamPipeline: @unchecked Sendable {
             scorer.normaliser.encode(&w)
             buffer.encode(&w)
             w.write(UInt32(history.count)); for v in history { w.write(v) }
-            w.write(UInt32(rangeLow.count)); for v in rangeLow { w.write(v) }; for v in rangeHigh { w.write(v) }
+            w.write(UInt32(rangeLow.count))
+            for f in 0..<rangeLow.count { w.write(rangeLow[f]) }
+            for f in 0..<rangeHigh.count { w.write(rangeHigh[f]) }
         }
         return w.bytes
     }
@@ -542,8 +559,8 @@ public final class StreamPipeline: @unchecked Sendable {
         if version >= 3 {
             let n = Int(try r.read(UInt32.self))
             guard n == stream.sampleDimension else { throw StateError.invalid("range width for stream \(name)") }
-            stream.rangeLow = try (0..<n).map { _ in try r.read(Float.self) }
-            stream.rangeHigh = try (0..<n).map { _ in try r.read(Float.self) }
+            for f in 0..<n { stream.rangeLow[f] = try r.read(Float.self) }
+            for f in 0..<n { stream.rangeHigh[f] = try r.read(Float.self) }
         }
         stream.exchange.copy(from: stream.autoencoder.parameters)
         stream.exchangeVersion = UInt64(stream.autoencoder.step)

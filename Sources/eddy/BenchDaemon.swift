@@ -58,8 +58,11 @@ struct IngestBench: ParsableCommand {
     @Flag(inversion: .prefixedNo, help: "Run a subscriber that receives and decodes every score (it shares the CPU).")
     var subscriber = true
     @Flag(help: "One JSON object per measurement.") var json = false
+    @Option(help: "Configuration file whose [stream] section the bench stream takes (to measure a setting's cost).")
+    var config: String?
 
     func run() throws {
+        let streamDefaults = try loadConfiguration(config).streamDefaults
         for b in batch > 0 ? [batch] : [256, 1] {
             var report = Report()
             report.add("batch", b)
@@ -71,7 +74,7 @@ struct IngestBench: ParsableCommand {
             let messages = try (0..<1024).map {
                 try sampleFrames(stream: "bench", sequence: UInt64($0 * b), dim: dim, values: values)
             }
-            let daemon = try measureDaemon(messages: messages, samplesPerMessage: b)
+            let daemon = try measureDaemon(messages: messages, samplesPerMessage: b, streamDefaults: streamDefaults)
             let ceiling = try measureRawPushPull(message: messages[0], samplesPerMessage: b)
             report.add("samples_per_second", daemon.rate)
             report.add("scores_received_per_second", daemon.scoresRate)
@@ -86,10 +89,12 @@ struct IngestBench: ParsableCommand {
 
     /// Floods a live daemon from one producer for `seconds`; counts accepted samples, with a
     /// subscriber receiving every score.
-    func measureDaemon(messages: [[[UInt8]]], samplesPerMessage: Int) throws
+    func measureDaemon(messages: [[[UInt8]]], samplesPerMessage: Int, streamDefaults: StreamConfiguration) throws
         -> (rate: Double, scoresRate: Double, stepsRate: Double, alertsRate: Double, steal: Double)
     {
-        let daemon = try Daemon(configuration: benchDaemonConfiguration(), logger: quietLogger())
+        var configuration = benchDaemonConfiguration()
+        configuration.streamDefaults = streamDefaults
+        let daemon = try Daemon(configuration: configuration, logger: quietLogger())
         let endpoints = try daemon.start()
         defer { daemon.stop() }
         let stop = StopFlag()
