@@ -337,6 +337,11 @@ public nonisolated struct Eddy_V1_Alert: Sendable {
   /// feature lies outside the range instead of the reconstruction error.
   public var beyondRange: Bool = false
 
+  /// Set when the alert comes from the period check: the stream's last `window` values differ from
+  /// those this many values (one period) earlier more than the stream's usual, beyond the recent
+  /// peak; top_features still share out the reconstruction error.
+  public var period: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -856,7 +861,7 @@ nonisolated extension Eddy_V1_ScoreBatch: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Eddy_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Alert"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{3}model_version\0\u{1}threshold\0\u{1}score\0\u{3}top_features\0\u{1}window\0\u{3}window_scales\0\u{3}beyond_range\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{3}model_version\0\u{1}threshold\0\u{1}score\0\u{3}top_features\0\u{1}window\0\u{3}window_scales\0\u{3}beyond_range\0\u{1}period\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -872,6 +877,7 @@ nonisolated extension Eddy_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._Messa
       case 6: try { try decoder.decodeSingularUInt32Field(value: &self.window) }()
       case 7: try { try decoder.decodeRepeatedUInt32Field(value: &self.windowScales) }()
       case 8: try { try decoder.decodeSingularBoolField(value: &self.beyondRange) }()
+      case 9: try { try decoder.decodeSingularUInt32Field(value: &self.period) }()
       default: break
       }
     }
@@ -906,6 +912,9 @@ nonisolated extension Eddy_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._Messa
     if self.beyondRange != false {
       try visitor.visitSingularBoolField(value: self.beyondRange, fieldNumber: 8)
     }
+    if self.period != 0 {
+      try visitor.visitSingularUInt32Field(value: self.period, fieldNumber: 9)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -918,6 +927,7 @@ nonisolated extension Eddy_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._Messa
     if lhs.window != rhs.window {return false}
     if lhs.windowScales != rhs.windowScales {return false}
     if lhs.beyondRange != rhs.beyondRange {return false}
+    if lhs.period != rhs.period {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -30,7 +30,7 @@ public struct StreamConfiguration: Sendable, Equatable {
     public var warmupSamples = 500
     public var warmupSteps = 60
     /// Calibrated score at or above which a sample alerts.
-    public var threshold: Float = 0.65
+    public var threshold: Float = 0.9
     /// Errors the calibrator's running statistics cover.
     public var calibrationHorizon = 5000
     /// Samples over which a score is measured against the recent peak surprise as well as the usual
@@ -45,6 +45,10 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// anomaly however well the model reconstructs it (a slow drift to new lows fits any smooth
     /// window). Negative: off.
     public var rangeMargin: Float = 0.05
+    /// A windowed stream's period: detected from its first 600 values (`auto`), given in values, or
+    /// `off`. With one, its last `window` values are also compared with those one period earlier
+    /// (see `PeriodCheck`) and the larger of the two scores counts.
+    public var period = PeriodSetting.auto
     public var normaliserHorizon = 10_000
     public var autoencoderHidden = [64, 16, 64]
     public var learningRate: Float = 3e-3

@@ -12,13 +12,15 @@ public struct SampleScore: Sendable, Equatable {
     /// The sample lies beyond the range its stream has shown (see `StreamConfiguration.rangeMargin`):
     /// it scores 1, and an alert's `topFeatures` share out how far each feature lies outside.
     public var beyondRange: Bool
+    /// The alert comes from the period check (the stream's period is `ScoredBatch.period`).
+    public var fromPeriod: Bool
     public var timestamp: Int64
     /// For alerts: (feature or time step, share of the squared error), largest first.
     public var topFeatures: [(index: Int, share: Float)]
 
     public static func == (a: SampleScore, b: SampleScore) -> Bool {
         a.sequence == b.sequence && a.error == b.error && a.score == b.score && a.alert == b.alert
-            && a.warmingUp == b.warmingUp && a.beyondRange == b.beyondRange && a.timestamp == b.timestamp
+            && a.warmingUp == b.warmingUp && a.beyondRange == b.beyondRange && a.fromPeriod == b.fromPeriod && a.timestamp == b.timestamp
             && a.topFeatures.map(\.index) == b.topFeatures.map(\.index)
     }
 }
@@ -36,6 +38,9 @@ public struct ScoredBatch: Sendable {
     public var warmingUp: [Bool]
     /// Samples (by index in the batch) beyond their stream's range so far, scored 1 for that.
     public var beyondRange: Set<Int> = []
+    /// Alerts (by index in the batch) that come from the period check, and the stream's period then.
+    public var fromPeriod: Set<Int> = []
+    public var period = 0
     /// The producer's timestamps, or empty.
     public var timestamps: [Int64]
     /// For each alerting sample (by index in the batch): the largest shares of its squared error.
@@ -51,7 +56,7 @@ public struct ScoredBatch: Sendable {
     public func sample(_ i: Int) -> SampleScore {
         SampleScore(
             sequence: firstSequence &+ UInt64(i), error: errors[i], score: scores[i], alert: alerts[i],
-            warmingUp: warmingUp[i], beyondRange: beyondRange.contains(i),
+            warmingUp: warmingUp[i], beyondRange: beyondRange.contains(i), fromPeriod: fromPeriod.contains(i),
             timestamp: timestamps.isEmpty ? 0 : timestamps[i],
             topFeatures: topFeatures[i] ?? [])
     }
@@ -107,6 +112,8 @@ public final class StreamPipeline: @unchecked Sendable {
     var quarantinedRows: [Int] = []
     /// Per feature of the arriving samples, the smallest and largest value seen (±∞ before any).
     let rangeLow: FloatBuffer, rangeHigh: FloatBuffer
+    /// A windowed stream's comparison with one period earlier (nil: none).
+    var periodCheck: PeriodCheck?
     /// The trainer's latest autoencoder weights for the scorer, and their version (steps taken).
     let exchange: FloatBuffer
     var exchangeVersion: UInt64 = 0
@@ -148,6 +155,11 @@ public final class StreamPipeline: @unchecked Sendable {
         history.reserveCapacity(settings.historyLength)
         rangeLow = FloatBuffer([Float](repeating: .infinity, count: sampleDimension))
         rangeHigh = FloatBuffer([Float](repeating: -.infinity, count: sampleDimension))
+        if settings.window > 0 && settings.period != .off {
+            periodCheck = PeriodCheck(
+                span: settings.window, setting: settings.period, horizon: settings.calibrationHorizon,
+                holdOff: settings.alertHoldOff)
+        }
         rows = FloatBuffer(count: 256 * inputDimension)
         errors = FloatBuffer(count: 256)
         featureErrors = FloatBuffer(count: inputDimension)
@@ -222,12 +234,16 @@ public final class StreamPipeline: @unchecked Sendable {
             var calibrator = Calibrator(horizon: 1)
             swap(&calibrator, &self.calibrator)
             var quarantineRun = self.quarantineRun
+            var periodCheck = self.periodCheck
+            self.periodCheck = nil
             let low = rangeLow.pointer, high = rangeHigh.pointer
             let limit = settings.learnSurpriseLimit, holdOff = settings.alertHoldOff
             let margin = settings.rangeMargin, sd = sampleDimension
             defer {
                 swap(&calibrator, &self.calibrator)
                 self.quarantineRun = quarantineRun
+                self.periodCheck = periodCheck
+                result.period = periodCheck?.period ?? 0
             }
             // Whether any sample of the batch lies outside the range: one branch-free pass (it
             // vectorises); nearly always none does, and the per-sample check below is skipped.
@@ -267,15 +283,21 @@ public final class StreamPipeline: @unchecked Sendable {
                         }
                     }
                 }
+                // How far the last values are from one period earlier (windowed streams).
+                let logRatio = periodCheck?.push(values[i], rangeWidth: max(high[0] - low[0], 0))
                 let r = windowed ? rowOf[i] : i
                 guard r >= 0 else { continue }
                 let e = errors[r]
                 let logError = Calibrator.logError(e)
                 let calibrated = calibrator.score(logError: logError)
                 let warmingUp = warming || calibrator.count < UInt64(Self.minimumCalibration)
+                var periodScore: Float = 0
+                if let logRatio, let s = periodCheck?.score(logRatio: logRatio), periodCheck!.ready { periodScore = s }
                 // While warming up the score says nothing yet: 0. A level never seen scores 1.
-                let score = warmingUp ? 0 : beyond ? 1 : calibrated.score
+                let score = warmingUp ? 0 : beyond ? 1 : max(calibrated.score, periodScore)
                 let alert = !warmingUp && score >= threshold
+                if alert && !beyond && periodScore > calibrated.score { result.fromPeriod.insert(i) }
+                if !alert, let logRatio { periodCheck?.learn(logRatio: logRatio) }
                 // Kept out of the buffer and the normaliser while it looks anomalous, unless the
                 // stream has looked anomalous for a whole hold-off (then it is the new normal).
                 let surprising = limit > 0 && !warmingUp && calibrated.surprise >= limit
@@ -385,6 +407,9 @@ public final class StreamPipeline: @unchecked Sendable {
         return top
     }
 
+    /// A windowed stream's period in values (0: none found, not decided yet, or no period check).
+    public var period: Int { lock.withLock { periodCheck?.period ?? 0 } }
+
     /// Counts a rejected message against this stream.
     public func countRejected() { lock.withLock { rejectedCount += 1 } }
 
@@ -489,8 +514,8 @@ public final class StreamPipeline: @unchecked Sendable {
     // MARK: State
 
     static let kind = "eddy.stream"
-    /// 3 added the stream's range; a version-2 checkpoint restores with the range empty.
-    static let formatVersion: UInt32 = 3
+    /// 3 added the stream's range, 4 the period check; older checkpoints restore without them.
+    static let formatVersion: UInt32 = 4
 
     /// The stream's whole state (call from the trainer thread, or with no trainer running).
     public func serialized() -> [UInt8] {
@@ -511,6 +536,8 @@ public final class StreamPipeline: @unchecked Sendable {
             w.write(UInt32(rangeLow.count))
             for f in 0..<rangeLow.count { w.write(rangeLow[f]) }
             for f in 0..<rangeHigh.count { w.write(rangeHigh[f]) }
+            w.write(periodCheck != nil)
+            periodCheck?.encode(&w)
         }
         return w.bytes
     }
@@ -520,7 +547,7 @@ public final class StreamPipeline: @unchecked Sendable {
         var r = StateReader(bytes)
         guard try r.read(String.self) == kind else { throw StateError.wrongKind(expected: kind) }
         let version = try r.read(UInt32.self)
-        guard version == 2 || version == formatVersion else { throw StateError.unsupportedVersion(version) }
+        guard (2...formatVersion).contains(version) else { throw StateError.unsupportedVersion(version) }
         let name = try r.read(String.self)
         var s = settings
         s.dim = Int(try r.read(UInt32.self))
@@ -561,6 +588,18 @@ public final class StreamPipeline: @unchecked Sendable {
             guard n == stream.sampleDimension else { throw StateError.invalid("range width for stream \(name)") }
             for f in 0..<n { stream.rangeLow[f] = try r.read(Float.self) }
             for f in 0..<n { stream.rangeHigh[f] = try r.read(Float.self) }
+        }
+        if version >= 4, try r.read(UInt8.self) != 0 {
+            let saved = try PeriodCheck.decode(&r)
+            // Kept while the settings still ask for it (and, if fixed, for the same period).
+            switch s.period {
+            case .off: break
+            case .fixed(let n) where n != saved.period: break
+            default:
+                if s.window > 0 && saved.span == s.window {
+                    stream.periodCheck = saved.reconfigured(horizon: s.calibrationHorizon, holdOff: s.alertHoldOff)
+                }
+            }
         }
         stream.exchange.copy(from: stream.autoencoder.parameters)
         stream.exchangeVersion = UInt64(stream.autoencoder.step)

@@ -81,6 +81,7 @@ public enum Wire {
         m.window = UInt32(batch.window)
         m.windowScales = batch.windowScales.map { UInt32($0) }
         m.beyondRange = s.beyondRange
+        m.period = s.fromPeriod ? UInt32(batch.period) : 0
         return m
     }
 

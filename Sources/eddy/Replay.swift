@@ -54,7 +54,8 @@ struct Replay: ParsableCommand {
             if detail {
                 let settings = run!.pipeline.settings
                 let why = describeContributions(s.topFeatures, window: settings.window, scales: settings.windowScales, separator: "; ")
-                let cause = s.alert && s.beyondRange ? "beyond range at " : ""
+                let cause =
+                    !s.alert ? "" : s.beyondRange ? "beyond range at " : s.fromPeriod ? "unlike one period earlier; " : ""
                 print("\(s.sequence),\(s.error),\(s.score),\(s.alert ? 1 : 0),\(s.warmingUp ? 1 : 0),\(cause)\(why)")
             } else {
                 print(String(format: "%.6f", s.score))

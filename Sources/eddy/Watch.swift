@@ -67,7 +67,9 @@ struct Watch: ParsableCommand {
                 m.topFeatures.map { (Int($0.index), $0.share) }, window: Int(m.window), scales: m.windowScales.map { Int($0) })
             return "ALERT    \(m.stream) seq \(m.score.sequence) score \(fmt(m.score.score)) "
                 + "error \(fmt(m.score.error)) threshold \(fmt(m.threshold)) "
-                + (m.beyondRange ? "beyond range at \(features)" : "from \(features)")
+                + (m.beyondRange
+                    ? "beyond range at \(features)"
+                    : (m.period > 0 ? "unlike \(m.period) values earlier; " : "") + "from \(features)")
         case let m as Eddy_V1_ModelSnapshot:
             let kind = m.kind == .moco ? "moco" : "autoencoder"
             return "snapshot \(m.stream) \(kind) v\(m.version) after \(m.samplesSeen) samples, \(m.tensors.count) tensors"

@@ -213,6 +213,73 @@ import Testing
     }
 }
 
+@Suite struct PeriodTests {
+    /// The autocorrelation finds a repeating stream's period and none in noise or a constant.
+    @Test func detectsThePeriodOfARepeatingStreamAndNoneInNoise() {
+        var r = RandomSource(seed: 5)
+        let wave = (0..<600).map { sinf(Float($0) * 2 * .pi / 48) + 0.2 * r.normal() }
+        #expect(PeriodCheck.detectPeriod(wave) == 48)
+        let square = (0..<600).map { Float(($0 / 35) % 2) + 0.05 * r.normal() }
+        #expect(PeriodCheck.detectPeriod(square) == 70)
+        #expect(PeriodCheck.detectPeriod((0..<600).map { _ in r.normal() }) == 0)
+        #expect(PeriodCheck.detectPeriod([Float](repeating: 3, count: 600)) == 0)
+    }
+
+    /// A daily-like stream (period 48) whose one cycle goes at 60% of the usual amplitude: every
+    /// value stays inside the range and every window is a smooth piece of wave, but the period check
+    /// sees it differ from the cycle before and alerts (at threshold 0.6: the ratio grows over the
+    /// 16 values it averages, so its surprise over its own recent peak comes in steps); with the
+    /// check off the cycle scores lower. The detected period survives a checkpoint.
+    @Test func aCycleUnlikeTheOneBeforeAlertsFromThePeriodCheck() throws {
+        func run(_ period: PeriodSetting) -> (StreamPipeline, [SampleScore]) {
+            var settings = StreamConfiguration().resolved(dim: 1)
+            settings.period = period
+            settings.threshold = 0.6
+            let p = StreamPipeline(name: "daily", settings: settings)
+            var r = RandomSource(seed: 9)
+            var out: [SampleScore] = []
+            for t in 0..<2400 {
+                let amplitude: Float = (1920..<1968).contains(t) ? 0.6 : 1
+                let v = [amplitude * sinf(Float(t) * 2 * .pi / 48) + 0.02 * r.normal()]
+                out.append(v.withUnsafeBufferPointer { p.score($0.baseAddress!, count: 1, firstSequence: UInt64(t)) }.sample(0))
+                while p.trainStep() {}
+            }
+            return (p, out)
+        }
+        let (p, on) = run(.auto)
+        #expect(p.period == 48)
+        let cycle = on[1920..<1990]
+        #expect(cycle.contains { $0.alert && $0.fromPeriod && !$0.beyondRange }, "the odd cycle alerts from the period check")
+        let oddAlerts = cycle.filter { $0.fromPeriod && $0.alert }.count
+        let normalAlerts = on[1000..<1900].filter { $0.fromPeriod && $0.alert }.count
+        #expect(oddAlerts >= 5 && normalAlerts <= 9, "\(oddAlerts) in the odd cycle's 70 samples, \(normalAlerts) in 900 before")
+        let (q, off) = run(.off)
+        #expect(q.period == 0 && !off.contains { $0.fromPeriod })
+        let withCheck: Float = cycle.map(\.score).reduce(0, +)
+        let without: Float = off[1920..<1990].map(\.score).reduce(0, +)
+        #expect(withCheck > without + 2, "\(withCheck) vs \(without)")
+
+        let restored = try StreamPipeline.restore(p.serialized(), settings: p.settings)
+        #expect(restored.period == 48)
+        var fixed = p.settings
+        fixed.period = .fixed(50)
+        #expect(try StreamPipeline.restore(p.serialized(), settings: fixed).period == 50, "a fixed period wins")
+        let scored = [Float](repeating: 0, count: 1).withUnsafeBufferPointer {
+            p.score($0.baseAddress!, count: 1, firstSequence: 2400)
+        }
+        let alert = Wire.alert(on.first { $0.alert && $0.fromPeriod }!, in: scored)
+        #expect(alert.period == 48 && !alert.beyondRange)
+    }
+
+    @Test func theConfigurationTakesAutoOffOrAPeriod() throws {
+        #expect(PeriodSetting("auto") == .auto && PeriodSetting("off") == .off && PeriodSetting("288") == .fixed(288))
+        #expect(PeriodSetting("1") == nil && PeriodSetting("daily") == nil)
+        let c = try ConfigurationFile.parse("[stream]\nperiod = off\n[stream.web]\nperiod = 288\n")
+        #expect(c.streamDefaults.period == .off && c.settings(for: "web").period == .fixed(288))
+        #expect(throws: (any Error).self) { try ConfigurationFile.parse("[stream]\nperiod = weekly\n") }
+    }
+}
+
 @Suite struct WindowTests {
     /// Window 4 at scales [1, 2] over the values 1...8: the last four values, then four means of two.
     @Test func aMultiScaleRowHoldsTheRawWindowThenBlockMeans() {

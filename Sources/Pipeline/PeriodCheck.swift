@@ -1,0 +1,172 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Learning
+
+/// How a windowed stream's period is found: detected from its first values, fixed, or not used.
+public enum PeriodSetting: Sendable, Equatable, CustomStringConvertible {
+    case auto
+    case off
+    case fixed(Int)
+
+    /// `auto`, `off` or a period in values (at least 2), as in a configuration file.
+    public init?(_ text: String) {
+        switch text {
+        case "auto": self = .auto
+        case "off": self = .off
+        default:
+            guard let n = Int(text), n >= 2, n <= PeriodCheck.longestFixedPeriod else { return nil }
+            self = .fixed(n)
+        }
+    }
+
+    public var description: String {
+        switch self {
+        case .auto: "auto"
+        case .off: "off"
+        case .fixed(let n): String(n)
+        }
+    }
+}
+
+/// Compares a windowed stream's recent values with the same values one period earlier.
+///
+/// Many streams repeat: daily load, hourly jobs. A day that goes differently (a step missing, a
+/// level moved for a few hours, a flat stretch) is an anomaly even when every window of it looks
+/// like a normal window, which is all the autoencoder sees (its input spans 128 values, a day of
+/// 5-minute samples is 288). The check keeps its own statistics: over the last `span` values,
+///
+///     ratio = mean |x[t] − x[t − P]| / (mean |x[t] − x[t − 1]| + 0.001 · the stream's range)
+///
+/// how far the stream is from one period ago, relative to how much it moves from one value to the
+/// next (so a noisy stream is not more anomalous for being noisy), and calibrates `ln ratio` with
+/// a `Calibrator` exactly as the reconstruction error is: a running Gaussian and the surprise over
+/// the recent peak. The period P is the first local maximum of the autocorrelation of the stream's
+/// first `detectionSamples` values among lags 21...298 that reaches 0.3; a stream without one
+/// has no period check.
+public struct PeriodCheck: Sendable, Equatable {
+    public static let detectionSamples = 600
+    public static let shortestPeriod = 20
+    public static let longestPeriod = 300
+    public static let minimumCorrelation: Float = 0.3
+    public static let longestFixedPeriod = 100_000
+
+    /// Values averaged over (the stream's window).
+    public let span: Int
+    /// The period in values; 0 while undecided or when the stream has none.
+    public private(set) var period: Int
+    public private(set) var decided: Bool
+    /// The last values, oldest first from `start`, in a ring of `ring.count`.
+    var ring: [Float]
+    var start = 0, stored = 0
+    public private(set) var calibrator: Calibrator
+
+    public init(span: Int, setting: PeriodSetting, horizon: Int, holdOff: Int) {
+        self.span = max(1, span)
+        switch setting {
+        case .fixed(let n): (period, decided) = (n, true)
+        case .auto, .off: (period, decided) = (0, false)
+        }
+        ring = [Float](repeating: 0, count: max(Self.detectionSamples, period + self.span + 1))
+        calibrator = Calibrator(horizon: horizon, holdOff: holdOff)
+    }
+
+    /// The value `ago` values before the newest.
+    @inline(__always)
+    func value(ago: Int) -> Float {
+        let i = start + stored - 1 - ago
+        return ring[i >= ring.count ? i - ring.count : i]
+    }
+
+    /// Adds the newest value (decides the period once enough values have come) and returns
+    /// `ln ratio` for it, or nil while it cannot be compared with a period before.
+    public mutating func push(_ x: Float, rangeWidth: Float) -> Float? {
+        if stored < ring.count {
+            ring[(start + stored) % ring.count] = x
+            stored += 1
+        } else {
+            ring[start] = x
+            start = start + 1 == ring.count ? 0 : start + 1
+        }
+        if !decided && stored >= Self.detectionSamples {
+            decided = true
+            period = Self.detectPeriod((0..<stored).map { value(ago: stored - 1 - $0) })
+            if period > 0 && period + span + 1 > ring.count {
+                // Cannot happen with the detection's lags; kept for a changed constant.
+                period = 0
+            }
+        }
+        guard period > 0, stored >= period + span + 1 else { return nil }
+        var away: Float = 0, moves: Float = 0
+        for j in 0..<span {
+            let now = value(ago: j)
+            away += abs(now - value(ago: j + period))
+            moves += abs(now - value(ago: j + 1))
+        }
+        let ratio = away / (moves + 1e-3 * rangeWidth + 1e-30)
+        return logf(max(ratio, 1e-30))
+    }
+
+    /// The score of a `ln ratio` from `push`: Φ(surprise over the recent peak); remembers its surprise.
+    public mutating func score(logRatio: Float) -> Float { calibrator.score(logError: logRatio).score }
+
+    /// Lets a `ln ratio` into the statistics (a sample that did not alert).
+    public mutating func learn(logRatio: Float) { calibrator.update(logError: logRatio) }
+
+    /// Whether the statistics have seen enough ratios to score.
+    public var ready: Bool { calibrator.count >= UInt64(StreamPipeline.minimumCalibration) }
+
+    /// The first local maximum of the autocorrelation among lags 21...298 that reaches
+    /// `minimumCorrelation`, or 0.
+    public static func detectPeriod(_ values: [Float]) -> Int {
+        let n = values.count
+        guard n > longestPeriod else { return 0 }
+        let mean = values.reduce(0, +) / Float(n)
+        let x = values.map { Double($0 - mean) }
+        let energy = x.reduce(0) { $0 + $1 * $1 }
+        guard energy > 0 else { return 0 }
+        let lags = Array(shortestPeriod..<longestPeriod)
+        let correlation: [Double] = lags.map { lag in
+            var s = 0.0
+            for i in 0..<(n - lag) { s += x[i] * x[i + lag] }
+            return s / energy
+        }
+        for k in 1..<(lags.count - 1) {
+            let c = correlation[k]
+            if c > Double(minimumCorrelation) && c >= correlation[k - 1] && c >= correlation[k + 1] { return lags[k] }
+        }
+        return 0
+    }
+
+    /// The same check with its statistics under another horizon and hold-off.
+    public func reconfigured(horizon: Int, holdOff: Int) -> PeriodCheck {
+        var p = self
+        p.calibrator = calibrator.reconfigured(horizon: horizon, holdOff: holdOff)
+        return p
+    }
+
+    public func encode(_ w: inout StateWriter) {
+        w.write(UInt32(span)); w.write(UInt32(period)); w.write(decided)
+        w.write(UInt32(ring.count)); w.write(UInt32(stored))
+        for k in 0..<stored { w.write(value(ago: stored - 1 - k)) }
+        calibrator.encode(&w)
+    }
+
+    public static func decode(_ r: inout StateReader) throws -> PeriodCheck {
+        let span = Int(try r.read(UInt32.self))
+        let period = Int(try r.read(UInt32.self))
+        let decided = try r.read(UInt8.self) != 0
+        let capacity = Int(try r.read(UInt32.self))
+        let stored = Int(try r.read(UInt32.self))
+        guard span >= 1, capacity <= longestFixedPeriod + span + 1, capacity >= period + span + 1, stored <= capacity
+        else { throw StateError.invalid("period check") }
+        var p = PeriodCheck(span: span, setting: .off, horizon: 1, holdOff: 0)
+        p.period = period
+        p.decided = decided
+        p.ring = [Float](repeating: 0, count: capacity)
+        for k in 0..<stored { p.ring[k] = try r.read(Float.self) }
+        p.stored = stored
+        p.calibrator = try Calibrator.decode(&r)
+        return p
+    }
+}
