@@ -45,9 +45,10 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// anomaly however well the model reconstructs it (a slow drift to new lows fits any smooth
     /// window). Negative: off.
     public var rangeMargin: Float = 0.05
-    /// A windowed stream's period: detected from its first 600 values (`auto`), given in values, or
-    /// `off`. With one, its last `window` values are also compared with those one period earlier
-    /// (see `PeriodCheck`) and the larger of the two scores counts.
+    /// A windowed stream's period: detected from its first 600 values (`auto`; only a period longer
+    /// than the model's input, `historyLength`, is used), given in values, or `off`. With one, its
+    /// last `window` values are also compared with those one period earlier (see `PeriodCheck`) and
+    /// the larger of the two scores counts.
     public var period = PeriodSetting.auto
     public var normaliserHorizon = 10_000
     public var autoencoderHidden = [64, 16, 64]

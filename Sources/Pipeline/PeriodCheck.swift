@@ -42,17 +42,20 @@ public enum PeriodSetting: Sendable, Equatable, CustomStringConvertible {
 /// next (so a noisy stream is not more anomalous for being noisy), and calibrates `ln ratio` with
 /// a `Calibrator` exactly as the reconstruction error is: a running Gaussian and the surprise over
 /// the recent peak. The period P is the first local maximum of the autocorrelation of the stream's
-/// first `detectionSamples` values among lags 21...298 that reaches 0.3; a stream without one
-/// has no period check.
+/// first `detectionSamples` values among lags 21...298 that reaches 0.5; a stream without one, or
+/// whose period fits inside the model's own input (`context` values: the autoencoder then sees
+/// whole cycles and their repetition itself), has no period check.
 public struct PeriodCheck: Sendable, Equatable {
     public static let detectionSamples = 600
     public static let shortestPeriod = 20
     public static let longestPeriod = 300
-    public static let minimumCorrelation: Float = 0.3
+    public static let minimumCorrelation: Float = 0.5
     public static let longestFixedPeriod = 100_000
 
     /// Values averaged over (the stream's window).
     public let span: Int
+    /// Values the model's input covers: detected periods up to this are left to the model.
+    public let context: Int
     /// The period in values; 0 while undecided or when the stream has none.
     public private(set) var period: Int
     public private(set) var decided: Bool
@@ -61,8 +64,9 @@ public struct PeriodCheck: Sendable, Equatable {
     var start = 0, stored = 0
     public private(set) var calibrator: Calibrator
 
-    public init(span: Int, setting: PeriodSetting, horizon: Int, holdOff: Int) {
+    public init(span: Int, context: Int, setting: PeriodSetting, horizon: Int, holdOff: Int) {
         self.span = max(1, span)
+        self.context = max(0, context)
         switch setting {
         case .fixed(let n): (period, decided) = (n, true)
         case .auto, .off: (period, decided) = (0, false)
@@ -91,10 +95,9 @@ public struct PeriodCheck: Sendable, Equatable {
         if !decided && stored >= Self.detectionSamples {
             decided = true
             period = Self.detectPeriod((0..<stored).map { value(ago: stored - 1 - $0) })
-            if period > 0 && period + span + 1 > ring.count {
-                // Cannot happen with the detection's lags; kept for a changed constant.
-                period = 0
-            }
+            // A cycle the model's input covers is the model's to learn; the ring must reach back one
+            // period (it does for the detection's lags).
+            if period <= context || period + span + 1 > ring.count { period = 0 }
         }
         guard period > 0, stored >= period + span + 1 else { return nil }
         var away: Float = 0, moves: Float = 0
@@ -117,19 +120,21 @@ public struct PeriodCheck: Sendable, Equatable {
     public var ready: Bool { calibrator.count >= UInt64(StreamPipeline.minimumCalibration) }
 
     /// The first local maximum of the autocorrelation among lags 21...298 that reaches
-    /// `minimumCorrelation`, or 0.
+    /// `minimumCorrelation`, or 0. Each lag's products are averaged over the pairs it has (the
+    /// unbiased estimate: the plain sum shrinks with the lag and moves a long period's peak early,
+    /// 158 for a sine of period 160 in 600 values).
     public static func detectPeriod(_ values: [Float]) -> Int {
         let n = values.count
         guard n > longestPeriod else { return 0 }
         let mean = values.reduce(0, +) / Float(n)
         let x = values.map { Double($0 - mean) }
-        let energy = x.reduce(0) { $0 + $1 * $1 }
-        guard energy > 0 else { return 0 }
+        let variance = x.reduce(0) { $0 + $1 * $1 } / Double(n)
+        guard variance > 0 else { return 0 }
         let lags = Array(shortestPeriod..<longestPeriod)
         let correlation: [Double] = lags.map { lag in
             var s = 0.0
             for i in 0..<(n - lag) { s += x[i] * x[i + lag] }
-            return s / energy
+            return s / Double(n - lag) / variance
         }
         for k in 1..<(lags.count - 1) {
             let c = correlation[k]
@@ -146,7 +151,7 @@ public struct PeriodCheck: Sendable, Equatable {
     }
 
     public func encode(_ w: inout StateWriter) {
-        w.write(UInt32(span)); w.write(UInt32(period)); w.write(decided)
+        w.write(UInt32(span)); w.write(UInt32(context)); w.write(UInt32(period)); w.write(decided)
         w.write(UInt32(ring.count)); w.write(UInt32(stored))
         for k in 0..<stored { w.write(value(ago: stored - 1 - k)) }
         calibrator.encode(&w)
@@ -154,13 +159,14 @@ public struct PeriodCheck: Sendable, Equatable {
 
     public static func decode(_ r: inout StateReader) throws -> PeriodCheck {
         let span = Int(try r.read(UInt32.self))
+        let context = Int(try r.read(UInt32.self))
         let period = Int(try r.read(UInt32.self))
         let decided = try r.read(UInt8.self) != 0
         let capacity = Int(try r.read(UInt32.self))
         let stored = Int(try r.read(UInt32.self))
         guard span >= 1, capacity <= longestFixedPeriod + span + 1, capacity >= period + span + 1, stored <= capacity
         else { throw StateError.invalid("period check") }
-        var p = PeriodCheck(span: span, setting: .off, horizon: 1, holdOff: 0)
+        var p = PeriodCheck(span: span, context: context, setting: .off, horizon: 1, holdOff: 0)
         p.period = period
         p.decided = decided
         p.ring = [Float](repeating: 0, count: capacity)

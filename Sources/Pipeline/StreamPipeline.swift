@@ -157,7 +157,7 @@ public final class StreamPipeline: @unchecked Sendable {
         rangeHigh = FloatBuffer([Float](repeating: -.infinity, count: sampleDimension))
         if settings.window > 0 && settings.period != .off {
             periodCheck = PeriodCheck(
-                span: settings.window, setting: settings.period, horizon: settings.calibrationHorizon,
+                span: settings.window, context: settings.historyLength, setting: settings.period, horizon: settings.calibrationHorizon,
                 holdOff: settings.alertHoldOff)
         }
         rows = FloatBuffer(count: 256 * inputDimension)
