@@ -59,9 +59,11 @@ public struct PeriodCheck: Sendable, Equatable {
     /// The period in values; 0 while undecided or when the stream has none.
     public private(set) var period: Int
     public private(set) var decided: Bool
-    /// The last values, oldest first from `start`, in a ring of `ring.count`.
+    /// The last `capacity` values in a ring stored twice over (`ring[i] == ring[i + capacity]`), so
+    /// the newest values are always contiguous, ending at `next − 1 + capacity`.
     var ring: [Float]
-    var start = 0, stored = 0
+    let capacity: Int
+    var next = 0, stored = 0
     public private(set) var calibrator: Calibrator
 
     public init(span: Int, context: Int, setting: PeriodSetting, horizon: Int, holdOff: Int) {
@@ -71,40 +73,42 @@ public struct PeriodCheck: Sendable, Equatable {
         case .fixed(let n): (period, decided) = (n, true)
         case .auto, .off: (period, decided) = (0, false)
         }
-        ring = [Float](repeating: 0, count: max(Self.detectionSamples, period + self.span + 1))
+        capacity = max(Self.detectionSamples, period + self.span + 1)
+        ring = [Float](repeating: 0, count: 2 * capacity)
         calibrator = Calibrator(horizon: horizon, holdOff: holdOff)
     }
 
-    /// The value `ago` values before the newest.
+    /// The value `ago` values before the newest (`ago < stored`).
     @inline(__always)
-    func value(ago: Int) -> Float {
-        let i = start + stored - 1 - ago
-        return ring[i >= ring.count ? i - ring.count : i]
+    func value(ago: Int) -> Float { ring[next - 1 + capacity - ago] }
+
+    mutating func append(_ x: Float) {
+        ring[next] = x
+        ring[next + capacity] = x
+        next = next + 1 == capacity ? 0 : next + 1
+        stored = min(stored + 1, capacity)
     }
 
     /// Adds the newest value (decides the period once enough values have come) and returns
     /// `ln ratio` for it, or nil while it cannot be compared with a period before.
     public mutating func push(_ x: Float, rangeWidth: Float) -> Float? {
-        if stored < ring.count {
-            ring[(start + stored) % ring.count] = x
-            stored += 1
-        } else {
-            ring[start] = x
-            start = start + 1 == ring.count ? 0 : start + 1
-        }
+        append(x)
         if !decided && stored >= Self.detectionSamples {
             decided = true
             period = Self.detectPeriod((0..<stored).map { value(ago: stored - 1 - $0) })
             // A cycle the model's input covers is the model's to learn; the ring must reach back one
             // period (it does for the detection's lags).
-            if period <= context || period + span + 1 > ring.count { period = 0 }
+            if period <= context || period + span + 1 > capacity { period = 0 }
         }
         guard period > 0, stored >= period + span + 1 else { return nil }
         var away: Float = 0, moves: Float = 0
-        for j in 0..<span {
-            let now = value(ago: j)
-            away += abs(now - value(ago: j + period))
-            moves += abs(now - value(ago: j + 1))
+        let newest = next - 1 + capacity, period = period, span = span
+        ring.withUnsafeBufferPointer { v in
+            for j in 0..<span {
+                let now = v[newest - j]
+                away += abs(now - v[newest - j - period])
+                moves += abs(now - v[newest - j - 1])
+            }
         }
         let ratio = away / (moves + 1e-3 * rangeWidth + 1e-30)
         return logf(max(ratio, 1e-30))
@@ -152,7 +156,7 @@ public struct PeriodCheck: Sendable, Equatable {
 
     public func encode(_ w: inout StateWriter) {
         w.write(UInt32(span)); w.write(UInt32(context)); w.write(UInt32(period)); w.write(decided)
-        w.write(UInt32(ring.count)); w.write(UInt32(stored))
+        w.write(UInt32(capacity)); w.write(UInt32(stored))
         for k in 0..<stored { w.write(value(ago: stored - 1 - k)) }
         calibrator.encode(&w)
     }
@@ -164,14 +168,13 @@ public struct PeriodCheck: Sendable, Equatable {
         let decided = try r.read(UInt8.self) != 0
         let capacity = Int(try r.read(UInt32.self))
         let stored = Int(try r.read(UInt32.self))
-        guard span >= 1, capacity <= longestFixedPeriod + span + 1, capacity >= period + span + 1, stored <= capacity
+        guard span >= 1, capacity >= detectionSamples, capacity <= longestFixedPeriod + span + 1,
+            capacity >= period + span + 1, stored <= capacity
         else { throw StateError.invalid("period check") }
-        var p = PeriodCheck(span: span, context: context, setting: .off, horizon: 1, holdOff: 0)
+        var p = PeriodCheck(span: span, context: context, setting: .fixed(capacity - span - 1), horizon: 1, holdOff: 0)
         p.period = period
         p.decided = decided
-        p.ring = [Float](repeating: 0, count: capacity)
-        for k in 0..<stored { p.ring[k] = try r.read(Float.self) }
-        p.stored = stored
+        for _ in 0..<stored { p.append(try r.read(Float.self)) }
         p.calibrator = try Calibrator.decode(&r)
         return p
     }
