@@ -41,9 +41,10 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// the stream has changed and they are learned again. 0: learn from everything.
     public var learnSurpriseLimit: Float = 0
     /// A value further beyond the range the stream has shown so far (any feature; for a window, the
-    /// newest value) than this fraction of that range scores 1 at once: a level never seen is an
-    /// anomaly however well the model reconstructs it (a slow drift to new lows fits any smooth
-    /// window). Negative: off.
+    /// newest value) than this fraction of that range scores 1 at once: a jump to a level never seen
+    /// is an anomaly however well the model reconstructs it (a smooth window at a new level is as
+    /// easy as any). Every sample widens the range after its check, so a slow drift is left to the
+    /// model. Applies once the range has seen `warmupSamples` samples. Negative: off.
     public var rangeMargin: Float = 0.05
     /// A windowed stream's period: detected from its first 600 values (`auto`; only a period longer
     /// than the model's input, `historyLength`, is used), given in values, or `off`. With one, its

@@ -36,15 +36,19 @@ public enum PeriodSetting: Sendable, Equatable, CustomStringConvertible {
 /// like a normal window, which is all the autoencoder sees (its input spans 128 values, a day of
 /// 5-minute samples is 288). The check keeps its own statistics: over the last `span` values,
 ///
-///     ratio = mean |x[t] − x[t − P]| / (mean |x[t] − x[t − 1]| + 0.001 · the stream's range)
+///     ratio = (mean |x[t] − x[t − P]| + ε) / (mean |x[t] − x[t − 1]| + ε),   ε = 0.001 · range
 ///
 /// how far the stream is from one period ago, relative to how much it moves from one value to the
-/// next (so a noisy stream is not more anomalous for being noisy), and calibrates `ln ratio` with
+/// next (so a noisy stream is not more anomalous for being noisy; ε keeps flat stretches at a
+/// ratio of 1 rather than 0 or infinity), and calibrates `ln ratio` with
 /// a `Calibrator` exactly as the reconstruction error is: a running Gaussian and the surprise over
 /// the recent peak. The period P is the first local maximum of the autocorrelation of the stream's
-/// first `detectionSamples` values among lags 21...298 that reaches 0.5; a stream without one, or
-/// whose period fits inside the model's own input (`context` values: the autoencoder then sees
-/// whole cycles and their repetition itself), has no period check.
+/// first `detectionSamples` values among lags 21...298 that reaches 0.5, moved to the lag within 8
+/// of it whose values repeat best; a stream without one, or whose period fits inside the model's
+/// own input (`context` values: the autoencoder then sees whole cycles and their repetition
+/// itself), has no period check. 600 values hold only two cycles of a period near 300: when noise
+/// is strong the first maximum can come from the noise at a short lag, and the stream then goes
+/// without a check (`period = N` sets it).
 public struct PeriodCheck: Sendable, Equatable {
     public static let detectionSamples = 600
     public static let shortestPeriod = 20
@@ -59,6 +63,8 @@ public struct PeriodCheck: Sendable, Equatable {
     /// The period in values; 0 while undecided or when the stream has none.
     public private(set) var period: Int
     public private(set) var decided: Bool
+    /// The period was configured, not detected.
+    public let configured: Bool
     /// The last `capacity` values in a ring stored twice over (`ring[i] == ring[i + capacity]`), so
     /// the newest values are always contiguous, ending at `next − 1 + capacity`.
     var ring: [Float]
@@ -66,15 +72,16 @@ public struct PeriodCheck: Sendable, Equatable {
     var next = 0, stored = 0
     public private(set) var calibrator: Calibrator
 
-    public init(span: Int, context: Int, setting: PeriodSetting, horizon: Int, holdOff: Int) {
+    /// `capacity`: values kept (default: enough to detect a period and to reach one period back).
+    public init(span: Int, context: Int, setting: PeriodSetting, horizon: Int, holdOff: Int, capacity: Int? = nil) {
         self.span = max(1, span)
         self.context = max(0, context)
         switch setting {
-        case .fixed(let n): (period, decided) = (n, true)
-        case .auto, .off: (period, decided) = (0, false)
+        case .fixed(let n): (period, decided, configured) = (n, true, true)
+        case .auto, .off: (period, decided, configured) = (0, false, false)
         }
-        capacity = max(Self.detectionSamples, period + self.span + 1)
-        ring = [Float](repeating: 0, count: 2 * capacity)
+        self.capacity = max(capacity ?? 0, Self.detectionSamples, period + self.span + 1)
+        ring = [Float](repeating: 0, count: 2 * self.capacity)
         calibrator = Calibrator(horizon: horizon, holdOff: holdOff)
     }
 
@@ -101,7 +108,7 @@ public struct PeriodCheck: Sendable, Equatable {
             if period <= context || period + span + 1 > capacity { period = 0 }
         }
         guard period > 0, stored >= period + span + 1 else { return nil }
-        var away: Float = 0, moves: Float = 0
+        var away = 1e-3 * rangeWidth * Float(span) + 1e-30, moves = away
         let newest = next - 1 + capacity, period = period, span = span
         ring.withUnsafeBufferPointer { v in
             for j in 0..<span {
@@ -110,8 +117,7 @@ public struct PeriodCheck: Sendable, Equatable {
                 moves += abs(now - v[newest - j - 1])
             }
         }
-        let ratio = away / (moves + 1e-3 * rangeWidth + 1e-30)
-        return logf(max(ratio, 1e-30))
+        return logf(away / moves)
     }
 
     /// The score of a `ln ratio` from `push`: Φ(surprise over the recent peak); remembers its surprise.
@@ -142,7 +148,16 @@ public struct PeriodCheck: Sendable, Equatable {
         }
         for k in 1..<(lags.count - 1) {
             let c = correlation[k]
-            if c > Double(minimumCorrelation) && c >= correlation[k - 1] && c >= correlation[k + 1] { return lags[k] }
+            guard c > Double(minimumCorrelation) && c >= correlation[k - 1] && c >= correlation[k + 1] else { continue }
+            // The correlation's peak is broad; the lag nearby at which the values repeat best.
+            var best = (lag: lags[k], difference: Double.infinity)
+            for lag in max(lags[1], lags[k] - 8)...min(lags[lags.count - 2], lags[k] + 8) {
+                var d = 0.0
+                for i in lag..<n { d += Double(abs(values[i] - values[i - lag])) }
+                d /= Double(n - lag)
+                if d < best.difference { best = (lag, d) }
+            }
+            return best.lag
         }
         return 0
     }
@@ -155,7 +170,7 @@ public struct PeriodCheck: Sendable, Equatable {
     }
 
     public func encode(_ w: inout StateWriter) {
-        w.write(UInt32(span)); w.write(UInt32(context)); w.write(UInt32(period)); w.write(decided)
+        w.write(UInt32(span)); w.write(UInt32(context)); w.write(UInt32(period)); w.write(decided); w.write(configured)
         w.write(UInt32(capacity)); w.write(UInt32(stored))
         for k in 0..<stored { w.write(value(ago: stored - 1 - k)) }
         calibrator.encode(&w)
@@ -166,12 +181,15 @@ public struct PeriodCheck: Sendable, Equatable {
         let context = Int(try r.read(UInt32.self))
         let period = Int(try r.read(UInt32.self))
         let decided = try r.read(UInt8.self) != 0
+        let configured = try r.read(UInt8.self) != 0
         let capacity = Int(try r.read(UInt32.self))
         let stored = Int(try r.read(UInt32.self))
-        guard span >= 1, capacity >= detectionSamples, capacity <= longestFixedPeriod + span + 1,
+        guard span >= 1, span <= 1 << 16, !configured || period >= 2, capacity >= detectionSamples, capacity <= longestFixedPeriod + span + 1,
             capacity >= period + span + 1, stored <= capacity
         else { throw StateError.invalid("period check") }
-        var p = PeriodCheck(span: span, context: context, setting: .fixed(capacity - span - 1), horizon: 1, holdOff: 0)
+        var p = PeriodCheck(
+            span: span, context: context, setting: configured ? .fixed(period) : .auto, horizon: 1, holdOff: 0,
+            capacity: capacity)
         p.period = period
         p.decided = decided
         for _ in 0..<stored { p.append(try r.read(Float.self)) }

@@ -112,6 +112,10 @@ public final class StreamPipeline: @unchecked Sendable {
     var quarantinedRows: [Int] = []
     /// Per feature of the arriving samples, the smallest and largest value seen (±∞ before any).
     let rangeLow: FloatBuffer, rangeHigh: FloatBuffer
+    /// Samples the range has seen: the rule waits for `warmupSamples` of them (a fresh stream's
+    /// warm-up, or a checkpoint from before ranges were kept), so a range still being learned does
+    /// not alert on every new high.
+    var rangeSeen: UInt64 = 0
     /// A windowed stream's comparison with one period earlier (nil: none).
     var periodCheck: PeriodCheck?
     /// The trainer's latest autoencoder weights for the scorer, and their version (steps taken).
@@ -245,44 +249,44 @@ public final class StreamPipeline: @unchecked Sendable {
                 self.periodCheck = periodCheck
                 result.period = periodCheck?.period ?? 0
             }
-            // Whether any sample of the batch lies outside the range: one branch-free pass (it
-            // vectorises); nearly always none does, and the per-sample check below is skipped.
-            var batchWidens = false
-            if margin >= 0 {
-                var outside: UInt32 = 0
-                for i in 0..<count {
-                    let x = values + i * sd
-                    for f in 0..<sd { outside |= (x[f] < low[f] ? 1 : 0) | (x[f] > high[f] ? 1 : 0) }
-                }
-                batchWidens = outside != 0
+            // The range is kept whether or not the rule is on (the period check scales by it).
+            // Whether any sample of the batch lies outside it: one branch-free pass (it vectorises);
+            // nearly always none does, and the per-sample check below is skipped.
+            var outsideAny: UInt32 = 0
+            for i in 0..<count {
+                let x = values + i * sd
+                for f in 0..<sd { outsideAny |= (x[f] < low[f] ? 1 : 0) | (x[f] > high[f] ? 1 : 0) }
             }
+            let batchWidens = outsideAny != 0
+            var rangeSeen = self.rangeSeen
+            defer { self.rangeSeen = rangeSeen }
+            let rangeWarm = UInt64(settings.warmupSamples)
             for i in 0..<count {
                 // Beyond the range seen so far (before this sample widens it)? One pass of two
                 // comparisons per feature while the sample lies inside, as nearly all do.
                 var beyond = false
                 var excess: [(index: Int, share: Float)] = []
-                if margin >= 0 {
-                    let x = values + i * sd
-                    var widens = false
-                    if batchWidens {
-                        var outside: UInt32 = 0
-                        for f in 0..<sd { outside |= (x[f] < low[f] ? 1 : 0) | (x[f] > high[f] ? 1 : 0) }
-                        widens = outside != 0
-                    }
-                    if widens {
+                let x = values + i * sd
+                var widens = false
+                if batchWidens {
+                    var outside: UInt32 = 0
+                    for f in 0..<sd { outside |= (x[f] < low[f] ? 1 : 0) | (x[f] > high[f] ? 1 : 0) }
+                    widens = outside != 0
+                }
+                if widens {
+                    if margin >= 0 && rangeSeen >= rangeWarm {
                         for f in 0..<sd {
                             let v = x[f], lo = low[f], hi = high[f], slack = margin * (hi - lo)
                             if hi > lo && (v > hi + slack || v < lo - slack) { beyond = true }
                         }
+                        if beyond { excess = Self.rangeExcess(x, low, high, count: sd, window: settings.window) }
                     }
-                    if beyond { excess = Self.rangeExcess(x, low, high, count: sd, window: settings.window) }
-                    if widens {
-                        for f in 0..<sd {
-                            if x[f] < low[f] { low[f] = x[f] }
-                            if x[f] > high[f] { high[f] = x[f] }
-                        }
+                    for f in 0..<sd {
+                        if x[f] < low[f] { low[f] = x[f] }
+                        if x[f] > high[f] { high[f] = x[f] }
                     }
                 }
+                rangeSeen += 1
                 // How far the last values are from one period earlier (windowed streams).
                 let logRatio = periodCheck?.push(values[i], rangeWidth: max(high[0] - low[0], 0))
                 let r = windowed ? rowOf[i] : i
@@ -536,6 +540,7 @@ public final class StreamPipeline: @unchecked Sendable {
             w.write(UInt32(rangeLow.count))
             for f in 0..<rangeLow.count { w.write(rangeLow[f]) }
             for f in 0..<rangeHigh.count { w.write(rangeHigh[f]) }
+            w.write(rangeSeen)
             w.write(periodCheck != nil)
             periodCheck?.encode(&w)
         }
@@ -589,12 +594,16 @@ public final class StreamPipeline: @unchecked Sendable {
             for f in 0..<n { stream.rangeLow[f] = try r.read(Float.self) }
             for f in 0..<n { stream.rangeHigh[f] = try r.read(Float.self) }
         }
+        // Format 3 kept the range only while the rule was on; such a range starts its count afresh.
+        if version >= 4 { stream.rangeSeen = try r.read(UInt64.self) }
         if version >= 4, try r.read(UInt8.self) != 0 {
             let saved = try PeriodCheck.decode(&r)
-            // Kept while the settings still ask for it (and, if fixed, for the same period).
+            // Kept while the settings still ask for it: a detected period under `auto`, the same
+            // period if fixed.
             switch s.period {
             case .off: break
             case .fixed(let n) where n != saved.period: break
+            case .auto where saved.configured: break
             default:
                 if s.window > 0 && saved.span == s.window {
                     stream.periodCheck = saved.reconfigured(horizon: s.calibrationHorizon, holdOff: s.alertHoldOff)

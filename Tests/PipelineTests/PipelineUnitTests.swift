@@ -204,6 +204,51 @@ import Testing
         #expect(!off([0.5, 9, 0.5]).beyondRange)
     }
 
+    /// In one batch, each sample is checked against the range as the samples before it left it:
+    /// only the outlier at 200 is beyond; a sample that widens the range a little (within the
+    /// margin) moves the bar for a later one.
+    @Test func aBatchIsCheckedSampleBySample() {
+        let (p, _) = Self.ready(dim: 2)
+        var batch = [Float](repeating: 0.5, count: 2 * 256)
+        batch[2 * 200 + 1] = 3
+        let scored = batch.withUnsafeBufferPointer { p.score($0.baseAddress!, count: 256, firstSequence: 300) }
+        #expect(scored.beyondRange == [200] && scored.alerts[200])
+        #expect(scored.sample(200).topFeatures.map(\.index) == [1])
+        // The range of feature 0 is about [0, 1): 1.04 widens it within the margin; then 1.08 lies
+        // within 5% of the widened range, 1.2 beyond it.
+        var second = [Float](repeating: 0.5, count: 2 * 256)
+        second[2 * 10] = 1.04
+        second[2 * 100] = 1.08
+        second[2 * 150] = 1.2
+        let again = second.withUnsafeBufferPointer { p.score($0.baseAddress!, count: 256, firstSequence: 556) }
+        #expect(again.beyondRange == [150])
+    }
+
+    /// A checkpoint from before the range was counted (format 3) restores its range, but the rule
+    /// waits for a warm-up's worth of samples before trusting it; format 4 keeps the count.
+    @Test func anOlderCheckpointsRangeWaitsForAWarmUp() throws {
+        let (p, _) = Self.ready(dim: 3)
+        var settings = p.settings
+        settings.warmupSamples = 100
+        let current = p.serialized()
+        // Format 3 is format 4 without its last nine bytes (the range's count and the absent
+        // period check's flag); the version follows the kind string "eddy.stream".
+        var old = Array(current.dropLast(9))
+        old[15] = 3
+        #expect(current[15] == 4)
+        func probe(_ s: StreamPipeline, _ v: Float, _ sequence: UInt64) -> Bool {
+            [Float]([0.5, v, 0.5]).withUnsafeBufferPointer {
+                s.score($0.baseAddress!, count: 1, firstSequence: sequence)
+            }.sample(0).beyondRange
+        }
+        let kept = try StreamPipeline.restore(current, settings: settings)
+        #expect(probe(kept, 9, 300))
+        let restarted = try StreamPipeline.restore(old, settings: settings)
+        #expect(!probe(restarted, 9, 300), "the rule waits")
+        for k in 0..<100 { _ = probe(restarted, 0.5, 301 + UInt64(k)) }
+        #expect(probe(restarted, 20, 401), "and then applies")
+    }
+
     /// For a windowed stream the value outside the range is the newest of its window: time step t.
     @Test func aWindowedStreamNamesTheNewestValue() {
         let (p, feed) = Self.ready(dim: 1)
@@ -261,6 +306,11 @@ import Testing
 
         let restored = try StreamPipeline.restore(p.serialized(), settings: p.settings)
         #expect(restored.period == 160)
+        // The restored check carries on exactly where it was: the same scores for the same values.
+        let next = (2400..<2480).map { sinf(Float($0) * 2 * .pi / 160) }
+        let a = next.withUnsafeBufferPointer { p.score($0.baseAddress!, count: $0.count, firstSequence: 2400) }
+        let b = next.withUnsafeBufferPointer { restored.score($0.baseAddress!, count: $0.count, firstSequence: 2400) }
+        #expect(a.scores == b.scores && a.scores.contains { $0 > 0 })
         var fixed = p.settings
         fixed.period = .fixed(50)
         #expect(try StreamPipeline.restore(p.serialized(), settings: fixed).period == 50, "a fixed period wins")
@@ -270,7 +320,7 @@ import Testing
         let shortStream = StreamPipeline(name: "short", settings: short)
         let wave = (0..<700).map { sinf(Float($0) * 2 * .pi / 48) }
         _ = wave.withUnsafeBufferPointer { shortStream.score($0.baseAddress!, count: $0.count, firstSequence: 0) }
-        #expect(shortStream.period == 0)
+        #expect(PeriodCheck.detectPeriod(Array(wave[..<600])) == 48 && shortStream.period == 0)
         let scored = [Float](repeating: 0, count: 1).withUnsafeBufferPointer {
             p.score($0.baseAddress!, count: 1, firstSequence: 2400)
         }
