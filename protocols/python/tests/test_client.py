@@ -85,6 +85,7 @@ def test_ten_thousand_samples_get_ten_thousand_scores_and_numpy_reproduces_the_e
         # Probe samples are scored by exactly that model and those normaliser statistics.
         probe = sensors(256, seed=5, start=10_000)
         probe[7, 3] += 50.0
+        probe[200, 5] -= 50.0
         producer.send("pump", probe)
         batch = None
         while batch is None:
@@ -97,6 +98,20 @@ def test_ten_thousand_samples_get_ten_thousand_scores_and_numpy_reproduces_the_e
         numpy_errors = snapshot.reconstruction_errors(probe)
         np.testing.assert_allclose(numpy_errors, daemon_errors, rtol=1e-4, atol=1e-6)
         assert daemon_errors[7] > 20 * np.median(daemon_errors)
+
+        # The first outlier may fall in the calibrator's warm-up (if the burst of 10,000 arrived
+        # before the model had trained, their errors did not count: the probe's first 100 calibrate).
+        # The second alerts on its own topic: beyond sensor 5's range, which the alert names.
+        assert not batch.warming_up[200] and batch.alerts[200]
+        alert = None
+        end = time.monotonic() + 10
+        while alert is None and time.monotonic() < end:
+            got = sub.recv(timeout_ms=1000)
+            if got and got[0] == "alert/pump/" and got[1].score.sequence == 10_200:
+                alert = got[1]
+        assert alert is not None, "no alert for the outlier"
+        assert alert.beyond_range and alert.period == 0 and alert.score.score == 1.0
+        assert alert.top_features[0].index == 5 and alert.top_features[0].share == 1.0
 
         moco = fetch_snapshot(ep["snapshots"], "pump", "moco")
         assert moco.representation(probe).shape == (256, 64)
