@@ -510,6 +510,10 @@ public nonisolated struct Eddy_V1_StreamStatus: Sendable {
 
   public var mocoLoss: Float = 0
 
+  /// A windowed stream's period in values once the period check has one (0: none, not decided yet,
+  /// or no check); see Alert.period.
+  public var period: UInt32 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1153,7 +1157,7 @@ nonisolated extension Eddy_V1_ModelSnapshot: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Eddy_V1_StreamStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StreamStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{1}dim\0\u{1}accepted\0\u{1}rejected\0\u{1}buffered\0\u{1}evicted\0\u{3}train_steps\0\u{3}autoencoder_version\0\u{3}moco_version\0\u{3}warming_up\0\u{3}autoencoder_loss\0\u{3}moco_loss\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{1}dim\0\u{1}accepted\0\u{1}rejected\0\u{1}buffered\0\u{1}evicted\0\u{3}train_steps\0\u{3}autoencoder_version\0\u{3}moco_version\0\u{3}warming_up\0\u{3}autoencoder_loss\0\u{3}moco_loss\0\u{1}period\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1173,6 +1177,7 @@ nonisolated extension Eddy_V1_StreamStatus: SwiftProtobuf.Message, SwiftProtobuf
       case 10: try { try decoder.decodeSingularBoolField(value: &self.warmingUp) }()
       case 11: try { try decoder.decodeSingularFloatField(value: &self.autoencoderLoss) }()
       case 12: try { try decoder.decodeSingularFloatField(value: &self.mocoLoss) }()
+      case 13: try { try decoder.decodeSingularUInt32Field(value: &self.period) }()
       default: break
       }
     }
@@ -1215,6 +1220,9 @@ nonisolated extension Eddy_V1_StreamStatus: SwiftProtobuf.Message, SwiftProtobuf
     if self.mocoLoss.bitPattern != 0 {
       try visitor.visitSingularFloatField(value: self.mocoLoss, fieldNumber: 12)
     }
+    if self.period != 0 {
+      try visitor.visitSingularUInt32Field(value: self.period, fieldNumber: 13)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1231,6 +1239,7 @@ nonisolated extension Eddy_V1_StreamStatus: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.warmingUp != rhs.warmingUp {return false}
     if lhs.autoencoderLoss != rhs.autoencoderLoss {return false}
     if lhs.mocoLoss != rhs.mocoLoss {return false}
+    if lhs.period != rhs.period {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

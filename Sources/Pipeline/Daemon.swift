@@ -471,6 +471,7 @@ public final class Daemon: @unchecked Sendable {
             m.warmingUp = st.warmingUp
             m.autoencoderLoss = st.autoencoderLoss
             m.mocoLoss = st.mocoLoss
+            m.period = UInt32(st.period)
             return m
         }
         return hb

@@ -502,6 +502,8 @@ public final class StreamPipeline: @unchecked Sendable {
         public var autoencoderSteps, mocoSteps: UInt64
         public var warmingUp: Bool
         public var autoencoderLoss, mocoLoss: Float
+        /// The period check's period (0: none).
+        public var period: Int
     }
 
     public var status: Status {
@@ -511,7 +513,7 @@ public final class StreamPipeline: @unchecked Sendable {
                 skippedSteps: skippedSteps, autoencoderSteps: exchangeVersion, mocoSteps: mocoVersion,
                 warmingUp: accepted < UInt64(settings.warmupSamples) || exchangeVersion < UInt64(settings.warmupSteps)
                     || calibrator.count < UInt64(Self.minimumCalibration),
-                autoencoderLoss: lastLosses.autoencoder, mocoLoss: lastLosses.moco)
+                autoencoderLoss: lastLosses.autoencoder, mocoLoss: lastLosses.moco, period: periodCheck?.period ?? 0)
         }
     }
 

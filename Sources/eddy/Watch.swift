@@ -76,7 +76,7 @@ struct Watch: ParsableCommand {
         case let m as Eddy_V1_Heartbeat:
             let streams = m.streams.map { s in
                 "\(s.stream): \(s.accepted) in, \(s.trainSteps) steps, ae loss \(fmt(s.autoencoderLoss))"
-                    + (s.warmingUp ? " (warming up)" : "")
+                    + (s.period > 0 ? ", period \(s.period)" : "") + (s.warmingUp ? " (warming up)" : "")
             }
             return "hb       up \(m.uptimeMs / 1000)s, \(m.samplesAccepted) accepted, \(m.messagesRejected) rejected, "
                 + "\(m.trainSteps) steps" + (streams.isEmpty ? "" : "; " + streams.joined(separator: "; "))

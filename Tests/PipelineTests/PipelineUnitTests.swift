@@ -294,7 +294,7 @@ import Testing
             return (p, out)
         }
         let (p, on) = run(.auto)
-        #expect(p.period == 160)
+        #expect(p.period == 160 && p.status.period == 160)
         let cycle = on[1920..<2100]
         #expect(cycle.contains { $0.alert && $0.fromPeriod && !$0.beyondRange }, "the odd cycle alerts from the period check")
         let oddAlerts = cycle.filter { $0.fromPeriod && $0.alert }.count
