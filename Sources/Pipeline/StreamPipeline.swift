@@ -252,12 +252,15 @@ public final class StreamPipeline: @unchecked Sendable {
             // The range is kept whether or not the rule is on (the period check scales by it).
             // Whether any sample of the batch lies outside it: one branch-free pass (it vectorises);
             // nearly always none does, and the per-sample check below is skipped.
-            var outsideAny: UInt32 = 0
-            for i in 0..<count {
-                let x = values + i * sd
-                for f in 0..<sd { outsideAny |= (x[f] < low[f] ? 1 : 0) | (x[f] > high[f] ? 1 : 0) }
+            @inline(__always) func outside(_ x: UnsafePointer<Float>, rows: Int) -> Bool {
+                var any: UInt32 = 0
+                for i in 0..<rows {
+                    let row = x + i * sd
+                    for f in 0..<sd { any |= (row[f] < low[f] ? 1 : 0) | (row[f] > high[f] ? 1 : 0) }
+                }
+                return any != 0
             }
-            let batchWidens = outsideAny != 0
+            let batchWidens = outside(values, rows: count)
             var rangeSeen = self.rangeSeen
             defer { self.rangeSeen = rangeSeen }
             let rangeWarm = UInt64(settings.warmupSamples)
@@ -267,13 +270,7 @@ public final class StreamPipeline: @unchecked Sendable {
                 var beyond = false
                 var excess: [(index: Int, share: Float)] = []
                 let x = values + i * sd
-                var widens = false
-                if batchWidens {
-                    var outside: UInt32 = 0
-                    for f in 0..<sd { outside |= (x[f] < low[f] ? 1 : 0) | (x[f] > high[f] ? 1 : 0) }
-                    widens = outside != 0
-                }
-                if widens {
+                if batchWidens && outside(x, rows: 1) {
                     if margin >= 0 && rangeSeen >= rangeWarm {
                         for f in 0..<sd {
                             let v = x[f], lo = low[f], hi = high[f], slack = margin * (hi - lo)

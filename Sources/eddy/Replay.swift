@@ -55,7 +55,7 @@ struct Replay: ParsableCommand {
                 let settings = run!.pipeline.settings
                 let why = describeContributions(s.topFeatures, window: settings.window, scales: settings.windowScales, separator: "; ")
                 let cause =
-                    !s.alert ? "" : s.beyondRange ? "beyond range at " : s.fromPeriod ? "unlike one period earlier; " : ""
+                    !s.alert ? "" : s.beyondRange ? "beyond range at " : s.fromPeriod ? "unlike \(run!.pipeline.period) values earlier; " : ""
                 print("\(s.sequence),\(s.error),\(s.score),\(s.alert ? 1 : 0),\(s.warmingUp ? 1 : 0),\(cause)\(why)")
             } else {
                 print(String(format: "%.6f", s.score))
