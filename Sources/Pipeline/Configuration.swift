@@ -43,9 +43,14 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// A value further beyond the range the stream has shown so far (any feature; for a window, the
     /// newest value) than this fraction of that range scores 1 at once: a jump to a level never seen
     /// is an anomaly however well the model reconstructs it (a smooth window at a new level is as
-    /// easy as any). Every sample widens the range after its check, so a slow drift is left to the
-    /// model. Applies once the range has seen `warmupSamples` samples. Negative: off.
+    /// easy as any). A sample is checked against the range as it stood when last refreshed (every
+    /// `rangeRefresh` samples, and after each sample beyond it), so a drift that moves past the margin
+    /// within that many samples alerts, while a slower one only widens the range. Applies once the
+    /// range has seen `warmupSamples` samples. Negative: off.
     public var rangeMargin: Float = 0.05
+    /// Samples between refreshes of the range the rule compares with (1: the range up to the sample
+    /// before, so only a jump past the margin alerts).
+    public var rangeRefresh = 100
     /// A windowed stream's period: detected from its first 600 values (`auto`; only a period longer
     /// than the model's input, `historyLength`, is used), given in values, or `off`. With one, its
     /// last `window` values are also compared with those one period earlier (see `PeriodCheck`) and
@@ -139,6 +144,7 @@ public struct StreamConfiguration: Sendable, Equatable {
         if calibrationHorizon < 1 || normaliserHorizon < 1 { try fail("horizons must be at least 1") }
         if !(threshold > 0 && threshold <= 1) { try fail("threshold must be in (0, 1]") }
         if !rangeMargin.isFinite { try fail("range_margin must be a number (negative: off)") }
+        if rangeRefresh < 1 { try fail("range_refresh must be at least 1") }
         if !(mocoTemperature > 0) || !(0...1).contains(mocoMomentum) { try fail("moco_temperature > 0, moco_momentum in [0, 1]") }
         if autoencoderHidden.isEmpty || mocoEncoder.isEmpty || mocoHead.isEmpty
             || (autoencoderHidden + mocoEncoder + mocoHead).contains(where: { $0 < 1 })

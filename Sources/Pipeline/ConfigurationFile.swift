@@ -122,6 +122,7 @@ public enum ConfigurationFile {
         case "alert_hold_off": s.alertHoldOff = try int(v)
         case "learn_surprise_limit": s.learnSurpriseLimit = try float(v)
         case "range_margin": s.rangeMargin = try float(v)
+        case "range_refresh": s.rangeRefresh = try int(v)
         case "period":
             guard let p = PeriodSetting(v) else { throw ValueError(why: "\"\(v)\" is neither auto, off nor a period of 2 to 100000 values") }
             s.period = p

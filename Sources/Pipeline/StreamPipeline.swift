@@ -112,6 +112,9 @@ public final class StreamPipeline: @unchecked Sendable {
     var quarantinedRows: [Int] = []
     /// Per feature of the arriving samples, the smallest and largest value seen (±∞ before any).
     let rangeLow: FloatBuffer, rangeHigh: FloatBuffer
+    /// The range the rule compares with: `rangeLow`/`rangeHigh` as they stood at the last refresh
+    /// (every `rangeRefresh` samples, and after a sample beyond it).
+    let referenceLow: FloatBuffer, referenceHigh: FloatBuffer
     /// Samples the range has seen: the rule waits for `warmupSamples` of them (a fresh stream's
     /// warm-up, or a checkpoint from before ranges were kept), so a range still being learned does
     /// not alert on every new high.
@@ -159,6 +162,8 @@ public final class StreamPipeline: @unchecked Sendable {
         history.reserveCapacity(settings.historyLength)
         rangeLow = FloatBuffer([Float](repeating: .infinity, count: sampleDimension))
         rangeHigh = FloatBuffer([Float](repeating: -.infinity, count: sampleDimension))
+        referenceLow = FloatBuffer(rangeLow.array)
+        referenceHigh = FloatBuffer(rangeHigh.array)
         if settings.window > 0 && settings.period != .off {
             periodCheck = PeriodCheck(
                 span: settings.window, context: settings.historyLength, setting: settings.period, horizon: settings.calibrationHorizon,
@@ -241,6 +246,7 @@ public final class StreamPipeline: @unchecked Sendable {
             var periodCheck = self.periodCheck
             self.periodCheck = nil
             let low = rangeLow.pointer, high = rangeHigh.pointer
+            let referenceLow = self.referenceLow.pointer, referenceHigh = self.referenceHigh.pointer
             let limit = settings.learnSurpriseLimit, holdOff = settings.alertHoldOff
             let margin = settings.rangeMargin, sd = sampleDimension
             defer {
@@ -250,33 +256,36 @@ public final class StreamPipeline: @unchecked Sendable {
                 result.period = periodCheck?.period ?? 0
             }
             // The range is kept whether or not the rule is on (the period check scales by it).
-            // Whether any sample of the batch lies outside it: one branch-free pass (it vectorises);
-            // nearly always none does, and the per-sample check below is skipped.
+            // Whether any sample of the batch lies outside the reference range (which the live one
+            // contains): one branch-free pass (it vectorises); nearly always none does, and the
+            // per-sample check below is skipped.
             @inline(__always) func outside(_ x: UnsafePointer<Float>, rows: Int) -> Bool {
                 var any: UInt32 = 0
                 for i in 0..<rows {
                     let row = x + i * sd
-                    for f in 0..<sd { any |= (row[f] < low[f] ? 1 : 0) | (row[f] > high[f] ? 1 : 0) }
+                    for f in 0..<sd { any |= (row[f] < referenceLow[f] ? 1 : 0) | (row[f] > referenceHigh[f] ? 1 : 0) }
                 }
                 return any != 0
             }
-            let batchWidens = outside(values, rows: count)
+            let batchOutside = outside(values, rows: count)
             var rangeSeen = self.rangeSeen
             defer { self.rangeSeen = rangeSeen }
-            let rangeWarm = UInt64(settings.warmupSamples)
+            let rangeWarm = UInt64(settings.warmupSamples), refresh = UInt64(settings.rangeRefresh)
             for i in 0..<count {
-                // Beyond the range seen so far (before this sample widens it)? One pass of two
-                // comparisons per feature while the sample lies inside, as nearly all do.
+                // Beyond the reference range by more than the margin? One pass of two comparisons
+                // per feature while the sample lies inside, as nearly all do.
                 var beyond = false
                 var excess: [(index: Int, share: Float)] = []
                 let x = values + i * sd
-                if batchWidens && outside(x, rows: 1) {
+                if batchOutside && outside(x, rows: 1) {
                     if margin >= 0 && rangeSeen >= rangeWarm {
                         for f in 0..<sd {
-                            let v = x[f], lo = low[f], hi = high[f], slack = margin * (hi - lo)
+                            let v = x[f], lo = referenceLow[f], hi = referenceHigh[f], slack = margin * (hi - lo)
                             if hi > lo && (v > hi + slack || v < lo - slack) { beyond = true }
                         }
-                        if beyond { excess = Self.rangeExcess(x, low, high, count: sd, window: settings.window) }
+                        if beyond {
+                            excess = Self.rangeExcess(x, referenceLow, referenceHigh, count: sd, window: settings.window)
+                        }
                     }
                     for f in 0..<sd {
                         if x[f] < low[f] { low[f] = x[f] }
@@ -284,6 +293,12 @@ public final class StreamPipeline: @unchecked Sendable {
                     }
                 }
                 rangeSeen += 1
+                // The reference catches up: a drift alerts once, when it has gone past the margin
+                // within `rangeRefresh` samples, and a new level once.
+                if beyond || rangeSeen % refresh == 0 {
+                    referenceLow.update(from: low, count: sd)
+                    referenceHigh.update(from: high, count: sd)
+                }
                 // How far the last values are from one period earlier (windowed streams).
                 let logRatio = periodCheck?.push(values[i], rangeWidth: max(high[0] - low[0], 0))
                 let r = windowed ? rowOf[i] : i
@@ -517,8 +532,9 @@ public final class StreamPipeline: @unchecked Sendable {
     // MARK: State
 
     static let kind = "eddy.stream"
-    /// 3 added the stream's range, 4 the period check; older checkpoints restore without them.
-    static let formatVersion: UInt32 = 4
+    /// 3 added the stream's range, 4 the period check, 5 the range the rule compares with; older
+    /// checkpoints restore without them.
+    static let formatVersion: UInt32 = 5
 
     /// The stream's whole state (call from the trainer thread, or with no trainer running).
     public func serialized() -> [UInt8] {
@@ -540,6 +556,8 @@ public final class StreamPipeline: @unchecked Sendable {
             for f in 0..<rangeLow.count { w.write(rangeLow[f]) }
             for f in 0..<rangeHigh.count { w.write(rangeHigh[f]) }
             w.write(rangeSeen)
+            for f in 0..<referenceLow.count { w.write(referenceLow[f]) }
+            for f in 0..<referenceHigh.count { w.write(referenceHigh[f]) }
             w.write(periodCheck != nil)
             periodCheck?.encode(&w)
         }
@@ -595,6 +613,13 @@ public final class StreamPipeline: @unchecked Sendable {
         }
         // Format 3 kept the range only while the rule was on; such a range starts its count afresh.
         if version >= 4 { stream.rangeSeen = try r.read(UInt64.self) }
+        if version >= 5 {
+            for f in 0..<stream.sampleDimension { stream.referenceLow[f] = try r.read(Float.self) }
+            for f in 0..<stream.sampleDimension { stream.referenceHigh[f] = try r.read(Float.self) }
+        } else {
+            stream.referenceLow.copy(from: stream.rangeLow)
+            stream.referenceHigh.copy(from: stream.rangeHigh)
+        }
         if version >= 4, try r.read(UInt8.self) != 0 {
             let saved = try PeriodCheck.decode(&r)
             // Kept while the settings still ask for it: a detected period under `auto`, the same

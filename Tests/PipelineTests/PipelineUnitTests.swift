@@ -157,11 +157,12 @@ import Testing
 @Suite struct RangeTests {
     /// A stream ready to alert (no warm-up, 300 samples uniform in [0, 1) per feature) and a way to
     /// score one more sample.
-    static func ready(dim: Int, margin: Float = 0.05) -> (StreamPipeline, ([Float]) -> SampleScore) {
+    static func ready(dim: Int, margin: Float = 0.05, refresh: Int = 100) -> (StreamPipeline, ([Float]) -> SampleScore) {
         var settings = StreamConfiguration().resolved(dim: dim)
         settings.warmupSamples = 0
         settings.warmupSteps = 0
         settings.rangeMargin = margin
+        settings.rangeRefresh = refresh
         let p = StreamPipeline(name: "r", settings: settings)
         var r = RandomSource(seed: 3)
         var sequence: UInt64 = 0
@@ -224,18 +225,54 @@ import Testing
         #expect(again.beyondRange == [150])
     }
 
+    /// A drift that moves past the margin within `range_refresh` samples alerts, at the value that
+    /// crosses it, and then the reference catches up; the same drift checked against the range up to
+    /// the sample before (refresh 1) never does, nor does one slow enough that no refresh interval
+    /// holds a margin's worth. The reference range survives a checkpoint.
+    @Test func aDriftPastTheMarginWithinTheRefreshAlerts() throws {
+        func drift(refresh: Int, step: Float, to top: Float) -> [Float] {
+            let (_, feed) = Self.ready(dim: 2, refresh: refresh)
+            var alerts: [Float] = []
+            var v: Float = 1
+            while v < top {
+                v += step
+                if feed([v, 0.5]).beyondRange { alerts.append(v) }
+            }
+            return alerts
+        }
+        // The range is about [0, 1): 5% of it is 0.05. A drift that goes on alerts again each time
+        // it has moved another margin past the reference.
+        let fast = drift(refresh: 100, step: 0.004, to: 1.09)
+        #expect(fast.count == 1 && fast[0] > 1.049 && fast[0] < 1.06, "\(fast)")
+        #expect(drift(refresh: 100, step: 0.004, to: 1.2).count == 3)
+        #expect(drift(refresh: 1, step: 0.004, to: 1.2).isEmpty)
+        #expect(drift(refresh: 100, step: 0.0004, to: 1.2).isEmpty, "0.04 per 100 samples stays inside")
+
+        let (p, feed) = Self.ready(dim: 2)
+        #expect(!feed([1.04, 0.5]).beyondRange)
+        let restored = try StreamPipeline.restore(p.serialized(), settings: p.settings)
+        let next = [Float]([1.06, 0.5]).withUnsafeBufferPointer { restored.score($0.baseAddress!, count: 1, firstSequence: 301) }
+        #expect(next.sample(0).beyondRange, "still compared with the range before 1.04")
+    }
+
     /// A checkpoint from before the range was counted (format 3) restores its range, but the rule
-    /// waits for a warm-up's worth of samples before trusting it; format 4 keeps the count.
+    /// waits for a warm-up's worth of samples before trusting it; format 4 keeps the count (and
+    /// its rule compares with the whole range, as it has no reference of its own).
     @Test func anOlderCheckpointsRangeWaitsForAWarmUp() throws {
         let (p, _) = Self.ready(dim: 3)
         var settings = p.settings
         settings.warmupSamples = 100
         let current = p.serialized()
-        // Format 3 is format 4 without its last nine bytes (the range's count and the absent
-        // period check's flag); the version follows the kind string "eddy.stream".
-        var old = Array(current.dropLast(9))
+        // Format 4 is format 5 without the reference range (two floats per feature) before the
+        // absent period check's flag; format 3 is format 4 without its last nine bytes (the
+        // range's count and that flag). The version follows the kind string "eddy.stream".
+        #expect(current[15] == 5)
+        var format4 = Array(current.dropLast(1 + 2 * 3 * 4)) + [current.last!]
+        format4[15] = 4
+        var old = Array(format4.dropLast(9))
         old[15] = 3
-        #expect(current[15] == 4)
+        let four = try StreamPipeline.restore(format4, settings: settings)
+        #expect([Float]([0.5, 9, 0.5]).withUnsafeBufferPointer { four.score($0.baseAddress!, count: 1, firstSequence: 300) }.sample(0).beyondRange)
         func probe(_ s: StreamPipeline, _ v: Float, _ sequence: UInt64) -> Bool {
             [Float]([0.5, v, 0.5]).withUnsafeBufferPointer {
                 s.score($0.baseAddress!, count: 1, firstSequence: sequence)
