@@ -22,15 +22,8 @@ public struct Calibrator: Sendable, Equatable {
     public private(set) var count: UInt64 = 0
     var mean: Double = 0
     var variance: Double = 1
-    /// The last `holdOff` surprises (a ring starting at `recentStart`), kept for checkpoints.
-    var recent: [Float] = []
-    var recentStart = 0
-    /// Their running maximum: a monotonic deque of (sample number, surprise), decreasing from its
-    /// front, in a ring of `holdOff` slots; O(1) amortised per sample.
-    var peaks: [(index: Int, z: Float)] = []
-    var peaksHead = 0, peaksCount = 0
-    /// Surprises remembered so far.
-    var remembered = 0
+    /// The last `holdOff` surprises and their maximum.
+    var recent: RecentMaximum
     /// σ never goes below this (in log units), so a model that fits perfectly does not make every
     /// tiny wobble a 6-sigma event.
     static let minimumDeviation = 0.05
@@ -39,6 +32,7 @@ public struct Calibrator: Sendable, Equatable {
     public init(horizon: Int = 5000, holdOff: Int = 0) {
         self.horizon = max(1, horizon)
         self.holdOff = max(0, holdOff)
+        recent = RecentMaximum(span: self.holdOff)
     }
 
     /// `ln(max(error, floor))`: what the statistics are kept in.
@@ -54,7 +48,7 @@ public struct Calibrator: Sendable, Equatable {
     }
 
     /// The largest surprise of the last `holdOff` samples, or 0 if none was positive.
-    public var recentPeak: Float { peaksCount > 0 ? max(peaks[peaksHead].z, 0) : 0 }
+    public var recentPeak: Float { max(recent.maximum ?? 0, 0) }
 
     /// The score of a surprise `z` given the recent peak: Φ(z − max(peak, 0)).
     public static func score(surprise z: Float, peak: Float) -> Float { phi(z - max(peak, 0)) }
@@ -78,28 +72,7 @@ public struct Calibrator: Sendable, Equatable {
         return (s, z)
     }
 
-    mutating func remember(_ z: Float) {
-        guard holdOff > 0 else { return }
-        if recent.count < holdOff {
-            recent.append(z)
-            if peaks.isEmpty { peaks = Array(repeating: (0, 0), count: holdOff) }
-        } else {
-            recent[recentStart] = z
-            recentStart = recentStart + 1 == holdOff ? 0 : recentStart + 1
-        }
-        // Slot k of the deque lives at (peaksHead + k) mod holdOff.
-        @inline(__always) func slot(_ k: Int) -> Int { let i = peaksHead + k; return i >= holdOff ? i - holdOff : i }
-        // Drop smaller surprises from the back: they can never be the maximum again.
-        while peaksCount > 0 && peaks[slot(peaksCount - 1)].z <= z { peaksCount -= 1 }
-        // The oldest leaves the window: it may be at the front.
-        if peaksCount > 0 && peaks[peaksHead].index <= remembered - holdOff {
-            peaksHead = slot(1)
-            peaksCount -= 1
-        }
-        peaks[slot(peaksCount)] = (remembered, z)
-        peaksCount += 1
-        remembered += 1
-    }
+    mutating func remember(_ z: Float) { recent.push(z) }
 
     /// The same statistics and remembered surprises under another horizon and hold-off (a checkpoint
     /// restored with changed settings): the newest surprises that fit are kept.
@@ -129,7 +102,7 @@ public struct Calibrator: Sendable, Equatable {
     }
 
     /// The remembered surprises, oldest first.
-    var orderedRecent: [Float] { Array(recent[recentStart...] + recent[..<recentStart]) }
+    var orderedRecent: [Float] { recent.ordered }
 
     public static func == (a: Calibrator, b: Calibrator) -> Bool {
         a.horizon == b.horizon && a.holdOff == b.holdOff && a.count == b.count && a.mean == b.mean
@@ -157,5 +130,64 @@ public struct Calibrator: Sendable, Equatable {
         c.variance = variance
         for _ in 0..<n { c.remember(try r.read(Float.self)) }
         return c
+    }
+}
+
+/// The maximum of the last `span` values pushed: a monotonic deque of (push number, value),
+/// decreasing from its front, in a ring of `span` slots, O(1) amortised per value; the values
+/// themselves are kept too (in a ring starting at `start`), for checkpoints.
+public struct RecentMaximum: Sendable {
+    public let span: Int
+    var values: [Float] = []
+    var start = 0
+    var peaks: [(index: Int, value: Float)] = []
+    var peaksHead = 0, peaksCount = 0
+    /// Values pushed so far.
+    var pushed = 0
+
+    public init(span: Int) { self.span = max(0, span) }
+
+    /// The largest of the last `span` values, nil before any (or with span 0).
+    public var maximum: Float? { peaksCount > 0 ? peaks[peaksHead].value : nil }
+
+    public mutating func push(_ v: Float) {
+        guard span > 0 else { return }
+        if values.count < span {
+            values.append(v)
+            if peaks.isEmpty { peaks = Array(repeating: (0, 0), count: span) }
+        } else {
+            values[start] = v
+            start = start + 1 == span ? 0 : start + 1
+        }
+        // Slot k of the deque lives at (peaksHead + k) mod span.
+        @inline(__always) func slot(_ k: Int) -> Int { let i = peaksHead + k; return i >= span ? i - span : i }
+        // Drop smaller values from the back: they can never be the maximum again.
+        while peaksCount > 0 && peaks[slot(peaksCount - 1)].value <= v { peaksCount -= 1 }
+        // The oldest leaves the window: it may be at the front.
+        if peaksCount > 0 && peaks[peaksHead].index <= pushed - span {
+            peaksHead = slot(1)
+            peaksCount -= 1
+        }
+        peaks[slot(peaksCount)] = (pushed, v)
+        peaksCount += 1
+        pushed += 1
+    }
+
+    /// The remembered values, oldest first.
+    public var ordered: [Float] { Array(values[start...] + values[..<start]) }
+
+    public func encode(_ w: inout StateWriter) {
+        let o = ordered
+        w.write(UInt32(o.count)); for v in o { w.write(v) }
+    }
+
+    /// The values of `encode`, pushed again into a maximum over `span` (the newest that fit).
+    public static func decode(_ r: inout StateReader, span: Int) throws -> RecentMaximum {
+        let n = Int(try r.read(UInt32.self))
+        guard n <= 1 << 24 else { throw StateError.invalid("recent values") }
+        let saved = try (0..<n).map { _ in try r.read(Float.self) }
+        var m = RecentMaximum(span: span)
+        for v in saved.suffix(m.span) { m.push(v) }
+        return m
     }
 }

@@ -123,6 +123,7 @@ public enum ConfigurationFile {
         case "learn_surprise_limit": s.learnSurpriseLimit = try float(v)
         case "range_margin": s.rangeMargin = try float(v)
         case "range_refresh": s.rangeRefresh = try int(v)
+        case "repeat_window": s.repeatWindow = try int(v)
         case "period":
             guard let p = PeriodSetting(v) else { throw ValueError(why: "\"\(v)\" is neither auto, off nor a period of 2 to 100000 values") }
             s.period = p

@@ -115,6 +115,8 @@ public final class StreamPipeline: @unchecked Sendable {
     /// The range the rule compares with: `rangeLow`/`rangeHigh` as they stood at the last refresh
     /// (every `rangeRefresh` samples, and after a sample beyond it).
     let referenceLow: FloatBuffer, referenceHigh: FloatBuffer
+    /// The last `repeatWindow` scores before capping, and their maximum.
+    public internal(set) var recentScores: RecentMaximum
     /// Samples the range has seen: the rule waits for `warmupSamples` of them (a fresh stream's
     /// warm-up, or a checkpoint from before ranges were kept), so a range still being learned does
     /// not alert on every new high.
@@ -164,6 +166,7 @@ public final class StreamPipeline: @unchecked Sendable {
         rangeHigh = FloatBuffer([Float](repeating: -.infinity, count: sampleDimension))
         referenceLow = FloatBuffer(rangeLow.array)
         referenceHigh = FloatBuffer(rangeHigh.array)
+        recentScores = RecentMaximum(span: settings.repeatWindow)
         if settings.window > 0 && settings.period != .off {
             periodCheck = PeriodCheck(
                 span: settings.window, context: settings.historyLength, setting: settings.period, horizon: settings.calibrationHorizon,
@@ -243,6 +246,8 @@ public final class StreamPipeline: @unchecked Sendable {
             var calibrator = Calibrator(horizon: 1)
             swap(&calibrator, &self.calibrator)
             var quarantineRun = self.quarantineRun
+            var recentScores = RecentMaximum(span: 0)
+            swap(&recentScores, &self.recentScores)
             var periodCheck = self.periodCheck
             self.periodCheck = nil
             let low = rangeLow.pointer, high = rangeHigh.pointer
@@ -251,6 +256,7 @@ public final class StreamPipeline: @unchecked Sendable {
             let margin = settings.rangeMargin, sd = sampleDimension
             defer {
                 swap(&calibrator, &self.calibrator)
+                swap(&recentScores, &self.recentScores)
                 self.quarantineRun = quarantineRun
                 self.periodCheck = periodCheck
                 result.period = periodCheck?.period ?? 0
@@ -310,10 +316,17 @@ public final class StreamPipeline: @unchecked Sendable {
                 var periodScore: Float = 0
                 if let logRatio, let s = periodCheck?.score(logRatio: logRatio), periodCheck!.ready { periodScore = s }
                 // While warming up the score says nothing yet: 0. A level never seen scores 1.
-                let score = warmingUp ? 0 : beyond ? 1 : max(calibrated.score, periodScore)
+                let raw = warmingUp ? 0 : beyond ? 1 : max(calibrated.score, periodScore)
+                // Reported once: no higher than a score of the last `repeatWindow` samples, capped.
+                let stands = recentScores.maximum.map { raw > $0 } ?? true
+                recentScores.push(raw)
+                let score = stands ? raw : min(raw, 0.5)
                 let alert = !warmingUp && score >= threshold
+                // What the statistics learn from goes by the score before the cap: a repeat is
+                // still an anomaly.
+                let anomalous = !warmingUp && raw >= threshold
                 if alert && !beyond && periodScore > calibrated.score { result.fromPeriod.insert(i) }
-                if !alert, let logRatio { periodCheck?.learn(logRatio: logRatio) }
+                if !anomalous, let logRatio { periodCheck?.learn(logRatio: logRatio) }
                 // Kept out of the buffer and the normaliser while it looks anomalous, unless the
                 // stream has looked anomalous for a whole hold-off (then it is the new normal).
                 let surprising = limit > 0 && !warmingUp && calibrated.surprise >= limit
@@ -326,9 +339,8 @@ public final class StreamPipeline: @unchecked Sendable {
                 if alert {
                     result.alerts[i] = true
                     result.topFeatures[i] = beyond ? excess : topContributions(input + r * d)
-                } else if modelReady {
-                    calibrator.update(logError: logError)
                 }
+                if !anomalous && modelReady { calibrator.update(logError: logError) }
             }
             // Learn from them only after scoring them.
             if rowCount > 0 && quarantinedRows.isEmpty {
@@ -532,8 +544,8 @@ public final class StreamPipeline: @unchecked Sendable {
     // MARK: State
 
     static let kind = "eddy.stream"
-    /// 3 added the stream's range, 4 the period check, 5 the range the rule compares with; older
-    /// checkpoints restore without them.
+    /// 3 added the stream's range, 4 the period check, 5 the range the rule compares with and the
+    /// recent scores; older checkpoints restore without them.
     static let formatVersion: UInt32 = 5
 
     /// The stream's whole state (call from the trainer thread, or with no trainer running).
@@ -558,6 +570,7 @@ public final class StreamPipeline: @unchecked Sendable {
             w.write(rangeSeen)
             for f in 0..<referenceLow.count { w.write(referenceLow[f]) }
             for f in 0..<referenceHigh.count { w.write(referenceHigh[f]) }
+            recentScores.encode(&w)
             w.write(periodCheck != nil)
             periodCheck?.encode(&w)
         }
@@ -616,6 +629,7 @@ public final class StreamPipeline: @unchecked Sendable {
         if version >= 5 {
             for f in 0..<stream.sampleDimension { stream.referenceLow[f] = try r.read(Float.self) }
             for f in 0..<stream.sampleDimension { stream.referenceHigh[f] = try r.read(Float.self) }
+            stream.recentScores = try RecentMaximum.decode(&r, span: s.repeatWindow)
         } else {
             stream.referenceLow.copy(from: stream.rangeLow)
             stream.referenceHigh.copy(from: stream.rangeHigh)

@@ -157,12 +157,14 @@ import Testing
 @Suite struct RangeTests {
     /// A stream ready to alert (no warm-up, 300 samples uniform in [0, 1) per feature) and a way to
     /// score one more sample.
-    static func ready(dim: Int, margin: Float = 0.05, refresh: Int = 100) -> (StreamPipeline, ([Float]) -> SampleScore) {
+    /// (Each check alone: without the repeat window, which would cap an alert soon after another.)
+    static func ready(dim: Int, margin: Float = 0.05, refresh: Int = 100, repeatWindow: Int = 0) -> (StreamPipeline, ([Float]) -> SampleScore) {
         var settings = StreamConfiguration().resolved(dim: dim)
         settings.warmupSamples = 0
         settings.warmupSteps = 0
         settings.rangeMargin = margin
         settings.rangeRefresh = refresh
+        settings.repeatWindow = repeatWindow
         let p = StreamPipeline(name: "r", settings: settings)
         var r = RandomSource(seed: 3)
         var sequence: UInt64 = 0
@@ -263,11 +265,13 @@ import Testing
         var settings = p.settings
         settings.warmupSamples = 100
         let current = p.serialized()
-        // Format 4 is format 5 without the reference range (two floats per feature) before the
-        // absent period check's flag; format 3 is format 4 without its last nine bytes (the
-        // range's count and that flag). The version follows the kind string "eddy.stream".
+        // Format 4 is format 5 without the reference range (two floats per feature) and the recent
+        // scores (a count and the floats) before the absent period check's flag; format 3 is format 4
+        // without its last nine bytes (the range's count and that flag). The version follows the
+        // kind string "eddy.stream".
         #expect(current[15] == 5)
-        var format4 = Array(current.dropLast(1 + 2 * 3 * 4)) + [current.last!]
+        let added = 2 * 3 * 4 + 4 + 4 * p.recentScores.ordered.count
+        var format4 = Array(current.dropLast(1 + added)) + [current.last!]
         format4[15] = 4
         var old = Array(format4.dropLast(9))
         old[15] = 3
@@ -284,6 +288,48 @@ import Testing
         #expect(!probe(restarted, 9, 300), "the rule waits")
         for k in 0..<100 { _ = probe(restarted, 0.5, 301 + UInt64(k)) }
         #expect(probe(restarted, 20, 401), "and then applies")
+    }
+
+    /// With a repeat window, an alert within `repeat_window` samples of a score at least as high is
+    /// capped at 0.5 (no alert), and the samples still count as beyond the range; after the window a
+    /// new incident alerts again. The recent scores survive a checkpoint.
+    @Test func aRepeatWithinTheRepeatWindowIsCapped() throws {
+        let (p, feed) = Self.ready(dim: 2, repeatWindow: 32)
+        let first = feed([3, 0.5])
+        #expect(first.alert && first.score == 1)
+        for _ in 0..<5 { _ = feed([0.5, 0.5]) }
+        let repeated = feed([0.5, 9])
+        #expect(repeated.beyondRange && !repeated.alert && repeated.score == 0.5)
+        let restored = try StreamPipeline.restore(p.serialized(), settings: p.settings)
+        let again = [Float]([-9, 0.5]).withUnsafeBufferPointer { restored.score($0.baseAddress!, count: 1, firstSequence: 400) }
+        #expect(!again.sample(0).alert, "the restored stream remembers the scores of 1")
+        for _ in 0..<40 { _ = feed([0.5, 0.5]) }
+        let later = feed([-20, 0.5])
+        #expect(later.alert && later.score == 1, "a new incident after the window")
+    }
+
+    /// The running maximum over a ring agrees with the maximum of the last `span` values, across a
+    /// checkpoint and for span 0.
+    @Test func recentMaximumMatchesTheNaiveMaximum() throws {
+        var r = RandomSource(seed: 11)
+        for span in [0, 1, 3, 32] {
+            var m = RecentMaximum(span: span)
+            var all: [Float] = []
+            for k in 0..<500 {
+                let naive = span == 0 ? nil : all.suffix(span).max()
+                #expect(m.maximum == naive)
+                // Runs of equal values and a falling stretch exercise the deque's edge cases.
+                let v: Float = k % 50 < 10 ? 1 : k % 50 < 20 ? Float(50 - k % 50) : r.uniform()
+                m.push(v)
+                all.append(v)
+                if k == 250 {
+                    var w = StateWriter()
+                    m.encode(&w)
+                    var reader = StateReader(w.bytes)
+                    m = try RecentMaximum.decode(&reader, span: span)
+                }
+            }
+        }
     }
 
     /// For a windowed stream the value outside the range is the newest of its window: time step t.
@@ -319,6 +365,7 @@ import Testing
             var settings = StreamConfiguration().resolved(dim: 1)
             settings.period = period
             settings.threshold = 0.6
+            settings.repeatWindow = 0  // the check alone
             let p = StreamPipeline(name: "daily", settings: settings)
             var r = RandomSource(seed: 9)
             var out: [SampleScore] = []
