@@ -46,11 +46,16 @@ public enum PeriodSetting: Sendable, Equatable, CustomStringConvertible {
 /// first `detectionSamples` values among lags 21...298 that reaches 0.5, moved to the lag within 8
 /// of it whose values repeat best; a stream without one, or whose period fits inside the model's
 /// own input (`context` values: the autoencoder then sees whole cycles and their repetition
-/// itself), has no period check. 600 values hold only two cycles of a period near 300: when noise
-/// is strong the first maximum can come from the noise at a short lag, and the stream then goes
-/// without a check (`period = N` sets it).
+/// itself), has no period check unless a longer cycle built on it repeats better: with the first
+/// `longDetectionSamples` values, the multiple of the short period beyond `context` with the highest
+/// autocorrelation is the period if that correlation beats the short period's by
+/// `longerCycleGain` (a week of daily cycles, when weekends differ from weekdays). 600 values hold
+/// only two cycles of a period near 300: when noise is strong the first maximum can come from the
+/// noise at a short lag, and the stream then goes without a check (`period = N` sets it).
 public struct PeriodCheck: Sendable, Equatable {
     public static let detectionSamples = 600
+    public static let longDetectionSamples = 1500
+    public static let longerCycleGain = 0.05
     public static let shortestPeriod = 20
     public static let longestPeriod = 300
     public static let minimumCorrelation: Float = 0.5
@@ -63,6 +68,9 @@ public struct PeriodCheck: Sendable, Equatable {
     /// The period in values; 0 while undecided or when the stream has none.
     public private(set) var period: Int
     public private(set) var decided: Bool
+    /// A short cycle was found; a longer one is looked for once `longDetectionSamples` values have
+    /// come. (Not kept in checkpoints: found again from the kept values.)
+    var awaitingLonger = false
     /// The period was configured, not detected.
     public let configured: Bool
     /// The last `capacity` values in a ring stored twice over (`ring[i] == ring[i + capacity]`), so
@@ -80,7 +88,7 @@ public struct PeriodCheck: Sendable, Equatable {
         case .fixed(let n): (period, decided, configured) = (n, true, true)
         case .auto, .off: (period, decided, configured) = (0, false, false)
         }
-        self.capacity = max(capacity ?? 0, Self.detectionSamples, period + self.span + 1)
+        self.capacity = max(capacity ?? 0, Self.longDetectionSamples, period + self.span + 1)
         ring = [Float](repeating: 0, count: 2 * self.capacity)
         calibrator = Calibrator(horizon: horizon, holdOff: holdOff)
     }
@@ -100,12 +108,18 @@ public struct PeriodCheck: Sendable, Equatable {
     /// `ln ratio` for it, or nil while it cannot be compared with a period before.
     public mutating func push(_ x: Float, rangeWidth: Float) -> Float? {
         append(x)
-        if !decided && stored >= Self.detectionSamples {
-            decided = true
-            period = Self.detectPeriod((0..<stored).map { value(ago: stored - 1 - $0) })
-            // A cycle the model's input covers is the model's to learn; the ring must reach back one
-            // period (it does for the detection's lags).
-            if period <= context || period + span + 1 > capacity { period = 0 }
+        if !decided && !awaitingLonger && stored >= Self.detectionSamples {
+            let short = Self.detectPeriod(stored: self)
+            if short > 0 && short <= context && capacity >= Self.longDetectionSamples {
+                awaitingLonger = true
+            } else {
+                decide(short)
+            }
+        }
+        if awaitingLonger && stored >= Self.longDetectionSamples {
+            awaitingLonger = false
+            let values = (0..<stored).map { value(ago: stored - 1 - $0) }
+            decide(Self.longerPeriod(values, short: Self.detectPeriod(values), beyond: context))
         }
         guard period > 0, stored >= period + span + 1 else { return nil }
         var away = 1e-3 * rangeWidth * Float(span) + 1e-30, moves = away
@@ -118,6 +132,43 @@ public struct PeriodCheck: Sendable, Equatable {
             }
         }
         return logf(away / moves)
+    }
+
+    /// A cycle the model's input covers is the model's to learn; the ring must reach back one period
+    /// (it does for the detection's lags).
+    private mutating func decide(_ detected: Int) {
+        decided = true
+        period = detected <= context || detected + span + 1 > capacity ? 0 : detected
+    }
+
+    private static func detectPeriod(stored check: PeriodCheck) -> Int {
+        detectPeriod((0..<check.stored).map { check.value(ago: check.stored - 1 - $0) })
+    }
+
+    /// The multiple of `short` longer than `beyond` (and at most half the values) whose
+    /// autocorrelation is highest, if it beats `short`'s by `longerCycleGain` and reaches
+    /// `minimumCorrelation`; else 0.
+    public static func longerPeriod(_ values: [Float], short: Int, beyond: Int) -> Int {
+        guard short > 0 else { return 0 }
+        let n = values.count
+        let mean = values.reduce(0, +) / Float(n)
+        let x = values.map { Double($0 - mean) }
+        let variance = x.reduce(0) { $0 + $1 * $1 } / Double(n)
+        guard variance > 0 else { return 0 }
+        func correlation(_ lag: Int) -> Double {
+            var s = 0.0
+            for i in 0..<(n - lag) { s += x[i] * x[i + lag] }
+            return s / Double(n - lag) / variance
+        }
+        var best = (lag: 0, correlation: -Double.infinity)
+        for lag in stride(from: short * (beyond / short + 1), through: n / 2, by: short) {
+            let c = correlation(lag)
+            if c > best.correlation { best = (lag, c) }
+        }
+        guard best.lag > 0, best.correlation >= Double(minimumCorrelation),
+            best.correlation >= correlation(short) + longerCycleGain
+        else { return 0 }
+        return best.lag
     }
 
     /// The score of a `ln ratio` from `push`: Φ(surprise over the recent peak); remembers its surprise.

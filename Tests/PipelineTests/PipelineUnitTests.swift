@@ -402,7 +402,7 @@ import Testing
         var short = StreamConfiguration().resolved(dim: 1)
         short.warmupSamples = 0
         let shortStream = StreamPipeline(name: "short", settings: short)
-        let wave = (0..<700).map { sinf(Float($0) * 2 * .pi / 48) }
+        let wave = (0..<1600).map { sinf(Float($0) * 2 * .pi / 48) }
         _ = wave.withUnsafeBufferPointer { shortStream.score($0.baseAddress!, count: $0.count, firstSequence: 0) }
         #expect(PeriodCheck.detectPeriod(Array(wave[..<600])) == 48 && shortStream.period == 0)
         let scored = [Float](repeating: 0, count: 1).withUnsafeBufferPointer {
@@ -410,6 +410,31 @@ import Testing
         }
         let alert = Wire.alert(on.first { $0.alert && $0.fromPeriod }!, in: scored)
         #expect(alert.period == 160 && !alert.beyondRange)
+    }
+
+    /// A short cycle inside the model's input with a longer one built on it: "days" of 48 values
+    /// whose last two of every seven run at half amplitude (a week of 336). The week repeats better
+    /// than the day, so once 1,500 values have come the stream is compared with one week earlier;
+    /// plain days (every multiple repeats as well as 48) and noise get no longer period.
+    @Test func aWeekOfDaysIsFoundWhenItRepeatsBetterThanTheDay() {
+        var r = RandomSource(seed: 4)
+        let week = (0..<1600).map { t -> Float in
+            let day = (t / 48) % 7
+            return (day >= 5 ? 0.5 : 1) * sinf(Float(t) * 2 * .pi / 48) + (day >= 5 ? 0 : 1) + 0.05 * r.normal()
+        }
+        #expect(PeriodCheck.detectPeriod(Array(week[..<600])) == 48)
+        #expect(PeriodCheck.longerPeriod(week, short: 48, beyond: 128) == 336)
+        let days = (0..<1600).map { sinf(Float($0) * 2 * .pi / 48) + 0.05 * r.normal() }
+        #expect(PeriodCheck.longerPeriod(days, short: 48, beyond: 128) == 0)
+        #expect(PeriodCheck.longerPeriod((0..<1600).map { _ in r.normal() }, short: 48, beyond: 128) == 0)
+
+        var settings = StreamConfiguration().resolved(dim: 1)
+        settings.warmupSamples = 0
+        let stream = StreamPipeline(name: "weekly", settings: settings)
+        _ = week[..<1400].withUnsafeBufferPointer { stream.score($0.baseAddress!, count: $0.count, firstSequence: 0) }
+        #expect(stream.period == 0, "undecided before 1,500 values")
+        _ = week[1400...].withUnsafeBufferPointer { stream.score($0.baseAddress!, count: $0.count, firstSequence: 1400) }
+        #expect(stream.period == 336)
     }
 
     @Test func theConfigurationTakesAutoOffOrAPeriod() throws {
@@ -494,7 +519,8 @@ import Testing
         for bad in [
             "[stream]\nwarmup_samples = -1", "[stream]\nseed = -1", "high_water_mark = 3000000000",
             "[stream]\nmin_buffered = 0", "heartbeat_seconds = 1e16", "[stream]\nreplay_ratio = 1e20",
-            "trainer_priority = 20", "trainer_priority = realtime",
+            "trainer_priority = 20", "trainer_priority = realtime", "[stream]\nrange_refresh = 0",
+            "[stream]\nrepeat_window = -1",
         ] {
             #expect(throws: ConfigurationError.self, "\(bad)") { try ConfigurationFile.parse(bad) }
         }
