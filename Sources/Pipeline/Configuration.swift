@@ -46,7 +46,8 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// easy as any). A sample is checked against the range as it stood when last refreshed (every
     /// `rangeRefresh` samples, and after each sample beyond it), so a drift that moves past the margin
     /// within that many samples alerts, while a slower one only widens the range. Applies once the
-    /// range has seen `warmupSamples` samples. Negative: off.
+    /// range has seen `warmupSamples` samples; until it has seen four times as many, it compares
+    /// with the range up to the sample before (a young range grows fast). Negative: off.
     public var rangeMargin: Float = 0.05
     /// Samples between refreshes of the range the rule compares with (1: the range up to the sample
     /// before, so only a jump past the margin alerts).

@@ -277,6 +277,9 @@ public final class StreamPipeline: @unchecked Sendable {
             var rangeSeen = self.rangeSeen
             defer { self.rangeSeen = rangeSeen }
             let rangeWarm = UInt64(settings.warmupSamples), refresh = UInt64(settings.rangeRefresh)
+            // A young range still grows fast as the stream's first cycles come round: the reference
+            // keeps up with it until four warm-ups' worth of samples.
+            let rangeMature = 4 * rangeWarm
             for i in 0..<count {
                 // Beyond the reference range by more than the margin? One pass of two comparisons
                 // per feature while the sample lies inside, as nearly all do.
@@ -301,7 +304,7 @@ public final class StreamPipeline: @unchecked Sendable {
                 rangeSeen += 1
                 // The reference catches up: a drift alerts once, when it has gone past the margin
                 // within `rangeRefresh` samples, and a new level once.
-                if beyond || rangeSeen % refresh == 0 {
+                if beyond || rangeSeen % refresh == 0 || rangeSeen < rangeMature {
                     referenceLow.update(from: low, count: sd)
                     referenceHigh.update(from: high, count: sd)
                 }

@@ -158,9 +158,11 @@ import Testing
     /// A stream ready to alert (no warm-up, 300 samples uniform in [0, 1) per feature) and a way to
     /// score one more sample.
     /// (Each check alone: without the repeat window, which would cap an alert soon after another.)
-    static func ready(dim: Int, margin: Float = 0.05, refresh: Int = 100, repeatWindow: Int = 0) -> (StreamPipeline, ([Float]) -> SampleScore) {
+    static func ready(
+        dim: Int, margin: Float = 0.05, refresh: Int = 100, repeatWindow: Int = 0, warmup: Int = 0
+    ) -> (StreamPipeline, ([Float]) -> SampleScore) {
         var settings = StreamConfiguration().resolved(dim: dim)
-        settings.warmupSamples = 0
+        settings.warmupSamples = warmup
         settings.warmupSteps = 0
         settings.rangeMargin = margin
         settings.rangeRefresh = refresh
@@ -249,6 +251,12 @@ import Testing
         #expect(drift(refresh: 100, step: 0.004, to: 1.2).count == 3)
         #expect(drift(refresh: 1, step: 0.004, to: 1.2).isEmpty)
         #expect(drift(refresh: 100, step: 0.0004, to: 1.2).isEmpty, "0.04 per 100 samples stays inside")
+
+        // A young range (under four warm-ups, here 400 samples) is compared up to the sample before:
+        // the drift from sample 300 to 400 passes unremarked, and alerts once the range is older.
+        let (_, young) = Self.ready(dim: 2, warmup: 100)
+        let flags = (1...150).map { young([1 + 0.004 * Float($0), 0.5]).beyondRange }
+        #expect(!flags[..<100].contains(true) && flags[100...].contains(true))
 
         let (p, feed) = Self.ready(dim: 2)
         #expect(!feed([1.04, 0.5]).beyondRange)
