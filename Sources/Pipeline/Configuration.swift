@@ -53,12 +53,14 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// before, so only a jump past the margin alerts).
     public var rangeRefresh = 100
     /// A score stands only when it is higher than every score of the last `repeatWindow` samples;
-    /// otherwise it is capped at 0.5, the score of an anomaly that lasts. An incident is reported
+    /// otherwise it is capped at 0.5, the score of an anomaly that lasts (just under `threshold` if
+    /// that is 0.5 or lower). An incident is reported
     /// once as it arrives, not again on each later sample whose window it still fills (its error can
     /// rise for a window's length as it moves through). 0: off.
     public var repeatWindow = 32
     /// A windowed stream's period: detected from its first 600 values (`auto`; only a period longer
-    /// than the model's input, `historyLength`, is used), given in values, or `off`. With one, its
+    /// than the model's input, `historyLength`, is used, or, once 1,500 values have come, a longer
+    /// cycle built on a shorter one that repeats better), given in values, or `off`. With one, its
     /// last `window` values are also compared with those one period earlier (see `PeriodCheck`) and
     /// the larger of the two scores counts.
     public var period = PeriodSetting.auto
@@ -151,7 +153,7 @@ public struct StreamConfiguration: Sendable, Equatable {
         if !(threshold > 0 && threshold <= 1) { try fail("threshold must be in (0, 1]") }
         if !rangeMargin.isFinite { try fail("range_margin must be a number (negative: off)") }
         if rangeRefresh < 1 { try fail("range_refresh must be at least 1") }
-        if repeatWindow < 0 || repeatWindow > 1 << 20 { try fail("repeat_window must be in 0...1048576") }
+        if repeatWindow < 0 || repeatWindow > 1 << 16 { try fail("repeat_window must be in 0...65536") }
         if !(mocoTemperature > 0) || !(0...1).contains(mocoMomentum) { try fail("moco_temperature > 0, moco_momentum in [0, 1]") }
         if autoencoderHidden.isEmpty || mocoEncoder.isEmpty || mocoHead.isEmpty
             || (autoencoderHidden + mocoEncoder + mocoHead).contains(where: { $0 < 1 })

@@ -47,8 +47,9 @@ public enum PeriodSetting: Sendable, Equatable, CustomStringConvertible {
 /// of it whose values repeat best; a stream without one, or whose period fits inside the model's
 /// own input (`context` values: the autoencoder then sees whole cycles and their repetition
 /// itself), has no period check unless a longer cycle built on it repeats better: with the first
-/// `longDetectionSamples` values, the multiple of the short period beyond `context` with the highest
-/// autocorrelation is the period if that correlation beats the short period's by
+/// `longDetectionSamples` values, the short period is detected again (and used if now longer than
+/// `context`), and the multiple of it beyond `context` with the highest autocorrelation (moved
+/// within 8 lags like the first) is the period if that correlation beats the short period's by
 /// `longerCycleGain` (a week of daily cycles, when weekends differ from weekdays). 600 values hold
 /// only two cycles of a period near 300: when noise is strong the first maximum can come from the
 /// noise at a short lag, and the stream then goes without a check (`period = N` sets it).
@@ -68,9 +69,9 @@ public struct PeriodCheck: Sendable, Equatable {
     /// The period in values; 0 while undecided or when the stream has none.
     public private(set) var period: Int
     public private(set) var decided: Bool
-    /// A short cycle was found; a longer one is looked for once `longDetectionSamples` values have
-    /// come. (Not kept in checkpoints: found again from the kept values.)
-    var awaitingLonger = false
+    /// A cycle inside the model's input found at `detectionSamples` values, while a longer one
+    /// built on it waits for `longDetectionSamples` values; 0 otherwise.
+    public private(set) var shortPeriod = 0
     /// The period was configured, not detected.
     public let configured: Bool
     /// The last `capacity` values in a ring stored twice over (`ring[i] == ring[i + capacity]`), so
@@ -108,18 +109,17 @@ public struct PeriodCheck: Sendable, Equatable {
     /// `ln ratio` for it, or nil while it cannot be compared with a period before.
     public mutating func push(_ x: Float, rangeWidth: Float) -> Float? {
         append(x)
-        if !decided && !awaitingLonger && stored >= Self.detectionSamples {
-            let short = Self.detectPeriod(stored: self)
-            if short > 0 && short <= context && capacity >= Self.longDetectionSamples {
-                awaitingLonger = true
-            } else {
-                decide(short)
-            }
+        if !decided && shortPeriod == 0 && stored >= Self.detectionSamples {
+            let detected = Self.detectPeriod((0..<stored).map { value(ago: stored - 1 - $0) })
+            if detected > 0 && detected <= context { shortPeriod = detected } else { decide(detected) }
         }
-        if awaitingLonger && stored >= Self.longDetectionSamples {
-            awaitingLonger = false
+        if shortPeriod > 0 && stored >= Self.longDetectionSamples {
+            // The short cycle again, from two and a half times as many values (a better estimate:
+            // it moved from 48 to 24 in one of NAB's streams, whose week then stood out); a period
+            // longer than the model's input found now is used as it is.
             let values = (0..<stored).map { value(ago: stored - 1 - $0) }
-            decide(Self.longerPeriod(values, short: Self.detectPeriod(values), beyond: context))
+            let again = Self.detectPeriod(values)
+            decide(again > context ? again : Self.longerPeriod(values, short: again > 0 ? again : shortPeriod, beyond: context))
         }
         guard period > 0, stored >= period + span + 1 else { return nil }
         var away = 1e-3 * rangeWidth * Float(span) + 1e-30, moves = away
@@ -138,11 +138,14 @@ public struct PeriodCheck: Sendable, Equatable {
     /// (it does for the detection's lags).
     private mutating func decide(_ detected: Int) {
         decided = true
+        shortPeriod = 0
         period = detected <= context || detected + span + 1 > capacity ? 0 : detected
     }
 
-    private static func detectPeriod(stored check: PeriodCheck) -> Int {
-        detectPeriod((0..<check.stored).map { check.value(ago: check.stored - 1 - $0) })
+    /// A check restored from a checkpoint older than the longer-cycle search (format 4) that found no
+    /// usable period looks again, from the values it kept.
+    private mutating func reopenDetection() {
+        if decided && !configured && period == 0 { decided = false }
     }
 
     /// The multiple of `short` longer than `beyond` (and at most half the values) whose
@@ -168,6 +171,21 @@ public struct PeriodCheck: Sendable, Equatable {
         guard best.lag > 0, best.correlation >= Double(minimumCorrelation),
             best.correlation >= correlation(short) + longerCycleGain
         else { return 0 }
+        // A short period off by one would put its multiple off by several.
+        return repeatsBest(values, near: best.lag, in: (beyond + 1)...(n / 2))
+    }
+
+    /// The lag within 8 of `lag` (inside `bounds`) with the smallest mean |x[t] − x[t − lag]|: an
+    /// autocorrelation peak is broad, the lag at which the values repeat best is not.
+    static func repeatsBest(_ values: [Float], near lag: Int, in bounds: ClosedRange<Int>) -> Int {
+        let n = values.count
+        var best = (lag: lag, difference: Double.infinity)
+        for l in max(bounds.lowerBound, lag - 8)...min(bounds.upperBound, lag + 8) where l < n {
+            var d = 0.0
+            for i in l..<n { d += Double(abs(values[i] - values[i - l])) }
+            d /= Double(n - l)
+            if d < best.difference { best = (l, d) }
+        }
         return best.lag
     }
 
@@ -200,15 +218,7 @@ public struct PeriodCheck: Sendable, Equatable {
         for k in 1..<(lags.count - 1) {
             let c = correlation[k]
             guard c > Double(minimumCorrelation) && c >= correlation[k - 1] && c >= correlation[k + 1] else { continue }
-            // The correlation's peak is broad; the lag nearby at which the values repeat best.
-            var best = (lag: lags[k], difference: Double.infinity)
-            for lag in max(lags[1], lags[k] - 8)...min(lags[lags.count - 2], lags[k] + 8) {
-                var d = 0.0
-                for i in lag..<n { d += Double(abs(values[i] - values[i - lag])) }
-                d /= Double(n - lag)
-                if d < best.difference { best = (lag, d) }
-            }
-            return best.lag
+            return repeatsBest(values, near: lags[k], in: lags[1]...lags[lags.count - 2])
         }
         return 0
     }
@@ -220,19 +230,23 @@ public struct PeriodCheck: Sendable, Equatable {
         return p
     }
 
+    /// Format 5 of the stream's checkpoint added `shortPeriod`.
     public func encode(_ w: inout StateWriter) {
         w.write(UInt32(span)); w.write(UInt32(context)); w.write(UInt32(period)); w.write(decided); w.write(configured)
+        w.write(UInt32(shortPeriod))
         w.write(UInt32(capacity)); w.write(UInt32(stored))
         for k in 0..<stored { w.write(value(ago: stored - 1 - k)) }
         calibrator.encode(&w)
     }
 
-    public static func decode(_ r: inout StateReader) throws -> PeriodCheck {
+    public static func decode(_ r: inout StateReader, streamFormat: UInt32) throws -> PeriodCheck {
         let span = Int(try r.read(UInt32.self))
         let context = Int(try r.read(UInt32.self))
         let period = Int(try r.read(UInt32.self))
         let decided = try r.read(UInt8.self) != 0
         let configured = try r.read(UInt8.self) != 0
+        let shortPeriod = streamFormat >= 5 ? Int(try r.read(UInt32.self)) : 0
+        guard shortPeriod <= longestPeriod, shortPeriod == 0 || !decided else { throw StateError.invalid("period check") }
         let capacity = Int(try r.read(UInt32.self))
         let stored = Int(try r.read(UInt32.self))
         guard span >= 1, span <= 1 << 16, !configured || period >= 2, capacity >= detectionSamples, capacity <= longestFixedPeriod + span + 1,
@@ -243,6 +257,8 @@ public struct PeriodCheck: Sendable, Equatable {
             capacity: capacity)
         p.period = period
         p.decided = decided
+        p.shortPeriod = shortPeriod
+        if streamFormat < 5 { p.reopenDetection() }
         for _ in 0..<stored { p.append(try r.read(Float.self)) }
         p.calibrator = try Calibrator.decode(&r)
         return p

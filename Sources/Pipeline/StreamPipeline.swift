@@ -235,6 +235,8 @@ public final class StreamPipeline: @unchecked Sendable {
             timestamps: timestamps ?? [], topFeatures: [:], window: settings.window,
             windowScales: settings.window > 0 ? settings.windowScales : [])
         let threshold = settings.threshold
+        // Below the threshold even when that is 0.5 or lower, so a repeat never alerts.
+        let repeatCap = max(0, min(0.5, threshold.nextDown))
         lock.withLock {
             // The calibrator learns errors only from a model that has trained a little (an untrained
             // model's errors would set the scale), and never from alerting samples (so an anomaly
@@ -279,7 +281,9 @@ public final class StreamPipeline: @unchecked Sendable {
             let rangeWarm = UInt64(settings.warmupSamples), refresh = UInt64(settings.rangeRefresh)
             // A young range still grows fast as the stream's first cycles come round: the reference
             // keeps up with it until four warm-ups' worth of samples.
-            let rangeMature = 4 * rangeWarm
+            let rangeMature = rangeWarm > UInt64.max / 4 ? UInt64.max : 4 * rangeWarm
+            // Samples until the next periodic refresh (at multiples of `refresh`): one division per call.
+            var untilRefresh = refresh - rangeSeen % refresh
             for i in 0..<count {
                 // Beyond the reference range by more than the margin? One pass of two comparisons
                 // per feature while the sample lies inside, as nearly all do.
@@ -302,9 +306,12 @@ public final class StreamPipeline: @unchecked Sendable {
                     }
                 }
                 rangeSeen += 1
-                // The reference catches up: a drift alerts once, when it has gone past the margin
-                // within `rangeRefresh` samples, and a new level once.
-                if beyond || rangeSeen % refresh == 0 || rangeSeen < rangeMature {
+                untilRefresh -= 1
+                if untilRefresh == 0 { untilRefresh = refresh }
+                // The reference catches up: a new level alerts once, a drift when it has gone past the
+                // margin within `rangeRefresh` samples (and again after each further margin). Also
+                // while the range is young, or still empty (no warm-up: from the first sample).
+                if beyond || untilRefresh == refresh || rangeSeen < rangeMature || referenceHigh[0] < referenceLow[0] {
                     referenceLow.update(from: low, count: sd)
                     referenceHigh.update(from: high, count: sd)
                 }
@@ -322,8 +329,8 @@ public final class StreamPipeline: @unchecked Sendable {
                 let raw = warmingUp ? 0 : beyond ? 1 : max(calibrated.score, periodScore)
                 // Reported once: no higher than a score of the last `repeatWindow` samples, capped.
                 let stands = recentScores.maximum.map { raw > $0 } ?? true
-                recentScores.push(raw)
-                let score = stands ? raw : min(raw, 0.5)
+                recentScores.push(raw.isNaN ? 0 : raw)
+                let score = stands ? raw : min(raw, repeatCap)
                 let alert = !warmingUp && score >= threshold
                 // What the statistics learn from goes by the score before the cap: a repeat is
                 // still an anomaly.
@@ -633,12 +640,20 @@ public final class StreamPipeline: @unchecked Sendable {
             for f in 0..<stream.sampleDimension { stream.referenceLow[f] = try r.read(Float.self) }
             for f in 0..<stream.sampleDimension { stream.referenceHigh[f] = try r.read(Float.self) }
             stream.recentScores = try RecentMaximum.decode(&r, span: s.repeatWindow)
-        } else {
+        }
+        // The reference must lie inside the live range (the batch pre-check widens the live range
+        // only for samples outside the reference) or be empty; older formats and anything else take
+        // the live one.
+        let referenceValid = version >= 5 && (0..<stream.sampleDimension).allSatisfy { f in
+            let low = stream.referenceLow[f], high = stream.referenceHigh[f]
+            return (low >= stream.rangeLow[f] && high <= stream.rangeHigh[f]) || (low == .infinity && high == -.infinity)
+        }
+        if !referenceValid {
             stream.referenceLow.copy(from: stream.rangeLow)
             stream.referenceHigh.copy(from: stream.rangeHigh)
         }
         if version >= 4, try r.read(UInt8.self) != 0 {
-            let saved = try PeriodCheck.decode(&r)
+            let saved = try PeriodCheck.decode(&r, streamFormat: version)
             // Kept while the settings still ask for it: a detected period under `auto`, the same
             // period if fixed.
             switch s.period {

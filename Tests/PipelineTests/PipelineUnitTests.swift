@@ -213,7 +213,7 @@ import Testing
     /// only the outlier at 200 is beyond; a sample that widens the range a little (within the
     /// margin) moves the bar for a later one.
     @Test func aBatchIsCheckedSampleBySample() {
-        let (p, _) = Self.ready(dim: 2)
+        let (p, _) = Self.ready(dim: 2, refresh: 1)
         var batch = [Float](repeating: 0.5, count: 2 * 256)
         batch[2 * 200 + 1] = 3
         let scored = batch.withUnsafeBufferPointer { p.score($0.baseAddress!, count: 256, firstSequence: 300) }
@@ -337,6 +337,12 @@ import Testing
                     m = try RecentMaximum.decode(&reader, span: span)
                 }
             }
+            // Restored into a shorter span, the newest values that fit.
+            var w = StateWriter()
+            m.encode(&w)
+            var reader = StateReader(w.bytes)
+            let shorter = try RecentMaximum.decode(&reader, span: span / 2)
+            #expect(shorter.maximum == (span / 2 == 0 ? nil : all.suffix(span / 2).max()))
         }
     }
 
@@ -424,7 +430,7 @@ import Testing
     /// whose last two of every seven run at half amplitude (a week of 336). The week repeats better
     /// than the day, so once 1,500 values have come the stream is compared with one week earlier;
     /// plain days (every multiple repeats as well as 48) and noise get no longer period.
-    @Test func aWeekOfDaysIsFoundWhenItRepeatsBetterThanTheDay() {
+    @Test func aWeekOfDaysIsFoundWhenItRepeatsBetterThanTheDay() throws {
         var r = RandomSource(seed: 4)
         let week = (0..<1600).map { t -> Float in
             let day = (t / 48) % 7
@@ -435,6 +441,24 @@ import Testing
         let days = (0..<1600).map { sinf(Float($0) * 2 * .pi / 48) + 0.05 * r.normal() }
         #expect(PeriodCheck.longerPeriod(days, short: 48, beyond: 128) == 0)
         #expect(PeriodCheck.longerPeriod((0..<1600).map { _ in r.normal() }, short: 48, beyond: 128) == 0)
+
+        // Restored while it waits (format 5 keeps the short period), or from format 4 (which had
+        // decided "no period" at 600 values and now looks again), it still finds the week.
+        var check = PeriodCheck(span: 16, context: 128, setting: .auto, horizon: 5000, holdOff: 400)
+        for v in week[..<700] { _ = check.push(v, rangeWidth: 2) }
+        #expect(check.shortPeriod == 48 && !check.decided)
+        var w = StateWriter()
+        check.encode(&w)
+        // span, context, period (4 bytes each), decided, configured, then format 5's short period.
+        var format4 = w.bytes
+        format4[12] = 1
+        format4.removeSubrange(14..<18)
+        for (bytes, format) in [(w.bytes, UInt32(5)), (format4, 4)] {
+            var reader = StateReader(bytes)
+            var restored = try PeriodCheck.decode(&reader, streamFormat: format)
+            for v in week[700...] { _ = restored.push(v, rangeWidth: 2) }
+            #expect(restored.decided && restored.period == 336, "format \(format)")
+        }
 
         var settings = StreamConfiguration().resolved(dim: 1)
         settings.warmupSamples = 0
