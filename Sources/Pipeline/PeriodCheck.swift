@@ -105,19 +105,22 @@ public struct PeriodCheck: Sendable, Equatable {
         stored = min(stored + 1, capacity)
     }
 
+    /// The kept values, oldest first.
+    var storedValues: [Float] { (0..<stored).map { value(ago: stored - 1 - $0) } }
+
     /// Adds the newest value (decides the period once enough values have come) and returns
     /// `ln ratio` for it, or nil while it cannot be compared with a period before.
     public mutating func push(_ x: Float, rangeWidth: Float) -> Float? {
         append(x)
         if !decided && shortPeriod == 0 && stored >= Self.detectionSamples {
-            let detected = Self.detectPeriod((0..<stored).map { value(ago: stored - 1 - $0) })
+            let detected = Self.detectPeriod(storedValues)
             if detected > 0 && detected <= context { shortPeriod = detected } else { decide(detected) }
         }
         if shortPeriod > 0 && stored >= Self.longDetectionSamples {
             // The short cycle again, from two and a half times as many values (a better estimate:
             // it moved from 48 to 24 in one of NAB's streams, whose week then stood out); a period
             // longer than the model's input found now is used as it is.
-            let values = (0..<stored).map { value(ago: stored - 1 - $0) }
+            let values = storedValues
             let again = Self.detectPeriod(values)
             decide(again > context ? again : Self.longerPeriod(values, short: again > 0 ? again : shortPeriod, beyond: context))
         }
@@ -152,17 +155,8 @@ public struct PeriodCheck: Sendable, Equatable {
     /// autocorrelation is highest, if it beats `short`'s by `longerCycleGain` and reaches
     /// `minimumCorrelation`; else 0.
     public static func longerPeriod(_ values: [Float], short: Int, beyond: Int) -> Int {
-        guard short > 0 else { return 0 }
         let n = values.count
-        let mean = values.reduce(0, +) / Float(n)
-        let x = values.map { Double($0 - mean) }
-        let variance = x.reduce(0) { $0 + $1 * $1 } / Double(n)
-        guard variance > 0 else { return 0 }
-        func correlation(_ lag: Int) -> Double {
-            var s = 0.0
-            for i in 0..<(n - lag) { s += x[i] * x[i + lag] }
-            return s / Double(n - lag) / variance
-        }
+        guard short > 0, let correlation = autocorrelation(values) else { return 0 }
         var best = (lag: 0, correlation: -Double.infinity)
         for lag in stride(from: short * (beyond / short + 1), through: n / 2, by: short) {
             let c = correlation(lag)
@@ -173,6 +167,22 @@ public struct PeriodCheck: Sendable, Equatable {
         else { return 0 }
         // A short period off by one would put its multiple off by several.
         return repeatsBest(values, near: best.lag, in: (beyond + 1)...(n / 2))
+    }
+
+    /// The autocorrelation of `values` at a lag (below their count), each lag's products averaged over
+    /// the pairs it has; nil for constant values.
+    static func autocorrelation(_ values: [Float]) -> ((Int) -> Double)? {
+        let n = values.count
+        guard n > 0 else { return nil }
+        let mean = values.reduce(0, +) / Float(n)
+        let x = values.map { Double($0 - mean) }
+        let variance = x.reduce(0) { $0 + $1 * $1 } / Double(n)
+        guard variance > 0 else { return nil }
+        return { lag in
+            var s = 0.0
+            for i in 0..<(n - lag) { s += x[i] * x[i + lag] }
+            return s / Double(n - lag) / variance
+        }
     }
 
     /// The lag within 8 of `lag` (inside `bounds`) with the smallest mean |x[t] − x[t − lag]|: an
@@ -203,18 +213,9 @@ public struct PeriodCheck: Sendable, Equatable {
     /// unbiased estimate: the plain sum shrinks with the lag and moves a long period's peak early,
     /// 158 for a sine of period 160 in 600 values).
     public static func detectPeriod(_ values: [Float]) -> Int {
-        let n = values.count
-        guard n > longestPeriod else { return 0 }
-        let mean = values.reduce(0, +) / Float(n)
-        let x = values.map { Double($0 - mean) }
-        let variance = x.reduce(0) { $0 + $1 * $1 } / Double(n)
-        guard variance > 0 else { return 0 }
+        guard values.count > longestPeriod, let autocorrelation = autocorrelation(values) else { return 0 }
         let lags = Array(shortestPeriod..<longestPeriod)
-        let correlation: [Double] = lags.map { lag in
-            var s = 0.0
-            for i in 0..<(n - lag) { s += x[i] * x[i + lag] }
-            return s / Double(n - lag) / variance
-        }
+        let correlation = lags.map(autocorrelation)
         for k in 1..<(lags.count - 1) {
             let c = correlation[k]
             guard c > Double(minimumCorrelation) && c >= correlation[k - 1] && c >= correlation[k + 1] else { continue }
