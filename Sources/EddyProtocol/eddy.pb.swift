@@ -240,10 +240,12 @@ public nonisolated struct Eddy_V1_Score: Sendable {
   /// Mean squared reconstruction error in normalised units.
   public var error: Float = 0
 
-  /// Calibrated anomaly score in [0, 1]: the probability that a normal sample's error is below this one's.
+  /// Calibrated anomaly score in [0, 1]: the probability that a normal sample's error is below this
+  /// one's (1 beyond the stream's range). It ranks: a lasting incident keeps a high score.
   public var score: Float = 0
 
-  /// True when score >= threshold and the stream is not warming up.
+  /// The alert policy: set on the first sample of an incident whose score reaches the threshold, not
+  /// on the samples while it lasts (SPEC.md section 5). Never while warming up.
   public var alert: Bool = false
 
   /// True while the stream has too little history for its scores to mean much; never alerts.
@@ -282,10 +284,10 @@ public nonisolated struct Eddy_V1_ScoreBatch: Sendable {
   /// Mean squared reconstruction error per sample, normalised units; 0 while a window fills.
   public var errors: [Float] = []
 
-  /// Calibrated anomaly score per sample, in [0, 1].
+  /// Calibrated anomaly score per sample, in [0, 1] (as Score.score).
   public var scores: [Float] = []
 
-  /// score >= threshold and not warming up.
+  /// The alert policy per sample (as Score.alert): one alert per incident.
   public var alerts: [Bool] = []
 
   /// Too little history for the score to mean much; never alerts.

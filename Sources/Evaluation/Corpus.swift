@@ -1,17 +1,49 @@
 import Foundation
 
-/// A labelled corpus laid out as NAB's is: `data/<category>/<file>.csv` (header `timestamp,value`) and
-/// `labels/combined_windows.json` mapping `<category>/<file>.csv` to its windows, `[[start, end], ...]`
-/// as timestamps.
+/// A labelled corpus, in one of two layouts:
+///
+/// - **NAB's**: `data/<family>/<file>.csv` (header `timestamp,value`) and
+///   `labels/combined_windows.json` mapping `<family>/<file>.csv` to its windows, `[[start, end], ...]`
+///   as timestamps. Scored with NAB's probationary period.
+/// - **Labelled rows**: any other directory of CSV files (`<family>/<file>.csv`, or files at the top,
+///   family `.`), each with a header, an optional `timestamp` column, one label column
+///   (`is_anomaly`, `label`, `anomaly`: 0 or 1 per row) and one or more value columns. A run of
+///   labelled rows is one event; its window extends `slack` rows past the run, since a windowed
+///   detector sees a change up to a window's length after it starts. Nothing is on probation.
+///
+/// A file's family is its folder: the unit that leave-one-family-out cross-validation holds back.
 public struct Corpus: Sendable {
+    public enum Layout: String, Sendable { case nab, labelledRows = "labelled-rows" }
+
     public struct File: Sendable {
         public var name: String
+        public var family: String
+        /// Values per row: 1 for NAB's files.
+        public var dimension: Int
         public var timestamps: [String]
+        /// `rows × dimension` values, row after row.
         public var values: [Float]
         public var series: LabelledSeries
+        /// Per row: whether it is labelled anomalous (NAB: inside a window; labelled rows: the label).
+        public var labels: [Bool]
+
+        public var rows: Int { series.rows }
+        /// Channel `c` of every row.
+        public func channel(_ c: Int) -> [Float] { stride(from: c, to: values.count, by: dimension).map { values[$0] } }
     }
 
+    public var layout: Layout
     public var files: [File]
+
+    /// Families in order of first appearance (files are sorted by name).
+    public var families: [String] {
+        var seen: [String] = []
+        for f in files where !seen.contains(f.family) { seen.append(f.family) }
+        return seen
+    }
+
+    /// Names a label column may have (compared lowercased).
+    public static let labelColumns: Set<String> = ["is_anomaly", "label", "anomaly", "is_anomalous", "labels"]
 
     public enum Failure: Error, CustomStringConvertible {
         case unreadable(String, String)
@@ -23,17 +55,30 @@ public struct Corpus: Sendable {
     }
 
     /// Reads every labelled CSV under `directory` (sorted by name); `only` keeps files whose name
-    /// contains it.
-    public init(directory: String, only: String? = nil) throws {
+    /// contains it. NAB's layout when `labels/combined_windows.json` exists, labelled rows otherwise.
+    public init(directory: String, only: String? = nil, slack: Int = 16) throws {
         let root = URL(fileURLWithPath: directory)
-        let labelsPath = root.appendingPathComponent("labels/combined_windows.json").path
-        guard let labelData = FileManager.default.contents(atPath: labelsPath) else {
-            throw Failure.unreadable(labelsPath, "missing: a corpus needs labels/combined_windows.json and data/")
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
+            throw Failure.unreadable(directory, "not a directory")
         }
-        guard let labels = try? JSONSerialization.jsonObject(with: labelData) as? [String: [[String]]] else {
+        let labelsPath = root.appendingPathComponent("labels/combined_windows.json").path
+        if FileManager.default.fileExists(atPath: labelsPath) {
+            layout = .nab
+            files = try Self.readNAB(root: root, labelsPath: labelsPath, only: only)
+        } else {
+            layout = .labelledRows
+            files = try Self.readLabelledRows(root: root, only: only, slack: max(0, slack))
+        }
+    }
+
+    static func readNAB(root: URL, labelsPath: String, only: String?) throws -> [File] {
+        guard let labelData = FileManager.default.contents(atPath: labelsPath),
+            let labels = try? JSONSerialization.jsonObject(with: labelData) as? [String: [[String]]]
+        else {
             throw Failure.unreadable(labelsPath, "not a JSON object mapping files to [[start, end], ...]")
         }
-        files = []
+        var files: [File] = []
         for name in labels.keys.sorted() where only.map({ name.contains($0) }) ?? true {
             let path = root.appendingPathComponent("data").appendingPathComponent(name).path
             guard let text = try? String(contentsOfFile: path, encoding: .utf8) else {
@@ -44,11 +89,100 @@ public struct Corpus: Sendable {
                 guard pair.count == 2 else { throw Failure.unreadable(labelsPath, "\(name): a window is not [start, end]") }
                 return try Self.rows(from: pair[0], to: pair[1], in: timestamps, file: name)
             }
+            var inside = [Bool](repeating: false, count: values.count)
+            for w in windows { for r in w { inside[r] = true } }
             files.append(
                 File(
-                    name: name, timestamps: timestamps, values: values,
-                    series: LabelledSeries(name: name, rows: values.count, windows: windows)))
+                    name: name, family: Self.family(of: name), dimension: 1, timestamps: timestamps, values: values,
+                    series: LabelledSeries(name: name, rows: values.count, windows: windows), labels: inside))
         }
+        guard !files.isEmpty || only != nil else { throw Failure.unreadable(labelsPath, "names no file") }
+        return files
+    }
+
+    static func readLabelledRows(root: URL, only: String?, slack: Int) throws -> [File] {
+        guard let walker = FileManager.default.enumerator(atPath: root.path) else {
+            throw Failure.unreadable(root.path, "cannot list")
+        }
+        var names: [String] = []
+        for case let name as String in walker where name.hasSuffix(".csv") { names.append(name) }
+        var files: [File] = []
+        for name in names.sorted() where only.map({ name.contains($0) }) ?? true {
+            let path = root.appendingPathComponent(name).path
+            guard let data = FileManager.default.contents(atPath: path) else { throw Failure.unreadable(path, "unreadable") }
+            let (timestamps, values, dimension, labels) = try Self.readLabelledRows(String(decoding: data, as: UTF8.self), path: path)
+            files.append(
+                File(
+                    name: name, family: Self.family(of: name), dimension: dimension, timestamps: timestamps, values: values,
+                    series: LabelledSeries(
+                        name: name, rows: labels.count, windows: Self.events(labels, slack: slack), probation: 0),
+                    labels: labels))
+        }
+        guard !files.isEmpty || only != nil else {
+            throw Failure.unreadable(
+                root.path, "no CSV files (a corpus is NAB's layout, with labels/combined_windows.json, or CSVs with a label column)")
+        }
+        return files
+    }
+
+    /// A file's folder, `.` at the top.
+    static func family(of name: String) -> String {
+        let parts = name.split(separator: "/")
+        return parts.count > 1 ? parts.dropLast().joined(separator: "/") : "."
+    }
+
+    /// Runs of labelled rows, each extended `slack` rows past its end (not into the next run).
+    public static func events(_ labels: [Bool], slack: Int) -> [ClosedRange<Int>] {
+        var runs: [ClosedRange<Int>] = []
+        var start: Int?
+        for (r, l) in labels.enumerated() {
+            if l && start == nil { start = r }
+            if !l, let s = start { runs.append(s...(r - 1)); start = nil }
+        }
+        if let s = start { runs.append(s...(labels.count - 1)) }
+        return runs.indices.map { k in
+            let limit = k + 1 < runs.count ? runs[k + 1].lowerBound - 1 : labels.count - 1
+            return runs[k].lowerBound...min(runs[k].upperBound + slack, limit)
+        }
+    }
+
+    /// A CSV with a header, a label column, an optional timestamp column and value columns.
+    static func readLabelledRows(_ text: String, path: String) throws -> ([String], [Float], Int, [Bool]) {
+        var lines = text.split(whereSeparator: \.isNewline).makeIterator()
+        guard let headerLine = lines.next() else { throw Failure.unreadable(path, "empty") }
+        let header = headerLine.split(separator: ",", omittingEmptySubsequences: false).map {
+            $0.trimmingCharacters(in: .whitespaces).lowercased()
+        }
+        let labelColumn = header.firstIndex { labelColumns.contains($0) }
+        guard let labelColumn else {
+            throw Failure.unreadable(path, "no label column (one of \(labelColumns.sorted().joined(separator: ", ")))")
+        }
+        let timeColumn = header.firstIndex(of: "timestamp")
+        let valueColumns = header.indices.filter { $0 != labelColumn && $0 != timeColumn }
+        guard !valueColumns.isEmpty else { throw Failure.unreadable(path, "no value column") }
+        var timestamps: [String] = [], values: [Float] = [], labels: [Bool] = []
+        var lineNumber = 1
+        while let line = lines.next() {
+            lineNumber += 1
+            let fields = line.split(separator: ",", omittingEmptySubsequences: false).map {
+                $0.trimmingCharacters(in: .whitespaces)
+            }
+            guard fields.count == header.count else {
+                throw Failure.unreadable(path, "line \(lineNumber): \(fields.count) fields, the header has \(header.count)")
+            }
+            guard let label = Double(fields[labelColumn]), label == 0 || label == 1 else {
+                throw Failure.unreadable(path, "line \(lineNumber): label \"\(fields[labelColumn])\" is not 0 or 1")
+            }
+            for c in valueColumns {
+                guard let v = Float(fields[c]), v.isFinite else {
+                    throw Failure.unreadable(path, "line \(lineNumber): \"\(fields[c])\" is not a finite number")
+                }
+                values.append(v)
+            }
+            timestamps.append(timeColumn.map { fields[$0] } ?? String(lineNumber - 2))
+            labels.append(label == 1)
+        }
+        return (timestamps, values, valueColumns.count, labels)
     }
 
     /// `timestamp,value` rows.

@@ -31,15 +31,16 @@ public struct LabelledSeries: Sendable {
     public var name: String
     public var rows: Int
     public var windows: [ClosedRange<Int>]
+    /// Rows at the start that are not scored: NAB's probationary period (the first 15% of the rows, at
+    /// most 750) unless given.
+    public var probation: Int
 
-    public init(name: String, rows: Int, windows: [ClosedRange<Int>]) {
+    public init(name: String, rows: Int, windows: [ClosedRange<Int>], probation: Int? = nil) {
         self.name = name
         self.rows = rows
         self.windows = windows.sorted { $0.lowerBound < $1.lowerBound }
+        self.probation = probation ?? min(rows * 15 / 100, 750)
     }
-
-    /// NAB's probationary period: the first 15% of the rows, at most 750.
-    public var probation: Int { min(rows * 15 / 100, 750) }
 
     /// Windows with at least one row after the probationary period: the ones that count.
     public var scoredWindows: [ClosedRange<Int>] { windows.filter { $0.upperBound >= probation } }
@@ -145,6 +146,18 @@ public enum NAB {
         let windows = Double(series.reduce(0) { $0 + $1.scoredWindows.count })
         return ProfileResult(
             profile: profile, threshold: best.threshold, raw: best.score, null: -profile.falseNegative * windows,
+            perfect: profile.truePositive * windows)
+    }
+
+    /// The normalised score of a set of files at a threshold chosen elsewhere (a held-out family, with
+    /// the threshold the other families chose).
+    public static func score(
+        _ series: [LabelledSeries], scores: [[Float]], profile: NABProfile, threshold: Float
+    ) -> ProfileResult {
+        let raw = zip(series, scores).reduce(0.0) { $0 + fileScore($1.0, scores: $1.1, threshold: threshold, profile: profile) }
+        let windows = Double(series.reduce(0) { $0 + $1.scoredWindows.count })
+        return ProfileResult(
+            profile: profile, threshold: threshold, raw: raw, null: -profile.falseNegative * windows,
             perfect: profile.truePositive * windows)
     }
 

@@ -199,8 +199,9 @@ public struct PeriodCheck: Sendable, Equatable {
         return best.lag
     }
 
-    /// The score of a `ln ratio` from `push`: Φ(surprise over the recent peak); remembers its surprise.
-    public mutating func score(logRatio: Float) -> Float { calibrator.score(logError: logRatio).score }
+    /// The scores of a `ln ratio` from `push`: Φ(surprise over the recent peak), and the surprise
+    /// itself; remembers the surprise.
+    public mutating func score(logRatio: Float) -> (score: Float, surprise: Float) { calibrator.score(logError: logRatio) }
 
     /// Lets a `ln ratio` into the statistics (a sample that did not alert).
     public mutating func learn(logRatio: Float) { calibrator.update(logError: logRatio) }

@@ -5,8 +5,12 @@ public struct SampleScore: Sendable, Equatable {
     public var sequence: UInt64
     /// Mean squared reconstruction error, normalised units; 0 while a window fills.
     public var error: Float
-    /// Calibrated score in [0, 1].
+    /// The evidence, in [0, 1]: Φ of the sample's surprise under its stream's usual errors (1 beyond
+    /// the range). It ranks: an incident that lasts keeps a high score.
     public var score: Float
+    /// What the alert policy compared with the threshold: the evidence over the recent peak, no higher
+    /// than 0.5 for a repeat within `repeatWindow` (so an incident alerts once, as it arrives).
+    public var alertScore: Float
     public var alert: Bool
     public var warmingUp: Bool
     /// The sample lies beyond the range its stream has shown (see `StreamConfiguration.rangeMargin`):
@@ -19,7 +23,7 @@ public struct SampleScore: Sendable, Equatable {
     public var topFeatures: [(index: Int, share: Float)]
 
     public static func == (a: SampleScore, b: SampleScore) -> Bool {
-        a.sequence == b.sequence && a.error == b.error && a.score == b.score && a.alert == b.alert
+        a.sequence == b.sequence && a.error == b.error && a.score == b.score && a.alertScore == b.alertScore && a.alert == b.alert
             && a.warmingUp == b.warmingUp && a.beyondRange == b.beyondRange && a.fromPeriod == b.fromPeriod && a.timestamp == b.timestamp
             && a.topFeatures.map(\.index) == b.topFeatures.map(\.index)
     }
@@ -33,7 +37,9 @@ public struct ScoredBatch: Sendable {
     public var threshold: Float
     public var firstSequence: UInt64
     public var errors: [Float]
+    /// The evidence (`SampleScore.score`) and what the alert policy compared with the threshold.
     public var scores: [Float]
+    public var alertScores: [Float]
     public var alerts: [Bool]
     public var warmingUp: [Bool]
     /// Samples (by index in the batch) beyond their stream's range so far, scored 1 for that.
@@ -55,7 +61,7 @@ public struct ScoredBatch: Sendable {
     /// Sample `i` as one value.
     public func sample(_ i: Int) -> SampleScore {
         SampleScore(
-            sequence: firstSequence &+ UInt64(i), error: errors[i], score: scores[i], alert: alerts[i],
+            sequence: firstSequence &+ UInt64(i), error: errors[i], score: scores[i], alertScore: alertScores[i], alert: alerts[i],
             warmingUp: warmingUp[i], beyondRange: beyondRange.contains(i), fromPeriod: fromPeriod.contains(i),
             timestamp: timestamps.isEmpty ? 0 : timestamps[i],
             topFeatures: topFeatures[i] ?? [])
@@ -231,7 +237,7 @@ public final class StreamPipeline: @unchecked Sendable {
         var result = ScoredBatch(
             stream: name, modelVersion: scorerVersion, threshold: settings.threshold, firstSequence: firstSequence,
             errors: [Float](repeating: 0, count: count), scores: [Float](repeating: 0, count: count),
-            alerts: [Bool](repeating: false, count: count), warmingUp: [Bool](repeating: true, count: count),
+            alertScores: [Float](repeating: 0, count: count), alerts: [Bool](repeating: false, count: count), warmingUp: [Bool](repeating: true, count: count),
             timestamps: timestamps ?? [], topFeatures: [:], window: settings.window,
             windowScales: settings.window > 0 ? settings.windowScales : [])
         let threshold = settings.threshold
@@ -323,9 +329,14 @@ public final class StreamPipeline: @unchecked Sendable {
                 let logError = Calibrator.logError(e)
                 let calibrated = calibrator.score(logError: logError)
                 let warmingUp = warming || calibrator.count < UInt64(Self.minimumCalibration)
-                var periodScore: Float = 0
-                if let logRatio, let s = periodCheck?.score(logRatio: logRatio), periodCheck!.ready { periodScore = s }
-                // While warming up the score says nothing yet: 0. A level never seen scores 1.
+                var periodScore: Float = 0, periodSurprise = -Float.infinity
+                if let logRatio, let s = periodCheck?.score(logRatio: logRatio), periodCheck!.ready {
+                    (periodScore, periodSurprise) = s
+                }
+                // While warming up the score says nothing yet: 0. A level never seen scores 1. The
+                // evidence is the larger surprise's tail probability; the alert policy measures it
+                // over the recent peak.
+                let evidence = warmingUp ? 0 : beyond ? 1 : Calibrator.phi(max(calibrated.surprise, periodSurprise))
                 let raw = warmingUp ? 0 : beyond ? 1 : max(calibrated.score, periodScore)
                 // Reported once: no higher than a score of the last `repeatWindow` samples, capped.
                 let stands = recentScores.maximum.map { raw > $0 } ?? true
@@ -343,7 +354,8 @@ public final class StreamPipeline: @unchecked Sendable {
                 quarantineRun = surprising ? quarantineRun + 1 : 0
                 if surprising && quarantineRun <= holdOff { quarantinedRows.append(r) }
                 result.errors[i] = e
-                result.scores[i] = score
+                result.scores[i] = evidence.isNaN ? 0 : evidence
+                result.alertScores[i] = score
                 result.warmingUp[i] = warmingUp
                 if beyond && !warmingUp { result.beyondRange.insert(i) }
                 if alert {

@@ -1,5 +1,6 @@
 import EddyProtocol
 import Foundation
+import Evaluation
 import Pipeline
 import SwiftProtobuf
 import ZeroMQ
@@ -18,13 +19,29 @@ func sampleFrames(
     return [Array(stream.utf8), try batch.serializedBytes()]
 }
 
-/// Parses CSV lines into numeric rows. A first line with a non-numeric field is a header; columns
-/// named `timestamp` (any case) are skipped. Blank lines are ignored.
+/// Parses CSV lines into numeric rows. Blank lines are ignored.
+/// Numeric rows of a CSV. A header (a first line with a field that is not a number) names columns
+/// that are not features: `timestamp`, a label column (`is_anomaly`, `label`, `anomaly`, ...: an
+/// anomaly label learned as a feature would teach the model that the label is part of normal data)
+/// and any named in `skipping`.
 struct CSVSamples {
     var header: [String]?
     var skipped: Set<Int> = []
+    /// The skipped columns' names, as the header has them.
+    var skippedNames: [String] { header.map { h in skipped.sorted().map { h[$0] } } ?? [] }
     var lineNumber = 0
     var sawData = false
+    let skipping: Set<String>
+
+    init(skipping: [String] = []) {
+        self.skipping = Set(skipping.map { $0.lowercased() })
+    }
+
+    /// Whether a column of this name is not a feature.
+    static func isSkipped(_ name: String, extra: Set<String>) -> Bool {
+        let n = name.lowercased()
+        return n == "timestamp" || Corpus.labelColumns.contains(n) || extra.contains(n)
+    }
 
     /// The numeric values of `line`, or nil for a header or blank line. Throws on a bad field.
     mutating func parse(_ line: Substring) throws -> [Float]? {
@@ -36,7 +53,8 @@ struct CSVSamples {
         }
         if header == nil, !sawData, fields.contains(where: { Float($0) == nil }) {
             header = fields
-            skipped = Set(fields.indices.filter { fields[$0].lowercased() == "timestamp" })
+            skipped = Set(fields.indices.filter { Self.isSkipped(fields[$0], extra: skipping) })
+            guard skipped.count < fields.count else { throw CSVError(line: lineNumber, field: "", problem: "no value column left") }
             return nil
         }
         var values: [Float] = []
@@ -49,10 +67,19 @@ struct CSVSamples {
     }
 }
 
+/// Names the columns a CSV reader left out, on standard error (a label column learned silently as a
+/// feature, or one dropped silently, are both surprises).
+func reportSkipped(_ csv: CSVSamples) {
+    let names = csv.skippedNames.filter { $0.lowercased() != "timestamp" }
+    guard !names.isEmpty else { return }
+    FileHandle.standardError.write(Data("eddy: not a feature, left out: \(names.joined(separator: ", "))\n".utf8))
+}
+
 struct CSVError: Error, CustomStringConvertible {
     let line: Int
     let field: String
-    var description: String { "line \(line): \"\(field)\" is not a number" }
+    var problem: String? = nil
+    var description: String { "line \(line): " + (problem ?? "\"\(field)\" is not a number") }
 }
 
 /// Reads lines from a file path or "-" (standard input).

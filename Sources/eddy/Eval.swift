@@ -7,62 +7,163 @@ import Synchronization
 
 struct Eval: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Score `eddy replay` against a labelled corpus (NAB's layout): NAB scores and event-level figures.",
+        abstract: "Score `eddy replay` against a labelled corpus: events, false alarms, ranking, NAB scores, family folds.",
         discussion: """
             Every file runs through the daemon's own pipeline (as `eddy replay` does: score a row, then \
-            train), with one configuration for all files. Reports the NAB score under its three profiles \
-            (one threshold per profile for the whole corpus, chosen by a sweep; 0 = never fires, \
-            100 = perfect), event-level precision, recall and F1 at the standard profile's threshold and \
-            at the daemon's own alert threshold, and one line per file. Example: eddy eval ../shared/data/nab
+            train), with one configuration for all files. A corpus is NAB's layout \
+            (data/<family>/<file>.csv and labels/combined_windows.json) or a directory of CSVs with a \
+            label column (is_anomaly, label or anomaly: 0 or 1 per row; any other column but timestamp is \
+            a value, so a file may be multivariate), in <family>/ folders. Reports, for the whole corpus \
+            and for each family: events found at the daemon's alert threshold, false alarms (and per \
+            10,000 rows), event precision, recall and F1, and how well the published score, the alert \
+            policy's score and the raw reconstruction error rank labelled rows (AUC-PR, AUC-ROC). On NAB's \
+            layout also the NAB score under its three profiles (one threshold per profile for the corpus, \
+            chosen by a sweep over the alert policy's score) and, per family, the standard score at the \
+            threshold the other families chose (leave one family out). Example: eddy eval corpus/nab
             """)
 
-    @Argument(help: "Corpus directory with data/<category>/<file>.csv and labels/combined_windows.json.")
+    @Argument(help: "Corpus directory (NAB's layout, or CSVs with a label column).")
     var corpus: String
     @Option(help: "Configuration file (its [stream] section applies to every file).") var config: String?
     @Option(help: "Only files whose name contains this.") var only: String?
-    @Option(help: "Write one SVG per file here: series, score, threshold, windows, detections.") var plots: String?
+    @Option(help: "Write one SVG per file here: series (first channel), score, threshold, windows, detections.")
+    var plots: String?
     @Option(help: "Files scored at once (one thread each).") var jobs: Int = 2
-    @Option(help: "Also run with this many more seeds and report each profile's spread (tuning needs it: seeds move the score by a few points).")
+    @Option(help: "Also run with this many more seeds and report the spread (seeds move the figures by a few points).")
     var extraSeeds: Int = 0
-    @Flag(help: "One JSON object instead of the table.") var json = false
+    @Option(help: "Labelled rows: an event's window extends this many rows past its last labelled row.")
+    var slack: Int = 16
+    @Option(
+        help: ArgumentHelp(
+            "Run without these parts of the detector (comma-separated): range, period, repeat-cap, hold-off.",
+            valueName: "parts"))
+    var without: String?
+    @Flag(help: "One JSON object instead of the tables.") var json = false
 
     struct FileResult {
-        var scores: [Float]
-        var alerts: [Int]
+        var scores: [Float] = []
+        var alertScores: [Float] = []
+        var errors: [Float] = []
+        var alerts: [Int] = []
+    }
+
+    /// Everything measured on one set of files with one threshold.
+    struct Figures {
+        var events = NAB.Events()
+        var rows = 0
+        var averagePrecision: (score: Double?, alertScore: Double?, error: Double?) = (nil, nil, nil)
+        var rocArea: (score: Double?, alertScore: Double?, error: Double?) = (nil, nil, nil)
+        var falseAlarmsPer10k: Double { rows == 0 ? 0 : 10_000 * Double(events.falseAlarms) / Double(rows) }
+
+        init() {}
+
+        init(_ files: [Corpus.File], _ results: [FileResult], threshold: Float) {
+            var labels: [Bool] = [], scores: [Float] = [], alertScores: [Float] = [], errors: [Float] = []
+            for (f, r) in zip(files, results) {
+                events = events + NAB.events(f.series, scores: r.alertScores, threshold: threshold)
+                let scored = f.series.probation..<f.rows
+                rows += scored.count
+                labels += f.labels[scored]
+                scores += r.scores[scored]
+                alertScores += r.alertScores[scored]
+                errors += r.errors[scored]
+            }
+            averagePrecision = (
+                Ranking.averagePrecision(scores, labels), Ranking.averagePrecision(alertScores, labels),
+                Ranking.averagePrecision(errors, labels)
+            )
+            rocArea = (Ranking.rocArea(scores, labels), Ranking.rocArea(alertScores, labels), Ranking.rocArea(errors, labels))
+        }
+
+        var object: [String: Any] {
+            func value(_ x: Double?) -> Any { x ?? NSNull() }
+            return [
+                "found": events.found, "missed": events.missed, "false_alarms": events.falseAlarms,
+                "precision": events.precision, "recall": events.recall, "f1": events.f1, "rows": rows,
+                "false_alarms_per_10k_rows": falseAlarmsPer10k,
+                "auc_pr": ["score": value(averagePrecision.score), "alert_score": value(averagePrecision.alertScore), "error": value(averagePrecision.error)],
+                "auc_roc": ["score": value(rocArea.score), "alert_score": value(rocArea.alertScore), "error": value(rocArea.error)],
+            ]
+        }
     }
 
     func run() throws {
         BLAS.setThreads(1)
         let configuration = try loadConfiguration(config)
-        let corpus = try Corpus(directory: self.corpus, only: only)
-        guard !corpus.files.isEmpty else { throw CommandFailure("no labelled files in \(self.corpus)") }
-        let settings = configuration.streamDefaults.resolved(dim: 1)
-        try settings.validate(name: "eval")
+        let corpus: Corpus
+        do {
+            corpus = try Corpus(directory: self.corpus, only: only, slack: slack)
+        } catch let failure as Corpus.Failure {
+            throw CommandFailure(failure.description)
+        }
+        guard !corpus.files.isEmpty else { throw CommandFailure("no labelled files in \(self.corpus) match --only") }
+        var settings = configuration.streamDefaults
+        for part in (without ?? "").split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
+            switch part {
+            case "range": settings.rangeMargin = -1
+            case "period": settings.period = .off
+            case "repeat-cap": settings.repeatWindow = 0
+            case "hold-off": settings.alertHoldOff = 0
+            default: throw ValidationError("--without: unknown part \"\(part)\" (range, period, repeat-cap, hold-off)")
+            }
+        }
+        for d in Set(corpus.files.map(\.dimension)) { try settings.resolved(dim: d).validate(name: "eval") }
 
         let results = try scoreAll(corpus.files, settings: settings)
+        let threshold = settings.threshold
+        let families = corpus.families
+        let familyFiles = families.map { family in corpus.files.indices.filter { corpus.files[$0].family == family } }
+        let total = Figures(corpus.files, results, threshold: threshold)
+        let byFamily = familyFiles.map { idx in Figures(idx.map { corpus.files[$0] }, idx.map { results[$0] }, threshold: threshold) }
+
+        // NAB: one threshold per profile for the corpus, swept over what the alert policy compares.
+        let isNAB = corpus.layout == .nab
         let series = corpus.files.map(\.series)
-        let scores = results.map(\.scores)
-        let profiles = NABProfile.all.map { NAB.score(series, scores: scores, profile: $0) }
-        let standard = profiles[0]
-        // The same configuration with other seeds: the spread of each profile's score.
-        var spread = profiles.map { [$0.normalised] }
-        for k in 0..<max(0, extraSeeds) {
-            var other = settings
-            other.seed = settings.seed &+ UInt64(k + 1)
-            let s = try scoreAll(corpus.files, settings: other).map(\.scores)
-            for (i, p) in NABProfile.all.enumerated() { spread[i].append(NAB.score(series, scores: s, profile: p).normalised) }
+        let alertScores = results.map(\.alertScores)
+        let profiles = isNAB ? NABProfile.all.map { NAB.score(series, scores: alertScores, profile: $0) } : []
+        // Leave one family out: the standard threshold the other families choose, applied to this one.
+        var folds: [(own: NAB.ProfileResult, heldOut: NAB.ProfileResult)] = []
+        if isNAB && families.count > 1 {
+            for idx in familyFiles {
+                let others = corpus.files.indices.filter { !idx.contains($0) }
+                let chosen = NAB.score(others.map { series[$0] }, scores: others.map { alertScores[$0] }, profile: .standard)
+                let own = NAB.score(idx.map { series[$0] }, scores: idx.map { alertScores[$0] }, profile: .standard)
+                let heldOut = NAB.score(
+                    idx.map { series[$0] }, scores: idx.map { alertScores[$0] }, profile: .standard, threshold: chosen.threshold)
+                folds.append((own, heldOut))
+            }
         }
-        let events = zip(series, scores).map { NAB.events($0, scores: $1, threshold: standard.threshold) }
-        let daemonEvents = zip(series, scores).map { NAB.events($0, scores: $1, threshold: settings.threshold) }
+        // The same configuration with other seeds: the spread of the headline figures.
+        var spread: [String: [Double]] = [:]
+        func record(_ results: [FileResult]) {
+            let f = Figures(corpus.files, results, threshold: threshold)
+            spread["event_f1", default: []].append(f.events.f1)
+            if let ap = f.averagePrecision.score { spread["auc_pr", default: []].append(ap) }
+            if isNAB {
+                for p in NABProfile.all {
+                    spread[p.name, default: []].append(NAB.score(series, scores: results.map(\.alertScores), profile: p).normalised)
+                }
+            }
+        }
+        if extraSeeds > 0 {
+            record(results)
+            for k in 0..<extraSeeds {
+                var other = settings
+                other.seed = settings.seed &+ UInt64(k + 1)
+                record(try scoreAll(corpus.files, settings: other))
+            }
+        }
 
         if let plots {
             try FileManager.default.createDirectory(atPath: plots, withIntermediateDirectories: true)
+            let plotThreshold = profiles.first?.threshold ?? threshold
             for (file, result) in zip(corpus.files, results) {
                 let plot = SeriesPlot(
-                    title: "\(file.name): NAB standard threshold \(String(format: "%.4f", standard.threshold))",
-                    values: file.values, scores: result.scores, threshold: standard.threshold,
+                    title: "\(file.name): " + (isNAB ? "NAB standard threshold " : "alert threshold ")
+                        + String(format: "%.4f", plotThreshold) + (file.dimension > 1 ? " (channel 0 of \(file.dimension))" : ""),
+                    values: file.channel(0), scores: result.alertScores, threshold: plotThreshold,
                     windows: file.series.windows,
-                    alerts: result.scores.indices.filter { $0 >= file.series.probation && result.scores[$0] >= standard.threshold },
+                    alerts: result.alertScores.indices.filter { $0 >= file.series.probation && result.alertScores[$0] >= plotThreshold },
                     unscoredPrefix: file.series.probation)
                 let path = URL(fileURLWithPath: plots).appendingPathComponent(
                     file.name.replacingOccurrences(of: "/", with: "__").replacingOccurrences(of: ".csv", with: ".svg"))
@@ -70,72 +171,121 @@ struct Eval: ParsableCommand {
             }
         }
 
-        let total = events.reduce(NAB.Events(), +), daemonTotal = daemonEvents.reduce(NAB.Events(), +)
+        let fileEvents = corpus.files.indices.map { NAB.events(series[$0], scores: alertScores[$0], threshold: threshold) }
         if json {
-            var o: [String: Any] = [:]
-            o["profiles"] = profiles.map {
-                [
-                    "profile": $0.profile.name, "score": $0.normalised, "raw": $0.raw,
-                    // Infinite when firing never pays (a corpus without windows): null.
-                    "threshold": $0.threshold.isFinite ? Double($0.threshold) : NSNull(),
-                ] as [String: Any]
+            var o: [String: Any] = ["layout": corpus.layout.rawValue, "threshold": Double(threshold)]
+            o["events_at_alert_threshold"] = total.object
+            o["families"] = families.indices.map { k -> [String: Any] in
+                var f = byFamily[k].object
+                f["family"] = families[k]
+                f["files"] = familyFiles[k].count
+                if !folds.isEmpty && folds[k].own.perfect > folds[k].own.null {
+                    f["nab_standard_own_threshold"] = folds[k].own.normalised
+                    f["nab_standard_held_out"] = folds[k].heldOut.normalised
+                    f["held_out_threshold"] = Double(folds[k].heldOut.threshold)
+                }
+                return f
             }
-            if extraSeeds > 0 {
-                o["scores_by_seed"] = Dictionary(uniqueKeysWithValues: zip(NABProfile.all.map(\.name), spread))
-            }
-            o["events"] = eventsObject(total, threshold: standard.threshold)
-            o["events_at_alert_threshold"] = eventsObject(daemonTotal, threshold: settings.threshold)
-            o["files"] = corpus.files.indices.map { i -> [String: Any] in
-                [
-                    "file": corpus.files[i].name, "rows": corpus.files[i].series.rows,
-                    "windows": corpus.files[i].series.scoredWindows.count,
-                    "found": events[i].found, "false_alarms": events[i].falseAlarms,
-                    "raw_standard": NAB.fileScore(series[i], scores: scores[i], threshold: standard.threshold, profile: .standard),
-                    "alerts": results[i].alerts.count,
+            if isNAB {
+                o["profiles"] = profiles.map {
+                    [
+                        "profile": $0.profile.name, "score": $0.normalised, "raw": $0.raw,
+                        // Infinite when firing never pays (a corpus without windows): null.
+                        "threshold": $0.threshold.isFinite ? Double($0.threshold) : NSNull(),
+                    ] as [String: Any]
+                }
+                let standard = profiles[0]
+                let events = zip(series, alertScores).map { NAB.events($0, scores: $1, threshold: standard.threshold) }
+                    .reduce(NAB.Events(), +)
+                o["events"] = [
+                    "threshold": standard.threshold.isFinite ? Double(standard.threshold) as Any : NSNull(), "found": events.found,
+                    "missed": events.missed, "false_alarms": events.falseAlarms, "precision": events.precision,
+                    "recall": events.recall, "f1": events.f1,
                 ]
+            }
+            if extraSeeds > 0 { o["by_seed"] = spread }
+            o["files"] = corpus.files.indices.map { i -> [String: Any] in
+                let f = corpus.files[i]
+                var e: [String: Any] = [
+                    "file": f.name, "family": f.family, "rows": f.rows, "dim": f.dimension,
+                    "windows": f.series.scoredWindows.count, "found": fileEvents[i].found,
+                    "false_alarms": fileEvents[i].falseAlarms, "alerts": results[i].alerts.count,
+                    // Each window (rows, inclusive) and the first alerting row in it, or null.
+                    "window_detections": f.series.scoredWindows.map { w -> [Any] in
+                        let first = w.first { $0 >= f.series.probation && alertScores[i][$0] >= threshold }
+                        return [w.lowerBound, w.upperBound, first.map { $0 as Any } ?? NSNull()]
+                    },
+                ]
+                if isNAB {
+                    e["raw_standard"] = NAB.fileScore(series[i], scores: alertScores[i], threshold: profiles[0].threshold, profile: .standard)
+                }
+                return e
             }
             let data = try JSONSerialization.data(withJSONObject: o, options: [.sortedKeys])
             print(String(decoding: data, as: UTF8.self))
             return
         }
-        print("file                                                   rows  windows  found  false alarms  raw score  alerts")
+
+        print("file".padded(52) + "  rows  dim  windows  found  false alarms  alerts")
         for i in corpus.files.indices {
             let f = corpus.files[i]
-            let raw = NAB.fileScore(series[i], scores: scores[i], threshold: standard.threshold, profile: .standard)
             print(
-                f.name.padded(52) + String(format: "%7d  %7d  %5d  %12d  %9.2f  %6d", f.series.rows, f.series.scoredWindows.count,
-                events[i].found, events[i].falseAlarms, raw, results[i].alerts.count))
+                f.name.padded(52) + String(format: "%6d  %3d  %7d  %5d  %12d  %6d", f.rows, f.dimension,
+                f.series.scoredWindows.count, fileEvents[i].found, fileEvents[i].falseAlarms, results[i].alerts.count))
         }
         print("")
-        for (i, p) in profiles.enumerated() {
-            var line = "NAB " + p.profile.name.padded(20) + String(format: "%6.1f   (threshold %.6f, raw %.2f)", p.normalised, Double(p.threshold), p.raw)
-            if spread[i].count > 1 {
-                let mean = spread[i].reduce(0, +) / Double(spread[i].count)
-                line += String(format: "; over %d seeds mean %.1f, %.1f to %.1f", spread[i].count, mean, spread[i].min()!, spread[i].max()!)
+        print(
+            String(format: "At the alert threshold %.4f: ", threshold) + (corpus.layout == .labelledRows
+                ? "(an event's window runs \(slack) rows past its last labelled row)" : ""))
+        print("family".padded(32) + "files  found/events  false alarms  per 10k rows  precision  recall    F1   AUC-PR score / alert score / error"
+            + (folds.isEmpty ? "" : "   NAB held out (own)"))
+        func line(_ name: String, _ files: Int, _ f: Figures, fold: (own: NAB.ProfileResult, heldOut: NAB.ProfileResult)?) -> String {
+            func ap(_ x: Double?) -> String { x.map { String(format: "%.3f", $0) } ?? "  -  " }
+            var s = name.padded(32) + String(
+                format: "%5d  %5d/%-6d  %12d  %12.1f  %9.2f  %6.2f  %4.2f   ", files, f.events.found, f.events.found + f.events.missed,
+                f.events.falseAlarms, f.falseAlarmsPer10k, f.events.precision, f.events.recall, f.events.f1)
+            s += "\(ap(f.averagePrecision.score)) / \(ap(f.averagePrecision.alertScore)) / \(ap(f.averagePrecision.error))"
+            if let fold, fold.own.perfect > fold.own.null {
+                s += String(format: "   %5.1f (%5.1f)", fold.heldOut.normalised, fold.own.normalised)
+            } else if fold != nil {
+                s += "   no windows"
             }
-            print(line)
+            return s
         }
-        print(String(
-            format: "events at the standard threshold: %d of %d windows found, %d false alarms; precision %.2f, recall %.2f, F1 %.2f",
-            total.found, total.found + total.missed, total.falseAlarms, total.precision, total.recall, total.f1))
-        print(String(
-            format: "events at the alert threshold %.4f: %d of %d windows found, %d false alarms; precision %.2f, recall %.2f, F1 %.2f",
-            settings.threshold, daemonTotal.found, daemonTotal.found + daemonTotal.missed, daemonTotal.falseAlarms,
-            daemonTotal.precision, daemonTotal.recall, daemonTotal.f1))
+        for k in families.indices {
+            print(line(families[k], familyFiles[k].count, byFamily[k], fold: folds.isEmpty ? nil : folds[k]))
+        }
+        print(line("all", corpus.files.count, total, fold: nil))
+        if !profiles.isEmpty {
+            print("")
+            for p in profiles {
+                var l = "NAB " + p.profile.name.padded(20) + String(format: "%6.1f   (threshold %.6f, raw %.2f)", p.normalised, Double(p.threshold), p.raw)
+                if let s = spread[p.profile.name] { l += Self.spreadText(s) }
+                print(l)
+            }
+            // Families with no window have no NAB score (a perfect detector and a silent one tie).
+            let scored = folds.filter { $0.own.perfect > $0.own.null }
+            if !scored.isEmpty {
+                let mean = scored.map(\.heldOut.normalised).reduce(0, +) / Double(scored.count)
+                print(String(
+                    format: "NAB standard, each family with windows at the threshold the other families chose: mean %.1f (%d families)",
+                    mean, scored.count))
+            }
+        }
+        for key in ["event_f1", "auc_pr"] { if let s = spread[key] { print(key.padded(24) + Self.spreadText(s)) } }
     }
 
-    func eventsObject(_ e: NAB.Events, threshold: Float) -> [String: Any] {
-        [
-            "threshold": threshold.isFinite ? Double(threshold) : NSNull(), "found": e.found, "missed": e.missed, "false_alarms": e.falseAlarms,
-            "precision": e.precision, "recall": e.recall, "f1": e.f1,
-        ]
+    static func spreadText(_ s: [Double]) -> String {
+        let mean = s.reduce(0, +) / Double(s.count)
+        let digits = (s.max() ?? 0) <= 1 ? "%.3f" : "%.1f"
+        return String(format: "; over %d seeds mean \(digits), \(digits) to \(digits)", s.count, mean, s.min()!, s.max()!)
     }
 
     /// Every file through its own pipeline, `jobs` at a time, with a progress bar on a terminal.
     func scoreAll(_ files: [Corpus.File], settings: StreamConfiguration) throws -> [FileResult] {
         let results = Mutex<[FileResult?]>([FileResult?](repeating: nil, count: files.count))
         let nextFile = Counter(), rowsDone = Counter()
-        let totalRows = files.reduce(0) { $0 + $1.values.count }
+        let totalRows = files.reduce(0) { $0 + $1.rows }
         let done = DispatchSemaphore(value: 0)
         let workers = max(1, min(jobs, files.count))
         for w in 0..<workers {
@@ -143,17 +293,22 @@ struct Eval: ParsableCommand {
                 while true {
                     let i = Int(nextFile.add(1)) - 1
                     guard i < files.count else { break }
-                    var run = OfflineRun(name: files[i].name, settings: settings)
-                    var r = FileResult(scores: [], alerts: [])
-                    r.scores.reserveCapacity(files[i].values.count)
-                    files[i].values.withUnsafeBufferPointer { v in
-                        for row in 0..<v.count {
-                            let s = run.next(v.baseAddress! + row)
+                    let file = files[i]
+                    var run = OfflineRun(name: file.name, settings: settings.resolved(dim: file.dimension))
+                    var r = FileResult()
+                    r.scores.reserveCapacity(file.rows)
+                    r.alertScores.reserveCapacity(file.rows)
+                    r.errors.reserveCapacity(file.rows)
+                    file.values.withUnsafeBufferPointer { v in
+                        for row in 0..<file.rows {
+                            let s = run.next(v.baseAddress! + row * file.dimension)
                             r.scores.append(s.score)
+                            r.alertScores.append(s.alertScore)
+                            r.errors.append(s.error)
                             if s.alert { r.alerts.append(row) }
                             if row % 256 == 255 { rowsDone.add(256) }
                         }
-                        rowsDone.add(UInt64(v.count % 256))
+                        rowsDone.add(UInt64(file.rows % 256))
                     }
                     results.withLock { $0[i] = r }
                 }

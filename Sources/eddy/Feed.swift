@@ -7,13 +7,16 @@ struct Feed: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Send samples to a daemon: CSV lines from a file or stdin, or the synthetic demo machine.",
         discussion: """
-            One sample per line, comma-separated; a first line with a non-numeric field is a header and \
-            a `timestamp` column is ignored. --demo instead streams eight correlated sensors with an \
+            One sample per line, comma-separated; a first line with a non-numeric field is a header, and \
+            a `timestamp` column and a label column (is_anomaly, label, anomaly) are not sent (--skip names \
+            more). --demo instead streams eight correlated sensors with an \
             injected anomaly (spike, stuck sensor, broken correlation) every --anomaly-every samples.
             """)
 
     @Argument(help: "CSV file, or - for standard input.") var file: String = "-"
     @Option(help: "Stream name.") var stream: String = "default"
+    @Option(help: "Columns that are not features, besides timestamp and a label column (comma-separated names).")
+    var skip: String = ""
     @Option(help: "The daemon's ingest endpoint.") var endpoint: String = "tcp://127.0.0.1:7700"
     @Option(help: "Samples per message.") var batch: Int = 64
     @Option(help: "Samples per second (0: as fast as possible).") var rate: Double = 0
@@ -53,10 +56,13 @@ struct Feed: ParsableCommand {
                 if pending.count / dim == batch { try flush() }
             }
         } else {
-            var csv = CSVSamples()
+            var csv = CSVSamples(skipping: skip.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) })
             for line in try readLines(file) {
                 guard let values = try csv.parse(line) else { continue }
-                if dim == 0 { dim = values.count }
+                if dim == 0 {
+                    dim = values.count
+                    reportSkipped(csv)
+                }
                 guard values.count == dim else {
                     throw CommandFailure("line \(csv.lineNumber): \(values.count) values, expected \(dim)")
                 }

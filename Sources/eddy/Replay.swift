@@ -9,7 +9,9 @@ struct Replay: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the daemon's pipeline offline over a CSV and print one calibrated score per row.",
         discussion: """
-            The CSV needs a header; a `timestamp` column is ignored, and a file with one other column is a \
+            The CSV needs a header; a `timestamp` column and a label column (is_anomaly, label, anomaly) are \
+            not features (--skip names more; each skipped column is named on standard error), and a file \
+            with one other column is a \
             univariate stream, windowed with the configuration's univariate_window. Each row is scored \
             before the models learn from it, then the trainer takes every step the row earned \
             (replay_ratio / batch_size per sample), so a run is deterministic. Scores are printed in \
@@ -19,6 +21,8 @@ struct Replay: ParsableCommand {
     @Argument(help: "CSV file, or - for standard input.") var file: String = "-"
     @Option(help: "Configuration file (its [stream] section and the named stream's apply).") var config: String?
     @Option(help: "Stream name, for its settings in the configuration file.") var stream: String = "replay"
+    @Option(help: "Columns that are not features, besides timestamp and a label column (comma-separated names).")
+    var skip: String = ""
     @Flag(help: "Print sequence, error, score, alert and warming-up flags, and each alert's explanation, as CSV.")
     var detail = false
     @Option(help: "Also draw the series, score, threshold and alerts as an SVG here.") var plot: String?
@@ -26,13 +30,14 @@ struct Replay: ParsableCommand {
     func run() throws {
         BLAS.setThreads(1)
         let configuration = try loadConfiguration(config)
-        var csv = CSVSamples()
+        var csv = CSVSamples(skipping: skip.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) })
         var run: OfflineRun?
         if detail { print("sequence,error,score,alert,warming_up,explanation") }
         var drawn: (values: [Float], scores: [Float], alerts: [Int], warmup: Int) = ([], [], [], 0)
         for line in try readLines(file) {
             guard let values = try csv.parse(line) else { continue }
             if run == nil {
+                reportSkipped(csv)
                 let settings = configuration.settings(for: stream).resolved(dim: values.count)
                 try settings.validate(name: stream)
                 run = OfflineRun(name: stream, settings: settings)

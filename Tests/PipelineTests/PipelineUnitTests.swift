@@ -124,6 +124,33 @@ import Testing
     }
 }
 
+@Suite struct RankingScoreTests {
+    /// An incident that lasts alerts once (the alert policy) while its published score stays high
+    /// for as long as it lasts (the evidence), and normal samples around it score lower than all of it.
+    @Test func aLastingIncidentKeepsAHighScoreAndAlertsOnce() {
+        var settings = StreamConfiguration().resolved(dim: 4)
+        settings.warmupSamples = 0
+        settings.warmupSteps = 5
+        settings.rangeMargin = -1
+        var run = OfflineRun(name: "lasting", settings: settings)
+        var r = RandomSource(seed: 3)
+        func feed(_ v: [Float]) -> SampleScore { v.withUnsafeBufferPointer { run.next($0.baseAddress!) } }
+        // Four features that move together; the incident breaks the correlation for 30 samples.
+        func normal() -> [Float] { let x = r.normal(); return [x, x, x, x].map { $0 + 0.05 * r.normal() } }
+        for _ in 0..<3000 { _ = feed(normal()) }
+        let before = (0..<200).map { _ in feed(normal()) }
+        let incident = (0..<30).map { _ in feed([1.5, -1.5, 1.5, -1.5].map { $0 + 0.05 * r.normal() }) }
+        #expect(incident[0].alert)
+        #expect(incident.dropFirst().allSatisfy { !$0.alert }, "one alert per incident")
+        #expect(incident.dropFirst().allSatisfy { $0.alertScore < settings.threshold })
+        let lowestDuring = incident.map(\.score).min()!, highestBefore = before.map(\.score).max()!
+        #expect(lowestDuring > 0.99, "the evidence lasts as long as the incident")
+        #expect(lowestDuring > highestBefore, "and ranks above the normal samples")
+        // The published score is never below what the alert policy compared with the threshold.
+        #expect((before + incident).allSatisfy { $0.score >= $0.alertScore })
+    }
+}
+
 @Suite struct QuarantineTests {
     /// With learn_surprise_limit set, an outlier is scored but kept out of the buffer; once outliers
     /// have lasted a whole hold-off they are the new normal and are learned again.
@@ -307,7 +334,8 @@ import Testing
         #expect(first.alert && first.score == 1)
         for _ in 0..<5 { _ = feed([0.5, 0.5]) }
         let repeated = feed([0.5, 9])
-        #expect(repeated.beyondRange && !repeated.alert && repeated.score == 0.5)
+        // The alert policy capped it; the published score still says how strong the evidence is.
+        #expect(repeated.beyondRange && !repeated.alert && repeated.alertScore == 0.5 && repeated.score == 1)
         let restored = try StreamPipeline.restore(p.serialized(), settings: p.settings)
         let again = [Float]([-9, 0.5]).withUnsafeBufferPointer { restored.score($0.baseAddress!, count: 1, firstSequence: 400) }
         #expect(!again.sample(0).alert, "the restored stream remembers the scores of 1")

@@ -88,7 +88,7 @@ def test_eval_scores_a_labelled_corpus_and_draws_plots_that_render(tmp_path):
     run = subprocess.run([EDDY, "eval", str(corpus), "--json", "--plots", str(plots), "--extra-seeds", "1"],
                          capture_output=True, text=True, check=True)
     report = json.loads(run.stdout)
-    assert all(len(v) == 2 for v in report["scores_by_seed"].values())
+    assert all(len(report["by_seed"][p]) == 2 for p in ("standard", "reward_low_FP_rate", "reward_low_FN_rate"))
     profiles = {p["profile"]: p for p in report["profiles"]}
     assert set(profiles) == {"standard", "reward_low_FP_rate", "reward_low_FN_rate"}
     # The spike is found at the first threshold worth taking, with no false alarm: NAB's score of a
@@ -146,3 +146,60 @@ def test_replay_detail_explains_alerts_by_time_step(tmp_path):
     assert spike[3] == "1" and not spike[5].startswith("beyond"), "the reconstruction alone alerts"
     top = spike[5].split("; ")[0]
     assert top.startswith("t ") and int(top.split()[1].rstrip("%")) > 50
+
+
+def test_eval_reads_labelled_rows_and_reports_events_and_ranking(tmp_path):
+    # Two families of two-channel series with a label column; a spike on channel 1 in one file.
+    import math
+    for family, spike in (("a", 1700), ("b", None)):
+        (tmp_path / "corpus" / family).mkdir(parents=True)
+        with open(tmp_path / "corpus" / family / "s.csv", "w") as f:
+            f.write("timestamp,value-0,value-1,is_anomaly\n")
+            for t in range(2000):
+                v0 = math.sin(t * 2 * math.pi / 40)
+                v1 = math.cos(t * 2 * math.pi / 40) + (6.0 if t == spike else 0.0)
+                f.write(f"{t},{v0:.5f},{v1:.5f},{1 if t == spike else 0}\n")
+    run = subprocess.run([EDDY, "eval", str(tmp_path / "corpus"), "--json"], capture_output=True, text=True, check=True)
+    report = json.loads(run.stdout)
+    assert report["layout"] == "labelled-rows" and "profiles" not in report
+    total = report["events_at_alert_threshold"]
+    assert total["found"] == 1 and total["missed"] == 0 and total["false_alarms"] == 0
+    assert total["rows"] == 4000 and total["false_alarms_per_10k_rows"] == 0
+    # One labelled row, and the published score puts it first: average precision 1.
+    assert total["auc_pr"]["score"] == 1.0
+    families = {f["family"]: f for f in report["families"]}
+    assert set(families) == {"a", "b"} and families["b"]["auc_pr"]["score"] is None
+    files = {f["file"]: f for f in report["files"]}
+    assert files["a/s.csv"]["dim"] == 2
+    start, end, first = files["a/s.csv"]["window_detections"][0]
+    assert (start, end) == (1700, 1716) and first == 1700
+    # Ablation: without the range rule the spike must come from the model.
+    run = subprocess.run([EDDY, "eval", str(tmp_path / "corpus"), "--json", "--without", "range,period"],
+                         capture_output=True, text=True, check=True)
+    assert json.loads(run.stdout)["events_at_alert_threshold"]["rows"] == 4000
+    bad = subprocess.run([EDDY, "eval", str(tmp_path / "corpus"), "--without", "nonsense"], capture_output=True, text=True)
+    assert bad.returncode != 0 and "unknown part" in bad.stderr
+
+
+def test_replay_leaves_label_columns_out(tmp_path):
+    plain, labelled = tmp_path / "plain.csv", tmp_path / "labelled.csv"
+    write_csv(plain, 800, 2)
+    lines = plain.read_text().splitlines()
+    # The label column sits between the values; a learned label would change every score.
+    rows = [lines[0].replace(",", ",is_anomaly,", 1)]
+    for i, line in enumerate(lines[1:]):
+        first, rest = line.split(",", 1)
+        rows.append(f"{first},{1 if i % 7 == 0 else 0},{rest}")
+    labelled.write_text("\n".join(rows) + "\n")
+    # --detail prints each row's reconstruction error: equal errors, equal models.
+    a = subprocess.run([EDDY, "replay", "--detail", str(plain)], capture_output=True, text=True, check=True)
+    b = subprocess.run([EDDY, "replay", "--detail", str(labelled)], capture_output=True, text=True, check=True)
+    assert a.stdout == b.stdout and len(a.stdout.split()) == 801
+    assert len({row.split(",")[1] for row in a.stdout.split()[1:]}) > 100, "the errors are not all alike"
+    assert "left out: is_anomaly" in b.stderr
+    # --skip names another column; skipping every column is an error.
+    c = subprocess.run([EDDY, "replay", "--detail", "--skip", lines[0].split(",")[1], str(plain)],
+                       capture_output=True, text=True, check=True)
+    assert a.stdout != c.stdout
+    d = subprocess.run([EDDY, "replay", "--skip", ",".join(lines[0].split(",")), str(plain)], capture_output=True, text=True)
+    assert d.returncode != 0 and "no value column" in d.stderr
