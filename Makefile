@@ -1,5 +1,5 @@
 # The README's commands. Each installs what is missing first (scripts/setup.sh).
-.PHONY: demo test bench setup clean
+.PHONY: demo test bench corpus setup clean
 
 # The main job: the daemon on its embedded defaults, a synthetic sensor feed with injected anomalies,
 # and `eddy watch` (scripts/demo.sh; DEMO_SECONDS=0 runs until Ctrl-C).
@@ -18,8 +18,16 @@ bench:
 	scripts/setup.sh release python
 	.venv/bin/python scripts/bench-compare.py
 
+# Labelled synthetic corpora for `eddy eval` (GutenTAG; scripts/make-corpus.py): out/corpus/<kind>-<seed>
+# for the development seeds 10, 11, 12. Seeds kept for verification are not generated here.
+corpus:
+	scripts/setup.sh release corpus
+	for k in univariate multivariate; do for s in 10 11 12; do \
+		[ -d out/corpus/$$k-$$s ] || .venv-corpus/bin/python scripts/make-corpus.py --out out/corpus/$$k-$$s --seed $$s --kind $$k; \
+	done; done
+
 setup:
 	scripts/setup.sh debug python
 
 clean:
-	rm -rf .build .venv out
+	rm -rf .build .venv .venv-corpus out

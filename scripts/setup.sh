@@ -3,6 +3,7 @@
 #   scripts/setup.sh            system packages + debug build
 #   scripts/setup.sh release    system packages + release build (benchmarks, demo)
 #   scripts/setup.sh python     also the Python venv (.venv) for benchmarks and cross-language tests
+#   scripts/setup.sh corpus     a venv (.venv-corpus) with GutenTAG for scripts/make-corpus.py
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -30,6 +31,10 @@ for arg in "$@"; do
     python)
         if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
         .venv/bin/pip install -q --disable-pip-version-check -r protocols/python/requirements.txt threadpoolctl
+        ;;
+    corpus)
+        if [ ! -x .venv-corpus/bin/python ]; then python3 -m venv .venv-corpus; fi
+        .venv-corpus/bin/pip install -q --disable-pip-version-check -r scripts/requirements-corpus.txt
         ;;
     release) swift build -c release ;;
     debug) swift build ;;

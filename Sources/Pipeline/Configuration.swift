@@ -64,6 +64,11 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// last `window` values are also compared with those one period earlier (see `PeriodCheck`) and
     /// the larger of the two scores counts.
     public var period = PeriodSetting.auto
+    /// The signals of the stream's detection chain (`DetectionChain.knownSignals`), run in the chain's
+    /// order whatever the order here. Without `range` the range is still kept (the period check scales
+    /// by it) but never scores; without `reconstruction` the models still train but their error does
+    /// not score; without `period` there is no period check.
+    public var signals = DetectionChain.knownSignals
     public var normaliserHorizon = 10_000
     public var autoencoderHidden = [64, 16, 64]
     public var learningRate: Float = 3e-3
@@ -154,6 +159,10 @@ public struct StreamConfiguration: Sendable, Equatable {
         if !rangeMargin.isFinite { try fail("range_margin must be a number (negative: off)") }
         if rangeRefresh < 1 { try fail("range_refresh must be at least 1") }
         if repeatWindow < 0 || repeatWindow > 1 << 16 { try fail("repeat_window must be in 0...65536") }
+        if let unknown = signals.first(where: { !DetectionChain.knownSignals.contains($0) }) {
+            try fail("signals: unknown signal \"\(unknown)\" (known: \(DetectionChain.knownSignals.joined(separator: ", ")))")
+        }
+        if Set(signals).count != signals.count { try fail("signals: a signal is named twice") }
         if !(mocoTemperature > 0) || !(0...1).contains(mocoMomentum) { try fail("moco_temperature > 0, moco_momentum in [0, 1]") }
         if autoencoderHidden.isEmpty || mocoEncoder.isEmpty || mocoHead.isEmpty
             || (autoencoderHidden + mocoEncoder + mocoHead).contains(where: { $0 < 1 })

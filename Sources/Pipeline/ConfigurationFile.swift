@@ -124,6 +124,9 @@ public enum ConfigurationFile {
         case "range_margin": s.rangeMargin = try float(v)
         case "range_refresh": s.rangeRefresh = try int(v)
         case "repeat_window": s.repeatWindow = try int(v)
+        case "signals":
+            let names = v.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            s.signals = names
         case "period":
             guard let p = PeriodSetting(v) else { throw ValueError(why: "\"\(v)\" is neither auto, off nor a period of 2 to 100000 values") }
             s.period = p

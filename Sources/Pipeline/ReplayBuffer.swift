@@ -113,7 +113,7 @@ public final class ReplayBuffer {
         for i in 0..<capacity { w.write(ids[i]) }
     }
 
-    static func decode(_ r: inout StateReader) throws -> ReplayBuffer {
+    public static func decode(_ r: inout StateReader) throws -> ReplayBuffer {
         let dimension = Int(try r.read(UInt32.self)), capacity = Int(try r.read(UInt32.self))
         let recent = Int(try r.read(UInt32.self))
         guard dimension > 0, capacity >= 2, recent >= 1, recent < capacity else { throw StateError.invalid("buffer shape") }

@@ -106,7 +106,6 @@ public final class StreamPipeline: @unchecked Sendable {
 
     // Shared under `lock`.
     var buffer: ReplayBuffer
-    var calibrator: Calibrator
     var pendingSteps = 0.0
     /// Samples accepted, and steps owed but skipped because the trainer could not keep up.
     public private(set) var accepted: UInt64 = 0
@@ -116,19 +115,10 @@ public final class StreamPipeline: @unchecked Sendable {
     public private(set) var quarantined: UInt64 = 0
     var quarantineRun = 0
     var quarantinedRows: [Int] = []
-    /// Per feature of the arriving samples, the smallest and largest value seen (±∞ before any).
-    let rangeLow: FloatBuffer, rangeHigh: FloatBuffer
-    /// The range the rule compares with: `rangeLow`/`rangeHigh` as they stood at the last refresh
-    /// (every `rangeRefresh` samples, and after a sample beyond it).
-    let referenceLow: FloatBuffer, referenceHigh: FloatBuffer
-    /// The last `repeatWindow` scores before capping, and their maximum.
-    public internal(set) var recentScores: RecentMaximum
-    /// Samples the range has seen: the rule waits for `warmupSamples` of them (a fresh stream's
-    /// warm-up, or a checkpoint from before ranges were kept), so a range still being learned does
-    /// not alert on every new high.
-    var rangeSeen: UInt64 = 0
-    /// A windowed stream's comparison with one period earlier (nil: none).
-    var periodCheck: PeriodCheck?
+    /// The stream's detection: its signals, the combiner and the alert policy.
+    public internal(set) var chain: DetectionChain
+    /// A windowed stream's input shaping (nil: samples are the models' input as they come).
+    var shaper: WindowShaper?
     /// The trainer's latest autoencoder weights for the scorer, and their version (steps taken).
     let exchange: FloatBuffer
     var exchangeVersion: UInt64 = 0
@@ -136,10 +126,9 @@ public final class StreamPipeline: @unchecked Sendable {
     var mocoVersion: UInt64 = 0
     var lastLosses: (autoencoder: Float, moco: Float) = (.nan, .nan)
 
-    // Ingest side: the scorer (its normaliser is the live one) and the window being filled.
+    // Ingest side: the scorer (its normaliser is the live one) and the rows it scores.
     let scorer: Autoencoder
     var scorerVersion: UInt64 = 0
-    var history: [Float]
     var rows: FloatBuffer
     var errors: FloatBuffer
     var featureErrors: FloatBuffer
@@ -160,24 +149,13 @@ public final class StreamPipeline: @unchecked Sendable {
         buffer = ReplayBuffer(
             dimension: inputDimension, capacity: settings.bufferCapacity, recentFraction: settings.recentFraction,
             seed: settings.seed)
-        calibrator = Calibrator(horizon: settings.calibrationHorizon, holdOff: settings.alertHoldOff)
         autoencoder = Autoencoder(configuration: settings.autoencoderConfiguration())
         moco = MoCo(configuration: settings.mocoConfiguration())
         scorer = Autoencoder(configuration: settings.autoencoderConfiguration())
         exchange = FloatBuffer(autoencoder.parameterValues)
         scorer.parameters.copy(from: exchange)
-        history = []
-        history.reserveCapacity(settings.historyLength)
-        rangeLow = FloatBuffer([Float](repeating: .infinity, count: sampleDimension))
-        rangeHigh = FloatBuffer([Float](repeating: -.infinity, count: sampleDimension))
-        referenceLow = FloatBuffer(rangeLow.array)
-        referenceHigh = FloatBuffer(rangeHigh.array)
-        recentScores = RecentMaximum(span: settings.repeatWindow)
-        if settings.window > 0 && settings.period != .off {
-            periodCheck = PeriodCheck(
-                span: settings.window, context: settings.historyLength, setting: settings.period, horizon: settings.calibrationHorizon,
-                holdOff: settings.alertHoldOff)
-        }
+        chain = Self.chain(settings, sampleDimension: sampleDimension)
+        if settings.window > 0 { shaper = WindowShaper(window: settings.window, scales: settings.windowScales) }
         rows = FloatBuffer(count: 256 * inputDimension)
         errors = FloatBuffer(count: 256)
         featureErrors = FloatBuffer(count: inputDimension)
@@ -187,10 +165,33 @@ public final class StreamPipeline: @unchecked Sendable {
 
     deinit { batchIDs.deallocate() }
 
+    /// The detection chain `settings` ask for: the range always (the period check scales by it; it
+    /// scores only when `range` is among the signals and the margin is not negative), the
+    /// reconstruction surprise, and for a windowed stream the period check.
+    static func chain(_ settings: StreamConfiguration, sampleDimension: Int) -> DetectionChain {
+        let on = Set(settings.signals)
+        var signals: [any AnomalySignal] = [
+            RangeSignal(
+                dimension: sampleDimension, margin: on.contains(RangeSignal.name) ? settings.rangeMargin : -1,
+                refresh: settings.rangeRefresh, warmup: settings.warmupSamples, window: settings.window)
+        ]
+        if on.contains(ReconstructionSignal.name) {
+            signals.append(ReconstructionSignal(horizon: settings.calibrationHorizon, holdOff: settings.alertHoldOff))
+        }
+        if on.contains(PeriodSignal.name) && settings.window > 0 && settings.period != .off {
+            signals.append(
+                PeriodSignal(
+                    window: settings.window, context: settings.historyLength, setting: settings.period,
+                    horizon: settings.calibrationHorizon, holdOff: settings.alertHoldOff))
+        }
+        return DetectionChain(
+            signals: signals, policy: AlertPolicy(threshold: settings.threshold, repeatWindow: settings.repeatWindow))
+    }
+
     // MARK: Ingest
 
     /// Errors the calibrator must have seen before its scores can alert.
-    public static let minimumCalibration = 100
+    public static let minimumCalibration = ReconstructionSignal.minimumCalibration
 
     /// Scores `count` samples `(count, sampleDimension)` with the current autoencoder, then admits them
     /// to the buffer and the normaliser and owes the trainer its steps. Values must be finite.
@@ -208,23 +209,13 @@ public final class StreamPipeline: @unchecked Sendable {
         }
         // Rows the models see: the samples themselves, or the window ending at each value.
         let d = inputDimension
-        let windowed = settings.window > 0
+        let windowed = shaper != nil
         var rowOf: [Int] = windowed ? [Int](repeating: -1, count: count) : []
         var rowCount = 0
         if errors.count < count { grow(count) }
         if windowed {
             // Under the lock: a checkpoint on the trainer thread reads the history too.
-            lock.withLock {
-                let w = settings.window, need = settings.historyLength
-                for i in 0..<count {
-                    if history.count == need { history.removeFirst() }
-                    history.append(values[i])
-                    guard history.count == need else { continue }
-                    Self.windowRow(history, window: w, scales: settings.windowScales, into: rows.pointer + rowCount * d)
-                    rowOf[i] = rowCount
-                    rowCount += 1
-                }
-            }
+            lock.withLock { rowCount = shaper!.shape(values, count: count, into: rows.pointer, rowOf: &rowOf) }
         } else {
             rowCount = count
         }
@@ -237,132 +228,45 @@ public final class StreamPipeline: @unchecked Sendable {
         var result = ScoredBatch(
             stream: name, modelVersion: scorerVersion, threshold: settings.threshold, firstSequence: firstSequence,
             errors: [Float](repeating: 0, count: count), scores: [Float](repeating: 0, count: count),
-            alertScores: [Float](repeating: 0, count: count), alerts: [Bool](repeating: false, count: count), warmingUp: [Bool](repeating: true, count: count),
-            timestamps: timestamps ?? [], topFeatures: [:], window: settings.window,
-            windowScales: settings.window > 0 ? settings.windowScales : [])
-        let threshold = settings.threshold
-        // Below the threshold even when that is 0.5 or lower, so a repeat never alerts.
-        let repeatCap = max(0, min(0.5, threshold.nextDown))
+            alertScores: [Float](repeating: 0, count: count), alerts: [Bool](repeating: false, count: count),
+            warmingUp: [Bool](repeating: true, count: count), timestamps: timestamps ?? [], topFeatures: [:],
+            window: settings.window, windowScales: settings.window > 0 ? settings.windowScales : [])
         lock.withLock {
-            // The calibrator learns errors only from a model that has trained a little (an untrained
-            // model's errors would set the scale), and never from alerting samples (so an anomaly
-            // does not teach the calibrator that anomalies are normal).
             let modelReady = scorerVersion >= UInt64(settings.warmupSteps)
             let warming = accepted + UInt64(count) <= UInt64(settings.warmupSamples) || !modelReady
-            // The loop works on locals: a class's stored properties cost a dynamic exclusivity check
-            // per access. Swapped out (not copied) so the calibrator's buffers stay uniquely owned.
-            var calibrator = Calibrator(horizon: 1)
-            swap(&calibrator, &self.calibrator)
+            // The loop works on a local chain: a class's stored properties cost a dynamic exclusivity
+            // check per access. Swapped out (not copied) so the signals' buffers stay uniquely owned.
+            var chain = DetectionChain(signals: [], policy: AlertPolicy(threshold: 1, repeatWindow: 0))
+            swap(&chain, &self.chain)
             var quarantineRun = self.quarantineRun
-            var recentScores = RecentMaximum(span: 0)
-            swap(&recentScores, &self.recentScores)
-            var periodCheck = self.periodCheck
-            self.periodCheck = nil
-            let low = rangeLow.pointer, high = rangeHigh.pointer
-            let referenceLow = self.referenceLow.pointer, referenceHigh = self.referenceHigh.pointer
-            let limit = settings.learnSurpriseLimit, holdOff = settings.alertHoldOff
-            let margin = settings.rangeMargin, sd = sampleDimension
             defer {
-                swap(&calibrator, &self.calibrator)
-                swap(&recentScores, &self.recentScores)
+                swap(&chain, &self.chain)
                 self.quarantineRun = quarantineRun
-                self.periodCheck = periodCheck
-                result.period = periodCheck?.period ?? 0
+                result.period = self.chain.signal(PeriodSignal.self)?.period ?? 0
             }
-            // The range is kept whether or not the rule is on (the period check scales by it).
-            // Whether any sample of the batch lies outside the reference range (which the live one
-            // contains): one branch-free pass (it vectorises); nearly always none does, and the
-            // per-sample check below is skipped.
-            @inline(__always) func outside(_ x: UnsafePointer<Float>, rows: Int) -> Bool {
-                var any: UInt32 = 0
-                for i in 0..<rows {
-                    let row = x + i * sd
-                    for f in 0..<sd { any |= (row[f] < referenceLow[f] ? 1 : 0) | (row[f] > referenceHigh[f] ? 1 : 0) }
-                }
-                return any != 0
-            }
-            let batchOutside = outside(values, rows: count)
-            var rangeSeen = self.rangeSeen
-            defer { self.rangeSeen = rangeSeen }
-            let rangeWarm = UInt64(settings.warmupSamples), refresh = UInt64(settings.rangeRefresh)
-            // A young range still grows fast as the stream's first cycles come round: the reference
-            // keeps up with it until four warm-ups' worth of samples.
-            let rangeMature = rangeWarm > UInt64.max / 4 ? UInt64.max : 4 * rangeWarm
-            // Samples until the next periodic refresh (at multiples of `refresh`): one division per call.
-            var untilRefresh = refresh - rangeSeen % refresh
+            let limit = settings.learnSurpriseLimit, holdOff = settings.alertHoldOff, sd = sampleDimension
+            chain.prepare(values, count: count, dimension: sd)
             for i in 0..<count {
-                // Beyond the reference range by more than the margin? One pass of two comparisons
-                // per feature while the sample lies inside, as nearly all do.
-                var beyond = false
-                var excess: [(index: Int, share: Float)] = []
-                let x = values + i * sd
-                if batchOutside && outside(x, rows: 1) {
-                    if margin >= 0 && rangeSeen >= rangeWarm {
-                        for f in 0..<sd {
-                            let v = x[f], lo = referenceLow[f], hi = referenceHigh[f], slack = margin * (hi - lo)
-                            if hi > lo && (v > hi + slack || v < lo - slack) { beyond = true }
-                        }
-                        if beyond {
-                            excess = Self.rangeExcess(x, referenceLow, referenceHigh, count: sd, window: settings.window)
-                        }
-                    }
-                    for f in 0..<sd {
-                        if x[f] < low[f] { low[f] = x[f] }
-                        if x[f] > high[f] { high[f] = x[f] }
-                    }
-                }
-                rangeSeen += 1
-                untilRefresh -= 1
-                if untilRefresh == 0 { untilRefresh = refresh }
-                // The reference catches up: a new level alerts once, a drift when it has gone past the
-                // margin within `rangeRefresh` samples (and again after each further margin). Also
-                // while the range is young, or still empty (no warm-up: from the first sample).
-                if beyond || untilRefresh == refresh || rangeSeen < rangeMature || referenceHigh[0] < referenceLow[0] {
-                    referenceLow.update(from: low, count: sd)
-                    referenceHigh.update(from: high, count: sd)
-                }
-                // How far the last values are from one period earlier (windowed streams).
-                let logRatio = periodCheck?.push(values[i], rangeWidth: max(high[0] - low[0], 0))
                 let r = windowed ? rowOf[i] : i
-                guard r >= 0 else { continue }
-                let e = errors[r]
-                let logError = Calibrator.logError(e)
-                let calibrated = calibrator.score(logError: logError)
-                let warmingUp = warming || calibrator.count < UInt64(Self.minimumCalibration)
-                var periodScore: Float = 0, periodSurprise = -Float.infinity
-                if let logRatio, let s = periodCheck?.score(logRatio: logRatio), periodCheck!.ready {
-                    (periodScore, periodSurprise) = s
-                }
-                // While warming up the score says nothing yet: 0. A level never seen scores 1. The
-                // evidence is the larger surprise's tail probability; the alert policy measures it
-                // over the recent peak.
-                let evidence = warmingUp ? 0 : beyond ? 1 : Calibrator.phi(max(calibrated.surprise, periodSurprise))
-                let raw = warmingUp ? 0 : beyond ? 1 : max(calibrated.score, periodScore)
-                // Reported once: no higher than a score of the last `repeatWindow` samples, capped.
-                let stands = recentScores.maximum.map { raw > $0 } ?? true
-                recentScores.push(raw.isNaN ? 0 : raw)
-                let score = stands ? raw : min(raw, repeatCap)
-                let alert = !warmingUp && score >= threshold
-                // What the statistics learn from goes by the score before the cap: a repeat is
-                // still an anomaly.
-                let anomalous = !warmingUp && raw >= threshold
-                if alert && !beyond && periodScore > calibrated.score { result.fromPeriod.insert(i) }
-                if !anomalous, let logRatio { periodCheck?.learn(logRatio: logRatio) }
+                var o = Observation(
+                    values: values + i * sd, dimension: sd, logError: r >= 0 ? Calibrator.logError(errors[r]) : nil,
+                    modelReady: modelReady)
+                guard let v = chain.judge(&o, warming: warming) else { continue }
+                if v.alert && !v.certain && chain.name(of: v.source) == PeriodSignal.name { result.fromPeriod.insert(i) }
                 // Kept out of the buffer and the normaliser while it looks anomalous, unless the
                 // stream has looked anomalous for a whole hold-off (then it is the new normal).
-                let surprising = limit > 0 && !warmingUp && calibrated.surprise >= limit
+                let surprising = limit > 0 && !v.warmingUp && v.surprise >= limit
                 quarantineRun = surprising ? quarantineRun + 1 : 0
                 if surprising && quarantineRun <= holdOff { quarantinedRows.append(r) }
-                result.errors[i] = e
-                result.scores[i] = evidence.isNaN ? 0 : evidence
-                result.alertScores[i] = score
-                result.warmingUp[i] = warmingUp
-                if beyond && !warmingUp { result.beyondRange.insert(i) }
-                if alert {
+                result.errors[i] = errors[r]
+                result.scores[i] = v.score
+                result.alertScores[i] = v.alertScore
+                result.warmingUp[i] = v.warmingUp
+                if v.certain && !v.warmingUp { result.beyondRange.insert(i) }
+                if v.alert {
                     result.alerts[i] = true
-                    result.topFeatures[i] = beyond ? excess : topContributions(input + r * d)
+                    result.topFeatures[i] = v.certain ? v.explanation : topContributions(input + r * d)
                 }
-                if !anomalous && modelReady { calibrator.update(logError: logError) }
             }
             // Learn from them only after scoring them.
             if rowCount > 0 && quarantinedRows.isEmpty {
@@ -391,48 +295,14 @@ public final class StreamPipeline: @unchecked Sendable {
         return result
     }
 
-    /// A windowed stream's model input for its newest value, from the last `window × max(scales)`
-    /// values (oldest first): for each scale s, `window` means of s values, position j ending
-    /// (window − 1 − j)·s values before the newest.
+    /// A windowed stream's model input for its newest value (`WindowShaper.windowRow`).
     public static func windowRow(_ history: [Float], window w: Int, scales: [Int], into row: UnsafeMutablePointer<Float>) {
-        let n = history.count
-        var column = 0
-        for s in scales {
-            for j in 0..<w {
-                let end = n - (w - 1 - j) * s
-                var sum: Float = 0
-                for u in (end - s)..<end { sum += history[u] }
-                row[column] = sum / Float(s)
-                column += 1
-            }
-        }
+        WindowShaper.windowRow(history, window: w, scales: scales, into: row)
     }
 
     private func grow(_ count: Int) {
         rows = FloatBuffer(count: count * inputDimension)
         errors = FloatBuffer(count: count)
-    }
-
-    /// For a sample beyond its stream's range: how far each feature lies outside [low, high], as
-    /// shares of the total, largest first (at most five). A windowed stream's one value is the
-    /// newest time step of its window, index `window − 1`.
-    static func rangeExcess(
-        _ sample: UnsafePointer<Float>, _ low: UnsafePointer<Float>, _ high: UnsafePointer<Float>, count: Int, window: Int
-    ) -> [(index: Int, share: Float)] {
-        var excess: [(index: Int, share: Float)] = []
-        var total: Float = 0
-        for f in 0..<count where high[f] > low[f] {
-            let v = sample[f]
-            let e = v > high[f] ? v - high[f] : v < low[f] ? low[f] - v : 0
-            if e > 0 {
-                excess.append((window > 0 ? window - 1 : f, e))
-                total += e
-            }
-        }
-        guard total > 0 else { return [] }
-        for k in excess.indices { excess[k].share /= total }
-        excess.sort { $0.share > $1.share }
-        return Array(excess.prefix(5))
     }
 
     /// The five largest shares of `row`'s squared error.
@@ -458,7 +328,7 @@ public final class StreamPipeline: @unchecked Sendable {
     }
 
     /// A windowed stream's period in values (0: none found, not decided yet, or no period check).
-    public var period: Int { lock.withLock { periodCheck?.period ?? 0 } }
+    public var period: Int { lock.withLock { chain.signal(PeriodSignal.self)?.period ?? 0 } }
 
     /// Counts a rejected message against this stream.
     public func countRejected() { lock.withLock { rejectedCount += 1 } }
@@ -558,8 +428,9 @@ public final class StreamPipeline: @unchecked Sendable {
                 accepted: accepted, rejected: rejectedCount, buffered: UInt64(buffer.count), evicted: buffer.evicted,
                 skippedSteps: skippedSteps, autoencoderSteps: exchangeVersion, mocoSteps: mocoVersion,
                 warmingUp: accepted < UInt64(settings.warmupSamples) || exchangeVersion < UInt64(settings.warmupSteps)
-                    || calibrator.count < UInt64(Self.minimumCalibration),
-                autoencoderLoss: lastLosses.autoencoder, mocoLoss: lastLosses.moco, period: periodCheck?.period ?? 0)
+                    || chain.warming,
+                autoencoderLoss: lastLosses.autoencoder, mocoLoss: lastLosses.moco,
+                period: chain.signal(PeriodSignal.self)?.period ?? 0)
         }
     }
 
@@ -567,8 +438,9 @@ public final class StreamPipeline: @unchecked Sendable {
 
     static let kind = "eddy.stream"
     /// 3 added the stream's range, 4 the period check, 5 the range the rule compares with and the
-    /// recent scores; older checkpoints restore without them.
-    static let formatVersion: UInt32 = 5
+    /// recent scores; 6 writes the detection as sections, one per unit (window, each signal, the
+    /// alert policy), each with its own layout version. Formats 2 to 5 still restore.
+    public static let formatVersion: UInt32 = 6
 
     /// The stream's whole state (call from the trainer thread, or with no trainer running).
     public func serialized() -> [UInt8] {
@@ -582,24 +454,18 @@ public final class StreamPipeline: @unchecked Sendable {
         lock.withLock {
             w.write(accepted); w.write(rejectedCount); w.write(skippedSteps); w.write(pendingSteps.bitPattern)
             w.write(snapshotVersions.autoencoder); w.write(snapshotVersions.moco)
-            calibrator.encode(&w)
             scorer.normaliser.encode(&w)
             buffer.encode(&w)
-            w.write(UInt32(history.count)); for v in history { w.write(v) }
-            w.write(UInt32(rangeLow.count))
-            for f in 0..<rangeLow.count { w.write(rangeLow[f]) }
-            for f in 0..<rangeHigh.count { w.write(rangeHigh[f]) }
-            w.write(rangeSeen)
-            for f in 0..<referenceLow.count { w.write(referenceLow[f]) }
-            for f in 0..<referenceHigh.count { w.write(referenceHigh[f]) }
-            recentScores.encode(&w)
-            w.write(periodCheck != nil)
-            periodCheck?.encode(&w)
+            w.write(UInt32(chain.sectionCount + (shaper == nil ? 0 : 1)))
+            chain.encodeSections(&w)
+            if let shaper { w.write(unit: shaper) }
         }
         return w.bytes
     }
 
     /// Restores a stream from `serialized()`, with `settings` (which must agree on dim and window).
+    /// Units the settings have and the checkpoint does not start fresh; sections of units the
+    /// settings no longer have are dropped.
     public static func restore(_ bytes: [UInt8], settings: StreamConfiguration) throws -> StreamPipeline {
         var r = StateReader(bytes)
         guard try r.read(String.self) == kind else { throw StateError.wrongKind(expected: kind) }
@@ -629,54 +495,17 @@ public final class StreamPipeline: @unchecked Sendable {
         stream.skippedSteps = try r.read(UInt64.self)
         stream.pendingSteps = Double(bitPattern: try r.read(UInt64.self))
         stream.snapshotVersions = (try r.read(UInt64.self), try r.read(UInt64.self))
-        stream.calibrator = try Calibrator.decode(&r).reconfigured(
-            horizon: s.calibrationHorizon, holdOff: s.alertHoldOff)
-        stream.scorer.normaliser.copy(from: try Normaliser.decode(&r))
-        let buffer = try ReplayBuffer.decode(&r)
-        guard buffer.dimension == stream.inputDimension, buffer.capacity == stream.buffer.capacity else {
-            throw StateError.invalid("buffer shape for stream \(name)")
-        }
-        stream.buffer = buffer
-        let h = Int(try r.read(UInt32.self))
-        guard h <= s.historyLength else { throw StateError.invalid("window history") }
-        stream.history = try (0..<h).map { _ in try r.read(Float.self) }
-        if version >= 3 {
-            let n = Int(try r.read(UInt32.self))
-            guard n == stream.sampleDimension else { throw StateError.invalid("range width for stream \(name)") }
-            for f in 0..<n { stream.rangeLow[f] = try r.read(Float.self) }
-            for f in 0..<n { stream.rangeHigh[f] = try r.read(Float.self) }
-        }
-        // Format 3 kept the range only while the rule was on; such a range starts its count afresh.
-        if version >= 4 { stream.rangeSeen = try r.read(UInt64.self) }
-        if version >= 5 {
-            for f in 0..<stream.sampleDimension { stream.referenceLow[f] = try r.read(Float.self) }
-            for f in 0..<stream.sampleDimension { stream.referenceHigh[f] = try r.read(Float.self) }
-            stream.recentScores = try RecentMaximum.decode(&r, span: s.repeatWindow)
-        }
-        // The reference must lie inside the live range (the batch pre-check widens the live range
-        // only for samples outside the reference) or be empty; older formats and anything else take
-        // the live one.
-        let referenceValid = version >= 5 && (0..<stream.sampleDimension).allSatisfy { f in
-            let low = stream.referenceLow[f], high = stream.referenceHigh[f]
-            return (low >= stream.rangeLow[f] && high <= stream.rangeHigh[f]) || (low == .infinity && high == -.infinity)
-        }
-        if !referenceValid {
-            stream.referenceLow.copy(from: stream.rangeLow)
-            stream.referenceHigh.copy(from: stream.rangeHigh)
-        }
-        if version >= 4, try r.read(UInt8.self) != 0 {
-            let saved = try PeriodCheck.decode(&r, streamFormat: version)
-            // Kept while the settings still ask for it: a detected period under `auto`, the same
-            // period if fixed.
-            switch s.period {
-            case .off: break
-            case .fixed(let n) where n != saved.period: break
-            case .auto where saved.configured: break
-            default:
-                if s.window > 0 && saved.span == s.window {
-                    stream.periodCheck = saved.reconfigured(horizon: s.calibrationHorizon, holdOff: s.alertHoldOff)
-                }
+        if version >= 6 {
+            stream.scorer.normaliser.copy(from: try Normaliser.decode(&r))
+            try stream.restoreBuffer(&r)
+            let sections = try Sections(&r)
+            try stream.chain.restore(sections)
+            if var shaper = stream.shaper {
+                try sections.restore(unit: &shaper)
+                stream.shaper = shaper
             }
+        } else {
+            try stream.restoreLegacy(&r, version: version)
         }
         stream.exchange.copy(from: stream.autoencoder.parameters)
         stream.exchangeVersion = UInt64(stream.autoencoder.step)
@@ -684,5 +513,51 @@ public final class StreamPipeline: @unchecked Sendable {
         stream.scorerVersion = stream.exchangeVersion
         stream.mocoVersion = UInt64(stream.moco.step)
         return stream
+    }
+
+    private func restoreBuffer(_ r: inout StateReader) throws {
+        let saved = try ReplayBuffer.decode(&r)
+        guard saved.dimension == inputDimension, saved.capacity == buffer.capacity else {
+            throw StateError.invalid("buffer shape for stream \(name)")
+        }
+        buffer = saved
+    }
+
+    /// Formats 2 to 5: the detection's state in fixed fields, after the counters.
+    private func restoreLegacy(_ r: inout StateReader, version: UInt32) throws {
+        let calibrator = try Calibrator.decode(&r)
+        chain.update(ReconstructionSignal.self) {
+            $0.calibrator = calibrator.reconfigured(horizon: $0.calibrator.horizon, holdOff: $0.calibrator.holdOff)
+        }
+        scorer.normaliser.copy(from: try Normaliser.decode(&r))
+        try restoreBuffer(&r)
+        if shaper != nil {
+            try shaper!.restore(history: &r)
+        } else {
+            var scratch = WindowShaper(window: 1, scales: [settings.historyLength])
+            try scratch.restore(history: &r)
+        }
+        let d = sampleDimension
+        var low = [Float](repeating: .infinity, count: d), high = [Float](repeating: -.infinity, count: d)
+        var seen: UInt64 = 0
+        var reference: ([Float], [Float])?
+        var recent: RecentMaximum?
+        if version >= 3 {
+            guard Int(try r.read(UInt32.self)) == d else { throw StateError.invalid("range width for stream \(name)") }
+            low = try (0..<d).map { _ in try r.read(Float.self) }
+            high = try (0..<d).map { _ in try r.read(Float.self) }
+        }
+        // Format 3 kept the range only while the rule was on; such a range starts its count afresh.
+        if version >= 4 { seen = try r.read(UInt64.self) }
+        if version >= 5 {
+            reference = (try (0..<d).map { _ in try r.read(Float.self) }, try (0..<d).map { _ in try r.read(Float.self) })
+            recent = try RecentMaximum.decode(&r, span: settings.repeatWindow)
+        }
+        chain.update(RangeSignal.self) { $0.restore(low: low, high: high, seen: seen, reference: reference) }
+        if let recent { chain.policy.recent = recent }
+        if version >= 4, try r.read(UInt8.self) != 0 {
+            let saved = try PeriodCheck.decode(&r, streamFormat: version)
+            chain.update(PeriodSignal.self) { $0.adopt(saved) }
+        }
     }
 }

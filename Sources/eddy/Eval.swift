@@ -35,7 +35,7 @@ struct Eval: ParsableCommand {
     var slack: Int = 16
     @Option(
         help: ArgumentHelp(
-            "Run without these parts of the detector (comma-separated): range, period, repeat-cap, hold-off.",
+            "Run without these parts of the detector (comma-separated): a signal (range, reconstruction, period), repeat-cap, hold-off.",
             valueName: "parts"))
     var without: String?
     @Flag(help: "One JSON object instead of the tables.") var json = false
@@ -100,11 +100,12 @@ struct Eval: ParsableCommand {
         var settings = configuration.streamDefaults
         for part in (without ?? "").split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
             switch part {
-            case "range": settings.rangeMargin = -1
-            case "period": settings.period = .off
+            case _ where DetectionChain.knownSignals.contains(part): settings.signals.removeAll { $0 == part }
             case "repeat-cap": settings.repeatWindow = 0
             case "hold-off": settings.alertHoldOff = 0
-            default: throw ValidationError("--without: unknown part \"\(part)\" (range, period, repeat-cap, hold-off)")
+            default:
+                let parts = DetectionChain.knownSignals + ["repeat-cap", "hold-off"]
+                throw ValidationError("--without: unknown part \"\(part)\" (\(parts.joined(separator: ", ")))")
             }
         }
         for d in Set(corpus.files.map(\.dimension)) { try settings.resolved(dim: d).validate(name: "eval") }

@@ -304,12 +304,16 @@ import Testing
         // scores (a count and the floats) before the absent period check's flag; format 3 is format 4
         // without its last nine bytes (the range's count and that flag). The version follows the
         // kind string "eddy.stream".
-        #expect(current[15] == 5)
-        let added = 2 * 3 * 4 + 4 + 4 * p.recentScores.ordered.count
-        var format4 = Array(current.dropLast(1 + added)) + [current.last!]
+        let format5 = try LegacyCheckpoint.format5(from: current)
+        #expect(format5[15] == 5)
+        let recentScores = p.chain.policy.recent.ordered.count
+        let added = 2 * 3 * 4 + 4 + 4 * recentScores
+        var format4 = Array(format5.dropLast(1 + added)) + [format5.last!]
         format4[15] = 4
         var old = Array(format4.dropLast(9))
         old[15] = 3
+        // Format 5 itself restores to the same stream.
+        #expect(try StreamPipeline.restore(format5, settings: p.settings).serialized() == current)
         let four = try StreamPipeline.restore(format4, settings: settings)
         #expect([Float]([0.5, 9, 0.5]).withUnsafeBufferPointer { four.score($0.baseAddress!, count: 1, firstSequence: 300) }.sample(0).beyondRange)
         func probe(_ s: StreamPipeline, _ v: Float, _ sequence: UInt64) -> Bool {
@@ -670,5 +674,39 @@ import Testing
         let loaded = try #require(store.loadNewest(settings: { _ in s }, skipped: { path, _ in skipped.append(path) }))
         #expect(loaded.path == older && skipped == [newer])
         #expect(loaded.streams.first?.accepted == 100)
+    }
+}
+
+/// Checkpoints as builds before format 6 wrote them, made from a format-6 one: the detection's units
+/// were fixed fields then, in this order, where format 6 writes them as named sections.
+enum LegacyCheckpoint {
+    static func format5(from bytes: [UInt8]) throws -> [UInt8] {
+        var r = StateReader(bytes)
+        _ = try r.read(String.self)
+        guard try r.read(UInt32.self) == 6 else { throw StateError.invalid("not format 6") }
+        let versionAt = r.offset - 4
+        _ = try r.read(String.self)
+        _ = try r.read(UInt32.self); _ = try r.read(UInt32.self)
+        let scales = try r.read(UInt32.self)
+        for _ in 0..<scales { _ = try r.read(UInt32.self) }
+        _ = try r.readBlob(); _ = try r.readBlob()
+        for _ in 0..<6 { _ = try r.read(UInt64.self) }
+        let countersEnd = r.offset
+        _ = try Normaliser.decode(&r)
+        _ = try ReplayBuffer.decode(&r)
+        let normaliserAndBuffer = Array(bytes[countersEnd..<r.offset])
+        var sections: [String: [UInt8]] = [:]
+        for _ in 0..<(try r.read(UInt32.self)) {
+            let name = try r.read(String.self)
+            _ = try r.read(UInt32.self)
+            sections[name] = try r.readBlob()
+        }
+        var header = Array(bytes[..<countersEnd])
+        header[versionAt] = 5
+        var out = header + sections["reconstruction"]! + normaliserAndBuffer
+        out += sections["window"] ?? [0, 0, 0, 0]
+        out += sections["range"]! + sections["alert-policy"]!
+        if let period = sections["period"] { out += [1] + period } else { out += [0] }
+        return out
     }
 }

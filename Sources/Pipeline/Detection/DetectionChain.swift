@@ -1,0 +1,214 @@
+import Learning
+
+/// A unit of a stream's detection with a checkpoint section of its own: written as its name, the
+/// version of its layout and its bytes, so each unit's layout can change on its own, a unit added
+/// to the configuration starts fresh, and one removed is dropped.
+public protocol CheckpointSection {
+    static var name: String { get }
+    static var stateVersion: UInt32 { get }
+    func encode(_ w: inout StateWriter)
+    mutating func decode(_ r: inout StateReader, version: UInt32) throws
+}
+
+extension StateWriter {
+    mutating func write<S: CheckpointSection>(unit s: S) {
+        write(S.name)
+        write(S.stateVersion)
+        var inner = StateWriter()
+        s.encode(&inner)
+        write(blob: inner.bytes)
+    }
+}
+
+/// A checkpoint's sections by name: (version, bytes).
+struct Sections {
+    var byName: [String: (version: UInt32, bytes: [UInt8])] = [:]
+
+    init(_ r: inout StateReader) throws {
+        let n = Int(try r.read(UInt32.self))
+        guard n <= 64 else { throw StateError.invalid("section count") }
+        for _ in 0..<n {
+            let name = try r.read(String.self)
+            let version = try r.read(UInt32.self)
+            byName[name] = (version, try r.readBlob())
+        }
+    }
+
+    /// Restores `unit` from its section, if there is one.
+    func restore<S: CheckpointSection>(unit: inout S) throws {
+        guard let (version, bytes) = byName[S.name] else { return }
+        var r = StateReader(bytes)
+        try unit.decode(&r, version: version)
+    }
+}
+
+/// The alert policy: no alert while the stream warms up, and one alert per incident. A sample's
+/// alert strength stands only when it is higher than every strength of the last `repeatWindow`
+/// samples; otherwise it is capped at 0.5 (just under the threshold if that is 0.5 or lower), so an
+/// incident alerts once as it arrives, not again on each later sample whose window it still fills.
+public struct AlertPolicy: CheckpointSection, Sendable {
+    public static let name = "alert-policy"
+    public static let stateVersion: UInt32 = 1
+
+    public let threshold: Float
+    let repeatCap: Float
+    /// The last `repeatWindow` strengths before the cap, and their maximum.
+    public internal(set) var recent: RecentMaximum
+
+    public init(threshold: Float, repeatWindow: Int) {
+        self.threshold = threshold
+        repeatCap = max(0, min(0.5, threshold.nextDown))
+        recent = RecentMaximum(span: repeatWindow)
+    }
+
+    /// What becomes of a sample of alert strength `strength`: the strength after the cap, whether it
+    /// alerts, and whether it is anomalous (its strength before the cap reaches the threshold: a
+    /// repeat is still an anomaly, and teaches no statistics).
+    public mutating func decide(strength: Float, warming: Bool) -> (alertScore: Float, alert: Bool, anomalous: Bool) {
+        let stands = recent.maximum.map { strength > $0 } ?? true
+        recent.push(strength.isNaN ? 0 : strength)
+        let capped = stands ? strength : min(strength, repeatCap)
+        return (capped, !warming && capped >= threshold, !warming && strength >= threshold)
+    }
+
+    public func encode(_ w: inout StateWriter) { recent.encode(&w) }
+
+    public mutating func decode(_ r: inout StateReader, version: UInt32) throws {
+        guard version == 1 else { throw StateError.unsupportedVersion(version) }
+        recent = try RecentMaximum.decode(&r, span: recent.span)
+    }
+}
+
+/// A stream's detection: its signals in order, a combiner and the alert policy (swift-nio's
+/// `ChannelPipeline` is the model: each unit owns its state, the chain owns the order).
+///
+/// For each sample every signal reads it in turn (a signal may leave something in the observation
+/// for the ones after it). The combiner makes one **score** of the readings of a scored sample:
+/// 1 if a signal is certain, else Φ(the largest surprise), the probability that a normal sample is
+/// less surprising; it ranks, and an incident that lasts keeps it high. The **alert strength** is
+/// the largest of the signals' strengths (their surprise over their recent peak), 1 if a signal is
+/// certain; the policy compares it with the threshold. Then each signal learns from the sample,
+/// unless it was anomalous.
+public struct DetectionChain: Sendable {
+    /// The signals a chain can have, in the order they run (the range first: it measures the range
+    /// the period check scales by).
+    public static let knownSignals = [RangeSignal.name, ReconstructionSignal.name, PeriodSignal.name]
+
+    public internal(set) var signals: [any AnomalySignal]
+    public internal(set) var policy: AlertPolicy
+
+    public struct Verdict {
+        /// Φ of the largest surprise (1 if a signal is certain); 0 while warming up.
+        public var score: Float
+        /// The alert strength after the policy's cap, and the policy's decision.
+        public var alertScore: Float
+        public var alert: Bool
+        public var anomalous: Bool
+        public var warmingUp: Bool
+        /// The largest surprise of the readings.
+        public var surprise: Float
+        /// The signal that is certain, if any, with its explanation; else the one whose strength
+        /// decided (the first of the strongest).
+        public var certain: Bool
+        public var source: Int
+        public var explanation: [(index: Int, share: Float)]
+    }
+
+    public init(signals: [any AnomalySignal], policy: AlertPolicy) {
+        self.signals = signals
+        self.policy = policy
+    }
+
+    /// The signal of this type, if the chain has one.
+    public func signal<S: AnomalySignal>(_ type: S.Type) -> S? {
+        for s in signals { if let s = s as? S { return s } }
+        return nil
+    }
+
+    /// Changes the signal of this type, if the chain has one.
+    mutating func update<S: AnomalySignal>(_ type: S.Type, _ change: (inout S) throws -> Void) rethrows {
+        for k in signals.indices {
+            if var s = signals[k] as? S {
+                try change(&s)
+                signals[k] = s
+            }
+        }
+    }
+
+    /// The name of signal `k`.
+    public func name(of k: Int) -> String { k >= 0 && k < signals.count ? type(of: signals[k]).name : "" }
+
+    /// True while a signal holds the scores at 0.
+    public var warming: Bool { signals.contains { $0.warming } }
+
+    public mutating func prepare(_ values: UnsafePointer<Float>, count: Int, dimension: Int) {
+        for k in signals.indices { signals[k].prepare(values, count: count, dimension: dimension) }
+    }
+
+    /// One sample through the signals, the combiner and the policy; nil for a sample that is not
+    /// scored (it was still read by every signal). `warming`: the stream's own warm-up (samples
+    /// accepted, model steps).
+    public mutating func judge(_ o: inout Observation, warming: Bool) -> Verdict? {
+        var surprise = -Float.infinity, strength: Float = 0, source = -1, certain = -1
+        var explanation: [(index: Int, share: Float)] = []
+        for k in signals.indices {
+            let r = signals[k].read(&o)
+            if r.certain && certain < 0 {
+                certain = k
+                explanation = r.explanation
+            }
+            if source < 0 {
+                (surprise, strength, source) = (r.surprise, r.strength, k)
+                continue
+            }
+            if r.surprise >= surprise { surprise = r.surprise }
+            if r.strength > strength { (strength, source) = (r.strength, k) }
+        }
+        guard o.scored else { return nil }
+        let warmingUp = warming || self.warming
+        let score = warmingUp ? 0 : certain >= 0 ? 1 : Calibrator.phi(surprise)
+        let decision = policy.decide(strength: warmingUp ? 0 : certain >= 0 ? 1 : strength, warming: warmingUp)
+        for k in signals.indices { signals[k].learn(o, anomalous: decision.anomalous) }
+        return Verdict(
+            score: score.isNaN ? 0 : score, alertScore: decision.alertScore, alert: decision.alert,
+            anomalous: decision.anomalous, warmingUp: warmingUp, surprise: surprise, certain: certain >= 0,
+            source: certain >= 0 ? certain : source, explanation: explanation)
+    }
+
+    /// Sections `encodeSections` writes.
+    public var sectionCount: Int { signals.count + 1 }
+
+    /// Every signal's section and the policy's (the caller writes the count of all its sections first).
+    public func encodeSections(_ w: inout StateWriter) {
+        for s in signals { w.write(section: s) }
+        w.write(unit: policy)
+    }
+
+    mutating func restore(_ sections: Sections) throws {
+        for k in signals.indices {
+            var s = signals[k]
+            try sections.restore(&s)
+            signals[k] = s
+        }
+        try sections.restore(unit: &policy)
+    }
+}
+
+extension StateWriter {
+    /// An existential signal's section (the generic `write(section:)` needs the concrete type).
+    mutating func write(section s: any AnomalySignal) {
+        func open<S: AnomalySignal>(_ s: S) { write(unit: s) }
+        open(s)
+    }
+}
+
+extension Sections {
+    func restore(_ unit: inout any AnomalySignal) throws {
+        func open<S: AnomalySignal>(_ s: S) throws -> any AnomalySignal {
+            var s = s
+            try restore(unit: &s)
+            return s
+        }
+        unit = try open(unit)
+    }
+}

@@ -1,0 +1,160 @@
+import Learning
+
+/// Range novelty: a value further beyond the range its stream has shown than `margin` of that range
+/// scores 1 (a level never seen is an anomaly however well the model reconstructs it).
+///
+/// Per feature of the arriving samples it keeps the smallest and largest value seen (the live range,
+/// which the period check scales by, so it is kept even when the rule is off) and the reference the
+/// rule compares with: the live range as it stood at the last refresh, every `refresh` samples and
+/// after every sample beyond it, so a jump alerts once and a drift alerts when it has gone past the
+/// margin within `refresh` samples. The rule waits until the range has seen `warmup` samples, and
+/// until it has seen four times as many the reference is the range up to the sample before (a
+/// young range grows fast).
+public struct RangeSignal: AnomalySignal {
+    public static let name = "range"
+    public static let stateVersion: UInt32 = 1
+
+    /// Negative: the range is kept but never scores.
+    public let margin: Float
+    let refresh: UInt64
+    let warmup: UInt64
+    let mature: UInt64
+    /// A windowed stream's window (its one value is time step `window − 1` in explanations); 0: none.
+    let window: Int
+    let dimension: Int
+    let low: FloatBuffer, high: FloatBuffer
+    let referenceLow: FloatBuffer, referenceHigh: FloatBuffer
+    /// Samples the range has seen.
+    public internal(set) var seen: UInt64 = 0
+    /// Samples until the next periodic refresh, and whether any sample of the batch lies outside the
+    /// reference (nearly always none does: the per-sample test is then skipped).
+    var untilRefresh: UInt64 = 1
+    var batchOutside = true
+
+    public init(dimension: Int, margin: Float, refresh: Int, warmup: Int, window: Int) {
+        self.dimension = dimension
+        self.margin = margin
+        self.refresh = UInt64(max(1, refresh))
+        self.warmup = UInt64(max(0, warmup))
+        self.mature = self.warmup > UInt64.max / 4 ? UInt64.max : 4 * self.warmup
+        self.window = window
+        low = FloatBuffer([Float](repeating: .infinity, count: dimension))
+        high = FloatBuffer([Float](repeating: -.infinity, count: dimension))
+        referenceLow = FloatBuffer(low.array)
+        referenceHigh = FloatBuffer(high.array)
+    }
+
+    /// Whether any of `rows` samples lies outside the reference: one branch-free pass (it vectorises).
+    @inline(__always)
+    func outside(_ x: UnsafePointer<Float>, rows: Int) -> Bool {
+        let lo = referenceLow.pointer, hi = referenceHigh.pointer, d = dimension
+        var any: UInt32 = 0
+        for i in 0..<rows {
+            let row = x + i * d
+            for f in 0..<d { any |= (row[f] < lo[f] ? 1 : 0) | (row[f] > hi[f] ? 1 : 0) }
+        }
+        return any != 0
+    }
+
+    public mutating func prepare(_ values: UnsafePointer<Float>, count: Int, dimension: Int) {
+        batchOutside = outside(values, rows: count)
+        untilRefresh = refresh - seen % refresh
+    }
+
+    public mutating func read(_ o: inout Observation) -> Reading {
+        let x = o.values, d = dimension
+        let lo = low.pointer, hi = high.pointer, refLo = referenceLow.pointer, refHi = referenceHigh.pointer
+        var reading = Reading()
+        if batchOutside && outside(x, rows: 1) {
+            if margin >= 0 && seen >= warmup {
+                for f in 0..<d {
+                    let v = x[f], l = refLo[f], h = refHi[f], slack = margin * (h - l)
+                    if h > l && (v > h + slack || v < l - slack) { reading.certain = true }
+                }
+                if reading.certain {
+                    reading.explanation = Self.excess(x, refLo, refHi, count: d, window: window)
+                }
+            }
+            for f in 0..<d {
+                if x[f] < lo[f] { lo[f] = x[f] }
+                if x[f] > hi[f] { hi[f] = x[f] }
+            }
+        }
+        seen += 1
+        untilRefresh -= 1
+        if untilRefresh == 0 { untilRefresh = refresh }
+        // The reference catches up: a new level alerts once, a drift when it has gone past the
+        // margin within `refresh` samples (and again after each further margin). Also while the
+        // range is young, or still empty (no warm-up: from the first sample).
+        if reading.certain || untilRefresh == refresh || seen < mature || refHi[0] < refLo[0] {
+            refLo.update(from: lo, count: d)
+            refHi.update(from: hi, count: d)
+        }
+        o.rangeWidth = max(hi[0] - lo[0], 0)
+        return reading
+    }
+
+    public mutating func learn(_ o: Observation, anomalous: Bool) {}
+
+    /// For a sample beyond the range: how far each feature lies outside [low, high], as shares of
+    /// the total, largest first (at most five). A windowed stream's one value is the newest time step
+    /// of its window, index `window − 1`.
+    static func excess(
+        _ sample: UnsafePointer<Float>, _ low: UnsafePointer<Float>, _ high: UnsafePointer<Float>, count: Int, window: Int
+    ) -> [(index: Int, share: Float)] {
+        var excess: [(index: Int, share: Float)] = []
+        var total: Float = 0
+        for f in 0..<count where high[f] > low[f] {
+            let v = sample[f]
+            let e = v > high[f] ? v - high[f] : v < low[f] ? low[f] - v : 0
+            if e > 0 {
+                excess.append((window > 0 ? window - 1 : f, e))
+                total += e
+            }
+        }
+        guard total > 0 else { return [] }
+        for k in excess.indices { excess[k].share /= total }
+        excess.sort { $0.share > $1.share }
+        return Array(excess.prefix(5))
+    }
+
+    public func encode(_ w: inout StateWriter) {
+        w.write(UInt32(dimension))
+        for f in 0..<dimension { w.write(low[f]) }
+        for f in 0..<dimension { w.write(high[f]) }
+        w.write(seen)
+        for f in 0..<dimension { w.write(referenceLow[f]) }
+        for f in 0..<dimension { w.write(referenceHigh[f]) }
+    }
+
+    public mutating func decode(_ r: inout StateReader, version: UInt32) throws {
+        guard version == 1 else { throw StateError.unsupportedVersion(version) }
+        guard Int(try r.read(UInt32.self)) == dimension else { throw StateError.invalid("range width") }
+        let l = try (0..<dimension).map { _ in try r.read(Float.self) }
+        let h = try (0..<dimension).map { _ in try r.read(Float.self) }
+        let seen = try r.read(UInt64.self)
+        let rl = try (0..<dimension).map { _ in try r.read(Float.self) }
+        let rh = try (0..<dimension).map { _ in try r.read(Float.self) }
+        restore(low: l, high: h, seen: seen, reference: (rl, rh))
+    }
+
+    /// Restores a range; the reference must lie inside the live range (the batch pre-check widens the
+    /// live range only for samples outside the reference) or be empty, else (and when there is none,
+    /// as in older checkpoints) it is the live range.
+    mutating func restore(low l: [Float], high h: [Float], seen: UInt64, reference: ([Float], [Float])?) {
+        for f in 0..<dimension {
+            low[f] = l[f]
+            high[f] = h[f]
+        }
+        self.seen = seen
+        let valid = reference.map { (rl, rh) in
+            (0..<dimension).allSatisfy { f in
+                (rl[f] >= l[f] && rh[f] <= h[f]) || (rl[f] == .infinity && rh[f] == -.infinity)
+            }
+        } ?? false
+        for f in 0..<dimension {
+            referenceLow[f] = valid ? reference!.0[f] : l[f]
+            referenceHigh[f] = valid ? reference!.1[f] : h[f]
+        }
+    }
+}

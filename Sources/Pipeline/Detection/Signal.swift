@@ -1,0 +1,103 @@
+import Learning
+
+/// One sample as the signals of a stream's detection chain see it, passed down the chain in order;
+/// a signal may leave something for the signals after it (the range signal leaves the range's width).
+public struct Observation {
+    /// The sample as it came: `dimension` values.
+    public var values: UnsafePointer<Float>
+    public var dimension: Int
+    /// The model's log-error (`Calibrator.logError`) of the input row ending at this sample; nil when
+    /// the sample has no row yet (a window still filling): such a sample is not scored.
+    public var logError: Float?
+    /// The autoencoder has trained enough for its errors to teach the calibration.
+    public var modelReady: Bool
+    /// The width of the first feature's range so far (set by `RangeSignal`; 0 before).
+    public var rangeWidth: Float = 0
+
+    public init(values: UnsafePointer<Float>, dimension: Int, logError: Float?, modelReady: Bool) {
+        self.values = values
+        self.dimension = dimension
+        self.logError = logError
+        self.modelReady = modelReady
+    }
+
+    /// Whether the sample is scored (it has an input row).
+    public var scored: Bool { logError != nil }
+}
+
+/// What one signal makes of one sample.
+public struct Reading: Sendable {
+    /// How unusual the sample is, in standard units (Φ(surprise) is its tail probability); −∞: no
+    /// opinion (not ready, or nothing to compare).
+    public var surprise: Float = -.infinity
+    /// The alert strength: the surprise measured over the signal's recent peak as well, Φ(z − peak),
+    /// so that an incident is strong when it starts; 0: none.
+    public var strength: Float = 0
+    /// The sample scores 1 on this signal alone (a value beyond the range).
+    public var certain = false
+    /// For a certain reading: which features (or, for a window, time steps) it comes from.
+    public var explanation: [(index: Int, share: Float)] = []
+
+    public init(surprise: Float = -.infinity, strength: Float = 0, certain: Bool = false) {
+        self.surprise = surprise
+        self.strength = strength
+        self.certain = certain
+    }
+}
+
+/// One source of evidence in a stream's detection chain, with its own state and checkpoint section.
+///
+/// For each sample the chain calls `read` on every signal in order (also for samples that are not
+/// scored, so a signal can follow every value), combines the readings of scored samples, lets the
+/// alert policy decide, and then calls `learn`: a sample the policy found anomalous must not teach
+/// a signal's statistics that anomalies are normal.
+public protocol AnomalySignal: CheckpointSection, Sendable {
+    /// Its name in configuration (`signals`), checkpoints and explanations: `CheckpointSection.name`.
+    /// Once per batch, before its samples: a cheap pass over the whole batch (`count × dimension`).
+    mutating func prepare(_ values: UnsafePointer<Float>, count: Int, dimension: Int)
+    /// One sample, in order.
+    mutating func read(_ o: inout Observation) -> Reading
+    /// After the alert policy, for scored samples.
+    mutating func learn(_ o: Observation, anomalous: Bool)
+    /// True while this signal holds its stream's scores at 0 (not enough seen to say anything).
+    var warming: Bool { get }
+}
+
+extension AnomalySignal {
+    public mutating func prepare(_ values: UnsafePointer<Float>, count: Int, dimension: Int) {}
+    public var warming: Bool { false }
+}
+
+/// The autoencoder's reconstruction error, calibrated: the surprise of `ln error` under a running
+/// Gaussian of the log-errors of normal samples, and its strength over the recent peak (`Calibrator`).
+public struct ReconstructionSignal: AnomalySignal {
+    public static let name = "reconstruction"
+    public static let stateVersion: UInt32 = 1
+    /// Errors the calibrator must have seen before the stream's scores mean anything.
+    public static let minimumCalibration = 100
+
+    public internal(set) var calibrator: Calibrator
+
+    public init(horizon: Int, holdOff: Int) { calibrator = Calibrator(horizon: horizon, holdOff: holdOff) }
+
+    public mutating func read(_ o: inout Observation) -> Reading {
+        guard let logError = o.logError else { return Reading() }
+        let c = calibrator.score(logError: logError)
+        return Reading(surprise: c.surprise, strength: c.score)
+    }
+
+    /// Only errors of a model that has trained a little (an untrained model's errors would set the
+    /// scale), and never of anomalous samples.
+    public mutating func learn(_ o: Observation, anomalous: Bool) {
+        if !anomalous && o.modelReady, let logError = o.logError { calibrator.update(logError: logError) }
+    }
+
+    public var warming: Bool { calibrator.count < UInt64(Self.minimumCalibration) }
+
+    public func encode(_ w: inout StateWriter) { calibrator.encode(&w) }
+
+    public mutating func decode(_ r: inout StateReader, version: UInt32) throws {
+        guard version == 1 else { throw StateError.unsupportedVersion(version) }
+        calibrator = try Calibrator.decode(&r).reconfigured(horizon: calibrator.horizon, holdOff: calibrator.holdOff)
+    }
+}

@@ -1,0 +1,124 @@
+import Foundation
+import Learning
+import Pipeline
+import Testing
+
+/// A signal written for the test, as a user of the chain would add one: it reads a fixed surprise
+/// and strength per sample, may be certain, and records what it was told to learn.
+struct ScriptedSignal: AnomalySignal {
+    static let name = "scripted"
+    static let stateVersion: UInt32 = 3
+    var script: [(surprise: Float, strength: Float, certain: Bool)]
+    var position = 0
+    var learned: [Bool] = []
+
+    mutating func read(_ o: inout Observation) -> Reading {
+        let s = script[position % script.count]
+        position += 1
+        var r = Reading(surprise: s.surprise, strength: s.strength, certain: s.certain)
+        if s.certain { r.explanation = [(index: 7, share: 1)] }
+        return r
+    }
+    mutating func learn(_ o: Observation, anomalous: Bool) { learned.append(anomalous) }
+    func encode(_ w: inout StateWriter) { w.write(UInt32(position)) }
+    mutating func decode(_ r: inout StateReader, version: UInt32) throws {
+        guard version == 3 else { throw StateError.unsupportedVersion(version) }
+        position = Int(try r.read(UInt32.self))
+    }
+}
+
+@Suite struct DetectionChainTests {
+    func observe(_ chain: inout DetectionChain, scored: Bool = true, warming: Bool = false) -> DetectionChain.Verdict? {
+        var value: Float = 0
+        return withUnsafePointer(to: &value) { p in
+            var o = Observation(values: p, dimension: 1, logError: scored ? 0 : nil, modelReady: true)
+            return chain.judge(&o, warming: warming)
+        }
+    }
+
+    /// The score is Φ of the largest surprise (1 when a signal is certain); the alert strength is the
+    /// largest strength and names its signal; the policy alerts on it and every signal learns whether
+    /// the sample was anomalous.
+    @Test func theCombinerTakesTheLargestEvidenceAndThePolicyDecides() throws {
+        let a = ScriptedSignal(script: [(0.5, 0.6, false), (3, 0.95, false), (-1, 0.1, false), (0, 0.2, true)])
+        let b = ScriptedSignal(script: [(2, 0.7, false), (1, 0.5, false), (-2, 0.05, false), (0, 0.3, false)])
+        var chain = DetectionChain(signals: [a, b], policy: AlertPolicy(threshold: 0.9, repeatWindow: 0))
+        let first = try #require(observe(&chain))
+        #expect(abs(first.score - 0.97725) < 1e-4, "Φ(2), b's surprise")
+        #expect(first.alertScore == 0.7 && !first.alert && chain.name(of: first.source) == "scripted")
+        #expect(first.source == 1, "b's strength is the larger")
+        let second = try #require(observe(&chain))
+        #expect(second.alert && second.anomalous && second.source == 0 && abs(second.score - 0.99865) < 1e-4)
+        let third = try #require(observe(&chain))
+        #expect(!third.alert && third.score < 0.5)
+        let fourth = try #require(observe(&chain))
+        #expect(fourth.certain && fourth.score == 1 && fourth.alertScore == 1 && fourth.alert && fourth.source == 0)
+        #expect(fourth.explanation.map(\.index) == [7])
+        let learned = try #require(chain.signal(ScriptedSignal.self)).learned
+        #expect(learned == [false, true, false, true])
+    }
+
+    /// Samples that are not scored are still read by every signal (so a signal follows every value)
+    /// but neither judged nor learned from; while warming up the score is 0 and nothing alerts.
+    @Test func unscoredAndWarmingSamples() throws {
+        let a = ScriptedSignal(script: [(5, 1, false)])
+        var chain = DetectionChain(signals: [a], policy: AlertPolicy(threshold: 0.9, repeatWindow: 0))
+        #expect(observe(&chain, scored: false) == nil)
+        let warming = try #require(observe(&chain, warming: true))
+        #expect(warming.warmingUp && warming.score == 0 && !warming.alert && !warming.anomalous)
+        let s = try #require(chain.signal(ScriptedSignal.self))
+        #expect(s.position == 2 && s.learned == [false])
+    }
+
+    /// A lasting incident: the policy's repeat cap stops the second alert, the score does not drop.
+    @Test func theRepeatCapActsOnTheAlertNotTheScore() throws {
+        let a = ScriptedSignal(script: [(4, 0.99, false)])
+        var chain = DetectionChain(signals: [a], policy: AlertPolicy(threshold: 0.9, repeatWindow: 8))
+        let first = try #require(observe(&chain)), second = try #require(observe(&chain))
+        #expect(first.alert && !second.alert && second.alertScore == 0.5 && second.anomalous)
+        #expect(second.score == first.score && second.score > 0.9999)
+    }
+
+    /// Each unit's section restores by name; a signal the settings no longer have is dropped, one they
+    /// add starts fresh, and a section of an unknown layout version is an error, not a guess.
+    @Test func sectionsRestoreByNameAndVersion() throws {
+        var settings = StreamConfiguration().resolved(dim: 1)
+        settings.warmupSamples = 0
+        settings.period = .fixed(40)
+        var run = OfflineRun(name: "s", settings: settings)
+        for t in 0..<700 { var v = Float(sin(Double(t) * 2 * .pi / 40)); _ = run.next(&v) }
+        let bytes = run.pipeline.serialized()
+        let restored = try StreamPipeline.restore(bytes, settings: settings)
+        #expect(restored.serialized() == bytes)
+        let seen = try #require(restored.chain.signal(RangeSignal.self)).seen
+        #expect(seen == 700)
+        #expect(restored.chain.signal(PeriodSignal.self)?.check.calibrator.count == run.pipeline.chain.signal(PeriodSignal.self)?.check.calibrator.count)
+
+        var withoutPeriod = settings
+        withoutPeriod.signals = ["range", "reconstruction"]
+        let dropped = try StreamPipeline.restore(bytes, settings: withoutPeriod)
+        #expect(dropped.chain.signal(PeriodSignal.self) == nil && dropped.period == 0)
+        #expect(dropped.chain.signal(RangeSignal.self)?.seen == 700, "the other units keep their state")
+
+        var withoutReconstruction = settings
+        withoutReconstruction.signals = ["range", "period"]
+        let fresh = try StreamPipeline.restore(try StreamPipeline.restore(bytes, settings: withoutReconstruction).serialized(), settings: settings)
+        #expect(fresh.chain.signal(ReconstructionSignal.self)?.calibrator.count == 0, "a signal added back starts fresh")
+
+        // The range section's version is the u32 after its name; 99 is no layout this build knows.
+        var tampered = bytes
+        let name = Array("range".utf8)
+        let at = try #require((0...(tampered.count - name.count)).first { Array(tampered[$0..<($0 + name.count)]) == name })
+        tampered[at + name.count] = 99
+        #expect(throws: StateError.self) { try StreamPipeline.restore(tampered, settings: settings) }
+    }
+
+    @Test func theSignalsSettingParsesAndIsChecked() throws {
+        let c = try ConfigurationFile.parse("[stream]\nsignals = reconstruction, range\n")
+        #expect(c.streamDefaults.signals == ["reconstruction", "range"])
+        try c.streamDefaults.resolved(dim: 3).validate(name: "s")
+        for bad in ["signals = range, novelty\n", "signals = range, range\n"] {
+            #expect { try ConfigurationFile.parse("[stream]\n" + bad) } throws: { "\($0)".contains("signals:") }
+        }
+    }
+}
