@@ -325,7 +325,7 @@ public nonisolated struct Eddy_V1_Alert: Sendable {
   /// The largest contributions to the squared error, largest first (at most 5).
   public var topFeatures: [Eddy_V1_Contribution] = []
 
-  /// For a windowed stream, its window length: each top_features index is then a time step in the
+  /// For a windowed univariate stream, its window length: each top_features index is then a time step in the
   /// window (0 the oldest, window - 1 the newest value, the one this score belongs to). 0: indices
   /// are features.
   public var window: UInt32 = 0
@@ -409,7 +409,8 @@ public nonisolated struct Eddy_V1_ModelSnapshot: @unchecked Sendable {
     set {_uniqueStorage()._inputDim = newValue}
   }
 
-  /// Window length for a windowed univariate stream; 0 otherwise.
+  /// Window length for a windowed stream (of input_dim / (window × len(window_scales)) channels); 0
+  /// otherwise.
   public var window: UInt32 {
     get {_storage._window}
     set {_uniqueStorage()._window = newValue}

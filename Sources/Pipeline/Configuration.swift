@@ -10,6 +10,11 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// Window given to a stream whose samples have dim 1 and no `window` of its own: one value alone
     /// cannot be reconstructed from anything, its recent history can. 0 leaves such streams unwindowed.
     public var univariateWindow = 16
+    /// Window given to a stream whose samples have more than one feature and no `window` of its own:
+    /// each row is scored with the last `multivariateWindow` rows of every channel (at the same
+    /// `windowScales`), so a change of shape, frequency or level on one channel is seen. 0: rows are
+    /// scored alone.
+    public var multivariateWindow = 0
     /// A windowed stream's input is its window at several time scales: for scale s, `window` means of
     /// s consecutive values, the last ending at the newest value (scale 1: the raw window). [1, 8]
     /// with window 16 sees the last 16 values and the last 128 in blocks of 8.
@@ -93,11 +98,12 @@ public struct StreamConfiguration: Sendable, Equatable {
         var s = self
         s.dim = dim
         if dim == 1 && s.window == 0 { s.window = univariateWindow }
+        if dim > 1 && s.window == 0 { s.window = multivariateWindow }
         return s
     }
 
-    /// Width of the models' input: the window times its scales, or the sample's dim.
-    public var inputDimension: Int { window > 0 ? window * windowScales.count : dim }
+    /// Width of the models' input: the window times its scales times the channels, or the sample's dim.
+    public var inputDimension: Int { window > 0 ? window * windowScales.count * max(dim, 1) : dim }
 
     /// Values a windowed stream keeps to build its input: the window at its coarsest scale.
     public var historyLength: Int { window * (windowScales.max() ?? 1) }
@@ -136,7 +142,6 @@ public struct StreamConfiguration: Sendable, Equatable {
     public func validate(name: String) throws {
         func fail(_ why: String) throws { throw ConfigurationError.invalid("stream \(name): \(why)") }
         if dim < 0 || window < 0 { try fail("dim and window must not be negative") }
-        if window > 0 && dim > 1 { try fail("a windowed stream is univariate (dim 1)") }
         if window == 1 || univariateWindow == 1 { try fail("a window needs at least 2 values") }
         if windowScales.isEmpty || windowScales.first! < 1 || zip(windowScales, windowScales.dropFirst()).contains(where: { $0 >= $1 })
             || windowScales.last! * max(window, univariateWindow) > 1 << 14

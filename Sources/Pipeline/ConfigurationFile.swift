@@ -108,6 +108,7 @@ public enum ConfigurationFile {
         case "dim": s.dim = try int(v)
         case "window": s.window = try int(v)
         case "univariate_window": s.univariateWindow = try int(v)
+        case "multivariate_window": s.multivariateWindow = try int(v)
         case "window_scales": s.windowScales = try ints(v)
         case "buffer_capacity": s.bufferCapacity = try int(v)
         case "recent_fraction": s.recentFraction = try double(v)

@@ -305,9 +305,6 @@ public final class Daemon: @unchecked Sendable {
                 return .failure(.init(code: .tooManyStreams, why: "the daemon already has its maximum of \(configuration.maxStreams) streams"))
             }
             let declared = configuration.settings(for: name)
-            if declared.window > 0 && dim != 1 {
-                return .failure(.init(code: .dimMismatch, why: "windowed stream \(name) takes dim 1, got \(dim)"))
-            }
             if declared.dim > 0 && declared.dim != dim {
                 return .failure(.init(code: .dimMismatch, why: "stream \(name) is declared with dim \(declared.dim), got \(dim)"))
             }

@@ -144,7 +144,7 @@ public final class StreamPipeline: @unchecked Sendable {
         precondition(settings.inputDimension > 0, "a stream's dim must be known before it is built")
         self.name = name
         self.settings = settings
-        sampleDimension = settings.window > 0 ? 1 : settings.dim
+        sampleDimension = max(settings.dim, 1)
         inputDimension = settings.inputDimension
         buffer = ReplayBuffer(
             dimension: inputDimension, capacity: settings.bufferCapacity, recentFraction: settings.recentFraction,
@@ -155,7 +155,9 @@ public final class StreamPipeline: @unchecked Sendable {
         exchange = FloatBuffer(autoencoder.parameterValues)
         scorer.parameters.copy(from: exchange)
         chain = Self.chain(settings, sampleDimension: sampleDimension)
-        if settings.window > 0 { shaper = WindowShaper(window: settings.window, scales: settings.windowScales) }
+        if settings.window > 0 {
+            shaper = WindowShaper(window: settings.window, scales: settings.windowScales, channels: sampleDimension)
+        }
         rows = FloatBuffer(count: 256 * inputDimension)
         errors = FloatBuffer(count: 256)
         featureErrors = FloatBuffer(count: inputDimension)
@@ -178,7 +180,7 @@ public final class StreamPipeline: @unchecked Sendable {
         if on.contains(ReconstructionSignal.name) {
             signals.append(ReconstructionSignal(horizon: settings.calibrationHorizon, holdOff: settings.alertHoldOff))
         }
-        if on.contains(PeriodSignal.name) && settings.window > 0 && settings.period != .off {
+        if on.contains(PeriodSignal.name) && settings.window > 0 && sampleDimension == 1 && settings.period != .off {
             signals.append(
                 PeriodSignal(
                     window: settings.window, context: settings.historyLength, setting: settings.period,
@@ -230,7 +232,7 @@ public final class StreamPipeline: @unchecked Sendable {
             errors: [Float](repeating: 0, count: count), scores: [Float](repeating: 0, count: count),
             alertScores: [Float](repeating: 0, count: count), alerts: [Bool](repeating: false, count: count),
             warmingUp: [Bool](repeating: true, count: count), timestamps: timestamps ?? [], topFeatures: [:],
-            window: settings.window, windowScales: settings.window > 0 ? settings.windowScales : [])
+            window: explainedWindow, windowScales: explainedWindow > 0 ? settings.windowScales : [])
         lock.withLock {
             let modelReady = scorerVersion >= UInt64(settings.warmupSteps)
             let warming = accepted + UInt64(count) <= UInt64(settings.warmupSamples) || !modelReady
@@ -265,7 +267,7 @@ public final class StreamPipeline: @unchecked Sendable {
                 if v.certain && !v.warmingUp { result.beyondRange.insert(i) }
                 if v.alert {
                     result.alerts[i] = true
-                    result.topFeatures[i] = v.certain ? v.explanation : topContributions(input + r * d)
+                    result.topFeatures[i] = v.certain ? chain.explanation(v) : topContributions(input + r * d)
                 }
             }
             // Learn from them only after scoring them.
@@ -300,23 +302,34 @@ public final class StreamPipeline: @unchecked Sendable {
         WindowShaper.windowRow(history, window: w, scales: scales, into: row)
     }
 
+    /// The window an alert's contributions name time steps of: a univariate stream's (a multivariate
+    /// window names channels, as features).
+    var explainedWindow: Int { sampleDimension == 1 ? settings.window : 0 }
+
     private func grow(_ count: Int) {
         rows = FloatBuffer(count: count * inputDimension)
         errors = FloatBuffer(count: count)
     }
 
     /// The five largest shares of `row`'s squared error.
+    /// A multivariate window's shares are summed per channel (which sensor matters more to a person
+    /// than which of its time steps), so its indices are features.
     private func topContributions(_ row: UnsafePointer<Float>) -> [(index: Int, share: Float)] {
         let d = inputDimension
         // Alerts are rare: the per-feature errors are worked out again for this row alone.
         var error: Float = 0
         scorer.score(row, rows: 1, errors: &error, featureErrors: featureErrors.pointer)
-        let fe = featureErrors.pointer
+        var fe = Array(UnsafeBufferPointer(start: featureErrors.pointer, count: d))
+        if let shaper, shaper.channels > 1 {
+            var perChannel = [Float](repeating: 0, count: shaper.channels)
+            for i in 0..<d { perChannel[(i / shaper.window) % shaper.channels] += fe[i] }
+            fe = perChannel
+        }
         var total: Float = 0
-        for c in 0..<d { total += fe[c] }
+        for c in fe.indices { total += fe[c] }
         guard total > 0 else { return [] }
         var top: [(index: Int, share: Float)] = []
-        for c in 0..<d {
+        for c in fe.indices {
             let share = fe[c] / total
             if top.count < 5 || share > top[top.count - 1].share {
                 top.append((c, share))
@@ -526,15 +539,15 @@ public final class StreamPipeline: @unchecked Sendable {
     /// Formats 2 to 5: the detection's state in fixed fields, after the counters.
     private func restoreLegacy(_ r: inout StateReader, version: UInt32) throws {
         let calibrator = try Calibrator.decode(&r)
-        chain.update(ReconstructionSignal.self) {
-            $0.calibrator = calibrator.reconfigured(horizon: $0.calibrator.horizon, holdOff: $0.calibrator.holdOff)
+        if let s = chain.signal(ReconstructionSignal.self) {
+            s.calibrator = calibrator.reconfigured(horizon: s.calibrator.horizon, holdOff: s.calibrator.holdOff)
         }
         scorer.normaliser.copy(from: try Normaliser.decode(&r))
         try restoreBuffer(&r)
         if shaper != nil {
             try shaper!.restore(history: &r)
         } else {
-            var scratch = WindowShaper(window: 1, scales: [settings.historyLength])
+            var scratch = WindowShaper(window: 1, scales: [max(settings.historyLength, 1)])
             try scratch.restore(history: &r)
         }
         let d = sampleDimension
@@ -553,11 +566,11 @@ public final class StreamPipeline: @unchecked Sendable {
             reference = (try (0..<d).map { _ in try r.read(Float.self) }, try (0..<d).map { _ in try r.read(Float.self) })
             recent = try RecentMaximum.decode(&r, span: settings.repeatWindow)
         }
-        chain.update(RangeSignal.self) { $0.restore(low: low, high: high, seen: seen, reference: reference) }
+        chain.signal(RangeSignal.self)?.restore(low: low, high: high, seen: seen, reference: reference)
         if let recent { chain.policy.recent = recent }
         if version >= 4, try r.read(UInt8.self) != 0 {
             let saved = try PeriodCheck.decode(&r, streamFormat: version)
-            chain.update(PeriodSignal.self) { $0.adopt(saved) }
+            chain.signal(PeriodSignal.self)?.adopt(saved)
         }
     }
 }

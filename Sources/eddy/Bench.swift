@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Learning
 import LinearAlgebra
+import Pipeline
 import Workloads
 
 
@@ -12,7 +13,7 @@ struct Bench: ParsableCommand {
             Each subcommand prints readable lines, or one JSON object with --json. Compare against the \
             peers with scripts/bench-compare.py, which runs both in one invocation and reports ratios.
             """,
-        subcommands: [TrainBench.self, ScoreBench.self, KernelBench.self, IngestBench.self, LatencyBench.self])
+        subcommands: [TrainBench.self, ScoreBench.self, PipelineBench.self, KernelBench.self, IngestBench.self, LatencyBench.self])
 }
 
 enum BenchModel: String, ExpressibleByArgument, CaseIterable {
@@ -264,6 +265,54 @@ struct ScoreBench: ParsableCommand {
         report.add("score_b256", b256.wall)
         report.add("score_b1_cpu", b1.cpu)
         report.add("score_b256_cpu", b256.cpu)
+        report.print(json: options.json)
+    }
+}
+
+struct PipelineBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pipeline",
+        abstract: "A stream's scoring path alone (StreamPipeline.score: model, detection chain, buffer), no trainer, no sockets.",
+        discussion: """
+            Trains a stream on the reference stream past its warm-up, then times score() on batches of \
+            --batch samples (training stays off, so the figure is what ingest spends per sample on \
+            one stream besides decoding and publishing). --config measures a setting's cost, e.g. \
+            a multivariate window.
+            """)
+
+    @OptionGroup var options: BenchOptions
+    @Option(help: "Samples per score() call.") var batch: Int = 256
+    @Option(help: "Configuration file whose [stream] section the stream takes.") var config: String?
+
+    func run() throws {
+        BLAS.setThreads(options.threads)
+        let dim = options.dim
+        var settings = try loadConfiguration(config).streamDefaults.resolved(dim: dim)
+        settings.warmupSamples = 200
+        try settings.validate(name: "bench")
+        let pipeline = StreamPipeline(name: "bench", settings: settings)
+        let data = ReferenceStream(dimension: dim, seed: 1).samples(count: 8192)
+        var sequence: UInt64 = 0
+        data.withUnsafeBufferPointer { v in
+            for k in 0..<2048 {
+                _ = pipeline.score(v.baseAddress! + (k % 4096) * dim, count: 1, firstSequence: sequence)
+                sequence += 1
+                while pipeline.trainStep() {}
+            }
+        }
+        var offset = 0
+        let rate = data.withUnsafeBufferPointer { v in
+            Rate.measure(samplesPerCall: batch, seconds: options.seconds) {
+                _ = pipeline.score(v.baseAddress! + offset * dim, count: batch, firstSequence: sequence)
+                sequence &+= UInt64(batch)
+                offset = (offset + batch) % (8192 - batch)
+            }
+        }
+        var report = Report()
+        report.add("dim", dim)
+        report.add("batch", batch)
+        report.add("samples_per_second", rate.wall)
+        report.add("ns_per_sample", 1e9 / rate.wall)
         report.print(json: options.json)
     }
 }

@@ -5,23 +5,24 @@ import Testing
 
 /// A signal written for the test, as a user of the chain would add one: it reads a fixed surprise
 /// and strength per sample, may be certain, and records what it was told to learn.
-struct ScriptedSignal: AnomalySignal {
+final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
     static let name = "scripted"
     static let stateVersion: UInt32 = 3
-    var script: [(surprise: Float, strength: Float, certain: Bool)]
+    let script: [(surprise: Float, strength: Float, certain: Bool)]
     var position = 0
     var learned: [Bool] = []
 
-    mutating func read(_ o: inout Observation) -> Reading {
+    init(script: [(surprise: Float, strength: Float, certain: Bool)]) { self.script = script }
+
+    func read(_ o: inout Observation) -> Reading {
         let s = script[position % script.count]
         position += 1
-        var r = Reading(surprise: s.surprise, strength: s.strength, certain: s.certain)
-        if s.certain { r.explanation = [(index: 7, share: 1)] }
-        return r
+        return Reading(surprise: s.surprise, strength: s.strength, certain: s.certain)
     }
-    mutating func learn(_ o: Observation, anomalous: Bool) { learned.append(anomalous) }
+    var explanation: [(index: Int, share: Float)] { [(index: 7, share: 1)] }
+    func learn(_ o: Observation, anomalous: Bool) { learned.append(anomalous) }
     func encode(_ w: inout StateWriter) { w.write(UInt32(position)) }
-    mutating func decode(_ r: inout StateReader, version: UInt32) throws {
+    func decode(_ r: inout StateReader, version: UInt32) throws {
         guard version == 3 else { throw StateError.unsupportedVersion(version) }
         position = Int(try r.read(UInt32.self))
     }
@@ -53,7 +54,7 @@ struct ScriptedSignal: AnomalySignal {
         #expect(!third.alert && third.score < 0.5)
         let fourth = try #require(observe(&chain))
         #expect(fourth.certain && fourth.score == 1 && fourth.alertScore == 1 && fourth.alert && fourth.source == 0)
-        #expect(fourth.explanation.map(\.index) == [7])
+        #expect(chain.explanation(fourth).map(\.index) == [7])
         let learned = try #require(chain.signal(ScriptedSignal.self)).learned
         #expect(learned == [false, true, false, true])
     }

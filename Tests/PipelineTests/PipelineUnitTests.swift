@@ -525,6 +525,49 @@ import Testing
         settings.windowScales = [2, 1]
         #expect(throws: ConfigurationError.self) { try settings.validate(name: "w") }
     }
+
+    /// Two channels, window 2 at scales [1, 2], over rows (1, 10) ... (4, 40): scale by scale, channel
+    /// by channel, oldest first.
+    @Test func aMultivariateRowHoldsEachChannelsWindow() {
+        var row = [Float](repeating: 0, count: 8)
+        row.withUnsafeMutableBufferPointer {
+            WindowShaper.windowRow([1, 10, 2, 20, 3, 30, 4, 40], window: 2, scales: [1, 2], channels: 2, into: $0.baseAddress!)
+        }
+        #expect(row == [3, 4, 30, 40, 1.5, 3.5, 15, 35])
+        var settings = StreamConfiguration()
+        settings.multivariateWindow = 2
+        settings.windowScales = [1, 2]
+        let resolved = settings.resolved(dim: 2)
+        #expect(resolved.window == 2 && resolved.inputDimension == 8 && resolved.historyLength == 4)
+        #expect(StreamConfiguration().resolved(dim: 2).window == 0, "off by default: rows are scored alone")
+        // Through the pipeline: the fourth row is the first with a full history, and its row is the one above.
+        var pipeline = OfflineRun(name: "m", settings: resolved)
+        let rows: [[Float]] = [[1, 10], [2, 20], [3, 30], [4, 40]]
+        let scored = rows.map { r in r.withUnsafeBufferPointer { pipeline.next($0.baseAddress!) } }
+        #expect(scored.map(\.warmingUp) == [true, true, true, true])
+        #expect(scored[0].error == 0 && scored[2].error == 0 && scored[3].error > 0, "no row before the history is full")
+    }
+
+    /// A lasting change of shape on one channel of a windowed multivariate stream (a sine that goes
+    /// flat at its mean: inside the range) is found, and its alert names that channel.
+    @Test func aChangeOfShapeOnOneChannelIsFoundAndNamed() throws {
+        var settings = StreamConfiguration()
+        settings.multivariateWindow = 8
+        settings.windowScales = [1, 4]
+        settings.warmupSamples = 300
+        let resolved = settings.resolved(dim: 3)
+        var run = OfflineRun(name: "shape", settings: resolved)
+        var noise = RandomSource(seed: 4)
+        func row(_ t: Int, flat: Bool) -> [Float] {
+            let phase = Float(t) * 2 * .pi / 25
+            return [sinf(phase), flat ? 0 : sinf(phase + 1), cosf(phase)].map { $0 + 0.02 * noise.normal() }
+        }
+        for t in 0..<4000 { var r = row(t, flat: false); _ = run.next(&r) }
+        let change = (4000..<4060).map { t in var r = row(t, flat: true); return run.next(&r) }
+        let alert = try #require(change.first { $0.alert }, "the flat channel alerts")
+        #expect(!alert.beyondRange && alert.topFeatures.first?.index == 1, "\(alert.topFeatures)")
+        #expect(alert.topFeatures.allSatisfy { $0.index < 3 }, "indices are channels")
+    }
 }
 
 @Suite struct ExplanationTests {

@@ -94,7 +94,9 @@ public struct DetectionChain: Sendable {
     /// the period check scales by).
     public static let knownSignals = [RangeSignal.name, ReconstructionSignal.name, PeriodSignal.name]
 
-    public internal(set) var signals: [any AnomalySignal]
+    public let signals: [any AnomalySignal]
+    /// The signals whose `learn` does something.
+    let learners: [any AnomalySignal]
     public internal(set) var policy: AlertPolicy
 
     public struct Verdict {
@@ -107,15 +109,15 @@ public struct DetectionChain: Sendable {
         public var warmingUp: Bool
         /// The largest surprise of the readings.
         public var surprise: Float
-        /// The signal that is certain, if any, with its explanation; else the one whose strength
-        /// decided (the first of the strongest).
+        /// The signal that is certain, if any (its `explanation` says why); else the one whose
+        /// strength decided (the first of the strongest).
         public var certain: Bool
         public var source: Int
-        public var explanation: [(index: Int, share: Float)]
     }
 
     public init(signals: [any AnomalySignal], policy: AlertPolicy) {
         self.signals = signals
+        learners = signals.filter(\.learns)
         self.policy = policy
     }
 
@@ -125,15 +127,6 @@ public struct DetectionChain: Sendable {
         return nil
     }
 
-    /// Changes the signal of this type, if the chain has one.
-    mutating func update<S: AnomalySignal>(_ type: S.Type, _ change: (inout S) throws -> Void) rethrows {
-        for k in signals.indices {
-            if var s = signals[k] as? S {
-                try change(&s)
-                signals[k] = s
-            }
-        }
-    }
 
     /// The name of signal `k`.
     public func name(of k: Int) -> String { k >= 0 && k < signals.count ? type(of: signals[k]).name : "" }
@@ -141,8 +134,8 @@ public struct DetectionChain: Sendable {
     /// True while a signal holds the scores at 0.
     public var warming: Bool { signals.contains { $0.warming } }
 
-    public mutating func prepare(_ values: UnsafePointer<Float>, count: Int, dimension: Int) {
-        for k in signals.indices { signals[k].prepare(values, count: count, dimension: dimension) }
+    public func prepare(_ values: UnsafePointer<Float>, count: Int, dimension: Int) {
+        for s in signals { s.prepare(values, count: count, dimension: dimension) }
     }
 
     /// One sample through the signals, the combiner and the policy; nil for a sample that is not
@@ -150,13 +143,12 @@ public struct DetectionChain: Sendable {
     /// accepted, model steps).
     public mutating func judge(_ o: inout Observation, warming: Bool) -> Verdict? {
         var surprise = -Float.infinity, strength: Float = 0, source = -1, certain = -1
-        var explanation: [(index: Int, share: Float)] = []
+        var signalWarming = false
         for k in signals.indices {
-            let r = signals[k].read(&o)
-            if r.certain && certain < 0 {
-                certain = k
-                explanation = r.explanation
-            }
+            let s = signals[k]
+            let r = s.read(&o)
+            if r.certain && certain < 0 { certain = k }
+            if r.warming { signalWarming = true }
             if source < 0 {
                 (surprise, strength, source) = (r.surprise, r.strength, k)
                 continue
@@ -165,15 +157,18 @@ public struct DetectionChain: Sendable {
             if r.strength > strength { (strength, source) = (r.strength, k) }
         }
         guard o.scored else { return nil }
-        let warmingUp = warming || self.warming
+        let warmingUp = warming || signalWarming
         let score = warmingUp ? 0 : certain >= 0 ? 1 : Calibrator.phi(surprise)
         let decision = policy.decide(strength: warmingUp ? 0 : certain >= 0 ? 1 : strength, warming: warmingUp)
-        for k in signals.indices { signals[k].learn(o, anomalous: decision.anomalous) }
+        for s in learners { s.learn(o, anomalous: decision.anomalous) }
         return Verdict(
             score: score.isNaN ? 0 : score, alertScore: decision.alertScore, alert: decision.alert,
             anomalous: decision.anomalous, warmingUp: warmingUp, surprise: surprise, certain: certain >= 0,
-            source: certain >= 0 ? certain : source, explanation: explanation)
+            source: certain >= 0 ? certain : source)
     }
+
+    /// What the certain signal of a verdict says its reading comes from.
+    public func explanation(_ v: Verdict) -> [(index: Int, share: Float)] { v.certain ? signals[v.source].explanation : [] }
 
     /// Sections `encodeSections` writes.
     public var sectionCount: Int { signals.count + 1 }
@@ -185,11 +180,7 @@ public struct DetectionChain: Sendable {
     }
 
     mutating func restore(_ sections: Sections) throws {
-        for k in signals.indices {
-            var s = signals[k]
-            try sections.restore(&s)
-            signals[k] = s
-        }
+        for s in signals { try sections.restore(signal: s) }
         try sections.restore(unit: &policy)
     }
 }
@@ -203,12 +194,12 @@ extension StateWriter {
 }
 
 extension Sections {
-    func restore(_ unit: inout any AnomalySignal) throws {
-        func open<S: AnomalySignal>(_ s: S) throws -> any AnomalySignal {
+    /// Restores a signal (a class: restored in place) from its section, if there is one.
+    func restore(signal: any AnomalySignal) throws {
+        func open<S: AnomalySignal>(_ s: S) throws {
             var s = s
             try restore(unit: &s)
-            return s
         }
-        unit = try open(unit)
+        try open(signal)
     }
 }

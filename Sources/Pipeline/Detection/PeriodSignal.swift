@@ -2,7 +2,7 @@ import Learning
 
 /// Period deviation, for a windowed stream: its last `window` values against those one period
 /// earlier (`PeriodCheck`), calibrated like the reconstruction error.
-public struct PeriodSignal: AnomalySignal {
+public final class PeriodSignal: AnomalySignal, @unchecked Sendable {
     public static let name = "period"
     public static let stateVersion: UInt32 = 1
 
@@ -19,27 +19,27 @@ public struct PeriodSignal: AnomalySignal {
     /// The period in values (0: none found, or not decided yet).
     public var period: Int { check.period }
 
-    public mutating func read(_ o: inout Observation) -> Reading {
+    public func read(_ o: inout Observation) -> Reading {
         logRatio = check.push(o.values[0], rangeWidth: o.rangeWidth)
         guard o.scored, let logRatio else { return Reading() }
         let s = check.score(logRatio: logRatio)
         return check.ready ? Reading(surprise: s.surprise, strength: s.score) : Reading()
     }
 
-    public mutating func learn(_ o: Observation, anomalous: Bool) {
+    public func learn(_ o: Observation, anomalous: Bool) {
         if !anomalous, let logRatio { check.learn(logRatio: logRatio) }
     }
 
     public func encode(_ w: inout StateWriter) { check.encode(&w) }
 
-    public mutating func decode(_ r: inout StateReader, version: UInt32) throws {
+    public func decode(_ r: inout StateReader, version: UInt32) throws {
         guard version == 1 else { throw StateError.unsupportedVersion(version) }
         adopt(try PeriodCheck.decode(&r, streamFormat: 5))  // its layout since stream format 5
     }
 
     /// Takes a saved check while the settings still ask for it: a detected period under `auto`, the
     /// same period if fixed; otherwise this one (fresh from the settings) stays.
-    mutating func adopt(_ saved: PeriodCheck) {
+    func adopt(_ saved: PeriodCheck) {
         switch setting {
         case .off: return
         case .fixed(let n) where n != saved.period: return

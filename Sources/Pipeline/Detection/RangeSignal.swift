@@ -10,7 +10,7 @@ import Learning
 /// margin within `refresh` samples. The rule waits until the range has seen `warmup` samples, and
 /// until it has seen four times as many the reference is the range up to the sample before (a
 /// young range grows fast).
-public struct RangeSignal: AnomalySignal {
+public final class RangeSignal: AnomalySignal, @unchecked Sendable {
     public static let name = "range"
     public static let stateVersion: UInt32 = 1
 
@@ -19,11 +19,16 @@ public struct RangeSignal: AnomalySignal {
     let refresh: UInt64
     let warmup: UInt64
     let mature: UInt64
-    /// A windowed stream's window (its one value is time step `window − 1` in explanations); 0: none.
+    /// A univariate windowed stream's window (its one value is time step `window − 1` in
+    /// explanations); 0: none. A multivariate window's explanations name features.
     let window: Int
     let dimension: Int
     let low: FloatBuffer, high: FloatBuffer
     let referenceLow: FloatBuffer, referenceHigh: FloatBuffer
+    /// Their storage, read on every sample without touching the buffers' references.
+    let lowP, highP, referenceLowP, referenceHighP: UnsafeMutablePointer<Float>
+    /// How far the last sample beyond the reference lay outside it, by feature.
+    public private(set) var explanation: [(index: Int, share: Float)] = []
     /// Samples the range has seen.
     public internal(set) var seen: UInt64 = 0
     /// Samples until the next periodic refresh, and whether any sample of the batch lies outside the
@@ -42,12 +47,13 @@ public struct RangeSignal: AnomalySignal {
         high = FloatBuffer([Float](repeating: -.infinity, count: dimension))
         referenceLow = FloatBuffer(low.array)
         referenceHigh = FloatBuffer(high.array)
+        (lowP, highP, referenceLowP, referenceHighP) = (low.pointer, high.pointer, referenceLow.pointer, referenceHigh.pointer)
     }
 
     /// Whether any of `rows` samples lies outside the reference: one branch-free pass (it vectorises).
     @inline(__always)
     func outside(_ x: UnsafePointer<Float>, rows: Int) -> Bool {
-        let lo = referenceLow.pointer, hi = referenceHigh.pointer, d = dimension
+        let lo = referenceLowP, hi = referenceHighP, d = dimension
         var any: UInt32 = 0
         for i in 0..<rows {
             let row = x + i * d
@@ -56,14 +62,14 @@ public struct RangeSignal: AnomalySignal {
         return any != 0
     }
 
-    public mutating func prepare(_ values: UnsafePointer<Float>, count: Int, dimension: Int) {
+    public func prepare(_ values: UnsafePointer<Float>, count: Int, dimension: Int) {
         batchOutside = outside(values, rows: count)
         untilRefresh = refresh - seen % refresh
     }
 
-    public mutating func read(_ o: inout Observation) -> Reading {
+    public func read(_ o: inout Observation) -> Reading {
         let x = o.values, d = dimension
-        let lo = low.pointer, hi = high.pointer, refLo = referenceLow.pointer, refHi = referenceHigh.pointer
+        let lo = lowP, hi = highP, refLo = referenceLowP, refHi = referenceHighP
         var reading = Reading()
         if batchOutside && outside(x, rows: 1) {
             if margin >= 0 && seen >= warmup {
@@ -71,9 +77,7 @@ public struct RangeSignal: AnomalySignal {
                     let v = x[f], l = refLo[f], h = refHi[f], slack = margin * (h - l)
                     if h > l && (v > h + slack || v < l - slack) { reading.certain = true }
                 }
-                if reading.certain {
-                    reading.explanation = Self.excess(x, refLo, refHi, count: d, window: window)
-                }
+                if reading.certain { explanation = Self.excess(x, refLo, refHi, count: d, window: window) }
             }
             for f in 0..<d {
                 if x[f] < lo[f] { lo[f] = x[f] }
@@ -94,11 +98,12 @@ public struct RangeSignal: AnomalySignal {
         return reading
     }
 
-    public mutating func learn(_ o: Observation, anomalous: Bool) {}
+    public func learn(_ o: Observation, anomalous: Bool) {}
+    public var learns: Bool { false }
 
     /// For a sample beyond the range: how far each feature lies outside [low, high], as shares of
-    /// the total, largest first (at most five). A windowed stream's one value is the newest time step
-    /// of its window, index `window − 1`.
+    /// the total, largest first (at most five). A univariate windowed stream's one value is the newest
+    /// time step of its window, index `window − 1`.
     static func excess(
         _ sample: UnsafePointer<Float>, _ low: UnsafePointer<Float>, _ high: UnsafePointer<Float>, count: Int, window: Int
     ) -> [(index: Int, share: Float)] {
@@ -108,7 +113,7 @@ public struct RangeSignal: AnomalySignal {
             let v = sample[f]
             let e = v > high[f] ? v - high[f] : v < low[f] ? low[f] - v : 0
             if e > 0 {
-                excess.append((window > 0 ? window - 1 : f, e))
+                excess.append((window > 0 && count == 1 ? window - 1 : f, e))
                 total += e
             }
         }
@@ -127,7 +132,7 @@ public struct RangeSignal: AnomalySignal {
         for f in 0..<dimension { w.write(referenceHigh[f]) }
     }
 
-    public mutating func decode(_ r: inout StateReader, version: UInt32) throws {
+    public func decode(_ r: inout StateReader, version: UInt32) throws {
         guard version == 1 else { throw StateError.unsupportedVersion(version) }
         guard Int(try r.read(UInt32.self)) == dimension else { throw StateError.invalid("range width") }
         let l = try (0..<dimension).map { _ in try r.read(Float.self) }
@@ -141,7 +146,7 @@ public struct RangeSignal: AnomalySignal {
     /// Restores a range; the reference must lie inside the live range (the batch pre-check widens the
     /// live range only for samples outside the reference) or be empty, else (and when there is none,
     /// as in older checkpoints) it is the live range.
-    mutating func restore(low l: [Float], high h: [Float], seen: UInt64, reference: ([Float], [Float])?) {
+    func restore(low l: [Float], high h: [Float], seen: UInt64, reference: ([Float], [Float])?) {
         for f in 0..<dimension {
             low[f] = l[f]
             high[f] = h[f]

@@ -25,7 +25,7 @@ public struct Observation {
     public var scored: Bool { logError != nil }
 }
 
-/// What one signal makes of one sample.
+/// What one signal makes of one sample (plain values: nothing to retain per sample).
 public struct Reading: Sendable {
     /// How unusual the sample is, in standard units (Φ(surprise) is its tail probability); −∞: no
     /// opinion (not ready, or nothing to compare).
@@ -33,15 +33,17 @@ public struct Reading: Sendable {
     /// The alert strength: the surprise measured over the signal's recent peak as well, Φ(z − peak),
     /// so that an incident is strong when it starts; 0: none.
     public var strength: Float = 0
-    /// The sample scores 1 on this signal alone (a value beyond the range).
+    /// The sample scores 1 on this signal alone (a value beyond the range); the signal's
+    /// `explanation` then says which features (or, for a window, time steps) it comes from.
     public var certain = false
-    /// For a certain reading: which features (or, for a window, time steps) it comes from.
-    public var explanation: [(index: Int, share: Float)] = []
+    /// The signal holds the stream's scores at 0: it has not seen enough to say anything yet.
+    public var warming = false
 
-    public init(surprise: Float = -.infinity, strength: Float = 0, certain: Bool = false) {
+    public init(surprise: Float = -.infinity, strength: Float = 0, certain: Bool = false, warming: Bool = false) {
         self.surprise = surprise
         self.strength = strength
         self.certain = certain
+        self.warming = warming
     }
 }
 
@@ -50,27 +52,35 @@ public struct Reading: Sendable {
 /// For each sample the chain calls `read` on every signal in order (also for samples that are not
 /// scored, so a signal can follow every value), combines the readings of scored samples, lets the
 /// alert policy decide, and then calls `learn`: a sample the policy found anomalous must not teach
-/// a signal's statistics that anomalies are normal.
-public protocol AnomalySignal: CheckpointSection, Sendable {
-    /// Its name in configuration (`signals`), checkpoints and explanations: `CheckpointSection.name`.
+/// a signal's statistics that anomalies are normal. Signals are classes, as swift-nio's channel
+/// handlers are: the chain calls them through the protocol on every sample, and a reference needs
+/// no copy-on-write check where a boxed value would. They are used under their stream's lock.
+public protocol AnomalySignal: AnyObject, CheckpointSection, Sendable {
     /// Once per batch, before its samples: a cheap pass over the whole batch (`count × dimension`).
-    mutating func prepare(_ values: UnsafePointer<Float>, count: Int, dimension: Int)
+    func prepare(_ values: UnsafePointer<Float>, count: Int, dimension: Int)
     /// One sample, in order.
-    mutating func read(_ o: inout Observation) -> Reading
+    func read(_ o: inout Observation) -> Reading
     /// After the alert policy, for scored samples.
-    mutating func learn(_ o: Observation, anomalous: Bool)
-    /// True while this signal holds its stream's scores at 0 (not enough seen to say anything).
+    func learn(_ o: Observation, anomalous: Bool)
+    /// Whether `learn` does anything (the chain calls only the signals that learn).
+    var learns: Bool { get }
+    /// True while this signal holds its stream's scores at 0 (its readings say so per sample).
     var warming: Bool { get }
+    /// For the last reading, if it was certain: which features (or time steps) it comes from, as
+    /// shares, largest first.
+    var explanation: [(index: Int, share: Float)] { get }
 }
 
 extension AnomalySignal {
-    public mutating func prepare(_ values: UnsafePointer<Float>, count: Int, dimension: Int) {}
+    public func prepare(_ values: UnsafePointer<Float>, count: Int, dimension: Int) {}
+    public var learns: Bool { true }
     public var warming: Bool { false }
+    public var explanation: [(index: Int, share: Float)] { [] }
 }
 
 /// The autoencoder's reconstruction error, calibrated: the surprise of `ln error` under a running
 /// Gaussian of the log-errors of normal samples, and its strength over the recent peak (`Calibrator`).
-public struct ReconstructionSignal: AnomalySignal {
+public final class ReconstructionSignal: AnomalySignal, @unchecked Sendable {
     public static let name = "reconstruction"
     public static let stateVersion: UInt32 = 1
     /// Errors the calibrator must have seen before the stream's scores mean anything.
@@ -80,15 +90,15 @@ public struct ReconstructionSignal: AnomalySignal {
 
     public init(horizon: Int, holdOff: Int) { calibrator = Calibrator(horizon: horizon, holdOff: holdOff) }
 
-    public mutating func read(_ o: inout Observation) -> Reading {
-        guard let logError = o.logError else { return Reading() }
+    public func read(_ o: inout Observation) -> Reading {
+        guard let logError = o.logError else { return Reading(warming: warming) }
         let c = calibrator.score(logError: logError)
-        return Reading(surprise: c.surprise, strength: c.score)
+        return Reading(surprise: c.surprise, strength: c.score, warming: warming)
     }
 
     /// Only errors of a model that has trained a little (an untrained model's errors would set the
     /// scale), and never of anomalous samples.
-    public mutating func learn(_ o: Observation, anomalous: Bool) {
+    public func learn(_ o: Observation, anomalous: Bool) {
         if !anomalous && o.modelReady, let logError = o.logError { calibrator.update(logError: logError) }
     }
 
@@ -96,7 +106,7 @@ public struct ReconstructionSignal: AnomalySignal {
 
     public func encode(_ w: inout StateWriter) { calibrator.encode(&w) }
 
-    public mutating func decode(_ r: inout StateReader, version: UInt32) throws {
+    public func decode(_ r: inout StateReader, version: UInt32) throws {
         guard version == 1 else { throw StateError.unsupportedVersion(version) }
         calibrator = try Calibrator.decode(&r).reconfigured(horizon: calibrator.horizon, holdOff: calibrator.holdOff)
     }

@@ -1,57 +1,68 @@
 import Learning
 
-/// Input shaping for a windowed stream: each arriving value becomes the model's input row of the
-/// window that ends at it, at several time scales (for scale s, `window` means of s values, the last
-/// ending at the newest value). A value before the history holds `window × max(scales)` values has
-/// no row and is not scored.
+/// Input shaping for a windowed stream: each arriving sample becomes the model's input row of the
+/// window that ends at it, at several time scales (for scale s and each channel, `window` means of s
+/// values, the last ending at the newest sample). A sample before the history holds
+/// `window × max(scales)` samples has no row and is not scored. A row is laid out scale by scale,
+/// channel by channel, oldest first: index `(k · channels + c) · window + j` is position j of
+/// channel c at scale `scales[k]`.
 public struct WindowShaper: CheckpointSection, Sendable {
     public static let name = "window"
     public static let stateVersion: UInt32 = 1
 
     public let window: Int
     public let scales: [Int]
-    /// Values kept: the window at its coarsest scale.
+    public let channels: Int
+    /// Samples kept: the window at its coarsest scale.
     public let historyLength: Int
+    /// The last `historyLength` samples, oldest first, `channels` values each.
     public internal(set) var history: [Float]
 
-    public init(window: Int, scales: [Int]) {
+    public init(window: Int, scales: [Int], channels: Int = 1) {
         self.window = window
         self.scales = scales
+        self.channels = max(1, channels)
         historyLength = window * (scales.max() ?? 1)
         history = []
-        history.reserveCapacity(historyLength)
+        history.reserveCapacity(historyLength * self.channels)
     }
 
     /// Width of a row.
-    public var rowWidth: Int { window * scales.count }
+    public var rowWidth: Int { window * scales.count * channels }
 
     /// Appends `count` values and writes the row ending at each value that has one into `rows`, in
     /// order; `rowOf[i]` is the row of value i, or −1. Returns the number of rows written.
     public mutating func shape(_ values: UnsafePointer<Float>, count: Int, into rows: UnsafeMutablePointer<Float>, rowOf: inout [Int]) -> Int {
         var rowCount = 0
+        let c = channels, full = historyLength * c
         for i in 0..<count {
-            if history.count == historyLength { history.removeFirst() }
-            history.append(values[i])
-            guard history.count == historyLength else { continue }
-            Self.windowRow(history, window: window, scales: scales, into: rows + rowCount * rowWidth)
+            if history.count == full { history.removeFirst(c) }
+            history.append(contentsOf: UnsafeBufferPointer(start: values + i * c, count: c))
+            guard history.count == full else { continue }
+            Self.windowRow(history, window: window, scales: scales, channels: c, into: rows + rowCount * rowWidth)
             rowOf[i] = rowCount
             rowCount += 1
         }
         return rowCount
     }
 
-    /// The model input for the newest of `history`'s values: for each scale s, `w` means of s values,
-    /// position j ending (w − 1 − j)·s values before the newest.
-    public static func windowRow(_ history: [Float], window w: Int, scales: [Int], into row: UnsafeMutablePointer<Float>) {
-        let n = history.count
+    /// The model input for the newest of `history`'s samples (`channels` values each): for each
+    /// scale s and channel, `w` means of s values, position j ending (w − 1 − j)·s samples before the
+    /// newest.
+    public static func windowRow(
+        _ history: [Float], window w: Int, scales: [Int], channels c: Int = 1, into row: UnsafeMutablePointer<Float>
+    ) {
+        let n = history.count / c
         var column = 0
         for s in scales {
-            for j in 0..<w {
-                let end = n - (w - 1 - j) * s
-                var sum: Float = 0
-                for u in (end - s)..<end { sum += history[u] }
-                row[column] = sum / Float(s)
-                column += 1
+            for ch in 0..<c {
+                for j in 0..<w {
+                    let end = n - (w - 1 - j) * s
+                    var sum: Float = 0
+                    for u in (end - s)..<end { sum += history[u * c + ch] }
+                    row[column] = sum / Float(s)
+                    column += 1
+                }
             }
         }
     }
@@ -68,7 +79,7 @@ public struct WindowShaper: CheckpointSection, Sendable {
     /// The history as `encode` writes it (and checkpoint formats 2 to 5 did).
     mutating func restore(history r: inout StateReader) throws {
         let h = Int(try r.read(UInt32.self))
-        guard h <= historyLength else { throw StateError.invalid("window history") }
+        guard h <= historyLength * channels, h % channels == 0 else { throw StateError.invalid("window history") }
         history = try (0..<h).map { _ in try r.read(Float.self) }
     }
 }

@@ -136,6 +136,37 @@ class Snapshot:
             epsilon=m.normaliser_epsilon,
         )
 
+    def inputs(self, samples):
+        """The model's input rows for consecutive samples of the stream, as the daemon builds them.
+
+        A stream without a window takes its samples as they are. A windowed stream (section 4:
+        `window` positions at each of `window_scales`, for each channel) gets one row per sample
+        that has `window * max(window_scales) - 1` samples before it in `samples`: pass the stream's
+        last samples before the ones to score, or accept fewer rows than samples.
+        """
+        m = self.message
+        x = np.asarray(samples, dtype=np.float32)
+        if m.window == 0:
+            return x
+        if x.ndim == 1:
+            x = x[:, None]
+        w, scales = m.window, list(m.window_scales) or [1]
+        channels = m.input_dim // (w * len(scales))
+        if x.shape[1] != channels:
+            raise ValueError(f"samples have {x.shape[1]} channels, the model's input {channels}")
+        need = w * max(scales)
+        n = x.shape[0] - need + 1
+        if n <= 0:
+            return np.zeros((0, m.input_dim), dtype=np.float32)
+        csum = np.concatenate([np.zeros((1, channels)), np.cumsum(x, axis=0, dtype=np.float64)])
+        newest = np.arange(need - 1, x.shape[0])            # the sample each row belongs to
+        blocks = []
+        for s in scales:
+            ends = newest[:, None] + 1 - (w - 1 - np.arange(w))[None, :] * s   # (rows, w), exclusive
+            means = (csum[ends] - csum[ends - s]) / s                          # (rows, w, channels)
+            blocks.append(means.transpose(0, 2, 1))                            # channel by channel
+        return np.concatenate(blocks, axis=1).reshape(n, -1).astype(np.float32)
+
     def normalise(self, x):
         x = np.asarray(x, dtype=np.float32)
         return (x - self.mean) / np.sqrt(self.variance + np.float32(self.epsilon))

@@ -54,7 +54,8 @@ def start_daemon(tmp_path):
     config.write_text(CONFIG)
     started = []
 
-    def start(data_dir=tmp_path / "data"):
+    def start(data_dir=tmp_path / "data", extra_config=""):
+        config.write_text(CONFIG + extra_config)
         d = Daemon(data_dir, config)
         started.append(d)
         return d

@@ -22,6 +22,15 @@ def sensors(n, dim=8, seed=0, start=0):
     return (10 * base + 3 + 0.05 * rng.standard_normal((n, dim))).astype(np.float32)
 
 
+def wait_scores(sub, stream, first_sequence):
+    """The ScoreBatch of `stream` that starts at `first_sequence`."""
+    while True:
+        got = sub.recv(timeout_ms=5000)
+        assert got is not None, f"no scores for {stream} from {first_sequence}"
+        if got[0] == f"score/{stream}/" and got[1].first_sequence == first_sequence:
+            return got[1]
+
+
 def wait_heartbeat(sub, timeout=10.0):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -87,12 +96,7 @@ def test_ten_thousand_samples_get_ten_thousand_scores_and_numpy_reproduces_the_e
         probe[7, 3] += 50.0
         probe[200, 5] -= 50.0
         producer.send("pump", probe)
-        batch = None
-        while batch is None:
-            got = sub.recv(timeout_ms=5000)
-            assert got is not None, "no scores for the probe"
-            if got[0] == "score/pump/" and got[1].first_sequence == 10_000:
-                batch = got[1]
+        batch = wait_scores(sub, "pump", 10_000)
         assert batch.model_version == snapshot.message.version
         daemon_errors = np.array(batch.errors, dtype=np.float32)
         numpy_errors = snapshot.reconstruction_errors(probe)
@@ -216,3 +220,38 @@ def test_a_head_fitted_on_a_few_labels_over_the_published_encoder_classifies_reg
     probabilities = head.probabilities(fresh_idle)
     assert probabilities.shape == (200, 2) and np.allclose(probabilities.sum(axis=1), 1, atol=1e-5)
     daemon.terminate()
+
+
+def test_a_multivariate_window_is_built_the_same_in_numpy(start_daemon):
+    # Each row of a three-channel stream is scored with its last 4 rows at scales 1 and 2; the
+    # snapshot's inputs() builds the same rows, so numpy reproduces the daemon's errors.
+    daemon = start_daemon(extra_config="[stream.win]\nmultivariate_window = 4\nwindow_scales = 1, 2\n")
+    ep = daemon.endpoints
+    with Producer(ep["ingest"]) as producer, Subscriber(ep["publish"]) as sub:
+        wait_heartbeat(sub)
+        data = sensors(3000)[:, :3]
+        producer.send("win", data)
+        steps = None
+        while True:
+            hb = wait_heartbeat(sub)
+            stream = next((s for s in hb.streams if s.stream == "win"), None)
+            if stream is not None and stream.accepted == 3000 and hb.train_steps == steps:
+                break
+            steps = hb.train_steps
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            snapshot = fetch_snapshot(ep["snapshots"], "win", "autoencoder")
+            if snapshot.message.version == stream.autoencoder_version:
+                break
+            time.sleep(0.1)
+        m = snapshot.message
+        assert m.window == 4 and list(m.window_scales) == [1, 2] and m.input_dim == 4 * 2 * 3
+        probe = sensors(300, seed=9, start=3000)[:, :3]
+        producer.send("win", probe)
+        batch = wait_scores(sub, "win", 3000)
+        assert batch.model_version == m.version
+        rows = snapshot.inputs(np.concatenate([data[-7:], probe]))
+        assert rows.shape == (300, 24)
+        np.testing.assert_allclose(snapshot.reconstruction_errors(rows), np.array(batch.errors, dtype=np.float32),
+                                   rtol=1e-4, atol=1e-6)
+    assert daemon.terminate()[0] == 0
