@@ -57,6 +57,9 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// Samples between refreshes of the range the rule compares with (1: the range up to the sample
     /// before, so only a jump past the margin alerts).
     public var rangeRefresh = 100
+    /// Excursions beyond the range within about `calibrationHorizon` samples after which a stream's
+    /// further excursions are its habit, not certain anomalies (left to the other signals). 0: off.
+    public var rangeHabit = 0.0
     /// A score stands only when it is higher than every score of the last `repeatWindow` samples;
     /// otherwise it is capped at 0.5, the score of an anomaly that lasts (just under `threshold` if
     /// that is 0.5 or lower). An incident is reported
@@ -163,6 +166,7 @@ public struct StreamConfiguration: Sendable, Equatable {
         if !(threshold > 0 && threshold <= 1) { try fail("threshold must be in (0, 1]") }
         if !rangeMargin.isFinite { try fail("range_margin must be a number (negative: off)") }
         if rangeRefresh < 1 { try fail("range_refresh must be at least 1") }
+        if !(rangeHabit >= 0 && rangeHabit <= 1e6) { try fail("range_habit must be in 0...1e6 (0: off)") }
         if repeatWindow < 0 || repeatWindow > 1 << 16 { try fail("repeat_window must be in 0...65536") }
         if let unknown = signals.first(where: { !DetectionChain.knownSignals.contains($0) }) {
             try fail("signals: unknown signal \"\(unknown)\" (known: \(DetectionChain.knownSignals.joined(separator: ", ")))")

@@ -119,6 +119,8 @@ public final class StreamPipeline: @unchecked Sendable {
     public internal(set) var chain: DetectionChain
     /// A windowed stream's input shaping (nil: samples are the models' input as they come).
     var shaper: WindowShaper?
+    /// The chain's period check, if it has one (the chain's signals never change).
+    let periodSignal: PeriodSignal?
     /// The trainer's latest autoencoder weights for the scorer, and their version (steps taken).
     let exchange: FloatBuffer
     var exchangeVersion: UInt64 = 0
@@ -155,6 +157,7 @@ public final class StreamPipeline: @unchecked Sendable {
         exchange = FloatBuffer(autoencoder.parameterValues)
         scorer.parameters.copy(from: exchange)
         chain = Self.chain(settings, sampleDimension: sampleDimension)
+        periodSignal = chain.signal(PeriodSignal.self)
         if settings.window > 0 {
             shaper = WindowShaper(window: settings.window, scales: settings.windowScales, channels: sampleDimension)
         }
@@ -175,7 +178,8 @@ public final class StreamPipeline: @unchecked Sendable {
         var signals: [any AnomalySignal] = [
             RangeSignal(
                 dimension: sampleDimension, margin: on.contains(RangeSignal.name) ? settings.rangeMargin : -1,
-                refresh: settings.rangeRefresh, warmup: settings.warmupSamples, window: settings.window)
+                refresh: settings.rangeRefresh, warmup: settings.warmupSamples, window: settings.window,
+                habitLimit: settings.rangeHabit, habitHorizon: settings.calibrationHorizon)
         ]
         if on.contains(ReconstructionSignal.name) {
             signals.append(ReconstructionSignal(horizon: settings.calibrationHorizon, holdOff: settings.alertHoldOff))
@@ -244,7 +248,7 @@ public final class StreamPipeline: @unchecked Sendable {
             defer {
                 swap(&chain, &self.chain)
                 self.quarantineRun = quarantineRun
-                result.period = self.chain.signal(PeriodSignal.self)?.period ?? 0
+                result.period = self.periodSignal?.period ?? 0
             }
             let limit = settings.learnSurpriseLimit, holdOff = settings.alertHoldOff, sd = sampleDimension
             chain.prepare(values, count: count, dimension: sd)
@@ -304,7 +308,7 @@ public final class StreamPipeline: @unchecked Sendable {
 
     /// The window an alert's contributions name time steps of: a univariate stream's (a multivariate
     /// window names channels, as features).
-    var explainedWindow: Int { sampleDimension == 1 ? settings.window : 0 }
+    public var explainedWindow: Int { sampleDimension == 1 ? settings.window : 0 }
 
     private func grow(_ count: Int) {
         rows = FloatBuffer(count: count * inputDimension)
@@ -341,7 +345,7 @@ public final class StreamPipeline: @unchecked Sendable {
     }
 
     /// A windowed stream's period in values (0: none found, not decided yet, or no period check).
-    public var period: Int { lock.withLock { chain.signal(PeriodSignal.self)?.period ?? 0 } }
+    public var period: Int { lock.withLock { periodSignal?.period ?? 0 } }
 
     /// Counts a rejected message against this stream.
     public func countRejected() { lock.withLock { rejectedCount += 1 } }
@@ -443,7 +447,7 @@ public final class StreamPipeline: @unchecked Sendable {
                 warmingUp: accepted < UInt64(settings.warmupSamples) || exchangeVersion < UInt64(settings.warmupSteps)
                     || chain.warming,
                 autoencoderLoss: lastLosses.autoencoder, mocoLoss: lastLosses.moco,
-                period: chain.signal(PeriodSignal.self)?.period ?? 0)
+                period: periodSignal?.period ?? 0)
         }
     }
 
@@ -570,7 +574,7 @@ public final class StreamPipeline: @unchecked Sendable {
         if let recent { chain.policy.recent = recent }
         if version >= 4, try r.read(UInt8.self) != 0 {
             let saved = try PeriodCheck.decode(&r, streamFormat: version)
-            chain.signal(PeriodSignal.self)?.adopt(saved)
+            periodSignal?.adopt(saved)
         }
     }
 }

@@ -23,7 +23,7 @@ struct Replay: ParsableCommand {
     @Option(help: "Stream name, for its settings in the configuration file.") var stream: String = "replay"
     @Option(help: "Columns that are not features, besides timestamp and a label column (comma-separated names).")
     var skip: String = ""
-    @Flag(help: "Print sequence, error, score, alert and warming-up flags, and each alert's explanation, as CSV.")
+    @Flag(help: "Print sequence, error, score, alert strength, alert and warming-up flags, and each alert's explanation, as CSV.")
     var detail = false
     @Option(help: "Also draw the series, score, threshold and alerts as an SVG here.") var plot: String?
 
@@ -32,7 +32,7 @@ struct Replay: ParsableCommand {
         let configuration = try loadConfiguration(config)
         var csv = CSVSamples(skipping: skip.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) })
         var run: OfflineRun?
-        if detail { print("sequence,error,score,alert,warming_up,explanation") }
+        if detail { print("sequence,error,score,alert_score,alert,warming_up,explanation") }
         var drawn: (values: [Float], scores: [Float], alerts: [Int], warmup: Int) = ([], [], [], 0)
         for line in try readLines(file) {
             guard let values = try csv.parse(line) else { continue }
@@ -57,11 +57,12 @@ struct Replay: ParsableCommand {
                 if s.warmingUp { drawn.warmup = Int(s.sequence) + 1 }
             }
             if detail {
-                let settings = run!.pipeline.settings
-                let why = describeContributions(s.topFeatures, window: settings.window, scales: settings.windowScales, separator: "; ")
+                let pipeline = run!.pipeline
+                let why = describeContributions(
+                    s.topFeatures, window: pipeline.explainedWindow, scales: pipeline.settings.windowScales, separator: "; ")
                 let cause =
                     !s.alert ? "" : s.beyondRange ? "beyond range at " : s.fromPeriod ? "unlike \(run!.pipeline.period) values earlier; " : ""
-                print("\(s.sequence),\(s.error),\(s.score),\(s.alert ? 1 : 0),\(s.warmingUp ? 1 : 0),\(cause)\(why)")
+                print("\(s.sequence),\(s.error),\(s.score),\(s.alertScore),\(s.alert ? 1 : 0),\(s.warmingUp ? 1 : 0),\(cause)\(why)")
             } else {
                 print(String(format: "%.6f", s.score))
             }

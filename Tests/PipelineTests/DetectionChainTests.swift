@@ -123,3 +123,40 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
         }
     }
 }
+
+@Suite struct RangeHabitTests {
+    /// Reads one value through a range signal; returns whether it was certain.
+    func read(_ s: RangeSignal, _ v: Float) -> Bool {
+        var value = v
+        return withUnsafePointer(to: &value) { p in
+            s.prepare(p, count: 1, dimension: 1)
+            var o = Observation(values: p, dimension: 1, logError: 0, modelReady: true)
+            return s.read(&o).certain
+        }
+    }
+
+    /// With a habit limit of 2, a stream that keeps leaving its range is certain twice, then its
+    /// excursions are its habit; after a few horizons of quiet the count has decayed and an
+    /// excursion is certain again. Without the limit every excursion is certain.
+    @Test func aStreamThatKeepsLeavingItsRangeMakesAHabitOfIt() throws {
+        for limit in [0.0, 2] {
+            let s = RangeSignal(dimension: 1, margin: 0.05, refresh: 1, warmup: 50, window: 0, habitLimit: limit, habitHorizon: 100)
+            for k in 0..<50 { _ = read(s, Float(k % 10)) }  // the range is [0, 9], learned during the warm-up
+            let steps = [20, 40, 80, 160].map { read(s, Float($0)) }
+            #expect(steps == (limit == 0 ? [true, true, true, true] : [true, true, false, false]), "limit \(limit)")
+            for _ in 0..<1000 { _ = read(s, 5) }
+            #expect(read(s, 400), "after a quiet spell an excursion is certain again")
+            // The habit survives its section; a version-1 section (before the habit) restores with none.
+            var w = StateWriter()
+            s.encode(&w)
+            let copy = RangeSignal(dimension: 1, margin: 0.05, refresh: 1, warmup: 50, window: 0, habitLimit: limit, habitHorizon: 100)
+            var r = StateReader(w.bytes)
+            try copy.decode(&r, version: 2)
+            #expect(copy.habit == s.habit && copy.seen == s.seen)
+            let old = RangeSignal(dimension: 1, margin: 0.05, refresh: 1, warmup: 50, window: 0, habitLimit: limit, habitHorizon: 100)
+            var r1 = StateReader(Array(w.bytes.dropLast(16)))
+            try old.decode(&r1, version: 1)
+            #expect(old.habit == 0 && old.seen == s.seen)
+        }
+    }
+}

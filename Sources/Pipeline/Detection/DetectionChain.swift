@@ -127,7 +127,6 @@ public struct DetectionChain: Sendable {
         return nil
     }
 
-
     /// The name of signal `k`.
     public func name(of k: Int) -> String { k >= 0 && k < signals.count ? type(of: signals[k]).name : "" }
 

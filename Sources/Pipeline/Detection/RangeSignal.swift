@@ -1,3 +1,4 @@
+import Foundation
 import Learning
 
 /// Range novelty: a value further beyond the range its stream has shown than `margin` of that range
@@ -10,9 +11,15 @@ import Learning
 /// margin within `refresh` samples. The rule waits until the range has seen `warmup` samples, and
 /// until it has seen four times as many the reference is the range up to the sample before (a
 /// young range grows fast).
+///
+/// A stream that keeps leaving its range (a random walk, a growing count) makes a habit of it: with
+/// `habitLimit` > 0, once the stream has left its range `habitLimit` times within about `habitHorizon`
+/// samples (a count decaying by 1 − 1/horizon per sample), a further excursion is no longer certain
+/// and is left to the other signals.
 public final class RangeSignal: AnomalySignal, @unchecked Sendable {
     public static let name = "range"
-    public static let stateVersion: UInt32 = 1
+    /// 2 added the excursion habit.
+    public static let stateVersion: UInt32 = 2
 
     /// Negative: the range is kept but never scores.
     public let margin: Float
@@ -31,13 +38,20 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
     public private(set) var explanation: [(index: Int, share: Float)] = []
     /// Samples the range has seen.
     public internal(set) var seen: UInt64 = 0
+    let habitLimit: Double
+    let habitDecay: Double
+    /// Excursions beyond the reference, decayed, as of sample `lastExcursion`.
+    public internal(set) var habit: Double = 0
+    var lastExcursion: UInt64 = 0
     /// Samples until the next periodic refresh, and whether any sample of the batch lies outside the
     /// reference (nearly always none does: the per-sample test is then skipped).
     var untilRefresh: UInt64 = 1
     var batchOutside = true
 
-    public init(dimension: Int, margin: Float, refresh: Int, warmup: Int, window: Int) {
+    public init(dimension: Int, margin: Float, refresh: Int, warmup: Int, window: Int, habitLimit: Double = 0, habitHorizon: Int = 5000) {
         self.dimension = dimension
+        self.habitLimit = habitLimit
+        habitDecay = 1 - 1 / Double(max(1, habitHorizon))
         self.margin = margin
         self.refresh = UInt64(max(1, refresh))
         self.warmup = UInt64(max(0, warmup))
@@ -71,11 +85,19 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         let x = o.values, d = dimension
         let lo = lowP, hi = highP, refLo = referenceLowP, refHi = referenceHighP
         var reading = Reading()
+        var beyond = false
         if batchOutside && outside(x, rows: 1) {
             if margin >= 0 && seen >= warmup {
                 for f in 0..<d {
                     let v = x[f], l = refLo[f], h = refHi[f], slack = margin * (h - l)
-                    if h > l && (v > h + slack || v < l - slack) { reading.certain = true }
+                    if h > l && (v > h + slack || v < l - slack) { beyond = true }
+                }
+                if beyond {
+                    habit *= Foundation.pow(habitDecay, Double(seen - lastExcursion))
+                    lastExcursion = seen
+                    // Half an excursion's slack: the count has decayed a little since the last ones.
+                    reading.certain = habitLimit <= 0 || habit < habitLimit - 0.5
+                    habit += 1
                 }
                 if reading.certain { explanation = Self.excess(x, refLo, refHi, count: d, window: window) }
             }
@@ -90,7 +112,7 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         // The reference catches up: a new level alerts once, a drift when it has gone past the
         // margin within `refresh` samples (and again after each further margin). Also while the
         // range is young, or still empty (no warm-up: from the first sample).
-        if reading.certain || untilRefresh == refresh || seen < mature || refHi[0] < refLo[0] {
+        if beyond || untilRefresh == refresh || seen < mature || refHi[0] < refLo[0] {
             refLo.update(from: lo, count: d)
             refHi.update(from: hi, count: d)
         }
@@ -130,10 +152,11 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         w.write(seen)
         for f in 0..<dimension { w.write(referenceLow[f]) }
         for f in 0..<dimension { w.write(referenceHigh[f]) }
+        w.write(habit.bitPattern); w.write(lastExcursion)
     }
 
     public func decode(_ r: inout StateReader, version: UInt32) throws {
-        guard version == 1 else { throw StateError.unsupportedVersion(version) }
+        guard version == 1 || version == 2 else { throw StateError.unsupportedVersion(version) }
         guard Int(try r.read(UInt32.self)) == dimension else { throw StateError.invalid("range width") }
         let l = try (0..<dimension).map { _ in try r.read(Float.self) }
         let h = try (0..<dimension).map { _ in try r.read(Float.self) }
@@ -141,6 +164,11 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         let rl = try (0..<dimension).map { _ in try r.read(Float.self) }
         let rh = try (0..<dimension).map { _ in try r.read(Float.self) }
         restore(low: l, high: h, seen: seen, reference: (rl, rh))
+        if version >= 2 {
+            habit = Double(bitPattern: try r.read(UInt64.self))
+            lastExcursion = try r.read(UInt64.self)
+            guard habit.isFinite, habit >= 0, lastExcursion <= seen else { throw StateError.invalid("range habit") }
+        }
     }
 
     /// Restores a range; the reference must lie inside the live range (the batch pre-check widens the

@@ -131,11 +131,11 @@ def test_replay_detail_explains_alerts_by_time_step(tmp_path):
             f.write(f"{t},{math.sin(t * 2 * math.pi / 50) + (8.0 if t == 1200 else 0.0):.5f}\n")
     rows = subprocess.run([EDDY, "replay", "--detail", str(csv)], capture_output=True, text=True,
                           check=True).stdout.splitlines()
-    assert rows[0] == "sequence,error,score,alert,warming_up,explanation"
+    assert rows[0] == "sequence,error,score,alert_score,alert,warming_up,explanation"
     spike = rows[1 + 1200].split(",")
     # 8 lies far beyond the sine's range: score 1, and the explanation says so.
-    assert spike[2] == "1.0" and spike[3] == "1", "the spike alerts"
-    assert spike[5] == "beyond range at t 100%"
+    assert spike[2] == "1.0" and spike[3] == "1.0" and spike[4] == "1", "the spike alerts"
+    assert spike[6] == "beyond range at t 100%"
     # With the range check off the reconstruction explains it: the spike is the newest value of its
     # window and carries most of the error.
     conf = tmp_path / "no-range.conf"
@@ -143,8 +143,8 @@ def test_replay_detail_explains_alerts_by_time_step(tmp_path):
     rows = subprocess.run([EDDY, "replay", "--detail", "--config", str(conf), str(csv)],
                           capture_output=True, text=True, check=True).stdout.splitlines()
     spike = rows[1 + 1200].split(",")
-    assert spike[3] == "1" and not spike[5].startswith("beyond"), "the reconstruction alone alerts"
-    top = spike[5].split("; ")[0]
+    assert spike[4] == "1" and not spike[6].startswith("beyond"), "the reconstruction alone alerts"
+    top = spike[6].split("; ")[0]
     assert top.startswith("t ") and int(top.split()[1].rstrip("%")) > 50
 
 
@@ -198,8 +198,8 @@ def test_replay_leaves_label_columns_out(tmp_path):
     # --detail prints each row's reconstruction error: equal errors, equal models.
     a = subprocess.run([EDDY, "replay", "--detail", str(plain)], capture_output=True, text=True, check=True)
     b = subprocess.run([EDDY, "replay", "--detail", str(labelled)], capture_output=True, text=True, check=True)
-    assert a.stdout == b.stdout and len(a.stdout.split()) == 801
-    assert len({row.split(",")[1] for row in a.stdout.split()[1:]}) > 100, "the errors are not all alike"
+    assert a.stdout == b.stdout and len(a.stdout.splitlines()) == 801
+    assert len({row.split(",")[1] for row in a.stdout.splitlines()[1:]}) > 100, "the errors are not all alike"
     assert "left out: is_anomaly" in b.stderr
     # --skip names another column; skipping every column is an error.
     c = subprocess.run([EDDY, "replay", "--detail", "--skip", lines[0].split(",")[1], str(plain)],
