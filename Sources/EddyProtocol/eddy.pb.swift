@@ -244,7 +244,7 @@ public nonisolated struct Eddy_V1_Score: Sendable {
   /// one's (1 beyond the stream's range). It ranks: a lasting incident keeps a high score.
   public var score: Float = 0
 
-  /// The alert policy: set on the first sample of an incident whose score reaches the threshold, not
+  /// The alert policy: set on the first sample of an incident whose alert strength reaches the threshold, not
   /// on the samples while it lasts (SPEC.md section 5). Never while warming up.
   public var alert: Bool = false
 
@@ -403,7 +403,7 @@ public nonisolated struct Eddy_V1_ModelSnapshot: @unchecked Sendable {
     set {_uniqueStorage()._steps = newValue}
   }
 
-  /// Width of the model's input: the stream's dim, or window × the number of window_scales.
+  /// Width of the model's input: the stream's dim, or window × the number of window_scales × dim.
   public var inputDim: UInt32 {
     get {_storage._inputDim}
     set {_uniqueStorage()._inputDim = newValue}

@@ -158,7 +158,8 @@ public struct Corpus: Sendable {
             throw Failure.unreadable(path, "no label column (one of \(labelColumns.sorted().joined(separator: ", ")))")
         }
         let timeColumn = header.firstIndex(of: "timestamp")
-        let valueColumns = header.indices.filter { $0 != labelColumn && $0 != timeColumn }
+        // Every label-named column is left out of the values (the first is the label), as replay does.
+        let valueColumns = header.indices.filter { !labelColumns.contains(header[$0]) && $0 != timeColumn }
         guard !valueColumns.isEmpty else { throw Failure.unreadable(path, "no value column") }
         var timestamps: [String] = [], values: [Float] = [], labels: [Bool] = []
         var lineNumber = 1

@@ -7,6 +7,7 @@ public enum Ranking {
     /// With no positive row, nil.
     public static func averagePrecision(_ scores: [Float], _ labels: [Bool]) -> Double? {
         precondition(scores.count == labels.count)
+        let scores = scores.map { $0.isNaN ? -Float.infinity : $0 }  // NaN ranks last (and has an order)
         let positives = labels.reduce(0) { $0 + ($1 ? 1 : 0) }
         guard positives > 0 else { return nil }
         let order = scores.indices.sorted { scores[$0] > scores[$1] }
@@ -30,6 +31,7 @@ public enum Ranking {
     /// normal one, ties counting half (Mann-Whitney U over midranks). Nil without both kinds of row.
     public static func rocArea(_ scores: [Float], _ labels: [Bool]) -> Double? {
         precondition(scores.count == labels.count)
+        let scores = scores.map { $0.isNaN ? -Float.infinity : $0 }  // NaN ranks last (and has an order)
         let positives = labels.reduce(0) { $0 + ($1 ? 1 : 0) }, negatives = labels.count - positives
         guard positives > 0, negatives > 0 else { return nil }
         let order = scores.indices.sorted { scores[$0] < scores[$1] }

@@ -60,9 +60,9 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// Excursions beyond the range within about `calibrationHorizon` samples after which a stream's
     /// further excursions are its habit, not certain anomalies (left to the other signals). 0: off.
     public var rangeHabit = 0.0
-    /// A score stands only when it is higher than every score of the last `repeatWindow` samples;
-    /// otherwise it is capped at 0.5, the score of an anomaly that lasts (just under `threshold` if
-    /// that is 0.5 or lower). An incident is reported
+    /// An alert strength stands only when it is higher than every strength of the last `repeatWindow`
+    /// samples; otherwise it is capped at 0.5 (just under `threshold` if that is 0.5 or lower) and
+    /// does not alert; the published score is not capped. An incident is reported
     /// once as it arrives, not again on each later sample whose window it still fills (its error can
     /// rise for a window's length as it moves through). 0: off.
     public var repeatWindow = 32
@@ -133,8 +133,9 @@ public struct StreamConfiguration: Sendable, Equatable {
         c.optimiser = AdamConfiguration(learningRate: learningRate, gradientClipNorm: gradientClipNorm)
         c.augmentation = AugmentationConfiguration(
             jitter: jitter, scale: scale, maskProbability: mask,
-            // Crop-and-resize stretches one window; across scales it would mix them.
-            cropMinimumFraction: window > 0 && windowScales.count == 1 ? crop : nil)
+            // Crop-and-resize stretches one window; across scales (or a multivariate window's
+            // channels, laid out one after another) it would mix them.
+            cropMinimumFraction: window > 0 && windowScales.count == 1 && max(dim, 1) == 1 ? crop : nil)
         c.normalise = true
         c.normaliserHorizon = normaliserHorizon
         c.seed = seed &+ 1
@@ -144,10 +145,12 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// Why this configuration cannot be used, if it cannot.
     public func validate(name: String) throws {
         func fail(_ why: String) throws { throw ConfigurationError.invalid("stream \(name): \(why)") }
-        if dim < 0 || window < 0 { try fail("dim and window must not be negative") }
-        if window == 1 || univariateWindow == 1 { try fail("a window needs at least 2 values") }
+        if dim < 0 || window < 0 || univariateWindow < 0 || multivariateWindow < 0 {
+            try fail("dim and the windows must not be negative")
+        }
+        if window == 1 || univariateWindow == 1 || multivariateWindow == 1 { try fail("a window needs at least 2 values") }
         if windowScales.isEmpty || windowScales.first! < 1 || zip(windowScales, windowScales.dropFirst()).contains(where: { $0 >= $1 })
-            || windowScales.last! * max(window, univariateWindow) > 1 << 14
+            || windowScales.last! * max(window, univariateWindow, multivariateWindow) > 1 << 14
         {
             // Each value costs window × the sum of the scales to build its input: keep it bounded.
             try fail("window_scales must be increasing, from 1 or more, and keep window × the largest at most 16384")
@@ -172,6 +175,10 @@ public struct StreamConfiguration: Sendable, Equatable {
             try fail("signals: unknown signal \"\(unknown)\" (known: \(DetectionChain.knownSignals.joined(separator: ", ")))")
         }
         if Set(signals).count != signals.count { try fail("signals: a signal is named twice") }
+        if signals.isEmpty { try fail("signals: name at least one (a stream without signals never scores)") }
+        if window > 0 && dim > 1 && inputDimension > 1 << 14 {
+            try fail("a window of \(window) rows at \(windowScales.count) scales over \(dim) channels is \(inputDimension) inputs, more than 16384")
+        }
         if !(mocoTemperature > 0) || !(0...1).contains(mocoMomentum) { try fail("moco_temperature > 0, moco_momentum in [0, 1]") }
         if autoencoderHidden.isEmpty || mocoEncoder.isEmpty || mocoHead.isEmpty
             || (autoencoderHidden + mocoEncoder + mocoHead).contains(where: { $0 < 1 })

@@ -309,6 +309,12 @@ public final class Daemon: @unchecked Sendable {
                 return .failure(.init(code: .dimMismatch, why: "stream \(name) is declared with dim \(declared.dim), got \(dim)"))
             }
             let settings = declared.resolved(dim: dim)
+            // The dim decides the model's input width (a multivariate window multiplies it).
+            do {
+                try settings.validate(name: name)
+            } catch {
+                return .failure(.init(code: .oversized, why: "\(error)"))
+            }
             let s = StreamPipeline(name: name, settings: settings)
             streams[name] = s
             streamOrder.append(name)

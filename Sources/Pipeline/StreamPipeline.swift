@@ -119,8 +119,9 @@ public final class StreamPipeline: @unchecked Sendable {
     public internal(set) var chain: DetectionChain
     /// A windowed stream's input shaping (nil: samples are the models' input as they come).
     var shaper: WindowShaper?
-    /// The chain's period check, if it has one (the chain's signals never change).
+    /// The chain's period check and reconstruction signal, if it has them (its signals never change).
     let periodSignal: PeriodSignal?
+    let reconstructionSignal: ReconstructionSignal?
     /// The trainer's latest autoencoder weights for the scorer, and their version (steps taken).
     let exchange: FloatBuffer
     var exchangeVersion: UInt64 = 0
@@ -158,6 +159,7 @@ public final class StreamPipeline: @unchecked Sendable {
         scorer.parameters.copy(from: exchange)
         chain = Self.chain(settings, sampleDimension: sampleDimension)
         periodSignal = chain.signal(PeriodSignal.self)
+        reconstructionSignal = chain.signal(ReconstructionSignal.self)
         if settings.window > 0 {
             shaper = WindowShaper(window: settings.window, scales: settings.windowScales, channels: sampleDimension)
         }
@@ -261,7 +263,8 @@ public final class StreamPipeline: @unchecked Sendable {
                 if v.alert && !v.certain && chain.name(of: v.source) == PeriodSignal.name { result.fromPeriod.insert(i) }
                 // Kept out of the buffer and the normaliser while it looks anomalous, unless the
                 // stream has looked anomalous for a whole hold-off (then it is the new normal).
-                let surprising = limit > 0 && !v.warmingUp && v.surprise >= limit
+                // The model's own surprise: what is kept from the model is what surprised it.
+                let surprising = limit > 0 && !v.warmingUp && (reconstructionSignal?.lastSurprise ?? -.infinity) >= limit
                 quarantineRun = surprising ? quarantineRun + 1 : 0
                 if surprising && quarantineRun <= holdOff { quarantinedRows.append(r) }
                 result.errors[i] = errors[r]

@@ -281,7 +281,11 @@ struct PipelineBench: ParsableCommand {
             """)
 
     @OptionGroup var options: BenchOptions
-    @Option(help: "Samples per score() call.") var batch: Int = 256
+    @Option(help: "Samples per score() call (1 to 4096).") var batch: Int = 256
+
+    func validate() throws {
+        if !(1...4096).contains(batch) { throw ValidationError("--batch must be in 1...4096") }
+    }
     @Option(help: "Configuration file whose [stream] section the stream takes.") var config: String?
 
     func run() throws {

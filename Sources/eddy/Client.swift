@@ -19,8 +19,7 @@ func sampleFrames(
     return [Array(stream.utf8), try batch.serializedBytes()]
 }
 
-/// Parses CSV lines into numeric rows. Blank lines are ignored.
-/// Numeric rows of a CSV. A header (a first line with a field that is not a number) names columns
+/// Numeric rows of a CSV (blank lines are ignored). A header (a first line with a field that is not a number) names columns
 /// that are not features: `timestamp`, a label column (`is_anomaly`, `label`, `anomaly`, ...: an
 /// anomaly label learned as a feature would teach the model that the label is part of normal data)
 /// and any named in `skipping`.

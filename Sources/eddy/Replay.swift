@@ -52,7 +52,7 @@ struct Replay: ParsableCommand {
             let s = values.withUnsafeBufferPointer { run!.next($0.baseAddress!) }
             if plot != nil {
                 drawn.values.append(values[0])
-                drawn.scores.append(s.score)
+                drawn.scores.append(s.alertScore)  // what the threshold line is compared with
                 if s.alert { drawn.alerts.append(Int(s.sequence)) }
                 if s.warmingUp { drawn.warmup = Int(s.sequence) + 1 }
             }

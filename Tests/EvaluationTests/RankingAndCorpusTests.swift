@@ -28,6 +28,12 @@ import Testing
         #expect(Ranking.rocArea([0.9, 0.1], [true, false]) == 1)
     }
 
+    /// A NaN (a model that diverged) ranks last instead of stalling the tie loop.
+    @Test func notANumberRanksLast() {
+        #expect(Ranking.averagePrecision([.nan, 0.9, 0.1], [false, true, false]) == 1)
+        #expect(Ranking.rocArea([.nan, 0.9, 0.1], [true, false, false]) == 0)
+    }
+
     @Test func undefinedWithoutBothKinds() {
         #expect(Ranking.averagePrecision([0.3, 0.2], [false, false]) == nil)
         #expect(Ranking.rocArea([0.3, 0.2], [true, true]) == nil)

@@ -528,7 +528,7 @@ import Testing
 
     /// Two channels, window 2 at scales [1, 2], over rows (1, 10) ... (4, 40): scale by scale, channel
     /// by channel, oldest first.
-    @Test func aMultivariateRowHoldsEachChannelsWindow() {
+    @Test func aMultivariateRowHoldsEachChannelsWindow() throws {
         var row = [Float](repeating: 0, count: 8)
         row.withUnsafeMutableBufferPointer {
             WindowShaper.windowRow([1, 10, 2, 20, 3, 30, 4, 40], window: 2, scales: [1, 2], channels: 2, into: $0.baseAddress!)
@@ -540,6 +540,16 @@ import Testing
         let resolved = settings.resolved(dim: 2)
         #expect(resolved.window == 2 && resolved.inputDimension == 8 && resolved.historyLength == 4)
         #expect(StreamConfiguration().resolved(dim: 2).window == 0, "off by default: rows are scored alone")
+        // Negative, single-row and too-wide windows are refused before a model is built.
+        for bad in [-1, 1] {
+            var s = StreamConfiguration()
+            s.multivariateWindow = bad
+            #expect(throws: ConfigurationError.self) { try s.resolved(dim: 3).validate(name: "m") }
+        }
+        var wide = StreamConfiguration()
+        wide.multivariateWindow = 64
+        try wide.resolved(dim: 100).validate(name: "m")  // 12,800 inputs
+        #expect(throws: ConfigurationError.self) { try wide.resolved(dim: 200).validate(name: "m") }  // 25,600 inputs
         // Through the pipeline: the fourth row is the first with a full history, and its row is the one above.
         var pipeline = OfflineRun(name: "m", settings: resolved)
         let rows: [[Float]] = [[1, 10], [2, 20], [3, 30], [4, 40]]

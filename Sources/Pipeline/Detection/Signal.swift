@@ -87,12 +87,15 @@ public final class ReconstructionSignal: AnomalySignal, @unchecked Sendable {
     public static let minimumCalibration = 100
 
     public internal(set) var calibrator: Calibrator
+    /// The surprise of the last scored error (−∞ before any).
+    public private(set) var lastSurprise = -Float.infinity
 
     public init(horizon: Int, holdOff: Int) { calibrator = Calibrator(horizon: horizon, holdOff: holdOff) }
 
     public func read(_ o: inout Observation) -> Reading {
         guard let logError = o.logError else { return Reading(warming: warming) }
         let c = calibrator.score(logError: logError)
+        lastSurprise = c.surprise
         return Reading(surprise: c.surprise, strength: c.score, warming: warming)
     }
 
