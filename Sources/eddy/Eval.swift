@@ -173,12 +173,17 @@ struct Eval: ParsableCommand {
         }
 
         let fileEvents = corpus.files.indices.map { NAB.events(series[$0], scores: alertScores[$0], threshold: threshold) }
+        let thresholdFolds = Self.thresholdFolds(familyFiles, series: series, alertScores: alertScores)
         if json {
             var o: [String: Any] = ["layout": corpus.layout.rawValue, "threshold": Double(threshold)]
             o["events_at_alert_threshold"] = total.object
             o["families"] = families.indices.map { k -> [String: Any] in
                 var f = byFamily[k].object
                 f["family"] = families[k]
+                if let fold = thresholdFolds[k] {
+                    f["threshold_chosen_by_others"] = fold.threshold
+                    f["f1_at_others_threshold"] = fold.f1
+                }
                 f["files"] = familyFiles[k].count
                 if !folds.isEmpty && folds[k].own.perfect > folds[k].own.null {
                     f["nab_standard_own_threshold"] = folds[k].own.normalised
@@ -257,6 +262,13 @@ struct Eval: ParsableCommand {
             print(line(families[k], familyFiles[k].count, byFamily[k], fold: folds.isEmpty ? nil : folds[k]))
         }
         print(line("all", corpus.files.count, total, fold: nil))
+        let chosen = thresholdFolds.compactMap { $0 }
+        if !chosen.isEmpty {
+            let text = families.indices.compactMap { k in
+                thresholdFolds[k].map { "\(families[k]) \(String(format: "%.2f at %.3g", $0.f1, $0.threshold))" }
+            }
+            print("event F1 of each family at the alert threshold the other families chose: " + text.joined(separator: ", "))
+        }
         if !profiles.isEmpty {
             print("")
             for p in profiles {
@@ -274,6 +286,33 @@ struct Eval: ParsableCommand {
             }
         }
         for key in ["event_f1", "auc_pr"] { if let s = spread[key] { print(key.padded(24) + Self.spreadText(s)) } }
+    }
+
+    /// Thresholds an operator might choose for the alert strength.
+    static let thresholdGrid: [Double] = [0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95, 0.99, 0.999]
+
+    /// Leave one family out for the alert threshold: for each family with events, the threshold of
+    /// the grid with the best pooled event F1 on the other families (the higher on a tie), and the
+    /// family's own event F1 at it. Nil for a family without events, or with no other family.
+    static func thresholdFolds(
+        _ familyFiles: [[Int]], series: [LabelledSeries], alertScores: [[Float]]
+    ) -> [(threshold: Double, f1: Double)?] {
+        guard familyFiles.count > 1 else { return familyFiles.map { _ in nil } }
+        // Events per family at every threshold of the grid, counted once.
+        let events = familyFiles.map { idx in
+            thresholdGrid.map { t in
+                idx.map { NAB.events(series[$0], scores: alertScores[$0], threshold: Float(t)) }.reduce(NAB.Events(), +)
+            }
+        }
+        return familyFiles.indices.map { k -> (threshold: Double, f1: Double)? in
+            guard events[k][0].found + events[k][0].missed > 0 else { return nil }
+            var best = (index: thresholdGrid.count - 1, f1: -1.0)
+            for g in thresholdGrid.indices.reversed() {
+                let others = familyFiles.indices.filter { $0 != k }.map { events[$0][g] }.reduce(NAB.Events(), +)
+                if others.f1 > best.f1 { best = (g, others.f1) }
+            }
+            return (thresholdGrid[best.index], events[k][best.index].f1)
+        }
     }
 
     static func spreadText(_ s: [Double]) -> String {

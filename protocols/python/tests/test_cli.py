@@ -169,6 +169,10 @@ def test_eval_reads_labelled_rows_and_reports_events_and_ranking(tmp_path):
     assert total["auc_pr"]["score"] == 1.0
     families = {f["family"]: f for f in report["families"]}
     assert set(families) == {"a", "b"} and families["b"]["auc_pr"]["score"] is None
+    # Leave one family out for the threshold: "b" has no events and no false alarm at any threshold,
+    # so it chooses the highest (0.999), at which "a"'s spike (strength 1) is still found.
+    assert families["a"]["threshold_chosen_by_others"] == 0.999 and families["a"]["f1_at_others_threshold"] == 1.0
+    assert "threshold_chosen_by_others" not in families["b"]
     files = {f["file"]: f for f in report["files"]}
     assert files["a/s.csv"]["dim"] == 2
     start, end, first = files["a/s.csv"]["window_detections"][0]
