@@ -301,9 +301,7 @@ public final class Daemon: @unchecked Sendable {
     func stream(named name: String, dim: Int) -> Result<StreamPipeline, Admission.Refusal> {
         streamsLock.withLock {
             if let s = streams[name] { return .success(s) }
-            guard streams.count < configuration.maxStreams else {
-                return .failure(.init(code: .tooManyStreams, why: "the daemon already has its maximum of \(configuration.maxStreams) streams"))
-            }
+            // A stream that could never be built says so whether or not there is room for one.
             let declared = configuration.settings(for: name)
             if declared.dim > 0 && declared.dim != dim {
                 return .failure(.init(code: .dimMismatch, why: "stream \(name) is declared with dim \(declared.dim), got \(dim)"))
@@ -314,6 +312,9 @@ public final class Daemon: @unchecked Sendable {
                 try settings.validate(name: name)
             } catch {
                 return .failure(.init(code: .oversized, why: "\(error)"))
+            }
+            guard streams.count < configuration.maxStreams else {
+                return .failure(.init(code: .tooManyStreams, why: "the daemon already has its maximum of \(configuration.maxStreams) streams"))
             }
             let s = StreamPipeline(name: name, settings: settings)
             streams[name] = s

@@ -179,6 +179,10 @@ func values(_ n: Int, seed: Int) -> [Float] {
         var config = testConfiguration()
         config.maxStreams = 2
         config.maxSamplesPerMessage = 100
+        // A declared stream whose window over 200 channels would be 25,600 inputs wide.
+        var wide = config.streamDefaults
+        wide.multivariateWindow = 64
+        config.streams["wide"] = wide
         let daemon = try Daemon(configuration: config, logger: quietLogger)
         let endpoints = try daemon.start()
         defer { daemon.stop() }
@@ -205,6 +209,7 @@ func values(_ n: Int, seed: Int) -> [Float] {
             (.nonFinite, [Array("good".utf8), try batchBytes(stream: "good", dim: 4, count: 2, values: nan)]),
             (.nonFinite, [Array("new".utf8), try batchBytes(stream: "new", dim: 4, count: 2, values: nan)]),
             (.oversized, [Array("good".utf8), try batchBytes(stream: "good", dim: 4, count: 101)]),
+            (.oversized, [Array("wide".utf8), try batchBytes(stream: "wide", dim: 200, count: 1)]),
             (.badStreamName, [Array("a/b".utf8), try batchBytes(stream: "a/b", dim: 4, count: 1)]),
             (.tooManyStreams, [Array("third".utf8), try batchBytes(stream: "third", dim: 4, count: 1)]),
         ]
