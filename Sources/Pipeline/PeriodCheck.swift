@@ -207,7 +207,7 @@ public struct PeriodCheck: Sendable, Equatable {
     public mutating func learn(logRatio: Float) { calibrator.update(logError: logRatio) }
 
     /// Whether the statistics have seen enough ratios to score.
-    public var ready: Bool { calibrator.count >= UInt64(StreamPipeline.minimumCalibration) }
+    public var ready: Bool { calibrator.count >= UInt64(ReconstructionSignal.minimumCalibration) }
 
     /// The first local maximum of the autocorrelation among lags 21...298 that reaches
     /// `minimumCorrelation`, or 0. Each lag's products are averaged over the pairs it has (the

@@ -198,9 +198,6 @@ public final class StreamPipeline: @unchecked Sendable {
 
     // MARK: Ingest
 
-    /// Errors the calibrator must have seen before its scores can alert.
-    public static let minimumCalibration = ReconstructionSignal.minimumCalibration
-
     /// Scores `count` samples `(count, sampleDimension)` with the current autoencoder, then admits them
     /// to the buffer and the normaliser and owes the trainer its steps. Values must be finite.
     ///
@@ -302,11 +299,6 @@ public final class StreamPipeline: @unchecked Sendable {
             }
         }
         return result
-    }
-
-    /// A windowed stream's model input for its newest value (`WindowShaper.windowRow`).
-    public static func windowRow(_ history: [Float], window w: Int, scales: [Int], into row: UnsafeMutablePointer<Float>) {
-        WindowShaper.windowRow(history, window: w, scales: scales, into: row)
     }
 
     /// The window an alert's contributions name time steps of: a univariate stream's (a multivariate

@@ -136,22 +136,21 @@ struct Eval: ParsableCommand {
         }
         // The same configuration with other seeds: the spread of the headline figures.
         var spread: [String: [Double]] = [:]
-        func record(_ results: [FileResult]) {
-            let f = Figures(corpus.files, results, threshold: threshold)
+        func record(_ f: Figures, _ nab: [NAB.ProfileResult]) {
             spread["event_f1", default: []].append(f.events.f1)
             if let ap = f.averagePrecision.score { spread["auc_pr", default: []].append(ap) }
-            if isNAB {
-                for p in NABProfile.all {
-                    spread[p.name, default: []].append(NAB.score(series, scores: results.map(\.alertScores), profile: p).normalised)
-                }
-            }
+            for p in nab { spread[p.profile.name, default: []].append(p.normalised) }
         }
         if extraSeeds > 0 {
-            record(results)
+            record(total, profiles)  // the first seed's figures, worked out above
             for k in 0..<extraSeeds {
                 var other = settings
                 other.seed = settings.seed &+ UInt64(k + 1)
-                record(try scoreAll(corpus.files, settings: other))
+                let results = try scoreAll(corpus.files, settings: other)
+                let scores = results.map(\.alertScores)
+                record(
+                    Figures(corpus.files, results, threshold: threshold),
+                    isNAB ? NABProfile.all.map { NAB.score(series, scores: scores, profile: $0) } : [])
             }
         }
 

@@ -515,7 +515,7 @@ import Testing
     @Test func aMultiScaleRowHoldsTheRawWindowThenBlockMeans() {
         var row = [Float](repeating: 0, count: 8)
         row.withUnsafeMutableBufferPointer {
-            StreamPipeline.windowRow((1...8).map(Float.init), window: 4, scales: [1, 2], into: $0.baseAddress!)
+            WindowShaper.windowRow((1...8).map(Float.init), window: 4, scales: [1, 2], into: $0.baseAddress!)
         }
         #expect(row == [5, 6, 7, 8, 1.5, 3.5, 5.5, 7.5])
         var settings = StreamConfiguration()
