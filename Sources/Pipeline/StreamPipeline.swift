@@ -239,8 +239,9 @@ public final class StreamPipeline: @unchecked Sendable {
         lock.withLock {
             let modelReady = scorerVersion >= UInt64(settings.warmupSteps)
             let warming = accepted + UInt64(count) <= UInt64(settings.warmupSamples) || !modelReady
-            // The loop works on a local chain: a class's stored properties cost a dynamic exclusivity
-            // check per access. Swapped out (not copied) so the signals' buffers stay uniquely owned.
+            // The loop works on a local chain (its policy is a value mutated per sample): a class's
+            // stored property would cost a dynamic exclusivity check per access where those are on.
+            // Swapped out, not copied, so the policy's ring stays uniquely owned.
             var chain = DetectionChain(signals: [], policy: AlertPolicy(threshold: 1, repeatWindow: 0))
             swap(&chain, &self.chain)
             var quarantineRun = self.quarantineRun
