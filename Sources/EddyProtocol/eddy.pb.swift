@@ -302,53 +302,96 @@ public nonisolated struct Eddy_V1_ScoreBatch: Sendable {
 }
 
 /// One alerting sample (topic `alert/<stream>/`), with what its error comes from.
-public nonisolated struct Eddy_V1_Alert: Sendable {
+public nonisolated struct Eddy_V1_Alert: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var stream: String = String()
+  public var stream: String {
+    get {_storage._stream}
+    set {_uniqueStorage()._stream = newValue}
+  }
 
-  public var modelVersion: UInt64 = 0
+  public var modelVersion: UInt64 {
+    get {_storage._modelVersion}
+    set {_uniqueStorage()._modelVersion = newValue}
+  }
 
-  public var threshold: Float = 0
+  public var threshold: Float {
+    get {_storage._threshold}
+    set {_uniqueStorage()._threshold = newValue}
+  }
 
   public var score: Eddy_V1_Score {
-    get {_score ?? Eddy_V1_Score()}
-    set {_score = newValue}
+    get {_storage._score ?? Eddy_V1_Score()}
+    set {_uniqueStorage()._score = newValue}
   }
   /// Returns true if `score` has been explicitly set.
-  public var hasScore: Bool {self._score != nil}
+  public var hasScore: Bool {_storage._score != nil}
   /// Clears the value of `score`. Subsequent reads from it will return its default value.
-  public mutating func clearScore() {self._score = nil}
+  public mutating func clearScore() {_uniqueStorage()._score = nil}
 
   /// The largest contributions to the squared error, largest first (at most 5).
-  public var topFeatures: [Eddy_V1_Contribution] = []
+  public var topFeatures: [Eddy_V1_Contribution] {
+    get {_storage._topFeatures}
+    set {_uniqueStorage()._topFeatures = newValue}
+  }
 
   /// For a windowed univariate stream, its window length: each top_features index is then a time step in the
   /// window (0 the oldest, window - 1 the newest value, the one this score belongs to). 0: indices
   /// are features.
-  public var window: UInt32 = 0
+  public var window: UInt32 {
+    get {_storage._window}
+    set {_uniqueStorage()._window = newValue}
+  }
 
   /// A windowed stream's scales (as in ModelSnapshot): index i is position i % window of scale
   /// window_scales[i / window].
-  public var windowScales: [UInt32] = []
+  public var windowScales: [UInt32] {
+    get {_storage._windowScales}
+    set {_uniqueStorage()._windowScales = newValue}
+  }
 
   /// The sample lies beyond the range its stream has shown so far, by more than the stream's
   /// range_margin of that range: it scores 1 for that alone, and top_features share out how far each
   /// feature lies outside the range instead of the reconstruction error.
-  public var beyondRange: Bool = false
+  public var beyondRange: Bool {
+    get {_storage._beyondRange}
+    set {_uniqueStorage()._beyondRange = newValue}
+  }
 
   /// Set when the alert comes from the period check: the stream's last `window` values differ from
   /// those this many values (one period) earlier more than the stream's usual, beyond the recent
   /// peak; top_features still share out the reconstruction error.
-  public var period: UInt32 = 0
+  public var period: UInt32 {
+    get {_storage._period}
+    set {_uniqueStorage()._period = newValue}
+  }
+
+  /// Set when the alert comes from the discord signal: the last `discord_window` values of channel
+  /// `discord_channel` (0 for a univariate stream) are unlike every earlier window of that channel
+  /// within the stream's discord_history, beyond the channel's usual and recent peak; top_features
+  /// still share out the reconstruction error.
+  public var discord: Bool {
+    get {_storage._discord}
+    set {_uniqueStorage()._discord = newValue}
+  }
+
+  public var discordChannel: UInt32 {
+    get {_storage._discordChannel}
+    set {_uniqueStorage()._discordChannel = newValue}
+  }
+
+  public var discordWindow: UInt32 {
+    get {_storage._discordWindow}
+    set {_uniqueStorage()._discordWindow = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
 
-  fileprivate var _score: Eddy_V1_Score? = nil
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// A named float32 array.
@@ -868,73 +911,146 @@ nonisolated extension Eddy_V1_ScoreBatch: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Eddy_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Alert"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{3}model_version\0\u{1}threshold\0\u{1}score\0\u{3}top_features\0\u{1}window\0\u{3}window_scales\0\u{3}beyond_range\0\u{1}period\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{3}model_version\0\u{1}threshold\0\u{1}score\0\u{3}top_features\0\u{1}window\0\u{3}window_scales\0\u{3}beyond_range\0\u{1}period\0\u{1}discord\0\u{3}discord_channel\0\u{3}discord_window\0")
+
+  fileprivate class _StorageClass {
+    var _stream: String = String()
+    var _modelVersion: UInt64 = 0
+    var _threshold: Float = 0
+    var _score: Eddy_V1_Score? = nil
+    var _topFeatures: [Eddy_V1_Contribution] = []
+    var _window: UInt32 = 0
+    var _windowScales: [UInt32] = []
+    var _beyondRange: Bool = false
+    var _period: UInt32 = 0
+    var _discord: Bool = false
+    var _discordChannel: UInt32 = 0
+    var _discordWindow: UInt32 = 0
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _stream = source._stream
+      _modelVersion = source._modelVersion
+      _threshold = source._threshold
+      _score = source._score
+      _topFeatures = source._topFeatures
+      _window = source._window
+      _windowScales = source._windowScales
+      _beyondRange = source._beyondRange
+      _period = source._period
+      _discord = source._discord
+      _discordChannel = source._discordChannel
+      _discordWindow = source._discordWindow
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.stream) }()
-      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.modelVersion) }()
-      case 3: try { try decoder.decodeSingularFloatField(value: &self.threshold) }()
-      case 4: try { try decoder.decodeSingularMessageField(value: &self._score) }()
-      case 5: try { try decoder.decodeRepeatedMessageField(value: &self.topFeatures) }()
-      case 6: try { try decoder.decodeSingularUInt32Field(value: &self.window) }()
-      case 7: try { try decoder.decodeRepeatedUInt32Field(value: &self.windowScales) }()
-      case 8: try { try decoder.decodeSingularBoolField(value: &self.beyondRange) }()
-      case 9: try { try decoder.decodeSingularUInt32Field(value: &self.period) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._stream) }()
+        case 2: try { try decoder.decodeSingularUInt64Field(value: &_storage._modelVersion) }()
+        case 3: try { try decoder.decodeSingularFloatField(value: &_storage._threshold) }()
+        case 4: try { try decoder.decodeSingularMessageField(value: &_storage._score) }()
+        case 5: try { try decoder.decodeRepeatedMessageField(value: &_storage._topFeatures) }()
+        case 6: try { try decoder.decodeSingularUInt32Field(value: &_storage._window) }()
+        case 7: try { try decoder.decodeRepeatedUInt32Field(value: &_storage._windowScales) }()
+        case 8: try { try decoder.decodeSingularBoolField(value: &_storage._beyondRange) }()
+        case 9: try { try decoder.decodeSingularUInt32Field(value: &_storage._period) }()
+        case 10: try { try decoder.decodeSingularBoolField(value: &_storage._discord) }()
+        case 11: try { try decoder.decodeSingularUInt32Field(value: &_storage._discordChannel) }()
+        case 12: try { try decoder.decodeSingularUInt32Field(value: &_storage._discordWindow) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    // The use of inline closures is to circumvent an issue where the compiler
-    // allocates stack space for every if/case branch local when no optimizations
-    // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
-    // https://github.com/apple/swift-protobuf/issues/1182
-    if !self.stream.isEmpty {
-      try visitor.visitSingularStringField(value: self.stream, fieldNumber: 1)
-    }
-    if self.modelVersion != 0 {
-      try visitor.visitSingularUInt64Field(value: self.modelVersion, fieldNumber: 2)
-    }
-    if self.threshold.bitPattern != 0 {
-      try visitor.visitSingularFloatField(value: self.threshold, fieldNumber: 3)
-    }
-    try { if let v = self._score {
-      try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
-    } }()
-    if !self.topFeatures.isEmpty {
-      try visitor.visitRepeatedMessageField(value: self.topFeatures, fieldNumber: 5)
-    }
-    if self.window != 0 {
-      try visitor.visitSingularUInt32Field(value: self.window, fieldNumber: 6)
-    }
-    if !self.windowScales.isEmpty {
-      try visitor.visitPackedUInt32Field(value: self.windowScales, fieldNumber: 7)
-    }
-    if self.beyondRange != false {
-      try visitor.visitSingularBoolField(value: self.beyondRange, fieldNumber: 8)
-    }
-    if self.period != 0 {
-      try visitor.visitSingularUInt32Field(value: self.period, fieldNumber: 9)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
+      if !_storage._stream.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._stream, fieldNumber: 1)
+      }
+      if _storage._modelVersion != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._modelVersion, fieldNumber: 2)
+      }
+      if _storage._threshold.bitPattern != 0 {
+        try visitor.visitSingularFloatField(value: _storage._threshold, fieldNumber: 3)
+      }
+      try { if let v = _storage._score {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 4)
+      } }()
+      if !_storage._topFeatures.isEmpty {
+        try visitor.visitRepeatedMessageField(value: _storage._topFeatures, fieldNumber: 5)
+      }
+      if _storage._window != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._window, fieldNumber: 6)
+      }
+      if !_storage._windowScales.isEmpty {
+        try visitor.visitPackedUInt32Field(value: _storage._windowScales, fieldNumber: 7)
+      }
+      if _storage._beyondRange != false {
+        try visitor.visitSingularBoolField(value: _storage._beyondRange, fieldNumber: 8)
+      }
+      if _storage._period != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._period, fieldNumber: 9)
+      }
+      if _storage._discord != false {
+        try visitor.visitSingularBoolField(value: _storage._discord, fieldNumber: 10)
+      }
+      if _storage._discordChannel != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._discordChannel, fieldNumber: 11)
+      }
+      if _storage._discordWindow != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._discordWindow, fieldNumber: 12)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Eddy_V1_Alert, rhs: Eddy_V1_Alert) -> Bool {
-    if lhs.stream != rhs.stream {return false}
-    if lhs.modelVersion != rhs.modelVersion {return false}
-    if lhs.threshold != rhs.threshold {return false}
-    if lhs._score != rhs._score {return false}
-    if lhs.topFeatures != rhs.topFeatures {return false}
-    if lhs.window != rhs.window {return false}
-    if lhs.windowScales != rhs.windowScales {return false}
-    if lhs.beyondRange != rhs.beyondRange {return false}
-    if lhs.period != rhs.period {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._stream != rhs_storage._stream {return false}
+        if _storage._modelVersion != rhs_storage._modelVersion {return false}
+        if _storage._threshold != rhs_storage._threshold {return false}
+        if _storage._score != rhs_storage._score {return false}
+        if _storage._topFeatures != rhs_storage._topFeatures {return false}
+        if _storage._window != rhs_storage._window {return false}
+        if _storage._windowScales != rhs_storage._windowScales {return false}
+        if _storage._beyondRange != rhs_storage._beyondRange {return false}
+        if _storage._period != rhs_storage._period {return false}
+        if _storage._discord != rhs_storage._discord {return false}
+        if _storage._discordChannel != rhs_storage._discordChannel {return false}
+        if _storage._discordWindow != rhs_storage._discordWindow {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -72,6 +72,15 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// last `window` values are also compared with those one period earlier (see `PeriodCheck`) and
     /// the larger of the two scores counts.
     public var period = PeriodSetting.auto
+    /// The discord signal (`DiscordSignal`): each channel's last `discordWindow` values against the
+    /// nearest earlier window within `discordHistory` values; a stream of more than `discordChannels`
+    /// channels goes without it (it costs O(history) per channel per sample).
+    public var discordWindow = 32
+    public var discordHistory = 1024
+    public var discordChannels = 8
+    /// A discord alerts only when its surprise passes the larger of its recent peak and this margin
+    /// (standard units) by enough for the threshold.
+    public var discordMargin: Float = 4
     /// The signals of the stream's detection chain (`DetectionChain.knownSignals`), run in the chain's
     /// order whatever the order here. Without `range` the range is still kept (the period check scales
     /// by it) but never scores; without `reconstruction` the models still train but their error does
@@ -174,6 +183,11 @@ public struct StreamConfiguration: Sendable, Equatable {
         if let unknown = signals.first(where: { !DetectionChain.knownSignals.contains($0) }) {
             try fail("signals: unknown signal \"\(unknown)\" (known: \(DetectionChain.knownSignals.joined(separator: ", ")))")
         }
+        if discordWindow < 2 || discordWindow > 4096 || discordHistory < discordWindow || discordHistory > 1 << 16 {
+            try fail("discord_window must be in 2...4096 and discord_history in discord_window...65536")
+        }
+        if !(discordMargin >= 0 && discordMargin <= 100) { try fail("discord_margin must be in 0...100") }
+        if discordChannels < 0 || discordChannels > 1 << 14 { try fail("discord_channels must be in 0...16384") }
         if Set(signals).count != signals.count { try fail("signals: a signal is named twice") }
         if signals.isEmpty { try fail("signals: name at least one (a stream without signals never scores)") }
         if window > 0 && dim > 1 && inputDimension > 1 << 14 {

@@ -18,13 +18,16 @@ public struct SampleScore: Sendable, Equatable {
     public var beyondRange: Bool
     /// The alert comes from the period check (the stream's period is `ScoredBatch.period`).
     public var fromPeriod: Bool
+    /// The alert comes from the discord signal: the channel whose last values are unlike every
+    /// earlier window (nil: it does not).
+    public var discordChannel: Int? = nil
     public var timestamp: Int64
     /// For alerts: (feature or time step, share of the squared error), largest first.
     public var topFeatures: [(index: Int, share: Float)]
 
     public static func == (a: SampleScore, b: SampleScore) -> Bool {
         a.sequence == b.sequence && a.error == b.error && a.score == b.score && a.alertScore == b.alertScore && a.alert == b.alert
-            && a.warmingUp == b.warmingUp && a.beyondRange == b.beyondRange && a.fromPeriod == b.fromPeriod && a.timestamp == b.timestamp
+            && a.warmingUp == b.warmingUp && a.beyondRange == b.beyondRange && a.fromPeriod == b.fromPeriod && a.discordChannel == b.discordChannel && a.timestamp == b.timestamp
             && a.topFeatures.map(\.index) == b.topFeatures.map(\.index)
     }
 }
@@ -47,6 +50,10 @@ public struct ScoredBatch: Sendable {
     /// Alerts (by index in the batch) that come from the period check, and the stream's period then.
     public var fromPeriod: Set<Int> = []
     public var period = 0
+    /// Alerts (by index in the batch) that come from the discord signal, and the channel.
+    public var fromDiscord: [Int: Int] = [:]
+    /// The stream's discord window (for those alerts).
+    public var discordWindow = 0
     /// The producer's timestamps, or empty.
     public var timestamps: [Int64]
     /// For each alerting sample (by index in the batch): the largest shares of its squared error.
@@ -63,7 +70,7 @@ public struct ScoredBatch: Sendable {
         SampleScore(
             sequence: firstSequence &+ UInt64(i), error: errors[i], score: scores[i], alertScore: alertScores[i], alert: alerts[i],
             warmingUp: warmingUp[i], beyondRange: beyondRange.contains(i), fromPeriod: fromPeriod.contains(i),
-            timestamp: timestamps.isEmpty ? 0 : timestamps[i],
+            discordChannel: fromDiscord[i], timestamp: timestamps.isEmpty ? 0 : timestamps[i],
             topFeatures: topFeatures[i] ?? [])
     }
 
@@ -192,6 +199,12 @@ public final class StreamPipeline: @unchecked Sendable {
                     window: settings.window, context: settings.historyLength, setting: settings.period,
                     horizon: settings.calibrationHorizon, holdOff: settings.alertHoldOff))
         }
+        if on.contains(DiscordSignal.name) && sampleDimension <= settings.discordChannels {
+            signals.append(
+                DiscordSignal(
+                    window: settings.discordWindow, history: settings.discordHistory, channels: sampleDimension,
+                    margin: settings.discordMargin, horizon: settings.calibrationHorizon, holdOff: settings.alertHoldOff))
+        }
         return DetectionChain(
             signals: signals, policy: AlertPolicy(threshold: settings.threshold, repeatWindow: settings.repeatWindow))
     }
@@ -258,7 +271,14 @@ public final class StreamPipeline: @unchecked Sendable {
                     values: values + i * sd, dimension: sd, logError: r >= 0 ? Calibrator.logError(errors[r]) : nil,
                     modelReady: modelReady)
                 guard let v = chain.judge(&o, warming: warming) else { continue }
-                if v.alert && !v.certain && chain.name(of: v.source) == PeriodSignal.name { result.fromPeriod.insert(i) }
+                if v.alert && !v.certain {
+                    let source = chain.signals[v.source]
+                    if source is PeriodSignal { result.fromPeriod.insert(i) }
+                    if let discord = source as? DiscordSignal {
+                        result.fromDiscord[i] = discord.lastChannel
+                        result.discordWindow = discord.window
+                    }
+                }
                 // Kept out of the buffer and the normaliser while it looks anomalous, unless the
                 // stream has looked anomalous for a whole hold-off (then it is the new normal).
                 // The model's own surprise: what is kept from the model is what surprised it.

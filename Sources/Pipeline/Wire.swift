@@ -82,6 +82,11 @@ public enum Wire {
         m.windowScales = batch.windowScales.map { UInt32($0) }
         m.beyondRange = s.beyondRange
         m.period = s.fromPeriod ? UInt32(batch.period) : 0
+        if let channel = s.discordChannel {
+            m.discord = true
+            m.discordChannel = UInt32(channel)
+            m.discordWindow = UInt32(batch.discordWindow)
+        }
         return m
     }
 

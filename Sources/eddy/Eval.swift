@@ -35,7 +35,7 @@ struct Eval: ParsableCommand {
     var slack: Int = 16
     @Option(
         help: ArgumentHelp(
-            "Run without these parts of the detector (comma-separated): a signal (range, reconstruction, period), repeat-cap, hold-off.",
+            "Run without these parts of the detector (comma-separated): a signal (range, reconstruction, period, discord), repeat-cap, hold-off.",
             valueName: "parts"))
     var without: String?
     @Flag(help: "One JSON object instead of the tables.") var json = false

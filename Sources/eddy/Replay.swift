@@ -60,8 +60,14 @@ struct Replay: ParsableCommand {
                 let pipeline = run!.pipeline
                 let why = describeContributions(
                     s.topFeatures, window: pipeline.explainedWindow, scales: pipeline.settings.windowScales, separator: "; ")
+                let history = pipeline.settings.discordHistory
                 let cause =
-                    !s.alert ? "" : s.beyondRange ? "beyond range at " : s.fromPeriod ? "unlike \(run!.pipeline.period) values earlier; " : ""
+                    !s.alert ? ""
+                    : s.beyondRange ? "beyond range at "
+                    : s.fromPeriod ? "unlike \(pipeline.period) values earlier; "
+                    : s.discordChannel.map { c in
+                        "\(pipeline.sampleDimension > 1 ? "channel \(c)'s" : "the") last \(pipeline.settings.discordWindow) values unlike any of the last \(history); "
+                    } ?? ""
                 print("\(s.sequence),\(s.error),\(s.score),\(s.alertScore),\(s.alert ? 1 : 0),\(s.warmingUp ? 1 : 0),\(cause)\(why)")
             } else {
                 print(String(format: "%.6f", s.score))

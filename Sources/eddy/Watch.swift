@@ -69,7 +69,9 @@ struct Watch: ParsableCommand {
                 + "error \(fmt(m.score.error)) threshold \(fmt(m.threshold)) "
                 + (m.beyondRange
                     ? "beyond range at \(features)"
-                    : (m.period > 0 ? "unlike \(m.period) values earlier; " : "") + "from \(features)")
+                    : (m.period > 0 ? "unlike \(m.period) values earlier; " : "")
+                        + (m.discord ? "channel \(m.discordChannel)'s last \(m.discordWindow) values unlike any before; " : "")
+                        + "from \(features)")
         case let m as Eddy_V1_ModelSnapshot:
             let kind = m.kind == .moco ? "moco" : "autoencoder"
             return "snapshot \(m.stream) \(kind) v\(m.version) after \(m.samplesSeen) samples, \(m.tensors.count) tensors"

@@ -186,9 +186,11 @@ import Testing
     /// score one more sample.
     /// (Each check alone: without the repeat window, which would cap an alert soon after another.)
     static func ready(
-        dim: Int, margin: Float = 0.05, refresh: Int = 100, repeatWindow: Int = 0, warmup: Int = 0
+        dim: Int, margin: Float = 0.05, refresh: Int = 100, repeatWindow: Int = 0, warmup: Int = 0,
+        signals: [String] = DetectionChain.knownSignals
     ) -> (StreamPipeline, ([Float]) -> SampleScore) {
         var settings = StreamConfiguration().resolved(dim: dim)
+        settings.signals = signals
         settings.warmupSamples = warmup
         settings.warmupSteps = 0
         settings.rangeMargin = margin
@@ -296,7 +298,8 @@ import Testing
     /// waits for a warm-up's worth of samples before trusting it; format 4 keeps the count (and
     /// its rule compares with the whole range, as it has no reference of its own).
     @Test func anOlderCheckpointsRangeWaitsForAWarmUp() throws {
-        let (p, _) = Self.ready(dim: 3)
+        // Formats before 6 had no discord signal: a stream without it restores to the same stream.
+        let (p, _) = Self.ready(dim: 3, signals: DetectionChain.knownSignals.filter { $0 != DiscordSignal.name })
         var settings = p.settings
         settings.warmupSamples = 100
         let current = p.serialized()

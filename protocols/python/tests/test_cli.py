@@ -159,7 +159,12 @@ def test_eval_reads_labelled_rows_and_reports_events_and_ranking(tmp_path):
                 v0 = math.sin(t * 2 * math.pi / 40)
                 v1 = math.cos(t * 2 * math.pi / 40) + (6.0 if t == spike else 0.0)
                 f.write(f"{t},{v0:.5f},{v1:.5f},{1 if t == spike else 0}\n")
-    run = subprocess.run([EDDY, "eval", str(tmp_path / "corpus"), "--json"], capture_output=True, text=True, check=True)
+    # Without the discord signal: every window that holds the spike is unlike all before it, so on this
+    # noiseless sine its surprise would tie the spike's rows after it at a score of 1.
+    conf = tmp_path / "no-discord.conf"
+    conf.write_text("[stream]\nsignals = range, reconstruction, period\n")
+    run = subprocess.run([EDDY, "eval", str(tmp_path / "corpus"), "--json", "--config", str(conf)],
+                         capture_output=True, text=True, check=True)
     report = json.loads(run.stdout)
     assert report["layout"] == "labelled-rows" and "profiles" not in report
     total = report["events_at_alert_threshold"]
@@ -177,14 +182,16 @@ def test_eval_reads_labelled_rows_and_reports_events_and_ranking(tmp_path):
     assert files["a/s.csv"]["dim"] == 2
     start, end, first = files["a/s.csv"]["window_detections"][0]
     assert (start, end) == (1700, 1716) and first == 1700
-    # Ablation: without the range rule the spike must come from the model; without both signals a
-    # multivariate stream (no period check) has nothing left to find it with.
+    # Ablation: without the range rule the spike must come from the model or the discord (a window
+    # holding the spike is unlike every earlier one); without all three a multivariate stream (no
+    # period check) has nothing left to find it with.
     def found(without):
         run = subprocess.run([EDDY, "eval", str(tmp_path / "corpus"), "--json", "--without", without],
                              capture_output=True, text=True, check=True)
         return json.loads(run.stdout)["events_at_alert_threshold"]["found"]
     assert found("range") == 1
-    assert found("range,reconstruction") == 0
+    assert found("range,reconstruction") == 1
+    assert found("range,reconstruction,discord") == 0
     bad = subprocess.run([EDDY, "eval", str(tmp_path / "corpus"), "--without", "nonsense"], capture_output=True, text=True)
     assert bad.returncode != 0 and "unknown part" in bad.stderr
 

@@ -255,3 +255,43 @@ def test_a_multivariate_window_is_built_the_same_in_numpy(start_daemon):
         np.testing.assert_allclose(snapshot.reconstruction_errors(rows), np.array(batch.errors, dtype=np.float32),
                                    rtol=1e-4, atol=1e-6)
     assert daemon.terminate()[0] == 0
+
+
+def test_a_change_of_shape_on_one_channel_alerts_from_the_discord_signal(start_daemon):
+    # Two sine channels; for 60 rows channel 1 runs at three times its frequency, inside its usual
+    # range. With only the discord signal scoring, the alert names it, the channel and the window.
+    daemon = start_daemon(extra_config="[stream.shape]\nsignals = discord\ndiscord_window = 16\n")
+    ep = daemon.endpoints
+    rng = np.random.default_rng(4)
+
+    def rows(start, n, fast=()):
+        t = np.arange(start, start + n)
+        period = np.where(np.isin(t, fast), 13.0, 40.0)
+        phase = np.cumsum(2 * np.pi / period) + 2 * np.pi * start / 40.0
+        return np.stack([np.sin(2 * np.pi * t / 30), np.sin(phase)], axis=1) + 0.03 * rng.standard_normal((n, 2))
+
+    with Producer(ep["ingest"]) as producer, Subscriber(ep["publish"]) as sub:
+        wait_heartbeat(sub)
+        for start in range(0, 3000, 250):
+            producer.send("shape", rows(start, 250).astype(np.float32))
+        while True:
+            hb = wait_heartbeat(sub)
+            stream = next((s for s in hb.streams if s.stream == "shape"), None)
+            if stream is not None and stream.accepted == 3000 and not stream.warming_up:
+                break
+        changed = range(3100, 3160)
+        producer.send("shape", rows(3000, 300, fast=list(changed)).astype(np.float32))
+        alerts = []
+        end = time.monotonic() + 10
+        while time.monotonic() < end:
+            got = sub.recv(timeout_ms=500)
+            if got and got[0] == "alert/shape/":
+                alerts.append(got[1])
+            if got and got[0] == "score/shape/" and got[1].first_sequence == 3000:
+                end = min(end, time.monotonic() + 1)  # its alerts are published with it
+    assert alerts, "no alert for the change of shape"
+    first = alerts[0]
+    assert 3100 <= first.score.sequence < 3160 + 16, [a.score.sequence for a in alerts]
+    assert first.discord and first.discord_channel == 1 and first.discord_window == 16
+    assert not first.beyond_range and first.period == 0
+    assert daemon.terminate()[0] == 0

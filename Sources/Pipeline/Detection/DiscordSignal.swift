@@ -1,0 +1,241 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+import Learning
+
+/// Shape novelty, per channel: how far the last `window` values of a channel (their mean removed)
+/// lie from the nearest earlier window of the same channel that ends at most `history` values
+/// before, and does not overlap them. A streaming matrix-profile discord (Yeh et al., "Matrix
+/// Profile I", 2016; Lu et al., "DAMP", 2022): a change of shape, frequency or amplitude that the
+/// stream has not shown within `history` values is far from every earlier window, while a value
+/// that merely repeats what came before has a near twin.
+///
+/// The distance of one window is O(1) per earlier window: the dot products of the current window
+/// with the window `lag` values earlier are kept for every lag and slid by one value per sample
+/// (STOMP's update, `QT[lag] += x[t]·x[t − lag] − x[t − w]·x[t − w − lag]`), and each window's
+/// centred energy (Σx² − (Σx)²/w) and mean are kept as the window ends. So a sample costs O(history)
+/// per channel. Sums are in Double, the values kept in rings written twice so every lag's slice is
+/// contiguous.
+///
+/// Each channel's `ln distance` (floored at a small share of the channel's variance, so a flat
+/// stream has a scale) is calibrated as the reconstruction error is (`Calibrator`); a sample's
+/// surprise is its channels' largest, its strength theirs. A stream wider than `maxChannels` does
+/// not use the signal (its cost grows with the channels).
+public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
+    public static let name = "discord"
+    public static let stateVersion: UInt32 = 1
+    /// Distances a channel's calibrator must have learned before its readings count.
+    public static let minimumCalibration = ReconstructionSignal.minimumCalibration
+    /// The distance floor, as a share of the channel's variance.
+    static let floorShare = 1e-4
+
+    public let window: Int
+    public let history: Int
+    public let channels: Int
+    /// A discord's alert strength is measured over the larger of its channel's recent peak surprise
+    /// and this (in standard units), so only a window clearly unlike all before it alerts.
+    public let margin: Float
+    /// Ring length: a value is needed until `history + window` samples after it.
+    let ring: Int
+    /// Samples read.
+    public private(set) var count = 0
+    public internal(set) var calibrators: [Calibrator]
+    /// Per channel, each a ring of `ring` slots written twice (slot i and i + ring): the values, the
+    /// centred energy and the mean of the window ending at each sample.
+    var values: [UnsafeMutablePointer<Double>]
+    var energy: [UnsafeMutablePointer<Double>]
+    var mean: [UnsafeMutablePointer<Double>]
+    /// Per channel, the current window's dot product with the window `lag` earlier, for lag
+    /// `window...history` (index lag).
+    var products: [UnsafeMutablePointer<Double>]
+    /// Per channel, Welford's running mean and sum of squares of the values (for the floor).
+    var moments: [(mean: Double, m2: Double)]
+    /// The last reading's `ln distance` per channel (nil: none), between `read` and `learn`.
+    var lastLog: [Float?]
+    /// The channel of the last reading's largest surprise.
+    public private(set) var lastChannel = 0
+
+    public init(window: Int, history: Int, channels: Int, margin: Float = 0, horizon: Int, holdOff: Int) {
+        self.margin = margin
+        self.window = max(2, window)
+        self.history = max(self.window, history)
+        self.channels = max(1, channels)
+        ring = self.history + self.window + 1
+        calibrators = Array(repeating: Calibrator(horizon: horizon, holdOff: holdOff), count: self.channels)
+        let r = ring, n = self.channels, h = self.history
+        func allocate(_ size: Int) -> [UnsafeMutablePointer<Double>] {
+            (0..<n).map { _ in
+                let p = UnsafeMutablePointer<Double>.allocate(capacity: size)
+                p.initialize(repeating: 0, count: size)
+                return p
+            }
+        }
+        values = allocate(2 * r)
+        energy = allocate(2 * r)
+        mean = allocate(2 * r)
+        products = allocate(h + 1)
+        moments = Array(repeating: (0, 0), count: self.channels)
+        lastLog = Array(repeating: nil, count: self.channels)
+    }
+
+    deinit {
+        for p in values + energy + mean + products { p.deallocate() }
+    }
+
+    /// Bytes the signal holds (for a stream's memory cost).
+    public static func bytes(window: Int, history: Int, channels: Int) -> Int {
+        let w = max(2, window), h = max(w, history)
+        return channels * 8 * (3 * 2 * (h + w + 1) + h + 1)
+    }
+
+    /// The largest lag with a whole earlier window once `count` values have been read.
+    var longestLag: Int { min(history, count - window) }
+
+    public func read(_ o: inout Observation) -> Reading {
+        guard o.dimension == channels else { return Reading() }
+        var best = Reading()
+        for c in 0..<channels {
+            let d = push(Double(o.values[c]), channel: c)
+            guard let d else { lastLog[c] = nil; continue }
+            let variance = count > 1 ? moments[c].m2 / Double(count - 1) : 0
+            let floor = max(Self.floorShare * variance, Double(Calibrator.floor))
+            let x = Float(log(max(d, floor)))
+            lastLog[c] = x
+            guard calibrators[c].count >= UInt64(Self.minimumCalibration) else { continue }
+            let peak = max(calibrators[c].recentPeak, margin)
+            let s = calibrators[c].score(logError: x)
+            if s.surprise > best.surprise { best.surprise = s.surprise; lastChannel = c }
+            best.strength = max(best.strength, Calibrator.score(surprise: s.surprise, peak: peak))
+        }
+        return best
+    }
+
+    public func learn(_ o: Observation, anomalous: Bool) {
+        guard !anomalous else { return }
+        for c in 0..<channels { if let x = lastLog[c] { calibrators[c].update(logError: x) } }
+    }
+
+    /// Appends channel `c`'s next value (the first channel advances the count) and returns the
+    /// current window's distance to its nearest earlier window (mean squared difference per value,
+    /// means removed), nil until there are `4 · window` earlier windows.
+    @inline(__always)
+    func push(_ x: Double, channel c: Int) -> Double? {
+        if c == 0 { count += 1 }
+        let t = count - 1, w = window, r = ring
+        let slot = t % r
+        let xs = values[c], es = energy[c], ms = mean[c]
+        xs[slot] = x
+        xs[slot + r] = x
+        var m = moments[c]
+        let delta = x - m.mean
+        m.mean += delta / Double(count)
+        m.m2 += delta * (x - m.mean)
+        moments[c] = m
+        guard count >= w else { return nil }
+        // The current window's sums, straight from its values (no drift).
+        let base = slot + r  // x[t − k] is xs[base − k]
+        var sum = 0.0, squares = 0.0
+        for k in 0..<w { let v = xs[base - k]; sum += v; squares += v * v }
+        let windowMean = sum / Double(w)
+        let windowEnergy = max(0, squares - sum * windowMean)
+        es[slot] = windowEnergy; es[slot + r] = windowEnergy
+        ms[slot] = windowMean; ms[slot + r] = windowMean
+        let longest = longestLag
+        guard longest >= w else { return nil }
+        let qt = products[c]
+        // Slide every lag that already had a window; the lag whose earlier window just became whole
+        // (it starts at value 0) is computed afresh.
+        let slid = count - w - 1 >= w ? min(history, count - w - 1) : w - 1
+        if slid >= w {
+            let newest = x, leaving = xs[base - w]
+            for lag in w...slid {
+                qt[lag] += newest * xs[base - lag] - leaving * xs[base - w - lag]
+            }
+        }
+        if longest > slid {
+            for lag in (slid + 1)...longest {
+                var dot = 0.0
+                for k in 0..<w { dot += xs[base - k] * xs[base - lag - k] }
+                qt[lag] = dot
+            }
+        }
+        guard longest - w + 1 >= 4 * w || longest == history else { return nil }
+        // d(lag) = E_now + E_then − 2 (QT − w · mean_now · mean_then), over w.
+        var nearest = Double.infinity
+        let wm = Double(w) * windowMean
+        for lag in w...longest {
+            let d = windowEnergy + es[base - lag] - 2 * (qt[lag] - wm * ms[base - lag])
+            nearest = min(nearest, d)
+        }
+        return max(0, nearest) / Double(w)
+    }
+
+    public var explanation: [(index: Int, share: Float)] { [] }
+
+    // MARK: Checkpoint
+
+    /// The count, each channel's moments, calibrator and kept values (oldest first); the products
+    /// and windows are worked out again from the values.
+    public func encode(_ w: inout StateWriter) {
+        w.write(UInt64(count))
+        let kept = min(count, ring)
+        for c in 0..<channels {
+            w.write(moments[c].mean.bitPattern); w.write(moments[c].m2.bitPattern)
+            calibrators[c].encode(&w)
+            w.write(UInt32(kept))
+            for i in (count - kept)..<count { w.write(values[c][i % ring].bitPattern) }
+        }
+    }
+
+    public func decode(_ r: inout StateReader, version: UInt32) throws {
+        guard version == 1 else { throw StateError.unsupportedVersion(version) }
+        let saved = Int(try r.read(UInt64.self))
+        guard saved >= 0 else { throw StateError.invalid("discord count") }
+        var kept: [[Double]] = []
+        var restoredMoments: [(Double, Double)] = []
+        var restoredCalibrators: [Calibrator] = []
+        for c in 0..<channels {
+            restoredMoments.append(
+                (Double(bitPattern: try r.read(UInt64.self)), Double(bitPattern: try r.read(UInt64.self))))
+            restoredCalibrators.append(
+                try Calibrator.decode(&r).reconfigured(horizon: calibrators[c].horizon, holdOff: calibrators[c].holdOff))
+            let n = Int(try r.read(UInt32.self))
+            guard n <= saved else { throw StateError.invalid("discord values") }
+            kept.append(try (0..<n).map { _ in Double(bitPattern: try r.read(UInt64.self)) })
+        }
+        // Replay the kept values (the newest `ring` at most) through fresh rings, then set the count
+        // and the statistics the values alone do not give.
+        let n = kept.first?.count ?? 0
+        guard kept.allSatisfy({ $0.count == n }) else { throw StateError.invalid("discord values") }
+        let start = max(0, n - ring)
+        count = saved - (n - start)
+        for c in 0..<channels { for p in [values[c], energy[c], mean[c]] { p.update(repeating: 0, count: 2 * ring) } }
+        replay(kept.map { Array($0[start...]) })
+        moments = restoredMoments.map { (mean: $0.0, m2: $0.1) }
+        calibrators = restoredCalibrators
+        lastLog = Array(repeating: nil, count: channels)
+    }
+
+    /// Pushes saved values again, one sample (every channel) at a time, with the count running on
+    /// from where it stands: the rings, windows and products come out as they were. The products of
+    /// lags whose earlier window lies before the first value are computed afresh as they come whole.
+    func replay(_ kept: [[Double]]) {
+        let n = kept.first?.count ?? 0
+        guard n > 0 else { return }
+        let firstCount = count
+        count = 0  // fresh rings: windows fill from these values on
+        for i in 0..<n {
+            for c in 0..<channels { _ = push(kept[c][i], channel: c) }
+        }
+        count = firstCount + n
+        // The rings are indexed by count mod ring: move them to where the true count puts them.
+        let shift = (firstCount) % ring
+        guard shift != 0 else { return }
+        for c in 0..<channels {
+            for p in [values[c], energy[c], mean[c]] {
+                let copy = Array(UnsafeBufferPointer(start: p, count: ring))
+                for i in 0..<ring { let v = copy[i]; p[(i + shift) % ring] = v; p[(i + shift) % ring + ring] = v }
+            }
+        }
+    }
+}

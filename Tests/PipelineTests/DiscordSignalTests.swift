@@ -1,0 +1,127 @@
+import Foundation
+import Learning
+@testable import Pipeline
+import Testing
+
+@Suite struct DiscordSignalTests {
+    /// The nearest earlier window's distance worked out directly: each channel's last `w` values,
+    /// means removed, against every earlier window that ends at least `w` values before the newest
+    /// and starts at most `history` values before the current window.
+    static func bruteForce(_ x: [Double], w: Int, history: Int) -> Double? {
+        let n = x.count
+        guard n >= w else { return nil }
+        let s = n - w
+        let q = Array(x[s...]), qm = q.reduce(0, +) / Double(w)
+        var best = Double.infinity
+        for lag in w...max(w, history) where s - lag >= 0 {
+            let p = Array(x[(s - lag)..<(s - lag + w)]), pm = p.reduce(0, +) / Double(w)
+            var d = 0.0
+            for k in 0..<w { let e = (q[k] - qm) - (p[k] - pm); d += e * e }
+            best = min(best, d / Double(w))
+        }
+        return best.isFinite ? best : nil
+    }
+
+    static func series(_ n: Int, seed: UInt64, channel: Int) -> [Double] {
+        var random = RandomSource(seed: seed &+ UInt64(channel))
+        return (0..<n).map { t in
+            100 * Double(channel) + sin(Double(t) * 2 * .pi / Double(17 + 5 * channel)) + 0.3 * Double(random.normal())
+        }
+    }
+
+    /// The sliding products give the brute-force distance at every sample, on every channel, past
+    /// the point where the ring wraps (values far from 0 on later channels, so cancellation would show).
+    @Test func slidingDistancesMatchTheDirectComputation() throws {
+        let (w, history, n, channels) = (8, 40, 400, 3)
+        let signal = DiscordSignal(window: w, history: history, channels: channels, horizon: 100, holdOff: 0)
+        let xs = (0..<channels).map { Self.series(n, seed: 5, channel: $0) }
+        var compared = 0
+        for t in 0..<n {
+            for c in 0..<channels {
+                let got = signal.push(xs[c][t], channel: c)
+                let lags = min(history, t + 1 - w) - w + 1
+                guard lags >= 4 * w || min(history, t + 1 - w) == history else {
+                    #expect(got == nil)
+                    continue
+                }
+                let want = try #require(Self.bruteForce(Array(xs[c][...t]), w: w, history: history))
+                let d = try #require(got, "a distance at sample \(t)")
+                #expect(abs(d - want) <= 1e-9 * max(1, want) + 1e-9, "channel \(c), sample \(t): \(d) vs \(want)")
+                compared += 1
+            }
+        }
+        #expect(compared > channels * (n - 2 * history))
+    }
+
+    /// A sine whose frequency doubles for a while: the change is far from every earlier window, so
+    /// the signal's surprise there is many standard units and its strength passes 0.9, while the
+    /// unchanged sine never reaches that strength.
+    @Test func aChangeOfShapeIsSurprisingAndTheUnchangedStreamIsNot() {
+        let signal = DiscordSignal(window: 16, history: 256, channels: 1, horizon: 1000, holdOff: 100)
+        var random = RandomSource(seed: 3)
+        var normalStrength: Float = 0, changedSurprise = -Float.infinity, changedStrength: Float = 0
+        for t in 0..<1600 {
+            let changed = (1200..<1260).contains(t)
+            var v = Float(sin(Double(t) * 2 * .pi / (changed ? 12 : 24))) + 0.05 * random.normal()
+            let r = withUnsafePointer(to: &v) { p -> Reading in
+                var o = Observation(values: p, dimension: 1, logError: 0, modelReady: true)
+                let r = signal.read(&o)
+                signal.learn(o, anomalous: false)
+                return r
+            }
+            if t < 1200 { normalStrength = max(normalStrength, r.strength) }
+            if changed { changedSurprise = max(changedSurprise, r.surprise); changedStrength = max(changedStrength, r.strength) }
+        }
+        #expect(normalStrength < 0.9, "no alert strength on the unchanged sine: \(normalStrength)")
+        #expect(changedSurprise > 5 && changedStrength > 0.9, "surprise \(changedSurprise), strength \(changedStrength)")
+    }
+
+    /// A checkpoint taken mid-stream (after the ring has wrapped, and before) restores a signal that
+    /// reads the rest of the stream as the original does.
+    @Test func aRestoredSignalReadsOnAsTheOriginal() throws {
+        for cut in [150, 700] {
+            let make = { DiscordSignal(window: 12, history: 120, channels: 2, horizon: 500, holdOff: 50) }
+            let original = make()
+            let xs = (0..<2).map { Self.series(1000, seed: 9, channel: $0).map(Float.init) }
+            func feed(_ s: DiscordSignal, _ t: Int) -> Reading {
+                var row = [xs[0][t], xs[1][t]]
+                return row.withUnsafeMutableBufferPointer { b in
+                    var o = Observation(values: UnsafePointer(b.baseAddress!), dimension: 2, logError: 0, modelReady: true)
+                    let r = s.read(&o)
+                    s.learn(o, anomalous: false)
+                    return r
+                }
+            }
+            for t in 0..<cut { _ = feed(original, t) }
+            var w = StateWriter()
+            original.encode(&w)
+            let restored = make()
+            var r = StateReader(w.bytes)
+            try restored.decode(&r, version: DiscordSignal.stateVersion)
+            #expect(restored.count == original.count)
+            for t in cut..<1000 {
+                let a = feed(original, t), b = feed(restored, t)
+                #expect(abs(a.surprise - b.surprise) < 1e-3 || (a.surprise == b.surprise), "sample \(t) after a cut at \(cut)")
+                #expect(abs(a.strength - b.strength) < 1e-4)
+            }
+        }
+    }
+
+    /// The chain has the signal on streams up to `discord_channels` wide, and not on wider ones;
+    /// its settings are validated.
+    @Test func theSignalIsOnForNarrowStreamsOnly() throws {
+        var settings = StreamConfiguration()
+        settings.discordChannels = 4
+        let narrow = StreamPipeline(name: "narrow", settings: settings.resolved(dim: 4))
+        let wide = StreamPipeline(name: "wide", settings: settings.resolved(dim: 5))
+        #expect(narrow.chain.signal(DiscordSignal.self)?.channels == 4)
+        #expect(wide.chain.signal(DiscordSignal.self) == nil)
+        let c = try ConfigurationFile.parse("[stream]\ndiscord_window = 16\ndiscord_history = 500\ndiscord_margin = 2.5\n")
+        #expect(c.streamDefaults.discordWindow == 16 && c.streamDefaults.discordHistory == 500 && c.streamDefaults.discordMargin == 2.5)
+        for bad in ["discord_window = 1", "discord_history = 8", "discord_channels = -1", "discord_margin = -1"] {
+            #expect(throws: (any Error).self, "\(bad)") {
+                try ConfigurationFile.parse("[stream]\ndiscord_window = 16\n\(bad)\n")
+            }
+        }
+    }
+}
