@@ -51,7 +51,7 @@ let package = Package(
         .target(
             name: "Pipeline",
             dependencies: [
-                "Learning", "LinearAlgebra", "ZeroMQ", "EddyProtocol", "CSystem",
+                "Learning", "LinearAlgebra", "ZeroMQ", "EddyProtocol", "CSystem", "CKernels",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
             ],

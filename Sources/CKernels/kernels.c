@@ -213,3 +213,18 @@ void eddy_running_moments(const float *restrict x, ptrdiff_t rows, ptrdiff_t col
         }
     }
 }
+
+EDDY_KERNEL
+double eddy_discord_step(double *restrict qt, const double *restrict x, const double *restrict energy,
+                         const double *restrict mean, ptrdiff_t w, ptrdiff_t lo, ptrdiff_t hi, double newest,
+                         double leaving, double window_energy, double wm, int slide) {
+    // Two passes (slide, then the minimum): the vectoriser takes each, not the two fused. fmin, not
+    // a comparison: it knows that as a reduction.
+    if (slide) {
+        for (ptrdiff_t lag = lo; lag <= hi; lag++) qt[lag] += newest * x[lag] - leaving * x[w + lag];
+    }
+    double best = INFINITY;
+    for (ptrdiff_t lag = lo; lag <= hi; lag++)
+        best = __builtin_fmin(best, window_energy + energy[lag] - 2.0 * (qt[lag] - wm * mean[lag]));
+    return best;
+}

@@ -64,6 +64,15 @@ ptrdiff_t eddy_first_nonfinite(const float *x, ptrdiff_t n);
 void eddy_running_moments(const float *x, ptrdiff_t rows, ptrdiff_t cols, float *mean, float *variance,
                           int64_t *count, int64_t horizon);
 
+// The discord signal's step over lags lo..hi (DiscordSignal): with `slide`, each lag's dot product
+// qt[lag] += newest * x[lag] - leaving * x[w + lag] first; then the smallest centred distance
+// (times w), window_energy + energy[lag] - 2 (qt[lag] - wm * mean[lag]). x, energy and mean point
+// at the newest value's slot of their rings, which run backwards in time (x[k] is k values before
+// the newest) and are written twice, so every index used is in bounds.
+double eddy_discord_step(double *qt, const double *x, const double *energy, const double *mean, ptrdiff_t w,
+                         ptrdiff_t lo, ptrdiff_t hi, double newest, double leaving, double window_energy, double wm,
+                         int slide);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CKernels
 import Learning
 
 /// Shape novelty, per channel: how far the last `window` values of a channel (their mean removed)
@@ -40,7 +41,7 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
     /// Samples read.
     public private(set) var count = 0
     public internal(set) var calibrators: [Calibrator]
-    /// Per channel, each a ring of `ring` slots written twice (slot i and i + ring): the values, the
+    /// Per channel, each a ring of `ring` slots written twice (slot i and i + ring; see `slot`): the values, the
     /// centred energy and the mean of the window ending at each sample.
     var values: [UnsafeMutablePointer<Double>]
     var energy: [UnsafeMutablePointer<Double>]
@@ -88,6 +89,11 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
         return channels * 8 * (3 * 2 * (h + w + 1) + h + 1)
     }
 
+    /// Where the value of time t lives in a ring (and again `ring` further on): slots run backwards in
+    /// time, so the values from the newest back lie at increasing addresses, as the kernel reads them.
+    @inline(__always)
+    func slot(_ t: Int) -> Int { (ring - 1) - t % ring }
+
     /// The largest lag with a whole earlier window once `count` values have been read.
     var longestLag: Int { min(history, count - window) }
 
@@ -122,7 +128,7 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
     func push(_ x: Double, channel c: Int) -> Double? {
         if c == 0 { count += 1 }
         let t = count - 1, w = window, r = ring
-        let slot = t % r
+        let slot = slot(t)
         let xs = values[c], es = energy[c], ms = mean[c]
         xs[slot] = x
         xs[slot + r] = x
@@ -133,9 +139,9 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
         moments[c] = m
         guard count >= w else { return nil }
         // The current window's sums, straight from its values (no drift).
-        let base = slot + r  // x[t − k] is xs[base − k]
+        let base = slot  // x[t − k] is xs[base + k]: the rings run backwards in time
         var sum = 0.0, squares = 0.0
-        for k in 0..<w { let v = xs[base - k]; sum += v; squares += v * v }
+        for k in 0..<w { let v = xs[base + k]; sum += v; squares += v * v }
         let windowMean = sum / Double(w)
         let windowEnergy = max(0, squares - sum * windowMean)
         es[slot] = windowEnergy; es[slot + r] = windowEnergy
@@ -143,30 +149,27 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
         let longest = longestLag
         guard longest >= w else { return nil }
         let qt = products[c]
-        // Slide every lag that already had a window; the lag whose earlier window just became whole
-        // (it starts at value 0) is computed afresh.
+        // Slide every lag that already had a window (and take the nearest of them); the lag whose
+        // earlier window just became whole (it starts at value 0) is computed afresh.
         let slid = count - w - 1 >= w ? min(history, count - w - 1) : w - 1
+        let ready = longest - w + 1 >= 4 * w || longest == history
+        let wm = Double(w) * windowMean
+        var nearest = Double.infinity
         if slid >= w {
-            let newest = x, leaving = xs[base - w]
-            for lag in w...slid {
-                qt[lag] += newest * xs[base - lag] - leaving * xs[base - w - lag]
-            }
+            nearest = eddy_discord_step(
+                qt, xs + base, es + base, ms + base, w, w, slid, x, xs[base + w], windowEnergy, wm, 1)
         }
         if longest > slid {
             for lag in (slid + 1)...longest {
                 var dot = 0.0
-                for k in 0..<w { dot += xs[base - k] * xs[base - lag - k] }
+                for k in 0..<w { dot += xs[base + k] * xs[base + lag + k] }
                 qt[lag] = dot
             }
+            nearest = min(
+                nearest,
+                eddy_discord_step(qt, xs + base, es + base, ms + base, w, slid + 1, longest, 0, 0, windowEnergy, wm, 0))
         }
-        guard longest - w + 1 >= 4 * w || longest == history else { return nil }
-        // d(lag) = E_now + E_then − 2 (QT − w · mean_now · mean_then), over w.
-        var nearest = Double.infinity
-        let wm = Double(w) * windowMean
-        for lag in w...longest {
-            let d = windowEnergy + es[base - lag] - 2 * (qt[lag] - wm * ms[base - lag])
-            nearest = min(nearest, d)
-        }
+        guard ready else { return nil }
         return max(0, nearest) / Double(w)
     }
 
@@ -183,7 +186,7 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
             w.write(moments[c].mean.bitPattern); w.write(moments[c].m2.bitPattern)
             calibrators[c].encode(&w)
             w.write(UInt32(kept))
-            for i in (count - kept)..<count { w.write(values[c][i % ring].bitPattern) }
+            for i in (count - kept)..<count { w.write(values[c][slot(i)].bitPattern) }
         }
     }
 
@@ -228,13 +231,11 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
             for c in 0..<channels { _ = push(kept[c][i], channel: c) }
         }
         count = firstCount + n
-        // The rings are indexed by count mod ring: move them to where the true count puts them.
-        let shift = (firstCount) % ring
-        guard shift != 0 else { return }
+        // The rings are indexed by time: move what the replay wrote to the slots of the true times.
         for c in 0..<channels {
             for p in [values[c], energy[c], mean[c]] {
-                let copy = Array(UnsafeBufferPointer(start: p, count: ring))
-                for i in 0..<ring { let v = copy[i]; p[(i + shift) % ring] = v; p[(i + shift) % ring + ring] = v }
+                let moved = (max(0, n - ring)..<n).map { i in (slot(firstCount + i), p[slot(i)]) }
+                for (to, v) in moved { p[to] = v; p[to + ring] = v }
             }
         }
     }
