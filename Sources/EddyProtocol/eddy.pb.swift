@@ -127,6 +127,10 @@ public nonisolated enum Eddy_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseIterabl
 
   /// A snapshot request names no known stream or model.
   case notFound // = 8
+
+  /// A new stream would not fit the daemon's memory_budget (the message gives its cost and what is
+  /// taken).
+  case overBudget // = 9
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -144,6 +148,7 @@ public nonisolated enum Eddy_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseIterabl
     case 6: self = .tooManyStreams
     case 7: self = .badStreamName
     case 8: self = .notFound
+    case 9: self = .overBudget
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -159,6 +164,7 @@ public nonisolated enum Eddy_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseIterabl
     case .tooManyStreams: return 6
     case .badStreamName: return 7
     case .notFound: return 8
+    case .overBudget: return 9
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -174,6 +180,7 @@ public nonisolated enum Eddy_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseIterabl
     .tooManyStreams,
     .badStreamName,
     .notFound,
+    .overBudget,
   ]
 
 }
@@ -681,7 +688,7 @@ nonisolated extension Eddy_V1_Activation: SwiftProtobuf._ProtoNameProviding {
 }
 
 nonisolated extension Eddy_V1_ErrorCode: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ERROR_CODE_UNSPECIFIED\0\u{1}ERROR_CODE_BAD_FRAMES\0\u{1}ERROR_CODE_UNDECODABLE\0\u{1}ERROR_CODE_DIM_MISMATCH\0\u{1}ERROR_CODE_NON_FINITE\0\u{1}ERROR_CODE_OVERSIZED\0\u{1}ERROR_CODE_TOO_MANY_STREAMS\0\u{1}ERROR_CODE_BAD_STREAM_NAME\0\u{1}ERROR_CODE_NOT_FOUND\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ERROR_CODE_UNSPECIFIED\0\u{1}ERROR_CODE_BAD_FRAMES\0\u{1}ERROR_CODE_UNDECODABLE\0\u{1}ERROR_CODE_DIM_MISMATCH\0\u{1}ERROR_CODE_NON_FINITE\0\u{1}ERROR_CODE_OVERSIZED\0\u{1}ERROR_CODE_TOO_MANY_STREAMS\0\u{1}ERROR_CODE_BAD_STREAM_NAME\0\u{1}ERROR_CODE_NOT_FOUND\0\u{1}ERROR_CODE_OVER_BUDGET\0")
 }
 
 nonisolated extension Eddy_V1_SampleBatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {

@@ -6,8 +6,9 @@ import Learning
 ///
 /// Checks, in order (the first failure names the rejection): two frames; a usable stream name in
 /// frame 0; size within limits; frame 1 decodes as a SampleBatch naming the same stream; count and
-/// dim positive, `values` exactly `count · dim` floats, timestamps absent or one per sample; every
-/// value finite; the stream exists or may be created; dim matches the stream's.
+/// dim positive and at most `max_dim`, `values` exactly `count · dim` floats, timestamps absent or one per sample; every
+/// value finite; the stream exists or may be created (within `max_streams` and `memory_budget`); dim
+/// matches the stream's.
 public enum Admission {
     case accepted(StreamPipeline, Eddy_V1_SampleBatch, [Float])
     case rejected(Eddy_V1_ErrorCode, String, stream: String?, sequence: UInt64, samples: Int)
@@ -46,6 +47,7 @@ public enum Admission {
             return reject(.undecodable, "SampleBatch.stream \"\(batch.stream)\" differs from frame 0 \"\(name)\"")
         }
         guard count > 0, dim > 0 else { return reject(.undecodable, "count and dim must be positive") }
+        guard dim <= c.maxDim else { return reject(.oversized, "dim \(dim) exceeds max_dim \(c.maxDim)") }
         guard count <= c.maxSamplesPerMessage else {
             return reject(.oversized, "\(count) samples exceed max_samples_per_message \(c.maxSamplesPerMessage)")
         }

@@ -214,6 +214,11 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// Checkpoints live here; empty: no checkpoints.
     public var dataDirectory = "eddy-data"
     public var maxStreams = 64
+    /// A batch whose `dim` is larger is rejected (oversized) before any stream is looked up or built.
+    public var maxDim = 4096
+    /// Bytes all streams together may take, each charged `StreamConfiguration.memoryEstimate` before
+    /// it is built; a batch that would create a stream beyond it is rejected (over budget).
+    public var memoryBudget = 2 << 30
     /// Stream names: 1 to this many bytes of UTF-8, no '/' and no control characters.
     public var maxStreamNameBytes = 128
     /// A message over either limit is rejected as oversized.
@@ -247,6 +252,17 @@ public struct DaemonConfiguration: Sendable, Equatable {
 
     public func validate() throws {
         if maxStreams < 1 { throw ConfigurationError.invalid("max_streams must be at least 1") }
+        if maxDim < 1 || maxDim > 1 << 24 { throw ConfigurationError.invalid("max_dim must be in 1...16777216") }
+        if memoryBudget < 1 << 20 { throw ConfigurationError.invalid("memory_budget must be at least 1M") }
+        let declared = streams.filter { $0.value.dim > 0 }
+        if let wide = declared.first(where: { $0.value.dim > maxDim }) {
+            throw ConfigurationError.invalid("stream \(wide.key) is declared with dim \(wide.value.dim), more than max_dim \(maxDim)")
+        }
+        let declaredBytes = declared.reduce(0) { $0 + $1.value.resolved(dim: $1.value.dim).memoryEstimate }
+        if declaredBytes > memoryBudget {
+            throw ConfigurationError.invalid(
+                "the declared streams need \(ByteCount(declaredBytes)), more than memory_budget \(ByteCount(memoryBudget))")
+        }
         if maxMessageBytes < 64 || maxSamplesPerMessage < 1 {
             throw ConfigurationError.invalid("max_message_bytes >= 64, max_samples_per_message >= 1")
         }
@@ -323,5 +339,50 @@ public enum TrainerPriority: Sendable, Equatable, CustomStringConvertible {
         case .idle: "idle"
         case .nice(let n): String(n)
         }
+    }
+}
+
+extension StreamConfiguration {
+    /// The bytes a stream of these (resolved) settings allocates, worked out before it is built so a
+    /// stream that does not fit the daemon's `memory_budget` is refused rather than built: the replay
+    /// buffer, the trainer's and the scorer's autoencoders (weights, gradients, Adam's two moments,
+    /// activations for a batch, and for the scorer up to 256 rows), the weights the trainer hands the
+    /// scorer, MoCo's query and key encoders with their optimiser and queue, the ingest side's row
+    /// buffers, the window history and the discord signal's rings. A test holds it against what
+    /// the allocator reports for streams of several shapes.
+    public var memoryEstimate: Int {
+        let d = inputDimension, b = batchSize
+        func parameters(_ widths: [Int]) -> Int { zip(widths, widths.dropFirst()).reduce(0) { $0 + $1.0 * $1.1 + $1.1 } }
+        let ae = [d] + autoencoderHidden + [d]
+        let moco = [d] + mocoEncoder + mocoHead
+        let aeParameters = parameters(ae), mocoParameters = parameters(moco)
+        let aeUnits = ae.reduce(0, +), mocoUnits = moco.reduce(0, +)
+        var floats = bufferCapacity * d + 2 * bufferCapacity  // rows and their ids
+        floats += 2 * 4 * aeParameters + aeParameters  // trainer and scorer, and the exchange
+        floats += 3 * b * aeUnits + 3 * 256 * aeUnits  // activations and their gradients
+        floats += 5 * mocoParameters + mocoQueue * (mocoHead.last ?? 0) + 2 * mocoQueue
+        floats += 2 * 3 * b * mocoUnits + b * (mocoQueue + 1)  // two views, and the logits
+        floats += 256 * d + 2 * d + b * d + 12 * d  // rows, feature errors, the batch, normalisers
+        // Smaller buffers and the allocator's bookkeeping, as measured (about 0.7 MB and 160 bytes
+        // per input).
+        var bytes = 4 * floats + 768 << 10 + 256 * d
+        let channels = max(dim, 1)
+        if window > 0 { bytes += 4 * window * (windowScales.max() ?? 1) * channels }
+        if signals.contains(DiscordSignal.name) && channels <= discordChannels {
+            bytes += DiscordSignal.bytes(window: discordWindow, history: discordHistory, channels: channels)
+        }
+        return bytes
+    }
+}
+
+/// A byte count as people read one: `105.4 MB`, `2.0 GB` (powers of 1024, one decimal).
+public struct ByteCount: CustomStringConvertible, Sendable {
+    public let bytes: Int
+    public init(_ bytes: Int) { self.bytes = bytes }
+    public var description: String {
+        let units = ["bytes", "KB", "MB", "GB", "TB"]
+        var value = Double(bytes), unit = 0
+        while value >= 1024 && unit < units.count - 1 { value /= 1024; unit += 1 }
+        return unit == 0 ? "\(bytes) bytes" : String(format: "%.1f %@", value, units[unit])
     }
 }

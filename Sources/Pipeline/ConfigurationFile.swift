@@ -85,6 +85,8 @@ public enum ConfigurationFile {
         case "snapshots": c.snapshots = v
         case "data_dir": c.dataDirectory = v
         case "max_streams": c.maxStreams = try int(v)
+        case "max_dim": c.maxDim = try int(v)
+        case "memory_budget": c.memoryBudget = try bytes(v)
         case "max_stream_name_bytes": c.maxStreamNameBytes = try int(v)
         case "max_message_bytes": c.maxMessageBytes = try int(v)
         case "max_samples_per_message": c.maxSamplesPerMessage = try int(v)
@@ -160,6 +162,17 @@ public enum ConfigurationFile {
         guard let x = Int(v.replacingUnderscores()) else { throw ValueError(why: "\"\(v)\" is not an integer") }
         return x
     }
+    /// A byte count: an integer with an optional K, M or G (powers of 1024).
+    static func bytes(_ v: String) throws -> Int {
+        let units: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
+        let unit = v.last.flatMap { units[Character($0.uppercased())] }
+        let digits = unit == nil ? v : String(v.dropLast())
+        guard let n = Int(digits), n >= 0, n <= Int.max / (unit ?? 1) else {
+            throw ValueError(why: "\"\(v)\" is not a byte count (an integer, optionally with K, M or G)")
+        }
+        return n * (unit ?? 1)
+    }
+
     static func double(_ v: String) throws -> Double {
         guard let x = Double(v), x.isFinite else { throw ValueError(why: "\"\(v)\" is not a number") }
         return x

@@ -33,6 +33,8 @@ public final class Daemon: @unchecked Sendable {
     let streamsLock = Lock()
     var streams: [String: StreamPipeline] = [:]
     var streamOrder: [String] = []
+    /// What the streams are charged against `memory_budget` (their `memoryEstimate`s), under streamsLock.
+    var committedBytes = 0
 
     let snapshotsLock = Lock()
     var latestSnapshots: [String: Data] = [:]
@@ -70,6 +72,7 @@ public final class Daemon: @unchecked Sendable {
             for s in restored {
                 streams[s.name] = s
                 streamOrder.append(s.name)
+                committedBytes += s.settings.memoryEstimate
             }
             logger.info(
                 "resumed from checkpoint",
@@ -79,6 +82,13 @@ public final class Daemon: @unchecked Sendable {
         where streams[name] == nil && settings.dim > 0 {
             streams[name] = StreamPipeline(name: name, settings: settings.resolved(dim: settings.dim))
             streamOrder.append(name)
+            committedBytes += settings.resolved(dim: settings.dim).memoryEstimate
+        }
+        if committedBytes > configuration.memoryBudget {
+            // Restored streams are kept (their learning is not thrown away); new ones will not fit.
+            logger.warning(
+                "restored and declared streams exceed memory_budget",
+                metadata: ["memory.committed": "\(ByteCount(committedBytes))", "memory.budget": "\(ByteCount(configuration.memoryBudget))"])
         }
     }
 
@@ -316,6 +326,15 @@ public final class Daemon: @unchecked Sendable {
             guard streams.count < configuration.maxStreams else {
                 return .failure(.init(code: .tooManyStreams, why: "the daemon already has its maximum of \(configuration.maxStreams) streams"))
             }
+            let cost = settings.memoryEstimate
+            guard committedBytes + cost <= configuration.memoryBudget else {
+                return .failure(
+                    .init(
+                        code: .overBudget,
+                        why: "stream \(name) (dim \(dim)) would take \(ByteCount(cost)); \(ByteCount(committedBytes)) of the "
+                            + "memory_budget \(ByteCount(configuration.memoryBudget)) is taken by \(streams.count) streams"))
+            }
+            committedBytes += cost
             let s = StreamPipeline(name: name, settings: settings)
             streams[name] = s
             streamOrder.append(name)

@@ -3,6 +3,7 @@ import Foundation
 import Learning
 import LinearAlgebra
 import Pipeline
+import CSystem
 import Workloads
 
 
@@ -13,7 +14,7 @@ struct Bench: ParsableCommand {
             Each subcommand prints readable lines, or one JSON object with --json. Compare against the \
             peers with scripts/bench-compare.py, which runs both in one invocation and reports ratios.
             """,
-        subcommands: [TrainBench.self, ScoreBench.self, PipelineBench.self, KernelBench.self, IngestBench.self, LatencyBench.self])
+        subcommands: [TrainBench.self, ScoreBench.self, PipelineBench.self, MemoryBench.self, KernelBench.self, IngestBench.self, LatencyBench.self])
 }
 
 enum BenchModel: String, ExpressibleByArgument, CaseIterable {
@@ -318,5 +319,50 @@ struct PipelineBench: ParsableCommand {
         report.add("samples_per_second", rate.wall)
         report.add("ns_per_sample", 1e9 / rate.wall)
         report.print(json: options.json)
+    }
+}
+
+struct MemoryBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "memory",
+        abstract: "What a stream allocates, against the estimate the daemon's memory budget charges it.",
+        discussion: """
+            For each --dims value: builds a stream (the configuration's [stream] section, or the \
+            defaults), scores 600 samples of the reference stream and trains 20 steps, and reports \
+            the bytes the allocator handed out meanwhile (glibc's mallinfo2) beside \
+            StreamConfiguration.memoryEstimate, which `memory_budget` charges each stream before \
+            it is built.
+            """)
+
+    @Option(help: "Stream dims (comma-separated).") var dims: String = "1,8,32,128,700,2000"
+    @Option(help: "Configuration file whose [stream] section the streams take.") var config: String?
+    @Flag(help: "One JSON object instead of text.") var json = false
+
+    func run() throws {
+        BLAS.setThreads(1)
+        let parsed = dims.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !parsed.isEmpty, parsed.allSatisfy({ $0 > 0 }) else { throw ValidationError("--dims: positive integers") }
+        let defaults = try loadConfiguration(config).streamDefaults
+        var report = Report()
+        for dim in parsed {
+            var settings = defaults.resolved(dim: dim)
+            settings.warmupSamples = 100
+            settings.minimumBuffered = 64
+            try settings.validate(name: "bench")
+            let data = ReferenceStream(dimension: dim, seed: 1).samples(count: 600)
+            let before = eddy_allocated_bytes()
+            let pipeline = StreamPipeline(name: "bench", settings: settings)
+            data.withUnsafeBufferPointer { v in
+                for k in 0..<6 { _ = pipeline.score(v.baseAddress! + k * 100 * dim, count: 100, firstSequence: UInt64(k * 100)) }
+            }
+            for _ in 0..<20 { pipeline.trainStep() }
+            let allocated = Int(eddy_allocated_bytes() &- before)
+            withExtendedLifetime(pipeline) {}
+            let estimate = settings.memoryEstimate
+            report.add("dim_\(dim)_allocated_bytes", allocated)
+            report.add("dim_\(dim)_estimate_bytes", estimate)
+            report.add("dim_\(dim)_estimate_over_allocated", Double(estimate) / Double(max(allocated, 1)))
+        }
+        report.print(json: json)
     }
 }

@@ -646,6 +646,26 @@ import Testing
         }
     }
 
+    /// The memory budget takes K, M and G; declared streams that do not fit it, or wider than
+    /// max_dim, are refused when the file is read; the cost is named.
+    @Test func theMemoryBudgetAndMaxDimParseAndBoundDeclaredStreams() throws {
+        let c = try ConfigurationFile.parse("max_dim = 100\nmemory_budget = 64M\n[stream.a]\ndim = 100\n")
+        #expect(c.maxDim == 100 && c.memoryBudget == 64 << 20)
+        #expect(try ConfigurationFile.parse("memory_budget = 3G").memoryBudget == 3 << 30)
+        #expect(try ConfigurationFile.parse("memory_budget = 2097152").memoryBudget == 2 << 20)
+        #expect { try ConfigurationFile.parse("max_dim = 50\n[stream.a]\ndim = 100\n") } throws: {
+            "\($0)".contains("more than max_dim 50")
+        }
+        // Two declared streams of dim 700 take about 37.5 MB each.
+        #expect { try ConfigurationFile.parse("memory_budget = 64M\n[stream.a]\ndim = 700\n[stream.b]\ndim = 700\n") } throws: {
+            "\($0)".contains("the declared streams need 75.") && "\($0)".contains("memory_budget 64.0 MB")
+        }
+        for bad in ["memory_budget = 512K", "memory_budget = lots", "memory_budget = 5T", "max_dim = 0"] {
+            #expect(throws: ConfigurationError.self, "\(bad)") { try ConfigurationFile.parse(bad) }
+        }
+        #expect("\(ByteCount(1536))" == "1.5 KB" && "\(ByteCount(100))" == "100 bytes")
+    }
+
     @Test func theShippedExampleIsValidAndMatchesTheDefaults() throws {
         let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
             "../../deploy/eddy.conf")

@@ -26,6 +26,10 @@ int eddy_set_thread_nice(int nice);
 /// Names the calling thread (at most 15 bytes are kept), as `top -H` and `perf` show it.
 void eddy_set_thread_name(const char *name);
 
+/// Bytes the C allocator has handed out and not had back (glibc's mallinfo2: arena blocks in use plus
+/// mmap'd blocks), for measuring what a structure allocates whether or not its pages are touched.
+unsigned long long eddy_allocated_bytes(void);
+
 #ifdef __cplusplus
 }
 #endif

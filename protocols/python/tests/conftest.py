@@ -54,8 +54,9 @@ def start_daemon(tmp_path):
     config.write_text(CONFIG)
     started = []
 
-    def start(data_dir=tmp_path / "data", extra_config=""):
-        config.write_text(CONFIG + extra_config)
+    def start(data_dir=tmp_path / "data", extra_config="", daemon_config=""):
+        # Daemon keys come before CONFIG's [stream] section; extra_config lands in or after it.
+        config.write_text(daemon_config + CONFIG + extra_config)
         d = Daemon(data_dir, config)
         started.append(d)
         return d

@@ -295,3 +295,52 @@ def test_a_change_of_shape_on_one_channel_alerts_from_the_discord_signal(start_d
     assert first.discord and first.discord_channel == 1 and first.discord_window == 16
     assert not first.beyond_range and first.period == 0
     assert daemon.terminate()[0] == 0
+
+
+def test_streams_beyond_the_memory_budget_or_max_dim_are_refused_with_their_cost(start_daemon):
+    # 12M holds two default streams of dim 32 (about 5.4 MB each) but not a third, nor one of dim
+    # 700 (about 39 MB); a dim over max_dim is refused before any stream is looked up. No refused
+    # stream is created, and the streams that fit keep being scored.
+    daemon = start_daemon(daemon_config="memory_budget = 12M\n")
+    ep = daemon.endpoints
+    with Producer(ep["ingest"]) as producer, Subscriber(ep["publish"], ["error/", "hb/", "score/"]) as sub:
+        wait_heartbeat(sub)
+        producer.send("a", sensors(10, dim=32))
+        producer.send("b", sensors(10, dim=32))
+        producer.send("c", sensors(10, dim=32))
+        producer.send("wide", np.zeros((1, 700), np.float32))
+        producer.send("huge", np.zeros((1, 5000), np.float32))
+        errors = {}
+        end = time.monotonic() + 10
+        while len(errors) < 3 and time.monotonic() < end:
+            got = sub.recv(timeout_ms=1000)
+            if got and got[0].startswith("error/"):
+                errors[got[1].stream] = got[1]
+        assert errors["c"].code == pb.ERROR_CODE_OVER_BUDGET and "would take 5." in errors["c"].message
+        assert "of the memory_budget 12.0 MB is taken by 2 streams" in errors["c"].message
+        assert errors["wide"].code == pb.ERROR_CODE_OVER_BUDGET and "would take 37." in errors["wide"].message
+        assert errors["huge"].code == pb.ERROR_CODE_OVERSIZED and "exceeds max_dim 4096" in errors["huge"].message
+        hb = wait_heartbeat(sub)
+        assert sorted(s.stream for s in hb.streams) == ["a", "b"]
+        producer.send("a", sensors(10, dim=32, start=10))
+        assert wait_scores(sub, "a", 10).count == 10
+    assert daemon.terminate()[0] == 0
+
+
+def test_the_memory_estimate_covers_what_a_stream_allocates():
+    # `eddy bench memory` builds streams of several widths, scores and trains them, and reports what
+    # the allocator handed out beside the estimate the budget charges: never under it, at most a
+    # quarter over.
+    import json
+    import subprocess
+    from conftest import ROOT
+    import os
+    binary = os.environ.get("EDDY_BIN", str(ROOT / ".build" / "debug" / "eddy"))
+    out = subprocess.run([binary, "bench", "memory", "--dims", "1,32,700,2000", "--json"],
+                         capture_output=True, text=True, check=True).stdout
+    report = json.loads(out)
+    for dim in (1, 32, 700, 2000):
+        ratio = report[f"dim_{dim}_estimate_over_allocated"]
+        assert 1.0 <= ratio <= 1.25, (dim, report)
+    sizes = [report[f"dim_{dim}_allocated_bytes"] for dim in (32, 700, 2000)]
+    assert sizes == sorted(sizes) and sizes[-1] > 10 * sizes[0], "a stream's cost grows with its dim"
