@@ -179,15 +179,16 @@ void eddy_gather_rows(const float *restrict src, const int64_t *restrict index, 
 
 
 EDDY_KERNEL
-ptrdiff_t eddy_first_nonfinite(const float *restrict x, ptrdiff_t n) {
-    // Blocks of 64 with a branch-free check, so the common all-finite case vectorises.
+ptrdiff_t eddy_first_outside(const float *restrict x, ptrdiff_t n, float limit) {
+    // Blocks of 64 with a branch-free check, so the common all-inside case vectorises. !(|x| <= limit)
+    // holds for NaN too.
     for (ptrdiff_t start = 0; start < n; start += 64) {
         ptrdiff_t end = start + 64 < n ? start + 64 : n;
         int bad = 0;
-        for (ptrdiff_t i = start; i < end; i++) bad |= !isfinite(x[i]);
+        for (ptrdiff_t i = start; i < end; i++) bad |= !(fabsf(x[i]) <= limit);
         if (bad)
             for (ptrdiff_t i = start; i < end; i++)
-                if (!isfinite(x[i])) return i;
+                if (!(fabsf(x[i]) <= limit)) return i;
     }
     return -1;
 }

@@ -131,6 +131,9 @@ public nonisolated enum Eddy_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseIterabl
   /// A new stream would not fit the daemon's memory_budget (the message gives its cost and what is
   /// taken).
   case overBudget // = 9
+
+  /// A value is finite but beyond the daemon's max_abs_value.
+  case valueTooLarge // = 10
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -149,6 +152,7 @@ public nonisolated enum Eddy_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseIterabl
     case 7: self = .badStreamName
     case 8: self = .notFound
     case 9: self = .overBudget
+    case 10: self = .valueTooLarge
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -165,6 +169,7 @@ public nonisolated enum Eddy_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseIterabl
     case .badStreamName: return 7
     case .notFound: return 8
     case .overBudget: return 9
+    case .valueTooLarge: return 10
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -181,6 +186,7 @@ public nonisolated enum Eddy_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseIterabl
     .badStreamName,
     .notFound,
     .overBudget,
+    .valueTooLarge,
   ]
 
 }
@@ -688,7 +694,7 @@ nonisolated extension Eddy_V1_Activation: SwiftProtobuf._ProtoNameProviding {
 }
 
 nonisolated extension Eddy_V1_ErrorCode: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ERROR_CODE_UNSPECIFIED\0\u{1}ERROR_CODE_BAD_FRAMES\0\u{1}ERROR_CODE_UNDECODABLE\0\u{1}ERROR_CODE_DIM_MISMATCH\0\u{1}ERROR_CODE_NON_FINITE\0\u{1}ERROR_CODE_OVERSIZED\0\u{1}ERROR_CODE_TOO_MANY_STREAMS\0\u{1}ERROR_CODE_BAD_STREAM_NAME\0\u{1}ERROR_CODE_NOT_FOUND\0\u{1}ERROR_CODE_OVER_BUDGET\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ERROR_CODE_UNSPECIFIED\0\u{1}ERROR_CODE_BAD_FRAMES\0\u{1}ERROR_CODE_UNDECODABLE\0\u{1}ERROR_CODE_DIM_MISMATCH\0\u{1}ERROR_CODE_NON_FINITE\0\u{1}ERROR_CODE_OVERSIZED\0\u{1}ERROR_CODE_TOO_MANY_STREAMS\0\u{1}ERROR_CODE_BAD_STREAM_NAME\0\u{1}ERROR_CODE_NOT_FOUND\0\u{1}ERROR_CODE_OVER_BUDGET\0\u{1}ERROR_CODE_VALUE_TOO_LARGE\0")
 }
 
 nonisolated extension Eddy_V1_SampleBatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {

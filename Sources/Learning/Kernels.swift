@@ -57,7 +57,12 @@ public enum Kernels {
     /// Index of the first NaN or infinity among `count` values, or nil if all are finite.
     @inline(__always)
     public static func firstNonFinite(_ x: UnsafePointer<Float>, count: Int) -> Int? {
-        let i = eddy_first_nonfinite(x, count)
+        firstOutside(x, count: count, limit: .greatestFiniteMagnitude)
+    }
+
+    /// The first value that is not finite or lies beyond ±`limit`, if any.
+    public static func firstOutside(_ x: UnsafePointer<Float>, count: Int, limit: Float) -> Int? {
+        let i = eddy_first_outside(x, count, limit)
         return i < 0 ? nil : i
     }
 }

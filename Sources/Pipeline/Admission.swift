@@ -7,7 +7,7 @@ import Learning
 /// Checks, in order (the first failure names the rejection): two frames; a usable stream name in
 /// frame 0; size within limits; frame 1 decodes as a SampleBatch naming the same stream; count and
 /// dim positive and at most `max_dim`, `values` exactly `count · dim` floats, timestamps absent or one per sample; every
-/// value finite; the stream exists or may be created (within `max_streams` and `memory_budget`); dim
+/// value finite and within ±`max_abs_value`; the stream exists or may be created (within `max_streams` and `memory_budget`); dim
 /// matches the stream's.
 public enum Admission {
     case accepted(StreamPipeline, Eddy_V1_SampleBatch, [Float])
@@ -59,8 +59,11 @@ public enum Admission {
         }
         // Values before the stream: a bad first batch must not create a stream.
         let values = Wire.floats(batch.values)!
-        if let bad = values.withUnsafeBufferPointer({ Kernels.firstNonFinite($0.baseAddress!, count: $0.count) }) {
-            return reject(.nonFinite, "value \(bad % dim) of sample \(bad / dim) is \(values[bad])")
+        if let bad = values.withUnsafeBufferPointer({ Kernels.firstOutside($0.baseAddress!, count: $0.count, limit: c.maxAbsValue) }) {
+            let located = "value \(bad % dim) of sample \(bad / dim) is \(values[bad])"
+            return values[bad].isFinite
+                ? reject(.valueTooLarge, "\(located), beyond max_abs_value \(c.maxAbsValue)")
+                : reject(.nonFinite, located)
         }
         let stream: StreamPipeline
         switch lookup(name, dim) {

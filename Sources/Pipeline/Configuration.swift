@@ -216,6 +216,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var maxStreams = 64
     /// A batch whose `dim` is larger is rejected (oversized) before any stream is looked up or built.
     public var maxDim = 4096
+    /// A batch with a value beyond ±this is rejected (value too large): a finite value can still
+    /// poison a stream's statistics and models (a batch of 1e38 makes a variance infinite).
+    public var maxAbsValue: Float = 1e15
     /// Bytes all streams together may take, each charged `StreamConfiguration.memoryEstimate` before
     /// it is built; a batch that would create a stream beyond it is rejected (over budget).
     public var memoryBudget = 2 << 30
@@ -252,6 +255,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
 
     public func validate() throws {
         if maxStreams < 1 { throw ConfigurationError.invalid("max_streams must be at least 1") }
+        if !(maxAbsValue >= 1 && maxAbsValue <= 1e30) { throw ConfigurationError.invalid("max_abs_value must be in 1...1e30") }
         if maxDim < 1 || maxDim > 1 << 24 { throw ConfigurationError.invalid("max_dim must be in 1...16777216") }
         if memoryBudget < 1 << 20 { throw ConfigurationError.invalid("memory_budget must be at least 1M") }
         let declared = streams.filter { $0.value.dim > 0 }

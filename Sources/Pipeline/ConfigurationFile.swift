@@ -86,6 +86,7 @@ public enum ConfigurationFile {
         case "data_dir": c.dataDirectory = v
         case "max_streams": c.maxStreams = try int(v)
         case "max_dim": c.maxDim = try int(v)
+        case "max_abs_value": c.maxAbsValue = try float(v)
         case "memory_budget": c.memoryBudget = try bytes(v)
         case "max_stream_name_bytes": c.maxStreamNameBytes = try int(v)
         case "max_message_bytes": c.maxMessageBytes = try int(v)

@@ -660,7 +660,7 @@ import Testing
         #expect { try ConfigurationFile.parse("memory_budget = 64M\n[stream.a]\ndim = 700\n[stream.b]\ndim = 700\n") } throws: {
             "\($0)".contains("the declared streams need 75.") && "\($0)".contains("memory_budget 64.0 MB")
         }
-        for bad in ["memory_budget = 512K", "memory_budget = lots", "memory_budget = 5T", "max_dim = 0"] {
+        for bad in ["memory_budget = 512K", "memory_budget = lots", "memory_budget = 5T", "max_dim = 0", "max_abs_value = 0", "max_abs_value = 1e31"] {
             #expect(throws: ConfigurationError.self, "\(bad)") { try ConfigurationFile.parse(bad) }
         }
         #expect("\(ByteCount(1536))" == "1.5 KB" && "\(ByteCount(100))" == "100 bytes")

@@ -56,8 +56,8 @@ void eddy_exp(const float *x, float *y, ptrdiff_t n);
 /// dst[r,:] = src[index[r],:] for r < rows: a minibatch gathered from a replay buffer.
 void eddy_gather_rows(const float *src, const int64_t *index, ptrdiff_t rows, ptrdiff_t cols, float *dst);
 
-/// Index of the first NaN or infinity among n values, or -1 if all are finite.
-ptrdiff_t eddy_first_nonfinite(const float *x, ptrdiff_t n);
+/// Index of the first value that is NaN, infinite or beyond +-limit among n values, or -1 if none is.
+ptrdiff_t eddy_first_outside(const float *x, ptrdiff_t n, float limit);
 
 /// Running per-feature mean and variance over rows of x (rows x cols): weight 1/n for the n-th
 /// sample until n reaches horizon, then 1/horizon. *count counts samples seen and is advanced.

@@ -344,3 +344,36 @@ def test_the_memory_estimate_covers_what_a_stream_allocates():
         assert 1.0 <= ratio <= 1.25, (dim, report)
     sizes = [report[f"dim_{dim}_allocated_bytes"] for dim in (32, 700, 2000)]
     assert sizes == sorted(sizes) and sizes[-1] > 10 * sizes[0], "a stream's cost grows with its dim"
+
+
+def test_values_that_would_poison_a_stream_are_refused_and_no_score_or_weight_turns_nan(start_daemon):
+    # A batch of float32's largest values and one of 1e20 are refused (VALUE_TOO_LARGE, naming the
+    # first); one of 1e14, within max_abs_value, is taken. Afterwards every score is finite and the
+    # published autoencoder's weights and normaliser are finite too.
+    daemon = start_daemon()
+    ep = daemon.endpoints
+    with Producer(ep["ingest"]) as producer, Subscriber(ep["publish"], ["error/", "hb/", "score/"]) as sub:
+        wait_heartbeat(sub)
+        producer.send("p", sensors(1000, dim=4))
+        big = np.full((8, 4), np.finfo(np.float32).max, np.float32)
+        big[::2] *= -1
+        producer.send("p", big, sequence=5000)
+        producer.send("p", np.full((8, 4), 1e20, np.float32), sequence=6000)
+        producer.send("p", np.full((8, 4), 1e14, np.float32), sequence=1000)
+        producer.send("p", sensors(2000, dim=4, start=1008), sequence=1008)
+        errors, scores = [], {}
+        end = time.monotonic() + 30
+        while (len(errors) < 2 or len(scores) < 3008) and time.monotonic() < end:
+            got = sub.recv(timeout_ms=1000)
+            if got and got[0] == "error/p/":
+                errors.append(got[1])
+            elif got and got[0] == "score/p/":
+                for i, s in enumerate(got[1].scores):
+                    scores[got[1].first_sequence + i] = (s, got[1].errors[i])
+        assert [e.code for e in errors] == [pb.ERROR_CODE_VALUE_TOO_LARGE] * 2
+        assert "value 0 of sample 0 is" in errors[0].message and "beyond max_abs_value" in errors[0].message
+        assert len(scores) == 3008 and all(np.isfinite(s) and np.isfinite(e) for s, e in scores.values())
+        snapshot = wait_snapshot(ep["snapshots"], "p", accept=lambda m: m.samples_seen >= 3008)
+        assert all(np.isfinite(w).all() and np.isfinite(b).all() for w, b in zip(snapshot.weights, snapshot.biases))
+        assert np.isfinite(snapshot.mean).all() and np.isfinite(snapshot.variance).all()
+    assert daemon.terminate()[0] == 0
