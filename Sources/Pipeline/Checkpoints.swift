@@ -9,8 +9,11 @@ import Glibc
 ///
 /// A checkpoint is one file, `checkpoint-<sequence>.eddy`, written atomically: to a temporary file,
 /// fsync, rename over the final name, fsync the directory. Its content is sealed with a CRC-32. On
-/// start the newest file that reads back whole is used; a damaged one is skipped (and reported) in
-/// favour of the one before. The newest `kept` files are kept.
+/// start, temporary files an interrupted write left are removed, and the newest file that reads back
+/// whole is used: a damaged one is moved aside (renamed `….eddy.damaged`, no longer counted among the
+/// `kept`) and reported, in favour of the one before. A stream whose saved state no longer fits its
+/// settings (a changed window, buffer or layer width) starts afresh, and its saved state is written
+/// aside to `set-aside-<checkpoint>-<stream>.stream`, not deleted. The newest `kept` files are kept.
 public struct CheckpointStore: Sendable {
     public let directory: String
     public let kept: Int
@@ -23,7 +26,7 @@ public struct CheckpointStore: Sendable {
     }
 
     /// Checkpoint files, oldest first, with their sequence numbers.
-    func files() -> [(sequence: UInt64, path: String)] {
+    public func files() -> [(sequence: UInt64, path: String)] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         return names.compactMap { name -> (UInt64, String)? in
             guard name.hasPrefix("checkpoint-"), name.hasSuffix(".eddy") else { return nil }
@@ -49,13 +52,25 @@ public struct CheckpointStore: Sendable {
         return path
     }
 
+    /// Removes the temporary files of writes that never finished (a kill during a checkpoint);
+    /// returns their paths.
+    @discardableResult
+    public func removeStaleTemporaries() -> [String] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        let stale = names.filter { $0.hasPrefix("checkpoint-") && $0.hasSuffix(".eddy.tmp") }.map { directory + "/" + $0 }
+        for path in stale { unlink(path) }
+        return stale
+    }
+
     /// The streams of the newest checkpoint that reads back whole, or nil if there is none.
     ///
     /// - Parameters:
     ///   - settings: the configuration each stream name gets now.
-    ///   - skipped: called with each damaged checkpoint's path and the reason.
+    ///   - skipped: called with each damaged checkpoint's path, the reason, and where it was moved.
+    ///   - setAside: called with each stream that starts afresh, the reason, and where its saved state went.
     public func loadNewest(
-        settings: (String) -> StreamConfiguration, skipped: (String, Error) -> Void
+        settings: (String) -> StreamConfiguration, skipped: (String, Error, String) -> Void,
+        setAside: (String, Error, String) -> Void = { _, _, _ in }
     ) -> (path: String, streams: [StreamPipeline])? {
         for file in files().reversed() {
             do {
@@ -79,12 +94,16 @@ public struct CheckpointStore: Sendable {
                     do {
                         streams.append(try StreamPipeline.restore(blob, settings: settings(name)))
                     } catch {
-                        skipped("\(file.path) stream \(name)", error)
+                        let aside = directory + "/set-aside-\(file.sequence)-\(name).stream"
+                        try? Self.writeAtomically(blob, to: aside, directory: directory)
+                        setAside(name, error, aside)
                     }
                 }
                 return (file.path, streams)
             } catch {
-                skipped(file.path, error)
+                let aside = file.path + ".damaged"
+                rename(file.path, aside)
+                skipped(file.path, error, aside)
             }
         }
         return nil

@@ -60,13 +60,21 @@ public final class Daemon: @unchecked Sendable {
         context = try Context(ioThreads: 1)
         checkpoints = configuration.dataDirectory.isEmpty ? nil : CheckpointStore(
             directory: configuration.dataDirectory, kept: configuration.checkpointsKept)
+        for path in checkpoints?.removeStaleTemporaries() ?? [] {
+            logger.notice("removed the temporary file of an unfinished checkpoint", metadata: ["checkpoint.path": "\(path)"])
+        }
         if let store = checkpoints,
             let (path, restored) = store.loadNewest(
                 settings: configuration.settings(for:),
-                skipped: { path, error in
+                skipped: { path, error, aside in
                     logger.warning(
-                        "checkpoint unreadable, trying an older one",
-                        metadata: ["checkpoint.path": "\(path)", "error": "\(error)"])
+                        "checkpoint damaged, moved aside; trying an older one",
+                        metadata: ["checkpoint.path": "\(path)", "checkpoint.moved_to": "\(aside)", "error": "\(error)"])
+                },
+                setAside: { name, error, aside in
+                    logger.warning(
+                        "a stream's saved state does not fit its settings now; it starts afresh, its state kept aside",
+                        metadata: ["stream.id": "\(name)", "error": "\(error)", "checkpoint.set_aside": "\(aside)"])
                 })
         {
             for s in restored {

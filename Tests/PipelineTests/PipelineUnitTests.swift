@@ -746,10 +746,28 @@ import Testing
         var damaged = [UInt8](bytes)
         damaged[damaged.count / 2] ^= 1
         try Data(damaged).write(to: URL(fileURLWithPath: newer))
+        // A kill during a write leaves a temporary file: removed on start.
+        let stale = directory + "/checkpoint-00000000000000000009.eddy.tmp"
+        try Data([1, 2, 3]).write(to: URL(fileURLWithPath: stale))
+        #expect(store.removeStaleTemporaries() == [stale] && !FileManager.default.fileExists(atPath: stale))
         var skipped: [String] = []
-        let loaded = try #require(store.loadNewest(settings: { _ in s }, skipped: { path, _ in skipped.append(path) }))
-        #expect(loaded.path == older && skipped == [newer])
+        let loaded = try #require(
+            store.loadNewest(settings: { _ in s }, skipped: { path, _, aside in skipped.append(path + " -> " + aside) }))
+        #expect(loaded.path == older && skipped == [newer + " -> " + newer + ".damaged"])
         #expect(loaded.streams.first?.accepted == 100)
+        // The damaged file is kept aside, no longer counted among the kept checkpoints.
+        #expect(FileManager.default.fileExists(atPath: newer + ".damaged") && store.files().map(\.path) == [older])
+
+        // Settings of another shape (a wider hidden layer): the stream starts afresh, named, with
+        // its saved state written aside whole.
+        var wider = s
+        wider.autoencoderHidden = [32, 8, 32]
+        var asides: [(String, String)] = []
+        let again = try #require(
+            store.loadNewest(settings: { _ in wider }, skipped: { _, _, _ in }, setAside: { name, _, path in asides.append((name, path)) }))
+        #expect(again.streams.isEmpty && asides.map(\.0) == ["x"])
+        let kept = try #require(FileManager.default.contents(atPath: asides[0].1))
+        #expect(try StreamPipeline.restore([UInt8](kept), settings: s).accepted == 100, "the set-aside state restores")
     }
 }
 
