@@ -48,6 +48,32 @@ public final class Daemon: @unchecked Sendable {
     let stateLock = Lock()
     var stopIngest = false, stopTrainer = false, stopServers = false
     var finishedThreads: [String: DispatchSemaphore] = [:]
+    /// Called (once, from the dying thread) when a thread ends with an error while the daemon is not
+    /// stopping: a daemon missing a thread must not live on quietly. `eddy serve` stops and exits
+    /// non-zero, so a supervisor restarts it.
+    public var onThreadFailure: (@Sendable (_ thread: String, _ error: any Error) -> Void)?
+    var threadFailure: (thread: String, error: String)?
+    /// Fault injection for tests: the named thread fails as a socket error would end it.
+    var injectedFault: String?
+
+    /// The first thread that ended with an error, if one did.
+    public var failure: (thread: String, error: String)? { stateLock.withLock { threadFailure } }
+
+    /// Records a thread's death and tells `onThreadFailure`, unless the daemon is stopping anyway.
+    func threadFailed(_ thread: String, _ error: any Error) {
+        let first: Bool = stateLock.withLock {
+            guard threadFailure == nil else { return false }
+            threadFailure = (thread, "\(error)")
+            return true
+        }
+        logger.critical("thread failed; the daemon cannot go on without it", metadata: ["thread": "\(thread)", "error": "\(error)"])
+        if first { onThreadFailure?(thread, error) }
+    }
+
+    /// Throws if a test asked this thread to fail.
+    func checkInjectedFault(_ thread: String) throws {
+        if stateLock.withLock({ injectedFault == thread }) { throw DaemonFault.injected(thread) }
+    }
     /// Signalled when the ingest thread has taken its last sample (it goes on publishing).
     let ingestDrained = DispatchSemaphore(value: 0)
     let trainerWake = NSCondition()
@@ -238,9 +264,7 @@ public final class Daemon: @unchecked Sendable {
             }
         } catch {
             ready.fail(error)
-            if (error as? ZMQError)?.isTerminated != true {
-                logger.error("ingest stopped", metadata: ["error": "\(error)"])
-            }
+            if (error as? ZMQError)?.isTerminated != true { threadFailed("eddy-ingest", error) }
         }
     }
 
@@ -409,6 +433,7 @@ public final class Daemon: @unchecked Sendable {
             trainLoop(publisher: out)
         } catch {
             ready.fail(error)
+            threadFailed("eddy-trainer", error)
         }
     }
 
@@ -517,7 +542,10 @@ public final class Daemon: @unchecked Sendable {
             let endpoint = try rep.bind(configuration.snapshots)
             ready.fulfil(endpoint)
             while !serversStopping {
-                guard try rep.poll(timeout: 50), let frames = try rep.receive(dontWait: true) else { continue }
+                guard try rep.poll(timeout: 50), let frames = try rep.receive(dontWait: true) else {
+                    try checkInjectedFault("eddy-snapshots")
+                    continue
+                }
                 var reply = Eddy_V1_SnapshotReply()
                 if frames.count != 1 {
                     reply.error = Wire.error(.badFrames, "a snapshot request is one frame, got \(frames.count)", stream: nil)
@@ -538,7 +566,7 @@ public final class Daemon: @unchecked Sendable {
             }
         } catch {
             ready.fail(error)
-            logger.error("snapshot server stopped", metadata: ["error": "\(error)"])
+            if (error as? ZMQError)?.isTerminated != true { threadFailed("eddy-snapshots", error) }
         }
     }
 }
@@ -568,5 +596,13 @@ public final class Promise<T: Sendable>: @unchecked Sendable {
         semaphore.wait()
         semaphore.signal()
         return try lock.withLock { result! }.get()
+    }
+}
+
+/// A fault a test injected into a daemon thread.
+enum DaemonFault: Error, CustomStringConvertible {
+    case injected(String)
+    var description: String {
+        switch self { case .injected(let thread): "fault injected into \(thread)" }
     }
 }

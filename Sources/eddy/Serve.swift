@@ -33,15 +33,24 @@ struct Serve: ParsableCommand {
         sigemptyset(&signals)
         sigaddset(&signals, SIGTERM)
         sigaddset(&signals, SIGINT)
+        sigaddset(&signals, SIGUSR1)  // a daemon thread died (below)
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
         let daemon = try Daemon(configuration: configuration, logger: logger)
+        // A thread that dies wakes the wait below as a signal would: the process must not live on
+        // without it (systemd's Restart=on-failure needs a non-zero exit to act).
+        daemon.onThreadFailure = { _, _ in kill(getpid(), SIGUSR1) }
         let endpoints = try daemon.start()
         print("ingest \(endpoints.ingest)\npublish \(endpoints.publish)\nsnapshots \(endpoints.snapshots)")
         flushStandardOutput()
         var received: Int32 = 0
         sigwait(&signals, &received)
-        logger.info("stopping", metadata: ["signal": "\(received == SIGTERM ? "SIGTERM" : "SIGINT")"])
+        if received == SIGUSR1, let failure = daemon.failure {
+            logger.critical("stopping: a thread failed", metadata: ["thread": "\(failure.thread)", "error": "\(failure.error)"])
+            daemon.stop()
+            throw ExitCode(70)  // EX_SOFTWARE
+        }
+        logger.info("stopping", metadata: ["signal": "\(received == SIGTERM ? "SIGTERM" : received == SIGINT ? "SIGINT" : "SIGUSR1")"])
         daemon.stop()
         logger.info("stopped")
     }
