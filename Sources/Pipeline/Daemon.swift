@@ -441,6 +441,8 @@ public final class Daemon: @unchecked Sendable {
         var next = 0
         var lastSnapshot = Self.monotonic(), lastCheckpoint = Self.monotonic()
         var stepsSinceSnapshot: [String: Int] = [:]
+        // Restored streams' models, at once (the others have nothing to publish yet).
+        for s in allStreams { publishSnapshots(of: s, publisher: out) }
         while !trainerStopping {
             let list = allStreams
             var stepped = false

@@ -149,6 +149,8 @@ public final class StreamPipeline: @unchecked Sendable {
     let batch: FloatBuffer
     let batchIDs: UnsafeMutablePointer<Int64>
     var snapshotVersions: (autoencoder: UInt64, moco: UInt64) = (0, 0)
+    /// Restored from a checkpoint and not yet published since.
+    var snapshotsOwed = false
 
     public init(name: String, settings: StreamConfiguration) {
         precondition(settings.inputDimension > 0, "a stream's dim must be known before it is built")
@@ -417,14 +419,18 @@ public final class StreamPipeline: @unchecked Sendable {
         }
         var out: [Snapshot] = []
         let aeVersion = UInt64(autoencoder.step), mocoVersion = UInt64(moco.step)
-        if aeVersion > snapshotVersions.autoencoder {
+        // A restored stream's models are published again once (at the versions they had), so a
+        // subscriber or snapshot client gets them before the stream trains again.
+        let again = snapshotsOwed
+        snapshotsOwed = false
+        if aeVersion > snapshotVersions.autoencoder || (again && aeVersion > 0) {
             snapshotVersions.autoencoder = aeVersion
             out.append(
                 snapshot(
                     .autoencoder, version: aeVersion, autoencoder.layout, autoencoder.parameterValues,
                     representationLayer: settings.autoencoderHidden.count / 2, temperature: 0))
         }
-        if mocoVersion > snapshotVersions.moco {
+        if mocoVersion > snapshotVersions.moco || (again && mocoVersion > 0) {
             snapshotVersions.moco = mocoVersion
             out.append(
                 snapshot(
@@ -528,6 +534,7 @@ public final class StreamPipeline: @unchecked Sendable {
         stream.skippedSteps = try r.read(UInt64.self)
         stream.pendingSteps = Double(bitPattern: try r.read(UInt64.self))
         stream.snapshotVersions = (try r.read(UInt64.self), try r.read(UInt64.self))
+        stream.snapshotsOwed = true
         if version >= 6 {
             stream.scorer.normaliser.copy(from: try Normaliser.decode(&r))
             try stream.restoreBuffer(&r)
