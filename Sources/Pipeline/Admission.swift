@@ -23,14 +23,13 @@ public enum Admission {
         lookup: (String, Int) -> Result<StreamPipeline, Refusal>
     ) -> Admission {
         guard frames.count == 2 else {
-            let name = frames.first.map { String(decoding: $0, as: UTF8.self) }
-            let usable = name.flatMap { StreamName.problem($0, maxBytes: c.maxStreamNameBytes) == nil ? $0 : nil }
+            let usable = frames.first.flatMap { StreamName.decode($0, maxBytes: c.maxStreamNameBytes).name }
             return .rejected(.badFrames, "expected 2 frames (stream, SampleBatch), got \(frames.count)",
                              stream: usable, sequence: 0, samples: 0)
         }
-        let name = String(decoding: frames[0], as: UTF8.self)
-        if let why = StreamName.problem(name, maxBytes: c.maxStreamNameBytes) {
-            return .rejected(.badStreamName, why, stream: nil, sequence: 0, samples: 0)
+        let decoded = StreamName.decode(frames[0], maxBytes: c.maxStreamNameBytes)
+        guard let name = decoded.name else {
+            return .rejected(.badStreamName, decoded.problem ?? "bad stream name", stream: nil, sequence: 0, samples: 0)
         }
         if frames[1].count > c.maxMessageBytes {
             return .rejected(.oversized, "message of \(frames[1].count) bytes exceeds max_message_bytes \(c.maxMessageBytes)",

@@ -315,11 +315,32 @@ public enum StreamName {
         if bytes == 0 { return "the stream name is empty" }
         if bytes > maxBytes { return "the stream name is \(bytes) bytes, over the limit of \(maxBytes)" }
         if name.contains("/") { return "the stream name contains '/'" }
-        if name.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
-            return "the stream name contains a control character"
+        if let c = name.unicodeScalars.first(where: isControl) {
+            return "the stream name contains the control character U+\(String(c.value, radix: 16, uppercase: true).leftPadded(4))"
         }
         return nil
     }
+
+    /// The name in frame 0's bytes if they are valid UTF-8 (two different invalid names must not both
+    /// become the stream "\u{FFFD}"), with why it cannot name a stream, if it cannot.
+    public static func decode(_ bytes: [UInt8], maxBytes: Int) -> (name: String?, problem: String?) {
+        guard let name = String(validating: bytes, as: UTF8.self) else { return (nil, "the stream name is not valid UTF-8") }
+        let why = problem(name, maxBytes: maxBytes)
+        return (why == nil ? name : nil, why)
+    }
+
+    /// Control characters of every plane: C0, DEL and C1 (Cc), format characters such as the bidi
+    /// overrides U+202E and zero-width joiners (Cf), and the line and paragraph separators.
+    static func isControl(_ c: Unicode.Scalar) -> Bool {
+        switch c.properties.generalCategory {
+        case .control, .format, .lineSeparator, .paragraphSeparator: true
+        default: false
+        }
+    }
+}
+
+extension String {
+    func leftPadded(_ width: Int) -> String { count >= width ? self : String(repeating: "0", count: width - count) + self }
 }
 
 /// The trainer thread's scheduling: SCHED_IDLE, or SCHED_OTHER at a nice value.

@@ -666,6 +666,22 @@ import Testing
         #expect("\(ByteCount(1536))" == "1.5 KB" && "\(ByteCount(100))" == "100 bytes")
     }
 
+    /// Stream names are valid UTF-8 without control characters of any plane: bytes 0xFF and 0xFE are
+    /// refused rather than both becoming "\u{FFFD}"; C1 controls, the bidi override U+202E, a
+    /// zero-width space and a line separator are refused; other scripts are names like any.
+    @Test func streamNamesAreValidUTF8WithoutControlsOfAnyPlane() {
+        #expect(StreamName.decode([0x70, 0xFF], maxBytes: 128).problem == "the stream name is not valid UTF-8")
+        #expect(StreamName.decode([0x70, 0xFE], maxBytes: 128).name == nil)
+        for bad in ["a\u{85}b", "a\u{9F}", "pump\u{202E}7", "x\u{200B}", "x\u{2028}", "\u{7F}", "\u{1}"] {
+            let got = StreamName.decode(Array(bad.utf8), maxBytes: 128)
+            #expect(got.name == nil && got.problem?.contains("control character U+") == true, "\(bad.unicodeScalars.map(\.value))")
+        }
+        #expect(StreamName.decode(Array("pump\u{202E}7".utf8), maxBytes: 128).problem?.hasSuffix("U+202E") == true)
+        for good in ["pump-7", "温度", "sensor é", "🌊"] {
+            #expect(StreamName.decode(Array(good.utf8), maxBytes: 128).name == good)
+        }
+    }
+
     @Test func theShippedExampleIsValidAndMatchesTheDefaults() throws {
         let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent(
             "../../deploy/eddy.conf")
