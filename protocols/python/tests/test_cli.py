@@ -218,3 +218,20 @@ def test_replay_leaves_label_columns_out(tmp_path):
     assert a.stdout != c.stdout
     d = subprocess.run([EDDY, "replay", "--skip", ",".join(lines[0].split(",")), str(plain)], capture_output=True, text=True)
     assert d.returncode != 0 and "no value column" in d.stderr
+
+
+def test_the_systemd_unit_is_hardened_and_waits_for_the_daemon_to_stop(tmp_path):
+    # systemd-analyze rates the shipped unit (offline, as it would run) at an exposure of 2.0 or
+    # less, and the unit gives the daemon longer to stop than its own worst case (Daemon.stop:
+    # 10 + 120 + 10 + 10 s).
+    import re
+    import shutil
+    unit = tmp_path / "eddy.service"
+    shutil.copy(ROOT / "deploy" / "eddy.service", unit)
+    run = subprocess.run(["systemd-analyze", "security", "--offline=true", str(unit)],
+                         capture_output=True, text=True)
+    level = re.search(r"Overall exposure level for eddy\.service: ([0-9.]+)", run.stdout)
+    assert level, run.stdout + run.stderr
+    assert float(level.group(1)) <= 2.0, run.stdout
+    timeout = re.search(r"^TimeoutStopSec=(\d+)$", unit.read_text(), re.M)
+    assert timeout and int(timeout.group(1)) > 150
