@@ -573,6 +573,14 @@ public nonisolated struct Eddy_V1_StreamStatus: Sendable {
   /// or no check); see Alert.period.
   public var period: UInt32 = 0
 
+  /// Training steps the stream earned but the trainer could not take (it fell behind by more than
+  /// max_pending_steps), and samples scored but kept out of learning because they looked anomalous
+  /// (learn_surprise_limit). Skipped steps since the stream began (kept in checkpoints), quarantined
+  /// samples since the daemon started.
+  public var skippedSteps: UInt64 = 0
+
+  public var quarantined: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1289,7 +1297,7 @@ nonisolated extension Eddy_V1_ModelSnapshot: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Eddy_V1_StreamStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StreamStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{1}dim\0\u{1}accepted\0\u{1}rejected\0\u{1}buffered\0\u{1}evicted\0\u{3}train_steps\0\u{3}autoencoder_version\0\u{3}moco_version\0\u{3}warming_up\0\u{3}autoencoder_loss\0\u{3}moco_loss\0\u{1}period\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{1}dim\0\u{1}accepted\0\u{1}rejected\0\u{1}buffered\0\u{1}evicted\0\u{3}train_steps\0\u{3}autoencoder_version\0\u{3}moco_version\0\u{3}warming_up\0\u{3}autoencoder_loss\0\u{3}moco_loss\0\u{1}period\0\u{3}skipped_steps\0\u{1}quarantined\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1310,6 +1318,8 @@ nonisolated extension Eddy_V1_StreamStatus: SwiftProtobuf.Message, SwiftProtobuf
       case 11: try { try decoder.decodeSingularFloatField(value: &self.autoencoderLoss) }()
       case 12: try { try decoder.decodeSingularFloatField(value: &self.mocoLoss) }()
       case 13: try { try decoder.decodeSingularUInt32Field(value: &self.period) }()
+      case 14: try { try decoder.decodeSingularUInt64Field(value: &self.skippedSteps) }()
+      case 15: try { try decoder.decodeSingularUInt64Field(value: &self.quarantined) }()
       default: break
       }
     }
@@ -1355,6 +1365,12 @@ nonisolated extension Eddy_V1_StreamStatus: SwiftProtobuf.Message, SwiftProtobuf
     if self.period != 0 {
       try visitor.visitSingularUInt32Field(value: self.period, fieldNumber: 13)
     }
+    if self.skippedSteps != 0 {
+      try visitor.visitSingularUInt64Field(value: self.skippedSteps, fieldNumber: 14)
+    }
+    if self.quarantined != 0 {
+      try visitor.visitSingularUInt64Field(value: self.quarantined, fieldNumber: 15)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1372,6 +1388,8 @@ nonisolated extension Eddy_V1_StreamStatus: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.autoencoderLoss != rhs.autoencoderLoss {return false}
     if lhs.mocoLoss != rhs.mocoLoss {return false}
     if lhs.period != rhs.period {return false}
+    if lhs.skippedSteps != rhs.skippedSteps {return false}
+    if lhs.quarantined != rhs.quarantined {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -530,6 +530,8 @@ public final class Daemon: @unchecked Sendable {
             m.autoencoderLoss = st.autoencoderLoss
             m.mocoLoss = st.mocoLoss
             m.period = UInt32(st.period)
+            m.skippedSteps = st.skippedSteps
+            m.quarantined = st.quarantined
             return m
         }
         return hb

@@ -453,7 +453,7 @@ public final class StreamPipeline: @unchecked Sendable {
 
     /// Figures for heartbeats.
     public struct Status: Sendable {
-        public var accepted, rejected, buffered, evicted, skippedSteps: UInt64
+        public var accepted, rejected, buffered, evicted, skippedSteps, quarantined: UInt64
         public var autoencoderSteps, mocoSteps: UInt64
         public var warmingUp: Bool
         public var autoencoderLoss, mocoLoss: Float
@@ -465,7 +465,7 @@ public final class StreamPipeline: @unchecked Sendable {
         lock.withLock {
             Status(
                 accepted: accepted, rejected: rejectedCount, buffered: UInt64(buffer.count), evicted: buffer.evicted,
-                skippedSteps: skippedSteps, autoencoderSteps: exchangeVersion, mocoSteps: mocoVersion,
+                skippedSteps: skippedSteps, quarantined: quarantined, autoencoderSteps: exchangeVersion, mocoSteps: mocoVersion,
                 warmingUp: accepted < UInt64(settings.warmupSamples) || exchangeVersion < UInt64(settings.warmupSteps)
                     || chain.warming,
                 autoencoderLoss: lastLosses.autoencoder, mocoLoss: lastLosses.moco,

@@ -381,3 +381,39 @@ def test_values_that_would_poison_a_stream_are_refused_and_no_score_or_weight_tu
         assert all(np.isfinite(w).all() and np.isfinite(b).all() for w, b in zip(snapshot.weights, snapshot.biases))
         assert np.isfinite(snapshot.mean).all() and np.isfinite(snapshot.variance).all()
     assert daemon.terminate()[0] == 0
+
+
+def test_heartbeats_show_skipped_steps_and_quarantined_samples(start_daemon):
+    # A stream that earns far more steps than it may owe (max_pending_steps 1, replay_ratio 64) skips
+    # most of them; with learn_surprise_limit set, a burst of outliers is scored but kept out of
+    # learning. Both counts reach the heartbeat.
+    daemon = start_daemon(extra_config="[stream.q]\nreplay_ratio = 64\nmax_pending_steps = 1\nlearn_surprise_limit = 3\n"
+                                       "range_margin = -1\n")
+    ep = daemon.endpoints
+    with Producer(ep["ingest"]) as producer, Subscriber(ep["publish"], ["hb/"]) as sub:
+        wait_heartbeat(sub)
+        end = time.monotonic() + 30
+        # In small batches, a moment apart: each earns more than the one step the stream may owe,
+        # and the trainer takes that one, so the stream leaves warm-up (20 steps) with most skipped.
+        data = sensors(3000, dim=4)
+        for i in range(0, 3000, 50):
+            producer.send("q", data[i:i + 50])
+            time.sleep(0.03)
+        while True:
+            hb = wait_heartbeat(sub)
+            q = next((s for s in hb.streams if s.stream == "q"), None)
+            if q and q.accepted == 3000 and not q.warming_up:
+                break
+            assert time.monotonic() < end, "the stream did not leave warm-up"
+        outliers = sensors(50, dim=4, start=3000)
+        outliers[:, 1] += 40
+        producer.send("q", outliers)
+        while True:
+            hb = wait_heartbeat(sub)
+            q = next((s for s in hb.streams if s.stream == "q"), None)
+            if q and q.accepted == 3050 and q.skipped_steps > 0 and q.quarantined > 0:
+                break
+            assert time.monotonic() < end, f"skipped {q and q.skipped_steps}, quarantined {q and q.quarantined}"
+        assert q.skipped_steps > q.train_steps, "most earned steps are skipped"
+        assert 0 < q.quarantined <= 50
+    assert daemon.terminate()[0] == 0
