@@ -60,7 +60,7 @@ let package = Package(
         .executableTarget(
             name: "eddy",
             dependencies: [
-                "Learning", "Workloads", "LinearAlgebra", "Pipeline", "ZeroMQ", "EddyProtocol", "Evaluation",
+                "Learning", "Workloads", "LinearAlgebra", "Pipeline", "ZeroMQ", "EddyProtocol", "Evaluation", "CSystem",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),

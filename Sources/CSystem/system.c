@@ -63,3 +63,18 @@ unsigned long long eddy_allocated_bytes(void) {
     struct mallinfo2 m = mallinfo2();
     return (unsigned long long)m.uordblks + (unsigned long long)m.hblkhd;
 }
+
+int eddy_raise_descriptor_limit(unsigned long long *soft, unsigned long long *hard) {
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return errno;
+    int result = 0;
+    if (limit.rlim_cur < limit.rlim_max) {
+        rlim_t wanted = limit.rlim_max;
+        limit.rlim_cur = wanted;
+        if (setrlimit(RLIMIT_NOFILE, &limit) != 0) result = errno;
+        getrlimit(RLIMIT_NOFILE, &limit);
+    }
+    *soft = limit.rlim_cur;
+    *hard = limit.rlim_max;
+    return result;
+}

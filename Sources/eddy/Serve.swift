@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import CSystem
 import Pipeline
 
 struct Serve: ParsableCommand {
@@ -35,6 +36,17 @@ struct Serve: ParsableCommand {
         sigaddset(&signals, SIGINT)
         sigaddset(&signals, SIGUSR1)  // a daemon thread died (below)
         pthread_sigmask(SIG_BLOCK, &signals, nil)
+
+        // Every idle TCP connection holds a descriptor, and checkpoints need one too: take all the
+        // descriptors the hard limit allows rather than a soft default of 1,024.
+        var soft: UInt64 = 0, hard: UInt64 = 0
+        let raised = eddy_raise_descriptor_limit(&soft, &hard)
+        logger.info("descriptor limit", metadata: ["limit.soft": "\(soft)", "limit.hard": "\(hard)"])
+        if raised != 0 || soft < 4096 {
+            logger.warning(
+                "few descriptors: each producer, subscriber and snapshot client connection holds one (raise LimitNOFILE)",
+                metadata: ["limit.soft": "\(soft)", "errno": "\(raised)"])
+        }
 
         let daemon = try Daemon(configuration: configuration, logger: logger)
         // A thread that dies wakes the wait below as a signal would: the process must not live on

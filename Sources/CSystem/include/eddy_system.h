@@ -26,6 +26,11 @@ int eddy_set_thread_nice(int nice);
 /// Names the calling thread (at most 15 bytes are kept), as `top -H` and `perf` show it.
 void eddy_set_thread_name(const char *name);
 
+/// Raises the soft limit on open descriptors to the hard limit (every idle TCP connection holds
+/// one: 1,024, a common soft default, is exhausted by a thousand idle peers). Writes the limits in
+/// force afterwards; returns 0 on success, else errno.
+int eddy_raise_descriptor_limit(unsigned long long *soft, unsigned long long *hard);
+
 /// Bytes the C allocator has handed out and not had back (glibc's mallinfo2: arena blocks in use plus
 /// mmap'd blocks), for measuring what a structure allocates whether or not its pages are touched.
 unsigned long long eddy_allocated_bytes(void);

@@ -417,3 +417,20 @@ def test_heartbeats_show_skipped_steps_and_quarantined_samples(start_daemon):
         assert q.skipped_steps > q.train_steps, "most earned steps are skipped"
         assert 0 < q.quarantined <= 50
     assert daemon.terminate()[0] == 0
+
+
+def test_the_daemon_takes_every_descriptor_its_hard_limit_allows(start_daemon):
+    # Started with a soft limit of 256 open files, the daemon raises it to the hard limit at once
+    # (every idle connection holds a descriptor; a soft 1,024 was exhausted by a thousand peers).
+    import resource
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+    try:
+        daemon = start_daemon()
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    limits = open(f"/proc/{daemon.process.pid}/limits").read()
+    line = next(l for l in limits.splitlines() if l.startswith("Max open files"))
+    daemon_soft, daemon_hard = line.split()[3:5]
+    assert daemon_soft == daemon_hard == (str(hard) if hard != resource.RLIM_INFINITY else "unlimited")
+    assert daemon.terminate()[0] == 0
