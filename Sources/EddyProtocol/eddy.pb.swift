@@ -581,6 +581,10 @@ public nonisolated struct Eddy_V1_StreamStatus: Sendable {
 
   public var quarantined: UInt64 = 0
 
+  /// Times a non-finite weight was found (after a training step, or before a snapshot or
+  /// checkpoint) and the stream's models went back to their last published state; since start.
+  public var rollbacks: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1297,7 +1301,7 @@ nonisolated extension Eddy_V1_ModelSnapshot: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Eddy_V1_StreamStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StreamStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{1}dim\0\u{1}accepted\0\u{1}rejected\0\u{1}buffered\0\u{1}evicted\0\u{3}train_steps\0\u{3}autoencoder_version\0\u{3}moco_version\0\u{3}warming_up\0\u{3}autoencoder_loss\0\u{3}moco_loss\0\u{1}period\0\u{3}skipped_steps\0\u{1}quarantined\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{1}dim\0\u{1}accepted\0\u{1}rejected\0\u{1}buffered\0\u{1}evicted\0\u{3}train_steps\0\u{3}autoencoder_version\0\u{3}moco_version\0\u{3}warming_up\0\u{3}autoencoder_loss\0\u{3}moco_loss\0\u{1}period\0\u{3}skipped_steps\0\u{1}quarantined\0\u{1}rollbacks\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1320,6 +1324,7 @@ nonisolated extension Eddy_V1_StreamStatus: SwiftProtobuf.Message, SwiftProtobuf
       case 13: try { try decoder.decodeSingularUInt32Field(value: &self.period) }()
       case 14: try { try decoder.decodeSingularUInt64Field(value: &self.skippedSteps) }()
       case 15: try { try decoder.decodeSingularUInt64Field(value: &self.quarantined) }()
+      case 16: try { try decoder.decodeSingularUInt64Field(value: &self.rollbacks) }()
       default: break
       }
     }
@@ -1371,6 +1376,9 @@ nonisolated extension Eddy_V1_StreamStatus: SwiftProtobuf.Message, SwiftProtobuf
     if self.quarantined != 0 {
       try visitor.visitSingularUInt64Field(value: self.quarantined, fieldNumber: 15)
     }
+    if self.rollbacks != 0 {
+      try visitor.visitSingularUInt64Field(value: self.rollbacks, fieldNumber: 16)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1390,6 +1398,7 @@ nonisolated extension Eddy_V1_StreamStatus: SwiftProtobuf.Message, SwiftProtobuf
     if lhs.period != rhs.period {return false}
     if lhs.skippedSteps != rhs.skippedSteps {return false}
     if lhs.quarantined != rhs.quarantined {return false}
+    if lhs.rollbacks != rhs.rollbacks {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

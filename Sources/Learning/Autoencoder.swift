@@ -66,6 +66,9 @@ public final class Autoencoder {
     /// Number of trainable parameters.
     public var parameterCount: Int { layout.parameterCount }
 
+    /// Whether every weight is finite.
+    public var isFinite: Bool { Kernels.firstNonFinite(parameters.pointer, count: parameterCount) == nil }
+
     /// Feeds arriving samples to the running normaliser (call once per sample, on arrival).
     public func observe(_ x: UnsafePointer<Float>, rows: Int) {
         if configuration.normalise { normaliser.observe(x, rows: rows) }

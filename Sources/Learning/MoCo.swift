@@ -252,6 +252,11 @@ public final class MoCo {
     public var keyParameters: [Float] { key.array }
     public var queueValues: [Float] { queue.array }
 
+    /// Whether every weight of both encoders and every queued key is finite.
+    public var isFinite: Bool {
+        [query, key, queue].allSatisfy { Kernels.firstNonFinite($0.pointer, count: $0.count) == nil }
+    }
+
     // MARK: State
 
     static let kind = "eddy.moco"

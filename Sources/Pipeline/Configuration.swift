@@ -373,7 +373,8 @@ extension StreamConfiguration {
     /// buffer, the trainer's and the scorer's autoencoders (weights, gradients, Adam's two moments,
     /// activations for a batch, and for the scorer up to 256 rows), the weights the trainer hands the
     /// scorer, MoCo's query and key encoders with their optimiser and queue, the ingest side's row
-    /// buffers, the window history and the discord signal's rings. A test holds it against what
+    /// buffers, the window history, the discord signal's rings and the last good models kept to roll
+    /// back to. A test holds it against what
     /// the allocator reports for streams of several shapes.
     public var memoryEstimate: Int {
         let d = inputDimension, b = batchSize
@@ -388,6 +389,9 @@ extension StreamConfiguration {
         floats += 5 * mocoParameters + mocoQueue * (mocoHead.last ?? 0) + 2 * mocoQueue
         floats += 2 * 3 * b * mocoUnits + b * (mocoQueue + 1)  // two views, and the logits
         floats += 256 * d + 2 * d + b * d + 12 * d  // rows, feature errors, the batch, normalisers
+        // The last good models, serialized (what a stream rolls back to): the autoencoder's weights
+        // and Adam moments, MoCo's two encoders, moments and queue.
+        floats += 3 * aeParameters + 4 * mocoParameters + mocoQueue * (mocoHead.last ?? 0) + 2 * mocoQueue + 4 * d
         // Smaller buffers and the allocator's bookkeeping, as measured (about 0.7 MB and 160 bytes
         // per input).
         var bytes = 4 * floats + 768 << 10 + 256 * d

@@ -441,6 +441,7 @@ public final class Daemon: @unchecked Sendable {
         var next = 0
         var lastSnapshot = Self.monotonic(), lastCheckpoint = Self.monotonic()
         var stepsSinceSnapshot: [String: Int] = [:]
+        var rollbacksSeen: [String: UInt64] = [:]
         // Restored streams' models, at once (the others have nothing to publish yet).
         for s in allStreams { publishSnapshots(of: s, publisher: out) }
         while !trainerStopping {
@@ -450,6 +451,13 @@ public final class Daemon: @unchecked Sendable {
                 let s = list[(next + i) % list.count]
                 if s.trainStep() {
                     trainSteps.add()
+                    let rollbacks = s.rollbacks
+                    if rollbacks != rollbacksSeen[s.name, default: 0] {
+                        rollbacksSeen[s.name] = rollbacks
+                        logger.error(
+                            "a model weight was not finite; the stream's models went back to their last published state",
+                            metadata: ["stream.id": "\(s.name)", "rollbacks": "\(rollbacks)"])
+                    }
                     next = (next + i + 1) % list.count
                     stepped = true
                     stepsSinceSnapshot[s.name, default: 0] += 1
@@ -532,6 +540,7 @@ public final class Daemon: @unchecked Sendable {
             m.period = UInt32(st.period)
             m.skippedSteps = st.skippedSteps
             m.quarantined = st.quarantined
+            m.rollbacks = st.rollbacks
             return m
         }
         return hb

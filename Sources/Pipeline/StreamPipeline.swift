@@ -144,8 +144,13 @@ public final class StreamPipeline: @unchecked Sendable {
     var featureErrors: FloatBuffer
 
     // Trainer side.
-    public private(set) var autoencoder: Autoencoder
-    public private(set) var moco: MoCo
+    public internal(set) var autoencoder: Autoencoder
+    public internal(set) var moco: MoCo
+    /// The models as they last were with every weight finite (serialized when a snapshot was taken),
+    /// the state a stream rolls back to; nil before the first snapshot (it then starts afresh).
+    var lastGood: (autoencoder: [UInt8], moco: [UInt8])?
+    /// Times the trainer found a non-finite weight and rolled the models back (under `lock`).
+    public private(set) var rollbacks: UInt64 = 0
     let batch: FloatBuffer
     let batchIDs: UnsafeMutablePointer<Int64>
     var snapshotVersions: (autoencoder: UInt64, moco: UInt64) = (0, 0)
@@ -392,6 +397,15 @@ public final class StreamPipeline: @unchecked Sendable {
         guard ready else { return false }
         let aeLoss = autoencoder.trainStep(batch.pointer, rows: n)
         let mocoLoss = moco.trainStep(batch.pointer, rows: n, ids: batchIDs)
+        // The last line of defence against poisoned weights, checked on a non-finite loss and every
+        // `weightCheckEvery` steps (a NaN weight feeding a ReLU can leave the loss finite): if a
+        // weight is not finite the models go back to their last good state and nothing of this
+        // step is handed to the scorer.
+        let check = !(aeLoss.isFinite && mocoLoss.isFinite) || autoencoder.step % Self.weightCheckEvery == 0
+        if check && !modelsFinite {
+            rollBack()
+            return true
+        }
         lock.withLock {
             exchange.copy(from: autoencoder.parameters)
             exchangeVersion = UInt64(autoencoder.step)
@@ -401,8 +415,32 @@ public final class StreamPipeline: @unchecked Sendable {
         return true
     }
 
-    /// Snapshots of the models that trained since their last snapshot (trainer thread).
+    /// Steps between scans of every weight and queued key (a read of each, beside a step's several
+    /// passes over them).
+    static let weightCheckEvery = 16
+
+    /// Whether every weight of both models (MoCo's key encoder and queue too) is finite.
+    var modelsFinite: Bool { autoencoder.isFinite && moco.isFinite }
+
+    /// Puts the models back as they were at the last good snapshot (or fresh, if there was none) and
+    /// counts it (trainer thread).
+    func rollBack() {
+        let restored = lastGood.flatMap { good in
+            (try? Autoencoder(serialized: good.autoencoder)).flatMap { ae in (try? MoCo(serialized: good.moco)).map { (ae, $0) } }
+        }
+        autoencoder = restored?.0 ?? Autoencoder(configuration: settings.autoencoderConfiguration())
+        moco = restored?.1 ?? MoCo(configuration: settings.mocoConfiguration())
+        lock.withLock {
+            rollbacks += 1
+            lastLosses = (.nan, .nan)
+        }
+    }
+
+    /// Snapshots of the models that trained since their last snapshot (trainer thread). Models with
+    /// a non-finite weight are never published: they are rolled back first. Models that are
+    /// published are kept (serialized) as the state to roll back to.
     public func takeSnapshots(now: Int64) -> [Snapshot] {
+        if !modelsFinite { rollBack() }
         let (samples, mean, variance) = lock.withLock {
             (accepted, scorer.normaliser.means, scorer.normaliser.variances)
         }
@@ -437,6 +475,11 @@ public final class StreamPipeline: @unchecked Sendable {
                     .moco, version: mocoVersion, moco.layout, moco.queryParameters,
                     representationLayer: settings.mocoEncoder.count - 1, temperature: settings.mocoTemperature))
         }
+        if !out.isEmpty {
+            // Copied to arrays of their exact size: a writer's array keeps its growth's spare capacity.
+            func exact(_ bytes: [UInt8]) -> [UInt8] { bytes.withUnsafeBufferPointer { Array($0) } }
+            lastGood = (exact(autoencoder.serialized()), exact(moco.serialized()))
+        }
         return out
     }
 
@@ -453,7 +496,7 @@ public final class StreamPipeline: @unchecked Sendable {
 
     /// Figures for heartbeats.
     public struct Status: Sendable {
-        public var accepted, rejected, buffered, evicted, skippedSteps, quarantined: UInt64
+        public var accepted, rejected, buffered, evicted, skippedSteps, quarantined, rollbacks: UInt64
         public var autoencoderSteps, mocoSteps: UInt64
         public var warmingUp: Bool
         public var autoencoderLoss, mocoLoss: Float
@@ -465,7 +508,7 @@ public final class StreamPipeline: @unchecked Sendable {
         lock.withLock {
             Status(
                 accepted: accepted, rejected: rejectedCount, buffered: UInt64(buffer.count), evicted: buffer.evicted,
-                skippedSteps: skippedSteps, quarantined: quarantined, autoencoderSteps: exchangeVersion, mocoSteps: mocoVersion,
+                skippedSteps: skippedSteps, quarantined: quarantined, rollbacks: rollbacks, autoencoderSteps: exchangeVersion, mocoSteps: mocoVersion,
                 warmingUp: accepted < UInt64(settings.warmupSamples) || exchangeVersion < UInt64(settings.warmupSteps)
                     || chain.warming,
                 autoencoderLoss: lastLosses.autoencoder, mocoLoss: lastLosses.moco,
@@ -483,6 +526,7 @@ public final class StreamPipeline: @unchecked Sendable {
 
     /// The stream's whole state (call from the trainer thread, or with no trainer running).
     public func serialized() -> [UInt8] {
+        if !modelsFinite { rollBack() }  // a non-finite weight is never checkpointed
         var w = StateWriter()
         w.write(Self.kind); w.write(Self.formatVersion)
         w.write(name)

@@ -328,7 +328,8 @@ struct MemoryBench: ParsableCommand {
         abstract: "What a stream allocates, against the estimate the daemon's memory budget charges it.",
         discussion: """
             For each --dims value: builds a stream (the configuration's [stream] section, or the \
-            defaults), scores 600 samples of the reference stream and trains 20 steps, and reports \
+            defaults), scores 600 samples of the reference stream, trains 20 steps and takes its \
+            snapshots, and reports \
             the bytes the allocator handed out meanwhile (glibc's mallinfo2) beside \
             StreamConfiguration.memoryEstimate, which `memory_budget` charges each stream before \
             it is built.
@@ -356,6 +357,7 @@ struct MemoryBench: ParsableCommand {
                 for k in 0..<6 { _ = pipeline.score(v.baseAddress! + k * 100 * dim, count: 100, firstSequence: UInt64(k * 100)) }
             }
             for _ in 0..<20 { pipeline.trainStep() }
+            _ = pipeline.takeSnapshots(now: 0)  // keeps the last good models
             let allocated = Int(eddy_allocated_bytes() &- before)
             withExtendedLifetime(pipeline) {}
             let estimate = settings.memoryEstimate
