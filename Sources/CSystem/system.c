@@ -2,6 +2,8 @@
 #include "eddy_system.h"
 
 #include <errno.h>
+#include <semaphore.h>
+#include <signal.h>
 #include <malloc.h>
 #include <pthread.h>
 #include <sched.h>
@@ -77,4 +79,30 @@ int eddy_raise_descriptor_limit(unsigned long long *soft, unsigned long long *ha
     *soft = limit.rlim_cur;
     *hard = limit.rlim_max;
     return result;
+}
+
+static sem_t signal_arrived;
+static volatile sig_atomic_t last_signal;
+
+static void on_signal(int number) {
+    last_signal = number;
+    sem_post(&signal_arrived);  // async-signal-safe
+}
+
+void eddy_signals_install(void) {
+    sem_init(&signal_arrived, 0, 0);
+    struct sigaction action;
+    memset(&action, 0, sizeof action);
+    action.sa_handler = on_signal;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESTART;
+    sigaction(SIGTERM, &action, NULL);
+    sigaction(SIGINT, &action, NULL);
+    sigaction(SIGUSR1, &action, NULL);
+}
+
+int eddy_signals_wait(void) {
+    while (sem_wait(&signal_arrived) != 0 && errno == EINTR) {
+    }
+    return last_signal;
 }

@@ -29,7 +29,11 @@ struct Serve: ParsableCommand {
         if let dataDirectory { configuration.dataDirectory = dataDirectory }
         let logger = makeLogger("eddy.serve", level: logLevel)
 
-        // Every thread the daemon starts inherits this mask, so the signals wait for `sigwait` below.
+        // Every thread the daemon starts inherits this mask, so its sockets' calls are never
+        // interrupted; the main thread unblocks the signals once the daemon runs, and a handler
+        // (on whichever thread the kernel picks: threads libraries started before main do not
+        // block them) wakes the wait below.
+        eddy_signals_install()
         var signals = sigset_t()
         sigemptyset(&signals)
         sigaddset(&signals, SIGTERM)
@@ -55,8 +59,8 @@ struct Serve: ParsableCommand {
         let endpoints = try daemon.start()
         print("ingest \(endpoints.ingest)\npublish \(endpoints.publish)\nsnapshots \(endpoints.snapshots)")
         flushStandardOutput()
-        var received: Int32 = 0
-        sigwait(&signals, &received)
+        pthread_sigmask(SIG_UNBLOCK, &signals, nil)
+        let received = eddy_signals_wait()
         if received == SIGUSR1, let failure = daemon.failure {
             logger.critical("stopping: a thread failed", metadata: ["thread": "\(failure.thread)", "error": "\(failure.error)"])
             daemon.stop()

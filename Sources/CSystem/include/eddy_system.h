@@ -31,6 +31,15 @@ void eddy_set_thread_name(const char *name);
 /// force afterwards; returns 0 on success, else errno.
 int eddy_raise_descriptor_limit(unsigned long long *soft, unsigned long long *hard);
 
+/// Installs handlers for SIGTERM, SIGINT and SIGUSR1 that record the signal and wake
+/// `eddy_signals_wait`. A handler, not `sigwait` alone: threads that libraries start before `main`
+/// (OpenBLAS's pool) do not block the signals, and one delivered there would otherwise take its
+/// default action and kill the process.
+void eddy_signals_install(void);
+
+/// Waits until one of those signals has arrived; returns its number.
+int eddy_signals_wait(void);
+
 /// Bytes the C allocator has handed out and not had back (glibc's mallinfo2: arena blocks in use plus
 /// mmap'd blocks), for measuring what a structure allocates whether or not its pages are touched.
 unsigned long long eddy_allocated_bytes(void);

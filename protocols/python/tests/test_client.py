@@ -162,10 +162,11 @@ def test_sigterm_checkpoints_and_a_restart_continues_steps_and_versions(start_da
         stream = next(s for s in hb.streams if s.stream == "s")
         assert stream.accepted == 2000
         assert stream.train_steps >= version > 0
-        # The restored models are served at once, before the stream trains again.
+        # The restored models are served at once, before any new sample (steps the stream still
+        # owed may have moved them on a little since).
         restored = wait_snapshot(again.endpoints["snapshots"], "s", timeout=5).message
-        assert restored.version == stream.autoencoder_version and restored.samples_seen == 2000
-        assert wait_snapshot(again.endpoints["snapshots"], "s", "moco", timeout=5).message.version == stream.moco_version
+        assert restored.version >= version and restored.samples_seen == 2000
+        assert wait_snapshot(again.endpoints["snapshots"], "s", "moco", timeout=5).message.samples_seen == 2000
         producer.send("s", sensors(500, dim=4, start=2000), sequence=2000)
         while True:
             hb = wait_heartbeat(sub)
