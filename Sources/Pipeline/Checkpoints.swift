@@ -102,8 +102,8 @@ public struct CheckpointStore: Sendable {
                 return (file.path, streams)
             } catch {
                 let aside = file.path + ".damaged"
-                rename(file.path, aside)
-                skipped(file.path, error, aside)
+                // If it cannot be moved it stays where it is (and is tried, and skipped, again).
+                skipped(file.path, error, rename(file.path, aside) == 0 ? aside : file.path)
             }
         }
         return nil

@@ -173,8 +173,6 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
         return max(0, nearest) / Double(w)
     }
 
-    public var explanation: [(index: Int, share: Float)] { [] }
-
     // MARK: Checkpoint
 
     /// The count, each channel's moments, calibrator and kept values (oldest first); the products
@@ -192,8 +190,7 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
 
     public func decode(_ r: inout StateReader, version: UInt32) throws {
         guard version == 1 else { throw StateError.unsupportedVersion(version) }
-        let saved = Int(try r.read(UInt64.self))
-        guard saved >= 0 else { throw StateError.invalid("discord count") }
+        guard let saved = Int(exactly: try r.read(UInt64.self)) else { throw StateError.invalid("discord count") }
         var kept: [[Double]] = []
         var restoredMoments: [(Double, Double)] = []
         var restoredCalibrators: [Calibrator] = []
@@ -203,7 +200,7 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
             restoredCalibrators.append(
                 try Calibrator.decode(&r).reconfigured(horizon: calibrators[c].horizon, holdOff: calibrators[c].holdOff))
             let n = Int(try r.read(UInt32.self))
-            guard n <= saved else { throw StateError.invalid("discord values") }
+            guard n <= saved, n <= ring else { throw StateError.invalid("discord values") }
             kept.append(try (0..<n).map { _ in Double(bitPattern: try r.read(UInt64.self)) })
         }
         // Replay the kept values (the newest `ring` at most) through fresh rings, then set the count
