@@ -615,6 +615,9 @@ public nonisolated struct Eddy_V1_Heartbeat: Sendable {
   /// Samples dropped inside the daemon (for example a publish queue full); 0 in normal operation.
   public var samplesDropped: UInt64 = 0
 
+  /// Clients turned away by CURVE authentication (a key not on the allow-list); 0 without CURVE.
+  public var handshakesRefused: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1406,7 +1409,7 @@ nonisolated extension Eddy_V1_StreamStatus: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Eddy_V1_Heartbeat: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Heartbeat"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}time_ns\0\u{3}uptime_ms\0\u{3}messages_received\0\u{3}samples_accepted\0\u{3}samples_rejected\0\u{3}messages_rejected\0\u{3}train_steps\0\u{1}streams\0\u{3}samples_dropped\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}time_ns\0\u{3}uptime_ms\0\u{3}messages_received\0\u{3}samples_accepted\0\u{3}samples_rejected\0\u{3}messages_rejected\0\u{3}train_steps\0\u{1}streams\0\u{3}samples_dropped\0\u{3}handshakes_refused\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1423,6 +1426,7 @@ nonisolated extension Eddy_V1_Heartbeat: SwiftProtobuf.Message, SwiftProtobuf._M
       case 7: try { try decoder.decodeSingularUInt64Field(value: &self.trainSteps) }()
       case 8: try { try decoder.decodeRepeatedMessageField(value: &self.streams) }()
       case 9: try { try decoder.decodeSingularUInt64Field(value: &self.samplesDropped) }()
+      case 10: try { try decoder.decodeSingularUInt64Field(value: &self.handshakesRefused) }()
       default: break
       }
     }
@@ -1456,6 +1460,9 @@ nonisolated extension Eddy_V1_Heartbeat: SwiftProtobuf.Message, SwiftProtobuf._M
     if self.samplesDropped != 0 {
       try visitor.visitSingularUInt64Field(value: self.samplesDropped, fieldNumber: 9)
     }
+    if self.handshakesRefused != 0 {
+      try visitor.visitSingularUInt64Field(value: self.handshakesRefused, fieldNumber: 10)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1469,6 +1476,7 @@ nonisolated extension Eddy_V1_Heartbeat: SwiftProtobuf.Message, SwiftProtobuf._M
     if lhs.trainSteps != rhs.trainSteps {return false}
     if lhs.streams != rhs.streams {return false}
     if lhs.samplesDropped != rhs.samplesDropped {return false}
+    if lhs.handshakesRefused != rhs.handshakesRefused {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -211,6 +211,15 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var publish = "tcp://127.0.0.1:7701"
     /// REP socket: the latest snapshot of any stream's model, on request.
     public var snapshots = "tcp://127.0.0.1:7702"
+    /// CURVE: the daemon's secret key file (`eddy keygen`; mode 0600), and the client public keys it
+    /// lets in (a file of keys or a directory of `.pub` files). With them, every socket (PULL, PUB,
+    /// REP) takes only clients that prove they hold an allowed key; the traffic is encrypted. Both
+    /// empty: plaintext, which only loopback endpoints may use unless `allowPlaintext` says so.
+    public var curveSecretKey = ""
+    public var curveAllowedClients = ""
+    /// Lets endpoints beyond loopback run without CURVE: anyone who reaches them can send samples,
+    /// read every topic and take the models. For networks that are trusted or secured otherwise.
+    public var allowPlaintext = false
     /// Checkpoints live here; empty: no checkpoints.
     public var dataDirectory = "eddy-data"
     public var maxStreams = 64
@@ -255,6 +264,18 @@ public struct DaemonConfiguration: Sendable, Equatable {
 
     public func validate() throws {
         if maxStreams < 1 { throw ConfigurationError.invalid("max_streams must be at least 1") }
+        if curveSecretKey.isEmpty != curveAllowedClients.isEmpty {
+            throw ConfigurationError.invalid("curve_secret_key and curve_allowed_clients go together: set both or neither")
+        }
+        if curveSecretKey.isEmpty && !allowPlaintext,
+            let open = [ingest, publish, snapshots].first(where: { !Endpoint.isLocal($0) })
+        {
+            throw ConfigurationError.invalid(
+                "\(open) is reachable beyond this machine, and without CURVE anyone who reaches it can send samples, "
+                    + "read every topic and take the models: set curve_secret_key and curve_allowed_clients "
+                    + "(eddy keygen), or allow_plaintext = true if the network is trusted")
+        }
+
         if !(maxAbsValue >= 1 && maxAbsValue <= 1e30) { throw ConfigurationError.invalid("max_abs_value must be in 1...1e30") }
         if maxDim < 1 || maxDim > 1 << 24 { throw ConfigurationError.invalid("max_dim must be in 1...16777216") }
         if memoryBudget < 1 << 20 { throw ConfigurationError.invalid("memory_budget must be at least 1M") }

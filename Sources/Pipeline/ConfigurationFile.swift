@@ -83,6 +83,9 @@ public enum ConfigurationFile {
         case "ingest": c.ingest = v
         case "publish": c.publish = v
         case "snapshots": c.snapshots = v
+        case "curve_secret_key": c.curveSecretKey = v
+        case "curve_allowed_clients": c.curveAllowedClients = v
+        case "allow_plaintext": c.allowPlaintext = try bool(v)
         case "data_dir": c.dataDirectory = v
         case "max_streams": c.maxStreams = try int(v)
         case "max_dim": c.maxDim = try int(v)
@@ -172,6 +175,14 @@ public enum ConfigurationFile {
             throw ValueError(why: "\"\(v)\" is not a byte count (an integer, optionally with K, M or G)")
         }
         return n * (unit ?? 1)
+    }
+
+    static func bool(_ v: String) throws -> Bool {
+        switch v {
+        case "true": return true
+        case "false": return false
+        default: throw ValueError(why: "\"\(v)\" is not true or false")
+        }
     }
 
     static func double(_ v: String) throws -> Double {

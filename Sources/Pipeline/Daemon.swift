@@ -28,6 +28,8 @@ public final class Daemon: @unchecked Sendable {
     let context: Context
     let publishPipe = "inproc://eddy-publish"
     let checkpoints: CheckpointStore?
+    /// CURVE keys and allow-list; nil: plaintext.
+    let security: Security?
     let started = Daemon.monotonic()
 
     let streamsLock = Lock()
@@ -43,10 +45,12 @@ public final class Daemon: @unchecked Sendable {
     public let messagesReceived = Counter(), messagesRejected = Counter()
     public let samplesAccepted = Counter(), samplesRejected = Counter(), trainSteps = Counter()
     public let samplesDropped = Counter()
+    /// CURVE clients the ZAP handler turned away (unknown key, another mechanism).
+    public let handshakesRefused = Counter()
 
     // Stop flags, one per stage, set in order by `stop()`.
     let stateLock = Lock()
-    var stopIngest = false, stopTrainer = false, stopServers = false
+    var stopIngest = false, stopTrainer = false, stopServers = false, stopAuthenticator = false
     var finishedThreads: [String: DispatchSemaphore] = [:]
     /// Called (once, from the dying thread) when a thread ends with an error while the daemon is not
     /// stopping: a daemon missing a thread must not live on quietly. `eddy serve` stops and exits
@@ -83,6 +87,7 @@ public final class Daemon: @unchecked Sendable {
         self.configuration = configuration
         self.logger = logger
         BLAS.setThreads(1)
+        security = try Security.load(configuration)
         context = try Context(ioThreads: 1)
         checkpoints = configuration.dataDirectory.isEmpty ? nil : CheckpointStore(
             directory: configuration.dataDirectory, kept: configuration.checkpointsKept)
@@ -135,6 +140,17 @@ public final class Daemon: @unchecked Sendable {
     public func start() throws -> Endpoints {
         let ingest = Promise<(ingest: String, publish: String)>(), server = Promise<String>()
         let trainer = Promise<String>()
+        if let security {
+            // The ZAP handler is bound before any socket can take a handshake.
+            let authenticator = Promise<String>()
+            spawn("eddy-auth") { self.runAuthenticator(security, ready: authenticator) }
+            do {
+                _ = try authenticator.wait()
+            } catch {
+                stop()
+                throw error
+            }
+        }
         spawn("eddy-ingest") { self.runIngest(ready: ingest) }
         spawn("eddy-snapshots") { self.runSnapshotServer(ready: server) }
         spawn("eddy-trainer") { self.runTrainer(ready: trainer) }
@@ -147,7 +163,11 @@ public final class Daemon: @unchecked Sendable {
                 metadata: [
                     "endpoint.ingest": "\(endpoints.ingest)", "endpoint.publish": "\(endpoints.publish)",
                     "endpoint.snapshots": "\(endpoints.snapshots)", "streams": "\(allStreams.count)",
+                    "security": "\(security.map { "curve, \($0.allowed.count) client keys" } ?? "plaintext")",
                 ])
+            if security == nil, [endpoints.ingest, endpoints.publish, endpoints.snapshots].contains(where: { !Endpoint.isLocal($0) }) {
+                logger.warning("serving beyond loopback without CURVE (allow_plaintext): anyone who reaches the ports can use them")
+            }
             return endpoints
         } catch {
             stop()
@@ -172,6 +192,8 @@ public final class Daemon: @unchecked Sendable {
         stateLock.withLock { stopServers = true }
         join("eddy-snapshots", within: 10)
         join("eddy-ingest", within: 10)
+        stateLock.withLock { stopAuthenticator = true }
+        join("eddy-auth", within: 10)
     }
 
     /// Waits for the named thread to end; past `seconds`, shuts the context down and waits again.
@@ -201,6 +223,12 @@ public final class Daemon: @unchecked Sendable {
     var ingestStopping: Bool { stateLock.withLock { stopIngest } }
     var trainerStopping: Bool { stateLock.withLock { stopTrainer } }
     var serversStopping: Bool { stateLock.withLock { stopServers } }
+    var authenticatorStopping: Bool { stateLock.withLock { stopAuthenticator } }
+
+    /// Makes a socket that faces clients a CURVE server when the daemon has keys.
+    func secure(_ socket: borrowing Socket) throws {
+        if let security { try socket.makeCurveServer(secretKey: security.server.secretKey, domain: Security.domain) }
+    }
 
     static func nowNanoseconds() -> Int64 { Int64(Date().timeIntervalSince1970 * 1e9) }
 
@@ -216,12 +244,14 @@ public final class Daemon: @unchecked Sendable {
         defer { ingestDrained.signal() }
         do {
             let pub = try Socket(context, .pub)
+            try secure(pub)
             try pub.setHighWaterMarks(send: configuration.highWaterMark, receive: configuration.highWaterMark)
             let publishEndpoint = try pub.bind(configuration.publish)
             let pipe = try Socket(context, .pull)
             try pipe.setHighWaterMarks(send: configuration.highWaterMark, receive: configuration.highWaterMark)
             try pipe.bind(publishPipe)
             let pull = try Socket(context, .pull)
+            try secure(pull)
             try pull.setHighWaterMarks(send: configuration.ingestHighWaterMark, receive: configuration.ingestHighWaterMark)
             // A frame up to twice max_message_bytes is received and rejected as OVERSIZED (reported);
             // a larger one makes libzmq drop the connection before holding it in memory.
@@ -522,6 +552,7 @@ public final class Daemon: @unchecked Sendable {
         hb.messagesRejected = messagesRejected.load
         hb.trainSteps = trainSteps.load
         hb.samplesDropped = samplesDropped.load
+        hb.handshakesRefused = handshakesRefused.load
         hb.streams = allStreams.map { s in
             let st = s.status
             var m = Eddy_V1_StreamStatus()
@@ -551,6 +582,7 @@ public final class Daemon: @unchecked Sendable {
     func runSnapshotServer(ready: Promise<String>) {
         do {
             let rep = try Socket(context, .rep)
+            try secure(rep)
             try rep.setMaximumMessageSize(64 << 10)  // a SnapshotRequest is a name and a kind
             let endpoint = try rep.bind(configuration.snapshots)
             ready.fulfil(endpoint)
@@ -580,6 +612,38 @@ public final class Daemon: @unchecked Sendable {
         } catch {
             ready.fail(error)
             if (error as? ZMQError)?.isTerminated != true { threadFailed("eddy-snapshots", error) }
+        }
+    }
+}
+
+extension Daemon {
+    // MARK: Authentication
+
+    /// The ZAP handler (RFC 27) of the daemon's context: libzmq asks it about every CURVE client of
+    /// every socket before the client's first message is taken; clients not on the allow-list are
+    /// turned away, counted and logged (the first ten, then every thousandth).
+    func runAuthenticator(_ security: Security, ready: Promise<String>) {
+        do {
+            let rep = try Socket(context, .rep)
+            try rep.bind("inproc://zeromq.zap.01")
+            ready.fulfil("eddy-auth")
+            while !authenticatorStopping {
+                guard try rep.poll(timeout: 50), let request = try rep.receive(dontWait: true) else { continue }
+                let answer = security.reply(to: request)
+                if !answer.accepted {
+                    handshakesRefused.add()
+                    let n = handshakesRefused.load
+                    if n <= 10 || n % 1000 == 0 {
+                        logger.warning(
+                            "client refused",
+                            metadata: ["client.address": "\(answer.address)", "error.message": "\(answer.why)", "refused.total": "\(n)"])
+                    }
+                }
+                try rep.send(answer.frames)
+            }
+        } catch {
+            ready.fail(error)
+            if (error as? ZMQError)?.isTerminated != true { threadFailed("eddy-auth", error) }
         }
     }
 }

@@ -138,6 +138,30 @@ public struct Socket: ~Copyable {
         try setOption(ZMQ_RCVHWM, Int32(receive))
     }
 
+    /// Sets a byte-string option (`ZMQ_CURVE_SECRETKEY`, `ZMQ_ZAP_DOMAIN`, ...).
+    public func setOption(_ option: Int32, bytes: [UInt8]) throws {
+        guard zmq_setsockopt(handle, option, bytes, bytes.count) == 0 else {
+            throw ZMQError.last("zmq_setsockopt(\(option))")
+        }
+    }
+
+    /// Makes this socket a CURVE server (`ZMQ_CURVE_SERVER`): every peer must complete the CURVE
+    /// handshake against `secretKey` (Z85), and is then put to the ZAP handler of the socket's context
+    /// under `domain` (`ZMQ_ZAP_DOMAIN`). Call before `bind`.
+    public func makeCurveServer(secretKey: String, domain: String) throws {
+        try setOption(ZMQ_CURVE_SERVER, 1)
+        try setOption(ZMQ_CURVE_SECRETKEY, bytes: Array(secretKey.utf8))
+        try setOption(ZMQ_ZAP_DOMAIN, bytes: Array(domain.utf8))
+    }
+
+    /// Makes this socket a CURVE client of the server whose public key is `serverKey`, with its own
+    /// key pair (all Z85). Call before `connect`.
+    public func makeCurveClient(serverKey: String, keys: CurveKeyPair) throws {
+        try setOption(ZMQ_CURVE_SERVERKEY, bytes: Array(serverKey.utf8))
+        try setOption(ZMQ_CURVE_PUBLICKEY, bytes: Array(keys.publicKey.utf8))
+        try setOption(ZMQ_CURVE_SECRETKEY, bytes: Array(keys.secretKey.utf8))
+    }
+
     /// SUB: receive messages whose first frame starts with `prefix` (`ZMQ_SUBSCRIBE`).
     public func subscribe(_ prefix: String = "") throws {
         let bytes = Array(prefix.utf8)
@@ -218,5 +242,57 @@ public struct Socket: ~Copyable {
             let error = ZMQError.last("zmq_poll")
             if !error.isInterrupted { throw error }
         }
+    }
+}
+
+/// A CURVE key pair in Z85 text (40 characters for 32 bytes each).
+public struct CurveKeyPair: Sendable, Equatable {
+    public let publicKey: String
+    public let secretKey: String
+    public init(publicKey: String, secretKey: String) {
+        self.publicKey = publicKey
+        self.secretKey = secretKey
+    }
+}
+
+/// CURVE keys (libzmq's `zmq_curve_keypair`, `zmq_curve_public`, Z85).
+public enum Curve {
+    /// Whether this libzmq was built with CURVE (Debian's is, through libsodium).
+    public static var isAvailable: Bool { zmq_has("curve") == 1 }
+
+    /// A fresh key pair from the system's random source.
+    public static func generate() throws -> CurveKeyPair {
+        var pub = [CChar](repeating: 0, count: 41), sec = [CChar](repeating: 0, count: 41)
+        guard zmq_curve_keypair(&pub, &sec) == 0 else { throw ZMQError.last("zmq_curve_keypair") }
+        return CurveKeyPair(publicKey: string(pub), secretKey: string(sec))
+    }
+
+    /// The public key that belongs to a secret key (Z85 both), or nil if `secretKey` is not one.
+    public static func publicKey(secretKey: String) -> String? {
+        guard isKey(secretKey) else { return nil }
+        var pub = [CChar](repeating: 0, count: 41)
+        guard zmq_curve_public(&pub, secretKey) == 0 else { return nil }
+        return string(pub)
+    }
+
+    /// Whether `text` is a Z85 key: 40 characters that decode to 32 bytes.
+    public static func isKey(_ text: String) -> Bool { decode(text) != nil }
+
+    /// The 32 bytes of a Z85 key, or nil.
+    public static func decode(_ text: String) -> [UInt8]? {
+        guard text.utf8.count == 40 else { return nil }
+        var bytes = [UInt8](repeating: 0, count: 32)
+        return zmq_z85_decode(&bytes, text) == nil ? nil : bytes
+    }
+
+    /// The Z85 text of 32 key bytes (what a ZAP request carries), or nil for any other length.
+    public static func encode(_ bytes: [UInt8]) -> String? {
+        guard bytes.count == 32 else { return nil }
+        var text = [CChar](repeating: 0, count: 41)
+        return zmq_z85_encode(&text, bytes, 32) == nil ? nil : string(text)
+    }
+
+    private static func string(_ chars: [CChar]) -> String {
+        String(decoding: chars.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 }

@@ -18,6 +18,7 @@ struct Feed: ParsableCommand {
     @Option(help: "Columns that are not features, besides timestamp and a label column (comma-separated names).")
     var skip: String = ""
     @Option(help: "The daemon's ingest endpoint.") var endpoint: String = "tcp://127.0.0.1:7700"
+    @OptionGroup var curve: CurveOptions
     @Option(help: "Samples per message.") var batch: Int = 64
     @Option(help: "Samples per second (0: as fast as possible).") var rate: Double = 0
     @Flag(help: "Stream the synthetic sensor demo instead of reading CSV.") var demo = false
@@ -33,6 +34,7 @@ struct Feed: ParsableCommand {
         let context = try Context()
         let push = try Socket(context, .push)
         try push.setOption(17, 5000)  // ZMQ_LINGER: let queued batches reach the daemon before exit
+        try curve.apply(to: push)
         try push.connect(endpoint)
         var sequence: UInt64 = 0
         var pending: [Float] = []

@@ -10,6 +10,7 @@ struct Watch: ParsableCommand {
         abstract: "Subscribe to a daemon and print its scores, alerts, snapshots, heartbeats and errors.")
 
     @Option(help: "The daemon's publish endpoint.") var endpoint: String = "tcp://127.0.0.1:7701"
+    @OptionGroup var curve: CurveOptions
     @Option(help: "Only this stream (heartbeats are still shown).") var stream: String?
     @Flag(help: "One JSON object per line instead of readable text.") var json = false
     @Flag(help: "Also print every score batch (off by default: one line per batch can be a lot).") var scores = false
@@ -19,6 +20,7 @@ struct Watch: ParsableCommand {
     func run() throws {
         let context = try Context()
         let sub = try Socket(context, .sub)
+        try curve.apply(to: sub)
         try sub.connect(endpoint)
         var kinds = ["alert", "snapshot", "error"]
         if scores { kinds.append("score") }
@@ -97,6 +99,7 @@ struct SnapshotCommand: ParsableCommand {
         commandName: "snapshot", abstract: "Fetch the latest snapshot of a stream's model from a daemon.")
 
     @Option(help: "The daemon's snapshot endpoint.") var endpoint: String = "tcp://127.0.0.1:7702"
+    @OptionGroup var curve: CurveOptions
     @Option(help: "Stream name.") var stream: String = "default"
     @Option(help: "Model: autoencoder or moco.") var model: String = "autoencoder"
     @Option(help: "Write the ModelSnapshot's protobuf bytes to this file (default: print JSON).") var output: String?
@@ -107,6 +110,7 @@ struct SnapshotCommand: ParsableCommand {
         let context = try Context()
         let req = try Socket(context, .req)
         try req.setReceiveTimeout(milliseconds: timeout)
+        try curve.apply(to: req)
         try req.connect(endpoint)
         var request = Eddy_V1_SnapshotRequest()
         request.stream = stream

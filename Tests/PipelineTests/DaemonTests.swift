@@ -45,11 +45,16 @@ struct Client: ~Copyable {
     let push: Socket
     let sub: Socket
 
-    init(_ endpoints: Daemon.Endpoints) throws {
+    /// With `curve`, both sockets are CURVE clients of the server key with the given key pair.
+    init(_ endpoints: Daemon.Endpoints, curve: (server: String, keys: CurveKeyPair)? = nil) throws {
         let context = try Context()
         let push = try Socket(context, .push)
-        try push.connect(endpoints.ingest)
         let sub = try Socket(context, .sub)
+        if let curve {
+            try push.makeCurveClient(serverKey: curve.server, keys: curve.keys)
+            try sub.makeCurveClient(serverKey: curve.server, keys: curve.keys)
+        }
+        try push.connect(endpoints.ingest)
         try sub.subscribe("")
         try sub.connect(endpoints.publish)
         self.context = context
@@ -57,14 +62,16 @@ struct Client: ~Copyable {
         self.sub = sub
     }
 
-    func send(stream: String, sequence: UInt64, dim: Int, values: [Float]) throws {
+    /// Sends one batch; false if the socket's send timeout passed first.
+    @discardableResult
+    func send(stream: String, sequence: UInt64, dim: Int, values: [Float]) throws -> Bool {
         var batch = Eddy_V1_SampleBatch()
         batch.stream = stream
         batch.sequence = sequence
         batch.dim = UInt32(dim)
         batch.count = UInt32(values.count / dim)
         batch.values = Wire.bytes(values)
-        try push.send([Array(stream.utf8), try batch.serializedBytes()])
+        return try push.send([Array(stream.utf8), try batch.serializedBytes()])
     }
 
     func sendRaw(_ frames: [[UInt8]]) throws { try push.send(frames) }

@@ -611,6 +611,7 @@ import Testing
             """
             # Eddy
             ingest = "tcp://0.0.0.0:9000"   # every interface
+            allow_plaintext = true          # a trusted network
             max_streams = 8
             trainer_priority = 5
             [stream]

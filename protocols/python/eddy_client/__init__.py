@@ -8,8 +8,14 @@
         topic, message = s.recv(timeout_ms=1000)   # decoded protobuf message
     snap = fetch_snapshot("tcp://127.0.0.1:7702", "pump-7", "autoencoder")
     errors = snap.reconstruction_errors(samples)   # the daemon's errors, in numpy
+
+A daemon with CURVE (curve_secret_key) takes only clients with an allowed key pair:
+
+    keys = CurveKeys.load("server.pub", "pump-7.key")   # files from `eddy keygen`
+    Producer("tcp://eddy.example:7700", curve=keys)     # likewise Subscriber, fetch_snapshot
 """
 import os
+import stat
 import sys
 import zlib
 from dataclasses import dataclass, field
@@ -20,7 +26,7 @@ import zmq
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from eddy.v1 import eddy_pb2 as pb  # noqa: E402
 
-__all__ = ["Producer", "Subscriber", "Snapshot", "Head", "fetch_snapshot", "fit_head", "pb", "MESSAGE_TYPES"]
+__all__ = ["Producer", "Subscriber", "Snapshot", "Head", "CurveKeys", "fetch_snapshot", "fit_head", "pb", "MESSAGE_TYPES"]
 
 # Topic kind (frame 0 up to the first '/') -> message type of frame 1.
 MESSAGE_TYPES = {
@@ -30,6 +36,50 @@ MESSAGE_TYPES = {
     "hb": pb.Heartbeat,
     "error": pb.Error,
 }
+
+
+def read_key_file(path):
+    """The `key = "value"` fields of a key file written by `eddy keygen` (comments are whole lines)."""
+    fields = {}
+    with open(path) as f:
+        for number, raw in enumerate(f, 1):
+            line = raw.strip()
+            if not line or line.startswith("#"):
+                continue
+            key, sep, value = line.partition("=")
+            if not sep:
+                raise ValueError(f"{path} line {number}: expected key = \"value\"")
+            fields[key.strip()] = value.strip().strip('"')
+    return fields
+
+
+@dataclass(frozen=True)
+class CurveKeys:
+    """A CURVE client's keys (Z85 text): the daemon's public key and this client's key pair."""
+    server_public: str
+    public: str
+    secret: str
+
+    @classmethod
+    def load(cls, server_key, client_key):
+        """From the daemon's .pub file (or its 40-character key) and this client's .key file, which
+        is refused, as the daemon refuses its own, when group or others have access to it."""
+        if len(server_key) == 40 and not os.path.exists(server_key):
+            server_public = server_key
+        else:
+            server_public = read_key_file(server_key)["public-key"]
+        mode = stat.S_IMODE(os.stat(client_key).st_mode)
+        if mode & 0o077:
+            raise PermissionError(f"{client_key} has mode {mode:o}; a secret key must be 0600 (chmod 600 {client_key})")
+        fields = read_key_file(client_key)
+        public = zmq.curve_public(fields["secret-key"].encode()).decode()
+        return cls(server_public, public, fields["secret-key"])
+
+    def apply(self, socket):
+        """Makes `socket` a CURVE client (before it connects)."""
+        socket.curve_serverkey = self.server_public.encode()
+        socket.curve_publickey = self.public.encode()
+        socket.curve_secretkey = self.secret.encode()
 
 
 def sample_batch(stream, samples, sequence, timestamps_ns=None, producer=""):
@@ -49,10 +99,12 @@ def sample_batch(stream, samples, sequence, timestamps_ns=None, producer=""):
 class Producer:
     """PUSH samples to a daemon's ingest endpoint; numbers each stream's samples from 0."""
 
-    def __init__(self, endpoint, context=None, linger_ms=5000):
+    def __init__(self, endpoint, context=None, linger_ms=5000, curve=None):
         self.context = context or zmq.Context.instance()
         self.socket = self.context.socket(zmq.PUSH)
         self.socket.setsockopt(zmq.LINGER, linger_ms)
+        if curve is not None:
+            curve.apply(self.socket)
         self.socket.connect(endpoint)
         self.sequences = {}
 
@@ -77,9 +129,11 @@ class Producer:
 class Subscriber:
     """SUB to a daemon's publish endpoint; `recv` returns (topic, decoded message)."""
 
-    def __init__(self, endpoint, topics=("",), context=None):
+    def __init__(self, endpoint, topics=("",), context=None, curve=None):
         self.context = context or zmq.Context.instance()
         self.socket = self.context.socket(zmq.SUB)
+        if curve is not None:
+            curve.apply(self.socket)
         for t in topics:
             self.socket.setsockopt(zmq.SUBSCRIBE, t.encode())
         self.socket.connect(endpoint)
@@ -189,11 +243,13 @@ class Snapshot:
         return self.forward(x, layers=self.message.representation_layer + 1)
 
 
-def fetch_snapshot(endpoint, stream, model="autoencoder", timeout_ms=5000, context=None):
+def fetch_snapshot(endpoint, stream, model="autoencoder", timeout_ms=5000, context=None, curve=None):
     """The latest snapshot of `stream`'s model from the daemon's snapshot endpoint."""
     context = context or zmq.Context.instance()
     socket = context.socket(zmq.REQ)
     socket.setsockopt(zmq.LINGER, 0)
+    if curve is not None:
+        curve.apply(socket)
     socket.connect(endpoint)
     try:
         kind = pb.MODEL_KIND_MOCO if model == "moco" else pb.MODEL_KIND_AUTOENCODER

@@ -1,0 +1,118 @@
+"""CURVE from outside: keys made by `eddy keygen`, a daemon that takes only allowed keys, and
+pyzmq clients with no key, an unknown key and a known key (refused, refused, served)."""
+import os
+import subprocess
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from conftest import ROOT
+from eddy_client import CurveKeys, Producer, Subscriber, fetch_snapshot
+from test_client import wait_heartbeat, wait_scores
+
+EDDY = os.environ.get("EDDY_BIN", str(ROOT / ".build" / "debug" / "eddy"))
+
+
+def keygen(name, directory):
+    out = subprocess.run([EDDY, "keygen", name, "--directory", str(directory)], capture_output=True, text=True, check=True)
+    assert f"{name}.key" in out.stdout
+    return directory / f"{name}.key", directory / f"{name}.pub"
+
+
+@pytest.fixture
+def keys(tmp_path):
+    allowed = tmp_path / "clients"
+    allowed.mkdir(mode=0o755)
+    server_key, server_pub = keygen("server", tmp_path)
+    known_key, _ = keygen("known", allowed)          # its .pub is in the allow-list directory
+    unknown_key, _ = keygen("unknown", tmp_path)
+    assert oct(os.stat(server_key).st_mode & 0o777) == "0o600"
+    return dict(server_key=server_key, server_pub=server_pub, allowed=allowed,
+                known=CurveKeys.load(str(server_pub), str(known_key)), known_key=known_key,
+                unknown=CurveKeys.load(str(server_pub), str(unknown_key)))
+
+
+def curve_config(keys):
+    return f'curve_secret_key = "{keys["server_key"]}"\ncurve_allowed_clients = "{keys["allowed"]}"\n'
+
+
+def test_plaintext_and_unknown_keys_are_refused_and_a_known_key_is_served(start_daemon, keys):
+    d = start_daemon(daemon_config=curve_config(keys))
+    ep = d.endpoints
+    context = zmq.Context()
+    try:
+        known_sub = Subscriber(ep["publish"], context=context, curve=keys["known"])
+        unknown_sub = Subscriber(ep["publish"], context=context, curve=keys["unknown"])
+        plain_sub = Subscriber(ep["publish"], context=context)
+        wait_heartbeat(known_sub)
+        x = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+        producers = []  # kept open: a closed socket would end its handshake early
+        for name, curve in [("plaintext", None), ("unknown", keys["unknown"]), ("known", keys["known"])]:
+            producer = Producer(ep["ingest"], context=context, linger_ms=0, curve=curve)
+            producers.append(producer)
+            producer.socket.setsockopt(zmq.SNDTIMEO, 500)
+            try:
+                producer.send(name, x)  # queued on the client's side, or refused there: never delivered
+            except zmq.Again:
+                assert name != "known"
+        assert wait_scores(known_sub, "known", 0).first_sequence == 0
+        # Refused subscribers hear nothing, not even heartbeats (sent every 0.2 s).
+        assert unknown_sub.recv(timeout_ms=1000) is None
+        assert plain_sub.recv(timeout_ms=200) is None
+        deadline = time.monotonic() + 10
+        while (hb := wait_heartbeat(known_sub)).handshakes_refused < 2 and time.monotonic() < deadline:
+            pass
+        assert hb.handshakes_refused >= 2  # the unknown key's SUB and PUSH, each counted
+        assert [s.stream for s in hb.streams] == ["known"]
+        assert hb.samples_accepted == 64
+
+        # The snapshot server answers the known key only.
+        with pytest.raises(LookupError):  # answered: no snapshot yet, or one
+            for _ in range(50):
+                fetch_snapshot(ep["snapshots"], "nothing-here", context=context, curve=keys["known"])
+        with pytest.raises(TimeoutError):
+            fetch_snapshot(ep["snapshots"], "known", timeout_ms=500, context=context)
+        with pytest.raises(TimeoutError):
+            fetch_snapshot(ep["snapshots"], "known", timeout_ms=500, context=context, curve=keys["unknown"])
+    finally:
+        context.destroy(linger=0)
+
+
+def test_feed_watch_and_snapshot_commands_take_keys(start_daemon, keys):
+    d = start_daemon(daemon_config=curve_config(keys))
+    ep = d.endpoints
+    flags = ["--server-key", str(keys["server_pub"]), "--client-key", str(keys["known_key"])]
+    rows = "\n".join(f"{np.sin(i / 5):.4f},{np.cos(i / 7):.4f}" for i in range(300))
+    fed = subprocess.run([EDDY, "feed", "--stream", "cli", "--endpoint", ep["ingest"], *flags],
+                         input=rows, capture_output=True, text=True, timeout=60)
+    assert fed.returncode == 0, fed.stderr
+    watched = subprocess.run([EDDY, "watch", "--endpoint", ep["publish"], "--count", "1", "--seconds", "10", *flags],
+                             capture_output=True, text=True, timeout=60)
+    assert watched.returncode == 0 and "cli: 300 in" in watched.stdout, watched.stdout
+    deadline = time.monotonic() + 20
+    while True:
+        snap = subprocess.run([EDDY, "snapshot", "--endpoint", ep["snapshots"], "--stream", "cli", *flags],
+                              capture_output=True, text=True, timeout=60)
+        if snap.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert snap.returncode == 0 and '"stream":"cli"' in snap.stdout, snap.stderr
+    # Half the keys is a usage error.
+    half = subprocess.run([EDDY, "watch", "--server-key", str(keys["server_pub"])], capture_output=True, text=True)
+    assert half.returncode != 0 and "go together" in half.stderr
+
+
+def test_a_public_endpoint_without_curve_is_refused_unless_plaintext_is_intended(tmp_path):
+    config = tmp_path / "eddy.conf"
+    config.write_text('publish = tcp://0.0.0.0:0\ndata_dir = ""\n')
+    out = subprocess.run([EDDY, "serve", "--config", str(config)], capture_output=True, text=True, timeout=30)
+    assert out.returncode != 0
+    assert "tcp://0.0.0.0:0" in out.stderr and "allow_plaintext" in out.stderr
+
+
+def test_a_client_key_others_can_read_is_refused(keys):
+    os.chmod(keys["known_key"], 0o644)
+    with pytest.raises(PermissionError):
+        CurveKeys.load(str(keys["server_pub"]), str(keys["known_key"]))
