@@ -109,6 +109,40 @@ public struct CheckpointStore: Sendable {
         return nil
     }
 
+    // MARK: Expired streams
+
+    /// Where a stream that expired keeps its state until its name comes back.
+    func expiredPath(_ name: String) -> String { directory + "/expired-\(name).stream" }
+
+    /// Writes an expiring stream's state aside, keeping at most `keep` such files (the oldest go).
+    @discardableResult
+    public func writeExpired(_ stream: StreamPipeline, keep: Int) throws -> String {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let path = expiredPath(stream.name)
+        try Self.writeAtomically(stream.serialized(), to: path, directory: directory)
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        let expired = names.filter { $0.hasPrefix("expired-") && $0.hasSuffix(".stream") }.map { directory + "/" + $0 }
+        if expired.count > keep {
+            func modified(_ path: String) -> Double {
+                var info = stat()
+                return stat(path, &info) == 0 ? Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) * 1e-9 : 0
+            }
+            for old in expired.sorted(by: { modified($0) < modified($1) }).prefix(expired.count - keep) where old != path {
+                unlink(old)
+            }
+        }
+        return path
+    }
+
+    /// The state of an expired stream of this name, if one was kept, restored under `settings`; the
+    /// file is removed either way (a state that no longer fits its settings is not tried again).
+    public func takeExpired(_ name: String, settings: StreamConfiguration) -> Result<StreamPipeline, Error>? {
+        let path = expiredPath(name)
+        guard let data = FileManager.default.contents(atPath: path) else { return nil }
+        defer { unlink(path) }
+        return Result { try StreamPipeline.restore([UInt8](data), settings: settings) }
+    }
+
     static func writeAtomically(_ bytes: [UInt8], to path: String, directory: String) throws {
         let temporary = path + ".tmp"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)

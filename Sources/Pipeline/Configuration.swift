@@ -223,6 +223,11 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// Checkpoints live here; empty: no checkpoints.
     public var dataDirectory = "eddy-data"
     public var maxStreams = 64
+    /// A stream that is not declared and has accepted no sample for this many seconds expires: its
+    /// slot and its share of `memoryBudget` are freed and its state is kept in the data directory
+    /// (`expired-<name>.stream`, at most `maxStreams` such files) until its name comes back, when it
+    /// resumes from there. 0: streams never expire.
+    public var streamIdleSeconds = 604_800.0
     /// A batch whose `dim` is larger is rejected (oversized) before any stream is looked up or built.
     public var maxDim = 4096
     /// A batch with a value beyond ±this is rejected (value too large): a finite value can still
@@ -264,6 +269,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
 
     public func validate() throws {
         if maxStreams < 1 { throw ConfigurationError.invalid("max_streams must be at least 1") }
+        if !(streamIdleSeconds >= 0) { throw ConfigurationError.invalid("stream_idle_seconds must not be negative") }
         if curveSecretKey.isEmpty != curveAllowedClients.isEmpty {
             throw ConfigurationError.invalid("curve_secret_key and curve_allowed_clients go together: set both or neither")
         }

@@ -88,6 +88,7 @@ public enum ConfigurationFile {
         case "allow_plaintext": c.allowPlaintext = try bool(v)
         case "data_dir": c.dataDirectory = v
         case "max_streams": c.maxStreams = try int(v)
+        case "stream_idle_seconds": c.streamIdleSeconds = try double(v)
         case "max_dim": c.maxDim = try int(v)
         case "max_abs_value": c.maxAbsValue = try float(v)
         case "memory_budget": c.memoryBudget = try bytes(v)

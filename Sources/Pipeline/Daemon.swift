@@ -47,6 +47,10 @@ public final class Daemon: @unchecked Sendable {
     public let samplesDropped = Counter()
     /// CURVE clients the ZAP handler turned away (unknown key, another mechanism).
     public let handshakesRefused = Counter()
+    /// Streams that expired (`stream_idle_seconds`), and those that came back from expiry.
+    public let streamsExpired = Counter(), streamsRevived = Counter()
+    /// When each stream last had samples accepted (monotonic seconds). Ingest thread only.
+    var lastAccepted: [String: Double] = [:]
 
     // Stop flags, one per stage, set in order by `stop()`.
     let stateLock = Lock()
@@ -259,7 +263,7 @@ public final class Daemon: @unchecked Sendable {
             let ingestEndpoint = try pull.bind(configuration.ingest)
             ready.fulfil((ingestEndpoint, publishEndpoint))
             var run = Coalesced()
-            var nextHeartbeat = Self.monotonic()
+            var nextHeartbeat = Self.monotonic(), nextExpiry = Self.monotonic()
             while !ingestStopping {
                 let ready = try Socket.poll(pull, pipe, timeout: untilHeartbeat(nextHeartbeat))
                 if ready.first {
@@ -274,6 +278,10 @@ public final class Daemon: @unchecked Sendable {
                     flush(&run, publisher: pub)
                 }
                 try forward(pipe, to: pub, ready: ready.second, nextHeartbeat: &nextHeartbeat)
+                if Self.monotonic() >= nextExpiry {
+                    expireIdleStreams()
+                    nextExpiry = Self.monotonic() + min(max(configuration.streamIdleSeconds / 10, 0.1), 60)
+                }
             }
             // Stopping: what libzmq has already taken from the producers is scored (at most twice
             // the queue's bound, should they keep sending), then the socket closes, so what they
@@ -358,6 +366,7 @@ public final class Daemon: @unchecked Sendable {
                 timestamps: run.timestamps.isEmpty ? nil : run.timestamps)
         }
         samplesAccepted.add(UInt64(run.count))
+        lastAccepted[pipeline.name] = Self.monotonic()
         trainerWake.signal()
         send(Topic.score(pipeline.name), Wire.message(scored), publisher: publisher, samples: scored.count)
         for i in 0..<scored.count where scored.alerts[i] {
@@ -397,11 +406,58 @@ public final class Daemon: @unchecked Sendable {
                             + "memory_budget \(ByteCount(configuration.memoryBudget)) is taken by \(streams.count) streams"))
             }
             committedBytes += cost
-            let s = StreamPipeline(name: name, settings: settings)
+            let s = revive(name, settings: settings) ?? StreamPipeline(name: name, settings: settings)
             streams[name] = s
             streamOrder.append(name)
             logger.info("stream created", metadata: ["stream.id": "\(name)", "stream.dim": "\(settings.inputDimension)"])
             return .success(s)
+        }
+    }
+
+    /// The expired stream of this name, if its state was kept and still fits `settings` (streamsLock held).
+    func revive(_ name: String, settings: StreamConfiguration) -> StreamPipeline? {
+        switch checkpoints?.takeExpired(name, settings: settings) {
+        case .success(let s):
+            streamsRevived.add()
+            logger.notice("expired stream came back; it resumes from its kept state", metadata: ["stream.id": "\(name)"])
+            return s
+        case .failure(let error):
+            logger.warning(
+                "expired stream came back, but its kept state does not fit its settings now; it starts afresh",
+                metadata: ["stream.id": "\(name)", "error": "\(error)"])
+            return nil
+        case nil:
+            return nil
+        }
+    }
+
+    /// Expires every undeclared stream idle for `stream_idle_seconds` (ingest thread, so no sample
+    /// can arrive for it meanwhile): its slot and memory are freed, its snapshots no longer served,
+    /// later checkpoints leave it out, and its state is kept aside until its name comes back.
+    func expireIdleStreams() {
+        let idle = configuration.streamIdleSeconds, now = Self.monotonic()
+        guard idle > 0 else { return }
+        for s in allStreams where configuration.streams[s.name] == nil && now - (lastAccepted[s.name] ?? started) >= idle {
+            var kept = "dropped (no data_dir)"
+            if let store = checkpoints {
+                do {
+                    kept = try store.writeExpired(s, keep: configuration.maxStreams)
+                } catch {
+                    kept = "dropped: \(error)"
+                }
+            }
+            streamsLock.withLock {
+                streams[s.name] = nil
+                streamOrder.removeAll { $0 == s.name }
+                committedBytes -= s.settings.memoryEstimate
+            }
+            snapshotsLock.withLock {
+                for kind in ["autoencoder", "moco"] { latestSnapshots["\(s.name)/\(kind)"] = nil }
+            }
+            lastAccepted[s.name] = nil
+            streamsExpired.add()
+            logger.notice(
+                "stream expired", metadata: ["stream.id": "\(s.name)", "idle.seconds": "\(Int(idle))", "stream.state": "\(kept)"])
         }
     }
 
@@ -520,7 +576,12 @@ public final class Daemon: @unchecked Sendable {
         for snapshot in stream.takeSnapshots(now: Self.nowNanoseconds()) {
             let message = Wire.message(snapshot)
             guard let body: [UInt8] = try? message.serializedBytes() else { continue }
-            snapshotsLock.withLock { latestSnapshots["\(stream.name)/\(snapshot.kind.rawValue)"] = Data(body) }
+            // Not for a stream that expired meanwhile (its entries are gone and must stay gone).
+            snapshotsLock.withLock {
+                if streamsLock.withLock({ streams[stream.name] === stream }) {
+                    latestSnapshots["\(stream.name)/\(snapshot.kind.rawValue)"] = Data(body)
+                }
+            }
             do {
                 try publisher.send([Array(Topic.snapshot(stream.name, snapshot.kind).utf8), body])
             } catch {
@@ -553,6 +614,7 @@ public final class Daemon: @unchecked Sendable {
         hb.trainSteps = trainSteps.load
         hb.samplesDropped = samplesDropped.load
         hb.handshakesRefused = handshakesRefused.load
+        hb.streamsExpired = streamsExpired.load
         hb.streams = allStreams.map { s in
             let st = s.status
             var m = Eddy_V1_StreamStatus()

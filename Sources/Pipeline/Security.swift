@@ -64,7 +64,8 @@ public enum KeyFile {
             }
         } else {
             for (number, line) in try lines(path) {
-                let key = line.contains("=") ? try value(of: line, in: path, number: number).value : line
+                // Z85 has '=' in its alphabet: only a line naming the field is `key = value`.
+                let key = line.hasPrefix("public-key") ? try value(of: line, in: path, number: number).value : line
                 guard Curve.isKey(key) else { throw Problem("\(path) line \(number): not a Z85 CURVE public key") }
                 keys[key] = "\(path):\(number)"
             }

@@ -49,6 +49,10 @@ import ZeroMQ
         try "# pumps\n\(a.publicKey)\n\n  public-key = \"\(b.publicKey)\"\n".write(toFile: list, atomically: false, encoding: .utf8)
         chmod(list, 0o644)
         #expect(Set(try KeyFile.readAllowList(list).keys) == [a.publicKey, b.publicKey])
+        // Bare keys holding '=' (in Z85's alphabet) are keys, not `key = value` lines.
+        let withEquals = (0..<200).lazy.compactMap { _ in try? Curve.generate() }.first { $0.publicKey.contains("=") }!
+        try "\(withEquals.publicKey)\n".write(toFile: list, atomically: false, encoding: .utf8)
+        #expect(Set(try KeyFile.readAllowList(list).keys) == [withEquals.publicKey])
         try "\(a.publicKey)\nnot-a-key\n".write(toFile: list, atomically: false, encoding: .utf8)
         #expect { try KeyFile.readAllowList(list) } throws: { "\($0)".contains("line 2") }
         // A directory: its .pub files (the .key files beside them are not keys let in).

@@ -1,0 +1,82 @@
+import EddyProtocol
+import Foundation
+import Pipeline
+import SwiftProtobuf
+import Testing
+import ZeroMQ
+
+@Suite struct StreamExpiryTests {
+    /// Slots are not taken forever: an undeclared stream idle for `stream_idle_seconds` expires (its
+    /// slot freed, its snapshots no longer served, counted on heartbeats), a declared one never does,
+    /// and when the expired name comes back it resumes from its kept state.
+    @Test func idleStreamsExpireFreeTheirSlotAndComeBackWhereTheyLeftOff() throws {
+        let directory = temporaryDirectory()
+        var configuration = testConfiguration(dataDirectory: directory)
+        configuration.maxStreams = 2
+        configuration.streamIdleSeconds = 0.8
+        var declared = configuration.streamDefaults
+        declared.dim = 8
+        configuration.streams["declared"] = declared
+        let daemon = try Daemon(configuration: configuration, logger: quietLogger)
+        let endpoints = try daemon.start()
+        defer { daemon.stop() }
+        let client = try Client(endpoints)
+        #expect(try client.awaitHeartbeat() != nil)
+
+        try client.send(stream: "a", sequence: 0, dim: 8, values: values(64 * 8, seed: 1))
+        try client.send(stream: "b", sequence: 0, dim: 8, values: values(64 * 8, seed: 2))
+        var scoredA = false, refusedB = false
+        _ = try client.receive(seconds: 5) { topic, body in
+            if topic == "score/a/" { scoredA = true }
+            if topic == "error/b/" { refusedB = try Eddy_V1_Error(serializedBytes: body).code == .tooManyStreams }
+            return scoredA && refusedB
+        }
+        #expect(scoredA && refusedB)  // two slots: the declared stream and a
+
+        // a expires; the declared stream, idle as long, stays.
+        var hb: Eddy_V1_Heartbeat?
+        _ = try client.receive(seconds: 10) { topic, body in
+            if topic == "hb/" { hb = try Eddy_V1_Heartbeat(serializedBytes: body) }
+            return hb?.streamsExpired == 1
+        }
+        #expect(hb?.streamsExpired == 1)
+        #expect(hb?.streams.map(\.stream) == ["declared"])
+        #expect(FileManager.default.fileExists(atPath: directory + "/expired-a.stream"))
+        #expect(daemon.allStreams.map(\.name) == ["declared"])
+
+        // Its slot is free, and it comes back with what it had.
+        try client.send(stream: "a", sequence: 64, dim: 8, values: values(64 * 8, seed: 3))
+        var accepted: UInt64 = 0
+        _ = try client.receive(seconds: 5) { topic, body in
+            if topic == "hb/" {
+                accepted = try Eddy_V1_Heartbeat(serializedBytes: body).streams.first { $0.stream == "a" }?.accepted ?? 0
+            }
+            return accepted > 0
+        }
+        #expect(accepted == 128)
+        #expect(daemon.streamsRevived.load == 1)
+        #expect(!FileManager.default.fileExists(atPath: directory + "/expired-a.stream"))
+    }
+
+    @Test func expiredStatesAreKeptUpToTheStreamCap() throws {
+        let directory = temporaryDirectory()
+        let store = CheckpointStore(directory: directory)
+        var settings = StreamConfiguration()
+        settings.bufferCapacity = 64
+        for i in 0..<5 {
+            let s = StreamPipeline(name: "s\(i)", settings: settings.resolved(dim: 2))
+            try store.writeExpired(s, keep: 3)
+            Thread.sleep(forTimeInterval: 0.01)  // distinct modification times
+        }
+        let kept = try FileManager.default.contentsOfDirectory(atPath: directory).sorted()
+        #expect(kept == ["expired-s2.stream", "expired-s3.stream", "expired-s4.stream"])
+        // Taken once: restored, and the file is gone; a state that does not fit is dropped.
+        let back = try #require(store.takeExpired("s4", settings: settings.resolved(dim: 2)))
+        #expect(try back.get().name == "s4")
+        #expect(store.takeExpired("s4", settings: settings.resolved(dim: 2)) == nil)
+        var wider = settings
+        wider.autoencoderHidden = [8]
+        #expect(throws: (any Error).self) { try store.takeExpired("s3", settings: wider.resolved(dim: 2))?.get() }
+        #expect(!FileManager.default.fileExists(atPath: directory + "/expired-s3.stream"))
+    }
+}
