@@ -1,5 +1,5 @@
 # The README's commands. Each installs what is missing first (scripts/setup.sh).
-.PHONY: demo test bench corpus setup clean
+.PHONY: demo test fuzz soak kill-loop bench corpus setup clean
 
 # The main job: the daemon on its embedded defaults, a synthetic sensor feed with injected anomalies,
 # and `eddy watch` (scripts/demo.sh; DEMO_SECONDS=0 runs until Ctrl-C).
@@ -12,6 +12,23 @@ test:
 	scripts/setup.sh debug python
 	swift test
 	.venv/bin/python -m pytest -q protocols/python/tests
+
+# libFuzzer on admission, the configuration file and checkpoint restore, FUZZ_SECONDS (60) each
+# (scripts/fuzz.sh; CI runs it after the tests).
+FUZZ_SECONDS ?= 60
+fuzz:
+	scripts/setup.sh
+	scripts/fuzz.sh $(FUZZ_SECONDS)
+
+# Robustness runs with figures (minutes): 50 kill -9 at random moments, and a soak with RSS and
+# descriptors sampled (SOAK_SECONDS, 600).
+SOAK_SECONDS ?= 600
+kill-loop:
+	scripts/setup.sh release python
+	.venv/bin/python scripts/kill-loop.py --kills 50
+soak:
+	scripts/setup.sh release python
+	.venv/bin/python scripts/soak.py --seconds $(SOAK_SECONDS)
 
 # Eddy against the numpy peer (and PyTorch, if installed), alternating in one invocation.
 bench:

@@ -67,6 +67,15 @@ let package = Package(
             ],
             swiftSettings: settings
         ),
+        // libFuzzer targets for admission, the configuration file and checkpoint restore
+        // (scripts/fuzz.sh builds them with -sanitize=fuzzer; this build replays inputs).
+        .executableTarget(
+            name: "eddy-fuzz",
+            dependencies: [
+                "Learning", "Pipeline", "EddyProtocol", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+            ],
+            swiftSettings: settings
+        ),
         .testTarget(name: "LinearAlgebraTests", dependencies: ["LinearAlgebra"], swiftSettings: settings),
         .testTarget(
             name: "LearningTests",

@@ -7,11 +7,15 @@
 #include <malloc.h>
 #include <pthread.h>
 #include <sched.h>
+#include <stdatomic.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <string.h>
 #include <sys/resource.h>
 
 static __thread int thread_is_idle;   // this thread chose SCHED_IDLE
 static __thread int locks_held;       // nesting depth of ceiling sections
+static atomic_int idle_boost;          // an idle thread is held at SCHED_OTHER (eddy_idle_boost)
 
 static int set_policy(int policy) {
     struct sched_param param;
@@ -46,7 +50,17 @@ void eddy_lock_ceiling_enter(void) {
 }
 
 void eddy_lock_ceiling_leave(void) {
-    if (thread_is_idle && --locks_held == 0) set_policy(SCHED_IDLE);
+    if (thread_is_idle && --locks_held == 0 && !atomic_load(&idle_boost)) set_policy(SCHED_IDLE);
+}
+
+int eddy_thread_id(void) { return (int)syscall(SYS_gettid); }
+
+int eddy_idle_boost(int tid, int on) {
+    atomic_store(&idle_boost, on);
+    if (!on) return 0;  // the thread goes back to SCHED_IDLE as it leaves its next lock
+    struct sched_param param;
+    memset(&param, 0, sizeof param);
+    return sched_setscheduler(tid, SCHED_OTHER, &param) == 0 ? 0 : errno;
 }
 
 int eddy_set_thread_nice(int nice) {

@@ -621,6 +621,9 @@ public nonisolated struct Eddy_V1_Heartbeat: Sendable {
   /// Streams that expired after stream_idle_seconds without samples (their state kept aside).
   public var streamsExpired: UInt64 = 0
 
+  /// Times the trainer, starved of CPU while it owed steps, was raised to a normal share.
+  public var trainerBoosts: UInt64 = 0
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1412,7 +1415,7 @@ nonisolated extension Eddy_V1_StreamStatus: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Eddy_V1_Heartbeat: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Heartbeat"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}time_ns\0\u{3}uptime_ms\0\u{3}messages_received\0\u{3}samples_accepted\0\u{3}samples_rejected\0\u{3}messages_rejected\0\u{3}train_steps\0\u{1}streams\0\u{3}samples_dropped\0\u{3}handshakes_refused\0\u{3}streams_expired\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}time_ns\0\u{3}uptime_ms\0\u{3}messages_received\0\u{3}samples_accepted\0\u{3}samples_rejected\0\u{3}messages_rejected\0\u{3}train_steps\0\u{1}streams\0\u{3}samples_dropped\0\u{3}handshakes_refused\0\u{3}streams_expired\0\u{3}trainer_boosts\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -1431,6 +1434,7 @@ nonisolated extension Eddy_V1_Heartbeat: SwiftProtobuf.Message, SwiftProtobuf._M
       case 9: try { try decoder.decodeSingularUInt64Field(value: &self.samplesDropped) }()
       case 10: try { try decoder.decodeSingularUInt64Field(value: &self.handshakesRefused) }()
       case 11: try { try decoder.decodeSingularUInt64Field(value: &self.streamsExpired) }()
+      case 12: try { try decoder.decodeSingularUInt64Field(value: &self.trainerBoosts) }()
       default: break
       }
     }
@@ -1470,6 +1474,9 @@ nonisolated extension Eddy_V1_Heartbeat: SwiftProtobuf.Message, SwiftProtobuf._M
     if self.streamsExpired != 0 {
       try visitor.visitSingularUInt64Field(value: self.streamsExpired, fieldNumber: 11)
     }
+    if self.trainerBoosts != 0 {
+      try visitor.visitSingularUInt64Field(value: self.trainerBoosts, fieldNumber: 12)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -1485,6 +1492,7 @@ nonisolated extension Eddy_V1_Heartbeat: SwiftProtobuf.Message, SwiftProtobuf._M
     if lhs.samplesDropped != rhs.samplesDropped {return false}
     if lhs.handshakesRefused != rhs.handshakesRefused {return false}
     if lhs.streamsExpired != rhs.streamsExpired {return false}
+    if lhs.trainerBoosts != rhs.trainerBoosts {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -175,13 +175,18 @@ public final class Autoencoder {
         guard c.inputDimension > 0, c.batchSize > 0, c.hiddenWidths.allSatisfy({ $0 > 0 }) else {
             throw StateError.invalid("shape")
         }
+        // Sizes read from the input are held against it before the model is allocated: its
+        // weights and Adam's two moments follow (4 bytes each).
+        let widths = [c.inputDimension] + c.hiddenWidths + [c.inputDimension]
+        guard widths.allSatisfy({ $0 <= 1 << 24 }), c.batchSize <= 1 << 16 else { throw StateError.invalid("shape") }
+        try r.requireRoom(zip(widths, widths.dropFirst()).reduce(0) { $0 + $1.0 * $1.1 + $1.1 }, each: 12)
         c.optimiser = try r.read(AdamConfiguration.self)
         c.normalise = try r.read(Bool.self)
-        c.normaliserHorizon = Int(try r.read(UInt64.self))
+        c.normaliserHorizon = try r.readInt()
         c.seed = try r.read(UInt64.self)
         self.init(configuration: c)
         random = try r.read(RandomSource.self)
-        optimiser.step = Int(try r.read(UInt64.self))
+        optimiser.step = try r.readInt()
         try r.read(into: parameters); try r.read(into: optimiser.m); try r.read(into: optimiser.v)
         let n = try Normaliser.decode(&r)
         guard n.dimension == c.inputDimension else { throw StateError.invalid("normaliser dimension") }

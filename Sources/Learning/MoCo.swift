@@ -307,14 +307,22 @@ public final class MoCo {
             c.temperature > 0, (0...1).contains(c.momentum),
             (c.encoderWidths + c.headWidths).allSatisfy({ $0 > 0 })
         else { throw StateError.invalid("shape") }
+        // Sizes read from the input are held against it before the model is allocated: the query and
+        // key encoders, Adam's two moments and the queue follow (4 bytes a value).
+        let widths = [c.inputDimension] + c.encoderWidths + c.headWidths
+        guard widths.allSatisfy({ $0 <= 1 << 24 }), c.batchSize <= 1 << 16, c.queueSize <= 1 << 24 else {
+            throw StateError.invalid("shape")
+        }
+        try r.requireRoom(zip(widths, widths.dropFirst()).reduce(0) { $0 + $1.0 * $1.1 + $1.1 }, each: 16)
+        try r.requireRoom(c.queueSize * widths.last!, each: 4)
         c.optimiser = try r.read(AdamConfiguration.self)
         c.augmentation = try r.read(AugmentationConfiguration.self)
         c.normalise = try r.read(Bool.self)
-        c.normaliserHorizon = Int(try r.read(UInt64.self))
+        c.normaliserHorizon = try r.readInt()
         c.seed = try r.read(UInt64.self)
         self.init(configuration: c)
         random = try r.read(RandomSource.self)
-        optimiser.step = Int(try r.read(UInt64.self))
+        optimiser.step = try r.readInt()
         try r.read(into: query); try r.read(into: key); try r.read(into: optimiser.m); try r.read(into: optimiser.v)
         try r.read(into: queue)
         let ids = try r.read([Int64].self, expected: c.queueSize)

@@ -68,9 +68,10 @@ public final class Normaliser {
     /// Reads statistics written by `encode`.
     public static func decode(_ r: inout StateReader) throws -> Normaliser {
         let dimension = Int(try r.read(UInt32.self))
-        let horizon = Int(try r.read(UInt64.self))
-        let count = Int(try r.read(UInt64.self))
+        let horizon = try r.readInt()
+        let count = try r.readInt()
         guard dimension > 0, horizon > 0 else { throw StateError.invalid("normaliser shape") }
+        try r.requireRoom(dimension, each: 8)  // its means and variances follow
         let n = Normaliser(dimension: dimension, horizon: horizon)
         n.count = count
         try r.read(into: n.mean)

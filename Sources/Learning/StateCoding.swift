@@ -87,6 +87,21 @@ public struct StateReader {
         return value
     }
     public mutating func read(_: Float.Type) throws -> Float { Float(bitPattern: try read(UInt32.self)) }
+
+    /// A count or step written as a UInt64, refused if it does not fit an Int (converting would trap).
+    public mutating func readInt() throws -> Int {
+        guard let n = Int(exactly: try read(UInt64.self)) else { throw StateError.invalid("count beyond Int") }
+        return n
+    }
+
+    /// Bytes not read yet.
+    public var remaining: Int { bytes.count - offset }
+
+    /// Throws unless `count` items of at least `bytes` bytes each can still follow: a size read from
+    /// the input is checked against the input before anything of that size is allocated.
+    public func requireRoom(_ count: Int, each bytes: Int) throws {
+        guard count >= 0, count <= remaining / max(bytes, 1) else { throw StateError.truncated }
+    }
     public mutating func read(_: Bool.Type) throws -> Bool { try read(UInt8.self) != 0 }
 
     /// Reads a float array written by `write(_: FloatBuffer)` into `buffer`, which must match its size.

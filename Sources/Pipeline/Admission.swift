@@ -16,6 +16,10 @@ public enum Admission {
     public struct Refusal: Error {
         public var code: Eddy_V1_ErrorCode
         public var why: String
+        public init(code: Eddy_V1_ErrorCode, why: String) {
+            self.code = code
+            self.why = why
+        }
     }
 
     public static func check(

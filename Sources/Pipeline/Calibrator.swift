@@ -117,7 +117,7 @@ public struct Calibrator: Sendable, Equatable {
     }
 
     public static func decode(_ r: inout StateReader) throws -> Calibrator {
-        let horizon = Int(try r.read(UInt64.self))
+        let horizon = try r.readInt()
         let count = try r.read(UInt64.self)
         let mean = Double(bitPattern: try r.read(UInt64.self))
         let variance = Double(bitPattern: try r.read(UInt64.self))

@@ -17,12 +17,15 @@ import Glibc
 public struct CheckpointStore: Sendable {
     public let directory: String
     public let kept: Int
+    /// A saved stream whose shape would take more than this is not restored (set aside instead).
+    public let streamBytesLimit: Int
     static let kind = "eddy.checkpoint"
     static let formatVersion: UInt32 = 1
 
-    public init(directory: String, kept: Int = 3) {
+    public init(directory: String, kept: Int = 3, streamBytesLimit: Int = Int.max) {
         self.directory = directory
         self.kept = max(1, kept)
+        self.streamBytesLimit = streamBytesLimit
     }
 
     /// Checkpoint files, oldest first, with their sequence numbers.
@@ -92,7 +95,7 @@ public struct CheckpointStore: Sendable {
                     // A stream whose settings changed shape since (buffer size, layer widths) starts
                     // afresh; the others keep what they learned.
                     do {
-                        streams.append(try StreamPipeline.restore(blob, settings: settings(name)))
+                        streams.append(try StreamPipeline.restore(blob, settings: settings(name), maxBytes: streamBytesLimit))
                     } catch {
                         let aside = directory + "/set-aside-\(file.sequence)-\(name).stream"
                         try? Self.writeAtomically(blob, to: aside, directory: directory)
@@ -140,7 +143,7 @@ public struct CheckpointStore: Sendable {
         let path = expiredPath(name)
         guard let data = FileManager.default.contents(atPath: path) else { return nil }
         defer { unlink(path) }
-        return Result { try StreamPipeline.restore([UInt8](data), settings: settings) }
+        return Result { try StreamPipeline.restore([UInt8](data), settings: settings, maxBytes: streamBytesLimit) }
     }
 
     static func writeAtomically(_ bytes: [UInt8], to path: String, directory: String) throws {

@@ -257,6 +257,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// How the trainer thread is scheduled: `idle` (SCHED_IDLE: only CPU time nothing else wants) or
     /// a nice value 0...19.
     public var trainerPriority = TrainerPriority.idle
+    /// With `idle`: the share of a CPU the trainer is guaranteed while it owes steps. When another
+    /// load starves it below this, it is raised to normal priority until it has had it. 0: off.
+    public var trainerMinimumShare = 0.1
     /// Settings of streams created by their first batch.
     public var streamDefaults = StreamConfiguration()
     /// Streams declared up front, by name: created at start with these settings.
@@ -269,6 +272,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
 
     public func validate() throws {
         if maxStreams < 1 { throw ConfigurationError.invalid("max_streams must be at least 1") }
+        if !(trainerMinimumShare >= 0 && trainerMinimumShare <= 1) {
+            throw ConfigurationError.invalid("trainer_min_share must be in 0...1")
+        }
         if !(streamIdleSeconds >= 0) { throw ConfigurationError.invalid("stream_idle_seconds must not be negative") }
         if curveSecretKey.isEmpty != curveAllowedClients.isEmpty {
             throw ConfigurationError.invalid("curve_secret_key and curve_allowed_clients go together: set both or neither")

@@ -102,6 +102,7 @@ public enum ConfigurationFile {
         case "heartbeat_seconds": c.heartbeatSeconds = try double(v)
         case "high_water_mark": c.highWaterMark = try int(v)
         case "ingest_high_water_mark": c.ingestHighWaterMark = try int(v)
+        case "trainer_min_share": c.trainerMinimumShare = try double(v)
         case "trainer_priority":
             guard let p = TrainerPriority(v) else { throw ValueError(why: "\"\(v)\" is neither idle nor a nice value 0 to 19") }
             c.trainerPriority = p

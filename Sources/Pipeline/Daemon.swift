@@ -47,6 +47,12 @@ public final class Daemon: @unchecked Sendable {
     public let samplesDropped = Counter()
     /// CURVE clients the ZAP handler turned away (unknown key, another mechanism).
     public let handshakesRefused = Counter()
+    /// Times an idle trainer starved of CPU while steps were owed was raised to SCHED_OTHER.
+    public let trainerBoosts = Counter()
+    /// The trainer's kernel thread id and CPU clock, when it runs under SCHED_IDLE (stateLock).
+    var idleTrainer: (tid: Int32, clock: clockid_t)?
+    /// The trainer's share of a CPU as last measured, and whether it is raised. Ingest thread only.
+    var trainerShare = (cpu: 0.0, wall: 0.0, boosted: false)
     /// Streams that expired (`stream_idle_seconds`), and those that came back from expiry.
     public let streamsExpired = Counter(), streamsRevived = Counter()
     /// When each stream last had samples accepted (monotonic seconds). Ingest thread only.
@@ -94,7 +100,8 @@ public final class Daemon: @unchecked Sendable {
         security = try Security.load(configuration)
         context = try Context(ioThreads: 1)
         checkpoints = configuration.dataDirectory.isEmpty ? nil : CheckpointStore(
-            directory: configuration.dataDirectory, kept: configuration.checkpointsKept)
+            directory: configuration.dataDirectory, kept: configuration.checkpointsKept,
+            streamBytesLimit: configuration.memoryBudget)
         for path in checkpoints?.removeStaleTemporaries() ?? [] {
             logger.notice("removed the temporary file of an unfinished checkpoint", metadata: ["checkpoint.path": "\(path)"])
         }
@@ -280,7 +287,8 @@ public final class Daemon: @unchecked Sendable {
                 try forward(pipe, to: pub, ready: ready.second, nextHeartbeat: &nextHeartbeat)
                 if Self.monotonic() >= nextExpiry {
                     expireIdleStreams()
-                    nextExpiry = Self.monotonic() + min(max(configuration.streamIdleSeconds / 10, 0.1), 60)
+                    guardTrainerShare()
+                    nextExpiry = Self.monotonic() + min(max(configuration.streamIdleSeconds / 10, 0.1), 0.5)
                 }
             }
             // Stopping: what libzmq has already taken from the producers is scored (at most twice
@@ -461,6 +469,37 @@ public final class Daemon: @unchecked Sendable {
         }
     }
 
+    /// The trainer's guaranteed share (ingest thread, twice a second). SCHED_IDLE gives the trainer
+    /// only CPU time nothing else wants: on a machine saturated by other work it would get almost
+    /// none, and a stream might never leave warm-up. When steps are owed and the trainer had less
+    /// than `trainer_min_share` of a CPU since the last look, it is raised to SCHED_OTHER (a fair
+    /// share beside the work that starves it) until the next look finds it had its share or owes
+    /// nothing.
+    func guardTrainerShare() {
+        guard configuration.trainerMinimumShare > 0, let trainer = stateLock.withLock({ idleTrainer }) else { return }
+        var now = timespec()
+        guard clock_gettime(trainer.clock, &now) == 0 else { return }
+        let cpu = Double(now.tv_sec) + Double(now.tv_nsec) * 1e-9, wall = Self.monotonic()
+        defer { trainerShare.cpu = cpu; trainerShare.wall = wall }
+        guard trainerShare.wall > 0, wall > trainerShare.wall else { return }
+        let share = (cpu - trainerShare.cpu) / (wall - trainerShare.wall)
+        let owed = allStreams.contains { $0.wantsStep }
+        if owed && share < configuration.trainerMinimumShare && !trainerShare.boosted {
+            if eddy_idle_boost(trainer.tid, 1) == 0 {
+                trainerShare.boosted = true
+                trainerBoosts.add()
+                if trainerBoosts.load <= 10 || trainerBoosts.load % 1000 == 0 {
+                    logger.notice(
+                        "trainer starved while steps are owed; raised to a normal share",
+                        metadata: ["trainer.share": "\(String(format: "%.3f", share))", "boosts": "\(trainerBoosts.load)"])
+                }
+            }
+        } else if trainerShare.boosted && (!owed || share >= configuration.trainerMinimumShare) {
+            _ = eddy_idle_boost(trainer.tid, 0)
+            trainerShare.boosted = false
+        }
+    }
+
     func reject(
         _ code: Eddy_V1_ErrorCode, _ why: String, stream: String?, sequence: UInt64, samples: Int,
         publisher: borrowing Socket
@@ -507,6 +546,11 @@ public final class Daemon: @unchecked Sendable {
                 logger.warning(
                     "trainer_priority idle needs CAP_SYS_NICE or RLIMIT_NICE >= 20 (systemd: LimitNICE=+0); using nice 19")
                 _ = eddy_set_thread_nice(19)
+            } else {
+                var clock = clockid_t()
+                if pthread_getcpuclockid(pthread_self(), &clock) == 0 {
+                    stateLock.withLock { idleTrainer = (eddy_thread_id(), clock) }
+                }
             }
         case .nice(let n):
             if eddy_set_thread_nice(Int32(n)) != 0 { logger.warning("trainer nice value not set", metadata: ["nice": "\(n)"]) }
@@ -615,6 +659,7 @@ public final class Daemon: @unchecked Sendable {
         hb.samplesDropped = samplesDropped.load
         hb.handshakesRefused = handshakesRefused.load
         hb.streamsExpired = streamsExpired.load
+        hb.trainerBoosts = trainerBoosts.load
         hb.streams = allStreams.map { s in
             let st = s.status
             var m = Eddy_V1_StreamStatus()

@@ -549,7 +549,10 @@ public final class StreamPipeline: @unchecked Sendable {
     /// Restores a stream from `serialized()`, with `settings` (which must agree on dim and window).
     /// Units the settings have and the checkpoint does not start fresh; sections of units the
     /// settings no longer have are dropped.
-    public static func restore(_ bytes: [UInt8], settings: StreamConfiguration) throws -> StreamPipeline {
+    ///
+    /// A stream whose saved shape would take more than `maxBytes` (its `memoryEstimate`) is refused
+    /// before anything is allocated.
+    public static func restore(_ bytes: [UInt8], settings: StreamConfiguration, maxBytes: Int = Int.max) throws -> StreamPipeline {
         var r = StateReader(bytes)
         guard try r.read(String.self) == kind else { throw StateError.wrongKind(expected: kind) }
         let version = try r.read(UInt32.self)
@@ -564,6 +567,19 @@ public final class StreamPipeline: @unchecked Sendable {
         // The same input width from other scales would feed the model different features.
         guard s.window == 0 || scales == s.windowScales else {
             throw StateError.invalid("stream \(name) was windowed at scales \(scales), now \(s.windowScales)")
+        }
+        // Nothing is allocated for a shape the settings' own checks would refuse (a crafted or
+        // corrupt checkpoint must not make the daemon allocate without bound).
+        guard s.dim >= 1 && s.dim <= 1 << 24 && s.window <= 1 << 14 else {
+            throw StateError.invalid("stream \(name) has dim \(s.dim) and window \(s.window)")
+        }
+        do {
+            try s.validate(name: name)
+        } catch {
+            throw StateError.invalid("stream \(name): \(error)")
+        }
+        guard s.memoryEstimate <= maxBytes else {
+            throw StateError.invalid("stream \(name) would take \(ByteCount(s.memoryEstimate)), more than \(ByteCount(maxBytes))")
         }
         let stream = StreamPipeline(name: name, settings: s)
         let ae = try Autoencoder(serialized: try r.readBlob())

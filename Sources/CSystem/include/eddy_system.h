@@ -20,6 +20,15 @@ int eddy_set_thread_idle(void);
 void eddy_lock_ceiling_enter(void);
 void eddy_lock_ceiling_leave(void);
 
+/// The calling thread's kernel id (gettid), for `eddy_idle_boost`.
+int eddy_thread_id(void);
+
+/// Raises the idle thread `tid` to SCHED_OTHER (on = 1) until released (on = 0): the guaranteed share
+/// of a trainer that SCHED_IDLE would starve on a saturated machine. While raised, its lock ceiling
+/// does not send it back to SCHED_IDLE; released, it returns there as it leaves its next lock.
+/// Returns 0 on success, else errno.
+int eddy_idle_boost(int tid, int on);
+
 /// Gives the calling thread a nice value (on Linux, per thread). Returns 0 on success, else errno.
 int eddy_set_thread_nice(int nice);
 

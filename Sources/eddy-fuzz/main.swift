@@ -1,0 +1,209 @@
+// Fuzz targets for what the daemon reads from outside: a producer's message (admission, then the
+// scoring chain on what is admitted), the configuration file, and a checkpointed stream.
+//
+//     EDDY_FUZZ_TARGET=admission eddy-fuzz CORPUS_DIR -max_total_time=60   # built by scripts/fuzz.sh
+//     eddy-fuzz-target admission FILE...                                    # replays inputs (any build)
+//
+// Built with `-sanitize=fuzzer -D EDDY_FUZZ` (scripts/fuzz.sh) it is a libFuzzer binary; in the
+// normal build it replays the files it is given, so a crashing input found once stays a test.
+import EddyProtocol
+import Foundation
+import Learning
+import Pipeline
+import SwiftProtobuf
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Small streams, so that each input costs microseconds, not a model's worth of allocation.
+func fuzzSettings() -> StreamConfiguration {
+    var s = StreamConfiguration()
+    s.bufferCapacity = 64
+    s.batchSize = 8
+    s.minimumBuffered = 8
+    s.autoencoderHidden = [8, 4, 8]
+    s.mocoEncoder = [8]
+    s.mocoHead = [4]
+    s.mocoQueue = 16
+    s.warmupSamples = 16
+    s.warmupSteps = 1
+    s.discordHistory = 64
+    s.discordWindow = 8
+    s.calibrationHorizon = 100
+    return s
+}
+
+/// The daemon's admission of one message and, when admitted, scoring it (and a training step now
+/// and then), as the ingest thread does. Streams persist across inputs, up to `maxStreams`.
+final class AdmissionTarget {
+    var configuration = DaemonConfiguration()
+    var streams: [String: StreamPipeline] = [:]
+    var inputs = 0, accepted = 0
+
+    init() {
+        configuration.maxStreams = 4
+        configuration.maxDim = 64
+        configuration.maxSamplesPerMessage = 256
+        configuration.maxMessageBytes = 1 << 16
+        configuration.streamDefaults = fuzzSettings()
+    }
+
+    /// Input layout: byte 0 is the frame count (mod 4); each frame is a length byte and that many
+    /// bytes, except that frame 1 of two takes everything after frame 0.
+    static func frames(_ data: [UInt8]) -> [[UInt8]] {
+        guard let first = data.first else { return [] }
+        let count = Int(first % 4)
+        var frames: [[UInt8]] = [], i = 1
+        for f in 0..<count {
+            if f == count - 1 || i >= data.count {
+                frames.append(Array(data[min(i, data.count)...]))
+                i = data.count
+            } else {
+                let n = min(Int(data[i]), data.count - i - 1)
+                frames.append(Array(data[(i + 1)..<(i + 1 + n)]))
+                i += 1 + n
+            }
+        }
+        return frames
+    }
+
+    func run(_ data: [UInt8]) {
+        inputs += 1
+        let outcome = Admission.check(Self.frames(data), configuration: configuration) { name, dim in
+            if let s = self.streams[name] { return .success(s) }
+            guard self.streams.count < self.configuration.maxStreams else {
+                return .failure(.init(code: .tooManyStreams, why: "full"))
+            }
+            let settings = self.configuration.settings(for: name).resolved(dim: dim)
+            do { try settings.validate(name: name) } catch { return .failure(.init(code: .oversized, why: "\(error)")) }
+            let s = StreamPipeline(name: name, settings: settings)
+            self.streams[name] = s
+            return .success(s)
+        }
+        guard case .accepted(let pipeline, let batch, let values) = outcome else { return }
+        accepted += 1
+        let scored = values.withUnsafeBufferPointer {
+            pipeline.score($0.baseAddress!, count: Int(batch.count), firstSequence: batch.sequence,
+                           timestamps: batch.timestampsNs.isEmpty ? nil : batch.timestampsNs)
+        }
+        for i in 0..<scored.count {
+            let score = scored.sample(i).score
+            precondition(score.isFinite && score >= 0 && score <= 1, "score \(score) outside [0, 1]")
+        }
+        if inputs % 8 == 0 { _ = pipeline.trainStep() }
+    }
+
+    /// Valid messages to start from.
+    static func seeds() -> [[UInt8]] {
+        var out: [[UInt8]] = []
+        for (name, dim, count) in [("pump-7", 3, 4), ("u", 1, 16), ("wide", 8, 2)] {
+            var batch = Eddy_V1_SampleBatch()
+            batch.stream = name
+            batch.dim = UInt32(dim)
+            batch.count = UInt32(count)
+            batch.values = Wire.bytes((0..<(dim * count)).map { Float($0) * 0.5 })
+            let body: [UInt8] = (try? batch.serializedBytes()) ?? []
+            out.append([2, UInt8(name.utf8.count)] + Array(name.utf8) + body)
+        }
+        return out
+    }
+}
+
+enum ConfigurationTarget {
+    static func run(_ data: [UInt8]) {
+        guard let text = String(validating: data, as: UTF8.self) else { return }
+        if let c = try? ConfigurationFile.parse(text) {
+            // What parses is valid: validation agrees, and every declared stream can be built.
+            precondition((try? c.validate()) != nil, "parsed but invalid")
+        }
+    }
+
+    static func seeds() -> [[UInt8]] {
+        [
+            "ingest = tcp://127.0.0.1:7700\nmax_streams = 8\n[stream]\nthreshold = 0.99\nwindow_scales = 1, 8\n[stream.pump-7]\ndim = 3\n",
+            "memory_budget = 64M\ncurve_secret_key = \"a b\"\ncurve_allowed_clients = c\n[stream]\nperiod = auto\nsignals = range, discord\n",
+        ].map { Array($0.utf8) }
+    }
+}
+
+/// A checkpointed stream's bytes, restored under the small settings (the checkpoint file's CRC
+/// is checked before this; the fuzzer works past it).
+enum CheckpointTarget {
+    static func run(_ data: [UInt8]) {
+        guard let s = try? StreamPipeline.restore(data, settings: fuzzSettings(), maxBytes: 64 << 20) else { return }
+        // What restores is a working stream.
+        let row = [Float](repeating: 0.5, count: s.sampleDimension)
+        let scored = row.withUnsafeBufferPointer { s.score($0.baseAddress!, count: 1, firstSequence: 0, timestamps: nil) }
+        precondition(scored.count == 1)
+        _ = s.trainStep()
+        _ = s.serialized()
+    }
+
+    static func seeds() -> [[UInt8]] {
+        [1, 3].map { dim in
+            let s = StreamPipeline(name: "seed", settings: fuzzSettings().resolved(dim: dim))
+            let values = (0..<(40 * dim)).map { Float(sin(Double($0) * 0.3)) }
+            _ = values.withUnsafeBufferPointer { s.score($0.baseAddress!, count: 40, firstSequence: 0, timestamps: nil) }
+            _ = s.trainStep()
+            return s.serialized()
+        }
+    }
+}
+
+let targetName = ProcessInfo.processInfo.environment["EDDY_FUZZ_TARGET"] ?? CommandLine.arguments.dropFirst().first ?? ""
+let admission = AdmissionTarget()
+let run: ([UInt8]) -> Void
+let seeds: [[UInt8]]
+switch targetName {
+case "admission": (run, seeds) = (admission.run, AdmissionTarget.seeds())
+case "config": (run, seeds) = (ConfigurationTarget.run, ConfigurationTarget.seeds())
+case "checkpoint": (run, seeds) = (CheckpointTarget.run, CheckpointTarget.seeds())
+default:
+    FileHandle.standardError.write(Data("eddy-fuzz: set EDDY_FUZZ_TARGET (or the first argument) to admission, config or checkpoint\n".utf8))
+    exit(2)
+}
+
+/// Seeds go into an empty corpus directory (EDDY_FUZZ_SEEDS).
+if let directory = ProcessInfo.processInfo.environment["EDDY_FUZZ_SEEDS"],
+    ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []).isEmpty
+{
+    try? FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    for (i, seed) in seeds.enumerated() {
+        FileManager.default.createFile(atPath: "\(directory)/seed-\(i)", contents: Data(seed))
+    }
+}
+
+#if EDDY_FUZZ
+@_cdecl("LLVMFuzzerTestOneInput")
+public func fuzzOne(_ data: UnsafePointer<UInt8>?, _ count: Int) -> CInt {
+    run(count == 0 ? [] : Array(UnsafeBufferPointer(start: data, count: count)))
+    return 0
+}
+typealias FuzzCallback = @convention(c) (UnsafePointer<UInt8>?, Int) -> CInt
+@_silgen_name("LLVMFuzzerRunDriver")
+func LLVMFuzzerRunDriver(
+    _ argc: UnsafeMutablePointer<CInt>, _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
+    _ callback: FuzzCallback) -> CInt
+var argc = CommandLine.argc
+var argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = CommandLine.unsafeArgv
+exit(LLVMFuzzerRunDriver(&argc, &argv, fuzzOne))
+#else
+// Replay: `eddy-fuzz TARGET FILE...` runs each file (a directory: each file in it) once, plus the seeds.
+var files: [String] = []
+for path in CommandLine.arguments.dropFirst(2) {
+    var isDirectory: ObjCBool = false
+    if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+        files += ((try? FileManager.default.contentsOfDirectory(atPath: path)) ?? []).sorted().map { path + "/" + $0 }
+    } else {
+        files.append(path)
+    }
+}
+for seed in seeds { run(seed) }
+for file in files {
+    guard let data = FileManager.default.contents(atPath: file) else { continue }
+    run([UInt8](data))
+}
+print("eddy-fuzz \(targetName): \(seeds.count) seeds and \(files.count) inputs ran"
+    + (targetName == "admission" ? ", \(admission.accepted) admitted and scored" : ""))
+#endif
