@@ -70,6 +70,10 @@ public final class Daemon: @unchecked Sendable {
     /// Fault injection for tests: the named thread fails as a socket error would end it.
     var injectedFault: String?
 
+    /// For tests of the whole process: the named thread (`eddy-snapshots`) fails as a socket error
+    /// would end it. `eddy serve` calls it when `EDDY_TEST_FAULT` names a thread.
+    public func injectFault(into thread: String) { stateLock.withLock { injectedFault = thread } }
+
     /// The first thread that ended with an error, if one did.
     public var failure: (thread: String, error: String)? { stateLock.withLock { threadFailure } }
 

@@ -60,6 +60,7 @@ struct Serve: ParsableCommand {
         print("ingest \(endpoints.ingest)\npublish \(endpoints.publish)\nsnapshots \(endpoints.snapshots)")
         flushStandardOutput()
         pthread_sigmask(SIG_UNBLOCK, &signals, nil)
+        if let thread = ProcessInfo.processInfo.environment["EDDY_TEST_FAULT"] { daemon.injectFault(into: thread) }
         let received = eddy_signals_wait()
         if received == SIGUSR1, let failure = daemon.failure {
             logger.critical("stopping: a thread failed", metadata: ["thread": "\(failure.thread)", "error": "\(failure.error)"])

@@ -235,3 +235,19 @@ def test_the_systemd_unit_is_hardened_and_waits_for_the_daemon_to_stop(tmp_path)
     assert float(level.group(1)) <= 2.0, run.stdout
     timeout = re.search(r"^TimeoutStopSec=(\d+)$", unit.read_text(), re.M)
     assert timeout and int(timeout.group(1)) > 150
+
+
+def test_a_dying_thread_stops_the_process_with_status_70_and_a_checkpoint(tmp_path):
+    """systemd's Restart=on-failure needs a non-zero exit: a daemon thread that dies (here the
+    snapshot server, failed through the test hook EDDY_TEST_FAULT) must not leave the process
+    running without it."""
+    data = tmp_path / "data"
+    proc = subprocess.Popen(
+        [EDDY, "serve", "--ingest", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
+         "--snapshots", "tcp://127.0.0.1:*", "--data-dir", str(data)],
+        env={**os.environ, "EDDY_TEST_FAULT": "eddy-snapshots"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 70, err
+    assert "eddy-snapshots" in err and "thread failed" in err
+    assert list(data.glob("checkpoint-*.eddy")), "the stop still checkpoints"
