@@ -248,8 +248,17 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var checkpointEverySeconds = 60.0
     public var checkpointsKept = 3
     public var heartbeatSeconds = 1.0
-    /// Queue bound between the daemon's threads and towards each subscriber (ZeroMQ high-water marks).
+    /// Queue bound between the daemon's threads, in messages (ZeroMQ high-water marks).
     public var highWaterMark = 100_000
+    /// Bytes queued for each subscriber that falls behind, at most, before it loses messages: the PUB
+    /// socket's high-water mark is this over the largest score message (`Wire.largestScoreMessage`),
+    /// which also bounds alerts, errors and heartbeats. A snapshot message is larger (up to its
+    /// model's size): a subscriber to `snapshot/` that stops reading holds more by that much for each
+    /// queued snapshot.
+    public var publishQueueBytes = 128 << 20
+
+    /// The PUB socket's high-water mark (messages per subscriber) that keeps `publishQueueBytes`.
+    public var publishHighWaterMark: Int { max(16, publishQueueBytes / Wire.largestScoreMessage) }
     /// Messages the ingest socket queues before TCP pushes back on the producers (their sends block).
     /// Counted in messages whatever their size, so it is kept small: 1,000 messages of 256 samples of
     /// dim 32 are 32 MB, and a flood cannot grow the daemon's memory past that.
@@ -311,6 +320,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
         }
         if snapshotEverySteps < 1 || checkpointsKept < 1 || maxStreamNameBytes < 1 {
             throw ConfigurationError.invalid("snapshot_every_steps, checkpoints_kept, max_stream_name_bytes must be >= 1")
+        }
+        if publishQueueBytes < 1 << 20 || publishQueueBytes > 1 << 40 {
+            throw ConfigurationError.invalid("publish_queue_bytes must be in 1M...1T")
         }
         if highWaterMark < 1 || highWaterMark > Int(Int32.max) || ingestHighWaterMark < 1
             || ingestHighWaterMark > Int(Int32.max) || maxMessageBytes > Int(Int32.max)

@@ -101,6 +101,7 @@ public enum ConfigurationFile {
         case "checkpoints_kept": c.checkpointsKept = try int(v)
         case "heartbeat_seconds": c.heartbeatSeconds = try double(v)
         case "high_water_mark": c.highWaterMark = try int(v)
+        case "publish_queue_bytes": c.publishQueueBytes = try bytes(v)
         case "ingest_high_water_mark": c.ingestHighWaterMark = try int(v)
         case "trainer_min_share": c.trainerMinimumShare = try double(v)
         case "trainer_priority":

@@ -260,7 +260,7 @@ public final class Daemon: @unchecked Sendable {
         do {
             let pub = try Socket(context, .pub)
             try secure(pub)
-            try pub.setHighWaterMarks(send: configuration.highWaterMark, receive: configuration.highWaterMark)
+            try pub.setHighWaterMarks(send: configuration.publishHighWaterMark, receive: 1000)
             let publishEndpoint = try pub.bind(configuration.publish)
             let pipe = try Socket(context, .pull)
             try pipe.setHighWaterMarks(send: configuration.highWaterMark, receive: configuration.highWaterMark)
@@ -380,7 +380,10 @@ public final class Daemon: @unchecked Sendable {
         samplesAccepted.add(UInt64(run.count))
         lastAccepted[pipeline.name] = Self.monotonic()
         trainerWake.signal()
-        send(Topic.score(pipeline.name), Wire.message(scored), publisher: publisher, samples: scored.count)
+        for start in stride(from: 0, to: scored.count, by: Wire.scoresPerMessage) {
+            let range = start..<min(start + Wire.scoresPerMessage, scored.count)
+            send(Topic.score(pipeline.name), Wire.message(scored, range: range), publisher: publisher, samples: range.count)
+        }
         for i in 0..<scored.count where scored.alerts[i] {
             send(Topic.alert(pipeline.name), Wire.alert(scored.sample(i), in: scored), publisher: publisher, samples: 0)
         }

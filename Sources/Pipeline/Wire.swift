@@ -40,18 +40,27 @@ public enum Wire {
         return out
     }
 
-    public static func message(_ batch: ScoredBatch) -> Eddy_V1_ScoreBatch {
+    /// Samples per published ScoreBatch at most: a run scored together is published in pieces of
+    /// this many, so that every score message stays under `largestScoreMessage` bytes and a
+    /// subscriber's queue can be bounded in bytes (`publish_queue_bytes`).
+    public static let scoresPerMessage = 1024
+    /// Bytes a ScoreBatch of `scoresPerMessage` samples takes at most: per sample an error and a score
+    /// (4 bytes each), two flags and a timestamp (up to 10 bytes as a varint), plus the header.
+    public static let largestScoreMessage = scoresPerMessage * 20 + 512
+
+    public static func message(_ batch: ScoredBatch, range: Range<Int>? = nil) -> Eddy_V1_ScoreBatch {
+        let r = range ?? 0..<batch.count
         var m = Eddy_V1_ScoreBatch()
         m.stream = batch.stream
         m.modelVersion = batch.modelVersion
         m.threshold = batch.threshold
-        m.firstSequence = batch.firstSequence
-        m.count = UInt32(batch.count)
-        m.errors = batch.errors
-        m.scores = batch.scores
-        m.alerts = batch.alerts
-        m.warmingUp = batch.warmingUp
-        m.timestampsNs = batch.timestamps
+        m.firstSequence = batch.firstSequence + UInt64(r.lowerBound)
+        m.count = UInt32(r.count)
+        m.errors = Array(batch.errors[r])
+        m.scores = Array(batch.scores[r])
+        m.alerts = Array(batch.alerts[r])
+        m.warmingUp = Array(batch.warmingUp[r])
+        m.timestampsNs = batch.timestamps.isEmpty ? [] : Array(batch.timestamps[r])
         return m
     }
 
