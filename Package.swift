@@ -35,6 +35,8 @@ let package = Package(
         ),
         .target(name: "Learning", dependencies: ["LinearAlgebra", "CKernels"], swiftSettings: settings),
         .target(name: "Workloads", dependencies: ["Learning"], swiftSettings: settings),
+        // Log lines to templates (Drain), bounded and checkpointable.
+        .target(name: "LogMining", dependencies: ["Learning"], swiftSettings: settings),
         // Generated from protocols/eddy/v1/eddy.proto by protocols/generate.sh; committed, not built here.
         .target(
             name: "EddyProtocol",
@@ -83,6 +85,7 @@ let package = Package(
             swiftSettings: settings
         ),
         .testTarget(name: "EvaluationTests", dependencies: ["Evaluation"], swiftSettings: settings),
+        .testTarget(name: "LogMiningTests", dependencies: ["LogMining", "Learning"], exclude: ["Data"], swiftSettings: settings),
         .testTarget(
             name: "PipelineTests",
             dependencies: [

@@ -1,0 +1,352 @@
+import Learning
+
+/// Log templates mined as lines arrive: Drain (He et al., "Drain: An Online Log Parsing Approach
+/// with Fixed Depth Tree", ICWS 2017), as Drain3 runs it, bounded.
+///
+/// A line is split at whitespace and its variable parts are masked to `<*>` before anything is
+/// compared: numbers, hex, IPv4 addresses (with a port), UUIDs, long hex strings, paths, day and
+/// month names (the words of a header's date), and runs of
+/// digits inside a token (`sshd[24200]:` becomes `sshd[<*>]:`, `06:55:46` becomes `<*>:<*>:<*>`).
+/// The parse tree routes a line by its token count, then by its first `prefixDepth` tokens (a
+/// token holding `<*>` goes to the `<*>` branch; a node with `maxChildren` branches sends new
+/// tokens there too). Among the templates at the leaf, the most similar (the share of positions
+/// equal to the line; a `<*>` the template learned counts as unequal) takes the line if the share reaches
+/// `similarity`; the positions where they differ become `<*>`. Otherwise the line founds a new
+/// template.
+///
+/// At most `maxTemplates` templates are kept; a new one beyond that evicts the one matched least
+/// recently. Template ids count up from 1 and are never reused, so an id names one template for
+/// the stream's whole life, across restarts (the state is checkpointed).
+public final class TemplateMiner {
+    /// The defaults: `similarity` 0.8 was chosen by leaving one of LogHub's 15 systems out at a
+    /// time, over whole raw lines and over their message text alone (docs/log-mining.md).
+    public struct Configuration: Sendable, Equatable {
+        public var prefixDepth = 2
+        public var similarity = 0.8
+        public var maxChildren = 100
+        public var maxTemplates = 1000
+        public init() {}
+    }
+
+    /// One template: its tokens (`<*>` where lines differ), how many lines it took, and when last.
+    public struct Template: Sendable, Equatable {
+        public let id: UInt32
+        public internal(set) var tokens: [String]
+        public internal(set) var count: UInt64
+        public internal(set) var lastLine: UInt64
+        /// The tree branches that lead to it, fixed when it was founded (its tokens may become
+        /// `<*>` later; it stays where lines like its first are routed).
+        let route: [String]
+        public var text: String { tokens.joined(separator: " ") }
+    }
+
+    /// What the miner made of one line.
+    public struct Match: Sendable, Equatable {
+        public let id: UInt32
+        /// The line founded the template.
+        public let isNew: Bool
+        /// The template changed (a position became `<*>`), so its text differs from before.
+        public let changed: Bool
+        /// The line's own text at each `<*>` of the template, before masking, in order.
+        public let parameters: [Substring]
+    }
+
+    public static let wildcard = "<*>"
+    public let configuration: Configuration
+    public private(set) var templates: [UInt32: Template] = [:]
+    public private(set) var nextID: UInt32 = 1
+    /// Lines seen, and templates evicted.
+    public private(set) var lines: UInt64 = 0
+    public private(set) var evicted: UInt64 = 0
+
+    /// Tree: token count, then the prefix tokens, then the templates at the leaf.
+    final class Node {
+        var children: [String: Node] = [:]
+        var templates: [UInt32] = []
+    }
+    var root: [Int: Node] = [:]
+
+    public init(configuration: Configuration = Configuration()) {
+        self.configuration = configuration
+    }
+
+    // MARK: Mining
+
+    /// Mines one line.
+    public func add(_ line: Substring) -> Match {
+        lines &+= 1
+        let raw = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
+        let tokens = raw.map(Self.mask)
+        let (leaf, route) = self.leaf(for: tokens, creating: true)!
+        if let (id, _) = best(in: leaf, tokens), var t = templates[id] {
+            var changed = false
+            for i in 0..<t.tokens.count where t.tokens[i] != tokens[i] && t.tokens[i] != Self.wildcard {
+                t.tokens[i] = Self.wildcard
+                changed = true
+            }
+            t.count &+= 1
+            t.lastLine = lines
+            templates[id] = t
+            return Match(id: id, isNew: false, changed: changed, parameters: Self.parameters(t.tokens, raw))
+        }
+        if templates.count >= configuration.maxTemplates { evictOne() }
+        let id = nextID
+        nextID &+= 1
+        templates[id] = Template(id: id, tokens: tokens, count: 1, lastLine: lines, route: route)
+        leaf.templates.append(id)
+        return Match(id: id, isNew: true, changed: false, parameters: Self.parameters(tokens, raw))
+    }
+
+    /// The template `line` would join, without learning anything from it (nil: it would be new).
+    public func match(_ line: Substring) -> UInt32? {
+        let tokens = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(Self.mask)
+        guard let (leaf, _) = leaf(for: tokens, creating: false) else { return nil }
+        return best(in: leaf, tokens)?.id
+    }
+
+    /// The most similar template at the leaf, if similar enough.
+    func best(in leaf: Node, _ tokens: [String]) -> (id: UInt32, similarity: Double)? {
+        var found: (id: UInt32, similarity: Double, wildcards: Int)?
+        for id in leaf.templates {
+            guard let t = templates[id], t.tokens.count == tokens.count else { continue }
+            var same = 0, wildcards = 0
+            for i in 0..<tokens.count {
+                // A masked value meets a masked value: the same; a parameter the template learned
+                // meets anything: not evidence either way, but counted to break ties.
+                if t.tokens[i] == tokens[i] {
+                    same += 1
+                } else if t.tokens[i] == Self.wildcard {
+                    wildcards += 1
+                }
+            }
+            let similarity = tokens.isEmpty ? 1 : Double(same) / Double(tokens.count)
+            if found == nil || similarity > found!.similarity || (similarity == found!.similarity && wildcards > found!.wildcards) {
+                found = (id, similarity, wildcards)
+            }
+        }
+        guard let found, found.similarity >= configuration.similarity else { return nil }
+        return (found.id, found.similarity)
+    }
+
+    /// The leaf for these tokens (by count, then by the prefix tokens) and the branches taken.
+    func leaf(for tokens: [String], creating: Bool) -> (Node, [String])? {
+        var node: Node
+        if let n = root[tokens.count] {
+            node = n
+        } else {
+            guard creating else { return nil }
+            node = Node()
+            root[tokens.count] = node
+        }
+        var route: [String] = []
+        for token in tokens.prefix(configuration.prefixDepth) {
+            let key = token.contains(Self.wildcard) ? Self.wildcard : token
+            if let next = node.children[key] {
+                node = next
+                route.append(key)
+            } else if let any = node.children[Self.wildcard], !creating || node.children.count >= configuration.maxChildren {
+                node = any
+                route.append(Self.wildcard)
+            } else {
+                guard creating else { return nil }
+                // The last free branch goes to `<*>`, which takes every new token from then on.
+                let branch = node.children.count + 1 >= configuration.maxChildren ? Self.wildcard : key
+                let next = node.children[branch] ?? Node()
+                node.children[branch] = next
+                node = next
+                route.append(branch)
+            }
+        }
+        return (node, route)
+    }
+
+    /// The leaf at the end of `route` under token count `length`, made if missing.
+    func leaf(length: Int, route: [String]) -> Node {
+        var node = root[length] ?? Node()
+        root[length] = node
+        for key in route {
+            let next = node.children[key] ?? Node()
+            node.children[key] = next
+            node = next
+        }
+        return node
+    }
+
+    /// Removes the template matched least recently (its id is never given again).
+    func evictOne() {
+        guard let oldest = templates.values.min(by: { $0.lastLine < $1.lastLine }) else { return }
+        templates[oldest.id] = nil
+        leaf(length: oldest.tokens.count, route: oldest.route).templates.removeAll { $0 == oldest.id }
+        evicted &+= 1
+    }
+
+    static func parameters(_ template: [String], _ raw: [Substring]) -> [Substring] {
+        var out: [Substring] = []
+        for i in 0..<min(template.count, raw.count) where template[i].contains(wildcard) { out.append(raw[i]) }
+        return out
+    }
+
+    // MARK: Masking
+
+    /// The token with its variable parts as `<*>`.
+    public static func mask(_ token: Substring) -> String {
+        let bytes = Array(token.utf8)
+        if isWhollyVariable(bytes) { return wildcard }
+        // Runs of digits bounded by what is neither a letter nor a digit.
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count)
+        var i = 0, masked = false
+        while i < bytes.count {
+            if isDigit(bytes[i]), i == 0 || !isAlphanumeric(bytes[i - 1]) {
+                var j = i
+                while j < bytes.count && isDigit(bytes[j]) { j += 1 }
+                if j == bytes.count || !isAlphanumeric(bytes[j]) {
+                    // A sign before the run belongs to the number.
+                    if let last = out.last, last == UInt8(ascii: "-") || last == UInt8(ascii: "+"),
+                        out.count == 1 || !isAlphanumeric(out[out.count - 2])
+                    {
+                        out.removeLast()
+                    }
+                    out += Array(wildcard.utf8)
+                    masked = true
+                    i = j
+                    continue
+                }
+            }
+            out.append(bytes[i])
+            i += 1
+        }
+        return masked ? String(decoding: out, as: UTF8.self) : String(token)
+    }
+
+    /// Numbers, hex, IPv4 (with a port), UUIDs, long hex strings and paths mask whole.
+    static func isWhollyVariable(_ b: [UInt8]) -> Bool {
+        guard !b.isEmpty else { return false }
+        var s = b[...]
+        // Trailing punctuation a sentence or list puts after a value.
+        while let last = s.last, last == UInt8(ascii: ",") || last == UInt8(ascii: ";") || last == UInt8(ascii: ".") {
+            s = s.dropLast()
+        }
+        guard !s.isEmpty else { return false }
+        if isNumber(s) || isIPv4(s) || isUUID(s) || isCalendarWord(s) { return true }
+        if s.count > 2, s[s.startIndex] == UInt8(ascii: "0"), s[s.startIndex + 1] | 0x20 == UInt8(ascii: "x"),
+            s.dropFirst(2).allSatisfy(isHex)
+        {
+            return true
+        }
+        if s.count >= 8, s.allSatisfy(isHex), s.contains(where: isDigit) { return true }
+        if s.first == UInt8(ascii: "/"), s.filter({ $0 == UInt8(ascii: "/") }).count >= 2 { return true }
+        return false
+    }
+
+    /// Day and month names (`Sun`, `Dec`, `[Sun`, `Monday`): the parts of a header's date that are
+    /// words, which would otherwise split one message into a template per day.
+    static func isCalendarWord(_ s: ArraySlice<UInt8>) -> Bool {
+        var t = s
+        while let f = t.first, f == UInt8(ascii: "[") || f == UInt8(ascii: "(") { t = t.dropFirst() }
+        while let l = t.last, l == UInt8(ascii: "]") || l == UInt8(ascii: ")") || l == UInt8(ascii: ":") { t = t.dropLast() }
+        guard t.count >= 3, t.count <= 9 else { return false }
+        let word = String(decoding: t.map { $0 | 0x20 }, as: UTF8.self)
+        return calendarWords.contains(String(word.prefix(3))) && (t.count == 3 || calendarNames.contains(word))
+    }
+    static let calendarWords: Set<String> = [
+        "mon", "tue", "wed", "thu", "fri", "sat", "sun",
+        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+    ]
+    static let calendarNames: Set<String> = [
+        "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "january", "february",
+        "march", "april", "june", "july", "august", "september", "october", "november", "december",
+    ]
+
+    static func isNumber(_ s: ArraySlice<UInt8>) -> Bool {
+        var t = s
+        if let f = t.first, f == UInt8(ascii: "-") || f == UInt8(ascii: "+") { t = t.dropFirst() }
+        guard let f = t.first, isDigit(f) else { return false }
+        var dots = 0
+        for c in t {
+            if c == UInt8(ascii: ".") {
+                dots += 1
+            } else if !isDigit(c) {
+                return false
+            }
+        }
+        return dots <= 1
+    }
+
+    static func isIPv4(_ s: ArraySlice<UInt8>) -> Bool {
+        var host = s
+        if let colon = s.lastIndex(of: UInt8(ascii: ":")) {
+            guard s[(colon + 1)...].allSatisfy(isDigit), colon + 1 < s.endIndex else { return false }
+            host = s[..<colon]
+        }
+        let parts = host.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
+        return parts.count == 4 && parts.allSatisfy { !$0.isEmpty && $0.count <= 3 && $0.allSatisfy(isDigit) }
+    }
+
+    static func isUUID(_ s: ArraySlice<UInt8>) -> Bool {
+        guard s.count == 36 else { return false }
+        for (i, c) in s.enumerated() {
+            if [8, 13, 18, 23].contains(i) {
+                if c != UInt8(ascii: "-") { return false }
+            } else if !isHex(c) {
+                return false
+            }
+        }
+        return true
+    }
+
+    static func isDigit(_ c: UInt8) -> Bool { c >= 48 && c <= 57 }
+    static func isHex(_ c: UInt8) -> Bool { isDigit(c) || (c | 0x20 >= 97 && c | 0x20 <= 102) }
+    static func isAlphanumeric(_ c: UInt8) -> Bool { isDigit(c) || (c | 0x20 >= 97 && c | 0x20 <= 122) || c >= 0x80 }
+
+    // MARK: State
+
+    public static let kind = "eddy.templates"
+    public static let formatVersion: UInt32 = 1
+
+    /// The templates and counters; the tree is rebuilt from the templates on restore.
+    public func encode(_ w: inout StateWriter) {
+        w.write(Self.kind); w.write(Self.formatVersion)
+        w.write(nextID); w.write(lines); w.write(evicted)
+        w.write(UInt32(templates.count))
+        for t in templates.values.sorted(by: { $0.id < $1.id }) {
+            w.write(t.id); w.write(t.count); w.write(t.lastLine)
+            w.write(UInt32(t.tokens.count))
+            for token in t.tokens { w.write(token) }
+            w.write(UInt32(t.route.count))
+            for key in t.route { w.write(key) }
+        }
+    }
+
+    /// A miner restored from `encode`, with `configuration` (a smaller `maxTemplates` evicts the
+    /// least recently matched at once).
+    public static func decode(_ r: inout StateReader, configuration: Configuration = Configuration()) throws -> TemplateMiner {
+        guard try r.read(String.self) == kind else { throw StateError.wrongKind(expected: kind) }
+        let version = try r.read(UInt32.self)
+        guard version == formatVersion else { throw StateError.unsupportedVersion(version) }
+        let m = TemplateMiner(configuration: configuration)
+        m.nextID = try r.read(UInt32.self)
+        m.lines = try r.read(UInt64.self)
+        m.evicted = try r.read(UInt64.self)
+        let count = Int(try r.read(UInt32.self))
+        try r.requireRoom(count, each: 24)
+        var restored: [Template] = []
+        for _ in 0..<count {
+            let id = try r.read(UInt32.self), n = try r.read(UInt64.self), last = try r.read(UInt64.self)
+            let length = Int(try r.read(UInt32.self))
+            try r.requireRoom(length, each: 4)
+            let tokens = try (0..<length).map { _ in try r.read(String.self) }
+            let depth = Int(try r.read(UInt32.self))
+            guard depth <= min(length, 64) else { throw StateError.invalid("template route") }
+            let route = try (0..<depth).map { _ in try r.read(String.self) }
+            guard id < m.nextID else { throw StateError.invalid("template id") }
+            restored.append(Template(id: id, tokens: tokens, count: n, lastLine: last, route: route))
+        }
+        for t in restored.sorted(by: { $0.lastLine > $1.lastLine }).prefix(configuration.maxTemplates) {
+            m.templates[t.id] = t
+            m.leaf(length: t.tokens.count, route: t.route).templates.append(t.id)
+        }
+        m.evicted &+= UInt64(max(0, restored.count - configuration.maxTemplates))
+        return m
+    }
+}

@@ -1,0 +1,94 @@
+import Foundation
+import Learning
+@testable import LogMining
+import Testing
+
+/// The LogHub samples beside this file (Data/README.md): raw lines and the ground-truth event of each.
+func loghub(_ system: String) throws -> (lines: [Substring], events: [Substring]) {
+    let dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Data")
+    let text = try String(contentsOf: dir.appendingPathComponent("\(system)_2k.log"), encoding: .utf8)
+    let events = try String(contentsOf: dir.appendingPathComponent("\(system)_2k.events"), encoding: .utf8)
+    // `\r\n` is one Character in Swift: split at either.
+    return (text.split(whereSeparator: \.isNewline), events.split(whereSeparator: \.isNewline))
+}
+
+/// Grouping accuracy (the LogHub yardstick): the share of lines whose group of same-template lines
+/// is exactly their ground-truth event's.
+func groupingAccuracy(_ predicted: [UInt32], _ truth: [Substring]) -> Double {
+    var byPrediction: [UInt32: [Int]] = [:], eventSizes: [Substring: Int] = [:]
+    for (i, p) in predicted.enumerated() { byPrediction[p, default: []].append(i) }
+    for e in truth { eventSizes[e, default: 0] += 1 }
+    var correct = 0
+    for group in byPrediction.values {
+        let events = Set(group.map { truth[$0] })
+        if events.count == 1, eventSizes[truth[group[0]]] == group.count { correct += group.count }
+    }
+    return Double(correct) / Double(truth.count)
+}
+
+@Suite struct TemplateMinerTests {
+    @Test func variablePartsAreMasked() {
+        let cases: [(String, String)] = [
+            ("123", "<*>"), ("-5", "<*>"), ("3.14", "<*>"), ("42,", "<*>"), ("0x1F", "<*>"),
+            ("10.251.73.220:50010", "<*>"), ("10.0.0.1", "<*>"), ("123e4567-e89b-12d3-a456-426614174000", "<*>"),
+            ("deadbeef12", "<*>"), ("/var/log/app.log", "<*>"), ("sshd[24200]:", "sshd[<*>]:"),
+            ("06:55:46", "<*>:<*>:<*>"), ("blk_-6952295868487656571", "blk_<*>"), ("user1", "user1"),
+            ("Invalid", "Invalid"), ("ERROR", "ERROR"), ("/", "/"), ("abc-12", "abc-<*>"), ("deadbeef", "deadbeef"),
+        ]
+        for (token, masked) in cases {
+            #expect(TemplateMiner.mask(Substring(token)) == masked, "\(token)")
+        }
+    }
+
+    @Test func linesOfOneShapeShareATemplateAndItsParametersAreTheirOwn() {
+        let miner = TemplateMiner()
+        let a = miner.add("Invalid user webmaster from 173.234.31.186")
+        let b = miner.add("Invalid user bob from 10.0.0.7")
+        let c = miner.add("Accepted password for root from 10.0.0.7 port 22 ssh2")
+        #expect(a.isNew && !b.isNew && c.isNew && a.id == b.id && c.id != a.id)
+        #expect(b.changed)  // "webmaster" became <*>
+        #expect(miner.templates[a.id]?.text == "Invalid user <*> from <*>")
+        #expect(b.parameters == ["bob", "10.0.0.7"])
+        #expect(miner.match("Invalid user carol from 10.1.1.1") == a.id)
+        #expect(miner.match("Connection closed by 10.1.1.1") == nil)
+        #expect(miner.templates.count == 2)  // match() learns nothing
+    }
+
+    /// Measured on three real logs against LogHub's hand-checked templates, whole raw lines in (the
+    /// headers are masked like any other variable part).
+    @Test(arguments: [("OpenSSH", 0.7), ("HDFS", 0.95), ("Zookeeper", 0.95)])
+    func groupsRealLogsAsTheirGroundTruthDoes(system: String, floor: Double) throws {
+        let (lines, events) = try loghub(system)
+        #expect(lines.count == 2000 && events.count == 2000)
+        let miner = TemplateMiner()
+        let ids = lines.map { miner.add($0).id }
+        let accuracy = groupingAccuracy(ids, events)
+        print("\(system): grouping accuracy \(accuracy), \(miner.templates.count) templates, \(Set(events).count) events")
+        #expect(accuracy >= floor)
+    }
+
+    @Test func templatesAndTheirIdsSurviveACheckpoint() throws {
+        let (lines, _) = try loghub("OpenSSH")
+        let original = TemplateMiner()
+        for line in lines[..<1000] { _ = original.add(line) }
+        var w = StateWriter()
+        original.encode(&w)
+        var r = StateReader(w.bytes)
+        let restored = try TemplateMiner.decode(&r)
+        #expect(restored.templates == original.templates && restored.nextID == original.nextID)
+        for line in lines[1000...] { #expect(original.add(line) == restored.add(line)) }
+    }
+
+    @Test func theLeastRecentlyMatchedTemplateIsEvictedAndItsIdNeverComesBack() {
+        var c = TemplateMiner.Configuration()
+        c.maxTemplates = 2
+        let miner = TemplateMiner(configuration: c)
+        let first = miner.add("alpha beta gamma").id
+        let second = miner.add("one two three four").id
+        _ = miner.add("alpha beta gamma")  // first is now the more recent
+        let third = miner.add("x y").id     // evicts second
+        #expect(miner.evicted == 1 && miner.templates.keys.sorted() == [first, third])
+        let again = miner.add("one two three four")  // a new template, with a new id
+        #expect(again.isNew && again.id == 4 && miner.templates[first] == nil)
+    }
+}
