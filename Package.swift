@@ -63,6 +63,7 @@ let package = Package(
             name: "eddy",
             dependencies: [
                 "Learning", "Workloads", "LinearAlgebra", "Pipeline", "ZeroMQ", "EddyProtocol", "Evaluation", "CSystem",
+                "LogMining",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),

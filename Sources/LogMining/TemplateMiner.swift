@@ -32,12 +32,26 @@ public final class TemplateMiner {
     public struct Template: Sendable, Equatable {
         public let id: UInt32
         public internal(set) var tokens: [String]
+        /// `tokens` as vocabulary ids (0: `<*>`), what lines are compared with.
+        var ids: [Int32] = []
         public internal(set) var count: UInt64
         public internal(set) var lastLine: UInt64
         /// The tree branches that lead to it, fixed when it was founded (its tokens may become
         /// `<*>` later; it stays where lines like its first are routed).
         let route: [String]
         public var text: String { tokens.joined(separator: " ") }
+
+        init(id: UInt32, tokens: [String], count: UInt64, lastLine: UInt64, route: [String]) {
+            self.id = id
+            self.tokens = tokens
+            self.count = count
+            self.lastLine = lastLine
+            self.route = route
+        }
+
+        public static func == (a: Template, b: Template) -> Bool {
+            a.id == b.id && a.tokens == b.tokens && a.count == b.count && a.lastLine == b.lastLine && a.route == b.route
+        }
     }
 
     /// What the miner made of one line.
@@ -61,10 +75,19 @@ public final class TemplateMiner {
 
     /// Tree: token count, then the prefix tokens, then the templates at the leaf.
     final class Node {
-        var children: [String: Node] = [:]
+        var children: [Substring: Node] = [:]
         var templates: [UInt32] = []
     }
     var root: [Int: Node] = [:]
+
+    /// Every token some template holds, by id, with how many template positions hold it (a token
+    /// no template holds any more is forgotten, so lines of ever-new values cannot grow it).
+    /// Keys are Substrings of Strings of their own (a line's Substring looks them up without a copy).
+    var vocabulary: [Substring: Int32] = [wildcardKey: 0]
+    var words: [Substring] = [wildcardKey]
+    static let wildcardKey = Substring(wildcard)
+    var references: [Int32] = [0]
+    var freeIDs: [Int32] = []
 
     public init(configuration: Configuration = Configuration()) {
         self.configuration = configuration
@@ -75,47 +98,119 @@ public final class TemplateMiner {
     /// Mines one line.
     public func add(_ line: Substring) -> Match {
         lines &+= 1
-        let raw = line.split(whereSeparator: { $0 == " " || $0 == "\t" })
-        let tokens = raw.map(Self.mask)
-        let (leaf, route) = self.leaf(for: tokens, creating: true)!
-        if let (id, _) = best(in: leaf, tokens), var t = templates[id] {
+        let raw = Self.split(line)
+        let masks = raw.map(Self.masked)
+        var tokens = raw
+        for i in 0..<raw.count { if let m = masks[i] { tokens[i] = Substring(m) } }
+        let ids = lookUp(tokens)
+        let (leaf, route) = self.leaf(for: tokens, masks: masks, creating: true)!
+        if let (id, _) = best(in: leaf, ids), var t = templates[id] {
             var changed = false
-            for i in 0..<t.tokens.count where t.tokens[i] != tokens[i] && t.tokens[i] != Self.wildcard {
+            for i in 0..<t.ids.count where t.ids[i] != ids[i] && t.ids[i] != 0 {
+                release(t.ids[i])
+                t.ids[i] = 0
                 t.tokens[i] = Self.wildcard
                 changed = true
             }
             t.count &+= 1
             t.lastLine = lines
             templates[id] = t
-            return Match(id: id, isNew: false, changed: changed, parameters: Self.parameters(t.tokens, raw))
+            return Match(id: id, isNew: false, changed: changed, parameters: parameters(t.ids, raw, masks))
         }
         if templates.count >= configuration.maxTemplates { evictOne() }
         let id = nextID
         nextID &+= 1
-        templates[id] = Template(id: id, tokens: tokens, count: 1, lastLine: lines, route: route)
+        var t = Template(id: id, tokens: tokens.map(String.init), count: 1, lastLine: lines, route: route.map(String.init))
+        t.ids = tokens.map(intern)
+        templates[id] = t
         leaf.templates.append(id)
-        return Match(id: id, isNew: true, changed: false, parameters: Self.parameters(tokens, raw))
+        return Match(id: id, isNew: true, changed: false, parameters: parameters(t.ids, raw, masks))
     }
 
     /// The template `line` would join, without learning anything from it (nil: it would be new).
     public func match(_ line: Substring) -> UInt32? {
-        let tokens = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(Self.mask)
-        guard let (leaf, _) = leaf(for: tokens, creating: false) else { return nil }
-        return best(in: leaf, tokens)?.id
+        let raw = Self.split(line)
+        let masks = raw.map(Self.masked)
+        var tokens = raw
+        for i in 0..<raw.count { if let m = masks[i] { tokens[i] = Substring(m) } }
+        guard let (leaf, _) = leaf(for: tokens, masks: masks, creating: false) else { return nil }
+        return best(in: leaf, lookUp(tokens))?.id
+    }
+
+    /// The line's tokens: what lies between spaces, tabs and carriage returns (split on bytes, not
+    /// on Characters: grapheme breaking is most of the cost otherwise).
+    static func split(_ line: Substring) -> [Substring] {
+        var out: [Substring] = []
+        let u = line.utf8
+        var i = u.startIndex
+        var start: Substring.Index?
+        while i != u.endIndex {
+            let c = u[i]
+            if c == 32 || c == 9 || c == 13 {
+                if let s = start {
+                    out.append(line[s..<i])
+                    start = nil
+                }
+            } else if start == nil {
+                start = i
+            }
+            u.formIndex(after: &i)
+        }
+        if let s = start { out.append(line[s..<u.endIndex]) }
+        return out
+    }
+
+    /// The tokens' vocabulary ids; a token no template holds gets an id of its own below zero.
+    func lookUp(_ tokens: [Substring]) -> [Int32] {
+        var ids = [Int32](repeating: 0, count: tokens.count)
+        for i in 0..<tokens.count { ids[i] = vocabulary[tokens[i]] ?? -Int32(truncatingIfNeeded: i + 1) }
+        return ids
+    }
+
+    /// The token's id, held once more.
+    func intern(_ token: Substring) -> Int32 {
+        if let id = vocabulary[token] {
+            if id != 0 { references[Int(id)] += 1 }
+            return id
+        }
+        let token = Substring(String(token))  // its own storage, not the line's
+        let id: Int32
+        if let free = freeIDs.popLast() {
+            id = free
+            words[Int(id)] = token
+            references[Int(id)] = 1
+        } else {
+            id = Int32(words.count)
+            words.append(token)
+            references.append(1)
+        }
+        vocabulary[token] = id
+        return id
+    }
+
+    /// One hold on the token fewer; at none it is forgotten.
+    func release(_ id: Int32) {
+        guard id > 0 else { return }
+        references[Int(id)] -= 1
+        if references[Int(id)] == 0 {
+            vocabulary[words[Int(id)]] = nil
+            words[Int(id)] = ""
+            freeIDs.append(id)
+        }
     }
 
     /// The most similar template at the leaf, if similar enough.
-    func best(in leaf: Node, _ tokens: [String]) -> (id: UInt32, similarity: Double)? {
+    func best(in leaf: Node, _ tokens: [Int32]) -> (id: UInt32, similarity: Double)? {
         var found: (id: UInt32, similarity: Double, wildcards: Int)?
         for id in leaf.templates {
-            guard let t = templates[id], t.tokens.count == tokens.count else { continue }
+            guard let t = templates[id], t.ids.count == tokens.count else { continue }
             var same = 0, wildcards = 0
             for i in 0..<tokens.count {
                 // A masked value meets a masked value: the same; a parameter the template learned
                 // meets anything: not evidence either way, but counted to break ties.
-                if t.tokens[i] == tokens[i] {
+                if t.ids[i] == tokens[i] {
                     same += 1
-                } else if t.tokens[i] == Self.wildcard {
+                } else if t.ids[i] == 0 {
                     wildcards += 1
                 }
             }
@@ -129,7 +224,7 @@ public final class TemplateMiner {
     }
 
     /// The leaf for these tokens (by count, then by the prefix tokens) and the branches taken.
-    func leaf(for tokens: [String], creating: Bool) -> (Node, [String])? {
+    func leaf(for tokens: [Substring], masks: [String?], creating: Bool) -> (Node, [Substring])? {
         var node: Node
         if let n = root[tokens.count] {
             node = n
@@ -138,19 +233,19 @@ public final class TemplateMiner {
             node = Node()
             root[tokens.count] = node
         }
-        var route: [String] = []
-        for token in tokens.prefix(configuration.prefixDepth) {
-            let key = token.contains(Self.wildcard) ? Self.wildcard : token
+        var route: [Substring] = []
+        for (i, token) in tokens.prefix(configuration.prefixDepth).enumerated() {
+            let key = masks[i] != nil ? Self.wildcardKey : token
             if let next = node.children[key] {
                 node = next
                 route.append(key)
-            } else if let any = node.children[Self.wildcard], !creating || node.children.count >= configuration.maxChildren {
+            } else if let any = node.children[Self.wildcardKey], !creating || node.children.count >= configuration.maxChildren {
                 node = any
-                route.append(Self.wildcard)
+                route.append(Self.wildcardKey)
             } else {
                 guard creating else { return nil }
                 // The last free branch goes to `<*>`, which takes every new token from then on.
-                let branch = node.children.count + 1 >= configuration.maxChildren ? Self.wildcard : key
+                let branch = node.children.count + 1 >= configuration.maxChildren ? Self.wildcardKey : Substring(String(key))
                 let next = node.children[branch] ?? Node()
                 node.children[branch] = next
                 node = next
@@ -165,8 +260,8 @@ public final class TemplateMiner {
         var node = root[length] ?? Node()
         root[length] = node
         for key in route {
-            let next = node.children[key] ?? Node()
-            node.children[key] = next
+            let next = node.children[Substring(key)] ?? Node()
+            node.children[Substring(key)] = next
             node = next
         }
         return node
@@ -177,19 +272,37 @@ public final class TemplateMiner {
         guard let oldest = templates.values.min(by: { $0.lastLine < $1.lastLine }) else { return }
         templates[oldest.id] = nil
         leaf(length: oldest.tokens.count, route: oldest.route).templates.removeAll { $0 == oldest.id }
+        for id in oldest.ids { release(id) }
         evicted &+= 1
     }
 
-    static func parameters(_ template: [String], _ raw: [Substring]) -> [Substring] {
+    /// The line's tokens where the template has `<*>`, or a masked value.
+    func parameters(_ template: [Int32], _ raw: [Substring], _ masks: [String?]) -> [Substring] {
         var out: [Substring] = []
-        for i in 0..<min(template.count, raw.count) where template[i].contains(wildcard) { out.append(raw[i]) }
+        for i in 0..<min(template.count, raw.count) where template[i] == 0 || masks[i] != nil {
+            out.append(raw[i])
+        }
         return out
     }
 
     // MARK: Masking
 
     /// The token with its variable parts as `<*>`.
-    public static func mask(_ token: Substring) -> String {
+    public static func mask(_ token: Substring) -> String { masked(token) ?? String(token) }
+
+    /// The token with its variable parts as `<*>`, or nil if it has none (the common case, checked
+    /// without allocating).
+    static func masked(_ token: Substring) -> String? {
+        // Only a digit, a leading '/' or a letter can start a variable part (a calendar word).
+        let utf8 = token.utf8
+        guard let first = utf8.first else { return nil }
+        if first != UInt8(ascii: "/") && !utf8.contains(where: isDigit) {
+            // A calendar word or nothing: 3 to 11 bytes (with brackets) starting with a letter that
+            // starts a day or month name.
+            let n = utf8.count
+            guard n >= 3 && n <= 11, calendarInitial[Int(first)] else { return nil }
+            return isCalendarWord(Array(utf8)[...]) ? wildcard : nil
+        }
         let bytes = Array(token.utf8)
         if isWhollyVariable(bytes) { return wildcard }
         // Runs of digits bounded by what is neither a letter nor a digit.
@@ -216,7 +329,7 @@ public final class TemplateMiner {
             out.append(bytes[i])
             i += 1
         }
-        return masked ? String(decoding: out, as: UTF8.self) : String(token)
+        return masked ? String(decoding: out, as: UTF8.self) : nil
     }
 
     /// Numbers, hex, IPv4 (with a port), UUIDs, long hex strings and paths mask whole.
@@ -235,28 +348,37 @@ public final class TemplateMiner {
             return true
         }
         if s.count >= 8, s.allSatisfy(isHex), s.contains(where: isDigit) { return true }
-        if s.first == UInt8(ascii: "/"), s.filter({ $0 == UInt8(ascii: "/") }).count >= 2 { return true }
+        if s.first == UInt8(ascii: "/"), s.dropFirst().contains(UInt8(ascii: "/")) { return true }
         return false
     }
 
     /// Day and month names (`Sun`, `Dec`, `[Sun`, `Monday`): the parts of a header's date that are
-    /// words, which would otherwise split one message into a template per day.
+    /// words, which would otherwise split one message into a template per day. Compared on bytes.
     static func isCalendarWord(_ s: ArraySlice<UInt8>) -> Bool {
         var t = s
         while let f = t.first, f == UInt8(ascii: "[") || f == UInt8(ascii: "(") { t = t.dropFirst() }
         while let l = t.last, l == UInt8(ascii: "]") || l == UInt8(ascii: ")") || l == UInt8(ascii: ":") { t = t.dropLast() }
         guard t.count >= 3, t.count <= 9 else { return false }
-        let word = String(decoding: t.map { $0 | 0x20 }, as: UTF8.self)
-        return calendarWords.contains(String(word.prefix(3))) && (t.count == 3 || calendarNames.contains(word))
+        let i = t.startIndex
+        let key = UInt32(t[i] | 0x20) << 16 | UInt32(t[i + 1] | 0x20) << 8 | UInt32(t[i + 2] | 0x20)
+        guard calendarKeys.contains(key) else { return false }
+        if t.count == 3 { return true }
+        return calendarNames.contains { name in
+            name.count == t.count && zip(name, t).allSatisfy { $0 == $1 | 0x20 }
+        }
     }
-    static let calendarWords: Set<String> = [
+    /// Whether a byte can start a day or month name (either case), or a bracket before one.
+    static let calendarInitial: [Bool] = (0..<256).map { b in
+        "mtwfsjaondMTWFSJAOND[(".utf8.contains(UInt8(b))
+    }
+    static let calendarKeys: [UInt32] = [
         "mon", "tue", "wed", "thu", "fri", "sat", "sun",
         "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
-    ]
-    static let calendarNames: Set<String> = [
+    ].map { w in w.utf8.reduce(UInt32(0)) { $0 << 8 | UInt32($1) } }
+    static let calendarNames: [[UInt8]] = [
         "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "january", "february",
         "march", "april", "june", "july", "august", "september", "october", "november", "december",
-    ]
+    ].map { Array($0.utf8) }
 
     static func isNumber(_ s: ArraySlice<UInt8>) -> Bool {
         var t = s
@@ -273,14 +395,26 @@ public final class TemplateMiner {
         return dots <= 1
     }
 
+    /// `a.b.c.d` of 1 to 3 digits each, with an optional `:port`.
     static func isIPv4(_ s: ArraySlice<UInt8>) -> Bool {
-        var host = s
-        if let colon = s.lastIndex(of: UInt8(ascii: ":")) {
-            guard s[(colon + 1)...].allSatisfy(isDigit), colon + 1 < s.endIndex else { return false }
-            host = s[..<colon]
+        var parts = 0, digits = 0, port = false, portDigits = 0
+        for c in s {
+            if port {
+                guard isDigit(c) else { return false }
+                portDigits += 1
+            } else if isDigit(c) {
+                digits += 1
+                if digits > 3 { return false }
+            } else if c == UInt8(ascii: "."), digits > 0, parts < 3 {
+                parts += 1
+                digits = 0
+            } else if c == UInt8(ascii: ":"), digits > 0, parts == 3 {
+                port = true
+            } else {
+                return false
+            }
         }
-        let parts = host.split(separator: UInt8(ascii: "."), omittingEmptySubsequences: false)
-        return parts.count == 4 && parts.allSatisfy { !$0.isEmpty && $0.count <= 3 && $0.allSatisfy(isDigit) }
+        return parts == 3 && digits > 0 && (!port || portDigits > 0)
     }
 
     static func isUUID(_ s: ArraySlice<UInt8>) -> Bool {
@@ -342,7 +476,8 @@ public final class TemplateMiner {
             guard id < m.nextID else { throw StateError.invalid("template id") }
             restored.append(Template(id: id, tokens: tokens, count: n, lastLine: last, route: route))
         }
-        for t in restored.sorted(by: { $0.lastLine > $1.lastLine }).prefix(configuration.maxTemplates) {
+        for var t in restored.sorted(by: { $0.lastLine > $1.lastLine }).prefix(configuration.maxTemplates) {
+            t.ids = t.tokens.map { m.intern(Substring($0)) }
             m.templates[t.id] = t
             m.leaf(length: t.tokens.count, route: t.route).templates.append(t.id)
         }

@@ -79,6 +79,18 @@ func groupingAccuracy(_ predicted: [UInt32], _ truth: [Substring]) -> Double {
         for line in lines[1000...] { #expect(original.add(line) == restored.add(line)) }
     }
 
+    /// Lines of ever-new words found ever-new templates; eviction keeps both the templates and the
+    /// vocabulary of their tokens bounded.
+    @Test func everNewLinesCannotGrowTheMinerWithoutBound() {
+        var c = TemplateMiner.Configuration()
+        c.maxTemplates = 10
+        let miner = TemplateMiner(configuration: c)
+        for i in 0..<5000 { _ = miner.add(Substring("user u\(String(i, radix: 36))x logged in from host h\(String(i * 7, radix: 36))y")) }
+        #expect(miner.templates.count == 10 && miner.evicted == 4990)
+        #expect(miner.vocabulary.count <= 10 * 7 + 1)
+        #expect(miner.words.count - miner.freeIDs.count == miner.vocabulary.count)
+    }
+
     @Test func theLeastRecentlyMatchedTemplateIsEvictedAndItsIdNeverComesBack() {
         var c = TemplateMiner.Configuration()
         c.maxTemplates = 2

@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Eddy's template miner against Drain3 (PyPI `drain3`), on the same log files, alternating, in one
+invocation: lines per second on one core, and Eddy's ratio.
+
+    .venv/bin/python scripts/bench-logs.py [--rounds 3] [--seconds 3] [FILE...]
+
+Files default to ../shared/data/loghub/*.log. Drain3 runs with its defaults plus masking of the
+same kinds of values Eddy masks (numbers, hex, IPv4 with port, UUIDs), as a user would configure it.
+"""
+import argparse
+import glob
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+DRAIN3_PEER = r'''
+import sys, time
+from drain3 import TemplateMiner
+from drain3.template_miner_config import TemplateMinerConfig
+from drain3.masking import MaskingInstruction
+files, seconds = sys.argv[2:], float(sys.argv[1])
+logs = [open(f, encoding="utf-8", errors="replace").read().splitlines() for f in files]
+def config():
+    c = TemplateMinerConfig()
+    c.profiling_enabled = False
+    c.masking_instructions = [
+        MaskingInstruction(r"((?<=[^A-Za-z0-9])|^)(([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}))((?=[^A-Za-z0-9])|$)", "*"),
+        MaskingInstruction(r"((?<=[^A-Za-z0-9])|^)(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(:\d+)?)((?=[^A-Za-z0-9])|$)", "*"),
+        MaskingInstruction(r"((?<=[^A-Za-z0-9])|^)(0x[a-f0-9A-F]+)((?=[^A-Za-z0-9])|$)", "*"),
+        MaskingInstruction(r"((?<=[^A-Za-z0-9])|^)([\-\+]?\d+(\.\d+)?)((?=[^A-Za-z0-9])|$)", "*"),
+    ]
+    return c
+def one_pass():
+    n = 0
+    for lines in logs:
+        m = TemplateMiner(config=config())
+        for line in lines:
+            m.add_log_message(line)
+        n += len(lines)
+    return n
+one_pass()
+start, lines = time.perf_counter(), 0
+while time.perf_counter() - start < seconds:
+    lines += one_pass()
+print(lines / (time.perf_counter() - start))
+'''
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("files", nargs="*")
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=3)
+    ap.add_argument("--eddy", default=str(ROOT / ".build" / "release" / "eddy"))
+    args = ap.parse_args()
+    files = args.files or sorted(glob.glob(str(ROOT.parent / "shared" / "data" / "loghub" / "*.log")))
+    if subprocess.run([sys.executable, "-c", "import drain3"], capture_output=True).returncode != 0:
+        subprocess.check_call([sys.executable, "-m", "pip", "install", "-q", "drain3"])
+    eddy, drain3 = [], []
+    for _ in range(args.rounds):
+        out = subprocess.check_output([args.eddy, "bench", "mine", "--seconds", str(args.seconds), "--json", *files])
+        eddy.append(json.loads(out)["lines_per_second"])
+        drain3.append(float(subprocess.check_output([sys.executable, "-c", DRAIN3_PEER, str(args.seconds), *files])))
+    e, d = statistics.median(eddy), statistics.median(drain3)
+    print(f"{len(files)} files, {args.rounds} rounds: Eddy {e:,.0f} lines/s, Drain3 {d:,.0f} lines/s; "
+          f"Eddy/Drain3 {e / d:.1f}x (rounds: Eddy {[int(x) for x in eddy]}, Drain3 {[int(x) for x in drain3]})")
+
+
+if __name__ == "__main__":
+    main()
