@@ -104,18 +104,19 @@ public final class TemplateMiner {
         for i in 0..<raw.count { if let m = masks[i] { tokens[i] = Substring(m) } }
         let ids = lookUp(tokens)
         let (leaf, route) = self.leaf(for: tokens, masks: masks, creating: true)!
-        if let (id, _) = best(in: leaf, ids), var t = templates[id] {
+        if let (id, _) = best(in: leaf, ids) {
+            // In place: a copy of the template would copy its arrays on every line.
             var changed = false
-            for i in 0..<t.ids.count where t.ids[i] != ids[i] && t.ids[i] != 0 {
-                release(t.ids[i])
-                t.ids[i] = 0
-                t.tokens[i] = Self.wildcard
+            let held = templates[id]!.ids
+            for i in 0..<held.count where held[i] != ids[i] && held[i] != 0 {
+                release(held[i])
+                templates[id]!.ids[i] = 0
+                templates[id]!.tokens[i] = Self.wildcard
                 changed = true
             }
-            t.count &+= 1
-            t.lastLine = lines
-            templates[id] = t
-            return Match(id: id, isNew: false, changed: changed, parameters: parameters(t.ids, raw, masks))
+            templates[id]!.count &+= 1
+            templates[id]!.lastLine = lines
+            return Match(id: id, isNew: false, changed: changed, parameters: parameters(templates[id]!.ids, raw, masks))
         }
         if templates.count >= configuration.maxTemplates { evictOne() }
         let id = nextID
