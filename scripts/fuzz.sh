@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Fuzzes what the daemon reads from outside, each target for a fixed budget:
 #   scripts/fuzz.sh [SECONDS per target, default 60] [TARGET...]   (admission, config, checkpoint)
-# Builds eddy-fuzz with libFuzzer (-sanitize=fuzzer, every Swift module instrumented) in .build/fuzz,
-# keeps each target's corpus in out/fuzz/<target>/corpus (seeded with valid inputs) and writes a
-# crashing input to out/fuzz/<target>/crash-*; exits non-zero if any target crashed. Replay a
-# crash in the normal build with `.build/debug/eddy-fuzz TARGET FILE`.
+#       explores: a random seed, a time budget, each target's corpus kept in out/fuzz/<target>/corpus
+#   FUZZ_RUNS=N scripts/fuzz.sh
+#       what CI runs: seed 1, N inputs per target, from a fresh corpus: the same inputs on every
+#       machine, so CI does not turn red on a crash nobody has seen (run it before committing)
+# Builds eddy-fuzz with libFuzzer (-sanitize=fuzzer, every Swift module instrumented) in .build/fuzz.
+# Corpora start from valid inputs and Tests/FuzzInputs/<target> (inputs that once crashed). A
+# crashing input is written to out/fuzz/<target>/crash-*; exits non-zero if any target crashed.
+# Replay a crash in the normal build with `.build/debug/eddy-fuzz TARGET FILE`; once fixed, add it to
+# Tests/FuzzInputs/<target>/ (the Python tests replay them).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-60}
@@ -19,15 +24,23 @@ binary="$build/release/eddy-fuzz"
 status=0
 for target in "${targets[@]}"; do
     dir=out/fuzz/$target
-    mkdir -p "$dir/corpus"
+    corpus=$dir/corpus
+    budget=(-max_total_time="$seconds")
+    if [ -n "${FUZZ_RUNS:-}" ]; then
+        corpus=$(mktemp -d)
+        budget=(-runs="$FUZZ_RUNS" -seed=1)
+    fi
+    mkdir -p "$dir" "$corpus"
+    known=Tests/FuzzInputs/$target
+    [ -d "$known" ] || known=""
     log=$dir/last-run.log
     # The Swift runtime's backtracer would end the process before libFuzzer writes the crashing input.
-    if SWIFT_BACKTRACE=enable=no EDDY_FUZZ_TARGET=$target EDDY_FUZZ_SEEDS=$dir/corpus "$binary" "$dir/corpus" \
-        -max_total_time="$seconds" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
+    if SWIFT_BACKTRACE=enable=no EDDY_FUZZ_TARGET=$target EDDY_FUZZ_SEEDS=$corpus "$binary" "$corpus" $known \
+        "${budget[@]}" -max_len=4096 -timeout=10 -rss_limit_mb=2048 \
         -artifact_prefix="$dir/" -print_final_stats=1 >"$log" 2>&1; then
         runs=$(grep -E '^stat::number_of_executed_units' "$log" | awk '{print $2}')
         cov=$(grep -oE 'cov: [0-9]+' "$log" | tail -1)
-        echo "fuzz $target: ${runs:-?} inputs in ${seconds}s, $cov, corpus $(ls "$dir/corpus" | wc -l), no crash"
+        echo "fuzz $target: ${runs:-?} inputs, $cov, corpus $(ls "$corpus" | wc -l), no crash"
     else
         status=1
         echo "fuzz $target: CRASH (see $log and $dir/crash-*)" >&2

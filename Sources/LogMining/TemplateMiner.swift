@@ -302,10 +302,16 @@ public final class TemplateMiner {
             // starts a day or month name.
             let n = utf8.count
             guard n >= 3 && n <= 11, calendarInitial[Int(first)] else { return nil }
-            return isCalendarWord(Array(utf8)[...]) ? wildcard : nil
+            return (utf8.withContiguousStorageIfAvailable { isCalendarWord($0[...]) } ?? isCalendarWord(Array(utf8)[...]))
+                ? wildcard : nil
         }
-        let bytes = Array(token.utf8)
-        if isWhollyVariable(bytes) { return wildcard }
+        // A Substring of a native String is contiguous UTF-8: read it in place.
+        return utf8.withContiguousStorageIfAvailable(maskBytes) ?? Array(utf8).withUnsafeBufferPointer(maskBytes)
+    }
+
+    /// `masked` on a token's bytes, once it may hold a variable part.
+    static func maskBytes(_ bytes: UnsafeBufferPointer<UInt8>) -> String? {
+        if isWhollyVariable(bytes[...]) { return wildcard }
         // Runs of digits bounded by what is neither a letter nor a digit.
         var out: [UInt8] = []
         out.reserveCapacity(bytes.count)
@@ -334,16 +340,16 @@ public final class TemplateMiner {
     }
 
     /// Numbers, hex, IPv4 (with a port), UUIDs, long hex strings and paths mask whole.
-    static func isWhollyVariable(_ b: [UInt8]) -> Bool {
+    static func isWhollyVariable<C: BidirectionalCollection>(_ b: C) -> Bool where C.Element == UInt8, C.SubSequence == C {
         guard !b.isEmpty else { return false }
-        var s = b[...]
+        var s = b
         // Trailing punctuation a sentence or list puts after a value.
         while let last = s.last, last == UInt8(ascii: ",") || last == UInt8(ascii: ";") || last == UInt8(ascii: ".") {
             s = s.dropLast()
         }
         guard !s.isEmpty else { return false }
         if isNumber(s) || isIPv4(s) || isUUID(s) || isCalendarWord(s) { return true }
-        if s.count > 2, s[s.startIndex] == UInt8(ascii: "0"), s[s.startIndex + 1] | 0x20 == UInt8(ascii: "x"),
+        if s.count > 2, s[s.startIndex] == UInt8(ascii: "0"), s[s.index(after: s.startIndex)] | 0x20 == UInt8(ascii: "x"),
             s.dropFirst(2).allSatisfy(isHex)
         {
             return true
@@ -355,13 +361,17 @@ public final class TemplateMiner {
 
     /// Day and month names (`Sun`, `Dec`, `[Sun`, `Monday`): the parts of a header's date that are
     /// words, which would otherwise split one message into a template per day. Compared on bytes.
-    static func isCalendarWord(_ s: ArraySlice<UInt8>) -> Bool {
+    static func isCalendarWord<C: BidirectionalCollection>(_ s: C) -> Bool where C.Element == UInt8, C.SubSequence == C {
         var t = s
         while let f = t.first, f == UInt8(ascii: "[") || f == UInt8(ascii: "(") { t = t.dropFirst() }
         while let l = t.last, l == UInt8(ascii: "]") || l == UInt8(ascii: ")") || l == UInt8(ascii: ":") { t = t.dropLast() }
         guard t.count >= 3, t.count <= 9 else { return false }
-        let i = t.startIndex
-        let key = UInt32(t[i] | 0x20) << 16 | UInt32(t[i + 1] | 0x20) << 8 | UInt32(t[i + 2] | 0x20)
+        var i = t.startIndex
+        let a = t[i]
+        t.formIndex(after: &i)
+        let b = t[i]
+        t.formIndex(after: &i)
+        let key = UInt32(a | 0x20) << 16 | UInt32(b | 0x20) << 8 | UInt32(t[i] | 0x20)
         guard calendarKeys.contains(key) else { return false }
         if t.count == 3 { return true }
         return calendarNames.contains { name in
@@ -381,7 +391,7 @@ public final class TemplateMiner {
         "march", "april", "june", "july", "august", "september", "october", "november", "december",
     ].map { Array($0.utf8) }
 
-    static func isNumber(_ s: ArraySlice<UInt8>) -> Bool {
+    static func isNumber<C: Collection>(_ s: C) -> Bool where C.Element == UInt8, C.SubSequence == C {
         var t = s
         if let f = t.first, f == UInt8(ascii: "-") || f == UInt8(ascii: "+") { t = t.dropFirst() }
         guard let f = t.first, isDigit(f) else { return false }
@@ -397,7 +407,7 @@ public final class TemplateMiner {
     }
 
     /// `a.b.c.d` of 1 to 3 digits each, with an optional `:port`.
-    static func isIPv4(_ s: ArraySlice<UInt8>) -> Bool {
+    static func isIPv4<C: Collection>(_ s: C) -> Bool where C.Element == UInt8 {
         var parts = 0, digits = 0, port = false, portDigits = 0
         for c in s {
             if port {
@@ -418,7 +428,7 @@ public final class TemplateMiner {
         return parts == 3 && digits > 0 && (!port || portDigits > 0)
     }
 
-    static func isUUID(_ s: ArraySlice<UInt8>) -> Bool {
+    static func isUUID<C: Collection>(_ s: C) -> Bool where C.Element == UInt8 {
         guard s.count == 36 else { return false }
         for (i, c) in s.enumerated() {
             if [8, 13, 18, 23].contains(i) {

@@ -117,7 +117,9 @@ public final class ReplayBuffer {
         let dimension = Int(try r.read(UInt32.self)), capacity = Int(try r.read(UInt32.self))
         let recent = Int(try r.read(UInt32.self))
         guard dimension > 0, capacity >= 2, recent >= 1, recent < capacity else { throw StateError.invalid("buffer shape") }
-        try r.requireRoom(dimension * capacity + 2 * capacity, each: 4)  // the rows and their ids follow
+        // The rows and their ids follow: capacity × (dimension + 2) values (never multiplied out,
+        // which a crafted pair of sizes could overflow).
+        try r.requireRoom(capacity, each: 4 * (dimension + 2))
         let b = ReplayBuffer(dimension: dimension, capacity: capacity, recentFraction: Double(recent) / Double(capacity))
         guard b.recentCapacity == recent else { throw StateError.invalid("buffer split") }
         b.inserted = try r.read(UInt64.self); b.evicted = try r.read(UInt64.self)

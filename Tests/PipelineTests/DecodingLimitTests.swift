@@ -55,5 +55,10 @@ import Testing
         b.write(UInt32(1 << 16)); b.write(UInt32(1 << 16)); b.write(UInt32(1 << 15))
         var rr = StateReader(b.bytes)
         #expect(throws: StateError.self) { try ReplayBuffer.decode(&rr) }
+        // Sizes whose product overflows an Int (the fuzzer's input) are refused the same way.
+        var o = StateWriter()
+        o.write(UInt32.max); o.write(UInt32.max); o.write(UInt32(1 << 31))
+        var ro = StateReader(o.bytes)
+        #expect(throws: StateError.self) { try ReplayBuffer.decode(&ro) }
     }
 }

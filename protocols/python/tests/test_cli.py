@@ -251,3 +251,16 @@ def test_a_dying_thread_stops_the_process_with_status_70_and_a_checkpoint(tmp_pa
     assert proc.returncode == 70, err
     assert "eddy-snapshots" in err and "thread failed" in err
     assert list(data.glob("checkpoint-*.eddy")), "the stop still checkpoints"
+
+
+def test_inputs_that_once_crashed_a_fuzz_target_now_run_through():
+    """Tests/FuzzInputs/<target>/: inputs the fuzzer found, replayed by the normal build's eddy-fuzz
+    (each is handled: refused or accepted, never a crash)."""
+    fuzz = str(Path(EDDY).with_name("eddy-fuzz"))
+    inputs = ROOT / "Tests" / "FuzzInputs"
+    targets = [d.name for d in inputs.iterdir() if d.is_dir()]
+    assert targets
+    for target in targets:
+        out = subprocess.run([fuzz, target, str(inputs / target)], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert f"{len(list((inputs / target).iterdir()))} inputs ran" in out.stdout
