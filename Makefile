@@ -14,7 +14,7 @@ test:
 	.venv/bin/python -m pytest -q protocols/python/tests
 
 # libFuzzer on admission, the configuration file and checkpoint restore (scripts/fuzz.sh): FUZZ_RUNS
-# inputs each from seed 1, the same on every machine (CI runs it after the tests); `scripts/fuzz.sh
+# inputs each from seed 1 (CI runs it after the tests and reports what it finds); `scripts/fuzz.sh
 # SECONDS` explores with a random seed instead.
 FUZZ_RUNS ?= 1000000
 fuzz:

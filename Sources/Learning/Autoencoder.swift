@@ -183,6 +183,7 @@ public final class Autoencoder {
         c.optimiser = try r.read(AdamConfiguration.self)
         c.normalise = try r.read(Bool.self)
         c.normaliserHorizon = try r.readInt()
+        guard c.normaliserHorizon > 0 else { throw StateError.invalid("normaliser horizon") }
         c.seed = try r.read(UInt64.self)
         self.init(configuration: c)
         random = try r.read(RandomSource.self)

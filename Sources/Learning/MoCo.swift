@@ -319,6 +319,7 @@ public final class MoCo {
         c.augmentation = try r.read(AugmentationConfiguration.self)
         c.normalise = try r.read(Bool.self)
         c.normaliserHorizon = try r.readInt()
+        guard c.normaliserHorizon > 0 else { throw StateError.invalid("normaliser horizon") }
         c.seed = try r.read(UInt64.self)
         self.init(configuration: c)
         random = try r.read(RandomSource.self)
