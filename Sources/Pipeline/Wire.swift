@@ -56,11 +56,20 @@ public enum Wire {
         m.threshold = batch.threshold
         m.firstSequence = batch.firstSequence + UInt64(r.lowerBound)
         m.count = UInt32(r.count)
-        m.errors = Array(batch.errors[r])
-        m.scores = Array(batch.scores[r])
-        m.alerts = Array(batch.alerts[r])
-        m.warmingUp = Array(batch.warmingUp[r])
-        m.timestampsNs = batch.timestamps.isEmpty ? [] : Array(batch.timestamps[r])
+        if r == 0..<batch.count {
+            // The whole run (the common case): its arrays are shared, not copied.
+            m.errors = batch.errors
+            m.scores = batch.scores
+            m.alerts = batch.alerts
+            m.warmingUp = batch.warmingUp
+            m.timestampsNs = batch.timestamps
+        } else {
+            m.errors = Array(batch.errors[r])
+            m.scores = Array(batch.scores[r])
+            m.alerts = Array(batch.alerts[r])
+            m.warmingUp = Array(batch.warmingUp[r])
+            m.timestampsNs = batch.timestamps.isEmpty ? [] : Array(batch.timestamps[r])
+        }
         return m
     }
 
