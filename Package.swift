@@ -53,7 +53,7 @@ let package = Package(
         .target(
             name: "Pipeline",
             dependencies: [
-                "Learning", "LinearAlgebra", "ZeroMQ", "EddyProtocol", "CSystem", "CKernels",
+                "Learning", "LinearAlgebra", "ZeroMQ", "EddyProtocol", "CSystem", "CKernels", "LogMining",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
             ],

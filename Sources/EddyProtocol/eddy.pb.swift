@@ -134,6 +134,9 @@ public nonisolated enum Eddy_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseIterabl
 
   /// A value is finite but beyond the daemon's max_abs_value.
   case valueTooLarge // = 10
+
+  /// Lines sent to a sample stream, or samples to a log stream.
+  case wrongKind // = 11
   case UNRECOGNIZED(Int)
 
   public init() {
@@ -153,6 +156,7 @@ public nonisolated enum Eddy_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseIterabl
     case 8: self = .notFound
     case 9: self = .overBudget
     case 10: self = .valueTooLarge
+    case 11: self = .wrongKind
     default: self = .UNRECOGNIZED(rawValue)
     }
   }
@@ -170,6 +174,7 @@ public nonisolated enum Eddy_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseIterabl
     case .notFound: return 8
     case .overBudget: return 9
     case .valueTooLarge: return 10
+    case .wrongKind: return 11
     case .UNRECOGNIZED(let i): return i
     }
   }
@@ -187,6 +192,7 @@ public nonisolated enum Eddy_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseIterabl
     .notFound,
     .overBudget,
     .valueTooLarge,
+    .wrongKind,
   ]
 
 }
@@ -218,6 +224,36 @@ public nonisolated struct Eddy_V1_SampleBatch: Sendable {
 
   /// Optional free-form producer name, for logs.
   public var producer: String = String()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// A batch of raw log lines for one log stream (PUSH -> the daemon's PULL socket), in the frames of a
+/// SampleBatch: frame 0 is the stream name, frame 1 this message. Its fields share SampleBatch's
+/// numbers; `lines` (8), which SampleBatch reserves, tells the two apart.
+public nonisolated struct Eddy_V1_LineBatch: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The stream's name; must equal frame 0.
+  public var stream: String = String()
+
+  /// Producer's sequence number of the first line; line i is `sequence + i`. Echoed in scores.
+  public var sequence: UInt64 = 0
+
+  /// Optional: empty, or one timestamp (ns since the Unix epoch) per line. Echoed in scores; with
+  /// them, silences are measured in seconds as well as in lines.
+  public var timestampsNs: [Int64] = []
+
+  /// Optional free-form producer name, for logs.
+  public var producer: String = String()
+
+  /// The lines, without their line terminator: UTF-8 (invalid bytes are replaced by U+FFFD and
+  /// counted), at most max_line_bytes each (longer lines are cut at a character boundary and counted).
+  public var lines: [Data] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -309,6 +345,10 @@ public nonisolated struct Eddy_V1_ScoreBatch: Sendable {
   /// The producer's timestamps, echoed; empty if it sent none.
   public var timestampsNs: [Int64] = []
 
+  /// A log stream's lines: the template each line joined (ids are never reused within a stream,
+  /// across restarts too); empty for a sample stream.
+  public var templateIds: [UInt32] = []
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -398,6 +438,34 @@ public nonisolated struct Eddy_V1_Alert: @unchecked Sendable {
   public var discordWindow: UInt32 {
     get {_storage._discordWindow}
     set {_uniqueStorage()._discordWindow = newValue}
+  }
+
+  /// A log stream's alert: the signal that raised it (`template`, `parameter`, `burst`, `silence`
+  /// or `reconstruction`), why in words (for example `new template "..."`), the template the line
+  /// joined, its id, and the line itself (empty for a sample stream).
+  public var signal: String {
+    get {_storage._signal}
+    set {_uniqueStorage()._signal = newValue}
+  }
+
+  public var reason: String {
+    get {_storage._reason}
+    set {_uniqueStorage()._reason = newValue}
+  }
+
+  public var template: String {
+    get {_storage._template}
+    set {_uniqueStorage()._template = newValue}
+  }
+
+  public var templateID: UInt32 {
+    get {_storage._templateID}
+    set {_uniqueStorage()._templateID = newValue}
+  }
+
+  public var line: String {
+    get {_storage._line}
+    set {_uniqueStorage()._line = newValue}
   }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -540,54 +608,132 @@ public nonisolated struct Eddy_V1_ModelSnapshot: @unchecked Sendable {
 }
 
 /// Per-stream state in a heartbeat.
-public nonisolated struct Eddy_V1_StreamStatus: Sendable {
+public nonisolated struct Eddy_V1_StreamStatus: @unchecked Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
   // methods supported on all messages.
 
-  public var stream: String = String()
+  public var stream: String {
+    get {_storage._stream}
+    set {_uniqueStorage()._stream = newValue}
+  }
 
-  public var dim: UInt32 = 0
+  public var dim: UInt32 {
+    get {_storage._dim}
+    set {_uniqueStorage()._dim = newValue}
+  }
 
-  public var accepted: UInt64 = 0
+  public var accepted: UInt64 {
+    get {_storage._accepted}
+    set {_uniqueStorage()._accepted = newValue}
+  }
 
-  public var rejected: UInt64 = 0
+  public var rejected: UInt64 {
+    get {_storage._rejected}
+    set {_uniqueStorage()._rejected = newValue}
+  }
 
-  public var buffered: UInt64 = 0
+  public var buffered: UInt64 {
+    get {_storage._buffered}
+    set {_uniqueStorage()._buffered = newValue}
+  }
 
-  public var evicted: UInt64 = 0
+  public var evicted: UInt64 {
+    get {_storage._evicted}
+    set {_uniqueStorage()._evicted = newValue}
+  }
 
-  public var trainSteps: UInt64 = 0
+  public var trainSteps: UInt64 {
+    get {_storage._trainSteps}
+    set {_uniqueStorage()._trainSteps = newValue}
+  }
 
-  public var autoencoderVersion: UInt64 = 0
+  public var autoencoderVersion: UInt64 {
+    get {_storage._autoencoderVersion}
+    set {_uniqueStorage()._autoencoderVersion = newValue}
+  }
 
-  public var mocoVersion: UInt64 = 0
+  public var mocoVersion: UInt64 {
+    get {_storage._mocoVersion}
+    set {_uniqueStorage()._mocoVersion = newValue}
+  }
 
-  public var warmingUp: Bool = false
+  public var warmingUp: Bool {
+    get {_storage._warmingUp}
+    set {_uniqueStorage()._warmingUp = newValue}
+  }
 
-  public var autoencoderLoss: Float = 0
+  public var autoencoderLoss: Float {
+    get {_storage._autoencoderLoss}
+    set {_uniqueStorage()._autoencoderLoss = newValue}
+  }
 
-  public var mocoLoss: Float = 0
+  public var mocoLoss: Float {
+    get {_storage._mocoLoss}
+    set {_uniqueStorage()._mocoLoss = newValue}
+  }
 
   /// A windowed stream's period in values once the period check has one (0: none, not decided yet,
   /// or no check); see Alert.period.
-  public var period: UInt32 = 0
+  public var period: UInt32 {
+    get {_storage._period}
+    set {_uniqueStorage()._period = newValue}
+  }
 
   /// Training steps the stream earned but the trainer could not take (it fell behind by more than
   /// max_pending_steps), and samples scored but kept out of learning because they looked anomalous
   /// (learn_surprise_limit). Skipped steps since the stream began (kept in checkpoints), quarantined
   /// samples since the daemon started.
-  public var skippedSteps: UInt64 = 0
+  public var skippedSteps: UInt64 {
+    get {_storage._skippedSteps}
+    set {_uniqueStorage()._skippedSteps = newValue}
+  }
 
-  public var quarantined: UInt64 = 0
+  public var quarantined: UInt64 {
+    get {_storage._quarantined}
+    set {_uniqueStorage()._quarantined = newValue}
+  }
 
   /// Times a non-finite weight was found (after a training step, or before a snapshot or
   /// checkpoint) and the stream's models went back to their last published state; since start.
-  public var rollbacks: UInt64 = 0
+  public var rollbacks: UInt64 {
+    get {_storage._rollbacks}
+    set {_uniqueStorage()._rollbacks = newValue}
+  }
+
+  /// A log stream's templates now, templates evicted to stay within log_templates (since the stream
+  /// began), and lines cut to max_line_bytes or with invalid UTF-8 replaced (since start).
+  public var templates: UInt32 {
+    get {_storage._templates}
+    set {_uniqueStorage()._templates = newValue}
+  }
+
+  public var templatesEvicted: UInt64 {
+    get {_storage._templatesEvicted}
+    set {_uniqueStorage()._templatesEvicted = newValue}
+  }
+
+  public var linesTruncated: UInt64 {
+    get {_storage._linesTruncated}
+    set {_uniqueStorage()._linesTruncated = newValue}
+  }
+
+  public var linesRepaired: UInt64 {
+    get {_storage._linesRepaired}
+    set {_uniqueStorage()._linesRepaired = newValue}
+  }
+
+  /// Whether this is a log stream (its samples are lines).
+  public var log: Bool {
+    get {_storage._log}
+    set {_uniqueStorage()._log = newValue}
+  }
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
+
+  fileprivate var _storage = _StorageClass.defaultInstance
 }
 
 /// Once a second (topic `hb/`).
@@ -644,7 +790,7 @@ public nonisolated struct Eddy_V1_Error: Sendable {
   /// The batch's sequence number, when it could be read.
   public var sequence: UInt64 = 0
 
-  /// Samples the rejected message carried, when known.
+  /// Samples (or lines) the rejected message carried, when known.
   public var samples: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
@@ -715,12 +861,12 @@ nonisolated extension Eddy_V1_Activation: SwiftProtobuf._ProtoNameProviding {
 }
 
 nonisolated extension Eddy_V1_ErrorCode: SwiftProtobuf._ProtoNameProviding {
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ERROR_CODE_UNSPECIFIED\0\u{1}ERROR_CODE_BAD_FRAMES\0\u{1}ERROR_CODE_UNDECODABLE\0\u{1}ERROR_CODE_DIM_MISMATCH\0\u{1}ERROR_CODE_NON_FINITE\0\u{1}ERROR_CODE_OVERSIZED\0\u{1}ERROR_CODE_TOO_MANY_STREAMS\0\u{1}ERROR_CODE_BAD_STREAM_NAME\0\u{1}ERROR_CODE_NOT_FOUND\0\u{1}ERROR_CODE_OVER_BUDGET\0\u{1}ERROR_CODE_VALUE_TOO_LARGE\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ERROR_CODE_UNSPECIFIED\0\u{1}ERROR_CODE_BAD_FRAMES\0\u{1}ERROR_CODE_UNDECODABLE\0\u{1}ERROR_CODE_DIM_MISMATCH\0\u{1}ERROR_CODE_NON_FINITE\0\u{1}ERROR_CODE_OVERSIZED\0\u{1}ERROR_CODE_TOO_MANY_STREAMS\0\u{1}ERROR_CODE_BAD_STREAM_NAME\0\u{1}ERROR_CODE_NOT_FOUND\0\u{1}ERROR_CODE_OVER_BUDGET\0\u{1}ERROR_CODE_VALUE_TOO_LARGE\0\u{1}ERROR_CODE_WRONG_KIND\0")
 }
 
 nonisolated extension Eddy_V1_SampleBatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SampleBatch"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{1}sequence\0\u{1}dim\0\u{1}count\0\u{3}timestamps_ns\0\u{1}values\0\u{1}producer\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{1}sequence\0\u{1}dim\0\u{1}count\0\u{3}timestamps_ns\0\u{1}values\0\u{1}producer\0\u{c}\u{8}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -773,6 +919,56 @@ nonisolated extension Eddy_V1_SampleBatch: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.timestampsNs != rhs.timestampsNs {return false}
     if lhs.values != rhs.values {return false}
     if lhs.producer != rhs.producer {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Eddy_V1_LineBatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LineBatch"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{1}sequence\0\u{4}\u{3}timestamps_ns\0\u{2}\u{2}producer\0\u{1}lines\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.stream) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.sequence) }()
+      case 5: try { try decoder.decodeRepeatedInt64Field(value: &self.timestampsNs) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.producer) }()
+      case 8: try { try decoder.decodeRepeatedBytesField(value: &self.lines) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.stream.isEmpty {
+      try visitor.visitSingularStringField(value: self.stream, fieldNumber: 1)
+    }
+    if self.sequence != 0 {
+      try visitor.visitSingularUInt64Field(value: self.sequence, fieldNumber: 2)
+    }
+    if !self.timestampsNs.isEmpty {
+      try visitor.visitPackedInt64Field(value: self.timestampsNs, fieldNumber: 5)
+    }
+    if !self.producer.isEmpty {
+      try visitor.visitSingularStringField(value: self.producer, fieldNumber: 7)
+    }
+    if !self.lines.isEmpty {
+      try visitor.visitRepeatedBytesField(value: self.lines, fieldNumber: 8)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Eddy_V1_LineBatch, rhs: Eddy_V1_LineBatch) -> Bool {
+    if lhs.stream != rhs.stream {return false}
+    if lhs.sequence != rhs.sequence {return false}
+    if lhs.timestampsNs != rhs.timestampsNs {return false}
+    if lhs.producer != rhs.producer {return false}
+    if lhs.lines != rhs.lines {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -870,7 +1066,7 @@ nonisolated extension Eddy_V1_Score: SwiftProtobuf.Message, SwiftProtobuf._Messa
 
 nonisolated extension Eddy_V1_ScoreBatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ScoreBatch"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{3}model_version\0\u{1}threshold\0\u{3}first_sequence\0\u{1}count\0\u{1}errors\0\u{1}scores\0\u{1}alerts\0\u{3}warming_up\0\u{3}timestamps_ns\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{3}model_version\0\u{1}threshold\0\u{3}first_sequence\0\u{1}count\0\u{1}errors\0\u{1}scores\0\u{1}alerts\0\u{3}warming_up\0\u{3}timestamps_ns\0\u{3}template_ids\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -888,6 +1084,7 @@ nonisolated extension Eddy_V1_ScoreBatch: SwiftProtobuf.Message, SwiftProtobuf._
       case 8: try { try decoder.decodeRepeatedBoolField(value: &self.alerts) }()
       case 9: try { try decoder.decodeRepeatedBoolField(value: &self.warmingUp) }()
       case 10: try { try decoder.decodeRepeatedInt64Field(value: &self.timestampsNs) }()
+      case 11: try { try decoder.decodeRepeatedUInt32Field(value: &self.templateIds) }()
       default: break
       }
     }
@@ -924,6 +1121,9 @@ nonisolated extension Eddy_V1_ScoreBatch: SwiftProtobuf.Message, SwiftProtobuf._
     if !self.timestampsNs.isEmpty {
       try visitor.visitPackedInt64Field(value: self.timestampsNs, fieldNumber: 10)
     }
+    if !self.templateIds.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.templateIds, fieldNumber: 11)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -938,6 +1138,7 @@ nonisolated extension Eddy_V1_ScoreBatch: SwiftProtobuf.Message, SwiftProtobuf._
     if lhs.alerts != rhs.alerts {return false}
     if lhs.warmingUp != rhs.warmingUp {return false}
     if lhs.timestampsNs != rhs.timestampsNs {return false}
+    if lhs.templateIds != rhs.templateIds {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -945,7 +1146,7 @@ nonisolated extension Eddy_V1_ScoreBatch: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Eddy_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Alert"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{3}model_version\0\u{1}threshold\0\u{1}score\0\u{3}top_features\0\u{1}window\0\u{3}window_scales\0\u{3}beyond_range\0\u{1}period\0\u{1}discord\0\u{3}discord_channel\0\u{3}discord_window\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{3}model_version\0\u{1}threshold\0\u{1}score\0\u{3}top_features\0\u{1}window\0\u{3}window_scales\0\u{3}beyond_range\0\u{1}period\0\u{1}discord\0\u{3}discord_channel\0\u{3}discord_window\0\u{1}signal\0\u{1}reason\0\u{1}template\0\u{3}template_id\0\u{1}line\0")
 
   fileprivate class _StorageClass {
     var _stream: String = String()
@@ -960,6 +1161,11 @@ nonisolated extension Eddy_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._Messa
     var _discord: Bool = false
     var _discordChannel: UInt32 = 0
     var _discordWindow: UInt32 = 0
+    var _signal: String = String()
+    var _reason: String = String()
+    var _template: String = String()
+    var _templateID: UInt32 = 0
+    var _line: String = String()
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -982,6 +1188,11 @@ nonisolated extension Eddy_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._Messa
       _discord = source._discord
       _discordChannel = source._discordChannel
       _discordWindow = source._discordWindow
+      _signal = source._signal
+      _reason = source._reason
+      _template = source._template
+      _templateID = source._templateID
+      _line = source._line
     }
   }
 
@@ -1012,6 +1223,11 @@ nonisolated extension Eddy_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._Messa
         case 10: try { try decoder.decodeSingularBoolField(value: &_storage._discord) }()
         case 11: try { try decoder.decodeSingularUInt32Field(value: &_storage._discordChannel) }()
         case 12: try { try decoder.decodeSingularUInt32Field(value: &_storage._discordWindow) }()
+        case 13: try { try decoder.decodeSingularStringField(value: &_storage._signal) }()
+        case 14: try { try decoder.decodeSingularStringField(value: &_storage._reason) }()
+        case 15: try { try decoder.decodeSingularStringField(value: &_storage._template) }()
+        case 16: try { try decoder.decodeSingularUInt32Field(value: &_storage._templateID) }()
+        case 17: try { try decoder.decodeSingularStringField(value: &_storage._line) }()
         default: break
         }
       }
@@ -1060,6 +1276,21 @@ nonisolated extension Eddy_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._Messa
       if _storage._discordWindow != 0 {
         try visitor.visitSingularUInt32Field(value: _storage._discordWindow, fieldNumber: 12)
       }
+      if !_storage._signal.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._signal, fieldNumber: 13)
+      }
+      if !_storage._reason.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._reason, fieldNumber: 14)
+      }
+      if !_storage._template.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._template, fieldNumber: 15)
+      }
+      if _storage._templateID != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._templateID, fieldNumber: 16)
+      }
+      if !_storage._line.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._line, fieldNumber: 17)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1081,6 +1312,11 @@ nonisolated extension Eddy_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._Messa
         if _storage._discord != rhs_storage._discord {return false}
         if _storage._discordChannel != rhs_storage._discordChannel {return false}
         if _storage._discordWindow != rhs_storage._discordWindow {return false}
+        if _storage._signal != rhs_storage._signal {return false}
+        if _storage._reason != rhs_storage._reason {return false}
+        if _storage._template != rhs_storage._template {return false}
+        if _storage._templateID != rhs_storage._templateID {return false}
+        if _storage._line != rhs_storage._line {return false}
         return true
       }
       if !storagesAreEqual {return false}
@@ -1310,104 +1546,205 @@ nonisolated extension Eddy_V1_ModelSnapshot: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Eddy_V1_StreamStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StreamStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{1}dim\0\u{1}accepted\0\u{1}rejected\0\u{1}buffered\0\u{1}evicted\0\u{3}train_steps\0\u{3}autoencoder_version\0\u{3}moco_version\0\u{3}warming_up\0\u{3}autoencoder_loss\0\u{3}moco_loss\0\u{1}period\0\u{3}skipped_steps\0\u{1}quarantined\0\u{1}rollbacks\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{1}dim\0\u{1}accepted\0\u{1}rejected\0\u{1}buffered\0\u{1}evicted\0\u{3}train_steps\0\u{3}autoencoder_version\0\u{3}moco_version\0\u{3}warming_up\0\u{3}autoencoder_loss\0\u{3}moco_loss\0\u{1}period\0\u{3}skipped_steps\0\u{1}quarantined\0\u{1}rollbacks\0\u{1}templates\0\u{3}templates_evicted\0\u{3}lines_truncated\0\u{3}lines_repaired\0\u{1}log\0")
+
+  fileprivate class _StorageClass {
+    var _stream: String = String()
+    var _dim: UInt32 = 0
+    var _accepted: UInt64 = 0
+    var _rejected: UInt64 = 0
+    var _buffered: UInt64 = 0
+    var _evicted: UInt64 = 0
+    var _trainSteps: UInt64 = 0
+    var _autoencoderVersion: UInt64 = 0
+    var _mocoVersion: UInt64 = 0
+    var _warmingUp: Bool = false
+    var _autoencoderLoss: Float = 0
+    var _mocoLoss: Float = 0
+    var _period: UInt32 = 0
+    var _skippedSteps: UInt64 = 0
+    var _quarantined: UInt64 = 0
+    var _rollbacks: UInt64 = 0
+    var _templates: UInt32 = 0
+    var _templatesEvicted: UInt64 = 0
+    var _linesTruncated: UInt64 = 0
+    var _linesRepaired: UInt64 = 0
+    var _log: Bool = false
+
+      // This property is used as the initial default value for new instances of the type.
+      // The type itself is protecting the reference to its storage via CoW semantics.
+      // This will force a copy to be made of this reference when the first mutation occurs;
+      // hence, it is safe to mark this as `nonisolated(unsafe)`.
+      static nonisolated(unsafe) let defaultInstance = _StorageClass()
+
+    private init() {}
+
+    init(copying source: _StorageClass) {
+      _stream = source._stream
+      _dim = source._dim
+      _accepted = source._accepted
+      _rejected = source._rejected
+      _buffered = source._buffered
+      _evicted = source._evicted
+      _trainSteps = source._trainSteps
+      _autoencoderVersion = source._autoencoderVersion
+      _mocoVersion = source._mocoVersion
+      _warmingUp = source._warmingUp
+      _autoencoderLoss = source._autoencoderLoss
+      _mocoLoss = source._mocoLoss
+      _period = source._period
+      _skippedSteps = source._skippedSteps
+      _quarantined = source._quarantined
+      _rollbacks = source._rollbacks
+      _templates = source._templates
+      _templatesEvicted = source._templatesEvicted
+      _linesTruncated = source._linesTruncated
+      _linesRepaired = source._linesRepaired
+      _log = source._log
+    }
+  }
+
+  fileprivate mutating func _uniqueStorage() -> _StorageClass {
+    if !isKnownUniquelyReferenced(&_storage) {
+      _storage = _StorageClass(copying: _storage)
+    }
+    return _storage
+  }
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
-    while let fieldNumber = try decoder.nextFieldNumber() {
-      // The use of inline closures is to circumvent an issue where the compiler
-      // allocates stack space for every case branch when no optimizations are
-      // enabled. https://github.com/apple/swift-protobuf/issues/1034
-      switch fieldNumber {
-      case 1: try { try decoder.decodeSingularStringField(value: &self.stream) }()
-      case 2: try { try decoder.decodeSingularUInt32Field(value: &self.dim) }()
-      case 3: try { try decoder.decodeSingularUInt64Field(value: &self.accepted) }()
-      case 4: try { try decoder.decodeSingularUInt64Field(value: &self.rejected) }()
-      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.buffered) }()
-      case 6: try { try decoder.decodeSingularUInt64Field(value: &self.evicted) }()
-      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.trainSteps) }()
-      case 8: try { try decoder.decodeSingularUInt64Field(value: &self.autoencoderVersion) }()
-      case 9: try { try decoder.decodeSingularUInt64Field(value: &self.mocoVersion) }()
-      case 10: try { try decoder.decodeSingularBoolField(value: &self.warmingUp) }()
-      case 11: try { try decoder.decodeSingularFloatField(value: &self.autoencoderLoss) }()
-      case 12: try { try decoder.decodeSingularFloatField(value: &self.mocoLoss) }()
-      case 13: try { try decoder.decodeSingularUInt32Field(value: &self.period) }()
-      case 14: try { try decoder.decodeSingularUInt64Field(value: &self.skippedSteps) }()
-      case 15: try { try decoder.decodeSingularUInt64Field(value: &self.quarantined) }()
-      case 16: try { try decoder.decodeSingularUInt64Field(value: &self.rollbacks) }()
-      default: break
+    _ = _uniqueStorage()
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      while let fieldNumber = try decoder.nextFieldNumber() {
+        // The use of inline closures is to circumvent an issue where the compiler
+        // allocates stack space for every case branch when no optimizations are
+        // enabled. https://github.com/apple/swift-protobuf/issues/1034
+        switch fieldNumber {
+        case 1: try { try decoder.decodeSingularStringField(value: &_storage._stream) }()
+        case 2: try { try decoder.decodeSingularUInt32Field(value: &_storage._dim) }()
+        case 3: try { try decoder.decodeSingularUInt64Field(value: &_storage._accepted) }()
+        case 4: try { try decoder.decodeSingularUInt64Field(value: &_storage._rejected) }()
+        case 5: try { try decoder.decodeSingularUInt64Field(value: &_storage._buffered) }()
+        case 6: try { try decoder.decodeSingularUInt64Field(value: &_storage._evicted) }()
+        case 7: try { try decoder.decodeSingularUInt64Field(value: &_storage._trainSteps) }()
+        case 8: try { try decoder.decodeSingularUInt64Field(value: &_storage._autoencoderVersion) }()
+        case 9: try { try decoder.decodeSingularUInt64Field(value: &_storage._mocoVersion) }()
+        case 10: try { try decoder.decodeSingularBoolField(value: &_storage._warmingUp) }()
+        case 11: try { try decoder.decodeSingularFloatField(value: &_storage._autoencoderLoss) }()
+        case 12: try { try decoder.decodeSingularFloatField(value: &_storage._mocoLoss) }()
+        case 13: try { try decoder.decodeSingularUInt32Field(value: &_storage._period) }()
+        case 14: try { try decoder.decodeSingularUInt64Field(value: &_storage._skippedSteps) }()
+        case 15: try { try decoder.decodeSingularUInt64Field(value: &_storage._quarantined) }()
+        case 16: try { try decoder.decodeSingularUInt64Field(value: &_storage._rollbacks) }()
+        case 17: try { try decoder.decodeSingularUInt32Field(value: &_storage._templates) }()
+        case 18: try { try decoder.decodeSingularUInt64Field(value: &_storage._templatesEvicted) }()
+        case 19: try { try decoder.decodeSingularUInt64Field(value: &_storage._linesTruncated) }()
+        case 20: try { try decoder.decodeSingularUInt64Field(value: &_storage._linesRepaired) }()
+        case 21: try { try decoder.decodeSingularBoolField(value: &_storage._log) }()
+        default: break
+        }
       }
     }
   }
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
-    if !self.stream.isEmpty {
-      try visitor.visitSingularStringField(value: self.stream, fieldNumber: 1)
-    }
-    if self.dim != 0 {
-      try visitor.visitSingularUInt32Field(value: self.dim, fieldNumber: 2)
-    }
-    if self.accepted != 0 {
-      try visitor.visitSingularUInt64Field(value: self.accepted, fieldNumber: 3)
-    }
-    if self.rejected != 0 {
-      try visitor.visitSingularUInt64Field(value: self.rejected, fieldNumber: 4)
-    }
-    if self.buffered != 0 {
-      try visitor.visitSingularUInt64Field(value: self.buffered, fieldNumber: 5)
-    }
-    if self.evicted != 0 {
-      try visitor.visitSingularUInt64Field(value: self.evicted, fieldNumber: 6)
-    }
-    if self.trainSteps != 0 {
-      try visitor.visitSingularUInt64Field(value: self.trainSteps, fieldNumber: 7)
-    }
-    if self.autoencoderVersion != 0 {
-      try visitor.visitSingularUInt64Field(value: self.autoencoderVersion, fieldNumber: 8)
-    }
-    if self.mocoVersion != 0 {
-      try visitor.visitSingularUInt64Field(value: self.mocoVersion, fieldNumber: 9)
-    }
-    if self.warmingUp != false {
-      try visitor.visitSingularBoolField(value: self.warmingUp, fieldNumber: 10)
-    }
-    if self.autoencoderLoss.bitPattern != 0 {
-      try visitor.visitSingularFloatField(value: self.autoencoderLoss, fieldNumber: 11)
-    }
-    if self.mocoLoss.bitPattern != 0 {
-      try visitor.visitSingularFloatField(value: self.mocoLoss, fieldNumber: 12)
-    }
-    if self.period != 0 {
-      try visitor.visitSingularUInt32Field(value: self.period, fieldNumber: 13)
-    }
-    if self.skippedSteps != 0 {
-      try visitor.visitSingularUInt64Field(value: self.skippedSteps, fieldNumber: 14)
-    }
-    if self.quarantined != 0 {
-      try visitor.visitSingularUInt64Field(value: self.quarantined, fieldNumber: 15)
-    }
-    if self.rollbacks != 0 {
-      try visitor.visitSingularUInt64Field(value: self.rollbacks, fieldNumber: 16)
+    try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      if !_storage._stream.isEmpty {
+        try visitor.visitSingularStringField(value: _storage._stream, fieldNumber: 1)
+      }
+      if _storage._dim != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._dim, fieldNumber: 2)
+      }
+      if _storage._accepted != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._accepted, fieldNumber: 3)
+      }
+      if _storage._rejected != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._rejected, fieldNumber: 4)
+      }
+      if _storage._buffered != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._buffered, fieldNumber: 5)
+      }
+      if _storage._evicted != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._evicted, fieldNumber: 6)
+      }
+      if _storage._trainSteps != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._trainSteps, fieldNumber: 7)
+      }
+      if _storage._autoencoderVersion != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._autoencoderVersion, fieldNumber: 8)
+      }
+      if _storage._mocoVersion != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._mocoVersion, fieldNumber: 9)
+      }
+      if _storage._warmingUp != false {
+        try visitor.visitSingularBoolField(value: _storage._warmingUp, fieldNumber: 10)
+      }
+      if _storage._autoencoderLoss.bitPattern != 0 {
+        try visitor.visitSingularFloatField(value: _storage._autoencoderLoss, fieldNumber: 11)
+      }
+      if _storage._mocoLoss.bitPattern != 0 {
+        try visitor.visitSingularFloatField(value: _storage._mocoLoss, fieldNumber: 12)
+      }
+      if _storage._period != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._period, fieldNumber: 13)
+      }
+      if _storage._skippedSteps != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._skippedSteps, fieldNumber: 14)
+      }
+      if _storage._quarantined != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._quarantined, fieldNumber: 15)
+      }
+      if _storage._rollbacks != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._rollbacks, fieldNumber: 16)
+      }
+      if _storage._templates != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._templates, fieldNumber: 17)
+      }
+      if _storage._templatesEvicted != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._templatesEvicted, fieldNumber: 18)
+      }
+      if _storage._linesTruncated != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._linesTruncated, fieldNumber: 19)
+      }
+      if _storage._linesRepaired != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._linesRepaired, fieldNumber: 20)
+      }
+      if _storage._log != false {
+        try visitor.visitSingularBoolField(value: _storage._log, fieldNumber: 21)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
 
   public static func ==(lhs: Eddy_V1_StreamStatus, rhs: Eddy_V1_StreamStatus) -> Bool {
-    if lhs.stream != rhs.stream {return false}
-    if lhs.dim != rhs.dim {return false}
-    if lhs.accepted != rhs.accepted {return false}
-    if lhs.rejected != rhs.rejected {return false}
-    if lhs.buffered != rhs.buffered {return false}
-    if lhs.evicted != rhs.evicted {return false}
-    if lhs.trainSteps != rhs.trainSteps {return false}
-    if lhs.autoencoderVersion != rhs.autoencoderVersion {return false}
-    if lhs.mocoVersion != rhs.mocoVersion {return false}
-    if lhs.warmingUp != rhs.warmingUp {return false}
-    if lhs.autoencoderLoss != rhs.autoencoderLoss {return false}
-    if lhs.mocoLoss != rhs.mocoLoss {return false}
-    if lhs.period != rhs.period {return false}
-    if lhs.skippedSteps != rhs.skippedSteps {return false}
-    if lhs.quarantined != rhs.quarantined {return false}
-    if lhs.rollbacks != rhs.rollbacks {return false}
+    if lhs._storage !== rhs._storage {
+      let storagesAreEqual: Bool = withExtendedLifetime((lhs._storage, rhs._storage)) { (_args: (_StorageClass, _StorageClass)) in
+        let _storage = _args.0
+        let rhs_storage = _args.1
+        if _storage._stream != rhs_storage._stream {return false}
+        if _storage._dim != rhs_storage._dim {return false}
+        if _storage._accepted != rhs_storage._accepted {return false}
+        if _storage._rejected != rhs_storage._rejected {return false}
+        if _storage._buffered != rhs_storage._buffered {return false}
+        if _storage._evicted != rhs_storage._evicted {return false}
+        if _storage._trainSteps != rhs_storage._trainSteps {return false}
+        if _storage._autoencoderVersion != rhs_storage._autoencoderVersion {return false}
+        if _storage._mocoVersion != rhs_storage._mocoVersion {return false}
+        if _storage._warmingUp != rhs_storage._warmingUp {return false}
+        if _storage._autoencoderLoss != rhs_storage._autoencoderLoss {return false}
+        if _storage._mocoLoss != rhs_storage._mocoLoss {return false}
+        if _storage._period != rhs_storage._period {return false}
+        if _storage._skippedSteps != rhs_storage._skippedSteps {return false}
+        if _storage._quarantined != rhs_storage._quarantined {return false}
+        if _storage._rollbacks != rhs_storage._rollbacks {return false}
+        if _storage._templates != rhs_storage._templates {return false}
+        if _storage._templatesEvicted != rhs_storage._templatesEvicted {return false}
+        if _storage._linesTruncated != rhs_storage._linesTruncated {return false}
+        if _storage._linesRepaired != rhs_storage._linesRepaired {return false}
+        if _storage._log != rhs_storage._log {return false}
+        return true
+      }
+      if !storagesAreEqual {return false}
+    }
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

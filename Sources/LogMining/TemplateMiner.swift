@@ -63,6 +63,8 @@ public final class TemplateMiner {
         public let changed: Bool
         /// The line's own text at each `<*>` of the template, before masking, in order.
         public let parameters: [Substring]
+        /// The template evicted to make room for this one (0: none).
+        public var evicted: UInt32 = 0
     }
 
     public static let wildcard = "<*>"
@@ -118,14 +120,14 @@ public final class TemplateMiner {
             templates[id]!.lastLine = lines
             return Match(id: id, isNew: false, changed: changed, parameters: parameters(templates[id]!.ids, raw, masks))
         }
-        if templates.count >= configuration.maxTemplates { evictOne() }
+        let evictedID = templates.count >= configuration.maxTemplates ? evictOne() : 0
         let id = nextID
         nextID &+= 1
         var t = Template(id: id, tokens: tokens.map(String.init), count: 1, lastLine: lines, route: route.map(String.init))
         t.ids = tokens.map(intern)
         templates[id] = t
         leaf.templates.append(id)
-        return Match(id: id, isNew: true, changed: false, parameters: parameters(t.ids, raw, masks))
+        return Match(id: id, isNew: true, changed: false, parameters: parameters(t.ids, raw, masks), evicted: evictedID)
     }
 
     /// The template `line` would join, without learning anything from it (nil: it would be new).
@@ -268,13 +270,15 @@ public final class TemplateMiner {
         return node
     }
 
-    /// Removes the template matched least recently (its id is never given again).
-    func evictOne() {
-        guard let oldest = templates.values.min(by: { $0.lastLine < $1.lastLine }) else { return }
+    /// Removes the template matched least recently (its id is never given again); returns its id.
+    @discardableResult
+    func evictOne() -> UInt32 {
+        guard let oldest = templates.values.min(by: { $0.lastLine < $1.lastLine }) else { return 0 }
         templates[oldest.id] = nil
         leaf(length: oldest.tokens.count, route: oldest.route).templates.removeAll { $0 == oldest.id }
         for id in oldest.ids { release(id) }
         evicted &+= 1
+        return oldest.id
     }
 
     /// The line's tokens where the template has `<*>`, or a masked value.

@@ -11,6 +11,9 @@ import Learning
 /// matches the stream's.
 public enum Admission {
     case accepted(StreamPipeline, Eddy_V1_SampleBatch, [Float])
+    /// A LineBatch for a log stream: its lines as decoded (`LineDecoding`), with how many were cut or
+    /// had invalid UTF-8 replaced.
+    case lines(StreamPipeline, Eddy_V1_LineBatch, [Substring], truncated: Int, repaired: Int)
     case rejected(Eddy_V1_ErrorCode, String, stream: String?, sequence: UInt64, samples: Int)
 
     public struct Refusal: Error {
@@ -24,7 +27,7 @@ public enum Admission {
 
     public static func check(
         _ frames: [[UInt8]], configuration c: DaemonConfiguration,
-        lookup: (String, Int) -> Result<StreamPipeline, Refusal>
+        lookup: (_ name: String, _ dim: Int, _ log: Bool) -> Result<StreamPipeline, Refusal>
     ) -> Admission {
         guard frames.count == 2 else {
             let usable = frames.first.flatMap { StreamName.decode($0, maxBytes: c.maxStreamNameBytes).name }
@@ -40,7 +43,11 @@ public enum Admission {
                              stream: name, sequence: 0, samples: 0)
         }
         guard let batch = try? Eddy_V1_SampleBatch(serializedBytes: frames[1]) else {
-            return .rejected(.undecodable, "frame 1 is not a SampleBatch", stream: name, sequence: 0, samples: 0)
+            return .rejected(.undecodable, "frame 1 is not a SampleBatch or a LineBatch", stream: name, sequence: 0, samples: 0)
+        }
+        // A LineBatch's lines (field 8) are a field SampleBatch does not know.
+        if !batch.unknownFields.data.isEmpty, let lines = try? Eddy_V1_LineBatch(serializedBytes: frames[1]), !lines.lines.isEmpty {
+            return check(lines, name: name, configuration: c, lookup: lookup)
         }
         let count = Int(batch.count), dim = Int(batch.dim)
         func reject(_ code: Eddy_V1_ErrorCode, _ why: String) -> Admission {
@@ -69,13 +76,47 @@ public enum Admission {
                 : reject(.nonFinite, located)
         }
         let stream: StreamPipeline
-        switch lookup(name, dim) {
+        switch lookup(name, dim, false) {
         case .success(let s): stream = s
         case .failure(let refusal): return reject(refusal.code, refusal.why)
+        }
+        guard !stream.settings.log else {
+            return reject(.wrongKind, "stream \(name) is a log stream: send it lines (LineBatch), not samples")
         }
         guard dim == stream.sampleDimension else {
             return reject(.dimMismatch, "stream \(name) has dim \(stream.sampleDimension), the batch has \(dim)")
         }
         return .accepted(stream, batch, values)
+    }
+
+    /// A LineBatch: lines within `max_samples_per_message`, timestamps absent or one per line, the
+    /// stream a log stream (or one that may be created as one).
+    static func check(
+        _ batch: Eddy_V1_LineBatch, name: String, configuration c: DaemonConfiguration,
+        lookup: (String, Int, Bool) -> Result<StreamPipeline, Refusal>
+    ) -> Admission {
+        let count = batch.lines.count
+        func reject(_ code: Eddy_V1_ErrorCode, _ why: String) -> Admission {
+            .rejected(code, why, stream: name, sequence: batch.sequence, samples: count)
+        }
+        guard batch.stream == name else {
+            return reject(.undecodable, "LineBatch.stream \"\(batch.stream)\" differs from frame 0 \"\(name)\"")
+        }
+        guard count <= c.maxSamplesPerMessage else {
+            return reject(.oversized, "\(count) lines exceed max_samples_per_message \(c.maxSamplesPerMessage)")
+        }
+        guard batch.timestampsNs.isEmpty || batch.timestampsNs.count == count else {
+            return reject(.undecodable, "\(batch.timestampsNs.count) timestamps for \(count) lines")
+        }
+        let stream: StreamPipeline
+        switch lookup(name, LogFront.dimension, true) {
+        case .success(let s): stream = s
+        case .failure(let refusal): return reject(refusal.code, refusal.why)
+        }
+        guard stream.settings.log else {
+            return reject(.wrongKind, "stream \(name) is a sample stream: send it samples (SampleBatch), not lines")
+        }
+        let decoded = LineDecoding.decode(batch.lines, maxBytes: c.maxLineBytes)
+        return .lines(stream, batch, decoded.lines, truncated: decoded.truncated, repaired: decoded.repaired)
     }
 }

@@ -81,6 +81,30 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// A discord alerts only when its surprise passes the larger of its recent peak and this margin
     /// (standard units) by enough for the threshold.
     public var discordMargin: Float = 4
+    /// A log stream: its samples are lines (`LineBatch`), mined into templates (`LogFront`); its
+    /// models learn the mix of templates, and the signals `template`, `parameter`, `burst` and
+    /// `silence` read each line. A stream also becomes one when its first message carries lines.
+    public var log = false
+    /// Templates a log stream keeps (the least recently matched is evicted beyond this), and the
+    /// share of equal tokens that makes a line join a template.
+    public var logTemplates = 1000
+    public var logSimilarity = 0.8
+    /// Lines whose mix of templates a log stream's models see in each row.
+    public var logMixWindow = 64
+    /// Lines the log signals' running rates, shares and moments cover.
+    public var logHorizon = 2000
+    /// How far (standard units) a new template's and a burst's surprise must pass before it alerts
+    /// (a new template: alert strength Φ(z − margin); a burst: once, as it passes).
+    public var templateMargin: Float = 1.5
+    public var burstMargin: Float = 4
+    /// How far beyond the range its template's parameter has shown a number must lie to alert, on
+    /// the scale ln(1 + |x|) (2.3: ten times the largest seen).
+    public var parameterMargin: Float = 2.3
+    /// Lines over which a burst is counted, and how many times its expected count it must reach.
+    public var burstWindow = 100
+    public var burstRatio = 5.0
+    /// A regular template is overdue after this many of its usual gaps.
+    public var silenceFactor = 5.0
     /// The signals of the stream's detection chain (`DetectionChain.knownSignals`), run in the chain's
     /// order whatever the order here. Without `range` the range is still kept (the period check scales
     /// by it) but never scores; without `reconstruction` the models still train but their error does
@@ -109,6 +133,12 @@ public struct StreamConfiguration: Sendable, Equatable {
     public func resolved(dim: Int) -> StreamConfiguration {
         var s = self
         s.dim = dim
+        if log {
+            // A row is the mix of templates, scored alone.
+            s.dim = LogFront.dimension
+            s.window = 0
+            return s
+        }
         if dim == 1 && s.window == 0 { s.window = univariateWindow }
         if dim > 1 && s.window == 0 { s.window = multivariateWindow }
         return s
@@ -200,6 +230,18 @@ public struct StreamConfiguration: Sendable, Equatable {
             try fail("layer widths must be positive")
         }
         if !(learningRate > 0) { try fail("learning_rate must be positive") }
+        if logTemplates < 1 || logTemplates > 100_000 { try fail("log_templates must be in 1...100000") }
+        if !(logSimilarity > 0 && logSimilarity <= 1) { try fail("log_similarity must be in (0, 1]") }
+        if logMixWindow < 1 || logMixWindow > 1 << 16 || burstWindow < 1 || burstWindow > 1 << 16 {
+            try fail("log_mix_window and burst_window must be in 1...65536")
+        }
+        if logHorizon < 1 { try fail("log_horizon must be at least 1") }
+        if ![templateMargin, parameterMargin, burstMargin].allSatisfy({ $0 >= 0 && $0 <= 100 }) {
+            try fail("template_margin, parameter_margin and burst_margin must be in 0...100")
+        }
+        if !(burstRatio >= 1 && burstRatio <= 1e6) { try fail("burst_ratio must be in 1...1e6") }
+        if !(silenceFactor >= 1 && silenceFactor <= 1e6) { try fail("silence_factor must be in 1...1e6") }
+        if log && dim != 0 && dim != LogFront.dimension { try fail("a log stream's dim is \(LogFront.dimension) (its rows are the mix of templates)") }
     }
 }
 
@@ -241,6 +283,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// A message over either limit is rejected as oversized.
     public var maxMessageBytes = 16 << 20
     public var maxSamplesPerMessage = 65_536
+    /// A log line longer than this is cut (at a character boundary) and counted.
+    public var maxLineBytes = 4096
     /// A model snapshot is published after this many of its steps, or this many seconds, whichever
     /// comes first (and only if it trained since the last one).
     public var snapshotEverySteps = 1000
@@ -300,7 +344,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
         if !(maxAbsValue >= 1 && maxAbsValue <= 1e30) { throw ConfigurationError.invalid("max_abs_value must be in 1...1e30") }
         if maxDim < 1 || maxDim > 1 << 24 { throw ConfigurationError.invalid("max_dim must be in 1...16777216") }
         if memoryBudget < 1 << 20 { throw ConfigurationError.invalid("memory_budget must be at least 1M") }
-        let declared = streams.filter { $0.value.dim > 0 }
+        let declared = streams.filter { $0.value.dim > 0 || $0.value.log }
         if let wide = declared.first(where: { $0.value.dim > maxDim }) {
             throw ConfigurationError.invalid("stream \(wide.key) is declared with dim \(wide.value.dim), more than max_dim \(maxDim)")
         }
@@ -309,6 +353,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
             throw ConfigurationError.invalid(
                 "the declared streams need \(ByteCount(declaredBytes)), more than memory_budget \(ByteCount(memoryBudget))")
         }
+        if maxLineBytes < 16 || maxLineBytes > 1 << 20 { throw ConfigurationError.invalid("max_line_bytes must be in 16...1048576") }
         if maxMessageBytes < 64 || maxSamplesPerMessage < 1 {
             throw ConfigurationError.invalid("max_message_bytes >= 64, max_samples_per_message >= 1")
         }
@@ -445,6 +490,7 @@ extension StreamConfiguration {
         if signals.contains(DiscordSignal.name) && channels <= discordChannels {
             bytes += DiscordSignal.bytes(window: discordWindow, history: discordHistory, channels: channels)
         }
+        if log { bytes += LogFront.bytes(templates: logTemplates) }
         return bytes
     }
 }

@@ -133,7 +133,7 @@ public final class Daemon: @unchecked Sendable {
                 metadata: ["checkpoint.path": "\(path)", "streams": "\(restored.count)"])
         }
         for (name, settings) in configuration.streams.sorted(by: { $0.key < $1.key })
-        where streams[name] == nil && settings.dim > 0 {
+        where streams[name] == nil && (settings.dim > 0 || settings.log) {
             streams[name] = StreamPipeline(name: name, settings: settings.resolved(dim: settings.dim))
             streamOrder.append(name)
             committedBytes += settings.resolved(dim: settings.dim).memoryEstimate
@@ -349,10 +349,16 @@ public final class Daemon: @unchecked Sendable {
     /// is scored next.
     func handle(_ frames: [[UInt8]], run: inout Coalesced, publisher: borrowing Socket) {
         messagesReceived.add()
-        switch Admission.check(frames, configuration: configuration, lookup: stream(named:dim:)) {
+        switch Admission.check(frames, configuration: configuration, lookup: stream(named:dim:log:)) {
         case .rejected(let code, let why, let name, let sequence, let samples):
             flush(&run, publisher: publisher)
             reject(code, why, stream: name, sequence: sequence, samples: samples, publisher: publisher)
+        case .lines(let pipeline, let batch, let lines, let truncated, let repaired):
+            flush(&run, publisher: publisher)
+            pipeline.countRepairs(truncated: truncated, repaired: repaired)
+            let scored = pipeline.scoreLines(
+                lines, firstSequence: batch.sequence, timestamps: batch.timestampsNs.isEmpty ? nil : batch.timestampsNs)
+            publish(scored, of: pipeline, publisher: publisher)
         case .accepted(let pipeline, let batch, let values):
             let n = Int(batch.count)
             let continues =
@@ -377,7 +383,17 @@ public final class Daemon: @unchecked Sendable {
                 $0.baseAddress!, count: run.count, firstSequence: run.firstSequence,
                 timestamps: run.timestamps.isEmpty ? nil : run.timestamps)
         }
-        samplesAccepted.add(UInt64(run.count))
+        publish(scored, of: pipeline, publisher: publisher)
+        run.pipeline = nil
+        run.values = []
+        run.timestamps.removeAll(keepingCapacity: true)
+        run.count = 0
+    }
+
+    /// Counts a scored run and publishes its scores (at most `Wire.scoresPerMessage` to a message)
+    /// and its alerts.
+    func publish(_ scored: ScoredBatch, of pipeline: StreamPipeline, publisher: borrowing Socket) {
+        samplesAccepted.add(UInt64(scored.count))
         lastAccepted[pipeline.name] = Self.monotonic()
         trainerWake.signal()
         for start in stride(from: 0, to: scored.count, by: Wire.scoresPerMessage) {
@@ -387,19 +403,24 @@ public final class Daemon: @unchecked Sendable {
         for i in 0..<scored.count where scored.alerts[i] {
             send(Topic.alert(pipeline.name), Wire.alert(scored.sample(i), in: scored), publisher: publisher, samples: 0)
         }
-        run.pipeline = nil
-        run.values = []
-        run.timestamps.removeAll(keepingCapacity: true)
-        run.count = 0
     }
 
-    /// The stream of this name, created with `dim` if it is new and there is room.
-    func stream(named name: String, dim: Int) -> Result<StreamPipeline, Admission.Refusal> {
+    /// The stream of this name, created with `dim` (a log stream: `log`) if it is new and there is room.
+    func stream(named name: String, dim: Int, log: Bool) -> Result<StreamPipeline, Admission.Refusal> {
         streamsLock.withLock {
-            if let s = streams[name] { return .success(s) }
+            if let s = streams[name] {
+                guard s.settings.log == log else {
+                    return .failure(.init(code: .wrongKind, why: "stream \(name) is a \(s.settings.log ? "log" : "sample") stream"))
+                }
+                return .success(s)
+            }
             // A stream that could never be built says so whether or not there is room for one.
-            let declared = configuration.settings(for: name)
-            if declared.dim > 0 && declared.dim != dim {
+            var declared = configuration.settings(for: name)
+            if configuration.streams[name] != nil && declared.log != log {
+                return .failure(.init(code: .wrongKind, why: "stream \(name) is declared a \(declared.log ? "log" : "sample") stream"))
+            }
+            declared.log = log
+            if !log && declared.dim > 0 && declared.dim != dim {
                 return .failure(.init(code: .dimMismatch, why: "stream \(name) is declared with dim \(declared.dim), got \(dim)"))
             }
             let settings = declared.resolved(dim: dim)
@@ -424,7 +445,9 @@ public final class Daemon: @unchecked Sendable {
             let s = revive(name, settings: settings) ?? StreamPipeline(name: name, settings: settings)
             streams[name] = s
             streamOrder.append(name)
-            logger.info("stream created", metadata: ["stream.id": "\(name)", "stream.dim": "\(settings.inputDimension)"])
+            logger.info(
+                "stream created",
+                metadata: ["stream.id": "\(name)", "stream.dim": "\(settings.inputDimension)", "stream.log": "\(settings.log)"])
             return .success(s)
         }
     }
@@ -686,6 +709,11 @@ public final class Daemon: @unchecked Sendable {
             m.skippedSteps = st.skippedSteps
             m.quarantined = st.quarantined
             m.rollbacks = st.rollbacks
+            m.log = s.settings.log
+            m.templates = UInt32(st.templates)
+            m.templatesEvicted = st.templatesEvicted
+            m.linesTruncated = st.linesTruncated
+            m.linesRepaired = st.linesRepaired
             return m
         }
         return hb

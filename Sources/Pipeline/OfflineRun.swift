@@ -17,3 +17,14 @@ public struct OfflineRun {
         return s
     }
 }
+
+extension OfflineRun {
+    /// A log stream's line, scored as the daemon scores it (mined, its row scored, read by the log
+    /// signals), then trained on: its score, the template it joined, and why it alerted, if it did.
+    public mutating func next(line: Substring, timestamp: Int64? = nil) -> (score: SampleScore, template: UInt32, alert: LogAlert?) {
+        let batch = pipeline.scoreLines([line], firstSequence: sequence, timestamps: timestamp.map { [$0] })
+        while pipeline.trainStep() {}
+        sequence += 1
+        return (batch.sample(0), batch.templateIDs[0], batch.logAlerts[0])
+    }
+}

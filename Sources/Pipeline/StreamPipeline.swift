@@ -62,6 +62,10 @@ public struct ScoredBatch: Sendable {
     /// scale windowScales[i / window]. window 0: indices are features.
     public var window = 0
     public var windowScales: [Int] = []
+    /// A log stream's lines: the template each joined (empty for a sample stream), and for each
+    /// alerting line what the signal that raised it found.
+    public var templateIDs: [UInt32] = []
+    public var logAlerts: [Int: LogAlert] = [:]
 
     public var count: Int { errors.count }
 
@@ -75,6 +79,17 @@ public struct ScoredBatch: Sendable {
     }
 
     public var samples: [SampleScore] { (0..<count).map(sample) }
+}
+
+/// Why a log stream's line alerted, in the words an operator reads (`Alert.reason`).
+public struct LogAlert: Sendable, Equatable {
+    /// The signal that raised it, its finding in words, the template it is about (the silent one,
+    /// for a silence) and its id, and the line that alerted.
+    public var signal: String
+    public var reason: String
+    public var template: String
+    public var templateID: UInt32
+    public var line: String
 }
 
 /// A model's parameters as a subscriber sees them (the protocol's ModelSnapshot, without framing).
@@ -122,10 +137,14 @@ public final class StreamPipeline: @unchecked Sendable {
     public private(set) var quarantined: UInt64 = 0
     var quarantineRun = 0
     var quarantinedRows: [Int] = []
+    /// A log stream's alerting lines in the batch being scored: (line, signal, finding).
+    var findings: [(line: Int, signal: String, finding: LogFinding)] = []
     /// The stream's detection: its signals, the combiner and the alert policy.
     public internal(set) var chain: DetectionChain
     /// A windowed stream's input shaping (nil: samples are the models' input as they come).
     var shaper: WindowShaper?
+    /// A log stream's template miner and mix of templates (nil: a sample stream).
+    public let logs: LogFront?
     /// The chain's period check and reconstruction signal, if it has them (its signals never change).
     let periodSignal: PeriodSignal?
     let reconstructionSignal: ReconstructionSignal?
@@ -172,6 +191,7 @@ public final class StreamPipeline: @unchecked Sendable {
         exchange = FloatBuffer(autoencoder.parameterValues)
         scorer.parameters.copy(from: exchange)
         chain = Self.chain(settings, sampleDimension: sampleDimension)
+        logs = settings.log ? LogFront(templates: settings.logTemplates, similarity: settings.logSimilarity, mixWindow: settings.logMixWindow) : nil
         periodSignal = chain.signal(PeriodSignal.self)
         reconstructionSignal = chain.signal(ReconstructionSignal.self)
         if settings.window > 0 {
@@ -200,6 +220,23 @@ public final class StreamPipeline: @unchecked Sendable {
         if on.contains(ReconstructionSignal.name) {
             signals.append(ReconstructionSignal(horizon: settings.calibrationHorizon, holdOff: settings.alertHoldOff))
         }
+        if settings.log {
+            // A log stream's rows are mixes of templates: no range, period or discord of them; its
+            // lines are read by the log signals.
+            let h = settings.logHorizon
+            if on.contains(TemplateSignal.name) { signals.append(TemplateSignal(margin: settings.templateMargin)) }
+            if on.contains(ParameterSignal.name) { signals.append(ParameterSignal(horizon: h, margin: settings.parameterMargin)) }
+            if on.contains(BurstSignal.name) {
+                signals.append(
+                    BurstSignal(window: settings.burstWindow, horizon: h, margin: settings.burstMargin, ratio: settings.burstRatio))
+            }
+            if on.contains(SilenceSignal.name) { signals.append(SilenceSignal(factor: settings.silenceFactor, horizon: h)) }
+            signals[0] = RangeSignal(
+                dimension: sampleDimension, margin: -1, refresh: settings.rangeRefresh, warmup: settings.warmupSamples, window: 0,
+                habitLimit: 0, habitHorizon: settings.calibrationHorizon)
+            return DetectionChain(
+                signals: signals, policy: AlertPolicy(threshold: settings.threshold, repeatWindow: settings.repeatWindow))
+        }
         if on.contains(PeriodSignal.name) && settings.window > 0 && sampleDimension == 1 && settings.period != .off {
             signals.append(
                 PeriodSignal(
@@ -223,7 +260,8 @@ public final class StreamPipeline: @unchecked Sendable {
     ///
     /// - Returns: exactly one score per sample, in order.
     public func score(
-        _ values: UnsafePointer<Float>, count: Int, firstSequence: UInt64, timestamps: [Int64]? = nil
+        _ values: UnsafePointer<Float>, count: Int, firstSequence: UInt64, timestamps: [Int64]? = nil,
+        lines: [LineFacts]? = nil
     ) -> ScoredBatch {
         // The newest weights the trainer handed over.
         lock.withLock {
@@ -271,12 +309,14 @@ public final class StreamPipeline: @unchecked Sendable {
                 result.period = self.periodSignal?.period ?? 0
             }
             let limit = settings.learnSurpriseLimit, holdOff = settings.alertHoldOff, sd = sampleDimension
+            findings.removeAll(keepingCapacity: true)
             chain.prepare(values, count: count, dimension: sd)
             for i in 0..<count {
                 let r = windowed ? rowOf[i] : i
                 var o = Observation(
                     values: values + i * sd, dimension: sd, logError: r >= 0 ? Calibrator.logError(errors[r]) : nil,
                     modelReady: modelReady)
+                if let lines { o.line = lines[i] }
                 guard let v = chain.judge(&o, warming: warming) else { continue }
                 if v.alert && !v.certain {
                     let source = chain.signals[v.source]
@@ -285,6 +325,10 @@ public final class StreamPipeline: @unchecked Sendable {
                         result.fromDiscord[i] = discord.lastChannel
                         result.discordWindow = discord.window
                     }
+                }
+                if v.alert, let lines {
+                    let finding = chain.signals[v.source].finding ?? .mix(lines[i].template)
+                    findings.append((i, chain.name(of: v.source), finding))
                 }
                 // Kept out of the buffer and the normaliser while it looks anomalous, unless the
                 // stream has looked anomalous for a whole hold-off (then it is the new normal).
@@ -327,6 +371,42 @@ public final class StreamPipeline: @unchecked Sendable {
             }
         }
         return result
+    }
+
+    /// Scores a log stream's lines: each is mined into its template, its row (the mix of templates
+    /// up to it) scored by the autoencoder, and the line read by the log signals; then learned from
+    /// as `score` does. Alerting lines get their reason in words (`logAlerts`).
+    ///
+    /// - Returns: exactly one score per line, in order.
+    public func scoreLines(_ lines: [Substring], firstSequence: UInt64, timestamps: [Int64]? = nil) -> ScoredBatch {
+        guard let logs else { preconditionFailure("scoreLines on a sample stream") }
+        let n = lines.count, d = LogFront.dimension
+        guard n > 0 else { return score(UnsafePointer(rows.pointer), count: 0, firstSequence: firstSequence) }
+        let seconds = timestamps.map { $0.map { Double($0) * 1e-9 } }
+        var mixes = [Float](repeating: 0, count: n * d)
+        let facts = lock.withLock { mixes.withUnsafeMutableBufferPointer { logs.mine(lines, seconds: seconds, rows: $0.baseAddress!) } }
+        var result = mixes.withUnsafeBufferPointer {
+            score($0.baseAddress!, count: n, firstSequence: firstSequence, timestamps: timestamps, lines: facts)
+        }
+        result.templateIDs = facts.map(\.template)
+        lock.withLock {
+            for (i, signal, finding) in findings {
+                result.logAlerts[i] = LogAlert(
+                    signal: signal, reason: logs.describe(finding), template: logs.text(finding.template),
+                    templateID: finding.template, line: String(lines[i]))
+            }
+            findings.removeAll(keepingCapacity: true)
+        }
+        return result
+    }
+
+    /// Counts lines cut to `max_line_bytes` or with invalid UTF-8 replaced (ingest thread).
+    public func countRepairs(truncated: Int, repaired: Int) {
+        guard let logs, truncated + repaired > 0 else { return }
+        lock.withLock {
+            logs.truncated &+= UInt64(truncated)
+            logs.repaired &+= UInt64(repaired)
+        }
     }
 
     /// The window an alert's contributions name time steps of: a univariate stream's (a multivariate
@@ -502,6 +582,9 @@ public final class StreamPipeline: @unchecked Sendable {
         public var autoencoderLoss, mocoLoss: Float
         /// The period check's period (0: none).
         public var period: Int
+        /// A log stream's templates now and evicted, and lines cut or repaired (zeros otherwise).
+        public var templates = 0
+        public var templatesEvicted: UInt64 = 0, linesTruncated: UInt64 = 0, linesRepaired: UInt64 = 0
     }
 
     public var status: Status {
@@ -512,7 +595,9 @@ public final class StreamPipeline: @unchecked Sendable {
                 warmingUp: accepted < UInt64(settings.warmupSamples) || exchangeVersion < UInt64(settings.warmupSteps)
                     || chain.warming,
                 autoencoderLoss: lastLosses.autoencoder, mocoLoss: lastLosses.moco,
-                period: periodSignal?.period ?? 0)
+                period: periodSignal?.period ?? 0, templates: logs?.miner.templates.count ?? 0,
+                templatesEvicted: logs?.miner.evicted ?? 0, linesTruncated: logs?.truncated ?? 0,
+                linesRepaired: logs?.repaired ?? 0)
         }
     }
 
@@ -521,8 +606,9 @@ public final class StreamPipeline: @unchecked Sendable {
     static let kind = "eddy.stream"
     /// 3 added the stream's range, 4 the period check, 5 the range the rule compares with and the
     /// recent scores; 6 writes the detection as sections, one per unit (window, each signal, the
-    /// alert policy), each with its own layout version. Formats 2 to 5 still restore.
-    public static let formatVersion: UInt32 = 6
+    /// alert policy), each with its own layout version; 7 says whether the stream is a log stream
+    /// (whose front end, the template miner, is a section). Formats 2 to 6 still restore.
+    public static let formatVersion: UInt32 = 7
 
     /// The stream's whole state (call from the trainer thread, or with no trainer running).
     public func serialized() -> [UInt8] {
@@ -532,6 +618,7 @@ public final class StreamPipeline: @unchecked Sendable {
         w.write(name)
         w.write(UInt32(settings.dim)); w.write(UInt32(settings.window))
         w.write(UInt32(settings.windowScales.count)); for s in settings.windowScales { w.write(UInt32(s)) }
+        w.write(settings.log)
         w.write(blob: autoencoder.serialized())
         w.write(blob: moco.serialized())
         lock.withLock {
@@ -539,9 +626,10 @@ public final class StreamPipeline: @unchecked Sendable {
             w.write(snapshotVersions.autoencoder); w.write(snapshotVersions.moco)
             scorer.normaliser.encode(&w)
             buffer.encode(&w)
-            w.write(UInt32(chain.sectionCount + (shaper == nil ? 0 : 1)))
+            w.write(UInt32(chain.sectionCount + (shaper == nil ? 0 : 1) + (logs == nil ? 0 : 1)))
             chain.encodeSections(&w)
             if let shaper { w.write(unit: shaper) }
+            if let logs { w.write(unit: logs) }
         }
         return w.bytes
     }
@@ -564,6 +652,7 @@ public final class StreamPipeline: @unchecked Sendable {
         let scaleCount = Int(try r.read(UInt32.self))
         guard scaleCount <= 64 else { throw StateError.invalid("window scales") }
         let scales = try (0..<scaleCount).map { _ in Int(try r.read(UInt32.self)) }
+        s.log = version >= 7 ? try r.read(Bool.self) : false
         // The same input width from other scales would feed the model different features.
         guard s.window == 0 || scales == s.windowScales else {
             throw StateError.invalid("stream \(name) was windowed at scales \(scales), now \(s.windowScales)")
@@ -604,6 +693,7 @@ public final class StreamPipeline: @unchecked Sendable {
                 try sections.restore(unit: &shaper)
                 stream.shaper = shaper
             }
+            if var logs = stream.logs { try sections.restore(unit: &logs) }
         } else {
             try stream.restoreLegacy(&r, version: version)
         }

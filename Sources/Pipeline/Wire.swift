@@ -63,12 +63,14 @@ public enum Wire {
             m.alerts = batch.alerts
             m.warmingUp = batch.warmingUp
             m.timestampsNs = batch.timestamps
+            m.templateIds = batch.templateIDs
         } else {
             m.errors = Array(batch.errors[r])
             m.scores = Array(batch.scores[r])
             m.alerts = Array(batch.alerts[r])
             m.warmingUp = Array(batch.warmingUp[r])
             m.timestampsNs = batch.timestamps.isEmpty ? [] : Array(batch.timestamps[r])
+            m.templateIds = batch.templateIDs.isEmpty ? [] : Array(batch.templateIDs[r])
         }
         return m
     }
@@ -85,6 +87,18 @@ public enum Wire {
     }
 
     public static func alert(_ s: SampleScore, in batch: ScoredBatch) -> Eddy_V1_Alert {
+        var m = sampleAlert(s, in: batch)
+        if !batch.logAlerts.isEmpty, let log = batch.logAlerts[Int(truncatingIfNeeded: s.sequence &- batch.firstSequence)] {
+            m.signal = log.signal
+            m.reason = log.reason
+            m.template = log.template
+            m.templateID = log.templateID
+            m.line = log.line
+        }
+        return m
+    }
+
+    static func sampleAlert(_ s: SampleScore, in batch: ScoredBatch) -> Eddy_V1_Alert {
         var m = Eddy_V1_Alert()
         m.stream = batch.stream
         m.modelVersion = batch.modelVersion

@@ -70,16 +70,33 @@ final class AdmissionTarget {
 
     func run(_ data: [UInt8]) {
         inputs += 1
-        let outcome = Admission.check(Self.frames(data), configuration: configuration) { name, dim in
-            if let s = self.streams[name] { return .success(s) }
+        let outcome = Admission.check(Self.frames(data), configuration: configuration) { name, dim, log in
+            if let s = self.streams[name] {
+                return s.settings.log == log ? .success(s) : .failure(.init(code: .wrongKind, why: "kind"))
+            }
             guard self.streams.count < self.configuration.maxStreams else {
                 return .failure(.init(code: .tooManyStreams, why: "full"))
             }
-            let settings = self.configuration.settings(for: name).resolved(dim: dim)
+            var declared = self.configuration.settings(for: name)
+            declared.log = log
+            let settings = declared.resolved(dim: dim)
             do { try settings.validate(name: name) } catch { return .failure(.init(code: .oversized, why: "\(error)")) }
             let s = StreamPipeline(name: name, settings: settings)
             self.streams[name] = s
             return .success(s)
+        }
+        if case .lines(let pipeline, let batch, let lines, _, _) = outcome {
+            accepted += 1
+            let scored = pipeline.scoreLines(
+                lines, firstSequence: batch.sequence, timestamps: batch.timestampsNs.isEmpty ? nil : batch.timestampsNs)
+            precondition(scored.count == lines.count && scored.templateIDs.count == lines.count, "one score per line")
+            for i in 0..<scored.count {
+                let score = scored.sample(i).score
+                precondition(score.isFinite && score >= 0 && score <= 1, "score \(score) outside [0, 1]")
+                if scored.alerts[i] { precondition(scored.logAlerts[i] != nil, "a log alert without its reason") }
+            }
+            if inputs % 8 == 0 { _ = pipeline.trainStep() }
+            return
         }
         guard case .accepted(let pipeline, let batch, let values) = outcome else { return }
         accepted += 1
@@ -106,6 +123,12 @@ final class AdmissionTarget {
             let body: [UInt8] = (try? batch.serializedBytes()) ?? []
             out.append([2, UInt8(name.utf8.count)] + Array(name.utf8) + body)
         }
+        var lines = Eddy_V1_LineBatch()
+        lines.stream = "app"
+        lines.lines = ["sshd[24200]: Accepted password for root from 10.0.0.1 port 22", "took 12.5ms size=1234", "\u{FF}bad"]
+            .map { Data($0.utf8) }
+        let body: [UInt8] = (try? lines.serializedBytes()) ?? []
+        out.append([2, 3] + Array("app".utf8) + body)
         return out
     }
 }

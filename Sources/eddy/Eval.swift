@@ -19,7 +19,10 @@ struct Eval: ParsableCommand {
             policy's score and the raw reconstruction error rank labelled rows (AUC-PR, AUC-ROC). On NAB's \
             layout also the NAB score under its three profiles (one threshold per profile for the corpus, \
             chosen by a sweep over the alert policy's score) and, per family, the standard score at the \
-            threshold the other families chose (leave one family out). Example: eddy eval corpus/nab
+            threshold the other families chose (leave one family out). Example: eddy eval corpus/nab. \
+            With --log, a directory of labelled logs (NAME.log beside NAME.labels, one label per line: 0, or \
+            the kind of fault the line belongs to), each line scored as a log stream scores it: events found \
+            by kind, false alarms per 10,000 lines, event and line precision, recall and F1.
             """)
 
     @Argument(help: "Corpus directory (NAB's layout, or CSVs with a label column).")
@@ -35,10 +38,12 @@ struct Eval: ParsableCommand {
     var slack: Int = 16
     @Option(
         help: ArgumentHelp(
-            "Run without these parts of the detector (comma-separated): a signal (range, reconstruction, period, discord), repeat-cap, hold-off.",
+            "Run without these parts of the detector (comma-separated): a signal (range, reconstruction, period, discord; for logs template, parameter, burst, silence), repeat-cap, hold-off.",
             valueName: "parts"))
     var without: String?
     @Flag(help: "One JSON object instead of the tables.") var json = false
+    @Flag(help: "The corpus is labelled logs: NAME.log with NAME.labels (one label per line: 0, or the fault's kind).")
+    var log = false
 
     struct FileResult {
         var scores: [Float] = []
@@ -90,13 +95,6 @@ struct Eval: ParsableCommand {
     func run() throws {
         BLAS.setThreads(1)
         let configuration = try loadConfiguration(config)
-        let corpus: Corpus
-        do {
-            corpus = try Corpus(directory: self.corpus, only: only, slack: slack)
-        } catch let failure as Corpus.Failure {
-            throw CommandFailure(failure.description)
-        }
-        guard !corpus.files.isEmpty else { throw CommandFailure("no labelled files in \(self.corpus) match --only") }
         var settings = configuration.streamDefaults
         for part in (without ?? "").split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
             switch part {
@@ -108,6 +106,14 @@ struct Eval: ParsableCommand {
                 throw ValidationError("--without: unknown part \"\(part)\" (\(parts.joined(separator: ", ")))")
             }
         }
+        if log { return try evaluateLogs(settings: settings, maxLineBytes: configuration.maxLineBytes) }
+        let corpus: Corpus
+        do {
+            corpus = try Corpus(directory: self.corpus, only: only, slack: slack)
+        } catch let failure as Corpus.Failure {
+            throw CommandFailure(failure.description)
+        }
+        guard !corpus.files.isEmpty else { throw CommandFailure("no labelled files in \(self.corpus) match --only") }
         for d in Set(corpus.files.map(\.dimension)) { try settings.resolved(dim: d).validate(name: "eval") }
 
         let results = try scoreAll(corpus.files, settings: settings)

@@ -5,12 +5,12 @@ import ZeroMQ
 
 struct Feed: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Send samples to a daemon: CSV lines from a file or stdin, or the synthetic demo machine.",
+        abstract: "Send samples to a daemon: CSV lines from a file or stdin, log lines (--log), or the synthetic demo machine.",
         discussion: """
             One sample per line, comma-separated; a first line with a non-numeric field is a header, and \
             a `timestamp` column and a label column (is_anomaly, label, anomaly) are not sent (--skip names \
             more). --demo instead streams eight correlated sensors with an \
-            injected anomaly (spike, stuck sensor, broken correlation) every --anomaly-every samples.
+            injected anomaly (spike, stuck sensor, broken correlation) every --anomaly-every samples.             --log sends raw log lines to a log stream (`tail -F app.log | eddy feed --log --stream app`):             each read's lines go out at once, at most --batch to a message; lines from standard input are             stamped with the time they were read (--no-stamp: not), a file's lines are not (--stamp: they are).
             """)
 
     @Argument(help: "CSV file, or - for standard input.") var file: String = "-"
@@ -22,6 +22,9 @@ struct Feed: ParsableCommand {
     @Option(help: "Samples per message.") var batch: Int = 64
     @Option(help: "Samples per second (0: as fast as possible).") var rate: Double = 0
     @Flag(help: "Stream the synthetic sensor demo instead of reading CSV.") var demo = false
+    @Flag(help: "Send raw log lines (a log stream) instead of CSV samples.") var log = false
+    @Flag(inversion: .prefixedNo, help: "--log: stamp each line with the time it was read (default: for standard input only).")
+    var stamp: Bool?
     @Option(help: "Demo: samples to send (0: until interrupted).") var count: Int = 0
     @Option(help: "Demo: an anomaly every this many samples.") var anomalyEvery: Int = 5000
 
@@ -36,6 +39,11 @@ struct Feed: ParsableCommand {
         try push.setOption(17, 5000)  // ZMQ_LINGER: let queued batches reach the daemon before exit
         try curve.apply(to: push)
         try push.connect(endpoint)
+        if log {
+            let sent = try feedLines(file, stream: stream, batch: batch, stamp: stamp, rate: rate, push: push)
+            FileHandle.standardError.write(Data("eddy feed: sent \(sent) lines to log stream \(stream)\n".utf8))
+            return
+        }
         var sequence: UInt64 = 0
         var pending: [Float] = []
         var dim = 0

@@ -26,10 +26,13 @@ struct Replay: ParsableCommand {
     @Flag(help: "Print sequence, error, score, alert strength, alert and warming-up flags, and each alert's explanation, as CSV.")
     var detail = false
     @Option(help: "Also draw the series, score, threshold and alerts as an SVG here.") var plot: String?
+    @Flag(help: "The file is a log: one score per line, as a log stream scores it (--detail adds its template and each alert's reason).")
+    var log = false
 
     func run() throws {
         BLAS.setThreads(1)
         let configuration = try loadConfiguration(config)
+        if log { return try replayLog(configuration) }
         var csv = CSVSamples(skipping: skip.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) })
         var run: OfflineRun?
         if detail { print("sequence,error,score,alert_score,alert,warming_up,explanation") }
@@ -80,6 +83,52 @@ struct Replay: ParsableCommand {
             let svg = SeriesPlot(
                 title: title, values: drawn.values, scores: drawn.scores, threshold: run.pipeline.settings.threshold,
                 alerts: drawn.alerts, unscoredPrefix: drawn.warmup
+            ).svg()
+            do {
+                try svg.write(toFile: plot, atomically: true, encoding: .utf8)
+            } catch {
+                throw CommandFailure("cannot write \(plot): \((error as NSError).localizedDescription)")
+            }
+        }
+    }
+
+    /// `--log`: each line of the file scored as a log stream scores it.
+    func replayLog(_ configuration: DaemonConfiguration) throws {
+        var settings = configuration.settings(for: stream)
+        settings.log = true
+        settings = settings.resolved(dim: LogFront.dimension)
+        try settings.validate(name: stream)
+        var run = OfflineRun(name: stream, settings: settings)
+        var reader = try LineReader(path: file)
+        if detail { print("sequence,template,score,alert_score,alert,warming_up,signal,reason") }
+        var drawn: (values: [Float], scores: [Float], alerts: [Int], warmup: Int) = ([], [], [], 0)
+        while true {
+            let batch = reader.next()
+            if batch.isEmpty { break }
+            let lines = LineDecoding.decode(batch, maxBytes: configuration.maxLineBytes).lines
+            for line in lines {
+                let (s, template, alert) = run.next(line: line)
+                if detail {
+                    func quoted(_ text: String) -> String { "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
+                    print(
+                        "\(s.sequence),\(template),\(s.score),\(s.alertScore),\(s.alert ? 1 : 0),\(s.warmingUp ? 1 : 0),"
+                            + "\(alert?.signal ?? ""),\(alert.map { quoted($0.reason) } ?? "")")
+                } else {
+                    print(String(format: "%.6f", s.score))
+                }
+                if plot != nil {
+                    drawn.values.append(Float(template))
+                    drawn.scores.append(s.alertScore)
+                    if s.alert { drawn.alerts.append(Int(s.sequence)) }
+                    if s.warmingUp { drawn.warmup = Int(s.sequence) + 1 }
+                }
+            }
+            flushStandardOutput()
+        }
+        if let plot {
+            let svg = SeriesPlot(
+                title: (file == "-" ? "standard input" : file) + " (template id per line)", values: drawn.values,
+                scores: drawn.scores, threshold: settings.threshold, alerts: drawn.alerts, unscoredPrefix: drawn.warmup
             ).svg()
             do {
                 try svg.write(toFile: plot, atomically: true, encoding: .utf8)

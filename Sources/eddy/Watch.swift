@@ -64,6 +64,9 @@ struct Watch: ParsableCommand {
             return "score    \(m.stream) seq \(m.firstSequence)+\(m.count) "
                 + "max \(fmt(m.scores.max() ?? 0)) alerts \(alerts) model v\(m.modelVersion)"
                 + (m.warmingUp.contains(true) ? " (warming up)" : "")
+        case let m as Eddy_V1_Alert where !m.reason.isEmpty:
+            return "ALERT    \(m.stream) line \(m.score.sequence) score \(fmt(m.score.score)) [\(m.signal)] \(m.reason)\n"
+                + "         template \(m.templateID): \(m.template)\n         line: \(m.line)"
         case let m as Eddy_V1_Alert:
             let features = describeContributions(
                 m.topFeatures.map { (Int($0.index), $0.share) }, window: Int(m.window), scales: m.windowScales.map { Int($0) })
@@ -79,7 +82,8 @@ struct Watch: ParsableCommand {
             return "snapshot \(m.stream) \(kind) v\(m.version) after \(m.samplesSeen) samples, \(m.tensors.count) tensors"
         case let m as Eddy_V1_Heartbeat:
             let streams = m.streams.map { s in
-                "\(s.stream): \(s.accepted) in, \(s.trainSteps) steps, ae loss \(fmt(s.autoencoderLoss))"
+                "\(s.stream): \(s.accepted) \(s.log ? "lines" : "in"), \(s.trainSteps) steps, ae loss \(fmt(s.autoencoderLoss))"
+                    + (s.log ? ", \(s.templates) templates" : "")
                     + (s.period > 0 ? ", period \(s.period)" : "") + (s.warmingUp ? " (warming up)" : "")
             }
             return "hb       up \(m.uptimeMs / 1000)s, \(m.samplesAccepted) accepted, \(m.messagesRejected) rejected, "

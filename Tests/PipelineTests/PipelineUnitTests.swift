@@ -315,8 +315,9 @@ import Testing
         format4[15] = 4
         var old = Array(format4.dropLast(9))
         old[15] = 3
-        // Format 5 itself restores to the same stream.
+        // Formats 5 and 6 restore to the same stream.
         #expect(try StreamPipeline.restore(format5, settings: p.settings).serialized() == current)
+        #expect(try StreamPipeline.restore(LegacyCheckpoint.format6(from: current), settings: p.settings).serialized() == current)
         let four = try StreamPipeline.restore(format4, settings: settings)
         #expect([Float]([0.5, 9, 0.5]).withUnsafeBufferPointer { four.score($0.baseAddress!, count: 1, firstSequence: 300) }.sample(0).beyondRange)
         func probe(_ s: StreamPipeline, _ v: Float, _ sequence: UInt64) -> Bool {
@@ -791,7 +792,24 @@ import Testing
 /// Checkpoints as builds before format 6 wrote them, made from a format-6 one: the detection's units
 /// were fixed fields then, in this order, where format 6 writes them as named sections.
 enum LegacyCheckpoint {
-    static func format5(from bytes: [UInt8]) throws -> [UInt8] {
+    /// Format 6 is format 7 without the log-stream flag (one byte after the window scales).
+    static func format6(from bytes: [UInt8]) throws -> [UInt8] {
+        var r = StateReader(bytes)
+        _ = try r.read(String.self)
+        guard try r.read(UInt32.self) == 7 else { throw StateError.invalid("not format 7") }
+        let versionAt = r.offset - 4
+        _ = try r.read(String.self)
+        _ = try r.read(UInt32.self); _ = try r.read(UInt32.self)
+        let scales = try r.read(UInt32.self)
+        for _ in 0..<scales { _ = try r.read(UInt32.self) }
+        guard try r.read(Bool.self) == false else { throw StateError.invalid("a log stream has no format 6") }
+        var out = Array(bytes[..<(r.offset - 1)]) + Array(bytes[r.offset...])
+        out[versionAt] = 6
+        return out
+    }
+
+    static func format5(from current: [UInt8]) throws -> [UInt8] {
+        let bytes = try format6(from: current)
         var r = StateReader(bytes)
         _ = try r.read(String.self)
         guard try r.read(UInt32.self) == 6 else { throw StateError.invalid("not format 6") }

@@ -92,7 +92,10 @@ public struct AlertPolicy: CheckpointSection, Sendable {
 public struct DetectionChain: Sendable {
     /// The signals a chain can have, in the order they run (the range first: it measures the range
     /// the period check scales by).
-    public static let knownSignals = [RangeSignal.name, ReconstructionSignal.name, PeriodSignal.name, DiscordSignal.name]
+    public static let knownSignals = [
+        RangeSignal.name, ReconstructionSignal.name, PeriodSignal.name, DiscordSignal.name, TemplateSignal.name,
+        ParameterSignal.name, BurstSignal.name, SilenceSignal.name,
+    ]
 
     public let signals: [any AnomalySignal]
     /// The signals whose `learn` does something.

@@ -13,6 +13,8 @@ public struct Observation {
     public var modelReady: Bool
     /// The width of the first feature's range so far (set by `RangeSignal`; 0 before).
     public var rangeWidth: Float = 0
+    /// A log stream's line: its template, parameters and time (nil for a sample stream).
+    public var line: LineFacts? = nil
 
     public init(values: UnsafePointer<Float>, dimension: Int, logError: Float?, modelReady: Bool) {
         self.values = values
@@ -69,6 +71,8 @@ public protocol AnomalySignal: AnyObject, CheckpointSection, Sendable {
     /// For the last reading, if it was certain: which features (or time steps) it comes from, as
     /// shares, largest first.
     var explanation: [(index: Int, share: Float)] { get }
+    /// A log signal's reason for its last reading, for an alert it decided (nil: none).
+    var finding: LogFinding? { get }
 }
 
 extension AnomalySignal {
@@ -76,6 +80,7 @@ extension AnomalySignal {
     public var learns: Bool { true }
     public var warming: Bool { false }
     public var explanation: [(index: Int, share: Float)] { [] }
+    public var finding: LogFinding? { nil }
 }
 
 /// The autoencoder's reconstruction error, calibrated: the surprise of `ln error` under a running

@@ -1,0 +1,470 @@
+import Foundation
+import Learning
+
+/// What a log stream knows of one line when its signals read it (`Observation.line`): the
+/// template it joined (`LogFront` mined it), the numbers among its parameters, and when it came.
+public struct LineFacts: Sendable {
+    /// The template's id, and whether the line founded it or generalised it (a position became `<*>`,
+    /// so the template's parameters are no longer the ones they were).
+    public var template: UInt32
+    public var isNew: Bool
+    public var changed: Bool
+    /// A template evicted to make room for this one (0: none): signals forget what they kept of it.
+    public var evicted: UInt32
+    /// The stream's line number of this line (1 for the first).
+    public var index: UInt64
+    /// The producer's timestamp in seconds, or nil.
+    public var seconds: Double?
+    /// The template's first `LogFront.maximumParameters` parameters as numbers (nil: not a number).
+    public var numbers: [Double?]
+
+    public init(
+        template: UInt32, isNew: Bool, changed: Bool = false, evicted: UInt32 = 0, index: UInt64, seconds: Double? = nil,
+        numbers: [Double?] = []
+    ) {
+        self.template = template
+        self.isNew = isNew
+        self.changed = changed
+        self.evicted = evicted
+        self.index = index
+        self.seconds = seconds
+        self.numbers = numbers
+    }
+}
+
+/// Why a log signal read a line as unusual, for the alert (`LogFront.describe` puts it in words).
+public enum LogFinding: Sendable, Equatable {
+    /// The line founded its template, or its template is rare (`seen` lines of it before, in `lines`).
+    case newTemplate(UInt32)
+    case rareTemplate(UInt32, seen: UInt64, lines: UInt64)
+    /// Parameter `position` (0-based among the template's `<*>`) is `value`, its template usually
+    /// carries about `usual` there.
+    case parameter(UInt32, position: Int, value: Double, usual: Double)
+    /// `count` of the last `window` lines are of the template, `ratio` times its usual rate.
+    case burst(UInt32, count: Int, window: Int, ratio: Double)
+    /// A template that usually comes every `usual` (lines, or seconds) has not come for `gap`.
+    case silence(UInt32, usual: Double, gap: Double, seconds: Bool)
+    /// The mix of templates in the last lines is unlike the stream's usual (the autoencoder).
+    case mix(UInt32)
+
+    public var template: UInt32 {
+        switch self {
+        case .newTemplate(let t), .rareTemplate(let t, _, _), .parameter(let t, _, _, _), .burst(let t, _, _, _),
+            .silence(let t, _, _, _), .mix(let t):
+            t
+        }
+    }
+}
+
+/// The upper-tail standard-normal quantile: the z with Φ(z) = 1 − p (Abramowitz and Stegun
+/// 26.2.23, error below 5·10⁻⁴), so a line with probability p reads as z standard units of surprise.
+func upperQuantile(_ p: Double) -> Float {
+    let q = min(max(p, 1e-300), 1 - 1e-16)
+    if q > 0.5 { return -upperQuantile(1 - q) }
+    let t = (-2 * log(q)).squareRoot()
+    let z = t - (2.515517 + 0.802853 * t + 0.010328 * t * t) / (1 + 1.432788 * t + 0.189269 * t * t + 0.001308 * t * t * t)
+    return Float(z)
+}
+
+/// The alert strength of a surprise over a margin: Φ(z − margin).
+func strength(_ z: Float, margin: Float) -> Float { z.isFinite ? Calibrator.phi(z - margin) : 0 }
+
+extension StateWriter {
+    mutating func write(_ value: Double) { write(value.bitPattern) }
+}
+
+extension StateReader {
+    mutating func read(_: Double.Type) throws -> Double { Double(bitPattern: try read(UInt64.self)) }
+}
+
+// MARK: - New and rare templates
+
+/// A line whose template is new, or rare. The chance that the next line founds a template is
+/// Good–Turing's: the share of the lines so far whose template was seen once only (at least one
+/// such line), so where new templates are common (a young stream, or a log with ever-new messages)
+/// one is no news, and where every template has come many times it is. A new template's surprise
+/// is the upper quantile of that chance; a template seen before reads as the quantile of its share
+/// of the lines so far (it ranks, it does not alert). Strength: Φ(z − margin).
+public final class TemplateSignal: AnomalySignal, @unchecked Sendable {
+    public static let name = "template"
+    public static let stateVersion: UInt32 = 1
+
+    let margin: Float
+    /// Lines seen, each template's count, and the templates seen once only.
+    var lines: UInt64 = 0
+    var counts: [UInt32: UInt64] = [:]
+    var singletons = 0
+    public private(set) var finding: LogFinding?
+
+    public init(margin: Float) { self.margin = margin }
+
+    public func read(_ o: inout Observation) -> Reading {
+        guard let line = o.line else { return Reading() }
+        if line.evicted != 0, let n = counts.removeValue(forKey: line.evicted), n == 1 { singletons -= 1 }
+        if line.isNew {
+            let z = upperQuantile(Double(max(singletons, 1)) / Double(max(lines, 1)))
+            finding = .newTemplate(line.template)
+            return Reading(surprise: z, strength: strength(z, margin: margin))
+        }
+        let seen = counts[line.template] ?? 0
+        finding = .rareTemplate(line.template, seen: seen, lines: lines)
+        return Reading(surprise: upperQuantile(Double(seen + 1) / Double(lines + 1)))
+    }
+
+    /// Every line counts (an anomalous line is still a line of its template, and a stream whose new
+    /// templates keep alerting should learn that they are its habit).
+    public func learn(_ o: Observation, anomalous: Bool) {
+        guard let line = o.line else { return }
+        lines &+= 1
+        let n = counts[line.template, default: 0] &+ 1
+        counts[line.template] = n
+        if n == 1 { singletons += 1 } else if n == 2 { singletons -= 1 }
+    }
+
+    public func encode(_ w: inout StateWriter) {
+        w.write(lines)
+        w.write(UInt32(counts.count))
+        for (id, n) in counts.sorted(by: { $0.key < $1.key }) { w.write(id); w.write(n) }
+    }
+
+    public func decode(_ r: inout StateReader, version: UInt32) throws {
+        guard version == 1 else { throw StateError.unsupportedVersion(version) }
+        lines = try r.read(UInt64.self)
+        let n = try r.readInt()
+        try r.requireRoom(n, each: 12)
+        counts = [:]
+        for _ in 0..<n { counts[try r.read(UInt32.self)] = try r.read(UInt64.self) }
+        singletons = counts.values.filter { $0 == 1 }.count
+    }
+}
+
+// MARK: - Parameters
+
+/// A number far outside what its template usually carries at that position. Each template's first
+/// `LogFront.maximumParameters` numeric parameters are followed on the scale y = sign(x)·ln(1 + |x|):
+/// their range (the smallest and largest y learned) and running mean and variance (over `horizon`
+/// values). Once a position has `minimumCount` values, a value reads as its distance from the mean
+/// in deviations (a scale of at least 0.1): that ranks. It alerts (strength 1) only beyond the range
+/// by more than `margin` on that scale (2.3: ten times beyond the largest value seen, or a tenth
+/// of the smallest), since many parameters (ports, ids, sizes) spread wider than their deviation says.
+public final class ParameterSignal: AnomalySignal, @unchecked Sendable {
+    public static let name = "parameter"
+    public static let stateVersion: UInt32 = 1
+    static let minimumCount = 20.0
+    static let floor = 0.1
+
+    struct Moments { var count = 0.0, mean = 0.0, variance = 0.0, low = Double.infinity, high = -Double.infinity }
+    let horizon: Double, margin: Float
+    var stats: [UInt32: [Moments]] = [:]
+    public private(set) var finding: LogFinding?
+
+    public init(horizon: Int, margin: Float) {
+        self.horizon = Double(max(horizon, 1))
+        self.margin = margin
+    }
+
+    static func scaled(_ x: Double) -> Double { x < 0 ? -log1p(-x) : log1p(x) }
+
+    public func read(_ o: inout Observation) -> Reading {
+        guard let line = o.line else { return Reading() }
+        if line.evicted != 0 { stats[line.evicted] = nil }
+        if line.changed { stats[line.template] = nil }  // its positions moved
+        guard let moments = stats[line.template] else { return Reading() }
+        var best = -Float.infinity, position = -1, beyond = false
+        for (k, value) in line.numbers.enumerated() where k < moments.count {
+            guard let value, moments[k].count >= Self.minimumCount else { continue }
+            let m = moments[k], y = Self.scaled(value)
+            let z = Float(abs(y - m.mean) / max(m.variance.squareRoot(), Self.floor))
+            let outside = max(m.low - y, y - m.high) > Double(margin)
+            if (outside && !beyond) || (outside == beyond && z > best) { (best, position, beyond) = (z, k, outside) }
+        }
+        guard position >= 0 else { return Reading() }
+        let m = moments[position]
+        let usual = m.mean < 0 ? -expm1(-m.mean) : expm1(m.mean)
+        finding = .parameter(line.template, position: position, value: line.numbers[position]!, usual: usual)
+        return Reading(surprise: best, strength: beyond ? 1 : 0)
+    }
+
+    public func learn(_ o: Observation, anomalous: Bool) {
+        guard !anomalous, let line = o.line, !line.numbers.isEmpty else { return }
+        var moments = stats[line.template] ?? []
+        if moments.count < line.numbers.count { moments += Array(repeating: Moments(), count: line.numbers.count - moments.count) }
+        for (k, value) in line.numbers.enumerated() {
+            guard let value else { continue }
+            let y = Self.scaled(value)
+            var m = moments[k]
+            m.count += 1
+            let delta = y - m.mean
+            let a = 1 / min(m.count, horizon)
+            m.mean += a * delta
+            m.variance = (1 - a) * (m.variance + a * delta * delta)
+            m.low = min(m.low, y)
+            m.high = max(m.high, y)
+            moments[k] = m
+        }
+        stats[line.template] = moments
+    }
+
+    public func encode(_ w: inout StateWriter) {
+        w.write(UInt32(stats.count))
+        for (id, moments) in stats.sorted(by: { $0.key < $1.key }) {
+            w.write(id); w.write(UInt32(moments.count))
+            for m in moments { w.write(m.count); w.write(m.mean); w.write(m.variance); w.write(m.low); w.write(m.high) }
+        }
+    }
+
+    public func decode(_ r: inout StateReader, version: UInt32) throws {
+        guard version == 1 else { throw StateError.unsupportedVersion(version) }
+        let n = try r.readInt()
+        try r.requireRoom(n, each: 8)
+        stats = [:]
+        for _ in 0..<n {
+            let id = try r.read(UInt32.self)
+            let k = try r.readInt()
+            guard k <= LogFront.maximumParameters else { throw StateError.invalid("parameter count \(k)") }
+            stats[id] = try (0..<k).map { _ in
+                Moments(
+                    count: try r.read(Double.self), mean: try r.read(Double.self), variance: try r.read(Double.self),
+                    low: try r.read(Double.self), high: try r.read(Double.self))
+            }
+        }
+    }
+}
+
+// MARK: - Bursts
+
+/// A template far more frequent in the last `window` lines than usual. Each template's share of the
+/// lines is a running mean over `horizon` lines (decayed lazily: a template is touched only when it
+/// comes); its count among the last `window` lines is compared with the `window × share` expected, as a
+/// Poisson count: the surprise is the signed root of the deviance, √(2(c·ln(c/λ) − (c − λ))), for at
+/// least `minimumCount` lines of it in the window. A burst (at least `ratio` times the expected count) alerts once (strength 1) as its surprise
+/// passes `margin`, and not again for that template until its surprise has fallen below half the margin.
+public final class BurstSignal: AnomalySignal, @unchecked Sendable {
+    public static let name = "burst"
+    public static let stateVersion: UInt32 = 1
+    static let minimumCount = 5
+
+    let window: Int, horizon: Double, margin: Float, ratio: Double
+    /// Share of the lines and the line it was last brought up to date at, per template.
+    var shares: [UInt32: (share: Double, at: UInt64)] = [:]
+    /// The last `window` lines' templates (a ring) and their counts.
+    var recent: [UInt32] = []
+    var next = 0
+    var counts: [UInt32: Int] = [:]
+    var lines: UInt64 = 0
+    /// Templates in a burst now (reported; quiet until their surprise falls below margin / 2).
+    var bursting: Set<UInt32> = []
+    public private(set) var finding: LogFinding?
+
+    public init(window: Int, horizon: Int, margin: Float, ratio: Double) {
+        self.ratio = ratio
+        self.window = max(window, 1)
+        self.horizon = Double(max(horizon, 1))
+        self.margin = margin
+    }
+
+    func share(_ id: UInt32) -> Double {
+        guard let s = shares[id] else { return 0 }
+        return s.share * pow(1 - 1 / horizon, Double(lines - s.at))
+    }
+
+    public func read(_ o: inout Observation) -> Reading {
+        guard let line = o.line else { return Reading() }
+        if line.evicted != 0 { shares[line.evicted] = nil }
+        // The window moves on by this line (whatever becomes of it).
+        if recent.count < window {
+            recent.append(line.template)
+        } else {
+            let out = recent[next]
+            if let c = counts[out], c > 1 { counts[out] = c - 1 } else { counts[out] = nil }
+            recent[next] = line.template
+            next = next + 1 == window ? 0 : next + 1
+        }
+        let c = (counts[line.template] ?? 0) + 1
+        counts[line.template] = c
+        guard c >= Self.minimumCount, lines >= UInt64(window) else {
+            bursting.remove(line.template)
+            return Reading()
+        }
+        let lambda = Double(recent.count) * max(share(line.template), 0.5 / horizon)
+        let n = Double(c)
+        let z = n > lambda ? Float((2 * (n * log(n / lambda) - (n - lambda))).squareRoot()) : 0
+        if z < margin / 2 { bursting.remove(line.template) }
+        guard z >= margin, n >= ratio * lambda, bursting.insert(line.template).inserted else { return Reading(surprise: z) }
+        finding = .burst(line.template, count: c, window: recent.count, ratio: n / lambda)
+        return Reading(surprise: z, strength: 1)
+    }
+
+    /// Every line counts towards the shares (a lasting change of rate becomes the usual).
+    public func learn(_ o: Observation, anomalous: Bool) {
+        guard let line = o.line else { return }
+        let before = share(line.template)
+        lines &+= 1
+        let a = 1 / min(Double(lines), horizon)
+        shares[line.template] = (before * (1 - a) + a, lines)
+    }
+
+    public func encode(_ w: inout StateWriter) {
+        w.write(lines)
+        w.write(UInt32(shares.count))
+        for (id, s) in shares.sorted(by: { $0.key < $1.key }) { w.write(id); w.write(s.share); w.write(s.at) }
+        // The ring, oldest first.
+        let ordered = recent.count < window ? recent : Array(recent[next...] + recent[..<next])
+        w.write(UInt32(ordered.count))
+        for id in ordered { w.write(id) }
+        w.write(UInt32(bursting.count))
+        for id in bursting.sorted() { w.write(id) }
+    }
+
+    public func decode(_ r: inout StateReader, version: UInt32) throws {
+        guard version == 1 else { throw StateError.unsupportedVersion(version) }
+        lines = try r.read(UInt64.self)
+        let n = try r.readInt()
+        try r.requireRoom(n, each: 20)
+        shares = [:]
+        for _ in 0..<n { shares[try r.read(UInt32.self)] = (try r.read(Double.self), try r.read(UInt64.self)) }
+        let k = try r.readInt()
+        try r.requireRoom(k, each: 4)
+        let ordered = try (0..<k).map { _ in try r.read(UInt32.self) }.suffix(window)
+        recent = Array(ordered)
+        next = 0
+        counts = [:]
+        for id in recent { counts[id, default: 0] += 1 }
+        let b = try r.readInt()
+        try r.requireRoom(b, each: 4)
+        bursting = Set(try (0..<b).map { _ in try r.read(UInt32.self) })
+    }
+}
+
+// MARK: - Silences
+
+/// A template that comes regularly and stops. Each template's gaps between lines (in lines, or in
+/// seconds when the producer sends timestamps) are followed as a running mean and mean absolute
+/// deviation; once a template has come `minimumCount` times with a deviation at most half its mean
+/// gap, it is overdue when `factor` mean gaps have passed without it. Overdue templates are found
+/// through a heap of deadlines, so each line costs O(log templates); a silence is read on the first
+/// line after its deadline (certain: strength 1), once until the template comes again.
+public final class SilenceSignal: AnomalySignal, @unchecked Sendable {
+    public static let name = "silence"
+    public static let stateVersion: UInt32 = 1
+    static let minimumCount = 8.0
+
+    struct Rhythm {
+        var count = 0.0
+        var last = 0.0
+        var gap = 0.0, deviation = 0.0
+        var reported = false
+    }
+    let factor: Double, horizon: Double
+    var rhythms: [UInt32: Rhythm] = [:]
+    /// Deadlines (min-heap by time), with the count of the template when set (stale when it differs).
+    var deadlines: [(at: Double, id: UInt32, count: Double)] = []
+    var timed: Bool?
+    public private(set) var finding: LogFinding?
+
+    public init(factor: Double, horizon: Int) {
+        self.factor = factor
+        self.horizon = Double(max(horizon, 1))
+    }
+
+    /// Where the line is in the stream's time: seconds if the stream has timestamps, else lines.
+    func now(_ line: LineFacts) -> Double {
+        if timed == nil { timed = line.seconds != nil }
+        return timed! ? (line.seconds ?? 0) : Double(line.index)
+    }
+
+    public func read(_ o: inout Observation) -> Reading {
+        guard let line = o.line else { return Reading() }
+        if line.evicted != 0 { rhythms[line.evicted] = nil }
+        let t = now(line)
+        while let top = deadlines.first, top.at <= t {
+            popDeadline()
+            guard let r = rhythms[top.id], r.count == top.count, !r.reported, top.id != line.template else { continue }
+            rhythms[top.id]!.reported = true
+            finding = .silence(top.id, usual: r.gap, gap: t - r.last, seconds: timed!)
+            return Reading(surprise: Float(min((t - r.last) / max(r.gap, 1e-9), 1e6)), strength: 1)
+        }
+        return Reading()
+    }
+
+    public func learn(_ o: Observation, anomalous: Bool) {
+        guard let line = o.line else { return }
+        let t = now(line)
+        var r = rhythms[line.template] ?? Rhythm()
+        if r.count > 0 {
+            let gap = max(t - r.last, 0), a = 1 / min(r.count, horizon)
+            r.deviation += a * (abs(gap - r.gap) - r.deviation)
+            r.gap += a * (gap - r.gap)
+        }
+        r.count += 1
+        r.last = t
+        r.reported = false
+        rhythms[line.template] = r
+        if r.count >= Self.minimumCount && r.deviation <= 0.5 * r.gap && r.gap > 0 {
+            pushDeadline((t + factor * r.gap, line.template, r.count))
+        }
+        // Stale deadlines leave as time passes; a heap grown far past the templates is rebuilt.
+        if deadlines.count > 4 * rhythms.count + 64 { rebuild() }
+    }
+
+    func rebuild() {
+        let live = deadlines.filter { d in rhythms[d.id].map { $0.count == d.count } ?? false }
+        deadlines = []
+        for d in live { pushDeadline(d) }
+    }
+
+    func pushDeadline(_ d: (at: Double, id: UInt32, count: Double)) {
+        deadlines.append(d)
+        var i = deadlines.count - 1
+        while i > 0 {
+            let p = (i - 1) / 2
+            guard deadlines[p].at > deadlines[i].at else { break }
+            deadlines.swapAt(p, i)
+            i = p
+        }
+    }
+
+    func popDeadline() {
+        deadlines.swapAt(0, deadlines.count - 1)
+        deadlines.removeLast()
+        var i = 0
+        while true {
+            let l = 2 * i + 1, r = l + 1
+            var m = i
+            if l < deadlines.count && deadlines[l].at < deadlines[m].at { m = l }
+            if r < deadlines.count && deadlines[r].at < deadlines[m].at { m = r }
+            if m == i { break }
+            deadlines.swapAt(i, m)
+            i = m
+        }
+    }
+
+    public func encode(_ w: inout StateWriter) {
+        w.write(UInt8(timed == nil ? 0 : timed! ? 2 : 1))
+        w.write(UInt32(rhythms.count))
+        for (id, r) in rhythms.sorted(by: { $0.key < $1.key }) {
+            w.write(id); w.write(r.count); w.write(r.last); w.write(r.gap); w.write(r.deviation); w.write(r.reported)
+        }
+    }
+
+    /// Deadlines are not saved: they are set again from the rhythms.
+    public func decode(_ r: inout StateReader, version: UInt32) throws {
+        guard version == 1 else { throw StateError.unsupportedVersion(version) }
+        let mode = try r.read(UInt8.self)
+        timed = mode == 0 ? nil : mode == 2
+        let n = try r.readInt()
+        try r.requireRoom(n, each: 37)
+        rhythms = [:]
+        deadlines = []
+        for _ in 0..<n {
+            let id = try r.read(UInt32.self)
+            let rhythm = Rhythm(
+                count: try r.read(Double.self), last: try r.read(Double.self), gap: try r.read(Double.self),
+                deviation: try r.read(Double.self), reported: try r.read(Bool.self))
+            rhythms[id] = rhythm
+            if rhythm.count >= Self.minimumCount && rhythm.deviation <= 0.5 * rhythm.gap && rhythm.gap > 0 && !rhythm.reported {
+                pushDeadline((rhythm.last + factor * rhythm.gap, id, rhythm.count))
+            }
+        }
+    }
+}

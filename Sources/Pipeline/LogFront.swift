@@ -1,0 +1,182 @@
+import Foundation
+import Learning
+import LogMining
+
+/// A log stream's front end: lines in, templates mined (`TemplateMiner`), and for each line the
+/// facts its signals read (`LineFacts`) and the row its models learn: the mix of templates over the
+/// last `mixWindow` lines, as the share of those lines in each of `dimension` buckets (template id
+/// modulo `dimension`), which the autoencoder and MoCo learn as the stream's usual mix.
+///
+/// Used under its stream's lock (ingest mines, the trainer's checkpoint reads).
+public final class LogFront: CheckpointSection, @unchecked Sendable {
+    public static let name = "log-front"
+    public static let stateVersion: UInt32 = 1
+    /// Width of a log stream's rows, and the parameters per line read as numbers.
+    public static let dimension = 32
+    public static let maximumParameters = 8
+
+    public private(set) var miner: TemplateMiner
+    let mixWindow: Int
+    var ring: [UInt8] = []
+    var next = 0
+    var mix = [Float](repeating: 0, count: LogFront.dimension)
+    /// Lines cut to `max_line_bytes`, and lines whose invalid UTF-8 was replaced (since start; the
+    /// ingest thread counts them).
+    public internal(set) var truncated: UInt64 = 0
+    public internal(set) var repaired: UInt64 = 0
+
+    public init(templates: Int, similarity: Double, mixWindow: Int) {
+        var c = TemplateMiner.Configuration()
+        c.maxTemplates = templates
+        c.similarity = similarity
+        miner = TemplateMiner(configuration: c)
+        self.mixWindow = max(mixWindow, 1)
+    }
+
+    /// Mines `lines`: their facts, and their rows (`lines.count × dimension`) into `rows`.
+    public func mine(_ lines: [Substring], seconds: [Double]?, rows: UnsafeMutablePointer<Float>) -> [LineFacts] {
+        var facts: [LineFacts] = []
+        facts.reserveCapacity(lines.count)
+        let d = Self.dimension, share = 1 / Float(mixWindow)
+        for (i, line) in lines.enumerated() {
+            let m = miner.add(line)
+            var numbers: [Double?] = []
+            if !m.parameters.isEmpty {
+                numbers.reserveCapacity(min(m.parameters.count, Self.maximumParameters))
+                for p in m.parameters.prefix(Self.maximumParameters) { numbers.append(Self.number(p)) }
+            }
+            facts.append(
+                LineFacts(
+                    template: m.id, isNew: m.isNew, changed: m.changed, evicted: m.evicted, index: miner.lines,
+                    seconds: seconds?[i], numbers: numbers))
+            let bucket = UInt8(truncatingIfNeeded: Int(m.id) % d)
+            if ring.count < mixWindow {
+                ring.append(bucket)
+            } else {
+                mix[Int(ring[next])] -= share
+                ring[next] = bucket
+                next = next + 1 == mixWindow ? 0 : next + 1
+            }
+            mix[Int(bucket)] += share
+            for j in 0..<d { rows[i * d + j] = max(mix[j], 0) }
+        }
+        return facts
+    }
+
+    /// A parameter as a number, if it is one: an optional sign, digits and at most one decimal
+    /// point, with letters or punctuation around it but no other digits (`1234`, `size=1234`,
+    /// `12.5ms`, `[24200]:`; not `10.0.0.1:80`, `0x1f`, `06:55:46`).
+    static func number(_ p: Substring) -> Double? {
+        var value = 0.0, scale = 0.0, digits = 0, negative = false, state = 0  // 0 before, 1 in, 2 after
+        for c in p.utf8 {
+            let isDigit = c >= 48 && c <= 57
+            switch state {
+            case 0:
+                if isDigit {
+                    state = 1
+                    value = Double(c - 48)
+                    digits = 1
+                } else if c == 45 {
+                    negative = true
+                } else {
+                    negative = false
+                }
+            case 1:
+                if isDigit {
+                    value = value * 10 + Double(c - 48)
+                    digits += 1
+                    if scale > 0 { scale *= 10 }
+                } else if c == 46 && scale == 0 {
+                    scale = 1
+                } else {
+                    state = 2
+                }
+            default:
+                if isDigit { return nil }
+            }
+        }
+        guard digits > 0, digits <= 18 else { return nil }
+        if scale > 1 { value /= scale } else if scale == 1 { return nil }  // "12." is not a decimal
+        return negative ? -value : value
+    }
+
+    /// The template's text (or a placeholder for one evicted since).
+    public func text(_ id: UInt32) -> String { miner.templates[id]?.text ?? "template \(id) (evicted)" }
+
+    /// A finding in words, naming its template.
+    public func describe(_ f: LogFinding) -> String {
+        func figure(_ x: Double) -> String {
+            if x == x.rounded() && abs(x) < 1e15 { return String(Int64(x)) }
+            return String(format: abs(x) >= 100 ? "%.0f" : "%.3g", x)
+        }
+        let t = "\"\(text(f.template))\""
+        switch f {
+        case .newTemplate: return "new template \(t)"
+        case .rareTemplate(_, let seen, let lines): return "rare template \(t): \(seen) lines of it in \(lines)"
+        case .parameter(_, let position, let value, let usual):
+            return "\(t): parameter \(position + 1) is \(figure(value)), usually about \(figure(usual))"
+        case .burst(_, let count, let window, let ratio):
+            return "\(t) at \(figure(ratio.rounded()))x its usual rate (\(count) of the last \(window) lines)"
+        case .silence(_, let usual, let gap, let seconds):
+            let unit = seconds ? "s" : " lines"
+            return "\(t) usually every \(figure(usual.rounded()))\(unit), none for \(figure(gap.rounded()))\(unit)"
+        case .mix: return "unusual mix of templates in the last \(mixWindow) lines, at \(t)"
+        }
+    }
+
+    /// Bytes a front end of `templates` templates takes at most (templates of up to about 40 tokens,
+    /// the tree and vocabulary, and what each signal keeps per template), for `memory_budget`.
+    public static func bytes(templates: Int) -> Int { templates * 6_000 + (1 << 16) }
+
+    // MARK: State
+
+    public func encode(_ w: inout StateWriter) {
+        miner.encode(&w)
+        let ordered = ring.count < mixWindow ? ring : Array(ring[next...] + ring[..<next])
+        w.write(UInt32(ordered.count))
+        for b in ordered { w.write(b) }
+    }
+
+    public func decode(_ r: inout StateReader, version: UInt32) throws {
+        guard version == 1 else { throw StateError.unsupportedVersion(version) }
+        let restored = try TemplateMiner.decode(&r, configuration: miner.configuration)
+        let n = try r.readInt()
+        try r.requireRoom(n, each: 1)
+        let buckets = try (0..<n).map { _ in try r.read(UInt8.self) }
+        guard buckets.allSatisfy({ Int($0) < Self.dimension }) else { throw StateError.invalid("log mix bucket") }
+        miner = restored
+        ring = Array(buckets.suffix(mixWindow))
+        next = 0
+        mix = [Float](repeating: 0, count: Self.dimension)
+        for b in ring { mix[Int(b)] += 1 / Float(mixWindow) }
+    }
+}
+
+/// Lines as a log stream takes them: UTF-8 (invalid bytes become U+FFFD) and at most `maxBytes`
+/// each (cut at a character boundary), with what had to be repaired or cut.
+public enum LineDecoding {
+    public static func decode(_ raw: [Data], maxBytes: Int) -> (lines: [Substring], truncated: Int, repaired: Int) {
+        var lines: [Substring] = []
+        lines.reserveCapacity(raw.count)
+        var truncated = 0, repaired = 0
+        for data in raw {
+            var s: String
+            if let valid = String(validating: data, as: UTF8.self) {
+                s = valid
+            } else {
+                s = String(decoding: data, as: UTF8.self)
+                repaired += 1
+            }
+            if s.utf8.count > maxBytes {
+                // Back to the start of the character the limit falls in.
+                let bytes = Array(s.utf8)
+                var end = maxBytes
+                while end > 0 && bytes[end] & 0xC0 == 0x80 { end -= 1 }
+                s = String(decoding: bytes[..<end], as: UTF8.self)
+                truncated += 1
+            }
+            lines.append(Substring(s))
+        }
+        return (lines, truncated, repaired)
+    }
+}

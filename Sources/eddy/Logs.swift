@@ -1,0 +1,94 @@
+import EddyProtocol
+import Foundation
+import Pipeline
+import ZeroMQ
+
+/// Lines from a file descriptor as raw bytes (a log line need not be valid UTF-8: the daemon
+/// repairs and counts it), in the chunks they arrive in: `tail -F` lines are sent as soon as they
+/// are read, a file's in full batches.
+struct LineReader {
+    let fd: Int32
+    var pending: [UInt8] = []
+    var finished = false
+
+    init(path: String) throws {
+        if path == "-" {
+            fd = 0
+        } else {
+            fd = open(path, O_RDONLY)
+            if fd < 0 { throw CommandFailure("cannot read \(path): \(String(cString: strerror(errno)))") }
+        }
+    }
+
+    /// The complete lines read by one `read` (blocking until there is some), without their "\n" or
+    /// "\r\n"; at the end, the last unterminated line. Empty once the input is finished.
+    mutating func next() -> [Data] {
+        var out: [Data] = []
+        while out.isEmpty && !finished {
+            var chunk = [UInt8](repeating: 0, count: 1 << 16)
+            let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 {
+                finished = true
+                if !pending.isEmpty { out.append(Self.line(pending[...])) }
+                pending = []
+                break
+            }
+            pending += chunk[..<n]
+            var start = 0
+            while let newline = pending[start...].firstIndex(of: 10) {
+                out.append(Self.line(pending[start..<newline]))
+                start = newline + 1
+            }
+            pending.removeFirst(start)
+        }
+        return out
+    }
+
+    static func line(_ bytes: ArraySlice<UInt8>) -> Data {
+        var b = bytes
+        if b.last == 13 { b = b.dropLast() }
+        return Data(b)
+    }
+}
+
+/// The frames of a LineBatch message: the stream's name and the batch.
+func lineFrames(stream: String, sequence: UInt64, lines: [Data], timestamps: [Int64]) throws -> [[UInt8]] {
+    var batch = Eddy_V1_LineBatch()
+    batch.stream = stream
+    batch.sequence = sequence
+    batch.lines = lines
+    batch.timestampsNs = timestamps
+    return [Array(stream.utf8), try batch.serializedBytes()]
+}
+
+/// `eddy feed --log`: lines from a file or standard input to a log stream, at most `batch` to a
+/// message, each message sent as soon as its lines are read. Lines read from standard input are
+/// stamped with the time they were read (a live `tail -F`: silences are then measured in seconds);
+/// a file's lines are not, unless `stamp` says so.
+func feedLines(
+    _ path: String, stream: String, batch: Int, stamp: Bool?, rate: Double, push: borrowing Socket
+) throws -> UInt64 {
+    var reader = try LineReader(path: path)
+    let stamped = stamp ?? (path == "-")
+    var sequence: UInt64 = 0
+    let start = Date()
+    while true {
+        let lines = reader.next()
+        if lines.isEmpty { break }
+        let now = Int64(Date().timeIntervalSince1970 * 1e9)
+        for from in stride(from: 0, to: lines.count, by: batch) {
+            let part = Array(lines[from..<min(from + batch, lines.count)])
+            try push.send(
+                try lineFrames(
+                    stream: stream, sequence: sequence, lines: part,
+                    timestamps: stamped ? Array(repeating: now, count: part.count) : []))
+            sequence += UInt64(part.count)
+            if rate > 0 {
+                let due = Double(sequence) / rate - Date().timeIntervalSince(start)
+                if due > 0 { Thread.sleep(forTimeInterval: due) }
+            }
+        }
+    }
+    return sequence
+}
