@@ -19,7 +19,7 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-EDDY = os.path.join(HERE, "..", ".build", "release", "eddy")
+EDDY = os.environ.get("EDDY", os.path.join(HERE, "..", ".build", "release", "eddy"))
 GRID = {
     "template_margin": [0.5, 1.0, 1.5, 2.0],
     "burst_margin": [4, 6],

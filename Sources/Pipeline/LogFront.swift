@@ -66,7 +66,7 @@ public final class LogFront: CheckpointSection, @unchecked Sendable {
     /// A parameter as a number, if it is one: an optional sign, digits and at most one decimal
     /// point, with letters or punctuation around it but no other digits (`1234`, `size=1234`,
     /// `12.5ms`, `[24200]:`; not `10.0.0.1:80`, `0x1f`, `06:55:46`).
-    static func number(_ p: Substring) -> Double? {
+    public static func number(_ p: Substring) -> Double? {
         var value = 0.0, scale = 0.0, digits = 0, negative = false, state = 0  // 0 before, 1 in, 2 after
         for c in p.utf8 {
             let isDigit = c >= 48 && c <= 57
@@ -140,7 +140,7 @@ public final class LogFront: CheckpointSection, @unchecked Sendable {
     public func decode(_ r: inout StateReader, version: UInt32) throws {
         guard version == 1 else { throw StateError.unsupportedVersion(version) }
         let restored = try TemplateMiner.decode(&r, configuration: miner.configuration)
-        let n = try r.readInt()
+        let n = Int(try r.read(UInt32.self))
         try r.requireRoom(n, each: 1)
         let buckets = try (0..<n).map { _ in try r.read(UInt8.self) }
         guard buckets.allSatisfy({ Int($0) < Self.dimension }) else { throw StateError.invalid("log mix bucket") }

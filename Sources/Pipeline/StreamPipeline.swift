@@ -327,8 +327,11 @@ public final class StreamPipeline: @unchecked Sendable {
                     }
                 }
                 if v.alert, let lines {
-                    let finding = chain.signals[v.source].finding ?? .mix(lines[i].template)
-                    findings.append((i, chain.name(of: v.source), finding))
+                    // The signal that decided, or else the first log signal with something to say
+                    // about this line (a new template also changes the mix the autoencoder sees).
+                    var k = v.source
+                    if chain.signals[k].finding == nil, let other = chain.signals.firstIndex(where: { $0.finding != nil }) { k = other }
+                    findings.append((i, chain.name(of: k), chain.signals[k].finding ?? .mix(lines[i].template)))
                 }
                 // Kept out of the buffer and the normaliser while it looks anomalous, unless the
                 // stream has looked anomalous for a whole hold-off (then it is the new normal).

@@ -144,12 +144,13 @@ public struct DetectionChain: Sendable {
     /// scored (it was still read by every signal). `warming`: the stream's own warm-up (samples
     /// accepted, model steps).
     public mutating func judge(_ o: inout Observation, warming: Bool) -> Verdict? {
-        var surprise = -Float.infinity, strength: Float = 0, source = -1, certain = -1
+        var surprise = -Float.infinity, strength: Float = 0, source = -1, certain = -1, event = -1
         var signalWarming = false
         for k in signals.indices {
             let s = signals[k]
             let r = s.read(&o)
             if r.certain && certain < 0 { certain = k }
+            if r.event && event < 0 { event = k }
             if r.warming { signalWarming = true }
             if source < 0 {
                 (surprise, strength, source) = (r.surprise, r.strength, k)
@@ -161,7 +162,12 @@ public struct DetectionChain: Sendable {
         guard o.scored else { return nil }
         let warmingUp = warming || signalWarming
         let score = warmingUp ? 0 : certain >= 0 ? 1 : Calibrator.phi(surprise)
-        let decision = policy.decide(strength: warmingUp ? 0 : certain >= 0 ? 1 : strength, warming: warmingUp)
+        var decision = policy.decide(strength: warmingUp ? 0 : certain >= 0 || event >= 0 ? 1 : strength, warming: warmingUp)
+        if event >= 0 && !warmingUp && certain < 0 {
+            // An event alerts whatever the repeat cap (it reports itself once).
+            decision = (1, true, true)
+            source = event
+        }
         for s in learners { s.learn(o, anomalous: decision.anomalous) }
         return Verdict(
             score: score.isNaN ? 0 : score, alertScore: decision.alertScore, alert: decision.alert,

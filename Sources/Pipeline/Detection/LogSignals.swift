@@ -99,16 +99,19 @@ public final class TemplateSignal: AnomalySignal, @unchecked Sendable {
     public init(margin: Float) { self.margin = margin }
 
     public func read(_ o: inout Observation) -> Reading {
+        finding = nil
         guard let line = o.line else { return Reading() }
         if line.evicted != 0, let n = counts.removeValue(forKey: line.evicted), n == 1 { singletons -= 1 }
         if line.isNew {
             let z = upperQuantile(Double(max(singletons, 1)) / Double(max(lines, 1)))
-            finding = .newTemplate(line.template)
-            return Reading(surprise: z, strength: strength(z, margin: margin))
+            let s = strength(z, margin: margin)
+            if s >= 0.5 { finding = .newTemplate(line.template) }
+            return Reading(surprise: z, strength: s)
         }
         let seen = counts[line.template] ?? 0
-        finding = .rareTemplate(line.template, seen: seen, lines: lines)
-        return Reading(surprise: upperQuantile(Double(seen + 1) / Double(lines + 1)))
+        let z = upperQuantile(Double(seen + 1) / Double(lines + 1))
+        if seen < 3 && strength(z, margin: margin) >= 0.5 { finding = .rareTemplate(line.template, seen: seen, lines: lines) }
+        return Reading(surprise: z)
     }
 
     /// Every line counts (an anomalous line is still a line of its template, and a stream whose new
@@ -130,7 +133,7 @@ public final class TemplateSignal: AnomalySignal, @unchecked Sendable {
     public func decode(_ r: inout StateReader, version: UInt32) throws {
         guard version == 1 else { throw StateError.unsupportedVersion(version) }
         lines = try r.read(UInt64.self)
-        let n = try r.readInt()
+        let n = Int(try r.read(UInt32.self))
         try r.requireRoom(n, each: 12)
         counts = [:]
         for _ in 0..<n { counts[try r.read(UInt32.self)] = try r.read(UInt64.self) }
@@ -166,6 +169,7 @@ public final class ParameterSignal: AnomalySignal, @unchecked Sendable {
     static func scaled(_ x: Double) -> Double { x < 0 ? -log1p(-x) : log1p(x) }
 
     public func read(_ o: inout Observation) -> Reading {
+        finding = nil
         guard let line = o.line else { return Reading() }
         if line.evicted != 0 { stats[line.evicted] = nil }
         if line.changed { stats[line.template] = nil }  // its positions moved
@@ -181,8 +185,8 @@ public final class ParameterSignal: AnomalySignal, @unchecked Sendable {
         guard position >= 0 else { return Reading() }
         let m = moments[position]
         let usual = m.mean < 0 ? -expm1(-m.mean) : expm1(m.mean)
-        finding = .parameter(line.template, position: position, value: line.numbers[position]!, usual: usual)
-        return Reading(surprise: best, strength: beyond ? 1 : 0)
+        if beyond { finding = .parameter(line.template, position: position, value: line.numbers[position]!, usual: usual) }
+        return Reading(surprise: best, strength: beyond ? 1 : 0, event: beyond)
     }
 
     public func learn(_ o: Observation, anomalous: Bool) {
@@ -215,12 +219,12 @@ public final class ParameterSignal: AnomalySignal, @unchecked Sendable {
 
     public func decode(_ r: inout StateReader, version: UInt32) throws {
         guard version == 1 else { throw StateError.unsupportedVersion(version) }
-        let n = try r.readInt()
+        let n = Int(try r.read(UInt32.self))
         try r.requireRoom(n, each: 8)
         stats = [:]
         for _ in 0..<n {
             let id = try r.read(UInt32.self)
-            let k = try r.readInt()
+            let k = Int(try r.read(UInt32.self))
             guard k <= LogFront.maximumParameters else { throw StateError.invalid("parameter count \(k)") }
             stats[id] = try (0..<k).map { _ in
                 Moments(
@@ -269,6 +273,7 @@ public final class BurstSignal: AnomalySignal, @unchecked Sendable {
     }
 
     public func read(_ o: inout Observation) -> Reading {
+        finding = nil
         guard let line = o.line else { return Reading() }
         if line.evicted != 0 { shares[line.evicted] = nil }
         // The window moves on by this line (whatever becomes of it).
@@ -292,7 +297,7 @@ public final class BurstSignal: AnomalySignal, @unchecked Sendable {
         if z < margin / 2 { bursting.remove(line.template) }
         guard z >= margin, n >= ratio * lambda, bursting.insert(line.template).inserted else { return Reading(surprise: z) }
         finding = .burst(line.template, count: c, window: recent.count, ratio: n / lambda)
-        return Reading(surprise: z, strength: 1)
+        return Reading(surprise: z, strength: 1, event: true)
     }
 
     /// Every line counts towards the shares (a lasting change of rate becomes the usual).
@@ -319,18 +324,18 @@ public final class BurstSignal: AnomalySignal, @unchecked Sendable {
     public func decode(_ r: inout StateReader, version: UInt32) throws {
         guard version == 1 else { throw StateError.unsupportedVersion(version) }
         lines = try r.read(UInt64.self)
-        let n = try r.readInt()
+        let n = Int(try r.read(UInt32.self))
         try r.requireRoom(n, each: 20)
         shares = [:]
         for _ in 0..<n { shares[try r.read(UInt32.self)] = (try r.read(Double.self), try r.read(UInt64.self)) }
-        let k = try r.readInt()
+        let k = Int(try r.read(UInt32.self))
         try r.requireRoom(k, each: 4)
         let ordered = try (0..<k).map { _ in try r.read(UInt32.self) }.suffix(window)
         recent = Array(ordered)
         next = 0
         counts = [:]
         for id in recent { counts[id, default: 0] += 1 }
-        let b = try r.readInt()
+        let b = Int(try r.read(UInt32.self))
         try r.requireRoom(b, each: 4)
         bursting = Set(try (0..<b).map { _ in try r.read(UInt32.self) })
     }
@@ -341,7 +346,7 @@ public final class BurstSignal: AnomalySignal, @unchecked Sendable {
 /// A template that comes regularly and stops. Each template's gaps between lines (in lines, or in
 /// seconds when the producer sends timestamps) are followed as a running mean and mean absolute
 /// deviation; once a template has come `minimumCount` times with a deviation at most half its mean
-/// gap, it is overdue when `factor` mean gaps have passed without it. Overdue templates are found
+/// gap and that gap at least `minimumGap`, it is overdue when `factor` mean gaps have passed without it. Overdue templates are found
 /// through a heap of deadlines, so each line costs O(log templates); a silence is read on the first
 /// line after its deadline (certain: strength 1), once until the template comes again.
 public final class SilenceSignal: AnomalySignal, @unchecked Sendable {
@@ -374,6 +379,7 @@ public final class SilenceSignal: AnomalySignal, @unchecked Sendable {
     }
 
     public func read(_ o: inout Observation) -> Reading {
+        finding = nil
         guard let line = o.line else { return Reading() }
         if line.evicted != 0 { rhythms[line.evicted] = nil }
         let t = now(line)
@@ -382,7 +388,7 @@ public final class SilenceSignal: AnomalySignal, @unchecked Sendable {
             guard let r = rhythms[top.id], r.count == top.count, !r.reported, top.id != line.template else { continue }
             rhythms[top.id]!.reported = true
             finding = .silence(top.id, usual: r.gap, gap: t - r.last, seconds: timed!)
-            return Reading(surprise: Float(min((t - r.last) / max(r.gap, 1e-9), 1e6)), strength: 1)
+            return Reading(surprise: Float(min((t - r.last) / max(r.gap, 1e-9), 1e6)), strength: 1, event: true)
         }
         return Reading()
     }
@@ -400,12 +406,17 @@ public final class SilenceSignal: AnomalySignal, @unchecked Sendable {
         r.last = t
         r.reported = false
         rhythms[line.template] = r
-        if r.count >= Self.minimumCount && r.deviation <= 0.5 * r.gap && r.gap > 0 {
+        if regular(r) {
             pushDeadline((t + factor * r.gap, line.template, r.count))
         }
         // Stale deadlines leave as time passes; a heap grown far past the templates is rebuilt.
         if deadlines.count > 4 * rhythms.count + 64 { rebuild() }
     }
+
+    /// Often enough seen, and its gaps steady: at most half their mean apart from it, and at least
+    /// `minimumGap` (lines or seconds) long: a template on every other line is the traffic itself.
+    func regular(_ r: Rhythm) -> Bool { r.count >= Self.minimumCount && r.deviation <= 0.5 * r.gap && r.gap >= Self.minimumGap }
+    static let minimumGap = 4.0
 
     func rebuild() {
         let live = deadlines.filter { d in rhythms[d.id].map { $0.count == d.count } ?? false }
@@ -452,7 +463,7 @@ public final class SilenceSignal: AnomalySignal, @unchecked Sendable {
         guard version == 1 else { throw StateError.unsupportedVersion(version) }
         let mode = try r.read(UInt8.self)
         timed = mode == 0 ? nil : mode == 2
-        let n = try r.readInt()
+        let n = Int(try r.read(UInt32.self))
         try r.requireRoom(n, each: 37)
         rhythms = [:]
         deadlines = []
@@ -462,7 +473,7 @@ public final class SilenceSignal: AnomalySignal, @unchecked Sendable {
                 count: try r.read(Double.self), last: try r.read(Double.self), gap: try r.read(Double.self),
                 deviation: try r.read(Double.self), reported: try r.read(Bool.self))
             rhythms[id] = rhythm
-            if rhythm.count >= Self.minimumCount && rhythm.deviation <= 0.5 * rhythm.gap && rhythm.gap > 0 && !rhythm.reported {
+            if regular(rhythm) && !rhythm.reported {
                 pushDeadline((rhythm.last + factor * rhythm.gap, id, rhythm.count))
             }
         }

@@ -40,12 +40,17 @@ public struct Reading: Sendable {
     public var certain = false
     /// The signal holds the stream's scores at 0: it has not seen enough to say anything yet.
     public var warming = false
+    /// A discrete event the signal reports once by itself (a burst as it starts, a silence, a
+    /// number beyond its range): it alerts whatever the repeat cap, since an alert of another kind
+    /// just before it is another incident.
+    public var event = false
 
-    public init(surprise: Float = -.infinity, strength: Float = 0, certain: Bool = false, warming: Bool = false) {
+    public init(surprise: Float = -.infinity, strength: Float = 0, certain: Bool = false, warming: Bool = false, event: Bool = false) {
         self.surprise = surprise
         self.strength = strength
         self.certain = certain
         self.warming = warming
+        self.event = event
     }
 }
 
