@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo: the daemon on its embedded defaults, a synthetic eight-sensor machine with an injected
-# anomaly every 5,000 samples (1,000 samples/s), and `eddy watch` printing alerts, snapshots and
-# heartbeats. Runs DEMO_SECONDS (default 60; 0 = until Ctrl-C), then stops everything cleanly.
+# anomaly every 5,000 samples (1,000 samples/s), beside a synthetic service log with a fault every
+# 2,000 lines (200 lines/s: a new message, a burst, a silence, a slow request, an error cascade), and
+# `eddy watch` printing alerts (a log alert names its template and line), snapshots and heartbeats. Runs DEMO_SECONDS (default 60; 0 = until Ctrl-C), then stops everything cleanly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 eddy=.build/release/eddy
@@ -10,14 +11,18 @@ rm -rf out/demo-data   # each demo starts from scratch
 "$eddy" serve --data-dir out/demo-data --log-level warning > out/demo-endpoints.txt &
 serve=$!
 feed=""
+logfeed=""
 cleanup() {
     [ -n "$feed" ] && kill "$feed" 2>/dev/null || true
+    [ -n "$logfeed" ] && kill "$logfeed" 2>/dev/null || true
     kill -TERM "$serve" 2>/dev/null || true
     wait "$serve" 2>/dev/null || true
 }
 trap cleanup EXIT
 for _ in $(seq 50); do [ -s out/demo-endpoints.txt ] && break; sleep 0.1; done
-echo "eddy demo: daemon up ($(tr '\n' ' ' < out/demo-endpoints.txt)); feeding sensors, watching for ${DEMO_SECONDS:-60} s"
+echo "eddy demo: daemon up ($(tr '\n' ' ' < out/demo-endpoints.txt)); feeding sensors and a log, watching for ${DEMO_SECONDS:-60} s"
 "$eddy" feed --demo --stream machine-1 --rate 1000 --anomaly-every 5000 2>/dev/null &
 feed=$!
+"$eddy" feed --demo-log --stream app-log --rate 200 --batch 20 --anomaly-every 2000 2>/dev/null &
+logfeed=$!
 "$eddy" watch --seconds "${DEMO_SECONDS:-60}"

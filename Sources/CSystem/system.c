@@ -15,7 +15,8 @@
 
 static __thread int thread_is_idle;   // this thread chose SCHED_IDLE
 static __thread int locks_held;       // nesting depth of ceiling sections
-static atomic_int idle_boost;          // an idle thread is held at SCHED_OTHER (eddy_idle_boost)
+static __thread int thread_id;         // this thread's kernel id, once asked
+static atomic_int boosted_thread;      // the idle thread held at SCHED_OTHER (eddy_idle_boost), 0: none
 
 static int set_policy(int policy) {
     struct sched_param param;
@@ -49,15 +50,23 @@ void eddy_lock_ceiling_enter(void) {
     if (thread_is_idle && locks_held++ == 0) set_policy(SCHED_OTHER);
 }
 
-void eddy_lock_ceiling_leave(void) {
-    if (thread_is_idle && --locks_held == 0 && !atomic_load(&idle_boost)) set_policy(SCHED_IDLE);
+int eddy_thread_id(void) {
+    if (!thread_id) thread_id = (int)syscall(SYS_gettid);
+    return thread_id;
 }
 
-int eddy_thread_id(void) { return (int)syscall(SYS_gettid); }
+void eddy_lock_ceiling_leave(void) {
+    // A boost is for one thread (the trainer it names), not every idle thread of the process.
+    if (thread_is_idle && --locks_held == 0 && atomic_load(&boosted_thread) != eddy_thread_id()) set_policy(SCHED_IDLE);
+}
 
 int eddy_idle_boost(int tid, int on) {
-    atomic_store(&idle_boost, on);
-    if (!on) return 0;  // the thread goes back to SCHED_IDLE as it leaves its next lock
+    if (!on) {
+        int expected = tid;
+        atomic_compare_exchange_strong(&boosted_thread, &expected, 0);
+        return 0;  // the thread goes back to SCHED_IDLE as it leaves its next lock
+    }
+    atomic_store(&boosted_thread, tid);
     struct sched_param param;
     memset(&param, 0, sizeof param);
     return sched_setscheduler(tid, SCHED_OTHER, &param) == 0 ? 0 : errno;

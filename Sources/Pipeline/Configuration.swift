@@ -95,7 +95,7 @@ public struct StreamConfiguration: Sendable, Equatable {
     public var logHorizon = 2000
     /// How far (standard units) a new template's and a burst's surprise must pass before it alerts
     /// (a new template: alert strength Φ(z − margin); a burst: once, as it passes).
-    public var templateMargin: Float = 1.5
+    public var templateMargin: Float = 2.0
     public var burstMargin: Float = 4
     /// How far beyond the range its template's parameter has shown a number must lie to alert, on
     /// the scale ln(1 + |x|) (2.3: ten times the largest seen).

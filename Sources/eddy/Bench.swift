@@ -14,7 +14,7 @@ struct Bench: ParsableCommand {
             Each subcommand prints readable lines, or one JSON object with --json. Compare against the \
             peers with scripts/bench-compare.py, which runs both in one invocation and reports ratios.
             """,
-        subcommands: [TrainBench.self, ScoreBench.self, PipelineBench.self, MemoryBench.self, KernelBench.self, IngestBench.self, LatencyBench.self, MineBench.self])
+        subcommands: [TrainBench.self, ScoreBench.self, PipelineBench.self, MemoryBench.self, KernelBench.self, IngestBench.self, LatencyBench.self, MineBench.self, LogIngestBench.self])
 }
 
 enum BenchModel: String, ExpressibleByArgument, CaseIterable {

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
+import LinearAlgebra
 import LogMining
+import Pipeline
 
 /// Template mining alone, one core: lines per second through `TemplateMiner.add` (masking,
 /// tokenising, the tree, the update). `scripts/bench-logs.py` runs it beside Drain3 on the same files.
@@ -15,10 +17,7 @@ struct MineBench: ParsableCommand {
     @Flag(help: "Print one JSON object instead of text.") var json = false
 
     func run() throws {
-        let logs = try files.map { path -> [Substring] in
-            guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("cannot read \(path)") }
-            return String(decoding: data, as: UTF8.self).split(whereSeparator: \.isNewline)
-        }
+        let logs = try readLogFiles(files)
         var templates = 0
         func pass() -> Int {
             var n = 0
@@ -44,5 +43,67 @@ struct MineBench: ParsableCommand {
         } else {
             print("mine: \(Int(rate)) lines/s over \(files.count) files (\(passes) passes, \(templates) templates in the last)")
         }
+    }
+}
+
+/// A log stream's ingest work, one core: lines per second through `StreamPipeline.scoreLines`
+/// (mining, the mix row, the autoencoder's score, every log signal, alert reasons), in messages of
+/// `batch` lines, as the daemon's ingest thread does it; training (the trainer thread's work) is
+/// left out, each file's models trained first for a warm-up pass so the stream scores as it would
+/// once warm.
+struct LogIngestBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "logs",
+        abstract: "Lines per second through a log stream's ingest (mining, features, scoring; one thread), over the given log files.")
+
+    @Argument(help: "Log files; each is scored by its own log stream, one pass after another, until the time is up.")
+    var files: [String]
+    @Option(help: "Seconds measured, after one warm-up pass.") var seconds = 3.0
+    @Option(help: "Lines per message.") var batch = 1000
+    @Flag(help: "Print one JSON object instead of text.") var json = false
+
+    func run() throws {
+        BLAS.setThreads(1)
+        let logs = try readLogFiles(files)
+        var settings = StreamConfiguration()
+        settings.log = true
+        settings = settings.resolved(dim: LogFront.dimension)
+        // One stream per file, warmed up: scored and trained on one pass.
+        let streams = logs.map { lines -> StreamPipeline in
+            var run = OfflineRun(name: "bench", settings: settings)
+            for line in lines { _ = run.next(line: line) }
+            return run.pipeline
+        }
+        var sequence: UInt64 = 0
+        func pass() -> Int {
+            var n = 0
+            for (stream, lines) in zip(streams, logs) {
+                for start in stride(from: 0, to: lines.count, by: batch) {
+                    let part = Array(lines[start..<min(start + batch, lines.count)])
+                    _ = stream.scoreLines(part, firstSequence: sequence)
+                    sequence += UInt64(part.count)
+                    n += part.count
+                }
+            }
+            return n
+        }
+        _ = pass()
+        let start = Date()
+        var lines = 0
+        while Date().timeIntervalSince(start) < seconds { lines += pass() }
+        let rate = Double(lines) / Date().timeIntervalSince(start)
+        if json {
+            print(#"{"lines_per_second": \#(Int(rate)), "files": \#(files.count)}"#)
+        } else {
+            print("logs: \(Int(rate)) lines/s through a log stream's ingest over \(files.count) files")
+        }
+    }
+}
+
+/// Each file's lines.
+func readLogFiles(_ files: [String]) throws -> [[Substring]] {
+    try files.map { path in
+        guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("cannot read \(path)") }
+        return String(decoding: data, as: UTF8.self).split(whereSeparator: \.isNewline)
     }
 }

@@ -23,10 +23,12 @@ struct Feed: ParsableCommand {
     @Option(help: "Samples per second (0: as fast as possible).") var rate: Double = 0
     @Flag(help: "Stream the synthetic sensor demo instead of reading CSV.") var demo = false
     @Flag(help: "Send raw log lines (a log stream) instead of CSV samples.") var log = false
+    @Flag(help: "Stream the synthetic service log instead (a fault every --anomaly-every lines, five kinds in turn).")
+    var demoLog = false
     @Flag(inversion: .prefixedNo, help: "--log: stamp each line with the time it was read (default: for standard input only).")
     var stamp: Bool?
-    @Option(help: "Demo: samples to send (0: until interrupted).") var count: Int = 0
-    @Option(help: "Demo: an anomaly every this many samples.") var anomalyEvery: Int = 5000
+    @Option(help: "Demo: samples (or lines) to send (0: until interrupted).") var count: Int = 0
+    @Option(help: "Demo: an anomaly every this many samples (or lines).") var anomalyEvery: Int = 5000
 
     func validate() throws {
         if batch < 1 { throw ValidationError("--batch must be at least 1") }
@@ -39,6 +41,11 @@ struct Feed: ParsableCommand {
         try push.setOption(17, 5000)  // ZMQ_LINGER: let queued batches reach the daemon before exit
         try curve.apply(to: push)
         try push.connect(endpoint)
+        if demoLog {
+            let sent = try feedDemoLog(stream: stream, batch: batch, rate: rate, count: count, faultEvery: anomalyEvery, push: push)
+            FileHandle.standardError.write(Data("eddy feed: sent \(sent) lines to log stream \(stream)\n".utf8))
+            return
+        }
         if log {
             let sent = try feedLines(file, stream: stream, batch: batch, stamp: stamp, rate: rate, push: push)
             FileHandle.standardError.write(Data("eddy feed: sent \(sent) lines to log stream \(stream)\n".utf8))

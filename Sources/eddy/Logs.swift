@@ -1,6 +1,7 @@
 import EddyProtocol
 import Foundation
 import Pipeline
+import Workloads
 import ZeroMQ
 
 /// Lines from a file descriptor as raw bytes (a log line need not be valid UTF-8: the daemon
@@ -88,6 +89,27 @@ func feedLines(
                 let due = Double(sequence) / rate - Date().timeIntervalSince(start)
                 if due > 0 { Thread.sleep(forTimeInterval: due) }
             }
+        }
+    }
+    return sequence
+}
+
+/// `eddy feed --demo-log`: the synthetic service log (`ServiceLogDemo`), stamped as sent, at `rate`
+/// lines per second (0: as fast as possible), `batch` lines to a message, `count` lines (0: until
+/// interrupted).
+func feedDemoLog(stream: String, batch: Int, rate: Double, count: Int, faultEvery: Int, push: borrowing Socket) throws -> UInt64 {
+    var demo = ServiceLogDemo(faultEvery: faultEvery)
+    var sequence: UInt64 = 0
+    let start = Date()
+    while count == 0 || Int(sequence) < count {
+        let n = count == 0 ? batch : min(batch, count - Int(sequence))
+        let lines = (0..<n).map { _ in Data(demo.next().utf8) }
+        let now = Int64(Date().timeIntervalSince1970 * 1e9)
+        try push.send(try lineFrames(stream: stream, sequence: sequence, lines: lines, timestamps: Array(repeating: now, count: n)))
+        sequence += UInt64(n)
+        if rate > 0 {
+            let due = Double(sequence) / rate - Date().timeIntervalSince(start)
+            if due > 0 { Thread.sleep(forTimeInterval: due) }
         }
     }
     return sequence

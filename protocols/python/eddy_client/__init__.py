@@ -96,8 +96,17 @@ def sample_batch(stream, samples, sequence, timestamps_ns=None, producer=""):
     return batch
 
 
+def line_batch(stream, lines, sequence, timestamps_ns=None, producer=""):
+    """The LineBatch for `lines` (str, encoded as UTF-8, or bytes sent as they are)."""
+    batch = pb.LineBatch(stream=stream, sequence=sequence, producer=producer)
+    batch.lines.extend(l if isinstance(l, bytes) else l.encode("utf-8") for l in lines)
+    if timestamps_ns is not None:
+        batch.timestamps_ns.extend(int(t) for t in timestamps_ns)
+    return batch
+
+
 class Producer:
-    """PUSH samples to a daemon's ingest endpoint; numbers each stream's samples from 0."""
+    """PUSH samples (or log lines) to a daemon's ingest endpoint; numbers each stream's samples from 0."""
 
     def __init__(self, endpoint, context=None, linger_ms=5000, curve=None):
         self.context = context or zmq.Context.instance()
@@ -114,6 +123,17 @@ class Producer:
         batch = sample_batch(stream, samples, seq, timestamps_ns)
         self.socket.send_multipart([stream.encode(), batch.SerializeToString()])
         self.sequences[stream] = seq + batch.count
+        return seq
+
+    def send_lines(self, stream, lines, timestamps_ns=None, sequence=None):
+        """Sends log lines to a log stream (without their line terminators); returns the sequence
+        number of the first. The daemon mines them into templates and scores each line."""
+        seq = self.sequences.get(stream, 0) if sequence is None else sequence
+        batch = line_batch(stream, lines, seq, timestamps_ns)
+        if not batch.lines:
+            return seq
+        self.socket.send_multipart([stream.encode(), batch.SerializeToString()])
+        self.sequences[stream] = seq + len(batch.lines)
         return seq
 
     def close(self):
