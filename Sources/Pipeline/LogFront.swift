@@ -118,8 +118,10 @@ public final class LogFront: CheckpointSection, @unchecked Sendable {
         case .burst(_, let count, let window, let ratio):
             return "\(t) at \(figure(ratio.rounded()))x its usual rate (\(count) of the last \(window) lines)"
         case .silence(_, let usual, let gap, let seconds):
+            // Lines are whole; seconds keep three figures (a heartbeat every 0.1 s).
             let unit = seconds ? "s" : " lines"
-            return "\(t) usually every \(figure(usual.rounded()))\(unit), none for \(figure(gap.rounded()))\(unit)"
+            let (u, g) = seconds ? (usual, gap) : (usual.rounded(), gap.rounded())
+            return "\(t) usually every \(figure(u))\(unit), none for \(figure(g))\(unit)"
         case .mix: return "unusual mix of templates in the last \(mixWindow) lines, at \(t)"
         }
     }

@@ -18,13 +18,13 @@ public struct ServiceLogDemo: Sendable {
     }
 
     /// The fault active at line `t` and the line it started at, if any (a silence lasts 30
-    /// heartbeats, a burst and a cascade 40 lines).
+    /// heartbeats, a burst and a cascade 40 lines, slow requests 20 lines).
     public func fault(at t: Int) -> (kind: Fault, start: Int)? {
         let cycle = t / faultEvery
         guard cycle > 0 else { return nil }
         let kind = Fault.allCases[(cycle - 1) % Fault.allCases.count]
         let offset = t % faultEvery
-        let length = kind == .silence ? 30 * heartbeatEvery : kind == .burst || kind == .cascade ? 40 : 1
+        let length = kind == .silence ? 30 * heartbeatEvery : kind == .burst || kind == .cascade ? 40 : kind == .parameter ? 20 : 1
         return offset < length ? (kind, cycle * faultEvery) : nil
     }
 

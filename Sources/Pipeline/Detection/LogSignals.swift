@@ -368,7 +368,7 @@ public final class BurstSignal: AnomalySignal, @unchecked Sendable {
 /// A template that comes regularly and stops. Each template's gaps between lines (in lines, or in
 /// seconds when the producer sends timestamps) are followed as a running mean and mean absolute
 /// deviation; once a template has come `minimumCount` times with a deviation at most half its mean
-/// gap and that gap at least `minimumGap`, it is overdue when `factor` mean gaps have passed
+/// gap (and, in lines, that gap at least `minimumGap`), it is overdue when `factor` mean gaps have passed
 /// without it. (A rule of the mean gap plus `factor` deviations, taking in templates as irregular
 /// as a Poisson stream's, found no more silences in the leave-one-system-out runs and raised more
 /// false alarms: docs/log-streams.md.) Overdue templates are found through a heap of deadlines, so
@@ -438,9 +438,11 @@ public final class SilenceSignal: AnomalySignal, @unchecked Sendable {
         if deadlines.count > 4 * rhythms.count + 64 { rebuild() }
     }
 
-    /// Often enough seen, its gaps steady (at most half their mean apart from it) and at least
-    /// `minimumGap` (lines or seconds) long: a template on every other line is the traffic itself.
-    func regular(_ r: Rhythm) -> Bool { r.count >= Self.minimumCount && r.deviation <= 0.5 * r.gap && r.gap >= Self.minimumGap }
+    /// Often enough seen, its gaps steady (at most half their mean apart from it) and, in lines, at
+    /// least `minimumGap` long: a template on every other line is the traffic itself.
+    func regular(_ r: Rhythm) -> Bool {
+        r.count >= Self.minimumCount && r.deviation <= 0.5 * r.gap && (timed == true ? r.gap > 0 : r.gap >= Self.minimumGap)
+    }
 
     /// How long after its last line a regular template is overdue.
     func allowance(_ r: Rhythm) -> Double { factor * r.gap }
