@@ -100,11 +100,20 @@ public final class TemplateMiner {
     /// Mines one line.
     public func add(_ line: Substring) -> Match {
         lines &+= 1
-        let raw = Self.split(line)
-        let masks = raw.map(Self.masked)
-        var tokens = raw
-        for i in 0..<raw.count { if let m = masks[i] { tokens[i] = Substring(m) } }
-        let ids = lookUp(tokens)
+        // The per-line arrays are the miner's, kept from line to line (taken out while in use, so
+        // each stays uniquely referenced and is refilled in place instead of allocated).
+        var raw = scratch.raw, masks = scratch.masks, tokens = scratch.tokens, ids = scratch.ids
+        scratch = Scratch()
+        defer { scratch = Scratch(raw: raw, masks: masks, tokens: tokens, ids: ids) }
+        Self.split(line, into: &raw)
+        masks.removeAll(keepingCapacity: true)
+        tokens.removeAll(keepingCapacity: true)
+        for token in raw {
+            let m = Self.masked(token)
+            masks.append(m)
+            tokens.append(m.map { Substring($0) } ?? token)
+        }
+        lookUp(tokens, into: &ids)
         let (leaf, route) = self.leaf(for: tokens, masks: masks, creating: true)!
         if let (id, _) = best(in: leaf, ids) {
             // In place: a copy of the template would copy its arrays on every line.
@@ -144,6 +153,13 @@ public final class TemplateMiner {
     /// on Characters: grapheme breaking is most of the cost otherwise).
     static func split(_ line: Substring) -> [Substring] {
         var out: [Substring] = []
+        split(line, into: &out)
+        return out
+    }
+
+    /// `split` into `out` (emptied first).
+    static func split(_ line: Substring, into out: inout [Substring]) {
+        out.removeAll(keepingCapacity: true)
         let u = line.utf8
         var i = u.startIndex
         var start: Substring.Index?
@@ -160,15 +176,26 @@ public final class TemplateMiner {
             u.formIndex(after: &i)
         }
         if let s = start { out.append(line[s..<u.endIndex]) }
-        return out
     }
 
     /// The tokens' vocabulary ids; a token no template holds gets an id of its own below zero.
     func lookUp(_ tokens: [Substring]) -> [Int32] {
-        var ids = [Int32](repeating: 0, count: tokens.count)
-        for i in 0..<tokens.count { ids[i] = vocabulary[tokens[i]] ?? -Int32(truncatingIfNeeded: i + 1) }
+        var ids: [Int32] = []
+        lookUp(tokens, into: &ids)
         return ids
     }
+
+    /// `lookUp` into `ids` (emptied first).
+    func lookUp(_ tokens: [Substring], into ids: inout [Int32]) {
+        ids.removeAll(keepingCapacity: true)
+        for i in 0..<tokens.count { ids.append(vocabulary[tokens[i]] ?? -Int32(truncatingIfNeeded: i + 1)) }
+    }
+
+    /// What `add` works in, kept between lines.
+    struct Scratch {
+        var raw: [Substring] = [], masks: [String?] = [], tokens: [Substring] = [], ids: [Int32] = []
+    }
+    var scratch = Scratch()
 
     /// The token's id, held once more.
     func intern(_ token: Substring) -> Int32 {

@@ -147,3 +147,44 @@ def test_injected_faults_in_real_logs_are_found_with_few_false_alarms(tmp_path):
         k = figures["by_kind"][kind]
         assert k["found"] == k["events"], (kind, k)
     assert figures["by_kind"]["parameter"]["found"] >= 1
+
+
+def scored_templates(sub, stream, count):
+    """Template ids of the next `count` scored lines of `stream`, by sequence number."""
+    ids = {}
+    while len(ids) < count:
+        got = sub.recv(timeout_ms=5000)
+        assert got is not None, f"scores for {stream}"
+        if got[0] == f"score/{stream}/":
+            for i, t in enumerate(got[1].template_ids):
+                ids[got[1].first_sequence + i] = t
+    return ids
+
+
+def test_template_ids_and_counts_survive_a_restart(start_daemon, tmp_path):
+    data_dir = tmp_path / "state"
+    lines = service_log(600)
+    daemon = start_daemon(data_dir)
+    with Producer(daemon.endpoints["ingest"]) as producer, Subscriber(daemon.endpoints["publish"], ["score/", "hb/"]) as sub:
+        wait_heartbeat(sub)
+        producer.send_lines("app", lines[:400])
+        before = scored_templates(sub, "app", 400)
+    assert daemon.terminate()[0] == 0
+
+    again = start_daemon(data_dir)
+    with Producer(again.endpoints["ingest"]) as producer, Subscriber(again.endpoints["publish"], ["score/", "hb/"]) as sub:
+        hb = wait_heartbeat(sub)
+        s = next(s for s in hb.streams if s.stream == "app")
+        assert s.log and s.accepted == 400 and s.templates == len(set(before.values()))
+        producer.send_lines("app", lines[400:] + ["FATAL storage: replica 3 lost"], sequence=400)
+        after = scored_templates(sub, "app", 201)
+    # Each message keeps the id it had before the restart; a new one gets the next id.
+    first = {}
+    for seq, t in before.items():
+        first.setdefault(lines[seq].split(":")[0], t)
+    for seq in range(400, 600):
+        key = lines[seq].split(":")[0]
+        if key in first:
+            assert after[seq] == first[key], lines[seq]
+    assert after[600] > max(before.values())  # ids are never given twice
+    assert again.terminate()[0] == 0
