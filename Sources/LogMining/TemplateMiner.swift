@@ -158,6 +158,8 @@ public final class TemplateMiner {
     }
 
     /// `split` into `out` (emptied first).
+    /// At most `maximumTokens` tokens: the last holds the rest of the line (so a template's size,
+    /// and what a stream's memory budget charges for it, stays bounded whatever a line holds).
     static func split(_ line: Substring, into out: inout [Substring]) {
         out.removeAll(keepingCapacity: true)
         let u = line.utf8
@@ -166,7 +168,7 @@ public final class TemplateMiner {
         while i != u.endIndex {
             let c = u[i]
             if c == 32 || c == 9 || c == 13 {
-                if let s = start {
+                if let s = start, out.count < maximumTokens - 1 {
                     out.append(line[s..<i])
                     start = nil
                 }
@@ -175,8 +177,16 @@ public final class TemplateMiner {
             }
             u.formIndex(after: &i)
         }
-        if let s = start { out.append(line[s..<u.endIndex]) }
+        if let s = start {
+            // The rest, without the blanks it may end with.
+            var end = u.endIndex
+            while end > s, let c = Optional(u[u.index(before: end)]), c == 32 || c == 9 || c == 13 { end = u.index(before: end) }
+            out.append(line[s..<end])
+        }
     }
+
+    /// Tokens a line is split into at most.
+    public static let maximumTokens = 128
 
     /// The tokens' vocabulary ids; a token no template holds gets an id of its own below zero.
     func lookUp(_ tokens: [Substring]) -> [Int32] {

@@ -336,6 +336,8 @@ struct MemoryBench: ParsableCommand {
             """)
 
     @Option(help: "Stream dims (comma-separated).") var dims: String = "1,8,32,128,700,2000"
+    @Option(help: "Also a log stream with this many templates at most (log_templates), fed three times as many distinct messages (0: none).")
+    var logTemplates: Int = 1000
     @Option(help: "Configuration file whose [stream] section the streams take.") var config: String?
     @Flag(help: "One JSON object instead of text.") var json = false
 
@@ -365,6 +367,45 @@ struct MemoryBench: ParsableCommand {
             report.add("dim_\(dim)_estimate_bytes", estimate)
             report.add("dim_\(dim)_estimate_over_allocated", Double(estimate) / Double(max(allocated, 1)))
         }
+        if logTemplates > 0 {
+            var settings = defaults
+            settings.log = true
+            settings.logTemplates = logTemplates
+            settings.warmupSamples = 100
+            settings = settings.resolved(dim: LogFront.dimension)
+            try settings.validate(name: "bench")
+            let lines = Self.distinctMessages(3 * logTemplates)
+            let before = eddy_allocated_bytes()
+            let pipeline = StreamPipeline(name: "bench", settings: settings)
+            for start in stride(from: 0, to: lines.count, by: 500) {
+                _ = pipeline.scoreLines(Array(lines[start..<min(start + 500, lines.count)]), firstSequence: UInt64(start))
+                for _ in 0..<4 { pipeline.trainStep() }
+            }
+            _ = pipeline.takeSnapshots(now: 0)
+            let allocated = Int(eddy_allocated_bytes() &- before)
+            withExtendedLifetime(pipeline) {}
+            report.add("log_templates", pipeline.logs?.miner.templates.count ?? 0)
+            report.add("log_allocated_bytes", allocated)
+            report.add("log_estimate_bytes", settings.memoryEstimate)
+            report.add("log_estimate_over_allocated", Double(settings.memoryEstimate) / Double(max(allocated, 1)))
+        }
         report.print(json: json)
+    }
+
+    /// `count` messages that are each a template of their own: distinct words (no digits, so
+    /// nothing is masked) in 6 to 13 tokens, with a number and an address as parameters.
+    static func distinctMessages(_ count: Int) -> [Substring] {
+        func word(_ n: Int) -> String {
+            var n = n, out = ""
+            repeat {
+                out.append(Character(Unicode.Scalar(UInt8(97 + n % 26))))
+                n /= 26
+            } while n > 0
+            return out + "x"
+        }
+        return (0..<count).map { k in
+            let extra = (0..<(k % 8)).map { word(k * 31 + $0 * 7919) }.joined(separator: " ")
+            return Substring("svc \(word(k)) reported \(word(k * 7 + 1)) for \(word(k * 13 + 2)) \(extra) code \(k % 997) from 10.0.\(k % 256).\(k % 7)")
+        }
     }
 }

@@ -103,4 +103,14 @@ func groupingAccuracy(_ predicted: [UInt32], _ truth: [Substring]) -> Double {
         let again = miner.add("one two three four")  // a new template, with a new id
         #expect(again.isNew && again.id == 4 && miner.templates[first] == nil)
     }
+
+    @Test func aLineOfManyTokensKeepsTheRestOfItInItsLastToken() {
+        let miner = TemplateMiner()
+        let words = (0..<300).map { "w\(Character(Unicode.Scalar(UInt8(97 + $0 % 26))))" }
+        let m = miner.add(Substring(words.joined(separator: " ") + "  "))
+        let t = miner.templates[m.id]!
+        #expect(t.tokens.count == TemplateMiner.maximumTokens)
+        #expect(t.tokens.last == words[(TemplateMiner.maximumTokens - 1)...].joined(separator: " "))
+        #expect(miner.add("a b  c").parameters.isEmpty && miner.templates.values.contains { $0.tokens == ["a", "b", "c"] })
+    }
 }

@@ -351,6 +351,10 @@ def test_the_memory_estimate_covers_what_a_stream_allocates():
         assert 1.0 <= ratio <= 1.25, (dim, report)
     sizes = [report[f"dim_{dim}_allocated_bytes"] for dim in (32, 700, 2000)]
     assert sizes == sorted(sizes) and sizes[-1] > 10 * sizes[0], "a stream's cost grows with its dim"
+    # A log stream filled to its 1,000 templates (3,000 distinct messages, evictions included): the
+    # estimate bounds what it takes (it allows for templates of 128 tokens; these have 6 to 13).
+    assert report["log_templates"] == 1000
+    assert 1.0 <= report["log_estimate_over_allocated"] <= 3.0, report
 
 
 def test_values_that_would_poison_a_stream_are_refused_and_no_score_or_weight_turns_nan(start_daemon):
