@@ -455,6 +455,13 @@ public final class Daemon: @unchecked Sendable {
     /// The expired stream of this name, if its state was kept and still fits `settings` (streamsLock held).
     func revive(_ name: String, settings: StreamConfiguration) -> StreamPipeline? {
         switch checkpoints?.takeExpired(name, settings: settings) {
+        case .success(let s) where s.settings.log != settings.log || s.settings.dim != settings.dim:
+            // Its kind or dim comes from its state: it would not be the stream this batch asks for
+            // (nor cost what was charged for it).
+            logger.warning(
+                "expired stream came back as another kind or dim; it starts afresh",
+                metadata: ["stream.id": "\(name)", "stream.log": "\(settings.log)", "stream.dim": "\(settings.dim)"])
+            return nil
         case .success(let s):
             streamsRevived.add()
             logger.notice("expired stream came back; it resumes from its kept state", metadata: ["stream.id": "\(name)"])

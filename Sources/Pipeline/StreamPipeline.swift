@@ -125,6 +125,9 @@ public final class StreamPipeline: @unchecked Sendable {
     public let inputDimension: Int
 
     let lock = Lock()
+    /// Held for a log stream's whole batch (mining, then judging) and by `serialized()`, so a
+    /// checkpoint never falls between a miner and the signals that have not yet read its lines.
+    let batchLock = Lock()
 
     // Shared under `lock`.
     var buffer: ReplayBuffer
@@ -382,6 +385,10 @@ public final class StreamPipeline: @unchecked Sendable {
     ///
     /// - Returns: exactly one score per line, in order.
     public func scoreLines(_ lines: [Substring], firstSequence: UInt64, timestamps: [Int64]? = nil) -> ScoredBatch {
+        batchLock.withLock { scoreLinesHeld(lines, firstSequence: firstSequence, timestamps: timestamps) }
+    }
+
+    private func scoreLinesHeld(_ lines: [Substring], firstSequence: UInt64, timestamps: [Int64]?) -> ScoredBatch {
         guard let logs else { preconditionFailure("scoreLines on a sample stream") }
         let n = lines.count, d = LogFront.dimension
         guard n > 0 else { return score(UnsafePointer(rows.pointer), count: 0, firstSequence: firstSequence) }
@@ -614,7 +621,9 @@ public final class StreamPipeline: @unchecked Sendable {
     public static let formatVersion: UInt32 = 7
 
     /// The stream's whole state (call from the trainer thread, or with no trainer running).
-    public func serialized() -> [UInt8] {
+    public func serialized() -> [UInt8] { batchLock.withLock { serializedHeld() } }
+
+    private func serializedHeld() -> [UInt8] {
         if !modelsFinite { rollBack() }  // a non-finite weight is never checkpointed
         var w = StateWriter()
         w.write(Self.kind); w.write(Self.formatVersion)

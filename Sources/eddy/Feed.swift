@@ -10,7 +10,11 @@ struct Feed: ParsableCommand {
             One sample per line, comma-separated; a first line with a non-numeric field is a header, and \
             a `timestamp` column and a label column (is_anomaly, label, anomaly) are not sent (--skip names \
             more). --demo instead streams eight correlated sensors with an \
-            injected anomaly (spike, stuck sensor, broken correlation) every --anomaly-every samples.             --log sends raw log lines to a log stream (`tail -F app.log | eddy feed --log --stream app`):             each read's lines go out at once, at most --batch to a message; lines from standard input are             stamped with the time they were read (--no-stamp: not), a file's lines are not (--stamp: they are).
+            injected anomaly (spike, stuck sensor, broken correlation) every --anomaly-every samples. \
+            --log sends raw log lines to a log stream (`tail -F app.log | eddy feed --log --stream app`): \
+            each read's lines go out at once, at most --batch to a message; lines from standard input are \
+            stamped with the time they were read (--no-stamp: not), a file's lines are not (--stamp: they are). \
+            --demo-log streams a synthetic service log with a fault every --anomaly-every lines.
             """)
 
     @Argument(help: "CSV file, or - for standard input.") var file: String = "-"

@@ -293,14 +293,14 @@ public final class BurstSignal: AnomalySignal, @unchecked Sendable {
     public func read(_ o: inout Observation) -> Reading {
         finding = nil
         guard let line = o.line else { return Reading() }
-        if line.evicted != 0 { shares[line.evicted] = nil }
+        if line.evicted != 0 { forget(line.evicted) }
         // The window moves on by this line (whatever becomes of it); the line leaving it joins the shares.
         if recent.count < window {
             recent.append(line.template)
         } else {
             let out = recent[next]
             if let c = counts[out], c > 1 { counts[out] = c - 1 } else { counts[out] = nil }
-            learnShare(out)
+            if out != 0 { learnShare(out) }
             recent[next] = line.template
             next = next + 1 == window ? 0 : next + 1
         }
@@ -317,6 +317,15 @@ public final class BurstSignal: AnomalySignal, @unchecked Sendable {
         guard z >= margin, n >= ratio * lambda, bursting.insert(line.template).inserted else { return Reading(surprise: z) }
         finding = .burst(line.template, count: c, window: recent.count, ratio: n / lambda)
         return Reading(surprise: z, strength: 1, event: true)
+    }
+
+    /// An evicted template: its share, its burst, and its lines in the window (which become id 0,
+    /// no template's, so they leave without teaching a share of a template that is gone).
+    func forget(_ id: UInt32) {
+        shares[id] = nil
+        bursting.remove(id)
+        counts[id] = nil
+        for k in recent.indices where recent[k] == id { recent[k] = 0 }
     }
 
     /// A line that left the window, counted in its template's share (every line counts: a lasting
@@ -349,7 +358,11 @@ public final class BurstSignal: AnomalySignal, @unchecked Sendable {
         let n = Int(try r.read(UInt32.self))
         try r.requireRoom(n, each: 20)
         shares = [:]
-        for _ in 0..<n { shares[try r.read(UInt32.self)] = (try r.read(Double.self), try r.read(UInt64.self)) }
+        for _ in 0..<n {
+            let id = try r.read(UInt32.self), share = try r.read(Double.self), at = try r.read(UInt64.self)
+            guard at <= lines, share.isFinite, share >= 0 else { throw StateError.invalid("burst share") }
+            shares[id] = (share, at)
+        }
         let k = Int(try r.read(UInt32.self))
         try r.requireRoom(k, each: 4)
         let ordered = try (0..<k).map { _ in try r.read(UInt32.self) }.suffix(window)
@@ -397,17 +410,19 @@ public final class SilenceSignal: AnomalySignal, @unchecked Sendable {
         self.horizon = Double(max(horizon, 1))
     }
 
-    /// Where the line is in the stream's time: seconds if the stream has timestamps, else lines.
-    func now(_ line: LineFacts) -> Double {
+    /// Where the line is in the stream's time: seconds if the stream's first line had a timestamp,
+    /// else lines. A line without one in a timed stream has no place in its time (nil): it is
+    /// neither read nor learned by this signal.
+    func now(_ line: LineFacts) -> Double? {
         if timed == nil { timed = line.seconds != nil }
-        return timed! ? (line.seconds ?? 0) : Double(line.index)
+        return timed! ? line.seconds : Double(line.index)
     }
 
     public func read(_ o: inout Observation) -> Reading {
         finding = nil
         guard let line = o.line else { return Reading() }
         if line.evicted != 0 { rhythms[line.evicted] = nil }
-        let t = now(line)
+        guard let t = now(line) else { return Reading() }
         while let top = deadlines.first, top.at <= t {
             popDeadline()
             guard let r = rhythms[top.id], r.count == top.count, !r.reported, top.id != line.template else { continue }
@@ -419,8 +434,7 @@ public final class SilenceSignal: AnomalySignal, @unchecked Sendable {
     }
 
     public func learn(_ o: Observation, anomalous: Bool) {
-        guard let line = o.line else { return }
-        let t = now(line)
+        guard let line = o.line, let t = now(line) else { return }
         var r = rhythms[line.template] ?? Rhythm()
         if r.count > 0 {
             let gap = max(t - r.last, 0), a = 1 / min(r.count, horizon)
@@ -428,7 +442,7 @@ public final class SilenceSignal: AnomalySignal, @unchecked Sendable {
             r.gap += a * (gap - r.gap)
         }
         r.count += 1
-        r.last = t
+        r.last = max(r.last, t)
         r.reported = false
         rhythms[line.template] = r
         if regular(r) {
