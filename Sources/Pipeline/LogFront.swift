@@ -67,8 +67,13 @@ public final class LogFront: CheckpointSection, @unchecked Sendable {
     /// point, with letters or punctuation around it but no other digits (`1234`, `size=1234`,
     /// `12.5ms`, `[24200]:`; not `10.0.0.1:80`, `0x1f`, `06:55:46`).
     public static func number(_ p: Substring) -> Double? {
+        // A native Substring's bytes are contiguous: read them in place.
+        p.utf8.withContiguousStorageIfAvailable(number) ?? Array(p.utf8).withUnsafeBufferPointer(number)
+    }
+
+    static func number(_ bytes: UnsafeBufferPointer<UInt8>) -> Double? {
         var value = 0.0, scale = 0.0, digits = 0, negative = false, state = 0  // 0 before, 1 in, 2 after
-        for c in p.utf8 {
+        for c in bytes {
             let isDigit = c >= 48 && c <= 57
             switch state {
             case 0:
