@@ -31,6 +31,7 @@ public struct StateWriter {
         withUnsafeBytes(of: value.littleEndian) { bytes.append(contentsOf: $0) }
     }
     public mutating func write(_ value: Float) { write(value.bitPattern) }
+    public mutating func write(_ value: Double) { write(value.bitPattern) }
     public mutating func write(_ value: Bool) { write(UInt8(value ? 1 : 0)) }
     /// Count, then the floats' bytes (IEEE 754, little-endian).
     public mutating func write(_ buffer: FloatBuffer) {
@@ -87,6 +88,7 @@ public struct StateReader {
         return value
     }
     public mutating func read(_: Float.Type) throws -> Float { Float(bitPattern: try read(UInt32.self)) }
+    public mutating func read(_: Double.Type) throws -> Double { Double(bitPattern: try read(UInt64.self)) }
 
     /// A count or step written as a UInt64, refused if it does not fit an Int (converting would trap).
     public mutating func readInt() throws -> Int {

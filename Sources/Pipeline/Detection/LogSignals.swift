@@ -69,14 +69,6 @@ func upperQuantile(_ p: Double) -> Float {
 /// The alert strength of a surprise over a margin: Φ(z − margin).
 func strength(_ z: Float, margin: Float) -> Float { z.isFinite ? Calibrator.phi(z - margin) : 0 }
 
-extension StateWriter {
-    mutating func write(_ value: Double) { write(value.bitPattern) }
-}
-
-extension StateReader {
-    mutating func read(_: Double.Type) throws -> Double { Double(bitPattern: try read(UInt64.self)) }
-}
-
 // MARK: - New and rare templates
 
 /// A line whose template is new, or rare. The chance that the next line founds a template is
