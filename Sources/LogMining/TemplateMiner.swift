@@ -61,10 +61,21 @@ public final class TemplateMiner {
         public let isNew: Bool
         /// The template changed (a position became `<*>`), so its text differs from before.
         public let changed: Bool
-        /// The line's own text at each `<*>` of the template, before masking, in order.
-        public let parameters: [Substring]
+        /// The line mined.
+        public let line: Substring
+        /// Where the line's own text at each `<*>` of the template lies (before masking), in order:
+        /// UTF-8 offsets from the line's start.
+        public let parameterSpans: [Range<Int>]
         /// The template evicted to make room for this one (0: none).
         public var evicted: UInt32 = 0
+
+        /// The line's own text at each `<*>` of the template, in order.
+        public var parameters: [Substring] {
+            let u = line.utf8
+            return parameterSpans.map { span in
+                Substring(u[u.index(u.startIndex, offsetBy: span.lowerBound)..<u.index(u.startIndex, offsetBy: span.upperBound)])
+            }
+        }
     }
 
     public static let wildcard = "<*>"
@@ -75,21 +86,21 @@ public final class TemplateMiner {
     public private(set) var lines: UInt64 = 0
     public private(set) var evicted: UInt64 = 0
 
-    /// Tree: token count, then the prefix tokens, then the templates at the leaf.
+    /// Tree: token count, then the prefix tokens (as ids in `branches`; 0 is `<*>`), then the
+    /// templates at the leaf.
     final class Node {
-        var children: [Substring: Node] = [:]
+        var children: [Int32: Node] = [:]
         var templates: [UInt32] = []
     }
-    var root: [Int: Node] = [:]
+    /// By token count (at most `maximumTokens`).
+    var root = [Node?](repeating: nil, count: maximumTokens + 1)
 
     /// Every token some template holds, by id, with how many template positions hold it (a token
-    /// no template holds any more is forgotten, so lines of ever-new values cannot grow it).
-    /// Keys are Substrings of Strings of their own (a line's Substring looks them up without a copy).
-    var vocabulary: [Substring: Int32] = [wildcardKey: 0]
-    var words: [Substring] = [wildcardKey]
-    static let wildcardKey = Substring(wildcard)
-    var references: [Int32] = [0]
-    var freeIDs: [Int32] = []
+    /// no template holds any more is forgotten, so lines of ever-new values cannot grow it). Id 0
+    /// is `<*>`.
+    var vocabulary = ByteTable(first: Array(wildcard.utf8))
+    /// The tree's branch tokens (kept while the tree keeps its nodes: at most `maxChildren` per node).
+    var branches = ByteTable(first: Array(wildcard.utf8))
 
     public init(configuration: Configuration = Configuration()) {
         self.configuration = configuration
@@ -100,199 +111,202 @@ public final class TemplateMiner {
     /// Mines one line.
     public func add(_ line: Substring) -> Match {
         lines &+= 1
-        // The per-line arrays are the miner's, kept from line to line (taken out while in use, so
-        // each stays uniquely referenced and is refilled in place instead of allocated).
-        var raw = scratch.raw, masks = scratch.masks, tokens = scratch.tokens, ids = scratch.ids
-        scratch = Scratch()
-        defer { scratch = Scratch(raw: raw, masks: masks, tokens: tokens, ids: ids) }
-        Self.split(line, into: &raw)
-        masks.removeAll(keepingCapacity: true)
-        tokens.removeAll(keepingCapacity: true)
-        for token in raw {
-            let m = Self.masked(token)
-            masks.append(m)
-            tokens.append(m.map { Substring($0) } ?? token)
-        }
-        lookUp(tokens, into: &ids)
-        let (leaf, route) = self.leaf(for: tokens, masks: masks, creating: true)!
-        if let (id, _) = best(in: leaf, ids) {
-            // In place: a copy of the template would copy its arrays on every line.
-            var changed = false
-            let held = templates[id]!.ids
-            for i in 0..<held.count where held[i] != ids[i] && held[i] != 0 {
-                release(held[i])
-                templates[id]!.ids[i] = 0
-                templates[id]!.tokens[i] = Self.wildcard
-                changed = true
+        return Self.withBytes(line) { line, bytes in
+            tokenize(bytes)
+            lookUp()
+            let leaf = self.leaf(bytes, creating: true)!
+            let n = scratch.count
+            if let id = best(in: leaf) {
+                // In place, found once: a copy of the template would copy its arrays on every line.
+                let at = templates.index(forKey: id)!
+                var changed = false
+                templates.values[at].count &+= 1
+                templates.values[at].lastLine = lines
+                for i in 0..<n {
+                    let held = templates.values[at].ids[i]
+                    guard held != scratch.ids[i] && held != 0 else { continue }
+                    vocabulary.release(held)
+                    templates.values[at].ids[i] = 0
+                    templates.values[at].tokens[i] = Self.wildcard
+                    changed = true
+                }
+                return Match(id: id, isNew: false, changed: changed, line: line, parameterSpans: parameterSpans(of: templates.values[at].ids))
             }
-            templates[id]!.count &+= 1
-            templates[id]!.lastLine = lines
-            return Match(id: id, isNew: false, changed: changed, parameters: parameters(templates[id]!.ids, raw, masks))
+            let evictedID = templates.count >= configuration.maxTemplates ? evictOne() : 0
+            let id = nextID
+            nextID &+= 1
+            let route = (0..<scratch.routeCount).map { String(decoding: branches.word(scratch.route[$0]), as: UTF8.self) }
+            var t = Template(id: id, tokens: (0..<n).map { String(decoding: key($0), as: UTF8.self) }, count: 1, lastLine: lines, route: route)
+            t.ids = scratch.keys.withUnsafeBufferPointer { keys in
+                (0..<n).map { i in vocabulary.intern(UnsafeBufferPointer(rebasing: keys[keyRange(i)])) }
+            }
+            templates[id] = t
+            leaf.templates.append(id)
+            return Match(id: id, isNew: true, changed: false, line: line, parameterSpans: parameterSpans(of: t.ids), evicted: evictedID)
         }
-        let evictedID = templates.count >= configuration.maxTemplates ? evictOne() : 0
-        let id = nextID
-        nextID &+= 1
-        var t = Template(id: id, tokens: tokens.map(String.init), count: 1, lastLine: lines, route: route.map(String.init))
-        t.ids = tokens.map(intern)
-        templates[id] = t
-        leaf.templates.append(id)
-        return Match(id: id, isNew: true, changed: false, parameters: parameters(t.ids, raw, masks), evicted: evictedID)
     }
 
     /// The template `line` would join, without learning anything from it (nil: it would be new).
     public func match(_ line: Substring) -> UInt32? {
-        let raw = Self.split(line)
-        let masks = raw.map(Self.masked)
-        var tokens = raw
-        for i in 0..<raw.count { if let m = masks[i] { tokens[i] = Substring(m) } }
-        guard let (leaf, _) = leaf(for: tokens, masks: masks, creating: false) else { return nil }
-        return best(in: leaf, lookUp(tokens))?.id
+        Self.withBytes(line) { _, bytes in
+            tokenize(bytes)
+            lookUp()
+            guard let leaf = leaf(bytes, creating: false) else { return nil }
+            return best(in: leaf)
+        }
     }
 
-    /// The line's tokens: what lies between spaces, tabs and carriage returns (split on bytes, not
-    /// on Characters: grapheme breaking is most of the cost otherwise).
-    static func split(_ line: Substring) -> [Substring] {
-        var out: [Substring] = []
-        split(line, into: &out)
-        return out
-    }
-
-    /// `split` into `out` (emptied first).
-    /// At most `maximumTokens` tokens: the last holds the rest of the line (so a template's size,
-    /// and what a stream's memory budget charges for it, stays bounded whatever a line holds).
-    static func split(_ line: Substring, into out: inout [Substring]) {
-        out.removeAll(keepingCapacity: true)
-        let u = line.utf8
-        var i = u.startIndex
-        var start: Substring.Index?
-        while i != u.endIndex {
-            let c = u[i]
-            if c == 32 || c == 9 || c == 13 {
-                if let s = start, out.count < maximumTokens - 1 {
-                    out.append(line[s..<i])
-                    start = nil
-                }
-            } else if start == nil {
-                start = i
-            }
-            u.formIndex(after: &i)
-        }
-        if let s = start {
-            // The rest, without the blanks it may end with.
-            var end = u.endIndex
-            while end > s, let c = Optional(u[u.index(before: end)]), c == 32 || c == 9 || c == 13 { end = u.index(before: end) }
-            out.append(line[s..<end])
-        }
+    /// `body` over the line's UTF-8 bytes, in place for a native string.
+    static func withBytes<R>(_ line: Substring, _ body: (Substring, UnsafeBufferPointer<UInt8>) -> R) -> R {
+        if let r = line.utf8.withContiguousStorageIfAvailable({ body(line, $0) }) { return r }
+        let native = Substring(String(line))
+        return native.utf8.withContiguousStorageIfAvailable { body(native, $0) }!
     }
 
     /// Tokens a line is split into at most.
     public static let maximumTokens = 128
 
-    /// The tokens' vocabulary ids; a token no template holds gets an id of its own below zero.
-    func lookUp(_ tokens: [Substring]) -> [Int32] {
-        var ids: [Int32] = []
-        lookUp(tokens, into: &ids)
-        return ids
-    }
-
-    /// `lookUp` into `ids` (emptied first).
-    func lookUp(_ tokens: [Substring], into ids: inout [Int32]) {
-        ids.removeAll(keepingCapacity: true)
-        for i in 0..<tokens.count { ids.append(vocabulary[tokens[i]] ?? -Int32(truncatingIfNeeded: i + 1)) }
-    }
-
-    /// What `add` works in, kept between lines.
+    /// One line taken apart, in buffers the miner keeps from line to line (`maximumTokens` each,
+    /// refilled in place: no allocation, no uniqueness check per token).
     struct Scratch {
-        var raw: [Substring] = [], masks: [String?] = [], tokens: [Substring] = [], ids: [Int32] = []
+        var count = 0
+        /// Each token's bytes in the line.
+        let starts = UnsafeMutablePointer<Int>.allocate(capacity: maximumTokens)
+        let ends = UnsafeMutablePointer<Int>.allocate(capacity: maximumTokens)
+        /// Each token masked, one after another in `keys`, to `keyEnds[i]`.
+        var keys: [UInt8] = []
+        let keyEnds = UnsafeMutablePointer<Int>.allocate(capacity: maximumTokens)
+        /// Whether masking changed the token.
+        let masked = UnsafeMutablePointer<Bool>.allocate(capacity: maximumTokens)
+        /// Each key's vocabulary id; a key no template holds gets an id of its own below zero.
+        let ids = UnsafeMutablePointer<Int32>.allocate(capacity: maximumTokens)
+        /// The branches the line took in the tree.
+        var routeCount = 0
+        let route = UnsafeMutablePointer<Int32>.allocate(capacity: maximumTokens)
+
+        func deallocate() {
+            starts.deallocate(); ends.deallocate(); keyEnds.deallocate(); masked.deallocate(); ids.deallocate(); route.deallocate()
+        }
     }
     var scratch = Scratch()
 
-    /// The token's id, held once more.
-    func intern(_ token: Substring) -> Int32 {
-        if let id = vocabulary[token] {
-            if id != 0 { references[Int(id)] += 1 }
-            return id
+    deinit { scratch.deallocate() }
+
+    func keyRange(_ i: Int) -> Range<Int> { (i == 0 ? 0 : scratch.keyEnds[i - 1])..<scratch.keyEnds[i] }
+    func key(_ i: Int) -> ArraySlice<UInt8> { scratch.keys[keyRange(i)] }
+
+    /// Splits the line into `scratch`'s tokens (what lies between spaces, tabs and carriage
+    /// returns; at most `maximumTokens`, the last holding the rest of the line) and masks each.
+    func tokenize(_ b: UnsafeBufferPointer<UInt8>) {
+        var n = 0, start = -1
+        let starts = scratch.starts, ends = scratch.ends
+        for i in 0..<b.count {
+            let c = b[i]
+            if c == 32 || c == 9 || c == 13 {
+                if start >= 0, n < Self.maximumTokens - 1 {
+                    starts[n] = start
+                    ends[n] = i
+                    n += 1
+                    start = -1
+                }
+            } else if start < 0 {
+                start = i
+            }
         }
-        let token = Substring(String(token))  // its own storage, not the line's
-        let id: Int32
-        if let free = freeIDs.popLast() {
-            id = free
-            words[Int(id)] = token
-            references[Int(id)] = 1
-        } else {
-            id = Int32(words.count)
-            words.append(token)
-            references.append(1)
+        if start >= 0 {
+            // The rest, without the blanks it may end with.
+            var end = b.count
+            while end > start, b[end - 1] == 32 || b[end - 1] == 9 || b[end - 1] == 13 { end -= 1 }
+            starts[n] = start
+            ends[n] = end
+            n += 1
         }
-        vocabulary[token] = id
-        return id
+        scratch.count = n
+        scratch.keys.removeAll(keepingCapacity: true)
+        for i in 0..<n {
+            scratch.masked[i] = Self.mask(UnsafeBufferPointer(rebasing: b[starts[i]..<ends[i]]), into: &scratch.keys)
+            scratch.keyEnds[i] = scratch.keys.count
+        }
     }
 
-    /// One hold on the token fewer; at none it is forgotten.
-    func release(_ id: Int32) {
-        guard id > 0 else { return }
-        references[Int(id)] -= 1
-        if references[Int(id)] == 0 {
-            vocabulary[words[Int(id)]] = nil
-            words[Int(id)] = ""
-            freeIDs.append(id)
+    /// The tokens' vocabulary ids into `scratch.ids`.
+    func lookUp() {
+        scratch.keys.withUnsafeBufferPointer { keys in
+            var from = 0
+            for i in 0..<scratch.count {
+                let to = scratch.keyEnds[i]
+                scratch.ids[i] = vocabulary.find(UnsafeBufferPointer(rebasing: keys[from..<to])) ?? -Int32(truncatingIfNeeded: i + 1)
+                from = to
+            }
         }
     }
 
-    /// The most similar template at the leaf, if similar enough.
-    func best(in leaf: Node, _ tokens: [Int32]) -> (id: UInt32, similarity: Double)? {
-        var found: (id: UInt32, similarity: Double, wildcards: Int)?
-        for id in leaf.templates {
-            guard let t = templates[id], t.ids.count == tokens.count else { continue }
-            var same = 0, wildcards = 0
-            for i in 0..<tokens.count {
-                // A masked value meets a masked value: the same; a parameter the template learned
-                // meets anything: not evidence either way, but counted to break ties.
-                if t.ids[i] == tokens[i] {
-                    same += 1
-                } else if t.ids[i] == 0 {
-                    wildcards += 1
+    /// The most similar template at the leaf for `scratch.ids`, if similar enough.
+    func best(in leaf: Node) -> UInt32? {
+        var found: (id: UInt32, same: Int, wildcards: Int)?
+        let n = scratch.count, ids = scratch.ids
+        do {
+            for id in leaf.templates {
+                guard let held = templates[id]?.ids, held.count == n else { continue }
+                var same = 0, wildcards = 0
+                held.withUnsafeBufferPointer { held in
+                    for i in 0..<n {
+                        // A masked value meets a masked value: the same; a parameter the template
+                        // learned meets anything: not evidence either way, but counted to break ties.
+                        if held[i] == ids[i] {
+                            same += 1
+                        } else if held[i] == 0 {
+                            wildcards += 1
+                        }
+                    }
+                }
+                if found == nil || same > found!.same || (same == found!.same && wildcards > found!.wildcards) {
+                    found = (id, same, wildcards)
                 }
             }
-            let similarity = tokens.isEmpty ? 1 : Double(same) / Double(tokens.count)
-            if found == nil || similarity > found!.similarity || (similarity == found!.similarity && wildcards > found!.wildcards) {
-                found = (id, similarity, wildcards)
-            }
         }
-        guard let found, found.similarity >= configuration.similarity else { return nil }
-        return (found.id, found.similarity)
+        guard let found else { return nil }
+        let similarity = n == 0 ? 1 : Double(found.same) / Double(n)
+        return similarity >= configuration.similarity ? found.id : nil
     }
 
-    /// The leaf for these tokens (by count, then by the prefix tokens) and the branches taken.
-    func leaf(for tokens: [Substring], masks: [String?], creating: Bool) -> (Node, [Substring])? {
+    /// The leaf for the line in `scratch` (by token count, then by the prefix tokens), the
+    /// branches taken into `scratch.route`.
+    func leaf(_ line: UnsafeBufferPointer<UInt8>, creating: Bool) -> Node? {
         var node: Node
-        if let n = root[tokens.count] {
-            node = n
+        let n = scratch.count
+        if let found = root[n] {
+            node = found
         } else {
             guard creating else { return nil }
             node = Node()
-            root[tokens.count] = node
+            root[n] = node
         }
-        var route: [Substring] = []
-        for (i, token) in tokens.prefix(configuration.prefixDepth).enumerated() {
-            let key = masks[i] != nil ? Self.wildcardKey : token
-            if let next = node.children[key] {
+        scratch.routeCount = 0
+        func take(_ branch: Int32) {
+            scratch.route[scratch.routeCount] = branch
+            scratch.routeCount += 1
+        }
+        for i in 0..<min(configuration.prefixDepth, n) {
+            let token = UnsafeBufferPointer(rebasing: line[scratch.starts[i]..<scratch.ends[i]])
+            let key: Int32? = scratch.masked[i] ? 0 : branches.find(token)
+            if let key, let next = node.children[key] {
                 node = next
-                route.append(key)
-            } else if let any = node.children[Self.wildcardKey], !creating || node.children.count >= configuration.maxChildren {
+                take(key)
+            } else if let any = node.children[0], !creating || node.children.count >= configuration.maxChildren {
                 node = any
-                route.append(Self.wildcardKey)
+                take(0)
             } else {
                 guard creating else { return nil }
                 // The last free branch goes to `<*>`, which takes every new token from then on.
-                let branch = node.children.count + 1 >= configuration.maxChildren ? Self.wildcardKey : Substring(String(key))
+                let branch = node.children.count + 1 >= configuration.maxChildren ? 0 : (key ?? branches.intern(token))
                 let next = node.children[branch] ?? Node()
                 node.children[branch] = next
                 node = next
-                route.append(branch)
+                take(branch)
             }
         }
-        return (node, route)
+        return node
     }
 
     /// The leaf at the end of `route` under token count `length`, made if missing.
@@ -300,11 +314,21 @@ public final class TemplateMiner {
         var node = root[length] ?? Node()
         root[length] = node
         for key in route {
-            let next = node.children[Substring(key)] ?? Node()
-            node.children[Substring(key)] = next
+            let branch = Array(key.utf8).withUnsafeBufferPointer { branches.find($0) ?? branches.intern($0) }
+            let next = node.children[branch] ?? Node()
+            node.children[branch] = next
             node = next
         }
         return node
+    }
+
+    /// The line's spans where the template has `<*>`, or a masked value.
+    func parameterSpans(of template: [Int32]) -> [Range<Int>] {
+        var out: [Range<Int>] = []
+        for i in 0..<min(template.count, scratch.count) where template[i] == 0 || scratch.masked[i] {
+            out.append(scratch.starts[i]..<scratch.ends[i])
+        }
+        return out
     }
 
     /// Removes the template matched least recently (its id is never given again); returns its id.
@@ -313,49 +337,43 @@ public final class TemplateMiner {
         guard let oldest = templates.values.min(by: { $0.lastLine < $1.lastLine }) else { return 0 }
         templates[oldest.id] = nil
         leaf(length: oldest.tokens.count, route: oldest.route).templates.removeAll { $0 == oldest.id }
-        for id in oldest.ids { release(id) }
+        for id in oldest.ids { vocabulary.release(id) }
         evicted &+= 1
         return oldest.id
-    }
-
-    /// The line's tokens where the template has `<*>`, or a masked value.
-    func parameters(_ template: [Int32], _ raw: [Substring], _ masks: [String?]) -> [Substring] {
-        var out: [Substring] = []
-        for i in 0..<min(template.count, raw.count) where template[i] == 0 || masks[i] != nil {
-            out.append(raw[i])
-        }
-        return out
     }
 
     // MARK: Masking
 
     /// The token with its variable parts as `<*>`.
-    public static func mask(_ token: Substring) -> String { masked(token) ?? String(token) }
-
-    /// The token with its variable parts as `<*>`, or nil if it has none (the common case, checked
-    /// without allocating).
-    static func masked(_ token: Substring) -> String? {
-        // Only a digit, a leading '/' or a letter can start a variable part (a calendar word).
-        let utf8 = token.utf8
-        guard let first = utf8.first else { return nil }
-        if first != UInt8(ascii: "/") && !utf8.contains(where: isDigit) {
-            // A calendar word or nothing: 3 to 11 bytes (with brackets) starting with a letter that
-            // starts a day or month name.
-            let n = utf8.count
-            guard n >= 3 && n <= 11, calendarInitial[Int(first)] else { return nil }
-            return (utf8.withContiguousStorageIfAvailable { isCalendarWord($0[...]) } ?? isCalendarWord(Array(utf8)[...]))
-                ? wildcard : nil
-        }
-        // A Substring of a native String is contiguous UTF-8: read it in place.
-        return utf8.withContiguousStorageIfAvailable(maskBytes) ?? Array(utf8).withUnsafeBufferPointer(maskBytes)
+    public static func mask(_ token: Substring) -> String {
+        var out: [UInt8] = []
+        withBytes(token) { _, bytes in _ = mask(bytes, into: &out) }
+        return String(decoding: out, as: UTF8.self)
     }
 
-    /// `masked` on a token's bytes, once it may hold a variable part.
-    static func maskBytes(_ bytes: UnsafeBufferPointer<UInt8>) -> String? {
-        if isWhollyVariable(bytes[...]) { return wildcard }
+    static let wildcardBytes = Array(wildcard.utf8)
+
+    /// Appends the token with its variable parts as `<*>` to `out`; whether any part was.
+    static func mask(_ bytes: UnsafeBufferPointer<UInt8>, into out: inout [UInt8]) -> Bool {
+        // Only a digit, a leading '/' or a letter can start a variable part (a calendar word).
+        guard let first = bytes.first else { return false }
+        if first != UInt8(ascii: "/") && !bytes.contains(where: isDigit) {
+            // A calendar word or nothing: 3 to 11 bytes (with brackets) starting with a letter that
+            // starts a day or month name.
+            let n = bytes.count
+            if n >= 3 && n <= 11 && calendarInitial[Int(first)] && isCalendarWord(bytes[...]) {
+                out += wildcardBytes
+                return true
+            }
+            out += bytes
+            return false
+        }
+        if isWhollyVariable(bytes[...]) {
+            out += wildcardBytes
+            return true
+        }
         // Runs of digits bounded by what is neither a letter nor a digit.
-        var out: [UInt8] = []
-        out.reserveCapacity(bytes.count)
+        let from = out.count
         var i = 0, masked = false
         while i < bytes.count {
             if isDigit(bytes[i]), i == 0 || !isAlphanumeric(bytes[i - 1]) {
@@ -363,12 +381,13 @@ public final class TemplateMiner {
                 while j < bytes.count && isDigit(bytes[j]) { j += 1 }
                 if j == bytes.count || !isAlphanumeric(bytes[j]) {
                     // A sign before the run belongs to the number.
-                    if let last = out.last, last == UInt8(ascii: "-") || last == UInt8(ascii: "+"),
-                        out.count == 1 || !isAlphanumeric(out[out.count - 2])
+                    let written = out.count - from
+                    if written >= 1, let last = out.last, last == UInt8(ascii: "-") || last == UInt8(ascii: "+"),
+                        written == 1 || !isAlphanumeric(out[out.count - 2])
                     {
                         out.removeLast()
                     }
-                    out += Array(wildcard.utf8)
+                    out += wildcardBytes
                     masked = true
                     i = j
                     continue
@@ -377,7 +396,7 @@ public final class TemplateMiner {
             out.append(bytes[i])
             i += 1
         }
-        return masked ? String(decoding: out, as: UTF8.self) : nil
+        return masked
     }
 
     /// Numbers, hex, IPv4 (with a port), UUIDs, long hex strings and paths mask whole.
@@ -529,7 +548,7 @@ public final class TemplateMiner {
             restored.append(Template(id: id, tokens: tokens, count: n, lastLine: last, route: route))
         }
         for var t in restored.sorted(by: { $0.lastLine > $1.lastLine }).prefix(configuration.maxTemplates) {
-            t.ids = t.tokens.map { m.intern(Substring($0)) }
+            t.ids = t.tokens.map { token in Array(token.utf8).withUnsafeBufferPointer { m.vocabulary.intern($0) } }
             m.templates[t.id] = t
             m.leaf(length: t.tokens.count, route: t.route).templates.append(t.id)
         }

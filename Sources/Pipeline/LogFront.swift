@@ -41,9 +41,11 @@ public final class LogFront: CheckpointSection, @unchecked Sendable {
         for (i, line) in lines.enumerated() {
             let m = miner.add(line)
             var numbers: [Double?] = []
-            if !m.parameters.isEmpty {
-                numbers.reserveCapacity(min(m.parameters.count, Self.maximumParameters))
-                for p in m.parameters.prefix(Self.maximumParameters) { numbers.append(Self.number(p)) }
+            if !m.parameterSpans.isEmpty {
+                // The line's bytes in place (a native string's are contiguous).
+                numbers = m.line.utf8.withContiguousStorageIfAvailable { bytes in
+                    m.parameterSpans.prefix(Self.maximumParameters).map { Self.number(UnsafeBufferPointer(rebasing: bytes[$0])) }
+                } ?? m.parameters.prefix(Self.maximumParameters).map(Self.number)
             }
             facts.append(
                 LineFacts(

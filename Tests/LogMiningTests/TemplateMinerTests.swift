@@ -88,7 +88,14 @@ func groupingAccuracy(_ predicted: [UInt32], _ truth: [Substring]) -> Double {
         for i in 0..<5000 { _ = miner.add(Substring("user u\(String(i, radix: 36))x logged in from host h\(String(i * 7, radix: 36))y")) }
         #expect(miner.templates.count == 10 && miner.evicted == 4990)
         #expect(miner.vocabulary.count <= 10 * 7 + 1)
-        #expect(miner.words.count - miner.freeIDs.count == miner.vocabulary.count)
+        #expect(miner.vocabulary.words.count - miner.vocabulary.freeIDs.count == miner.vocabulary.count)
+        // Every template's token is found under its id, and a forgotten one is not found.
+        for t in miner.templates.values {
+            for (token, id) in zip(t.tokens, t.ids) {
+                #expect(Array(token.utf8).withUnsafeBufferPointer { miner.vocabulary.find($0) } == id)
+            }
+        }
+        #expect(Array("u0x".utf8).withUnsafeBufferPointer { miner.vocabulary.find($0) } == nil)
     }
 
     @Test func theLeastRecentlyMatchedTemplateIsEvictedAndItsIdNeverComesBack() {
