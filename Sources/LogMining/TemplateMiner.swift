@@ -137,9 +137,7 @@ public final class TemplateMiner {
             nextID &+= 1
             let route = (0..<scratch.routeCount).map { String(decoding: branches.word(scratch.route[$0]), as: UTF8.self) }
             var t = Template(id: id, tokens: (0..<n).map { String(decoding: key($0), as: UTF8.self) }, count: 1, lastLine: lines, route: route)
-            t.ids = scratch.keys.withUnsafeBufferPointer { keys in
-                (0..<n).map { i in vocabulary.intern(UnsafeBufferPointer(rebasing: keys[keyRange(i)])) }
-            }
+            t.ids = (0..<n).map { vocabulary.intern(key($0)) }
             templates[id] = t
             leaf.templates.append(id)
             return Match(id: id, isNew: true, changed: false, line: line, parameterSpans: parameterSpans(of: t.ids), evicted: evictedID)
@@ -173,8 +171,8 @@ public final class TemplateMiner {
         /// Each token's bytes in the line.
         let starts = UnsafeMutablePointer<Int>.allocate(capacity: maximumTokens)
         let ends = UnsafeMutablePointer<Int>.allocate(capacity: maximumTokens)
-        /// Each token masked, one after another in `keys`, to `keyEnds[i]`.
-        var keys: [UInt8] = []
+        /// Each token masked, one after another in `keys` (room for `keyCapacity` bytes), to `keyEnds[i]`.
+        var keys = UnsafeMutablePointer<UInt8>.allocate(capacity: 4096), keyCapacity = 4096
         let keyEnds = UnsafeMutablePointer<Int>.allocate(capacity: maximumTokens)
         /// Whether masking changed the token.
         let masked = UnsafeMutablePointer<Bool>.allocate(capacity: maximumTokens)
@@ -186,14 +184,26 @@ public final class TemplateMiner {
 
         func deallocate() {
             starts.deallocate(); ends.deallocate(); keyEnds.deallocate(); masked.deallocate(); ids.deallocate(); route.deallocate()
+            keys.deallocate()
+        }
+
+        /// Room for the keys of a line of `bytes` bytes (masking at most triples a token: `1` is `<*>`).
+        mutating func reserveKeys(forLine bytes: Int) {
+            guard 3 * bytes + 3 > keyCapacity else { return }
+            keys.deallocate()
+            keyCapacity = 3 * bytes + 3
+            keys = .allocate(capacity: keyCapacity)
         }
     }
     var scratch = Scratch()
 
     deinit { scratch.deallocate() }
 
-    func keyRange(_ i: Int) -> Range<Int> { (i == 0 ? 0 : scratch.keyEnds[i - 1])..<scratch.keyEnds[i] }
-    func key(_ i: Int) -> ArraySlice<UInt8> { scratch.keys[keyRange(i)] }
+    /// Token `i`'s key.
+    func key(_ i: Int) -> UnsafeBufferPointer<UInt8> {
+        let from = i == 0 ? 0 : scratch.keyEnds[i - 1]
+        return UnsafeBufferPointer(start: scratch.keys + from, count: scratch.keyEnds[i] - from)
+    }
 
     /// Splits the line into `scratch`'s tokens (what lies between spaces, tabs and carriage
     /// returns; at most `maximumTokens`, the last holding the rest of the line) and masks each.
@@ -222,22 +232,20 @@ public final class TemplateMiner {
             n += 1
         }
         scratch.count = n
-        scratch.keys.removeAll(keepingCapacity: true)
+        scratch.reserveKeys(forLine: b.count)
+        var written = 0
         for i in 0..<n {
-            scratch.masked[i] = Self.mask(UnsafeBufferPointer(rebasing: b[starts[i]..<ends[i]]), into: &scratch.keys)
-            scratch.keyEnds[i] = scratch.keys.count
+            let (length, masked) = Self.mask(UnsafeBufferPointer(rebasing: b[starts[i]..<ends[i]]), into: scratch.keys + written)
+            written += length
+            scratch.masked[i] = masked
+            scratch.keyEnds[i] = written
         }
     }
 
     /// The tokens' vocabulary ids into `scratch.ids`.
     func lookUp() {
-        scratch.keys.withUnsafeBufferPointer { keys in
-            var from = 0
-            for i in 0..<scratch.count {
-                let to = scratch.keyEnds[i]
-                scratch.ids[i] = vocabulary.find(UnsafeBufferPointer(rebasing: keys[from..<to])) ?? -Int32(truncatingIfNeeded: i + 1)
-                from = to
-            }
+        for i in 0..<scratch.count {
+            scratch.ids[i] = vocabulary.find(key(i)) ?? -Int32(truncatingIfNeeded: i + 1)
         }
     }
 
@@ -346,69 +354,74 @@ public final class TemplateMiner {
 
     /// The token with its variable parts as `<*>`.
     public static func mask(_ token: Substring) -> String {
-        var out: [UInt8] = []
-        withBytes(token) { _, bytes in _ = mask(bytes, into: &out) }
-        return String(decoding: out, as: UTF8.self)
+        withBytes(token) { _, bytes in
+            let out = UnsafeMutablePointer<UInt8>.allocate(capacity: 3 * bytes.count + 3)
+            defer { out.deallocate() }
+            let (length, _) = mask(bytes, into: out)
+            return String(decoding: UnsafeBufferPointer(start: out, count: length), as: UTF8.self)
+        }
     }
 
-    static let wildcardBytes = Array(wildcard.utf8)
-
-    /// Appends the token with its variable parts as `<*>` to `out`; whether any part was.
-    static func mask(_ bytes: UnsafeBufferPointer<UInt8>, into out: inout [UInt8]) -> Bool {
+    /// Writes the token with its variable parts as `<*>` to `out` (room for three times the
+    /// token); the bytes written, and whether any part was masked.
+    static func mask(_ bytes: UnsafeBufferPointer<UInt8>, into out: UnsafeMutablePointer<UInt8>) -> (Int, Bool) {
+        func wildcard() -> (Int, Bool) {
+            out[0] = UInt8(ascii: "<"); out[1] = UInt8(ascii: "*"); out[2] = UInt8(ascii: ">")
+            return (3, true)
+        }
+        let n = bytes.count
+        guard n > 0, let base = bytes.baseAddress else { return (0, false) }
         // Only a digit, a leading '/' or a letter can start a variable part (a calendar word).
-        guard let first = bytes.first else { return false }
-        if first != UInt8(ascii: "/") && !bytes.contains(where: isDigit) {
+        var digits = false
+        for i in 0..<n where base[i] &- 48 < 10 {
+            digits = true
+            break
+        }
+        let first = base[0]
+        if first != UInt8(ascii: "/") && !digits {
             // A calendar word or nothing: 3 to 11 bytes (with brackets) starting with a letter that
             // starts a day or month name.
-            let n = bytes.count
-            if n >= 3 && n <= 11 && calendarInitial[Int(first)] && isCalendarWord(bytes[...]) {
-                out += wildcardBytes
-                return true
-            }
-            out += bytes
-            return false
+            if n >= 3 && n <= 11 && calendarInitial[Int(first)] && isCalendarWord(bytes) { return wildcard() }
+            out.update(from: base, count: n)
+            return (n, false)
         }
-        if isWhollyVariable(bytes[...]) {
-            out += wildcardBytes
-            return true
-        }
+        if isWhollyVariable(bytes) { return wildcard() }
         // Runs of digits bounded by what is neither a letter nor a digit.
-        let from = out.count
-        var i = 0, masked = false
-        while i < bytes.count {
-            if isDigit(bytes[i]), i == 0 || !isAlphanumeric(bytes[i - 1]) {
+        var i = 0, written = 0, masked = false
+        while i < n {
+            if isDigit(base[i]), i == 0 || !isAlphanumeric(base[i - 1]) {
                 var j = i
-                while j < bytes.count && isDigit(bytes[j]) { j += 1 }
-                if j == bytes.count || !isAlphanumeric(bytes[j]) {
+                while j < n && isDigit(base[j]) { j += 1 }
+                if j == n || !isAlphanumeric(base[j]) {
                     // A sign before the run belongs to the number.
-                    let written = out.count - from
-                    if written >= 1, let last = out.last, last == UInt8(ascii: "-") || last == UInt8(ascii: "+"),
-                        written == 1 || !isAlphanumeric(out[out.count - 2])
+                    if written >= 1, out[written - 1] == UInt8(ascii: "-") || out[written - 1] == UInt8(ascii: "+"),
+                        written == 1 || !isAlphanumeric(out[written - 2])
                     {
-                        out.removeLast()
+                        written -= 1
                     }
-                    out += wildcardBytes
+                    out[written] = UInt8(ascii: "<"); out[written + 1] = UInt8(ascii: "*"); out[written + 2] = UInt8(ascii: ">")
+                    written += 3
                     masked = true
                     i = j
                     continue
                 }
             }
-            out.append(bytes[i])
+            out[written] = base[i]
+            written += 1
             i += 1
         }
-        return masked
+        return (written, masked)
     }
 
     /// Numbers, hex, IPv4 (with a port), UUIDs, long hex strings and paths mask whole.
-    static func isWhollyVariable<C: BidirectionalCollection>(_ b: C) -> Bool where C.Element == UInt8, C.SubSequence == C {
-        guard !b.isEmpty else { return false }
-        var s = b
+    static func isWhollyVariable(_ b: UnsafeBufferPointer<UInt8>) -> Bool {
         // Trailing punctuation a sentence or list puts after a value.
-        while let last = s.last, last == UInt8(ascii: ",") || last == UInt8(ascii: ";") || last == UInt8(ascii: ".") {
-            s = s.dropLast()
-        }
-        guard !s.isEmpty else { return false }
-        if isNumber(s) || isIPv4(s) || isUUID(s) || isCalendarWord(s) { return true }
+        var n = b.count
+        while n > 0, b[n - 1] == UInt8(ascii: ",") || b[n - 1] == UInt8(ascii: ";") || b[n - 1] == UInt8(ascii: ".") { n -= 1 }
+        guard n > 0 else { return false }
+        let word = UnsafeBufferPointer(rebasing: b[..<n])
+        let s = word[...]
+        if isNumber(s) || isIPv4(s) || isUUID(s) || isCalendarWord(word) { return true }
         if s.count > 2, s[s.startIndex] == UInt8(ascii: "0"), s[s.index(after: s.startIndex)] | 0x20 == UInt8(ascii: "x"),
             s.dropFirst(2).allSatisfy(isHex)
         {
@@ -421,21 +434,19 @@ public final class TemplateMiner {
 
     /// Day and month names (`Sun`, `Dec`, `[Sun`, `Monday`): the parts of a header's date that are
     /// words, which would otherwise split one message into a template per day. Compared on bytes.
-    static func isCalendarWord<C: BidirectionalCollection>(_ s: C) -> Bool where C.Element == UInt8, C.SubSequence == C {
-        var t = s
-        while let f = t.first, f == UInt8(ascii: "[") || f == UInt8(ascii: "(") { t = t.dropFirst() }
-        while let l = t.last, l == UInt8(ascii: "]") || l == UInt8(ascii: ")") || l == UInt8(ascii: ":") { t = t.dropLast() }
-        guard t.count >= 3, t.count <= 9 else { return false }
-        var i = t.startIndex
-        let a = t[i]
-        t.formIndex(after: &i)
-        let b = t[i]
-        t.formIndex(after: &i)
-        let key = UInt32(a | 0x20) << 16 | UInt32(b | 0x20) << 8 | UInt32(t[i] | 0x20)
+    static func isCalendarWord(_ s: UnsafeBufferPointer<UInt8>) -> Bool {
+        var from = 0, to = s.count
+        while from < to, s[from] == UInt8(ascii: "[") || s[from] == UInt8(ascii: "(") { from += 1 }
+        while to > from, s[to - 1] == UInt8(ascii: "]") || s[to - 1] == UInt8(ascii: ")") || s[to - 1] == UInt8(ascii: ":") { to -= 1 }
+        let n = to - from
+        guard n >= 3, n <= 9 else { return false }
+        let key = UInt32(s[from] | 0x20) << 16 | UInt32(s[from + 1] | 0x20) << 8 | UInt32(s[from + 2] | 0x20)
         guard calendarKeys.contains(key) else { return false }
-        if t.count == 3 { return true }
+        if n == 3 { return true }
         return calendarNames.contains { name in
-            name.count == t.count && zip(name, t).allSatisfy { $0 == $1 | 0x20 }
+            guard name.count == n else { return false }
+            for k in 0..<n where name[k] != s[from + k] | 0x20 { return false }
+            return true
         }
     }
     /// Whether a byte can start a day or month name (either case), or a bracket before one.
