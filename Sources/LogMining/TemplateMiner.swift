@@ -255,9 +255,10 @@ public final class TemplateMiner {
         let n = scratch.count, ids = scratch.ids
         do {
             for id in leaf.templates {
-                guard let held = templates[id]?.ids, held.count == n else { continue }
+                // Read in place (a copy of the template would retain its three arrays).
+                guard let at = templates.index(forKey: id), templates.values[at].ids.count == n else { continue }
                 var same = 0, wildcards = 0
-                held.withUnsafeBufferPointer { held in
+                templates.values[at].ids.withUnsafeBufferPointer { held in
                     for i in 0..<n {
                         // A masked value meets a masked value: the same; a parameter the template
                         // learned meets anything: not evidence either way, but counted to break ties.
