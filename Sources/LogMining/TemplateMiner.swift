@@ -116,9 +116,8 @@ public final class TemplateMiner {
             lookUp()
             let leaf = self.leaf(bytes, creating: true)!
             let n = scratch.count
-            if let id = best(in: leaf) {
-                // In place, found once: a copy of the template would copy its arrays on every line.
-                let at = templates.index(forKey: id)!
+            if let (id, at) = best(in: leaf) {
+                // In place, where `best` found it: a copy would copy its arrays on every line.
                 var changed = false
                 templates.values[at].count &+= 1
                 templates.values[at].lastLine = lines
@@ -150,7 +149,7 @@ public final class TemplateMiner {
             tokenize(bytes)
             lookUp()
             guard let leaf = leaf(bytes, creating: false) else { return nil }
-            return best(in: leaf)
+            return best(in: leaf)?.id
         }
     }
 
@@ -250,8 +249,8 @@ public final class TemplateMiner {
     }
 
     /// The most similar template at the leaf for `scratch.ids`, if similar enough.
-    func best(in leaf: Node) -> UInt32? {
-        var found: (id: UInt32, same: Int, wildcards: Int)?
+    func best(in leaf: Node) -> (id: UInt32, at: Dictionary<UInt32, Template>.Index)? {
+        var found: (id: UInt32, at: Dictionary<UInt32, Template>.Index, same: Int, wildcards: Int)?
         let n = scratch.count, ids = scratch.ids
         do {
             for id in leaf.templates {
@@ -270,13 +269,13 @@ public final class TemplateMiner {
                     }
                 }
                 if found == nil || same > found!.same || (same == found!.same && wildcards > found!.wildcards) {
-                    found = (id, same, wildcards)
+                    found = (id, at, same, wildcards)
                 }
             }
         }
         guard let found else { return nil }
         let similarity = n == 0 ? 1 : Double(found.same) / Double(n)
-        return similarity >= configuration.similarity ? found.id : nil
+        return similarity >= configuration.similarity ? (found.id, found.at) : nil
     }
 
     /// The leaf for the line in `scratch` (by token count, then by the prefix tokens), the
@@ -442,7 +441,7 @@ public final class TemplateMiner {
         let n = to - from
         guard n >= 3, n <= 9 else { return false }
         let key = UInt32(s[from] | 0x20) << 16 | UInt32(s[from + 1] | 0x20) << 8 | UInt32(s[from + 2] | 0x20)
-        guard calendarKeys.contains(key) else { return false }
+        guard calendarFilter[Int(key % 8191)], calendarKeys.contains(key) else { return false }
         if n == 3 { return true }
         return calendarNames.contains { name in
             guard name.count == n else { return false }
@@ -458,6 +457,12 @@ public final class TemplateMiner {
         "mon", "tue", "wed", "thu", "fri", "sat", "sun",
         "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
     ].map { w in w.utf8.reduce(UInt32(0)) { $0 << 8 | UInt32($1) } }
+    /// The keys' residues modulo 8191 (a prime), to turn most words away without a search.
+    static let calendarFilter: [Bool] = {
+        var filter = [Bool](repeating: false, count: 8191)
+        for key in calendarKeys { filter[Int(key % 8191)] = true }
+        return filter
+    }()
     static let calendarNames: [[UInt8]] = [
         "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "january", "february",
         "march", "april", "june", "july", "august", "september", "october", "november", "december",
