@@ -1,4 +1,5 @@
 import ArgumentParser
+import EddyProtocol
 import Foundation
 import LinearAlgebra
 import LogMining
@@ -46,11 +47,11 @@ struct MineBench: ParsableCommand {
     }
 }
 
-/// A log stream's ingest work, one core: lines per second through `StreamPipeline.scoreLines`
-/// (mining, the mix row, the autoencoder's score, every log signal, alert reasons), in messages of
-/// `batch` lines, as the daemon's ingest thread does it; training (the trainer thread's work) is
-/// left out, each file's models trained first for a warm-up pass so the stream scores as it would
-/// once warm.
+/// A log stream's ingest work, one core: lines per second from a serialized `LineBatch` of `batch`
+/// lines to scores, as the daemon's ingest thread does it after ZeroMQ hands it the frame (decoding
+/// the message, UTF-8 checks and repair, mining, the mix row, the autoencoder's score, every log
+/// signal, alert reasons); training (the trainer thread's work) is left out, each file's models
+/// trained first for a warm-up pass so the stream scores as it would once warm.
 struct LogIngestBench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "logs",
@@ -74,15 +75,25 @@ struct LogIngestBench: ParsableCommand {
             for line in lines { _ = run.next(line: line) }
             return run.pipeline
         }
+        // Each file's messages, serialized once.
+        let messages = try logs.map { lines in
+            try stride(from: 0, to: lines.count, by: batch).map { start in
+                var m = Eddy_V1_LineBatch()
+                m.stream = "bench"
+                m.lines = lines[start..<min(start + batch, lines.count)].map { Data($0.utf8) }
+                return try m.serializedBytes() as [UInt8]
+            }
+        }
         var sequence: UInt64 = 0
         func pass() -> Int {
             var n = 0
-            for (stream, lines) in zip(streams, logs) {
-                for start in stride(from: 0, to: lines.count, by: batch) {
-                    let part = Array(lines[start..<min(start + batch, lines.count)])
-                    _ = stream.scoreLines(part, firstSequence: sequence)
-                    sequence += UInt64(part.count)
-                    n += part.count
+            for (stream, frames) in zip(streams, messages) {
+                for frame in frames {
+                    guard let message = try? Eddy_V1_LineBatch(serializedBytes: frame) else { fatalError("bench message") }
+                    let decoded = LineDecoding.decode(message.lines, maxBytes: DaemonConfiguration().maxLineBytes)
+                    _ = stream.scoreLines(decoded.lines, firstSequence: sequence)
+                    sequence += UInt64(decoded.lines.count)
+                    n += decoded.lines.count
                 }
             }
             return n

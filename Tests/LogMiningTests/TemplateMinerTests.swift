@@ -121,3 +121,41 @@ func groupingAccuracy(_ predicted: [UInt32], _ truth: [Substring]) -> Double {
         #expect(miner.add("a b  c").parameters.isEmpty && miner.templates.values.contains { $0.tokens == ["a", "b", "c"] })
     }
 }
+
+/// The miner's vocabulary table against a Dictionary doing the same: interning, holds, removal
+/// with the probe run shifted back, growth, and ids freed and given again.
+@Suite struct ByteTableTests {
+    @Test func agreesWithADictionaryThroughInterningAndRemoval() {
+        var table = ByteTable(first: Array("<*>".utf8))
+        var model: [[UInt8]: (id: Int32, holds: Int)] = [:]
+        var seed: UInt64 = 7
+        func next() -> UInt64 {  // a fixed sequence, whatever the table's own seed
+            seed = seed &* 6364136223846793005 &+ 1442695040888963407
+            return seed >> 33
+        }
+        // Few distinct words (short, so many share probe runs) and many operations.
+        let words = (0..<300).map { i in Array("w\(i % 37)-\(i)".utf8.prefix(1 + i % 9)) + [UInt8(i % 251)] }
+        for _ in 0..<20_000 {
+            let word = words[Int(next() % UInt64(words.count))]
+            if next() % 3 != 0 || model[word] == nil {
+                let id = word.withUnsafeBufferPointer { table.intern($0) }
+                if let known = model[word] {
+                    #expect(known.id == id)
+                    model[word] = (id, known.holds + 1)
+                } else {
+                    #expect(!model.values.contains { $0.id == id }, "a live id given twice")
+                    model[word] = (id, 1)
+                }
+            } else {
+                let known = model[word]!
+                table.release(known.id)
+                model[word] = known.holds == 1 ? nil : (known.id, known.holds - 1)
+            }
+        }
+        #expect(table.count == model.count + 1)
+        for word in words {
+            #expect(word.withUnsafeBufferPointer { table.find($0) } == model[word]?.id)
+        }
+        #expect(Array("<*>".utf8).withUnsafeBufferPointer { table.find($0) } == 0)
+    }
+}
