@@ -260,7 +260,8 @@ public final class MoCo {
     // MARK: State
 
     static let kind = "eddy.moco"
-    static let formatVersion: UInt32 = 1
+    /// 2: the augmentation's series settings (1 restores with them off).
+    static let formatVersion: UInt32 = 2
 
     /// The full training state: configuration, both encoders, Adam moments and step, queue, its ids
     /// and pointer, normaliser statistics and random state, sealed with a CRC-32.
@@ -290,7 +291,7 @@ public final class MoCo {
         var r = try StateReader(sealed: bytes)
         guard try r.read(String.self) == Self.kind else { throw StateError.wrongKind(expected: Self.kind) }
         let version = try r.read(UInt32.self)
-        guard version == Self.formatVersion else { throw StateError.unsupportedVersion(version) }
+        guard version == 1 || version == Self.formatVersion else { throw StateError.unsupportedVersion(version) }
         func widths(_ r: inout StateReader) throws -> [Int] {
             let n = Int(try r.read(UInt32.self))
             guard n > 0 && n <= 64 else { throw StateError.invalid("layer count") }
@@ -316,7 +317,7 @@ public final class MoCo {
         try r.requireRoom(zip(widths, widths.dropFirst()).reduce(0) { $0 + $1.0 * $1.1 + $1.1 }, each: 16)
         try r.requireRoom(c.queueSize * widths.last!, each: 4)
         c.optimiser = try r.read(AdamConfiguration.self)
-        c.augmentation = try r.read(AugmentationConfiguration.self)
+        c.augmentation = try r.read(AugmentationConfiguration.self, format: version)
         c.normalise = try r.read(Bool.self)
         c.normaliserHorizon = try r.readInt()
         guard c.normaliserHorizon > 0 else { throw StateError.invalid("normaliser horizon") }

@@ -28,6 +28,11 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// (and counted), so a burst never leaves the models hours behind.
     public var maximumPendingSteps = 64.0
     public var batchSize = 64
+    /// A stream with no steps owed (it has gone quiet) keeps training from its buffer, at most this
+    /// many steps a second, until it has made `idlePasses` passes over the buffer since its last
+    /// batch (a pass: the samples buffered, at most `buffer_capacity`, over batch_size). 0: off.
+    public var idleStepsPerSecond = 0.0
+    public var idlePasses = 0.0
     /// No training until the buffer holds this many samples.
     public var minimumBuffered = 64
     /// No alerts (and scores of 0) until this many samples have been accepted and the autoencoder took
@@ -122,8 +127,18 @@ public struct StreamConfiguration: Sendable, Equatable {
     public var jitter: Float = 0.05
     public var scale: Float = 0
     public var mask: Float = 0.1
-    /// Crop-and-resize for windows (ignored unless `window > 0`).
+    /// A sample stream's samples are series: this many channels of `dim / series_channels` steps
+    /// each, one channel after another (a window of a stream is one without saying). 0: a sample
+    /// is a vector of features with no order, augmented value by value.
+    public var seriesChannels = 0
+    /// Augmentations along time for series and windows (`AugmentationConfiguration`):
+    /// crop-and-resize to at least `crop` of the length, time warp, each channel's scale and
+    /// offset, a masked span.
     public var crop: Float = 0.5
+    public var timeWarp: Float = 0
+    public var channelScale: Float = 0
+    public var channelOffset: Float = 0
+    public var spanMask: Float = 0
     public var seed: UInt64 = 0
 
     public init() {}
@@ -171,10 +186,10 @@ public struct StreamConfiguration: Sendable, Equatable {
         c.batchSize = batchSize
         c.optimiser = AdamConfiguration(learningRate: learningRate, gradientClipNorm: gradientClipNorm)
         c.augmentation = AugmentationConfiguration(
-            jitter: jitter, scale: scale, maskProbability: mask,
-            // Crop-and-resize stretches one window; across scales (or a multivariate window's
-            // channels, laid out one after another) it would mix them.
-            cropMinimumFraction: window > 0 && windowScales.count == 1 && max(dim, 1) == 1 ? crop : nil)
+            jitter: jitter, scale: scale, maskProbability: mask, cropMinimumFraction: crop > 0 ? crop : nil,
+            // A window's row is a block of `window` positions per channel and scale.
+            channels: window > 0 ? inputDimension / window : seriesChannels,
+            timeWarp: timeWarp, channelScale: channelScale, channelOffset: channelOffset, spanMask: spanMask)
         c.normalise = true
         c.normaliserHorizon = normaliserHorizon
         c.seed = seed &+ 1
@@ -241,6 +256,17 @@ public struct StreamConfiguration: Sendable, Equatable {
         }
         if !(burstRatio >= 1 && burstRatio <= 1e6) { try fail("burst_ratio must be in 1...1e6") }
         if !(silenceFactor >= 1 && silenceFactor <= 1e6) { try fail("silence_factor must be in 1...1e6") }
+        if !(idleStepsPerSecond >= 0 && idleStepsPerSecond <= 1e4) || !(idlePasses >= 0 && idlePasses <= 1e4) {
+            try fail("idle_steps_per_second and idle_passes must be in 0...10000")
+        }
+        if seriesChannels < 0 || (seriesChannels > 0 && dim > 0 && window == 0 && (dim % seriesChannels != 0 || dim / seriesChannels < 4)) {
+            try fail("series_channels must divide dim into channels of at least 4 steps (0: the samples are not series)")
+        }
+        if !(crop >= 0 && crop <= 1) || ![timeWarp, channelScale, channelOffset].allSatisfy({ $0 >= 0 && $0 <= 10 })
+            || !(spanMask >= 0 && spanMask <= 1)
+        {
+            try fail("crop and span_mask must be in 0...1, time_warp, channel_scale and channel_offset in 0...10")
+        }
         if log && dim != 0 && dim != LogFront.dimension { try fail("a log stream's dim is \(LogFront.dimension) (its rows are the mix of templates)") }
     }
 }

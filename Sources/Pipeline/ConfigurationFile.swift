@@ -170,6 +170,13 @@ public enum ConfigurationFile {
         case "scale": s.scale = try float(v)
         case "mask": s.mask = try float(v)
         case "crop": s.crop = try float(v)
+        case "series_channels": s.seriesChannels = try int(v)
+        case "idle_steps_per_second": s.idleStepsPerSecond = try double(v)
+        case "idle_passes": s.idlePasses = try double(v)
+        case "time_warp": s.timeWarp = try float(v)
+        case "channel_scale": s.channelScale = try float(v)
+        case "channel_offset": s.channelOffset = try float(v)
+        case "span_mask": s.spanMask = try float(v)
         case "seed":
             guard let seed = UInt64(v.replacingUnderscores()) else { throw ValueError(why: "\"\(v)\" is not a seed (0 to 2^64-1)") }
             s.seed = seed

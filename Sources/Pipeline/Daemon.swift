@@ -635,9 +635,24 @@ public final class Daemon: @unchecked Sendable {
                     break
                 }
             }
+            var wait = 0.05
+            if !stepped {
+                // Nothing owed: a stream that has gone quiet may keep learning from its buffer.
+                let now = Self.monotonic()
+                for s in list {
+                    guard let due = s.idleStepDue else { continue }
+                    if due <= now, s.trainStep(idle: now) {
+                        trainSteps.add()
+                        stepped = true
+                        stepsSinceSnapshot[s.name, default: 0] += 1
+                        break
+                    }
+                    wait = min(wait, max(due - now, 0.001))
+                }
+            }
             if !stepped {
                 trainerWake.lock()
-                _ = trainerWake.wait(until: Date().addingTimeInterval(0.05))
+                _ = trainerWake.wait(until: Date().addingTimeInterval(wait))
                 trainerWake.unlock()
             }
             if Self.monotonic() - lastSnapshot >= configuration.snapshotEverySeconds {
@@ -721,6 +736,7 @@ public final class Daemon: @unchecked Sendable {
             m.templatesEvicted = st.templatesEvicted
             m.linesTruncated = st.linesTruncated
             m.linesRepaired = st.linesRepaired
+            m.idleSteps = st.idleSteps
             return m
         }
         return hb

@@ -4,8 +4,10 @@ import Learning
 /// half a uniform reservoir over everything the stream ever sent (Vitter's algorithm R).
 ///
 /// The recent half lets the models follow drift; the reservoir keeps rare but normal patterns (a
-/// weekly cycle, a seldom-used mode) from being forgotten. A sample may sit in both halves; it keeps
-/// one id (its stream-wide index), which MoCo uses to mask it as its own false negative.
+/// weekly cycle, a seldom-used mode) from being forgotten. A sample's id is a hash of its values,
+/// which MoCo uses to mask it as its own false negative: a sample in both halves, and a sample that
+/// comes again (a training set sent over and over, a stuck sensor), is one sample, not its own
+/// negative.
 ///
 /// Not thread-safe: the owner serialises access (the daemon holds the stream's lock).
 public final class ReplayBuffer {
@@ -52,12 +54,12 @@ public final class ReplayBuffer {
     /// Rows held now.
     public var count: Int { recentCount + reservoirCount }
 
-    /// Offers `n` samples `(n, dimension)`; sample `i` gets id `firstID + i`.
-    public func insert(_ x: UnsafePointer<Float>, rows n: Int, firstID: Int64) {
+    /// Offers `n` samples `(n, dimension)`.
+    public func insert(_ x: UnsafePointer<Float>, rows n: Int) {
         let d = dimension
         for i in 0..<n {
             let sample = x + i * d
-            let id = firstID + Int64(i)
+            let id = Self.id(sample, dimension: d)
             inserted += 1
             // Recent ring: rows [0, recentCapacity).
             if recentCount == recentCapacity { evicted += 1 } else { recentCount += 1 }
@@ -75,6 +77,16 @@ public final class ReplayBuffer {
                 }
             }
         }
+    }
+
+    /// A sample's id: FNV-1a over its values' bits (0 and -0 alike), kept non-negative.
+    public static func id(_ sample: UnsafePointer<Float>, dimension d: Int) -> Int64 {
+        var h: UInt64 = 0xCBF2_9CE4_8422_2325
+        for c in 0..<d {
+            let v = sample[c]
+            h = (h ^ UInt64(v == 0 ? 0 : v.bitPattern)) &* 0x0000_0100_0000_01B3
+        }
+        return Int64(bitPattern: h & UInt64(Int64.max))
     }
 
     @inline(__always)

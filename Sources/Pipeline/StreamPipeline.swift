@@ -132,6 +132,11 @@ public final class StreamPipeline: @unchecked Sendable {
     // Shared under `lock`.
     var buffer: ReplayBuffer
     var pendingSteps = 0.0
+    /// Idle steps the stream may still take (granted anew with each batch: `idle_passes` over the
+    /// buffer), the trainer's clock at the last one, and how many were taken since start.
+    var idleLeft = 0.0
+    var lastIdleStep = -Double.infinity
+    public private(set) var idleSteps: UInt64 = 0
     /// Samples accepted, and steps owed but skipped because the trainer could not keep up.
     public private(set) var accepted: UInt64 = 0
     public private(set) var skippedSteps: UInt64 = 0
@@ -355,14 +360,14 @@ public final class StreamPipeline: @unchecked Sendable {
             // Learn from them only after scoring them.
             if rowCount > 0 && quarantinedRows.isEmpty {
                 scorer.observe(input, rows: rowCount)
-                buffer.insert(input, rows: rowCount, firstID: Int64(accepted))
+                buffer.insert(input, rows: rowCount)
             } else if rowCount > 0 {
                 // The runs of rows between quarantined ones (quarantinedRows is in order).
                 var start = 0
                 for q in quarantinedRows + [rowCount] {
                     if q > start {
                         scorer.observe(input + start * d, rows: q - start)
-                        buffer.insert(input + start * d, rows: q - start, firstID: Int64(accepted) + Int64(start))
+                        buffer.insert(input + start * d, rows: q - start)
                     }
                     start = q + 1
                 }
@@ -370,6 +375,8 @@ public final class StreamPipeline: @unchecked Sendable {
                 quarantinedRows.removeAll(keepingCapacity: true)
             }
             accepted += UInt64(count)
+            // A pass: the samples the buffer holds (each may sit in both halves), in batches.
+            idleLeft = settings.idlePasses * Double(min(buffer.inserted, UInt64(buffer.capacity))) / Double(settings.batchSize)
             pendingSteps += settings.replayRatio * Double(rowCount) / Double(settings.batchSize)
             if pendingSteps > settings.maximumPendingSteps {
                 skippedSteps &+= UInt64(min(pendingSteps - settings.maximumPendingSteps, 1e15))
@@ -470,15 +477,35 @@ public final class StreamPipeline: @unchecked Sendable {
         lock.withLock { pendingSteps >= 1 && buffer.count >= settings.minimumBuffered }
     }
 
-    /// One step of each model on a minibatch from the buffer, if one is owed.
+    /// When the stream may next take an idle step (trainer clock, seconds), if it has any left: a
+    /// stream that has stopped sending keeps learning from its buffer, at most
+    /// `idle_steps_per_second`, until it has made `idle_passes` passes over it.
+    public var idleStepDue: Double? {
+        lock.withLock {
+            guard settings.idleStepsPerSecond > 0, idleLeft >= 1, pendingSteps < 1, buffer.count >= settings.minimumBuffered
+            else { return nil }
+            return lastIdleStep + 1 / settings.idleStepsPerSecond
+        }
+    }
+
+    /// One step of each model on a minibatch from the buffer, if one is owed (or, with `idle`, an
+    /// idle step is due at `now`).
     ///
     /// - Returns: false when no step was taken.
     @discardableResult
-    public func trainStep() -> Bool {
+    public func trainStep(idle now: Double? = nil) -> Bool {
         let n = settings.batchSize
         let ready: Bool = lock.withLock {
-            guard buffer.count >= settings.minimumBuffered, pendingSteps >= 1 else { return false }
-            pendingSteps -= 1
+            guard buffer.count >= settings.minimumBuffered else { return false }
+            if pendingSteps >= 1 {
+                pendingSteps -= 1
+            } else if let now, settings.idleStepsPerSecond > 0, idleLeft >= 1, now >= lastIdleStep + 1 / settings.idleStepsPerSecond {
+                idleLeft -= 1
+                lastIdleStep = now
+                idleSteps &+= 1
+            } else {
+                return false
+            }
             buffer.sample(n, into: batch.pointer, ids: batchIDs)
             autoencoder.normaliser.copy(from: scorer.normaliser)
             moco.normaliser.copy(from: scorer.normaliser)
@@ -595,6 +622,8 @@ public final class StreamPipeline: @unchecked Sendable {
         /// A log stream's templates now and evicted, and lines cut or repaired (zeros otherwise).
         public var templates = 0
         public var templatesEvicted: UInt64 = 0, linesTruncated: UInt64 = 0, linesRepaired: UInt64 = 0
+        /// Steps taken while the stream was quiet (included in the model steps).
+        public var idleSteps: UInt64 = 0
     }
 
     public var status: Status {
@@ -607,7 +636,7 @@ public final class StreamPipeline: @unchecked Sendable {
                 autoencoderLoss: lastLosses.autoencoder, mocoLoss: lastLosses.moco,
                 period: periodSignal?.period ?? 0, templates: logs?.miner.templates.count ?? 0,
                 templatesEvicted: logs?.miner.evicted ?? 0, linesTruncated: logs?.truncated ?? 0,
-                linesRepaired: logs?.repaired ?? 0)
+                linesRepaired: logs?.repaired ?? 0, idleSteps: idleSteps)
         }
     }
 

@@ -140,7 +140,7 @@ import Workloads
         c.queueSize = 1024
         c.batchSize = 64
         c.temperature = 0.1
-        c.augmentation = AugmentationConfiguration(jitter: 0.05, scale: 0, maskProbability: 0.05, cropMinimumFraction: 0.5)
+        c.augmentation = AugmentationConfiguration(jitter: 0.05, scale: 0, maskProbability: 0.05, cropMinimumFraction: 0.5, channels: 1)
         c.normalise = false
         c.seed = 52
         let trained = MoCo(configuration: c)

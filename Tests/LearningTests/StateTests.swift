@@ -24,6 +24,10 @@ import Testing
         c.seed = seed
         c.augmentation.cropMinimumFraction = 0.6
         c.augmentation.scale = 0.1
+        c.augmentation.channels = 2
+        c.augmentation.timeWarp = 0.2
+        c.augmentation.channelOffset = 0.1
+        c.augmentation.spanMask = 0.2
         let m = MoCo(configuration: c)
         let replay = ReferenceReplay()
         let ids = (0..<64).map { Int64($0) }

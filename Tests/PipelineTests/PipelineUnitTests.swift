@@ -11,7 +11,7 @@ import Testing
     @Test func holdsAtMostItsCapacityAndCountsEvictions() {
         let b = ReplayBuffer(dimension: 2, capacity: 10, recentFraction: 0.5, seed: 1)
         let x = (0..<200).map(Float.init)
-        x.withUnsafeBufferPointer { b.insert($0.baseAddress!, rows: 100, firstID: 0) }
+        x.withUnsafeBufferPointer { b.insert($0.baseAddress!, rows: 100) }
         #expect(b.count == 10)
         #expect(b.inserted == 100)
         // The recent half overwrote 95 times; the reservoir replaced one of its 5 rows about
@@ -21,9 +21,29 @@ import Testing
         var ids = [Int64](repeating: 0, count: 64)
         b.sample(64, into: &out, ids: &ids)
         for r in 0..<64 {
-            #expect(out[2 * r] == Float(2 * ids[r]) && out[2 * r + 1] == Float(2 * ids[r] + 1), "row matches its id")
+            #expect(out[2 * r + 1] == out[2 * r] + 1, "rows stay whole")
+            #expect(ids[r] == out.withUnsafeBufferPointer { ReplayBuffer.id($0.baseAddress! + 2 * r, dimension: 2) }, "row matches its id")
         }
-        #expect(ids.contains { $0 >= 95 }, "recent samples are drawn")
+        #expect(out.contains { $0 >= 190 }, "recent samples are drawn")
+    }
+
+    /// Ids are the samples' values: a sample sent again is the same sample to MoCo's masking (a
+    /// training set cycled through a stream), any other sample is another.
+    @Test func aSampleThatComesAgainKeepsItsId() {
+        let b = ReplayBuffer(dimension: 3, capacity: 100, seed: 2)
+        let x: [Float] = [1, 2, 3, 0, 5, 6, 1, 2, 3, -0.0, 5, 6, 1, 2, 4]
+        x.withUnsafeBufferPointer { b.insert($0.baseAddress!, rows: 5) }
+        var out = [Float](repeating: 0, count: 3 * 500)
+        var ids = [Int64](repeating: 0, count: 500)
+        b.sample(500, into: &out, ids: &ids)
+        var idOf: [[Float]: Int64] = [:]
+        for r in 0..<500 {
+            let row = Array(out[3 * r..<3 * r + 3]).map { $0 == 0 ? 0 : $0 }
+            #expect(idOf[row, default: ids[r]] == ids[r], "one id per distinct sample")
+            idOf[row] = ids[r]
+            #expect(ids[r] >= 0)
+        }
+        #expect(idOf.count == 3 && Set(idOf.values).count == 3, "\(idOf)")
     }
 
     @Test func reservoirKeepsOldSamplesWithEqualProbability() {
@@ -32,11 +52,11 @@ import Testing
         for seed in 0..<2000 {
             let b = ReplayBuffer(dimension: 1, capacity: 60, recentFraction: 10.0 / 60, seed: UInt64(seed))
             let x = (0..<100).map(Float.init)
-            x.withUnsafeBufferPointer { b.insert($0.baseAddress!, rows: 100, firstID: 0) }
+            x.withUnsafeBufferPointer { b.insert($0.baseAddress!, rows: 100) }
             var out = [Float](repeating: 0, count: 4000)
             var ids = [Int64](repeating: 0, count: 4000)
             b.sample(4000, into: &out, ids: &ids)
-            for id in Set(ids) where id < 90 { held[Int(id)] += 1 }
+            for value in Set(out) where value < 90 { held[Int(value)] += 1 }
         }
         let early = Double(held[0..<10].reduce(0, +)) / 10 / 2000, late = Double(held[80..<90].reduce(0, +)) / 10 / 2000
         #expect(abs(early - 0.5) < 0.06 && abs(late - 0.5) < 0.06, "early \(early), late \(late)")

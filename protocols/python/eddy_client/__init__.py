@@ -307,16 +307,12 @@ class Head:
         return self.classes[np.argmax(self.probabilities(x), axis=1)]
 
 
-def fit_head(snapshot, samples, labels, l2=1e-2, steps=500, learning_rate=0.5):
-    """Fine-tunes on a few labels: a softmax head on the frozen encoder of a MoCo snapshot.
-
-    Full-batch gradient descent on the L2-regularised cross-entropy of standardised
-    representations; a few dozen labelled samples are enough when the representation separates
-    the classes. Returns a Head with `predict` and `probabilities`.
-    """
+def fit_softmax(features, labels, l2=1e-2, steps=500, learning_rate=0.5):
+    """A linear softmax classifier on standardised `features`: full-batch gradient descent on the
+    L2-regularised cross-entropy. Returns (weights, bias, mean, scale, classes)."""
     labels = np.asarray(labels)
     classes, y = np.unique(labels, return_inverse=True)
-    r = snapshot.representation(samples).astype(np.float64)
+    r = np.asarray(features, dtype=np.float64)
     mean, scale = r.mean(axis=0), r.std(axis=0) + 1e-6
     f = (r - mean) / scale
     n, k = f.shape[0], len(classes)
@@ -330,5 +326,15 @@ def fit_head(snapshot, samples, labels, l2=1e-2, steps=500, learning_rate=0.5):
         g = (p - onehot) / n
         w -= learning_rate * (f.T @ g + l2 * w)
         b -= learning_rate * g.sum(axis=0)
-    return Head(snapshot, w.astype(np.float32), b.astype(np.float32), mean.astype(np.float32),
-                scale.astype(np.float32), classes)
+    return w.astype(np.float32), b.astype(np.float32), mean.astype(np.float32), scale.astype(np.float32), classes
+
+
+def fit_head(snapshot, samples, labels, l2=1e-2, steps=500, learning_rate=0.5):
+    """Fine-tunes on a few labels: a softmax head on the frozen encoder of a MoCo snapshot.
+
+    Full-batch gradient descent on the L2-regularised cross-entropy of standardised
+    representations; a few dozen labelled samples are enough when the representation separates
+    the classes. Returns a Head with `predict` and `probabilities`.
+    """
+    w, b, mean, scale, classes = fit_softmax(snapshot.representation(samples), labels, l2, steps, learning_rate)
+    return Head(snapshot, w, b, mean, scale, classes)

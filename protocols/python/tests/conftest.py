@@ -1,8 +1,5 @@
 import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -10,6 +7,8 @@ import pytest
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent.parent
 sys.path.insert(0, str(HERE.parent))
+
+from eddy_client.local import LocalDaemon  # noqa: E402
 
 CONFIG = """
 heartbeat_seconds = 0.2
@@ -22,30 +21,11 @@ warmup_steps = 20
 """
 
 
-class Daemon:
+class Daemon(LocalDaemon):
     """`eddy serve` as a child process on 127.0.0.1 with OS-chosen ports."""
 
     def __init__(self, data_dir, config_path):
-        binary = os.environ.get("EDDY_BIN", str(ROOT / ".build" / "debug" / "eddy"))
-        self.process = subprocess.Popen(
-            [binary, "serve", "--ingest", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
-             "--snapshots", "tcp://127.0.0.1:*", "--data-dir", str(data_dir), "--config", str(config_path),
-             "--log-level", "warning"],
-            stdout=subprocess.PIPE, text=True)
-        self.endpoints = {}
-        while len(self.endpoints) < 3:
-            line = self.process.stdout.readline()
-            if not line:
-                raise RuntimeError(f"eddy serve exited with {self.process.wait()}")
-            name, endpoint = line.split()
-            self.endpoints[name] = endpoint
-
-    def terminate(self, timeout=20):
-        """SIGTERM; returns the exit code and the seconds it took."""
-        start = time.monotonic()
-        self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=timeout)
-        return code, time.monotonic() - start
+        super().__init__(os.environ.get("EDDY_BIN", str(ROOT / ".build" / "debug" / "eddy")), data_dir, config_path)
 
 
 @pytest.fixture

@@ -1,0 +1,264 @@
+#!/usr/bin/env python3
+"""Is the contrastive encoder worth subscribing to? The representation probe, end to end against a
+real daemon (issue 13's protocol):
+
+1. each labelled set's TRAIN samples go to a fresh `eddy serve` as one stream, cycled in a seeded
+   order to `--samples` (6,000), at the pace the trainer keeps (no step skipped);
+2. the stream's MoCo snapshot is fetched over REQ/REP, and its representation (the snapshot's
+   normaliser, its layers up to `representation_layer`) computed for TRAIN and TEST;
+3. kNN (k = 5, Euclidean on features standardised by TRAIN) and a linear probe (softmax on every
+   TRAIN label) are scored on TEST, beside the same on the raw (normalised) input and on a
+   randomly initialised encoder of the same shape (PyTorch's `nn.Linear` initialisation, as the
+   daemon's), over the same normaliser;
+4. few-label heads: 5 labels per class drawn from TRAIN (five draws), the same softmax head on the
+   representation and on the raw input, scored on TEST.
+
+    .venv/bin/python scripts/probe.py [--sets GunPoint,BasicMotions] [--config extra.conf]
+        [--seeds 0,1] [--samples 6000] [--json out.json]
+
+The sets ship inside PyPI packages and are fetched once into .cache/probe (`pip download
+--no-deps`, nothing installed): GunPoint, BasicMotions, ArrowHead, UnitTest and Covid3Month_disc
+from aeon's wheel, digits from scikit-learn's (split in halves, seeded). A sample of c channels of
+length n is sent as one vector of c × n values, channel after channel. Other sets in those wheels
+are kept for verification: this script reads only these six.
+"""
+import argparse
+import glob
+import gzip
+import io
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import zmq
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "protocols" / "python"))
+from eddy_client import Producer, Subscriber, fetch_snapshot, fit_softmax  # noqa: E402
+from eddy_client.local import LocalDaemon  # noqa: E402
+
+CACHE = ROOT / ".cache" / "probe"
+SETS = ["GunPoint", "BasicMotions", "ArrowHead", "UnitTest", "Covid3Month_disc", "digits"]
+
+
+# MARK: data
+
+def wheel(package):
+    """The package's wheel in the cache, downloaded once without its dependencies."""
+    found = sorted(glob.glob(str(CACHE / f"{package.replace('-', '_')}-*.whl")))
+    if not found:
+        CACHE.mkdir(parents=True, exist_ok=True)
+        subprocess.check_call([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:",
+                               "-d", str(CACHE), package])
+        found = sorted(glob.glob(str(CACHE / f"{package.replace('-', '_')}-*.whl")))
+    return zipfile.ZipFile(found[-1])
+
+
+def parse_ts(text):
+    """A .ts file (sktime/aeon): `@` header lines, then one case per line, channels separated by
+    `:`, the label last. Returns (samples of shape cases × channels × length, labels)."""
+    xs, ys, data = [], [], False
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.lower().startswith("@data"):
+            data = True
+            continue
+        if not data or line.startswith("@"):
+            continue
+        *channels, label = line.split(":")
+        xs.append([[float(v) for v in c.split(",")] for c in channels])
+        ys.append(label)
+    return np.asarray(xs, dtype=np.float32), np.asarray(ys)
+
+
+def load(name):
+    """(train x, train y, test x, test y, channels: 0 for samples that are not series); x flattened
+    channel after channel."""
+    if name == "digits":
+        z = wheel("scikit-learn")
+        member = next(n for n in z.namelist() if n.endswith("datasets/data/digits.csv.gz"))
+        table = np.loadtxt(io.StringIO(gzip.decompress(z.read(member)).decode()), delimiter=",", dtype=np.float32)
+        x, y = table[:, :-1], table[:, -1].astype(int).astype(str)
+        order = np.random.default_rng(0).permutation(len(x))
+        half = len(x) // 2
+        return x[order[:half]], y[order[:half]], x[order[half:]], y[order[half:]], 0  # an image, not a series
+    z = wheel("aeon")
+    parts = {}
+    for split in ("TRAIN", "TEST"):
+        member = f"aeon/datasets/data/{name}/{name}_{split}.ts"
+        parts[split] = parse_ts(z.read(member).decode())
+    (xtr, ytr), (xte, yte) = parts["TRAIN"], parts["TEST"]
+    c = xtr.shape[1]
+    return xtr.reshape(len(xtr), -1), ytr, xte.reshape(len(xte), -1), yte, c
+
+
+# MARK: the daemon
+
+DAEMON_KEYS = "heartbeat_seconds = 0.1\nsnapshot_every_seconds = 0.2\ncheckpoint_every_seconds = 3600\n"
+
+
+def stream_status(sub, name, timeout=10.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        got = sub.recv(timeout_ms=200)
+        if got and got[0] == "hb/":
+            for s in got[1].streams:
+                if s.stream == name:
+                    return s
+    raise RuntimeError("no heartbeat naming the stream")
+
+
+def train(binary, extra_config, x, samples, seed, idle_seconds):
+    """The MoCo snapshot of a fresh daemon fed `samples` samples cycled from `x`, and the stream's
+    last status."""
+    with tempfile.TemporaryDirectory() as workdir:
+        config = Path(workdir) / "eddy.conf"
+        config.write_text(DAEMON_KEYS + "[stream]\n" + f"seed = {seed}\n" + extra_config)
+        d = LocalDaemon(binary, Path(workdir) / "data", config)
+        context = zmq.Context()
+        try:
+            with Subscriber(d.endpoints["publish"], ["hb/"], context=context) as sub, \
+                    Producer(d.endpoints["ingest"], context=context) as p:
+                rng = np.random.default_rng(seed)
+                order = np.concatenate([rng.permutation(len(x)) for _ in range(samples // len(x) + 1)])[:samples]
+                time.sleep(0.3)
+                sent, chunk = 0, 256
+                status = None
+                while sent < samples:
+                    part = x[order[sent:sent + chunk]]
+                    p.send("probe", part)
+                    sent += len(part)
+                    # Wait for the trainer to pay the steps owed (a fast push would have them skipped).
+                    settled, last = 0, -1
+                    while settled < 3:
+                        status = stream_status(sub, "probe")
+                        settled = settled + 1 if status.train_steps == last and status.accepted == sent else 0
+                        last = status.train_steps
+                if idle_seconds > 0:
+                    time.sleep(idle_seconds)
+                    status = stream_status(sub, "probe")
+                time.sleep(0.5)  # a snapshot of the last step
+                snapshot = fetch_snapshot(d.endpoints["snapshots"], "probe", model="moco", context=context)
+                return snapshot, status
+        finally:
+            context.destroy(linger=0)
+            d.terminate(timeout=30)
+
+
+# MARK: probes
+
+def random_encoder(snapshot, seed):
+    """The snapshot's encoder shape with fresh weights (U(±1/√fan_in), the daemon's initialisation)."""
+    rng = np.random.default_rng(1000 + seed)
+    layers = snapshot.message.representation_layer + 1
+    out = []
+    for w, b in zip(snapshot.weights[:layers], snapshot.biases[:layers]):
+        bound = 1 / np.sqrt(w.shape[1])
+        out.append((rng.uniform(-bound, bound, w.shape).astype(np.float32), rng.uniform(-bound, bound, b.shape).astype(np.float32)))
+
+    def encode(x):
+        h = snapshot.normalise(x)
+        for i, (w, b) in enumerate(out):
+            h = h @ w.T + b
+            if snapshot.activations[i] == "relu":
+                h = np.maximum(h, 0)
+        return h
+    return encode
+
+
+def knn_accuracy(ftr, ytr, fte, yte, k=5):
+    mean, scale = ftr.mean(axis=0), ftr.std(axis=0) + 1e-6
+    a, b = (ftr - mean) / scale, (fte - mean) / scale
+    d = (b ** 2).sum(1)[:, None] - 2 * b @ a.T + (a ** 2).sum(1)[None, :]
+    nearest = np.argsort(d, axis=1)[:, :k]
+    correct = 0
+    for i, row in enumerate(nearest):
+        labels, counts = np.unique(ytr[row], return_counts=True)
+        # Ties go to the label of the nearest among the tied.
+        best = labels[counts == counts.max()]
+        vote = next(ytr[j] for j in row if ytr[j] in best)
+        correct += vote == yte[i]
+    return correct / len(yte)
+
+
+def linear_accuracy(ftr, ytr, fte, yte, steps=1000):
+    w, b, mean, scale, classes = fit_softmax(ftr, ytr, steps=steps)
+    z = ((fte - mean) / scale) @ w + b
+    return float((classes[np.argmax(z, axis=1)] == yte).mean())
+
+
+def few_label_accuracy(ftr, ytr, fte, yte, per_class=5, draws=5):
+    scores = []
+    for draw in range(draws):
+        rng = np.random.default_rng(draw)
+        picked = np.concatenate([rng.choice(np.flatnonzero(ytr == c), min(per_class, (ytr == c).sum()), replace=False)
+                                 for c in np.unique(ytr)])
+        scores.append(linear_accuracy(ftr[picked], ytr[picked], fte, yte))
+    return float(np.mean(scores))
+
+
+def probe(name, binary, extra_config, seed, samples, idle_seconds, series):
+    xtr, ytr, xte, yte, channels = load(name)
+    if series and channels > 0:
+        extra_config = f"series_channels = {channels}\n" + extra_config
+    started = time.monotonic()
+    snapshot, status = train(binary, extra_config, xtr, samples, seed, idle_seconds)
+    features = {
+        "raw": lambda x: snapshot.normalise(x),
+        "random": random_encoder(snapshot, seed),
+        "moco": snapshot.representation,
+    }
+    row = {"set": name, "seed": seed, "train": len(xtr), "test": len(xte), "dim": xtr.shape[1], "channels": channels,
+           "steps": status.train_steps, "skipped": status.skipped_steps, "moco_loss": round(status.moco_loss, 4),
+           "seconds": round(time.monotonic() - started, 1)}
+    for kind, f in features.items():
+        ftr, fte = f(xtr).astype(np.float64), f(xte).astype(np.float64)
+        row[f"knn_{kind}"] = round(knn_accuracy(ftr, ytr, fte, yte), 4)
+        row[f"linear_{kind}"] = round(linear_accuracy(ftr, ytr, fte, yte), 4)
+        if kind != "random":
+            row[f"few_{kind}"] = round(few_label_accuracy(ftr, ytr, fte, yte), 4)
+    return row
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sets", default=",".join(SETS))
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--samples", type=int, default=6000)
+    ap.add_argument("--config", help="stream keys added to the defaults (a file)")
+    ap.add_argument("--series", action="store_true",
+                    help="declare each set's shape (series_channels) to the stream, so augmentations act along time")
+    ap.add_argument("--idle", type=float, default=0, help="seconds to wait after the last sample (idle training)")
+    ap.add_argument("--eddy", default=os.environ.get("EDDY_BIN", str(ROOT / ".build" / "release" / "eddy")))
+    ap.add_argument("--json", help="write the rows here too")
+    args = ap.parse_args()
+    extra = Path(args.config).read_text() if args.config else ""
+    rows = []
+    print("set              seed steps  kNN raw/random/moco    linear raw/random/moco   5-label raw/moco")
+    for name in args.sets.split(","):
+        for seed in [int(s) for s in args.seeds.split(",")]:
+            r = probe(name, args.eddy, extra, seed, args.samples, args.idle, args.series)
+            rows.append(r)
+            print(f"{name:16} {seed:4} {r['steps']:5}  {r['knn_raw']:.3f} {r['knn_random']:.3f} {r['knn_moco']:.3f}    "
+                  f"{r['linear_raw']:.3f} {r['linear_random']:.3f} {r['linear_moco']:.3f}     "
+                  f"{r['few_raw']:.3f} {r['few_moco']:.3f}", flush=True)
+    wins = {m: sum(np.mean([r[f"{m}_moco"] > max(r[f"{m}_raw"], r[f"{m}_random"]) for r in rows if r["set"] == s]) > 0.5
+                   for s in {r["set"] for r in rows}) for m in ("knn", "linear")}
+    few = sum(np.mean([r["few_moco"] > r["few_raw"] for r in rows if r["set"] == s]) > 0.5 for s in {r["set"] for r in rows})
+    n = len({r["set"] for r in rows})
+    print(f"MoCo beats raw and random on {wins['knn']} of {n} sets by kNN, {wins['linear']} of {n} by linear probe; "
+          f"its 5-label head beats raw input's on {few} of {n}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
