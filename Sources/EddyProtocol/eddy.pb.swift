@@ -261,6 +261,35 @@ public nonisolated struct Eddy_V1_LineBatch: Sendable {
 }
 
 /// Which sensor or time step a reconstruction error comes from.
+/// Each scored sample's representation, on `rep/<stream>/` for a stream with
+/// `publish_representations` (SPEC.md section 5.1): the output of the MoCo encoder's layer
+/// `representation_layer` for the sample's model input, normalised as its score was.
+public nonisolated struct Eddy_V1_RepresentationBatch: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var stream: String = String()
+
+  /// Sequence number of the first sample here; sample i is `first_sequence + i`.
+  public var firstSequence: UInt64 = 0
+
+  /// Width of a representation, and the number of samples.
+  public var dim: UInt32 = 0
+
+  public var count: UInt32 = 0
+
+  /// The MoCo version (training steps) whose encoder computed them.
+  public var modelVersion: UInt64 = 0
+
+  /// count * dim IEEE-754 float32 values, little-endian, sample after sample.
+  public var values: Data = Data()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 public nonisolated struct Eddy_V1_Contribution: Sendable {
   // SwiftProtobuf.Message conformance is added in an extension below. See the
   // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
@@ -976,6 +1005,61 @@ nonisolated extension Eddy_V1_LineBatch: SwiftProtobuf.Message, SwiftProtobuf._M
     if lhs.timestampsNs != rhs.timestampsNs {return false}
     if lhs.producer != rhs.producer {return false}
     if lhs.lines != rhs.lines {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Eddy_V1_RepresentationBatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".RepresentationBatch"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{3}first_sequence\0\u{1}dim\0\u{1}count\0\u{3}model_version\0\u{1}values\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.stream) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.firstSequence) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.dim) }()
+      case 4: try { try decoder.decodeSingularUInt32Field(value: &self.count) }()
+      case 5: try { try decoder.decodeSingularUInt64Field(value: &self.modelVersion) }()
+      case 6: try { try decoder.decodeSingularBytesField(value: &self.values) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.stream.isEmpty {
+      try visitor.visitSingularStringField(value: self.stream, fieldNumber: 1)
+    }
+    if self.firstSequence != 0 {
+      try visitor.visitSingularUInt64Field(value: self.firstSequence, fieldNumber: 2)
+    }
+    if self.dim != 0 {
+      try visitor.visitSingularUInt32Field(value: self.dim, fieldNumber: 3)
+    }
+    if self.count != 0 {
+      try visitor.visitSingularUInt32Field(value: self.count, fieldNumber: 4)
+    }
+    if self.modelVersion != 0 {
+      try visitor.visitSingularUInt64Field(value: self.modelVersion, fieldNumber: 5)
+    }
+    if !self.values.isEmpty {
+      try visitor.visitSingularBytesField(value: self.values, fieldNumber: 6)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Eddy_V1_RepresentationBatch, rhs: Eddy_V1_RepresentationBatch) -> Bool {
+    if lhs.stream != rhs.stream {return false}
+    if lhs.firstSequence != rhs.firstSequence {return false}
+    if lhs.dim != rhs.dim {return false}
+    if lhs.count != rhs.count {return false}
+    if lhs.modelVersion != rhs.modelVersion {return false}
+    if lhs.values != rhs.values {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -249,6 +249,11 @@ public final class MoCo {
     }
 
     public var queryParameters: [Float] { query.array }
+
+    /// The query encoder's weights into `out` (a buffer of `parameterCount`), and back: how
+    /// another thread's copy of the model is kept up to date without sharing this one.
+    public func copyQuery(into out: FloatBuffer) { out.copy(from: query) }
+    public func loadQuery(from source: FloatBuffer) { query.copy(from: source) }
     public var keyParameters: [Float] { key.array }
     public var queueValues: [Float] { queue.array }
 

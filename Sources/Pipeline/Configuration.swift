@@ -28,6 +28,8 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// (and counted), so a burst never leaves the models hours behind.
     public var maximumPendingSteps = 64.0
     public var batchSize = 64
+    /// Publish each scored sample's representation (the MoCo encoder's output) on `rep/<stream>/`.
+    public var publishRepresentations = false
     /// A stream with no steps owed (it has gone quiet) keeps training from its buffer, at most this
     /// many steps a second, until it has made `idlePasses` passes over the buffer since its last
     /// batch (a pass: the samples buffered, at most `buffer_capacity`, over batch_size). 0: off.
@@ -517,6 +519,10 @@ extension StreamConfiguration {
             bytes += DiscordSignal.bytes(window: discordWindow, history: discordHistory, channels: channels)
         }
         if log { bytes += LogFront.bytes(templates: logTemplates) }
+        if publishRepresentations {
+            // The ingest thread's own MoCo (as the trainer's) and the exchange of its weights.
+            bytes += 4 * (6 * mocoParameters + mocoQueue * (mocoHead.last ?? 0) + 2 * mocoQueue + 3 * 256 * mocoUnits + 256 * d)
+        }
         return bytes
     }
 }

@@ -403,6 +403,11 @@ public final class Daemon: @unchecked Sendable {
         for i in 0..<scored.count where scored.alerts[i] {
             send(Topic.alert(pipeline.name), Wire.alert(scored.sample(i), in: scored), publisher: publisher, samples: 0)
         }
+        let represented = scored.representationWidth > 0 ? scored.representations.count / scored.representationWidth : 0
+        for start in stride(from: 0, to: represented, by: Wire.representationsPerMessage(width: scored.representationWidth)) {
+            let range = start..<min(start + Wire.representationsPerMessage(width: scored.representationWidth), represented)
+            send(Topic.representation(pipeline.name), Wire.representations(scored, range: range), publisher: publisher, samples: 0)
+        }
     }
 
     /// The stream of this name, created with `dim` (a log stream: `log`) if it is new and there is room.

@@ -65,6 +65,13 @@ public struct ScoredBatch: Sendable {
     /// A log stream's lines: the template each joined (empty for a sample stream), and for each
     /// alerting line what the signal that raised it found.
     public var templateIDs: [UInt32] = []
+    /// With `publish_representations`: the representations (`representationWidth` each) of the
+    /// samples from index `representationFirst` on (a window's first samples have none), computed
+    /// by MoCo version `representationVersion`.
+    public var representations: [Float] = []
+    public var representationWidth = 0
+    public var representationFirst = 0
+    public var representationVersion: UInt64 = 0
     public var logAlerts: [Int: LogAlert] = [:]
 
     public var count: Int { errors.count }
@@ -163,6 +170,13 @@ public final class StreamPipeline: @unchecked Sendable {
     var mocoVersion: UInt64 = 0
     var lastLosses: (autoencoder: Float, moco: Float) = (.nan, .nan)
 
+    /// With `publish_representations`: the trainer's latest MoCo query weights, their version, and
+    /// the ingest side's own MoCo whose encoder computes each sample's representation.
+    let mocoExchange: FloatBuffer?
+    var mocoExchangeVersion: UInt64 = 0
+    let representer: MoCo?
+    var representerVersion: UInt64 = 0
+
     // Ingest side: the scorer (its normaliser is the live one) and the rows it scores.
     let scorer: Autoencoder
     var scorerVersion: UInt64 = 0
@@ -198,6 +212,16 @@ public final class StreamPipeline: @unchecked Sendable {
         scorer = Autoencoder(configuration: settings.autoencoderConfiguration())
         exchange = FloatBuffer(autoencoder.parameterValues)
         scorer.parameters.copy(from: exchange)
+        if settings.publishRepresentations {
+            let weights = FloatBuffer(count: moco.parameterCount)
+            moco.copyQuery(into: weights)
+            mocoExchange = weights
+            representer = MoCo(configuration: settings.mocoConfiguration())
+            representer!.loadQuery(from: weights)
+        } else {
+            mocoExchange = nil
+            representer = nil
+        }
         chain = Self.chain(settings, sampleDimension: sampleDimension)
         logs = settings.log ? LogFront(templates: settings.logTemplates, similarity: settings.logSimilarity, mixWindow: settings.logMixWindow) : nil
         periodSignal = chain.signal(PeriodSignal.self)
@@ -277,6 +301,10 @@ public final class StreamPipeline: @unchecked Sendable {
                 scorer.parameters.copy(from: exchange)
                 scorerVersion = exchangeVersion
             }
+            if let representer, let mocoExchange, mocoExchangeVersion > representerVersion {
+                representer.loadQuery(from: mocoExchange)
+                representerVersion = mocoExchangeVersion
+            }
         }
         // Rows the models see: the samples themselves, or the window ending at each value.
         let d = inputDimension
@@ -302,6 +330,18 @@ public final class StreamPipeline: @unchecked Sendable {
             alertScores: [Float](repeating: 0, count: count), alerts: [Bool](repeating: false, count: count),
             warmingUp: [Bool](repeating: true, count: count), timestamps: timestamps ?? [], topFeatures: [:],
             window: explainedWindow, windowScales: explainedWindow > 0 ? settings.windowScales : [])
+        if let representer, rowCount > 0 {
+            // Normalised as the scorer normalised them (before the batch is observed).
+            representer.normaliser.copy(from: scorer.normaliser)
+            let width = representer.representationWidth
+            var out = [Float](repeating: 0, count: rowCount * width)
+            out.withUnsafeMutableBufferPointer { representer.embed(input, rows: rowCount, into: $0.baseAddress!) }
+            result.representations = out
+            result.representationWidth = width
+            // A window's rows are its last samples' (the first have too little history for one).
+            result.representationFirst = count - rowCount
+            result.representationVersion = representerVersion
+        }
         lock.withLock {
             let modelReady = scorerVersion >= UInt64(settings.warmupSteps)
             let warming = accepted + UInt64(count) <= UInt64(settings.warmupSamples) || !modelReady
@@ -526,6 +566,10 @@ public final class StreamPipeline: @unchecked Sendable {
         lock.withLock {
             exchange.copy(from: autoencoder.parameters)
             exchangeVersion = UInt64(autoencoder.step)
+            if let mocoExchange {
+                moco.copyQuery(into: mocoExchange)
+                mocoExchangeVersion = UInt64(moco.step)
+            }
             mocoVersion = UInt64(moco.step)
             lastLosses = (aeLoss, mocoLoss)
         }
@@ -740,6 +784,10 @@ public final class StreamPipeline: @unchecked Sendable {
         }
         stream.exchange.copy(from: stream.autoencoder.parameters)
         stream.exchangeVersion = UInt64(stream.autoencoder.step)
+        if let weights = stream.mocoExchange {
+            stream.moco.copyQuery(into: weights)
+            stream.mocoExchangeVersion = UInt64(stream.moco.step)
+        }
         stream.scorer.parameters.copy(from: stream.exchange)
         stream.scorerVersion = stream.exchangeVersion
         stream.mocoVersion = UInt64(stream.moco.step)

@@ -8,6 +8,7 @@ public enum Topic {
     public static func score(_ stream: String) -> String { "score/\(stream)/" }
     public static func alert(_ stream: String) -> String { "alert/\(stream)/" }
     public static func snapshot(_ stream: String, _ kind: Snapshot.Kind) -> String { "snapshot/\(stream)/\(kind.rawValue)/" }
+    public static func representation(_ stream: String) -> String { "rep/\(stream)/" }
     public static let heartbeat = "hb/"
     /// `error/_/` when the message named no usable stream.
     public static func error(_ stream: String?) -> String { "error/\(stream ?? "_")/" }
@@ -47,6 +48,23 @@ public enum Wire {
     /// Bytes a ScoreBatch of `scoresPerMessage` samples takes at most: per sample an error and a score
     /// (4 bytes each), two flags and a timestamp (up to 10 bytes as a varint), plus the header.
     public static let largestScoreMessage = scoresPerMessage * 20 + 512
+
+    /// Representations per message, at most, so that one stays under `largestScoreMessage` bytes
+    /// (the publish queue's bound is stated in those).
+    public static func representationsPerMessage(width: Int) -> Int { max(1, (largestScoreMessage - 64) / (4 * max(width, 1))) }
+
+    /// The batch's representations (those of samples `range`, indices into them), as published.
+    public static func representations(_ batch: ScoredBatch, range: Range<Int>) -> Eddy_V1_RepresentationBatch {
+        var m = Eddy_V1_RepresentationBatch()
+        m.stream = batch.stream
+        m.firstSequence = batch.firstSequence + UInt64(batch.representationFirst + range.lowerBound)
+        m.dim = UInt32(batch.representationWidth)
+        m.count = UInt32(range.count)
+        m.modelVersion = batch.representationVersion
+        let w = batch.representationWidth
+        m.values = batch.representations.withUnsafeBufferPointer { bytes(UnsafeBufferPointer(rebasing: $0[range.lowerBound * w..<range.upperBound * w])) }
+        return m
+    }
 
     public static func message(_ batch: ScoredBatch, range: Range<Int>? = nil) -> Eddy_V1_ScoreBatch {
         let r = range ?? 0..<batch.count

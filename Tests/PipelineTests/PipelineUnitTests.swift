@@ -734,6 +734,30 @@ import Testing
         let back = try Eddy_V1_SampleBatch(serializedBytes: Self.golden)
         #expect(Wire.floats(back.values) == [1, -2])
     }
+
+    /// The representation of the third sample of a batch starting at sequence 5 (the first two
+    /// had none, as a window's first samples), by MoCo version 3, encoded by hand;
+    /// protocols/python/tests checks the same bytes from Python.
+    @Test func aRepresentationBatchEncodesToTheGoldenBytes() throws {
+        let x: [Float] = [0, 1, 2, 3, 4, 5]
+        var batch = x.withUnsafeBufferPointer {
+            StreamPipeline(name: "s", settings: StreamConfiguration().resolved(dim: 2)).score($0.baseAddress!, count: 3, firstSequence: 5)
+        }
+        batch.representations = [1, -2]
+        batch.representationWidth = 2
+        batch.representationFirst = 2
+        batch.representationVersion = 3
+        let golden: [UInt8] = [
+            0x0A, 0x01, 0x73,  // 1: stream "s"
+            0x10, 0x07,  // 2: first_sequence 5 + 2
+            0x18, 0x02,  // 3: dim 2
+            0x20, 0x01,  // 4: count 1
+            0x28, 0x03,  // 5: model_version 3
+            0x32, 0x08, 0x00, 0x00, 0x80, 0x3F, 0x00, 0x00, 0x00, 0xC0,  // 6: values 1.0f, -2.0f LE
+        ]
+        #expect(try Wire.representations(batch, range: 0..<1).serializedBytes() == golden)
+        #expect(Wire.representationsPerMessage(width: 64) * 256 <= Wire.largestScoreMessage)
+    }
 }
 
 @Suite struct StreamPipelineTests {

@@ -26,7 +26,8 @@ import zmq
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from eddy.v1 import eddy_pb2 as pb  # noqa: E402
 
-__all__ = ["Producer", "Subscriber", "Snapshot", "Head", "CurveKeys", "fetch_snapshot", "fit_head", "pb", "MESSAGE_TYPES"]
+__all__ = ["Producer", "Subscriber", "Snapshot", "Head", "CurveKeys", "fetch_snapshot", "fit_head", "fit_softmax",
+           "representations", "pb", "MESSAGE_TYPES"]
 
 # Topic kind (frame 0 up to the first '/') -> message type of frame 1.
 MESSAGE_TYPES = {
@@ -34,6 +35,7 @@ MESSAGE_TYPES = {
     "alert": pb.Alert,
     "snapshot": pb.ModelSnapshot,
     "hb": pb.Heartbeat,
+    "rep": pb.RepresentationBatch,
     "error": pb.Error,
 }
 
@@ -261,6 +263,11 @@ class Snapshot:
     def representation(self, x):
         """MoCo: the encoder's output, the features a downstream head is fitted on."""
         return self.forward(x, layers=self.message.representation_layer + 1)
+
+
+def representations(message):
+    """A RepresentationBatch's values as a (count, dim) float32 array."""
+    return np.frombuffer(message.values, dtype="<f4").reshape(message.count, message.dim)
 
 
 def fetch_snapshot(endpoint, stream, model="autoencoder", timeout_ms=5000, context=None, curve=None):

@@ -14,6 +14,16 @@ def test_sample_batch_encodes_to_the_golden_bytes():
     assert sample_batch("s", np.array([[1.0, -2.0]]), 5).SerializeToString() == GOLDEN
 
 
+def test_a_representation_batch_decodes_from_the_golden_bytes():
+    """The bytes Swift's ProtocolTests encode: stream "s", first_sequence 7, dim 2, count 1, model_version 3."""
+    from eddy_client import representations
+    golden = bytes([0x0A, 0x01, 0x73, 0x10, 0x07, 0x18, 0x02, 0x20, 0x01, 0x28, 0x03,
+                    0x32, 0x08, 0x00, 0x00, 0x80, 0x3F, 0x00, 0x00, 0x00, 0xC0])
+    m = pb.RepresentationBatch.FromString(golden)
+    assert (m.stream, m.first_sequence, m.dim, m.count, m.model_version) == ("s", 7, 2, 1, 3)
+    assert representations(m).tolist() == [[1.0, -2.0]]
+
+
 def sensors(n, dim=8, seed=0, start=0):
     rng = np.random.default_rng(seed)
     t = np.arange(start, start + n)[:, None]
@@ -441,3 +451,34 @@ def test_the_daemon_takes_every_descriptor_its_hard_limit_allows(start_daemon):
     daemon_soft, daemon_hard = line.split()[3:5]
     assert daemon_soft == daemon_hard == (str(hard) if hard != resource.RLIM_INFINITY else "unlimited")
     assert daemon.terminate()[0] == 0
+
+
+def test_published_representations_are_the_snapshots_encoder_on_the_scored_samples(start_daemon):
+    """`publish_representations`: rep/<stream>/ carries each sample's representation, computed by
+    the MoCo version it names; numpy reproduces it from that version's snapshot."""
+    from eddy_client import representations
+    daemon = start_daemon(extra_config="publish_representations = true\n")
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(1050, 6)).astype(np.float32) * np.arange(1, 7, dtype=np.float32) + 5
+    with Subscriber(daemon.endpoints["publish"], ["hb/", "rep/s/"]) as sub, Producer(daemon.endpoints["ingest"]) as p:
+        wait_heartbeat(sub)
+        p.send("s", x[:1000])
+        steps, last, settled = 0, -1, 0
+        while settled < 3:  # the trainer has taken every step the batch earned
+            hb = wait_heartbeat(sub)
+            steps = hb.streams[0].moco_version if hb.streams else 0
+            settled = settled + 1 if steps == last and steps > 0 else 0
+            last = steps
+        snap = wait_snapshot(daemon.endpoints["snapshots"], "s", "moco", accept=lambda m: m.version == steps)
+        p.send("s", x[1000:])
+        got = []
+        end = time.monotonic() + 10
+        while sum(len(g[1]) for g in got) < 50 and time.monotonic() < end:
+            message = sub.recv(timeout_ms=200)
+            if message and message[0] == "rep/s/" and message[1].first_sequence >= 1000:
+                got.append((message[1], representations(message[1])))
+    assert got and sum(len(r) for _, r in got) == 50
+    assert all(m.model_version == steps and m.dim == 64 for m, _ in got)
+    published = np.concatenate([r for _, r in sorted(got, key=lambda g: g[0].first_sequence)])
+    expected = snap.representation(x[1000:])
+    assert np.allclose(published, expected, rtol=1e-4, atol=1e-4), np.abs(published - expected).max()
