@@ -247,7 +247,7 @@ def compare(files):
     for f in files:
         sets, mean, wins, few = summary(json.loads(Path(f).read_text()))
         cells = "  ".join(f"{s[:8]:8} {mean[s]['knn_moco']:.2f}/{mean[s]['linear_moco']:.2f}/{mean[s]['few_moco']:.2f}" for s in sets)
-        print(f"{Path(f).stem:18} kNN {wins['knn']}/{len(sets)} linear {wins['linear']}/{len(sets)} 5-label {few}/{len(sets)}   {cells}")
+        print(f"{Path(f).stem:26} kNN {wins['knn']}/{len(sets)} linear {wins['linear']}/{len(sets)} 5-label {few}/{len(sets)}   {cells}")
 
 
 def margin(mean):
