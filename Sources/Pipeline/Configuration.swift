@@ -520,8 +520,11 @@ extension StreamConfiguration {
         }
         if log { bytes += LogFront.bytes(templates: logTemplates) }
         if publishRepresentations {
-            // The ingest thread's own MoCo (as the trainer's) and the exchange of its weights.
-            bytes += 4 * (6 * mocoParameters + mocoQueue * (mocoHead.last ?? 0) + 2 * mocoQueue + 3 * 256 * mocoUnits + 256 * d)
+            // The ingest thread's own MoCo (as the trainer's, with a queue of one batch), its
+            // embedding workspace, and the exchange of the weights.
+            let queue = b
+            bytes += 4 * (6 * mocoParameters + queue * (mocoHead.last ?? 0) + 2 * queue + 2 * 3 * b * mocoUnits + b * (queue + 1)
+                + 3 * 256 * mocoUnits + 256 * d + 3 * b * d)
         }
         return bytes
     }

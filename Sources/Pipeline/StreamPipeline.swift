@@ -216,7 +216,10 @@ public final class StreamPipeline: @unchecked Sendable {
             let weights = FloatBuffer(count: moco.parameterCount)
             moco.copyQuery(into: weights)
             mocoExchange = weights
-            representer = MoCo(configuration: settings.mocoConfiguration())
+            // It never trains: the smallest queue there is (one batch), not the trainer's.
+            var c = settings.mocoConfiguration()
+            c.queueSize = c.batchSize
+            representer = MoCo(configuration: c)
             representer!.loadQuery(from: weights)
         } else {
             mocoExchange = nil

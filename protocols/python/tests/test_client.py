@@ -365,6 +365,17 @@ def test_the_memory_estimate_covers_what_a_stream_allocates():
     # estimate bounds what it takes (it allows for templates of 128 tokens; these have 6 to 13).
     assert report["log_templates"] == 1000
     assert 1.0 <= report["log_estimate_over_allocated"] <= 3.0, report
+    # With publish_representations a stream also keeps an ingest-side MoCo: charged as well.
+    import tempfile
+    with tempfile.NamedTemporaryFile("w", suffix=".conf") as conf:
+        conf.write("[stream]\npublish_representations = true\n")
+        conf.flush()
+        out = subprocess.run([binary, "bench", "memory", "--dims", "1,700", "--log-templates", "0", "--config", conf.name,
+                              "--json"], capture_output=True, text=True, check=True).stdout
+    with_representations = json.loads(out)
+    for dim in (1, 700):
+        assert 1.0 <= with_representations[f"dim_{dim}_estimate_over_allocated"] <= 1.25, (dim, with_representations)
+        assert with_representations[f"dim_{dim}_allocated_bytes"] > report[f"dim_{dim}_allocated_bytes"]
 
 
 def test_values_that_would_poison_a_stream_are_refused_and_no_score_or_weight_turns_nan(start_daemon):

@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""Is the MLP the limit? An offline replica of the daemon's MoCo (PyTorch, CPU) with the daemon's
+MLP encoder or a dilated 1-D convolutional one, trained the probe's way on the probe's series sets
+and scored by the probe's own measures (scripts/probe.py: kNN, linear probe, 5-label heads against
+the raw input and a random encoder of the same shape).
+
+Not the daemon: the replay buffer is a uniform draw from TRAIN, and the augmentations are ported
+from `AugmentationConfiguration` (crop-and-resize and time warp shared by the channels, jitter,
+value masking). It answers one question before anyone builds a convolutional encoder in Swift.
+
+    python scripts/encoder-experiment.py [--sets GunPoint,...] [--seeds 0,1] [--steps 750] [--json out.json]
+
+Needs torch (not a dependency of the project: `pip install torch` into a venv of its own, with
+numpy and pyzmq for probe.py's imports).
+"""
+import argparse
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("probe", ROOT / "scripts" / "probe.py")
+probe = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(probe)
+
+SERIES = ["GunPoint", "BasicMotions", "ArrowHead", "UnitTest", "Covid3Month_disc"]
+AUGMENTATIONS = {"values": dict(crop=None, warp=0.0), "time": dict(crop=0.5, warp=0.3)}
+
+
+def augment(x, channels, crop, warp, rng):
+    """One view of a batch (n, channels·length): along time alike in every channel, then jitter 0.05
+    and masking 0.1, as the daemon's augmentation."""
+    n, d = x.shape
+    length = d // channels
+    out = np.empty_like(x)
+    last = length - 1
+    t = np.arange(length, dtype=np.float64)
+    for r in range(n):
+        start, step = 0, 1.0
+        if crop is not None:
+            kept = max(2, min(length, int(round(rng.uniform(crop, 1) * length))))
+            start = rng.integers(0, length - kept + 1)
+            step = (kept - 1) / last
+        if warp > 0:
+            durations = np.exp(warp * rng.standard_normal(4))
+            durations *= last / durations.sum()
+            edges = np.concatenate([[0], np.cumsum(durations)])
+            u = np.interp(t, edges, np.linspace(0, last, 5))
+        else:
+            u = t
+        pos = np.minimum(start + u * step, last)
+        series = x[r].reshape(channels, length)
+        out[r] = np.stack([np.interp(pos, t, c) for c in series]).reshape(-1)
+    out += 0.05 * rng.standard_normal(out.shape)
+    out[rng.uniform(size=out.shape) < 0.1] = 0
+    return out.astype(np.float32)
+
+
+class MLP(nn.Module):
+    def __init__(self, d, channels):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(d, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU())
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class Conv(nn.Module):
+    """Three dilated convolutions (kernel 7, dilations 1, 2, 4, 64 channels), global average pool."""
+
+    def __init__(self, d, channels):
+        super().__init__()
+        self.channels = channels
+        layers, width = [], channels
+        for dilation in (1, 2, 4):
+            layers += [nn.Conv1d(width, 64, 7, dilation=dilation, padding=3 * dilation), nn.ReLU()]
+            width = 64
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x.view(x.shape[0], self.channels, -1)).mean(dim=2)
+
+
+def head():
+    return nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 32))
+
+
+def train(encoder_type, x, channels, augmentation, steps, seed):
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    d = x.shape[1]
+    q_enc, q_head = encoder_type(d, channels), head()
+    k_enc, k_head = encoder_type(d, channels), head()
+    for k, q in ((k_enc, q_enc), (k_head, q_head)):
+        k.load_state_dict(q.state_dict())
+        for p in k.parameters():
+            p.requires_grad_(False)
+    params = list(q_enc.parameters()) + list(q_head.parameters())
+    optimiser = torch.optim.Adam(params, lr=3e-3)
+    queue = nn.functional.normalize(torch.randn(4096, 32), dim=1)
+    queue_ids = torch.full((4096,), -1, dtype=torch.long)
+    pointer, t, m = 0, 0.2, 0.99
+    for _ in range(steps):
+        idx = rng.integers(0, len(x), 64)
+        xq = torch.from_numpy(augment(x[idx], channels, rng=rng, **augmentation))
+        xk = torch.from_numpy(augment(x[idx], channels, rng=rng, **augmentation))
+        q = nn.functional.normalize(q_head(q_enc(xq)), dim=1)
+        with torch.no_grad():
+            k = nn.functional.normalize(k_head(k_enc(xk)), dim=1)
+        ids = torch.from_numpy(idx)
+        negatives = q @ queue.T
+        negatives = negatives.masked_fill(queue_ids[None, :] == ids[:, None], float("-inf"))
+        logits = torch.cat([(q * k).sum(1, keepdim=True), negatives], dim=1) / t
+        loss = nn.functional.cross_entropy(logits, torch.zeros(64, dtype=torch.long))
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        with torch.no_grad():
+            for kp, qp in zip(list(k_enc.parameters()) + list(k_head.parameters()), params):
+                kp.mul_(m).add_(qp, alpha=1 - m)
+            queue[pointer:pointer + 64] = k
+            queue_ids[pointer:pointer + 64] = ids
+            pointer = (pointer + 64) % 4096
+    return q_enc
+
+
+def run(name, encoder_name, augmentation_name, seed, steps):
+    xtr, ytr, xte, yte, channels = probe.load(name)
+    mean, std = xtr.mean(axis=0), xtr.std(axis=0) + 1e-6
+    ntr, nte = ((xtr - mean) / std).astype(np.float32), ((xte - mean) / std).astype(np.float32)
+    encoder_type = {"mlp": MLP, "conv": Conv}[encoder_name]
+    trained = train(encoder_type, ntr, max(channels, 1), AUGMENTATIONS[augmentation_name], steps, seed)
+    torch.manual_seed(1000 + seed)
+    untrained = encoder_type(ntr.shape[1], max(channels, 1))
+    row = {"set": name, "seed": seed, "encoder": encoder_name, "augmentation": augmentation_name}
+    with torch.no_grad():
+        features = {"raw": (ntr, nte),
+                    "random": (untrained(torch.from_numpy(ntr)).numpy(), untrained(torch.from_numpy(nte)).numpy()),
+                    "moco": (trained(torch.from_numpy(ntr)).numpy(), trained(torch.from_numpy(nte)).numpy())}
+    for kind, (ftr, fte) in features.items():
+        ftr, fte = ftr.astype(np.float64), fte.astype(np.float64)
+        row[f"knn_{kind}"] = round(probe.knn_accuracy(ftr, ytr, fte, yte), 4)
+        row[f"linear_{kind}"] = round(probe.linear_accuracy(ftr, ytr, fte, yte), 4)
+        if kind != "random":
+            row[f"few_{kind}"] = round(probe.few_label_accuracy(ftr, ytr, fte, yte), 4)
+    return row
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--sets", default=",".join(SERIES))
+    ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--steps", type=int, default=750)
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    rows = []
+    for encoder in ("mlp", "conv"):
+        for augmentation in AUGMENTATIONS:
+            for name in args.sets.split(","):
+                for seed in [int(s) for s in args.seeds.split(",")]:
+                    r = run(name, encoder, augmentation, seed, args.steps)
+                    rows.append(r)
+                    print(f"{encoder:4} {augmentation:6} {name:16} {seed}  kNN {r['knn_raw']:.3f} {r['knn_random']:.3f} "
+                          f"{r['knn_moco']:.3f}  linear {r['linear_raw']:.3f} {r['linear_random']:.3f} {r['linear_moco']:.3f}  "
+                          f"5-label {r['few_raw']:.3f} {r['few_moco']:.3f}", flush=True)
+            part = [r for r in rows if r["encoder"] == encoder and r["augmentation"] == augmentation]
+            sets, mean, wins, few = probe.summary(part)
+            print(f"== {encoder} {augmentation}: wins kNN {wins['knn']}/{len(sets)} linear {wins['linear']}/{len(sets)} "
+                  f"5-label {few}/{len(sets)}", flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
