@@ -138,9 +138,10 @@ public struct AugmentationConfiguration: Sendable, Equatable {
 
 extension StateWriter {
     /// The augmentation of MoCo state format 2 (format 1 stopped after the crop).
-    mutating func write(_ a: AugmentationConfiguration) {
+    mutating func write(_ a: AugmentationConfiguration, format: UInt32 = 2) {
         write(a.jitter); write(a.scale); write(a.maskProbability)
         write(a.cropMinimumFraction != nil); write(a.cropMinimumFraction ?? 0)
+        guard format >= 2 else { return }
         write(UInt32(a.channels)); write(a.timeWarp); write(a.channelScale); write(a.channelOffset); write(a.spanMask)
     }
 }

@@ -270,15 +270,18 @@ public final class MoCo {
 
     /// The full training state: configuration, both encoders, Adam moments and step, queue, its ids
     /// and pointer, normaliser statistics and random state, sealed with a CRC-32.
-    public func serialized() -> [UInt8] {
+    public func serialized() -> [UInt8] { serialized(format: Self.formatVersion) }
+
+    /// `serialized()` in an earlier format (tests restore what older daemons wrote).
+    func serialized(format: UInt32) -> [UInt8] {
         var w = StateWriter()
-        w.write(Self.kind); w.write(Self.formatVersion)
+        w.write(Self.kind); w.write(format)
         let c = configuration
         w.write(UInt32(c.inputDimension))
         w.write(UInt32(c.encoderWidths.count)); for v in c.encoderWidths { w.write(UInt32(v)) }
         w.write(UInt32(c.headWidths.count)); for v in c.headWidths { w.write(UInt32(v)) }
         w.write(UInt32(c.queueSize)); w.write(c.temperature); w.write(c.momentum); w.write(UInt32(c.batchSize))
-        w.write(c.optimiser); w.write(c.augmentation)
+        w.write(c.optimiser); w.write(c.augmentation, format: format)
         w.write(c.normalise); w.write(UInt64(c.normaliserHorizon)); w.write(c.seed)
         w.write(random)
         w.write(UInt64(optimiser.step))

@@ -79,6 +79,22 @@ import Testing
         #expect(original.serialized() == restored.serialized())
     }
 
+    /// What a daemon before series augmentations wrote (MoCo format 1) restores: the same weights,
+    /// queue and step, with the series settings off.
+    @Test func mocoFormatOneRestoresWithTheSeriesSettingsOff() throws {
+        let (original, _) = trainedMoCo(seed: 12)
+        let restored = try MoCo(serialized: original.serialized(format: 1))
+        #expect(restored.step == original.step && restored.queryParameters == original.queryParameters)
+        #expect(restored.keyParameters == original.keyParameters && restored.queueValues == original.queueValues)
+        var expected = original.configuration.augmentation
+        expected.channels = 0
+        expected.timeWarp = 0
+        expected.channelOffset = 0
+        expected.spanMask = 0
+        #expect(restored.configuration.augmentation == expected && original.configuration.augmentation.channels == 2)
+        #expect(throws: StateError.self) { try MoCo(serialized: original.serialized(format: 3)) }
+    }
+
     @Test func damagedOrForeignBytesAreRejectedWithAClearError() {
         let (ae, _) = trainedAutoencoder(seed: 11)
         var bytes = ae.serialized()
