@@ -128,7 +128,7 @@ public struct AugmentationConfiguration: Sendable, Equatable {
                 for t in 0..<n { yc[t] = yc[t] * a + b }
             }
             if spanMask > 0 {
-                let span = Int(random.uniform(0, spanMask) * Float(n))
+                let span = min(n - 1, Int(random.uniform(0, spanMask) * Float(n)))
                 let from = random.index(below: n - span + 1)
                 for t in from..<from + span { yc[t] = 0 }
             }
@@ -157,7 +157,14 @@ extension StateReader {
             a.channels = Int(try read(UInt32.self))
             a.timeWarp = try read(Float.self); a.channelScale = try read(Float.self)
             a.channelOffset = try read(Float.self); a.spanMask = try read(Float.self)
+        } else if a.cropMinimumFraction != nil {
+            // Format 1 cropped a whole row, and only a univariate window's: a series of one channel.
+            a.channels = 1
         }
+        // As the configuration file allows them (a damaged state must not steer writes).
+        guard [a.jitter, a.scale, a.timeWarp, a.channelScale, a.channelOffset].allSatisfy({ $0 >= 0 && $0 <= 10 }),
+            (0...1).contains(a.spanMask), (0...1).contains(a.maskProbability), (0...1).contains(a.cropMinimumFraction ?? 0), a.channels <= 1 << 24
+        else { throw StateError.invalid("augmentation") }
         return a
     }
 }

@@ -556,6 +556,7 @@ public final class TemplateMiner {
         for _ in 0..<count {
             let id = try r.read(UInt32.self), n = try r.read(UInt64.self), last = try r.read(UInt64.self)
             let length = Int(try r.read(UInt32.self))
+            guard length <= maximumTokens else { throw StateError.invalid("template of \(length) tokens") }
             try r.requireRoom(length, each: 4)
             let tokens = try (0..<length).map { _ in try r.read(String.self) }
             let depth = Int(try r.read(UInt32.self))

@@ -264,10 +264,10 @@ public struct StreamConfiguration: Sendable, Equatable {
         if seriesChannels < 0 || (seriesChannels > 0 && dim > 0 && window == 0 && (dim % seriesChannels != 0 || dim / seriesChannels < 4)) {
             try fail("series_channels must divide dim into channels of at least 4 steps (0: the samples are not series)")
         }
-        if !(crop >= 0 && crop <= 1) || ![timeWarp, channelScale, channelOffset].allSatisfy({ $0 >= 0 && $0 <= 10 })
-            || !(spanMask >= 0 && spanMask <= 1)
+        if ![crop, spanMask, mask].allSatisfy({ $0 >= 0 && $0 <= 1 })
+            || ![jitter, scale, timeWarp, channelScale, channelOffset].allSatisfy({ $0 >= 0 && $0 <= 10 })
         {
-            try fail("crop and span_mask must be in 0...1, time_warp, channel_scale and channel_offset in 0...10")
+            try fail("crop, mask and span_mask must be in 0...1; jitter, scale, time_warp, channel_scale and channel_offset in 0...10")
         }
         if log && dim != 0 && dim != LogFront.dimension { try fail("a log stream's dim is \(LogFront.dimension) (its rows are the mix of templates)") }
     }

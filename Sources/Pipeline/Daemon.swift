@@ -616,40 +616,46 @@ public final class Daemon: @unchecked Sendable {
         var rollbacksSeen: [String: UInt64] = [:]
         // Restored streams' models, at once (the others have nothing to publish yet).
         for s in allStreams { publishSnapshots(of: s, publisher: out) }
+        /// What follows any step of `s`: counted, a rollback reported, a snapshot every so many steps.
+        func afterStep(_ s: StreamPipeline) {
+            trainSteps.add()
+            let rollbacks = s.rollbacks
+            if rollbacks != rollbacksSeen[s.name, default: 0] {
+                rollbacksSeen[s.name] = rollbacks
+                logger.error(
+                    "a model weight was not finite; the stream's models went back to their last published state",
+                    metadata: ["stream.id": "\(s.name)", "rollbacks": "\(rollbacks)"])
+            }
+            stepsSinceSnapshot[s.name, default: 0] += 1
+            if stepsSinceSnapshot[s.name]! >= configuration.snapshotEverySteps {
+                stepsSinceSnapshot[s.name] = 0
+                publishSnapshots(of: s, publisher: out)
+            }
+        }
         while !trainerStopping {
             let list = allStreams
             var stepped = false
             for i in 0..<list.count {
                 let s = list[(next + i) % list.count]
                 if s.trainStep() {
-                    trainSteps.add()
-                    let rollbacks = s.rollbacks
-                    if rollbacks != rollbacksSeen[s.name, default: 0] {
-                        rollbacksSeen[s.name] = rollbacks
-                        logger.error(
-                            "a model weight was not finite; the stream's models went back to their last published state",
-                            metadata: ["stream.id": "\(s.name)", "rollbacks": "\(rollbacks)"])
-                    }
+                    afterStep(s)
                     next = (next + i + 1) % list.count
                     stepped = true
-                    stepsSinceSnapshot[s.name, default: 0] += 1
-                    if stepsSinceSnapshot[s.name]! >= configuration.snapshotEverySteps {
-                        stepsSinceSnapshot[s.name] = 0
-                        publishSnapshots(of: s, publisher: out)
-                    }
                     break
                 }
             }
             var wait = 0.05
             if !stepped {
-                // Nothing owed: a stream that has gone quiet may keep learning from its buffer.
+                // Nothing owed: a stream that has gone quiet may keep learning from its buffer
+                // (taking turns, as owed steps do).
                 let now = Self.monotonic()
-                for s in list {
+                for i in 0..<list.count {
+                    let s = list[(next + i) % list.count]
                     guard let due = s.idleStepDue else { continue }
                     if due <= now, s.trainStep(idle: now) {
-                        trainSteps.add()
+                        afterStep(s)
+                        next = (next + i + 1) % list.count
                         stepped = true
-                        stepsSinceSnapshot[s.name, default: 0] += 1
                         break
                     }
                     wait = min(wait, max(due - now, 0.001))

@@ -300,11 +300,12 @@ public final class StreamPipeline: @unchecked Sendable {
     ) -> ScoredBatch {
         // The newest weights the trainer handed over.
         lock.withLock {
-            if exchangeVersion > scorerVersion {
+            // Any other version (a rollback goes back to a lower one) is newer than the scorer's.
+            if exchangeVersion != scorerVersion {
                 scorer.parameters.copy(from: exchange)
                 scorerVersion = exchangeVersion
             }
-            if let representer, let mocoExchange, mocoExchangeVersion > representerVersion {
+            if let representer, let mocoExchange, mocoExchangeVersion != representerVersion {
                 representer.loadQuery(from: mocoExchange)
                 representerVersion = mocoExchangeVersion
             }
@@ -597,6 +598,13 @@ public final class StreamPipeline: @unchecked Sendable {
         lock.withLock {
             rollbacks += 1
             lastLosses = (.nan, .nan)
+            // The ingest side takes the models gone back to at its next batch.
+            exchange.copy(from: autoencoder.parameters)
+            exchangeVersion = UInt64(autoencoder.step)
+            if let mocoExchange {
+                moco.copyQuery(into: mocoExchange)
+                mocoExchangeVersion = UInt64(moco.step)
+            }
         }
     }
 

@@ -87,7 +87,7 @@ import Testing
         #expect(restored.step == original.step && restored.queryParameters == original.queryParameters)
         #expect(restored.keyParameters == original.keyParameters && restored.queueValues == original.queueValues)
         var expected = original.configuration.augmentation
-        expected.channels = 0
+        expected.channels = 1  // format 1's crop was over the whole row: one channel
         expected.timeWarp = 0
         expected.channelOffset = 0
         expected.spanMask = 0

@@ -67,6 +67,21 @@ func groupingAccuracy(_ predicted: [UInt32], _ truth: [Substring]) -> Double {
         #expect(accuracy >= floor)
     }
 
+    /// A template longer than a line can be split into (a damaged or foreign checkpoint) is refused
+    /// with an error, not a trap.
+    @Test func aCheckpointedTemplateOfTooManyTokensIsRefused() {
+        var w = StateWriter()
+        w.write(TemplateMiner.kind); w.write(TemplateMiner.formatVersion)
+        w.write(UInt32(2)); w.write(UInt64(1)); w.write(UInt64(0))
+        w.write(UInt32(1))
+        w.write(UInt32(1)); w.write(UInt64(1)); w.write(UInt64(1))
+        w.write(UInt32(TemplateMiner.maximumTokens + 1))
+        for _ in 0...TemplateMiner.maximumTokens { w.write("x") }
+        w.write(UInt32(0))
+        var r = StateReader(w.bytes)
+        #expect(throws: StateError.self) { try TemplateMiner.decode(&r) }
+    }
+
     @Test func templatesAndTheirIdsSurviveACheckpoint() throws {
         let (lines, _) = try loghub("OpenSSH")
         let original = TemplateMiner()

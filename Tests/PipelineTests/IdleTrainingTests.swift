@@ -1,3 +1,4 @@
+import Learning
 import Pipeline
 import Foundation
 import Testing
@@ -74,6 +75,32 @@ import Testing
         #expect(second.representations.count == expected.count)
         #expect(zip(second.representations, expected).allSatisfy { abs($0 - $1) <= 1e-5 * max(1, abs($1)) })
         #expect(Set(second.representations.map { $0.bitPattern }).count > 50, "not a constant")
+    }
+
+    /// A MoCo weight turned NaN sends the models back; the representations that follow come from
+    /// the weights gone back to (and say so), never from the poisoned ones.
+    @Test func afterARollbackTheRepresentationsComeFromTheModelGoneBackTo() {
+        var s = StreamConfiguration()
+        s.mocoQueue = 128
+        s.publishRepresentations = true
+        let p = StreamPipeline(name: "rb", settings: s.resolved(dim: 4))
+        func batch(_ n: Int, from: Int) -> [Float] { (from..<from + n).flatMap { i in (0..<4).map { Float(cos(Double(i) / 3 + Double($0))) } } }
+        func score(_ n: Int, from: Int) -> ScoredBatch { batch(n, from: from).withUnsafeBufferPointer { p.score($0.baseAddress!, count: n, firstSequence: UInt64(from)) } }
+        _ = score(600, from: 0)
+        while p.trainStep() {}
+        _ = p.takeSnapshots(now: 1)
+        let good = p.moco.step
+        _ = score(600, from: 600)
+        while p.trainStep() {}
+        let ahead = score(10, from: 1200).representationVersion
+        #expect(ahead > UInt64(good))
+        p.moco.loadQuery(from: FloatBuffer([Float](repeating: .nan, count: p.moco.parameterCount)))
+        _ = score(64, from: 1210)
+        #expect(p.trainStep())
+        #expect(p.rollbacks == 1 && p.moco.step == good)
+        let after = score(10, from: 1274)
+        #expect(after.representationVersion == UInt64(good))
+        #expect(after.representations.allSatisfy { $0.isFinite })
     }
 
     @Test func aWindowsFirstSamplesHaveNone() {
