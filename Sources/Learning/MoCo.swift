@@ -232,7 +232,8 @@ public final class MoCo {
                 normaliser.apply(input, rows: n, into: embedInput.pointer)
                 input = UnsafePointer(embedInput.pointer)
             }
-            embedWork.forward(parameters: query.pointer, input: input, batch: n)
+            // The encoder alone: the projection head's output is not the representation.
+            embedWork.forward(parameters: query.pointer, input: input, batch: n, layers: layer + 1)
             (out + start * R).update(from: embedWork.outputs[layer].pointer, count: n * R)
             start += n
         }

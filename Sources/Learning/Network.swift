@@ -119,10 +119,11 @@ final class NetworkWorkspace {
     var outputDelta: UnsafeMutablePointer<Float> { deltas[deltas.count - 1].pointer }
 
     /// Runs every layer; the result is in `output` (and each layer's in `outputs`).
-    func forward(parameters: UnsafePointer<Float>, input: UnsafePointer<Float>, batch: Int) {
+    /// Forward pass through the first `layers` layers (all by default).
+    func forward(parameters: UnsafePointer<Float>, input: UnsafePointer<Float>, batch: Int, layers: Int? = nil) {
         precondition(batch <= capacity, "batch exceeds the workspace capacity")
         var x = input
-        for (l, layer) in layout.layers.enumerated() {
+        for (l, layer) in layout.layers.prefix(layers ?? layout.layers.count).enumerated() {
             let y = outputs[l].pointer
             layer.forward(parameters: parameters, x: x, y: y, batch: batch)
             x = UnsafePointer(y)
