@@ -403,9 +403,9 @@ public final class Daemon: @unchecked Sendable {
         for i in 0..<scored.count where scored.alerts[i] {
             send(Topic.alert(pipeline.name), Wire.alert(scored.sample(i), in: scored), publisher: publisher, samples: 0)
         }
-        let represented = scored.representationWidth > 0 ? scored.representations.count / scored.representationWidth : 0
-        for start in stride(from: 0, to: represented, by: Wire.representationsPerMessage(width: scored.representationWidth)) {
-            let range = start..<min(start + Wire.representationsPerMessage(width: scored.representationWidth), represented)
+        let perMessage = Wire.representationsPerMessage(width: scored.representationWidth)
+        for start in stride(from: 0, to: scored.representedCount, by: perMessage) {
+            let range = start..<min(start + perMessage, scored.representedCount)
             send(Topic.representation(pipeline.name), Wire.representations(scored, range: range), publisher: publisher, samples: 0)
         }
     }

@@ -72,6 +72,8 @@ public struct ScoredBatch: Sendable {
     public var representationWidth = 0
     public var representationFirst = 0
     public var representationVersion: UInt64 = 0
+    /// Samples with a representation here.
+    public var representedCount: Int { representationWidth > 0 ? representations.count / representationWidth : 0 }
     public var logAlerts: [Int: LogAlert] = [:]
 
     public var count: Int { errors.count }

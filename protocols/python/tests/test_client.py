@@ -3,7 +3,7 @@ import time
 
 import numpy as np
 
-from eddy_client import Producer, Subscriber, fetch_snapshot, fit_head, pb, sample_batch
+from eddy_client import Producer, Subscriber, fetch_snapshot, fit_head, pb, representations, sample_batch
 
 # The same bytes Tests/PipelineTests checks from Swift: SampleBatch{"s", 5, dim 2, count 1, [1, -2]}.
 GOLDEN = bytes([0x0A, 0x01, 0x73, 0x10, 0x05, 0x18, 0x02, 0x20, 0x01,
@@ -16,7 +16,6 @@ def test_sample_batch_encodes_to_the_golden_bytes():
 
 def test_a_representation_batch_decodes_from_the_golden_bytes():
     """The bytes Swift's ProtocolTests encode: stream "s", first_sequence 7, dim 2, count 1, model_version 3."""
-    from eddy_client import representations
     golden = bytes([0x0A, 0x01, 0x73, 0x10, 0x07, 0x18, 0x02, 0x20, 0x01, 0x28, 0x03,
                     0x32, 0x08, 0x00, 0x00, 0x80, 0x3F, 0x00, 0x00, 0x00, 0xC0])
     m = pb.RepresentationBatch.FromString(golden)
@@ -467,7 +466,6 @@ def test_the_daemon_takes_every_descriptor_its_hard_limit_allows(start_daemon):
 def test_published_representations_are_the_snapshots_encoder_on_the_scored_samples(start_daemon):
     """`publish_representations`: rep/<stream>/ carries each sample's representation, computed by
     the MoCo version it names; numpy reproduces it from that version's snapshot."""
-    from eddy_client import representations
     daemon = start_daemon(extra_config="publish_representations = true\n")
     rng = np.random.default_rng(3)
     x = rng.normal(size=(1050, 6)).astype(np.float32) * np.arange(1, 7, dtype=np.float32) + 5
