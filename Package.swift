@@ -15,6 +15,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.6.0"),
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // libzmq: no pkgConfig, Debian's libzmq.pc adds a flag SwiftPM rejects.
@@ -51,23 +54,28 @@ let package = Package(
         // NAB scoring, corpus loading and SVG plots for `eddy eval` and `eddy replay --plot`.
         .target(name: "Evaluation", swiftSettings: settings),
         // Thread scheduling policy and names (GNU-only constants and calls Swift does not import).
-        .target(name: "CSystem"),
+        .target(name: "CEddySystem"),
         // The detection chain's signals are classes called on every sample: their stored properties
         // would cost a dynamic exclusivity check (a thread-local access set) per access. The stream's
         // lock already keeps them to one thread at a time.
         .target(
             name: "Pipeline",
             dependencies: [
-                "Learning", "LinearAlgebra", "ZeroMQ", "EddyProtocol", "CSystem", "CKernels", "LogMining",
+                "Learning", "LinearAlgebra", "ZeroMQ", "EddyProtocol", "CEddySystem", "CKernels", "LogMining",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
             ],
             swiftSettings: settings + [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
         ),
         .executableTarget(
             name: "eddy",
             dependencies: [
-                "Learning", "Workloads", "LinearAlgebra", "Pipeline", "ZeroMQ", "EddyProtocol", "Evaluation", "CSystem",
+                "Learning", "Workloads", "LinearAlgebra", "Pipeline", "ZeroMQ", "EddyProtocol", "Evaluation", "CEddySystem",
                 "LogMining",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
@@ -95,7 +103,7 @@ let package = Package(
         .testTarget(
             name: "PipelineTests",
             dependencies: [
-                "Pipeline", "Learning", "ZeroMQ", "EddyProtocol", "Workloads", "CSystem",
+                "Pipeline", "Learning", "ZeroMQ", "EddyProtocol", "Workloads", "CEddySystem",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
             ],

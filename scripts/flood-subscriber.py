@@ -39,7 +39,7 @@ def main():
     config = Path(work) / "eddy.conf"
     config.write_text(f'data_dir = ""\npublish_queue_bytes = {args.queue}\n')
     daemon = subprocess.Popen([args.binary, "serve", "--config", str(config), "--ingest", "tcp://127.0.0.1:*",
-                               "--publish", "tcp://127.0.0.1:*", "--snapshots", "tcp://127.0.0.1:*",
+                               "--publish", "tcp://127.0.0.1:*", "--snapshots", "tcp://127.0.0.1:*", "--http", "127.0.0.1:0",
                                "--log-level", "error"], stdout=subprocess.PIPE, text=True)
     ep = dict(daemon.stdout.readline().split() for _ in range(3))
     context = zmq.Context()

@@ -40,7 +40,7 @@ STREAMS = {"pump": 8, "temp": 1, "wide": 32}
 
 def start(binary, config):
     p = subprocess.Popen([binary, "serve", "--config", config, "--ingest", "tcp://127.0.0.1:*",
-                          "--publish", "tcp://127.0.0.1:*", "--snapshots", "tcp://127.0.0.1:*",
+                          "--publish", "tcp://127.0.0.1:*", "--snapshots", "tcp://127.0.0.1:*", "--http", "127.0.0.1:0",
                           "--log-level", "error"], stdout=subprocess.PIPE, text=True)
     endpoints = {}
     began = time.monotonic()

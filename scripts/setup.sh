@@ -30,6 +30,14 @@ fi
 for arg in "$@"; do
     case "$arg" in
     python)
+        # The tests' real Prometheus (scraping a daemon) and promtool (metrics and alert rules).
+        if ! dpkg-query -W -f='${Status}' prometheus 2>/dev/null | grep -q "install ok installed"; then
+            echo "setup: installing prometheus"
+            sudo=""
+            [ "$(id -u)" -eq 0 ] || sudo="sudo"
+            $sudo apt-get update -qq
+            DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+        fi
         if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
         .venv/bin/pip install -q --disable-pip-version-check -r protocols/python/requirements.txt threadpoolctl
         ;;

@@ -52,7 +52,7 @@ def main():
     config.write_text(f"data_dir = {work}/data\ncheckpoint_every_seconds = 30\nstream_idle_seconds = 20\n"
                       "max_streams = 32\nheartbeat_seconds = 1\n")
     daemon = subprocess.Popen([args.binary, "serve", "--config", str(config), "--ingest", "tcp://127.0.0.1:*",
-                               "--publish", "tcp://127.0.0.1:*", "--snapshots", "tcp://127.0.0.1:*",
+                               "--publish", "tcp://127.0.0.1:*", "--snapshots", "tcp://127.0.0.1:*", "--http", "127.0.0.1:0",
                                "--log-level", "error"], stdout=subprocess.PIPE, text=True)
     ep = dict(daemon.stdout.readline().split() for _ in range(3))
     context = zmq.Context()

@@ -290,6 +290,13 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// Lets endpoints beyond loopback run without CURVE: anyone who reaches them can send samples,
     /// read every topic and take the models. For networks that are trusted or secured otherwise.
     public var allowPlaintext = false
+    /// The HTTP endpoint for operators (`HOST:PORT`): `/metrics`, `/healthz`, `/readyz`. Empty: off.
+    public var http = "127.0.0.1:7703"
+    /// It has no authentication: an address beyond loopback needs this set.
+    public var httpAllowRemote = false
+    /// A thread that has not come round its loop for this long is stalled: `/healthz` answers 503 and
+    /// the systemd watchdog is no longer fed.
+    public var healthStallSeconds = 30.0
     /// Checkpoints live here; empty: no checkpoints.
     public var dataDirectory = "eddy-data"
     public var maxStreams = 64
@@ -369,6 +376,17 @@ public struct DaemonConfiguration: Sendable, Equatable {
                     + "(eddy keygen), or allow_plaintext = true if the network is trusted")
         }
 
+        if !http.isEmpty {
+            _ = try AdminServer.parse(http)
+            if !httpAllowRemote && !AdminServer.isLoopback(http) {
+                throw ConfigurationError.invalid(
+                    "http \(http) is reachable beyond this machine and has no authentication: bind it to loopback "
+                        + "(and let a proxy or Prometheus on this host reach it), or set http_allow_remote = true")
+            }
+        }
+        if !(healthStallSeconds >= 1 && healthStallSeconds <= 3600) {
+            throw ConfigurationError.invalid("health_stall_seconds must be in 1...3600")
+        }
         if !(maxAbsValue >= 1 && maxAbsValue <= 1e30) { throw ConfigurationError.invalid("max_abs_value must be in 1...1e30") }
         if maxDim < 1 || maxDim > 1 << 24 { throw ConfigurationError.invalid("max_dim must be in 1...16777216") }
         if memoryBudget < 1 << 20 { throw ConfigurationError.invalid("memory_budget must be at least 1M") }

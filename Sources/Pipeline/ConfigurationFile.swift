@@ -86,6 +86,9 @@ public enum ConfigurationFile {
         case "curve_secret_key": c.curveSecretKey = v
         case "curve_allowed_clients": c.curveAllowedClients = v
         case "allow_plaintext": c.allowPlaintext = try bool(v)
+        case "http": c.http = v
+        case "http_allow_remote": c.httpAllowRemote = try bool(v)
+        case "health_stall_seconds": c.healthStallSeconds = try double(v)
         case "data_dir": c.dataDirectory = v
         case "max_streams": c.maxStreams = try int(v)
         case "stream_idle_seconds": c.streamIdleSeconds = try double(v)

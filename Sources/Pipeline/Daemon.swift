@@ -3,7 +3,7 @@ import Foundation
 import Learning
 import LinearAlgebra
 import Logging
-import CSystem
+import CEddySystem
 import SwiftProtobuf
 import ZeroMQ
 
@@ -57,6 +57,18 @@ public final class Daemon: @unchecked Sendable {
     public let streamsExpired = Counter(), streamsRevived = Counter()
     /// When each stream last had samples accepted (monotonic seconds). Ingest thread only.
     var lastAccepted: [String: Double] = [:]
+    public let alertsRaised = Counter(), snapshotsPublished = Counter()
+    public let checkpointsWritten = Counter(), checkpointFailures = Counter()
+    /// Rejected messages and their samples by error code (indexed by the code's number).
+    let rejectedMessages = (0..<16).map { _ in Counter() }, rejectedSamples = (0..<16).map { _ in Counter() }
+
+    /// `/metrics` figures; nil when the HTTP endpoint is off.
+    public let metrics: DaemonMetrics?
+    var adminServer: AdminServer?
+    let progress = ThreadProgress()
+    var phase = Health.Phase.starting  // stateLock
+    /// Fault injection for tests: the named thread stops coming round its loop (until stopped).
+    var injectedStall: String?  // stateLock
 
     // Stop flags, one per stage, set in order by `stop()`.
     let stateLock = Lock()
@@ -73,6 +85,42 @@ public final class Daemon: @unchecked Sendable {
     /// For tests of the whole process: the named thread (`eddy-snapshots`) fails as a socket error
     /// would end it. `eddy serve` calls it when `EDDY_TEST_FAULT` names a thread.
     public func injectFault(into thread: String) { stateLock.withLock { injectedFault = thread } }
+
+    /// For tests of health checks: the named thread stops making progress, as if blocked, until the
+    /// daemon stops. `eddy serve` calls it when `EDDY_TEST_STALL` names a thread.
+    public func injectStall(into thread: String) { stateLock.withLock { injectedStall = thread } }
+
+    /// A thread came round its loop: it is making progress (or, when a test stalled it, it waits
+    /// here without saying so until the daemon stops it).
+    func beat(_ thread: DaemonThread) {
+        guard stateLock.withLock({ injectedStall == thread.rawValue }) else { return progress.beat(thread) }
+        logger.warning("thread stalled by EDDY_TEST_STALL", metadata: ["thread": "\(thread.rawValue)"])
+        while !stopping(thread) { Thread.sleep(forTimeInterval: 0.05) }
+    }
+
+    func stopping(_ thread: DaemonThread) -> Bool {
+        switch thread {
+        case .ingest: ingestStopping
+        case .trainer: trainerStopping
+        case .snapshots: serversStopping
+        case .authenticator: authenticatorStopping
+        }
+    }
+
+    /// Whether every thread is alive and making progress, and whether the daemon takes samples.
+    public func health() -> Health {
+        let (phase, failed) = stateLock.withLock { (self.phase, threadFailure?.thread) }
+        var h = Health(phase: phase, threads: [:], stalled: [], failed: failed)
+        for (thread, age) in progress.ages() {
+            h.threads[thread.rawValue] = age
+            // While stopping, threads end in turn; until then one that stops coming round is stalled.
+            if age > configuration.healthStallSeconds && phase != .stopping { h.stalled.append(thread.rawValue) }
+        }
+        return h
+    }
+
+    /// The HTTP endpoint as bound (`HOST:PORT`), or nil when `http` is empty.
+    public private(set) var httpEndpoint: String?
 
     /// The first thread that ended with an error, if one did.
     public var failure: (thread: String, error: String)? { stateLock.withLock { threadFailure } }
@@ -100,6 +148,7 @@ public final class Daemon: @unchecked Sendable {
         try configuration.validate()
         self.configuration = configuration
         self.logger = logger
+        metrics = configuration.http.isEmpty ? nil : DaemonMetrics()
         BLAS.setThreads(1)
         security = try Security.load(configuration)
         context = try Context(ioThreads: 1)
@@ -173,11 +222,18 @@ public final class Daemon: @unchecked Sendable {
             let bound = try ingest.wait()
             let endpoints = Endpoints(ingest: bound.ingest, publish: bound.publish, snapshots: try server.wait())
             _ = try trainer.wait()
+            if !configuration.http.isEmpty {
+                let admin = try AdminServer(address: configuration.http, daemon: self)
+                adminServer = admin
+                httpEndpoint = try admin.start()
+            }
+            stateLock.withLock { phase = .serving }
             logger.info(
                 "eddy serving",
                 metadata: [
                     "endpoint.ingest": "\(endpoints.ingest)", "endpoint.publish": "\(endpoints.publish)",
-                    "endpoint.snapshots": "\(endpoints.snapshots)", "streams": "\(allStreams.count)",
+                    "endpoint.snapshots": "\(endpoints.snapshots)", "endpoint.http": "\(httpEndpoint ?? "off")",
+                    "streams": "\(allStreams.count)",
                     "security": "\(security.map { "curve, \($0.allowed.count) client keys" } ?? "plaintext")",
                 ])
             if security == nil, [endpoints.ingest, endpoints.publish, endpoints.snapshots].contains(where: { !Endpoint.isLocal($0) }) {
@@ -195,7 +251,10 @@ public final class Daemon: @unchecked Sendable {
     /// A stage that does not end in time (a thread blocked on a pipe whose reader died) is woken by
     /// shutting the context down (ETERM).
     public func stop() {
-        stateLock.withLock { stopIngest = true }
+        stateLock.withLock {
+            stopIngest = true
+            phase = .stopping
+        }
         trainerWake.broadcast()
         if ingestDrained.wait(timeout: .now() + 10) == .timedOut {
             logger.error("ingest did not stop taking samples in time")
@@ -209,6 +268,8 @@ public final class Daemon: @unchecked Sendable {
         join("eddy-ingest", within: 10)
         stateLock.withLock { stopAuthenticator = true }
         join("eddy-auth", within: 10)
+        adminServer?.stop()
+        adminServer = nil
     }
 
     /// Waits for the named thread to end; past `seconds`, shuts the context down and waits again.
@@ -225,9 +286,11 @@ public final class Daemon: @unchecked Sendable {
     private func spawn(_ name: String, _ body: @escaping @Sendable () -> Void) {
         let done = DispatchSemaphore(value: 0)
         stateLock.withLock { finishedThreads[name] = done }
-        let thread = Thread {
+        let thread = Thread { [progress] in
             eddy_set_thread_name(name)
+            if let t = DaemonThread(rawValue: name) { progress.beat(t) }
             body()
+            if let t = DaemonThread(rawValue: name) { progress.retire(t) }
             done.signal()
         }
         thread.name = name
@@ -276,6 +339,7 @@ public final class Daemon: @unchecked Sendable {
             var run = Coalesced()
             var nextHeartbeat = Self.monotonic(), nextExpiry = Self.monotonic()
             while !ingestStopping {
+                beat(.ingest)
                 let ready = try Socket.poll(pull, pipe, timeout: untilHeartbeat(nextHeartbeat))
                 if ready.first {
                     // Drain what is queued (at most 1,000 messages between looks at the rest).
@@ -284,7 +348,7 @@ public final class Daemon: @unchecked Sendable {
                     // scoring.
                     for _ in 0..<1000 {
                         guard let frames = try pull.receive(dontWait: true) else { break }
-                        handle(frames, run: &run, publisher: pub)
+                        handle(frames, run: &run, publisher: pub, received: metrics == nil ? 0 : Self.uptimeNanoseconds())
                     }
                     flush(&run, publisher: pub)
                 }
@@ -308,6 +372,7 @@ public final class Daemon: @unchecked Sendable {
             // Publish what the trainer still hands over (final snapshots), until it and the snapshot
             // server are gone and the pipe is empty.
             while true {
+                progress.beat(.ingest)
                 let ready = try pipe.poll(timeout: untilHeartbeat(nextHeartbeat))
                 try forward(pipe, to: pub, ready: ready, nextHeartbeat: &nextHeartbeat)
                 if serversStopping, try !pipe.poll(timeout: 0) { break }
@@ -342,12 +407,14 @@ public final class Daemon: @unchecked Sendable {
         var values: [Float] = []
         var timestamps: [Int64] = []
         var count = 0
+        /// When its first message left the socket (uptime nanoseconds; 0: not measured).
+        var received: UInt64 = 0
         static let maximum = 4096
     }
 
     /// One message from a producer: rejected with a reason, or admitted to the run of samples that
     /// is scored next.
-    func handle(_ frames: [[UInt8]], run: inout Coalesced, publisher: borrowing Socket) {
+    func handle(_ frames: [[UInt8]], run: inout Coalesced, publisher: borrowing Socket, received: UInt64 = 0) {
         messagesReceived.add()
         switch Admission.check(frames, configuration: configuration, lookup: stream(named:dim:log:)) {
         case .rejected(let code, let why, let name, let sequence, let samples):
@@ -359,6 +426,7 @@ public final class Daemon: @unchecked Sendable {
             let scored = pipeline.scoreLines(
                 lines, firstSequence: batch.sequence, timestamps: batch.timestampsNs.isEmpty ? nil : batch.timestampsNs)
             publish(scored, of: pipeline, publisher: publisher)
+            recordLatency(since: received)
         case .accepted(let pipeline, let batch, let values):
             let n = Int(batch.count)
             let continues =
@@ -368,6 +436,7 @@ public final class Daemon: @unchecked Sendable {
                 flush(&run, publisher: publisher)
                 run.pipeline = pipeline
                 run.firstSequence = batch.sequence
+                run.received = received
             }
             if run.count == 0 { run.values = values } else { run.values += values }  // the first: no copy
             run.timestamps += batch.timestampsNs
@@ -384,10 +453,19 @@ public final class Daemon: @unchecked Sendable {
                 timestamps: run.timestamps.isEmpty ? nil : run.timestamps)
         }
         publish(scored, of: pipeline, publisher: publisher)
+        recordLatency(since: run.received)
         run.pipeline = nil
         run.values = []
         run.timestamps.removeAll(keepingCapacity: true)
         run.count = 0
+    }
+
+    static func uptimeNanoseconds() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+
+    /// Socket-to-score latency, once per scored run (its oldest message), when metrics are on.
+    func recordLatency(since received: UInt64) {
+        guard received > 0, let metrics else { return }
+        metrics.scoreLatency.recordNanoseconds(Int64(Self.uptimeNanoseconds() &- received))
     }
 
     /// Counts a scored run and publishes its scores (at most `Wire.scoresPerMessage` to a message)
@@ -400,9 +478,12 @@ public final class Daemon: @unchecked Sendable {
             let range = start..<min(start + Wire.scoresPerMessage, scored.count)
             send(Topic.score(pipeline.name), Wire.message(scored, range: range), publisher: publisher, samples: range.count)
         }
+        var alerts: UInt64 = 0
         for i in 0..<scored.count where scored.alerts[i] {
             send(Topic.alert(pipeline.name), Wire.alert(scored.sample(i), in: scored), publisher: publisher, samples: 0)
+            alerts += 1
         }
+        if alerts > 0 { alertsRaised.add(alerts) }
         let perMessage = Wire.representationsPerMessage(width: scored.representationWidth)
         for start in stride(from: 0, to: scored.representedCount, by: perMessage) {
             let range = start..<min(start + perMessage, scored.representedCount)
@@ -548,6 +629,9 @@ public final class Daemon: @unchecked Sendable {
     ) {
         messagesRejected.add()
         samplesRejected.add(UInt64(samples))
+        let slot = min(max(code.rawValue, 0), rejectedMessages.count - 1)
+        rejectedMessages[slot].add()
+        rejectedSamples[slot].add(UInt64(samples))
         if let stream, let s = streamsLock.withLock({ streams[stream] }) { s.countRejected() }
         let n = messagesRejected.load
         if n <= 10 || n % 1000 == 0 {
@@ -617,8 +701,9 @@ public final class Daemon: @unchecked Sendable {
         // Restored streams' models, at once (the others have nothing to publish yet).
         for s in allStreams { publishSnapshots(of: s, publisher: out) }
         /// What follows any step of `s`: counted, a rollback reported, a snapshot every so many steps.
-        func afterStep(_ s: StreamPipeline) {
+        func afterStep(_ s: StreamPipeline, began: UInt64) {
             trainSteps.add()
+            metrics?.trainStepDuration.recordNanoseconds(Int64(Self.uptimeNanoseconds() &- began))
             let rollbacks = s.rollbacks
             if rollbacks != rollbacksSeen[s.name, default: 0] {
                 rollbacksSeen[s.name] = rollbacks
@@ -633,12 +718,14 @@ public final class Daemon: @unchecked Sendable {
             }
         }
         while !trainerStopping {
+            beat(.trainer)
             let list = allStreams
             var stepped = false
             for i in 0..<list.count {
                 let s = list[(next + i) % list.count]
+                let began = Self.uptimeNanoseconds()
                 if s.trainStep() {
-                    afterStep(s)
+                    afterStep(s, began: began)
                     next = (next + i + 1) % list.count
                     stepped = true
                     break
@@ -652,8 +739,9 @@ public final class Daemon: @unchecked Sendable {
                 for i in 0..<list.count {
                     let s = list[(next + i) % list.count]
                     guard let due = s.idleStepDue else { continue }
+                    let began = Self.uptimeNanoseconds()
                     if due <= now, s.trainStep(idle: now) {
-                        afterStep(s)
+                        afterStep(s, began: began)
                         next = (next + i + 1) % list.count
                         stepped = true
                         break
@@ -691,6 +779,7 @@ public final class Daemon: @unchecked Sendable {
             }
             do {
                 try publisher.send([Array(Topic.snapshot(stream.name, snapshot.kind).utf8), body])
+                snapshotsPublished.add()
             } catch {
                 logger.error("publish pipe failed", metadata: ["error": "\(error)"])
             }
@@ -700,12 +789,16 @@ public final class Daemon: @unchecked Sendable {
     /// Writes a checkpoint of every stream (trainer thread, between steps).
     public func checkpoint() {
         guard let store = checkpoints else { return }
+        let began = Self.uptimeNanoseconds()
         do {
             let path = try store.write(allStreams, now: Self.nowNanoseconds())
+            checkpointsWritten.add()
             logger.debug("checkpoint written", metadata: ["checkpoint.path": "\(path)"])
         } catch {
+            checkpointFailures.add()
             logger.error("checkpoint failed", metadata: ["error": "\(error)"])
         }
+        metrics?.checkpointDuration.recordNanoseconds(Int64(Self.uptimeNanoseconds() &- began))
     }
 
     // MARK: Heartbeats
@@ -763,6 +856,7 @@ public final class Daemon: @unchecked Sendable {
             let endpoint = try rep.bind(configuration.snapshots)
             ready.fulfil(endpoint)
             while !serversStopping {
+                beat(.snapshots)
                 guard try rep.poll(timeout: 50), let frames = try rep.receive(dontWait: true) else {
                     try checkInjectedFault("eddy-snapshots")
                     continue
@@ -804,6 +898,7 @@ extension Daemon {
             try rep.bind("inproc://zeromq.zap.01")
             ready.fulfil("eddy-auth")
             while !authenticatorStopping {
+                beat(.authenticator)
                 guard try rep.poll(timeout: 50), let request = try rep.receive(dontWait: true) else { continue }
                 let answer = security.reply(to: request)
                 if !answer.accepted {

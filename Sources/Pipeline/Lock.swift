@@ -1,4 +1,4 @@
-import CSystem
+import CEddySystem
 import Synchronization
 
 #if canImport(Glibc)
@@ -43,4 +43,5 @@ public final class Counter: Sendable {
     @discardableResult
     public func add(_ n: UInt64 = 1) -> UInt64 { value.wrappingAdd(n, ordering: .relaxed).newValue }
     public var load: UInt64 { value.load(ordering: .relaxed) }
+    func store(_ n: UInt64) { value.store(n, ordering: .relaxed) }
 }

@@ -1,4 +1,4 @@
-import CSystem
+import CEddySystem
 #if canImport(Glibc)
 import Glibc
 #endif

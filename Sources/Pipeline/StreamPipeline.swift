@@ -148,6 +148,8 @@ public final class StreamPipeline: @unchecked Sendable {
     public private(set) var idleSteps: UInt64 = 0
     /// Samples accepted, and steps owed but skipped because the trainer could not keep up.
     public private(set) var accepted: UInt64 = 0
+    /// Alerts raised (not checkpointed: a count since the daemon started).
+    var alertsRaised: UInt64 = 0
     public private(set) var skippedSteps: UInt64 = 0
     var rejectedCount: UInt64 = 0
     /// Samples scored but kept out of learning because they looked anomalous.
@@ -399,6 +401,7 @@ public final class StreamPipeline: @unchecked Sendable {
                 result.warmingUp[i] = v.warmingUp
                 if v.certain && !v.warmingUp { result.beyondRange.insert(i) }
                 if v.alert {
+                    alertsRaised &+= 1
                     result.alerts[i] = true
                     result.topFeatures[i] = v.certain ? chain.explanation(v) : topContributions(input + r * d)
                 }
@@ -681,6 +684,8 @@ public final class StreamPipeline: @unchecked Sendable {
         public var templatesEvicted: UInt64 = 0, linesTruncated: UInt64 = 0, linesRepaired: UInt64 = 0
         /// Steps taken while the stream was quiet (included in the model steps).
         public var idleSteps: UInt64 = 0
+        /// Alerts raised since the daemon started.
+        public var alerts: UInt64 = 0
     }
 
     public var status: Status {
@@ -693,7 +698,7 @@ public final class StreamPipeline: @unchecked Sendable {
                 autoencoderLoss: lastLosses.autoencoder, mocoLoss: lastLosses.moco,
                 period: periodSignal?.period ?? 0, templates: logs?.miner.templates.count ?? 0,
                 templatesEvicted: logs?.miner.evicted ?? 0, linesTruncated: logs?.truncated ?? 0,
-                linesRepaired: logs?.repaired ?? 0, idleSteps: idleSteps)
+                linesRepaired: logs?.repaired ?? 0, idleSteps: idleSteps, alerts: alertsRaised)
         }
     }
 

@@ -3,16 +3,17 @@ import Foundation
 import Learning
 import LinearAlgebra
 import Pipeline
-import CSystem
+import CEddySystem
 import Workloads
 
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Measure Eddy on the reference workload (shared/bench/WORKLOAD.md).",
+        abstract: "Measure Eddy's speed and memory on a fixed reference workload.",
         discussion: """
-            Each subcommand prints readable lines, or one JSON object with --json. Compare against the \
-            peers with scripts/bench-compare.py, which runs both in one invocation and reports ratios.
+            Each subcommand prints readable lines, or one JSON object with --json. Figures are rates on \
+            this machine: compare them with a peer measured in the same run (`make bench` in a checkout \
+            runs the numpy and PyTorch peers beside these), not with figures taken at another time.
             """,
         subcommands: [TrainBench.self, ScoreBench.self, PipelineBench.self, MemoryBench.self, KernelBench.self, IngestBench.self, LatencyBench.self, MineBench.self, LogIngestBench.self])
 }

@@ -37,6 +37,7 @@ func benchDaemonConfiguration() -> DaemonConfiguration {
     c.publish = "tcp://127.0.0.1:*"
     c.snapshots = "tcp://127.0.0.1:*"
     c.dataDirectory = ""
+    c.http = ""
     return c
 }
 

@@ -1,33 +1,48 @@
 import ArgumentParser
 import Foundation
 import Logging
-import CSystem
+import CEddySystem
 import Pipeline
 
 struct Serve: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the daemon: ingest samples, learn continuously, publish scores, alerts and models.",
         discussion: """
-            With no options it binds 127.0.0.1 (ingest 7700, publish 7701, snapshots 7702) and keeps \
-            checkpoints in ./eddy-data. SIGTERM or SIGINT stops ingest, checkpoints, and exits 0. \
-            The bound endpoints are printed on standard output, one line each, as `ingest ENDPOINT`, \
-            `publish ENDPOINT`, `snapshots ENDPOINT` (useful with port *).
+            With no options it binds 127.0.0.1 (ingest 7700, publish 7701, snapshots 7702, HTTP 7703 \
+            for /metrics, /healthz and /readyz) and keeps checkpoints in ./eddy-data. SIGTERM or SIGINT \
+            stops ingest, checkpoints, and exits 0. The bound endpoints are printed on standard output, \
+            one line each, as `ingest ENDPOINT`, `publish ENDPOINT`, `snapshots ENDPOINT` and, when the \
+            HTTP endpoint is on, `http HOST:PORT` (useful with port * and 0). Under systemd with \
+            Type=notify it reports READY=1 once serving and STOPPING=1 on the way out, and feeds \
+            WatchdogSec= while every thread makes progress.
             """)
 
     @Option(help: "PULL endpoint for samples.") var ingest: String?
     @Option(help: "PUB endpoint for scores, alerts, snapshots, heartbeats and errors.") var publish: String?
     @Option(help: "REP endpoint serving the latest snapshot of a stream's model.") var snapshots: String?
     @Option(name: .customLong("data-dir"), help: "Checkpoint directory ('' for none).") var dataDirectory: String?
-    @Option(help: "Configuration file (see deploy/eddy.conf for every key and its default).") var config: String?
+    @Option(help: "HTTP endpoint HOST:PORT for /metrics, /healthz and /readyz ('' for none; port 0 picks one).")
+    var http: String?
+    @Option(help: "Configuration file (`eddy serve --print-config` prints every key with its default).") var config: String?
+    @Flag(help: "Print the configuration file with every key at its default, and exit.") var printConfig = false
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String = "info"
+    @Option(help: "Log records on standard error: text, json (one object per line) or journal (sd-daemon priority prefixes; chosen by itself under journald).")
+    var logFormat: LogFormat = .text
 
     func run() throws {
+        if printConfig {
+            print(DaemonConfiguration.file)
+            return
+        }
         var configuration = try loadConfiguration(config)
         if let ingest { configuration.ingest = ingest }
         if let publish { configuration.publish = publish }
         if let snapshots { configuration.snapshots = snapshots }
+        if let http { configuration.http = http }
         if let dataDirectory { configuration.dataDirectory = dataDirectory }
-        let logger = makeLogger("eddy.serve", level: logLevel)
+        try configuration.validate()
+        let logger = makeLogger("eddy.serve", level: logLevel, format: logFormat)
+        let systemd = SystemdNotifier()
 
         // Every thread the daemon starts inherits this mask, so its sockets' calls are never
         // interrupted; the main thread unblocks the signals once the daemon runs, and a handler
@@ -58,10 +73,20 @@ struct Serve: ParsableCommand {
         daemon.onThreadFailure = { _, _ in kill(getpid(), SIGUSR1) }
         let endpoints = try daemon.start()
         print("ingest \(endpoints.ingest)\npublish \(endpoints.publish)\nsnapshots \(endpoints.snapshots)")
+        if let http = daemon.httpEndpoint { print("http \(http)") }
         flushStandardOutput()
         pthread_sigmask(SIG_UNBLOCK, &signals, nil)
-        if let thread = ProcessInfo.processInfo.environment["EDDY_TEST_FAULT"] { daemon.injectFault(into: thread) }
+        let environment = ProcessInfo.processInfo.environment
+        if let thread = environment["EDDY_TEST_FAULT"] { daemon.injectFault(into: thread) }
+        if let thread = environment["EDDY_TEST_STALL"] { daemon.injectStall(into: thread) }
+        let stopping = StopFlag()
+        if let systemd {
+            systemd.notify("READY=1\nSTATUS=serving \(daemon.allStreams.count) streams\nMAINPID=\(getpid())")
+            systemd.feedWatchdog(daemon, stopped: { stopping.isSet })
+        }
         let received = eddy_signals_wait()
+        systemd?.notify("STOPPING=1")
+        defer { stopping.set() }
         if received == SIGUSR1, let failure = daemon.failure {
             logger.critical("stopping: a thread failed", metadata: ["thread": "\(failure.thread)", "error": "\(failure.error)"])
             daemon.stop()
@@ -82,8 +107,14 @@ func loadConfiguration(_ path: String?) throws -> DaemonConfiguration {
 }
 
 /// Logs to standard error: the daemon's standard output carries only its endpoints.
-func makeLogger(_ label: String, level: String) -> Logger {
-    LoggingSystem.bootstrap { StreamLogHandler.standardError(label: $0) }
+func makeLogger(_ label: String, level: String, format: LogFormat = .text) -> Logger {
+    let format = format == .text && LogFormat.journalIsStandardError() ? .journal : format
+    LoggingSystem.bootstrap { label in
+        switch format {
+        case .text: StreamLogHandler.standardError(label: label)
+        case .json, .journal: LineLogHandler(label: label, format: format)
+        }
+    }
     var logger = Logger(label: label)
     logger.logLevel = Logger.Level(rawValue: level) ?? .info
     return logger

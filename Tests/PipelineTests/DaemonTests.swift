@@ -13,6 +13,7 @@ func testConfiguration(dataDirectory: String = "") -> DaemonConfiguration {
     c.ingest = "tcp://127.0.0.1:*"
     c.publish = "tcp://127.0.0.1:*"
     c.snapshots = "tcp://127.0.0.1:*"
+    c.http = "127.0.0.1:0"
     c.dataDirectory = dataDirectory
     c.heartbeatSeconds = 0.1
     c.snapshotEverySteps = 20

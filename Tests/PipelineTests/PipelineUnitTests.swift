@@ -1,4 +1,4 @@
-import CSystem
+import CEddySystem
 import EddyProtocol
 import Foundation
 import Learning
@@ -709,6 +709,8 @@ import Testing
             "../../deploy/eddy.conf")
         let text = try String(contentsOf: url, encoding: .utf8)
         #expect(try ConfigurationFile.parse(text) == DaemonConfiguration())
+        // What `eddy serve --print-config` prints (scripts/embed-config.sh) is that file.
+        #expect(DaemonConfiguration.file + "\n" == text, "run scripts/embed-config.sh after editing deploy/eddy.conf")
     }
 }
 

@@ -9,6 +9,8 @@
     snap = fetch_snapshot("tcp://127.0.0.1:7702", "pump-7", "autoencoder")
     errors = snap.reconstruction_errors(samples)   # the daemon's errors, in numpy
 
+Install: `pip install ./protocols/python` (from a checkout of the Eddy repository).
+
 A daemon with CURVE (curve_secret_key) takes only clients with an allowed key pair:
 
     keys = CurveKeys.load("server.pub", "pump-7.key")   # files from `eddy keygen`
@@ -16,17 +18,20 @@ A daemon with CURVE (curve_secret_key) takes only clients with an allowed key pa
 """
 import os
 import stat
-import sys
 import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 import zmq
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from eddy.v1 import eddy_pb2 as pb  # noqa: E402
+from eddy.v1 import eddy_pb2 as pb
 
-__all__ = ["Producer", "Subscriber", "Snapshot", "Head", "CurveKeys", "fetch_snapshot", "fit_head", "fit_softmax",
+# The client's major version is the wire protocol's (eddy.v1 -> 1.x.y): a client speaks the daemons
+# whose `eddy --version` names the same protocol.
+PROTOCOL = "eddy.v1"
+__version__ = "1.0.0"
+
+__all__ = ["PROTOCOL", "__version__", "Producer", "Subscriber", "Snapshot", "Head", "CurveKeys", "fetch_snapshot", "fit_head", "fit_softmax",
            "representations", "pb", "MESSAGE_TYPES"]
 
 # Topic kind (frame 0 up to the first '/') -> message type of frame 1.

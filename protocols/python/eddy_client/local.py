@@ -6,17 +6,17 @@ import time
 
 
 class LocalDaemon:
-    """Starts `binary serve` with `config_path` and `data_dir`; `endpoints` maps ingest, publish and
-    snapshots to the endpoints it bound (read from its standard output)."""
+    """Starts `binary serve` with `config_path` and `data_dir`; `endpoints` maps ingest, publish,
+    snapshots and http to the endpoints it bound (read from its standard output)."""
 
-    def __init__(self, binary, data_dir, config_path, log_level="warning"):
+    def __init__(self, binary, data_dir, config_path, log_level="warning", env=None, stderr=None):
         self.process = subprocess.Popen(
             [str(binary), "serve", "--ingest", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
-             "--snapshots", "tcp://127.0.0.1:*", "--data-dir", str(data_dir), "--config", str(config_path),
-             "--log-level", log_level],
-            stdout=subprocess.PIPE, text=True)
+             "--snapshots", "tcp://127.0.0.1:*", "--http", "127.0.0.1:0", "--data-dir", str(data_dir),
+             "--config", str(config_path), "--log-level", log_level],
+            stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
         self.endpoints = {}
-        while len(self.endpoints) < 3:
+        while len(self.endpoints) < 4:
             line = self.process.stdout.readline()
             if not line:
                 raise RuntimeError(f"eddy serve exited with {self.process.wait()}")

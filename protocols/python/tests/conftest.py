@@ -24,8 +24,9 @@ warmup_steps = 20
 class Daemon(LocalDaemon):
     """`eddy serve` as a child process on 127.0.0.1 with OS-chosen ports."""
 
-    def __init__(self, data_dir, config_path):
-        super().__init__(os.environ.get("EDDY_BIN", str(ROOT / ".build" / "debug" / "eddy")), data_dir, config_path)
+    def __init__(self, data_dir, config_path, **options):
+        super().__init__(os.environ.get("EDDY_BIN", str(ROOT / ".build" / "debug" / "eddy")), data_dir, config_path,
+                         **options)
 
 
 @pytest.fixture

@@ -244,7 +244,7 @@ def test_a_dying_thread_stops_the_process_with_status_70_and_a_checkpoint(tmp_pa
     data = tmp_path / "data"
     proc = subprocess.Popen(
         [EDDY, "serve", "--ingest", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
-         "--snapshots", "tcp://127.0.0.1:*", "--data-dir", str(data)],
+         "--snapshots", "tcp://127.0.0.1:*", "--http", "127.0.0.1:0", "--data-dir", str(data)],
         env={**os.environ, "EDDY_TEST_FAULT": "eddy-snapshots"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True)
     out, err = proc.communicate(timeout=60)

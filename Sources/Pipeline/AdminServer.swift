@@ -1,0 +1,127 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+
+/// The operator's HTTP endpoint (`http`, default 127.0.0.1:7703): `/metrics` (Prometheus text
+/// format), `/healthz` and `/readyz`.
+///
+/// SwiftNIO directly, on one event-loop thread of its own. FlyingFox, lighter to build, was tried
+/// first: it runs on Swift's cooperative pool, and a daemon started from a task (as the tests and
+/// any embedding program do) blocked that pool's threads waiting for its bind, while the bind
+/// needed one of them. NIO binds and answers on its own thread whatever the caller's context; a
+/// request is answered from the daemon's atomics and a lock or two, never a socket or BLAS call.
+final class AdminServer: @unchecked Sendable {
+    private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+    private var channel: (any Channel)?
+    private weak var daemon: Daemon?
+    private let address: (host: String, port: UInt16)
+
+    init(address: String, daemon: Daemon) throws {
+        self.address = try Self.parse(address)
+        self.daemon = daemon
+    }
+
+    /// Starts listening; returns `HOST:PORT` as bound, or throws why it could not bind.
+    func start() throws -> String {
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(ChannelOptions.backlog, value: 64)
+            .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+            .childChannelInitializer { [weak daemon] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
+                    try channel.pipeline.syncOperations.addHandler(Routes(daemon: daemon))
+                }
+            }
+        do {
+            let channel = try bootstrap.bind(host: address.host, port: Int(address.port)).wait()
+            self.channel = channel
+            let bound = channel.localAddress
+            let host = bound?.ipAddress ?? address.host
+            return host.contains(":") ? "[\(host)]:\(bound?.port ?? 0)" : "\(host):\(bound?.port ?? 0)"
+        } catch {
+            try? group.syncShutdownGracefully()
+            throw ConfigurationError.invalid("cannot bind http \(address.host):\(address.port): \(error)")
+        }
+    }
+
+    func stop() {
+        try? channel?.close().wait()
+        try? group.syncShutdownGracefully()
+    }
+
+    /// One request at a time per connection: its head is kept until its end, then answered.
+    final class Routes: ChannelInboundHandler, RemovableChannelHandler {
+        typealias InboundIn = HTTPServerRequestPart
+        typealias OutboundOut = HTTPServerResponsePart
+        weak var daemon: Daemon?
+        private var head: HTTPRequestHead?
+
+        init(daemon: Daemon?) { self.daemon = daemon }
+
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            switch unwrapInboundIn(data) {
+            case .head(let h): head = h
+            case .body: break
+            case .end:
+                guard let request = head else { return }
+                head = nil
+                let (status, contentType, body) =
+                    daemon.map { AdminServer.respond(method: request.method, path: request.uri, daemon: $0) }
+                    ?? (.serviceUnavailable, "text/plain; charset=utf-8", "stopping\n")
+                var headers = HTTPHeaders([
+                    ("Content-Type", contentType), ("Content-Length", "\(body.utf8.count)"), ("Cache-Control", "no-store"),
+                ])
+                if request.method != .GET { headers.add(name: "Allow", value: "GET") }
+                if !request.isKeepAlive { headers.add(name: "Connection", value: "close") }
+                context.write(wrapOutboundOut(.head(HTTPResponseHead(version: request.version, status: status, headers: headers))), promise: nil)
+                context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
+                let done = context.eventLoop.makePromise(of: Void.self)
+                context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: done)
+                if !request.isKeepAlive {
+                    let channel = context.channel
+                    done.futureResult.whenComplete { _ in channel.close(promise: nil) }
+                }
+            }
+        }
+    }
+
+    /// Status, content type and body for a request.
+    static func respond(method: HTTPMethod, path: String, daemon: Daemon) -> (HTTPResponseStatus, String, String) {
+        let text = "text/plain; charset=utf-8", json = "application/json"
+        guard method == .GET else { return (.methodNotAllowed, text, "GET only\n") }
+        switch path.split(separator: "?", maxSplits: 1).first.map(String.init) ?? path {
+        case "/metrics":
+            guard let metrics = daemon.metrics else { return (.notFound, text, "metrics are off\n") }
+            return (.ok, "text/plain; version=0.0.4; charset=utf-8", metrics.scrape(daemon))
+        case "/healthz":
+            let h = daemon.health()
+            return (h.healthy ? .ok : .serviceUnavailable, json, h.json(status: h.healthy ? "ok" : "unhealthy"))
+        case "/readyz":
+            let h = daemon.health()
+            return (h.ready ? .ok : .serviceUnavailable, json, h.json(status: h.ready ? "ready" : "not ready"))
+        case "/":
+            return (.ok, text, "eddy \(Version.daemon): /metrics /healthz /readyz\n")
+        default:
+            return (.notFound, text, "not found: /metrics /healthz /readyz\n")
+        }
+    }
+
+    /// `127.0.0.1:7703`, `[::1]:7703`, `localhost:7703`.
+    static func parse(_ address: String) throws -> (host: String, port: UInt16) {
+        guard let colon = address.lastIndex(of: ":"), let port = UInt16(address[address.index(after: colon)...]) else {
+            throw ConfigurationError.invalid("http must be HOST:PORT (port 0 to 65535), got \"\(address)\"")
+        }
+        var host = String(address[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        if host == "localhost" { host = "127.0.0.1" }
+        if host.isEmpty || host == "*" { host = "0.0.0.0" }
+        return (host, port)
+    }
+
+    /// Loopback only: the endpoint has no authentication.
+    static func isLoopback(_ address: String) -> Bool {
+        guard let (host, _) = try? parse(address) else { return false }
+        return host.hasPrefix("127.") || host == "::1"
+    }
+}

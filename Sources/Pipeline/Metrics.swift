@@ -1,0 +1,246 @@
+import CoreMetrics
+import EddyProtocol
+import Foundation
+import Prometheus
+
+/// The daemon's figures for Prometheus (`/metrics`), through swift-metrics with swift-prometheus as
+/// the backend, one registry per daemon.
+///
+/// Nothing on the sample path pays for them beyond what the heartbeats already cost:
+/// - counters the daemon keeps anyway (atomics added to once per message or batch) are carried into
+///   their swift-metrics counters when scraped, by what they grew since the last scrape;
+/// - per-stream figures are read from each stream's status at scrape time; a stream that expired
+///   takes its series with it, so their number stays bounded by `max_streams`;
+/// - the histograms are recorded as things happen: once per scored run of messages, per training
+///   step and per checkpoint.
+///
+/// Every family is named in `catalogue` with its help text, which the exposition carries as
+/// `# HELP` lines (swift-metrics has no place for them).
+public final class DaemonMetrics: @unchecked Sendable {
+    let registry = PrometheusCollectorRegistry()
+    let factory: PrometheusMetricsFactory
+    /// Seconds from a message leaving the ingest socket to its scores being published (the oldest
+    /// message of each run scored together).
+    let scoreLatency: CoreMetrics.Timer
+    let trainStepDuration: CoreMetrics.Timer
+    let checkpointDuration: CoreMetrics.Timer
+
+    /// Scrapes one at a time: the carried counters' last values and the per-stream series.
+    private let lock = Lock()
+    private var carried: [String: (counter: CoreMetrics.Counter, last: UInt64)] = [:]
+    private var gauges: [String: CoreMetrics.Gauge] = [:]
+    /// Series keys of each stream, to remove when the stream goes.
+    private var streamKeys: [String: Set<String>] = [:]
+
+    public init() {
+        var factory = PrometheusMetricsFactory(registry: registry)
+        let short: [Duration] = [
+            .microseconds(50), .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1),
+            .microseconds(2500), .milliseconds(5), .milliseconds(10), .milliseconds(25), .milliseconds(50),
+            .milliseconds(100), .milliseconds(250), .milliseconds(500), .seconds(1),
+        ]
+        factory.durationHistogramBuckets = [
+            "eddy_score_latency_seconds": short,
+            "eddy_train_step_duration_seconds": short,
+            "eddy_checkpoint_duration_seconds": [
+                .milliseconds(1), .milliseconds(10), .milliseconds(100), .milliseconds(500), .seconds(1),
+                .seconds(5), .seconds(10), .seconds(30), .seconds(60),
+            ],
+        ]
+        self.factory = factory
+        scoreLatency = CoreMetrics.Timer(label: "eddy_score_latency_seconds", factory: factory)
+        trainStepDuration = CoreMetrics.Timer(label: "eddy_train_step_duration_seconds", factory: factory)
+        checkpointDuration = CoreMetrics.Timer(label: "eddy_checkpoint_duration_seconds", factory: factory)
+        gauge("eddy_build_info", [("version", Version.daemon), ("wire", Version.wire)], 1)
+        gauge("process_start_time_seconds", [], Date().timeIntervalSince1970)
+    }
+
+    /// Every family: name, Prometheus type, help. Tests hold the exposition to it both ways.
+    public static let catalogue: [(name: String, type: String, help: String)] = [
+        ("eddy_build_info", "gauge", "Always 1; the labels give the daemon's version and its wire protocol."),
+        ("process_start_time_seconds", "gauge", "When the daemon started, in seconds since the Unix epoch."),
+        ("process_resident_memory_bytes", "gauge", "Resident memory of the daemon process."),
+        ("process_open_fds", "gauge", "File descriptors the daemon has open (each producer or subscriber connection holds one)."),
+        ("process_max_fds", "gauge", "The daemon's descriptor limit."),
+        ("eddy_up", "gauge", "1 while every thread is alive and making progress (what /healthz reports), else 0."),
+        ("eddy_thread_progress_age_seconds", "gauge", "Seconds since each daemon thread last came round its loop."),
+        ("eddy_messages_received_total", "counter", "Messages taken from the ingest socket."),
+        ("eddy_messages_rejected_total", "counter", "Messages rejected, by error code (each also published on error/)."),
+        ("eddy_samples_accepted_total", "counter", "Samples (or log lines) accepted and scored."),
+        ("eddy_samples_rejected_total", "counter", "Samples in rejected messages, by error code."),
+        ("eddy_samples_dropped_total", "counter", "Scores the publish socket refused (they were computed, not sent)."),
+        ("eddy_alerts_total", "counter", "Alerts raised, all streams."),
+        ("eddy_train_steps_total", "counter", "Training steps taken, all streams and models."),
+        ("eddy_snapshots_published_total", "counter", "Model snapshots published."),
+        ("eddy_checkpoints_total", "counter", "Checkpoints written."),
+        ("eddy_checkpoint_failures_total", "counter", "Checkpoints that failed (the previous one stays)."),
+        ("eddy_handshakes_refused_total", "counter", "CURVE clients turned away by the allow-list."),
+        ("eddy_streams_expired_total", "counter", "Streams expired after stream_idle_seconds without a sample."),
+        ("eddy_streams_revived_total", "counter", "Expired streams that came back and resumed from their kept state."),
+        ("eddy_trainer_boosts_total", "counter", "Times the starved idle-priority trainer was raised to a normal share."),
+        ("eddy_streams", "gauge", "Streams the daemon holds."),
+        ("eddy_max_streams", "gauge", "The max_streams setting."),
+        ("eddy_memory_committed_bytes", "gauge", "Memory the streams are charged against memory_budget."),
+        ("eddy_memory_budget_bytes", "gauge", "The memory_budget setting."),
+        ("eddy_score_latency_seconds", "histogram", "Time from a message leaving the ingest socket to its scores being published."),
+        ("eddy_train_step_duration_seconds", "histogram", "Time one training step takes (a batch through a stream's models)."),
+        ("eddy_checkpoint_duration_seconds", "histogram", "Time writing a checkpoint of every stream takes."),
+        ("eddy_stream_samples_accepted_total", "counter", "Samples accepted, per stream."),
+        ("eddy_stream_samples_rejected_total", "counter", "Samples rejected after the stream was known, per stream."),
+        ("eddy_stream_samples_evicted_total", "counter", "Samples the replay buffer let go to make room, per stream."),
+        ("eddy_stream_samples_quarantined_total", "counter", "Samples kept out of learning while they looked anomalous, per stream."),
+        ("eddy_stream_alerts_total", "counter", "Alerts raised, per stream."),
+        ("eddy_stream_train_steps_skipped_total", "counter", "Training steps owed and given up because the trainer fell behind, per stream."),
+        ("eddy_stream_train_steps_idle_total", "counter", "Training steps taken while the stream was quiet, per stream."),
+        ("eddy_stream_rollbacks_total", "counter", "Times a non-finite weight sent the stream's models back to their last snapshot."),
+        ("eddy_stream_buffered_samples", "gauge", "Samples in the stream's replay buffer."),
+        ("eddy_stream_buffer_fill_ratio", "gauge", "The replay buffer's fill, 0 to 1."),
+        ("eddy_stream_model_version", "gauge", "Training steps the stream's model has taken, by model."),
+        ("eddy_stream_loss", "gauge", "The stream's last training loss, by model (MSE for the autoencoder, InfoNCE for MoCo)."),
+        ("eddy_stream_warming_up", "gauge", "1 while the stream is warming up (no alerts yet), else 0."),
+        ("eddy_stream_templates", "gauge", "Log templates the stream's miner holds (log streams)."),
+    ]
+
+    /// Adds `value`'s growth since the last scrape to the counter of this name and labels.
+    func carry(_ name: String, _ value: UInt64, labels: [(String, String)] = [], stream: String? = nil) {
+        let key = Self.key(name, labels)
+        var entry = carried[key] ?? (CoreMetrics.Counter(label: name, dimensions: labels, factory: factory), 0)
+        // A count that went down started again (a stream that expired and came back afresh).
+        let grown = value >= entry.last ? value - entry.last : value
+        if grown > 0 { entry.counter.increment(by: Int64(clamping: grown)) }
+        entry.last = value
+        carried[key] = entry
+        if let stream { streamKeys[stream, default: []].insert(key) }
+    }
+
+    func gauge(_ name: String, _ labels: [(String, String)], _ value: Double, stream: String? = nil) {
+        let key = Self.key(name, labels)
+        let g = gauges[key] ?? CoreMetrics.Gauge(label: name, dimensions: labels, factory: factory)
+        gauges[key] = g
+        g.record(value)
+        if let stream { streamKeys[stream, default: []].insert(key) }
+    }
+
+    static func key(_ name: String, _ labels: [(String, String)]) -> String {
+        labels.reduce(name) { $0 + "\u{0}" + $1.0 + "\u{0}" + $1.1 }
+    }
+
+    /// Brings every figure up to date from `daemon` and renders the registry in the text format.
+    func scrape(_ daemon: Daemon) -> String {
+        lock.withLock {
+            collect(daemon)
+            var out: [UInt8] = []
+            registry.emit(into: &out)
+            return Self.withHelp(String(decoding: out, as: UTF8.self))
+        }
+    }
+
+    private func collect(_ d: Daemon) {
+        carry("eddy_messages_received_total", d.messagesReceived.load)
+        carry("eddy_samples_accepted_total", d.samplesAccepted.load)
+        carry("eddy_samples_dropped_total", d.samplesDropped.load)
+        carry("eddy_alerts_total", d.alertsRaised.load)
+        carry("eddy_train_steps_total", d.trainSteps.load)
+        carry("eddy_snapshots_published_total", d.snapshotsPublished.load)
+        carry("eddy_checkpoints_total", d.checkpointsWritten.load)
+        carry("eddy_checkpoint_failures_total", d.checkpointFailures.load)
+        carry("eddy_handshakes_refused_total", d.handshakesRefused.load)
+        carry("eddy_streams_expired_total", d.streamsExpired.load)
+        carry("eddy_streams_revived_total", d.streamsRevived.load)
+        carry("eddy_trainer_boosts_total", d.trainerBoosts.load)
+        for code in Eddy_V1_ErrorCode.allCases where code != .unspecified && code != .notFound {
+            let labels = [("code", Self.label(code))]
+            carry("eddy_messages_rejected_total", d.rejectedMessages[code.rawValue].load, labels: labels)
+            carry("eddy_samples_rejected_total", d.rejectedSamples[code.rawValue].load, labels: labels)
+        }
+        let health = d.health()
+        gauge("eddy_up", [], health.healthy ? 1 : 0)
+        for (thread, age) in health.threads { gauge("eddy_thread_progress_age_seconds", [("thread", thread)], age) }
+        let (streams, committed) = d.streamsLock.withLock { (d.streamOrder.compactMap { d.streams[$0] }, d.committedBytes) }
+        gauge("eddy_streams", [], Double(streams.count))
+        gauge("eddy_max_streams", [], Double(d.configuration.maxStreams))
+        gauge("eddy_memory_committed_bytes", [], Double(committed))
+        gauge("eddy_memory_budget_bytes", [], Double(d.configuration.memoryBudget))
+        let process = ProcessFigures.read()
+        gauge("process_resident_memory_bytes", [], process.residentBytes)
+        gauge("process_open_fds", [], process.openDescriptors)
+        gauge("process_max_fds", [], process.maxDescriptors)
+
+        var present = Set<String>()
+        for s in streams {
+            present.insert(s.name)
+            let st = s.status
+            let l = [("stream", s.name)]
+            carry("eddy_stream_samples_accepted_total", st.accepted, labels: l, stream: s.name)
+            carry("eddy_stream_samples_rejected_total", st.rejected, labels: l, stream: s.name)
+            carry("eddy_stream_samples_evicted_total", st.evicted, labels: l, stream: s.name)
+            carry("eddy_stream_samples_quarantined_total", st.quarantined, labels: l, stream: s.name)
+            carry("eddy_stream_alerts_total", st.alerts, labels: l, stream: s.name)
+            carry("eddy_stream_train_steps_skipped_total", st.skippedSteps, labels: l, stream: s.name)
+            carry("eddy_stream_train_steps_idle_total", st.idleSteps, labels: l, stream: s.name)
+            carry("eddy_stream_rollbacks_total", st.rollbacks, labels: l, stream: s.name)
+            gauge("eddy_stream_buffered_samples", l, Double(st.buffered), stream: s.name)
+            gauge("eddy_stream_buffer_fill_ratio", l, Double(st.buffered) / Double(max(1, s.settings.bufferCapacity)), stream: s.name)
+            gauge("eddy_stream_model_version", l + [("model", "autoencoder")], Double(st.autoencoderSteps), stream: s.name)
+            gauge("eddy_stream_model_version", l + [("model", "moco")], Double(st.mocoSteps), stream: s.name)
+            gauge("eddy_stream_loss", l + [("model", "autoencoder")], Double(st.autoencoderLoss), stream: s.name)
+            gauge("eddy_stream_loss", l + [("model", "moco")], Double(st.mocoLoss), stream: s.name)
+            gauge("eddy_stream_warming_up", l, st.warmingUp ? 1 : 0, stream: s.name)
+            if s.settings.log { gauge("eddy_stream_templates", l, Double(st.templates), stream: s.name) }
+        }
+        // Streams that expired: their series go with them.
+        for (name, keys) in streamKeys where !present.contains(name) {
+            for key in keys {
+                if let c = carried.removeValue(forKey: key) { c.counter.destroy() }
+                if let g = gauges.removeValue(forKey: key) { g.destroy() }
+            }
+            streamKeys[name] = nil
+        }
+    }
+
+    /// `badFrames` -> `bad_frames`.
+    static func label(_ code: Eddy_V1_ErrorCode) -> String {
+        var out = ""
+        for ch in "\(code)" {
+            if ch.isUppercase { out += "_" + ch.lowercased() } else { out.append(ch) }
+        }
+        return out
+    }
+
+    /// The exposition with its families in name order, each with a `# HELP` line before its `# TYPE`.
+    static func withHelp(_ text: String) -> String {
+        let help = Dictionary(uniqueKeysWithValues: catalogue.map { ($0.name, $0.help) })
+        var families: [(name: Substring, lines: [Substring])] = []
+        for line in text.split(separator: "\n") {
+            if line.hasPrefix("# TYPE "), let name = line.dropFirst(7).split(separator: " ").first {
+                families.append((name, []))
+            }
+            if families.isEmpty { families.append(("", [])) }
+            families[families.count - 1].lines.append(line)
+        }
+        var out = ""
+        out.reserveCapacity(text.utf8.count + 8192)
+        for family in families.sorted(by: { $0.name < $1.name }) {
+            if let h = help[String(family.name)] { out += "# HELP \(family.name) \(h)\n" }
+            for line in family.lines { out += line + "\n" }
+        }
+        return out
+    }
+}
+
+/// The process's resident memory and descriptors, from /proc (zeros where it cannot be read).
+struct ProcessFigures {
+    var residentBytes = 0.0, openDescriptors = 0.0, maxDescriptors = 0.0
+
+    static func read() -> ProcessFigures {
+        var f = ProcessFigures()
+        if let statm = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) {
+            let fields = statm.split(separator: " ")
+            if fields.count > 1, let pages = Double(fields[1]) { f.residentBytes = pages * Double(sysconf(Int32(_SC_PAGESIZE))) }
+        }
+        f.openDescriptors = Double((try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/fd").count) ?? 0)
+        var limit = rlimit()
+        if getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0 { f.maxDescriptors = Double(limit.rlim_cur) }
+        return f
+    }
+}

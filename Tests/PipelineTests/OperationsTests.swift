@@ -1,0 +1,193 @@
+import EddyProtocol
+import Foundation
+import Pipeline
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A blocking HTTP/1.1 GET over a real TCP socket: (status code, body).
+func httpGet(_ hostPort: String, _ path: String) throws -> (status: Int, body: String) {
+    let colon = hostPort.lastIndex(of: ":")!
+    let host = String(hostPort[..<colon]), port = UInt16(hostPort[hostPort.index(after: colon)...])!
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = port.bigEndian
+    inet_pton(AF_INET, host, &address.sin_addr)
+    var timeout = timeval(tv_sec: 10, tv_usec: 0)
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard connected == 0 else { throw HTTPTestError.connect(errno) }
+    let request = Array("GET \(path) HTTP/1.1\r\nHost: \(hostPort)\r\nConnection: close\r\n\r\n".utf8)
+    _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+    var response: [UInt8] = []
+    var chunk = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        if n <= 0 { break }
+        response += chunk[0..<n]
+    }
+    let text = String(decoding: response, as: UTF8.self)
+    guard let head = text.range(of: "\r\n\r\n"), let status = Int(text.split(separator: " ").dropFirst().first ?? "") else {
+        throw HTTPTestError.malformed(text)
+    }
+    return (status, String(text[head.upperBound...]))
+}
+
+enum HTTPTestError: Error { case connect(Int32), malformed(String) }
+
+/// Samples of the Prometheus text format: `name{labels}` -> value.
+func exposition(_ text: String) -> [String: Double] {
+    var out: [String: Double] = [:]
+    for line in text.split(separator: "\n") where !line.hasPrefix("#") {
+        guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else { continue }
+        out[String(line[..<space])] = value
+    }
+    return out
+}
+
+/// Polls until `done` or `seconds` pass; true if `done`.
+func eventually(_ seconds: Double, _ done: () throws -> Bool) rethrows -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if try done() { return true }
+        Thread.sleep(forTimeInterval: 0.05)
+    }
+    return try done()
+}
+
+@Suite(.serialized) struct OperationsTests {
+    @Test func metricsCountWhatTheDaemonDidAndNameEveryFamilyInTheCatalogue() throws {
+        let daemon = try Daemon(configuration: testConfiguration(), logger: quietLogger)
+        let endpoints = try daemon.start()
+        defer { daemon.stop() }
+        let http = try #require(daemon.httpEndpoint)
+        let client = try Client(endpoints)
+        #expect(try client.awaitHeartbeat() != nil)
+
+        // 30 batches of 20 samples, one NaN batch of 5 and one with a bad name.
+        for b in 0..<30 { try client.send(stream: "pumps", sequence: UInt64(b * 20), dim: 4, values: values(80, seed: b)) }
+        try client.send(stream: "pumps", sequence: 600, dim: 4, values: [Float](repeating: .nan, count: 20))
+        try client.send(stream: "a/b", sequence: 0, dim: 4, values: values(4, seed: 0))
+        #expect(eventually(10) { daemon.samplesAccepted.load == 600 && daemon.messagesRejected.load == 2 && daemon.trainSteps.load > 0 })
+
+        let (status, body) = try httpGet(http, "/metrics")
+        #expect(status == 200)
+        let m = exposition(body)
+        #expect(m["eddy_samples_accepted_total"] == 600)
+        #expect(m["eddy_messages_received_total"] == 32)
+        #expect(m["eddy_messages_rejected_total{code=\"non_finite\"}"] == 1)
+        #expect(m["eddy_samples_rejected_total{code=\"non_finite\"}"] == 5)
+        #expect(m["eddy_messages_rejected_total{code=\"bad_stream_name\"}"] == 1)
+        #expect(m["eddy_messages_rejected_total{code=\"oversized\"}"] == 0)
+        #expect(m["eddy_stream_samples_accepted_total{stream=\"pumps\"}"] == 600)
+        #expect(m["eddy_stream_buffered_samples{stream=\"pumps\"}"] == Double(daemon.allStreams[0].status.buffered))
+        #expect((m["eddy_train_steps_total"] ?? 0) > 0)
+        #expect(m["eddy_streams"] == 1)
+        #expect(m["eddy_up"] == 1)
+        #expect(m["eddy_build_info{version=\"\(Version.daemon)\",wire=\"eddy.v1\"}"] == 1)
+        #expect((m["process_resident_memory_bytes"] ?? 0) > 1e6)
+        // Every scored run is timed once; 30 batches arrive in at most 30 runs.
+        let runs = try #require(m["eddy_score_latency_seconds_count"])
+        #expect(runs >= 1 && runs <= 30)
+        #expect(m["eddy_score_latency_seconds_bucket{le=\"+Inf\"}"] == runs)
+        #expect((m["eddy_train_step_duration_seconds_count"] ?? 0) > 0)
+
+        // Every family is in the catalogue with its help, and every catalogued family is there.
+        let families = Set(body.split(separator: "\n").filter { $0.hasPrefix("# TYPE ") }.map { String($0.split(separator: " ")[2]) })
+        let catalogued = Set(DaemonMetrics.catalogue.map(\.name))
+        #expect(families.subtracting(catalogued).isEmpty, "not catalogued: \(families.subtracting(catalogued))")
+        // Log templates exist on log streams only; the handshake counter on every daemon.
+        #expect(catalogued.subtracting(families) == ["eddy_stream_templates"])
+        for entry in DaemonMetrics.catalogue where families.contains(entry.name) {
+            #expect(body.contains("# HELP \(entry.name) \(entry.help)\n# TYPE \(entry.name) \(entry.type)\n"))
+            #expect(entry.name.hasPrefix("eddy_") || entry.name.hasPrefix("process_"))
+            #expect(entry.name.hasSuffix("_total") == (entry.type == "counter"))
+        }
+
+        // A second scrape carries only what grew since the first.
+        for b in 0..<5 { try client.send(stream: "pumps", sequence: UInt64(601 + b * 20), dim: 4, values: values(80, seed: b)) }
+        #expect(eventually(10) { daemon.samplesAccepted.load == 700 })
+        let again = exposition(try httpGet(http, "/metrics").body)
+        #expect(again["eddy_samples_accepted_total"] == 700)
+        #expect(again["eddy_stream_samples_accepted_total{stream=\"pumps\"}"] == 700)
+        #expect(again["eddy_messages_rejected_total{code=\"non_finite\"}"] == 1)
+
+        #expect(try httpGet(http, "/nothing").status == 404)
+    }
+
+    @Test func aStalledThreadMakesTheDaemonUnhealthyAndNotReady() throws {
+        var c = testConfiguration()
+        c.healthStallSeconds = 1
+        let daemon = try Daemon(configuration: c, logger: quietLogger)
+        _ = try daemon.start()
+        defer { daemon.stop() }
+        let http = try #require(daemon.httpEndpoint)
+        #expect(try httpGet(http, "/healthz").status == 200)
+        #expect(try httpGet(http, "/readyz").status == 200)
+        #expect(daemon.health().threads.keys.sorted() == ["eddy-ingest", "eddy-snapshots", "eddy-trainer"])
+
+        daemon.injectStall(into: "eddy-trainer")
+        #expect(eventually(5) { (try? httpGet(http, "/healthz").status) == 503 })
+        let (status, body) = try httpGet(http, "/healthz")
+        #expect(status == 503)
+        #expect(body.contains("\"stalled\":[\"eddy-trainer\"]"), "\(body)")
+        #expect(try httpGet(http, "/readyz").status == 503)
+        #expect(exposition(try httpGet(http, "/metrics").body)["eddy_up"] == 0)
+        // The other threads still make progress.
+        #expect(daemon.health().stalled == ["eddy-trainer"])
+    }
+
+    @Test func aStreamThatExpiresTakesItsSeriesWithIt() throws {
+        var c = testConfiguration()
+        c.streamIdleSeconds = 0.5
+        let daemon = try Daemon(configuration: c, logger: quietLogger)
+        let endpoints = try daemon.start()
+        defer { daemon.stop() }
+        let http = try #require(daemon.httpEndpoint)
+        let client = try Client(endpoints)
+        #expect(try client.awaitHeartbeat() != nil)
+        try client.send(stream: "brief", sequence: 0, dim: 2, values: values(40, seed: 1))
+        #expect(eventually(5) { daemon.samplesAccepted.load == 20 })
+        #expect(try httpGet(http, "/metrics").body.contains("stream=\"brief\""))
+        #expect(eventually(5) { daemon.streamsExpired.load == 1 })
+        let body = try httpGet(http, "/metrics").body
+        #expect(!body.contains("stream=\"brief\""))
+        #expect(exposition(body)["eddy_streams_expired_total"] == 1)
+        #expect(exposition(body)["eddy_samples_accepted_total"] == 20)
+    }
+
+    @Test func theHTTPEndpointStaysOnLoopbackUnlessTheOperatorSaysOtherwise() throws {
+        #expect(throws: ConfigurationError.self) { try ConfigurationFile.parse("http = 0.0.0.0:7703\n") }
+        #expect(throws: ConfigurationError.self) { try ConfigurationFile.parse("http = 10.1.2.3:7703\n") }
+        #expect(throws: ConfigurationError.self) { try ConfigurationFile.parse("http = 127.0.0.1\n") }
+        #expect(throws: ConfigurationError.self) { try ConfigurationFile.parse("health_stall_seconds = 0\n") }
+        #expect(try ConfigurationFile.parse("http = 0.0.0.0:7703\nhttp_allow_remote = true\n").http == "0.0.0.0:7703")
+        #expect(try ConfigurationFile.parse("http = \"\"\n").http == "")
+        #expect(try ConfigurationFile.parse("http = [::1]:9000\n").http == "[::1]:9000")
+
+        // Off: no server, no metrics.
+        var c = testConfiguration()
+        c.http = ""
+        let daemon = try Daemon(configuration: c, logger: quietLogger)
+        _ = try daemon.start()
+        defer { daemon.stop() }
+        #expect(daemon.httpEndpoint == nil && daemon.metrics == nil)
+    }
+
+    @Test func aPortThatIsTakenFailsTheStartWithTheReason() throws {
+        let first = try Daemon(configuration: testConfiguration(), logger: quietLogger)
+        _ = try first.start()
+        defer { first.stop() }
+        var c = testConfiguration()
+        c.http = try #require(first.httpEndpoint)
+        let second = try Daemon(configuration: c, logger: quietLogger)
+        let error = #expect(throws: ConfigurationError.self) { _ = try second.start() }
+        #expect("\(error!)".contains("cannot bind http \(c.http)"), "\(error!)")
+    }
+}
