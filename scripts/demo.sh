@@ -26,3 +26,16 @@ feed=$!
 "$eddy" feed --demo-log --stream app-log --rate 200 --batch 20 --anomaly-every 2000 2>/dev/null &
 logfeed=$!
 "$eddy" watch --seconds "${DEMO_SECONDS:-60}"
+# What an operator's Prometheus would read meanwhile (the HTTP endpoint, 127.0.0.1:7703).
+http=$(awk '$1 == "http" {print $2}' out/demo-endpoints.txt)
+if [ -n "$http" ]; then
+    echo "eddy demo: http://$http/metrics says:"
+    python3 - "$http" <<'PY' || true
+import sys, urllib.request
+text = urllib.request.urlopen(f"http://{sys.argv[1]}/metrics", timeout=5).read().decode()
+for line in text.splitlines():
+    if line.startswith(("eddy_samples_accepted_total", "eddy_alerts_total", "eddy_train_steps_total", "eddy_up",
+                        "eddy_stream_alerts_total", "eddy_score_latency_seconds_count")):
+        print("  " + line)
+PY
+fi

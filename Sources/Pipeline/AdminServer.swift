@@ -1,4 +1,8 @@
 import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOCore
 import NIOHTTP1
 import NIOPosix
@@ -123,5 +127,45 @@ final class AdminServer: @unchecked Sendable {
     static func isLoopback(_ address: String) -> Bool {
         guard let (host, _) = try? parse(address) else { return false }
         return host.hasPrefix("127.") || host == "::1"
+    }
+}
+
+/// The smallest HTTP client that reads the endpoint: for benchmarks and tests that scrape a daemon
+/// as Prometheus would, without a client library.
+public enum HTTPProbe {
+    public enum ProbeError: Error { case connect(String, Int32), malformed(String) }
+
+    /// A blocking HTTP/1.1 GET to an IPv4 `HOST:PORT`: (status code, body).
+    public static func get(_ hostPort: String, _ path: String) throws -> (status: Int, body: String) {
+        guard let colon = hostPort.lastIndex(of: ":"), let port = UInt16(hostPort[hostPort.index(after: colon)...]) else {
+            throw ProbeError.malformed("not HOST:PORT: \(hostPort)")
+        }
+        let host = String(hostPort[..<colon])
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        inet_pton(AF_INET, host, &address.sin_addr)
+        var timeout = timeval(tv_sec: 10, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard connected == 0 else { throw ProbeError.connect(hostPort, errno) }
+        let request = Array("GET \(path) HTTP/1.1\r\nHost: \(hostPort)\r\nConnection: close\r\n\r\n".utf8)
+        _ = request.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        var response: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n <= 0 { break }
+            response += chunk[0..<n]
+        }
+        let text = String(decoding: response, as: UTF8.self)
+        guard let head = text.range(of: "\r\n\r\n"), let status = Int(text.split(separator: " ").dropFirst().first ?? "") else {
+            throw ProbeError.malformed(text)
+        }
+        return (status, String(text[head.upperBound...]))
     }
 }

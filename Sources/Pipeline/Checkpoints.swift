@@ -41,12 +41,16 @@ public struct CheckpointStore: Sendable {
 
     /// Writes all `streams` as the next checkpoint and prunes old ones. Returns its path.
     @discardableResult
-    public func write(_ streams: [StreamPipeline], now: Int64) throws -> String {
+    /// `progress` is called after each stream is serialized (the trainer's health mark).
+    public func write(_ streams: [StreamPipeline], now: Int64, progress: () -> Void = {}) throws -> String {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         var w = StateWriter()
         w.write(Self.kind); w.write(Self.formatVersion); w.write(now)
         w.write(UInt32(streams.count))
-        for s in streams { w.write(blob: s.serialized()) }
+        for s in streams {
+            w.write(blob: s.serialized())
+            progress()
+        }
         w.seal()
         let sequence = (files().last?.sequence ?? 0) + 1
         let path = directory + "/" + String(format: "checkpoint-%020llu.eddy", sequence)

@@ -66,6 +66,8 @@ public final class Daemon: @unchecked Sendable {
     public let metrics: DaemonMetrics?
     var adminServer: AdminServer?
     let progress = ThreadProgress()
+    /// Each running thread's CPU clock (stateLock).
+    var cpuClocks: [DaemonThread: clockid_t] = [:]
     var phase = Health.Phase.starting  // stateLock
     /// Fault injection for tests: the named thread stops coming round its loop (until stopped).
     var injectedStall: String?  // stateLock
@@ -117,6 +119,16 @@ public final class Daemon: @unchecked Sendable {
             if age > configuration.healthStallSeconds && phase != .stopping { h.stalled.append(thread.rawValue) }
         }
         return h
+    }
+
+    /// CPU seconds each running thread has used.
+    public func cpuSeconds() -> [DaemonThread: Double] {
+        stateLock.withLock {
+            cpuClocks.compactMapValues { clock in
+                var t = timespec()
+                return clock_gettime(clock, &t) == 0 ? Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9 : nil
+            }
+        }
     }
 
     /// The HTTP endpoint as bound (`HOST:PORT`), or nil when `http` is empty.
@@ -286,11 +298,19 @@ public final class Daemon: @unchecked Sendable {
     private func spawn(_ name: String, _ body: @escaping @Sendable () -> Void) {
         let done = DispatchSemaphore(value: 0)
         stateLock.withLock { finishedThreads[name] = done }
-        let thread = Thread { [progress] in
+        let thread = Thread { [self] in
             eddy_set_thread_name(name)
-            if let t = DaemonThread(rawValue: name) { progress.beat(t) }
+            let known = DaemonThread(rawValue: name)
+            if let known {
+                progress.beat(known)
+                var clock = clockid_t()
+                if pthread_getcpuclockid(pthread_self(), &clock) == 0 { stateLock.withLock { cpuClocks[known] = clock } }
+            }
             body()
-            if let t = DaemonThread(rawValue: name) { progress.retire(t) }
+            if let known {
+                progress.retire(known)
+                stateLock.withLock { cpuClocks[known] = nil }
+            }
             done.signal()
         }
         thread.name = name
@@ -348,7 +368,7 @@ public final class Daemon: @unchecked Sendable {
                     // scoring.
                     for _ in 0..<1000 {
                         guard let frames = try pull.receive(dontWait: true) else { break }
-                        handle(frames, run: &run, publisher: pub, received: metrics == nil ? 0 : Self.uptimeNanoseconds())
+                        handle(frames, run: &run, publisher: pub)
                     }
                     flush(&run, publisher: pub)
                 }
@@ -414,7 +434,7 @@ public final class Daemon: @unchecked Sendable {
 
     /// One message from a producer: rejected with a reason, or admitted to the run of samples that
     /// is scored next.
-    func handle(_ frames: [[UInt8]], run: inout Coalesced, publisher: borrowing Socket, received: UInt64 = 0) {
+    func handle(_ frames: [[UInt8]], run: inout Coalesced, publisher: borrowing Socket) {
         messagesReceived.add()
         switch Admission.check(frames, configuration: configuration, lookup: stream(named:dim:log:)) {
         case .rejected(let code, let why, let name, let sequence, let samples):
@@ -422,6 +442,7 @@ public final class Daemon: @unchecked Sendable {
             reject(code, why, stream: name, sequence: sequence, samples: samples, publisher: publisher)
         case .lines(let pipeline, let batch, let lines, let truncated, let repaired):
             flush(&run, publisher: publisher)
+            let received = receivedNow()
             pipeline.countRepairs(truncated: truncated, repaired: repaired)
             let scored = pipeline.scoreLines(
                 lines, firstSequence: batch.sequence, timestamps: batch.timestampsNs.isEmpty ? nil : batch.timestampsNs)
@@ -436,7 +457,7 @@ public final class Daemon: @unchecked Sendable {
                 flush(&run, publisher: publisher)
                 run.pipeline = pipeline
                 run.firstSequence = batch.sequence
-                run.received = received
+                run.received = receivedNow()
             }
             if run.count == 0 { run.values = values } else { run.values += values }  // the first: no copy
             run.timestamps += batch.timestampsNs
@@ -461,6 +482,10 @@ public final class Daemon: @unchecked Sendable {
     }
 
     static func uptimeNanoseconds() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+
+    /// Now, for the latency of a message just taken from the socket: read once per run (the clock
+    /// costs a measurable share of a one-sample message), and only when metrics are on.
+    func receivedNow() -> UInt64 { metrics == nil ? 0 : Self.uptimeNanoseconds() }
 
     /// Socket-to-score latency, once per scored run (its oldest message), when metrics are on.
     func recordLatency(since received: UInt64) {
@@ -791,7 +816,7 @@ public final class Daemon: @unchecked Sendable {
         guard let store = checkpoints else { return }
         let began = Self.uptimeNanoseconds()
         do {
-            let path = try store.write(allStreams, now: Self.nowNanoseconds())
+            let path = try store.write(allStreams, now: Self.nowNanoseconds()) { progress.beat(.trainer) }
             checkpointsWritten.add()
             logger.debug("checkpoint written", metadata: ["checkpoint.path": "\(path)"])
         } catch {

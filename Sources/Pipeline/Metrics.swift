@@ -27,7 +27,7 @@ public final class DaemonMetrics: @unchecked Sendable {
 
     /// Scrapes one at a time: the carried counters' last values and the per-stream series.
     private let lock = Lock()
-    private var carried: [String: (counter: CoreMetrics.Counter, last: UInt64)] = [:]
+    private var carried: [String: (counter: CoreMetrics.FloatingPointCounter, last: UInt64)] = [:]
     private var gauges: [String: CoreMetrics.Gauge] = [:]
     /// Series keys of each stream, to remove when the stream goes.
     private var streamKeys: [String: Set<String>] = [:]
@@ -64,6 +64,7 @@ public final class DaemonMetrics: @unchecked Sendable {
         ("process_max_fds", "gauge", "The daemon's descriptor limit."),
         ("eddy_up", "gauge", "1 while every thread is alive and making progress (what /healthz reports), else 0."),
         ("eddy_thread_progress_age_seconds", "gauge", "Seconds since each daemon thread last came round its loop."),
+        ("eddy_thread_cpu_seconds_total", "counter", "CPU time each daemon thread has used."),
         ("eddy_messages_received_total", "counter", "Messages taken from the ingest socket."),
         ("eddy_messages_rejected_total", "counter", "Messages rejected, by error code (each also published on error/)."),
         ("eddy_samples_accepted_total", "counter", "Samples (or log lines) accepted and scored."),
@@ -101,13 +102,13 @@ public final class DaemonMetrics: @unchecked Sendable {
         ("eddy_stream_templates", "gauge", "Log templates the stream's miner holds (log streams)."),
     ]
 
-    /// Adds `value`'s growth since the last scrape to the counter of this name and labels.
-    func carry(_ name: String, _ value: UInt64, labels: [(String, String)] = [], stream: String? = nil) {
+    /// Adds `value`'s growth since the last scrape, times `scale`, to the counter of this name and labels.
+    func carry(_ name: String, _ value: UInt64, labels: [(String, String)] = [], stream: String? = nil, scale: Double = 1) {
         let key = Self.key(name, labels)
-        var entry = carried[key] ?? (CoreMetrics.Counter(label: name, dimensions: labels, factory: factory), 0)
+        var entry = carried[key] ?? (CoreMetrics.FloatingPointCounter(label: name, dimensions: labels, factory: factory), 0)
         // A count that went down started again (a stream that expired and came back afresh).
         let grown = value >= entry.last ? value - entry.last : value
-        if grown > 0 { entry.counter.increment(by: Int64(clamping: grown)) }
+        if grown > 0 { entry.counter.increment(by: Double(grown) * scale) }
         entry.last = value
         carried[key] = entry
         if let stream { streamKeys[stream, default: []].insert(key) }
@@ -156,6 +157,9 @@ public final class DaemonMetrics: @unchecked Sendable {
         let health = d.health()
         gauge("eddy_up", [], health.healthy ? 1 : 0)
         for (thread, age) in health.threads { gauge("eddy_thread_progress_age_seconds", [("thread", thread)], age) }
+        for (thread, seconds) in d.cpuSeconds() {
+            carry("eddy_thread_cpu_seconds_total", UInt64(seconds * 1e9), labels: [("thread", thread.rawValue)], scale: 1e-9)
+        }
         let (streams, committed) = d.streamsLock.withLock { (d.streamOrder.compactMap { d.streams[$0] }, d.committedBytes) }
         gauge("eddy_streams", [], Double(streams.count))
         gauge("eddy_max_streams", [], Double(d.configuration.maxStreams))

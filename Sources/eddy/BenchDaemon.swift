@@ -61,9 +61,14 @@ struct IngestBench: ParsableCommand {
     @Flag(help: "One JSON object per measurement.") var json = false
     @Option(help: "Configuration file whose [stream] section the bench stream takes (to measure a setting's cost).")
     var config: String?
+    @Option(help: ArgumentHelp(
+        "Measure the HTTP endpoint's cost instead: this many rounds, each a window of --seconds on a daemon "
+            + "without it and one on a daemon with it (scraped every second), in alternating order.", valueName: "rounds"))
+    var metricsRounds = 0
 
     func run() throws {
         let streamDefaults = try loadConfiguration(config).streamDefaults
+        if metricsRounds > 0 { return try compareMetrics(streamDefaults: streamDefaults) }
         for b in batch > 0 ? [batch] : [256, 1] {
             var report = Report()
             report.add("batch", b)
@@ -85,6 +90,136 @@ struct IngestBench: ParsableCommand {
             report.add("fraction_of_libzmq", daemon.rate / ceiling)
             report.add("cpu_steal_fraction", daemon.steal)
             report.print(json: json)
+        }
+    }
+
+    /// The endpoint's cost. On this machine a daemon's rate drifts by up to ±30 % from one run to the
+    /// next, far more than what is measured, so both daemons stay up and one producer feeds them in
+    /// turn, a window each per round (the order alternating, so that neither always follows the
+    /// other), with a pause between windows for queues to drain: slow drift hits both alike. The
+    /// ratio is the geometric mean of the rounds' ratios, with a 95 % interval from their spread.
+    func compareMetrics(streamDefaults: StreamConfiguration) throws {
+        for b in batch > 0 ? [batch] : [256, 1] {
+            let values = (0..<(b * dim)).map { sinf(Float($0) * 0.1) }
+            let messages = try (0..<1024).map {
+                try sampleFrames(stream: "bench", sequence: UInt64($0 * b), dim: dim, values: values)
+            }
+            var daemons: [Daemon] = []
+            defer { for d in daemons { d.stop() } }
+            for metrics in [false, true] {
+                var configuration = benchDaemonConfiguration()
+                configuration.streamDefaults = streamDefaults
+                if metrics { configuration.http = "127.0.0.1:0" }
+                let d = try Daemon(configuration: configuration, logger: quietLogger())
+                daemons.append(d)
+            }
+            let endpoints = try daemons.map { try $0.start() }
+            let stop = StopFlag(), target = Target()
+            let scrapes = Counter(), http = daemons[1].httpEndpoint!
+            let subscribe = subscriber
+            var workers = endpoints.map { endpoint in
+                Worker("bench-sub") {
+                    guard subscribe, let context = try? Context(), let sub = try? Socket(context, .sub) else { return }
+                    try? sub.setHighWaterMarks(send: 1_000_000, receive: 1_000_000)
+                    try? sub.subscribe("score/")
+                    try? sub.connect(endpoint.publish)
+                    while !stop.isSet {
+                        guard (try? sub.poll(timeout: 50)) == true else { continue }
+                        while (try? sub.receive(dontWait: true)) != nil {}
+                    }
+                }
+            }
+            workers.append(Worker("bench-scrape") {
+                while !stop.isSet {
+                    if (try? HTTPProbe.get(http, "/metrics"))?.status == 200, (try? HTTPProbe.get(http, "/healthz"))?.status == 200 {
+                        scrapes.add()
+                    }
+                    for _ in 0..<20 where !stop.isSet { Thread.sleep(forTimeInterval: 0.05) }
+                }
+            })
+            workers.append(Worker("bench-push") {
+                guard let context = try? Context(), let off = try? Socket(context, .push), let on = try? Socket(context, .push)
+                else { return }
+                // Small queues: a paused producer leaves little behind to drain.
+                try? off.setHighWaterMarks(send: 64, receive: 64)
+                try? on.setHighWaterMarks(send: 64, receive: 64)
+                try? off.setSendTimeout(milliseconds: 50)
+                try? on.setSendTimeout(milliseconds: 50)
+                try? off.connect(endpoints[0].ingest)
+                try? on.connect(endpoints[1].ingest)
+                var next = 0
+                while !stop.isSet {
+                    let t = target.value
+                    guard t >= 0 else {
+                        Thread.sleep(forTimeInterval: 0.001)
+                        continue
+                    }
+                    for _ in 0..<16 {
+                        if t == 0 { _ = try? off.send(messages[next]) } else { _ = try? on.send(messages[next]) }
+                        next = (next + 1) % messages.count
+                    }
+                }
+            })
+            func window(_ k: Int) -> (rate: Double, cpu: Double) {
+                target.value = k
+                Thread.sleep(forTimeInterval: 0.2)
+                let a0 = daemons[k].samplesAccepted.load, c0 = daemons[k].cpuSeconds()[.ingest] ?? 0, start = Date()
+                Thread.sleep(forTimeInterval: seconds)
+                let a1 = daemons[k].samplesAccepted.load, c1 = daemons[k].cpuSeconds()[.ingest] ?? 0
+                let elapsed = Date().timeIntervalSince(start)
+                target.value = -1
+                Thread.sleep(forTimeInterval: 0.3)
+                return (Double(a1 - a0) / elapsed, (c1 - c0) / Double(max(1, a1 - a0)))
+            }
+            _ = (window(0), window(1))  // warm-up: streams created, trainers running
+            var off: [(rate: Double, cpu: Double)] = [], on: [(rate: Double, cpu: Double)] = []
+            for round in 0..<metricsRounds {
+                for k in round % 2 == 0 ? [0, 1] : [1, 0] {
+                    let w = window(k)
+                    if k == 1 { on.append(w) } else { off.append(w) }
+                }
+            }
+            stop.set()
+            for w in workers { w.join() }
+
+            func median(_ x: [Double]) -> Double { x.sorted()[x.count / 2] }
+            func ratio(_ a: [Double], _ b: [Double]) -> (mean: Double, interval: String, rounds: String) {
+                let logs = zip(a, b).map { log($0 / $1) }
+                let mean = logs.reduce(0, +) / Double(logs.count)
+                let sd = (logs.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(max(1, logs.count - 1))).squareRoot()
+                let half = 2.0 * sd / Double(logs.count).squareRoot()
+                return (exp(mean), String(format: "%.3f-%.3f", exp(mean - half), exp(mean + half)),
+                        logs.map { String(format: "%.2f", exp($0)) }.joined(separator: " "))
+            }
+            let rates = ratio(on.map(\.rate), off.map(\.rate)), cpu = ratio(on.map(\.cpu), off.map(\.cpu))
+            var report = Report()
+            report.add("batch", b)
+            report.add("dim", dim)
+            report.add("rounds", metricsRounds)
+            report.add("window_seconds", seconds)
+            report.add("samples_per_second_http_off", median(off.map(\.rate)))
+            report.add("samples_per_second_http_on", median(on.map(\.rate)))
+            report.add("rate_ratio_on_to_off", rates.mean)
+            report.add("rate_ratio_interval_95", rates.interval)
+            report.add("rate_ratio_by_round", rates.rounds)
+            // The ingest thread's CPU time per sample: what the endpoint adds where samples flow.
+            report.add("ingest_cpu_ns_per_sample_http_off", median(off.map(\.cpu)) * 1e9)
+            report.add("ingest_cpu_ns_per_sample_http_on", median(on.map(\.cpu)) * 1e9)
+            report.add("ingest_cpu_ratio_on_to_off", cpu.mean)
+            report.add("ingest_cpu_ratio_interval_95", cpu.interval)
+            report.add("ingest_cpu_ratio_by_round", cpu.rounds)
+            report.add("scrapes", Int(scrapes.load))
+            report.print(json: json)
+        }
+    }
+
+    /// Which daemon the producer feeds (-1: none).
+    final class Target: @unchecked Sendable {
+        private let lock = Lock()
+        private var index = -1
+        var value: Int {
+            get { lock.withLock { index } }
+            set { lock.withLock { index = newValue } }
         }
     }
 
