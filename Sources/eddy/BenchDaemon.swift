@@ -116,19 +116,7 @@ struct IngestBench: ParsableCommand {
             let endpoints = try daemons.map { try $0.start() }
             let stop = StopFlag(), target = Target()
             let scrapes = Counter(), http = daemons[1].httpEndpoint!
-            let subscribe = subscriber
-            var workers = endpoints.map { endpoint in
-                Worker("bench-sub") {
-                    guard subscribe, let context = try? Context(), let sub = try? Socket(context, .sub) else { return }
-                    try? sub.setHighWaterMarks(send: 1_000_000, receive: 1_000_000)
-                    try? sub.subscribe("score/")
-                    try? sub.connect(endpoint.publish)
-                    while !stop.isSet {
-                        guard (try? sub.poll(timeout: 50)) == true else { continue }
-                        while (try? sub.receive(dontWait: true)) != nil {}
-                    }
-                }
-            }
+            var workers = endpoints.map { scoreSubscriber($0.publish, stop: stop) { _ in } }
             workers.append(Worker("bench-scrape") {
                 while !stop.isSet {
                     if (try? HTTPProbe.get(http, "/metrics"))?.status == 200, (try? HTTPProbe.get(http, "/healthz"))?.status == 200 {
@@ -213,6 +201,23 @@ struct IngestBench: ParsableCommand {
         }
     }
 
+    /// With `--subscriber`, a thread that receives and decodes every score batch until `stop`.
+    func scoreSubscriber(_ publish: String, stop: StopFlag, _ take: @escaping @Sendable (Eddy_V1_ScoreBatch) -> Void) -> Worker {
+        let subscribe = subscriber
+        return Worker("bench-sub") {
+            guard subscribe, let context = try? Context(), let sub = try? Socket(context, .sub) else { return }
+            try? sub.setHighWaterMarks(send: 1_000_000, receive: 1_000_000)
+            try? sub.subscribe("score/")
+            try? sub.connect(publish)
+            while !stop.isSet {
+                guard (try? sub.poll(timeout: 50)) == true else { continue }
+                while let frames = try? sub.receive(dontWait: true) {
+                    if frames.count == 2, let batch = try? Eddy_V1_ScoreBatch(serializedBytes: frames[1]) { take(batch) }
+                }
+            }
+        }
+    }
+
     /// Which daemon the producer feeds (-1: none).
     final class Target: @unchecked Sendable {
         private let lock = Lock()
@@ -235,21 +240,9 @@ struct IngestBench: ParsableCommand {
         defer { daemon.stop() }
         let stop = StopFlag()
         let scores = Counter(), alerts = Counter()
-        let subscribe = subscriber
-        let subscriberThread = Worker("bench-sub") {
-            guard subscribe, let context = try? Context(), let sub = try? Socket(context, .sub) else { return }
-            try? sub.setHighWaterMarks(send: 1_000_000, receive: 1_000_000)
-            try? sub.subscribe("score/")
-            try? sub.connect(endpoints.publish)
-            while !stop.isSet {
-                guard (try? sub.poll(timeout: 50)) == true else { continue }
-                while let frames = try? sub.receive(dontWait: true),
-                    let batch = try? Eddy_V1_ScoreBatch(serializedBytes: frames[1])
-                {
-                    scores.add(UInt64(batch.count))
-                    alerts.add(UInt64(batch.alerts.lazy.filter { $0 }.count))
-                }
-            }
+        let subscriberThread = scoreSubscriber(endpoints.publish, stop: stop) { batch in
+            scores.add(UInt64(batch.count))
+            alerts.add(UInt64(batch.alerts.lazy.filter { $0 }.count))
         }
         let producer = Worker("bench-push") {
             guard let context = try? Context(), let push = try? Socket(context, .push) else { return }
