@@ -7,33 +7,20 @@ import Testing
         let n = 7, d = 3, k = 4
         let f = randomValues(n * d, seed: 3).map(Double.init)
         let y = (0..<n).map { $0 % k }
-        var w = randomValues(d * k, seed: 4, scale: 0.5).map(Double.init)
-        var b = randomValues(k, seed: 5, scale: 0.5).map(Double.init)
+        let w = randomValues(d * k, seed: 4, scale: 0.5).map(Double.init)
+        let b = randomValues(k, seed: 5, scale: 0.5).map(Double.init)
         var gw = w, gb = b
         _ = SoftmaxHead.lossAndGradient(f, y, rows: n, features: d, classes: k, w, b, l2: 0.1, gw: &gw, gb: &gb)
-        var scratchW = w, scratchB = b
-        func loss() -> Double {
-            SoftmaxHead.lossAndGradient(f, y, rows: n, features: d, classes: k, w, b, l2: 0.1, gw: &scratchW, gb: &scratchB)
+        // Central differences in float64: parameter i of the weights, then of the bias.
+        func numeric(_ i: Int) -> Double {
+            func loss(_ shift: Double) -> Double {
+                var w2 = w, b2 = b, sw = w, sb = b
+                if i < w.count { w2[i] += shift } else { b2[i - w.count] += shift }
+                return SoftmaxHead.lossAndGradient(f, y, rows: n, features: d, classes: k, w2, b2, l2: 0.1, gw: &sw, gb: &sb)
+            }
+            return (loss(1e-5) - loss(-1e-5)) / 2e-5
         }
-        let h = 1e-5
-        for i in 0..<w.count {
-            let saved = w[i]
-            w[i] = saved + h
-            let up = loss()
-            w[i] = saved - h
-            let down = loss()
-            w[i] = saved
-            #expect(abs((up - down) / (2 * h) - gw[i]) < 1e-7, "weight \(i)")
-        }
-        for c in 0..<k {
-            let saved = b[c]
-            b[c] = saved + h
-            let up = loss()
-            b[c] = saved - h
-            let down = loss()
-            b[c] = saved
-            #expect(abs((up - down) / (2 * h) - gb[c]) < 1e-7, "bias \(c)")
-        }
+        for (i, g) in (gw + gb).enumerated() { #expect(abs(numeric(i) - g) < 1e-7, "parameter \(i)") }
     }
 
     /// The Python client's `fit_softmax` on the same six labelled rows (numpy, float64), printed once
