@@ -22,6 +22,12 @@ import Testing
         #expect(told.wait(timeout: .now() + 10) == .success, "no report of the dead thread")
         #expect(heard.withLock { reports } == ["eddy-snapshots"])
         #expect(daemon.failure?.thread == "eddy-snapshots" && daemon.failure?.error.contains("fault injected") == true)
+        // What an orchestrator sees until the process exits: unhealthy, not ready, the thread named.
+        let http = try #require(daemon.httpEndpoint)
+        let (status, body) = try HTTPProbe.get(http, "/healthz")
+        #expect(status == 503 && body.contains("\"failed\":\"eddy-snapshots\""), "\(body)")
+        #expect(try HTTPProbe.get(http, "/readyz").status == 503)
+        #expect(!daemon.health().healthy)
         daemon.stop()
         #expect(heard.withLock { reports }.count == 1, "reported once")
     }
