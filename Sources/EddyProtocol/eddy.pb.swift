@@ -230,6 +230,67 @@ public nonisolated struct Eddy_V1_SampleBatch: Sendable {
   public init() {}
 }
 
+/// Labelled samples for a stream's few-label head (PUSH -> the daemon's PULL socket), in the frames of
+/// a SampleBatch (SPEC.md section 4.2). `labels` (9), which SampleBatch reserves, tells them apart; the
+/// samples are in fields 10 to 12, so a daemon older than labels reads a SampleBatch of count 0 and
+/// rejects it rather than taking labelled samples for stream data.
+public nonisolated struct Eddy_V1_LabelBatch: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  /// The stream's name; must equal frame 0. The stream must exist.
+  public var stream: String = String()
+
+  /// Optional free-form producer name, for logs.
+  public var producer: String = String()
+
+  /// One label per sample.
+  public var labels: [String] = []
+
+  /// Features per sample (the stream's dim) and the number of samples.
+  public var dim: UInt32 = 0
+
+  public var count: UInt32 = 0
+
+  /// count * dim IEEE-754 float32 values, little-endian, row-major.
+  public var values: Data = Data()
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
+/// Each scored sample's class from the stream's few-label head, on `class/<stream>/` once the stream
+/// has labels (SPEC.md section 5.2).
+public nonisolated struct Eddy_V1_ClassBatch: Sendable {
+  // SwiftProtobuf.Message conformance is added in an extension below. See the
+  // `Message` and `Message+*Additions` files in the SwiftProtobuf library for
+  // methods supported on all messages.
+
+  public var stream: String = String()
+
+  /// Sequence number of the first sample here; sample i is `first_sequence + i`.
+  public var firstSequence: UInt64 = 0
+
+  public var count: UInt32 = 0
+
+  /// Per sample: an index into `classes`, and its probability.
+  public var classIndex: [UInt32] = []
+
+  public var probability: [Float] = []
+
+  /// The head's labels, in column order.
+  public var classes: [String] = []
+
+  /// The MoCo version whose encoder the head was fitted on (its snapshot carries the head).
+  public var modelVersion: UInt64 = 0
+
+  public var unknownFields = SwiftProtobuf.UnknownStorage()
+
+  public init() {}
+}
+
 /// A batch of raw log lines for one log stream (PUSH -> the daemon's PULL socket), in the frames of a
 /// SampleBatch: frame 0 is the stream name, frame 1 this message. Its fields share SampleBatch's
 /// numbers; `lines` (8), which SampleBatch reserves, tells the two apart.
@@ -629,6 +690,43 @@ public nonisolated struct Eddy_V1_ModelSnapshot: @unchecked Sendable {
     set {_uniqueStorage()._windowScales = newValue}
   }
 
+  /// MoCo, once the stream has labels: the few-label head fitted on this snapshot's representation.
+  /// p = softmax(((r - head_mean) / head_scale) · head_weights + head_bias) for a representation r.
+  public var headWeights: Eddy_V1_Tensor {
+    get {_storage._headWeights ?? Eddy_V1_Tensor()}
+    set {_uniqueStorage()._headWeights = newValue}
+  }
+  /// Returns true if `headWeights` has been explicitly set.
+  public var hasHeadWeights: Bool {_storage._headWeights != nil}
+  /// Clears the value of `headWeights`. Subsequent reads from it will return its default value.
+  public mutating func clearHeadWeights() {_uniqueStorage()._headWeights = nil}
+
+  public var headBias: [Float] {
+    get {_storage._headBias}
+    set {_uniqueStorage()._headBias = newValue}
+  }
+
+  public var headMean: [Float] {
+    get {_storage._headMean}
+    set {_uniqueStorage()._headMean = newValue}
+  }
+
+  public var headScale: [Float] {
+    get {_storage._headScale}
+    set {_uniqueStorage()._headScale = newValue}
+  }
+
+  public var headClasses: [String] {
+    get {_storage._headClasses}
+    set {_uniqueStorage()._headClasses = newValue}
+  }
+
+  /// Labelled samples the head was fitted on.
+  public var headLabels: UInt32 {
+    get {_storage._headLabels}
+    set {_uniqueStorage()._headLabels = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -902,7 +1000,7 @@ nonisolated extension Eddy_V1_ErrorCode: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Eddy_V1_SampleBatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".SampleBatch"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{1}sequence\0\u{1}dim\0\u{1}count\0\u{3}timestamps_ns\0\u{1}values\0\u{1}producer\0\u{c}\u{8}\u{1}")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{1}sequence\0\u{1}dim\0\u{1}count\0\u{3}timestamps_ns\0\u{1}values\0\u{1}producer\0\u{c}\u{8}\u{1}\u{c}\u{9}\u{1}")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -955,6 +1053,121 @@ nonisolated extension Eddy_V1_SampleBatch: SwiftProtobuf.Message, SwiftProtobuf.
     if lhs.timestampsNs != rhs.timestampsNs {return false}
     if lhs.values != rhs.values {return false}
     if lhs.producer != rhs.producer {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Eddy_V1_LabelBatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".LabelBatch"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{2}\u{6}producer\0\u{2}\u{2}labels\0\u{1}dim\0\u{1}count\0\u{1}values\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.stream) }()
+      case 7: try { try decoder.decodeSingularStringField(value: &self.producer) }()
+      case 9: try { try decoder.decodeRepeatedStringField(value: &self.labels) }()
+      case 10: try { try decoder.decodeSingularUInt32Field(value: &self.dim) }()
+      case 11: try { try decoder.decodeSingularUInt32Field(value: &self.count) }()
+      case 12: try { try decoder.decodeSingularBytesField(value: &self.values) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.stream.isEmpty {
+      try visitor.visitSingularStringField(value: self.stream, fieldNumber: 1)
+    }
+    if !self.producer.isEmpty {
+      try visitor.visitSingularStringField(value: self.producer, fieldNumber: 7)
+    }
+    if !self.labels.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.labels, fieldNumber: 9)
+    }
+    if self.dim != 0 {
+      try visitor.visitSingularUInt32Field(value: self.dim, fieldNumber: 10)
+    }
+    if self.count != 0 {
+      try visitor.visitSingularUInt32Field(value: self.count, fieldNumber: 11)
+    }
+    if !self.values.isEmpty {
+      try visitor.visitSingularBytesField(value: self.values, fieldNumber: 12)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Eddy_V1_LabelBatch, rhs: Eddy_V1_LabelBatch) -> Bool {
+    if lhs.stream != rhs.stream {return false}
+    if lhs.producer != rhs.producer {return false}
+    if lhs.labels != rhs.labels {return false}
+    if lhs.dim != rhs.dim {return false}
+    if lhs.count != rhs.count {return false}
+    if lhs.values != rhs.values {return false}
+    if lhs.unknownFields != rhs.unknownFields {return false}
+    return true
+  }
+}
+
+nonisolated extension Eddy_V1_ClassBatch: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
+  public static let protoMessageName: String = _protobuf_package + ".ClassBatch"
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{3}first_sequence\0\u{1}count\0\u{3}class_index\0\u{1}probability\0\u{1}classes\0\u{3}model_version\0")
+
+  public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
+    while let fieldNumber = try decoder.nextFieldNumber() {
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every case branch when no optimizations are
+      // enabled. https://github.com/apple/swift-protobuf/issues/1034
+      switch fieldNumber {
+      case 1: try { try decoder.decodeSingularStringField(value: &self.stream) }()
+      case 2: try { try decoder.decodeSingularUInt64Field(value: &self.firstSequence) }()
+      case 3: try { try decoder.decodeSingularUInt32Field(value: &self.count) }()
+      case 4: try { try decoder.decodeRepeatedUInt32Field(value: &self.classIndex) }()
+      case 5: try { try decoder.decodeRepeatedFloatField(value: &self.probability) }()
+      case 6: try { try decoder.decodeRepeatedStringField(value: &self.classes) }()
+      case 7: try { try decoder.decodeSingularUInt64Field(value: &self.modelVersion) }()
+      default: break
+      }
+    }
+  }
+
+  public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
+    if !self.stream.isEmpty {
+      try visitor.visitSingularStringField(value: self.stream, fieldNumber: 1)
+    }
+    if self.firstSequence != 0 {
+      try visitor.visitSingularUInt64Field(value: self.firstSequence, fieldNumber: 2)
+    }
+    if self.count != 0 {
+      try visitor.visitSingularUInt32Field(value: self.count, fieldNumber: 3)
+    }
+    if !self.classIndex.isEmpty {
+      try visitor.visitPackedUInt32Field(value: self.classIndex, fieldNumber: 4)
+    }
+    if !self.probability.isEmpty {
+      try visitor.visitPackedFloatField(value: self.probability, fieldNumber: 5)
+    }
+    if !self.classes.isEmpty {
+      try visitor.visitRepeatedStringField(value: self.classes, fieldNumber: 6)
+    }
+    if self.modelVersion != 0 {
+      try visitor.visitSingularUInt64Field(value: self.modelVersion, fieldNumber: 7)
+    }
+    try unknownFields.traverse(visitor: &visitor)
+  }
+
+  public static func ==(lhs: Eddy_V1_ClassBatch, rhs: Eddy_V1_ClassBatch) -> Bool {
+    if lhs.stream != rhs.stream {return false}
+    if lhs.firstSequence != rhs.firstSequence {return false}
+    if lhs.count != rhs.count {return false}
+    if lhs.classIndex != rhs.classIndex {return false}
+    if lhs.probability != rhs.probability {return false}
+    if lhs.classes != rhs.classes {return false}
+    if lhs.modelVersion != rhs.modelVersion {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }
@@ -1459,7 +1672,7 @@ nonisolated extension Eddy_V1_Tensor: SwiftProtobuf.Message, SwiftProtobuf._Mess
 
 nonisolated extension Eddy_V1_ModelSnapshot: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ModelSnapshot"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{1}kind\0\u{1}version\0\u{3}samples_seen\0\u{1}steps\0\u{3}input_dim\0\u{1}window\0\u{1}tensors\0\u{1}activations\0\u{3}normaliser_mean\0\u{3}normaliser_variance\0\u{3}normaliser_epsilon\0\u{3}representation_layer\0\u{1}temperature\0\u{1}checksum\0\u{3}created_ns\0\u{3}window_scales\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{1}kind\0\u{1}version\0\u{3}samples_seen\0\u{1}steps\0\u{3}input_dim\0\u{1}window\0\u{1}tensors\0\u{1}activations\0\u{3}normaliser_mean\0\u{3}normaliser_variance\0\u{3}normaliser_epsilon\0\u{3}representation_layer\0\u{1}temperature\0\u{1}checksum\0\u{3}created_ns\0\u{3}window_scales\0\u{3}head_weights\0\u{3}head_bias\0\u{3}head_mean\0\u{3}head_scale\0\u{3}head_classes\0\u{3}head_labels\0")
 
   fileprivate class _StorageClass {
     var _stream: String = String()
@@ -1479,6 +1692,12 @@ nonisolated extension Eddy_V1_ModelSnapshot: SwiftProtobuf.Message, SwiftProtobu
     var _checksum: UInt32 = 0
     var _createdNs: Int64 = 0
     var _windowScales: [UInt32] = []
+    var _headWeights: Eddy_V1_Tensor? = nil
+    var _headBias: [Float] = []
+    var _headMean: [Float] = []
+    var _headScale: [Float] = []
+    var _headClasses: [String] = []
+    var _headLabels: UInt32 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1506,6 +1725,12 @@ nonisolated extension Eddy_V1_ModelSnapshot: SwiftProtobuf.Message, SwiftProtobu
       _checksum = source._checksum
       _createdNs = source._createdNs
       _windowScales = source._windowScales
+      _headWeights = source._headWeights
+      _headBias = source._headBias
+      _headMean = source._headMean
+      _headScale = source._headScale
+      _headClasses = source._headClasses
+      _headLabels = source._headLabels
     }
   }
 
@@ -1541,6 +1766,12 @@ nonisolated extension Eddy_V1_ModelSnapshot: SwiftProtobuf.Message, SwiftProtobu
         case 15: try { try decoder.decodeSingularFixed32Field(value: &_storage._checksum) }()
         case 16: try { try decoder.decodeSingularInt64Field(value: &_storage._createdNs) }()
         case 17: try { try decoder.decodeRepeatedUInt32Field(value: &_storage._windowScales) }()
+        case 18: try { try decoder.decodeSingularMessageField(value: &_storage._headWeights) }()
+        case 19: try { try decoder.decodeRepeatedFloatField(value: &_storage._headBias) }()
+        case 20: try { try decoder.decodeRepeatedFloatField(value: &_storage._headMean) }()
+        case 21: try { try decoder.decodeRepeatedFloatField(value: &_storage._headScale) }()
+        case 22: try { try decoder.decodeRepeatedStringField(value: &_storage._headClasses) }()
+        case 23: try { try decoder.decodeSingularUInt32Field(value: &_storage._headLabels) }()
         default: break
         }
       }
@@ -1549,6 +1780,10 @@ nonisolated extension Eddy_V1_ModelSnapshot: SwiftProtobuf.Message, SwiftProtobu
 
   public func traverse<V: SwiftProtobuf.Visitor>(visitor: inout V) throws {
     try withExtendedLifetime(_storage) { (_storage: _StorageClass) in
+      // The use of inline closures is to circumvent an issue where the compiler
+      // allocates stack space for every if/case branch local when no optimizations
+      // are enabled. https://github.com/apple/swift-protobuf/issues/1034 and
+      // https://github.com/apple/swift-protobuf/issues/1182
       if !_storage._stream.isEmpty {
         try visitor.visitSingularStringField(value: _storage._stream, fieldNumber: 1)
       }
@@ -1600,6 +1835,24 @@ nonisolated extension Eddy_V1_ModelSnapshot: SwiftProtobuf.Message, SwiftProtobu
       if !_storage._windowScales.isEmpty {
         try visitor.visitPackedUInt32Field(value: _storage._windowScales, fieldNumber: 17)
       }
+      try { if let v = _storage._headWeights {
+        try visitor.visitSingularMessageField(value: v, fieldNumber: 18)
+      } }()
+      if !_storage._headBias.isEmpty {
+        try visitor.visitPackedFloatField(value: _storage._headBias, fieldNumber: 19)
+      }
+      if !_storage._headMean.isEmpty {
+        try visitor.visitPackedFloatField(value: _storage._headMean, fieldNumber: 20)
+      }
+      if !_storage._headScale.isEmpty {
+        try visitor.visitPackedFloatField(value: _storage._headScale, fieldNumber: 21)
+      }
+      if !_storage._headClasses.isEmpty {
+        try visitor.visitRepeatedStringField(value: _storage._headClasses, fieldNumber: 22)
+      }
+      if _storage._headLabels != 0 {
+        try visitor.visitSingularUInt32Field(value: _storage._headLabels, fieldNumber: 23)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1626,6 +1879,12 @@ nonisolated extension Eddy_V1_ModelSnapshot: SwiftProtobuf.Message, SwiftProtobu
         if _storage._checksum != rhs_storage._checksum {return false}
         if _storage._createdNs != rhs_storage._createdNs {return false}
         if _storage._windowScales != rhs_storage._windowScales {return false}
+        if _storage._headWeights != rhs_storage._headWeights {return false}
+        if _storage._headBias != rhs_storage._headBias {return false}
+        if _storage._headMean != rhs_storage._headMean {return false}
+        if _storage._headScale != rhs_storage._headScale {return false}
+        if _storage._headClasses != rhs_storage._headClasses {return false}
+        if _storage._headLabels != rhs_storage._headLabels {return false}
         return true
       }
       if !storagesAreEqual {return false}

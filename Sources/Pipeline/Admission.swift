@@ -14,6 +14,8 @@ public enum Admission {
     /// A LineBatch for a log stream: its lines as decoded (`LineDecoding`), with how many were cut or
     /// had invalid UTF-8 replaced.
     case lines(StreamPipeline, Eddy_V1_LineBatch, [Substring], truncated: Int, repaired: Int)
+    /// A LabelBatch for an existing sample stream that takes labels: its samples and labels.
+    case labels(StreamPipeline, [Float], [String])
     case rejected(Eddy_V1_ErrorCode, String, stream: String?, sequence: UInt64, samples: Int)
 
     public struct Refusal: Error {
@@ -27,7 +29,8 @@ public enum Admission {
 
     public static func check(
         _ frames: [[UInt8]], configuration c: DaemonConfiguration,
-        lookup: (_ name: String, _ dim: Int, _ log: Bool) -> Result<StreamPipeline, Refusal>
+        lookup: (_ name: String, _ dim: Int, _ log: Bool) -> Result<StreamPipeline, Refusal>,
+        existing: (_ name: String) -> StreamPipeline? = { _ in nil }
     ) -> Admission {
         guard frames.count == 2 else {
             let usable = frames.first.flatMap { StreamName.decode($0, maxBytes: c.maxStreamNameBytes).name }
@@ -49,6 +52,12 @@ public enum Admission {
         if !batch.unknownFields.data.isEmpty, let lines = try? Eddy_V1_LineBatch(serializedBytes: frames[1]), !lines.lines.isEmpty {
             return check(lines, name: name, configuration: c, lookup: lookup)
         }
+        // A LabelBatch's labels (field 9) likewise.
+        if !batch.unknownFields.data.isEmpty, let labelled = try? Eddy_V1_LabelBatch(serializedBytes: frames[1]),
+            !labelled.labels.isEmpty
+        {
+            return check(labelled, name: name, configuration: c, existing: existing)
+        }
         let count = Int(batch.count), dim = Int(batch.dim)
         func reject(_ code: Eddy_V1_ErrorCode, _ why: String) -> Admission {
             .rejected(code, why, stream: name, sequence: batch.sequence, samples: count)
@@ -69,12 +78,7 @@ public enum Admission {
         }
         // Values before the stream: a bad first batch must not create a stream.
         let values = Wire.floats(batch.values)!
-        if let bad = values.withUnsafeBufferPointer({ Kernels.firstOutside($0.baseAddress!, count: $0.count, limit: c.maxAbsValue) }) {
-            let located = "value \(bad % dim) of sample \(bad / dim) is \(values[bad])"
-            return values[bad].isFinite
-                ? reject(.valueTooLarge, "\(located), beyond max_abs_value \(c.maxAbsValue)")
-                : reject(.nonFinite, located)
-        }
+        if let (code, why) = valueProblem(values, dim: dim, c) { return reject(code, why) }
         let stream: StreamPipeline
         switch lookup(name, dim, false) {
         case .success(let s): stream = s
@@ -87,6 +91,57 @@ public enum Admission {
             return reject(.dimMismatch, "stream \(name) has dim \(stream.sampleDimension), the batch has \(dim)")
         }
         return .accepted(stream, batch, values)
+    }
+
+    /// The first value that is not finite, or beyond ±`max_abs_value`, located: nil if none.
+    static func valueProblem(_ values: [Float], dim: Int, _ c: DaemonConfiguration) -> (Eddy_V1_ErrorCode, String)? {
+        guard let bad = values.withUnsafeBufferPointer({ Kernels.firstOutside($0.baseAddress!, count: $0.count, limit: c.maxAbsValue) })
+        else { return nil }
+        let located = "value \(bad % dim) of sample \(bad / dim) is \(values[bad])"
+        return values[bad].isFinite ? (.valueTooLarge, "\(located), beyond max_abs_value \(c.maxAbsValue)") : (.nonFinite, located)
+    }
+
+    /// A LabelBatch: one label (1 to 128 bytes) per sample, samples as a SampleBatch's, for a sample
+    /// stream that exists, takes labels (`max_labels`) and scores its samples as they come (no window).
+    static func check(
+        _ batch: Eddy_V1_LabelBatch, name: String, configuration c: DaemonConfiguration,
+        existing: (String) -> StreamPipeline?
+    ) -> Admission {
+        let count = Int(batch.count), dim = Int(batch.dim)
+        func reject(_ code: Eddy_V1_ErrorCode, _ why: String) -> Admission {
+            .rejected(code, why, stream: name, sequence: 0, samples: count)
+        }
+        guard batch.stream == name else {
+            return reject(.undecodable, "LabelBatch.stream \"\(batch.stream)\" differs from frame 0 \"\(name)\"")
+        }
+        guard count > 0, dim > 0, batch.labels.count == count else {
+            return reject(.undecodable, "a LabelBatch needs count and dim positive and one label per sample (\(batch.labels.count) for \(count))")
+        }
+        guard dim <= c.maxDim, count <= c.maxSamplesPerMessage else {
+            return reject(.oversized, "dim \(dim) or \(count) samples beyond max_dim or max_samples_per_message")
+        }
+        guard batch.values.count == count * dim * 4 else {
+            return reject(.undecodable, "values holds \(batch.values.count) bytes, expected count·dim·4 = \(count * dim * 4)")
+        }
+        if let bad = batch.labels.firstIndex(where: { $0.isEmpty || $0.utf8.count > 128 || $0.unicodeScalars.contains { $0.properties.generalCategory == .control } }) {
+            return reject(.undecodable, "label \(bad) is empty, longer than 128 bytes or holds a control character")
+        }
+        let values = Wire.floats(batch.values)!
+        if let (code, why) = valueProblem(values, dim: dim, c) { return reject(code, why) }
+        guard let stream = existing(name) else {
+            return reject(.notFound, "no stream \(name): labels go to a stream that already has samples")
+        }
+        guard !stream.settings.log, stream.settings.maxLabels > 0, stream.shaper == nil else {
+            return reject(
+                .wrongKind,
+                stream.settings.log ? "stream \(name) is a log stream: it takes no labels"
+                    : stream.shaper != nil ? "stream \(name) is windowed: a label needs a sample that is the model's whole input"
+                    : "stream \(name) takes no labels (max_labels = 0: set it under [stream] to fine-tune in the daemon)")
+        }
+        guard dim == stream.sampleDimension else {
+            return reject(.dimMismatch, "stream \(name) has dim \(stream.sampleDimension), the labelled samples \(dim)")
+        }
+        return .labels(stream, values, batch.labels)
     }
 
     /// A LineBatch: lines within `max_samples_per_message`, timestamps absent or one per line, the

@@ -30,6 +30,9 @@ public struct StreamConfiguration: Sendable, Equatable {
     public var batchSize = 64
     /// Publish each scored sample's representation (the MoCo encoder's output) on `rep/<stream>/`.
     public var publishRepresentations = false
+    /// Labelled samples the stream keeps for its few-label head (`LabelBatch`, the oldest dropped
+    /// first). 0: the stream takes no labels. Charged in `memoryEstimate` with the head's encoder.
+    public var maxLabels = 0
     /// A stream with no steps owed (it has gone quiet) keeps training from its buffer, at most this
     /// many steps a second, until it has made `idlePasses` passes over the buffer since its last
     /// batch (a pass: the samples buffered, at most `buffer_capacity`, over batch_size). 0: off.
@@ -205,6 +208,7 @@ public struct StreamConfiguration: Sendable, Equatable {
             try fail("dim and the windows must not be negative")
         }
         if window == 1 || univariateWindow == 1 || multivariateWindow == 1 { try fail("a window needs at least 2 values") }
+        if maxLabels < 0 || maxLabels > 65_536 { try fail("max_labels must be in 0...65536") }
         if windowScales.isEmpty || windowScales.first! < 1 || zip(windowScales, windowScales.dropFirst()).contains(where: { $0 >= $1 })
             || windowScales.last! * max(window, univariateWindow, multivariateWindow) > 1 << 14
         {
@@ -543,6 +547,15 @@ extension StreamConfiguration {
             let queue = b
             bytes += 4 * (6 * mocoParameters + queue * (mocoHead.last ?? 0) + 2 * queue + 2 * 3 * b * mocoUnits + b * (queue + 1)
                 + 3 * 256 * mocoUnits + 256 * d + 3 * b * d)
+        }
+        if maxLabels > 0 {
+            // The labelled samples and their representations, and the head's frozen encoder (a MoCo
+            // with a one-batch queue) with its embedding workspace, twice (the one ingest uses and
+            // the one the trainer fits the next head with).
+            let queue = b
+            bytes += 4 * (maxLabels * (d + (mocoEncoder.last ?? 0)))
+            bytes += 2 * 4 * (6 * mocoParameters + queue * (mocoHead.last ?? 0) + 2 * queue + 2 * 3 * b * mocoUnits
+                + b * (queue + 1) + 3 * 256 * mocoUnits + 256 * d)
         }
         return bytes
     }

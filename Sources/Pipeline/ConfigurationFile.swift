@@ -175,6 +175,7 @@ public enum ConfigurationFile {
         case "crop": s.crop = try float(v)
         case "series_channels": s.seriesChannels = try int(v)
         case "publish_representations": s.publishRepresentations = try bool(v)
+        case "max_labels": s.maxLabels = try int(v)
         case "idle_steps_per_second": s.idleStepsPerSecond = try double(v)
         case "idle_passes": s.idlePasses = try double(v)
         case "time_warp": s.timeWarp = try float(v)

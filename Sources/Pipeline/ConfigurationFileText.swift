@@ -97,6 +97,7 @@ channel_offset = 0                     # and offset by o·n,
 span_mask = 0                          # and one span of up to this fraction of it zeroed
 series_channels = 0                    # samples are series: this many channels of dim / n steps each, one after another (0: features)
 publish_representations = false        # publish each scored sample's representation (MoCo's encoder) on rep/<stream>/
+max_labels = 0                         # >0: take up to this many labelled samples (LabelBatch, eddy label) for a few-label head; classes on class/<stream>/
 idle_steps_per_second = 0              # a quiet stream keeps learning from its buffer at most this fast...
 idle_passes = 0                        # ...until it has made this many passes over it since its last batch
 seed = 0

@@ -57,7 +57,7 @@ public final class Daemon: @unchecked Sendable {
     public let streamsExpired = Counter(), streamsRevived = Counter()
     /// When each stream last had samples accepted (monotonic seconds). Ingest thread only.
     var lastAccepted: [String: Double] = [:]
-    public let alertsRaised = Counter(), snapshotsPublished = Counter()
+    public let alertsRaised = Counter(), snapshotsPublished = Counter(), labelsAccepted = Counter()
     public let checkpointsWritten = Counter(), checkpointFailures = Counter()
     /// Rejected messages and their samples by error code (indexed by the code's number).
     let rejectedMessages = (0..<16).map { _ in Counter() }, rejectedSamples = (0..<16).map { _ in Counter() }
@@ -436,7 +436,10 @@ public final class Daemon: @unchecked Sendable {
     /// is scored next.
     func handle(_ frames: [[UInt8]], run: inout Coalesced, publisher: borrowing Socket) {
         messagesReceived.add()
-        switch Admission.check(frames, configuration: configuration, lookup: stream(named:dim:log:)) {
+        switch Admission.check(
+            frames, configuration: configuration, lookup: stream(named:dim:log:),
+            existing: { name in self.streamsLock.withLock { self.streams[name] } })
+        {
         case .rejected(let code, let why, let name, let sequence, let samples):
             flush(&run, publisher: publisher)
             reject(code, why, stream: name, sequence: sequence, samples: samples, publisher: publisher)
@@ -448,6 +451,12 @@ public final class Daemon: @unchecked Sendable {
                 lines, firstSequence: batch.sequence, timestamps: batch.timestampsNs.isEmpty ? nil : batch.timestampsNs)
             publish(scored, of: pipeline, publisher: publisher)
             recordLatency(since: received)
+        case .labels(let pipeline, let values, let labels):
+            flush(&run, publisher: publisher)
+            let held = pipeline.addLabels(values, labels: labels)
+            labelsAccepted.add(UInt64(labels.count))
+            trainerWake.signal()
+            logger.info("labels taken", metadata: ["stream.id": "\(pipeline.name)", "labels": "\(labels.count)", "labels.held": "\(held)"])
         case .accepted(let pipeline, let batch, let values):
             let n = Int(batch.count)
             let continues =
@@ -509,6 +518,12 @@ public final class Daemon: @unchecked Sendable {
             alerts += 1
         }
         if alerts > 0 { alertsRaised.add(alerts) }
+        if !scored.classIndex.isEmpty {
+            for start in stride(from: 0, to: scored.count, by: Wire.scoresPerMessage) {
+                let range = start..<min(start + Wire.scoresPerMessage, scored.count)
+                send(Topic.classes(pipeline.name), Wire.classes(scored, range: range), publisher: publisher, samples: 0)
+            }
+        }
         let perMessage = Wire.representationsPerMessage(width: scored.representationWidth)
         for start in stride(from: 0, to: scored.representedCount, by: perMessage) {
             let range = start..<min(start + perMessage, scored.representedCount)
@@ -779,6 +794,8 @@ public final class Daemon: @unchecked Sendable {
                 _ = trainerWake.wait(until: Date().addingTimeInterval(wait))
                 trainerWake.unlock()
             }
+            // New labels: a MoCo snapshot with a head fitted on them, at once.
+            for s in list where s.settings.maxLabels > 0 && s.wantsHead { publishSnapshots(of: s, publisher: out) }
             if Self.monotonic() - lastSnapshot >= configuration.snapshotEverySeconds {
                 lastSnapshot = Self.monotonic()
                 for s in allStreams { publishSnapshots(of: s, publisher: out) }

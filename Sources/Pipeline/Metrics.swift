@@ -71,6 +71,7 @@ public final class DaemonMetrics: @unchecked Sendable {
         ("eddy_samples_rejected_total", "counter", "Samples in rejected messages, by error code."),
         ("eddy_samples_dropped_total", "counter", "Scores the publish socket refused (they were computed, not sent)."),
         ("eddy_alerts_total", "counter", "Alerts raised, all streams."),
+        ("eddy_labels_accepted_total", "counter", "Labelled samples taken for few-label heads (LabelBatch)."),
         ("eddy_train_steps_total", "counter", "Training steps taken, all streams and models."),
         ("eddy_snapshots_published_total", "counter", "Model snapshots published."),
         ("eddy_checkpoints_total", "counter", "Checkpoints written."),
@@ -141,6 +142,7 @@ public final class DaemonMetrics: @unchecked Sendable {
         carry("eddy_samples_accepted_total", d.samplesAccepted.load)
         carry("eddy_samples_dropped_total", d.samplesDropped.load)
         carry("eddy_alerts_total", d.alertsRaised.load)
+        carry("eddy_labels_accepted_total", d.labelsAccepted.load)
         carry("eddy_train_steps_total", d.trainSteps.load)
         carry("eddy_snapshots_published_total", d.snapshotsPublished.load)
         carry("eddy_checkpoints_total", d.checkpointsWritten.load)

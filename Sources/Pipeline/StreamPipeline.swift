@@ -74,6 +74,12 @@ public struct ScoredBatch: Sendable {
     public var representationVersion: UInt64 = 0
     /// Samples with a representation here.
     public var representedCount: Int { representationWidth > 0 ? representations.count / representationWidth : 0 }
+    /// With a few-label head: each sample's class (an index into `classes`) and its probability,
+    /// from the head fitted on MoCo version `classVersion`. Empty without a head.
+    public var classIndex: [UInt32] = []
+    public var classProbability: [Float] = []
+    public var classes: [String] = []
+    public var classVersion: UInt64 = 0
     public var logAlerts: [Int: LogAlert] = [:]
 
     public var count: Int { errors.count }
@@ -118,6 +124,23 @@ public struct Snapshot: Sendable {
     public var representationLayer: Int
     public var temperature: Float
     public var createdNanoseconds: Int64
+    /// MoCo, once the stream has labels: the head fitted on this snapshot's representation, and how
+    /// many labelled samples it was fitted on.
+    public var head: SoftmaxHead? = nil
+    public var headLabels = 0
+}
+
+/// A few-label head and the frozen encoder (with its normaliser) it was fitted on: classes always
+/// come from the encoder the head was fitted with.
+final class FittedHead: @unchecked Sendable {
+    let head: SoftmaxHead
+    let encoder: MoCo
+    let version: UInt64
+    init(head: SoftmaxHead, encoder: MoCo, version: UInt64) {
+        self.head = head
+        self.encoder = encoder
+        self.version = version
+    }
 }
 
 /// One stream's learning pipeline: normaliser, replay buffer, autoencoder and MoCo, calibration.
@@ -180,6 +203,17 @@ public final class StreamPipeline: @unchecked Sendable {
     var mocoExchangeVersion: UInt64 = 0
     let representer: MoCo?
     var representerVersion: UInt64 = 0
+
+    /// Labelled samples for the few-label head (`max_labels` at most, oldest dropped first), and a
+    /// count that moves with every batch of them (under `lock`).
+    var labelledValues: [Float] = []
+    var labels: [String] = []
+    var labelsVersion: UInt64 = 0
+    /// The labels version the last head was fitted on (trainer side).
+    var headLabelsVersion: UInt64 = 0
+    /// The newest head for the ingest thread (under `lock`), and the one it scores with.
+    var headExchange: FittedHead?
+    var ingestHead: FittedHead?
 
     // Ingest side: the scorer (its normaliser is the live one) and the rows it scores.
     let scorer: Autoencoder
@@ -313,6 +347,7 @@ public final class StreamPipeline: @unchecked Sendable {
                 representer.loadQuery(from: mocoExchange)
                 representerVersion = mocoExchangeVersion
             }
+            if headExchange !== ingestHead { ingestHead = headExchange }
         }
         // Rows the models see: the samples themselves, or the window ending at each value.
         let d = inputDimension
@@ -349,6 +384,17 @@ public final class StreamPipeline: @unchecked Sendable {
             // A window's rows are its last samples' (the first have too little history for one).
             result.representationFirst = count - rowCount
             result.representationVersion = representerVersion
+        }
+        if let fitted = ingestHead, rowCount == count {
+            // The head's own encoder and normaliser: those it was fitted on.
+            let width = fitted.encoder.representationWidth
+            var r = [Float](repeating: 0, count: rowCount * width)
+            r.withUnsafeMutableBufferPointer { fitted.encoder.embed(input, rows: rowCount, into: $0.baseAddress!) }
+            let predicted = r.withUnsafeBufferPointer { fitted.head.predict($0.baseAddress!, rows: rowCount) }
+            result.classIndex = predicted.map { UInt32($0.index) }
+            result.classProbability = predicted.map(\.probability)
+            result.classes = fitted.head.classes
+            result.classVersion = fitted.version
         }
         lock.withLock {
             let modelReady = scorerVersion >= UInt64(settings.warmupSteps)
@@ -618,8 +664,13 @@ public final class StreamPipeline: @unchecked Sendable {
     /// published are kept (serialized) as the state to roll back to.
     public func takeSnapshots(now: Int64) -> [Snapshot] {
         if !modelsFinite { rollBack() }
+        // With labels, MoCo's snapshot carries a head fitted on it: on the same encoder weights and
+        // the same normaliser, taken together with the snapshot's under one lock.
+        let (hasLabels, labelsChanged) = lock.withLock { (!labels.isEmpty, labelsVersion != headLabelsVersion) }
+        let headEncoder = hasLabels ? headEncoderNow() : nil
         let (samples, mean, variance) = lock.withLock {
-            (accepted, scorer.normaliser.means, scorer.normaliser.variances)
+            headEncoder?.normaliser.copy(from: scorer.normaliser)
+            return (accepted, scorer.normaliser.means, scorer.normaliser.variances)
         }
         func snapshot(
             _ kind: Snapshot.Kind, version: UInt64, _ layout: NetworkLayout, _ parameters: [Float],
@@ -645,12 +696,16 @@ public final class StreamPipeline: @unchecked Sendable {
                     .autoencoder, version: aeVersion, autoencoder.layout, autoencoder.parameterValues,
                     representationLayer: settings.autoencoderHidden.count / 2, temperature: 0))
         }
-        if mocoVersion > snapshotVersions.moco || (again && mocoVersion > 0) {
+        if mocoVersion > snapshotVersions.moco || (again && mocoVersion > 0) || (labelsChanged && mocoVersion > 0) {
             snapshotVersions.moco = mocoVersion
-            out.append(
-                snapshot(
-                    .moco, version: mocoVersion, moco.layout, moco.queryParameters,
-                    representationLayer: settings.mocoEncoder.count - 1, temperature: settings.mocoTemperature))
+            var s = snapshot(
+                .moco, version: mocoVersion, moco.layout, moco.queryParameters,
+                representationLayer: settings.mocoEncoder.count - 1, temperature: settings.mocoTemperature)
+            if let headEncoder, let fitted = fitHead(encoder: headEncoder, version: mocoVersion) {
+                s.head = fitted.head
+                s.headLabels = fitted.labels
+            }
+            out.append(s)
         }
         if !out.isEmpty {
             // Copied to arrays of their exact size: a writer's array keeps its growth's spare capacity.
@@ -658,6 +713,57 @@ public final class StreamPipeline: @unchecked Sendable {
             lastGood = (exact(autoencoder.serialized()), exact(moco.serialized()))
         }
         return out
+    }
+
+    // MARK: Few-label head
+
+    /// Keeps labelled samples (`rows` of `inputDimension`, one label each) for the head, dropping the
+    /// oldest beyond `max_labels`; the trainer fits a new head at its next snapshot. Returns how many
+    /// the stream holds.
+    @discardableResult
+    public func addLabels(_ values: [Float], labels new: [String]) -> Int {
+        lock.withLock {
+            labelledValues += values
+            labels += new
+            let over = labels.count - settings.maxLabels
+            if over > 0 {
+                labels.removeFirst(over)
+                labelledValues.removeFirst(over * inputDimension)
+            }
+            labelsVersion &+= 1
+            return labels.count
+        }
+    }
+
+    /// Labels arrived since the last head was fitted, and MoCo has trained (the trainer then publishes
+    /// a snapshot with a new head).
+    public var wantsHead: Bool { lock.withLock { labelsVersion != headLabelsVersion && mocoVersion > 0 } }
+
+    /// Labelled samples held, and the labels' distinct classes.
+    public var labelCount: Int { lock.withLock { labels.count } }
+
+    /// A MoCo with the trainer's current query weights, frozen for a head (a one-batch queue: it
+    /// never trains).
+    func headEncoderNow() -> MoCo {
+        var c = settings.mocoConfiguration()
+        c.queueSize = c.batchSize
+        let encoder = MoCo(configuration: c)
+        let weights = FloatBuffer(count: moco.parameterCount)
+        moco.copyQuery(into: weights)
+        encoder.loadQuery(from: weights)
+        return encoder
+    }
+
+    /// Fits the head on the labelled samples' representations under `encoder` (trainer thread) and
+    /// hands it, with the encoder, to the ingest thread.
+    func fitHead(encoder: MoCo, version: UInt64) -> (head: SoftmaxHead, labels: Int)? {
+        let (values, labels, seen) = lock.withLock { (labelledValues, self.labels, labelsVersion) }
+        headLabelsVersion = seen
+        guard !labels.isEmpty else { return nil }
+        let head = SoftmaxHead.fit(features: encoder.embed(values), labels: labels)
+        let fitted = FittedHead(head: head, encoder: encoder, version: version)
+        lock.withLock { headExchange = fitted }
+        return (head, labels.count)
     }
 
     static func layers(_ layout: NetworkLayout, _ p: [Float])

@@ -9,6 +9,7 @@ public enum Topic {
     public static func alert(_ stream: String) -> String { "alert/\(stream)/" }
     public static func snapshot(_ stream: String, _ kind: Snapshot.Kind) -> String { "snapshot/\(stream)/\(kind.rawValue)/" }
     public static func representation(_ stream: String) -> String { "rep/\(stream)/" }
+    public static func classes(_ stream: String) -> String { "class/\(stream)/" }
     public static let heartbeat = "hb/"
     /// `error/_/` when the message named no usable stream.
     public static func error(_ stream: String?) -> String { "error/\(stream ?? "_")/" }
@@ -52,6 +53,19 @@ public enum Wire {
     /// Representations per message, at most, so that one stays under `largestScoreMessage` bytes
     /// (the publish queue's bound is stated in those).
     public static func representationsPerMessage(width: Int) -> Int { max(1, (largestScoreMessage - 64) / (4 * max(width, 1))) }
+
+    /// The batch's classes (those of samples `range`), as published.
+    public static func classes(_ batch: ScoredBatch, range: Range<Int>) -> Eddy_V1_ClassBatch {
+        var m = Eddy_V1_ClassBatch()
+        m.stream = batch.stream
+        m.firstSequence = batch.firstSequence + UInt64(range.lowerBound)
+        m.count = UInt32(range.count)
+        m.classIndex = Array(batch.classIndex[range])
+        m.probability = Array(batch.classProbability[range])
+        m.classes = batch.classes
+        m.modelVersion = batch.classVersion
+        return m
+    }
 
     /// The batch's representations (those of samples `range`, indices into them), as published.
     public static func representations(_ batch: ScoredBatch, range: Range<Int>) -> Eddy_V1_RepresentationBatch {
@@ -172,6 +186,18 @@ public enum Wire {
         m.temperature = s.temperature
         m.checksum = CRC32.checksum(crcInput)
         m.createdNs = s.createdNanoseconds
+        if let head = s.head {
+            var w = Eddy_V1_Tensor()
+            w.name = "head.weight"
+            w.shape = [UInt32(head.featureCount), UInt32(head.classCount)]
+            w.data = bytes(head.weights)
+            m.headWeights = w
+            m.headBias = head.bias
+            m.headMean = head.mean
+            m.headScale = head.scale
+            m.headClasses = head.classes
+            m.headLabels = UInt32(s.headLabels)
+        }
         return m
     }
 

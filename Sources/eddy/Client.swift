@@ -19,6 +19,16 @@ func sampleFrames(
     return [Array(stream.utf8), try batch.serializedBytes()]
 }
 
+/// A PUSH socket connected to a daemon's ingest endpoint (CURVE if the options say so) that lets
+/// queued messages reach the daemon before the process exits.
+func producerSocket(_ context: Context, endpoint: String, curve: CurveOptions) throws -> Socket {
+    let push = try Socket(context, .push)
+    try push.setOption(17, 5000)  // ZMQ_LINGER
+    try curve.apply(to: push)
+    try push.connect(endpoint)
+    return push
+}
+
 /// Numeric rows of a CSV (blank lines are ignored). A header (a first line with a field that is not a number) names columns
 /// that are not features: `timestamp`, a label column (`is_anomaly`, `label`, `anomaly`, ...: an
 /// anomaly label learned as a feature would teach the model that the label is part of normal data)

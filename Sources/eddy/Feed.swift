@@ -41,10 +41,7 @@ struct Feed: ParsableCommand {
 
     func run() throws {
         let context = try Context()
-        let push = try Socket(context, .push)
-        try push.setOption(17, 5000)  // ZMQ_LINGER: let queued batches reach the daemon before exit
-        try curve.apply(to: push)
-        try push.connect(endpoint)
+        let push = try producerSocket(context, endpoint: endpoint, curve: curve)
         if demoLog {
             let sent = try feedDemoLog(stream: stream, batch: batch, rate: rate, count: count, faultEvery: anomalyEvery, push: push)
             FileHandle.standardError.write(Data("eddy feed: sent \(sent) lines to log stream \(stream)\n".utf8))

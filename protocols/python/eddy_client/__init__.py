@@ -41,6 +41,7 @@ MESSAGE_TYPES = {
     "snapshot": pb.ModelSnapshot,
     "hb": pb.Heartbeat,
     "rep": pb.RepresentationBatch,
+    "class": pb.ClassBatch,
     "error": pb.Error,
 }
 
@@ -143,6 +144,17 @@ class Producer:
         self.sequences[stream] = seq + len(batch.lines)
         return seq
 
+    def send_labels(self, stream, samples, labels):
+        """Sends labelled samples for the stream's few-label head (a LabelBatch, SPEC 4.2): numpy
+        (n, dim) and n labels. The stream must exist and take labels (`max_labels`); its classes then
+        come on `class/<stream>/`."""
+        x = np.asarray(samples, dtype="<f4")
+        if x.ndim == 1:
+            x = x[:, None]
+        batch = pb.LabelBatch(stream=stream, labels=[str(label) for label in labels], dim=x.shape[1],
+                              count=x.shape[0], values=x.tobytes())
+        self.socket.send_multipart([stream.encode(), batch.SerializeToString()])
+
     def close(self):
         self.socket.close()
 
@@ -216,6 +228,16 @@ class Snapshot:
             variance=np.asarray(m.normaliser_variance, dtype=np.float32),
             epsilon=m.normaliser_epsilon,
         )
+
+    def head(self):
+        """The few-label head the daemon fitted on this MoCo snapshot (SPEC 6), or None: the same
+        classes the daemon publishes on `class/<stream>/` for the samples it scores with this version."""
+        m = self.message
+        if not m.head_classes:
+            return None
+        weights = np.frombuffer(m.head_weights.data, dtype="<f4").reshape(tuple(m.head_weights.shape))
+        return Head(self, weights, np.asarray(m.head_bias, np.float32), np.asarray(m.head_mean, np.float32),
+                    np.asarray(m.head_scale, np.float32), np.asarray(list(m.head_classes)))
 
     def inputs(self, samples):
         """The model's input rows for consecutive samples of the stream, as the daemon builds them.

@@ -1,0 +1,62 @@
+import ArgumentParser
+import EddyProtocol
+import Foundation
+import Pipeline
+import ZeroMQ
+
+struct Label: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Send labelled samples to a stream's few-label head: CSV lines `label,value,value,...`.",
+        discussion: """
+            The stream must exist (it has had samples) and take labels (max_labels > 0 in its \
+            configuration). The daemon keeps the newest max_labels labelled samples, fits a softmax head \
+            on the MoCo representation at its next snapshot, and from then on publishes every sample's \
+            class and probability on class/<stream>/; the MoCo snapshot carries the head. A first line \
+            whose values are not numbers is a header.
+            """)
+
+    @Argument(help: "CSV file, or - for standard input.") var file: String = "-"
+    @Option(help: "Stream name.") var stream: String
+    @Option(help: "The daemon's ingest endpoint.") var endpoint: String = "tcp://127.0.0.1:7700"
+    @OptionGroup var curve: CurveOptions
+    @Option(help: "Labelled samples per message.") var batch: Int = 256
+
+    func validate() throws {
+        if batch < 1 { throw ValidationError("--batch must be at least 1") }
+    }
+
+    func run() throws {
+        let context = try Context()
+        let push = try producerSocket(context, endpoint: endpoint, curve: curve)
+        var labels: [String] = [], values: [Float] = [], dim = 0, sent = 0
+        func flush() throws {
+            guard !labels.isEmpty else { return }
+            var m = Eddy_V1_LabelBatch()
+            m.stream = stream
+            m.labels = labels
+            m.dim = UInt32(dim)
+            m.count = UInt32(labels.count)
+            m.values = Wire.bytes(values)
+            try push.send([Array(stream.utf8), try m.serializedBytes()])
+            sent += labels.count
+            labels.removeAll()
+            values.removeAll()
+        }
+        for (index, line) in try readLines(file).enumerated() {
+            let fields = line.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+            if fields.count == 1 && fields[0].isEmpty { continue }
+            let numbers = fields.dropFirst().map { Float($0) }
+            if index == 0 && numbers.contains(where: { $0 == nil }) { continue }  // a header
+            guard fields.count >= 2, !fields[0].isEmpty, numbers.allSatisfy({ $0 != nil }) else {
+                throw CommandFailure("line \(index + 1): expected label,value,value,...")
+            }
+            if dim == 0 { dim = numbers.count }
+            guard numbers.count == dim else { throw CommandFailure("line \(index + 1): \(numbers.count) values, expected \(dim)") }
+            labels.append(fields[0])
+            values += numbers.map { $0! }
+            if labels.count == batch { try flush() }
+        }
+        try flush()
+        FileHandle.standardError.write(Data("eddy label: sent \(sent) labelled samples to stream \(stream)\n".utf8))
+    }
+}
