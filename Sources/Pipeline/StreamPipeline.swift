@@ -130,6 +130,31 @@ public struct Snapshot: Sendable {
     public var headLabels = 0
 }
 
+/// A stream's labelled samples, as a checkpoint section (a daemon without labels drops it).
+struct LabelSet: CheckpointSection {
+    static let name = "labels"
+    static let stateVersion: UInt32 = 1
+    let dimension: Int
+    var values: [Float]
+    var labels: [String]
+
+    func encode(_ w: inout StateWriter) {
+        w.write(UInt32(dimension))
+        w.write(UInt32(labels.count))
+        for label in labels { w.write(label) }
+        for v in values { w.write(v) }
+    }
+
+    mutating func decode(_ r: inout StateReader, version: UInt32) throws {
+        guard version == 1, Int(try r.read(UInt32.self)) == dimension else { throw StateError.invalid("labels' shape") }
+        let n = Int(try r.read(UInt32.self))
+        guard n <= 65_536 else { throw StateError.invalid("label count") }
+        labels = try (0..<n).map { _ in try r.read(String.self) }
+        try r.requireRoom(n * dimension, each: 4)
+        values = try (0..<(n * dimension)).map { _ in try r.read(Float.self) }
+    }
+}
+
 /// A few-label head and the frozen encoder (with its normaliser) it was fitted on: classes always
 /// come from the encoder the head was fitted with.
 final class FittedHead: @unchecked Sendable {
@@ -835,10 +860,11 @@ public final class StreamPipeline: @unchecked Sendable {
             w.write(snapshotVersions.autoencoder); w.write(snapshotVersions.moco)
             scorer.normaliser.encode(&w)
             buffer.encode(&w)
-            w.write(UInt32(chain.sectionCount + (shaper == nil ? 0 : 1) + (logs == nil ? 0 : 1)))
+            w.write(UInt32(chain.sectionCount + (shaper == nil ? 0 : 1) + (logs == nil ? 0 : 1) + (labels.isEmpty ? 0 : 1)))
             chain.encodeSections(&w)
             if let shaper { w.write(unit: shaper) }
             if let logs { w.write(unit: logs) }
+            if !labels.isEmpty { w.write(unit: LabelSet(dimension: inputDimension, values: labelledValues, labels: labels)) }
         }
         return w.bytes
     }
@@ -903,6 +929,13 @@ public final class StreamPipeline: @unchecked Sendable {
                 stream.shaper = shaper
             }
             if var logs = stream.logs { try sections.restore(unit: &logs) }
+            var labelled = LabelSet(dimension: stream.inputDimension, values: [], labels: [])
+            try sections.restore(unit: &labelled)
+            if s.maxLabels > 0 && !labelled.labels.isEmpty {
+                // The newest max_labels, should the setting have shrunk; a head is fitted on them at
+                // the stream's first snapshot.
+                stream.addLabels(labelled.values, labels: labelled.labels)
+            }
         } else {
             try stream.restoreLegacy(&r, version: version)
         }

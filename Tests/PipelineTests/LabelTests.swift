@@ -80,6 +80,7 @@ import Testing
         let head = try #require(moco.head)
         #expect(moco.headLabels == 30 && head.classes == ["x", "y", "z"] && !p.wantsHead)
         #expect(Wire.message(moco).headClasses == ["x", "y", "z"] && Wire.message(moco).headWeights.shape == [UInt32(head.featureCount), 3])
+        let saved = p.serialized()
 
         var test: [Float] = []
         for i in 0..<90 { test += sample(i % 3) }
@@ -88,5 +89,17 @@ import Testing
         let right = (0..<90).filter { Int(scored.classIndex[$0]) == $0 % 3 }.count
         #expect(right >= 85, "\(right) of 90")
         #expect(scored.classProbability.allSatisfy { $0 > 1.0 / 3 && $0 <= 1 })
+
+        // The labels travel in checkpoints; the restored stream fits the same head at its first
+        // snapshot (same encoder, normaliser and labels).
+        var resolved = settings.resolved(dim: 4)
+        let restored = try StreamPipeline.restore(saved, settings: resolved)
+        #expect(restored.labelCount == 30 && restored.wantsHead)
+        let again = try #require(restored.takeSnapshots(now: 3).first { $0.kind == .moco }?.head)
+        #expect(again.classes == head.classes)
+        #expect(zip(again.weights, head.weights).allSatisfy { abs($0 - $1) < 1e-5 })
+        // A daemon whose setting shrank keeps the newest.
+        resolved.maxLabels = 6
+        #expect(try StreamPipeline.restore(saved, settings: resolved).labelCount == 6)
     }
 }
