@@ -14,6 +14,7 @@ struct Watch: ParsableCommand {
     @Option(help: "Only this stream (heartbeats are still shown).") var stream: String?
     @Flag(help: "One JSON object per line instead of readable text.") var json = false
     @Flag(help: "Also print every score batch (off by default: one line per batch can be a lot).") var scores = false
+    @Flag(help: "Also print every batch's classes from the stream's few-label head (one line per batch).") var classes = false
     @Option(help: "Stop after this many printed messages (0: never).") var count: Int = 0
     @Option(help: "Stop after this many seconds (0: never).") var seconds: Double = 0
 
@@ -24,6 +25,7 @@ struct Watch: ParsableCommand {
         try sub.connect(endpoint)
         var kinds = ["alert", "snapshot", "error"]
         if scores { kinds.append("score") }
+        if classes { kinds.append("class") }
         for kind in kinds { try sub.subscribe(stream.map { "\(kind)/\($0)/" } ?? "\(kind)/") }
         try sub.subscribe("hb/")
         let deadline = seconds > 0 ? Date().addingTimeInterval(seconds) : nil
@@ -50,6 +52,7 @@ struct Watch: ParsableCommand {
         case "snapshot": message = try Eddy_V1_ModelSnapshot(serializedBytes: body)
         case "hb": message = try Eddy_V1_Heartbeat(serializedBytes: body)
         case "error": message = try Eddy_V1_Error(serializedBytes: body)
+        case "class": message = try Eddy_V1_ClassBatch(serializedBytes: body)
         default: return nil
         }
         if json {
@@ -80,6 +83,12 @@ struct Watch: ParsableCommand {
         case let m as Eddy_V1_ModelSnapshot:
             let kind = m.kind == .moco ? "moco" : "autoencoder"
             return "snapshot \(m.stream) \(kind) v\(m.version) after \(m.samplesSeen) samples, \(m.tensors.count) tensors"
+                + (m.headClasses.isEmpty ? "" : ", head on \(m.headLabels) labels (\(m.headClasses.joined(separator: ", ")))")
+        case let m as Eddy_V1_ClassBatch:
+            var counts = [Int](repeating: 0, count: m.classes.count)
+            for i in m.classIndex where Int(i) < counts.count { counts[Int(i)] += 1 }
+            let tally = zip(m.classes, counts).filter { $0.1 > 0 }.map { "\($0.0) \($0.1)" }.joined(separator: ", ")
+            return "class    \(m.stream) seq \(m.firstSequence)+\(m.count): \(tally) (head of moco v\(m.modelVersion))"
         case let m as Eddy_V1_Heartbeat:
             let streams = m.streams.map { s in
                 "\(s.stream): \(s.accepted) \(s.log ? "lines" : "in"), \(s.trainSteps) steps, ae loss \(fmt(s.autoencoderLoss))"

@@ -130,6 +130,14 @@ def test_eddy_label_sends_a_csv_of_labelled_samples(start_daemon, tmp_path):
     snapshot = moco(d.endpoints["snapshots"], lambda s: s.message.head_labels > 0)
     assert snapshot is not None and snapshot.message.head_labels == 4
     assert set(snapshot.head().classes) == set(NAMES[truth[2:6]])
+    # eddy watch --classes shows each batch's classes, and the snapshot's head.
+    watch = subprocess.Popen([eddy, "watch", "--endpoint", d.endpoints["publish"], "--classes", "--seconds", "4"],
+                             stdout=subprocess.PIPE, text=True)
+    time.sleep(1)
+    with Producer(d.endpoints["ingest"]) as p:
+        p.send("parts", x[:50], sequence=400)
+    out_watch, _ = watch.communicate(timeout=30)
+    assert "class    parts seq 400+50: " in out_watch, out_watch
     bad = subprocess.run([eddy, "label", "--stream", "parts", "--endpoint", d.endpoints["ingest"], "-"],
                          input="fan,1,2\npump,oops,3\n", capture_output=True, text=True, timeout=30)
     assert bad.returncode != 0 and "line 2" in bad.stderr
