@@ -511,6 +511,9 @@ public final class Daemon: @unchecked Sendable {
         for start in stride(from: 0, to: scored.count, by: Wire.scoresPerMessage) {
             let range = start..<min(start + Wire.scoresPerMessage, scored.count)
             send(Topic.score(pipeline.name), Wire.message(scored, range: range), publisher: publisher, samples: range.count)
+            if !scored.classIndex.isEmpty {
+                send(Topic.classes(pipeline.name), Wire.classes(scored, range: range), publisher: publisher, samples: 0)
+            }
         }
         var alerts: UInt64 = 0
         for i in 0..<scored.count where scored.alerts[i] {
@@ -518,12 +521,6 @@ public final class Daemon: @unchecked Sendable {
             alerts += 1
         }
         if alerts > 0 { alertsRaised.add(alerts) }
-        if !scored.classIndex.isEmpty {
-            for start in stride(from: 0, to: scored.count, by: Wire.scoresPerMessage) {
-                let range = start..<min(start + Wire.scoresPerMessage, scored.count)
-                send(Topic.classes(pipeline.name), Wire.classes(scored, range: range), publisher: publisher, samples: 0)
-            }
-        }
         let perMessage = Wire.representationsPerMessage(width: scored.representationWidth)
         for start in stride(from: 0, to: scored.representedCount, by: perMessage) {
             let range = start..<min(start + perMessage, scored.representedCount)

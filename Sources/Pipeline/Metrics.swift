@@ -138,19 +138,16 @@ public final class DaemonMetrics: @unchecked Sendable {
     }
 
     private func collect(_ d: Daemon) {
-        carry("eddy_messages_received_total", d.messagesReceived.load)
-        carry("eddy_samples_accepted_total", d.samplesAccepted.load)
-        carry("eddy_samples_dropped_total", d.samplesDropped.load)
-        carry("eddy_alerts_total", d.alertsRaised.load)
-        carry("eddy_labels_accepted_total", d.labelsAccepted.load)
-        carry("eddy_train_steps_total", d.trainSteps.load)
-        carry("eddy_snapshots_published_total", d.snapshotsPublished.load)
-        carry("eddy_checkpoints_total", d.checkpointsWritten.load)
-        carry("eddy_checkpoint_failures_total", d.checkpointFailures.load)
-        carry("eddy_handshakes_refused_total", d.handshakesRefused.load)
-        carry("eddy_streams_expired_total", d.streamsExpired.load)
-        carry("eddy_streams_revived_total", d.streamsRevived.load)
-        carry("eddy_trainer_boosts_total", d.trainerBoosts.load)
+        let counters: [(String, Counter)] = [
+            ("eddy_messages_received_total", d.messagesReceived), ("eddy_samples_accepted_total", d.samplesAccepted),
+            ("eddy_samples_dropped_total", d.samplesDropped), ("eddy_alerts_total", d.alertsRaised),
+            ("eddy_labels_accepted_total", d.labelsAccepted), ("eddy_train_steps_total", d.trainSteps),
+            ("eddy_snapshots_published_total", d.snapshotsPublished), ("eddy_checkpoints_total", d.checkpointsWritten),
+            ("eddy_checkpoint_failures_total", d.checkpointFailures), ("eddy_handshakes_refused_total", d.handshakesRefused),
+            ("eddy_streams_expired_total", d.streamsExpired), ("eddy_streams_revived_total", d.streamsRevived),
+            ("eddy_trainer_boosts_total", d.trainerBoosts),
+        ]
+        for (name, counter) in counters { carry(name, counter.load) }
         for code in Eddy_V1_ErrorCode.allCases where code != .unspecified && code != .notFound {
             let labels = [("code", Self.label(code))]
             carry("eddy_messages_rejected_total", d.rejectedMessages[code.rawValue].load, labels: labels)
@@ -177,14 +174,7 @@ public final class DaemonMetrics: @unchecked Sendable {
             present.insert(s.name)
             let st = s.status
             let l = [("stream", s.name)]
-            carry("eddy_stream_samples_accepted_total", st.accepted, labels: l, stream: s.name)
-            carry("eddy_stream_samples_rejected_total", st.rejected, labels: l, stream: s.name)
-            carry("eddy_stream_samples_evicted_total", st.evicted, labels: l, stream: s.name)
-            carry("eddy_stream_samples_quarantined_total", st.quarantined, labels: l, stream: s.name)
-            carry("eddy_stream_alerts_total", st.alerts, labels: l, stream: s.name)
-            carry("eddy_stream_train_steps_skipped_total", st.skippedSteps, labels: l, stream: s.name)
-            carry("eddy_stream_train_steps_idle_total", st.idleSteps, labels: l, stream: s.name)
-            carry("eddy_stream_rollbacks_total", st.rollbacks, labels: l, stream: s.name)
+            for (name, count) in Self.streamCounters { carry(name, st[keyPath: count], labels: l, stream: s.name) }
             gauge("eddy_stream_buffered_samples", l, Double(st.buffered), stream: s.name)
             gauge("eddy_stream_buffer_fill_ratio", l, Double(st.buffered) / Double(max(1, s.settings.bufferCapacity)), stream: s.name)
             gauge("eddy_stream_model_version", l + [("model", "autoencoder")], Double(st.autoencoderSteps), stream: s.name)
@@ -203,6 +193,14 @@ public final class DaemonMetrics: @unchecked Sendable {
             streamKeys[name] = nil
         }
     }
+
+    /// Per-stream counters and where a stream's status keeps them.
+    static let streamCounters: [(String, KeyPath<StreamPipeline.Status, UInt64> & Sendable)] = [
+        ("eddy_stream_samples_accepted_total", \.accepted), ("eddy_stream_samples_rejected_total", \.rejected),
+        ("eddy_stream_samples_evicted_total", \.evicted), ("eddy_stream_samples_quarantined_total", \.quarantined),
+        ("eddy_stream_alerts_total", \.alerts), ("eddy_stream_train_steps_skipped_total", \.skippedSteps),
+        ("eddy_stream_train_steps_idle_total", \.idleSteps), ("eddy_stream_rollbacks_total", \.rollbacks),
+    ]
 
     /// `badFrames` -> `bad_frames`.
     static func label(_ code: Eddy_V1_ErrorCode) -> String {

@@ -691,8 +691,14 @@ public final class StreamPipeline: @unchecked Sendable {
         if !modelsFinite { rollBack() }
         // With labels, MoCo's snapshot carries a head fitted on it: on the same encoder weights and
         // the same normaliser, taken together with the snapshot's under one lock.
+        let aeVersion = UInt64(autoencoder.step), mocoVersion = UInt64(moco.step)
+        // A restored stream's models are published again once (at the versions they had), so a
+        // subscriber or snapshot client gets them before the stream trains again.
+        let again = snapshotsOwed
+        snapshotsOwed = false
         let (hasLabels, labelsChanged) = lock.withLock { (!labels.isEmpty, labelsVersion != headLabelsVersion) }
-        let headEncoder = hasLabels ? headEncoderNow() : nil
+        let mocoDue = mocoVersion > snapshotVersions.moco || (again && mocoVersion > 0) || (labelsChanged && mocoVersion > 0)
+        let headEncoder = hasLabels && mocoDue ? headEncoderNow() : nil
         let (samples, mean, variance) = lock.withLock {
             headEncoder?.normaliser.copy(from: scorer.normaliser)
             return (accepted, scorer.normaliser.means, scorer.normaliser.variances)
@@ -709,11 +715,6 @@ public final class StreamPipeline: @unchecked Sendable {
                 temperature: temperature, createdNanoseconds: now)
         }
         var out: [Snapshot] = []
-        let aeVersion = UInt64(autoencoder.step), mocoVersion = UInt64(moco.step)
-        // A restored stream's models are published again once (at the versions they had), so a
-        // subscriber or snapshot client gets them before the stream trains again.
-        let again = snapshotsOwed
-        snapshotsOwed = false
         if aeVersion > snapshotVersions.autoencoder || (again && aeVersion > 0) {
             snapshotVersions.autoencoder = aeVersion
             out.append(
@@ -721,7 +722,7 @@ public final class StreamPipeline: @unchecked Sendable {
                     .autoencoder, version: aeVersion, autoencoder.layout, autoencoder.parameterValues,
                     representationLayer: settings.autoencoderHidden.count / 2, temperature: 0))
         }
-        if mocoVersion > snapshotVersions.moco || (again && mocoVersion > 0) || (labelsChanged && mocoVersion > 0) {
+        if mocoDue {
             snapshotVersions.moco = mocoVersion
             var s = snapshot(
                 .moco, version: mocoVersion, moco.layout, moco.queryParameters,
@@ -764,7 +765,7 @@ public final class StreamPipeline: @unchecked Sendable {
     /// a snapshot with a new head).
     public var wantsHead: Bool { lock.withLock { labelsVersion != headLabelsVersion && mocoVersion > 0 } }
 
-    /// Labelled samples held, and the labels' distinct classes.
+    /// Labelled samples held.
     public var labelCount: Int { lock.withLock { labels.count } }
 
     /// A MoCo with the trainer's current query weights, frozen for a head (a one-batch queue: it

@@ -40,7 +40,6 @@ struct Serve: ParsableCommand {
         if let snapshots { configuration.snapshots = snapshots }
         if let http { configuration.http = http }
         if let dataDirectory { configuration.dataDirectory = dataDirectory }
-        try configuration.validate()
         let logger = makeLogger("eddy.serve", level: logLevel, format: logFormat)
         let systemd = SystemdNotifier()
 

@@ -3,8 +3,6 @@ import Foundation
 import Pipeline
 import Testing
 
-func httpGet(_ hostPort: String, _ path: String) throws -> (status: Int, body: String) { try HTTPProbe.get(hostPort, path) }
-
 /// Samples of the Prometheus text format: `name{labels}` -> value.
 func exposition(_ text: String) -> [String: Double] {
     var out: [String: Double] = [:]
@@ -40,7 +38,7 @@ func eventually(_ seconds: Double, _ done: () throws -> Bool) rethrows -> Bool {
         try client.send(stream: "a/b", sequence: 0, dim: 4, values: values(4, seed: 0))
         #expect(eventually(10) { daemon.samplesAccepted.load == 600 && daemon.messagesRejected.load == 2 && daemon.trainSteps.load > 0 })
 
-        let (status, body) = try httpGet(http, "/metrics")
+        let (status, body) = try HTTPProbe.get(http, "/metrics")
         #expect(status == 200)
         let m = exposition(body)
         #expect(m["eddy_samples_accepted_total"] == 600)
@@ -77,12 +75,12 @@ func eventually(_ seconds: Double, _ done: () throws -> Bool) rethrows -> Bool {
         // A second scrape carries only what grew since the first.
         for b in 0..<5 { try client.send(stream: "pumps", sequence: UInt64(601 + b * 20), dim: 4, values: values(80, seed: b)) }
         #expect(eventually(10) { daemon.samplesAccepted.load == 700 })
-        let again = exposition(try httpGet(http, "/metrics").body)
+        let again = exposition(try HTTPProbe.get(http, "/metrics").body)
         #expect(again["eddy_samples_accepted_total"] == 700)
         #expect(again["eddy_stream_samples_accepted_total{stream=\"pumps\"}"] == 700)
         #expect(again["eddy_messages_rejected_total{code=\"non_finite\"}"] == 1)
 
-        #expect(try httpGet(http, "/nothing").status == 404)
+        #expect(try HTTPProbe.get(http, "/nothing").status == 404)
     }
 
     @Test func aStalledThreadMakesTheDaemonUnhealthyAndNotReady() throws {
@@ -92,17 +90,17 @@ func eventually(_ seconds: Double, _ done: () throws -> Bool) rethrows -> Bool {
         _ = try daemon.start()
         defer { daemon.stop() }
         let http = try #require(daemon.httpEndpoint)
-        #expect(try httpGet(http, "/healthz").status == 200)
-        #expect(try httpGet(http, "/readyz").status == 200)
+        #expect(try HTTPProbe.get(http, "/healthz").status == 200)
+        #expect(try HTTPProbe.get(http, "/readyz").status == 200)
         #expect(daemon.health().threads.keys.sorted() == ["eddy-ingest", "eddy-snapshots", "eddy-trainer"])
 
         daemon.injectStall(into: "eddy-trainer")
-        #expect(eventually(5) { (try? httpGet(http, "/healthz").status) == 503 })
-        let (status, body) = try httpGet(http, "/healthz")
+        #expect(eventually(5) { (try? HTTPProbe.get(http, "/healthz").status) == 503 })
+        let (status, body) = try HTTPProbe.get(http, "/healthz")
         #expect(status == 503)
         #expect(body.contains("\"stalled\":[\"eddy-trainer\"]"), "\(body)")
-        #expect(try httpGet(http, "/readyz").status == 503)
-        #expect(exposition(try httpGet(http, "/metrics").body)["eddy_up"] == 0)
+        #expect(try HTTPProbe.get(http, "/readyz").status == 503)
+        #expect(exposition(try HTTPProbe.get(http, "/metrics").body)["eddy_up"] == 0)
         // The other threads still make progress.
         #expect(daemon.health().stalled == ["eddy-trainer"])
     }
@@ -118,9 +116,9 @@ func eventually(_ seconds: Double, _ done: () throws -> Bool) rethrows -> Bool {
         #expect(try client.awaitHeartbeat() != nil)
         try client.send(stream: "brief", sequence: 0, dim: 2, values: values(40, seed: 1))
         #expect(eventually(5) { daemon.samplesAccepted.load == 20 })
-        #expect(try httpGet(http, "/metrics").body.contains("stream=\"brief\""))
+        #expect(try HTTPProbe.get(http, "/metrics").body.contains("stream=\"brief\""))
         #expect(eventually(5) { daemon.streamsExpired.load == 1 })
-        let body = try httpGet(http, "/metrics").body
+        let body = try HTTPProbe.get(http, "/metrics").body
         #expect(!body.contains("stream=\"brief\""))
         #expect(exposition(body)["eddy_streams_expired_total"] == 1)
         #expect(exposition(body)["eddy_samples_accepted_total"] == 20)

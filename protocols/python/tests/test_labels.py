@@ -1,10 +1,13 @@
 """Fine-tuning in the daemon: labelled samples over pyzmq fit a few-label head; every later sample
 gets a class on `class/<stream>/`; the MoCo snapshot carries the head, and the client's head from it
 (and `fit_head` on the same labels) agrees with what the daemon publishes."""
+import os
+import subprocess
 import time
 
 import numpy as np
 
+from conftest import ROOT
 from eddy_client import Producer, Snapshot, Subscriber, fetch_snapshot, fit_head, pb
 
 CENTRES = np.random.default_rng(5).normal(0, 3, size=(3, 6)).astype(np.float32)
@@ -112,9 +115,6 @@ def test_labels_fit_a_head_whose_classes_every_later_sample_gets(start_daemon):
 
 
 def test_eddy_label_sends_a_csv_of_labelled_samples(start_daemon, tmp_path):
-    import os
-    import subprocess
-    from conftest import ROOT
     d = start_daemon(extra_config="max_labels = 4\n")
     x, truth = parts(400, seed=4)
     with Producer(d.endpoints["ingest"]) as p:
