@@ -29,6 +29,11 @@ let package = Package(
             providers: [.apt(["libopenblas-dev"])]
         ),
         .target(name: "ZeroMQ", dependencies: ["CZeroMQ"], swiftSettings: settings),
+        // libsodium, for the CurveZMQ handshake and boxes of the ingest socket's own ZMTP.
+        .systemLibrary(name: "CSodium", path: "Sources/CSodium", providers: [.apt(["libsodium-dev"])]),
+        // ZMTP 3.1 (NULL and CURVE) as a PULL socket speaks it, over raw bytes: ingest reads a
+        // ZMQ_STREAM socket so that frame counts and sizes are checked before anything is held.
+        .target(name: "ZMTP", dependencies: ["CSodium"], swiftSettings: settings),
         .target(name: "LinearAlgebra", dependencies: ["COpenBLAS"], swiftSettings: settings),
         // Fused elementwise loops in C: the compiler vectorises their float reductions, sqrt and exp
         // (Swift does not expose the flags), with an AVX2 clone picked at load time.
@@ -61,7 +66,7 @@ let package = Package(
         .target(
             name: "Pipeline",
             dependencies: [
-                "Learning", "LinearAlgebra", "ZeroMQ", "EddyProtocol", "CEddySystem", "CKernels", "LogMining",
+                "Learning", "LinearAlgebra", "ZeroMQ", "ZMTP", "EddyProtocol", "CEddySystem", "CKernels", "LogMining",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),
@@ -103,7 +108,7 @@ let package = Package(
         .testTarget(
             name: "PipelineTests",
             dependencies: [
-                "Pipeline", "Learning", "ZeroMQ", "EddyProtocol", "Workloads", "CEddySystem",
+                "Pipeline", "Learning", "ZeroMQ", "ZMTP", "EddyProtocol", "Workloads", "CEddySystem",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
             ],

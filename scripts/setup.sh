@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 # librsvg2-bin: rsvg-convert, which the tests use to render `eddy eval --plots` SVGs to PNG.
 # systemd: systemd-analyze, which a test runs on deploy/eddy.service (its hardening).
-packages=(libzmq3-dev libopenblas-dev pkg-config python3-venv librsvg2-bin systemd)
+packages=(libzmq3-dev libsodium-dev libopenblas-dev pkg-config python3-venv librsvg2-bin systemd)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

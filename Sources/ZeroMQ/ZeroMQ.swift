@@ -43,6 +43,9 @@ public struct SocketType: RawRepresentable, Sendable, Equatable {
     public static let rep = SocketType(rawValue: 4)
     /// `ZMQ_PAIR`
     public static let pair = SocketType(rawValue: 0)
+    /// Raw TCP: each message is a connection's routing id and a chunk of its bytes; an empty chunk
+    /// says it opened or closed, and sending one closes it (`ZMTPConnection` speaks ZMTP over it).
+    public static let stream = SocketType(rawValue: 11)
 }
 
 /// A ZeroMQ context: thread-safe, shared by every socket made from it, kept alive by them.

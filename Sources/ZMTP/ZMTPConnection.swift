@@ -1,0 +1,387 @@
+/// The receiving end of one ZMTP 3.1 connection (RFC 37, with RFC 26's CurveZMQ), as a PULL socket
+/// speaks it, driven by bytes: the daemon reads a ZMQ_STREAM socket (raw TCP) and feeds each
+/// connection's bytes here, so that it, not libzmq, decides what a message may hold before holding
+/// it. A frame's size is read from its header and checked against the limit for its place in the
+/// message (and against the ingest buffer's room) before one byte of it is kept; a message with too
+/// many frames is refused at its first extra frame. libzmq's own PULL counts whole messages, and
+/// holds a multipart message whole however many frames it has.
+///
+/// Not thread-safe: one per connection, used by the thread that owns the STREAM socket.
+public final class ZMTPConnection {
+    /// What the daemon lets a message hold.
+    public struct Limits: Sendable {
+        /// Frames per message, and each frame's largest size by its place (the last applies to later ones).
+        public var frameBytes: [Int]
+        /// Largest command (handshake, PING) frame.
+        public var commandBytes = 8_192
+        public init(frameBytes: [Int]) { self.frameBytes = frameBytes }
+    }
+
+    /// The handshake the server requires.
+    public enum Security: Sendable {
+        case null
+        /// CURVE with the server's raw 32-byte secret key; `allows` says whether a client's raw
+        /// long-term public key is let in.
+        case curve(secretKey: [UInt8], allows: @Sendable ([UInt8]) -> Bool)
+    }
+
+    /// Why a message was refused at a frame header (the connection goes on for NULL; CURVE cannot
+    /// see where a refused message ends, so its connection closes after).
+    public enum Refusal: Equatable, Sendable {
+        case tooManyFrames(Int)
+        case oversized(frame: Int, bytes: Int, limit: Int)
+        case overBudget(bytes: Int)
+    }
+
+    /// Why a connection ends.
+    public enum End: Equatable, Sendable {
+        /// The peer broke the protocol (or sent ERROR).
+        case protocolError(String)
+        /// The handshake was refused: the wrong mechanism, a CURVE client not on the allow-list (its
+        /// long-term public key).
+        case refused(String, client: [UInt8]?)
+        /// A refused CURVE message: the stream cannot be followed past it.
+        case afterRefusal
+    }
+
+    public enum Event: Sendable {
+        /// Bytes for the peer.
+        case send([UInt8])
+        /// The handshake is done; with CURVE, the client's long-term public key.
+        case ready(client: [UInt8]?)
+        /// A whole message.
+        case message([[UInt8]])
+        /// A message refused at a frame header, with the frames taken before it (its stream name).
+        case refused(Refusal, framesBefore: [[UInt8]])
+        /// Close the connection (after sending what came before).
+        case close(End)
+    }
+
+    /// Bytes of messages in progress held by all connections, against a bound.
+    public struct Budget: Sendable {
+        public let limit: Int
+        public internal(set) var used = 0
+        public init(limit: Int) { self.limit = limit }
+    }
+
+    public static let flagMore: UInt8 = 1, flagLong: UInt8 = 2, flagCommand: UInt8 = 4
+
+    let limits: Limits
+    private var curve: CurveServer?
+    private let allows: (@Sendable ([UInt8]) -> Bool)?
+    private enum Phase { case greeting, hello, initiate, readyCommand, ready, closed }
+    private var phase = Phase.greeting
+    private var head: [UInt8] = []  // the greeting, or a frame header, so far
+    private var flags: UInt8 = 0
+    private var body: [UInt8] = []
+    private var remaining = 0  // bytes of the current frame's body still to come
+    private var inBody = false
+    private var skipping = false  // the current frame is read past, not kept
+    private var discarding = false  // the message was refused: frames are dropped until one without MORE
+    private var frames: [[UInt8]] = []
+    /// Bytes of `budget` this connection holds (its message in progress).
+    public private(set) var held = 0
+
+    public init(security: Security, limits: Limits) {
+        self.limits = limits
+        switch security {
+        case .null:
+            curve = nil
+            allows = nil
+        case .curve(let secret, let allows):
+            curve = CurveServer(secretKey: secret)
+            self.allows = allows
+        }
+    }
+
+    public var isClosed: Bool { phase == .closed }
+
+    /// The server's greeting, to send as soon as the connection opens: signature, version 3.1, the
+    /// mechanism, as-server.
+    public var greeting: [UInt8] {
+        var g: [UInt8] = [0xFF, 0, 0, 0, 0, 0, 0, 0, 0, 0x7F, 3, 1]
+        let mechanism = Array((curve == nil ? "NULL" : "CURVE").utf8)
+        g += mechanism + [UInt8](repeating: 0, count: 20 - mechanism.count)
+        g.append(1)
+        g += [UInt8](repeating: 0, count: 31)
+        return g
+    }
+
+    /// Takes the peer's next bytes; says what follows from them, in order.
+    public func feed(_ bytes: UnsafeBufferPointer<UInt8>, budget: inout Budget) -> [Event] {
+        var events: [Event] = []
+        var i = 0
+        let n = bytes.count
+        while i < n && phase != .closed {
+            if phase == .greeting {
+                let take = min(64 - head.count, n - i)
+                head.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[i..<(i + take)]))
+                i += take
+                if head.count == 64 { greeted(&events) }
+                continue
+            }
+            if inBody {
+                let take = min(remaining, n - i)
+                if !skipping { body.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[i..<(i + take)])) }
+                remaining -= take
+                i += take
+                if remaining == 0 { frameDone(&events, budget: &budget) }
+                continue
+            }
+            // A frame header: flags, then a 1- or 8-byte size.
+            head.append(bytes[i])
+            i += 1
+            let flags = head[0]
+            guard flags & 0xF8 == 0 else {
+                close(.protocolError("frame flags \(flags) have reserved bits set"), &events, budget: &budget)
+                break
+            }
+            let sizeBytes = flags & Self.flagLong != 0 ? 8 : 1
+            guard head.count == 1 + sizeBytes else { continue }
+            let size = head[1...].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+            head.removeAll(keepingCapacity: true)
+            begin(flags: flags, size: size, &events, budget: &budget)
+            if phase != .closed && inBody && remaining == 0 { frameDone(&events, budget: &budget) }
+        }
+        return events
+    }
+
+    /// Ends the connection from this side (or after the peer went): gives back what it held.
+    public func release(budget: inout Budget) {
+        budget.used -= held
+        held = 0
+        phase = .closed
+        body = []
+        frames = []
+    }
+
+    /// The peer closed the connection: gives back what it held, and says why it ended if that counts
+    /// as a refusal. A libzmq client whose security differs from ours closes as soon as it reads our
+    /// greeting, before its own is complete.
+    public func peerClosed(budget: inout Budget) -> End? {
+        let phase = self.phase
+        release(budget: &budget)
+        switch phase {
+        case .greeting, .hello:
+            return .refused("the client left in the greeting: its security is not \(curve == nil ? "NULL" : "CURVE")", client: nil)
+        default:
+            return nil
+        }
+    }
+
+    // MARK: Steps
+
+    private func greeted(_ events: inout [Event]) {
+        let g = head
+        head.removeAll(keepingCapacity: true)
+        guard g[0] == 0xFF, g[9] & 1 == 1, g[10] >= 3 else {
+            phase = .closed
+            events.append(.close(.protocolError("not a ZMTP 3 peer")))
+            return
+        }
+        let mechanism = String(decoding: g[12..<32].prefix { $0 != 0 }, as: UTF8.self)
+        let ours = curve == nil ? "NULL" : "CURVE"
+        guard mechanism == ours else {
+            phase = .closed
+            events.append(.close(.refused("the client's security is \(mechanism), this daemon requires \(ours)", client: nil)))
+            return
+        }
+        if curve == nil {
+            events.append(.send(Self.command(Self.readyBody)))
+            phase = .readyCommand
+        } else {
+            phase = .hello
+        }
+    }
+
+    /// A frame header has been read.
+    private func begin(flags f: UInt8, size: UInt64, _ events: inout [Event], budget: inout Budget) {
+        flags = f
+        inBody = true
+        skipping = false
+        body = []
+        let isCommand = f & Self.flagCommand != 0
+        // Handshake frames, and every command, are small; CURVE sends its messages as MESSAGE frames
+        // (command or not, by the libzmq version).
+        let boxed = curve != nil && phase == .ready
+        if isCommand && !boxed || phase != .ready {
+            guard size <= UInt64(limits.commandBytes) else {
+                close(.protocolError("command frame of \(size) bytes"), &events, budget: &budget)
+                return
+            }
+            guard isCommand || phase == .ready else {
+                close(.protocolError("a message before the handshake ended"), &events, budget: &budget)
+                return
+            }
+            remaining = Int(size)
+            body.reserveCapacity(remaining)
+            return
+        }
+        if discarding {
+            skipping = true
+            remaining = Int(clamping: size)
+            return
+        }
+        let index = frames.count
+        let overhead = boxed ? CurveServer.messageOverhead : 0
+        let content = size >= UInt64(overhead) ? Int(clamping: size - UInt64(overhead)) : 0
+        let refusal: Refusal?
+        if index >= limits.frameBytes.count {
+            refusal = .tooManyFrames(index + 1)
+        } else if content > limits.frameBytes[index] {
+            refusal = .oversized(frame: index, bytes: content, limit: limits.frameBytes[index])
+        } else if budget.used + Int(size) > budget.limit {
+            refusal = .overBudget(bytes: Int(size))
+        } else {
+            refusal = nil
+        }
+        if let refusal {
+            events.append(.refused(refusal, framesBefore: frames))
+            dropMessage(budget: &budget)
+            if boxed {
+                close(.afterRefusal, &events, budget: &budget)
+                return
+            }
+            skipping = true
+            discarding = f & Self.flagMore != 0
+            remaining = Int(clamping: size)
+            return
+        }
+        budget.used += Int(size)
+        held += Int(size)
+        remaining = Int(size)
+        body.reserveCapacity(remaining)
+    }
+
+    /// A frame's body has been read (or read past).
+    private func frameDone(_ events: inout [Event], budget: inout Budget) {
+        inBody = false
+        if skipping {
+            skipping = false
+            if discarding && flags & Self.flagMore == 0 { discarding = false }
+            return
+        }
+        let frame = body
+        body = []
+        switch phase {
+        case .hello, .initiate, .readyCommand:
+            handshake(frame, &events, budget: &budget)
+        case .ready:
+            var flags = self.flags, payload = frame
+            if curve != nil {
+                do {
+                    (flags, payload) = try curve!.open(message: frame)
+                } catch {
+                    close(.protocolError(error.why), &events, budget: &budget)
+                    return
+                }
+            }
+            if flags & Self.flagCommand != 0 {
+                command(payload, &events, budget: &budget)
+                return
+            }
+            frames.append(payload)
+            if flags & Self.flagMore == 0 {
+                events.append(.message(frames))
+                frames = []
+                budget.used -= held
+                held = 0
+            }
+        case .greeting, .closed:
+            break
+        }
+    }
+
+    private func handshake(_ frame: [UInt8], _ events: inout [Event], budget: inout Budget) {
+        do throws(CurveServer.Failure) {
+            switch phase {
+            case .hello:
+                events.append(.send(Self.command(try curve!.welcome(hello: frame))))
+                phase = .initiate
+            case .initiate:
+                let (client, metadata) = try curve!.initiate(frame)
+                try Self.checkPeer(metadata)
+                guard allows?(client) == true else {
+                    events.append(.send(Self.command(Self.error("400"))))
+                    close(.refused("client key not on the allow-list", client: client), &events, budget: &budget)
+                    return
+                }
+                events.append(.send(Self.command(curve!.ready(metadata: Self.metadata))))
+                phase = .ready
+                events.append(.ready(client: client))
+            case .readyCommand:
+                guard frame.starts(with: CurveServer.name("READY")) else {
+                    throw CurveServer.Failure("expected READY")
+                }
+                try Self.checkPeer(Array(frame[6...]))
+                phase = .ready
+                events.append(.ready(client: nil))
+            default:
+                break
+            }
+        } catch {
+            close(.protocolError(error.why), &events, budget: &budget)
+        }
+    }
+
+    /// A command after the handshake: PING gets its PONG, ERROR ends the connection, others pass.
+    private func command(_ c: [UInt8], _ events: inout [Event], budget: inout Budget) {
+        if c.starts(with: CurveServer.name("PING")), c.count >= 7 {
+            let pong = CurveServer.name("PONG") + c[7...]
+            events.append(.send(curve == nil ? Self.command(pong) : Self.frame(curve!.seal(flags: Self.flagCommand, payload: pong), flags: 0)))
+        } else if c.starts(with: CurveServer.name("ERROR")) {
+            close(.protocolError("the peer sent ERROR"), &events, budget: &budget)
+        }
+    }
+
+    private func dropMessage(budget: inout Budget) {
+        frames = []
+        budget.used -= held
+        held = 0
+    }
+
+    private func close(_ end: End, _ events: inout [Event], budget: inout Budget) {
+        release(budget: &budget)
+        inBody = false
+        events.append(.close(end))
+    }
+
+    // MARK: Wire
+
+    /// Our metadata: we are a PULL socket.
+    static let metadata: [UInt8] = property("Socket-Type", "PULL")
+    static let readyBody: [UInt8] = CurveServer.name("READY") + metadata
+
+    static func property(_ name: String, _ value: String) -> [UInt8] {
+        let v = Array(value.utf8)
+        return CurveServer.name(name) + CurveServer.bigEndian(UInt64(v.count)).suffix(4) + v
+    }
+
+    static func error(_ reason: String) -> [UInt8] { CurveServer.name("ERROR") + [UInt8(reason.utf8.count)] + Array(reason.utf8) }
+
+    /// The peer must be a PUSH socket (RFC 37's compatible pairs: PULL takes PUSH).
+    static func checkPeer(_ metadata: [UInt8]) throws(CurveServer.Failure) {
+        var i = 0
+        var type: String?
+        while i < metadata.count {
+            let nameLength = Int(metadata[i])
+            guard i + 1 + nameLength + 4 <= metadata.count else { throw .init("malformed metadata") }
+            let name = String(decoding: metadata[(i + 1)..<(i + 1 + nameLength)], as: UTF8.self)
+            i += 1 + nameLength
+            let valueLength = Int(CurveServer.uint64(metadata[i..<(i + 4)]))
+            i += 4
+            guard valueLength <= metadata.count - i else { throw .init("malformed metadata") }
+            if name.lowercased() == "socket-type" { type = String(decoding: metadata[i..<(i + valueLength)], as: UTF8.self) }
+            i += valueLength
+        }
+        guard type == "PUSH" else { throw .init("a \(type ?? "peer without a Socket-Type") cannot send to PULL") }
+    }
+
+    /// A command frame.
+    static func command(_ body: [UInt8]) -> [UInt8] { frame(body, flags: flagCommand) }
+
+    static func frame(_ body: [UInt8], flags: UInt8) -> [UInt8] {
+        if body.count <= 255 { return [flags, UInt8(body.count)] + body }
+        return [flags | flagLong] + CurveServer.bigEndian(UInt64(body.count)) + body
+    }
+}

@@ -1,0 +1,172 @@
+import Foundation
+import Testing
+@testable import ZMTP
+import ZeroMQ
+
+/// A STREAM socket speaking ZMTP through `ZMTPConnection`s, as the daemon's ingest does, against
+/// libzmq's own PUSH sockets (a real peer, NULL and CURVE).
+final class ZMTPServerHarness {
+    let context: Context
+    var connections: [[UInt8]: ZMTPConnection] = [:]
+    var budget: ZMTPConnection.Budget
+    let security: ZMTPConnection.Security
+    let limits: ZMTPConnection.Limits
+    var events: [ZMTPConnection.Event] = []
+
+    init(security: ZMTPConnection.Security = .null, limits: ZMTPConnection.Limits = .init(frameBytes: [64, 4096]),
+         budget: Int = 1 << 20) throws {
+        context = try Context()
+        self.security = security
+        self.limits = limits
+        self.budget = .init(limit: budget)
+    }
+
+    /// Serves `stream` until `done` holds for the events so far, or 5 s pass.
+    func serve(_ stream: borrowing Socket, until done: ([ZMTPConnection.Event]) -> Bool) throws {
+        let deadline = Date().addingTimeInterval(5)
+        while !done(events) && Date() < deadline {
+            guard try stream.poll(timeout: 20), let frames = try stream.receive(dontWait: true), frames.count == 2 else { continue }
+            let id = frames[0]
+            if frames[1].isEmpty {
+                if let c = connections.removeValue(forKey: id) {
+                    if let end = c.peerClosed(budget: &budget) { events.append(.close(end)) }
+                } else {
+                    let c = ZMTPConnection(security: security, limits: limits)
+                    connections[id] = c
+                    try stream.send([id, c.greeting])
+                }
+                continue
+            }
+            guard let c = connections[id] else { continue }
+            let new = frames[1].withUnsafeBufferPointer { c.feed($0, budget: &budget) }
+            for e in new {
+                switch e {
+                case .send(let bytes): try stream.send([id, bytes])
+                case .close: try stream.send([id, []])
+                default: break
+                }
+            }
+            events += new
+        }
+    }
+
+    var messages: [[[UInt8]]] { events.compactMap { if case .message(let m) = $0 { m } else { nil } } }
+    var refusals: [ZMTPConnection.Refusal] { events.compactMap { if case .refused(let r, _) = $0 { r } else { nil } } }
+    var ends: [ZMTPConnection.End] { events.compactMap { if case .close(let e) = $0 { e } else { nil } } }
+}
+
+@Suite struct ZMTPTests {
+    func frames(_ texts: String...) -> [[UInt8]] { texts.map { Array($0.utf8) } }
+
+    @Test func theGreetingAndReadyAreZMTP31Bytes() {
+        let null = ZMTPConnection(security: .null, limits: .init(frameBytes: [1]))
+        // Signature, version 3.1, "NULL" padded to 20, as-server, 31 zero bytes.
+        #expect(null.greeting == [0xFF, 0, 0, 0, 0, 0, 0, 0, 0, 0x7F, 3, 1] + Array("NULL".utf8) + [UInt8](repeating: 0, count: 16) + [1]
+            + [UInt8](repeating: 0, count: 31))
+        // A NULL peer that greets gets READY (command flag, size 27, "READY", Socket-Type = PULL).
+        var budget = ZMTPConnection.Budget(limit: 100)
+        let greeting: [UInt8] = [0xFF, 0, 0, 0, 0, 0, 0, 0, 1, 0x7F, 3, 1] + Array("NULL".utf8) + [UInt8](repeating: 0, count: 16) + [0]
+            + [UInt8](repeating: 0, count: 31)
+        let events = greeting.withUnsafeBufferPointer { null.feed($0, budget: &budget) }
+        guard case .send(let ready)? = events.first else {
+            Issue.record("no READY")
+            return
+        }
+        #expect(ready == [4, 26, 5] + Array("READY".utf8) + [11] + Array("Socket-Type".utf8) + [0, 0, 0, 4] + Array("PULL".utf8))
+        #expect(ready.count == 2 + 26)
+        // A ZMTP 2 peer (signature without the final bit) is turned away.
+        let old = ZMTPConnection(security: .null, limits: .init(frameBytes: [1]))
+        let ends = [UInt8]([0xFF, 0, 0, 0, 0, 0, 0, 0, 1, 0x7E] + [UInt8](repeating: 0, count: 54)).withUnsafeBufferPointer { old.feed($0, budget: &budget) }
+        #expect(ends.count == 1 && old.isClosed)
+    }
+
+    @Test func aLibzmqPushDeliversWholeMessagesOneByteAtATimeOrAllAtOnce() throws {
+        // Bytes fed one at a time split every header and body: the same messages come out.
+        let server = try ZMTPServerHarness()
+        let stream = try Socket(server.context, .stream)
+        let endpoint = try stream.bind("tcp://127.0.0.1:*")
+        let push = try Socket(server.context, .push)
+        try push.connect(endpoint)
+        let sent = (0..<50).map { i in [Array("s\(i)".utf8), [UInt8](repeating: UInt8(i), count: i * 80)] }  // up to 3,920 bytes: long frames
+        for m in sent { try push.send(m) }
+        try server.serve(stream) { _ in server.messages.count == sent.count }
+        #expect(server.messages == sent)
+        #expect(server.budget.used == 0)
+
+        var budget = ZMTPConnection.Budget(limit: 1 << 20)
+        let c = ZMTPConnection(security: .null, limits: .init(frameBytes: [64, 4096]))
+        var wire: [UInt8] = [0xFF, 0, 0, 0, 0, 0, 0, 0, 1, 0x7F, 3, 1] + Array("NULL".utf8) + [UInt8](repeating: 0, count: 48)
+        wire += ZMTPConnection.command(ZMTPConnection.readyBody.map { $0 }.replacingPull())
+        for m in sent {
+            wire += ZMTPConnection.frame(m[0], flags: 1) + ZMTPConnection.frame(m[1], flags: 0)
+        }
+        var out: [[[UInt8]]] = []
+        for b in wire {
+            for e in [b].withUnsafeBufferPointer({ c.feed($0, budget: &budget) }) {
+                if case .message(let m) = e { out.append(m) }
+            }
+        }
+        #expect(out == sent)
+    }
+
+    @Test func extraFramesAndOversizedFramesAreRefusedAtTheirHeaderAndTheConnectionGoesOn() throws {
+        let server = try ZMTPServerHarness(limits: .init(frameBytes: [16, 1000]))
+        let stream = try Socket(server.context, .stream)
+        let push = try Socket(server.context, .push)
+        try push.connect(try stream.bind("tcp://127.0.0.1:*"))
+        try push.send(frames("a", "b", "c", "d"))  // four frames
+        try push.send([Array("big".utf8), [UInt8](repeating: 7, count: 5000)])  // frame 1 over 1,000
+        try push.send([[UInt8](repeating: 65, count: 40), [1]])  // frame 0 over 16
+        try push.send(frames("ok", "fine"))
+        try server.serve(stream) { _ in server.messages.count == 1 }
+        #expect(server.refusals == [.tooManyFrames(3), .oversized(frame: 1, bytes: 5000, limit: 1000), .oversized(frame: 0, bytes: 40, limit: 16)])
+        // The refused big frame names its stream: the frames before it.
+        let named = server.events.compactMap { if case .refused(.oversized(1, _, _), let before) = $0 { before } else { nil } }
+        #expect(named == [frames("big")])
+        #expect(server.messages == [frames("ok", "fine")])
+        #expect(server.ends.isEmpty && server.budget.used == 0)
+    }
+
+    @Test func aFrameThatWouldOverrunTheBufferIsRefused() throws {
+        let server = try ZMTPServerHarness(limits: .init(frameBytes: [16, 100_000]), budget: 10_000)
+        let stream = try Socket(server.context, .stream)
+        let push = try Socket(server.context, .push)
+        try push.connect(try stream.bind("tcp://127.0.0.1:*"))
+        try push.send([Array("s".utf8), [UInt8](repeating: 1, count: 20_000)])
+        try push.send([Array("s".utf8), [UInt8](repeating: 1, count: 9_000)])
+        try server.serve(stream) { _ in server.messages.count == 1 }
+        #expect(server.refusals == [.overBudget(bytes: 20_000)])
+        #expect(server.messages.map { $0[1].count } == [9_000])
+        #expect(server.budget.used == 0)
+    }
+
+    @Test func curveLetsInAllowedKeysOnlyAndRefusesPlaintext() throws {
+        let serverKeys = try Curve.generate(), known = try Curve.generate(), unknown = try Curve.generate()
+        let knownRaw = Curve.decode(known.publicKey)!
+        let server = try ZMTPServerHarness(security: .curve(secretKey: Curve.decode(serverKeys.secretKey)!, allows: { $0 == knownRaw }))
+        let stream = try Socket(server.context, .stream)
+        let endpoint = try stream.bind("tcp://127.0.0.1:*")
+        let plain = try Socket(server.context, .push), stranger = try Socket(server.context, .push), friend = try Socket(server.context, .push)
+        try stranger.makeCurveClient(serverKey: serverKeys.publicKey, keys: unknown)
+        try friend.makeCurveClient(serverKey: serverKeys.publicKey, keys: known)
+        try plain.connect(endpoint)
+        try stranger.connect(endpoint)
+        try friend.connect(endpoint)
+        _ = try plain.send(frames("p", "plain"), dontWait: true)
+        _ = try stranger.send(frames("u", "stranger"), dontWait: true)
+        let big = [UInt8](repeating: 9, count: 3000)
+        try friend.send(frames("k", "friend"))
+        try friend.send([Array("k".utf8), big])
+        try server.serve(stream) { _ in server.messages.count == 2 && server.ends.count >= 2 }
+        #expect(server.messages == [frames("k", "friend"), [Array("k".utf8), big]])
+        #expect(server.events.contains { if case .ready(let client) = $0 { client == knownRaw } else { false } })
+        let refused = server.ends.compactMap { if case .refused(let why, let client) = $0 { (why, client) } else { nil } }
+        #expect(refused.contains { $0.0.contains("not CURVE") && $0.1 == nil })
+        #expect(refused.contains { $0.1 == Curve.decode(unknown.publicKey)! })
+    }
+}
+
+extension Array where Element == UInt8 {
+    /// The server's READY turned into a PUSH client's.
+    func replacingPull() -> [UInt8] { Array(self.dropLast(4)) + Array("PUSH".utf8) }
+}
