@@ -342,10 +342,21 @@ public struct DaemonConfiguration: Sendable, Equatable {
 
     /// The PUB socket's high-water mark (messages per subscriber) that keeps `publishQueueBytes`.
     public var publishHighWaterMark: Int { max(16, publishQueueBytes / Wire.largestScoreMessage) }
-    /// Messages the ingest socket queues before TCP pushes back on the producers (their sends block).
-    /// Counted in messages whatever their size, so it is kept small: 1,000 messages of 256 samples of
-    /// dim 32 are 32 MB, and a flood cannot grow the daemon's memory past that.
-    public var ingestHighWaterMark = 1000
+    /// Bytes libzmq reads ahead from each producer connection before it stops reading it and TCP
+    /// pushes back (the ingest socket's per-connection queue: this over libzmq's 8 KiB reads).
+    public var ingestConnectionBytes = 256 << 10
+    /// Producer connections the ingest socket holds at once; one more is closed as it opens (counted).
+    public var maxIngestConnections = 512
+    /// Bytes of messages in progress (read from the wire, not yet whole) across all connections: a
+    /// frame that would take more is refused at its header (`OVER_BUDGET`). At least one largest
+    /// message (`max_message_bytes` and a stream name).
+    public var ingestBufferBytes = 64 << 20
+
+    /// Most bytes ingest holds before a message is whole, whatever producers send: every
+    /// connection's read-ahead and the messages in progress.
+    public var ingestBoundBytes: Int { maxIngestConnections * ingestConnectionBytes + ingestBufferBytes }
+    /// Chunks (libzmq reads of up to 8 KiB) queued per connection.
+    public var ingestChunksPerConnection: Int { max(1, ingestConnectionBytes / 8192) }
     /// How the trainer thread is scheduled: `idle` (SCHED_IDLE: only CPU time nothing else wants) or
     /// a nice value 0...19.
     public var trainerPriority = TrainerPriority.idle
@@ -419,11 +430,18 @@ public struct DaemonConfiguration: Sendable, Equatable {
         if publishQueueBytes < 1 << 20 || publishQueueBytes > 1 << 40 {
             throw ConfigurationError.invalid("publish_queue_bytes must be in 1M...1T")
         }
-        if highWaterMark < 1 || highWaterMark > Int(Int32.max) || ingestHighWaterMark < 1
-            || ingestHighWaterMark > Int(Int32.max) || maxMessageBytes > Int(Int32.max)
+        if highWaterMark < 1 || highWaterMark > Int(Int32.max) || maxMessageBytes > Int(Int32.max) {
+            throw ConfigurationError.invalid("high_water_mark must be in [1, 2^31) and max_message_bytes below 2^31")
+        }
+        if ingestConnectionBytes < 8192 || ingestConnectionBytes > 1 << 30 || maxIngestConnections < 1
+            || maxIngestConnections > 1 << 20
         {
+            throw ConfigurationError.invalid("ingest_connection_bytes must be in 8K...1G and max_ingest_connections in 1...1048576")
+        }
+        if ingestBufferBytes < maxMessageBytes + maxStreamNameBytes || ingestBufferBytes > 1 << 40 {
             throw ConfigurationError.invalid(
-                "high_water_mark and ingest_high_water_mark must be in [1, 2^31) and max_message_bytes below 2^31")
+                "ingest_buffer_bytes \(ByteCount(ingestBufferBytes)) must hold one largest message (max_message_bytes "
+                    + "\(ByteCount(maxMessageBytes)) and a stream name) and be at most 1T")
         }
         try streamDefaults.validate(name: "defaults")
         for (name, s) in streams {

@@ -106,7 +106,11 @@ public enum ConfigurationFile {
         case "heartbeat_seconds": c.heartbeatSeconds = try double(v)
         case "high_water_mark": c.highWaterMark = try int(v)
         case "publish_queue_bytes": c.publishQueueBytes = try bytes(v)
-        case "ingest_high_water_mark": c.ingestHighWaterMark = try int(v)
+        case "ingest_connection_bytes": c.ingestConnectionBytes = try bytes(v)
+        case "max_ingest_connections": c.maxIngestConnections = try int(v)
+        case "ingest_buffer_bytes": c.ingestBufferBytes = try bytes(v)
+        case "ingest_high_water_mark":
+            throw ValueError(why: "replaced in 0.15 by ingest_connection_bytes (bytes read ahead per producer, not messages)")
         case "trainer_min_share": c.trainerMinimumShare = try double(v)
         case "trainer_priority":
             guard let p = TrainerPriority(v) else { throw ValueError(why: "\"\(v)\" is neither idle nor a nice value 0 to 19") }

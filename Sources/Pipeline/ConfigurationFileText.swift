@@ -33,7 +33,10 @@ checkpoints_kept = 3
 heartbeat_seconds = 1
 high_water_mark = 100000               # ZeroMQ queue bound, messages, between the daemon's threads
 publish_queue_bytes = 128M             # per subscriber that falls behind (scores are published <= 1024 a message)
-ingest_high_water_mark = 1000          # messages queued on the ingest socket before producers block
+ingest_connection_bytes = 256K        # read ahead per producer connection before TCP pushes back
+max_ingest_connections = 512          # producer connections at once (one more is closed, counted)
+ingest_buffer_bytes = 64M             # messages in progress across connections; ingest holds at most
+                                      # max_ingest_connections x ingest_connection_bytes + this (192 MiB)
 trainer_priority = idle                # idle (only CPU nothing else wants) or a nice value 0 to 19
 trainer_min_share = 0.1                # idle: the CPU share a trainer owing steps is guaranteed (raised when starved; 0: off)
 

@@ -45,8 +45,11 @@ public final class Daemon: @unchecked Sendable {
     public let messagesReceived = Counter(), messagesRejected = Counter()
     public let samplesAccepted = Counter(), samplesRejected = Counter(), trainSteps = Counter()
     public let samplesDropped = Counter()
-    /// CURVE clients the ZAP handler turned away (unknown key, another mechanism).
+    /// Clients turned away in the handshake (unknown CURVE key, another mechanism): by the ZAP
+    /// handler for PUB and REP, by ingest's own ZMTP for producers.
     public let handshakesRefused = Counter()
+    /// Producer connections closed for breaking ZMTP, and those refused over `max_ingest_connections`.
+    public let protocolErrors = Counter(), connectionsRefused = Counter()
     /// Times an idle trainer starved of CPU while steps were owed was raised to SCHED_OTHER.
     public let trainerBoosts = Counter()
     /// The trainer's kernel thread id and CPU clock, when it runs under SCHED_IDLE (stateLock).
@@ -348,27 +351,25 @@ public final class Daemon: @unchecked Sendable {
             let pipe = try Socket(context, .pull)
             try pipe.setHighWaterMarks(send: configuration.highWaterMark, receive: configuration.highWaterMark)
             try pipe.bind(publishPipe)
-            let pull = try Socket(context, .pull)
-            try secure(pull)
-            try pull.setHighWaterMarks(send: configuration.ingestHighWaterMark, receive: configuration.ingestHighWaterMark)
-            // A frame up to twice max_message_bytes is received and rejected as OVERSIZED (reported);
-            // a larger one makes libzmq drop the connection before holding it in memory.
-            try pull.setMaximumMessageSize(2 * Int64(configuration.maxMessageBytes))
-            let ingestEndpoint = try pull.bind(configuration.ingest)
+            // Producers reach a STREAM socket: ingest speaks ZMTP (and CURVE) itself, so that it holds
+            // a bounded number of bytes however producers frame their messages (IngestConnections).
+            let ingest = try makeIngestSocket()
+            var connections = IngestConnections(configuration, security: security)
+            let ingestEndpoint = try ingest.bind(configuration.ingest)
             ready.fulfil((ingestEndpoint, publishEndpoint))
             var run = Coalesced()
             var nextHeartbeat = Self.monotonic(), nextExpiry = Self.monotonic()
             while !ingestStopping {
                 beat(.ingest)
-                let ready = try Socket.poll(pull, pipe, timeout: untilHeartbeat(nextHeartbeat))
+                let ready = try Socket.poll(ingest, pipe, timeout: untilHeartbeat(nextHeartbeat))
                 if ready.first {
-                    // Drain what is queued (at most 1,000 messages between looks at the rest).
+                    // Drain what is queued (at most 1,000 chunks between looks at the rest).
                     // Consecutive batches of one stream with contiguous sequence numbers are scored
                     // and published as one: a producer sending one sample per message gets batched
                     // scoring.
                     for _ in 0..<1000 {
-                        guard let frames = try pull.receive(dontWait: true) else { break }
-                        handle(frames, run: &run, publisher: pub)
+                        guard let chunk = try ingest.receive(dontWait: true) else { break }
+                        try take(chunk, from: ingest, connections: &connections, run: &run, publisher: pub)
                     }
                     flush(&run, publisher: pub)
                 }
@@ -379,15 +380,15 @@ public final class Daemon: @unchecked Sendable {
                     nextExpiry = Self.monotonic() + min(max(configuration.streamIdleSeconds / 10, 0.1), 0.5)
                 }
             }
-            // Stopping: what libzmq has already taken from the producers is scored (at most twice
-            // the queue's bound, should they keep sending), then the socket closes, so what they
+            // Stopping: what libzmq has already read from the producers is scored (at most each
+            // connection's read-ahead, should they keep sending), then the socket closes, so what they
             // send from now on stays queued on their side instead of vanishing here.
-            for _ in 0..<(2 * configuration.ingestHighWaterMark) {
-                guard let frames = try pull.receive(dontWait: true) else { break }
-                handle(frames, run: &run, publisher: pub)
+            for _ in 0..<(2 * connections.maximum * configuration.ingestChunksPerConnection) {
+                guard let chunk = try ingest.receive(dontWait: true) else { break }
+                try take(chunk, from: ingest, connections: &connections, run: &run, publisher: pub)
             }
             flush(&run, publisher: pub)
-            _ = consume pull
+            _ = consume ingest
             ingestDrained.signal()
             // Publish what the trainer still hands over (final snapshots), until it and the snapshot
             // server are gone and the pipe is empty.

@@ -76,7 +76,9 @@ public final class DaemonMetrics: @unchecked Sendable {
         ("eddy_snapshots_published_total", "counter", "Model snapshots published."),
         ("eddy_checkpoints_total", "counter", "Checkpoints written."),
         ("eddy_checkpoint_failures_total", "counter", "Checkpoints that failed (the previous one stays)."),
-        ("eddy_handshakes_refused_total", "counter", "CURVE clients turned away by the allow-list."),
+        ("eddy_handshakes_refused_total", "counter", "Clients turned away in the handshake (a CURVE key not on the allow-list, another security mechanism)."),
+        ("eddy_protocol_errors_total", "counter", "Producer connections closed for breaking ZMTP (or after a refused CURVE message)."),
+        ("eddy_connections_refused_total", "counter", "Producer connections closed as they opened, max_ingest_connections being open."),
         ("eddy_streams_expired_total", "counter", "Streams expired after stream_idle_seconds without a sample."),
         ("eddy_streams_revived_total", "counter", "Expired streams that came back and resumed from their kept state."),
         ("eddy_trainer_boosts_total", "counter", "Times the starved idle-priority trainer was raised to a normal share."),
@@ -145,7 +147,8 @@ public final class DaemonMetrics: @unchecked Sendable {
             ("eddy_snapshots_published_total", d.snapshotsPublished), ("eddy_checkpoints_total", d.checkpointsWritten),
             ("eddy_checkpoint_failures_total", d.checkpointFailures), ("eddy_handshakes_refused_total", d.handshakesRefused),
             ("eddy_streams_expired_total", d.streamsExpired), ("eddy_streams_revived_total", d.streamsRevived),
-            ("eddy_trainer_boosts_total", d.trainerBoosts),
+            ("eddy_trainer_boosts_total", d.trainerBoosts), ("eddy_protocol_errors_total", d.protocolErrors),
+            ("eddy_connections_refused_total", d.connectionsRefused),
         ]
         for (name, counter) in counters { carry(name, counter.load) }
         for code in Eddy_V1_ErrorCode.allCases where code != .unspecified && code != .notFound {

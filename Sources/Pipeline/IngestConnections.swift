@@ -1,0 +1,130 @@
+import EddyProtocol
+import ZMTP
+import ZeroMQ
+
+/// The ingest socket's producer connections. Ingest binds a ZMQ_STREAM socket (raw TCP) and speaks
+/// ZMTP itself (`ZMTPConnection`), so that what it holds is bounded in bytes: libzmq reads at most
+/// `ingest_connection_bytes` ahead per connection (then TCP pushes back), at most
+/// `max_ingest_connections` connections are kept, and a message's frames are checked against
+/// their limits and the `ingest_buffer_bytes` budget at each frame header, before any is held.
+/// Ingest thread only.
+struct IngestConnections {
+    var open: [[UInt8]: ZMTPConnection] = [:]
+    var budget: ZMTPConnection.Budget
+    let security: ZMTPConnection.Security
+    let limits: ZMTPConnection.Limits
+    let maximum: Int
+
+    init(_ c: DaemonConfiguration, security: Security?) {
+        budget = .init(limit: c.ingestBufferBytes)
+        limits = .init(frameBytes: [c.maxStreamNameBytes, c.maxMessageBytes])
+        maximum = c.maxIngestConnections
+        if let security, let secret = Curve.decode(security.server.secretKey) {
+            let allowed = Set(security.allowed.keys.compactMap(Curve.decode))
+            self.security = .curve(secretKey: secret, allows: { allowed.contains($0) })
+        } else {
+            self.security = .null
+        }
+    }
+}
+
+extension Daemon {
+    /// The STREAM socket producers connect to: per-connection read-ahead in 8 KiB chunks.
+    func makeIngestSocket() throws -> Socket {
+        let stream = try Socket(context, .stream)
+        try stream.setHighWaterMarks(send: 1000, receive: configuration.ingestChunksPerConnection)
+        return stream
+    }
+
+    /// One message from the STREAM socket: a connection opened or closed, or some of its bytes.
+    func take(
+        _ chunk: [[UInt8]], from stream: borrowing Socket, connections: inout IngestConnections, run: inout Coalesced,
+        publisher: borrowing Socket
+    ) throws {
+        guard chunk.count == 2 else { return }
+        let id = chunk[0]
+        if chunk[1].isEmpty {
+            if let c = connections.open.removeValue(forKey: id) {
+                if let end = c.peerClosed(budget: &connections.budget) { ended(end) }
+            } else if connections.open.count >= connections.maximum {
+                connectionsRefused.add()
+                let n = connectionsRefused.load
+                if n <= 10 || n % 1000 == 0 {
+                    logger.warning(
+                        "producer connection refused",
+                        metadata: ["error.message": "max_ingest_connections \(connections.maximum) are open", "refused.total": "\(n)"])
+                }
+                _ = try stream.send([id, []], dontWait: true)
+            } else {
+                let c = ZMTPConnection(security: connections.security, limits: connections.limits)
+                connections.open[id] = c
+                _ = try stream.send([id, c.greeting], dontWait: true)
+            }
+            return
+        }
+        guard let c = connections.open[id] else { return }  // closed by us, its last bytes still queued
+        let events = chunk[1].withUnsafeBufferPointer { c.feed($0, budget: &connections.budget) }
+        for event in events {
+            switch event {
+            case .send(let bytes):
+                // Handshake replies and PONGs are small; a peer that does not read them is let go.
+                if try !stream.send([id, bytes], dontWait: true) {
+                    c.release(budget: &connections.budget)
+                    connections.open[id] = nil
+                    _ = try stream.send([id, []], dontWait: true)
+                    return
+                }
+            case .ready:
+                break
+            case .message(let frames):
+                handle(frames, run: &run, publisher: publisher)
+            case .refused(let refusal, let before):
+                messagesReceived.add()
+                flush(&run, publisher: publisher)
+                let name = before.first.flatMap { StreamName.decode($0, maxBytes: configuration.maxStreamNameBytes).name }
+                let (code, why) = Self.describe(refusal, configuration: configuration)
+                reject(code, why, stream: name, sequence: 0, samples: 0, publisher: publisher)
+            case .close(let end):
+                connections.open[id] = nil
+                _ = try stream.send([id, []], dontWait: true)
+                ended(end)
+            }
+        }
+    }
+
+    static func describe(_ r: ZMTPConnection.Refusal, configuration c: DaemonConfiguration) -> (Eddy_V1_ErrorCode, String) {
+        switch r {
+        case .tooManyFrames(let n):
+            return (.badFrames, "expected 2 frames (stream, SampleBatch), got at least \(n); refused at frame \(n)")
+        case .oversized(0, let bytes, _):
+            return (.badStreamName, "frame 0 of \(bytes) bytes is longer than max_stream_name_bytes \(c.maxStreamNameBytes)")
+        case .oversized(_, let bytes, _):
+            return (.oversized, "message of \(bytes) bytes exceeds max_message_bytes \(c.maxMessageBytes)")
+        case .overBudget(let bytes):
+            return (.overBudget, "a frame of \(bytes) bytes does not fit in ingest_buffer_bytes \(ByteCount(c.ingestBufferBytes)) "
+                        + "beside the messages in progress on other connections")
+        }
+    }
+
+    /// A connection the protocol ended: refusals count as refused handshakes; both are logged (the
+    /// first ten, then every thousandth).
+    func ended(_ end: ZMTPConnection.End) {
+        switch end {
+        case .refused(let why, let client):
+            handshakesRefused.add()
+            let n = handshakesRefused.load
+            if n <= 10 || n % 1000 == 0 {
+                let key = client.flatMap(Curve.encode).map { " \($0)" } ?? ""
+                logger.warning("client refused", metadata: ["error.message": "\(why)\(key)", "refused.total": "\(n)"])
+            }
+        case .protocolError(let why):
+            protocolErrors.add()
+            let n = protocolErrors.load
+            if n <= 10 || n % 1000 == 0 {
+                logger.warning("producer connection closed", metadata: ["error.message": "\(why)", "closed.total": "\(n)"])
+            }
+        case .afterRefusal:
+            protocolErrors.add()
+        }
+    }
+}
