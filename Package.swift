@@ -33,7 +33,11 @@ let package = Package(
         .systemLibrary(name: "CSodium", path: "Sources/CSodium", providers: [.apt(["libsodium-dev"])]),
         // ZMTP 3.1 (NULL and CURVE) as a PULL socket speaks it, over raw bytes: ingest reads a
         // ZMQ_STREAM socket so that frame counts and sizes are checked before anything is held.
-        .target(name: "ZMTP", dependencies: ["CSodium"], swiftSettings: settings),
+        // One thread owns each connection: no dynamic exclusivity check per byte in release.
+        .target(
+            name: "ZMTP", dependencies: ["CSodium"],
+            swiftSettings: settings + [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
+        ),
         .target(name: "LinearAlgebra", dependencies: ["COpenBLAS"], swiftSettings: settings),
         // Fused elementwise loops in C: the compiler vectorises their float reductions, sqrt and exp
         // (Swift does not expose the flags), with an AVX2 clone picked at load time.

@@ -472,7 +472,9 @@ public enum StreamName {
         let bytes = name.utf8.count
         if bytes == 0 { return "the stream name is empty" }
         if bytes > maxBytes { return "the stream name is \(bytes) bytes, over the limit of \(maxBytes)" }
-        if name.contains("/") { return "the stream name contains '/'" }
+        if name.utf8.contains(UInt8(ascii: "/")) { return "the stream name contains '/'" }
+        // Printable ASCII holds no control or format character: most names stop here.
+        if name.utf8.allSatisfy({ $0 >= 0x20 && $0 < 0x7F }) { return nil }
         if let c = name.unicodeScalars.first(where: isControl) {
             return "the stream name contains the control character U+\(String(c.value, radix: 16, uppercase: true).leftPadded(4))"
         }

@@ -367,10 +367,7 @@ public final class Daemon: @unchecked Sendable {
                     // Consecutive batches of one stream with contiguous sequence numbers are scored
                     // and published as one: a producer sending one sample per message gets batched
                     // scoring.
-                    for _ in 0..<1000 {
-                        guard let chunk = try ingest.receive(dontWait: true) else { break }
-                        try take(chunk, from: ingest, connections: &connections, run: &run, publisher: pub)
-                    }
+                    _ = try takeChunks(1000, from: ingest, connections: &connections, run: &run, publisher: pub)
                     flush(&run, publisher: pub)
                 }
                 try forward(pipe, to: pub, ready: ready.second, nextHeartbeat: &nextHeartbeat)
@@ -383,10 +380,9 @@ public final class Daemon: @unchecked Sendable {
             // Stopping: what libzmq has already read from the producers is scored (at most each
             // connection's read-ahead, should they keep sending), then the socket closes, so what they
             // send from now on stays queued on their side instead of vanishing here.
-            for _ in 0..<(2 * connections.maximum * configuration.ingestChunksPerConnection) {
-                guard let chunk = try ingest.receive(dontWait: true) else { break }
-                try take(chunk, from: ingest, connections: &connections, run: &run, publisher: pub)
-            }
+            _ = try takeChunks(
+                2 * connections.maximum * configuration.ingestChunksPerConnection, from: ingest, connections: &connections,
+                run: &run, publisher: pub)
             flush(&run, publisher: pub)
             _ = consume ingest
             ingestDrained.signal()

@@ -9,8 +9,9 @@ import ZeroMQ
 /// their limits and the `ingest_buffer_bytes` budget at each frame header, before any is held.
 /// Ingest thread only.
 struct IngestConnections {
-    var open: [[UInt8]: ZMTPConnection] = [:]
-    var budget: ZMTPConnection.Budget
+    /// By routing id (libzmq's are 5 bytes: a zero and a counter), with the id's bytes to send back.
+    var open: [UInt64: (id: [UInt8], connection: ZMTPConnection)] = [:]
+    let budget: ZMTPConnection.Budget
     let security: ZMTPConnection.Security
     let limits: ZMTPConnection.Limits
     let maximum: Int
@@ -36,59 +37,74 @@ extension Daemon {
         return stream
     }
 
-    /// One message from the STREAM socket: a connection opened or closed, or some of its bytes.
-    func take(
-        _ chunk: [[UInt8]], from stream: borrowing Socket, connections: inout IngestConnections, run: inout Coalesced,
+    /// Takes what the STREAM socket has queued, at most `limit` chunks: connections opening or
+    /// closing, and their bytes, spoken as ZMTP. False when it had nothing.
+    func takeChunks(
+        _ limit: Int, from stream: borrowing Socket, connections: inout IngestConnections, run: inout Coalesced,
         publisher: borrowing Socket
-    ) throws {
-        guard chunk.count == 2 else { return }
-        let id = chunk[0]
-        if chunk[1].isEmpty {
-            if let c = connections.open.removeValue(forKey: id) {
-                if let end = c.peerClosed(budget: &connections.budget) { ended(end) }
-            } else if connections.open.count >= connections.maximum {
-                connectionsRefused.add()
-                let n = connectionsRefused.load
-                if n <= 10 || n % 1000 == 0 {
-                    logger.warning(
-                        "producer connection refused",
-                        metadata: ["error.message": "max_ingest_connections \(connections.maximum) are open", "refused.total": "\(n)"])
-                }
-                _ = try stream.send([id, []], dontWait: true)
-            } else {
-                let c = ZMTPConnection(security: connections.security, limits: connections.limits)
-                connections.open[id] = c
-                _ = try stream.send([id, c.greeting], dontWait: true)
-            }
-            return
-        }
-        guard let c = connections.open[id] else { return }  // closed by us, its last bytes still queued
-        let events = chunk[1].withUnsafeBufferPointer { c.feed($0, budget: &connections.budget) }
-        for event in events {
-            switch event {
-            case .send(let bytes):
-                // Handshake replies and PONGs are small; a peer that does not read them is let go.
-                if try !stream.send([id, bytes], dontWait: true) {
-                    c.release(budget: &connections.budget)
-                    connections.open[id] = nil
-                    _ = try stream.send([id, []], dontWait: true)
+    ) throws -> Bool {
+        for n in 0..<limit {
+            let got = try stream.receiveChunk { id, data in
+                guard id.count <= 8 else { return }  // not an id libzmq makes
+                let key = id.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+                if data.isEmpty {
+                    try opened(or: key, id: Array(id), stream: stream, connections: &connections)
                     return
                 }
-            case .ready:
-                break
-            case .message(let frames):
-                handle(frames, run: &run, publisher: publisher)
-            case .refused(let refusal, let before):
-                messagesReceived.add()
-                flush(&run, publisher: publisher)
-                let name = before.first.flatMap { StreamName.decode($0, maxBytes: configuration.maxStreamNameBytes).name }
-                let (code, why) = Self.describe(refusal, configuration: configuration)
-                reject(code, why, stream: name, sequence: 0, samples: 0, publisher: publisher)
-            case .close(let end):
-                connections.open[id] = nil
-                _ = try stream.send([id, []], dontWait: true)
-                ended(end)
+                guard let (idBytes, c) = connections.open[key] else { return }  // closed by us; its last bytes
+                var closed = false
+                try c.feed(data, budget: connections.budget) { event in
+                    guard !closed else { return }
+                    switch event {
+                    case .send(let bytes):
+                        // Handshake replies and PONGs are small; a peer that does not read them is let go.
+                        if try !stream.send([idBytes, bytes], dontWait: true) {
+                            c.release(budget: connections.budget)
+                            connections.open[key] = nil
+                            _ = try stream.send([idBytes, []], dontWait: true)
+                            closed = true
+                        }
+                    case .ready:
+                        break
+                    case .message(let frames):
+                        handle(frames, run: &run, publisher: publisher)
+                    case .refused(let refusal, let before):
+                        messagesReceived.add()
+                        flush(&run, publisher: publisher)
+                        let name = before.first.flatMap { StreamName.decode($0, maxBytes: configuration.maxStreamNameBytes).name }
+                        let (code, why) = Self.describe(refusal, configuration: configuration)
+                        reject(code, why, stream: name, sequence: 0, samples: 0, publisher: publisher)
+                    case .close(let end):
+                        connections.open[key] = nil
+                        _ = try stream.send([idBytes, []], dontWait: true)
+                        ended(end)
+                        closed = true
+                    }
+                }
             }
+            if !got { return n > 0 }
+        }
+        return true
+    }
+
+    /// An empty chunk: the connection `key` opened (greet it, or close it when too many are open)
+    /// or closed.
+    func opened(or key: UInt64, id: [UInt8], stream: borrowing Socket, connections: inout IngestConnections) throws {
+        if let (_, c) = connections.open.removeValue(forKey: key) {
+            if let end = c.peerClosed(budget: connections.budget) { ended(end) }
+        } else if connections.open.count >= connections.maximum {
+            connectionsRefused.add()
+            let n = connectionsRefused.load
+            if n <= 10 || n % 1000 == 0 {
+                logger.warning(
+                    "producer connection refused",
+                    metadata: ["error.message": "max_ingest_connections \(connections.maximum) are open", "refused.total": "\(n)"])
+            }
+            _ = try stream.send([id, []], dontWait: true)
+        } else {
+            let c = ZMTPConnection(security: connections.security, limits: connections.limits)
+            connections.open[key] = (id, c)
+            _ = try stream.send([id, c.greeting], dontWait: true)
         }
     }
 

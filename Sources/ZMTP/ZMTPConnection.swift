@@ -58,7 +58,8 @@ public final class ZMTPConnection {
     }
 
     /// Bytes of messages in progress held by all connections, against a bound.
-    public struct Budget: Sendable {
+    /// Shared by the connections of one socket (its owner thread's).
+    public final class Budget {
         public let limit: Int
         public internal(set) var used = 0
         public init(limit: Int) { self.limit = limit }
@@ -79,6 +80,7 @@ public final class ZMTPConnection {
     private var skipping = false  // the current frame is read past, not kept
     private var discarding = false  // the message was refused: frames are dropped until one without MORE
     private var frames: [[UInt8]] = []
+    private var outbox: [Event] = []
     /// Bytes of `budget` this connection holds (its message in progress).
     public private(set) var held = 0
 
@@ -108,8 +110,24 @@ public final class ZMTPConnection {
     }
 
     /// Takes the peer's next bytes; says what follows from them, in order.
-    public func feed(_ bytes: UnsafeBufferPointer<UInt8>, budget: inout Budget) -> [Event] {
+    public func feed(_ bytes: UnsafeBufferPointer<UInt8>, budget: Budget) -> [Event] {
         var events: [Event] = []
+        feed(bytes, budget: budget) { events.append($0) }
+        return events
+    }
+
+    /// Takes the peer's next bytes and hands `emit` what follows from them, in order.
+    public func feed(_ bytes: UnsafeBufferPointer<UInt8>, budget: Budget, emit: (Event) throws -> Void) rethrows {
+        var events = outbox  // kept between calls: no allocation per chunk
+        outbox = []
+        defer {
+            events.removeAll(keepingCapacity: true)
+            outbox = events
+        }
+        func flush() throws {
+            for e in events { try emit(e) }
+            events.removeAll(keepingCapacity: true)
+        }
         var i = 0
         let n = bytes.count
         while i < n && phase != .closed {
@@ -122,32 +140,56 @@ public final class ZMTPConnection {
             }
             if inBody {
                 let take = min(remaining, n - i)
-                if !skipping { body.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[i..<(i + take)])) }
+                if !skipping {
+                    // A whole frame in the chunk is copied once, to an array of its size.
+                    if body.isEmpty && take == remaining {
+                        body = Array(UnsafeBufferPointer(rebasing: bytes[i..<(i + take)]))
+                    } else {
+                        if body.isEmpty { body.reserveCapacity(remaining) }  // exactly the frame: what the budget counts
+                        body.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[i..<(i + take)]))
+                    }
+                }
                 remaining -= take
                 i += take
-                if remaining == 0 { frameDone(&events, budget: &budget) }
+                if remaining == 0 { frameDone(&events, budget: budget) }
+                try flush()
                 continue
             }
-            // A frame header: flags, then a 1- or 8-byte size.
+            // A frame header: flags, then a 1- or 8-byte size; read in place when it is all here.
+            if head.isEmpty && bytes[i] & 0xF8 == 0 {
+                let flags = bytes[i]
+                let sizeBytes = flags & Self.flagLong != 0 ? 8 : 1
+                if n - i > sizeBytes {
+                    var size: UInt64 = 0
+                    for k in 1...sizeBytes { size = size << 8 | UInt64(bytes[i + k]) }
+                    i += 1 + sizeBytes
+                    begin(flags: flags, size: size, &events, budget: budget)
+                    if phase != .closed && inBody && remaining == 0 { frameDone(&events, budget: budget) }
+                    try flush()
+                    continue
+                }
+            }
             head.append(bytes[i])
             i += 1
             let flags = head[0]
             guard flags & 0xF8 == 0 else {
-                close(.protocolError("frame flags \(flags) have reserved bits set"), &events, budget: &budget)
+                close(.protocolError("frame flags \(flags) have reserved bits set"), &events, budget: budget)
                 break
             }
             let sizeBytes = flags & Self.flagLong != 0 ? 8 : 1
             guard head.count == 1 + sizeBytes else { continue }
             let size = head[1...].reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
             head.removeAll(keepingCapacity: true)
-            begin(flags: flags, size: size, &events, budget: &budget)
-            if phase != .closed && inBody && remaining == 0 { frameDone(&events, budget: &budget) }
+            begin(flags: flags, size: size, &events, budget: budget)
+            if phase != .closed && inBody && remaining == 0 { frameDone(&events, budget: budget) }
+            try flush()
         }
-        return events
+        try flush()
     }
 
+
     /// Ends the connection from this side (or after the peer went): gives back what it held.
-    public func release(budget: inout Budget) {
+    public func release(budget: Budget) {
         budget.used -= held
         held = 0
         phase = .closed
@@ -158,9 +200,9 @@ public final class ZMTPConnection {
     /// The peer closed the connection: gives back what it held, and says why it ended if that counts
     /// as a refusal. A libzmq client whose security differs from ours closes as soon as it reads our
     /// greeting, before its own is complete.
-    public func peerClosed(budget: inout Budget) -> End? {
+    public func peerClosed(budget: Budget) -> End? {
         let phase = self.phase
-        release(budget: &budget)
+        release(budget: budget)
         switch phase {
         case .greeting, .hello:
             return .refused("the client left in the greeting: its security is not \(curve == nil ? "NULL" : "CURVE")", client: nil)
@@ -195,7 +237,7 @@ public final class ZMTPConnection {
     }
 
     /// A frame header has been read.
-    private func begin(flags f: UInt8, size: UInt64, _ events: inout [Event], budget: inout Budget) {
+    private func begin(flags f: UInt8, size: UInt64, _ events: inout [Event], budget: Budget) {
         flags = f
         inBody = true
         skipping = false
@@ -206,15 +248,14 @@ public final class ZMTPConnection {
         let boxed = curve != nil && phase == .ready
         if isCommand && !boxed || phase != .ready {
             guard size <= UInt64(limits.commandBytes) else {
-                close(.protocolError("command frame of \(size) bytes"), &events, budget: &budget)
+                close(.protocolError("command frame of \(size) bytes"), &events, budget: budget)
                 return
             }
             guard isCommand || phase == .ready else {
-                close(.protocolError("a message before the handshake ended"), &events, budget: &budget)
+                close(.protocolError("a message before the handshake ended"), &events, budget: budget)
                 return
             }
             remaining = Int(size)
-            body.reserveCapacity(remaining)
             return
         }
         if discarding {
@@ -237,9 +278,9 @@ public final class ZMTPConnection {
         }
         if let refusal {
             events.append(.refused(refusal, framesBefore: frames))
-            dropMessage(budget: &budget)
+            dropMessage(budget: budget)
             if boxed {
-                close(.afterRefusal, &events, budget: &budget)
+                close(.afterRefusal, &events, budget: budget)
                 return
             }
             skipping = true
@@ -250,11 +291,10 @@ public final class ZMTPConnection {
         budget.used += Int(size)
         held += Int(size)
         remaining = Int(size)
-        body.reserveCapacity(remaining)
     }
 
     /// A frame's body has been read (or read past).
-    private func frameDone(_ events: inout [Event], budget: inout Budget) {
+    private func frameDone(_ events: inout [Event], budget: Budget) {
         inBody = false
         if skipping {
             skipping = false
@@ -265,19 +305,19 @@ public final class ZMTPConnection {
         body = []
         switch phase {
         case .hello, .initiate, .readyCommand:
-            handshake(frame, &events, budget: &budget)
+            handshake(frame, &events, budget: budget)
         case .ready:
             var flags = self.flags, payload = frame
             if curve != nil {
                 do {
                     (flags, payload) = try curve!.open(message: frame)
                 } catch {
-                    close(.protocolError(error.why), &events, budget: &budget)
+                    close(.protocolError(error.why), &events, budget: budget)
                     return
                 }
             }
             if flags & Self.flagCommand != 0 {
-                command(payload, &events, budget: &budget)
+                command(payload, &events, budget: budget)
                 return
             }
             frames.append(payload)
@@ -292,7 +332,7 @@ public final class ZMTPConnection {
         }
     }
 
-    private func handshake(_ frame: [UInt8], _ events: inout [Event], budget: inout Budget) {
+    private func handshake(_ frame: [UInt8], _ events: inout [Event], budget: Budget) {
         do throws(CurveServer.Failure) {
             switch phase {
             case .hello:
@@ -303,7 +343,7 @@ public final class ZMTPConnection {
                 try Self.checkPeer(metadata)
                 guard allows?(client) == true else {
                     events.append(.send(Self.command(Self.error("400"))))
-                    close(.refused("client key not on the allow-list", client: client), &events, budget: &budget)
+                    close(.refused("client key not on the allow-list", client: client), &events, budget: budget)
                     return
                 }
                 events.append(.send(Self.command(curve!.ready(metadata: Self.metadata))))
@@ -320,28 +360,28 @@ public final class ZMTPConnection {
                 break
             }
         } catch {
-            close(.protocolError(error.why), &events, budget: &budget)
+            close(.protocolError(error.why), &events, budget: budget)
         }
     }
 
     /// A command after the handshake: PING gets its PONG, ERROR ends the connection, others pass.
-    private func command(_ c: [UInt8], _ events: inout [Event], budget: inout Budget) {
+    private func command(_ c: [UInt8], _ events: inout [Event], budget: Budget) {
         if c.starts(with: CurveServer.name("PING")), c.count >= 7 {
             let pong = CurveServer.name("PONG") + c[7...]
             events.append(.send(curve == nil ? Self.command(pong) : Self.frame(curve!.seal(flags: Self.flagCommand, payload: pong), flags: 0)))
         } else if c.starts(with: CurveServer.name("ERROR")) {
-            close(.protocolError("the peer sent ERROR"), &events, budget: &budget)
+            close(.protocolError("the peer sent ERROR"), &events, budget: budget)
         }
     }
 
-    private func dropMessage(budget: inout Budget) {
+    private func dropMessage(budget: Budget) {
         frames = []
         budget.used -= held
         held = 0
     }
 
-    private func close(_ end: End, _ events: inout [Event], budget: inout Budget) {
-        release(budget: &budget)
+    private func close(_ end: End, _ events: inout [Event], budget: Budget) {
+        release(budget: budget)
         inBody = false
         events.append(.close(end))
     }

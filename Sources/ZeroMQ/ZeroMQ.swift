@@ -80,14 +80,14 @@ public final class Context: @unchecked Sendable {
 public struct Socket: ~Copyable {
     let context: Context
     let handle: UnsafeMutableRawPointer
-    /// Scratch for multipart receives.
+    /// Scratch for multipart receives (two: a STREAM socket's routing id and its data).
     private let message: UnsafeMutablePointer<zmq_msg_t>
 
     public init(_ context: Context, _ type: SocketType) throws {
         guard let h = zmq_socket(context.handle, type.rawValue) else { throw ZMQError.last("zmq_socket") }
         self.context = context
         handle = h
-        message = .allocate(capacity: 1)
+        message = .allocate(capacity: 2)
         var zero: Int32 = 0
         zmq_setsockopt(h, ZMQ_LINGER, &zero, MemoryLayout<Int32>.size)
     }
@@ -216,6 +216,32 @@ public struct Socket: ~Copyable {
             frames.append(Array(UnsafeRawBufferPointer(start: data, count: Int(n))))
             if zmq_msg_more(message) == 0 { return frames }
         }
+    }
+
+    /// STREAM: receives one message (a connection's routing id and a chunk of its bytes, empty when it
+    /// opened or closed) and hands both to `body` in place, without copying; false when none is
+    /// queued.
+    public func receiveChunk(_ body: (UnsafeRawBufferPointer, UnsafeBufferPointer<UInt8>) throws -> Void) throws -> Bool {
+        let id = message, data = message + 1
+        zmq_msg_init(id)
+        zmq_msg_init(data)
+        defer {
+            zmq_msg_close(id)
+            zmq_msg_close(data)
+        }
+        while zmq_msg_recv(id, handle, ZMQ_DONTWAIT) < 0 {
+            let error = ZMQError.last("zmq_msg_recv")
+            if error.isAgain { return false }
+            if !error.isInterrupted { throw error }
+        }
+        // The data frame is queued with its id (a STREAM message is two frames, delivered together).
+        while zmq_msg_recv(data, handle, 0) < 0 {
+            let error = ZMQError.last("zmq_msg_recv")
+            if !error.isInterrupted { throw error }
+        }
+        let bytes = UnsafeBufferPointer(start: zmq_msg_data(data)?.assumingMemoryBound(to: UInt8.self), count: zmq_msg_size(data))
+        try body(UnsafeRawBufferPointer(start: zmq_msg_data(id), count: zmq_msg_size(id)), bytes)
+        return true
     }
 
     /// Waits up to `timeout` milliseconds (-1: forever) for a message on either socket; says which

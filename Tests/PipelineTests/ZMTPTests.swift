@@ -8,7 +8,7 @@ import ZeroMQ
 final class ZMTPServerHarness {
     let context: Context
     var connections: [[UInt8]: ZMTPConnection] = [:]
-    var budget: ZMTPConnection.Budget
+    let budget: ZMTPConnection.Budget
     let security: ZMTPConnection.Security
     let limits: ZMTPConnection.Limits
     var events: [ZMTPConnection.Event] = []
@@ -29,7 +29,7 @@ final class ZMTPServerHarness {
             let id = frames[0]
             if frames[1].isEmpty {
                 if let c = connections.removeValue(forKey: id) {
-                    if let end = c.peerClosed(budget: &budget) { events.append(.close(end)) }
+                    if let end = c.peerClosed(budget: budget) { events.append(.close(end)) }
                 } else {
                     let c = ZMTPConnection(security: security, limits: limits)
                     connections[id] = c
@@ -38,7 +38,7 @@ final class ZMTPServerHarness {
                 continue
             }
             guard let c = connections[id] else { continue }
-            let new = frames[1].withUnsafeBufferPointer { c.feed($0, budget: &budget) }
+            let new = frames[1].withUnsafeBufferPointer { c.feed($0, budget: budget) }
             for e in new {
                 switch e {
                 case .send(let bytes): try stream.send([id, bytes])
@@ -64,10 +64,10 @@ final class ZMTPServerHarness {
         #expect(null.greeting == [0xFF, 0, 0, 0, 0, 0, 0, 0, 0, 0x7F, 3, 1] + Array("NULL".utf8) + [UInt8](repeating: 0, count: 16) + [1]
             + [UInt8](repeating: 0, count: 31))
         // A NULL peer that greets gets READY (command flag, size 27, "READY", Socket-Type = PULL).
-        var budget = ZMTPConnection.Budget(limit: 100)
+        let budget = ZMTPConnection.Budget(limit: 100)
         let greeting: [UInt8] = [0xFF, 0, 0, 0, 0, 0, 0, 0, 1, 0x7F, 3, 1] + Array("NULL".utf8) + [UInt8](repeating: 0, count: 16) + [0]
             + [UInt8](repeating: 0, count: 31)
-        let events = greeting.withUnsafeBufferPointer { null.feed($0, budget: &budget) }
+        let events = greeting.withUnsafeBufferPointer { null.feed($0, budget: budget) }
         guard case .send(let ready)? = events.first else {
             Issue.record("no READY")
             return
@@ -76,7 +76,7 @@ final class ZMTPServerHarness {
         #expect(ready.count == 2 + 26)
         // A ZMTP 2 peer (signature without the final bit) is turned away.
         let old = ZMTPConnection(security: .null, limits: .init(frameBytes: [1]))
-        let ends = [UInt8]([0xFF, 0, 0, 0, 0, 0, 0, 0, 1, 0x7E] + [UInt8](repeating: 0, count: 54)).withUnsafeBufferPointer { old.feed($0, budget: &budget) }
+        let ends = [UInt8]([0xFF, 0, 0, 0, 0, 0, 0, 0, 1, 0x7E] + [UInt8](repeating: 0, count: 54)).withUnsafeBufferPointer { old.feed($0, budget: budget) }
         #expect(ends.count == 1 && old.isClosed)
     }
 
@@ -93,7 +93,7 @@ final class ZMTPServerHarness {
         #expect(server.messages == sent)
         #expect(server.budget.used == 0)
 
-        var budget = ZMTPConnection.Budget(limit: 1 << 20)
+        let budget = ZMTPConnection.Budget(limit: 1 << 20)
         let c = ZMTPConnection(security: .null, limits: .init(frameBytes: [64, 4096]))
         var wire: [UInt8] = [0xFF, 0, 0, 0, 0, 0, 0, 0, 1, 0x7F, 3, 1] + Array("NULL".utf8) + [UInt8](repeating: 0, count: 48)
         wire += ZMTPConnection.command(ZMTPConnection.readyBody.map { $0 }.replacingPull())
@@ -102,7 +102,7 @@ final class ZMTPServerHarness {
         }
         var out: [[[UInt8]]] = []
         for b in wire {
-            for e in [b].withUnsafeBufferPointer({ c.feed($0, budget: &budget) }) {
+            for e in [b].withUnsafeBufferPointer({ c.feed($0, budget: budget) }) {
                 if case .message(let m) = e { out.append(m) }
             }
         }

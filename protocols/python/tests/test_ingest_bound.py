@@ -1,0 +1,133 @@
+"""Ingest memory bounded in bytes, from outside: pyzmq producers and a hand-written ZMTP client send
+many-frame, oversized, half-sent and too many connections' messages; the daemon refuses each at its
+frame header with its error code, its resident memory stays within the documented bound
+(max_ingest_connections x ingest_connection_bytes + ingest_buffer_bytes), and good traffic goes on."""
+import socket
+import struct
+import time
+
+import numpy as np
+import zmq
+
+from eddy_client import Producer, Subscriber, pb
+from test_client import wait_heartbeat, wait_scores
+from test_operations import exposition, get, until
+
+BOUND_CONFIG = """
+max_message_bytes = 1048576
+ingest_buffer_bytes = 4M
+ingest_connection_bytes = 64K
+max_ingest_connections = 16
+"""
+BOUND = 16 * 64 * 1024 + 4 * 1024 * 1024
+
+
+def rss(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+
+
+def zmtp_client(endpoint):
+    """A raw TCP connection that has done the ZMTP 3.1 NULL handshake as a PUSH socket."""
+    host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
+    s = socket.create_connection((host, int(port)))
+    s.sendall(b"\xff" + b"\0" * 8 + b"\x7f\x03\x01" + b"NULL".ljust(20, b"\0") + b"\0" + b"\0" * 31)
+    greeting = b""
+    while len(greeting) < 64:
+        got = s.recv(64 - len(greeting))
+        if not got:
+            raise ConnectionError("closed by the daemon")
+        greeting += got
+    assert greeting[:12] == b"\xff\0\0\0\0\0\0\0\0\x7f\x03\x01" and greeting[12:16] == b"NULL"
+    ready = b"\x05READY" + b"\x0bSocket-Type" + struct.pack(">I", 4) + b"PUSH"
+    s.sendall(bytes([4, len(ready)]) + ready)
+    return s
+
+
+def frame_header(size, more):
+    return bytes([(1 if more else 0) | 2]) + struct.pack(">Q", size)
+
+
+def errors_until(sub, count, timeout=20):
+    codes = []
+    end = time.monotonic() + timeout
+    while len(codes) < count and time.monotonic() < end:
+        got = sub.recv(timeout_ms=1000)
+        if got and got[0].startswith("error/"):
+            codes.append((got[0], got[1].code))
+    return codes
+
+
+def test_floods_of_every_shape_are_refused_at_the_frame_header_and_memory_stays_within_the_bound(start_daemon):
+    daemon = start_daemon(daemon_config=BOUND_CONFIG)
+    ep, pid = daemon.endpoints, daemon.process.pid
+    ctx = zmq.Context.instance()
+    with Producer(ep["ingest"]) as good, Subscriber(ep["publish"], ["error/", "hb/", "score/"]) as sub:
+        wait_heartbeat(sub)
+        good.send("good", np.ones((8, 4), np.float32))
+        wait_scores(sub, "good", 0)
+        base = rss(pid)
+        peak = base
+
+        # Many frames: 400 frames of 512 KiB (200 MiB), which libzmq's PULL would hold whole.
+        many = ctx.socket(zmq.PUSH)
+        many.connect(ep["ingest"])
+        chunk = b"\0" * (512 * 1024)
+        many.send_multipart([b"many"] + [chunk] * 400)
+        # Oversized: 8 connections each sending a 24 MiB frame over max_message_bytes.
+        big = []
+        for i in range(8):
+            p = ctx.socket(zmq.PUSH)
+            p.connect(ep["ingest"])
+            p.send_multipart([f"big{i}".encode(), b"\1" * (24 << 20)])
+            big.append(p)
+        codes = []
+        end = time.monotonic() + 30
+        while len(codes) < 9 and time.monotonic() < end:
+            peak = max(peak, rss(pid))
+            codes += errors_until(sub, 1, timeout=0.5)
+        assert ("error/many/", pb.ERROR_CODE_BAD_FRAMES) in codes
+        assert sorted(c for c in codes if c[0].startswith("error/big")) == sorted(
+            (f"error/big{i}/", pb.ERROR_CODE_OVERSIZED) for i in range(8))
+
+        # Half-sent messages: each holds 900 KiB of the 4 MiB buffer; the fifth does not fit.
+        held = []
+        for i in range(5):
+            c = zmtp_client(ep["ingest"])
+            name = f"slow{i}".encode()
+            c.sendall(bytes([1, len(name)]) + name + frame_header(900 * 1024, False) + b"\2" * (450 * 1024))
+            held.append(c)
+            time.sleep(0.2)
+        codes = errors_until(sub, 1)
+        assert codes == [("error/slow4/", pb.ERROR_CODE_OVER_BUDGET)]
+        # A held message completes once its bytes arrive: it is a SampleBatch frame of wrong length,
+        # so it is rejected as undecodable, which shows it was read whole.
+        held[0].sendall(b"\2" * (450 * 1024))
+        assert errors_until(sub, 1) == [("error/slow0/", pb.ERROR_CODE_UNDECODABLE)]
+
+        # Too many connections: beyond 16 open, each new one is closed as it opens and counted.
+        extra = [zmtp_client_or_closed(ep["ingest"]) for _ in range(16)]
+        http = ep["http"]
+        refused = until(lambda: exposition(get(f"http://{http}/metrics")[1]).get("eddy_connections_refused_total", 0) >= 1, 10)
+        assert refused
+        peak = max(peak, rss(pid))
+        assert peak - base < BOUND + (16 << 20), f"RSS grew {(peak - base) >> 20} MiB, bound {BOUND >> 20} MiB"
+
+        for c in held + [c for c in extra if c]:
+            c.close()
+        for p in big + [many]:
+            p.close(linger=0)
+        # Good traffic goes on.
+        good.send("good", np.ones((8, 4), np.float32), sequence=8)
+        assert wait_scores(sub, "good", 8) is not None
+    assert daemon.terminate()[0] == 0
+
+
+def zmtp_client_or_closed(endpoint):
+    """A handshaken client, or None when the daemon closed the connection as it opened."""
+    try:
+        return zmtp_client(endpoint)
+    except (ConnectionError, AssertionError, OSError):
+        return None
