@@ -13,8 +13,6 @@ compare this ingest with libzmq's own PULL socket.
 import argparse
 import json
 import resource
-import socket
-import struct
 import sys
 import tempfile
 import threading
@@ -26,6 +24,7 @@ import zmq
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "protocols" / "python"))
 from eddy_client.local import LocalDaemon  # noqa: E402
+from eddy_client.zmtp import frame_header, raw_push, short_frame  # noqa: E402
 
 MiB = 1 << 20
 
@@ -36,22 +35,6 @@ def rss(pid):
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
-
-
-def raw_push(endpoint):
-    """A TCP connection that has done ZMTP 3.1's NULL handshake as a PUSH socket."""
-    host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
-    s = socket.create_connection((host, int(port)))
-    s.sendall(b"\xff" + b"\0" * 8 + b"\x7f\x03\x01" + b"NULL".ljust(20, b"\0") + b"\0" * 32)
-    got = b""
-    while len(got) < 64:
-        more = s.recv(64 - len(got))
-        if not more:
-            raise ConnectionError("closed")
-        got += more
-    ready = b"\x05READY\x0bSocket-Type" + struct.pack(">I", 4) + b"PUSH"
-    s.sendall(bytes([4, len(ready)]) + ready)
-    return s
 
 
 def many_frames(endpoint, scale, ctx):
@@ -79,8 +62,7 @@ def half_sent(endpoint, scale, ctx):
             s = raw_push(endpoint)
         except OSError:
             continue
-        name = f"slow{i}".encode()
-        s.sendall(bytes([1, len(name)]) + name + bytes([2]) + struct.pack(">Q", 16 * MiB) + b"\2" * (12 * MiB))
+        s.sendall(short_frame(f"slow{i}".encode(), more=True) + frame_header(16 * MiB) + b"\2" * (12 * MiB))
         out.append(s)
     return out
 
@@ -90,7 +72,7 @@ def connections(endpoint, scale, ctx):
     for _ in range(int(1500 * scale)):
         try:
             s = raw_push(endpoint)
-            s.sendall(b"\1\1x\2" + struct.pack(">Q", 200 * 1024) + b"\3" * (100 * 1024))  # half a frame: never whole
+            s.sendall(short_frame(b"x", more=True) + frame_header(200 * 1024) + b"\3" * (100 * 1024))  # never whole
             out.append(s)
         except OSError:
             pass

@@ -70,6 +70,10 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// Excursions beyond the range within about `calibrationHorizon` samples after which a stream's
     /// further excursions are its habit, not certain anomalies (left to the other signals). 0: off.
     public var rangeHabit = 0.0
+    /// Samples beyond the margin in a row before the range takes them in (1: at once). With 2, a lone
+    /// outlier alerts without widening the range, so later, smaller spikes still alert; it costs
+    /// NAB's bursty streams (every repeated spike alerts), so it is opt-in.
+    public var rangeConfirm = 1
     /// An alert strength stands only when it is higher than every strength of the last `repeatWindow`
     /// samples; otherwise it is capped at 0.5 (just under `threshold` if that is 0.5 or lower) and
     /// does not alert; the published score is not capped. An incident is reported
@@ -230,6 +234,7 @@ public struct StreamConfiguration: Sendable, Equatable {
         if !rangeMargin.isFinite { try fail("range_margin must be a number (negative: off)") }
         if rangeRefresh < 1 { try fail("range_refresh must be at least 1") }
         if !(rangeHabit >= 0 && rangeHabit <= 1e6) { try fail("range_habit must be in 0...1e6 (0: off)") }
+        if rangeConfirm < 1 || rangeConfirm > 1000 { try fail("range_confirm must be in 1...1000") }
         if repeatWindow < 0 || repeatWindow > 1 << 16 { try fail("repeat_window must be in 0...65536") }
         if let unknown = signals.first(where: { !DetectionChain.knownSignals.contains($0) }) {
             try fail("signals: unknown signal \"\(unknown)\" (known: \(DetectionChain.knownSignals.joined(separator: ", ")))")
@@ -344,7 +349,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public var publishHighWaterMark: Int { max(16, publishQueueBytes / Wire.largestScoreMessage) }
     /// Bytes libzmq reads ahead from each producer connection before it stops reading it and TCP
     /// pushes back (the ingest socket's per-connection queue: this over libzmq's 8 KiB reads).
-    public var ingestConnectionBytes = 256 << 10
+    public var ingestConnectionBytes = 1 << 20
     /// Producer connections the ingest socket holds at once; one more is closed as it opens (counted).
     public var maxIngestConnections = 512
     /// Bytes of messages in progress (read from the wire, not yet whole) across all connections: a

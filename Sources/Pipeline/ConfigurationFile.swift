@@ -142,6 +142,7 @@ public enum ConfigurationFile {
         case "range_margin": s.rangeMargin = try float(v)
         case "range_refresh": s.rangeRefresh = try int(v)
         case "range_habit": s.rangeHabit = try double(v)
+        case "range_confirm": s.rangeConfirm = try int(v)
         case "repeat_window": s.repeatWindow = try int(v)
         case "signals":
             let names = v.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }

@@ -33,10 +33,10 @@ checkpoints_kept = 3
 heartbeat_seconds = 1
 high_water_mark = 100000               # ZeroMQ queue bound, messages, between the daemon's threads
 publish_queue_bytes = 128M             # per subscriber that falls behind (scores are published <= 1024 a message)
-ingest_connection_bytes = 256K        # read ahead per producer connection before TCP pushes back
+ingest_connection_bytes = 1M          # read ahead per producer connection before TCP pushes back
 max_ingest_connections = 512          # producer connections at once (one more is closed, counted)
 ingest_buffer_bytes = 64M             # messages in progress across connections; ingest holds at most
-                                      # max_ingest_connections x ingest_connection_bytes + this (192 MiB)
+                                      # max_ingest_connections x ingest_connection_bytes + this (576 MiB)
 trainer_priority = idle                # idle (only CPU nothing else wants) or a nice value 0 to 19
 trainer_min_share = 0.1                # idle: the CPU share a trainer owing steps is guaranteed (raised when starved; 0: off)
 
@@ -63,6 +63,7 @@ learn_surprise_limit = 0               # >0: samples this surprising are scored 
 range_margin = 0.05                    # a value beyond the range seen so far by this share of it scores 1; <0: off
 range_refresh = 100                    # the range rule compares with the range as of this many samples ago at most
 range_habit = 0                        # >0: after this many excursions within ~calibration_horizon samples, more are not certain
+range_confirm = 1                      # samples beyond the margin in a row before the range takes them in (2: a lone outlier is not)
 repeat_window = 32                     # an alert strength no higher than one of the last this-many is capped at 0.5 (no alert); 0: off
 period = auto                          # windows: compare with one period earlier; auto (detected), off, or values
 signals = range, reconstruction, period, discord, template, parameter, burst, silence  # the detection chain's signals (leave one out to run without it; the last four read log streams' lines)

@@ -313,7 +313,7 @@ public final class StreamPipeline: @unchecked Sendable {
             RangeSignal(
                 dimension: sampleDimension, margin: on.contains(RangeSignal.name) ? settings.rangeMargin : -1,
                 refresh: settings.rangeRefresh, warmup: settings.warmupSamples, window: settings.window,
-                habitLimit: settings.rangeHabit, habitHorizon: settings.calibrationHorizon)
+                habitLimit: settings.rangeHabit, habitHorizon: settings.calibrationHorizon, confirm: settings.rangeConfirm)
         ]
         if on.contains(ReconstructionSignal.name) {
             signals.append(ReconstructionSignal(horizon: settings.calibrationHorizon, holdOff: settings.alertHoldOff))

@@ -204,12 +204,14 @@ import Testing
 @Suite struct RangeTests {
     /// A stream ready to alert (no warm-up, 300 samples uniform in [0, 1) per feature) and a way to
     /// score one more sample.
-    /// (Each check alone: without the repeat window, which would cap an alert soon after another.)
+    /// (Each check alone: without the repeat window, which would cap an alert soon after another;
+    /// the range takes in a sample beyond it at once unless `confirm` says otherwise.)
     static func ready(
         dim: Int, margin: Float = 0.05, refresh: Int = 100, repeatWindow: Int = 0, warmup: Int = 0,
-        signals: [String] = DetectionChain.knownSignals
+        signals: [String] = DetectionChain.knownSignals, confirm: Int = 1
     ) -> (StreamPipeline, ([Float]) -> SampleScore) {
         var settings = StreamConfiguration().resolved(dim: dim)
+        settings.rangeConfirm = confirm
         settings.signals = signals
         settings.warmupSamples = warmup
         settings.warmupSteps = 0
@@ -256,6 +258,27 @@ import Testing
 
         let (_, off) = Self.ready(dim: 3, margin: -1)
         #expect(!off([0.5, 9, 0.5]).beyondRange)
+    }
+
+    /// A lone outlier (1e4 among values in [0, 1)) alerts and is not taken into the range, so a later
+    /// spike of 20 still alerts; taking samples in at once (confirm 1), the 1e4 widened the range and
+    /// hid the spike. A new level is taken in at its second sample.
+    @Test func aLoneOutlierAlertsWithoutWideningTheRange() {
+        let (_, feed) = Self.ready(dim: 2, confirm: 2)
+        let outlier = feed([1e4, 0.5])
+        #expect(outlier.beyondRange && outlier.alert)
+        #expect(!feed([0.5, 0.5]).beyondRange)
+        let spike = feed([20, 0.5])
+        #expect(spike.beyondRange && spike.alert)
+
+        let (_, atOnce) = Self.ready(dim: 2, confirm: 1)
+        #expect(atOnce([1e4, 0.5]).beyondRange)
+        _ = atOnce([0.5, 0.5])
+        #expect(!atOnce([20, 0.5]).beyondRange)
+
+        let (_, level) = Self.ready(dim: 2, confirm: 2)
+        let steps = [level([5, 0.5]), level([5, 0.5]), level([5.01, 0.5]), level([4.9, 0.5])]
+        #expect(steps.map(\.beyondRange) == [true, true, false, false])
     }
 
     /// In one batch, each sample is checked against the range as the samples before it left it:

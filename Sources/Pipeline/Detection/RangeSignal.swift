@@ -12,6 +12,11 @@ import Learning
 /// until it has seen four times as many the reference is the range up to the sample before (a
 /// young range grows fast).
 ///
+/// A sample beyond the margin is taken into the range only when `confirm` samples in a row have been
+/// beyond it (held until then, and dropped when the stream comes back): a new level is learned from
+/// its second sample, while a lone outlier (a glitch, a value of 1e4 among values of 10) alerts and
+/// leaves the range as it was, so later spikes still alert. The held values are not checkpointed.
+///
 /// A stream that keeps leaving its range (a random walk, a growing count) makes a habit of it: with
 /// `habitLimit` > 0, once the stream has left its range `habitLimit` times within about `habitHorizon`
 /// samples (a count decaying by 1 − 1/horizon per sample), a further excursion is no longer certain
@@ -47,9 +52,22 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
     /// reference (nearly always none does: the per-sample test is then skipped).
     var untilRefresh: UInt64 = 1
     var batchOutside = true
+    /// Samples beyond the margin in a row before the range takes them in, those held so far, and
+    /// their extremes.
+    let confirm: Int
+    var held = 0
+    let heldLow: UnsafeMutablePointer<Float>, heldHigh: UnsafeMutablePointer<Float>
 
-    public init(dimension: Int, margin: Float, refresh: Int, warmup: Int, window: Int, habitLimit: Double = 0, habitHorizon: Int = 5000) {
+    public init(
+        dimension: Int, margin: Float, refresh: Int, warmup: Int, window: Int, habitLimit: Double = 0, habitHorizon: Int = 5000,
+        confirm: Int = 1
+    ) {
         self.dimension = dimension
+        self.confirm = max(1, confirm)
+        heldLow = .allocate(capacity: dimension)
+        heldHigh = .allocate(capacity: dimension)
+        heldLow.initialize(repeating: .infinity, count: dimension)
+        heldHigh.initialize(repeating: -.infinity, count: dimension)
         self.habitLimit = habitLimit
         habitDecay = 1 - 1 / Double(max(1, habitHorizon))
         self.margin = margin
@@ -62,6 +80,11 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         referenceLow = FloatBuffer(low.array)
         referenceHigh = FloatBuffer(high.array)
         (lowP, highP, referenceLowP, referenceHighP) = (low.pointer, high.pointer, referenceLow.pointer, referenceHigh.pointer)
+    }
+
+    deinit {
+        heldLow.deallocate()
+        heldHigh.deallocate()
     }
 
     /// Whether any of `rows` samples lies outside the reference: one branch-free pass (it vectorises).
@@ -101,10 +124,23 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
                 }
                 if reading.certain { explanation = Self.excess(x, refLo, refHi, count: d, window: window) }
             }
-            for f in 0..<d {
-                if x[f] < lo[f] { lo[f] = x[f] }
-                if x[f] > hi[f] { hi[f] = x[f] }
+            if beyond && confirm > 1 {
+                // Held until `confirm` in a row: a lone outlier does not widen the range.
+                for f in 0..<d {
+                    heldLow[f] = min(heldLow[f], x[f])
+                    heldHigh[f] = max(heldHigh[f], x[f])
+                }
+                held += 1
+                if held >= confirm { takeHeld() }
+            } else {
+                if !beyond { dropHeld() }
+                for f in 0..<d {
+                    if x[f] < lo[f] { lo[f] = x[f] }
+                    if x[f] > hi[f] { hi[f] = x[f] }
+                }
             }
+        } else if held > 0 {
+            dropHeld()
         }
         seen += 1
         untilRefresh -= 1
@@ -118,6 +154,20 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         }
         o.rangeWidth = max(hi[0] - lo[0], 0)
         return reading
+    }
+
+    func takeHeld() {
+        for f in 0..<dimension {
+            lowP[f] = min(lowP[f], heldLow[f])
+            highP[f] = max(highP[f], heldHigh[f])
+        }
+        dropHeld()
+    }
+
+    func dropHeld() {
+        held = 0
+        heldLow.update(repeating: .infinity, count: dimension)
+        heldHigh.update(repeating: -.infinity, count: dimension)
     }
 
     public func learn(_ o: Observation, anomalous: Bool) {}

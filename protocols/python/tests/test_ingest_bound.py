@@ -2,14 +2,13 @@
 many-frame, oversized, half-sent and too many connections' messages; the daemon refuses each at its
 frame header with its error code, its resident memory stays within the documented bound
 (max_ingest_connections x ingest_connection_bytes + ingest_buffer_bytes), and good traffic goes on."""
-import socket
-import struct
 import time
 
 import numpy as np
 import zmq
 
 from eddy_client import Producer, Subscriber, pb
+from eddy_client.zmtp import frame_header, raw_push, short_frame
 from test_client import wait_heartbeat, wait_scores
 from test_operations import exposition, get, until
 
@@ -27,27 +26,6 @@ def rss(pid):
         for line in f:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
-
-
-def zmtp_client(endpoint):
-    """A raw TCP connection that has done the ZMTP 3.1 NULL handshake as a PUSH socket."""
-    host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
-    s = socket.create_connection((host, int(port)))
-    s.sendall(b"\xff" + b"\0" * 8 + b"\x7f\x03\x01" + b"NULL".ljust(20, b"\0") + b"\0" + b"\0" * 31)
-    greeting = b""
-    while len(greeting) < 64:
-        got = s.recv(64 - len(greeting))
-        if not got:
-            raise ConnectionError("closed by the daemon")
-        greeting += got
-    assert greeting[:12] == b"\xff\0\0\0\0\0\0\0\0\x7f\x03\x01" and greeting[12:16] == b"NULL"
-    ready = b"\x05READY" + b"\x0bSocket-Type" + struct.pack(">I", 4) + b"PUSH"
-    s.sendall(bytes([4, len(ready)]) + ready)
-    return s
-
-
-def frame_header(size, more):
-    return bytes([(1 if more else 0) | 2]) + struct.pack(">Q", size)
 
 
 def errors_until(sub, count, timeout=20):
@@ -95,9 +73,8 @@ def test_floods_of_every_shape_are_refused_at_the_frame_header_and_memory_stays_
         # Half-sent messages: each holds 900 KiB of the 4 MiB buffer; the fifth does not fit.
         held = []
         for i in range(5):
-            c = zmtp_client(ep["ingest"])
-            name = f"slow{i}".encode()
-            c.sendall(bytes([1, len(name)]) + name + frame_header(900 * 1024, False) + b"\2" * (450 * 1024))
+            c = raw_push(ep["ingest"])
+            c.sendall(short_frame(f"slow{i}".encode(), more=True) + frame_header(900 * 1024) + b"\2" * (450 * 1024))
             held.append(c)
             time.sleep(0.2)
         codes = errors_until(sub, 1)
@@ -128,6 +105,6 @@ def test_floods_of_every_shape_are_refused_at_the_frame_header_and_memory_stays_
 def zmtp_client_or_closed(endpoint):
     """A handshaken client, or None when the daemon closed the connection as it opened."""
     try:
-        return zmtp_client(endpoint)
-    except (ConnectionError, AssertionError, OSError):
+        return raw_push(endpoint)
+    except OSError:
         return None
