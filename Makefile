@@ -13,7 +13,7 @@ test:
 	swift test
 	.venv/bin/python -m pytest -q protocols/python/tests
 
-# libFuzzer on admission, the configuration file and checkpoint restore (scripts/fuzz.sh): FUZZ_RUNS
+# libFuzzer on ingest's ZMTP, admission, the configuration file and checkpoint restore (scripts/fuzz.sh): FUZZ_RUNS
 # inputs each from seed 1 (CI runs it after the tests and reports what it finds); `scripts/fuzz.sh
 # SECONDS` explores with a random seed instead.
 FUZZ_RUNS ?= 1000000

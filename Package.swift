@@ -97,7 +97,7 @@ let package = Package(
         .executableTarget(
             name: "eddy-fuzz",
             dependencies: [
-                "Learning", "Pipeline", "EddyProtocol", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+                "Learning", "Pipeline", "ZMTP", "EddyProtocol", .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ],
             swiftSettings: settings
         ),

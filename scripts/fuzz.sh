@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Fuzzes what the daemon reads from outside, each target for a fixed budget:
-#   scripts/fuzz.sh [SECONDS per target, default 60] [TARGET...]   (admission, config, checkpoint)
+#   scripts/fuzz.sh [SECONDS per target, default 60] [TARGET...]   (zmtp, admission, config, checkpoint)
 #       explores: a random seed, a time budget, each target's corpus kept in out/fuzz/<target>/corpus
 #   FUZZ_RUNS=N scripts/fuzz.sh
 #       what CI runs: seed 1, N inputs per target, from a fresh corpus (libFuzzer still varies from
@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-60}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(admission config checkpoint)
+[ ${#targets[@]} -gt 0 ] || targets=(zmtp admission config checkpoint)
 build=.build/fuzz
 nice swift build -c release --build-path "$build" --product eddy-fuzz \
     -Xswiftc -sanitize=fuzzer -Xswiftc -use-ld=lld -Xswiftc -DEDDY_FUZZ 2>&1 | grep -E "error|warning: unre|Compiling eddy|Build" || true

@@ -122,6 +122,7 @@ void eddy_signals_install(void) {
     sigaction(SIGTERM, &action, NULL);
     sigaction(SIGINT, &action, NULL);
     sigaction(SIGUSR1, &action, NULL);
+    sigaction(SIGHUP, &action, NULL);
 }
 
 int eddy_signals_wait(void) {

@@ -925,6 +925,22 @@ public final class Daemon: @unchecked Sendable {
 extension Daemon {
     // MARK: Authentication
 
+    /// SIGHUP: reads the allow-list again, with the checks of a start. A list that cannot be read, or
+    /// is empty, is refused and the one in force kept. Says how many keys are let in, or why not.
+    @discardableResult
+    public func reloadAllowList() -> Result<Int, Error> {
+        guard let security else { return .failure(KeyFile.Problem("the daemon has no CURVE keys: nothing to reload")) }
+        do {
+            let keys = try Security.readAllowList(configuration)
+            security.allowList.replace(with: keys)
+            logger.notice("allow-list reloaded", metadata: ["keys": "\(keys.count)", "path": "\(configuration.curveAllowedClients)"])
+            return .success(keys.count)
+        } catch {
+            logger.error("allow-list not reloaded; the one in force is kept", metadata: ["error.message": "\(error)"])
+            return .failure(error)
+        }
+    }
+
     /// The ZAP handler (RFC 27) of the daemon's context: libzmq asks it about every CURVE client of
     /// every socket before the client's first message is taken; clients not on the allow-list are
     /// turned away, counted and logged (the first ten, then every thousandth).

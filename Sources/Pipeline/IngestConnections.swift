@@ -21,8 +21,8 @@ struct IngestConnections {
         limits = .init(frameBytes: [c.maxStreamNameBytes, c.maxMessageBytes])
         maximum = c.maxIngestConnections
         if let security, let secret = Curve.decode(security.server.secretKey) {
-            let allowed = Set(security.allowed.keys.compactMap(Curve.decode))
-            self.security = .curve(secretKey: secret, allows: { allowed.contains($0) })
+            let list = security.allowList
+            self.security = .curve(secretKey: secret, allows: { list.contains(raw: $0) })
         } else {
             self.security = .null
         }

@@ -146,14 +146,16 @@ public enum KeyFile {
 /// files the configuration names. nil security (no `curve_secret_key`) is plaintext.
 public struct Security: Sendable {
     public let server: CurveKeyPair
-    /// Allowed client public keys (Z85), each with the file (and line) it came from.
-    public let allowed: [String: String]
+    /// Allowed client public keys (Z85), each with the file (and line) it came from; `reload` on
+    /// SIGHUP replaces them.
+    public let allowList: AllowList
+    public var allowed: [String: String] { allowList.keys }
     /// The ZAP domain the daemon's sockets present.
     public static let domain = "eddy"
 
     public init(server: CurveKeyPair, allowed: [String: String]) {
         self.server = server
-        self.allowed = allowed
+        allowList = AllowList(allowed)
     }
 
     /// The configuration's security, or nil for plaintext.
@@ -161,11 +163,16 @@ public struct Security: Sendable {
         guard !configuration.curveSecretKey.isEmpty else { return nil }
         guard Curve.isAvailable else { throw KeyFile.Problem("curve_secret_key is set but this libzmq has no CURVE") }
         let server = try KeyFile.readSecret(configuration.curveSecretKey)
+        return Security(server: server, allowed: try readAllowList(configuration))
+    }
+
+    /// The allow-list the configuration names, with the checks of a start (modes, keys, not empty).
+    public static func readAllowList(_ configuration: DaemonConfiguration) throws -> [String: String] {
         let allowed = try KeyFile.readAllowList(configuration.curveAllowedClients)
         if allowed.isEmpty {
             throw KeyFile.Problem("the allow-list \(configuration.curveAllowedClients) holds no key: no client could connect")
         }
-        return Security(server: server, allowed: allowed)
+        return allowed
     }
 
     /// ZAP (RFC 27): the reply to one request from libzmq. A CURVE client whose key is on the list is
@@ -181,7 +188,7 @@ public struct Security: Sendable {
         guard mechanism == "CURVE", request.count == 7, let key = Curve.encode(request[6]) else {
             return (Self.frames(id, "400", "CURVE required", ""), false, "mechanism \(mechanism), CURVE required", address)
         }
-        guard allowed[key] != nil else {
+        guard allowList.contains(key) else {
             return (Self.frames(id, "400", "unknown client key", ""), false, "client key \(key) is not on the allow-list", address)
         }
         return (Self.frames(id, "200", "OK", key), true, "", address)
@@ -189,6 +196,31 @@ public struct Security: Sendable {
 
     static func frames(_ id: [UInt8], _ status: String, _ text: String, _ user: String) -> [[UInt8]] {
         [Array("1.0".utf8), id, Array(status.utf8), Array(text.utf8), Array(user.utf8), []]
+    }
+}
+
+/// The client keys let in, read by the ZAP handler's thread and ingest's, replaced on SIGHUP. A key
+/// taken off the list is refused from its next handshake; connections it already has stay open.
+public final class AllowList: @unchecked Sendable {
+    private let lock = Lock()
+    private var z85: [String: String]
+    private var raw: Set<[UInt8]>
+
+    init(_ keys: [String: String]) {
+        z85 = keys
+        raw = Set(keys.keys.compactMap(Curve.decode))
+    }
+
+    public var keys: [String: String] { lock.withLock { z85 } }
+    public func contains(_ key: String) -> Bool { lock.withLock { z85[key] != nil } }
+    public func contains(raw key: [UInt8]) -> Bool { lock.withLock { raw.contains(key) } }
+
+    public func replace(with keys: [String: String]) {
+        let decoded = Set(keys.keys.compactMap(Curve.decode))
+        lock.withLock {
+            z85 = keys
+            raw = decoded
+        }
     }
 }
 

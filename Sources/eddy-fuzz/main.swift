@@ -1,5 +1,6 @@
-// Fuzz targets for what the daemon reads from outside: a producer's message (admission, then the
-// scoring chain on what is admitted), the configuration file, and a checkpointed stream.
+// Fuzz targets for what the daemon reads from outside: a producer's bytes on the wire (ZMTP), a
+// producer's message (admission, then the scoring chain on what is admitted), the configuration
+// file, and a checkpointed stream.
 //
 //     EDDY_FUZZ_TARGET=admission eddy-fuzz CORPUS_DIR -max_total_time=60   # built by scripts/fuzz.sh
 //     eddy-fuzz-target admission FILE...                                    # replays inputs (any build)
@@ -11,6 +12,7 @@ import Foundation
 import Learning
 import Pipeline
 import SwiftProtobuf
+import ZMTP
 
 #if canImport(Glibc)
 import Glibc
@@ -174,6 +176,51 @@ enum CheckpointTarget {
     }
 }
 
+/// A producer connection's bytes as ingest's ZMTP reads them. Byte 0: bit 0 CURVE (a fixed server
+/// key), bit 1 a valid NULL greeting and READY first (so inputs start at the frames); byte 1: the
+/// size of the pieces the rest arrives in (1 to 256). Whatever arrives, the buffer's account
+/// matches what the connection holds and stays within its limit, every message has at most two
+/// frames within their limits, and closing gives everything back.
+enum ZMTPTarget {
+    static let limits = ZMTPConnection.Limits(frameBytes: [16, 1024])
+    static let secret = [UInt8](repeating: 7, count: 32)
+
+    static func run(_ data: [UInt8]) {
+        guard data.count >= 2 else { return }
+        let budget = ZMTPConnection.Budget(limit: 1500)
+        let c = ZMTPConnection(
+            security: data[0] & 1 == 1 ? .curve(secretKey: secret, allows: { _ in true }) : .null, limits: limits)
+        var bytes = data[0] & 3 == 2 ? nullPrelude : []
+        bytes += data[2...]
+        let piece = Int(data[1]) + 1
+        for start in stride(from: 0, to: bytes.count, by: piece) {
+            bytes[start..<min(start + piece, bytes.count)].withUnsafeBufferPointer { chunk in
+                c.feed(chunk, budget: budget) { event in
+                    if case .message(let frames) = event {
+                        precondition(frames.count <= 2 && frames.indices.allSatisfy { frames[$0].count <= limits.frameBytes[$0] })
+                    }
+                }
+            }
+            precondition(budget.used == c.held && c.held >= 0 && c.held <= budget.limit)
+            if c.isClosed { break }
+        }
+        c.release(budget: budget)
+        precondition(budget.used == 0)
+    }
+
+    /// A PUSH client's greeting and READY.
+    static let nullPrelude: [UInt8] =
+        [0xFF, 0, 0, 0, 0, 0, 0, 0, 1, 0x7F, 3, 1] + Array("NULL".utf8) + [UInt8](repeating: 0, count: 48)
+        + [4, 26, 5] + Array("READY".utf8) + [11] + Array("Socket-Type".utf8) + [0, 0, 0, 4] + Array("PUSH".utf8)
+
+    static func seeds() -> [[UInt8]] {
+        let message: [UInt8] = [1, 3] + Array("abc".utf8) + [0, 4, 1, 2, 3, 4]
+        let oversized: [UInt8] = [1, 1, 0x61, 2, 0, 0, 0, 0, 0, 0, 8, 0] + [UInt8](repeating: 9, count: 2048)
+        let ping: [UInt8] = [4, 7, 4] + Array("PING".utf8) + [0, 10]
+        return [[2, 255] + message + ping + message, [2, 3] + oversized + message, [0, 10] + nullPrelude + message, [1, 50]]
+    }
+}
+
 let targetName = ProcessInfo.processInfo.environment["EDDY_FUZZ_TARGET"] ?? CommandLine.arguments.dropFirst().first ?? ""
 let admission = AdmissionTarget()
 let run: ([UInt8]) -> Void
@@ -182,8 +229,9 @@ switch targetName {
 case "admission": (run, seeds) = (admission.run, AdmissionTarget.seeds())
 case "config": (run, seeds) = (ConfigurationTarget.run, ConfigurationTarget.seeds())
 case "checkpoint": (run, seeds) = (CheckpointTarget.run, CheckpointTarget.seeds())
+case "zmtp": (run, seeds) = (ZMTPTarget.run, ZMTPTarget.seeds())
 default:
-    FileHandle.standardError.write(Data("eddy-fuzz: set EDDY_FUZZ_TARGET (or the first argument) to admission, config or checkpoint\n".utf8))
+    FileHandle.standardError.write(Data("eddy-fuzz: set EDDY_FUZZ_TARGET (or the first argument) to zmtp, admission, config or checkpoint\n".utf8))
     exit(2)
 }
 

@@ -53,6 +53,7 @@ struct Serve: ParsableCommand {
         sigaddset(&signals, SIGTERM)
         sigaddset(&signals, SIGINT)
         sigaddset(&signals, SIGUSR1)  // a daemon thread died (below)
+        sigaddset(&signals, SIGHUP)  // read the allow-list again
         pthread_sigmask(SIG_BLOCK, &signals, nil)
 
         // Every idle TCP connection holds a descriptor, and checkpoints need one too: take all the
@@ -83,7 +84,11 @@ struct Serve: ParsableCommand {
             systemd.notify("READY=1\nSTATUS=serving \(daemon.allStreams.count) streams\nMAINPID=\(getpid())")
             systemd.feedWatchdog(daemon, stopped: { stopping.isSet })
         }
-        let received = eddy_signals_wait()
+        var received = eddy_signals_wait()
+        while received == SIGHUP {
+            daemon.reloadAllowList()
+            received = eddy_signals_wait()
+        }
         systemd?.notify("STOPPING=1")
         defer { stopping.set() }
         if received == SIGUSR1, let failure = daemon.failure {

@@ -1,6 +1,7 @@
 """CURVE from outside: keys made by `eddy keygen`, a daemon that takes only allowed keys, and
 pyzmq clients with no key, an unknown key and a known key (refused, refused, served)."""
 import os
+import signal
 import subprocess
 import time
 
@@ -116,3 +117,52 @@ def test_a_client_key_others_can_read_is_refused(keys):
     os.chmod(keys["known_key"], 0o644)
     with pytest.raises(PermissionError):
         CurveKeys.load(str(keys["server_pub"]), str(keys["known_key"]))
+
+
+def test_sighup_reads_the_allow_list_again(start_daemon, keys, tmp_path):
+    """A key added to the allow-list directory is let in after SIGHUP, on the ingest socket (the
+    daemon's own CURVE) and on PUB (libzmq's, through the ZAP handler); an allow-list that became
+    unreadable is refused and the one in force kept."""
+    d = start_daemon(daemon_config=curve_config(keys))
+    ep = d.endpoints
+    later_key, later_pub = keygen("later", tmp_path)
+    later = CurveKeys.load(str(keys["server_pub"]), str(later_key))
+    context = zmq.Context()
+    try:
+        known_sub = Subscriber(ep["publish"], context=context, curve=keys["known"])
+        wait_heartbeat(known_sub)
+        x = np.ones((8, 3), np.float32)
+        before = Producer(ep["ingest"], context=context, linger_ms=0, curve=later)
+        before.socket.setsockopt(zmq.SNDTIMEO, 300)
+        try:
+            before.send("later", x)
+        except zmq.Again:
+            pass
+        deadline = time.monotonic() + 10
+        while wait_heartbeat(known_sub).handshakes_refused < 1 and time.monotonic() < deadline:
+            pass
+        assert wait_heartbeat(known_sub).samples_accepted == 0
+        before.close()
+
+        os.replace(later_pub, keys["allowed"] / "later.pub")
+        d.process.send_signal(signal.SIGHUP)
+        time.sleep(0.3)
+        later_sub = Subscriber(ep["publish"], context=context, curve=later)
+        with Producer(ep["ingest"], context=context, curve=later) as after:
+            after.send("later", x)
+            assert wait_scores(later_sub, "later", 0).first_sequence == 0
+
+        # An allow-list others may write is refused on reload, as at start: the list in force stays,
+        # so "later" is still let in although its key has left the directory meanwhile.
+        os.replace(keys["allowed"] / "later.pub", later_pub)
+        os.chmod(keys["allowed"], 0o777)
+        d.process.send_signal(signal.SIGHUP)
+        time.sleep(0.3)
+        os.chmod(keys["allowed"], 0o755)
+        with Producer(ep["ingest"], context=context, curve=later) as again:
+            again.send("later", x, sequence=8)
+            assert wait_scores(later_sub, "later", 8).first_sequence == 8
+        assert d.process.poll() is None
+    finally:
+        context.destroy(linger=0)
+    assert d.terminate()[0] == 0
