@@ -356,6 +356,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// frame that would take more is refused at its header (`OVER_BUDGET`). At least one largest
     /// message (`max_message_bytes` and a stream name).
     public var ingestBufferBytes = 64 << 20
+    /// Seconds a producer connection may take to finish its ZMTP handshake before it is closed: a
+    /// slot held by a peer that never greets, or never proves its key, is one a producer cannot have.
+    public var ingestHandshakeSeconds = 10.0
 
     /// Most bytes ingest holds before a message is whole, whatever producers send: every
     /// connection's read-ahead and the messages in progress.
@@ -442,6 +445,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
             || maxIngestConnections > 1 << 20
         {
             throw ConfigurationError.invalid("ingest_connection_bytes must be in 8K...1G and max_ingest_connections in 1...1048576")
+        }
+        if !(ingestHandshakeSeconds >= 0.1 && ingestHandshakeSeconds <= 3600) {
+            throw ConfigurationError.invalid("ingest_handshake_seconds must be in 0.1...3600")
         }
         if ingestBufferBytes < maxMessageBytes + maxStreamNameBytes || ingestBufferBytes > 1 << 40 {
             throw ConfigurationError.invalid(

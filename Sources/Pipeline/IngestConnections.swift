@@ -9,8 +9,11 @@ import ZeroMQ
 /// their limits and the `ingest_buffer_bytes` budget at each frame header, before any is held.
 /// Ingest thread only.
 struct IngestConnections {
-    /// By routing id (libzmq's are 5 bytes: a zero and a counter), with the id's bytes to send back.
-    var open: [UInt64: (id: [UInt8], connection: ZMTPConnection)] = [:]
+    /// By routing id (libzmq's are 5 bytes: a zero and a counter), with the id's bytes to send back
+    /// and when it opened (monotonic seconds).
+    var open: [UInt64: (id: [UInt8], connection: ZMTPConnection, opened: Double)] = [:]
+    /// Seconds a connection may take to finish its handshake before it is closed.
+    let handshakeSeconds: Double
     let budget: ZMTPConnection.Budget
     let security: ZMTPConnection.Security
     let limits: ZMTPConnection.Limits
@@ -20,6 +23,7 @@ struct IngestConnections {
         budget = .init(limit: c.ingestBufferBytes)
         limits = .init(frameBytes: [c.maxStreamNameBytes, c.maxMessageBytes])
         maximum = c.maxIngestConnections
+        handshakeSeconds = c.ingestHandshakeSeconds
         if let security, let secret = Curve.decode(security.server.secretKey) {
             let list = security.allowList
             self.security = .curve(secretKey: secret, allows: { list.contains(raw: $0) })
@@ -51,7 +55,7 @@ extension Daemon {
                     try opened(or: key, id: Array(id), stream: stream, connections: &connections)
                     return
                 }
-                guard let (idBytes, c) = connections.open[key] else { return }  // closed by us; its last bytes
+                guard let (idBytes, c, _) = connections.open[key] else { return }  // closed by us; its last bytes
                 var closed = false
                 try c.feed(data, budget: connections.budget) { event in
                     guard !closed else { return }
@@ -90,7 +94,7 @@ extension Daemon {
     /// An empty chunk: the connection `key` opened (greet it, or close it when too many are open)
     /// or closed.
     func opened(or key: UInt64, id: [UInt8], stream: borrowing Socket, connections: inout IngestConnections) throws {
-        if let (_, c) = connections.open.removeValue(forKey: key) {
+        if let (_, c, _) = connections.open.removeValue(forKey: key) {
             if let end = c.peerClosed(budget: connections.budget) { ended(end) }
         } else if connections.open.count >= connections.maximum {
             connectionsRefused.add()
@@ -103,8 +107,20 @@ extension Daemon {
             _ = try stream.send([id, []], dontWait: true)
         } else {
             let c = ZMTPConnection(security: connections.security, limits: connections.limits)
-            connections.open[key] = (id, c)
+            connections.open[key] = (id, c, Self.monotonic())
             _ = try stream.send([id, c.greeting], dontWait: true)
+        }
+    }
+
+    /// Closes connections still in their handshake `ingest_handshake_seconds` after they opened
+    /// (counted as protocol errors).
+    func closeStalledHandshakes(_ stream: borrowing Socket, connections: inout IngestConnections) throws {
+        let cutoff = Self.monotonic() - connections.handshakeSeconds
+        for (key, entry) in connections.open where !entry.connection.isReady && entry.opened < cutoff {
+            entry.connection.release(budget: connections.budget)
+            connections.open[key] = nil
+            _ = try stream.send([entry.id, []], dontWait: true)
+            ended(.protocolError("no handshake within \(connections.handshakeSeconds) s"))
         }
     }
 

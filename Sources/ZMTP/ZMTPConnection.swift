@@ -97,6 +97,8 @@ public final class ZMTPConnection {
     }
 
     public var isClosed: Bool { phase == .closed }
+    /// The handshake is done: messages may come.
+    public var isReady: Bool { phase == .ready }
 
     /// The server's greeting, to send as soon as the connection opens: signature, version 3.1, the
     /// mechanism, as-server.

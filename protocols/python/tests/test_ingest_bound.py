@@ -2,6 +2,7 @@
 many-frame, oversized, half-sent and too many connections' messages; the daemon refuses each at its
 frame header with its error code, its resident memory stays within the documented bound
 (max_ingest_connections x ingest_connection_bytes + ingest_buffer_bytes), and good traffic goes on."""
+import socket
 import time
 
 import numpy as np
@@ -17,6 +18,7 @@ max_message_bytes = 1048576
 ingest_buffer_bytes = 4M
 ingest_connection_bytes = 64K
 max_ingest_connections = 16
+ingest_handshake_seconds = 1
 """
 BOUND = 16 * 64 * 1024 + 4 * 1024 * 1024
 
@@ -83,6 +85,18 @@ def test_floods_of_every_shape_are_refused_at_the_frame_header_and_memory_stays_
         # so it is rejected as undecodable, which shows it was read whole.
         held[0].sendall(b"\2" * (450 * 1024))
         assert errors_until(sub, 1) == [("error/slow0/", pb.ERROR_CODE_UNDECODABLE)]
+
+        # A connection that greets back nothing is closed after ingest_handshake_seconds (1 s here).
+        host, port = ep["ingest"].removeprefix("tcp://").rsplit(":", 1)
+        silent = socket.create_connection((host, int(port)))
+        silent.settimeout(5)
+        greeting = b""
+        while len(greeting) < 64:
+            greeting += silent.recv(64 - len(greeting))
+        start = time.monotonic()
+        assert silent.recv(64) == b""
+        assert 0.5 < time.monotonic() - start < 4
+        silent.close()
 
         # Too many connections: beyond 16 open, each new one is closed as it opens and counted.
         extra = [zmtp_client_or_closed(ep["ingest"]) for _ in range(16)]
