@@ -200,14 +200,16 @@ public final class ZMTPConnection {
     }
 
     /// The peer closed the connection: gives back what it held, and says why it ended if that counts
-    /// as a refusal. A libzmq client whose security differs from ours closes as soon as it reads our
-    /// greeting, before its own is complete.
+    /// (a refusal under CURVE, a protocol error under NULL). A libzmq client whose security differs
+    /// from ours closes as soon as it reads our greeting, before its own is complete.
     public func peerClosed(budget: Budget) -> End? {
         let phase = self.phase
         release(budget: budget)
         switch phase {
         case .greeting, .hello:
-            return .refused("the client left in the greeting: its security is not \(curve == nil ? "NULL" : "CURVE")", client: nil)
+            // Refused only where the daemon asks for keys: a plaintext daemon refuses no one.
+            let why = "the client left in the greeting: its security is not \(curve == nil ? "NULL" : "CURVE")"
+            return curve == nil ? .protocolError(why) : .refused(why, client: nil)
         default:
             return nil
         }

@@ -164,6 +164,20 @@ final class ZMTPServerHarness {
         #expect(refused.contains { $0.0.contains("not CURVE") && $0.1 == nil })
         #expect(refused.contains { $0.1 == Curve.decode(unknown.publicKey)! })
     }
+
+    /// A plaintext server refuses no one: a CURVE client that leaves in the greeting is a protocol
+    /// error there, not a refused handshake (heartbeats count refusals only under CURVE).
+    @Test func aCurveClientOfAPlaintextServerIsAProtocolErrorNotARefusal() throws {
+        let server = try ZMTPServerHarness()
+        let stream = try Socket(server.context, .stream)
+        let push = try Socket(server.context, .push)
+        try push.makeCurveClient(serverKey: try Curve.generate().publicKey, keys: try Curve.generate())
+        try push.connect(try stream.bind("tcp://127.0.0.1:*"))
+        _ = try push.send(frames("c", "curve"), dontWait: true)
+        try server.serve(stream) { _ in !server.ends.isEmpty }
+        #expect(server.ends.first == .protocolError("the client left in the greeting: its security is not NULL"))
+        #expect(server.messages.isEmpty)
+    }
 }
 
 extension Array where Element == UInt8 {
