@@ -360,9 +360,6 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// slot held by a peer that never greets, or never proves its key, is one a producer cannot have.
     public var ingestHandshakeSeconds = 10.0
 
-    /// Most bytes ingest holds before a message is whole, whatever producers send: every
-    /// connection's read-ahead and the messages in progress.
-    public var ingestBoundBytes: Int { maxIngestConnections * ingestConnectionBytes + ingestBufferBytes }
     /// Chunks (libzmq reads of up to 8 KiB) queued per connection.
     public var ingestChunksPerConnection: Int { max(1, ingestConnectionBytes / 8192) }
     /// How the trainer thread is scheduled: `idle` (SCHED_IDLE: only CPU time nothing else wants) or

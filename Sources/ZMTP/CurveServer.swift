@@ -28,9 +28,7 @@ struct CurveServer {
     init(secretKey: [UInt8]) {
         precondition(Self.initialised && secretKey.count == Self.keyBytes)
         self.secretKey = secretKey
-        var pk = [UInt8](repeating: 0, count: Self.keyBytes)
-        _ = crypto_scalarmult_base(&pk, secretKey)
-        publicKey = pk
+        publicKey = Self.publicKey(of: secretKey)
     }
 
     /// The public key of a raw secret key.

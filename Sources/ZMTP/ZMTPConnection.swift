@@ -250,7 +250,7 @@ public final class ZMTPConnection {
         // Handshake frames, and every command, are small; CURVE sends its messages as MESSAGE frames
         // (command or not, by the libzmq version).
         let boxed = curve != nil && phase == .ready
-        if isCommand && !boxed || phase != .ready {
+        if phase != .ready || (isCommand && !boxed) {
             guard size <= UInt64(limits.commandBytes) else {
                 close(.protocolError("command frame of \(size) bytes"), &events, budget: budget)
                 return

@@ -56,6 +56,7 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
     /// their extremes.
     let confirm: Int
     var held = 0
+    let heldLowBuffer: FloatBuffer, heldHighBuffer: FloatBuffer
     let heldLow: UnsafeMutablePointer<Float>, heldHigh: UnsafeMutablePointer<Float>
 
     public init(
@@ -64,10 +65,6 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
     ) {
         self.dimension = dimension
         self.confirm = max(1, confirm)
-        heldLow = .allocate(capacity: dimension)
-        heldHigh = .allocate(capacity: dimension)
-        heldLow.initialize(repeating: .infinity, count: dimension)
-        heldHigh.initialize(repeating: -.infinity, count: dimension)
         self.habitLimit = habitLimit
         habitDecay = 1 - 1 / Double(max(1, habitHorizon))
         self.margin = margin
@@ -80,11 +77,9 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         referenceLow = FloatBuffer(low.array)
         referenceHigh = FloatBuffer(high.array)
         (lowP, highP, referenceLowP, referenceHighP) = (low.pointer, high.pointer, referenceLow.pointer, referenceHigh.pointer)
-    }
-
-    deinit {
-        heldLow.deallocate()
-        heldHigh.deallocate()
+        heldLowBuffer = FloatBuffer(low.array)
+        heldHighBuffer = FloatBuffer(high.array)
+        (heldLow, heldHigh) = (heldLowBuffer.pointer, heldHighBuffer.pointer)
     }
 
     /// Whether any of `rows` samples lies outside the reference: one branch-free pass (it vectorises).
@@ -133,7 +128,7 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
                 held += 1
                 if held >= confirm { takeHeld() }
             } else {
-                if !beyond { dropHeld() }
+                if !beyond && held > 0 { dropHeld() }
                 for f in 0..<d {
                     if x[f] < lo[f] { lo[f] = x[f] }
                     if x[f] > hi[f] { hi[f] = x[f] }
