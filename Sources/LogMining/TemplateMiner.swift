@@ -78,9 +78,32 @@ public final class TemplateMiner {
         }
     }
 
+    /// What the miner made of one line, without the line's parameters (`add(_:_:)` reads them in place).
+    public struct Outcome: Sendable, Equatable {
+        public let id: UInt32
+        public let isNew: Bool
+        public let changed: Bool
+        public let evicted: UInt32
+    }
+
+    /// The parameters of the line just mined (where the template has `<*>`, or the line a masked
+    /// value), read in place: valid only inside the body given to `add(_:_:)`.
+    public struct Parameters {
+        let line: UnsafeBufferPointer<UInt8>
+        let scratch: Scratch
+        public var count: Int { scratch.parameterCount }
+        /// Parameter `i`'s span in the line (UTF-8 offsets).
+        public func span(_ i: Int) -> Range<Int> {
+            let token = Int(scratch.parameters[i])
+            return scratch.starts[token]..<scratch.ends[token]
+        }
+        /// Parameter `i`'s bytes.
+        public subscript(i: Int) -> UnsafeBufferPointer<UInt8> { UnsafeBufferPointer(rebasing: line[span(i)]) }
+    }
+
     public static let wildcard = "<*>"
     public let configuration: Configuration
-    public private(set) var templates: [UInt32: Template] = [:]
+    public private(set) var templates = TemplateMap<Template>()
     public private(set) var nextID: UInt32 = 1
     /// Lines seen, and templates evicted.
     public private(set) var lines: UInt64 = 0
@@ -110,37 +133,55 @@ public final class TemplateMiner {
 
     /// Mines one line.
     public func add(_ line: Substring) -> Match {
-        lines &+= 1
-        return Self.withBytes(line) { line, bytes in
-            tokenize(bytes)
-            lookUp()
-            let leaf = self.leaf(bytes, creating: true)!
-            let n = scratch.count
-            if let (id, at) = best(in: leaf) {
-                // In place, where `best` found it: a copy would copy its arrays on every line.
-                var changed = false
-                templates.values[at].count &+= 1
-                templates.values[at].lastLine = lines
-                for i in 0..<n {
-                    let held = templates.values[at].ids[i]
-                    guard held != scratch.ids[i] && held != 0 else { continue }
-                    vocabulary.release(held)
-                    templates.values[at].ids[i] = 0
-                    templates.values[at].tokens[i] = Self.wildcard
-                    changed = true
-                }
-                return Match(id: id, isNew: false, changed: changed, line: line, parameterSpans: parameterSpans(of: templates.values[at].ids))
-            }
-            let evictedID = templates.count >= configuration.maxTemplates ? evictOne() : 0
-            let id = nextID
-            nextID &+= 1
-            let route = (0..<scratch.routeCount).map { String(decoding: branches.word(scratch.route[$0]), as: UTF8.self) }
-            var t = Template(id: id, tokens: (0..<n).map { String(decoding: key($0), as: UTF8.self) }, count: 1, lastLine: lines, route: route)
-            t.ids = (0..<n).map { vocabulary.intern(key($0)) }
-            templates[id] = t
-            leaf.templates.append(id)
-            return Match(id: id, isNew: true, changed: false, line: line, parameterSpans: parameterSpans(of: t.ids), evicted: evictedID)
+        Self.withBytes(line) { line, bytes in
+            let o = mine(bytes)
+            let spans = (0..<scratch.parameterCount).map { Parameters(line: bytes, scratch: scratch).span($0) }
+            return Match(id: o.id, isNew: o.isNew, changed: o.changed, line: line, parameterSpans: spans, evicted: o.evicted)
         }
+    }
+
+    /// Mines one line, and gives `body` what became of it and its parameters, read in place (no
+    /// allocation per line: what a log stream's ingest calls).
+    public func add<R>(_ line: Substring, _ body: (Outcome, Parameters) -> R) -> R {
+        Self.withBytes(line) { _, bytes in
+            let o = mine(bytes)
+            return body(o, Parameters(line: bytes, scratch: scratch))
+        }
+    }
+
+    /// Mines the line in `bytes`; its parameters' tokens into `scratch.parameters`.
+    func mine(_ bytes: UnsafeBufferPointer<UInt8>) -> Outcome {
+        lines &+= 1
+        tokenize(bytes)
+        lookUp()
+        let leaf = self.leaf(bytes, creating: true)!
+        let n = scratch.count
+        if let (id, at) = best(in: leaf) {
+            // In place, where `best` found it: a copy would copy its arrays on every line.
+            var changed = false
+            templates[slot: at].count &+= 1
+            templates[slot: at].lastLine = lines
+            for i in 0..<n {
+                let held = templates[slot: at].ids[i]
+                guard held != scratch.ids[i] && held != 0 else { continue }
+                vocabulary.release(held)
+                templates[slot: at].ids[i] = 0
+                templates[slot: at].tokens[i] = Self.wildcard
+                changed = true
+            }
+            templates[slot: at].ids.withUnsafeBufferPointer(findParameters)
+            return Outcome(id: id, isNew: false, changed: changed, evicted: 0)
+        }
+        let evictedID = templates.count >= configuration.maxTemplates ? evictOne() : 0
+        let id = nextID
+        nextID &+= 1
+        let route = (0..<scratch.routeCount).map { String(decoding: branches.word(scratch.route[$0]), as: UTF8.self) }
+        var t = Template(id: id, tokens: (0..<n).map { String(decoding: key($0), as: UTF8.self) }, count: 1, lastLine: lines, route: route)
+        t.ids = (0..<n).map { vocabulary.intern(key($0)) }
+        t.ids.withUnsafeBufferPointer(findParameters)
+        templates[id] = t
+        leaf.templates.append(id)
+        return Outcome(id: id, isNew: true, changed: false, evicted: evictedID)
     }
 
     /// The template `line` would join, without learning anything from it (nil: it would be new).
@@ -180,9 +221,13 @@ public final class TemplateMiner {
         /// The branches the line took in the tree.
         var routeCount = 0
         let route = UnsafeMutablePointer<Int32>.allocate(capacity: maximumTokens)
+        /// The tokens that are the line's parameters, in order.
+        var parameterCount = 0
+        let parameters = UnsafeMutablePointer<Int32>.allocate(capacity: maximumTokens)
 
         func deallocate() {
             starts.deallocate(); ends.deallocate(); keyEnds.deallocate(); masked.deallocate(); ids.deallocate(); route.deallocate()
+            parameters.deallocate()
             keys.deallocate()
         }
 
@@ -248,16 +293,16 @@ public final class TemplateMiner {
         }
     }
 
-    /// The most similar template at the leaf for `scratch.ids`, if similar enough.
-    func best(in leaf: Node) -> (id: UInt32, at: Dictionary<UInt32, Template>.Index)? {
-        var found: (id: UInt32, at: Dictionary<UInt32, Template>.Index, same: Int, wildcards: Int)?
+    /// The most similar template at the leaf for `scratch.ids`, if similar enough, with its slot in `templates`.
+    func best(in leaf: Node) -> (id: UInt32, at: Int)? {
+        var found: (id: UInt32, at: Int, same: Int, wildcards: Int)?
         let n = scratch.count, ids = scratch.ids
         do {
             for id in leaf.templates {
                 // Read in place (a copy of the template would retain its three arrays).
-                guard let at = templates.index(forKey: id), templates.values[at].ids.count == n else { continue }
+                guard let at = templates.slot(of: id), templates[slot: at].ids.count == n else { continue }
                 var same = 0, wildcards = 0
-                templates.values[at].ids.withUnsafeBufferPointer { held in
+                templates[slot: at].ids.withUnsafeBufferPointer { held in
                     for i in 0..<n {
                         // A masked value meets a masked value: the same; a parameter the template
                         // learned meets anything: not evidence either way, but counted to break ties.
@@ -330,13 +375,14 @@ public final class TemplateMiner {
         return node
     }
 
-    /// The line's spans where the template has `<*>`, or a masked value.
-    func parameterSpans(of template: [Int32]) -> [Range<Int>] {
-        var out: [Range<Int>] = []
+    /// The line's tokens where the template has `<*>`, or a masked value, into `scratch.parameters`.
+    func findParameters(of template: UnsafeBufferPointer<Int32>) {
+        var k = 0
         for i in 0..<min(template.count, scratch.count) where template[i] == 0 || scratch.masked[i] {
-            out.append(scratch.starts[i]..<scratch.ends[i])
+            scratch.parameters[k] = Int32(i)
+            k += 1
         }
-        return out
+        scratch.parameterCount = k
     }
 
     /// Removes the template matched least recently (its id is never given again); returns its id.

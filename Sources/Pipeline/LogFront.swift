@@ -13,7 +13,7 @@ public final class LogFront: CheckpointSection, @unchecked Sendable {
     public static let stateVersion: UInt32 = 1
     /// Width of a log stream's rows, and the parameters per line read as numbers.
     public static let dimension = 32
-    public static let maximumParameters = 8
+    public static let maximumParameters = ParameterNumbers.capacity
 
     public private(set) var miner: TemplateMiner
     let mixWindow: Int
@@ -39,13 +39,11 @@ public final class LogFront: CheckpointSection, @unchecked Sendable {
         facts.reserveCapacity(lines.count)
         let d = Self.dimension, share = 1 / Float(mixWindow)
         for (i, line) in lines.enumerated() {
-            let m = miner.add(line)
-            var numbers: [Double?] = []
-            if !m.parameterSpans.isEmpty {
-                // The line's bytes in place (a native string's are contiguous).
-                numbers = m.line.utf8.withContiguousStorageIfAvailable { bytes in
-                    m.parameterSpans.prefix(Self.maximumParameters).map { Self.number(UnsafeBufferPointer(rebasing: bytes[$0])) }
-                } ?? m.parameters.prefix(Self.maximumParameters).map(Self.number)
+            // The parameters read in place, in the miner's buffers.
+            let (m, numbers) = miner.add(line) { m, parameters in
+                var numbers = ParameterNumbers()
+                for k in 0..<min(parameters.count, Self.maximumParameters) { numbers.append(Self.number(parameters[k])) }
+                return (m, numbers)
             }
             facts.append(
                 LineFacts(

@@ -174,3 +174,45 @@ func groupingAccuracy(_ predicted: [UInt32], _ truth: [Substring]) -> Double {
         #expect(Array("<*>".utf8).withUnsafeBufferPointer { table.find($0) } == 0)
     }
 }
+
+@Suite struct TemplateMapTests {
+    /// Random sets, updates and removals over few ids (long probe runs that wrap around the
+    /// table, which grows from 16 slots), checked against a Dictionary after every operation's key.
+    @Test func agreesWithADictionaryThroughSettingAndRemoval() {
+        var map = TemplateMap<Int>()
+        var model: [UInt32: Int] = [:]
+        var seed: UInt64 = 11
+        func next() -> UInt64 {
+            seed = seed &* 6364136223846793005 &+ 1442695040888963407
+            return seed >> 33
+        }
+        for step in 0..<20_000 {
+            // Ids 1 to 600, sparse at first so the table both grows and empties.
+            let key = UInt32(1 + next() % UInt64(step < 10_000 ? 600 : 40))
+            switch next() % 4 {
+            case 0:
+                #expect(map.removeValue(forKey: key) == model.removeValue(forKey: key))
+            case 1:
+                map[key, default: 0] += 3
+                model[key, default: 0] += 3
+            case 2:
+                let seen = map.update(key, default: 5) { v in
+                    v *= 2
+                    return v
+                }
+                model[key, default: 5] *= 2
+                #expect(seen == model[key])
+            default:
+                map[key] = step
+                model[key] = step
+            }
+            #expect(map[key] == model[key])
+            #expect(map.count == model.count)
+        }
+        #expect(Dictionary(uniqueKeysWithValues: map.entries.map { ($0.key, $0.value) }) == model)
+        #expect(map.sortedEntries.map(\.key) == model.keys.sorted())
+        for key in UInt32(0)...601 { #expect(map[key] == model[key]) }
+        // Id 0 is no template: absent, and removing it changes nothing.
+        #expect(map[0] == nil && map.removeValue(forKey: 0) == nil && map.count == model.count)
+    }
+}

@@ -25,7 +25,7 @@ import Testing
         let silence = try #require(run.pipeline.chain.signal(SilenceSignal.self))
         let live = Set(run.pipeline.logs!.miner.templates.keys)
         #expect(live.count == 20)
-        #expect(Set(burst.shares.keys).isSubset(of: live) && burst.bursting.isSubset(of: live))
+        #expect(Set(burst.shares.keys).isSubset(of: live) && Set(burst.bursting.keys).isSubset(of: live))
         #expect(Set(template.counts.keys).isSubset(of: live) && Set(silence.rhythms.keys).isSubset(of: live))
         #expect(burst.recent.allSatisfy { $0 == 0 || live.contains($0) })
     }

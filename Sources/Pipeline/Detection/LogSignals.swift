@@ -1,5 +1,6 @@
 import Foundation
 import Learning
+import LogMining
 
 /// What a log stream knows of one line when its signals read it (`Observation.line`): the
 /// template it joined (`LogFront` mined it), the numbers among its parameters, and when it came.
@@ -16,11 +17,11 @@ public struct LineFacts: Sendable {
     /// The producer's timestamp in seconds, or nil.
     public var seconds: Double?
     /// The template's first `LogFront.maximumParameters` parameters as numbers (nil: not a number).
-    public var numbers: [Double?]
+    public var numbers: ParameterNumbers
 
     public init(
         template: UInt32, isNew: Bool, changed: Bool = false, evicted: UInt32 = 0, index: UInt64, seconds: Double? = nil,
-        numbers: [Double?] = []
+        numbers: ParameterNumbers = []
     ) {
         self.template = template
         self.isNew = isNew
@@ -29,6 +30,37 @@ public struct LineFacts: Sendable {
         self.index = index
         self.seconds = seconds
         self.numbers = numbers
+    }
+}
+
+/// A line's first `LogFront.maximumParameters` parameters as numbers (nil: not a number), held
+/// inline: a line's facts cost no allocation.
+public struct ParameterNumbers: RandomAccessCollection, ExpressibleByArrayLiteral, Sendable {
+    private var values: (Double, Double, Double, Double, Double, Double, Double, Double) = (0, 0, 0, 0, 0, 0, 0, 0)
+    /// Bit i: parameter i is a number.
+    private var present: UInt8 = 0
+    public private(set) var endIndex = 0
+    public var startIndex: Int { 0 }
+    public static let capacity = 8
+
+    public init() {}
+    public init(arrayLiteral elements: Double?...) { for x in elements { append(x) } }
+
+    public subscript(i: Int) -> Double? {
+        precondition(i >= 0 && i < endIndex, "parameter index out of range")
+        guard present & (1 << i) != 0 else { return nil }
+        return withUnsafeBytes(of: values) { $0.load(fromByteOffset: i * 8, as: Double.self) }
+    }
+
+    /// Adds a parameter (at most `capacity`).
+    public mutating func append(_ x: Double?) {
+        precondition(endIndex < Self.capacity, "more than \(Self.capacity) parameters")
+        if let x {
+            let i = endIndex
+            withUnsafeMutableBytes(of: &values) { $0.storeBytes(of: x, toByteOffset: i * 8, as: Double.self) }
+            present |= 1 << i
+        }
+        endIndex += 1
     }
 }
 
@@ -66,6 +98,13 @@ func upperQuantile(_ p: Double) -> Float {
     return Float(z)
 }
 
+/// A template id read from a state file (0 is no template).
+func readTemplateID(_ r: inout StateReader) throws -> UInt32 {
+    let id = try r.read(UInt32.self)
+    guard id != 0 else { throw StateError.invalid("template id 0") }
+    return id
+}
+
 /// The alert strength of a surprise over a margin: Φ(z − margin).
 func strength(_ z: Float, margin: Float) -> Float { z.isFinite ? Calibrator.phi(z - margin) : 0 }
 
@@ -84,7 +123,7 @@ public final class TemplateSignal: AnomalySignal, @unchecked Sendable {
     let margin: Float
     /// Lines seen, each template's count, and the templates seen once only.
     var lines: UInt64 = 0
-    var counts: [UInt32: UInt64] = [:]
+    var counts = TemplateMap<UInt64>()
     var singletons = 0
     public private(set) var finding: LogFinding?
 
@@ -111,15 +150,17 @@ public final class TemplateSignal: AnomalySignal, @unchecked Sendable {
     public func learn(_ o: Observation, anomalous: Bool) {
         guard let line = o.line else { return }
         lines &+= 1
-        let n = counts[line.template, default: 0] &+ 1
-        counts[line.template] = n
+        let n = counts.update(line.template, default: 0) { n in
+            n &+= 1
+            return n
+        }
         if n == 1 { singletons += 1 } else if n == 2 { singletons -= 1 }
     }
 
     public func encode(_ w: inout StateWriter) {
         w.write(lines)
         w.write(UInt32(counts.count))
-        for (id, n) in counts.sorted(by: { $0.key < $1.key }) { w.write(id); w.write(n) }
+        for (id, n) in counts.sortedEntries { w.write(id); w.write(n) }
     }
 
     public func decode(_ r: inout StateReader, version: UInt32) throws {
@@ -127,8 +168,8 @@ public final class TemplateSignal: AnomalySignal, @unchecked Sendable {
         lines = try r.read(UInt64.self)
         let n = Int(try r.read(UInt32.self))
         try r.requireRoom(n, each: 12)
-        counts = [:]
-        for _ in 0..<n { counts[try r.read(UInt32.self)] = try r.read(UInt64.self) }
+        counts = TemplateMap()
+        for _ in 0..<n { counts[try readTemplateID(&r)] = try r.read(UInt64.self) }
         singletons = counts.values.filter { $0 == 1 }.count
     }
 }
@@ -151,7 +192,7 @@ public final class ParameterSignal: AnomalySignal, @unchecked Sendable {
 
     struct Moments { var count = 0.0, mean = 0.0, variance = 0.0, low = Double.infinity, high = -Double.infinity }
     let horizon: Double, margin: Float
-    var stats: [UInt32: [Moments]] = [:]
+    var stats = TemplateMap<[Moments]>()
     public private(set) var finding: LogFinding?
 
     public init(horizon: Int, margin: Float) {
@@ -166,7 +207,8 @@ public final class ParameterSignal: AnomalySignal, @unchecked Sendable {
         guard let line = o.line else { return Reading() }
         if line.evicted != 0 { stats[line.evicted] = nil }
         if line.changed { stats[line.template] = nil }  // its positions moved
-        guard let moments = stats[line.template] else { return Reading() }
+        guard let slot = stats.slot(of: line.template) else { return Reading() }
+        let moments = stats[slot: slot]
         var best = -Float.infinity, position = -1, beyond = false
         for (k, value) in line.numbers.enumerated() where k < moments.count {
             guard let value, moments[k].count >= Self.minimumCount else { continue }
@@ -186,15 +228,16 @@ public final class ParameterSignal: AnomalySignal, @unchecked Sendable {
     /// only those of normal lines.
     public func learn(_ o: Observation, anomalous: Bool) {
         guard let line = o.line, !line.numbers.isEmpty else { return }
-        let id = line.template
+        let learn = !anomalous, horizon = horizon
         // In place: a copy of the template's moments would be an allocation per line.
-        if (stats[id]?.count ?? -1) < line.numbers.count {
-            stats[id, default: []] += Array(repeating: Moments(), count: line.numbers.count - (stats[id]?.count ?? 0))
-        }
-        for (k, value) in line.numbers.enumerated() {
-            guard let value else { continue }
-            let y = Self.scaled(value)
-            Self.update(&stats[id]![k], y, learn: !anomalous, horizon: horizon)
+        stats.update(line.template, default: []) { moments in
+            if moments.count < line.numbers.count {
+                moments += Array(repeating: Moments(), count: line.numbers.count - moments.count)
+            }
+            for (k, value) in line.numbers.enumerated() {
+                guard let value else { continue }
+                Self.update(&moments[k], Self.scaled(value), learn: learn, horizon: horizon)
+            }
         }
     }
 
@@ -211,7 +254,7 @@ public final class ParameterSignal: AnomalySignal, @unchecked Sendable {
 
     public func encode(_ w: inout StateWriter) {
         w.write(UInt32(stats.count))
-        for (id, moments) in stats.sorted(by: { $0.key < $1.key }) {
+        for (id, moments) in stats.sortedEntries {
             w.write(id); w.write(UInt32(moments.count))
             for m in moments { w.write(m.count); w.write(m.mean); w.write(m.variance); w.write(m.low); w.write(m.high) }
         }
@@ -221,9 +264,9 @@ public final class ParameterSignal: AnomalySignal, @unchecked Sendable {
         guard version == 1 else { throw StateError.unsupportedVersion(version) }
         let n = Int(try r.read(UInt32.self))
         try r.requireRoom(n, each: 8)
-        stats = [:]
+        stats = TemplateMap()
         for _ in 0..<n {
-            let id = try r.read(UInt32.self)
+            let id = try readTemplateID(&r)
             let k = Int(try r.read(UInt32.self))
             guard k <= LogFront.maximumParameters else { throw StateError.invalid("parameter count \(k)") }
             stats[id] = try (0..<k).map { _ in
@@ -253,14 +296,14 @@ public final class BurstSignal: AnomalySignal, @unchecked Sendable {
     let window: Int, horizon: Double, margin: Float, ratio: Double
     /// Per template: its decayed count of lines (`share` makes it a share) and the line it was last
     /// brought up to date at.
-    var shares: [UInt32: (share: Double, at: UInt64)] = [:]
+    var shares = TemplateMap<(share: Double, at: UInt64)>()
     /// The last `window` lines' templates (a ring) and their counts.
     var recent: [UInt32] = []
     var next = 0
-    var counts: [UInt32: Int] = [:]
+    var counts = TemplateMap<Int>()
     var lines: UInt64 = 0
     /// Templates in a burst now (reported; quiet until their surprise falls below margin / 2).
-    var bursting: Set<UInt32> = []
+    var bursting = TemplateMap<Void>()
     public private(set) var finding: LogFinding?
 
     public init(window: Int, horizon: Int, margin: Float, ratio: Double) {
@@ -276,11 +319,11 @@ public final class BurstSignal: AnomalySignal, @unchecked Sendable {
     func share(_ id: UInt32) -> Double {
         guard let s = shares[id], lines > 0 else { return 0 }
         let d = 1 - 1 / horizon
-        return decayed(s) / ((1 - pow(d, Double(lines))) * horizon)
+        return decayed(s, to: lines) / ((1 - pow(d, Double(lines))) * horizon)
     }
 
-    /// The template's count, decayed to now.
-    func decayed(_ s: (share: Double, at: UInt64)) -> Double { s.share * pow(1 - 1 / horizon, Double(lines - s.at)) }
+    /// The template's count, decayed to line `now`.
+    func decayed(_ s: (share: Double, at: UInt64), to now: UInt64) -> Double { s.share * pow(1 - 1 / horizon, Double(now - s.at)) }
 
     public func read(_ o: inout Observation) -> Reading {
         finding = nil
@@ -291,22 +334,24 @@ public final class BurstSignal: AnomalySignal, @unchecked Sendable {
             recent.append(line.template)
         } else {
             let out = recent[next]
-            if let c = counts[out], c > 1 { counts[out] = c - 1 } else { counts[out] = nil }
+            if let k = counts.slot(of: out), counts[slot: k] > 1 { counts[slot: k] -= 1 } else { counts[out] = nil }
             if out != 0 { learnShare(out) }
             recent[next] = line.template
             next = next + 1 == window ? 0 : next + 1
         }
-        let c = (counts[line.template] ?? 0) + 1
-        counts[line.template] = c
+        let c = counts.update(line.template, default: 0) { c in
+            c += 1
+            return c
+        }
         guard c >= Self.minimumCount, lines >= UInt64(window) else {
-            bursting.remove(line.template)
+            bursting.removeValue(forKey: line.template)
             return Reading()
         }
         let lambda = Double(recent.count) * max(share(line.template), 0.5 / horizon)
         let n = Double(c)
         let z = n > lambda ? Float((2 * (n * log(n / lambda) - (n - lambda))).squareRoot()) : 0
-        if z < margin / 2 { bursting.remove(line.template) }
-        guard z >= margin, n >= ratio * lambda, bursting.insert(line.template).inserted else { return Reading(surprise: z) }
+        if z < margin / 2 { bursting.removeValue(forKey: line.template) }
+        guard z >= margin, n >= ratio * lambda, bursting.insert(line.template) else { return Reading(surprise: z) }
         finding = .burst(line.template, count: c, window: recent.count, ratio: n / lambda)
         return Reading(surprise: z, strength: 1, event: true)
     }
@@ -315,7 +360,7 @@ public final class BurstSignal: AnomalySignal, @unchecked Sendable {
     /// no template's, so they leave without teaching a share of a template that is gone).
     func forget(_ id: UInt32) {
         shares[id] = nil
-        bursting.remove(id)
+        bursting.removeValue(forKey: id)
         counts[id] = nil
         for k in recent.indices where recent[k] == id { recent[k] = 0 }
     }
@@ -323,10 +368,13 @@ public final class BurstSignal: AnomalySignal, @unchecked Sendable {
     /// A line that left the window, counted in its template's share (every line counts: a lasting
     /// change of rate becomes the usual).
     func learnShare(_ id: UInt32) {
-        let before = shares[id].map(decayed) ?? 0
+        let then = lines
         lines &+= 1
+        let now = lines
         // Decayed by one more line, plus this one; the others decay lazily (`share`).
-        shares[id] = (before * (1 - 1 / horizon) + 1, lines)
+        shares.update(id, default: (0, then)) { s in
+            s = (decayed(s, to: then) * (1 - 1 / horizon) + 1, now)
+        }
     }
 
     public func learn(_ o: Observation, anomalous: Bool) {}
@@ -335,13 +383,13 @@ public final class BurstSignal: AnomalySignal, @unchecked Sendable {
     public func encode(_ w: inout StateWriter) {
         w.write(lines)
         w.write(UInt32(shares.count))
-        for (id, s) in shares.sorted(by: { $0.key < $1.key }) { w.write(id); w.write(s.share); w.write(s.at) }
+        for (id, s) in shares.sortedEntries { w.write(id); w.write(s.share); w.write(s.at) }
         // The ring, oldest first.
         let ordered = recent.count < window ? recent : Array(recent[next...] + recent[..<next])
         w.write(UInt32(ordered.count))
         for id in ordered { w.write(id) }
         w.write(UInt32(bursting.count))
-        for id in bursting.sorted() { w.write(id) }
+        for id in bursting.sortedKeys { w.write(id) }
     }
 
     public func decode(_ r: inout StateReader, version: UInt32) throws {
@@ -349,9 +397,9 @@ public final class BurstSignal: AnomalySignal, @unchecked Sendable {
         lines = try r.read(UInt64.self)
         let n = Int(try r.read(UInt32.self))
         try r.requireRoom(n, each: 20)
-        shares = [:]
+        shares = TemplateMap()
         for _ in 0..<n {
-            let id = try r.read(UInt32.self), share = try r.read(Double.self), at = try r.read(UInt64.self)
+            let id = try readTemplateID(&r), share = try r.read(Double.self), at = try r.read(UInt64.self)
             guard at <= lines, share.isFinite, share >= 0 else { throw StateError.invalid("burst share") }
             shares[id] = (share, at)
         }
@@ -360,11 +408,13 @@ public final class BurstSignal: AnomalySignal, @unchecked Sendable {
         let ordered = try (0..<k).map { _ in try r.read(UInt32.self) }.suffix(window)
         recent = Array(ordered)
         next = 0
-        counts = [:]
-        for id in recent { counts[id, default: 0] += 1 }
+        counts = TemplateMap()
+        // Lines of an evicted template (0) are no template's: not counted.
+        for id in recent where id != 0 { counts[id, default: 0] += 1 }
         let b = Int(try r.read(UInt32.self))
         try r.requireRoom(b, each: 4)
-        bursting = Set(try (0..<b).map { _ in try r.read(UInt32.self) })
+        bursting = TemplateMap()
+        for _ in 0..<b { _ = bursting.insert(try readTemplateID(&r)) }
     }
 }
 
@@ -391,7 +441,7 @@ public final class SilenceSignal: AnomalySignal, @unchecked Sendable {
         var reported = false
     }
     let factor: Double, horizon: Double
-    var rhythms: [UInt32: Rhythm] = [:]
+    var rhythms = TemplateMap<Rhythm>()
     /// Deadlines (min-heap by time), with the count of the template when set (stale when it differs).
     var deadlines: [(at: Double, id: UInt32, count: Double)] = []
     var timed: Bool?
@@ -417,8 +467,10 @@ public final class SilenceSignal: AnomalySignal, @unchecked Sendable {
         guard let t = now(line) else { return Reading() }
         while let top = deadlines.first, top.at <= t {
             popDeadline()
-            guard let r = rhythms[top.id], r.count == top.count, !r.reported, top.id != line.template else { continue }
-            rhythms[top.id]!.reported = true
+            guard let k = rhythms.slot(of: top.id), case let r = rhythms[slot: k], r.count == top.count, !r.reported,
+                top.id != line.template
+            else { continue }
+            rhythms[slot: k].reported = true
             finding = .silence(top.id, usual: r.gap, gap: t - r.last, seconds: timed!)
             return Reading(surprise: Float(min((t - r.last) / max(r.gap, 1e-9), 1e6)), strength: 1, event: true)
         }
@@ -427,16 +479,18 @@ public final class SilenceSignal: AnomalySignal, @unchecked Sendable {
 
     public func learn(_ o: Observation, anomalous: Bool) {
         guard let line = o.line, let t = now(line) else { return }
-        var r = rhythms[line.template] ?? Rhythm()
-        if r.count > 0 {
-            let gap = max(t - r.last, 0), a = 1 / min(r.count, horizon)
-            r.deviation += a * (abs(gap - r.gap) - r.deviation)
-            r.gap += a * (gap - r.gap)
+        let horizon = horizon
+        let r = rhythms.update(line.template, default: Rhythm()) { r in
+            if r.count > 0 {
+                let gap = max(t - r.last, 0), a = 1 / min(r.count, horizon)
+                r.deviation += a * (abs(gap - r.gap) - r.deviation)
+                r.gap += a * (gap - r.gap)
+            }
+            r.count += 1
+            r.last = max(r.last, t)
+            r.reported = false
+            return r
         }
-        r.count += 1
-        r.last = max(r.last, t)
-        r.reported = false
-        rhythms[line.template] = r
         if regular(r) {
             pushDeadline((t + allowance(r), line.template, r.count))
         }
@@ -489,7 +543,7 @@ public final class SilenceSignal: AnomalySignal, @unchecked Sendable {
     public func encode(_ w: inout StateWriter) {
         w.write(UInt8(timed == nil ? 0 : timed! ? 2 : 1))
         w.write(UInt32(rhythms.count))
-        for (id, r) in rhythms.sorted(by: { $0.key < $1.key }) {
+        for (id, r) in rhythms.sortedEntries {
             w.write(id); w.write(r.count); w.write(r.last); w.write(r.gap); w.write(r.deviation); w.write(r.reported)
         }
     }
@@ -501,10 +555,10 @@ public final class SilenceSignal: AnomalySignal, @unchecked Sendable {
         timed = mode == 0 ? nil : mode == 2
         let n = Int(try r.read(UInt32.self))
         try r.requireRoom(n, each: 37)
-        rhythms = [:]
+        rhythms = TemplateMap()
         deadlines = []
         for _ in 0..<n {
-            let id = try r.read(UInt32.self)
+            let id = try readTemplateID(&r)
             let rhythm = Rhythm(
                 count: try r.read(Double.self), last: try r.read(Double.self), gap: try r.read(Double.self),
                 deviation: try r.read(Double.self), reported: try r.read(Bool.self))
