@@ -112,8 +112,10 @@ struct ByteTable {
         }
     }
 
+    func hash(_ bytes: UnsafeBufferPointer<UInt8>) -> UInt64 { Self.hash(bytes, seed: seed) }
+
     /// Eight bytes at a time, multiplied and folded (a short token is one or two words).
-    func hash(_ bytes: UnsafeBufferPointer<UInt8>) -> UInt64 {
+    static func hash(_ bytes: UnsafeBufferPointer<UInt8>, seed: UInt64) -> UInt64 {
         var h = seed ^ (UInt64(bytes.count) &* 0x9E37_79B9_7F4A_7C15)
         guard let base = bytes.baseAddress else { return h }
         let raw = UnsafeRawPointer(base)

@@ -1,5 +1,9 @@
 import Learning
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Log templates mined as lines arrive: Drain (He et al., "Drain: An Online Log Parsing Approach
 /// with Fixed Depth Tree", ICWS 2017), as Drain3 runs it, bounded.
 ///
@@ -140,12 +144,13 @@ public final class TemplateMiner {
         }
     }
 
-    /// Mines one line, and gives `body` what became of it and its parameters, read in place (no
-    /// allocation per line: what a log stream's ingest calls).
-    public func add<R>(_ line: Substring, _ body: (Outcome, Parameters) -> R) -> R {
+    /// Mines one line, and gives `parameters` its parameters, read in place (no allocation per
+    /// line: what a log stream's ingest calls).
+    public func add(_ line: Substring, parameters: (Parameters) -> Void) -> Outcome {
         Self.withBytes(line) { _, bytes in
             let o = mine(bytes)
-            return body(o, Parameters(line: bytes, scratch: scratch))
+            parameters(Parameters(line: bytes, scratch: scratch))
+            return o
         }
     }
 
@@ -153,6 +158,21 @@ public final class TemplateMiner {
     func mine(_ bytes: UnsafeBufferPointer<UInt8>) -> Outcome {
         lines &+= 1
         tokenize(bytes)
+        let recall = recent.find(scratch, epoch: epoch)
+        if let id = recall.id, let at = templates.slot(of: id) {
+            // As the tree would: the same tokens find the same template, which they leave unchanged.
+            templates[slot: at].count &+= 1
+            templates[slot: at].lastLine = lines
+            templates[slot: at].ids.withUnsafeBufferPointer(findParameters)
+            return Outcome(id: id, isNew: false, changed: false, evicted: 0)
+        }
+        let outcome = mineInTree(bytes)
+        recent.remember(outcome.id, at: recall.entry, scratch, epoch: epoch)
+        return outcome
+    }
+
+    /// `mine` through the tree and the comparison with the leaf's templates.
+    func mineInTree(_ bytes: UnsafeBufferPointer<UInt8>) -> Outcome {
         lookUp()
         let leaf = self.leaf(bytes, creating: true)!
         let n = scratch.count
@@ -169,6 +189,7 @@ public final class TemplateMiner {
                 templates[slot: at].tokens[i] = Self.wildcard
                 changed = true
             }
+            if changed { epoch &+= 1 }
             templates[slot: at].ids.withUnsafeBufferPointer(findParameters)
             return Outcome(id: id, isNew: false, changed: changed, evicted: 0)
         }
@@ -181,6 +202,7 @@ public final class TemplateMiner {
         t.ids.withUnsafeBufferPointer(findParameters)
         templates[id] = t
         leaf.templates.append(id)
+        epoch &+= 1
         return Outcome(id: id, isNew: true, changed: false, evicted: evictedID)
     }
 
@@ -203,6 +225,58 @@ public final class TemplateMiner {
 
     /// Tokens a line is split into at most.
     public static let maximumTokens = 128
+
+    /// Counts the changes of the templates (one founded, generalised or evicted): what a line's
+    /// tokens find in the tree changes only with it.
+    var epoch: UInt64 = 0
+    var recent = RecentLines()
+
+    /// The templates recent lines found, by their masked tokens, valid while `epoch` stands: a line
+    /// of the same tokens as one before (most lines, once a stream's templates have settled) joins
+    /// its template without looking up each token, walking the tree and comparing the leaf's
+    /// templates. What the tree would decide is decided by the tokens' keys and the templates at
+    /// their leaf alone (the leaf is fixed by the tokens: branches are never taken away), and those
+    /// templates change only with `epoch`. Direct-mapped, `size` entries of keys up to `longest`
+    /// bytes: at most about 160 KB.
+    struct RecentLines {
+        static let size = 512, longest = 256
+        struct Entry {
+            var epoch = UInt64.max
+            var id: UInt32 = 0
+            var keys: [UInt8] = []
+            var ends: [Int32] = []
+        }
+        var entries = [Entry](repeating: Entry(), count: size)
+
+        /// The entry for the line in `scratch`, and the template it found if it is remembered (nil:
+        /// not remembered, or not rememberable: -1).
+        func find(_ scratch: Scratch, epoch: UInt64) -> (id: UInt32?, entry: Int) {
+            let n = scratch.count
+            guard n > 0, scratch.keyEnds[n - 1] <= Self.longest else { return (nil, -1) }
+            let keys = UnsafeBufferPointer(start: scratch.keys, count: scratch.keyEnds[n - 1])
+            var h = UInt64(n) &* 0x9E37_79B9_7F4A_7C15
+            for i in 0..<n { h = (h ^ UInt64(scratch.keyEnds[i])) &* 0xBF58_476D_1CE4_E5B9 }
+            h ^= ByteTable.hash(keys, seed: 0)
+            let k = Int(truncatingIfNeeded: h ^ (h >> 29)) & (Self.size - 1)
+            let e = entries[k]
+            guard e.epoch == epoch, e.ends.count == n, e.keys.count == keys.count else { return (nil, k) }
+            for i in 0..<n where Int(e.ends[i]) != scratch.keyEnds[i] { return (nil, k) }
+            let same = e.keys.withUnsafeBufferPointer { memcmp($0.baseAddress!, keys.baseAddress!, keys.count) == 0 }
+            return (same ? e.id : nil, k)
+        }
+
+        /// Remembers that the line in `scratch` found template `id`, in `entry` (from `find`).
+        mutating func remember(_ id: UInt32, at entry: Int, _ scratch: Scratch, epoch: UInt64) {
+            guard entry >= 0 else { return }
+            let n = scratch.count
+            entries[entry].epoch = epoch
+            entries[entry].id = id
+            entries[entry].keys.removeAll(keepingCapacity: true)
+            entries[entry].keys.append(contentsOf: UnsafeBufferPointer(start: scratch.keys, count: scratch.keyEnds[n - 1]))
+            entries[entry].ends.removeAll(keepingCapacity: true)
+            for i in 0..<n { entries[entry].ends.append(Int32(scratch.keyEnds[i])) }
+        }
+    }
 
     /// One line taken apart, in buffers the miner keeps from line to line (`maximumTokens` each,
     /// refilled in place: no allocation, no uniqueness check per token).
@@ -393,6 +467,7 @@ public final class TemplateMiner {
         leaf(length: oldest.tokens.count, route: oldest.route).templates.removeAll { $0 == oldest.id }
         for id in oldest.ids { vocabulary.release(id) }
         evicted &+= 1
+        epoch &+= 1
         return oldest.id
     }
 

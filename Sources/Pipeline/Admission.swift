@@ -12,7 +12,7 @@ import Learning
 public enum Admission {
     case accepted(StreamPipeline, Eddy_V1_SampleBatch, [Float])
     /// A LineBatch for a log stream: its lines as decoded (`LineDecoding`), with how many were cut or
-    /// had invalid UTF-8 replaced.
+    /// had invalid UTF-8 replaced (the batch's own `lines` may be left empty).
     case lines(StreamPipeline, Eddy_V1_LineBatch, [Substring], truncated: Int, repaired: Int)
     /// A LabelBatch for an existing sample stream that takes labels: its samples and labels.
     case labels(StreamPipeline, [Float], [String])
@@ -45,12 +45,20 @@ public enum Admission {
             return .rejected(.oversized, "message of \(frames[1].count) bytes exceeds max_message_bytes \(c.maxMessageBytes)",
                              stream: name, sequence: 0, samples: 0)
         }
+        // Lines, read in one pass where the body is plainly a LineBatch (`LineBatchWire`).
+        if let read = frames[1].withUnsafeBufferPointer({ LineBatchWire.read($0) }) {
+            return check(read.batch, lines: read.lines.count, name: name, configuration: c, lookup: lookup) {
+                frames[1].withUnsafeBufferPointer { LineDecoding.decode($0, ranges: read.lines, maxBytes: c.maxLineBytes) }
+            }
+        }
         guard let batch = try? Eddy_V1_SampleBatch(serializedBytes: frames[1]) else {
             return .rejected(.undecodable, "frame 1 is not a SampleBatch or a LineBatch", stream: name, sequence: 0, samples: 0)
         }
         // A LineBatch's lines (field 8) are a field SampleBatch does not know.
         if !batch.unknownFields.data.isEmpty, let lines = try? Eddy_V1_LineBatch(serializedBytes: frames[1]), !lines.lines.isEmpty {
-            return check(lines, name: name, configuration: c, lookup: lookup)
+            return check(lines, lines: lines.lines.count, name: name, configuration: c, lookup: lookup) {
+                LineDecoding.decode(lines.lines, maxBytes: c.maxLineBytes)
+            }
         }
         // A LabelBatch's labels (field 9) likewise.
         if !batch.unknownFields.data.isEmpty, let labelled = try? Eddy_V1_LabelBatch(serializedBytes: frames[1]),
@@ -147,10 +155,10 @@ public enum Admission {
     /// A LineBatch: lines within `max_samples_per_message`, timestamps absent or one per line, the
     /// stream a log stream (or one that may be created as one).
     static func check(
-        _ batch: Eddy_V1_LineBatch, name: String, configuration c: DaemonConfiguration,
-        lookup: (String, Int, Bool) -> Result<StreamPipeline, Refusal>
+        _ batch: Eddy_V1_LineBatch, lines count: Int, name: String, configuration c: DaemonConfiguration,
+        lookup: (String, Int, Bool) -> Result<StreamPipeline, Refusal>,
+        decode: () -> (lines: [Substring], truncated: Int, repaired: Int)
     ) -> Admission {
-        let count = batch.lines.count
         func reject(_ code: Eddy_V1_ErrorCode, _ why: String) -> Admission {
             .rejected(code, why, stream: name, sequence: batch.sequence, samples: count)
         }
@@ -171,7 +179,7 @@ public enum Admission {
         guard stream.settings.log else {
             return reject(.wrongKind, "stream \(name) is a sample stream: send it samples (SampleBatch), not lines")
         }
-        let decoded = LineDecoding.decode(batch.lines, maxBytes: c.maxLineBytes)
+        let decoded = decode()
         return .lines(stream, batch, decoded.lines, truncated: decoded.truncated, repaired: decoded.repaired)
     }
 }

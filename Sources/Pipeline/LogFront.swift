@@ -40,10 +40,9 @@ public final class LogFront: CheckpointSection, @unchecked Sendable {
         let d = Self.dimension, share = 1 / Float(mixWindow)
         for (i, line) in lines.enumerated() {
             // The parameters read in place, in the miner's buffers.
-            let (m, numbers) = miner.add(line) { m, parameters in
-                var numbers = ParameterNumbers()
+            var numbers = ParameterNumbers()
+            let m = miner.add(line) { parameters in
                 for k in 0..<min(parameters.count, Self.maximumParameters) { numbers.append(Self.number(parameters[k])) }
-                return (m, numbers)
             }
             facts.append(
                 LineFacts(
@@ -166,27 +165,42 @@ public final class LogFront: CheckpointSection, @unchecked Sendable {
 /// each (cut at a character boundary), with what had to be repaired or cut.
 public enum LineDecoding {
     public static func decode(_ raw: [Data], maxBytes: Int) -> (lines: [Substring], truncated: Int, repaired: Int) {
-        var lines: [Substring] = []
-        lines.reserveCapacity(raw.count)
-        var truncated = 0, repaired = 0
+        var out = (lines: [Substring](), truncated: 0, repaired: 0)
+        out.lines.reserveCapacity(raw.count)
         for data in raw {
-            var s: String
-            if let valid = String(validating: data, as: UTF8.self) {
-                s = valid
-            } else {
-                s = String(decoding: data, as: UTF8.self)
-                repaired += 1
-            }
-            if s.utf8.count > maxBytes {
-                // Back to the start of the character the limit falls in.
-                let bytes = Array(s.utf8)
-                var end = maxBytes
-                while end > 0 && bytes[end] & 0xC0 == 0x80 { end -= 1 }
-                s = String(decoding: bytes[..<end], as: UTF8.self)
-                truncated += 1
-            }
-            lines.append(Substring(s))
+            data.withUnsafeBytes { take($0.bindMemory(to: UInt8.self), maxBytes: maxBytes, into: &out) }
         }
-        return (lines, truncated, repaired)
+        return out
+    }
+
+    /// The lines at `ranges` of `frame` (a LineBatch's wire bytes: `LineBatchWire`).
+    public static func decode(_ frame: UnsafeBufferPointer<UInt8>, ranges: [Range<Int>], maxBytes: Int)
+        -> (lines: [Substring], truncated: Int, repaired: Int)
+    {
+        var out = (lines: [Substring](), truncated: 0, repaired: 0)
+        out.lines.reserveCapacity(ranges.count)
+        for r in ranges { take(UnsafeBufferPointer(rebasing: frame[r]), maxBytes: maxBytes, into: &out) }
+        return out
+    }
+
+    static func take(
+        _ bytes: UnsafeBufferPointer<UInt8>, maxBytes: Int, into out: inout (lines: [Substring], truncated: Int, repaired: Int)
+    ) {
+        // Decoded in one pass (invalid bytes become U+FFFD); it was valid if nothing changed.
+        var s = String(decoding: bytes, as: UTF8.self)
+        let valid =
+            s.utf8.withContiguousStorageIfAvailable { decoded in
+                decoded.count == bytes.count && (bytes.isEmpty || memcmp(decoded.baseAddress!, bytes.baseAddress!, bytes.count) == 0)
+            } ?? s.utf8.elementsEqual(bytes)
+        if !valid { out.repaired += 1 }
+        if s.utf8.count > maxBytes {
+            // Back to the start of the character the limit falls in.
+            let cut = Array(s.utf8)
+            var end = maxBytes
+            while end > 0 && cut[end] & 0xC0 == 0x80 { end -= 1 }
+            s = String(decoding: cut[..<end], as: UTF8.self)
+            out.truncated += 1
+        }
+        out.lines.append(Substring(s))
     }
 }

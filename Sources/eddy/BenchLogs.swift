@@ -48,9 +48,9 @@ struct MineBench: ParsableCommand {
 }
 
 /// A log stream's ingest work, one core: lines per second from a serialized `LineBatch` of `batch`
-/// lines to scores, as the daemon's ingest thread does it after ZeroMQ hands it the frame (decoding
-/// the message, UTF-8 checks and repair, mining, the mix row, the autoencoder's score, every log
-/// signal, alert reasons); training (the trainer thread's work) is left out, each file's models
+/// lines to scores, as the daemon's ingest thread does it once its ZMTP has the message's frames
+/// (`Admission.check`: reading the message, UTF-8 checks and repair; then mining, the mix row, the
+/// autoencoder's score, every log signal, alert reasons); training (the trainer thread's work) is left out, each file's models
 /// trained first for a warm-up pass so the stream scores as it would once warm.
 struct LogIngestBench: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -81,19 +81,20 @@ struct LogIngestBench: ParsableCommand {
                 var m = Eddy_V1_LineBatch()
                 m.stream = "bench"
                 m.lines = lines[start..<min(start + batch, lines.count)].map { Data($0.utf8) }
-                return try m.serializedBytes() as [UInt8]
+                return [Array("bench".utf8), try m.serializedBytes() as [UInt8]]
             }
         }
+        let configuration = DaemonConfiguration()
         var sequence: UInt64 = 0
         func pass() -> Int {
             var n = 0
-            for (stream, frames) in zip(streams, messages) {
-                for frame in frames {
-                    guard let message = try? Eddy_V1_LineBatch(serializedBytes: frame) else { fatalError("bench message") }
-                    let decoded = LineDecoding.decode(message.lines, maxBytes: DaemonConfiguration().maxLineBytes)
-                    _ = stream.scoreLines(decoded.lines, firstSequence: sequence)
-                    sequence += UInt64(decoded.lines.count)
-                    n += decoded.lines.count
+            for (stream, messages) in zip(streams, messages) {
+                for frames in messages {
+                    let admitted = Admission.check(frames, configuration: configuration) { _, _, _ in .success(stream) }
+                    guard case .lines(_, _, let lines, _, _) = admitted else { fatalError("bench message: \(admitted)") }
+                    _ = stream.scoreLines(lines, firstSequence: sequence)
+                    sequence += UInt64(lines.count)
+                    n += lines.count
                 }
             }
             return n

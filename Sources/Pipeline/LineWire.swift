@@ -1,0 +1,90 @@
+import EddyProtocol
+
+/// A LineBatch read from its wire bytes in one pass, its lines left where they are (as ranges of the
+/// frame) until ingest decodes them into strings: the generated decoder makes a `Data` of every
+/// line, and ingest had decoded each frame twice (as a SampleBatch, then as a LineBatch).
+///
+/// It takes a body only as the generated decoders would read it as a LineBatch with lines: every
+/// field's wire type is the one its number has in SampleBatch, LineBatch or LabelBatch (0, 1, 2 or 5
+/// for others, which are skipped), strings are UTF-8, varints end within ten bytes. Anything else
+/// (a group, a field of the wrong type, no lines at all) makes it decline, and the generated
+/// decoders decide as before.
+public enum LineBatchWire {
+    /// The batch's fields but its lines (`lines` is left empty), and where each line lies in `frame`.
+    public static func read(_ frame: UnsafeBufferPointer<UInt8>) -> (batch: Eddy_V1_LineBatch, lines: [Range<Int>])? {
+        var batch = Eddy_V1_LineBatch()
+        var lines: [Range<Int>] = []
+        var at = 0
+        let n = frame.count
+
+        func varint() -> UInt64? {
+            var value: UInt64 = 0, shift: UInt64 = 0
+            while at < n && shift < 70 {
+                let b = frame[at]
+                at += 1
+                if shift == 63 && b > 1 { return nil }  // beyond 64 bits
+                value |= UInt64(b & 0x7F) << shift
+                if b < 0x80 { return value }
+                shift += 7
+            }
+            return nil
+        }
+        func delimited() -> Range<Int>? {
+            guard let length = varint(), length <= UInt64(n - at) else { return nil }
+            defer { at += Int(length) }
+            return at..<(at + Int(length))
+        }
+        func string(_ r: Range<Int>) -> String? { String(validating: UnsafeBufferPointer(rebasing: frame[r]), as: UTF8.self) }
+
+        while at < n {
+            guard let tag = varint(), tag >> 3 > 0, tag >> 3 <= UInt64(Int32.max) else { return nil }
+            let field = tag >> 3, type = tag & 7
+            switch (field, type) {
+            case (1, 2):
+                guard let r = delimited(), let s = string(r) else { return nil }
+                batch.stream = s
+            case (2, 0):
+                guard let v = varint() else { return nil }
+                batch.sequence = v
+            case (5, 0):
+                guard let v = varint() else { return nil }
+                batch.timestampsNs.append(Int64(bitPattern: v))
+            case (5, 2):
+                guard let r = delimited() else { return nil }
+                let end = at
+                at = r.lowerBound
+                while at < r.upperBound {
+                    guard let v = varint(), at <= r.upperBound else { return nil }
+                    batch.timestampsNs.append(Int64(bitPattern: v))
+                }
+                at = end
+            case (7, 2):
+                guard let r = delimited(), let s = string(r) else { return nil }
+                batch.producer = s
+            case (8, 2):
+                guard let r = delimited() else { return nil }
+                lines.append(r)
+            case (1, _), (2, _), (5, _), (7, _), (8, _):
+                return nil
+            // SampleBatch's and LabelBatch's own fields: skipped, if of their type.
+            case (3, 0), (4, 0), (10, 0), (11, 0), (6, 2), (9, 2), (12, 2):
+                guard (type == 0 ? varint().map { _ in 0 } : delimited().map { _ in 0 }) != nil else { return nil }
+            case (3, _), (4, _), (6, _), (9, _), (10, _), (11, _), (12, _):
+                return nil
+            case (_, 0):
+                guard varint() != nil else { return nil }
+            case (_, 1):
+                guard n - at >= 8 else { return nil }
+                at += 8
+            case (_, 2):
+                guard delimited() != nil else { return nil }
+            case (_, 5):
+                guard n - at >= 4 else { return nil }
+                at += 4
+            default:
+                return nil
+            }
+        }
+        return lines.isEmpty ? nil : (batch, lines)
+    }
+}
