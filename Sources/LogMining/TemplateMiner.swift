@@ -158,7 +158,7 @@ public final class TemplateMiner {
     func mine(_ bytes: UnsafeBufferPointer<UInt8>) -> Outcome {
         lines &+= 1
         tokenize(bytes)
-        let recall = recent.find(scratch, epoch: epoch)
+        let recall = remembersLines ? recent.find(scratch, epoch: epoch) : (id: nil, entry: -1)
         if let id = recall.id, let at = templates.slot(of: id) {
             // As the tree would: the same tokens find the same template, which they leave unchanged.
             templates[slot: at].count &+= 1
@@ -230,6 +230,8 @@ public final class TemplateMiner {
     /// tokens find in the tree changes only with it.
     var epoch: UInt64 = 0
     var recent = RecentLines()
+    /// Whether `recent` is used (tests compare the two).
+    var remembersLines = true
 
     /// The templates recent lines found, by their masked tokens, valid while `epoch` stands: a line
     /// of the same tokens as one before (most lines, once a stream's templates have settled) joins

@@ -216,3 +216,58 @@ func groupingAccuracy(_ predicted: [UInt32], _ truth: [Substring]) -> Double {
         #expect(map[0] == nil && map.removeValue(forKey: 0) == nil && map.count == model.count)
     }
 }
+
+@Suite struct RecentLinesTests {
+    /// Lines that found templates, generalise them (`<*>` appearing in a template a remembered
+    /// line found), and evict them (a small cap), interleaved with lines seen before.
+    static func churn() -> [Substring] {
+        var seed: UInt64 = 5
+        func next(_ n: UInt64) -> UInt64 {
+            seed = seed &* 6364136223846793005 &+ 1442695040888963407
+            return (seed >> 33) % n
+        }
+        let words = ["alpha", "beta", "gamma", "delta", "eps", "zeta", "eta", "theta"]
+        return (0..<6000).map { _ in
+            let kind = next(12), a = words[Int(next(8))], b = words[Int(next(3))]
+            return Substring("svc\(kind) \(a) sent \(b) to peer \(next(4) == 0 ? a : "node") in \(next(1000)) ms")
+        }
+    }
+
+    /// Mining with the recent lines remembered gives what mining every line through the tree gives:
+    /// the same templates, changes, evictions and parameters, line for line.
+    @Test func rememberingLinesChangesNothing() throws {
+        var cases: [(String, [Substring], TemplateMiner.Configuration)] = []
+        for system in ["HDFS", "OpenSSH", "Zookeeper"] { cases.append((system, try loghub(system).lines, .init())) }
+        var small = TemplateMiner.Configuration()
+        small.maxTemplates = 20
+        cases.append(("churn", Self.churn(), small))
+        // Lines of one leaf over a tiny vocabulary: ties between templates, lines founding
+        // templates that lines remembered for another would now prefer.
+        var seed: UInt64 = 9
+        for length in [3, 8] {
+            let tiny = (0..<4000).map { _ -> Substring in
+                let words = (0..<length).map { _ -> String in
+                    seed = seed &* 6364136223846793005 &+ 1442695040888963407
+                    return ["p", "q", "r"][Int((seed >> 33) % 3)]
+                }
+                return Substring("a b " + words.joined(separator: " "))
+            }
+            cases.append(("tiny \(length)", tiny, .init()))
+        }
+        // A template founded after a line was remembered for another, and one the line now prefers:
+        // after K generalises T to "a b c d e f g h <*> <*>" (8 of K's tokens), L founds a template
+        // with 9 of them.
+        let k: Substring = "a b c d e f g h X Y"
+        cases.append(("founded", ["a b c d e f g h i j", k, k, "a b c d e f g Z X Y", k], .init()))
+        cases.append(("OpenSSH, 20 templates", try loghub("OpenSSH").lines, small))
+        for (name, lines, configuration) in cases {
+            let remembering = TemplateMiner(configuration: configuration), plain = TemplateMiner(configuration: configuration)
+            plain.remembersLines = false
+            var differ = 0
+            for line in lines where remembering.add(line) != plain.add(line) { differ += 1 }
+            #expect(differ == 0, "\(name): \(differ) lines mined differently")
+            #expect(remembering.templates == plain.templates && remembering.evicted == plain.evicted, "\(name)")
+            if name == "churn" { #expect(plain.evicted > 0 && remembering.recent.entries.contains { $0.epoch == remembering.epoch }) }
+        }
+    }
+}
