@@ -329,18 +329,23 @@ public final class TemplateMiner {
     /// returns; at most `maximumTokens`, the last holding the rest of the line) and masks each.
     func tokenize(_ b: UnsafeBufferPointer<UInt8>) {
         var n = 0, start = -1
-        let starts = scratch.starts, ends = scratch.ends
+        // Whether the token holds a digit (masking looks no further into a token without one).
+        var digit = false
+        let starts = scratch.starts, ends = scratch.ends, digits = scratch.masked
         for i in 0..<b.count {
             let c = b[i]
             if c == 32 || c == 9 || c == 13 {
                 if start >= 0, n < Self.maximumTokens - 1 {
                     starts[n] = start
                     ends[n] = i
+                    digits[n] = digit
                     n += 1
                     start = -1
+                    digit = false
                 }
-            } else if start < 0 {
-                start = i
+            } else {
+                if start < 0 { start = i }
+                digit = digit || c &- 48 < 10
             }
         }
         if start >= 0 {
@@ -349,13 +354,15 @@ public final class TemplateMiner {
             while end > start, b[end - 1] == 32 || b[end - 1] == 9 || b[end - 1] == 13 { end -= 1 }
             starts[n] = start
             ends[n] = end
+            digits[n] = digit
             n += 1
         }
         scratch.count = n
         scratch.reserveKeys(forLine: b.count)
         var written = 0
         for i in 0..<n {
-            let (length, masked) = Self.mask(UnsafeBufferPointer(rebasing: b[starts[i]..<ends[i]]), into: scratch.keys + written)
+            let (length, masked) = Self.mask(
+                UnsafeBufferPointer(rebasing: b[starts[i]..<ends[i]]), digits: digits[i], into: scratch.keys + written)
             written += length
             scratch.masked[i] = masked
             scratch.keyEnds[i] = written
@@ -480,14 +487,14 @@ public final class TemplateMiner {
         withBytes(token) { _, bytes in
             let out = UnsafeMutablePointer<UInt8>.allocate(capacity: 3 * bytes.count + 3)
             defer { out.deallocate() }
-            let (length, _) = mask(bytes, into: out)
+            let (length, _) = mask(bytes, digits: bytes.contains { $0 &- 48 < 10 }, into: out)
             return String(decoding: UnsafeBufferPointer(start: out, count: length), as: UTF8.self)
         }
     }
 
-    /// Writes the token with its variable parts as `<*>` to `out` (room for three times the
-    /// token); the bytes written, and whether any part was masked.
-    static func mask(_ bytes: UnsafeBufferPointer<UInt8>, into out: UnsafeMutablePointer<UInt8>) -> (Int, Bool) {
+    /// Writes the token (which holds a digit if `digits`) with its variable parts as `<*>` to `out`
+    /// (room for three times the token); the bytes written, and whether any part was masked.
+    static func mask(_ bytes: UnsafeBufferPointer<UInt8>, digits: Bool, into out: UnsafeMutablePointer<UInt8>) -> (Int, Bool) {
         func wildcard() -> (Int, Bool) {
             out[0] = UInt8(ascii: "<"); out[1] = UInt8(ascii: "*"); out[2] = UInt8(ascii: ">")
             return (3, true)
@@ -495,16 +502,11 @@ public final class TemplateMiner {
         let n = bytes.count
         guard n > 0, let base = bytes.baseAddress else { return (0, false) }
         // Only a digit, a leading '/' or a letter can start a variable part (a calendar word).
-        var digits = false
-        for i in 0..<n where base[i] &- 48 < 10 {
-            digits = true
-            break
-        }
         let first = base[0]
         if first != UInt8(ascii: "/") && !digits {
             // A calendar word or nothing: 3 to 11 bytes (with brackets) starting with a letter that
             // starts a day or month name.
-            if n >= 3 && n <= 11 && calendarInitial[Int(first)] && isCalendarWord(bytes) { return wildcard() }
+            if n >= 3 && n <= 11 && isCalendarInitial(first) && isCalendarWord(bytes) { return wildcard() }
             out.update(from: base, count: n)
             return (n, false)
         }
@@ -564,7 +566,7 @@ public final class TemplateMiner {
         let n = to - from
         guard n >= 3, n <= 9 else { return false }
         let key = UInt32(s[from] | 0x20) << 16 | UInt32(s[from + 1] | 0x20) << 8 | UInt32(s[from + 2] | 0x20)
-        guard calendarFilter[Int(key % 8191)], calendarKeys.contains(key) else { return false }
+        guard isCalendarKey(key) else { return false }
         if n == 3 { return true }
         return calendarNames.contains { name in
             guard name.count == n else { return false }
@@ -572,20 +574,28 @@ public final class TemplateMiner {
             return true
         }
     }
-    /// Whether a byte can start a day or month name (either case), or a bracket before one.
-    static let calendarInitial: [Bool] = (0..<256).map { b in
-        "mtwfsjaondMTWFSJAOND[(".utf8.contains(UInt8(b))
+    /// Whether a byte can start a day or month name (either case), or a bracket before one
+    /// (written out, as the keys below: a static table costs a lazy-initialisation check per token).
+    static func isCalendarInitial(_ b: UInt8) -> Bool {
+        switch b | 0x20 {
+        case UInt8(ascii: "m"), UInt8(ascii: "t"), UInt8(ascii: "w"), UInt8(ascii: "f"), UInt8(ascii: "s"), UInt8(ascii: "j"),
+            UInt8(ascii: "a"), UInt8(ascii: "o"), UInt8(ascii: "n"), UInt8(ascii: "d"):
+            return true
+        default:
+            return b == UInt8(ascii: "[") || b == UInt8(ascii: "(")
+        }
     }
-    static let calendarKeys: [UInt32] = [
-        "mon", "tue", "wed", "thu", "fri", "sat", "sun",
-        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
-    ].map { w in w.utf8.reduce(UInt32(0)) { $0 << 8 | UInt32($1) } }
-    /// The keys' residues modulo 8191 (a prime), to turn most words away without a search.
-    static let calendarFilter: [Bool] = {
-        var filter = [Bool](repeating: false, count: 8191)
-        for key in calendarKeys { filter[Int(key % 8191)] = true }
-        return filter
-    }()
+    /// The first three letters of a day or month name, lowercase, as `a << 16 | b << 8 | c`.
+    static func isCalendarKey(_ key: UInt32) -> Bool {
+        switch key {
+        case 0x6D6F6E, 0x747565, 0x776564, 0x746875, 0x667269, 0x736174, 0x73756E,  // mon tue wed thu fri sat sun
+            0x6A616E, 0x666562, 0x6D6172, 0x617072, 0x6D6179, 0x6A756E, 0x6A756C,  // jan feb mar apr may jun jul
+            0x617567, 0x736570, 0x6F6374, 0x6E6F76, 0x646563:  // aug sep oct nov dec
+            return true
+        default:
+            return false
+        }
+    }
     static let calendarNames: [[UInt8]] = [
         "monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "january", "february",
         "march", "april", "june", "july", "august", "september", "october", "november", "december",

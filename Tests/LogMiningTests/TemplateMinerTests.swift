@@ -27,6 +27,21 @@ func groupingAccuracy(_ predicted: [UInt32], _ truth: [Substring]) -> Double {
 }
 
 @Suite struct TemplateMinerTests {
+    /// The written-out calendar checks are the day and month names' initials and first three letters.
+    @Test func calendarChecksAreTheNames() {
+        let names = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "january", "february",
+                     "march", "april", "may", "june", "july", "august", "september", "october", "november", "december"]
+        for b in 0...255 {
+            let initial = names.contains { $0.utf8.first! == UInt8(b) | 0x20 && (65...90).contains(b) || $0.utf8.first! == UInt8(b) }
+            #expect(TemplateMiner.isCalendarInitial(UInt8(b)) == (initial || b == 0x5B || b == 0x28), "byte \(b)")
+        }
+        let letters = Array("abcdefghijklmnopqrstuvwxyz".utf8)
+        for a in letters { for b in letters { for c in letters {
+            let key = UInt32(a) << 16 | UInt32(b) << 8 | UInt32(c)
+            #expect(TemplateMiner.isCalendarKey(key) == names.contains { Array($0.utf8.prefix(3)) == [a, b, c] })
+        } } }
+    }
+
     @Test func variablePartsAreMasked() {
         let cases: [(String, String)] = [
             ("123", "<*>"), ("-5", "<*>"), ("3.14", "<*>"), ("42,", "<*>"), ("0x1F", "<*>"),

@@ -202,25 +202,38 @@ public final class ParameterSignal: AnomalySignal, @unchecked Sendable {
 
     static func scaled(_ x: Double) -> Double { x < 0 ? -log1p(-x) : log1p(x) }
 
+    /// The line's numbers on that scale, kept from `read` for `learn` (by line number).
+    var scaledLine = (index: UInt64.max, values: ParameterNumbers())
+    func scaled(_ line: LineFacts) -> ParameterNumbers {
+        if scaledLine.index != line.index {
+            var values = ParameterNumbers()
+            for x in line.numbers { values.append(x.map(Self.scaled)) }
+            scaledLine = (line.index, values)
+        }
+        return scaledLine.values
+    }
+
     public func read(_ o: inout Observation) -> Reading {
         finding = nil
         guard let line = o.line else { return Reading() }
         if line.evicted != 0 { stats[line.evicted] = nil }
         if line.changed { stats[line.template] = nil }  // its positions moved
         guard let slot = stats.slot(of: line.template) else { return Reading() }
-        let moments = stats[slot: slot]
+        let moments = stats[slot: slot], ys = scaled(line)
         var best = -Float.infinity, position = -1, beyond = false
-        for (k, value) in line.numbers.enumerated() where k < moments.count {
-            guard let value, moments[k].count >= Self.minimumCount else { continue }
-            let m = moments[k], y = Self.scaled(value)
+        for (k, y) in ys.enumerated() where k < moments.count {
+            guard let y, moments[k].count >= Self.minimumCount else { continue }
+            let m = moments[k]
             let z = Float(abs(y - m.mean) / max(m.variance.squareRoot(), Self.floor))
             let outside = y - m.high > Double(margin)
             if (outside && !beyond) || (outside == beyond && z > best) { (best, position, beyond) = (z, k, outside) }
         }
         guard position >= 0 else { return Reading() }
-        let m = moments[position]
-        let usual = m.mean < 0 ? -expm1(-m.mean) : expm1(m.mean)
-        if beyond { finding = .parameter(line.template, position: position, value: line.numbers[position]!, usual: usual) }
+        if beyond {
+            let m = moments[position]
+            let usual = m.mean < 0 ? -expm1(-m.mean) : expm1(m.mean)
+            finding = .parameter(line.template, position: position, value: line.numbers[position]!, usual: usual)
+        }
         return Reading(surprise: best, strength: beyond ? 1 : 0, event: beyond)
     }
 
@@ -228,15 +241,15 @@ public final class ParameterSignal: AnomalySignal, @unchecked Sendable {
     /// only those of normal lines.
     public func learn(_ o: Observation, anomalous: Bool) {
         guard let line = o.line, !line.numbers.isEmpty else { return }
-        let learn = !anomalous, horizon = horizon
+        let learn = !anomalous, horizon = horizon, ys = scaled(line)
         // In place: a copy of the template's moments would be an allocation per line.
         stats.update(line.template, default: []) { moments in
-            if moments.count < line.numbers.count {
-                moments += Array(repeating: Moments(), count: line.numbers.count - moments.count)
+            if moments.count < ys.count {
+                moments += Array(repeating: Moments(), count: ys.count - moments.count)
             }
-            for (k, value) in line.numbers.enumerated() {
-                guard let value else { continue }
-                Self.update(&moments[k], Self.scaled(value), learn: learn, horizon: horizon)
+            for (k, y) in ys.enumerated() {
+                guard let y else { continue }
+                Self.update(&moments[k], y, learn: learn, horizon: horizon)
             }
         }
     }
