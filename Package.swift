@@ -51,7 +51,7 @@ let package = Package(
         // per line: as for Pipeline's signals, no dynamic exclusivity check per property access
         // (one thread at a time uses a miner, under its stream's lock).
         .target(
-            name: "LogMining", dependencies: ["Learning"],
+            name: "LogMining", dependencies: ["Learning", "CKernels"],
             swiftSettings: settings + [.unsafeFlags(["-enforce-exclusivity=unchecked"], .when(configuration: .release))]
         ),
         // Generated from protocols/eddy/v1/eddy.proto by protocols/generate.sh; committed, not built here.

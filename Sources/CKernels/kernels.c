@@ -1,6 +1,10 @@
 #include "eddy_kernels.h"
 
 #include <math.h>
+#include <stdbool.h>
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #if defined(__x86_64__) && defined(__linux__)
 #define EDDY_KERNEL __attribute__((target_clones("arch=x86-64-v4", "arch=x86-64-v3", "default")))
@@ -228,4 +232,75 @@ double eddy_discord_step(double *restrict qt, const double *restrict x, const do
     for (ptrdiff_t lag = lo; lag <= hi; lag++)
         best = __builtin_fmin(best, window_energy + energy[lag] - 2.0 * (qt[lag] - wm * mean[lag]));
     return best;
+}
+
+static inline bool is_blank(uint8_t c) { return c == ' ' || c == '\t' || c == '\r'; }
+
+ptrdiff_t eddy_tokenize(const uint8_t *line, ptrdiff_t n, ptrdiff_t *starts, ptrdiff_t *ends, _Bool *digits,
+                        ptrdiff_t max_tokens) {
+    ptrdiff_t count = 0, start = -1, i = 0;
+    bool digit = false;
+#if defined(__SSE2__)
+    // Each 16-byte block as two bit masks (blanks, digits); tokens are the runs between blanks.
+    const __m128i space = _mm_set1_epi8(' '), tab = _mm_set1_epi8('\t'), cr = _mm_set1_epi8('\r');
+    const __m128i zero = _mm_set1_epi8('0'), nine = _mm_set1_epi8(9);
+    while (i + 16 <= n && count < max_tokens - 1) {
+        __m128i v = _mm_loadu_si128((const __m128i *)(line + i));
+        unsigned blanks = (unsigned)_mm_movemask_epi8(
+            _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, space), _mm_cmpeq_epi8(v, tab)), _mm_cmpeq_epi8(v, cr)));
+        __m128i d = _mm_sub_epi8(v, zero);
+        unsigned digitBits = (unsigned)_mm_movemask_epi8(_mm_cmpeq_epi8(_mm_min_epu8(d, nine), d));
+        unsigned others = ~blanks & 0xFFFFu;
+        unsigned at = 0;
+        while (at < 16) {
+            if (start < 0) {
+                unsigned rest = others >> at;
+                if (!rest) break;
+                at += (unsigned)__builtin_ctz(rest);
+                start = i + at;
+            }
+            unsigned rest = blanks >> at;
+            if (!rest) {  // the token goes on past the block
+                digit = digit || (digitBits >> at) != 0;
+                break;
+            }
+            unsigned end = at + (unsigned)__builtin_ctz(rest);
+            digit = digit || ((digitBits >> at) & ((1u << (end - at)) - 1u)) != 0;
+            starts[count] = start;
+            ends[count] = i + end;
+            digits[count] = digit;
+            count += 1;
+            start = -1;
+            digit = false;
+            at = end + 1;
+            if (count == max_tokens - 1) break;
+        }
+        i += at < 16 && count == max_tokens - 1 ? at : 16;
+    }
+#endif
+    for (; i < n; i++) {
+        uint8_t c = line[i];
+        if (is_blank(c)) {
+            if (start >= 0 && count < max_tokens - 1) {
+                starts[count] = start;
+                ends[count] = i;
+                digits[count] = digit;
+                count += 1;
+                start = -1;
+                digit = false;
+            }
+        } else {
+            if (start < 0) start = i;
+            digit = digit || (uint8_t)(c - '0') < 10;
+        }
+    }
+    if (start >= 0) {
+        ptrdiff_t end = n;
+        while (end > start && is_blank(line[end - 1])) end -= 1;
+        starts[count] = start;
+        ends[count] = end;
+        digits[count] = digit;
+        count += 1;
+    }
+    return count;
 }

@@ -51,7 +51,8 @@ public struct TemplateMap<Value> {
     /// The value in a slot `slot(of:)` found.
     @inlinable
     public subscript(slot i: Int) -> Value {
-        get { slots[i]! }
+        // Borrowed, not copied: reading one field of a template must not retain its arrays.
+        _read { yield slots[i]! }
         _modify { yield &slots[i]! }
     }
 

@@ -1,3 +1,4 @@
+import CKernels
 import Learning
 
 #if canImport(Glibc)
@@ -118,6 +119,21 @@ public final class TemplateMiner {
     final class Node {
         var children: [Int32: Node] = [:]
         var templates: [UInt32] = []
+        /// The templates' token ids (`Template.ids`), a row of the leaf's token count each, in the
+        /// order of `templates`: what a line is compared with, read in one pass.
+        var rows: [Int32] = []
+
+        func add(_ id: UInt32, ids: [Int32]) {
+            templates.append(id)
+            rows += ids
+        }
+
+        func remove(_ id: UInt32) {
+            guard let r = templates.firstIndex(of: id) else { return }
+            let n = rows.count / templates.count
+            templates.remove(at: r)
+            rows.removeSubrange(r * n..<(r + 1) * n)
+        }
     }
     /// By token count (at most `maximumTokens`).
     var root = [Node?](repeating: nil, count: maximumTokens + 1)
@@ -176,7 +192,7 @@ public final class TemplateMiner {
         lookUp()
         let leaf = self.leaf(bytes, creating: true)!
         let n = scratch.count
-        if let (id, at) = best(in: leaf) {
+        if let (id, row) = best(in: leaf), let at = templates.slot(of: id) {
             // In place, where `best` found it: a copy would copy its arrays on every line.
             var changed = false
             templates[slot: at].count &+= 1
@@ -187,6 +203,7 @@ public final class TemplateMiner {
                 vocabulary.release(held)
                 templates[slot: at].ids[i] = 0
                 templates[slot: at].tokens[i] = Self.wildcard
+                leaf.rows[row * n + i] = 0
                 changed = true
             }
             if changed { epoch &+= 1 }
@@ -201,7 +218,7 @@ public final class TemplateMiner {
         t.ids = (0..<n).map { vocabulary.intern(key($0)) }
         t.ids.withUnsafeBufferPointer(findParameters)
         templates[id] = t
-        leaf.templates.append(id)
+        leaf.add(id, ids: t.ids)
         epoch &+= 1
         return Outcome(id: id, isNew: true, changed: false, evicted: evictedID)
     }
@@ -328,35 +345,10 @@ public final class TemplateMiner {
     /// Splits the line into `scratch`'s tokens (what lies between spaces, tabs and carriage
     /// returns; at most `maximumTokens`, the last holding the rest of the line) and masks each.
     func tokenize(_ b: UnsafeBufferPointer<UInt8>) {
-        var n = 0, start = -1
-        // Whether the token holds a digit (masking looks no further into a token without one).
-        var digit = false
+        // Which tokens hold a digit, in `masked` until masking says what it masked (it looks no
+        // further into a token without one). Sixteen bytes at a time, in C (`eddy_tokenize`).
         let starts = scratch.starts, ends = scratch.ends, digits = scratch.masked
-        for i in 0..<b.count {
-            let c = b[i]
-            if c == 32 || c == 9 || c == 13 {
-                if start >= 0, n < Self.maximumTokens - 1 {
-                    starts[n] = start
-                    ends[n] = i
-                    digits[n] = digit
-                    n += 1
-                    start = -1
-                    digit = false
-                }
-            } else {
-                if start < 0 { start = i }
-                digit = digit || c &- 48 < 10
-            }
-        }
-        if start >= 0 {
-            // The rest, without the blanks it may end with.
-            var end = b.count
-            while end > start, b[end - 1] == 32 || b[end - 1] == 9 || b[end - 1] == 13 { end -= 1 }
-            starts[n] = start
-            ends[n] = end
-            digits[n] = digit
-            n += 1
-        }
+        let n = eddy_tokenize(b.baseAddress, b.count, starts, ends, digits, Self.maximumTokens)
         scratch.count = n
         scratch.reserveKeys(forLine: b.count)
         var written = 0
@@ -372,38 +364,41 @@ public final class TemplateMiner {
     /// The tokens' vocabulary ids into `scratch.ids`.
     func lookUp() {
         for i in 0..<scratch.count {
-            scratch.ids[i] = vocabulary.find(key(i)) ?? -Int32(truncatingIfNeeded: i + 1)
+            let k = key(i)
+            // A value masked whole is `<*>`, id 0, without a search.
+            if scratch.masked[i] && k.count == 3 && k[0] == UInt8(ascii: "<") && k[1] == UInt8(ascii: "*") && k[2] == UInt8(ascii: ">") {
+                scratch.ids[i] = 0
+            } else {
+                scratch.ids[i] = vocabulary.find(k) ?? -Int32(truncatingIfNeeded: i + 1)
+            }
         }
     }
 
-    /// The most similar template at the leaf for `scratch.ids`, if similar enough, with its slot in `templates`.
-    func best(in leaf: Node) -> (id: UInt32, at: Int)? {
-        var found: (id: UInt32, at: Int, same: Int, wildcards: Int)?
+    /// The most similar template at the leaf for `scratch.ids`, if similar enough, with its row in the leaf.
+    func best(in leaf: Node) -> (id: UInt32, row: Int)? {
         let n = scratch.count, ids = scratch.ids
-        do {
-            for id in leaf.templates {
-                // Read in place (a copy of the template would retain its three arrays).
-                guard let at = templates.slot(of: id), templates[slot: at].ids.count == n else { continue }
+        guard n > 0 else { return leaf.templates.first.map { ($0, 0) } }  // an empty line is like any other
+        var found: (row: Int, same: Int, wildcards: Int)?
+        leaf.rows.withUnsafeBufferPointer { rows in
+            for r in 0..<rows.count / n {
+                let held = rows.baseAddress! + r * n
                 var same = 0, wildcards = 0
-                templates[slot: at].ids.withUnsafeBufferPointer { held in
-                    for i in 0..<n {
-                        // A masked value meets a masked value: the same; a parameter the template
-                        // learned meets anything: not evidence either way, but counted to break ties.
-                        if held[i] == ids[i] {
-                            same += 1
-                        } else if held[i] == 0 {
-                            wildcards += 1
-                        }
+                for i in 0..<n {
+                    // A masked value meets a masked value: the same; a parameter the template
+                    // learned meets anything: not evidence either way, but counted to break ties.
+                    if held[i] == ids[i] {
+                        same += 1
+                    } else if held[i] == 0 {
+                        wildcards += 1
                     }
                 }
                 if found == nil || same > found!.same || (same == found!.same && wildcards > found!.wildcards) {
-                    found = (id, at, same, wildcards)
+                    found = (r, same, wildcards)
                 }
             }
         }
-        guard let found else { return nil }
-        let similarity = n == 0 ? 1 : Double(found.same) / Double(n)
-        return similarity >= configuration.similarity ? (found.id, found.at) : nil
+        guard let found, Double(found.same) / Double(n) >= configuration.similarity else { return nil }
+        return (leaf.templates[found.row], found.row)
     }
 
     /// The leaf for the line in `scratch` (by token count, then by the prefix tokens), the
@@ -473,7 +468,7 @@ public final class TemplateMiner {
     func evictOne() -> UInt32 {
         guard let oldest = templates.values.min(by: { $0.lastLine < $1.lastLine }) else { return 0 }
         templates[oldest.id] = nil
-        leaf(length: oldest.tokens.count, route: oldest.route).templates.removeAll { $0 == oldest.id }
+        leaf(length: oldest.tokens.count, route: oldest.route).remove(oldest.id)
         for id in oldest.ids { vocabulary.release(id) }
         evicted &+= 1
         epoch &+= 1
@@ -701,7 +696,7 @@ public final class TemplateMiner {
         for var t in restored.sorted(by: { $0.lastLine > $1.lastLine }).prefix(configuration.maxTemplates) {
             t.ids = t.tokens.map { token in Array(token.utf8).withUnsafeBufferPointer { m.vocabulary.intern($0) } }
             m.templates[t.id] = t
-            m.leaf(length: t.tokens.count, route: t.route).templates.append(t.id)
+            m.leaf(length: t.tokens.count, route: t.route).add(t.id, ids: t.ids)
         }
         m.evicted &+= UInt64(max(0, restored.count - configuration.maxTemplates))
         return m

@@ -1,5 +1,6 @@
 import Foundation
 import Learning
+import CKernels
 @testable import LogMining
 import Testing
 
@@ -283,6 +284,56 @@ func groupingAccuracy(_ predicted: [UInt32], _ truth: [Substring]) -> Double {
             #expect(differ == 0, "\(name): \(differ) lines mined differently")
             #expect(remembering.templates == plain.templates && remembering.evicted == plain.evicted, "\(name)")
             if name == "churn" { #expect(plain.evicted > 0 && remembering.recent.entries.contains { $0.epoch == remembering.epoch }) }
+        }
+    }
+}
+
+@Suite struct TokenizeTests {
+    /// What `eddy_tokenize` must do, byte by byte (the miner's tokeniser before it was C).
+    static func reference(_ b: [UInt8], max: Int) -> [(Range<Int>, Bool)] {
+        var out: [(Range<Int>, Bool)] = [], start = -1, digit = false
+        func blank(_ c: UInt8) -> Bool { c == 32 || c == 9 || c == 13 }
+        for (i, c) in b.enumerated() {
+            if blank(c) {
+                if start >= 0, out.count < max - 1 {
+                    out.append((start..<i, digit))
+                    start = -1
+                    digit = false
+                }
+            } else {
+                if start < 0 { start = i }
+                digit = digit || c &- 48 < 10
+            }
+        }
+        if start >= 0 {
+            var end = b.count
+            while end > start, blank(b[end - 1]) { end -= 1 }
+            out.append((start..<end, digit))
+        }
+        return out
+    }
+
+    /// Random lines (blanks of every kind in runs, digits, bytes above 127, lengths across the
+    /// 16-byte blocks, more tokens than the cap) split as the reference splits them.
+    @Test func agreesWithTheReference() {
+        var seed: UInt64 = 1
+        func next(_ n: Int) -> Int {
+            seed = seed &* 6364136223846793005 &+ 1442695040888963407
+            return Int((seed >> 33) % UInt64(n))
+        }
+        let alphabet: [UInt8] = [32, 32, 32, 9, 13, 48, 57, 47, 58, 97, 122, 65, 0x80, 0xFF, 0x2F, 0x3A, 0x20 + 0x10]
+        let starts = UnsafeMutablePointer<Int>.allocate(capacity: 128), ends = UnsafeMutablePointer<Int>.allocate(capacity: 128)
+        let digits = UnsafeMutablePointer<Bool>.allocate(capacity: 128)
+        defer { starts.deallocate(); ends.deallocate(); digits.deallocate() }
+        for round in 0..<20_000 {
+            let length = round < 2000 ? round % 70 : next(600)
+            let line = (0..<length).map { _ in next(3) == 0 ? UInt8(97 + next(26)) : alphabet[next(alphabet.count)] }
+            let max = [1, 2, 3, 7, 128][next(5)]
+            let n = line.withUnsafeBufferPointer { eddy_tokenize($0.baseAddress, $0.count, starts, ends, digits, max) }
+            let got = (0..<n).map { (starts[$0]..<ends[$0], digits[$0]) }
+            let want = Self.reference(line, max: max)
+            #expect(got.count == want.count && zip(got, want).allSatisfy { $0.0 == $1.0 && $0.1 == $1.1 }, "\(line), max \(max)")
+            if got.count != want.count || !zip(got, want).allSatisfy({ $0.0 == $1.0 && $0.1 == $1.1 }) { break }
         }
     }
 }

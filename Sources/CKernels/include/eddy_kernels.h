@@ -73,6 +73,13 @@ double eddy_discord_step(double *qt, const double *x, const double *energy, cons
                          ptrdiff_t lo, ptrdiff_t hi, double newest, double leaving, double window_energy, double wm,
                          int slide);
 
+/// A log line split at spaces, tabs and carriage returns: token i is line[starts[i] ..< ends[i]],
+/// digits[i] whether it holds an ASCII digit. At most max_tokens (at least 1) tokens; the last holds
+/// the rest of the line, blanks inside it included, without the blanks it ends with. Returns the
+/// number of tokens. Sixteen bytes at a time where SSE2 is there (every x86-64).
+ptrdiff_t eddy_tokenize(const uint8_t *line, ptrdiff_t n, ptrdiff_t *starts, ptrdiff_t *ends, _Bool *digits,
+                        ptrdiff_t max_tokens);
+
 #ifdef __cplusplus
 }
 #endif
