@@ -219,18 +219,19 @@ public final class ParameterSignal: AnomalySignal, @unchecked Sendable {
         if line.evicted != 0 { stats[line.evicted] = nil }
         if line.changed { stats[line.template] = nil }  // its positions moved
         guard let slot = stats.slot(of: line.template) else { return Reading() }
-        let moments = stats[slot: slot], ys = scaled(line)
+        let ys = scaled(line)
         var best = -Float.infinity, position = -1, beyond = false
-        for (k, y) in ys.enumerated() where k < moments.count {
-            guard let y, moments[k].count >= Self.minimumCount else { continue }
-            let m = moments[k]
+        let count = stats[slot: slot].count
+        for (k, y) in ys.enumerated() where k < count {
+            guard let y, stats[slot: slot][k].count >= Self.minimumCount else { continue }
+            let m = stats[slot: slot][k]
             let z = Float(abs(y - m.mean) / max(m.variance.squareRoot(), Self.floor))
             let outside = y - m.high > Double(margin)
             if (outside && !beyond) || (outside == beyond && z > best) { (best, position, beyond) = (z, k, outside) }
         }
         guard position >= 0 else { return Reading() }
         if beyond {
-            let m = moments[position]
+            let m = stats[slot: slot][position]
             let usual = m.mean < 0 ? -expm1(-m.mean) : expm1(m.mean)
             finding = .parameter(line.template, position: position, value: line.numbers[position]!, usual: usual)
         }
@@ -319,11 +320,17 @@ public final class BurstSignal: AnomalySignal, @unchecked Sendable {
     var bursting = TemplateMap<Void>()
     public private(set) var finding: LogFinding?
 
+    /// d^k for the first `decays.count` whole k (d = 1 − 1/horizon): a template's count is decayed
+    /// by the lines since it last came, usually few, on every line of it (the same values `pow` gives).
+    let decays: [Double]
+
     public init(window: Int, horizon: Int, margin: Float, ratio: Double) {
         self.ratio = ratio
         self.window = max(window, 1)
         self.horizon = Double(max(horizon, 1))
         self.margin = margin
+        let d = 1 - 1 / self.horizon
+        decays = (0..<1024).map { pow(d, Double($0)) }
     }
 
     /// The template's share of the lines that left the window: its count decayed by d = 1 − 1/horizon
@@ -336,7 +343,10 @@ public final class BurstSignal: AnomalySignal, @unchecked Sendable {
     }
 
     /// The template's count, decayed to line `now`.
-    func decayed(_ s: (share: Double, at: UInt64), to now: UInt64) -> Double { s.share * pow(1 - 1 / horizon, Double(now - s.at)) }
+    func decayed(_ s: (share: Double, at: UInt64), to now: UInt64) -> Double {
+        let k = now - s.at
+        return s.share * (k < UInt64(decays.count) ? decays[Int(k)] : pow(1 - 1 / horizon, Double(k)))
+    }
 
     public func read(_ o: inout Observation) -> Reading {
         finding = nil
