@@ -179,7 +179,7 @@ public final class TemplateMiner {
             // As the tree would: the same tokens find the same template, which they leave unchanged.
             templates[slot: at].count &+= 1
             templates[slot: at].lastLine = lines
-            templates[slot: at].ids.withUnsafeBufferPointer(findParameters)
+            templates[slot: at].ids.withUnsafeBufferPointer { findParameters(of: $0) }
             return Outcome(id: id, isNew: false, changed: false, evicted: 0)
         }
         let outcome = mineInTree(bytes)
@@ -207,7 +207,7 @@ public final class TemplateMiner {
                 changed = true
             }
             if changed { epoch &+= 1 }
-            templates[slot: at].ids.withUnsafeBufferPointer(findParameters)
+            templates[slot: at].ids.withUnsafeBufferPointer { findParameters(of: $0) }
             return Outcome(id: id, isNew: false, changed: changed, evicted: 0)
         }
         let evictedID = templates.count >= configuration.maxTemplates ? evictOne() : 0
@@ -216,7 +216,7 @@ public final class TemplateMiner {
         let route = (0..<scratch.routeCount).map { String(decoding: branches.word(scratch.route[$0]), as: UTF8.self) }
         var t = Template(id: id, tokens: (0..<n).map { String(decoding: key($0), as: UTF8.self) }, count: 1, lastLine: lines, route: route)
         t.ids = (0..<n).map { vocabulary.intern(key($0)) }
-        t.ids.withUnsafeBufferPointer(findParameters)
+        t.ids.withUnsafeBufferPointer { findParameters(of: $0) }
         templates[id] = t
         leaf.add(id, ids: t.ids)
         epoch &+= 1
@@ -277,11 +277,14 @@ public final class TemplateMiner {
             for i in 0..<n { h = (h ^ UInt64(scratch.keyEnds[i])) &* 0xBF58_476D_1CE4_E5B9 }
             h ^= ByteTable.hash(keys, seed: 0)
             let k = Int(truncatingIfNeeded: h ^ (h >> 29)) & (Self.size - 1)
-            let e = entries[k]
-            guard e.epoch == epoch, e.ends.count == n, e.keys.count == keys.count else { return (nil, k) }
-            for i in 0..<n where Int(e.ends[i]) != scratch.keyEnds[i] { return (nil, k) }
-            let same = e.keys.withUnsafeBufferPointer { memcmp($0.baseAddress!, keys.baseAddress!, keys.count) == 0 }
-            return (same ? e.id : nil, k)
+            // Read in place: a copy of the entry would retain its arrays.
+            guard entries[k].epoch == epoch, entries[k].ends.count == n, entries[k].keys.count == keys.count else { return (nil, k) }
+            let ends = entries[k].ends.withUnsafeBufferPointer { ends in
+                (0..<n).allSatisfy { Int(ends[$0]) == scratch.keyEnds[$0] }
+            }
+            guard ends else { return (nil, k) }
+            let same = entries[k].keys.withUnsafeBufferPointer { memcmp($0.baseAddress!, keys.baseAddress!, keys.count) == 0 }
+            return (same ? entries[k].id : nil, k)
         }
 
         /// Remembers that the line in `scratch` found template `id`, in `entry` (from `find`).

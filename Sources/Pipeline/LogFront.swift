@@ -57,7 +57,9 @@ public final class LogFront: CheckpointSection, @unchecked Sendable {
                 next = next + 1 == mixWindow ? 0 : next + 1
             }
             mix[Int(bucket)] += share
-            for j in 0..<d { rows[i * d + j] = max(mix[j], 0) }
+            mix.withUnsafeBufferPointer { mix in
+                for j in 0..<d { rows[i * d + j] = max(mix[j], 0) }
+            }
         }
         return facts
     }
