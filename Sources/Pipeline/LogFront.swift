@@ -73,23 +73,22 @@ public final class LogFront: CheckpointSection, @unchecked Sendable {
     }
 
     static func number(_ bytes: UnsafeBufferPointer<UInt8>) -> Double? {
-        var value = 0.0, scale = 0.0, digits = 0, negative = false, state = 0  // 0 before, 1 in, 2 after
+        // The digits as an integer (up to 18 fit), the decimals as a power of ten.
+        var whole: UInt64 = 0, scale = 0.0, digits = 0, negative = false, state = 0  // 0 before, 1 in, 2 after
         for c in bytes {
-            let isDigit = c >= 48 && c <= 57
+            let digit = c &- 48
             switch state {
             case 0:
-                if isDigit {
+                if digit < 10 {
                     state = 1
-                    value = Double(c - 48)
+                    whole = UInt64(digit)
                     digits = 1
-                } else if c == 45 {
-                    negative = true
                 } else {
-                    negative = false
+                    negative = c == 45
                 }
             case 1:
-                if isDigit {
-                    value = value * 10 + Double(c - 48)
+                if digit < 10 {
+                    whole = whole &* 10 &+ UInt64(digit)
                     digits += 1
                     if scale > 0 { scale *= 10 }
                 } else if c == 46 && scale == 0 {
@@ -98,11 +97,22 @@ public final class LogFront: CheckpointSection, @unchecked Sendable {
                     state = 2
                 }
             default:
-                if isDigit { return nil }
+                if digit < 10 { return nil }
             }
         }
         guard digits > 0, digits <= 18 else { return nil }
-        if scale > 1 { value /= scale } else if scale == 1 { return nil }  // "12." is not a decimal
+        if scale == 1 { return nil }  // "12." is not a decimal
+        // Up to 15 digits a Double holds exactly, as summing them one by one in Doubles did; beyond,
+        // the sum as it was, each step rounded.
+        var value = Double(whole)
+        if digits > 15 {
+            value = 0
+            for c in bytes {
+                let digit = c &- 48
+                if digit < 10 { value = value * 10 + Double(digit) }
+            }
+        }
+        if scale > 1 { value /= scale }
         return negative ? -value : value
     }
 

@@ -73,6 +73,41 @@ func alerts(
         for (text, value) in cases {
             #expect(LogFront.number(Substring(text)) == value, "\(text)")
         }
+        // Random numbers of 1 to 20 digits, signed, with decimals, inside words: the value a digit
+        // by digit sum in Doubles gives, to the bit (18 digits at most; more is no number).
+        func reference(_ s: String) -> Double? {
+            var value = 0.0, scale = 0.0, digits = 0, negative = false, state = 0
+            for c in s.utf8 {
+                let isDigit = c >= 48 && c <= 57
+                switch state {
+                case 0:
+                    if isDigit { (state, value, digits) = (1, Double(c - 48), 1) } else { negative = c == 45 }
+                case 1:
+                    if isDigit {
+                        value = value * 10 + Double(c - 48)
+                        digits += 1
+                        if scale > 0 { scale *= 10 }
+                    } else if c == 46 && scale == 0 { scale = 1 } else { state = 2 }
+                default:
+                    if isDigit { return nil }
+                }
+            }
+            guard digits > 0, digits <= 18, scale != 1 else { return nil }
+            if scale > 1 { value /= scale }
+            return negative ? -value : value
+        }
+        var seed: UInt64 = 4
+        func next(_ n: Int) -> Int {
+            seed = seed &* 6364136223846793005 &+ 1442695040888963407
+            return Int((seed >> 33) % UInt64(n))
+        }
+        for _ in 0..<5000 {
+            let length = 1 + next(20)
+            var digits = (0..<length).map { _ in String(next(10)) }
+            if next(2) == 0 { digits.insert(".", at: next(length + 1)) }
+            let text = ["", "-", "x=", "a-"][next(4)] + digits.joined() + ["", "ms", ",", ".x"][next(4)]
+            #expect(LogFront.number(Substring(text))?.bitPattern == reference(text)?.bitPattern, "\(text)")
+        }
     }
 
     @Test func aNewTemplateAfterAQuietStretchAlertsWithItsText() {
