@@ -147,7 +147,8 @@ public struct DetectionChain: Sendable {
         var surprise = -Float.infinity, strength: Float = 0, source = -1, certain = -1, event = -1
         var signalWarming = false
         for k in signals.indices {
-            let s = signals[k]
+            // The chain holds its signals for its whole life: no retain per call.
+            unowned(unsafe) let s = signals[k]
             let r = s.read(&o)
             if r.certain && certain < 0 { certain = k }
             if r.event && event < 0 { event = k }
@@ -168,7 +169,10 @@ public struct DetectionChain: Sendable {
             decision = (1, true, true)
             source = event
         }
-        for s in learners { s.learn(o, anomalous: decision.anomalous) }
+        for k in learners.indices {
+            unowned(unsafe) let s = learners[k]
+            s.learn(o, anomalous: decision.anomalous)
+        }
         return Verdict(
             score: score.isNaN ? 0 : score, alertScore: decision.alertScore, alert: decision.alert,
             anomalous: decision.anomalous, warmingUp: warmingUp, surprise: surprise, certain: certain >= 0,
