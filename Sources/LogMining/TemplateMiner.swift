@@ -249,6 +249,8 @@ public final class TemplateMiner {
     var recent = RecentLines()
     /// Whether `recent` is used (tests compare the two).
     var remembersLines = true
+    /// Bytes the remembered lines take at most, whatever the lines.
+    public static var rememberedBytes: Int { RecentLines.bytes }
 
     /// The templates recent lines found, by their masked tokens, valid while `epoch` stands: a line
     /// of the same tokens as one before (most lines, once a stream's templates have settled) joins
@@ -256,14 +258,16 @@ public final class TemplateMiner {
     /// templates. What the tree would decide is decided by the tokens' keys and the templates at
     /// their leaf alone (the leaf is fixed by the tokens: branches are never taken away), and those
     /// templates change only with `epoch`. Direct-mapped, `size` entries of keys up to `longest`
-    /// bytes: at most about 160 KB.
+    /// bytes (`bytes` at most).
     struct RecentLines {
         static let size = 512, longest = 256
+        /// The most an entry holds: its keys, their ends, two array headers and itself.
+        static let bytes = size * (longest + 2 * maximumTokens + 2 * 32 + 32)
         struct Entry {
             var epoch = UInt64.max
             var id: UInt32 = 0
             var keys: [UInt8] = []
-            var ends: [Int32] = []
+            var ends: [UInt16] = []
         }
         var entries = [Entry](repeating: Entry(), count: size)
 
@@ -296,7 +300,7 @@ public final class TemplateMiner {
             entries[entry].keys.removeAll(keepingCapacity: true)
             entries[entry].keys.append(contentsOf: UnsafeBufferPointer(start: scratch.keys, count: scratch.keyEnds[n - 1]))
             entries[entry].ends.removeAll(keepingCapacity: true)
-            for i in 0..<n { entries[entry].ends.append(Int32(scratch.keyEnds[i])) }
+            for i in 0..<n { entries[entry].ends.append(UInt16(scratch.keyEnds[i])) }
         }
     }
 

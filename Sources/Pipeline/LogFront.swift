@@ -146,8 +146,10 @@ public final class LogFront: CheckpointSection, @unchecked Sendable {
     /// holds at most `TemplateMiner.maximumTokens` tokens of a line of at most `max_line_bytes`
     /// (4,096 by default): 128 token slots and ids (about 3 KB), up to 4 KB of token text once in
     /// the vocabulary, its tree branch, and what each log signal keeps per template (under 1 KB).
-    /// `eddy bench memory` measures about 1.4 KB per template on messages of 6 to 13 tokens.
-    public static func bytes(templates: Int) -> Int { templates * 8_192 + (1 << 16) }
+    /// `eddy bench memory` measures about 1.4 KB per template on messages of 6 to 13 tokens. Beside
+    /// them, the miner's remembered lines (`TemplateMiner.rememberedBytes`, about 300 KB) and the
+    /// burst signal's table of decays (8 KB).
+    public static func bytes(templates: Int) -> Int { templates * 8_192 + (1 << 16) + TemplateMiner.rememberedBytes + 8_192 }
 
     // MARK: State
 
