@@ -202,15 +202,13 @@ public final class ParameterSignal: AnomalySignal, @unchecked Sendable {
 
     static func scaled(_ x: Double) -> Double { x < 0 ? -log1p(-x) : log1p(x) }
 
-    /// The line's numbers on that scale, kept from `read` for `learn` (by line number).
+    /// The line's numbers on that scale: worked out by `read` for every line, kept for the `learn`
+    /// that follows it (matched by line number; `learn` works them out if they do not match).
     var scaledLine = (index: UInt64.max, values: ParameterNumbers())
-    func scaled(_ line: LineFacts) -> ParameterNumbers {
-        if scaledLine.index != line.index {
-            var values = ParameterNumbers()
-            for x in line.numbers { values.append(x.map(Self.scaled)) }
-            scaledLine = (line.index, values)
-        }
-        return scaledLine.values
+    static func scaled(_ line: LineFacts) -> ParameterNumbers {
+        var values = ParameterNumbers()
+        for x in line.numbers { values.append(x.map(scaled)) }
+        return values
     }
 
     public func read(_ o: inout Observation) -> Reading {
@@ -218,8 +216,9 @@ public final class ParameterSignal: AnomalySignal, @unchecked Sendable {
         guard let line = o.line else { return Reading() }
         if line.evicted != 0 { stats[line.evicted] = nil }
         if line.changed { stats[line.template] = nil }  // its positions moved
+        let ys = Self.scaled(line)
+        scaledLine = (line.index, ys)
         guard let slot = stats.slot(of: line.template) else { return Reading() }
-        let ys = scaled(line)
         var best = -Float.infinity, position = -1, beyond = false
         let count = stats[slot: slot].count
         for (k, y) in ys.enumerated() where k < count {
@@ -242,7 +241,8 @@ public final class ParameterSignal: AnomalySignal, @unchecked Sendable {
     /// only those of normal lines.
     public func learn(_ o: Observation, anomalous: Bool) {
         guard let line = o.line, !line.numbers.isEmpty else { return }
-        let learn = !anomalous, horizon = horizon, ys = scaled(line)
+        let learn = !anomalous, horizon = horizon
+        let ys = scaledLine.index == line.index ? scaledLine.values : Self.scaled(line)
         // In place: a copy of the template's moments would be an allocation per line.
         stats.update(line.template, default: []) { moments in
             if moments.count < ys.count {
@@ -279,6 +279,7 @@ public final class ParameterSignal: AnomalySignal, @unchecked Sendable {
         let n = Int(try r.read(UInt32.self))
         try r.requireRoom(n, each: 8)
         stats = TemplateMap()
+        scaledLine.index = .max
         for _ in 0..<n {
             let id = try readTemplateID(&r)
             let k = Int(try r.read(UInt32.self))
