@@ -147,19 +147,42 @@ public struct TemplateMap<Value> {
     @inlinable
     public var keys: [UInt32] { table.filter { $0 != 0 } }
 
-    /// Every entry, in no order.
-    @inlinable
-    public var entries: [(key: UInt32, value: Value)] {
-        zip(table, slots).compactMap { key, value in key == 0 ? nil : (key, value!) }
-    }
-
     /// Every entry by id (what a checkpoint writes, so a state file does not depend on the table's layout).
     @inlinable
-    public var sortedEntries: [(key: UInt32, value: Value)] { entries.sorted { $0.key < $1.key } }
+    public var sortedEntries: [(key: UInt32, value: Value)] { sorted { $0.key < $1.key } }
 
     /// Every value, in no order.
     @inlinable
-    public var values: [Value] { entries.map(\.value) }
+    public var values: [Value] { map(\.value) }
+}
+
+/// The entries, in no order, read where they lie.
+extension TemplateMap: Sequence {
+    public typealias Element = (key: UInt32, value: Value)
+
+    @frozen
+    public struct Iterator: IteratorProtocol {
+        @usableFromInline let map: TemplateMap
+        @usableFromInline var i = 0
+
+        @inlinable
+        init(_ map: TemplateMap) { self.map = map }
+
+        @inlinable
+        public mutating func next() -> Element? {
+            while i < map.table.count {
+                defer { i += 1 }
+                if map.table[i] != 0 { return (map.table[i], map.slots[i]!) }
+            }
+            return nil
+        }
+    }
+
+    @inlinable
+    public func makeIterator() -> Iterator { Iterator(self) }
+
+    @inlinable
+    public var underestimatedCount: Int { count }
 }
 
 extension TemplateMap where Value == Void {
@@ -183,6 +206,6 @@ extension TemplateMap where Value == Void {
 extension TemplateMap: Equatable where Value: Equatable {
     @inlinable
     public static func == (a: TemplateMap, b: TemplateMap) -> Bool {
-        a.count == b.count && a.entries.allSatisfy { b[$0.key] == $0.value }
+        a.count == b.count && a.allSatisfy { b[$0.key] == $0.value }
     }
 }

@@ -155,7 +155,8 @@ public final class TemplateMiner {
     public func add(_ line: Substring) -> Match {
         Self.withBytes(line) { line, bytes in
             let o = mine(bytes)
-            let spans = (0..<scratch.parameterCount).map { Parameters(line: bytes, scratch: scratch).span($0) }
+            let parameters = Parameters(line: bytes, scratch: scratch)
+            let spans = (0..<parameters.count).map(parameters.span)
             return Match(id: o.id, isNew: o.isNew, changed: o.changed, line: line, parameterSpans: spans, evicted: o.evicted)
         }
     }
@@ -473,7 +474,7 @@ public final class TemplateMiner {
     /// Removes the template matched least recently (its id is never given again); returns its id.
     @discardableResult
     func evictOne() -> UInt32 {
-        guard let oldest = templates.values.min(by: { $0.lastLine < $1.lastLine }) else { return 0 }
+        guard let oldest = templates.min(by: { $0.value.lastLine < $1.value.lastLine })?.value else { return 0 }
         templates[oldest.id] = nil
         leaf(length: oldest.tokens.count, route: oldest.route).remove(oldest.id)
         for id in oldest.ids { vocabulary.release(id) }

@@ -39,6 +39,8 @@ public enum LineBatchWire {
         while at < n {
             guard let tag = varint(), tag >> 3 > 0, tag >> 3 <= UInt64(Int32.max) else { return nil }
             let field = tag >> 3, type = tag & 7
+            // SampleBatch's and LabelBatch's own fields are skipped below, if of their type.
+            if let theirs = Self.wireType(ofOtherField: field), type != theirs { return nil }
             switch (field, type) {
             case (1, 2):
                 guard let r = delimited(), let s = string(r) else { return nil }
@@ -66,11 +68,6 @@ public enum LineBatchWire {
                 lines.append(r)
             case (1, _), (2, _), (5, _), (7, _), (8, _):
                 return nil
-            // SampleBatch's and LabelBatch's own fields: skipped, if of their type.
-            case (3, 0), (4, 0), (10, 0), (11, 0), (6, 2), (9, 2), (12, 2):
-                guard (type == 0 ? varint().map { _ in 0 } : delimited().map { _ in 0 }) != nil else { return nil }
-            case (3, _), (4, _), (6, _), (9, _), (10, _), (11, _), (12, _):
-                return nil
             case (_, 0):
                 guard varint() != nil else { return nil }
             case (_, 1):
@@ -86,5 +83,14 @@ public enum LineBatchWire {
             }
         }
         return lines.isEmpty ? nil : (batch, lines)
+    }
+
+    /// The wire type of a field SampleBatch or LabelBatch has and LineBatch does not (nil: neither).
+    static func wireType(ofOtherField field: UInt64) -> UInt64? {
+        switch field {
+        case 3, 4, 10, 11: 0  // dim, count
+        case 6, 9, 12: 2  // values, labels
+        default: nil
+        }
     }
 }

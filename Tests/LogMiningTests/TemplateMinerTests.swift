@@ -33,7 +33,8 @@ func groupingAccuracy(_ predicted: [UInt32], _ truth: [Substring]) -> Double {
         let names = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday", "january", "february",
                      "march", "april", "may", "june", "july", "august", "september", "october", "november", "december"]
         for b in 0...255 {
-            let initial = names.contains { $0.utf8.first! == UInt8(b) | 0x20 && (65...90).contains(b) || $0.utf8.first! == UInt8(b) }
+            let lower = (65...90).contains(b) ? UInt8(b) | 0x20 : UInt8(b)
+            let initial = names.contains { $0.utf8.first! == lower }
             #expect(TemplateMiner.isCalendarInitial(UInt8(b)) == (initial || b == 0x5B || b == 0x28), "byte \(b)")
         }
         let letters = Array("abcdefghijklmnopqrstuvwxyz".utf8)
@@ -225,7 +226,7 @@ func groupingAccuracy(_ predicted: [UInt32], _ truth: [Substring]) -> Double {
             #expect(map[key] == model[key])
             #expect(map.count == model.count)
         }
-        #expect(Dictionary(uniqueKeysWithValues: map.entries.map { ($0.key, $0.value) }) == model)
+        #expect(Dictionary(uniqueKeysWithValues: map.map { ($0.key, $0.value) }) == model)
         #expect(map.sortedEntries.map(\.key) == model.keys.sorted())
         for key in UInt32(0)...601 { #expect(map[key] == model[key]) }
         // Id 0 is no template: absent, and removing it changes nothing.
