@@ -74,6 +74,10 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// outlier alerts without widening the range, so later, smaller spikes still alert; it costs
     /// NAB's bursty streams (every repeated spike alerts), so it is opt-in.
     public var rangeConfirm = 1
+    /// Standard deviations of its feature (over about `calibrationHorizon` normal samples) a sample
+    /// must also lie beyond the range to be certain (0: off): a series that wanders sets new extremes
+    /// by ordinary steps, a spike or a new level clears them by more.
+    public var rangeDeviations: Float = 0.5
     /// An alert strength stands only when it is higher than every strength of the last `repeatWindow`
     /// samples; otherwise it is capped at 0.5 (just under `threshold` if that is 0.5 or lower) and
     /// does not alert; the published score is not capped. An incident is reported
@@ -235,6 +239,7 @@ public struct StreamConfiguration: Sendable, Equatable {
         if rangeRefresh < 1 { try fail("range_refresh must be at least 1") }
         if !(rangeHabit >= 0 && rangeHabit <= 1e6) { try fail("range_habit must be in 0...1e6 (0: off)") }
         if rangeConfirm < 1 || rangeConfirm > 1000 { try fail("range_confirm must be in 1...1000") }
+        if !(rangeDeviations >= 0 && rangeDeviations <= 1000) { try fail("range_deviations must be in 0...1000 (0: off)") }
         if repeatWindow < 0 || repeatWindow > 1 << 16 { try fail("repeat_window must be in 0...65536") }
         if let unknown = signals.first(where: { !DetectionChain.knownSignals.contains($0) }) {
             try fail("signals: unknown signal \"\(unknown)\" (known: \(DetectionChain.knownSignals.joined(separator: ", ")))")

@@ -144,6 +144,7 @@ public enum ConfigurationFile {
         case "range_refresh": s.rangeRefresh = try int(v)
         case "range_habit": s.rangeHabit = try double(v)
         case "range_confirm": s.rangeConfirm = try int(v)
+        case "range_deviations": s.rangeDeviations = try float(v)
         case "repeat_window": s.repeatWindow = try int(v)
         case "signals":
             let names = v.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }

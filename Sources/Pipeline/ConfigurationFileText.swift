@@ -65,6 +65,7 @@ range_margin = 0.05                    # a value beyond the range seen so far by
 range_refresh = 100                    # the range rule compares with the range as of this many samples ago at most
 range_habit = 0                        # >0: after this many excursions within ~calibration_horizon samples, more are not certain
 range_confirm = 1                      # samples beyond the margin in a row before the range takes them in (2: a lone outlier is not)
+range_deviations = 0.5                 # >0: a value beyond the range must also lie this many of its feature's standard deviations beyond it
 repeat_window = 32                     # an alert strength no higher than one of the last this-many is capped at 0.5 (no alert); 0: off
 period = auto                          # windows: compare with one period earlier; auto (detected), off, or values
 signals = range, reconstruction, period, discord, template, parameter, burst, silence  # the detection chain's signals (leave one out to run without it; the last four read log streams' lines)

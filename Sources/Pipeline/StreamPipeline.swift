@@ -313,7 +313,8 @@ public final class StreamPipeline: @unchecked Sendable {
             RangeSignal(
                 dimension: sampleDimension, margin: on.contains(RangeSignal.name) ? settings.rangeMargin : -1,
                 refresh: settings.rangeRefresh, warmup: settings.warmupSamples, window: settings.window,
-                habitLimit: settings.rangeHabit, habitHorizon: settings.calibrationHorizon, confirm: settings.rangeConfirm)
+                habitLimit: settings.rangeHabit, habitHorizon: settings.calibrationHorizon, confirm: settings.rangeConfirm,
+                deviations: settings.rangeDeviations, scaleHorizon: settings.calibrationHorizon)
         ]
         if on.contains(ReconstructionSignal.name) {
             signals.append(ReconstructionSignal(horizon: settings.calibrationHorizon, holdOff: settings.alertHoldOff))

@@ -125,14 +125,49 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
 }
 
 @Suite struct RangeHabitTests {
-    /// Reads one value through a range signal; returns whether it was certain.
+    /// Reads one value through a range signal, and lets it learn as the chain would (not from a
+    /// certain sample: it alerts); returns whether it was certain.
     func read(_ s: RangeSignal, _ v: Float) -> Bool {
         var value = v
         return withUnsafePointer(to: &value) { p in
             s.prepare(p, count: 1, dimension: 1)
             var o = Observation(values: p, dimension: 1, logError: 0, modelReady: true)
-            return s.read(&o).certain
+            let certain = s.read(&o).certain
+            s.learn(o, anomalous: certain)
+            return certain
         }
+    }
+
+    /// With `deviations` 1, a random walk's new extremes (reached by steps of its usual size, a small
+    /// share of its spread) are not certain, while a jump of several standard deviations beyond the
+    /// range is, and stays out of the moments; without it every new extreme past the margin is
+    /// certain. The moments survive the signal's section.
+    @Test func aWalkSettingNewExtremesByOrdinaryStepsIsNotCertain() throws {
+        var certain: [Float: (walk: Int, jump: Bool)] = [:]
+        for deviations: Float in [0, 1] {
+            let s = RangeSignal(dimension: 1, margin: 0.05, refresh: 100, warmup: 50, window: 0, deviations: deviations, scaleHorizon: 500)
+            var r = RandomSource(seed: 9)
+            var x: Float = 0, walk = 0
+            for _ in 0..<3000 {
+                x += r.normal()
+                if read(s, x) { walk += 1 }
+            }
+            let before = (s.moments, s.variance(0))
+            let (low, high) = s.range(0), spread = s.variance(0).squareRoot()
+            let jump = read(s, high + 0.06 * (high - low) + 3 * spread)
+            #expect(s.moments == before.0 && s.variance(0) == before.1, "a certain sample teaches no moments")
+            certain[deviations] = (walk, jump)
+
+            var w = StateWriter()
+            s.encode(&w)
+            let copy = RangeSignal(dimension: 1, margin: 0.05, refresh: 100, warmup: 50, window: 0, deviations: deviations, scaleHorizon: 500)
+            var reader = StateReader(w.bytes)
+            try copy.decode(&reader, version: RangeSignal.stateVersion)
+            #expect(copy.moments == s.moments && copy.variance(0) == s.variance(0))
+        }
+        #expect(certain[0]!.walk >= 10, "the walk leaves its range again and again: \(certain[0]!.walk)")
+        #expect(certain[1]!.walk <= certain[0]!.walk / 5, "\(certain[1]!.walk) of \(certain[0]!.walk) left")
+        #expect(certain[0]!.jump && certain[1]!.jump)
     }
 
     /// With a habit limit of 2, a stream that keeps leaving its range is certain twice, then its
@@ -151,10 +186,17 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
             s.encode(&w)
             let copy = RangeSignal(dimension: 1, margin: 0.05, refresh: 1, warmup: 50, window: 0, habitLimit: limit, habitHorizon: 100)
             var r = StateReader(w.bytes)
-            try copy.decode(&r, version: 2)
+            try copy.decode(&r, version: 3)
             #expect(copy.habit == s.habit && copy.seen == s.seen)
+            // Version 2 ends before the moments (a count and two floats for the one feature), version 1
+            // before the habit (its count and the sample of the last excursion).
+            let version2 = Array(w.bytes.dropLast(16))
+            let two = RangeSignal(dimension: 1, margin: 0.05, refresh: 1, warmup: 50, window: 0, habitLimit: limit, habitHorizon: 100)
+            var r2 = StateReader(version2)
+            try two.decode(&r2, version: 2)
+            #expect(two.habit == s.habit && two.moments == 0)
             let old = RangeSignal(dimension: 1, margin: 0.05, refresh: 1, warmup: 50, window: 0, habitLimit: limit, habitHorizon: 100)
-            var r1 = StateReader(Array(w.bytes.dropLast(16)))
+            var r1 = StateReader(Array(version2.dropLast(16)))
             try old.decode(&r1, version: 1)
             #expect(old.habit == 0 && old.seen == s.seen)
         }

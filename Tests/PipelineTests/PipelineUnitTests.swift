@@ -205,13 +205,16 @@ import Testing
     /// A stream ready to alert (no warm-up, 300 samples uniform in [0, 1) per feature) and a way to
     /// score one more sample.
     /// (Each check alone: without the repeat window, which would cap an alert soon after another;
-    /// the range takes in a sample beyond it at once unless `confirm` says otherwise.)
+    /// the range takes in a sample beyond it at once unless `confirm` says otherwise; the margin
+    /// alone decides what is beyond unless `deviations` asks for a share of the spread as well, which
+    /// `RangeHabitTests` checks.)
     static func ready(
         dim: Int, margin: Float = 0.05, refresh: Int = 100, repeatWindow: Int = 0, warmup: Int = 0,
-        signals: [String] = DetectionChain.knownSignals, confirm: Int = 1
+        signals: [String] = DetectionChain.knownSignals, confirm: Int = 1, deviations: Float = 0
     ) -> (StreamPipeline, ([Float]) -> SampleScore) {
         var settings = StreamConfiguration().resolved(dim: dim)
         settings.rangeConfirm = confirm
+        settings.rangeDeviations = deviations
         settings.signals = signals
         settings.warmupSamples = warmup
         settings.warmupSteps = 0
@@ -335,6 +338,21 @@ import Testing
         let restored = try StreamPipeline.restore(p.serialized(), settings: p.settings)
         let next = [Float]([1.06, 0.5]).withUnsafeBufferPointer { restored.score($0.baseAddress!, count: 1, firstSequence: 301) }
         #expect(next.sample(0).beyondRange, "still compared with the range before 1.04")
+    }
+
+    /// With the default `range_deviations` (half a standard deviation), a drift just past the margin
+    /// (uniform values in [0, 1): the spread is 0.29, so it must go 0.14 past) is taken in without a
+    /// word, while it alerts with the margin alone; a jump clears both; the moments are restored.
+    @Test func aSmallStepPastTheRangeIsNotCertainByDefault() throws {
+        #expect(StreamConfiguration().rangeDeviations == 0.5)
+        for deviations: Float in [0, 0.5] {
+            let (p, feed) = Self.ready(dim: 2, deviations: deviations)
+            let small = (1...20).map { feed([1 + 0.004 * Float($0), 0.5]).beyondRange }
+            #expect(small.contains(true) == (deviations == 0), "deviations \(deviations)")
+            let restored = try StreamPipeline.restore(p.serialized(), settings: p.settings)
+            #expect(restored.serialized() == p.serialized())
+            #expect([Float]([0.5, 1.5]).withUnsafeBufferPointer { restored.score($0.baseAddress!, count: 1, firstSequence: 320) }.sample(0).beyondRange)
+        }
     }
 
     /// A checkpoint from before the range was counted (format 3) restores its range, but the rule

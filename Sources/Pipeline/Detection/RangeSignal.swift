@@ -21,10 +21,16 @@ import Learning
 /// `habitLimit` > 0, once the stream has left its range `habitLimit` times within about `habitHorizon`
 /// samples (a count decaying by 1 − 1/horizon per sample), a further excursion is no longer certain
 /// and is left to the other signals.
+///
+/// With `deviations` > 0 a sample must also lie that many of its feature's standard deviations
+/// beyond the range (a running mean and variance over about `scaleHorizon` normal samples): a
+/// series that wanders (a random walk, shapes of varying height) sets new extremes by ordinary
+/// steps, a small share of its own spread past the old ones; a spike or a new level clears them by
+/// more. Such a step is taken into the range without alerting.
 public final class RangeSignal: AnomalySignal, @unchecked Sendable {
     public static let name = "range"
-    /// 2 added the excursion habit.
-    public static let stateVersion: UInt32 = 2
+    /// 2 added the excursion habit, 3 the features' moments.
+    public static let stateVersion: UInt32 = 3
 
     /// Negative: the range is kept but never scores.
     public let margin: Float
@@ -58,12 +64,24 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
     var held = 0
     let heldLowBuffer: FloatBuffer, heldHighBuffer: FloatBuffer
     let heldLow: UnsafeMutablePointer<Float>, heldHigh: UnsafeMutablePointer<Float>
+    /// Standard deviations beyond the range a sample must also lie (0: off), and each feature's
+    /// running mean and variance over about `scaleHorizon` normal samples (`moments` of them so far).
+    let deviations: Float
+    let scaleHorizon: UInt64
+    let meanBuffer: FloatBuffer, varianceBuffer: FloatBuffer
+    let meanP: UnsafeMutablePointer<Float>, varianceP: UnsafeMutablePointer<Float>
+    public internal(set) var moments: UInt64 = 0
 
     public init(
         dimension: Int, margin: Float, refresh: Int, warmup: Int, window: Int, habitLimit: Double = 0, habitHorizon: Int = 5000,
-        confirm: Int = 1
+        confirm: Int = 1, deviations: Float = 0, scaleHorizon: Int = 5000
     ) {
         self.dimension = dimension
+        self.deviations = max(0, deviations)
+        self.scaleHorizon = UInt64(max(1, scaleHorizon))
+        meanBuffer = FloatBuffer(count: dimension)
+        varianceBuffer = FloatBuffer(count: dimension)
+        (meanP, varianceP) = (meanBuffer.pointer, varianceBuffer.pointer)
         self.confirm = max(1, confirm)
         self.habitLimit = habitLimit
         habitDecay = 1 - 1 / Double(max(1, habitHorizon))
@@ -106,9 +124,15 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         var beyond = false
         if batchOutside && outside(x, rows: 1) {
             if margin >= 0 && seen >= warmup {
+                let k = deviations, variance = varianceP
                 for f in 0..<d {
                     let v = x[f], l = refLo[f], h = refHi[f], slack = margin * (h - l)
-                    if h > l && (v > h + slack || v < l - slack) { beyond = true }
+                    guard h > l && (v > h + slack || v < l - slack) else { continue }
+                    // Also far enough beyond for the feature's own spread (compared squared).
+                    let excess = v > h ? v - h : l - v
+                    if k == 0 || moments == 0 || excess * excess >= k * k * variance[f] {
+                        beyond = true
+                    }
                 }
                 if beyond {
                     habit *= Foundation.pow(habitDecay, Double(seen - lastExcursion))
@@ -165,8 +189,26 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         heldHigh.update(repeating: -.infinity, count: dimension)
     }
 
-    public func learn(_ o: Observation, anomalous: Bool) {}
-    public var learns: Bool { false }
+    /// The features' moments, from normal samples only (a spike must not widen the spread the next
+    /// one is measured by).
+    public func learn(_ o: Observation, anomalous: Bool) {
+        guard !anomalous else { return }
+        moments += 1
+        let a = 1 / Float(min(moments, scaleHorizon)), x = o.values, mean = meanP, variance = varianceP
+        for f in 0..<dimension {
+            let delta = x[f] - mean[f]
+            mean[f] += a * delta
+            variance[f] = (1 - a) * (variance[f] + a * delta * delta)
+        }
+    }
+
+    public var learns: Bool { deviations > 0 }
+
+    /// Feature `f`'s range so far.
+    public func range(_ f: Int) -> (low: Float, high: Float) { (lowP[f], highP[f]) }
+
+    /// Feature `f`'s running variance (0 before any normal sample, and while `deviations` is 0).
+    public func variance(_ f: Int) -> Float { varianceP[f] }
 
     /// For a sample beyond the range: how far each feature lies outside [low, high], as shares of
     /// the total, largest first (at most five). A univariate windowed stream's one value is the newest
@@ -198,10 +240,13 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         for f in 0..<dimension { w.write(referenceLow[f]) }
         for f in 0..<dimension { w.write(referenceHigh[f]) }
         w.write(habit.bitPattern); w.write(lastExcursion)
+        w.write(moments)
+        for f in 0..<dimension { w.write(meanBuffer[f]) }
+        for f in 0..<dimension { w.write(varianceBuffer[f]) }
     }
 
     public func decode(_ r: inout StateReader, version: UInt32) throws {
-        guard version == 1 || version == 2 else { throw StateError.unsupportedVersion(version) }
+        guard (1...3).contains(version) else { throw StateError.unsupportedVersion(version) }
         guard Int(try r.read(UInt32.self)) == dimension else { throw StateError.invalid("range width") }
         let l = try (0..<dimension).map { _ in try r.read(Float.self) }
         let h = try (0..<dimension).map { _ in try r.read(Float.self) }
@@ -213,6 +258,14 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
             habit = Double(bitPattern: try r.read(UInt64.self))
             lastExcursion = try r.read(UInt64.self)
             guard habit.isFinite, habit >= 0, lastExcursion <= seen else { throw StateError.invalid("range habit") }
+        }
+        if version >= 3 {
+            let n = try r.read(UInt64.self)
+            let m = try (0..<dimension).map { _ in try r.read(Float.self) }
+            let v = try (0..<dimension).map { _ in try r.read(Float.self) }
+            guard m.allSatisfy(\.isFinite), v.allSatisfy({ $0.isFinite && $0 >= 0 }) else { throw StateError.invalid("range moments") }
+            moments = n
+            for f in 0..<dimension { (meanBuffer[f], varianceBuffer[f]) = (m[f], v[f]) }
         }
     }
 
