@@ -90,10 +90,11 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// last `window` values are also compared with those one period earlier (see `PeriodCheck`) and
     /// the larger of the two scores counts.
     public var period = PeriodSetting.auto
-    /// The discord signal (`DiscordSignal`): each channel's last `discordWindow` values against the
-    /// nearest earlier window within `discordHistory` values; a stream of more than `discordChannels`
-    /// channels goes without it (it costs O(history) per channel per sample).
-    public var discordWindow = 32
+    /// The discord signal (`MultiscaleDiscord`): each channel's last values, at each of
+    /// `discordWindows` (ascending), against the nearest earlier window within `discordHistory`
+    /// values; a stream of more than `discordChannels` channels goes without it (it costs
+    /// O(history) per channel, window and sample).
+    public var discordWindows = [32, 64]
     public var discordHistory = 1024
     public var discordChannels = 8
     /// A discord alerts only when its surprise passes the larger of its recent peak and this margin
@@ -244,8 +245,11 @@ public struct StreamConfiguration: Sendable, Equatable {
         if let unknown = signals.first(where: { !DetectionChain.knownSignals.contains($0) }) {
             try fail("signals: unknown signal \"\(unknown)\" (known: \(DetectionChain.knownSignals.joined(separator: ", ")))")
         }
-        if discordWindow < 2 || discordWindow > 4096 || discordHistory < discordWindow || discordHistory > 1 << 16 {
-            try fail("discord_window must be in 2...4096 and discord_history in discord_window...65536")
+        if discordWindows.isEmpty || discordWindows.count > 4 || discordWindows.first! < 2 || discordWindows.last! > 4096
+            || zip(discordWindows, discordWindows.dropFirst()).contains(where: { $0 >= $1 })
+            || discordHistory < discordWindows.last! || discordHistory > 1 << 16
+        {
+            try fail("discord_window must be one to four ascending windows in 2...4096, and discord_history in the longest...65536")
         }
         if !(discordMargin >= 0 && discordMargin <= 100) { try fail("discord_margin must be in 0...100") }
         if discordChannels < 0 || discordChannels > 1 << 14 { try fail("discord_channels must be in 0...16384") }
@@ -571,7 +575,7 @@ extension StreamConfiguration {
         let channels = max(dim, 1)
         if window > 0 { bytes += 4 * window * (windowScales.max() ?? 1) * channels }
         if signals.contains(DiscordSignal.name) && channels <= discordChannels {
-            bytes += DiscordSignal.bytes(window: discordWindow, history: discordHistory, channels: channels)
+            bytes += MultiscaleDiscord.bytes(windows: discordWindows, history: discordHistory, channels: channels)
         }
         if log { bytes += LogFront.bytes(templates: logTemplates) }
         if publishRepresentations {

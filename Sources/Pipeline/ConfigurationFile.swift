@@ -152,7 +152,7 @@ public enum ConfigurationFile {
         case "period":
             guard let p = PeriodSetting(v) else { throw ValueError(why: "\"\(v)\" is neither auto, off nor a period of 2 to 100000 values") }
             s.period = p
-        case "discord_window": s.discordWindow = try int(v)
+        case "discord_window": s.discordWindows = try ints(v)
         case "discord_history": s.discordHistory = try int(v)
         case "discord_channels": s.discordChannels = try int(v)
         case "discord_margin": s.discordMargin = try float(v)

@@ -21,13 +21,15 @@ public struct SampleScore: Sendable, Equatable {
     /// The alert comes from the discord signal: the channel whose last values are unlike every
     /// earlier window (nil: it does not).
     public var discordChannel: Int? = nil
+    /// And the window (in values) it compared.
+    public var discordWindow = 0
     public var timestamp: Int64
     /// For alerts: (feature or time step, share of the squared error), largest first.
     public var topFeatures: [(index: Int, share: Float)]
 
     public static func == (a: SampleScore, b: SampleScore) -> Bool {
         a.sequence == b.sequence && a.error == b.error && a.score == b.score && a.alertScore == b.alertScore && a.alert == b.alert
-            && a.warmingUp == b.warmingUp && a.beyondRange == b.beyondRange && a.fromPeriod == b.fromPeriod && a.discordChannel == b.discordChannel && a.timestamp == b.timestamp
+            && a.warmingUp == b.warmingUp && a.beyondRange == b.beyondRange && a.fromPeriod == b.fromPeriod && a.discordChannel == b.discordChannel && a.discordWindow == b.discordWindow && a.timestamp == b.timestamp
             && a.topFeatures.map(\.index) == b.topFeatures.map(\.index)
     }
 }
@@ -50,10 +52,8 @@ public struct ScoredBatch: Sendable {
     /// Alerts (by index in the batch) that come from the period check, and the stream's period then.
     public var fromPeriod: Set<Int> = []
     public var period = 0
-    /// Alerts (by index in the batch) that come from the discord signal, and the channel.
-    public var fromDiscord: [Int: Int] = [:]
-    /// The stream's discord window (for those alerts).
-    public var discordWindow = 0
+    /// Alerts (by index in the batch) that come from the discord signal: the channel and the window.
+    public var fromDiscord: [Int: (channel: Int, window: Int)] = [:]
     /// The producer's timestamps, or empty.
     public var timestamps: [Int64]
     /// For each alerting sample (by index in the batch): the largest shares of its squared error.
@@ -89,7 +89,7 @@ public struct ScoredBatch: Sendable {
         SampleScore(
             sequence: firstSequence &+ UInt64(i), error: errors[i], score: scores[i], alertScore: alertScores[i], alert: alerts[i],
             warmingUp: warmingUp[i], beyondRange: beyondRange.contains(i), fromPeriod: fromPeriod.contains(i),
-            discordChannel: fromDiscord[i], timestamp: timestamps.isEmpty ? 0 : timestamps[i],
+            discordChannel: fromDiscord[i]?.channel, discordWindow: fromDiscord[i]?.window ?? 0, timestamp: timestamps.isEmpty ? 0 : timestamps[i],
             topFeatures: topFeatures[i] ?? [])
     }
 
@@ -344,8 +344,8 @@ public final class StreamPipeline: @unchecked Sendable {
         }
         if on.contains(DiscordSignal.name) && sampleDimension <= settings.discordChannels {
             signals.append(
-                DiscordSignal(
-                    window: settings.discordWindow, history: settings.discordHistory, channels: sampleDimension,
+                MultiscaleDiscord(
+                    windows: settings.discordWindows, history: settings.discordHistory, channels: sampleDimension,
                     margin: settings.discordMargin, horizon: settings.calibrationHorizon, holdOff: settings.alertHoldOff))
         }
         return DetectionChain(
@@ -449,9 +449,8 @@ public final class StreamPipeline: @unchecked Sendable {
                 if v.alert && !v.certain {
                     let source = chain.signals[v.source]
                     if source is PeriodSignal { result.fromPeriod.insert(i) }
-                    if let discord = source as? DiscordSignal {
-                        result.fromDiscord[i] = discord.lastChannel
-                        result.discordWindow = discord.window
+                    if let discord = source as? MultiscaleDiscord {
+                        result.fromDiscord[i] = (discord.lastChannel, discord.window)
                     }
                 }
                 if v.alert, let lines {

@@ -149,7 +149,7 @@ public enum Wire {
         if let channel = s.discordChannel {
             m.discord = true
             m.discordChannel = UInt32(channel)
-            m.discordWindow = UInt32(batch.discordWindow)
+            m.discordWindow = UInt32(s.discordWindow)
         }
         return m
     }

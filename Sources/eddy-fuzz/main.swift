@@ -31,7 +31,7 @@ func fuzzSettings() -> StreamConfiguration {
     s.warmupSamples = 16
     s.warmupSteps = 1
     s.discordHistory = 64
-    s.discordWindow = 8
+    s.discordWindows = [8]
     s.calibrationHorizon = 100
     return s
 }

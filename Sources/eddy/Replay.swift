@@ -69,7 +69,7 @@ struct Replay: ParsableCommand {
                     : s.beyondRange ? "beyond range at "
                     : s.fromPeriod ? "unlike \(pipeline.period) values earlier; "
                     : s.discordChannel.map { c in
-                        "\(pipeline.sampleDimension > 1 ? "channel \(c)'s" : "the") last \(pipeline.settings.discordWindow) values unlike any of the last \(history); "
+                        "\(pipeline.sampleDimension > 1 ? "channel \(c)'s" : "the") last \(s.discordWindow) values unlike any of the last \(history); "
                     } ?? ""
                 print("\(s.sequence),\(s.error),\(s.score),\(s.alertScore),\(s.alert ? 1 : 0),\(s.warmingUp ? 1 : 0),\(cause)\(why)")
             } else {

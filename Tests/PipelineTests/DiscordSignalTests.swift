@@ -22,6 +22,17 @@ import Testing
         return best.isFinite ? best : nil
     }
 
+    /// One row read by a signal, which then learns from it as normal.
+    static func feed(_ s: any AnomalySignal, _ row: [Float]) -> Reading {
+        var row = row
+        return row.withUnsafeMutableBufferPointer { b in
+            var o = Observation(values: UnsafePointer(b.baseAddress!), dimension: b.count, logError: 0, modelReady: true)
+            let r = s.read(&o)
+            s.learn(o, anomalous: false)
+            return r
+        }
+    }
+
     static func series(_ n: Int, seed: UInt64, channel: Int) -> [Double] {
         var random = RandomSource(seed: seed &+ UInt64(channel))
         return (0..<n).map { t in
@@ -83,15 +94,7 @@ import Testing
             let make = { DiscordSignal(window: 12, history: 120, channels: 2, horizon: 500, holdOff: 50) }
             let original = make()
             let xs = (0..<2).map { Self.series(1000, seed: 9, channel: $0).map(Float.init) }
-            func feed(_ s: DiscordSignal, _ t: Int) -> Reading {
-                var row = [xs[0][t], xs[1][t]]
-                return row.withUnsafeMutableBufferPointer { b in
-                    var o = Observation(values: UnsafePointer(b.baseAddress!), dimension: 2, logError: 0, modelReady: true)
-                    let r = s.read(&o)
-                    s.learn(o, anomalous: false)
-                    return r
-                }
-            }
+            func feed(_ s: DiscordSignal, _ t: Int) -> Reading { Self.feed(s, [xs[0][t], xs[1][t]]) }
             for t in 0..<cut { _ = feed(original, t) }
             var w = StateWriter()
             original.encode(&w)
@@ -114,14 +117,64 @@ import Testing
         settings.discordChannels = 4
         let narrow = StreamPipeline(name: "narrow", settings: settings.resolved(dim: 4))
         let wide = StreamPipeline(name: "wide", settings: settings.resolved(dim: 5))
-        #expect(narrow.chain.signal(DiscordSignal.self)?.channels == 4)
-        #expect(wide.chain.signal(DiscordSignal.self) == nil)
+        #expect(narrow.chain.signal(MultiscaleDiscord.self)?.scales.map(\.channels) == [4, 4])
+        #expect(wide.chain.signal(MultiscaleDiscord.self) == nil)
         let c = try ConfigurationFile.parse("[stream]\ndiscord_window = 16\ndiscord_history = 500\ndiscord_margin = 2.5\n")
-        #expect(c.streamDefaults.discordWindow == 16 && c.streamDefaults.discordHistory == 500 && c.streamDefaults.discordMargin == 2.5)
-        for bad in ["discord_window = 1", "discord_history = 8", "discord_channels = -1", "discord_margin = -1"] {
+        #expect(c.streamDefaults.discordWindows == [16] && c.streamDefaults.discordHistory == 500 && c.streamDefaults.discordMargin == 2.5)
+        let two = try ConfigurationFile.parse("[stream]\ndiscord_window = 16, 64\n").streamDefaults
+        #expect(two.discordWindows == [16, 64])
+        #expect(StreamPipeline(name: "two", settings: two.resolved(dim: 2)).chain.signal(MultiscaleDiscord.self)?.scales.map(\.window) == [16, 64])
+        for bad in [
+            "discord_window = 1", "discord_history = 8", "discord_channels = -1", "discord_margin = -1", "discord_window = 64, 32",
+            "discord_window = 8, 16, 32, 64, 128", "discord_window = 16, 600\ndiscord_history = 500",
+        ] {
             #expect(throws: (any Error).self, "\(bad)") {
                 try ConfigurationFile.parse("[stream]\ndiscord_window = 16\n\(bad)\n")
             }
         }
+    }
+
+    /// Several windows at once: a reading is the largest surprise and strength of the windows' own
+    /// signals (each fed the same stream alone), the deciding window is the strongest one's, and the
+    /// section restores every window; a version-1 section (one window) restores the first window and
+    /// leaves the others fresh.
+    @Test func severalWindowsReadAsTheirLargest() throws {
+        let make = { MultiscaleDiscord(windows: [8, 24], history: 120, channels: 2, margin: 1, horizon: 500, holdOff: 50) }
+        let composite = make()
+        let alone = [8, 24].map { DiscordSignal(window: $0, history: 120, channels: 2, margin: 1, horizon: 500, holdOff: 50) }
+        var xs = (0..<2).map { Self.series(1400, seed: 4, channel: $0).map(Float.init) }
+        for t in 1000..<1060 { xs[1][t] = xs[1][t - 1] }  // a flat stretch on channel 1
+        func feed(_ s: any AnomalySignal, _ t: Int) -> Reading { Self.feed(s, [xs[0][t], xs[1][t]]) }
+        var decidedBy: Set<Int> = []
+        var checkpoint: [UInt8] = []
+        for t in 0..<1400 {
+            let r = feed(composite, t)
+            let each = alone.map { feed($0, t) }
+            #expect(r.surprise == each.map(\.surprise).max()!, "sample \(t)")
+            #expect(r.strength == each.map(\.strength).max()!, "sample \(t)")
+            if r.strength > 0 {
+                #expect(composite.window == [8, 24][each.firstIndex { $0.strength == r.strength }!])
+                decidedBy.insert(composite.window)
+            }
+            if t == 900 {
+                var w = StateWriter()
+                composite.encode(&w)
+                checkpoint = w.bytes
+            }
+        }
+        #expect(decidedBy == [8, 24], "each window decides some readings: \(decidedBy)")
+
+        var r = StateReader(checkpoint)
+        let restored = make()
+        try restored.decode(&r, version: MultiscaleDiscord.stateVersion)
+        #expect(restored.scales.map(\.count) == [901, 901])
+        var one = StateWriter()
+        let first = DiscordSignal(window: 8, history: 120, channels: 2, margin: 1, horizon: 500, holdOff: 50)
+        for t in 0..<300 { _ = feed(first, t) }
+        first.encode(&one)
+        var r1 = StateReader(one.bytes)
+        let upgraded = make()
+        try upgraded.decode(&r1, version: 1)
+        #expect(upgraded.scales.map(\.count) == [300, 0])
     }
 }

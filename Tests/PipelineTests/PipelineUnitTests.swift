@@ -477,6 +477,7 @@ import Testing
             settings.period = period
             settings.threshold = 0.6
             settings.repeatWindow = 0  // the check alone
+            settings.signals.removeAll { $0 == DiscordSignal.name }  // (the discord sees a changed amplitude too)
             let p = StreamPipeline(name: "daily", settings: settings)
             var r = RandomSource(seed: 9)
             var out: [SampleScore] = []

@@ -237,3 +237,76 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
         }
     }
 }
+
+/// The discord signal at one or more windows at once (`discord_window = 32, 64`): each window is a
+/// `DiscordSignal` of its own, with its own rings and calibrators, and a sample's reading is the
+/// largest surprise and the largest strength over them. A short window sees a change of shape
+/// within a cycle; a longer one a change of frequency or a flat stretch that a short window finds a
+/// near twin for somewhere in the history.
+public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
+    public static let name = DiscordSignal.name
+    /// 1 was one window's section (`DiscordSignal`'s); 2 is a count, then each window and its section.
+    public static let stateVersion: UInt32 = 2
+
+    public let scales: [DiscordSignal]
+    /// The window whose strength decided the last reading.
+    public private(set) var lastScale = 0
+
+    public init(windows: [Int], history: Int, channels: Int, margin: Float = 0, horizon: Int, holdOff: Int) {
+        scales = windows.map {
+            DiscordSignal(window: $0, history: history, channels: channels, margin: margin, horizon: horizon, holdOff: holdOff)
+        }
+    }
+
+    /// The channel and the window of the last reading's strongest discord.
+    public var lastChannel: Int { scales[lastScale].lastChannel }
+    public var window: Int { scales[lastScale].window }
+
+    public static func bytes(windows: [Int], history: Int, channels: Int) -> Int {
+        windows.reduce(0) { $0 + DiscordSignal.bytes(window: $1, history: history, channels: channels) }
+    }
+
+    public func read(_ o: inout Observation) -> Reading {
+        var best = Reading(), decided = 0
+        for k in scales.indices {
+            let r = scales[k].read(&o)
+            best.surprise = max(best.surprise, r.surprise)
+            if r.strength > best.strength { (best.strength, decided) = (r.strength, k) }
+        }
+        lastScale = decided
+        return best
+    }
+
+    public func learn(_ o: Observation, anomalous: Bool) {
+        for s in scales { s.learn(o, anomalous: anomalous) }
+    }
+
+    public func encode(_ w: inout StateWriter) {
+        w.write(UInt32(scales.count))
+        for s in scales {
+            w.write(UInt32(s.window))
+            var inner = StateWriter()
+            s.encode(&inner)
+            w.write(blob: inner.bytes)
+        }
+    }
+
+    /// A window restores from the section of the same window; a window the section does not have
+    /// starts afresh. Version 1 (one window, not recorded) restores the first window.
+    public func decode(_ r: inout StateReader, version: UInt32) throws {
+        switch version {
+        case 1:
+            try scales[0].decode(&r, version: 1)
+        case 2:
+            let n = Int(try r.read(UInt32.self))
+            guard n <= 64 else { throw StateError.invalid("discord windows") }
+            for _ in 0..<n {
+                let window = Int(try r.read(UInt32.self))
+                var inner = StateReader(try r.readBlob())
+                if let s = scales.first(where: { $0.window == window }) { try s.decode(&inner, version: 1) }
+            }
+        default:
+            throw StateError.unsupportedVersion(version)
+        }
+    }
+}
