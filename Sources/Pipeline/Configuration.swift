@@ -219,7 +219,8 @@ public struct StreamConfiguration: Sendable, Equatable {
         if window == 1 || univariateWindow == 1 || multivariateWindow == 1 { try fail("a window needs at least 2 values") }
         if maxLabels < 0 || maxLabels > 65_536 { try fail("max_labels must be in 0...65536") }
         if windowScales.isEmpty || windowScales.first! < 1 || zip(windowScales, windowScales.dropFirst()).contains(where: { $0 >= $1 })
-            || windowScales.last! * max(window, univariateWindow, multivariateWindow) > 1 << 14
+            || { let (input, overflow) = windowScales.last!.multipliedReportingOverflow(by: max(window, univariateWindow, multivariateWindow))
+                return overflow || input > 1 << 14 }()
         {
             // Each value costs window × the sum of the scales to build its input: keep it bounded.
             try fail("window_scales must be increasing, from 1 or more, and keep window × the largest at most 16384")

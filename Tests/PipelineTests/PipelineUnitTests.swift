@@ -704,7 +704,8 @@ import Testing
             "[stream]\nwarmup_samples = -1", "[stream]\nseed = -1", "high_water_mark = 3000000000",
             "[stream]\nmin_buffered = 0", "heartbeat_seconds = 1e16", "[stream]\nreplay_ratio = 1e20",
             "trainer_priority = 20", "trainer_priority = realtime", "[stream]\nrange_refresh = 0",
-            "[stream]\nrepeat_window = -1",
+            "[stream]\nrepeat_window = -1", "[stream]\nwindow_scales = 1, 8222222222222222222",
+            "[stream]\nrange_deviations = -1",
         ] {
             #expect(throws: ConfigurationError.self, "\(bad)") { try ConfigurationFile.parse(bad) }
         }
