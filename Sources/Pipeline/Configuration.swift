@@ -211,6 +211,9 @@ public struct StreamConfiguration: Sendable, Equatable {
     }
 
     /// Why this configuration cannot be used, if it cannot.
+    /// Each value larger than the one before (window scales, discord windows).
+    static func ascending(_ values: [Int]) -> Bool { zip(values, values.dropFirst()).allSatisfy { $0 < $1 } }
+
     public func validate(name: String) throws {
         func fail(_ why: String) throws { throw ConfigurationError.invalid("stream \(name): \(why)") }
         if dim < 0 || window < 0 || univariateWindow < 0 || multivariateWindow < 0 {
@@ -218,11 +221,9 @@ public struct StreamConfiguration: Sendable, Equatable {
         }
         if window == 1 || univariateWindow == 1 || multivariateWindow == 1 { try fail("a window needs at least 2 values") }
         if maxLabels < 0 || maxLabels > 65_536 { try fail("max_labels must be in 0...65536") }
-        if windowScales.isEmpty || windowScales.first! < 1 || zip(windowScales, windowScales.dropFirst()).contains(where: { $0 >= $1 })
-            || { let (input, overflow) = windowScales.last!.multipliedReportingOverflow(by: max(window, univariateWindow, multivariateWindow))
-                return overflow || input > 1 << 14 }()
-        {
-            // Each value costs window × the sum of the scales to build its input: keep it bounded.
+        // Each value costs window × the sum of the scales to build its input (a product that must not overflow).
+        let input = (windowScales.last ?? 0).multipliedReportingOverflow(by: max(window, univariateWindow, multivariateWindow))
+        if windowScales.isEmpty || windowScales.first! < 1 || !Self.ascending(windowScales) || input.overflow || input.partialValue > 1 << 14 {
             try fail("window_scales must be increasing, from 1 or more, and keep window × the largest at most 16384")
         }
         if bufferCapacity < 2 { try fail("buffer_capacity must be at least 2") }
@@ -247,7 +248,7 @@ public struct StreamConfiguration: Sendable, Equatable {
             try fail("signals: unknown signal \"\(unknown)\" (known: \(DetectionChain.knownSignals.joined(separator: ", ")))")
         }
         if discordWindows.isEmpty || discordWindows.count > 4 || discordWindows.first! < 2 || discordWindows.last! > 4096
-            || zip(discordWindows, discordWindows.dropFirst()).contains(where: { $0 >= $1 })
+            || !Self.ascending(discordWindows)
             || discordHistory < discordWindows.last! || discordHistory > 1 << 16
         {
             try fail("discord_window must be one to four ascending windows in 2...4096, and discord_history in the longest...65536")
