@@ -144,6 +144,9 @@ public enum ConfigurationFile {
         case "range_refresh": s.rangeRefresh = try int(v)
         case "range_habit": s.rangeHabit = try double(v)
         case "range_confirm": s.rangeConfirm = try int(v)
+        case "range_warmup": s.rangeWarmup = try int(v)
+        case "log_warmup_samples": s.logWarmupSamples = try int(v)
+        case "log_warmup_steps": s.logWarmupSteps = try int(v)
         case "range_deviations": s.rangeDeviations = try float(v)
         case "repeat_window": s.repeatWindow = try int(v)
         case "signals":

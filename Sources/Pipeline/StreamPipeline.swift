@@ -312,7 +312,7 @@ public final class StreamPipeline: @unchecked Sendable {
         var signals: [any AnomalySignal] = [
             RangeSignal(
                 dimension: sampleDimension, margin: on.contains(RangeSignal.name) ? settings.rangeMargin : -1,
-                refresh: settings.rangeRefresh, warmup: settings.warmupSamples, window: settings.window,
+                refresh: settings.rangeRefresh, warmup: settings.rangeWarmup, window: settings.window,
                 habitLimit: settings.rangeHabit, habitHorizon: settings.calibrationHorizon, confirm: settings.rangeConfirm,
                 deviations: settings.rangeDeviations, scaleHorizon: settings.calibrationHorizon)
         ]
@@ -331,7 +331,7 @@ public final class StreamPipeline: @unchecked Sendable {
             }
             if on.contains(SilenceSignal.name) { signals.append(SilenceSignal(factor: settings.silenceFactor, horizon: h)) }
             signals[0] = RangeSignal(
-                dimension: sampleDimension, margin: -1, refresh: settings.rangeRefresh, warmup: settings.warmupSamples, window: 0,
+                dimension: sampleDimension, margin: -1, refresh: settings.rangeRefresh, warmup: settings.rangeWarmup, window: 0,
                 habitLimit: 0, habitHorizon: settings.calibrationHorizon)
             return DetectionChain(
                 signals: signals, policy: AlertPolicy(threshold: settings.threshold, repeatWindow: settings.repeatWindow))

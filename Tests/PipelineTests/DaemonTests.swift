@@ -24,6 +24,7 @@ func testConfiguration(dataDirectory: String = "") -> DaemonConfiguration {
     c.streamDefaults.mocoQueue = 64
     c.streamDefaults.univariateWindow = 8
     c.streamDefaults.warmupSamples = 50
+    c.streamDefaults.rangeWarmup = 50
     c.streamDefaults.warmupSteps = 5
     return c
 }

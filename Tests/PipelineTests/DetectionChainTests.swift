@@ -85,6 +85,7 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
     @Test func sectionsRestoreByNameAndVersion() throws {
         var settings = StreamConfiguration().resolved(dim: 1)
         settings.warmupSamples = 0
+        settings.rangeWarmup = 0
         settings.period = .fixed(40)
         var run = OfflineRun(name: "s", settings: settings)
         for t in 0..<700 { var v = Float(sin(Double(t) * 2 * .pi / 40)); _ = run.next(&v) }

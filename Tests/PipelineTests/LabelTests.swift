@@ -58,6 +58,7 @@ import Testing
         var settings = StreamConfiguration()
         settings.maxLabels = 30
         settings.warmupSamples = 50
+        settings.rangeWarmup = 50
         let p = StreamPipeline(name: "parts", settings: settings.resolved(dim: 4))
         var r = RandomSource(seed: 9)
         let centres: [[Float]] = [[4, 0, 0, 0], [0, 4, 0, 0], [0, 0, 4, 0]]

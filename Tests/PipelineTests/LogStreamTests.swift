@@ -29,8 +29,9 @@ func logSettings(_ edit: (inout StreamConfiguration) -> Void = { _ in }) -> Stre
     s.minimumBuffered = 16
     s.bufferCapacity = 512
     s.mocoQueue = 64
-    s.warmupSamples = 200
-    s.warmupSteps = 5
+    s.logWarmupSamples = 200
+    s.rangeWarmup = 200
+    s.logWarmupSteps = 5
     edit(&s)
     return s.resolved(dim: LogFront.dimension)
 }

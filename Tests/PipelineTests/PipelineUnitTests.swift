@@ -150,6 +150,7 @@ import Testing
     @Test func aLastingIncidentKeepsAHighScoreAndAlertsOnce() {
         var settings = StreamConfiguration().resolved(dim: 4)
         settings.warmupSamples = 0
+        settings.rangeWarmup = 0
         settings.warmupSteps = 5
         settings.rangeMargin = -1
         var run = OfflineRun(name: "lasting", settings: settings)
@@ -177,6 +178,7 @@ import Testing
     @Test func anOutlierIsScoredButNotLearnedUntilItLasts() {
         var settings = StreamConfiguration().resolved(dim: 4)
         settings.warmupSamples = 0
+        settings.rangeWarmup = 0
         settings.warmupSteps = 5
         settings.alertHoldOff = 20
         settings.learnSurpriseLimit = 4
@@ -217,6 +219,7 @@ import Testing
         settings.rangeDeviations = deviations
         settings.signals = signals
         settings.warmupSamples = warmup
+        settings.rangeWarmup = warmup
         settings.warmupSteps = 0
         settings.rangeMargin = margin
         settings.rangeRefresh = refresh
@@ -261,6 +264,32 @@ import Testing
 
         let (_, off) = Self.ready(dim: 3, margin: -1)
         #expect(!off([0.5, 9, 0.5]).beyondRange)
+    }
+
+    /// The range rule waits for `range_warmup` samples, however early the stream itself is scored:
+    /// a jump at sample 300 is scored (the stream is past its warm-up of 50) but not certain; the
+    /// same kind of jump after 400 samples is.
+    @Test func theRangeRuleWaitsForItsOwnWarmUp() {
+        var settings = StreamConfiguration().resolved(dim: 2)
+        settings.signals = [RangeSignal.name]
+        settings.warmupSamples = 50
+        settings.warmupSteps = 0
+        settings.rangeWarmup = 400
+        settings.rangeDeviations = 0
+        settings.repeatWindow = 0
+        let p = StreamPipeline(name: "young", settings: settings)
+        var r = RandomSource(seed: 5)
+        var sequence: UInt64 = 0
+        func feed(_ v: [Float]) -> SampleScore {
+            defer { sequence += 1 }
+            return p.score(v, count: 1, firstSequence: sequence).sample(0)
+        }
+        for _ in 0..<300 { _ = feed([r.uniform(), r.uniform()]) }
+        let early = feed([5, 0.5])
+        #expect(!early.warmingUp && !early.beyondRange && !early.alert)
+        while sequence < 450 { _ = feed([r.uniform() * 5, r.uniform()]) }
+        let late = feed([50, 0.5])
+        #expect(late.beyondRange && late.alert && late.score == 1)
     }
 
     /// A lone outlier (1e4 among values in [0, 1)) alerts and is not taken into the range, so a later
@@ -362,7 +391,7 @@ import Testing
         // Formats before 6 had no discord signal: a stream without it restores to the same stream.
         let (p, _) = Self.ready(dim: 3, signals: DetectionChain.knownSignals.filter { $0 != DiscordSignal.name })
         var settings = p.settings
-        settings.warmupSamples = 100
+        settings.rangeWarmup = 100
         let current = p.serialized()
         // Format 4 is format 5 without the reference range (two floats per feature) and the recent
         // scores (a count and the floats) before the absent period check's flag; format 3 is format 4
@@ -513,6 +542,7 @@ import Testing
         // The same wave at period 48 fits in the model's input: the model's to learn.
         var short = StreamConfiguration().resolved(dim: 1)
         short.warmupSamples = 0
+        short.rangeWarmup = 0
         let shortStream = StreamPipeline(name: "short", settings: short)
         let wave = (0..<1600).map { sinf(Float($0) * 2 * .pi / 48) }
         _ = wave.withUnsafeBufferPointer { shortStream.score($0.baseAddress!, count: $0.count, firstSequence: 0) }
@@ -560,6 +590,7 @@ import Testing
 
         var settings = StreamConfiguration().resolved(dim: 1)
         settings.warmupSamples = 0
+        settings.rangeWarmup = 0
         let stream = StreamPipeline(name: "weekly", settings: settings)
         _ = week[..<1400].withUnsafeBufferPointer { stream.score($0.baseAddress!, count: $0.count, firstSequence: 0) }
         #expect(stream.period == 0, "undecided before 1,500 values")
@@ -631,6 +662,7 @@ import Testing
         settings.multivariateWindow = 8
         settings.windowScales = [1, 4]
         settings.warmupSamples = 300
+        settings.rangeWarmup = 300
         let resolved = settings.resolved(dim: 3)
         var run = OfflineRun(name: "shape", settings: resolved)
         var noise = RandomSource(seed: 4)
@@ -652,6 +684,7 @@ import Testing
     @Test func alertsNameTimeStepsOfAWindowAndFeaturesOtherwise() throws {
         var settings = StreamConfiguration().resolved(dim: 1)
         settings.warmupSamples = 0
+        settings.rangeWarmup = 0
         let pipeline = StreamPipeline(name: "w", settings: settings)
         let values = [Float](repeating: 0, count: settings.historyLength)
         let scored = values.withUnsafeBufferPointer { pipeline.score($0.baseAddress!, count: $0.count, firstSequence: 0) }
@@ -691,6 +724,19 @@ import Testing
         #expect(c.publish == DaemonConfiguration().publish, "unset keys keep their defaults")
     }
 
+    /// A sample stream warms up on `warmup_samples` and `warmup_steps`, a log stream on its own
+    /// pair, and the range rule on `range_warmup`, each as the file sets it.
+    @Test func eachKindOfStreamWarmsUpOnItsOwnCounts() throws {
+        let c = try ConfigurationFile.parse(
+            "[stream]\nwarmup_samples = 120\nwarmup_steps = 7\nrange_warmup = 640\nlog_warmup_samples = 900\nlog_warmup_steps = 90\n")
+        let sensor = c.streamDefaults.resolved(dim: 4)
+        #expect(sensor.warmupSamples == 120 && sensor.warmupSteps == 7 && sensor.rangeWarmup == 640)
+        var lines = c.streamDefaults
+        lines.log = true
+        let log = lines.resolved(dim: 0)
+        #expect(log.warmupSamples == 900 && log.warmupSteps == 90)
+    }
+
     @Test func errorsNameTheLineAndTheProblem() {
         #expect(throws: ConfigurationError.syntax(line: 2, "max_streams: \"many\" is not an integer")) {
             try ConfigurationFile.parse("ingest = x\nmax_streams = many")
@@ -705,7 +751,7 @@ import Testing
             "[stream]\nmin_buffered = 0", "heartbeat_seconds = 1e16", "[stream]\nreplay_ratio = 1e20",
             "trainer_priority = 20", "trainer_priority = realtime", "[stream]\nrange_refresh = 0",
             "[stream]\nrepeat_window = -1", "[stream]\nwindow_scales = 1, 8222222222222222222",
-            "[stream]\nrange_deviations = -1",
+            "[stream]\nrange_deviations = -1", "[stream]\nrange_warmup = -1", "[stream]\nlog_warmup_samples = -1",
         ] {
             #expect(throws: ConfigurationError.self, "\(bad)") { try ConfigurationFile.parse(bad) }
         }
@@ -812,6 +858,7 @@ import Testing
         s.mocoQueue = 64
         s.univariateWindow = 8
         s.warmupSamples = 50
+        s.rangeWarmup = 50
         s.warmupSteps = 5
         let p = StreamPipeline(name: "r", settings: s.resolved(dim: 1))
         var out: [SampleScore] = []

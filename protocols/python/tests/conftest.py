@@ -18,6 +18,7 @@ checkpoint_every_seconds = 60
 [stream]
 warmup_samples = 200
 warmup_steps = 20
+range_warmup = 200
 """
 
 

@@ -136,10 +136,10 @@ def test_replay_detail_explains_alerts_by_time_step(tmp_path):
     # 8 lies far beyond the sine's range: score 1, and the explanation says so.
     assert spike[2] == "1.0" and spike[3] == "1.0" and spike[4] == "1", "the spike alerts"
     assert spike[6] == "beyond range at t 100%"
-    # With the range check off the reconstruction explains it: the spike is the newest value of its
-    # window and carries most of the error.
+    # With the range check (and the discord, which also sees a new shape) off, the reconstruction
+    # explains it: the spike is the newest value of its window and carries most of the error.
     conf = tmp_path / "no-range.conf"
-    conf.write_text("[stream]\nrange_margin = -1\n")
+    conf.write_text("[stream]\nsignals = reconstruction, period\n")
     rows = subprocess.run([EDDY, "replay", "--detail", "--config", str(conf), str(csv)],
                           capture_output=True, text=True, check=True).stdout.splitlines()
     spike = rows[1 + 1200].split(",")
