@@ -436,6 +436,14 @@ public struct DaemonConfiguration: Sendable, Equatable {
         if !(maxAbsValue >= 1 && maxAbsValue <= 1e30) { throw ConfigurationError.invalid("max_abs_value must be in 1...1e30") }
         if maxDim < 1 || maxDim > 1 << 24 { throw ConfigurationError.invalid("max_dim must be in 1...16777216") }
         if memoryBudget < 1 << 20 { throw ConfigurationError.invalid("memory_budget must be at least 1M") }
+        // Each stream's settings are valid before any is sized (the estimate multiplies them).
+        try streamDefaults.validate(name: "defaults")
+        for (name, s) in streams {
+            try s.validate(name: name)
+            if let why = StreamName.problem(name, maxBytes: maxStreamNameBytes) {
+                throw ConfigurationError.invalid("stream \"\(name)\": \(why)")
+            }
+        }
         let declared = streams.filter { $0.value.dim > 0 || $0.value.log }
         if let wide = declared.first(where: { $0.value.dim > maxDim }) {
             throw ConfigurationError.invalid("stream \(wide.key) is declared with dim \(wide.value.dim), more than max_dim \(maxDim)")
@@ -476,13 +484,6 @@ public struct DaemonConfiguration: Sendable, Equatable {
             throw ConfigurationError.invalid(
                 "ingest_buffer_bytes \(ByteCount(ingestBufferBytes)) must hold one largest message (max_message_bytes "
                     + "\(ByteCount(maxMessageBytes)) and a stream name) and be at most 1T")
-        }
-        try streamDefaults.validate(name: "defaults")
-        for (name, s) in streams {
-            try s.validate(name: name)
-            if let why = StreamName.problem(name, maxBytes: maxStreamNameBytes) {
-                throw ConfigurationError.invalid("stream \"\(name)\": \(why)")
-            }
         }
     }
 }

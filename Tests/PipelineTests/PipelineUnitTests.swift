@@ -752,6 +752,7 @@ import Testing
             "trainer_priority = 20", "trainer_priority = realtime", "[stream]\nrange_refresh = 0",
             "[stream]\nrepeat_window = -1", "[stream]\nwindow_scales = 1, 8222222222222222222",
             "[stream]\nrange_deviations = -1", "[stream]\nrange_warmup = -1", "[stream]\nlog_warmup_samples = -1",
+            "[stream]\nwindow_scales = 1, 8222222222222222222\n[stream.a]\ndim = 1",
         ] {
             #expect(throws: ConfigurationError.self, "\(bad)") { try ConfigurationFile.parse(bad) }
         }
