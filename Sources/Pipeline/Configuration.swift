@@ -223,10 +223,10 @@ public struct StreamConfiguration: Sendable, Equatable {
         return c
     }
 
-    /// Why this configuration cannot be used, if it cannot.
     /// Each value larger than the one before (window scales, discord windows).
     static func ascending(_ values: [Int]) -> Bool { zip(values, values.dropFirst()).allSatisfy { $0 < $1 } }
 
+    /// Why this configuration cannot be used, if it cannot.
     public func validate(name: String) throws {
         func fail(_ why: String) throws { throw ConfigurationError.invalid("stream \(name): \(why)") }
         if dim < 0 || window < 0 || univariateWindow < 0 || multivariateWindow < 0 {

@@ -145,8 +145,6 @@ public enum ConfigurationFile {
         case "range_habit": s.rangeHabit = try double(v)
         case "range_confirm": s.rangeConfirm = try int(v)
         case "range_warmup": s.rangeWarmup = try int(v)
-        case "log_warmup_samples": s.logWarmupSamples = try int(v)
-        case "log_warmup_steps": s.logWarmupSteps = try int(v)
         case "range_deviations": s.rangeDeviations = try float(v)
         case "repeat_window": s.repeatWindow = try int(v)
         case "signals":
@@ -164,6 +162,8 @@ public enum ConfigurationFile {
         case "log_similarity": s.logSimilarity = try double(v)
         case "log_mix_window": s.logMixWindow = try int(v)
         case "log_horizon": s.logHorizon = try int(v)
+        case "log_warmup_samples": s.logWarmupSamples = try int(v)
+        case "log_warmup_steps": s.logWarmupSteps = try int(v)
         case "template_margin": s.templateMargin = try float(v)
         case "parameter_margin": s.parameterMargin = try float(v)
         case "burst_window": s.burstWindow = try int(v)

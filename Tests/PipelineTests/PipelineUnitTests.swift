@@ -212,14 +212,14 @@ import Testing
     /// `RangeHabitTests` checks.)
     static func ready(
         dim: Int, margin: Float = 0.05, refresh: Int = 100, repeatWindow: Int = 0, warmup: Int = 0,
-        signals: [String] = DetectionChain.knownSignals, confirm: Int = 1, deviations: Float = 0
+        rangeWarmup: Int? = nil, signals: [String] = DetectionChain.knownSignals, confirm: Int = 1, deviations: Float = 0
     ) -> (StreamPipeline, ([Float]) -> SampleScore) {
         var settings = StreamConfiguration().resolved(dim: dim)
         settings.rangeConfirm = confirm
         settings.rangeDeviations = deviations
         settings.signals = signals
         settings.warmupSamples = warmup
-        settings.rangeWarmup = warmup
+        settings.rangeWarmup = rangeWarmup ?? warmup
         settings.warmupSteps = 0
         settings.rangeMargin = margin
         settings.rangeRefresh = refresh
@@ -270,24 +270,11 @@ import Testing
     /// a jump at sample 300 is scored (the stream is past its warm-up of 50) but not certain; the
     /// same kind of jump after 400 samples is.
     @Test func theRangeRuleWaitsForItsOwnWarmUp() {
-        var settings = StreamConfiguration().resolved(dim: 2)
-        settings.signals = [RangeSignal.name]
-        settings.warmupSamples = 50
-        settings.warmupSteps = 0
-        settings.rangeWarmup = 400
-        settings.rangeDeviations = 0
-        settings.repeatWindow = 0
-        let p = StreamPipeline(name: "young", settings: settings)
-        var r = RandomSource(seed: 5)
-        var sequence: UInt64 = 0
-        func feed(_ v: [Float]) -> SampleScore {
-            defer { sequence += 1 }
-            return p.score(v, count: 1, firstSequence: sequence).sample(0)
-        }
-        for _ in 0..<300 { _ = feed([r.uniform(), r.uniform()]) }
+        let (_, feed) = Self.ready(dim: 2, warmup: 50, rangeWarmup: 400, signals: [RangeSignal.name])
         let early = feed([5, 0.5])
         #expect(!early.warmingUp && !early.beyondRange && !early.alert)
-        while sequence < 450 { _ = feed([r.uniform() * 5, r.uniform()]) }
+        var r = RandomSource(seed: 5)
+        for _ in 0..<150 { _ = feed([r.uniform() * 5, r.uniform()]) }
         let late = feed([50, 0.5])
         #expect(late.beyondRange && late.alert && late.score == 1)
     }
