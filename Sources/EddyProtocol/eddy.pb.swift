@@ -100,6 +100,43 @@ public nonisolated enum Eddy_V1_Activation: SwiftProtobuf.Enum, Swift.CaseIterab
 
 }
 
+/// What a stream's values become before its model sees them (the stream's `transform`).
+public nonisolated enum Eddy_V1_InputTransform: SwiftProtobuf.Enum, Swift.CaseIterable {
+  public typealias RawValue = Int
+  case none // = 0
+
+  /// x' = sign(x) · ln(1 + |x|), value by value.
+  case log // = 1
+  case UNRECOGNIZED(Int)
+
+  public init() {
+    self = .none
+  }
+
+  public init?(rawValue: Int) {
+    switch rawValue {
+    case 0: self = .none
+    case 1: self = .log
+    default: self = .UNRECOGNIZED(rawValue)
+    }
+  }
+
+  public var rawValue: Int {
+    switch self {
+    case .none: return 0
+    case .log: return 1
+    case .UNRECOGNIZED(let i): return i
+    }
+  }
+
+  // The compiler won't synthesize support with the UNRECOGNIZED case.
+  public static let allCases: [Eddy_V1_InputTransform] = [
+    .none,
+    .log,
+  ]
+
+}
+
 public nonisolated enum Eddy_V1_ErrorCode: SwiftProtobuf.Enum, Swift.CaseIterable {
   public typealias RawValue = Int
   case unspecified // = 0
@@ -727,6 +764,13 @@ public nonisolated struct Eddy_V1_ModelSnapshot: @unchecked Sendable {
     set {_uniqueStorage()._headLabels = newValue}
   }
 
+  /// Applied to each sample's values before anything else (a window's means are of transformed
+  /// values; the normaliser then standardises them).
+  public var inputTransform: Eddy_V1_InputTransform {
+    get {_storage._inputTransform}
+    set {_uniqueStorage()._inputTransform = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -992,6 +1036,10 @@ nonisolated extension Eddy_V1_ModelKind: SwiftProtobuf._ProtoNameProviding {
 
 nonisolated extension Eddy_V1_Activation: SwiftProtobuf._ProtoNameProviding {
   public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0ACTIVATION_IDENTITY\0\u{1}ACTIVATION_RELU\0")
+}
+
+nonisolated extension Eddy_V1_InputTransform: SwiftProtobuf._ProtoNameProviding {
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{2}\0INPUT_TRANSFORM_NONE\0\u{1}INPUT_TRANSFORM_LOG\0")
 }
 
 nonisolated extension Eddy_V1_ErrorCode: SwiftProtobuf._ProtoNameProviding {
@@ -1672,7 +1720,7 @@ nonisolated extension Eddy_V1_Tensor: SwiftProtobuf.Message, SwiftProtobuf._Mess
 
 nonisolated extension Eddy_V1_ModelSnapshot: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".ModelSnapshot"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{1}kind\0\u{1}version\0\u{3}samples_seen\0\u{1}steps\0\u{3}input_dim\0\u{1}window\0\u{1}tensors\0\u{1}activations\0\u{3}normaliser_mean\0\u{3}normaliser_variance\0\u{3}normaliser_epsilon\0\u{3}representation_layer\0\u{1}temperature\0\u{1}checksum\0\u{3}created_ns\0\u{3}window_scales\0\u{3}head_weights\0\u{3}head_bias\0\u{3}head_mean\0\u{3}head_scale\0\u{3}head_classes\0\u{3}head_labels\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{1}kind\0\u{1}version\0\u{3}samples_seen\0\u{1}steps\0\u{3}input_dim\0\u{1}window\0\u{1}tensors\0\u{1}activations\0\u{3}normaliser_mean\0\u{3}normaliser_variance\0\u{3}normaliser_epsilon\0\u{3}representation_layer\0\u{1}temperature\0\u{1}checksum\0\u{3}created_ns\0\u{3}window_scales\0\u{3}head_weights\0\u{3}head_bias\0\u{3}head_mean\0\u{3}head_scale\0\u{3}head_classes\0\u{3}head_labels\0\u{3}input_transform\0")
 
   fileprivate class _StorageClass {
     var _stream: String = String()
@@ -1698,6 +1746,7 @@ nonisolated extension Eddy_V1_ModelSnapshot: SwiftProtobuf.Message, SwiftProtobu
     var _headScale: [Float] = []
     var _headClasses: [String] = []
     var _headLabels: UInt32 = 0
+    var _inputTransform: Eddy_V1_InputTransform = .none
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -1731,6 +1780,7 @@ nonisolated extension Eddy_V1_ModelSnapshot: SwiftProtobuf.Message, SwiftProtobu
       _headScale = source._headScale
       _headClasses = source._headClasses
       _headLabels = source._headLabels
+      _inputTransform = source._inputTransform
     }
   }
 
@@ -1772,6 +1822,7 @@ nonisolated extension Eddy_V1_ModelSnapshot: SwiftProtobuf.Message, SwiftProtobu
         case 21: try { try decoder.decodeRepeatedFloatField(value: &_storage._headScale) }()
         case 22: try { try decoder.decodeRepeatedStringField(value: &_storage._headClasses) }()
         case 23: try { try decoder.decodeSingularUInt32Field(value: &_storage._headLabels) }()
+        case 24: try { try decoder.decodeSingularEnumField(value: &_storage._inputTransform) }()
         default: break
         }
       }
@@ -1853,6 +1904,9 @@ nonisolated extension Eddy_V1_ModelSnapshot: SwiftProtobuf.Message, SwiftProtobu
       if _storage._headLabels != 0 {
         try visitor.visitSingularUInt32Field(value: _storage._headLabels, fieldNumber: 23)
       }
+      if _storage._inputTransform != .none {
+        try visitor.visitSingularEnumField(value: _storage._inputTransform, fieldNumber: 24)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1885,6 +1939,7 @@ nonisolated extension Eddy_V1_ModelSnapshot: SwiftProtobuf.Message, SwiftProtobu
         if _storage._headScale != rhs_storage._headScale {return false}
         if _storage._headClasses != rhs_storage._headClasses {return false}
         if _storage._headLabels != rhs_storage._headLabels {return false}
+        if _storage._inputTransform != rhs_storage._inputTransform {return false}
         return true
       }
       if !storagesAreEqual {return false}

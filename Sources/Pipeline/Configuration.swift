@@ -107,6 +107,11 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// A discord alerts only when its surprise passes the larger of its recent peak and this margin
     /// (standard units) by enough for the threshold.
     public var discordMargin: Float = 4
+    /// What a sample stream's values become before anything reads them (`InputTransform`): `log`
+    /// for counts and volumes, whose bursts multiply a rate. Not the default: on the NAB streams
+    /// (CPU, latency, temperature) it loses more than it gains (docs/anomaly-experiments.md). A log
+    /// stream's rows are its own mixes of templates: it takes no transform.
+    public var transform = InputTransform.none
     /// A log stream: its samples are lines (`LineBatch`), mined into templates (`LogFront`); its
     /// models learn the mix of templates, and the signals `template`, `parameter`, `burst` and
     /// `silence` read each line. A stream also becomes one when its first message carries lines.
@@ -179,6 +184,7 @@ public struct StreamConfiguration: Sendable, Equatable {
             s.window = 0
             s.warmupSamples = logWarmupSamples
             s.warmupSteps = logWarmupSteps
+            s.transform = .none
             return s
         }
         if dim == 1 && s.window == 0 { s.window = univariateWindow }
@@ -259,6 +265,7 @@ public struct StreamConfiguration: Sendable, Equatable {
         if rangeConfirm < 1 || rangeConfirm > 1000 { try fail("range_confirm must be in 1...1000") }
         if !(rangeDeviations >= 0 && rangeDeviations <= 1000) { try fail("range_deviations must be in 0...1000 (0: off)") }
         if repeatWindow < 0 || repeatWindow > 1 << 16 { try fail("repeat_window must be in 0...65536") }
+        if alertHoldOff < 0 || alertHoldOff > 1 << 16 { try fail("alert_hold_off must be in 0...65536") }
         if let unknown = signals.first(where: { !DetectionChain.knownSignals.contains($0) }) {
             try fail("signals: unknown signal \"\(unknown)\" (known: \(DetectionChain.knownSignals.joined(separator: ", ")))")
         }

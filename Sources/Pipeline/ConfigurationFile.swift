@@ -157,6 +157,9 @@ public enum ConfigurationFile {
         case "discord_history": s.discordHistory = try int(v)
         case "discord_channels": s.discordChannels = try int(v)
         case "discord_margin": s.discordMargin = try float(v)
+        case "transform":
+            guard let t = InputTransform(rawValue: v) else { throw ValueError(why: "\"\(v)\" is neither none nor log") }
+            s.transform = t
         case "log": s.log = try bool(v)
         case "log_templates": s.logTemplates = try int(v)
         case "log_similarity": s.logSimilarity = try double(v)

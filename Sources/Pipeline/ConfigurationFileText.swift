@@ -48,6 +48,7 @@ dim = 0                                # 0: fixed by the first batch
 window = 0                             # >0: samples become sliding windows of this many samples (every channel)
 univariate_window = 16                 # the window a dim-1 stream gets when window = 0
 multivariate_window = 0                # >0: the window (of every channel) a stream with dim > 1 gets when window = 0
+transform = none                       # log: each value becomes sign(x) ln(1 + |x|) first (counts, volumes; not log streams)
 window_scales = 1, 8                   # a window's input: the raw window, then means of 8 values
 buffer_capacity = 8192                 # replay buffer rows: recent ring + uniform reservoir
 recent_fraction = 0.5
@@ -59,7 +60,7 @@ warmup_samples = 150                   # no alerts (scores 0) before this many s
 warmup_steps = 30                      # ...and this many autoencoder steps
 threshold = 0.9                        # alert when an incident's strength (the score over the recent peak) reaches this
 calibration_horizon = 5000             # errors the score's running log-error Gaussian covers
-alert_hold_off = 400                   # the alert strength measures a surprise against the peak of this many recent samples
+alert_hold_off = 400                   # the alert strength measures a surprise against the peak of this many recent samples (0 to 65536)
 learn_surprise_limit = 0               # >0: samples this surprising are scored but not learned from
 range_margin = 0.05                    # a value beyond the range seen so far by this share of it scores 1; <0: off
 range_refresh = 100                    # the range rule compares with the range as of this many samples ago at most

@@ -118,6 +118,8 @@ public struct Snapshot: Sendable {
     public var inputDimension: Int
     public var window: Int
     public var windowScales: [Int]
+    /// What each sample's values became before its row was built.
+    public var inputTransform = InputTransform.none
     public var layers: [(weights: [Float], bias: [Float], outputs: Int, inputs: Int, activation: Activation)]
     public var normaliserMean: [Float]
     public var normaliserVariance: [Float]
@@ -245,6 +247,8 @@ public final class StreamPipeline: @unchecked Sendable {
     var scorerVersion: UInt64 = 0
     var rows: FloatBuffer
     var errors: FloatBuffer
+    /// A batch's values under the stream's `transform` (empty without one).
+    var transformed: [Float] = []
     var featureErrors: FloatBuffer
 
     // Trainer side.
@@ -361,6 +365,24 @@ public final class StreamPipeline: @unchecked Sendable {
     public func score(
         _ values: UnsafePointer<Float>, count: Int, firstSequence: UInt64, timestamps: [Int64]? = nil,
         lines: [LineFacts]? = nil
+    ) -> ScoredBatch {
+        guard settings.transform != .none else {
+            return scoreShaped(values, count: count, firstSequence: firstSequence, timestamps: timestamps, lines: lines)
+        }
+        // Everything downstream (models, buffer, signals) sees the transformed values.
+        let n = count * sampleDimension
+        if transformed.count < n { transformed = [Float](repeating: 0, count: n) }
+        return transformed.withUnsafeMutableBufferPointer {
+            let p = $0.baseAddress!
+            p.update(from: values, count: n)
+            settings.transform.apply(p, count: n)
+            return scoreShaped(p, count: count, firstSequence: firstSequence, timestamps: timestamps, lines: lines)
+        }
+    }
+
+    /// `score` on values already under the stream's transform.
+    private func scoreShaped(
+        _ values: UnsafePointer<Float>, count: Int, firstSequence: UInt64, timestamps: [Int64]?, lines: [LineFacts]?
     ) -> ScoredBatch {
         // The newest weights the trainer handed over.
         lock.withLock {
@@ -710,7 +732,8 @@ public final class StreamPipeline: @unchecked Sendable {
             Snapshot(
                 stream: name, kind: kind, version: version, samplesSeen: samples, steps: version,
                 inputDimension: inputDimension, window: settings.window,
-                windowScales: settings.window > 0 ? settings.windowScales : [], layers: Self.layers(layout, parameters),
+                windowScales: settings.window > 0 ? settings.windowScales : [], inputTransform: settings.transform,
+                layers: Self.layers(layout, parameters),
                 normaliserMean: mean, normaliserVariance: variance, representationLayer: representationLayer,
                 temperature: temperature, createdNanoseconds: now)
         }
@@ -748,6 +771,11 @@ public final class StreamPipeline: @unchecked Sendable {
     /// the stream holds.
     @discardableResult
     public func addLabels(_ values: [Float], labels new: [String]) -> Int {
+        holdLabels(settings.transform.applied(to: values), labels: new)
+    }
+
+    /// Labelled samples already under the stream's transform (a checkpoint's).
+    func holdLabels(_ values: [Float], labels new: [String]) -> Int {
         lock.withLock {
             labelledValues += values
             labels += new
@@ -861,7 +889,12 @@ public final class StreamPipeline: @unchecked Sendable {
             w.write(snapshotVersions.autoencoder); w.write(snapshotVersions.moco)
             scorer.normaliser.encode(&w)
             buffer.encode(&w)
-            w.write(UInt32(chain.sectionCount + (shaper == nil ? 0 : 1) + (logs == nil ? 0 : 1) + (labels.isEmpty ? 0 : 1)))
+            let transformSection = settings.transform == .none ? 0 : 1
+            w.write(
+                UInt32(
+                    chain.sectionCount + (shaper == nil ? 0 : 1) + (logs == nil ? 0 : 1) + (labels.isEmpty ? 0 : 1)
+                        + transformSection))
+            if transformSection > 0 { w.write(unit: InputTransformSection(transform: settings.transform)) }
             chain.encodeSections(&w)
             if let shaper { w.write(unit: shaper) }
             if let logs { w.write(unit: logs) }
@@ -889,6 +922,7 @@ public final class StreamPipeline: @unchecked Sendable {
         guard scaleCount <= 64 else { throw StateError.invalid("window scales") }
         let scales = try (0..<scaleCount).map { _ in Int(try r.read(UInt32.self)) }
         s.log = version >= 7 ? try r.read(Bool.self) : false
+        if s.log { s.transform = .none }  // a log stream takes none (`StreamConfiguration.transform`)
         // The same input width from other scales would feed the model different features.
         guard s.window == 0 || scales == s.windowScales else {
             throw StateError.invalid("stream \(name) was windowed at scales \(scales), now \(s.windowScales)")
@@ -924,6 +958,11 @@ public final class StreamPipeline: @unchecked Sendable {
             stream.scorer.normaliser.copy(from: try Normaliser.decode(&r))
             try stream.restoreBuffer(&r)
             let sections = try Sections(&r)
+            var learned = InputTransformSection(transform: .none)
+            try sections.restore(unit: &learned)
+            guard learned.transform == s.transform else {
+                throw StateError.invalid("stream \(name) learned under transform \(learned.transform), now \(s.transform)")
+            }
             try stream.chain.restore(sections)
             if var shaper = stream.shaper {
                 try sections.restore(unit: &shaper)
@@ -935,9 +974,12 @@ public final class StreamPipeline: @unchecked Sendable {
             if s.maxLabels > 0 && !labelled.labels.isEmpty {
                 // The newest max_labels, should the setting have shrunk; a head is fitted on them at
                 // the stream's first snapshot.
-                stream.addLabels(labelled.values, labels: labelled.labels)
+                _ = stream.holdLabels(labelled.values, labels: labelled.labels)
             }
         } else {
+            guard s.transform == .none else {
+                throw StateError.invalid("stream \(name) learned under transform none, now \(s.transform)")
+            }
             try stream.restoreLegacy(&r, version: version)
         }
         stream.exchange.copy(from: stream.autoencoder.parameters)

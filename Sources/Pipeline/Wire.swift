@@ -164,6 +164,7 @@ public enum Wire {
         m.inputDim = UInt32(s.inputDimension)
         m.window = UInt32(s.window)
         m.windowScales = s.windowScales.map { UInt32($0) }
+        m.inputTransform = s.inputTransform == .log ? .log : .none
         var crcInput = Data()
         for (i, layer) in s.layers.enumerated() {
             var w = Eddy_V1_Tensor()

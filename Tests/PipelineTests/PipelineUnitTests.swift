@@ -740,6 +740,8 @@ import Testing
             "[stream]\nrepeat_window = -1", "[stream]\nwindow_scales = 1, 8222222222222222222",
             "[stream]\nrange_deviations = -1", "[stream]\nrange_warmup = -1", "[stream]\nlog_warmup_samples = -1",
             "[stream]\nwindow_scales = 1, 8222222222222222222\n[stream.a]\ndim = 1",
+            // A hold-off is a ring of that many surprises, allocated at the first score.
+            "[stream]\nalert_hold_off = 100000000000", "[stream]\nalert_hold_off = -1",
         ] {
             #expect(throws: ConfigurationError.self, "\(bad)") { try ConfigurationFile.parse(bad) }
         }

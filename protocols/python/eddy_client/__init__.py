@@ -242,13 +242,17 @@ class Snapshot:
     def inputs(self, samples):
         """The model's input rows for consecutive samples of the stream, as the daemon builds them.
 
-        A stream without a window takes its samples as they are. A windowed stream (section 4:
+        A stream's `transform` comes first (`log`: sign(x) * ln(1 + |x|) for each value). A stream
+        without a window then takes its samples as they are. A windowed stream (section 4:
         `window` positions at each of `window_scales`, for each channel) gets one row per sample
         that has `window * max(window_scales) - 1` samples before it in `samples`: pass the stream's
         last samples before the ones to score, or accept fewer rows than samples.
         """
         m = self.message
         x = np.asarray(samples, dtype=np.float32)
+        if m.input_transform == pb.INPUT_TRANSFORM_LOG:
+            # The stream's `transform = log`, applied to each value before anything else.
+            x = (np.sign(x) * np.log1p(np.abs(x))).astype(np.float32)
         if m.window == 0:
             return x
         if x.ndim == 1:

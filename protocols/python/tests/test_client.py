@@ -2,6 +2,7 @@
 import time
 
 import numpy as np
+import pytest
 
 from eddy_client import Producer, Subscriber, fetch_snapshot, fit_head, pb, representations, sample_batch
 
@@ -238,14 +239,17 @@ def test_a_head_fitted_on_a_few_labels_over_the_published_encoder_classifies_reg
     daemon.terminate()
 
 
-def test_a_multivariate_window_is_built_the_same_in_numpy(start_daemon):
+@pytest.mark.parametrize("transform", ["none", "log"])
+def test_a_multivariate_window_is_built_the_same_in_numpy(start_daemon, transform):
     # Each row of a three-channel stream is scored with its last 4 rows at scales 1 and 2; the
-    # snapshot's inputs() builds the same rows, so numpy reproduces the daemon's errors.
-    daemon = start_daemon(extra_config="[stream.win]\nmultivariate_window = 4\nwindow_scales = 1, 2\n")
+    # snapshot's inputs() builds the same rows (under the stream's transform, as its snapshot
+    # says), so numpy reproduces the daemon's errors.
+    daemon = start_daemon(
+        extra_config=f"[stream.win]\nmultivariate_window = 4\nwindow_scales = 1, 2\ntransform = {transform}\n")
     ep = daemon.endpoints
     with Producer(ep["ingest"]) as producer, Subscriber(ep["publish"]) as sub:
         wait_heartbeat(sub)
-        data = sensors(3000)[:, :3]
+        data = sensors(3000)[:, :3] * 100
         producer.send("win", data)
         steps = None
         while True:
@@ -262,7 +266,8 @@ def test_a_multivariate_window_is_built_the_same_in_numpy(start_daemon):
             time.sleep(0.1)
         m = snapshot.message
         assert m.window == 4 and list(m.window_scales) == [1, 2] and m.input_dim == 4 * 2 * 3
-        probe = sensors(300, seed=9, start=3000)[:, :3]
+        assert m.input_transform == (pb.INPUT_TRANSFORM_LOG if transform == "log" else pb.INPUT_TRANSFORM_NONE)
+        probe = sensors(300, seed=9, start=3000)[:, :3] * 100
         producer.send("win", probe)
         batch = wait_scores(sub, "win", 3000)
         assert batch.model_version == m.version
