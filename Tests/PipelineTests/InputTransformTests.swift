@@ -18,6 +18,13 @@ import Testing
         let logged = InputTransform.log.applied(to: sorted)
         #expect(zip(logged, logged.dropFirst()).allSatisfy { $0 < $1 })
         #expect(InputTransform.none.applied(to: sorted) == sorted)
+        // Within a few ulps of ln(1 + x) over 38 decades.
+        let sweep = (0..<760).map { Float(pow(10, Double($0) / 20 - 8)) }
+        let worst = zip(sweep, InputTransform.log.applied(to: sweep)).map { x, y in
+            let exact = log1p(Double(x))
+            return abs(Double(y) - exact) / exact
+        }.max()!
+        #expect(worst < 5e-7, "\(worst)")
     }
 
     /// A count-like stream: a daily cycle of counts with heavy-tailed bursts.
