@@ -954,15 +954,20 @@ public final class StreamPipeline: @unchecked Sendable {
         stream.pendingSteps = Double(bitPattern: try r.read(UInt64.self))
         stream.snapshotVersions = (try r.read(UInt64.self), try r.read(UInt64.self))
         stream.snapshotsOwed = true
+        // The state holds values under the transform it was learned under (none before format 6's
+        // section, and whenever the section is absent): under another it means nothing.
+        func requireTransform(_ learned: InputTransform) throws {
+            guard learned == s.transform else {
+                throw StateError.invalid("stream \(name) learned under transform \(learned), now \(s.transform)")
+            }
+        }
         if version >= 6 {
             stream.scorer.normaliser.copy(from: try Normaliser.decode(&r))
             try stream.restoreBuffer(&r)
             let sections = try Sections(&r)
             var learned = InputTransformSection(transform: .none)
             try sections.restore(unit: &learned)
-            guard learned.transform == s.transform else {
-                throw StateError.invalid("stream \(name) learned under transform \(learned.transform), now \(s.transform)")
-            }
+            try requireTransform(learned.transform)
             try stream.chain.restore(sections)
             if var shaper = stream.shaper {
                 try sections.restore(unit: &shaper)
@@ -977,9 +982,7 @@ public final class StreamPipeline: @unchecked Sendable {
                 _ = stream.holdLabels(labelled.values, labels: labelled.labels)
             }
         } else {
-            guard s.transform == .none else {
-                throw StateError.invalid("stream \(name) learned under transform none, now \(s.transform)")
-            }
+            try requireTransform(.none)
             try stream.restoreLegacy(&r, version: version)
         }
         stream.exchange.copy(from: stream.autoencoder.parameters)
