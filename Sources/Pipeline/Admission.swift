@@ -139,14 +139,19 @@ public enum Admission {
         guard let stream = existing(name) else {
             return reject(.notFound, "no stream \(name): labels go to a stream that already has samples")
         }
-        guard !stream.settings.log, stream.settings.maxLabels > 0, stream.shaper == nil else {
+        guard !stream.settings.log, stream.settings.maxLabels > 0 else {
             return reject(
                 .wrongKind,
                 stream.settings.log ? "stream \(name) is a log stream: it takes no labels"
-                    : stream.shaper != nil ? "stream \(name) is windowed: a label needs a sample that is the model's whole input"
                     : "stream \(name) takes no labels (max_labels = 0: set it under [stream] to fine-tune in the daemon)")
         }
-        guard dim == stream.sampleDimension else {
+        guard dim == stream.labelDimension else {
+            if let shaper = stream.shaper {
+                return reject(
+                    .dimMismatch,
+                    "stream \(name) is windowed: a labelled sample is the \(shaper.historyLength) samples its window reads "
+                        + "(window × largest scale), oldest first, \(shaper.channels) value(s) each: dim \(stream.labelDimension), not \(dim)")
+            }
             return reject(.dimMismatch, "stream \(name) has dim \(stream.sampleDimension), the labelled samples \(dim)")
         }
         return .labels(stream, values, batch.labels)

@@ -766,12 +766,30 @@ public final class StreamPipeline: @unchecked Sendable {
 
     // MARK: Few-label head
 
-    /// Keeps labelled samples (`rows` of `inputDimension`, one label each) for the head, dropping the
-    /// oldest beyond `max_labels`; the trainer fits a new head at its next snapshot. Returns how many
-    /// the stream holds.
+    /// Values in a labelled sample: a sample, or for a windowed stream the samples its window reads
+    /// (`window × largest scale` of them, oldest first, `sampleDimension` values each), so that a
+    /// label names the stretch of the series that ends at the labelled moment.
+    public var labelDimension: Int { shaper.map { $0.historyLength * $0.channels } ?? sampleDimension }
+
+    /// Keeps labelled samples (`labels.count` of `labelDimension` values, one label each) for the
+    /// head, dropping the oldest beyond `max_labels`; the trainer fits a new head at its next
+    /// snapshot. A windowed stream keeps the model input of each: the window ending at its newest
+    /// sample, as the stream itself would build it. Returns how many the stream holds.
     @discardableResult
     public func addLabels(_ values: [Float], labels new: [String]) -> Int {
-        holdLabels(settings.transform.applied(to: values), labels: new)
+        let values = settings.transform.applied(to: values)
+        guard let shaper else { return holdLabels(values, labels: new) }
+        let span = labelDimension, width = inputDimension
+        precondition(values.count == new.count * span, "labelled samples of \(span) values each")
+        var rows = [Float](repeating: 0, count: new.count * width)
+        rows.withUnsafeMutableBufferPointer { out in
+            for k in new.indices {
+                WindowShaper.windowRow(
+                    Array(values[(k * span)..<((k + 1) * span)]), window: shaper.window, scales: shaper.scales,
+                    channels: shaper.channels, into: out.baseAddress! + k * width)
+            }
+        }
+        return holdLabels(rows, labels: new)
     }
 
     /// Labelled samples already under the stream's transform (a checkpoint's).

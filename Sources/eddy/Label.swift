@@ -12,7 +12,10 @@ struct Label: ParsableCommand {
             configuration). The daemon keeps the newest max_labels labelled samples, fits a softmax head \
             on the MoCo representation at its next snapshot, and from then on publishes every sample's \
             class and probability on class/<stream>/; the MoCo snapshot carries the head. A first line \
-            whose values are not numbers is a header.
+            whose values are not numbers is a header. For a windowed stream (a univariate one, or one \
+            with multivariate_window) a line carries the stretch of series the window reads: \
+            window × largest scale samples (128 values for a univariate stream at the defaults), \
+            oldest first, and the label names the window ending at its last sample.
             """)
 
     @Argument(help: "CSV file, or - for standard input.") var file: String = "-"

@@ -1,7 +1,7 @@
 import EddyProtocol
 import Foundation
 import Learning
-import Pipeline
+@testable import Pipeline
 import SwiftProtobuf
 import Testing
 
@@ -41,7 +41,15 @@ import Testing
             return nil
         }
         #expect(code(try Self.labelFrames("nowhere", dim: 3, values: [1, 2, 3], labels: ["a"])) == .notFound)
-        #expect(code(try Self.labelFrames("temps", dim: 1, values: [1], labels: ["a"])) == .wrongKind)
+        // A windowed stream's labelled sample is the stretch its window reads (16 × 8 values).
+        #expect(windowed.labelDimension == 128)
+        #expect(code(try Self.labelFrames("temps", dim: 1, values: [1], labels: ["a"])) == .dimMismatch)
+        guard case .labels(let t, _, _) = check(try Self.labelFrames("temps", dim: 128, values: [Float](repeating: 1, count: 128), labels: ["a"]))
+        else {
+            Issue.record("a windowed stream's labelled stretch is admitted")
+            return
+        }
+        #expect(t === windowed)
         #expect(code(try Self.labelFrames("plain", dim: 3, values: [1, 2, 3], labels: ["a"])) == .wrongKind)
         #expect(code(try Self.labelFrames("parts", dim: 2, values: [1, 2], labels: ["a"])) == .dimMismatch)
         #expect(code(try Self.labelFrames("parts", dim: 3, values: [1, 2, 3, 4, 5, 6], labels: ["a"])) == .undecodable)
@@ -102,5 +110,84 @@ import Testing
         // A daemon whose setting shrank keeps the newest.
         resolved.maxLabels = 6
         #expect(try StreamPipeline.restore(saved, settings: resolved).labelCount == 6)
+    }
+
+    /// A windowed stream takes a label for the stretch of series its window reads: the head is
+    /// fitted on the rows the stream itself builds, and every later sample is classed by the window
+    /// that ends at it.
+    @Test func aWindowedStreamClassesEachSampleByTheWindowEndingAtIt() throws {
+        var settings = StreamConfiguration()
+        settings.maxLabels = 40
+        settings.warmupSamples = 50
+        settings.rangeWarmup = 50
+        let p = StreamPipeline(name: "motor", settings: settings.resolved(dim: 1))
+        let span = p.labelDimension
+        #expect(span == 128 && p.inputDimension == 32)
+        var r = RandomSource(seed: 4)
+        // Two regimes: a slow sine (period 40) and a fast one (period 9), alternating in blocks.
+        var t = 0
+        func value(_ regime: Int) -> Float {
+            t += 1
+            let period: Float = regime == 0 ? 40 : 9
+            return sin(2 * .pi * Float(t) / period) + r.uniform(-0.1, 0.1)
+        }
+        func block(_ regime: Int, _ n: Int) -> [Float] { (0..<n).map { _ in value(regime) } }
+        var series: [Float] = []
+        for b in 0..<12 { series += block(b % 2, 300) }
+        _ = series.withUnsafeBufferPointer { p.score($0.baseAddress!, count: series.count, firstSequence: 0) }
+        while p.trainStep() {}
+
+        // Ten stretches from each regime, each ending inside a block, after a full window of it.
+        var labelled: [Float] = [], labels: [String] = []
+        for k in 0..<20 {
+            let regime = k % 2
+            let stretch = block(regime, span)
+            labelled += stretch
+            labels.append(regime == 0 ? "slow" : "fast")
+        }
+        #expect(p.addLabels(labelled, labels: labels) == 20)
+        let moco = try #require(p.takeSnapshots(now: 1).first { $0.kind == .moco })
+        #expect(try #require(moco.head).classes == ["fast", "slow"])
+
+        // The stream keeps the rows its own window would build: a stretch scored as samples gives
+        // the row held for its label.
+        let probe = StreamPipeline(name: "probe", settings: settings.resolved(dim: 1))
+        _ = Array(labelled[0..<span]).withUnsafeBufferPointer { probe.score($0.baseAddress!, count: span, firstSequence: 0) }
+        #expect(Array(p.labelledValues[0..<32]) == Self.row(try #require(probe.shaper)))
+
+        // A multivariate window: the stretch holds its samples' channels together, as they arrive.
+        var two = settings
+        two.multivariateWindow = 4
+        let pair = StreamPipeline(name: "pair", settings: two.resolved(dim: 2))
+        #expect(pair.labelDimension == 4 * 8 * 2)
+        let pairs = (0..<64).map { Float($0) }
+        pair.addLabels(pairs, labels: ["a"])
+        let pairProbe = StreamPipeline(name: "pair", settings: two.resolved(dim: 2))
+        _ = pairs.withUnsafeBufferPointer { pairProbe.score($0.baseAddress!, count: 32, firstSequence: 0) }
+        #expect(pair.labelledValues == Self.row(try #require(pairProbe.shaper)))
+
+        // New blocks of each regime: samples whose window lies inside one block are classed by it.
+        var test: [Float] = [], truth: [Int] = []
+        for b in 0..<4 {
+            test += block(b % 2, 300)
+            truth += [Int](repeating: b % 2, count: 300)
+        }
+        let scored = test.withUnsafeBufferPointer { p.score($0.baseAddress!, count: test.count, firstSequence: UInt64(series.count)) }
+        #expect(scored.classIndex.count == test.count && scored.classVersion == moco.version)
+        let slow = UInt32(scored.classes.firstIndex(of: "slow")!)
+        var right = 0, judged = 0
+        for i in test.indices where i % 300 >= span {
+            judged += 1
+            if (scored.classIndex[i] == slow) == (truth[i] == 0) { right += 1 }
+        }
+        #expect(Double(right) >= 0.95 * Double(judged), "\(right) of \(judged)")
+    }
+
+    static func row(_ shaper: WindowShaper) -> [Float] {
+        var row = [Float](repeating: 0, count: shaper.rowWidth)
+        row.withUnsafeMutableBufferPointer {
+            WindowShaper.windowRow(shaper.history, window: shaper.window, scales: shaper.scales, channels: shaper.channels, into: $0.baseAddress!)
+        }
+        return row
     }
 }

@@ -274,6 +274,13 @@ class Snapshot:
             blocks.append(means.transpose(0, 2, 1))                            # channel by channel
         return np.concatenate(blocks, axis=1).reshape(n, -1).astype(np.float32)
 
+    @property
+    def span(self):
+        """Samples one labelled sample of this stream carries (SPEC 4.2): what a windowed stream's
+        window reads, `window * max(window_scales)`; 1 for any other stream."""
+        m = self.message
+        return m.window * max(list(m.window_scales) or [1]) if m.window else 1
+
     def normalise(self, x):
         x = np.asarray(x, dtype=np.float32)
         return (x - self.mean) / np.sqrt(self.variance + np.float32(self.epsilon))
@@ -294,6 +301,20 @@ class Snapshot:
     def representation(self, x):
         """MoCo: the encoder's output, the features a downstream head is fitted on."""
         return self.forward(x, layers=self.message.representation_layer + 1)
+
+
+def stretches(samples, ends, span):
+    """Labelled samples for a windowed stream (SPEC 4.2): for each index in `ends`, the `span`
+    consecutive samples of `samples` that end at it, oldest first, a sample's channels together,
+    as one row. `Producer.send_labels` sends them; the daemon classes the window ending at each."""
+    x = np.asarray(samples, dtype=np.float32)
+    if x.ndim == 1:
+        x = x[:, None]
+    ends = np.asarray(ends, dtype=np.int64)
+    if ends.size and (ends.min() < span - 1 or ends.max() >= len(x)):
+        raise ValueError(f"each end needs {span - 1} samples before it within the {len(x)} given")
+    index = ends[:, None] - (span - 1) + np.arange(span)[None, :]
+    return x[index].reshape(len(ends), span * x.shape[1])
 
 
 def representations(message):

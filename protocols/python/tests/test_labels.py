@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from conftest import ROOT
-from eddy_client import Producer, Snapshot, Subscriber, fetch_snapshot, fit_head, pb
+from eddy_client import Producer, Snapshot, Subscriber, fetch_snapshot, fit_head, pb, stretches
 
 CENTRES = np.random.default_rng(5).normal(0, 3, size=(3, 6)).astype(np.float32)
 NAMES = np.array(["fan", "pump", "valve"])
@@ -20,12 +20,12 @@ def parts(n, seed):
     return (CENTRES[truth] + 0.4 * rng.standard_normal((n, 6))).astype(np.float32), truth
 
 
-def moco(endpoint, accept=lambda snapshot: True, timeout=20):
+def moco(endpoint, accept=lambda snapshot: True, timeout=20, stream="parts"):
     """The stream's MoCo snapshot once there is one that `accept`s, else None."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         try:
-            snapshot = fetch_snapshot(endpoint, "parts", "moco")
+            snapshot = fetch_snapshot(endpoint, stream, "moco")
             if accept(snapshot):
                 return snapshot
         except LookupError:
@@ -62,8 +62,8 @@ def test_labels_fit_a_head_whose_classes_every_later_sample_gets(start_daemon):
         assert error.code == pb.ERROR_CODE_NOT_FOUND and "labels" in error.message
         p.send("temps", np.arange(40, dtype=np.float32))  # dim 1: a windowed stream
         p.send_labels("temps", np.ones((1, 1), np.float32), ["hot"])
-        topic, error = wait(sub, lambda t, m: t == "error/temps/" and m.code == pb.ERROR_CODE_WRONG_KIND)
-        assert "windowed" in error.message
+        topic, error = wait(sub, lambda t, m: t == "error/temps/" and m.code == pb.ERROR_CODE_DIM_MISMATCH)
+        assert "windowed" in error.message and "dim 128" in error.message
 
         # Five labels per class.
         labelled, truth = parts(60, seed=2)
@@ -112,6 +112,78 @@ def test_labels_fit_a_head_whose_classes_every_later_sample_gets(start_daemon):
         offline = fit_head(snapshot, labelled[keep], NAMES[truth[keep]])
         assert np.allclose(offline.weights, head.weights, atol=1e-4)
         assert list(offline.predict(test)) == list(head.predict(test))
+
+
+def regimes(blocks, seed, length=300):
+    """A univariate series of blocks alternating a slow sine (period 40) and a fast one (period 9),
+    with each sample's regime."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(blocks * length)
+    truth = (t // length) % 2
+    x = np.sin(2 * np.pi * t / np.where(truth == 0, 40.0, 9.0)) + rng.uniform(-0.1, 0.1, len(t))
+    return x.astype(np.float32), truth
+
+
+def test_a_windowed_stream_takes_labelled_stretches_and_classes_each_window(start_daemon):
+    """A windowed stream's label names the stretch of series its window reads (`stretches`); the
+    daemon classes each later sample by the window ending at it, as the snapshot's head does on
+    `Snapshot.inputs` of the same series, and `fit_head` on those rows gives the daemon's head."""
+    d = start_daemon(extra_config="max_labels = 64\n")
+    names = np.array(["slow", "fast"])
+    with Subscriber(d.endpoints["publish"], ["class/motor/", "error/", "hb/", "snapshot/motor/moco/"]) as sub, \
+            Producer(d.endpoints["ingest"]) as p:
+        assert wait(sub, lambda t, m: t == "hb/")
+        x, _ = regimes(12, seed=1)
+        for i in range(0, len(x), 200):
+            p.send("motor", x[i:i + 200])
+        snapshot = moco(d.endpoints["snapshots"], stream="motor")
+        assert snapshot is not None and snapshot.span == 128
+
+        # Twenty stretches of each regime (at every phase), from a series the stream never saw, each
+        # inside one block.
+        labelled, truth = regimes(4, seed=2)
+        ends = (np.arange(140, 300, 8)[None, :] + 300 * np.arange(4)[:, None]).ravel()
+        pieces = stretches(labelled, ends, snapshot.span)
+        assert pieces.shape == (80, 128) and np.array_equal(pieces[0], labelled[13:141])
+        p.send_labels("motor", pieces, names[truth[ends]])
+        snapshot = moco(d.endpoints["snapshots"], lambda s: s.message.head_labels == 64, stream="motor")
+        assert snapshot is not None
+        head = snapshot.head()
+        assert sorted(head.classes) == ["fast", "slow"]
+        # fit_head on the rows the stream builds from those stretches gives the daemon's head.
+        rows = np.vstack([snapshot.inputs(piece) for piece in pieces])
+        assert rows.shape == (80, 32)
+        # max_labels 64: the newest 64 are kept.
+        offline = fit_head(snapshot, rows[16:], names[truth[ends[16:]]])
+        assert np.allclose(offline.weights, head.weights, atol=1e-4)
+
+        # Four new blocks: every sample is classed by the window ending at it.
+        test, test_truth = regimes(4, seed=3)
+        first = p.send("motor", test)
+        got, published = {}, {snapshot.message.version: snapshot}
+        end = time.monotonic() + 15
+        while len(got) < len(test) and time.monotonic() < end:
+            m = sub.recv(timeout_ms=500)
+            if m and m[0] == "snapshot/motor/moco/":
+                published[m[1].version] = Snapshot.from_message(m[1])
+            if m and m[0] == "class/motor/":
+                for i in range(m[1].count):
+                    got[m[1].first_sequence + i] = (m[1].classes[m[1].class_index[i]], m[1].model_version)
+        assert all(first + i in got for i in range(len(test))), len(got)
+        inside = [i for i in range(len(test)) if i % 300 >= 128]
+        classes = np.array([got[first + i][0] for i in inside])
+        series = np.concatenate([x, test])
+        windows = snapshot.inputs(series)[len(x) - 127:]
+        assert np.mean(classes == names[test_truth[inside]]) >= 0.95
+        # A snapshot's head on Snapshot.inputs of the stream's series gives the classes published
+        # with its version.
+        checked = 0
+        for version, s in published.items():
+            same = [i for i in range(len(test)) if got[first + i][1] == version]
+            if same and s.head() is not None:
+                assert list(s.head().predict(windows[same])) == [got[first + i][0] for i in same]
+                checked += len(same)
+        assert checked > 0, sorted(published)
 
 
 def test_eddy_label_sends_a_csv_of_labelled_samples(start_daemon, tmp_path):
