@@ -8,7 +8,12 @@ Not the daemon: the replay buffer is a uniform draw from TRAIN, and the augmenta
 from `AugmentationConfiguration` (crop-and-resize and time warp shared by the channels, jitter,
 value masking). It answers one question before anyone builds a convolutional encoder in Swift.
 
-    python scripts/encoder-experiment.py [--sets GunPoint,...] [--seeds 0,1] [--steps 750] [--json out.json]
+    python scripts/encoder-experiment.py [--sets GunPoint,...,digits] [--seeds 0,1] [--steps 750]
+        [--encoders mlp,conv] [--augmentations values,time] [--reconstruction 30] [--no-infonce] [--json out.json]
+
+`--reconstruction L` adds the daemon's `moco_reconstruction` term: a decoder (64 → 128 → D) rebuilds
+each clean sample from its query view's representation, loss = InfoNCE + L · MSE; `--no-infonce`
+leaves the reconstruction alone (a denoising autoencoder with the same encoder).
 
 Needs torch (not a dependency of the project: `pip install torch` into a venv of its own, with
 numpy and pyzmq for probe.py's imports).
@@ -89,7 +94,7 @@ def head():
     return nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 32))
 
 
-def train(encoder_type, x, channels, augmentation, steps, seed):
+def train(encoder_type, x, channels, augmentation, steps, seed, reconstruction=0.0, infonce=True):
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     d = x.shape[1]
@@ -100,7 +105,9 @@ def train(encoder_type, x, channels, augmentation, steps, seed):
         for p in k.parameters():
             p.requires_grad_(False)
     params = list(q_enc.parameters()) + list(q_head.parameters())
-    optimiser = torch.optim.Adam(params, lr=3e-3)
+    # Drawn only with the term, so that runs without it are those of the script before it.
+    decoder = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, d)) if reconstruction > 0 else None
+    optimiser = torch.optim.Adam(params + (list(decoder.parameters()) if decoder else []), lr=3e-3)
     queue = nn.functional.normalize(torch.randn(4096, 32), dim=1)
     queue_ids = torch.full((4096,), -1, dtype=torch.long)
     pointer, t, m = 0, 0.2, 0.99
@@ -108,14 +115,17 @@ def train(encoder_type, x, channels, augmentation, steps, seed):
         idx = rng.integers(0, len(x), 64)
         xq = torch.from_numpy(augment(x[idx], channels, rng=rng, **augmentation))
         xk = torch.from_numpy(augment(x[idx], channels, rng=rng, **augmentation))
-        q = nn.functional.normalize(q_head(q_enc(xq)), dim=1)
+        representation = q_enc(xq)
+        q = nn.functional.normalize(q_head(representation), dim=1)
         with torch.no_grad():
             k = nn.functional.normalize(k_head(k_enc(xk)), dim=1)
         ids = torch.from_numpy(idx)
         negatives = q @ queue.T
         negatives = negatives.masked_fill(queue_ids[None, :] == ids[:, None], float("-inf"))
         logits = torch.cat([(q * k).sum(1, keepdim=True), negatives], dim=1) / t
-        loss = nn.functional.cross_entropy(logits, torch.zeros(64, dtype=torch.long))
+        loss = nn.functional.cross_entropy(logits, torch.zeros(64, dtype=torch.long)) * (1.0 if infonce else 0.0)
+        if reconstruction > 0:
+            loss = loss + reconstruction * ((decoder(representation) - torch.from_numpy(x[idx])) ** 2).mean()
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
@@ -128,12 +138,12 @@ def train(encoder_type, x, channels, augmentation, steps, seed):
     return q_enc
 
 
-def run(name, encoder_name, augmentation_name, seed, steps):
+def run(name, encoder_name, augmentation_name, seed, steps, reconstruction=0.0, infonce=True):
     xtr, ytr, xte, yte, channels = probe.load(name)
     mean, std = xtr.mean(axis=0), xtr.std(axis=0) + 1e-6
     ntr, nte = ((xtr - mean) / std).astype(np.float32), ((xte - mean) / std).astype(np.float32)
     encoder_type = {"mlp": MLP, "conv": Conv}[encoder_name]
-    trained = train(encoder_type, ntr, max(channels, 1), AUGMENTATIONS[augmentation_name], steps, seed)
+    trained = train(encoder_type, ntr, max(channels, 1), AUGMENTATIONS[augmentation_name], steps, seed, reconstruction, infonce)
     torch.manual_seed(1000 + seed)
     untrained = encoder_type(ntr.shape[1], max(channels, 1))
     row = {"set": name, "seed": seed, "encoder": encoder_name, "augmentation": augmentation_name}
@@ -155,15 +165,19 @@ def main():
     ap.add_argument("--sets", default=",".join(SERIES))
     ap.add_argument("--seeds", default="0,1")
     ap.add_argument("--steps", type=int, default=750)
+    ap.add_argument("--encoders", default="mlp,conv")
+    ap.add_argument("--augmentations", default=",".join(AUGMENTATIONS))
+    ap.add_argument("--reconstruction", type=float, default=0.0)
+    ap.add_argument("--no-infonce", action="store_true")
     ap.add_argument("--json")
     args = ap.parse_args()
     torch.set_num_threads(1)
     rows = []
-    for encoder in ("mlp", "conv"):
-        for augmentation in AUGMENTATIONS:
+    for encoder in args.encoders.split(","):
+        for augmentation in args.augmentations.split(","):
             for name in args.sets.split(","):
                 for seed in [int(s) for s in args.seeds.split(",")]:
-                    r = run(name, encoder, augmentation, seed, args.steps)
+                    r = run(name, encoder, augmentation, seed, args.steps, args.reconstruction, not args.no_infonce)
                     rows.append(r)
                     print(f"{encoder:4} {augmentation:6} {name:16} {seed}  kNN {r['knn_raw']:.3f} {r['knn_random']:.3f} "
                           f"{r['knn_moco']:.3f}  linear {r['linear_raw']:.3f} {r['linear_random']:.3f} {r['linear_moco']:.3f}  "

@@ -23,8 +23,17 @@ public struct MoCoConfiguration: Sendable, Equatable {
     public var normalise = true
     public var normaliserHorizon = 10_000
     public var seed: UInt64 = 0
+    /// Weight λ of a denoising reconstruction term (0: off, plain MoCo). A decoder (the encoder's
+    /// widths reversed, then `D`; ReLU between, linear last) rebuilds each clean sample from the
+    /// representation of its query view; the loss is InfoNCE + λ · mean squared error. On a stream of
+    /// few distinct samples, InfoNCE alone spreads them evenly and forgets which are alike; the term
+    /// keeps what sets samples apart in the representation.
+    public var reconstruction: Float = 0
 
     public init(inputDimension: Int) { self.inputDimension = inputDimension }
+
+    /// The decoder's widths after the representation: the encoder's hidden widths reversed, then `D`.
+    public var decoderWidths: [Int] { Array(encoderWidths.dropLast().reversed()) + [inputDimension] }
 
     /// Number of channels of the key queue: the projection's width.
     public var projectionWidth: Int { headWidths.last ?? encoderWidths.last ?? 0 }
@@ -67,6 +76,14 @@ public final class MoCo {
     // Inference workspace.
     let embedWork: NetworkWorkspace
     let embedInput: FloatBuffer
+    /// With `reconstruction` > 0: the decoder from the representation back to the input, its
+    /// gradients, optimiser and workspace, and dL/d(representation) from it, `(B, R)`.
+    let decoderLayout: NetworkLayout?
+    let decoder: FloatBuffer?
+    let decoderGradients: FloatBuffer?
+    let decoderOptimiser: Adam?
+    let decoderWork: NetworkWorkspace?
+    let representationDelta: FloatBuffer?
 
     public init(configuration: MoCoConfiguration) {
         let c = configuration
@@ -74,6 +91,7 @@ public final class MoCo {
         precondition(!c.encoderWidths.isEmpty && !c.headWidths.isEmpty, "MoCo needs an encoder and a head")
         precondition(c.queueSize >= c.batchSize && c.queueSize % c.batchSize == 0, "queue must be a multiple of the batch")
         precondition(c.temperature > 0 && (0...1).contains(c.momentum), "temperature > 0 and momentum in [0, 1]")
+        precondition(c.reconstruction >= 0 && c.reconstruction.isFinite, "the reconstruction weight is finite, not negative")
         self.configuration = c
         let acts =
             Array(repeating: Activation.relu, count: c.encoderWidths.count)
@@ -113,6 +131,24 @@ public final class MoCo {
         rowScale = FloatBuffer(count: B)
         embedWork = NetworkWorkspace(layout: layout, capacity: 256)
         embedInput = FloatBuffer(count: 256 * D)
+        if c.reconstruction > 0 {
+            // Drawn after everything else, so a model without the term is the same as before it.
+            let widths = c.decoderWidths
+            let decoding = NetworkLayout(
+                inputs: c.encoderWidths.last!, widths: widths,
+                activations: Array(repeating: .relu, count: widths.count - 1) + [.identity])
+            let parameters = FloatBuffer(count: decoding.parameterCount)
+            decoding.initialise(parameters.pointer, random: &random)
+            decoderLayout = decoding
+            decoder = parameters
+            decoderGradients = FloatBuffer(count: decoding.parameterCount)
+            decoderOptimiser = Adam(parameterCount: decoding.parameterCount, configuration: c.optimiser)
+            decoderWork = NetworkWorkspace(layout: decoding, capacity: B)
+            representationDelta = FloatBuffer(count: B * c.encoderWidths.last!)
+        } else {
+            (decoderLayout, decoder, decoderGradients, decoderOptimiser, decoderWork, representationDelta) =
+                (nil, nil, nil, nil, nil, nil)
+        }
     }
 
     deinit { queueIDs.deallocate() }
@@ -127,13 +163,14 @@ public final class MoCo {
         if configuration.normalise { normaliser.observe(x, rows: rows) }
     }
 
-    /// One training step: two augmented views, InfoNCE, Adam on `f_q`, EMA into `f_k`, enqueue keys.
+    /// One training step: two augmented views, InfoNCE (and the reconstruction term), Adam on `f_q`
+    /// (and the decoder), EMA into `f_k`, enqueue keys.
     ///
     /// - Parameters:
     ///   - x: `(rows, D)` samples; `rows` at most the configured batch.
     ///   - ids: optional non-negative id per row (a sample's identity in the stream); queue entries with the same
     ///     id are masked out of the negatives, since they are the same sample: false negatives.
-    /// - Returns: the batch's InfoNCE loss.
+    /// - Returns: the batch's loss: InfoNCE, plus λ times the reconstruction error with the term.
     @discardableResult
     public func trainStep(_ x: UnsafePointer<Float>, rows: Int, ids: UnsafePointer<Int64>? = nil) -> Float {
         let D = configuration.inputDimension
@@ -144,8 +181,11 @@ public final class MoCo {
         }
         configuration.augmentation.apply(input, rows: rows, dimension: D, into: viewQ.pointer, random: &random)
         configuration.augmentation.apply(input, rows: rows, dimension: D, into: viewK.pointer, random: &random)
-        let loss = lossAndGradient(query: viewQ.pointer, key: viewK.pointer, rows: rows, ids: ids)
+        let loss = lossAndGradient(query: viewQ.pointer, key: viewK.pointer, rows: rows, ids: ids, clean: input)
         optimiser.update(parameters: query.pointer, gradients: gradients.pointer, count: parameterCount)
+        if let decoder, let decoderGradients, let decoderOptimiser {
+            decoderOptimiser.update(parameters: decoder.pointer, gradients: decoderGradients.pointer, count: decoder.count)
+        }
         updateKeyEncoder()
         enqueue(keys: k.pointer, ids: ids, rows: rows)
         return loss
@@ -168,9 +208,12 @@ public final class MoCo {
     }
 
     /// InfoNCE loss of query views against key views and the queue; fills `gradients` with dL/dθq
-    /// and leaves the normalised keys in `k`. Changes no parameters and not the queue.
+    /// and leaves the normalised keys in `k`. Changes no parameters and not the queue. With the
+    /// reconstruction term and `clean` (the samples the views were made from, `(B, D)`), adds
+    /// λ · mean((decoder(representation of xq) − clean)²) and fills `decoderGradients` too.
     func lossAndGradient(
-        query xq: UnsafePointer<Float>, key xk: UnsafePointer<Float>, rows B: Int, ids: UnsafePointer<Int64>?
+        query xq: UnsafePointer<Float>, key xk: UnsafePointer<Float>, rows B: Int, ids: UnsafePointer<Int64>?,
+        clean: UnsafePointer<Float>? = nil
     ) -> Float {
         let c = configuration
         precondition(B > 0 && B <= c.batchSize, "batch of \(B) rows is out of range")
@@ -215,8 +258,29 @@ public final class MoCo {
             let s = 1 / qNorm[r]
             for j in 0..<C { dp[r * C + j] = (dqr[j] - qr[j] * proj) * s }
         }
-        queryWork.backward(parameters: query.pointer, gradients: gradients.pointer, input: xq, batch: B)
-        return totalLoss * invB
+        var reconstructionLoss: Float = 0
+        var extra: (layer: Int, delta: UnsafePointer<Float>)? = nil
+        if let clean, let decoder, let decoderGradients, let decoderWork, let representationDelta {
+            // The decoder reads the query view's representation and rebuilds the clean sample.
+            let e = c.encoderWidths.count - 1, D = c.inputDimension
+            let representation = UnsafePointer(queryWork.outputs[e].pointer)
+            decoderWork.forward(parameters: decoder.pointer, input: representation, batch: B)
+            let out = decoderWork.output, delta = decoderWork.outputDelta
+            let scale = 2 * c.reconstruction / Float(B * D)
+            var sum: Float = 0
+            for i in 0..<(B * D) {
+                let d = out[i] - clean[i]
+                sum += d * d
+                delta[i] = scale * d
+            }
+            reconstructionLoss = c.reconstruction * sum / Float(B * D)
+            decoderWork.backward(
+                parameters: decoder.pointer, gradients: decoderGradients.pointer, input: representation, batch: B,
+                inputDelta: representationDelta.pointer)
+            extra = (e, UnsafePointer(representationDelta.pointer))
+        }
+        queryWork.backward(parameters: query.pointer, gradients: gradients.pointer, input: xq, batch: B, extra: extra)
+        return totalLoss * invB + reconstructionLoss
     }
 
     /// Representations of `rows` samples (the encoder's output, `(rows, representationWidth)`),
@@ -237,6 +301,31 @@ public final class MoCo {
             (out + start * R).update(from: embedWork.outputs[layer].pointer, count: n * R)
             start += n
         }
+    }
+
+    /// With the reconstruction term: the decoder's mean squared error on clean samples (row-major),
+    /// in normalised units; nil without it.
+    public func reconstructionError(_ samples: [Float]) -> Float? {
+        guard let decoder, let decoderWork else { return nil }
+        let D = configuration.inputDimension, R = representationWidth, B = configuration.batchSize
+        let rows = samples.count / D
+        let representation = embed(samples)
+        var clean = samples
+        if configuration.normalise {
+            clean.withUnsafeMutableBufferPointer { normaliser.apply(samples, rows: rows, into: $0.baseAddress!) }
+        }
+        var sum: Double = 0
+        for start in stride(from: 0, to: rows, by: B) {
+            let n = min(B, rows - start)
+            representation.withUnsafeBufferPointer {
+                decoderWork.forward(parameters: decoder.pointer, input: $0.baseAddress! + start * R, batch: n)
+            }
+            for i in 0..<(n * D) {
+                let d = Double(decoderWork.output[i] - clean[start * D + i])
+                sum += d * d
+            }
+        }
+        return Float(sum / Double(max(rows * D, 1)))
     }
 
     /// Representations of an array of samples (row-major); convenience for tests and tools.
@@ -266,8 +355,9 @@ public final class MoCo {
     // MARK: State
 
     static let kind = "eddy.moco"
-    /// 2: the augmentation's series settings (1 restores with them off).
-    static let formatVersion: UInt32 = 2
+    /// 2: the augmentation's series settings (1 restores with them off). 3: the reconstruction
+    /// weight, and with it the decoder and its Adam state (1 and 2 restore without the term).
+    static let formatVersion: UInt32 = 3
 
     /// The full training state: configuration, both encoders, Adam moments and step, queue, its ids
     /// and pointer, normaliser statistics and random state, sealed with a CRC-32.
@@ -284,6 +374,7 @@ public final class MoCo {
         w.write(UInt32(c.queueSize)); w.write(c.temperature); w.write(c.momentum); w.write(UInt32(c.batchSize))
         w.write(c.optimiser); w.write(c.augmentation, format: format)
         w.write(c.normalise); w.write(UInt64(c.normaliserHorizon)); w.write(c.seed)
+        if format >= 3 { w.write(c.reconstruction) }
         w.write(random)
         w.write(UInt64(optimiser.step))
         w.write(query); w.write(key); w.write(optimiser.m); w.write(optimiser.v)
@@ -291,6 +382,10 @@ public final class MoCo {
         w.write(Array(UnsafeBufferPointer(start: queueIDs, count: c.queueSize)))
         w.write(UInt32(queuePointer))
         normaliser.encode(&w)
+        if format >= 3, let decoder, let decoderOptimiser {
+            w.write(UInt64(decoderOptimiser.step))
+            w.write(decoder); w.write(decoderOptimiser.m); w.write(decoderOptimiser.v)
+        }
         w.seal()
         return w.bytes
     }
@@ -300,7 +395,7 @@ public final class MoCo {
         var r = try StateReader(sealed: bytes)
         guard try r.read(String.self) == Self.kind else { throw StateError.wrongKind(expected: Self.kind) }
         let version = try r.read(UInt32.self)
-        guard version == 1 || version == Self.formatVersion else { throw StateError.unsupportedVersion(version) }
+        guard (1...Self.formatVersion).contains(version) else { throw StateError.unsupportedVersion(version) }
         func widths(_ r: inout StateReader) throws -> [Int] {
             let n = Int(try r.read(UInt32.self))
             guard n > 0 && n <= 64 else { throw StateError.invalid("layer count") }
@@ -331,6 +426,14 @@ public final class MoCo {
         c.normaliserHorizon = try r.readInt()
         guard c.normaliserHorizon > 0 else { throw StateError.invalid("normaliser horizon") }
         c.seed = try r.read(UInt64.self)
+        if version >= 3 {
+            c.reconstruction = try r.read(Float.self)
+            guard c.reconstruction >= 0 && c.reconstruction.isFinite else { throw StateError.invalid("reconstruction weight") }
+            if c.reconstruction > 0 {
+                let decoding = [c.encoderWidths.last!] + c.decoderWidths
+                try r.requireRoom(zip(decoding, decoding.dropFirst()).reduce(0) { $0 + $1.0 * $1.1 + $1.1 }, each: 12)
+            }
+        }
         self.init(configuration: c)
         random = try r.read(RandomSource.self)
         optimiser.step = try r.readInt()
@@ -343,5 +446,9 @@ public final class MoCo {
         let n = try Normaliser.decode(&r)
         guard n.dimension == c.inputDimension else { throw StateError.invalid("normaliser dimension") }
         normaliser.copy(from: n)
+        if let decoder, let decoderOptimiser {
+            decoderOptimiser.step = try r.readInt()
+            try r.read(into: decoder); try r.read(into: decoderOptimiser.m); try r.read(into: decoderOptimiser.v)
+        }
     }
 }

@@ -132,12 +132,19 @@ final class NetworkWorkspace {
 
     /// Backpropagates `outputDelta` through every layer, overwriting all parameter gradients.
     ///
-    /// - Parameter inputDelta: if not nil, receives dL/d(input), `(batch, inputs)`.
+    /// - Parameters:
+    ///   - inputDelta: if not nil, receives dL/d(input), `(batch, inputs)`.
+    ///   - extra: if not nil, a second loss's dL/d(output) of layer `layer`, `(batch, outputs)`,
+    ///     added to what flows back into that layer's output (a loss on an inner layer).
     func backward(
         parameters: UnsafePointer<Float>, gradients: UnsafeMutablePointer<Float>, input: UnsafePointer<Float>,
-        batch: Int, inputDelta: UnsafeMutablePointer<Float>? = nil
+        batch: Int, inputDelta: UnsafeMutablePointer<Float>? = nil,
+        extra: (layer: Int, delta: UnsafePointer<Float>)? = nil
     ) {
         for l in stride(from: layout.layers.count - 1, through: 0, by: -1) {
+            if let extra, extra.layer == l {
+                BLAS.axpy(count: batch * layout.layers[l].outputs, alpha: 1, x: extra.delta, y: deltas[l].pointer)
+            }
             let x = l > 0 ? UnsafePointer(outputs[l - 1].pointer) : input
             let dx = l > 0 ? deltas[l - 1].pointer : inputDelta
             layout.layers[l].backward(

@@ -154,6 +154,8 @@ public struct StreamConfiguration: Sendable, Equatable {
     public var mocoQueue = 4096
     public var mocoTemperature: Float = 0.2
     public var mocoMomentum: Float = 0.99
+    /// Weight of MoCo's denoising reconstruction term (0: plain InfoNCE).
+    public var mocoReconstruction: Float = 0
     public var jitter: Float = 0.05
     public var scale: Float = 0
     public var mask: Float = 0.1
@@ -216,6 +218,7 @@ public struct StreamConfiguration: Sendable, Equatable {
         c.queueSize = mocoQueue
         c.temperature = mocoTemperature
         c.momentum = mocoMomentum
+        c.reconstruction = mocoReconstruction
         c.batchSize = batchSize
         c.optimiser = AdamConfiguration(learningRate: learningRate, gradientClipNorm: gradientClipNorm)
         c.augmentation = AugmentationConfiguration(
@@ -283,6 +286,7 @@ public struct StreamConfiguration: Sendable, Equatable {
             try fail("a window of \(window) rows at \(windowScales.count) scales over \(dim) channels is \(inputDimension) inputs, more than 16384")
         }
         if !(mocoTemperature > 0) || !(0...1).contains(mocoMomentum) { try fail("moco_temperature > 0, moco_momentum in [0, 1]") }
+        if !(0...1e6).contains(mocoReconstruction) { try fail("moco_reconstruction must be in 0...1e6") }
         if autoencoderHidden.isEmpty || mocoEncoder.isEmpty || mocoHead.isEmpty
             || (autoencoderHidden + mocoEncoder + mocoHead).contains(where: { $0 < 1 })
         {
@@ -594,6 +598,15 @@ extension StreamConfiguration {
         // The last good models, serialized (what a stream rolls back to): the autoencoder's weights
         // and Adam moments, MoCo's two encoders, moments and queue.
         floats += 3 * aeParameters + 4 * mocoParameters + mocoQueue * (mocoHead.last ?? 0) + 2 * mocoQueue + 4 * d
+        if mocoReconstruction > 0 {
+            // MoCo's decoder: weights, gradients and Adam's moments, its activations and their
+            // gradients for a batch, the gradient it sends the representation, and in the last good
+            // models its weights and moments.
+            let decoder = [mocoEncoder.last ?? 0] + mocoEncoder.dropLast().reversed() + [d]
+            let decoderParameters = parameters(decoder)
+            floats += 4 * decoderParameters + 2 * b * decoder.dropFirst().reduce(0, +) + b * (mocoEncoder.last ?? 0)
+            floats += 3 * decoderParameters
+        }
         // Smaller buffers and the allocator's bookkeeping, as measured (about 0.7 MB and 160 bytes
         // per input).
         var bytes = 4 * floats + 768 << 10 + 256 * d

@@ -97,6 +97,7 @@ moco_head = 64, 32
 moco_queue = 4096                      # a multiple of batch_size
 moco_temperature = 0.2
 moco_momentum = 0.99
+moco_reconstruction = 0                # weight of a denoising reconstruction term beside InfoNCE (0: off)
 jitter = 0.05                          # MoCo augmentations: Gaussian noise,
 scale = 0                              # per-feature scaling,
 mask = 0.1                             # feature masking,

@@ -283,9 +283,10 @@ public final class StreamPipeline: @unchecked Sendable {
             let weights = FloatBuffer(count: moco.parameterCount)
             moco.copyQuery(into: weights)
             mocoExchange = weights
-            // It never trains: the smallest queue there is (one batch), not the trainer's.
+            // It never trains: the smallest queue there is (one batch), not the trainer's, no decoder.
             var c = settings.mocoConfiguration()
             c.queueSize = c.batchSize
+            c.reconstruction = 0
             representer = MoCo(configuration: c)
             representer!.loadQuery(from: weights)
         } else {
@@ -819,6 +820,7 @@ public final class StreamPipeline: @unchecked Sendable {
     func headEncoderNow() -> MoCo {
         var c = settings.mocoConfiguration()
         c.queueSize = c.batchSize
+        c.reconstruction = 0
         let encoder = MoCo(configuration: c)
         let weights = FloatBuffer(count: moco.parameterCount)
         moco.copyQuery(into: weights)

@@ -45,8 +45,9 @@ enum ReferenceModels {
         return Autoencoder(configuration: c)
     }
 
-    static func moco(dim: Int) -> MoCo {
+    static func moco(dim: Int, reconstruction: Float = 0) -> MoCo {
         var c = MoCoConfiguration(inputDimension: dim)
+        c.reconstruction = reconstruction
         c.encoderWidths = [128, 64]
         c.headWidths = [32]
         c.queueSize = 4096
@@ -177,16 +178,23 @@ struct TrainBench: ParsableCommand {
     var model: BenchModel = .ae
     @Option(help: "Learning-check steps before timing (they double as warm-up).")
     var steps = 2000
+    @Option(help: "MoCo's reconstruction weight (the workload's MoCo has none: 0; a stream's default differs, to measure its cost).")
+    var reconstruction: Float = 0
     @OptionGroup var options: BenchOptions
+
+    func validate() throws {
+        if !(0...1e6).contains(reconstruction) { throw ValidationError("--reconstruction must be in 0...1e6") }
+    }
 
     func run() throws {
         BLAS.setThreads(options.threads)
         let dim = options.dim, batch = ReferenceModels.batch
         let buffer = ReferenceBuffer(dim: dim)
         let ae = ReferenceModels.autoencoder(dim: dim)
-        let moco = ReferenceModels.moco(dim: dim)
+        let moco = ReferenceModels.moco(dim: dim, reconstruction: reconstruction)
         var report = Report()
         report.add("model", model.rawValue)
+        if reconstruction > 0 { report.add("reconstruction", Double(reconstruction)) }
         report.add("dim", dim)
         report.add("batch", batch)
         report.add("threads", options.threads)

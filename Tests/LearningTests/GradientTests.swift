@@ -64,8 +64,9 @@ import Testing
         #expect(analytic.contains { $0 != 0 })
     }
 
-    func smallMoCo(temperature: Float = 0.5) -> MoCo {
+    func smallMoCo(temperature: Float = 0.5, reconstruction: Float = 0) -> MoCo {
         var c = MoCoConfiguration(inputDimension: 6)
+        c.reconstruction = reconstruction
         c.encoderWidths = [7, 5]
         c.headWidths = [5, 4]
         c.queueSize = 8
@@ -101,5 +102,41 @@ import Testing
         let bad = gradientMismatches(analytic, numeric)
         #expect(bad.isEmpty, "mismatches: \(bad.prefix(5))")
         #expect(analytic.contains { $0 != 0 })
+    }
+
+    /// InfoNCE plus the reconstruction term: the decoder's gradient, and the encoder's, which the
+    /// term reaches through the representation, against central differences.
+    @Test func mocoReconstructionGradientMatchesFiniteDifferences() throws {
+        let moco = smallMoCo(reconstruction: 3)
+        let xq = randomValues(4 * 6, seed: 34, scale: 1.5), xk = randomValues(4 * 6, seed: 35, scale: 1.5)
+        let clean = randomValues(4 * 6, seed: 36, scale: 1.5)
+        func loss() -> Float {
+            xq.withUnsafeBufferPointer { q in
+                xk.withUnsafeBufferPointer { k in
+                    clean.withUnsafeBufferPointer { c in
+                        moco.lossAndGradient(query: q.baseAddress!, key: k.baseAddress!, rows: 4, ids: nil, clean: c.baseAddress!)
+                    }
+                }
+            }
+        }
+        let total = loss()
+        let decoder = try #require(moco.decoder), decoderGradients = try #require(moco.decoderGradients)
+        let analytic = moco.gradients.array, analyticDecoder = decoderGradients.array
+        // The term is in the loss: without `clean` it is InfoNCE alone, and smaller.
+        let infoNCE = xq.withUnsafeBufferPointer { q in
+            xk.withUnsafeBufferPointer { k in moco.lossAndGradient(query: q.baseAddress!, key: k.baseAddress!, rows: 4, ids: nil) }
+        }
+        #expect(total > infoNCE + 0.1)
+        let bad = gradientMismatches(analytic, finiteDifferences(moco.query.pointer, count: moco.parameterCount, loss: loss))
+        #expect(bad.isEmpty, "encoder and head: \(bad.prefix(5))")
+        let badDecoder = gradientMismatches(analyticDecoder, finiteDifferences(decoder.pointer, count: decoder.count, loss: loss))
+        #expect(badDecoder.isEmpty, "decoder: \(badDecoder.prefix(5))")
+        // The encoder's gradient differs from InfoNCE's alone: the term reaches it.
+        _ = infoNCE
+        xq.withUnsafeBufferPointer { q in
+            xk.withUnsafeBufferPointer { k in _ = moco.lossAndGradient(query: q.baseAddress!, key: k.baseAddress!, rows: 4, ids: nil) }
+        }
+        #expect(moco.gradients.array != analytic)
+        #expect(analyticDecoder.contains { $0 != 0 })
     }
 }

@@ -18,8 +18,9 @@ import Testing
         return (ae, replay)
     }
 
-    func trainedMoCo(seed: UInt64) -> (MoCo, ReferenceReplay) {
+    func trainedMoCo(seed: UInt64, reconstruction: Float = 0) -> (MoCo, ReferenceReplay) {
         var c = MoCoConfiguration(inputDimension: 32)
+        c.reconstruction = reconstruction
         c.queueSize = 256
         c.seed = seed
         c.augmentation.cropMinimumFraction = 0.6
@@ -64,8 +65,9 @@ import Testing
         #expect(original.serialized() == restored.serialized())
     }
 
-    @Test func mocoRestoredFromBytesTakesExactlyTheSameNextStep() throws {
-        let (original, replay) = trainedMoCo(seed: 10)
+    @Test(arguments: [0, 30] as [Float])
+    func mocoRestoredFromBytesTakesExactlyTheSameNextStep(reconstruction: Float) throws {
+        let (original, replay) = trainedMoCo(seed: 10, reconstruction: reconstruction)
         let bytes = original.serialized()
         let restored = try MoCo(serialized: bytes)
         #expect(restored.serialized() == bytes)
@@ -77,6 +79,29 @@ import Testing
         let l2 = ids.withUnsafeBufferPointer { restored.trainStep(x, rows: 64, ids: $0.baseAddress) }
         #expect(l1.bitPattern == l2.bitPattern)
         #expect(original.serialized() == restored.serialized())
+        #expect(restored.configuration.reconstruction == reconstruction && (restored.decoder == nil) == (reconstruction == 0))
+    }
+
+    /// Without the reconstruction term a model trains as it did before the term existed (the
+    /// decoder draws nothing from the seed's random stream), and what a daemon before it wrote
+    /// (format 2) restores without the term.
+    @Test func mocoWithoutTheTermIsUnchangedAndFormatTwoRestoresWithoutIt() throws {
+        let (original, replay) = trainedMoCo(seed: 13)
+        let restored = try MoCo(serialized: original.serialized(format: 2))
+        #expect(restored.configuration == original.configuration && restored.decoder == nil)
+        #expect(restored.queryParameters == original.queryParameters && restored.queueValues == original.queueValues)
+        let x = replay.next()
+        #expect(original.trainStep(x, rows: 64).bitPattern == restored.trainStep(x, rows: 64).bitPattern)
+        #expect(original.queryParameters == restored.queryParameters)
+        // With the term the same seed trains differently, and its decoder learns to rebuild samples.
+        let (withTerm, more) = trainedMoCo(seed: 13, reconstruction: 30)
+        #expect(withTerm.queryParameters != original.queryParameters)
+        let probe = (0..<4).flatMap { _ in Array(UnsafeBufferPointer(start: more.next(), count: 64 * 32)) }
+        let before = try #require(withTerm.reconstructionError(probe))
+        for _ in 0..<150 { withTerm.trainStep(more.next(), rows: 64) }
+        let after = try #require(withTerm.reconstructionError(probe))
+        #expect(after < 0.6 * before, "reconstruction error \(before) → \(after)")
+        #expect(original.reconstructionError(probe) == nil)
     }
 
     /// What a daemon before series augmentations wrote (MoCo format 1) restores: the same weights,
@@ -92,7 +117,7 @@ import Testing
         expected.channelOffset = 0
         expected.spanMask = 0
         #expect(restored.configuration.augmentation == expected && original.configuration.augmentation.channels == 2)
-        #expect(throws: StateError.self) { try MoCo(serialized: original.serialized(format: 3)) }
+        #expect(throws: StateError.self) { try MoCo(serialized: original.serialized(format: 4)) }
     }
 
     @Test func damagedOrForeignBytesAreRejectedWithAClearError() {

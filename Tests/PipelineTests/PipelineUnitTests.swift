@@ -724,13 +724,14 @@ import Testing
         #expect(log.warmupSamples == 900 && log.warmupSteps == 90)
     }
 
-    @Test func errorsNameTheLineAndTheProblem() {
+    @Test func errorsNameTheLineAndTheProblem() throws {
         #expect(throws: ConfigurationError.syntax(line: 2, "max_streams: \"many\" is not an integer")) {
             try ConfigurationFile.parse("ingest = x\nmax_streams = many")
         }
         #expect(throws: ConfigurationError.self) { try ConfigurationFile.parse("threshold = 0.9") }
         #expect(throws: ConfigurationError.self) { try ConfigurationFile.parse("[stream]\nbogus = 1") }
         #expect(throws: ConfigurationError.self) { try ConfigurationFile.parse("[stream]\nmoco_queue = 100") }
+        #expect(try ConfigurationFile.parse("[stream]\nmoco_reconstruction = 30").streamDefaults.resolved(dim: 4).mocoConfiguration().reconstruction == 30)
         #expect(throws: ConfigurationError.self) { try ConfigurationFile.parse("[stream.a/b]") }
         // Values that would trap at run time are refused when the file is read.
         for bad in [
@@ -742,6 +743,8 @@ import Testing
             "[stream]\nwindow_scales = 1, 8222222222222222222\n[stream.a]\ndim = 1",
             // A hold-off is a ring of that many surprises, allocated at the first score.
             "[stream]\nalert_hold_off = 100000000000", "[stream]\nalert_hold_off = -1",
+            // MoCo asserts a finite, non-negative reconstruction weight.
+            "[stream]\nmoco_reconstruction = -1", "[stream]\nmoco_reconstruction = nan", "[stream]\nmoco_reconstruction = inf",
         ] {
             #expect(throws: ConfigurationError.self, "\(bad)") { try ConfigurationFile.parse(bad) }
         }
