@@ -78,7 +78,6 @@ public final class MoCo {
     let embedInput: FloatBuffer
     /// With `reconstruction` > 0: the decoder from the representation back to the input, its
     /// gradients, optimiser and workspace, and dL/d(representation) from it, `(B, R)`.
-    let decoderLayout: NetworkLayout?
     let decoder: FloatBuffer?
     let decoderGradients: FloatBuffer?
     let decoderOptimiser: Adam?
@@ -139,15 +138,13 @@ public final class MoCo {
                 activations: Array(repeating: .relu, count: widths.count - 1) + [.identity])
             let parameters = FloatBuffer(count: decoding.parameterCount)
             decoding.initialise(parameters.pointer, random: &random)
-            decoderLayout = decoding
             decoder = parameters
             decoderGradients = FloatBuffer(count: decoding.parameterCount)
             decoderOptimiser = Adam(parameterCount: decoding.parameterCount, configuration: c.optimiser)
             decoderWork = NetworkWorkspace(layout: decoding, capacity: B)
             representationDelta = FloatBuffer(count: B * c.encoderWidths.last!)
         } else {
-            (decoderLayout, decoder, decoderGradients, decoderOptimiser, decoderWork, representationDelta) =
-                (nil, nil, nil, nil, nil, nil)
+            (decoder, decoderGradients, decoderOptimiser, decoderWork, representationDelta) = (nil, nil, nil, nil, nil)
         }
     }
 
