@@ -602,7 +602,7 @@ extension StreamConfiguration {
             // MoCo's decoder: weights, gradients and Adam's moments, its activations and their
             // gradients for a batch, the gradient it sends the representation, and in the last good
             // models its weights and moments.
-            let decoder = [mocoEncoder.last ?? 0] + mocoEncoder.dropLast().reversed() + [d]
+            let decoder = [mocoEncoder.last ?? 0] + mocoConfiguration().decoderWidths
             let decoderParameters = parameters(decoder)
             floats += 4 * decoderParameters + 2 * b * decoder.dropFirst().reduce(0, +) + b * (mocoEncoder.last ?? 0)
             floats += 3 * decoderParameters

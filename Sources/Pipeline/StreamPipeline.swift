@@ -283,12 +283,7 @@ public final class StreamPipeline: @unchecked Sendable {
             let weights = FloatBuffer(count: moco.parameterCount)
             moco.copyQuery(into: weights)
             mocoExchange = weights
-            // It never trains: the smallest queue there is (one batch), not the trainer's, no decoder.
-            var c = settings.mocoConfiguration()
-            c.queueSize = c.batchSize
-            c.reconstruction = 0
-            representer = MoCo(configuration: c)
-            representer!.loadQuery(from: weights)
+            representer = Self.frozenEncoder(settings, weights: weights)
         } else {
             mocoExchange = nil
             representer = nil
@@ -815,15 +810,20 @@ public final class StreamPipeline: @unchecked Sendable {
     /// Labelled samples held.
     public var labelCount: Int { lock.withLock { labels.count } }
 
-    /// A MoCo with the trainer's current query weights, frozen for a head (a one-batch queue: it
-    /// never trains).
+    /// A MoCo with the trainer's current query weights, frozen for a head.
     func headEncoderNow() -> MoCo {
+        let weights = FloatBuffer(count: moco.parameterCount)
+        moco.copyQuery(into: weights)
+        return Self.frozenEncoder(settings, weights: weights)
+    }
+
+    /// A MoCo that only embeds (the ingest thread's representer, a head's encoder) with these query
+    /// weights: it never trains, so the smallest queue there is (one batch) and no decoder.
+    static func frozenEncoder(_ settings: StreamConfiguration, weights: FloatBuffer) -> MoCo {
         var c = settings.mocoConfiguration()
         c.queueSize = c.batchSize
         c.reconstruction = 0
         let encoder = MoCo(configuration: c)
-        let weights = FloatBuffer(count: moco.parameterCount)
-        moco.copyQuery(into: weights)
         encoder.loadQuery(from: weights)
         return encoder
     }

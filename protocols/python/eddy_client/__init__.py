@@ -261,7 +261,7 @@ class Snapshot:
         channels = m.input_dim // (w * len(scales))
         if x.shape[1] != channels:
             raise ValueError(f"samples have {x.shape[1]} channels, the model's input {channels}")
-        need = w * max(scales)
+        need = self.span
         n = x.shape[0] - need + 1
         if n <= 0:
             return np.zeros((0, m.input_dim), dtype=np.float32)
