@@ -177,10 +177,10 @@ def train(binary, extra_config, x, samples, seed, idle_seconds):
 
 # MARK: probes
 
-def random_encoder(snapshot, seed):
-    """The snapshot's encoder shape with fresh weights (U(±1/√fan_in), the daemon's initialisation)."""
+def random_encoder(snapshot, seed, layers):
+    """The snapshot's first `layers` layers' shape with fresh weights (U(±1/√fan_in), the daemon's
+    initialisation)."""
     rng = np.random.default_rng(1000 + seed)
-    layers = snapshot.message.representation_layer + 1
     out = []
     for w, b in zip(snapshot.weights[:layers], snapshot.biases[:layers]):
         bound = 1 / np.sqrt(w.shape[1])
@@ -194,6 +194,15 @@ def random_encoder(snapshot, seed):
                 h = np.maximum(h, 0)
         return h
     return encode
+
+
+def rank_me(f):
+    """RankMe (Garrido et al., 2023): the effective rank of a set of representations, exp of the
+    entropy of their normalised singular values; label-free, it tracks how much of the input an
+    encoder keeps apart."""
+    s = np.linalg.svd(f - f.mean(axis=0), compute_uv=False)
+    p = s / s.sum() + 1e-7
+    return float(np.exp(-(p * np.log(p)).sum()))
 
 
 def knn_accuracy(ftr, ytr, fte, yte, k=5):
@@ -227,16 +236,18 @@ def few_label_accuracy(ftr, ytr, fte, yte, per_class=5, draws=5):
     return float(np.mean(scores))
 
 
-def probe(name, binary, extra_config, seed, samples, idle_seconds, series):
+def probe(name, binary, extra_config, seed, samples, idle_seconds, series, layer=None):
     xtr, ytr, xte, yte, channels = load(name)
     if series and channels > 0:
         extra_config = f"series_channels = {channels}\n" + extra_config
     started = time.monotonic()
     snapshot, status = train(binary, extra_config, xtr, samples, seed, idle_seconds)
+    # The representation is the output of layer `representation_layer` unless `layer` names another.
+    layers = (snapshot.message.representation_layer if layer is None else layer) + 1
     features = {
         "raw": lambda x: snapshot.normalise(x),
-        "random": random_encoder(snapshot, seed),
-        "moco": snapshot.representation,
+        "random": random_encoder(snapshot, seed, layers),
+        "moco": lambda x: snapshot.forward(x, layers=layers),
     }
     row = {"set": name, "seed": seed, "train": len(xtr), "test": len(xte), "dim": xtr.shape[1], "channels": channels,
            "steps": status.train_steps, "idle_steps": status.idle_steps, "skipped": status.skipped_steps, "moco_loss": round(status.moco_loss, 4),
@@ -245,6 +256,7 @@ def probe(name, binary, extra_config, seed, samples, idle_seconds, series):
         ftr, fte = f(xtr).astype(np.float64), f(xte).astype(np.float64)
         row[f"knn_{kind}"] = round(knn_accuracy(ftr, ytr, fte, yte), 4)
         row[f"linear_{kind}"] = round(linear_accuracy(ftr, ytr, fte, yte), 4)
+        row[f"rankme_{kind}"] = round(rank_me(ftr), 3)
         if kind != "random":
             row[f"few_{kind}"] = round(few_label_accuracy(ftr, ytr, fte, yte), 4)
     return row
@@ -313,6 +325,8 @@ def main():
                     help="declare each set's shape (series_channels) to the stream, so augmentations act along time")
     ap.add_argument("--idle", type=float, default=0, help="seconds to wait after the last sample (idle training)")
     ap.add_argument("--eddy", default=os.environ.get("EDDY_BIN", str(ROOT / ".build" / "release" / "eddy")))
+    ap.add_argument("--layer", type=int, help="measure this layer's output (0: the first) instead of the snapshot's "
+                    "representation_layer, for MoCo and the random encoder alike")
     ap.add_argument("--json", help="write the rows here too")
     args = ap.parse_args()
     extra = Path(args.config).read_text() if args.config else ""
@@ -320,7 +334,7 @@ def main():
     print("set              seed steps  kNN raw/random/moco    linear raw/random/moco   5-label raw/moco")
     for name in HELD_BACK if args.verify else args.sets.split(","):
         for seed in [int(s) for s in args.seeds.split(",")]:
-            r = probe(name, args.eddy, extra, seed, args.samples, args.idle, args.series)
+            r = probe(name, args.eddy, extra, seed, args.samples, args.idle, args.series, args.layer)
             rows.append(r)
             print(f"{name:16} {seed:4} {r['steps']:5}  {r['knn_raw']:.3f} {r['knn_random']:.3f} {r['knn_moco']:.3f}    "
                   f"{r['linear_raw']:.3f} {r['linear_random']:.3f} {r['linear_moco']:.3f}     "
