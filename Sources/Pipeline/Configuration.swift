@@ -91,6 +91,10 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// once as it arrives, not again on each later sample whose window it still fills (its error can
     /// rise for a window's length as it moves through). 0: off.
     public var repeatWindow = 32
+    /// A sample whose largest surprise reaches this (standard units) alerts even when its strength
+    /// does not, if no sample of the last `alertHoldOff` reached it and none alerted: an incident
+    /// that builds up slowly, whose own rise holds its strength down, still alerts once. 0: off.
+    public var alertEvidence: Float = 6
     /// A windowed stream's period: detected from its first 600 values (`auto`; only a period longer
     /// than the model's input, `historyLength`, is used, or, once 1,500 values have come, a longer
     /// cycle built on a shorter one that repeats better), given in values, or `off`. With one, its
@@ -124,6 +128,8 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// chosen on log corpora with these; the shorter warm-up of sample streams was not measured there).
     public var logWarmupSamples = 500
     public var logWarmupSteps = 60
+    /// A log stream's `alertEvidence` (the log corpora's defaults were chosen without one).
+    public var logAlertEvidence: Float = 0
     /// Lines whose mix of templates a log stream's models see in each row.
     public var logMixWindow = 64
     /// Lines the log signals' running rates, shares and moments cover.
@@ -187,6 +193,7 @@ public struct StreamConfiguration: Sendable, Equatable {
             s.warmupSamples = logWarmupSamples
             s.warmupSteps = logWarmupSteps
             s.transform = .none
+            s.alertEvidence = logAlertEvidence
             return s
         }
         if dim == 1 && s.window == 0 { s.window = univariateWindow }
@@ -199,6 +206,11 @@ public struct StreamConfiguration: Sendable, Equatable {
 
     /// Values a windowed stream keeps to build its input: the window at its coarsest scale.
     public var historyLength: Int { window * (windowScales.max() ?? 1) }
+
+    /// A new stream's alert policy.
+    public var alertPolicy: AlertPolicy {
+        AlertPolicy(threshold: threshold, repeatWindow: repeatWindow, evidence: alertEvidence, quiet: alertHoldOff)
+    }
 
     public func autoencoderConfiguration() -> AutoencoderConfiguration {
         var c = AutoencoderConfiguration(inputDimension: inputDimension)
@@ -269,6 +281,9 @@ public struct StreamConfiguration: Sendable, Equatable {
         if !(rangeDeviations >= 0 && rangeDeviations <= 1000) { try fail("range_deviations must be in 0...1000 (0: off)") }
         if repeatWindow < 0 || repeatWindow > 1 << 16 { try fail("repeat_window must be in 0...65536") }
         if alertHoldOff < 0 || alertHoldOff > 1 << 16 { try fail("alert_hold_off must be in 0...65536") }
+        for (key, z) in [("alert_evidence", alertEvidence), ("log_alert_evidence", logAlertEvidence)] where !(z == 0 || (z >= 1 && z <= 40)) {
+            try fail("\(key) must be 0 (off) or in 1...40")
+        }
         if let unknown = signals.first(where: { !DetectionChain.knownSignals.contains($0) }) {
             try fail("signals: unknown signal \"\(unknown)\" (known: \(DetectionChain.knownSignals.joined(separator: ", ")))")
         }

@@ -334,7 +334,7 @@ public final class StreamPipeline: @unchecked Sendable {
                 dimension: sampleDimension, margin: -1, refresh: settings.rangeRefresh, warmup: settings.rangeWarmup, window: 0,
                 habitLimit: 0, habitHorizon: settings.calibrationHorizon)
             return DetectionChain(
-                signals: signals, policy: AlertPolicy(threshold: settings.threshold, repeatWindow: settings.repeatWindow))
+                signals: signals, policy: settings.alertPolicy)
         }
         if on.contains(PeriodSignal.name) && settings.window > 0 && sampleDimension == 1 && settings.period != .off {
             signals.append(
@@ -349,7 +349,7 @@ public final class StreamPipeline: @unchecked Sendable {
                     margin: settings.discordMargin, horizon: settings.calibrationHorizon, holdOff: settings.alertHoldOff))
         }
         return DetectionChain(
-            signals: signals, policy: AlertPolicy(threshold: settings.threshold, repeatWindow: settings.repeatWindow))
+            signals: signals, policy: settings.alertPolicy)
     }
 
     // MARK: Ingest

@@ -38,7 +38,7 @@ struct Eval: ParsableCommand {
     var slack: Int = 16
     @Option(
         help: ArgumentHelp(
-            "Run without these parts of the detector (comma-separated): a signal (range, reconstruction, period, discord; for logs template, parameter, burst, silence), repeat-cap, hold-off.",
+            "Run without these parts of the detector (comma-separated): a signal (range, reconstruction, period, discord; for logs template, parameter, burst, silence), repeat-cap, hold-off, evidence (alert_evidence).",
             valueName: "parts"))
     var without: String?
     @Flag(help: "One JSON object instead of the tables.") var json = false
@@ -101,8 +101,9 @@ struct Eval: ParsableCommand {
             case _ where DetectionChain.knownSignals.contains(part): settings.signals.removeAll { $0 == part }
             case "repeat-cap": settings.repeatWindow = 0
             case "hold-off": settings.alertHoldOff = 0
+            case "evidence": (settings.alertEvidence, settings.logAlertEvidence) = (0, 0)
             default:
-                let parts = DetectionChain.knownSignals + ["repeat-cap", "hold-off"]
+                let parts = DetectionChain.knownSignals + ["repeat-cap", "hold-off", "evidence"]
                 throw ValidationError("--without: unknown part \"\(part)\" (\(parts.joined(separator: ", ")))")
             }
         }

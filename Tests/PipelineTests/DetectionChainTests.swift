@@ -80,6 +80,87 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
         #expect(second.score == first.score && second.score > 0.9999)
     }
 
+    /// An incident that builds up: each sample's strength is held down by its own rise, so the
+    /// strength never reaches the threshold. With `evidence` the first sample whose surprise reaches
+    /// it alerts, once: not again while the evidence lasts, nor after a quiet shorter than `quiet`;
+    /// after a longer quiet it alerts again. A certain sample's alert counts as the incident's.
+    @Test func strongEvidenceAlertsOnceWhenTheStrengthDoesNot() throws {
+        func run(_ policy: AlertPolicy, _ script: [(surprise: Float, strength: Float, certain: Bool)]) throws -> [Bool] {
+            var chain = DetectionChain(signals: [ScriptedSignal(script: script)], policy: policy)
+            return try script.indices.map { _ in try #require(observe(&chain)).alert }
+        }
+        let calm: (surprise: Float, strength: Float, certain: Bool) = (0.5, 0.3, false)
+        let rise: [(surprise: Float, strength: Float, certain: Bool)] = [(2, 0.6, false), (4, 0.7, false), (6, 0.8, false), (7, 0.6, false)]
+        let incident = [calm, calm] + rise + [calm, calm, calm] + rise + Array(repeating: calm, count: 6) + rise
+        let off = try run(AlertPolicy(threshold: 0.9, repeatWindow: 0), incident)
+        #expect(!off.contains(true), "without evidence the strength alone decides")
+        let on = try run(AlertPolicy(threshold: 0.9, repeatWindow: 0, evidence: 5, quiet: 4), incident)
+        // 6 at index 4 alerts; 7 after it does not; the second rise (index 11) comes 6 samples
+        // after the last strong one, the third (index 21) 9 samples after: both past the quiet of 4.
+        #expect(on.indices.filter { on[$0] } == [4, 11, 21])
+        let long = try run(AlertPolicy(threshold: 0.9, repeatWindow: 0, evidence: 5, quiet: 8), incident)
+        #expect(long.indices.filter { long[$0] } == [4, 21], "a quiet of 8: the second rise is the same incident")
+
+        // A certain sample alerts; strong evidence right after it is the same incident.
+        let certainFirst: [(surprise: Float, strength: Float, certain: Bool)] = [calm, (0, 0, true), (6, 0.5, false), calm]
+        #expect(try run(AlertPolicy(threshold: 0.9, repeatWindow: 0, evidence: 5, quiet: 4), certainFirst) == [false, true, false, false])
+
+        // An evidence alert names the signal whose surprise it was, not the one of larger strength.
+        var pair = DetectionChain(
+            signals: [ScriptedSignal(script: [(6, 0.3, false)]), ScriptedSignal(script: [(1, 0.5, false)])],
+            policy: AlertPolicy(threshold: 0.9, repeatWindow: 0, evidence: 5, quiet: 4))
+        let named = try #require(observe(&pair))
+        #expect(named.alert && named.source == 0 && named.alertScore == 0.9)
+
+        // While warming up nothing alerts, and strong evidence then does not count against the quiet.
+        var chain = DetectionChain(signals: [ScriptedSignal(script: [(8, 0.1, false)])], policy: AlertPolicy(threshold: 0.9, repeatWindow: 0, evidence: 5, quiet: 4))
+        #expect(try #require(observe(&chain, warming: true)).alert == false)
+        let after = try #require(observe(&chain))
+        #expect(after.alert && after.anomalous && after.alertScore >= 0.9)
+    }
+
+    /// The policy's counts are in its section (version 2); a version-1 section restores its
+    /// strengths and starts the counts as after a long quiet.
+    @Test func thePolicySectionKeepsTheQuiet() throws {
+        var policy = AlertPolicy(threshold: 0.9, repeatWindow: 4, evidence: 5, quiet: 10)
+        for z: Float in [0, 6, 6, 1] { _ = policy.decide(strength: 0.2, surprise: z, warming: false) }
+        var w = StateWriter()
+        policy.encode(&w)
+        var restored = AlertPolicy(threshold: 0.9, repeatWindow: 4, evidence: 5, quiet: 10)
+        var r = StateReader(w.bytes)
+        try restored.decode(&r, version: 2)
+        #expect(restored.sinceEvidence == 1 && restored.sinceAlert == 2)
+        #expect(restored.decide(strength: 0.2, surprise: 6, warming: false).alert == false, "still within the quiet")
+
+        var v1 = StateWriter()
+        policy.recent.encode(&v1)
+        var old = AlertPolicy(threshold: 0.9, repeatWindow: 4, evidence: 5, quiet: 10)
+        var r1 = StateReader(v1.bytes)
+        try old.decode(&r1, version: 1)
+        #expect(old.recent.maximum == policy.recent.maximum)
+        #expect(old.decide(strength: 0.2, surprise: 6, warming: false).alert, "no quiet to wait for")
+        var r3 = StateReader(w.bytes)
+        #expect(throws: StateError.self) { try restored.decode(&r3, version: 3) }
+    }
+
+    @Test func alertEvidenceIsReadAndChecked() throws {
+        let c = try ConfigurationFile.parse("[stream]\nalert_evidence = 6\nalert_hold_off = 300\n")
+        #expect(c.streamDefaults.alertEvidence == 6)
+        let p = c.streamDefaults.alertPolicy
+        #expect(p.evidence == 6 && p.quiet == 300)
+        #expect(c.streamDefaults.resolved(dim: 3).alertEvidence == 6)
+        var log = c.streamDefaults
+        log.log = true
+        #expect(log.resolved(dim: 1).alertEvidence == 0, "a log stream takes log_alert_evidence")
+        log.logAlertEvidence = 7
+        #expect(log.resolved(dim: 1).alertPolicy.evidence == 7)
+        for key in ["alert_evidence", "log_alert_evidence"] {
+            for bad in ["0.5", "41", "nan", "-1"] {
+                #expect(throws: (any Error).self) { try ConfigurationFile.parse("[stream]\n\(key) = \(bad)\n").validate() }
+            }
+        }
+    }
+
     /// Each unit's section restores by name; a signal the settings no longer have is dropped, one they
     /// add starts fresh, and a section of an unknown layout version is an error, not a guess.
     @Test func sectionsRestoreByNameAndVersion() throws {

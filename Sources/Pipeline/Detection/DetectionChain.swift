@@ -46,36 +46,76 @@ struct Sections {
 /// alert strength stands only when it is higher than every strength of the last `repeatWindow`
 /// samples; otherwise it is capped at 0.5 (just under the threshold if that is 0.5 or lower), so an
 /// incident alerts once as it arrives, not again on each later sample whose window it still fills.
+///
+/// The strength measures a surprise against its signal's recent peak, so an incident that builds
+/// up over many samples is measured against its own rise and may never reach the threshold, however
+/// strong the evidence gets. With `evidence` > 0 a sample whose largest surprise reaches `evidence`
+/// (standard units) alerts as well when no sample of the last `quiet` samples reached it and none
+/// alerted: the first such sample of an incident, once.
 public struct AlertPolicy: CheckpointSection, Sendable {
     public static let name = "alert-policy"
-    public static let stateVersion: UInt32 = 1
+    /// 2 added the samples since the last strong evidence and since the last alert.
+    public static let stateVersion: UInt32 = 2
 
     public let threshold: Float
     let repeatCap: Float
     /// The last `repeatWindow` strengths before the cap, and their maximum.
     public internal(set) var recent: RecentMaximum
+    /// The surprise that alerts on its own (0: off), and the quiet it needs before it.
+    public let evidence: Float
+    public let quiet: Int
+    /// Samples since one's surprise reached `evidence`, and since the last alert (capped).
+    public internal(set) var sinceEvidence = Int(UInt32.max)
+    public internal(set) var sinceAlert = Int(UInt32.max)
+    /// Whether the last decision alerted through `evidence` (its strength did not reach the threshold).
+    public private(set) var alertedOnEvidence = false
 
-    public init(threshold: Float, repeatWindow: Int) {
+    public init(threshold: Float, repeatWindow: Int, evidence: Float = 0, quiet: Int = 0) {
         self.threshold = threshold
         repeatCap = max(0, min(0.5, threshold.nextDown))
         recent = RecentMaximum(span: repeatWindow)
+        self.evidence = evidence.isFinite ? max(0, evidence) : 0
+        self.quiet = max(0, quiet)
     }
 
-    /// What becomes of a sample of alert strength `strength`: the strength after the cap, whether it
-    /// alerts, and whether it is anomalous (its strength before the cap reaches the threshold: a
-    /// repeat is still an anomaly, and teaches no statistics).
-    public mutating func decide(strength: Float, warming: Bool) -> (alertScore: Float, alert: Bool, anomalous: Bool) {
+    /// What becomes of a sample of alert strength `strength` and largest surprise `surprise`: the
+    /// strength after the cap, whether it alerts, and whether it is anomalous (its strength before
+    /// the cap reaches the threshold, or its evidence alerts: a repeat is still an anomaly, and
+    /// teaches no statistics).
+    public mutating func decide(strength: Float, surprise: Float = 0, warming: Bool) -> (alertScore: Float, alert: Bool, anomalous: Bool) {
         let stands = recent.maximum.map { strength > $0 } ?? true
         recent.push(strength.isNaN ? 0 : strength)
         let capped = stands ? strength : min(strength, repeatCap)
-        return (capped, !warming && capped >= threshold, !warming && strength >= threshold)
+        var decision = (alertScore: capped, alert: !warming && capped >= threshold, anomalous: !warming && strength >= threshold)
+        alertedOnEvidence = false
+        guard evidence > 0 && !warming else { return decision }
+        sinceEvidence = min(sinceEvidence + 1, Int(UInt32.max))
+        sinceAlert = min(sinceAlert + 1, Int(UInt32.max))
+        if surprise >= evidence {
+            if !decision.alert && sinceEvidence > quiet && sinceAlert > quiet {
+                decision = (max(capped, threshold), true, true)
+                alertedOnEvidence = true
+            }
+            sinceEvidence = 0
+        }
+        if decision.alert { sinceAlert = 0 }
+        return decision
     }
 
-    public func encode(_ w: inout StateWriter) { recent.encode(&w) }
+    public func encode(_ w: inout StateWriter) {
+        recent.encode(&w)
+        w.write(UInt32(sinceEvidence))
+        w.write(UInt32(sinceAlert))
+    }
 
+    /// Version 1 (before `evidence`) restores the strengths; the counts start as after a long quiet.
     public mutating func decode(_ r: inout StateReader, version: UInt32) throws {
-        guard version == 1 else { throw StateError.unsupportedVersion(version) }
+        guard version == 1 || version == 2 else { throw StateError.unsupportedVersion(version) }
         recent = try RecentMaximum.decode(&r, span: recent.span)
+        if version == 2 {
+            sinceEvidence = Int(try r.read(UInt32.self))
+            sinceAlert = Int(try r.read(UInt32.self))
+        }
     }
 }
 
@@ -144,7 +184,7 @@ public struct DetectionChain: Sendable {
     /// scored (it was still read by every signal). `warming`: the stream's own warm-up (samples
     /// accepted, model steps).
     public mutating func judge(_ o: inout Observation, warming: Bool) -> Verdict? {
-        var surprise = -Float.infinity, strength: Float = 0, source = -1, certain = -1, event = -1
+        var surprise = -Float.infinity, strength: Float = 0, source = -1, certain = -1, event = -1, surprising = -1
         var signalWarming = false
         for k in signals.indices {
             // The chain holds its signals for its whole life: no retain per call.
@@ -154,16 +194,20 @@ public struct DetectionChain: Sendable {
             if r.event && event < 0 { event = k }
             if r.warming { signalWarming = true }
             if source < 0 {
-                (surprise, strength, source) = (r.surprise, r.strength, k)
+                (surprise, strength, source, surprising) = (r.surprise, r.strength, k, k)
                 continue
             }
-            if r.surprise >= surprise { surprise = r.surprise }
+            if r.surprise > surprise { (surprise, surprising) = (r.surprise, k) }
             if r.strength > strength { (strength, source) = (r.strength, k) }
         }
         guard o.scored else { return nil }
         let warmingUp = warming || signalWarming
         let score = warmingUp ? 0 : certain >= 0 ? 1 : Calibrator.phi(surprise)
-        var decision = policy.decide(strength: warmingUp ? 0 : certain >= 0 || event >= 0 ? 1 : strength, warming: warmingUp)
+        var decision = policy.decide(
+            strength: warmingUp ? 0 : certain >= 0 || event >= 0 ? 1 : strength, surprise: certain >= 0 ? 0 : surprise,
+            warming: warmingUp)
+        // An alert on evidence alone names the signal whose surprise it was.
+        if policy.alertedOnEvidence { source = surprising }
         if event >= 0 && !warmingUp && certain < 0 {
             // An event alerts whatever the repeat cap (it reports itself once).
             decision = (1, true, true)

@@ -87,7 +87,7 @@ def test_ten_thousand_samples_get_ten_thousand_scores_and_numpy_reproduces_the_e
         steps = None
         while True:
             hb = wait_heartbeat(sub)
-            if hb.train_steps == steps:
+            if hb.train_steps == steps and steps:
                 break
             steps = hb.train_steps
         stream = next(s for s in hb.streams if s.stream == "pump")
@@ -218,7 +218,7 @@ def test_a_head_fitted_on_a_few_labels_over_the_published_encoder_classifies_reg
         while True:
             assert time.monotonic() < end, "training did not settle"
             hb = wait_heartbeat(sub)
-            if hb.train_steps == steps and hb.samples_accepted == 4000:
+            if hb.train_steps == steps and steps and hb.samples_accepted == 4000:
                 break
             steps = hb.train_steps
         mocos = next(s.moco_version for s in hb.streams if s.stream == "machine")
@@ -255,7 +255,7 @@ def test_a_multivariate_window_is_built_the_same_in_numpy(start_daemon, transfor
         while True:
             hb = wait_heartbeat(sub)
             stream = next((s for s in hb.streams if s.stream == "win"), None)
-            if stream is not None and stream.accepted == 3000 and hb.train_steps == steps:
+            if stream is not None and stream.accepted == 3000 and hb.train_steps == steps and steps:
                 break
             steps = hb.train_steps
         end = time.monotonic() + 10
