@@ -67,8 +67,6 @@ public struct AlertPolicy: CheckpointSection, Sendable {
     /// Samples since one's surprise reached `evidence`, and since the last alert (capped).
     public internal(set) var sinceEvidence = Int(UInt32.max)
     public internal(set) var sinceAlert = Int(UInt32.max)
-    /// Whether the last decision alerted through `evidence` (its strength did not reach the threshold).
-    public private(set) var alertedOnEvidence = false
 
     public init(threshold: Float, repeatWindow: Int, evidence: Float = 0, quiet: Int = 0) {
         self.threshold = threshold
@@ -81,20 +79,22 @@ public struct AlertPolicy: CheckpointSection, Sendable {
     /// What becomes of a sample of alert strength `strength` and largest surprise `surprise`: the
     /// strength after the cap, whether it alerts, and whether it is anomalous (its strength before
     /// the cap reaches the threshold, or its evidence alerts: a repeat is still an anomaly, and
-    /// teaches no statistics).
-    public mutating func decide(strength: Float, surprise: Float = 0, warming: Bool) -> (alertScore: Float, alert: Bool, anomalous: Bool) {
+    /// teaches no statistics), and whether it alerts on its evidence alone.
+    public mutating func decide(
+        strength: Float, surprise: Float = 0, warming: Bool
+    ) -> (alertScore: Float, alert: Bool, anomalous: Bool, onEvidence: Bool) {
         let stands = recent.maximum.map { strength > $0 } ?? true
         recent.push(strength.isNaN ? 0 : strength)
         let capped = stands ? strength : min(strength, repeatCap)
-        var decision = (alertScore: capped, alert: !warming && capped >= threshold, anomalous: !warming && strength >= threshold)
-        alertedOnEvidence = false
+        var decision = (
+            alertScore: capped, alert: !warming && capped >= threshold, anomalous: !warming && strength >= threshold, onEvidence: false
+        )
         guard evidence > 0 && !warming else { return decision }
         sinceEvidence = min(sinceEvidence + 1, Int(UInt32.max))
         sinceAlert = min(sinceAlert + 1, Int(UInt32.max))
         if surprise >= evidence {
             if !decision.alert && sinceEvidence > quiet && sinceAlert > quiet {
-                decision = (max(capped, threshold), true, true)
-                alertedOnEvidence = true
+                decision = (max(capped, threshold), true, true, true)
             }
             sinceEvidence = 0
         }
@@ -207,10 +207,10 @@ public struct DetectionChain: Sendable {
             strength: warmingUp ? 0 : certain >= 0 || event >= 0 ? 1 : strength, surprise: certain >= 0 ? 0 : surprise,
             warming: warmingUp)
         // An alert on evidence alone names the signal whose surprise it was.
-        if policy.alertedOnEvidence { source = surprising }
+        if decision.onEvidence { source = surprising }
         if event >= 0 && !warmingUp && certain < 0 {
             // An event alerts whatever the repeat cap (it reports itself once).
-            decision = (1, true, true)
+            decision = (1, true, true, false)
             source = event
         }
         for k in learners.indices {
