@@ -85,6 +85,12 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// must also lie beyond the range to be certain (0: off): a series that wanders sets new extremes
     /// by ordinary steps, a spike or a new level clears them by more.
     public var rangeDeviations: Float = 0.5
+    /// On a stream of more than one feature, a value beyond the range is certain only if another
+    /// signal's surprise at that sample reaches this (standard units; 0: off). One of many features
+    /// sets a new extreme by chance far more often than a single one does; a value the model does
+    /// not expect (a spike, a new level) also surprises the reconstruction or the discord, a record
+    /// the series' ordinary shape sets (a taller bell, a random walk) does not.
+    public var rangeCorroboration: Float = 2
     /// An alert strength stands only when it is higher than every strength of the last `repeatWindow`
     /// samples; otherwise it is capped at 0.5 (just under `threshold` if that is 0.5 or lower) and
     /// does not alert; the published score is not capped. An incident is reported
@@ -279,6 +285,7 @@ public struct StreamConfiguration: Sendable, Equatable {
         if !(rangeHabit >= 0 && rangeHabit <= 1e6) { try fail("range_habit must be in 0...1e6 (0: off)") }
         if rangeConfirm < 1 || rangeConfirm > 1000 { try fail("range_confirm must be in 1...1000") }
         if !(rangeDeviations >= 0 && rangeDeviations <= 1000) { try fail("range_deviations must be in 0...1000 (0: off)") }
+        if !(rangeCorroboration >= 0 && rangeCorroboration <= 40) { try fail("range_corroboration must be in 0...40 (0: off)") }
         if repeatWindow < 0 || repeatWindow > 1 << 16 { try fail("repeat_window must be in 0...65536") }
         if alertHoldOff < 0 || alertHoldOff > 1 << 16 { try fail("alert_hold_off must be in 0...65536") }
         for (key, z) in [("alert_evidence", alertEvidence), ("log_alert_evidence", logAlertEvidence)] where !(z == 0 || (z >= 1 && z <= 40)) {

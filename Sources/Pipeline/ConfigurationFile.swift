@@ -147,6 +147,7 @@ public enum ConfigurationFile {
         case "range_confirm": s.rangeConfirm = try int(v)
         case "range_warmup": s.rangeWarmup = try int(v)
         case "range_deviations": s.rangeDeviations = try float(v)
+        case "range_corroboration": s.rangeCorroboration = try float(v)
         case "repeat_window": s.repeatWindow = try int(v)
         case "signals":
             let names = v.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }

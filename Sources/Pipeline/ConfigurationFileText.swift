@@ -68,6 +68,7 @@ range_refresh = 100                    # the range rule compares with the range 
 range_habit = 0                        # >0: after this many excursions within ~calibration_horizon samples, more are not certain
 range_confirm = 1                      # samples beyond the margin in a row before the range takes them in (2: a lone outlier is not)
 range_deviations = 0.5                 # >0: a value beyond the range must also lie this many of its feature's standard deviations beyond it
+range_corroboration = 2                # >0, streams of several features: a value beyond the range alerts only if another signal's surprise reaches this
 range_warmup = 500                     # the range rule alerts once the range has seen this many samples (a young one is crossed by chance)
 repeat_window = 32                     # an alert strength no higher than one of the last this-many is capped at 0.5 (no alert); 0: off
 period = auto                          # windows: compare with one period earlier; auto (detected), off, or values

@@ -306,7 +306,9 @@ public final class StreamPipeline: @unchecked Sendable {
 
     /// The detection chain `settings` ask for: the range always (the period check scales by it; it
     /// scores only when `range` is among the signals and the margin is not negative), the
-    /// reconstruction surprise, and for a windowed stream the period check.
+    /// reconstruction surprise, and for a windowed stream the period check. On a stream of several
+    /// features the range's excursions wait for another signal's word (`range_corroboration`), when
+    /// there is another signal.
     static func chain(_ settings: StreamConfiguration, sampleDimension: Int) -> DetectionChain {
         let on = Set(settings.signals)
         var signals: [any AnomalySignal] = [
@@ -349,7 +351,8 @@ public final class StreamPipeline: @unchecked Sendable {
                     margin: settings.discordMargin, horizon: settings.calibrationHorizon, holdOff: settings.alertHoldOff))
         }
         return DetectionChain(
-            signals: signals, policy: settings.alertPolicy)
+            signals: signals, policy: settings.alertPolicy,
+            rangeCorroboration: sampleDimension > 1 && signals.count > 1 ? settings.rangeCorroboration : 0)
     }
 
     // MARK: Ingest

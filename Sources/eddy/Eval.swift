@@ -38,7 +38,7 @@ struct Eval: ParsableCommand {
     var slack: Int = 16
     @Option(
         help: ArgumentHelp(
-            "Run without these parts of the detector (comma-separated): a signal (range, reconstruction, period, discord; for logs template, parameter, burst, silence), repeat-cap, hold-off, evidence (alert_evidence).",
+            "Run without these parts of the detector (comma-separated): a signal (range, reconstruction, period, discord; for logs template, parameter, burst, silence), repeat-cap, hold-off, evidence (alert_evidence), corroboration (range_corroboration).",
             valueName: "parts"))
     var without: String?
     @Flag(help: "One JSON object instead of the tables.") var json = false
@@ -102,8 +102,9 @@ struct Eval: ParsableCommand {
             case "repeat-cap": settings.repeatWindow = 0
             case "hold-off": settings.alertHoldOff = 0
             case "evidence": (settings.alertEvidence, settings.logAlertEvidence) = (0, 0)
+            case "corroboration": settings.rangeCorroboration = 0
             default:
-                let parts = DetectionChain.knownSignals + ["repeat-cap", "hold-off", "evidence"]
+                let parts = DetectionChain.knownSignals + ["repeat-cap", "hold-off", "evidence", "corroboration"]
                 throw ValidationError("--without: unknown part \"\(part)\" (\(parts.joined(separator: ", ")))")
             }
         }

@@ -196,6 +196,54 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
         #expect(throws: StateError.self) { try StreamPipeline.restore(tampered, settings: settings) }
     }
 
+    /// With `rangeCorroboration`, a value beyond the range is certain only when another signal's
+    /// surprise at that sample reaches it: an excursion the model expects (surprise 1) is a reading
+    /// like any other (scored by the other signals, no alert), one that surprises it (2.5) scores 1
+    /// and alerts, as every excursion does without the setting. A stream of several features gets
+    /// the setting, a univariate one and one whose chain has no other signal do not.
+    @Test func anExcursionNeedsAnotherSignalsSurpriseWhenAsked() throws {
+        func excursion(corroboration: Float, surprise: Float) throws -> DetectionChain.Verdict {
+            let range = RangeSignal(dimension: 2, margin: 0.05, refresh: 100, warmup: 50, window: 0)
+            let calm: (surprise: Float, strength: Float, certain: Bool) = (0.5, 0.3, false)
+            let other = ScriptedSignal(script: Array(repeating: calm, count: 50) + [(surprise, 0.5, false)])
+            var chain = DetectionChain(
+                signals: [range, other], policy: AlertPolicy(threshold: 0.9, repeatWindow: 0), rangeCorroboration: corroboration)
+            var r = RandomSource(seed: 4)
+            var verdict: DetectionChain.Verdict?
+            for i in 0...50 {
+                let x: [Float] = i < 50 ? [r.uniform(), r.uniform()] : [0.5, 3]
+                verdict = x.withUnsafeBufferPointer { p in
+                    chain.prepare(p.baseAddress!, count: 1, dimension: 2)
+                    var o = Observation(values: p.baseAddress!, dimension: 2, logError: 0, modelReady: true)
+                    return chain.judge(&o, warming: false)
+                }
+                if i < 50 { #expect(verdict?.alert == false && verdict?.certain == false) }
+            }
+            return try #require(verdict)
+        }
+        for surprise: Float in [1, 2.5] {
+            let alone = try excursion(corroboration: 0, surprise: surprise)
+            #expect(alone.certain && alone.score == 1 && alone.alert)
+        }
+        let expected = try excursion(corroboration: 2, surprise: 1)
+        #expect(!expected.certain && !expected.alert && abs(expected.score - 0.8413) < 1e-3, "Φ(1): the other signal's reading")
+        let surprising = try excursion(corroboration: 2, surprise: 2.5)
+        #expect(surprising.certain && surprising.score == 1 && surprising.alert && surprising.source == 0)
+
+        #expect(StreamConfiguration().rangeCorroboration == 2)
+        let settings = StreamConfiguration()
+        #expect(StreamPipeline(name: "v", settings: settings.resolved(dim: 3)).chain.rangeCorroboration == 2)
+        #expect(StreamPipeline(name: "u", settings: settings.resolved(dim: 1)).chain.rangeCorroboration == 0)
+        var rangeOnly = settings
+        rangeOnly.signals = ["range"]
+        #expect(StreamPipeline(name: "r", settings: rangeOnly.resolved(dim: 3)).chain.rangeCorroboration == 0)
+        for bad in ["range_corroboration = -1\n", "range_corroboration = 41\n", "range_corroboration = nan\n"] {
+            #expect { try ConfigurationFile.parse("[stream]\n" + bad).streamDefaults.resolved(dim: 2).validate(name: "s") } throws: {
+                "\($0)".contains("range_corroboration")
+            }
+        }
+    }
+
     @Test func theSignalsSettingParsesAndIsChecked() throws {
         let c = try ConfigurationFile.parse("[stream]\nsignals = reconstruction, range\n")
         #expect(c.streamDefaults.signals == ["reconstruction", "range"])

@@ -209,7 +209,7 @@ import Testing
     /// (Each check alone: without the repeat window, which would cap an alert soon after another;
     /// the range takes in a sample beyond it at once unless `confirm` says otherwise; the margin
     /// alone decides what is beyond unless `deviations` asks for a share of the spread as well, which
-    /// `RangeHabitTests` checks.)
+    /// `RangeHabitTests` checks; no other signal need agree, which `DetectionChainTests` checks.)
     static func ready(
         dim: Int, margin: Float = 0.05, refresh: Int = 100, repeatWindow: Int = 0, warmup: Int = 0,
         rangeWarmup: Int? = nil, signals: [String] = DetectionChain.knownSignals, confirm: Int = 1, deviations: Float = 0
@@ -217,6 +217,7 @@ import Testing
         var settings = StreamConfiguration().resolved(dim: dim)
         settings.rangeConfirm = confirm
         settings.rangeDeviations = deviations
+        settings.rangeCorroboration = 0
         settings.signals = signals
         settings.warmupSamples = warmup
         settings.rangeWarmup = rangeWarmup ?? warmup

@@ -141,6 +141,9 @@ public struct DetectionChain: Sendable {
     /// The signals whose `learn` does something.
     let learners: [any AnomalySignal]
     public internal(set) var policy: AlertPolicy
+    /// The surprise another signal must show for the range signal's excursion to be certain (0: it
+    /// is certain alone; the stream sets it for streams of more than one feature).
+    public let rangeCorroboration: Float
 
     public struct Verdict {
         /// Φ of the largest surprise (1 if a signal is certain); 0 while warming up.
@@ -158,10 +161,11 @@ public struct DetectionChain: Sendable {
         public var source: Int
     }
 
-    public init(signals: [any AnomalySignal], policy: AlertPolicy) {
+    public init(signals: [any AnomalySignal], policy: AlertPolicy, rangeCorroboration: Float = 0) {
         self.signals = signals
         learners = signals.filter(\.learns)
         self.policy = policy
+        self.rangeCorroboration = rangeCorroboration
     }
 
     /// The signal of this type, if the chain has one.
@@ -201,6 +205,11 @@ public struct DetectionChain: Sendable {
             if r.strength > strength { (strength, source) = (r.strength, k) }
         }
         guard o.scored else { return nil }
+        // An uncorroborated excursion is one more reading, not a certainty (the range signal has no
+        // surprise of its own: `surprise` is the others').
+        if certain >= 0 && rangeCorroboration > 0 && surprise < rangeCorroboration && signals[certain] is RangeSignal {
+            certain = -1
+        }
         let warmingUp = warming || signalWarming
         let score = warmingUp ? 0 : certain >= 0 ? 1 : Calibrator.phi(surprise)
         var decision = policy.decide(
