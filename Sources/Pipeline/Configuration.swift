@@ -86,10 +86,12 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// by ordinary steps, a spike or a new level clears them by more.
     public var rangeDeviations: Float = 0.5
     /// On a stream of more than one feature, a value beyond the range is certain only if another
-    /// signal's surprise at that sample reaches this (standard units; 0: off). One of many features
-    /// sets a new extreme by chance far more often than a single one does; a value the model does
-    /// not expect (a spike, a new level) also surprises the reconstruction or the discord, a record
-    /// the series' ordinary shape sets (a taller bell, a random walk) does not.
+    /// signal's surprise at that sample reaches this (standard units; 0: off); if not, the sample is
+    /// an ordinary one (the range takes it in, and the features' spread learns from it unless
+    /// another signal finds it anomalous). One of many features sets a new extreme by chance far
+    /// more often than a single one does; a value the model does not expect (a spike, a new level)
+    /// also surprises the reconstruction or the discord, a record the series' ordinary shape sets
+    /// (a taller bell, a random walk) does not.
     public var rangeCorroboration: Float = 2
     /// An alert strength stands only when it is higher than every strength of the last `repeatWindow`
     /// samples; otherwise it is capped at 0.5 (just under `threshold` if that is 0.5 or lower) and

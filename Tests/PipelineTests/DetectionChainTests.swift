@@ -198,8 +198,8 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
 
     /// With `rangeCorroboration`, a value beyond the range is certain only when another signal's
     /// surprise at that sample reaches it: an excursion the model expects (surprise 1) is a reading
-    /// like any other (scored by the other signals, no alert), one that surprises it (2.5) scores 1
-    /// and alerts, as every excursion does without the setting. A stream of several features gets
+    /// like any other (scored by the other signals, no alert), one that surprises it (2 or more)
+    /// scores 1 and alerts, as every excursion does without the setting. A stream of several features gets
     /// the setting, a univariate one and one whose chain has no other signal do not.
     @Test func anExcursionNeedsAnotherSignalsSurpriseWhenAsked() throws {
         func excursion(corroboration: Float, surprise: Float) throws -> DetectionChain.Verdict {
@@ -229,6 +229,7 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
         #expect(!expected.certain && !expected.alert && abs(expected.score - 0.8413) < 1e-3, "Φ(1): the other signal's reading")
         let surprising = try excursion(corroboration: 2, surprise: 2.5)
         #expect(surprising.certain && surprising.score == 1 && surprising.alert && surprising.source == 0)
+        #expect(try excursion(corroboration: 2, surprise: 2).certain, "reaching the setting is enough")
 
         #expect(StreamConfiguration().rangeCorroboration == 2)
         let settings = StreamConfiguration()
