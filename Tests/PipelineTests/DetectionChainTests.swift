@@ -245,6 +245,42 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
         }
     }
 
+    /// The rule on a stream as it runs, with its models trained: three features that move together
+    /// (x, 2x, −x, x uniform in [−1, 1), no order in time). A record the three set together, as they always move, is taken
+    /// in without a word by default, and scores 1 with `range_corroboration = 0`; one feature far
+    /// past its range while the others stay where they were surprises the model and scores 1 either way.
+    @Test func aRecordTheModelExpectsIsNotCertainOnAStreamOfSeveralFeatures() throws {
+        func stream(corroboration: Float) -> (StreamPipeline, ([Float], UInt64) -> SampleScore) {
+            var settings = StreamConfiguration().resolved(dim: 3)
+            settings.rangeCorroboration = corroboration
+            settings.repeatWindow = 0
+            let p = StreamPipeline(name: "c", settings: settings)
+            var random = RandomSource(seed: 5)
+            for start in stride(from: 0, to: 3000, by: 100) {
+                var x = [Float]()
+                for _ in 0..<100 {
+                    let v = 2 * random.uniform() - 1
+                    x += [v, 2 * v, -v]
+                }
+                _ = x.withUnsafeBufferPointer { p.score($0.baseAddress!, count: 100, firstSequence: UInt64(start)) }
+                while p.trainStep() {}
+            }
+            return (p, { v, sequence in v.withUnsafeBufferPointer { p.score($0.baseAddress!, count: 1, firstSequence: sequence) }.sample(0) })
+        }
+        for corroboration: Float in [2, 0] {
+            let (p, score) = stream(corroboration: corroboration)
+            let (low, high) = p.chain.signal(RangeSignal.self)!.range(0)
+            // A fifth of the range past it: past the margin (5%) and half a standard deviation (0.29).
+            let record = high + 0.2 * (high - low)
+            let together = score([record, 2 * record, -record], 3000)
+            #expect(!together.warmingUp)
+            #expect(together.beyondRange == (corroboration == 0), "corroboration \(corroboration): score \(together.score)")
+            #expect(together.alert == (corroboration == 0) && (corroboration == 0 || together.score < 0.977), "Φ(2) not reached")
+            let apart = score([0.1, 2 * (high + 3 * (high - low)), -0.1], 3001)
+            #expect(apart.beyondRange && apart.score == 1 && apart.alert, "corroboration \(corroboration)")
+        }
+    }
+
     @Test func theSignalsSettingParsesAndIsChecked() throws {
         let c = try ConfigurationFile.parse("[stream]\nsignals = reconstruction, range\n")
         #expect(c.streamDefaults.signals == ["reconstruction", "range"])
