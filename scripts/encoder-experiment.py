@@ -9,11 +9,14 @@ from `AugmentationConfiguration` (crop-and-resize and time warp shared by the ch
 value masking). It answers one question before anyone builds a convolutional encoder in Swift.
 
     python scripts/encoder-experiment.py [--sets GunPoint,...,digits] [--seeds 0,1] [--steps 750]
-        [--encoders mlp,conv] [--augmentations values,time] [--reconstruction 30] [--no-infonce] [--json out.json]
+        [--encoders mlp,conv] [--augmentations values,time] [--reconstruction 30] [--no-infonce]
+        [--neighbour W] [--json out.json]
 
 `--reconstruction L` adds the daemon's `moco_reconstruction` term: a decoder (64 → 128 → D) rebuilds
 each clean sample from its query view's representation, loss = InfoNCE + L · MSE; `--no-infonce`
-leaves the reconstruction alone (a denoising autoencoder with the same encoder).
+leaves the reconstruction alone (a denoising autoencoder with the same encoder). `--neighbour W`
+mixes in NNCLR's positive (the queue's nearest key of another sample): loss = (1 − W) · InfoNCE +
+W · InfoNCE with that neighbour as the positive.
 
 Needs torch (not a dependency of the project: `pip install torch` into a venv of its own, with
 numpy and pyzmq for probe.py's imports).
@@ -94,7 +97,7 @@ def head():
     return nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 32))
 
 
-def train(encoder_type, x, channels, augmentation, steps, seed, reconstruction=0.0, infonce=True):
+def train(encoder_type, x, channels, augmentation, steps, seed, reconstruction=0.0, infonce=True, neighbour=0.0):
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     d = x.shape[1]
@@ -124,6 +127,17 @@ def train(encoder_type, x, channels, augmentation, steps, seed, reconstruction=0
         negatives = negatives.masked_fill(queue_ids[None, :] == ids[:, None], float("-inf"))
         logits = torch.cat([(q * k).sum(1, keepdim=True), negatives], dim=1) / t
         loss = nn.functional.cross_entropy(logits, torch.zeros(64, dtype=torch.long)) * (1.0 if infonce else 0.0)
+        if neighbour > 0 and bool((queue_ids >= 0).all()):
+            # NNCLR's positive: the queue's nearest key of another sample to this sample's key; every
+            # copy of that sample in the queue is the positive's, not a negative.
+            with torch.no_grad():
+                similarity = (k @ queue.T).masked_fill(queue_ids[None, :] == ids[:, None], float("-inf"))
+                nearest = similarity.argmax(dim=1)
+                neighbour_ids = queue_ids[nearest]
+            positives = (q * queue[nearest]).sum(1, keepdim=True)
+            others = negatives.masked_fill(queue_ids[None, :] == neighbour_ids[:, None], float("-inf"))
+            nn_logits = torch.cat([positives, others], dim=1) / t
+            loss = (1 - neighbour) * loss + neighbour * nn.functional.cross_entropy(nn_logits, torch.zeros(64, dtype=torch.long))
         if reconstruction > 0:
             loss = loss + reconstruction * ((decoder(representation) - torch.from_numpy(x[idx])) ** 2).mean()
         optimiser.zero_grad()
@@ -138,12 +152,12 @@ def train(encoder_type, x, channels, augmentation, steps, seed, reconstruction=0
     return q_enc
 
 
-def run(name, encoder_name, augmentation_name, seed, steps, reconstruction=0.0, infonce=True):
+def run(name, encoder_name, augmentation_name, seed, steps, reconstruction=0.0, infonce=True, neighbour=0.0):
     xtr, ytr, xte, yte, channels = probe.load(name)
     mean, std = xtr.mean(axis=0), xtr.std(axis=0) + 1e-6
     ntr, nte = ((xtr - mean) / std).astype(np.float32), ((xte - mean) / std).astype(np.float32)
     encoder_type = {"mlp": MLP, "conv": Conv}[encoder_name]
-    trained = train(encoder_type, ntr, max(channels, 1), AUGMENTATIONS[augmentation_name], steps, seed, reconstruction, infonce)
+    trained = train(encoder_type, ntr, max(channels, 1), AUGMENTATIONS[augmentation_name], steps, seed, reconstruction, infonce, neighbour)
     torch.manual_seed(1000 + seed)
     untrained = encoder_type(ntr.shape[1], max(channels, 1))
     row = {"set": name, "seed": seed, "encoder": encoder_name, "augmentation": augmentation_name}
@@ -169,6 +183,7 @@ def main():
     ap.add_argument("--augmentations", default=",".join(AUGMENTATIONS))
     ap.add_argument("--reconstruction", type=float, default=0.0)
     ap.add_argument("--no-infonce", action="store_true")
+    ap.add_argument("--neighbour", type=float, default=0.0, help="weight of NNCLR's nearest-neighbour positive")
     ap.add_argument("--json")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -177,7 +192,7 @@ def main():
         for augmentation in args.augmentations.split(","):
             for name in args.sets.split(","):
                 for seed in [int(s) for s in args.seeds.split(",")]:
-                    r = run(name, encoder, augmentation, seed, args.steps, args.reconstruction, not args.no_infonce)
+                    r = run(name, encoder, augmentation, seed, args.steps, args.reconstruction, not args.no_infonce, args.neighbour)
                     rows.append(r)
                     print(f"{encoder:4} {augmentation:6} {name:16} {seed}  kNN {r['knn_raw']:.3f} {r['knn_random']:.3f} "
                           f"{r['knn_moco']:.3f}  linear {r['linear_raw']:.3f} {r['linear_random']:.3f} {r['linear_moco']:.3f}  "
