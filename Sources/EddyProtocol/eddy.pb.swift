@@ -540,9 +540,11 @@ public nonisolated struct Eddy_V1_Alert: @unchecked Sendable {
     set {_uniqueStorage()._beyondRange = newValue}
   }
 
-  /// Set when the alert comes from the period check: the stream's last `window` values differ from
+  /// Set when the alert comes from a period check: the stream's last `window` values differ from
   /// those this many values (one period) earlier more than the stream's usual, beyond the recent
-  /// peak; top_features still share out the reconstruction error.
+  /// peak; top_features still share out the reconstruction error. On a stream of several features
+  /// with `channel_period` on, one channel's last `univariate_window` values against its own period:
+  /// top_features then names that channel alone (share 1).
   public var period: UInt32 {
     get {_storage._period}
     set {_uniqueStorage()._period = newValue}

@@ -16,8 +16,11 @@ public struct SampleScore: Sendable, Equatable {
     /// The sample lies beyond the range its stream has shown (see `StreamConfiguration.rangeMargin`):
     /// it scores 1, and an alert's `topFeatures` share out how far each feature lies outside.
     public var beyondRange: Bool
-    /// The alert comes from the period check (the stream's period is `ScoredBatch.period`).
-    public var fromPeriod: Bool
+    /// The alert comes from a period check: the period (in values) it compared the sample's
+    /// values with; 0 when it does not. On a stream of several features the alert's `topFeatures`
+    /// name the channel (`channel_period`).
+    public var period = 0
+    public var fromPeriod: Bool { period > 0 }
     /// The alert comes from the discord signal: the channel whose last values are unlike every
     /// earlier window (nil: it does not).
     public var discordChannel: Int? = nil
@@ -29,7 +32,7 @@ public struct SampleScore: Sendable, Equatable {
 
     public static func == (a: SampleScore, b: SampleScore) -> Bool {
         a.sequence == b.sequence && a.error == b.error && a.score == b.score && a.alertScore == b.alertScore && a.alert == b.alert
-            && a.warmingUp == b.warmingUp && a.beyondRange == b.beyondRange && a.fromPeriod == b.fromPeriod && a.discordChannel == b.discordChannel && a.discordWindow == b.discordWindow && a.timestamp == b.timestamp
+            && a.warmingUp == b.warmingUp && a.beyondRange == b.beyondRange && a.period == b.period && a.discordChannel == b.discordChannel && a.discordWindow == b.discordWindow && a.timestamp == b.timestamp
             && a.topFeatures.map(\.index) == b.topFeatures.map(\.index)
     }
 }
@@ -49,8 +52,9 @@ public struct ScoredBatch: Sendable {
     public var warmingUp: [Bool]
     /// Samples (by index in the batch) beyond their stream's range so far, scored 1 for that.
     public var beyondRange: Set<Int> = []
-    /// Alerts (by index in the batch) that come from the period check, and the stream's period then.
-    public var fromPeriod: Set<Int> = []
+    /// Alerts (by index in the batch) that come from a period check, and the period it compared.
+    public var fromPeriod: [Int: Int] = [:]
+    /// The stream's period (a windowed stream's check; 0: none).
     public var period = 0
     /// Alerts (by index in the batch) that come from the discord signal: the channel and the window.
     public var fromDiscord: [Int: (channel: Int, window: Int)] = [:]
@@ -88,7 +92,7 @@ public struct ScoredBatch: Sendable {
     public func sample(_ i: Int) -> SampleScore {
         SampleScore(
             sequence: firstSequence &+ UInt64(i), error: errors[i], score: scores[i], alertScore: alertScores[i], alert: alerts[i],
-            warmingUp: warmingUp[i], beyondRange: beyondRange.contains(i), fromPeriod: fromPeriod.contains(i),
+            warmingUp: warmingUp[i], beyondRange: beyondRange.contains(i), period: fromPeriod[i] ?? 0,
             discordChannel: fromDiscord[i]?.channel, discordWindow: fromDiscord[i]?.window ?? 0, timestamp: timestamps.isEmpty ? 0 : timestamps[i],
             topFeatures: topFeatures[i] ?? [])
     }
@@ -293,7 +297,8 @@ public final class StreamPipeline: @unchecked Sendable {
         periodSignal = chain.signal(PeriodSignal.self)
         reconstructionSignal = chain.signal(ReconstructionSignal.self)
         if settings.window > 0 {
-            shaper = WindowShaper(window: settings.window, scales: settings.windowScales, channels: sampleDimension)
+            shaper = WindowShaper(
+                window: settings.window, scales: settings.windowScales, channels: sampleDimension, padded: settings.windowPadding)
         }
         rows = FloatBuffer(count: 256 * inputDimension)
         errors = FloatBuffer(count: 256)
@@ -343,6 +348,15 @@ public final class StreamPipeline: @unchecked Sendable {
                 PeriodSignal(
                     window: settings.window, context: settings.historyLength, setting: settings.period,
                     horizon: settings.calibrationHorizon, holdOff: settings.alertHoldOff))
+        }
+        if on.contains(PeriodSignal.name) && settings.channelPeriod && sampleDimension > 1 && sampleDimension <= settings.discordChannels
+            && settings.period != .off
+        {
+            signals.append(
+                ChannelPeriodSignal(
+                    channels: sampleDimension, span: settings.univariateWindow, context: settings.window > 0 ? settings.historyLength : 0,
+                    setting: settings.period, margin: settings.channelPeriodMargin, horizon: settings.calibrationHorizon,
+                    holdOff: settings.alertHoldOff))
         }
         if on.contains(DiscordSignal.name) && sampleDimension <= settings.discordChannels {
             signals.append(
@@ -467,9 +481,14 @@ public final class StreamPipeline: @unchecked Sendable {
                     modelReady: modelReady)
                 if let lines { o.line = lines[i] }
                 guard let v = chain.judge(&o, warming: warming) else { continue }
+                var channelAlert: Int? = nil
                 if v.alert && !v.certain {
                     let source = chain.signals[v.source]
-                    if source is PeriodSignal { result.fromPeriod.insert(i) }
+                    if let period = source as? PeriodSignal { result.fromPeriod[i] = period.period }
+                    if let period = source as? ChannelPeriodSignal, period.lastChannel >= 0 {
+                        result.fromPeriod[i] = period.checks[period.lastChannel].period
+                        channelAlert = period.lastChannel
+                    }
                     if let discord = source as? MultiscaleDiscord {
                         result.fromDiscord[i] = (discord.lastChannel, discord.window)
                     }
@@ -495,7 +514,8 @@ public final class StreamPipeline: @unchecked Sendable {
                 if v.alert {
                     alertsRaised &+= 1
                     result.alerts[i] = true
-                    result.topFeatures[i] = v.certain ? chain.explanation(v) : topContributions(input + r * d)
+                    result.topFeatures[i] =
+                        v.certain ? chain.explanation(v) : channelAlert.map { [(index: $0, share: Float(1))] } ?? topContributions(input + r * d)
                 }
             }
             // Learn from them only after scoring them.
@@ -518,7 +538,7 @@ public final class StreamPipeline: @unchecked Sendable {
             accepted += UInt64(count)
             // A pass: the samples the buffer holds (each may sit in both halves), in batches.
             idleLeft = settings.idlePasses * Double(min(buffer.inserted, UInt64(buffer.capacity))) / Double(settings.batchSize)
-            pendingSteps += settings.replayRatio * Double(rowCount) / Double(settings.batchSize)
+            pendingSteps += earnedSteps(rows: rowCount)
             if pendingSteps > settings.maximumPendingSteps {
                 skippedSteps &+= UInt64(min(pendingSteps - settings.maximumPendingSteps, 1e15))
                 pendingSteps = settings.maximumPendingSteps
@@ -610,6 +630,18 @@ public final class StreamPipeline: @unchecked Sendable {
 
     /// Counts a rejected message against this stream.
     public func countRejected() { lock.withLock { rejectedCount += 1 } }
+
+    /// Steps `rows` new rows earn: at `warmupReplayRatio` while the warm-up's steps are neither taken
+    /// nor owed, at `replayRatio` after (under the lock).
+    func earnedSteps(rows: Int) -> Double {
+        let b = Double(settings.batchSize), n = Double(rows)
+        let due = Double(settings.warmupSteps) - Double(exchangeVersion) - pendingSteps
+        guard settings.warmupReplayRatio != settings.replayRatio, due > 0, settings.warmupReplayRatio > 0 else {
+            return settings.replayRatio * n / b
+        }
+        let fast = min(n, due * b / settings.warmupReplayRatio)
+        return settings.warmupReplayRatio * fast / b + settings.replayRatio * (n - fast) / b
+    }
 
     // MARK: Training
 

@@ -145,7 +145,7 @@ public enum Wire {
         m.window = UInt32(batch.window)
         m.windowScales = batch.windowScales.map { UInt32($0) }
         m.beyondRange = s.beyondRange
-        m.period = s.fromPeriod ? UInt32(batch.period) : 0
+        m.period = UInt32(s.period)
         if let channel = s.discordChannel {
             m.discord = true
             m.discordChannel = UInt32(channel)

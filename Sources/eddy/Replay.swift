@@ -67,7 +67,7 @@ struct Replay: ParsableCommand {
                 let cause =
                     !s.alert ? ""
                     : s.beyondRange ? "beyond range at "
-                    : s.fromPeriod ? "unlike \(pipeline.period) values earlier; "
+                    : s.fromPeriod ? "unlike \(s.period) values earlier; "
                     : s.discordChannel.map { c in
                         "\(pipeline.sampleDimension > 1 ? "channel \(c)'s" : "the") last \(s.discordWindow) values unlike any of the last \(history); "
                     } ?? ""

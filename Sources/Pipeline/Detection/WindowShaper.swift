@@ -17,12 +17,16 @@ public struct WindowShaper: CheckpointSection, Sendable {
     public let historyLength: Int
     /// The last `historyLength` samples, oldest first, `channels` values each.
     public internal(set) var history: [Float]
+    /// Samples the history must hold before a sample has a row: `historyLength`, or with padding
+    /// `window` (the coarser scales read the oldest sample in place of the samples not yet seen).
+    public let firstRow: Int
 
-    public init(window: Int, scales: [Int], channels: Int = 1) {
+    public init(window: Int, scales: [Int], channels: Int = 1, padded: Bool = false) {
         self.window = window
         self.scales = scales
         self.channels = max(1, channels)
         historyLength = window * (scales.max() ?? 1)
+        firstRow = padded ? min(window * (scales.min() ?? 1), historyLength) : historyLength
         history = []
         history.reserveCapacity(historyLength * self.channels)
     }
@@ -38,7 +42,7 @@ public struct WindowShaper: CheckpointSection, Sendable {
         for i in 0..<count {
             if history.count == full { history.removeFirst(c) }
             history.append(contentsOf: UnsafeBufferPointer(start: values + i * c, count: c))
-            guard history.count == full else { continue }
+            guard history.count >= firstRow * c else { continue }
             Self.windowRow(history, window: window, scales: scales, channels: c, into: rows + rowCount * rowWidth)
             rowOf[i] = rowCount
             rowCount += 1
@@ -48,7 +52,7 @@ public struct WindowShaper: CheckpointSection, Sendable {
 
     /// The model input for the newest of `history`'s samples (`channels` values each): for each
     /// scale s and channel, `w` means of s values, position j ending (w − 1 − j)·s samples before the
-    /// newest.
+    /// newest. A position before the oldest sample reads the oldest sample.
     public static func windowRow(
         _ history: [Float], window w: Int, scales: [Int], channels c: Int = 1, into row: UnsafeMutablePointer<Float>
     ) {
@@ -59,7 +63,11 @@ public struct WindowShaper: CheckpointSection, Sendable {
                 for j in 0..<w {
                     let end = n - (w - 1 - j) * s
                     var sum: Float = 0
-                    for u in (end - s)..<end { sum += history[u * c + ch] }
+                    if end - s >= 0 {
+                        for u in (end - s)..<end { sum += history[u * c + ch] }
+                    } else {
+                        for u in (end - s)..<end { sum += history[max(u, 0) * c + ch] }
+                    }
                     row[column] = sum / Float(s)
                     column += 1
                 }
