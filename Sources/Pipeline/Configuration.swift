@@ -25,21 +25,23 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// Training steps (each model) per `batchSize` arriving samples.
     public var replayRatio = 8.0
     /// Steps per `batchSize` arriving samples until the autoencoder has taken `warmupSteps` (only the
-    /// warm-up's steps are earned at this rate; `replayRatio` after). Above `replayRatio` a stream is
-    /// scored sooner: 64 takes the 30 steps as soon as the buffer holds 64 samples, and a sensor
-    /// vector is scored from its 150th sample instead of its 340th. Not a default: it cost NAB's
-    /// short segments and the multivariate corpora event F1 (docs/anomaly-experiments.md).
-    public var warmupReplayRatio = 8.0
-    /// A windowed stream's rows start once the finest scale's window is full (16 values), the
-    /// coarser scales reading the oldest sample for what came before it, instead of once the coarsest
-    /// is (128). With `warmupReplayRatio` 64 a univariate stream is scored from its 150th value
+    /// warm-up's steps are earned at this rate; `replayRatio` after); 0: `replayRatio` throughout.
+    /// Above `replayRatio` a stream is scored sooner: 64 takes the 30 steps as soon as the buffer
+    /// holds 64 samples, and a sensor vector is scored from its 150th sample instead of its 340th.
+    /// Not a default: it cost NAB's short segments and the multivariate corpora event F1
+    /// (docs/anomaly-experiments.md).
+    public var warmupReplayRatio = 0.0
+    /// A windowed stream's rows start once the finest scale's window is full (`window × min(scales)`
+    /// values: 16), the coarser scales reading the oldest sample for what came before it, instead of
+    /// once the coarsest is (128). With `warmupReplayRatio` 64 a univariate stream is scored from its 150th value
     /// instead of its 467th. Not a default, for the same reason.
     public var windowPadding = false
     /// On a stream of several features (at most `discordChannels`, rows scored alone or in a window),
     /// the period check on each channel (`ChannelPeriodSignal`, enabled with `period` among the
     /// signals): each channel's last `univariateWindow` values against those one of its own periods
-    /// earlier. Opt-in: on the multivariate corpora it ranks better (AUC-PR of the published score
-    /// +0.02 to +0.04) but its event F1 wins some families and loses others.
+    /// earlier. Opt-in: on the long multivariate corpora it ranks better (AUC-PR of the published
+    /// score +0.03 to +0.06, about the same on short ones) but its event F1 wins some families and
+    /// loses others.
     public var channelPeriod = false
     /// Its alert strength is measured over the larger of a channel's recent peak and this, in
     /// standard units (the largest of several channels' surprises runs high, as the discord's does).
@@ -662,7 +664,7 @@ extension StreamConfiguration {
         if signals.contains(DiscordSignal.name) && channels <= discordChannels {
             bytes += MultiscaleDiscord.bytes(windows: discordWindows, history: discordHistory, channels: channels)
         }
-        if channelPeriod && signals.contains(PeriodSignal.name) && channels > 1 && channels <= discordChannels && period != .off {
+        if channelPeriod && !log && signals.contains(PeriodSignal.name) && channels > 1 && channels <= discordChannels && period != .off {
             bytes += ChannelPeriodSignal.bytes(channels: channels, span: univariateWindow, setting: period, holdOff: alertHoldOff)
         }
         if log { bytes += LogFront.bytes(templates: logTemplates) }

@@ -485,9 +485,14 @@ public final class StreamPipeline: @unchecked Sendable {
                 if v.alert && !v.certain {
                     let source = chain.signals[v.source]
                     if let period = source as? PeriodSignal { result.fromPeriod[i] = period.period }
-                    if let period = source as? ChannelPeriodSignal, period.lastChannel >= 0 {
-                        result.fromPeriod[i] = period.checks[period.lastChannel].period
-                        channelAlert = period.lastChannel
+                    if let period = source as? ChannelPeriodSignal {
+                        // The channel whose strength reached the threshold, or else (an alert on
+                        // evidence alone) the most surprising one.
+                        let c = period.strongest.strength >= settings.threshold ? period.strongest.channel : period.lastChannel
+                        if c >= 0 {
+                            result.fromPeriod[i] = period.checks[c].period
+                            channelAlert = c
+                        }
                     }
                     if let discord = source as? MultiscaleDiscord {
                         result.fromDiscord[i] = (discord.lastChannel, discord.window)
@@ -631,12 +636,14 @@ public final class StreamPipeline: @unchecked Sendable {
     /// Counts a rejected message against this stream.
     public func countRejected() { lock.withLock { rejectedCount += 1 } }
 
-    /// Steps `rows` new rows earn: at `warmupReplayRatio` while the warm-up's steps are neither taken
-    /// nor owed, at `replayRatio` after (under the lock).
+    /// Steps `rows` new rows earn: at `warmupReplayRatio` (when set) while the warm-up's steps are
+    /// neither taken nor owed, at `replayRatio` otherwise (under the lock). A step the trainer has
+    /// begun counts as owed until it is done, so at most one more is earned early.
     func earnedSteps(rows: Int) -> Double {
         let b = Double(settings.batchSize), n = Double(rows)
-        let due = Double(settings.warmupSteps) - Double(exchangeVersion) - pendingSteps
-        guard settings.warmupReplayRatio != settings.replayRatio, due > 0, settings.warmupReplayRatio > 0 else {
+        let due = min(
+            Double(settings.warmupSteps) - Double(exchangeVersion) - pendingSteps, settings.maximumPendingSteps - pendingSteps)
+        guard settings.warmupReplayRatio > 0, settings.warmupReplayRatio != settings.replayRatio, due > 0 else {
             return settings.replayRatio * n / b
         }
         let fast = min(n, due * b / settings.warmupReplayRatio)

@@ -14,7 +14,7 @@ struct Replay: ParsableCommand {
             with one other column is a \
             univariate stream, windowed with the configuration's univariate_window. Each row is scored \
             before the models learn from it, then the trainer takes every step the row earned \
-            (replay_ratio / batch_size per sample), so a run is deterministic. Scores are printed in \
+            (replay_ratio / batch_size per sample; warmup_replay_ratio for the warm-up's steps, if set), so a run is deterministic. Scores are printed in \
             [0, 1], one line per data row, in order, flushed line by line.
             """)
 

@@ -101,6 +101,14 @@ import Testing
         let alert = Wire.alert(odd[0], in: batches[Int(odd[0].sequence)])
         #expect(alert.period == 70 && alert.topFeatures.map(\.index) == [2])
 
+        // The section travels in the stream's checkpoint; a stream restored without the setting
+        // has no such signal.
+        let restored = try StreamPipeline.restore(p.serialized(), settings: p.settings)
+        #expect(restored.chain.signal(ChannelPeriodSignal.self)?.checks == signal.checks)
+        var without = p.settings
+        without.channelPeriod = false
+        #expect(try StreamPipeline.restore(p.serialized(), settings: without).chain.signal(ChannelPeriodSignal.self) == nil)
+
         let (q, offBatches) = run(false)
         let off = offBatches.map { $0.sample(0) }
         #expect(q.chain.signal(ChannelPeriodSignal.self) == nil && !off.contains { $0.fromPeriod })

@@ -28,9 +28,17 @@ import Testing
         settings.warmupReplayRatio = 64
         let sooner = firstScored(settings) { rows[$0] }
         #expect((usual.first ?? 0) >= 320, "\(String(describing: usual.first))")
-        #expect(sooner.first == settings.warmupSamples - 1 || sooner.first == settings.warmupSamples, "\(String(describing: sooner.first))")
-        let expected = 30 + Double(sooner.first! + 1 - 30) * 8 / 64
-        #expect(abs(Double(sooner.steps) - expected) <= 2, "\(sooner.steps) steps by sample \(sooner.first!), about \(expected) expected")
+        let first = try #require(sooner.first)
+        #expect(first == settings.warmupSamples - 1 || first == settings.warmupSamples, "\(first)")
+        let expected = 30 + Double(first + 1 - 30) * 8 / 64
+        #expect(abs(Double(sooner.steps) - expected) <= 2, "\(sooner.steps) steps by sample \(first), about \(expected) expected")
+        // Only the warm-up's steps come at that rate: a frozen stream (replay_ratio 0) takes exactly
+        // those, and none without the setting (its default follows replay_ratio).
+        var frozen = StreamConfiguration().resolved(dim: 3)
+        frozen.replayRatio = 0
+        #expect(firstScored(frozen) { rows[$0] } == (nil, 0))
+        frozen.warmupReplayRatio = 64
+        #expect(firstScored(frozen) { rows[$0] }.steps == 30)
         #expect(throws: ConfigurationError.self) {
             var bad = StreamConfiguration().resolved(dim: 3)
             bad.warmupReplayRatio = -1

@@ -17,6 +17,9 @@ public final class ChannelPeriodSignal: AnomalySignal, @unchecked Sendable {
     var logRatios: [Float?]
     /// The channel of the last reading's surprise (−1: none).
     public private(set) var lastChannel = -1
+    /// The channel of the last reading's strength, and that strength (each channel's strength is
+    /// measured over its own peak, so it need not be the most surprising channel).
+    public private(set) var strongest: (channel: Int, strength: Float) = (-1, 0)
     /// The strength is measured over the larger of a channel's recent peak and this (as the
     /// discord's: the largest of several channels' surprises is larger than one channel's).
     public let margin: Float
@@ -46,6 +49,7 @@ public final class ChannelPeriodSignal: AnomalySignal, @unchecked Sendable {
     public func read(_ o: inout Observation) -> Reading {
         var surprise = -Float.infinity, strength: Float = 0
         lastChannel = -1
+        strongest = (-1, 0)
         for c in checks.indices {
             let x = o.values[c]
             if x < low[c] { low[c] = x }
@@ -56,7 +60,9 @@ public final class ChannelPeriodSignal: AnomalySignal, @unchecked Sendable {
             let peak = max(checks[c].calibrator.recentPeak, margin)
             let s = checks[c].score(logRatio: ratio)
             if s.surprise > surprise { (surprise, lastChannel) = (s.surprise, c) }
-            strength = max(strength, Calibrator.score(surprise: s.surprise, peak: peak))
+            let channelStrength = Calibrator.score(surprise: s.surprise, peak: peak)
+            if channelStrength > strongest.strength { strongest = (c, channelStrength) }
+            strength = max(strength, channelStrength)
         }
         return Reading(surprise: surprise, strength: strength)
     }

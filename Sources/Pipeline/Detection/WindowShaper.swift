@@ -18,7 +18,8 @@ public struct WindowShaper: CheckpointSection, Sendable {
     /// The last `historyLength` samples, oldest first, `channels` values each.
     public internal(set) var history: [Float]
     /// Samples the history must hold before a sample has a row: `historyLength`, or with padding
-    /// `window` (the coarser scales read the oldest sample in place of the samples not yet seen).
+    /// `window × min(scales)` (the coarser scales read the oldest sample in place of the samples not
+    /// yet seen).
     public let firstRow: Int
 
     public init(window: Int, scales: [Int], channels: Int = 1, padded: Bool = false) {
