@@ -638,7 +638,7 @@ public final class StreamPipeline: @unchecked Sendable {
 
     /// Steps `rows` new rows earn: at `warmupReplayRatio` (when set) while the warm-up's steps are
     /// neither taken nor owed, at `replayRatio` otherwise (under the lock). A step the trainer has
-    /// begun counts as owed until it is done, so at most one more is earned early.
+    /// begun is neither owed nor counted as taken until it is done, so one more may be earned early.
     func earnedSteps(rows: Int) -> Double {
         let b = Double(settings.batchSize), n = Double(rows)
         let due = min(
