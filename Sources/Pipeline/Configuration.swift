@@ -298,9 +298,8 @@ public struct StreamConfiguration: Sendable, Equatable {
         if !(replayRatio >= 0 && replayRatio <= 1e6) || !(maximumPendingSteps >= 1 && maximumPendingSteps <= 1e9) {
             try fail("replay_ratio must be in [0, 1e6] and max_pending_steps in [1, 1e9]")
         }
-        if !(warmupReplayRatio >= 0 && warmupReplayRatio <= 1e6) || !(channelPeriodMargin >= 0 && channelPeriodMargin <= 100) {
-            try fail("warmup_replay_ratio must be in [0, 1e6] and channel_period_margin in 0...100")
-        }
+        if !(warmupReplayRatio >= 0 && warmupReplayRatio <= 1e6) { try fail("warmup_replay_ratio must be in [0, 1e6] (0: as replay_ratio)") }
+        if !(channelPeriodMargin >= 0 && channelPeriodMargin <= 100) { try fail("channel_period_margin must be in 0...100") }
         if warmupSamples < 0 || warmupSteps < 0 || rangeWarmup < 0 || logWarmupSamples < 0 || logWarmupSteps < 0 {
             try fail("warmup_samples, warmup_steps, range_warmup, log_warmup_samples and log_warmup_steps must not be negative")
         }

@@ -225,6 +225,14 @@ public struct PeriodCheck: Sendable, Equatable {
         return 0
     }
 
+    /// `saved` (a checkpoint's) in place of this check, fresh from the settings, while they still ask
+    /// for it: a detected period when this one detects, the same period when this one's is fixed,
+    /// and the same span; otherwise this check. The statistics take this one's horizon and hold-off.
+    public func adopting(_ saved: PeriodCheck) -> PeriodCheck {
+        guard saved.span == span, configured ? saved.period == period : !saved.configured else { return self }
+        return saved.reconfigured(horizon: calibrator.horizon, holdOff: calibrator.holdOff)
+    }
+
     /// The same check with its statistics under another horizon and hold-off.
     public func reconfigured(horizon: Int, holdOff: Int) -> PeriodCheck {
         var p = self

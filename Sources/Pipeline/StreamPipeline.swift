@@ -486,9 +486,7 @@ public final class StreamPipeline: @unchecked Sendable {
                     let source = chain.signals[v.source]
                     if let period = source as? PeriodSignal { result.fromPeriod[i] = period.period }
                     if let period = source as? ChannelPeriodSignal {
-                        // The channel whose strength reached the threshold, or else (an alert on
-                        // evidence alone) the most surprising one.
-                        let c = period.strongest.strength >= settings.threshold ? period.strongest.channel : period.lastChannel
+                        let c = period.alertChannel(threshold: settings.threshold)
                         if c >= 0 {
                             result.fromPeriod[i] = period.checks[c].period
                             channelAlert = c

@@ -43,6 +43,10 @@ public final class ChannelPeriodSignal: AnomalySignal, @unchecked Sendable {
         return channels * (4 * 2 * capacity + 16 * max(holdOff, 1) + 128)
     }
 
+    /// The channel an alert of the last reading comes from: the one whose strength reached
+    /// `threshold`, or else (an alert on evidence alone) the most surprising one; −1: none.
+    public func alertChannel(threshold: Float) -> Int { strongest.strength >= threshold ? strongest.channel : lastChannel }
+
     /// Each channel's period in values (0: none found, or not decided yet).
     public var periods: [Int] { checks.map(\.period) }
 
@@ -89,14 +93,6 @@ public final class ChannelPeriodSignal: AnomalySignal, @unchecked Sendable {
             let lo = try r.read(Float.self), hi = try r.read(Float.self)
             restored.append((lo, hi, try PeriodCheck.decode(&r, streamFormat: 5)))
         }
-        for c in 0..<n {
-            let fresh = checks[c]
-            let saved = restored[c].2
-            // As `PeriodSignal.adopt`: a saved check is taken while the settings still ask for it.
-            guard saved.span == fresh.span, saved.configured == fresh.configured, !fresh.configured || saved.period == fresh.period
-            else { continue }
-            checks[c] = saved.reconfigured(horizon: fresh.calibrator.horizon, holdOff: fresh.calibrator.holdOff)
-            (low[c], high[c]) = (restored[c].0, restored[c].1)
-        }
+        for c in 0..<n { (low[c], high[c], checks[c]) = (restored[c].0, restored[c].1, checks[c].adopting(restored[c].2)) }
     }
 }

@@ -37,16 +37,9 @@ public final class PeriodSignal: AnomalySignal, @unchecked Sendable {
         adopt(try PeriodCheck.decode(&r, streamFormat: 5))  // its layout since stream format 5
     }
 
-    /// Takes a saved check while the settings still ask for it: a detected period under `auto`, the
-    /// same period if fixed; otherwise this one (fresh from the settings) stays.
+    /// Takes a saved check while the settings still ask for it (`PeriodCheck.adopting`).
     func adopt(_ saved: PeriodCheck) {
-        switch setting {
-        case .off: return
-        case .fixed(let n) where n != saved.period: return
-        case .auto where saved.configured: return
-        default:
-            guard saved.span == check.span else { return }
-            check = saved.reconfigured(horizon: check.calibrator.horizon, holdOff: check.calibrator.holdOff)
-        }
+        guard setting != .off else { return }
+        check = check.adopting(saved)
     }
 }
