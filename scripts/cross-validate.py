@@ -4,7 +4,7 @@
 Usage:
   python scripts/cross-validate.py --corpus nab=../shared/data/nab --corpus gt=out/corpus/univariate-10 \\
       --candidate default= --candidate warm250="warmup_samples = 250" [--seeds 0,1,2] [--metric f1] \\
-      [--eddy .build/release/eddy] [--json out/cv.json]
+      [--eddy .build/release/eddy] [--json out/cv.json] [--reuse out/earlier-cv.json]
 
 Each candidate is a few lines of `[stream]` configuration (`key = value`, `;` between lines); the
 empty candidate is the embedded defaults. Every candidate runs on every corpus with every seed
@@ -71,15 +71,24 @@ def main():
     ap.add_argument("--metric", default="f1", choices=["f1", "auc_pr", "nab"])
     ap.add_argument("--eddy", default=".build/release/eddy")
     ap.add_argument("--json", help="also write every report here")
+    ap.add_argument("--reuse", action="append", default=[],
+                    help="a --json file of an earlier run: its reports of the same corpus, candidate and seed are taken, not run again")
     args = ap.parse_args()
     corpora = dict(c.split("=", 1) for c in args.corpus)
     candidates = dict(c.split("=", 1) for c in args.candidate)
     seeds = [int(s) for s in args.seeds.split(",")]
 
     reports = {}  # (corpus, candidate, seed) -> report
+    saved = {}
+    for path in args.reuse:
+        with open(path) as f:
+            saved.update(json.load(f)["reports"])
     for cname, cdir in corpora.items():
         for kname, ktext in candidates.items():
             for seed in seeds:
+                if f"{cname}/{kname}/{seed}" in saved:
+                    reports[(cname, kname, seed)] = saved[f"{cname}/{kname}/{seed}"]
+                    continue
                 print(f"  {cname} / {kname} / seed {seed}", file=sys.stderr, flush=True)
                 reports[(cname, kname, seed)] = run_eval(args.eddy, cdir, ktext, seed)
 

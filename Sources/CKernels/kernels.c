@@ -234,6 +234,68 @@ double eddy_discord_step(double *restrict qt, const double *restrict x, const do
     return best;
 }
 
+EDDY_KERNEL
+void eddy_covariance_update(double *restrict c, const double *restrict e, ptrdiff_t d, double w) {
+    const double keep = 1 - w;
+    for (ptrdiff_t i = 0; i < d; i++) {
+        const double ei = w * e[i];
+        double *restrict row = c + i * d;
+        for (ptrdiff_t j = 0; j < d; j++) row[j] = keep * (row[j] + ei * e[j]);
+    }
+}
+
+EDDY_KERNEL
+int eddy_cholesky(const double *restrict a, double *restrict l, ptrdiff_t d) {
+    for (ptrdiff_t j = 0; j < d; j++) {
+        const double *restrict lj = l + j * d;
+        double pivot = a[j * d + j];
+#pragma omp simd reduction(- : pivot)
+        for (ptrdiff_t k = 0; k < j; k++) pivot -= lj[k] * lj[k];
+        if (!(pivot > 0) || !isfinite(pivot)) return -1;
+        const double ljj = sqrt(pivot);
+        l[j * d + j] = ljj;
+        for (ptrdiff_t k = j + 1; k < d; k++) l[j * d + k] = 0;
+        for (ptrdiff_t i = j + 1; i < d; i++) {
+            const double *restrict li = l + i * d;
+            double v = a[i * d + j];
+#pragma omp simd reduction(- : v)
+            for (ptrdiff_t k = 0; k < j; k++) v -= li[k] * lj[k];
+            l[i * d + j] = v / ljj;
+        }
+    }
+    return 0;
+}
+
+EDDY_KERNEL
+double eddy_forward_norm(const double *restrict l, const double *restrict e, double *restrict z, ptrdiff_t d) {
+    double total = 0;
+    for (ptrdiff_t i = 0; i < d; i++) {
+        const double *restrict li = l + i * d;
+        double v = e[i];
+#pragma omp simd reduction(- : v)
+        for (ptrdiff_t k = 0; k < i; k++) v -= li[k] * z[k];
+        z[i] = v / li[i];
+        total += z[i] * z[i];
+    }
+    return total;
+}
+
+ptrdiff_t eddy_back_shares(const double *restrict l, const double *restrict z, const double *restrict e,
+                           double *restrict y, ptrdiff_t d) {
+    // y = l⁻ᵀ z, so that y = a⁻¹ e; then the largest e_i y_i.
+    for (ptrdiff_t i = d - 1; i >= 0; i--) {
+        double v = z[i];
+        for (ptrdiff_t k = i + 1; k < d; k++) v -= l[k * d + i] * y[k];
+        y[i] = v / l[i * d + i];
+    }
+    double best = 0;
+    ptrdiff_t at = -1;
+    for (ptrdiff_t i = 0; i < d; i++) {
+        if (e[i] * y[i] > best) { best = e[i] * y[i]; at = i; }
+    }
+    return at;
+}
+
 static inline bool is_blank(uint8_t c) { return c == ' ' || c == '\t' || c == '\r'; }
 
 ptrdiff_t eddy_tokenize(const uint8_t *line, ptrdiff_t n, ptrdiff_t *starts, ptrdiff_t *ends, _Bool *digits,

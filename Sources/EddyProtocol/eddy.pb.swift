@@ -571,7 +571,9 @@ public nonisolated struct Eddy_V1_Alert: @unchecked Sendable {
 
   /// A log stream's alert: the signal that raised it (`template`, `parameter`, `burst`, `silence`
   /// or `reconstruction`), why in words (for example `new template "..."`), the template the line
-  /// joined, its id, and the line itself (empty for a sample stream).
+  /// joined, its id, and the line itself (empty for a sample stream). A sample stream's alert from
+  /// the correlation signal has signal `correlation` and the reason `feature N moved apart from the
+  /// others` (top_features then names feature N alone, share 1); other sample alerts leave both empty.
   public var signal: String {
     get {_storage._signal}
     set {_uniqueStorage()._signal = newValue}

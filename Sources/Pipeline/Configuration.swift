@@ -138,6 +138,9 @@ public struct StreamConfiguration: Sendable, Equatable {
     public var discordWindows = [32, 64]
     public var discordHistory = 1024
     public var discordChannels = 8
+    /// The correlation signal (`CorrelationSignal`) reads streams of 2 to this many features (it costs
+    /// O(features²) a sample: about 0.1 µs at 8 features, 1.3 µs at 32).
+    public var correlationChannels = 8
     /// A discord alerts only when its surprise passes the larger of its recent peak and this margin
     /// (standard units) by enough for the threshold.
     public var discordMargin: Float = 4
@@ -328,6 +331,9 @@ public struct StreamConfiguration: Sendable, Equatable {
         }
         if !(discordMargin >= 0 && discordMargin <= 100) { try fail("discord_margin must be in 0...100") }
         if discordChannels < 0 || discordChannels > 1 << 14 { try fail("discord_channels must be in 0...16384") }
+        if correlationChannels < 0 || correlationChannels > CorrelationSignal.maxChannels {
+            try fail("correlation_channels must be in 0...\(CorrelationSignal.maxChannels)")
+        }
         if Set(signals).count != signals.count { try fail("signals: a signal is named twice") }
         if signals.isEmpty { try fail("signals: name at least one (a stream without signals never scores)") }
         if window > 0 && dim > 1 && inputDimension > 1 << 14 {
@@ -665,6 +671,9 @@ extension StreamConfiguration {
         }
         if channelPeriod && !log && signals.contains(PeriodSignal.name) && channels > 1 && channels <= discordChannels && period != .off {
             bytes += ChannelPeriodSignal.bytes(channels: channels, span: univariateWindow, setting: period, holdOff: alertHoldOff)
+        }
+        if !log && signals.contains(CorrelationSignal.name) && channels > 1 && channels <= correlationChannels {
+            bytes += CorrelationSignal.bytes(dimension: channels, holdOff: alertHoldOff)
         }
         if log { bytes += LogFront.bytes(templates: logTemplates) }
         if publishRepresentations {

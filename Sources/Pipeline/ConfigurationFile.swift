@@ -162,6 +162,7 @@ public enum ConfigurationFile {
         case "discord_window": s.discordWindows = try ints(v)
         case "discord_history": s.discordHistory = try int(v)
         case "discord_channels": s.discordChannels = try int(v)
+        case "correlation_channels": s.correlationChannels = try int(v)
         case "discord_margin": s.discordMargin = try float(v)
         case "transform":
             guard let t = InputTransform(rawValue: v) else { throw ValueError(why: "\"\(v)\" is neither none nor log") }

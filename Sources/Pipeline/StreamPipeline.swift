@@ -26,13 +26,17 @@ public struct SampleScore: Sendable, Equatable {
     public var discordChannel: Int? = nil
     /// And the window (in values) it compared.
     public var discordWindow = 0
+    /// The alert comes from the correlation signal: the feature that moved apart from the others
+    /// (nil: it does not). The alert's `topFeatures` name it alone.
+    public var correlationChannel: Int? = nil
     public var timestamp: Int64
     /// For alerts: (feature or time step, share of the squared error), largest first.
     public var topFeatures: [(index: Int, share: Float)]
 
     public static func == (a: SampleScore, b: SampleScore) -> Bool {
         a.sequence == b.sequence && a.error == b.error && a.score == b.score && a.alertScore == b.alertScore && a.alert == b.alert
-            && a.warmingUp == b.warmingUp && a.beyondRange == b.beyondRange && a.period == b.period && a.discordChannel == b.discordChannel && a.discordWindow == b.discordWindow && a.timestamp == b.timestamp
+            && a.warmingUp == b.warmingUp && a.beyondRange == b.beyondRange && a.period == b.period && a.discordChannel == b.discordChannel && a.discordWindow == b.discordWindow
+            && a.correlationChannel == b.correlationChannel && a.timestamp == b.timestamp
             && a.topFeatures.map(\.index) == b.topFeatures.map(\.index)
     }
 }
@@ -58,6 +62,9 @@ public struct ScoredBatch: Sendable {
     public var period = 0
     /// Alerts (by index in the batch) that come from the discord signal: the channel and the window.
     public var fromDiscord: [Int: (channel: Int, window: Int)] = [:]
+    /// Alerts (by index in the batch) that come from the correlation signal: the feature that moved
+    /// apart from the others.
+    public var fromCorrelation: [Int: Int] = [:]
     /// The producer's timestamps, or empty.
     public var timestamps: [Int64]
     /// For each alerting sample (by index in the batch): the largest shares of its squared error.
@@ -93,7 +100,8 @@ public struct ScoredBatch: Sendable {
         SampleScore(
             sequence: firstSequence &+ UInt64(i), error: errors[i], score: scores[i], alertScore: alertScores[i], alert: alerts[i],
             warmingUp: warmingUp[i], beyondRange: beyondRange.contains(i), period: fromPeriod[i] ?? 0,
-            discordChannel: fromDiscord[i]?.channel, discordWindow: fromDiscord[i]?.window ?? 0, timestamp: timestamps.isEmpty ? 0 : timestamps[i],
+            discordChannel: fromDiscord[i]?.channel, discordWindow: fromDiscord[i]?.window ?? 0,
+            correlationChannel: fromCorrelation[i], timestamp: timestamps.isEmpty ? 0 : timestamps[i],
             topFeatures: topFeatures[i] ?? [])
     }
 
@@ -364,6 +372,10 @@ public final class StreamPipeline: @unchecked Sendable {
                     windows: settings.discordWindows, history: settings.discordHistory, channels: sampleDimension,
                     margin: settings.discordMargin, horizon: settings.calibrationHorizon, holdOff: settings.alertHoldOff))
         }
+        if on.contains(CorrelationSignal.name) && sampleDimension > 1 && sampleDimension <= settings.correlationChannels {
+            signals.append(
+                CorrelationSignal(dimension: sampleDimension, horizon: settings.calibrationHorizon, holdOff: settings.alertHoldOff))
+        }
         return DetectionChain(
             signals: signals, policy: settings.alertPolicy,
             rangeCorroboration: sampleDimension > 1 && signals.count > 1 ? settings.rangeCorroboration : 0)
@@ -491,6 +503,10 @@ public final class StreamPipeline: @unchecked Sendable {
                             result.fromPeriod[i] = period.checks[c].period
                             channelAlert = c
                         }
+                    }
+                    if let correlation = source as? CorrelationSignal {
+                        channelAlert = correlation.lastChannel
+                        result.fromCorrelation[i] = correlation.lastChannel
                     }
                     if let discord = source as? MultiscaleDiscord {
                         result.fromDiscord[i] = (discord.lastChannel, discord.window)

@@ -151,6 +151,10 @@ public enum Wire {
             m.discordChannel = UInt32(channel)
             m.discordWindow = UInt32(s.discordWindow)
         }
+        if let channel = s.correlationChannel {
+            m.signal = CorrelationSignal.name
+            m.reason = "feature \(channel) moved apart from the others"
+        }
         return m
     }
 

@@ -68,7 +68,8 @@ struct Replay: ParsableCommand {
                     !s.alert ? ""
                     : s.beyondRange ? "beyond range at "
                     : s.fromPeriod ? "unlike \(s.period) values earlier; "
-                    : s.discordChannel.map { c in
+                    : s.correlationChannel.map { "feature \($0) moved apart from the others; " }
+                    ?? s.discordChannel.map { c in
                         "\(pipeline.sampleDimension > 1 ? "channel \(c)'s" : "the") last \(s.discordWindow) values unlike any of the last \(history); "
                     } ?? ""
                 print("\(s.sequence),\(s.error),\(s.score),\(s.alertScore),\(s.alert ? 1 : 0),\(s.warmingUp ? 1 : 0),\(cause)\(why)")

@@ -67,7 +67,7 @@ struct Watch: ParsableCommand {
             return "score    \(m.stream) seq \(m.firstSequence)+\(m.count) "
                 + "max \(fmt(m.scores.max() ?? 0)) alerts \(alerts) model v\(m.modelVersion)"
                 + (m.warmingUp.contains(true) ? " (warming up)" : "")
-        case let m as Eddy_V1_Alert where !m.reason.isEmpty:
+        case let m as Eddy_V1_Alert where !m.template.isEmpty:
             return "ALERT    \(m.stream) line \(m.score.sequence) score \(fmt(m.score.score)) [\(m.signal)] \(m.reason)\n"
                 + "         template \(m.templateID): \(m.template)\n         line: \(m.line)"
         case let m as Eddy_V1_Alert:
@@ -79,6 +79,7 @@ struct Watch: ParsableCommand {
                     ? "beyond range at \(features)"
                     : (m.period > 0 ? "unlike \(m.period) values earlier; " : "")
                         + (m.discord ? "channel \(m.discordChannel)'s last \(m.discordWindow) values unlike any before; " : "")
+                        + (m.reason.isEmpty ? "" : "\(m.reason); ")
                         + "from \(features)")
         case let m as Eddy_V1_ModelSnapshot:
             let kind = m.kind == .moco ? "moco" : "autoencoder"

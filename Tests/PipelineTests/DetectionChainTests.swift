@@ -11,8 +11,12 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
     let script: [(surprise: Float, strength: Float, certain: Bool)]
     var position = 0
     var learned: [Bool] = []
+    let corroborates: Bool
 
-    init(script: [(surprise: Float, strength: Float, certain: Bool)]) { self.script = script }
+    init(script: [(surprise: Float, strength: Float, certain: Bool)], corroborates: Bool = true) {
+        self.script = script
+        self.corroborates = corroborates
+    }
 
     func read(_ o: inout Observation) -> Reading {
         let s = script[position % script.count]
@@ -199,13 +203,16 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
     /// With `rangeCorroboration`, a value beyond the range is certain only when another signal's
     /// surprise at that sample reaches it: an excursion the model expects (surprise 1) is a reading
     /// like any other (scored by the other signals, no alert), one that surprises it (2 or more)
-    /// scores 1 and alerts, as every excursion does without the setting. A stream of several features gets
-    /// the setting, a univariate one and one whose chain has no other signal do not.
+    /// scores 1 and alerts, as every excursion does without the setting. A signal that does not
+    /// corroborate (the correlation signal: its distance grows with the excursion itself) leaves it
+    /// a reading whatever its surprise. A stream of several features gets the setting, a univariate
+    /// one and one whose chain has no other signal do not.
     @Test func anExcursionNeedsAnotherSignalsSurpriseWhenAsked() throws {
-        func excursion(corroboration: Float, surprise: Float) throws -> DetectionChain.Verdict {
+        func excursion(corroboration: Float, surprise: Float, corroborates: Bool = true) throws -> DetectionChain.Verdict {
             let range = RangeSignal(dimension: 2, margin: 0.05, refresh: 100, warmup: 50, window: 0)
             let calm: (surprise: Float, strength: Float, certain: Bool) = (0.5, 0.3, false)
-            let other = ScriptedSignal(script: Array(repeating: calm, count: 50) + [(surprise, 0.5, false)])
+            let other = ScriptedSignal(
+                script: Array(repeating: calm, count: 50) + [(surprise, 0.5, false)], corroborates: corroborates)
             var chain = DetectionChain(
                 signals: [range, other], policy: AlertPolicy(threshold: 0.9, repeatWindow: 0), rangeCorroboration: corroboration)
             var r = RandomSource(seed: 4)
@@ -230,6 +237,9 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
         let surprising = try excursion(corroboration: 2, surprise: 2.5)
         #expect(surprising.certain && surprising.score == 1 && surprising.alert && surprising.source == 0)
         #expect(try excursion(corroboration: 2, surprise: 2).certain, "reaching the setting is enough")
+        let uncorroborated = try excursion(corroboration: 2, surprise: 9, corroborates: false)
+        #expect(!uncorroborated.certain && !uncorroborated.alert && uncorroborated.score > 0.999)
+        #expect(!CorrelationSignal(dimension: 2, horizon: 100, holdOff: 0).corroborates)
 
         #expect(StreamConfiguration().rangeCorroboration == 2)
         let settings = StreamConfiguration()

@@ -147,12 +147,17 @@ import Testing
 @Suite struct RankingScoreTests {
     /// An incident that lasts alerts once (the alert policy) while its published score stays high
     /// for as long as it lasts (the evidence), and normal samples around it score lower than all of it.
-    @Test func aLastingIncidentKeepsAHighScoreAndAlertsOnce() {
+    /// With the correlation signal (a default), which waits `CorrelationSignal.sustain` rows before
+    /// it speaks, the same incident alerts once more, from it, naming a feature: its
+    /// strength then stands above the first alert's (the repeat cap lets a sharper reading through).
+    @Test(arguments: [false, true])
+    func aLastingIncidentKeepsAHighScoreAndAlertsOnce(correlation: Bool) {
         var settings = StreamConfiguration().resolved(dim: 4)
         settings.warmupSamples = 0
         settings.rangeWarmup = 0
         settings.warmupSteps = 5
         settings.rangeMargin = -1
+        if !correlation { settings.signals.removeAll { $0 == CorrelationSignal.name } }
         var run = OfflineRun(name: "lasting", settings: settings)
         var r = RandomSource(seed: 3)
         func feed(_ v: [Float]) -> SampleScore { v.withUnsafeBufferPointer { run.next($0.baseAddress!) } }
@@ -161,9 +166,13 @@ import Testing
         for _ in 0..<3000 { _ = feed(normal()) }
         let before = (0..<200).map { _ in feed(normal()) }
         let incident = (0..<30).map { _ in feed([1.5, -1.5, 1.5, -1.5].map { $0 + 0.05 * r.normal() }) }
-        #expect(incident[0].alert)
-        #expect(incident.dropFirst().allSatisfy { !$0.alert }, "one alert per incident")
-        #expect(incident.dropFirst().allSatisfy { $0.alertScore < settings.threshold })
+        #expect(incident[0].alert && incident[0].correlationChannel == nil)
+        let again = correlation ? CorrelationSignal.sustain - 1 : -1
+        let later = incident.indices.dropFirst().filter { incident[$0].alert }
+        #expect(later == (correlation ? [again] : []), "one alert per incident (and the correlation's)")
+        // Two features went up and two down: any of them broke away (CorrelationSignalTests checks the naming).
+        if correlation { #expect(incident[again].correlationChannel != nil) }
+        #expect(incident.indices.dropFirst().allSatisfy { $0 == again || incident[$0].alertScore < settings.threshold })
         let lowestDuring = incident.map(\.score).min()!, highestBefore = before.map(\.score).max()!
         #expect(lowestDuring > 0.99, "the evidence lasts as long as the incident")
         #expect(lowestDuring > highestBefore, "and ranks above the normal samples")
@@ -376,8 +385,9 @@ import Testing
     /// waits for a warm-up's worth of samples before trusting it; format 4 keeps the count (and
     /// its rule compares with the whole range, as it has no reference of its own).
     @Test func anOlderCheckpointsRangeWaitsForAWarmUp() throws {
-        // Formats before 6 had no discord signal: a stream without it restores to the same stream.
-        let (p, _) = Self.ready(dim: 3, signals: DetectionChain.knownSignals.filter { $0 != DiscordSignal.name })
+        // Formats before 6 had no discord or correlation signal: a stream without them restores to the same stream.
+        let (p, _) = Self.ready(
+            dim: 3, signals: DetectionChain.knownSignals.filter { $0 != DiscordSignal.name && $0 != CorrelationSignal.name })
         var settings = p.settings
         settings.rangeWarmup = 100
         let current = p.serialized()

@@ -73,6 +73,16 @@ double eddy_discord_step(double *qt, const double *x, const double *energy, cons
                          ptrdiff_t lo, ptrdiff_t hi, double newest, double leaving, double window_energy, double wm,
                          int slide);
 
+// The correlation signal (CorrelationSignal), on d × d row-major matrices. eddy_covariance_update:
+// c = (1 - w)(c + w e eᵀ). eddy_cholesky: the lower triangular l with a = l lᵀ (its upper part set
+// to 0), or -1 if a pivot is not positive. eddy_forward_norm: z = l⁻¹ e, and returns |z|² = eᵀ a⁻¹ e.
+// eddy_back_shares: y = l⁻ᵀ z (= a⁻¹ e), and returns the i of the largest share e_i y_i of that sum
+// (-1 when none is positive).
+void eddy_covariance_update(double *c, const double *e, ptrdiff_t d, double w);
+int eddy_cholesky(const double *a, double *l, ptrdiff_t d);
+double eddy_forward_norm(const double *l, const double *e, double *z, ptrdiff_t d);
+ptrdiff_t eddy_back_shares(const double *l, const double *z, const double *e, double *y, ptrdiff_t d);
+
 /// A log line split at spaces, tabs and carriage returns: token i is line[starts[i] ..< ends[i]],
 /// digits[i] whether it holds an ASCII digit. At most max_tokens (at least 1) tokens; the last holds
 /// the rest of the line, blanks inside it included, without the blanks it ends with. Returns the

@@ -133,8 +133,8 @@ public struct DetectionChain: Sendable {
     /// The signals a chain can have, in the order they run (the range first: it measures the range
     /// the period check scales by).
     public static let knownSignals = [
-        RangeSignal.name, ReconstructionSignal.name, PeriodSignal.name, DiscordSignal.name, TemplateSignal.name,
-        ParameterSignal.name, BurstSignal.name, SilenceSignal.name,
+        RangeSignal.name, ReconstructionSignal.name, PeriodSignal.name, DiscordSignal.name, CorrelationSignal.name,
+        TemplateSignal.name, ParameterSignal.name, BurstSignal.name, SilenceSignal.name,
     ]
 
     public let signals: [any AnomalySignal]
@@ -189,6 +189,7 @@ public struct DetectionChain: Sendable {
     /// accepted, model steps).
     public mutating func judge(_ o: inout Observation, warming: Bool) -> Verdict? {
         var surprise = -Float.infinity, strength: Float = 0, source = -1, certain = -1, event = -1, surprising = -1
+        var corroboration = -Float.infinity
         var signalWarming = false
         for k in signals.indices {
             // The chain holds its signals for its whole life: no retain per call.
@@ -197,6 +198,7 @@ public struct DetectionChain: Sendable {
             if r.certain && certain < 0 { certain = k }
             if r.event && event < 0 { event = k }
             if r.warming { signalWarming = true }
+            if s.corroborates && r.surprise > corroboration { corroboration = r.surprise }
             if source < 0 {
                 (surprise, strength, source, surprising) = (r.surprise, r.strength, k, k)
                 continue
@@ -206,8 +208,9 @@ public struct DetectionChain: Sendable {
         }
         guard o.scored else { return nil }
         // An uncorroborated excursion is one more reading, not a certainty (the range signal has no
-        // surprise of its own: `surprise` is the others').
-        if certain >= 0 && rangeCorroboration > 0 && surprise < rangeCorroboration && signals[certain] is RangeSignal {
+        // surprise of its own: the corroboration is the others', those whose evidence is more than
+        // a value's distance from the usual).
+        if certain >= 0 && rangeCorroboration > 0 && corroboration < rangeCorroboration && signals[certain] is RangeSignal {
             certain = -1
         }
         let warmingUp = warming || signalWarming

@@ -78,6 +78,9 @@ public protocol AnomalySignal: AnyObject, CheckpointSection, Sendable {
     var explanation: [(index: Int, share: Float)] { get }
     /// A log signal's reason for its last reading, for an alert it decided (nil: none).
     var finding: LogFinding? { get }
+    /// Whether this signal's surprise is evidence apart from a value's distance beyond the range,
+    /// so that it can corroborate a range excursion (`range_corroboration`).
+    var corroborates: Bool { get }
 }
 
 extension AnomalySignal {
@@ -86,6 +89,7 @@ extension AnomalySignal {
     public var warming: Bool { false }
     public var explanation: [(index: Int, share: Float)] { [] }
     public var finding: LogFinding? { nil }
+    public var corroborates: Bool { true }
 }
 
 /// The autoencoder's reconstruction error, calibrated: the surprise of `ln error` under a running
