@@ -504,7 +504,7 @@ public final class StreamPipeline: @unchecked Sendable {
                             channelAlert = c
                         }
                     }
-                    if let correlation = source as? CorrelationSignal {
+                    if let correlation = source as? CorrelationSignal, correlation.lastChannel >= 0 {
                         channelAlert = correlation.lastChannel
                         result.fromCorrelation[i] = correlation.lastChannel
                     }

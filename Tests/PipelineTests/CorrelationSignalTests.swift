@@ -20,7 +20,46 @@ import Testing
     }
 
     static func feed(_ s: CorrelationSignal, _ row: [Float], anomalous: Bool = false) -> Reading {
-        DiscordSignalTests.feed(s, row)
+        var row = row
+        return row.withUnsafeMutableBufferPointer { b in
+            var o = Observation(values: UnsafePointer(b.baseAddress!), dimension: b.count, logError: 0, modelReady: true)
+            let r = s.read(&o)
+            s.learn(o, anomalous: anomalous)
+            return r
+        }
+    }
+
+    /// The median and the median absolute deviation walked out from the median equal the ones
+    /// worked out by sorting, for every length from 1 to 12 (odd and even) and for ties.
+    @Test func theRobustScaleIsTheMedianAbsoluteDeviation() {
+        func median(_ a: [Float]) -> Float {
+            let s = a.sorted(), n = s.count
+            return n % 2 == 1 ? s[n / 2] : 0.5 * (s[n / 2 - 1] + s[n / 2])
+        }
+        var r = RandomSource(seed: 8)
+        for n in 1...12 {
+            for draw in 0..<20 {
+                let a = (0..<n).map { _ in draw % 4 == 0 ? Float(Int(r.uniform() * 3)) : r.normal() }.sorted()
+                let (m, deviation) = CorrelationSignal.medianAndDeviation(a)
+                #expect(m == median(a))
+                #expect(abs(deviation - median(a.map { abs($0 - m) })) < 1e-6, "n \(n): \(a)")
+            }
+        }
+    }
+
+    /// Rows the policy found anomalous teach the signal nothing (neither the covariance nor the
+    /// readings); past 1,000 readings the window keeps the newest 1,000, in order in `sorted`.
+    @Test func anomalousRowsAreNotLearnedAndTheWindowSlides() {
+        let s = CorrelationSignal(dimension: 3, horizon: 5000, holdOff: 0)
+        let rows = Self.modes(1300)
+        for t in 0..<200 { _ = Self.feed(s, rows[t]) }
+        let (count, mean, readings) = (s.count, s.mean, s.readings)
+        for t in 200..<220 { _ = Self.feed(s, rows[t], anomalous: true) }
+        #expect(s.count == count && s.mean == mean && s.readings == readings)
+        for t in 220..<1300 { _ = Self.feed(s, rows[t]) }
+        #expect(s.readings.count == CorrelationSignal.calibrationWindow)
+        #expect(s.sorted == s.readings.sorted())
+        #expect(s.count == 200 + 1080)
     }
 
     /// The inverse of a small matrix by Gauss-Jordan elimination with partial pivoting, worked out
@@ -111,25 +150,40 @@ import Testing
         #expect(channel == 1)
     }
 
-    /// A signal restored from a checkpoint (between refreshes, with readings and peaks) reads the
-    /// rest of the stream exactly as the original; a section of another width is refused.
+    /// A signal restored from a checkpoint (before its first factor, between refreshes, with readings
+    /// and peaks) reads the rest of the stream exactly as the original; a section of another width,
+    /// or with a scale or reading that is not a finite number, is refused.
     @Test func aRestoredSignalReadsOnAsTheOriginal() throws {
         let rows = Self.modes(1400, breakAt: 1250)
-        for cut in [20, 517] {
+        for cut in [20, 150, 517] {
             let original = CorrelationSignal(dimension: 3, horizon: 300, holdOff: 100)
             for t in 0..<cut { _ = Self.feed(original, rows[t]) }
             var w = StateWriter()
             original.encode(&w)
+            let scaleThen = original.scale
             let restored = CorrelationSignal(dimension: 3, horizon: 300, holdOff: 100)
             var r = StateReader(w.bytes)
             try restored.decode(&r, version: CorrelationSignal.stateVersion)
             for t in cut..<1400 {
                 let a = Self.feed(original, rows[t]), b = Self.feed(restored, rows[t])
                 #expect(a.surprise == b.surprise && a.strength == b.strength, "row \(t) after a cut at \(cut)")
+                #expect(original.lastChannel == restored.lastChannel)
             }
             var other = StateReader(w.bytes)
             #expect(throws: (any Error).self) {
                 try CorrelationSignal(dimension: 4, horizon: 300, holdOff: 100).decode(&other, version: 1)
+            }
+            // The scale follows the counts, the flag, the moments and the factor (if any) and the centre.
+            let hasFactor = cut >= CorrelationSignal.minimumRows
+            let scaleAt = 4 + 8 + 4 + 8 * (3 + 9) + 1 + (hasFactor ? 8 * 9 : 0) + 4
+            #expect(Array(w.bytes[scaleAt..<(scaleAt + 4)]) == withUnsafeBytes(of: scaleThen.bitPattern.littleEndian, Array.init))
+            for bad in [Float.nan, 0, -1] {
+                var bytes = w.bytes
+                withUnsafeBytes(of: bad.bitPattern.littleEndian) { for k in 0..<4 { bytes[scaleAt + k] = $0[k] } }
+                var tampered = StateReader(bytes)
+                #expect(throws: (any Error).self, "scale \(bad)") {
+                    try CorrelationSignal(dimension: 3, horizon: 300, holdOff: 100).decode(&tampered, version: 1)
+                }
             }
         }
     }

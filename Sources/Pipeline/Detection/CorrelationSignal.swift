@@ -64,8 +64,9 @@ public final class CorrelationSignal: AnomalySignal, @unchecked Sendable {
     var lasting: RecentMaximum
     /// The last reading's `ln distance` (nil: none), between `read` and `learn`.
     var lastLog: Float?
-    /// The feature that contributed most to the last reading's distance.
-    public private(set) var lastChannel = 0
+    /// The feature that contributed most to the last reading's distance, for a reading of at least
+    /// 1 standard unit (−1: none).
+    public private(set) var lastChannel = -1
     /// The row less the mean, `L⁻¹` times it, and `S⁻¹` times it (scratch).
     var residual: [Double], solved: [Double], shares: [Double]
     /// `readings` in ascending order.
@@ -84,8 +85,12 @@ public final class CorrelationSignal: AnomalySignal, @unchecked Sendable {
         lasting = RecentMaximum(span: Self.sustain)
     }
 
-    /// Bytes the signal holds.
-    public static func bytes(dimension d: Int, holdOff: Int) -> Int { 8 * (4 * d + 2 * d * d) + 4 * calibrationWindow + 16 * holdOff }
+    /// Bytes the signal holds: the mean and scratch, the covariance and its factor (and their copies
+    /// while a refresh works), the readings twice (in order of arrival and sorted), the remembered
+    /// surprises.
+    public static func bytes(dimension d: Int, holdOff: Int) -> Int {
+        8 * (4 * d + 4 * d * d) + 2 * 4 * calibrationWindow + 20 * (holdOff + sustain)
+    }
 
     public var warming: Bool { false }
     /// A value beyond its range is far from the mean too, so its distance grows with the
@@ -108,8 +113,8 @@ public final class CorrelationSignal: AnomalySignal, @unchecked Sendable {
         let peak = max(recent.maximum ?? 0, margin)
         recent.push(z)
         // Which feature: only for a reading that could alert (the back substitution is as dear as
-        // the distance).
-        if z > margin { lastChannel = max(0, eddy_back_shares(factor, solved, residual, &shares, d)) }
+        // the distance): at least 1 standard unit, the least `alert_evidence` allows; −1 otherwise.
+        lastChannel = z >= 1 ? eddy_back_shares(factor, solved, residual, &shares, d) : -1
         return Reading(surprise: z, strength: Calibrator.score(surprise: z, peak: peak))
     }
 
@@ -123,7 +128,11 @@ public final class CorrelationSignal: AnomalySignal, @unchecked Sendable {
             mean[i] += w * residual[i]
         }
         eddy_covariance_update(&covariance, residual, d, w)
-        if let x = lastLog { keep(x) }
+        if let x = lastLog {
+            keep(x)
+            // The first readings are judged on a scale made of all the readings they wait for.
+            if readings.count == Self.minimumCalibration { refreshScale() }
+        }
         sinceRefresh += 1
         if count >= Self.minimumRows && (factor.isEmpty || sinceRefresh >= max(Self.refresh, d)) { refreshModel() }
     }
@@ -133,7 +142,8 @@ public final class CorrelationSignal: AnomalySignal, @unchecked Sendable {
         if readings.count < Self.calibrationWindow {
             readings.append(x)
         } else {
-            sorted.remove(at: Self.lowerBound(of: readings[start], in: sorted))
+            let leaving = Self.lowerBound(of: readings[start], in: sorted)
+            if leaving < sorted.count { sorted.remove(at: leaving) }
             readings[start] = x
             start = (start + 1) % Self.calibrationWindow
         }
@@ -170,7 +180,8 @@ public final class CorrelationSignal: AnomalySignal, @unchecked Sendable {
         return (m, deviation)
     }
 
-    /// The shrunk covariance's factor and the readings' robust centre and scale, afresh.
+    /// The shrunk covariance's factor and the readings' robust centre and scale, afresh (the scale
+    /// also once the readings first number `minimumCalibration`).
     func refreshModel() {
         sinceRefresh = 0
         let d = dimension
@@ -184,11 +195,14 @@ public final class CorrelationSignal: AnomalySignal, @unchecked Sendable {
             ridge *= 10
             if !ridge.isFinite || ridge > 1e300 { factor = []; break }
         }
-        if !sorted.isEmpty {
-            let (m, deviation) = Self.medianAndDeviation(sorted)
-            centre = m
-            scale = max(1.4826 * deviation, Self.minimumDeviation)
-        }
+        refreshScale()
+    }
+
+    func refreshScale() {
+        guard !sorted.isEmpty else { return }
+        let (m, deviation) = Self.medianAndDeviation(sorted)
+        centre = m
+        scale = max(1.4826 * deviation, Self.minimumDeviation)
     }
 
     /// The Cholesky factor `L` (lower, row-major) of a symmetric positive definite `d × d` matrix,
@@ -225,15 +239,18 @@ public final class CorrelationSignal: AnomalySignal, @unchecked Sendable {
         guard version == 1 else { throw StateError.unsupportedVersion(version) }
         let d = Int(try r.read(UInt32.self))
         guard d == dimension else { throw StateError.invalid("correlation: \(d) features, the stream has \(dimension)") }
-        guard let saved = Int(exactly: try r.read(UInt64.self)) else { throw StateError.invalid("correlation count") }
+        let saved = Int(clamping: try r.read(UInt64.self))
+        guard saved <= 1 << 62 else { throw StateError.invalid("correlation count") }
         let since = Int(try r.read(UInt32.self))
         let moments = try (0..<(d + d * d)).map { _ in Double(bitPattern: try r.read(UInt64.self)) }
         let hasFactor = try r.read(UInt8.self) == 1
         let l = hasFactor ? try (0..<(d * d)).map { _ in Double(bitPattern: try r.read(UInt64.self)) } : []
         let c = try r.read(Float.self), s = try r.read(Float.self)
+        guard c.isFinite, s.isFinite, s >= Self.minimumDeviation else { throw StateError.invalid("correlation scale") }
         let n = Int(try r.read(UInt32.self))
         guard n <= Self.calibrationWindow else { throw StateError.invalid("correlation readings") }
         let xs = try (0..<n).map { _ in try r.read(Float.self) }
+        guard xs.allSatisfy(\.isFinite) else { throw StateError.invalid("correlation readings") }
         var kept: [[Float]] = []
         for _ in 0..<2 {
             let m = Int(try r.read(UInt32.self))
