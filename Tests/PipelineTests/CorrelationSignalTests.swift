@@ -20,13 +20,7 @@ import Testing
     }
 
     static func feed(_ s: CorrelationSignal, _ row: [Float], anomalous: Bool = false) -> Reading {
-        var row = row
-        return row.withUnsafeMutableBufferPointer { b in
-            var o = Observation(values: UnsafePointer(b.baseAddress!), dimension: b.count, logError: 0, modelReady: true)
-            let r = s.read(&o)
-            s.learn(o, anomalous: anomalous)
-            return r
-        }
+        DiscordSignalTests.feed(s, row, anomalous: anomalous)
     }
 
     /// The median and the median absolute deviation walked out from the median equal the ones

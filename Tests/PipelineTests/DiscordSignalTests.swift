@@ -22,13 +22,13 @@ import Testing
         return best.isFinite ? best : nil
     }
 
-    /// One row read by a signal, which then learns from it as normal.
-    static func feed(_ s: any AnomalySignal, _ row: [Float]) -> Reading {
+    /// One row read by a signal, which then learns from it (as normal unless `anomalous`).
+    static func feed(_ s: any AnomalySignal, _ row: [Float], anomalous: Bool = false) -> Reading {
         var row = row
         return row.withUnsafeMutableBufferPointer { b in
             var o = Observation(values: UnsafePointer(b.baseAddress!), dimension: b.count, logError: 0, modelReady: true)
             let r = s.read(&o)
-            s.learn(o, anomalous: false)
+            s.learn(o, anomalous: anomalous)
             return r
         }
     }
