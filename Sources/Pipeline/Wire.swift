@@ -153,7 +153,7 @@ public enum Wire {
         }
         if let channel = s.correlationChannel {
             m.signal = CorrelationSignal.name
-            m.reason = "feature \(channel) moved apart from the others"
+            m.reason = CorrelationSignal.reason(channel: channel)
         }
         return m
     }

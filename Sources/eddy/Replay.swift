@@ -68,7 +68,7 @@ struct Replay: ParsableCommand {
                     !s.alert ? ""
                     : s.beyondRange ? "beyond range at "
                     : s.fromPeriod ? "unlike \(s.period) values earlier; "
-                    : s.correlationChannel.map { "feature \($0) moved apart from the others; " }
+                    : s.correlationChannel.map { "\(CorrelationSignal.reason(channel: $0)); " }
                     ?? s.discordChannel.map { c in
                         "\(pipeline.sampleDimension > 1 ? "channel \(c)'s" : "the") last \(s.discordWindow) values unlike any of the last \(history); "
                     } ?? ""

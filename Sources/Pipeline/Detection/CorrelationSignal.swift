@@ -57,7 +57,7 @@ public final class CorrelationSignal: AnomalySignal, @unchecked Sendable {
     var readings: [Float] = []
     var start = 0
     /// The median and the scale (1.4826 × the median absolute deviation) of `readings`, as of the
-    /// last refresh.
+    /// last refresh (or the 100th reading, if later).
     var centre: Float = 0, scale: Float = 1
     var recent: RecentMaximum
     /// The last `sustain` readings' surprises, negated (their maximum is minus their minimum).
@@ -93,6 +93,8 @@ public final class CorrelationSignal: AnomalySignal, @unchecked Sendable {
     }
 
     public var warming: Bool { false }
+    /// What an alert from this signal says, in the `Alert` and in `eddy replay --detail`.
+    public static func reason(channel: Int) -> String { "feature \(channel) moved apart from the others" }
     /// A value beyond its range is far from the mean too, so its distance grows with the
     /// excursion itself: no corroboration for the range signal.
     public var corroborates: Bool { false }

@@ -140,6 +140,8 @@ public struct DetectionChain: Sendable {
     public let signals: [any AnomalySignal]
     /// The signals whose `learn` does something.
     let learners: [any AnomalySignal]
+    /// Per signal, whether its surprise can corroborate a range excursion (`AnomalySignal.corroborates`).
+    let corroborating: [Bool]
     public internal(set) var policy: AlertPolicy
     /// The surprise another signal must show for the range signal's excursion to be certain (0: it
     /// is certain alone; the stream sets it for streams of more than one feature).
@@ -164,6 +166,7 @@ public struct DetectionChain: Sendable {
     public init(signals: [any AnomalySignal], policy: AlertPolicy, rangeCorroboration: Float = 0) {
         self.signals = signals
         learners = signals.filter(\.learns)
+        corroborating = signals.map(\.corroborates)
         self.policy = policy
         self.rangeCorroboration = rangeCorroboration
     }
@@ -198,7 +201,7 @@ public struct DetectionChain: Sendable {
             if r.certain && certain < 0 { certain = k }
             if r.event && event < 0 { event = k }
             if r.warming { signalWarming = true }
-            if s.corroborates && r.surprise > corroboration { corroboration = r.surprise }
+            if corroborating[k] && r.surprise > corroboration { corroboration = r.surprise }
             if source < 0 {
                 (surprise, strength, source, surprising) = (r.surprise, r.strength, k, k)
                 continue
