@@ -14,7 +14,7 @@ real daemon (issue 13's protocol):
    representation and on the raw input, scored on TEST.
 
     .venv/bin/python scripts/probe.py [--sets GunPoint,BasicMotions] [--config extra.conf]
-        [--seeds 0,1] [--samples 6000] [--series] [--idle SECONDS] [--json out.json]
+        [--seeds 0,1] [--samples 6000] [--series] [--idle SECONDS] [--layer L] [--concatenate] [--json out.json]
     .venv/bin/python scripts/probe.py --compare run1.json run2.json    # one line per run
     .venv/bin/python scripts/probe.py --choose run1.json run2.json     # a setting chosen leaving one set out
 
@@ -177,9 +177,9 @@ def train(binary, extra_config, x, samples, seed, idle_seconds):
 
 # MARK: probes
 
-def random_encoder(snapshot, seed, layers):
+def random_encoder(snapshot, seed, layers, concatenate=False):
     """The snapshot's first `layers` layers' shape with fresh weights (U(±1/√fan_in), the daemon's
-    initialisation)."""
+    initialisation); with `concatenate`, every one of those layers' outputs side by side."""
     rng = np.random.default_rng(1000 + seed)
     out = []
     for w, b in zip(snapshot.weights[:layers], snapshot.biases[:layers]):
@@ -187,12 +187,13 @@ def random_encoder(snapshot, seed, layers):
         out.append((rng.uniform(-bound, bound, w.shape).astype(np.float32), rng.uniform(-bound, bound, b.shape).astype(np.float32)))
 
     def encode(x):
-        h = snapshot.normalise(x)
+        h, outputs = snapshot.normalise(x), []
         for i, (w, b) in enumerate(out):
             h = h @ w.T + b
             if snapshot.activations[i] == "relu":
                 h = np.maximum(h, 0)
-        return h
+            outputs.append(h)
+        return np.concatenate(outputs, axis=1) if concatenate else h
     return encode
 
 
@@ -236,7 +237,7 @@ def few_label_accuracy(ftr, ytr, fte, yte, per_class=5, draws=5):
     return float(np.mean(scores))
 
 
-def probe(name, binary, extra_config, seed, samples, idle_seconds, series, layer=None):
+def probe(name, binary, extra_config, seed, samples, idle_seconds, series, layer=None, concatenate=False):
     xtr, ytr, xte, yte, channels = load(name)
     if series and channels > 0:
         extra_config = f"series_channels = {channels}\n" + extra_config
@@ -246,8 +247,9 @@ def probe(name, binary, extra_config, seed, samples, idle_seconds, series, layer
     layers = (snapshot.message.representation_layer if layer is None else layer) + 1
     features = {
         "raw": lambda x: snapshot.normalise(x),
-        "random": random_encoder(snapshot, seed, layers),
-        "moco": lambda x: snapshot.forward(x, layers=layers),
+        "random": random_encoder(snapshot, seed, layers, concatenate),
+        "moco": (lambda x: np.concatenate([snapshot.forward(x, layers=k) for k in range(1, layers + 1)], axis=1))
+        if concatenate else (lambda x: snapshot.forward(x, layers=layers)),
     }
     row = {"set": name, "seed": seed, "train": len(xtr), "test": len(xte), "dim": xtr.shape[1], "channels": channels,
            "steps": status.train_steps, "idle_steps": status.idle_steps, "skipped": status.skipped_steps, "moco_loss": round(status.moco_loss, 4),
@@ -327,6 +329,8 @@ def main():
     ap.add_argument("--eddy", default=os.environ.get("EDDY_BIN", str(ROOT / ".build" / "release" / "eddy")))
     ap.add_argument("--layer", type=int, help="measure this layer's output (0: the first) instead of the snapshot's "
                     "representation_layer, for MoCo and the random encoder alike")
+    ap.add_argument("--concatenate", action="store_true", help="measure every layer's output up to the "
+                    "representation side by side (128 + 64 values), for MoCo and the random encoder alike")
     ap.add_argument("--json", help="write the rows here too")
     args = ap.parse_args()
     extra = Path(args.config).read_text() if args.config else ""
@@ -334,7 +338,7 @@ def main():
     print("set              seed steps  kNN raw/random/moco    linear raw/random/moco   5-label raw/moco")
     for name in HELD_BACK if args.verify else args.sets.split(","):
         for seed in [int(s) for s in args.seeds.split(",")]:
-            r = probe(name, args.eddy, extra, seed, args.samples, args.idle, args.series, args.layer)
+            r = probe(name, args.eddy, extra, seed, args.samples, args.idle, args.series, args.layer, args.concatenate)
             rows.append(r)
             print(f"{name:16} {seed:4} {r['steps']:5}  {r['knn_raw']:.3f} {r['knn_random']:.3f} {r['knn_moco']:.3f}    "
                   f"{r['linear_raw']:.3f} {r['linear_random']:.3f} {r['linear_moco']:.3f}     "
