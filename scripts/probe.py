@@ -177,24 +177,29 @@ def train(binary, extra_config, x, samples, seed, idle_seconds):
 
 # MARK: probes
 
-def random_encoder(snapshot, seed, layers, concatenate=False):
-    """The snapshot's first `layers` layers' shape with fresh weights (U(±1/√fan_in), the daemon's
-    initialisation); with `concatenate`, every one of those layers' outputs side by side."""
-    rng = np.random.default_rng(1000 + seed)
-    out = []
-    for w, b in zip(snapshot.weights[:layers], snapshot.biases[:layers]):
-        bound = 1 / np.sqrt(w.shape[1])
-        out.append((rng.uniform(-bound, bound, w.shape).astype(np.float32), rng.uniform(-bound, bound, b.shape).astype(np.float32)))
-
+def encoder(snapshot, layers, concatenate=False):
+    """Samples → the output of `layers` (weight, bias) pairs over the snapshot's normaliser and
+    activations; with `concatenate`, every one of those layers' outputs side by side."""
     def encode(x):
         h, outputs = snapshot.normalise(x), []
-        for i, (w, b) in enumerate(out):
+        for i, (w, b) in enumerate(layers):
             h = h @ w.T + b
             if snapshot.activations[i] == "relu":
                 h = np.maximum(h, 0)
             outputs.append(h)
         return np.concatenate(outputs, axis=1) if concatenate else h
     return encode
+
+
+def random_encoder(snapshot, seed, layers, concatenate=False):
+    """The snapshot's first `layers` layers' shape with fresh weights (U(±1/√fan_in), the daemon's
+    initialisation)."""
+    rng = np.random.default_rng(1000 + seed)
+    out = []
+    for w, b in zip(snapshot.weights[:layers], snapshot.biases[:layers]):
+        bound = 1 / np.sqrt(w.shape[1])
+        out.append((rng.uniform(-bound, bound, w.shape).astype(np.float32), rng.uniform(-bound, bound, b.shape).astype(np.float32)))
+    return encoder(snapshot, out, concatenate)
 
 
 def rank_me(f):
@@ -248,8 +253,7 @@ def probe(name, binary, extra_config, seed, samples, idle_seconds, series, layer
     features = {
         "raw": lambda x: snapshot.normalise(x),
         "random": random_encoder(snapshot, seed, layers, concatenate),
-        "moco": (lambda x: np.concatenate([snapshot.forward(x, layers=k) for k in range(1, layers + 1)], axis=1))
-        if concatenate else (lambda x: snapshot.forward(x, layers=layers)),
+        "moco": encoder(snapshot, list(zip(snapshot.weights[:layers], snapshot.biases[:layers])), concatenate),
     }
     row = {"set": name, "seed": seed, "train": len(xtr), "test": len(xte), "dim": xtr.shape[1], "channels": channels,
            "steps": status.train_steps, "idle_steps": status.idle_steps, "skipped": status.skipped_steps, "moco_loss": round(status.moco_loss, 4),
