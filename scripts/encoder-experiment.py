@@ -71,7 +71,10 @@ def augment(x, channels, crop, warp, rng):
 class MLP(nn.Module):
     def __init__(self, d, channels):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(d, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU())
+        if "bnenc" in VARIANT:
+            self.net = nn.Sequential(nn.Linear(d, 128), nn.BatchNorm1d(128), nn.ReLU(), nn.Linear(128, 64), nn.BatchNorm1d(64), nn.ReLU())
+        else:
+            self.net = nn.Sequential(nn.Linear(d, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU())
 
     def forward(self, x):
         return self.net(x)
@@ -93,7 +96,13 @@ class Conv(nn.Module):
         return self.net(x.view(x.shape[0], self.channels, -1)).mean(dim=2)
 
 
+VARIANT = set()
+WD = [0.0]
+
+
 def head():
+    if "bnhead" in VARIANT:
+        return nn.Sequential(nn.Linear(64, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 32))
     return nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 32))
 
 
@@ -110,7 +119,7 @@ def train(encoder_type, x, channels, augmentation, steps, seed, reconstruction=0
     params = list(q_enc.parameters()) + list(q_head.parameters())
     # Drawn only with the term, so that runs without it are those of the script before it.
     decoder = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, d)) if reconstruction > 0 else None
-    optimiser = torch.optim.Adam(params + (list(decoder.parameters()) if decoder else []), lr=3e-3)
+    optimiser = torch.optim.AdamW(params + (list(decoder.parameters()) if decoder else []), lr=3e-3, weight_decay=WD[0]) if WD[0] > 0 else torch.optim.Adam(params + (list(decoder.parameters()) if decoder else []), lr=3e-3)
     queue = nn.functional.normalize(torch.randn(4096, 32), dim=1)
     queue_ids = torch.full((4096,), -1, dtype=torch.long)
     pointer, t, m = 0, 0.2, 0.99
@@ -146,6 +155,8 @@ def train(encoder_type, x, channels, augmentation, steps, seed, reconstruction=0
         with torch.no_grad():
             for kp, qp in zip(list(k_enc.parameters()) + list(k_head.parameters()), params):
                 kp.mul_(m).add_(qp, alpha=1 - m)
+            for kb, qb in zip(list(k_enc.buffers()) + list(k_head.buffers()), list(q_enc.buffers()) + list(q_head.buffers())):
+                kb.copy_(qb)
             queue[pointer:pointer + 64] = k
             queue_ids[pointer:pointer + 64] = ids
             pointer = (pointer + 64) % 4096
@@ -160,6 +171,7 @@ def run(name, encoder_name, augmentation_name, seed, steps, reconstruction=0.0, 
     trained = train(encoder_type, ntr, max(channels, 1), AUGMENTATIONS[augmentation_name], steps, seed, reconstruction, infonce, neighbour)
     torch.manual_seed(1000 + seed)
     untrained = encoder_type(ntr.shape[1], max(channels, 1))
+    trained.eval(); untrained.eval()
     row = {"set": name, "seed": seed, "encoder": encoder_name, "augmentation": augmentation_name}
     with torch.no_grad():
         features = {"raw": (ntr, nte),
@@ -185,7 +197,11 @@ def main():
     ap.add_argument("--no-infonce", action="store_true")
     ap.add_argument("--neighbour", type=float, default=0.0, help="weight of NNCLR's nearest-neighbour positive")
     ap.add_argument("--json")
+    ap.add_argument("--variant", default="")
+    ap.add_argument("--weight-decay", type=float, default=0.0)
     args = ap.parse_args()
+    VARIANT.update(v for v in args.variant.split(",") if v)
+    WD[0] = args.weight_decay
     torch.set_num_threads(1)
     rows = []
     for encoder in args.encoders.split(","):

@@ -29,6 +29,9 @@ public struct MoCoConfiguration: Sendable, Equatable {
     /// few distinct samples, InfoNCE alone spreads them evenly and forgets which are alike; the term
     /// keeps what sets samples apart in the representation.
     public var reconstruction: Float = 0
+    /// Batch normalisation after every layer but the projection's last (as in SimCLR and MoCo v3):
+    /// training uses each batch's statistics, the representation the running ones.
+    public var batchNorm = false
 
     public init(inputDimension: Int) { self.inputDimension = inputDimension }
 
@@ -95,13 +98,15 @@ public final class MoCo {
         let acts =
             Array(repeating: Activation.relu, count: c.encoderWidths.count)
             + Array(repeating: Activation.relu, count: c.headWidths.count - 1) + [.identity]
-        layout = NetworkLayout(inputs: c.inputDimension, widths: c.encoderWidths + c.headWidths, activations: acts)
+        layout = NetworkLayout(
+            inputs: c.inputDimension, widths: c.encoderWidths + c.headWidths, activations: acts,
+            normalised: Array(repeating: c.batchNorm, count: acts.count - 1) + [false])
         normaliser = Normaliser(dimension: c.inputDimension, horizon: c.normaliserHorizon)
         let n = layout.parameterCount
         query = FloatBuffer(count: n)
         key = FloatBuffer(count: n)
         gradients = FloatBuffer(count: n)
-        optimiser = Adam(parameterCount: n, configuration: c.optimiser)
+        optimiser = Adam(parameterCount: layout.trainableCount, configuration: c.optimiser)
         random = RandomSource(seed: c.seed)
         layout.initialise(query.pointer, random: &random)
         key.copy(from: query)  // f_k starts as a copy of f_q
@@ -179,7 +184,7 @@ public final class MoCo {
         configuration.augmentation.apply(input, rows: rows, dimension: D, into: viewQ.pointer, random: &random)
         configuration.augmentation.apply(input, rows: rows, dimension: D, into: viewK.pointer, random: &random)
         let loss = lossAndGradient(query: viewQ.pointer, key: viewK.pointer, rows: rows, ids: ids, clean: input)
-        optimiser.update(parameters: query.pointer, gradients: gradients.pointer, count: parameterCount)
+        optimiser.update(parameters: query.pointer, gradients: gradients.pointer, count: layout.trainableCount)
         if let decoder, let decoderGradients, let decoderOptimiser {
             decoderOptimiser.update(parameters: decoder.pointer, gradients: decoderGradients.pointer, count: decoder.count)
         }
@@ -217,8 +222,9 @@ public final class MoCo {
         let C = c.projectionWidth, K = c.queueSize
         let invT = 1 / c.temperature
         // q = normalize(f_q(xq)): (B, C); k = normalize(f_k(xk)): (B, C), no gradient.
-        queryWork.forward(parameters: query.pointer, input: xq, batch: B)
-        keyWork.forward(parameters: key.pointer, input: xk, batch: B)
+        // Both in training mode, as MoCo's: batch-normalised layers read each batch's statistics.
+        queryWork.forward(parameters: query.pointer, input: xq, batch: B, training: query.pointer)
+        keyWork.forward(parameters: key.pointer, input: xk, batch: B, training: key.pointer)
         eddy_normalise_rows(queryWork.output, B, C, q.pointer, qNorm.pointer)
         eddy_normalise_rows(keyWork.output, B, C, k.pointer, nil)
         // Negative logits: q · queueᵀ / T, (B, K). Positive logits: q·k / T, (B).
@@ -337,6 +343,12 @@ public final class MoCo {
 
     public var queryParameters: [Float] { query.array }
 
+    /// The query network as plain dense layers (batch normalisation folded into the weights, see
+    /// `NetworkLayout.folded`): what a snapshot publishes.
+    public var exported: (layout: NetworkLayout, parameters: [Float]) {
+        layout.isNormalised ? layout.folded(query.pointer) : (layout, query.array)
+    }
+
     /// The query encoder's weights into `out` (a buffer of `parameterCount`), and back: how
     /// another thread's copy of the model is kept up to date without sharing this one.
     public func copyQuery(into out: FloatBuffer) { out.copy(from: query) }
@@ -354,7 +366,8 @@ public final class MoCo {
     static let kind = "eddy.moco"
     /// 2: the augmentation's series settings (1 restores with them off). 3: the reconstruction
     /// weight, and with it the decoder and its Adam state (1 and 2 restore without the term).
-    static let formatVersion: UInt32 = 3
+    /// 4: batch normalisation (earlier formats restore without it).
+    static let formatVersion: UInt32 = 4
 
     /// The full training state: configuration, both encoders, Adam moments and step, queue, its ids
     /// and pointer, normaliser statistics and random state, sealed with a CRC-32.
@@ -372,6 +385,7 @@ public final class MoCo {
         w.write(c.optimiser); w.write(c.augmentation, format: format)
         w.write(c.normalise); w.write(UInt64(c.normaliserHorizon)); w.write(c.seed)
         if format >= 3 { w.write(c.reconstruction) }
+        if format >= 4 { w.write(c.batchNorm) }
         w.write(random)
         w.write(UInt64(optimiser.step))
         w.write(query); w.write(key); w.write(optimiser.m); w.write(optimiser.v)
@@ -431,6 +445,7 @@ public final class MoCo {
                 try r.requireRoom(zip(decoding, decoding.dropFirst()).reduce(0) { $0 + $1.0 * $1.1 + $1.1 }, each: 12)
             }
         }
+        if version >= 4 { c.batchNorm = try r.read(Bool.self) }
         self.init(configuration: c)
         random = try r.read(RandomSource.self)
         optimiser.step = try r.readInt()

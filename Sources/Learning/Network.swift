@@ -10,7 +10,16 @@ public struct DenseLayer: Sendable, Equatable {
     /// Offset of `W` in the model's flat buffer; `b` follows at `weightOffset + outputs·inputs`.
     public let weightOffset: Int
     public var biasOffset: Int { weightOffset + outputs * inputs }
-    public var parameterCount: Int { outputs * inputs + outputs }
+    /// Trained values of the layer: `W`, `b`, and with batch normalisation its scale γ and shift β
+    /// (right after `b`).
+    public var parameterCount: Int { outputs * inputs + outputs + (normalisation == nil ? 0 : 2 * outputs) }
+    /// With batch normalisation (Ioffe and Szegedy 2015): `y = act(γ·(z − μ)/√(σ² + ε) + β)` for
+    /// `z = W x + b`, with the batch's mean and variance while training and the running ones
+    /// otherwise. The running mean and variance are not trained: they sit after every layer's trained
+    /// values, at this offset (mean, then variance).
+    public let normalisation: Int?
+    public var scaleOffset: Int { biasOffset + outputs }
+    public var shiftOffset: Int { biasOffset + 2 * outputs }
 
     /// Forward pass over a batch.
     ///
@@ -28,7 +37,8 @@ public struct DenseLayer: Sendable, Equatable {
         } else {
             BLAS.gemm(.none, .transposed, m: batch, n: outputs, k: inputs, a: x, b: p + weightOffset, c: y)
         }
-        Kernels.addBiasActivate(y, bias: p + biasOffset, rows: batch, columns: outputs, activation: activation)
+        Kernels.addBiasActivate(
+            y, bias: p + biasOffset, rows: batch, columns: outputs, activation: normalisation == nil ? activation : .identity)
     }
 
     /// Backward pass over a batch; the pair of `forward`.
@@ -47,6 +57,15 @@ public struct DenseLayer: Sendable, Equatable {
     ) {
         Kernels.activationBackwardBiasSum(
             dy, output: y, biasGradient: g + biasOffset, rows: batch, columns: outputs, activation: activation)
+        linearBackward(parameters: p, gradients: g, x: x, dz: dy, dx: dx, batch: batch)
+    }
+
+    /// The backward pass of `z = W x + b` alone: dW and dx from dL/dz (db is the caller's).
+    @inline(__always)
+    func linearBackward(
+        parameters p: UnsafePointer<Float>, gradients g: UnsafeMutablePointer<Float>,
+        x: UnsafePointer<Float>, dz dy: UnsafePointer<Float>, dx: UnsafeMutablePointer<Float>?, batch: Int
+    ) {
         // dW (outputs × inputs) = dyᵀ (outputs × batch) · x (batch × inputs)
         BLAS.gemm(.transposed, .none, m: outputs, n: inputs, k: batch, a: dy, b: x, c: g + weightOffset)
         if let dx {
@@ -62,37 +81,91 @@ public struct NetworkLayout: Sendable, Equatable {
     public let layers: [DenseLayer]
     public var inputs: Int { layers.first?.inputs ?? 0 }
     public var outputs: Int { layers.last?.outputs ?? 0 }
-    public var parameterCount: Int { layers.last.map { $0.biasOffset + $0.outputs } ?? 0 }
+    /// Every value of the flat buffer: the trained ones, then the normalised layers' running statistics.
+    public let parameterCount: Int
+    /// The trained values, a prefix of the buffer: what gradients and the optimiser cover.
+    public let trainableCount: Int
+    public var isNormalised: Bool { trainableCount != parameterCount }
 
     /// - Parameters:
     ///   - inputs: width of the input.
     ///   - widths: output width of each layer in order.
     ///   - activations: one per layer.
-    public init(inputs: Int, widths: [Int], activations: [Activation]) {
+    ///   - normalised: per layer, whether it is batch-normalised (none by default).
+    public init(inputs: Int, widths: [Int], activations: [Activation], normalised: [Bool]? = nil) {
         precondition(widths.count == activations.count && !widths.isEmpty, "one activation per layer")
         precondition(inputs > 0 && widths.allSatisfy { $0 > 0 }, "layer widths must be positive")
-        var layers: [DenseLayer] = []
-        var offset = 0
+        let normalised = normalised ?? Array(repeating: false, count: widths.count)
+        precondition(normalised.count == widths.count, "one normalisation flag per layer")
+        var trained = 0
         var fanIn = inputs
-        for (width, activation) in zip(widths, activations) {
-            let layer = DenseLayer(inputs: fanIn, outputs: width, activation: activation, weightOffset: offset)
+        for (width, n) in zip(widths, normalised) {
+            trained += fanIn * width + width + (n ? 2 * width : 0)
+            fanIn = width
+        }
+        var layers: [DenseLayer] = []
+        var offset = 0, statistics = trained
+        fanIn = inputs
+        for (l, width) in widths.enumerated() {
+            let layer = DenseLayer(
+                inputs: fanIn, outputs: width, activation: activations[l], weightOffset: offset,
+                normalisation: normalised[l] ? statistics : nil)
             layers.append(layer)
             offset += layer.parameterCount
+            if normalised[l] { statistics += 2 * width }
             fanIn = width
         }
         self.layers = layers
+        trainableCount = trained
+        parameterCount = statistics
     }
 
-    /// PyTorch's `nn.Linear` default initialisation: weights and biases `U(-1/√fan_in, 1/√fan_in)`.
+    /// PyTorch's initialisation: `nn.Linear`'s weights and biases `U(-1/√fan_in, 1/√fan_in)`,
+    /// `nn.BatchNorm1d`'s γ = 1, β = 0, running mean 0 and variance 1.
     public func initialise(_ parameters: UnsafeMutablePointer<Float>, random: inout RandomSource) {
         for layer in layers {
             let bound = 1 / Float(layer.inputs).squareRoot()
-            for i in 0..<layer.parameterCount {
+            for i in 0..<(layer.outputs * layer.inputs + layer.outputs) {
                 parameters[layer.weightOffset + i] = random.uniform(-bound, bound)
+            }
+            if let statistics = layer.normalisation {
+                let o = layer.outputs
+                (parameters + layer.scaleOffset).update(repeating: 1, count: o)
+                (parameters + layer.shiftOffset).update(repeating: 0, count: o)
+                (parameters + statistics).update(repeating: 0, count: o)
+                (parameters + statistics + o).update(repeating: 1, count: o)
             }
         }
     }
+
+    /// The same function as plain dense layers, for a network evaluated on running statistics:
+    /// each normalised layer folded into its weights, `W' = s·W`, `b' = s·(b − μ) + β` with
+    /// `s = γ/√(σ² + ε)`. Readers that know nothing of batch normalisation (snapshots, the Python
+    /// client) see the network they would evaluate.
+    public func folded(_ parameters: UnsafePointer<Float>) -> (layout: NetworkLayout, parameters: [Float]) {
+        let plain = NetworkLayout(
+            inputs: inputs, widths: layers.map(\.outputs), activations: layers.map(\.activation))
+        var out = [Float](repeating: 0, count: plain.parameterCount)
+        for (layer, target) in zip(layers, plain.layers) {
+            let o = layer.outputs, i = layer.inputs
+            for r in 0..<o {
+                var scale: Float = 1, shift: Float = 0, mean: Float = 0
+                if let statistics = layer.normalisation {
+                    scale = parameters[layer.scaleOffset + r] / (parameters[statistics + o + r] + batchNormEpsilon).squareRoot()
+                    shift = parameters[layer.shiftOffset + r]
+                    mean = parameters[statistics + r]
+                }
+                for c in 0..<i { out[target.weightOffset + r * i + c] = scale * parameters[layer.weightOffset + r * i + c] }
+                out[target.biasOffset + r] = scale * (parameters[layer.biasOffset + r] - mean) + shift
+            }
+        }
+        return (plain, out)
+    }
 }
+
+/// PyTorch's ε of `nn.BatchNorm1d`, and the weight of a batch in the running statistics.
+let batchNormEpsilon: Float = 1e-5
+let batchNormMomentum: Float = 0.1
 
 /// A network's per-batch working memory: every layer's output and the gradient flowing into it.
 ///
@@ -105,12 +178,23 @@ final class NetworkWorkspace {
     /// dL/d(output) of each layer, `(capacity, outputs)`; the backward pass turns it into
     /// dL/d(pre-activation) in place.
     let deltas: [FloatBuffer]
+    /// Per batch-normalised layer: the normalised values x̂ `(capacity, outputs)`, then
+    /// 1/√(σ² + ε) and a scratch row `(outputs)` each; and whether the last forward pass used the
+    /// batch's statistics (training) or the running ones.
+    let normalised: [FloatBuffer?]
+    let inverseDeviation: [FloatBuffer?]
+    let scratch: [FloatBuffer?]
+    var usedBatchStatistics: [Bool]
 
     init(layout: NetworkLayout, capacity: Int) {
         self.layout = layout
         self.capacity = capacity
         outputs = layout.layers.map { FloatBuffer(count: capacity * $0.outputs) }
         deltas = layout.layers.map { FloatBuffer(count: capacity * $0.outputs) }
+        normalised = layout.layers.map { $0.normalisation == nil ? nil : FloatBuffer(count: capacity * $0.outputs) }
+        inverseDeviation = layout.layers.map { $0.normalisation == nil ? nil : FloatBuffer(count: $0.outputs) }
+        scratch = layout.layers.map { $0.normalisation == nil ? nil : FloatBuffer(count: $0.outputs) }
+        usedBatchStatistics = Array(repeating: false, count: layout.layers.count)
     }
 
     /// The last layer's output.
@@ -118,16 +202,66 @@ final class NetworkWorkspace {
     /// Where the caller writes dL/d(final output) before `backward`.
     var outputDelta: UnsafeMutablePointer<Float> { deltas[deltas.count - 1].pointer }
 
-    /// Runs every layer; the result is in `output` (and each layer's in `outputs`).
-    /// Forward pass through the first `layers` layers (all by default).
-    func forward(parameters: UnsafePointer<Float>, input: UnsafePointer<Float>, batch: Int, layers: Int? = nil) {
+    /// Forward pass through the first `layers` layers (all by default); the result is in `output`
+    /// (and each layer's in `outputs`).
+    ///
+    /// - Parameter training: the buffer `parameters` points at, writable: batch-normalised layers
+    ///   then use the batch's mean and variance (from 2 rows) and fold them into the running ones
+    ///   kept there. Without it, the running statistics are used and nothing is written.
+    func forward(
+        parameters: UnsafePointer<Float>, input: UnsafePointer<Float>, batch: Int, layers: Int? = nil,
+        training: UnsafeMutablePointer<Float>? = nil
+    ) {
         precondition(batch <= capacity, "batch exceeds the workspace capacity")
         var x = input
         for (l, layer) in layout.layers.prefix(layers ?? layout.layers.count).enumerated() {
             let y = outputs[l].pointer
             layer.forward(parameters: parameters, x: x, y: y, batch: batch)
+            if layer.normalisation != nil {
+                normalise(layer: l, parameters: parameters, batch: batch, training: batch > 1 ? training : nil)
+            }
             x = UnsafePointer(y)
         }
+    }
+
+    /// Batch normalisation of layer `l`'s `z` (in `outputs[l]`), then its activation.
+    func normalise(layer l: Int, parameters p: UnsafePointer<Float>, batch: Int, training: UnsafeMutablePointer<Float>?) {
+        let layer = layout.layers[l], o = layer.outputs, statistics = layer.normalisation!
+        let y = outputs[l].pointer, xhat = normalised[l]!.pointer
+        let inverse = inverseDeviation[l]!.pointer, mean = scratch[l]!.pointer
+        usedBatchStatistics[l] = training != nil
+        if let running = training {
+            mean.update(repeating: 0, count: o)
+            inverse.update(repeating: 0, count: o)
+            for r in 0..<batch { for j in 0..<o { mean[j] += y[r * o + j] } }
+            let n = Float(batch)
+            for j in 0..<o { mean[j] /= n }
+            for r in 0..<batch {
+                for j in 0..<o { let d = y[r * o + j] - mean[j]; inverse[j] += d * d }
+            }
+            let m = batchNormMomentum
+            for j in 0..<o {
+                let variance = inverse[j] / n
+                // The running variance is unbiased, as PyTorch keeps it.
+                running[statistics + j] = (1 - m) * running[statistics + j] + m * mean[j]
+                running[statistics + o + j] = (1 - m) * running[statistics + o + j] + m * variance * n / (n - 1)
+                inverse[j] = 1 / (variance + batchNormEpsilon).squareRoot()
+            }
+        } else {
+            for j in 0..<o {
+                mean[j] = p[statistics + j]
+                inverse[j] = 1 / (p[statistics + o + j] + batchNormEpsilon).squareRoot()
+            }
+        }
+        let gamma = p + layer.scaleOffset
+        for r in 0..<batch {
+            for j in 0..<o {
+                let v = (y[r * o + j] - mean[j]) * inverse[j]
+                xhat[r * o + j] = v
+                y[r * o + j] = gamma[j] * v
+            }
+        }
+        Kernels.addBiasActivate(y, bias: p + layer.shiftOffset, rows: batch, columns: o, activation: layer.activation)
     }
 
     /// Backpropagates `outputDelta` through every layer, overwriting all parameter gradients.
@@ -147,9 +281,44 @@ final class NetworkWorkspace {
             }
             let x = l > 0 ? UnsafePointer(outputs[l - 1].pointer) : input
             let dx = l > 0 ? deltas[l - 1].pointer : inputDelta
-            layout.layers[l].backward(
-                parameters: parameters, gradients: gradients, x: x, y: outputs[l].pointer,
-                dy: deltas[l].pointer, dx: dx, batch: batch)
+            if layout.layers[l].normalisation != nil {
+                normaliseBackward(layer: l, parameters: parameters, gradients: gradients, batch: batch)
+                layout.layers[l].linearBackward(
+                    parameters: parameters, gradients: gradients, x: x, dz: deltas[l].pointer, dx: dx, batch: batch)
+            } else {
+                layout.layers[l].backward(
+                    parameters: parameters, gradients: gradients, x: x, y: outputs[l].pointer,
+                    dy: deltas[l].pointer, dx: dx, batch: batch)
+            }
         }
+    }
+
+    /// Turns dL/dy of normalised layer `l` (in `deltas[l]`) into dL/dz in place, writing dγ, dβ and db.
+    func normaliseBackward(layer l: Int, parameters p: UnsafePointer<Float>, gradients g: UnsafeMutablePointer<Float>, batch: Int) {
+        let layer = layout.layers[l], o = layer.outputs
+        let dy = deltas[l].pointer, xhat = normalised[l]!.pointer
+        let inverse = inverseDeviation[l]!.pointer, sum = scratch[l]!.pointer
+        // Through the activation: dy becomes dL/d(γ x̂ + β); its column sums are dβ.
+        Kernels.activationBackwardBiasSum(
+            dy, output: outputs[l].pointer, biasGradient: g + layer.shiftOffset, rows: batch, columns: o,
+            activation: layer.activation)
+        let gamma = p + layer.scaleOffset, dGamma = g + layer.scaleOffset, db = g + layer.biasOffset
+        dGamma.update(repeating: 0, count: o)
+        for r in 0..<batch { for j in 0..<o { dGamma[j] += dy[r * o + j] * xhat[r * o + j] } }
+        if usedBatchStatistics[l] {
+            // dz = (1/n)·(1/σ)·(n·dx̂ − Σ dx̂ − x̂·Σ dx̂·x̂), with dx̂ = γ·dy: Σ dx̂ = γ·dβ, Σ dx̂·x̂ = γ·dγ.
+            let n = Float(batch), dBeta = g + layer.shiftOffset
+            for j in 0..<o { sum[j] = gamma[j] * inverse[j] / n }
+            for r in 0..<batch {
+                for j in 0..<o {
+                    let i = r * o + j
+                    dy[i] = sum[j] * (n * dy[i] - dBeta[j] - xhat[i] * dGamma[j])
+                }
+            }
+        } else {
+            for r in 0..<batch { for j in 0..<o { dy[r * o + j] *= gamma[j] * inverse[j] } }
+        }
+        db.update(repeating: 0, count: o)
+        for r in 0..<batch { for j in 0..<o { db[j] += dy[r * o + j] } }
     }
 }

@@ -195,6 +195,8 @@ public struct StreamConfiguration: Sendable, Equatable {
     public var mocoMomentum: Float = 0.99
     /// Weight of MoCo's denoising reconstruction term (0: plain InfoNCE).
     public var mocoReconstruction: Float = 0
+    /// Batch normalisation in MoCo's encoder and head (`MoCoConfiguration.batchNorm`).
+    public var mocoBatchNorm = false
     public var jitter: Float = 0.05
     public var scale: Float = 0
     public var mask: Float = 0.1
@@ -264,6 +266,7 @@ public struct StreamConfiguration: Sendable, Equatable {
         c.temperature = mocoTemperature
         c.momentum = mocoMomentum
         c.reconstruction = mocoReconstruction
+        c.batchNorm = mocoBatchNorm
         c.batchSize = batchSize
         c.optimiser = AdamConfiguration(learningRate: learningRate, gradientClipNorm: gradientClipNorm)
         c.augmentation = AugmentationConfiguration(
@@ -652,6 +655,13 @@ extension StreamConfiguration {
         // The last good models, serialized (what a stream rolls back to): the autoencoder's weights
         // and Adam moments, MoCo's two encoders, moments and queue.
         floats += 3 * aeParameters + 4 * mocoParameters + mocoQueue * (mocoHead.last ?? 0) + 2 * mocoQueue + 4 * d
+        if mocoBatchNorm {
+            // Per normalised unit: γ, β and the running mean and variance in both encoders, their
+            // gradients, Adam's moments and the last good models; x̂ in the training and inference
+            // workspaces, and their per-unit rows.
+            let units = (mocoEncoder + mocoHead.dropLast()).reduce(0, +)
+            floats += units * (4 * 3 + 2 * 2 + 4 * 2 + 2 * 2 + 2 * b + 256 + 3 * 2)
+        }
         if mocoReconstruction > 0 {
             // MoCo's decoder: weights, gradients and Adam's moments, its activations and their
             // gradients for a batch, the gradient it sends the representation, and in the last good

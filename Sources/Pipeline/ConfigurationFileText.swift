@@ -106,6 +106,7 @@ moco_queue = 4096                      # a multiple of batch_size
 moco_temperature = 0.2
 moco_momentum = 0.99
 moco_reconstruction = 0                # weight of a denoising reconstruction term beside InfoNCE (0: off)
+moco_batch_norm = false                # batch normalisation in the encoder and head (the representation uses running statistics)
 jitter = 0.05                          # MoCo augmentations: Gaussian noise,
 scale = 0                              # per-feature scaling,
 mask = 0.1                             # feature masking,

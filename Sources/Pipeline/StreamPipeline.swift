@@ -799,8 +799,9 @@ public final class StreamPipeline: @unchecked Sendable {
         }
         if mocoDue {
             snapshotVersions.moco = mocoVersion
+            let exported = moco.exported
             var s = snapshot(
-                .moco, version: mocoVersion, moco.layout, moco.queryParameters,
+                .moco, version: mocoVersion, exported.layout, exported.parameters,
                 representationLayer: settings.mocoEncoder.count - 1, temperature: settings.mocoTemperature)
             if let headEncoder, let fitted = fitHead(encoder: headEncoder, version: mocoVersion) {
                 s.head = fitted.head

@@ -18,9 +18,10 @@ import Testing
         return (ae, replay)
     }
 
-    func trainedMoCo(seed: UInt64, reconstruction: Float = 0) -> (MoCo, ReferenceReplay) {
+    func trainedMoCo(seed: UInt64, reconstruction: Float = 0, batchNorm: Bool = false) -> (MoCo, ReferenceReplay) {
         var c = MoCoConfiguration(inputDimension: 32)
         c.reconstruction = reconstruction
+        c.batchNorm = batchNorm
         c.queueSize = 256
         c.seed = seed
         c.augmentation.cropMinimumFraction = 0.6
@@ -65,9 +66,9 @@ import Testing
         #expect(original.serialized() == restored.serialized())
     }
 
-    @Test(arguments: [0, 30] as [Float])
-    func mocoRestoredFromBytesTakesExactlyTheSameNextStep(reconstruction: Float) throws {
-        let (original, replay) = trainedMoCo(seed: 10, reconstruction: reconstruction)
+    @Test(arguments: [(0, false), (30, false), (0, true)] as [(Float, Bool)])
+    func mocoRestoredFromBytesTakesExactlyTheSameNextStep(reconstruction: Float, batchNorm: Bool) throws {
+        let (original, replay) = trainedMoCo(seed: 10, reconstruction: reconstruction, batchNorm: batchNorm)
         let bytes = original.serialized()
         let restored = try MoCo(serialized: bytes)
         #expect(restored.serialized() == bytes)
@@ -80,6 +81,33 @@ import Testing
         #expect(l1.bitPattern == l2.bitPattern)
         #expect(original.serialized() == restored.serialized())
         #expect(restored.configuration.reconstruction == reconstruction && (restored.decoder == nil) == (reconstruction == 0))
+        #expect(restored.configuration.batchNorm == batchNorm && restored.layout.isNormalised == batchNorm)
+    }
+
+    /// With batch normalisation the running statistics follow the batches, the published network is
+    /// the folded one and gives the representation `embed` does, and what a daemon before it wrote
+    /// (format 3) restores without it.
+    @Test func mocoWithBatchNormPublishesTheFoldedEncoder() throws {
+        let (plain, _) = trainedMoCo(seed: 14)
+        #expect(try MoCo(serialized: plain.serialized(format: 3)).configuration == plain.configuration)
+        let (m, replay) = trainedMoCo(seed: 14, batchNorm: true)
+        let first = m.layout.layers[0], stats = try #require(first.normalisation)
+        let running = m.queryParameters
+        #expect((0..<first.outputs).contains { running[stats + $0] != 0 } && (0..<first.outputs).contains { running[stats + first.outputs + $0] != 1 })
+        let (layout, weights) = m.exported
+        #expect(!layout.isNormalised && layout.parameterCount == plain.parameterCount)
+        let samples = Array(UnsafeBufferPointer(start: replay.next(), count: 64 * 32))
+        let represented = m.embed(samples)
+        // The folded encoder on the normalised samples, by hand: what a snapshot's reader computes.
+        let work = NetworkWorkspace(layout: layout, capacity: 64)
+        var normalised = samples
+        normalised.withUnsafeMutableBufferPointer { m.normaliser.apply(samples, rows: 64, into: $0.baseAddress!) }
+        let buffer = FloatBuffer(weights)
+        normalised.withUnsafeBufferPointer {
+            work.forward(parameters: buffer.pointer, input: $0.baseAddress!, batch: 64, layers: m.configuration.encoderWidths.count)
+        }
+        let fromSnapshot = Array(UnsafeBufferPointer(start: work.outputs[m.configuration.encoderWidths.count - 1].pointer, count: 64 * 64))
+        #expect(zip(represented, fromSnapshot).allSatisfy { abs($0 - $1) <= 1e-4 * max(1, abs($0)) })
     }
 
     /// Without the reconstruction term a model trains as it did before the term existed (the
@@ -117,7 +145,7 @@ import Testing
         expected.channelOffset = 0
         expected.spanMask = 0
         #expect(restored.configuration.augmentation == expected && original.configuration.augmentation.channels == 2)
-        #expect(throws: StateError.self) { try MoCo(serialized: original.serialized(format: 4)) }
+        #expect(throws: StateError.self) { try MoCo(serialized: original.serialized(format: MoCo.formatVersion + 1)) }
     }
 
     @Test func damagedOrForeignBytesAreRejectedWithAClearError() {

@@ -743,6 +743,8 @@ import Testing
         #expect(throws: ConfigurationError.self) { try ConfigurationFile.parse("[stream]\nbogus = 1") }
         #expect(throws: ConfigurationError.self) { try ConfigurationFile.parse("[stream]\nmoco_queue = 100") }
         #expect(try ConfigurationFile.parse("[stream]\nmoco_reconstruction = 30").streamDefaults.resolved(dim: 4).mocoConfiguration().reconstruction == 30)
+        #expect(try ConfigurationFile.parse("[stream]\nmoco_batch_norm = true").streamDefaults.resolved(dim: 4).mocoConfiguration().batchNorm)
+        #expect(try !ConfigurationFile.parse("").streamDefaults.resolved(dim: 4).mocoConfiguration().batchNorm)
         #expect(throws: ConfigurationError.self) { try ConfigurationFile.parse("[stream.a/b]") }
         // Values that would trap at run time are refused when the file is read.
         for bad in [
