@@ -10,13 +10,15 @@ value masking). It answers one question before anyone builds a convolutional enc
 
     python scripts/encoder-experiment.py [--sets GunPoint,...,digits] [--seeds 0,1] [--steps 750]
         [--encoders mlp,conv] [--augmentations values,time] [--reconstruction 30] [--no-infonce]
-        [--neighbour W] [--json out.json]
+        [--neighbour W] [--variant bnenc,bnhead] [--json out.json]
 
 `--reconstruction L` adds the daemon's `moco_reconstruction` term: a decoder (64 → 128 → D) rebuilds
 each clean sample from its query view's representation, loss = InfoNCE + L · MSE; `--no-infonce`
 leaves the reconstruction alone (a denoising autoencoder with the same encoder). `--neighbour W`
 mixes in NNCLR's positive (the queue's nearest key of another sample): loss = (1 − W) · InfoNCE +
-W · InfoNCE with that neighbour as the positive.
+W · InfoNCE with that neighbour as the positive. `--variant bnhead` puts batch normalisation in the
+projection head's hidden layer, `bnenc` after each encoder layer (both: the daemon's
+`moco_batch_norm`); the representation is read with the running statistics.
 
 Needs torch (not a dependency of the project: `pip install torch` into a venv of its own, with
 numpy and pyzmq for probe.py's imports).
@@ -96,8 +98,8 @@ class Conv(nn.Module):
         return self.net(x.view(x.shape[0], self.channels, -1)).mean(dim=2)
 
 
+# Batch normalisation: "bnhead" in the projection head's hidden layer, "bnenc" after each encoder layer.
 VARIANT = set()
-WD = [0.0]
 
 
 def head():
@@ -119,7 +121,7 @@ def train(encoder_type, x, channels, augmentation, steps, seed, reconstruction=0
     params = list(q_enc.parameters()) + list(q_head.parameters())
     # Drawn only with the term, so that runs without it are those of the script before it.
     decoder = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, d)) if reconstruction > 0 else None
-    optimiser = torch.optim.AdamW(params + (list(decoder.parameters()) if decoder else []), lr=3e-3, weight_decay=WD[0]) if WD[0] > 0 else torch.optim.Adam(params + (list(decoder.parameters()) if decoder else []), lr=3e-3)
+    optimiser = torch.optim.Adam(params + (list(decoder.parameters()) if decoder else []), lr=3e-3)
     queue = nn.functional.normalize(torch.randn(4096, 32), dim=1)
     queue_ids = torch.full((4096,), -1, dtype=torch.long)
     pointer, t, m = 0, 0.2, 0.99
@@ -198,10 +200,8 @@ def main():
     ap.add_argument("--neighbour", type=float, default=0.0, help="weight of NNCLR's nearest-neighbour positive")
     ap.add_argument("--json")
     ap.add_argument("--variant", default="")
-    ap.add_argument("--weight-decay", type=float, default=0.0)
     args = ap.parse_args()
     VARIANT.update(v for v in args.variant.split(",") if v)
-    WD[0] = args.weight_decay
     torch.set_num_threads(1)
     rows = []
     for encoder in args.encoders.split(","):

@@ -193,10 +193,11 @@ public struct StreamConfiguration: Sendable, Equatable {
     public var mocoQueue = 4096
     public var mocoTemperature: Float = 0.2
     public var mocoMomentum: Float = 0.99
-    /// Weight of MoCo's denoising reconstruction term (0: plain InfoNCE).
-    public var mocoReconstruction: Float = 0
+    /// Weight of MoCo's denoising reconstruction term (0: plain InfoNCE). With `mocoBatchNorm`, the
+    /// setting chosen by leaving one probe set out (docs/representation.md).
+    public var mocoReconstruction: Float = 30
     /// Batch normalisation in MoCo's encoder and head (`MoCoConfiguration.batchNorm`).
-    public var mocoBatchNorm = false
+    public var mocoBatchNorm = true
     public var jitter: Float = 0.05
     public var scale: Float = 0
     public var mask: Float = 0.1

@@ -45,9 +45,10 @@ enum ReferenceModels {
         return Autoencoder(configuration: c)
     }
 
-    static func moco(dim: Int, reconstruction: Float = 0) -> MoCo {
+    static func moco(dim: Int, reconstruction: Float = 0, batchNorm: Bool = false) -> MoCo {
         var c = MoCoConfiguration(inputDimension: dim)
         c.reconstruction = reconstruction
+        c.batchNorm = batchNorm
         c.encoderWidths = [128, 64]
         c.headWidths = [32]
         c.queueSize = 4096
@@ -180,6 +181,8 @@ struct TrainBench: ParsableCommand {
     var steps = 2000
     @Option(help: "MoCo's reconstruction weight (the workload's MoCo has none: 0; a stream's default differs, to measure its cost).")
     var reconstruction: Float = 0
+    @Flag(help: "MoCo with batch normalisation (moco_batch_norm; the workload's MoCo has none), to measure its cost.")
+    var batchNorm = false
     @OptionGroup var options: BenchOptions
 
     func validate() throws {
@@ -191,10 +194,11 @@ struct TrainBench: ParsableCommand {
         let dim = options.dim, batch = ReferenceModels.batch
         let buffer = ReferenceBuffer(dim: dim)
         let ae = ReferenceModels.autoencoder(dim: dim)
-        let moco = ReferenceModels.moco(dim: dim, reconstruction: reconstruction)
+        let moco = ReferenceModels.moco(dim: dim, reconstruction: reconstruction, batchNorm: batchNorm)
         var report = Report()
         report.add("model", model.rawValue)
         if reconstruction > 0 { report.add("reconstruction", Double(reconstruction)) }
+        if batchNorm { report.add("batch_norm", 1) }
         report.add("dim", dim)
         report.add("batch", batch)
         report.add("threads", options.threads)

@@ -319,10 +319,10 @@ def test_a_change_of_shape_on_one_channel_alerts_from_the_discord_signal(start_d
 
 
 def test_streams_beyond_the_memory_budget_or_max_dim_are_refused_with_their_cost(start_daemon):
-    # 14M holds two default streams of dim 32 (about 6.1 MB each) but not a third, nor one of dim
-    # 700 (about 41 MB); a dim over max_dim is refused before any stream is looked up. No refused
+    # 16M holds two default streams of dim 32 (about 6.9 MB each) but not a third, nor one of dim
+    # 700 (about 44 MB); a dim over max_dim is refused before any stream is looked up. No refused
     # stream is created, and the streams that fit keep being scored.
-    daemon = start_daemon(daemon_config="memory_budget = 14M\n")
+    daemon = start_daemon(daemon_config="memory_budget = 16M\n")
     ep = daemon.endpoints
     with Producer(ep["ingest"]) as producer, Subscriber(ep["publish"], ["error/", "hb/", "score/"]) as sub:
         wait_heartbeat(sub)
@@ -337,9 +337,9 @@ def test_streams_beyond_the_memory_budget_or_max_dim_are_refused_with_their_cost
             got = sub.recv(timeout_ms=1000)
             if got and got[0].startswith("error/"):
                 errors[got[1].stream] = got[1]
-        assert errors["c"].code == pb.ERROR_CODE_OVER_BUDGET and "would take 6.1 MB" in errors["c"].message
-        assert "of the memory_budget 14.0 MB is taken by 2 streams" in errors["c"].message
-        assert errors["wide"].code == pb.ERROR_CODE_OVER_BUDGET and "would take 40." in errors["wide"].message
+        assert errors["c"].code == pb.ERROR_CODE_OVER_BUDGET and "would take 6.9 MB" in errors["c"].message
+        assert "of the memory_budget 16.0 MB is taken by 2 streams" in errors["c"].message
+        assert errors["wide"].code == pb.ERROR_CODE_OVER_BUDGET and "would take 44." in errors["wide"].message
         assert errors["huge"].code == pb.ERROR_CODE_OVERSIZED and "exceeds max_dim 4096" in errors["huge"].message
         hb = wait_heartbeat(sub)
         assert sorted(s.stream for s in hb.streams) == ["a", "b"]

@@ -6,6 +6,7 @@ import subprocess
 import time
 
 import numpy as np
+import pytest
 
 from conftest import ROOT
 from eddy_client import Producer, Snapshot, Subscriber, fetch_snapshot, fit_head, pb, stretches
@@ -43,8 +44,11 @@ def wait(sub, accept, timeout=15):
     return None
 
 
-def test_labels_fit_a_head_whose_classes_every_later_sample_gets(start_daemon):
-    d = start_daemon(extra_config="max_labels = 64\n")
+# By default MoCo has batch normalisation, and the snapshot carries the encoder folded into plain
+# layers: the client reads it as any other and must agree with the daemon's classes all the same.
+@pytest.mark.parametrize("extra", ["", "moco_batch_norm = false\nmoco_reconstruction = 0\n"], ids=["defaults", "plain"])
+def test_labels_fit_a_head_whose_classes_every_later_sample_gets(start_daemon, extra):
+    d = start_daemon(extra_config="max_labels = 64\n" + extra)
     with Subscriber(d.endpoints["publish"], ["class/", "error/", "hb/", "snapshot/parts/moco/"]) as sub, \
             Producer(d.endpoints["ingest"]) as p:
         assert wait(sub, lambda t, m: t == "hb/")
