@@ -656,13 +656,13 @@ extension StreamConfiguration {
         // The last good models, serialized (what a stream rolls back to): the autoencoder's weights
         // and Adam moments, MoCo's two encoders, moments and queue.
         floats += 3 * aeParameters + 4 * mocoParameters + mocoQueue * (mocoHead.last ?? 0) + 2 * mocoQueue + 4 * d
-        if mocoBatchNorm {
-            // Per normalised unit: γ, β and the running mean and variance in both encoders, their
-            // gradients, Adam's moments and the last good models; x̂ in the training and inference
-            // workspaces, and their per-unit rows.
-            let units = (mocoEncoder + mocoHead.dropLast()).reduce(0, +)
-            floats += units * (4 * 3 + 2 * 2 + 4 * 2 + 2 * 2 + 2 * b + 256 + 3 * 2)
-        }
+        // With batch normalisation, per normalised unit of a MoCo: γ, β and the running mean and
+        // variance in both encoders and the gradients, Adam's moments of γ and β, x̂ in the two
+        // training workspaces and the inference one, and three per-unit rows in each.
+        let normalisedUnits = mocoBatchNorm ? (mocoEncoder + mocoHead.dropLast()).reduce(0, +) : 0
+        let normalisation = normalisedUnits * (4 * 3 + 2 * 2 + 2 * b + 256 + 3 * 3)
+        // The trainer's, and its last good models (both encoders' four values, two moments).
+        floats += normalisation + normalisedUnits * (4 * 2 + 2 * 2)
         if mocoReconstruction > 0 {
             // MoCo's decoder: weights, gradients and Adam's moments, its activations and their
             // gradients for a batch, the gradient it sends the representation, and in the last good
@@ -692,7 +692,7 @@ extension StreamConfiguration {
             // embedding workspace, and the exchange of the weights.
             let queue = b
             bytes += 4 * (6 * mocoParameters + queue * (mocoHead.last ?? 0) + 2 * queue + 2 * 3 * b * mocoUnits + b * (queue + 1)
-                + 3 * 256 * mocoUnits + 256 * d + 3 * b * d)
+                + 3 * 256 * mocoUnits + 256 * d + 3 * b * d + normalisation + 4 * normalisedUnits)
         }
         if maxLabels > 0 {
             // The labelled samples and their representations, and the head's frozen encoder (a MoCo
@@ -701,7 +701,7 @@ extension StreamConfiguration {
             let queue = b
             bytes += 4 * (maxLabels * (d + (mocoEncoder.last ?? 0)))
             bytes += 2 * 4 * (6 * mocoParameters + queue * (mocoHead.last ?? 0) + 2 * queue + 2 * 3 * b * mocoUnits
-                + b * (queue + 1) + 3 * 256 * mocoUnits + 256 * d)
+                + b * (queue + 1) + 3 * 256 * mocoUnits + 256 * d + normalisation)
         }
         return bytes
     }

@@ -191,6 +191,11 @@ public final class Daemon: @unchecked Sendable {
                 streams[s.name] = s
                 streamOrder.append(s.name)
                 committedBytes += s.settings.memoryEstimate
+                if let why = s.mocoStartedAfresh {
+                    logger.notice(
+                        "a stream's contrastive model no longer fits its settings; it starts afresh, the rest of the stream resumes",
+                        metadata: ["stream.id": "\(s.name)", "reason": "\(why)"])
+                }
             }
             logger.info(
                 "resumed from checkpoint",

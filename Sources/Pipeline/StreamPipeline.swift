@@ -266,6 +266,10 @@ public final class StreamPipeline: @unchecked Sendable {
     // Trainer side.
     public internal(set) var autoencoder: Autoencoder
     public internal(set) var moco: MoCo
+    /// Set by `restore` when the saved MoCo no longer fits the settings (another shape, batch
+    /// normalisation or reconstruction weight): why a fresh one took its place. The rest of the
+    /// stream (the autoencoder and detection, which do not read MoCo) was restored.
+    public internal(set) var mocoStartedAfresh: String?
     /// The models as they last were with every weight finite (serialized when a snapshot was taken),
     /// the state a stream rolls back to; nil before the first snapshot (it then starts afresh).
     var lastGood: (autoencoder: [UInt8], moco: [UInt8])?
@@ -273,7 +277,8 @@ public final class StreamPipeline: @unchecked Sendable {
     public private(set) var rollbacks: UInt64 = 0
     let batch: FloatBuffer
     let batchIDs: UnsafeMutablePointer<Int64>
-    var snapshotVersions: (autoencoder: UInt64, moco: UInt64) = (0, 0)
+    /// The versions of the last snapshots published, autoencoder and MoCo.
+    public internal(set) var snapshotVersions: (autoencoder: UInt64, moco: UInt64) = (0, 0)
     /// Restored from a checkpoint and not yet published since.
     var snapshotsOwed = false
 
@@ -1020,16 +1025,27 @@ public final class StreamPipeline: @unchecked Sendable {
         let stream = StreamPipeline(name: name, settings: s)
         let ae = try Autoencoder(serialized: try r.readBlob())
         let moco = try MoCo(serialized: try r.readBlob())
-        guard ae.configuration.inputDimension == stream.inputDimension,
-            ae.layout == stream.autoencoder.layout, moco.layout == stream.moco.layout
+        guard ae.configuration.inputDimension == stream.inputDimension, ae.layout == stream.autoencoder.layout
         else { throw StateError.invalid("model shape for stream \(name)") }
         stream.autoencoder = ae
-        stream.moco = moco
+        let wanted = stream.moco.configuration
+        if moco.layout == stream.moco.layout && moco.configuration.reconstruction == wanted.reconstruction {
+            stream.moco = moco
+        } else {
+            // Nothing else reads MoCo: a setting that changed its shape (a width, batch normalisation,
+            // the reconstruction term) restarts it alone, as the settings build it.
+            stream.mocoStartedAfresh =
+                "MoCo saved with encoder \(moco.configuration.encoderWidths), head \(moco.configuration.headWidths), "
+                + "batch norm \(moco.configuration.batchNorm), reconstruction \(moco.configuration.reconstruction); "
+                + "the settings now ask for \(wanted.encoderWidths), \(wanted.headWidths), \(wanted.batchNorm), \(wanted.reconstruction)"
+        }
         stream.accepted = try r.read(UInt64.self)
         stream.rejectedCount = try r.read(UInt64.self)
         stream.skippedSteps = try r.read(UInt64.self)
         stream.pendingSteps = Double(bitPattern: try r.read(UInt64.self))
         stream.snapshotVersions = (try r.read(UInt64.self), try r.read(UInt64.self))
+        // A fresh MoCo publishes from its own first snapshot on (its versions are its steps).
+        if stream.mocoStartedAfresh != nil { stream.snapshotVersions.moco = 0 }
         stream.snapshotsOwed = true
         // The state holds values under the transform it was learned under (none before format 6's
         // section, and whenever the section is absent): under another it means nothing.

@@ -928,6 +928,24 @@ import Testing
         #expect(again.streams.isEmpty && asides.map(\.0) == ["x"])
         let kept = try #require(FileManager.default.contents(atPath: asides[0].1))
         #expect(try StreamPipeline.restore([UInt8](kept), settings: s).accepted == 100, "the set-aside state restores")
+
+        // Settings that change only the contrastive model (here: batch normalisation off, as a
+        // checkpoint from before it was a default is read): MoCo starts afresh, named, and the rest
+        // of the stream resumes.
+        var plain = s
+        plain.mocoBatchNorm = false
+        let original = try StreamPipeline.restore([UInt8](kept), settings: s)
+        _ = original.takeSnapshots(now: 0)
+        #expect(original.mocoStartedAfresh == nil && original.moco.step > 0 && original.snapshotVersions.moco > 0)
+        let published = original.serialized()
+        let resumed = try StreamPipeline.restore(published, settings: plain)
+        #expect(resumed.accepted == 100 && resumed.autoencoder.parameterValues == original.autoencoder.parameterValues)
+        #expect(resumed.moco.step == 0 && !resumed.moco.configuration.batchNorm && resumed.snapshotVersions.moco == 0)
+        #expect(resumed.mocoStartedAfresh?.contains("batch norm true") == true)
+        var noTerm = s
+        noTerm.mocoReconstruction = 0
+        #expect(try StreamPipeline.restore(published, settings: noTerm).mocoStartedAfresh != nil)
+        #expect(try StreamPipeline.restore(published, settings: s).snapshotVersions.moco == original.snapshotVersions.moco)
     }
 }
 
