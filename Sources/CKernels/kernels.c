@@ -366,3 +366,70 @@ ptrdiff_t eddy_tokenize(const uint8_t *line, ptrdiff_t n, ptrdiff_t *starts, ptr
     }
     return count;
 }
+
+EDDY_KERNEL
+int eddy_batchnorm_forward(float *restrict z, float *restrict xhat, float *restrict mean, float *restrict inv,
+                           const float *restrict gamma, const float *restrict stats, float *restrict running,
+                           ptrdiff_t rows, ptrdiff_t cols, float eps, float momentum) {
+    const int batch = running != NULL && rows > 1;
+    if (batch) {
+        for (ptrdiff_t c = 0; c < cols; c++) { mean[c] = 0; inv[c] = 0; }
+        for (ptrdiff_t r = 0; r < rows; r++) {
+            const float *restrict zr = z + r * cols;
+            for (ptrdiff_t c = 0; c < cols; c++) mean[c] += zr[c];
+        }
+        const float n = (float)rows;
+        for (ptrdiff_t c = 0; c < cols; c++) mean[c] /= n;
+        for (ptrdiff_t r = 0; r < rows; r++) {
+            const float *restrict zr = z + r * cols;
+            for (ptrdiff_t c = 0; c < cols; c++) {
+                const float d = zr[c] - mean[c];
+                inv[c] += d * d;
+            }
+        }
+        for (ptrdiff_t c = 0; c < cols; c++) {
+            const float variance = inv[c] / n;
+            running[c] = (1 - momentum) * running[c] + momentum * mean[c];
+            running[cols + c] = (1 - momentum) * running[cols + c] + momentum * variance * n / (n - 1);
+            inv[c] = 1 / sqrtf(variance + eps);
+        }
+    } else {
+        for (ptrdiff_t c = 0; c < cols; c++) {
+            mean[c] = stats[c];
+            inv[c] = 1 / sqrtf(stats[cols + c] + eps);
+        }
+    }
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        float *restrict zr = z + r * cols;
+        float *restrict xr = xhat + r * cols;
+        for (ptrdiff_t c = 0; c < cols; c++) {
+            const float v = (zr[c] - mean[c]) * inv[c];
+            xr[c] = v;
+            zr[c] = gamma[c] * v;
+        }
+    }
+    return batch;
+}
+
+EDDY_KERNEL
+void eddy_batchnorm_backward(float *restrict d, const float *restrict xhat, const float *restrict inv,
+                             const float *restrict gamma, const float *restrict dbeta, float *restrict dgamma,
+                             float *restrict db, float *restrict scratch, ptrdiff_t rows, ptrdiff_t cols, int batch) {
+    for (ptrdiff_t c = 0; c < cols; c++) { dgamma[c] = 0; db[c] = 0; }
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        const float *restrict dr = d + r * cols, *restrict xr = xhat + r * cols;
+        for (ptrdiff_t c = 0; c < cols; c++) dgamma[c] += dr[c] * xr[c];
+    }
+    const float n = (float)rows;
+    for (ptrdiff_t c = 0; c < cols; c++) scratch[c] = batch ? gamma[c] * inv[c] / n : gamma[c] * inv[c];
+    for (ptrdiff_t r = 0; r < rows; r++) {
+        float *restrict dr = d + r * cols;
+        const float *restrict xr = xhat + r * cols;
+        if (batch) {
+            for (ptrdiff_t c = 0; c < cols; c++) dr[c] = scratch[c] * (n * dr[c] - dbeta[c] - xr[c] * dgamma[c]);
+        } else {
+            for (ptrdiff_t c = 0; c < cols; c++) dr[c] *= scratch[c];
+        }
+        for (ptrdiff_t c = 0; c < cols; c++) db[c] += dr[c];
+    }
+}

@@ -1,3 +1,4 @@
+import CKernels
 import LinearAlgebra
 
 /// One dense layer's place in a flat parameter buffer: `y = act(W x + b)`.
@@ -227,41 +228,13 @@ final class NetworkWorkspace {
     /// Batch normalisation of layer `l`'s `z` (in `outputs[l]`), then its activation.
     func normalise(layer l: Int, parameters p: UnsafePointer<Float>, batch: Int, training: UnsafeMutablePointer<Float>?) {
         let layer = layout.layers[l], o = layer.outputs, statistics = layer.normalisation!
-        let y = outputs[l].pointer, xhat = normalised[l]!.pointer
-        let inverse = inverseDeviation[l]!.pointer, mean = scratch[l]!.pointer
-        usedBatchStatistics[l] = training != nil
-        if let running = training {
-            mean.update(repeating: 0, count: o)
-            inverse.update(repeating: 0, count: o)
-            for r in 0..<batch { for j in 0..<o { mean[j] += y[r * o + j] } }
-            let n = Float(batch)
-            for j in 0..<o { mean[j] /= n }
-            for r in 0..<batch {
-                for j in 0..<o { let d = y[r * o + j] - mean[j]; inverse[j] += d * d }
-            }
-            let m = batchNormMomentum
-            for j in 0..<o {
-                let variance = inverse[j] / n
-                // The running variance is unbiased, as PyTorch keeps it.
-                running[statistics + j] = (1 - m) * running[statistics + j] + m * mean[j]
-                running[statistics + o + j] = (1 - m) * running[statistics + o + j] + m * variance * n / (n - 1)
-                inverse[j] = 1 / (variance + batchNormEpsilon).squareRoot()
-            }
-        } else {
-            for j in 0..<o {
-                mean[j] = p[statistics + j]
-                inverse[j] = 1 / (p[statistics + o + j] + batchNormEpsilon).squareRoot()
-            }
-        }
-        let gamma = p + layer.scaleOffset
-        for r in 0..<batch {
-            for j in 0..<o {
-                let v = (y[r * o + j] - mean[j]) * inverse[j]
-                xhat[r * o + j] = v
-                y[r * o + j] = gamma[j] * v
-            }
-        }
-        Kernels.addBiasActivate(y, bias: p + layer.shiftOffset, rows: batch, columns: o, activation: layer.activation)
+        usedBatchStatistics[l] =
+            eddy_batchnorm_forward(
+                outputs[l].pointer, normalised[l]!.pointer, scratch[l]!.pointer, inverseDeviation[l]!.pointer,
+                p + layer.scaleOffset, p + statistics, training.map { $0 + statistics }, batch, o,
+                batchNormEpsilon, batchNormMomentum) != 0
+        Kernels.addBiasActivate(
+            outputs[l].pointer, bias: p + layer.shiftOffset, rows: batch, columns: o, activation: layer.activation)
     }
 
     /// Backpropagates `outputDelta` through every layer, overwriting all parameter gradients.
@@ -296,29 +269,14 @@ final class NetworkWorkspace {
     /// Turns dL/dy of normalised layer `l` (in `deltas[l]`) into dL/dz in place, writing dγ, dβ and db.
     func normaliseBackward(layer l: Int, parameters p: UnsafePointer<Float>, gradients g: UnsafeMutablePointer<Float>, batch: Int) {
         let layer = layout.layers[l], o = layer.outputs
-        let dy = deltas[l].pointer, xhat = normalised[l]!.pointer
-        let inverse = inverseDeviation[l]!.pointer, sum = scratch[l]!.pointer
         // Through the activation: dy becomes dL/d(γ x̂ + β); its column sums are dβ.
         Kernels.activationBackwardBiasSum(
-            dy, output: outputs[l].pointer, biasGradient: g + layer.shiftOffset, rows: batch, columns: o,
+            deltas[l].pointer, output: outputs[l].pointer, biasGradient: g + layer.shiftOffset, rows: batch, columns: o,
             activation: layer.activation)
-        let gamma = p + layer.scaleOffset, dGamma = g + layer.scaleOffset, db = g + layer.biasOffset
-        dGamma.update(repeating: 0, count: o)
-        for r in 0..<batch { for j in 0..<o { dGamma[j] += dy[r * o + j] * xhat[r * o + j] } }
-        if usedBatchStatistics[l] {
-            // dz = (1/n)·(1/σ)·(n·dx̂ − Σ dx̂ − x̂·Σ dx̂·x̂), with dx̂ = γ·dy: Σ dx̂ = γ·dβ, Σ dx̂·x̂ = γ·dγ.
-            let n = Float(batch), dBeta = g + layer.shiftOffset
-            for j in 0..<o { sum[j] = gamma[j] * inverse[j] / n }
-            for r in 0..<batch {
-                for j in 0..<o {
-                    let i = r * o + j
-                    dy[i] = sum[j] * (n * dy[i] - dBeta[j] - xhat[i] * dGamma[j])
-                }
-            }
-        } else {
-            for r in 0..<batch { for j in 0..<o { dy[r * o + j] *= gamma[j] * inverse[j] } }
-        }
-        db.update(repeating: 0, count: o)
-        for r in 0..<batch { for j in 0..<o { db[j] += dy[r * o + j] } }
+        // dz = (γ/σ)/n · (n·dy − Σ dy − x̂·Σ dy·x̂) with batch statistics, (γ/σ)·dy with running ones.
+        eddy_batchnorm_backward(
+            deltas[l].pointer, normalised[l]!.pointer, inverseDeviation[l]!.pointer, p + layer.scaleOffset,
+            g + layer.shiftOffset, g + layer.scaleOffset, g + layer.biasOffset, scratch[l]!.pointer, batch, o,
+            usedBatchStatistics[l] ? 1 : 0)
     }
 }

@@ -22,6 +22,20 @@ void eddy_bias_activate(float *y, const float *b, ptrdiff_t rows, ptrdiff_t cols
 void eddy_activation_backward_bias(float *d, const float *h, float *db, ptrdiff_t rows, ptrdiff_t cols,
                                    int relu);
 
+/// Batch normalisation's forward pass over z (rows x cols) in place. With batch statistics
+/// (running != NULL and rows > 1): mean[c] and inv[c] = 1/sqrt(var + eps) from the batch (biased
+/// variance), and running mean and variance (running[0..cols), running[cols..2cols); unbiased) move
+/// by momentum towards them; otherwise mean and inv come from `stats` (the same layout). Then
+/// xhat = (z - mean) * inv and z = gamma * xhat. Returns whether batch statistics were used.
+int eddy_batchnorm_forward(float *z, float *xhat, float *mean, float *inv, const float *gamma, const float *stats,
+                           float *running, ptrdiff_t rows, ptrdiff_t cols, float eps, float momentum);
+
+/// Batch normalisation's backward pass: d (rows x cols) holds dL/d(gamma*xhat + beta), dbeta its
+/// column sums. Writes dgamma[c] = sum_r d*xhat, turns d into dL/dz in place (with batch statistics
+/// gamma*inv/n * (n*d - dbeta - xhat*dgamma), else gamma*inv*d) and writes db[c] = sum_r dL/dz.
+void eddy_batchnorm_backward(float *d, const float *xhat, const float *inv, const float *gamma, const float *dbeta,
+                             float *dgamma, float *db, float *scratch, ptrdiff_t rows, ptrdiff_t cols, int batch);
+
 /// Bias-corrected Adam over a flat buffer, PyTorch's formula:
 /// g' = g + wd*p; m = b1 m + (1-b1) g'; v = b2 v + (1-b2) g'^2; p -= step_size * m / (sqrt(v)*inv_sqrt_bc2 + eps)
 /// with step_size = lr / (1 - b1^t) and inv_sqrt_bc2 = 1 / sqrt(1 - b2^t).
