@@ -369,7 +369,7 @@ ptrdiff_t eddy_tokenize(const uint8_t *line, ptrdiff_t n, ptrdiff_t *starts, ptr
 
 EDDY_KERNEL
 int eddy_batchnorm_forward(float *restrict z, float *restrict xhat, float *restrict mean, float *restrict inv,
-                           const float *restrict gamma, const float *restrict stats, float *restrict running,
+                           const float *restrict gamma, const float *stats, float *running,
                            ptrdiff_t rows, ptrdiff_t cols, float eps, float momentum) {
     const int batch = running != NULL && rows > 1;
     if (batch) {

@@ -591,6 +591,11 @@ public final class Daemon: @unchecked Sendable {
         case .success(let s):
             streamsRevived.add()
             logger.notice("expired stream came back; it resumes from its kept state", metadata: ["stream.id": "\(name)"])
+            if let why = s.mocoStartedAfresh {
+                logger.notice(
+                    "a stream's contrastive model no longer fits its settings; it starts afresh, the rest of the stream resumes",
+                    metadata: ["stream.id": "\(name)", "reason": "\(why)"])
+            }
             return s
         case .failure(let error):
             logger.warning(

@@ -144,6 +144,20 @@ public struct Snapshot: Sendable {
     public var headLabels = 0
 }
 
+/// What `StreamPipeline.mocoVersionBase` is, as a checkpoint section (written only when not 0).
+struct MoCoVersionBase: CheckpointSection {
+    static let name = "moco-version-base"
+    static let stateVersion: UInt32 = 1
+    var base: UInt64
+
+    func encode(_ w: inout StateWriter) { w.write(base) }
+
+    mutating func decode(_ r: inout StateReader, version: UInt32) throws {
+        guard version == 1 else { throw StateError.unsupportedVersion(version) }
+        base = try r.read(UInt64.self)
+    }
+}
+
 /// A stream's labelled samples, as a checkpoint section (a daemon without labels drops it).
 struct LabelSet: CheckpointSection {
     static let name = "labels"
@@ -270,6 +284,9 @@ public final class StreamPipeline: @unchecked Sendable {
     /// normalisation or reconstruction weight): why a fresh one took its place. The rest of the
     /// stream (the autoencoder and detection, which do not read MoCo) was restored.
     public internal(set) var mocoStartedAfresh: String?
+    /// Added to MoCo's steps to make its versions: a MoCo restarted by `restore` continues from the
+    /// versions its predecessor published, so a version never decreases (SPEC 5).
+    public internal(set) var mocoVersionBase: UInt64 = 0
     /// The models as they last were with every weight finite (serialized when a snapshot was taken),
     /// the state a stream rolls back to; nil before the first snapshot (it then starts afresh).
     var lastGood: (autoencoder: [UInt8], moco: [UInt8])?
@@ -727,9 +744,9 @@ public final class StreamPipeline: @unchecked Sendable {
             exchangeVersion = UInt64(autoencoder.step)
             if let mocoExchange {
                 moco.copyQuery(into: mocoExchange)
-                mocoExchangeVersion = UInt64(moco.step)
+                mocoExchangeVersion = mocoVersionBase + UInt64(moco.step)
             }
-            mocoVersion = UInt64(moco.step)
+            mocoVersion = mocoVersionBase + UInt64(moco.step)
             lastLosses = (aeLoss, mocoLoss)
         }
         return true
@@ -758,7 +775,7 @@ public final class StreamPipeline: @unchecked Sendable {
             exchangeVersion = UInt64(autoencoder.step)
             if let mocoExchange {
                 moco.copyQuery(into: mocoExchange)
-                mocoExchangeVersion = UInt64(moco.step)
+                mocoExchangeVersion = mocoVersionBase + UInt64(moco.step)
             }
         }
     }
@@ -770,7 +787,7 @@ public final class StreamPipeline: @unchecked Sendable {
         if !modelsFinite { rollBack() }
         // With labels, MoCo's snapshot carries a head fitted on it: on the same encoder weights and
         // the same normaliser, taken together with the snapshot's under one lock.
-        let aeVersion = UInt64(autoencoder.step), mocoVersion = UInt64(moco.step)
+        let aeVersion = UInt64(autoencoder.step), mocoVersion = mocoVersionBase + UInt64(moco.step)
         // A restored stream's models are published again once (at the versions they had), so a
         // subscriber or snapshot client gets them before the stream trains again.
         let again = snapshotsOwed
@@ -975,12 +992,13 @@ public final class StreamPipeline: @unchecked Sendable {
             w.write(
                 UInt32(
                     chain.sectionCount + (shaper == nil ? 0 : 1) + (logs == nil ? 0 : 1) + (labels.isEmpty ? 0 : 1)
-                        + transformSection))
+                        + transformSection + (mocoVersionBase == 0 ? 0 : 1)))
             if transformSection > 0 { w.write(unit: InputTransformSection(transform: settings.transform)) }
             chain.encodeSections(&w)
             if let shaper { w.write(unit: shaper) }
             if let logs { w.write(unit: logs) }
             if !labels.isEmpty { w.write(unit: LabelSet(dimension: inputDimension, values: labelledValues, labels: labels)) }
+            if mocoVersionBase > 0 { w.write(unit: MoCoVersionBase(base: mocoVersionBase)) }
         }
         return w.bytes
     }
@@ -1025,27 +1043,30 @@ public final class StreamPipeline: @unchecked Sendable {
         let stream = StreamPipeline(name: name, settings: s)
         let ae = try Autoencoder(serialized: try r.readBlob())
         let moco = try MoCo(serialized: try r.readBlob())
-        guard ae.configuration.inputDimension == stream.inputDimension, ae.layout == stream.autoencoder.layout
+        // The trainer's batch is the settings': a model saved with a smaller one could not take it.
+        guard ae.configuration.inputDimension == stream.inputDimension, ae.layout == stream.autoencoder.layout,
+            ae.configuration.batchSize == s.batchSize
         else { throw StateError.invalid("model shape for stream \(name)") }
         stream.autoencoder = ae
         let wanted = stream.moco.configuration
-        if moco.layout == stream.moco.layout && moco.configuration.reconstruction == wanted.reconstruction {
+        if moco.layout == stream.moco.layout && moco.configuration.reconstruction == wanted.reconstruction
+            && moco.configuration.batchSize == wanted.batchSize
+        {
             stream.moco = moco
         } else {
             // Nothing else reads MoCo: a setting that changed its shape (a width, batch normalisation,
             // the reconstruction term) restarts it alone, as the settings build it.
             stream.mocoStartedAfresh =
                 "MoCo saved with encoder \(moco.configuration.encoderWidths), head \(moco.configuration.headWidths), "
-                + "batch norm \(moco.configuration.batchNorm), reconstruction \(moco.configuration.reconstruction); "
-                + "the settings now ask for \(wanted.encoderWidths), \(wanted.headWidths), \(wanted.batchNorm), \(wanted.reconstruction)"
+                + "batch norm \(moco.configuration.batchNorm), reconstruction \(moco.configuration.reconstruction), "
+                + "batch \(moco.configuration.batchSize); the settings now ask for \(wanted.encoderWidths), "
+                + "\(wanted.headWidths), \(wanted.batchNorm), \(wanted.reconstruction), \(wanted.batchSize)"
         }
         stream.accepted = try r.read(UInt64.self)
         stream.rejectedCount = try r.read(UInt64.self)
         stream.skippedSteps = try r.read(UInt64.self)
         stream.pendingSteps = Double(bitPattern: try r.read(UInt64.self))
         stream.snapshotVersions = (try r.read(UInt64.self), try r.read(UInt64.self))
-        // A fresh MoCo publishes from its own first snapshot on (its versions are its steps).
-        if stream.mocoStartedAfresh != nil { stream.snapshotVersions.moco = 0 }
         stream.snapshotsOwed = true
         // The state holds values under the transform it was learned under (none before format 6's
         // section, and whenever the section is absent): under another it means nothing.
@@ -1067,6 +1088,9 @@ public final class StreamPipeline: @unchecked Sendable {
                 stream.shaper = shaper
             }
             if var logs = stream.logs { try sections.restore(unit: &logs) }
+            var base = MoCoVersionBase(base: 0)
+            try sections.restore(unit: &base)
+            stream.mocoVersionBase = base.base
             var labelled = LabelSet(dimension: stream.inputDimension, values: [], labels: [])
             try sections.restore(unit: &labelled)
             if s.maxLabels > 0 && !labelled.labels.isEmpty {
@@ -1078,15 +1102,19 @@ public final class StreamPipeline: @unchecked Sendable {
             try requireTransform(.none)
             try stream.restoreLegacy(&r, version: version)
         }
+        if stream.mocoStartedAfresh != nil {
+            // The fresh MoCo's versions continue after every version its predecessor reached.
+            stream.mocoVersionBase = max(stream.mocoVersionBase + UInt64(moco.step), stream.snapshotVersions.moco)
+        }
         stream.exchange.copy(from: stream.autoencoder.parameters)
         stream.exchangeVersion = UInt64(stream.autoencoder.step)
         if let weights = stream.mocoExchange {
             stream.moco.copyQuery(into: weights)
-            stream.mocoExchangeVersion = UInt64(stream.moco.step)
+            stream.mocoExchangeVersion = stream.mocoVersionBase + UInt64(stream.moco.step)
         }
         stream.scorer.parameters.copy(from: stream.exchange)
         stream.scorerVersion = stream.exchangeVersion
-        stream.mocoVersion = UInt64(stream.moco.step)
+        stream.mocoVersion = stream.mocoVersionBase + UInt64(stream.moco.step)
         return stream
     }
 

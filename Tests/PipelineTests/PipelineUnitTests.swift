@@ -937,15 +937,30 @@ import Testing
         let original = try StreamPipeline.restore([UInt8](kept), settings: s)
         _ = original.takeSnapshots(now: 0)
         #expect(original.mocoStartedAfresh == nil && original.moco.step > 0 && original.snapshotVersions.moco > 0)
-        let published = original.serialized()
-        let resumed = try StreamPipeline.restore(published, settings: plain)
+        let saved = original.serialized()
+        let resumed = try StreamPipeline.restore(saved, settings: plain)
         #expect(resumed.accepted == 100 && resumed.autoencoder.parameterValues == original.autoencoder.parameterValues)
-        #expect(resumed.moco.step == 0 && !resumed.moco.configuration.batchNorm && resumed.snapshotVersions.moco == 0)
+        #expect(resumed.moco.step == 0 && !resumed.moco.configuration.batchNorm)
         #expect(resumed.mocoStartedAfresh?.contains("batch norm true") == true)
+        // Its versions continue after those published (a version never decreases), across a
+        // checkpoint of its own too.
+        let published = original.snapshotVersions.moco
+        #expect(resumed.mocoVersionBase >= published && resumed.snapshotVersions.moco == published)
+        _ = x.withUnsafeBufferPointer { resumed.score($0.baseAddress!, count: 100, firstSequence: 300) }
+        while resumed.trainStep() {}
+        let next = try #require(resumed.takeSnapshots(now: 1).first { $0.kind == .moco })
+        #expect(next.version > published && next.version == resumed.mocoVersionBase + UInt64(resumed.moco.step))
+        let reread = try StreamPipeline.restore(resumed.serialized(), settings: plain)
+        #expect(reread.mocoStartedAfresh == nil && reread.mocoVersionBase == resumed.mocoVersionBase)
         var noTerm = s
         noTerm.mocoReconstruction = 0
-        #expect(try StreamPipeline.restore(published, settings: noTerm).mocoStartedAfresh != nil)
-        #expect(try StreamPipeline.restore(published, settings: s).snapshotVersions.moco == original.snapshotVersions.moco)
+        #expect(try StreamPipeline.restore(saved, settings: noTerm).mocoStartedAfresh != nil)
+        #expect(try StreamPipeline.restore(saved, settings: s).mocoVersionBase == 0)
+        // Another training batch does not fit the saved models (the trainer would hand them more rows
+        // than they were built for): the stream starts afresh.
+        var otherBatch = s
+        otherBatch.batchSize = s.batchSize / 2
+        #expect { try StreamPipeline.restore(saved, settings: otherBatch) } throws: { "\($0)".contains("model shape") }
     }
 }
 

@@ -50,6 +50,30 @@ def wait_heartbeat(sub, timeout=10.0):
     raise AssertionError("no heartbeat")
 
 
+def settled(sub, endpoint, name, model="autoencoder", accept=lambda status: True, timeout=60.0):
+    """Once training has stopped: the stream's heartbeat status and the snapshot of its last step.
+    Two heartbeats in a row give the model the same version, and the snapshot served is that version
+    (a pause in training shorter than that, or a snapshot still being made, does not pass)."""
+    end = time.monotonic() + timeout
+    last = None
+    while True:
+        assert time.monotonic() < end, f"training of {name} did not settle within {timeout} s"
+        hb = wait_heartbeat(sub)
+        status = next((s for s in hb.streams if s.stream == name), None)
+        if status is None or not accept(status):
+            last = None
+            continue
+        version = getattr(status, f"{model}_version")
+        try:
+            snapshot = fetch_snapshot(endpoint, name, model)
+        except LookupError:
+            last = None
+            continue
+        if version > 0 and version == last and snapshot.message.version == version:
+            return status, snapshot
+        last = version
+
+
 def wait_snapshot(endpoint, stream, model="autoencoder", accept=lambda message: True, timeout=10.0):
     """The stream's snapshot once the daemon has one that `accept`s: a step counted in a heartbeat
     is published a moment later."""
@@ -84,21 +108,8 @@ def test_ten_thousand_samples_get_ten_thousand_scores_and_numpy_reproduces_the_e
         assert sorted(seen) == list(range(10_000)) and len(seen) == len(set(seen))
 
         # Let the trainer finish what it owes, then take the snapshot taken after its last step.
-        steps = None
-        while True:
-            hb = wait_heartbeat(sub)
-            if hb.train_steps == steps and steps:
-                break
-            steps = hb.train_steps
-        stream = next(s for s in hb.streams if s.stream == "pump")
-        snapshot = None
-        end = time.monotonic() + 10
-        while time.monotonic() < end:
-            snapshot = fetch_snapshot(ep["snapshots"], "pump", "autoencoder")
-            if snapshot.message.version == stream.autoencoder_version and snapshot.message.samples_seen == 10_000:
-                break
-            time.sleep(0.1)
-        assert snapshot.message.version == stream.autoencoder_version
+        stream, snapshot = settled(sub, ep["snapshots"], "pump", accept=lambda s: s.accepted == 10_000)
+        assert snapshot.message.version == stream.autoencoder_version and snapshot.message.samples_seen == 10_000
         assert snapshot.message.input_dim == 8 and len(snapshot.weights) == 4
 
         # Probe samples are scored by exactly that model and those normaliser statistics.
@@ -214,20 +225,7 @@ def test_a_head_fitted_on_a_few_labels_over_the_published_encoder_classifies_reg
         for i in range(40):
             producer.send("machine", regime(100, loaded=i % 2 == 1, start=100 * i))
         # Let the trainer take every step it is owed, then use the MoCo snapshot taken after them.
-        steps, end = None, time.monotonic() + 30
-        while True:
-            assert time.monotonic() < end, "training did not settle"
-            hb = wait_heartbeat(sub)
-            if hb.train_steps == steps and steps and hb.samples_accepted == 4000:
-                break
-            steps = hb.train_steps
-        mocos = next(s.moco_version for s in hb.streams if s.stream == "machine")
-        assert mocos > 0
-        snapshot, end = None, time.monotonic() + 10
-        while snapshot is None or snapshot.message.steps < mocos:
-            assert time.monotonic() < end, "no MoCo snapshot of the last step"
-            time.sleep(0.2)
-            snapshot = fetch_snapshot(ep["snapshots"], "machine", "moco")
+        _, snapshot = settled(sub, ep["snapshots"], "machine", "moco", accept=lambda s: s.accepted == 4000)
     # Ten labels per regime, spread over the machine's cycles.
     labelled = np.concatenate([regime(1000, False, 9000)[::100], regime(1000, True, 10000)[::100]])
     head = fit_head(snapshot, labelled, ["idle"] * 10 + ["loaded"] * 10)
@@ -251,19 +249,7 @@ def test_a_multivariate_window_is_built_the_same_in_numpy(start_daemon, transfor
         wait_heartbeat(sub)
         data = sensors(3000)[:, :3] * 100
         producer.send("win", data)
-        steps = None
-        while True:
-            hb = wait_heartbeat(sub)
-            stream = next((s for s in hb.streams if s.stream == "win"), None)
-            if stream is not None and stream.accepted == 3000 and hb.train_steps == steps and steps:
-                break
-            steps = hb.train_steps
-        end = time.monotonic() + 10
-        while time.monotonic() < end:
-            snapshot = fetch_snapshot(ep["snapshots"], "win", "autoencoder")
-            if snapshot.message.version == stream.autoencoder_version:
-                break
-            time.sleep(0.1)
+        stream, snapshot = settled(sub, ep["snapshots"], "win", accept=lambda s: s.accepted == 3000)
         m = snapshot.message
         assert m.window == 4 and list(m.window_scales) == [1, 2] and m.input_dim == 4 * 2 * 3
         assert m.input_transform == (pb.INPUT_TRANSFORM_LOG if transform == "log" else pb.INPUT_TRANSFORM_NONE)
