@@ -191,11 +191,7 @@ public final class Daemon: @unchecked Sendable {
                 streams[s.name] = s
                 streamOrder.append(s.name)
                 committedBytes += s.settings.memoryEstimate
-                if let why = s.mocoStartedAfresh {
-                    logger.notice(
-                        "a stream's contrastive model no longer fits its settings; it starts afresh, the rest of the stream resumes",
-                        metadata: ["stream.id": "\(s.name)", "reason": "\(why)"])
-                }
+                noteMoCoRestart(s)
             }
             logger.info(
                 "resumed from checkpoint",
@@ -591,11 +587,7 @@ public final class Daemon: @unchecked Sendable {
         case .success(let s):
             streamsRevived.add()
             logger.notice("expired stream came back; it resumes from its kept state", metadata: ["stream.id": "\(name)"])
-            if let why = s.mocoStartedAfresh {
-                logger.notice(
-                    "a stream's contrastive model no longer fits its settings; it starts afresh, the rest of the stream resumes",
-                    metadata: ["stream.id": "\(name)", "reason": "\(why)"])
-            }
+            noteMoCoRestart(s)
             return s
         case .failure(let error):
             logger.warning(
@@ -1015,5 +1007,15 @@ enum DaemonFault: Error, CustomStringConvertible {
     case injected(String)
     var description: String {
         switch self { case .injected(let thread): "fault injected into \(thread)" }
+    }
+}
+
+extension Daemon {
+    /// Logs a restored stream whose MoCo `restore` had to begin afresh (its settings changed shape).
+    func noteMoCoRestart(_ s: StreamPipeline) {
+        guard let why = s.mocoStartedAfresh else { return }
+        logger.notice(
+            "a stream's contrastive model no longer fits its settings; it starts afresh, the rest of the stream resumes",
+            metadata: ["stream.id": "\(s.name)", "reason": "\(why)"])
     }
 }
