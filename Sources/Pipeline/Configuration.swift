@@ -132,10 +132,12 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// the larger of the two scores counts.
     public var period = PeriodSetting.auto
     /// The discord signal (`MultiscaleDiscord`): each channel's last values, at each of
-    /// `discordWindows` (ascending), against the nearest earlier window within `discordHistory`
-    /// values; a stream of more than `discordChannels` channels goes without it (it costs
-    /// O(history) per channel, window and sample).
-    public var discordWindows = [32, 64]
+    /// `discordWindows` (ascending; their means removed) and of `discordLevelWindows` (their means
+    /// kept: a new level is as novel as a new shape), against the nearest earlier window within
+    /// `discordHistory` values; a stream of more than `discordChannels` channels goes without it
+    /// (it costs O(history) per channel, window and sample).
+    public var discordWindows = [32]
+    public var discordLevelWindows = [64]
     public var discordHistory = 1024
     public var discordChannels = 8
     /// The correlation signal (`CorrelationSignal`) reads streams of 2 to this many features (it costs
@@ -332,6 +334,11 @@ public struct StreamConfiguration: Sendable, Equatable {
             || discordHistory < discordWindows.last! || discordHistory > 1 << 16
         {
             try fail("discord_window must be one to four ascending windows in 2...4096, and discord_history in the longest...65536")
+        }
+        if discordLevelWindows.count > 4 || (discordLevelWindows.first ?? 2) < 2 || (discordLevelWindows.last ?? 2) > 4096
+            || !Self.ascending(discordLevelWindows) || discordHistory < (discordLevelWindows.last ?? 0)
+        {
+            try fail("discord_level_window must be 0 (none) or one to four ascending windows in 2...4096, none longer than discord_history")
         }
         if !(discordMargin >= 0 && discordMargin <= 100) { try fail("discord_margin must be in 0...100") }
         if discordChannels < 0 || discordChannels > 1 << 14 { try fail("discord_channels must be in 0...16384") }
@@ -678,7 +685,8 @@ extension StreamConfiguration {
         let channels = max(dim, 1)
         if window > 0 { bytes += 4 * window * (windowScales.max() ?? 1) * channels }
         if signals.contains(DiscordSignal.name) && channels <= discordChannels {
-            bytes += MultiscaleDiscord.bytes(windows: discordWindows, history: discordHistory, channels: channels)
+            bytes += MultiscaleDiscord.bytes(
+                windows: discordWindows + discordLevelWindows, history: discordHistory, channels: channels)
         }
         if channelPeriod && !log && signals.contains(PeriodSignal.name) && channels > 1 && channels <= discordChannels && period != .off {
             bytes += ChannelPeriodSignal.bytes(channels: channels, span: univariateWindow, setting: period, holdOff: alertHoldOff)

@@ -160,6 +160,9 @@ public enum ConfigurationFile {
             guard let p = PeriodSetting(v) else { throw ValueError(why: "\"\(v)\" is neither auto, off nor a period of 2 to 100000 values") }
             s.period = p
         case "discord_window": s.discordWindows = try ints(v)
+        case "discord_level_window":
+            let windows = try ints(v)
+            s.discordLevelWindows = windows == [0] ? [] : windows
         case "discord_history": s.discordHistory = try int(v)
         case "discord_channels": s.discordChannels = try int(v)
         case "correlation_channels": s.correlationChannels = try int(v)

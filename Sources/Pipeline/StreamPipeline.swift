@@ -391,7 +391,8 @@ public final class StreamPipeline: @unchecked Sendable {
         if on.contains(DiscordSignal.name) && sampleDimension <= settings.discordChannels {
             signals.append(
                 MultiscaleDiscord(
-                    windows: settings.discordWindows, history: settings.discordHistory, channels: sampleDimension,
+                    windows: settings.discordWindows, levelWindows: settings.discordLevelWindows,
+                    history: settings.discordHistory, channels: sampleDimension,
                     margin: settings.discordMargin, horizon: settings.calibrationHorizon, holdOff: settings.alertHoldOff))
         }
         if on.contains(CorrelationSignal.name) && sampleDimension > 1 && sampleDimension <= settings.correlationChannels {

@@ -32,6 +32,7 @@ func fuzzSettings() -> StreamConfiguration {
     s.warmupSteps = 1
     s.discordHistory = 64
     s.discordWindows = [8]
+    s.discordLevelWindows = [16]
     s.calibrationHorizon = 100
     return s
 }

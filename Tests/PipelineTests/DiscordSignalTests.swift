@@ -5,16 +5,16 @@ import Testing
 
 @Suite struct DiscordSignalTests {
     /// The nearest earlier window's distance worked out directly: each channel's last `w` values,
-    /// means removed, against every earlier window that ends at least `w` values before the newest
-    /// and starts at most `history` values before the current window.
-    static func bruteForce(_ x: [Double], w: Int, history: Int) -> Double? {
+    /// means removed (if `centred`), against every earlier window that ends at least `w` values
+    /// before the newest and starts at most `history` values before the current window.
+    static func bruteForce(_ x: [Double], w: Int, history: Int, centred: Bool = true) -> Double? {
         let n = x.count
         guard n >= w else { return nil }
         let s = n - w
-        let q = Array(x[s...]), qm = q.reduce(0, +) / Double(w)
+        let q = Array(x[s...]), qm = centred ? q.reduce(0, +) / Double(w) : 0
         var best = Double.infinity
         for lag in w...max(w, history) where s - lag >= 0 {
-            let p = Array(x[(s - lag)..<(s - lag + w)]), pm = p.reduce(0, +) / Double(w)
+            let p = Array(x[(s - lag)..<(s - lag + w)]), pm = centred ? p.reduce(0, +) / Double(w) : 0
             var d = 0.0
             for k in 0..<w { let e = (q[k] - qm) - (p[k] - pm); d += e * e }
             best = min(best, d / Double(w))
@@ -41,10 +41,11 @@ import Testing
     }
 
     /// The sliding products give the brute-force distance at every sample, on every channel, past
-    /// the point where the ring wraps (values far from 0 on later channels, so cancellation would show).
-    @Test func slidingDistancesMatchTheDirectComputation() throws {
+    /// the point where the ring wraps (values far from 0 on later channels, so cancellation would
+    /// show), with the windows' means removed and kept.
+    @Test(arguments: [true, false]) func slidingDistancesMatchTheDirectComputation(centred: Bool) throws {
         let (w, history, n, channels) = (8, 40, 400, 3)
-        let signal = DiscordSignal(window: w, history: history, channels: channels, horizon: 100, holdOff: 0)
+        let signal = DiscordSignal(window: w, history: history, channels: channels, centred: centred, horizon: 100, holdOff: 0)
         let xs = (0..<channels).map { Self.series(n, seed: 5, channel: $0) }
         var compared = 0
         for t in 0..<n {
@@ -55,7 +56,7 @@ import Testing
                     #expect(got == nil)
                     continue
                 }
-                let want = try #require(Self.bruteForce(Array(xs[c][...t]), w: w, history: history))
+                let want = try #require(Self.bruteForce(Array(xs[c][...t]), w: w, history: history, centred: centred))
                 let d = try #require(got, "a distance at sample \(t)")
                 #expect(abs(d - want) <= 1e-9 * max(1, want) + 1e-9, "channel \(c), sample \(t): \(d) vs \(want)")
                 compared += 1
@@ -87,11 +88,37 @@ import Testing
         #expect(changedSurprise > 5 && changedStrength > 0.9, "surprise \(changedSurprise), strength \(changedStrength)")
     }
 
+    /// The same shape at a new level: a sine that steps up by three amplitudes at sample 1300. Once
+    /// the step has left the window (32 samples on), a centred window has a near twin (the sine
+    /// before the step, any whole number of periods back), while a level window is far from every
+    /// earlier window (they end at least 32 samples back, all or nearly all before the step);
+    /// before the step both find twins.
+    @Test func theSameShapeAtANewLevelIsNovelToALevelWindowOnly() {
+        let (w, history, period) = (32, 512, 40)
+        let level = DiscordSignal(window: w, history: history, channels: 1, centred: false, horizon: 1000, holdOff: 0)
+        let centred = DiscordSignal(window: w, history: history, channels: 1, horizon: 1000, holdOff: 0)
+        var random = RandomSource(seed: 8)
+        for t in 0..<1300 + w + 4 {
+            let v = sin(Double(t) * 2 * .pi / Double(period)) + (t < 1300 ? 0 : 3) + 0.01 * Double(random.normal())
+            let distances = (level.push(v, channel: 0), centred.push(v, channel: 0))
+            guard let dl = distances.0, let dc = distances.1 else {
+                #expect(t < 4 * w + 2 * w, "a distance at sample \(t)")
+                continue
+            }
+            if (1000..<1300).contains(t) {
+                #expect(dl < 0.01 && dc < 0.01, "twins before the step, sample \(t): \(dl), \(dc)")
+            } else if t >= 1300 + w {
+                #expect(dc < 0.01, "the centred window has a twin, sample \(t): \(dc)")
+                #expect(dl > 4, "the level window has none, sample \(t): \(dl)")
+            }
+        }
+    }
+
     /// A checkpoint taken mid-stream (after the ring has wrapped, and before) restores a signal that
-    /// reads the rest of the stream as the original does.
-    @Test func aRestoredSignalReadsOnAsTheOriginal() throws {
+    /// reads the rest of the stream as the original does, for centred and level windows.
+    @Test(arguments: [true, false]) func aRestoredSignalReadsOnAsTheOriginal(centred: Bool) throws {
         for cut in [150, 700] {
-            let make = { DiscordSignal(window: 12, history: 120, channels: 2, horizon: 500, holdOff: 50) }
+            let make = { DiscordSignal(window: 12, history: 120, channels: 2, centred: centred, horizon: 500, holdOff: 50) }
             let original = make()
             let xs = (0..<2).map { Self.series(1000, seed: 9, channel: $0).map(Float.init) }
             func feed(_ s: DiscordSignal, _ t: Int) -> Reading { Self.feed(s, [xs[0][t], xs[1][t]]) }
@@ -118,15 +145,23 @@ import Testing
         let narrow = StreamPipeline(name: "narrow", settings: settings.resolved(dim: 4))
         let wide = StreamPipeline(name: "wide", settings: settings.resolved(dim: 5))
         #expect(narrow.chain.signal(MultiscaleDiscord.self)?.scales.map(\.channels) == [4, 4])
+        #expect(narrow.chain.signal(MultiscaleDiscord.self)?.scales.map { [$0.window, $0.centred ? 1 : 0] } == [[32, 1], [64, 0]])
         #expect(wide.chain.signal(MultiscaleDiscord.self) == nil)
         let c = try ConfigurationFile.parse("[stream]\ndiscord_window = 16\ndiscord_history = 500\ndiscord_margin = 2.5\n")
         #expect(c.streamDefaults.discordWindows == [16] && c.streamDefaults.discordHistory == 500 && c.streamDefaults.discordMargin == 2.5)
         let two = try ConfigurationFile.parse("[stream]\ndiscord_window = 16, 64\n").streamDefaults
         #expect(two.discordWindows == [16, 64])
-        #expect(StreamPipeline(name: "two", settings: two.resolved(dim: 2)).chain.signal(MultiscaleDiscord.self)?.scales.map(\.window) == [16, 64])
+        #expect(StreamPipeline(name: "two", settings: two.resolved(dim: 2)).chain.signal(MultiscaleDiscord.self)?.scales.map(\.window) == [16, 64, 64])
+        let levels = try ConfigurationFile.parse("[stream]\ndiscord_level_window = 16, 128\n").streamDefaults
+        #expect(levels.discordLevelWindows == [16, 128])
+        let none = try ConfigurationFile.parse("[stream]\ndiscord_level_window = 0\n").streamDefaults
+        #expect(none.discordLevelWindows.isEmpty)
+        #expect(StreamPipeline(name: "none", settings: none.resolved(dim: 2)).chain.signal(MultiscaleDiscord.self)?.scales.map(\.centred) == [true])
         for bad in [
             "discord_window = 1", "discord_history = 8", "discord_channels = -1", "discord_margin = -1", "discord_window = 64, 32",
             "discord_window = 8, 16, 32, 64, 128", "discord_window = 16, 600\ndiscord_history = 500",
+            "discord_level_window = 1", "discord_level_window = 64, 32", "discord_level_window = 8, 16, 32, 64, 128",
+            "discord_level_window = 600\ndiscord_history = 500", "discord_level_window = 0, 64",
         ] {
             #expect(throws: (any Error).self, "\(bad)") {
                 try ConfigurationFile.parse("[stream]\ndiscord_window = 16\n\(bad)\n")
@@ -176,5 +211,43 @@ import Testing
         let upgraded = make()
         try upgraded.decode(&r1, version: 1)
         #expect(upgraded.scales.map(\.count) == [300, 0])
+    }
+
+    /// Centred and level windows of the same length are separate scales: each restores from its own
+    /// kind's section, and a section of the earlier format (version 2: every window centred, as
+    /// checkpoints were before level windows) restores the centred windows alone, leaving a level
+    /// window of the same length to start afresh rather than read a centred window's calibration.
+    @Test func levelAndCentredWindowsRestoreFromTheirOwnKind() throws {
+        let make = { MultiscaleDiscord(windows: [8, 24], levelWindows: [24], history: 120, channels: 1, horizon: 500, holdOff: 50) }
+        let xs = Self.series(600, seed: 6, channel: 0).map(Float.init)
+        let original = make()
+        for t in 0..<400 { _ = Self.feed(original, [xs[t]]) }
+        var w = StateWriter()
+        original.encode(&w)
+        let restored = make()
+        var r = StateReader(w.bytes)
+        try restored.decode(&r, version: MultiscaleDiscord.stateVersion)
+        #expect(restored.scales.map { [$0.window, $0.centred ? 1 : 0, $0.count] } == [[8, 1, 400], [24, 1, 400], [24, 0, 400]])
+        for t in 400..<600 {
+            let a = Self.feed(original, [xs[t]]), b = Self.feed(restored, [xs[t]])
+            #expect(a.strength == b.strength && a.surprise == b.surprise, "sample \(t)")
+        }
+
+        // Version 2, as the build before level windows wrote it: a count, then each window and its section.
+        let old = MultiscaleDiscord(windows: [8, 24], history: 120, channels: 1, horizon: 500, holdOff: 50)
+        for t in 0..<300 { _ = Self.feed(old, [xs[t]]) }
+        var v2 = StateWriter()
+        v2.write(UInt32(old.scales.count))
+        for s in old.scales {
+            v2.write(UInt32(s.window))
+            var inner = StateWriter()
+            s.encode(&inner)
+            v2.write(blob: inner.bytes)
+        }
+        let upgraded = make()
+        var r2 = StateReader(v2.bytes)
+        try upgraded.decode(&r2, version: 2)
+        #expect(upgraded.scales.map(\.count) == [300, 300, 0])
+        #expect(upgraded.scales[1].calibrators == old.scales[1].calibrators)
     }
 }

@@ -22,6 +22,11 @@ import Learning
 /// stream has a scale) is calibrated as the reconstruction error is (`Calibrator`); a sample's
 /// surprise is its channels' largest, its strength theirs. A stream wider than `maxChannels` does
 /// not use the signal (its cost grows with the channels).
+///
+/// With `centred` false the windows keep their means: the distance is the plain squared
+/// difference, so a window at a level the channel has not shown within `history` values (a
+/// trend, a shift, a platform off the usual levels) is as far from every earlier window as a new
+/// shape is. The two are the same computation, the centred one with each window's mean taken out.
 public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
     public static let name = "discord"
     public static let stateVersion: UInt32 = 1
@@ -36,13 +41,16 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
     /// A discord's alert strength is measured over the larger of its channel's recent peak surprise
     /// and this (in standard units), so only a window clearly unlike all before it alerts.
     public let margin: Float
+    /// Whether each window's mean is removed before windows are compared (true), or kept, so a
+    /// change of level counts as much as a change of shape.
+    public let centred: Bool
     /// Ring length: a value is needed until `history + window` samples after it.
     let ring: Int
     /// Samples read.
     public private(set) var count = 0
     public internal(set) var calibrators: [Calibrator]
     /// Per channel, each a ring of `ring` slots written twice (slot i and i + ring; see `slot`): the values, the
-    /// centred energy and the mean of the window ending at each sample.
+    /// energy (centred, unless `centred` is false) and the mean of the window ending at each sample.
     var values: [UnsafeMutablePointer<Double>]
     var energy: [UnsafeMutablePointer<Double>]
     var mean: [UnsafeMutablePointer<Double>]
@@ -56,7 +64,10 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
     /// The channel of the last reading's largest surprise.
     public private(set) var lastChannel = 0
 
-    public init(window: Int, history: Int, channels: Int, margin: Float = 0, horizon: Int, holdOff: Int) {
+    public init(
+        window: Int, history: Int, channels: Int, centred: Bool = true, margin: Float = 0, horizon: Int, holdOff: Int
+    ) {
+        self.centred = centred
         self.margin = margin
         self.window = max(2, window)
         self.history = max(self.window, history)
@@ -123,7 +134,7 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
 
     /// Appends channel `c`'s next value (the first channel advances the count) and returns the
     /// current window's distance to its nearest earlier window (mean squared difference per value,
-    /// means removed), nil until there are `4 · window` earlier windows.
+    /// means removed if `centred`), nil until there are `4 · window` earlier windows.
     @inline(__always)
     func push(_ x: Double, channel c: Int) -> Double? {
         if c == 0 { count += 1 }
@@ -143,7 +154,7 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
         var sum = 0.0, squares = 0.0
         for k in 0..<w { let v = xs[base + k]; sum += v; squares += v * v }
         let windowMean = sum / Double(w)
-        let windowEnergy = max(0, squares - sum * windowMean)
+        let windowEnergy = centred ? max(0, squares - sum * windowMean) : squares
         es[slot] = windowEnergy; es[slot + r] = windowEnergy
         ms[slot] = windowMean; ms[slot + r] = windowMean
         let longest = longestLag
@@ -153,7 +164,8 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
         // earlier window just became whole (it starts at value 0) is computed afresh.
         let slid = count - w - 1 >= w ? min(history, count - w - 1) : w - 1
         let ready = longest - w + 1 >= 4 * w || longest == history
-        let wm = Double(w) * windowMean
+        // With the means kept the kernel's mean term drops out: E_now + E_then − 2·QT.
+        let wm = centred ? Double(w) * windowMean : 0
         var nearest = Double.infinity
         if slid >= w {
             nearest = eddy_discord_step(
@@ -238,29 +250,40 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
     }
 }
 
-/// The discord signal at one or more windows at once (`discord_window = 32, 64`): each window is a
-/// `DiscordSignal` of its own, with its own rings and calibrators, and a sample's reading is the
-/// largest surprise and the largest strength over them. A short window sees a change of shape
-/// within a cycle; a longer one a change of frequency or a flat stretch that a short window finds a
-/// near twin for somewhere in the history.
+/// The discord signal at one or more windows at once (`discord_window = 32`, `discord_level_window
+/// = 64`): each window is a `DiscordSignal` of its own, with its own rings and calibrators, and a
+/// sample's reading is the largest surprise and the largest strength over them. A short window
+/// sees a change of shape within a cycle; a longer one that keeps its level (not centred) a change
+/// of frequency, a trend or a shift of level, or a flat stretch that a short window finds a near
+/// twin for somewhere in the history.
 public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
     public static let name = DiscordSignal.name
-    /// 1 was one window's section (`DiscordSignal`'s); 2 is a count, then each window and its section.
-    public static let stateVersion: UInt32 = 2
+    /// 1 was one window's section (`DiscordSignal`'s); 2 is a count, then each window and its
+    /// section (every window centred); 3 adds whether each window is centred.
+    public static let stateVersion: UInt32 = 3
 
     public let scales: [DiscordSignal]
     /// The window whose strength decided the last reading.
     public private(set) var lastScale = 0
 
-    public init(windows: [Int], history: Int, channels: Int, margin: Float = 0, horizon: Int, holdOff: Int) {
-        scales = windows.map {
-            DiscordSignal(window: $0, history: history, channels: channels, margin: margin, horizon: horizon, holdOff: holdOff)
+    /// `windows` are compared with their means removed, `levelWindows` with them kept.
+    public init(
+        windows: [Int], levelWindows: [Int] = [], history: Int, channels: Int, margin: Float = 0, horizon: Int,
+        holdOff: Int
+    ) {
+        let kinds = windows.map { ($0, true) } + levelWindows.map { ($0, false) }
+        scales = kinds.map { window, centred in
+            DiscordSignal(
+                window: window, history: history, channels: channels, centred: centred, margin: margin, horizon: horizon,
+                holdOff: holdOff)
         }
     }
 
     /// The channel and the window of the last reading's strongest discord.
     public var lastChannel: Int { scales[lastScale].lastChannel }
     public var window: Int { scales[lastScale].window }
+    /// Whether that window kept its level (a level window).
+    public var levelKept: Bool { !scales[lastScale].centred }
 
     public static func bytes(windows: [Int], history: Int, channels: Int) -> Int {
         windows.reduce(0) { $0 + DiscordSignal.bytes(window: $1, history: history, channels: channels) }
@@ -285,25 +308,30 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
         w.write(UInt32(scales.count))
         for s in scales {
             w.write(UInt32(s.window))
+            w.write(s.centred)
             var inner = StateWriter()
             s.encode(&inner)
             w.write(blob: inner.bytes)
         }
     }
 
-    /// A window restores from the section of the same window; a window the section does not have
-    /// starts afresh. Version 1 (one window, not recorded) restores the first window.
+    /// A window restores from the section of the same window and kind (centred or level); a window
+    /// the section does not have starts afresh. Version 1 (one centred window, not recorded)
+    /// restores the first centred window; version 2's windows are all centred.
     public func decode(_ r: inout StateReader, version: UInt32) throws {
         switch version {
         case 1:
-            try scales[0].decode(&r, version: 1)
-        case 2:
+            try scales.first(where: \.centred)?.decode(&r, version: 1)
+        case 2, 3:
             let n = Int(try r.read(UInt32.self))
             guard n <= 64 else { throw StateError.invalid("discord windows") }
             for _ in 0..<n {
                 let window = Int(try r.read(UInt32.self))
+                let centred = version == 2 ? true : try r.read(Bool.self)
                 var inner = StateReader(try r.readBlob())
-                if let s = scales.first(where: { $0.window == window }) { try s.decode(&inner, version: 1) }
+                if let s = scales.first(where: { $0.window == window && $0.centred == centred }) {
+                    try s.decode(&inner, version: 1)
+                }
             }
         default:
             throw StateError.unsupportedVersion(version)

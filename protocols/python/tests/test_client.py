@@ -267,7 +267,7 @@ def test_a_multivariate_window_is_built_the_same_in_numpy(start_daemon, transfor
 def test_a_change_of_shape_on_one_channel_alerts_from_the_discord_signal(start_daemon):
     # Two sine channels; for 60 rows channel 1 runs at three times its frequency, inside its usual
     # range. With only the discord signal scoring, the alert names it, the channel and the window.
-    daemon = start_daemon(extra_config="[stream.shape]\nsignals = discord\ndiscord_window = 16\n")
+    daemon = start_daemon(extra_config="[stream.shape]\nsignals = discord\ndiscord_window = 16\ndiscord_level_window = 0\n")
     ep = daemon.endpoints
     rng = np.random.default_rng(4)
 
