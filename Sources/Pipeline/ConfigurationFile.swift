@@ -162,6 +162,7 @@ public enum ConfigurationFile {
         case "discord_window": s.discordWindows = try ints(v)
         case "discord_level_window":
             let windows = try ints(v)
+            guard !windows.isEmpty else { throw ValueError(why: "no window (0 for none)") }
             s.discordLevelWindows = windows == [0] ? [] : windows
         case "discord_history": s.discordHistory = try int(v)
         case "discord_channels": s.discordChannels = try int(v)

@@ -24,8 +24,10 @@ public struct SampleScore: Sendable, Equatable {
     /// The alert comes from the discord signal: the channel whose last values are unlike every
     /// earlier window (nil: it does not).
     public var discordChannel: Int? = nil
-    /// And the window (in values) it compared.
+    /// And the window (in values) it compared, and whether that window kept its level
+    /// (`discord_level_window`) or had its mean removed.
     public var discordWindow = 0
+    public var discordLevel = false
     /// The alert comes from the correlation signal: the feature that moved apart from the others
     /// (nil: it does not). The alert's `topFeatures` name it alone.
     public var correlationChannel: Int? = nil
@@ -35,7 +37,7 @@ public struct SampleScore: Sendable, Equatable {
 
     public static func == (a: SampleScore, b: SampleScore) -> Bool {
         a.sequence == b.sequence && a.error == b.error && a.score == b.score && a.alertScore == b.alertScore && a.alert == b.alert
-            && a.warmingUp == b.warmingUp && a.beyondRange == b.beyondRange && a.period == b.period && a.discordChannel == b.discordChannel && a.discordWindow == b.discordWindow
+            && a.warmingUp == b.warmingUp && a.beyondRange == b.beyondRange && a.period == b.period && a.discordChannel == b.discordChannel && a.discordWindow == b.discordWindow && a.discordLevel == b.discordLevel
             && a.correlationChannel == b.correlationChannel && a.timestamp == b.timestamp
             && a.topFeatures.map(\.index) == b.topFeatures.map(\.index)
     }
@@ -60,8 +62,9 @@ public struct ScoredBatch: Sendable {
     public var fromPeriod: [Int: Int] = [:]
     /// The stream's period (a windowed stream's check; 0: none).
     public var period = 0
-    /// Alerts (by index in the batch) that come from the discord signal: the channel and the window.
-    public var fromDiscord: [Int: (channel: Int, window: Int)] = [:]
+    /// Alerts (by index in the batch) that come from the discord signal: the channel, the window and
+    /// whether it kept its level.
+    public var fromDiscord: [Int: (channel: Int, window: Int, level: Bool)] = [:]
     /// Alerts (by index in the batch) that come from the correlation signal: the feature that moved
     /// apart from the others.
     public var fromCorrelation: [Int: Int] = [:]
@@ -101,6 +104,7 @@ public struct ScoredBatch: Sendable {
             sequence: firstSequence &+ UInt64(i), error: errors[i], score: scores[i], alertScore: alertScores[i], alert: alerts[i],
             warmingUp: warmingUp[i], beyondRange: beyondRange.contains(i), period: fromPeriod[i] ?? 0,
             discordChannel: fromDiscord[i]?.channel, discordWindow: fromDiscord[i]?.window ?? 0,
+            discordLevel: fromDiscord[i]?.level ?? false,
             correlationChannel: fromCorrelation[i], timestamp: timestamps.isEmpty ? 0 : timestamps[i],
             topFeatures: topFeatures[i] ?? [])
     }
@@ -532,7 +536,7 @@ public final class StreamPipeline: @unchecked Sendable {
                         result.fromCorrelation[i] = correlation.lastChannel
                     }
                     if let discord = source as? MultiscaleDiscord {
-                        result.fromDiscord[i] = (discord.lastChannel, discord.window)
+                        result.fromDiscord[i] = (discord.lastChannel, discord.window, discord.levelKept)
                     }
                 }
                 if v.alert, let lines {

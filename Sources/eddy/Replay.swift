@@ -70,7 +70,7 @@ struct Replay: ParsableCommand {
                     : s.fromPeriod ? "unlike \(s.period) values earlier; "
                     : s.correlationChannel.map { "\(CorrelationSignal.reason(channel: $0)); " }
                     ?? s.discordChannel.map { c in
-                        "\(pipeline.sampleDimension > 1 ? "channel \(c)'s" : "the") last \(s.discordWindow) values unlike any of the last \(history); "
+                        "\(pipeline.sampleDimension > 1 ? "channel \(c)'s" : "the") last \(s.discordWindow) values\(s.discordLevel ? ", level and all," : "") unlike any of the last \(history); "
                     } ?? ""
                 print("\(s.sequence),\(s.error),\(s.score),\(s.alertScore),\(s.alert ? 1 : 0),\(s.warmingUp ? 1 : 0),\(cause)\(why)")
             } else {

@@ -202,7 +202,7 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
 
     public func decode(_ r: inout StateReader, version: UInt32) throws {
         guard version == 1 else { throw StateError.unsupportedVersion(version) }
-        guard let saved = Int(exactly: try r.read(UInt64.self)) else { throw StateError.invalid("discord count") }
+        guard let saved = Int(exactly: try r.read(UInt64.self)), saved < 1 << 62 else { throw StateError.invalid("discord count") }
         var kept: [[Double]] = []
         var restoredMoments: [(Double, Double)] = []
         var restoredCalibrators: [Calibrator] = []
