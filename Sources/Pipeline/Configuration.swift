@@ -329,15 +329,15 @@ public struct StreamConfiguration: Sendable, Equatable {
         if let unknown = signals.first(where: { !DetectionChain.knownSignals.contains($0) }) {
             try fail("signals: unknown signal \"\(unknown)\" (known: \(DetectionChain.knownSignals.joined(separator: ", ")))")
         }
-        if discordWindows.isEmpty || discordWindows.count > 4 || discordWindows.first! < 2 || discordWindows.last! > 4096
-            || !Self.ascending(discordWindows)
-            || discordHistory < discordWindows.last! || discordHistory > 1 << 16
-        {
+        // One to four ascending windows in 2...4096, none longer than the history.
+        func fits(_ windows: [Int]) -> Bool {
+            (1...4).contains(windows.count) && windows.first! >= 2 && windows.last! <= 4096 && Self.ascending(windows)
+                && windows.last! <= discordHistory
+        }
+        if !fits(discordWindows) || discordHistory > 1 << 16 {
             try fail("discord_window must be one to four ascending windows in 2...4096, and discord_history in the longest...65536")
         }
-        if discordLevelWindows.count > 4 || (discordLevelWindows.first ?? 2) < 2 || (discordLevelWindows.last ?? 2) > 4096
-            || !Self.ascending(discordLevelWindows) || discordHistory < (discordLevelWindows.last ?? 0)
-        {
+        if !discordLevelWindows.isEmpty && !fits(discordLevelWindows) {
             try fail("discord_level_window must be 0 (none) or one to four ascending windows in 2...4096, none longer than discord_history")
         }
         if !(discordMargin >= 0 && discordMargin <= 100) { try fail("discord_margin must be in 0...100") }

@@ -102,7 +102,7 @@ import Testing
             let v = sin(Double(t) * 2 * .pi / Double(period)) + (t < 1300 ? 0 : 3) + 0.01 * Double(random.normal())
             let distances = (level.push(v, channel: 0), centred.push(v, channel: 0))
             guard let dl = distances.0, let dc = distances.1 else {
-                #expect(t < 4 * w + 2 * w, "a distance at sample \(t)")
+                #expect(t < 6 * w, "a distance at sample \(t)")
                 continue
             }
             if (1000..<1300).contains(t) {
@@ -255,5 +255,10 @@ import Testing
         var r3 = StateReader(w.bytes)
         try swapped.decode(&r3, version: MultiscaleDiscord.stateVersion)
         #expect(swapped.scales.map { [$0.window, $0.centred ? 1 : 0, $0.count] } == [[24, 1, 400], [8, 0, 0]])
+        let saved = make()
+        var r4 = StateReader(w.bytes)
+        try saved.decode(&r4, version: MultiscaleDiscord.stateVersion)
+        #expect(swapped.scales[0].calibrators == saved.scales[1].calibrators, "the centred 24's own section")
+        #expect(swapped.scales[0].calibrators != saved.scales[2].calibrators, "not the level 24's")
     }
 }
