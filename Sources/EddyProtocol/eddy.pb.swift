@@ -569,6 +569,14 @@ public nonisolated struct Eddy_V1_Alert: @unchecked Sendable {
     set {_uniqueStorage()._discordWindow = newValue}
   }
 
+  /// Set when that window kept its level (a discord_level_window: compared with its mean kept, so a
+  /// level the channel has not shown is novel); clear when it was a discord_window (its mean
+  /// removed: a new shape). The two kinds may have the same length.
+  public var discordLevel: Bool {
+    get {_storage._discordLevel}
+    set {_uniqueStorage()._discordLevel = newValue}
+  }
+
   /// A log stream's alert: the signal that raised it (`template`, `parameter`, `burst`, `silence`
   /// or `reconstruction`), why in words (for example `new template "..."`), the template the line
   /// joined, its id, and the line itself (empty for a sample stream). A sample stream's alert from
@@ -1502,7 +1510,7 @@ nonisolated extension Eddy_V1_ScoreBatch: SwiftProtobuf.Message, SwiftProtobuf._
 
 nonisolated extension Eddy_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Alert"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{3}model_version\0\u{1}threshold\0\u{1}score\0\u{3}top_features\0\u{1}window\0\u{3}window_scales\0\u{3}beyond_range\0\u{1}period\0\u{1}discord\0\u{3}discord_channel\0\u{3}discord_window\0\u{1}signal\0\u{1}reason\0\u{1}template\0\u{3}template_id\0\u{1}line\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{3}model_version\0\u{1}threshold\0\u{1}score\0\u{3}top_features\0\u{1}window\0\u{3}window_scales\0\u{3}beyond_range\0\u{1}period\0\u{1}discord\0\u{3}discord_channel\0\u{3}discord_window\0\u{1}signal\0\u{1}reason\0\u{1}template\0\u{3}template_id\0\u{1}line\0\u{3}discord_level\0")
 
   fileprivate class _StorageClass {
     var _stream: String = String()
@@ -1517,6 +1525,7 @@ nonisolated extension Eddy_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._Messa
     var _discord: Bool = false
     var _discordChannel: UInt32 = 0
     var _discordWindow: UInt32 = 0
+    var _discordLevel: Bool = false
     var _signal: String = String()
     var _reason: String = String()
     var _template: String = String()
@@ -1544,6 +1553,7 @@ nonisolated extension Eddy_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._Messa
       _discord = source._discord
       _discordChannel = source._discordChannel
       _discordWindow = source._discordWindow
+      _discordLevel = source._discordLevel
       _signal = source._signal
       _reason = source._reason
       _template = source._template
@@ -1584,6 +1594,7 @@ nonisolated extension Eddy_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._Messa
         case 15: try { try decoder.decodeSingularStringField(value: &_storage._template) }()
         case 16: try { try decoder.decodeSingularUInt32Field(value: &_storage._templateID) }()
         case 17: try { try decoder.decodeSingularStringField(value: &_storage._line) }()
+        case 18: try { try decoder.decodeSingularBoolField(value: &_storage._discordLevel) }()
         default: break
         }
       }
@@ -1647,6 +1658,9 @@ nonisolated extension Eddy_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._Messa
       if !_storage._line.isEmpty {
         try visitor.visitSingularStringField(value: _storage._line, fieldNumber: 17)
       }
+      if _storage._discordLevel != false {
+        try visitor.visitSingularBoolField(value: _storage._discordLevel, fieldNumber: 18)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -1668,6 +1682,7 @@ nonisolated extension Eddy_V1_Alert: SwiftProtobuf.Message, SwiftProtobuf._Messa
         if _storage._discord != rhs_storage._discord {return false}
         if _storage._discordChannel != rhs_storage._discordChannel {return false}
         if _storage._discordWindow != rhs_storage._discordWindow {return false}
+        if _storage._discordLevel != rhs_storage._discordLevel {return false}
         if _storage._signal != rhs_storage._signal {return false}
         if _storage._reason != rhs_storage._reason {return false}
         if _storage._template != rhs_storage._template {return false}

@@ -150,6 +150,7 @@ public enum Wire {
             m.discord = true
             m.discordChannel = UInt32(channel)
             m.discordWindow = UInt32(s.discordWindow)
+            m.discordLevel = s.discordLevel
         }
         if let channel = s.correlationChannel {
             m.signal = CorrelationSignal.name

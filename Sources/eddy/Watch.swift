@@ -78,7 +78,9 @@ struct Watch: ParsableCommand {
                 + (m.beyondRange
                     ? "beyond range at \(features)"
                     : (m.period > 0 ? "unlike \(m.period) values earlier; " : "")
-                        + (m.discord ? "channel \(m.discordChannel)'s last \(m.discordWindow) values unlike any before; " : "")
+                        + (m.discord
+                            ? "channel \(m.discordChannel)'s last \(m.discordWindow) values\(m.discordLevel ? ", level and all," : "") unlike any before; "
+                            : "")
                         + (m.reason.isEmpty ? "" : "\(m.reason); ")
                         + "from \(features)")
         case let m as Eddy_V1_ModelSnapshot:

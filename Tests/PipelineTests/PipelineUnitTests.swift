@@ -855,6 +855,29 @@ import Testing
         #expect(try Wire.representations(batch, range: 0..<1).serializedBytes() == golden)
         #expect(Wire.representationsPerMessage(width: 64) * 256 <= Wire.largestScoreMessage)
     }
+
+    /// An alert from the discord signal's level window ends in its discord fields (a sample stream's
+    /// alert has no log fields 13 to 17 to follow them), encoded by hand; protocols/python/tests
+    /// decodes the same bytes. A centred window's alert leaves `discord_level` out.
+    @Test func aDiscordAlertEncodesItsWindowsKindToTheGoldenBytes() throws {
+        let x: [Float] = [0, 1, 2, 3, 4, 5]
+        var batch = x.withUnsafeBufferPointer {
+            StreamPipeline(name: "s", settings: StreamConfiguration().resolved(dim: 2)).score($0.baseAddress!, count: 3, firstSequence: 5)
+        }
+        batch.alerts[1] = true
+        batch.fromDiscord[1] = (channel: 1, window: 64, level: true)
+        let golden: [UInt8] = [
+            0x50, 0x01,  // 10: discord
+            0x58, 0x01,  // 11: discord_channel 1
+            0x60, 0x40,  // 12: discord_window 64
+            0x90, 0x01, 0x01,  // 18: discord_level
+        ]
+        let level = try Wire.alert(batch.sample(1), in: batch).serializedBytes() as [UInt8]
+        #expect(Array(level.suffix(golden.count)) == golden, "\(level)")
+        batch.fromDiscord[1] = (channel: 1, window: 64, level: false)
+        let centred = try Wire.alert(batch.sample(1), in: batch).serializedBytes() as [UInt8]
+        #expect(Array(centred.suffix(6)) == Array(golden.prefix(6)) && centred.count == level.count - 3)
+    }
 }
 
 @Suite struct StreamPipelineTests {

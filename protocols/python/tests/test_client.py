@@ -1,10 +1,15 @@
 """The real pyzmq client against a real `eddy serve` on 127.0.0.1."""
+import os
+import subprocess
 import time
 
 import numpy as np
 import pytest
 
+from conftest import ROOT
 from eddy_client import Producer, Subscriber, fetch_snapshot, fit_head, pb, representations, sample_batch
+
+EDDY = os.environ.get("EDDY_BIN", str(ROOT / ".build" / "debug" / "eddy"))
 
 # The same bytes Tests/PipelineTests checks from Swift: SampleBatch{"s", 5, dim 2, count 1, [1, -2]}.
 GOLDEN = bytes([0x0A, 0x01, 0x73, 0x10, 0x05, 0x18, 0x02, 0x20, 0x01,
@@ -22,6 +27,14 @@ def test_a_representation_batch_decodes_from_the_golden_bytes():
     m = pb.RepresentationBatch.FromString(golden)
     assert (m.stream, m.first_sequence, m.dim, m.count, m.model_version) == ("s", 7, 2, 1, 3)
     assert representations(m).tolist() == [[1.0, -2.0]]
+
+
+def test_a_discord_alert_decodes_from_the_golden_bytes():
+    """The discord fields of an Alert as Swift's ProtocolTests encode them: discord, channel 1,
+    window 64, kept its level (field 18)."""
+    m = pb.Alert.FromString(bytes([0x50, 0x01, 0x58, 0x01, 0x60, 0x40, 0x90, 0x01, 0x01]))
+    assert (m.discord, m.discord_channel, m.discord_window, m.discord_level) == (True, 1, 64, True)
+    assert not pb.Alert.FromString(bytes([0x50, 0x01, 0x60, 0x20])).discord_level
 
 
 def sensors(n, dim=8, seed=0, start=0):
@@ -264,30 +277,25 @@ def test_a_multivariate_window_is_built_the_same_in_numpy(start_daemon, transfor
     assert daemon.terminate()[0] == 0
 
 
-def test_a_change_of_shape_on_one_channel_alerts_from_the_discord_signal(start_daemon):
-    # Two sine channels; for 60 rows channel 1 runs at three times its frequency, inside its usual
-    # range. With only the discord signal scoring, the alert names it, the channel and the window.
-    daemon = start_daemon(extra_config="[stream.shape]\nsignals = discord\ndiscord_window = 16\ndiscord_level_window = 0\n")
+def first_discord_alert(start_daemon, windows, rows, changed):
+    """The first alert of a two-channel stream scored by the discord signal alone, with `windows`
+    (its discord settings): 3,000 normal rows, then 300 whose rows `changed` differ; and what
+    `eddy watch` printed meanwhile."""
+    daemon = start_daemon(extra_config="[stream.shape]\nsignals = discord\n" + windows)
     ep = daemon.endpoints
-    rng = np.random.default_rng(4)
-
-    def rows(start, n, fast=()):
-        t = np.arange(start, start + n)
-        period = np.where(np.isin(t, fast), 13.0, 40.0)
-        phase = np.cumsum(2 * np.pi / period) + 2 * np.pi * start / 40.0
-        return np.stack([np.sin(2 * np.pi * t / 30), np.sin(phase)], axis=1) + 0.03 * rng.standard_normal((n, 2))
-
     with Producer(ep["ingest"]) as producer, Subscriber(ep["publish"]) as sub:
         wait_heartbeat(sub)
         for start in range(0, 3000, 250):
-            producer.send("shape", rows(start, 250).astype(np.float32))
+            producer.send("shape", rows(start, 250, ()).astype(np.float32))
         while True:
             hb = wait_heartbeat(sub)
             stream = next((s for s in hb.streams if s.stream == "shape"), None)
             if stream is not None and stream.accepted == 3000 and not stream.warming_up:
                 break
-        changed = range(3100, 3160)
-        producer.send("shape", rows(3000, 300, fast=list(changed)).astype(np.float32))
+        watch = subprocess.Popen([EDDY, "watch", "--endpoint", ep["publish"], "--stream", "shape", "--seconds", "4"],
+                                 stdout=subprocess.PIPE, text=True)
+        time.sleep(1)  # watch subscribes before the change is sent
+        producer.send("shape", rows(3000, 300, changed).astype(np.float32))
         alerts = []
         end = time.monotonic() + 10
         while time.monotonic() < end:
@@ -296,12 +304,46 @@ def test_a_change_of_shape_on_one_channel_alerts_from_the_discord_signal(start_d
                 alerts.append(got[1])
             if got and got[0] == "score/shape/" and got[1].first_sequence == 3000:
                 end = min(end, time.monotonic() + 1)  # its alerts are published with it
-    assert alerts, "no alert for the change of shape"
-    first = alerts[0]
-    assert 3100 <= first.score.sequence < 3160 + 16, [a.score.sequence for a in alerts]
-    assert first.discord and first.discord_channel == 1 and first.discord_window == 16
-    assert not first.beyond_range and first.period == 0
+    watched, _ = watch.communicate(timeout=30)
     assert daemon.terminate()[0] == 0
+    assert alerts, "no alert for the change"
+    assert alerts[0].score.sequence in changed or alerts[0].score.sequence - 16 in changed, [a.score.sequence for a in alerts]
+    return alerts[0], watched
+
+
+def test_a_change_of_shape_on_one_channel_alerts_from_the_discord_signal(start_daemon):
+    # Two sine channels; for 60 rows channel 1 runs at three times its frequency, inside its usual
+    # range. The alert names the discord signal, the channel and the window (its mean removed).
+    rng = np.random.default_rng(4)
+
+    def rows(start, n, fast):
+        t = np.arange(start, start + n)
+        period = np.where(np.isin(t, fast), 13.0, 40.0)
+        phase = np.cumsum(2 * np.pi / period) + 2 * np.pi * start / 40.0
+        return np.stack([np.sin(2 * np.pi * t / 30), np.sin(phase)], axis=1) + 0.03 * rng.standard_normal((n, 2))
+
+    first, watched = first_discord_alert(start_daemon, "discord_window = 16\ndiscord_level_window = 0\n", rows, range(3100, 3160))
+    assert first.discord and first.discord_channel == 1 and first.discord_window == 16 and not first.discord_level
+    assert f"ALERT    shape seq {first.score.sequence} " in watched and "channel 1's last 16 values unlike any before" in watched, watched
+    assert not first.beyond_range and first.period == 0
+
+
+def test_a_new_level_on_one_channel_alerts_from_a_level_window(start_daemon):
+    # Channel 1 is a square wave between 0 and 1 (40 rows each); from row 3120, where it would fall
+    # to 0, it moves between 1 and 2 instead: a plateau at 1 twice as long, then the same steps a
+    # level up. A centred window has seen every step and plateau before; a window that keeps its
+    # level has never been at 2. The alert says which window it was.
+    rng = np.random.default_rng(5)
+
+    def rows(start, n, shifted):
+        t = np.arange(start, start + n)
+        square = ((t // 40) % 2).astype(np.float64) + np.isin(t, shifted)
+        return np.stack([np.sin(2 * np.pi * t / 30), square], axis=1) + 0.03 * rng.standard_normal((n, 2))
+
+    first, watched = first_discord_alert(start_daemon, "discord_window = 16\ndiscord_level_window = 32\n", rows, range(3120, 3300))
+    assert first.discord and first.discord_channel == 1 and first.discord_window == 32 and first.discord_level
+    assert "channel 1's last 32 values, level and all, unlike any before" in watched, watched
+    assert not first.beyond_range and first.period == 0
 
 
 def test_streams_beyond_the_memory_budget_or_max_dim_are_refused_with_their_cost(start_daemon):
