@@ -550,7 +550,8 @@ public nonisolated struct Eddy_V1_Alert: @unchecked Sendable {
     set {_uniqueStorage()._period = newValue}
   }
 
-  /// Set when the alert comes from the discord signal: the last `discord_window` values of channel
+  /// Set when the alert comes from the discord signal: the last `discord_window` values (the length
+  /// of one of the stream's discord_window or discord_level_window settings) of channel
   /// `discord_channel` (0 for a univariate stream) are unlike every earlier window of that channel
   /// within the stream's discord_history, beyond the channel's usual and recent peak; top_features
   /// still share out the reconstruction error.

@@ -292,19 +292,24 @@ def first_discord_alert(start_daemon, windows, rows, changed):
             stream = next((s for s in hb.streams if s.stream == "shape"), None)
             if stream is not None and stream.accepted == 3000 and not stream.warming_up:
                 break
-        watch = subprocess.Popen([EDDY, "watch", "--endpoint", ep["publish"], "--stream", "shape", "--seconds", "4"],
+        watch = subprocess.Popen([EDDY, "watch", "--endpoint", ep["publish"], "--stream", "shape", "--seconds", "6"],
                                  stdout=subprocess.PIPE, text=True)
-        time.sleep(1)  # watch subscribes before the change is sent
-        producer.send("shape", rows(3000, 300, changed).astype(np.float32))
-        alerts = []
-        end = time.monotonic() + 10
-        while time.monotonic() < end:
-            got = sub.recv(timeout_ms=500)
-            if got and got[0] == "alert/shape/":
-                alerts.append(got[1])
-            if got and got[0] == "score/shape/" and got[1].first_sequence == 3000:
-                end = min(end, time.monotonic() + 1)  # its alerts are published with it
-    watched, _ = watch.communicate(timeout=30)
+        try:
+            # Its first line (a heartbeat or a snapshot): it has subscribed before the change is sent.
+            first_line = watch.stdout.readline()
+            assert first_line, "eddy watch printed nothing"
+            producer.send("shape", rows(3000, 300, changed).astype(np.float32))
+            alerts = []
+            end = time.monotonic() + 10
+            while time.monotonic() < end:
+                got = sub.recv(timeout_ms=500)
+                if got and got[0] == "alert/shape/":
+                    alerts.append(got[1])
+                if got and got[0] == "score/shape/" and got[1].first_sequence == 3000:
+                    end = min(end, time.monotonic() + 1)  # its alerts are published with it
+            watched = first_line + watch.communicate(timeout=30)[0]
+        finally:
+            watch.kill()
     assert daemon.terminate()[0] == 0
     assert alerts, "no alert for the change"
     assert alerts[0].score.sequence in changed or alerts[0].score.sequence - 16 in changed, [a.score.sequence for a in alerts]
@@ -342,6 +347,7 @@ def test_a_new_level_on_one_channel_alerts_from_a_level_window(start_daemon):
 
     first, watched = first_discord_alert(start_daemon, "discord_window = 16\ndiscord_level_window = 32\n", rows, range(3120, 3300))
     assert first.discord and first.discord_channel == 1 and first.discord_window == 32 and first.discord_level
+    assert f"ALERT    shape seq {first.score.sequence} " in watched, watched
     assert "channel 1's last 32 values, level and all, unlike any before" in watched, watched
     assert not first.beyond_range and first.period == 0
 
