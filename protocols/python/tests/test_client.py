@@ -287,7 +287,9 @@ def first_discord_alert(start_daemon, windows, rows, changed):
         wait_heartbeat(sub)
         for start in range(0, 3000, 250):
             producer.send("shape", rows(start, 250, ()).astype(np.float32))
+        deadline = time.monotonic() + 60
         while True:
+            assert time.monotonic() < deadline, "the stream did not take its 3,000 rows and finish warming up"
             hb = wait_heartbeat(sub)
             stream = next((s for s in hb.streams if s.stream == "shape"), None)
             if stream is not None and stream.accepted == 3000 and not stream.warming_up:
