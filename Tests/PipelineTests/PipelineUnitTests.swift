@@ -832,14 +832,19 @@ import Testing
         #expect(Wire.floats(back.values) == [1, -2])
     }
 
+    /// Three samples of a fresh two-feature stream "s", scored from sequence 5.
+    static func threeScored() -> ScoredBatch {
+        let x: [Float] = [0, 1, 2, 3, 4, 5]
+        return x.withUnsafeBufferPointer {
+            StreamPipeline(name: "s", settings: StreamConfiguration().resolved(dim: 2)).score($0.baseAddress!, count: 3, firstSequence: 5)
+        }
+    }
+
     /// The representation of the third sample of a batch starting at sequence 5 (the first two
     /// had none, as a window's first samples), by MoCo version 3, encoded by hand;
     /// protocols/python/tests checks the same bytes from Python.
     @Test func aRepresentationBatchEncodesToTheGoldenBytes() throws {
-        let x: [Float] = [0, 1, 2, 3, 4, 5]
-        var batch = x.withUnsafeBufferPointer {
-            StreamPipeline(name: "s", settings: StreamConfiguration().resolved(dim: 2)).score($0.baseAddress!, count: 3, firstSequence: 5)
-        }
+        var batch = Self.threeScored()
         batch.representations = [1, -2]
         batch.representationWidth = 2
         batch.representationFirst = 2
@@ -860,10 +865,7 @@ import Testing
     /// alert has no log fields 13 to 17 to follow them), encoded by hand; protocols/python/tests
     /// decodes the same bytes. A centred window's alert leaves `discord_level` out.
     @Test func aDiscordAlertEncodesItsWindowsKindToTheGoldenBytes() throws {
-        let x: [Float] = [0, 1, 2, 3, 4, 5]
-        var batch = x.withUnsafeBufferPointer {
-            StreamPipeline(name: "s", settings: StreamConfiguration().resolved(dim: 2)).score($0.baseAddress!, count: 3, firstSequence: 5)
-        }
+        var batch = Self.threeScored()
         batch.alerts[1] = true
         batch.fromDiscord[1] = (channel: 1, window: 64, level: true)
         let golden: [UInt8] = [
