@@ -347,6 +347,10 @@ def main():
             print(f"{name:16} {seed:4} {r['steps']:5}  {r['knn_raw']:.3f} {r['knn_random']:.3f} {r['knn_moco']:.3f}    "
                   f"{r['linear_raw']:.3f} {r['linear_random']:.3f} {r['linear_moco']:.3f}     "
                   f"{r['few_raw']:.3f} {r['few_moco']:.3f}", flush=True)
+            if r["skipped"]:
+                # The trainer fell behind (a busy machine): this run's model took fewer steps than the others.
+                print(f"warning: {name} seed {seed}: the trainer skipped {r['skipped']} steps; run it again on an idle machine",
+                      file=sys.stderr, flush=True)
     sets, _, wins, few = summary(rows)
     n = len(sets)
     print(f"MoCo beats raw and random on {wins['knn']} of {n} sets by kNN, {wins['linear']} of {n} by linear probe; "

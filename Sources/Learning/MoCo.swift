@@ -32,6 +32,12 @@ public struct MoCoConfiguration: Sendable, Equatable {
     /// Batch normalisation after every layer but the projection's last (as in SimCLR and MoCo v3):
     /// training uses each batch's statistics, the representation the running ones.
     public var batchNorm = false
+    /// i-Mix (Lee et al. 2021), the largest share of another sample in a query view (0: off). Each
+    /// step draws one share `s` uniformly from `[0, mix]` and a shuffle of the batch; query view i
+    /// becomes `(1 − s)·view i + s·view π(i)`, and its positive is split the same way between key i
+    /// and key π(i), the batch's keys joining the queue as the other negatives. Where a sample cannot
+    /// be cropped or warped into a new view, a blend is a positive that costs nothing to make.
+    public var mix: Float = 0
 
     public init(inputDimension: Int) { self.inputDimension = inputDimension }
 
@@ -86,6 +92,12 @@ public final class MoCo {
     let decoderOptimiser: Adam?
     let decoderWork: NetworkWorkspace?
     let representationDelta: FloatBuffer?
+    /// With `mix` > 0: the blended clean samples (the reconstruction's targets), `(B, D)`, the logits
+    /// of the queries against the batch's keys, then their gradient, `(B, B)`, and the step's
+    /// shuffle (empty for a step without a blend).
+    let blended: FloatBuffer?
+    let pairLogits: FloatBuffer?
+    var partner: [Int] = []
 
     public init(configuration: MoCoConfiguration) {
         let c = configuration
@@ -94,6 +106,7 @@ public final class MoCo {
         precondition(c.queueSize >= c.batchSize && c.queueSize % c.batchSize == 0, "queue must be a multiple of the batch")
         precondition(c.temperature > 0 && (0...1).contains(c.momentum), "temperature > 0 and momentum in [0, 1]")
         precondition(c.reconstruction >= 0 && c.reconstruction.isFinite, "the reconstruction weight is finite, not negative")
+        precondition((0...0.5).contains(c.mix), "the mixed share is in [0, 0.5]")
         self.configuration = c
         let acts =
             Array(repeating: Activation.relu, count: c.encoderWidths.count)
@@ -151,6 +164,7 @@ public final class MoCo {
         } else {
             (decoder, decoderGradients, decoderOptimiser, decoderWork, representationDelta) = (nil, nil, nil, nil, nil)
         }
+        (blended, pairLogits) = c.mix > 0 ? (FloatBuffer(count: B * D), FloatBuffer(count: B * B)) : (nil, nil)
     }
 
     deinit { queueIDs.deallocate() }
@@ -183,7 +197,20 @@ public final class MoCo {
         }
         configuration.augmentation.apply(input, rows: rows, dimension: D, into: viewQ.pointer, random: &random)
         configuration.augmentation.apply(input, rows: rows, dimension: D, into: viewK.pointer, random: &random)
-        let loss = lossAndGradient(query: viewQ.pointer, key: viewK.pointer, rows: rows, ids: ids, clean: input)
+        var clean = input
+        var share: Float = 0
+        if let blended, rows > 1 {
+            share = configuration.mix * random.uniform()
+            partner = Array(0..<rows)
+            for i in stride(from: rows - 1, to: 0, by: -1) { partner.swapAt(i, random.index(below: i + 1)) }
+            blend(viewQ.pointer, rows: rows, share: share, into: blended.pointer)
+            viewQ.pointer.update(from: blended.pointer, count: rows * D)
+            blend(input, rows: rows, share: share, into: blended.pointer)
+            clean = UnsafePointer(blended.pointer)
+        }
+        let loss = lossAndGradient(
+            query: viewQ.pointer, key: viewK.pointer, rows: rows, ids: ids, clean: clean,
+            mix: share > 0 ? (share, partner) : nil)
         optimiser.update(parameters: query.pointer, gradients: gradients.pointer, count: layout.trainableCount)
         if let decoder, let decoderGradients, let decoderOptimiser {
             decoderOptimiser.update(parameters: decoder.pointer, gradients: decoderGradients.pointer, count: decoder.count)
@@ -191,6 +218,16 @@ public final class MoCo {
         updateKeyEncoder()
         enqueue(keys: k.pointer, ids: ids, rows: rows)
         return loss
+    }
+
+    /// `out[i] = (1 − share)·x[i] + share·x[partner[i]]` over `rows` rows of `D`.
+    func blend(_ x: UnsafePointer<Float>, rows: Int, share: Float, into out: UnsafeMutablePointer<Float>) {
+        let D = configuration.inputDimension
+        for r in 0..<rows {
+            let o = out + r * D
+            o.update(from: x + r * D, count: D)
+            BLAS.axpby(count: D, alpha: share, x: x + partner[r] * D, beta: 1 - share, y: o)
+        }
     }
 
     /// `θk = m·θk + (1 − m)·θq`: one axpby over the flat buffers.
@@ -213,9 +250,13 @@ public final class MoCo {
     /// and leaves the normalised keys in `k`. Changes no parameters and not the queue. With the
     /// reconstruction term and `clean` (the samples the views were made from, `(B, D)`), adds
     /// λ · mean((decoder(representation of xq) − clean)²) and fills `decoderGradients` too.
+    ///
+    /// With `mix` (i-Mix: query view i is a blend taking `share` of sample `partner[i]`), the
+    /// logits of row i are its query against every key of the batch and the queue, and its target
+    /// is `1 − share` on key i and `share` on key `partner[i]`: loss_i = log Z − Σ target · logit.
     func lossAndGradient(
         query xq: UnsafePointer<Float>, key xk: UnsafePointer<Float>, rows B: Int, ids: UnsafePointer<Int64>?,
-        clean: UnsafePointer<Float>? = nil
+        clean: UnsafePointer<Float>? = nil, mix: (share: Float, partner: [Int])? = nil
     ) -> Float {
         let c = configuration
         precondition(B > 0 && B <= c.batchSize, "batch of \(B) rows is out of range")
@@ -235,7 +276,26 @@ public final class MoCo {
         let fixedShift = c.temperature >= 0.025
         var totalLoss: Float = 0
         let invB = 1 / Float(B)
-        for r in 0..<B {
+        let pairs = mix.flatMap { m in m.partner.count == B ? pairLogits.map { ($0.pointer, m.share, m.partner) } : nil }
+        if let (p, share, partner) = pairs {
+            // Against the batch's keys too: (B, B), then each row's softmax minus its target, over B.
+            BLAS.gemm(.none, .transposed, m: B, n: B, k: C, alpha: invT, a: q.pointer, b: k.pointer, c: p)
+            for r in 0..<B {
+                let lr = l + r * K, pr = p + r * B
+                let top = fixedShift ? invT : max(eddy_max(pr, B), eddy_max(lr, K))
+                let own = pr[r] - top, other = pr[partner[r]] - top
+                var z = eddy_exp_shifted_masked(lr, K, top, ids == nil ? nil : UnsafePointer(queueIDs), ids?[r] ?? -1)
+                for j in 0..<B { pr[j] = Kernels.exp(pr[j] - top); z += pr[j] }
+                totalLoss += _log(z) - (1 - share) * own - share * other
+                let scale = invB / z
+                for j in 0..<B { pr[j] *= scale }
+                pr[r] -= (1 - share) * invB
+                pr[partner[r]] -= share * invB
+                positive[r] = 0
+                rowScale[r] = scale
+            }
+        }
+        for r in 0..<B where pairs == nil {
             let lr = l + r * K
             let lpos = BLAS.dot(count: C, x: q.pointer + r * C, y: k.pointer + r * C) * invT
             let top = fixedShift ? invT : max(lpos, eddy_max(lr, K))
@@ -253,9 +313,16 @@ public final class MoCo {
         BLAS.gemm(.none, .none, m: B, n: C, k: K, alpha: invT, a: l, b: queue.pointer, c: dq.pointer)
         let dp = queryWork.outputDelta
         for r in 0..<B {
-            let dqr = dq.pointer + r * C, qr = q.pointer + r * C, kr = k.pointer + r * C
+            let dqr = dq.pointer + r * C, kr = k.pointer + r * C
             let dpos = positive[r] * invT, scale = rowScale[r]
             for j in 0..<C { dqr[j] = dqr[j] * scale + dpos * kr[j] }
+        }
+        if let (p, _, _) = pairs {
+            // The batch's keys' part: dq += (dL/dlogits over the batch) · k / T.
+            BLAS.gemm(.none, .none, m: B, n: C, k: B, alpha: invT, a: p, b: k.pointer, beta: 1, c: dq.pointer)
+        }
+        for r in 0..<B {
+            let dqr = dq.pointer + r * C, qr = q.pointer + r * C
             // Through q = p / ||p||: dp = (dq − q (q·dq)) / ||p||
             let proj = BLAS.dot(count: C, x: dqr, y: qr)
             let s = 1 / qNorm[r]
@@ -366,8 +433,9 @@ public final class MoCo {
     static let kind = "eddy.moco"
     /// 2: the augmentation's series settings (1 restores with them off). 3: the reconstruction
     /// weight, and with it the decoder and its Adam state (1 and 2 restore without the term).
-    /// 4: batch normalisation (earlier formats restore without it).
-    static let formatVersion: UInt32 = 4
+    /// 4: batch normalisation (earlier formats restore without it). 5: the mixed share (earlier
+    /// formats restore without a blend).
+    static let formatVersion: UInt32 = 5
 
     /// The full training state: configuration, both encoders, Adam moments and step, queue, its ids
     /// and pointer, normaliser statistics and random state, sealed with a CRC-32.
@@ -386,6 +454,7 @@ public final class MoCo {
         w.write(c.normalise); w.write(UInt64(c.normaliserHorizon)); w.write(c.seed)
         if format >= 3 { w.write(c.reconstruction) }
         if format >= 4 { w.write(c.batchNorm) }
+        if format >= 5 { w.write(c.mix) }
         w.write(random)
         w.write(UInt64(optimiser.step))
         w.write(query); w.write(key); w.write(optimiser.m); w.write(optimiser.v)
@@ -446,6 +515,10 @@ public final class MoCo {
             }
         }
         if version >= 4 { c.batchNorm = try r.read(Bool.self) }
+        if version >= 5 {
+            c.mix = try r.read(Float.self)
+            guard (0...0.5).contains(c.mix) else { throw StateError.invalid("mixed share") }
+        }
         self.init(configuration: c)
         random = try r.read(RandomSource.self)
         optimiser.step = try r.readInt()

@@ -200,6 +200,9 @@ public struct StreamConfiguration: Sendable, Equatable {
     public var mocoReconstruction: Float = 30
     /// Batch normalisation in MoCo's encoder and head (`MoCoConfiguration.batchNorm`).
     public var mocoBatchNorm = true
+    /// i-Mix's largest share of another sample in a query view (`MoCoConfiguration.mix`; 0: off, the
+    /// default: it won development sets and no held-back one, docs/representation.md).
+    public var mocoMix: Float = 0
     public var jitter: Float = 0.05
     public var scale: Float = 0
     public var mask: Float = 0.1
@@ -270,6 +273,7 @@ public struct StreamConfiguration: Sendable, Equatable {
         c.momentum = mocoMomentum
         c.reconstruction = mocoReconstruction
         c.batchNorm = mocoBatchNorm
+        c.mix = mocoMix
         c.batchSize = batchSize
         c.optimiser = AdamConfiguration(learningRate: learningRate, gradientClipNorm: gradientClipNorm)
         c.augmentation = AugmentationConfiguration(
@@ -352,6 +356,7 @@ public struct StreamConfiguration: Sendable, Equatable {
         }
         if !(mocoTemperature > 0) || !(0...1).contains(mocoMomentum) { try fail("moco_temperature > 0, moco_momentum in [0, 1]") }
         if !(0...1e6).contains(mocoReconstruction) { try fail("moco_reconstruction must be in 0...1e6") }
+        if !(0...0.5).contains(mocoMix) { try fail("moco_mix must be in 0...0.5") }
         if autoencoderHidden.isEmpty || mocoEncoder.isEmpty || mocoHead.isEmpty
             || (autoencoderHidden + mocoEncoder + mocoHead).contains(where: { $0 < 1 })
         {
@@ -670,6 +675,7 @@ extension StreamConfiguration {
         let normalisation = normalisedUnits * (4 * 3 + 2 * 2 + 2 * b + 256 + 3 * 2)
         // The trainer's, and its last good models (both encoders' four values, two moments).
         floats += normalisation + normalisedUnits * (4 * 2 + 2 * 2)
+        if mocoMix > 0 { floats += b * d + b * b }  // i-Mix's blended samples and the batch's logits
         if mocoReconstruction > 0 {
             // MoCo's decoder: weights, gradients and Adam's moments, its activations and their
             // gradients for a batch, the gradient it sends the representation, and in the last good

@@ -45,10 +45,11 @@ enum ReferenceModels {
         return Autoencoder(configuration: c)
     }
 
-    static func moco(dim: Int, reconstruction: Float = 0, batchNorm: Bool = false) -> MoCo {
+    static func moco(dim: Int, reconstruction: Float = 0, batchNorm: Bool = false, mix: Float = 0) -> MoCo {
         var c = MoCoConfiguration(inputDimension: dim)
         c.reconstruction = reconstruction
         c.batchNorm = batchNorm
+        c.mix = mix
         c.encoderWidths = [128, 64]
         c.headWidths = [32]
         c.queueSize = 4096
@@ -183,10 +184,13 @@ struct TrainBench: ParsableCommand {
     var reconstruction: Float = 0
     @Flag(help: "MoCo with batch normalisation (moco_batch_norm; the workload's MoCo has none), to measure its cost.")
     var batchNorm = false
+    @Option(help: "MoCo's i-Mix share (moco_mix; the workload's MoCo has none: 0), to measure its cost.")
+    var mix: Float = 0
     @OptionGroup var options: BenchOptions
 
     func validate() throws {
         if !(0...1e6).contains(reconstruction) { throw ValidationError("--reconstruction must be in 0...1e6") }
+        if !(0...0.5).contains(mix) { throw ValidationError("--mix must be in 0...0.5") }
     }
 
     func run() throws {
@@ -194,11 +198,12 @@ struct TrainBench: ParsableCommand {
         let dim = options.dim, batch = ReferenceModels.batch
         let buffer = ReferenceBuffer(dim: dim)
         let ae = ReferenceModels.autoencoder(dim: dim)
-        let moco = ReferenceModels.moco(dim: dim, reconstruction: reconstruction, batchNorm: batchNorm)
+        let moco = ReferenceModels.moco(dim: dim, reconstruction: reconstruction, batchNorm: batchNorm, mix: mix)
         var report = Report()
         report.add("model", model.rawValue)
         if reconstruction > 0 { report.add("reconstruction", Double(reconstruction)) }
         if batchNorm { report.add("batch_norm", 1) }
+        if mix > 0 { report.add("mix", Double(mix)) }
         report.add("dim", dim)
         report.add("batch", batch)
         report.add("threads", options.threads)

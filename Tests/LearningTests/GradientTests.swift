@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 
 @testable import Learning
@@ -118,9 +119,10 @@ import Testing
         #expect(analytic.contains { $0 != 0 })
     }
 
-    func smallMoCo(temperature: Float = 0.5, reconstruction: Float = 0, batchNorm: Bool = false) -> MoCo {
+    func smallMoCo(temperature: Float = 0.5, reconstruction: Float = 0, batchNorm: Bool = false, mix: Float = 0) -> MoCo {
         var c = MoCoConfiguration(inputDimension: 6)
         c.reconstruction = reconstruction
+        c.mix = mix
         c.batchNorm = batchNorm
         c.encoderWidths = [7, 5]
         c.headWidths = [5, 4]
@@ -132,25 +134,33 @@ import Testing
         return MoCo(configuration: c)
     }
 
+    /// The loss of `smallMoCo` on 4 seeded query and key views (`seed`, `seed + 1`), as a closure for
+    /// finite differences; with `ids` its queue's 8 entries get ids 100 to 107 and rows 0 and 2 each
+    /// have a masked (false) negative.
+    func mocoLoss(
+        _ moco: MoCo, seed: UInt64, masked: Bool, mix: (share: Float, partner: [Int])? = nil
+    ) -> (ids: [Int64], loss: () -> Float) {
+        for j in 0..<8 { moco.queueIDs[j] = Int64(100 + j) }
+        let ids: [Int64] = [103, 7, 106, 8]
+        let xq = randomValues(4 * 6, seed: seed, scale: 1.5), xk = randomValues(4 * 6, seed: seed + 1, scale: 1.5)
+        return (ids, {
+            xq.withUnsafeBufferPointer { q in
+                xk.withUnsafeBufferPointer { k in
+                    ids.withUnsafeBufferPointer { id in
+                        moco.lossAndGradient(
+                            query: q.baseAddress!, key: k.baseAddress!, rows: 4, ids: masked ? id.baseAddress : nil, mix: mix)
+                    }
+                }
+            }
+        })
+    }
+
     /// InfoNCE through the L2 normalisation, the projection head and the encoder, with and without
     /// masked queue entries: every query-encoder parameter against central differences.
     @Test(arguments: [(false, false), (true, false), (false, true)])
     func mocoInfoNCEGradientMatchesFiniteDifferences(masked: Bool, batchNorm: Bool) {
         let moco = smallMoCo(batchNorm: batchNorm)
-        // Give the queue known ids so that rows 0 and 2 each have a masked (false) negative.
-        for j in 0..<8 { moco.queueIDs[j] = Int64(100 + j) }
-        let ids: [Int64] = [103, 7, 106, 8]
-        let xq = randomValues(4 * 6, seed: 32, scale: 1.5), xk = randomValues(4 * 6, seed: 33, scale: 1.5)
-        func loss() -> Float {
-            xq.withUnsafeBufferPointer { q in
-                xk.withUnsafeBufferPointer { k in
-                    ids.withUnsafeBufferPointer { id in
-                        moco.lossAndGradient(
-                            query: q.baseAddress!, key: k.baseAddress!, rows: 4, ids: masked ? id.baseAddress : nil)
-                    }
-                }
-            }
-        }
+        let loss = mocoLoss(moco, seed: 32, masked: masked).loss
         _ = loss()
         let trained = moco.layout.trainableCount
         #expect(batchNorm == (trained < moco.parameterCount))
@@ -195,5 +205,39 @@ import Testing
         }
         #expect(moco.gradients.array != analytic)
         #expect(analyticDecoder.contains { $0 != 0 })
+    }
+
+    /// i-Mix's loss: each row's query against the batch's keys and the queue, its target split
+    /// between its own key and its partner's. The loss against the definition worked by hand from
+    /// the normalised queries and keys, and its gradient (every query-encoder parameter, with masked
+    /// queue entries, batch normalisation, and a row that is its own partner) against central
+    /// differences.
+    @Test(arguments: [false, true])
+    func mocoMixGradientMatchesFiniteDifferences(batchNorm: Bool) {
+        let moco = smallMoCo(batchNorm: batchNorm, mix: 0.4)
+        let partner = [2, 1, 3, 0], share: Float = 0.3
+        let (ids, loss) = mocoLoss(moco, seed: 37, masked: true, mix: (share, partner))
+        let total = loss()
+        // By hand, in Double: cosines over T against keys and the unmasked queue entries.
+        let C = 4, T = 0.5
+        let q = moco.q.array.map(Double.init), k = moco.k.array.map(Double.init), queue = moco.queue.array.map(Double.init)
+        func dot(_ a: [Double], _ i: Int, _ b: [Double], _ j: Int) -> Double { (0..<C).reduce(0) { $0 + a[i * C + $1] * b[j * C + $1] } }
+        var expected = 0.0
+        for r in 0..<4 {
+            var z = 0.0
+            for j in 0..<4 { z += Foundation.exp(dot(q, r, k, j) / T) }
+            for n in 0..<8 where moco.queueIDs[n] != ids[r] { z += Foundation.exp(dot(q, r, queue, n) / T) }
+            let own: Double = dot(q, r, k, r) / T, other: Double = dot(q, r, k, partner[r]) / T
+            expected += Foundation.log(z) - (1 - Double(share)) * own - Double(share) * other
+        }
+        #expect(abs(Double(total) - expected / 4) < 1e-4, "\(total) against \(expected / 4)")
+        // Not InfoNCE's loss: the blend's target and the batch's keys are in it.
+        #expect(abs(mocoLoss(moco, seed: 37, masked: true).loss() - total) > 1e-3)
+        _ = loss()
+        let trained = moco.layout.trainableCount
+        let analytic = Array(moco.gradients.array.prefix(trained))
+        let bad = gradientMismatches(analytic, finiteDifferences(moco.query.pointer, count: trained, loss: loss))
+        #expect(bad.isEmpty, "mismatches: \(bad.prefix(5))")
+        #expect(analytic.contains { $0 != 0 })
     }
 }

@@ -18,10 +18,11 @@ import Testing
         return (ae, replay)
     }
 
-    func trainedMoCo(seed: UInt64, reconstruction: Float = 0, batchNorm: Bool = false) -> (MoCo, ReferenceReplay) {
+    func trainedMoCo(seed: UInt64, reconstruction: Float = 0, batchNorm: Bool = false, mix: Float = 0) -> (MoCo, ReferenceReplay) {
         var c = MoCoConfiguration(inputDimension: 32)
         c.reconstruction = reconstruction
         c.batchNorm = batchNorm
+        c.mix = mix
         c.queueSize = 256
         c.seed = seed
         c.augmentation.cropMinimumFraction = 0.6
@@ -66,9 +67,9 @@ import Testing
         #expect(original.serialized() == restored.serialized())
     }
 
-    @Test(arguments: [(0, false), (30, false), (0, true)] as [(Float, Bool)])
-    func mocoRestoredFromBytesTakesExactlyTheSameNextStep(reconstruction: Float, batchNorm: Bool) throws {
-        let (original, replay) = trainedMoCo(seed: 10, reconstruction: reconstruction, batchNorm: batchNorm)
+    @Test(arguments: [(0, false, 0), (30, false, 0), (0, true, 0), (30, true, 0.25)] as [(Float, Bool, Float)])
+    func mocoRestoredFromBytesTakesExactlyTheSameNextStep(reconstruction: Float, batchNorm: Bool, mix: Float) throws {
+        let (original, replay) = trainedMoCo(seed: 10, reconstruction: reconstruction, batchNorm: batchNorm, mix: mix)
         let bytes = original.serialized()
         let restored = try MoCo(serialized: bytes)
         #expect(restored.serialized() == bytes)
@@ -82,6 +83,20 @@ import Testing
         #expect(original.serialized() == restored.serialized())
         #expect(restored.configuration.reconstruction == reconstruction && (restored.decoder == nil) == (reconstruction == 0))
         #expect(restored.configuration.batchNorm == batchNorm && restored.layout.isNormalised == batchNorm)
+        #expect(restored.configuration.mix == mix)
+    }
+
+    /// With i-Mix the same seed trains another model, the share travels in the state, and what a
+    /// daemon before it wrote (format 4) restores without a blend.
+    @Test func mocoWithMixTrainsApartAndOlderFormatsRestoreWithoutIt() throws {
+        let (plain, _) = trainedMoCo(seed: 15)
+        #expect(try MoCo(serialized: plain.serialized(format: 4)).configuration == plain.configuration)
+        let (mixed, _) = trainedMoCo(seed: 15, mix: 0.25)
+        #expect(mixed.queryParameters != plain.queryParameters)
+        let old = try MoCo(serialized: mixed.serialized(format: 4))
+        #expect(old.configuration.mix == 0 && old.queryParameters == mixed.queryParameters)
+        let restored = try MoCo(serialized: mixed.serialized())
+        #expect(restored.configuration.mix == 0.25)
     }
 
     /// With batch normalisation the running statistics follow the batches, the published network is

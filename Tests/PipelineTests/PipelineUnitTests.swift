@@ -745,6 +745,8 @@ import Testing
         #expect(try ConfigurationFile.parse("[stream]\nmoco_reconstruction = 30").streamDefaults.resolved(dim: 4).mocoConfiguration().reconstruction == 30)
         #expect(try !ConfigurationFile.parse("[stream]\nmoco_batch_norm = false").streamDefaults.resolved(dim: 4).mocoConfiguration().batchNorm)
         #expect(try ConfigurationFile.parse("").streamDefaults.resolved(dim: 4).mocoConfiguration().batchNorm)
+        #expect(try ConfigurationFile.parse("").streamDefaults.resolved(dim: 4).mocoConfiguration().mix == 0)
+        #expect(try ConfigurationFile.parse("[stream]\nmoco_mix = 0.25").streamDefaults.resolved(dim: 4).mocoConfiguration().mix == 0.25)
         #expect(throws: ConfigurationError.self) { try ConfigurationFile.parse("[stream.a/b]") }
         // Values that would trap at run time are refused when the file is read.
         for bad in [
@@ -758,6 +760,8 @@ import Testing
             "[stream]\nalert_hold_off = 100000000000", "[stream]\nalert_hold_off = -1",
             // MoCo asserts a finite, non-negative reconstruction weight.
             "[stream]\nmoco_reconstruction = -1", "[stream]\nmoco_reconstruction = nan", "[stream]\nmoco_reconstruction = inf",
+            // and a mixed share in [0, 0.5].
+            "[stream]\nmoco_mix = 0.6", "[stream]\nmoco_mix = -0.1", "[stream]\nmoco_mix = nan",
         ] {
             #expect(throws: ConfigurationError.self, "\(bad)") { try ConfigurationFile.parse(bad) }
         }
