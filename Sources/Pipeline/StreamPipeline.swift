@@ -902,11 +902,12 @@ public final class StreamPipeline: @unchecked Sendable {
     }
 
     /// A MoCo that only embeds (the ingest thread's representer, a head's encoder) with these query
-    /// weights: it never trains, so the smallest queue there is (one batch) and no decoder.
+    /// weights: it never trains, so the smallest queue there is (one batch), no decoder and no blend.
     static func frozenEncoder(_ settings: StreamConfiguration, weights: FloatBuffer) -> MoCo {
         var c = settings.mocoConfiguration()
         c.queueSize = c.batchSize
         c.reconstruction = 0
+        c.mix = 0
         let encoder = MoCo(configuration: c)
         encoder.loadQuery(from: weights)
         return encoder
@@ -1055,17 +1056,18 @@ public final class StreamPipeline: @unchecked Sendable {
         stream.autoencoder = ae
         let wanted = stream.moco.configuration
         if moco.layout == stream.moco.layout && moco.configuration.reconstruction == wanted.reconstruction
-            && moco.configuration.batchSize == wanted.batchSize
+            && moco.configuration.batchSize == wanted.batchSize && moco.configuration.mix == wanted.mix
         {
             stream.moco = moco
         } else {
             // Nothing else reads MoCo: a setting that changed its shape (a width, batch normalisation,
-            // the reconstruction term) restarts it alone, as the settings build it.
+            // the reconstruction term) or its loss (the blend) restarts it alone, as the settings build it.
             stream.mocoStartedAfresh =
                 "MoCo saved with encoder \(moco.configuration.encoderWidths), head \(moco.configuration.headWidths), "
                 + "batch norm \(moco.configuration.batchNorm), reconstruction \(moco.configuration.reconstruction), "
-                + "batch \(moco.configuration.batchSize); the settings now ask for \(wanted.encoderWidths), "
-                + "\(wanted.headWidths), \(wanted.batchNorm), \(wanted.reconstruction), \(wanted.batchSize)"
+                + "mix \(moco.configuration.mix), batch \(moco.configuration.batchSize); the settings now ask for "
+                + "\(wanted.encoderWidths), \(wanted.headWidths), \(wanted.batchNorm), \(wanted.reconstruction), "
+                + "\(wanted.mix), \(wanted.batchSize)"
         }
         stream.accepted = try r.read(UInt64.self)
         stream.rejectedCount = try r.read(UInt64.self)

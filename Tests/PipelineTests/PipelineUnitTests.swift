@@ -984,6 +984,10 @@ import Testing
         var noTerm = s
         noTerm.mocoReconstruction = 0
         #expect(try StreamPipeline.restore(saved, settings: noTerm).mocoStartedAfresh != nil)
+        var blended = s
+        blended.mocoMix = 0.25
+        let mixed = try StreamPipeline.restore(saved, settings: blended)
+        #expect(mixed.mocoStartedAfresh?.contains("mix 0.0") == true && mixed.moco.configuration.mix == 0.25)
         #expect(try StreamPipeline.restore(saved, settings: s).mocoVersionBase == 0)
         // Another training batch does not fit the saved models (the trainer would hand them more rows
         // than they were built for): the stream starts afresh.
