@@ -1011,7 +1011,7 @@ enum DaemonFault: Error, CustomStringConvertible {
 }
 
 extension Daemon {
-    /// Logs a restored stream whose MoCo `restore` had to begin afresh (its settings changed shape).
+    /// Logs a restored stream whose MoCo `restore` had to begin afresh (its settings changed).
     func noteMoCoRestart(_ s: StreamPipeline) {
         guard let why = s.mocoStartedAfresh else { return }
         logger.notice(

@@ -1054,20 +1054,14 @@ public final class StreamPipeline: @unchecked Sendable {
             ae.configuration.batchSize == s.batchSize
         else { throw StateError.invalid("model shape for stream \(name)") }
         stream.autoencoder = ae
-        let wanted = stream.moco.configuration
-        if moco.layout == stream.moco.layout && moco.configuration.reconstruction == wanted.reconstruction
-            && moco.configuration.batchSize == wanted.batchSize && moco.configuration.mix == wanted.mix
-        {
+        let changed = Self.changes(from: moco.configuration, to: stream.moco.configuration)
+        if changed.isEmpty {
             stream.moco = moco
         } else {
             // Nothing else reads MoCo: a setting that changed its shape (a width, batch normalisation,
-            // the reconstruction term) or its loss (the blend) restarts it alone, as the settings build it.
-            stream.mocoStartedAfresh =
-                "MoCo saved with encoder \(moco.configuration.encoderWidths), head \(moco.configuration.headWidths), "
-                + "batch norm \(moco.configuration.batchNorm), reconstruction \(moco.configuration.reconstruction), "
-                + "mix \(moco.configuration.mix), batch \(moco.configuration.batchSize); the settings now ask for "
-                + "\(wanted.encoderWidths), \(wanted.headWidths), \(wanted.batchNorm), \(wanted.reconstruction), "
-                + "\(wanted.mix), \(wanted.batchSize)"
+            // the reconstruction term) or how it trains (the loss, the augmentations, the optimiser)
+            // restarts it alone, as the settings build it; the saved model would go on as it was saved.
+            stream.mocoStartedAfresh = "MoCo saved with other settings: " + changed.joined(separator: ", ")
         }
         stream.accepted = try r.read(UInt64.self)
         stream.rejectedCount = try r.read(UInt64.self)
@@ -1169,5 +1163,33 @@ public final class StreamPipeline: @unchecked Sendable {
             let saved = try PeriodCheck.decode(&r, streamFormat: version)
             periodSignal?.adopt(saved)
         }
+    }
+}
+
+extension StreamPipeline {
+    /// The MoCo settings a saved model was trained under that differ from the stream's settings now,
+    /// each as "name saved → now" (empty: the model resumes). The seed is not one: the saved model's
+    /// random state goes on.
+    static func changes(from saved: MoCoConfiguration, to wanted: MoCoConfiguration) -> [String] {
+        var changed: [String] = []
+        func check<T: Equatable>(_ name: String, _ a: T, _ b: T) { if a != b { changed.append("\(name) \(a) → \(b)") } }
+        check("inputs", saved.inputDimension, wanted.inputDimension)
+        check("encoder", saved.encoderWidths, wanted.encoderWidths)
+        check("head", saved.headWidths, wanted.headWidths)
+        check("batch norm", saved.batchNorm, wanted.batchNorm)
+        check("reconstruction", saved.reconstruction, wanted.reconstruction)
+        check("mix", saved.mix, wanted.mix)
+        check("batch", saved.batchSize, wanted.batchSize)
+        check("queue", saved.queueSize, wanted.queueSize)
+        check("temperature", saved.temperature, wanted.temperature)
+        check("momentum", saved.momentum, wanted.momentum)
+        check("optimiser", saved.optimiser, wanted.optimiser)
+        check("augmentation", saved.augmentation, wanted.augmentation)
+        check("normaliser", saved.normalise, wanted.normalise)
+        check("normaliser horizon", saved.normaliserHorizon, wanted.normaliserHorizon)
+        var rest = saved
+        rest.seed = wanted.seed
+        if changed.isEmpty && rest != wanted { changed.append("another setting") }
+        return changed
     }
 }

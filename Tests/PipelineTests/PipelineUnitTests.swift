@@ -987,7 +987,19 @@ import Testing
         var blended = s
         blended.mocoMix = 0.25
         let mixed = try StreamPipeline.restore(saved, settings: blended)
-        #expect(mixed.mocoStartedAfresh?.contains("mix 0.0") == true && mixed.moco.configuration.mix == 0.25)
+        #expect(mixed.mocoStartedAfresh?.contains("mix 0.0 → 0.25") == true && mixed.moco.configuration.mix == 0.25)
+        // Any setting MoCo trains by, not only its shape: a saved model would go on under the old one.
+        var warmer = s
+        warmer.mocoTemperature = 0.5
+        warmer.jitter = 0.1
+        let retuned = try StreamPipeline.restore(saved, settings: warmer)
+        #expect(retuned.moco.step == 0 && retuned.moco.configuration.temperature == 0.5)
+        #expect(retuned.mocoStartedAfresh?.contains("temperature 0.2 → 0.5") == true)
+        #expect(retuned.mocoStartedAfresh?.contains("augmentation") == true)
+        // The seed is not a setting it trains by: the saved random state goes on.
+        var reseeded = s
+        reseeded.seed = s.seed + 1
+        #expect(try StreamPipeline.restore(saved, settings: reseeded).mocoStartedAfresh == nil)
         #expect(try StreamPipeline.restore(saved, settings: s).mocoVersionBase == 0)
         // Another training batch does not fit the saved models (the trainer would hand them more rows
         // than they were built for): the stream starts afresh.
