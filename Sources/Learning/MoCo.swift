@@ -201,7 +201,8 @@ public final class MoCo {
         var share: Float = 0
         if let blended, rows > 1 {
             share = configuration.mix * random.uniform()
-            partner = Array(0..<rows)
+            partner.removeAll(keepingCapacity: true)
+            partner.append(contentsOf: 0..<rows)
             for i in stride(from: rows - 1, to: 0, by: -1) { partner.swapAt(i, random.index(below: i + 1)) }
             blend(viewQ.pointer, rows: rows, share: share, into: blended.pointer)
             viewQ.pointer.update(from: blended.pointer, count: rows * D)
@@ -276,7 +277,8 @@ public final class MoCo {
         let fixedShift = c.temperature >= 0.025
         var totalLoss: Float = 0
         let invB = 1 / Float(B)
-        let pairs = mix.flatMap { m in m.partner.count == B ? pairLogits.map { ($0.pointer, m.share, m.partner) } : nil }
+        if let mix { precondition(mix.partner.count == B && pairLogits != nil, "a blend needs a partner per row and mix > 0") }
+        let pairs = mix.map { (pairLogits!.pointer, $0.share, $0.partner) }
         if let (p, share, partner) = pairs {
             // Against the batch's keys too: (B, B), then each row's softmax minus its target, over B.
             BLAS.gemm(.none, .transposed, m: B, n: B, k: C, alpha: invT, a: q.pointer, b: k.pointer, c: p)
