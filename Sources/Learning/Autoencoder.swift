@@ -161,6 +161,28 @@ public final class Autoencoder {
         return w.bytes
     }
 
+    /// This model's state (weights, Adam's moments and step, random state, normaliser statistics)
+    /// under `wanted`, which may differ from its configuration only in what governs the steps to
+    /// come: the optimiser's settings and the normaliser's horizon. The seed stays this model's (its
+    /// random state goes on). Another shape is a caller's error.
+    public func resumed(under wanted: AutoencoderConfiguration) -> Autoencoder {
+        let c = configuration
+        precondition(
+            wanted.inputDimension == c.inputDimension && wanted.hiddenWidths == c.hiddenWidths
+                && wanted.batchSize == c.batchSize && wanted.normalise == c.normalise,
+            "an autoencoder resumes only under settings of its own shape")
+        var settings = wanted
+        settings.seed = c.seed
+        let model = Autoencoder(configuration: settings)
+        model.parameters.copy(from: parameters)
+        model.optimiser.m.copy(from: optimiser.m)
+        model.optimiser.v.copy(from: optimiser.v)
+        model.optimiser.step = optimiser.step
+        model.random = random
+        model.normaliser.copy(from: normaliser)
+        return model
+    }
+
     /// Restores a model from `serialized()`; it takes exactly the step the original would.
     public convenience init(serialized bytes: [UInt8]) throws {
         var r = try StateReader(sealed: bytes)

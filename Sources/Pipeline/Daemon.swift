@@ -191,7 +191,7 @@ public final class Daemon: @unchecked Sendable {
                 streams[s.name] = s
                 streamOrder.append(s.name)
                 committedBytes += s.settings.memoryEstimate
-                noteMoCoRestart(s)
+                noteRestoredChanges(s)
             }
             logger.info(
                 "resumed from checkpoint",
@@ -587,7 +587,7 @@ public final class Daemon: @unchecked Sendable {
         case .success(let s):
             streamsRevived.add()
             logger.notice("expired stream came back; it resumes from its kept state", metadata: ["stream.id": "\(name)"])
-            noteMoCoRestart(s)
+            noteRestoredChanges(s)
             return s
         case .failure(let error):
             logger.warning(
@@ -1011,11 +1011,18 @@ enum DaemonFault: Error, CustomStringConvertible {
 }
 
 extension Daemon {
-    /// Logs a restored stream whose MoCo `restore` had to begin afresh (its settings changed).
-    func noteMoCoRestart(_ s: StreamPipeline) {
-        guard let why = s.mocoStartedAfresh else { return }
-        logger.notice(
-            "a stream's contrastive model no longer fits its settings; it starts afresh, the rest of the stream resumes",
-            metadata: ["stream.id": "\(s.name)", "reason": "\(why)"])
+    /// Logs what `restore` changed of a stream's saved models to fit its settings now: a MoCo begun
+    /// afresh, an autoencoder resumed under a changed learning rate, clip or normaliser horizon.
+    func noteRestoredChanges(_ s: StreamPipeline) {
+        if let why = s.mocoStartedAfresh {
+            logger.notice(
+                "a stream's contrastive model no longer fits its settings; it starts afresh, the rest of the stream resumes",
+                metadata: ["stream.id": "\(s.name)", "reason": "\(why)"])
+        }
+        if let what = s.autoencoderRetuned {
+            logger.notice(
+                "a stream's autoencoder resumes under its changed training settings, its weights and calibration kept",
+                metadata: ["stream.id": "\(s.name)", "changes": "\(what)"])
+        }
     }
 }

@@ -284,10 +284,14 @@ public final class StreamPipeline: @unchecked Sendable {
     // Trainer side.
     public internal(set) var autoencoder: Autoencoder
     public internal(set) var moco: MoCo
-    /// Set by `restore` when the saved MoCo no longer fits the settings (another shape, batch
-    /// normalisation or reconstruction weight): why a fresh one took its place. The rest of the
+    /// Set by `restore` when the saved MoCo no longer fits the settings (another shape, or any
+    /// setting it trains by but the seed): why a fresh one took its place. The rest of the
     /// stream (the autoencoder and detection, which do not read MoCo) was restored.
     public internal(set) var mocoStartedAfresh: String?
+    /// Set by `restore` when the autoencoder was saved under other training settings (its learning
+    /// rate, gradient clip or normaliser horizon): it resumes under the settings' values; this says
+    /// which changed.
+    public internal(set) var autoencoderRetuned: String?
     /// Added to MoCo's steps to make its versions: a MoCo restarted by `restore` continues from the
     /// versions its predecessor published, so a version never decreases (SPEC 5).
     public internal(set) var mocoVersionBase: UInt64 = 0
@@ -1051,9 +1055,17 @@ public final class StreamPipeline: @unchecked Sendable {
         let moco = try MoCo(serialized: try r.readBlob())
         // The trainer's batch is the settings': a model saved with a smaller one could not take it.
         guard ae.configuration.inputDimension == stream.inputDimension, ae.layout == stream.autoencoder.layout,
-            ae.configuration.batchSize == s.batchSize
+            ae.configuration.batchSize == s.batchSize, ae.configuration.normalise == stream.autoencoder.configuration.normalise
         else { throw StateError.invalid("model shape for stream \(name)") }
-        stream.autoencoder = ae
+        let retuned = Self.changes(from: ae.configuration, to: stream.autoencoder.configuration)
+        if retuned.isEmpty {
+            stream.autoencoder = ae
+        } else {
+            // Its learning rate, gradient clip and normaliser horizon govern only the steps to come:
+            // the model resumes under the settings' values, its weights, moments and calibration kept.
+            stream.autoencoder = ae.resumed(under: stream.autoencoder.configuration)
+            stream.autoencoderRetuned = "autoencoder saved with other settings: " + retuned.joined(separator: ", ")
+        }
         let changed = Self.changes(from: moco.configuration, to: stream.moco.configuration)
         if changed.isEmpty {
             stream.moco = moco
@@ -1167,6 +1179,23 @@ public final class StreamPipeline: @unchecked Sendable {
 }
 
 extension StreamPipeline {
+    /// The autoencoder settings a saved model was trained under that differ from the stream's
+    /// settings now, each as "name saved → now" (empty: it resumes as saved). Only those that govern
+    /// later steps can differ here; its shape is checked before.
+    static func changes(from saved: AutoencoderConfiguration, to wanted: AutoencoderConfiguration) -> [String] {
+        var changed: [String] = []
+        func check<T: Equatable>(_ name: String, _ a: T, _ b: T) { if a != b { changed.append("\(name) \(a) → \(b)") } }
+        func clip(_ norm: Float?) -> String { norm.map { "\($0)" } ?? "none" }
+        let a = saved.optimiser, b = wanted.optimiser
+        check("learning rate", a.learningRate, b.learningRate)
+        check("gradient clip norm", clip(a.gradientClipNorm), clip(b.gradientClipNorm))
+        check("adam betas", [a.beta1, a.beta2], [b.beta1, b.beta2])
+        check("adam epsilon", a.epsilon, b.epsilon)
+        check("weight decay", a.weightDecay, b.weightDecay)
+        check("normaliser horizon", saved.normaliserHorizon, wanted.normaliserHorizon)
+        return changed
+    }
+
     /// The MoCo settings a saved model was trained under that differ from the stream's settings now,
     /// each as "name saved → now" (empty: the model resumes). The seed is not one: the saved model's
     /// random state goes on.

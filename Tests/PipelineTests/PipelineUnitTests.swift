@@ -1001,6 +1001,31 @@ import Testing
         reseeded.seed = s.seed + 1
         #expect(try StreamPipeline.restore(saved, settings: reseeded).mocoStartedAfresh == nil)
         #expect(try StreamPipeline.restore(saved, settings: s).mocoVersionBase == 0)
+        // The autoencoder's learning rate, clip and normaliser horizon govern only the steps to come:
+        // it resumes under the new values, weights, moments and step kept, and the log names them.
+        var slower = s
+        slower.learningRate = s.learningRate / 4
+        slower.normaliserHorizon = s.normaliserHorizon * 2
+        let asSaved = try StreamPipeline.restore(saved, settings: s)
+        let slowed = try StreamPipeline.restore(saved, settings: slower)
+        #expect(asSaved.autoencoderRetuned == nil)
+        #expect(slowed.autoencoderRetuned?.contains("learning rate \(s.learningRate) → \(slower.learningRate)") == true)
+        #expect(slowed.autoencoderRetuned?.contains("normaliser horizon \(s.normaliserHorizon) → \(slower.normaliserHorizon)") == true)
+        #expect(slowed.autoencoder.normaliser.horizon == slower.normaliserHorizon)
+        #expect(slowed.autoencoder.step == asSaved.autoencoder.step && slowed.autoencoder.step > 0)
+        #expect(slowed.autoencoder.parameterValues == asSaved.autoencoder.parameterValues)
+        // The next step on the same batch moves every weight a quarter as far (Adam's step is the
+        // learning rate times moments both models share).
+        let before = asSaved.autoencoder.parameterValues
+        x.withUnsafeBufferPointer {
+            asSaved.autoencoder.trainStep($0.baseAddress!, rows: 64)
+            slowed.autoencoder.trainStep($0.baseAddress!, rows: 64)
+        }
+        let full = zip(asSaved.autoencoder.parameterValues, before).map { $0 - $1 }
+        let quarter = zip(slowed.autoencoder.parameterValues, before).map { $0 - $1 }
+        let largest = full.map(abs).max()!
+        #expect(largest > 0)
+        #expect(zip(full, quarter).allSatisfy { abs($0 / 4 - $1) <= 1e-3 * largest })
         // Another training batch does not fit the saved models (the trainer would hand them more rows
         // than they were built for): the stream starts afresh.
         var otherBatch = s
