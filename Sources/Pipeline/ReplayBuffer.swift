@@ -114,6 +114,35 @@ public final class ReplayBuffer {
         Kernels.gatherRows(rows.pointer, index: index, rows: n, columns: dimension, into: out)
     }
 
+    /// This buffer's samples under another split of its capacity (`recent_fraction` changed): the
+    /// newest recent samples that fit, in order, and a uniform subset of the reservoir that fits.
+    /// Rows left out count as evicted; the sample count and random state go on. A reservoir with
+    /// room to spare fills from the next samples, as a new one does.
+    public func resplit(recentFraction: Double) -> ReplayBuffer {
+        let b = ReplayBuffer(dimension: dimension, capacity: capacity, recentFraction: recentFraction)
+        guard b.recentCapacity != recentCapacity else { return self }
+        b.inserted = inserted
+        b.random = random
+        let recent = min(recentCount, b.recentCapacity)
+        for k in 0..<recent {
+            // The oldest kept first: age 0 is the newest sample, in the row before `recentNext`.
+            let row = (recentNext - recent + k + 2 * recentCapacity) % recentCapacity
+            b.write(rows.pointer + row * dimension, id: ids[row], at: k)
+        }
+        b.recentCount = recent
+        b.recentNext = recent % b.recentCapacity
+        var slots = Array(0..<reservoirCount)
+        let kept = min(reservoirCount, b.reservoirCapacity)
+        for k in 0..<kept {
+            slots.swapAt(k, k + b.random.index(below: reservoirCount - k))
+            let row = recentCapacity + slots[k]
+            b.write(rows.pointer + row * dimension, id: ids[row], at: b.recentCapacity + k)
+        }
+        b.reservoirCount = kept
+        b.evicted = evicted + UInt64(recentCount - recent + reservoirCount - kept)
+        return b
+    }
+
     // MARK: State
 
     func encode(_ w: inout StateWriter) {

@@ -1025,22 +1025,27 @@ public final class StreamPipeline: @unchecked Sendable {
         let version = try r.read(UInt32.self)
         guard (2...formatVersion).contains(version) else { throw StateError.unsupportedVersion(version) }
         let name = try r.read(String.self)
-        var s = settings
-        s.dim = Int(try r.read(UInt32.self))
-        s.window = Int(try r.read(UInt32.self))
+        let savedDim = Int(try r.read(UInt32.self))
+        let savedWindow = Int(try r.read(UInt32.self))
         let scaleCount = Int(try r.read(UInt32.self))
         guard scaleCount <= 64 else { throw StateError.invalid("window scales") }
         let scales = try (0..<scaleCount).map { _ in Int(try r.read(UInt32.self)) }
-        s.log = version >= 7 ? try r.read(Bool.self) : false
-        if s.log { s.transform = .none }  // a log stream takes none (`StreamConfiguration.transform`)
-        // The same input width from other scales would feed the model different features.
-        guard s.window == 0 || scales == s.windowScales else {
-            throw StateError.invalid("stream \(name) was windowed at scales \(scales), now \(s.windowScales)")
-        }
         // Nothing is allocated for a shape the settings' own checks would refuse (a crafted or
         // corrupt checkpoint must not make the daemon allocate without bound).
-        guard s.dim >= 1 && s.dim <= 1 << 24 && s.window <= 1 << 14 else {
-            throw StateError.invalid("stream \(name) has dim \(s.dim) and window \(s.window)")
+        guard savedDim >= 1 && savedDim <= 1 << 24 && savedWindow <= 1 << 14 else {
+            throw StateError.invalid("stream \(name) has dim \(savedDim) and window \(savedWindow)")
+        }
+        // The kind and dim come from the state; the rest is the settings' now, resolved for them as
+        // a new stream's are (a log stream's own warm-up and evidence, the window for its dim).
+        var s = settings
+        s.log = version >= 7 ? try r.read(Bool.self) : false
+        s = s.resolved(dim: savedDim)
+        // Another window, or the same width from other scales, would feed the model other features.
+        guard s.window == savedWindow else {
+            throw StateError.invalid("stream \(name) was saved with a window of \(savedWindow), now \(s.window)")
+        }
+        guard s.window == 0 || scales == s.windowScales else {
+            throw StateError.invalid("stream \(name) was windowed at scales \(scales), now \(s.windowScales)")
         }
         do {
             try s.validate(name: name)
@@ -1136,7 +1141,8 @@ public final class StreamPipeline: @unchecked Sendable {
         guard saved.dimension == inputDimension, saved.capacity == buffer.capacity else {
             throw StateError.invalid("buffer shape for stream \(name)")
         }
-        buffer = saved
+        // Another `recent_fraction` splits the same rows another way.
+        buffer = saved.recentCapacity == buffer.recentCapacity ? saved : saved.resplit(recentFraction: settings.recentFraction)
     }
 
     /// Formats 2 to 5: the detection's state in fixed fields, after the counters.

@@ -137,6 +137,32 @@ import Testing
         }
     }
 
+    /// A signal saved with a longer history restores into a shorter one (an operator lowered
+    /// `discord_history`): it keeps the newest values its ring holds, and from there on measures
+    /// each window's distance as a signal of the shorter history that read the whole stream does.
+    @Test func aShorterHistoryResumesFromTheNewestValues() throws {
+        let xs = (0..<2).map { Self.series(1000, seed: 4, channel: $0).map(Float.init) }
+        func feed(_ s: DiscordSignal, _ t: Int) { _ = Self.feed(s, [xs[0][t], xs[1][t]]) }
+        let longer = DiscordSignal(window: 12, history: 240, channels: 2, horizon: 500, holdOff: 50)
+        let shorter = { DiscordSignal(window: 12, history: 120, channels: 2, horizon: 500, holdOff: 50) }
+        let throughout = shorter()
+        for t in 0..<700 { feed(longer, t); feed(throughout, t) }
+        var w = StateWriter()
+        longer.encode(&w)
+        let restored = shorter()
+        var r = StateReader(w.bytes)
+        try restored.decode(&r, version: DiscordSignal.stateVersion)
+        #expect(restored.count == 700 && restored.calibrators.map(\.count) == longer.calibrators.map(\.count))
+        for t in 700..<1000 {
+            feed(restored, t)
+            feed(throughout, t)
+            for c in 0..<2 {
+                let a = try #require(restored.lastLog[c]), b = try #require(throughout.lastLog[c])
+                #expect(abs(a - b) < 1e-3, "sample \(t), channel \(c): \(a) against \(b)")
+            }
+        }
+    }
+
     /// The chain has the signal on streams up to `discord_channels` wide, and not on wider ones;
     /// its settings are validated.
     @Test func theSignalIsOnForNarrowStreamsOnly() throws {

@@ -46,6 +46,50 @@ import Testing
         #expect(idOf.count == 3 && Set(idOf.values).count == 3, "\(idOf)")
     }
 
+    /// A buffer restored under another `recent_fraction` keeps the newest samples its recent ring
+    /// now holds and what of the reservoir fits, counts the rest as evicted, and goes on as a buffer
+    /// of the new split does.
+    @Test func anotherSplitKeepsTheNewestAndWhatFits() {
+        func held(_ b: ReplayBuffer) -> Set<Float> {
+            var out = [Float](repeating: 0, count: 4000)
+            var ids = [Int64](repeating: 0, count: 4000)
+            b.sample(4000, into: &out, ids: &ids)
+            return Set(out)
+        }
+        let x = (0..<103).map(Float.init)
+        let recent: Set<Float> = [95, 96, 97, 98, 99]
+        var tried = 0
+        for seed in 0..<40 {
+            let b = ReplayBuffer(dimension: 1, capacity: 10, recentFraction: 0.5, seed: UInt64(seed))
+            x.withUnsafeBufferPointer { b.insert($0.baseAddress!, rows: 100) }
+            // Buffers whose reservoir holds a recent sample too are left out (the sets below tell
+            // the halves apart by their values).
+            let reservoir = held(b).subtracting(recent)
+            guard held(b).count == 10 else { continue }
+            tried += 1
+            #expect(held(b).isSuperset(of: recent) && reservoir.count == 5)
+
+            // A smaller ring (2 rows, the reservoir 8): the two newest and the whole reservoir.
+            let small = b.resplit(recentFraction: 0.2)
+            #expect(small.recentCapacity == 2 && small.count == 7 && small.inserted == 100)
+            #expect(held(small) == reservoir.union([98, 99]) && small.evicted == b.evicted + 3)
+            x.withUnsafeBufferPointer { small.insert($0.baseAddress! + 100, rows: 1) }
+            #expect(held(small) == reservoir.union([99, 100]) && small.count == 8, "the ring pushes out 98; the reservoir fills")
+
+            // A larger ring (8 rows, the reservoir 2): the five recent in order and two of the reservoir.
+            let large = b.resplit(recentFraction: 0.8)
+            #expect(large.recentCapacity == 8 && large.count == 7 && large.evicted == b.evicted + 3)
+            let kept = held(large).subtracting(recent)
+            #expect(held(large).isSuperset(of: recent) && kept.count == 2 && kept.isSubset(of: reservoir))
+            x.withUnsafeBufferPointer { large.insert($0.baseAddress! + 100, rows: 3) }
+            #expect(held(large).isSuperset(of: recent.union([100, 101, 102])) && large.count == 10)
+            x.withUnsafeBufferPointer { large.insert($0.baseAddress! + 99, rows: 1) }
+            #expect(!held(large).contains(95), "the oldest recent row goes first")
+            #expect(b.resplit(recentFraction: 0.5) === b)
+        }
+        #expect(tried >= 10, "\(tried) buffers of 40")
+    }
+
     @Test func reservoirKeepsOldSamplesWithEqualProbability() {
         // 2000 buffers each see 0..<100; the reservoir half (50 rows) should hold each id about half the time.
         var held = [Int](repeating: 0, count: 100)

@@ -211,8 +211,11 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
                 (Double(bitPattern: try r.read(UInt64.self)), Double(bitPattern: try r.read(UInt64.self))))
             restoredCalibrators.append(
                 try Calibrator.decode(&r).reconfigured(horizon: calibrators[c].horizon, holdOff: calibrators[c].holdOff))
+            // A signal saved with a longer history kept more values than this one's ring holds: the
+            // newest `ring` of them are replayed below (a shorter `discord_history` resumes).
             let n = Int(try r.read(UInt32.self))
-            guard n <= saved, n <= ring else { throw StateError.invalid("discord values") }
+            guard n <= saved else { throw StateError.invalid("discord values") }
+            try r.requireRoom(n, each: 8)
             kept.append(try (0..<n).map { _ in Double(bitPattern: try r.read(UInt64.self)) })
         }
         // Replay the kept values (the newest `ring` at most) through fresh rings, then set the count
