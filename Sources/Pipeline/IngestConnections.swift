@@ -61,12 +61,17 @@ extension Daemon {
                     guard !closed else { return }
                     switch event {
                     case .send(let bytes):
-                        // Handshake replies and PONGs are small; a peer that does not read them is let go.
-                        if try !stream.send([idBytes, bytes], dontWait: true) {
+                        // Handshake replies and PONGs are small; a peer that does not read them is let
+                        // go (counted), one that has left is forgotten.
+                        let sent = try Self.send([idBytes, bytes], to: stream)
+                        if sent != .sent {
                             c.release(budget: connections.budget)
                             connections.open[key] = nil
-                            _ = try stream.send([idBytes, []], dontWait: true)
                             closed = true
+                        }
+                        if sent == .full {
+                            _ = try Self.send([idBytes, []], to: stream)
+                            ended(.protocolError("the producer does not read: a handshake reply or pong would block"))
                         }
                     case .ready:
                         break
@@ -80,7 +85,7 @@ extension Daemon {
                         reject(code, why, stream: name, sequence: 0, samples: 0, publisher: publisher)
                     case .close(let end):
                         connections.open[key] = nil
-                        _ = try stream.send([idBytes, []], dontWait: true)
+                        _ = try Self.send([idBytes, []], to: stream)
                         ended(end)
                         closed = true
                     }
@@ -104,11 +109,27 @@ extension Daemon {
                     "producer connection refused",
                     metadata: ["error.message": "max_ingest_connections \(connections.maximum) are open", "refused.total": "\(n)"])
             }
-            _ = try stream.send([id, []], dontWait: true)
+            _ = try Self.send([id, []], to: stream)
         } else {
             let c = ZMTPConnection(security: connections.security, limits: connections.limits)
-            connections.open[key] = (id, c, Self.monotonic())
-            _ = try stream.send([id, c.greeting], dontWait: true)
+            // A producer gone before its greeting is sent is not kept (its disconnect notice may
+            // already have been read).
+            if try Self.send([id, c.greeting], to: stream) != .gone {
+                connections.open[key] = (id, c, Self.monotonic())
+            }
+        }
+    }
+
+    enum Delivery { case sent, full, gone }
+
+    /// Sends `frames` (a routing id, then the bytes; empty bytes close the connection) to a producer
+    /// without blocking. A producer that has left is not an error: libzmq drops its connection at
+    /// once and the notice of it comes later, so a reply or a close can find it gone.
+    static func send(_ frames: [[UInt8]], to stream: borrowing Socket) throws -> Delivery {
+        do {
+            return try stream.send(frames, dontWait: true) ? .sent : .full
+        } catch let error as ZMQError where error.isUnreachable {
+            return .gone
         }
     }
 
@@ -119,7 +140,7 @@ extension Daemon {
         for (key, entry) in connections.open where !entry.connection.isReady && entry.opened < cutoff {
             entry.connection.release(budget: connections.budget)
             connections.open[key] = nil
-            _ = try stream.send([entry.id, []], dontWait: true)
+            _ = try Self.send([entry.id, []], to: stream)
             ended(.protocolError("no handshake within \(connections.handshakeSeconds) s"))
         }
     }

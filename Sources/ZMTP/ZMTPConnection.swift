@@ -208,7 +208,7 @@ public final class ZMTPConnection {
         switch phase {
         case .greeting, .hello:
             // Refused only where the daemon asks for keys: a plaintext daemon refuses no one.
-            let why = "the client left in the greeting: its security is not \(curve == nil ? "NULL" : "CURVE")"
+            let why = "the client left in the greeting (as a client whose security is not \(curve == nil ? "NULL" : "CURVE") does)"
             return curve == nil ? .protocolError(why) : .refused(why, client: nil)
         default:
             return nil

@@ -18,6 +18,9 @@ public struct ZMQError: Error, CustomStringConvertible, Equatable {
     public var isAgain: Bool { code == EAGAIN }
     /// A signal interrupted the call (`EINTR`): retry.
     public var isInterrupted: Bool { code == EINTR }
+    /// A ROUTER or STREAM socket has no peer of that routing id (`EHOSTUNREACH`): it left, and
+    /// libzmq dropped it before its disconnect notice was read.
+    public var isUnreachable: Bool { code == EHOSTUNREACH }
 
     public var description: String { "\(call): \(String(cString: zmq_strerror(code))) (errno \(code))" }
 }

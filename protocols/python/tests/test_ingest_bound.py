@@ -3,13 +3,14 @@ many-frame, oversized, half-sent and too many connections' messages; the daemon 
 frame header with its error code, its resident memory stays within the documented bound
 (max_ingest_connections x ingest_connection_bytes + ingest_buffer_bytes), and good traffic goes on."""
 import socket
+import struct
 import time
 
 import numpy as np
 import zmq
 
 from eddy_client import Producer, Subscriber, pb
-from eddy_client.zmtp import frame_header, raw_push, short_frame
+from eddy_client.zmtp import GREETING, frame_header, raw_push, short_frame
 from test_client import wait_heartbeat, wait_scores
 from test_operations import exposition, get, until
 
@@ -122,3 +123,45 @@ def zmtp_client_or_closed(endpoint):
         return raw_push(endpoint)
     except OSError:
         return None
+
+
+def reset(s):
+    """Closes a TCP socket with a reset (SO_LINGER 0), as a crashed or scanning client does."""
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()
+
+
+def test_connections_reset_at_every_stage_leave_the_daemon_running_and_free_their_slots(start_daemon):
+    """Producers that vanish at any point of the handshake (before the daemon's greeting reaches
+    them, halfway through theirs, after it): the daemon's replies to a connection libzmq has already
+    dropped must not stop ingest, and no slot stays taken. Then as many connections as
+    max_ingest_connections all get through, and good traffic is scored."""
+    daemon = start_daemon(daemon_config="max_ingest_connections = 4\ningest_handshake_seconds = 1\n")
+    ep = daemon.endpoints
+    host, port = ep["ingest"].removeprefix("tcp://").rsplit(":", 1)
+    for i in range(300):
+        s = socket.create_connection((host, int(port)))
+        stage = i % 3
+        if stage == 1:
+            s.sendall(GREETING[:20])
+        elif stage == 2:
+            s.sendall(GREETING)
+            s.settimeout(2)
+            try:
+                s.recv(64)
+            except OSError:
+                pass
+        reset(s)
+    time.sleep(2.5)  # past ingest_handshake_seconds: any half-open connection is closed by now
+    http = ep["http"]
+    before = exposition(get(f"http://{http}/metrics")[1]).get("eddy_connections_refused_total", 0)
+    clients = [raw_push(ep["ingest"]) for _ in range(4)]
+    after = exposition(get(f"http://{http}/metrics")[1]).get("eddy_connections_refused_total", 0)
+    assert after == before, "a connection that reset still holds a slot"
+    for c in clients:
+        c.close()
+    with Producer(ep["ingest"]) as good, Subscriber(ep["publish"], ["score/"]) as sub:
+        time.sleep(0.3)
+        good.send("good", np.ones((8, 4), np.float32))
+        assert wait_scores(sub, "good", 0) is not None
+    assert daemon.terminate()[0] == 0
