@@ -58,7 +58,7 @@ public enum Wire {
     public static func classes(_ batch: ScoredBatch, range: Range<Int>) -> Eddy_V1_ClassBatch {
         var m = Eddy_V1_ClassBatch()
         m.stream = batch.stream
-        m.firstSequence = batch.firstSequence + UInt64(range.lowerBound)
+        m.firstSequence = batch.firstSequence &+ UInt64(range.lowerBound)
         m.count = UInt32(range.count)
         m.classIndex = Array(batch.classIndex[range])
         m.probability = Array(batch.classProbability[range])
@@ -71,7 +71,7 @@ public enum Wire {
     public static func representations(_ batch: ScoredBatch, range: Range<Int>) -> Eddy_V1_RepresentationBatch {
         var m = Eddy_V1_RepresentationBatch()
         m.stream = batch.stream
-        m.firstSequence = batch.firstSequence + UInt64(batch.representationFirst + range.lowerBound)
+        m.firstSequence = batch.firstSequence &+ UInt64(batch.representationFirst + range.lowerBound)
         m.dim = UInt32(batch.representationWidth)
         m.count = UInt32(range.count)
         m.modelVersion = batch.representationVersion
@@ -86,7 +86,7 @@ public enum Wire {
         m.stream = batch.stream
         m.modelVersion = batch.modelVersion
         m.threshold = batch.threshold
-        m.firstSequence = batch.firstSequence + UInt64(r.lowerBound)
+        m.firstSequence = batch.firstSequence &+ UInt64(r.lowerBound)
         m.count = UInt32(r.count)
         if r == 0..<batch.count {
             // The whole run (the common case): its arrays are shared, not copied.

@@ -28,6 +28,22 @@ import ZeroMQ
         #expect(pieces.map(\.first) == [0, UInt64(Wire.scoresPerMessage), UInt64(2 * Wire.scoresPerMessage)])
         #expect(pieces.map(\.count) == [Wire.scoresPerMessage, Wire.scoresPerMessage, 100])
         #expect(pieces.allSatisfy { $0.bytes <= Wire.largestScoreMessage })
+
+        // Sequence numbers are the producer's and are not checked: a run that passes 2⁶⁴ wraps
+        // around in the pieces' numbers (it used to trap the daemon on the second piece).
+        let start = UInt64.max - 9, m = Wire.scoresPerMessage + 20
+        try client.send(stream: "wrap", sequence: start, dim: 2, values: values(2 * m, seed: 5))
+        var wrapped: [(first: UInt64, count: Int)] = []
+        _ = try client.receive(seconds: 10) { topic, body in
+            if topic == "score/wrap/" {
+                let piece = try Eddy_V1_ScoreBatch(serializedBytes: body)
+                wrapped.append((piece.firstSequence, Int(piece.count)))
+            }
+            return wrapped.reduce(0) { $0 + $1.count } >= m
+        }
+        #expect(wrapped.map(\.first) == [start, start &+ UInt64(Wire.scoresPerMessage)])
+        #expect(wrapped.map(\.count) == [Wire.scoresPerMessage, 20])
+        #expect(try client.awaitHeartbeat() != nil, "the daemon goes on")
     }
 
     @Test func theSubscriberQueueIsSizedInBytes() throws {
