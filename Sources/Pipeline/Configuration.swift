@@ -303,10 +303,11 @@ public struct StreamConfiguration: Sendable, Equatable {
         if windowScales.isEmpty || windowScales.first! < 1 || !Self.ascending(windowScales) || input.overflow || input.partialValue > 1 << 14 {
             try fail("window_scales must be increasing, from 1 or more, and keep window × the largest at most 16384")
         }
-        if bufferCapacity < 2 { try fail("buffer_capacity must be at least 2") }
+        // Upper bounds keep every size the memory estimate multiplies out far from overflow.
+        if bufferCapacity < 2 || bufferCapacity > 1 << 26 { try fail("buffer_capacity must be in 2...67108864") }
         if !(recentFraction > 0 && recentFraction < 1) { try fail("recent_fraction must be in (0, 1)") }
-        if batchSize < 1 || mocoQueue < batchSize || mocoQueue % batchSize != 0 {
-            try fail("moco_queue must be a positive multiple of batch_size")
+        if batchSize < 1 || batchSize > 1 << 16 || mocoQueue < batchSize || mocoQueue % batchSize != 0 || mocoQueue > 1 << 24 {
+            try fail("batch_size must be in 1...65536 and moco_queue a multiple of it, at most 16777216")
         }
         if !(replayRatio >= 0 && replayRatio <= 1e6) || !(maximumPendingSteps >= 1 && maximumPendingSteps <= 1e9) {
             try fail("replay_ratio must be in [0, 1e6] and max_pending_steps in [1, 1e9]")
@@ -316,7 +317,9 @@ public struct StreamConfiguration: Sendable, Equatable {
         if warmupSamples < 0 || warmupSteps < 0 || rangeWarmup < 0 || logWarmupSamples < 0 || logWarmupSteps < 0 {
             try fail("warmup_samples, warmup_steps, range_warmup, log_warmup_samples and log_warmup_steps must not be negative")
         }
-        if minimumBuffered < 1 { try fail("min_buffered must be at least 1") }
+        if minimumBuffered < 1 || minimumBuffered > bufferCapacity {
+            try fail("min_buffered must be in 1...buffer_capacity (a stream that never holds it never trains)")
+        }
         if calibrationHorizon < 1 || normaliserHorizon < 1 { try fail("horizons must be at least 1") }
         if !(threshold > 0 && threshold <= 1) { try fail("threshold must be in (0, 1]") }
         if !rangeMargin.isFinite { try fail("range_margin must be a number (negative: off)") }
@@ -357,12 +360,12 @@ public struct StreamConfiguration: Sendable, Equatable {
         if !(mocoTemperature > 0) || !(0...1).contains(mocoMomentum) { try fail("moco_temperature > 0, moco_momentum in [0, 1]") }
         if !(0...1e6).contains(mocoReconstruction) { try fail("moco_reconstruction must be in 0...1e6") }
         if !(0...0.5).contains(mocoMix) { try fail("moco_mix must be in 0...0.5") }
-        if autoencoderHidden.isEmpty || mocoEncoder.isEmpty || mocoHead.isEmpty
-            || (autoencoderHidden + mocoEncoder + mocoHead).contains(where: { $0 < 1 })
-        {
-            try fail("layer widths must be positive")
+        let layers = [autoencoderHidden, mocoEncoder, mocoHead]
+        if layers.contains(where: { $0.isEmpty || $0.count > 64 }) || layers.joined().contains(where: { $0 < 1 || $0 > 1 << 16 }) {
+            try fail("layer widths must be in 1...65536, one to 64 layers each")
         }
         if !(learningRate > 0) { try fail("learning_rate must be positive") }
+        if !(gradientClipNorm > 0) { try fail("gradient_clip_norm must be positive (0 would stop every model learning)") }
         if logTemplates < 1 || logTemplates > 100_000 { try fail("log_templates must be in 1...100000") }
         if !(logSimilarity > 0 && logSimilarity <= 1) { try fail("log_similarity must be in (0, 1]") }
         if logMixWindow < 1 || logMixWindow > 1 << 16 || burstWindow < 1 || burstWindow > 1 << 16 {
@@ -544,8 +547,8 @@ public struct DaemonConfiguration: Sendable, Equatable {
         {
             throw ConfigurationError.invalid("intervals must be positive and at most a day (heartbeats: an hour)")
         }
-        if snapshotEverySteps < 1 || checkpointsKept < 1 || maxStreamNameBytes < 1 {
-            throw ConfigurationError.invalid("snapshot_every_steps, checkpoints_kept, max_stream_name_bytes must be >= 1")
+        if snapshotEverySteps < 1 || checkpointsKept < 1 || maxStreamNameBytes < 1 || maxStreamNameBytes > 1 << 16 {
+            throw ConfigurationError.invalid("snapshot_every_steps and checkpoints_kept must be >= 1, max_stream_name_bytes in 1...65536")
         }
         if publishQueueBytes < 1 << 20 || publishQueueBytes > 1 << 40 {
             throw ConfigurationError.invalid("publish_queue_bytes must be in 1M...1T")

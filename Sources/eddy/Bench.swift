@@ -310,7 +310,10 @@ struct PipelineBench: ParsableCommand {
     func run() throws {
         BLAS.setThreads(options.threads)
         let dim = options.dim
-        var settings = try loadConfiguration(config).streamDefaults.resolved(dim: dim)
+        let defaults = try loadConfiguration(config).streamDefaults
+        // A log stream's rows are mined from lines (`eddy bench logs` measures those).
+        if defaults.log { throw ValidationError("the configuration's [stream] has log = true: use eddy bench logs") }
+        var settings = defaults.resolved(dim: dim)
         settings.warmupSamples = 200
         try settings.validate(name: "bench")
         let pipeline = StreamPipeline(name: "bench", settings: settings)

@@ -109,6 +109,8 @@ struct Eval: ParsableCommand {
             }
         }
         if log { return try evaluateLogs(settings: settings, maxLineBytes: configuration.maxLineBytes) }
+        // A log stream's rows are mined from lines: a corpus of values is not one.
+        if settings.log { throw CommandFailure("the configuration's [stream] has log = true: a log corpus is read with --log") }
         let corpus: Corpus
         do {
             corpus = try Corpus(directory: self.corpus, only: only, slack: slack)

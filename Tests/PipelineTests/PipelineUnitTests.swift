@@ -806,6 +806,14 @@ import Testing
             "[stream]\nmoco_reconstruction = -1", "[stream]\nmoco_reconstruction = nan", "[stream]\nmoco_reconstruction = inf",
             // and a mixed share in [0, 0.5].
             "[stream]\nmoco_mix = 0.6", "[stream]\nmoco_mix = -0.1", "[stream]\nmoco_mix = nan",
+            // A clip of 0 stops every model learning; a negative one turns the gradient round.
+            "[stream]\ngradient_clip_norm = 0", "[stream]\ngradient_clip_norm = -1", "[stream]\ngradient_clip_norm = nan",
+            // A stream that can never hold min_buffered samples never trains.
+            "[stream]\nbuffer_capacity = 100\nmin_buffered = 101",
+            // Sizes the memory estimate multiplies out (an overflow traps) and a name bound added to one.
+            "[stream]\nbuffer_capacity = 4611686018427387904", "[stream]\nbatch_size = 100000\nmoco_queue = 200000",
+            "[stream]\nmoco_queue = 4611686018427387904", "[stream]\nmoco_encoder = 4611686018427387904, 64",
+            "max_stream_name_bytes = 9223372036854775807",
         ] {
             #expect(throws: ConfigurationError.self, "\(bad)") { try ConfigurationFile.parse(bad) }
         }

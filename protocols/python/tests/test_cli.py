@@ -194,6 +194,14 @@ def test_eval_reads_labelled_rows_and_reports_events_and_ranking(tmp_path):
     assert found("range,reconstruction,discord") == 0
     bad = subprocess.run([EDDY, "eval", str(tmp_path / "corpus"), "--without", "nonsense"], capture_output=True, text=True)
     assert bad.returncode != 0 and "unknown part" in bad.stderr
+    # A configuration that makes every stream a log stream is refused for a corpus of values (its
+    # rows are mined from lines, of another width), and by the pipeline bench likewise.
+    logs = tmp_path / "log.conf"
+    logs.write_text("[stream]\nlog = true\n")
+    refused = subprocess.run([EDDY, "eval", str(tmp_path / "corpus"), "--config", str(logs)], capture_output=True, text=True)
+    assert refused.returncode != 0 and "--log" in refused.stderr
+    refused = subprocess.run([EDDY, "bench", "pipeline", "--config", str(logs)], capture_output=True, text=True)
+    assert refused.returncode != 0 and "bench logs" in refused.stderr
 
 
 def test_replay_leaves_label_columns_out(tmp_path):
