@@ -90,7 +90,7 @@ public final class DaemonMetrics: @unchecked Sendable {
         ("eddy_train_step_duration_seconds", "histogram", "Time one training step takes (a batch through a stream's models)."),
         ("eddy_checkpoint_duration_seconds", "histogram", "Time writing a checkpoint of every stream takes."),
         ("eddy_stream_samples_accepted_total", "counter", "Samples accepted, per stream."),
-        ("eddy_stream_samples_rejected_total", "counter", "Samples rejected after the stream was known, per stream."),
+        ("eddy_stream_messages_rejected_total", "counter", "Messages naming the stream that were rejected, per stream (the heartbeat's rejected)."),
         ("eddy_stream_samples_evicted_total", "counter", "Samples the replay buffer let go to make room, per stream."),
         ("eddy_stream_samples_quarantined_total", "counter", "Samples kept out of learning while they looked anomalous, per stream."),
         ("eddy_stream_alerts_total", "counter", "Alerts raised, per stream."),
@@ -151,7 +151,7 @@ public final class DaemonMetrics: @unchecked Sendable {
             ("eddy_connections_refused_total", d.connectionsRefused),
         ]
         for (name, counter) in counters { carry(name, counter.load) }
-        for code in Eddy_V1_ErrorCode.allCases where code != .unspecified && code != .notFound {
+        for code in Eddy_V1_ErrorCode.allCases where code != .unspecified {
             let labels = [("code", Self.label(code))]
             carry("eddy_messages_rejected_total", d.rejectedMessages[code.rawValue].load, labels: labels)
             carry("eddy_samples_rejected_total", d.rejectedSamples[code.rawValue].load, labels: labels)
@@ -199,7 +199,7 @@ public final class DaemonMetrics: @unchecked Sendable {
 
     /// Per-stream counters and where a stream's status keeps them.
     static let streamCounters: [(String, KeyPath<StreamPipeline.Status, UInt64> & Sendable)] = [
-        ("eddy_stream_samples_accepted_total", \.accepted), ("eddy_stream_samples_rejected_total", \.rejected),
+        ("eddy_stream_samples_accepted_total", \.accepted), ("eddy_stream_messages_rejected_total", \.rejected),
         ("eddy_stream_samples_evicted_total", \.evicted), ("eddy_stream_samples_quarantined_total", \.quarantined),
         ("eddy_stream_alerts_total", \.alerts), ("eddy_stream_train_steps_skipped_total", \.skippedSteps),
         ("eddy_stream_train_steps_idle_total", \.idleSteps), ("eddy_stream_rollbacks_total", \.rollbacks),
