@@ -1039,6 +1039,12 @@ public final class StreamPipeline: @unchecked Sendable {
         // a new stream's are (a log stream's own warm-up and evidence, the window for its dim).
         var s = settings
         s.log = version >= 7 ? try r.read(Bool.self) : false
+        // A stream the settings declare (a dim, or log) must be the one saved.
+        if settings.log && !s.log || !settings.log && settings.dim > 0 && (s.log || settings.dim != savedDim) {
+            let saved = s.log ? "a log stream" : "a stream of dim \(savedDim)"
+            let now = settings.log ? "a log stream" : "dim \(settings.dim)"
+            throw StateError.invalid("stream \(name) was saved as \(saved), now declared \(now)")
+        }
         s = s.resolved(dim: savedDim)
         // Another window, or the same width from other scales, would feed the model other features.
         guard s.window == savedWindow else {
