@@ -502,7 +502,9 @@ public final class StreamPipeline: @unchecked Sendable {
         }
         lock.withLock {
             let modelReady = scorerVersion >= UInt64(settings.warmupSteps)
-            let warming = accepted + UInt64(count) <= UInt64(settings.warmupSamples) || !modelReady
+            // Sample i is the stream's (accepted + i + 1)th: it warms up while that is within
+            // `warmup_samples`, whether it came alone or in a batch that crosses the boundary.
+            let warmingRows = settings.warmupSamples - Int(min(accepted, UInt64(settings.warmupSamples)))
             // The loop works on a local chain (its policy is a value mutated per sample): a class's
             // stored property would cost a dynamic exclusivity check per access where those are on.
             // Swapped out, not copied, so the policy's ring stays uniquely owned.
@@ -523,7 +525,7 @@ public final class StreamPipeline: @unchecked Sendable {
                     values: values + i * sd, dimension: sd, logError: r >= 0 ? Calibrator.logError(errors[r]) : nil,
                     modelReady: modelReady)
                 if let lines { o.line = lines[i] }
-                guard let v = chain.judge(&o, warming: warming) else { continue }
+                guard let v = chain.judge(&o, warming: i < warmingRows || !modelReady) else { continue }
                 var channelAlert: Int? = nil
                 if v.alert && !v.certain {
                     let source = chain.signals[v.source]

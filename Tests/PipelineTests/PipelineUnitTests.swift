@@ -792,6 +792,11 @@ import Testing
         #expect(try ConfigurationFile.parse("").streamDefaults.resolved(dim: 4).mocoConfiguration().mix == 0)
         #expect(try ConfigurationFile.parse("[stream]\nmoco_mix = 0.25").streamDefaults.resolved(dim: 4).mocoConfiguration().mix == 0.25)
         #expect(throws: ConfigurationError.self) { try ConfigurationFile.parse("[stream.a/b]") }
+        // Defaults after a declared stream would not reach it: refused, not silently partial.
+        #expect(throws: ConfigurationError.syntax(line: 3, "[stream] must come before the declared streams (it would not reach [stream.a])")) {
+            try ConfigurationFile.parse("[stream.a]\ndim = 2\n[stream]\nthreshold = 0.99")
+        }
+        #expect(try ConfigurationFile.parse("[stream]\nthreshold = 0.99\n[stream.a]\ndim = 2").streams["a"]?.threshold == 0.99)
         // Values that would trap at run time are refused when the file is read.
         for bad in [
             "[stream]\nwarmup_samples = -1", "[stream]\nseed = -1", "high_water_mark = 3000000000",
@@ -954,6 +959,28 @@ import Testing
             while p.trainStep() {}
         }
         return out
+    }
+
+    /// `warmup_samples` counts samples, not messages: a batch that crosses it has its samples up to
+    /// the count warming up and the rest scored (the whole batch was scored before).
+    @Test func aBatchAcrossTheWarmUpWarmsUpItsFirstSamplesOnly() {
+        var s = StreamConfiguration()
+        s.warmupSamples = 300
+        s.warmupSteps = 0
+        s.mocoQueue = 64
+        s.signals = ["reconstruction"]
+        let p = StreamPipeline(name: "w", settings: s.resolved(dim: 2))
+        let x = (0..<700).map { sinf(Float($0) * 0.37) }
+        var batches: [ScoredBatch] = []
+        x.withUnsafeBufferPointer { v in
+            for (start, n) in [(0, 250), (250, 100)] {
+                batches.append(p.score(v.baseAddress! + 2 * start, count: n, firstSequence: UInt64(start)))
+                while p.trainStep() {}
+            }
+        }
+        #expect(batches[0].warmingUp.allSatisfy { $0 })
+        #expect(batches[1].warmingUp[..<50].allSatisfy { $0 }, "samples 251 to 300")
+        #expect(batches[1].warmingUp[50...].allSatisfy { !$0 }, "samples 301 to 350")
     }
 
     @Test func replayIsDeterministicAndFlagsALevelShift() {
