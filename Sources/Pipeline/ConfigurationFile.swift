@@ -22,6 +22,11 @@ public enum ConfigurationFile {
                 guard line.hasSuffix("]") else { throw ConfigurationError.syntax(line: lineNumber, "unclosed section") }
                 let name = String(line.dropFirst().dropLast()).trimmingWhitespace()
                 if name == "stream" {
+                    // A declared stream starts from the defaults as they stand where it is declared.
+                    if let first = declared.first {
+                        throw ConfigurationError.syntax(
+                            line: lineNumber, "[stream] must come before the declared streams (it would not reach [stream.\(first)])")
+                    }
                     section = .defaults
                 } else if name.hasPrefix("stream.") {
                     let stream = String(name.dropFirst("stream.".count))
