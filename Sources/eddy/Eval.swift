@@ -119,6 +119,10 @@ struct Eval: ParsableCommand {
         }
         guard !corpus.files.isEmpty else { throw CommandFailure("no labelled files in \(self.corpus) match --only") }
         for d in Set(corpus.files.map(\.dimension)) { try settings.resolved(dim: d).validate(name: "eval") }
+        // What the daemon would refuse (SPEC 4) is not scored here either.
+        if let file = corpus.files.first(where: { $0.values.contains { !(abs($0) <= configuration.maxAbsValue) } }) {
+            throw CommandFailure("\(file.name): a value is not finite or beyond max_abs_value \(configuration.maxAbsValue)")
+        }
 
         let results = try scoreAll(corpus.files, settings: settings)
         let threshold = settings.threshold

@@ -41,6 +41,10 @@ struct Replay: ParsableCommand {
             guard let values = try csv.parse(line) else { continue }
             if run == nil {
                 reportSkipped(csv)
+                let declared = configuration.settings(for: stream).dim
+                if declared > 0 && declared != values.count {
+                    throw CommandFailure("line \(csv.lineNumber): \(values.count) values, but stream \(stream) is declared with dim \(declared)")
+                }
                 let settings = configuration.settings(for: stream).resolved(dim: values.count)
                 try settings.validate(name: stream)
                 run = OfflineRun(name: stream, settings: settings)
@@ -51,6 +55,10 @@ struct Replay: ParsableCommand {
             }
             guard values.allSatisfy(\.isFinite) else {
                 throw CommandFailure("line \(csv.lineNumber): a value is not finite")
+            }
+            // What the daemon would refuse (SPEC 4) is not scored here either.
+            guard values.allSatisfy({ abs($0) <= configuration.maxAbsValue }) else {
+                throw CommandFailure("line \(csv.lineNumber): a value beyond max_abs_value \(configuration.maxAbsValue)")
             }
             let s = values.withUnsafeBufferPointer { run!.next($0.baseAddress!) }
             if plot != nil {

@@ -33,6 +33,16 @@ def test_replay_rejects_a_bad_row_with_its_line_number(tmp_path):
     csv.write_text("timestamp,value\n1,0.5\n2,oops\n")
     run = subprocess.run([EDDY, "replay", str(csv)], capture_output=True, text=True)
     assert run.returncode != 0 and "line 3" in run.stderr
+    # A value the daemon would refuse (beyond max_abs_value) is refused here too, and so is a file
+    # whose width is not the stream's declared dim.
+    csv.write_text("timestamp,value\n1,0.5\n2,1e20\n")
+    run = subprocess.run([EDDY, "replay", str(csv)], capture_output=True, text=True)
+    assert run.returncode != 0 and "line 3" in run.stderr and "max_abs_value" in run.stderr
+    conf = tmp_path / "declared.conf"
+    conf.write_text("[stream.replay]\ndim = 2\n")
+    csv.write_text("timestamp,value\n1,0.5\n")
+    run = subprocess.run([EDDY, "replay", str(csv), "--config", str(conf)], capture_output=True, text=True)
+    assert run.returncode != 0 and "declared with dim 2" in run.stderr
 
 
 def test_feed_and_watch_carry_every_sample(start_daemon, tmp_path):
