@@ -67,8 +67,11 @@ public enum Admission {
             return check(labelled, name: name, configuration: c, existing: existing)
         }
         let count = Int(batch.count), dim = Int(batch.dim)
+        // The samples a rejected message carried are counted once its values bear its count out:
+        // before that the count is only the producer's claim (up to 2³² for one message).
+        var carried = 0
         func reject(_ code: Eddy_V1_ErrorCode, _ why: String) -> Admission {
-            .rejected(code, why, stream: name, sequence: batch.sequence, samples: count)
+            .rejected(code, why, stream: name, sequence: batch.sequence, samples: carried)
         }
         guard batch.stream == name else {
             return reject(.undecodable, "SampleBatch.stream \"\(batch.stream)\" differs from frame 0 \"\(name)\"")
@@ -81,6 +84,7 @@ public enum Admission {
         guard batch.values.count == count * dim * 4 else {
             return reject(.undecodable, "values holds \(batch.values.count) bytes, expected count·dim·4 = \(count * dim * 4)")
         }
+        carried = count
         guard batch.timestampsNs.isEmpty || batch.timestampsNs.count == count else {
             return reject(.undecodable, "\(batch.timestampsNs.count) timestamps for \(count) samples")
         }
@@ -116,8 +120,9 @@ public enum Admission {
         existing: (String) -> StreamPipeline?
     ) -> Admission {
         let count = Int(batch.count), dim = Int(batch.dim)
+        var carried = 0  // as a SampleBatch's: counted once its labels bear the count out
         func reject(_ code: Eddy_V1_ErrorCode, _ why: String) -> Admission {
-            .rejected(code, why, stream: name, sequence: 0, samples: count)
+            .rejected(code, why, stream: name, sequence: 0, samples: carried)
         }
         guard batch.stream == name else {
             return reject(.undecodable, "LabelBatch.stream \"\(batch.stream)\" differs from frame 0 \"\(name)\"")
@@ -125,6 +130,7 @@ public enum Admission {
         guard count > 0, dim > 0, batch.labels.count == count else {
             return reject(.undecodable, "a LabelBatch needs count and dim positive and one label per sample (\(batch.labels.count) for \(count))")
         }
+        carried = count
         guard dim <= c.maxDim, count <= c.maxSamplesPerMessage else {
             return reject(.oversized, "dim \(dim) or \(count) samples beyond max_dim or max_samples_per_message")
         }
