@@ -141,13 +141,15 @@ public struct CheckpointStore: Sendable {
         return path
     }
 
-    /// The state of an expired stream of this name, if one was kept, restored under `settings`; the
-    /// file is removed either way (a state that no longer fits its settings is not tried again).
-    public func takeExpired(_ name: String, settings: StreamConfiguration) -> Result<StreamPipeline, Error>? {
+    /// The state of an expired stream of this name, if one was kept, restored under `settings`. A
+    /// state that no longer fits its settings is removed (it is not tried again); one that restores
+    /// is removed only if `remove` (the daemon keeps it until a checkpoint holds the stream).
+    public func takeExpired(_ name: String, settings: StreamConfiguration, remove: Bool = true) -> Result<StreamPipeline, Error>? {
         let path = expiredPath(name)
         guard let data = FileManager.default.contents(atPath: path) else { return nil }
-        defer { unlink(path) }
-        return Result { try StreamPipeline.restore([UInt8](data), settings: settings, maxBytes: streamBytesLimit) }
+        let restored = Result { try StreamPipeline.restore([UInt8](data), settings: settings, maxBytes: streamBytesLimit) }
+        if remove || (try? restored.get()) == nil { unlink(path) }
+        return restored
     }
 
     static func writeAtomically(_ bytes: [UInt8], to path: String, directory: String) throws {

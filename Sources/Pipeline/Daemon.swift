@@ -60,6 +60,13 @@ public final class Daemon: @unchecked Sendable {
     public let streamsExpired = Counter(), streamsRevived = Counter()
     /// When each stream last had samples accepted (monotonic seconds). Ingest thread only.
     var lastAccepted: [String: Double] = [:]
+    /// Streams that expired and whose state the trainer has yet to write aside (it writes between
+    /// its steps, so no step is caught halfway), and the kept states of streams that came back,
+    /// removed once a checkpoint holds them (retireLock; `retiringCount` mirrors the first's size).
+    let retireLock = Lock()
+    var retiring: [StreamPipeline] = []
+    var revivedFiles: [String: String] = [:]
+    let retiringCount = Counter()
     public let alertsRaised = Counter(), snapshotsPublished = Counter(), labelsAccepted = Counter()
     public let checkpointsWritten = Counter(), checkpointFailures = Counter()
     /// Rejected messages and their samples by error code (indexed by the code's number).
@@ -199,7 +206,9 @@ public final class Daemon: @unchecked Sendable {
         }
         for (name, settings) in configuration.streams.sorted(by: { $0.key < $1.key })
         where streams[name] == nil && (settings.dim > 0 || settings.log) {
-            streams[name] = StreamPipeline(name: name, settings: settings.resolved(dim: settings.dim))
+            // A stream declared since it expired resumes from the state it left.
+            let resolved = settings.resolved(dim: settings.dim)
+            streams[name] = revive(name, settings: resolved) ?? StreamPipeline(name: name, settings: resolved)
             streamOrder.append(name)
             committedBytes += settings.resolved(dim: settings.dim).memoryEstimate
         }
@@ -576,8 +585,28 @@ public final class Daemon: @unchecked Sendable {
 
     /// The expired stream of this name, if its state was kept and still fits `settings` (streamsLock held).
     func revive(_ name: String, settings: StreamConfiguration) -> StreamPipeline? {
-        switch checkpoints?.takeExpired(name, settings: settings) {
+        retireLock.withLock { reviveHeld(name, settings: settings) }
+    }
+
+    private func reviveHeld(_ name: String, settings: StreamConfiguration) -> StreamPipeline? {
+        // Not yet written aside: the stream itself comes back.
+        if let i = retiring.firstIndex(where: { $0.name == name }) {
+            let s = retiring.remove(at: i)
+            retiringCount.store(UInt64(retiring.count))
+            guard s.settings.log == settings.log && s.settings.dim == settings.dim else {
+                logger.warning(
+                    "expired stream came back as another kind or dim; it starts afresh",
+                    metadata: ["stream.id": "\(name)", "stream.log": "\(settings.log)", "stream.dim": "\(settings.dim)"])
+                return nil
+            }
+            streamsRevived.add()
+            logger.notice("expired stream came back; it resumes as it was", metadata: ["stream.id": "\(name)"])
+            return s
+        }
+        let taken = checkpoints?.takeExpired(name, settings: settings, remove: false)
+        switch taken {
         case .success(let s) where s.settings.log != settings.log || s.settings.dim != settings.dim:
+            if let store = checkpoints { unlink(store.expiredPath(name)) }
             // Its kind or dim comes from its state: it would not be the stream this batch asks for
             // (nor cost what was charged for it).
             logger.warning(
@@ -585,6 +614,8 @@ public final class Daemon: @unchecked Sendable {
                 metadata: ["stream.id": "\(name)", "stream.log": "\(settings.log)", "stream.dim": "\(settings.dim)"])
             return nil
         case .success(let s):
+            // Its file stays until a checkpoint holds the stream: a kill before one loses nothing.
+            if let store = checkpoints { revivedFiles[name] = store.expiredPath(name) }
             streamsRevived.add()
             logger.notice("expired stream came back; it resumes from its kept state", metadata: ["stream.id": "\(name)"])
             noteRestoredChanges(s)
@@ -606,14 +637,6 @@ public final class Daemon: @unchecked Sendable {
         let idle = configuration.streamIdleSeconds, now = Self.monotonic()
         guard idle > 0 else { return }
         for s in allStreams where configuration.streams[s.name] == nil && now - (lastAccepted[s.name] ?? started) >= idle {
-            var kept = "dropped (no data_dir)"
-            if let store = checkpoints {
-                do {
-                    kept = try store.writeExpired(s, keep: configuration.maxStreams)
-                } catch {
-                    kept = "dropped: \(error)"
-                }
-            }
             streamsLock.withLock {
                 streams[s.name] = nil
                 streamOrder.removeAll { $0 == s.name }
@@ -624,8 +647,39 @@ public final class Daemon: @unchecked Sendable {
             }
             lastAccepted[s.name] = nil
             streamsExpired.add()
-            logger.notice(
-                "stream expired", metadata: ["stream.id": "\(s.name)", "idle.seconds": "\(Int(idle))", "stream.state": "\(kept)"])
+            if checkpoints == nil {
+                logger.notice(
+                    "stream expired", metadata: ["stream.id": "\(s.name)", "idle.seconds": "\(Int(idle))", "stream.state": "dropped (no data_dir)"])
+            } else {
+                // The trainer writes its state aside between two steps (a step may be under way now).
+                retireLock.withLock {
+                    retiring.append(s)
+                    retiringCount.store(UInt64(retiring.count))
+                }
+                trainerWake.signal()
+            }
+        }
+    }
+
+    /// Writes the state of streams that expired aside (trainer thread, between steps). A state that
+    /// cannot be written is lost: counted as a failed checkpoint and logged as an error.
+    func keepExpiredAside() {
+        guard retiringCount.load > 0, let store = checkpoints else { return }
+        retireLock.withLock {
+            for s in retiring {
+                do {
+                    let path = try store.writeExpired(s, keep: configuration.maxStreams)
+                    revivedFiles[s.name] = nil  // the file holds this newer state now
+                    logger.notice("stream expired", metadata: ["stream.id": "\(s.name)", "stream.state": "\(path)"])
+                } catch {
+                    checkpointFailures.add()
+                    logger.error(
+                        "stream expired, and its state could not be written aside: it is lost",
+                        metadata: ["stream.id": "\(s.name)", "error": "\(error)"])
+                }
+            }
+            retiring.removeAll()
+            retiringCount.store(0)
         }
     }
 
@@ -797,12 +851,16 @@ public final class Daemon: @unchecked Sendable {
                 lastSnapshot = Self.monotonic()
                 for s in allStreams { publishSnapshots(of: s, publisher: out) }
             }
+            keepExpiredAside()
             if Self.monotonic() - lastCheckpoint >= configuration.checkpointEverySeconds {
-                lastCheckpoint = Self.monotonic()
                 checkpoint()
+                // From the end of the write: a checkpoint slower than its interval must not follow
+                // itself with a single step between.
+                lastCheckpoint = Self.monotonic()
             }
         }
         for s in allStreams { publishSnapshots(of: s, publisher: out) }
+        keepExpiredAside()
         checkpoint()
     }
 
@@ -830,7 +888,12 @@ public final class Daemon: @unchecked Sendable {
         guard let store = checkpoints else { return }
         let began = Self.uptimeNanoseconds()
         do {
-            let path = try store.write(allStreams, now: Self.nowNanoseconds()) { progress.beat(.trainer) }
+            let written = allStreams
+            let path = try store.write(written, now: Self.nowNanoseconds()) { progress.beat(.trainer) }
+            // The kept states of streams that came back are spent once a checkpoint holds them.
+            retireLock.withLock {
+                for s in written { if let kept = revivedFiles.removeValue(forKey: s.name) { unlink(kept) } }
+            }
             checkpointsWritten.add()
             logger.debug("checkpoint written", metadata: ["checkpoint.path": "\(path)"])
         } catch {
