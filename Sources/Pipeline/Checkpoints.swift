@@ -52,7 +52,10 @@ public struct CheckpointStore: Sendable {
             progress()
         }
         w.seal()
-        let sequence = (files().last?.sequence ?? 0) + 1
+        let last = files().last?.sequence ?? 0
+        // Only a file named by hand reaches the end of the numbers.
+        guard last < UInt64.max else { throw CheckpointError.system("no checkpoint number after \(last) in \(directory)", EOVERFLOW) }
+        let sequence = last + 1
         let path = directory + "/" + String(format: "checkpoint-%020llu.eddy", sequence)
         try Self.writeAtomically(w.bytes, to: path, directory: directory)
         for old in files().dropLast(kept) { unlink(old.path) }
@@ -82,7 +85,7 @@ public struct CheckpointStore: Sendable {
         for file in files().reversed() {
             do {
                 guard let data = FileManager.default.contents(atPath: file.path) else {
-                    throw StateError.truncated
+                    throw CheckpointError.system("read \(file.path)", errno)
                 }
                 var r = try StateReader(sealed: [UInt8](data))
                 guard try r.read(String.self) == Self.kind else { throw StateError.wrongKind(expected: Self.kind) }
@@ -107,6 +110,9 @@ public struct CheckpointStore: Sendable {
                     }
                 }
                 return (file.path, streams)
+            } catch let error as CheckpointError {
+                // Unreadable (permissions, an I/O error) is not damaged: it stays as it is.
+                skipped(file.path, error, file.path)
             } catch {
                 let aside = file.path + ".damaged"
                 // If it cannot be moved it stays where it is (and is tried, and skipped, again).
@@ -180,11 +186,11 @@ public struct CheckpointStore: Sendable {
             unlink(temporary)
             throw CheckpointError.system("rename \(temporary)", e)
         }
+        // The rename is durable once the directory is: until then an older file must not go.
         let dir = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        if dir >= 0 {
-            fsync(dir)
-            close(dir)
-        }
+        guard dir >= 0 else { throw CheckpointError.system("open \(directory)", errno) }
+        defer { close(dir) }
+        guard fsync(dir) == 0 else { throw CheckpointError.system("fsync \(directory)", errno) }
     }
 }
 

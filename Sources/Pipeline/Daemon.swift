@@ -185,7 +185,7 @@ public final class Daemon: @unchecked Sendable {
                 settings: configuration.settings(for:),
                 skipped: { path, error, aside in
                     logger.warning(
-                        "checkpoint damaged, moved aside; trying an older one",
+                        aside == path ? "checkpoint unreadable, left as it is; trying an older one" : "checkpoint damaged, moved aside; trying an older one",
                         metadata: ["checkpoint.path": "\(path)", "checkpoint.moved_to": "\(aside)", "error": "\(error)"])
                 },
                 setAside: { name, error, aside in

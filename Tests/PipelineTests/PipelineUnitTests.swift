@@ -1025,6 +1025,14 @@ import Testing
         #expect(loaded.streams.first?.accepted == 100)
         // The damaged file is kept aside, no longer counted among the kept checkpoints.
         #expect(FileManager.default.fileExists(atPath: newer + ".damaged") && store.files().map(\.path) == [older])
+        // One that cannot be read (here a directory in its place; as root, permissions would not
+        // stop a read) is not damaged: skipped and left where it is.
+        let unreadable = directory + "/checkpoint-00000000000000000007.eddy"
+        try FileManager.default.createDirectory(atPath: unreadable, withIntermediateDirectories: false)
+        var left: [String] = []
+        let past = try #require(store.loadNewest(settings: { _ in s }, skipped: { path, _, aside in left.append(path + " -> " + aside) }))
+        #expect(past.path == older && left == [unreadable + " -> " + unreadable])
+        try FileManager.default.removeItem(atPath: unreadable)
 
         // Settings of another shape (a wider hidden layer): the stream starts afresh, named, with
         // its saved state written aside whole.
