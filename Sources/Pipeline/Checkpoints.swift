@@ -67,7 +67,10 @@ public struct CheckpointStore: Sendable {
     @discardableResult
     public func removeStaleTemporaries() -> [String] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        let stale = names.filter { $0.hasPrefix("checkpoint-") && $0.hasSuffix(".eddy.tmp") }.map { directory + "/" + $0 }
+        // Every file `writeAtomically` writes: checkpoints, expired and set-aside states.
+        let stale = names.filter { name in
+            name.hasSuffix(".tmp") && ["checkpoint-", "expired-", "set-aside-"].contains { name.hasPrefix($0) }
+        }.map { directory + "/" + $0 }
         for path in stale { unlink(path) }
         return stale
     }

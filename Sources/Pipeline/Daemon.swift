@@ -788,7 +788,8 @@ public final class Daemon: @unchecked Sendable {
         var next = 0
         var lastSnapshot = Self.monotonic(), lastCheckpoint = Self.monotonic()
         var stepsSinceSnapshot: [String: Int] = [:]
-        var rollbacksSeen: [String: UInt64] = [:]
+        // By stream object, not name: a stream that expired and came back counts its own rollbacks.
+        var rollbacksSeen: [ObjectIdentifier: UInt64] = [:]
         // Restored streams' models, at once (the others have nothing to publish yet).
         for s in allStreams { publishSnapshots(of: s, publisher: out) }
         /// What follows any step of `s`: counted, a rollback reported, a snapshot every so many steps.
@@ -796,8 +797,8 @@ public final class Daemon: @unchecked Sendable {
             trainSteps.add()
             metrics?.trainStepDuration.recordNanoseconds(Int64(Self.uptimeNanoseconds() &- began))
             let rollbacks = s.rollbacks
-            if rollbacks != rollbacksSeen[s.name, default: 0] {
-                rollbacksSeen[s.name] = rollbacks
+            if rollbacks != rollbacksSeen[ObjectIdentifier(s), default: 0] {
+                rollbacksSeen[ObjectIdentifier(s)] = rollbacks
                 logger.error(
                     "a model weight was not finite; the stream's models went back to their last published state",
                     metadata: ["stream.id": "\(s.name)", "rollbacks": "\(rollbacks)"])
@@ -867,7 +868,15 @@ public final class Daemon: @unchecked Sendable {
     func publishSnapshots(of stream: StreamPipeline, publisher: borrowing Socket) {
         for snapshot in stream.takeSnapshots(now: Self.nowNanoseconds()) {
             let message = Wire.message(snapshot)
-            guard let body: [UInt8] = try? message.serializedBytes() else { continue }
+            let body: [UInt8]
+            do {
+                body = try message.serializedBytes()
+            } catch {
+                logger.error(
+                    "a snapshot could not be encoded; it is neither published nor served",
+                    metadata: ["stream.id": "\(stream.name)", "snapshot.kind": "\(snapshot.kind.rawValue)", "error": "\(error)"])
+                continue
+            }
             // Not for a stream that expired meanwhile (its entries are gone and must stay gone).
             snapshotsLock.withLock {
                 if streamsLock.withLock({ streams[stream.name] === stream }) {

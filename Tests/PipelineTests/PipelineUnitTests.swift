@@ -1017,7 +1017,12 @@ import Testing
         // A kill during a write leaves a temporary file: removed on start.
         let stale = directory + "/checkpoint-00000000000000000009.eddy.tmp"
         try Data([1, 2, 3]).write(to: URL(fileURLWithPath: stale))
-        #expect(store.removeStaleTemporaries() == [stale] && !FileManager.default.fileExists(atPath: stale))
+        let staleExpired = directory + "/expired-x.stream.tmp", other = directory + "/notes.tmp"
+        try Data([1]).write(to: URL(fileURLWithPath: staleExpired))
+        try Data([1]).write(to: URL(fileURLWithPath: other))
+        #expect(store.removeStaleTemporaries().sorted() == [stale, staleExpired] && !FileManager.default.fileExists(atPath: stale))
+        #expect(!FileManager.default.fileExists(atPath: staleExpired) && FileManager.default.fileExists(atPath: other), "only its own")
+        try FileManager.default.removeItem(atPath: other)
         var skipped: [String] = []
         let loaded = try #require(
             store.loadNewest(settings: { _ in s }, skipped: { path, _, aside in skipped.append(path + " -> " + aside) }))
