@@ -976,14 +976,21 @@ public final class Daemon: @unchecked Sendable {
                 if frames.count != 1 {
                     reply.error = Wire.error(.badFrames, "a snapshot request is one frame, got \(frames.count)", stream: nil)
                 } else if let request = try? Eddy_V1_SnapshotRequest(serializedBytes: frames[0]) {
-                    let kind = request.kind == .moco ? "moco" : "autoencoder"
-                    if let body = snapshotsLock.withLock({ latestSnapshots["\(request.stream)/\(kind)"] }),
+                    // An unspecified kind asks for the autoencoder's; a kind this build does not know, for none.
+                    let kind: String? =
+                        switch request.kind {
+                        case .moco: "moco"
+                        case .autoencoder, .unspecified: "autoencoder"
+                        default: nil
+                        }
+                    if let kind, let body = snapshotsLock.withLock({ latestSnapshots["\(request.stream)/\(kind)"] }),
                         let snapshot = try? Eddy_V1_ModelSnapshot(serializedBytes: body)
                     {
                         reply.snapshot = snapshot
                     } else {
+                        let what = kind ?? "model of kind \(request.kind.rawValue)"
                         reply.error = Wire.error(
-                            .notFound, "no \(kind) snapshot of stream \"\(request.stream)\" yet", stream: request.stream)
+                            .notFound, "no \(what) snapshot of stream \"\(request.stream)\" yet", stream: request.stream)
                     }
                 } else {
                     reply.error = Wire.error(.undecodable, "the request is not a SnapshotRequest", stream: nil)

@@ -177,6 +177,13 @@ func values(_ n: Int, seed: Int) -> [Float] {
         try req.send([try missing.serializedBytes()])
         let reply = try Eddy_V1_SnapshotReply(serializedBytes: try #require(try req.receive())[0])
         #expect(reply.error.code == .notFound)
+        // A kind this build does not know is not served as another kind.
+        var unknown = Eddy_V1_SnapshotRequest()
+        unknown.stream = "temp"
+        unknown.kind = .UNRECOGNIZED(7)
+        try req.send([try unknown.serializedBytes()])
+        let strange = try Eddy_V1_SnapshotReply(serializedBytes: try #require(try req.receive())[0])
+        #expect(strange.error.code == .notFound && strange.error.message.contains("kind 7"))
 
         let hb = try #require(try client.awaitHeartbeat())
         #expect(hb.samplesAccepted == UInt64(sentPumps + sentTemp))
