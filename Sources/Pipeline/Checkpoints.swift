@@ -130,14 +130,16 @@ public struct CheckpointStore: Sendable {
     /// Where a stream that expired keeps its state until its name comes back.
     func expiredPath(_ name: String) -> String { directory + "/expired-\(name).stream" }
 
-    /// Writes an expiring stream's state aside, keeping at most `keep` such files (the oldest go).
+    /// Writes an expiring stream's state aside, keeping at most `keep` such files (the oldest go;
+    /// the files in `sparing`, those of streams that came back, are neither counted nor removed).
     @discardableResult
-    public func writeExpired(_ stream: StreamPipeline, keep: Int) throws -> String {
+    public func writeExpired(_ stream: StreamPipeline, keep: Int, sparing: Set<String> = []) throws -> String {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         let path = expiredPath(stream.name)
         try Self.writeAtomically(stream.serialized(), to: path, directory: directory)
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         let expired = names.filter { $0.hasPrefix("expired-") && $0.hasSuffix(".stream") }.map { directory + "/" + $0 }
+            .filter { !sparing.contains($0) }
         if expired.count > keep {
             func modified(_ path: String) -> Double {
                 var info = stat()

@@ -600,6 +600,7 @@ public final class Daemon: @unchecked Sendable {
                 return nil
             }
             streamsRevived.add()
+            s.oweSnapshots()  // its served snapshots went at expiry
             logger.notice("expired stream came back; it resumes as it was", metadata: ["stream.id": "\(name)"])
             return s
         }
@@ -635,7 +636,8 @@ public final class Daemon: @unchecked Sendable {
     /// later checkpoints leave it out, and its state is kept aside until its name comes back.
     func expireIdleStreams() {
         let idle = configuration.streamIdleSeconds, now = Self.monotonic()
-        guard idle > 0 else { return }
+        // Not while stopping: the trainer may have written its last expired states already.
+        guard idle > 0, !ingestStopping else { return }
         for s in allStreams where configuration.streams[s.name] == nil && now - (lastAccepted[s.name] ?? started) >= idle {
             streamsLock.withLock {
                 streams[s.name] = nil
@@ -668,13 +670,14 @@ public final class Daemon: @unchecked Sendable {
         retireLock.withLock {
             for s in retiring {
                 do {
-                    let path = try store.writeExpired(s, keep: configuration.maxStreams)
+                    // Files kept for streams that came back are theirs until a checkpoint holds them.
+                    let path = try store.writeExpired(s, keep: configuration.maxStreams, sparing: Set(revivedFiles.values))
                     revivedFiles[s.name] = nil  // the file holds this newer state now
                     logger.notice("stream expired", metadata: ["stream.id": "\(s.name)", "stream.state": "\(path)"])
                 } catch {
                     checkpointFailures.add()
                     logger.error(
-                        "stream expired, and its state could not be written aside: it is lost",
+                        "stream expired, and its state could not be written aside (or not durably): it may be lost",
                         metadata: ["stream.id": "\(s.name)", "error": "\(error)"])
                 }
             }
@@ -788,8 +791,6 @@ public final class Daemon: @unchecked Sendable {
         var next = 0
         var lastSnapshot = Self.monotonic(), lastCheckpoint = Self.monotonic()
         var stepsSinceSnapshot: [String: Int] = [:]
-        // By stream object, not name: a stream that expired and came back counts its own rollbacks.
-        var rollbacksSeen: [ObjectIdentifier: UInt64] = [:]
         // Restored streams' models, at once (the others have nothing to publish yet).
         for s in allStreams { publishSnapshots(of: s, publisher: out) }
         /// What follows any step of `s`: counted, a rollback reported, a snapshot every so many steps.
@@ -797,8 +798,8 @@ public final class Daemon: @unchecked Sendable {
             trainSteps.add()
             metrics?.trainStepDuration.recordNanoseconds(Int64(Self.uptimeNanoseconds() &- began))
             let rollbacks = s.rollbacks
-            if rollbacks != rollbacksSeen[ObjectIdentifier(s), default: 0] {
-                rollbacksSeen[ObjectIdentifier(s)] = rollbacks
+            if rollbacks != s.rollbacksReported {
+                s.rollbacksReported = rollbacks
                 logger.error(
                     "a model weight was not finite; the stream's models went back to their last published state",
                     metadata: ["stream.id": "\(s.name)", "rollbacks": "\(rollbacks)"])

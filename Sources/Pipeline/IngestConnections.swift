@@ -12,6 +12,9 @@ struct IngestConnections {
     /// By routing id (libzmq's are 5 bytes: a zero and a counter), with the id's bytes to send back
     /// and when it opened (monotonic seconds).
     var open: [UInt64: (id: [UInt8], connection: ZMTPConnection, opened: Double)] = [:]
+    /// Connections found gone when the daemon wrote to them: their disconnect notice is still to
+    /// come, and must not be taken for a new connection.
+    var gone: Set<UInt64> = []
     /// Seconds a connection may take to finish its handshake before it is closed.
     let handshakeSeconds: Double
     let budget: ZMTPConnection.Budget
@@ -69,6 +72,7 @@ extension Daemon {
                             connections.open[key] = nil
                             closed = true
                         }
+                        if sent == .gone { connections.gone.insert(key) }
                         if sent == .full {
                             _ = try Self.send([idBytes, []], to: stream)
                             ended(.protocolError("the producer does not read: a handshake reply or pong would block"))
@@ -99,7 +103,9 @@ extension Daemon {
     /// An empty chunk: the connection `key` opened (greet it, or close it when too many are open)
     /// or closed.
     func opened(or key: UInt64, id: [UInt8], stream: borrowing Socket, connections: inout IngestConnections) throws {
-        if let (_, c, _) = connections.open.removeValue(forKey: key) {
+        if connections.gone.remove(key) != nil {
+            return  // the notice of a connection already forgotten
+        } else if let (_, c, _) = connections.open.removeValue(forKey: key) {
             if let end = c.peerClosed(budget: connections.budget) { ended(end) }
         } else if connections.open.count >= connections.maximum {
             connectionsRefused.add()
@@ -116,6 +122,8 @@ extension Daemon {
             // already have been read).
             if try Self.send([id, c.greeting], to: stream) != .gone {
                 connections.open[key] = (id, c, Self.monotonic())
+            } else {
+                connections.gone.insert(key)
             }
         }
     }

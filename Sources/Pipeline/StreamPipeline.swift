@@ -306,6 +306,12 @@ public final class StreamPipeline: @unchecked Sendable {
     public internal(set) var snapshotVersions: (autoencoder: UInt64, moco: UInt64) = (0, 0)
     /// Restored from a checkpoint and not yet published since.
     var snapshotsOwed = false
+    /// The rollbacks the trainer has reported (trainer thread only).
+    var rollbacksReported: UInt64 = 0
+
+    /// Its models are published again at the next snapshot, at the versions they have (a stream
+    /// that comes back from expiry: its served snapshots were dropped).
+    func oweSnapshots() { lock.withLock { snapshotsOwed = true } }
 
     public init(name: String, settings: StreamConfiguration) {
         precondition(settings.inputDimension > 0, "a stream's dim must be known before it is built")
@@ -801,8 +807,10 @@ public final class StreamPipeline: @unchecked Sendable {
         let aeVersion = UInt64(autoencoder.step), mocoVersion = mocoVersionBase + UInt64(moco.step)
         // A restored stream's models are published again once (at the versions they had), so a
         // subscriber or snapshot client gets them before the stream trains again.
-        let again = snapshotsOwed
-        snapshotsOwed = false
+        let again = lock.withLock {
+            defer { snapshotsOwed = false }
+            return snapshotsOwed
+        }
         let (hasLabels, labelsChanged) = lock.withLock { (!labels.isEmpty, labelsVersion != headLabelsVersion) }
         let mocoDue = mocoVersion > snapshotVersions.moco || (again && mocoVersion > 0) || (labelsChanged && mocoVersion > 0)
         let headEncoder = hasLabels && mocoDue ? headEncoderNow() : nil

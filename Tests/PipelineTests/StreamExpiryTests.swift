@@ -1,6 +1,6 @@
 import EddyProtocol
 import Foundation
-import Pipeline
+@testable import Pipeline
 import SwiftProtobuf
 import Testing
 import ZeroMQ
@@ -97,6 +97,27 @@ import ZeroMQ
         #expect(loaded.streams.first { $0.name == "a" }?.accepted == 64)
     }
 
+    /// A stream that comes back before the trainer has written its state aside is the same object,
+    /// taken out of the list (so it is not written aside too), with its snapshots owed again.
+    @Test func aStreamThatComesBackBeforeItIsWrittenAsideIsTheSameStream() throws {
+        let directory = temporaryDirectory()
+        let daemon = try Daemon(configuration: testConfiguration(dataDirectory: directory), logger: quietLogger)
+        let settings = daemon.configuration.settings(for: "a").resolved(dim: 2)
+        let a = StreamPipeline(name: "a", settings: settings)
+        daemon.retireLock.withLock {
+            daemon.retiring = [a]
+            daemon.retiringCount.store(1)
+        }
+        #expect(daemon.revive("a", settings: settings) === a)
+        #expect(daemon.retiring.isEmpty && daemon.streamsRevived.load == 1 && a.snapshotsOwed)
+        daemon.keepExpiredAside()
+        #expect(!FileManager.default.fileExists(atPath: directory + "/expired-a.stream"))
+        // Another kind or dim does not come back (and is not written aside either).
+        daemon.retiring = [StreamPipeline(name: "b", settings: settings)]
+        #expect(daemon.revive("b", settings: daemon.configuration.settings(for: "b").resolved(dim: 3)) == nil)
+        #expect(daemon.retiring.isEmpty)
+    }
+
     @Test func expiredStatesAreKeptUpToTheStreamCap() throws {
         let directory = temporaryDirectory()
         let store = CheckpointStore(directory: directory)
@@ -117,5 +138,15 @@ import ZeroMQ
         wider.autoencoderHidden = [8]
         #expect(throws: (any Error).self) { try store.takeExpired("s3", settings: wider.resolved(dim: 2))?.get() }
         #expect(!FileManager.default.fileExists(atPath: directory + "/expired-s3.stream"))
+        // A state taken back but kept (the daemon's way, until a checkpoint holds the stream) and
+        // spared is neither counted against the cap nor removed by it.
+        #expect(try store.takeExpired("s2", settings: settings.resolved(dim: 2), remove: false)?.get().name == "s2")
+        let spared = directory + "/expired-s2.stream"
+        for i in 5..<8 {
+            try store.writeExpired(StreamPipeline(name: "s\(i)", settings: settings.resolved(dim: 2)), keep: 2, sparing: [spared])
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        let now = try FileManager.default.contentsOfDirectory(atPath: directory).sorted()
+        #expect(now == ["expired-s2.stream", "expired-s6.stream", "expired-s7.stream"])
     }
 }
