@@ -208,9 +208,10 @@ public final class Daemon: @unchecked Sendable {
         where streams[name] == nil && (settings.dim > 0 || settings.log) {
             // A stream declared since it expired resumes from the state it left.
             let resolved = settings.resolved(dim: settings.dim)
-            streams[name] = revive(name, settings: resolved) ?? StreamPipeline(name: name, settings: resolved)
+            let s = revive(name, settings: resolved) ?? StreamPipeline(name: name, settings: resolved)
+            streams[name] = s
             streamOrder.append(name)
-            committedBytes += settings.resolved(dim: settings.dim).memoryEstimate
+            committedBytes += s.settings.memoryEstimate
         }
         if committedBytes > configuration.memoryBudget {
             // Restored streams are kept (their learning is not thrown away); new ones will not fit.
@@ -593,12 +594,7 @@ public final class Daemon: @unchecked Sendable {
         if let i = retiring.firstIndex(where: { $0.name == name }) {
             let s = retiring.remove(at: i)
             retiringCount.store(UInt64(retiring.count))
-            guard s.settings.log == settings.log && s.settings.dim == settings.dim else {
-                logger.warning(
-                    "expired stream came back as another kind or dim; it starts afresh",
-                    metadata: ["stream.id": "\(name)", "stream.log": "\(settings.log)", "stream.dim": "\(settings.dim)"])
-                return nil
-            }
+            guard sameKind(s, as: settings, name: name) else { return nil }
             streamsRevived.add()
             s.oweSnapshots()  // its served snapshots went at expiry
             logger.notice("expired stream came back; it resumes as it was", metadata: ["stream.id": "\(name)"])
@@ -606,13 +602,8 @@ public final class Daemon: @unchecked Sendable {
         }
         let taken = checkpoints?.takeExpired(name, settings: settings, remove: false)
         switch taken {
-        case .success(let s) where s.settings.log != settings.log || s.settings.dim != settings.dim:
+        case .success(let s) where !sameKind(s, as: settings, name: name):
             if let store = checkpoints { unlink(store.expiredPath(name)) }
-            // Its kind or dim comes from its state: it would not be the stream this batch asks for
-            // (nor cost what was charged for it).
-            logger.warning(
-                "expired stream came back as another kind or dim; it starts afresh",
-                metadata: ["stream.id": "\(name)", "stream.log": "\(settings.log)", "stream.dim": "\(settings.dim)"])
             return nil
         case .success(let s):
             // Its file stays until a checkpoint holds the stream: a kill before one loses nothing.
@@ -629,6 +620,17 @@ public final class Daemon: @unchecked Sendable {
         case nil:
             return nil
         }
+    }
+
+    /// Whether an expired stream is of the kind and dim a batch now asks for (they come from its
+    /// state: another would not be the stream asked for, nor cost what was charged for it); if not,
+    /// says so.
+    private func sameKind(_ s: StreamPipeline, as settings: StreamConfiguration, name: String) -> Bool {
+        if s.settings.log == settings.log && s.settings.dim == settings.dim { return true }
+        logger.warning(
+            "expired stream came back as another kind or dim; it starts afresh",
+            metadata: ["stream.id": "\(name)", "stream.log": "\(settings.log)", "stream.dim": "\(settings.dim)"])
+        return false
     }
 
     /// Expires every undeclared stream idle for `stream_idle_seconds` (ingest thread, so no sample
