@@ -140,6 +140,10 @@ public struct StreamConfiguration: Sendable, Equatable {
     public var discordLevelWindows = [64]
     public var discordHistory = 1024
     public var discordChannels = 8
+    /// A stream of at most this many features (and at most `discordChannels`) also gets, on each
+    /// channel that repeats, a centred discord window one period long (`PeriodWindows`; the period
+    /// as `period` says: found per channel, fixed, or none). 0: none.
+    public var discordPeriodChannels = 1
     /// The correlation signal (`CorrelationSignal`) reads streams of 2 to this many features (it costs
     /// O(features²) a sample: about 1 µs at 8 features, 1.4 µs more than without it at 32).
     public var correlationChannels = 8
@@ -349,6 +353,7 @@ public struct StreamConfiguration: Sendable, Equatable {
         }
         if !(discordMargin >= 0 && discordMargin <= 100) { try fail("discord_margin must be in 0...100") }
         if discordChannels < 0 || discordChannels > 1 << 14 { try fail("discord_channels must be in 0...16384") }
+        if discordPeriodChannels < 0 || discordPeriodChannels > 1 << 14 { try fail("discord_period_channels must be in 0...16384") }
         if correlationChannels < 0 || correlationChannels > CorrelationSignal.maxChannels {
             try fail("correlation_channels must be in 0...\(CorrelationSignal.maxChannels)")
         }
@@ -647,6 +652,12 @@ public enum TrainerPriority: Sendable, Equatable, CustomStringConvertible {
 }
 
 extension StreamConfiguration {
+    /// How the discord signal of a stream of `channels` features finds its channels' period
+    /// windows (nil: it has none).
+    public func discordPeriodWindows(channels: Int) -> PeriodSetting? {
+        channels <= discordPeriodChannels && channels <= discordChannels && period != .off ? period : nil
+    }
+
     /// The bytes a stream of these (resolved) settings allocates, worked out before it is built so a
     /// stream that does not fit the daemon's `memory_budget` is refused rather than built: the replay
     /// buffer, the trainer's and the scorer's autoencoders (weights, gradients, Adam's two moments,
@@ -695,7 +706,8 @@ extension StreamConfiguration {
         if window > 0 { bytes += 4 * window * (windowScales.max() ?? 1) * channels }
         if signals.contains(DiscordSignal.name) && channels <= discordChannels {
             bytes += MultiscaleDiscord.bytes(
-                windows: discordWindows + discordLevelWindows, history: discordHistory, channels: channels)
+                windows: discordWindows + discordLevelWindows, periodic: discordPeriodWindows(channels: channels) != nil,
+                history: discordHistory, channels: channels)
         }
         if channelPeriod && !log && signals.contains(PeriodSignal.name) && channels > 1 && channels <= discordChannels && period != .off {
             bytes += ChannelPeriodSignal.bytes(channels: channels, span: univariateWindow, setting: period, holdOff: alertHoldOff)

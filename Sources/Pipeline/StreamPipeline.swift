@@ -28,6 +28,8 @@ public struct SampleScore: Sendable, Equatable {
     /// (`discord_level_window`) or had its mean removed.
     public var discordWindow = 0
     public var discordLevel = false
+    /// And how many values back its nearest earlier window was looked for.
+    public var discordHistory = 0
     /// The alert comes from the correlation signal: the feature that moved apart from the others
     /// (nil: it does not). The alert's `topFeatures` name it alone.
     public var correlationChannel: Int? = nil
@@ -37,7 +39,7 @@ public struct SampleScore: Sendable, Equatable {
 
     public static func == (a: SampleScore, b: SampleScore) -> Bool {
         a.sequence == b.sequence && a.error == b.error && a.score == b.score && a.alertScore == b.alertScore && a.alert == b.alert
-            && a.warmingUp == b.warmingUp && a.beyondRange == b.beyondRange && a.period == b.period && a.discordChannel == b.discordChannel && a.discordWindow == b.discordWindow && a.discordLevel == b.discordLevel
+            && a.warmingUp == b.warmingUp && a.beyondRange == b.beyondRange && a.period == b.period && a.discordChannel == b.discordChannel && a.discordWindow == b.discordWindow && a.discordLevel == b.discordLevel && a.discordHistory == b.discordHistory
             && a.correlationChannel == b.correlationChannel && a.timestamp == b.timestamp
             && a.topFeatures.map(\.index) == b.topFeatures.map(\.index)
     }
@@ -64,7 +66,7 @@ public struct ScoredBatch: Sendable {
     public var period = 0
     /// Alerts (by index in the batch) that come from the discord signal: the channel, the window and
     /// whether it kept its level.
-    public var fromDiscord: [Int: (channel: Int, window: Int, level: Bool)] = [:]
+    public var fromDiscord: [Int: (channel: Int, window: Int, level: Bool, history: Int)] = [:]
     /// Alerts (by index in the batch) that come from the correlation signal: the feature that moved
     /// apart from the others.
     public var fromCorrelation: [Int: Int] = [:]
@@ -104,7 +106,7 @@ public struct ScoredBatch: Sendable {
             sequence: firstSequence &+ UInt64(i), error: errors[i], score: scores[i], alertScore: alertScores[i], alert: alerts[i],
             warmingUp: warmingUp[i], beyondRange: beyondRange.contains(i), period: fromPeriod[i] ?? 0,
             discordChannel: fromDiscord[i]?.channel, discordWindow: fromDiscord[i]?.window ?? 0,
-            discordLevel: fromDiscord[i]?.level ?? false,
+            discordLevel: fromDiscord[i]?.level ?? false, discordHistory: fromDiscord[i]?.history ?? 0,
             correlationChannel: fromCorrelation[i], timestamp: timestamps.isEmpty ? 0 : timestamps[i],
             topFeatures: topFeatures[i] ?? [])
     }
@@ -406,6 +408,7 @@ public final class StreamPipeline: @unchecked Sendable {
             signals.append(
                 MultiscaleDiscord(
                     windows: settings.discordWindows, levelWindows: settings.discordLevelWindows,
+                    period: settings.discordPeriodWindows(channels: sampleDimension),
                     history: settings.discordHistory, channels: sampleDimension,
                     margin: settings.discordMargin, horizon: settings.calibrationHorizon, holdOff: settings.alertHoldOff))
         }
@@ -548,7 +551,7 @@ public final class StreamPipeline: @unchecked Sendable {
                         result.fromCorrelation[i] = correlation.lastChannel
                     }
                     if let discord = source as? MultiscaleDiscord {
-                        result.fromDiscord[i] = (discord.lastChannel, discord.window, discord.levelKept)
+                        result.fromDiscord[i] = (discord.lastChannel, discord.window, discord.levelKept, discord.history)
                     }
                 }
                 if v.alert, let lines {

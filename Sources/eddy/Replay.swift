@@ -71,14 +71,13 @@ struct Replay: ParsableCommand {
                 let pipeline = run!.pipeline
                 let why = describeContributions(
                     s.topFeatures, window: pipeline.explainedWindow, scales: pipeline.settings.windowScales, separator: "; ")
-                let history = pipeline.settings.discordHistory
                 let cause =
                     !s.alert ? ""
                     : s.beyondRange ? "beyond range at "
                     : s.fromPeriod ? "unlike \(s.period) values earlier; "
                     : s.correlationChannel.map { "\(CorrelationSignal.reason(channel: $0)); " }
                     ?? s.discordChannel.map { c in
-                        "\(pipeline.sampleDimension > 1 ? "channel \(c)'s" : "the") last \(s.discordWindow) values\(s.discordLevel ? ", level and all," : "") unlike any of the last \(history); "
+                        "\(pipeline.sampleDimension > 1 ? "channel \(c)'s" : "the") last \(s.discordWindow) values\(s.discordLevel ? ", level and all," : "") unlike any of the last \(s.discordHistory); "
                     } ?? ""
                 print("\(s.sequence),\(s.error),\(s.score),\(s.alertScore),\(s.alert ? 1 : 0),\(s.warmingUp ? 1 : 0),\(cause)\(why)")
             } else {

@@ -928,7 +928,7 @@ import Testing
     @Test func aDiscordAlertEncodesItsWindowsKindToTheGoldenBytes() throws {
         var batch = Self.threeScored()
         batch.alerts[1] = true
-        batch.fromDiscord[1] = (channel: 1, window: 64, level: true)
+        batch.fromDiscord[1] = (channel: 1, window: 64, level: true, history: 1024)
         let golden: [UInt8] = [
             0x50, 0x01,  // 10: discord
             0x58, 0x01,  // 11: discord_channel 1
@@ -937,7 +937,7 @@ import Testing
         ]
         let level = try Wire.alert(batch.sample(1), in: batch).serializedBytes() as [UInt8]
         #expect(Array(level.suffix(golden.count)) == golden, "\(level)")
-        batch.fromDiscord[1] = (channel: 1, window: 64, level: false)
+        batch.fromDiscord[1] = (channel: 1, window: 64, level: false, history: 1024)
         let centred = try Wire.alert(batch.sample(1), in: batch).serializedBytes() as [UInt8]
         #expect(Array(centred.suffix(6)) == Array(golden.prefix(6)) && centred.count == level.count - 3)
     }

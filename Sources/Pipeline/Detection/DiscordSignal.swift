@@ -258,21 +258,26 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
 /// sample's reading is the largest surprise and the largest strength over them. A short window
 /// sees a change of shape within a cycle; a longer one that keeps its level (not centred) a change
 /// of frequency, a trend or a shift of level, or a flat stretch that a short window finds a near
-/// twin for somewhere in the history.
+/// twin for somewhere in the history. With `period` set, each channel that repeats also has a
+/// window one period long (`PeriodWindows`).
 public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
     public static let name = DiscordSignal.name
     /// 1 was one window's section (`DiscordSignal`'s); 2 is a count, then each window and its
-    /// section (every window centred); 3 adds whether each window is centred.
-    public static let stateVersion: UInt32 = 3
+    /// section (every window centred); 3 adds whether each window is centred; 4 adds the period
+    /// windows, if any.
+    public static let stateVersion: UInt32 = 4
 
     public let scales: [DiscordSignal]
-    /// The window whose strength decided the last reading.
+    /// Each channel's window of its own period (nil: none, `discord_period_channels`).
+    public let periodic: PeriodWindows?
+    /// The window whose strength decided the last reading (−1: a period window).
     public private(set) var lastScale = 0
 
-    /// `windows` are compared with their means removed, `levelWindows` with them kept.
+    /// `windows` are compared with their means removed, `levelWindows` with them kept; with
+    /// `period`, each channel that repeats has a window of its period too.
     public init(
-        windows: [Int], levelWindows: [Int] = [], history: Int, channels: Int, margin: Float = 0, horizon: Int,
-        holdOff: Int
+        windows: [Int], levelWindows: [Int] = [], period: PeriodSetting? = nil, history: Int, channels: Int,
+        margin: Float = 0, horizon: Int, holdOff: Int
     ) {
         let kinds = windows.map { ($0, true) } + levelWindows.map { ($0, false) }
         scales = kinds.map { window, centred in
@@ -280,16 +285,28 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
                 window: window, history: history, channels: channels, centred: centred, margin: margin, horizon: horizon,
                 holdOff: holdOff)
         }
+        periodic = period.map {
+            PeriodWindows(channels: channels, setting: $0, history: history, margin: margin, horizon: horizon, holdOff: holdOff)
+        }
     }
 
     /// The channel and the window of the last reading's strongest discord.
-    public var lastChannel: Int { scales[lastScale].lastChannel }
-    public var window: Int { scales[lastScale].window }
+    public var lastChannel: Int { lastScale < 0 ? periodic?.lastChannel ?? 0 : scales[lastScale].lastChannel }
+    public var window: Int {
+        guard lastScale < 0, let p = periodic, p.lastChannel >= 0 else { return scales[max(lastScale, 0)].window }
+        return p.windows[p.lastChannel]?.window ?? 0
+    }
     /// Whether that window kept its level (a level window).
-    public var levelKept: Bool { !scales[lastScale].centred }
+    public var levelKept: Bool { lastScale >= 0 && !scales[lastScale].centred }
+    /// The values that window is compared with (a period window's may be longer than the others').
+    public var history: Int {
+        guard lastScale < 0, let p = periodic, p.lastChannel >= 0 else { return scales[max(lastScale, 0)].history }
+        return p.windows[p.lastChannel]?.history ?? 0
+    }
 
-    public static func bytes(windows: [Int], history: Int, channels: Int) -> Int {
+    public static func bytes(windows: [Int], periodic: Bool = false, history: Int, channels: Int) -> Int {
         windows.reduce(0) { $0 + DiscordSignal.bytes(window: $1, history: history, channels: channels) }
+            + (periodic ? PeriodWindows.bytes(channels: channels, history: history) : 0)
     }
 
     public func read(_ o: inout Observation) -> Reading {
@@ -299,12 +316,18 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
             best.surprise = max(best.surprise, r.surprise)
             if r.strength > best.strength { (best.strength, decided) = (r.strength, k) }
         }
+        if let periodic {
+            let r = periodic.read(&o)
+            best.surprise = max(best.surprise, r.surprise)
+            if r.strength > best.strength { (best.strength, decided) = (r.strength, -1) }
+        }
         lastScale = decided
         return best
     }
 
     public func learn(_ o: Observation, anomalous: Bool) {
         for s in scales { s.learn(o, anomalous: anomalous) }
+        periodic?.learn(o, anomalous: anomalous)
     }
 
     public func encode(_ w: inout StateWriter) {
@@ -316,16 +339,24 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
             s.encode(&inner)
             w.write(blob: inner.bytes)
         }
+        w.write(periodic != nil)
+        if let periodic {
+            var inner = StateWriter()
+            periodic.encode(&inner)
+            w.write(blob: inner.bytes)
+        }
     }
 
     /// A window restores from the section of the same window and kind (centred or level); a window
-    /// the section does not have starts afresh. Version 1 (one centred window, not recorded)
-    /// restores the first centred window; version 2's windows are all centred.
+    /// the section does not have starts afresh, and so do the period windows before version 4 or
+    /// when the section has none (those of a section are dropped if the stream has none now).
+    /// Version 1 (one centred window, not recorded) restores the first centred window; version 2's
+    /// windows are all centred.
     public func decode(_ r: inout StateReader, version: UInt32) throws {
         switch version {
         case 1:
             try scales.first(where: \.centred)?.decode(&r, version: 1)
-        case 2, 3:
+        case 2, 3, 4:
             let n = Int(try r.read(UInt32.self))
             guard n <= 64 else { throw StateError.invalid("discord windows") }
             for _ in 0..<n {
@@ -336,8 +367,192 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
                     try s.decode(&inner, version: 1)
                 }
             }
+            if try version >= 4 && r.read(Bool.self) {
+                var inner = StateReader(try r.readBlob())
+                try periodic?.decode(&inner)
+            }
         default:
             throw StateError.unsupportedVersion(version)
         }
+    }
+}
+
+/// A centred discord window one period long on each channel that repeats
+/// (`discord_period_channels`). A 32-value window sees a change of shape shorter than itself, and
+/// finds a near twin for a stretch of a longer cycle that is only out of place, not out of shape:
+/// a beat taken from a slower rhythm, a cycle played at another speed, a flat stretch where a
+/// cycle should be. A window of one whole cycle has a near twin one period earlier on a channel
+/// that repeats, and none when the cycle changes.
+///
+/// Each channel's period is found from its first `PeriodCheck.detectionSamples` values
+/// (`PeriodCheck.detectPeriod`: 20 to 300 values, autocorrelation at least 0.5), which are kept
+/// until then and fed to the new window, or is `period = N` from the start; the window is the
+/// period, within `shortestWindow...longestWindow`. A channel without a period has no window, and
+/// `period = off` gives none.
+public final class PeriodWindows: @unchecked Sendable {
+    public static let shortestWindow = 16
+    public static let longestWindow = 256
+
+    let history: Int
+    let margin: Float
+    let horizon: Int
+    let holdOff: Int
+    /// Per channel: its first values, kept until its period is decided (empty after).
+    var seen: [[Float]]
+    /// Per channel, whether its period is decided, and its window once it is (nil: none).
+    public private(set) var decided: [Bool]
+    public private(set) var windows: [DiscordSignal?]
+    /// The channel of the last reading's strongest window (−1: none).
+    public private(set) var lastChannel = -1
+
+    public init(channels: Int, setting: PeriodSetting, history: Int, margin: Float, horizon: Int, holdOff: Int) {
+        self.history = history
+        self.margin = margin
+        self.horizon = horizon
+        self.holdOff = holdOff
+        let n = max(1, channels)
+        seen = Array(repeating: [], count: n)
+        windows = Array(repeating: nil, count: n)
+        switch setting {
+        case .auto:
+            decided = Array(repeating: false, count: n)
+        case .off:
+            decided = Array(repeating: true, count: n)
+        case .fixed(let period):
+            decided = Array(repeating: true, count: n)
+            for c in 0..<n { windows[c] = window(for: period) }
+        }
+    }
+
+    /// The window of a channel of this period.
+    func window(for period: Int) -> DiscordSignal {
+        let w = Self.windowLength(period: period)
+        return DiscordSignal(
+            window: w, history: Self.history(window: w, configured: history), channels: 1, margin: margin, horizon: horizon,
+            holdOff: holdOff)
+    }
+
+    /// The period within `shortestWindow...longestWindow`.
+    static func windowLength(period: Int) -> Int { min(max(period, shortestWindow), longestWindow) }
+
+    /// A window's history: `discord_history`, or `cycles` windows if longer, so that a window is
+    /// compared with at least four earlier cycles.
+    public static func history(window: Int, configured: Int) -> Int { max(configured, cycles * window) }
+    public static let cycles = 5
+
+    /// Bytes the windows of a stream of `channels` channels may come to hold (each channel's
+    /// longest window, and the first values kept meanwhile).
+    public static func bytes(channels: Int, history: Int) -> Int {
+        let w = longestWindow
+        return channels
+            * (DiscordSignal.bytes(window: w, history: Self.history(window: w, configured: history), channels: 1)
+                + 4 * PeriodCheck.detectionSamples)
+    }
+
+    /// Each decided window's length (0: none, or not decided).
+    public var lengths: [Int] { windows.map { $0?.window ?? 0 } }
+
+    public func read(_ o: inout Observation) -> Reading {
+        var best = Reading()
+        lastChannel = -1
+        for c in windows.indices {
+            var x = o.values[c]
+            guard decided[c] else {
+                seen[c].append(x)
+                if seen[c].count >= PeriodCheck.detectionSamples { decide(c) }
+                continue
+            }
+            guard let w = windows[c] else { continue }
+            let r = withUnsafePointer(to: &x) { p in
+                var one = Observation(values: p, dimension: 1, logError: o.logError, modelReady: o.modelReady)
+                return w.read(&one)
+            }
+            best.surprise = max(best.surprise, r.surprise)
+            if lastChannel < 0 || r.strength > best.strength { (best.strength, lastChannel) = (r.strength, c) }
+        }
+        return best
+    }
+
+    public func learn(_ o: Observation, anomalous: Bool) {
+        for c in windows.indices {
+            guard let w = windows[c] else { continue }
+            var x = o.values[c]
+            withUnsafePointer(to: &x) { p in w.learn(Observation(values: p, dimension: 1, logError: o.logError, modelReady: o.modelReady), anomalous: anomalous) }
+        }
+    }
+
+    /// Decides channel `c`'s period from its kept values and feeds them to its window, if it has one.
+    private func decide(_ c: Int) {
+        let period = PeriodCheck.detectPeriod(seen[c])
+        decided[c] = true
+        if period > 0 {
+            let w = window(for: period)
+            for var x in seen[c] {
+                withUnsafePointer(to: &x) { p in
+                    var one = Observation(values: p, dimension: 1, logError: 0, modelReady: true)
+                    _ = w.read(&one)
+                    w.learn(one, anomalous: false)
+                }
+            }
+            windows[c] = w
+        }
+        seen[c] = []
+    }
+
+    /// Per channel: whether decided; if not, its kept values; if so, its window's length (0: none)
+    /// and that window's section.
+    func encode(_ w: inout StateWriter) {
+        w.write(UInt32(windows.count))
+        for c in windows.indices {
+            w.write(decided[c])
+            if !decided[c] {
+                w.write(UInt32(seen[c].count))
+                for x in seen[c] { w.write(x) }
+                continue
+            }
+            w.write(UInt32(windows[c]?.window ?? 0))
+            if let s = windows[c] {
+                var inner = StateWriter()
+                s.encode(&inner)
+                w.write(blob: inner.bytes)
+            }
+        }
+    }
+
+    /// Restores what the settings of now still ask for: with `period = auto` the saved decisions
+    /// and windows; with a fixed period, the saved windows of that length (others start afresh);
+    /// with `period = off`, nothing.
+    func decode(_ r: inout StateReader) throws {
+        let n = Int(try r.read(UInt32.self))
+        guard n == windows.count else { throw StateError.invalid("period windows: \(n) channels, the stream has \(windows.count)") }
+        let auto = decided.contains(false)
+        for c in 0..<n {
+            if !(try r.read(Bool.self)) {
+                let k = Int(try r.read(UInt32.self))
+                guard k < PeriodCheck.detectionSamples else { throw StateError.invalid("period window values") }
+                try r.requireRoom(k, each: 4)
+                let values = try (0..<k).map { _ in try r.read(Float.self) }
+                if auto { seen[c] = values }
+                continue
+            }
+            let length = Int(try r.read(UInt32.self))
+            guard length == 0 || (Self.shortestWindow...Self.longestWindow).contains(length) else {
+                throw StateError.invalid("period window length \(length)")
+            }
+            guard length > 0 else {
+                if auto { (decided[c], seen[c], windows[c]) = (true, [], nil) }
+                continue
+            }
+            var inner = StateReader(try r.readBlob())
+            if auto {
+                let s = window(for: length)
+                try s.decode(&inner, version: DiscordSignal.stateVersion)
+                (decided[c], seen[c], windows[c]) = (true, [], s)
+            } else if let s = windows[c], s.window == length {
+                try s.decode(&inner, version: DiscordSignal.stateVersion)
+            }
+        }
+        // A check restored in auto decides once it has its values (it had fewer than it needs).
+        for c in 0..<n where !decided[c] && seen[c].count >= PeriodCheck.detectionSamples { decide(c) }
     }
 }
