@@ -455,6 +455,7 @@ public final class PeriodWindows: @unchecked Sendable {
     public func read(_ o: inout Observation) -> Reading {
         var best = Reading()
         lastChannel = -1
+        guard o.dimension == windows.count else { return best }
         for c in windows.indices {
             var x = o.values[c]
             guard decided[c] else {
@@ -474,6 +475,7 @@ public final class PeriodWindows: @unchecked Sendable {
     }
 
     public func learn(_ o: Observation, anomalous: Bool) {
+        guard o.dimension == windows.count else { return }
         for c in windows.indices {
             guard let w = windows[c] else { continue }
             var x = o.values[c]
