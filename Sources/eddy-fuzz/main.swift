@@ -166,11 +166,13 @@ enum CheckpointTarget {
         _ = s.serialized()
     }
 
+    /// Streams of 1 and 3 channels after 40 samples, and a univariate one after 700 (its period
+    /// found: a period window's section).
     static func seeds() -> [[UInt8]] {
-        [1, 3].map { dim in
+        [(1, 40), (3, 40), (1, 700)].map { dim, count in
             let s = StreamPipeline(name: "seed", settings: fuzzSettings().resolved(dim: dim))
-            let values = (0..<(40 * dim)).map { Float(sin(Double($0) * 0.3)) }
-            _ = values.withUnsafeBufferPointer { s.score($0.baseAddress!, count: 40, firstSequence: 0, timestamps: nil) }
+            let values = (0..<(count * dim)).map { Float(sin(Double($0) * 2 * .pi / 25)) }
+            _ = values.withUnsafeBufferPointer { s.score($0.baseAddress!, count: count, firstSequence: 0, timestamps: nil) }
             _ = s.trainStep()
             return s.serialized()
         }

@@ -42,6 +42,11 @@ import Testing
         for t in 600..<700 { _ = DiscordSignalTests.feed(discord, rows[t]) }
         #expect(p.windows.compactMap { $0?.count } == [700, 700])
         #expect(p.seen.map(\.count) == [0, 0, 0])
+        // Every value taught the window once, the one that decided it too: as a window of the same
+        // period there from the start learned them.
+        let (fixedDiscord, fixed) = Self.make(.fixed(50))
+        for t in 0..<700 { _ = DiscordSignalTests.feed(fixedDiscord, rows[t]) }
+        #expect(p.windows[0]?.calibrators == fixed.windows[0]?.calibrators)
 
         #expect(Self.make(.fixed(40)).windows.lengths == [40, 40, 40])
         #expect(Self.make(.fixed(1000)).windows.lengths == [256, 256, 256], "at most 256 values")
@@ -129,6 +134,17 @@ import Testing
         var r4 = StateReader(sections[900]!)
         try without.decode(&r4, version: MultiscaleDiscord.stateVersion)
         #expect(without.scales[0].count == 900 && without.periodic == nil)
+
+        // Windows of a fixed period, restored where channels find their own: they start afresh.
+        let wasFixed = make(.fixed(50))
+        for t in 0..<900 { _ = DiscordSignalTests.feed(wasFixed, xs[t]) }
+        var w6 = StateWriter()
+        wasFixed.encode(&w6)
+        let finding = make(.auto)
+        var r6 = StateReader(w6.bytes)
+        try finding.decode(&r6, version: MultiscaleDiscord.stateVersion)
+        #expect(finding.scales[0].count == 900)
+        #expect(finding.periodic?.decided == [false, false] && finding.periodic?.lengths == [0, 0])
 
         // A fixed period keeps the saved windows of its length only.
         let fixed = make(.fixed(50))

@@ -397,6 +397,8 @@ public final class PeriodWindows: @unchecked Sendable {
     let margin: Float
     let horizon: Int
     let holdOff: Int
+    /// Whether each channel finds its own period (`period = auto`), rather than taking a fixed one.
+    let finds: Bool
     /// Per channel: its first values, kept until its period is decided (empty after).
     var seen: [[Float]]
     /// Per channel, whether its period is decided, and its window once it is (nil: none).
@@ -411,11 +413,13 @@ public final class PeriodWindows: @unchecked Sendable {
         self.horizon = horizon
         self.holdOff = holdOff
         let n = max(1, channels)
+        finds = setting == .auto
         seen = Array(repeating: [], count: n)
         windows = Array(repeating: nil, count: n)
         switch setting {
         case .auto:
             decided = Array(repeating: false, count: n)
+            for c in 0..<n { seen[c].reserveCapacity(PeriodCheck.detectionSamples) }
         case .off:
             decided = Array(repeating: true, count: n)
         case .fixed(let period):
@@ -458,10 +462,10 @@ public final class PeriodWindows: @unchecked Sendable {
         guard o.dimension == windows.count else { return best }
         for c in windows.indices {
             var x = o.values[c]
-            guard decided[c] else {
+            if !decided[c] {
                 seen[c].append(x)
-                if seen[c].count >= PeriodCheck.detectionSamples { decide(c) }
-                continue
+                guard seen[c].count >= PeriodCheck.detectionSamples else { continue }
+                decide(c)  // and this sample is the new window's first reading (the chain's `learn` follows)
             }
             guard let w = windows[c] else { continue }
             let r = withUnsafePointer(to: &x) { p in
@@ -483,13 +487,14 @@ public final class PeriodWindows: @unchecked Sendable {
         }
     }
 
-    /// Decides channel `c`'s period from its kept values and feeds them to its window, if it has one.
+    /// Decides channel `c`'s period from its kept values and feeds its window all but the newest
+    /// (the sample being read), if it has one.
     private func decide(_ c: Int) {
         let period = PeriodCheck.detectPeriod(seen[c])
         decided[c] = true
         if period > 0 {
             let w = window(for: period)
-            for var x in seen[c] {
+            for var x in seen[c].dropLast() {
                 withUnsafePointer(to: &x) { p in
                     var one = Observation(values: p, dimension: 1, logError: 0, modelReady: true)
                     _ = w.read(&one)
@@ -501,10 +506,11 @@ public final class PeriodWindows: @unchecked Sendable {
         seen[c] = []
     }
 
-    /// Per channel: whether decided; if not, its kept values; if so, its window's length (0: none)
-    /// and that window's section.
+    /// Whether the channels find their own periods, then per channel: whether decided; if not, its
+    /// kept values; if so, its window's length (0: none) and that window's section.
     func encode(_ w: inout StateWriter) {
         w.write(UInt32(windows.count))
+        w.write(finds)
         for c in windows.indices {
             w.write(decided[c])
             if !decided[c] {
@@ -521,20 +527,26 @@ public final class PeriodWindows: @unchecked Sendable {
         }
     }
 
-    /// Restores what the settings of now still ask for: with `period = auto` the saved decisions
-    /// and windows; with a fixed period, the saved windows of that length (others start afresh);
-    /// with `period = off`, nothing.
+    /// Restores what the settings of now still ask for (into windows fresh from them): with `period
+    /// = auto`, the decisions and windows of channels that found their own periods (a fixed
+    /// period's windows start afresh, to find theirs); with a fixed period, the saved windows of
+    /// that length; with `period = off`, nothing.
     func decode(_ r: inout StateReader) throws {
         let n = Int(try r.read(UInt32.self))
         guard n == windows.count else { throw StateError.invalid("period windows: \(n) channels, the stream has \(windows.count)") }
-        let auto = decided.contains(false)
+        let savedFinds = try r.read(Bool.self)
+        if finds && !savedFinds { return }
+        let auto = finds
         for c in 0..<n {
             if !(try r.read(Bool.self)) {
                 let k = Int(try r.read(UInt32.self))
                 guard k < PeriodCheck.detectionSamples else { throw StateError.invalid("period window values") }
                 try r.requireRoom(k, each: 4)
                 let values = try (0..<k).map { _ in try r.read(Float.self) }
-                if auto { seen[c] = values }
+                if auto {
+                    seen[c] = values
+                    seen[c].reserveCapacity(PeriodCheck.detectionSamples)
+                }
                 continue
             }
             let length = Int(try r.read(UInt32.self))
@@ -554,7 +566,5 @@ public final class PeriodWindows: @unchecked Sendable {
                 try s.decode(&inner, version: DiscordSignal.stateVersion)
             }
         }
-        // A check restored in auto decides once it has its values (it had fewer than it needs).
-        for c in 0..<n where !decided[c] && seen[c].count >= PeriodCheck.detectionSamples { decide(c) }
     }
 }
