@@ -41,11 +41,11 @@ struct Replay: ParsableCommand {
             guard let values = try csv.parse(line) else { continue }
             if run == nil {
                 reportSkipped(csv)
-                let declared = configuration.settings(for: stream).dim
-                if declared > 0 && declared != values.count {
-                    throw CommandFailure("line \(csv.lineNumber): \(values.count) values, but stream \(stream) is declared with dim \(declared)")
+                let declared = configuration.settings(for: stream)
+                if declared.dim > 0 && declared.dim != values.count {
+                    throw CommandFailure("line \(csv.lineNumber): \(values.count) values, but stream \(stream) is declared with dim \(declared.dim)")
                 }
-                let settings = configuration.settings(for: stream).resolved(dim: values.count)
+                let settings = declared.resolved(dim: values.count)
                 try settings.validate(name: stream)
                 run = OfflineRun(name: stream, settings: settings)
             }

@@ -461,17 +461,14 @@ public final class PeriodWindows: @unchecked Sendable {
         lastChannel = -1
         guard o.dimension == windows.count else { return best }
         for c in windows.indices {
-            var x = o.values[c]
+            let x = o.values[c]
             if !decided[c] {
                 seen[c].append(x)
                 guard seen[c].count >= PeriodCheck.detectionSamples else { continue }
                 decide(c)  // and this sample is the new window's first reading (the chain's `learn` follows)
             }
             guard let w = windows[c] else { continue }
-            let r = withUnsafePointer(to: &x) { p in
-                var one = Observation(values: p, dimension: 1, logError: o.logError, modelReady: o.modelReady)
-                return w.read(&one)
-            }
+            let r = Self.alone(x, logError: o.logError, modelReady: o.modelReady) { w.read(&$0) }
             best.surprise = max(best.surprise, r.surprise)
             if lastChannel < 0 || r.strength > best.strength { (best.strength, lastChannel) = (r.strength, c) }
         }
@@ -482,8 +479,16 @@ public final class PeriodWindows: @unchecked Sendable {
         guard o.dimension == windows.count else { return }
         for c in windows.indices {
             guard let w = windows[c] else { continue }
-            var x = o.values[c]
-            withUnsafePointer(to: &x) { p in w.learn(Observation(values: p, dimension: 1, logError: o.logError, modelReady: o.modelReady), anomalous: anomalous) }
+            Self.alone(o.values[c], logError: o.logError, modelReady: o.modelReady) { w.learn($0, anomalous: anomalous) }
+        }
+    }
+
+    /// `body` given one channel's value `x` as an observation of its own.
+    private static func alone<R>(_ x: Float, logError: Float?, modelReady: Bool, _ body: (inout Observation) -> R) -> R {
+        var x = x
+        return withUnsafePointer(to: &x) { p in
+            var one = Observation(values: p, dimension: 1, logError: logError, modelReady: modelReady)
+            return body(&one)
         }
     }
 
@@ -494,9 +499,8 @@ public final class PeriodWindows: @unchecked Sendable {
         decided[c] = true
         if period > 0 {
             let w = window(for: period)
-            for var x in seen[c].dropLast() {
-                withUnsafePointer(to: &x) { p in
-                    var one = Observation(values: p, dimension: 1, logError: 0, modelReady: true)
+            for x in seen[c].dropLast() {
+                Self.alone(x, logError: 0, modelReady: true) { one in
                     _ = w.read(&one)
                     w.learn(one, anomalous: false)
                 }
