@@ -36,6 +36,11 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// once the coarsest is (128). With `warmupReplayRatio` 64 a univariate stream is scored from its 150th value
     /// instead of its 467th. Not a default, for the same reason.
     public var windowPadding = false
+    /// A univariate windowed stream scores its samples while it warms up by the shape novelty of its
+    /// last 16 values against its first ones (`EarlyScore`): its score ranks from its first scored
+    /// sample (128) instead of staying 0 until about its 467th. It never alerts, and a warm stream's
+    /// scores and alerts are the same with it or without it. false: scores 0 while warming up.
+    public var earlyScore = true
     /// On a stream of several features (at most `discordChannels`, rows scored alone or in a window),
     /// the period check on each channel (`ChannelPeriodSignal`, enabled with `period` among the
     /// signals): each channel's last `univariateWindow` values against those one of its own periods
@@ -709,6 +714,7 @@ extension StreamConfiguration {
                 windows: discordWindows + discordLevelWindows, periodic: discordPeriodWindows(channels: channels) != nil,
                 history: discordHistory, channels: channels)
         }
+        if earlyScore && !log && channels == 1 && window > 0 { bytes += EarlyScore.bytes }
         if channelPeriod && !log && signals.contains(PeriodSignal.name) && channels > 1 && channels <= discordChannels && period != .off {
             bytes += ChannelPeriodSignal.bytes(channels: channels, span: univariateWindow, setting: period, holdOff: alertHoldOff)
         }

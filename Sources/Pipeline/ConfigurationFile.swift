@@ -138,6 +138,7 @@ public enum ConfigurationFile {
         case "replay_ratio": s.replayRatio = try double(v)
         case "warmup_replay_ratio": s.warmupReplayRatio = try double(v)
         case "window_padding": s.windowPadding = try bool(v)
+        case "early_score": s.earlyScore = try bool(v)
         case "channel_period": s.channelPeriod = try bool(v)
         case "channel_period_margin": s.channelPeriodMargin = try float(v)
         case "max_pending_steps": s.maximumPendingSteps = try double(v)

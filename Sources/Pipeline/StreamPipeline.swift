@@ -418,7 +418,8 @@ public final class StreamPipeline: @unchecked Sendable {
         }
         return DetectionChain(
             signals: signals, policy: settings.alertPolicy,
-            rangeCorroboration: sampleDimension > 1 && signals.count > 1 ? settings.rangeCorroboration : 0)
+            rangeCorroboration: sampleDimension > 1 && signals.count > 1 ? settings.rangeCorroboration : 0,
+            early: settings.earlyScore && settings.window > 0 && sampleDimension == 1 ? EarlyScore() : nil)
     }
 
     // MARK: Ingest

@@ -167,7 +167,7 @@ enum CheckpointTarget {
     }
 
     /// Streams of 1 and 3 channels after 40 samples, and a univariate one after 700 (its period
-    /// found: a period window's section).
+    /// found: a period window's section; still warming: an early score's kept values and calibration).
     static func seeds() -> [[UInt8]] {
         [(1, 40), (3, 40), (1, 700)].map { dim, count in
             let s = StreamPipeline(name: "seed", settings: fuzzSettings().resolved(dim: dim))

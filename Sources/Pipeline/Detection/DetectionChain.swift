@@ -146,9 +146,12 @@ public struct DetectionChain: Sendable {
     /// The surprise another signal must show for the range signal's excursion to be certain (0: it
     /// is certain alone; the stream sets it for streams of more than one feature).
     public let rangeCorroboration: Float
+    /// A univariate stream's score while it warms up (nil: 0 then).
+    public let early: EarlyScore?
 
     public struct Verdict {
-        /// Φ of the largest surprise (1 if a signal is certain); 0 while warming up.
+        /// Φ of the largest surprise (1 if a signal is certain); while warming up, Φ of the early
+        /// score's surprise if the chain has one and it has something to say, else 0.
         public var score: Float
         /// The alert strength after the policy's cap, and the policy's decision.
         public var alertScore: Float
@@ -163,8 +166,9 @@ public struct DetectionChain: Sendable {
         public var source: Int
     }
 
-    public init(signals: [any AnomalySignal], policy: AlertPolicy, rangeCorroboration: Float = 0) {
+    public init(signals: [any AnomalySignal], policy: AlertPolicy, rangeCorroboration: Float = 0, early: EarlyScore? = nil) {
         self.signals = signals
+        self.early = early
         learners = signals.filter(\.learns)
         corroborating = signals.map(\.corroborates)
         self.policy = policy
@@ -194,6 +198,8 @@ public struct DetectionChain: Sendable {
         var surprise = -Float.infinity, strength: Float = 0, source = -1, certain = -1, event = -1, surprising = -1
         var corroboration = -Float.infinity
         var signalWarming = false
+        // Every value, scored or not, until the stream is warm.
+        let earlySurprise = early?.read(o.values[0])
         for k in signals.indices {
             // The chain holds its signals for its whole life: no retain per call.
             unowned(unsafe) let s = signals[k]
@@ -217,7 +223,8 @@ public struct DetectionChain: Sendable {
             certain = -1
         }
         let warmingUp = warming || signalWarming
-        let score = warmingUp ? 0 : certain >= 0 ? 1 : Calibrator.phi(surprise)
+        let score = warmingUp ? earlySurprise.map(Calibrator.phi) ?? 0 : certain >= 0 ? 1 : Calibrator.phi(surprise)
+        if !warmingUp { early?.retire() }
         var decision = policy.decide(
             strength: warmingUp ? 0 : certain >= 0 || event >= 0 ? 1 : strength, surprise: certain >= 0 ? 0 : surprise,
             warming: warmingUp)
@@ -242,17 +249,20 @@ public struct DetectionChain: Sendable {
     public func explanation(_ v: Verdict) -> [(index: Int, share: Float)] { v.certain ? signals[v.source].explanation : [] }
 
     /// Sections `encodeSections` writes.
-    public var sectionCount: Int { signals.count + 1 }
+    public var sectionCount: Int { signals.count + 1 + (early == nil ? 0 : 1) }
 
-    /// Every signal's section and the policy's (the caller writes the count of all its sections first).
+    /// Every signal's section, the policy's and the early score's (the caller writes the count of all
+    /// its sections first).
     public func encodeSections(_ w: inout StateWriter) {
         for s in signals { w.write(section: s) }
         w.write(unit: policy)
+        if let early { w.write(unit: early) }
     }
 
     mutating func restore(_ sections: Sections) throws {
         for s in signals { try sections.restore(signal: s) }
         try sections.restore(unit: &policy)
+        if var early { try sections.restore(unit: &early) }
     }
 }
 
