@@ -552,7 +552,7 @@ public final class StreamPipeline: @unchecked Sendable {
                         result.fromCorrelation[i] = correlation.lastChannel
                     }
                     if let discord = source as? MultiscaleDiscord {
-                        result.fromDiscord[i] = (discord.lastChannel, discord.window, discord.levelKept, discord.history)
+                        result.fromDiscord[i] = discord.origin(ofSurprise: v.onEvidence)
                     }
                 }
                 if v.alert, let lines {

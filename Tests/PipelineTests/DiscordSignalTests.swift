@@ -214,8 +214,8 @@ import Testing
             #expect(r.surprise == each.map(\.surprise).max()!, "sample \(t)")
             #expect(r.strength == each.map(\.strength).max()!, "sample \(t)")
             if r.strength > 0 {
-                #expect(composite.window == [8, 24][each.firstIndex { $0.strength == r.strength }!])
-                decidedBy.insert(composite.window)
+                #expect(composite.origin().window == [8, 24][each.firstIndex { $0.strength == r.strength }!])
+                decidedBy.insert(composite.origin().window)
             }
             if t == 900 {
                 var w = StateWriter()

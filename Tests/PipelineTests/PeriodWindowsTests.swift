@@ -72,7 +72,7 @@ import Testing
             for t in 0..<3200 {
                 let r = DiscordSignalTests.feed(d, [xs[t]])
                 if t >= 1500 && t < 3000 { normal = max(normal, r.strength) }
-                if t >= 3000 && t < 3100 && r.strength > gap { (gap, window, channel) = (r.strength, d.window, d.lastChannel); #expect(d.history == 1024) }
+                if t >= 3000 && t < 3100 && r.strength > gap { (gap, window, channel) = (r.strength, d.origin().window, d.origin().channel); #expect(d.origin().history == 1024) }
             }
             return (normal, gap, window, channel)
         }
@@ -174,5 +174,53 @@ import Testing
             defaults.resolved(dim: 1).memoryEstimate - none.resolved(dim: 1).memoryEstimate
                 == PeriodWindows.bytes(channels: 1, history: defaults.discordHistory))
         #expect(throws: (any Error).self) { try ConfigurationFile.parse("[stream]\ndiscord_period_channels = -1\n") }
+    }
+
+    /// A multiscale discord names where its reading came from twice: the strongest window and channel
+    /// (what an alert on strength names) and the most surprising (what an alert on evidence alone
+    /// names). Each channel is read as a one-channel discord reads it alone, and each window's reading
+    /// is its own; over a stream whose channels change shape, the two differ at some samples.
+    @Test func theStrongestAndTheMostSurprisingWindowAreNamedApart() {
+        let n = 2600
+        var random = RandomSource(seed: 11)
+        let xs: [[Float]] = (0..<n).map { t in
+            let a = sinf(Float(t) * 2 * .pi / 50) * (t >= 2000 && t < 2100 ? 3 : 1)
+            let b: Float = (t % 120 < 6 ? 5 : 0) + (t >= 2300 && t < 2360 ? 2 : 0)
+            return [a + 0.1 * random.normal(), b + 0.1 * random.normal(), random.normal()]
+        }
+        func make(_ channels: Int) -> MultiscaleDiscord {
+            MultiscaleDiscord(
+                windows: [32], levelWindows: [64], period: .fixed(50), history: 512, channels: channels, margin: 4, horizon: 2000,
+                holdOff: 400)
+        }
+        let d = make(3)
+        let alone = (0..<3).map { _ in make(1) }
+        var differ = 0, compared = 0
+        for t in 0..<n {
+            let r = DiscordSignalTests.feed(d, xs[t])
+            for c in 0..<3 { _ = DiscordSignalTests.feed(alone[c], [xs[t][c]]) }
+            guard r.surprise.isFinite else { continue }
+            // Each window's reading over the channels (the first of equals wins), from the one-channel
+            // discords; then the window of the largest surprise and of the largest strength.
+            var surprising = (k: 0, channel: 0, value: -Float.infinity), strongest = (k: 0, channel: 0, value: Float(0))
+            for k in 0...d.scales.count {
+                var surprise = (channel: -1, value: -Float.infinity), strength = (channel: -1, value: Float(0))
+                for c in 0..<3 {
+                    let one = k < d.scales.count ? alone[c].scales[k].lastReading : alone[c].periodic!.windows[0]!.lastReading
+                    if surprise.channel < 0 || one.surprise > surprise.value { surprise = (c, one.surprise) }
+                    if strength.channel < 0 || one.strength > strength.value { strength = (c, one.strength) }
+                }
+                if k == 0 || surprise.value > surprising.value { surprising = (k, surprise.channel, surprise.value) }
+                if k == 0 || strength.value > strongest.value { strongest = (k, strength.channel, strength.value) }
+            }
+            let windows = d.scales.map(\.window) + [50]
+            let bySurprise = d.origin(ofSurprise: true), byStrength = d.origin()
+            #expect(bySurprise.channel == surprising.channel && bySurprise.window == windows[surprising.k], "sample \(t)")
+            #expect(byStrength.channel == strongest.channel && byStrength.window == windows[strongest.k], "sample \(t)")
+            #expect(bySurprise.level == (surprising.k == 1) && byStrength.level == (strongest.k == 1))
+            compared += 1
+            if bySurprise.channel != byStrength.channel || bySurprise.window != byStrength.window { differ += 1 }
+        }
+        #expect(compared > 1500 && differ > 0, "\(differ) of \(compared) samples name different windows")
     }
 }

@@ -164,6 +164,8 @@ public struct DetectionChain: Sendable {
         /// strength decided (the first of the strongest).
         public var certain: Bool
         public var source: Int
+        /// The alert is on evidence alone (`source` is then the signal of the largest surprise).
+        public var onEvidence = false
     }
 
     public init(signals: [any AnomalySignal], policy: AlertPolicy, rangeCorroboration: Float = 0, early: EarlyScore? = nil) {
@@ -242,7 +244,7 @@ public struct DetectionChain: Sendable {
         return Verdict(
             score: score.isNaN ? 0 : score, alertScore: decision.alertScore, alert: decision.alert,
             anomalous: decision.anomalous, warmingUp: warmingUp, surprise: surprise, certain: certain >= 0,
-            source: certain >= 0 ? certain : source)
+            source: certain >= 0 ? certain : source, onEvidence: decision.onEvidence)
     }
 
     /// What the certain signal of a verdict says its reading comes from.

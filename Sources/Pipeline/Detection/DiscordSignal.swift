@@ -61,8 +61,11 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
     var moments: [(mean: Double, m2: Double)]
     /// The last reading's `ln distance` per channel (nil: none), between `read` and `learn`.
     var lastLog: [Float?]
-    /// The channel of the last reading's largest surprise.
-    public private(set) var lastChannel = 0
+    /// The channels of the last reading's largest surprise and largest strength, and that reading
+    /// (the largest of each over the channels).
+    public private(set) var surprisingChannel = 0
+    public private(set) var strongestChannel = 0
+    public private(set) var lastReading = Reading()
 
     public init(
         window: Int, history: Int, channels: Int, centred: Bool = true, margin: Float = 0, horizon: Int, holdOff: Int
@@ -111,6 +114,7 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
     public func read(_ o: inout Observation) -> Reading {
         guard o.dimension == channels else { return Reading() }
         var best = Reading()
+        (surprisingChannel, strongestChannel) = (0, 0)
         for c in 0..<channels {
             let d = push(Double(o.values[c]), channel: c)
             guard let d else { lastLog[c] = nil; continue }
@@ -121,9 +125,11 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
             guard calibrators[c].count >= UInt64(Self.minimumCalibration) else { continue }
             let peak = max(calibrators[c].recentPeak, margin)
             let s = calibrators[c].score(logError: x)
-            if s.surprise > best.surprise { best.surprise = s.surprise; lastChannel = c }
-            best.strength = max(best.strength, Calibrator.score(surprise: s.surprise, peak: peak))
+            if s.surprise > best.surprise { best.surprise = s.surprise; surprisingChannel = c }
+            let strength = Calibrator.score(surprise: s.surprise, peak: peak)
+            if strength > best.strength { best.strength = strength; strongestChannel = c }
         }
+        lastReading = best
         return best
     }
 
@@ -270,8 +276,9 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
     public let scales: [DiscordSignal]
     /// Each channel's window of its own period (nil: none, `discord_period_channels`).
     public let periodic: PeriodWindows?
-    /// The window whose strength decided the last reading (−1: a period window).
-    public private(set) var lastScale = 0
+    /// The windows of the last reading's largest strength and largest surprise (−1: a period window).
+    public private(set) var strongestScale = 0
+    public private(set) var surprisingScale = 0
 
     /// `windows` are compared with their means removed, `levelWindows` with them kept; with
     /// `period`, each channel that repeats has a window of its period too.
@@ -290,18 +297,19 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
         }
     }
 
-    /// The channel and the window of the last reading's strongest discord.
-    public var lastChannel: Int { lastScale < 0 ? periodic?.lastChannel ?? 0 : scales[lastScale].lastChannel }
-    public var window: Int {
-        guard lastScale < 0, let p = periodic, p.lastChannel >= 0 else { return scales[max(lastScale, 0)].window }
-        return p.windows[p.lastChannel]?.window ?? 0
-    }
-    /// Whether that window kept its level (a level window).
-    public var levelKept: Bool { lastScale >= 0 && !scales[lastScale].centred }
-    /// The values that window is compared with (a period window's may be longer than the others').
-    public var history: Int {
-        guard lastScale < 0, let p = periodic, p.lastChannel >= 0 else { return scales[max(lastScale, 0)].history }
-        return p.windows[p.lastChannel]?.history ?? 0
+    /// Where the last reading's strongest discord was (or, `ofSurprise`, its most surprising: what an
+    /// alert on evidence alone names): the channel, the window's length, whether it kept its level,
+    /// and the values it was compared with (a period window's may be longer than the others').
+    public func origin(ofSurprise: Bool = false) -> (channel: Int, window: Int, level: Bool, history: Int) {
+        let k = ofSurprise ? surprisingScale : strongestScale
+        guard k < 0 else {
+            let s = scales[k]
+            return (ofSurprise ? s.surprisingChannel : s.strongestChannel, s.window, !s.centred, s.history)
+        }
+        guard let p = periodic else { return (0, 0, false, 0) }
+        let c = ofSurprise ? p.surprisingChannel : p.strongestChannel
+        guard c >= 0, let w = p.windows[c] else { return (max(c, 0), 0, false, 0) }
+        return (c, w.window, false, w.history)
     }
 
     public static func bytes(windows: [Int], periodic: Bool = false, history: Int, channels: Int) -> Int {
@@ -310,18 +318,18 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
     }
 
     public func read(_ o: inout Observation) -> Reading {
-        var best = Reading(), decided = 0
+        var best = Reading(), strongest = 0, surprising = 0
         for k in scales.indices {
             let r = scales[k].read(&o)
-            best.surprise = max(best.surprise, r.surprise)
-            if r.strength > best.strength { (best.strength, decided) = (r.strength, k) }
+            if r.surprise > best.surprise { (best.surprise, surprising) = (r.surprise, k) }
+            if r.strength > best.strength { (best.strength, strongest) = (r.strength, k) }
         }
         if let periodic {
             let r = periodic.read(&o)
-            best.surprise = max(best.surprise, r.surprise)
-            if r.strength > best.strength { (best.strength, decided) = (r.strength, -1) }
+            if r.surprise > best.surprise { (best.surprise, surprising) = (r.surprise, -1) }
+            if r.strength > best.strength { (best.strength, strongest) = (r.strength, -1) }
         }
-        lastScale = decided
+        (strongestScale, surprisingScale) = (strongest, surprising)
         return best
     }
 
@@ -404,8 +412,9 @@ public final class PeriodWindows: @unchecked Sendable {
     /// Per channel, whether its period is decided, and its window once it is (nil: none).
     public private(set) var decided: [Bool]
     public private(set) var windows: [DiscordSignal?]
-    /// The channel of the last reading's strongest window (−1: none).
-    public private(set) var lastChannel = -1
+    /// The channels of the last reading's strongest window and of its most surprising (−1: none).
+    public private(set) var strongestChannel = -1
+    public private(set) var surprisingChannel = -1
 
     public init(channels: Int, setting: PeriodSetting, history: Int, margin: Float, horizon: Int, holdOff: Int) {
         self.history = history
@@ -458,7 +467,7 @@ public final class PeriodWindows: @unchecked Sendable {
 
     public func read(_ o: inout Observation) -> Reading {
         var best = Reading()
-        lastChannel = -1
+        (strongestChannel, surprisingChannel) = (-1, -1)
         guard o.dimension == windows.count else { return best }
         for c in windows.indices {
             let x = o.values[c]
@@ -469,8 +478,8 @@ public final class PeriodWindows: @unchecked Sendable {
             }
             guard let w = windows[c] else { continue }
             let r = Self.alone(x, logError: o.logError, modelReady: o.modelReady) { w.read(&$0) }
-            best.surprise = max(best.surprise, r.surprise)
-            if lastChannel < 0 || r.strength > best.strength { (best.strength, lastChannel) = (r.strength, c) }
+            if surprisingChannel < 0 || r.surprise > best.surprise { (best.surprise, surprisingChannel) = (r.surprise, c) }
+            if strongestChannel < 0 || r.strength > best.strength { (best.strength, strongestChannel) = (r.strength, c) }
         }
         return best
     }
