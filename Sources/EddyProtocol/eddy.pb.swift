@@ -424,7 +424,7 @@ public nonisolated struct Eddy_V1_Score: Sendable {
   /// on the samples while it lasts (SPEC.md section 5). Never while warming up.
   public var alert: Bool = false
 
-  /// True while the stream has too little history for its scores to mean much; never alerts.
+  /// True while the stream warms up: never alerts; its score is 0, or a univariate stream's early score.
   public var warmingUp: Bool = false
 
   /// The sample's timestamp, if the producer sent one; else 0.
@@ -466,7 +466,7 @@ public nonisolated struct Eddy_V1_ScoreBatch: Sendable {
   /// The alert policy per sample (as Score.alert): one alert per incident.
   public var alerts: [Bool] = []
 
-  /// Too little history for the score to mean much; never alerts.
+  /// The stream warms up (as Score.warming_up): never alerts; score 0 or an early score.
   public var warmingUp: [Bool] = []
 
   /// The producer's timestamps, echoed; empty if it sent none.

@@ -37,9 +37,10 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// instead of its 467th. Not a default, for the same reason.
     public var windowPadding = false
     /// A univariate windowed stream scores its samples while it warms up by the shape novelty of its
-    /// last 16 values against its first ones (`EarlyScore`): its score ranks from its first scored
-    /// sample (128) instead of staying 0 until about its 467th. It never alerts, and a warm stream's
-    /// scores and alerts are the same with it or without it. false: scores 0 while warming up.
+    /// last 16 values against the earlier ones (`EarlyScore`): its score ranks from its first row
+    /// (its 128th value; with `windowPadding`, from its 83rd) instead of staying 0 until about its
+    /// 467th. It never alerts, and a warm stream's scores and alerts are the same with it or without
+    /// it. false: scores 0 while warming up.
     public var earlyScore = true
     /// On a stream of several features (at most `discordChannels`, rows scored alone or in a window),
     /// the period check on each channel (`ChannelPeriodSignal`, enabled with `period` among the

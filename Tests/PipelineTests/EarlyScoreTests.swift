@@ -14,6 +14,19 @@ import Testing
         }
     }
 
+    /// The nearest earlier window's distance worked out directly: the newest 16 values and every
+    /// 16 of the newest 512 that end before them, means removed, mean squared difference.
+    static func direct(_ values: [Float]) -> Double {
+        let x = values.suffix(512).map(Double.init), n = x.count, w = 16
+        func centred(_ s: Int) -> [Double] {
+            let v = Array(x[s..<(s + w)])
+            let m = v.reduce(0, +) / Double(w)
+            return v.map { $0 - m }
+        }
+        let now = centred(n - w)
+        return (0...(n - 2 * w)).map { s in zip(centred(s), now).map { ($0 - $1) * ($0 - $1) }.reduce(0, +) / Double(w) }.min()!
+    }
+
     /// The distance is to the nearest earlier window that does not overlap the newest: a twin 16
     /// values back counts, one 15 back does not. It speaks once 32 earlier windows and 20
     /// log-distances are there: from the 83rd value.
@@ -24,16 +37,11 @@ import Testing
         let e = EarlyScore()
         for x in noise + noise.suffix(16) { _ = e.read(x) }
         #expect(try #require(e.nearest()) < 1e-9)
-        // Its copy 15 values back overlaps it: not a twin.
+        // The last 15 values again, 15 later: the only near twin of the newest 16 overlaps them.
         let f = EarlyScore()
-        let overlapped = noise + noise.suffix(15)  // the newest 16 values equal the 16 ending 15 back
+        let overlapped = noise + noise.suffix(15)
         for x in overlapped { _ = f.read(x) }
-        let brute: Double = {
-            let x = overlapped.map(Double.init), n = x.count, w = 16
-            func centred(_ s: Int) -> [Double] { let v = Array(x[s..<(s + w)]); let m = v.reduce(0, +) / Double(w); return v.map { $0 - m } }
-            let now = centred(n - w)
-            return (0...(n - 2 * w)).map { s in zip(centred(s), now).map { ($0 - $1) * ($0 - $1) }.reduce(0, +) / Double(w) }.min()!
-        }()
+        let brute = Self.direct(overlapped)
         let d = try #require(f.nearest())
         #expect(d > 0.01 && abs(d - brute) < 1e-9 * max(1, brute), "\(d) against \(brute)")
 
@@ -42,8 +50,7 @@ import Testing
         #expect(first == 82, "the first surprise at value \(String(describing: first))")
     }
 
-    /// A cycle held flat while the stream warms up scores far above the normal cycles around it; the
-    /// score stays 0 only before the early score can speak.
+    /// A cycle held flat while the stream warms up scores far above the normal cycles around it.
     @Test func aChangeOfShapeWhileWarmingUpScoresHigh() {
         let e = EarlyScore()
         var normal: Float = -.infinity, flat: Float = -.infinity
@@ -99,6 +106,79 @@ import Testing
         #expect(StreamConfiguration().resolved(dim: 1).memoryEstimate - vector.memoryEstimate == EarlyScore.bytes)
     }
 
+    /// A stream that stays warm-up long (a large first batch, a long `warmup_samples`) compares with
+    /// its newest 512 values only, through the trimming of what it keeps; restored from its section
+    /// at any point, it reads on exactly.
+    @Test func aLongWarmUpComparesWithTheNewest512Values() throws {
+        var random = RandomSource(seed: 8)
+        let xs = (0..<1300).map { t in sinf(Float(t) * 2 * .pi / 37) + 0.2 * random.normal() + (t % 401 < 20 ? 1 : 0) }
+        let e = EarlyScore()
+        var restored: EarlyScore? = nil
+        for t in xs.indices {
+            let z = e.read(xs[t])
+            if let r = restored { #expect(r.read(xs[t]) == z, "value \(t)") }
+            if [100, 700, 1100].contains(t) {
+                let d = try #require(e.nearest())
+                let brute = Self.direct(Array(xs[...t]))
+                #expect(abs(d - brute) < 1e-9 * max(1, brute), "value \(t): \(d) against \(brute)")
+            }
+            if t == 1030 {
+                #expect(e.values.count > 512, "kept more than the newest 512 before trimming")
+                var w = StateWriter()
+                e.encode(&w)
+                var r = StateReader(w.bytes)
+                let copy = EarlyScore()
+                try copy.decode(&r, version: 1)
+                #expect(copy.values.count == 512 && copy.count == e.count && copy.calibrator == e.calibrator)
+                restored = copy
+            }
+        }
+        #expect(e.count == 1300 && e.values.count <= 1024)
+    }
+
+    /// A damaged section is refused, not read: a flag that is neither 0 nor 1, more values than it
+    /// keeps or than it has read, a value that is not finite, bytes missing.
+    @Test func aDamagedSectionIsRefused() throws {
+        let e = EarlyScore()
+        for x in Self.wave(600) { _ = e.read(x) }
+        var w = StateWriter()
+        e.encode(&w)
+        let good = w.bytes
+        func refused(_ bytes: [UInt8]) -> Bool {
+            var r = StateReader(bytes)
+            do { try EarlyScore().decode(&r, version: 1) } catch { return true }
+            return false
+        }
+        #expect(!refused(good))
+        #expect(refused([7] + good.dropFirst()))
+        #expect(refused(Array(good.dropLast(3))))
+        #expect(throws: StateError.self) {
+            var r = StateReader(good)
+            try EarlyScore().decode(&r, version: 2)
+        }
+        // The layout: flag (4 bytes), count (8), mean (8), m2 (8), the calibrator, then the number of
+        // values (4) and the values (8 each, the last ones).
+        let countAt = good.count - 512 * 8 - 4
+        func withCount(_ n: UInt32) -> [UInt8] {
+            var b = good
+            withUnsafeBytes(of: n.littleEndian) { for (i, byte) in $0.enumerated() { b[countAt + i] = byte } }
+            return b
+        }
+        #expect(!refused(withCount(512)), "the layout as read here")
+        #expect(refused(withCount(513) + [UInt8](repeating: 0, count: 8)), "more than it keeps")
+        var small = StateWriter()
+        let f = EarlyScore()
+        for x in Self.wave(10) { _ = f.read(x) }
+        f.encode(&small)
+        var b = small.bytes
+        b[4] = 5  // a count of 5 with 10 values kept
+        for i in 5..<12 { b[i] = 0 }
+        #expect(refused(b), "more values than read")
+        var nan = good
+        withUnsafeBytes(of: Double.nan.bitPattern.littleEndian) { for (i, byte) in $0.enumerated() { nan[good.count - 8 + i] = byte } }
+        #expect(refused(nan), "a value that is not finite")
+    }
+
     /// Checkpointed while it warms up, a stream reads on exactly as the original; checkpointed warm,
     /// its early score comes back retired.
     @Test func restoredItReadsOnAsTheOriginal() throws {
@@ -119,12 +199,16 @@ import Testing
         #expect(feed(p, 250..<700) == feed(restored, 250..<700))
         let warm = try StreamPipeline.restore(p.serialized(), settings: settings)
         #expect(try #require(warm.chain.early).retired)
-        // A damaged section is refused, not read.
-        var w = StateWriter()
-        o.encode(&w)
-        var bytes = w.bytes
-        bytes[0] = 7
-        var r = StateReader(bytes)
-        #expect(throws: StateError.self) { try EarlyScore().decode(&r, version: 1) }
+        // A checkpoint without the section (early_score off, or an older daemon's) starts it afresh;
+        // one with it restores under early_score = false without it.
+        var off = settings
+        off.earlyScore = false
+        let q = StreamPipeline(name: "s", settings: off)
+        _ = feed(q, 0..<250)
+        let fresh = try #require(try StreamPipeline.restore(q.serialized(), settings: settings).chain.early)
+        #expect(fresh.count == 0 && !fresh.retired)
+        let young = StreamPipeline(name: "s", settings: settings)
+        _ = feed(young, 0..<250)
+        #expect(try StreamPipeline.restore(young.serialized(), settings: off).chain.early == nil)
     }
 }

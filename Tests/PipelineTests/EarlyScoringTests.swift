@@ -5,9 +5,9 @@ import Testing
 
 /// The opt-in settings that score a stream sooner: `warmup_replay_ratio` and `window_padding`.
 @Suite struct EarlyScoringTests {
-    /// The first sample a stream scores (its warm-up over), feeding one sample at a time and letting
-    /// the trainer take every step owed.
-    func firstScored(_ settings: StreamConfiguration, values: (Int) -> [Float]) -> (first: Int?, steps: Int) {
+    /// The first sample a stream judges warm (its warm-up over: it may alert), feeding one sample at
+    /// a time and letting the trainer take every step owed.
+    func firstWarm(_ settings: StreamConfiguration, values: (Int) -> [Float]) -> (first: Int?, steps: Int) {
         let p = StreamPipeline(name: "s", settings: settings)
         for t in 0..<700 {
             let scored = values(t).withUnsafeBufferPointer { p.score($0.baseAddress!, count: 1, firstSequence: UInt64(t)) }
@@ -24,9 +24,9 @@ import Testing
         var r = RandomSource(seed: 4)
         let rows = (0..<700).map { _ in [r.normal(), r.normal(), r.normal()] }
         var settings = StreamConfiguration().resolved(dim: 3)
-        let usual = firstScored(settings) { rows[$0] }
+        let usual = firstWarm(settings) { rows[$0] }
         settings.warmupReplayRatio = 64
-        let sooner = firstScored(settings) { rows[$0] }
+        let sooner = firstWarm(settings) { rows[$0] }
         #expect((usual.first ?? 0) >= 320, "\(String(describing: usual.first))")
         let first = try #require(sooner.first)
         #expect(first == settings.warmupSamples - 1 || first == settings.warmupSamples, "\(first)")
@@ -36,9 +36,9 @@ import Testing
         // those, and none without the setting (its default follows replay_ratio).
         var frozen = StreamConfiguration().resolved(dim: 3)
         frozen.replayRatio = 0
-        #expect(firstScored(frozen) { rows[$0] } == (nil, 0))
+        #expect(firstWarm(frozen) { rows[$0] } == (nil, 0))
         frozen.warmupReplayRatio = 64
-        #expect(firstScored(frozen) { rows[$0] }.steps == 30)
+        #expect(firstWarm(frozen) { rows[$0] }.steps == 30)
         #expect(throws: ConfigurationError.self) {
             var bad = StreamConfiguration().resolved(dim: 3)
             bad.warmupReplayRatio = -1
@@ -72,10 +72,10 @@ import Testing
 
         var settings = StreamConfiguration().resolved(dim: 1)
         let wave: (Int) -> [Float] = { [sinf(Float($0) * 2 * .pi / 37)] }
-        let usual = firstScored(settings, values: wave)
+        let usual = firstWarm(settings, values: wave)
         settings.windowPadding = true
         settings.warmupReplayRatio = 64
-        let sooner = firstScored(settings, values: wave)
+        let sooner = firstWarm(settings, values: wave)
         #expect((usual.first ?? 0) >= 440 && (sooner.first ?? .max) <= 150, "\(String(describing: usual.first)), \(String(describing: sooner.first))")
     }
 }

@@ -186,7 +186,7 @@ public struct DetectionChain: Sendable {
     /// The name of signal `k`.
     public func name(of k: Int) -> String { k >= 0 && k < signals.count ? type(of: signals[k]).name : "" }
 
-    /// True while a signal holds the scores at 0.
+    /// True while a signal holds the stream in its warm-up.
     public var warming: Bool { signals.contains { $0.warming } }
 
     public func prepare(_ values: UnsafePointer<Float>, count: Int, dimension: Int) {

@@ -5,10 +5,11 @@ import Learning
 
 /// A univariate stream's score while it warms up, before the autoencoder and the signals have seen
 /// enough to speak: the shape novelty of its last `window` values (their mean removed), as the
-/// discord measures it, against every earlier window of its first values, calibrated by a running
-/// Gaussian of the log-distances before it. It gives a stream a score that ranks from its first
-/// scored sample; it never alerts (the alert strength stays 0 until the stream is warm), and once
-/// the stream is warm it retires and frees what it kept.
+/// discord measures it, against every earlier window among its newest `capacity` values,
+/// calibrated by a running Gaussian of the log-distances before it. It speaks from the stream's
+/// 83rd value (by default its first row is its 128th); it never alerts (the alert strength stays 0
+/// until the stream is warm), and once the stream is warm it retires and frees what it kept. A
+/// stream that never warms (no training: `replay_ratio = 0`) keeps it, and its cost, for good.
 ///
 /// It is the chain's, not a signal: its reading enters only the score of a warming sample, so what
 /// a warm stream scores and alerts is the same with it or without it.
@@ -24,8 +25,11 @@ public final class EarlyScore: CheckpointSection, @unchecked Sendable {
     public static let capacity = 512
     /// The distance's floor, as a share of the values' variance (the discord's).
     static let floorShare = 1e-4
+    static let countLimit = 1 << 62
+    /// The newest window, its mean removed (a scratch row: no allocation per value).
+    private var current = [Double](repeating: 0, count: window)
 
-    /// Values read so far.
+    /// Values read so far (it stops counting at `UInt64(1) << 62`).
     public private(set) var count = 0
     /// The newest values, oldest first (at most `2 · capacity`; trimmed to `capacity` when full).
     private(set) var values: [Double] = []
@@ -45,7 +49,7 @@ public final class EarlyScore: CheckpointSection, @unchecked Sendable {
     public func read(_ x: Float) -> Float? {
         guard !retired else { return nil }
         let v = Double(x)
-        count += 1
+        count = min(count + 1, Self.countLimit)
         let delta = v - moments.mean
         moments.mean += delta / Double(count)
         moments.m2 += delta * (v - moments.mean)
@@ -67,25 +71,28 @@ public final class EarlyScore: CheckpointSection, @unchecked Sendable {
         let earlier = n - 2 * w + 1  // windows ending at least w values before the newest
         guard earlier >= Self.minimumWindows else { return nil }
         return values.withUnsafeBufferPointer { all in
-            let x = all.baseAddress! + (all.count - n)
-            var current = [Double](repeating: 0, count: w)
-            var sum = 0.0
-            for k in 0..<w { current[k] = x[n - w + k]; sum += current[k] }
-            let m = sum / Double(w)
-            for k in 0..<w { current[k] -= m }
-            var best = Double.infinity
-            for start in 0..<earlier {
+            current.withUnsafeMutableBufferPointer { c in
+                let x = all.baseAddress! + (all.count - n)
+                var sum = 0.0
+                for k in 0..<w { c[k] = x[n - w + k]; sum += c[k] }
+                let m = sum / Double(w)
+                for k in 0..<w { c[k] -= m }
+                // Each earlier window's sum slides along (a value in, a value out).
                 var s = 0.0
-                for k in 0..<w { s += x[start + k] }
-                let mean = s / Double(w)
-                var d = 0.0
-                for k in 0..<w {
-                    let e = x[start + k] - mean - current[k]
-                    d += e * e
+                for k in 0..<w { s += x[k] }
+                var best = Double.infinity
+                for start in 0..<earlier {
+                    if start > 0 { s += x[start + w - 1] - x[start - 1] }
+                    let mean = s / Double(w)
+                    var d = 0.0
+                    for k in 0..<w {
+                        let e = x[start + k] - mean - c[k]
+                        d += e * e
+                    }
+                    best = min(best, d)
                 }
-                best = min(best, d)
+                return best / Double(w)
             }
-            return best / Double(w)
         }
     }
 
@@ -116,9 +123,9 @@ public final class EarlyScore: CheckpointSection, @unchecked Sendable {
         let count = try r.read(UInt64.self)
         let mean = Double(bitPattern: try r.read(UInt64.self))
         let m2 = Double(bitPattern: try r.read(UInt64.self))
-        let calibrator = try Calibrator.decode(&r)
+        let calibrator = try Calibrator.decode(&r).reconfigured(horizon: self.calibrator.horizon, holdOff: 0)
         let n = Int(try r.read(UInt32.self))
-        guard n <= Self.capacity, UInt64(n) <= count, count < UInt64(Int32.max), mean.isFinite, m2.isFinite, m2 >= 0 else {
+        guard n <= Self.capacity, UInt64(n) <= count, count <= UInt64(Self.countLimit), mean.isFinite, m2.isFinite, m2 >= 0 else {
             throw StateError.invalid("early score")
         }
         var kept: [Double] = []

@@ -38,7 +38,8 @@ public struct Reading: Sendable {
     /// The sample scores 1 on this signal alone (a value beyond the range); the signal's
     /// `explanation` then says which features (or, for a window, time steps) it comes from.
     public var certain = false
-    /// The signal holds the stream's scores at 0: it has not seen enough to say anything yet.
+    /// The signal holds the stream in its warm-up (scores 0, or the chain's early score; no alerts):
+    /// it has not seen enough to say anything yet.
     public var warming = false
     /// A discrete event the signal reports once by itself (a burst as it starts, a silence, a
     /// number beyond its range): it alerts whatever the repeat cap, since an alert of another kind
@@ -71,7 +72,7 @@ public protocol AnomalySignal: AnyObject, CheckpointSection, Sendable {
     func learn(_ o: Observation, anomalous: Bool)
     /// Whether `learn` does anything (the chain calls only the signals that learn).
     var learns: Bool { get }
-    /// True while this signal holds its stream's scores at 0 (its readings say so per sample).
+    /// True while this signal holds its stream in its warm-up (its readings say so per sample).
     var warming: Bool { get }
     /// For the last reading, if it was certain: which features (or time steps) it comes from, as
     /// shares, largest first.
