@@ -134,43 +134,42 @@ public struct Calibrator: Sendable, Equatable {
 }
 
 /// The maximum of the last `span` values pushed: a monotonic deque of (push number, value),
-/// decreasing from its front, in a ring of `span` slots, O(1) amortised per value; the values
-/// themselves are kept too (in a ring starting at `start`), for checkpoints.
+/// decreasing from its front, O(1) amortised per value; the values themselves are kept too (in a
+/// ring starting at `start`), for checkpoints. Both grow with the values pushed, not with `span`, so
+/// a long span costs nothing until it fills (a checkpoint's span is not an allocation).
 public struct RecentMaximum: Sendable {
     public let span: Int
     var values: [Float] = []
     var start = 0
+    /// The deque: live from `peaksHead` on (the dead front is dropped once it is half the array).
     var peaks: [(index: Int, value: Float)] = []
-    var peaksHead = 0, peaksCount = 0
+    var peaksHead = 0
     /// Values pushed so far.
     var pushed = 0
 
     public init(span: Int) { self.span = max(0, span) }
 
     /// The largest of the last `span` values, nil before any (or with span 0).
-    public var maximum: Float? { peaksCount > 0 ? peaks[peaksHead].value : nil }
+    public var maximum: Float? { peaksHead < peaks.count ? peaks[peaksHead].value : nil }
 
     public mutating func push(_ v: Float) {
         guard span > 0 else { return }
         if values.count < span {
             values.append(v)
-            if peaks.isEmpty { peaks = Array(repeating: (0, 0), count: span) }
         } else {
             values[start] = v
             start = start + 1 == span ? 0 : start + 1
         }
-        // Slot k of the deque lives at (peaksHead + k) mod span.
-        @inline(__always) func slot(_ k: Int) -> Int { let i = peaksHead + k; return i >= span ? i - span : i }
         // Drop smaller values from the back: they can never be the maximum again.
-        while peaksCount > 0 && peaks[slot(peaksCount - 1)].value <= v { peaksCount -= 1 }
+        while peaks.count > peaksHead && peaks[peaks.count - 1].value <= v { peaks.removeLast() }
         // The oldest leaves the window: it may be at the front.
-        if peaksCount > 0 && peaks[peaksHead].index <= pushed - span {
-            peaksHead = slot(1)
-            peaksCount -= 1
-        }
-        peaks[slot(peaksCount)] = (pushed, v)
-        peaksCount += 1
+        if peaksHead < peaks.count && peaks[peaksHead].index <= pushed - span { peaksHead += 1 }
+        peaks.append((pushed, v))
         pushed += 1
+        if peaksHead >= 32 && 2 * peaksHead >= peaks.count {
+            peaks.removeFirst(peaksHead)
+            peaksHead = 0
+        }
     }
 
     /// The remembered values, oldest first.
