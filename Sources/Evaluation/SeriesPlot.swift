@@ -13,10 +13,12 @@ public struct SeriesPlot: Sendable {
     public var alerts: [Int]
     /// Rows before this are greyed (NAB's probation, or a stream's warm-up); 0: none.
     public var unscoredPrefix: Int
+    /// What the grey band is called in the plot.
+    public var prefixLabel: String
 
     public init(
         title: String, values: [Float], scores: [Float], threshold: Float, windows: [ClosedRange<Int>] = [],
-        alerts: [Int] = [], unscoredPrefix: Int = 0
+        alerts: [Int] = [], unscoredPrefix: Int = 0, prefixLabel: String = "unscored"
     ) {
         precondition(values.count == scores.count, "one score per value")
         self.title = title
@@ -26,6 +28,7 @@ public struct SeriesPlot: Sendable {
         self.windows = windows
         self.alerts = alerts
         self.unscoredPrefix = unscoredPrefix
+        self.prefixLabel = prefixLabel
     }
 
     static let width = 1200.0, left = 70.0, right = 20.0
@@ -53,7 +56,7 @@ public struct SeriesPlot: Sendable {
         // Shading first, so the lines draw over it.
         let bandTop = Self.seriesTop, bandHeight = Self.scoreTop + Self.scoreHeight - Self.seriesTop
         if unscoredPrefix > 0 {
-            out += Self.rect(Self.left, bandTop, x(min(unscoredPrefix, n - 1)) - Self.left, bandHeight, "#eeeeee", "unscored")
+            out += Self.rect(Self.left, bandTop, x(min(unscoredPrefix, n - 1)) - Self.left, bandHeight, "#eeeeee", Self.escape(prefixLabel))
         }
         for w in windows {
             let a = x(w.lowerBound), b = x(min(w.upperBound, n - 1))

@@ -90,7 +90,8 @@ struct Replay: ParsableCommand {
             let title = (file == "-" ? "standard input" : file) + (d > 1 ? " (feature 0 of \(d))" : "")
             let svg = SeriesPlot(
                 title: title, values: drawn.values, scores: drawn.scores, threshold: run.pipeline.settings.threshold,
-                alerts: drawn.alerts, unscoredPrefix: drawn.warmup
+                alerts: drawn.alerts, unscoredPrefix: drawn.warmup,
+                prefixLabel: "warming up: no alerts"
             ).svg()
             do {
                 try svg.write(toFile: plot, atomically: true, encoding: .utf8)
@@ -136,7 +137,8 @@ struct Replay: ParsableCommand {
         if let plot {
             let svg = SeriesPlot(
                 title: (file == "-" ? "standard input" : file) + " (template id per line)", values: drawn.values,
-                scores: drawn.scores, threshold: settings.threshold, alerts: drawn.alerts, unscoredPrefix: drawn.warmup
+                scores: drawn.scores, threshold: settings.threshold, alerts: drawn.alerts, unscoredPrefix: drawn.warmup,
+                prefixLabel: "warming up: no alerts"
             ).svg()
             do {
                 try svg.write(toFile: plot, atomically: true, encoding: .utf8)

@@ -146,6 +146,10 @@ import Testing
         #expect(svg.contains("stroke-dasharray"))
         #expect(svg.contains("<title>labelled window</title>") && svg.contains("<title>unscored</title>"))
         #expect(svg.contains("a &lt;test&gt; &amp; more"))
+        let warming = SeriesPlot(
+            title: "t", values: values, scores: scores, threshold: 0.9, unscoredPrefix: 400, prefixLabel: "warming up & <no> alerts"
+        ).svg()
+        #expect(warming.contains("<title>warming up &amp; &lt;no&gt; alerts</title>") && !warming.contains("unscored"))
         let seriesPoints = svg.components(separatedBy: "points=\"")[1].prefix { $0 != "\"" }.split(separator: " ").count
         #expect(seriesPoints <= 2 * 1110 && seriesPoints > 1000)
     }
