@@ -551,10 +551,11 @@ public nonisolated struct Eddy_V1_Alert: @unchecked Sendable {
   }
 
   /// Set when the alert comes from the discord signal: the last `discord_window` values (the length
-  /// of one of the stream's discord_window or discord_level_window settings) of channel
-  /// `discord_channel` (0 for a univariate stream) are unlike every earlier window of that channel
-  /// within the stream's discord_history, beyond the channel's usual and recent peak; top_features
-  /// still share out the reconstruction error.
+  /// of one of the stream's discord_window or discord_level_window settings, or of a channel's
+  /// period) of channel `discord_channel` (0 for a univariate stream) are unlike every earlier window
+  /// of that channel within the stream's discord_history, beyond the channel's usual and recent
+  /// peak: the strongest such window, or for an alert on evidence alone the most surprising one;
+  /// top_features still share out the reconstruction error.
   public var discord: Bool {
     get {_storage._discord}
     set {_uniqueStorage()._discord = newValue}

@@ -136,7 +136,9 @@ public struct Calibrator: Sendable, Equatable {
 /// The maximum of the last `span` values pushed: a monotonic deque of (push number, value),
 /// decreasing from its front, O(1) amortised per value; the values themselves are kept too (in a
 /// ring starting at `start`), for checkpoints. Both grow with the values pushed, not with `span`, so
-/// a long span costs nothing until it fills (a checkpoint's span is not an allocation).
+/// a long span costs nothing until it fills (a checkpoint's span is not an allocation). The deque's
+/// array holds its live entries and a dead front of at most a third of it before it would grow, so
+/// at most about 1.5 · span entries (span of them live).
 public struct RecentMaximum: Sendable {
     public let span: Int
     var values: [Float] = []
@@ -164,12 +166,14 @@ public struct RecentMaximum: Sendable {
         while peaks.count > peaksHead && peaks[peaks.count - 1].value <= v { peaks.removeLast() }
         // The oldest leaves the window: it may be at the front.
         if peaksHead < peaks.count && peaks[peaksHead].index <= pushed - span { peaksHead += 1 }
-        peaks.append((pushed, v))
-        pushed += 1
-        if peaksHead >= 32 && 2 * peaksHead >= peaks.count {
+        // The dead front goes when it is half the array, or a third of it when the array is full
+        // (rather than growing it): O(1) amortised either way.
+        if peaksHead > 0 && (peaks.count == peaks.capacity ? 3 * peaksHead >= peaks.count : peaksHead >= 32 && 2 * peaksHead >= peaks.count) {
             peaks.removeFirst(peaksHead)
             peaksHead = 0
         }
+        peaks.append((pushed, v))
+        pushed += 1
     }
 
     /// The remembered values, oldest first.

@@ -541,7 +541,7 @@ public final class StreamPipeline: @unchecked Sendable {
                     let source = chain.signals[v.source]
                     if let period = source as? PeriodSignal { result.fromPeriod[i] = period.period }
                     if let period = source as? ChannelPeriodSignal {
-                        let c = period.alertChannel(threshold: settings.threshold)
+                        let c = period.alertChannel(onEvidence: v.onEvidence)
                         if c >= 0 {
                             result.fromPeriod[i] = period.checks[c].period
                             channelAlert = c

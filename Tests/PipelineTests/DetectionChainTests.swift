@@ -114,7 +114,12 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
             signals: [ScriptedSignal(script: [(6, 0.3, false)]), ScriptedSignal(script: [(1, 0.5, false)])],
             policy: AlertPolicy(threshold: 0.9, repeatWindow: 0, evidence: 5, quiet: 4))
         let named = try #require(observe(&pair))
-        #expect(named.alert && named.source == 0 && named.alertScore == 0.9)
+        #expect(named.alert && named.source == 0 && named.alertScore == 0.9 && named.onEvidence)
+        var strong = DetectionChain(
+            signals: [ScriptedSignal(script: [(6, 0.3, false)]), ScriptedSignal(script: [(1, 0.95, false)])],
+            policy: AlertPolicy(threshold: 0.9, repeatWindow: 0, evidence: 5, quiet: 4))
+        let onStrength = try #require(observe(&strong))
+        #expect(onStrength.alert && onStrength.source == 1 && !onStrength.onEvidence, "an alert on strength names the strongest")
 
         // While warming up nothing alerts, and strong evidence then does not count against the quiet.
         var chain = DetectionChain(signals: [ScriptedSignal(script: [(8, 0.1, false)])], policy: AlertPolicy(threshold: 0.9, repeatWindow: 0, evidence: 5, quiet: 4))

@@ -174,6 +174,26 @@ import Testing
         b[4] = 5  // a count of 5 with 10 values kept
         for i in 5..<12 { b[i] = 0 }
         #expect(refused(b), "more values than read")
+        // A section written by hand: its calibrator's own horizon and hold-off are not kept (the early
+        // score's are), and a count past 2⁶² is refused.
+        func section(count: UInt64) -> [UInt8] {
+            var w = StateWriter()
+            w.write(UInt32(0))
+            w.write(count)
+            w.write(Double(0.5).bitPattern)
+            w.write(Double(2).bitPattern)
+            var c = Calibrator(horizon: 50, holdOff: 3)
+            for x: Float in [1, 2, 3, 4] { _ = c.score(logError: x); c.update(logError: x) }
+            c.encode(&w)
+            w.write(UInt32(0))
+            return w.bytes
+        }
+        var r = StateReader(section(count: 40))
+        let handmade = EarlyScore()
+        try handmade.decode(&r, version: 1)
+        #expect(handmade.count == 40 && handmade.calibrator.horizon == EarlyScore().calibrator.horizon && handmade.calibrator.holdOff == 0)
+        #expect(handmade.calibrator.count == 4)
+        #expect(refused(section(count: (1 << 62) + 1)), "a count past the limit")
         var nan = good
         withUnsafeBytes(of: Double.nan.bitPattern.littleEndian) { for (i, byte) in $0.enumerated() { nan[good.count - 8 + i] = byte } }
         #expect(refused(nan), "a value that is not finite")

@@ -484,7 +484,7 @@ import Testing
         #expect(later.alert && later.score == 1, "a new incident after the window")
     }
 
-    /// The running maximum over a ring agrees with the maximum of the last `span` values, across a
+    /// The running maximum (a monotonic deque) agrees with the maximum of the last `span` values, across a
     /// checkpoint and for span 0; a long span holds only what was pushed (a checkpoint that claims
     /// a span of 2²⁴ does not allocate it).
     @Test func recentMaximumMatchesTheNaiveMaximum() throws {

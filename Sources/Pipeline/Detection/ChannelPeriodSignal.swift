@@ -43,9 +43,9 @@ public final class ChannelPeriodSignal: AnomalySignal, @unchecked Sendable {
         return channels * (4 * 2 * capacity + 16 * max(holdOff, 1) + 128)
     }
 
-    /// The channel an alert of the last reading comes from: the one whose strength reached
-    /// `threshold`, or else (an alert on evidence alone) the most surprising one; −1: none.
-    public func alertChannel(threshold: Float) -> Int { strongest.strength >= threshold ? strongest.channel : lastChannel }
+    /// The channel an alert of the last reading comes from: the strongest, or for an alert on
+    /// evidence alone the most surprising one; −1: none.
+    public func alertChannel(onEvidence: Bool) -> Int { onEvidence ? lastChannel : strongest.channel }
 
     /// Each channel's period in values (0: none found, or not decided yet).
     public var periods: [Int] { checks.map(\.period) }

@@ -112,9 +112,9 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
     var longestLag: Int { min(history, count - window) }
 
     public func read(_ o: inout Observation) -> Reading {
+        (surprisingChannel, strongestChannel, lastReading) = (0, 0, Reading())
         guard o.dimension == channels else { return Reading() }
         var best = Reading()
-        (surprisingChannel, strongestChannel) = (0, 0)
         for c in 0..<channels {
             let d = push(Double(o.values[c]), channel: c)
             guard let d else { lastLog[c] = nil; continue }
