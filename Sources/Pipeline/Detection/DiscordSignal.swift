@@ -46,6 +46,8 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
     public let centred: Bool
     /// Ring length: a value is needed until `history + window` samples after it.
     let ring: Int
+    /// Earlier windows (in windows) there must be before a distance is read (or the whole history).
+    let readyWindows: Int
     /// Samples read.
     public private(set) var count = 0
     public internal(set) var calibrators: [Calibrator]
@@ -68,9 +70,11 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
     public private(set) var lastReading = Reading()
 
     public init(
-        window: Int, history: Int, channels: Int, centred: Bool = true, margin: Float = 0, horizon: Int, holdOff: Int
+        window: Int, history: Int, channels: Int, centred: Bool = true, margin: Float = 0, horizon: Int, holdOff: Int,
+        readyWindows: Int = 4
     ) {
         self.centred = centred
+        self.readyWindows = max(1, readyWindows)
         self.margin = margin
         self.window = max(2, window)
         self.history = max(self.window, history)
@@ -118,9 +122,7 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
         for c in 0..<channels {
             let d = push(Double(o.values[c]), channel: c)
             guard let d else { lastLog[c] = nil; continue }
-            let variance = count > 1 ? moments[c].m2 / Double(count - 1) : 0
-            let floor = max(Self.floorShare * variance, Double(Calibrator.floor))
-            let x = Float(log(max(d, floor)))
+            let x = logDistance(d, channel: c)
             lastLog[c] = x
             guard calibrators[c].count >= UInt64(Self.minimumCalibration) else { continue }
             let peak = max(calibrators[c].recentPeak, margin)
@@ -133,6 +135,13 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
         return best
     }
 
+    /// `ln` of a distance of channel `c`, floored at a small share of the channel's variance so that
+    /// a flat stream has a scale.
+    func logDistance(_ d: Double, channel c: Int) -> Float {
+        let variance = count > 1 ? moments[c].m2 / Double(count - 1) : 0
+        return Float(log(max(d, max(Self.floorShare * variance, Double(Calibrator.floor)))))
+    }
+
     public func learn(_ o: Observation, anomalous: Bool) {
         guard !anomalous else { return }
         for c in 0..<channels { if let x = lastLog[c] { calibrators[c].update(logError: x) } }
@@ -140,7 +149,7 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
 
     /// Appends channel `c`'s next value (the first channel advances the count) and returns the
     /// current window's distance to its nearest earlier window (mean squared difference per value,
-    /// means removed if `centred`), nil until there are `4 · window` earlier windows.
+    /// means removed if `centred`), nil until there are `readyWindows · window` earlier windows.
     @inline(__always)
     func push(_ x: Double, channel c: Int) -> Double? {
         if c == 0 { count += 1 }
@@ -169,7 +178,7 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
         // Slide every lag that already had a window (and take the nearest of them); the lag whose
         // earlier window just became whole (it starts at value 0) is computed afresh.
         let slid = count - w - 1 >= w ? min(history, count - w - 1) : w - 1
-        let ready = longest - w + 1 >= 4 * w || longest == history
+        let ready = longest - w + 1 >= readyWindows * w || longest == history
         // With the means kept the kernel's mean term drops out: E_now + E_then − 2·QT.
         let wm = centred ? Double(w) * windowMean : 0
         var nearest = Double.infinity
@@ -222,7 +231,12 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
             let n = Int(try r.read(UInt32.self))
             guard n <= saved else { throw StateError.invalid("discord values") }
             try r.requireRoom(n, each: 8)
-            kept.append(try (0..<n).map { _ in Double(bitPattern: try r.read(UInt64.self)) })
+            kept.append(
+                try (0..<n).map { _ in
+                    let v = Double(bitPattern: try r.read(UInt64.self))
+                    guard v.isFinite else { throw StateError.invalid("discord value") }
+                    return v
+                })
         }
         // Replay the kept values (the newest `ring` at most) through fresh rings, then set the count
         // and the statistics the values alone do not give.
