@@ -150,6 +150,10 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// channel that repeats, a centred discord window one period long (`PeriodWindows`; the period
     /// as `period` says: found per channel, fixed, or none). 0: none.
     public var discordPeriodChannels = 1
+    /// On a stream of several features, a channel's discord alerts only once the channel is seen to
+    /// repeat (`RepeatingChannels`); until then, and on a channel that never does, its surprise
+    /// still scores and corroborates.
+    public var discordRepeatingOnly = true
     /// The correlation signal (`CorrelationSignal`) reads streams of 2 to this many features (it costs
     /// O(features²) a sample: about 1 µs at 8 features, 1.4 µs more than without it at 32).
     public var correlationChannels = 8
@@ -664,6 +668,13 @@ extension StreamConfiguration {
         channels <= discordPeriodChannels && channels <= discordChannels && period != .off ? period : nil
     }
 
+    /// The surprise a quiet channel's discord is held to on a stream of `channels` features, just
+    /// under `alert_evidence` (nil: its channels are never quiet).
+    public func discordQuietSurprise(channels: Int) -> Float? {
+        guard discordRepeatingOnly && channels > 1 else { return nil }
+        return alertEvidence > 0 ? alertEvidence.nextDown : .infinity
+    }
+
     /// The bytes a stream of these (resolved) settings allocates, worked out before it is built so a
     /// stream that does not fit the daemon's `memory_budget` is refused rather than built: the replay
     /// buffer, the trainer's and the scorer's autoencoders (weights, gradients, Adam's two moments,
@@ -713,7 +724,7 @@ extension StreamConfiguration {
         if signals.contains(DiscordSignal.name) && channels <= discordChannels {
             bytes += MultiscaleDiscord.bytes(
                 windows: discordWindows + discordLevelWindows, periodic: discordPeriodWindows(channels: channels) != nil,
-                history: discordHistory, channels: channels)
+                repeating: discordQuietSurprise(channels: channels) != nil, history: discordHistory, channels: channels)
         }
         if earlyScore && !log && channels == 1 && window > 0 { bytes += EarlyScore.bytes }
         if channelPeriod && !log && signals.contains(PeriodSignal.name) && channels > 1 && channels <= discordChannels && period != .off {

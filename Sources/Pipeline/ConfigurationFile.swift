@@ -173,6 +173,7 @@ public enum ConfigurationFile {
         case "discord_history": s.discordHistory = try int(v)
         case "discord_channels": s.discordChannels = try int(v)
         case "discord_period_channels": s.discordPeriodChannels = try int(v)
+        case "discord_repeating_only": s.discordRepeatingOnly = try bool(v)
         case "correlation_channels": s.correlationChannels = try int(v)
         case "discord_margin": s.discordMargin = try float(v)
         case "transform":

@@ -68,6 +68,10 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
     public private(set) var surprisingChannel = 0
     public private(set) var strongestChannel = 0
     public private(set) var lastReading = Reading()
+    /// Per channel, whether its discord is quiet (empty: none is): no alert strength, and a surprise
+    /// at most `quietSurprise` (`RepeatingChannels`, set by `MultiscaleDiscord`).
+    var quiet: [Bool] = []
+    var quietSurprise: Float = .infinity
 
     public init(
         window: Int, history: Int, channels: Int, centred: Bool = true, margin: Float = 0, horizon: Int, holdOff: Int,
@@ -126,9 +130,11 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
             lastLog[c] = x
             guard calibrators[c].count >= UInt64(Self.minimumCalibration) else { continue }
             let peak = max(calibrators[c].recentPeak, margin)
-            let s = calibrators[c].score(logError: x)
+            var s = calibrators[c].score(logError: x)
+            let silent = !quiet.isEmpty && quiet[c]
+            if silent { s.surprise = min(s.surprise, quietSurprise) }
             if s.surprise > best.surprise { best.surprise = s.surprise; surprisingChannel = c }
-            let strength = Calibrator.score(surprise: s.surprise, peak: peak)
+            let strength = silent ? 0 : Calibrator.score(surprise: s.surprise, peak: peak)
             if strength > best.strength { best.strength = strength; strongestChannel = c }
         }
         lastReading = best
@@ -284,21 +290,25 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
     public static let name = DiscordSignal.name
     /// 1 was one window's section (`DiscordSignal`'s); 2 is a count, then each window and its
     /// section (every window centred); 3 adds whether each window is centred; 4 adds the period
-    /// windows, if any.
-    public static let stateVersion: UInt32 = 4
+    /// windows, if any; 5 which channels repeat, if the stream tells them.
+    public static let stateVersion: UInt32 = 5
 
     public let scales: [DiscordSignal]
     /// Each channel's window of its own period (nil: none, `discord_period_channels`).
     public let periodic: PeriodWindows?
+    /// Which channels repeat, when a channel's discord is quiet until it does (nil: every channel
+    /// alerts; `discord_repeating_only`).
+    public private(set) var repeating: RepeatingChannels?
     /// The windows of the last reading's largest strength and largest surprise (−1: a period window).
     public private(set) var strongestScale = 0
     public private(set) var surprisingScale = 0
 
     /// `windows` are compared with their means removed, `levelWindows` with them kept; with
-    /// `period`, each channel that repeats has a window of its period too.
+    /// `period`, each channel that repeats has a window of its period too. With `quietSurprise`, a
+    /// channel not yet seen to repeat gives no alert strength and a surprise of at most that.
     public init(
         windows: [Int], levelWindows: [Int] = [], period: PeriodSetting? = nil, history: Int, channels: Int,
-        margin: Float = 0, horizon: Int, holdOff: Int
+        margin: Float = 0, horizon: Int, holdOff: Int, quietSurprise: Float? = nil
     ) {
         let kinds = windows.map { ($0, true) } + levelWindows.map { ($0, false) }
         scales = kinds.map { window, centred in
@@ -309,6 +319,18 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
         periodic = period.map {
             PeriodWindows(channels: channels, setting: $0, history: history, margin: margin, horizon: horizon, holdOff: holdOff)
         }
+        if let quietSurprise {
+            repeating = RepeatingChannels(channels: channels)
+            for s in scales { s.quietSurprise = quietSurprise }
+            quietChanged()
+        }
+    }
+
+    /// Tells every window which channels are quiet.
+    private func quietChanged() {
+        guard let repeating else { return }
+        let quiet = repeating.repeats.indices.map(repeating.quiet)
+        for s in scales { s.quiet = quiet.contains(true) ? quiet : [] }
     }
 
     /// Where the last reading's strongest discord was (or, `ofSurprise`, its most surprising: what an
@@ -326,13 +348,15 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
         return (c, w.window, false, w.history)
     }
 
-    public static func bytes(windows: [Int], periodic: Bool = false, history: Int, channels: Int) -> Int {
+    public static func bytes(windows: [Int], periodic: Bool = false, repeating: Bool = false, history: Int, channels: Int) -> Int {
         windows.reduce(0) { $0 + DiscordSignal.bytes(window: $1, history: history, channels: channels) }
             + (periodic ? PeriodWindows.bytes(channels: channels, history: history) : 0)
+            + (repeating ? RepeatingChannels.bytes(channels: channels) : 0)
     }
 
     public func read(_ o: inout Observation) -> Reading {
         var best = Reading(), strongest = 0, surprising = 0
+        if repeating?.push(o.values, count: o.dimension) == true { quietChanged() }
         for k in scales.indices {
             let r = scales[k].read(&o)
             if r.surprise > best.surprise { (best.surprise, surprising) = (r.surprise, k) }
@@ -367,18 +391,28 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
             periodic.encode(&inner)
             w.write(blob: inner.bytes)
         }
+        w.write(repeating != nil)
+        if let repeating {
+            var inner = StateWriter()
+            repeating.encode(&inner)
+            w.write(blob: inner.bytes)
+        }
     }
 
     /// A window restores from the section of the same window and kind (centred or level); a window
     /// the section does not have starts afresh, and so do the period windows before version 4 or
     /// when the section has none (those of a section are dropped if the stream has none now).
     /// Version 1 (one centred window, not recorded) restores the first centred window; version 2's
-    /// windows are all centred.
+    /// windows are all centred. Which channels repeat is restored from version 5; before it, or from
+    /// a section without them, every channel counts as repeating (the discord alerted on every
+    /// channel then).
     public func decode(_ r: inout StateReader, version: UInt32) throws {
+        defer { quietChanged() }
+        if repeating != nil { repeating?.assumeRepeating() }
         switch version {
         case 1:
             try scales.first(where: \.centred)?.decode(&r, version: 1)
-        case 2, 3, 4:
+        case 2, 3, 4, 5:
             let n = Int(try r.read(UInt32.self))
             guard n <= 64 else { throw StateError.invalid("discord windows") }
             for _ in 0..<n {
@@ -392,6 +426,10 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
             if try version >= 4 && r.read(Bool.self) {
                 var inner = StateReader(try r.readBlob())
                 try periodic?.decode(&inner)
+            }
+            if try version >= 5 && r.read(Bool.self) {
+                var inner = StateReader(try r.readBlob())
+                try repeating?.decode(&inner)
             }
         default:
             throw StateError.unsupportedVersion(version)

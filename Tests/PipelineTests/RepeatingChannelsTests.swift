@@ -1,0 +1,154 @@
+import Foundation
+import Learning
+@testable import Pipeline
+import Testing
+
+@Suite struct RepeatingChannelsTests {
+    static func sine(_ n: Int, period: Float, seed: UInt64) -> [Float] {
+        var random = RandomSource(seed: seed)
+        return (0..<n).map { sinf(Float($0) * 2 * .pi / period) + 0.1 * random.normal() }
+    }
+
+    static func walk(_ n: Int, seed: UInt64) -> [Float] {
+        var random = RandomSource(seed: seed)
+        var x: Float = 0
+        return (0..<n).map { _ in
+            x += random.normal()
+            return x
+        }
+    }
+
+    static func push(_ r: inout RepeatingChannels, _ row: [Float]) -> Bool {
+        row.withUnsafeBufferPointer { r.push($0.baseAddress!, count: $0.count) }
+    }
+
+    /// A quick cycle is known to repeat at the first check (200 values), a cycle of 250 values only
+    /// at the last (600: before it, the lags searched stop at half the values), and a random walk is
+    /// decided not to at the last. The last check is `PeriodCheck.detectPeriod`'s search.
+    @Test func quickCyclesAreKnownSoonSlowOnesAtTheLastCheckAndWalksNever() {
+        let xs = [Self.sine(600, period: 40, seed: 1), Self.sine(600, period: 250, seed: 2), Self.walk(600, seed: 3)]
+        var r = RepeatingChannels(channels: 3)
+        var decidedAt: [Int?] = [nil, nil, nil]
+        for t in 0..<600 {
+            let changed = Self.push(&r, xs.map { $0[t] })
+            for c in 0..<3 where r.repeats[c] != nil && decidedAt[c] == nil {
+                decidedAt[c] = t + 1
+                #expect(changed)
+            }
+            if t < 199 { #expect(r.repeats == [nil, nil, nil] && (0..<3).allSatisfy { r.quiet($0) }) }
+        }
+        #expect(decidedAt == [200, 600, 600])
+        #expect(r.repeats == [true, true, false])
+        #expect((0..<3).map { r.quiet($0) } == [false, false, true])
+        #expect(r.seen.allSatisfy { $0.isEmpty }, "the values are let go once decided")
+        for x in xs {
+            #expect(RepeatingChannels.repeats(x, longestLag: PeriodCheck.longestPeriod) == (PeriodCheck.detectPeriod(x) > 0))
+        }
+    }
+
+    static func make(quiet: Float?) -> MultiscaleDiscord {
+        MultiscaleDiscord(
+            windows: [32], levelWindows: [64], history: 512, channels: 2, margin: 4, horizon: 2000, holdOff: 400,
+            quietSurprise: quiet)
+    }
+
+    /// Two channels, one a cycle and one a random walk, each given a shape it never showed: a pulse on
+    /// the walk at 1500, a cycle at three times its height at 2000. Without quiet channels both
+    /// alert; with them the walk's pulse gives no strength and a surprise held under the cap, while
+    /// the cycle's alerts exactly as before. Every channel is quiet until its first check.
+    @Test func aChannelThatDoesNotRepeatIsQuiet() {
+        let n = 2400
+        var a = Self.sine(n, period: 40, seed: 4), b = Self.walk(n, seed: 5)
+        for t in 1500..<1530 { b[t] += 40 * (t % 2 == 0 ? 1 : -1) }
+        for t in 2000..<2040 { a[t] *= 3 }
+        let loud = Self.make(quiet: nil), quiet = Self.make(quiet: 5.5)
+        var loudPulse: Float = 0, quietPulse: Float = 0, loudCycle: Float = 0, quietCycle: Float = 0
+        var heard = 0
+        for t in 0..<n {
+            let l = DiscordSignalTests.feed(loud, [a[t], b[t]]), q = DiscordSignalTests.feed(quiet, [a[t], b[t]])
+            if t < 199 { #expect(q.strength == 0 && !(q.surprise > 5.5), "sample \(t): every channel is quiet before its first check") }
+            if q.strength > 0 {
+                #expect(quiet.origin().channel == 0, "sample \(t): only the cycle gives strength")
+                heard += 1
+            }
+            if quiet.origin(ofSurprise: true).channel == 1 { #expect(!(q.surprise > 5.5), "sample \(t)") }
+            if (1500..<1560).contains(t) { (loudPulse, quietPulse) = (max(loudPulse, l.strength), max(quietPulse, q.strength)) }
+            if (2000..<2060).contains(t) { (loudCycle, quietCycle) = (max(loudCycle, l.strength), max(quietCycle, q.strength)) }
+        }
+        #expect(quiet.repeating?.repeats == [true, false])
+        #expect(loudPulse > 0.9, "without quiet channels the walk's pulse alerts: \(loudPulse)")
+        #expect(quietPulse < 0.5, "the walk's pulse is quiet: \(quietPulse)")
+        #expect(loudCycle > 0.9 && quietCycle == loudCycle, "the cycle alerts as before: \(loudCycle), \(quietCycle)")
+        #expect(heard > 0)
+    }
+
+    /// Which channels repeat is part of the discord's section: restored halfway through the checks, a
+    /// stream reads on as the original did. A section written before the decisions were kept
+    /// (version 4), or without them, counts every channel as repeating; a bad section is refused.
+    @Test func theDecisionsTravelInTheSection() throws {
+        let a = Self.sine(1000, period: 40, seed: 6), b = Self.walk(1000, seed: 7)
+        let original = Self.make(quiet: 5.5)
+        for t in 0..<250 { _ = DiscordSignalTests.feed(original, [a[t], b[t]]) }
+        #expect(original.repeating?.repeats == [true, nil])
+        var w = StateWriter()
+        original.encode(&w)
+        let restored = Self.make(quiet: 5.5)
+        var r = StateReader(w.bytes)
+        try restored.decode(&r, version: MultiscaleDiscord.stateVersion)
+        #expect(restored.repeating == original.repeating)
+        for t in 250..<1000 {
+            let x = DiscordSignalTests.feed(original, [a[t], b[t]]), y = DiscordSignalTests.feed(restored, [a[t], b[t]])
+            #expect(x.strength == y.strength && x.surprise == y.surprise, "sample \(t)")
+        }
+        #expect(restored.repeating?.repeats == [true, false])
+
+        let before = Self.make(quiet: nil)
+        for t in 0..<250 { _ = DiscordSignalTests.feed(before, [a[t], b[t]]) }
+        var old = StateWriter()
+        before.encode(&old)
+        for (bytes, version) in [(Array(old.bytes.dropLast()), UInt32(4)), (old.bytes, MultiscaleDiscord.stateVersion)] {
+            let upgraded = Self.make(quiet: 5.5)
+            var r4 = StateReader(bytes)
+            try upgraded.decode(&r4, version: version)
+            #expect(upgraded.repeating?.repeats == [true, true], "version \(version)")
+            #expect(upgraded.scales.allSatisfy { $0.quiet.isEmpty })
+        }
+
+        // Off now: a section's decisions are read past and dropped.
+        let off = Self.make(quiet: nil)
+        var r5 = StateReader(w.bytes)
+        try off.decode(&r5, version: MultiscaleDiscord.stateVersion)
+        #expect(off.repeating == nil && off.scales.map(\.count) == [250, 250])
+
+        var bad = RepeatingChannels(channels: 1)
+        for (decision, value) in [(UInt8(3), Float(0)), (0, .nan)] {
+            var s = StateWriter()
+            s.write(UInt32(1))
+            s.write(decision)
+            s.write(UInt32(1))
+            s.write(value)
+            var rb = StateReader(s.bytes)
+            #expect(throws: StateError.self) { try bad.decode(&rb) }
+        }
+    }
+
+    /// `discord_repeating_only` (true) gives streams of several features quiet channels, held just
+    /// under `alert_evidence`, and univariate streams none; false turns it off; the memory estimate
+    /// counts the kept values.
+    @Test func theSettingGivesStreamsOfSeveralFeaturesQuietChannels() throws {
+        let defaults = try ConfigurationFile.parse("[stream]\n").streamDefaults
+        #expect(defaults.discordRepeatingOnly)
+        func discord(_ s: StreamConfiguration, dim: Int) -> MultiscaleDiscord? {
+            StreamPipeline(name: "s", settings: s.resolved(dim: dim)).chain.signal(MultiscaleDiscord.self)
+        }
+        #expect(discord(defaults, dim: 3)?.repeating?.repeats.count == 3)
+        #expect(discord(defaults, dim: 3)?.scales.allSatisfy { $0.quietSurprise == defaults.alertEvidence.nextDown } == true)
+        #expect(discord(defaults, dim: 1)?.repeating == nil)
+        let off = try ConfigurationFile.parse("[stream]\ndiscord_repeating_only = false\n").streamDefaults
+        #expect(discord(off, dim: 3)?.repeating == nil)
+        #expect(
+            defaults.resolved(dim: 3).memoryEstimate - off.resolved(dim: 3).memoryEstimate == RepeatingChannels.bytes(channels: 3))
+        #expect(defaults.resolved(dim: 1).memoryEstimate == off.resolved(dim: 1).memoryEstimate)
+        #expect(throws: (any Error).self) { try ConfigurationFile.parse("[stream]\ndiscord_repeating_only = maybe\n") }
+    }
+}
