@@ -46,6 +46,24 @@ import Testing
         }
     }
 
+    /// A channel constant through its first values stays undecided at every check but the last,
+    /// where it counts as repeating (its first move is news); the kept values have room for all 600
+    /// from the start, as the memory estimate counts them.
+    @Test func aConstantChannelRepeatsAtTheLastCheck() {
+        var r = RepeatingChannels(channels: 2)
+        #expect(r.seen.allSatisfy { $0.capacity >= RepeatingChannels.last })
+        let walk = Self.walk(600, seed: 8)
+        var decidedAt: [Int?] = [nil, nil]
+        for t in 0..<600 {
+            _ = Self.push(&r, [3, walk[t]])
+            for c in 0..<2 where r.repeats[c] != nil && decidedAt[c] == nil { decidedAt[c] = t + 1 }
+        }
+        #expect(decidedAt == [600, 600])
+        #expect(r.repeats == [true, false])
+        #expect(RepeatingChannels.repeats(Array(repeating: 3, count: 300), longestLag: 150) == nil)
+        #expect(RepeatingChannels.repeats(Array(walk.prefix(300)), longestLag: 150) == false)
+    }
+
     static func make(quiet: Float?) -> MultiscaleDiscord {
         MultiscaleDiscord(
             windows: [32], levelWindows: [64], history: 512, channels: 2, margin: 4, horizon: 2000, holdOff: 400,
@@ -80,6 +98,35 @@ import Testing
         #expect(quietPulse < 0.5, "the walk's pulse is quiet: \(quietPulse)")
         #expect(loudCycle > 0.9 && quietCycle == loudCycle, "the cycle alerts as before: \(loudCycle), \(quietCycle)")
         #expect(heard > 0)
+    }
+
+    /// With a fixed period every channel has a period window from the start; a channel that does not
+    /// repeat gets no strength from it either (the quiet stream's strongest reading stays under what
+    /// the loud stream's period window alone reaches), and its surprise is held under the cap.
+    @Test func aFixedPeriodsWindowIsQuietOnAChannelThatDoesNotRepeat() {
+        let n = 2000
+        let a = Self.sine(n, period: 40, seed: 9)
+        var b = Self.walk(n, seed: 10)
+        for t in 1500..<1530 { b[t] += 40 * (t % 2 == 0 ? 1 : -1) }
+        func make(_ quiet: Float?) -> MultiscaleDiscord {
+            MultiscaleDiscord(
+                windows: [32], period: .fixed(40), history: 512, channels: 2, margin: 4, horizon: 2000, holdOff: 400,
+                quietSurprise: quiet)
+        }
+        let loud = make(nil), quiet = make(5.5)
+        #expect(quiet.periodic?.lengths == [40, 40])
+        var loudPulse: Float = 0, quietPulse: Float = 0
+        for t in 0..<n {
+            let l = DiscordSignalTests.feed(loud, [a[t], b[t]]), q = DiscordSignalTests.feed(quiet, [a[t], b[t]])
+            if (1500..<1560).contains(t) {
+                if loud.origin().channel == 1 && loud.origin().window == 40 { loudPulse = max(loudPulse, l.strength) }
+                quietPulse = max(quietPulse, q.strength)
+            }
+            if quiet.origin(ofSurprise: true).channel == 1 { #expect(!(q.surprise > 5.5), "sample \(t)") }
+        }
+        #expect(quiet.repeating?.repeats == [true, false])
+        #expect(loudPulse > 0.6, "without quiet channels the walk's period window reads the pulse: \(loudPulse)")
+        #expect(quietPulse < 0.5, "the walk's pulse is quiet in every window: \(quietPulse)")
     }
 
     /// Which channels repeat is part of the discord's section: restored halfway through the checks, a
@@ -121,15 +168,25 @@ import Testing
         #expect(off.repeating == nil && off.scales.map(\.count) == [250, 250])
 
         var bad = RepeatingChannels(channels: 1)
-        for (decision, value) in [(UInt8(3), Float(0)), (0, .nan)] {
+        // A bad decision, a value that is not finite, more values than a channel keeps, another
+        // channel count, a section cut short.
+        for (channels, decision, count, value, cut) in [
+            (UInt32(1), UInt8(3), UInt32(1), Float(0), 0), (1, 0, 1, .nan, 0), (1, 0, UInt32(RepeatingChannels.last), 0, 0),
+            (2, 0, 1, 0, 0), (1, 0, 1, 0, 1),
+        ] {
             var s = StateWriter()
-            s.write(UInt32(1))
+            s.write(channels)
             s.write(decision)
-            s.write(UInt32(1))
+            s.write(count)
             s.write(value)
-            var rb = StateReader(s.bytes)
+            var rb = StateReader(Array(s.bytes.dropLast(cut)))
             #expect(throws: StateError.self) { try bad.decode(&rb) }
         }
+        var good = StateWriter()
+        good.write(UInt32(1)); good.write(UInt8(0)); good.write(UInt32(1)); good.write(Float(2))
+        var rg = StateReader(good.bytes)
+        try bad.decode(&rg)
+        #expect(bad.seen == [[2]] && bad.seen[0].capacity >= RepeatingChannels.last)
     }
 
     /// `discord_repeating_only` (true) gives streams of several features quiet channels, held just

@@ -322,6 +322,7 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
         if let quietSurprise {
             repeating = RepeatingChannels(channels: channels)
             for s in scales { s.quietSurprise = quietSurprise }
+            periodic?.quietSurprise = quietSurprise
             quietChanged()
         }
     }
@@ -331,6 +332,7 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
         guard let repeating else { return }
         let quiet = repeating.repeats.indices.map(repeating.quiet)
         for s in scales { s.quiet = quiet.contains(true) ? quiet : [] }
+        periodic?.quiet = quiet.contains(true) ? quiet : []
     }
 
     /// Where the last reading's strongest discord was (or, `ofSurprise`, its most surprising: what an
@@ -464,6 +466,11 @@ public final class PeriodWindows: @unchecked Sendable {
     /// Per channel, whether its period is decided, and its window once it is (nil: none).
     public private(set) var decided: [Bool]
     public private(set) var windows: [DiscordSignal?]
+    /// Per channel, whether its window is quiet (empty: none is), and the surprise a quiet one is held
+    /// to: as `DiscordSignal.quiet` (`RepeatingChannels`; with `period = auto` a channel has a window
+    /// only if it repeats, with a fixed period every channel has one from the start).
+    var quiet: [Bool] = []
+    var quietSurprise: Float = .infinity
     /// The channels of the last reading's strongest window and of its most surprising (−1: none).
     public private(set) var strongestChannel = -1
     public private(set) var surprisingChannel = -1
@@ -529,7 +536,8 @@ public final class PeriodWindows: @unchecked Sendable {
                 decide(c)  // and this sample is the new window's first reading (the chain's `learn` follows)
             }
             guard let w = windows[c] else { continue }
-            let r = Self.alone(x, logError: o.logError, modelReady: o.modelReady) { w.read(&$0) }
+            var r = Self.alone(x, logError: o.logError, modelReady: o.modelReady) { w.read(&$0) }
+            if !quiet.isEmpty && quiet[c] { (r.strength, r.surprise) = (0, min(r.surprise, quietSurprise)) }
             if surprisingChannel < 0 || r.surprise > best.surprise { (best.surprise, surprisingChannel) = (r.surprise, c) }
             if strongestChannel < 0 || r.strength > best.strength { (best.strength, strongestChannel) = (r.strength, c) }
         }

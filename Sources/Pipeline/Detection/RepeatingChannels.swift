@@ -13,11 +13,13 @@ import Learning
 /// until the channel is seen to repeat; its surprise still moves the published score and
 /// corroborates a range excursion.
 ///
-/// A channel repeats when the autocorrelation of its first values has a local maximum of at least
-/// `PeriodCheck.minimumCorrelation` (0.5) at a lag from `PeriodCheck.shortestPeriod` (20) up to
-/// half the values kept (and below `PeriodCheck.longestPeriod`, 300): checked at each of `checks`
-/// values, so a quick cycle is known after 200 values and a slow one after 600, when the last check
-/// decides (the lags `PeriodCheck.detectPeriod` searches). The values are kept until then.
+/// A channel repeats when the autocorrelation of its first n values has a local maximum above
+/// `PeriodCheck.minimumCorrelation` (0.5) at a lag from 21 to min(n / 2, 300) − 2 (a maximum needs
+/// a lag on each side, from `PeriodCheck.shortestPeriod`, 20, to below half the values and
+/// `PeriodCheck.longestPeriod`, 300): checked at each of `checks` values, so a quick cycle is known
+/// after 200 values and a slow one after 600, when the last check decides (the lags
+/// `PeriodCheck.detectPeriod` searches). The values are kept until then. A channel constant through
+/// all of them counts as repeating: nothing is more regular, and its first move is news.
 public struct RepeatingChannels: Sendable, Equatable {
     public static let checks = [200, 300, 400, 500, PeriodCheck.detectionSamples]
     static var last: Int { checks[checks.count - 1] }
@@ -29,7 +31,15 @@ public struct RepeatingChannels: Sendable, Equatable {
 
     public init(channels: Int) {
         repeats = Array(repeating: nil, count: max(1, channels))
-        seen = Array(repeating: [], count: max(1, channels))
+        seen = (0..<max(1, channels)).map { _ in Self.keeping([]) }
+    }
+
+    /// `values` with room for every value a channel keeps, so that its storage does not grow past
+    /// what `bytes` counts.
+    static func keeping(_ values: [Float]) -> [Float] {
+        var kept = values
+        kept.reserveCapacity(last)
+        return kept
     }
 
     /// Whether channel `c`'s discord is quiet (it has not been seen to repeat).
@@ -44,7 +54,9 @@ public struct RepeatingChannels: Sendable, Equatable {
             seen[c].append(values[c])
             let n = seen[c].count
             guard Self.checks.contains(n) else { continue }
-            if Self.repeats(seen[c], longestLag: min(n / 2, PeriodCheck.longestPeriod)) {
+            // nil: constant so far (undecided until the last check, then repeating).
+            let found = Self.repeats(seen[c], longestLag: min(n / 2, PeriodCheck.longestPeriod))
+            if found == true || (found == nil && n >= Self.last) {
                 (repeats[c], seen[c], changed) = (true, [], true)
             } else if n >= Self.last {
                 (repeats[c], seen[c], changed) = (false, [], true)
@@ -53,17 +65,19 @@ public struct RepeatingChannels: Sendable, Equatable {
         return changed
     }
 
-    /// Whether the autocorrelation of `values` has a local maximum of at least 0.5 among lags
-    /// `PeriodCheck.shortestPeriod..<longestLag`.
-    public static func repeats(_ values: [Float], longestLag: Int) -> Bool {
-        let lags = Array(PeriodCheck.shortestPeriod..<max(PeriodCheck.shortestPeriod, longestLag))
-        guard lags.count >= 3, let autocorrelation = PeriodCheck.autocorrelation(values) else { return false }
-        let correlation = lags.map(autocorrelation)
-        for k in 1..<(lags.count - 1)
-        where correlation[k] > Double(PeriodCheck.minimumCorrelation) && correlation[k] >= correlation[k - 1]
-            && correlation[k] >= correlation[k + 1]
-        {
-            return true
+    /// Whether the autocorrelation of `values` has a local maximum above 0.5 among lags
+    /// `PeriodCheck.shortestPeriod + 1 ... longestLag − 2` (nil: the values are constant). The lags
+    /// are worked out in order and the search stops at the first such maximum.
+    public static func repeats(_ values: [Float], longestLag: Int) -> Bool? {
+        let first = PeriodCheck.shortestPeriod, end = max(first, longestLag)
+        guard let autocorrelation = PeriodCheck.autocorrelation(values) else { return nil }
+        guard end - first >= 3 else { return false }
+        let least = Double(PeriodCheck.minimumCorrelation)
+        var (previous, current) = (autocorrelation(first), autocorrelation(first + 1))
+        for lag in (first + 1)..<(end - 1) {
+            let next = autocorrelation(lag + 1)
+            if current > least && current >= previous && current >= next { return true }
+            (previous, current) = (current, next)
         }
         return false
     }
@@ -103,7 +117,7 @@ public struct RepeatingChannels: Sendable, Equatable {
                 try r.requireRoom(k, each: 4)
                 let values = try (0..<k).map { _ in try r.read(Float.self) }
                 guard values.allSatisfy(\.isFinite) else { throw StateError.invalid("repeating channel values") }
-                (repeats[c], seen[c]) = (nil, values)
+                (repeats[c], seen[c]) = (nil, Self.keeping(values))
             case 1: (repeats[c], seen[c]) = (true, [])
             case 2: (repeats[c], seen[c]) = (false, [])
             default: throw StateError.invalid("repeating channel decision")
