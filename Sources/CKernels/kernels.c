@@ -235,6 +235,19 @@ double eddy_discord_step(double *restrict qt, const double *restrict x, const do
 }
 
 EDDY_KERNEL
+ptrdiff_t eddy_discord_nearest_lag(const double *restrict qt, const double *restrict energy,
+                                   const double *restrict mean, ptrdiff_t lo, ptrdiff_t hi, double window_energy,
+                                   double wm) {
+    ptrdiff_t at = lo;
+    double best = INFINITY;
+    for (ptrdiff_t lag = lo; lag <= hi; lag++) {
+        const double d = window_energy + energy[lag] - 2.0 * (qt[lag] - wm * mean[lag]);
+        if (d < best) { best = d; at = lag; }
+    }
+    return at;
+}
+
+EDDY_KERNEL
 void eddy_covariance_update(double *restrict c, const double *restrict e, ptrdiff_t d, double w) {
     const double keep = 1 - w;
     for (ptrdiff_t i = 0; i < d; i++) {

@@ -149,11 +149,16 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// A stream of at most this many features (and at most `discordChannels`) also gets, on each
     /// channel that repeats, a centred discord window one period long (`PeriodWindows`; the period
     /// as `period` says: found per channel, fixed, or none). 0: none.
-    public var discordPeriodChannels = 1
+    public var discordPeriodChannels = 8
     /// On a stream of several features, a channel's discord alerts only once the channel is seen to
     /// repeat (`RepeatingChannels`); until then, and on a channel that never does, its surprise
     /// still scores and corroborates.
     public var discordRepeatingOnly = true
+    /// A discord reading that would alert (`threshold`, `alert_evidence`) is held back (no alert
+    /// strength, its surprise just under `alert_evidence`) when less than this share of its distance is left once each value may
+    /// match its nearest twin's value one sample earlier or later: a shift of timing (a square
+    /// wave's edge a sample off), not a change of shape (`ShiftVeto`). 0: off.
+    public var discordShiftVeto = 0.25
     /// The correlation signal (`CorrelationSignal`) reads streams of 2 to this many features (it costs
     /// O(features²) a sample: about 1 µs at 8 features, 1.4 µs more than without it at 32).
     public var correlationChannels = 8
@@ -363,6 +368,7 @@ public struct StreamConfiguration: Sendable, Equatable {
         }
         if !(discordMargin >= 0 && discordMargin <= 100) { try fail("discord_margin must be in 0...100") }
         if discordChannels < 0 || discordChannels > 1 << 14 { try fail("discord_channels must be in 0...16384") }
+        if !(discordShiftVeto >= 0 && discordShiftVeto <= 1) { try fail("discord_shift_veto must be in 0...1") }
         if discordPeriodChannels < 0 || discordPeriodChannels > 1 << 14 { try fail("discord_period_channels must be in 0...16384") }
         if correlationChannels < 0 || correlationChannels > CorrelationSignal.maxChannels {
             try fail("correlation_channels must be in 0...\(CorrelationSignal.maxChannels)")
@@ -666,6 +672,12 @@ extension StreamConfiguration {
     /// windows (nil: it has none).
     public func discordPeriodWindows(channels: Int) -> PeriodSetting? {
         channels <= discordPeriodChannels && channels <= discordChannels && period != .off ? period : nil
+    }
+
+    /// When the discord holds back a reading that differs from its twin mostly by timing (nil: never).
+    public func shiftVeto() -> ShiftVeto? {
+        guard discordShiftVeto > 0 else { return nil }
+        return ShiftVeto(share: discordShiftVeto, strength: threshold, surprise: alertEvidence > 0 ? alertEvidence.nextDown : .infinity)
     }
 
     /// The surprise a quiet channel's discord is held to on a stream of `channels` features, just

@@ -411,7 +411,8 @@ public final class StreamPipeline: @unchecked Sendable {
                     period: settings.discordPeriodWindows(channels: sampleDimension),
                     history: settings.discordHistory, channels: sampleDimension,
                     margin: settings.discordMargin, horizon: settings.calibrationHorizon, holdOff: settings.alertHoldOff,
-                    quietSurprise: settings.discordQuietSurprise(channels: sampleDimension)))
+                    quietSurprise: settings.discordQuietSurprise(channels: sampleDimension),
+                    shiftVeto: settings.shiftVeto()))
         }
         if on.contains(CorrelationSignal.name) && sampleDimension > 1 && sampleDimension <= settings.correlationChannels {
             signals.append(

@@ -153,19 +153,23 @@ import Testing
         #expect(fixed.periodic?.windows.map { $0?.count } == [900, 0], "the 120-value window starts afresh")
     }
 
-    /// `discord_period_channels` (1) gives a univariate stream period windows and a stream of two
-    /// features none unless it is raised; `period = off` turns them off; the memory estimate counts
-    /// them; a negative count is refused.
+    /// `discord_period_channels` (8) gives streams of up to 8 features period windows, and a lower
+    /// count none to wider streams; `period = off` turns them off; the memory estimate counts them;
+    /// a negative count is refused.
     @Test func theSettingChoosesTheStreamsThatHavePeriodWindows() throws {
         let defaults = try ConfigurationFile.parse("[stream]\n").streamDefaults
-        #expect(defaults.discordPeriodChannels == 1)
+        #expect(defaults.discordPeriodChannels == 8)
         func periodic(_ s: StreamConfiguration, dim: Int) -> PeriodWindows? {
             StreamPipeline(name: "s", settings: s.resolved(dim: dim)).chain.signal(MultiscaleDiscord.self)?.periodic
         }
         #expect(periodic(defaults, dim: 1) != nil)
-        #expect(periodic(defaults, dim: 2) == nil)
+        #expect(periodic(defaults, dim: 8)?.decided.count == 8)
+        let one = try ConfigurationFile.parse("[stream]\ndiscord_period_channels = 1\n").streamDefaults
+        #expect(periodic(one, dim: 1) != nil)
+        #expect(periodic(one, dim: 2) == nil)
         let two = try ConfigurationFile.parse("[stream]\ndiscord_period_channels = 2\n").streamDefaults
         #expect(periodic(two, dim: 2)?.decided.count == 2)
+        #expect(periodic(two, dim: 3) == nil)
         let off = try ConfigurationFile.parse("[stream]\nperiod = off\n").streamDefaults
         #expect(periodic(off, dim: 1) == nil)
         let none = try ConfigurationFile.parse("[stream]\ndiscord_period_channels = 0\n").streamDefaults

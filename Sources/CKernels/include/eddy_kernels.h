@@ -87,6 +87,11 @@ double eddy_discord_step(double *qt, const double *x, const double *energy, cons
                          ptrdiff_t lo, ptrdiff_t hi, double newest, double leaving, double window_energy, double wm,
                          int slide);
 
+// The lag in lo...hi of the nearest earlier window by eddy_discord_step's distance (the first of
+// equals).
+ptrdiff_t eddy_discord_nearest_lag(const double *qt, const double *energy, const double *mean, ptrdiff_t lo,
+                                   ptrdiff_t hi, double window_energy, double wm);
+
 // The correlation signal (CorrelationSignal), on d × d row-major matrices. eddy_covariance_update:
 // c = (1 - w)(c + w e eᵀ). eddy_cholesky: the lower triangular l with a = l lᵀ (its upper part set
 // to 0), or -1 if a pivot is not positive. eddy_forward_norm: z = l⁻¹ e, and returns |z|² = eᵀ a⁻¹ e.

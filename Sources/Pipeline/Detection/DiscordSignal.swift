@@ -23,6 +23,16 @@ import Learning
 /// surprise is its channels' largest, its strength theirs. A stream wider than `maxChannels` does
 /// not use the signal (its cost grows with the channels).
 ///
+/// A window whose nearest twin differs from it mostly by timing is not news: a square wave whose
+/// period is not a whole number of samples puts its edges a sample earlier or later from one cycle
+/// to the next, and over a window of 100-odd steady values one sample of a step is a record
+/// distance. With a `ShiftVeto`, a reading that would alert is read again against that twin, each
+/// value free to match the twin's value one sample earlier or later (and each twin window's own
+/// mean); if that leaves less than `share` of the distance, it gives no alert strength and a
+/// surprise of at most `surprise`. The calibrators still learn the plain distance, and the cost is
+/// one pass over the lags and three over the window, only for readings that would alert (a strength
+/// of at least `ShiftVeto.strength`, or a surprise past `ShiftVeto.surprise`).
+///
 /// With `centred` false the windows keep their means: the distance is the plain squared
 /// difference, so a window at a level the channel has not shown within `history` values (a
 /// trend, a shift, a platform off the usual levels) is as far from every earlier window as a new
@@ -72,12 +82,17 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
     /// at most `quietSurprise` (`RepeatingChannels`, set by `MultiscaleDiscord`).
     var quiet: [Bool] = []
     var quietSurprise: Float = .infinity
+    /// Whether a reading that differs from its twin mostly by timing is held back (nil: never).
+    public let shiftVeto: ShiftVeto?
+    /// Readings held back by `shiftVeto`.
+    public private(set) var shiftVetoes = 0
 
     public init(
         window: Int, history: Int, channels: Int, centred: Bool = true, margin: Float = 0, horizon: Int, holdOff: Int,
-        readyWindows: Int = 4
+        readyWindows: Int = 4, shiftVeto: ShiftVeto? = nil
     ) {
         self.centred = centred
+        self.shiftVeto = shiftVeto
         self.readyWindows = max(1, readyWindows)
         self.margin = margin
         self.window = max(2, window)
@@ -133,8 +148,14 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
             var s = calibrators[c].score(logError: x)
             let silent = !quiet.isEmpty && quiet[c]
             if silent { s.surprise = min(s.surprise, quietSurprise) }
+            var strength = silent ? 0 : Calibrator.score(surprise: s.surprise, peak: peak)
+            if let veto = shiftVeto, strength >= veto.strength || s.surprise > veto.surprise,
+                shiftShare(channel: c, distance: d) < veto.share
+            {
+                (strength, s.surprise) = (0, min(s.surprise, veto.surprise))
+                shiftVetoes += 1
+            }
             if s.surprise > best.surprise { best.surprise = s.surprise; surprisingChannel = c }
-            let strength = silent ? 0 : Calibrator.score(surprise: s.surprise, peak: peak)
             if strength > best.strength { best.strength = strength; strongestChannel = c }
         }
         lastReading = best
@@ -204,6 +225,32 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
         }
         guard ready else { return nil }
         return max(0, nearest) / Double(w)
+    }
+
+    /// The share of channel `c`'s current distance `d` (per value, as `push` returned it) that is
+    /// left when each value of the window may match its nearest twin's value one sample earlier or
+    /// later, each twin window taken about its own mean (1 when there is no distance to share). Read
+    /// right after `push` for the channel, while its products are current.
+    func shiftShare(channel c: Int, distance d: Double) -> Double {
+        guard d > 0 else { return 1 }
+        let w = window, base = slot(count - 1), longest = longestLag
+        guard longest >= w else { return 1 }
+        let xs = values[c], es = energy[c], ms = mean[c]
+        let lag = eddy_discord_nearest_lag(
+            products[c], es + base, ms + base, w, longest, es[base], centred ? Double(w) * ms[base] : 0)
+        let own = centred ? ms[base] : 0
+        let shifts = max(w, lag - 1)...min(longest, lag + 1)
+        var total = 0.0
+        for k in 0..<w {
+            let v = xs[base + k] - own
+            var best = Double.infinity
+            for l in shifts {
+                let e = v - (xs[base + l + k] - (centred ? ms[base + l] : 0))
+                best = min(best, e * e)
+            }
+            total += best
+        }
+        return total / Double(w) / d
     }
 
     // MARK: Checkpoint
@@ -305,19 +352,22 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
 
     /// `windows` are compared with their means removed, `levelWindows` with them kept; with
     /// `period`, each channel that repeats has a window of its period too. With `quietSurprise`, a
-    /// channel not yet seen to repeat gives no alert strength and a surprise of at most that.
+    /// channel not yet seen to repeat gives no alert strength and a surprise of at most that. Every
+    /// window holds back readings that differ from their twins mostly by timing, as `shiftVeto` says.
     public init(
         windows: [Int], levelWindows: [Int] = [], period: PeriodSetting? = nil, history: Int, channels: Int,
-        margin: Float = 0, horizon: Int, holdOff: Int, quietSurprise: Float? = nil
+        margin: Float = 0, horizon: Int, holdOff: Int, quietSurprise: Float? = nil, shiftVeto: ShiftVeto? = nil
     ) {
         let kinds = windows.map { ($0, true) } + levelWindows.map { ($0, false) }
         scales = kinds.map { window, centred in
             DiscordSignal(
                 window: window, history: history, channels: channels, centred: centred, margin: margin, horizon: horizon,
-                holdOff: holdOff)
+                holdOff: holdOff, shiftVeto: shiftVeto)
         }
         periodic = period.map {
-            PeriodWindows(channels: channels, setting: $0, history: history, margin: margin, horizon: horizon, holdOff: holdOff)
+            PeriodWindows(
+                channels: channels, setting: $0, history: history, margin: margin, horizon: horizon, holdOff: holdOff,
+                shiftVeto: shiftVeto)
         }
         if let quietSurprise {
             repeating = RepeatingChannels(channels: channels)
@@ -439,6 +489,21 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
     }
 }
 
+/// When a discord reading that differs from its nearest twin mostly by timing is held back
+/// (`discord_shift_veto`): a reading that would alert (a strength of at least `strength`, the
+/// alert `threshold`, or a surprise past `surprise`, just under `alert_evidence`) is read again,
+/// and held back when less than `share` of its distance is left once each value may match the
+/// twin's value one sample earlier or later. A held-back reading gives no alert strength and a
+/// surprise of at most `surprise`, so it still scores.
+public struct ShiftVeto: Sendable, Equatable {
+    public var share: Double
+    public var strength: Float
+    public var surprise: Float
+    public init(share: Double, strength: Float, surprise: Float) {
+        (self.share, self.strength, self.surprise) = (share, strength, surprise)
+    }
+}
+
 /// A centred discord window one period long on each channel that repeats
 /// (`discord_period_channels`). A 32-value window sees a change of shape shorter than itself, and
 /// finds a near twin for a stretch of a longer cycle that is only out of place, not out of shape:
@@ -459,6 +524,7 @@ public final class PeriodWindows: @unchecked Sendable {
     let margin: Float
     let horizon: Int
     let holdOff: Int
+    let shiftVeto: ShiftVeto?
     /// Whether each channel finds its own period (`period = auto`), rather than taking a fixed one.
     let finds: Bool
     /// Per channel: its first values, kept until its period is decided (empty after).
@@ -475,8 +541,11 @@ public final class PeriodWindows: @unchecked Sendable {
     public private(set) var strongestChannel = -1
     public private(set) var surprisingChannel = -1
 
-    public init(channels: Int, setting: PeriodSetting, history: Int, margin: Float, horizon: Int, holdOff: Int) {
+    public init(
+        channels: Int, setting: PeriodSetting, history: Int, margin: Float, horizon: Int, holdOff: Int, shiftVeto: ShiftVeto? = nil
+    ) {
         self.history = history
+        self.shiftVeto = shiftVeto
         self.margin = margin
         self.horizon = horizon
         self.holdOff = holdOff
@@ -501,7 +570,7 @@ public final class PeriodWindows: @unchecked Sendable {
         let w = Self.windowLength(period: period)
         return DiscordSignal(
             window: w, history: Self.history(window: w, configured: history), channels: 1, margin: margin, horizon: horizon,
-            holdOff: holdOff)
+            holdOff: holdOff, shiftVeto: shiftVeto)
     }
 
     /// The period within `shortestWindow...longestWindow`.
