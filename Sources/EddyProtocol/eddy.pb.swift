@@ -921,6 +921,13 @@ public nonisolated struct Eddy_V1_StreamStatus: @unchecked Sendable {
     set {_uniqueStorage()._idleSteps = newValue}
   }
 
+  /// Training steps the stream has earned and the trainer has not taken yet (whole steps): 0 once
+  /// the trainer has caught up with what has arrived.
+  public var pendingSteps: UInt64 {
+    get {_storage._pendingSteps}
+    set {_uniqueStorage()._pendingSteps = newValue}
+  }
+
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
   public init() {}
@@ -1972,7 +1979,7 @@ nonisolated extension Eddy_V1_ModelSnapshot: SwiftProtobuf.Message, SwiftProtobu
 
 nonisolated extension Eddy_V1_StreamStatus: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".StreamStatus"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{1}dim\0\u{1}accepted\0\u{1}rejected\0\u{1}buffered\0\u{1}evicted\0\u{3}train_steps\0\u{3}autoencoder_version\0\u{3}moco_version\0\u{3}warming_up\0\u{3}autoencoder_loss\0\u{3}moco_loss\0\u{1}period\0\u{3}skipped_steps\0\u{1}quarantined\0\u{1}rollbacks\0\u{1}templates\0\u{3}templates_evicted\0\u{3}lines_truncated\0\u{3}lines_repaired\0\u{1}log\0\u{3}idle_steps\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{1}stream\0\u{1}dim\0\u{1}accepted\0\u{1}rejected\0\u{1}buffered\0\u{1}evicted\0\u{3}train_steps\0\u{3}autoencoder_version\0\u{3}moco_version\0\u{3}warming_up\0\u{3}autoencoder_loss\0\u{3}moco_loss\0\u{1}period\0\u{3}skipped_steps\0\u{1}quarantined\0\u{1}rollbacks\0\u{1}templates\0\u{3}templates_evicted\0\u{3}lines_truncated\0\u{3}lines_repaired\0\u{1}log\0\u{3}idle_steps\0\u{3}pending_steps\0")
 
   fileprivate class _StorageClass {
     var _stream: String = String()
@@ -1997,6 +2004,7 @@ nonisolated extension Eddy_V1_StreamStatus: SwiftProtobuf.Message, SwiftProtobuf
     var _linesRepaired: UInt64 = 0
     var _log: Bool = false
     var _idleSteps: UInt64 = 0
+    var _pendingSteps: UInt64 = 0
 
       // This property is used as the initial default value for new instances of the type.
       // The type itself is protecting the reference to its storage via CoW semantics.
@@ -2029,6 +2037,7 @@ nonisolated extension Eddy_V1_StreamStatus: SwiftProtobuf.Message, SwiftProtobuf
       _linesRepaired = source._linesRepaired
       _log = source._log
       _idleSteps = source._idleSteps
+      _pendingSteps = source._pendingSteps
     }
   }
 
@@ -2069,6 +2078,7 @@ nonisolated extension Eddy_V1_StreamStatus: SwiftProtobuf.Message, SwiftProtobuf
         case 20: try { try decoder.decodeSingularUInt64Field(value: &_storage._linesRepaired) }()
         case 21: try { try decoder.decodeSingularBoolField(value: &_storage._log) }()
         case 22: try { try decoder.decodeSingularUInt64Field(value: &_storage._idleSteps) }()
+        case 23: try { try decoder.decodeSingularUInt64Field(value: &_storage._pendingSteps) }()
         default: break
         }
       }
@@ -2143,6 +2153,9 @@ nonisolated extension Eddy_V1_StreamStatus: SwiftProtobuf.Message, SwiftProtobuf
       if _storage._idleSteps != 0 {
         try visitor.visitSingularUInt64Field(value: _storage._idleSteps, fieldNumber: 22)
       }
+      if _storage._pendingSteps != 0 {
+        try visitor.visitSingularUInt64Field(value: _storage._pendingSteps, fieldNumber: 23)
+      }
     }
     try unknownFields.traverse(visitor: &visitor)
   }
@@ -2174,6 +2187,7 @@ nonisolated extension Eddy_V1_StreamStatus: SwiftProtobuf.Message, SwiftProtobuf
         if _storage._linesRepaired != rhs_storage._linesRepaired {return false}
         if _storage._log != rhs_storage._log {return false}
         if _storage._idleSteps != rhs_storage._idleSteps {return false}
+        if _storage._pendingSteps != rhs_storage._pendingSteps {return false}
         return true
       }
       if !storagesAreEqual {return false}

@@ -286,9 +286,15 @@ public final class Daemon: @unchecked Sendable {
             logger.error("ingest did not stop taking samples in time")
         }
         ingestDrained.signal()  // stays signalled for a second `stop()`
-        stateLock.withLock { stopTrainer = true }
+        // The trainer writes the final checkpoint: out of SCHED_IDLE for it, or on a machine busy
+        // with other work the stop waits for CPU time nothing else wants.
+        let idle = stateLock.withLock {
+            stopTrainer = true
+            return idleTrainer
+        }
+        if let idle { _ = eddy_idle_boost(idle.tid, 1) }
         trainerWake.broadcast()
-        join("eddy-trainer", within: 120)  // it writes the final checkpoint
+        join("eddy-trainer", within: 120)
         stateLock.withLock { stopServers = true }
         join("eddy-snapshots", within: 10)
         join("eddy-ingest", within: 10)
@@ -695,7 +701,8 @@ public final class Daemon: @unchecked Sendable {
     /// share beside the work that starves it) until the next look finds it had its share or owes
     /// nothing.
     func guardTrainerShare() {
-        guard configuration.trainerMinimumShare > 0, let trainer = stateLock.withLock({ idleTrainer }) else { return }
+        // Not once the trainer is stopping: `stop()` has raised it for good.
+        guard configuration.trainerMinimumShare > 0, let trainer = stateLock.withLock({ stopTrainer ? nil : idleTrainer }) else { return }
         var now = timespec()
         guard clock_gettime(trainer.clock, &now) == 0 else { return }
         let cpu = Double(now.tv_sec) + Double(now.tv_nsec) * 1e-9, wall = Self.monotonic()
@@ -955,6 +962,7 @@ public final class Daemon: @unchecked Sendable {
             m.linesTruncated = st.linesTruncated
             m.linesRepaired = st.linesRepaired
             m.idleSteps = st.idleSteps
+            m.pendingSteps = st.pendingSteps
             return m
         }
         return hb

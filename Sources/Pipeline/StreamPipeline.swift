@@ -969,6 +969,8 @@ public final class StreamPipeline: @unchecked Sendable {
         public var templatesEvicted: UInt64 = 0, linesTruncated: UInt64 = 0, linesRepaired: UInt64 = 0
         /// Steps taken while the stream was quiet (included in the model steps).
         public var idleSteps: UInt64 = 0
+        /// Steps earned and not taken yet (whole steps).
+        public var pendingSteps: UInt64 = 0
         /// Alerts raised since the daemon started.
         public var alerts: UInt64 = 0
     }
@@ -983,7 +985,7 @@ public final class StreamPipeline: @unchecked Sendable {
                 autoencoderLoss: lastLosses.autoencoder, mocoLoss: lastLosses.moco,
                 period: periodSignal?.period ?? 0, templates: logs?.miner.templates.count ?? 0,
                 templatesEvicted: logs?.miner.evicted ?? 0, linesTruncated: logs?.truncated ?? 0,
-                linesRepaired: logs?.repaired ?? 0, idleSteps: idleSteps, alerts: alertsRaised)
+                linesRepaired: logs?.repaired ?? 0, idleSteps: idleSteps, pendingSteps: UInt64(max(pendingSteps, 0)), alerts: alertsRaised)
         }
     }
 

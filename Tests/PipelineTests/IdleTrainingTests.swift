@@ -20,8 +20,12 @@ import Testing
     @Test func aQuietStreamTakesItsIdleStepsAtTheRateAndStops() {
         let p = stream(rate: 8, passes: 2)
         send(p, 256)
+        #expect(p.status.pendingSteps == 32, "the heartbeat says what the trainer owes")
         var owed = 0
-        while p.trainStep() { owed += 1 }
+        while p.trainStep() {
+            owed += 1
+            #expect(p.status.pendingSteps == UInt64(32 - owed))
+        }
         #expect(owed == 32)  // 256 samples × replay_ratio 8 / batch 64
         #expect(p.idleStepDue != nil)
         // Due every 1/8 s of the trainer's clock: a call sooner is refused.
@@ -38,7 +42,7 @@ import Testing
         #expect(p.autoencoder.step == 40 && p.moco.step == 40)
         // A new batch grants the passes again; owed steps come first.
         send(p, 64, from: 256)
-        #expect(p.idleStepDue == nil, "steps are owed")
+        #expect(p.idleStepDue == nil && p.status.pendingSteps == 8, "steps are owed")
         while p.trainStep() {}
         #expect(p.idleStepDue != nil && p.trainStep(idle: t + 1))
     }

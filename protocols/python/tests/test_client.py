@@ -65,15 +65,16 @@ def wait_heartbeat(sub, timeout=10.0):
 
 def settled(sub, endpoint, name, model="autoencoder", accept=lambda status: True, timeout=60.0):
     """Once training has stopped: the stream's heartbeat status and the snapshot of its last step.
-    Two heartbeats in a row give the model the same version, and the snapshot served is that version
-    (a pause in training shorter than that, or a snapshot still being made, does not pass)."""
+    The trainer owes no step, two heartbeats in a row give the model the same version, and the
+    snapshot served is that version (a trainer starved by a busy machine owes steps, and a snapshot
+    still being made does not pass)."""
     end = time.monotonic() + timeout
     last = None
     while True:
         assert time.monotonic() < end, f"training of {name} did not settle within {timeout} s"
         hb = wait_heartbeat(sub)
         status = next((s for s in hb.streams if s.stream == name), None)
-        if status is None or not accept(status):
+        if status is None or not accept(status) or status.pending_steps > 0:
             last = None
             continue
         version = getattr(status, f"{model}_version")
