@@ -921,8 +921,9 @@ public nonisolated struct Eddy_V1_StreamStatus: @unchecked Sendable {
     set {_uniqueStorage()._idleSteps = newValue}
   }
 
-  /// Training steps the stream has earned and the trainer has not taken yet (whole steps): 0 once
-  /// the trainer has caught up with what has arrived.
+  /// Training steps the stream has earned and the trainer has not taken yet (whole steps, at most
+  /// `max_pending_steps`): 0 once the trainer has caught up with what has arrived (a stream that
+  /// holds fewer than `min_buffered` samples keeps owing them).
   public var pendingSteps: UInt64 {
     get {_storage._pendingSteps}
     set {_uniqueStorage()._pendingSteps = newValue}
