@@ -219,19 +219,58 @@ void eddy_running_moments(const float *restrict x, ptrdiff_t rows, ptrdiff_t col
     }
 }
 
+// Eight doubles, loaded and stored unaligned (the rings are indexed from any slot). Macros, not
+// functions: a function passing this type by value would have a different ABI in each target clone.
+typedef double eddy_f64x8 __attribute__((vector_size(64)));
+#define LOAD8(p) ({ eddy_f64x8 v_; __builtin_memcpy(&v_, (p), sizeof v_); v_; })
+#define STORE8(p, v) do { const eddy_f64x8 w_ = (v); __builtin_memcpy((p), &w_, sizeof w_); } while (0)
+
 EDDY_KERNEL
 double eddy_discord_step(double *restrict qt, const double *restrict x, const double *restrict energy,
                          const double *restrict mean, ptrdiff_t w, ptrdiff_t lo, ptrdiff_t hi, double newest,
                          double leaving, double window_energy, double wm, int slide) {
-    // Two passes (slide, then the minimum): the vectoriser takes each, not the two fused. fmin, not
-    // a comparison: it knows that as a reduction.
-    if (slide) {
-        for (ptrdiff_t lag = lo; lag <= hi; lag++) qt[lag] += newest * x[lag] - leaving * x[w + lag];
-    }
     double best = INFINITY;
-    for (ptrdiff_t lag = lo; lag <= hi; lag++)
+    ptrdiff_t lag = lo;
+    if (slide) {
+        // Slide and minimum in one pass over qt, written with explicit vectors: the vectoriser does
+        // not fuse the two loops itself. Two accumulators hide the min's latency; the per-lag
+        // arithmetic is the scalar tail's, so the result does not depend on where the tail starts.
+        const eddy_f64x8 nv = newest - (eddy_f64x8){}, lv = leaving - (eddy_f64x8){};
+        const eddy_f64x8 ev = window_energy - (eddy_f64x8){}, mv = wm - (eddy_f64x8){};
+        eddy_f64x8 b0 = INFINITY - (eddy_f64x8){}, b1 = b0;
+        for (; lag + 15 <= hi; lag += 16) {
+            const eddy_f64x8 q0 = LOAD8(qt + lag) + (nv * LOAD8(x + lag) - lv * LOAD8(x + w + lag));
+            const eddy_f64x8 q1 = LOAD8(qt + lag + 8) + (nv * LOAD8(x + lag + 8) - lv * LOAD8(x + w + lag + 8));
+            STORE8(qt + lag, q0);
+            STORE8(qt + lag + 8, q1);
+            b0 = __builtin_elementwise_min(b0, ev + LOAD8(energy + lag) - 2.0 * (q0 - mv * LOAD8(mean + lag)));
+            b1 = __builtin_elementwise_min(b1, ev + LOAD8(energy + lag + 8) - 2.0 * (q1 - mv * LOAD8(mean + lag + 8)));
+        }
+        b0 = __builtin_elementwise_min(b0, b1);
+        for (int i = 0; i < 8; i++) best = __builtin_fmin(best, b0[i]);
+        for (; lag <= hi; lag++) {
+            const double q = qt[lag] + (newest * x[lag] - leaving * x[w + lag]);
+            qt[lag] = q;
+            best = __builtin_fmin(best, window_energy + energy[lag] - 2.0 * (q - wm * mean[lag]));
+        }
+        return best;
+    }
+    // fmin, not a comparison: the vectoriser knows that as a reduction.
+    for (; lag <= hi; lag++)
         best = __builtin_fmin(best, window_energy + energy[lag] - 2.0 * (qt[lag] - wm * mean[lag]));
     return best;
+}
+
+EDDY_KERNEL
+double eddy_window_moments(const double *restrict x, ptrdiff_t w, double *restrict squares) {
+    double sum = 0.0, sq = 0.0;
+#pragma omp simd reduction(+ : sum, sq)
+    for (ptrdiff_t k = 0; k < w; k++) {
+        sum += x[k];
+        sq += x[k] * x[k];
+    }
+    *squares = sq;
+    return sum;
 }
 
 EDDY_KERNEL

@@ -87,6 +87,9 @@ double eddy_discord_step(double *qt, const double *x, const double *energy, cons
                          ptrdiff_t lo, ptrdiff_t hi, double newest, double leaving, double window_energy, double wm,
                          int slide);
 
+// The sum of x[0..<w], and the sum of their squares in *squares (the discord's window moments).
+double eddy_window_moments(const double *x, ptrdiff_t w, double *squares);
+
 // The lag in lo...hi of the nearest earlier window by eddy_discord_step's distance (the first of
 // equals).
 ptrdiff_t eddy_discord_nearest_lag(const double *qt, const double *energy, const double *mean, ptrdiff_t lo,

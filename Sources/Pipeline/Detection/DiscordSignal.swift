@@ -193,8 +193,8 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
         guard count >= w else { return nil }
         // The current window's sums, straight from its values (no drift).
         let base = slot  // x[t − k] is xs[base + k]: the rings run backwards in time
-        var sum = 0.0, squares = 0.0
-        for k in 0..<w { let v = xs[base + k]; sum += v; squares += v * v }
+        var squares = 0.0
+        let sum = eddy_window_moments(xs + base, w, &squares)
         let windowMean = sum / Double(w)
         let windowEnergy = centred ? max(0, squares - sum * windowMean) : squares
         es[slot] = windowEnergy; es[slot + r] = windowEnergy
