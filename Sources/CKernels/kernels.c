@@ -233,8 +233,9 @@ double eddy_discord_step(double *restrict qt, const double *restrict x, const do
     ptrdiff_t lag = lo;
     if (slide) {
         // Slide and minimum in one pass over qt, written with explicit vectors: the vectoriser does
-        // not fuse the two loops itself. Two accumulators hide the min's latency; the per-lag
-        // arithmetic is the scalar tail's, so the result does not depend on where the tail starts.
+        // not fuse the two loops itself. Two accumulators hide the min's latency. Each lag takes the
+        // same operations as in the scalar tail (the compiler may fuse a multiply and an add in
+        // either, as everywhere in these kernels).
         const eddy_f64x8 nv = newest - (eddy_f64x8){}, lv = leaving - (eddy_f64x8){};
         const eddy_f64x8 ev = window_energy - (eddy_f64x8){}, mv = wm - (eddy_f64x8){};
         eddy_f64x8 b0 = INFINITY - (eddy_f64x8){}, b1 = b0;
