@@ -28,6 +28,8 @@ public struct Calibrator: Sendable, Equatable {
     /// tiny wobble a 6-sigma event.
     static let minimumDeviation = 0.05
     static let floor: Float = 1e-12
+    /// Errors learned unclipped, so the scale a clip is measured in has something behind it.
+    static let clipFrom: UInt64 = 30
 
     public init(horizon: Int = 5000, holdOff: Int = 0) {
         self.horizon = max(1, horizon)
@@ -86,15 +88,20 @@ public struct Calibrator: Sendable, Equatable {
         return c
     }
 
-    /// Adds an error given as `logError(error)` to the statistics.
-    public mutating func update(logError: Float) {
-        let x = Double(logError)
+    /// Adds an error given as `logError(error)` to the statistics. With `clip` > 0, once
+    /// `clipFrom` errors are in, an error counts as at most `clip` standard units above the mean
+    /// (winsorised, as Huber's estimators treat an outlier): a change that builds up over many
+    /// samples, none of them far above the ones before, cannot widen the scale it is measured by,
+    /// while a lasting change still moves the mean, `clip` σ / n at a time.
+    public mutating func update(logError: Float, clip: Double = 0) {
+        var x = Double(logError)
         count += 1
         if count == 1 {
             mean = x
             variance = 0
             return
         }
+        if clip > 0 && count > Self.clipFrom { x = min(x, mean + clip * max(variance.squareRoot(), Self.minimumDeviation)) }
         let w = 1 / Double(min(count, UInt64(horizon)))
         let delta = x - mean
         mean += w * delta

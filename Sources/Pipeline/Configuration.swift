@@ -165,6 +165,11 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// A discord alerts only when its surprise passes the larger of its recent peak and this margin
     /// (standard units) by enough for the threshold.
     public var discordMargin: Float = 4
+    /// A discord's distance teaches its calibrator at most this many standard units above the mean
+    /// (`DiscordSignal.clip`), so a discord that builds up is not learned as it rises. 0: unclipped.
+    /// Not a default: it finds more on synthetic univariate streams, but costs NAB's real ones a
+    /// little and raised false alarms on held-back multivariate ones (docs/anomaly-experiments.md).
+    public var discordClip = 0.0
     /// What a sample stream's values become before anything reads them (`InputTransform`): `log`
     /// for counts and volumes, whose bursts multiply a rate. Not the default: on the NAB streams
     /// (CPU, latency, temperature) it loses more than it gains (docs/anomaly-experiments.md). A log
@@ -367,6 +372,7 @@ public struct StreamConfiguration: Sendable, Equatable {
             try fail("discord_level_window must be 0 (none) or one to four ascending windows in 2...4096, none longer than discord_history")
         }
         if !(discordMargin >= 0 && discordMargin <= 100) { try fail("discord_margin must be in 0...100") }
+        if !(discordClip == 0 || (discordClip >= 1 && discordClip <= 100)) { try fail("discord_clip must be 0 (off) or in 1...100") }
         if discordChannels < 0 || discordChannels > 1 << 14 { try fail("discord_channels must be in 0...16384") }
         if !(discordShiftVeto >= 0 && discordShiftVeto <= 1) { try fail("discord_shift_veto must be in 0...1") }
         if discordPeriodChannels < 0 || discordPeriodChannels > 1 << 14 { try fail("discord_period_channels must be in 0...16384") }

@@ -177,6 +177,7 @@ public enum ConfigurationFile {
         case "discord_shift_veto": s.discordShiftVeto = try double(v)
         case "correlation_channels": s.correlationChannels = try int(v)
         case "discord_margin": s.discordMargin = try float(v)
+        case "discord_clip": s.discordClip = try double(v)
         case "transform":
             guard let t = InputTransform(rawValue: v) else { throw ValueError(why: "\"\(v)\" is neither none nor log") }
             s.transform = t

@@ -410,7 +410,8 @@ public final class StreamPipeline: @unchecked Sendable {
                     windows: settings.discordWindows, levelWindows: settings.discordLevelWindows,
                     period: settings.discordPeriodWindows(channels: sampleDimension),
                     history: settings.discordHistory, channels: sampleDimension,
-                    margin: settings.discordMargin, horizon: settings.calibrationHorizon, holdOff: settings.alertHoldOff,
+                    margin: settings.discordMargin, clip: settings.discordClip, horizon: settings.calibrationHorizon,
+                    holdOff: settings.alertHoldOff,
                     quietSurprise: settings.discordQuietSurprise(channels: sampleDimension),
                     shiftVeto: settings.shiftVeto()))
         }

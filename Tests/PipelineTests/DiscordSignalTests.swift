@@ -88,6 +88,52 @@ import Testing
         #expect(changedSurprise > 5 && changedStrength > 0.9, "surprise \(changedSurprise), strength \(changedStrength)")
     }
 
+    /// A change that builds up: from sample 1200 a faster sine grows into the stream over 80 samples.
+    /// Its distances rise a little at a time, and every one is learned (as the chain learns what does
+    /// not alert). Unclipped, the calibrator learns the rise as its scale as it goes; with
+    /// `discord_clip` (5) the scale stays that of the normal stream, and the change's surprise ends
+    /// well above. Before the change the two read the same stream alike: no alert strength.
+    @Test func aChangeThatBuildsUpStaysSurprisingWhenTheCalibrationIsClipped() {
+        func run(clip: Double) -> (normal: Float, changed: Float) {
+            let signal = DiscordSignal(window: 32, history: 1024, channels: 1, margin: 4, clip: clip, horizon: 5000, holdOff: 400)
+            var random = RandomSource(seed: 11)
+            var (normal, changed) = (Float(0), -Float.infinity)
+            for t in 0..<1300 {
+                let grown = Double(min(max(t - 1200, 0), 80)) / 80
+                let v = Float(sin(Double(t) * 2 * .pi / 24) + grown * sin(Double(t) * 2 * .pi / 7)) + 0.05 * random.normal()
+                let r = Self.feed(signal, [v], anomalous: false)
+                if t < 1200 { normal = max(normal, r.strength) } else { changed = max(changed, r.surprise) }
+            }
+            return (normal, changed)
+        }
+        let (plain, clipped) = (run(clip: 0), run(clip: 5))
+        #expect(plain.normal < 0.9 && clipped.normal < 0.9, "strength before the change: \(plain.normal), \(clipped.normal)")
+        #expect(clipped.changed > plain.changed + 3, "the change's surprise: unclipped \(plain.changed), clipped \(clipped.changed)")
+    }
+
+    /// On a stream of several features a channel that does not repeat is quiet, and its distances are
+    /// learned unclipped: its calibrators end as those of an unclipped discord, while a repeating
+    /// channel's, and the same noise channel's in a discord with nothing quiet, do not.
+    @Test func aQuietChannelIsCalibratedUnclipped() {
+        func run(clip: Double, quiet: Bool) -> MultiscaleDiscord {
+            let d = MultiscaleDiscord(
+                windows: [16], history: 256, channels: 2, clip: clip, horizon: 5000, holdOff: 100, quietSurprise: quiet ? 5.5 : nil)
+            var random = RandomSource(seed: 4)
+            for t in 0..<700 {
+                let burst: Float = (300..<330).contains(t) || (560..<600).contains(t) ? 12 : 1
+                let distorted = (500..<560).contains(t) ? Float(t - 500) / 20 * Float(sin(Double(t) * 2 * .pi / 7)) : 0
+                let row = [Float(sin(Double(t) * 2 * .pi / 24)) + distorted + 0.05 * random.normal(), burst * random.normal()]
+                _ = Self.feed(d, row)
+            }
+            return d
+        }
+        let (quietClipped, unclipped, noneQuiet) = (run(clip: 5, quiet: true), run(clip: 0, quiet: true), run(clip: 5, quiet: false))
+        #expect(quietClipped.repeating?.repeats == [true, false])
+        #expect(quietClipped.scales[0].calibrators[1] == unclipped.scales[0].calibrators[1], "the quiet channel learns as unclipped")
+        #expect(noneQuiet.scales[0].calibrators[1] != unclipped.scales[0].calibrators[1], "the clip bites on that channel when it is not quiet")
+        #expect(quietClipped.scales[0].calibrators[0] != unclipped.scales[0].calibrators[0], "the repeating channel is clipped")
+    }
+
     /// The same shape at a new level: a sine that steps up by three amplitudes at sample 1300. Once
     /// the step has left the window (32 samples on), a centred window has a near twin (the sine
     /// before the step, any whole number of periods back), while a level window is far from every
@@ -173,6 +219,12 @@ import Testing
         #expect(narrow.chain.signal(MultiscaleDiscord.self)?.scales.map(\.channels) == [4, 4])
         #expect(narrow.chain.signal(MultiscaleDiscord.self)?.scales.map { [$0.window, $0.centred ? 1 : 0] } == [[32, 1], [64, 0]])
         #expect(wide.chain.signal(MultiscaleDiscord.self) == nil)
+        #expect(narrow.chain.signal(MultiscaleDiscord.self)?.scales.map(\.clip) == [0, 0])
+        let clip = try ConfigurationFile.parse("[stream]\ndiscord_clip = 5\n").streamDefaults
+        #expect(StreamPipeline(name: "clip", settings: clip.resolved(dim: 2)).chain.signal(MultiscaleDiscord.self)?.scales.map(\.clip) == [5, 5])
+        let fixed = try ConfigurationFile.parse("[stream]\nperiod = 50\ndiscord_clip = 3\n").streamDefaults
+        let periodic = StreamPipeline(name: "fixed", settings: fixed.resolved(dim: 2)).chain.signal(MultiscaleDiscord.self)?.periodic
+        #expect(periodic?.windows.map { $0?.clip } == [3, 3], "the period windows are clipped alike")
         let c = try ConfigurationFile.parse("[stream]\ndiscord_window = 16\ndiscord_history = 500\ndiscord_margin = 2.5\n")
         #expect(c.streamDefaults.discordWindows == [16] && c.streamDefaults.discordHistory == 500 && c.streamDefaults.discordMargin == 2.5)
         let two = try ConfigurationFile.parse("[stream]\ndiscord_window = 16, 64\n").streamDefaults
@@ -188,6 +240,7 @@ import Testing
             "discord_window = 8, 16, 32, 64, 128", "discord_window = 16, 600\ndiscord_history = 500",
             "discord_level_window = 1", "discord_level_window = 64, 32", "discord_level_window = 8, 16, 32, 64, 128",
             "discord_level_window = 600\ndiscord_history = 500", "discord_level_window = 0, 64", "discord_level_window =",
+            "discord_clip = -1", "discord_clip = 0.5", "discord_clip = 101",
         ] {
             #expect(throws: (any Error).self, "\(bad)") {
                 try ConfigurationFile.parse("[stream]\ndiscord_window = 16\n\(bad)\n")

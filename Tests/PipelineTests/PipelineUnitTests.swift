@@ -186,6 +186,36 @@ import Testing
         for _ in 0..<50 { _ = restored.score(logError: normal) }
         #expect(restored.score(logError: high).score > 0.9999, "the hold-off has passed")
     }
+
+    /// A clipped calibrator learns a run of errors far above its mean as at most `clip` σ above it:
+    /// twenty such errors leave the scale nearly where it was, so the next one still stands out
+    /// (unclipped, they widen σ until it does not). A lasting change is learned all the same, only
+    /// more slowly: after 2,000 of them neither calibrator finds one surprising. The first
+    /// `clipFrom` errors are learned as they are.
+    @Test(arguments: [0.0, 5.0]) func aClippedCalibratorDoesNotLearnARiseAsItsScale(clip: Double) {
+        var c = Calibrator(horizon: 5000, holdOff: 0)
+        var r = RandomSource(seed: 9)
+        for _ in 0..<200 { c.update(logError: 0.1 * r.normal(), clip: clip) }
+        let before = c.surprise(logError: 5)
+        #expect(before > 30, "\(before)")
+        for _ in 0..<20 { c.update(logError: 5, clip: clip) }
+        let after = c.surprise(logError: 5)
+        if clip > 0 {
+            #expect(after > 15, "clipped: \(after)")
+        } else {
+            #expect(after < 6, "unclipped: \(after)")
+        }
+        for _ in 0..<2000 { c.update(logError: 5, clip: clip) }
+        #expect(c.surprise(logError: 5) < 3, "a lasting change is learned: \(c.surprise(logError: 5))")
+
+        var early = Calibrator(horizon: 5000, holdOff: 0), plain = early
+        for i in 0..<Int(Calibrator.clipFrom) {
+            let x: Float = i == 20 ? 50 : Float(i % 3)
+            early.update(logError: x, clip: 5)
+            plain.update(logError: x)
+        }
+        #expect(early == plain, "the first \(Calibrator.clipFrom) errors are not clipped")
+    }
 }
 
 @Suite struct RankingScoreTests {

@@ -54,6 +54,12 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
     /// Whether each window's mean is removed before windows are compared (true), or kept, so a
     /// change of level counts as much as a change of shape.
     public let centred: Bool
+    /// A distance teaches its channel's calibrator at most this many standard units above the mean
+    /// (`Calibrator.update(logError:clip:)`; 0: unclipped, `discord_clip`), on a channel that is not
+    /// quiet. A discord that builds up (a pattern that drifts away over a few dozen samples) would
+    /// otherwise teach the calibrator its own rise, sample by sample, below the alert threshold,
+    /// until it no longer stands out.
+    public let clip: Double
     /// Ring length: a value is needed until `history + window` samples after it.
     let ring: Int
     /// Earlier windows (in windows) there must be before a distance is read (or the whole history).
@@ -88,10 +94,11 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
     public private(set) var shiftVetoes = 0
 
     public init(
-        window: Int, history: Int, channels: Int, centred: Bool = true, margin: Float = 0, horizon: Int, holdOff: Int,
-        readyWindows: Int = 4, shiftVeto: ShiftVeto? = nil
+        window: Int, history: Int, channels: Int, centred: Bool = true, margin: Float = 0, clip: Double = 0, horizon: Int,
+        holdOff: Int, readyWindows: Int = 4, shiftVeto: ShiftVeto? = nil
     ) {
         self.centred = centred
+        self.clip = clip
         self.shiftVeto = shiftVeto
         self.readyWindows = max(1, readyWindows)
         self.margin = margin
@@ -169,9 +176,15 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
         return Float(log(max(d, max(Self.floorShare * variance, Double(Calibrator.floor)))))
     }
 
+    /// A quiet channel's distances are learned unclipped: on a channel that does not repeat a far
+    /// window is ordinary, and its surprise (which still corroborates a range excursion) should
+    /// not be measured on a scale that refuses to learn them.
     public func learn(_ o: Observation, anomalous: Bool) {
         guard !anomalous else { return }
-        for c in 0..<channels { if let x = lastLog[c] { calibrators[c].update(logError: x) } }
+        for c in 0..<channels {
+            guard let x = lastLog[c] else { continue }
+            calibrators[c].update(logError: x, clip: !quiet.isEmpty && quiet[c] ? 0 : clip)
+        }
     }
 
     /// Appends channel `c`'s next value (the first channel advances the count) and returns the
@@ -356,18 +369,18 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
     /// window holds back readings that differ from their twins mostly by timing, as `shiftVeto` says.
     public init(
         windows: [Int], levelWindows: [Int] = [], period: PeriodSetting? = nil, history: Int, channels: Int,
-        margin: Float = 0, horizon: Int, holdOff: Int, quietSurprise: Float? = nil, shiftVeto: ShiftVeto? = nil
+        margin: Float = 0, clip: Double = 0, horizon: Int, holdOff: Int, quietSurprise: Float? = nil, shiftVeto: ShiftVeto? = nil
     ) {
         let kinds = windows.map { ($0, true) } + levelWindows.map { ($0, false) }
         scales = kinds.map { window, centred in
             DiscordSignal(
-                window: window, history: history, channels: channels, centred: centred, margin: margin, horizon: horizon,
-                holdOff: holdOff, shiftVeto: shiftVeto)
+                window: window, history: history, channels: channels, centred: centred, margin: margin, clip: clip,
+                horizon: horizon, holdOff: holdOff, shiftVeto: shiftVeto)
         }
         periodic = period.map {
             PeriodWindows(
-                channels: channels, setting: $0, history: history, margin: margin, horizon: horizon, holdOff: holdOff,
-                shiftVeto: shiftVeto)
+                channels: channels, setting: $0, history: history, margin: margin, clip: clip, horizon: horizon,
+                holdOff: holdOff, shiftVeto: shiftVeto)
         }
         if let quietSurprise {
             repeating = RepeatingChannels(channels: channels)
@@ -522,6 +535,7 @@ public final class PeriodWindows: @unchecked Sendable {
 
     let history: Int
     let margin: Float
+    let clip: Double
     let horizon: Int
     let holdOff: Int
     let shiftVeto: ShiftVeto?
@@ -534,17 +548,26 @@ public final class PeriodWindows: @unchecked Sendable {
     public private(set) var windows: [DiscordSignal?]
     /// Per channel, whether its window is quiet (empty: none is), and the surprise a quiet one is held
     /// to: as `DiscordSignal.quiet` (`RepeatingChannels`; with `period = auto` a channel has a window
-    /// only if it repeats, with a fixed period every channel has one from the start).
-    var quiet: [Bool] = []
+    /// only if it repeats, with a fixed period every channel has one from the start). Each window
+    /// is told its channel's, so that a quiet channel's window also learns its distances unclipped.
+    var quiet: [Bool] = [] { didSet { for c in windows.indices { tellQuiet(c) } } }
     var quietSurprise: Float = .infinity
+
+    private func tellQuiet(_ c: Int) {
+        guard let w = windows[c] else { return }
+        w.quiet = quiet.isEmpty ? [] : [quiet[c]]
+        w.quietSurprise = quietSurprise
+    }
     /// The channels of the last reading's strongest window and of its most surprising (−1: none).
     public private(set) var strongestChannel = -1
     public private(set) var surprisingChannel = -1
 
     public init(
-        channels: Int, setting: PeriodSetting, history: Int, margin: Float, horizon: Int, holdOff: Int, shiftVeto: ShiftVeto? = nil
+        channels: Int, setting: PeriodSetting, history: Int, margin: Float, clip: Double = 0, horizon: Int, holdOff: Int,
+        shiftVeto: ShiftVeto? = nil
     ) {
         self.history = history
+        self.clip = clip
         self.shiftVeto = shiftVeto
         self.margin = margin
         self.horizon = horizon
@@ -569,8 +592,8 @@ public final class PeriodWindows: @unchecked Sendable {
     func window(for period: Int) -> DiscordSignal {
         let w = Self.windowLength(period: period)
         return DiscordSignal(
-            window: w, history: Self.history(window: w, configured: history), channels: 1, margin: margin, horizon: horizon,
-            holdOff: holdOff, shiftVeto: shiftVeto)
+            window: w, history: Self.history(window: w, configured: history), channels: 1, margin: margin, clip: clip,
+            horizon: horizon, holdOff: holdOff, shiftVeto: shiftVeto)
     }
 
     /// The period within `shortestWindow...longestWindow`.
@@ -644,6 +667,7 @@ public final class PeriodWindows: @unchecked Sendable {
                 }
             }
             windows[c] = w
+            tellQuiet(c)
         }
         seen[c] = []
     }
