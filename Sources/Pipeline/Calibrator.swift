@@ -91,8 +91,8 @@ public struct Calibrator: Sendable, Equatable {
     /// Adds an error given as `logError(error)` to the statistics. With `clip` > 0, once
     /// `clipFrom` errors are in, an error counts as at most `clip` standard units above the mean
     /// (winsorised, as Huber's estimators treat an outlier): a change that builds up over many
-    /// samples, none of them far above the ones before, cannot widen the scale it is measured by,
-    /// while a lasting change still moves the mean, `clip` σ / n at a time.
+    /// samples, none of them far above the ones before, widens the scale it is measured by far
+    /// less, while a lasting change still moves the mean, `clip` σ / n at a time.
     public mutating func update(logError: Float, clip: Double = 0) {
         var x = Double(logError)
         count += 1

@@ -86,7 +86,7 @@ discord_repeating_only = true          # streams of several features: a channel'
 discord_period_channels = 8            # streams of up to this many features also get, on each channel that repeats (its period found in its first 600 values, or period = N), a centred window one period long (16 to 256 values; 0: none)
 discord_shift_veto = 0.25              # a discord that would alert is held back when under this share of its distance is left once each value may match its twin's one sample earlier or later: a shift of timing (a square wave's edge a sample off), not of shape (0: off)
 discord_margin = 4                     # a discord alerts only beyond max(its recent peak, this) in standard units
-discord_clip = 0                       # >0: a distance teaches the discord's calibration as at most this many standard units above its mean (5 was measured), so a discord that builds up is not learned as it rises; finds more on univariate series, not a default (0: off)
+discord_clip = 0                       # 1 to 100: a distance teaches the discord's calibration as at most this many standard units above its mean, so a discord that builds up is not learned as it rises (5 verified held back, 4 best on development folds); finds more on univariate series, not a default (0: off)
 correlation_channels = 8               # correlation: streams of 2 to this many features are scored by how far a row is from the features' running covariance
 log = false                            # true: a log stream (lines in); a stream also becomes one when its first message carries lines
 log_templates = 1000                   # log streams: templates kept (the least recently matched is evicted beyond this)

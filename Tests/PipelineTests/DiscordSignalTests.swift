@@ -92,7 +92,7 @@ import Testing
     /// Its distances rise a little at a time, and every one is learned (as the chain learns what does
     /// not alert). Unclipped, the calibrator learns the rise as its scale as it goes; with
     /// `discord_clip` (5) the scale stays that of the normal stream, and the change's surprise ends
-    /// well above. Before the change the two read the same stream alike: no alert strength.
+    /// well above. Before the change neither gives alert strength.
     @Test func aChangeThatBuildsUpStaysSurprisingWhenTheCalibrationIsClipped() {
         func run(clip: Double) -> (normal: Float, changed: Float) {
             let signal = DiscordSignal(window: 32, history: 1024, channels: 1, margin: 4, clip: clip, horizon: 5000, holdOff: 400)
@@ -112,12 +112,14 @@ import Testing
     }
 
     /// On a stream of several features a channel that does not repeat is quiet, and its distances are
-    /// learned unclipped: its calibrators end as those of an unclipped discord, while a repeating
-    /// channel's, and the same noise channel's in a discord with nothing quiet, do not.
+    /// learned unclipped: its calibrators (its period window's too) end as those of an unclipped
+    /// discord, while a repeating channel's, and the same noise channel's in a discord with nothing
+    /// quiet, do not.
     @Test func aQuietChannelIsCalibratedUnclipped() {
         func run(clip: Double, quiet: Bool) -> MultiscaleDiscord {
             let d = MultiscaleDiscord(
-                windows: [16], history: 256, channels: 2, clip: clip, horizon: 5000, holdOff: 100, quietSurprise: quiet ? 5.5 : nil)
+                windows: [16], period: .fixed(24), history: 256, channels: 2, clip: clip, horizon: 5000, holdOff: 100,
+                quietSurprise: quiet ? 5.5 : nil)
             var random = RandomSource(seed: 4)
             for t in 0..<700 {
                 let burst: Float = (300..<330).contains(t) || (560..<600).contains(t) ? 12 : 1
@@ -132,6 +134,9 @@ import Testing
         #expect(quietClipped.scales[0].calibrators[1] == unclipped.scales[0].calibrators[1], "the quiet channel learns as unclipped")
         #expect(noneQuiet.scales[0].calibrators[1] != unclipped.scales[0].calibrators[1], "the clip bites on that channel when it is not quiet")
         #expect(quietClipped.scales[0].calibrators[0] != unclipped.scales[0].calibrators[0], "the repeating channel is clipped")
+        func period(_ d: MultiscaleDiscord, _ c: Int) -> Calibrator? { d.periodic?.windows[c]?.calibrators[0] }
+        #expect(period(quietClipped, 1) != nil && period(quietClipped, 1) == period(unclipped, 1), "its period window too")
+        #expect(period(noneQuiet, 1) != period(unclipped, 1))
     }
 
     /// The same shape at a new level: a sine that steps up by three amplitudes at sample 1300. Once

@@ -188,10 +188,10 @@ import Testing
     }
 
     /// A clipped calibrator learns a run of errors far above its mean as at most `clip` σ above it:
-    /// twenty such errors leave the scale nearly where it was, so the next one still stands out
+    /// after twenty such errors σ has grown from 0.1 to under 0.3, so the next one still stands out
     /// (unclipped, they widen σ until it does not). A lasting change is learned all the same, only
     /// more slowly: after 2,000 of them neither calibrator finds one surprising. The first
-    /// `clipFrom` errors are learned as they are.
+    /// `clipFrom` errors are learned as they are; the next is clipped.
     @Test(arguments: [0.0, 5.0]) func aClippedCalibratorDoesNotLearnARiseAsItsScale(clip: Double) {
         var c = Calibrator(horizon: 5000, holdOff: 0)
         var r = RandomSource(seed: 9)
@@ -209,12 +209,15 @@ import Testing
         #expect(c.surprise(logError: 5) < 3, "a lasting change is learned: \(c.surprise(logError: 5))")
 
         var early = Calibrator(horizon: 5000, holdOff: 0), plain = early
-        for i in 0..<Int(Calibrator.clipFrom) {
-            let x: Float = i == 20 ? 50 : Float(i % 3)
+        for i in 1...Int(Calibrator.clipFrom) {
+            let x: Float = i == Int(Calibrator.clipFrom) ? 50 : Float(i % 3)
             early.update(logError: x, clip: 5)
             plain.update(logError: x)
         }
         #expect(early == plain, "the first \(Calibrator.clipFrom) errors are not clipped")
+        early.update(logError: 500, clip: 5)
+        plain.update(logError: 500)
+        #expect(early != plain, "error \(Calibrator.clipFrom + 1) is")
     }
 }
 

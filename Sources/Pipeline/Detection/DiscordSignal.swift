@@ -550,11 +550,11 @@ public final class PeriodWindows: @unchecked Sendable {
     /// to: as `DiscordSignal.quiet` (`RepeatingChannels`; with `period = auto` a channel has a window
     /// only if it repeats, with a fixed period every channel has one from the start). Each window
     /// is told its channel's, so that a quiet channel's window also learns its distances unclipped.
-    var quiet: [Bool] = [] { didSet { for c in windows.indices { tellQuiet(c) } } }
+    var quiet: [Bool] = [] { didSet { for c in windows.indices { if let w = windows[c] { tell(w, channel: c) } } } }
     var quietSurprise: Float = .infinity
 
-    private func tellQuiet(_ c: Int) {
-        guard let w = windows[c] else { return }
+    /// Tells window `w` whether channel `c` is quiet.
+    private func tell(_ w: DiscordSignal, channel c: Int) {
         w.quiet = quiet.isEmpty ? [] : [quiet[c]]
         w.quietSurprise = quietSurprise
     }
@@ -660,6 +660,7 @@ public final class PeriodWindows: @unchecked Sendable {
         decided[c] = true
         if period > 0 {
             let w = window(for: period)
+            tell(w, channel: c)
             for x in seen[c].dropLast() {
                 Self.alone(x, logError: 0, modelReady: true) { one in
                     _ = w.read(&one)
@@ -667,7 +668,6 @@ public final class PeriodWindows: @unchecked Sendable {
                 }
             }
             windows[c] = w
-            tellQuiet(c)
         }
         seen[c] = []
     }
