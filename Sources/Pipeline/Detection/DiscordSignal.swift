@@ -628,8 +628,8 @@ public final class PeriodWindows: @unchecked Sendable {
                 decide(c)  // and this sample is the new window's first reading (the chain's `learn` follows)
             }
             guard let w = windows[c] else { continue }
-            var r = Self.alone(x, logError: o.logError, modelReady: o.modelReady) { w.read(&$0) }
-            if !quiet.isEmpty && quiet[c] { (r.strength, r.surprise) = (0, min(r.surprise, quietSurprise)) }
+            // A quiet channel's window holds its own reading down (`tell`).
+            let r = Self.alone(x, logError: o.logError, modelReady: o.modelReady) { w.read(&$0) }
             if surprisingChannel < 0 || r.surprise > best.surprise { (best.surprise, surprisingChannel) = (r.surprise, c) }
             if strongestChannel < 0 || r.strength > best.strength { (best.strength, strongestChannel) = (r.strength, c) }
         }
