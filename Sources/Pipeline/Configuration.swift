@@ -170,6 +170,10 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// Not a default: it finds more on synthetic univariate streams, but costs NAB's real ones a
     /// little and raised false alarms on held-back multivariate ones (docs/anomaly-experiments.md).
     public var discordClip = 0.0
+    /// The noise signal (`NoiseSignal`): each channel's median absolute second difference over this
+    /// many values, calibrated per channel, on streams of at most `discordChannels` features. 0: off.
+    /// Chosen by leaving one family out (16, 32, 64) and verified held back (docs/anomaly-experiments.md).
+    public var noiseWindow = 32
     /// What a sample stream's values become before anything reads them (`InputTransform`): `log`
     /// for counts and volumes, whose bursts multiply a rate. Not the default: on the NAB streams
     /// (CPU, latency, temperature) it loses more than it gains (docs/anomaly-experiments.md). A log
@@ -372,6 +376,7 @@ public struct StreamConfiguration: Sendable, Equatable {
             try fail("discord_level_window must be 0 (none) or one to four ascending windows in 2...4096, none longer than discord_history")
         }
         if !(discordMargin >= 0 && discordMargin <= 100) { try fail("discord_margin must be in 0...100") }
+        if noiseWindow != 0 && !(noiseWindow >= 4 && noiseWindow <= 4096) { try fail("noise_window must be 0 (off) or in 4...4096") }
         if !(discordClip == 0 || (discordClip >= 1 && discordClip <= 100)) { try fail("discord_clip must be 0 (off) or in 1...100") }
         if discordChannels < 0 || discordChannels > 1 << 14 { try fail("discord_channels must be in 0...16384") }
         if !(discordShiftVeto >= 0 && discordShiftVeto <= 1) { try fail("discord_shift_veto must be in 0...1") }
@@ -747,6 +752,9 @@ extension StreamConfiguration {
         if earlyScore && !log && channels == 1 && window > 0 { bytes += EarlyScore.bytes }
         if channelPeriod && !log && signals.contains(PeriodSignal.name) && channels > 1 && channels <= discordChannels && period != .off {
             bytes += ChannelPeriodSignal.bytes(channels: channels, span: univariateWindow, setting: period, holdOff: alertHoldOff)
+        }
+        if noiseWindow > 0 && !log && signals.contains(NoiseSignal.name) && channels <= discordChannels {
+            bytes += NoiseSignal.bytes(channels: channels, window: noiseWindow)
         }
         if !log && signals.contains(CorrelationSignal.name) && channels > 1 && channels <= correlationChannels {
             bytes += CorrelationSignal.bytes(dimension: channels, holdOff: alertHoldOff)

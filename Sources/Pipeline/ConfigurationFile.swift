@@ -178,6 +178,7 @@ public enum ConfigurationFile {
         case "correlation_channels": s.correlationChannels = try int(v)
         case "discord_margin": s.discordMargin = try float(v)
         case "discord_clip": s.discordClip = try double(v)
+        case "noise_window": s.noiseWindow = try int(v)
         case "transform":
             guard let t = InputTransform(rawValue: v) else { throw ValueError(why: "\"\(v)\" is neither none nor log") }
             s.transform = t

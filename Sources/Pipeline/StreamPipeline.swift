@@ -33,6 +33,10 @@ public struct SampleScore: Sendable, Equatable {
     /// The alert comes from the correlation signal: the feature that moved apart from the others
     /// (nil: it does not). The alert's `topFeatures` name it alone.
     public var correlationChannel: Int? = nil
+    /// The alert comes from the noise signal: the channel whose noise rose, and its noise level over
+    /// its usual one (nil: it does not). The alert's `topFeatures` name the channel alone.
+    public var noiseChannel: Int? = nil
+    public var noiseFactor: Float = 0
     public var timestamp: Int64
     /// For alerts: (feature or time step, share of the squared error), largest first.
     public var topFeatures: [(index: Int, share: Float)]
@@ -40,7 +44,7 @@ public struct SampleScore: Sendable, Equatable {
     public static func == (a: SampleScore, b: SampleScore) -> Bool {
         a.sequence == b.sequence && a.error == b.error && a.score == b.score && a.alertScore == b.alertScore && a.alert == b.alert
             && a.warmingUp == b.warmingUp && a.beyondRange == b.beyondRange && a.period == b.period && a.discordChannel == b.discordChannel && a.discordWindow == b.discordWindow && a.discordLevel == b.discordLevel && a.discordHistory == b.discordHistory
-            && a.correlationChannel == b.correlationChannel && a.timestamp == b.timestamp
+            && a.correlationChannel == b.correlationChannel && a.noiseChannel == b.noiseChannel && a.timestamp == b.timestamp
             && a.topFeatures.map(\.index) == b.topFeatures.map(\.index)
     }
 }
@@ -70,6 +74,9 @@ public struct ScoredBatch: Sendable {
     /// Alerts (by index in the batch) that come from the correlation signal: the feature that moved
     /// apart from the others.
     public var fromCorrelation: [Int: Int] = [:]
+    /// Alerts (by index in the batch) that come from the noise signal: the channel and its noise over
+    /// its usual noise.
+    public var fromNoise: [Int: (channel: Int, factor: Float)] = [:]
     /// The producer's timestamps, or empty.
     public var timestamps: [Int64]
     /// For each alerting sample (by index in the batch): the largest shares of its squared error.
@@ -107,7 +114,8 @@ public struct ScoredBatch: Sendable {
             warmingUp: warmingUp[i], beyondRange: beyondRange.contains(i), period: fromPeriod[i] ?? 0,
             discordChannel: fromDiscord[i]?.channel, discordWindow: fromDiscord[i]?.window ?? 0,
             discordLevel: fromDiscord[i]?.level ?? false, discordHistory: fromDiscord[i]?.history ?? 0,
-            correlationChannel: fromCorrelation[i], timestamp: timestamps.isEmpty ? 0 : timestamps[i],
+            correlationChannel: fromCorrelation[i], noiseChannel: fromNoise[i]?.channel, noiseFactor: fromNoise[i]?.factor ?? 0,
+            timestamp: timestamps.isEmpty ? 0 : timestamps[i],
             topFeatures: topFeatures[i] ?? [])
     }
 
@@ -415,6 +423,10 @@ public final class StreamPipeline: @unchecked Sendable {
                     quietSurprise: settings.discordQuietSurprise(channels: sampleDimension),
                     shiftVeto: settings.shiftVeto()))
         }
+        if on.contains(NoiseSignal.name) && settings.noiseWindow > 0 && sampleDimension <= settings.discordChannels {
+            signals.append(
+                NoiseSignal(channels: sampleDimension, window: settings.noiseWindow, horizon: settings.calibrationHorizon))
+        }
         if on.contains(CorrelationSignal.name) && sampleDimension > 1 && sampleDimension <= settings.correlationChannels {
             signals.append(
                 CorrelationSignal(dimension: sampleDimension, horizon: settings.calibrationHorizon, holdOff: settings.alertHoldOff))
@@ -548,6 +560,13 @@ public final class StreamPipeline: @unchecked Sendable {
                         if c >= 0 {
                             result.fromPeriod[i] = period.checks[c].period
                             channelAlert = c
+                        }
+                    }
+                    if let noise = source as? NoiseSignal {
+                        let c = noise.lastChannel
+                        if c >= 0 {
+                            channelAlert = c
+                            result.fromNoise[i] = (c, noise.factor(channel: c))
                         }
                     }
                     if let correlation = source as? CorrelationSignal, correlation.lastChannel >= 0 {

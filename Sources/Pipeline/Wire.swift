@@ -156,6 +156,10 @@ public enum Wire {
             m.signal = CorrelationSignal.name
             m.reason = CorrelationSignal.reason(channel: channel)
         }
+        if let channel = s.noiseChannel {
+            m.signal = NoiseSignal.name
+            m.reason = NoiseSignal.reason(channel: channel, factor: s.noiseFactor)
+        }
         return m
     }
 

@@ -71,14 +71,15 @@ struct Replay: ParsableCommand {
                 let pipeline = run!.pipeline
                 let why = describeContributions(
                     s.topFeatures, window: pipeline.explainedWindow, scales: pipeline.settings.windowScales, separator: "; ")
+                let discord = s.discordChannel.map { c in
+                    "\(pipeline.sampleDimension > 1 ? "channel \(c)'s" : "the") last \(s.discordWindow) values\(s.discordLevel ? ", level and all," : "") unlike any of the last \(s.discordHistory); "
+                }
+                let noise = s.noiseChannel.map { "\(NoiseSignal.reason(channel: $0, factor: s.noiseFactor)); " }
                 let cause =
                     !s.alert ? ""
                     : s.beyondRange ? "beyond range at "
                     : s.fromPeriod ? "unlike \(s.period) values earlier; "
-                    : s.correlationChannel.map { "\(CorrelationSignal.reason(channel: $0)); " }
-                    ?? s.discordChannel.map { c in
-                        "\(pipeline.sampleDimension > 1 ? "channel \(c)'s" : "the") last \(s.discordWindow) values\(s.discordLevel ? ", level and all," : "") unlike any of the last \(s.discordHistory); "
-                    } ?? ""
+                    : s.correlationChannel.map { "\(CorrelationSignal.reason(channel: $0)); " } ?? noise ?? discord ?? ""
                 print("\(s.sequence),\(s.error),\(s.score),\(s.alertScore),\(s.alert ? 1 : 0),\(s.warmingUp ? 1 : 0),\(cause)\(why)")
             } else {
                 print(String(format: "%.6f", s.score))
