@@ -30,18 +30,41 @@ import Testing
             _ = DiscordSignalTests.feed(s, xs[t])
             if t >= 2 { differences.append(abs(xs[t][0] - 2 * xs[t - 1][0] + xs[t - 2][0])) }
             guard differences.count >= window else {
-                #expect(s.levels[0] == nil && s.levels[1] == nil)
+                #expect(s.level(channel: 0) == nil && s.level(channel: 1) == nil)
                 continue
             }
             let last = differences.suffix(window).sorted()
             let mean = differences.reduce(0, +) / Float(differences.count)
             let expected = logf(last[window / 2] + NoiseSignal.floorShare * mean)
-            #expect(abs(s.levels[0]! - expected) < 1e-4, "row \(t)")
+            #expect(abs(s.level(channel: 0)! - expected) < 1e-4, "row \(t)")
             // The ramp's differences are 0 (to rounding): its level is the floor's.
-            #expect(s.levels[1]! < logf(1e-4))
+            #expect(s.level(channel: 1)! < logf(1e-4))
         }
-        var even = [Float]([4, 1, 3, 2])
-        #expect(NoiseSignal.median(&even) == 2.5)
+    }
+
+    /// The window kept sorted by one removal and one insertion per value holds what sorting the
+    /// ring would, for windows of 1 to 9 values and for ties; its median is the sorted one's.
+    @Test func theSortedWindowIsTheSortedRing() {
+        var r = RandomSource(seed: 2)
+        for w in 1...9 {
+            var ring: [Float] = [], kept = [Float](repeating: 0, count: w)
+            for t in 0..<200 {
+                let x = t % 3 == 0 ? Float(Int(r.uniform() * 4)) : r.normal()
+                kept.withUnsafeMutableBufferPointer { v in
+                    if ring.count == w {
+                        NoiseSignal.replace(ring.removeFirst(), with: x, in: v.baseAddress!, count: w)
+                    } else {
+                        NoiseSignal.insert(x, into: v.baseAddress!, count: ring.count)
+                    }
+                }
+                ring.append(x)
+                let expected = ring.sorted()
+                #expect(Array(kept.prefix(ring.count)) == expected, "w \(w), t \(t)")
+                let n = expected.count
+                let median = n % 2 == 1 ? expected[n / 2] : 0.5 * (expected[n / 2 - 1] + expected[n / 2])
+                #expect(kept.withUnsafeBufferPointer { NoiseSignal.median(ofSorted: $0.baseAddress!, count: n) } == median)
+            }
+        }
     }
 
     /// Samples the policy found anomalous teach no calibrator; the signal's surprise never
@@ -67,12 +90,22 @@ import Testing
         let copy = NoiseSignal(channels: 3, window: 16, horizon: 1000)
         var reader = StateReader(w.bytes)
         try copy.decode(&reader, version: NoiseSignal.stateVersion)
-        #expect(copy.calibrators == s.calibrators && copy.ring == s.ring && copy.seen == s.seen)
+        #expect(copy.calibrators == s.calibrators && copy.state == s.state && copy.seen == s.seen)
         // Both read the rest alike.
         for t in 500..<700 {
             let a = DiscordSignalTests.feed(s, xs[t]), b = DiscordSignalTests.feed(copy, xs[t])
             #expect(a.surprise == b.surprise && a.strength == b.strength)
         }
+        // Restored before its window fills, it reads on as the original too.
+        let young = NoiseSignal(channels: 3, window: 32, horizon: 1000), twin = NoiseSignal(channels: 3, window: 32, horizon: 1000)
+        for t in 0..<20 { _ = DiscordSignalTests.feed(young, xs[t]) }
+        var early = StateWriter()
+        young.encode(&early)
+        reader = StateReader(early.bytes)
+        try twin.decode(&reader, version: NoiseSignal.stateVersion)
+        for t in 20..<400 { _ = DiscordSignalTests.feed(young, xs[t]); _ = DiscordSignalTests.feed(twin, xs[t]) }
+        #expect(twin.calibrators == young.calibrators && twin.state == young.state)
+        #expect((0..<3).allSatisfy { twin.level(channel: $0) == young.level(channel: $0) && young.sorted(channel: $0) == young.ring(channel: $0).sorted() })
         for other in [
             NoiseSignal(channels: 2, window: 16, horizon: 1000),
             NoiseSignal(channels: 3, window: 32, horizon: 1000),
