@@ -80,9 +80,12 @@ public final class NoiseSignal: AnomalySignal, @unchecked Sendable {
         return expf(level - Float(calibrators[c].mean))
     }
 
-    /// An alert's reason, in the words an operator reads.
+    /// An alert's reason, in the words an operator reads (a factor of a million or more, or one
+    /// that is not finite, reads as "over a million").
     public static func reason(channel: Int, factor: Float) -> String {
-        "feature \(channel)'s noise is \(factor >= 10 ? "\(Int(factor.rounded()))" : "\((factor * 10).rounded() / 10)") times its usual"
+        let times =
+            !(factor < 1e6) ? "over a million" : factor >= 9.95 ? "\(Int(factor.rounded()))" : "\((factor * 10).rounded() / 10)"
+        return "feature \(channel)'s noise is \(times) times its usual"
     }
 
     public func read(_ o: inout Observation) -> Reading {
@@ -114,7 +117,9 @@ public final class NoiseSignal: AnomalySignal, @unchecked Sendable {
                         }
                         ring[slot] = d
                         mp[c] += (Double(d) - mp[c]) / Double(min(n, calibrators[c].horizon))
-                        guard n >= w else { continue }
+                        // A channel that has not moved yet has no noise to compare with: its first
+                        // move would read as a noise infinitely larger than its usual.
+                        guard n >= w, mp[c] > 0 else { continue }
                         let median = Self.median(ofSorted: sorted, count: w)
                         let level = logf(max(median + Self.floorShare * Float(mp[c]), Calibrator.floor))
                         guard level.isFinite else { continue }
@@ -183,7 +188,10 @@ public final class NoiseSignal: AnomalySignal, @unchecked Sendable {
         let n = Int(try r.read(UInt32.self)), w = Int(try r.read(UInt32.self)), start = Int(try r.read(UInt32.self))
         let count = try r.read(UInt64.self)
         guard n == channels else { throw StateError.invalid("noise: \(n) channels, the stream has \(channels)") }
-        guard w == window, start < w else { throw StateError.invalid("noise: window \(w), the stream's is \(window)") }
+        guard start < w else { throw StateError.invalid("noise: ring start \(start) of \(w)") }
+        // A section of another window (the setting changed): this signal starts afresh, the rest
+        // of the stream is restored.
+        guard w == window else { return }
         guard count < 1 << 62 else { throw StateError.invalid("noise: values read") }
         var restored: [(values: [Float], mean: Double, calibrator: Calibrator)] = []
         for _ in 0..<n {
