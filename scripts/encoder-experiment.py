@@ -77,9 +77,11 @@ class MLP(nn.Module):
             self.net = nn.Sequential(nn.Linear(d, 128), nn.BatchNorm1d(128), nn.ReLU(), nn.Linear(128, 64), nn.BatchNorm1d(64), nn.ReLU())
         else:
             self.net = nn.Sequential(nn.Linear(d, 128), nn.ReLU(), nn.Linear(128, 64), nn.ReLU())
+        # "skip": a linear path from the input added to the representation (a residual encoder).
+        self.skip = nn.Linear(d, 64, bias=False) if "skip" in VARIANT else None
 
     def forward(self, x):
-        return self.net(x)
+        return self.net(x) + (self.skip(x) if self.skip is not None else 0)
 
 
 class Conv(nn.Module):
@@ -149,6 +151,11 @@ def train(encoder_type, x, channels, augmentation, steps, seed, reconstruction=0
             others = negatives.masked_fill(queue_ids[None, :] == neighbour_ids[:, None], float("-inf"))
             nn_logits = torch.cat([positives, others], dim=1) / t
             loss = (1 - neighbour) * loss + neighbour * nn.functional.cross_entropy(nn_logits, torch.zeros(64, dtype=torch.long))
+        if "cov" in VARIANT:
+            # "cov": VICReg's covariance term on the representation (off-diagonal covariances squared, / width).
+            z = representation - representation.mean(0)
+            cov = (z.T @ z) / (len(z) - 1)
+            loss = loss + ((cov ** 2).sum() - (cov.diagonal() ** 2).sum()) / cov.shape[0]
         if reconstruction > 0:
             loss = loss + reconstruction * ((decoder(representation) - torch.from_numpy(x[idx])) ** 2).mean()
         optimiser.zero_grad()

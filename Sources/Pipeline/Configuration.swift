@@ -174,6 +174,9 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// many values, calibrated per channel, on streams of at most `discordChannels` features. 0: off.
     /// Chosen by leaving one family out (16, 32, 64) and verified held back (docs/anomaly-experiments.md).
     public var noiseWindow = 32
+    /// The stuck signal (`StuckSignal`): a channel that repeats its value exactly this many times in
+    /// a row, and more than twice its longest run in normal data, is stuck. 0: off.
+    public var stuckRun = 10
     /// What a sample stream's values become before anything reads them (`InputTransform`): `log`
     /// for counts and volumes, whose bursts multiply a rate. Not the default: on the NAB streams
     /// (CPU, latency, temperature) it loses more than it gains (docs/anomaly-experiments.md). A log
@@ -376,6 +379,7 @@ public struct StreamConfiguration: Sendable, Equatable {
             try fail("discord_level_window must be 0 (none) or one to four ascending windows in 2...4096, none longer than discord_history")
         }
         if !(discordMargin >= 0 && discordMargin <= 100) { try fail("discord_margin must be in 0...100") }
+        if stuckRun != 0 && !(stuckRun >= 2 && stuckRun <= 1 << 20) { try fail("stuck_run must be 0 (off) or in 2...1048576") }
         if noiseWindow != 0 && !(noiseWindow >= 4 && noiseWindow <= 4096) { try fail("noise_window must be 0 (off) or in 4...4096") }
         if !(discordClip == 0 || (discordClip >= 1 && discordClip <= 100)) { try fail("discord_clip must be 0 (off) or in 1...100") }
         if discordChannels < 0 || discordChannels > 1 << 14 { try fail("discord_channels must be in 0...16384") }
@@ -756,6 +760,7 @@ extension StreamConfiguration {
         if noiseWindow > 0 && !log && signals.contains(NoiseSignal.name) && channels <= discordChannels {
             bytes += NoiseSignal.bytes(channels: channels, window: noiseWindow)
         }
+        if stuckRun > 0 && !log && signals.contains(StuckSignal.name) { bytes += StuckSignal.bytes(channels: channels) }
         if !log && signals.contains(CorrelationSignal.name) && channels > 1 && channels <= correlationChannels {
             bytes += CorrelationSignal.bytes(dimension: channels, holdOff: alertHoldOff)
         }

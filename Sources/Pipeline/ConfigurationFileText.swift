@@ -89,6 +89,7 @@ discord_margin = 4                     # a discord alerts only beyond max(its re
 discord_clip = 0                       # 1 to 100: a distance teaches the discord's calibration as at most this many standard units above its mean, so a discord that builds up is not learned as it rises (5 verified held back, 4 best on development folds); finds more on univariate series, not a default (0: off)
 correlation_channels = 8               # correlation: streams of 2 to this many features are scored by how far a row is from the features' running covariance
 noise_window = 32                      # noise: each channel's median absolute second difference over this many values, calibrated per channel; a channel grown noisier alerts on its evidence (streams of up to discord_channels features; 0: off)
+stuck_run = 10                         # stuck: a feature that sends the same value this many times in a row, and more than twice its longest run so far, alerts (after it has moved 100 times; sample streams; 0: off)
 log = false                            # true: a log stream (lines in); a stream also becomes one when its first message carries lines
 log_templates = 1000                   # log streams: templates kept (the least recently matched is evicted beyond this)
 log_similarity = 0.8                   # share of equal tokens that makes a line join a template

@@ -37,6 +37,10 @@ public struct SampleScore: Sendable, Equatable {
     /// its usual one (nil: it does not). The alert's `topFeatures` name the channel alone.
     public var noiseChannel: Int? = nil
     public var noiseFactor: Float = 0
+    /// The alert comes from the stuck signal: the channel that repeats its value, and how many times
+    /// in a row it had sent it (nil: it does not). The alert's `topFeatures` name the channel alone.
+    public var stuckChannel: Int? = nil
+    public var stuckValues = 0
     public var timestamp: Int64
     /// For alerts: (feature or time step, share of the squared error), largest first.
     public var topFeatures: [(index: Int, share: Float)]
@@ -44,7 +48,8 @@ public struct SampleScore: Sendable, Equatable {
     public static func == (a: SampleScore, b: SampleScore) -> Bool {
         a.sequence == b.sequence && a.error == b.error && a.score == b.score && a.alertScore == b.alertScore && a.alert == b.alert
             && a.warmingUp == b.warmingUp && a.beyondRange == b.beyondRange && a.period == b.period && a.discordChannel == b.discordChannel && a.discordWindow == b.discordWindow && a.discordLevel == b.discordLevel && a.discordHistory == b.discordHistory
-            && a.correlationChannel == b.correlationChannel && a.noiseChannel == b.noiseChannel && a.timestamp == b.timestamp
+            && a.correlationChannel == b.correlationChannel && a.noiseChannel == b.noiseChannel
+            && a.stuckChannel == b.stuckChannel && a.timestamp == b.timestamp
             && a.topFeatures.map(\.index) == b.topFeatures.map(\.index)
     }
 }
@@ -77,6 +82,9 @@ public struct ScoredBatch: Sendable {
     /// Alerts (by index in the batch) that come from the noise signal: the channel and its noise over
     /// its usual noise.
     public var fromNoise: [Int: (channel: Int, factor: Float)] = [:]
+    /// Alerts (by index in the batch) that come from the stuck signal: the channel and how many times
+    /// in a row it had sent its value.
+    public var fromStuck: [Int: (channel: Int, values: Int)] = [:]
     /// The producer's timestamps, or empty.
     public var timestamps: [Int64]
     /// For each alerting sample (by index in the batch): the largest shares of its squared error.
@@ -115,6 +123,7 @@ public struct ScoredBatch: Sendable {
             discordChannel: fromDiscord[i]?.channel, discordWindow: fromDiscord[i]?.window ?? 0,
             discordLevel: fromDiscord[i]?.level ?? false, discordHistory: fromDiscord[i]?.history ?? 0,
             correlationChannel: fromCorrelation[i], noiseChannel: fromNoise[i]?.channel, noiseFactor: fromNoise[i]?.factor ?? 0,
+            stuckChannel: fromStuck[i]?.channel, stuckValues: fromStuck[i]?.values ?? 0,
             timestamp: timestamps.isEmpty ? 0 : timestamps[i],
             topFeatures: topFeatures[i] ?? [])
     }
@@ -427,6 +436,9 @@ public final class StreamPipeline: @unchecked Sendable {
             signals.append(
                 NoiseSignal(channels: sampleDimension, window: settings.noiseWindow, horizon: settings.calibrationHorizon))
         }
+        if on.contains(StuckSignal.name) && settings.stuckRun > 0 {
+            signals.append(StuckSignal(channels: sampleDimension, minimumRun: settings.stuckRun, holdOff: settings.alertHoldOff))
+        }
         if on.contains(CorrelationSignal.name) && sampleDimension > 1 && sampleDimension <= settings.correlationChannels {
             signals.append(
                 CorrelationSignal(dimension: sampleDimension, horizon: settings.calibrationHorizon, holdOff: settings.alertHoldOff))
@@ -568,6 +580,10 @@ public final class StreamPipeline: @unchecked Sendable {
                             channelAlert = c
                             result.fromNoise[i] = (c, noise.factor(channel: c))
                         }
+                    }
+                    if let stuck = source as? StuckSignal, stuck.lastChannel >= 0 {
+                        channelAlert = stuck.lastChannel
+                        result.fromStuck[i] = (stuck.lastChannel, stuck.repeated(channel: stuck.lastChannel))
                     }
                     if let correlation = source as? CorrelationSignal, correlation.lastChannel >= 0 {
                         channelAlert = correlation.lastChannel

@@ -160,6 +160,10 @@ public enum Wire {
             m.signal = NoiseSignal.name
             m.reason = NoiseSignal.reason(channel: channel, factor: s.noiseFactor)
         }
+        if let channel = s.stuckChannel {
+            m.signal = StuckSignal.name
+            m.reason = StuckSignal.reason(channel: channel, values: s.stuckValues)
+        }
         return m
     }
 

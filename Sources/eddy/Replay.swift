@@ -75,6 +75,7 @@ struct Replay: ParsableCommand {
                     "\(pipeline.sampleDimension > 1 ? "channel \(c)'s" : "the") last \(s.discordWindow) values\(s.discordLevel ? ", level and all," : "") unlike any of the last \(s.discordHistory); "
                 }
                 let noise = s.noiseChannel.map { "\(NoiseSignal.reason(channel: $0, factor: s.noiseFactor)); " }
+                    ?? s.stuckChannel.map { "\(StuckSignal.reason(channel: $0, values: s.stuckValues)); " }
                 let cause =
                     !s.alert ? ""
                     : s.beyondRange ? "beyond range at "

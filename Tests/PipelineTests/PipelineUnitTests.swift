@@ -462,10 +462,12 @@ import Testing
     /// waits for a warm-up's worth of samples before trusting it; format 4 keeps the count (and
     /// its rule compares with the whole range, as it has no reference of its own).
     @Test func anOlderCheckpointsRangeWaitsForAWarmUp() throws {
-        // Formats before 6 had no discord, noise or correlation signal: a stream without them restores to the same stream.
+        // Formats before 6 had no discord, noise, stuck or correlation signal: a stream without them restores to the same stream.
         let (p, _) = Self.ready(
             dim: 3,
-            signals: DetectionChain.knownSignals.filter { ![DiscordSignal.name, NoiseSignal.name, CorrelationSignal.name].contains($0) })
+            signals: DetectionChain.knownSignals.filter {
+                ![DiscordSignal.name, NoiseSignal.name, StuckSignal.name, CorrelationSignal.name].contains($0)
+            })
         var settings = p.settings
         settings.rangeWarmup = 100
         let current = p.serialized()
