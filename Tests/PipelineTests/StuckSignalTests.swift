@@ -5,7 +5,9 @@ import Learning
 import Testing
 
 @Suite struct StuckSignalTests {
-    static let feed = DiscordSignalTests.feed
+    static func feed(_ s: StuckSignal, _ row: [Float], anomalous: Bool = false) -> Reading {
+        DiscordSignalTests.feed(s, row, anomalous: anomalous)
+    }
 
     /// One row as the chain gives it: read, then learned as anomalous if the reading is strong
     /// (a stuck sample's strength 1 passes every threshold).
