@@ -38,7 +38,7 @@ struct Eval: ParsableCommand {
     var slack: Int = 16
     @Option(
         help: ArgumentHelp(
-            "Run without these parts of the detector (comma-separated): a signal (range, reconstruction, period, discord, correlation; for logs template, parameter, burst, silence), repeat-cap, hold-off, evidence (alert_evidence), corroboration (range_corroboration).",
+            "Run without these parts of the detector (comma-separated): a signal (range, reconstruction, period, discord, noise, stuck, correlation; for logs template, parameter, burst, silence), repeat-cap, hold-off, evidence (alert_evidence), corroboration (range_corroboration).",
             valueName: "parts"))
     var without: String?
     @Flag(help: "One JSON object instead of the tables.") var json = false

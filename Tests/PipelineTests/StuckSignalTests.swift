@@ -128,7 +128,7 @@ import Testing
         let copy = StuckSignal(channels: 2, minimumRun: 10, holdOff: 400)
         var reader = StateReader(w.bytes)
         try copy.decode(&reader, version: StuckSignal.stateVersion)
-        #expect(copy.run == s.run && copy.longest == s.longest && copy.moves == s.moves && copy.repeats == s.repeats)
+        #expect(copy.run == s.run && copy.longest == s.longest && copy.moves == s.moves && copy.repeats == s.repeats && copy.state == s.state)
         #expect(copy.resting.elementsEqual(s.resting) { $0 == $1 || ($0.isNaN && $1.isNaN) })
         for t in 1000..<1500 {
             let a = Self.feed(s, xs[t]), b = Self.feed(copy, xs[t])
@@ -137,7 +137,7 @@ import Testing
         reader = StateReader(w.bytes)
         #expect(throws: StateError.self) { try StuckSignal(channels: 3, minimumRun: 10, holdOff: 400).decode(&reader, version: 1) }
         var damaged = w.bytes
-        damaged[8 + 4 + 4 * 8] = 0xFF  // channel 0's restingNext
+        damaged[4 + 4 + 8 + 4 + 4 * 8] = 0xFF  // channel 0's restingNext
         reader = StateReader(damaged)
         #expect(throws: StateError.self) { try StuckSignal(channels: 2, minimumRun: 10, holdOff: 400).decode(&reader, version: 1) }
         reader = StateReader(w.bytes)

@@ -40,35 +40,61 @@ public final class StuckSignal: AnomalySignal, @unchecked Sendable {
     public let minimumRun: Int
     public let holdOff: Int
     let channels: Int
-    /// Per channel: the last value, the values equal to the one before it in a row (so a run of
-    /// `run` is `run + 1` values the same), the longest normal run at a value not resting, moves so
-    /// far, the repeats of the normal runs learned, and whether the current run met a sample found
-    /// anomalous.
-    var last: [Float]
-    public internal(set) var run: [Int]
-    public internal(set) var longest: [Int]
-    public internal(set) var moves: [Int]
-    public internal(set) var repeats: [Int]
-    var spoiled: [Bool]
-    /// Per channel, `restingValues` slots (NaN: empty), and the slot the next one takes.
+    /// Per channel, the last value (NaN before the first) and the values equal to the one before it,
+    /// in a row (a run of `run` is `run + 1` values the same): all that a value that moved touches.
+    /// Kept in memory of the signal's own, read without the exclusivity checks of a class's arrays:
+    /// a sample costs 1 to 2 ns a channel. `counters` holds the samples read and the channels whose
+    /// run is not 0.
+    let lastValues: UnsafeMutablePointer<Float>
+    let runs: UnsafeMutablePointer<Int>
+    let counters: UnsafeMutablePointer<Int>
+    var seen: Int {
+        get { counters[0] }
+        set { counters[0] = newValue }
+    }
+    public var run: [Int] { Array(UnsafeBufferPointer(start: runs, count: channels)) }
+    /// What a channel has learned.
+    struct Channel: Equatable {
+        /// The longest normal run at a value not resting.
+        var longest = 0
+        /// The repeats of every run ended (its moves are the rest of its values), and of the normal
+        /// runs learned.
+        var allRepeats = 0, repeats = 0
+        /// The resting slot the next resting value takes.
+        var restingNext = 0
+        /// The current run met a sample found anomalous.
+        var spoiled = false
+    }
+    var state: [Channel]
+    /// Per channel, `restingValues` slots (NaN: empty).
     public internal(set) var resting: [Float]
-    var restingNext: [Int]
     /// The channel of the last reading (the longest stuck run; −1: none).
     public private(set) var lastChannel = -1
+
+    public var longest: [Int] { state.map(\.longest) }
+    public var repeats: [Int] { state.map(\.repeats) }
+    /// Per channel, the values after its first that differed from the one before.
+    public var moves: [Int] { (0..<channels).map(moves(channel:)) }
 
     public init(channels: Int, minimumRun: Int, holdOff: Int) {
         let c = max(1, channels)
         self.channels = c
         self.minimumRun = max(2, minimumRun)
         self.holdOff = max(1, holdOff)
-        last = [Float](repeating: .nan, count: c)
-        run = [Int](repeating: 0, count: c)
-        longest = [Int](repeating: 0, count: c)
-        moves = [Int](repeating: 0, count: c)
-        repeats = [Int](repeating: 0, count: c)
-        spoiled = [Bool](repeating: false, count: c)
+        lastValues = .allocate(capacity: c)
+        lastValues.initialize(repeating: .nan, count: c)
+        runs = .allocate(capacity: c)
+        runs.initialize(repeating: 0, count: c)
+        counters = .allocate(capacity: 2)
+        counters.initialize(repeating: 0, count: 2)
+        state = [Channel](repeating: Channel(), count: c)
         resting = [Float](repeating: .nan, count: c * Self.restingValues)
-        restingNext = [Int](repeating: 0, count: c)
+    }
+
+    deinit {
+        lastValues.deallocate()
+        runs.deallocate()
+        counters.deallocate()
     }
 
     /// What the signal holds for a stream of `channels` channels.
@@ -76,11 +102,15 @@ public final class StuckSignal: AnomalySignal, @unchecked Sendable {
 
     public var corroborates: Bool { false }
 
+    func moves(channel c: Int) -> Int { max(0, seen - 1 - state[c].allRepeats - runs[c]) }
+
     /// The run channel `c` must reach to be stuck (in `run`'s count: values after the first).
-    public func bar(channel c: Int) -> Int {
-        let p = Double(repeats[c]) / Double(max(repeats[c] + moves[c], 1))
+    public func bar(channel c: Int) -> Int { bar(state[c], moves: moves(channel: c)) }
+
+    func bar(_ k: Channel, moves: Int) -> Int {
+        let p = Double(k.repeats) / Double(max(k.repeats + moves, 1))
         let unlikely = p > 0 ? Int(min((log(Self.chance) / log(p)).rounded(.up), 1e9)) : 0
-        return max(minimumRun - 1, 2 * longest[c] + 1, unlikely)
+        return max(minimumRun - 1, 2 * k.longest + 1, unlikely)
     }
 
     /// Whether channel `c` has rested at `x`.
@@ -89,7 +119,7 @@ public final class StuckSignal: AnomalySignal, @unchecked Sendable {
     }
 
     /// Channel `c`'s current run in values (the first of them included).
-    public func repeated(channel c: Int) -> Int { run[c] + 1 }
+    public func repeated(channel c: Int) -> Int { runs[c] + 1 }
 
     /// An alert's reason, in the words an operator reads.
     public static func reason(channel: Int, values: Int) -> String {
@@ -97,62 +127,86 @@ public final class StuckSignal: AnomalySignal, @unchecked Sendable {
     }
 
     public func read(_ o: inout Observation) -> Reading {
-        var longestStuck = 0
         lastChannel = -1
-        for c in 0..<channels {
-            let x = o.values[c]
-            if x == last[c] {
-                run[c] += 1
-            } else {
-                if !last[c].isNaN {
-                    moves[c] = min(moves[c] + 1, Int(Int32.max))
-                    end(channel: c)
-                }
-                (run[c], spoiled[c]) = (0, false)
-                last[c] = x
-                continue
+        counters[0] += 1
+        let values = o.values, n = channels, lp = lastValues, rp = runs
+        // The usual sample: no value repeats and no run is going on. One pass that compares, a copy.
+        if counters[1] == 0 {
+            var equal: UInt8 = 0
+            for c in 0..<n { equal |= values[c] == lp[c] ? 1 : 0 }
+            if equal == 0 {
+                lp.update(from: values, count: n)
+                return Reading()
             }
-            guard moves[c] >= Self.minimumMoves, run[c] > longestStuck else { continue }
-            let bar = bar(channel: c)
-            guard run[c] >= bar, run[c] < bar + holdOff, !rests(channel: c, at: x) else { continue }
-            (longestStuck, lastChannel) = (run[c], c)
         }
+        var ended: [(channel: Int, value: Float, run: Int)]? = nil
+        var longestStuck = 0
+        for c in 0..<n {
+            let x = values[c]
+            if x != lp[c] && rp[c] == 0 {
+                lp[c] = x
+            } else if x == lp[c] {
+                if rp[c] == 0 { counters[1] += 1 }
+                rp[c] += 1
+                let r = rp[c]
+                if r >= minimumRun - 1 && r > longestStuck && stuck(channel: c, run: r, at: x) { (longestStuck, lastChannel) = (r, c) }
+            } else {
+                ended = (ended ?? []) + [(c, lp[c], rp[c])]
+                (rp[c], lp[c]) = (0, x)
+                counters[1] -= 1
+            }
+        }
+        for e in ended ?? [] { end(channel: e.channel, at: e.value, run: e.run) }
         guard lastChannel >= 0 else { return Reading() }
         return Reading(surprise: Self.stuckSurprise, strength: 1)
     }
 
-    /// Channel `c`'s run has ended. A run among normal samples is a normal run (one in the stream's
-    /// warm-up too: nothing is anomalous there); one that was stuck for a whole hold-off had become
-    /// the channel's normal.
-    private func end(channel c: Int) {
-        guard run[c] > 0 else { return }
-        let x = last[c]
-        let outlived = !rests(channel: c, at: x) && run[c] >= bar(channel: c) + holdOff
-        guard !spoiled[c] || outlived else { return }
-        repeats[c] = min(repeats[c] + run[c], Int(Int32.max))
-        if run[c] + 1 >= minimumRun {
-            if !rests(channel: c, at: x) {
-                resting[c * Self.restingValues + restingNext[c]] = x
-                restingNext[c] = (restingNext[c] + 1) % Self.restingValues
+    /// Whether channel `c`'s run of `r` repeats at `x` is stuck.
+    private func stuck(channel c: Int, run r: Int, at x: Float) -> Bool {
+        let k = state[c], moves = counters[0] - 1 - k.allRepeats - r
+        guard moves >= Self.minimumMoves else { return false }
+        let bar = bar(k, moves: moves)
+        return r >= bar && r < bar + holdOff && !rests(channel: c, at: x)
+    }
+
+    /// Channel `c`'s run of `r` repeats at `x` has ended. A run among normal samples is a normal run
+    /// (one in the stream's warm-up too: nothing is anomalous there); one that was stuck for a whole
+    /// hold-off had become the channel's normal.
+    private func end(channel c: Int, at x: Float, run r: Int) {
+        var k = state[c]
+        defer { state[c] = k }
+        let spoiled = k.spoiled
+        k.spoiled = false
+        k.allRepeats += r
+        let resting = rests(channel: c, at: x)
+        let outlived = !resting && r >= bar(k, moves: max(0, seen - 1 - k.allRepeats - runs[c])) + holdOff
+        guard !spoiled || outlived else { return }
+        k.repeats = min(k.repeats + r, Int(Int32.max))
+        if r + 1 >= minimumRun {
+            if !resting {
+                self.resting[c * Self.restingValues + k.restingNext] = x
+                k.restingNext = (k.restingNext + 1) % Self.restingValues
             }
         } else {
-            longest[c] = max(longest[c], run[c])
+            k.longest = max(k.longest, r)
         }
     }
 
     public func learn(_ o: Observation, anomalous: Bool) {
         guard anomalous else { return }
-        for c in 0..<channels where run[c] > 0 { spoiled[c] = true }
+        for c in 0..<channels where runs[c] > 0 { state[c].spoiled = true }
     }
 
     public func encode(_ w: inout StateWriter) {
         w.write(UInt32(channels))
         w.write(UInt32(Self.restingValues))
+        w.write(UInt64(seen))
         for c in 0..<channels {
-            w.write(last[c])
-            for n in [run[c], longest[c], moves[c], repeats[c], restingNext[c]] { w.write(UInt64(n)) }
-            w.write(UInt8(spoiled[c] ? 1 : 0))
-            for k in 0..<Self.restingValues { w.write(resting[c * Self.restingValues + k]) }
+            let k = state[c]
+            w.write(lastValues[c])
+            for n in [runs[c], k.longest, k.allRepeats, k.repeats, k.restingNext] { w.write(UInt64(n)) }
+            w.write(UInt8(k.spoiled ? 1 : 0))
+            for i in 0..<Self.restingValues { w.write(resting[c * Self.restingValues + i]) }
         }
     }
 
@@ -161,22 +215,25 @@ public final class StuckSignal: AnomalySignal, @unchecked Sendable {
         let n = Int(try r.read(UInt32.self)), slots = Int(try r.read(UInt32.self))
         guard n == channels else { throw StateError.invalid("stuck: \(n) channels, the stream has \(channels)") }
         guard slots == Self.restingValues else { throw StateError.invalid("stuck: \(slots) resting values") }
+        let count = try r.read(UInt64.self)
+        guard count < 1 << 62 else { throw StateError.invalid("stuck: samples read") }
         var restored: [(x: Float, counts: [Int], spoiled: Bool, resting: [Float])] = []
         for _ in 0..<n {
             let x = try r.read(Float.self)
             let counts = try (0..<5).map { _ in try r.read(UInt64.self) }
             let flags = try r.read(UInt8.self)
             let values = try (0..<slots).map { _ in try r.read(Float.self) }
-            guard counts.allSatisfy({ $0 < 1 << 62 }), counts[4] < UInt64(slots), flags < 2, !x.isInfinite,
-                !values.contains(where: \.isInfinite)
+            guard counts[0] + counts[2] <= count, counts[1] <= count, counts[3] <= counts[2], counts[4] < UInt64(slots),
+                flags < 2, !x.isInfinite, !values.contains(where: \.isInfinite)
             else { throw StateError.invalid("stuck: a channel's run") }
             restored.append((x, counts.map { Int($0) }, flags == 1, values))
         }
+        seen = Int(count)
+        counters[1] = restored.filter { $0.counts[0] > 0 }.count
         for (c, v) in restored.enumerated() {
-            (last[c], run[c], longest[c], moves[c], repeats[c], restingNext[c]) =
-                (v.x, v.counts[0], v.counts[1], v.counts[2], v.counts[3], v.counts[4])
-            spoiled[c] = v.spoiled
-            for k in 0..<slots { resting[c * slots + k] = v.resting[k] }
+            (lastValues[c], runs[c]) = (v.x, v.counts[0])
+            state[c] = Channel(longest: v.counts[1], allRepeats: v.counts[2], repeats: v.counts[3], restingNext: v.counts[4], spoiled: v.spoiled)
+            for i in 0..<slots { resting[c * slots + i] = v.resting[i] }
         }
     }
 }
