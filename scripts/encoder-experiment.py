@@ -10,7 +10,7 @@ value masking). It answers one question before anyone builds a convolutional enc
 
     python scripts/encoder-experiment.py [--sets GunPoint,...,digits] [--seeds 0,1] [--steps 750]
         [--encoders mlp,conv] [--augmentations values,time] [--reconstruction 30] [--no-infonce]
-        [--neighbour W] [--variant bnenc,bnhead] [--json out.json]
+        [--neighbour W] [--variant bnenc,bnhead,skip,cov] [--json out.json]
 
 `--reconstruction L` adds the daemon's `moco_reconstruction` term: a decoder (64 → 128 → D) rebuilds
 each clean sample from its query view's representation, loss = InfoNCE + L · MSE; `--no-infonce`
@@ -18,7 +18,9 @@ leaves the reconstruction alone (a denoising autoencoder with the same encoder).
 mixes in NNCLR's positive (the queue's nearest key of another sample): loss = (1 − W) · InfoNCE +
 W · InfoNCE with that neighbour as the positive. `--variant bnhead` puts batch normalisation in the
 projection head's hidden layer, `bnenc` after each encoder layer (both: the daemon's
-`moco_batch_norm`); the representation is read with the running statistics.
+`moco_batch_norm`); the representation is read with the running statistics. `skip` adds a linear
+map of the input (no bias) to the MLP's output; `cov` adds VICReg's covariance term (squared
+off-diagonal covariances of the batch's representations, over the width) to the loss.
 
 Needs torch (not a dependency of the project: `pip install torch` into a venv of its own, with
 numpy and pyzmq for probe.py's imports).
