@@ -537,3 +537,37 @@ def test_published_representations_are_the_snapshots_encoder_on_the_scored_sampl
     published = np.concatenate([r for _, r in sorted(got, key=lambda g: g[0].first_sequence)])
     expected = snap.representation(x[1000:])
     assert np.allclose(published, expected, rtol=1e-4, atol=1e-4), np.abs(published - expected).max()
+
+
+def test_a_frozen_feature_alerts_from_the_stuck_signal_with_its_reason(start_daemon):
+    # Three noisy features; from row 500 feature 2 repeats the value it had at row 499. Its 10th
+    # equal value (row 508) alerts once, from the stuck signal alone (the only signal this stream
+    # runs), naming feature 2 and the run in the Alert's reason.
+    daemon = start_daemon(extra_config="[stream.frozen]\nsignals = stuck\n")
+    ep = daemon.endpoints
+    rng = np.random.default_rng(7)
+    data = rng.standard_normal((600, 3)).astype(np.float32)
+    data[500:, 2] = data[499, 2]
+    with Producer(ep["ingest"]) as producer, Subscriber(ep["publish"]) as sub:
+        wait_heartbeat(sub)
+        producer.send("frozen", data[:500])
+        deadline = time.monotonic() + 60
+        while True:
+            assert time.monotonic() < deadline, "the stream did not take its 500 rows and finish warming up"
+            hb = wait_heartbeat(sub)
+            stream = next((s for s in hb.streams if s.stream == "frozen"), None)
+            if stream is not None and stream.accepted == 500 and not stream.warming_up:
+                break
+        producer.send("frozen", data[500:])
+        alerts, end = [], time.monotonic() + 10
+        while time.monotonic() < end:
+            got = sub.recv(timeout_ms=500)
+            if got and got[0] == "alert/frozen/":
+                alerts.append(got[1])
+            if got and got[0] == "score/frozen/" and got[1].first_sequence == 500:
+                end = min(end, time.monotonic() + 1)
+    assert daemon.terminate()[0] == 0
+    assert [a.score.sequence for a in alerts] == [508], [a.score.sequence for a in alerts]
+    alert = alerts[0]
+    assert alert.signal == "stuck" and alert.reason == "feature 2 has sent the same value 10 times in a row"
+    assert [f.index for f in alert.top_features] == [2]
