@@ -144,6 +144,25 @@ import Testing
         #expect(throws: StateError.self) { try StuckSignal(channels: 2, minimumRun: 10, holdOff: 400).decode(&reader, version: 2) }
     }
 
+    /// A section whose counts sit near their limits (a longest run of 2⁶² − 1, every value a repeat)
+    /// restores and reads without trapping: such a channel is never stuck.
+    @Test func extremeCountsDoNotTrap() throws {
+        var w = StateWriter()
+        let limit = UInt64(1) << 62 - 1
+        w.write(UInt32(1)); w.write(UInt32(StuckSignal.restingValues)); w.write(limit)
+        w.write(Float(2))
+        for n in [UInt64(0), limit, limit - 1, limit - 1, 0] { w.write(n) }  // run, longest, all repeats, repeats, next slot
+        w.write(UInt8(0))
+        for _ in 0..<StuckSignal.restingValues { w.write(Float.nan) }
+        let s = StuckSignal(channels: 1, minimumRun: 10, holdOff: 400)
+        var reader = StateReader(w.bytes)
+        try s.decode(&reader, version: StuckSignal.stateVersion)
+        #expect(s.bar(channel: 0) == Int(limit) * 2 + 1)
+        for _ in 0..<50 { #expect(Self.step(s, [2]).strength == 0) }
+        _ = Self.step(s, [3])
+        #expect(s.moves == [1])
+    }
+
     /// On a running stream of three channels, channel 1 frozen at its last value for 60 rows alerts
     /// once, from the stuck signal, naming channel 1 and its run on the wire too; ordinary rows raise no
     /// stuck alert. Without `stuck_run` the chain has no such signal and the same stretch raises no

@@ -109,7 +109,8 @@ public final class StuckSignal: AnomalySignal, @unchecked Sendable {
 
     func bar(_ k: Channel, moves: Int) -> Int {
         let p = Double(k.repeats) / Double(max(k.repeats + moves, 1))
-        let unlikely = p > 0 ? Int(min((log(Self.chance) / log(p)).rounded(.up), 1e9)) : 0
+        // Every value repeating (p = 1, only from a damaged checkpoint) makes no run unlikely.
+        let unlikely = p >= 1 ? 1_000_000_000 : p > 0 ? Int(min((log(Self.chance) / log(p)).rounded(.up), 1e9)) : 0
         return max(minimumRun - 1, 2 * k.longest + 1, unlikely)
     }
 
@@ -166,7 +167,8 @@ public final class StuckSignal: AnomalySignal, @unchecked Sendable {
         let k = state[c], moves = counters[0] - 1 - k.allRepeats - r
         guard moves >= Self.minimumMoves else { return false }
         let bar = bar(k, moves: moves)
-        return r >= bar && r < bar + holdOff && !rests(channel: c, at: x)
+        // Subtracted, not added: a restored longest run may be near Int's limit.
+        return r >= bar && r - bar < holdOff && !rests(channel: c, at: x)
     }
 
     /// Channel `c`'s run of `r` repeats at `x` has ended. A run among normal samples is a normal run
@@ -179,7 +181,8 @@ public final class StuckSignal: AnomalySignal, @unchecked Sendable {
         k.spoiled = false
         k.allRepeats += r
         let resting = rests(channel: c, at: x)
-        let outlived = !resting && r >= bar(k, moves: max(0, seen - 1 - k.allRepeats - runs[c])) + holdOff
+        let bar = bar(k, moves: max(0, seen - 1 - k.allRepeats - runs[c]))
+        let outlived = !resting && r >= bar && r - bar >= holdOff
         guard !spoiled || outlived else { return }
         k.repeats = min(k.repeats + r, Int(Int32.max))
         if r + 1 >= minimumRun {
