@@ -142,6 +142,11 @@ import Testing
         #expect(throws: StateError.self) { try StuckSignal(channels: 2, minimumRun: 10, holdOff: 400).decode(&reader, version: 1) }
         reader = StateReader(w.bytes)
         #expect(throws: StateError.self) { try StuckSignal(channels: 2, minimumRun: 10, holdOff: 400).decode(&reader, version: 2) }
+        // A run and repeats whose sum would overflow are refused, not a trap.
+        var huge = w.bytes
+        for i in 0..<8 { huge[4 + 4 + 8 + 4 + i] = 0xFF; huge[4 + 4 + 8 + 4 + 16 + i] = 0xFF }  // channel 0's run, all repeats
+        reader = StateReader(huge)
+        #expect(throws: StateError.self) { try StuckSignal(channels: 2, minimumRun: 10, holdOff: 400).decode(&reader, version: 1) }
     }
 
     /// A section whose counts sit near their limits (a longest run of 2⁶² − 1, every value a repeat)
@@ -151,7 +156,7 @@ import Testing
         let limit = UInt64(1) << 62 - 1
         w.write(UInt32(1)); w.write(UInt32(StuckSignal.restingValues)); w.write(limit)
         w.write(Float(2))
-        for n in [UInt64(0), limit, limit - 1, limit - 1, 0] { w.write(n) }  // run, longest, all repeats, repeats, next slot
+        for n in [UInt64(0), limit, limit - 1, UInt64(Int32.max), 0] { w.write(n) }  // run, longest, all repeats, repeats (at its cap), next slot
         w.write(UInt8(0))
         for _ in 0..<StuckSignal.restingValues { w.write(Float.nan) }
         let s = StuckSignal(channels: 1, minimumRun: 10, holdOff: 400)

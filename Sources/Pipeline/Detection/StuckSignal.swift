@@ -17,7 +17,7 @@ import Learning
 /// moved at least `minimumMoves` times (a flag or a setpoint that hardly moves has no habit to
 /// break). A value the channel has rested at in normal data (a run of `minimumRun` values or more:
 /// an idle metric's 0, a valve's closed position) is a state, not a fault: a run at it is never
-/// stuck, and it does not count as the longest run.
+/// stuck (its short runs still count towards the longest run).
 ///
 /// While a run is stuck the reading is strong (strength 1: the sample is anomalous and teaches no
 /// signal; the policy's repeat cap makes it one alert per incident) and its surprise is
@@ -55,7 +55,7 @@ public final class StuckSignal: AnomalySignal, @unchecked Sendable {
     public var run: [Int] { Array(UnsafeBufferPointer(start: runs, count: channels)) }
     /// What a channel has learned.
     struct Channel: Equatable {
-        /// The longest normal run at a value not resting.
+        /// The longest normal run shorter than `minimumRun` values (at any value).
         var longest = 0
         /// The repeats of every run ended (its moves are the rest of its values), and of the normal
         /// runs learned.
@@ -130,7 +130,7 @@ public final class StuckSignal: AnomalySignal, @unchecked Sendable {
     public func read(_ o: inout Observation) -> Reading {
         lastChannel = -1
         counters[0] += 1
-        let values = o.values, n = channels, lp = lastValues, rp = runs
+        let values = o.values, n = min(channels, o.dimension), lp = lastValues, rp = runs
         // The usual sample: no value repeats and no run is going on. One pass that compares, a copy.
         if counters[1] == 0 {
             var equal: UInt8 = 0
@@ -140,7 +140,6 @@ public final class StuckSignal: AnomalySignal, @unchecked Sendable {
                 return Reading()
             }
         }
-        var ended: [(channel: Int, value: Float, run: Int)]? = nil
         var longestStuck = 0
         for c in 0..<n {
             let x = values[c]
@@ -152,12 +151,12 @@ public final class StuckSignal: AnomalySignal, @unchecked Sendable {
                 let r = rp[c]
                 if r >= minimumRun - 1 && r > longestStuck && stuck(channel: c, run: r, at: x) { (longestStuck, lastChannel) = (r, c) }
             } else {
-                ended = (ended ?? []) + [(c, lp[c], rp[c])]
+                let (value, r) = (lp[c], rp[c])
                 (rp[c], lp[c]) = (0, x)
                 counters[1] -= 1
+                end(channel: c, at: value, run: r)
             }
         }
-        for e in ended ?? [] { end(channel: e.channel, at: e.value, run: e.run) }
         guard lastChannel >= 0 else { return Reading() }
         return Reading(surprise: Self.stuckSurprise, strength: 1)
     }
@@ -226,8 +225,11 @@ public final class StuckSignal: AnomalySignal, @unchecked Sendable {
             let counts = try (0..<5).map { _ in try r.read(UInt64.self) }
             let flags = try r.read(UInt8.self)
             let values = try (0..<slots).map { _ in try r.read(Float.self) }
-            guard counts[0] + counts[2] <= count, counts[1] <= count, counts[3] <= counts[2], counts[4] < UInt64(slots),
-                flags < 2, !x.isInfinite, !values.contains(where: \.isInfinite)
+            // Only states the signal can reach: runs and repeats within the samples read (compared
+            // without an addition that could overflow), a run only after a first value.
+            guard counts[0] <= count, counts[2] <= count - counts[0], counts[1] <= count, counts[3] <= counts[2],
+                counts[3] <= UInt64(Int32.max), counts[4] < UInt64(slots), count > 0 || counts.allSatisfy({ $0 == 0 }),
+                flags < 2, !x.isInfinite, !(x.isNaN && counts[0] > 0), !values.contains(where: \.isInfinite)
             else { throw StateError.invalid("stuck: a channel's run") }
             restored.append((x, counts.map { Int($0) }, flags == 1, values))
         }
