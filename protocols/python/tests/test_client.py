@@ -278,6 +278,17 @@ def test_a_multivariate_window_is_built_the_same_in_numpy(start_daemon, transfor
     assert daemon.terminate()[0] == 0
 
 
+def wait_warm(sub, name, accepted, timeout=60.0):
+    """Waits (by heartbeats) until stream `name` has accepted `accepted` samples and finished warming up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert time.monotonic() < deadline, f"the stream did not take its {accepted:,} rows and finish warming up"
+        hb = wait_heartbeat(sub)
+        stream = next((s for s in hb.streams if s.stream == name), None)
+        if stream is not None and stream.accepted == accepted and not stream.warming_up:
+            return
+
+
 def first_discord_alert(start_daemon, windows, rows, changed):
     """The first alert of a two-channel stream scored by the discord signal alone, with `windows`
     (its discord settings): 3,000 normal rows, then 300 whose rows `changed` differ; and what
@@ -288,13 +299,7 @@ def first_discord_alert(start_daemon, windows, rows, changed):
         wait_heartbeat(sub)
         for start in range(0, 3000, 250):
             producer.send("shape", rows(start, 250, ()).astype(np.float32))
-        deadline = time.monotonic() + 60
-        while True:
-            assert time.monotonic() < deadline, "the stream did not take its 3,000 rows and finish warming up"
-            hb = wait_heartbeat(sub)
-            stream = next((s for s in hb.streams if s.stream == "shape"), None)
-            if stream is not None and stream.accepted == 3000 and not stream.warming_up:
-                break
+        wait_warm(sub, "shape", 3000)
         watch = subprocess.Popen([EDDY, "watch", "--endpoint", ep["publish"], "--stream", "shape", "--seconds", "6"],
                                  stdout=subprocess.PIPE, text=True)
         try:
@@ -551,13 +556,7 @@ def test_a_frozen_feature_alerts_from_the_stuck_signal_with_its_reason(start_dae
     with Producer(ep["ingest"]) as producer, Subscriber(ep["publish"]) as sub:
         wait_heartbeat(sub)
         producer.send("frozen", data[:500])
-        deadline = time.monotonic() + 60
-        while True:
-            assert time.monotonic() < deadline, "the stream did not take its 500 rows and finish warming up"
-            hb = wait_heartbeat(sub)
-            stream = next((s for s in hb.streams if s.stream == "frozen"), None)
-            if stream is not None and stream.accepted == 500 and not stream.warming_up:
-                break
+        wait_warm(sub, "frozen", 500)
         producer.send("frozen", data[500:])
         alerts, end = [], time.monotonic() + 10
         while time.monotonic() < end:
