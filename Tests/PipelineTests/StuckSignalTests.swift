@@ -116,6 +116,28 @@ import Testing
         #expect(s.rests(channel: 0, at: 3) && s.longest == [0] && s.repeats == [59])
     }
 
+    /// A run whose first value was a sample found anomalous is spoiled as well: when it ends it is
+    /// not learned, while the same run after a normal sample is (its length becomes the longest).
+    @Test func aRunThatBeginsAtAnAnomalousValueIsNotLearned() {
+        func longest(firstAnomalous: Bool) -> (longest: Int, repeats: Int) {
+            let s = StuckSignal(channels: 1, minimumRun: 10, holdOff: 30)
+            var r = RandomSource(seed: 9)
+            for _ in 0..<200 { _ = Self.feed(s, [r.normal()]) }
+            _ = Self.feed(s, [5], anomalous: firstAnomalous)
+            for _ in 0..<5 { _ = Self.feed(s, [5]) }
+            _ = Self.feed(s, [r.normal()])
+            // The flag spans one sample: a later run after normal samples is learned.
+            _ = Self.feed(s, [r.normal()], anomalous: true)
+            _ = Self.feed(s, [r.normal()])
+            for _ in 0..<3 { _ = Self.feed(s, [7]) }
+            _ = Self.feed(s, [r.normal()])
+            return (s.longest[0], s.repeats[0])
+        }
+        let normal = longest(firstAnomalous: false), spoiled = longest(firstAnomalous: true)
+        #expect(normal.longest == 5 && normal.repeats == 5 + 2)
+        #expect(spoiled.longest == 2 && spoiled.repeats == 2)
+    }
+
     /// The section restores every channel, mid-run: both read the rest alike. Another width is
     /// refused, and so is a damaged section.
     @Test func theSectionRestoresEveryChannel() throws {

@@ -43,8 +43,8 @@ public final class StuckSignal: AnomalySignal, @unchecked Sendable {
     /// Per channel, the last value (NaN before the first) and the values equal to the one before it,
     /// in a row (a run of `run` is `run + 1` values the same): all that a value that moved touches.
     /// Kept in memory of the signal's own, read without the exclusivity checks of a class's arrays:
-    /// a sample costs 1 to 2 ns a channel. `counters` holds the samples read and the channels whose
-    /// run is not 0.
+    /// a sample costs 1 to 2 ns a channel. `counters` holds the samples read, the channels whose
+    /// run is not 0 and whether the last sample was anomalous.
     let lastValues: UnsafeMutablePointer<Float>
     let runs: UnsafeMutablePointer<Int>
     let counters: UnsafeMutablePointer<Int>
@@ -70,6 +70,13 @@ public final class StuckSignal: AnomalySignal, @unchecked Sendable {
     public internal(set) var resting: [Float]
     /// The channel of the last reading (the longest stuck run; −1: none).
     public private(set) var lastChannel = -1
+    /// Whether the sample read last was found anomalous (set by `learn`, read by the next `read`):
+    /// a run that begins at its value begins at an anomalous value. Not in the checkpoint: it spans
+    /// one sample.
+    var previousAnomalous: Bool {
+        get { counters[2] != 0 }
+        set { counters[2] = newValue ? 1 : 0 }
+    }
 
     public var longest: [Int] { state.map(\.longest) }
     public var repeats: [Int] { state.map(\.repeats) }
@@ -85,8 +92,8 @@ public final class StuckSignal: AnomalySignal, @unchecked Sendable {
         lastValues.initialize(repeating: .nan, count: c)
         runs = .allocate(capacity: c)
         runs.initialize(repeating: 0, count: c)
-        counters = .allocate(capacity: 2)
-        counters.initialize(repeating: 0, count: 2)
+        counters = .allocate(capacity: 3)
+        counters.initialize(repeating: 0, count: 3)
         state = [Channel](repeating: Channel(), count: c)
         resting = [Float](repeating: .nan, count: c * Self.restingValues)
     }
@@ -131,6 +138,8 @@ public final class StuckSignal: AnomalySignal, @unchecked Sendable {
         lastChannel = -1
         counters[0] += 1
         let values = o.values, n = min(channels, o.dimension), lp = lastValues, rp = runs
+        let afterAnomalous = previousAnomalous
+        previousAnomalous = false
         // The usual sample: no value repeats and no run is going on. One pass that compares, a copy.
         if counters[1] == 0 {
             var equal: UInt8 = 0
@@ -146,7 +155,11 @@ public final class StuckSignal: AnomalySignal, @unchecked Sendable {
             if x != lp[c] && rp[c] == 0 {
                 lp[c] = x
             } else if x == lp[c] {
-                if rp[c] == 0 { counters[1] += 1 }
+                if rp[c] == 0 {
+                    counters[1] += 1
+                    // The run's first value was the anomalous sample's.
+                    if afterAnomalous { state[c].spoiled = true }
+                }
                 rp[c] += 1
                 let r = rp[c]
                 if r >= minimumRun - 1 && r > longestStuck && stuck(channel: c, run: r, at: x) { (longestStuck, lastChannel) = (r, c) }
@@ -195,6 +208,7 @@ public final class StuckSignal: AnomalySignal, @unchecked Sendable {
     }
 
     public func learn(_ o: Observation, anomalous: Bool) {
+        previousAnomalous = anomalous
         guard anomalous else { return }
         for c in 0..<channels where runs[c] > 0 { state[c].spoiled = true }
     }
