@@ -10,7 +10,7 @@ value masking). It answers one question before anyone builds a convolutional enc
 
     python scripts/encoder-experiment.py [--sets GunPoint,...,digits] [--seeds 0,1] [--steps 750]
         [--encoders mlp,conv] [--augmentations values,time] [--reconstruction 30] [--no-infonce]
-        [--neighbour W] [--variant bnenc,bnhead,skip,cov] [--json out.json]
+        [--neighbour W] [--variant bnenc,bnhead,skip,cov,sym,pred] [--json out.json]
 
 `--reconstruction L` adds the daemon's `moco_reconstruction` term: a decoder (64 → 128 → D) rebuilds
 each clean sample from its query view's representation, loss = InfoNCE + L · MSE; `--no-infonce`
@@ -20,7 +20,9 @@ W · InfoNCE with that neighbour as the positive. `--variant bnhead` puts batch 
 projection head's hidden layer, `bnenc` after each encoder layer (both: the daemon's
 `moco_batch_norm`); the representation is read with the running statistics. `skip` adds a linear
 map of the input (no bias) to the MLP's output; `cov` adds VICReg's covariance term (squared
-off-diagonal covariances of the batch's representations, over the width) to the loss.
+off-diagonal covariances of the batch's representations, over the width) to the loss. `sym` makes
+the loss MoCo v3's symmetrised one (each view the query once); `pred` puts MoCo v3's predictor
+(32 → 64 → 32, batch-normalised) after the query's projection head.
 
 Needs torch (not a dependency of the project: `pip install torch` into a venv of its own, with
 numpy and pyzmq for probe.py's imports).
@@ -123,9 +125,15 @@ def train(encoder_type, x, channels, augmentation, steps, seed, reconstruction=0
         for p in k.parameters():
             p.requires_grad_(False)
     params = list(q_enc.parameters()) + list(q_head.parameters())
+    # "pred": MoCo v3's predictor on the query side (not in the key encoder, not read by the probe).
+    predictor = nn.Sequential(nn.Linear(32, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 32)) if "pred" in VARIANT else None
+    if predictor is not None:
+        params_extra = list(predictor.parameters())
+    else:
+        params_extra = []
     # Drawn only with the term, so that runs without it are those of the script before it.
     decoder = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, d)) if reconstruction > 0 else None
-    optimiser = torch.optim.Adam(params + (list(decoder.parameters()) if decoder else []), lr=3e-3)
+    optimiser = torch.optim.Adam(params + params_extra + (list(decoder.parameters()) if decoder else []), lr=3e-3)
     queue = nn.functional.normalize(torch.randn(4096, 32), dim=1)
     queue_ids = torch.full((4096,), -1, dtype=torch.long)
     pointer, t, m = 0, 0.2, 0.99
@@ -134,14 +142,25 @@ def train(encoder_type, x, channels, augmentation, steps, seed, reconstruction=0
         xq = torch.from_numpy(augment(x[idx], channels, rng=rng, **augmentation))
         xk = torch.from_numpy(augment(x[idx], channels, rng=rng, **augmentation))
         representation = q_enc(xq)
-        q = nn.functional.normalize(q_head(representation), dim=1)
+        project = (lambda h: predictor(q_head(h))) if predictor is not None else q_head
+        q = nn.functional.normalize(project(representation), dim=1)
         with torch.no_grad():
             k = nn.functional.normalize(k_head(k_enc(xk)), dim=1)
         ids = torch.from_numpy(idx)
-        negatives = q @ queue.T
-        negatives = negatives.masked_fill(queue_ids[None, :] == ids[:, None], float("-inf"))
-        logits = torch.cat([(q * k).sum(1, keepdim=True), negatives], dim=1) / t
-        loss = nn.functional.cross_entropy(logits, torch.zeros(64, dtype=torch.long)) * (1.0 if infonce else 0.0)
+
+        def infonce_loss(q, k):
+            negatives = (q @ queue.T).masked_fill(queue_ids[None, :] == ids[:, None], float("-inf"))
+            logits = torch.cat([(q * k).sum(1, keepdim=True), negatives], dim=1) / t
+            return nn.functional.cross_entropy(logits, torch.zeros(64, dtype=torch.long)), negatives
+
+        loss, negatives = infonce_loss(q, k)
+        if "sym" in VARIANT:
+            # "sym": MoCo v3's symmetrised loss, each view the query once (the key view's keys enqueued).
+            q2 = nn.functional.normalize(project(q_enc(xk)), dim=1)
+            with torch.no_grad():
+                k2 = nn.functional.normalize(k_head(k_enc(xq)), dim=1)
+            loss = (loss + infonce_loss(q2, k2)[0]) / 2
+        loss = loss * (1.0 if infonce else 0.0)
         if neighbour > 0 and bool((queue_ids >= 0).all()):
             # NNCLR's positive: the queue's nearest key of another sample to this sample's key; every
             # copy of that sample in the queue is the positive's, not a negative.
