@@ -21,8 +21,10 @@ def parts(n, seed):
     return (CENTRES[truth] + 0.4 * rng.standard_normal((n, 6))).astype(np.float32), truth
 
 
-def moco(endpoint, accept=lambda snapshot: True, timeout=20, stream="parts"):
-    """The stream's MoCo snapshot once there is one that `accept`s, else None."""
+def moco(endpoint, accept=lambda snapshot: True, timeout=60, stream="parts"):
+    """The stream's MoCo snapshot once there is one that `accept`s, else None. The trainer runs at
+    idle priority with a guaranteed tenth of a core (`trainer_min_share`): on a machine whose cores
+    are busy, the first snapshot may take tens of seconds."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         try:
