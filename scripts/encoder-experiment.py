@@ -127,10 +127,7 @@ def train(encoder_type, x, channels, augmentation, steps, seed, reconstruction=0
     params = list(q_enc.parameters()) + list(q_head.parameters())
     # "pred": MoCo v3's predictor on the query side (not in the key encoder, not read by the probe).
     predictor = nn.Sequential(nn.Linear(32, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Linear(64, 32)) if "pred" in VARIANT else None
-    if predictor is not None:
-        params_extra = list(predictor.parameters())
-    else:
-        params_extra = []
+    params_extra = list(predictor.parameters()) if predictor is not None else []
     # Drawn only with the term, so that runs without it are those of the script before it.
     decoder = nn.Sequential(nn.Linear(64, 128), nn.ReLU(), nn.Linear(128, d)) if reconstruction > 0 else None
     optimiser = torch.optim.Adam(params + params_extra + (list(decoder.parameters()) if decoder else []), lr=3e-3)

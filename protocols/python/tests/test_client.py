@@ -474,12 +474,13 @@ def test_heartbeats_show_skipped_steps_and_quarantined_samples(start_daemon):
         # In small batches, a moment apart: each earns more than the one step the stream may owe,
         # and the trainer takes that one, so the stream leaves warm-up (20 steps) with most skipped.
         # A trainer starved by a busy machine takes fewer: more batches follow until it is warm.
-        sent = 0
+        data, sent = sensors(30_000, dim=4), 0
         while True:
             for _ in range(12):
-                producer.send("q", sensors(50, dim=4, start=sent))
+                producer.send("q", data[sent:sent + 50])
                 sent += 50
                 time.sleep(0.03)
+            assert sent < len(data), "the stream did not leave warm-up"
             hb = wait_heartbeat(sub)
             q = next((s for s in hb.streams if s.stream == "q"), None)
             if q and not q.warming_up:
