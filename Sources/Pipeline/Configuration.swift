@@ -96,9 +96,14 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// Samples between refreshes of the range the rule compares with (1: the range up to the sample
     /// before, so only a jump past the margin alerts).
     public var rangeRefresh = 100
-    /// Excursions beyond the range within about `calibrationHorizon` samples after which a stream's
-    /// further excursions are its habit, not certain anomalies (left to the other signals). 0: off.
-    public var rangeHabit = 0.0
+    /// On a stream of more than one feature: excursions of one feature beyond the range within about
+    /// `calibrationHorizon` samples after which its further excursions are its habit, not certain
+    /// anomalies (left to the other signals; another feature's excursion is still certain). A
+    /// random walk leaves its range again and again as it wanders, and sooner or later another
+    /// signal's surprise corroborates one of those excursions by chance; a spike or a new level on
+    /// a feature that rarely leaves its range is still certain. 0: off. A one-feature stream's
+    /// excursions are always certain (on NAB's streams a habit of 3 cost 3 points).
+    public var rangeHabit = 3.0
     /// Samples beyond the margin in a row before the range takes them in (1: at once). With 2, a lone
     /// outlier alerts without widening the range, so later, smaller spikes still alert; it costs
     /// NAB's bursty streams (every repeated spike alerts), so it is opt-in.

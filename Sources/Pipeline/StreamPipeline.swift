@@ -376,14 +376,15 @@ public final class StreamPipeline: @unchecked Sendable {
     /// scores only when `range` is among the signals and the margin is not negative), the
     /// reconstruction surprise, and for a windowed stream the period check. On a stream of several
     /// features the range's excursions wait for another signal's word (`range_corroboration`), when
-    /// there is another signal.
+    /// there is another signal, and a feature's habit of leaving its range is not certain (`range_habit`).
     static func chain(_ settings: StreamConfiguration, sampleDimension: Int) -> DetectionChain {
         let on = Set(settings.signals)
         var signals: [any AnomalySignal] = [
             RangeSignal(
                 dimension: sampleDimension, margin: on.contains(RangeSignal.name) ? settings.rangeMargin : -1,
                 refresh: settings.rangeRefresh, warmup: settings.rangeWarmup, window: settings.window,
-                habitLimit: settings.rangeHabit, habitHorizon: settings.calibrationHorizon, confirm: settings.rangeConfirm,
+                habitLimit: sampleDimension > 1 ? settings.rangeHabit : 0, habitHorizon: settings.calibrationHorizon,
+                confirm: settings.rangeConfirm,
                 deviations: settings.rangeDeviations, scaleHorizon: settings.calibrationHorizon)
         ]
         if on.contains(ReconstructionSignal.name) {

@@ -364,23 +364,70 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
             for _ in 0..<1000 { _ = read(s, 5) }
             #expect(read(s, 400), "after a quiet spell an excursion is certain again")
             // The habit survives its section; a version-1 section (before the habit) restores with none.
+            // With one feature, version 4 (a count per feature) writes the bytes of version 3.
             var w = StateWriter()
             s.encode(&w)
             let copy = RangeSignal(dimension: 1, margin: 0.05, refresh: 1, warmup: 50, window: 0, habitLimit: limit, habitHorizon: 100)
             var r = StateReader(w.bytes)
             try copy.decode(&r, version: 3)
-            #expect(copy.habit == s.habit && copy.seen == s.seen)
+            #expect(copy.habit(0) == s.habit(0) && copy.seen == s.seen)
             // Version 2 ends before the moments (a count and two floats for the one feature), version 1
             // before the habit (its count and the sample of the last excursion).
             let version2 = Array(w.bytes.dropLast(16))
             let two = RangeSignal(dimension: 1, margin: 0.05, refresh: 1, warmup: 50, window: 0, habitLimit: limit, habitHorizon: 100)
             var r2 = StateReader(version2)
             try two.decode(&r2, version: 2)
-            #expect(two.habit == s.habit && two.moments == 0)
+            #expect(two.habit(0) == s.habit(0) && two.moments == 0)
             let old = RangeSignal(dimension: 1, margin: 0.05, refresh: 1, warmup: 50, window: 0, habitLimit: limit, habitHorizon: 100)
             var r1 = StateReader(Array(version2.dropLast(16)))
             try old.decode(&r1, version: 1)
-            #expect(old.habit == 0 && old.seen == s.seen)
+            #expect(old.habit(0) == 0 && old.seen == s.seen)
         }
+    }
+
+    func read(_ s: RangeSignal, _ a: Float, _ b: Float) -> Bool {
+        let values: [Float] = [a, b]
+        return values.withUnsafeBufferPointer { p in
+            s.prepare(p.baseAddress!, count: 1, dimension: 2)
+            var o = Observation(values: p.baseAddress!, dimension: 2, logError: 0, modelReady: true)
+            let certain = s.read(&o).certain
+            s.learn(o, anomalous: certain)
+            return certain
+        }
+    }
+
+    /// The habit is each feature's: once feature 0 has left its range twice, its excursions are not
+    /// certain, while feature 1's first excursion is, alone or beside one of feature 0's. A
+    /// version-3 section (one count for the stream) gives every feature the stream's count.
+    @Test func aFeatureThatKeepsLeavingItsRangeDoesNotSilenceTheOthers() throws {
+        let s = RangeSignal(dimension: 2, margin: 0.05, refresh: 1, warmup: 50, window: 0, habitLimit: 2, habitHorizon: 100)
+        for k in 0..<50 { _ = read(s, Float(k % 10), Float(k % 10)) }  // both ranges are [0, 9]
+        let wander = [20, 40, 80].map { read(s, Float($0), 5) }
+        #expect(wander == [true, true, false], "feature 0 makes a habit of it")
+        #expect(s.habit(0) > 2.9 && s.habit(1) == 0)
+        #expect(read(s, 5, 20), "feature 1's first excursion is certain")
+        #expect(read(s, 160, 40), "feature 1 has not made a habit of it: certain beside feature 0's")
+        #expect(!read(s, 320, 5), "feature 0's alone is not")
+        // Version 4 keeps both counts.
+        var w = StateWriter()
+        s.encode(&w)
+        let copy = RangeSignal(dimension: 2, margin: 0.05, refresh: 1, warmup: 50, window: 0, habitLimit: 2, habitHorizon: 100)
+        var r = StateReader(w.bytes)
+        try copy.decode(&r, version: 4)
+        #expect(copy.habit(0) == s.habit(0) && copy.habit(1) == s.habit(1))
+        // A version-3 section: the range, the stream's count (2.5, at sample 55), and no moments.
+        var v3 = StateWriter()
+        v3.write(UInt32(2))
+        for v: Float in [0, 0, 9, 9] { v3.write(v) }
+        v3.write(UInt64(60))
+        for v: Float in [0, 0, 9, 9] { v3.write(v) }
+        v3.write(Double(2.5).bitPattern); v3.write(UInt64(55))
+        v3.write(UInt64(0))
+        for v: Float in [0, 0, 0, 0] { v3.write(v) }
+        let old = RangeSignal(dimension: 2, margin: 0.05, refresh: 1, warmup: 50, window: 0, habitLimit: 2, habitHorizon: 100)
+        var r3 = StateReader(v3.bytes)
+        try old.decode(&r3, version: 3)
+        #expect(old.habit(0) == 2.5 && old.habit(1) == 2.5 && old.seen == 60)
+        #expect(!read(old, 20, 20), "both features restored with the stream's habit")
     }
 }

@@ -304,6 +304,7 @@ import Testing
         settings.rangeConfirm = confirm
         settings.rangeDeviations = deviations
         settings.rangeCorroboration = 0
+        settings.rangeHabit = 0  // a young range is crossed often: these tests read every excursion
         settings.signals = signals
         settings.warmupSamples = warmup
         settings.rangeWarmup = rangeWarmup ?? warmup

@@ -17,10 +17,11 @@ import Learning
 /// its second sample, while a lone outlier (a glitch, a value of 1e4 among values of 10) alerts and
 /// leaves the range as it was, so later spikes still alert. The held values are not checkpointed.
 ///
-/// A stream that keeps leaving its range (a random walk, a growing count) makes a habit of it: with
-/// `habitLimit` > 0, once the stream has left its range `habitLimit` times within about `habitHorizon`
-/// samples (a count decaying by 1 − 1/horizon per sample), a further excursion is no longer certain
-/// and is left to the other signals.
+/// A feature that keeps leaving its range (a random walk, a growing count) makes a habit of it: with
+/// `habitLimit` > 0, once a feature has left its range `habitLimit` times within about `habitHorizon`
+/// samples (a count per feature, decaying by 1 − 1/horizon per sample), its further excursions are no
+/// longer certain and are left to the other signals. A sample is certain when one of the features
+/// beyond the range has not made a habit of it, so a wandering channel does not silence the others.
 ///
 /// With `deviations` > 0 a sample must also lie that many of its feature's standard deviations
 /// beyond the range (a running mean and variance over about `scaleHorizon` normal samples): a
@@ -29,8 +30,8 @@ import Learning
 /// more. Such a step is taken into the range without alerting.
 public final class RangeSignal: AnomalySignal, @unchecked Sendable {
     public static let name = "range"
-    /// 2 added the excursion habit, 3 the features' moments.
-    public static let stateVersion: UInt32 = 3
+    /// 2 added the excursion habit, 3 the features' moments, 4 the habit per feature.
+    public static let stateVersion: UInt32 = 4
 
     /// Negative: the range is kept but never scores.
     public let margin: Float
@@ -51,9 +52,9 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
     public internal(set) var seen: UInt64 = 0
     let habitLimit: Double
     let habitDecay: Double
-    /// Excursions beyond the reference, decayed, as of sample `lastExcursion`.
-    public internal(set) var habit: Double = 0
-    var lastExcursion: UInt64 = 0
+    /// Per feature: its excursions beyond the reference, decayed, as of the sample of its last one.
+    var habits: [Double]
+    var lastExcursions: [UInt64]
     /// Samples until the next periodic refresh, and whether any sample of the batch lies outside the
     /// reference (nearly always none does: the per-sample test is then skipped).
     var untilRefresh: UInt64 = 1
@@ -85,6 +86,8 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         self.confirm = max(1, confirm)
         self.habitLimit = habitLimit
         habitDecay = 1 - 1 / Double(max(1, habitHorizon))
+        habits = Array(repeating: 0, count: dimension)
+        lastExcursions = Array(repeating: 0, count: dimension)
         self.margin = margin
         self.refresh = UInt64(max(1, refresh))
         self.warmup = UInt64(max(0, warmup))
@@ -132,14 +135,8 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
                     let excess = v > h ? v - h : l - v
                     if k == 0 || moments == 0 || excess * excess >= k * k * variance[f] {
                         beyond = true
+                        if !habitual(f) { reading.certain = true }
                     }
-                }
-                if beyond {
-                    habit *= Foundation.pow(habitDecay, Double(seen - lastExcursion))
-                    lastExcursion = seen
-                    // Half an excursion's slack: the count has decayed a little since the last ones.
-                    reading.certain = habitLimit <= 0 || habit < habitLimit - 0.5
-                    habit += 1
                 }
                 if reading.certain { explanation = Self.excess(x, refLo, refHi, count: d, window: window) }
             }
@@ -174,6 +171,21 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         o.rangeWidth = max(hi[0] - lo[0], 0)
         return reading
     }
+
+    /// Counts an excursion of feature `f`; whether the feature had made a habit of leaving its range
+    /// before it (never, without a limit).
+    @inline(__always)
+    func habitual(_ f: Int) -> Bool {
+        habits[f] *= Foundation.pow(habitDecay, Double(seen - lastExcursions[f]))
+        lastExcursions[f] = seen
+        // Half an excursion's slack: the count has decayed a little since the last ones.
+        let habitual = habitLimit > 0 && habits[f] >= habitLimit - 0.5
+        habits[f] += 1
+        return habitual
+    }
+
+    /// Feature `f`'s excursions, decayed, as of its last one.
+    public func habit(_ f: Int) -> Double { habits[f] }
 
     func takeHeld() {
         for f in 0..<dimension {
@@ -239,14 +251,15 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         w.write(seen)
         for f in 0..<dimension { w.write(referenceLow[f]) }
         for f in 0..<dimension { w.write(referenceHigh[f]) }
-        w.write(habit.bitPattern); w.write(lastExcursion)
+        for f in 0..<dimension { w.write(habits[f].bitPattern) }
+        for f in 0..<dimension { w.write(lastExcursions[f]) }
         w.write(moments)
         for f in 0..<dimension { w.write(meanBuffer[f]) }
         for f in 0..<dimension { w.write(varianceBuffer[f]) }
     }
 
     public func decode(_ r: inout StateReader, version: UInt32) throws {
-        guard (1...3).contains(version) else { throw StateError.unsupportedVersion(version) }
+        guard (1...4).contains(version) else { throw StateError.unsupportedVersion(version) }
         guard Int(try r.read(UInt32.self)) == dimension else { throw StateError.invalid("range width") }
         let l = try (0..<dimension).map { _ in try r.read(Float.self) }
         let h = try (0..<dimension).map { _ in try r.read(Float.self) }
@@ -254,10 +267,18 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         let rl = try (0..<dimension).map { _ in try r.read(Float.self) }
         let rh = try (0..<dimension).map { _ in try r.read(Float.self) }
         restore(low: l, high: h, seen: seen, reference: (rl, rh))
-        if version >= 2 {
-            habit = Double(bitPattern: try r.read(UInt64.self))
-            lastExcursion = try r.read(UInt64.self)
-            guard habit.isFinite, habit >= 0, lastExcursion <= seen else { throw StateError.invalid("range habit") }
+        if version >= 4 {
+            let h = try (0..<dimension).map { _ in Double(bitPattern: try r.read(UInt64.self)) }
+            let last = try (0..<dimension).map { _ in try r.read(UInt64.self) }
+            guard h.allSatisfy({ $0.isFinite && $0 >= 0 }), last.allSatisfy({ $0 <= seen }) else { throw StateError.invalid("range habit") }
+            (habits, lastExcursions) = (h, last)
+        } else if version >= 2 {
+            // The stream's one count: each feature takes it (the habit was the stream's).
+            let h = Double(bitPattern: try r.read(UInt64.self))
+            let last = try r.read(UInt64.self)
+            guard h.isFinite, h >= 0, last <= seen else { throw StateError.invalid("range habit") }
+            habits = Array(repeating: h, count: dimension)
+            lastExcursions = Array(repeating: last, count: dimension)
         }
         if version >= 3 {
             let n = try r.read(UInt64.self)
