@@ -361,6 +361,7 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
             for k in 0..<50 { _ = read(s, Float(k % 10)) }  // the range is [0, 9], learned during the warm-up
             let steps = [20, 40, 80, 160].map { read(s, Float($0)) }
             #expect(steps == (limit == 0 ? [true, true, true, true] : [true, true, false, false]), "limit \(limit)")
+            #expect((s.habit(0) == 0) == (limit == 0), "without a limit nothing is counted")
             for _ in 0..<1000 { _ = read(s, 5) }
             #expect(read(s, 400), "after a quiet spell an excursion is certain again")
             // The habit survives its section; a version-1 section (before the habit) restores with none.
@@ -397,8 +398,9 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
     }
 
     /// The habit is each feature's: once feature 0 has left its range twice, its excursions are not
-    /// certain, while feature 1's first excursion is, alone or beside one of feature 0's. A
-    /// version-3 section (one count for the stream) gives every feature the stream's count.
+    /// certain, while feature 1's first excursion is, alone or beside one of feature 0's. Version 4
+    /// keeps each feature's count and last excursion; a version-3 section's one count for the stream
+    /// (kept even with the limit off, the default then) is dropped, so an upgraded stream is not silenced.
     @Test func aFeatureThatKeepsLeavingItsRangeDoesNotSilenceTheOthers() throws {
         let s = RangeSignal(dimension: 2, margin: 0.05, refresh: 1, warmup: 50, window: 0, habitLimit: 2, habitHorizon: 100)
         for k in 0..<50 { _ = read(s, Float(k % 10), Float(k % 10)) }  // both ranges are [0, 9]
@@ -415,6 +417,13 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
         var r = StateReader(w.bytes)
         try copy.decode(&r, version: 4)
         #expect(copy.habit(0) == s.habit(0) && copy.habit(1) == s.habit(1))
+        // The samples of the last excursions came too: after a quiet spell both decay alike.
+        for _ in 0..<30 {
+            _ = read(s, 5, 5)
+            _ = read(copy, 5, 5)
+        }
+        #expect(read(s, 640, 80) == read(copy, 640, 80))
+        #expect(copy.habit(0) == s.habit(0) && copy.habit(1) == s.habit(1) && s.habit(1) > 2.3 && s.habit(1) < 2.5)
         // A version-3 section: the range, the stream's count (2.5, at sample 55), and no moments.
         var v3 = StateWriter()
         v3.write(UInt32(2))
@@ -427,7 +436,7 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
         let old = RangeSignal(dimension: 2, margin: 0.05, refresh: 1, warmup: 50, window: 0, habitLimit: 2, habitHorizon: 100)
         var r3 = StateReader(v3.bytes)
         try old.decode(&r3, version: 3)
-        #expect(old.habit(0) == 2.5 && old.habit(1) == 2.5 && old.seen == 60)
-        #expect(!read(old, 20, 20), "both features restored with the stream's habit")
+        #expect(old.habit(0) == 0 && old.habit(1) == 0 && old.seen == 60)
+        #expect(read(old, 20, 20), "an upgraded stream's excursions are certain again")
     }
 }

@@ -459,6 +459,17 @@ import Testing
         }
     }
 
+    /// A feature's habit of leaving its range applies to streams of several features only: a
+    /// one-feature stream's excursions (windowed by default) are always certain.
+    @Test func theRangeHabitIsForStreamsOfSeveralFeatures() throws {
+        #expect(StreamConfiguration().rangeHabit == 3)
+        for dim in [1, 2, 8] {
+            let p = StreamPipeline(name: "h", settings: StreamConfiguration().resolved(dim: dim))
+            let range = try #require(p.chain.signals.first as? RangeSignal)
+            #expect(range.habitLimit == (dim == 1 ? 0 : 3), "dim \(dim)")
+        }
+    }
+
     /// A checkpoint from before the range was counted (format 3) restores its range, but the rule
     /// waits for a warm-up's worth of samples before trusting it; format 4 keeps the count (and
     /// its rule compares with the whole range, as it has no reference of its own).

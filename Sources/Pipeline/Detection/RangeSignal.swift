@@ -50,7 +50,8 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
     public private(set) var explanation: [(index: Int, share: Float)] = []
     /// Samples the range has seen.
     public internal(set) var seen: UInt64 = 0
-    let habitLimit: Double
+    /// A feature's excursions, decayed, from which its further ones are its habit (0: off and not counted).
+    public let habitLimit: Double
     let habitDecay: Double
     /// Per feature: its excursions beyond the reference, decayed, as of the sample of its last one.
     var habits: [Double]
@@ -176,10 +177,11 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
     /// before it (never, without a limit).
     @inline(__always)
     func habitual(_ f: Int) -> Bool {
+        guard habitLimit > 0 else { return false }
         habits[f] *= Foundation.pow(habitDecay, Double(seen - lastExcursions[f]))
         lastExcursions[f] = seen
         // Half an excursion's slack: the count has decayed a little since the last ones.
-        let habitual = habitLimit > 0 && habits[f] >= habitLimit - 0.5
+        let habitual = habits[f] >= habitLimit - 0.5
         habits[f] += 1
         return habitual
     }
@@ -268,17 +270,20 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         let rh = try (0..<dimension).map { _ in try r.read(Float.self) }
         restore(low: l, high: h, seen: seen, reference: (rl, rh))
         if version >= 4 {
-            let h = try (0..<dimension).map { _ in Double(bitPattern: try r.read(UInt64.self)) }
+            let counts = try (0..<dimension).map { _ in Double(bitPattern: try r.read(UInt64.self)) }
             let last = try (0..<dimension).map { _ in try r.read(UInt64.self) }
-            guard h.allSatisfy({ $0.isFinite && $0 >= 0 }), last.allSatisfy({ $0 <= seen }) else { throw StateError.invalid("range habit") }
-            (habits, lastExcursions) = (h, last)
+            guard counts.allSatisfy({ $0.isFinite && $0 >= 0 }), last.allSatisfy({ $0 <= seen }) else {
+                throw StateError.invalid("range habit")
+            }
+            (habits, lastExcursions) = (counts, last)
         } else if version >= 2 {
-            // The stream's one count: each feature takes it (the habit was the stream's).
-            let h = Double(bitPattern: try r.read(UInt64.self))
+            let count = Double(bitPattern: try r.read(UInt64.self))
             let last = try r.read(UInt64.self)
-            guard h.isFinite, h >= 0, last <= seen else { throw StateError.invalid("range habit") }
-            habits = Array(repeating: h, count: dimension)
-            lastExcursions = Array(repeating: last, count: dimension)
+            guard count.isFinite, count >= 0, last <= seen else { throw StateError.invalid("range habit") }
+            // One count for the stream, kept even with the limit off (the default then): with one
+            // feature it is that feature's; with several it counted every feature's excursions, and
+            // given to each it would silence every feature of an upgraded stream, so they start afresh.
+            if dimension == 1 { (habits[0], lastExcursions[0]) = (count, last) }
         }
         if version >= 3 {
             let n = try r.read(UInt64.self)
