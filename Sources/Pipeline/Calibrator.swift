@@ -24,6 +24,9 @@ public struct Calibrator: Sendable, Equatable {
     var variance: Double = 1
     /// The last `holdOff` surprises and their maximum.
     var recent: RecentMaximum
+    /// With `lag` > 0, the maximum of the surprises before the newest `lag` (`measurePeak`).
+    public private(set) var lag = 0
+    var lagged = RecentMaximum(span: 0)
     /// σ never goes below this (in log units), so a model that fits perfectly does not make every
     /// tiny wobble a 6-sigma event.
     static let minimumDeviation = 0.05
@@ -49,8 +52,8 @@ public struct Calibrator: Sendable, Equatable {
         return Float((Double(x) - mean) / deviation)
     }
 
-    /// The largest surprise of the last `holdOff` samples, or 0 if none was positive.
-    public var recentPeak: Float { max(recent.maximum ?? 0, 0) }
+    /// The largest surprise of the last `holdOff` samples (but the newest `lag`), or 0 if none was positive.
+    public var recentPeak: Float { max((lag > 0 ? lagged.maximum : recent.maximum) ?? 0, 0) }
 
     /// The score of a surprise `z` given the recent peak: Φ(z − max(peak, 0)).
     public static func score(surprise z: Float, peak: Float) -> Float { phi(z - max(peak, 0)) }
@@ -74,7 +77,21 @@ public struct Calibrator: Sendable, Equatable {
         return (s, z)
     }
 
-    mutating func remember(_ z: Float) { recent.push(z) }
+    mutating func remember(_ z: Float) {
+        recent.push(z)
+        if lag > 0, let v = recent.value(back: lag) { lagged.push(v) }
+    }
+
+    /// Measures the recent peak over the hold-off's samples before the newest `lag` (0: all of them),
+    /// rebuilt from the remembered surprises: a surprise that builds up over `lag` samples is then
+    /// measured against what came before it, not against its own rise.
+    public mutating func measurePeak(skippingNewest lag: Int) {
+        let lag = min(max(0, lag), holdOff)
+        guard lag != self.lag else { return }
+        self.lag = lag
+        lagged = RecentMaximum(span: lag > 0 ? holdOff - lag : 0)
+        if lag > 0 { for z in orderedRecent.dropLast(lag) { lagged.push(z) } }
+    }
 
     /// The same statistics and remembered surprises under another horizon and hold-off (a checkpoint
     /// restored with changed settings): the newest surprises that fit are kept.
@@ -85,6 +102,7 @@ public struct Calibrator: Sendable, Equatable {
         c.mean = mean
         c.variance = variance
         for z in orderedRecent.suffix(c.holdOff) { c.remember(z) }
+        c.measurePeak(skippingNewest: lag)
         return c
     }
 
@@ -181,6 +199,15 @@ public struct RecentMaximum: Sendable {
         }
         peaks.append((pushed, v))
         pushed += 1
+    }
+
+    /// The value pushed `k` pushes before the newest (0: the newest), if it is still remembered.
+    @inline(__always)
+    public func value(back k: Int) -> Float? {
+        guard k >= 0 && k < values.count else { return nil }
+        if values.count < span { return values[values.count - 1 - k] }
+        let i = start - 1 - k
+        return values[i < 0 ? i + span : i]
     }
 
     /// The remembered values, oldest first.

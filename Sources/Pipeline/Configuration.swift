@@ -159,6 +159,12 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// repeat (`RepeatingChannels`); until then, and on a channel that never does, its surprise
     /// still scores and corroborates.
     public var discordRepeatingOnly = true
+    /// With `discordRepeatingOnly`, a channel that repeats strongly (`RepeatingChannels.strong`: a
+    /// cycle, not shapes at random intervals) measures its discord's alert strength over its peak
+    /// before the newest this many samples, so a discord that builds up over them (a trend, a
+    /// pattern sliding into the window) stands against what came before it. 0: off; from
+    /// `alertHoldOff` on, no peak at all.
+    public var discordPeakLag = 8
     /// A discord reading that would alert (`threshold`, `alert_evidence`) is held back (no alert
     /// strength, its surprise just under `alert_evidence`) when less than this share of its distance is left once each value may
     /// match its nearest twin's value one sample earlier or later: a shift of timing (a square
@@ -384,6 +390,7 @@ public struct StreamConfiguration: Sendable, Equatable {
             try fail("discord_level_window must be 0 (none) or one to four ascending windows in 2...4096, none longer than discord_history")
         }
         if !(discordMargin >= 0 && discordMargin <= 100) { try fail("discord_margin must be in 0...100") }
+        if discordPeakLag < 0 || discordPeakLag > 1 << 16 { try fail("discord_peak_lag must be in 0...65536 (past alert_hold_off: no peak)") }
         if stuckRun != 0 && !(stuckRun >= 2 && stuckRun <= 1 << 20) { try fail("stuck_run must be 0 (off) or in 2...1048576") }
         if noiseWindow != 0 && !(noiseWindow >= 4 && noiseWindow <= 4096) { try fail("noise_window must be 0 (off) or in 4...4096") }
         if !(discordClip == 0 || (discordClip >= 1 && discordClip <= 100)) { try fail("discord_clip must be 0 (off) or in 1...100") }

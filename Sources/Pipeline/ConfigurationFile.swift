@@ -174,6 +174,7 @@ public enum ConfigurationFile {
         case "discord_channels": s.discordChannels = try int(v)
         case "discord_period_channels": s.discordPeriodChannels = try int(v)
         case "discord_repeating_only": s.discordRepeatingOnly = try bool(v)
+        case "discord_peak_lag": s.discordPeakLag = try int(v)
         case "discord_shift_veto": s.discordShiftVeto = try double(v)
         case "correlation_channels": s.correlationChannels = try int(v)
         case "discord_margin": s.discordMargin = try float(v)

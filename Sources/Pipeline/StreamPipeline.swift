@@ -431,7 +431,7 @@ public final class StreamPipeline: @unchecked Sendable {
                     margin: settings.discordMargin, clip: settings.discordClip, horizon: settings.calibrationHorizon,
                     holdOff: settings.alertHoldOff,
                     quietSurprise: settings.discordQuietSurprise(channels: sampleDimension),
-                    shiftVeto: settings.shiftVeto()))
+                    shiftVeto: settings.shiftVeto(), peakLag: settings.discordPeakLag))
         }
         if on.contains(NoiseSignal.name) && settings.noiseWindow > 0 && sampleDimension <= settings.discordChannels {
             signals.append(

@@ -171,7 +171,7 @@ import Testing
         // A bad decision, a value that is not finite, more values than a channel keeps, another
         // channel count, a section cut short.
         for (channels, decision, count, value, cut) in [
-            (UInt32(1), UInt8(3), UInt32(1), Float(0), 0), (1, 0, 1, .nan, 0), (1, 0, UInt32(RepeatingChannels.last), 0, 0),
+            (UInt32(1), UInt8(4), UInt32(1), Float(0), 0), (1, 0, 1, .nan, 0), (1, 0, UInt32(RepeatingChannels.last), 0, 0),
             (2, 0, 1, 0, 0), (1, 0, 1, 0, 1),
         ] {
             var s = StateWriter()
@@ -207,5 +207,127 @@ import Testing
             defaults.resolved(dim: 3).memoryEstimate - off.resolved(dim: 3).memoryEstimate == RepeatingChannels.bytes(channels: 3))
         #expect(defaults.resolved(dim: 1).memoryEstimate == off.resolved(dim: 1).memoryEstimate)
         #expect(throws: (any Error).self) { try ConfigurationFile.parse("[stream]\ndiscord_repeating_only = maybe\n") }
+    }
+}
+
+/// `discord_peak_lag`: a channel that repeats strongly measures its discord over the peak before
+/// its newest samples, so a change that builds up stands against what came before it.
+@Suite struct PeakLagTests {
+    /// Plateaus of random height and length with noise: shapes at random intervals, which may come
+    /// back (a weak autocorrelation peak) but do not cycle.
+    static func plateaus(_ n: Int, seed: UInt64) -> [Float] {
+        var random = RandomSource(seed: seed)
+        var xs: [Float] = []
+        while xs.count < n {
+            let level = 4 * random.uniform(), length = 40 + Int(160 * random.uniform())
+            xs += (0..<length).map { _ in level + 0.05 * random.normal() }
+        }
+        return Array(xs.prefix(n))
+    }
+
+    static func square(_ n: Int, period: Int, seed: UInt64) -> [Float] {
+        var random = RandomSource(seed: seed)
+        return (0..<n).map { ($0 % period < period / 2 ? 1 : -1) + 0.1 * random.normal() }
+    }
+
+    /// A sine and a square wave repeat strongly (first autocorrelation peak 0.8 or more); plateaus
+    /// at random heights and a random walk do not, whether or not they count as repeating.
+    @Test func cyclesRepeatStronglyShapesAtRandomIntervalsDoNot() {
+        let xs = [
+            RepeatingChannelsTests.sine(600, period: 40, seed: 1), Self.square(600, period: 60, seed: 2),
+            Self.plateaus(600, seed: 3), RepeatingChannelsTests.walk(600, seed: 4),
+        ]
+        var r = RepeatingChannels(channels: 4)
+        for t in 0..<600 { _ = RepeatingChannelsTests.push(&r, xs.map { $0[t] }) }
+        let peaks = xs.map { RepeatingChannels.firstPeak($0, longestLag: PeriodCheck.longestPeriod) ?? -1 }
+        #expect(r.strong == [true, true, false, false], "first peaks \(peaks)")
+        #expect(r.repeats[0] == true && r.repeats[1] == true)
+        #expect(peaks[0] >= 0.8 && peaks[1] >= 0.8 && peaks[2] < 0.8 && peaks[3] < 0.8, "\(peaks)")
+    }
+
+    /// Which channels repeat strongly travels in the section (code 3, from the discord's version 6);
+    /// a section that may not say so (version 5) refuses the code, and its plain "repeats" restores
+    /// a channel that does not repeat strongly.
+    @Test func strongRepetitionTravelsInTheSection() throws {
+        var r = RepeatingChannels(channels: 2)
+        let a = RepeatingChannelsTests.sine(200, period: 40, seed: 5), b = Self.plateaus(200, seed: 6)
+        for t in 0..<200 { _ = RepeatingChannelsTests.push(&r, [a[t], b[t]]) }
+        #expect(r.repeats[0] == true && r.strong == [true, false])
+        var w = StateWriter()
+        r.encode(&w)
+        var copy = RepeatingChannels(channels: 2)
+        var reader = StateReader(w.bytes)
+        try copy.decode(&reader)
+        #expect(copy == r)
+        var old = RepeatingChannels(channels: 2)
+        var oldReader = StateReader(w.bytes)
+        #expect(throws: StateError.self) { try old.decode(&oldReader, strongly: false) }
+        var bytes = w.bytes
+        #expect(bytes[4] == 3)
+        bytes[4] = 1  // what version 5 wrote for a channel that repeats
+        var plain = RepeatingChannels(channels: 2)
+        var plainReader = StateReader(bytes)
+        try plain.decode(&plainReader, strongly: false)
+        #expect(plain.repeats[0] == true && plain.strong == [false, false])
+    }
+
+    /// The recent peak skips the newest `lag` surprises: a surprise that climbs 0.4 standard units a
+    /// sample reaches the threshold against the peak before its climb, never against its own last
+    /// step. Rebuilt from the remembered surprises (a restored calibrator), it reads the same.
+    @Test func aSurpriseThatBuildsUpStandsAgainstThePeakBeforeIt() throws {
+        func run(lag: Int) throws -> (strongest: Float, restoredAgrees: Bool) {
+            var c = Calibrator(horizon: 5000, holdOff: 400)
+            c.measurePeak(skippingNewest: lag)
+            #expect(c.lag == lag)
+            for i in 0..<600 {
+                let x = sinf(Float(i))
+                _ = c.score(logError: x)
+                c.update(logError: x)
+            }
+            var strongest: Float = 0
+            var agrees = true
+            for k in 1...14 {
+                let x = 0.3 * Float(k)
+                var w = StateWriter()
+                c.encode(&w)
+                var r = StateReader(w.bytes)
+                var restored = try Calibrator.decode(&r)
+                restored.measurePeak(skippingNewest: lag)
+                let (score, surprise) = c.score(logError: x)
+                agrees = agrees && restored.score(logError: x).score == score
+                strongest = max(strongest, Calibrator.score(surprise: surprise, peak: 0) >= 0.99 ? score : 0)
+            }
+            return (strongest, agrees)
+        }
+        let without = try run(lag: 0), with = try run(lag: 8)
+        #expect(without.strongest < 0.9, "measured against its own rise: \(without.strongest)")
+        #expect(with.strongest > 0.99, "measured against the peak before it: \(with.strongest)")
+        #expect(without.restoredAgrees && with.restoredAgrees)
+    }
+
+    /// The discord's windows on a strongly repeating channel skip the newest samples; on a channel
+    /// that does not, and with the setting off, they do not. A level that climbs on the cycle over 100
+    /// samples alerts with the lag.
+    @Test func aCycleThatClimbsAlertsWithTheLag() {
+        let n = 2000
+        var a = RepeatingChannelsTests.sine(n, period: 40, seed: 11)
+        let b = RepeatingChannelsTests.walk(n, seed: 12)
+        for t in 1500..<n { a[t] += 0.03 * Float(min(t - 1500, 100)) }
+        func make(_ lag: Int) -> MultiscaleDiscord {
+            MultiscaleDiscord(
+                windows: [32], levelWindows: [64], history: 1024, channels: 2, margin: 4, horizon: 2000, holdOff: 400,
+                quietSurprise: 5.5, peakLag: lag)
+        }
+        let lagged = make(8), plain = make(0)
+        var strongest: [Float] = [0, 0]
+        for t in 0..<n {
+            let x = DiscordSignalTests.feed(lagged, [a[t], b[t]]), y = DiscordSignalTests.feed(plain, [a[t], b[t]])
+            if t >= 1500 && t < 1616 { strongest = [max(strongest[0], x.strength), max(strongest[1], y.strength)] }
+        }
+        #expect(lagged.repeating?.strong == [true, false])
+        #expect(lagged.scales.allSatisfy { $0.calibrators.map(\.lag) == [8, 0] })
+        #expect(plain.scales.allSatisfy { $0.calibrators.map(\.lag) == [0, 0] })
+        #expect(strongest[0] > 0.9, "with the lag the climb alerts: \(strongest)")
+        #expect(strongest[0] > strongest[1], "\(strongest)")
     }
 }

@@ -350,8 +350,8 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
     public static let name = DiscordSignal.name
     /// 1 was one window's section (`DiscordSignal`'s); 2 is a count, then each window and its
     /// section (every window centred); 3 adds whether each window is centred; 4 adds the period
-    /// windows, if any; 5 which channels repeat, if the stream tells them.
-    public static let stateVersion: UInt32 = 5
+    /// windows, if any; 5 which channels repeat, if the stream tells them; 6 which repeat strongly.
+    public static let stateVersion: UInt32 = 6
 
     public let scales: [DiscordSignal]
     /// Each channel's window of its own period (nil: none, `discord_period_channels`).
@@ -359,6 +359,10 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
     /// Which channels repeat, when a channel's discord is quiet until it does (nil: every channel
     /// alerts; `discord_repeating_only`).
     public private(set) var repeating: RepeatingChannels?
+    /// On a channel that repeats strongly, the newest samples its windows' recent peaks skip
+    /// (`discord_peak_lag`): a discord that builds up over that many samples, as a trend or a pattern
+    /// sliding into the window does, is measured against the peak before it, not its own rise.
+    public let peakLag: Int
     /// The windows of the last reading's largest strength and largest surprise (−1: a period window).
     public private(set) var strongestScale = 0
     public private(set) var surprisingScale = 0
@@ -369,8 +373,10 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
     /// window holds back readings that differ from their twins mostly by timing, as `shiftVeto` says.
     public init(
         windows: [Int], levelWindows: [Int] = [], period: PeriodSetting? = nil, history: Int, channels: Int,
-        margin: Float = 0, clip: Double = 0, horizon: Int, holdOff: Int, quietSurprise: Float? = nil, shiftVeto: ShiftVeto? = nil
+        margin: Float = 0, clip: Double = 0, horizon: Int, holdOff: Int, quietSurprise: Float? = nil, shiftVeto: ShiftVeto? = nil,
+        peakLag: Int = 0
     ) {
+        self.peakLag = max(0, peakLag)
         let kinds = windows.map { ($0, true) } + levelWindows.map { ($0, false) }
         scales = kinds.map { window, centred in
             DiscordSignal(
@@ -390,11 +396,15 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
         }
     }
 
-    /// Tells every window which channels are quiet.
+    /// Tells every window which channels are quiet, and which measure their peak before the newest
+    /// samples.
     private func quietChanged() {
         guard let repeating else { return }
         let quiet = repeating.repeats.indices.map(repeating.quiet)
         for s in scales { s.quiet = quiet.contains(true) ? quiet : [] }
+        let lags = repeating.strong.map { $0 ? peakLag : 0 }
+        for s in scales { for c in lags.indices { s.calibrators[c].measurePeak(skippingNewest: lags[c]) } }
+        periodic?.lags = lags
         periodic?.quiet = quiet.contains(true) ? quiet : []
     }
 
@@ -477,7 +487,7 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
         switch version {
         case 1:
             try scales.first(where: \.centred)?.decode(&r, version: 1)
-        case 2, 3, 4, 5:
+        case 2, 3, 4, 5, 6:
             let n = Int(try r.read(UInt32.self))
             guard n <= 64 else { throw StateError.invalid("discord windows") }
             for _ in 0..<n {
@@ -494,7 +504,7 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
             }
             if try version >= 5 && r.read(Bool.self) {
                 var inner = StateReader(try r.readBlob())
-                try repeating?.decode(&inner)
+                try repeating?.decode(&inner, strongly: version >= 6)
             }
         default:
             throw StateError.unsupportedVersion(version)
@@ -554,7 +564,10 @@ public final class PeriodWindows: @unchecked Sendable {
     var quietSurprise: Float = .infinity
 
     /// Tells window `w` whether channel `c` is quiet.
+    /// Per channel, the newest samples its window's recent peak skips (`discord_peak_lag`; empty: none).
+    var lags: [Int] = [] { didSet { for c in windows.indices { if let w = windows[c] { tell(w, channel: c) } } } }
     private func tell(_ w: DiscordSignal, channel c: Int) {
+        w.calibrators[0].measurePeak(skippingNewest: c < lags.count ? lags[c] : 0)
         w.quiet = quiet.isEmpty ? [] : [quiet[c]]
         w.quietSurprise = quietSurprise
     }

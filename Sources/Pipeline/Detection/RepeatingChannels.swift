@@ -20,17 +20,27 @@ import Learning
 /// after 200 values and a slow one after 600, when the last check decides (the lags
 /// `PeriodCheck.detectPeriod` searches). The values are kept until then. A channel constant through
 /// all of them counts as repeating: nothing is more regular, and its first move is news.
+///
+/// A channel repeats *strongly* when that first maximum is at least `strongCorrelation` (0.8): a
+/// cycle, a beat, a square wave or a sawtooth (their first maxima lie from 0.9 up on the development
+/// corpora), not the plateaus and ramps of shapes at random intervals or a walk that happens to
+/// come back (0.5 to 0.7). A strongly repeating channel's discord is measured over its peak before
+/// the newest samples (`discord_peak_lag`).
 public struct RepeatingChannels: Sendable, Equatable {
     public static let checks = [200, 300, 400, 500, PeriodCheck.detectionSamples]
     static var last: Int { checks[checks.count - 1] }
+    public static let strongCorrelation = 0.8
 
     /// Per channel: true once it repeats, false once the last check found no repetition, nil before.
     public private(set) var repeats: [Bool?]
+    /// Per channel: whether it repeats strongly (false until decided, and for a constant channel).
+    public private(set) var strong: [Bool]
     /// Per channel, its values while undecided (empty after).
     var seen: [[Float]]
 
     public init(channels: Int) {
         repeats = Array(repeating: nil, count: max(1, channels))
+        strong = Array(repeating: false, count: max(1, channels))
         seen = (0..<max(1, channels)).map { _ in Self.keeping([]) }
     }
 
@@ -55,8 +65,10 @@ public struct RepeatingChannels: Sendable, Equatable {
             let n = seen[c].count
             guard Self.checks.contains(n) else { continue }
             // nil: constant so far (undecided until the last check, then repeating).
-            let found = Self.repeats(seen[c], longestLag: min(n / 2, PeriodCheck.longestPeriod))
-            if found == true || (found == nil && n >= Self.last) {
+            let peak = Self.firstPeak(seen[c], longestLag: min(n / 2, PeriodCheck.longestPeriod))
+            if let peak, peak > 0 {
+                (repeats[c], strong[c], seen[c], changed) = (true, peak >= Self.strongCorrelation, [], true)
+            } else if peak == nil && n >= Self.last {
                 (repeats[c], seen[c], changed) = (true, [], true)
             } else if n >= Self.last {
                 (repeats[c], seen[c], changed) = (false, [], true)
@@ -69,35 +81,42 @@ public struct RepeatingChannels: Sendable, Equatable {
     /// `PeriodCheck.shortestPeriod + 1 ... longestLag − 2` (nil: the values are constant). The lags
     /// are worked out in order and the search stops at the first such maximum.
     public static func repeats(_ values: [Float], longestLag: Int) -> Bool? {
+        firstPeak(values, longestLag: longestLag).map { $0 > 0 }
+    }
+
+    /// The autocorrelation at the first local maximum above 0.5 that `repeats` looks for (0: none;
+    /// nil: the values are constant).
+    public static func firstPeak(_ values: [Float], longestLag: Int) -> Double? {
         let first = PeriodCheck.shortestPeriod, end = max(first, longestLag)
         guard let autocorrelation = PeriodCheck.autocorrelation(values) else { return nil }
-        guard end - first >= 3 else { return false }
+        guard end - first >= 3 else { return 0 }
         let least = Double(PeriodCheck.minimumCorrelation)
         var (previous, current) = (autocorrelation(first), autocorrelation(first + 1))
         for lag in (first + 1)..<(end - 1) {
             let next = autocorrelation(lag + 1)
-            if current > least && current >= previous && current >= next { return true }
+            if current > least && current >= previous && current >= next { return current }
             (previous, current) = (current, next)
         }
-        return false
+        return 0
     }
 
     /// Every channel counted as repeating: a stream restored from a checkpoint written before the
     /// decisions were kept alerts as it did then.
     mutating func assumeRepeating() {
         repeats = Array(repeating: true, count: repeats.count)
+        strong = Array(repeating: false, count: repeats.count)
         seen = Array(repeating: [], count: repeats.count)
     }
 
     /// Bytes the kept values may come to.
     public static func bytes(channels: Int) -> Int { max(1, channels) * 4 * last }
 
-    /// The channel count, then per channel its decision (0 undecided, 1 repeats, 2 does not) and,
-    /// undecided, its kept values.
+    /// The channel count, then per channel its decision (0 undecided, 1 repeats, 2 does not, 3
+    /// repeats strongly: from the discord's section version 6) and, undecided, its kept values.
     func encode(_ w: inout StateWriter) {
         w.write(UInt32(repeats.count))
         for c in repeats.indices {
-            w.write(UInt8(repeats[c].map { $0 ? 1 : 2 } ?? 0))
+            w.write(UInt8(repeats[c].map { $0 ? (strong[c] ? 3 : 1) : 2 } ?? 0))
             if repeats[c] == nil {
                 w.write(UInt32(seen[c].count))
                 for x in seen[c] { w.write(x) }
@@ -105,10 +124,12 @@ public struct RepeatingChannels: Sendable, Equatable {
         }
     }
 
-    mutating func decode(_ r: inout StateReader) throws {
+    /// `strongly`: whether the section may say a channel repeats strongly (before, none does).
+    mutating func decode(_ r: inout StateReader, strongly: Bool = true) throws {
         let n = Int(try r.read(UInt32.self))
         guard n == repeats.count else { throw StateError.invalid("repeating channels: \(n), the stream has \(repeats.count)") }
         var repeats = self.repeats, seen = self.seen
+        var strong = Array(repeating: false, count: n)
         for c in 0..<n {
             switch try r.read(UInt8.self) {
             case 0:
@@ -120,9 +141,10 @@ public struct RepeatingChannels: Sendable, Equatable {
                 (repeats[c], seen[c]) = (nil, Self.keeping(values))
             case 1: (repeats[c], seen[c]) = (true, [])
             case 2: (repeats[c], seen[c]) = (false, [])
+            case 3 where strongly: (repeats[c], strong[c], seen[c]) = (true, true, [])
             default: throw StateError.invalid("repeating channel decision")
             }
         }
-        (self.repeats, self.seen) = (repeats, seen)
+        (self.repeats, self.strong, self.seen) = (repeats, strong, seen)
     }
 }
