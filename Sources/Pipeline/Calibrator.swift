@@ -27,6 +27,11 @@ public struct Calibrator: Sendable, Equatable {
     /// With `lag` > 0, the maximum of the surprises before the newest `lag` (`measurePeak`).
     public private(set) var lag = 0
     var lagged = RecentMaximum(span: 0)
+    /// With a lag, the peak an incident's reading stood out against, while the incident lasts (its
+    /// surprises stay above it): until then its readings are measured over the whole recent peak,
+    /// their own rise included, so a change that keeps building alerts once. Not checkpointed: an
+    /// incident under way when a stream is restored may alert once more.
+    public var incident: Float?
     /// σ never goes below this (in log units), so a model that fits perfectly does not make every
     /// tiny wobble a 6-sigma event.
     static let minimumDeviation = 0.05
@@ -54,6 +59,8 @@ public struct Calibrator: Sendable, Equatable {
 
     /// The largest surprise of the last `holdOff` samples (but the newest `lag`), or 0 if none was positive.
     public var recentPeak: Float { max((lag > 0 ? lagged.maximum : recent.maximum) ?? 0, 0) }
+    /// The largest surprise of the last `holdOff` samples, the newest included, or 0.
+    public var wholePeak: Float { max(recent.maximum ?? 0, 0) }
 
     /// The score of a surprise `z` given the recent peak: Φ(z − max(peak, 0)).
     public static func score(surprise z: Float, peak: Float) -> Float { phi(z - max(peak, 0)) }
@@ -89,6 +96,7 @@ public struct Calibrator: Sendable, Equatable {
         let lag = min(max(0, lag), holdOff)
         guard lag != self.lag else { return }
         self.lag = lag
+        incident = nil
         lagged = RecentMaximum(span: lag > 0 ? holdOff - lag : 0)
         if lag > 0 { for z in orderedRecent.dropLast(lag) { lagged.push(z) } }
     }
@@ -130,7 +138,7 @@ public struct Calibrator: Sendable, Equatable {
     var orderedRecent: [Float] { recent.ordered }
 
     public static func == (a: Calibrator, b: Calibrator) -> Bool {
-        a.horizon == b.horizon && a.holdOff == b.holdOff && a.count == b.count && a.mean == b.mean
+        a.horizon == b.horizon && a.holdOff == b.holdOff && a.lag == b.lag && a.count == b.count && a.mean == b.mean
             && a.variance == b.variance && a.orderedRecent == b.orderedRecent
     }
 

@@ -159,10 +159,10 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// repeat (`RepeatingChannels`); until then, and on a channel that never does, its surprise
     /// still scores and corroborates.
     public var discordRepeatingOnly = true
-    /// With `discordRepeatingOnly`, a channel that repeats strongly (`RepeatingChannels.strong`: a
-    /// cycle, not shapes at random intervals) measures its discord's alert strength over its peak
-    /// before the newest this many samples, so a discord that builds up over them (a trend, a
-    /// pattern sliding into the window) stands against what came before it. 0: off; from
+    /// A channel that repeats strongly (`RepeatingChannels.strong`: a cycle, not shapes at random
+    /// intervals; a univariate stream's one channel too) measures its discord's alert strength over
+    /// its peak before the newest this many samples, so a discord that builds up over them (a
+    /// trend, a pattern sliding into the window) stands against what came before it. 0: off; from
     /// `alertHoldOff` on, no peak at all.
     public var discordPeakLag = 8
     /// A discord reading that would alert (`threshold`, `alert_evidence`) is held back (no alert
@@ -390,7 +390,7 @@ public struct StreamConfiguration: Sendable, Equatable {
             try fail("discord_level_window must be 0 (none) or one to four ascending windows in 2...4096, none longer than discord_history")
         }
         if !(discordMargin >= 0 && discordMargin <= 100) { try fail("discord_margin must be in 0...100") }
-        if discordPeakLag < 0 || discordPeakLag > 1 << 16 { try fail("discord_peak_lag must be in 0...65536 (past alert_hold_off: no peak)") }
+        if discordPeakLag < 0 || discordPeakLag > 1 << 16 { try fail("discord_peak_lag must be in 0...65536 (from alert_hold_off on: no peak)") }
         if stuckRun != 0 && !(stuckRun >= 2 && stuckRun <= 1 << 20) { try fail("stuck_run must be 0 (off) or in 2...1048576") }
         if noiseWindow != 0 && !(noiseWindow >= 4 && noiseWindow <= 4096) { try fail("noise_window must be 0 (off) or in 4...4096") }
         if !(discordClip == 0 || (discordClip >= 1 && discordClip <= 100)) { try fail("discord_clip must be 0 (off) or in 1...100") }
@@ -763,7 +763,8 @@ extension StreamConfiguration {
         if signals.contains(DiscordSignal.name) && channels <= discordChannels {
             bytes += MultiscaleDiscord.bytes(
                 windows: discordWindows + discordLevelWindows, periodic: discordPeriodWindows(channels: channels) != nil,
-                repeating: discordQuietSurprise(channels: channels) != nil, history: discordHistory, channels: channels)
+                repeating: discordQuietSurprise(channels: channels) != nil || discordPeakLag > 0, history: discordHistory,
+                channels: channels)
         }
         if earlyScore && !log && channels == 1 && window > 0 { bytes += EarlyScore.bytes }
         if channelPeriod && !log && signals.contains(PeriodSignal.name) && channels > 1 && channels <= discordChannels && period != .off {

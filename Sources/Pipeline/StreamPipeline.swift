@@ -431,7 +431,8 @@ public final class StreamPipeline: @unchecked Sendable {
                     margin: settings.discordMargin, clip: settings.discordClip, horizon: settings.calibrationHorizon,
                     holdOff: settings.alertHoldOff,
                     quietSurprise: settings.discordQuietSurprise(channels: sampleDimension),
-                    shiftVeto: settings.shiftVeto(), peakLag: settings.discordPeakLag))
+                    shiftVeto: settings.shiftVeto(), peakLag: settings.discordPeakLag,
+                    threshold: settings.threshold))
         }
         if on.contains(NoiseSignal.name) && settings.noiseWindow > 0 && sampleDimension <= settings.discordChannels {
             signals.append(

@@ -64,10 +64,10 @@ import Testing
         #expect(RepeatingChannels.repeats(Array(walk.prefix(300)), longestLag: 150) == false)
     }
 
-    static func make(quiet: Float?) -> MultiscaleDiscord {
+    static func make(quiet: Float?, peakLag: Int = 0) -> MultiscaleDiscord {
         MultiscaleDiscord(
             windows: [32], levelWindows: [64], history: 512, channels: 2, margin: 4, horizon: 2000, holdOff: 400,
-            quietSurprise: quiet)
+            quietSurprise: quiet, peakLag: peakLag)
     }
 
     /// Two channels, one a cycle and one a random walk, each given a shape it never showed: a pulse on
@@ -134,15 +134,16 @@ import Testing
     /// (version 4), or without them, counts every channel as repeating; a bad section is refused.
     @Test func theDecisionsTravelInTheSection() throws {
         let a = Self.sine(1000, period: 40, seed: 6), b = Self.walk(1000, seed: 7)
-        let original = Self.make(quiet: 5.5)
+        let original = Self.make(quiet: 5.5, peakLag: 8)
         for t in 0..<250 { _ = DiscordSignalTests.feed(original, [a[t], b[t]]) }
-        #expect(original.repeating?.repeats == [true, nil])
+        #expect(original.repeating?.repeats == [true, nil] && original.repeating?.strong == [true, false])
         var w = StateWriter()
         original.encode(&w)
-        let restored = Self.make(quiet: 5.5)
+        let restored = Self.make(quiet: 5.5, peakLag: 8)
         var r = StateReader(w.bytes)
         try restored.decode(&r, version: MultiscaleDiscord.stateVersion)
         #expect(restored.repeating == original.repeating)
+        #expect(restored.scales.allSatisfy { $0.calibrators.map(\.lag) == [8, 0] }, "the cycle's windows are lagged again")
         for t in 250..<1000 {
             let x = DiscordSignalTests.feed(original, [a[t], b[t]]), y = DiscordSignalTests.feed(restored, [a[t], b[t]])
             #expect(x.strength == y.strength && x.surprise == y.surprise, "sample \(t)")
@@ -190,22 +191,29 @@ import Testing
     }
 
     /// `discord_repeating_only` (true) gives streams of several features quiet channels, held just
-    /// under `alert_evidence`, and univariate streams none; false turns it off; the memory estimate
-    /// counts the kept values.
+    /// under `alert_evidence`, and univariate streams none; false turns it off. The decisions are
+    /// kept without quiet channels for `discord_peak_lag` (8) alone; with both off there are none.
+    /// The memory estimate counts the kept values.
     @Test func theSettingGivesStreamsOfSeveralFeaturesQuietChannels() throws {
         let defaults = try ConfigurationFile.parse("[stream]\n").streamDefaults
-        #expect(defaults.discordRepeatingOnly)
+        #expect(defaults.discordRepeatingOnly && defaults.discordPeakLag == 8)
         func discord(_ s: StreamConfiguration, dim: Int) -> MultiscaleDiscord? {
             StreamPipeline(name: "s", settings: s.resolved(dim: dim)).chain.signal(MultiscaleDiscord.self)
         }
         #expect(discord(defaults, dim: 3)?.repeating?.repeats.count == 3)
+        #expect(discord(defaults, dim: 3)?.quieting == true)
         #expect(discord(defaults, dim: 3)?.scales.allSatisfy { $0.quietSurprise == defaults.alertEvidence.nextDown } == true)
-        #expect(discord(defaults, dim: 1)?.repeating == nil)
+        #expect(discord(defaults, dim: 1)?.quieting == false && discord(defaults, dim: 1)?.repeating?.repeats.count == 1)
         let off = try ConfigurationFile.parse("[stream]\ndiscord_repeating_only = false\n").streamDefaults
-        #expect(discord(off, dim: 3)?.repeating == nil)
+        #expect(discord(off, dim: 3)?.quieting == false && discord(off, dim: 3)?.scales.allSatisfy { $0.quiet.isEmpty } == true)
+        let none = try ConfigurationFile.parse("[stream]\ndiscord_repeating_only = false\ndiscord_peak_lag = 0\n").streamDefaults
+        #expect(try ConfigurationFile.parse("[stream]\ndiscord_peak_lag = 3\n").streamDefaults.discordPeakLag == 3)
+        #expect(throws: (any Error).self) { try ConfigurationFile.parse("[stream]\ndiscord_peak_lag = -1\n") }
+        #expect(discord(none, dim: 3)?.repeating == nil && discord(none, dim: 1)?.repeating == nil)
         #expect(
-            defaults.resolved(dim: 3).memoryEstimate - off.resolved(dim: 3).memoryEstimate == RepeatingChannels.bytes(channels: 3))
-        #expect(defaults.resolved(dim: 1).memoryEstimate == off.resolved(dim: 1).memoryEstimate)
+            defaults.resolved(dim: 3).memoryEstimate - none.resolved(dim: 3).memoryEstimate == RepeatingChannels.bytes(channels: 3))
+        #expect(
+            defaults.resolved(dim: 1).memoryEstimate - none.resolved(dim: 1).memoryEstimate == RepeatingChannels.bytes(channels: 1))
         #expect(throws: (any Error).self) { try ConfigurationFile.parse("[stream]\ndiscord_repeating_only = maybe\n") }
     }
 }
@@ -275,8 +283,8 @@ import Testing
     /// sample reaches the threshold against the peak before its climb, never against its own last
     /// step. Rebuilt from the remembered surprises (a restored calibrator), it reads the same.
     @Test func aSurpriseThatBuildsUpStandsAgainstThePeakBeforeIt() throws {
-        func run(lag: Int) throws -> (strongest: Float, restoredAgrees: Bool) {
-            var c = Calibrator(horizon: 5000, holdOff: 400)
+        func run(lag: Int, holdOff: Int = 400) throws -> (strongest: Float, restoredAgrees: Bool) {
+            var c = Calibrator(horizon: 5000, holdOff: holdOff)
             c.measurePeak(skippingNewest: lag)
             #expect(c.lag == lag)
             for i in 0..<600 {
@@ -299,15 +307,19 @@ import Testing
             }
             return (strongest, agrees)
         }
-        let without = try run(lag: 0), with = try run(lag: 8)
-        #expect(without.strongest < 0.9, "measured against its own rise: \(without.strongest)")
-        #expect(with.strongest > 0.99, "measured against the peak before it: \(with.strongest)")
-        #expect(without.restoredAgrees && with.restoredAgrees)
+        // A hold-off of 1,000 is still filling after these 614 surprises (the ring not yet wrapped).
+        for holdOff in [400, 1000] {
+            let without = try run(lag: 0, holdOff: holdOff), with = try run(lag: 8, holdOff: holdOff)
+            #expect(without.strongest < 0.9, "measured against its own rise: \(without.strongest)")
+            #expect(with.strongest > 0.99, "measured against the peak before it: \(with.strongest)")
+            #expect(without.restoredAgrees && with.restoredAgrees)
+        }
     }
 
     /// The discord's windows on a strongly repeating channel skip the newest samples; on a channel
     /// that does not, and with the setting off, they do not. A level that climbs on the cycle over 100
-    /// samples alerts with the lag.
+    /// samples stands out with the lag, once in each window (its incident is then measured over its
+    /// own rise; without that, each sample of the climb would stand out against the lagged peak).
     @Test func aCycleThatClimbsAlertsWithTheLag() {
         let n = 2000
         var a = RepeatingChannelsTests.sine(n, period: 40, seed: 11)
@@ -320,14 +332,47 @@ import Testing
         }
         let lagged = make(8), plain = make(0)
         var strongest: [Float] = [0, 0]
+        var standing: [Int] = []
         for t in 0..<n {
             let x = DiscordSignalTests.feed(lagged, [a[t], b[t]]), y = DiscordSignalTests.feed(plain, [a[t], b[t]])
             if t >= 1500 && t < 1616 { strongest = [max(strongest[0], x.strength), max(strongest[1], y.strength)] }
+            if t >= 1500 && x.strength >= 0.9 { standing.append(t) }
         }
+        #expect(
+            (1...lagged.scales.count).contains(standing.count),
+            "the climb stands out once per window, then is measured over its own rise: \(standing)")
         #expect(lagged.repeating?.strong == [true, false])
         #expect(lagged.scales.allSatisfy { $0.calibrators.map(\.lag) == [8, 0] })
         #expect(plain.scales.allSatisfy { $0.calibrators.map(\.lag) == [0, 0] })
         #expect(strongest[0] > 0.9, "with the lag the climb alerts: \(strongest)")
         #expect(strongest[0] > strongest[1], "\(strongest)")
+    }
+
+    /// A univariate stream quiets no channel, but keeps the decisions for the lag: a sine's windows
+    /// are lagged once it is seen to repeat strongly, and never quiet. Without the lag it keeps
+    /// none. Restored from a section without decisions (version 5, as every univariate section was),
+    /// it decides afresh rather than assuming.
+    @Test func aUnivariateCycleIsLaggedAndNeverQuiet() throws {
+        func make(_ lag: Int) -> MultiscaleDiscord {
+            MultiscaleDiscord(
+                windows: [32], levelWindows: [64], history: 512, channels: 1, horizon: 2000, holdOff: 400, peakLag: lag)
+        }
+        let sine = RepeatingChannelsTests.sine(400, period: 40, seed: 13)
+        let lagged = make(8), plain = make(0)
+        #expect(plain.repeating == nil && !lagged.quieting)
+        for t in 0..<199 { _ = DiscordSignalTests.feed(lagged, [sine[t]]) }
+        #expect(lagged.repeating?.repeats == [nil] && lagged.scales.allSatisfy { $0.calibrators[0].lag == 0 && $0.quiet.isEmpty })
+        _ = DiscordSignalTests.feed(lagged, [sine[199]])
+        #expect(lagged.repeating?.strong == [true])
+        #expect(lagged.scales.allSatisfy { $0.calibrators[0].lag == 8 && $0.quiet.isEmpty })
+        // A version-5 section of a univariate stream: the windows, and no decisions.
+        var w = StateWriter()
+        plain.encode(&w)
+        let restored = make(8)
+        var r = StateReader(w.bytes)
+        try restored.decode(&r, version: 5)
+        #expect(restored.repeating?.repeats == [nil] && restored.repeating?.strong == [false])
+        for t in 0..<200 { _ = DiscordSignalTests.feed(restored, [sine[t]]) }
+        #expect(restored.repeating?.strong == [true] && restored.scales.allSatisfy { $0.calibrators[0].lag == 8 })
     }
 }

@@ -92,6 +92,8 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
     public let shiftVeto: ShiftVeto?
     /// Readings held back by `shiftVeto`.
     public private(set) var shiftVetoes = 0
+    /// The alert strength from which a lagged channel's reading opens an incident (`Calibrator.incident`).
+    var standOut: Float = 0.9
 
     public init(
         window: Int, history: Int, channels: Int, centred: Bool = true, margin: Float = 0, clip: Double = 0, horizon: Int,
@@ -151,11 +153,20 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
             let x = logDistance(d, channel: c)
             lastLog[c] = x
             guard calibrators[c].count >= UInt64(Self.minimumCalibration) else { continue }
-            let peak = max(calibrators[c].recentPeak, margin)
+            var peak = max(calibrators[c].recentPeak, margin)
+            let wholePeak = max(calibrators[c].wholePeak, margin)
             var s = calibrators[c].score(logError: x)
+            if let floor = calibrators[c].incident {
+                // An incident under way is measured over its own rise; it ends when its surprise
+                // comes back under the peak it stood out against.
+                if s.surprise > floor { peak = wholePeak } else { calibrators[c].incident = nil }
+            }
             let silent = !quiet.isEmpty && quiet[c]
             if silent { s.surprise = min(s.surprise, quietSurprise) }
             var strength = silent ? 0 : Calibrator.score(surprise: s.surprise, peak: peak)
+            if calibrators[c].lag > 0 && calibrators[c].incident == nil && strength >= standOut {
+                calibrators[c].incident = peak
+            }
             if let veto = shiftVeto, strength >= veto.strength || s.surprise > veto.surprise,
                 shiftShare(channel: c, distance: d) < veto.share
             {
@@ -363,6 +374,9 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
     /// (`discord_peak_lag`): a discord that builds up over that many samples, as a trend or a pattern
     /// sliding into the window does, is measured against the peak before it, not its own rise.
     public let peakLag: Int
+    /// Whether a channel not seen to repeat is quiet (`quietSurprise` given); without it, `repeating`
+    /// (kept for the lag) only says which channels repeat strongly.
+    public private(set) var quieting = true
     /// The windows of the last reading's largest strength and largest surprise (−1: a period window).
     public private(set) var strongestScale = 0
     public private(set) var surprisingScale = 0
@@ -374,7 +388,7 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
     public init(
         windows: [Int], levelWindows: [Int] = [], period: PeriodSetting? = nil, history: Int, channels: Int,
         margin: Float = 0, clip: Double = 0, horizon: Int, holdOff: Int, quietSurprise: Float? = nil, shiftVeto: ShiftVeto? = nil,
-        peakLag: Int = 0
+        peakLag: Int = 0, threshold: Float = 0.9
     ) {
         self.peakLag = max(0, peakLag)
         let kinds = windows.map { ($0, true) } + levelWindows.map { ($0, false) }
@@ -383,16 +397,22 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
                 window: window, history: history, channels: channels, centred: centred, margin: margin, clip: clip,
                 horizon: horizon, holdOff: holdOff, shiftVeto: shiftVeto)
         }
+        for s in scales { s.standOut = threshold }
         periodic = period.map {
             PeriodWindows(
                 channels: channels, setting: $0, history: history, margin: margin, clip: clip, horizon: horizon,
                 holdOff: holdOff, shiftVeto: shiftVeto)
         }
+        periodic?.standOut = threshold
         if let quietSurprise {
             repeating = RepeatingChannels(channels: channels)
             for s in scales { s.quietSurprise = quietSurprise }
             periodic?.quietSurprise = quietSurprise
             quietChanged()
+        } else if self.peakLag > 0 {
+            // Which channels repeat strongly, for the lag alone: no channel is quiet.
+            repeating = RepeatingChannels(channels: channels)
+            quieting = false
         }
     }
 
@@ -400,7 +420,7 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
     /// samples.
     private func quietChanged() {
         guard let repeating else { return }
-        let quiet = repeating.repeats.indices.map(repeating.quiet)
+        let quiet = quieting ? repeating.repeats.indices.map(repeating.quiet) : []
         for s in scales { s.quiet = quiet.contains(true) ? quiet : [] }
         let lags = repeating.strong.map { $0 ? peakLag : 0 }
         for s in scales { for c in lags.indices { s.calibrators[c].measurePeak(skippingNewest: lags[c]) } }
@@ -480,10 +500,13 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
     /// Version 1 (one centred window, not recorded) restores the first centred window; version 2's
     /// windows are all centred. Which channels repeat is restored from version 5; before it, or from
     /// a section without them, every channel counts as repeating (the discord alerted on every
-    /// channel then).
+    /// channel then), none strongly, on a stream that quiets channels; on one that keeps the
+    /// decisions for `peakLag` alone (a univariate stream), its channels decide afresh.
     public func decode(_ r: inout StateReader, version: UInt32) throws {
         defer { quietChanged() }
-        if repeating != nil { repeating?.assumeRepeating() }
+        // A stream that quiets its channels assumes they repeat until the section says otherwise; one
+        // that keeps the decisions for the lag alone decides afresh if the section has none.
+        if quieting { repeating?.assumeRepeating() }
         switch version {
         case 1:
             try scales.first(where: \.centred)?.decode(&r, version: 1)
@@ -563,10 +586,14 @@ public final class PeriodWindows: @unchecked Sendable {
     var quiet: [Bool] = [] { didSet { for c in windows.indices { if let w = windows[c] { tell(w, channel: c) } } } }
     var quietSurprise: Float = .infinity
 
-    /// Tells window `w` whether channel `c` is quiet.
+    /// The alert strength from which a lagged window's reading opens an incident.
+    var standOut: Float = 0.9
     /// Per channel, the newest samples its window's recent peak skips (`discord_peak_lag`; empty: none).
     var lags: [Int] = [] { didSet { for c in windows.indices { if let w = windows[c] { tell(w, channel: c) } } } }
+
+    /// Tells window `w` channel `c`'s settings: whether it is quiet, its lag and when it opens an incident.
     private func tell(_ w: DiscordSignal, channel c: Int) {
+        w.standOut = standOut
         w.calibrators[0].measurePeak(skippingNewest: c < lags.count ? lags[c] : 0)
         w.quiet = quiet.isEmpty ? [] : [quiet[c]]
         w.quietSurprise = quietSurprise
