@@ -137,6 +137,11 @@ public struct Calibrator: Sendable, Equatable {
     /// The remembered surprises, oldest first.
     var orderedRecent: [Float] { recent.ordered }
 
+    /// Bytes a calibrator may hold with a hold-off of `holdOff` (and a lagged maximum): each
+    /// remembered surprise's 4 bytes and its share of the maximum's deque (16 bytes an entry, as many
+    /// entries as a falling run of surprises, here taken as all of them).
+    public static func bytes(holdOff: Int, lagged: Bool = false) -> Int { 64 + 20 * max(0, holdOff) * (lagged ? 2 : 1) }
+
     public static func == (a: Calibrator, b: Calibrator) -> Bool {
         a.horizon == b.horizon && a.holdOff == b.holdOff && a.lag == b.lag && a.count == b.count && a.mean == b.mean
             && a.variance == b.variance && a.orderedRecent == b.orderedRecent

@@ -764,7 +764,7 @@ extension StreamConfiguration {
             bytes += MultiscaleDiscord.bytes(
                 windows: discordWindows + discordLevelWindows, periodic: discordPeriodWindows(channels: channels) != nil,
                 repeating: discordQuietSurprise(channels: channels) != nil || discordPeakLag > 0, history: discordHistory,
-                channels: channels)
+                channels: channels, holdOff: alertHoldOff, lagged: discordPeakLag > 0)
         }
         if earlyScore && !log && channels == 1 && window > 0 { bytes += EarlyScore.bytes }
         if channelPeriod && !log && signals.contains(PeriodSignal.name) && channels > 1 && channels <= discordChannels && period != .off {

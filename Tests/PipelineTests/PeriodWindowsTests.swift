@@ -176,7 +176,7 @@ import Testing
         #expect(periodic(none, dim: 1) == nil)
         #expect(
             defaults.resolved(dim: 1).memoryEstimate - none.resolved(dim: 1).memoryEstimate
-                == PeriodWindows.bytes(channels: 1, history: defaults.discordHistory))
+                == PeriodWindows.bytes(channels: 1, history: defaults.discordHistory, holdOff: defaults.alertHoldOff, lagged: true))
         #expect(throws: (any Error).self) { try ConfigurationFile.parse("[stream]\ndiscord_period_channels = -1\n") }
     }
 

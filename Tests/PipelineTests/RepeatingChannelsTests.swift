@@ -210,10 +210,14 @@ import Testing
         #expect(try ConfigurationFile.parse("[stream]\ndiscord_peak_lag = 3\n").streamDefaults.discordPeakLag == 3)
         #expect(throws: (any Error).self) { try ConfigurationFile.parse("[stream]\ndiscord_peak_lag = -1\n") }
         #expect(discord(none, dim: 3)?.repeating == nil && discord(none, dim: 1)?.repeating == nil)
-        #expect(
-            defaults.resolved(dim: 3).memoryEstimate - none.resolved(dim: 3).memoryEstimate == RepeatingChannels.bytes(channels: 3))
-        #expect(
-            defaults.resolved(dim: 1).memoryEstimate - none.resolved(dim: 1).memoryEstimate == RepeatingChannels.bytes(channels: 1))
+        // The decisions' kept values, and each window's lagged maximum per channel (two windows and
+        // the period window).
+        for dim in [1, 3] {
+            let lagged = dim * 3 * (Calibrator.bytes(holdOff: defaults.alertHoldOff, lagged: true) - Calibrator.bytes(holdOff: defaults.alertHoldOff))
+            #expect(
+                defaults.resolved(dim: dim).memoryEstimate - none.resolved(dim: dim).memoryEstimate
+                    == RepeatingChannels.bytes(channels: dim) + lagged, "dim \(dim)")
+        }
         #expect(throws: (any Error).self) { try ConfigurationFile.parse("[stream]\ndiscord_repeating_only = maybe\n") }
     }
 }

@@ -130,9 +130,11 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
     }
 
     /// Bytes the signal holds (for a stream's memory cost).
-    public static func bytes(window: Int, history: Int, channels: Int) -> Int {
+    /// `holdOff`: each channel's calibrator remembers that many surprises (`lagged`: and keeps a
+    /// second maximum over them, `discord_peak_lag`).
+    public static func bytes(window: Int, history: Int, channels: Int, holdOff: Int = 0, lagged: Bool = false) -> Int {
         let w = max(2, window), h = max(w, history)
-        return channels * 8 * (3 * 2 * (h + w + 1) + h + 1)
+        return channels * (8 * (3 * 2 * (h + w + 1) + h + 1) + Calibrator.bytes(holdOff: holdOff, lagged: lagged))
     }
 
     /// Where the value of time t lives in a ring (and again `ring` further on): slots run backwards in
@@ -443,9 +445,14 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
         return (c, w.window, false, w.history)
     }
 
-    public static func bytes(windows: [Int], periodic: Bool = false, repeating: Bool = false, history: Int, channels: Int) -> Int {
-        windows.reduce(0) { $0 + DiscordSignal.bytes(window: $1, history: history, channels: channels) }
-            + (periodic ? PeriodWindows.bytes(channels: channels, history: history) : 0)
+    public static func bytes(
+        windows: [Int], periodic: Bool = false, repeating: Bool = false, history: Int, channels: Int, holdOff: Int = 0,
+        lagged: Bool = false
+    ) -> Int {
+        windows.reduce(0) {
+            $0 + DiscordSignal.bytes(window: $1, history: history, channels: channels, holdOff: holdOff, lagged: lagged)
+        }
+            + (periodic ? PeriodWindows.bytes(channels: channels, history: history, holdOff: holdOff, lagged: lagged) : 0)
             + (repeating ? RepeatingChannels.bytes(channels: channels) : 0)
     }
 
@@ -646,10 +653,11 @@ public final class PeriodWindows: @unchecked Sendable {
 
     /// Bytes the windows of a stream of `channels` channels may come to hold (each channel's
     /// longest window, and the first values kept meanwhile).
-    public static func bytes(channels: Int, history: Int) -> Int {
+    public static func bytes(channels: Int, history: Int, holdOff: Int = 0, lagged: Bool = false) -> Int {
         let w = longestWindow
         return channels
-            * (DiscordSignal.bytes(window: w, history: Self.history(window: w, configured: history), channels: 1)
+            * (DiscordSignal.bytes(
+                window: w, history: Self.history(window: w, configured: history), channels: 1, holdOff: holdOff, lagged: lagged)
                 + 4 * PeriodCheck.detectionSamples)
     }
 
