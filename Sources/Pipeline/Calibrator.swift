@@ -31,7 +31,7 @@ public struct Calibrator: Sendable, Equatable {
     /// surprises stay above it): until then its readings are measured over the whole recent peak,
     /// their own rise included, so a change that keeps building alerts once. Not checkpointed: an
     /// incident under way when a stream is restored may alert once more.
-    public var incident: Float?
+    var incident: Float?
     /// σ never goes below this (in log units), so a model that fits perfectly does not make every
     /// tiny wobble a 6-sigma event.
     static let minimumDeviation = 0.05

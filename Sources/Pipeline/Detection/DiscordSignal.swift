@@ -378,7 +378,7 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
     public let peakLag: Int
     /// Whether a channel not seen to repeat is quiet (`quietSurprise` given); without it, `repeating`
     /// (kept for the lag) only says which channels repeat strongly.
-    public private(set) var quieting = true
+    public let quieting: Bool
     /// The windows of the last reading's largest strength and largest surprise (−1: a period window).
     public private(set) var strongestScale = 0
     public private(set) var surprisingScale = 0
@@ -410,10 +410,11 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
             repeating = RepeatingChannels(channels: channels)
             for s in scales { s.quietSurprise = quietSurprise }
             periodic?.quietSurprise = quietSurprise
+            quieting = true
             quietChanged()
-        } else if self.peakLag > 0 {
+        } else {
             // Which channels repeat strongly, for the lag alone: no channel is quiet.
-            repeating = RepeatingChannels(channels: channels)
+            if self.peakLag > 0 { repeating = RepeatingChannels(channels: channels) }
             quieting = false
         }
     }
