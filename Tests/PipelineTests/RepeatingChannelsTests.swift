@@ -379,4 +379,58 @@ import Testing
         for t in 0..<200 { _ = DiscordSignalTests.feed(restored, [sine[t]]) }
         #expect(restored.repeating?.strong == [true] && restored.scales.allSatisfy { $0.calibrators[0].lag == 8 })
     }
+
+    /// A channel's window of its own period (`discord_period_channels`) takes its channel's lag: it is
+    /// made when the period is decided (600 values), after the channel was seen to repeat strongly
+    /// (200), and told the lag then; a restored stream's period window is told it again. A channel
+    /// with no period has no window. On its own, a lagged period window lets a level that climbs on
+    /// the cycle stand out, where the same window without the lag measures the climb against itself.
+    @Test func aPeriodWindowTakesItsChannelsLag() throws {
+        func make(_ lag: Int) -> MultiscaleDiscord {
+            MultiscaleDiscord(
+                windows: [32], levelWindows: [64], period: .auto, history: 512, channels: 2, margin: 4, horizon: 2000,
+                holdOff: 400, quietSurprise: 5.5, peakLag: lag)
+        }
+        let a = RepeatingChannelsTests.sine(800, period: 40, seed: 31), b = RepeatingChannelsTests.walk(800, seed: 32)
+        let lagged = make(8), plain = make(0)
+        for t in 0..<800 {
+            _ = DiscordSignalTests.feed(lagged, [a[t], b[t]])
+            _ = DiscordSignalTests.feed(plain, [a[t], b[t]])
+            if t == 598 { #expect(lagged.periodic?.windows.allSatisfy { $0 == nil } == true, "no window before its period") }
+        }
+        #expect(lagged.repeating?.strong == [true, false])
+        #expect(lagged.periodic?.lengths == [40, 0] && plain.periodic?.lengths == [40, 0])
+        #expect(lagged.periodic?.windows[0]?.calibrators[0].lag == 8)
+        #expect(plain.periodic?.windows[0]?.calibrators[0].lag == 0)
+        var w = StateWriter()
+        lagged.encode(&w)
+        let restored = make(8)
+        var r = StateReader(w.bytes)
+        try restored.decode(&r, version: MultiscaleDiscord.stateVersion)
+        #expect(restored.periodic?.lengths == [40, 0])
+        #expect(restored.periodic?.windows[0]?.calibrators[0].lag == 8, "the restored period window is lagged again")
+
+        // One period window alone, told a lag of 8 or none, over a cycle whose level climbs 3 over 100 samples.
+        func strongest(lag: Int) -> Float {
+            let windows = PeriodWindows(channels: 1, setting: .fixed(40), history: 512, margin: 4, horizon: 2000, holdOff: 400)
+            windows.lags = [lag]
+            var climbing = RepeatingChannelsTests.sine(2000, period: 40, seed: 33)
+            for t in 1500..<2000 { climbing[t] += 0.03 * Float(min(t - 1500, 100)) }
+            var top: Float = 0
+            for t in 0..<1616 {
+                var v = climbing[t]
+                let x = withUnsafePointer(to: &v) { p in
+                    var o = Observation(values: p, dimension: 1, logError: 0, modelReady: true)
+                    let r = windows.read(&o)
+                    windows.learn(o, anomalous: false)
+                    return r
+                }
+                if t >= 1500 { top = max(top, x.strength) }
+            }
+            return top
+        }
+        let (with, without) = (strongest(lag: 8), strongest(lag: 0))
+        #expect(with > 0.9, "the climb stands out against the peak before it: \(with)")
+        #expect(with > without, "\(with) against \(without)")
+    }
 }
