@@ -97,7 +97,7 @@ public struct Calibrator: Sendable, Equatable {
         guard lag != self.lag else { return }
         self.lag = lag
         incident = nil
-        lagged = RecentMaximum(span: lag > 0 ? holdOff - lag : 0)
+        lagged = RecentMaximum(span: lag > 0 ? holdOff - lag : 0, remembering: false)
         if lag > 0 { for z in orderedRecent.dropLast(lag) { lagged.push(z) } }
     }
 
@@ -139,8 +139,9 @@ public struct Calibrator: Sendable, Equatable {
 
     /// Bytes a calibrator may hold with a hold-off of `holdOff` (and a lagged maximum): each
     /// remembered surprise's 4 bytes and its share of the maximum's deque (16 bytes an entry, as many
-    /// entries as a falling run of surprises, here taken as all of them).
-    public static func bytes(holdOff: Int, lagged: Bool = false) -> Int { 64 + 20 * max(0, holdOff) * (lagged ? 2 : 1) }
+    /// entries as a falling run of surprises, here taken as all of them); the lagged maximum keeps
+    /// a deque alone (it reads its values from the remembered ones).
+    public static func bytes(holdOff: Int, lagged: Bool = false) -> Int { 64 + max(0, holdOff) * (lagged ? 36 : 20) }
 
     public static func == (a: Calibrator, b: Calibrator) -> Bool {
         a.horizon == b.horizon && a.holdOff == b.holdOff && a.lag == b.lag && a.count == b.count && a.mean == b.mean
@@ -173,7 +174,7 @@ public struct Calibrator: Sendable, Equatable {
 
 /// The maximum of the last `span` values pushed: a monotonic deque of (push number, value),
 /// decreasing from its front, O(1) amortised per value; the values themselves are kept too (in a
-/// ring starting at `start`), for checkpoints. Both grow with the values pushed, not with `span`, so
+/// ring starting at `start`), for checkpoints, unless it is not `remembering`. Both grow with the values pushed, not with `span`, so
 /// a long span costs nothing until it fills (a checkpoint's span is not an allocation). The deque's
 /// array holds its live entries and a dead front of at most a third of it before it would grow, so
 /// at most about 1.5 · span entries (span of them live).
@@ -187,18 +188,27 @@ public struct RecentMaximum: Sendable {
     /// Values pushed so far.
     var pushed = 0
 
-    public init(span: Int) { self.span = max(0, span) }
+    /// Whether the values themselves are kept (for `value(back:)`, `ordered` and `encode`), or only
+    /// what the maximum needs (the deque).
+    let remembering: Bool
+
+    public init(span: Int, remembering: Bool = true) {
+        self.span = max(0, span)
+        self.remembering = remembering
+    }
 
     /// The largest of the last `span` values, nil before any (or with span 0).
     public var maximum: Float? { peaksHead < peaks.count ? peaks[peaksHead].value : nil }
 
     public mutating func push(_ v: Float) {
         guard span > 0 else { return }
-        if values.count < span {
-            values.append(v)
-        } else {
-            values[start] = v
-            start = start + 1 == span ? 0 : start + 1
+        if remembering {
+            if values.count < span {
+                values.append(v)
+            } else {
+                values[start] = v
+                start = start + 1 == span ? 0 : start + 1
+            }
         }
         // Drop smaller values from the back: they can never be the maximum again.
         while peaks.count > peaksHead && peaks[peaks.count - 1].value <= v { peaks.removeLast() }

@@ -2,6 +2,7 @@ import Foundation
 import Learning
 @testable import Pipeline
 import Testing
+import Workloads
 
 @Suite struct RepeatingChannelsTests {
     static func sine(_ n: Int, period: Float, seed: UInt64) -> [Float] {
@@ -378,6 +379,39 @@ import Testing
         #expect(restored.repeating?.repeats == [nil] && restored.repeating?.strong == [false])
         for t in 0..<200 { _ = DiscordSignalTests.feed(restored, [sine[t]]) }
         #expect(restored.repeating?.strong == [true] && restored.scales.allSatisfy { $0.calibrators[0].lag == 8 })
+    }
+
+    /// The lagged peak is the largest remembered surprise but the newest `lag`, sample by sample,
+    /// while the ring fills and after, and after the lag changes; the lagged maximum keeps no values
+    /// of its own (it reads them from the remembered surprises).
+    @Test func theLaggedPeakIsTheMaximumBeforeTheNewest() {
+        var random = RandomSource(seed: 41)
+        var c = Calibrator(horizon: 5000, holdOff: 50)
+        c.measurePeak(skippingNewest: 8)
+        var surprises: [Float] = []
+        for i in 0..<400 {
+            if i == 200 { c.measurePeak(skippingNewest: 3) }
+            let x = random.normal() + (i % 97 < 10 ? 3 : 0)
+            let z = c.score(logError: x).surprise
+            c.update(logError: x)
+            surprises.append(z)
+            let held = surprises.suffix(50).dropLast(c.lag)
+            #expect(c.recentPeak == max(held.max() ?? 0, 0), "sample \(i)")
+            #expect(c.wholePeak == max(surprises.suffix(50).max() ?? 0, 0))
+        }
+        #expect(c.lag == 3 && c.lagged.values.isEmpty && c.recent.values.count == 50)
+    }
+
+    /// `eddy bench pipeline --cycling` times the lag: every channel of its stream repeats strongly,
+    /// where no channel of the workload's reference stream (three sines) does.
+    @Test func theBenchsCyclingStreamRepeatsStrongly() {
+        for cycling in [true, false] {
+            let xs = ReferenceStream(dimension: 8, seed: 1, cycling: cycling).samples(count: 600)
+            var r = RepeatingChannels(channels: 8)
+            for t in 0..<600 { _ = xs.withUnsafeBufferPointer { r.push($0.baseAddress! + 8 * t, count: 8) } }
+            #expect(r.repeats.allSatisfy { $0 != nil })
+            #expect(r.strong == Array(repeating: cycling, count: 8), "cycling \(cycling)")
+        }
     }
 
     /// A channel's window of its own period (`discord_period_channels`) takes its channel's lag: it is
