@@ -343,9 +343,10 @@ struct PipelineBench: ParsableCommand {
         var report = Report()
         report.add("dim", dim)
         report.add("batch", batch)
-        // How many channels the discord measures with the lag: all of them on the cycling stream.
-        let strong = pipeline.chain.signal(MultiscaleDiscord.self)?.repeating?.strong.filter { $0 }.count ?? 0
-        report.add("strongly_repeating_channels", strong)
+        // How many channels the discord measures with the lag (`discord_peak_lag`): on the cycling
+        // stream all of them when the lag is on, on the workload's none.
+        let lagged = pipeline.chain.signal(MultiscaleDiscord.self)?.scales.first?.calibrators.filter { $0.lag > 0 }.count ?? 0
+        report.add("lagged_channels", lagged)
         report.add("samples_per_second", rate.wall)
         report.add("ns_per_sample", 1e9 / rate.wall)
         report.print(json: options.json)
