@@ -309,7 +309,8 @@ struct PipelineBench: ParsableCommand {
     @Flag(
         help: """
             Each channel one sine of period 50 with its noise instead of the workload's three: channels \
-            that repeat strongly, so a setting that acts only on them (discord_peak_lag) is timed.
+            that repeat strongly, so a setting that acts only on them (discord_peak_lag) is timed \
+            (the discord runs only with --dim up to discord_channels, 8 by default).
             """)
     var cycling = false
 
