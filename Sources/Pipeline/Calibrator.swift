@@ -143,6 +143,7 @@ public struct Calibrator: Sendable, Equatable {
     /// a deque alone (it reads its values from the remembered ones).
     public static func bytes(holdOff: Int, lagged: Bool = false) -> Int { 64 + max(0, holdOff) * (lagged ? 36 : 20) }
 
+    /// What a checkpoint keeps: the incident under way (not saved, `incident`) is not compared.
     public static func == (a: Calibrator, b: Calibrator) -> Bool {
         a.horizon == b.horizon && a.holdOff == b.holdOff && a.lag == b.lag && a.count == b.count && a.mean == b.mean
             && a.variance == b.variance && a.orderedRecent == b.orderedRecent
@@ -174,10 +175,10 @@ public struct Calibrator: Sendable, Equatable {
 
 /// The maximum of the last `span` values pushed: a monotonic deque of (push number, value),
 /// decreasing from its front, O(1) amortised per value; the values themselves are kept too (in a
-/// ring starting at `start`), for checkpoints, unless it is not `remembering`. Both grow with the values pushed, not with `span`, so
-/// a long span costs nothing until it fills (a checkpoint's span is not an allocation). The deque's
-/// array holds its live entries and a dead front of at most a third of it before it would grow, so
-/// at most about 1.5 · span entries (span of them live).
+/// ring starting at `start`), for checkpoints, unless it is not `remembering`. Both grow with the
+/// values pushed, not with `span`, so a long span costs nothing until it fills (a checkpoint's span
+/// is not an allocation). The deque's array holds its live entries and a dead front of at most a
+/// third of it before it would grow, so at most about 1.5 · span entries (span of them live).
 public struct RecentMaximum: Sendable {
     public let span: Int
     var values: [Float] = []

@@ -346,8 +346,7 @@ struct PipelineBench: ParsableCommand {
         report.add("batch", batch)
         // How many channels the discord measures with the lag (`discord_peak_lag`): on the cycling
         // stream all of them when the lag is on, on the workload's none.
-        let lagged = pipeline.chain.signal(MultiscaleDiscord.self)?.scales.first?.calibrators.filter { $0.lag > 0 }.count ?? 0
-        report.add("lagged_channels", lagged)
+        report.add("lagged_channels", MemoryBench.laggedChannels(pipeline))
         report.add("samples_per_second", rate.wall)
         report.add("ns_per_sample", 1e9 / rate.wall)
         report.print(json: options.json)
@@ -371,6 +370,13 @@ struct MemoryBench: ParsableCommand {
     @Option(help: "Also a log stream with this many templates at most (log_templates), fed three times as many distinct messages (0: none).")
     var logTemplates: Int = 1000
     @Option(help: "Configuration file whose [stream] section the streams take.") var config: String?
+    @Flag(
+        help: """
+            Each channel one sine of period 50 instead of the workload's three: channels that repeat \
+            strongly, whose discord keeps a lagged maximum too (discord_peak_lag; the discord runs \
+            only with a dim up to discord_channels, 8 by default).
+            """)
+    var cycling = false
     @Flag(help: "One JSON object instead of text.") var json = false
 
     func run() throws {
@@ -384,7 +390,7 @@ struct MemoryBench: ParsableCommand {
             settings.warmupSamples = 100
             settings.minimumBuffered = 64
             try settings.validate(name: "bench")
-            let data = ReferenceStream(dimension: dim, seed: 1).samples(count: 600)
+            let data = ReferenceStream(dimension: dim, seed: 1, cycling: cycling).samples(count: 600)
             let before = eddy_allocated_bytes()
             let pipeline = StreamPipeline(name: "bench", settings: settings)
             data.withUnsafeBufferPointer { v in
@@ -398,6 +404,7 @@ struct MemoryBench: ParsableCommand {
             report.add("dim_\(dim)_allocated_bytes", allocated)
             report.add("dim_\(dim)_estimate_bytes", estimate)
             report.add("dim_\(dim)_estimate_over_allocated", Double(estimate) / Double(max(allocated, 1)))
+            report.add("dim_\(dim)_lagged_channels", Self.laggedChannels(pipeline))
         }
         if logTemplates > 0 {
             var settings = defaults
@@ -422,6 +429,11 @@ struct MemoryBench: ParsableCommand {
             report.add("log_estimate_over_allocated", Double(settings.memoryEstimate) / Double(max(allocated, 1)))
         }
         report.print(json: json)
+    }
+
+    /// How many channels a stream's discord measures with the lag (`discord_peak_lag`).
+    static func laggedChannels(_ pipeline: StreamPipeline) -> Int {
+        pipeline.chain.signal(MultiscaleDiscord.self)?.scales.first?.calibrators.filter { $0.lag > 0 }.count ?? 0
     }
 
     /// `count` messages that are each a template of their own: distinct words (no digits, so

@@ -382,15 +382,18 @@ import Workloads
     }
 
     /// The lagged peak is the largest remembered surprise but the newest `lag`, sample by sample,
-    /// while the ring fills and after, and after the lag changes; the lagged maximum keeps no values
-    /// of its own (it reads them from the remembered surprises).
+    /// while the ring fills and after, and after the lag changes (mid-fill, and with the ring wrapped
+    /// part-way); the lagged maximum keeps no values of its own (it reads them from the remembered
+    /// surprises).
     @Test func theLaggedPeakIsTheMaximumBeforeTheNewest() {
         var random = RandomSource(seed: 41)
         var c = Calibrator(horizon: 5000, holdOff: 50)
         c.measurePeak(skippingNewest: 8)
         var surprises: [Float] = []
         for i in 0..<400 {
-            if i == 200 { c.measurePeak(skippingNewest: 3) }
+            // While the ring fills, and after it wraps at a position that is not its start.
+            if i == 20 { c.measurePeak(skippingNewest: 5) }
+            if i == 213 { c.measurePeak(skippingNewest: 3) }
             let x = random.normal() + (i % 97 < 10 ? 3 : 0)
             let z = c.score(logError: x).surprise
             c.update(logError: x)
@@ -466,5 +469,113 @@ import Workloads
         let (with, without) = (strongest(lag: 8), strongest(lag: 0))
         #expect(with > 0.9, "the climb stands out against the peak before it: \(with)")
         #expect(with > without, "\(with) against \(without)")
+    }
+
+    /// A reading the shift veto holds back opens no incident: on a jittered square wave (edges a
+    /// sample off their twins') with the lag, readings strong enough to open one are held back and
+    /// the channel's peak stays the lagged one. Without the veto the same wave opens incidents.
+    @Test func aVetoedReadingOpensNoIncident() {
+        let veto = ShiftVeto(share: 0.25, strength: 0.9, surprise: Float(6).nextDown)
+        var heldBack = 0, openedWithout = 0
+        for seed: UInt64 in 1...3 {
+            let xs = ShiftVetoTests.jitteredSquare(5000, changeAt: 5000, changeLength: 0, seed: seed)
+            func make(_ veto: ShiftVeto?) -> MultiscaleDiscord {
+                MultiscaleDiscord(
+                    windows: [32], levelWindows: [64], period: .auto, history: 1024, channels: 1, margin: 4, horizon: 2000,
+                    holdOff: 400, shiftVeto: veto, peakLag: 8)
+            }
+            func windows(_ d: MultiscaleDiscord) -> [DiscordSignal] { d.scales + (d.periodic?.windows.compactMap { $0 } ?? []) }
+            let held = make(veto), plain = make(nil)
+            for x in xs {
+                let before = windows(held).map { ($0.shiftVetoes, $0.calibrators[0].incident != nil) }
+                _ = DiscordSignalTests.feed(held, [x])
+                for (w, (vetoes, open)) in zip(windows(held), before) where w.shiftVetoes > vetoes && !open {
+                    heldBack += 1
+                    #expect(w.calibrators[0].incident == nil, "seed \(seed): a held-back reading opened an incident")
+                }
+                let wasOpen = windows(plain).map { $0.calibrators[0].incident != nil }
+                _ = DiscordSignalTests.feed(plain, [x])
+                for (w, open) in zip(windows(plain), wasOpen) where !open && w.calibrators[0].incident != nil { openedWithout += 1 }
+            }
+            #expect(windows(held).allSatisfy { $0.calibrators[0].lag == 8 }, "seed \(seed)")
+        }
+        #expect(heldBack > 0 && openedWithout > 0, "held back \(heldBack), opened without the veto \(openedWithout)")
+    }
+
+    /// A channel's period window replays the values kept while its period was decided, and no
+    /// incident is left open by the replay: a cycle that climbs at the end of those values is learned,
+    /// and the window's first live reading is measured against the lagged peak, not the climb's own.
+    @Test func aPeriodWindowsReplayLeavesNoIncident() {
+        var opened = 0
+        for seed: UInt64 in 41...43 {
+            var xs = RepeatingChannelsTests.sine(PeriodCheck.detectionSamples, period: 40, seed: seed)
+            for t in 560..<xs.count { xs[t] += 0.05 * Float(t - 560) }
+            let windows = PeriodWindows(channels: 1, setting: .auto, history: 512, margin: 4, horizon: 2000, holdOff: 400)
+            windows.lags = [8]
+            // The replay as `decide` runs it, on a window of the same kind, to see it open an incident.
+            let replay = windows.window(for: 40)
+            replay.calibrators[0].measurePeak(skippingNewest: 8)
+            for x in xs.dropLast() { _ = DiscordSignalTests.feed(replay, [x]) }
+            if replay.calibrators[0].incident != nil { opened += 1 }
+            for var x in xs {
+                withUnsafePointer(to: &x) { p in
+                    var o = Observation(values: p, dimension: 1, logError: 0, modelReady: true)
+                    _ = windows.read(&o)
+                    windows.learn(o, anomalous: false)
+                }
+            }
+            let w = windows.windows[0]
+            #expect(w?.window == 40 && w?.calibrators[0].lag == 8, "seed \(seed)")
+            #expect(w?.calibrators[0].incident == nil, "seed \(seed): the replay left an incident open")
+        }
+        #expect(opened > 0, "the kept values open an incident when replayed")
+    }
+
+    /// A version-5 section says a channel repeats, not whether strongly: restored from one, a
+    /// channel it says repeats decides that again from the newest values its windows kept, so an
+    /// upgraded stream's sine and square wave are lagged and its plateaus are not.
+    @Test func aVersion5SectionDecidesStrengthAgain() throws {
+        func make() -> MultiscaleDiscord {
+            MultiscaleDiscord(
+                windows: [32], levelWindows: [64], history: 512, channels: 3, margin: 4, horizon: 2000, holdOff: 400,
+                quietSurprise: 5.5, peakLag: 8)
+        }
+        let a = RepeatingChannelsTests.sine(900, period: 40, seed: 51), b = Self.plateaus(900, seed: 52)
+        let c = Self.square(900, period: 60, seed: 53)
+        let live = make()
+        for t in 0..<900 { _ = DiscordSignalTests.feed(live, [a[t], b[t], c[t]]) }
+        #expect(live.repeating?.strong == [true, false, true])
+        // What version 5 wrote: the windows, no period windows, and the decisions with "repeats" for
+        // a channel that repeats strongly.
+        func version5(_ d: MultiscaleDiscord) -> [UInt8] {
+            var w = StateWriter()
+            w.write(UInt32(d.scales.count))
+            for s in d.scales {
+                w.write(UInt32(s.window))
+                w.write(s.centred)
+                var inner = StateWriter()
+                s.encode(&inner)
+                w.write(blob: inner.bytes)
+            }
+            w.write(false)
+            w.write(true)
+            var inner = StateWriter()
+            d.repeating!.encode(&inner)
+            var decisions = inner.bytes
+            for i in 4..<decisions.count where decisions[i] == 3 { decisions[i] = 1 }
+            w.write(blob: decisions)
+            return w.bytes
+        }
+        let restored = make()
+        var r = StateReader(version5(live))
+        try restored.decode(&r, version: 5)
+        #expect(restored.repeating?.repeats == live.repeating?.repeats)
+        #expect(restored.repeating?.strong == [true, false, true])
+        #expect(restored.scales.allSatisfy { $0.calibrators.map(\.lag) == [8, 0, 8] })
+        // The values they are decided from: the newest the longest window's ring holds (577 of 900).
+        let longest = try #require(live.scales.max { $0.ring < $1.ring })
+        #expect(longest.ring == 512 + 64 + 1)
+        #expect(longest.recentValues(channel: 2, count: 600) == Array(c[(900 - longest.ring)...]))
+        #expect(longest.recentValues(channel: 0, count: 100) == Array(a[800...]))
     }
 }

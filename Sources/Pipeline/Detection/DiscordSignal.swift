@@ -166,14 +166,15 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
             let silent = !quiet.isEmpty && quiet[c]
             if silent { s.surprise = min(s.surprise, quietSurprise) }
             var strength = silent ? 0 : Calibrator.score(surprise: s.surprise, peak: peak)
-            if calibrators[c].lag > 0 && calibrators[c].incident == nil && strength >= standOut {
-                calibrators[c].incident = peak
-            }
             if let veto = shiftVeto, strength >= veto.strength || s.surprise > veto.surprise,
                 shiftShare(channel: c, distance: d) < veto.share
             {
                 (strength, s.surprise) = (0, min(s.surprise, veto.surprise))
                 shiftVetoes += 1
+            }
+            // A reading the veto held back opens no incident.
+            if calibrators[c].lag > 0 && calibrators[c].incident == nil && strength >= standOut {
+                calibrators[c].incident = peak
             }
             if s.surprise > best.surprise { best.surprise = s.surprise; surprisingChannel = c }
             if strength > best.strength { best.strength = strength; strongestChannel = c }
@@ -328,6 +329,12 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
         moments = restoredMoments.map { (mean: $0.0, m2: $0.1) }
         calibrators = restoredCalibrators
         lastLog = Array(repeating: nil, count: channels)
+    }
+
+    /// Channel `c`'s newest values, up to `n` of them and as many as the ring holds, oldest first.
+    func recentValues(channel c: Int, count n: Int) -> [Float] {
+        let k = max(0, min(n, count, ring))
+        return ((count - k)..<count).map { Float(values[c][slot($0)]) }
     }
 
     /// Pushes saved values again, one sample (every channel) at a time, with the count running on
@@ -509,7 +516,9 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
     /// windows are all centred. Which channels repeat is restored from version 5; before it, or from
     /// a section without them, every channel counts as repeating (the discord alerted on every
     /// channel then), none strongly, on a stream that quiets channels; on one that keeps the
-    /// decisions for `peakLag` alone (a univariate stream), its channels decide afresh.
+    /// decisions for `peakLag` alone (a univariate stream), its channels decide afresh. Version 5
+    /// does not say which channels repeat strongly: a channel it says repeats decides that again
+    /// from the newest values its windows kept (`RepeatingChannels.decideStrength`).
     public func decode(_ r: inout StateReader, version: UInt32) throws {
         defer { quietChanged() }
         // A stream that quiets its channels assumes they repeat until the section says otherwise; one
@@ -536,6 +545,11 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
             if try version >= 5 && r.read(Bool.self) {
                 var inner = StateReader(try r.readBlob())
                 try repeating?.decode(&inner, strongly: version >= 6)
+                if version == 5, let kept = scales.max(by: { $0.ring < $1.ring }) {
+                    for c in 0..<kept.channels {
+                        repeating?.decideStrength(c, from: kept.recentValues(channel: c, count: RepeatingChannels.last))
+                    }
+                }
             }
         default:
             throw StateError.unsupportedVersion(version)
@@ -716,6 +730,8 @@ public final class PeriodWindows: @unchecked Sendable {
                     w.learn(one, anomalous: false)
                 }
             }
+            // The replay raises no alert, so it leaves no incident under way.
+            w.calibrators[0].incident = nil
             windows[c] = w
         }
         seen[c] = []

@@ -28,7 +28,7 @@ import Learning
 /// the newest samples (`discord_peak_lag`).
 public struct RepeatingChannels: Sendable, Equatable {
     public static let checks = [200, 300, 400, 500, PeriodCheck.detectionSamples]
-    static var last: Int { checks[checks.count - 1] }
+    public static var last: Int { checks[checks.count - 1] }
     public static let strongCorrelation = 0.8
 
     /// Per channel: true once it repeats, false once the last check found no repetition, nil before.
@@ -106,6 +106,15 @@ public struct RepeatingChannels: Sendable, Equatable {
         repeats = Array(repeating: true, count: repeats.count)
         strong = Array(repeating: false, count: repeats.count)
         seen = Array(repeating: [], count: repeats.count)
+    }
+
+    /// Decides again whether channel `c`, which repeats, does so strongly, from `values` (its
+    /// newest, oldest first, at least the first check's count): for a section that did not say
+    /// (version 5). A channel that does not repeat, or too few values, leaves it as it is.
+    mutating func decideStrength(_ c: Int, from values: [Float]) {
+        guard repeats[c] == true, values.count >= Self.checks[0] else { return }
+        let peak = Self.firstPeak(values, longestLag: min(values.count / 2, PeriodCheck.longestPeriod)) ?? 0
+        strong[c] = peak >= Self.strongCorrelation
     }
 
     /// Bytes the kept values may come to.
