@@ -426,6 +426,13 @@ def test_the_memory_estimate_covers_what_a_stream_allocates():
     for dim in (1, 700):
         assert 1.0 <= with_representations[f"dim_{dim}_estimate_over_allocated"] <= 1.25, (dim, with_representations)
         assert with_representations[f"dim_{dim}_allocated_bytes"] > report[f"dim_{dim}_allocated_bytes"]
+    # Channels that repeat strongly keep a lagged maximum too (discord_peak_lag): still covered.
+    out = subprocess.run([binary, "bench", "memory", "--dims", "1,8", "--log-templates", "0", "--cycling", "--json"],
+                         capture_output=True, text=True, check=True).stdout
+    cycling = json.loads(out)
+    for dim in (1, 8):
+        assert cycling[f"dim_{dim}_lagged_channels"] == dim, cycling
+        assert 1.0 <= cycling[f"dim_{dim}_estimate_over_allocated"] <= 1.25, (dim, cycling)
 
 
 def test_values_that_would_poison_a_stream_are_refused_and_no_score_or_weight_turns_nan(start_daemon):
