@@ -211,8 +211,6 @@ public final class Autoencoder {
         random = try r.read(RandomSource.self)
         optimiser.step = try r.readInt()
         try r.read(into: parameters); try r.read(into: optimiser.m); try r.read(into: optimiser.v)
-        let n = try Normaliser.decode(&r)
-        guard n.dimension == c.inputDimension else { throw StateError.invalid("normaliser dimension") }
-        normaliser.copy(from: n)
+        normaliser.copy(from: try Normaliser.decode(&r, dimension: c.inputDimension))
     }
 }

@@ -530,9 +530,7 @@ public final class MoCo {
         for (i, id) in ids.enumerated() { queueIDs[i] = id }
         queuePointer = Int(try r.read(UInt32.self))
         guard queuePointer < c.queueSize else { throw StateError.invalid("queue pointer") }
-        let n = try Normaliser.decode(&r)
-        guard n.dimension == c.inputDimension else { throw StateError.invalid("normaliser dimension") }
-        normaliser.copy(from: n)
+        normaliser.copy(from: try Normaliser.decode(&r, dimension: c.inputDimension))
         if let decoder, let decoderOptimiser {
             decoderOptimiser.step = try r.readInt()
             try r.read(into: decoder); try r.read(into: decoderOptimiser.m); try r.read(into: decoderOptimiser.v)

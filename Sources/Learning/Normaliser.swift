@@ -65,17 +65,24 @@ public final class Normaliser {
         w.write(mean); w.write(variance)
     }
 
-    /// Reads statistics written by `encode`.
-    public static func decode(_ r: inout StateReader) throws -> Normaliser {
+    /// Reads statistics written by `encode` for a normaliser of `dimension` features; a saved one of
+    /// another width, a negative or non-finite statistic, is invalid state rather than a trap.
+    public static func decode(_ r: inout StateReader, dimension expected: Int) throws -> Normaliser {
         let dimension = Int(try r.read(UInt32.self))
         let horizon = try r.readInt()
         let count = try r.readInt()
-        guard dimension > 0, horizon > 0 else { throw StateError.invalid("normaliser shape") }
+        guard dimension > 0, horizon > 0, count >= 0 else { throw StateError.invalid("normaliser shape") }
+        guard dimension == expected else {
+            throw StateError.invalid("normaliser of \(dimension) features where \(expected) are expected")
+        }
         try r.requireRoom(dimension, each: 8)  // its means and variances follow
         let n = Normaliser(dimension: dimension, horizon: horizon)
         n.count = count
         try r.read(into: n.mean)
         try r.read(into: n.variance)
+        for c in 0..<dimension where !n.mean.pointer[c].isFinite || !(n.variance.pointer[c] >= 0) || !n.variance.pointer[c].isFinite {
+            throw StateError.invalid("normaliser statistics of feature \(c)")
+        }
         n.refreshScale()
         return n
     }

@@ -90,11 +90,21 @@ public struct StateReader {
     public mutating func read(_: Float.Type) throws -> Float { Float(bitPattern: try read(UInt32.self)) }
     public mutating func read(_: Double.Type) throws -> Double { Double(bitPattern: try read(UInt64.self)) }
 
-    /// A count or step written as a UInt64, refused if it does not fit an Int (converting would trap).
-    public mutating func readInt() throws -> Int {
-        guard let n = Int(exactly: try read(UInt64.self)) else { throw StateError.invalid("count beyond Int") }
+    /// A count or step written as a UInt64, refused beyond `countLimit`: converting a larger one to
+    /// an Int, or adding to it, could trap.
+    public mutating func readInt() throws -> Int { Int(try readCount()) }
+
+    /// A counter written as a UInt64 (samples accepted, steps, versions), refused beyond
+    /// `countLimit` (2^62, more than any stream reaches): a restored counter is added to, and one
+    /// near `UInt64.max` would trap at its next increment.
+    public mutating func readCount() throws -> UInt64 {
+        let n = try read(UInt64.self)
+        guard n <= Self.countLimit else { throw StateError.invalid("count \(n) beyond any a stream reaches") }
         return n
     }
+
+    /// The largest count `readCount` and `readInt` accept.
+    public static let countLimit: UInt64 = 1 << 62
 
     /// Bytes not read yet.
     public var remaining: Int { bytes.count - offset }

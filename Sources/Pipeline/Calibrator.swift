@@ -158,7 +158,7 @@ public struct Calibrator: Sendable, Equatable {
 
     public static func decode(_ r: inout StateReader) throws -> Calibrator {
         let horizon = try r.readInt()
-        let count = try r.read(UInt64.self)
+        let count = try r.readCount()
         let mean = Double(bitPattern: try r.read(UInt64.self))
         let variance = Double(bitPattern: try r.read(UInt64.self))
         let holdOff = try r.read(UInt64.self)

@@ -760,6 +760,7 @@ extension StreamConfiguration {
         var bytes = 4 * floats + 768 << 10 + 256 * d
         let channels = max(dim, 1)
         if window > 0 { bytes += 4 * window * (windowScales.max() ?? 1) * channels }
+        if transform != .none { bytes += 4 * 256 * channels }  // a batch's values under the transform
         if signals.contains(DiscordSignal.name) && channels <= discordChannels {
             bytes += MultiscaleDiscord.bytes(
                 windows: discordWindows + discordLevelWindows, periodic: discordPeriodWindows(channels: channels) != nil,

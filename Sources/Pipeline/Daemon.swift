@@ -364,6 +364,9 @@ public final class Daemon: @unchecked Sendable {
             let pub = try Socket(context, .pub)
             try secure(pub)
             try pub.setHighWaterMarks(send: configuration.publishHighWaterMark, receive: 1000)
+            // The final snapshots and scores, published as the daemon stops, get a second to reach
+            // subscribers after the socket closes.
+            try pub.setLinger(milliseconds: 1000)
             let publishEndpoint = try pub.bind(configuration.publish)
             let pipe = try Socket(context, .pull)
             try pipe.setHighWaterMarks(send: configuration.highWaterMark, receive: configuration.highWaterMark)
@@ -799,7 +802,6 @@ public final class Daemon: @unchecked Sendable {
     func trainLoop(publisher out: borrowing Socket) {
         var next = 0
         var lastSnapshot = Self.monotonic(), lastCheckpoint = Self.monotonic()
-        var stepsSinceSnapshot: [String: Int] = [:]
         // Restored streams' models, at once (the others have nothing to publish yet).
         for s in allStreams { publishSnapshots(of: s, publisher: out) }
         /// What follows any step of `s`: counted, a rollback reported, a snapshot every so many steps.
@@ -813,9 +815,9 @@ public final class Daemon: @unchecked Sendable {
                     "a model weight was not finite; the stream's models went back to their last published state",
                     metadata: ["stream.id": "\(s.name)", "rollbacks": "\(rollbacks)"])
             }
-            stepsSinceSnapshot[s.name, default: 0] += 1
-            if stepsSinceSnapshot[s.name]! >= configuration.snapshotEverySteps {
-                stepsSinceSnapshot[s.name] = 0
+            s.stepsSinceSnapshot += 1
+            if s.stepsSinceSnapshot >= configuration.snapshotEverySteps {
+                s.stepsSinceSnapshot = 0
                 publishSnapshots(of: s, publisher: out)
             }
         }

@@ -163,10 +163,12 @@ public final class ReplayBuffer {
         try r.requireRoom(capacity, each: 4 * (dimension + 2))
         let b = ReplayBuffer(dimension: dimension, capacity: capacity, recentFraction: Double(recent) / Double(capacity))
         guard b.recentCapacity == recent else { throw StateError.invalid("buffer split") }
-        b.inserted = try r.read(UInt64.self); b.evicted = try r.read(UInt64.self)
+        b.inserted = try r.readCount(); b.evicted = try r.readCount()
         b.recentCount = Int(try r.read(UInt32.self)); b.recentNext = Int(try r.read(UInt32.self))
         b.reservoirCount = Int(try r.read(UInt32.self))
-        guard b.recentCount <= recent, b.recentNext < recent, b.reservoirCount <= capacity - recent else {
+        guard b.recentCount <= recent, b.recentNext < recent, b.reservoirCount <= capacity - recent,
+            UInt64(b.recentCount) <= b.inserted, UInt64(b.reservoirCount) <= b.inserted
+        else {
             throw StateError.invalid("buffer counts")
         }
         b.random = try r.read(RandomSource.self)

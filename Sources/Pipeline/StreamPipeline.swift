@@ -177,7 +177,7 @@ struct MoCoVersionBase: CheckpointSection {
 
     mutating func decode(_ r: inout StateReader, version: UInt32) throws {
         guard version == 1 else { throw StateError.unsupportedVersion(version) }
-        base = try r.read(UInt64.self)
+        base = try r.readCount()
     }
 }
 
@@ -314,8 +314,9 @@ public final class StreamPipeline: @unchecked Sendable {
     /// Added to MoCo's steps to make its versions: a MoCo restarted by `restore` continues from the
     /// versions its predecessor published, so a version never decreases (SPEC 5).
     public internal(set) var mocoVersionBase: UInt64 = 0
-    /// The models as they last were with every weight finite (serialized when a snapshot was taken),
-    /// the state a stream rolls back to; nil before the first snapshot (it then starts afresh).
+    /// The models as they last were with every weight finite (serialized when a snapshot was taken,
+    /// or when the stream was restored), the state a stream rolls back to; nil before the first
+    /// snapshot of a new stream (it then starts afresh).
     var lastGood: (autoencoder: [UInt8], moco: [UInt8])?
     /// Times the trainer found a non-finite weight and rolled the models back (under `lock`).
     public private(set) var rollbacks: UInt64 = 0
@@ -327,6 +328,9 @@ public final class StreamPipeline: @unchecked Sendable {
     var snapshotsOwed = false
     /// The rollbacks the trainer has reported (trainer thread only).
     var rollbacksReported: UInt64 = 0
+    /// Steps since the daemon last published the stream's snapshots (trainer thread only): kept
+    /// with the stream, so it goes when the stream expires.
+    var stepsSinceSnapshot = 0
 
     /// Its models are published again at the next snapshot, at the versions they have (a stream
     /// that comes back from expiry: its served snapshots were dropped).
@@ -363,8 +367,8 @@ public final class StreamPipeline: @unchecked Sendable {
             shaper = WindowShaper(
                 window: settings.window, scales: settings.windowScales, channels: sampleDimension, padded: settings.windowPadding)
         }
-        rows = FloatBuffer(count: 256 * inputDimension)
-        errors = FloatBuffer(count: 256)
+        rows = FloatBuffer(count: Self.retainedRows * inputDimension)
+        errors = FloatBuffer(count: Self.retainedRows)
         featureErrors = FloatBuffer(count: inputDimension)
         batch = FloatBuffer(count: settings.batchSize * inputDimension)
         batchIDs = .allocate(capacity: settings.batchSize)
@@ -467,6 +471,8 @@ public final class StreamPipeline: @unchecked Sendable {
         // Everything downstream (models, buffer, signals) sees the transformed values.
         let n = count * sampleDimension
         if transformed.count < n { transformed = [Float](repeating: 0, count: n) }
+        // A larger batch's room is given back after it (see `retainedRows`).
+        defer { if transformed.count > Self.retainedRows * sampleDimension { transformed = [] } }
         return transformed.withUnsafeMutableBufferPointer {
             let p = $0.baseAddress!
             p.update(from: values, count: n)
@@ -498,6 +504,7 @@ public final class StreamPipeline: @unchecked Sendable {
         var rowOf: [Int] = windowed ? [Int](repeating: -1, count: count) : []
         var rowCount = 0
         if errors.count < count { grow(count) }
+        defer { if errors.count > Self.retainedRows { grow(Self.retainedRows) } }
         if windowed {
             // Under the lock: a checkpoint on the trainer thread reads the history too.
             lock.withLock { rowCount = shaper!.shape(values, count: count, into: rows.pointer, rowOf: &rowOf) }
@@ -693,6 +700,12 @@ public final class StreamPipeline: @unchecked Sendable {
     /// window names channels, as features).
     public var explainedWindow: Int { sampleDimension == 1 ? settings.window : 0 }
 
+    /// Rows whose room the ingest side keeps between batches (the memory estimate's): a larger
+    /// batch (a message of up to `max_samples_per_message`) gets room for itself, given back after it,
+    /// so one large message does not hold its size for the stream's life.
+    static let retainedRows = 256
+
+    /// Room for `count` rows (the windows the models read, and their errors).
     private func grow(_ count: Int) {
         rows = FloatBuffer(count: count * inputDimension)
         errors = FloatBuffer(count: count)
@@ -894,12 +907,15 @@ public final class StreamPipeline: @unchecked Sendable {
             }
             out.append(s)
         }
-        if !out.isEmpty {
-            // Copied to arrays of their exact size: a writer's array keeps its growth's spare capacity.
-            func exact(_ bytes: [UInt8]) -> [UInt8] { bytes.withUnsafeBufferPointer { Array($0) } }
-            lastGood = (exact(autoencoder.serialized()), exact(moco.serialized()))
-        }
+        if !out.isEmpty { keepAsLastGood() }
         return out
+    }
+
+    /// Keeps the models as they are now as the state to roll back to.
+    func keepAsLastGood() {
+        // Copied to arrays of their exact size: a writer's array keeps its growth's spare capacity.
+        func exact(_ bytes: [UInt8]) -> [UInt8] { bytes.withUnsafeBufferPointer { Array($0) } }
+        lastGood = (exact(autoencoder.serialized()), exact(moco.serialized()))
     }
 
     // MARK: Few-label head
@@ -1142,11 +1158,14 @@ public final class StreamPipeline: @unchecked Sendable {
             // restarts it alone, as the settings build it; the saved model would go on as it was saved.
             stream.mocoStartedAfresh = "MoCo saved with other settings: " + changed.joined(separator: ", ")
         }
-        stream.accepted = try r.read(UInt64.self)
-        stream.rejectedCount = try r.read(UInt64.self)
-        stream.skippedSteps = try r.read(UInt64.self)
-        stream.pendingSteps = Double(bitPattern: try r.read(UInt64.self))
-        stream.snapshotVersions = (try r.read(UInt64.self), try r.read(UInt64.self))
+        stream.accepted = try r.readCount()
+        stream.rejectedCount = try r.readCount()
+        stream.skippedSteps = try r.readCount()
+        let pending = try r.read(Double.self)
+        guard pending.isFinite, pending >= 0 else { throw StateError.invalid("pending steps \(pending) for stream \(name)") }
+        // Saved under a larger maximum_pending_steps, it keeps at most today's.
+        stream.pendingSteps = min(pending, s.maximumPendingSteps)
+        stream.snapshotVersions = (try r.readCount(), try r.readCount())
         stream.snapshotsOwed = true
         // The state holds values under the transform it was learned under (none before format 6's
         // section, and whenever the section is absent): under another it means nothing.
@@ -1156,7 +1175,7 @@ public final class StreamPipeline: @unchecked Sendable {
             }
         }
         if version >= 6 {
-            stream.scorer.normaliser.copy(from: try Normaliser.decode(&r))
+            stream.scorer.normaliser.copy(from: try Normaliser.decode(&r, dimension: stream.scorer.normaliser.dimension))
             try stream.restoreBuffer(&r)
             let sections = try Sections(&r)
             var learned = InputTransformSection(transform: .none)
@@ -1195,6 +1214,8 @@ public final class StreamPipeline: @unchecked Sendable {
         stream.scorer.parameters.copy(from: stream.exchange)
         stream.scorerVersion = stream.exchangeVersion
         stream.mocoVersion = stream.mocoVersionBase + UInt64(stream.moco.step)
+        // A rollback before the first snapshot returns to the models restored, not to fresh ones.
+        if stream.modelsFinite { stream.keepAsLastGood() }
         return stream
     }
 
@@ -1213,7 +1234,7 @@ public final class StreamPipeline: @unchecked Sendable {
         if let s = chain.signal(ReconstructionSignal.self) {
             s.calibrator = calibrator.reconfigured(horizon: s.calibrator.horizon, holdOff: s.calibrator.holdOff)
         }
-        scorer.normaliser.copy(from: try Normaliser.decode(&r))
+        scorer.normaliser.copy(from: try Normaliser.decode(&r, dimension: scorer.normaliser.dimension))
         try restoreBuffer(&r)
         if shaper != nil {
             try shaper!.restore(history: &r)
@@ -1232,7 +1253,7 @@ public final class StreamPipeline: @unchecked Sendable {
             high = try (0..<d).map { _ in try r.read(Float.self) }
         }
         // Format 3 kept the range only while the rule was on; such a range starts its count afresh.
-        if version >= 4 { seen = try r.read(UInt64.self) }
+        if version >= 4 { seen = try r.readCount() }
         if version >= 5 {
             reference = (try (0..<d).map { _ in try r.read(Float.self) }, try (0..<d).map { _ in try r.read(Float.self) })
             recent = try RecentMaximum.decode(&r, span: settings.repeatWindow)

@@ -136,6 +136,9 @@ public struct Socket: ~Copyable {
 
     /// Milliseconds a receive waits before `receive` returns nil (`ZMQ_RCVTIMEO`; -1 forever).
     public func setReceiveTimeout(milliseconds: Int) throws { try setOption(ZMQ_RCVTIMEO, Int32(milliseconds)) }
+    /// Milliseconds the context's end waits, once the socket is closed, for its queued messages to be
+    /// sent (`ZMQ_LINGER`; 0 by default here: drop them).
+    public func setLinger(milliseconds: Int) throws { try setOption(ZMQ_LINGER, Int32(milliseconds)) }
     /// Milliseconds a send waits for room before it fails with `EAGAIN` (`ZMQ_SNDTIMEO`).
     public func setSendTimeout(milliseconds: Int) throws { try setOption(ZMQ_SNDTIMEO, Int32(milliseconds)) }
     /// High-water marks: messages queued per peer before sends block or drop (`ZMQ_SNDHWM`, `ZMQ_RCVHWM`).

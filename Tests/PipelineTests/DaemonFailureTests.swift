@@ -71,6 +71,22 @@ import Testing
         #expect(restored.autoencoder.isFinite && restored.moco.isFinite && p.rollbacks == 2)
     }
 
+    /// A restored stream's models are its good state until its first snapshot: a weight that turns
+    /// NaN before then rolls back to them, not to fresh models.
+    @Test func aRestoredStreamRollsBackToTheModelsItRestored() throws {
+        var settings = StreamConfiguration().resolved(dim: 4)
+        settings.mocoQueue = 128
+        let p = StreamPipeline(name: "r", settings: settings)
+        Self.trained(p)
+        let restored = try StreamPipeline.restore(p.serialized(), settings: p.settings)
+        let (aeStep, mocoStep) = (restored.autoencoder.step, restored.moco.step)
+        #expect(aeStep > 20 && mocoStep > 20)
+        restored.autoencoder.parameters.pointer[3] = .nan
+        Self.trained(restored, from: 600, samples: 200)
+        #expect(restored.rollbacks == 1 && restored.autoencoder.isFinite)
+        #expect(restored.autoencoder.step >= aeStep && restored.moco.step >= mocoStep, "back to the restored models, then on")
+    }
+
     /// With nothing published yet there is no good state to go back to: the models start afresh.
     @Test func withoutAPublishedStateTheModelsStartAfresh() {
         let p = StreamPipeline(name: "f", settings: StreamConfiguration().resolved(dim: 3))

@@ -44,7 +44,7 @@ import Testing
         var w = StateWriter()
         w.write(UInt32(1 << 30)); w.write(UInt64(100)); w.write(UInt64(0))
         var r = StateReader(w.bytes)
-        #expect(throws: StateError.self) { try Normaliser.decode(&r) }
+        #expect(throws: StateError.self) { try Normaliser.decode(&r, dimension: 1 << 30) }
         // A step count beyond Int converts to an error, not a trap.
         var big = StateWriter()
         big.write(UInt64.max)
@@ -60,5 +60,70 @@ import Testing
         o.write(UInt32.max); o.write(UInt32.max); o.write(UInt32(1 << 31))
         var ro = StateReader(o.bytes)
         #expect(throws: StateError.self) { try ReplayBuffer.decode(&ro) }
+    }
+
+    /// The offset of the stream's counters (accepted, rejected, skipped, pending steps, two snapshot
+    /// versions) in its serialized state; its normaliser follows them.
+    func countersOffset(_ bytes: [UInt8]) throws -> Int {
+        var r = StateReader(bytes)
+        _ = try r.read(String.self); _ = try r.read(UInt32.self); _ = try r.read(String.self)
+        _ = try r.read(UInt32.self); _ = try r.read(UInt32.self)
+        for _ in 0..<(try r.read(UInt32.self)) { _ = try r.read(UInt32.self) }
+        _ = try r.read(Bool.self)
+        _ = try r.readBlob(); _ = try r.readBlob()
+        return r.offset
+    }
+
+    func trainedStream() -> StreamPipeline {
+        let stream = smallStream(dim: 3)
+        let x = (0..<300).map { Float(sin(Double($0) / 5)) }
+        _ = x.withUnsafeBufferPointer { stream.score($0.baseAddress!, count: 100, firstSequence: 0) }
+        return stream
+    }
+
+    /// A checkpoint whose counters could not have been reached (one a step from overflowing, a
+    /// pending step count that is not a number) is invalid state, not a trap at the next sample;
+    /// a pending count above today's maximum (a setting lowered) is cut to it.
+    @Test func countersNoStreamReachesAreRefused() throws {
+        let stream = trainedStream()
+        let original = stream.serialized()
+        let at = try countersOffset(original)
+        func with(_ value: UInt64, at field: Int) -> [UInt8] {
+            var bytes = original
+            withUnsafeBytes(of: value.littleEndian) { for i in 0..<8 { bytes[at + 8 * field + i] = $0[i] } }
+            return bytes
+        }
+        for field in [0, 1, 2, 4, 5] {
+            #expect(throws: StateError.self) { try StreamPipeline.restore(with(UInt64.max, at: field), settings: stream.settings) }
+            #expect(throws: StateError.self) { try StreamPipeline.restore(with(1 << 62 + 1, at: field), settings: stream.settings) }
+        }
+        #expect(try StreamPipeline.restore(with(1 << 62, at: 0), settings: stream.settings).accepted == 1 << 62)
+        for pending in [Double.nan, -.infinity, .infinity, -1] {
+            #expect(throws: StateError.self) { try StreamPipeline.restore(with(pending.bitPattern, at: 3), settings: stream.settings) }
+        }
+        let capped = try StreamPipeline.restore(with(Double(1e300).bitPattern, at: 3), settings: stream.settings)
+        #expect(capped.pendingSteps == stream.settings.maximumPendingSteps)
+        #expect(capped.status.pendingSteps == UInt64(stream.settings.maximumPendingSteps))
+    }
+
+    /// A normaliser of another width than the stream's, or with a statistic that is not a finite
+    /// number (a variance below zero), is refused: copying it into the stream's would trap.
+    @Test func aNormaliserThatDoesNotFitTheStreamIsRefused() throws {
+        let stream = trainedStream()
+        let original = stream.serialized()
+        let at = try countersOffset(original) + 6 * 8
+        #expect(try StreamPipeline.restore(original, settings: stream.settings).scorer.normaliser.means == stream.scorer.normaliser.means)
+        for dim: UInt32 in [2, 4] {
+            var bytes = original
+            withUnsafeBytes(of: dim.littleEndian) { for i in 0..<4 { bytes[at + i] = $0[i] } }
+            #expect { try StreamPipeline.restore(bytes, settings: stream.settings) } throws: { "\($0)".contains("normaliser of \(dim) features") }
+        }
+        // Its first mean after dimension, horizon, count and the means' length; the first variance
+        // after the three means and the variances' length.
+        for (offset, value) in [(28, Float.nan), (28, .infinity), (28 + 12 + 8, -1), (28 + 12 + 8, .nan)] {
+            var bytes = original
+            withUnsafeBytes(of: value.bitPattern.littleEndian) { for i in 0..<4 { bytes[at + offset + i] = $0[i] } }
+            #expect { try StreamPipeline.restore(bytes, settings: stream.settings) } throws: { "\($0)".contains("normaliser statistics") }
+        }
     }
 }

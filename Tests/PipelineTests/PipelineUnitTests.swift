@@ -751,6 +751,27 @@ import Testing
         #expect(scored[0].error == 0 && scored[2].error == 0 && scored[3].error > 0, "no row before the history is full")
     }
 
+    /// A message larger than 256 samples gets room for all its rows; the room is given back after
+    /// it, so a stream holds no more than its memory estimate says (256 rows) whatever the largest
+    /// message it was sent, and the next large message is scored as the first was.
+    @Test func aLargeBatchsRoomIsGivenBackAfterIt() {
+        for transform in [InputTransform.none, .log] {
+            var settings = StreamConfiguration()
+            settings.transform = transform
+            let stream = StreamPipeline(name: "w", settings: settings.resolved(dim: 1))
+            let history = stream.shaper!.historyLength
+            let x = (0..<6000).map { Float(2 + sin(Double($0) / 9)) }
+            for (first, n) in [(0, 3000), (3000, 10), (3010, 2990)] {
+                let scored = x.withUnsafeBufferPointer { stream.score($0.baseAddress! + first, count: n, firstSequence: UInt64(first)) }
+                #expect(scored.errors.count == n && scored.errors.allSatisfy(\.isFinite))
+                // Every sample with a full history behind it has a window, and so an error.
+                #expect(scored.errors.enumerated().allSatisfy { $0.offset + first < history - 1 || $0.element > 0 })
+                #expect(stream.rows.count == 256 * stream.inputDimension && stream.errors.count == 256)
+                #expect(stream.transformed.count <= 256, "\(transform)")
+            }
+        }
+    }
+
     /// A lasting change of shape on one channel of a windowed multivariate stream (a sine that goes
     /// flat at its mean: inside the range) is found, and its alert names that channel.
     @Test func aChangeOfShapeOnOneChannelIsFoundAndNamed() throws {
@@ -1212,7 +1233,8 @@ enum LegacyCheckpoint {
         _ = try r.readBlob(); _ = try r.readBlob()
         for _ in 0..<6 { _ = try r.read(UInt64.self) }
         let countersEnd = r.offset
-        _ = try Normaliser.decode(&r)
+        var peek = StateReader(Array(bytes[r.offset...]))
+        _ = try Normaliser.decode(&r, dimension: Int(try peek.read(UInt32.self)))
         _ = try ReplayBuffer.decode(&r)
         let normaliserAndBuffer = Array(bytes[countersEnd..<r.offset])
         var sections: [String: [UInt8]] = [:]

@@ -165,11 +165,11 @@ public final class TemplateSignal: AnomalySignal, @unchecked Sendable {
 
     public func decode(_ r: inout StateReader, version: UInt32) throws {
         guard version == 1 else { throw StateError.unsupportedVersion(version) }
-        lines = try r.read(UInt64.self)
+        lines = try r.readCount()
         let n = Int(try r.read(UInt32.self))
         try r.requireRoom(n, each: 12)
         counts = TemplateMap()
-        for _ in 0..<n { counts[try readTemplateID(&r)] = try r.read(UInt64.self) }
+        for _ in 0..<n { counts[try readTemplateID(&r)] = try r.readCount() }
         singletons = counts.values.filter { $0 == 1 }.count
     }
 }
@@ -418,7 +418,7 @@ public final class BurstSignal: AnomalySignal, @unchecked Sendable {
 
     public func decode(_ r: inout StateReader, version: UInt32) throws {
         guard version == 1 else { throw StateError.unsupportedVersion(version) }
-        lines = try r.read(UInt64.self)
+        lines = try r.readCount()
         let n = Int(try r.read(UInt32.self))
         try r.requireRoom(n, each: 20)
         shares = TemplateMap()

@@ -265,7 +265,7 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         guard Int(try r.read(UInt32.self)) == dimension else { throw StateError.invalid("range width") }
         let l = try (0..<dimension).map { _ in try r.read(Float.self) }
         let h = try (0..<dimension).map { _ in try r.read(Float.self) }
-        let seen = try r.read(UInt64.self)
+        let seen = try r.readCount()
         let rl = try (0..<dimension).map { _ in try r.read(Float.self) }
         let rh = try (0..<dimension).map { _ in try r.read(Float.self) }
         restore(low: l, high: h, seen: seen, reference: (rl, rh))
@@ -286,7 +286,7 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
             if dimension == 1 { (habits[0], lastExcursions[0]) = (count, last) }
         }
         if version >= 3 {
-            let n = try r.read(UInt64.self)
+            let n = try r.readCount()
             let m = try (0..<dimension).map { _ in try r.read(Float.self) }
             let v = try (0..<dimension).map { _ in try r.read(Float.self) }
             guard m.allSatisfy(\.isFinite), v.allSatisfy({ $0.isFinite && $0 >= 0 }) else { throw StateError.invalid("range moments") }
