@@ -517,6 +517,11 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// Seconds a producer connection may take to finish its ZMTP handshake before it is closed: a
     /// slot held by a peer that never greets, or never proves its key, is one a producer cannot have.
     public var ingestHandshakeSeconds = 10.0
+    /// Seconds a message may be in progress on a connection (from the first of its bytes that the
+    /// buffer holds to its last) before the connection is closed: a peer that announces a large
+    /// frame and then stalls, or trickles it, would otherwise hold its share of
+    /// `ingest_buffer_bytes` for ever, and a few such peers all of it.
+    public var ingestMessageSeconds = 30.0
 
     /// Chunks (libzmq reads of up to 8 KiB) queued per connection.
     public var ingestChunksPerConnection: Int { max(1, ingestConnectionBytes / 8192) }
@@ -611,6 +616,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
         }
         if !(ingestHandshakeSeconds >= 0.1 && ingestHandshakeSeconds <= 3600) {
             throw ConfigurationError.invalid("ingest_handshake_seconds must be in 0.1...3600")
+        }
+        if !(ingestMessageSeconds >= 0.1 && ingestMessageSeconds <= 3600) {
+            throw ConfigurationError.invalid("ingest_message_seconds must be in 0.1...3600")
         }
         if ingestBufferBytes < maxMessageBytes + maxStreamNameBytes || ingestBufferBytes > 1 << 40 {
             throw ConfigurationError.invalid(

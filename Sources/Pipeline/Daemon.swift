@@ -394,7 +394,7 @@ public final class Daemon: @unchecked Sendable {
                 if Self.monotonic() >= nextExpiry {
                     expireIdleStreams()
                     guardTrainerShare()
-                    try closeStalledHandshakes(ingest, connections: &connections)
+                    try closeStalledConnections(ingest, connections: &connections)
                     nextExpiry = Self.monotonic() + min(max(configuration.streamIdleSeconds / 10, 0.1), 0.5)
                 }
             }

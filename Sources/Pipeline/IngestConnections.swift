@@ -9,14 +9,17 @@ import ZeroMQ
 /// their limits and the `ingest_buffer_bytes` budget at each frame header, before any is held.
 /// Ingest thread only.
 struct IngestConnections {
-    /// By routing id (libzmq's are 5 bytes: a zero and a counter), with the id's bytes to send back
-    /// and when it opened (monotonic seconds).
-    var open: [UInt64: (id: [UInt8], connection: ZMTPConnection, opened: Double)] = [:]
+    /// By routing id (libzmq's are 5 bytes: a zero and a counter), with the id's bytes to send back,
+    /// when it opened, and since when its message in progress has held bytes of the budget (nil
+    /// when it holds none; monotonic seconds).
+    var open: [UInt64: (id: [UInt8], connection: ZMTPConnection, opened: Double, holding: Double?)] = [:]
     /// Connections found gone when the daemon wrote to them: their disconnect notice is still to
     /// come, and must not be taken for a new connection.
     var gone: Set<UInt64> = []
     /// Seconds a connection may take to finish its handshake before it is closed.
     let handshakeSeconds: Double
+    /// Seconds a message may be in progress (holding bytes of the budget) before it is closed.
+    let messageSeconds: Double
     let budget: ZMTPConnection.Budget
     let security: ZMTPConnection.Security
     let limits: ZMTPConnection.Limits
@@ -27,6 +30,7 @@ struct IngestConnections {
         limits = .init(frameBytes: [c.maxStreamNameBytes, c.maxMessageBytes])
         maximum = c.maxIngestConnections
         handshakeSeconds = c.ingestHandshakeSeconds
+        messageSeconds = c.ingestMessageSeconds
         if let security, let secret = Curve.decode(security.server.secretKey) {
             let list = security.allowList
             self.security = .curve(secretKey: secret, allows: { list.contains(raw: $0) })
@@ -58,8 +62,8 @@ extension Daemon {
                     try opened(or: key, id: Array(id), stream: stream, connections: &connections)
                     return
                 }
-                guard let (idBytes, c, _) = connections.open[key] else { return }  // closed by us; its last bytes
-                var closed = false
+                guard let (idBytes, c, _, holding) = connections.open[key] else { return }  // closed by us; its last bytes
+                var closed = false, finished = false
                 try c.feed(data, budget: connections.budget) { event in
                     guard !closed else { return }
                     switch event {
@@ -80,8 +84,10 @@ extension Daemon {
                     case .ready:
                         break
                     case .message(let frames):
+                        finished = true
                         handle(frames, run: &run, publisher: publisher)
                     case .refused(let refusal, let before):
+                        finished = true
                         messagesReceived.add()
                         flush(&run, publisher: publisher)
                         let name = before.first.flatMap { StreamName.decode($0, maxBytes: configuration.maxStreamNameBytes).name }
@@ -94,6 +100,14 @@ extension Daemon {
                         closed = true
                     }
                 }
+                // The clock of the message in progress: started by its first held bytes, and again by
+                // a message begun in the chunk that finished the one before.
+                guard !closed else { return }
+                if c.held == 0 {
+                    if holding != nil { connections.open[key]?.holding = nil }
+                } else if holding == nil || finished {
+                    connections.open[key]?.holding = Self.monotonic()
+                }
             }
             if !got { return n > 0 }
         }
@@ -105,7 +119,7 @@ extension Daemon {
     func opened(or key: UInt64, id: [UInt8], stream: borrowing Socket, connections: inout IngestConnections) throws {
         if connections.gone.remove(key) != nil {
             return  // the notice of a connection already forgotten
-        } else if let (_, c, _) = connections.open.removeValue(forKey: key) {
+        } else if let (_, c, _, _) = connections.open.removeValue(forKey: key) {
             if let end = c.peerClosed(budget: connections.budget) { ended(end) }
         } else if connections.open.count >= connections.maximum {
             connectionsRefused.add()
@@ -121,7 +135,7 @@ extension Daemon {
             // A producer gone before its greeting is sent is not kept (its disconnect notice may
             // already have been read).
             if try Self.send([id, c.greeting], to: stream) != .gone {
-                connections.open[key] = (id, c, Self.monotonic())
+                connections.open[key] = (id, c, Self.monotonic(), nil)
             } else {
                 connections.gone.insert(key)
             }
@@ -141,15 +155,24 @@ extension Daemon {
         }
     }
 
-    /// Closes connections still in their handshake `ingest_handshake_seconds` after they opened
-    /// (counted as protocol errors).
-    func closeStalledHandshakes(_ stream: borrowing Socket, connections: inout IngestConnections) throws {
-        let cutoff = Self.monotonic() - connections.handshakeSeconds
-        for (key, entry) in connections.open where !entry.connection.isReady && entry.opened < cutoff {
+    /// Closes connections still in their handshake `ingest_handshake_seconds` after they opened, and
+    /// those whose message has been in progress `ingest_message_seconds` (counted as protocol errors):
+    /// what they held of the buffer is free for the others.
+    func closeStalledConnections(_ stream: borrowing Socket, connections: inout IngestConnections) throws {
+        let now = Self.monotonic()
+        for (key, entry) in connections.open {
+            let why: String
+            if !entry.connection.isReady && entry.opened < now - connections.handshakeSeconds {
+                why = "no handshake within \(connections.handshakeSeconds) s"
+            } else if let since = entry.holding, since < now - connections.messageSeconds {
+                why = "a message in progress for more than \(connections.messageSeconds) s (holding \(ByteCount(entry.connection.held)))"
+            } else {
+                continue
+            }
             entry.connection.release(budget: connections.budget)
             connections.open[key] = nil
             _ = try Self.send([entry.id, []], to: stream)
-            ended(.protocolError("no handshake within \(connections.handshakeSeconds) s"))
+            ended(.protocolError(why))
         }
     }
 

@@ -165,3 +165,67 @@ def test_connections_reset_at_every_stage_leave_the_daemon_running_and_free_thei
         good.send("good", np.ones((8, 4), np.float32))
         assert wait_scores(sub, "good", 0) is not None
     assert daemon.terminate()[0] == 0
+
+
+def closed_within(s, seconds):
+    """Whether the daemon closes `s` within `seconds` (reading and dropping what it sends)."""
+    s.settimeout(seconds)
+    try:
+        while s.recv(4096):
+            pass
+        return True
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def test_a_message_left_in_progress_is_closed_and_its_share_of_the_buffer_freed(start_daemon):
+    """Peers that announce a frame and stall, or trickle it a byte at a time, hold their share of
+    ingest_buffer_bytes for ingest_message_seconds (1 s here), not for ever: then they are closed
+    (counted as protocol errors) and a message that did not fit beside theirs fits. A connection
+    that is idle between messages, and a producer that sends small messages for longer than that,
+    are not closed."""
+    daemon = start_daemon(daemon_config=BOUND_CONFIG + "ingest_message_seconds = 1\n")
+    ep, http = daemon.endpoints, daemon.endpoints["http"]
+    with Producer(ep["ingest"]) as good, Subscriber(ep["publish"], ["error/", "hb/", "score/"]) as sub:
+        wait_heartbeat(sub)
+        idle = raw_push(ep["ingest"])
+        errors_before = exposition(get(f"http://{http}/metrics")[1]).get("eddy_protocol_errors_total", 0)
+        # Four messages of 900 KiB, 450 KiB of each sent: 3.6 MiB of the 4 MiB held.
+        held = []
+        for i in range(4):
+            c = raw_push(ep["ingest"])
+            c.sendall(short_frame(f"slow{i}".encode(), more=True) + frame_header(900 * 1024) + b"\2" * (450 * 1024))
+            held.append(c)
+        time.sleep(0.2)
+        late = raw_push(ep["ingest"])
+        late.sendall(short_frame(b"late", more=True) + frame_header(900 * 1024) + b"\2" * (900 * 1024))
+        assert errors_until(sub, 1) == [("error/late/", pb.ERROR_CODE_OVER_BUDGET)]
+        # One trickles its message on, a byte every 0.2 s, while a producer sends small messages
+        # for 2.5 s: the trickler is closed with the stalled, the producer is scored throughout.
+        start = time.monotonic()
+        sequence, trickling = 0, True
+        while time.monotonic() - start < 2.5:
+            if trickling:
+                try:
+                    held[0].sendall(b"\2")
+                except OSError:  # closed by the daemon
+                    trickling = False
+            good.send("good", np.ones((2, 4), np.float32), sequence=sequence)
+            assert wait_scores(sub, "good", sequence) is not None
+            sequence += 2
+            time.sleep(0.2)
+        for c in held:
+            assert closed_within(c, 3), "a stalled message's connection is still open"
+        assert not trickling and time.monotonic() - start < 6
+        errors = exposition(get(f"http://{http}/metrics")[1]).get("eddy_protocol_errors_total", 0)
+        assert errors - errors_before == 4
+        # Their 3.6 MiB are free: a whole 900 KiB message (a SampleBatch of the wrong length, so
+        # rejected as undecodable, which shows it was read whole) fits, on the connection that
+        # stayed idle through it all.
+        idle.sendall(short_frame(b"after", more=True) + frame_header(900 * 1024) + b"\2" * (900 * 1024))
+        assert errors_until(sub, 1) == [("error/after/", pb.ERROR_CODE_UNDECODABLE)]
+        for c in held + [idle, late]:
+            c.close()
+    assert daemon.terminate()[0] == 0
