@@ -358,6 +358,10 @@ public final class Daemon: @unchecked Sendable {
     /// Receives samples, scores them and publishes their scores on PUB; also publishes what the
     /// trainer hands over through the pipe, and heartbeats. After `stop()` it takes no more samples
     /// but publishes until the trainer and the snapshot server have ended and the pipe is empty.
+    /// Seconds a stopping daemon goes on scoring what libzmq has read from producers (half of
+    /// what `stop` waits for ingest).
+    static let drainSeconds = 5.0
+
     func runIngest(ready: Promise<(ingest: String, publish: String)>) {
         defer { ingestDrained.signal() }
         do {
@@ -398,13 +402,18 @@ public final class Daemon: @unchecked Sendable {
                     nextExpiry = Self.monotonic() + min(max(configuration.streamIdleSeconds / 10, 0.1), 0.5)
                 }
             }
-            // Stopping: what libzmq has already read from the producers is scored (at most each
-            // connection's read-ahead, should they keep sending), then the socket closes, so what they
-            // send from now on stays queued on their side instead of vanishing here.
-            _ = try takeChunks(
-                2 * connections.maximum * configuration.ingestChunksPerConnection, from: ingest, connections: &connections,
-                run: &run, publisher: pub)
-            flush(&run, publisher: pub)
+            // Stopping: what libzmq has already read from the producers is scored (at most twice each
+            // open connection's read-ahead, should they keep sending, and for at most
+            // `drainSeconds`, well within what `stop` waits), then the socket closes, so what they send
+            // from now on stays queued on their side instead of vanishing here.
+            var chunks = 2 * max(connections.open.count, 1) * configuration.ingestChunksPerConnection
+            let drainEnds = Self.monotonic() + Self.drainSeconds
+            while chunks > 0 && Self.monotonic() < drainEnds {
+                let took = try takeChunks(min(chunks, 1000), from: ingest, connections: &connections, run: &run, publisher: pub)
+                flush(&run, publisher: pub)
+                guard took else { break }
+                chunks -= 1000
+            }
             _ = consume ingest
             ingestDrained.signal()
             // Publish what the trainer still hands over (final snapshots), until it and the snapshot

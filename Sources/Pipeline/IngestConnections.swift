@@ -16,6 +16,10 @@ struct IngestConnections {
     /// Connections found gone when the daemon wrote to them: their disconnect notice is still to
     /// come, and must not be taken for a new connection.
     var gone: Set<UInt64> = []
+    /// Connections the daemon has ended whose close could not be sent (their queue to the peer was
+    /// full: a peer that does not read): the close is sent again at each maintenance tick, and until
+    /// it goes they count toward `maximum` (their bytes are read past).
+    var unclosed: [UInt64: [UInt8]] = [:]
     /// Seconds a connection may take to finish its handshake before it is closed.
     let handshakeSeconds: Double
     /// Seconds a message may be in progress (holding bytes of the budget) before it is closed.
@@ -78,7 +82,7 @@ extension Daemon {
                         }
                         if sent == .gone { connections.gone.insert(key) }
                         if sent == .full {
-                            _ = try Self.send([idBytes, []], to: stream)
+                            try close(key, id: idBytes, stream: stream, connections: &connections)
                             ended(.protocolError("the producer does not read: a handshake reply or pong would block"))
                         }
                     case .ready:
@@ -95,7 +99,7 @@ extension Daemon {
                         reject(code, why, stream: name, sequence: 0, samples: 0, publisher: publisher)
                     case .close(let end):
                         connections.open[key] = nil
-                        _ = try Self.send([idBytes, []], to: stream)
+                        try close(key, id: idBytes, stream: stream, connections: &connections)
                         ended(end)
                         closed = true
                     }
@@ -117,11 +121,11 @@ extension Daemon {
     /// An empty chunk: the connection `key` opened (greet it, or close it when too many are open)
     /// or closed.
     func opened(or key: UInt64, id: [UInt8], stream: borrowing Socket, connections: inout IngestConnections) throws {
-        if connections.gone.remove(key) != nil {
-            return  // the notice of a connection already forgotten
+        if connections.gone.remove(key) != nil || connections.unclosed.removeValue(forKey: key) != nil {
+            return  // the notice of a connection already forgotten, or of one whose close was still owed
         } else if let (_, c, _, _) = connections.open.removeValue(forKey: key) {
             if let end = c.peerClosed(budget: connections.budget) { ended(end) }
-        } else if connections.open.count >= connections.maximum {
+        } else if connections.open.count + connections.unclosed.count >= connections.maximum {
             connectionsRefused.add()
             let n = connectionsRefused.load
             if n <= 10 || n % 1000 == 0 {
@@ -139,6 +143,15 @@ extension Daemon {
             } else {
                 connections.gone.insert(key)
             }
+        }
+    }
+
+    /// Closes the connection `key` (already out of `open`), or owes its close when its queue is full.
+    func close(_ key: UInt64, id: [UInt8], stream: borrowing Socket, connections: inout IngestConnections) throws {
+        switch try Self.send([id, []], to: stream) {
+        case .sent: break
+        case .gone: connections.gone.insert(key)
+        case .full: connections.unclosed[key] = id
         }
     }
 
@@ -171,8 +184,12 @@ extension Daemon {
             }
             entry.connection.release(budget: connections.budget)
             connections.open[key] = nil
-            _ = try Self.send([entry.id, []], to: stream)
+            try close(key, id: entry.id, stream: stream, connections: &connections)
             ended(.protocolError(why))
+        }
+        for (key, id) in connections.unclosed {
+            connections.unclosed[key] = nil
+            try close(key, id: id, stream: stream, connections: &connections)
         }
     }
 

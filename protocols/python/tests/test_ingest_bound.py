@@ -229,3 +229,55 @@ def test_a_message_left_in_progress_is_closed_and_its_share_of_the_buffer_freed(
         for c in held + [idle, late]:
             c.close()
     assert daemon.terminate()[0] == 0
+
+
+def test_a_producer_that_does_not_read_is_closed_and_keeps_its_slot_until_the_close_goes(start_daemon):
+    """A peer that sends PINGs and never reads the PONGs fills its queue: the daemon ends it
+    (counted) but cannot send the close into the full queue. It owes the close and sends it once
+    the queue has room (the peer sees its end once it reads); until then the connection still
+    counts toward max_ingest_connections (it is not forgotten while libzmq keeps it open)."""
+    daemon = start_daemon(daemon_config="max_ingest_connections = 2\n")
+    ep, http = daemon.endpoints, daemon.endpoints["http"]
+    host, port = ep["ingest"].removeprefix("tcp://").rsplit(":", 1)
+    deaf = socket.socket()
+    deaf.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    deaf.connect((host, int(port)))
+    deaf.sendall(GREETING)
+    deaf.settimeout(5)
+    greeting = b""
+    while len(greeting) < 64:
+        greeting += deaf.recv(64 - len(greeting))
+    ready = b"\x05READY\x0bSocket-Type" + struct.pack(">I", 4) + b"PUSH"
+    deaf.sendall(bytes([4, len(ready)]) + ready)
+    ping = b"\x04PING\x00\x00" + b"c" * 16
+    pings = (bytes([4, len(ping)]) + ping) * 4000
+    deaf.settimeout(0.5)
+
+    before = exposition(get(f"http://{http}/metrics")[1]).get("eddy_protocol_errors_total", 0)
+    end = time.monotonic() + 60
+    while time.monotonic() < end:
+        try:
+            deaf.sendall(pings)
+        except socket.timeout:
+            pass
+        if exposition(get(f"http://{http}/metrics")[1]).get("eddy_protocol_errors_total", 0) > before:
+            break
+    else:
+        raise AssertionError("the daemon never found the peer not reading")
+    # A second connection is taken. A third is refused while the deaf peer's close is owed (the
+    # close may have gone already, should its queue have found room since).
+    second = raw_push(ep["ingest"])
+    third = zmtp_client_or_closed(ep["ingest"])
+    # It reads at last: its PONGs drain, the owed close goes, and it sees its end.
+    deaf.settimeout(10)
+    try:
+        while deaf.recv(1 << 16):
+            pass
+    except ConnectionResetError:
+        pass
+    deaf.close()
+    third = third or until(lambda: zmtp_client_or_closed(ep["ingest"]), 10)
+    assert third, "the slot was not freed once the close went"
+    for c in (second, third):
+        c.close()
+    assert daemon.terminate()[0] == 0
