@@ -1258,7 +1258,7 @@ public final class StreamPipeline: @unchecked Sendable {
             reference = (try (0..<d).map { _ in try r.read(Float.self) }, try (0..<d).map { _ in try r.read(Float.self) })
             recent = try RecentMaximum.decode(&r, span: settings.repeatWindow)
         }
-        chain.signal(RangeSignal.self)?.restore(low: low, high: high, seen: seen, reference: reference)
+        try chain.signal(RangeSignal.self)?.restore(low: low, high: high, seen: seen, reference: reference)
         if let recent { chain.policy.recent = recent }
         if version >= 4, try r.read(UInt8.self) != 0 {
             let saved = try PeriodCheck.decode(&r, streamFormat: version)

@@ -346,6 +346,14 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
             var reader = StateReader(w.bytes)
             try copy.decode(&reader, version: RangeSignal.stateVersion)
             #expect(copy.moments == s.moments && copy.variance(0) == s.variance(0))
+            // A bound that is not a number (it would never be crossed), or bounds out of order, are
+            // invalid state. The low bound follows the width (4 bytes), the high bound it.
+            for (offset, value) in [(4, Float.nan), (8, .nan), (4, .greatestFiniteMagnitude), (8, -.infinity)] {
+                var bytes = w.bytes
+                withUnsafeBytes(of: value.bitPattern.littleEndian) { for i in 0..<4 { bytes[offset + i] = $0[i] } }
+                var bad = StateReader(bytes)
+                #expect(throws: StateError.self, "\(offset) \(value)") { try copy.decode(&bad, version: RangeSignal.stateVersion) }
+            }
         }
         #expect(certain[0]!.walk >= 10, "the walk leaves its range again and again: \(certain[0]!.walk)")
         #expect(certain[1]!.walk <= certain[0]!.walk / 5, "\(certain[1]!.walk) of \(certain[0]!.walk) left")

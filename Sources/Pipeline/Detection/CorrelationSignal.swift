@@ -247,6 +247,7 @@ public final class CorrelationSignal: AnomalySignal, @unchecked Sendable {
         let moments = try (0..<(d + d * d)).map { _ in Double(bitPattern: try r.read(UInt64.self)) }
         let hasFactor = try r.read(UInt8.self) == 1
         let l = hasFactor ? try (0..<(d * d)).map { _ in Double(bitPattern: try r.read(UInt64.self)) } : []
+        guard moments.allSatisfy(\.isFinite), l.allSatisfy(\.isFinite) else { throw StateError.invalid("correlation moments") }
         let c = try r.read(Float.self), s = try r.read(Float.self)
         guard c.isFinite, s.isFinite, s >= Self.minimumDeviation else { throw StateError.invalid("correlation scale") }
         let n = Int(try r.read(UInt32.self))

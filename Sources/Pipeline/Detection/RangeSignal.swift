@@ -268,7 +268,7 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         let seen = try r.readCount()
         let rl = try (0..<dimension).map { _ in try r.read(Float.self) }
         let rh = try (0..<dimension).map { _ in try r.read(Float.self) }
-        restore(low: l, high: h, seen: seen, reference: (rl, rh))
+        try restore(low: l, high: h, seen: seen, reference: (rl, rh))
         if version >= 4 {
             let counts = try (0..<dimension).map { _ in Double(bitPattern: try r.read(UInt64.self)) }
             let last = try (0..<dimension).map { _ in try r.read(UInt64.self) }
@@ -298,7 +298,12 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
     /// Restores a range; the reference must lie inside the live range (the batch pre-check widens the
     /// live range only for samples outside the reference) or be empty, else (and when there is none,
     /// as in older checkpoints) it is the live range.
-    func restore(low l: [Float], high h: [Float], seen: UInt64, reference: ([Float], [Float])?) {
+    /// A range that is neither empty (+∞, -∞) nor finite and ordered (a NaN bound would never be
+    /// crossed: the rule silenced) is invalid state.
+    func restore(low l: [Float], high h: [Float], seen: UInt64, reference: ([Float], [Float])?) throws {
+        for f in 0..<dimension where !(l[f].isFinite && h[f].isFinite && l[f] <= h[f]) && !(l[f] == .infinity && h[f] == -.infinity) {
+            throw StateError.invalid("range of feature \(f): \(l[f]) to \(h[f])")
+        }
         for f in 0..<dimension {
             low[f] = l[f]
             high[f] = h[f]
