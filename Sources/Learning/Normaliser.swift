@@ -80,7 +80,9 @@ public final class Normaliser {
         n.count = count
         try r.read(into: n.mean)
         try r.read(into: n.variance)
-        for c in 0..<dimension where !n.mean.pointer[c].isFinite || !(n.variance.pointer[c] >= 0) || !n.variance.pointer[c].isFinite {
+        // A variance may be +∞: values near max_abs_value's largest (1e30) overflow its square, and
+        // the feature's scale is then 0, as it was in the stream that wrote it.
+        for c in 0..<dimension where !n.mean.pointer[c].isFinite || !(n.variance.pointer[c] >= 0) {
             throw StateError.invalid("normaliser statistics of feature \(c)")
         }
         n.refreshScale()

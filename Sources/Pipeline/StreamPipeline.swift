@@ -1160,7 +1160,8 @@ public final class StreamPipeline: @unchecked Sendable {
         }
         stream.accepted = try r.readCount()
         stream.rejectedCount = try r.readCount()
-        stream.skippedSteps = try r.readCount()
+        // Statistics only, added to with wrap-around: a count beyond the bound is kept at it.
+        stream.skippedSteps = min(try r.read(UInt64.self), StateReader.countLimit)
         let pending = try r.read(Double.self)
         guard pending.isFinite, pending >= 0 else { throw StateError.invalid("pending steps \(pending) for stream \(name)") }
         // Saved under a larger maximum_pending_steps, it keeps at most today's.

@@ -102,6 +102,9 @@ struct CurveServer {
         return (plain[0], Array(plain[1...]))
     }
 
+    /// The bits of a MESSAGE's flags byte (RFC 26): another frame follows; the frame is a command.
+    static let flagMore: UInt8 = 1, flagCommand: UInt8 = 2
+
     /// A frame's contents boxed as a MESSAGE to the client.
     mutating func seal(flags: UInt8, payload: [UInt8]) -> [UInt8] {
         let n = nextNonce()

@@ -314,13 +314,24 @@ public final class ZMTPConnection {
             var flags = self.flags, payload = frame
             if curve != nil {
                 do {
-                    (flags, payload) = try curve!.open(message: frame)
+                    let inner: UInt8
+                    (inner, payload) = try curve!.open(message: frame)
+                    // A MESSAGE's own flags byte: MORE in bit 0, COMMAND in bit 1 (RFC 26, as libzmq
+                    // boxes its heartbeats), not a frame header's bits.
+                    flags = (inner & CurveServer.flagMore != 0 ? Self.flagMore : 0)
+                        | (inner & CurveServer.flagCommand != 0 ? Self.flagCommand : 0)
                 } catch {
                     close(.protocolError(error.why), &events, budget: budget)
                     return
                 }
             }
             if flags & Self.flagCommand != 0 {
+                // A boxed command (a heartbeat's PING) was held as a message frame is: it is no part
+                // of a message, so its bytes go back now.
+                if curve != nil {
+                    budget.used -= frame.count
+                    held -= frame.count
+                }
                 command(payload, &events, budget: budget)
                 return
             }
@@ -372,7 +383,7 @@ public final class ZMTPConnection {
     private func command(_ c: [UInt8], _ events: inout [Event], budget: Budget) {
         if c.starts(with: CurveServer.name("PING")), c.count >= 7 {
             let pong = CurveServer.name("PONG") + c[7...]
-            events.append(.send(curve == nil ? Self.command(pong) : Self.frame(curve!.seal(flags: Self.flagCommand, payload: pong), flags: 0)))
+            events.append(.send(curve == nil ? Self.command(pong) : Self.frame(curve!.seal(flags: CurveServer.flagCommand, payload: pong), flags: 0)))
         } else if c.starts(with: CurveServer.name("ERROR")) {
             close(.protocolError("the peer sent ERROR"), &events, budget: budget)
         }

@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import ZMTP
+import CZeroMQ
 import ZeroMQ
 
 /// A STREAM socket speaking ZMTP through `ZMTPConnection`s, as the daemon's ingest does, against
@@ -163,6 +164,32 @@ final class ZMTPServerHarness {
         let refused = server.ends.compactMap { if case .refused(let why, let client) = $0 { (why, client) } else { nil } }
         #expect(refused.contains { $0.0.contains("not CURVE") && $0.1 == nil })
         #expect(refused.contains { $0.1 == Curve.decode(unknown.publicKey)! })
+    }
+
+    /// A CURVE client's heartbeat PINGs are boxed as its messages are, with COMMAND in the box's own
+    /// flags (bit 1): they are answered, never taken for a one-frame message (which the daemon would
+    /// reject), and hold nothing of the budget, so an idle producer with heartbeats on is not a
+    /// message in progress.
+    @Test func curveHeartbeatsAreAnsweredAndHoldNothing() throws {
+        let serverKeys = try Curve.generate(), client = try Curve.generate()
+        let server = try ZMTPServerHarness(security: .curve(secretKey: Curve.decode(serverKeys.secretKey)!, allows: { _ in true }))
+        let stream = try Socket(server.context, .stream)
+        let push = try Socket(server.context, .push)
+        try push.makeCurveClient(serverKey: serverKeys.publicKey, keys: client)
+        try push.setOption(ZMQ_HEARTBEAT_IVL, 20)
+        try push.connect(try stream.bind("tcp://127.0.0.1:*"))
+        try push.send(frames("h", "first"))
+        // The handshake's replies, then a PONG for each PING.
+        func pongs() -> Int { server.events.filter { if case .send = $0 { true } else { false } }.count - 2 }
+        try server.serve(stream) { _ in server.messages.count == 1 && pongs() >= 5 }
+        #expect(pongs() >= 5)
+        let connection = try #require(server.connections.values.first)
+        #expect(connection.held == 0 && server.budget.used == 0, "\(connection.held) bytes held after \(pongs()) PINGs")
+        try push.send(frames("h", "second"))
+        try server.serve(stream) { _ in server.messages.count == 2 }
+        #expect(server.messages == [frames("h", "first"), frames("h", "second")])
+        // The client took the PONGs for PONGs: it kept its one connection.
+        #expect(server.ends.isEmpty && server.connections.count == 1)
     }
 
     /// A plaintext server refuses no one: a CURVE client that leaves in the greeting is a protocol

@@ -212,7 +212,8 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         for f in 0..<dimension {
             let delta = x[f] - mean[f]
             mean[f] += a * delta
-            variance[f] = (1 - a) * (variance[f] + a * delta * delta)
+            // One sample's variance is 0, even where its square overflows (0 · ∞ would be NaN).
+            variance[f] = a == 1 ? 0 : (1 - a) * (variance[f] + a * delta * delta)
         }
     }
 
@@ -289,7 +290,8 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
             let n = try r.readCount()
             let m = try (0..<dimension).map { _ in try r.read(Float.self) }
             let v = try (0..<dimension).map { _ in try r.read(Float.self) }
-            guard m.allSatisfy(\.isFinite), v.allSatisfy({ $0.isFinite && $0 >= 0 }) else { throw StateError.invalid("range moments") }
+            // A variance may be +∞ (the square of values near 1e30 overflows), never NaN or negative.
+            guard m.allSatisfy(\.isFinite), v.allSatisfy({ $0 >= 0 }) else { throw StateError.invalid("range moments") }
             moments = n
             for f in 0..<dimension { (meanBuffer[f], varianceBuffer[f]) = (m[f], v[f]) }
         }
