@@ -153,12 +153,17 @@ public struct CheckpointStore: Sendable {
     }
 
     /// The state of an expired stream of this name, if one was kept, restored under `settings`. A
-    /// state that no longer fits its settings is removed (it is not tried again); one that restores
-    /// is removed only if `remove` (the daemon keeps it until a checkpoint holds the stream).
+    /// state that no longer fits its settings, or is another stream's (a file copied or renamed),
+    /// is removed (it is not tried again); one that restores is removed only if `remove` (the daemon
+    /// keeps it until a checkpoint holds the stream).
     public func takeExpired(_ name: String, settings: StreamConfiguration, remove: Bool = true) -> Result<StreamPipeline, Error>? {
         let path = expiredPath(name)
         guard let data = FileManager.default.contents(atPath: path) else { return nil }
-        let restored = Result { try StreamPipeline.restore([UInt8](data), settings: settings, maxBytes: streamBytesLimit) }
+        let restored = Result {
+            let s = try StreamPipeline.restore([UInt8](data), settings: settings, maxBytes: streamBytesLimit)
+            guard s.name == name else { throw StateError.invalid("the state kept for stream \(name) is stream \(s.name)'s") }
+            return s
+        }
         if remove || (try? restored.get()) == nil { unlink(path) }
         return restored
     }

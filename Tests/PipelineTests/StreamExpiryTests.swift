@@ -148,5 +148,10 @@ import ZeroMQ
         }
         let now = try FileManager.default.contentsOfDirectory(atPath: directory).sorted()
         #expect(now == ["expired-s2.stream", "expired-s6.stream", "expired-s7.stream"])
+        // Another stream's state under this name (a file renamed) is refused, naming both, and removed.
+        let renamed = directory + "/expired-s9.stream"
+        #expect(rename(directory + "/expired-s7.stream", renamed) == 0)
+        #expect { try store.takeExpired("s9", settings: settings.resolved(dim: 2))?.get() } throws: { "\($0)".contains("is stream s7's") }
+        #expect(!FileManager.default.fileExists(atPath: renamed))
     }
 }
