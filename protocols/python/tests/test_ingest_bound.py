@@ -76,9 +76,7 @@ def test_floods_of_every_shape_are_refused_at_the_frame_header_and_memory_stays_
         # Half-sent messages: each holds 900 KiB of the 4 MiB buffer; the fifth does not fit.
         held = []
         for i in range(5):
-            c = raw_push(ep["ingest"])
-            c.sendall(short_frame(f"slow{i}".encode(), more=True) + frame_header(900 * 1024) + b"\2" * (450 * 1024))
-            held.append(c)
+            held.append(half_sent(ep["ingest"], f"slow{i}"))
             time.sleep(0.2)
         codes = errors_until(sub, 1)
         assert codes == [("error/slow4/", pb.ERROR_CODE_OVER_BUDGET)]
@@ -115,6 +113,13 @@ def test_floods_of_every_shape_are_refused_at_the_frame_header_and_memory_stays_
         good.send("good", np.ones((8, 4), np.float32), sequence=8)
         assert wait_scores(sub, "good", 8) is not None
     assert daemon.terminate()[0] == 0
+
+
+def half_sent(endpoint, stream):
+    """A connection that has sent `stream`'s name and half of a 900 KiB frame (450 KiB)."""
+    c = raw_push(endpoint)
+    c.sendall(short_frame(stream.encode(), more=True) + frame_header(900 * 1024) + b"\2" * (450 * 1024))
+    return c
 
 
 def zmtp_client_or_closed(endpoint):
@@ -193,11 +198,7 @@ def test_a_message_left_in_progress_is_closed_and_its_share_of_the_buffer_freed(
         idle = raw_push(ep["ingest"])
         errors_before = exposition(get(f"http://{http}/metrics")[1]).get("eddy_protocol_errors_total", 0)
         # Four messages of 900 KiB, 450 KiB of each sent: 3.6 MiB of the 4 MiB held.
-        held = []
-        for i in range(4):
-            c = raw_push(ep["ingest"])
-            c.sendall(short_frame(f"slow{i}".encode(), more=True) + frame_header(900 * 1024) + b"\2" * (450 * 1024))
-            held.append(c)
+        held = [half_sent(ep["ingest"], f"slow{i}") for i in range(4)]
         time.sleep(0.2)
         late = raw_push(ep["ingest"])
         late.sendall(short_frame(b"late", more=True) + frame_header(900 * 1024) + b"\2" * (900 * 1024))
