@@ -130,37 +130,58 @@ public struct CheckpointStore: Sendable {
     /// Where a stream that expired keeps its state until its name comes back.
     func expiredPath(_ name: String) -> String { directory + "/expired-\(name).stream" }
 
-    /// Writes an expiring stream's state aside, keeping at most `keep` such files (the oldest go;
-    /// the files in `sparing`, those of streams that came back, are neither counted nor removed).
+    /// An expired stream's file: this kind and version, then the stream's state, sealed with a CRC-32
+    /// as checkpoints are. (Files written before the seal hold the bare state; they still restore.)
+    static let expiredKind = "eddy.expired"
+    static let expiredVersion: UInt32 = 1
+
+    /// Writes an expiring stream's state aside, durably (see `writeAtomically`), and returns its path.
+    /// `pruneExpired` then keeps the number of such files bounded.
     @discardableResult
-    public func writeExpired(_ stream: StreamPipeline, keep: Int, sparing: Set<String> = []) throws -> String {
+    public func writeExpired(_ stream: StreamPipeline) throws -> String {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        var w = StateWriter()
+        w.write(Self.expiredKind); w.write(Self.expiredVersion)
+        w.write(blob: stream.serialized())
+        w.seal()
         let path = expiredPath(stream.name)
-        try Self.writeAtomically(stream.serialized(), to: path, directory: directory)
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
-        let expired = names.filter { $0.hasPrefix("expired-") && $0.hasSuffix(".stream") }.map { directory + "/" + $0 }
-            .filter { !sparing.contains($0) }
-        if expired.count > keep {
-            func modified(_ path: String) -> Double {
-                var info = stat()
-                return stat(path, &info) == 0 ? Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) * 1e-9 : 0
-            }
-            for old in expired.sorted(by: { modified($0) < modified($1) }).prefix(expired.count - keep) where old != path {
-                unlink(old)
-            }
-        }
+        try Self.writeAtomically(w.bytes, to: path, directory: directory)
         return path
     }
 
+    /// Keeps at most `keep` expired streams' files, the newest (the files in `sparing`, those of
+    /// streams that came back, are neither counted nor removed).
+    public func pruneExpired(keep: Int, sparing: Set<String> = []) {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        let expired = names.filter { $0.hasPrefix("expired-") && $0.hasSuffix(".stream") }.map { directory + "/" + $0 }
+            .filter { !sparing.contains($0) }
+        guard expired.count > keep else { return }
+        func modified(_ path: String) -> Double {
+            var info = stat()
+            return stat(path, &info) == 0 ? Double(info.st_mtim.tv_sec) + Double(info.st_mtim.tv_nsec) * 1e-9 : 0
+        }
+        for old in expired.sorted(by: { modified($0) < modified($1) }).prefix(expired.count - keep) { unlink(old) }
+    }
+
     /// The state of an expired stream of this name, if one was kept, restored under `settings`. A
-    /// state that no longer fits its settings, or is another stream's (a file copied or renamed),
-    /// is removed (it is not tried again); one that restores is removed only if `remove` (the daemon
-    /// keeps it until a checkpoint holds the stream).
+    /// state that no longer fits its settings, is damaged (its CRC does not match), or is another
+    /// stream's (a file copied or renamed), is removed (it is not tried again); one that restores is
+    /// removed only if `remove` (the daemon keeps it until a checkpoint holds the stream).
     public func takeExpired(_ name: String, settings: StreamConfiguration, remove: Bool = true) -> Result<StreamPipeline, Error>? {
         let path = expiredPath(name)
         guard let data = FileManager.default.contents(atPath: path) else { return nil }
         let restored = Result {
-            let s = try StreamPipeline.restore([UInt8](data), settings: settings, maxBytes: streamBytesLimit)
+            let bytes = [UInt8](data)
+            var state = bytes
+            var peek = StateReader(bytes)
+            if (try? peek.read(String.self)) == Self.expiredKind {
+                var r = try StateReader(sealed: bytes)
+                _ = try r.read(String.self)
+                let version = try r.read(UInt32.self)
+                guard version == Self.expiredVersion else { throw StateError.unsupportedVersion(version) }
+                state = try r.readBlob()
+            }
+            let s = try StreamPipeline.restore(state, settings: settings, maxBytes: streamBytesLimit)
             guard s.name == name else { throw StateError.invalid("the state kept for stream \(name) is stream \(s.name)'s") }
             return s
         }

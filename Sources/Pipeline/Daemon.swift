@@ -66,6 +66,10 @@ public final class Daemon: @unchecked Sendable {
     let retireLock = Lock()
     var retiring: [StreamPipeline] = []
     var revivedFiles: [String: String] = [:]
+    /// The stream the trainer is writing aside (outside retireLock); nil once it has come back.
+    var writingAside: StreamPipeline?
+    /// For tests: called on the trainer thread as it starts writing a stream aside.
+    var beforeWritingAside: (@Sendable (StreamPipeline) -> Void)?
     let retiringCount = Counter()
     public let alertsRaised = Counter(), snapshotsPublished = Counter(), labelsAccepted = Counter()
     public let checkpointsWritten = Counter(), checkpointFailures = Counter()
@@ -612,6 +616,7 @@ public final class Daemon: @unchecked Sendable {
         if let i = retiring.firstIndex(where: { $0.name == name }) {
             let s = retiring.remove(at: i)
             retiringCount.store(UInt64(retiring.count))
+            if writingAside === s { writingAside = nil }  // the trainer is writing it aside: taken back
             guard sameKind(s, as: settings, name: name) else { return nil }
             streamsRevived.add()
             s.oweSnapshots()  // its served snapshots went at expiry
@@ -685,24 +690,45 @@ public final class Daemon: @unchecked Sendable {
 
     /// Writes the state of streams that expired aside (trainer thread, between steps). A state that
     /// cannot be written is lost: counted as a failed checkpoint and logged as an error.
+    ///
+    /// The writing (an fsync of the file and of the directory) is done outside `retireLock`: a stream
+    /// that comes back meanwhile (on the ingest thread, under `streamsLock`) does not wait for a
+    /// disk. One that comes back while its own state is being written is taken back as it is; the
+    /// file then holds an older state of a live stream, spent like a revived stream's file once a
+    /// checkpoint holds the stream.
     func keepExpiredAside() {
         guard retiringCount.load > 0, let store = checkpoints else { return }
-        retireLock.withLock {
-            for s in retiring {
-                do {
+        for s in retireLock.withLock({ retiring }) {
+            // Not one that came back since the list was read.
+            guard retireLock.withLock({ () -> Bool in
+                writingAside = retiring.contains { $0 === s } ? s : nil
+                return writingAside != nil
+            }) else { continue }
+            beforeWritingAside?(s)
+            let written = Result { try store.writeExpired(s) }
+            retireLock.withLock {
+                let takenBack = writingAside !== s
+                writingAside = nil
+                if !takenBack {
+                    retiring.removeAll { $0 === s }
+                    retiringCount.store(UInt64(retiring.count))
+                }
+                switch written {
+                case .success(let path):
+                    // The file holds this newer state now, or one a checkpoint of the stream makes spent.
+                    revivedFiles[s.name] = takenBack ? path : nil
                     // Files kept for streams that came back are theirs until a checkpoint holds them.
-                    let path = try store.writeExpired(s, keep: configuration.maxStreams, sparing: Set(revivedFiles.values))
-                    revivedFiles[s.name] = nil  // the file holds this newer state now
-                    logger.notice("stream expired", metadata: ["stream.id": "\(s.name)", "stream.state": "\(path)"])
-                } catch {
+                    store.pruneExpired(keep: configuration.maxStreams, sparing: Set(revivedFiles.values))
+                    if !takenBack { logger.notice("stream expired", metadata: ["stream.id": "\(s.name)", "stream.state": "\(path)"]) }
+                case .failure(let error) where !takenBack:
                     checkpointFailures.add()
                     logger.error(
                         "stream expired, and its state could not be written aside (or not durably): it may be lost",
                         metadata: ["stream.id": "\(s.name)", "error": "\(error)"])
+                case .failure:
+                    break  // it came back meanwhile: nothing is lost
                 }
             }
-            retiring.removeAll()
-            retiringCount.store(0)
         }
     }
 

@@ -1,5 +1,6 @@
 import EddyProtocol
 import Foundation
+import Learning
 @testable import Pipeline
 import SwiftProtobuf
 import Testing
@@ -125,7 +126,8 @@ import ZeroMQ
         settings.bufferCapacity = 64
         for i in 0..<5 {
             let s = StreamPipeline(name: "s\(i)", settings: settings.resolved(dim: 2))
-            try store.writeExpired(s, keep: 3)
+            try store.writeExpired(s)
+            store.pruneExpired(keep: 3)
             Thread.sleep(forTimeInterval: 0.01)  // distinct modification times
         }
         let kept = try FileManager.default.contentsOfDirectory(atPath: directory).sorted()
@@ -143,7 +145,8 @@ import ZeroMQ
         #expect(try store.takeExpired("s2", settings: settings.resolved(dim: 2), remove: false)?.get().name == "s2")
         let spared = directory + "/expired-s2.stream"
         for i in 5..<8 {
-            try store.writeExpired(StreamPipeline(name: "s\(i)", settings: settings.resolved(dim: 2)), keep: 2, sparing: [spared])
+            try store.writeExpired(StreamPipeline(name: "s\(i)", settings: settings.resolved(dim: 2)))
+            store.pruneExpired(keep: 2, sparing: [spared])
             Thread.sleep(forTimeInterval: 0.01)
         }
         let now = try FileManager.default.contentsOfDirectory(atPath: directory).sorted()
@@ -153,5 +156,84 @@ import ZeroMQ
         #expect(rename(directory + "/expired-s7.stream", renamed) == 0)
         #expect { try store.takeExpired("s9", settings: settings.resolved(dim: 2))?.get() } throws: { "\($0)".contains("is stream s7's") }
         #expect(!FileManager.default.fileExists(atPath: renamed))
+    }
+
+    /// An expired stream's file is sealed with a CRC-32: a flipped byte is refused (and the file
+    /// removed) instead of restoring as some other state; a file from before the seal (the bare
+    /// state) still restores.
+    @Test func anExpiredStatesFileIsSealed() throws {
+        let directory = temporaryDirectory()
+        let store = CheckpointStore(directory: directory)
+        var settings = StreamConfiguration()
+        settings.bufferCapacity = 64
+        let s = StreamPipeline(name: "s", settings: settings.resolved(dim: 2))
+        let path = try store.writeExpired(s)
+        var bytes = [UInt8](try #require(FileManager.default.contents(atPath: path)))
+        let bare = s.serialized()
+        var sealed = try StateReader(sealed: bytes)
+        #expect(try sealed.read(String.self) == CheckpointStore.expiredKind)
+        _ = try sealed.read(UInt32.self)
+        #expect(try sealed.readBlob() == bare)
+        bytes[bytes.count / 2] ^= 0x10
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
+        #expect { try store.takeExpired("s", settings: settings.resolved(dim: 2))?.get() } throws: {
+            ($0 as? StateError).map { if case .checksumMismatch = $0 { true } else { false } } ?? false
+        }
+        #expect(!FileManager.default.fileExists(atPath: path))
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(bare)))
+        #expect(try store.takeExpired("s", settings: settings.resolved(dim: 2))?.get().name == "s")
+    }
+
+    /// The trainer writes expired states aside outside `retireLock`: while it waits on the disk,
+    /// another stream comes back (from its file) without waiting, and the stream being written comes
+    /// back as itself; its file, an older state of a live stream, goes at the next checkpoint.
+    @Test func streamsComeBackWhileAnotherIsBeingWrittenAside() throws {
+        let directory = temporaryDirectory()
+        let daemon = try Daemon(configuration: testConfiguration(dataDirectory: directory), logger: quietLogger)
+        let settings = daemon.configuration.settings(for: "a").resolved(dim: 2)
+        let store = try #require(daemon.checkpoints)
+        try store.writeExpired(StreamPipeline(name: "b", settings: settings))
+        let a = StreamPipeline(name: "a", settings: settings)
+        daemon.retireLock.withLock {
+            daemon.retiring = [a]
+            daemon.retiringCount.store(1)
+        }
+        let writing = DispatchSemaphore(value: 0), release = DispatchSemaphore(value: 0), done = DispatchSemaphore(value: 0)
+        daemon.beforeWritingAside = { _ in
+            writing.signal()
+            release.wait()
+        }
+        Thread.detachNewThread {
+            daemon.keepExpiredAside()
+            done.signal()
+        }
+        #expect(writing.wait(timeout: .now() + 10) == .success)
+        let revived = DispatchSemaphore(value: 0)
+        nonisolated(unsafe) var b: StreamPipeline?
+        Thread.detachNewThread {
+            b = daemon.revive("b", settings: settings)
+            revived.signal()
+        }
+        let waited = revived.wait(timeout: .now() + 5)
+        #expect(waited == .success, "a stream coming back waited for another's write")
+        if waited == .timedOut {
+            release.signal()  // a failure, not a deadlock
+            revived.wait()
+        }
+        #expect(daemon.revive("a", settings: settings) === a)
+        if waited == .success { release.signal() }
+        #expect(done.wait(timeout: .now() + 10) == .success)
+        #expect(b?.name == "b")
+        let kept = store.expiredPath("a")
+        #expect(daemon.retiring.isEmpty && daemon.revivedFiles["a"] == kept && FileManager.default.fileExists(atPath: kept))
+        #expect(daemon.streamsRevived.load == 2)
+        daemon.streamsLock.withLock {
+            for s in [a, b!] {
+                daemon.streams[s.name] = s
+                daemon.streamOrder.append(s.name)
+            }
+        }
+        daemon.checkpoint()
+        #expect(!FileManager.default.fileExists(atPath: kept) && !FileManager.default.fileExists(atPath: store.expiredPath("b")))
     }
 }
