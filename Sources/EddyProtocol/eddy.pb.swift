@@ -867,8 +867,7 @@ public nonisolated struct Eddy_V1_StreamStatus: @unchecked Sendable {
 
   /// Training steps the stream earned but the trainer could not take (it fell behind by more than
   /// max_pending_steps), and samples scored but kept out of learning because they looked anomalous
-  /// (learn_surprise_limit). Skipped steps since the stream began (kept in checkpoints), quarantined
-  /// samples since the daemon started.
+  /// (learn_surprise_limit). Both since the stream began (kept in checkpoints).
   public var skippedSteps: UInt64 {
     get {_storage._skippedSteps}
     set {_uniqueStorage()._skippedSteps = newValue}
@@ -915,7 +914,8 @@ public nonisolated struct Eddy_V1_StreamStatus: @unchecked Sendable {
   }
 
   /// Training steps taken while the stream was quiet (no steps owed): `idle_steps_per_second`,
-  /// up to `idle_passes` over the buffer after the last batch. Included in train_steps.
+  /// up to `idle_passes` over the buffer after the last batch. Included in train_steps; since the
+  /// stream began (kept in checkpoints).
   public var idleSteps: UInt64 {
     get {_storage._idleSteps}
     set {_uniqueStorage()._idleSteps = newValue}

@@ -181,6 +181,34 @@ struct MoCoVersionBase: CheckpointSection {
     }
 }
 
+/// Where a stream's learning stands between batches, as a checkpoint section: the run of surprising
+/// rows kept out of learning (so a restart does not quarantine an incident's next `alert_hold_off`
+/// rows again), the idle steps it may still take, and the counts of both.
+struct LearningProgress: CheckpointSection {
+    static let name = "learning-progress"
+    static let stateVersion: UInt32 = 1
+    var quarantineRun: Int
+    var quarantined: UInt64
+    var idleLeft: Double
+    var idleSteps: UInt64
+
+    var isEmpty: Bool { quarantineRun == 0 && quarantined == 0 && idleLeft == 0 && idleSteps == 0 }
+
+    func encode(_ w: inout StateWriter) {
+        w.write(UInt64(quarantineRun)); w.write(quarantined)
+        w.write(idleLeft.bitPattern); w.write(idleSteps)
+    }
+
+    mutating func decode(_ r: inout StateReader, version: UInt32) throws {
+        guard version == 1 else { throw StateError.unsupportedVersion(version) }
+        quarantineRun = try r.readInt()
+        quarantined = try r.readCount()
+        idleLeft = try r.read(Double.self)
+        guard idleLeft.isFinite, idleLeft >= 0 else { throw StateError.invalid("idle steps left \(idleLeft)") }
+        idleSteps = try r.readCount()
+    }
+}
+
 /// A stream's labelled samples, as a checkpoint section (a daemon without labels drops it).
 struct LabelSet: CheckpointSection {
     static let name = "labels"
@@ -645,8 +673,7 @@ public final class StreamPipeline: @unchecked Sendable {
                 quarantinedRows.removeAll(keepingCapacity: true)
             }
             accepted += UInt64(count)
-            // A pass: the samples the buffer holds (each may sit in both halves), in batches.
-            idleLeft = settings.idlePasses * Double(min(buffer.inserted, UInt64(buffer.capacity))) / Double(settings.batchSize)
+            idleLeft = idlePass
             pendingSteps += earnedSteps(rows: rowCount)
             if pendingSteps > settings.maximumPendingSteps {
                 skippedSteps &+= UInt64(min(pendingSteps - settings.maximumPendingSteps, 1e15))
@@ -770,6 +797,12 @@ public final class StreamPipeline: @unchecked Sendable {
     /// When the stream may next take an idle step (trainer clock, seconds), if it has any left: a
     /// stream that has stopped sending keeps learning from its buffer, at most
     /// `idle_steps_per_second`, until it has made `idle_passes` passes over it.
+    /// The idle steps a batch grants: `idle_passes` over what the buffer holds, in batches (each
+    /// sample may sit in both halves).
+    var idlePass: Double {
+        settings.idlePasses * Double(min(buffer.inserted, UInt64(buffer.capacity))) / Double(settings.batchSize)
+    }
+
     public var idleStepDue: Double? {
         lock.withLock {
             guard settings.idleStepsPerSecond > 0, idleLeft >= 1, pendingSteps < 1, buffer.count >= settings.minimumBuffered
@@ -1071,16 +1104,19 @@ public final class StreamPipeline: @unchecked Sendable {
             scorer.normaliser.encode(&w)
             buffer.encode(&w)
             let transformSection = settings.transform == .none ? 0 : 1
+            let progress = LearningProgress(
+                quarantineRun: quarantineRun, quarantined: quarantined, idleLeft: idleLeft, idleSteps: idleSteps)
             w.write(
                 UInt32(
                     chain.sectionCount + (shaper == nil ? 0 : 1) + (logs == nil ? 0 : 1) + (labels.isEmpty ? 0 : 1)
-                        + transformSection + (mocoVersionBase == 0 ? 0 : 1)))
+                        + transformSection + (mocoVersionBase == 0 ? 0 : 1) + (progress.isEmpty ? 0 : 1)))
             if transformSection > 0 { w.write(unit: InputTransformSection(transform: settings.transform)) }
             chain.encodeSections(&w)
             if let shaper { w.write(unit: shaper) }
             if let logs { w.write(unit: logs) }
             if !labels.isEmpty { w.write(unit: LabelSet(dimension: inputDimension, values: labelledValues, labels: labels)) }
             if mocoVersionBase > 0 { w.write(unit: MoCoVersionBase(base: mocoVersionBase)) }
+            if !progress.isEmpty { w.write(unit: progress) }
         }
         return w.bytes
     }
@@ -1191,6 +1227,13 @@ public final class StreamPipeline: @unchecked Sendable {
             var base = MoCoVersionBase(base: 0)
             try sections.restore(unit: &base)
             stream.mocoVersionBase = base.base
+            var progress = LearningProgress(quarantineRun: 0, quarantined: 0, idleLeft: 0, idleSteps: 0)
+            try sections.restore(unit: &progress)
+            stream.quarantineRun = progress.quarantineRun
+            stream.quarantined = progress.quarantined
+            // A pass over today's buffer at most (the settings may have changed since).
+            stream.idleLeft = min(progress.idleLeft, stream.idlePass)
+            stream.idleSteps = progress.idleSteps
             var labelled = LabelSet(dimension: stream.inputDimension, values: [], labels: [])
             try sections.restore(unit: &labelled)
             if s.maxLabels > 0 && !labelled.labels.isEmpty {

@@ -261,13 +261,14 @@ import Testing
 @Suite struct QuarantineTests {
     /// With learn_surprise_limit set, an outlier is scored but kept out of the buffer; once outliers
     /// have lasted a whole hold-off they are the new normal and are learned again.
-    @Test func anOutlierIsScoredButNotLearnedUntilItLasts() {
+    @Test func anOutlierIsScoredButNotLearnedUntilItLasts() throws {
         var settings = StreamConfiguration().resolved(dim: 4)
         settings.warmupSamples = 0
         settings.rangeWarmup = 0
         settings.warmupSteps = 5
         settings.alertHoldOff = 20
         settings.learnSurpriseLimit = 4
+        settings.idlePasses = 2
         let p = StreamPipeline(name: "q", settings: settings)
         var r = RandomSource(seed: 1)
         var sequence: UInt64 = 0
@@ -282,10 +283,42 @@ import Testing
         let before = p.status.buffered
         let first = feed(outlier)
         #expect(first.alert && p.quarantined == 1 && p.status.buffered == before)
-        for _ in 0..<19 { _ = feed(outlier) }
+        for _ in 0..<9 { _ = feed(outlier) }
+        // A restart in the middle of the run goes on with it: the hold-off is not granted anew.
+        let restored = try StreamPipeline.restore(p.serialized(), settings: settings)
+        #expect(restored.quarantineRun == 10 && restored.quarantined == 10)
+        #expect(restored.idleLeft == p.idleLeft && restored.idleLeft > 0 && restored.idleSteps == p.idleSteps)
+        for _ in 0..<10 { _ = feed(outlier) }
         #expect(p.quarantined == 20 && p.status.buffered == before, "20 in a row kept out: the hold-off")
         for _ in 0..<10 { _ = feed(outlier) }
         #expect(p.quarantined == 20 && p.status.buffered > before, "then learned as the new normal")
+        var again = sequence - 20
+        for _ in 0..<20 {
+            _ = outlier.withUnsafeBufferPointer { restored.score($0.baseAddress!, count: 1, firstSequence: again) }
+            again += 1
+        }
+        #expect(restored.quarantined == 20 && restored.status.buffered > before, "the restored stream ends its run as the stream did")
+    }
+
+    /// Idle steps left that are not a count (NaN, negative) are refused; a count beyond a pass over
+    /// today's buffer is cut to one.
+    @Test func learningProgressIsCheckedOnRestore() throws {
+        for bad in [Double.nan, -1, .infinity] {
+            var w = StateWriter()
+            LearningProgress(quarantineRun: 0, quarantined: 0, idleLeft: bad, idleSteps: 0).encode(&w)
+            var r = StateReader(w.bytes)
+            var progress = LearningProgress(quarantineRun: 0, quarantined: 0, idleLeft: 0, idleSteps: 0)
+            #expect(throws: StateError.self) { try progress.decode(&r, version: 1) }
+        }
+        var settings = StreamConfiguration().resolved(dim: 2)
+        settings.bufferCapacity = 64
+        settings.idlePasses = 2
+        let p = StreamPipeline(name: "i", settings: settings)
+        let rows = [Float](repeating: 0.5, count: 2 * 64)
+        _ = rows.withUnsafeBufferPointer { p.score($0.baseAddress!, count: 64, firstSequence: 0) }
+        #expect(p.idleLeft == p.idlePass && p.idlePass > 0)
+        p.idleLeft = 1e9
+        #expect(try StreamPipeline.restore(p.serialized(), settings: settings).idleLeft == p.idlePass)
     }
 }
 
