@@ -286,7 +286,9 @@ public final class Daemon: @unchecked Sendable {
             phase = .stopping
         }
         trainerWake.broadcast()
-        if ingestDrained.wait(timeout: .now() + 10) == .timedOut {
+        // Not if ingest never started (the authenticator failed at start): nothing would signal.
+        let ingestStarted = stateLock.withLock { finishedThreads["eddy-ingest"] != nil }
+        if ingestStarted && ingestDrained.wait(timeout: .now() + 10) == .timedOut {
             logger.error("ingest did not stop taking samples in time")
         }
         ingestDrained.signal()  // stays signalled for a second `stop()`
@@ -1076,6 +1078,7 @@ extension Daemon {
     /// turned away, counted and logged (the first ten, then every thousandth).
     func runAuthenticator(_ security: Security, ready: Promise<String>) {
         do {
+            try checkInjectedFault("eddy-auth")
             let rep = try Socket(context, .rep)
             try rep.bind("inproc://zeromq.zap.01")
             ready.fulfil("eddy-auth")

@@ -143,6 +143,17 @@ import ZeroMQ
         }
     }
 
+    /// An authenticator that cannot start fails the start at once, saying why; the stop that
+    /// follows does not wait for an ingest thread that never started.
+    @Test func anAuthenticatorThatFailsFailsTheStartWithoutWaiting() throws {
+        let setup = try Setup()
+        let records = LogRecords()
+        let daemon = try Daemon(configuration: setup.configuration, logger: records.logger)
+        daemon.injectFault(into: "eddy-auth")
+        #expect { _ = try daemon.start() } throws: { "\($0)".contains("fault injected into eddy-auth") }
+        #expect(!records.messages.contains { $0.contains("ingest did not stop") }, "\(records.messages)")
+    }
+
     @Test func plaintextAndUnknownKeysAreRefusedAndAKnownKeyIsServed() throws {
         let setup = try Setup()
         let daemon = try Daemon(configuration: setup.configuration, logger: quietLogger)
