@@ -34,6 +34,7 @@ func fuzzSettings() -> StreamConfiguration {
     s.discordWindows = [8]
     s.discordLevelWindows = [16]
     s.calibrationHorizon = 100
+    s.idlePasses = 1  // so every seed's checkpoint has a learning-progress section
     return s
 }
 
