@@ -72,6 +72,8 @@ public final class Daemon: @unchecked Sendable {
     var beforeWritingAside: (@Sendable (StreamPipeline) -> Void)?
     let retiringCount = Counter()
     public let alertsRaised = Counter(), snapshotsPublished = Counter(), labelsAccepted = Counter()
+    /// Requests the snapshot server answered (with a snapshot or an error).
+    public let snapshotRequests = Counter()
     public let checkpointsWritten = Counter(), checkpointFailures = Counter()
     /// Rejected messages and their samples by error code (indexed by the code's number).
     let rejectedMessages = (0..<16).map { _ in Counter() }, rejectedSamples = (0..<16).map { _ in Counter() }
@@ -1009,11 +1011,17 @@ public final class Daemon: @unchecked Sendable {
 
     // MARK: Snapshot server
 
+    /// Replies (and requests) the snapshot server queues for one peer.
+    static let snapshotRepliesQueued = 4
+
     func runSnapshotServer(ready: Promise<String>) {
         do {
             let rep = try Socket(context, .rep)
             try secure(rep)
             try rep.setMaximumMessageSize(64 << 10)  // a SnapshotRequest is a name and a kind
+            // A peer that sends requests without reading the replies (a DEALER) has at most
+            // `snapshotRepliesQueued` of them queued here; the ones beyond are dropped, not held.
+            try rep.setHighWaterMarks(send: Self.snapshotRepliesQueued, receive: Self.snapshotRepliesQueued)
             let endpoint = try rep.bind(configuration.snapshots)
             ready.fulfil(endpoint)
             while !serversStopping {
@@ -1022,6 +1030,7 @@ public final class Daemon: @unchecked Sendable {
                     try checkInjectedFault("eddy-snapshots")
                     continue
                 }
+                snapshotRequests.add()
                 var reply = Eddy_V1_SnapshotReply()
                 if frames.count != 1 {
                     reply.error = Wire.error(.badFrames, "a snapshot request is one frame, got \(frames.count)", stream: nil)
@@ -1033,10 +1042,10 @@ public final class Daemon: @unchecked Sendable {
                         case .autoencoder, .unspecified: "autoencoder"
                         default: nil
                         }
-                    if let kind, let body = snapshotsLock.withLock({ latestSnapshots["\(request.stream)/\(kind)"] }),
-                        let snapshot = try? Eddy_V1_ModelSnapshot(serializedBytes: body)
-                    {
-                        reply.snapshot = snapshot
+                    if let kind, let body = snapshotsLock.withLock({ latestSnapshots["\(request.stream)/\(kind)"] }) {
+                        // The snapshot as published, not decoded and encoded again for each request.
+                        try rep.send([Wire.snapshotReply(body)])
+                        continue
                     } else {
                         let what = kind ?? "model of kind \(request.kind.rawValue)"
                         reply.error = Wire.error(

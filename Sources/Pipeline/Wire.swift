@@ -42,6 +42,21 @@ public enum Wire {
         return out
     }
 
+    /// A `SnapshotReply` holding `snapshot`, the bytes of a `ModelSnapshot` as published: field 1
+    /// (`snapshot`, length-delimited: tag 0x0A), its length as a varint, the bytes as they are.
+    public static func snapshotReply(_ snapshot: Data) -> [UInt8] {
+        var out: [UInt8] = [0x0A]
+        out.reserveCapacity(snapshot.count + 11)
+        var n = UInt64(snapshot.count)
+        while n >= 0x80 {
+            out.append(UInt8(n & 0x7F) | 0x80)
+            n >>= 7
+        }
+        out.append(UInt8(n))
+        out += snapshot
+        return out
+    }
+
     /// Samples per published ScoreBatch at most: a run scored together is published in pieces of
     /// this many, so that every score message stays under `largestScoreMessage` bytes and a
     /// subscriber's queue can be bounded in bytes (`publish_queue_bytes`).

@@ -44,6 +44,8 @@ public struct SocketType: RawRepresentable, Sendable, Equatable {
     public static let req = SocketType(rawValue: 3)
     /// `ZMQ_REP`
     public static let rep = SocketType(rawValue: 4)
+    /// `ZMQ_DEALER` (tests: a client that sends requests without waiting for replies)
+    public static let dealer = SocketType(rawValue: 5)
     /// `ZMQ_PAIR`
     public static let pair = SocketType(rawValue: 0)
     /// Raw TCP: each message is a connection's routing id and a chunk of its bytes; an empty chunk

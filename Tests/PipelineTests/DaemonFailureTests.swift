@@ -2,6 +2,9 @@ import Foundation
 @testable import Learning
 @testable import Pipeline
 import Testing
+import EddyProtocol
+import SwiftProtobuf
+import ZeroMQ
 
 @Suite struct DaemonFailureTests {
     /// A thread that ends with an error while the daemon is not stopping is not a quiet log line:
@@ -94,5 +97,64 @@ import Testing
         p.moco.query.pointer[0] = .nan
         Self.trained(p, from: 600, samples: 200)
         #expect(p.rollbacks == 1 && p.moco.isFinite && p.autoencoder.isFinite)
+    }
+}
+
+@Suite struct SnapshotServerTests {
+    /// A `SnapshotReply` is the published snapshot's bytes behind a tag and a length, the same bytes
+    /// as the message encoded whole (lengths of one, two and three varint bytes).
+    @Test func aReplyCarriesThePublishedBytes() throws {
+        for size in [0, 100, 5_000, 300_000] {
+            var snapshot = Eddy_V1_ModelSnapshot()
+            snapshot.stream = "s"
+            if size > 0 {
+                var t = Eddy_V1_Tensor()
+                t.name = "w"
+                t.data = Data((0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31) })
+                snapshot.tensors = [t]
+            }
+            let body = try snapshot.serializedData()
+            var whole = Eddy_V1_SnapshotReply()
+            whole.snapshot = snapshot
+            #expect(Wire.snapshotReply(body) == Array(try whole.serializedData()))
+            #expect(try Eddy_V1_SnapshotReply(serializedBytes: Wire.snapshotReply(body)).snapshot == snapshot)
+        }
+    }
+
+    /// A peer that sends requests and never reads the replies (a DEALER) has a few of them queued
+    /// by the daemon, not one per request: every request is answered (counted), and the replies
+    /// beyond the queue are dropped instead of held.
+    @Test func aPeerThatDoesNotReadHasFewRepliesQueued() throws {
+        let daemon = try Daemon(configuration: testConfiguration(), logger: quietLogger)
+        let endpoints = try daemon.start()
+        defer { daemon.stop() }
+        var snapshot = Eddy_V1_ModelSnapshot()
+        snapshot.stream = "big"
+        var t = Eddy_V1_Tensor()
+        t.name = "w"
+        t.data = Data(repeating: 7, count: 64 << 10)
+        snapshot.tensors = [t]
+        daemon.snapshotsLock.withLock { daemon.latestSnapshots["big/autoencoder"] = try! snapshot.serializedData() }
+        let context = try Context()
+        let dealer = try Socket(context, .dealer)
+        try dealer.setHighWaterMarks(send: 10_000, receive: 1)
+        try dealer.setReceiveTimeout(milliseconds: 1000)
+        try dealer.connect(endpoints.snapshots)
+        var request = Eddy_V1_SnapshotRequest()
+        request.stream = "big"
+        let requests = 2000
+        for _ in 0..<requests { _ = try dealer.send([[], try request.serializedBytes()]) }
+        let end = Date().addingTimeInterval(30)
+        while daemon.snapshotRequests.load < UInt64(requests) && Date() < end { usleep(20_000) }
+        #expect(daemon.snapshotRequests.load == UInt64(requests))
+        var replies = 0
+        while let frames = try dealer.receive() {
+            #expect(frames.count == 2 && frames[0].isEmpty)
+            #expect(try Eddy_V1_SnapshotReply(serializedBytes: frames[1]).snapshot == snapshot)
+            replies += 1
+        }
+        // The daemon's queue of 4, what the kernel's socket buffers hold (a few megabytes on
+        // loopback) and the client's own queue: a fraction of the 2,000 asked for.
+        #expect(replies >= 1 && replies <= 300, "\(replies) replies held for a peer that did not read")
     }
 }
