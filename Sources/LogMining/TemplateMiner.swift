@@ -20,8 +20,10 @@ import Glibc
 /// template.
 ///
 /// At most `maxTemplates` templates are kept; a new one beyond that evicts the one matched least
-/// recently. Template ids count up from 1 and are never reused, so an id names one template for
-/// the stream's whole life, across restarts (the state is checkpointed).
+/// recently. Template ids count up from 1 and are not given again before 2^32 − 1 templates have
+/// been founded (then they wrap, skipping ids still held), so an id names one template for the
+/// stream's life, across restarts (the state is checkpointed). The parse tree holds only the
+/// routes of the templates kept: an evicted template's nodes go with it if nothing else uses them.
 public final class TemplateMiner {
     /// The defaults: `similarity` 0.8 was chosen by leaving one of LogHub's 15 systems out at a
     /// time, over whole raw lines and over their message text alone (docs/log-mining.md).
@@ -109,7 +111,7 @@ public final class TemplateMiner {
     public static let wildcard = "<*>"
     public let configuration: Configuration
     public private(set) var templates = TemplateMap<Template>()
-    public private(set) var nextID: UInt32 = 1
+    public internal(set) var nextID: UInt32 = 1
     /// Lines seen, and templates evicted.
     public private(set) var lines: UInt64 = 0
     public private(set) var evicted: UInt64 = 0
@@ -142,7 +144,8 @@ public final class TemplateMiner {
     /// no template holds any more is forgotten, so lines of ever-new values cannot grow it). Id 0
     /// is `<*>`.
     var vocabulary = ByteTable(first: Array(wildcard.utf8))
-    /// The tree's branch tokens (kept while the tree keeps its nodes: at most `maxChildren` per node).
+    /// The tree's branch tokens, held once per branch (at most `maxChildren` per node), released
+    /// when an eviction prunes the branch.
     var branches = ByteTable(first: Array(wildcard.utf8))
 
     public init(configuration: Configuration = Configuration()) {
@@ -212,16 +215,25 @@ public final class TemplateMiner {
             return Outcome(id: id, isNew: false, changed: changed, evicted: 0)
         }
         let evictedID = templates.count >= configuration.maxTemplates ? evictOne() : 0
-        let id = nextID
-        nextID &+= 1
+        // The eviction may have pruned the (new, empty) leaf, or made room for a branch of its own.
+        let target = evictedID == 0 ? leaf : self.leaf(bytes, creating: true)!
+        let id = takeID()
         let route = (0..<scratch.routeCount).map { String(decoding: branches.word(scratch.route[$0]), as: UTF8.self) }
         var t = Template(id: id, tokens: (0..<n).map { String(decoding: key($0), as: UTF8.self) }, count: 1, lastLine: lines, route: route)
         t.ids = (0..<n).map { vocabulary.intern(key($0)) }
         t.ids.withUnsafeBufferPointer { findParameters(of: $0) }
         templates[id] = t
-        leaf.add(id, ids: t.ids)
+        target.add(id, ids: t.ids)
         epoch &+= 1
         return Outcome(id: id, isNew: true, changed: false, evicted: evictedID)
+    }
+
+    /// The next template id. Ids count up from 1; after 2^32 − 1 templates they wrap, skipping 0
+    /// and every id a template still holds (so an id names one template at a time).
+    func takeID() -> UInt32 {
+        while nextID == 0 || templates.slot(of: nextID) != nil { nextID &+= 1 }
+        defer { nextID &+= 1 }
+        return nextID
     }
 
     /// The template `line` would join, without learning anything from it (nil: it would be new).
@@ -257,9 +269,9 @@ public final class TemplateMiner {
     /// of the same tokens as one before (most lines, once a stream's templates have settled) joins
     /// its template without looking up each token, walking the tree and comparing the leaf's
     /// templates. What the tree would decide is decided by the tokens' keys and the templates at
-    /// their leaf alone (the leaf is fixed by the tokens: branches are never taken away), and those
-    /// templates change only with `epoch`. Direct-mapped, `size` entries of keys up to `longest`
-    /// bytes (`bytes` at most).
+    /// their leaf alone (the leaf is fixed by the tokens until a branch is pruned, which only an
+    /// eviction does), and those templates and branches change only with `epoch`. Direct-mapped,
+    /// `size` entries of keys up to `longest` bytes (`bytes` at most).
     struct RecentLines {
         static let size = 512, longest = 256
         /// The most an entry holds: its keys, their ends, two array headers and itself.
@@ -438,7 +450,8 @@ public final class TemplateMiner {
             } else {
                 guard creating else { return nil }
                 // The last free branch goes to `<*>`, which takes every new token from then on.
-                let branch = node.children.count + 1 >= configuration.maxChildren ? 0 : (key ?? branches.intern(token))
+                // Each branch holds its token once (released when the branch is pruned).
+                let branch = key == 0 || node.children.count + 1 >= configuration.maxChildren ? 0 : branches.intern(token)
                 let next = node.children[branch] ?? Node()
                 node.children[branch] = next
                 node = next
@@ -453,12 +466,40 @@ public final class TemplateMiner {
         var node = root[length] ?? Node()
         root[length] = node
         for key in route {
-            let branch = Array(key.utf8).withUnsafeBufferPointer { branches.find($0) ?? branches.intern($0) }
-            let next = node.children[branch] ?? Node()
+            let found = Array(key.utf8).withUnsafeBufferPointer { branches.find($0) }
+            if let found, let next = node.children[found] {
+                node = next
+                continue
+            }
+            let branch = found == 0 ? 0 : Array(key.utf8).withUnsafeBufferPointer { branches.intern($0) }
+            let next = Node()
             node.children[branch] = next
             node = next
         }
         return node
+    }
+
+    /// Takes template `id` out of the leaf at the end of `route` under token count `length`, and
+    /// prunes the nodes that leaves with neither templates nor branches (releasing their branch
+    /// tokens): the tree holds the routes of the templates kept, however many were evicted.
+    func remove(_ id: UInt32, length: Int, route: [String]) {
+        guard var node = root[length] else { return }
+        var path: [(parent: Node, branch: Int32)] = []
+        for key in route {
+            guard let branch = Array(key.utf8).withUnsafeBufferPointer({ branches.find($0) }), let next = node.children[branch] else {
+                return
+            }
+            path.append((node, branch))
+            node = next
+        }
+        node.remove(id)
+        var emptied = node
+        while emptied.templates.isEmpty && emptied.children.isEmpty, let (parent, branch) = path.popLast() {
+            parent.children[branch] = nil
+            if branch != 0 { branches.release(branch) }
+            emptied = parent
+        }
+        if emptied === root[length] && emptied.templates.isEmpty && emptied.children.isEmpty { root[length] = nil }
     }
 
     /// The line's tokens where the template has `<*>`, or a masked value, into `scratch.parameters`.
@@ -471,12 +512,13 @@ public final class TemplateMiner {
         scratch.parameterCount = k
     }
 
-    /// Removes the template matched least recently (its id is never given again); returns its id.
+    /// Removes the template matched least recently (its id is not given again before the ids wrap);
+    /// returns its id.
     @discardableResult
     func evictOne() -> UInt32 {
         guard let oldest = templates.min(by: { $0.value.lastLine < $1.value.lastLine })?.value else { return 0 }
         templates[oldest.id] = nil
-        leaf(length: oldest.tokens.count, route: oldest.route).remove(oldest.id)
+        remove(oldest.id, length: oldest.tokens.count, route: oldest.route)
         for id in oldest.ids { vocabulary.release(id) }
         evicted &+= 1
         epoch &+= 1
@@ -698,6 +740,7 @@ public final class TemplateMiner {
         guard version == formatVersion else { throw StateError.unsupportedVersion(version) }
         let m = TemplateMiner(configuration: configuration)
         m.nextID = try r.read(UInt32.self)
+        guard m.nextID != 0 else { throw StateError.invalid("next template id 0") }
         m.lines = try r.read(UInt64.self)
         m.evicted = try r.read(UInt64.self)
         let count = Int(try r.read(UInt32.self))
@@ -712,7 +755,8 @@ public final class TemplateMiner {
             let depth = Int(try r.read(UInt32.self))
             guard depth <= min(length, 64) else { throw StateError.invalid("template route") }
             let route = try (0..<depth).map { _ in try r.read(String.self) }
-            guard id < m.nextID else { throw StateError.invalid("template id") }
+            // Written in order of id: 0 names no template, and two templates never share one.
+            guard id != 0, id > (restored.last?.id ?? 0) else { throw StateError.invalid("template id \(id) out of order") }
             restored.append(Template(id: id, tokens: tokens, count: n, lastLine: last, route: route))
         }
         for var t in restored.sorted(by: { $0.lastLine > $1.lastLine }).prefix(configuration.maxTemplates) {

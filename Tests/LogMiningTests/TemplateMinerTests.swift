@@ -130,6 +130,63 @@ func groupingAccuracy(_ predicted: [UInt32], _ truth: [Substring]) -> Double {
         #expect(Array("u0x".utf8).withUnsafeBufferPointer { miner.vocabulary.find($0) } == nil)
     }
 
+    /// Lines whose first two tokens are ever-new words (not masked) make branches in the parse tree;
+    /// an evicted template's branches go with it, so the tree holds only the kept templates' routes.
+    @Test func everNewPrefixesCannotGrowTheTreeWithoutBound() {
+        var c = TemplateMiner.Configuration()
+        c.maxTemplates = 10
+        let miner = TemplateMiner(configuration: c)
+        func word(_ i: Int) -> String { String(String(i, radix: 26).map { Character(Unicode.Scalar(UInt8(Int(String($0), radix: 26)! + 97))) }) + "q" }
+        for a in 0..<99 { for b in 0..<99 { _ = miner.add(Substring("\(word(a)) \(word(b)) end")) } }
+        #expect(miner.templates.count == 10 && miner.evicted == 99 * 99 - 10)
+        #expect(miner.branches.count <= 2 * 10 + 1, "\(miner.branches.count) branch tokens for 10 templates")
+        func nodes(_ n: TemplateMiner.Node) -> Int { 1 + n.children.values.reduce(0) { $0 + nodes($1) } }
+        let total = miner.root.compactMap { $0 }.reduce(0) { $0 + nodes($1) }
+        #expect(total <= 1 + 2 * 10, "\(total) nodes for 10 templates")
+        // The kept templates are still found through the tree, and new lines still found templates.
+        for t in miner.templates.values { #expect(miner.match(Substring(t.tokens.joined(separator: " "))) == t.id) }
+        #expect(miner.add("brand new end").isNew && miner.add("brand new end").id == miner.nextID - 1)
+    }
+
+    /// Ids wrap after 2^32 − 1 templates, skipping 0 and the ids templates still hold.
+    @Test func templateIdsWrapPastTheIdsStillHeld() {
+        let miner = TemplateMiner()
+        let first = miner.add("alpha beta gamma").id
+        #expect(first == 1)
+        miner.nextID = UInt32.max - 1
+        let ids = ["one two", "three four five", "six", "seven eight"].map { miner.add(Substring($0)).id }
+        #expect(ids == [UInt32.max - 1, UInt32.max, 2, 3])
+        #expect(miner.add("alpha beta gamma").id == first && miner.templates.count == 5)
+    }
+
+    /// A restored state whose ids could not have been written (0, repeated, out of order, or a next
+    /// id of 0) is refused: before, it trapped when a template was stored under id 0, or read past a
+    /// row of a template whose id another shorter one had taken.
+    @Test func impossibleTemplateIdsAreRefusedOnRestore() throws {
+        func state(nextID: UInt32, ids: [(UInt32, [String])]) -> [UInt8] {
+            var w = StateWriter()
+            w.write(TemplateMiner.kind); w.write(TemplateMiner.formatVersion)
+            w.write(nextID); w.write(UInt64(10)); w.write(UInt64(0))
+            w.write(UInt32(ids.count))
+            for (id, tokens) in ids {
+                w.write(id); w.write(UInt64(1)); w.write(UInt64(1))
+                w.write(UInt32(tokens.count))
+                for t in tokens { w.write(t) }
+                w.write(UInt32(min(2, tokens.count)))
+                for t in tokens.prefix(2) { w.write(t) }
+            }
+            return w.bytes
+        }
+        let five = ["a", "b", "c", "d", "e"], three = ["a", "b", "x"]
+        var good = StateReader(state(nextID: 3, ids: [(1, five), (2, three)]))
+        #expect(try TemplateMiner.decode(&good).templates.count == 2)
+        for bad in [state(nextID: 0, ids: []), state(nextID: 3, ids: [(0, five)]), state(nextID: 3, ids: [(1, five), (1, three)]),
+                    state(nextID: 3, ids: [(2, five), (1, three)])] {
+            var r = StateReader(bad)
+            #expect(throws: StateError.self) { try TemplateMiner.decode(&r) }
+        }
+    }
+
     @Test func theLeastRecentlyMatchedTemplateIsEvictedAndItsIdNeverComesBack() {
         var c = TemplateMiner.Configuration()
         c.maxTemplates = 2
