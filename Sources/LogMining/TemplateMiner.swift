@@ -115,6 +115,9 @@ public final class TemplateMiner {
     /// Lines seen, and templates evicted.
     public private(set) var lines: UInt64 = 0
     public private(set) var evicted: UInt64 = 0
+    /// The templates a restore left out (a smaller `maxTemplates` than the state was saved with):
+    /// evicted with no line to say so, so what reads the miner's ids must forget them itself.
+    public private(set) var droppedAtRestore: [UInt32] = []
 
     /// Tree: token count, then the prefix tokens (as ids in `branches`; 0 is `<*>`), then the
     /// templates at the leaf.
@@ -759,12 +762,14 @@ public final class TemplateMiner {
             guard id != 0, id > (restored.last?.id ?? 0) else { throw StateError.invalid("template id \(id) out of order") }
             restored.append(Template(id: id, tokens: tokens, count: n, lastLine: last, route: route))
         }
-        for var t in restored.sorted(by: { $0.lastLine > $1.lastLine }).prefix(configuration.maxTemplates) {
+        let recentFirst = restored.sorted(by: { $0.lastLine > $1.lastLine })
+        for var t in recentFirst.prefix(configuration.maxTemplates) {
             t.ids = t.tokens.map { token in Array(token.utf8).withUnsafeBufferPointer { m.vocabulary.intern($0) } }
             m.templates[t.id] = t
             m.leaf(length: t.tokens.count, route: t.route).add(t.id, ids: t.ids)
         }
         m.evicted &+= UInt64(max(0, restored.count - configuration.maxTemplates))
+        m.droppedAtRestore = recentFirst.dropFirst(configuration.maxTemplates).map(\.id)
         return m
     }
 }

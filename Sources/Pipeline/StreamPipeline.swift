@@ -1223,7 +1223,13 @@ public final class StreamPipeline: @unchecked Sendable {
                 try sections.restore(unit: &shaper)
                 stream.shaper = shaper
             }
-            if var logs = stream.logs { try sections.restore(unit: &logs) }
+            if var logs = stream.logs {
+                try sections.restore(unit: &logs)
+                // Templates a smaller log_templates left out: the signals forget them as evicted.
+                for id in logs.miner.droppedAtRestore {
+                    for case let keeping as TemplateKeeping in stream.chain.signals { keeping.forget(template: id) }
+                }
+            }
             var base = MoCoVersionBase(base: 0)
             try sections.restore(unit: &base)
             stream.mocoVersionBase = base.base

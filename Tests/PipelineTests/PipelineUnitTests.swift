@@ -1285,3 +1285,49 @@ enum LegacyCheckpoint {
         return out
     }
 }
+
+@Suite struct LogRestoreTests {
+    /// A log stream restored under a smaller `log_templates` drops its least recent templates; its
+    /// signals forget them as if evicted (before, they kept their counts, statistics and rhythms for
+    /// good, and the silence signal alerted on a template that no longer existed).
+    @Test func templatesLeftOutAtRestoreAreForgottenByTheSignals() throws {
+        let settings = logSettings { $0.logTemplates = 20 }
+        let p = StreamPipeline(name: "l", settings: settings)
+        let words = (0..<20).map { k in "svc" + String(Character(Unicode.Scalar(UInt8(97 + k)))) }
+        var sequence: UInt64 = 0
+        func send(_ line: String) -> ScoredBatch {
+            defer { sequence += 1 }
+            return p.scoreLines([Substring(line)], firstSequence: sequence)
+        }
+        // Twenty templates, each every 20 lines (regular: the silence signal keeps their rhythms).
+        for i in 0..<600 { _ = send("INFO \(words[i % 20]) tick done") }
+        var smaller = settings
+        smaller.logTemplates = 5
+        let restored = try StreamPipeline.restore(p.serialized(), settings: smaller)
+        let kept = Set(try #require(restored.logs).miner.templates.keys)
+        #expect(kept.count == 5 && restored.logs?.miner.droppedAtRestore.count == 15)
+        func held(_ s: any AnomalySignal) -> Set<UInt32> {
+            switch s {
+            case let t as TemplateSignal: Set(t.counts.keys)
+            case let t as ParameterSignal: Set(t.stats.keys)
+            case let t as BurstSignal: Set(t.shares.keys).union(t.counts.keys)
+            case let t as SilenceSignal: Set(t.rhythms.keys)
+            default: []
+            }
+        }
+        let keeping = restored.chain.signals.filter { $0 is TemplateKeeping }
+        #expect(keeping.count == 4)
+        #expect(p.chain.signals.contains { !held($0).isSubset(of: kept) }, "the stream held the dropped templates")
+        for s in keeping { #expect(held(s).isSubset(of: kept), "\(type(of: s)) holds \(held(s).subtracting(kept).sorted())") }
+        // The kept templates go on; no alert names one that is gone.
+        let keptWords = words.filter { w in restored.logs!.miner.templates.values.contains { $0.tokens.contains(w) } }
+        #expect(keptWords.count == 5)
+        var alerted: [UInt32] = []
+        for i in 0..<400 {
+            let line = Substring("INFO \(keptWords[i % 5]) tick done")
+            let b = restored.scoreLines([line], firstSequence: 600 + UInt64(i))
+            if b.alerts[0], let f = restored.findings.first?.finding, case .silence(let id, _, _, _) = f { alerted.append(id) }
+        }
+        #expect(alerted.allSatisfy(kept.contains), "silence alerts on templates gone: \(alerted)")
+    }
+}

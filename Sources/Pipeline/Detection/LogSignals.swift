@@ -116,7 +116,12 @@ func strength(_ z: Float, margin: Float) -> Float { z.isFinite ? Calibrator.phi(
 /// one is no news, and where every template has come many times it is. A new template's surprise
 /// is the upper quantile of that chance; a template seen before reads as the quantile of its share
 /// of the lines so far (it ranks, it does not alert). Strength: Φ(z − margin).
-public final class TemplateSignal: AnomalySignal, @unchecked Sendable {
+/// A log signal that keeps something per template: what it kept of an evicted template goes.
+public protocol TemplateKeeping: AnyObject {
+    func forget(template id: UInt32)
+}
+
+public final class TemplateSignal: AnomalySignal, TemplateKeeping, @unchecked Sendable {
     public static let name = "template"
     public static let stateVersion: UInt32 = 1
 
@@ -129,10 +134,14 @@ public final class TemplateSignal: AnomalySignal, @unchecked Sendable {
 
     public init(margin: Float) { self.margin = margin }
 
+    public func forget(template id: UInt32) {
+        if let n = counts.removeValue(forKey: id), n == 1 { singletons -= 1 }
+    }
+
     public func read(_ o: inout Observation) -> Reading {
         finding = nil
         guard let line = o.line else { return Reading() }
-        if line.evicted != 0, let n = counts.removeValue(forKey: line.evicted), n == 1 { singletons -= 1 }
+        if line.evicted != 0 { forget(template: line.evicted) }
         if line.isNew {
             let z = upperQuantile(Double(max(singletons, 1)) / Double(max(lines, 1)))
             let s = strength(z, margin: margin)
@@ -184,7 +193,7 @@ public final class TemplateSignal: AnomalySignal, @unchecked Sendable {
 /// more than `margin` on that scale (2.3: ten times the largest value seen): many parameters (ports,
 /// ids, sizes) spread wider than their deviation says, and a number far below what its position
 /// carried was, on LogHub's samples, an id far more often than a fault.
-public final class ParameterSignal: AnomalySignal, @unchecked Sendable {
+public final class ParameterSignal: AnomalySignal, TemplateKeeping, @unchecked Sendable {
     public static let name = "parameter"
     public static let stateVersion: UInt32 = 1
     static let minimumCount = 20.0
@@ -200,6 +209,8 @@ public final class ParameterSignal: AnomalySignal, @unchecked Sendable {
         self.margin = margin
     }
 
+    public func forget(template id: UInt32) { stats[id] = nil }
+
     static func scaled(_ x: Double) -> Double { x < 0 ? -log1p(-x) : log1p(x) }
 
     /// The line's numbers on that scale: worked out by `read` for every line, kept for the `learn`
@@ -214,7 +225,7 @@ public final class ParameterSignal: AnomalySignal, @unchecked Sendable {
     public func read(_ o: inout Observation) -> Reading {
         finding = nil
         guard let line = o.line else { return Reading() }
-        if line.evicted != 0 { stats[line.evicted] = nil }
+        if line.evicted != 0 { forget(template: line.evicted) }
         if line.changed { stats[line.template] = nil }  // its positions moved
         let ys = Self.scaled(line)
         scaledLine = (line.index, ys)
@@ -303,7 +314,7 @@ public final class ParameterSignal: AnomalySignal, @unchecked Sendable {
 /// √(2(c·ln(c/λ) − (c − λ))), for at least `minimumCount` lines of it in the window. A burst (at
 /// least `ratio` times the expected count, surprise at least `margin`) alerts once as it starts, an
 /// event, and not again for that template until its surprise has fallen below half the margin.
-public final class BurstSignal: AnomalySignal, @unchecked Sendable {
+public final class BurstSignal: AnomalySignal, TemplateKeeping, @unchecked Sendable {
     public static let name = "burst"
     public static let stateVersion: UInt32 = 1
     static let minimumCount = 5
@@ -352,7 +363,7 @@ public final class BurstSignal: AnomalySignal, @unchecked Sendable {
     public func read(_ o: inout Observation) -> Reading {
         finding = nil
         guard let line = o.line else { return Reading() }
-        if line.evicted != 0 { forget(line.evicted) }
+        if line.evicted != 0 { forget(template: line.evicted) }
         // The window moves on by this line (whatever becomes of it); the line leaving it joins the shares.
         if recent.count < window {
             recent.append(line.template)
@@ -382,7 +393,7 @@ public final class BurstSignal: AnomalySignal, @unchecked Sendable {
 
     /// An evicted template: its share, its burst, and its lines in the window (which become id 0,
     /// no template's, so they leave without teaching a share of a template that is gone).
-    func forget(_ id: UInt32) {
+    public func forget(template id: UInt32) {
         shares[id] = nil
         bursting.removeValue(forKey: id)
         counts[id] = nil
@@ -453,7 +464,7 @@ public final class BurstSignal: AnomalySignal, @unchecked Sendable {
 /// false alarms: docs/log-streams.md.) Overdue templates are found through a heap of deadlines, so
 /// each line costs O(log templates); a silence is read on the first line after its deadline (an
 /// event), once until the template comes again.
-public final class SilenceSignal: AnomalySignal, @unchecked Sendable {
+public final class SilenceSignal: AnomalySignal, TemplateKeeping, @unchecked Sendable {
     public static let name = "silence"
     public static let stateVersion: UInt32 = 1
     static let minimumCount = 8.0
@@ -476,6 +487,8 @@ public final class SilenceSignal: AnomalySignal, @unchecked Sendable {
         self.horizon = Double(max(horizon, 1))
     }
 
+    public func forget(template id: UInt32) { rhythms[id] = nil }
+
     /// Where the line is in the stream's time: seconds if the stream's first line had a timestamp,
     /// else lines. A line without one in a timed stream has no place in its time (nil): it is
     /// neither read nor learned by this signal.
@@ -487,7 +500,7 @@ public final class SilenceSignal: AnomalySignal, @unchecked Sendable {
     public func read(_ o: inout Observation) -> Reading {
         finding = nil
         guard let line = o.line else { return Reading() }
-        if line.evicted != 0 { rhythms[line.evicted] = nil }
+        if line.evicted != 0 { forget(template: line.evicted) }
         guard let t = now(line) else { return Reading() }
         while let top = deadlines.first, top.at <= t {
             popDeadline()
