@@ -15,15 +15,26 @@ import NIOPosix
 /// any embedding program do) blocked that pool's threads waiting for its bind, while the bind
 /// needed one of them. NIO binds and answers on its own thread whatever the caller's context; a
 /// request is answered from the daemon's atomics and a lock or two, never a socket or BLAS call.
+///
+/// Bounded whatever clients do: a client that sends requests without reading the answers is not
+/// read from while its answers wait (NIO's `BackPressureHandler`, the channel's default 64 KiB
+/// write watermark), so its requests stay in the kernel's buffers, not in the daemon; a connection
+/// that neither reads nor writes for `idleSeconds` (60) is closed; at most `maxConnections` (64)
+/// are open at once, and one beyond is closed as it opens.
 final class AdminServer: @unchecked Sendable {
     private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     private var channel: (any Channel)?
     private weak var daemon: Daemon?
     private let address: (host: String, port: UInt16)
+    let idleSeconds: Double, maxConnections: Int
+    /// Connections open now (on the event loop's thread only).
+    private let open = Counter()
 
-    init(address: String, daemon: Daemon) throws {
+    init(address: String, daemon: Daemon, idleSeconds: Double = 60, maxConnections: Int = 64) throws {
         self.address = try Self.parse(address)
         self.daemon = daemon
+        self.idleSeconds = idleSeconds
+        self.maxConnections = maxConnections
     }
 
     /// Starts listening; returns `HOST:PORT` as bound, or throws why it could not bind.
@@ -31,10 +42,14 @@ final class AdminServer: @unchecked Sendable {
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(ChannelOptions.backlog, value: 64)
             .serverChannelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
-            .childChannelInitializer { [weak daemon] channel in
+            .childChannelInitializer { [weak daemon, open, maxConnections, idleSeconds] channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.configureHTTPServerPipeline(withErrorHandling: true)
-                    try channel.pipeline.syncOperations.addHandler(Routes(daemon: daemon))
+                    let pipeline = channel.pipeline.syncOperations
+                    try pipeline.addHandler(BackPressureHandler())
+                    try pipeline.addHandler(IdleStateHandler(allTimeout: .milliseconds(Int64(idleSeconds * 1000))))
+                    try pipeline.addHandler(Limits(open: open, maximum: maxConnections))
+                    try pipeline.configureHTTPServerPipeline(withErrorHandling: true)
+                    try pipeline.addHandler(Routes(daemon: daemon))
                 }
             }
         do {
@@ -52,6 +67,46 @@ final class AdminServer: @unchecked Sendable {
     func stop() {
         try? channel?.close().wait()
         try? group.syncShutdownGracefully()
+    }
+
+    /// Counts the connection among those open, closing it at once if `maximum` are; closes it when
+    /// the idle handler says it has neither read nor written for a while.
+    final class Limits: ChannelInboundHandler, RemovableChannelHandler {
+        typealias InboundIn = NIOAny
+        let open: Counter
+        let maximum: Int
+        private var counted = false
+
+        init(open: Counter, maximum: Int) {
+            self.open = open
+            self.maximum = maximum
+        }
+
+        func channelActive(context: ChannelHandlerContext) {
+            if open.load >= UInt64(maximum) {
+                context.close(promise: nil)
+                return
+            }
+            open.add()
+            counted = true
+            context.fireChannelActive()
+        }
+
+        func channelInactive(context: ChannelHandlerContext) {
+            if counted {
+                open.subtract()
+                counted = false
+            }
+            context.fireChannelInactive()
+        }
+
+        func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+            if event is IdleStateHandler.IdleStateEvent {
+                context.close(promise: nil)
+            } else {
+                context.fireUserInboundEventTriggered(event)
+            }
+        }
     }
 
     /// One request at a time per connection: its head is kept until its end, then answered.

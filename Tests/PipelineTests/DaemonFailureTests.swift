@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 @testable import Learning
 @testable import Pipeline
 import Testing
@@ -156,5 +159,80 @@ import ZeroMQ
         // The daemon's queue of 4, what the kernel's socket buffers hold (a few megabytes on
         // loopback) and the client's own queue: a fraction of the 2,000 asked for.
         #expect(replies >= 1 && replies <= 300, "\(replies) replies held for a peer that did not read")
+    }
+}
+
+@Suite struct AdminServerLimitsTests {
+    /// A TCP connection to `hostPort` (IPv4), with the given buffer sizes and a receive and send timeout.
+    static func connect(_ hostPort: String, receiveBuffer: Int32? = nil, sendBuffer: Int32? = nil, timeout: Int = 3) throws -> Int32 {
+        let colon = try #require(hostPort.lastIndex(of: ":"))
+        let port = try #require(UInt16(hostPort[hostPort.index(after: colon)...]))
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var tv = timeval(tv_sec: timeout, tv_usec: 0)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        if var size = receiveBuffer { setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, 4) }
+        if var size = sendBuffer { setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &size, 4) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = port.bigEndian
+        inet_pton(AF_INET, String(hostPort[..<colon]), &address.sin_addr)
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        try #require(connected == 0)
+        return fd
+    }
+
+    /// Whether the server closed the connection (recv sees its end) within the socket's timeout.
+    static func closedByServer(_ fd: Int32) -> Bool {
+        var byte: UInt8 = 0
+        while true {
+            let n = recv(fd, &byte, 1, 0)
+            if n == 0 { return true }
+            if n < 0 { return errno == ECONNRESET }
+        }
+    }
+
+    /// A client that pipelines requests and never reads the answers is no longer read from once its
+    /// answers back up: its requests wait in the kernel's buffers (its sends stall), not as answers
+    /// in the daemon's memory.
+    @Test func aClientThatDoesNotReadIsNotReadFrom() throws {
+        let daemon = try Daemon(configuration: testConfiguration(), logger: quietLogger)
+        let server = try AdminServer(address: "127.0.0.1:0", daemon: daemon)
+        let endpoint = try server.start()
+        defer { server.stop() }
+        let fd = try Self.connect(endpoint, receiveBuffer: 4096, sendBuffer: 65536, timeout: 1)
+        defer { close(fd) }
+        let requests = Array(String(repeating: "GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n", count: 1000).utf8)
+        let limit = 8 << 20  // about 1.3 MB go before the sends stall; without the bound, all of it
+        var sent = 0
+        while sent < limit {
+            let n = requests.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            if n <= 0 { break }
+            sent += n
+        }
+        #expect(sent < limit, "the server read \(sent) bytes of requests whose answers nobody read")
+    }
+
+    /// A connection that neither reads nor writes for `idleSeconds` is closed; at most
+    /// `maxConnections` are open, one beyond is closed as it opens, and its place is free again
+    /// once one closes.
+    @Test func idleConnectionsCloseAndOpenOnesAreCapped() throws {
+        let daemon = try Daemon(configuration: testConfiguration(), logger: quietLogger)
+        let server = try AdminServer(address: "127.0.0.1:0", daemon: daemon, idleSeconds: 0.5, maxConnections: 3)
+        let endpoint = try server.start()
+        defer { server.stop() }
+        let idle = try Self.connect(endpoint)
+        #expect(Self.closedByServer(idle), "an idle connection stays open")
+        close(idle)
+        let held = try (0..<3).map { _ in try Self.connect(endpoint, timeout: 10) }
+        let beyond = try Self.connect(endpoint, timeout: 3)
+        let closedAtOnce = Date()
+        #expect(Self.closedByServer(beyond) && Date().timeIntervalSince(closedAtOnce) < 0.4, "a fourth connection is served")
+        close(beyond)
+        for fd in held { close(fd) }
+        usleep(100_000)
+        #expect(try HTTPProbe.get(endpoint, "/").status == 200)
     }
 }
