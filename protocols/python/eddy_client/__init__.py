@@ -210,22 +210,51 @@ class Snapshot:
     variance: np.ndarray = None
     epsilon: float = 0.0
 
+    ACTIVATIONS = {pb.ACTIVATION_RELU: "relu", pb.ACTIVATION_IDENTITY: "identity"}
+
     @classmethod
     def from_message(cls, m):
-        tensors = {t.name: np.frombuffer(t.data, dtype="<f4").reshape(tuple(t.shape)) for t in m.tensors}
+        """The snapshot in `m`, checked: its checksum, one tensor per name, every layer's weight and
+        bias present and of shapes that chain from `input_dim`, activations this client knows, and
+        a normaliser of `input_dim` values. A snapshot that fails any is refused (ValueError),
+        never run with numpy's broadcasting filling the gaps."""
         crc = 0
         for t in m.tensors:
             crc = zlib.crc32(t.data, crc)
         if crc != m.checksum:
             raise ValueError(f"snapshot checksum {m.checksum:#x} does not match its tensors ({crc:#x})")
-        n = len(m.activations)
+        tensors = {}
+        for t in m.tensors:
+            if t.name in tensors:
+                raise ValueError(f"snapshot has two tensors named {t.name}")
+            data = np.frombuffer(t.data, dtype="<f4")
+            if data.size != int(np.prod(t.shape, dtype=np.int64)):
+                raise ValueError(f"tensor {t.name} has {data.size} values for shape {list(t.shape)}")
+            tensors[t.name] = data.reshape(tuple(t.shape))
+        unknown = [a for a in m.activations if a not in cls.ACTIVATIONS]
+        if unknown:
+            raise ValueError(f"activation {unknown[0]} is not one this client knows (a newer daemon?)")
+        weights, biases, width = [], [], m.input_dim
+        for i in range(len(m.activations)):
+            w, b = tensors.get(f"layers.{i}.weight"), tensors.get(f"layers.{i}.bias")
+            if w is None or b is None:
+                raise ValueError(f"snapshot lacks layer {i}'s weight or bias")
+            if w.ndim != 2 or b.ndim != 1 or w.shape != (b.shape[0], width):
+                raise ValueError(f"layer {i}: weight {w.shape} and bias {b.shape} do not take {width} inputs")
+            weights.append(w)
+            biases.append(b)
+            width = w.shape[0]
+        mean = np.asarray(m.normaliser_mean, dtype=np.float32)
+        variance = np.asarray(m.normaliser_variance, dtype=np.float32)
+        if len(mean) != m.input_dim or len(variance) != m.input_dim:
+            raise ValueError(f"normaliser of {len(mean)} means and {len(variance)} variances for {m.input_dim} inputs")
         return cls(
             message=m,
-            weights=[tensors[f"layers.{i}.weight"] for i in range(n)],
-            biases=[tensors[f"layers.{i}.bias"] for i in range(n)],
-            activations=["relu" if a == pb.ACTIVATION_RELU else "identity" for a in m.activations],
-            mean=np.asarray(m.normaliser_mean, dtype=np.float32),
-            variance=np.asarray(m.normaliser_variance, dtype=np.float32),
+            weights=weights,
+            biases=biases,
+            activations=[cls.ACTIVATIONS[a] for a in m.activations],
+            mean=mean,
+            variance=variance,
             epsilon=m.normaliser_epsilon,
         )
 
@@ -331,7 +360,10 @@ def fetch_snapshot(endpoint, stream, model="autoencoder", timeout_ms=5000, conte
         curve.apply(socket)
     socket.connect(endpoint)
     try:
-        kind = pb.MODEL_KIND_MOCO if model == "moco" else pb.MODEL_KIND_AUTOENCODER
+        kinds = {"autoencoder": pb.MODEL_KIND_AUTOENCODER, "moco": pb.MODEL_KIND_MOCO}
+        if model not in kinds:
+            raise ValueError(f"model must be \"autoencoder\" or \"moco\", not {model!r}")
+        kind = kinds[model]
         socket.send(pb.SnapshotRequest(stream=stream, kind=kind).SerializeToString())
         if not socket.poll(timeout_ms):
             raise TimeoutError(f"no snapshot reply from {endpoint} within {timeout_ms} ms")
@@ -339,7 +371,9 @@ def fetch_snapshot(endpoint, stream, model="autoencoder", timeout_ms=5000, conte
     finally:
         socket.close()
     if reply.WhichOneof("result") != "snapshot":
-        raise LookupError(f"{pb.ErrorCode.Name(reply.error.code)}: {reply.error.message}")
+        code = reply.error.code
+        name = pb.ErrorCode.Name(code) if code in pb.ErrorCode.values() else f"error code {code}"
+        raise LookupError(f"{name}: {reply.error.message}")
     return Snapshot.from_message(reply.snapshot)
 
 

@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from eddy_client import Producer, Subscriber, fetch_snapshot, fit_head, pb, representations, sample_batch
+import zlib
+
+from eddy_client import Producer, Snapshot, Subscriber, fetch_snapshot, fit_head, pb, representations, sample_batch
 
 EDDY = os.environ.get("EDDY_BIN", str(ROOT / ".build" / "debug" / "eddy"))
 
@@ -35,6 +37,61 @@ def test_a_discord_alert_decodes_from_the_golden_bytes():
     m = pb.Alert.FromString(bytes([0x50, 0x01, 0x58, 0x01, 0x60, 0x40, 0x90, 0x01, 0x01]))
     assert (m.discord, m.discord_channel, m.discord_window, m.discord_level) == (True, 1, 64, True)
     assert not pb.Alert.FromString(bytes([0x50, 0x01, 0x60, 0x20])).discord_level
+
+
+def snapshot_message(edit=lambda m: None):
+    """A two-layer snapshot of 3 inputs (4 hidden, 2 out), edited by `edit`, its checksum made to fit."""
+    rng = np.random.default_rng(0)
+    m = pb.ModelSnapshot(stream="s", input_dim=3, activations=[pb.ACTIVATION_RELU, pb.ACTIVATION_IDENTITY],
+                         normaliser_mean=[0.0, 1.0, 2.0], normaliser_variance=[1.0, 1.0, 4.0], normaliser_epsilon=1e-5)
+    for name, shape in [("layers.0.weight", (4, 3)), ("layers.0.bias", (4,)), ("layers.1.weight", (2, 4)), ("layers.1.bias", (2,))]:
+        m.tensors.add(name=name, shape=list(shape), data=rng.standard_normal(shape).astype("<f4").tobytes())
+    edit(m)
+    crc = 0
+    for t in m.tensors:
+        crc = zlib.crc32(t.data, crc)
+    m.checksum = crc
+    return m
+
+
+def test_a_snapshot_whose_parts_do_not_fit_is_refused():
+    """A snapshot is run only if its layers chain from input_dim, its activations are known and its
+    normaliser has input_dim values: numpy would otherwise broadcast a bias of shape [1] or a mean of
+    one value without a word, or take an activation from a newer daemon for identity."""
+    good = Snapshot.from_message(snapshot_message())
+    assert good.forward(np.ones((5, 3))).shape == (5, 2)
+
+    def bias_of_one(m):
+        m.tensors[1].shape[:] = [1]
+        m.tensors[1].data = np.zeros(1, "<f4").tobytes()
+
+    def duplicate(m):
+        m.tensors.add().CopyFrom(m.tensors[0])
+
+    def missing(m):
+        del m.tensors[3]
+
+    def short_mean(m):
+        m.normaliser_mean[:] = [0.0]
+
+    def unknown_activation(m):
+        m.activations[1] = 7
+
+    def wrong_count(m):
+        m.tensors[0].shape[:] = [4, 4]
+
+    def input_dim(m):
+        m.input_dim = 4
+
+    for edit in [bias_of_one, duplicate, missing, short_mean, unknown_activation, wrong_count, input_dim]:
+        with pytest.raises(ValueError):
+            Snapshot.from_message(snapshot_message(edit))
+    with pytest.raises(ValueError, match="checksum"):
+        m = snapshot_message()
+        m.checksum ^= 1
+        Snapshot.from_message(m)
+    with pytest.raises(ValueError, match="autoencoder"):
+        fetch_snapshot("tcp://127.0.0.1:1", "s", model="MoCo")
 
 
 def sensors(n, dim=8, seed=0, start=0):
