@@ -54,8 +54,11 @@ public enum Admission {
         guard let batch = try? Eddy_V1_SampleBatch(serializedBytes: frames[1]) else {
             return .rejected(.undecodable, "frame 1 is not a SampleBatch or a LineBatch", stream: name, sequence: 0, samples: 0)
         }
-        // A LineBatch's lines (field 8) are a field SampleBatch does not know.
-        if !batch.unknownFields.data.isEmpty, let lines = try? Eddy_V1_LineBatch(serializedBytes: frames[1]), !lines.lines.isEmpty {
+        // A LineBatch's lines (field 8) are a field SampleBatch does not know; a body with `dim` or
+        // `values` is samples, whatever else it holds.
+        if !batch.unknownFields.data.isEmpty, batch.dim == 0, batch.values.isEmpty,
+            let lines = try? Eddy_V1_LineBatch(serializedBytes: frames[1]), !lines.lines.isEmpty
+        {
             return check(lines, lines: lines.lines.count, name: name, configuration: c, lookup: lookup) {
                 LineDecoding.decode(lines.lines, maxBytes: c.maxLineBytes)
             }

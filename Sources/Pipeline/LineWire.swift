@@ -39,8 +39,9 @@ public enum LineBatchWire {
         while at < n {
             guard let tag = varint(), tag >> 3 > 0, tag >> 3 <= UInt64(Int32.max) else { return nil }
             let field = tag >> 3, type = tag & 7
-            // SampleBatch's and LabelBatch's own fields are skipped below, if of their type.
-            if let theirs = Self.wireType(ofOtherField: field), type != theirs { return nil }
+            // SampleBatch's and LabelBatch's own fields are skipped below, if of their type; a body
+            // with `dim` or `values` is not plainly a LineBatch (SPEC 4.1), whatever else it holds.
+            if let theirs = Self.wireType(ofOtherField: field), type != theirs || field == 3 || field == 6 { return nil }
             switch (field, type) {
             case (1, 2):
                 guard let r = delimited(), let s = string(r) else { return nil }

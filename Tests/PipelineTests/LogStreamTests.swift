@@ -237,6 +237,19 @@ func alerts(
             Issue.record("samples make a sample stream")
             return
         }
+        // Samples with a stray field 8 are samples (SPEC 4.1: a LineBatch has no dim or values).
+        var stray: [UInt8] = try samples.serializedBytes()
+        stray += [0x42, 0x01, 0x78]  // field 8, "x"
+        samples.sequence = 1
+        var strayLater: [UInt8] = try samples.serializedBytes()
+        strayLater.insert(contentsOf: [0x42, 0x01, 0x78], at: 0)  // before dim and values
+        for body in [stray, strayLater] {
+            let read = Admission.check([Array("pump".utf8), body], configuration: c, lookup: lookup)
+            guard case .accepted = read else {
+                Issue.record("samples with a stray field 8 are samples, got \(read)")
+                return
+            }
+        }
         batch.stream = "pump"
         let lines2 = Admission.check([Array("pump".utf8), try batch.serializedBytes()], configuration: c, lookup: lookup)
         guard case .rejected(.wrongKind, _, _, _, _) = lines2 else {
