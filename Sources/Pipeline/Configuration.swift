@@ -201,6 +201,9 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// share of equal tokens that makes a line join a template.
     public var logTemplates = 1000
     public var logSimilarity = 0.8
+    /// The daemon's `max_line_bytes`, which a log stream's lines are cut to (set by
+    /// `DaemonConfiguration.settings(for:)`): what a template can hold, for `memoryEstimate`.
+    public var lineBytes = 4096
     /// A log stream's warm-up, in place of `warmupSamples` and `warmupSteps` (its defaults were
     /// chosen on log corpora with these; the shorter warm-up of sample streams was not measured there).
     public var logWarmupSamples = 500
@@ -539,7 +542,11 @@ public struct DaemonConfiguration: Sendable, Equatable {
     public init() {}
 
     /// The settings a stream of this name gets.
-    public func settings(for stream: String) -> StreamConfiguration { streams[stream] ?? streamDefaults }
+    public func settings(for stream: String) -> StreamConfiguration {
+        var s = streams[stream] ?? streamDefaults
+        s.lineBytes = maxLineBytes
+        return s
+    }
 
     public func validate() throws {
         if maxStreams < 1 { throw ConfigurationError.invalid("max_streams must be at least 1") }
@@ -585,7 +592,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
         if let wide = declared.first(where: { $0.value.dim > maxDim }) {
             throw ConfigurationError.invalid("stream \(wide.key) is declared with dim \(wide.value.dim), more than max_dim \(maxDim)")
         }
-        let declaredBytes = declared.reduce(0) { $0 + $1.value.resolved(dim: $1.value.dim).memoryEstimate }
+        let declaredBytes = declared.reduce(0) { $0 + settings(for: $1.key).resolved(dim: $1.value.dim).memoryEstimate }
         if declaredBytes > memoryBudget {
             throw ConfigurationError.invalid(
                 "the declared streams need \(ByteCount(declaredBytes)), more than memory_budget \(ByteCount(memoryBudget))")
@@ -786,7 +793,7 @@ extension StreamConfiguration {
         if !log && signals.contains(CorrelationSignal.name) && channels > 1 && channels <= correlationChannels {
             bytes += CorrelationSignal.bytes(dimension: channels, holdOff: alertHoldOff)
         }
-        if log { bytes += LogFront.bytes(templates: logTemplates) }
+        if log { bytes += LogFront.bytes(templates: logTemplates, lineBytes: lineBytes) }
         if publishRepresentations {
             // The ingest thread's own MoCo (as the trainer's, with a queue of one batch), its
             // embedding workspace, and the exchange of the weights.

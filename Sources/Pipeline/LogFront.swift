@@ -142,14 +142,21 @@ public final class LogFront: CheckpointSection, @unchecked Sendable {
         }
     }
 
-    /// Bytes a front end of `templates` templates takes at most, for `memory_budget`: a template
-    /// holds at most `TemplateMiner.maximumTokens` tokens of a line of at most `max_line_bytes`
-    /// (4,096 by default): 128 token slots and ids (about 3 KB), up to 4 KB of token text once in
-    /// the vocabulary, its tree branch, and what each log signal keeps per template (under 1 KB).
-    /// `eddy bench memory` measures about 1.4 KB per template on messages of 6 to 13 tokens. Beside
-    /// them, the miner's remembered lines (`TemplateMiner.rememberedBytes`, about 300 KB) and the
-    /// burst signal's table of decays (8 KB).
-    public static func bytes(templates: Int) -> Int { templates * 8_192 + (1 << 16) + TemplateMiner.rememberedBytes + 8_192 }
+    /// Bytes a front end of `templates` templates takes at most, for `memory_budget`, with lines cut
+    /// to `lineBytes` (`max_line_bytes`, 4,096 by default). A template's text is at most four times
+    /// its line's: its tokens and their vocabulary entries masked (masking at most doubles a token:
+    /// `1,` becomes `<*>,`), or raw twice more where a long token is also its tree branch and route.
+    /// Beside the text, each of its at most `TemplateMiner.maximumTokens` tokens costs up to 170
+    /// bytes of headers, ids and table slots, and each log signal keeps under 1 KB per template.
+    /// `eddy bench memory --worst-lines` measures templates of 128 distinct words filling
+    /// `max_line_bytes` (about 29 KB each at 4,096, the most measured); on messages of 6 to 13 tokens
+    /// a template takes about 1.4 KB. Beside the templates: the miner's remembered lines
+    /// (`TemplateMiner.rememberedBytes`, about 300 KB), the tree's root, and the burst signal's
+    /// table of decays (8 KB).
+    public static func bytes(templates: Int, lineBytes: Int = 4096) -> Int {
+        let perTemplate = 4 * lineBytes + TemplateMiner.maximumTokens * 170 + 1024
+        return templates * perTemplate + (1 << 16) + TemplateMiner.rememberedBytes + 8_192
+    }
 
     // MARK: State
 

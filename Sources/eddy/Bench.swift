@@ -377,6 +377,12 @@ struct MemoryBench: ParsableCommand {
             only with a dim up to discord_channels, 8 by default).
             """)
     var cycling = false
+    @Flag(
+        help: """
+            The log stream's messages as long as max_line_bytes allows, each 128 distinct words: \
+            the most a template was measured to hold, which the estimate must bound.
+            """)
+    var worstLines = false
     @Flag(help: "One JSON object instead of text.") var json = false
 
     func run() throws {
@@ -413,7 +419,7 @@ struct MemoryBench: ParsableCommand {
             settings.warmupSamples = 100
             settings = settings.resolved(dim: LogFront.dimension)
             try settings.validate(name: "bench")
-            let lines = Self.distinctMessages(3 * logTemplates)
+            let lines = worstLines ? Self.longMessages(3 * logTemplates, bytes: settings.lineBytes) : Self.distinctMessages(3 * logTemplates)
             let before = eddy_allocated_bytes()
             let pipeline = StreamPipeline(name: "bench", settings: settings)
             for start in stride(from: 0, to: lines.count, by: 500) {
@@ -431,6 +437,28 @@ struct MemoryBench: ParsableCommand {
         report.print(json: json)
     }
 
+    /// A word of letters (nothing in it is masked) for `n`, distinct for each `n`.
+    static func word(_ n: Int) -> String {
+        var n = n, out = ""
+        repeat {
+            out.append(Character(Unicode.Scalar(UInt8(97 + n % 26))))
+            n /= 26
+        } while n > 0
+        return out + "x"
+    }
+
+    /// `count` messages of about `bytes` bytes, each a template of its own: 128 words of letters
+    /// (nothing masked), distinct from message to message, filling the line.
+    static func longMessages(_ count: Int, bytes: Int) -> [Substring] {
+        let tokens = 128, length = max(bytes / tokens - 1, 1)  // TemplateMiner.maximumTokens
+        return (0..<count).map { k in
+            Substring((0..<tokens).map { i in
+                let w = Self.word(k * tokens + i)
+                return w + String(repeating: "z", count: max(0, length - w.utf8.count))
+            }.joined(separator: " "))
+        }
+    }
+
     /// How many channels a stream's discord measures with the lag (`discord_peak_lag`).
     static func laggedChannels(_ pipeline: StreamPipeline) -> Int {
         pipeline.chain.signal(MultiscaleDiscord.self)?.scales.first?.calibrators.filter { $0.lag > 0 }.count ?? 0
@@ -439,17 +467,9 @@ struct MemoryBench: ParsableCommand {
     /// `count` messages that are each a template of their own: distinct words (no digits, so
     /// nothing is masked) in 6 to 13 tokens, with a number and an address as parameters.
     static func distinctMessages(_ count: Int) -> [Substring] {
-        func word(_ n: Int) -> String {
-            var n = n, out = ""
-            repeat {
-                out.append(Character(Unicode.Scalar(UInt8(97 + n % 26))))
-                n /= 26
-            } while n > 0
-            return out + "x"
-        }
         return (0..<count).map { k in
             let extra = (0..<(k % 8)).map { word(k * 31 + $0 * 7919) }.joined(separator: " ")
-            return Substring("svc \(word(k)) reported \(word(k * 7 + 1)) for \(word(k * 13 + 2)) \(extra) code \(k % 997) from 10.0.\(k % 256).\(k % 7)")
+            return Substring("svc \(Self.word(k)) reported \(Self.word(k * 7 + 1)) for \(Self.word(k * 13 + 2)) \(extra) code \(k % 997) from 10.0.\(k % 256).\(k % 7)")
         }
     }
 }
