@@ -438,14 +438,7 @@ struct MemoryBench: ParsableCommand {
     }
 
     /// A word of letters (nothing in it is masked) for `n`, distinct for each `n`.
-    static func word(_ n: Int) -> String {
-        var n = n, out = ""
-        repeat {
-            out.append(Character(Unicode.Scalar(UInt8(97 + n % 26))))
-            n /= 26
-        } while n > 0
-        return out + "x"
-    }
+    static func word(_ n: Int) -> String { LetterWords.word(n) + "x" }
 
     /// `count` messages of about `bytes` bytes, each a template of its own: 128 words of letters
     /// (nothing masked), distinct from message to message, filling the line.

@@ -2,17 +2,14 @@ import Foundation
 import Learning
 @testable import Pipeline
 import Testing
+import Workloads
 
 /// What the log signals keep stays bounded and consistent when templates are evicted, when a
 /// stream's timestamps come and go, and when a checkpoint is crafted.
 @Suite struct LogSignalStateTests {
     /// Distinct messages (each its own template): words without digits.
     static func message(_ k: Int) -> String {
-        var n = k, word = ""
-        repeat {
-            word.append(Character(Unicode.Scalar(UInt8(97 + n % 26))))
-            n /= 26
-        } while n > 0
+        let word = LetterWords.word(k)
         return "svc \(word)x reported \(word)y for \(word)z"
     }
 
