@@ -415,7 +415,7 @@ public struct StreamConfiguration: Sendable, Equatable {
         if layers.contains(where: { $0.isEmpty || $0.count > 64 }) || layers.joined().contains(where: { $0 < 1 || $0 > 1 << 16 }) {
             try fail("layer widths must be in 1...65536, one to 64 layers each")
         }
-        if !(learningRate > 0) { try fail("learning_rate must be positive") }
+        if !(learningRate > 0 && learningRate <= 1) { try fail("learning_rate must be in (0, 1]") }
         if !(gradientClipNorm > 0) { try fail("gradient_clip_norm must be positive (0 would stop every model learning)") }
         if logTemplates < 1 || logTemplates > 100_000 { try fail("log_templates must be in 1...100000") }
         if !(logSimilarity > 0 && logSimilarity <= 1) { try fail("log_similarity must be in (0, 1]") }
@@ -591,6 +591,14 @@ public struct DaemonConfiguration: Sendable, Equatable {
         let declared = streams.filter { $0.value.dim > 0 || $0.value.log }
         if let wide = declared.first(where: { $0.value.dim > maxDim }) {
             throw ConfigurationError.invalid("stream \(wide.key) is declared with dim \(wide.value.dim), more than max_dim \(maxDim)")
+        }
+        if declared.count > maxStreams {
+            throw ConfigurationError.invalid("\(declared.count) streams are declared, more than max_streams \(maxStreams)")
+        }
+        // As they will be built: the window a multivariate_window gives, its width, within bounds
+        // (before anything is sized from them, and as a stream created or restored is checked).
+        for (name, s) in declared.sorted(by: { $0.key < $1.key }) {
+            try settings(for: name).resolved(dim: s.dim).validate(name: name)
         }
         let declaredBytes = declared.reduce(0) { $0 + settings(for: $1.key).resolved(dim: $1.value.dim).memoryEstimate }
         if declaredBytes > memoryBudget {

@@ -14,7 +14,9 @@ public enum ConfigurationFile {
         var config = DaemonConfiguration()
         var section: Section = .daemon
         var declared: [String] = []
-        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        // Lines end at any newline: "\r\n" is one Character in Swift, which a split at "\n" would
+        // not split (a file written on Windows would be one commented-out line).
+        for (index, rawLine) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
             let lineNumber = index + 1
             let line = stripComment(String(rawLine)).trimmingWhitespace()
             if line.isEmpty { continue }
@@ -100,10 +102,10 @@ public enum ConfigurationFile {
         case "max_dim": c.maxDim = try int(v)
         case "max_abs_value": c.maxAbsValue = try float(v)
         case "memory_budget": c.memoryBudget = try bytes(v)
-        case "max_stream_name_bytes": c.maxStreamNameBytes = try int(v)
-        case "max_message_bytes": c.maxMessageBytes = try int(v)
+        case "max_stream_name_bytes": c.maxStreamNameBytes = try bytes(v)
+        case "max_message_bytes": c.maxMessageBytes = try bytes(v)
         case "max_samples_per_message": c.maxSamplesPerMessage = try int(v)
-        case "max_line_bytes": c.maxLineBytes = try int(v)
+        case "max_line_bytes": c.maxLineBytes = try bytes(v)
         case "snapshot_every_steps": c.snapshotEverySteps = try int(v)
         case "snapshot_every_seconds": c.snapshotEverySeconds = try double(v)
         case "checkpoint_every_seconds": c.checkpointEverySeconds = try double(v)
@@ -237,9 +239,9 @@ public enum ConfigurationFile {
     }
     /// A byte count: an integer with an optional K, M or G (powers of 1024).
     static func bytes(_ v: String) throws -> Int {
-        let units: [Character: Int] = ["K": 1 << 10, "M": 1 << 20, "G": 1 << 30]
-        let unit = v.last.flatMap { units[Character($0.uppercased())] }
-        let digits = unit == nil ? v : String(v.dropLast())
+        let units: [Character: Int] = ["K": 1 << 10, "k": 1 << 10, "M": 1 << 20, "m": 1 << 20, "G": 1 << 30, "g": 1 << 30]
+        let unit = v.last.flatMap { units[$0] }
+        let digits = (unit == nil ? v : String(v.dropLast())).replacingUnderscores()
         guard let n = Int(digits), n >= 0, n <= Int.max / (unit ?? 1) else {
             throw ValueError(why: "\"\(v)\" is not a byte count (an integer, optionally with K, M or G)")
         }
@@ -258,7 +260,12 @@ public enum ConfigurationFile {
         guard let x = Double(v), x.isFinite else { throw ValueError(why: "\"\(v)\" is not a number") }
         return x
     }
-    static func float(_ v: String) throws -> Float { Float(try double(v)) }
+    /// A number that is finite as a Float too (1e39 is a Double, but a Float's infinity).
+    static func float(_ v: String) throws -> Float {
+        let x = Float(try double(v))
+        guard x.isFinite else { throw ValueError(why: "\"\(v)\" is beyond a 32-bit float's range") }
+        return x
+    }
     static func ints(_ v: String) throws -> [Int] {
         try v.split(separator: ",").map { try int(String($0).trimmingWhitespace()) }
     }

@@ -6,6 +6,7 @@ extension DaemonConfiguration {
 # Eddy configuration: every key, set to its embedded default. `eddy serve --config FILE` reads a
 # file like this one; keys left out keep these values, so a real file holds only what it changes.
 # Format: `key = value`, `#` comments, lists comma-separated; daemon keys first, then sections.
+# Byte counts (`*_bytes`, memory_budget) take K, M or G (powers of 1024); `_` may group digits.
 
 ingest = tcp://127.0.0.1:7700          # PULL: producers PUSH SampleBatch messages here
 publish = tcp://127.0.0.1:7701         # PUB: score/, alert/, snapshot/, hb/, error/ topics

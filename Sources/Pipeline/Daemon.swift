@@ -210,10 +210,10 @@ public final class Daemon: @unchecked Sendable {
                 "resumed from checkpoint",
                 metadata: ["checkpoint.path": "\(path)", "streams": "\(restored.count)"])
         }
-        for (name, settings) in configuration.streams.sorted(by: { $0.key < $1.key })
-        where streams[name] == nil && (settings.dim > 0 || settings.log) {
+        for (name, declared) in configuration.streams.sorted(by: { $0.key < $1.key })
+        where streams[name] == nil && (declared.dim > 0 || declared.log) {
             // A stream declared since it expired resumes from the state it left.
-            let resolved = settings.resolved(dim: settings.dim)
+            let resolved = configuration.settings(for: name).resolved(dim: declared.dim)
             let s = revive(name, settings: resolved) ?? StreamPipeline(name: name, settings: resolved)
             streams[name] = s
             streamOrder.append(name)

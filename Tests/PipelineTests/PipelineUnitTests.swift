@@ -852,6 +852,43 @@ import Testing
 }
 
 @Suite struct ConfigurationFileTests {
+    /// From review: a file of CRLF lines is read as lines (it was one commented-out line: the
+    /// daemon ran on defaults without a word); byte counts take K/M/G in either case and
+    /// underscores, max_message_bytes too; a unit that upper-cases to two letters is refused, not a
+    /// trap; a number beyond a Float's range, and a learning rate above 1, are refused.
+    @Test func lineEndingsUnitsAndRangesAsDocumented() throws {
+        let crlf = try ConfigurationFile.parse("# Eddy\r\nmax_streams = 5\r\n[stream]\r\nthreshold = 0.9\r\n")
+        #expect(crlf.maxStreams == 5 && crlf.streamDefaults.threshold == 0.9)
+        let sizes = try ConfigurationFile.parse("memory_budget = 1_024m\nmax_message_bytes = 8M\n")
+        #expect(sizes.memoryBudget == 1 << 30 && sizes.maxMessageBytes == 8 << 20)
+        for bad in ["memory_budget = 1ß", "memory_budget = 1K2", "[stream]\nlearning_rate = 1e39", "[stream]\nlearning_rate = 2",
+                    "[stream]\nmoco_temperature = 1e39"] {
+            #expect(throws: ConfigurationError.self, "\(bad)") { try ConfigurationFile.parse(bad) }
+        }
+    }
+
+    /// From review: a declared stream is checked as it will be built (its multivariate window's
+    /// width; before, a declared stream too wide was built, then set aside at every restart), and
+    /// no more streams are declared than max_streams allows.
+    @Test func declaredStreamsAreCheckedAsBuilt() throws {
+        #expect { try ConfigurationFile.parse("[stream]\nmultivariate_window = 8\n[stream.big]\ndim = 1100\n") } throws: {
+            "\($0)".contains("more than 16384")
+        }
+        #expect(try ConfigurationFile.parse("[stream]\nmultivariate_window = 8\n[stream.ok]\ndim = 500\n").streams["ok"]?.dim == 500)
+        #expect { try ConfigurationFile.parse("max_streams = 1\n[stream.a]\ndim = 2\n[stream.b]\ndim = 2\n") } throws: {
+            "\($0)".contains("more than max_streams 1")
+        }
+        // A declared log stream is charged for the daemon's max_line_bytes, as one created is.
+        var c = testConfiguration()
+        c.maxLineBytes = 65_536
+        var log = c.streamDefaults
+        log.log = true
+        c.streams["l"] = log
+        let daemon = try Daemon(configuration: c, logger: quietLogger)
+        #expect(daemon.committedBytes == c.settings(for: "l").resolved(dim: 0).memoryEstimate)
+        #expect(daemon.committedBytes > StreamConfiguration().resolved(dim: 0).memoryEstimate + 1000 * 4 * 60_000)
+    }
+
     @Test func parsesDaemonKeysDefaultsAndDeclaredStreams() throws {
         let c = try ConfigurationFile.parse(
             """
