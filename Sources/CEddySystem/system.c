@@ -105,10 +105,15 @@ int eddy_raise_descriptor_limit(unsigned long long *soft, unsigned long long *ha
 }
 
 static sem_t signal_arrived;
-static volatile sig_atomic_t last_signal;
+/* One pending flag per signal handled, so a SIGTERM followed by a SIGHUP before the waiter wakes
+   is not overwritten by it (a single "last signal" lost the stop, and the daemon waited for ever). */
+static volatile sig_atomic_t pending_term, pending_int, pending_usr1, pending_hup;
 
 static void on_signal(int number) {
-    last_signal = number;
+    if (number == SIGTERM) pending_term = 1;
+    else if (number == SIGINT) pending_int = 1;
+    else if (number == SIGUSR1) pending_usr1 = 1;
+    else if (number == SIGHUP) pending_hup = 1;
     sem_post(&signal_arrived);  // async-signal-safe
 }
 
@@ -126,7 +131,13 @@ void eddy_signals_install(void) {
 }
 
 int eddy_signals_wait(void) {
-    while (sem_wait(&signal_arrived) != 0 && errno == EINTR) {
+    for (;;) {
+        // A stop (a thread's failure first, then SIGTERM, SIGINT) before a reload.
+        if (pending_usr1) { pending_usr1 = 0; return SIGUSR1; }
+        if (pending_term) { pending_term = 0; return SIGTERM; }
+        if (pending_int) { pending_int = 0; return SIGINT; }
+        if (pending_hup) { pending_hup = 0; return SIGHUP; }
+        while (sem_wait(&signal_arrived) != 0 && errno == EINTR) {
+        }
     }
-    return last_signal;
 }

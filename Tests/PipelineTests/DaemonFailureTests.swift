@@ -8,6 +8,7 @@ import Testing
 import EddyProtocol
 import SwiftProtobuf
 import ZeroMQ
+import CEddySystem
 
 @Suite struct DaemonFailureTests {
     /// A thread that ends with an error while the daemon is not stopping is not a quiet log line:
@@ -234,5 +235,33 @@ import ZeroMQ
         for fd in held { close(fd) }
         usleep(100_000)
         #expect(try HTTPProbe.get(endpoint, "/").status == 200)
+    }
+}
+
+@Suite struct SignalTests {
+    /// Signals that arrive before `eddy serve`'s main thread wakes are each kept: a SIGTERM followed
+    /// by a SIGHUP gives the stop first, then the reload (one "last signal" slot let the SIGHUP
+    /// overwrite the SIGTERM: the daemon reloaded twice and waited for ever). `raise` runs each
+    /// handler before it returns, so both have arrived before the first wait. The test process's
+    /// handlers go back to the defaults afterwards.
+    @Test func aStopIsNotLostToAReloadThatFollowsIt() {
+        // The test runs on a thread that may block these signals; `eddy serve` leaves them open.
+        var handled = sigset_t(), before = sigset_t()
+        sigemptyset(&handled)
+        for s in [SIGTERM, SIGINT, SIGUSR1, SIGHUP] { sigaddset(&handled, s) }
+        pthread_sigmask(SIG_UNBLOCK, &handled, &before)
+        eddy_signals_install()
+        defer {
+            for s in [SIGTERM, SIGINT, SIGUSR1, SIGHUP] { signal(s, SIG_DFL) }
+            pthread_sigmask(SIG_SETMASK, &before, nil)
+        }
+        raise(SIGTERM)
+        raise(SIGHUP)
+        #expect(eddy_signals_wait() == SIGTERM)
+        #expect(eddy_signals_wait() == SIGHUP)
+        raise(SIGHUP)
+        raise(SIGUSR1)
+        #expect(eddy_signals_wait() == SIGUSR1, "a thread's failure before a reload")
+        #expect(eddy_signals_wait() == SIGHUP)
     }
 }

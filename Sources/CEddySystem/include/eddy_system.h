@@ -40,13 +40,15 @@ void eddy_set_thread_name(const char *name);
 /// force afterwards; returns 0 on success, else errno.
 int eddy_raise_descriptor_limit(unsigned long long *soft, unsigned long long *hard);
 
-/// Installs handlers for SIGTERM, SIGINT and SIGUSR1 that record the signal and wake
+/// Installs handlers for SIGTERM, SIGINT, SIGUSR1 and SIGHUP that record the signal and wake
 /// `eddy_signals_wait`. A handler, not `sigwait` alone: threads that libraries start before `main`
 /// (OpenBLAS's pool) do not block the signals, and one delivered there would otherwise take its
 /// default action and kill the process.
 void eddy_signals_install(void);
 
-/// Waits until one of those signals has arrived; returns its number.
+/// Waits until one of those signals has arrived; returns its number. Each signal is kept until
+/// taken, and a stop (SIGUSR1, then SIGTERM, then SIGINT) is taken before a reload (SIGHUP): a
+/// SIGHUP that follows a SIGTERM before the waiter wakes does not hide it.
 int eddy_signals_wait(void);
 
 /// Bytes the C allocator has handed out and not had back (glibc's mallinfo2: arena blocks in use plus
