@@ -35,9 +35,11 @@ public struct SoftmaxHead: Sendable, Equatable {
         let n = labels.count
         precondition(n > 0 && features.count % n == 0, "one label per row of features")
         let d = features.count / n
-        let classes = Array(Set(labels)).sorted { $0.unicodeScalars.lexicographicallyPrecedes($1.unicodeScalars) }
-        let index = Dictionary(uniqueKeysWithValues: classes.enumerated().map { ($1, $0) })
-        let y = labels.map { index[$0]! }
+        // Classes are labels as bytes, in code point order (numpy's `unique`): Swift's String
+        // equality would take canonically equivalent labels ("é" and "e" + U+0301) for one.
+        let classes = Self.classes(of: labels)
+        let index = Dictionary(uniqueKeysWithValues: classes.enumerated().map { (Array($1.utf8), $0) })
+        let y = labels.map { index[Array($0.utf8)]! }
         let k = classes.count
         var mean = [Double](repeating: 0, count: d), scale = [Double](repeating: 0, count: d)
         for i in 0..<n { for j in 0..<d { mean[j] += Double(features[i * d + j]) } }
@@ -62,6 +64,13 @@ public struct SoftmaxHead: Sendable, Equatable {
         return SoftmaxHead(
             weights: w.map(Float.init), bias: b.map(Float.init), mean: mean.map(Float.init), scale: scale.map(Float.init),
             classes: classes)
+    }
+
+    /// The distinct labels, as bytes, in code point order.
+    public static func classes(of labels: [String]) -> [String] {
+        var seen = Set<[UInt8]>(), out: [String] = []
+        for label in labels where seen.insert(Array(label.utf8)).inserted { out.append(label) }
+        return out.sorted { Array($0.utf8).lexicographicallyPrecedes(Array($1.utf8)) }
     }
 
     /// The mean cross-entropy plus `l2`/2·‖w‖² of standardised features `f` with class indices `y`,
@@ -120,13 +129,25 @@ public struct SoftmaxHead: Sendable, Equatable {
         return out
     }
 
-    /// Each row's most probable class (its index in `classes`) and that probability.
+    /// Each row's most probable class (its index in `classes`) and that probability, a row at a
+    /// time (no `rows` × `classCount` table), as `probabilities` gives them.
     public func predict(_ features: UnsafePointer<Float>, rows: Int) -> [(index: Int, probability: Float)] {
-        let p = probabilities(features, rows: rows), k = classCount
+        let d = featureCount, k = classCount
+        var z = [Float](repeating: 0, count: k)
         return (0..<rows).map { i in
-            var best = 0
-            for c in 1..<max(k, 1) where p[i * k + c] > p[i * k + best] { best = c }
-            return (best, p[i * k + best])
+            for c in 0..<k { z[c] = bias[c] }
+            for j in 0..<d {
+                let x = (features[i * d + j] - mean[j]) / scale[j]
+                for c in 0..<k { z[c] += x * weights[j * k + c] }
+            }
+            let top = z.max() ?? 0
+            var sum: Float = 0, best = 0
+            for c in 0..<k {
+                z[c] = expf(z[c] - top)
+                sum += z[c]
+                if z[c] > z[best] { best = c }
+            }
+            return (best, k == 0 ? 0 : z[best] / sum)
         }
     }
 }

@@ -488,10 +488,14 @@ public final class Daemon: @unchecked Sendable {
             recordLatency(since: received)
         case .labels(let pipeline, let values, let labels):
             flush(&run, publisher: publisher)
-            let held = pipeline.addLabels(values, labels: labels)
-            labelsAccepted.add(UInt64(labels.count))
-            trainerWake.signal()
-            logger.info("labels taken", metadata: ["stream.id": "\(pipeline.name)", "labels": "\(labels.count)", "labels.held": "\(held)"])
+            switch pipeline.addLabels(values, labels: labels) {
+            case .success(let held):
+                labelsAccepted.add(UInt64(labels.count))
+                trainerWake.signal()
+                logger.info("labels taken", metadata: ["stream.id": "\(pipeline.name)", "labels": "\(labels.count)", "labels.held": "\(held)"])
+            case .failure(let refusal):
+                reject(.oversized, "\(refusal)", stream: pipeline.name, sequence: 0, samples: labels.count, publisher: publisher)
+            }
         case .accepted(let pipeline, let batch, let values):
             let n = Int(batch.count)
             let continues =
@@ -897,8 +901,12 @@ public final class Daemon: @unchecked Sendable {
                 _ = trainerWake.wait(until: Date().addingTimeInterval(wait))
                 trainerWake.unlock()
             }
-            // New labels: a MoCo snapshot with a head fitted on them, at once.
-            for s in list where s.settings.maxLabels > 0 && s.wantsHead { publishSnapshots(of: s, publisher: out) }
+            // New labels: a MoCo snapshot with a head fitted on them, at once (or, when fits are
+            // slow and labels come fast, as long after the last fit as it took).
+            let now = Self.monotonic()
+            for s in list where s.settings.maxLabels > 0 && s.wantsHead && s.headFitReady <= now {
+                publishSnapshots(of: s, publisher: out)
+            }
             if Self.monotonic() - lastSnapshot >= configuration.snapshotEverySeconds {
                 lastSnapshot = Self.monotonic()
                 for s in allStreams { publishSnapshots(of: s, publisher: out) }

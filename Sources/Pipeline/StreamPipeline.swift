@@ -315,6 +315,10 @@ public final class StreamPipeline: @unchecked Sendable {
     var labelsVersion: UInt64 = 0
     /// The labels version the last head was fitted on (trainer side).
     var headLabelsVersion: UInt64 = 0
+    /// When new labels may next have a head fitted at once (monotonic seconds, trainer thread): as
+    /// long after the last fit as it took, so fits take at most half the trainer's time however
+    /// often labels come (the periodic snapshots fit them meanwhile).
+    var headFitReady = -Double.infinity
     /// The newest head for the ingest thread (under `lock`), and the one it scores with.
     var headExchange: FittedHead?
     var ingestHead: FittedHead?
@@ -958,12 +962,26 @@ public final class StreamPipeline: @unchecked Sendable {
     /// label names the stretch of the series that ends at the labelled moment.
     public var labelDimension: Int { shaper.map { $0.historyLength * $0.channels } ?? sampleDimension }
 
+    /// Classes a stream's head takes at most: its fit's cost and a published ClassBatch (which names
+    /// every class) grow with them.
+    public static let maximumClasses = 64
+
+    /// Labels a stream refused: with the labels it holds, they would give its head more than
+    /// `maximumClasses` classes (nothing is taken).
+    public struct TooManyClasses: Error, CustomStringConvertible {
+        public let classes: Int
+        public var description: String {
+            "the labels held with these would be \(classes) classes, more than the \(StreamPipeline.maximumClasses) a head takes"
+        }
+    }
+
     /// Keeps labelled samples (`labels.count` of `labelDimension` values, one label each) for the
     /// head, dropping the oldest beyond `max_labels`; the trainer fits a new head at its next
     /// snapshot. A windowed stream keeps the model input of each: the window ending at its newest
-    /// sample, as the stream itself would build it. Returns how many the stream holds.
+    /// sample, as the stream itself would build it. Returns how many the stream holds, or
+    /// refuses them all if they would make more than `maximumClasses` classes.
     @discardableResult
-    public func addLabels(_ values: [Float], labels new: [String]) -> Int {
+    public func addLabels(_ values: [Float], labels new: [String]) -> Result<Int, TooManyClasses> {
         let values = settings.transform.applied(to: values)
         guard let shaper else { return holdLabels(values, labels: new) }
         let span = labelDimension, width = inputDimension
@@ -980,17 +998,26 @@ public final class StreamPipeline: @unchecked Sendable {
     }
 
     /// Labelled samples already under the stream's transform (a checkpoint's).
-    func holdLabels(_ values: [Float], labels new: [String]) -> Int {
+    func holdLabels(_ values: [Float], labels new: [String]) -> Result<Int, TooManyClasses> {
         lock.withLock {
-            labelledValues += values
-            labels += new
-            let over = labels.count - settings.maxLabels
-            if over > 0 {
+            // The newest max_labels of those held and these.
+            let over = max(0, labels.count + new.count - settings.maxLabels), d = inputDimension
+            let kept = labels.dropFirst(min(over, labels.count)) + new.dropFirst(max(0, over - labels.count))
+            let classes = SoftmaxHead.classes(of: Array(kept)).count
+            guard classes <= Self.maximumClasses else { return .failure(TooManyClasses(classes: classes)) }
+            if over >= labels.count {
+                // Only these are kept: new arrays of their size (one large batch leaves no room behind).
+                let drop = over - labels.count
+                labels = Array(new.dropFirst(drop))
+                labelledValues = Array(values.dropFirst(drop * d))
+            } else {
                 labels.removeFirst(over)
-                labelledValues.removeFirst(over * inputDimension)
+                labelledValues.removeFirst(over * d)
+                labels += new
+                labelledValues += values
             }
             labelsVersion &+= 1
-            return labels.count
+            return .success(labels.count)
         }
     }
 
@@ -1026,6 +1053,11 @@ public final class StreamPipeline: @unchecked Sendable {
         let (values, labels, seen) = lock.withLock { (labelledValues, self.labels, labelsVersion) }
         headLabelsVersion = seen
         guard !labels.isEmpty else { return nil }
+        let began = Daemon.monotonic()
+        defer {
+            let ended = Daemon.monotonic()
+            headFitReady = ended + (ended - began)
+        }
         let head = SoftmaxHead.fit(features: encoder.embed(values), labels: labels)
         let fitted = FittedHead(head: head, encoder: encoder, version: version)
         lock.withLock { headExchange = fitted }
@@ -1245,7 +1277,7 @@ public final class StreamPipeline: @unchecked Sendable {
             if s.maxLabels > 0 && !labelled.labels.isEmpty {
                 // The newest max_labels, should the setting have shrunk; a head is fitted on them at
                 // the stream's first snapshot.
-                _ = stream.holdLabels(labelled.values, labels: labelled.labels)
+                _ = stream.holdLabels(labelled.values, labels: labelled.labels)  // held before: within the classes
             }
         } else {
             try requireTransform(.none)

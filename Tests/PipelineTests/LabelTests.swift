@@ -83,9 +83,12 @@ import Testing
             labelled += sample(i % 3)
             labels.append(["x", "y", "z"][i % 3])
         }
-        #expect(p.addLabels(labelled, labels: labels) == 30, "the newest max_labels are kept")
+        #expect(try p.addLabels(labelled, labels: labels).get() == 30, "the newest max_labels are kept")
         #expect(p.wantsHead)
+        let before = Daemon.monotonic()
         let moco = try #require(p.takeSnapshots(now: 2).first { $0.kind == .moco })
+        // The next fit at once waits as long as this one took (the trainer paces fits by it).
+        #expect(p.headFitReady > before)
         let head = try #require(moco.head)
         #expect(moco.headLabels == 30 && head.classes == ["x", "y", "z"] && !p.wantsHead)
         #expect(Wire.message(moco).headClasses == ["x", "y", "z"] && Wire.message(moco).headWeights.shape == [UInt32(head.featureCount), 3])
@@ -145,7 +148,7 @@ import Testing
             labelled += stretch
             labels.append(regime == 0 ? "slow" : "fast")
         }
-        #expect(p.addLabels(labelled, labels: labels) == 20)
+        #expect(try p.addLabels(labelled, labels: labels).get() == 20)
         let moco = try #require(p.takeSnapshots(now: 1).first { $0.kind == .moco })
         #expect(try #require(moco.head).classes == ["fast", "slow"])
 
@@ -161,7 +164,7 @@ import Testing
         let pair = StreamPipeline(name: "pair", settings: two.resolved(dim: 2))
         #expect(pair.labelDimension == 4 * 8 * 2)
         let pairs = (0..<64).map { Float($0) }
-        pair.addLabels(pairs, labels: ["a"])
+        _ = pair.addLabels(pairs, labels: ["a"])
         let pairProbe = StreamPipeline(name: "pair", settings: two.resolved(dim: 2))
         _ = pairs.withUnsafeBufferPointer { pairProbe.score($0.baseAddress!, count: 32, firstSequence: 0) }
         #expect(pair.labelledValues == Self.row(try #require(pairProbe.shaper)))
@@ -189,5 +192,35 @@ import Testing
             WindowShaper.windowRow(shaper.history, window: shaper.window, scales: shaper.scales, channels: shaper.channels, into: $0.baseAddress!)
         }
         return row
+    }
+
+    /// From review: a stream's labels make at most `maximumClasses` classes (a batch beyond is
+    /// refused whole, the labels held unchanged; classes that leave with the oldest labels make room);
+    /// one large batch leaves no room held beyond max_labels; labels are classes as bytes, so
+    /// canonically equivalent spellings stay two classes, as numpy's `unique` keeps them.
+    @Test func labelsAreBoundedInClassesAndMemory() throws {
+        var settings = StreamConfiguration()
+        settings.maxLabels = 100
+        let p = StreamPipeline(name: "c", settings: settings.resolved(dim: 2))
+        let many = (0..<65).map { "class\($0)" }
+        let tooMany = p.addLabels([Float](repeating: 0.5, count: 2 * 65), labels: many)
+        #expect((try? tooMany.get()) == nil && p.labelCount == 0)
+        if case .failure(let refusal) = tooMany { #expect(refusal.classes == 65 && "\(refusal)".contains("more than the 64")) }
+        #expect(try p.addLabels([Float](repeating: 0.5, count: 2 * 64), labels: Array(many.prefix(64))).get() == 64)
+        // A 65th class does not fit beside the 64 held, until enough of the oldest labels go.
+        #expect((try? p.addLabels([0.5, 0.5], labels: ["new"]).get()) == nil && p.labelCount == 64)
+        let fill = [String](repeating: "class63", count: 99)
+        #expect(try p.addLabels([Float](repeating: 0.5, count: 2 * 100), labels: fill + ["new"]).get() == 100)
+        #expect(Set(p.labels) == ["class63", "new"])
+
+        var small = StreamConfiguration()
+        small.maxLabels = 16
+        let q = StreamPipeline(name: "m", settings: small.resolved(dim: 4))
+        let big = (0..<10_000).map { "\($0 % 2)" }
+        #expect(try q.addLabels([Float](repeating: 1, count: 4 * 10_000), labels: big).get() == 16)
+        #expect(q.labelledValues.capacity <= 2 * 16 * 4 && q.labels.capacity <= 2 * 16)
+
+        let head = SoftmaxHead.fit(features: [0, 1], labels: ["\u{E9}", "e\u{301}"])
+        #expect(head.classCount == 2)
     }
 }
