@@ -297,6 +297,11 @@ public final class StreamPipeline: @unchecked Sendable {
     /// The trainer's latest autoencoder weights for the scorer, and their version (steps taken).
     let exchange: FloatBuffer
     var exchangeVersion: UInt64 = 0
+    /// Hand-overs of `exchange` (and of `mocoExchange`), every one, rollbacks too: what the ingest
+    /// side compares with what it took. A version alone can come back (a rollback, then as many
+    /// steps again) with other weights.
+    var exchangeHandovers: UInt64 = 0, mocoExchangeHandovers: UInt64 = 0
+    var scorerHandovers: UInt64 = 0, representerHandovers: UInt64 = 0
     /// MoCo's step count, for heartbeats (the trainer updates the model itself outside the lock).
     var mocoVersion: UInt64 = 0
     var lastLosses: (autoencoder: Float, moco: Float) = (.nan, .nan)
@@ -519,14 +524,16 @@ public final class StreamPipeline: @unchecked Sendable {
     ) -> ScoredBatch {
         // The newest weights the trainer handed over.
         lock.withLock {
-            // Any other version (a rollback goes back to a lower one) is newer than the scorer's.
-            if exchangeVersion != scorerVersion {
+            // Every hand-over since the last the scorer took (a rollback's too) is newer.
+            if exchangeHandovers != scorerHandovers {
                 scorer.parameters.copy(from: exchange)
                 scorerVersion = exchangeVersion
+                scorerHandovers = exchangeHandovers
             }
-            if let representer, let mocoExchange, mocoExchangeVersion != representerVersion {
+            if let representer, let mocoExchange, mocoExchangeHandovers != representerHandovers {
                 representer.loadQuery(from: mocoExchange)
                 representerVersion = mocoExchangeVersion
+                representerHandovers = mocoExchangeHandovers
             }
             if headExchange !== ingestHead { ingestHead = headExchange }
         }
@@ -851,16 +858,23 @@ public final class StreamPipeline: @unchecked Sendable {
             return true
         }
         lock.withLock {
-            exchange.copy(from: autoencoder.parameters)
-            exchangeVersion = UInt64(autoencoder.step)
-            if let mocoExchange {
-                moco.copyQuery(into: mocoExchange)
-                mocoExchangeVersion = mocoVersionBase + UInt64(moco.step)
-            }
-            mocoVersion = mocoVersionBase + UInt64(moco.step)
+            handOver()
             lastLosses = (aeLoss, mocoLoss)
         }
         return true
+    }
+
+    /// Gives the ingest side the models as they are now (under the lock).
+    private func handOver() {
+        exchange.copy(from: autoencoder.parameters)
+        exchangeVersion = UInt64(autoencoder.step)
+        exchangeHandovers &+= 1
+        if let mocoExchange {
+            moco.copyQuery(into: mocoExchange)
+            mocoExchangeVersion = mocoVersionBase + UInt64(moco.step)
+            mocoExchangeHandovers &+= 1
+        }
+        mocoVersion = mocoVersionBase + UInt64(moco.step)
     }
 
     /// Steps between scans of every weight and queued key (a read of each, beside a step's several
@@ -881,13 +895,9 @@ public final class StreamPipeline: @unchecked Sendable {
         lock.withLock {
             rollbacks += 1
             lastLosses = (.nan, .nan)
-            // The ingest side takes the models gone back to at its next batch.
-            exchange.copy(from: autoencoder.parameters)
-            exchangeVersion = UInt64(autoencoder.step)
-            if let mocoExchange {
-                moco.copyQuery(into: mocoExchange)
-                mocoExchangeVersion = mocoVersionBase + UInt64(moco.step)
-            }
+            // The ingest side takes the models gone back to at its next batch; heartbeats and the
+            // trainer read their versions.
+            handOver()
         }
     }
 
@@ -906,7 +916,9 @@ public final class StreamPipeline: @unchecked Sendable {
             return snapshotsOwed
         }
         let (hasLabels, labelsChanged) = lock.withLock { (!labels.isEmpty, labelsVersion != headLabelsVersion) }
-        let mocoDue = mocoVersion > snapshotVersions.moco || (again && mocoVersion > 0) || (labelsChanged && mocoVersion > 0)
+        // Published again only once trained: a MoCo started afresh at a restore (its settings
+        // changed) has the version its predecessor was last published at until its first step.
+        let mocoDue = mocoVersion > snapshotVersions.moco || ((again || labelsChanged) && moco.step > 0)
         let headEncoder = hasLabels && mocoDue ? headEncoderNow() : nil
         let (samples, mean, variance) = lock.withLock {
             headEncoder?.normaliser.copy(from: scorer.normaliser)
@@ -1292,6 +1304,7 @@ public final class StreamPipeline: @unchecked Sendable {
         if let weights = stream.mocoExchange {
             stream.moco.copyQuery(into: weights)
             stream.mocoExchangeVersion = stream.mocoVersionBase + UInt64(stream.moco.step)
+            stream.mocoExchangeHandovers = 1  // the representer takes the restored encoder at its first batch
         }
         stream.scorer.parameters.copy(from: stream.exchange)
         stream.scorerVersion = stream.exchangeVersion

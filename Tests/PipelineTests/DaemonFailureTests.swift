@@ -78,6 +78,33 @@ import CEddySystem
         #expect(restored.autoencoder.isFinite && restored.moco.isFinite && p.rollbacks == 2)
     }
 
+    /// From review: the scorer takes every hand-over, a rollback's too, even when the trainer is back
+    /// at the version the scorer last took (a rollback, then as many steps again, with other
+    /// weights); heartbeats see the MoCo version gone back to at once.
+    @Test func theScorerTakesTheWeightsARollbackLeadsToAtTheVersionItHad() throws {
+        var settings = StreamConfiguration().resolved(dim: 4)
+        settings.mocoQueue = 128
+        let p = StreamPipeline(name: "v", settings: settings)
+        Self.trained(p)
+        _ = p.takeSnapshots(now: 1)
+        let good = p.autoencoder.step, goodMoco = p.mocoVersionBase + UInt64(p.moco.step)
+        Self.trained(p, from: 600, samples: 200)
+        let version = p.autoencoder.step
+        let before = p.exchange.array
+        _ = [Float](repeating: 0.5, count: 4).withUnsafeBufferPointer { p.score($0.baseAddress!, count: 1, firstSequence: 800) }
+        let scoredWith = p.scorer.parameterValues == before
+        #expect(p.scorerVersion == UInt64(version) && scoredWith)
+        p.rollBack()
+        #expect(p.status.mocoSteps == goodMoco, "the MoCo version gone back to, at once")
+        p.lock.withLock { p.pendingSteps = Double(version - good) }
+        while p.trainStep() {}
+        let other = p.exchange.array != before
+        #expect(p.autoencoder.step == version && other)
+        _ = [Float](repeating: 0.5, count: 4).withUnsafeBufferPointer { p.score($0.baseAddress!, count: 1, firstSequence: 801) }
+        let taken = p.scorer.parameterValues == p.exchange.array
+        #expect(taken, "the scorer kept the weights from before the rollback")
+    }
+
     /// A restored stream's models are its good state until its first snapshot: a weight that turns
     /// NaN before then rolls back to them, not to fresh models.
     @Test func aRestoredStreamRollsBackToTheModelsItRestored() throws {

@@ -1212,6 +1212,8 @@ import Testing
         // checkpoint of its own too.
         let published = original.snapshotVersions.moco
         #expect(resumed.mocoVersionBase >= published && resumed.snapshotVersions.moco == published)
+        // Untrained, it is not published (it would carry the version its predecessor had).
+        #expect(resumed.takeSnapshots(now: 0).allSatisfy { $0.kind != .moco })
         _ = x.withUnsafeBufferPointer { resumed.score($0.baseAddress!, count: 100, firstSequence: 300) }
         while resumed.trainStep() {}
         let next = try #require(resumed.takeSnapshots(now: 1).first { $0.kind == .moco })
