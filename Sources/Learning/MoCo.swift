@@ -255,6 +255,7 @@ public final class MoCo {
     /// With `mix` (i-Mix: query view i is a blend taking `share` of sample `partner[i]`), the
     /// logits of row i are its query against every key of the batch and the queue, and its target
     /// is `1 − share` on key i and `share` on key `partner[i]`: loss_i = log Z − Σ target · logit.
+    /// With `ids`, Z leaves out the batch's other copies of sample i and of its partner.
     func lossAndGradient(
         query xq: UnsafePointer<Float>, key xk: UnsafePointer<Float>, rows B: Int, ids: UnsafePointer<Int64>?,
         clean: UnsafePointer<Float>? = nil, mix: (share: Float, partner: [Int])? = nil
@@ -287,7 +288,13 @@ public final class MoCo {
                 let top = fixedShift ? invT : max(eddy_max(pr, B), eddy_max(lr, K))
                 let own = pr[r] - top, other = pr[partner[r]] - top
                 var z = eddy_exp_shifted_masked(lr, K, top, ids == nil ? nil : UnsafePointer(queueIDs), ids?[r] ?? -1)
-                for j in 0..<B { pr[j] = Kernels.exp(pr[j] - top); z += pr[j] }
+                // Other copies in the batch of the row's own sample or of its partner are not
+                // negatives (as the queue's copies of its own sample are not): weight 0.
+                for j in 0..<B {
+                    let copy = ids.map { j != r && j != partner[r] && ($0[j] == $0[r] || $0[j] == $0[partner[r]]) } ?? false
+                    pr[j] = copy ? 0 : Kernels.exp(pr[j] - top)
+                    z += pr[j]
+                }
                 totalLoss += _log(z) - (1 - share) * own - share * other
                 let scale = invB / z
                 for j in 0..<B { pr[j] *= scale }

@@ -138,10 +138,9 @@ import Testing
     /// finite differences; with `ids` its queue's 8 entries get ids 100 to 107 and rows 0 and 2 each
     /// have a masked (false) negative.
     func mocoLoss(
-        _ moco: MoCo, seed: UInt64, masked: Bool, mix: (share: Float, partner: [Int])? = nil
+        _ moco: MoCo, seed: UInt64, masked: Bool, mix: (share: Float, partner: [Int])? = nil, ids: [Int64] = [103, 7, 106, 8]
     ) -> (ids: [Int64], loss: () -> Float) {
         for j in 0..<8 { moco.queueIDs[j] = Int64(100 + j) }
-        let ids: [Int64] = [103, 7, 106, 8]
         let xq = randomValues(4 * 6, seed: seed, scale: 1.5), xk = randomValues(4 * 6, seed: seed + 1, scale: 1.5)
         return (ids, {
             xq.withUnsafeBufferPointer { q in
@@ -212,6 +211,38 @@ import Testing
     /// the normalised queries and keys, and its gradient (every query-encoder parameter, with masked
     /// queue entries, batch normalisation, and a row that is its own partner) against central
     /// differences.
+    /// i-Mix with copies of a sample in the batch (sampled twice, or from both halves of the
+    /// buffer): a row's other copies of its own sample and of its partner are not its negatives.
+    /// The loss against the definition by hand, its gradient against central differences.
+    @Test func mocoMixLeavesOutCopiesInTheBatch() {
+        let moco = smallMoCo(mix: 0.4)
+        let partner = [2, 3, 0, 1], share: Float = 0.3, ids: [Int64] = [5, 5, 9, 9]
+        let (_, loss) = mocoLoss(moco, seed: 41, masked: true, mix: (share, partner), ids: ids)
+        let total = loss()
+        let C = 4, T = 0.5
+        let q = moco.q.array.map(Double.init), k = moco.k.array.map(Double.init), queue = moco.queue.array.map(Double.init)
+        func dot(_ a: [Double], _ i: Int, _ b: [Double], _ j: Int) -> Double { (0..<C).reduce(0) { $0 + a[i * C + $1] * b[j * C + $1] } }
+        var expected = 0.0, unmasked = 0.0
+        for r in 0..<4 {
+            var z = 0.0, all = 0.0
+            for j in 0..<4 {
+                all += Foundation.exp(dot(q, r, k, j) / T)
+                if j == r || j == partner[r] { z += Foundation.exp(dot(q, r, k, j) / T) }  // the others are copies
+            }
+            for n in 0..<8 { z += Foundation.exp(dot(q, r, queue, n) / T); all += Foundation.exp(dot(q, r, queue, n) / T) }
+            let target = (1 - Double(share)) * dot(q, r, k, r) / T + Double(share) * dot(q, r, k, partner[r]) / T
+            expected += Foundation.log(z) - target
+            unmasked += Foundation.log(all) - target
+        }
+        #expect(abs(Double(total) - expected / 4) < 1e-4, "\(total) against \(expected / 4)")
+        #expect(abs(expected - unmasked) / 4 > 1e-3, "the copies made a difference")
+        _ = loss()
+        let trained = moco.layout.trainableCount
+        let analytic = Array(moco.gradients.array.prefix(trained))
+        let bad = gradientMismatches(analytic, finiteDifferences(moco.query.pointer, count: trained, loss: loss))
+        #expect(bad.isEmpty, "mismatches: \(bad.prefix(5))")
+    }
+
     @Test(arguments: [false, true])
     func mocoMixGradientMatchesFiniteDifferences(batchNorm: Bool) {
         let moco = smallMoCo(batchNorm: batchNorm, mix: 0.4)
