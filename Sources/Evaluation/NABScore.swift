@@ -95,7 +95,11 @@ public enum NAB {
             precondition(sc.count == s.rows, "\(s.name): \(sc.count) scores for \(s.rows) rows")
             let base = windowCount
             for p in rowWeights(s, profile: profile) {
-                points.append(Point(score: sc[p.row], weight: p.weight, window: p.window.map { base + $0 } ?? -1))
+                // A NaN score (a model that diverged) detects nothing, as in `fileScore`: it is
+                // swept last and never reached (compared as itself it would never equal the
+                // threshold, and the sweep would not end). Its window still counts.
+                let score = sc[p.row].isNaN ? -Float.infinity : sc[p.row]
+                points.append(Point(score: score, weight: p.weight, window: p.window.map { base + $0 } ?? -1))
             }
             windowCount += s.windows.count
         }
@@ -106,7 +110,7 @@ public enum NAB {
         var total = best.reduce(0) { $0 + ($1 ?? 0) }
         var out: [(threshold: Float, score: Double)] = [(Float.infinity, total)]
         var i = 0
-        while i < points.count {
+        while i < points.count && points[i].score > -.infinity {
             let threshold = points[i].score
             while i < points.count && points[i].score == threshold {
                 let p = points[i]

@@ -98,6 +98,20 @@ import Testing
         #expect(abs(result.normalised - 100 * (1.89 + 2) / 4) < 1e-9)
     }
 
+    /// From review: a NaN score (a diverged model) detects nothing; before, the sweep never ended.
+    @Test func aNaNScoreDetectsNothing() {
+        var a = [Float](repeating: 0, count: 100)
+        a[40] = 0.8
+        a[10] = .nan
+        a[45] = .nan
+        let sweep = NAB.sweep([file], scores: [a], profile: standard)
+        var clean = a
+        clean[10] = 0
+        clean[45] = 0
+        #expect(sweep.map(\.score) == NAB.sweep([file], scores: [clean], profile: standard).map(\.score))
+        #expect(NAB.score([file], scores: [a], profile: standard).threshold == 0.8)
+    }
+
     @Test func eventsCountWindowsFoundAndRunsOfFalseAlarms() {
         // Rows 20-22 are one false alarm, 80 another; the window is found by row 45.
         let e = NAB.events(file, scores: scores(detectingAt: [20, 21, 22, 45, 80]), threshold: 0.5)
