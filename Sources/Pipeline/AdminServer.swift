@@ -20,7 +20,9 @@ import NIOPosix
 /// read from while its answers wait (NIO's `BackPressureHandler`, the channel's default 64 KiB
 /// write watermark), so its requests stay in the kernel's buffers, not in the daemon; a connection
 /// that neither reads nor writes for `idleSeconds` (60) is closed; at most `maxConnections` (64)
-/// are open at once, and one beyond is closed as it opens.
+/// are open at once: one more closes the connection that has gone longest without a whole request
+/// answered (since it opened), so clients that trickle requests, or never finish one, cannot keep
+/// a scraper out.
 final class AdminServer: @unchecked Sendable {
     private let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
     private var channel: (any Channel)?
@@ -28,7 +30,7 @@ final class AdminServer: @unchecked Sendable {
     private let address: (host: String, port: UInt16)
     let idleSeconds: Double, maxConnections: Int
     /// Connections open now (on the event loop's thread only).
-    private let open = Counter()
+    private let open = Connections()
 
     init(address: String, daemon: Daemon, idleSeconds: Double = 60, maxConnections: Int = 64) throws {
         self.address = try Self.parse(address)
@@ -49,7 +51,7 @@ final class AdminServer: @unchecked Sendable {
                     try pipeline.addHandler(IdleStateHandler(allTimeout: .milliseconds(Int64(idleSeconds * 1000))))
                     try pipeline.addHandler(Limits(open: open, maximum: maxConnections))
                     try pipeline.configureHTTPServerPipeline(withErrorHandling: true)
-                    try pipeline.addHandler(Routes(daemon: daemon))
+                    try pipeline.addHandler(Routes(daemon: daemon, open: open))
                 }
             }
         do {
@@ -69,34 +71,44 @@ final class AdminServer: @unchecked Sendable {
         try? group.syncShutdownGracefully()
     }
 
-    /// Counts the connection among those open, closing it at once if `maximum` are; closes it when
-    /// the idle handler says it has neither read nor written for a while.
+    /// The connections open, each with when it last had a whole request answered (or opened).
+    /// Touched only on the event loop's one thread.
+    final class Connections: @unchecked Sendable {
+        private var progress: [ObjectIdentifier: (channel: any Channel, at: NIODeadline)] = [:]
+        var count: Int { progress.count }
+
+        func opened(_ channel: any Channel) { progress[ObjectIdentifier(channel)] = (channel, .now()) }
+        func answered(_ channel: any Channel) { progress[ObjectIdentifier(channel)]?.at = .now() }
+        func closed(_ channel: any Channel) { progress[ObjectIdentifier(channel)] = nil }
+
+        /// Closes the connection that has gone longest without a request answered.
+        func closeStalest() {
+            guard let stalest = progress.min(by: { $0.value.at < $1.value.at }) else { return }
+            progress[stalest.key] = nil
+            stalest.value.channel.close(promise: nil)
+        }
+    }
+
+    /// Counts the connection among those open, making room by closing the stalest if `maximum` are;
+    /// closes it when the idle handler says it has neither read nor written for a while.
     final class Limits: ChannelInboundHandler, RemovableChannelHandler {
         typealias InboundIn = NIOAny
-        let open: Counter
+        let open: Connections
         let maximum: Int
-        private var counted = false
 
-        init(open: Counter, maximum: Int) {
+        init(open: Connections, maximum: Int) {
             self.open = open
             self.maximum = maximum
         }
 
         func channelActive(context: ChannelHandlerContext) {
-            if open.load >= UInt64(maximum) {
-                context.close(promise: nil)
-                return
-            }
-            open.add()
-            counted = true
+            while open.count >= maximum { open.closeStalest() }
+            open.opened(context.channel)
             context.fireChannelActive()
         }
 
         func channelInactive(context: ChannelHandlerContext) {
-            if counted {
-                open.subtract()
-                counted = false
-            }
+            open.closed(context.channel)
             context.fireChannelInactive()
         }
 
@@ -114,9 +126,13 @@ final class AdminServer: @unchecked Sendable {
         typealias InboundIn = HTTPServerRequestPart
         typealias OutboundOut = HTTPServerResponsePart
         weak var daemon: Daemon?
+        let open: AdminServer.Connections
         private var head: HTTPRequestHead?
 
-        init(daemon: Daemon?) { self.daemon = daemon }
+        init(daemon: Daemon?, open: AdminServer.Connections) {
+            self.daemon = daemon
+            self.open = open
+        }
 
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
             switch unwrapInboundIn(data) {
@@ -137,6 +153,8 @@ final class AdminServer: @unchecked Sendable {
                 context.write(wrapOutboundOut(.body(.byteBuffer(context.channel.allocator.buffer(string: body)))), promise: nil)
                 let done = context.eventLoop.makePromise(of: Void.self)
                 context.writeAndFlush(wrapOutboundOut(.end(nil)), promise: done)
+                let channel = context.channel, open = self.open
+                done.futureResult.whenSuccess { open.answered(channel) }
                 if !request.isKeepAlive {
                     let channel = context.channel
                     done.futureResult.whenComplete { _ in channel.close(promise: nil) }

@@ -43,7 +43,5 @@ public final class Counter: Sendable {
     @discardableResult
     public func add(_ n: UInt64 = 1) -> UInt64 { value.wrappingAdd(n, ordering: .relaxed).newValue }
     public var load: UInt64 { value.load(ordering: .relaxed) }
-    /// Takes `n` away (a gauge's way: connections open).
-    func subtract(_ n: UInt64 = 1) { value.wrappingSubtract(n, ordering: .relaxed) }
     func store(_ n: UInt64) { value.store(n, ordering: .relaxed) }
 }
