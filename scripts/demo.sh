@@ -20,6 +20,10 @@ cleanup() {
 }
 trap cleanup EXIT
 for _ in $(seq 50); do [ -s out/demo-endpoints.txt ] && break; sleep 0.1; done
+if ! kill -0 "$serve" 2>/dev/null || [ ! -s out/demo-endpoints.txt ]; then
+    echo "eddy demo: the daemon did not start (a port of 7700-7703 taken? another daemon running?)" >&2
+    exit 1
+fi
 echo "eddy demo: daemon up ($(tr '\n' ' ' < out/demo-endpoints.txt)); feeding sensors and a log, watching for ${DEMO_SECONDS:-60} s"
 "$eddy" feed --demo --stream machine-1 --rate 1000 --anomaly-every 5000 2>/dev/null &
 feed=$!

@@ -52,27 +52,41 @@ struct CSVSamples {
         return n == "timestamp" || Corpus.labelColumns.contains(n) || extra.contains(n)
     }
 
-    /// The numeric values of `line`, or nil for a header or blank line. Throws on a bad field.
+    /// The numeric values of `line`, or nil for a header or blank line. Throws on a bad field, a
+    /// value that is not finite, or a row of another width than the header's.
     mutating func parse(_ line: Substring) throws -> [Float]? {
         lineNumber += 1
-        let trimmed = line.trimmingCharacters(in: .whitespacesAndNewlines)
+        var trimmed = line.trimmingCharacters(in: .whitespacesAndNewlines)
+        // A byte-order mark (Excel's "CSV UTF-8") is not part of the first field.
+        if lineNumber == 1, trimmed.hasPrefix("\u{FEFF}") { trimmed = String(trimmed.dropFirst()).trimmingCharacters(in: .whitespaces) }
         if trimmed.isEmpty { return nil }
-        let fields = trimmed.split(separator: ",", omittingEmptySubsequences: false).map {
-            $0.trimmingCharacters(in: .whitespaces)
-        }
+        let fields = Self.fields(of: trimmed)
         if header == nil, !sawData, fields.contains(where: { Float($0) == nil }) {
             header = fields
             skipped = Set(fields.indices.filter { Self.isSkipped(fields[$0], extra: skipping) })
             guard skipped.count < fields.count else { throw CSVError(line: lineNumber, field: "", problem: "no value column left") }
             return nil
         }
+        if let header, fields.count != header.count {
+            throw CSVError(line: lineNumber, field: "", problem: "\(fields.count) fields, the header has \(header.count)")
+        }
         var values: [Float] = []
         for (i, f) in fields.enumerated() where !skipped.contains(i) {
             guard let v = Float(f) else { throw CSVError(line: lineNumber, field: f) }
+            guard v.isFinite else { throw CSVError(line: lineNumber, field: f, problem: "\"\(f)\" is not a finite number") }
             values.append(v)
         }
         sawData = true
         return values
+    }
+
+    /// A CSV line's fields, each trimmed, and unquoted if it is wholly in double quotes (R's
+    /// `write.csv`, Python's `QUOTE_NONNUMERIC`; commas inside quotes are not read).
+    static func fields(of line: String) -> [String] {
+        line.split(separator: ",", omittingEmptySubsequences: false).map { raw in
+            let f = raw.trimmingCharacters(in: .whitespaces)
+            return f.count >= 2 && f.hasPrefix("\"") && f.hasSuffix("\"") ? String(f.dropFirst().dropLast()) : f
+        }
     }
 }
 

@@ -45,14 +45,22 @@ struct Label: ParsableCommand {
             labels.removeAll()
             values.removeAll()
         }
+        var sawRow = false
         for (index, line) in try readLines(file).enumerated() {
-            let fields = line.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
+            var text = String(line)
+            if index == 0, text.hasPrefix("\u{FEFF}") { text.removeFirst() }  // a byte-order mark
+            let fields = CSVSamples.fields(of: text.trimmingCharacters(in: .whitespacesAndNewlines))
             if fields.count == 1 && fields[0].isEmpty { continue }
             let numbers = fields.dropFirst().map { Float($0) }
-            if index == 0 && numbers.contains(where: { $0 == nil }) { continue }  // a header
+            if !sawRow && numbers.contains(where: { $0 == nil }) {  // a header (after any blank lines)
+                sawRow = true
+                continue
+            }
+            sawRow = true
             guard fields.count >= 2, !fields[0].isEmpty, numbers.allSatisfy({ $0 != nil }) else {
                 throw CommandFailure("line \(index + 1): expected label,value,value,...")
             }
+            guard numbers.allSatisfy({ $0!.isFinite }) else { throw CommandFailure("line \(index + 1): a value is not finite") }
             if dim == 0 { dim = numbers.count }
             guard numbers.count == dim else { throw CommandFailure("line \(index + 1): \(numbers.count) values, expected \(dim)") }
             labels.append(fields[0])

@@ -22,13 +22,18 @@ struct LineReader {
     }
 
     /// The complete lines read by one `read` (blocking until there is some), without their "\n" or
-    /// "\r\n"; at the end, the last unterminated line. Empty once the input is finished.
-    mutating func next() -> [Data] {
+    /// "\r\n"; at the end, the last unterminated line. Empty once the input is finished; throws if
+    /// it cannot be read.
+    mutating func next() throws -> [Data] {
         var out: [Data] = []
         while out.isEmpty && !finished {
             var chunk = [UInt8](repeating: 0, count: 1 << 16)
             let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
             if n < 0 && errno == EINTR { continue }
+            if n < 0 {
+                // Not the end of the input (a directory, an I/O error): said, not taken for one.
+                throw CommandFailure("cannot read: \(String(cString: strerror(errno)))")
+            }
             if n <= 0 {
                 finished = true
                 if !pending.isEmpty { out.append(Self.line(pending[...])) }
@@ -75,7 +80,7 @@ func feedLines(
     var sequence: UInt64 = 0
     let start = Date()
     while true {
-        let lines = reader.next()
+        let lines = try reader.next()
         if lines.isEmpty { break }
         let now = Int64(Date().timeIntervalSince1970 * 1e9)
         for from in stride(from: 0, to: lines.count, by: batch) {

@@ -53,9 +53,6 @@ struct Replay: ParsableCommand {
             guard values.count == d else {
                 throw CommandFailure("line \(csv.lineNumber): \(values.count) values, expected \(d)")
             }
-            guard values.allSatisfy(\.isFinite) else {
-                throw CommandFailure("line \(csv.lineNumber): a value is not finite")
-            }
             // What the daemon would refuse (SPEC 4) is not scored here either.
             guard values.allSatisfy({ abs($0) <= configuration.maxAbsValue }) else {
                 throw CommandFailure("line \(csv.lineNumber): a value beyond max_abs_value \(configuration.maxAbsValue)")
@@ -114,7 +111,7 @@ struct Replay: ParsableCommand {
         if detail { print("sequence,template,score,alert_score,alert,warming_up,signal,reason") }
         var drawn: (values: [Float], scores: [Float], alerts: [Int], warmup: Int) = ([], [], [], 0)
         while true {
-            let batch = reader.next()
+            let batch = try reader.next()
             if batch.isEmpty { break }
             let lines = LineDecoding.decode(batch, maxBytes: configuration.maxLineBytes).lines
             for line in lines {

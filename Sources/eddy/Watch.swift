@@ -59,7 +59,8 @@ struct Watch: ParsableCommand {
             var options = JSONEncodingOptions()
             options.alwaysPrintEnumsAsInts = false
             let object = try message.jsonString(options: options)
-            return "{\"topic\": \"\(topic)\", \"message\": \(object)}"
+            // A stream's name may hold '"' or '\\' (SPEC 3): the topic is quoted as JSON quotes it.
+            return "{\"topic\": \(LineLogHandler.quoted(topic)), \"message\": \(object)}"
         }
         switch message {
         case let m as Eddy_V1_ScoreBatch:

@@ -66,6 +66,19 @@ def test_feed_and_watch_carry_every_sample(start_daemon, tmp_path):
             break
     watch.kill()
     assert seen == set(range(200))
+    # A stream name may hold '"' and '\\' (SPEC 3): `watch --json` still prints JSON.
+    watch = subprocess.Popen([EDDY, "watch", "--endpoint", ep["publish"], "--scores", "--json", "--seconds", "20"],
+                             stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    subprocess.run([EDDY, "feed", str(csv), "--endpoint", ep["ingest"], "--stream", 'odd"na\\me', "--batch", "50"],
+                   check=True, capture_output=True)
+    odd = False
+    for line in watch.stdout:
+        odd = json.loads(line)["topic"] == 'score/odd"na\\me/'
+        if odd:
+            break
+    watch.kill()
+    assert odd
     out = subprocess.run([EDDY, "snapshot", "--endpoint", ep["snapshots"], "--stream", "nope"],
                          capture_output=True, text=True)
     assert out.returncode != 0 and 'no autoencoder snapshot of stream "nope"' in out.stderr
@@ -236,6 +249,26 @@ def test_replay_leaves_label_columns_out(tmp_path):
     assert a.stdout != c.stdout
     d = subprocess.run([EDDY, "replay", "--skip", ",".join(lines[0].split(",")), str(plain)], capture_output=True, text=True)
     assert d.returncode != 0 and "no value column" in d.stderr
+    # A quoted header (R's write.csv, Python's QUOTE_NONNUMERIC) behind a byte-order mark (Excel's
+    # "CSV UTF-8"), quoted values, CRLF: the label column is still left out, the scores the same.
+    quoted = ["\ufeff" + ",".join(f'"{h}"' for h in rows[0].split(","))]
+    quoted += [",".join(f'"{v}"' if k == 0 else v for k, v in enumerate(row.split(","))) for row in rows[1:]]
+    (tmp_path / "quoted.csv").write_bytes(("\r\n".join(quoted) + "\r\n").encode("utf-8"))
+    e = subprocess.run([EDDY, "replay", "--detail", str(tmp_path / "quoted.csv")], capture_output=True, text=True, check=True)
+    assert e.stdout == a.stdout and "left out: is_anomaly" in e.stderr
+
+
+def test_replay_refuses_rows_that_are_not_whole_or_not_finite(tmp_path):
+    """A value that is not finite, a row of another width than the header's (it divided by zero
+    when no value was left), and an input that cannot be read are refused, naming the line."""
+    csv = tmp_path / "bad.csv"
+    for text, line in [("timestamp,value\n1,0.5\n2,nan\n", "line 3"), ("timestamp,value\n1,0.5\n2,inf\n", "line 3"),
+                       ("timestamp,value\n1\n2,0.5\n", "line 2"), ("timestamp,a,b\n1,0.5,0.5\n2,0.5\n", "line 3")]:
+        csv.write_text(text)
+        run = subprocess.run([EDDY, "replay", str(csv)], capture_output=True, text=True)
+        assert run.returncode == 1 and line in run.stderr, (text, run.returncode, run.stderr)
+    run = subprocess.run([EDDY, "replay", "--log", str(tmp_path)], capture_output=True, text=True)
+    assert run.returncode != 0 and "cannot read" in run.stderr, run.stderr
 
 
 def test_the_systemd_unit_is_hardened_and_waits_for_the_daemon_to_stop(tmp_path):
