@@ -20,13 +20,32 @@ func sampleFrames(
 }
 
 /// A PUSH socket connected to a daemon's ingest endpoint (CURVE if the options say so) that lets
-/// queued messages reach the daemon before the process exits.
+/// queued messages reach the daemon before the process exits. It queues messages only for a daemon
+/// that completed the handshake (ZMQ_IMMEDIATE), and a send waits `producerTimeout` at most: with
+/// no daemon there, or one that refuses this client's key, `deliver` says so instead of the tool
+/// reporting samples sent that went nowhere.
 func producerSocket(_ context: Context, endpoint: String, curve: CurveOptions) throws -> Socket {
     let push = try Socket(context, .push)
     try push.setOption(17, 5000)  // ZMQ_LINGER
+    try push.setOption(39, 1)  // ZMQ_IMMEDIATE
+    try push.setSendTimeout(milliseconds: Int(producerTimeout * 1000))
     try curve.apply(to: push)
     try push.connect(endpoint)
     return push
+}
+
+/// Seconds a tool waits for a daemon to take a message.
+let producerTimeout = 10.0
+
+extension Socket {
+    /// Sends a message to the daemon, or throws if none took it within `producerTimeout`.
+    func deliver(_ frames: [[UInt8]]) throws {
+        guard try send(frames) else {
+            throw CommandFailure(
+                "no daemon took a message within \(Int(producerTimeout)) s: is one running at the endpoint, "
+                    + "and (with CURVE) is this client's key on its allow-list?")
+        }
+    }
 }
 
 /// Numeric rows of a CSV (blank lines are ignored). A header (a first line with a field that is not a number) names columns

@@ -58,7 +58,7 @@ struct Feed: ParsableCommand {
         let start = Date()
         func flush() throws {
             guard !pending.isEmpty else { return }
-            try push.send(try sampleFrames(stream: stream, sequence: sequence, dim: dim, values: pending))
+            try push.deliver(try sampleFrames(stream: stream, sequence: sequence, dim: dim, values: pending))
             sequence += UInt64(pending.count / dim)
             pending.removeAll(keepingCapacity: true)
             if rate > 0 {

@@ -40,7 +40,7 @@ struct Label: ParsableCommand {
             m.dim = UInt32(dim)
             m.count = UInt32(labels.count)
             m.values = Wire.bytes(values)
-            try push.send([Array(stream.utf8), try m.serializedBytes()])
+            try push.deliver([Array(stream.utf8), try m.serializedBytes()])
             sent += labels.count
             labels.removeAll()
             values.removeAll()

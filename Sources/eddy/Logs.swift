@@ -85,7 +85,7 @@ func feedLines(
         let now = Int64(Date().timeIntervalSince1970 * 1e9)
         for from in stride(from: 0, to: lines.count, by: batch) {
             let part = Array(lines[from..<min(from + batch, lines.count)])
-            try push.send(
+            try push.deliver(
                 try lineFrames(
                     stream: stream, sequence: sequence, lines: part,
                     timestamps: stamped ? Array(repeating: now, count: part.count) : []))
@@ -110,7 +110,7 @@ func feedDemoLog(stream: String, batch: Int, rate: Double, count: Int, faultEver
         let n = count == 0 ? batch : min(batch, count - Int(sequence))
         let lines = (0..<n).map { _ in Data(demo.next().utf8) }
         let now = Int64(Date().timeIntervalSince1970 * 1e9)
-        try push.send(try lineFrames(stream: stream, sequence: sequence, lines: lines, timestamps: Array(repeating: now, count: n)))
+        try push.deliver(try lineFrames(stream: stream, sequence: sequence, lines: lines, timestamps: Array(repeating: now, count: n)))
         sequence += UInt64(n)
         if rate > 0 {
             let due = Double(sequence) / rate - Date().timeIntervalSince(start)

@@ -86,6 +86,20 @@ def test_feed_and_watch_carry_every_sample(start_daemon, tmp_path):
     daemon.terminate()
 
 
+def test_feed_without_a_daemon_fails_instead_of_saying_sent(tmp_path):
+    """With no daemon at the endpoint, `eddy feed` exits non-zero saying so (it printed "sent 200
+    samples" and exited 0, the samples queued for nobody)."""
+    import socket
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    csv = tmp_path / "u.csv"
+    write_csv(csv, 200, 1)
+    run = subprocess.run([EDDY, "feed", str(csv), "--endpoint", f"tcp://127.0.0.1:{port}", "--stream", "s"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0 and "no daemon took a message" in run.stderr, (run.returncode, run.stderr)
+
+
 def write_labelled_corpus(root):
     """Two NAB-style files: a sine with a spike inside its labelled window, and a clean sine."""
     import math
