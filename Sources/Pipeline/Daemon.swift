@@ -1171,5 +1171,10 @@ extension Daemon {
                 "a stream's autoencoder resumes under its changed training settings, its weights and calibration kept",
                 metadata: ["stream.id": "\(s.name)", "changes": "\(what)"])
         }
+        if let why = s.labelsDropped {
+            logger.warning(
+                "a stream's saved labels were dropped; send labels of at most 64 classes again for a head",
+                metadata: ["stream.id": "\(s.name)", "reason": "\(why)"])
+        }
     }
 }

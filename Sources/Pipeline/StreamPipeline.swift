@@ -348,6 +348,8 @@ public final class StreamPipeline: @unchecked Sendable {
     /// rate, gradient clip or normaliser horizon): it resumes under the settings' values; this says
     /// which changed.
     public internal(set) var autoencoderRetuned: String?
+    /// Set when the labels a restored stream held were dropped (more classes than a head takes).
+    public internal(set) var labelsDropped: String?
     /// Added to MoCo's steps to make its versions: a MoCo restarted by `restore` continues from the
     /// versions its predecessor published, so a version never decreases (SPEC 5).
     public internal(set) var mocoVersionBase: UInt64 = 0
@@ -1289,7 +1291,10 @@ public final class StreamPipeline: @unchecked Sendable {
             if s.maxLabels > 0 && !labelled.labels.isEmpty {
                 // The newest max_labels, should the setting have shrunk; a head is fitted on them at
                 // the stream's first snapshot.
-                _ = stream.holdLabels(labelled.values, labels: labelled.labels)  // held before: within the classes
+                if case .failure(let refusal) = stream.holdLabels(labelled.values, labels: labelled.labels) {
+                    // Saved before labels were capped in classes: dropped, and said so at start.
+                    stream.labelsDropped = "\(labelled.labels.count) labels: \(refusal)"
+                }
             }
         } else {
             try requireTransform(.none)

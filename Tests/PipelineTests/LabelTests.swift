@@ -212,6 +212,14 @@ import Testing
         let fill = [String](repeating: "class63", count: 99)
         #expect(try p.addLabels([Float](repeating: 0.5, count: 2 * 100), labels: fill + ["new"]).get() == 100)
         #expect(Set(p.labels) == ["class63", "new"])
+        // A checkpoint from before the cap, holding more classes: its labels are dropped at restore,
+        // and the stream says why (the daemon logs it), rather than losing them without a word.
+        p.lock.withLock {
+            p.labels = many
+            p.labelledValues = [Float](repeating: 0.5, count: 2 * 65)
+        }
+        let restored = try StreamPipeline.restore(p.serialized(), settings: p.settings)
+        #expect(restored.labelCount == 0 && restored.labelsDropped?.contains("65 classes") == true)
 
         var small = StreamConfiguration()
         small.maxLabels = 16
