@@ -41,28 +41,6 @@ var quietLogger: Logger {
     return l
 }
 
-/// A logger that keeps every message it is given (warning and above), for tests of what a daemon says.
-final class LogRecords: @unchecked Sendable {
-    private let lock = NSLock()
-    private var kept: [String] = []
-    var messages: [String] { lock.withLock { kept } }
-
-    var logger: Logger { Logger(label: "eddy.test") { _ in Handler(records: self) } }
-
-    struct Handler: LogHandler {
-        let records: LogRecords
-        var logLevel: Logger.Level = .warning
-        var metadata: Logger.Metadata = [:]
-        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-            get { metadata[key] }
-            set { metadata[key] = newValue }
-        }
-        func log(event: LogEvent) {
-            records.lock.withLock { records.kept.append("\(event.level): \(event.message)") }
-        }
-    }
-}
-
 /// The producer and subscriber side of a test, on real sockets.
 struct Client: ~Copyable {
     let context: Context

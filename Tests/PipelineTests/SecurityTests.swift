@@ -1,5 +1,7 @@
 import EddyProtocol
 import Foundation
+import InMemoryLogging
+import Logging
 import Pipeline
 import SwiftProtobuf
 import Testing
@@ -147,11 +149,13 @@ import ZeroMQ
     /// follows does not wait for an ingest thread that never started.
     @Test func anAuthenticatorThatFailsFailsTheStartWithoutWaiting() throws {
         let setup = try Setup()
-        let records = LogRecords()
-        let daemon = try Daemon(configuration: setup.configuration, logger: records.logger)
+        let records = InMemoryLogHandler()
+        let daemon = try Daemon(configuration: setup.configuration, logger: Logger(label: "eddy.test") { _ in records })
         daemon.injectFault(into: "eddy-auth")
         #expect { _ = try daemon.start() } throws: { "\($0)".contains("fault injected into eddy-auth") }
-        #expect(!records.messages.contains { $0.contains("ingest did not stop") }, "\(records.messages)")
+        let messages = records.entries.map { "\($0.message)" }
+        #expect(messages.contains { $0.contains("thread failed") }, "the handler records what the daemon says")
+        #expect(!messages.contains { $0.contains("ingest did not stop") }, "\(messages)")
     }
 
     @Test func plaintextAndUnknownKeysAreRefusedAndAKnownKeyIsServed() throws {
