@@ -9,7 +9,8 @@ struct Feed: ParsableCommand {
         discussion: """
             One sample per line, comma-separated; a first line with a non-numeric field is a header, and \
             a `timestamp` column and a label column (is_anomaly, label, anomaly) are not sent (--skip names \
-            more). --demo instead streams eight correlated sensors with an \
+            more). Rows go out as they are read, at most --batch to a message: piped from a live source \
+            (`tail -F data.csv | eddy feed --stream s`), each is sent as soon as its line is written. --demo instead streams eight correlated sensors with an \
             injected anomaly (spike, stuck sensor, broken correlation) every --anomaly-every samples. \
             --log sends raw log lines to a log stream (`tail -F app.log | eddy feed --log --stream app`): \
             each read's lines go out at once, at most --batch to a message; lines from standard input are \
@@ -74,18 +75,27 @@ struct Feed: ParsableCommand {
                 if pending.count / dim == batch { try flush() }
             }
         } else {
+            // Rows go out as each read brings them, at most --batch to a message: a file's in full
+            // batches, a live pipe's (`tail -F data.csv | eddy feed -`) as soon as they are written,
+            // not held until --batch of them have come (nor lost to a Ctrl-C while held).
             var csv = CSVSamples(skipping: skip.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) })
-            for line in try readLines(file) {
-                guard let values = try csv.parse(line) else { continue }
-                if dim == 0 {
-                    dim = values.count
-                    reportSkipped(csv)
+            var reader = try LineReader(path: file)
+            while true {
+                let lines = try reader.next()
+                if lines.isEmpty { break }
+                for line in lines {
+                    guard let values = try csv.parse(Substring(decoding: line, as: UTF8.self)) else { continue }
+                    if dim == 0 {
+                        dim = values.count
+                        reportSkipped(csv)
+                    }
+                    guard values.count == dim else {
+                        throw CommandFailure("line \(csv.lineNumber): \(values.count) values, expected \(dim)")
+                    }
+                    pending += values
+                    if pending.count / dim == batch { try flush() }
                 }
-                guard values.count == dim else {
-                    throw CommandFailure("line \(csv.lineNumber): \(values.count) values, expected \(dim)")
-                }
-                pending += values
-                if pending.count / dim == batch { try flush() }
+                try flush()
             }
         }
         try flush()

@@ -329,3 +329,41 @@ def test_inputs_that_once_crashed_a_fuzz_target_now_run_through():
         out = subprocess.run([fuzz, target, str(inputs / target)], capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr[-2000:]
         assert f"{len(list((inputs / target).iterdir()))} inputs ran" in out.stdout
+
+
+def test_feed_from_a_live_pipe_sends_each_row_as_it_is_written(start_daemon):
+    """Rows piped to `eddy feed -` go out as they are read, not held until --batch of them have
+    come: three rows written to a feed that is still running are scored while it runs (they sat
+    in the feed until 64 rows or the end of its input)."""
+    daemon = start_daemon()
+    ep = daemon.endpoints
+    watch = subprocess.Popen([EDDY, "watch", "--endpoint", ep["publish"], "--stream", "live", "--scores", "--json",
+                              "--seconds", "30"], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)  # the subscription reaches the daemon
+    feed = subprocess.Popen([EDDY, "feed", "-", "--endpoint", ep["ingest"], "--stream", "live"],
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def scored(n):
+        seen = set()
+        for line in watch.stdout:
+            record = json.loads(line)
+            if record["topic"] != "score/live/":
+                continue
+            m = record["message"]
+            first = int(m.get("firstSequence", 0))
+            seen.update(range(first, first + m["count"]))
+            if len(seen) >= n:
+                return seen
+        return seen
+
+    feed.stdin.write("timestamp,a,b\n1,0.5,1.5\n2,0.25,1.0\n3,0.75,2.0\n")
+    feed.stdin.flush()
+    assert scored(3) == {0, 1, 2}
+    assert feed.poll() is None  # still running: the rows did not wait for the end of the input
+    feed.stdin.write("4,0.5,1.25\n")
+    feed.stdin.flush()
+    assert scored(1) == {3}
+    feed.stdin.close()
+    assert feed.wait(timeout=30) == 0 and "sent 4 samples" in feed.stderr.read()
+    watch.kill()
+    daemon.terminate()
