@@ -28,9 +28,10 @@ GRID = {
 }
 
 
-def f1(found, events, alerts, false_alarms):
-    p = (alerts - false_alarms) / alerts if alerts else (1.0 if events == 0 else 0.0)
-    r = found / events if events else 0.0
+def f1(found, events, false_alarms):
+    """Event F1 as `eddy eval` has it: precision is events found over events found and false alarms."""
+    p = found / (found + false_alarms) if found + false_alarms else 1.0
+    r = found / events if events else 1.0
     return 0.0 if p + r == 0 else 2 * p * r / (p + r), p, r
 
 
@@ -112,10 +113,10 @@ def main():
         c, kinds = summed(best, held)
         total += c
         total_kinds += kinds
-        score, p, r = f1(c["found"], c["events"], c["alerts"], c["false_alarms"])
+        score, p, r = f1(c["found"], c["events"], c["false_alarms"])
         label = ", ".join(f"{k}={v}" for k, v in zip(keys, best))
         print(f"{system:17s} {label:47s} {score:.2f}  {p:.2f}  {r:.2f}  {1e4 * c['false_alarms'] / c['lines']:.1f}")
-    score, p, r = f1(total["found"], total["events"], total["alerts"], total["false_alarms"])
+    score, p, r = f1(total["found"], total["events"], total["false_alarms"])
     print(f"{'all folds':17s} {'':47s} {score:.2f}  {p:.2f}  {r:.2f}  {1e4 * total['false_alarms'] / total['lines']:.1f}")
     kinds = sorted({k for k, _ in total_kinds})
     print("recall by kind (folds): " + ", ".join(f"{k} {total_kinds[(k, 'found')]}/{total_kinds[(k, 'events')]}" for k in kinds))

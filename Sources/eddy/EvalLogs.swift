@@ -1,3 +1,4 @@
+import Evaluation
 import Foundation
 import Pipeline
 import Synchronization
@@ -6,8 +7,8 @@ import Synchronization
 ///
 /// An event is a group of lines of one label, each within `eventGap` lines of the last; it is found
 /// when an alert falls on its first line or within `slack` lines after its last. An alert outside
-/// every event's window is a false alarm. Event precision counts alerts (inside windows over all);
-/// a line is predicted anomalous when its score reaches the threshold (the score stays high while
+/// every event's window is a false alarm. Event precision is events found over events found and
+/// false alarms, as `eddy eval` has it on labelled rows (`NAB.Events`); a line is predicted anomalous when its score reaches the threshold (the score stays high while
 /// an incident lasts; the alert policy alerts once).
 struct LabelledLog: Sendable {
     var name: String
@@ -72,8 +73,11 @@ extension Eval {
 
         func ratio(_ a: Int, _ b: Int) -> Double { b == 0 ? 0 : Double(a) / Double(b) }
         func f1(_ p: Double, _ r: Double) -> Double { p + r == 0 ? 0 : 2 * p * r / (p + r) }
-        var precision: Double { alerts == 0 ? (events == 0 ? 1 : 0) : ratio(alerts - falseAlarms, alerts) }
-        var recall: Double { ratio(found, events) }
+        /// Event figures as a labelled-row corpus has them: precision is events found over events
+        /// found and false alarms, so an incident alerted on twice counts once.
+        var eventCounts: NAB.Events { NAB.Events(found: found, missed: events - found, falseAlarms: falseAlarms) }
+        var precision: Double { eventCounts.precision }
+        var recall: Double { eventCounts.recall }
         var linePrecision: Double { ratio(truePositiveLines, predictedLines) }
         var lineRecall: Double { ratio(truePositiveLines, labelledLines) }
         var falseAlarmsPer10k: Double { lines == 0 ? 0 : 10_000 * Double(falseAlarms) / Double(lines) }
@@ -82,7 +86,7 @@ extension Eval {
             [
                 "lines": lines, "events": events, "found": found, "alerts": alerts, "false_alarms": falseAlarms,
                 "false_alarms_per_10k_lines": falseAlarmsPer10k, "event_precision": precision, "event_recall": recall,
-                "event_f1": f1(precision, recall), "line_precision": linePrecision, "line_recall": lineRecall,
+                "event_f1": eventCounts.f1, "line_precision": linePrecision, "line_recall": lineRecall,
                 "line_f1": f1(linePrecision, lineRecall),
                 "by_kind": Dictionary(uniqueKeysWithValues: byKind.map { ($0.key, ["found": $0.value.found, "events": $0.value.events]) }),
             ]
@@ -115,7 +119,7 @@ extension Eval {
             let kinds = f.byKind.keys.sorted().map { "\($0) \(f.byKind[$0]!.found)/\(f.byKind[$0]!.events)" }.joined(separator: " ")
             return name.padding(toLength: 22, withPad: " ", startingAt: 0)
                 + String(format: "%7d %4d/%-4d %5d %8.1f  %.2f %.2f %.2f  %.2f  ", f.lines, f.found, f.events, f.falseAlarms,
-                         f.falseAlarmsPer10k, f.precision, f.recall, f.f1(f.precision, f.recall), f.f1(f.linePrecision, f.lineRecall))
+                         f.falseAlarmsPer10k, f.precision, f.recall, f.eventCounts.f1, f.f1(f.linePrecision, f.lineRecall))
                 + kinds
         }
         print("file                     lines found  FA  FA/10k  P    R    F1   lineF1 by kind")
