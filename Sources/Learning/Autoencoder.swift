@@ -67,7 +67,13 @@ public final class Autoencoder {
     public var parameterCount: Int { layout.parameterCount }
 
     /// Whether every weight is finite.
-    public var isFinite: Bool { Kernels.firstNonFinite(parameters.pointer, count: parameterCount) == nil }
+    /// Whether every weight is finite (what the scorer is handed).
+    public var weightsFinite: Bool { Kernels.firstNonFinite(parameters.pointer, count: parameterCount) == nil }
+    /// Whether every weight and Adam's two moments are finite (a moment gone infinite stops its
+    /// weight learning for good, the weight itself still finite).
+    public var isFinite: Bool {
+        weightsFinite && [optimiser.m, optimiser.v].allSatisfy { Kernels.firstNonFinite($0.pointer, count: $0.count) == nil }
+    }
 
     /// Feeds arriving samples to the running normaliser (call once per sample, on arrival).
     public func observe(_ x: UnsafePointer<Float>, rows: Int) {
@@ -183,8 +189,18 @@ public final class Autoencoder {
         return model
     }
 
-    /// Restores a model from `serialized()`; it takes exactly the step the original would.
-    public convenience init(serialized bytes: [UInt8]) throws {
+    /// Bytes the model allocates beyond its weights, gradients and Adam's moments (which a decoder
+    /// holds against the bytes it reads): the activations and their gradients for a batch and for a
+    /// scoring chunk, and the batch's input.
+    public static func workingBytes(_ c: AutoencoderConfiguration) -> Int {
+        let units = c.hiddenWidths.reduce(c.inputDimension, +)
+        return 4 * ((c.batchSize + scoringChunk) * (2 * units + c.inputDimension))
+    }
+
+    /// Restores a model from `serialized()`; it takes exactly the step the original would. A model
+    /// whose batch would take more than `maximumBytes` of working memory (`workingBytes`) is refused
+    /// before anything is allocated: a checkpoint's sizes are not trusted.
+    public convenience init(serialized bytes: [UInt8], maximumBytes: Int = .max) throws {
         var r = try StateReader(sealed: bytes)
         guard try r.read(String.self) == Self.kind else { throw StateError.wrongKind(expected: Self.kind) }
         let version = try r.read(UInt32.self)
@@ -207,6 +223,9 @@ public final class Autoencoder {
         c.normaliserHorizon = try r.readInt()
         guard c.normaliserHorizon > 0 else { throw StateError.invalid("normaliser horizon") }
         c.seed = try r.read(UInt64.self)
+        guard Self.workingBytes(c) <= maximumBytes else {
+            throw StateError.invalid("size: its batch would take \(Self.workingBytes(c)) bytes, more than \(maximumBytes)")
+        }
         self.init(configuration: c)
         random = try r.read(RandomSource.self)
         optimiser.step = try r.readInt()

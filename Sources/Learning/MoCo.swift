@@ -434,8 +434,13 @@ public final class MoCo {
 
     /// Whether every weight of both encoders and every queued key is finite.
     public var isFinite: Bool {
-        [query, key, queue].allSatisfy { Kernels.firstNonFinite($0.pointer, count: $0.count) == nil }
+        var buffers = [query, key, queue, optimiser.m, optimiser.v]
+        if let decoder, let decoderOptimiser { buffers += [decoder, decoderOptimiser.m, decoderOptimiser.v] }
+        return buffers.allSatisfy { Kernels.firstNonFinite($0.pointer, count: $0.count) == nil }
     }
+
+    /// Whether the query encoder's weights, what the representer is handed, are finite.
+    public var queryFinite: Bool { Kernels.firstNonFinite(query.pointer, count: query.count) == nil }
 
     // MARK: State
 
@@ -479,8 +484,24 @@ public final class MoCo {
         return w.bytes
     }
 
-    /// Restores a model from `serialized()`; it takes exactly the step the original would.
-    public convenience init(serialized bytes: [UInt8]) throws {
+    /// Bytes the model allocates beyond its weights, Adam's moments and its queue (which a decoder
+    /// holds against the bytes it reads): the batch's logits against the queue, the two views'
+    /// activations and their gradients, the views themselves, the rows `embed` takes at a time, and
+    /// with the options on, i-Mix's blends and the decoder's activations.
+    public static func workingBytes(_ c: MoCoConfiguration) -> Int {
+        let B = c.batchSize, D = c.inputDimension
+        let units = (c.encoderWidths + c.headWidths).reduce(D, +)
+        var floats = B * (c.queueSize + 1) + 2 * 3 * B * units + 3 * B * D + 256 * (3 * units + D)
+        if c.mix > 0 { floats += B * D + B * B }
+        if c.reconstruction > 0 { floats += B * (2 * c.decoderWidths.reduce(0, +) + c.encoderWidths.last!) }
+        return 4 * floats
+    }
+
+    /// Restores a model from `serialized()`; it takes exactly the step the original would. A model
+    /// whose batch would take more than `maximumBytes` of working memory (`workingBytes`: a batch of
+    /// 4,096 against a queue of a million keys is 16 GiB of logits) is refused before anything is
+    /// allocated: a checkpoint's sizes are not trusted.
+    public convenience init(serialized bytes: [UInt8], maximumBytes: Int = .max) throws {
         var r = try StateReader(sealed: bytes)
         guard try r.read(String.self) == Self.kind else { throw StateError.wrongKind(expected: Self.kind) }
         let version = try r.read(UInt32.self)
@@ -527,6 +548,9 @@ public final class MoCo {
         if version >= 5 {
             c.mix = try r.read(Float.self)
             guard (0...0.5).contains(c.mix) else { throw StateError.invalid("mixed share") }
+        }
+        guard Self.workingBytes(c) <= maximumBytes else {
+            throw StateError.invalid("size: its batch would take \(Self.workingBytes(c)) bytes, more than \(maximumBytes)")
         }
         self.init(configuration: c)
         random = try r.read(RandomSource.self)

@@ -850,12 +850,15 @@ public final class StreamPipeline: @unchecked Sendable {
         guard ready else { return false }
         let aeLoss = autoencoder.trainStep(batch.pointer, rows: n)
         let mocoLoss = moco.trainStep(batch.pointer, rows: n, ids: batchIDs)
-        // The last line of defence against poisoned weights, checked on a non-finite loss and every
-        // `weightCheckEvery` steps (a NaN weight feeding a ReLU can leave the loss finite): if a
-        // weight is not finite the models go back to their last good state and nothing of this
-        // step is handed to the scorer.
+        // The last line of defence against poisoned weights. What is handed to the scorer and the
+        // representer is checked at every step: the losses come before the update, and a NaN
+        // weight feeding a ReLU can leave later losses finite, so a finite loss says nothing of the
+        // weights handed over. Everything else (MoCo's key encoder and queue, Adam's moments, the
+        // decoder) is checked on a non-finite loss and every `weightCheckEvery` steps. If a value
+        // is not finite the models go back to their last good state and nothing of this step is
+        // handed over.
         let check = !(aeLoss.isFinite && mocoLoss.isFinite) || autoencoder.step % Self.weightCheckEvery == 0
-        if check && !modelsFinite {
+        if !(check ? modelsFinite : handedOverFinite) {
             rollBack()
             return true
         }
@@ -883,8 +886,13 @@ public final class StreamPipeline: @unchecked Sendable {
     /// passes over them).
     static let weightCheckEvery = 16
 
-    /// Whether every weight of both models (MoCo's key encoder and queue too) is finite.
+    /// Whether every weight of both models (MoCo's key encoder and queue too) and their optimisers'
+    /// moments are finite.
     var modelsFinite: Bool { autoencoder.isFinite && moco.isFinite }
+
+    /// Whether the weights a hand-over copies (the autoencoder's and MoCo's query encoder) are
+    /// finite: one read of each, beside a training step's several passes over them.
+    var handedOverFinite: Bool { autoencoder.weightsFinite && moco.queryFinite }
 
     /// Puts the models back as they were at the last good snapshot (or fresh, if there was none) and
     /// counts it (trainer thread).
@@ -1216,8 +1224,8 @@ public final class StreamPipeline: @unchecked Sendable {
             throw StateError.invalid("stream \(name) would take \(ByteCount(s.memoryEstimate)), more than \(ByteCount(maxBytes))")
         }
         let stream = StreamPipeline(name: name, settings: s)
-        let ae = try Autoencoder(serialized: try r.readBlob())
-        let moco = try MoCo(serialized: try r.readBlob())
+        let ae = try Autoencoder(serialized: try r.readBlob(), maximumBytes: maxBytes)
+        let moco = try MoCo(serialized: try r.readBlob(), maximumBytes: maxBytes)
         // The trainer's batch is the settings': a model saved with a smaller one could not take it.
         guard ae.configuration.inputDimension == stream.inputDimension, ae.layout == stream.autoencoder.layout,
             ae.configuration.batchSize == s.batchSize, ae.configuration.normalise == stream.autoencoder.configuration.normalise

@@ -163,6 +163,32 @@ import Testing
         #expect(throws: StateError.self) { try MoCo(serialized: original.serialized(format: MoCo.formatVersion + 1)) }
     }
 
+    /// A checkpoint's batch and queue are not trusted: a MoCo blob of a few hundred KB that names a
+    /// batch of 4,096 against a queue of 65,536 keys would allocate 1 GiB of logits (with a queue of
+    /// a million, 16 GiB: the daemon killed at every start), and is refused before anything is built.
+    @Test func aModelWhoseBatchWouldTakeMoreThanAllowedIsRefusedBeforeItIsBuilt() throws {
+        func tiny(batch: Int) -> [UInt8] {
+            var c = MoCoConfiguration(inputDimension: 1)
+            (c.encoderWidths, c.headWidths, c.queueSize, c.batchSize) = ([1], [1], 1 << 16, batch)
+            return MoCo(configuration: c).serialized()
+        }
+        let one = tiny(batch: 1), two = tiny(batch: 2)
+        let field = try #require(one.indices.first { one[$0] != two[$0] })  // the batch size, little-endian
+        var crafted = Array(one.dropLast(4))
+        withUnsafeBytes(of: UInt32(4096).littleEndian) { crafted.replaceSubrange(field..<field + 4, with: $0) }
+        withUnsafeBytes(of: CRC32.checksum(crafted).littleEndian) { crafted.append(contentsOf: $0) }
+        let limit = 64 << 20
+        #expect(throws: StateError.invalid("size: its batch would take 1074112512 bytes, more than \(limit)")) {
+            try MoCo(serialized: crafted, maximumBytes: limit)
+        }
+        // The genuine model passes the same limit; an autoencoder is held to its own working bytes.
+        #expect(try MoCo(serialized: one, maximumBytes: limit).configuration.batchSize == 1)
+        let (ae, _) = trainedAutoencoder(seed: 12)
+        let aeBytes = Autoencoder.workingBytes(ae.configuration)
+        #expect(throws: StateError.self) { try Autoencoder(serialized: ae.serialized(), maximumBytes: aeBytes - 1) }
+        #expect(try Autoencoder(serialized: ae.serialized(), maximumBytes: aeBytes).step == ae.step)
+    }
+
     @Test func damagedOrForeignBytesAreRejectedWithAClearError() {
         let (ae, _) = trainedAutoencoder(seed: 11)
         var bytes = ae.serialized()

@@ -39,6 +39,22 @@ import Testing
         }
     }
 
+    /// A model's working memory, which restore holds against the budget before building it, is
+    /// within what its stream is charged: a stream that fits the budget is never refused for it.
+    @Test(arguments: [1, 8, 600])
+    func aStreamsModelsWorkWithinItsCharge(dim: Int) throws {
+        var mixed = StreamConfiguration()
+        mixed.mocoMix = 0.25
+        for settings in [StreamConfiguration(), mixed] {
+            let s = settings.resolved(dim: dim)
+            let stream = StreamPipeline(name: "s", settings: s)
+            let working = Autoencoder.workingBytes(stream.autoencoder.configuration) + MoCo.workingBytes(stream.moco.configuration)
+            #expect(working < s.memoryEstimate)
+            let restored = try StreamPipeline.restore(stream.serialized(), settings: s, maxBytes: s.memoryEstimate)
+            #expect(restored.sampleDimension == dim)
+        }
+    }
+
     @Test func countsBeyondTheInputAreRefused() throws {
         // A normaliser that claims a billion features in a few bytes.
         var w = StateWriter()
