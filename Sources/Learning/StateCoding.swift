@@ -128,10 +128,36 @@ public struct StateReader {
         guard n == UInt64(expected) else { throw StateError.invalid("id list size") }
         return try (0..<expected).map { _ in try read(Int64.self) }
     }
+    /// A value a model or signal computes with: NaN or an infinity (a corrupt or crafted state) is
+    /// refused, named `what`, rather than carried into every later score.
+    public mutating func readFinite(_: Float.Type, _ what: String) throws -> Float {
+        let v = try read(Float.self)
+        guard v.isFinite else { throw StateError.invalid(what) }
+        return v
+    }
+    public mutating func readFinite(_: Double.Type, _ what: String) throws -> Double {
+        let v = try read(Double.self)
+        guard v.isFinite else { throw StateError.invalid(what) }
+        return v
+    }
+    /// A value that may be an infinity (an empty range's bound) but not NaN.
+    public mutating func readNumber(_: Float.Type, _ what: String) throws -> Float {
+        let v = try read(Float.self)
+        guard !v.isNaN else { throw StateError.invalid(what) }
+        return v
+    }
+    public mutating func readNumber(_: Double.Type, _ what: String) throws -> Double {
+        let v = try read(Double.self)
+        guard !v.isNaN else { throw StateError.invalid(what) }
+        return v
+    }
+
     public mutating func read(_: RandomSource.Type) throws -> RandomSource {
         var r = RandomSource(seed: 0)
         r.s0 = try read(UInt64.self); r.s1 = try read(UInt64.self)
         r.s2 = try read(UInt64.self); r.s3 = try read(UInt64.self)
+        // xoshiro256** from all zeros gives 0 for ever: every batch the same row, every feature masked.
+        guard r.s0 | r.s1 | r.s2 | r.s3 != 0 else { throw StateError.invalid("random state") }
         let hasSpare = try read(Bool.self)
         let spare = try read(Float.self)
         r.spareNormal = hasSpare ? spare : nil

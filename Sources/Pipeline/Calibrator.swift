@@ -45,9 +45,13 @@ public struct Calibrator: Sendable, Equatable {
         recent = RecentMaximum(span: self.holdOff)
     }
 
-    /// `ln(max(error, floor))`: what the statistics are kept in.
+    /// `ln(max(error, floor))`: what the statistics are kept in. An error beyond a Float's range (a
+    /// sum of squares that overflowed) or NaN counts as the largest finite error (ln ≈ 88.7): a
+    /// surprise as large as can be, never an infinity that would leave `z − peak` at ∞ − ∞.
     @inline(__always)
-    public static func logError(_ error: Float) -> Float { logf(max(error, floor)) }
+    public static func logError(_ error: Float) -> Float {
+        logf(error >= floor ? min(error, .greatestFiniteMagnitude) : (error.isNaN ? .greatestFiniteMagnitude : floor))
+    }
 
     /// The surprise of an error given as `logError(error)`: its z-score under the running statistics
     /// (0 before there are two).
@@ -120,6 +124,9 @@ public struct Calibrator: Sendable, Equatable {
     /// samples, none of them far above the ones before, widens the scale it is measured by far
     /// less, while a lasting change still moves the mean, `clip` σ / n at a time.
     public mutating func update(logError: Float, clip: Double = 0) {
+        // A reading that is not finite would leave the statistics at ∞ and then NaN for good (every
+        // later surprise NaN, which no comparison takes for an anomaly): it is not learned.
+        guard logError.isFinite else { return }
         var x = Double(logError)
         count += 1
         if count == 1 {
@@ -164,11 +171,17 @@ public struct Calibrator: Sendable, Equatable {
         let holdOff = try r.read(UInt64.self)
         let n = Int(try r.read(UInt32.self))
         guard holdOff <= 1 << 24, n <= holdOff else { throw StateError.invalid("calibrator hold-off") }
+        guard mean.isFinite, variance.isFinite, variance >= 0 else { throw StateError.invalid("calibrator statistics") }
+        try r.requireRoom(n, each: 4)
         var c = Calibrator(horizon: horizon, holdOff: Int(holdOff))
         c.count = count
         c.mean = mean
         c.variance = variance
-        for _ in 0..<n { c.remember(try r.read(Float.self)) }
+        for _ in 0..<n {
+            let z = try r.read(Float.self)
+            guard !z.isNaN else { throw StateError.invalid("calibrator surprise") }
+            c.remember(min(max(z, -.greatestFiniteMagnitude), .greatestFiniteMagnitude))
+        }
         return c
     }
 }
@@ -246,7 +259,9 @@ public struct RecentMaximum: Sendable {
     public static func decode(_ r: inout StateReader, span: Int) throws -> RecentMaximum {
         let n = Int(try r.read(UInt32.self))
         guard n <= 1 << 24 else { throw StateError.invalid("recent values") }
+        try r.requireRoom(n, each: 4)
         let saved = try (0..<n).map { _ in try r.read(Float.self) }
+        guard !saved.contains(where: \.isNaN) else { throw StateError.invalid("recent values") }
         var m = RecentMaximum(span: span)
         for v in saved.suffix(m.span) { m.push(v) }
         return m

@@ -269,7 +269,7 @@ public struct PeriodCheck: Sendable, Equatable {
         p.decided = decided
         p.shortPeriod = shortPeriod
         if streamFormat < 5 { p.reopenDetection() }
-        for _ in 0..<stored { p.append(try r.read(Float.self)) }
+        for _ in 0..<stored { p.append(try r.readFinite(Float.self, "period check value")) }
         p.calibrator = try Calibrator.decode(&r)
         return p
     }

@@ -173,6 +173,7 @@ public final class ReplayBuffer {
         }
         b.random = try r.read(RandomSource.self)
         try r.read(into: b.rows)
+        guard Kernels.firstNonFinite(b.rows.pointer, count: b.rows.count) == nil else { throw StateError.invalid("buffered sample value") }
         for i in 0..<capacity { b.ids[i] = try r.read(Int64.self) }
         return b
     }

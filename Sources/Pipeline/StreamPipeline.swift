@@ -228,9 +228,10 @@ struct LabelSet: CheckpointSection {
         guard version == 1, Int(try r.read(UInt32.self)) == dimension else { throw StateError.invalid("labels' shape") }
         let n = Int(try r.read(UInt32.self))
         guard n <= 65_536 else { throw StateError.invalid("label count") }
+        try r.requireRoom(n, each: 4)  // each label's length at least
         labels = try (0..<n).map { _ in try r.read(String.self) }
         try r.requireRoom(n * dimension, each: 4)
-        values = try (0..<(n * dimension)).map { _ in try r.read(Float.self) }
+        values = try (0..<(n * dimension)).map { _ in try r.readFinite(Float.self, "labelled sample value") }
     }
 }
 

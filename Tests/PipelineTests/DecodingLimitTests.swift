@@ -55,6 +55,48 @@ import Testing
         }
     }
 
+    /// From review: a checkpoint whose CRC is right but which holds a value no signal can compute
+    /// with (NaN, an infinity, a negative variance, a random state of zeros) is refused. A NaN in the
+    /// window history made every later score NaN and the trainer roll back at every step.
+    @Test func valuesNoSignalCanComputeWithAreRefused() throws {
+        func refused(_ encode: (inout StateWriter) -> Void, _ decode: (inout StateReader) throws -> Void) -> Bool {
+            var w = StateWriter()
+            encode(&w)
+            var r = StateReader(w.bytes)
+            return (try? decode(&r)) == nil
+        }
+        var calibrator = Calibrator(horizon: 100, holdOff: 10)
+        for x: Float in [0.1, 0.3, 0.2] {
+            _ = calibrator.score(logError: x)
+            calibrator.update(logError: x)
+        }
+        #expect(!refused(calibrator.encode) { _ = try Calibrator.decode(&$0) })
+        for spoil: (inout Calibrator) -> Void in [{ $0.mean = .nan }, { $0.variance = -1 }, { $0.variance = .infinity }] {
+            var bad = calibrator
+            spoil(&bad)
+            #expect(refused(bad.encode) { _ = try Calibrator.decode(&$0) })
+        }
+        var nanSurprise = calibrator
+        nanSurprise.remember(.nan)
+        #expect(refused(nanSurprise.encode) { _ = try Calibrator.decode(&$0) })
+
+        var shaper = WindowShaper(window: 4, scales: [1])
+        shaper.history = [1, 2, 3]
+        #expect(!refused(shaper.encode) { try shaper.decode(&$0, version: 1) })
+        shaper.history = [1, .nan, 3]
+        #expect(refused(shaper.encode) { try shaper.decode(&$0, version: 1) })
+
+        let buffer = ReplayBuffer(dimension: 2, capacity: 8)
+        _ = [Float](repeating: 1, count: 8).withUnsafeBufferPointer { buffer.insert($0.baseAddress!, rows: 4) }
+        #expect(!refused(buffer.encode) { _ = try ReplayBuffer.decode(&$0) })
+        buffer.rows.pointer[1] = .infinity
+        #expect(refused(buffer.encode) { _ = try ReplayBuffer.decode(&$0) })
+
+        #expect(refused({ w in for _ in 0..<4 { w.write(UInt64(0)) }; w.write(false); w.write(Float(0)) }) {
+            _ = try $0.read(RandomSource.self)
+        })
+    }
+
     @Test func countsBeyondTheInputAreRefused() throws {
         // A normaliser that claims a billion features in a few bytes.
         var w = StateWriter()

@@ -128,6 +128,33 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
         #expect(after.alert && after.anomalous && after.alertScore >= 0.9)
     }
 
+    /// From review: an event (a log signal's burst, silence or parameter beyond its range) alerts
+    /// with a score of at least the threshold, as every alerting sample has (SPEC 5), and evidence
+    /// alone waits its quiet after it as after any alert. The score was Φ of the sample's surprise
+    /// (0.88 for a parameter at z 1.16), and an evidence alert could follow the event at once.
+    @Test func anEventAlertsWithAScoreOfTheThresholdAndStartsTheQuiet() throws {
+        final class EventSignal: AnomalySignal, @unchecked Sendable {
+            static let name = "event"
+            static let stateVersion: UInt32 = 1
+            let script: [(surprise: Float, event: Bool)]
+            var position = 0
+            init(_ script: [(surprise: Float, event: Bool)]) { self.script = script }
+            func read(_ o: inout Observation) -> Reading {
+                defer { position += 1 }
+                return Reading(surprise: script[position].surprise, strength: 0.2, event: script[position].event)
+            }
+            func learn(_ o: Observation, anomalous: Bool) {}
+            func encode(_ w: inout StateWriter) {}
+            func decode(_ r: inout StateReader, version: UInt32) throws {}
+        }
+        let script: [(surprise: Float, event: Bool)] = [(0.5, false), (1.16, true), (6, false), (0.5, false)]
+        var chain = DetectionChain(
+            signals: [EventSignal(script)], policy: AlertPolicy(threshold: 0.9, repeatWindow: 0, evidence: 5, quiet: 4))
+        let verdicts = try script.indices.map { _ in try #require(observe(&chain)) }
+        #expect(verdicts.map(\.alert) == [false, true, false, false], "evidence 6 right after the event is the same incident")
+        #expect(verdicts[1].score >= 0.9, "Φ(1.16) = 0.877 before")
+    }
+
     /// The policy's counts are in its section (version 2); a version-1 section restores its
     /// strengths and starts the counts as after a long quiet.
     @Test func thePolicySectionKeepsTheQuiet() throws {

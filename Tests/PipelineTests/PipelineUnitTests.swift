@@ -149,6 +149,27 @@ import Testing
         return c
     }
 
+    /// From review: an error beyond a Float's range (a sum of squares that overflowed) is the largest
+    /// surprise there is, and neither it nor NaN is learned. An infinite error was learned as the
+    /// second sample of an incident (strength Φ(∞ − ∞) = NaN, taken for normal), the statistics went
+    /// to ∞ and then NaN, and every later surprise was NaN: the signal was off for good.
+    @Test func anErrorBeyondAFloatsRangeDoesNotSwitchTheCalibratorOff() {
+        var c = trained(holdOff: 50)
+        let largest = Calibrator.logError(.infinity)
+        #expect(largest.isFinite && largest == Calibrator.logError(.greatestFiniteMagnitude))
+        #expect(Calibrator.logError(.nan) == largest)
+        let first = c.score(logError: largest), second = c.score(logError: largest)
+        #expect(first.score > 0.999 && second.score.isFinite && second.surprise.isFinite)
+        let (mean, variance) = (c.mean, c.variance)
+        c.update(logError: .infinity)
+        c.update(logError: .nan)
+        #expect(c.mean == mean && c.variance == variance, "neither is learned")
+        c.update(logError: largest)
+        #expect(c.mean.isFinite && c.variance.isFinite)
+        let usual = c.score(logError: Calibrator.logError(expf(-4)))
+        #expect(usual.score.isFinite && usual.surprise.isFinite)
+    }
+
     @Test func theNormalCDFMatchesLibmsErfc() {
         for i in -800...800 {
             let x = Float(i) / 100

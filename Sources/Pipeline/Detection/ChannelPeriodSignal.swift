@@ -90,7 +90,7 @@ public final class ChannelPeriodSignal: AnomalySignal, @unchecked Sendable {
         guard n == checks.count else { throw StateError.invalid("channel period: \(n) channels, the stream has \(checks.count)") }
         var restored: [(Float, Float, PeriodCheck)] = []
         for _ in 0..<n {
-            let lo = try r.read(Float.self), hi = try r.read(Float.self)
+            let lo = try r.readNumber(Float.self, "channel range"), hi = try r.readNumber(Float.self, "channel range")
             restored.append((lo, hi, try PeriodCheck.decode(&r, streamFormat: 5)))
         }
         for c in 0..<n { (low[c], high[c], checks[c]) = (restored[c].0, restored[c].1, checks[c].adopting(restored[c].2)) }

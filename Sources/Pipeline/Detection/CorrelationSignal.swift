@@ -252,6 +252,7 @@ public final class CorrelationSignal: AnomalySignal, @unchecked Sendable {
         guard c.isFinite, s.isFinite, s >= Self.minimumDeviation else { throw StateError.invalid("correlation scale") }
         let n = Int(try r.read(UInt32.self))
         guard n <= Self.calibrationWindow else { throw StateError.invalid("correlation readings") }
+        try r.requireRoom(n, each: 4)
         let xs = try (0..<n).map { _ in try r.read(Float.self) }
         guard xs.allSatisfy(\.isFinite) else { throw StateError.invalid("correlation readings") }
         var kept: [[Float]] = []

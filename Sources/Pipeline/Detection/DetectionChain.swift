@@ -102,6 +102,9 @@ public struct AlertPolicy: CheckpointSection, Sendable {
         return decision
     }
 
+    /// An alert the policy did not decide (an event's): evidence alone waits its quiet after it too.
+    public mutating func alerted() { sinceAlert = 0 }
+
     public func encode(_ w: inout StateWriter) {
         recent.encode(&w)
         w.write(UInt32(sinceEvidence))
@@ -226,7 +229,7 @@ public struct DetectionChain: Sendable {
             certain = -1
         }
         let warmingUp = warming || signalWarming
-        let score = warmingUp ? earlySurprise.map(Calibrator.phi) ?? 0 : certain >= 0 ? 1 : Calibrator.phi(surprise)
+        var score = warmingUp ? earlySurprise.map(Calibrator.phi) ?? 0 : certain >= 0 ? 1 : Calibrator.phi(surprise)
         if !warmingUp { early?.retire() }
         var decision = policy.decide(
             strength: warmingUp ? 0 : certain >= 0 || event >= 0 ? 1 : strength, surprise: certain >= 0 ? 0 : surprise,
@@ -234,9 +237,12 @@ public struct DetectionChain: Sendable {
         // An alert on evidence alone names the signal whose surprise it was.
         if decision.onEvidence { source = surprising }
         if event >= 0 && !warmingUp && certain < 0 {
-            // An event alerts whatever the repeat cap (it reports itself once).
+            // An event alerts whatever the repeat cap (it reports itself once), and its score is at
+            // least the threshold, as every alerting sample's is (SPEC 5).
             decision = (1, true, true, false)
             source = event
+            score = max(score, policy.threshold)
+            policy.alerted()
         }
         for k in learners.indices {
             unowned(unsafe) let s = learners[k]

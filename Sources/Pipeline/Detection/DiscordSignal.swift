@@ -303,7 +303,7 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
         var restoredCalibrators: [Calibrator] = []
         for c in 0..<channels {
             restoredMoments.append(
-                (Double(bitPattern: try r.read(UInt64.self)), Double(bitPattern: try r.read(UInt64.self))))
+                (try r.readFinite(Double.self, "discord moments"), try r.readFinite(Double.self, "discord moments")))
             restoredCalibrators.append(
                 try Calibrator.decode(&r).reconfigured(horizon: calibrators[c].horizon, holdOff: calibrators[c].holdOff))
             // A signal saved with a longer history kept more values than this one's ring holds: the
@@ -773,7 +773,7 @@ public final class PeriodWindows: @unchecked Sendable {
                 let k = Int(try r.read(UInt32.self))
                 guard k < PeriodCheck.detectionSamples else { throw StateError.invalid("period window values") }
                 try r.requireRoom(k, each: 4)
-                let values = try (0..<k).map { _ in try r.read(Float.self) }
+                let values = try (0..<k).map { _ in try r.readFinite(Float.self, "period window value") }
                 if auto {
                     seen[c] = values
                     seen[c].reserveCapacity(PeriodCheck.detectionSamples)

@@ -297,8 +297,9 @@ public final class ParameterSignal: AnomalySignal, TemplateKeeping, @unchecked S
             guard k <= LogFront.maximumParameters else { throw StateError.invalid("parameter count \(k)") }
             stats[id] = try (0..<k).map { _ in
                 Moments(
-                    count: try r.read(Double.self), mean: try r.read(Double.self), variance: try r.read(Double.self),
-                    low: try r.read(Double.self), high: try r.read(Double.self))
+                    count: try r.readFinite(Double.self, "parameter moments"), mean: try r.readFinite(Double.self, "parameter moments"),
+                    variance: try r.readFinite(Double.self, "parameter moments"),
+                    low: try r.readNumber(Double.self, "parameter range"), high: try r.readNumber(Double.self, "parameter range"))
             }
         }
     }

@@ -89,6 +89,7 @@ public struct WindowShaper: CheckpointSection, Sendable {
     mutating func restore(history r: inout StateReader) throws {
         let h = Int(try r.read(UInt32.self))
         guard h <= historyLength * channels, h % channels == 0 else { throw StateError.invalid("window history") }
-        history = try (0..<h).map { _ in try r.read(Float.self) }
+        try r.requireRoom(h, each: 4)
+        history = try (0..<h).map { _ in try r.readFinite(Float.self, "window history value") }
     }
 }
