@@ -198,23 +198,23 @@ ptrdiff_t eddy_first_outside(const float *restrict x, ptrdiff_t n, float limit) 
 }
 
 EDDY_KERNEL
-void eddy_running_moments(const float *restrict x, ptrdiff_t rows, ptrdiff_t cols, float *restrict mean,
-                          float *restrict variance, int64_t *restrict count, int64_t horizon) {
+void eddy_running_moments(const float *restrict x, ptrdiff_t rows, ptrdiff_t cols, double *restrict mean,
+                          double *restrict variance, int64_t *restrict count, int64_t horizon) {
     for (ptrdiff_t r = 0; r < rows; r++) {
         const float *restrict row = x + r * cols;
         *count += 1;
         if (*count == 1) {
             for (ptrdiff_t c = 0; c < cols; c++) {
                 mean[c] = row[c];
-                variance[c] = 0.0f;
+                variance[c] = 0.0;
             }
             continue;
         }
-        float w = 1.0f / (float)(*count < horizon ? *count : horizon);
+        double w = 1.0 / (double)(*count < horizon ? *count : horizon);
         for (ptrdiff_t c = 0; c < cols; c++) {
-            float delta = row[c] - mean[c];
+            double delta = (double)row[c] - mean[c];
             mean[c] += w * delta;
-            variance[c] = (1.0f - w) * (variance[c] + w * delta * delta);
+            variance[c] = (1.0 - w) * (variance[c] + w * delta * delta);
         }
     }
 }

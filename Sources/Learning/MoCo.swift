@@ -189,6 +189,8 @@ public final class MoCo {
     /// - Returns: the batch's loss: InfoNCE, plus λ times the reconstruction error with the term.
     @discardableResult
     public func trainStep(_ x: UnsafePointer<Float>, rows: Int, ids: UnsafePointer<Int64>? = nil) -> Float {
+        // Before the views are written: they hold a batch of rows at most.
+        precondition(rows > 0 && rows <= configuration.batchSize, "rows must be in 1...batchSize")
         let D = configuration.inputDimension
         var input = x
         if configuration.normalise {

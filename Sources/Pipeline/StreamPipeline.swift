@@ -209,6 +209,22 @@ struct LearningProgress: CheckpointSection {
     }
 }
 
+/// The scorer's normaliser's running moments in double, as a checkpoint section (the fixed fields
+/// hold their float copies): a restart resumes them exactly. Absent (a checkpoint from before it),
+/// they start from the floats.
+struct RunningMoments: CheckpointSection {
+    static let name = "normaliser-moments"
+    static let stateVersion: UInt32 = 1
+    let normaliser: Normaliser
+
+    func encode(_ w: inout StateWriter) { normaliser.encodeRunning(&w) }
+
+    mutating func decode(_ r: inout StateReader, version: UInt32) throws {
+        guard version == 1 else { throw StateError.unsupportedVersion(version) }
+        try normaliser.restoreRunning(&r)
+    }
+}
+
 /// A stream's labelled samples, as a checkpoint section (a daemon without labels drops it).
 struct LabelSet: CheckpointSection {
     static let name = "labels"
@@ -1164,7 +1180,8 @@ public final class StreamPipeline: @unchecked Sendable {
             w.write(
                 UInt32(
                     chain.sectionCount + (shaper == nil ? 0 : 1) + (logs == nil ? 0 : 1) + (labels.isEmpty ? 0 : 1)
-                        + transformSection + (mocoVersionBase == 0 ? 0 : 1) + (progress.isEmpty ? 0 : 1)))
+                        + transformSection + (mocoVersionBase == 0 ? 0 : 1) + (progress.isEmpty ? 0 : 1)
+                        + (scorer.normaliser.count == 0 ? 0 : 1)))
             if transformSection > 0 { w.write(unit: InputTransformSection(transform: settings.transform)) }
             chain.encodeSections(&w)
             if let shaper { w.write(unit: shaper) }
@@ -1172,6 +1189,7 @@ public final class StreamPipeline: @unchecked Sendable {
             if !labels.isEmpty { w.write(unit: LabelSet(dimension: inputDimension, values: labelledValues, labels: labels)) }
             if mocoVersionBase > 0 { w.write(unit: MoCoVersionBase(base: mocoVersionBase)) }
             if !progress.isEmpty { w.write(unit: progress) }
+            if scorer.normaliser.count > 0 { w.write(unit: RunningMoments(normaliser: scorer.normaliser)) }
         }
         return w.bytes
     }
@@ -1285,6 +1303,8 @@ public final class StreamPipeline: @unchecked Sendable {
                     for case let keeping as TemplateKeeping in stream.chain.signals { keeping.forget(template: id) }
                 }
             }
+            var moments = RunningMoments(normaliser: stream.scorer.normaliser)
+            try sections.restore(unit: &moments)
             var base = MoCoVersionBase(base: 0)
             try sections.restore(unit: &base)
             stream.mocoVersionBase = base.base

@@ -38,6 +38,38 @@ import Testing
         #expect(small == [0.3, 0.4, 0, 0], "below the cap nothing changes")
     }
 
+    /// From review: at a level of a million a float mean does not move for a step under 0.06, so with
+    /// the horizon's weight of 1e-4 a drift of 200 over 200,000 samples left the mean where it was and
+    /// the variance took in the drift (36,000 instead of 101: the feature squashed 19 times).
+    @Test func theNormaliserFollowsASlowDriftFarFromZero() throws {
+        let n = Normaliser(dimension: 1, horizon: 10_000)
+        var r = RandomSource(seed: 5)
+        var x = [Float](repeating: 0, count: 200_000)
+        for i in x.indices { x[i] = Float(1e6 + 200 * Double(i) / 200_000 + Double(r.normal())) }
+        x.withUnsafeBufferPointer { n.observe($0.baseAddress!, rows: x.count) }
+        // An average over the horizon trails a drift of 0.001 a sample by 10, and its variance holds
+        // that lag's square (numpy in double: 190.0 and 100.9; in float: 0.125 and 36,144).
+        #expect(abs(Double(n.means[0]) - (1e6 + 190)) < 1, "\(n.means[0])")
+        #expect(abs(n.variances[0] - 101) < 5, "\(n.variances[0])")
+        // What is applied is the float copy: the newest level maps near 0.
+        var out: Float = 0
+        [Float(1e6 + 200)].withUnsafeBufferPointer { n.apply($0.baseAddress!, rows: 1, into: &out) }
+        #expect(abs(out) < 2, "10 over a deviation of 10")
+        // The copy and a checkpoint's round trip through encodeRunning keep the moments exactly.
+        let copy = Normaliser(dimension: 1, horizon: 10_000)
+        copy.copy(from: n)
+        var w = StateWriter()
+        n.encode(&w)
+        n.encodeRunning(&w)
+        var reader = StateReader(w.bytes)
+        let restored = try Normaliser.decode(&reader, dimension: 1)
+        try restored.restoreRunning(&reader)
+        [Float(1e6 + 150)].withUnsafeBufferPointer { p in for m in [n, copy, restored] { m.observe(p.baseAddress!, rows: 1) } }
+        for other in [copy, restored] {
+            #expect(other.runningMean[0] == n.runningMean[0] && other.runningVariance[0] == n.runningVariance[0])
+        }
+    }
+
     @Test func normaliserMatchesTwoPassStatisticsThenFollowsDrift() {
         let n = Normaliser(dimension: 3, horizon: 1000)
         let x = randomValues(500 * 3, seed: 81, scale: 4).enumerated().map { $0.element + Float($0.offset % 3) * 10 }

@@ -93,6 +93,23 @@ import Testing
         #expect(CorrelationSignal.cholesky([1, 2, 2, 1], 2) == nil)
     }
 
+    /// From review: two channels of equal variance that move together are shrunk as SPEC 5 says,
+    /// S = 0.99 C + 0.01 (tr C / d) I, so the factor's second pivot is √(0.0199 v) and a row that
+    /// breaks their bond is many units out, not a rounding error's blow-up. Shrinking the diagonal
+    /// alone left S = C, singular: its pivot was the ridge's 1e-6.
+    @Test func twoChannelsThatMoveTogetherAreShrunkAsTheSpecSays() throws {
+        let s = CorrelationSignal(dimension: 2, horizon: 5000, holdOff: 0)
+        var r = RandomSource(seed: 2)
+        for _ in 0..<305 {
+            let x = 3 * r.normal()
+            _ = Self.feed(s, [x, x])
+        }
+        let v = s.covariance[0]
+        #expect(abs(s.covariance[1] - v) < 1e-9 * v && abs(s.covariance[3] - v) < 1e-9 * v)
+        let pivot = try #require(s.factor.last)
+        #expect(abs(pivot - (0.0199 * v).squareRoot()) < 0.01 * pivot, "\(pivot) against \((0.0199 * v).squareRoot())")
+    }
+
     /// The distance a reading is made of is the squared Mahalanobis distance per feature under the
     /// covariance of the rows learned so far (population, as of the last refresh), shrunk by 1% towards
     /// its mean variance, worked out directly.
@@ -114,7 +131,8 @@ import Testing
             var cov = [Double](repeating: 0, count: d * d)
             for v in seen { for i in 0..<d { for j in 0..<d { cov[i * d + j] += (v[i] - mean[i]) * (v[j] - mean[j]) / 305 } } }
             let trace = (0..<d).map { cov[$0 * d + $0] }.reduce(0, +)
-            for i in 0..<d { cov[i * d + i] = 0.99 * cov[i * d + i] + 0.01 * trace / 3 }
+            for i in 0..<d * d { cov[i] *= 0.99 }
+            for i in 0..<d { cov[i * d + i] += 0.01 * trace / 3 }
             let inv = Self.inverse(cov, d)
             let e = (0..<d).map { Double(row[$0]) - mean[$0] }
             var q = 0.0

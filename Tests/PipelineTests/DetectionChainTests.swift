@@ -1,6 +1,6 @@
 import Foundation
 import Learning
-import Pipeline
+@testable import Pipeline
 import Testing
 
 /// A signal written for the test, as a user of the chain would add one: it reads a fixed surprise
@@ -345,6 +345,23 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
             s.learn(o, anomalous: certain)
             return certain
         }
+    }
+
+    /// From review: far from zero the spread follows a level's step. At a level of a million a
+    /// float mean does not move for a step under 0.06: after a step of 100 the mean stayed put (at a
+    /// weight of 1/5000 it needed differences of 300) and the spread grew to 100 for good, so
+    /// excursions of 5 to 50 beyond the range were never far enough. The section keeps the moments.
+    @Test func theSpreadFollowsAStepFarFromZero() throws {
+        let s = RangeSignal(dimension: 1, margin: 0.05, refresh: 100, warmup: 50, window: 0, deviations: 0.5, scaleHorizon: 5000)
+        var r = RandomSource(seed: 4)
+        for i in 0..<60_000 { _ = read(s, Float(1e6 + (i < 10_000 ? 0 : 100) + Double(r.normal()))) }
+        #expect(s.variance(0) < 2, "\(s.variance(0))")
+        var w = StateWriter()
+        s.encode(&w)
+        let copy = RangeSignal(dimension: 1, margin: 0.05, refresh: 100, warmup: 50, window: 0, deviations: 0.5, scaleHorizon: 5000)
+        var reader = StateReader(w.bytes)
+        try copy.decode(&reader, version: RangeSignal.stateVersion)
+        #expect(copy.variance(0) == s.variance(0) && copy.meanP[0] == s.meanP[0])
     }
 
     /// With `deviations` 1, a random walk's new extremes (reached by steps of its usual size, a small

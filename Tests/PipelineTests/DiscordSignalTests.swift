@@ -214,6 +214,39 @@ import Testing
         }
     }
 
+    /// From review: a signal saved with a shorter history restores into a longer one (an operator
+    /// raised `discord_history`): its ring holds the values kept and nothing before them, so each
+    /// distance is what a signal of the longer history that read only those values measures. The
+    /// lags beyond them read empty slots as windows of earlier values (a window of zeros, the twin
+    /// of an outage) until the ring filled.
+    @Test func aLongerHistoryResumesFromTheValuesKept() throws {
+        let xs = (0..<2).map { Self.series(1000, seed: 6, channel: $0).map(Float.init) }
+        func feed(_ s: DiscordSignal, _ t: Int) { _ = Self.feed(s, [xs[0][t], xs[1][t]]) }
+        let shorter = DiscordSignal(window: 12, history: 120, channels: 2, horizon: 500, holdOff: 50)
+        let longer = { DiscordSignal(window: 12, history: 400, channels: 2, horizon: 500, holdOff: 50) }
+        for t in 0..<700 { feed(shorter, t) }
+        var w = StateWriter()
+        shorter.encode(&w)
+        let restored = longer()
+        var r = StateReader(w.bytes)
+        try restored.decode(&r, version: DiscordSignal.stateVersion)
+        #expect(restored.count == 700)
+        let fresh = longer()
+        for t in (700 - shorter.ring)..<700 { feed(fresh, t) }
+        var compared = 0
+        for t in 700..<1000 {
+            feed(restored, t)
+            feed(fresh, t)
+            for c in 0..<2 {
+                guard let b = fresh.lastLog[c] else { continue }
+                let a = try #require(restored.lastLog[c])
+                #expect(abs(a - b) < 1e-3, "sample \(t), channel \(c): \(a) against \(b)")
+                compared += 1
+            }
+        }
+        #expect(compared > 500)
+    }
+
     /// The chain has the signal on streams up to `discord_channels` wide, and not on wider ones;
     /// its settings are validated.
     @Test func theSignalIsOnForNarrowStreamsOnly() throws {

@@ -74,8 +74,10 @@ void eddy_gather_rows(const float *src, const int64_t *index, ptrdiff_t rows, pt
 ptrdiff_t eddy_first_outside(const float *x, ptrdiff_t n, float limit);
 
 /// Running per-feature mean and variance over rows of x (rows x cols): weight 1/n for the n-th
-/// sample until n reaches horizon, then 1/horizon. *count counts samples seen and is advanced.
-void eddy_running_moments(const float *x, ptrdiff_t rows, ptrdiff_t cols, float *mean, float *variance,
+/// sample until n reaches horizon, then 1/horizon. *count counts samples seen and is advanced. The
+/// moments are doubles: a float mean at 1e6 does not move for any step under 0.06, so with a weight
+/// of 1e-4 it froze for every difference under 600.
+void eddy_running_moments(const float *x, ptrdiff_t rows, ptrdiff_t cols, double *mean, double *variance,
                           int64_t *count, int64_t horizon);
 
 // The discord signal's step over lags lo..hi (DiscordSignal): with `slide`, each lag's dot product

@@ -191,8 +191,10 @@ public final class CorrelationSignal: AnomalySignal, @unchecked Sendable {
         for i in 0..<d { trace += covariance[i * d + i] }
         var ridge = Self.shrinkage * trace / Double(d) + 1e-12
         while true {
-            var s = covariance
-            for i in 0..<d { s[i * d + i] = (1 - Self.shrinkage) * s[i * d + i] + ridge }
+            // S = (1 − λ) C + λ (tr C / d) I (SPEC 5): every entry shrunk, not the diagonal alone,
+            // which left two channels of equal variance that move together as singular as they were.
+            var s = covariance.map { (1 - Self.shrinkage) * $0 }
+            for i in 0..<d { s[i * d + i] += ridge }
             if let l = Self.cholesky(s, d) { factor = l; break }
             ridge *= 10
             if !ridge.isFinite || ridge > 1e300 { factor = []; break }

@@ -66,6 +66,13 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
     let readyWindows: Int
     /// Samples read.
     public private(set) var count = 0
+    /// The count at which the rings' values begin: 0, or where a restore's kept values begin. A
+    /// ring longer than the values kept (a `discord_history` raised since) holds those alone, and
+    /// no lag may read the empty slots beyond them as windows of earlier values (they hid a flat
+    /// stretch inside a cycle, or an outage, until the ring filled).
+    var heldFrom = 0
+    /// Values the rings hold (the newest `ring` of them).
+    var held: Int { count - heldFrom }
     public internal(set) var calibrators: [Calibrator]
     /// Per channel, each a ring of `ring` slots written twice (slot i and i + ring; see `slot`): the values, the
     /// energy (centred, unless `centred` is false) and the mean of the window ending at each sample.
@@ -143,7 +150,7 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
     func slot(_ t: Int) -> Int { (ring - 1) - t % ring }
 
     /// The largest lag with a whole earlier window once `count` values have been read.
-    var longestLag: Int { min(history, count - window) }
+    var longestLag: Int { min(history, held - window) }
 
     public func read(_ o: inout Observation) -> Reading {
         (surprisingChannel, strongestChannel, lastReading) = (0, 0, Reading())
@@ -217,7 +224,7 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
         m.mean += delta / Double(count)
         m.m2 += delta * (x - m.mean)
         moments[c] = m
-        guard count >= w else { return nil }
+        guard held >= w else { return nil }
         // The current window's sums, straight from its values (no drift).
         let base = slot  // x[t − k] is xs[base + k]: the rings run backwards in time
         var squares = 0.0
@@ -231,7 +238,7 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
         let qt = products[c]
         // Slide every lag that already had a window (and take the nearest of them); the lag whose
         // earlier window just became whole (it starts at value 0) is computed afresh.
-        let slid = count - w - 1 >= w ? min(history, count - w - 1) : w - 1
+        let slid = held - w - 1 >= w ? min(history, held - w - 1) : w - 1
         let ready = longest - w + 1 >= readyWindows * w || longest == history
         // With the means kept the kernel's mean term drops out: E_now + E_then − 2·QT.
         let wm = centred ? Double(w) * windowMean : 0
@@ -286,7 +293,7 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
     /// and windows are worked out again from the values.
     public func encode(_ w: inout StateWriter) {
         w.write(UInt64(count))
-        let kept = min(count, ring)
+        let kept = min(held, ring)
         for c in 0..<channels {
             w.write(moments[c].mean.bitPattern); w.write(moments[c].m2.bitPattern)
             calibrators[c].encode(&w)
@@ -333,7 +340,7 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
 
     /// Channel `c`'s newest values, up to `n` of them and as many as the ring holds, oldest first.
     func recentValues(channel c: Int, count n: Int) -> [Float] {
-        let k = max(0, min(n, count, ring))
+        let k = max(0, min(n, held, ring))
         return ((count - k)..<count).map { Float(values[c][slot($0)]) }
     }
 
@@ -344,11 +351,11 @@ public final class DiscordSignal: AnomalySignal, @unchecked Sendable {
         let n = kept.first?.count ?? 0
         guard n > 0 else { return }
         let firstCount = count
-        count = 0  // fresh rings: windows fill from these values on
+        (count, heldFrom) = (0, 0)  // fresh rings: windows fill from these values on
         for i in 0..<n {
             for c in 0..<channels { _ = push(kept[c][i], channel: c) }
         }
-        count = firstCount + n
+        (count, heldFrom) = (firstCount + n, firstCount)
         // The rings are indexed by time: move what the replay wrote to the slots of the true times.
         for c in 0..<channels {
             for p in [values[c], energy[c], mean[c]] {

@@ -31,7 +31,7 @@ import Learning
 public final class RangeSignal: AnomalySignal, @unchecked Sendable {
     public static let name = "range"
     /// 2 added the excursion habit, 3 the features' moments, 4 the habit per feature.
-    public static let stateVersion: UInt32 = 4
+    public static let stateVersion: UInt32 = 5
 
     /// Negative: the range is kept but never scores.
     public let margin: Float
@@ -67,11 +67,12 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
     let heldLowBuffer: FloatBuffer, heldHighBuffer: FloatBuffer
     let heldLow: UnsafeMutablePointer<Float>, heldHigh: UnsafeMutablePointer<Float>
     /// Standard deviations beyond the range a sample must also lie (0: off), and each feature's
-    /// running mean and variance over about `scaleHorizon` normal samples (`moments` of them so far).
+    /// running mean and variance over about `scaleHorizon` normal samples (`moments` of them so far),
+    /// in double: a float mean at 1e6 does not move for a step under 0.06, so at a weight of 1/5000
+    /// it froze for every difference under 300 and the variance took in the drift instead.
     let deviations: Float
     let scaleHorizon: UInt64
-    let meanBuffer: FloatBuffer, varianceBuffer: FloatBuffer
-    let meanP: UnsafeMutablePointer<Float>, varianceP: UnsafeMutablePointer<Float>
+    let meanP: UnsafeMutablePointer<Double>, varianceP: UnsafeMutablePointer<Double>
     public internal(set) var moments: UInt64 = 0
 
     public init(
@@ -81,9 +82,9 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         self.dimension = dimension
         self.deviations = max(0, deviations)
         self.scaleHorizon = UInt64(max(1, scaleHorizon))
-        meanBuffer = FloatBuffer(count: dimension)
-        varianceBuffer = FloatBuffer(count: dimension)
-        (meanP, varianceP) = (meanBuffer.pointer, varianceBuffer.pointer)
+        (meanP, varianceP) = (.allocate(capacity: dimension), .allocate(capacity: dimension))
+        meanP.initialize(repeating: 0, count: dimension)
+        varianceP.initialize(repeating: 0, count: dimension)
         self.confirm = max(1, confirm)
         self.habitLimit = habitLimit
         habitDecay = 1 - 1 / Double(max(1, habitHorizon))
@@ -121,6 +122,11 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         untilRefresh = refresh - seen % refresh
     }
 
+    deinit {
+        meanP.deallocate()
+        varianceP.deallocate()
+    }
+
     public func read(_ o: inout Observation) -> Reading {
         let x = o.values, d = dimension
         let lo = lowP, hi = highP, refLo = referenceLowP, refHi = referenceHighP
@@ -134,7 +140,7 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
                     guard h > l && (v > h + slack || v < l - slack) else { continue }
                     // Also far enough beyond for the feature's own spread (compared squared).
                     let excess = v > h ? v - h : l - v
-                    if k == 0 || moments == 0 || excess * excess >= k * k * variance[f] {
+                    if k == 0 || moments == 0 || Double(excess) * Double(excess) >= Double(k * k) * variance[f] {
                         beyond = true
                         if !habitual(f) { reading.certain = true }
                     }
@@ -208,9 +214,9 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
     public func learn(_ o: Observation, anomalous: Bool) {
         guard !anomalous else { return }
         moments += 1
-        let a = 1 / Float(min(moments, scaleHorizon)), x = o.values, mean = meanP, variance = varianceP
+        let a = 1 / Double(min(moments, scaleHorizon)), x = o.values, mean = meanP, variance = varianceP
         for f in 0..<dimension {
-            let delta = x[f] - mean[f]
+            let delta = Double(x[f]) - mean[f]
             mean[f] += a * delta
             // One sample's variance is 0, even where its square overflows (0 · ∞ would be NaN).
             variance[f] = a == 1 ? 0 : (1 - a) * (variance[f] + a * delta * delta)
@@ -223,7 +229,7 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
     public func range(_ f: Int) -> (low: Float, high: Float) { (lowP[f], highP[f]) }
 
     /// Feature `f`'s running variance (0 before any normal sample, and while `deviations` is 0).
-    public func variance(_ f: Int) -> Float { varianceP[f] }
+    public func variance(_ f: Int) -> Float { Float(varianceP[f]) }
 
     /// For a sample beyond the range: how far each feature lies outside [low, high], as shares of
     /// the total, largest first (at most five). A univariate windowed stream's one value is the newest
@@ -257,12 +263,12 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         for f in 0..<dimension { w.write(habits[f].bitPattern) }
         for f in 0..<dimension { w.write(lastExcursions[f]) }
         w.write(moments)
-        for f in 0..<dimension { w.write(meanBuffer[f]) }
-        for f in 0..<dimension { w.write(varianceBuffer[f]) }
+        for f in 0..<dimension { w.write(meanP[f]) }
+        for f in 0..<dimension { w.write(varianceP[f]) }
     }
 
     public func decode(_ r: inout StateReader, version: UInt32) throws {
-        guard (1...4).contains(version) else { throw StateError.unsupportedVersion(version) }
+        guard (1...5).contains(version) else { throw StateError.unsupportedVersion(version) }
         guard Int(try r.read(UInt32.self)) == dimension else { throw StateError.invalid("range width") }
         let l = try (0..<dimension).map { _ in try r.read(Float.self) }
         let h = try (0..<dimension).map { _ in try r.read(Float.self) }
@@ -288,12 +294,15 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         }
         if version >= 3 {
             let n = try r.readCount()
-            let m = try (0..<dimension).map { _ in try r.read(Float.self) }
-            let v = try (0..<dimension).map { _ in try r.read(Float.self) }
-            // A variance may be +∞ (the square of values near 1e30 overflows), never NaN or negative.
-            guard m.allSatisfy(\.isFinite), v.allSatisfy({ $0 >= 0 }) else { throw StateError.invalid("range moments") }
+            // Floats before version 5. A float variance may be +∞ (the square of values near 1e30
+            // overflowed it); a double's is finite. Never NaN or negative.
+            let m = try (0..<dimension).map { _ in version >= 5 ? try r.read(Double.self) : Double(try r.read(Float.self)) }
+            let v = try (0..<dimension).map { _ in version >= 5 ? try r.read(Double.self) : Double(try r.read(Float.self)) }
+            guard m.allSatisfy(\.isFinite), v.allSatisfy({ $0 >= 0 }), version < 5 || v.allSatisfy(\.isFinite) else {
+                throw StateError.invalid("range moments")
+            }
             moments = n
-            for f in 0..<dimension { (meanBuffer[f], varianceBuffer[f]) = (m[f], v[f]) }
+            for f in 0..<dimension { (meanP[f], varianceP[f]) = (m[f], v[f]) }
         }
     }
 
