@@ -170,6 +170,23 @@ import Testing
         #expect(analytic.contains { $0 != 0 })
     }
 
+    /// Below a temperature of 0.025 the logits are shifted by their row's maximum rather than by
+    /// 1/T (exp(2/T) would overflow): that path's gradient, masked entries included, against central
+    /// differences too (every test ran at T ≥ 0.1 before, from review).
+    @Test(arguments: [Float(0.02), 0.01])
+    func mocoInfoNCEGradientHoldsAtALowTemperature(temperature: Float) {
+        let moco = smallMoCo(temperature: temperature)
+        let loss = mocoLoss(moco, seed: 33, masked: true).loss
+        let value = loss()
+        #expect(value.isFinite && value > 0)
+        let trained = moco.layout.trainableCount
+        let analytic = Array(moco.gradients.array.prefix(trained))
+        let numeric = finiteDifferences(moco.query.pointer, count: trained, loss: loss)
+        let bad = gradientMismatches(analytic, numeric)
+        #expect(bad.isEmpty, "mismatches: \(bad.prefix(5))")
+        #expect(analytic.contains { $0 != 0 })
+    }
+
     /// InfoNCE plus the reconstruction term: the decoder's gradient, and the encoder's, which the
     /// term reaches through the representation, against central differences.
     @Test func mocoReconstructionGradientMatchesFiniteDifferences() throws {
