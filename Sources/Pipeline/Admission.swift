@@ -10,6 +10,20 @@ import Learning
 /// value finite and within ±`max_abs_value`; the stream exists or may be created (within `max_streams` and `memory_budget`); dim
 /// matches the stream's.
 public enum Admission {
+    /// Text a producer chose, quoted in an error: at most `limit` bytes of it (whole characters),
+    /// then its length, so an error message stays within the size SPEC 9 bounds the publish queue
+    /// by (a 16 MiB stream field was repeated whole into every error and log line).
+    static func excerpt(_ text: String, limit: Int = 64) -> String {
+        guard text.utf8.count > limit else { return text }
+        var kept = "", bytes = 0
+        for c in text {
+            bytes += c.utf8.count
+            if bytes > limit { break }
+            kept.append(c)
+        }
+        return kept + "… (\(text.utf8.count) bytes)"
+    }
+
     case accepted(StreamPipeline, Eddy_V1_SampleBatch, [Float])
     /// A LineBatch for a log stream: its lines as decoded (`LineDecoding`), with how many were cut or
     /// had invalid UTF-8 replaced (the batch's own `lines` may be left empty).
@@ -77,7 +91,7 @@ public enum Admission {
             .rejected(code, why, stream: name, sequence: batch.sequence, samples: carried)
         }
         guard batch.stream == name else {
-            return reject(.undecodable, "SampleBatch.stream \"\(batch.stream)\" differs from frame 0 \"\(name)\"")
+            return reject(.undecodable, "SampleBatch.stream \"\(Admission.excerpt(batch.stream))\" differs from frame 0 \"\(name)\"")
         }
         guard count > 0, dim > 0 else { return reject(.undecodable, "count and dim must be positive") }
         guard dim <= c.maxDim else { return reject(.oversized, "dim \(dim) exceeds max_dim \(c.maxDim)") }
@@ -128,7 +142,7 @@ public enum Admission {
             .rejected(code, why, stream: name, sequence: 0, samples: carried)
         }
         guard batch.stream == name else {
-            return reject(.undecodable, "LabelBatch.stream \"\(batch.stream)\" differs from frame 0 \"\(name)\"")
+            return reject(.undecodable, "LabelBatch.stream \"\(Admission.excerpt(batch.stream))\" differs from frame 0 \"\(name)\"")
         }
         guard count > 0, dim > 0, batch.labels.count == count else {
             return reject(.undecodable, "a LabelBatch needs count and dim positive and one label per sample (\(batch.labels.count) for \(count))")
@@ -177,7 +191,7 @@ public enum Admission {
             .rejected(code, why, stream: name, sequence: batch.sequence, samples: count)
         }
         guard batch.stream == name else {
-            return reject(.undecodable, "LineBatch.stream \"\(batch.stream)\" differs from frame 0 \"\(name)\"")
+            return reject(.undecodable, "LineBatch.stream \"\(Admission.excerpt(batch.stream))\" differs from frame 0 \"\(name)\"")
         }
         guard count <= c.maxSamplesPerMessage else {
             return reject(.oversized, "\(count) lines exceed max_samples_per_message \(c.maxSamplesPerMessage)")

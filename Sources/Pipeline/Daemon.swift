@@ -50,6 +50,8 @@ public final class Daemon: @unchecked Sendable {
     public let handshakesRefused = Counter()
     /// Producer connections closed for breaking ZMTP, and those refused over `max_ingest_connections`.
     public let protocolErrors = Counter(), connectionsRefused = Counter()
+    /// PONGs that could not go to their producer (it does not read, or is leaving): dropped.
+    public let pongsDropped = Counter()
     /// Times an idle trainer starved of CPU while steps were owed was raised to SCHED_OTHER.
     public let trainerBoosts = Counter()
     /// The trainer's kernel thread id and CPU clock, when it runs under SCHED_IDLE (stateLock).

@@ -85,6 +85,12 @@ extension Daemon {
                             try close(key, id: idBytes, stream: stream, connections: &connections)
                             ended(.protocolError("the producer does not read: a handshake reply or pong would block"))
                         }
+                    case .pong(let bytes):
+                        // Best effort: a PONG that cannot go is dropped, and the rest of what the
+                        // peer sent is still read (a producer that sends a PING, its last batch
+                        // and leaves had that batch thrown away uncounted). A peer that has left
+                        // is forgotten at its disconnect notice.
+                        if try Self.send([idBytes, bytes], to: stream) != .sent { pongsDropped.add() }
                     case .ready:
                         break
                     case .message(let frames):

@@ -47,6 +47,10 @@ public final class ZMTPConnection {
     public enum Event: Sendable {
         /// Bytes for the peer.
         case send([UInt8])
+        /// A PONG for the peer, which it may do without: if it cannot go (the peer does not read, or
+        /// is leaving), it is dropped and nothing else changes, so the messages after its PING are
+        /// still taken.
+        case pong([UInt8])
         /// The handshake is done; with CURVE, the client's long-term public key.
         case ready(client: [UInt8]?)
         /// A whole message.
@@ -379,11 +383,20 @@ public final class ZMTPConnection {
         }
     }
 
+    /// The longest PING context RFC 37 allows.
+    static let maximumPingContext = 16
+
     /// A command after the handshake: PING gets its PONG, ERROR ends the connection, others pass.
     private func command(_ c: [UInt8], _ events: inout [Event], budget: Budget) {
         if c.starts(with: CurveServer.name("PING")), c.count >= 7 {
+            // ping-context = 0*16OCTET (RFC 37): a longer context is not echoed back (8 KiB a PONG,
+            // a thousand of them queued for a peer that does not read).
+            guard c.count - 7 <= Self.maximumPingContext else {
+                close(.protocolError("a PING context of \(c.count - 7) bytes (at most 16)"), &events, budget: budget)
+                return
+            }
             let pong = CurveServer.name("PONG") + c[7...]
-            events.append(.send(curve == nil ? Self.command(pong) : Self.frame(curve!.seal(flags: CurveServer.flagCommand, payload: pong), flags: 0)))
+            events.append(.pong(curve == nil ? Self.command(pong) : Self.frame(curve!.seal(flags: CurveServer.flagCommand, payload: pong), flags: 0)))
         } else if c.starts(with: CurveServer.name("ERROR")) {
             close(.protocolError("the peer sent ERROR"), &events, budget: budget)
         }

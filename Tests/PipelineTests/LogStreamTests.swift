@@ -196,6 +196,37 @@ func alerts(
         #expect(restored.serialized() == run.pipeline.serialized())
     }
 
+    /// From review: a body's stream field that differs from frame 0 is quoted in the error by its
+    /// first 64 bytes and its length. It was quoted whole: a 1 MiB field made a 1 MiB error message
+    /// and log line, and SPEC 9 bounds the publish queue by messages of 20,992 bytes at most.
+    @Test(arguments: ["samples", "lines", "labels"])
+    func aStreamFieldThatDiffersIsQuotedShort(kind: String) throws {
+        let long = String(repeating: "é", count: 1 << 19)  // 1 MiB of UTF-8
+        let body: [UInt8]
+        switch kind {
+        case "samples":
+            var b = Eddy_V1_SampleBatch()
+            (b.stream, b.dim, b.count, b.values) = (long, 1, 1, Wire.bytes([1]))
+            body = try b.serializedBytes()
+        case "lines":
+            var b = Eddy_V1_LineBatch()
+            (b.stream, b.lines) = (long, [Data("a line".utf8)])
+            body = try b.serializedBytes()
+        default:
+            var b = Eddy_V1_LabelBatch()
+            (b.stream, b.dim, b.values, b.labels) = (long, 1, Wire.bytes([1]), ["a"])
+            body = try b.serializedBytes()
+        }
+        let verdict = Admission.check(
+            [Array("a".utf8), body], configuration: DaemonConfiguration(),
+            lookup: { _, _, _ in .failure(.init(code: .notFound, why: "no")) })
+        guard case .rejected(.undecodable, let why, _, _, _) = verdict else {
+            Issue.record("refused as UNDECODABLE, got \(verdict)")
+            return
+        }
+        #expect(why.utf8.count < 200 && why.contains("\(long.utf8.count) bytes") && why.contains("éé"), "\(why.prefix(300))")
+    }
+
     @Test func aLineBatchIsAdmittedToALogStreamOnlyAndSamplesAreNot() throws {
         var c = DaemonConfiguration()
         c.maxLineBytes = 16

@@ -42,7 +42,7 @@ final class ZMTPServerHarness {
             let new = frames[1].withUnsafeBufferPointer { c.feed($0, budget: budget) }
             for e in new {
                 switch e {
-                case .send(let bytes): try stream.send([id, bytes])
+                case .send(let bytes), .pong(let bytes): try stream.send([id, bytes])
                 case .close: try stream.send([id, []])
                 default: break
                 }
@@ -108,6 +108,33 @@ final class ZMTPServerHarness {
             }
         }
         #expect(out == sent)
+    }
+
+    /// From review: a PING's context is at most 16 bytes (RFC 37); a longer one ends the connection
+    /// instead of being echoed back (8 KiB a PONG, a thousand queued for a peer that does not read).
+    /// A PONG is its own event, which the daemon sends best-effort: the message after the PING is
+    /// still delivered whatever becomes of the PONG.
+    @Test func aPingsContextIsAtMostSixteenBytesAndItsPongIsBestEffort() {
+        func connection() -> (ZMTPConnection, ZMTPConnection.Budget) {
+            let c = ZMTPConnection(security: .null, limits: .init(frameBytes: [64, 4096]))
+            let budget = ZMTPConnection.Budget(limit: 1 << 20)
+            var wire: [UInt8] = [0xFF, 0, 0, 0, 0, 0, 0, 0, 1, 0x7F, 3, 1] + Array("NULL".utf8) + [UInt8](repeating: 0, count: 48)
+            wire += ZMTPConnection.command(ZMTPConnection.readyBody.map { $0 }.replacingPull())
+            _ = wire.withUnsafeBufferPointer { c.feed($0, budget: budget) }
+            return (c, budget)
+        }
+        func ping(_ context: Int) -> [UInt8] {
+            ZMTPConnection.command([4] + Array("PING".utf8) + [0, 10] + [UInt8](repeating: 0x61, count: context))
+        }
+        let (c, budget) = connection()
+        let wire = ping(16) + ZMTPConnection.frame(Array("s".utf8), flags: 1) + ZMTPConnection.frame([1, 2], flags: 0)
+        let events = wire.withUnsafeBufferPointer { c.feed($0, budget: budget) }
+        let pongs = events.compactMap { if case .pong(let b) = $0 { b } else { nil } }
+        #expect(pongs == [ZMTPConnection.command([4] + Array("PONG".utf8) + [UInt8](repeating: 0x61, count: 16))])
+        #expect(events.contains { if case .message(let m) = $0 { m == [Array("s".utf8), [1, 2]] } else { false } })
+        let (long, longBudget) = connection()
+        let ended = ping(17).withUnsafeBufferPointer { long.feed($0, budget: longBudget) }
+        #expect(long.isClosed && !ended.contains { if case .pong = $0 { true } else { false } })
     }
 
     @Test func extraFramesAndOversizedFramesAreRefusedAtTheirHeaderAndTheConnectionGoesOn() throws {
@@ -180,7 +207,7 @@ final class ZMTPServerHarness {
         try push.connect(try stream.bind("tcp://127.0.0.1:*"))
         try push.send(frames("h", "first"))
         // The handshake's replies, then a PONG for each PING.
-        func pongs() -> Int { server.events.filter { if case .send = $0 { true } else { false } }.count - 2 }
+        func pongs() -> Int { server.events.filter { if case .pong = $0 { true } else { false } }.count }
         try server.serve(stream) { _ in server.messages.count == 1 && pongs() >= 5 }
         #expect(pongs() >= 5)
         let connection = try #require(server.connections.values.first)
