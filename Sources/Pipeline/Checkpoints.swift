@@ -28,9 +28,16 @@ public struct CheckpointStore: Sendable {
         self.streamBytesLimit = streamBytesLimit
     }
 
-    /// Checkpoint files, oldest first, with their sequence numbers.
-    public func files() -> [(sequence: UInt64, path: String)] {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+    /// Checkpoint files, oldest first, with their sequence numbers; none if the directory does not
+    /// exist yet. A directory that cannot be listed is an error, not an empty one: a daemon would
+    /// start afresh without a word, and its next checkpoint take number 1 over an older file.
+    public func files() throws -> [(sequence: UInt64, path: String)] {
+        guard let dir = opendir(directory) else {
+            if errno == ENOENT { return [] }
+            throw CheckpointError.system("list \(directory)", errno)
+        }
+        closedir(dir)
+        let names = try FileManager.default.contentsOfDirectory(atPath: directory)
         return names.compactMap { name -> (UInt64, String)? in
             guard name.hasPrefix("checkpoint-"), name.hasSuffix(".eddy") else { return nil }
             let digits = name.dropFirst("checkpoint-".count).dropLast(".eddy".count)
@@ -52,14 +59,27 @@ public struct CheckpointStore: Sendable {
             progress()
         }
         w.seal()
-        let last = files().last?.sequence ?? 0
+        let listed = try files()
+        let last = listed.last?.sequence ?? 0
         // Only a file named by hand reaches the end of the numbers.
         guard last < UInt64.max else { throw CheckpointError.system("no checkpoint number after \(last) in \(directory)", EOVERFLOW) }
         let sequence = last + 1
         let path = directory + "/" + String(format: "checkpoint-%020llu.eddy", sequence)
         try Self.writeAtomically(w.bytes, to: path, directory: directory)
-        for old in files().dropLast(kept) { unlink(old.path) }
+        // A file that cannot be read (its owner or mode changed, an I/O error) was skipped at start
+        // and is left for the operator: not counted among the kept, never pruned.
+        for old in (listed + [(sequence, path)]).filter({ Self.readable($0.path) }).dropLast(kept) { unlink(old.path) }
         return path
+    }
+
+    /// A regular file this process can read.
+    static func readable(_ path: String) -> Bool {
+        var info = stat()
+        guard stat(path, &info) == 0, info.st_mode & S_IFMT == S_IFREG else { return false }
+        let fd = open(path, O_RDONLY)
+        guard fd >= 0 else { return false }
+        close(fd)
+        return true
     }
 
     /// Removes the temporary files of writes that never finished (a kill during a checkpoint);
@@ -84,8 +104,8 @@ public struct CheckpointStore: Sendable {
     public func loadNewest(
         settings: (String) -> StreamConfiguration, skipped: (String, Error, String) -> Void,
         setAside: (String, Error, String) -> Void = { _, _, _ in }
-    ) -> (path: String, streams: [StreamPipeline])? {
-        for file in files().reversed() {
+    ) throws -> (path: String, streams: [StreamPipeline])? {
+        for file in try files().reversed() {
             do {
                 guard let data = FileManager.default.contents(atPath: file.path) else {
                     throw CheckpointError.system("read \(file.path)", errno)
@@ -107,13 +127,20 @@ public struct CheckpointStore: Sendable {
                     do {
                         streams.append(try StreamPipeline.restore(blob, settings: settings(name), maxBytes: streamBytesLimit))
                     } catch {
+                        // Kept aside, or the start fails: a state said to be kept that was not
+                        // would go with its checkpoint at the next rotations.
                         let aside = directory + "/set-aside-\(file.sequence)-\(name).stream"
-                        try? Self.writeAtomically(blob, to: aside, directory: directory)
+                        do {
+                            try Self.writeAtomically(blob, to: aside, directory: directory)
+                        } catch let failure {
+                            throw CheckpointError.keepingAside(name, aside, "\(failure)")
+                        }
                         setAside(name, error, aside)
                     }
                 }
                 return (file.path, streams)
             } catch let error as CheckpointError {
+                if case .keepingAside = error { throw error }
                 // Unreadable (permissions, an I/O error) is not damaged: it stays as it is.
                 skipped(file.path, error, file.path)
             } catch {
@@ -227,10 +254,15 @@ public struct CheckpointStore: Sendable {
 
 public enum CheckpointError: Error, CustomStringConvertible {
     case system(String, Int32)
+    /// A stream's saved state that does not fit its settings could not be written aside.
+    case keepingAside(String, String, String)
 
     public var description: String {
         switch self {
         case .system(let call, let code): "\(call): \(String(cString: strerror(code)))"
+        case .keepingAside(let name, let path, let why):
+            "stream \(name)'s saved state does not fit its settings and could not be kept aside at \(path) (\(why)): "
+                + "the daemon does not start rather than lose it"
         }
     }
 }

@@ -189,7 +189,7 @@ public final class Daemon: @unchecked Sendable {
             logger.notice("removed the temporary file of an unfinished checkpoint", metadata: ["checkpoint.path": "\(path)"])
         }
         if let store = checkpoints,
-            let (path, restored) = store.loadNewest(
+            let (path, restored) = try store.loadNewest(
                 settings: configuration.settings(for:),
                 skipped: { path, error, aside in
                     logger.warning(

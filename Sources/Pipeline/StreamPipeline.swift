@@ -295,6 +295,8 @@ public final class StreamPipeline: @unchecked Sendable {
     /// Alerts raised (not checkpointed: a count since the daemon started).
     var alertsRaised: UInt64 = 0
     public private(set) var skippedSteps: UInt64 = 0
+    /// The part of a step skipped but not yet counted in `skippedSteps` (not checkpointed: less than one).
+    var skippedFraction = 0.0
     var rejectedCount: UInt64 = 0
     /// Samples scored but kept out of learning because they looked anomalous.
     public private(set) var quarantined: UInt64 = 0
@@ -706,7 +708,12 @@ public final class StreamPipeline: @unchecked Sendable {
             idleLeft = idlePass
             pendingSteps += earnedSteps(rows: rowCount)
             if pendingSteps > settings.maximumPendingSteps {
-                skippedSteps &+= UInt64(min(pendingSteps - settings.maximumPendingSteps, 1e15))
+                // Whole steps are counted and the fraction carried: single samples each owe an
+                // eighth of a step, and dropping every fraction counted none of them.
+                let over = pendingSteps - settings.maximumPendingSteps + skippedFraction
+                let whole = over.rounded(.down)
+                skippedSteps &+= UInt64(min(whole, 1e15))
+                skippedFraction = over - whole
                 pendingSteps = settings.maximumPendingSteps
             }
         }

@@ -17,6 +17,19 @@ import Testing
         x.withUnsafeBufferPointer { _ = p.score($0.baseAddress!, count: n, firstSequence: UInt64(from)) }
     }
 
+    /// From review: steps skipped at the cap are counted whole, their fractions carried. A stream of
+    /// single samples owes an eighth of a step each, and every fraction was dropped: a trainer at the
+    /// cap skipped nearly every step while `skipped_steps` stayed 0.
+    @Test func stepsSkippedOneSampleAtATimeAreCounted() {
+        var s = StreamConfiguration()
+        s.mocoQueue = 128
+        s.maximumPendingSteps = 1
+        let p = StreamPipeline(name: "single", settings: s.resolved(dim: 4))
+        for i in 0..<809 { send(p, 1, from: i) }
+        #expect(p.status.pendingSteps == 1)
+        #expect(p.skippedSteps == 100, "809 × 0.125 = 101.125 earned, 1 owed: \(p.skippedSteps)")
+    }
+
     @Test func aQuietStreamTakesItsIdleStepsAtTheRateAndStops() {
         let p = stream(rate: 8, passes: 2)
         send(p, 256)

@@ -1195,19 +1195,47 @@ import Testing
         try FileManager.default.removeItem(atPath: other)
         var skipped: [String] = []
         let loaded = try #require(
-            store.loadNewest(settings: { _ in s }, skipped: { path, _, aside in skipped.append(path + " -> " + aside) }))
+            try store.loadNewest(settings: { _ in s }, skipped: { path, _, aside in skipped.append(path + " -> " + aside) }))
         #expect(loaded.path == older && skipped == [newer + " -> " + newer + ".damaged"])
         #expect(loaded.streams.first?.accepted == 100)
         // The damaged file is kept aside, no longer counted among the kept checkpoints.
-        #expect(FileManager.default.fileExists(atPath: newer + ".damaged") && store.files().map(\.path) == [older])
+        #expect(try FileManager.default.fileExists(atPath: newer + ".damaged") && store.files().map(\.path) == [older])
         // One that cannot be read (here a directory in its place; as root, permissions would not
         // stop a read) is not damaged: skipped and left where it is.
         let unreadable = directory + "/checkpoint-00000000000000000007.eddy"
         try FileManager.default.createDirectory(atPath: unreadable, withIntermediateDirectories: false)
         var left: [String] = []
-        let past = try #require(store.loadNewest(settings: { _ in s }, skipped: { path, _, aside in left.append(path + " -> " + aside) }))
+        let past = try #require(try store.loadNewest(settings: { _ in s }, skipped: { path, _, aside in left.append(path + " -> " + aside) }))
         #expect(past.path == older && left == [unreadable + " -> " + unreadable])
         try FileManager.default.removeItem(atPath: unreadable)
+        // From review: the rotation leaves it too (it was pruned once `kept` newer checkpoints were
+        // written, the newest state gone with it), and it is not counted among the kept. Here a
+        // socket in its place: unreadable even to root, and one unlink would remove.
+        let socketPath = directory + "/checkpoint-00000000000000000008.eddy"
+        let fd = socket(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_un()
+        address.sun_family = sa_family_t(AF_UNIX)
+        withUnsafeMutableBytes(of: &address.sun_path) { raw in
+            for (i, b) in socketPath.utf8.enumerated() { raw[i] = b }
+        }
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
+        }
+        #expect(bound == 0)
+        close(fd)
+        var skippedSocket: [String] = []
+        let restored = try #require(try store.loadNewest(settings: { _ in s }, skipped: { path, _, _ in skippedSocket.append(path) }))
+        #expect(restored.path == older && skippedSocket == [socketPath])
+        for now in 3...6 { try store.write(restored.streams, now: Int64(now)) }
+        let left2 = try store.files().map(\.path)
+        #expect(left2.contains(socketPath) && left2.filter { $0 != socketPath }.count == store.kept, "\(left2)")
+        unlink(socketPath)
+        // A directory that cannot be listed is an error, not an empty store.
+        let notADirectory = directory + "/plain"
+        try Data([1]).write(to: URL(fileURLWithPath: notADirectory))
+        #expect(throws: CheckpointError.self) { try CheckpointStore(directory: notADirectory).files() }
+        #expect(try CheckpointStore(directory: directory + "/none").files().isEmpty, "a directory not made yet is empty")
+        try FileManager.default.removeItem(atPath: notADirectory)
 
         // Settings of another shape (a wider hidden layer): the stream starts afresh, named, with
         // its saved state written aside whole.
@@ -1215,10 +1243,18 @@ import Testing
         wider.autoencoderHidden = [32, 8, 32]
         var asides: [(String, String)] = []
         let again = try #require(
-            store.loadNewest(settings: { _ in wider }, skipped: { _, _, _ in }, setAside: { name, _, path in asides.append((name, path)) }))
+            try store.loadNewest(settings: { _ in wider }, skipped: { _, _, _ in }, setAside: { name, _, path in asides.append((name, path)) }))
         #expect(again.streams.isEmpty && asides.map(\.0) == ["x"])
         let kept = try #require(FileManager.default.contents(atPath: asides[0].1))
         #expect(try StreamPipeline.restore([UInt8](kept), settings: s).accepted == 100, "the set-aside state restores")
+        // From review: a state that cannot be written aside fails the start (here a directory in
+        // the way). It was reported as kept aside and then went with its checkpoint at rotation.
+        try FileManager.default.removeItem(atPath: asides[0].1)
+        try FileManager.default.createDirectory(atPath: asides[0].1, withIntermediateDirectories: false)
+        #expect { try store.loadNewest(settings: { _ in wider }, skipped: { _, _, _ in }) } throws: {
+            "\($0)".contains("could not be kept aside")
+        }
+        try FileManager.default.removeItem(atPath: asides[0].1)
 
         // Settings that change only the contrastive model (here: batch normalisation off, as a
         // checkpoint from before it was a default is read): MoCo starts afresh, named, and the rest

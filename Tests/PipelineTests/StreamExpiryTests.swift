@@ -94,7 +94,7 @@ import ZeroMQ
         again.stop()
         #expect(!FileManager.default.fileExists(atPath: directory + "/expired-a.stream"))
         let loaded = try #require(
-            CheckpointStore(directory: directory).loadNewest(settings: { configuration.settings(for: $0) }, skipped: { _, _, _ in }))
+            try CheckpointStore(directory: directory).loadNewest(settings: { configuration.settings(for: $0) }, skipped: { _, _, _ in }))
         #expect(loaded.streams.first { $0.name == "a" }?.accepted == 64)
     }
 
