@@ -525,6 +525,10 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// frame and then stalls, or trickles it, would otherwise hold its share of
     /// `ingest_buffer_bytes` for ever, and a few such peers all of it.
     public var ingestMessageSeconds = 30.0
+    /// With all `max_ingest_connections` taken, a newcomer closes the connection that has gone
+    /// longest without a message if it has been that quiet for this many seconds (peers that finish
+    /// a handshake and fall silent cannot keep producers out for good); otherwise it is refused.
+    public var ingestIdleSeconds = 60.0
 
     /// Chunks (libzmq reads of up to 8 KiB) queued per connection.
     public var ingestChunksPerConnection: Int { max(1, ingestConnectionBytes / 8192) }
@@ -634,6 +638,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
         }
         if !(ingestMessageSeconds >= 0.1 && ingestMessageSeconds <= 3600) {
             throw ConfigurationError.invalid("ingest_message_seconds must be in 0.1...3600")
+        }
+        if !(ingestIdleSeconds >= 0.1 && ingestIdleSeconds <= 86_400) {
+            throw ConfigurationError.invalid("ingest_idle_seconds must be in 0.1...86400")
         }
         if ingestBufferBytes < maxMessageBytes + maxStreamNameBytes || ingestBufferBytes > 1 << 40 {
             throw ConfigurationError.invalid(

@@ -40,6 +40,7 @@ ingest_buffer_bytes = 64M             # messages in progress across connections;
                                       # max_ingest_connections x ingest_connection_bytes + this (576 MiB)
 ingest_handshake_seconds = 10         # a producer connection still without its handshake after this is closed
 ingest_message_seconds = 30           # a connection whose message is in progress (part read) this long is closed
+ingest_idle_seconds = 60              # with every connection slot taken, one quiet this long makes room for a newcomer
 trainer_priority = idle                # idle (only CPU nothing else wants) or a nice value 0 to 19
 trainer_min_share = 0.1                # idle: the CPU share a trainer owing steps is guaranteed (raised when starved; 0: off)
 

@@ -52,6 +52,8 @@ public final class Daemon: @unchecked Sendable {
     public let protocolErrors = Counter(), connectionsRefused = Counter()
     /// PONGs that could not go to their producer (it does not read, or is leaving): dropped.
     public let pongsDropped = Counter()
+    /// Idle producer connections closed to make room for a new one at `max_ingest_connections`.
+    public let connectionsEvicted = Counter()
     /// Times an idle trainer starved of CPU while steps were owed was raised to SCHED_OTHER.
     public let trainerBoosts = Counter()
     /// The trainer's kernel thread id and CPU clock, when it runs under SCHED_IDLE (stateLock).

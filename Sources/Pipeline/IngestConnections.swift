@@ -10,9 +10,9 @@ import ZeroMQ
 /// Ingest thread only.
 struct IngestConnections {
     /// By routing id (libzmq's are 5 bytes: a zero and a counter), with the id's bytes to send back,
-    /// when it opened, and since when its message in progress has held bytes of the budget (nil
-    /// when it holds none; monotonic seconds).
-    var open: [UInt64: (id: [UInt8], connection: ZMTPConnection, opened: Double, holding: Double?)] = [:]
+    /// when it opened, since when its message in progress has held bytes of the budget (nil when it
+    /// holds none), and when it last finished a message (or opened; monotonic seconds).
+    var open: [UInt64: (id: [UInt8], connection: ZMTPConnection, opened: Double, holding: Double?, active: Double)] = [:]
     /// Connections found gone when the daemon wrote to them: their disconnect notice is still to
     /// come, and must not be taken for a new connection.
     var gone: Set<UInt64> = []
@@ -24,6 +24,10 @@ struct IngestConnections {
     let handshakeSeconds: Double
     /// Seconds a message may be in progress (holding bytes of the budget) before it is closed.
     let messageSeconds: Double
+    /// With every slot taken, a newcomer closes the connection that has gone longest without a
+    /// message, if that is at least this long (`ingest_idle_seconds`: peers that finish a handshake
+    /// and go silent cannot keep producers out for good, while busy producers are never closed for one).
+    let idleBeforeEviction: Double
     let budget: ZMTPConnection.Budget
     let security: ZMTPConnection.Security
     let limits: ZMTPConnection.Limits
@@ -35,6 +39,7 @@ struct IngestConnections {
         maximum = c.maxIngestConnections
         handshakeSeconds = c.ingestHandshakeSeconds
         messageSeconds = c.ingestMessageSeconds
+        idleBeforeEviction = c.ingestIdleSeconds
         if let security, let secret = Curve.decode(security.server.secretKey) {
             let list = security.allowList
             self.security = .curve(secretKey: secret, allows: { list.contains(raw: $0) })
@@ -66,7 +71,7 @@ extension Daemon {
                     try opened(or: key, id: Array(id), stream: stream, connections: &connections)
                     return
                 }
-                guard let (idBytes, c, _, holding) = connections.open[key] else { return }  // closed by us; its last bytes
+                guard let (idBytes, c, _, holding, _) = connections.open[key] else { return }  // closed by us; its last bytes
                 var closed = false, finished = false
                 try c.feed(data, budget: connections.budget) { event in
                     guard !closed else { return }
@@ -113,6 +118,7 @@ extension Daemon {
                 // The clock of the message in progress: started by its first held bytes, and again by
                 // a message begun in the chunk that finished the one before.
                 guard !closed else { return }
+                if finished { connections.open[key]?.active = Self.monotonic() }
                 if c.held == 0 {
                     if holding != nil { connections.open[key]?.holding = nil }
                 } else if holding == nil || finished {
@@ -129,9 +135,11 @@ extension Daemon {
     func opened(or key: UInt64, id: [UInt8], stream: borrowing Socket, connections: inout IngestConnections) throws {
         if connections.gone.remove(key) != nil || connections.unclosed.removeValue(forKey: key) != nil {
             return  // the notice of a connection already forgotten, or of one whose close was still owed
-        } else if let (_, c, _, _) = connections.open.removeValue(forKey: key) {
+        } else if let (_, c, _, _, _) = connections.open.removeValue(forKey: key) {
             if let end = c.peerClosed(budget: connections.budget) { ended(end) }
-        } else if connections.open.count + connections.unclosed.count >= connections.maximum {
+        } else if try connections.open.count + connections.unclosed.count >= connections.maximum
+            && !evictIdlest(stream: stream, connections: &connections)
+        {
             connectionsRefused.add()
             let n = connectionsRefused.load
             if n <= 10 || n % 1000 == 0 {
@@ -145,11 +153,33 @@ extension Daemon {
             // A producer gone before its greeting is sent is not kept (its disconnect notice may
             // already have been read).
             if try Self.send([id, c.greeting], to: stream) != .gone {
-                connections.open[key] = (id, c, Self.monotonic(), nil)
+                let now = Self.monotonic()
+                connections.open[key] = (id, c, now, nil, now)
             } else {
                 connections.gone.insert(key)
             }
         }
+    }
+
+    /// Closes the ready connection that has gone longest without a message, if that is at least
+    /// `idleBeforeEviction`, to make room for a newcomer (counted, said in the log). False if none has.
+    func evictIdlest(stream: borrowing Socket, connections: inout IngestConnections) throws -> Bool {
+        let now = Self.monotonic()
+        guard let (key, entry) = connections.open.filter({ $0.value.connection.isReady && $0.value.holding == nil })
+            .min(by: { $0.value.active < $1.value.active }),
+            entry.active <= now - connections.idleBeforeEviction
+        else { return false }
+        entry.connection.release(budget: connections.budget)
+        connections.open[key] = nil
+        try close(key, id: entry.id, stream: stream, connections: &connections)
+        connectionsEvicted.add()
+        let n = connectionsEvicted.load
+        if n <= 10 || n % 1000 == 0 {
+            logger.notice(
+                "idle producer connection closed to make room for a new one",
+                metadata: ["idle.seconds": "\(Int(now - entry.active))", "evicted.total": "\(n)"])
+        }
+        return true
     }
 
     /// Closes the connection `key` (already out of `open`), or owes its close when its queue is full.

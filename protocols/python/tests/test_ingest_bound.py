@@ -232,11 +232,11 @@ def test_a_message_left_in_progress_is_closed_and_its_share_of_the_buffer_freed(
     assert daemon.terminate()[0] == 0
 
 
-def test_a_producer_that_does_not_read_is_closed_and_keeps_its_slot_until_the_close_goes(start_daemon):
-    """A peer that sends PINGs and never reads the PONGs fills its queue: the daemon ends it
-    (counted) but cannot send the close into the full queue. It owes the close and sends it once
-    the queue has room (the peer sees its end once it reads); until then the connection still
-    counts toward max_ingest_connections (it is not forgotten while libzmq keeps it open)."""
+def test_a_producer_that_does_not_read_its_pongs_loses_only_the_pongs(start_daemon):
+    """A peer that sends PINGs and never reads the PONGs fills its queue: the PONGs that no longer
+    fit are dropped (counted), and what it sends after them is still taken and scored. Before, a
+    PONG that could not go ended the connection and threw away the messages after its PING,
+    uncounted (a producer with ZMQ_HEARTBEAT_IVL that sent its last batch and left lost it)."""
     daemon = start_daemon(daemon_config="max_ingest_connections = 2\n")
     ep, http = daemon.endpoints, daemon.endpoints["http"]
     host, port = ep["ingest"].removeprefix("tcp://").rsplit(":", 1)
@@ -254,31 +254,56 @@ def test_a_producer_that_does_not_read_is_closed_and_keeps_its_slot_until_the_cl
     pings = (bytes([4, len(ping)]) + ping) * 4000
     deaf.settimeout(0.5)
 
-    before = exposition(get(f"http://{http}/metrics")[1]).get("eddy_protocol_errors_total", 0)
+    def metric(name):
+        return exposition(get(f"http://{http}/metrics")[1]).get(name, 0)
+
+    errors = metric("eddy_protocol_errors_total")
     end = time.monotonic() + 60
     while time.monotonic() < end:
         try:
             deaf.sendall(pings)
         except socket.timeout:
             pass
-        if exposition(get(f"http://{http}/metrics")[1]).get("eddy_protocol_errors_total", 0) > before:
+        if metric("eddy_pongs_dropped_total") > 0:
             break
     else:
-        raise AssertionError("the daemon never found the peer not reading")
-    # A second connection is taken. A third is refused while the deaf peer's close is owed (the
-    # close may have gone already, should its queue have found room since).
-    second = raw_push(ep["ingest"])
-    third = zmtp_client_or_closed(ep["ingest"])
-    # It reads at last: its PONGs drain, the owed close goes, and it sees its end.
-    deaf.settimeout(10)
-    try:
-        while deaf.recv(1 << 16):
-            pass
-    except ConnectionResetError:
-        pass
+        raise AssertionError("no PONG was ever dropped")
+    batch = pb.SampleBatch(stream="deaf", sequence=0, dim=4, count=2, values=np.ones(8, np.float32).tobytes())
+    with Subscriber(ep["publish"], ["score/deaf/"]) as sub:
+        time.sleep(0.3)
+        deaf.settimeout(10)
+        deaf.sendall(short_frame(b"deaf", more=True) + short_frame(batch.SerializeToString()))
+        assert wait_scores(sub, "deaf", 0) is not None, "the message after the PINGs was taken"
+    assert metric("eddy_protocol_errors_total") == errors, "the connection was not ended"
     deaf.close()
-    third = third or until(lambda: zmtp_client_or_closed(ep["ingest"]), 10)
-    assert third, "the slot was not freed once the close went"
-    for c in (second, third):
-        c.close()
+    assert daemon.terminate()[0] == 0
+
+
+def test_connections_idle_past_ingest_idle_seconds_make_room_for_a_producer(start_daemon):
+    """Peers that finish their handshake and fall silent held every slot for good (the handshake
+    timer is the only one they pass): with all max_ingest_connections taken, a newcomer now closes
+    the one quiet longest, if it has been quiet ingest_idle_seconds, and its samples are scored.
+    Connections busier than that are never closed for one: the newcomer is refused, as before."""
+    daemon = start_daemon(daemon_config="max_ingest_connections = 4\ningest_idle_seconds = 1\n")
+    ep, http = daemon.endpoints, daemon.endpoints["http"]
+
+    def metric(name):
+        return exposition(get(f"http://{http}/metrics")[1]).get(name, 0)
+
+    silent = [raw_push(ep["ingest"]) for _ in range(4)]
+    # At once, every slot is busy enough: a fifth connection is refused.
+    refused = metric("eddy_connections_refused_total")
+    host, port = ep["ingest"].removeprefix("tcp://").rsplit(":", 1)
+    fifth = socket.create_connection((host, int(port)))
+    assert closed_within(fifth, 3), "a fifth connection within ingest_idle_seconds is closed"
+    assert until(lambda: metric("eddy_connections_refused_total") == refused + 1, 10)
+    time.sleep(1.5)  # past ingest_idle_seconds
+    with Producer(ep["ingest"]) as good, Subscriber(ep["publish"], ["score/"]) as sub:
+        time.sleep(0.3)
+        good.send("good", np.ones((8, 4), np.float32))
+        assert wait_scores(sub, "good", 0) is not None
+    assert metric("eddy_ingest_connections_evicted_total") >= 1
+    assert sum(closed_within(s, 0.5) for s in silent) >= 1, "an idle connection was closed to make room"
+    for s in silent:
+        s.close()
     assert daemon.terminate()[0] == 0
