@@ -780,14 +780,13 @@ public final class Daemon: @unchecked Sendable {
         _ code: Eddy_V1_ErrorCode, _ why: String, stream: String?, sequence: UInt64, samples: Int,
         publisher: borrowing Socket
     ) {
-        messagesRejected.add()
+        let logged = messagesRejected.addForLog()
         samplesRejected.add(UInt64(samples))
         let slot = min(max(code.rawValue, 0), rejectedMessages.count - 1)
         rejectedMessages[slot].add()
         rejectedSamples[slot].add(UInt64(samples))
         if let stream, let s = streamsLock.withLock({ streams[stream] }) { s.countRejected() }
-        let n = messagesRejected.load
-        if n <= 10 || n % 1000 == 0 {
+        if let n = logged {
             logger.warning(
                 "message rejected",
                 metadata: [
@@ -1108,9 +1107,7 @@ extension Daemon {
                 guard try rep.poll(timeout: 50), let request = try rep.receive(dontWait: true) else { continue }
                 let answer = security.reply(to: request)
                 if !answer.accepted {
-                    handshakesRefused.add()
-                    let n = handshakesRefused.load
-                    if n <= 10 || n % 1000 == 0 {
+                    if let n = handshakesRefused.addForLog() {
                         logger.warning(
                             "client refused",
                             metadata: ["client.address": "\(answer.address)", "error.message": "\(answer.why)", "refused.total": "\(n)"])

@@ -140,9 +140,7 @@ extension Daemon {
         } else if try connections.open.count + connections.unclosed.count >= connections.maximum
             && !evictIdlest(stream: stream, connections: &connections)
         {
-            connectionsRefused.add()
-            let n = connectionsRefused.load
-            if n <= 10 || n % 1000 == 0 {
+            if let n = connectionsRefused.addForLog() {
                 logger.warning(
                     "producer connection refused",
                     metadata: ["error.message": "max_ingest_connections \(connections.maximum) are open", "refused.total": "\(n)"])
@@ -172,9 +170,7 @@ extension Daemon {
         entry.connection.release(budget: connections.budget)
         connections.open[key] = nil
         try close(key, id: entry.id, stream: stream, connections: &connections)
-        connectionsEvicted.add()
-        let n = connectionsEvicted.load
-        if n <= 10 || n % 1000 == 0 {
+        if let n = connectionsEvicted.addForLog() {
             logger.notice(
                 "idle producer connection closed to make room for a new one",
                 metadata: ["idle.seconds": "\(Int(now - entry.active))", "evicted.total": "\(n)"])
@@ -248,16 +244,12 @@ extension Daemon {
     func ended(_ end: ZMTPConnection.End) {
         switch end {
         case .refused(let why, let client):
-            handshakesRefused.add()
-            let n = handshakesRefused.load
-            if n <= 10 || n % 1000 == 0 {
+            if let n = handshakesRefused.addForLog() {
                 let key = client.flatMap(Curve.encode).map { " \($0)" } ?? ""
                 logger.warning("client refused", metadata: ["error.message": "\(why)\(key)", "refused.total": "\(n)"])
             }
         case .protocolError(let why):
-            protocolErrors.add()
-            let n = protocolErrors.load
-            if n <= 10 || n % 1000 == 0 {
+            if let n = protocolErrors.addForLog() {
                 logger.warning("producer connection closed", metadata: ["error.message": "\(why)", "closed.total": "\(n)"])
             }
         case .afterRefusal:

@@ -44,4 +44,11 @@ public final class Counter: Sendable {
     public func add(_ n: UInt64 = 1) -> UInt64 { value.wrappingAdd(n, ordering: .relaxed).newValue }
     public var load: UInt64 { value.load(ordering: .relaxed) }
     func store(_ n: UInt64) { value.store(n, ordering: .relaxed) }
+
+    /// Adds one; the new count if it is one to log (the first ten, then every thousandth: a flood is
+    /// said, not echoed line by line), else nil.
+    func addForLog() -> UInt64? {
+        let n = add()
+        return n <= 10 || n % 1000 == 0 ? n : nil
+    }
 }

@@ -1431,3 +1431,12 @@ enum LegacyCheckpoint {
         #expect(alerted.allSatisfy(kept.contains), "silence alerts on templates gone: \(alerted)")
     }
 }
+
+@Suite struct CounterTests {
+    /// A flood of refusals is logged the first ten times and then every thousandth, and counted whole.
+    @Test func aFloodIsLoggedTheFirstTenTimesThenEveryThousandth() {
+        let c = Counter()
+        let logged = (0..<2500).compactMap { _ in c.addForLog() }
+        #expect(logged == Array(1...10) + [1000, 2000] && c.load == 2500)
+    }
+}
