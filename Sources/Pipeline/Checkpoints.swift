@@ -65,7 +65,7 @@ public struct CheckpointStore: Sendable {
         guard last < UInt64.max else { throw CheckpointError.system("no checkpoint number after \(last) in \(directory)", EOVERFLOW) }
         let sequence = last + 1
         let path = directory + "/" + String(format: "checkpoint-%020llu.eddy", sequence)
-        try Self.writeAtomically(w.bytes, to: path, directory: directory)
+        try Self.writeAtomically(w.bytes, to: path, directory: directory, progress: progress)
         // A file that cannot be read (its owner or mode changed, an I/O error) was skipped at start
         // and is left for the operator: not counted among the kept, never pruned.
         for old in (listed + [(sequence, path)]).filter({ Self.readable($0.path) }).dropLast(kept) { unlink(old.path) }
@@ -94,6 +94,9 @@ public struct CheckpointStore: Sendable {
         for path in stale { unlink(path) }
         return stale
     }
+
+    /// Bytes written between two calls of a write's `progress`.
+    static let writeChunk = 8 << 20
 
     /// The streams of the newest checkpoint that reads back whole, or nil if there is none.
     ///
@@ -165,14 +168,14 @@ public struct CheckpointStore: Sendable {
     /// Writes an expiring stream's state aside, durably (see `writeAtomically`), and returns its path.
     /// `pruneExpired` then keeps the number of such files bounded.
     @discardableResult
-    public func writeExpired(_ stream: StreamPipeline) throws -> String {
+    public func writeExpired(_ stream: StreamPipeline, progress: () -> Void = {}) throws -> String {
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         var w = StateWriter()
         w.write(Self.expiredKind); w.write(Self.expiredVersion)
         w.write(blob: stream.serialized())
         w.seal()
         let path = expiredPath(stream.name)
-        try Self.writeAtomically(w.bytes, to: path, directory: directory)
+        try Self.writeAtomically(w.bytes, to: path, directory: directory, progress: progress)
         return path
     }
 
@@ -216,13 +219,17 @@ public struct CheckpointStore: Sendable {
         return restored
     }
 
-    static func writeAtomically(_ bytes: [UInt8], to path: String, directory: String) throws {
+    /// `progress` is called after each `writeChunk` bytes written and before each fsync (the
+    /// trainer's health mark: a large checkpoint on a slow disk is work, not a stall).
+    static func writeAtomically(_ bytes: [UInt8], to path: String, directory: String, progress: () -> Void = {}) throws {
         let temporary = path + ".tmp"
         let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         guard fd >= 0 else { throw CheckpointError.system("open \(temporary)", errno) }
         var written = 0
         while written < bytes.count {
-            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + written, bytes.count - written) }
+            progress()
+            let chunk = min(bytes.count - written, Self.writeChunk)
+            let n = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + written, chunk) }
             if n < 0 {
                 if errno == EINTR { continue }
                 let e = errno
@@ -232,6 +239,7 @@ public struct CheckpointStore: Sendable {
             }
             written += n
         }
+        progress()
         guard fsync(fd) == 0 else {
             let e = errno
             close(fd)
@@ -245,6 +253,7 @@ public struct CheckpointStore: Sendable {
             throw CheckpointError.system("rename \(temporary)", e)
         }
         // The rename is durable once the directory is: until then an older file must not go.
+        progress()
         let dir = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
         guard dir >= 0 else { throw CheckpointError.system("open \(directory)", errno) }
         defer { close(dir) }

@@ -717,7 +717,7 @@ public final class Daemon: @unchecked Sendable {
                 return writingAside != nil
             }) else { continue }
             beforeWritingAside?(s)
-            let written = Result { try store.writeExpired(s) }
+            let written = Result { try store.writeExpired(s) { progress.beat(.trainer) } }
             retireLock.withLock {
                 let takenBack = writingAside !== s
                 writingAside = nil

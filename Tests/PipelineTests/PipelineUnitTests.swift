@@ -1440,3 +1440,19 @@ enum LegacyCheckpoint {
         #expect(logged == Array(1...10) + [1000, 2000] && c.load == 2500)
     }
 }
+
+@Suite struct AtomicWriteTests {
+    /// From review: a large checkpoint is written in chunks of 8 MiB with the trainer's health mark
+    /// between them and before each fsync, so a slow disk reads as work, not a stalled trainer
+    /// (whose watchdog would kill the daemon mid-write, at every restart). It marked nothing.
+    @Test func aLargeWriteMarksProgressBetweenChunksAndFsyncs() throws {
+        let directory = NSTemporaryDirectory() + "eddy-atomic-\(UInt64.random(in: 0...UInt64.max))"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let bytes = [UInt8](repeating: 7, count: 20 << 20)
+        var marks = 0
+        try CheckpointStore.writeAtomically(bytes, to: directory + "/big", directory: directory) { marks += 1 }
+        #expect(marks == 3 + 2, "three chunks of at most 8 MiB, then the file's and the directory's fsync")
+        #expect(FileManager.default.contents(atPath: directory + "/big")?.count == 20 << 20)
+    }
+}
