@@ -76,7 +76,7 @@ public final class DaemonMetrics: @unchecked Sendable {
         ("eddy_snapshots_published_total", "counter", "Model snapshots published."),
         ("eddy_snapshot_requests_total", "counter", "Snapshot requests answered on the snapshot endpoint (with a snapshot or an error)."),
         ("eddy_pongs_dropped_total", "counter", "PONGs dropped because their producer did not read them or was leaving (its messages are still taken)."),
-        ("eddy_ingest_connections_evicted_total", "counter", "Producer connections idle for a minute or more closed to make room for a new one at max_ingest_connections."),
+        ("eddy_ingest_connections_evicted_total", "counter", "Producer connections idle for ingest_idle_seconds or more closed to make room for a new one at max_ingest_connections."),
         ("eddy_checkpoints_total", "counter", "Checkpoints written."),
         ("eddy_checkpoint_failures_total", "counter", "Checkpoints that failed (the previous one stays)."),
         ("eddy_handshakes_refused_total", "counter", "Clients turned away in the handshake (a CURVE key not on the allow-list, another security mechanism)."),
