@@ -274,12 +274,18 @@ public final class ZMTPConnection {
         let index = frames.count
         let overhead = boxed ? CurveServer.messageOverhead : 0
         let content = size >= UInt64(overhead) ? Int(clamping: size - UInt64(overhead)) : 0
+        // A boxed frame that starts a message and is no larger than a PING (what it is shows only
+        // once it is opened) passes the limits: a producer's heartbeat is neither refused for the
+        // budget other connections hold nor for a `max_stream_name_bytes` under its size, which
+        // closed the connection. Such a frame holds at most `smallBoxedFrame` bytes over the budget
+        // on each connection; a stream name that passes this way is still checked at admission.
+        let small = boxed && index == 0 && content <= Self.smallBoxedFrame
         let refusal: Refusal?
         if index >= limits.frameBytes.count {
             refusal = .tooManyFrames(index + 1)
-        } else if content > limits.frameBytes[index] {
+        } else if !small && content > limits.frameBytes[index] {
             refusal = .oversized(frame: index, bytes: content, limit: limits.frameBytes[index])
-        } else if budget.used + Int(size) > budget.limit {
+        } else if !small && budget.used + Int(size) > budget.limit {
             refusal = .overBudget(bytes: Int(size))
         } else {
             refusal = nil
@@ -385,6 +391,8 @@ public final class ZMTPConnection {
 
     /// The longest PING context RFC 37 allows.
     static let maximumPingContext = 16
+    /// The largest boxed frame taken for what it may be, a PING (its name, TTL and context: 23 bytes).
+    static let smallBoxedFrame = 7 + maximumPingContext
 
     /// A command after the handshake: PING gets its PONG, ERROR ends the connection, others pass.
     private func command(_ c: [UInt8], _ events: inout [Event], budget: Budget) {

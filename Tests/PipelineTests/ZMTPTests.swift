@@ -219,6 +219,31 @@ final class ZMTPServerHarness {
         #expect(server.ends.isEmpty && server.connections.count == 1)
     }
 
+    /// From review: a boxed PING is no larger than `smallBoxedFrame` and passes the frame-0 limit and
+    /// the budget before it is opened: with `max_stream_name_bytes` under its size, or the budget
+    /// held by others, a producer's heartbeat was refused as an oversized stream name (or over
+    /// budget) and its connection closed. A frame 0 longer than a PING is still refused.
+    @Test func aCurveHeartbeatIsNotRefusedForAShortNameLimit() throws {
+        let serverKeys = try Curve.generate(), client = try Curve.generate()
+        let server = try ZMTPServerHarness(
+            security: .curve(secretKey: Curve.decode(serverKeys.secretKey)!, allows: { _ in true }),
+            limits: .init(frameBytes: [4, 1000]))
+        let stream = try Socket(server.context, .stream)
+        let push = try Socket(server.context, .push)
+        try push.makeCurveClient(serverKey: serverKeys.publicKey, keys: client)
+        try push.setOption(ZMQ_HEARTBEAT_IVL, 20)
+        try push.connect(try stream.bind("tcp://127.0.0.1:*"))
+        try push.send(frames("h", "first"))
+        func pongs() -> Int { server.events.filter { if case .pong = $0 { true } else { false } }.count }
+        try server.serve(stream) { _ in server.messages.count == 1 && pongs() >= 5 }
+        #expect(pongs() >= 5 && server.ends.isEmpty && server.refusals.isEmpty)
+        // A frame 0 over a PING's size is still refused at its header (one at most that size passes
+        // here and is checked at admission, as the daemon's `StreamName.decode` does).
+        try push.send(frames(String(repeating: "n", count: 30), "second"))
+        try server.serve(stream) { _ in !server.refusals.isEmpty }
+        #expect(server.refusals == [.oversized(frame: 0, bytes: 30, limit: 4)])
+    }
+
     /// A plaintext server refuses no one: a CURVE client that leaves in the greeting is a protocol
     /// error there, not a refused handshake (heartbeats count refusals only under CURVE).
     @Test func aCurveClientOfAPlaintextServerIsAProtocolErrorNotARefusal() throws {
