@@ -193,30 +193,42 @@ final class ZMTPServerHarness {
         #expect(refused.contains { $0.1 == Curve.decode(unknown.publicKey)! })
     }
 
-    /// A CURVE client's heartbeat PINGs are boxed as its messages are, with COMMAND in the box's own
-    /// flags (bit 1): they are answered, never taken for a one-frame message (which the daemon would
-    /// reject), and hold nothing of the budget, so an idle producer with heartbeats on is not a
-    /// message in progress.
-    @Test func curveHeartbeatsAreAnsweredAndHoldNothing() throws {
+    /// A CURVE server (every key allowed) with a PUSH client that sends heartbeats every 20 ms, has
+    /// sent one message ("h", "first") and been answered at least five PINGs.
+    func withHeartbeatingCurveClient(
+        limits: ZMTPConnection.Limits = .init(frameBytes: [64, 4096]),
+        _ body: (ZMTPServerHarness, borrowing Socket, borrowing Socket, () -> Int) throws -> Void
+    ) throws {
         let serverKeys = try Curve.generate(), client = try Curve.generate()
-        let server = try ZMTPServerHarness(security: .curve(secretKey: Curve.decode(serverKeys.secretKey)!, allows: { _ in true }))
+        let server = try ZMTPServerHarness(
+            security: .curve(secretKey: Curve.decode(serverKeys.secretKey)!, allows: { _ in true }), limits: limits)
         let stream = try Socket(server.context, .stream)
         let push = try Socket(server.context, .push)
         try push.makeCurveClient(serverKey: serverKeys.publicKey, keys: client)
         try push.setOption(ZMQ_HEARTBEAT_IVL, 20)
         try push.connect(try stream.bind("tcp://127.0.0.1:*"))
         try push.send(frames("h", "first"))
-        // The handshake's replies, then a PONG for each PING.
         func pongs() -> Int { server.events.filter { if case .pong = $0 { true } else { false } }.count }
         try server.serve(stream) { _ in server.messages.count == 1 && pongs() >= 5 }
-        #expect(pongs() >= 5)
-        let connection = try #require(server.connections.values.first)
-        #expect(connection.held == 0 && server.budget.used == 0, "\(connection.held) bytes held after \(pongs()) PINGs")
-        try push.send(frames("h", "second"))
-        try server.serve(stream) { _ in server.messages.count == 2 }
-        #expect(server.messages == [frames("h", "first"), frames("h", "second")])
-        // The client took the PONGs for PONGs: it kept its one connection.
-        #expect(server.ends.isEmpty && server.connections.count == 1)
+        try body(server, stream, push, pongs)
+    }
+
+    /// A CURVE client's heartbeat PINGs are boxed as its messages are, with COMMAND in the box's own
+    /// flags (bit 1): they are answered, never taken for a one-frame message (which the daemon would
+    /// reject), and hold nothing of the budget, so an idle producer with heartbeats on is not a
+    /// message in progress.
+    @Test func curveHeartbeatsAreAnsweredAndHoldNothing() throws {
+        // The handshake's replies, then a PONG for each PING.
+        try withHeartbeatingCurveClient { server, stream, push, pongs in
+            #expect(pongs() >= 5)
+            let connection = try #require(server.connections.values.first)
+            #expect(connection.held == 0 && server.budget.used == 0, "\(connection.held) bytes held after \(pongs()) PINGs")
+            try push.send(frames("h", "second"))
+            try server.serve(stream) { _ in server.messages.count == 2 }
+            #expect(server.messages == [frames("h", "first"), frames("h", "second")])
+            // The client took the PONGs for PONGs: it kept its one connection.
+            #expect(server.ends.isEmpty && server.connections.count == 1)
+        }
     }
 
     /// From review: a boxed PING is no larger than `smallBoxedFrame` and passes the frame-0 limit and
@@ -224,24 +236,14 @@ final class ZMTPServerHarness {
     /// held by others, a producer's heartbeat was refused as an oversized stream name (or over
     /// budget) and its connection closed. A frame 0 longer than a PING is still refused.
     @Test func aCurveHeartbeatIsNotRefusedForAShortNameLimit() throws {
-        let serverKeys = try Curve.generate(), client = try Curve.generate()
-        let server = try ZMTPServerHarness(
-            security: .curve(secretKey: Curve.decode(serverKeys.secretKey)!, allows: { _ in true }),
-            limits: .init(frameBytes: [4, 1000]))
-        let stream = try Socket(server.context, .stream)
-        let push = try Socket(server.context, .push)
-        try push.makeCurveClient(serverKey: serverKeys.publicKey, keys: client)
-        try push.setOption(ZMQ_HEARTBEAT_IVL, 20)
-        try push.connect(try stream.bind("tcp://127.0.0.1:*"))
-        try push.send(frames("h", "first"))
-        func pongs() -> Int { server.events.filter { if case .pong = $0 { true } else { false } }.count }
-        try server.serve(stream) { _ in server.messages.count == 1 && pongs() >= 5 }
-        #expect(pongs() >= 5 && server.ends.isEmpty && server.refusals.isEmpty)
-        // A frame 0 over a PING's size is still refused at its header (one at most that size passes
-        // here and is checked at admission, as the daemon's `StreamName.decode` does).
-        try push.send(frames(String(repeating: "n", count: 30), "second"))
-        try server.serve(stream) { _ in !server.refusals.isEmpty }
-        #expect(server.refusals == [.oversized(frame: 0, bytes: 30, limit: 4)])
+        try withHeartbeatingCurveClient(limits: .init(frameBytes: [4, 1000])) { server, stream, push, pongs in
+            #expect(pongs() >= 5 && server.ends.isEmpty && server.refusals.isEmpty)
+            // A frame 0 over a PING's size is still refused at its header (one at most that size passes
+            // here and is checked at admission, as the daemon's `StreamName.decode` does).
+            try push.send(frames(String(repeating: "n", count: 30), "second"))
+            try server.serve(stream) { _ in !server.refusals.isEmpty }
+            #expect(server.refusals == [.oversized(frame: 0, bytes: 30, limit: 4)])
+        }
     }
 
     /// A plaintext server refuses no one: a CURVE client that leaves in the greeting is a protocol
