@@ -14,8 +14,10 @@
 
 // exp(x) in single precision, Cephes-style: x = n ln2 + r, a degree-6 polynomial for e^r, 2^n put
 // into the exponent bits. Branch-free, so loops over it vectorise; a call to libm's expf does not.
-static inline float poly_exp(float x) {
-    x = fminf(fmaxf(x, -87.3f), 88.3f);
+// NaN gives NaN (the clamp alone made it e^-87.3, so a NaN logit weighed nothing and the loss stayed
+// finite, hiding a poisoned key from the trainer's check).
+static inline float poly_exp(float v) {
+    float x = fminf(fmaxf(v, -87.3f), 88.3f);
     float n = floorf(x * 1.44269504088896341f + 0.5f);
     float r = x - n * 0.693359375f + n * 2.12194440e-4f;
     float p = 1.9875691500e-4f;
@@ -26,7 +28,7 @@ static inline float poly_exp(float x) {
     p = p * r + 5.0000001201e-1f;
     float y = p * r * r + r + 1.0f;
     union { uint32_t u; float f; } scale = {.u = (uint32_t)((int32_t)n + 127) << 23};
-    return y * scale.f;
+    return v == v ? y * scale.f : v;
 }
 
 EDDY_KERNEL

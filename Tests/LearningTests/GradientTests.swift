@@ -187,6 +187,18 @@ import Testing
         #expect(analytic.contains { $0 != 0 })
     }
 
+    /// From review: a key in the queue that is NaN makes the loss NaN, on both softmax paths (shifted
+    /// by 1/T, and by the row's maximum below T 0.025), so the trainer's check on a non-finite loss
+    /// sees it at once. The exponential turned a NaN logit into e^-87, and the loss stayed finite.
+    @Test(arguments: [Float(0.5), 0.02])
+    func aPoisonedKeyMakesTheLossNaN(temperature: Float) {
+        let moco = smallMoCo(temperature: temperature)
+        let loss = mocoLoss(moco, seed: 34, masked: false).loss
+        #expect(loss().isFinite)
+        moco.queue.pointer[0] = .nan
+        #expect(loss().isNaN)
+    }
+
     /// InfoNCE plus the reconstruction term: the decoder's gradient, and the encoder's, which the
     /// term reaches through the representation, against central differences.
     @Test func mocoReconstructionGradientMatchesFiniteDifferences() throws {
