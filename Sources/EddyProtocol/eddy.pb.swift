@@ -828,6 +828,8 @@ public nonisolated struct Eddy_V1_StreamStatus: @unchecked Sendable {
     set {_uniqueStorage()._evicted = newValue}
   }
 
+  /// Training steps taken since the stream began (kept in checkpoints); a rollback sends the model
+  /// versions back, never this.
   public var trainSteps: UInt64 {
     get {_storage._trainSteps}
     set {_uniqueStorage()._trainSteps = newValue}
@@ -969,6 +971,13 @@ public nonisolated struct Eddy_V1_Heartbeat: Sendable {
 
   /// Times the trainer, starved of CPU while it owed steps, was raised to a normal share.
   public var trainerBoosts: UInt64 = 0
+
+  /// A heartbeat whose streams do not fit one message of 20,992 bytes goes as `parts` messages,
+  /// `part` 0 to parts - 1, published together: each carries the same time and counters and the next
+  /// streams in order. parts is 1 when one message holds them all.
+  public var part: UInt32 = 0
+
+  public var parts: UInt32 = 0
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()
 
@@ -2200,7 +2209,7 @@ nonisolated extension Eddy_V1_StreamStatus: SwiftProtobuf.Message, SwiftProtobuf
 
 nonisolated extension Eddy_V1_Heartbeat: SwiftProtobuf.Message, SwiftProtobuf._MessageImplementationBase, SwiftProtobuf._ProtoNameProviding {
   public static let protoMessageName: String = _protobuf_package + ".Heartbeat"
-  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}time_ns\0\u{3}uptime_ms\0\u{3}messages_received\0\u{3}samples_accepted\0\u{3}samples_rejected\0\u{3}messages_rejected\0\u{3}train_steps\0\u{1}streams\0\u{3}samples_dropped\0\u{3}handshakes_refused\0\u{3}streams_expired\0\u{3}trainer_boosts\0")
+  public static let _protobuf_nameMap = SwiftProtobuf._NameMap(bytecode: "\0\u{3}time_ns\0\u{3}uptime_ms\0\u{3}messages_received\0\u{3}samples_accepted\0\u{3}samples_rejected\0\u{3}messages_rejected\0\u{3}train_steps\0\u{1}streams\0\u{3}samples_dropped\0\u{3}handshakes_refused\0\u{3}streams_expired\0\u{3}trainer_boosts\0\u{1}part\0\u{1}parts\0")
 
   public mutating func decodeMessage<D: SwiftProtobuf.Decoder>(decoder: inout D) throws {
     while let fieldNumber = try decoder.nextFieldNumber() {
@@ -2220,6 +2229,8 @@ nonisolated extension Eddy_V1_Heartbeat: SwiftProtobuf.Message, SwiftProtobuf._M
       case 10: try { try decoder.decodeSingularUInt64Field(value: &self.handshakesRefused) }()
       case 11: try { try decoder.decodeSingularUInt64Field(value: &self.streamsExpired) }()
       case 12: try { try decoder.decodeSingularUInt64Field(value: &self.trainerBoosts) }()
+      case 13: try { try decoder.decodeSingularUInt32Field(value: &self.part) }()
+      case 14: try { try decoder.decodeSingularUInt32Field(value: &self.parts) }()
       default: break
       }
     }
@@ -2262,6 +2273,12 @@ nonisolated extension Eddy_V1_Heartbeat: SwiftProtobuf.Message, SwiftProtobuf._M
     if self.trainerBoosts != 0 {
       try visitor.visitSingularUInt64Field(value: self.trainerBoosts, fieldNumber: 12)
     }
+    if self.part != 0 {
+      try visitor.visitSingularUInt32Field(value: self.part, fieldNumber: 13)
+    }
+    if self.parts != 0 {
+      try visitor.visitSingularUInt32Field(value: self.parts, fieldNumber: 14)
+    }
     try unknownFields.traverse(visitor: &visitor)
   }
 
@@ -2278,6 +2295,8 @@ nonisolated extension Eddy_V1_Heartbeat: SwiftProtobuf.Message, SwiftProtobuf._M
     if lhs.handshakesRefused != rhs.handshakesRefused {return false}
     if lhs.streamsExpired != rhs.streamsExpired {return false}
     if lhs.trainerBoosts != rhs.trainerBoosts {return false}
+    if lhs.part != rhs.part {return false}
+    if lhs.parts != rhs.parts {return false}
     if lhs.unknownFields != rhs.unknownFields {return false}
     return true
   }

@@ -60,8 +60,8 @@ public enum Admission {
                              stream: name, sequence: 0, samples: 0)
         }
         // Lines, read in one pass where the body is plainly a LineBatch (`LineBatchWire`).
-        if let read = frames[1].withUnsafeBufferPointer({ LineBatchWire.read($0) }) {
-            return check(read.batch, lines: read.lines.count, name: name, configuration: c, lookup: lookup) {
+        if let read = frames[1].withUnsafeBufferPointer({ LineBatchWire.read($0, keep: c.maxSamplesPerMessage) }) {
+            return check(read.batch, lines: read.lineCount, timestamps: read.timestampCount, name: name, configuration: c, lookup: lookup) {
                 frames[1].withUnsafeBufferPointer { LineDecoding.decode($0, ranges: read.lines, maxBytes: c.maxLineBytes) }
             }
         }
@@ -73,7 +73,7 @@ public enum Admission {
         if !batch.unknownFields.data.isEmpty, batch.dim == 0, batch.values.isEmpty,
             let lines = try? Eddy_V1_LineBatch(serializedBytes: frames[1]), !lines.lines.isEmpty
         {
-            return check(lines, lines: lines.lines.count, name: name, configuration: c, lookup: lookup) {
+            return check(lines, lines: lines.lines.count, timestamps: lines.timestampsNs.count, name: name, configuration: c, lookup: lookup) {
                 LineDecoding.decode(lines.lines, maxBytes: c.maxLineBytes)
             }
         }
@@ -183,7 +183,7 @@ public enum Admission {
     /// A LineBatch: lines within `max_samples_per_message`, timestamps absent or one per line, the
     /// stream a log stream (or one that may be created as one).
     static func check(
-        _ batch: Eddy_V1_LineBatch, lines count: Int, name: String, configuration c: DaemonConfiguration,
+        _ batch: Eddy_V1_LineBatch, lines count: Int, timestamps: Int, name: String, configuration c: DaemonConfiguration,
         lookup: (String, Int, Bool) -> Result<StreamPipeline, Refusal>,
         decode: () -> (lines: [Substring], truncated: Int, repaired: Int)
     ) -> Admission {
@@ -196,8 +196,8 @@ public enum Admission {
         guard count <= c.maxSamplesPerMessage else {
             return reject(.oversized, "\(count) lines exceed max_samples_per_message \(c.maxSamplesPerMessage)")
         }
-        guard batch.timestampsNs.isEmpty || batch.timestampsNs.count == count else {
-            return reject(.undecodable, "\(batch.timestampsNs.count) timestamps for \(count) lines")
+        guard timestamps == 0 || timestamps == count else {
+            return reject(.undecodable, "\(timestamps) timestamps for \(count) lines")
         }
         let stream: StreamPipeline
         switch lookup(name, LogFront.dimension, true) {

@@ -619,8 +619,10 @@ public struct DaemonConfiguration: Sendable, Equatable {
         {
             throw ConfigurationError.invalid("intervals must be positive and at most a day (heartbeats: an hour)")
         }
-        if snapshotEverySteps < 1 || checkpointsKept < 1 || maxStreamNameBytes < 1 || maxStreamNameBytes > 1 << 16 {
-            throw ConfigurationError.invalid("snapshot_every_steps and checkpoints_kept must be >= 1, max_stream_name_bytes in 1...65536")
+        // A published message's header holds its stream's name: names of up to 256 bytes keep every
+        // score, alert, error and heartbeat message within `Wire.largestScoreMessage`.
+        if snapshotEverySteps < 1 || checkpointsKept < 1 || maxStreamNameBytes < 1 || maxStreamNameBytes > 256 {
+            throw ConfigurationError.invalid("snapshot_every_steps and checkpoints_kept must be >= 1, max_stream_name_bytes in 1...256")
         }
         if publishQueueBytes < 1 << 20 || publishQueueBytes > 1 << 40 {
             throw ConfigurationError.invalid("publish_queue_bytes must be in 1M...1T")

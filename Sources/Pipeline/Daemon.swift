@@ -455,7 +455,7 @@ public final class Daemon: @unchecked Sendable {
         }
         if Self.monotonic() >= nextHeartbeat {
             nextHeartbeat = Self.monotonic() + configuration.heartbeatSeconds
-            try pub.send([Array(Topic.heartbeat.utf8), try heartbeat().serializedBytes()])
+            for part in try heartbeatParts() { try pub.send([Array(Topic.heartbeat.utf8), part]) }
         }
     }
 
@@ -976,6 +976,38 @@ public final class Daemon: @unchecked Sendable {
 
     // MARK: Heartbeats
 
+    /// The heartbeat as published: its streams split, in order, between as few messages as keep
+    /// each within `Wire.largestScoreMessage` bytes (the bound a subscriber's queue is sized by),
+    /// each with the counters, `part` and `parts`. A stream's status is at most ~230 bytes beside
+    /// its name (at most 256), so any part holds at least one.
+    public func heartbeatParts() throws -> [[UInt8]] {
+        var whole = heartbeat()
+        let streams = whole.streams
+        whole.streams = []
+        whole.parts = UInt32.max  // the largest they can take
+        whole.part = UInt32.max
+        let room = Wire.largestScoreMessage - (try whole.serializedBytes() as [UInt8]).count
+        var groups: [Range<Int>] = []
+        var start = 0, used = 0
+        for (i, s) in streams.enumerated() {
+            let n = try (s.serializedBytes() as [UInt8]).count
+            let size = 1 + Wire.varintSize(UInt64(n)) + n  // field 8: tag, length, the status
+            if i > start && used + size > room {
+                groups.append(start..<i)
+                (start, used) = (i, 0)
+            }
+            used += size
+        }
+        groups.append(start..<streams.count)
+        return try groups.enumerated().map { k, r in
+            var hb = whole
+            hb.part = UInt32(k)
+            hb.parts = UInt32(groups.count)
+            hb.streams = Array(streams[r])
+            return try hb.serializedBytes()
+        }
+    }
+
     public func heartbeat() -> Eddy_V1_Heartbeat {
         var hb = Eddy_V1_Heartbeat()
         hb.timeNs = Self.nowNanoseconds()
@@ -989,6 +1021,7 @@ public final class Daemon: @unchecked Sendable {
         hb.handshakesRefused = handshakesRefused.load
         hb.streamsExpired = streamsExpired.load
         hb.trainerBoosts = trainerBoosts.load
+        hb.parts = 1
         hb.streams = allStreams.map { s in
             let st = s.status
             var m = Eddy_V1_StreamStatus()
@@ -998,7 +1031,7 @@ public final class Daemon: @unchecked Sendable {
             m.rejected = st.rejected
             m.buffered = st.buffered
             m.evicted = st.evicted
-            m.trainSteps = st.autoencoderSteps
+            m.trainSteps = st.trainSteps
             m.autoencoderVersion = st.autoencoderSteps
             m.mocoVersion = st.mocoSteps
             m.warmingUp = st.warmingUp

@@ -10,10 +10,25 @@ import EddyProtocol
 /// (a group, a field of the wrong type, no lines at all) makes it decline, and the generated
 /// decoders decide as before.
 public enum LineBatchWire {
+    /// What `read` found: the batch's fields but its lines and timestamps, where each of the first
+    /// `keep` lines lies in the frame, the first `keep` timestamps (in `batch`), and how many lines
+    /// and timestamps the frame holds in all.
+    public struct Read {
+        public var batch: Eddy_V1_LineBatch
+        public var lines: [Range<Int>]
+        public var lineCount: Int
+        public var timestampCount: Int
+    }
+
     /// The batch's fields but its lines (`lines` is left empty), and where each line lies in `frame`.
-    public static func read(_ frame: UnsafeBufferPointer<UInt8>) -> (batch: Eddy_V1_LineBatch, lines: [Range<Int>])? {
+    /// Lines and timestamps beyond `keep` are counted, not kept: a line of two bytes on the wire is a
+    /// range of sixteen, a timestamp of one byte an Int64, so a body of `max_message_bytes` that holds
+    /// more than `max_samples_per_message` of them would cost eight times its size before its count
+    /// could be refused.
+    public static func read(_ frame: UnsafeBufferPointer<UInt8>, keep: Int = .max) -> Read? {
         var batch = Eddy_V1_LineBatch()
         var lines: [Range<Int>] = []
+        var lineCount = 0, timestampCount = 0
         var at = 0
         let n = frame.count
 
@@ -35,6 +50,10 @@ public enum LineBatchWire {
             return at..<(at + Int(length))
         }
         func string(_ r: Range<Int>) -> String? { String(validating: UnsafeBufferPointer(rebasing: frame[r]), as: UTF8.self) }
+        func timestamp(_ v: UInt64) {
+            if timestampCount < keep { batch.timestampsNs.append(Int64(bitPattern: v)) }
+            timestampCount += 1
+        }
 
         while at < n {
             guard let tag = varint(), tag >> 3 > 0, tag >> 3 <= UInt64(Int32.max) else { return nil }
@@ -51,14 +70,14 @@ public enum LineBatchWire {
                 batch.sequence = v
             case (5, 0):
                 guard let v = varint() else { return nil }
-                batch.timestampsNs.append(Int64(bitPattern: v))
+                timestamp(v)
             case (5, 2):
                 guard let r = delimited() else { return nil }
                 let end = at
                 at = r.lowerBound
                 while at < r.upperBound {
                     guard let v = varint(), at <= r.upperBound else { return nil }
-                    batch.timestampsNs.append(Int64(bitPattern: v))
+                    timestamp(v)
                 }
                 at = end
             case (7, 2):
@@ -66,7 +85,8 @@ public enum LineBatchWire {
                 batch.producer = s
             case (8, 2):
                 guard let r = delimited() else { return nil }
-                lines.append(r)
+                if lineCount < keep { lines.append(r) }
+                lineCount += 1
             case (1, _), (2, _), (5, _), (7, _), (8, _):
                 return nil
             case (_, 0):
@@ -83,7 +103,7 @@ public enum LineBatchWire {
                 return nil
             }
         }
-        return lines.isEmpty ? nil : (batch, lines)
+        return lineCount == 0 ? nil : Read(batch: batch, lines: lines, lineCount: lineCount, timestampCount: timestampCount)
     }
 
     /// The wire type of a field SampleBatch or LabelBatch has and LineBatch does not (nil: neither).

@@ -186,26 +186,30 @@ struct MoCoVersionBase: CheckpointSection {
 /// rows again), the idle steps it may still take, and the counts of both.
 struct LearningProgress: CheckpointSection {
     static let name = "learning-progress"
-    static let stateVersion: UInt32 = 1
+    /// 2 added the steps rollbacks undid.
+    static let stateVersion: UInt32 = 2
     var quarantineRun: Int
     var quarantined: UInt64
     var idleLeft: Double
     var idleSteps: UInt64
+    var stepsUndone: UInt64 = 0
 
-    var isEmpty: Bool { quarantineRun == 0 && quarantined == 0 && idleLeft == 0 && idleSteps == 0 }
+    var isEmpty: Bool { quarantineRun == 0 && quarantined == 0 && idleLeft == 0 && idleSteps == 0 && stepsUndone == 0 }
 
     func encode(_ w: inout StateWriter) {
         w.write(UInt64(quarantineRun)); w.write(quarantined)
         w.write(idleLeft.bitPattern); w.write(idleSteps)
+        w.write(stepsUndone)
     }
 
     mutating func decode(_ r: inout StateReader, version: UInt32) throws {
-        guard version == 1 else { throw StateError.unsupportedVersion(version) }
+        guard version == 1 || version == 2 else { throw StateError.unsupportedVersion(version) }
         quarantineRun = try r.readInt()
         quarantined = try r.readCount()
         idleLeft = try r.read(Double.self)
         guard idleLeft.isFinite, idleLeft >= 0 else { throw StateError.invalid("idle steps left \(idleLeft)") }
         idleSteps = try r.readCount()
+        stepsUndone = version >= 2 ? try r.readCount() : 0
     }
 }
 
@@ -285,6 +289,12 @@ public final class StreamPipeline: @unchecked Sendable {
     // Shared under `lock`.
     var buffer: ReplayBuffer
     var pendingSteps = 0.0
+    /// An owed step has been taken from `pendingSteps` and is not handed over yet: it is still
+    /// reported as pending, so pending 0 means the models handed over have seen every step owed.
+    var owedStepRunning = false
+    /// Steps a rollback took back (the models went back to an earlier step): the stream's training
+    /// steps are its model's step plus these, so they never go down.
+    var stepsUndone: UInt64 = 0
     /// Idle steps the stream may still take (granted anew with each batch: `idle_passes` over the
     /// buffer), the trainer's clock at the last one, and how many were taken since start.
     var idleLeft = 0.0
@@ -859,6 +869,7 @@ public final class StreamPipeline: @unchecked Sendable {
             guard buffer.count >= settings.minimumBuffered else { return false }
             if pendingSteps >= 1 {
                 pendingSteps -= 1
+                owedStepRunning = true
             } else if let now, settings.idleStepsPerSecond > 0, idleLeft >= 1, now >= lastIdleStep + 1 / settings.idleStepsPerSecond {
                 idleLeft -= 1
                 lastIdleStep = now
@@ -895,6 +906,7 @@ public final class StreamPipeline: @unchecked Sendable {
 
     /// Gives the ingest side the models as they are now (under the lock).
     private func handOver() {
+        owedStepRunning = false
         exchange.copy(from: autoencoder.parameters)
         exchangeVersion = UInt64(autoencoder.step)
         exchangeHandovers &+= 1
@@ -921,6 +933,7 @@ public final class StreamPipeline: @unchecked Sendable {
     /// Puts the models back as they were at the last good snapshot (or fresh, if there was none) and
     /// counts it (trainer thread).
     func rollBack() {
+        let reached = UInt64(autoencoder.step)
         let restored = lastGood.flatMap { good in
             (try? Autoencoder(serialized: good.autoencoder)).flatMap { ae in (try? MoCo(serialized: good.moco)).map { (ae, $0) } }
         }
@@ -928,6 +941,7 @@ public final class StreamPipeline: @unchecked Sendable {
         moco = restored?.1 ?? MoCo(configuration: settings.mocoConfiguration())
         lock.withLock {
             rollbacks += 1
+            stepsUndone &+= reached - min(reached, UInt64(autoencoder.step))
             lastLosses = (.nan, .nan)
             // The ingest side takes the models gone back to at its next batch; heartbeats and the
             // trainer read their versions.
@@ -1124,7 +1138,10 @@ public final class StreamPipeline: @unchecked Sendable {
     /// Figures for heartbeats.
     public struct Status: Sendable {
         public var accepted, rejected, buffered, evicted, skippedSteps, quarantined, rollbacks: UInt64
+        /// The models' versions (the autoencoder's is its step).
         public var autoencoderSteps, mocoSteps: UInt64
+        /// Training steps taken since the stream began: never fewer after a rollback.
+        public var trainSteps: UInt64 = 0
         public var warmingUp: Bool
         public var autoencoderLoss, mocoLoss: Float
         /// The period check's period (0: none).
@@ -1145,12 +1162,14 @@ public final class StreamPipeline: @unchecked Sendable {
             Status(
                 accepted: accepted, rejected: rejectedCount, buffered: UInt64(buffer.count), evicted: buffer.evicted,
                 skippedSteps: skippedSteps, quarantined: quarantined, rollbacks: rollbacks, autoencoderSteps: exchangeVersion, mocoSteps: mocoVersion,
+                trainSteps: exchangeVersion &+ stepsUndone,
                 warmingUp: accepted < UInt64(settings.warmupSamples) || exchangeVersion < UInt64(settings.warmupSteps)
                     || chain.warming,
                 autoencoderLoss: lastLosses.autoencoder, mocoLoss: lastLosses.moco,
                 period: periodSignal?.period ?? 0, templates: logs?.miner.templates.count ?? 0,
                 templatesEvicted: logs?.miner.evicted ?? 0, linesTruncated: logs?.truncated ?? 0,
-                linesRepaired: logs?.repaired ?? 0, idleSteps: idleSteps, pendingSteps: UInt64(max(pendingSteps, 0)), alerts: alertsRaised)
+                linesRepaired: logs?.repaired ?? 0, idleSteps: idleSteps,
+                pendingSteps: UInt64(max(pendingSteps, 0)) + (owedStepRunning ? 1 : 0), alerts: alertsRaised)
         }
     }
 
@@ -1183,7 +1202,8 @@ public final class StreamPipeline: @unchecked Sendable {
             buffer.encode(&w)
             let transformSection = settings.transform == .none ? 0 : 1
             let progress = LearningProgress(
-                quarantineRun: quarantineRun, quarantined: quarantined, idleLeft: idleLeft, idleSteps: idleSteps)
+                quarantineRun: quarantineRun, quarantined: quarantined, idleLeft: idleLeft, idleSteps: idleSteps,
+                stepsUndone: stepsUndone)
             w.write(
                 UInt32(
                     chain.sectionCount + (shaper == nil ? 0 : 1) + (logs == nil ? 0 : 1) + (labels.isEmpty ? 0 : 1)
@@ -1322,6 +1342,7 @@ public final class StreamPipeline: @unchecked Sendable {
             // A pass over today's buffer at most (the settings may have changed since).
             stream.idleLeft = min(progress.idleLeft, stream.idlePass)
             stream.idleSteps = progress.idleSteps
+            stream.stepsUndone = progress.stepsUndone
             var labelled = LabelSet(dimension: stream.inputDimension, values: [], labels: [])
             try sections.restore(unit: &labelled)
             if s.maxLabels > 0 && !labelled.labels.isEmpty {

@@ -57,6 +57,9 @@ public enum Wire {
         return out
     }
 
+    /// Bytes `v` takes as a protobuf varint.
+    public static func varintSize(_ v: UInt64) -> Int { max(1, (64 - v.leadingZeroBitCount + 6) / 7) }
+
     /// Samples per published ScoreBatch at most: a run scored together is published in pieces of
     /// this many, so that every score message stays under `largestScoreMessage` bytes and a
     /// subscriber's queue can be bounded in bytes (`publish_queue_bytes`).

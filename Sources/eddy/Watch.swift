@@ -99,7 +99,8 @@ struct Watch: ParsableCommand {
                     + (s.log ? ", \(s.templates) templates" : "")
                     + (s.period > 0 ? ", period \(s.period)" : "") + (s.warmingUp ? " (warming up)" : "")
             }
-            return "hb       up \(m.uptimeMs / 1000)s, \(m.samplesAccepted) accepted, \(m.messagesRejected) rejected, "
+            return "hb       " + (m.parts > 1 ? "part \(m.part + 1) of \(m.parts), " : "")
+                + "up \(m.uptimeMs / 1000)s, \(m.samplesAccepted) accepted, \(m.messagesRejected) rejected, "
                 + "\(m.trainSteps) steps" + (streams.isEmpty ? "" : "; " + streams.joined(separator: "; "))
         case let m as Eddy_V1_Error:
             return "error    \(m.stream.isEmpty ? "_" : m.stream) \(m.code): \(m.message)"

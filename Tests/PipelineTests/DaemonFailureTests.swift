@@ -73,11 +73,42 @@ import CEddySystem
         #expect(p.autoencoder.isFinite && p.moco.isFinite)
         // Found at the first step after it (the weights handed over are checked at every step).
         #expect(p.autoencoder.step == goodVersion + steps - 1, "back to the snapshot, then on")
+        // The stream's training steps count every step taken, the ones the rollback undid too.
+        #expect(p.status.trainSteps == UInt64(goodVersion + 2 * steps) && p.status.autoencoderSteps == UInt64(p.autoencoder.step))
         // Whatever is published or checkpointed next is finite.
         for s in p.takeSnapshots(now: 2) { #expect(s.layers.allSatisfy { $0.weights.allSatisfy(\.isFinite) && $0.bias.allSatisfy(\.isFinite) }) }
         p.moco.key.pointer[0] = .infinity  // found before the checkpoint, not after a step
         let restored = try StreamPipeline.restore(p.serialized(), settings: p.settings)
         #expect(restored.autoencoder.isFinite && restored.moco.isFinite && p.rollbacks == 2)
+        #expect(restored.status.trainSteps == p.status.trainSteps && restored.status.trainSteps > UInt64(restored.autoencoder.step))
+    }
+
+    /// A step owed stays pending until the models it made are handed over: whenever a heartbeat
+    /// reads the stream, the steps taken and the steps pending add up to the steps earned, so
+    /// pending 0 means the models handed over have seen every step owed. (The step was counted off
+    /// before it ran, and pending read 0 while the last one was still under way.)
+    @Test func aStepOwedIsPendingUntilItsModelsAreHandedOver() {
+        var settings = StreamConfiguration().resolved(dim: 4)
+        settings.mocoQueue = 128
+        let p = StreamPipeline(name: "p", settings: settings)
+        Self.trained(p)
+        p.lock.withLock { p.pendingSteps = 40 }
+        let start = p.status
+        let earned = start.trainSteps + start.pendingSteps
+        #expect(start.pendingSteps == 40)
+        let finished = DispatchSemaphore(value: 0)
+        Thread {
+            while p.trainStep() {}
+            finished.signal()
+        }.start()
+        var reads = 0, apart = 0
+        repeat {
+            let s = p.status
+            if s.trainSteps + s.pendingSteps != earned { apart += 1 }
+            reads += 1
+        } while finished.wait(timeout: .now()) == .timedOut
+        #expect(apart == 0 && reads > 40, "\(apart) of \(reads) reads")
+        #expect(p.status.pendingSteps == 0 && p.status.trainSteps == earned)
     }
 
     /// From review: a weight that turns NaN is not handed over even at a step whose losses are

@@ -106,6 +106,45 @@ func values(_ n: Int, seed: Int) -> [Float] {
 }
 
 @Suite(.serialized) struct DaemonTests {
+    /// A heartbeat too large for one message (SPEC 7, 9) goes in parts, each within the bound a
+    /// subscriber's queue is sized by, with the same counters: together they list every stream once.
+    @Test func aHeartbeatOfManyStreamsGoesInPartsEachWithinTheBound() throws {
+        var c = testConfiguration()
+        c.maxStreams = 100
+        c.maxStreamNameBytes = 256
+        c.heartbeatSeconds = 0.2
+        let daemon = try Daemon(configuration: c, logger: quietLogger)
+        let endpoints = try daemon.start()
+        defer { daemon.stop() }
+        let client = try Client(endpoints)
+        #expect(try client.awaitHeartbeat()?.parts == 1)
+        let names = (0..<100).map { i in String(repeating: "s", count: 250) + String(format: "%06d", i) }
+        for name in names { _ = try client.send(stream: name, sequence: 0, dim: 1, values: [1]) }
+        #expect(eventually(10) { daemon.samplesAccepted.load == 100 })
+
+        // The parts of one heartbeat, gathered by its time.
+        var parts: [UInt64: [Int: Eddy_V1_Heartbeat]] = [:]
+        var largest = 0
+        var whole: [Eddy_V1_Heartbeat]?
+        _ = try client.receive(seconds: 10) { topic, body in
+            guard topic == "hb/" else { return false }
+            let hb = try Eddy_V1_Heartbeat(serializedBytes: body)
+            largest = max(largest, body.count)
+            guard hb.samplesAccepted == 100 else { return false }
+            parts[UInt64(hb.timeNs), default: [:]][Int(hb.part)] = hb
+            let got = parts[UInt64(hb.timeNs)]!
+            guard got.count == Int(hb.parts) else { return false }
+            whole = (0..<Int(hb.parts)).compactMap { got[$0] }
+            return true
+        }
+        let heartbeat = try #require(whole)
+        #expect(heartbeat.count >= 2 && heartbeat.count == Int(heartbeat[0].parts))
+        #expect(largest <= Wire.largestScoreMessage && largest > Wire.largestScoreMessage / 2)
+        #expect(heartbeat.flatMap { $0.streams.map(\.stream) } == names)
+        #expect(Set(heartbeat.map { "\($0.timeNs) \($0.uptimeMs) \($0.samplesAccepted) \($0.trainSteps)" }).count == 1)
+        #expect(heartbeat.allSatisfy { $0.streams.allSatisfy { $0.accepted == 1 && $0.dim == 1 } })
+    }
+
     @Test func twoStreamsGetOneScorePerSampleASnapshotAndHeartbeats() throws {
         let daemon = try Daemon(configuration: testConfiguration(), logger: quietLogger)
         let endpoints = try daemon.start()

@@ -82,4 +82,39 @@ import Testing
         #expect(Self.read([3 << 3 | 0, 1] + line) == nil)
         #expect(Self.read(line + [6 << 3 | 2, 0]) == nil)
     }
+
+    /// Lines and timestamps beyond what a message may carry are counted, not kept: a body of empty
+    /// lines (two bytes each) would otherwise cost eight times its size in ranges before its count
+    /// was refused. Admission refuses it by its true count, and a batch within the limit is whole.
+    @Test func countsWhatItDoesNotKeepAndAdmissionRefusesByTheCount() throws {
+        let lines: [UInt8] = (0..<2000).map { $0 % 2 == 0 ? 8 << 3 | 2 : 0 }  // 1,000 empty lines
+        let packed: [UInt8] = [5 << 3 | 2, 200, 1] + [UInt8](repeating: 7, count: 200)  // 200 timestamps
+        let name: [UInt8] = [1 << 3 | 2, 3] + Array("app".utf8)
+        let body: [UInt8] = name + packed + lines + [5 << 3 | 0, 9]  // 201 timestamps, one unpacked
+        let read = try #require(body.withUnsafeBufferPointer { LineBatchWire.read($0, keep: 10) })
+        #expect(read.lines.count == 10 && read.lineCount == 1000)
+        #expect(read.batch.timestampsNs == [Int64](repeating: 7, count: 10) && read.timestampCount == 201)
+        let whole = try #require(body.withUnsafeBufferPointer { LineBatchWire.read($0, keep: 1000) })
+        #expect(whole.lines.count == 1000 && whole.batch.timestampsNs.count == 201 && whole.timestampCount == 201)
+
+        var c = DaemonConfiguration()
+        c.maxSamplesPerMessage = 10
+        let verdict = Admission.check(
+            [Array("app".utf8), body], configuration: c,
+            lookup: { _, _, _ in .failure(.init(code: .notFound, why: "no stream is looked up")) })
+        guard case .rejected(.oversized, let why, _, _, let samples) = verdict else {
+            Issue.record("refused as OVERSIZED, got \(verdict)")
+            return
+        }
+        #expect(why == "1000 lines exceed max_samples_per_message 10" && samples == 1000)
+        // Within the limit, a timestamp count that differs from the lines' is still named whole.
+        c.maxSamplesPerMessage = 1000
+        guard case .rejected(.undecodable, let why2, _, _, _) = Admission.check(
+            [Array("app".utf8), body], configuration: c, lookup: { _, _, _ in .failure(.init(code: .notFound, why: "no")) })
+        else {
+            Issue.record("201 timestamps for 1000 lines are undecodable")
+            return
+        }
+        #expect(why2 == "201 timestamps for 1000 lines")
+    }
 }

@@ -988,7 +988,7 @@ import Testing
             // Sizes the memory estimate multiplies out (an overflow traps) and a name bound added to one.
             "[stream]\nbuffer_capacity = 4611686018427387904", "[stream]\nbatch_size = 100000\nmoco_queue = 200000",
             "[stream]\nmoco_queue = 4611686018427387904", "[stream]\nmoco_encoder = 4611686018427387904, 64",
-            "max_stream_name_bytes = 9223372036854775807",
+            "max_stream_name_bytes = 9223372036854775807", "max_stream_name_bytes = 257",
         ] {
             #expect(throws: ConfigurationError.self, "\(bad)") { try ConfigurationFile.parse(bad) }
         }

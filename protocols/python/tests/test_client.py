@@ -640,3 +640,28 @@ def test_a_frozen_feature_alerts_from_the_stuck_signal_with_its_reason(start_dae
     alert = alerts[0]
     assert alert.signal == "stuck" and alert.reason == "feature 2 has sent the same value 10 times in a row"
     assert [f.index for f in alert.top_features] == [2]
+
+
+def test_a_heartbeat_of_many_streams_comes_in_parts_within_the_bound(start_daemon):
+    """SPEC 7: with more streams than one message of 20,992 bytes holds, a heartbeat goes as `parts`
+    messages of one time_ns, each with the counters; together they name every stream once."""
+    daemon = start_daemon(daemon_config="max_streams = 100\nmax_stream_name_bytes = 256\n")
+    names = ["é" * 125 + f"{i:06d}" for i in range(100)]  # 256 bytes each
+    with Producer(daemon.endpoints["ingest"]) as producer, Subscriber(daemon.endpoints["publish"], ["hb/"]) as sub:
+        assert wait_heartbeat(sub).parts == 1
+        for name in names:
+            producer.send(name, np.ones((1, 1), dtype=np.float32))
+        parts, whole = {}, None
+        end = time.monotonic() + 20
+        while whole is None and time.monotonic() < end:
+            got = sub.recv(timeout_ms=200)
+            if not got or got[1].samples_accepted < 100:
+                continue
+            hb = got[1]
+            assert hb.ByteSize() <= 20992
+            parts.setdefault(hb.time_ns, {})[hb.part] = hb
+            if len(parts[hb.time_ns]) == hb.parts:
+                whole = [parts[hb.time_ns][k] for k in range(hb.parts)]
+    assert whole is not None and len(whole) >= 2
+    assert [s.stream for hb in whole for s in hb.streams] == names
+    assert len({(hb.uptime_ms, hb.samples_accepted, hb.train_steps, hb.parts) for hb in whole}) == 1
