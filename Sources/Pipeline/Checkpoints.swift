@@ -89,7 +89,7 @@ public struct CheckpointStore: Sendable {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
         // Every file `writeAtomically` writes: checkpoints, expired and set-aside states.
         let stale = names.filter { name in
-            name.hasSuffix(".tmp") && ["checkpoint-", "expired-", "set-aside-"].contains { name.hasPrefix($0) }
+            name.hasSuffix(".tmp") && ["checkpoint-", "expired-", "set-aside-", "published-versions"].contains { name.hasPrefix($0) }
         }.map { directory + "/" + $0 }
         for path in stale { unlink(path) }
         return stale
@@ -217,6 +217,41 @@ public struct CheckpointStore: Sendable {
         }
         if remove || (try? restored.get()) == nil { unlink(path) }
         return restored
+    }
+
+    // MARK: Versions published
+
+    /// The file that holds the highest model versions published per stream.
+    var publishedPath: String { directory + "/published-versions" }
+    static let publishedHeader = "eddy.published-versions 1"
+
+    /// The highest versions published per stream, as `writePublished` left them (none if there is no
+    /// file), and the lines that could not be read (a damaged line is skipped, not fatal: it only
+    /// says how far versions must go on).
+    public func readPublished() -> (versions: [String: (autoencoder: UInt64, moco: UInt64)], unreadable: Int) {
+        guard let data = FileManager.default.contents(atPath: publishedPath) else { return ([:], 0) }
+        let lines = String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: true)
+        guard lines.first == Substring(Self.publishedHeader) else { return ([:], lines.count) }
+        var versions: [String: (autoencoder: UInt64, moco: UInt64)] = [:]
+        var unreadable = 0
+        for line in lines.dropFirst() {
+            // "<autoencoder> <moco> <stream>": a name has no control character, so it ends the line.
+            let fields = line.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false)
+            guard fields.count == 3, let ae = UInt64(fields[0]), let moco = UInt64(fields[1]), !fields[2].isEmpty else {
+                unreadable += 1
+                continue
+            }
+            versions[String(fields[2])] = (ae, moco)
+        }
+        return (versions, unreadable)
+    }
+
+    /// Writes the highest versions published per stream, atomically (write, fsync, rename).
+    public func writePublished(_ versions: [String: (autoencoder: UInt64, moco: UInt64)]) throws {
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        var text = Self.publishedHeader + "\n"
+        for (name, v) in versions.sorted(by: { $0.key < $1.key }) { text += "\(v.autoencoder) \(v.moco) \(name)\n" }
+        try Self.writeAtomically(Array(text.utf8), to: publishedPath, directory: directory)
     }
 
     /// `progress` is called after each `writeChunk` bytes written and before each fsync (the

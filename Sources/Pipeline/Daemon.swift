@@ -40,6 +40,13 @@ public final class Daemon: @unchecked Sendable {
 
     let snapshotsLock = Lock()
     var latestSnapshots: [String: Data] = [:]
+    /// The highest model versions published per stream, kept in the data directory before they are
+    /// published (`published-versions`): a daemon killed after its last checkpoint restores older
+    /// models, whose versions go on after these (`StreamPipeline.versionsFollow`). Under `publishedLock`.
+    var published: [String: (autoencoder: UInt64, moco: UInt64)] = [:]
+    let publishedLock = Lock()
+    /// Writes of `published` that failed (each is also a failed checkpoint).
+    let publishedWriteFailures = Counter()
 
     // Counters for heartbeats (and benchmarks).
     public let messagesReceived = Counter(), messagesRejected = Counter()
@@ -190,6 +197,15 @@ public final class Daemon: @unchecked Sendable {
         for path in checkpoints?.removeStaleTemporaries() ?? [] {
             logger.notice("removed the temporary file of an unfinished checkpoint", metadata: ["checkpoint.path": "\(path)"])
         }
+        if let store = checkpoints {
+            let (versions, unreadable) = store.readPublished()
+            published = versions
+            if unreadable > 0 {
+                logger.warning(
+                    "lines of the published versions file could not be read; those streams' versions may repeat",
+                    metadata: ["file": "\(store.publishedPath)", "lines": "\(unreadable)"])
+            }
+        }
         if let store = checkpoints,
             let (path, restored) = try store.loadNewest(
                 settings: configuration.settings(for:),
@@ -205,6 +221,7 @@ public final class Daemon: @unchecked Sendable {
                 })
         {
             for s in restored {
+                followPublished(s)
                 streams[s.name] = s
                 streamOrder.append(s.name)
                 committedBytes += s.settings.memoryEstimate
@@ -219,6 +236,7 @@ public final class Daemon: @unchecked Sendable {
             // A stream declared since it expired resumes from the state it left.
             let resolved = configuration.settings(for: name).resolved(dim: declared.dim)
             let s = revive(name, settings: resolved) ?? StreamPipeline(name: name, settings: resolved)
+            followPublished(s)
             streams[name] = s
             streamOrder.append(name)
             committedBytes += s.settings.memoryEstimate
@@ -609,6 +627,7 @@ public final class Daemon: @unchecked Sendable {
             }
             committedBytes += cost
             let s = revive(name, settings: settings) ?? StreamPipeline(name: name, settings: settings)
+            followPublished(s)
             streams[name] = s
             streamOrder.append(name)
             logger.info(
@@ -849,7 +868,7 @@ public final class Daemon: @unchecked Sendable {
         var next = 0
         var lastSnapshot = Self.monotonic(), lastCheckpoint = Self.monotonic()
         // Restored streams' models, at once (the others have nothing to publish yet).
-        for s in allStreams { publishSnapshots(of: s, publisher: out) }
+        publishSnapshots(of: allStreams, publisher: out)
         /// What follows any step of `s`: counted, a rollback reported, a snapshot every so many steps.
         func afterStep(_ s: StreamPipeline, began: UInt64) {
             trainSteps.add()
@@ -864,7 +883,7 @@ public final class Daemon: @unchecked Sendable {
             s.stepsSinceSnapshot += 1
             if s.stepsSinceSnapshot >= configuration.snapshotEverySteps {
                 s.stepsSinceSnapshot = 0
-                publishSnapshots(of: s, publisher: out)
+                publishSnapshots(of: [s], publisher: out)
             }
         }
         while !trainerStopping {
@@ -908,11 +927,11 @@ public final class Daemon: @unchecked Sendable {
             // slow and labels come fast, as long after the last fit as it took).
             let now = Self.monotonic()
             for s in list where s.settings.maxLabels > 0 && s.wantsHead && s.headFitReady <= now {
-                publishSnapshots(of: s, publisher: out)
+                publishSnapshots(of: [s], publisher: out)
             }
             if Self.monotonic() - lastSnapshot >= configuration.snapshotEverySeconds {
                 lastSnapshot = Self.monotonic()
-                for s in allStreams { publishSnapshots(of: s, publisher: out) }
+                publishSnapshots(of: allStreams, publisher: out)
             }
             keepExpiredAside()
             if Self.monotonic() - lastCheckpoint >= configuration.checkpointEverySeconds {
@@ -922,13 +941,54 @@ public final class Daemon: @unchecked Sendable {
                 lastCheckpoint = Self.monotonic()
             }
         }
-        for s in allStreams { publishSnapshots(of: s, publisher: out) }
+        publishSnapshots(of: allStreams, publisher: out)
         keepExpiredAside()
         checkpoint()
     }
 
-    func publishSnapshots(of stream: StreamPipeline, publisher: borrowing Socket) {
-        for snapshot in stream.takeSnapshots(now: Self.nowNanoseconds()) {
+    /// Makes a stream that is not shared yet follow the versions published for its name.
+    func followPublished(_ s: StreamPipeline) {
+        if let p = publishedLock.withLock({ published[s.name] }) { s.versionsFollow(p) }
+    }
+
+    /// Publishes the snapshots `streams` owe (trainer thread). Their versions are written to the data
+    /// directory first, so that no version can be published and then forgotten by a kill.
+    func publishSnapshots(of streams: [StreamPipeline], publisher: borrowing Socket) {
+        let now = Self.nowNanoseconds()
+        let taken = streams.map { ($0, $0.takeSnapshots(now: now)) }.filter { !$0.1.isEmpty }
+        guard !taken.isEmpty else { return }
+        if let store = checkpoints {
+            let live = Set(allStreams.map(\.name))
+            let versions: [String: (autoencoder: UInt64, moco: UInt64)] = publishedLock.withLock {
+                for (stream, snapshots) in taken {
+                    var v = published[stream.name] ?? (0, 0)
+                    for s in snapshots {
+                        if s.kind == .autoencoder { v.autoencoder = max(v.autoencoder, s.version) } else { v.moco = max(v.moco, s.version) }
+                    }
+                    published[stream.name] = v
+                }
+                // Names that are not streams now (expired: their kept states hold their versions)
+                // stay, up to max_streams of them.
+                let gone = published.keys.filter { !live.contains($0) }.sorted()
+                for name in gone.dropLast(configuration.maxStreams) { published[name] = nil }
+                return published
+            }
+            do {
+                try store.writePublished(versions)
+            } catch {
+                checkpointFailures.add()
+                if let n = publishedWriteFailures.addForLog() {
+                    logger.error(
+                        "the versions published could not be kept; after a kill a stream's versions may repeat",
+                        metadata: ["error": "\(error)", "failures": "\(n)"])
+                }
+            }
+        }
+        for (stream, snapshots) in taken { send(snapshots, of: stream, publisher: publisher) }
+    }
+
+    private func send(_ snapshots: [Snapshot], of stream: StreamPipeline, publisher: borrowing Socket) {
+        for snapshot in snapshots {
             let message = Wire.message(snapshot)
             let body: [UInt8]
             do {

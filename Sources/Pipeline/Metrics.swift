@@ -78,7 +78,7 @@ public final class DaemonMetrics: @unchecked Sendable {
         ("eddy_pongs_dropped_total", "counter", "PONGs dropped because their producer did not read them or was leaving (its messages are still taken)."),
         ("eddy_ingest_connections_evicted_total", "counter", "Producer connections idle for ingest_idle_seconds or more closed to make room for a new one at max_ingest_connections."),
         ("eddy_checkpoints_total", "counter", "Checkpoints written."),
-        ("eddy_checkpoint_failures_total", "counter", "Checkpoints that failed (the previous one stays)."),
+        ("eddy_checkpoint_failures_total", "counter", "Checkpoints that failed (the previous one stays), and failed writes of the versions published."),
         ("eddy_handshakes_refused_total", "counter", "Clients turned away in the handshake (a CURVE key not on the allow-list, another security mechanism)."),
         ("eddy_protocol_errors_total", "counter", "Producer connections closed for breaking ZMTP (or after a refused CURVE message)."),
         ("eddy_connections_refused_total", "counter", "Producer connections closed as they opened, max_ingest_connections being open."),

@@ -167,11 +167,14 @@ public struct Snapshot: Sendable {
     public var headLabels = 0
 }
 
-/// What `StreamPipeline.mocoVersionBase` is, as a checkpoint section (written only when not 0).
-struct MoCoVersionBase: CheckpointSection {
-    static let name = "moco-version-base"
-    static let stateVersion: UInt32 = 1
-    var base: UInt64
+/// What a model's version base is (added to its steps to make its versions), as a checkpoint
+/// section written only when not 0.
+protocol VersionBaseSection: CheckpointSection {
+    var base: UInt64 { get set }
+}
+
+extension VersionBaseSection {
+    static var stateVersion: UInt32 { 1 }
 
     func encode(_ w: inout StateWriter) { w.write(base) }
 
@@ -179,6 +182,18 @@ struct MoCoVersionBase: CheckpointSection {
         guard version == 1 else { throw StateError.unsupportedVersion(version) }
         base = try r.readCount()
     }
+}
+
+/// `StreamPipeline.mocoVersionBase`.
+struct MoCoVersionBase: VersionBaseSection {
+    static let name = "moco-version-base"
+    var base: UInt64
+}
+
+/// `StreamPipeline.autoencoderVersionBase`.
+struct AutoencoderVersionBase: VersionBaseSection {
+    static let name = "autoencoder-version-base"
+    var base: UInt64
 }
 
 /// Where a stream's learning stands between batches, as a checkpoint section: the run of surprising
@@ -382,6 +397,12 @@ public final class StreamPipeline: @unchecked Sendable {
     /// Added to MoCo's steps to make its versions: a MoCo restarted by `restore` continues from the
     /// versions its predecessor published, so a version never decreases (SPEC 5).
     public internal(set) var mocoVersionBase: UInt64 = 0
+    /// Added to the autoencoder's steps to make its versions: 0 unless a daemon that stopped without
+    /// a checkpoint had published later versions than the state restored (`versionsFollow`). Set
+    /// before the stream is shared, never after.
+    public internal(set) var autoencoderVersionBase: UInt64 = 0
+    /// The autoencoder's version now (trainer thread).
+    var autoencoderVersion: UInt64 { autoencoderVersionBase + UInt64(autoencoder.step) }
     /// The models as they last were with every weight finite (serialized when a snapshot was taken,
     /// or when the stream was restored), the state a stream rolls back to; nil before the first
     /// snapshot of a new stream (it then starts afresh).
@@ -403,6 +424,33 @@ public final class StreamPipeline: @unchecked Sendable {
     /// Its models are published again at the next snapshot, at the versions they have (a stream
     /// that comes back from expiry: its served snapshots were dropped).
     func oweSnapshots() { lock.withLock { snapshotsOwed = true } }
+
+    /// Makes the models' versions follow `published`, the highest a daemon published for this stream
+    /// (it may have stopped, killed, after its last checkpoint): a version is never published twice
+    /// with other weights. A model that has trained goes on from the version after it (its restored
+    /// state is published again at that version); one that has not, from that version itself, so
+    /// its first step is the next. Call before the stream is shared (at start or creation).
+    func versionsFollow(_ published: (autoencoder: UInt64, moco: UInt64)) {
+        let ae = UInt64(autoencoder.step), mo = UInt64(moco.step)
+        // A version published equal to the model's own is that model (the same steps from the same
+        // state): it is published again at it, as after a clean stop.
+        if published.autoencoder > autoencoderVersionBase + ae {
+            autoencoderVersionBase = published.autoencoder + (ae > 0 ? 1 : 0) - ae
+        }
+        if published.moco > mocoVersionBase + mo {
+            mocoVersionBase = published.moco + (mo > 0 ? 1 : 0) - mo
+        }
+        lock.withLock {
+            snapshotVersions = (max(snapshotVersions.autoencoder, published.autoencoder), max(snapshotVersions.moco, published.moco))
+            exchangeVersion = autoencoderVersion
+            scorerVersion = exchangeVersion
+            mocoVersion = mocoVersionBase + mo
+            if mocoExchange != nil {
+                mocoExchangeVersion = mocoVersion
+                representerVersion = mocoVersion
+            }
+        }
+    }
 
     public init(name: String, settings: StreamConfiguration) {
         precondition(settings.inputDimension > 0, "a stream's dim must be known before it is built")
@@ -617,7 +665,7 @@ public final class StreamPipeline: @unchecked Sendable {
             result.classVersion = fitted.version
         }
         lock.withLock {
-            let modelReady = scorerVersion >= UInt64(settings.warmupSteps)
+            let modelReady = scorerVersion - autoencoderVersionBase >= UInt64(settings.warmupSteps)
             // Sample i is the stream's (accepted + i + 1)th: it warms up while that is within
             // `warmup_samples`, whether it came alone or in a batch that crosses the boundary.
             let warmingRows = settings.warmupSamples - Int(min(accepted, UInt64(settings.warmupSamples)))
@@ -826,7 +874,7 @@ public final class StreamPipeline: @unchecked Sendable {
     func earnedSteps(rows: Int) -> Double {
         let b = Double(settings.batchSize), n = Double(rows)
         let due = min(
-            Double(settings.warmupSteps) - Double(exchangeVersion) - pendingSteps, settings.maximumPendingSteps - pendingSteps)
+            Double(settings.warmupSteps) - Double(exchangeVersion - autoencoderVersionBase) - pendingSteps, settings.maximumPendingSteps - pendingSteps)
         guard settings.warmupReplayRatio > 0, settings.warmupReplayRatio != settings.replayRatio, due > 0 else {
             return settings.replayRatio * n / b
         }
@@ -908,7 +956,7 @@ public final class StreamPipeline: @unchecked Sendable {
     private func handOver() {
         owedStepRunning = false
         exchange.copy(from: autoencoder.parameters)
-        exchangeVersion = UInt64(autoencoder.step)
+        exchangeVersion = autoencoderVersion
         exchangeHandovers &+= 1
         if let mocoExchange {
             moco.copyQuery(into: mocoExchange)
@@ -956,7 +1004,7 @@ public final class StreamPipeline: @unchecked Sendable {
         if !modelsFinite { rollBack() }
         // With labels, MoCo's snapshot carries a head fitted on it: on the same encoder weights and
         // the same normaliser, taken together with the snapshot's under one lock.
-        let aeVersion = UInt64(autoencoder.step), mocoVersion = mocoVersionBase + UInt64(moco.step)
+        let aeVersion = autoencoderVersion, mocoVersion = mocoVersionBase + UInt64(moco.step)
         // A restored stream's models are published again once (at the versions they had), so a
         // subscriber or snapshot client gets them before the stream trains again.
         let again = lock.withLock {
@@ -973,11 +1021,11 @@ public final class StreamPipeline: @unchecked Sendable {
             return (accepted, scorer.normaliser.means, scorer.normaliser.variances)
         }
         func snapshot(
-            _ kind: Snapshot.Kind, version: UInt64, _ layout: NetworkLayout, _ parameters: [Float],
+            _ kind: Snapshot.Kind, version: UInt64, steps: Int, _ layout: NetworkLayout, _ parameters: [Float],
             representationLayer: Int, temperature: Float
         ) -> Snapshot {
             Snapshot(
-                stream: name, kind: kind, version: version, samplesSeen: samples, steps: version,
+                stream: name, kind: kind, version: version, samplesSeen: samples, steps: UInt64(steps),
                 inputDimension: inputDimension, window: settings.window,
                 windowScales: settings.window > 0 ? settings.windowScales : [], inputTransform: settings.transform,
                 layers: Self.layers(layout, parameters),
@@ -989,14 +1037,14 @@ public final class StreamPipeline: @unchecked Sendable {
             snapshotVersions.autoencoder = aeVersion
             out.append(
                 snapshot(
-                    .autoencoder, version: aeVersion, autoencoder.layout, autoencoder.parameterValues,
+                    .autoencoder, version: aeVersion, steps: autoencoder.step, autoencoder.layout, autoencoder.parameterValues,
                     representationLayer: settings.autoencoderHidden.count / 2, temperature: 0))
         }
         if mocoDue {
             snapshotVersions.moco = mocoVersion
             let exported = moco.exported
             var s = snapshot(
-                .moco, version: mocoVersion, exported.layout, exported.parameters,
+                .moco, version: mocoVersion, steps: moco.step, exported.layout, exported.parameters,
                 representationLayer: settings.mocoEncoder.count - 1, temperature: settings.mocoTemperature)
             if let headEncoder, let fitted = fitHead(encoder: headEncoder, version: mocoVersion) {
                 s.head = fitted.head
@@ -1162,8 +1210,8 @@ public final class StreamPipeline: @unchecked Sendable {
             Status(
                 accepted: accepted, rejected: rejectedCount, buffered: UInt64(buffer.count), evicted: buffer.evicted,
                 skippedSteps: skippedSteps, quarantined: quarantined, rollbacks: rollbacks, autoencoderSteps: exchangeVersion, mocoSteps: mocoVersion,
-                trainSteps: exchangeVersion &+ stepsUndone,
-                warmingUp: accepted < UInt64(settings.warmupSamples) || exchangeVersion < UInt64(settings.warmupSteps)
+                trainSteps: exchangeVersion - autoencoderVersionBase &+ stepsUndone,
+                warmingUp: accepted < UInt64(settings.warmupSamples) || exchangeVersion - autoencoderVersionBase < UInt64(settings.warmupSteps)
                     || chain.warming,
                 autoencoderLoss: lastLosses.autoencoder, mocoLoss: lastLosses.moco,
                 period: periodSignal?.period ?? 0, templates: logs?.miner.templates.count ?? 0,
@@ -1207,7 +1255,8 @@ public final class StreamPipeline: @unchecked Sendable {
             w.write(
                 UInt32(
                     chain.sectionCount + (shaper == nil ? 0 : 1) + (logs == nil ? 0 : 1) + (labels.isEmpty ? 0 : 1)
-                        + transformSection + (mocoVersionBase == 0 ? 0 : 1) + (progress.isEmpty ? 0 : 1)
+                        + transformSection + (mocoVersionBase == 0 ? 0 : 1) + (autoencoderVersionBase == 0 ? 0 : 1)
+                        + (progress.isEmpty ? 0 : 1)
                         + (scorer.normaliser.count == 0 ? 0 : 1)))
             if transformSection > 0 { w.write(unit: InputTransformSection(transform: settings.transform)) }
             chain.encodeSections(&w)
@@ -1215,6 +1264,7 @@ public final class StreamPipeline: @unchecked Sendable {
             if let logs { w.write(unit: logs) }
             if !labels.isEmpty { w.write(unit: LabelSet(dimension: inputDimension, values: labelledValues, labels: labels)) }
             if mocoVersionBase > 0 { w.write(unit: MoCoVersionBase(base: mocoVersionBase)) }
+            if autoencoderVersionBase > 0 { w.write(unit: AutoencoderVersionBase(base: autoencoderVersionBase)) }
             if !progress.isEmpty { w.write(unit: progress) }
             if scorer.normaliser.count > 0 { w.write(unit: RunningMoments(normaliser: scorer.normaliser)) }
         }
@@ -1335,6 +1385,9 @@ public final class StreamPipeline: @unchecked Sendable {
             var base = MoCoVersionBase(base: 0)
             try sections.restore(unit: &base)
             stream.mocoVersionBase = base.base
+            var aeBase = AutoencoderVersionBase(base: 0)
+            try sections.restore(unit: &aeBase)
+            stream.autoencoderVersionBase = aeBase.base
             var progress = LearningProgress(quarantineRun: 0, quarantined: 0, idleLeft: 0, idleSteps: 0)
             try sections.restore(unit: &progress)
             stream.quarantineRun = progress.quarantineRun
@@ -1362,7 +1415,7 @@ public final class StreamPipeline: @unchecked Sendable {
             stream.mocoVersionBase = max(stream.mocoVersionBase + UInt64(moco.step), stream.snapshotVersions.moco)
         }
         stream.exchange.copy(from: stream.autoencoder.parameters)
-        stream.exchangeVersion = UInt64(stream.autoencoder.step)
+        stream.exchangeVersion = stream.autoencoderVersion
         if let weights = stream.mocoExchange {
             stream.moco.copyQuery(into: weights)
             stream.mocoExchangeVersion = stream.mocoVersionBase + UInt64(stream.moco.step)

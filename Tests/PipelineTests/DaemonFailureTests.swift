@@ -357,3 +357,78 @@ import CEddySystem
         #expect(eddy_signals_wait() == SIGHUP)
     }
 }
+
+/// From review: a daemon killed after its last checkpoint had published later versions than the
+/// state it restores, and the restored models published those versions again with other weights.
+/// The versions published are kept in the data directory, and a stream's versions go on after them.
+@Suite struct PublishedVersionTests {
+    static var settings: StreamConfiguration {
+        var settings = StreamConfiguration().resolved(dim: 4)
+        settings.mocoQueue = 128
+        return settings
+    }
+
+    @Test func aRestoredStreamsVersionsGoOnAfterTheHighestPublished() throws {
+        let p = StreamPipeline(name: "v", settings: Self.settings)
+        RollbackTests.trained(p)
+        _ = p.takeSnapshots(now: 1)
+        let checkpoint = p.serialized()
+        RollbackTests.trained(p, from: 600, samples: 200)
+        let later = p.takeSnapshots(now: 2)
+        let published = (autoencoder: try #require(later.first { $0.kind == .autoencoder }).version,
+                         moco: try #require(later.first { $0.kind == .moco }).version)
+        let restored = try StreamPipeline.restore(checkpoint, settings: Self.settings)
+        let steps = (restored.autoencoder.step, restored.moco.step)
+        #expect(UInt64(steps.0) < published.autoencoder && UInt64(steps.1) < published.moco)
+        restored.versionsFollow(published)
+        // Its restored models are published again, after every version published before.
+        let again = restored.takeSnapshots(now: 3)
+        #expect(again.map(\.version) == [published.autoencoder + 1, published.moco + 1])
+        #expect(again.map(\.steps) == [UInt64(steps.0), UInt64(steps.1)], "steps stay the models' own")
+        let status = restored.status
+        #expect(status.autoencoderSteps == published.autoencoder + 1 && status.mocoSteps == published.moco + 1)
+        #expect(status.trainSteps == UInt64(steps.0))
+        let scored = [Float](repeating: 0.5, count: 4).withUnsafeBufferPointer { restored.score($0.baseAddress!, count: 1, firstSequence: 800) }
+        #expect(scored.modelVersion == published.autoencoder + 1)
+        // Trained on, it goes up from there, and a checkpoint keeps where its versions stand.
+        RollbackTests.trained(restored, from: 800, samples: 200)
+        let next = restored.takeSnapshots(now: 4)
+        #expect(next.count == 2 && next.allSatisfy { $0.version == $0.steps + ($0.kind == .autoencoder ? published.autoencoder + 1 - UInt64(steps.0) : published.moco + 1 - UInt64(steps.1)) })
+        let reread = try StreamPipeline.restore(restored.serialized(), settings: Self.settings)
+        #expect(reread.status.autoencoderSteps == restored.status.autoencoderSteps && reread.status.mocoSteps == restored.status.mocoSteps)
+        #expect(reread.status.trainSteps == restored.status.trainSteps)
+        // Versions already beyond those published are left as they are.
+        let ahead = try StreamPipeline.restore(restored.serialized(), settings: Self.settings)
+        ahead.versionsFollow(published)
+        #expect(ahead.status.autoencoderSteps == restored.status.autoencoderSteps && ahead.status.mocoSteps == restored.status.mocoSteps)
+    }
+
+    /// A stream made anew under a name whose versions were published publishes nothing untrained, and
+    /// its first trained snapshot comes after them.
+    @Test func aNewStreamUnderAPublishedNameStartsAfterItsVersions() {
+        let p = StreamPipeline(name: "n", settings: Self.settings)
+        p.versionsFollow((autoencoder: 5000, moco: 4000))
+        #expect(p.takeSnapshots(now: 1).isEmpty)
+        #expect(p.status.autoencoderSteps == 5000 && p.status.trainSteps == 0)
+        RollbackTests.trained(p)
+        let s = p.takeSnapshots(now: 2)
+        #expect(s.map(\.version) == [5000 + UInt64(p.autoencoder.step), 4000 + UInt64(p.moco.step)])
+        #expect(p.status.trainSteps == UInt64(p.autoencoder.step))
+    }
+
+    @Test func theFileKeepsTheVersionsAndSkipsADamagedLine() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("eddy-published-\(UUID())").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = CheckpointStore(directory: dir)
+        #expect(store.readPublished().versions.isEmpty)
+        try store.writePublished(["pump 1": (12, 7), "ü": (UInt64.max, 0)])
+        let read = store.readPublished()
+        #expect(read.unreadable == 0 && read.versions.count == 2)
+        #expect(read.versions["pump 1"]! == (12, 7) && read.versions["ü"]! == (UInt64.max, 0))
+        let text = try String(contentsOfFile: store.publishedPath, encoding: .utf8)
+        #expect(text == "eddy.published-versions 1\n12 7 pump 1\n18446744073709551615 0 ü\n")
+        try (text + "x 1 bad\n3 4\n").write(toFile: store.publishedPath, atomically: true, encoding: .utf8)
+        let damaged = store.readPublished()
+        #expect(damaged.unreadable == 2 && damaged.versions.count == 2)
+    }
+}

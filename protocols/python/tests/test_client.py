@@ -665,3 +665,41 @@ def test_a_heartbeat_of_many_streams_comes_in_parts_within_the_bound(start_daemo
     assert whole is not None and len(whole) >= 2
     assert [s.stream for hb in whole for s in hb.streams] == names
     assert len({(hb.uptime_ms, hb.samples_accepted, hb.train_steps, hb.parts) for hb in whole}) == 1
+
+
+def test_after_a_kill_a_restored_streams_versions_go_on_after_every_version_published(start_daemon, tmp_path):
+    """A model's version never goes down, across restarts too (ModelSnapshot.version): a daemon
+    killed after its last checkpoint restores older models, which publish after the versions its
+    subscribers already saw, not those versions again with other weights."""
+    data_dir = tmp_path / "state"
+    daemon = start_daemon(data_dir)
+    with Producer(daemon.endpoints["ingest"]) as producer:
+        for i in range(10):
+            producer.send("s", sensors(100, dim=4, start=100 * i))
+        wait_snapshot(daemon.endpoints["snapshots"], "s", "moco")
+    assert daemon.terminate()[0] == 0  # the checkpoint the next start restores
+    checkpointed = {}  # the versions it restores, published again at once
+
+    again = start_daemon(data_dir)
+    seen = {"autoencoder": 0, "moco": 0}
+    with Producer(again.endpoints["ingest"]) as producer, Subscriber(again.endpoints["publish"], ["snapshot/s/"]) as sub:
+        for model in seen:
+            checkpointed[model] = wait_snapshot(again.endpoints["snapshots"], "s", model).message.version
+        for i in range(10, 40):
+            producer.send("s", sensors(100, dim=4, start=100 * i))
+        end = time.monotonic() + 60
+        while time.monotonic() < end and not all(seen[m] > checkpointed[m] + 20 for m in seen):
+            got = sub.recv(timeout_ms=200)
+            if got:
+                model = "moco" if got[1].kind == pb.MODEL_KIND_MOCO else "autoencoder"
+                seen[model] = max(seen[model], got[1].version)
+    assert all(seen[m] > checkpointed[m] + 20 for m in seen), (seen, checkpointed)
+    again.process.kill()  # no checkpoint since the start
+    again.process.wait()
+
+    third = start_daemon(data_dir)
+    for model in seen:
+        restored = wait_snapshot(third.endpoints["snapshots"], "s", model).message
+        assert restored.version > seen[model], (model, restored.version, seen[model])
+        assert restored.samples_seen == 1000  # the checkpoint's models
+    third.terminate()
