@@ -220,7 +220,8 @@ public final class Daemon: @unchecked Sendable {
                         metadata: ["stream.id": "\(name)", "error": "\(error)", "checkpoint.set_aside": "\(aside)"])
                 })
         {
-            for s in restored {
+            for r in restored {
+                let s = newest(r, store: store)
                 followPublished(s)
                 streams[s.name] = s
                 streamOrder.append(s.name)
@@ -944,6 +945,33 @@ public final class Daemon: @unchecked Sendable {
         publishSnapshots(of: allStreams, publisher: out)
         keepExpiredAside()
         checkpoint()
+    }
+
+    /// A restored stream whose state is also kept aside as expired (at start). Either the daemon was
+    /// killed after the stream expired and before a checkpoint left it out (the state aside is the
+    /// newer), or after a checkpoint held it again and before its kept file went (the checkpoint's
+    /// is). A stream's state only grows, so the one that has accepted more samples, then taken more
+    /// steps, is the stream's; the other file goes once a checkpoint holds the stream.
+    func newest(_ restored: StreamPipeline, store: CheckpointStore) -> StreamPipeline {
+        let path = store.expiredPath(restored.name)
+        switch store.takeExpired(restored.name, settings: restored.settings, remove: false) {
+        case .success(let kept):
+            let newer = (kept.accepted, kept.status.trainSteps) > (restored.accepted, restored.status.trainSteps)
+            if newer {
+                logger.notice(
+                    "stream restored from the state it was kept in at expiry, newer than the checkpoint's",
+                    metadata: ["stream.id": "\(restored.name)", "stream.state": "\(path)"])
+            }
+            retireLock.withLock { revivedFiles[restored.name] = path }  // spent once a checkpoint holds the stream
+            return newer ? kept : restored
+        case .failure(let error):
+            logger.warning(
+                "a stream's state kept at expiry could not be read; the checkpoint's is used",
+                metadata: ["stream.id": "\(restored.name)", "error": "\(error)"])
+            return restored
+        case nil:
+            return restored
+        }
     }
 
     /// Makes a stream that is not shared yet follow the versions published for its name.

@@ -119,6 +119,38 @@ import ZeroMQ
         #expect(daemon.retiring.isEmpty)
     }
 
+    /// From review: a daemon killed after a stream expired and before a checkpoint left it out
+    /// restored the older state the checkpoint held, and what the stream learned in between was lost
+    /// (its newer state aside was never read). At start the newer of the two is the stream's, and
+    /// the file goes once a checkpoint holds the stream.
+    @Test(arguments: [true, false])
+    func aStreamBothCheckpointedAndKeptAsideResumesFromTheNewerState(asideIsNewer: Bool) throws {
+        let directory = temporaryDirectory()
+        let configuration = testConfiguration(dataDirectory: directory)
+        let store = CheckpointStore(directory: directory)
+        let p = StreamPipeline(name: "s", settings: configuration.settings(for: "s").resolved(dim: 4))
+        func feed(_ n: Int) {
+            let x = values(n * 4, seed: Int(p.accepted))
+            _ = x.withUnsafeBufferPointer { p.score($0.baseAddress!, count: n, firstSequence: p.accepted) }
+            while p.trainStep() {}
+        }
+        feed(100)
+        if asideIsNewer { _ = try store.write([p], now: 1) } else { _ = try store.writeExpired(p) }
+        feed(200)
+        if asideIsNewer { _ = try store.writeExpired(p) } else { _ = try store.write([p], now: 1) }
+        let steps = p.status.trainSteps
+
+        let daemon = try Daemon(configuration: configuration, logger: quietLogger)
+        let s = try #require(daemon.allStreams.first)
+        #expect(daemon.allStreams.count == 1 && s.accepted == 300 && s.status.trainSteps == steps)
+        let aside = directory + "/expired-s.stream"
+        #expect(FileManager.default.fileExists(atPath: aside), "kept until a checkpoint holds the stream")
+        daemon.checkpoint()
+        #expect(!FileManager.default.fileExists(atPath: aside))
+        let again = try Daemon(configuration: configuration, logger: quietLogger)
+        #expect(again.allStreams.map(\.accepted) == [300])
+    }
+
     @Test func expiredStatesAreKeptUpToTheStreamCap() throws {
         let directory = temporaryDirectory()
         let store = CheckpointStore(directory: directory)
