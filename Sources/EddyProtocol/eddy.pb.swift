@@ -377,7 +377,7 @@ public nonisolated struct Eddy_V1_RepresentationBatch: Sendable {
 
   public var count: UInt32 = 0
 
-  /// The MoCo version (training steps) whose encoder computed them.
+  /// The MoCo version (ModelSnapshot.version) whose encoder computed them.
   public var modelVersion: UInt64 = 0
 
   /// count * dim IEEE-754 float32 values, little-endian, sample after sample.

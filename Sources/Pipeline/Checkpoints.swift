@@ -230,18 +230,20 @@ public struct CheckpointStore: Sendable {
     /// says how far versions must go on).
     public func readPublished() -> (versions: [String: (autoencoder: UInt64, moco: UInt64)], unreadable: Int) {
         guard let data = FileManager.default.contents(atPath: publishedPath) else { return ([:], 0) }
-        let lines = String(decoding: data, as: UTF8.self).split(separator: "\n", omittingEmptySubsequences: true)
-        guard lines.first == Substring(Self.publishedHeader) else { return ([:], lines.count) }
+        // Split as bytes: a name may begin with a combining mark, which as characters joins the space.
+        let lines = Array(data).split(separator: 0x0A, omittingEmptySubsequences: true)
+        guard let first = lines.first, String(decoding: first, as: UTF8.self) == Self.publishedHeader else { return ([:], lines.count) }
         var versions: [String: (autoencoder: UInt64, moco: UInt64)] = [:]
         var unreadable = 0
         for line in lines.dropFirst() {
             // "<autoencoder> <moco> <stream>": a name has no control character, so it ends the line.
-            let fields = line.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false)
-            guard fields.count == 3, let ae = UInt64(fields[0]), let moco = UInt64(fields[1]), !fields[2].isEmpty else {
+            let fields = line.split(separator: 0x20, maxSplits: 2, omittingEmptySubsequences: false)
+            func number(_ f: ArraySlice<UInt8>) -> UInt64? { UInt64(String(decoding: f, as: UTF8.self)) }
+            guard fields.count == 3, let ae = number(fields[0]), let moco = number(fields[1]), !fields[2].isEmpty else {
                 unreadable += 1
                 continue
             }
-            versions[String(fields[2])] = (ae, moco)
+            versions[String(decoding: fields[2], as: UTF8.self)] = (ae, moco)
         }
         return (versions, unreadable)
     }

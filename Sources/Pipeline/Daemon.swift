@@ -44,6 +44,9 @@ public final class Daemon: @unchecked Sendable {
     /// published (`published-versions`): a daemon killed after its last checkpoint restores older
     /// models, whose versions go on after these (`StreamPipeline.versionsFollow`). Under `publishedLock`.
     var published: [String: (autoencoder: UInt64, moco: UInt64)] = [:]
+    /// When each name's versions were last published (a count of publishing rounds; under `publishedLock`).
+    var publishedRound: [String: UInt64] = [:]
+    var publishingRounds: UInt64 = 0
     let publishedLock = Lock()
     /// Writes of `published` that failed (each is also a failed checkpoint).
     let publishedWriteFailures = Counter()
@@ -236,8 +239,7 @@ public final class Daemon: @unchecked Sendable {
         where streams[name] == nil && (declared.dim > 0 || declared.log) {
             // A stream declared since it expired resumes from the state it left.
             let resolved = configuration.settings(for: name).resolved(dim: declared.dim)
-            let s = revive(name, settings: resolved) ?? StreamPipeline(name: name, settings: resolved)
-            followPublished(s)
+            let s = revive(name, settings: resolved) ?? fresh(name, settings: resolved)
             streams[name] = s
             streamOrder.append(name)
             committedBytes += s.settings.memoryEstimate
@@ -627,8 +629,7 @@ public final class Daemon: @unchecked Sendable {
                             + "memory_budget \(ByteCount(configuration.memoryBudget)) is taken by \(streams.count) streams"))
             }
             committedBytes += cost
-            let s = revive(name, settings: settings) ?? StreamPipeline(name: name, settings: settings)
-            followPublished(s)
+            let s = revive(name, settings: settings) ?? fresh(name, settings: settings)
             streams[name] = s
             streamOrder.append(name)
             logger.info(
@@ -663,6 +664,7 @@ public final class Daemon: @unchecked Sendable {
         case .success(let s):
             // Its file stays until a checkpoint holds the stream: a kill before one loses nothing.
             if let store = checkpoints { revivedFiles[name] = store.expiredPath(name) }
+            followPublished(s)
             streamsRevived.add()
             logger.notice("expired stream came back; it resumes from its kept state", metadata: ["stream.id": "\(name)"])
             noteRestoredChanges(s)
@@ -974,9 +976,17 @@ public final class Daemon: @unchecked Sendable {
         }
     }
 
-    /// Makes a stream that is not shared yet follow the versions published for its name.
+    /// Makes a stream that is not shared yet (read from disk or made anew; not one this process ran
+    /// and takes back) follow the versions published for its name.
     func followPublished(_ s: StreamPipeline) {
         if let p = publishedLock.withLock({ published[s.name] }) { s.versionsFollow(p) }
+    }
+
+    /// A stream made anew, its versions after those published under its name.
+    func fresh(_ name: String, settings: StreamConfiguration) -> StreamPipeline {
+        let s = StreamPipeline(name: name, settings: settings)
+        followPublished(s)
+        return s
     }
 
     /// Publishes the snapshots `streams` owe (trainer thread). Their versions are written to the data
@@ -988,7 +998,9 @@ public final class Daemon: @unchecked Sendable {
         if let store = checkpoints {
             let live = Set(allStreams.map(\.name))
             let versions: [String: (autoencoder: UInt64, moco: UInt64)] = publishedLock.withLock {
+                publishingRounds += 1
                 for (stream, snapshots) in taken {
+                    publishedRound[stream.name] = publishingRounds
                     var v = published[stream.name] ?? (0, 0)
                     for s in snapshots {
                         if s.kind == .autoencoder { v.autoencoder = max(v.autoencoder, s.version) } else { v.moco = max(v.moco, s.version) }
@@ -996,9 +1008,12 @@ public final class Daemon: @unchecked Sendable {
                     published[stream.name] = v
                 }
                 // Names that are not streams now (expired: their kept states hold their versions)
-                // stay, up to max_streams of them.
-                let gone = published.keys.filter { !live.contains($0) }.sorted()
-                for name in gone.dropLast(configuration.maxStreams) { published[name] = nil }
+                // stay, the max_streams last published (the expired states kept are the newest too).
+                let gone = published.keys.filter { !live.contains($0) }.sorted { publishedRound[$0, default: 0] < publishedRound[$1, default: 0] }
+                for name in gone.dropLast(configuration.maxStreams) {
+                    published[name] = nil
+                    publishedRound[name] = nil
+                }
                 return published
             }
             do {

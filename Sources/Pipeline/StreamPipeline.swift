@@ -426,20 +426,19 @@ public final class StreamPipeline: @unchecked Sendable {
     func oweSnapshots() { lock.withLock { snapshotsOwed = true } }
 
     /// Makes the models' versions follow `published`, the highest a daemon published for this stream
-    /// (it may have stopped, killed, after its last checkpoint): a version is never published twice
-    /// with other weights. A model that has trained goes on from the version after it (its restored
-    /// state is published again at that version); one that has not, from that version itself, so
-    /// its first step is the next. Call before the stream is shared (at start or creation).
+    /// (it may have been killed after its last checkpoint): a version is never published twice with
+    /// other weights. Versions published beyond the last the restored state knew of (its
+    /// `snapshotVersions`), up to or past the model's own, were other weights: a model that has
+    /// trained goes on from the version after them (its restored state is published again at that
+    /// version), one that has not from that version itself, so its first step is the next. Call
+    /// before the stream is shared (at start, or when a stream is made or read back from its file).
     func versionsFollow(_ published: (autoencoder: UInt64, moco: UInt64)) {
         let ae = UInt64(autoencoder.step), mo = UInt64(moco.step)
-        // A version published equal to the model's own is that model (the same steps from the same
-        // state): it is published again at it, as after a clean stop.
-        if published.autoencoder > autoencoderVersionBase + ae {
-            autoencoderVersionBase = published.autoencoder + (ae > 0 ? 1 : 0) - ae
-        }
-        if published.moco > mocoVersionBase + mo {
-            mocoVersionBase = published.moco + (mo > 0 ? 1 : 0) - mo
-        }
+        let raiseAutoencoder = published.autoencoder > snapshotVersions.autoencoder && published.autoencoder >= autoencoderVersion
+        let raiseMoCo = published.moco > snapshotVersions.moco && published.moco >= mocoVersionBase + mo
+        guard raiseAutoencoder || raiseMoCo else { return }
+        if raiseAutoencoder { autoencoderVersionBase = published.autoencoder + (ae > 0 ? 1 : 0) - ae }
+        if raiseMoCo { mocoVersionBase = published.moco + (mo > 0 ? 1 : 0) - mo }
         lock.withLock {
             snapshotVersions = (max(snapshotVersions.autoencoder, published.autoencoder), max(snapshotVersions.moco, published.moco))
             exchangeVersion = autoencoderVersion
@@ -1033,7 +1032,7 @@ public final class StreamPipeline: @unchecked Sendable {
                 temperature: temperature, createdNanoseconds: now)
         }
         var out: [Snapshot] = []
-        if aeVersion > snapshotVersions.autoencoder || (again && aeVersion > 0) {
+        if aeVersion > snapshotVersions.autoencoder || (again && autoencoder.step > 0) {
             snapshotVersions.autoencoder = aeVersion
             out.append(
                 snapshot(
@@ -1186,7 +1185,7 @@ public final class StreamPipeline: @unchecked Sendable {
     /// Figures for heartbeats.
     public struct Status: Sendable {
         public var accepted, rejected, buffered, evicted, skippedSteps, quarantined, rollbacks: UInt64
-        /// The models' versions (the autoencoder's is its step).
+        /// The models' versions (their steps, plus a base that keeps versions from going down).
         public var autoencoderSteps, mocoSteps: UInt64
         /// Training steps taken since the stream began: never fewer after a rollback.
         public var trainSteps: UInt64 = 0
@@ -1217,7 +1216,8 @@ public final class StreamPipeline: @unchecked Sendable {
                 period: periodSignal?.period ?? 0, templates: logs?.miner.templates.count ?? 0,
                 templatesEvicted: logs?.miner.evicted ?? 0, linesTruncated: logs?.truncated ?? 0,
                 linesRepaired: logs?.repaired ?? 0, idleSteps: idleSteps,
-                pendingSteps: UInt64(max(pendingSteps, 0)) + (owedStepRunning ? 1 : 0), alerts: alertsRaised)
+                pendingSteps: min(UInt64(max(pendingSteps, 0)) + (owedStepRunning ? 1 : 0), UInt64(settings.maximumPendingSteps)),
+                alerts: alertsRaised)
         }
     }
 

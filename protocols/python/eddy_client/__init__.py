@@ -7,7 +7,7 @@
     with Subscriber("tcp://127.0.0.1:7701", ["score/pump-7/", "alert/"]) as s:
         topic, message = s.recv(timeout_ms=1000)   # decoded protobuf message
     snap = fetch_snapshot("tcp://127.0.0.1:7702", "pump-7", "autoencoder")
-    errors = snap.reconstruction_errors(samples)   # the daemon's errors, in numpy
+    errors = snap.reconstruction_errors(snap.inputs(samples))   # the daemon's errors, in numpy
 
 Install: `pip install ./protocols/python` (from a checkout of the Eddy repository).
 
@@ -31,8 +31,8 @@ from eddy.v1 import eddy_pb2 as pb
 PROTOCOL = "eddy.v1"
 __version__ = "1.0.0"
 
-__all__ = ["PROTOCOL", "__version__", "Producer", "Subscriber", "Snapshot", "Head", "CurveKeys", "fetch_snapshot", "fit_head", "fit_softmax",
-           "representations", "pb", "MESSAGE_TYPES"]
+__all__ = ["PROTOCOL", "__version__", "Producer", "Subscriber", "HeartbeatParts", "Snapshot", "Head", "CurveKeys", "fetch_snapshot",
+           "fit_head", "fit_softmax", "representations", "pb", "MESSAGE_TYPES"]
 
 # Topic kind (frame 0 up to the first '/') -> message type of frame 1.
 MESSAGE_TYPES = {
@@ -95,8 +95,10 @@ def sample_batch(stream, samples, sequence, timestamps_ns=None, producer=""):
     x = np.asarray(samples, dtype="<f4")
     if x.ndim == 1:
         x = x[:, None]
-    if x.ndim != 2:
-        raise ValueError("samples must be (n,) or (n, dim)")
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"samples must be (n,) or (n, dim) with n and dim at least 1, got shape {x.shape}")
+    if timestamps_ns is not None and len(timestamps_ns) != x.shape[0]:
+        raise ValueError(f"{len(timestamps_ns)} timestamps for {x.shape[0]} samples")
     batch = pb.SampleBatch(stream=stream, sequence=sequence, dim=x.shape[1], count=x.shape[0],
                            values=np.ascontiguousarray(x).tobytes(), producer=producer)
     if timestamps_ns is not None:
@@ -108,6 +110,8 @@ def line_batch(stream, lines, sequence, timestamps_ns=None, producer=""):
     """The LineBatch for `lines` (str, encoded as UTF-8, or bytes sent as they are)."""
     batch = pb.LineBatch(stream=stream, sequence=sequence, producer=producer)
     batch.lines.extend(l if isinstance(l, bytes) else l.encode("utf-8") for l in lines)
+    if timestamps_ns is not None and len(timestamps_ns) != len(batch.lines):
+        raise ValueError(f"{len(timestamps_ns)} timestamps for {len(batch.lines)} lines")
     if timestamps_ns is not None:
         batch.timestamps_ns.extend(int(t) for t in timestamps_ns)
     return batch
@@ -146,11 +150,15 @@ class Producer:
 
     def send_labels(self, stream, samples, labels):
         """Sends labelled samples for the stream's few-label head (a LabelBatch, SPEC 4.2): numpy
-        (n, dim) and n labels. The stream must exist and take labels (`max_labels`); its classes then
-        come on `class/<stream>/`."""
+        (n, dim) and n labels; (n,) with n labels is n samples of one value, with one label one
+        sample (a `stretches` row). The stream must exist and take labels (`max_labels`); its classes
+        then come on `class/<stream>/`."""
+        labels = list(labels)
         x = np.asarray(samples, dtype="<f4")
         if x.ndim == 1:
-            x = x[:, None]
+            x = x[None, :] if len(labels) == 1 else x[:, None]
+        if x.ndim != 2 or x.shape[0] == 0 or x.shape[0] != len(labels):
+            raise ValueError(f"{len(labels)} labels for samples of shape {x.shape}: one label per sample")
         batch = pb.LabelBatch(stream=stream, labels=[str(label) for label in labels], dim=x.shape[1],
                               count=x.shape[0], values=x.tobytes())
         self.socket.send_multipart([stream.encode(), batch.SerializeToString()])
@@ -165,10 +173,37 @@ class Producer:
         self.close()
 
 
+class HeartbeatParts:
+    """Gathers a heartbeat published in parts (SPEC 7: a daemon with more streams than one message
+    holds sends `parts` messages of one `time_ns`). `add` takes each Heartbeat as it comes and
+    returns the whole heartbeat's parts, in order, once the last has come; a heartbeat one of whose
+    parts was lost (a subscriber that fell behind) is dropped when a newer one completes.
+
+        beats = HeartbeatParts()
+        parts = beats.add(message)          # None until complete
+        streams = [s for part in parts for s in part.streams]
+    """
+
+    def __init__(self):
+        self.pending = {}
+
+    def add(self, heartbeat):
+        parts = max(heartbeat.parts, 1)  # 0: a daemon from before parts, one message
+        got = self.pending.setdefault(heartbeat.time_ns, {})
+        got[heartbeat.part] = heartbeat
+        if len(got) < parts:
+            return None
+        for t in [t for t in self.pending if t <= heartbeat.time_ns]:
+            del self.pending[t]
+        return [got[k] for k in range(parts)]
+
+
 class Subscriber:
     """SUB to a daemon's publish endpoint; `recv` returns (topic, decoded message)."""
 
     def __init__(self, endpoint, topics=("",), context=None, curve=None):
+        if isinstance(topics, (str, bytes)):
+            raise TypeError("topics is a list of topic prefixes, e.g. [\"alert/\"], not one string")
         self.context = context or zmq.Context.instance()
         self.socket = self.context.socket(zmq.SUB)
         if curve is not None:
@@ -294,12 +329,14 @@ class Snapshot:
         n = x.shape[0] - need + 1
         if n <= 0:
             return np.zeros((0, m.input_dim), dtype=np.float32)
-        csum = np.concatenate([np.zeros((1, channels)), np.cumsum(x, axis=0, dtype=np.float64)])
         newest = np.arange(need - 1, x.shape[0])            # the sample each row belongs to
         blocks = []
         for s in scales:
+            # Each block's own mean (a running sum over the whole array would carry a large value's
+            # rounding into every later block).
+            block_means = np.lib.stride_tricks.sliding_window_view(x.astype(np.float64), s, axis=0).mean(axis=-1)
             ends = newest[:, None] + 1 - (w - 1 - np.arange(w))[None, :] * s   # (rows, w), exclusive
-            means = (csum[ends] - csum[ends - s]) / s                          # (rows, w, channels)
+            means = block_means[ends - s]                                      # (rows, w, channels)
             blocks.append(means.transpose(0, 2, 1))                            # channel by channel
         return np.concatenate(blocks, axis=1).reshape(n, -1).astype(np.float32)
 
@@ -311,11 +348,16 @@ class Snapshot:
         return m.window * max(list(m.window_scales) or [1]) if m.window else 1
 
     def normalise(self, x):
+        """The model's input rows `x` ((n, input_dim), as `inputs` builds them from samples), normalised."""
         x = np.asarray(x, dtype=np.float32)
+        if x.ndim != 2 or x.shape[1] != self.mean.shape[0]:
+            raise ValueError(f"rows of shape {x.shape}, the model takes (n, {self.mean.shape[0]}): "
+                             "build them from the stream's samples with Snapshot.inputs(samples)")
         return (x - self.mean) / np.sqrt(self.variance + np.float32(self.epsilon))
 
     def forward(self, x, layers=None):
-        """Output of the first `layers` layers (all by default) on normalised inputs."""
+        """Output of the first `layers` layers (all by default) on input rows `x` (`inputs(samples)`:
+        a stream with a window or a transform does not take its samples as they are)."""
         h = self.normalise(x)
         for w, b, a in list(zip(self.weights, self.biases, self.activations))[:layers]:
             h = h @ w.T + b

@@ -16,16 +16,42 @@ class LocalDaemon:
              "--config", str(config_path), "--log-level", log_level],
             stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
         self.endpoints = {}
-        while len(self.endpoints) < 4:
-            line = self.process.stdout.readline()
-            if not line:
-                raise RuntimeError(f"eddy serve exited with {self.process.wait()}")
-            name, endpoint = line.split()
-            self.endpoints[name] = endpoint
+        try:
+            while len(self.endpoints) < 4:
+                line = self.process.stdout.readline()
+                if not line:
+                    raise RuntimeError(f"eddy serve exited with {self.process.wait()}")
+                fields = line.split()
+                if len(fields) != 2:
+                    raise RuntimeError(f"eddy serve printed {line!r}, not `name endpoint`")
+                self.endpoints[fields[0]] = fields[1]
+        except BaseException:
+            self.kill()  # never a daemon left running without a handle
+            raise
 
     def terminate(self, timeout=20):
-        """SIGTERM; returns the exit code and the seconds it took."""
+        """SIGTERM; returns the exit code and the seconds it took. A daemon still running after
+        `timeout` seconds is killed and subprocess.TimeoutExpired raised."""
         start = time.monotonic()
         self.process.send_signal(signal.SIGTERM)
-        code = self.process.wait(timeout=timeout)
+        try:
+            code = self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+        self.process.stdout.close()
         return code, time.monotonic() - start
+
+    def kill(self):
+        """SIGKILL, if it still runs."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self.process.stdout.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.process.poll() is None:
+            self.terminate()

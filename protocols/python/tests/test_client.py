@@ -9,7 +9,7 @@ import pytest
 from conftest import ROOT
 import zlib
 
-from eddy_client import Producer, Snapshot, Subscriber, fetch_snapshot, fit_head, pb, representations, sample_batch
+from eddy_client import HeartbeatParts, Producer, Snapshot, Subscriber, fetch_snapshot, fit_head, pb, representations, sample_batch
 
 EDDY = os.environ.get("EDDY_BIN", str(ROOT / ".build" / "debug" / "eddy"))
 
@@ -651,17 +651,14 @@ def test_a_heartbeat_of_many_streams_comes_in_parts_within_the_bound(start_daemo
         assert wait_heartbeat(sub).parts == 1
         for name in names:
             producer.send(name, np.ones((1, 1), dtype=np.float32))
-        parts, whole = {}, None
+        beats, whole = HeartbeatParts(), None
         end = time.monotonic() + 20
         while whole is None and time.monotonic() < end:
             got = sub.recv(timeout_ms=200)
             if not got or got[1].samples_accepted < 100:
                 continue
-            hb = got[1]
-            assert hb.ByteSize() <= 20992
-            parts.setdefault(hb.time_ns, {})[hb.part] = hb
-            if len(parts[hb.time_ns]) == hb.parts:
-                whole = [parts[hb.time_ns][k] for k in range(hb.parts)]
+            assert got[1].ByteSize() <= 20992
+            whole = beats.add(got[1])
     assert whole is not None and len(whole) >= 2
     assert [s.stream for hb in whole for s in hb.streams] == names
     assert len({(hb.uptime_ms, hb.samples_accepted, hb.train_steps, hb.parts) for hb in whole}) == 1
@@ -703,3 +700,56 @@ def test_after_a_kill_a_restored_streams_versions_go_on_after_every_version_publ
         assert restored.version > seen[model], (model, restored.version, seen[model])
         assert restored.samples_seen == 1000  # the checkpoint's models
     third.terminate()
+
+
+def test_heartbeat_parts_are_gathered_by_time_and_a_lost_part_drops_its_heartbeat():
+    def beat(t, part, parts, name):
+        return pb.Heartbeat(time_ns=t, part=part, parts=parts, streams=[pb.StreamStatus(stream=name)])
+    beats = HeartbeatParts()
+    assert beats.add(beat(1, 0, 2, "a")) is None  # its part 1 is lost
+    assert beats.add(beat(2, 1, 2, "d")) is None
+    whole = beats.add(beat(2, 0, 2, "c"))
+    assert [s.stream for hb in whole for s in hb.streams] == ["c", "d"]
+    assert beats.pending == {}  # the incomplete older one went with it
+    assert [hb.time_ns for hb in beats.add(pb.Heartbeat(time_ns=3))] == [3]  # parts 0: an older daemon, one message
+
+
+def test_the_client_refuses_what_the_daemon_would_reject_before_sending():
+    with pytest.raises(ValueError):
+        sample_batch("s", np.zeros((0, 3)), 0)
+    with pytest.raises(ValueError):
+        sample_batch("s", np.zeros((4, 2)), 0, timestamps_ns=[1, 2])
+    with pytest.raises(TypeError):
+        Subscriber("tcp://127.0.0.1:1", "alert/")
+    with Producer("tcp://127.0.0.1:1", linger_ms=0) as p:
+        with pytest.raises(ValueError):
+            p.send_labels("s", np.zeros((3, 2)), ["a", "b"])
+        with pytest.raises(ValueError):
+            p.send_lines("s", ["x", "y"], timestamps_ns=[1])
+        assert p.sequences == {}
+
+
+def _window_snapshot(window, scales, channels, transform=pb.INPUT_TRANSFORM_NONE):
+    width = window * len(scales) * channels
+    m = pb.ModelSnapshot(stream="s", kind=pb.MODEL_KIND_AUTOENCODER, input_dim=width, window=window,
+                         window_scales=scales, input_transform=transform, normaliser_epsilon=1e-6,
+                         normaliser_mean=[0.0] * width, normaliser_variance=[1.0] * width,
+                         activations=[pb.ACTIVATION_IDENTITY])
+    m.tensors.add(name="layers.0.weight", shape=[width, width], data=np.eye(width, dtype="<f4").tobytes())
+    m.tensors.add(name="layers.0.bias", shape=[width], data=np.zeros(width, dtype="<f4").tobytes())
+    m.checksum = zlib.crc32(b"".join(t.data for t in m.tensors))
+    return Snapshot.from_message(m)
+
+
+def test_window_rows_are_each_blocks_own_mean_and_rows_of_another_width_are_refused():
+    snap = _window_snapshot(4, [1, 3], 1)
+    rng = np.random.default_rng(5)
+    x = np.concatenate([[1e13], 0.5 + 0.01 * rng.standard_normal(400)]).astype(np.float32)
+    rows = snap.inputs(x)
+    assert rows.shape == (len(x) - 12 + 1, 8)
+    t = len(x) - 1  # the last row: block means taken directly
+    expected = [x[t - 3 + j] for j in range(4)] + [x[t + 1 - (4 - j) * 3:t + 1 - (3 - j) * 3].astype(np.float64).mean() for j in range(4)]
+    assert np.abs(rows[-1] - np.array(expected, dtype=np.float32)).max() < 1e-6
+    with pytest.raises(ValueError, match="Snapshot.inputs"):
+        snap.reconstruction_errors(x[:, None])
+    assert snap.reconstruction_errors(rows).shape == (rows.shape[0],)
