@@ -6,7 +6,8 @@ random moments (many of them mid-checkpoint) and restarted on the same data dire
 
 Each restart must: start (print its endpoints), leave no temporary checkpoint file, move nothing
 aside as damaged, restore every stream with an accepted count no lower than the previous restart's,
-and serve the restored models at once. Prints one line per kill and a summary; exits 1 on a failure.
+and serve the restored models at once, at a version above every version of that model a subscriber
+saw published before the kill (or at the same version with the same weights). Prints one line per kill and a summary; exits 1 on a failure.
 """
 import argparse
 import glob
@@ -61,6 +62,18 @@ def heartbeat(endpoint, context):
         return got[1]
 
 
+def watch(endpoint, stop, context, seen):
+    """Records the highest version of each stream's models published, with its checksum."""
+    with Subscriber(endpoint, ["snapshot/"], context=context) as s:
+        while not stop.is_set():
+            got = s.recv(timeout_ms=50)
+            if got and got[1] is not None:
+                m = got[1]
+                key = (m.stream, "moco" if m.kind == 2 else "autoencoder")
+                if m.version >= seen.get(key, (0, 0))[0]:
+                    seen[key] = (m.version, m.checksum)
+
+
 def feed(endpoint, stop, context):
     rng = np.random.default_rng()
     with Producer(endpoint, context=context, linger_ms=0) as p:
@@ -86,6 +99,7 @@ def main():
     Path(config).write_text(CONFIG.format(data=data))
     context = zmq.Context()
     failures, starts, mid_checkpoint, restored_counts = [], [], 0, {}
+    seen, versions_checked = {}, 0  # (stream, model) -> (highest version published, its checksum)
     for kill in range(args.kills + 1):
         p, ep, took = start(args.binary, config)
         starts.append(took)
@@ -101,10 +115,17 @@ def main():
                 problems.append(f"{name} went back from {before} to {counts.get(name, 0)} accepted")
         if kill > 1:
             for name in STREAMS:  # restored models are served before the stream trains again
-                try:
-                    fetch_snapshot(ep["snapshots"], name, timeout_ms=3000, context=context)
-                except LookupError as e:
-                    problems.append(f"{name}: {e}")
+                for model in ("autoencoder", "moco"):
+                    try:
+                        m = fetch_snapshot(ep["snapshots"], name, model, timeout_ms=3000, context=context).message
+                    except LookupError as e:
+                        problems.append(f"{name} {model}: {e}")
+                        continue
+                    version, checksum = seen.get((name, model), (0, 0))
+                    versions_checked += 1
+                    if m.version < version or (m.version == version and m.checksum != checksum):
+                        problems.append(f"{name} {model} restored at version {m.version}, "
+                                        f"{version} was published before the kill")
         restored_counts = counts
         if kill == args.kills:
             p.send_signal(signal.SIGTERM)
@@ -114,6 +135,8 @@ def main():
         else:
             stop = threading.Event()
             producer = threading.Thread(target=feed, args=(ep["ingest"], stop, context))
+            watcher = threading.Thread(target=watch, args=(ep["publish"], stop, context, seen))
+            watcher.start()
             producer.start()
             time.sleep(random.uniform(0.3, 2.5))
             # Kill while a checkpoint is being written when one can be caught.
@@ -126,6 +149,7 @@ def main():
             p.wait()
             stop.set()
             producer.join()
+            watcher.join()
         print(f"start {kill + 1}: {took * 1000:.0f} ms, restored {sum(counts.values())} samples"
               + (", killed mid-checkpoint" if kill < args.kills and caught else "")
               + (f"  FAILED: {'; '.join(problems)}" if problems else ""), flush=True)
@@ -133,7 +157,7 @@ def main():
     context.destroy(linger=0)
     print(f"{args.kills} kills ({mid_checkpoint} mid-checkpoint), {args.kills + 1} starts: "
           f"median start {sorted(starts)[len(starts) // 2] * 1000:.0f} ms, max {max(starts) * 1000:.0f} ms; "
-          f"{len(failures)} failures")
+          f"{versions_checked} restored versions checked against those published; {len(failures)} failures")
     sys.exit(1 if failures else 0)
 
 
