@@ -118,12 +118,18 @@ def line_batch(stream, lines, sequence, timestamps_ns=None, producer=""):
 
 
 class Producer:
-    """PUSH samples (or log lines) to a daemon's ingest endpoint; numbers each stream's samples from 0."""
+    """PUSH samples (or log lines) to a daemon's ingest endpoint; numbers each stream's samples from 0.
 
-    def __init__(self, endpoint, context=None, linger_ms=5000, curve=None):
+    A send waits while the daemon is unreachable or its queue is full (ZeroMQ's high-water mark);
+    with `send_timeout_ms` it waits at most that long and raises TimeoutError, the batch unsent and
+    the stream's sequence unchanged."""
+
+    def __init__(self, endpoint, context=None, linger_ms=5000, curve=None, send_timeout_ms=None):
         self.context = context or zmq.Context.instance()
         self.socket = self.context.socket(zmq.PUSH)
         self.socket.setsockopt(zmq.LINGER, linger_ms)
+        if send_timeout_ms is not None:
+            self.socket.setsockopt(zmq.SNDTIMEO, int(send_timeout_ms))
         if curve is not None:
             curve.apply(self.socket)
         self.socket.connect(endpoint)
@@ -133,9 +139,15 @@ class Producer:
         """Sends one batch; returns the sequence number of its first sample."""
         seq = self.sequences.get(stream, 0) if sequence is None else sequence
         batch = sample_batch(stream, samples, seq, timestamps_ns)
-        self.socket.send_multipart([stream.encode(), batch.SerializeToString()])
+        self._send([stream.encode(), batch.SerializeToString()])
         self.sequences[stream] = seq + batch.count
         return seq
+
+    def _send(self, frames):
+        try:
+            self.socket.send_multipart(frames)
+        except zmq.Again:
+            raise TimeoutError("the daemon did not take the batch within send_timeout_ms") from None
 
     def send_lines(self, stream, lines, timestamps_ns=None, sequence=None):
         """Sends log lines to a log stream (without their line terminators); returns the sequence
@@ -144,7 +156,7 @@ class Producer:
         batch = line_batch(stream, lines, seq, timestamps_ns)
         if not batch.lines:
             return seq
-        self.socket.send_multipart([stream.encode(), batch.SerializeToString()])
+        self._send([stream.encode(), batch.SerializeToString()])
         self.sequences[stream] = seq + len(batch.lines)
         return seq
 
@@ -161,7 +173,7 @@ class Producer:
             raise ValueError(f"{len(labels)} labels for samples of shape {x.shape}: one label per sample")
         batch = pb.LabelBatch(stream=stream, labels=[str(label) for label in labels], dim=x.shape[1],
                               count=x.shape[0], values=x.tobytes())
-        self.socket.send_multipart([stream.encode(), batch.SerializeToString()])
+        self._send([stream.encode(), batch.SerializeToString()])
 
     def close(self):
         self.socket.close()

@@ -753,3 +753,15 @@ def test_window_rows_are_each_blocks_own_mean_and_rows_of_another_width_are_refu
     with pytest.raises(ValueError, match="Snapshot.inputs"):
         snap.reconstruction_errors(x[:, None])
     assert snap.reconstruction_errors(rows).shape == (rows.shape[0],)
+
+
+def test_a_send_to_an_unreachable_daemon_times_out_when_asked_and_keeps_the_sequence():
+    """Nothing listens: ZeroMQ queues a high-water mark's worth (1,000 messages), then the next send
+    waits; with send_timeout_ms it gives up and the sequence counts only the batches queued."""
+    with Producer("tcp://127.0.0.1:1", linger_ms=0, send_timeout_ms=100) as p:
+        sent = 0
+        with pytest.raises(TimeoutError):
+            for _ in range(5000):
+                p.send("s", np.ones((2, 3), dtype=np.float32))
+                sent += 1
+        assert 0 < sent < 5000 and p.sequences == {"s": 2 * sent}
