@@ -7,23 +7,29 @@ import struct
 GREETING = b"\xff" + b"\0" * 8 + b"\x7f\x03\x01" + b"NULL".ljust(20, b"\0") + b"\0" + b"\0" * 31
 
 
-def raw_push(endpoint):
-    """A connected socket past the NULL handshake; ConnectionError if the daemon closes it first."""
+def raw_push(endpoint, timeout=10.0):
+    """A connected socket past the NULL handshake (our READY sent; the daemon's is left unread);
+    ConnectionError if the daemon closes it first or does not greet as a NULL ZMTP 3 peer, and
+    socket.timeout if connecting or its greeting takes longer than `timeout` seconds."""
     host, port = endpoint.removeprefix("tcp://").rsplit(":", 1)
-    s = socket.create_connection((host, int(port)))
-    s.sendall(GREETING)
-    greeting = b""
-    while len(greeting) < 64:
-        got = s.recv(64 - len(greeting))
-        if not got:
-            s.close()
-            raise ConnectionError("closed by the daemon")
-        greeting += got
-    # Byte 8 is libzmq's ZMTP 1.0 compatibility (1); the daemon sends 0.
-    if greeting[0] != 0xFF or greeting[9] & 1 != 1 or greeting[10] != 3 or greeting[12:17] != b"NULL\0":
-        raise ConnectionError(f"unexpected greeting {greeting[:16]!r}")
-    ready = b"\x05READY\x0bSocket-Type" + struct.pack(">I", 4) + b"PUSH"
-    s.sendall(bytes([4, len(ready)]) + ready)
+    s = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout)
+    try:
+        s.sendall(GREETING)
+        greeting = b""
+        while len(greeting) < 64:
+            got = s.recv(64 - len(greeting))
+            if not got:
+                raise ConnectionError("closed by the daemon")
+            greeting += got
+        # Byte 8 is libzmq's ZMTP 1.0 compatibility (1); the daemon sends 0.
+        if greeting[0] != 0xFF or greeting[9] & 1 != 1 or greeting[10] != 3 or greeting[12:17] != b"NULL\0":
+            raise ConnectionError(f"unexpected greeting {greeting[:16]!r}")
+        ready = b"\x05READY\x0bSocket-Type" + struct.pack(">I", 4) + b"PUSH"
+        s.sendall(bytes([4, len(ready)]) + ready)
+    except BaseException:
+        s.close()
+        raise
+    s.settimeout(None)  # the caller's writes and reads block, as before
     return s
 
 

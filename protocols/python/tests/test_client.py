@@ -765,3 +765,32 @@ def test_a_send_to_an_unreachable_daemon_times_out_when_asked_and_keeps_the_sequ
                 p.send("s", np.ones((2, 3), dtype=np.float32))
                 sent += 1
         assert 0 < sent < 5000 and p.sequences == {"s": 2 * sent}
+
+
+def test_raw_push_refuses_a_peer_that_is_not_a_null_zmtp_daemon_and_gives_up_on_a_silent_one():
+    import socket
+    import threading
+    from eddy_client.zmtp import raw_push
+
+    def serve(greeting):
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+
+        def answer():
+            conn, _ = listener.accept()
+            if greeting:
+                conn.sendall(greeting)
+            time.sleep(1.5)
+            conn.close()
+            listener.close()
+        threading.Thread(target=answer, daemon=True).start()
+        return f"tcp://127.0.0.1:{listener.getsockname()[1]}"
+
+    curve = b"\xff" + b"\0" * 8 + b"\x7f\x03\x01" + b"CURVE".ljust(20, b"\0") + b"\0" * 32
+    with pytest.raises(ConnectionError, match="unexpected greeting"):
+        raw_push(serve(curve))
+    began = time.monotonic()
+    with pytest.raises(socket.timeout):
+        raw_push(serve(b""), timeout=0.3)
+    assert time.monotonic() - began < 1.2
