@@ -403,6 +403,8 @@ public final class StreamPipeline: @unchecked Sendable {
     public internal(set) var autoencoderVersionBase: UInt64 = 0
     /// The autoencoder's version now (trainer thread).
     var autoencoderVersion: UInt64 { autoencoderVersionBase + UInt64(autoencoder.step) }
+    /// The steps of the autoencoder last handed over (under `lock`): its version less the base.
+    var handedOverSteps: UInt64 { exchangeVersion - autoencoderVersionBase }
     /// The models as they last were with every weight finite (serialized when a snapshot was taken,
     /// or when the stream was restored), the state a stream rolls back to; nil before the first
     /// snapshot of a new stream (it then starts afresh).
@@ -873,7 +875,7 @@ public final class StreamPipeline: @unchecked Sendable {
     func earnedSteps(rows: Int) -> Double {
         let b = Double(settings.batchSize), n = Double(rows)
         let due = min(
-            Double(settings.warmupSteps) - Double(exchangeVersion - autoencoderVersionBase) - pendingSteps, settings.maximumPendingSteps - pendingSteps)
+            Double(settings.warmupSteps) - Double(handedOverSteps) - pendingSteps, settings.maximumPendingSteps - pendingSteps)
         guard settings.warmupReplayRatio > 0, settings.warmupReplayRatio != settings.replayRatio, due > 0 else {
             return settings.replayRatio * n / b
         }
@@ -1209,8 +1211,8 @@ public final class StreamPipeline: @unchecked Sendable {
             Status(
                 accepted: accepted, rejected: rejectedCount, buffered: UInt64(buffer.count), evicted: buffer.evicted,
                 skippedSteps: skippedSteps, quarantined: quarantined, rollbacks: rollbacks, autoencoderSteps: exchangeVersion, mocoSteps: mocoVersion,
-                trainSteps: exchangeVersion - autoencoderVersionBase &+ stepsUndone,
-                warmingUp: accepted < UInt64(settings.warmupSamples) || exchangeVersion - autoencoderVersionBase < UInt64(settings.warmupSteps)
+                trainSteps: handedOverSteps &+ stepsUndone,
+                warmingUp: accepted < UInt64(settings.warmupSamples) || handedOverSteps < UInt64(settings.warmupSteps)
                     || chain.warming,
                 autoencoderLoss: lastLosses.autoencoder, mocoLoss: lastLosses.moco,
                 period: periodSignal?.period ?? 0, templates: logs?.miner.templates.count ?? 0,
