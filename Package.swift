@@ -70,7 +70,7 @@ let package = Package(
         .target(
             name: "Pipeline",
             dependencies: [
-                "Learning", "LinearAlgebra", "ZeroMQ", "ZMTP", "EddyProtocol", "CEddySystem", "CKernels", "LogMining",
+                "Learning", "LinearAlgebra", "ZeroMQ", "ZMTP", "EddyProtocol", "CEddySystem", "CKernels", "CSodium", "LogMining",
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "CoreMetrics", package: "swift-metrics"),

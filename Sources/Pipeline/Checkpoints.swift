@@ -1,3 +1,4 @@
+import CSodium
 import Foundation
 import Learning
 
@@ -104,9 +105,11 @@ public struct CheckpointStore: Sendable {
     ///   - settings: the configuration each stream name gets now.
     ///   - skipped: called with each damaged checkpoint's path, the reason, and where it was moved.
     ///   - setAside: called with each stream that starts afresh, the reason, and where its saved state went.
+    ///   - nameProblem: why a saved stream's name can no longer name a stream, if it cannot (one saved
+    ///     under a larger `max_stream_name_bytes` than today's bound): that stream is set aside too.
     public func loadNewest(
         settings: (String) -> StreamConfiguration, skipped: (String, Error, String) -> Void,
-        setAside: (String, Error, String) -> Void = { _, _, _ in }
+        setAside: (String, Error, String) -> Void = { _, _, _ in }, nameProblem: (String) -> String? = { _ in nil }
     ) throws -> (path: String, streams: [StreamPipeline])? {
         for file in try files().reversed() {
             do {
@@ -128,11 +131,13 @@ public struct CheckpointStore: Sendable {
                     // A stream whose settings changed shape since (buffer size, layer widths) starts
                     // afresh; the others keep what they learned.
                     do {
+                        if let why = nameProblem(name) { throw StateError.invalid(why) }
                         streams.append(try StreamPipeline.restore(blob, settings: settings(name), maxBytes: streamBytesLimit))
                     } catch {
                         // Kept aside, or the start fails: a state said to be kept that was not
                         // would go with its checkpoint at the next rotations.
-                        let aside = directory + "/set-aside-\(file.sequence)-\(name).stream"
+                        let head = "set-aside-\(file.sequence)-"
+                        let aside = directory + "/" + head + Self.fileComponent(name, budget: Self.nameMax - head.utf8.count - 11) + ".stream"
                         do {
                             try Self.writeAtomically(blob, to: aside, directory: directory)
                         } catch let failure {
@@ -158,7 +163,45 @@ public struct CheckpointStore: Sendable {
     // MARK: Expired streams
 
     /// Where a stream that expired keeps its state until its name comes back.
-    func expiredPath(_ name: String) -> String { directory + "/expired-\(name).stream" }
+    func expiredPath(_ name: String) -> String {
+        directory + "/expired-" + Self.fileComponent(name, budget: Self.nameMax - 8 - 11) + ".stream"
+    }
+
+    // MARK: Stream names in file names
+
+    /// The longest file name (NAME_MAX on Linux file systems).
+    static let nameMax = 255
+
+    /// A stream's name as it goes into a file name, in at most `budget` bytes (what NAME_MAX leaves
+    /// after the file's prefix and `.stream.tmp`): the name itself when it fits, as every file was
+    /// named before, otherwise as much of it as fits (cut between scalars) with `~` and 32 hex digits
+    /// of its BLAKE2b-128 after. Before, a name of 237 to 256 bytes could not expire, or be set
+    /// aside, without a file name too long to open (from review). A name that itself ends like that
+    /// (`~` and 32 lowercase hex digits) takes the second form too, so no name's first form is
+    /// another's second.
+    static func fileComponent(_ name: String, budget: Int) -> String {
+        let bytes = Array(name.utf8)
+        let hashedLength = 33
+        func looksHashed() -> Bool {
+            bytes.count >= hashedLength && bytes[bytes.count - hashedLength] == UInt8(ascii: "~")
+                && bytes.suffix(hashedLength - 1).allSatisfy { (0x30...0x39).contains($0) || (0x61...0x66).contains($0) }
+        }
+        if bytes.count <= budget && !looksHashed() { return name }
+        _ = sodiumReady
+        var digest = [UInt8](repeating: 0, count: 16)
+        _ = crypto_generichash(&digest, digest.count, bytes, UInt64(bytes.count), nil, 0)
+        var head = ""
+        var used = 0
+        for scalar in name.unicodeScalars {
+            let width = String(scalar).utf8.count
+            if used + width > budget - hashedLength { break }
+            head.unicodeScalars.append(scalar)
+            used += width
+        }
+        return head + "~" + digest.map { String($0, radix: 16).leftPadded(2) }.joined()
+    }
+
+    private static let sodiumReady: Bool = sodium_init() >= 0
 
     /// An expired stream's file: this kind and version, then the stream's state, sealed with a CRC-32
     /// as checkpoints are. (Files written before the seal hold the bare state; they still restore.)

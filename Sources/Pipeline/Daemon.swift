@@ -72,6 +72,8 @@ public final class Daemon: @unchecked Sendable {
     var trainerShare = (cpu: 0.0, wall: 0.0, boosted: false)
     /// Streams that expired (`stream_idle_seconds`), and those that came back from expiry.
     public let streamsExpired = Counter(), streamsRevived = Counter()
+    /// Saved streams a start did not restore, their state kept aside (`set-aside-…`).
+    public let streamsSetAside = Counter()
     /// When each stream last had samples accepted (monotonic seconds). Ingest thread only.
     var lastAccepted: [String: Double] = [:]
     /// Streams that expired and whose state the trainer has yet to write aside (it writes between
@@ -218,10 +220,12 @@ public final class Daemon: @unchecked Sendable {
                         metadata: ["checkpoint.path": "\(path)", "checkpoint.moved_to": "\(aside)", "error": "\(error)"])
                 },
                 setAside: { name, error, aside in
+                    streamsSetAside.add()
                     logger.warning(
-                        "a stream's saved state does not fit its settings now; it starts afresh, its state kept aside",
+                        "a stream's saved state does not fit its settings or name rules now; it is not restored, its state kept aside",
                         metadata: ["stream.id": "\(name)", "error": "\(error)", "checkpoint.set_aside": "\(aside)"])
-                })
+                },
+                nameProblem: { StreamName.problem($0, maxBytes: configuration.maxStreamNameBytes) })
         {
             for r in restored {
                 let s = newest(r, store: store)

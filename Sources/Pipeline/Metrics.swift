@@ -84,6 +84,7 @@ public final class DaemonMetrics: @unchecked Sendable {
         ("eddy_connections_refused_total", "counter", "Producer connections closed as they opened, max_ingest_connections being open."),
         ("eddy_streams_expired_total", "counter", "Streams expired after stream_idle_seconds without a sample."),
         ("eddy_streams_revived_total", "counter", "Expired streams that came back and resumed from their kept state."),
+        ("eddy_streams_set_aside_total", "counter", "Saved streams a start did not restore (their state no longer fits their settings, or their name the name rules), kept aside in the data directory."),
         ("eddy_trainer_boosts_total", "counter", "Times the starved idle-priority trainer was raised to a normal share."),
         ("eddy_streams", "gauge", "Streams the daemon holds."),
         ("eddy_max_streams", "gauge", "The max_streams setting."),
@@ -151,6 +152,7 @@ public final class DaemonMetrics: @unchecked Sendable {
             ("eddy_checkpoints_total", d.checkpointsWritten),
             ("eddy_checkpoint_failures_total", d.checkpointFailures), ("eddy_handshakes_refused_total", d.handshakesRefused),
             ("eddy_streams_expired_total", d.streamsExpired), ("eddy_streams_revived_total", d.streamsRevived),
+            ("eddy_streams_set_aside_total", d.streamsSetAside),
             ("eddy_trainer_boosts_total", d.trainerBoosts), ("eddy_protocol_errors_total", d.protocolErrors),
             ("eddy_connections_refused_total", d.connectionsRefused),
         ]

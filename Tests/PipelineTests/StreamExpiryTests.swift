@@ -1,6 +1,8 @@
 import EddyProtocol
 import Foundation
+import InMemoryLogging
 import Learning
+import Logging
 @testable import Pipeline
 import SwiftProtobuf
 import Testing
@@ -188,6 +190,62 @@ import ZeroMQ
         #expect(rename(directory + "/expired-s7.stream", renamed) == 0)
         #expect { try store.takeExpired("s9", settings: settings.resolved(dim: 2))?.get() } throws: { "\($0)".contains("is stream s7's") }
         #expect(!FileManager.default.fileExists(atPath: renamed))
+    }
+
+    /// Names of up to 256 bytes (`max_stream_name_bytes`' bound) expire and come back: a file name
+    /// holds at most 255 bytes, and `expired-<name>.stream.tmp` did not fit from 237 bytes on, so
+    /// such a stream's state was lost at expiry (from review; the old code throws ENAMETOOLONG here).
+    /// Names that fit keep their file names; longer ones, and one shaped like the hashed form, take
+    /// as much of the name as fits and a hash, distinct for names that share the part kept.
+    @Test func streamsWithNamesUpTo256BytesAreKeptAsideAndComeBack() throws {
+        let directory = temporaryDirectory()
+        let store = CheckpointStore(directory: directory)
+        var settings = StreamConfiguration()
+        settings.bufferCapacity = 64
+        let names = [
+            "s", String(repeating: "a", count: 236), String(repeating: "a", count: 237), String(repeating: "a", count: 256),
+            String(repeating: "a", count: 250) + "bbbbbb", String(repeating: "é", count: 128), "x~" + String(repeating: "0f", count: 16),
+        ]
+        var paths: [String] = []
+        for (i, name) in names.enumerated() {
+            let s = StreamPipeline(name: name, settings: settings.resolved(dim: 2))
+            let x = values(10 * 2, seed: i)
+            _ = x.withUnsafeBufferPointer { s.score($0.baseAddress!, count: 10 + i, firstSequence: 0) }
+            paths.append(try store.writeExpired(s))
+        }
+        let files = try FileManager.default.contentsOfDirectory(atPath: directory)
+        #expect(Set(files).count == names.count && files.allSatisfy { $0.utf8.count + 4 <= 255 }, "\(files.map(\.utf8.count))")
+        #expect(paths[0].hasSuffix("/expired-s.stream") && paths[1].hasSuffix("/expired-\(names[1]).stream"), "names that fit, as before")
+        #expect(paths[2...].allSatisfy { $0.contains("~") && !$0.hasSuffix("/expired-\(names[6]).stream") })
+        #expect(files.allSatisfy { String(validating: Array($0.utf8), as: UTF8.self) != nil })
+        for (i, name) in names.enumerated() {
+            let back = try #require(store.takeExpired(name, settings: settings.resolved(dim: 2))).get()
+            #expect(back.name == name && back.accepted == UInt64(10 + i))
+        }
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory).isEmpty)
+    }
+
+    /// A checkpoint from a daemon that allowed longer names (before `max_stream_name_bytes` was
+    /// bounded by 256): a stream whose name breaks today's rules is not restored (no producer could
+    /// name it, and its heartbeat entry and scores' headers would break their bounds); its state is
+    /// kept aside under a file name that fits, the log says why, and it is counted.
+    @Test func aSavedStreamWhoseNameBreaksTheRulesIsSetAside() throws {
+        let directory = temporaryDirectory()
+        let configuration = testConfiguration(dataDirectory: directory)
+        let long = String(repeating: "n", count: 300)
+        let streams = ["ok", long].map { StreamPipeline(name: $0, settings: configuration.settings(for: $0).resolved(dim: 4)) }
+        let x = values(20 * 4, seed: 3)
+        for s in streams { _ = x.withUnsafeBufferPointer { s.score($0.baseAddress!, count: 20, firstSequence: 0) } }
+        _ = try CheckpointStore(directory: directory).write(streams, now: 1)
+        let records = InMemoryLogHandler()
+        let daemon = try Daemon(configuration: configuration, logger: Logger(label: "eddy.test") { _ in records })
+        #expect(daemon.allStreams.map(\.name) == ["ok"])
+        #expect(daemon.streamsSetAside.load == 1)
+        let aside = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasPrefix("set-aside-") }
+        #expect(aside.count == 1 && aside.allSatisfy { $0.utf8.count <= 255 })
+        let kept = try #require(FileManager.default.contents(atPath: directory + "/" + aside[0]))
+        #expect(try StreamPipeline.restore([UInt8](kept), settings: configuration.settings(for: long).resolved(dim: 4)).accepted == 20)
+        #expect(records.entries.contains { "\($0.message)".contains("not restored") && "\($0.metadata["error"] ?? "")".contains("300 bytes, over the limit of 128") })
     }
 
     /// An expired stream's file is sealed with a CRC-32: a flipped byte is refused (and the file
