@@ -146,13 +146,23 @@ public struct Corpus: Sendable {
         }
     }
 
-    /// A CSV with a header, a label column, an optional timestamp column and value columns.
+    /// A CSV line's fields, each trimmed, and unquoted if it is wholly in double quotes (R's
+    /// `write.csv`, Python's `QUOTE_NONNUMERIC`; commas inside quotes are not read).
+    public static func fields(of line: some StringProtocol) -> [String] {
+        line.split(separator: ",", omittingEmptySubsequences: false).map { raw in
+            let f = raw.trimmingCharacters(in: .whitespaces)
+            return f.count >= 2 && f.hasPrefix("\"") && f.hasSuffix("\"") ? String(f.dropFirst().dropLast()) : f
+        }
+    }
+
+    /// A CSV with a header, a label column, an optional timestamp column and value columns. Fields
+    /// are read as `eddy replay` and `eddy feed` read them (quoted, after a byte-order mark); before,
+    /// a quoted header had "no label column" here (from review).
     static func readLabelledRows(_ text: String, path: String) throws -> ([String], [Float], Int, [Bool]) {
         var lines = text.split(whereSeparator: \.isNewline).makeIterator()
-        guard let headerLine = lines.next() else { throw Failure.unreadable(path, "empty") }
-        let header = headerLine.split(separator: ",", omittingEmptySubsequences: false).map {
-            $0.trimmingCharacters(in: .whitespaces).lowercased()
-        }
+        guard var headerLine = lines.next() else { throw Failure.unreadable(path, "empty") }
+        if headerLine.hasPrefix("\u{FEFF}") { headerLine = headerLine.dropFirst() }
+        let header = fields(of: headerLine).map { $0.lowercased() }
         let labelColumn = header.firstIndex { labelColumns.contains($0) }
         guard let labelColumn else {
             throw Failure.unreadable(path, "no label column (one of \(labelColumns.sorted().joined(separator: ", ")))")
@@ -165,9 +175,8 @@ public struct Corpus: Sendable {
         var lineNumber = 1
         while let line = lines.next() {
             lineNumber += 1
-            let fields = line.split(separator: ",", omittingEmptySubsequences: false).map {
-                $0.trimmingCharacters(in: .whitespaces)
-            }
+            if line.allSatisfy(\.isWhitespace) { continue }
+            let fields = Self.fields(of: line)
             guard fields.count == header.count else {
                 throw Failure.unreadable(path, "line \(lineNumber): \(fields.count) fields, the header has \(header.count)")
             }
@@ -183,6 +192,8 @@ public struct Corpus: Sendable {
             timestamps.append(timeColumn.map { fields[$0] } ?? String(lineNumber - 2))
             labels.append(label == 1)
         }
+        // Scored, no rows would be a perfect result (no event missed, no false alarm).
+        guard !labels.isEmpty else { throw Failure.unreadable(path, "a header and no rows") }
         return (timestamps, values, valueColumns.count, labels)
     }
 

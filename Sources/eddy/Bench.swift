@@ -31,6 +31,18 @@ struct BenchOptions: ParsableArguments {
     var threads = 1
     @Flag(help: "Print one JSON object instead of text.")
     var json = false
+
+    func validate() throws {
+        try validateBenchShape(dim: dim, seconds: seconds)
+        if !(1...64).contains(threads) { throw ValidationError("--threads must be in 1...64") }
+    }
+}
+
+/// The checks every bench's sample width and window share: a dim of 0 divided by zero, a negative
+/// one trapped on a range, and a window of no time (or NaN) measured nothing (from review).
+func validateBenchShape(dim: Int, seconds: Double) throws {
+    if !(1...(1 << 16)).contains(dim) { throw ValidationError("--dim must be in 1...65536") }
+    if !(seconds > 0 && seconds <= 86_400) { throw ValidationError("--seconds must be more than 0 (and at most a day)") }
 }
 
 /// The workload's models: the AE as specified, MoCo with T = 0.1 and a one-layer head, no normalisation.
@@ -189,6 +201,7 @@ struct TrainBench: ParsableCommand {
     @OptionGroup var options: BenchOptions
 
     func validate() throws {
+        if steps < 0 { throw ValidationError("--steps must not be negative") }
         if !(0...1e6).contains(reconstruction) { throw ValidationError("--reconstruction must be in 0...1e6") }
         if !(0...0.5).contains(mix) { throw ValidationError("--mix must be in 0...0.5") }
     }

@@ -66,6 +66,13 @@ struct IngestBench: ParsableCommand {
             + "without it and one on a daemon with it (scraped every second), in alternating order.", valueName: "rounds"))
     var metricsRounds = 0
 
+    func validate() throws {
+        try validateBenchShape(dim: dim, seconds: seconds)
+        let limit = DaemonConfiguration().maxSamplesPerMessage
+        if !(0...limit).contains(batch) { throw ValidationError("--batch must be in 0...\(limit) (max_samples_per_message)") }
+        if metricsRounds < 0 { throw ValidationError("--metrics-rounds must not be negative") }
+    }
+
     func run() throws {
         let streamDefaults = try loadConfiguration(config).streamDefaults
         if metricsRounds > 0 { return try compareMetrics(streamDefaults: streamDefaults) }
@@ -170,13 +177,18 @@ struct IngestBench: ParsableCommand {
             stop.set()
             for w in workers { w.join() }
 
-            func median(_ x: [Double]) -> Double { x.sorted()[x.count / 2] }
+            // The mean of the two middle rounds when they are even (the upper one was taken).
+            func median(_ x: [Double]) -> Double {
+                let s = x.sorted()
+                return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+            }
             func ratio(_ a: [Double], _ b: [Double]) -> (mean: Double, interval: String, rounds: String) {
                 let logs = zip(a, b).map { log($0 / $1) }
                 let mean = logs.reduce(0, +) / Double(logs.count)
                 let sd = (logs.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(max(1, logs.count - 1))).squareRoot()
                 let half = 2.0 * sd / Double(logs.count).squareRoot()
-                return (exp(mean), String(format: "%.3f-%.3f", exp(mean - half), exp(mean + half)),
+                // One round has no spread to measure: no interval, not a point that looks certain.
+                return (exp(mean), logs.count < 2 ? "n/a (one round)" : String(format: "%.3f-%.3f", exp(mean - half), exp(mean + half)),
                         logs.map { String(format: "%.2f", exp($0)) }.joined(separator: " "))
             }
             let rates = ratio(on.map(\.rate), off.map(\.rate)), cpu = ratio(on.map(\.cpu), off.map(\.cpu))
@@ -329,6 +341,12 @@ struct LatencyBench: ParsableCommand {
     var training = true
     @Flag(help: "One JSON object.") var json = false
 
+    func validate() throws {
+        try validateBenchShape(dim: dim, seconds: seconds)
+        // 1/0 made the second send's wait infinite: the bench hung past --seconds (from review).
+        if !(rate >= 1 && rate <= 1e7) { throw ValidationError("--rate must be in 1...1e7 samples per second") }
+    }
+
     func run() throws {
         var configuration = benchDaemonConfiguration()
         if !training { configuration.streamDefaults.replayRatio = 0 }
@@ -366,8 +384,9 @@ struct LatencyBench: ParsableCommand {
     /// of the scores that came back after the warm-up second.
     func measure(ingest: String, publish: String, topic: String) throws -> [Double] {
         let stop = StopFlag()
-        let collected = Promise<[Double]>()
-        let warmupEnd = Self.nowNanoseconds() + 1_000_000_000
+        // (send time, latency in ms) of every score; those sent in the first second are the warm-up,
+        // counted from the first send (it was counted from here, before the subscription's 0.3 s).
+        let collected = Promise<[(sent: Int64, ms: Double)]>()
         let subscribed = DispatchSemaphore(value: 0)
         let subscriber = Worker("latency-sub") {
             guard let context = try? Context(), let sub = try? Socket(context, .sub) else {
@@ -378,14 +397,14 @@ struct LatencyBench: ParsableCommand {
             try? sub.subscribe(topic)
             try? sub.connect(publish)
             subscribed.signal()
-            var local: [Double] = []
+            var local: [(sent: Int64, ms: Double)] = []
             while !stop.isSet {
                 guard (try? sub.poll(timeout: 20)) == true else { continue }
                 while let frames = try? sub.receive(dontWait: true),
                     let batch = try? Eddy_V1_ScoreBatch(serializedBytes: frames[1])
                 {
                     let now = Self.nowNanoseconds()
-                    for t in batch.timestampsNs where t > warmupEnd { local.append(Double(now - t) / 1e6) }
+                    for t in batch.timestampsNs { local.append((t, Double(now - t) / 1e6)) }
                 }
             }
             collected.fulfil(local)
@@ -398,6 +417,7 @@ struct LatencyBench: ParsableCommand {
         let values = (0..<dim).map { Float($0) * 0.01 }
         let interval = 1 / rate
         let start = Date()
+        let warmupEnd = Self.nowNanoseconds() + 1_000_000_000
         var sent = 0
         while Date().timeIntervalSince(start) < seconds + 1 {
             let due = start.addingTimeInterval(Double(sent) * interval)
@@ -413,7 +433,7 @@ struct LatencyBench: ParsableCommand {
         Thread.sleep(forTimeInterval: 0.5)
         stop.set()
         subscriber.join()
-        return try collected.wait().sorted()
+        return try collected.wait().filter { $0.sent > warmupEnd }.map(\.ms).sorted()
     }
 
     /// The same sockets and message sizes through a bare forwarder (PULL → decode nothing → PUB).

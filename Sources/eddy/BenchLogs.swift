@@ -17,6 +17,10 @@ struct MineBench: ParsableCommand {
     @Option(help: "Seconds measured, after one warm-up pass.") var seconds = 3.0
     @Flag(help: "Print one JSON object instead of text.") var json = false
 
+    func validate() throws {
+        if !(seconds > 0 && seconds <= 86_400) { throw ValidationError("--seconds must be more than 0 (and at most a day)") }
+    }
+
     func run() throws {
         let logs = try readLogFiles(files)
         var templates = 0
@@ -63,6 +67,14 @@ struct LogIngestBench: ParsableCommand {
     @Option(help: "Lines per message.") var batch = 1000
     @Flag(help: "Print one JSON object instead of text.") var json = false
 
+    func validate() throws {
+        if !(seconds > 0 && seconds <= 86_400) { throw ValidationError("--seconds must be more than 0 (and at most a day)") }
+        let limit = DaemonConfiguration().maxSamplesPerMessage
+        // 0 trapped in stride(by:); over the limit the daemon's own check refused the message and
+        // the bench stopped on a fatalError (from review).
+        if !(1...limit).contains(batch) { throw ValidationError("--batch must be in 1...\(limit) (max_samples_per_message)") }
+    }
+
     func run() throws {
         BLAS.setThreads(1)
         let logs = try readLogFiles(files)
@@ -86,12 +98,14 @@ struct LogIngestBench: ParsableCommand {
         }
         let configuration = DaemonConfiguration()
         var sequence: UInt64 = 0
-        func pass() -> Int {
+        func pass() throws -> Int {
             var n = 0
             for (stream, messages) in zip(streams, messages) {
                 for frames in messages {
                     let admitted = Admission.check(frames, configuration: configuration) { _, _, _ in .success(stream) }
-                    guard case .lines(_, _, let lines, _, _) = admitted else { fatalError("bench message: \(admitted)") }
+                    guard case .lines(_, _, let lines, _, _) = admitted else {
+                        throw CommandFailure("the daemon would refuse a message of this bench: \(admitted)")
+                    }
                     _ = stream.scoreLines(lines, firstSequence: sequence)
                     sequence += UInt64(lines.count)
                     n += lines.count
@@ -99,10 +113,10 @@ struct LogIngestBench: ParsableCommand {
             }
             return n
         }
-        _ = pass()
+        _ = try pass()
         let start = Date()
         var lines = 0
-        while Date().timeIntervalSince(start) < seconds { lines += pass() }
+        while Date().timeIntervalSince(start) < seconds { lines += try pass() }
         let rate = Double(lines) / Date().timeIntervalSince(start)
         if json {
             print(#"{"lines_per_second": \#(Int(rate)), "files": \#(files.count)}"#)
@@ -115,7 +129,7 @@ struct LogIngestBench: ParsableCommand {
 /// Each file's lines.
 func readLogFiles(_ files: [String]) throws -> [[Substring]] {
     try files.map { path in
-        guard let data = FileManager.default.contents(atPath: path) else { throw ValidationError("cannot read \(path)") }
+        guard let data = FileManager.default.contents(atPath: path) else { throw CommandFailure("cannot read \(path)") }
         return String(decoding: data, as: UTF8.self).split(whereSeparator: \.isNewline)
     }
 }

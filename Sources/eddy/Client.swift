@@ -34,6 +34,38 @@ func producerSocket(_ context: Context, endpoint: String, curve: CurveOptions) t
     return push
 }
 
+/// What a daemon refuses that a producer sees before sending (SPEC 4): a sample wider than
+/// `max_dim`, a value beyond `max_abs_value`, more samples than `max_samples_per_message` or more
+/// bytes than `max_message_bytes` in a message. The limits are the daemon's defaults, or those of
+/// the configuration file it runs with (`--config`). Before, `feed` and `label` said "sent" for
+/// messages the daemon then refused (from review).
+struct ProducerLimits {
+    let configuration: DaemonConfiguration
+
+    init(config: String?) throws { configuration = try loadConfiguration(config) }
+
+    private var whose: String { "the daemon's limit; --config names its configuration file" }
+
+    /// Samples (or lines) to a message for rows of `dim` values: at most `batch`, within both
+    /// message limits. Throws if one row is already too wide.
+    func samplesPerMessage(batch: Int, dim: Int) throws -> Int {
+        let c = configuration
+        guard dim <= c.maxDim else { throw CommandFailure("\(dim) values a row exceed max_dim \(c.maxDim) (\(whose))") }
+        // The values and a timestamp a row, and room for the stream's name and the fields around them.
+        let rows = (c.maxMessageBytes - 1024) / (dim * 4 + 10)
+        guard rows >= 1 else { throw CommandFailure("a row of \(dim) values exceeds max_message_bytes \(c.maxMessageBytes) (\(whose))") }
+        return min(batch, c.maxSamplesPerMessage, rows)
+    }
+
+    /// Throws, naming the line, if a value is beyond `max_abs_value`.
+    func check(_ values: [Float], line: Int) throws {
+        let limit = configuration.maxAbsValue
+        if let v = values.first(where: { !(abs($0) <= limit) }) {
+            throw CommandFailure("line \(line): \(v) is beyond max_abs_value \(limit) (\(whose))")
+        }
+    }
+}
+
 /// Seconds a tool waits for a daemon to take a message.
 let producerTimeout = 10.0
 
@@ -99,14 +131,8 @@ struct CSVSamples {
         return values
     }
 
-    /// A CSV line's fields, each trimmed, and unquoted if it is wholly in double quotes (R's
-    /// `write.csv`, Python's `QUOTE_NONNUMERIC`; commas inside quotes are not read).
-    static func fields(of line: String) -> [String] {
-        line.split(separator: ",", omittingEmptySubsequences: false).map { raw in
-            let f = raw.trimmingCharacters(in: .whitespaces)
-            return f.count >= 2 && f.hasPrefix("\"") && f.hasSuffix("\"") ? String(f.dropFirst().dropLast()) : f
-        }
-    }
+    /// A CSV line's fields (`Corpus.fields`: trimmed, unquoted), as `eddy eval` reads them too.
+    static func fields(of line: String) -> [String] { Corpus.fields(of: line) }
 }
 
 /// Names the columns a CSV reader left out, on standard error (a label column learned silently as a
@@ -135,6 +161,23 @@ func readLines(_ path: String) throws -> AnySequence<Substring> {
     let text = String(decoding: data, as: UTF8.self)
     // By Character: "\r\n" is one (a CRLF file split on "\n" would be one long line).
     return AnySequence(text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline))
+}
+
+/// Why a file could not be read or written, in words: Foundation's errors print on Linux as an
+/// NSError's fields ("Error Domain=NSCocoaErrorDomain Code=512 "(null)"…", from review).
+func fileProblem(_ error: Error) -> String {
+    let ns = error as NSError
+    if ns.domain == NSPOSIXErrorDomain { return String(cString: strerror(Int32(ns.code))) }
+    if let underlying = ns.userInfo[NSUnderlyingErrorKey] as? NSError, underlying.domain == NSPOSIXErrorDomain {
+        return String(cString: strerror(Int32(underlying.code)))
+    }
+    if let path = ns.userInfo[NSFilePathErrorKey] as? String {
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue { return "it is a directory" }
+        let parent = (path as NSString).deletingLastPathComponent
+        if !parent.isEmpty && !FileManager.default.fileExists(atPath: parent) { return "no directory \(parent)" }
+    }
+    return ns.localizedDescription
 }
 
 /// `fflush(stdout)`: each printed line reaches a pipe at once.

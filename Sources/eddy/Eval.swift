@@ -92,9 +92,27 @@ struct Eval: ParsableCommand {
         }
     }
 
+    func validate() throws {
+        if !(1...256).contains(jobs) { throw ValidationError("--jobs must be in 1...256") }
+        if !(0...100).contains(extraSeeds) { throw ValidationError("--extra-seeds must be in 0...100") }
+        if slack < 0 { throw ValidationError("--slack must not be negative") }
+        // A log corpus is scored once, with no plots: said, not ignored (from review).
+        if log && plots != nil { throw ValidationError("--plots is not for a log corpus (--log)") }
+        if log && extraSeeds > 0 { throw ValidationError("--extra-seeds is not for a log corpus (--log)") }
+    }
+
     func run() throws {
         BLAS.setThreads(1)
         let configuration = try loadConfiguration(config)
+        // Made before the files are scored, which can take minutes: a path that cannot be a
+        // directory fails now, in words (it failed after scoring, as an NSError's fields).
+        if let plots {
+            do {
+                try FileManager.default.createDirectory(atPath: plots, withIntermediateDirectories: true)
+            } catch {
+                throw CommandFailure("cannot write plots to \(plots): \(fileProblem(error))")
+            }
+        }
         var settings = configuration.streamDefaults
         for part in (without ?? "").split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
             switch part {
@@ -169,7 +187,6 @@ struct Eval: ParsableCommand {
         }
 
         if let plots {
-            try FileManager.default.createDirectory(atPath: plots, withIntermediateDirectories: true)
             let plotThreshold = profiles.first?.threshold ?? threshold
             for (file, result) in zip(corpus.files, results) {
                 let plot = SeriesPlot(
@@ -181,7 +198,11 @@ struct Eval: ParsableCommand {
                     unscoredPrefix: file.series.probation)
                 let path = URL(fileURLWithPath: plots).appendingPathComponent(
                     file.name.replacingOccurrences(of: "/", with: "__").replacingOccurrences(of: ".csv", with: ".svg"))
-                try plot.svg().write(to: path, atomically: true, encoding: .utf8)
+                do {
+                    try plot.svg().write(to: path, atomically: true, encoding: .utf8)
+                } catch {
+                    throw CommandFailure("cannot write \(path.path): \(fileProblem(error))")
+                }
             }
         }
 
@@ -337,44 +358,32 @@ struct Eval: ParsableCommand {
     /// Every file through its own pipeline, `jobs` at a time, with a progress bar on a terminal.
     func scoreAll(_ files: [Corpus.File], settings: StreamConfiguration) throws -> [FileResult] {
         let results = Mutex<[FileResult?]>([FileResult?](repeating: nil, count: files.count))
-        let nextFile = Counter(), rowsDone = Counter()
+        let started = Counter(), rowsDone = Counter()
         let totalRows = files.reduce(0) { $0 + $1.rows }
-        let done = DispatchSemaphore(value: 0)
-        let workers = max(1, min(jobs, files.count))
-        for w in 0..<workers {
-            let thread = Thread {
-                while true {
-                    let i = Int(nextFile.add(1)) - 1
-                    guard i < files.count else { break }
-                    let file = files[i]
-                    var run = OfflineRun(name: file.name, settings: settings.resolved(dim: file.dimension))
-                    var r = FileResult()
-                    r.scores.reserveCapacity(file.rows)
-                    r.alertScores.reserveCapacity(file.rows)
-                    r.errors.reserveCapacity(file.rows)
-                    file.values.withUnsafeBufferPointer { v in
-                        for row in 0..<file.rows {
-                            let s = run.next(v.baseAddress! + row * file.dimension)
-                            r.scores.append(s.score)
-                            r.alertScores.append(s.alertScore)
-                            r.errors.append(s.error)
-                            if s.alert { r.alerts.append(row) }
-                            if row % 256 == 255 { rowsDone.add(256) }
-                        }
-                        rowsDone.add(UInt64(file.rows % 256))
-                    }
-                    results.withLock { $0[i] = r }
-                }
-                done.signal()
-            }
-            thread.name = "eval-\(w)"
-            thread.start()
-        }
         let progress = ProgressBar(total: totalRows, unit: "rows")
-        var finished = 0
-        while finished < workers {
-            if done.wait(timeout: .now() + 0.2) == .success { finished += 1 }
-            progress.show(Int(rowsDone.load), note: "\(min(Int(nextFile.load), files.count)) of \(files.count) files started")
+        forEachOnThreads(
+            files.count, jobs: jobs, name: "eval",
+            waiting: { progress.show(Int(rowsDone.load), note: "\(started.load) of \(files.count) files started") }
+        ) { i in
+            started.add()
+            let file = files[i]
+            var run = OfflineRun(name: file.name, settings: settings.resolved(dim: file.dimension))
+            var r = FileResult()
+            r.scores.reserveCapacity(file.rows)
+            r.alertScores.reserveCapacity(file.rows)
+            r.errors.reserveCapacity(file.rows)
+            file.values.withUnsafeBufferPointer { v in
+                for row in 0..<file.rows {
+                    let s = run.next(v.baseAddress! + row * file.dimension)
+                    r.scores.append(s.score)
+                    r.alertScores.append(s.alertScore)
+                    r.errors.append(s.error)
+                    if s.alert { r.alerts.append(row) }
+                    if row % 256 == 255 { rowsDone.add(256) }
+                }
+                rowsDone.add(UInt64(file.rows % 256))
+            }
+            results.withLock { $0[i] = r }
         }
         progress.finish()
         return results.withLock { $0.map { $0! } }
@@ -411,4 +420,28 @@ final class ProgressBar {
 
 extension String {
     func padded(_ width: Int) -> String { count >= width ? self + " " : self + String(repeating: " ", count: width - count) }
+}
+
+/// Runs `body` for each index in 0..<count, `jobs` at a time, each worker on a thread of its own
+/// (BLAS work, never on a shared pool), calling `waiting` every 0.2 s until all are done.
+func forEachOnThreads(_ count: Int, jobs: Int, name: String, waiting: () -> Void = {}, _ body: @escaping @Sendable (Int) -> Void) {
+    let next = Counter(), done = DispatchSemaphore(value: 0)
+    let workers = max(1, min(jobs, count))
+    for w in 0..<workers {
+        let thread = Thread {
+            while true {
+                let i = Int(next.add(1)) - 1
+                guard i < count else { break }
+                body(i)
+            }
+            done.signal()
+        }
+        thread.name = "\(name)-\(w)"
+        thread.start()
+    }
+    var finished = 0
+    while finished < workers {
+        if done.wait(timeout: .now() + 0.2) == .success { finished += 1 }
+        waiting()
+    }
 }

@@ -31,7 +31,13 @@ struct LabelledLog: Sendable {
     }
 
     static func load(directory: String, only: String?, maxLineBytes: Int) throws -> [LabelledLog] {
-        let names = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix(".log") }.sorted()
+        let listed: [String]
+        do {
+            listed = try FileManager.default.contentsOfDirectory(atPath: directory)
+        } catch {
+            throw CommandFailure("cannot read \(directory): \(fileProblem(error))")
+        }
+        let names = listed.filter { $0.hasSuffix(".log") }.sorted()
         return try names.compactMap { file -> LabelledLog? in
             let stem = String(file.dropLast(4))
             if let only, !stem.contains(only) { return nil }
@@ -41,7 +47,8 @@ struct LabelledLog: Sendable {
             else { throw CommandFailure("\(base).log needs \(base).labels beside it") }
             var raw = log.split(separator: 10, omittingEmptySubsequences: false).map { Data($0) }
             if raw.last?.isEmpty == true { raw.removeLast() }
-            var labels = labelText.split(separator: "\n", omittingEmptySubsequences: false).map {
+            // By Character: "\r\n" is one, and a CRLF file split on "\n" was one label (from review).
+            var labels = labelText.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).map {
                 $0.trimmingCharacters(in: .whitespaces)
             }
             if labels.last?.isEmpty == true { labels.removeLast() }
@@ -102,7 +109,8 @@ extension Eval {
         try settings.validate(name: "eval")
         let figures = Mutex([LogFigures](repeating: LogFigures(), count: logs.count))
         let slack = self.slack
-        DispatchQueue.concurrentPerform(iterations: logs.count) { k in
+        // --jobs at a time (concurrentPerform took every core, from review).
+        forEachOnThreads(logs.count, jobs: jobs, name: "eval") { k in
             let f = Self.evaluate(logs[k], settings: settings, slack: slack)
             figures.withLock { $0[k] = f }
         }

@@ -24,7 +24,9 @@ struct Feed: ParsableCommand {
     var skip: String = ""
     @Option(help: "The daemon's ingest endpoint.") var endpoint: String = "tcp://127.0.0.1:7700"
     @OptionGroup var curve: CurveOptions
-    @Option(help: "Samples per message.") var batch: Int = 64
+    @Option(help: "The daemon's configuration file, for its limits (max_dim, max_abs_value, max_samples_per_message, max_message_bytes; default: the daemon's defaults).")
+    var config: String?
+    @Option(help: "Samples per message (at most what the daemon's limits allow).") var batch: Int = 64
     @Option(help: "Samples per second (0: as fast as possible).") var rate: Double = 0
     @Flag(help: "Stream the synthetic sensor demo instead of reading CSV.") var demo = false
     @Flag(help: "Send raw log lines (a log stream) instead of CSV samples.") var log = false
@@ -37,25 +39,32 @@ struct Feed: ParsableCommand {
 
     func validate() throws {
         if batch < 1 { throw ValidationError("--batch must be at least 1") }
-        if rate < 0 { throw ValidationError("--rate must not be negative") }
+        if !(rate >= 0 && rate.isFinite) { throw ValidationError("--rate must not be negative") }
+        if anomalyEvery < 1 { throw ValidationError("--anomaly-every must be at least 1") }
+        if count < 0 { throw ValidationError("--count must not be negative") }
     }
 
     func run() throws {
+        let limits = try ProducerLimits(config: config)
         let context = try Context()
         let push = try producerSocket(context, endpoint: endpoint, curve: curve)
+        let lineBatch = min(batch, limits.configuration.maxSamplesPerMessage)
         if demoLog {
-            let sent = try feedDemoLog(stream: stream, batch: batch, rate: rate, count: count, faultEvery: anomalyEvery, push: push)
+            let sent = try feedDemoLog(stream: stream, batch: lineBatch, rate: rate, count: count, faultEvery: anomalyEvery, push: push)
             FileHandle.standardError.write(Data("eddy feed: sent \(sent) lines to log stream \(stream)\n".utf8))
             return
         }
         if log {
-            let sent = try feedLines(file, stream: stream, batch: batch, stamp: stamp, rate: rate, push: push)
+            let sent = try feedLines(
+                file, stream: stream, batch: lineBatch, maxBytes: limits.configuration.maxMessageBytes - 1024, stamp: stamp, rate: rate,
+                push: push)
+            guard sent > 0 else { throw CommandFailure("no lines in \(file == "-" ? "standard input" : file)") }
             FileHandle.standardError.write(Data("eddy feed: sent \(sent) lines to log stream \(stream)\n".utf8))
             return
         }
         var sequence: UInt64 = 0
         var pending: [Float] = []
-        var dim = 0
+        var dim = 0, perMessage = batch
         let start = Date()
         func flush() throws {
             guard !pending.isEmpty else { return }
@@ -70,9 +79,10 @@ struct Feed: ParsableCommand {
         if demo {
             var machine = SensorDemo(anomalyEvery: anomalyEvery)
             dim = SensorDemo.dimension
+            perMessage = try limits.samplesPerMessage(batch: batch, dim: dim)
             while count == 0 || Int(sequence) + pending.count / dim < count {
                 pending += machine.next()
-                if pending.count / dim == batch { try flush() }
+                if pending.count / dim == perMessage { try flush() }
             }
         } else {
             // Rows go out as each read brings them, at most --batch to a message: a file's in full
@@ -88,17 +98,24 @@ struct Feed: ParsableCommand {
                     if dim == 0 {
                         dim = values.count
                         reportSkipped(csv)
+                        perMessage = try limits.samplesPerMessage(batch: batch, dim: dim)
                     }
                     guard values.count == dim else {
                         throw CommandFailure("line \(csv.lineNumber): \(values.count) values, expected \(dim)")
                     }
+                    try limits.check(values, line: csv.lineNumber)
                     pending += values
-                    if pending.count / dim == batch { try flush() }
+                    if pending.count / dim == perMessage { try flush() }
                 }
                 try flush()
             }
         }
         try flush()
+        // An input with no row sent nothing: said, not "sent 0 samples" and success (from review).
+        guard sequence > 0 || demo else { throw CommandFailure("no samples in \(file == "-" ? "standard input" : file)") }
+        if perMessage < batch {
+            FileHandle.standardError.write(Data("eddy feed: \(perMessage) samples to a message, the most the daemon's limits allow\n".utf8))
+        }
         FileHandle.standardError.write(Data("eddy feed: sent \(sequence) samples to stream \(stream)\n".utf8))
     }
 }

@@ -22,13 +22,17 @@ struct Label: ParsableCommand {
     @Option(help: "Stream name.") var stream: String
     @Option(help: "The daemon's ingest endpoint.") var endpoint: String = "tcp://127.0.0.1:7700"
     @OptionGroup var curve: CurveOptions
-    @Option(help: "Labelled samples per message.") var batch: Int = 256
+    @Option(help: "The daemon's configuration file, for its limits (max_dim, max_abs_value, max_samples_per_message, max_message_bytes; default: the daemon's defaults).")
+    var config: String?
+    @Option(help: "Labelled samples per message (at most what the daemon's limits allow).") var batch: Int = 256
 
     func validate() throws {
         if batch < 1 { throw ValidationError("--batch must be at least 1") }
     }
 
     func run() throws {
+        let limits = try ProducerLimits(config: config)
+        var perMessage = batch
         let context = try Context()
         let push = try producerSocket(context, endpoint: endpoint, curve: curve)
         var labels: [String] = [], values: [Float] = [], dim = 0, sent = 0
@@ -61,13 +65,18 @@ struct Label: ParsableCommand {
                 throw CommandFailure("line \(index + 1): expected label,value,value,...")
             }
             guard numbers.allSatisfy({ $0!.isFinite }) else { throw CommandFailure("line \(index + 1): a value is not finite") }
-            if dim == 0 { dim = numbers.count }
+            if dim == 0 {
+                dim = numbers.count
+                perMessage = try limits.samplesPerMessage(batch: batch, dim: dim)
+            }
             guard numbers.count == dim else { throw CommandFailure("line \(index + 1): \(numbers.count) values, expected \(dim)") }
+            try limits.check(numbers.map { $0! }, line: index + 1)
             labels.append(fields[0])
             values += numbers.map { $0! }
-            if labels.count == batch { try flush() }
+            if labels.count == perMessage { try flush() }
         }
         try flush()
+        guard sent > 0 else { throw CommandFailure("no labelled samples in \(file == "-" ? "standard input" : file)") }
         FileHandle.standardError.write(Data("eddy label: sent \(sent) labelled samples to stream \(stream)\n".utf8))
     }
 }

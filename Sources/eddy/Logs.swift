@@ -21,9 +21,10 @@ struct LineReader {
         }
     }
 
-    /// The complete lines read by one `read` (blocking until there is some), without their "\n" or
-    /// "\r\n"; at the end, the last unterminated line. Empty once the input is finished; throws if
-    /// it cannot be read.
+    /// The complete lines read by one `read` (blocking until there is some), without their "\n",
+    /// "\r\n" or lone "\r" (old Mac files; `replay` split them so and `feed` sent none of their
+    /// lines, from review); at the end, the last unterminated line. Empty once the input is
+    /// finished; throws if it cannot be read.
     mutating func next() throws -> [Data] {
         var out: [Data] = []
         while out.isEmpty && !finished {
@@ -42,9 +43,10 @@ struct LineReader {
             }
             pending += chunk[..<n]
             var start = 0
-            while let newline = pending[start...].firstIndex(of: 10) {
-                out.append(Self.line(pending[start..<newline]))
-                start = newline + 1
+            while let end = pending[start...].firstIndex(where: { $0 == 10 || $0 == 13 }) {
+                if pending[end] == 13 && end + 1 == pending.count { break }  // "\r\n" may span two reads
+                out.append(Data(pending[start..<end]))
+                start = pending[end] == 13 && pending[end + 1] == 10 ? end + 2 : end + 1
             }
             pending.removeFirst(start)
         }
@@ -73,7 +75,7 @@ func lineFrames(stream: String, sequence: UInt64, lines: [Data], timestamps: [In
 /// stamped with the time they were read (a live `tail -F`: silences are then measured in seconds);
 /// a file's lines are not, unless `stamp` says so.
 func feedLines(
-    _ path: String, stream: String, batch: Int, stamp: Bool?, rate: Double, push: borrowing Socket
+    _ path: String, stream: String, batch: Int, maxBytes: Int, stamp: Bool?, rate: Double, push: borrowing Socket
 ) throws -> UInt64 {
     var reader = try LineReader(path: path)
     let stamped = stamp ?? (path == "-")
@@ -83,8 +85,17 @@ func feedLines(
         let lines = try reader.next()
         if lines.isEmpty { break }
         let now = Int64(Date().timeIntervalSince1970 * 1e9)
-        for from in stride(from: 0, to: lines.count, by: batch) {
-            let part = Array(lines[from..<min(from + batch, lines.count)])
+        // At most `batch` lines and `maxBytes` bytes of them to a message (one line is sent alone
+        // however long: the daemon refuses it, and says so on error/).
+        var from = 0
+        while from < lines.count {
+            var to = from + 1, bytes = lines[from].count
+            while to < lines.count && to - from < batch && bytes + lines[to].count + 12 <= maxBytes {
+                bytes += lines[to].count + 12
+                to += 1
+            }
+            let part = Array(lines[from..<to])
+            from = to
             try push.deliver(
                 try lineFrames(
                     stream: stream, sequence: sequence, lines: part,

@@ -33,6 +33,11 @@ struct Replay: ParsableCommand {
         BLAS.setThreads(1)
         let configuration = try loadConfiguration(config)
         if log { return try replayLog(configuration) }
+        // A log stream's rows are mined from lines (`eval` says the same): before, its CSV read
+        // failed on "1 values, expected 32" (from review).
+        if configuration.settings(for: stream).log {
+            throw CommandFailure("stream \(stream) is a log stream in the configuration (log = true): replay its lines with --log")
+        }
         var csv = CSVSamples(skipping: skip.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) })
         var run: OfflineRun?
         if detail { print("sequence,error,score,alert_score,alert,warming_up,explanation") }
@@ -84,7 +89,8 @@ struct Replay: ParsableCommand {
             }
             flushStandardOutput()
         }
-        if let plot, let run {
+        guard let run else { throw CommandFailure("no samples in \(file == "-" ? "standard input" : file)") }
+        if let plot {
             let d = run.pipeline.sampleDimension
             let title = (file == "-" ? "standard input" : file) + (d > 1 ? " (feature 0 of \(d))" : "")
             let svg = SeriesPlot(
@@ -95,7 +101,7 @@ struct Replay: ParsableCommand {
             do {
                 try svg.write(toFile: plot, atomically: true, encoding: .utf8)
             } catch {
-                throw CommandFailure("cannot write \(plot): \((error as NSError).localizedDescription)")
+                throw CommandFailure("cannot write \(plot): \(fileProblem(error))")
             }
         }
     }
@@ -142,7 +148,7 @@ struct Replay: ParsableCommand {
             do {
                 try svg.write(toFile: plot, atomically: true, encoding: .utf8)
             } catch {
-                throw CommandFailure("cannot write \(plot): \((error as NSError).localizedDescription)")
+                throw CommandFailure("cannot write \(plot): \(fileProblem(error))")
             }
         }
     }

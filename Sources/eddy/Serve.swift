@@ -25,7 +25,7 @@ struct Serve: ParsableCommand {
     var http: String?
     @Option(help: "Configuration file (`eddy serve --print-config` prints every key with its default).") var config: String?
     @Flag(help: "Print the configuration file with every key at its default, and exit.") var printConfig = false
-    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String = "info"
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: Logger.Level = .info
     @Option(help: "Log records on standard error: text, json (one object per line) or journal (sd-daemon priority prefixes; chosen by itself under journald).")
     var logFormat: LogFormat = .text
 
@@ -111,7 +111,7 @@ func loadConfiguration(_ path: String?) throws -> DaemonConfiguration {
 }
 
 /// Logs to standard error: the daemon's standard output carries only its endpoints.
-func makeLogger(_ label: String, level: String, format: LogFormat = .text) -> Logger {
+func makeLogger(_ label: String, level: Logger.Level, format: LogFormat = .text) -> Logger {
     let format = format == .text && LogFormat.journalIsStandardError() ? .journal : format
     LoggingSystem.bootstrap { label in
         switch format {
@@ -120,6 +120,9 @@ func makeLogger(_ label: String, level: String, format: LogFormat = .text) -> Lo
         }
     }
     var logger = Logger(label: label)
-    logger.logLevel = Logger.Level(rawValue: level) ?? .info
+    logger.logLevel = level
     return logger
 }
+
+/// A misspelt level is a usage error, not a quiet `info` (from review).
+extension Logger.Level: @retroactive ExpressibleByArgument {}

@@ -141,7 +141,11 @@ struct SnapshotCommand: ParsableCommand {
         switch reply.result {
         case .snapshot(let s):
             if let output {
-                try Data(try s.serializedBytes() as [UInt8]).write(to: URL(fileURLWithPath: output))
+                do {
+                    try Data(try s.serializedBytes() as [UInt8]).write(to: URL(fileURLWithPath: output))
+                } catch {
+                    throw CommandFailure("cannot write \(output): \(fileProblem(error))")
+                }
                 FileHandle.standardError.write(Data("eddy snapshot: \(stream) \(model) v\(s.version) -> \(output)\n".utf8))
             } else {
                 print(try s.jsonString())

@@ -367,3 +367,95 @@ def test_feed_from_a_live_pipe_sends_each_row_as_it_is_written(start_daemon):
     assert feed.wait(timeout=30) == 0 and "sent 4 samples" in feed.stderr.read()
     watch.kill()
     daemon.terminate()
+
+
+def _closed_port():
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_the_tools_refuse_bad_options_and_inputs_in_words(tmp_path):
+    """From review: bad numeric options trapped (division by zero, ranges: status 132) or hung
+    (`bench latency --rate 0`), inputs with no row said "sent 0 samples" or scored a perfect F1, and
+    limits the daemon enforces were left for it to refuse after the tool said "sent". Each is now a
+    usage error (64) or a failure in words (1), before anything is sent."""
+    closed = f"tcp://127.0.0.1:{_closed_port()}"
+    (tmp_path / "two.log").write_text("a\nb\n")
+    (tmp_path / "header.csv").write_text("x,y\n")
+    (tmp_path / "big.csv").write_text("label,v\nx,1e30\n")
+    (tmp_path / "wide.csv").write_text(",".join(f"v{i}" for i in range(5000)) + "\n" + ",".join(["1"] * 5000) + "\n")
+    (tmp_path / "empty-corpus").mkdir()
+    (tmp_path / "empty-corpus" / "a.csv").write_text("value,is_anomaly\n")
+    (tmp_path / "a-file").write_text("")
+    (tmp_path / "log.conf").write_text("[stream]\nlog = true\n")
+    cases = [
+        (["bench", "latency", "--rate", "0", "--seconds", "1"], 64, "--rate"),
+        (["feed", "--demo", "--anomaly-every", "0", "--endpoint", closed], 64, "--anomaly-every"),
+        (["bench", "ingest", "--dim", "0"], 64, "--dim"),
+        (["bench", "train", "--dim", "0"], 64, "--dim"),
+        (["bench", "pipeline", "--dim", "0"], 64, "--dim"),
+        (["bench", "train", "--steps=-5"], 64, "--steps"),
+        (["bench", "logs", str(tmp_path / "two.log"), "--batch", "0"], 64, "--batch"),
+        (["bench", "logs", str(tmp_path / "two.log"), "--batch", "70000"], 64, "max_samples_per_message"),
+        (["serve", "--log-level", "bogus"], 64, "bogus"),
+        (["feed", str(tmp_path / "header.csv"), "--endpoint", closed], 1, "no samples in"),
+        (["replay", str(tmp_path / "header.csv"), "--plot", str(tmp_path / "p.svg")], 1, "no samples in"),
+        (["label", str(tmp_path / "big.csv"), "--stream", "s", "--endpoint", closed], 1, "max_abs_value"),
+        (["feed", str(tmp_path / "wide.csv"), "--endpoint", closed], 1, "max_dim 4096"),
+        (["eval", str(tmp_path / "empty-corpus")], 1, "a header and no rows"),
+        (["eval", str(tmp_path / "empty-corpus"), "--plots", str(tmp_path / "a-file")], 1, "cannot write plots"),
+        (["eval", str(tmp_path / "empty-corpus"), "--log", "--plots", str(tmp_path / "p")], 64, "--plots"),
+        (["replay", str(tmp_path / "header.csv"), "--config", str(tmp_path / "log.conf")], 1, "with --log"),
+    ]
+    for args, status, words in cases:
+        run = subprocess.run([EDDY] + args, capture_output=True, text=True, timeout=30)
+        assert run.returncode == status and words in run.stderr, (args, run.returncode, run.stderr[-500:])
+        assert "Fatal error" not in run.stderr and "Error Domain" not in run.stderr, (args, run.stderr[-500:])
+    assert not (tmp_path / "p.svg").exists()
+
+
+def test_feed_keeps_messages_within_the_daemons_limits_and_reads_every_line_ending(start_daemon, tmp_path):
+    """A daemon that takes at most 64 samples a message: `feed --batch 1000 --config` (its file)
+    sends messages it accepts, every row arrives, and nothing is refused; rows ended by a lone CR
+    (old Mac files, which `replay` read) are rows (`feed` sent none of them, from review). A log
+    corpus's labels with CRLF endings are one label a line (`eval --log` counted one in all)."""
+    daemon = start_daemon(daemon_config="max_samples_per_message = 64\n")
+    ep = daemon.endpoints
+    watch = subprocess.Popen([EDDY, "watch", "--endpoint", ep["publish"], "--scores", "--json", "--seconds", "20"],
+                             stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    csv = tmp_path / "cr.csv"
+    csv.write_bytes(b"a,b\r" + b"".join(f"{i % 7},{i % 5}\r".encode() for i in range(250)))
+    conf = tmp_path / "limits.conf"
+    conf.write_text("max_samples_per_message = 64\n")
+    run = subprocess.run([EDDY, "feed", str(csv), "--endpoint", ep["ingest"], "--stream", "cr", "--batch", "1000",
+                          "--config", str(conf)], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and "sent 250 samples" in run.stderr and "64 samples to a message" in run.stderr, run.stderr
+    # The limit is the daemon's: without --config, feed's messages of 250 are refused.
+    subprocess.run([EDDY, "feed", str(csv), "--endpoint", ep["ingest"], "--stream", "cr2", "--batch", "1000"],
+                   check=True, capture_output=True, timeout=60)
+    seen, errors = set(), []
+    for line in watch.stdout:
+        record = json.loads(line)
+        if record["topic"].startswith("error/"):
+            errors.append(record["topic"] + " " + json.dumps(record["message"]))
+        if record["topic"] == "score/cr/":
+            m = record["message"]
+            first = int(m.get("firstSequence", 0))
+            seen.update(range(first, first + m["count"]))
+        if len(seen) == 250 and errors:
+            break
+    watch.kill()
+    assert seen == set(range(250))
+    assert len(errors) == 1 and "error/cr2/" in errors[0] and "exceed max_samples_per_message 64" in errors[0], errors
+    daemon.terminate()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "app.log").write_bytes(b"".join(b"GET /item/%d ok\r\n" % i for i in range(400)))
+    (logs / "app.labels").write_bytes(b"0\r\n" * 400)
+    run = subprocess.run([EDDY, "eval", "--log", str(logs), "--json", "--jobs", "1"], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0, run.stderr[-500:]
+    assert json.loads(run.stdout)["lines"] == 400
