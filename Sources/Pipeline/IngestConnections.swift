@@ -5,14 +5,16 @@ import ZeroMQ
 /// The ingest socket's producer connections. Ingest binds a ZMQ_STREAM socket (raw TCP) and speaks
 /// ZMTP itself (`ZMTPConnection`), so that what it holds is bounded in bytes: libzmq reads at most
 /// `ingest_connection_bytes` ahead per connection (then TCP pushes back), at most
-/// `max_ingest_connections` connections are kept, and a message's frames are checked against
-/// their limits and the `ingest_buffer_bytes` budget at each frame header, before any is held.
+/// `max_ingest_connections` connections are kept, a message's frames are checked against their
+/// limits at each frame header, before any is held, and their bytes against the
+/// `ingest_buffer_bytes` budget as they arrive.
 /// Ingest thread only.
 struct IngestConnections {
     /// By routing id (libzmq's are 5 bytes: a zero and a counter), with the id's bytes to send back,
     /// when it opened, since when its message in progress has held bytes of the budget (nil when it
     /// holds none), and when it last finished a message (or opened; monotonic seconds).
-    var open: [UInt64: (id: [UInt8], connection: ZMTPConnection, opened: Double, holding: Double?, active: Double)] = [:]
+    var open: [UInt64: Entry] = [:]
+    typealias Entry = (id: [UInt8], connection: ZMTPConnection, opened: Double, holding: Double?, active: Double)
     /// Connections found gone when the daemon wrote to them: their disconnect notice is still to
     /// come, and must not be taken for a new connection.
     var gone: Set<UInt64> = []
@@ -22,6 +24,9 @@ struct IngestConnections {
     var unclosed: [UInt64: [UInt8]] = [:]
     /// Seconds a connection may take to finish its handshake before it is closed.
     let handshakeSeconds: Double
+    /// With every slot taken, a connection this long in its handshake is closed for a newcomer (a
+    /// producer's handshake takes two round trips: milliseconds).
+    static let handshakeGrace = 1.0
     /// Seconds a message may be in progress (holding bytes of the budget) before it is closed.
     let messageSeconds: Double
     /// With every slot taken, a newcomer closes the connection that has gone longest without a
@@ -159,21 +164,31 @@ extension Daemon {
         }
     }
 
-    /// Closes the ready connection that has gone longest without a message, if that is at least
-    /// `idleBeforeEviction`, to make room for a newcomer (counted, said in the log). False if none has.
+    /// Makes room for a newcomer, if it can, by closing (counted, said in the log) the connection
+    /// longest in its handshake, if that is at least `handshakeGrace`, or else the ready connection
+    /// that has gone longest without a message, if that is at least `idleBeforeEviction`. False if
+    /// none is. Before, connections in their handshake were never closed for a newcomer: peers
+    /// without a key that opened every slot and sent nothing, reopening each as it timed out, kept
+    /// every producer out (from review).
     func evictIdlest(stream: borrowing Socket, connections: inout IngestConnections) throws -> Bool {
         let now = Self.monotonic()
-        guard let (key, entry) = connections.open.filter({ $0.value.connection.isReady && $0.value.holding == nil })
-            .min(by: { $0.value.active < $1.value.active }),
-            entry.active <= now - connections.idleBeforeEviction
-        else { return false }
+        let grace = min(IngestConnections.handshakeGrace, connections.handshakeSeconds)
+        let waiting = connections.open.filter { !$0.value.connection.isReady }.min { $0.value.opened < $1.value.opened }
+        let idle = connections.open.filter { $0.value.connection.isReady && $0.value.holding == nil }
+            .min { $0.value.active < $1.value.active }
+        let (key, entry, note, seconds): (UInt64, IngestConnections.Entry, String, Double)
+        if let (k, e) = waiting, e.opened <= now - grace {
+            (key, entry, note, seconds) = (k, e, "producer connection still in its handshake closed to make room for a new one", now - e.opened)
+        } else if let (k, e) = idle, e.active <= now - connections.idleBeforeEviction {
+            (key, entry, note, seconds) = (k, e, "idle producer connection closed to make room for a new one", now - e.active)
+        } else {
+            return false
+        }
         entry.connection.release(budget: connections.budget)
         connections.open[key] = nil
         try close(key, id: entry.id, stream: stream, connections: &connections)
         if let n = connectionsEvicted.addForLog() {
-            logger.notice(
-                "idle producer connection closed to make room for a new one",
-                metadata: ["idle.seconds": "\(Int(now - entry.active))", "evicted.total": "\(n)"])
+            logger.notice("\(note)", metadata: ["seconds": "\(Int(seconds))", "evicted.total": "\(n)"])
         }
         return true
     }
@@ -252,8 +267,6 @@ extension Daemon {
             if let n = protocolErrors.addForLog() {
                 logger.warning("producer connection closed", metadata: ["error.message": "\(why)", "closed.total": "\(n)"])
             }
-        case .afterRefusal:
-            protocolErrors.add()
         }
     }
 }

@@ -102,6 +102,46 @@ struct CurveServer {
         return (plain[0], Array(plain[1...]))
     }
 
+    /// A MESSAGE read past without being kept: its MAC checked as its bytes come (the box is
+    /// XSalsa20-Poly1305: the first 32 bytes of the stream key Poly1305, the rest encrypt), and its
+    /// flags byte, which says whether the message goes on, read from the first byte of the box.
+    struct Skip {
+        fileprivate var state = crypto_onetimeauth_poly1305_state()
+        fileprivate let mac: [UInt8]
+        fileprivate let nonce: UInt64
+        /// The MESSAGE's own flags byte (more 1, command 2): trusted once `finish` has checked the MAC.
+        let flags: UInt8
+
+        /// Takes more of the box's bytes.
+        mutating func update(_ bytes: UnsafeBufferPointer<UInt8>) {
+            _ = crypto_onetimeauth_poly1305_update(&state, bytes.baseAddress, UInt64(bytes.count))
+        }
+    }
+
+    /// Begins reading past a MESSAGE from its first `messageOverhead` bytes (name, short nonce, MAC,
+    /// the flags byte): its nonce must exceed the client's last, as `open` requires.
+    func beginSkip(_ first: [UInt8]) throws(Failure) -> Skip {
+        guard first.count == Self.messageOverhead, first.starts(with: Self.name("MESSAGE")) else { throw Failure("malformed CURVE MESSAGE") }
+        let n = Self.uint64(first[8..<16])
+        guard n > peerNonce else { throw Failure("CURVE MESSAGE nonce \(n) does not increase") }
+        var block = [UInt8](repeating: 0, count: 64)
+        _ = crypto_stream_xsalsa20(&block, 64, Self.nonce("CurveZMQMESSAGEC", first[8..<16]), shared)
+        var skip = Skip(mac: Array(first[16..<32]), nonce: n, flags: first[32] ^ block[32])
+        _ = crypto_onetimeauth_poly1305_init(&skip.state, block)
+        [first[32]].withUnsafeBufferPointer { skip.update($0) }
+        return skip
+    }
+
+    /// Ends reading past a MESSAGE: its MAC must match what came (else it is not the client's), and
+    /// its nonce becomes the one the next must exceed. Returns its flags byte.
+    mutating func finish(_ skip: Skip) throws(Failure) -> UInt8 {
+        var state = skip.state, tag = [UInt8](repeating: 0, count: 16)
+        _ = crypto_onetimeauth_poly1305_final(&state, &tag)
+        guard crypto_verify_16(tag, skip.mac) == 0 else { throw Failure("CURVE MESSAGE does not open") }
+        peerNonce = skip.nonce
+        return skip.flags
+    }
+
     /// The bits of a MESSAGE's flags byte (RFC 26): another frame follows; the frame is a command.
     static let flagMore: UInt8 = 1, flagCommand: UInt8 = 2
 

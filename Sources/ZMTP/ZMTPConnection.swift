@@ -2,8 +2,8 @@
 /// speaks it, driven by bytes: the daemon reads a ZMQ_STREAM socket (raw TCP) and feeds each
 /// connection's bytes here, so that it, not libzmq, decides what a message may hold before holding
 /// it. A frame's size is read from its header and checked against the limit for its place in the
-/// message (and against the ingest buffer's room) before one byte of it is kept; a message with too
-/// many frames is refused at its first extra frame. libzmq's own PULL counts whole messages, and
+/// message before one byte of it is kept, and its bytes against the ingest buffer's room as they
+/// come; a message with too many frames is refused at its first extra frame. libzmq's own PULL counts whole messages, and
 /// holds a multipart message whole however many frames it has.
 ///
 /// Not thread-safe: one per connection, used by the thread that owns the STREAM socket.
@@ -25,8 +25,9 @@ public final class ZMTPConnection {
         case curve(secretKey: [UInt8], allows: @Sendable ([UInt8]) -> Bool)
     }
 
-    /// Why a message was refused at a frame header (the connection goes on for NULL; CURVE cannot
-    /// see where a refused message ends, so its connection closes after).
+    /// Why a message was refused at a frame header, or as its bytes came (the connection goes on: the
+    /// rest of the message is read past; under CURVE each box's MAC is checked as it passes, and
+    /// its flags byte says where the message ends).
     public enum Refusal: Equatable, Sendable {
         case tooManyFrames(Int)
         case oversized(frame: Int, bytes: Int, limit: Int)
@@ -40,8 +41,6 @@ public final class ZMTPConnection {
         /// The handshake was refused: the wrong mechanism, a CURVE client not on the allow-list (its
         /// long-term public key).
         case refused(String, client: [UInt8]?)
-        /// A refused CURVE message: the stream cannot be followed past it.
-        case afterRefusal
     }
 
     public enum Event: Sendable {
@@ -82,6 +81,12 @@ public final class ZMTPConnection {
     private var remaining = 0  // bytes of the current frame's body still to come
     private var inBody = false
     private var skipping = false  // the current frame is read past, not kept
+    private var charged = false  // the current frame's bytes count against the budget as they come
+    private var exempt = false  // ... without being refused for it (a boxed frame the size of a PING)
+    private var frameSize = 0
+    /// A CURVE box being read past (`skipping`): its first bytes until they say its nonce, MAC and
+    /// flags, then its MAC's running state.
+    private var skippedBox: (first: [UInt8], skip: CurveServer.Skip?)?
     private var discarding = false  // the message was refused: frames are dropped until one without MORE
     private var frames: [[UInt8]] = []
     private var outbox: [Event] = []
@@ -146,12 +151,29 @@ public final class ZMTPConnection {
             }
             if inBody {
                 let take = min(remaining, n - i)
+                if charged && !skipping {
+                    // Bytes count against the budget as they come, not at the header: a header alone
+                    // (nine bytes announcing 16 MiB) held a frame's size of it for ingest_message_seconds,
+                    // and four such took every other producer's messages (from review).
+                    if !exempt && budget.used + take > budget.limit {
+                        refuse(.overBudget(bytes: frameSize), &events, budget: budget)
+                        if phase == .closed { break }
+                    } else {
+                        budget.used += take
+                        held += take
+                    }
+                }
+                if skipping && skippedBox != nil {
+                    passSkipped(UnsafeBufferPointer(rebasing: bytes[i..<(i + take)]), &events, budget: budget)
+                    if phase == .closed { break }
+                }
                 if !skipping {
-                    // A whole frame in the chunk is copied once, to an array of its size.
+                    // A whole frame in the chunk is copied once, to an array of its size; one that
+                    // comes in parts grows as they come (never reserved by its header's size).
                     if body.isEmpty && take == remaining {
                         body = Array(UnsafeBufferPointer(rebasing: bytes[i..<(i + take)]))
                     } else {
-                        if body.isEmpty { body.reserveCapacity(remaining) }  // exactly the frame: what the budget counts
+                        if body.isEmpty { body.reserveCapacity(min(remaining, Self.firstReservation)) }
                         body.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[i..<(i + take)]))
                     }
                 }
@@ -249,6 +271,7 @@ public final class ZMTPConnection {
         flags = f
         inBody = true
         skipping = false
+        charged = false
         body = []
         let isCommand = f & Self.flagCommand != 0
         // Handshake frames, and every command, are small; CURVE sends its messages as MESSAGE frames
@@ -268,6 +291,7 @@ public final class ZMTPConnection {
         }
         if discarding {
             skipping = true
+            if boxed { skippedBox = ([], nil) }
             remaining = Int(clamping: size)
             return
         }
@@ -280,31 +304,61 @@ public final class ZMTPConnection {
         // closed the connection. Such a frame holds at most `smallBoxedFrame` bytes over the budget
         // on each connection; a stream name that passes this way is still checked at admission.
         let small = boxed && index == 0 && content <= Self.smallBoxedFrame
-        let refusal: Refusal?
+        remaining = Int(clamping: size)
+        frameSize = remaining
         if index >= limits.frameBytes.count {
-            refusal = .tooManyFrames(index + 1)
+            refuse(.tooManyFrames(index + 1), &events, budget: budget)
         } else if !small && content > limits.frameBytes[index] {
-            refusal = .oversized(frame: index, bytes: content, limit: limits.frameBytes[index])
-        } else if !small && budget.used + Int(size) > budget.limit {
-            refusal = .overBudget(bytes: Int(size))
+            refuse(.oversized(frame: index, bytes: content, limit: limits.frameBytes[index]), &events, budget: budget)
         } else {
-            refusal = nil
+            // Within its limits (each of which the budget holds); the budget is charged as its bytes come.
+            charged = true
+            exempt = small
         }
-        if let refusal {
-            events.append(.refused(refusal, framesBefore: frames))
-            dropMessage(budget: budget)
-            if boxed {
-                close(.afterRefusal, &events, budget: budget)
-                return
+    }
+
+    /// Refuses the message in progress at its current frame (its header, or its bytes as they
+    /// come): NULL reads past the rest of the message; CURVE cannot see where a refused message
+    /// ends (its flags are in the box), so its connection closes.
+    private func refuse(_ refusal: Refusal, _ events: inout [Event], budget: Budget) {
+        events.append(.refused(refusal, framesBefore: frames))
+        dropMessage(budget: budget)
+        let read = body
+        body = []
+        skipping = true
+        charged = false
+        if curve != nil {
+            // Where the message ends is in its boxes' flags: each is read past with its MAC checked
+            // (the box so far first), until one without MORE. Before, the connection was closed, and
+            // the producer's messages read ahead behind it were lost uncounted (from review).
+            discarding = true
+            skippedBox = ([], nil)
+            read.withUnsafeBufferPointer { passSkipped($0, &events, budget: budget) }
+        } else {
+            discarding = flags & Self.flagMore != 0
+        }
+    }
+
+    /// Bytes of the CURVE box being read past: its first `messageOverhead` are kept until they
+    /// begin the skip; the rest only pass through its MAC.
+    private func passSkipped(_ bytes: UnsafeBufferPointer<UInt8>, _ events: inout [Event], budget: Budget) {
+        guard var box = skippedBox, bytes.count > 0 else { return }
+        var rest = bytes[...]
+        if box.skip == nil {
+            let take = min(CurveServer.messageOverhead - box.first.count, rest.count)
+            box.first += rest.prefix(take)
+            rest = rest.dropFirst(take)
+            if box.first.count == CurveServer.messageOverhead {
+                do {
+                    box.skip = try curve!.beginSkip(box.first)
+                } catch {
+                    close(.protocolError(error.why), &events, budget: budget)
+                    return
+                }
             }
-            skipping = true
-            discarding = f & Self.flagMore != 0
-            remaining = Int(clamping: size)
-            return
         }
-        budget.used += Int(size)
-        held += Int(size)
-        remaining = Int(size)
+        if !rest.isEmpty { box.skip!.update(UnsafeBufferPointer(rebasing: rest)) }
+        skippedBox = box
     }
 
     /// A frame's body has been read (or read past).
@@ -312,6 +366,19 @@ public final class ZMTPConnection {
         inBody = false
         if skipping {
             skipping = false
+            if let box = skippedBox {
+                skippedBox = nil
+                do throws(CurveServer.Failure) {
+                    guard let skip = box.skip else { throw CurveServer.Failure("malformed CURVE MESSAGE") }
+                    let inner = try curve!.finish(skip)
+                    // A boxed command (a heartbeat slipped between the message's frames) is no
+                    // part of it; the message ends at a frame without MORE.
+                    if inner & CurveServer.flagCommand == 0 && inner & CurveServer.flagMore == 0 { discarding = false }
+                } catch {
+                    close(.protocolError(error.why), &events, budget: budget)
+                }
+                return
+            }
             if discarding && flags & Self.flagMore == 0 { discarding = false }
             return
         }
@@ -388,6 +455,9 @@ public final class ZMTPConnection {
             close(.protocolError(error.why), &events, budget: budget)
         }
     }
+
+    /// What a frame that comes in parts reserves at its first part; it grows as the rest comes.
+    static let firstReservation = 1 << 16
 
     /// The longest PING context RFC 37 allows.
     static let maximumPingContext = 16

@@ -158,12 +158,19 @@ public struct Socket: ~Copyable {
 
     /// Makes this socket a CURVE server (`ZMQ_CURVE_SERVER`): every peer must complete the CURVE
     /// handshake against `secretKey` (Z85), and is then put to the ZAP handler of the socket's context
-    /// under `domain` (`ZMQ_ZAP_DOMAIN`). Call before `bind`.
+    /// under `domain` (`ZMQ_ZAP_DOMAIN`), which must answer: with no handler there (it has not started,
+    /// or its thread ended) the handshake fails (`ZMQ_ZAP_ENFORCE_DOMAIN`). libzmq 4.3 otherwise lets
+    /// in any client that knows the server's public key when no handler is bound (from review).
+    /// Call before `bind`.
     public func makeCurveServer(secretKey: String, domain: String) throws {
         try setOption(ZMQ_CURVE_SERVER, 1)
         try setOption(ZMQ_CURVE_SECRETKEY, bytes: Array(secretKey.utf8))
         try setOption(ZMQ_ZAP_DOMAIN, bytes: Array(domain.utf8))
+        try setOption(Self.zapEnforceDomain, 1)
     }
+
+    /// `ZMQ_ZAP_ENFORCE_DOMAIN`: under zmq.h's draft guard, in libzmq since 4.2.3 (Debian 12's 4.3.4).
+    static let zapEnforceDomain: Int32 = 93
 
     /// Makes this socket a CURVE client of the server whose public key is `serverKey`, with its own
     /// key pair (all Z85). Call before `connect`.

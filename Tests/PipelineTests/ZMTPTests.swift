@@ -13,6 +13,8 @@ final class ZMTPServerHarness {
     let security: ZMTPConnection.Security
     let limits: ZMTPConnection.Limits
     var events: [ZMTPConnection.Event] = []
+    /// Changes each chunk a connection sends before it is fed (a test's damage on the wire).
+    var tamper: ((inout [UInt8]) -> Void)?
 
     init(security: ZMTPConnection.Security = .null, limits: ZMTPConnection.Limits = .init(frameBytes: [64, 4096]),
          budget: Int = 1 << 20) throws {
@@ -39,7 +41,9 @@ final class ZMTPServerHarness {
                 continue
             }
             guard let c = connections[id] else { continue }
-            let new = frames[1].withUnsafeBufferPointer { c.feed($0, budget: budget) }
+            var chunk = frames[1]
+            tamper?(&chunk)
+            let new = chunk.withUnsafeBufferPointer { c.feed($0, budget: budget) }
             for e in new {
                 switch e {
                 case .send(let bytes), .pong(let bytes): try stream.send([id, bytes])
@@ -108,6 +112,42 @@ final class ZMTPServerHarness {
             }
         }
         #expect(out == sent)
+    }
+
+    /// The budget is charged as a frame's bytes come, not at its header: a header alone (a few
+    /// bytes announcing a large frame) held its whole size for `ingest_message_seconds`, and a few
+    /// such refused every other producer's messages (from review: the old code refuses `b` below).
+    /// A frame that overruns the budget as its bytes come is refused then; under NULL the rest of
+    /// the message is read past and the connection goes on.
+    @Test func theBudgetIsChargedAsBytesComeNotByAFramesHeader() {
+        let budget = ZMTPConnection.Budget(limit: 10_000)
+        func connection() -> ZMTPConnection {
+            let c = ZMTPConnection(security: .null, limits: .init(frameBytes: [16, 100_000]))
+            var wire: [UInt8] = [0xFF, 0, 0, 0, 0, 0, 0, 0, 1, 0x7F, 3, 1] + Array("NULL".utf8) + [UInt8](repeating: 0, count: 48)
+            wire += ZMTPConnection.command(ZMTPConnection.readyBody.map { $0 }.replacingPull())
+            _ = wire.withUnsafeBufferPointer { c.feed($0, budget: budget) }
+            return c
+        }
+        func feed(_ c: ZMTPConnection, _ bytes: [UInt8]) -> [ZMTPConnection.Event] { bytes.withUnsafeBufferPointer { c.feed($0, budget: budget) } }
+        func messages(_ e: [ZMTPConnection.Event]) -> [[[UInt8]]] { e.compactMap { if case .message(let m) = $0 { m } else { nil } } }
+        func refusals(_ e: [ZMTPConnection.Event]) -> [ZMTPConnection.Refusal] { e.compactMap { if case .refused(let r, _) = $0 { r } else { nil } } }
+        let a = connection(), b = connection()
+        let big = [UInt8](repeating: 3, count: 9_000)
+        let header = ZMTPConnection.frame(Array("a".utf8), flags: 1) + Array(ZMTPConnection.frame(big, flags: 0).prefix(9))
+        #expect(feed(a, header).isEmpty && a.held == 1 && budget.used == 1, "the header holds nothing; frame 0 its byte")
+        #expect(feed(a, Array(big.prefix(100))).isEmpty && a.held == 101 && budget.used == 101)
+        let other = [Array("b".utf8), [UInt8](repeating: 4, count: 5_000)]
+        let taken = feed(b, ZMTPConnection.frame(other[0], flags: 1) + ZMTPConnection.frame(other[1], flags: 0))
+        #expect(messages(taken) == [other] && refusals(taken).isEmpty)
+        #expect(messages(feed(a, Array(big.dropFirst(100)))) == [[Array("a".utf8), big]] && budget.used == 0)
+        // Both under way: the bytes that would overrun it are refused as they come.
+        let part = ZMTPConnection.frame(Array("a".utf8), flags: 1) + ZMTPConnection.frame(big, flags: 0)
+        _ = feed(a, Array(part.prefix(6_000)))
+        let refused = feed(b, Array(part.prefix(6_000)))
+        #expect(refusals(refused) == [.overBudget(bytes: 9_000)] && b.held == 0 && !b.isClosed)
+        let after = feed(b, Array(part.dropFirst(6_000)) + ZMTPConnection.frame(Array("b".utf8), flags: 1) + ZMTPConnection.frame([1], flags: 0))
+        #expect(messages(after) == [[Array("b".utf8), [1]]], "the refused message is read past; the next one is taken")
+        #expect(messages(feed(a, Array(part.dropFirst(6_000)))) == [[Array("a".utf8), big]] && budget.used == 0)
     }
 
     /// From review: a PING's context is at most 16 bytes (RFC 37); a longer one ends the connection
@@ -243,6 +283,38 @@ final class ZMTPServerHarness {
             try push.send(frames(String(repeating: "n", count: 30), "second"))
             try server.serve(stream) { _ in !server.refusals.isEmpty }
             #expect(server.refusals == [.oversized(frame: 0, bytes: 30, limit: 4)])
+        }
+    }
+
+    /// Under CURVE a refused message is read past, each box's MAC checked as it passes and its
+    /// flags saying where the message ends, and the connection goes on: the producer's messages
+    /// after it are taken. Before, the connection was closed at the refusal and the messages libzmq
+    /// had read ahead behind it were lost, uncounted (from review: 351 of 2,001 in its probe). With
+    /// heartbeats on, PINGs may fall between a refused message's frames.
+    @Test func aRefusedCurveMessageIsReadPastAndTheConnectionGoesOn() throws {
+        try withHeartbeatingCurveClient(limits: .init(frameBytes: [64, 1000])) { server, stream, push, pongs in
+            let good = (0..<200).map { [Array("k".utf8), [UInt8](repeating: UInt8($0 % 251), count: 10 + $0 % 700)] }
+            try push.send(good[0])
+            try push.send([Array("big".utf8), [UInt8](repeating: 9, count: 5000)])  // frame 1 over 1,000
+            try push.send(frames("a", "b", "c"))  // three frames
+            try push.send([Array("big2".utf8), [UInt8](repeating: 8, count: 2000)])
+            for m in good.dropFirst() { try push.send(m) }
+            try server.serve(stream) { _ in server.messages.count == 1 + good.count }
+            #expect(server.refusals == [.oversized(frame: 1, bytes: 5000, limit: 1000), .tooManyFrames(3), .oversized(frame: 1, bytes: 2000, limit: 1000)])
+            #expect(Array(server.messages.dropFirst()) == good)
+            #expect(server.ends.isEmpty && server.connections.count == 1 && server.budget.used == 0)
+        }
+    }
+
+    /// A box read past must still be the client's: one whose bytes were changed on the way fails its
+    /// MAC when it ends, and the connection is closed as for a box that does not open.
+    @Test func aRefusedCurveMessageThatWasTamperedWithClosesTheConnection() throws {
+        try withHeartbeatingCurveClient(limits: .init(frameBytes: [64, 1000])) { server, stream, push, pongs in
+            server.tamper = { chunk in if chunk.count > 3000 { chunk[chunk.count - 1] ^= 1 } }
+            try push.send([Array("big".utf8), [UInt8](repeating: 9, count: 5000)])
+            try server.serve(stream) { _ in !server.ends.isEmpty }
+            #expect(server.refusals == [.oversized(frame: 1, bytes: 5000, limit: 1000)])
+            #expect(server.ends == [.protocolError("CURVE MESSAGE does not open")])
         }
     }
 

@@ -73,7 +73,7 @@ def test_floods_of_every_shape_are_refused_at_the_frame_header_and_memory_stays_
         assert sorted(c for c in codes if c[0].startswith("error/big")) == sorted(
             (f"error/big{i}/", pb.ERROR_CODE_OVERSIZED) for i in range(8))
 
-        # Half-sent messages: each holds 900 KiB of the 4 MiB buffer; the fifth does not fit.
+        # Messages under way: each holds the 850 KiB it sent of the 4 MiB buffer; the fifth's do not fit.
         held = []
         for i in range(5):
             held.append(half_sent(ep["ingest"], f"slow{i}"))
@@ -82,7 +82,7 @@ def test_floods_of_every_shape_are_refused_at_the_frame_header_and_memory_stays_
         assert codes == [("error/slow4/", pb.ERROR_CODE_OVER_BUDGET)]
         # A held message completes once its bytes arrive: it is a SampleBatch frame of wrong length,
         # so it is rejected as undecodable, which shows it was read whole.
-        held[0].sendall(b"\2" * (450 * 1024))
+        held[0].sendall(b"\2" * (50 * 1024))
         assert errors_until(sub, 1) == [("error/slow0/", pb.ERROR_CODE_UNDECODABLE)]
 
         # A connection that greets back nothing is closed after ingest_handshake_seconds (1 s here).
@@ -116,9 +116,10 @@ def test_floods_of_every_shape_are_refused_at_the_frame_header_and_memory_stays_
 
 
 def half_sent(endpoint, stream):
-    """A connection that has sent `stream`'s name and half of a 900 KiB frame (450 KiB)."""
+    """A connection that has sent `stream`'s name and most of a 900 KiB frame (850 KiB: the budget
+    counts a frame's bytes as they come, not its header's size)."""
     c = raw_push(endpoint)
-    c.sendall(short_frame(stream.encode(), more=True) + frame_header(900 * 1024) + b"\2" * (450 * 1024))
+    c.sendall(short_frame(stream.encode(), more=True) + frame_header(900 * 1024) + b"\2" * (850 * 1024))
     return c
 
 
@@ -197,7 +198,7 @@ def test_a_message_left_in_progress_is_closed_and_its_share_of_the_buffer_freed(
         wait_heartbeat(sub)
         idle = raw_push(ep["ingest"])
         errors_before = exposition(get(f"http://{http}/metrics")[1]).get("eddy_protocol_errors_total", 0)
-        # Four messages of 900 KiB, 450 KiB of each sent: 3.6 MiB of the 4 MiB held.
+        # Four messages of 900 KiB, 850 KiB of each sent: 3.3 MiB of the 4 MiB held.
         held = [half_sent(ep["ingest"], f"slow{i}") for i in range(4)]
         time.sleep(0.2)
         late = raw_push(ep["ingest"])
@@ -276,6 +277,28 @@ def test_a_producer_that_does_not_read_its_pongs_loses_only_the_pongs(start_daem
         assert wait_scores(sub, "deaf", 0) is not None, "the message after the PINGs was taken"
     assert metric("eddy_protocol_errors_total") == errors, "the connection was not ended"
     deaf.close()
+    assert daemon.terminate()[0] == 0
+
+
+def test_connections_that_never_finish_their_handshake_make_room_for_a_producer(start_daemon):
+    """Peers without a key (or with nothing to say) that open every slot and send nothing held them
+    for ingest_handshake_seconds, and reopened them as they timed out: every producer was kept out
+    (from review; the old daemon refuses the producer here for the whole 30 s). With every slot
+    taken, a newcomer now closes the connection longest in its handshake, once that is a second."""
+    daemon = start_daemon(daemon_config="max_ingest_connections = 4\ningest_handshake_seconds = 30\n")
+    ep, http = daemon.endpoints, daemon.endpoints["http"]
+    host, port = ep["ingest"].removeprefix("tcp://").rsplit(":", 1)
+    squatters = [socket.create_connection((host, int(port))) for _ in range(4)]
+    time.sleep(1.3)  # past the second a handshake may take before a newcomer closes it
+    with Producer(ep["ingest"]) as good, Subscriber(ep["publish"], ["score/"]) as sub:
+        time.sleep(0.3)
+        good.send("good", np.ones((8, 4), np.float32))
+        assert wait_scores(sub, "good", 0) is not None
+    evicted = exposition(get(f"http://{http}/metrics")[1]).get("eddy_ingest_connections_evicted_total", 0)
+    assert evicted >= 1
+    assert sum(closed_within(s, 0.5) for s in squatters) >= 1
+    for s in squatters:
+        s.close()
     assert daemon.terminate()[0] == 0
 
 
