@@ -208,6 +208,8 @@ public struct Corpus: Sendable {
             timestamps.append(String(parts[0]))
             values.append(v)
         }
+        // Scored, no rows would be a perfect result (from review), as for labelled rows.
+        guard !values.isEmpty else { throw Failure.unreadable(path, "a header and no rows") }
         return (timestamps, values)
     }
 

@@ -84,6 +84,7 @@ public final class ZMTPConnection {
     private var charged = false  // the current frame's bytes count against the budget as they come
     private var exempt = false  // ... without being refused for it (a boxed frame the size of a PING)
     private var frameSize = 0
+    private var frameCharged = 0  // bytes of the budget the current frame's storage holds
     /// A CURVE box being read past (`skipping`): its first bytes until they say its nonce, MAC and
     /// flags, then its MAC's running state.
     private var skippedBox: (first: [UInt8], skip: CurveServer.Skip?)?
@@ -151,16 +152,22 @@ public final class ZMTPConnection {
             }
             if inBody {
                 let take = min(remaining, n - i)
-                if charged && !skipping {
-                    // Bytes count against the budget as they come, not at the header: a header alone
-                    // (nine bytes announcing 16 MiB) held a frame's size of it for ingest_message_seconds,
-                    // and four such took every other producer's messages (from review).
-                    if !exempt && budget.used + take > budget.limit {
+                let whole = body.isEmpty && take == remaining
+                if charged && !skipping && body.count + take > frameCharged {
+                    // The budget counts the frame's storage as it grows with the bytes that come, not
+                    // the size its header announces: a header alone (nine bytes announcing 16 MiB)
+                    // held that much for ingest_message_seconds, and four such took every other
+                    // producer's messages (from review). Storage grows to the frame's size at most,
+                    // doubling from 64 KiB, and what it takes is what is charged.
+                    let want = whole ? take : min(frameSize, max(body.count + take, 2 * frameCharged, Self.firstReservation))
+                    if !exempt && budget.used + want - frameCharged > budget.limit {
                         refuse(.overBudget(bytes: frameSize), &events, budget: budget)
                         if phase == .closed { break }
                     } else {
-                        budget.used += take
-                        held += take
+                        budget.used += want - frameCharged
+                        held += want - frameCharged
+                        frameCharged = want
+                        if !whole { body.reserveCapacity(want) }
                     }
                 }
                 if skipping && skippedBox != nil {
@@ -169,11 +176,10 @@ public final class ZMTPConnection {
                 }
                 if !skipping {
                     // A whole frame in the chunk is copied once, to an array of its size; one that
-                    // comes in parts grows as they come (never reserved by its header's size).
-                    if body.isEmpty && take == remaining {
+                    // comes in parts goes into the storage charged for it above.
+                    if whole {
                         body = Array(UnsafeBufferPointer(rebasing: bytes[i..<(i + take)]))
                     } else {
-                        if body.isEmpty { body.reserveCapacity(min(remaining, Self.firstReservation)) }
                         body.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[i..<(i + take)]))
                     }
                 }
@@ -272,6 +278,7 @@ public final class ZMTPConnection {
         inBody = true
         skipping = false
         charged = false
+        frameCharged = 0
         body = []
         let isCommand = f & Self.flagCommand != 0
         // Handshake frames, and every command, are small; CURVE sends its messages as MESSAGE frames
@@ -290,9 +297,18 @@ public final class ZMTPConnection {
             return
         }
         if discarding {
+            remaining = Int(clamping: size)
+            frameSize = remaining
+            if boxed && size <= UInt64(Self.smallBoxedFrame + CurveServer.messageOverhead) {
+                // A box no larger than a PING is opened, not read past: a heartbeat libzmq slipped
+                // between the refused message's frames gets its PONG (a producer whose PINGs go
+                // unanswered drops its connection), and its flags say whether the message goes on.
+                charged = true
+                exempt = true
+                return
+            }
             skipping = true
             if boxed { skippedBox = ([], nil) }
-            remaining = Int(clamping: size)
             return
         }
         let index = frames.count
@@ -323,6 +339,7 @@ public final class ZMTPConnection {
     private func refuse(_ refusal: Refusal, _ events: inout [Event], budget: Budget) {
         events.append(.refused(refusal, framesBefore: frames))
         dropMessage(budget: budget)
+        frameCharged = 0
         let read = body
         body = []
         skipping = true
@@ -402,14 +419,19 @@ public final class ZMTPConnection {
                     return
                 }
             }
-            if flags & Self.flagCommand != 0 {
+            if flags & Self.flagCommand != 0 || discarding {
                 // A boxed command (a heartbeat's PING) was held as a message frame is: it is no part
-                // of a message, so its bytes go back now.
+                // of a message, so its bytes go back now; so do a refused message's small boxes.
                 if curve != nil {
-                    budget.used -= frame.count
-                    held -= frame.count
+                    budget.used -= frameCharged
+                    held -= frameCharged
+                    frameCharged = 0
                 }
-                command(payload, &events, budget: budget)
+                if flags & Self.flagCommand != 0 {
+                    command(payload, &events, budget: budget)
+                } else if flags & Self.flagMore == 0 {
+                    discarding = false
+                }
                 return
             }
             frames.append(payload)

@@ -45,8 +45,8 @@ struct LabelledLog: Sendable {
             guard let log = FileManager.default.contents(atPath: base + ".log"),
                 let labelText = try? String(contentsOfFile: base + ".labels", encoding: .utf8)
             else { throw CommandFailure("\(base).log needs \(base).labels beside it") }
-            var raw = log.split(separator: 10, omittingEmptySubsequences: false).map { Data($0) }
-            if raw.last?.isEmpty == true { raw.removeLast() }
+            // Split as `feed --log` sends them ("\n", "\r\n" or a lone "\r"; from review).
+            let raw = LineReader.lines(of: [UInt8](log))
             // By Character: "\r\n" is one, and a CRLF file split on "\n" was one label (from review).
             var labels = labelText.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).map {
                 $0.trimmingCharacters(in: .whitespaces)

@@ -35,7 +35,7 @@ struct Label: ParsableCommand {
         var perMessage = batch
         let context = try Context()
         let push = try producerSocket(context, endpoint: endpoint, curve: curve)
-        var labels: [String] = [], values: [Float] = [], dim = 0, sent = 0
+        var labels: [String] = [], values: [Float] = [], dim = 0, sent = 0, labelBytes = 0
         func flush() throws {
             guard !labels.isEmpty else { return }
             var m = Eddy_V1_LabelBatch()
@@ -48,6 +48,7 @@ struct Label: ParsableCommand {
             sent += labels.count
             labels.removeAll()
             values.removeAll()
+            labelBytes = 0
         }
         var sawRow = false
         for (index, line) in try readLines(file).enumerated() {
@@ -71,6 +72,11 @@ struct Label: ParsableCommand {
             }
             guard numbers.count == dim else { throw CommandFailure("line \(index + 1): \(numbers.count) values, expected \(dim)") }
             try limits.check(numbers.map { $0! }, line: index + 1)
+            // A label's bytes are in the message too (from review: 65,536 rows of 128-byte labels
+            // went over max_message_bytes).
+            let room = limits.configuration.maxMessageBytes - 1024 - (labels.count + 1) * (dim * 4 + 10)
+            if !labels.isEmpty && labelBytes + fields[0].utf8.count + 3 > room { try flush() }
+            labelBytes += fields[0].utf8.count + 3
             labels.append(fields[0])
             values += numbers.map { $0! }
             if labels.count == perMessage { try flush() }

@@ -11,6 +11,8 @@ struct LineReader {
     let fd: Int32
     var pending: [UInt8] = []
     var finished = false
+    /// The last read ended with "\r": a "\n" that starts the next belongs to it (one CRLF).
+    var afterCR = false
 
     init(path: String) throws {
         if path == "-" {
@@ -43,14 +45,32 @@ struct LineReader {
             }
             pending += chunk[..<n]
             var start = 0
-            while let end = pending[start...].firstIndex(where: { $0 == 10 || $0 == 13 }) {
-                if pending[end] == 13 && end + 1 == pending.count { break }  // "\r\n" may span two reads
-                out.append(Data(pending[start..<end]))
-                start = pending[end] == 13 && pending[end + 1] == 10 ? end + 2 : end + 1
-            }
+            if afterCR && pending.first == 10 { start = 1 }
+            afterCR = false
+            (out, start) = Self.lines(in: pending, from: start, into: out)
+            // A line ended by "\r" goes at once (a live pipe's row is not held for the next read);
+            // a "\n" that follows it in the next read is its CRLF's.
+            afterCR = start > 0 && pending[start - 1] == 13
             pending.removeFirst(start)
         }
         return out
+    }
+
+    /// The lines of `bytes` from `start` ended by "\n", "\r\n" or a lone "\r", appended to `out`,
+    /// and where the unterminated rest begins.
+    static func lines(in bytes: [UInt8], from start: Int, into out: [Data]) -> ([Data], Int) {
+        var out = out, start = start
+        while let end = bytes[start...].firstIndex(where: { $0 == 10 || $0 == 13 }) {
+            out.append(Data(bytes[start..<end]))
+            start = bytes[end] == 13 && end + 1 < bytes.count && bytes[end + 1] == 10 ? end + 2 : end + 1
+        }
+        return (out, start)
+    }
+
+    /// Every line of a whole input, as `next` reads them (the last may be unterminated).
+    static func lines(of bytes: [UInt8]) -> [Data] {
+        let (out, rest) = lines(in: bytes, from: 0, into: [])
+        return rest < bytes.count ? out + [Data(bytes[rest...])] : out
     }
 
     static func line(_ bytes: ArraySlice<UInt8>) -> Data {

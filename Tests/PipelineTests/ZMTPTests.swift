@@ -114,15 +114,17 @@ final class ZMTPServerHarness {
         #expect(out == sent)
     }
 
-    /// The budget is charged as a frame's bytes come, not at its header: a header alone (a few
-    /// bytes announcing a large frame) held its whole size for `ingest_message_seconds`, and a few
-    /// such refused every other producer's messages (from review: the old code refuses `b` below).
-    /// A frame that overruns the budget as its bytes come is refused then; under NULL the rest of
-    /// the message is read past and the connection goes on.
+    /// The budget is charged by a frame's storage as its bytes come, not by its header: a header
+    /// alone (a few bytes announcing a large frame) held its whole size for `ingest_message_seconds`,
+    /// and a few such refused every other producer's messages (from review: the old code refuses `b`
+    /// below). Storage grows with what comes, from 64 KiB, doubling, to the frame's size, and what it
+    /// takes is what is charged (memory never exceeds the budget). A frame whose storage would
+    /// overrun the budget is refused then; under NULL the rest of the message is read past and the
+    /// connection goes on.
     @Test func theBudgetIsChargedAsBytesComeNotByAFramesHeader() {
-        let budget = ZMTPConnection.Budget(limit: 10_000)
+        let budget = ZMTPConnection.Budget(limit: 250_000)
         func connection() -> ZMTPConnection {
-            let c = ZMTPConnection(security: .null, limits: .init(frameBytes: [16, 100_000]))
+            let c = ZMTPConnection(security: .null, limits: .init(frameBytes: [16, 1_000_000]))
             var wire: [UInt8] = [0xFF, 0, 0, 0, 0, 0, 0, 0, 1, 0x7F, 3, 1] + Array("NULL".utf8) + [UInt8](repeating: 0, count: 48)
             wire += ZMTPConnection.command(ZMTPConnection.readyBody.map { $0 }.replacingPull())
             _ = wire.withUnsafeBufferPointer { c.feed($0, budget: budget) }
@@ -132,22 +134,30 @@ final class ZMTPServerHarness {
         func messages(_ e: [ZMTPConnection.Event]) -> [[[UInt8]]] { e.compactMap { if case .message(let m) = $0 { m } else { nil } } }
         func refusals(_ e: [ZMTPConnection.Event]) -> [ZMTPConnection.Refusal] { e.compactMap { if case .refused(let r, _) = $0 { r } else { nil } } }
         let a = connection(), b = connection()
-        let big = [UInt8](repeating: 3, count: 9_000)
-        let header = ZMTPConnection.frame(Array("a".utf8), flags: 1) + Array(ZMTPConnection.frame(big, flags: 0).prefix(9))
-        #expect(feed(a, header).isEmpty && a.held == 1 && budget.used == 1, "the header holds nothing; frame 0 its byte")
-        #expect(feed(a, Array(big.prefix(100))).isEmpty && a.held == 101 && budget.used == 101)
-        let other = [Array("b".utf8), [UInt8](repeating: 4, count: 5_000)]
+        let big = [UInt8](repeating: 3, count: 200_000)
+        let part = ZMTPConnection.frame(Array("a".utf8), flags: 1) + ZMTPConnection.frame(big, flags: 0)
+        let header = part.count - big.count
+        #expect(feed(a, Array(part.prefix(header))).isEmpty && a.held == 1 && budget.used == 1, "the header holds nothing; frame 0 its byte")
+        #expect(feed(a, Array(part[header..<(header + 100)])).isEmpty && a.held == 1 + 65_536, "100 bytes: the first 64 KiB of storage")
+        let other = [Array("b".utf8), [UInt8](repeating: 4, count: 150_000)]
         let taken = feed(b, ZMTPConnection.frame(other[0], flags: 1) + ZMTPConnection.frame(other[1], flags: 0))
         #expect(messages(taken) == [other] && refusals(taken).isEmpty)
-        #expect(messages(feed(a, Array(big.dropFirst(100)))) == [[Array("a".utf8), big]] && budget.used == 0)
-        // Both under way: the bytes that would overrun it are refused as they come.
-        let part = ZMTPConnection.frame(Array("a".utf8), flags: 1) + ZMTPConnection.frame(big, flags: 0)
-        _ = feed(a, Array(part.prefix(6_000)))
-        let refused = feed(b, Array(part.prefix(6_000)))
-        #expect(refusals(refused) == [.overBudget(bytes: 9_000)] && b.held == 0 && !b.isClosed)
-        let after = feed(b, Array(part.dropFirst(6_000)) + ZMTPConnection.frame(Array("b".utf8), flags: 1) + ZMTPConnection.frame([1], flags: 0))
+        // The rest in 8 KiB parts: storage doubles up to the frame's size, never past it.
+        var rest = Array(part.dropFirst(header + 100))[...], most = 0
+        var done: [[[UInt8]]] = []
+        while !rest.isEmpty {
+            done += messages(feed(a, Array(rest.prefix(8192))))
+            rest = rest.dropFirst(8192)
+            most = max(most, a.held)
+        }
+        #expect(done == [[Array("a".utf8), big]] && most == 1 + big.count && budget.used == 0)
+        // Both under way: the storage that would overrun the budget is refused as the bytes come.
+        _ = feed(a, Array(part.prefix(header + 150_000)))
+        let refused = feed(b, Array(part.prefix(header + 150_000)))
+        #expect(refusals(refused) == [.overBudget(bytes: 200_000)] && b.held == 0 && !b.isClosed)
+        let after = feed(b, Array(part.dropFirst(header + 150_000)) + ZMTPConnection.frame(Array("b".utf8), flags: 1) + ZMTPConnection.frame([1], flags: 0))
         #expect(messages(after) == [[Array("b".utf8), [1]]], "the refused message is read past; the next one is taken")
-        #expect(messages(feed(a, Array(part.dropFirst(6_000)))) == [[Array("a".utf8), big]] && budget.used == 0)
+        #expect(messages(feed(a, Array(part.dropFirst(header + 150_000)))) == [[Array("a".utf8), big]] && budget.used == 0)
     }
 
     /// From review: a PING's context is at most 16 bytes (RFC 37); a longer one ends the connection

@@ -390,6 +390,11 @@ def test_the_tools_refuse_bad_options_and_inputs_in_words(tmp_path):
     (tmp_path / "empty-corpus" / "a.csv").write_text("value,is_anomaly\n")
     (tmp_path / "a-file").write_text("")
     (tmp_path / "log.conf").write_text("[stream]\nlog = true\n")
+    nab = tmp_path / "empty-nab"
+    (nab / "data" / "cat").mkdir(parents=True)
+    (nab / "labels").mkdir()
+    (nab / "data" / "cat" / "a.csv").write_text("timestamp,value\n")
+    (nab / "labels" / "combined_windows.json").write_text(json.dumps({"cat/a.csv": []}))
     cases = [
         (["bench", "latency", "--rate", "0", "--seconds", "1"], 64, "--rate"),
         (["feed", "--demo", "--anomaly-every", "0", "--endpoint", closed], 64, "--anomaly-every"),
@@ -405,6 +410,7 @@ def test_the_tools_refuse_bad_options_and_inputs_in_words(tmp_path):
         (["label", str(tmp_path / "big.csv"), "--stream", "s", "--endpoint", closed], 1, "max_abs_value"),
         (["feed", str(tmp_path / "wide.csv"), "--endpoint", closed], 1, "max_dim 4096"),
         (["eval", str(tmp_path / "empty-corpus")], 1, "a header and no rows"),
+        (["eval", str(nab)], 1, "a header and no rows"),
         (["eval", str(tmp_path / "empty-corpus"), "--plots", str(tmp_path / "a-file")], 1, "cannot write plots"),
         (["eval", str(tmp_path / "empty-corpus"), "--log", "--plots", str(tmp_path / "p")], 64, "--plots"),
         (["replay", str(tmp_path / "header.csv"), "--config", str(tmp_path / "log.conf")], 1, "with --log"),
@@ -450,6 +456,25 @@ def test_feed_keeps_messages_within_the_daemons_limits_and_reads_every_line_endi
     watch.kill()
     assert seen == set(range(250))
     assert len(errors) == 1 and "error/cr2/" in errors[0] and "exceed max_samples_per_message 64" in errors[0], errors
+    # A live pipe's row ended by a lone CR goes at once, not when the next row comes (from review).
+    watch = subprocess.Popen([EDDY, "watch", "--endpoint", ep["publish"], "--stream", "live", "--scores", "--json",
+                              "--seconds", "20"], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    feed = subprocess.Popen([EDDY, "feed", "-", "--endpoint", ep["ingest"], "--stream", "live", "--batch", "1"],
+                            stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    feed.stdin.write(b"a,b\r1,2\r")
+    feed.stdin.flush()
+    first = None
+    for line in watch.stdout:
+        record = json.loads(line)
+        if record["topic"] == "score/live/":
+            first = record["message"]
+            break
+    assert first is not None and int(first.get("firstSequence", 0)) == 0
+    feed.stdin.write(b"\n3,4\r\n")  # the LF after a row's CR is that row's CRLF, not an empty row
+    feed.stdin.close()
+    assert feed.wait(timeout=30) == 0 and b"sent 2 samples" in feed.stderr.read()
+    watch.kill()
     daemon.terminate()
     logs = tmp_path / "logs"
     logs.mkdir()
@@ -459,3 +484,9 @@ def test_feed_keeps_messages_within_the_daemons_limits_and_reads_every_line_endi
                          timeout=120)
     assert run.returncode == 0, run.stderr[-500:]
     assert json.loads(run.stdout)["lines"] == 400
+    # Lone CRs end a log's lines as they end its labels', and as `feed --log` splits them.
+    (logs / "app.log").write_bytes(b"".join(b"GET /item/%d ok\r" % i for i in range(400)))
+    (logs / "app.labels").write_bytes(b"0\r" * 400)
+    run = subprocess.run([EDDY, "eval", "--log", str(logs), "--json", "--jobs", "1"], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 0 and json.loads(run.stdout)["lines"] == 400, run.stderr[-500:]
