@@ -10,8 +10,10 @@ import pytest
 import zmq
 
 from conftest import ROOT
-from eddy_client import CurveKeys, Producer, Subscriber, fetch_snapshot
+from eddy_client import CurveKeys, Producer, Subscriber, fetch_snapshot, sample_batch
+from eddy_client.zmtp import RawCurvePush
 from test_client import wait_heartbeat, wait_scores
+from test_operations import exposition, get
 
 EDDY = os.environ.get("EDDY_BIN", str(ROOT / ".build" / "debug" / "eddy"))
 
@@ -176,3 +178,31 @@ def test_sighup_reads_the_allow_list_again(start_daemon, keys, tmp_path):
     finally:
         context.destroy(linger=0)
     assert d.terminate()[0] == 0
+
+
+def test_a_refused_curve_message_is_read_past_and_a_ping_inside_it_is_answered(start_daemon, keys):
+    """Under CURVE a refused message (here a frame over max_message_bytes, with MORE: the message
+    goes on) is read past box by box, and the connection goes on: a PING between its frames gets
+    its PONG, and the next message is scored. Before, the connection closed at the refusal (the
+    messages read ahead behind it lost, uncounted); a PING inside a refused message went unanswered
+    (a producer with heartbeats would have dropped the connection). A raw CurveZMQ client, since no
+    ZeroMQ library lets one put a PING between a message's frames."""
+    d = start_daemon(daemon_config=curve_config(keys) + "max_message_bytes = 4096\n")
+    ep = d.endpoints
+    with Subscriber(ep["publish"], ["error/", "score/", "hb/"], curve=keys["known"]) as sub:
+        wait_heartbeat(sub)
+        push = RawCurvePush(ep["ingest"], keys["known"])
+        good = [sample_batch("good", np.ones((4, 4), np.float32), s).SerializeToString() for s in (0, 4)]
+        push.send(push.box(b"big", more=True) + push.box(b"\1" * 8000, more=True)
+                  + push.box(b"\x04PING\x00\x0actx", command=True) + push.box(b"tail")
+                  + push.box(b"good", more=True) + push.box(good[0]))
+        flags, pong = push.read_box()
+        assert flags & 2 and pong == b"\x04PONGctx"
+        assert wait_scores(sub, "good", 0) is not None
+        push.send(push.box(b"good", more=True) + push.box(good[1]))
+        assert wait_scores(sub, "good", 4) is not None
+        push.close()
+    metrics = exposition(get(f"http://{ep['http']}/metrics")[1])
+    assert metrics.get('eddy_messages_rejected_total{code="oversized"}') == 1, metrics
+    assert metrics.get("eddy_protocol_errors_total", 0) == 0
+    d.terminate()
