@@ -490,3 +490,34 @@ def test_feed_keeps_messages_within_the_daemons_limits_and_reads_every_line_endi
     run = subprocess.run([EDDY, "eval", "--log", str(logs), "--json", "--jobs", "1"], capture_output=True, text=True,
                          timeout=120)
     assert run.returncode == 0 and json.loads(run.stdout)["lines"] == 400, run.stderr[-500:]
+
+
+def test_label_keeps_its_messages_within_the_daemons_bytes(start_daemon, tmp_path):
+    """`eddy label --config` counts each label's bytes in a message (from review: rows of long
+    labels went over max_message_bytes and the daemon refused what the tool said it sent): 50
+    rows with 100-byte labels to a daemon taking messages of 4 KiB arrive in several, all taken."""
+    import numpy as np
+    from eddy_client import Producer, Subscriber
+    from test_client import wait_scores
+    from test_operations import exposition, get
+    daemon = start_daemon(daemon_config="max_message_bytes = 4096\n", extra_config="max_labels = 64\n")
+    ep = daemon.endpoints
+    with Producer(ep["ingest"]) as p, Subscriber(ep["publish"], ["score/"]) as sub:
+        time.sleep(0.3)
+        p.send("l", np.ones((8, 2), np.float32))  # the stream the labels are for
+        assert wait_scores(sub, "l", 0) is not None
+    conf = tmp_path / "limits.conf"
+    conf.write_text("max_message_bytes = 4096\n")
+    rows = tmp_path / "labelled.csv"
+    rows.write_text("".join(f"{('abc' * 40)[:97]}{i % 3:03d},{i % 5},{i % 7}\n" for i in range(50)))
+    run = subprocess.run([EDDY, "label", str(rows), "--stream", "l", "--endpoint", ep["ingest"], "--config", str(conf)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and "sent 50 labelled samples" in run.stderr, run.stderr
+    metric = lambda: exposition(get(f"http://{ep['http']}/metrics")[1])
+    end = time.monotonic() + 10
+    while metric().get("eddy_labels_accepted_total", 0) < 50 and time.monotonic() < end:
+        time.sleep(0.1)
+    m = metric()
+    assert m.get("eddy_labels_accepted_total") == 50, {k: v for k, v in m.items() if "reject" in k and v}
+    assert m.get('eddy_messages_rejected_total{code="oversized"}', 0) == 0, m
+    daemon.terminate()
