@@ -242,6 +242,10 @@ public struct CheckpointStore: Sendable {
     /// removed only if `remove` (the daemon keeps it until a checkpoint holds the stream).
     public func takeExpired(_ name: String, settings: StreamConfiguration, remove: Bool = true) -> Result<StreamPipeline, Error>? {
         let path = expiredPath(name)
+        // A name of at most 236 bytes shaped like the hashed form was kept under itself before the
+        // hashed form came: such a file takes today's name (from review), so nothing is orphaned.
+        let legacy = directory + "/expired-\(name).stream"
+        if legacy != path && access(path, F_OK) != 0 && access(legacy, F_OK) == 0 { rename(legacy, path) }
         guard let data = FileManager.default.contents(atPath: path) else { return nil }
         let restored = Result {
             let bytes = [UInt8](data)
