@@ -2,9 +2,9 @@
 /// speaks it, driven by bytes: the daemon reads a ZMQ_STREAM socket (raw TCP) and feeds each
 /// connection's bytes here, so that it, not libzmq, decides what a message may hold before holding
 /// it. A frame's size is read from its header and checked against the limit for its place in the
-/// message before one byte of it is kept, and its bytes against the ingest buffer's room as they
-/// come; a message with too many frames is refused at its first extra frame. libzmq's own PULL counts whole messages, and
-/// holds a multipart message whole however many frames it has.
+/// message before one byte of it is kept, and its storage against the ingest buffer's room as its
+/// bytes come; a message with too many frames is refused at its first extra frame. libzmq's own
+/// PULL counts whole messages, and holds a multipart message whole however many frames it has.
 ///
 /// Not thread-safe: one per connection, used by the thread that owns the STREAM socket.
 public final class ZMTPConnection {
@@ -334,8 +334,8 @@ public final class ZMTPConnection {
     }
 
     /// Refuses the message in progress at its current frame (its header, or its bytes as they
-    /// come): NULL reads past the rest of the message; CURVE cannot see where a refused message
-    /// ends (its flags are in the box), so its connection closes.
+    /// come), and reads past the rest of the message: under NULL to the frame without MORE; under
+    /// CURVE, where the flags are inside each box, box by box (`passSkipped`).
     private func refuse(_ refusal: Refusal, _ events: inout [Event], budget: Budget) {
         events.append(.refused(refusal, framesBefore: frames))
         dropMessage(budget: budget)

@@ -39,7 +39,7 @@ struct LineReader {
             }
             if n <= 0 {
                 finished = true
-                if !pending.isEmpty { out.append(Self.line(pending[...])) }
+                if !pending.isEmpty { out.append(Data(pending)) }  // unterminated: a line end leaves none behind
                 pending = []
                 break
             }
@@ -73,11 +73,6 @@ struct LineReader {
         return rest < bytes.count ? out + [Data(bytes[rest...])] : out
     }
 
-    static func line(_ bytes: ArraySlice<UInt8>) -> Data {
-        var b = bytes
-        if b.last == 13 { b = b.dropLast() }
-        return Data(b)
-    }
 }
 
 /// The frames of a LineBatch message: the stream's name and the batch.
