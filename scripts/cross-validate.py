@@ -45,9 +45,8 @@ def pooled(families, names, metric):
     missed = sum(f["missed"] for f in chosen)
     false_alarms = sum(f["false_alarms"] for f in chosen)
     if metric == "f1":
-        precision = found / (found + false_alarms) if found + false_alarms else 1.0
-        recall = found / (found + missed) if found + missed else 1.0
-        return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        # As `eddy eval`: undefined without events, else 2·found / (2·found + false alarms + missed).
+        return 2 * found / (2 * found + false_alarms + missed) if found + missed else None
     if metric == "auc_pr":
         # Weighted by rows: the families' own figures are all the report has.
         values = [(f["auc_pr"]["score"], f["rows"]) for f in chosen if f["auc_pr"]["score"] is not None]

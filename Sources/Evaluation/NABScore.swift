@@ -174,9 +174,14 @@ public enum NAB {
             self.missed = missed
             self.falseAlarms = falseAlarms
         }
-        public var precision: Double { found + falseAlarms == 0 ? 1 : Double(found) / Double(found + falseAlarms) }
-        public var recall: Double { found + missed == 0 ? 1 : Double(found) / Double(found + missed) }
-        public var f1: Double { precision + recall == 0 ? 0 : 2 * precision * recall / (precision + recall) }
+        /// Nil when nothing was detected: no alert, so no share of them right.
+        public var precision: Double? { found + falseAlarms == 0 ? nil : Double(found) / Double(found + falseAlarms) }
+        /// Nil when there are no events to find.
+        public var recall: Double? { found + missed == 0 ? nil : Double(found) / Double(found + missed) }
+        /// The harmonic mean of precision and recall, 2·found / (2·found + false alarms + missed): 0
+        /// when events were there and none was found. Nil when there are no events: a corpus without
+        /// any says nothing of finding them, whatever the alerts (it scored 1.00 when silent).
+        public var f1: Double? { found + missed == 0 ? nil : 2 * Double(found) / Double(2 * found + falseAlarms + missed) }
         public static func + (a: Events, b: Events) -> Events {
             Events(found: a.found + b.found, missed: a.missed + b.missed, falseAlarms: a.falseAlarms + b.falseAlarms)
         }

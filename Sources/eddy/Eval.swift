@@ -84,7 +84,7 @@ struct Eval: ParsableCommand {
             func value(_ x: Double?) -> Any { x ?? NSNull() }
             return [
                 "found": events.found, "missed": events.missed, "false_alarms": events.falseAlarms,
-                "precision": events.precision, "recall": events.recall, "f1": events.f1, "rows": rows,
+                "precision": value(events.precision), "recall": value(events.recall), "f1": value(events.f1), "rows": rows,
                 "false_alarms_per_10k_rows": falseAlarmsPer10k,
                 "auc_pr": ["score": value(averagePrecision.score), "alert_score": value(averagePrecision.alertScore), "error": value(averagePrecision.error)],
                 "auc_roc": ["score": value(rocArea.score), "alert_score": value(rocArea.alertScore), "error": value(rocArea.error)],
@@ -169,7 +169,7 @@ struct Eval: ParsableCommand {
         // The same configuration with other seeds: the spread of the headline figures.
         var spread: [String: [Double]] = [:]
         func record(_ f: Figures, _ nab: [NAB.ProfileResult]) {
-            spread["event_f1", default: []].append(f.events.f1)
+            if let f1 = f.events.f1 { spread["event_f1", default: []].append(f1) }
             if let ap = f.averagePrecision.score { spread["auc_pr", default: []].append(ap) }
             for p in nab { spread[p.profile.name, default: []].append(p.normalised) }
         }
@@ -239,8 +239,8 @@ struct Eval: ParsableCommand {
                     .reduce(NAB.Events(), +)
                 o["events"] = [
                     "threshold": standard.threshold.isFinite ? Double(standard.threshold) as Any : NSNull(), "found": events.found,
-                    "missed": events.missed, "false_alarms": events.falseAlarms, "precision": events.precision,
-                    "recall": events.recall, "f1": events.f1,
+                    "missed": events.missed, "false_alarms": events.falseAlarms, "precision": events.precision ?? NSNull(),
+                    "recall": events.recall ?? NSNull(), "f1": events.f1 ?? NSNull(),
                 ]
             }
             if extraSeeds > 0 { o["by_seed"] = spread }
@@ -282,8 +282,9 @@ struct Eval: ParsableCommand {
         func line(_ name: String, _ files: Int, _ f: Figures, fold: (own: NAB.ProfileResult, heldOut: NAB.ProfileResult)?) -> String {
             func ap(_ x: Double?) -> String { x.map { String(format: "%.3f", $0) } ?? "  -  " }
             var s = name.padded(32) + String(
-                format: "%5d  %5d/%-6d  %12d  %12.1f  %9.2f  %6.2f  %4.2f   ", files, f.events.found, f.events.found + f.events.missed,
-                f.events.falseAlarms, f.falseAlarmsPer10k, f.events.precision, f.events.recall, f.events.f1)
+                format: "%5d  %5d/%-6d  %12d  %12.1f  ", files, f.events.found, f.events.found + f.events.missed,
+                f.events.falseAlarms, f.falseAlarmsPer10k)
+            s += "\(Self.fraction(f.events.precision, width: 9))  \(Self.fraction(f.events.recall, width: 6))  \(Self.fraction(f.events.f1, width: 4))   "
             s += "\(ap(f.averagePrecision.score)) / \(ap(f.averagePrecision.alertScore)) / \(ap(f.averagePrecision.error))"
             if let fold, fold.own.perfect > fold.own.null {
                 s += String(format: "   %5.1f (%5.1f)", fold.heldOut.normalised, fold.own.normalised)
@@ -327,7 +328,8 @@ struct Eval: ParsableCommand {
 
     /// Leave one family out for the alert threshold: for each family with events, the threshold of
     /// the grid with the best pooled event F1 on the other families (the higher on a tie), and the
-    /// family's own event F1 at it. Nil for a family without events, or with no other family.
+    /// family's own event F1 at it. Nil for a family without events, or when the other families
+    /// have none (or there is no other family).
     static func thresholdFolds(
         _ familyFiles: [[Int]], series: [LabelledSeries], alertScores: [[Float]]
     ) -> [(threshold: Double, f1: Double)?] {
@@ -339,14 +341,21 @@ struct Eval: ParsableCommand {
             }
         }
         return familyFiles.indices.map { k -> (threshold: Double, f1: Double)? in
-            guard events[k][0].found + events[k][0].missed > 0 else { return nil }
-            var best = (index: thresholdGrid.count - 1, f1: -1.0)
+            // Events do not depend on the threshold: a family (or the others) without any at one has none at all.
+            var best: (index: Int, f1: Double)?
             for g in thresholdGrid.indices.reversed() {
                 let others = familyFiles.indices.filter { $0 != k }.map { events[$0][g] }.reduce(NAB.Events(), +)
-                if others.f1 > best.f1 { best = (g, others.f1) }
+                if let f1 = others.f1, f1 > best?.f1 ?? -1 { best = (g, f1) }
             }
-            return (thresholdGrid[best.index], events[k][best.index].f1)
+            guard let best, let own = events[k][best.index].f1 else { return nil }
+            return (thresholdGrid[best.index], own)
         }
+    }
+
+    /// A figure in [0, 1] to two places, or "-" where it is undefined (no events, or no alert).
+    static func fraction(_ x: Double?, width: Int) -> String {
+        let text = x.map { String(format: "%.2f", $0) } ?? "-"
+        return String(repeating: " ", count: max(0, width - text.count)) + text
     }
 
     static func spreadText(_ s: [Double]) -> String {

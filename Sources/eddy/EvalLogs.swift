@@ -83,8 +83,8 @@ extension Eval {
         /// Event figures as a labelled-row corpus has them: precision is events found over events
         /// found and false alarms, so an incident alerted on twice counts once.
         var eventCounts: NAB.Events { NAB.Events(found: found, missed: events - found, falseAlarms: falseAlarms) }
-        var precision: Double { eventCounts.precision }
-        var recall: Double { eventCounts.recall }
+        var precision: Double? { eventCounts.precision }
+        var recall: Double? { eventCounts.recall }
         var linePrecision: Double { ratio(truePositiveLines, predictedLines) }
         var lineRecall: Double { ratio(truePositiveLines, labelledLines) }
         var falseAlarmsPer10k: Double { lines == 0 ? 0 : 10_000 * Double(falseAlarms) / Double(lines) }
@@ -92,8 +92,8 @@ extension Eval {
         var object: [String: Any] {
             [
                 "lines": lines, "events": events, "found": found, "alerts": alerts, "false_alarms": falseAlarms,
-                "false_alarms_per_10k_lines": falseAlarmsPer10k, "event_precision": precision, "event_recall": recall,
-                "event_f1": eventCounts.f1, "line_precision": linePrecision, "line_recall": lineRecall,
+                "false_alarms_per_10k_lines": falseAlarmsPer10k, "event_precision": precision ?? NSNull(),
+                "event_recall": recall ?? NSNull(), "event_f1": eventCounts.f1 ?? NSNull(), "line_precision": linePrecision, "line_recall": lineRecall,
                 "line_f1": f1(linePrecision, lineRecall),
                 "by_kind": Dictionary(uniqueKeysWithValues: byKind.map { ($0.key, ["found": $0.value.found, "events": $0.value.events]) }),
             ]
@@ -126,8 +126,9 @@ extension Eval {
         func row(_ name: String, _ f: LogFigures) -> String {
             let kinds = f.byKind.keys.sorted().map { "\($0) \(f.byKind[$0]!.found)/\(f.byKind[$0]!.events)" }.joined(separator: " ")
             return name.padding(toLength: 22, withPad: " ", startingAt: 0)
-                + String(format: "%7d %4d/%-4d %5d %8.1f  %.2f %.2f %.2f  %.2f  ", f.lines, f.found, f.events, f.falseAlarms,
-                         f.falseAlarmsPer10k, f.precision, f.recall, f.eventCounts.f1, f.f1(f.linePrecision, f.lineRecall))
+                + String(format: "%7d %4d/%-4d %5d %8.1f  ", f.lines, f.found, f.events, f.falseAlarms, f.falseAlarmsPer10k)
+                + "\(Self.fraction(f.precision, width: 4)) \(Self.fraction(f.recall, width: 4)) \(Self.fraction(f.eventCounts.f1, width: 4))  "
+                + String(format: "%.2f  ", f.f1(f.linePrecision, f.lineRecall))
                 + kinds
         }
         print("file                     lines found  FA  FA/10k  P    R    F1   lineF1 by kind")

@@ -116,9 +116,24 @@ import Testing
         // Rows 20-22 are one false alarm, 80 another; the window is found by row 45.
         let e = NAB.events(file, scores: scores(detectingAt: [20, 21, 22, 45, 80]), threshold: 0.5)
         #expect(e == NAB.Events(found: 1, missed: 0, falseAlarms: 2))
-        #expect(abs(e.precision - 1.0 / 3) < 1e-12 && e.recall == 1 && abs(e.f1 - 0.5) < 1e-12)
+        #expect(abs(e.precision! - 1.0 / 3) < 1e-12 && e.recall == 1 && abs(e.f1! - 0.5) < 1e-12)
         let miss = NAB.events(file, scores: scores(detectingAt: []), threshold: 0.5)
         #expect(miss == NAB.Events(found: 0, missed: 1, falseAlarms: 0) && miss.f1 == 0)
+        // Nothing detected: no precision, and the missed event makes F1 0.
+        #expect(miss.precision == nil && miss.recall == 0)
+    }
+
+    @Test func eventFiguresAreUndefinedWithoutEvents() {
+        // A corpus with no events says nothing of finding them: silent or not, no recall and no F1
+        // (a silent one scored 1.00), and its false alarms count on their own.
+        let silent = NAB.Events(found: 0, missed: 0, falseAlarms: 0)
+        #expect(silent.f1 == nil && silent.recall == nil && silent.precision == nil)
+        let noisy = NAB.Events(found: 0, missed: 0, falseAlarms: 3)
+        #expect(noisy.f1 == nil && noisy.recall == nil && noisy.precision == 0)
+        // With events, F1 is 2·found / (2·found + false alarms + missed), the harmonic mean.
+        let some = NAB.Events(found: 3, missed: 1, falseAlarms: 2)
+        let p = 3.0 / 5, r = 3.0 / 4
+        #expect(abs(some.f1! - 2 * p * r / (p + r)) < 1e-12 && abs(some.f1! - 6.0 / 9) < 1e-12)
     }
 }
 

@@ -186,9 +186,9 @@ def test_replay_detail_explains_alerts_by_time_step(tmp_path):
 
 
 def test_eval_reads_labelled_rows_and_reports_events_and_ranking(tmp_path):
-    # Two families of two-channel series with a label column; a spike on channel 1 in one file.
+    # Three families of two-channel series with a label column; a spike on channel 1 in two of them.
     import math
-    for family, spike in (("a", 1700), ("b", None)):
+    for family, spike in (("a", 1700), ("b", 1800), ("c", None)):
         (tmp_path / "corpus" / family).mkdir(parents=True)
         with open(tmp_path / "corpus" / family / "s.csv", "w") as f:
             f.write("timestamp,value-0,value-1,is_anomaly\n")
@@ -205,16 +205,22 @@ def test_eval_reads_labelled_rows_and_reports_events_and_ranking(tmp_path):
     report = json.loads(run.stdout)
     assert report["layout"] == "labelled-rows" and "profiles" not in report
     total = report["events_at_alert_threshold"]
-    assert total["found"] == 1 and total["missed"] == 0 and total["false_alarms"] == 0
-    assert total["rows"] == 4000 and total["false_alarms_per_10k_rows"] == 0
-    # One labelled row, and the published score puts it first: average precision 1.
+    assert total["found"] == 2 and total["missed"] == 0 and total["false_alarms"] == 0
+    assert total["rows"] == 6000 and total["false_alarms_per_10k_rows"] == 0
+    # Two labelled rows, and the published score puts them first: average precision 1.
     assert total["auc_pr"]["score"] == 1.0
     families = {f["family"]: f for f in report["families"]}
-    assert set(families) == {"a", "b"} and families["b"]["auc_pr"]["score"] is None
-    # Leave one family out for the threshold: "b" has no events and no false alarm at any threshold,
-    # so it chooses the highest (0.999), at which "a"'s spike (strength 1) is still found.
-    assert families["a"]["threshold_chosen_by_others"] == 0.999 and families["a"]["f1_at_others_threshold"] == 1.0
-    assert "threshold_chosen_by_others" not in families["b"]
+    assert set(families) == {"a", "b", "c"} and families["c"]["auc_pr"]["score"] is None
+    # "c" has no events and raised no alert: its F1, recall and precision are undefined (it scored
+    # 1.00), and it chooses no threshold for the others.
+    assert families["c"]["f1"] is None and families["c"]["recall"] is None and families["c"]["precision"] is None
+    assert families["a"]["f1"] == 1.0 and total["f1"] == 1.0
+    # Leave one family out for the threshold: the others find their spike at every threshold with no
+    # false alarm, so they choose the highest (0.999), at which the family's own spike (strength 1)
+    # is still found. "c", with nothing to find, gets no threshold.
+    for k in ("a", "b"):
+        assert families[k]["threshold_chosen_by_others"] == 0.999 and families[k]["f1_at_others_threshold"] == 1.0
+    assert "threshold_chosen_by_others" not in families["c"]
     files = {f["file"]: f for f in report["files"]}
     assert files["a/s.csv"]["dim"] == 2
     start, end, first = files["a/s.csv"]["window_detections"][0]
@@ -226,8 +232,8 @@ def test_eval_reads_labelled_rows_and_reports_events_and_ranking(tmp_path):
         run = subprocess.run([EDDY, "eval", str(tmp_path / "corpus"), "--json", "--without", without],
                              capture_output=True, text=True, check=True)
         return json.loads(run.stdout)["events_at_alert_threshold"]["found"]
-    assert found("range") == 1
-    assert found("range,reconstruction") == 1
+    assert found("range") == 2
+    assert found("range,reconstruction") == 2
     assert found("range,reconstruction,discord") == 0
     bad = subprocess.run([EDDY, "eval", str(tmp_path / "corpus"), "--without", "nonsense"], capture_output=True, text=True)
     assert bad.returncode != 0 and "unknown part" in bad.stderr
