@@ -25,11 +25,20 @@ if ! kill -0 "$serve" 2>/dev/null || [ ! -s out/demo-endpoints.txt ]; then
     exit 1
 fi
 echo "eddy demo: daemon up ($(tr '\n' ' ' < out/demo-endpoints.txt)); feeding sensors and a log, watching for ${DEMO_SECONDS:-60} s"
-"$eddy" feed --demo --stream machine-1 --rate 1000 --anomaly-every 5000 2>/dev/null &
+"$eddy" feed --demo --stream machine-1 --rate 1000 --anomaly-every 5000 2>out/demo-feed.log &
 feed=$!
-"$eddy" feed --demo-log --stream app-log --rate 200 --batch 20 --anomaly-every 2000 2>/dev/null &
+"$eddy" feed --demo-log --stream app-log --rate 200 --batch 20 --anomaly-every 2000 2>out/demo-log-feed.log &
 logfeed=$!
 "$eddy" watch --seconds "${DEMO_SECONDS:-60}"
+# A feed that stopped early says why (it runs until killed), and the demo fails.
+status=0
+for f in "$feed:out/demo-feed.log" "$logfeed:out/demo-log-feed.log"; do
+    if ! kill -0 "${f%%:*}" 2>/dev/null; then
+        echo "eddy demo: a feed stopped early; ${f#*:} says:" >&2
+        tail -5 "${f#*:}" >&2
+        status=1
+    fi
+done
 # What an operator's Prometheus would read meanwhile (the HTTP endpoint, 127.0.0.1:7703).
 http=$(awk '$1 == "http" {print $2}' out/demo-endpoints.txt)
 if [ -n "$http" ]; then
@@ -43,3 +52,4 @@ for line in text.splitlines():
         print("  " + line)
 PY
 fi
+exit "$status"

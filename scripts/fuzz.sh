@@ -17,10 +17,18 @@ shift || true
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(zmtp admission config checkpoint)
 build=.build/fuzz
-nice swift build -c release --build-path "$build" --product eddy-fuzz \
-    -Xswiftc -sanitize=fuzzer -Xswiftc -use-ld=lld -Xswiftc -DEDDY_FUZZ 2>&1 | grep -E "error|warning: unre|Compiling eddy|Build" || true
+# A failed build exits 2, not 1 (a crash): a stale binary from an earlier build must not be fuzzed
+# as if it were this code (.ci/run fails on 2 and only reports 1).
+if ! output=$(nice swift build -c release --build-path "$build" --product eddy-fuzz \
+    -Xswiftc -sanitize=fuzzer -Xswiftc -use-ld=lld -Xswiftc -DEDDY_FUZZ 2>&1); then
+    echo "$output" | grep -E "error" | head -20 >&2
+    echo "fuzz build failed" >&2
+    exit 2
+fi
+echo "$output" | grep -E "warning: unre|Compiling eddy|Build" || true
 binary="$build/release/eddy-fuzz"
-[ -x "$binary" ] || { echo "fuzz build failed" >&2; exit 1; }
+fresh=()
+trap 'rm -rf "${fresh[@]}"' EXIT
 status=0
 for target in "${targets[@]}"; do
     dir=out/fuzz/$target
@@ -28,6 +36,7 @@ for target in "${targets[@]}"; do
     budget=(-max_total_time="$seconds")
     if [ -n "${FUZZ_RUNS:-}" ]; then
         corpus=$(mktemp -d)
+        fresh+=("$corpus")
         budget=(-runs="$FUZZ_RUNS" -seed=1)
     fi
     mkdir -p "$dir" "$corpus"

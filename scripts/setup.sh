@@ -19,7 +19,7 @@ if ((${#missing[@]})); then
     sudo=""
     [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
 if ! command -v swift >/dev/null; then
@@ -36,7 +36,10 @@ for arg in "$@"; do
             sudo=""
             [ "$(id -u)" -eq 0 ] || sudo="sudo"
             $sudo apt-get update -qq
-            DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+            $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+            # The tests need its binaries only: Debian enables and starts a server on every address
+            # (:9090, no authentication), which is left off.
+            $sudo systemctl disable --now prometheus >/dev/null 2>&1 || true
         fi
         if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
         .venv/bin/pip install -q --disable-pip-version-check -r protocols/python/requirements.txt threadpoolctl
