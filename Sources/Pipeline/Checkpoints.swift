@@ -238,9 +238,12 @@ public struct CheckpointStore: Sendable {
 
     /// The state of an expired stream of this name, if one was kept, restored under `settings`. A
     /// state that no longer fits its settings, is damaged (its CRC does not match), or is another
-    /// stream's (a file copied or renamed), is removed (it is not tried again); one that restores is
-    /// removed only if `remove` (the daemon keeps it until a checkpoint holds the stream).
-    public func takeExpired(_ name: String, settings: StreamConfiguration, remove: Bool = true) -> Result<StreamPipeline, Error>? {
+    /// stream's (a file copied or renamed), is moved aside (`setAsideExpired`; it was deleted, from
+    /// review) and `setAside` gets where it went; it is not tried again. One that restores is removed
+    /// only if `remove` (the daemon keeps it until a checkpoint holds the stream).
+    public func takeExpired(
+        _ name: String, settings: StreamConfiguration, remove: Bool = true, setAside: (String?) -> Void = { _ in }
+    ) -> Result<StreamPipeline, Error>? {
         let path = expiredPath(name)
         // A name of at most 236 bytes shaped like the hashed form was kept under itself before the
         // hashed form came: such a file takes today's name (from review), so nothing is orphaned.
@@ -262,8 +265,31 @@ public struct CheckpointStore: Sendable {
             guard s.name == name else { throw StateError.invalid("the state kept for stream \(name) is stream \(s.name)'s") }
             return s
         }
-        if remove || (try? restored.get()) == nil { unlink(path) }
+        if (try? restored.get()) == nil {
+            setAside(setAsideExpired(name))
+        } else if remove {
+            unlink(path)
+        }
         return restored
+    }
+
+    /// Moves the expired state kept for `name` to `set-aside-expired-<nanoseconds>-<name>.stream`, a
+    /// name no other file takes, where nothing reads, rotates or prunes it: a state that cannot come
+    /// back as its stream now (another dim or kind, other settings, damaged) is kept for whoever
+    /// wants it. Returns the new path, or nil if the file could not be moved (it is then removed, so
+    /// it is not tried again for a stream it is not).
+    @discardableResult
+    public func setAsideExpired(_ name: String) -> String? {
+        let path = expiredPath(name)
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        let head = "set-aside-expired-\(Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec))-"
+        let aside = directory + "/" + head + Self.fileComponent(name, budget: Self.nameMax - head.utf8.count - 11) + ".stream"
+        // No fsync of the directory (this runs on the ingest thread): a crash that undoes the rename
+        // leaves the state where it was, to be moved aside again when its name comes back.
+        if rename(path, aside) == 0 { return aside }
+        unlink(path)
+        return nil
     }
 
     // MARK: Versions published

@@ -62,13 +62,15 @@ extension Daemon {
         return stream
     }
 
-    /// Takes what the STREAM socket has queued, at most `limit` chunks: connections opening or
-    /// closing, and their bytes, spoken as ZMTP. False when it had nothing.
+    /// Takes what the STREAM socket has queued, at most `limit` chunks and, once `deadline`
+    /// (monotonic seconds) has passed, no more: connections opening or closing, and their bytes,
+    /// spoken as ZMTP. False when it had nothing.
     func takeChunks(
         _ limit: Int, from stream: borrowing Socket, connections: inout IngestConnections, run: inout Coalesced,
-        publisher: borrowing Socket
+        publisher: borrowing Socket, until deadline: Double = .infinity
     ) throws -> Bool {
         for n in 0..<limit {
+            if n & 63 == 63 && Self.monotonic() >= deadline { return true }
             let got = try stream.receiveChunk { id, data in
                 guard id.count <= 8 else { return }  // not an id libzmq makes
                 let key = id.reduce(UInt64(0)) { $0 << 8 | UInt64($1) }

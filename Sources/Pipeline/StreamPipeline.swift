@@ -1352,7 +1352,14 @@ public final class StreamPipeline: @unchecked Sendable {
         stream.skippedSteps = min(try r.read(UInt64.self), StateReader.countLimit)
         let pending = try r.read(Double.self)
         guard pending.isFinite, pending >= 0 else { throw StateError.invalid("pending steps \(pending) for stream \(name)") }
-        // Saved under a larger maximum_pending_steps, it keeps at most today's.
+        // Saved under a larger maximum_pending_steps, it keeps at most today's, and the steps beyond
+        // are given up as ingest gives them up: counted, the fraction carried (they vanished, from
+        // review).
+        if pending > s.maximumPendingSteps {
+            let over = pending - s.maximumPendingSteps, whole = over.rounded(.down)
+            stream.skippedSteps = min(stream.skippedSteps &+ UInt64(min(whole, 1e15)), StateReader.countLimit)
+            stream.skippedFraction = over - whole
+        }
         stream.pendingSteps = min(pending, s.maximumPendingSteps)
         stream.snapshotVersions = (try r.readCount(), try r.readCount())
         stream.snapshotsOwed = true

@@ -38,6 +38,24 @@ import CEddySystem
         daemon.stop()
         #expect(heard.withLock { reports }.count == 1, "reported once")
     }
+
+    /// From review: samples admitted and waiting to be scored with the next were lost uncounted when
+    /// the ingest thread failed; they are counted as dropped, and said.
+    @Test func samplesAdmittedWhenIngestFailsAreCountedAsDropped() throws {
+        let daemon = try Daemon(configuration: testConfiguration(), logger: quietLogger)
+        let told = DispatchSemaphore(value: 0)
+        daemon.onThreadFailure = { _, _ in told.signal() }
+        let endpoints = try daemon.start()
+        defer { daemon.stop() }
+        let client = try Client(endpoints)
+        #expect(try client.awaitHeartbeat() != nil)
+        daemon.injectFault(into: "eddy-ingest")
+        try client.send(stream: "a", sequence: 0, dim: 3, values: values(10 * 3, seed: 1))
+        #expect(told.wait(timeout: .now() + 10) == .success, "no report of the dead thread")
+        #expect(daemon.failure?.thread == "eddy-ingest")
+        #expect(daemon.messagesReceived.load == 1 && daemon.samplesAccepted.load == 0)
+        #expect(daemon.samplesDropped.load == 10)
+    }
 }
 
 @Suite struct RollbackTests {

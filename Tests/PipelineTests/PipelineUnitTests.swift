@@ -343,6 +343,21 @@ import Testing
         p.idleLeft = 1e9
         #expect(try StreamPipeline.restore(p.serialized(), settings: settings).idleLeft == p.idlePass)
     }
+
+    /// From review: steps owed beyond a smaller `max_pending_steps` at restore were dropped with no
+    /// count; they are skipped steps, as ingest counts them, the fraction carried.
+    @Test func pendingStepsBeyondTodaysMaximumAreCountedAsSkipped() throws {
+        var settings = StreamConfiguration().resolved(dim: 2)
+        settings.bufferCapacity = 64
+        settings.maximumPendingSteps = 200
+        let p = StreamPipeline(name: "p", settings: settings)
+        p.lock.withLock { p.pendingSteps = 100.25 }
+        let same = try StreamPipeline.restore(p.serialized(), settings: settings)
+        #expect(same.pendingSteps == 100.25 && same.skippedSteps == 0)
+        settings.maximumPendingSteps = 10
+        let smaller = try StreamPipeline.restore(p.serialized(), settings: settings)
+        #expect(smaller.pendingSteps == 10 && smaller.skippedSteps == 90 && smaller.skippedFraction == 0.25)
+    }
 }
 
 @Suite struct RangeTests {

@@ -115,10 +115,68 @@ import ZeroMQ
         #expect(daemon.retiring.isEmpty && daemon.streamsRevived.load == 1 && a.snapshotsOwed)
         daemon.keepExpiredAside()
         #expect(!FileManager.default.fileExists(atPath: directory + "/expired-a.stream"))
-        // Another kind or dim does not come back (and is not written aside either).
-        daemon.retiring = [StreamPipeline(name: "b", settings: settings)]
-        #expect(daemon.revive("b", settings: daemon.configuration.settings(for: "b").resolved(dim: 3)) == nil)
-        #expect(daemon.retiring.isEmpty)
+    }
+
+    /// From review: an expired stream whose name came back as another dim or kind, or whose kept
+    /// state no longer restores, had that state deleted (or, not yet written, dropped) with only a
+    /// log line. It is set aside, counted, and restores from where it went.
+    @Test func aStateThatCannotComeBackIsSetAsideAndCounted() throws {
+        let directory = temporaryDirectory()
+        let daemon = try Daemon(configuration: testConfiguration(dataDirectory: directory), logger: quietLogger)
+        let two = daemon.configuration.settings(for: "b").resolved(dim: 2)
+        let three = daemon.configuration.settings(for: "b").resolved(dim: 3)
+        func setAside(_ name: String) throws -> [StreamPipeline] {
+            try FileManager.default.contentsOfDirectory(atPath: directory).sorted()
+                .filter { $0.hasPrefix("set-aside-expired-") && $0.hasSuffix("-\(name).stream") }
+                .map { file in
+                    var r = try StateReader(sealed: [UInt8](try #require(FileManager.default.contents(atPath: directory + "/" + file))))
+                    #expect(try r.read(String.self) == CheckpointStore.expiredKind)
+                    _ = try r.read(UInt32.self)
+                    return try StreamPipeline.restore(try r.readBlob(), settings: two)
+                }
+        }
+        // Not yet written aside: another dim does not come back, and the trainer writes it aside
+        // out of the way of the stream that took its name.
+        let b = StreamPipeline(name: "b", settings: two)
+        _ = values(40 * 2, seed: 1).withUnsafeBufferPointer { b.score($0.baseAddress!, count: 40, firstSequence: 0) }
+        daemon.retireLock.withLock {
+            daemon.retiring = [b]
+            daemon.retiringCount.store(1)
+        }
+        #expect(daemon.revive("b", settings: three) == nil)
+        #expect(daemon.revive("b", settings: three) == nil, "once marked, it is passed by")
+        #expect(daemon.retiring.count == 1 && daemon.streamsRevived.load == 0)
+        daemon.keepExpiredAside()
+        #expect(daemon.retiring.isEmpty && daemon.retiringAside.isEmpty)
+        #expect(!FileManager.default.fileExists(atPath: directory + "/expired-b.stream"))
+        #expect(try setAside("b").map(\.accepted) == [40])
+        #expect(daemon.streamsSetAside.load == 1)
+
+        // Written aside: its file is moved aside when the name comes back as another dim.
+        let c = StreamPipeline(name: "c", settings: two)
+        _ = values(30 * 2, seed: 2).withUnsafeBufferPointer { c.score($0.baseAddress!, count: 30, firstSequence: 0) }
+        daemon.retireLock.withLock {
+            daemon.retiring = [c]
+            daemon.retiringCount.store(1)
+        }
+        daemon.keepExpiredAside()
+        #expect(FileManager.default.fileExists(atPath: directory + "/expired-c.stream"))
+        #expect(daemon.revive("c", settings: three) == nil)
+        #expect(!FileManager.default.fileExists(atPath: directory + "/expired-c.stream"))
+        #expect(try setAside("c").map(\.accepted) == [30])
+        #expect(daemon.streamsSetAside.load == 2)
+
+        // A damaged file is moved aside too (it was deleted), and counted.
+        let d = StreamPipeline(name: "d", settings: two)
+        let path = try CheckpointStore(directory: directory).writeExpired(d)
+        var bytes = [UInt8](try #require(FileManager.default.contents(atPath: path)))
+        bytes[bytes.count / 2] ^= 0x10
+        #expect(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
+        #expect(daemon.revive("d", settings: two) == nil)
+        #expect(!FileManager.default.fileExists(atPath: path))
+        let damaged = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix("-d.stream") }
+        #expect(damaged.count == 1 && damaged.allSatisfy { $0.hasPrefix("set-aside-expired-") })
+        #expect(daemon.streamsSetAside.load == 3)
     }
 
     /// From review: a daemon killed after a stream expired and before a checkpoint left it out
@@ -172,8 +230,14 @@ import ZeroMQ
         #expect(store.takeExpired("s4", settings: settings.resolved(dim: 2)) == nil)
         var wider = settings
         wider.autoencoderHidden = [8]
-        #expect(throws: (any Error).self) { try store.takeExpired("s3", settings: wider.resolved(dim: 2))?.get() }
+        var aside: String?
+        #expect(throws: (any Error).self) { try store.takeExpired("s3", settings: wider.resolved(dim: 2)) { aside = $0 }?.get() }
         #expect(!FileManager.default.fileExists(atPath: directory + "/expired-s3.stream"))
+        // Moved aside, not deleted (from review), where nothing counts or prunes it.
+        let moved = try #require(aside)
+        #expect(moved.hasPrefix(directory + "/set-aside-expired-") && moved.hasSuffix("-s3.stream"))
+        #expect(FileManager.default.fileExists(atPath: moved))
+        #expect(store.takeExpired("s3", settings: settings.resolved(dim: 2)) == nil)
         // A state taken back but kept (the daemon's way, until a checkpoint holds the stream) and
         // spared is neither counted against the cap nor removed by it.
         #expect(try store.takeExpired("s2", settings: settings.resolved(dim: 2), remove: false)?.get().name == "s2")
@@ -183,13 +247,15 @@ import ZeroMQ
             store.pruneExpired(keep: 2, sparing: [spared])
             Thread.sleep(forTimeInterval: 0.01)
         }
-        let now = try FileManager.default.contentsOfDirectory(atPath: directory).sorted()
+        let now = try FileManager.default.contentsOfDirectory(atPath: directory).sorted().filter { $0.hasPrefix("expired-") }
         #expect(now == ["expired-s2.stream", "expired-s6.stream", "expired-s7.stream"])
-        // Another stream's state under this name (a file renamed) is refused, naming both, and removed.
+        #expect(FileManager.default.fileExists(atPath: moved), "a state set aside is not pruned")
+        // Another stream's state under this name (a file renamed) is refused, naming both, and moved aside.
         let renamed = directory + "/expired-s9.stream"
         #expect(rename(directory + "/expired-s7.stream", renamed) == 0)
         #expect { try store.takeExpired("s9", settings: settings.resolved(dim: 2))?.get() } throws: { "\($0)".contains("is stream s7's") }
         #expect(!FileManager.default.fileExists(atPath: renamed))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory).contains { $0.hasSuffix("-s9.stream") })
     }
 
     /// Names of up to 256 bytes (`max_stream_name_bytes`' bound) expire and come back: a file name
