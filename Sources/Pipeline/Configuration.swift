@@ -520,6 +520,11 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// Seconds a producer connection may take to finish its ZMTP handshake before it is closed: a
     /// slot held by a peer that never greets, or never proves its key, is one a producer cannot have.
     public var ingestHandshakeSeconds = 10.0
+    /// CURVE handshake steps (a HELLO or an INITIATE, 0.2 to 0.4 ms of public-key work each on the
+    /// ingest thread) taken per second across all producer connections; more wait their turn, in
+    /// the order they came. Anyone who reaches the port can send a HELLO: unbounded, a peer opening
+    /// connections as fast as it can took ingest's time from every producer. 0: no limit.
+    public var ingestHandshakesPerSecond = 500.0
     /// Seconds a message may be in progress on a connection (from the first of its bytes that the
     /// buffer holds to its last) before the connection is closed: a peer that announces a large
     /// frame and then stalls, or trickles it, would otherwise hold its share of
@@ -634,6 +639,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
             || maxIngestConnections > 1 << 20
         {
             throw ConfigurationError.invalid("ingest_connection_bytes must be in 8K...1G and max_ingest_connections in 1...1048576")
+        }
+        if !(ingestHandshakesPerSecond == 0 || (ingestHandshakesPerSecond >= 1 && ingestHandshakesPerSecond <= 1e6)) {
+            throw ConfigurationError.invalid("ingest_handshakes_per_second must be 0 (no limit) or in 1...1000000")
         }
         if !(ingestHandshakeSeconds >= 0.1 && ingestHandshakeSeconds <= 3600) {
             throw ConfigurationError.invalid("ingest_handshake_seconds must be in 0.1...3600")

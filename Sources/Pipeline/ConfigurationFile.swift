@@ -117,6 +117,7 @@ public enum ConfigurationFile {
         case "max_ingest_connections": c.maxIngestConnections = try int(v)
         case "ingest_buffer_bytes": c.ingestBufferBytes = try bytes(v)
         case "ingest_handshake_seconds": c.ingestHandshakeSeconds = try double(v)
+        case "ingest_handshakes_per_second": c.ingestHandshakesPerSecond = try double(v)
         case "ingest_idle_seconds": c.ingestIdleSeconds = try double(v)
         case "ingest_message_seconds": c.ingestMessageSeconds = try double(v)
         case "ingest_high_water_mark":

@@ -39,6 +39,7 @@ max_ingest_connections = 512          # producer connections at once (one more i
 ingest_buffer_bytes = 64M             # messages in progress across connections; ingest holds at most
                                       # max_ingest_connections x ingest_connection_bytes + this (576 MiB)
 ingest_handshake_seconds = 10         # a producer connection still without its handshake after this is closed
+ingest_handshakes_per_second = 500    # CURVE HELLO/INITIATE steps taken a second (more wait their turn; 0: no limit)
 ingest_message_seconds = 30           # a connection whose message is in progress (part read) this long is closed
 ingest_idle_seconds = 60              # with every connection slot taken, one quiet this long makes room for a newcomer
 trainer_priority = idle                # idle (only CPU nothing else wants) or a nice value 0 to 19

@@ -64,6 +64,8 @@ public final class Daemon: @unchecked Sendable {
     public let pongsDropped = Counter()
     /// Idle producer connections closed to make room for a new one at `max_ingest_connections`.
     public let connectionsEvicted = Counter()
+    /// CURVE handshake steps that waited for their turn (`ingest_handshakes_per_second`).
+    public let handshakesWaited = Counter()
     /// Times an idle trainer starved of CPU while steps were owed was raised to SCHED_OTHER.
     public let trainerBoosts = Counter()
     /// The trainer's kernel thread id and CPU clock, when it runs under SCHED_IDLE (stateLock).
@@ -423,7 +425,7 @@ public final class Daemon: @unchecked Sendable {
             // Producers reach a STREAM socket: ingest speaks ZMTP (and CURVE) itself, so that it holds
             // a bounded number of bytes however producers frame their messages (IngestConnections).
             let ingest = try makeIngestSocket()
-            var connections = IngestConnections(configuration, security: security)
+            var connections = IngestConnections(configuration, security: security, handshakesWaited: handshakesWaited)
             let ingestEndpoint = try ingest.bind(configuration.ingest)
             ready.fulfil((ingestEndpoint, publishEndpoint))
             var nextHeartbeat = Self.monotonic(), nextExpiry = Self.monotonic()
@@ -437,8 +439,10 @@ public final class Daemon: @unchecked Sendable {
                     // scoring.
                     _ = try takeChunks(1000, from: ingest, connections: &connections, run: &run, publisher: pub)
                     try checkInjectedFault("eddy-ingest")  // a test's: with a run admitted, not yet scored
-                    flush(&run, publisher: pub)
                 }
+                // Handshakes waiting for their turn take it as the allowance refills.
+                if !connections.waiting.isEmpty { try resumeWaiting(ingest, connections: &connections, run: &run, publisher: pub) }
+                flush(&run, publisher: pub)
                 try forward(pipe, to: pub, ready: ready.second, nextHeartbeat: &nextHeartbeat)
                 if Self.monotonic() >= nextExpiry {
                     expireIdleStreams()
@@ -816,6 +820,11 @@ public final class Daemon: @unchecked Sendable {
         }
     }
 
+    /// Whether the trainer has work waiting: steps owed, or expired streams to write aside (their
+    /// memory no longer counted against `memory_budget`: a starved trainer that was not raised for
+    /// them left them in memory while other processes kept the cores busy, from stop 57).
+    var trainerOwesWork: Bool { retiringCount.load > 0 || allStreams.contains { $0.wantsStep } }
+
     /// The trainer's guaranteed share (ingest thread, twice a second). SCHED_IDLE gives the trainer
     /// only CPU time nothing else wants: on a machine saturated by other work it would get almost
     /// none, and a stream might never leave warm-up. When steps are owed and the trainer had less
@@ -831,7 +840,7 @@ public final class Daemon: @unchecked Sendable {
         defer { trainerShare.cpu = cpu; trainerShare.wall = wall }
         guard trainerShare.wall > 0, wall > trainerShare.wall else { return }
         let share = (cpu - trainerShare.cpu) / (wall - trainerShare.wall)
-        let owed = allStreams.contains { $0.wantsStep }
+        let owed = trainerOwesWork
         if owed && share < configuration.trainerMinimumShare && !trainerShare.boosted {
             if eddy_idle_boost(trainer.tid, 1) == 0 {
                 trainerShare.boosted = true

@@ -22,6 +22,13 @@ struct IngestConnections {
     /// full: a peer that does not read): the close is sent again at each maintenance tick, and until
     /// it goes they count toward `maximum` (their bytes are read past).
     var unclosed: [UInt64: [UInt8]] = [:]
+    /// Connections whose CURVE handshake step waits for `handshakes`, oldest first (a closed one is
+    /// passed by when its turn comes), and the same as a set.
+    var waiting: [UInt64] = []
+    var waitingKeys: Set<UInt64> = []
+    /// CURVE handshake steps allowed per second (`ingest_handshakes_per_second`); nil without CURVE
+    /// or without a limit.
+    let handshakes: ZMTPConnection.HandshakeAllowance?
     /// Seconds a connection may take to finish its handshake before it is closed.
     let handshakeSeconds: Double
     /// With every slot taken, a connection this long in its handshake is closed for a newcomer (a
@@ -38,7 +45,7 @@ struct IngestConnections {
     let limits: ZMTPConnection.Limits
     let maximum: Int
 
-    init(_ c: DaemonConfiguration, security: Security?) {
+    init(_ c: DaemonConfiguration, security: Security?, handshakesWaited: Counter = Counter()) {
         budget = .init(limit: c.ingestBufferBytes)
         limits = .init(frameBytes: [c.maxStreamNameBytes, c.maxMessageBytes])
         maximum = c.maxIngestConnections
@@ -48,8 +55,11 @@ struct IngestConnections {
         if let security, let secret = Curve.decode(security.server.secretKey) {
             let list = security.allowList
             self.security = .curve(secretKey: secret, allows: { list.contains(raw: $0) })
+            handshakes = c.ingestHandshakesPerSecond > 0
+                ? .init(perSecond: c.ingestHandshakesPerSecond, clock: Daemon.monotonic, waited: { handshakesWaited.add() }) : nil
         } else {
             self.security = .null
+            handshakes = nil
         }
     }
 }
@@ -78,63 +88,91 @@ extension Daemon {
                     try opened(or: key, id: Array(id), stream: stream, connections: &connections)
                     return
                 }
-                guard let (idBytes, c, _, holding, _) = connections.open[key] else { return }  // closed by us; its last bytes
-                var closed = false, finished = false
-                try c.feed(data, budget: connections.budget) { event in
-                    guard !closed else { return }
-                    switch event {
-                    case .send(let bytes):
-                        // Handshake replies and PONGs are small; a peer that does not read them is let
-                        // go (counted), one that has left is forgotten.
-                        let sent = try Self.send([idBytes, bytes], to: stream)
-                        if sent != .sent {
-                            c.release(budget: connections.budget)
-                            connections.open[key] = nil
-                            closed = true
-                        }
-                        if sent == .gone { connections.gone.insert(key) }
-                        if sent == .full {
-                            try close(key, id: idBytes, stream: stream, connections: &connections)
-                            ended(.protocolError("the producer does not read: a handshake reply or pong would block"))
-                        }
-                    case .pong(let bytes):
-                        // Best effort: a PONG that cannot go is dropped, and the rest of what the
-                        // peer sent is still read (a producer that sends a PING, its last batch
-                        // and leaves had that batch thrown away uncounted). A peer that has left
-                        // is forgotten at its disconnect notice.
-                        if try Self.send([idBytes, bytes], to: stream) != .sent { pongsDropped.add() }
-                    case .ready:
-                        break
-                    case .message(let frames):
-                        finished = true
-                        handle(frames, run: &run, publisher: publisher)
-                    case .refused(let refusal, let before):
-                        finished = true
-                        messagesReceived.add()
-                        flush(&run, publisher: publisher)
-                        let name = before.first.flatMap { StreamName.decode($0, maxBytes: configuration.maxStreamNameBytes).name }
-                        let (code, why) = Self.describe(refusal, configuration: configuration)
-                        reject(code, why, stream: name, sequence: 0, samples: 0, publisher: publisher)
-                    case .close(let end):
-                        connections.open[key] = nil
-                        try close(key, id: idBytes, stream: stream, connections: &connections)
-                        ended(end)
-                        closed = true
-                    }
-                }
-                // The clock of the message in progress: started by its first held bytes, and again by
-                // a message begun in the chunk that finished the one before.
-                guard !closed else { return }
-                if finished { connections.open[key]?.active = Self.monotonic() }
-                if c.held == 0 {
-                    if holding != nil { connections.open[key]?.holding = nil }
-                } else if holding == nil || finished {
-                    connections.open[key]?.holding = Self.monotonic()
+                try serve(key, stream: stream, connections: &connections, run: &run, publisher: publisher) { c, budget, emit in
+                    try c.feed(data, budget: budget, emit: emit)
                 }
             }
             if !got { return n > 0 }
         }
         return true
+    }
+
+    /// Connections whose CURVE handshake step waits for the allowance (`ingest_handshakes_per_second`),
+    /// in the order they came: each takes its turn while the allowance has room.
+    func resumeWaiting(_ stream: borrowing Socket, connections: inout IngestConnections, run: inout Coalesced, publisher: borrowing Socket) throws {
+        while let key = connections.waiting.first {
+            if let c = connections.open[key]?.connection, c.awaitsHandshakeTurn {
+                try serve(key, stream: stream, connections: &connections, run: &run, publisher: publisher) { c, budget, emit in
+                    try c.resume(budget: budget, emit: emit)
+                }
+                if c.awaitsHandshakeTurn && connections.open[key] != nil { return }  // no allowance left for now
+            }
+            connections.waiting.removeFirst()
+            connections.waitingKeys.remove(key)
+        }
+    }
+
+    /// Drives connection `key` with `drive` (its next bytes, or its waiting handshake step) and acts
+    /// on what follows: replies sent, messages handled, refusals published, the connection closed.
+    func serve(
+        _ key: UInt64, stream: borrowing Socket, connections: inout IngestConnections, run: inout Coalesced,
+        publisher: borrowing Socket,
+        _ drive: (ZMTPConnection, ZMTPConnection.Budget, (ZMTPConnection.Event) throws -> Void) throws -> Void
+    ) throws {
+        guard let (idBytes, c, _, holding, _) = connections.open[key] else { return }  // closed by us; its last bytes
+        var closed = false, finished = false
+        try drive(c, connections.budget) { event in
+            guard !closed else { return }
+            switch event {
+            case .send(let bytes):
+                // Handshake replies and PONGs are small; a peer that does not read them is let
+                // go (counted), one that has left is forgotten.
+                let sent = try Self.send([idBytes, bytes], to: stream)
+                if sent != .sent {
+                    c.release(budget: connections.budget)
+                    connections.open[key] = nil
+                    closed = true
+                }
+                if sent == .gone { connections.gone.insert(key) }
+                if sent == .full {
+                    try close(key, id: idBytes, stream: stream, connections: &connections)
+                    ended(.protocolError("the producer does not read: a handshake reply or pong would block"))
+                }
+            case .pong(let bytes):
+                // Best effort: a PONG that cannot go is dropped, and the rest of what the
+                // peer sent is still read (a producer that sends a PING, its last batch
+                // and leaves had that batch thrown away uncounted). A peer that has left
+                // is forgotten at its disconnect notice.
+                if try Self.send([idBytes, bytes], to: stream) != .sent { pongsDropped.add() }
+            case .ready:
+                break
+            case .message(let frames):
+                finished = true
+                handle(frames, run: &run, publisher: publisher)
+            case .refused(let refusal, let before):
+                finished = true
+                messagesReceived.add()
+                flush(&run, publisher: publisher)
+                let name = before.first.flatMap { StreamName.decode($0, maxBytes: configuration.maxStreamNameBytes).name }
+                let (code, why) = Self.describe(refusal, configuration: configuration)
+                reject(code, why, stream: name, sequence: 0, samples: 0, publisher: publisher)
+            case .close(let end):
+                connections.open[key] = nil
+                try close(key, id: idBytes, stream: stream, connections: &connections)
+                ended(end)
+                closed = true
+            }
+        }
+        // The clock of the message in progress: started by its first held bytes, and again by
+        // a message begun in the chunk that finished the one before.
+        guard !closed else { return }
+        if finished { connections.open[key]?.active = Self.monotonic() }
+        if c.held == 0 {
+            if holding != nil { connections.open[key]?.holding = nil }
+        } else if holding == nil || finished {
+            connections.open[key]?.holding = Self.monotonic()
+        }
+        if c.awaitsHandshakeTurn && connections.waitingKeys.insert(key).inserted { connections.waiting.append(key) }
     }
 
     /// An empty chunk: the connection `key` opened (greet it, or close it when too many are open)
@@ -154,7 +192,7 @@ extension Daemon {
             }
             _ = try Self.send([id, []], to: stream)
         } else {
-            let c = ZMTPConnection(security: connections.security, limits: connections.limits)
+            let c = ZMTPConnection(security: connections.security, limits: connections.limits, handshakes: connections.handshakes)
             // A producer gone before its greeting is sent is not kept (its disconnect notice may
             // already have been read).
             if try Self.send([id, c.greeting], to: stream) != .gone {

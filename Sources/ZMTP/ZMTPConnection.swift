@@ -68,6 +68,41 @@ public final class ZMTPConnection {
         public init(limit: Int) { self.limit = limit }
     }
 
+    /// CURVE handshake steps (a HELLO or an INITIATE, each a few public-key operations: 0.2 to 0.4 ms)
+    /// a socket's connections may take per second, shared by them all: a token bucket of `perSecond`
+    /// holding a tenth of a second's worth (at least one). Anyone who can open a connection can
+    /// send a HELLO; without this a peer opening connections as fast as it could took the owner
+    /// thread's time from every producer. A step beyond the allowance waits for its turn
+    /// (`awaitsHandshakeTurn`, `resume`), the connection's other bytes with it.
+    public final class HandshakeAllowance {
+        public let perSecond: Double, burst: Double
+        private var tokens: Double
+        private var last: Double
+        private let clock: () -> Double
+        /// Called each time a step waits for its turn.
+        let waited: () -> Void
+
+        /// `clock`: seconds, monotonic.
+        public init(perSecond: Double, clock: @escaping () -> Double, waited: @escaping () -> Void = {}) {
+            self.perSecond = perSecond
+            self.waited = waited
+            burst = max(1, perSecond / 10)
+            tokens = burst
+            self.clock = clock
+            last = clock()
+        }
+
+        /// Takes one step's allowance if there is one.
+        public func take() -> Bool {
+            let now = clock()
+            tokens = min(burst, tokens + max(0, now - last) * perSecond)
+            last = now
+            guard tokens >= 1 else { return false }
+            tokens -= 1
+            return true
+        }
+    }
+
     public static let flagMore: UInt8 = 1, flagLong: UInt8 = 2, flagCommand: UInt8 = 4
 
     let limits: Limits
@@ -93,9 +128,15 @@ public final class ZMTPConnection {
     private var outbox: [Event] = []
     /// Bytes of `budget` this connection holds (its message in progress).
     public private(set) var held = 0
+    private let handshakes: HandshakeAllowance?
+    /// A handshake command waiting for the allowance, and the bytes that came after it.
+    private var waiting: [UInt8]?
+    private var afterWaiting: [UInt8] = []
 
-    public init(security: Security, limits: Limits) {
+    /// `handshakes`: the socket's allowance of CURVE handshake steps (nil: no limit).
+    public init(security: Security, limits: Limits, handshakes: HandshakeAllowance? = nil) {
         self.limits = limits
+        self.handshakes = handshakes
         switch security {
         case .null:
             curve = nil
@@ -107,6 +148,8 @@ public final class ZMTPConnection {
     }
 
     public var isClosed: Bool { phase == .closed }
+    /// A handshake step waits for the socket's allowance: `resume` when there may be some.
+    public var awaitsHandshakeTurn: Bool { waiting != nil }
     /// The handshake is done: messages may come.
     public var isReady: Bool { phase == .ready }
 
@@ -143,6 +186,16 @@ public final class ZMTPConnection {
         var i = 0
         let n = bytes.count
         while i < n && phase != .closed {
+            if waiting != nil {
+                // A peer awaiting WELCOME or READY has nothing to send: what it sends anyway is kept
+                // for after its step, up to a command's size.
+                guard afterWaiting.count + (n - i) <= limits.commandBytes else {
+                    close(.protocolError("more than \(limits.commandBytes) bytes sent before its handshake was answered"), &events, budget: budget)
+                    break
+                }
+                afterWaiting.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[i..<n]))
+                break
+            }
             if phase == .greeting {
                 let take = min(64 - head.count, n - i)
                 head.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[i..<(i + take)]))
@@ -222,6 +275,21 @@ public final class ZMTPConnection {
     }
 
 
+    /// Takes the waiting handshake step if the allowance has room now, then what came after it.
+    /// Nothing happens while it has none (or no step waits).
+    public func resume(budget: Budget, emit: (Event) throws -> Void) rethrows {
+        guard let frame = waiting, phase != .closed, handshakes?.take() ?? true else { return }
+        waiting = nil
+        var events: [Event] = []
+        step(frame, &events, budget: budget)
+        for e in events { try emit(e) }
+        let rest = afterWaiting
+        afterWaiting = []
+        if !rest.isEmpty && phase != .closed {
+            try rest.withUnsafeBufferPointer { try feed($0, budget: budget, emit: emit) }
+        }
+    }
+
     /// Ends the connection from this side (or after the peer went): gives back what it held.
     public func release(budget: Budget) {
         budget.used -= held
@@ -229,6 +297,8 @@ public final class ZMTPConnection {
         phase = .closed
         body = []
         frames = []
+        waiting = nil
+        afterWaiting = []
     }
 
     /// The peer closed the connection: gives back what it held, and says why it ended if that counts
@@ -447,6 +517,16 @@ public final class ZMTPConnection {
     }
 
     private func handshake(_ frame: [UInt8], _ events: inout [Event], budget: Budget) {
+        // CURVE's costly steps take the socket's allowance, or wait for it.
+        if phase == .hello || phase == .initiate, let handshakes, !handshakes.take() {
+            waiting = frame
+            handshakes.waited()
+            return
+        }
+        step(frame, &events, budget: budget)
+    }
+
+    private func step(_ frame: [UInt8], _ events: inout [Event], budget: Budget) {
         do throws(CurveServer.Failure) {
             switch phase {
             case .hello:

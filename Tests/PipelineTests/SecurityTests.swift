@@ -236,6 +236,35 @@ import ZeroMQ
         #expect(try refused.receive() == nil)
     }
 
+    /// CURVE handshake steps beyond `ingest_handshakes_per_second` wait their turn and are counted:
+    /// three producers at 2 steps a second (a bucket of one) are all let in and scored, with steps
+    /// waiting; without a limit none waits.
+    @Test(arguments: [0.0, 2.0])
+    func handshakeStepsBeyondTheAllowanceWaitAndAreCounted(perSecond: Double) throws {
+        var setup = try Setup()
+        setup.configuration.ingestHandshakesPerSecond = perSecond
+        let daemon = try Daemon(configuration: setup.configuration, logger: quietLogger)
+        let endpoints = try daemon.start()
+        defer { daemon.stop() }
+        let curve = (setup.server.publicKey, setup.known)
+        let a = try Client(endpoints, curve: curve), b = try Client(endpoints, curve: curve), c = try Client(endpoints, curve: curve)
+        #expect(try a.awaitHeartbeat() != nil)
+        try a.send(stream: "a", sequence: 0, dim: 8, values: values(64, seed: 1))
+        try b.send(stream: "b", sequence: 0, dim: 8, values: values(64, seed: 2))
+        try c.send(stream: "c", sequence: 0, dim: 8, values: values(64, seed: 3))
+        var scored: Set<String> = []
+        _ = try a.receive(seconds: 15) { topic, _ in
+            if topic.hasPrefix("score/") { scored.insert(String(topic.dropFirst("score/".count).prefix { $0 != "/" })) }
+            return scored.count == 3
+        }
+        #expect(scored == ["a", "b", "c"])
+        if perSecond == 0 {
+            #expect(daemon.handshakesWaited.load == 0)
+        } else {
+            #expect(daemon.handshakesWaited.load >= 1)
+        }
+    }
+
     @Test func aDaemonWithAnUnreadableKeyDoesNotStart() throws {
         var setup = try Setup()
         chmod(setup.configuration.curveSecretKey, 0o644)

@@ -111,8 +111,11 @@ import ZeroMQ
             daemon.retiring = [a]
             daemon.retiringCount.store(1)
         }
+        // A stream waiting to be written aside is work for the trainer (a starved one is raised for it).
+        #expect(daemon.trainerOwesWork)
         #expect(daemon.revive("a", settings: settings) === a)
         #expect(daemon.retiring.isEmpty && daemon.streamsRevived.load == 1 && a.snapshotsOwed)
+        #expect(!daemon.trainerOwesWork)
         daemon.keepExpiredAside()
         #expect(!FileManager.default.fileExists(atPath: directory + "/expired-a.stream"))
     }

@@ -15,26 +15,48 @@ final class ZMTPServerHarness {
     var events: [ZMTPConnection.Event] = []
     /// Changes each chunk a connection sends before it is fed (a test's damage on the wire).
     var tamper: ((inout [UInt8]) -> Void)?
+    /// The connections' allowance of CURVE handshake steps, and a call made at each turn of the loop.
+    let handshakes: ZMTPConnection.HandshakeAllowance?
+    var tick: () -> Void = {}
 
     init(security: ZMTPConnection.Security = .null, limits: ZMTPConnection.Limits = .init(frameBytes: [64, 4096]),
-         budget: Int = 1 << 20) throws {
+         budget: Int = 1 << 20, handshakes: ZMTPConnection.HandshakeAllowance? = nil) throws {
         context = try Context()
         self.security = security
         self.limits = limits
         self.budget = .init(limit: budget)
+        self.handshakes = handshakes
+    }
+
+    /// Sends what a connection's events ask for, and keeps the events.
+    func act(_ new: [ZMTPConnection.Event], id: [UInt8], on stream: borrowing Socket) throws {
+        for e in new {
+            switch e {
+            case .send(let bytes), .pong(let bytes): try stream.send([id, bytes])
+            case .close: try stream.send([id, []])
+            default: break
+            }
+        }
+        events += new
     }
 
     /// Serves `stream` until `done` holds for the events so far, or 5 s pass.
     func serve(_ stream: borrowing Socket, until done: ([ZMTPConnection.Event]) -> Bool) throws {
         let deadline = Date().addingTimeInterval(5)
         while !done(events) && Date() < deadline {
+            tick()
+            for (id, c) in connections where c.awaitsHandshakeTurn {
+                var new: [ZMTPConnection.Event] = []
+                c.resume(budget: budget) { new.append($0) }
+                try act(new, id: id, on: stream)
+            }
             guard try stream.poll(timeout: 20), let frames = try stream.receive(dontWait: true), frames.count == 2 else { continue }
             let id = frames[0]
             if frames[1].isEmpty {
                 if let c = connections.removeValue(forKey: id) {
                     if let end = c.peerClosed(budget: budget) { events.append(.close(end)) }
                 } else {
-                    let c = ZMTPConnection(security: security, limits: limits)
+                    let c = ZMTPConnection(security: security, limits: limits, handshakes: handshakes)
                     connections[id] = c
                     try stream.send([id, c.greeting])
                 }
@@ -44,14 +66,7 @@ final class ZMTPServerHarness {
             var chunk = frames[1]
             tamper?(&chunk)
             let new = chunk.withUnsafeBufferPointer { c.feed($0, budget: budget) }
-            for e in new {
-                switch e {
-                case .send(let bytes), .pong(let bytes): try stream.send([id, bytes])
-                case .close: try stream.send([id, []])
-                default: break
-                }
-            }
-            events += new
+            try act(new, id: id, on: stream)
         }
     }
 
@@ -261,6 +276,82 @@ final class ZMTPServerHarness {
         func pongs() -> Int { server.events.filter { if case .pong = $0 { true } else { false } }.count }
         try server.serve(stream) { _ in server.messages.count == 1 && pongs() >= 5 }
         try body(server, stream, push, pongs)
+    }
+
+    /// CURVE handshake steps (HELLO, INITIATE: public-key work anyone who reaches the port can ask
+    /// for) beyond the socket's allowance wait their turn, in order, and are taken as it refills:
+    /// three libzmq CURVE producers against an allowance of 20 a second (a burst of 2) on a stopped
+    /// clock get two WELCOMEs and nothing more; as the clock runs, all three are let in and their
+    /// messages arrive.
+    @Test func curveHandshakeStepsBeyondTheAllowanceWaitTheirTurn() throws {
+        final class Clock: @unchecked Sendable { var now = 0.0 }
+        let clock = Clock()
+        let allowance = ZMTPConnection.HandshakeAllowance(perSecond: 20, clock: { clock.now })
+        #expect(allowance.burst == 2)
+        let serverKeys = try Curve.generate()
+        let server = try ZMTPServerHarness(
+            security: .curve(secretKey: Curve.decode(serverKeys.secretKey)!, allows: { _ in true }), handshakes: allowance)
+        let stream = try Socket(server.context, .stream)
+        let endpoint = try stream.bind("tcp://127.0.0.1:*")
+        func producer(_ k: Int) throws -> Socket {
+            let push = try Socket(server.context, .push)
+            try push.makeCurveClient(serverKey: serverKeys.publicKey, keys: try Curve.generate())
+            try push.connect(endpoint)
+            try push.send(frames("s", "message \(k)"))
+            return push
+        }
+        let a = try producer(0), b = try producer(1), c = try producer(2)
+        func count(_ kind: (ZMTPConnection.Event) -> Bool) -> Int { server.events.filter(kind).count }
+        let sends = { (e: ZMTPConnection.Event) -> Bool in if case .send = e { true } else { false } }
+        let readies = { (e: ZMTPConnection.Event) -> Bool in if case .ready = e { true } else { false } }
+        // Stopped: two steps (two HELLOs answered), then every connection waits.
+        try server.serve(stream) { _ in server.connections.count == 3 && server.connections.values.allSatisfy(\.awaitsHandshakeTurn) }
+        #expect(server.connections.values.filter(\.awaitsHandshakeTurn).count == 3)
+        #expect(count(sends) == 2 && count(readies) == 0 && server.messages.isEmpty)
+        // Running (a tenth of a second a turn: two steps): all six steps are taken.
+        server.tick = { clock.now += 0.1 }
+        try server.serve(stream) { _ in server.messages.count == 3 }
+        #expect(Set(server.messages.map { String(decoding: $0[1], as: UTF8.self) }) == ["message 0", "message 1", "message 2"])
+        #expect(count(sends) == 6 && count(readies) == 3 && server.ends.isEmpty)
+        // The producers live to here.
+        try a.setLinger(milliseconds: 0)
+        try b.setLinger(milliseconds: 0)
+        try c.setLinger(milliseconds: 0)
+    }
+
+    /// A connection waiting for its handshake turn keeps what its peer sends after the step, up to a
+    /// command's size, and goes on with it when the turn comes; more than that closes it.
+    @Test func bytesAfterAWaitingHandshakeStepAreKeptForItsTurn() {
+        final class Clock: @unchecked Sendable { var now = 0.0 }
+        let clock = Clock()
+        let budget = ZMTPConnection.Budget(limit: 1 << 20)
+        let greeting: [UInt8] = [0xFF, 0, 0, 0, 0, 0, 0, 0, 1, 0x7F, 3, 1] + Array("CURVE".utf8) + [UInt8](repeating: 0, count: 15) + [0]
+            + [UInt8](repeating: 0, count: 31)
+        // Version 1.0, and a signature box of zeros, which does not open.
+        let hello = ZMTPConnection.command(CurveServer.name("HELLO") + [1, 0] + [UInt8](repeating: 0, count: 192))
+        func connection(_ allowance: ZMTPConnection.HandshakeAllowance) -> ZMTPConnection {
+            ZMTPConnection(security: .curve(secretKey: [UInt8](repeating: 1, count: 32), allows: { _ in true }),
+                           limits: .init(frameBytes: [64, 4096]), handshakes: allowance)
+        }
+        func feed(_ c: ZMTPConnection, _ bytes: [UInt8]) -> [ZMTPConnection.Event] { bytes.withUnsafeBufferPointer { c.feed($0, budget: budget) } }
+        let empty = ZMTPConnection.HandshakeAllowance(perSecond: 1, clock: { clock.now })
+        #expect(empty.take() && !empty.take())
+        // Its HELLO (and eight bytes after) wait; resumed without an allowance nothing happens.
+        let c = connection(empty)
+        #expect(feed(c, greeting + hello + [UInt8](repeating: 0, count: 8)).isEmpty && c.awaitsHandshakeTurn)
+        var events: [ZMTPConnection.Event] = []
+        c.resume(budget: budget) { events.append($0) }
+        #expect(events.isEmpty && c.awaitsHandshakeTurn)
+        // Its turn: the HELLO is taken, and refused.
+        clock.now += 1
+        c.resume(budget: budget) { events.append($0) }
+        #expect(!c.awaitsHandshakeTurn && c.isClosed)
+        #expect(events.contains { if case .close(.protocolError(let why)) = $0 { why.contains("does not open") } else { false } })
+        // A peer that sends more than a command's size while it waits is closed.
+        let d = connection(empty)
+        #expect(feed(d, greeting + hello).isEmpty && d.awaitsHandshakeTurn)
+        let flood = feed(d, [UInt8](repeating: 0, count: 8_193))
+        #expect(d.isClosed && flood.contains { if case .close(.protocolError(let why)) = $0 { why.contains("before its handshake was answered") } else { false } })
     }
 
     /// A CURVE client's heartbeat PINGs are boxed as its messages are, with COMMAND in the box's own
