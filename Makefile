@@ -1,5 +1,5 @@
 # The README's commands. Each installs what is missing first (scripts/setup.sh).
-.PHONY: demo test fuzz soak kill-loop bench corpus setup install clean
+.PHONY: demo test fuzz soak kill-loop bench corpus setup static install clean
 
 # The main job: the daemon on its embedded defaults, a synthetic sensor feed with injected anomalies,
 # and `eddy watch` (scripts/demo.sh; DEMO_SECONDS=0 runs until Ctrl-C).
@@ -38,11 +38,12 @@ bench:
 
 # Labelled synthetic corpora for `eddy eval` (GutenTAG; scripts/make-corpus.py): out/corpus/<kind>-<seed>
 # for the development seeds 10, 11, 12. Seeds kept for verification are not generated here. A corpus
-# is complete once its MANIFEST.json is written (last): an interrupted one is made again.
+# is complete once its MANIFEST.json is written (last): an interrupted one is removed and made again.
 corpus:
 	scripts/setup.sh release corpus
 	set -e; for k in univariate multivariate; do for s in 10 11 12; do \
-		[ -f out/corpus/$$k-$$s/MANIFEST.json ] || .venv-corpus/bin/python scripts/make-corpus.py --out out/corpus/$$k-$$s --seed $$s --kind $$k; \
+		d=out/corpus/$$k-$$s; \
+		if [ ! -f $$d/MANIFEST.json ]; then rm -rf $$d; .venv-corpus/bin/python scripts/make-corpus.py --out $$d --seed $$s --kind $$k; fi; \
 	done; done
 
 setup:
@@ -50,13 +51,17 @@ setup:
 
 # The daemon for a host without a Swift toolchain: the Swift runtime and Foundation linked in
 # (--static-swift-stdlib, its own build directory), so it needs only libzmq5, libsodium23 and
-# libopenblas0 (checked: no libswift* among its libraries). PREFIX=/usr/local, DESTDIR for packaging.
+# libopenblas0 (checked: no libswift* among its libraries). `make static` builds it as you;
+# `sudo make install` only copies it (PREFIX=/usr/local, DESTDIR for packaging).
 PREFIX ?= /usr/local
-install:
+STATIC = .build/static/release/eddy
+static:
 	scripts/setup.sh
 	swift build -c release --static-swift-stdlib --scratch-path .build/static --product eddy
-	! ldd .build/static/release/eddy | grep -E 'libswift|libFoundation|libdispatch'
-	install -D -m 755 .build/static/release/eddy $(DESTDIR)$(PREFIX)/bin/eddy
+	! ldd $(STATIC) | grep -E 'libswift|libFoundation|libdispatch'
+install:
+	@[ -x $(STATIC) ] || { echo "install: no $(STATIC); run 'make static' first (as yourself, not root)" >&2; exit 1; }
+	install -D -m 755 $(STATIC) $(DESTDIR)$(PREFIX)/bin/eddy
 
 clean:
 	rm -rf .build .venv .venv-corpus out

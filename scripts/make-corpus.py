@@ -300,8 +300,9 @@ def main():
     manifest = {"generator": "scripts/make-corpus.py", "seed": args.seed, "kind": args.kind, "lengths": args.lengths,
                 "gutentag_version": metadata.version("timeeval-gutentag"), "families": FAMILIES,
                 "anomaly_counts": counts, "files": entries}
-    (args.out / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
     (args.out / "README.md").write_text(readme(args, counts, entries))
+    # Last: `make corpus` takes a directory with its MANIFEST.json as complete.
+    (args.out / "MANIFEST.json").write_text(json.dumps(manifest, indent=1) + "\n")
     print(f"{len(entries)} files in {args.out}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
 
 

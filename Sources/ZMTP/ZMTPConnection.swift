@@ -78,6 +78,8 @@ public final class ZMTPConnection {
         public let perSecond: Double, burst: Double
         private var tokens: Double
         private var last: Double
+        /// Steps waiting for their turn: while any waits, a new step waits behind it.
+        public internal(set) var waiting = 0
         private let clock: () -> Double
         /// Called each time a step waits for its turn.
         let waited: () -> Void
@@ -92,7 +94,8 @@ public final class ZMTPConnection {
             last = clock()
         }
 
-        /// Takes one step's allowance if there is one.
+        /// Takes one step's allowance if there is one (whether or not steps wait: the caller keeps
+        /// their order).
         public func take() -> Bool {
             let now = clock()
             tokens = min(burst, tokens + max(0, now - last) * perSecond)
@@ -280,6 +283,7 @@ public final class ZMTPConnection {
     public func resume(budget: Budget, emit: (Event) throws -> Void) rethrows {
         guard let frame = waiting, phase != .closed, handshakes?.take() ?? true else { return }
         waiting = nil
+        handshakes?.waiting -= 1
         var events: [Event] = []
         step(frame, &events, budget: budget)
         for e in events { try emit(e) }
@@ -297,6 +301,7 @@ public final class ZMTPConnection {
         phase = .closed
         body = []
         frames = []
+        if waiting != nil { handshakes?.waiting -= 1 }
         waiting = nil
         afterWaiting = []
     }
@@ -305,7 +310,9 @@ public final class ZMTPConnection {
     /// (a refusal under CURVE, a protocol error under NULL). A libzmq client whose security differs
     /// from ours closes as soon as it reads our greeting, before its own is complete.
     public func peerClosed(budget: Budget) -> End? {
-        let phase = self.phase
+        // A peer that left while its step waited is no refusal (a HELLO flood's connections close
+        // so; counted as refused, from review).
+        let phase = waiting == nil ? self.phase : .initiate
         release(budget: budget)
         switch phase {
         case .greeting, .hello:
@@ -518,8 +525,11 @@ public final class ZMTPConnection {
 
     private func handshake(_ frame: [UInt8], _ events: inout [Event], budget: Budget) {
         // CURVE's costly steps take the socket's allowance, or wait for it.
-        if phase == .hello || phase == .initiate, let handshakes, !handshakes.take() {
+        // A step waits while others wait (their turns come first, in the order they came) or while
+        // the allowance has none.
+        if phase == .hello || phase == .initiate, let handshakes, handshakes.waiting > 0 || !handshakes.take() {
             waiting = frame
+            handshakes.waiting += 1
             handshakes.waited()
             return
         }

@@ -319,39 +319,75 @@ final class ZMTPServerHarness {
         try c.setLinger(milliseconds: 0)
     }
 
-    /// A connection waiting for its handshake turn keeps what its peer sends after the step, up to a
-    /// command's size, and goes on with it when the turn comes; more than that closes it.
-    @Test func bytesAfterAWaitingHandshakeStepAreKeptForItsTurn() {
+    /// Steps wait in the order they came: one that arrives while another waits waits behind it even
+    /// when the allowance has room. A waiting connection keeps what its peer sends after the step,
+    /// up to a command's size, and reads it after its reply; more closes it. A peer that leaves
+    /// while its step waits is no refusal (a HELLO flood's connections leave so).
+    @Test func waitingHandshakeStepsKeepTheirOrderAndTheBytesBehindThem() throws {
         final class Clock: @unchecked Sendable { var now = 0.0 }
         let clock = Clock()
         let budget = ZMTPConnection.Budget(limit: 1 << 20)
+        let server = try Curve.generate()
+        let serverPublic = try #require(Curve.decode(server.publicKey)), serverSecret = try #require(Curve.decode(server.secretKey))
         let greeting: [UInt8] = [0xFF, 0, 0, 0, 0, 0, 0, 0, 1, 0x7F, 3, 1] + Array("CURVE".utf8) + [UInt8](repeating: 0, count: 15) + [0]
             + [UInt8](repeating: 0, count: 31)
-        // Version 1.0, and a signature box of zeros, which does not open.
-        let hello = ZMTPConnection.command(CurveServer.name("HELLO") + [1, 0] + [UInt8](repeating: 0, count: 192))
-        func connection(_ allowance: ZMTPConnection.HandshakeAllowance) -> ZMTPConnection {
-            ZMTPConnection(security: .curve(secretKey: [UInt8](repeating: 1, count: 32), allows: { _ in true }),
-                           limits: .init(frameBytes: [64, 4096]), handshakes: allowance)
+        /// A HELLO that opens (RFC 26: version 1.0, padding, C', a short nonce, 64 zeros boxed from C' to S).
+        func hello() throws -> [UInt8] {
+            let transient = try Curve.generate()
+            let short: [UInt8] = [0, 0, 0, 0, 0, 0, 0, 1]
+            let box = CurveServer.seal([UInt8](repeating: 0, count: 64), nonce: CurveServer.nonce("CurveZMQHELLO---", short[...]),
+                                       to: serverPublic, from: try #require(Curve.decode(transient.secretKey)))
+            return ZMTPConnection.command(CurveServer.name("HELLO") + [1, 0] + [UInt8](repeating: 0, count: 72)
+                + (try #require(Curve.decode(transient.publicKey))) + short + box)
+        }
+        let allowance = ZMTPConnection.HandshakeAllowance(perSecond: 1, clock: { clock.now })
+        func connection() -> ZMTPConnection {
+            ZMTPConnection(security: .curve(secretKey: serverSecret, allows: { _ in true }), limits: .init(frameBytes: [64, 4096]),
+                           handshakes: allowance)
         }
         func feed(_ c: ZMTPConnection, _ bytes: [UInt8]) -> [ZMTPConnection.Event] { bytes.withUnsafeBufferPointer { c.feed($0, budget: budget) } }
-        let empty = ZMTPConnection.HandshakeAllowance(perSecond: 1, clock: { clock.now })
-        #expect(empty.take() && !empty.take())
-        // Its HELLO (and eight bytes after) wait; resumed without an allowance nothing happens.
-        let c = connection(empty)
-        #expect(feed(c, greeting + hello + [UInt8](repeating: 0, count: 8)).isEmpty && c.awaitsHandshakeTurn)
-        var events: [ZMTPConnection.Event] = []
-        c.resume(budget: budget) { events.append($0) }
-        #expect(events.isEmpty && c.awaitsHandshakeTurn)
-        // Its turn: the HELLO is taken, and refused.
+        func resume(_ c: ZMTPConnection) -> [ZMTPConnection.Event] {
+            var events: [ZMTPConnection.Event] = []
+            c.resume(budget: budget) { events.append($0) }
+            return events
+        }
+        func welcomes(_ e: [ZMTPConnection.Event]) -> Int {
+            e.filter { if case .send(let b) = $0 { b.count == 2 + 168 } else { false } }.count
+        }
+        // The first takes the one step the bucket holds; the second waits, with a malformed INITIATE
+        // behind its HELLO.
+        let first = connection(), second = connection()
+        #expect(welcomes(feed(first, greeting + (try hello()))) == 1 && !first.awaitsHandshakeTurn)
+        let initiate = ZMTPConnection.command(CurveServer.name("INITIATE") + [1, 2, 3])
+        #expect(feed(second, greeting + (try hello()) + initiate).isEmpty && second.awaitsHandshakeTurn)
+        #expect(allowance.waiting == 1 && resume(second).isEmpty)
+        // A step's worth later a third arrives: it waits behind the second, though there is room.
         clock.now += 1
-        c.resume(budget: budget) { events.append($0) }
-        #expect(!c.awaitsHandshakeTurn && c.isClosed)
-        #expect(events.contains { if case .close(.protocolError(let why)) = $0 { why.contains("does not open") } else { false } })
-        // A peer that sends more than a command's size while it waits is closed.
-        let d = connection(empty)
-        #expect(feed(d, greeting + hello).isEmpty && d.awaitsHandshakeTurn)
-        let flood = feed(d, [UInt8](repeating: 0, count: 8_193))
-        #expect(d.isClosed && flood.contains { if case .close(.protocolError(let why)) = $0 { why.contains("before its handshake was answered") } else { false } })
+        let third = connection()
+        #expect(feed(third, greeting + (try hello())).isEmpty && third.awaitsHandshakeTurn && allowance.waiting == 2)
+        // The second's turn: its WELCOME, then the bytes it sent after its HELLO, read as its
+        // INITIATE, which waits behind the third.
+        #expect(welcomes(resume(second)) == 1 && second.awaitsHandshakeTurn && allowance.waiting == 2)
+        clock.now += 1
+        #expect(welcomes(resume(third)) == 1 && !third.awaitsHandshakeTurn && allowance.waiting == 1)
+        #expect(resume(second).isEmpty && second.awaitsHandshakeTurn)
+        clock.now += 1
+        let initiated = resume(second)
+        #expect(initiated.contains { if case .close(.protocolError("malformed CURVE INITIATE")) = $0 { true } else { false } })
+        #expect(second.isClosed && allowance.waiting == 0)
+        // A peer that leaves while its step waits: no refusal, and its place is given up.
+        let fourth = connection()
+        #expect(feed(fourth, greeting + (try hello())).isEmpty && fourth.awaitsHandshakeTurn && allowance.waiting == 1)
+        #expect(fourth.peerClosed(budget: budget) == nil && allowance.waiting == 0)
+        // One that sends more than a command's size while it waits is closed.
+        let fifth = connection()
+        #expect(feed(fifth, greeting + (try hello())).isEmpty && fifth.awaitsHandshakeTurn)
+        let flood = feed(fifth, [UInt8](repeating: 0, count: 8_193))
+        #expect(fifth.isClosed && flood.contains { if case .close(.protocolError(let why)) = $0 { why.contains("before its handshake was answered") } else { false } })
+        #expect(allowance.waiting == 0)
+        // A second later, with none waiting, a newcomer is answered at once.
+        clock.now += 1
+        #expect(welcomes(feed(connection(), greeting + (try hello()))) == 1)
     }
 
     /// A CURVE client's heartbeat PINGs are boxed as its messages are, with COMMAND in the box's own
