@@ -7,7 +7,8 @@ sender a TCP connection and 266 bytes each. For each setting this starts a CURVE
 allowed producer (pyzmq, batches of 256 samples of dim 8, as fast as the daemon takes them) for
 `--seconds` alone and then for as long beside `--flooders` threads that connect, send the greeting
 and one replayed HELLO, and close, and reports the samples accepted per second in both windows and
-the HELLOs sent.
+the HELLOs sent. `--producer feed` uses `eddy feed --demo` (eight sensors, as fast as it goes)
+instead of pyzmq, a producer that asks more of ingest.
 
     .venv/bin/python scripts/hello-flood.py [--eddy .build/release/eddy] [--seconds 10] [--flooders 8]
 """
@@ -58,7 +59,7 @@ def accepted(http):
     return 0.0
 
 
-def run(eddy, per_second, seconds, flooders, keys_dir):
+def run(eddy, per_second, seconds, flooders, keys_dir, producer):
     config = Path(keys_dir) / f"flood-{per_second}.conf"
     config.write_text(f'curve_secret_key = "{keys_dir}/server.key"\ncurve_allowed_clients = "{keys_dir}/clients"\n'
                       f"ingest_handshakes_per_second = {per_second}\n")
@@ -72,6 +73,15 @@ def run(eddy, per_second, seconds, flooders, keys_dir):
         sent = [0] * flooders
 
         def produce():
+            if producer == "feed":
+                feed = subprocess.Popen([eddy, "feed", "--demo", "--stream", "s", "--rate", "0", "--batch", "256",
+                                         "--endpoint", ingest, "--server-key", f"{keys_dir}/server.pub",
+                                         "--client-key", f"{keys_dir}/clients/producer.key"],
+                                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                stop.wait()
+                feed.terminate()
+                feed.wait()
+                return
             with Producer(ingest, curve=keys) as p:
                 while not stop.is_set():
                     p.send("s", x)
@@ -111,6 +121,7 @@ def main():
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--flooders", type=int, default=8)
     ap.add_argument("--settings", default="0,500", help="ingest_handshakes_per_second values, in turn")
+    ap.add_argument("--producer", choices=["pyzmq", "feed"], default="pyzmq")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as keys_dir:
         os.makedirs(f"{keys_dir}/clients", mode=0o755)
@@ -118,7 +129,7 @@ def main():
             subprocess.run([args.eddy, "keygen", name, "--directory", where], check=True, capture_output=True)
         print(f"{'ingest_handshakes_per_second':>28}  {'alone (samples/s)':>18}  {'flooded (samples/s)':>20}  {'ratio':>6}  {'HELLOs/s sent':>14}")
         for setting in args.settings.split(","):
-            alone, flooded, hellos = run(args.eddy, setting.strip(), args.seconds, args.flooders, keys_dir)
+            alone, flooded, hellos = run(args.eddy, setting.strip(), args.seconds, args.flooders, keys_dir, args.producer)
             print(f"{setting:>28}  {alone:18.0f}  {flooded:20.0f}  {flooded / alone:6.2f}  {hellos:14.0f}")
 
 

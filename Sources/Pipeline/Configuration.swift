@@ -520,7 +520,7 @@ public struct DaemonConfiguration: Sendable, Equatable {
     /// Seconds a producer connection may take to finish its ZMTP handshake before it is closed: a
     /// slot held by a peer that never greets, or never proves its key, is one a producer cannot have.
     public var ingestHandshakeSeconds = 10.0
-    /// CURVE handshake steps (a HELLO or an INITIATE, 0.2 to 0.4 ms of public-key work each on the
+    /// CURVE handshake steps (a HELLO or an INITIATE, about 0.14 ms of public-key work each on the
     /// ingest thread) taken per second across all producer connections; more wait their turn, in
     /// the order they came. Anyone who reaches the port can send a HELLO: unbounded, a peer opening
     /// connections as fast as it can took ingest's time from every producer. 0: no limit.
