@@ -694,6 +694,10 @@ public final class Daemon: @unchecked Sendable {
             logger.notice("expired stream came back; it resumes as it was", metadata: ["stream.id": "\(name)"])
             return s
         }
+        // A state of this name waiting to be set aside is written (or being written) to the file
+        // `takeExpired` reads, before the trainer moves it: that file is not this stream's to take
+        // (from review).
+        guard !retiring.contains(where: { $0.name == name }) else { return nil }
         var aside: String?
         let taken = checkpoints?.takeExpired(name, settings: settings, remove: false) { aside = $0 }
         switch taken {

@@ -169,6 +169,20 @@ import ZeroMQ
         #expect(try setAside("c").map(\.accepted) == [30])
         #expect(daemon.streamsSetAside.load == 2)
 
+        // While a state marked to be set aside waits to be written (or is being written: its file is
+        // there before the trainer moves it), its name coming back takes nothing from that file.
+        let e = StreamPipeline(name: "e", settings: two)
+        daemon.retireLock.withLock {
+            daemon.retiring = [e]
+            daemon.retiringCount.store(1)
+        }
+        #expect(daemon.revive("e", settings: three) == nil)
+        let written = try CheckpointStore(directory: directory).writeExpired(e)  // as the trainer does, outside the lock
+        #expect(daemon.revive("e", settings: two) == nil && daemon.streamsRevived.load == 0)
+        #expect(FileManager.default.fileExists(atPath: written))
+        daemon.keepExpiredAside()
+        #expect(!FileManager.default.fileExists(atPath: written) && daemon.streamsSetAside.load == 3)
+
         // A damaged file is moved aside too (it was deleted), and counted.
         let d = StreamPipeline(name: "d", settings: two)
         let path = try CheckpointStore(directory: directory).writeExpired(d)
@@ -179,7 +193,7 @@ import ZeroMQ
         #expect(!FileManager.default.fileExists(atPath: path))
         let damaged = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasSuffix("-d.stream") }
         #expect(damaged.count == 1 && damaged.allSatisfy { $0.hasPrefix("set-aside-expired-") })
-        #expect(daemon.streamsSetAside.load == 3)
+        #expect(daemon.streamsSetAside.load == 4)
     }
 
     /// From review: a daemon killed after a stream expired and before a checkpoint left it out
