@@ -3,6 +3,46 @@ import Testing
 @testable import Learning
 
 @Suite struct StateTests {
+    /// CRC-32 eight bytes a step agrees with the published check value and with the byte-at-a-time
+    /// form on every length and alignment around the step, and on slices and arrays alike.
+    @Test func crc32SlicedAgreesWithTheByteAtATimeForm() {
+        #expect(CRC32.checksum(Array("123456789".utf8)) == 0xCBF4_3926)
+        #expect(CRC32.checksum([UInt8]()) == 0)
+        func reference(_ bytes: [UInt8]) -> UInt32 {
+            var crc: UInt32 = 0xFFFF_FFFF
+            for b in bytes { crc = CRC32.table[Int((crc ^ UInt32(b)) & 0xFF)] ^ (crc >> 8) }
+            return crc ^ 0xFFFF_FFFF
+        }
+        var random = RandomSource(seed: 7)
+        let data = (0..<5002).map { _ in UInt8(truncatingIfNeeded: random.next()) }
+        for length in [1, 7, 8, 9, 15, 16, 17, 63, 64, 65, 1000, 4999] {
+            for start in 0..<3 {
+                let slice = data[start..<(start + length)]
+                #expect(CRC32.checksum(slice) == reference(Array(slice)), "length \(length) from \(start)")
+            }
+        }
+        // A collection without contiguous storage takes the byte-at-a-time path, to the same value.
+        #expect(CRC32.checksum(data.lazy.map { $0 }) == reference(data))
+    }
+
+    /// Tensors are read in one copy: the same values, and the reader's place after them.
+    @Test func floatTensorsReadBackInOneCopy() throws {
+        let source = FloatBuffer(count: 1001)
+        for i in 0..<source.count { source[i] = Float(i) * 0.37 - 100 }
+        var w = StateWriter()
+        w.write(UInt8(9))
+        w.write(source)
+        w.write(UInt32(0xDEAD_BEEF))
+        var r = StateReader(w.bytes)
+        #expect(try r.read(UInt8.self) == 9)
+        let back = FloatBuffer(count: 1001)
+        try r.read(into: back)
+        #expect((0..<1001).allSatisfy { back[$0] == source[$0] })
+        #expect(try r.read(UInt32.self) == 0xDEAD_BEEF && r.remaining == 0)
+        var short = StateReader(Array(w.bytes.prefix(1 + 8 + 4 * 1000)))
+        _ = try short.read(UInt8.self)
+        #expect(throws: StateError.self) { try short.read(into: back) }
+    }
     func trainedAutoencoder(seed: UInt64) -> (Autoencoder, ReferenceReplay) {
         var c = AutoencoderConfiguration(inputDimension: 32)
         c.seed = seed
