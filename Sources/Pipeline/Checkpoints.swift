@@ -137,7 +137,7 @@ public struct CheckpointStore: Sendable {
                         // Kept aside, or the start fails: a state said to be kept that was not
                         // would go with its checkpoint at the next rotations.
                         let head = "set-aside-\(file.sequence)-"
-                        let aside = directory + "/" + head + Self.fileComponent(name, budget: Self.nameMax - head.utf8.count - 11) + ".stream"
+                        let aside = streamPath(head, name)
                         do {
                             try Self.writeAtomically(blob, to: aside, directory: directory)
                         } catch let failure {
@@ -164,10 +164,16 @@ public struct CheckpointStore: Sendable {
 
     /// Where a stream that expired keeps its state until its name comes back.
     func expiredPath(_ name: String) -> String {
-        directory + "/expired-" + Self.fileComponent(name, budget: Self.nameMax - 8 - 11) + ".stream"
+        streamPath("expired-", name)
     }
 
     // MARK: Stream names in file names
+
+    /// The file `<head><name>.stream` in the store, the name fitted to what NAME_MAX leaves after
+    /// the head and `.stream.tmp` (`fileComponent`).
+    func streamPath(_ head: String, _ name: String) -> String {
+        directory + "/" + head + Self.fileComponent(name, budget: Self.nameMax - head.utf8.count - 11) + ".stream"
+    }
 
     /// The longest file name (NAME_MAX on Linux file systems).
     static let nameMax = 255
@@ -284,7 +290,7 @@ public struct CheckpointStore: Sendable {
         var now = timespec()
         clock_gettime(CLOCK_REALTIME, &now)
         let head = "set-aside-expired-\(Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec))-"
-        let aside = directory + "/" + head + Self.fileComponent(name, budget: Self.nameMax - head.utf8.count - 11) + ".stream"
+        let aside = streamPath(head, name)
         // No fsync of the directory (this runs on the ingest thread): a crash that undoes the rename
         // leaves the state where it was, to be moved aside again when its name comes back.
         if rename(path, aside) == 0 { return aside }

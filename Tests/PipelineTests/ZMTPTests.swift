@@ -4,6 +4,9 @@ import Testing
 import CZeroMQ
 import ZeroMQ
 
+/// A clock a test moves by hand (for `ZMTPConnection.HandshakeAllowance`).
+final class ManualClock: @unchecked Sendable { var now = 0.0 }
+
 /// A STREAM socket speaking ZMTP through `ZMTPConnection`s, as the daemon's ingest does, against
 /// libzmq's own PUSH sockets (a real peer, NULL and CURVE).
 final class ZMTPServerHarness {
@@ -284,8 +287,7 @@ final class ZMTPServerHarness {
     /// clock get two WELCOMEs and nothing more; as the clock runs, all three are let in and their
     /// messages arrive.
     @Test func curveHandshakeStepsBeyondTheAllowanceWaitTheirTurn() throws {
-        final class Clock: @unchecked Sendable { var now = 0.0 }
-        let clock = Clock()
+        let clock = ManualClock()
         let allowance = ZMTPConnection.HandshakeAllowance(perSecond: 20, clock: { clock.now })
         #expect(allowance.burst == 2)
         let serverKeys = try Curve.generate()
@@ -324,8 +326,7 @@ final class ZMTPServerHarness {
     /// up to a command's size, and reads it after its reply; more closes it. A peer that leaves
     /// while its step waits is no refusal (a HELLO flood's connections leave so).
     @Test func waitingHandshakeStepsKeepTheirOrderAndTheBytesBehindThem() throws {
-        final class Clock: @unchecked Sendable { var now = 0.0 }
-        let clock = Clock()
+        let clock = ManualClock()
         let budget = ZMTPConnection.Budget(limit: 1 << 20)
         let server = try Curve.generate()
         let serverPublic = try #require(Curve.decode(server.publicKey)), serverSecret = try #require(Curve.decode(server.secretKey))
