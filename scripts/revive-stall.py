@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
-"""How long a stream coming back from expiry holds up every other stream: its kept state is read,
-checked and restored on the ingest thread.
+"""How long a stream coming back from expiry holds up every other stream, and how long its own first
+sample takes. Its kept state is read, checked and restored off the ingest thread since stop 58 (on
+it before).
 
 Starts a daemon (stream_idle_seconds = 2), sends 4,096 samples of dim D to a stream and lets it
 expire and be written aside, then sends one sample a few milliseconds apart to a declared stream
 `tick` and reads each score back. One sample to the expired name brings it back; the worst `tick`
-round trip around that moment, beside the usual one, is the stall. `--fresh` sends to a new name
-instead (a stream created from nothing), the cost without the file.
+round trip around that moment, beside the usual one, is the stall; the revived stream's own round
+trip is its first score's. `--fresh` sends to a new name instead (a stream created from nothing),
+the cost without the file. Several binaries (`--eddy a,b`) are run in turn, `--rounds` times.
 
-    .venv/bin/python scripts/revive-stall.py [--eddy .build/release/eddy] [--dims 8,512,2000] [--fresh]
+    .venv/bin/python scripts/revive-stall.py [--eddy .build/release/eddy[,other]] [--dims 8,512,2000] [--fresh] [--rounds 1]
 """
 import argparse
 import sys
@@ -34,10 +36,13 @@ def stall(eddy, dim, fresh):
             ctx = zmq.Context()
             try:
                 sub = Subscriber(d.endpoints["publish"], ["score/tick/"], context=ctx)
+                own = Subscriber(d.endpoints["publish"], ["score/fresh/" if fresh else "score/big/"], context=ctx)
                 big, tick = Producer(d.endpoints["ingest"], context=ctx), Producer(d.endpoints["ingest"], context=ctx)
                 x = np.random.default_rng(0).normal(size=(4096, dim)).astype(np.float32)
                 for i in range(0, 4096, 256):
                     big.send("big", x[i:i + 256])
+                while own.recv(timeout_ms=500) is not None:
+                    pass  # its scores before expiry, read off
                 time.sleep(6)  # expired after 2 s idle, then written aside by the trainer
                 rounds, stop = [], threading.Event()
 
@@ -56,12 +61,14 @@ def stall(eddy, dim, fresh):
                 time.sleep(1.0)
                 at = time.perf_counter()
                 big.send("fresh" if fresh else "big", x[:1], sequence=0 if fresh else 10000)
+                came = own.recv(timeout_ms=5000)
+                first = time.perf_counter() - at if came is not None else float("nan")
                 time.sleep(1.5)
                 stop.set()
                 th.join()
                 before = [r for t, r in rounds if t < at]
                 around = [r for t, r in rounds if at - 0.05 <= t < at + 0.5]
-                return np.median(before), max(before), max(around)
+                return np.median(before), max(before), max(around), first
             finally:
                 ctx.destroy(linger=0)
 
@@ -71,11 +78,15 @@ def main():
     ap.add_argument("--eddy", default=str(ROOT / ".build" / "release" / "eddy"))
     ap.add_argument("--dims", default="8,512,2000")
     ap.add_argument("--fresh", action="store_true")
+    ap.add_argument("--rounds", type=int, default=1)
     args = ap.parse_args()
-    print(f"{'dim':>6}  {'tick p50 (ms)':>14}  {'tick max (ms)':>14}  {'max around ' + ('creation' if args.fresh else 'revival') + ' (ms)':>28}")
+    what = "creation" if args.fresh else "revival"
+    print(f"{'binary':>24}  {'dim':>6}  {'tick p50 (ms)':>14}  {'tick max (ms)':>14}  {'tick max around ' + what + ' (ms)':>32}  {'its first score (ms)':>21}")
     for dim in (int(v) for v in args.dims.split(",")):
-        p50, worst, around = stall(args.eddy, dim, args.fresh)
-        print(f"{dim:>6}  {p50 * 1e3:14.2f}  {worst * 1e3:14.2f}  {around * 1e3:28.1f}")
+        for _ in range(args.rounds):
+            for eddy in args.eddy.split(","):
+                p50, worst, around, first = stall(eddy, dim, args.fresh)
+                print(f"{eddy[-24:]:>24}  {dim:>6}  {p50 * 1e3:14.2f}  {worst * 1e3:14.2f}  {around * 1e3:32.1f}  {first * 1e3:21.1f}", flush=True)
 
 
 if __name__ == "__main__":

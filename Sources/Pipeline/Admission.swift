@@ -31,14 +31,25 @@ public enum Admission {
     /// A LabelBatch for an existing sample stream that takes labels: its samples and labels.
     case labels(StreamPipeline, [Float], [String])
     case rejected(Eddy_V1_ErrorCode, String, stream: String?, sequence: UInt64, samples: Int)
+    /// A message for a stream coming back from expiry whose kept state is still being read (off
+    /// the ingest thread): held, and checked again once the stream is there (`Daemon.hold`).
+    case held(stream: String)
 
     public struct Refusal: Error {
         public var code: Eddy_V1_ErrorCode
         public var why: String
+        /// Not a refusal: the stream is coming back, and the message waits for it.
+        public var comingBack = false
         public init(code: Eddy_V1_ErrorCode, why: String) {
             self.code = code
             self.why = why
         }
+        /// What a lookup answers for a stream whose kept state is being read.
+        static let comingBackNow: Refusal = {
+            var r = Refusal(code: .unspecified, why: "the stream is coming back from expiry")
+            r.comingBack = true
+            return r
+        }()
     }
 
     public static func check(
@@ -111,6 +122,7 @@ public enum Admission {
         let stream: StreamPipeline
         switch lookup(name, dim, false) {
         case .success(let s): stream = s
+        case .failure(let refusal) where refusal.comingBack: return .held(stream: name)
         case .failure(let refusal): return reject(refusal.code, refusal.why)
         }
         guard !stream.settings.log else {
@@ -202,6 +214,7 @@ public enum Admission {
         let stream: StreamPipeline
         switch lookup(name, LogFront.dimension, true) {
         case .success(let s): stream = s
+        case .failure(let refusal) where refusal.comingBack: return .held(stream: name)
         case .failure(let refusal): return reject(refusal.code, refusal.why)
         }
         guard stream.settings.log else {

@@ -242,6 +242,11 @@ public struct CheckpointStore: Sendable {
         for old in expired.sorted(by: { modified($0) < modified($1) }).prefix(expired.count - keep) { unlink(old) }
     }
 
+    /// Whether a state of an expired stream of this name is kept (a file to read: `takeExpired`).
+    public func hasExpired(_ name: String) -> Bool {
+        access(expiredPath(name), F_OK) == 0 || access(directory + "/expired-\(name).stream", F_OK) == 0
+    }
+
     /// The state of an expired stream of this name, if one was kept, restored under `settings`. A
     /// state that no longer fits its settings, is damaged (its CRC does not match), or is another
     /// stream's (a file copied or renamed), is moved aside (`setAsideExpired`; it was deleted, from

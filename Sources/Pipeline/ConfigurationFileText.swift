@@ -37,7 +37,8 @@ publish_queue_bytes = 128M             # per subscriber that falls behind (score
 ingest_connection_bytes = 1M          # read ahead per producer connection before TCP pushes back
 max_ingest_connections = 512          # producer connections at once (one more is closed, counted)
 ingest_buffer_bytes = 64M             # messages in progress across connections; ingest holds at most
-                                      # max_ingest_connections x ingest_connection_bytes + this (576 MiB)
+                                      # max_ingest_connections x ingest_connection_bytes + this (576 MiB);
+                                      # as much again holds messages for streams coming back from expiry
 ingest_handshake_seconds = 10         # a producer connection still without its handshake after this is closed
 ingest_handshakes_per_second = 500    # CURVE HELLO/INITIATE steps taken a second (more wait their turn; 0: no limit)
 ingest_message_seconds = 30           # a connection whose message is in progress (part read) this long is closed

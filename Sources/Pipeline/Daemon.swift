@@ -94,6 +94,23 @@ public final class Daemon: @unchecked Sendable {
     /// For tests: called on the trainer thread as it starts writing a stream aside.
     var beforeWritingAside: (@Sendable (StreamPipeline) -> Void)?
     let retiringCount = Counter()
+    /// Streams coming back from expiry whose kept state is being read off the ingest thread, by
+    /// name (streamsLock; `revivingCount` mirrors its size), in the order they came (ingest thread
+    /// only), and the bytes of the messages they hold (ingest thread only).
+    var reviving: [String: Revival] = [:]
+    var revivalOrder: [Revival] = []
+    var heldBytes = 0
+    let revivingCount = Counter()
+    /// Kept states waiting to be read, and whether the thread that reads them runs (revivalLock;
+    /// a `Revival`'s `loaded` is set under it too).
+    let revivalLock = Lock()
+    var revivalQueue: [Revival] = []
+    var loaderRunning = false
+    /// Messages held while their stream came back, and the times ingest waited for a kept state
+    /// (the held messages at their bound, or the daemon stopping).
+    public let messagesHeld = Counter(), revivalWaits = Counter()
+    /// For tests: called on the reading thread before it reads a stream's kept state.
+    var beforeReadingKept: (@Sendable (String) -> Void)?
     public let alertsRaised = Counter(), snapshotsPublished = Counter(), labelsAccepted = Counter()
     /// Requests the snapshot server answered (with a snapshot or an error).
     public let snapshotRequests = Counter()
@@ -431,7 +448,11 @@ public final class Daemon: @unchecked Sendable {
             var nextHeartbeat = Self.monotonic(), nextExpiry = Self.monotonic()
             while !ingestStopping {
                 beat(.ingest)
-                let ready = try Socket.poll(ingest, pipe, timeout: untilHeartbeat(nextHeartbeat))
+                // While a stream comes back, its kept state is looked for every millisecond.
+                let wait = revivingCount.load > 0 ? min(untilHeartbeat(nextHeartbeat), 1) : untilHeartbeat(nextHeartbeat)
+                let ready = try Socket.poll(ingest, pipe, timeout: wait)
+                // Streams whose kept state is read, with the messages they held, before any newer.
+                if revivingCount.load > 0 { finishRevivals(run: &run, publisher: pub) }
                 if ready.first {
                     // Drain what is queued (at most 1,000 chunks between looks at the rest).
                     // Consecutive batches of one stream with contiguous sequence numbers are scored
@@ -468,6 +489,9 @@ public final class Daemon: @unchecked Sendable {
                 guard more else { break }
                 chunks -= 1000
             }
+            // Streams still coming back are waited for: their held messages were received.
+            finishAllRevivals(run: &run, publisher: pub)
+            flush(&run, publisher: pub)
             // What is left was never received: the producers' messages not yet read (their ZeroMQ
             // keeps what it could not deliver) and those part-read here. Said, not silent.
             let partial = connections.open.values.filter { $0.connection.held > 0 }.count
@@ -490,6 +514,11 @@ public final class Daemon: @unchecked Sendable {
             if run.count > 0 {
                 samplesDropped.add(UInt64(run.count))
                 logger.error("ingest ended with admitted samples not yet scored", metadata: ["samples": "\(run.count)"])
+            }
+            let held = heldSamples()
+            if held > 0 {
+                samplesDropped.add(UInt64(held))
+                logger.error("ingest ended with samples held for streams coming back from expiry", metadata: ["samples": "\(held)"])
             }
             ready.fail(error)
             if (error as? ZMQError)?.isTerminated != true { threadFailed("eddy-ingest", error) }
@@ -529,6 +558,19 @@ public final class Daemon: @unchecked Sendable {
     /// is scored next.
     func handle(_ frames: [[UInt8]], run: inout Coalesced, publisher: borrowing Socket) {
         messagesReceived.add()
+        admit(frames, received: nil, run: &run, publisher: publisher)
+    }
+
+    /// `handle`'s work, for a message taken from the socket now (`received` nil) or held while its
+    /// stream came back.
+    func admit(_ frames: [[UInt8]], received taken: UInt64?, run: inout Coalesced, publisher: borrowing Socket) {
+        // A stream coming back holds every message for it, whatever it is, in order.
+        if revivingCount.load > 0, frames.count == 2, let name = StreamName.decode(frames[0], maxBytes: configuration.maxStreamNameBytes).name,
+            let r = streamsLock.withLock({ reviving[name] })
+        {
+            hold(frames, for: r, received: taken ?? receivedNow(), run: &run, publisher: publisher)
+            return
+        }
         switch Admission.check(
             frames, configuration: configuration, lookup: stream(named:dim:log:),
             existing: { name in self.streamsLock.withLock { self.streams[name] } })
@@ -536,9 +578,14 @@ public final class Daemon: @unchecked Sendable {
         case .rejected(let code, let why, let name, let sequence, let samples):
             flush(&run, publisher: publisher)
             reject(code, why, stream: name, sequence: sequence, samples: samples, publisher: publisher)
+        case .held(let name):
+            // Its stream began coming back with this message.
+            if let r = streamsLock.withLock({ reviving[name] }) {
+                hold(frames, for: r, received: taken ?? receivedNow(), run: &run, publisher: publisher)
+            }
         case .lines(let pipeline, let batch, let lines, let truncated, let repaired):
             flush(&run, publisher: publisher)
-            let received = receivedNow()
+            let received = taken ?? receivedNow()
             pipeline.countRepairs(truncated: truncated, repaired: repaired)
             let scored = pipeline.scoreLines(
                 lines, firstSequence: batch.sequence, timestamps: batch.timestampsNs.isEmpty ? nil : batch.timestampsNs)
@@ -563,7 +610,7 @@ public final class Daemon: @unchecked Sendable {
                 flush(&run, publisher: publisher)
                 run.pipeline = pipeline
                 run.firstSequence = batch.sequence
-                run.received = receivedNow()
+                run.received = taken ?? receivedNow()
             }
             if run.count == 0 { run.values = values } else { run.values += values }  // the first: no copy
             run.timestamps += batch.timestampsNs
@@ -625,7 +672,8 @@ public final class Daemon: @unchecked Sendable {
         }
     }
 
-    /// The stream of this name, created with `dim` (a log stream: `log`) if it is new and there is room.
+    /// The stream of this name, created with `dim` (a log stream: `log`) if it is new and there is
+    /// room; `comingBackNow` while its kept state is read (ingest thread: it starts that reading).
     func stream(named name: String, dim: Int, log: Bool) -> Result<StreamPipeline, Admission.Refusal> {
         streamsLock.withLock {
             if let s = streams[name] {
@@ -634,6 +682,7 @@ public final class Daemon: @unchecked Sendable {
                 }
                 return .success(s)
             }
+            if reviving[name] != nil { return .failure(.comingBackNow) }
             // A stream that could never be built says so whether or not there is room for one.
             var declared = configuration.settings(for: name)
             if configuration.streams[name] != nil && declared.log != log {
@@ -650,7 +699,7 @@ public final class Daemon: @unchecked Sendable {
             } catch {
                 return .failure(.init(code: .oversized, why: "\(error)"))
             }
-            guard streams.count < configuration.maxStreams else {
+            guard streams.count + reviving.count < configuration.maxStreams else {
                 return .failure(.init(code: .tooManyStreams, why: "the daemon already has its maximum of \(configuration.maxStreams) streams"))
             }
             let cost = settings.memoryEstimate
@@ -662,29 +711,64 @@ public final class Daemon: @unchecked Sendable {
                             + "memory_budget \(ByteCount(configuration.memoryBudget)) is taken by \(streams.count) streams"))
             }
             committedBytes += cost
-            let s = revive(name, settings: settings) ?? fresh(name, settings: settings)
-            streams[name] = s
-            streamOrder.append(name)
-            logger.info(
-                "stream created",
-                metadata: ["stream.id": "\(name)", "stream.dim": "\(settings.inputDimension)", "stream.log": "\(settings.log)"])
+            let s: StreamPipeline
+            switch retireLock.withLock({ takeBack(name, settings: settings) }) {
+            case .stream(let back): s = back
+            case .kept:
+                // Read off the ingest thread (it took up to 0.3 s at dim 2,000, every stream
+                // waiting): this message and the stream's next are held until it is there.
+                let r = Revival(name: name, settings: settings)
+                reviving[name] = r
+                revivingCount.store(UInt64(reviving.count))
+                revivalOrder.append(r)
+                startReading(r)
+                return .failure(.comingBackNow)
+            case .none: s = fresh(name, settings: settings)
+            }
+            install(s)
             return .success(s)
         }
     }
 
-    /// The expired stream of this name, if its state was kept and still fits `settings` (streamsLock held).
-    func revive(_ name: String, settings: StreamConfiguration) -> StreamPipeline? {
-        retireLock.withLock { reviveHeld(name, settings: settings) }
+    /// Makes `s` a stream of the daemon (streamsLock held).
+    private func install(_ s: StreamPipeline) {
+        streams[s.name] = s
+        streamOrder.append(s.name)
+        logger.info(
+            "stream created",
+            metadata: ["stream.id": "\(s.name)", "stream.dim": "\(s.settings.inputDimension)", "stream.log": "\(s.settings.log)"])
     }
 
-    private func reviveHeld(_ name: String, settings: StreamConfiguration) -> StreamPipeline? {
+    /// The expired stream of this name, if its state was kept and still fits `settings`, its kept
+    /// file read on the calling thread (at start; ingest reads it on another: `startReading`).
+    func revive(_ name: String, settings: StreamConfiguration) -> StreamPipeline? {
+        switch retireLock.withLock({ takeBack(name, settings: settings) }) {
+        case .stream(let s): return s
+        case .kept: return adopt(name, readKept(name, settings: settings), settings: settings)
+        case .none: return nil
+        }
+    }
+
+    /// What an expired stream of a name that comes back returns from.
+    enum Back {
+        /// Not yet written aside: the stream itself.
+        case stream(StreamPipeline)
+        /// A file to read (`readKept`, then `adopt`); spared from pruning meanwhile.
+        case kept
+        /// Nothing to take back: it starts afresh.
+        case none
+    }
+
+    /// Takes back an expired stream that is still in memory, or says whether a file holds its state
+    /// (retireLock held).
+    private func takeBack(_ name: String, settings: StreamConfiguration) -> Back {
         // Not yet written aside: the stream itself comes back.
         if let i = retiring.firstIndex(where: { $0.name == name && !retiringAside.contains(ObjectIdentifier($0)) }) {
             let s = retiring[i]
             guard sameKind(s, as: settings, name: name) else {
                 // Its state is kept, not dropped (from review): the trainer writes it aside.
                 retiringAside.insert(ObjectIdentifier(s))
-                return nil
+                return .none
             }
             retiring.remove(at: i)
             retiringCount.store(UInt64(retiring.count))
@@ -692,34 +776,155 @@ public final class Daemon: @unchecked Sendable {
             streamsRevived.add()
             s.oweSnapshots()  // its served snapshots went at expiry
             logger.notice("expired stream came back; it resumes as it was", metadata: ["stream.id": "\(name)"])
-            return s
+            return .stream(s)
         }
         // A state of this name waiting to be set aside is written (or being written) to the file
         // `takeExpired` reads, before the trainer moves it: that file is not this stream's to take
         // (from review).
-        guard !retiring.contains(where: { $0.name == name }) else { return nil }
+        guard !retiring.contains(where: { $0.name == name }), let store = checkpoints, store.hasExpired(name) else { return .none }
+        // The trainer's pruning of kept files passes it by while it is read.
+        revivedFiles[name] = store.expiredPath(name)
+        return .kept
+    }
+
+    /// An expired stream's kept file, read and restored under `settings` (any thread: no daemon
+    /// state is touched), and where it was set aside if it could not be.
+    typealias Kept = (taken: Result<StreamPipeline, Error>?, aside: String?)
+    func readKept(_ name: String, settings: StreamConfiguration) -> Kept {
         var aside: String?
         let taken = checkpoints?.takeExpired(name, settings: settings, remove: false) { aside = $0 }
-        switch taken {
-        case .success(let s) where !sameKind(s, as: settings, name: name):
-            if let store = checkpoints { notedAside(name, at: store.setAsideExpired(name)) }
-            return nil
-        case .success(let s):
+        return (taken, aside)
+    }
+
+    /// The stream `readKept` gave back, if it is the one asked for; counted and logged either way.
+    private func adopt(_ name: String, _ kept: Kept, settings: StreamConfiguration) -> StreamPipeline? {
+        switch kept.taken {
+        case .success(let s) where sameKind(s, as: settings, name: name):
             // Its file stays until a checkpoint holds the stream: a kill before one loses nothing.
-            if let store = checkpoints { revivedFiles[name] = store.expiredPath(name) }
             followPublished(s)
             streamsRevived.add()
             logger.notice("expired stream came back; it resumes from its kept state", metadata: ["stream.id": "\(name)"])
             noteRestoredChanges(s)
             return s
+        case .success:
+            retireLock.withLock { revivedFiles[name] = nil }
+            if let store = checkpoints { notedAside(name, at: store.setAsideExpired(name)) }
         case .failure(let error):
+            retireLock.withLock { revivedFiles[name] = nil }
             logger.warning(
                 "expired stream came back, but its kept state does not fit its settings now (or is damaged); it starts afresh",
                 metadata: ["stream.id": "\(name)", "error": "\(error)"])
-            notedAside(name, at: aside)
-            return nil
+            notedAside(name, at: kept.aside)
         case nil:
-            return nil
+            retireLock.withLock { revivedFiles[name] = nil }
+        }
+        return nil
+    }
+
+    // MARK: Streams coming back
+
+    /// A stream coming back from expiry whose kept state is read off the ingest thread, and the
+    /// messages for it that wait meanwhile (with when each was taken from its socket).
+    final class Revival: @unchecked Sendable {
+        let name: String
+        let settings: StreamConfiguration
+        var held: [(frames: [[UInt8]], received: UInt64)] = []
+        var heldBytes = 0
+        /// What the reading thread found (revivalLock); nil until it is done.
+        var kept: Kept?
+        init(name: String, settings: StreamConfiguration) {
+            self.name = name
+            self.settings = settings
+        }
+    }
+
+    /// Queues `r`'s kept state to be read, starting the thread that reads them if it is not running
+    /// (it ends when the queue is empty; one at a time, so several names coming back at once do not
+    /// take every core from ingest).
+    private func startReading(_ r: Revival) {
+        let start = revivalLock.withLock { () -> Bool in
+            revivalQueue.append(r)
+            defer { loaderRunning = true }
+            return !loaderRunning
+        }
+        guard start else { return }
+        let thread = Thread { [self] in
+            eddy_set_thread_name("eddy-revive")
+            while let next = revivalLock.withLock({ () -> Revival? in
+                guard !revivalQueue.isEmpty else {
+                    loaderRunning = false
+                    return nil
+                }
+                return revivalQueue.removeFirst()
+            }) {
+                beforeReadingKept?(next.name)
+                let kept = readKept(next.name, settings: next.settings)
+                revivalLock.withLock { next.kept = kept }
+            }
+        }
+        thread.name = "eddy-revive"
+        thread.stackSize = 8 << 20
+        thread.start()
+    }
+
+    /// Holds a message for a stream coming back. The held messages of all such streams take at most
+    /// `ingest_buffer_bytes`; past that, ingest waits for the oldest stream to be read (as every
+    /// stream did before), so nothing is refused or lost for it.
+    func hold(_ frames: [[UInt8]], for r: Revival, received: UInt64, run: inout Coalesced, publisher: borrowing Socket) {
+        let bytes = frames.reduce(0) { $0 + $1.count }
+        while heldBytes > 0 && heldBytes + bytes > configuration.ingestBufferBytes && reviving[r.name] === r {
+            revivalWaits.add()
+            finishRevivals(waiting: true, run: &run, publisher: publisher)
+        }
+        guard streamsLock.withLock({ reviving[r.name] === r }) else {
+            // It came back while ingest waited: the message goes to it now.
+            admit(frames, received: received, run: &run, publisher: publisher)
+            return
+        }
+        r.held.append((frames, received))
+        r.heldBytes += bytes
+        heldBytes += bytes
+        messagesHeld.add()
+    }
+
+    /// Makes the streams whose kept state has been read streams of the daemon, oldest first, each
+    /// followed by the messages it held (in their order, before any taken from the socket after
+    /// them). `waiting`: waits for the oldest to be read first.
+    func finishRevivals(waiting: Bool = false, run: inout Coalesced, publisher: borrowing Socket) {
+        if waiting, let oldest = revivalOrder.first {
+            while revivalLock.withLock({ oldest.kept == nil }) { usleep(200) }
+        }
+        while let r = revivalOrder.first, let kept = revivalLock.withLock({ r.kept }) {
+            revivalOrder.removeFirst()
+            let s = adopt(r.name, kept, settings: r.settings) ?? fresh(r.name, settings: r.settings)
+            streamsLock.withLock {
+                reviving[r.name] = nil
+                revivingCount.store(UInt64(reviving.count))
+                install(s)
+            }
+            heldBytes -= r.heldBytes
+            let held = r.held
+            r.held = []
+            for (frames, received) in held { admit(frames, received: received, run: &run, publisher: publisher) }
+        }
+    }
+
+    /// Waits for every stream coming back and scores what they held (a stopping daemon's drain).
+    func finishAllRevivals(run: inout Coalesced, publisher: borrowing Socket) {
+        if !revivalOrder.isEmpty { revivalWaits.add() }
+        while !revivalOrder.isEmpty { finishRevivals(waiting: true, run: &run, publisher: publisher) }
+    }
+
+    /// The samples held for streams coming back (the messages' own counts), as ingest fails.
+    func heldSamples() -> Int {
+        revivalOrder.reduce(0) { total, r in
+            r.held.reduce(total) { total, message in
+                // Checked as if no stream were there: a rejection counts what the message carried.
+                let check = Admission.check(
+                    message.frames, configuration: configuration, lookup: { _, _, _ in .failure(.init(code: .notFound, why: "")) })
+                if case .rejected(_, _, _, _, let samples) = check { return total + samples }
+                return total
+            }
         }
     }
 

@@ -85,6 +85,8 @@ public final class DaemonMetrics: @unchecked Sendable {
         ("eddy_connections_refused_total", "counter", "Producer connections closed as they opened, max_ingest_connections being open."),
         ("eddy_streams_expired_total", "counter", "Streams expired after stream_idle_seconds without a sample."),
         ("eddy_streams_revived_total", "counter", "Expired streams that came back and resumed from their kept state."),
+        ("eddy_messages_held_total", "counter", "Messages held while their stream came back from expiry (its kept state read off the ingest thread), scored once it was there."),
+        ("eddy_revival_waits_total", "counter", "Times ingest waited for an expired stream's kept state to be read: the messages held for streams coming back at ingest_buffer_bytes, or the daemon stopping."),
         ("eddy_streams_set_aside_total", "counter", "Saved streams a start did not restore (their state no longer fits their settings, or their name the name rules), and expired streams whose kept state could not come back with their name (another dim or kind, changed settings, a damaged file), kept aside in the data directory."),
         ("eddy_trainer_boosts_total", "counter", "Times the starved idle-priority trainer was raised to a normal share."),
         ("eddy_streams", "gauge", "Streams the daemon holds."),
@@ -155,6 +157,7 @@ public final class DaemonMetrics: @unchecked Sendable {
             ("eddy_checkpoint_failures_total", d.checkpointFailures), ("eddy_handshakes_refused_total", d.handshakesRefused),
             ("eddy_streams_expired_total", d.streamsExpired), ("eddy_streams_revived_total", d.streamsRevived),
             ("eddy_streams_set_aside_total", d.streamsSetAside),
+            ("eddy_messages_held_total", d.messagesHeld), ("eddy_revival_waits_total", d.revivalWaits),
             ("eddy_trainer_boosts_total", d.trainerBoosts), ("eddy_protocol_errors_total", d.protocolErrors),
             ("eddy_connections_refused_total", d.connectionsRefused),
         ]

@@ -1,0 +1,134 @@
+import EddyProtocol
+import Foundation
+@testable import Pipeline
+import Testing
+
+/// A stream back from expiry has its kept state read off the ingest thread (it took up to 0.3 s
+/// there at dim 2,000, every other stream waiting): its messages wait, in order, and are scored
+/// once it is there; nothing is refused or lost for it.
+@Suite struct RevivalTests {
+    /// A daemon whose data directory keeps an expired stream "a" (dim 8, 40 samples accepted), with
+    /// the reading of kept states stopped at `reading` until `release` is signalled.
+    final class Setup {
+        let daemon: Daemon
+        let client: Client
+        let reading = DispatchSemaphore(value: 0), release = DispatchSemaphore(value: 0)
+
+        init(_ adjust: (inout DaemonConfiguration) -> Void = { _ in }) throws {
+            let directory = temporaryDirectory()
+            var configuration = testConfiguration(dataDirectory: directory)
+            adjust(&configuration)
+            let a = StreamPipeline(name: "a", settings: configuration.settings(for: "a").resolved(dim: 8))
+            _ = values(40 * 8, seed: 1).withUnsafeBufferPointer { a.score($0.baseAddress!, count: 40, firstSequence: 0) }
+            try CheckpointStore(directory: directory).writeExpired(a)
+            daemon = try Daemon(configuration: configuration, logger: quietLogger)
+            let (reading, release) = (reading, release)
+            daemon.beforeReadingKept = { _ in
+                reading.signal()
+                release.wait()
+            }
+            client = try Client(try daemon.start())
+            #expect(try client.awaitHeartbeat() != nil)
+        }
+
+        /// Sample batches' first sequences as scored, per stream, until `done`.
+        func scored(seconds: Double, until done: ([String: [UInt64]]) -> Bool) throws -> [String: [UInt64]] {
+            var firsts: [String: [UInt64]] = [:]
+            _ = try client.receive(seconds: seconds) { topic, body in
+                if topic.hasPrefix("score/") {
+                    let batch = try Eddy_V1_ScoreBatch(serializedBytes: body)
+                    firsts[batch.stream, default: []].append(contentsOf: (0..<UInt64(batch.count)).map { batch.firstSequence + $0 })
+                }
+                return done(firsts)
+            }
+            return firsts
+        }
+    }
+
+    @Test func otherStreamsAreScoredWhileOneComesBackAndItsMessagesWaitInOrder() throws {
+        let setup = try Setup()
+        defer { setup.daemon.stop() }
+        try setup.client.send(stream: "a", sequence: 40, dim: 8, values: values(10 * 8, seed: 2))
+        #expect(setup.reading.wait(timeout: .now() + 10) == .success)
+        try setup.client.send(stream: "a", sequence: 50, dim: 8, values: values(10 * 8, seed: 3))
+        try setup.client.send(stream: "b", sequence: 0, dim: 8, values: values(5 * 8, seed: 4))
+        // b does not wait for a's state.
+        let meanwhile = try setup.scored(seconds: 10) { $0["b"]?.count == 5 }
+        #expect(meanwhile["b"] == Array(0..<5), "another stream waited for a kept state to be read")
+        #expect(meanwhile["a"] == nil)
+        #expect(setup.daemon.messagesHeld.load == 2 && setup.daemon.allStreams.map(\.name) == ["b"])
+        setup.release.signal()
+        let after = try setup.scored(seconds: 10) { $0["a"]?.count == 20 }
+        #expect(after["a"] == Array(40..<60))
+        let a = try #require(setup.daemon.allStreams.first { $0.name == "a" })
+        #expect(a.accepted == 60, "it resumed from its kept state")
+        #expect(setup.daemon.streamsRevived.load == 1 && setup.daemon.revivalWaits.load == 0)
+        #expect(setup.daemon.messagesRejected.load == 0 && setup.daemon.samplesDropped.load == 0)
+    }
+
+    /// Held messages take at most `ingest_buffer_bytes`; past that ingest waits for the state, as
+    /// every stream did before, and nothing is refused.
+    @Test func pastTheHeldBoundIngestWaitsAndRefusesNothing() throws {
+        let setup = try Setup {
+            $0.maxMessageBytes = 4096
+            $0.ingestBufferBytes = 4096 + $0.maxStreamNameBytes
+        }
+        defer { setup.daemon.stop() }
+        // Three messages of about 1.9 KiB: the third does not fit beside the first two.
+        for i in 0..<3 {
+            try setup.client.send(stream: "a", sequence: 40 + 60 * UInt64(i), dim: 8, values: values(60 * 8, seed: 10 + i))
+        }
+        #expect(setup.reading.wait(timeout: .now() + 10) == .success)
+        try setup.client.send(stream: "b", sequence: 0, dim: 8, values: values(5 * 8, seed: 4))
+        let meanwhile = try setup.scored(seconds: 1) { $0["b"] != nil }
+        #expect(meanwhile.isEmpty, "ingest went past its bound of held messages")
+        #expect(setup.daemon.revivalWaits.load == 1)
+        setup.release.signal()
+        let after = try setup.scored(seconds: 10) { $0["a"]?.count == 180 && $0["b"]?.count == 5 }
+        #expect(after["a"] == Array(40..<220) && after["b"] == Array(0..<5))
+        #expect(setup.daemon.messagesRejected.load == 0 && setup.daemon.samplesDropped.load == 0)
+    }
+
+    /// A daemon that stops while a stream comes back scores what it held before it ends.
+    @Test func aStoppingDaemonScoresWhatAStreamComingBackHeld() throws {
+        let setup = try Setup()
+        try setup.client.send(stream: "a", sequence: 40, dim: 8, values: values(10 * 8, seed: 2))
+        try setup.client.send(stream: "a", sequence: 50, dim: 8, values: values(10 * 8, seed: 3))
+        #expect(setup.reading.wait(timeout: .now() + 10) == .success)
+        let end = Date().addingTimeInterval(10)
+        while setup.daemon.messagesHeld.load < 2 && Date() < end { usleep(10_000) }
+        #expect(setup.daemon.messagesHeld.load == 2)
+        let stopped = DispatchSemaphore(value: 0), daemon = setup.daemon
+        Thread.detachNewThread {
+            daemon.stop()
+            stopped.signal()
+        }
+        Thread.sleep(forTimeInterval: 0.3)
+        setup.release.signal()
+        #expect(stopped.wait(timeout: .now() + 20) == .success)
+        #expect(setup.daemon.samplesAccepted.load == 20 && setup.daemon.samplesDropped.load == 0)
+        #expect(setup.daemon.revivalWaits.load == 1 && setup.daemon.streamsRevived.load == 1)
+    }
+
+    /// Samples held for a stream coming back when the ingest thread fails are counted as dropped.
+    @Test func samplesHeldWhenIngestFailsAreCountedAsDropped() throws {
+        let setup = try Setup()
+        let told = DispatchSemaphore(value: 0)
+        setup.daemon.onThreadFailure = { _, _ in told.signal() }
+        defer {
+            setup.release.signal()
+            setup.daemon.stop()
+        }
+        try setup.client.send(stream: "b", sequence: 0, dim: 8, values: values(5 * 8, seed: 4))
+        _ = try setup.scored(seconds: 10) { $0["b"] != nil }  // b's connection made and its stream there
+        try setup.client.send(stream: "a", sequence: 40, dim: 8, values: values(10 * 8, seed: 2))
+        try setup.client.send(stream: "a", sequence: 50, dim: 8, values: values(7 * 8, seed: 3))
+        #expect(setup.reading.wait(timeout: .now() + 10) == .success)
+        let end = Date().addingTimeInterval(10)
+        while setup.daemon.messagesHeld.load < 2 && Date() < end { usleep(10_000) }
+        setup.daemon.injectFault(into: "eddy-ingest")
+        try setup.client.send(stream: "b", sequence: 5, dim: 8, values: values(3 * 8, seed: 5))
+        #expect(told.wait(timeout: .now() + 10) == .success, "no report of the dead thread")
+        #expect(setup.daemon.samplesDropped.load == 3 + 17)
+    }
+}
