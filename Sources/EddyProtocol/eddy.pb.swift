@@ -961,8 +961,9 @@ public nonisolated struct Eddy_V1_Heartbeat: Sendable {
   public var streams: [Eddy_V1_StreamStatus] = []
 
   /// Samples whose scores the publish socket refused, and samples admitted but not yet scored when
-  /// the ingest thread failed (0 in normal operation). A subscriber that falls behind loses
-  /// messages at its own queue, which the daemon cannot see.
+  /// the ingest thread failed, or held for a stream coming back from expiry when ingest failed or
+  /// the daemon stopped before its state was read (0 in normal operation). A subscriber that falls
+  /// behind loses messages at its own queue, which the daemon cannot see.
   public var samplesDropped: UInt64 = 0
 
   /// Clients turned away by CURVE authentication (a key not on the allow-list); 0 without CURVE.

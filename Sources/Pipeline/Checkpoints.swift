@@ -242,9 +242,19 @@ public struct CheckpointStore: Sendable {
         for old in expired.sorted(by: { modified($0) < modified($1) }).prefix(expired.count - keep) { unlink(old) }
     }
 
-    /// Whether a state of an expired stream of this name is kept (a file to read: `takeExpired`).
+    /// Whether a state of an expired stream of this name is kept (a file to read: `takeExpired`),
+    /// under today's file name (a file under the name it had before the hashed form takes it now,
+    /// so that the daemon's pruning, which spares the path it reads, spares that file too).
     public func hasExpired(_ name: String) -> Bool {
-        access(expiredPath(name), F_OK) == 0 || access(directory + "/expired-\(name).stream", F_OK) == 0
+        adoptLegacyName(name)
+        return access(expiredPath(name), F_OK) == 0
+    }
+
+    /// A name of at most 236 bytes shaped like the hashed form was kept under itself before the
+    /// hashed form came: such a file takes today's name (from review), so nothing is orphaned.
+    func adoptLegacyName(_ name: String) {
+        let path = expiredPath(name), legacy = directory + "/expired-\(name).stream"
+        if legacy != path && access(path, F_OK) != 0 && access(legacy, F_OK) == 0 { rename(legacy, path) }
     }
 
     /// The state of an expired stream of this name, if one was kept, restored under `settings`. A
@@ -256,10 +266,7 @@ public struct CheckpointStore: Sendable {
         _ name: String, settings: StreamConfiguration, remove: Bool = true, setAside: (String?) -> Void = { _ in }
     ) -> Result<StreamPipeline, Error>? {
         let path = expiredPath(name)
-        // A name of at most 236 bytes shaped like the hashed form was kept under itself before the
-        // hashed form came: such a file takes today's name (from review), so nothing is orphaned.
-        let legacy = directory + "/expired-\(name).stream"
-        if legacy != path && access(path, F_OK) != 0 && access(legacy, F_OK) == 0 { rename(legacy, path) }
+        adoptLegacyName(name)
         guard let data = FileManager.default.contents(atPath: path) else { return nil }
         let restored = Result {
             let bytes = [UInt8](data)

@@ -422,6 +422,8 @@ public final class Daemon: @unchecked Sendable {
     /// Seconds a stopping daemon goes on scoring what libzmq has read from producers (half of
     /// what `stop` waits for ingest).
     static let drainSeconds = 5.0
+    /// `drainSeconds`, shorter in tests.
+    var drainSeconds = Daemon.drainSeconds
 
     func runIngest(ready: Promise<(ingest: String, publish: String)>) {
         defer { ingestDrained.signal() }
@@ -477,7 +479,7 @@ public final class Daemon: @unchecked Sendable {
             // `drainSeconds`, well within what `stop` waits), then the socket closes, so what they send
             // from now on stays queued on their side instead of vanishing here.
             var chunks = 2 * max(connections.open.count, 1) * configuration.ingestChunksPerConnection
-            let drainEnds = Self.monotonic() + Self.drainSeconds
+            drainEnds = Self.monotonic() + drainSeconds
             var more = true
             while chunks > 0 && Self.monotonic() < drainEnds {
                 // The deadline is looked at within a call too (from review): 1,000 chunks of large
@@ -489,9 +491,11 @@ public final class Daemon: @unchecked Sendable {
                 guard more else { break }
                 chunks -= 1000
             }
-            // Streams still coming back are waited for: their held messages were received.
-            finishAllRevivals(run: &run, publisher: pub)
+            // Streams still coming back are waited for, within the drain's time (their held messages
+            // were received); what is still held then is counted as dropped, their files left as they were.
+            finishAllRevivals(until: drainEnds, run: &run, publisher: pub)
             flush(&run, publisher: pub)
+            droppedHeld("the daemon stopped with samples held for streams coming back from expiry")
             // What is left was never received: the producers' messages not yet read (their ZeroMQ
             // keeps what it could not deliver) and those part-read here. Said, not silent.
             let partial = connections.open.values.filter { $0.connection.held > 0 }.count
@@ -515,11 +519,7 @@ public final class Daemon: @unchecked Sendable {
                 samplesDropped.add(UInt64(run.count))
                 logger.error("ingest ended with admitted samples not yet scored", metadata: ["samples": "\(run.count)"])
             }
-            let held = heldSamples()
-            if held > 0 {
-                samplesDropped.add(UInt64(held))
-                logger.error("ingest ended with samples held for streams coming back from expiry", metadata: ["samples": "\(held)"])
-            }
+            droppedHeld("ingest ended with samples held for streams coming back from expiry")
             ready.fail(error)
             if (error as? ZMQError)?.isTerminated != true { threadFailed("eddy-ingest", error) }
         }
@@ -579,9 +579,11 @@ public final class Daemon: @unchecked Sendable {
             flush(&run, publisher: publisher)
             reject(code, why, stream: name, sequence: sequence, samples: samples, publisher: publisher)
         case .held(let name):
-            // Its stream began coming back with this message.
+            // Its stream began coming back with this message (a lookup says so only then).
             if let r = streamsLock.withLock({ reviving[name] }) {
                 hold(frames, for: r, received: taken ?? receivedNow(), run: &run, publisher: publisher)
+            } else {
+                admit(frames, received: taken, run: &run, publisher: publisher)
             }
         case .lines(let pipeline, let batch, let lines, let truncated, let repaired):
             flush(&run, publisher: publisher)
@@ -807,8 +809,12 @@ public final class Daemon: @unchecked Sendable {
             noteRestoredChanges(s)
             return s
         case .success:
-            retireLock.withLock { revivedFiles[name] = nil }
-            if let store = checkpoints { notedAside(name, at: store.setAsideExpired(name)) }
+            // Moved before the trainer's pruning may see it (from review: it could go first).
+            let aside = retireLock.withLock { () -> String? in
+                defer { revivedFiles[name] = nil }
+                return checkpoints?.setAsideExpired(name)
+            }
+            notedAside(name, at: aside)
         case .failure(let error):
             retireLock.withLock { revivedFiles[name] = nil }
             logger.warning(
@@ -828,7 +834,13 @@ public final class Daemon: @unchecked Sendable {
     final class Revival: @unchecked Sendable {
         let name: String
         let settings: StreamConfiguration
-        var held: [(frames: [[UInt8]], received: UInt64)] = []
+        /// What waits for the stream, in order: messages, and refusals of messages ingest could not
+        /// read whole (their errors go out in their place among the stream's scores).
+        enum Held {
+            case message([[UInt8]], received: UInt64)
+            case refusal(Eddy_V1_ErrorCode, String)
+        }
+        var held: [Held] = []
         var heldBytes = 0
         /// What the reading thread found (revivalLock); nil until it is done.
         var kept: Kept?
@@ -871,28 +883,53 @@ public final class Daemon: @unchecked Sendable {
     /// `ingest_buffer_bytes`; past that, ingest waits for the oldest stream to be read (as every
     /// stream did before), so nothing is refused or lost for it.
     func hold(_ frames: [[UInt8]], for r: Revival, received: UInt64, run: inout Coalesced, publisher: borrowing Socket) {
-        let bytes = frames.reduce(0) { $0 + $1.count }
+        let bytes = Self.heldCost(frames)
         while heldBytes > 0 && heldBytes + bytes > configuration.ingestBufferBytes && reviving[r.name] === r {
             revivalWaits.add()
-            finishRevivals(waiting: true, run: &run, publisher: publisher)
+            guard finishRevivals(waiting: true, until: drainEnds, run: &run, publisher: publisher) else { break }
         }
         guard streamsLock.withLock({ reviving[r.name] === r }) else {
             // It came back while ingest waited: the message goes to it now.
             admit(frames, received: received, run: &run, publisher: publisher)
             return
         }
-        r.held.append((frames, received))
+        r.held.append(.message(frames, received: received))
         r.heldBytes += bytes
         heldBytes += bytes
         messagesHeld.add()
     }
 
+    /// What a held message takes: its bytes and its arrays' bookkeeping (a header of 32 bytes and
+    /// malloc's rounding for each frame, the list of frames and its place in the queue), so that
+    /// one-sample messages of 25 bytes are not held at six times the bound (from review).
+    static func heldCost(_ frames: [[UInt8]]) -> Int { frames.reduce(96) { $0 + $1.count + 48 } }
+
+    /// Holds, in the order of the stream's messages, the refusal of a message for a stream coming
+    /// back that ingest could not read whole; false if `stream` is not coming back.
+    func holdRefusal(_ code: Eddy_V1_ErrorCode, _ why: String, stream: String?) -> Bool {
+        guard revivingCount.load > 0, let stream, let r = streamsLock.withLock({ reviving[stream] }) else { return false }
+        let bytes = 96 + why.utf8.count
+        r.held.append(.refusal(code, why))
+        r.heldBytes += bytes
+        heldBytes += bytes
+        messagesHeld.add()
+        return true
+    }
+
+    /// When a stopping daemon's drain ends (ingest thread; infinity until it stops).
+    var drainEnds = Double.infinity
+
     /// Makes the streams whose kept state has been read streams of the daemon, oldest first, each
     /// followed by the messages it held (in their order, before any taken from the socket after
     /// them). `waiting`: waits for the oldest to be read first.
-    func finishRevivals(waiting: Bool = false, run: inout Coalesced, publisher: borrowing Socket) {
+    @discardableResult
+    func finishRevivals(waiting: Bool = false, until deadline: Double = .infinity, run: inout Coalesced, publisher: borrowing Socket) -> Bool {
         if waiting, let oldest = revivalOrder.first {
-            while revivalLock.withLock({ oldest.kept == nil }) { usleep(200) }
+            while revivalLock.withLock({ oldest.kept == nil }) {
+                guard Self.monotonic() < deadline else { return false }
+                progress.beat(.ingest)  // waiting on a disk, not stalled
+                usleep(200)
+            }
         }
         while let r = revivalOrder.first, let kept = revivalLock.withLock({ r.kept }) {
             revivalOrder.removeFirst()
@@ -905,27 +942,51 @@ public final class Daemon: @unchecked Sendable {
             heldBytes -= r.heldBytes
             let held = r.held
             r.held = []
-            for (frames, received) in held { admit(frames, received: received, run: &run, publisher: publisher) }
-        }
-    }
-
-    /// Waits for every stream coming back and scores what they held (a stopping daemon's drain).
-    func finishAllRevivals(run: inout Coalesced, publisher: borrowing Socket) {
-        if !revivalOrder.isEmpty { revivalWaits.add() }
-        while !revivalOrder.isEmpty { finishRevivals(waiting: true, run: &run, publisher: publisher) }
-    }
-
-    /// The samples held for streams coming back (the messages' own counts), as ingest fails.
-    func heldSamples() -> Int {
-        revivalOrder.reduce(0) { total, r in
-            r.held.reduce(total) { total, message in
-                // Checked as if no stream were there: a rejection counts what the message carried.
-                let check = Admission.check(
-                    message.frames, configuration: configuration, lookup: { _, _, _ in .failure(.init(code: .notFound, why: "")) })
-                if case .rejected(_, _, _, _, let samples) = check { return total + samples }
-                return total
+            for entry in held {
+                switch entry {
+                case .message(let frames, let received): admit(frames, received: received, run: &run, publisher: publisher)
+                case .refusal(let code, let why):
+                    flush(&run, publisher: publisher)
+                    reject(code, why, stream: r.name, sequence: 0, samples: 0, publisher: publisher)
+                }
             }
         }
+        return true
+    }
+
+    /// Waits for every stream coming back, until `deadline`, and scores what they held (a stopping
+    /// daemon's drain).
+    func finishAllRevivals(until deadline: Double, run: inout Coalesced, publisher: borrowing Socket) {
+        finishRevivals(run: &run, publisher: publisher)
+        if !revivalOrder.isEmpty { revivalWaits.add() }
+        while !revivalOrder.isEmpty {
+            guard finishRevivals(waiting: true, until: deadline, run: &run, publisher: publisher) else { return }
+        }
+    }
+
+    /// Counts as dropped, and logs, the samples still held for streams coming back (ingest ends):
+    /// the messages' own counts; a held refusal is counted as the rejection it was. Their kept
+    /// files stay where they are, to be read when the names come back.
+    func droppedHeld(_ message: Logger.Message) {
+        var samples = 0
+        for r in revivalOrder {
+            for entry in r.held {
+                switch entry {
+                case .message(let frames, _):
+                    // Checked as if no stream were there: a rejection counts what the message carried.
+                    let check = Admission.check(
+                        frames, configuration: configuration, lookup: { _, _, _ in .failure(.init(code: .notFound, why: "")) })
+                    if case .rejected(_, _, _, _, let n) = check { samples += n }
+                case .refusal(let code, _):
+                    countRejection(code, samples: 0)
+                }
+            }
+            r.held = []
+        }
+        heldBytes = 0
+        guard samples > 0 else { return }
+        samplesDropped.add(UInt64(samples))
+        logger.error(message, metadata: ["samples": "\(samples)"])
     }
 
     /// Counts an expired stream's state set aside and says where it went (it was deleted, or, for a
@@ -1005,7 +1066,7 @@ public final class Daemon: @unchecked Sendable {
                     retiring.removeAll { $0 === s }
                     retiringCount.store(UInt64(retiring.count))
                 }
-                // A stream marked to be set aside is never taken back (`reviveHeld` passes it by).
+                // A stream marked to be set aside is never taken back (`takeBack` passes it by).
                 let setAside = retiringAside.remove(ObjectIdentifier(s)) != nil
                 switch written {
                 case .success where setAside:
@@ -1066,15 +1127,22 @@ public final class Daemon: @unchecked Sendable {
         }
     }
 
-    func reject(
-        _ code: Eddy_V1_ErrorCode, _ why: String, stream: String?, sequence: UInt64, samples: Int,
-        publisher: borrowing Socket
-    ) {
+    /// Counts a rejected message and its samples, by code; the count to log it under, if it is one to log.
+    @discardableResult
+    func countRejection(_ code: Eddy_V1_ErrorCode, samples: Int) -> UInt64? {
         let logged = messagesRejected.addForLog()
         samplesRejected.add(UInt64(samples))
         let slot = min(max(code.rawValue, 0), rejectedMessages.count - 1)
         rejectedMessages[slot].add()
         rejectedSamples[slot].add(UInt64(samples))
+        return logged
+    }
+
+    func reject(
+        _ code: Eddy_V1_ErrorCode, _ why: String, stream: String?, sequence: UInt64, samples: Int,
+        publisher: borrowing Socket
+    ) {
+        let logged = countRejection(code, samples: samples)
         if let stream, let s = streamsLock.withLock({ streams[stream] }) { s.countRejected() }
         if let n = logged {
             logger.warning(

@@ -155,7 +155,10 @@ extension Daemon {
                 flush(&run, publisher: publisher)
                 let name = before.first.flatMap { StreamName.decode($0, maxBytes: configuration.maxStreamNameBytes).name }
                 let (code, why) = Self.describe(refusal, configuration: configuration)
-                reject(code, why, stream: name, sequence: 0, samples: 0, publisher: publisher)
+                // For a stream coming back, its error takes its place among the stream's messages.
+                if !holdRefusal(code, why, stream: name) {
+                    reject(code, why, stream: name, sequence: 0, samples: 0, publisher: publisher)
+                }
             case .close(let end):
                 connections.open[key] = nil
                 try close(key, id: idBytes, stream: stream, connections: &connections)

@@ -69,7 +69,7 @@ public final class DaemonMetrics: @unchecked Sendable {
         ("eddy_messages_rejected_total", "counter", "Messages rejected, by error code (each also published on error/)."),
         ("eddy_samples_accepted_total", "counter", "Samples (or log lines) accepted and scored."),
         ("eddy_samples_rejected_total", "counter", "Samples in rejected messages, by error code."),
-        ("eddy_samples_dropped_total", "counter", "Scores the publish socket refused (computed, not sent), and samples admitted but not yet scored when the ingest thread failed. A subscriber that falls behind loses messages at its own queue, not counted here."),
+        ("eddy_samples_dropped_total", "counter", "Scores the publish socket refused (computed, not sent), samples admitted but not yet scored when the ingest thread failed, and samples held for a stream coming back from expiry when ingest failed or the daemon stopped before its state was read. A subscriber that falls behind loses messages at its own queue, not counted here."),
         ("eddy_alerts_total", "counter", "Alerts raised, all streams."),
         ("eddy_labels_accepted_total", "counter", "Labelled samples taken for few-label heads (LabelBatch)."),
         ("eddy_train_steps_total", "counter", "Training steps taken, all streams and models."),

@@ -31,13 +31,20 @@ import Testing
             #expect(try client.awaitHeartbeat() != nil)
         }
 
-        /// Sample batches' first sequences as scored, per stream, until `done`.
+        /// Per stream, the errors published while `scored` read, with the samples scored before each.
+        var errors: [String: [(Eddy_V1_ErrorCode, Int)]] = [:]
+
+        /// The sequences scored, per stream, until `done`.
         func scored(seconds: Double, until done: ([String: [UInt64]]) -> Bool) throws -> [String: [UInt64]] {
             var firsts: [String: [UInt64]] = [:]
             _ = try client.receive(seconds: seconds) { topic, body in
                 if topic.hasPrefix("score/") {
                     let batch = try Eddy_V1_ScoreBatch(serializedBytes: body)
                     firsts[batch.stream, default: []].append(contentsOf: (0..<UInt64(batch.count)).map { batch.firstSequence + $0 })
+                }
+                if topic.hasPrefix("error/") {
+                    let error = try Eddy_V1_Error(serializedBytes: body)
+                    errors[error.stream, default: []].append((error.code, firsts[error.stream]?.count ?? 0))
                 }
                 return done(firsts)
             }
@@ -129,6 +136,88 @@ import Testing
         setup.daemon.injectFault(into: "eddy-ingest")
         try setup.client.send(stream: "b", sequence: 5, dim: 8, values: values(3 * 8, seed: 5))
         #expect(told.wait(timeout: .now() + 10) == .success, "no report of the dead thread")
-        #expect(setup.daemon.samplesDropped.load == 3 + 17)
+        // The fault fires on the next pass that finds the socket ready: with b's second message
+        // admitted (3 samples more dropped), or before it is read (not received at all).
+        let bRead = setup.daemon.messagesReceived.load == 4
+        #expect(setup.daemon.samplesDropped.load == 17 + (bRead ? 3 : 0) && setup.daemon.samplesAccepted.load == 5)
+    }
+
+    /// From review: a stopping daemon waited for every kept state with no deadline, and could go on
+    /// scoring after the final checkpoint. Past the drain's time what is held is counted as dropped,
+    /// and the kept file stays for the name's return.
+    @Test func aStoppingDaemonWaitsForAKeptStateOnlyWithinItsDrain() throws {
+        let setup = try Setup()
+        setup.daemon.drainSeconds = 0.5
+        defer { setup.release.signal() }
+        try setup.client.send(stream: "a", sequence: 40, dim: 8, values: values(10 * 8, seed: 2))
+        try setup.client.send(stream: "a", sequence: 50, dim: 8, values: values(10 * 8, seed: 3))
+        #expect(setup.reading.wait(timeout: .now() + 10) == .success)
+        let end = Date().addingTimeInterval(10)
+        while setup.daemon.messagesHeld.load < 2 && Date() < end { usleep(10_000) }
+        let began = Date()
+        setup.daemon.stop()
+        #expect(Date().timeIntervalSince(began) < 5)
+        #expect(setup.daemon.samplesDropped.load == 20 && setup.daemon.samplesAccepted.load == 0)
+        let kept = try #require(setup.daemon.checkpoints).expiredPath("a")
+        #expect(FileManager.default.fileExists(atPath: kept))
+    }
+
+    /// From review: held messages were counted by their bytes alone, so one-sample messages took
+    /// several times the bound; their bookkeeping counts too.
+    @Test func smallHeldMessagesCountTheirBookkeeping() throws {
+        let setup = try Setup {
+            $0.maxMessageBytes = 4096
+            $0.ingestBufferBytes = 4096 + $0.maxStreamNameBytes
+        }
+        defer { setup.daemon.stop() }
+        // 40 one-sample messages: about 1.5 KiB of bytes, four times that with their arrays.
+        for i in 0..<40 { try setup.client.send(stream: "a", sequence: 40 + UInt64(i), dim: 8, values: values(8, seed: i)) }
+        #expect(setup.reading.wait(timeout: .now() + 10) == .success)
+        let end = Date().addingTimeInterval(10)
+        while setup.daemon.revivalWaits.load == 0 && Date() < end { usleep(10_000) }
+        #expect(setup.daemon.revivalWaits.load == 1)
+        setup.release.signal()
+        let after = try setup.scored(seconds: 10) { $0["a"]?.count == 40 }
+        #expect(after["a"] == Array(40..<80))
+    }
+
+    /// From review: a message for a stream coming back that ingest refused as it read it (a frame
+    /// over `max_message_bytes`) had its error published before the stream's earlier messages were
+    /// scored, and not counted on the stream. It takes its place among them.
+    @Test func aRefusalTakesItsPlaceAmongAStreamComingBacksMessages() throws {
+        let setup = try Setup { $0.maxMessageBytes = 4096 }
+        defer { setup.daemon.stop() }
+        try setup.client.send(stream: "a", sequence: 40, dim: 8, values: values(10 * 8, seed: 2))
+        try setup.client.send(stream: "a", sequence: 50, dim: 8, values: values(200 * 8, seed: 3))  // 6.4 KB
+        try setup.client.send(stream: "a", sequence: 50, dim: 8, values: values(10 * 8, seed: 4))
+        #expect(setup.reading.wait(timeout: .now() + 10) == .success)
+        let end = Date().addingTimeInterval(10)
+        while setup.daemon.messagesHeld.load < 3 && Date() < end { usleep(10_000) }
+        #expect(setup.daemon.messagesHeld.load == 3 && setup.daemon.messagesRejected.load == 0)
+        setup.release.signal()
+        let after = try setup.scored(seconds: 10) { $0["a"]?.count == 20 }
+        #expect(after["a"] == Array(40..<60))
+        let errors = setup.errors
+        #expect(errors["a"]?.map(\.0) == [.oversized] && errors["a"]?.map(\.1) == [10], "the error came where its message did")
+        #expect(setup.daemon.allStreams.first { $0.name == "a" }?.status.rejected == 1)
+    }
+
+    /// A kept state that comes back as another dim, through the reading thread: set aside, counted,
+    /// and the stream starts afresh; while it comes back it holds a slot of `max_streams`.
+    @Test func aKeptStateOfAnotherDimIsSetAsideAndTheStreamHoldsItsSlotMeanwhile() throws {
+        let setup = try Setup { $0.maxStreams = 1 }
+        defer { setup.daemon.stop() }
+        try setup.client.send(stream: "a", sequence: 0, dim: 4, values: values(5 * 4, seed: 2))
+        #expect(setup.reading.wait(timeout: .now() + 10) == .success)
+        try setup.client.send(stream: "b", sequence: 0, dim: 4, values: values(5 * 4, seed: 3))
+        _ = try setup.scored(seconds: 10) { _ in setup.errors["b"] != nil }
+        #expect(setup.errors["b"]?.map(\.0) == [.tooManyStreams])
+        setup.release.signal()
+        let after = try setup.scored(seconds: 10) { $0["a"]?.count == 5 }
+        #expect(after["a"] == Array(0..<5))
+        let directory = try #require(setup.daemon.checkpoints).directory
+        let aside = try FileManager.default.contentsOfDirectory(atPath: directory).filter { $0.hasPrefix("set-aside-expired-") }
+        #expect(aside.count == 1 && setup.daemon.streamsSetAside.load == 1 && setup.daemon.streamsRevived.load == 0)
+        #expect(setup.daemon.allStreams.first { $0.name == "a" }?.accepted == 5)
     }
 }

@@ -284,8 +284,9 @@ final class ZMTPServerHarness {
     /// CURVE handshake steps (HELLO, INITIATE: public-key work anyone who reaches the port can ask
     /// for) beyond the socket's allowance wait their turn, in order, and are taken as it refills:
     /// three libzmq CURVE producers against an allowance of 20 a second (a burst of 2) on a stopped
-    /// clock get two WELCOMEs and nothing more; as the clock runs, all three are let in and their
-    /// messages arrive.
+    /// clock get two replies and nothing more; as the clock runs, all three are let in and their
+    /// messages arrive. (The test assumed the three HELLOs came before any INITIATE, and failed one
+    /// run in four beside other tests: it holds for either order now.)
     @Test func curveHandshakeStepsBeyondTheAllowanceWaitTheirTurn() throws {
         let clock = ManualClock()
         let allowance = ZMTPConnection.HandshakeAllowance(perSecond: 20, clock: { clock.now })
@@ -306,10 +307,13 @@ final class ZMTPServerHarness {
         func count(_ kind: (ZMTPConnection.Event) -> Bool) -> Int { server.events.filter(kind).count }
         let sends = { (e: ZMTPConnection.Event) -> Bool in if case .send = e { true } else { false } }
         let readies = { (e: ZMTPConnection.Event) -> Bool in if case .ready = e { true } else { false } }
-        // Stopped: two steps (two HELLOs answered), then every connection waits.
-        try server.serve(stream) { _ in server.connections.count == 3 && server.connections.values.allSatisfy(\.awaitsHandshakeTurn) }
-        #expect(server.connections.values.filter(\.awaitsHandshakeTurn).count == 3)
-        #expect(count(sends) == 2 && count(readies) == 0 && server.messages.isEmpty)
+        // Stopped: two steps are taken (two HELLOs answered; or, when one producer's HELLO and
+        // INITIATE come before the others connect, as on a loaded machine, its whole handshake),
+        // then every connection not in waits.
+        func waiting() -> Int { server.connections.values.filter(\.awaitsHandshakeTurn).count }
+        try server.serve(stream) { _ in server.connections.count == 3 && waiting() + count(readies) == 3 }
+        #expect(waiting() + count(readies) == 3 && count(readies) <= 1)
+        #expect(count(sends) == 2 && server.messages.count <= count(readies))
         // Running (a tenth of a second a turn: two steps): all six steps are taken.
         server.tick = { clock.now += 0.1 }
         try server.serve(stream) { _ in server.messages.count == 3 }
