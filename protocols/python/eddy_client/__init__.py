@@ -4,8 +4,8 @@
 
     with Producer("tcp://127.0.0.1:7700") as p:
         p.send("pump-7", samples)                  # numpy (n, dim) or (n,) for a univariate stream
-    with Subscriber("tcp://127.0.0.1:7701", ["score/pump-7/", "alert/"]) as s:
-        topic, message = s.recv(timeout_ms=1000)   # decoded protobuf message
+    with Subscriber("tcp://127.0.0.1:7701", [topic("score", "pump-7"), "alert/"]) as s:
+        got = s.recv(timeout_ms=1000)              # (topic, decoded protobuf message), None on timeout
     snap = fetch_snapshot("tcp://127.0.0.1:7702", "pump-7", "autoencoder")
     errors = snap.reconstruction_errors(snap.inputs(samples))   # the daemon's errors, in numpy
 
@@ -32,7 +32,8 @@ PROTOCOL = "eddy.v1"
 __version__ = "1.0.0"
 
 __all__ = ["PROTOCOL", "__version__", "Producer", "Subscriber", "HeartbeatParts", "Snapshot", "Head", "CurveKeys", "fetch_snapshot",
-           "fit_head", "fit_softmax", "representations", "pb", "MESSAGE_TYPES"]
+           "fit_head", "fit_softmax", "representations", "stretches", "sample_batch", "line_batch", "topic", "pb",
+           "MESSAGE_TYPES"]
 
 # Topic kind (frame 0 up to the first '/') -> message type of frame 1.
 MESSAGE_TYPES = {
@@ -44,6 +45,27 @@ MESSAGE_TYPES = {
     "class": pb.ClassBatch,
     "error": pb.Error,
 }
+
+
+def topic(kind, stream=None):
+    """The topic prefix for one stream's messages of a kind (`score`, `alert`, `class`, `rep`,
+    `snapshot`, `error`): `kind/stream/`, with the closing slash, since a SUB socket matches
+    prefixes and `score/ab` would take `score/abc/` too; `kind/` for every stream's."""
+    if kind not in MESSAGE_TYPES:
+        raise ValueError(f"topic kind {kind!r} is not one of {sorted(MESSAGE_TYPES)}")
+    return f"{kind}/" if stream is None else f"{kind}/{stream}/"
+
+
+def _label_text(label):
+    """A label as the daemon takes it: text (bytes as UTF-8, anything else as str())."""
+    if isinstance(label, (bytes, bytearray)):
+        return bytes(label).decode("utf-8")
+    return str(label)
+
+
+def _not_one_string(items, what):
+    if isinstance(items, (str, bytes)):
+        raise TypeError(f"{what} is a list, not one string (a string would be split into characters)")
 
 
 def read_key_file(path):
@@ -72,6 +94,7 @@ class CurveKeys:
     def load(cls, server_key, client_key):
         """From the daemon's .pub file (or its 40-character key) and this client's .key file, which
         is refused, as the daemon refuses its own, when group or others have access to it."""
+        server_key, client_key = os.fspath(server_key), os.fspath(client_key)
         if len(server_key) == 40 and not os.path.exists(server_key):
             server_public = server_key
         else:
@@ -108,6 +131,7 @@ def sample_batch(stream, samples, sequence, timestamps_ns=None, producer=""):
 
 def line_batch(stream, lines, sequence, timestamps_ns=None, producer=""):
     """The LineBatch for `lines` (str, encoded as UTF-8, or bytes sent as they are)."""
+    _not_one_string(lines, "lines")
     batch = pb.LineBatch(stream=stream, sequence=sequence, producer=producer)
     batch.lines.extend(l if isinstance(l, bytes) else l.encode("utf-8") for l in lines)
     if timestamps_ns is not None and len(timestamps_ns) != len(batch.lines):
@@ -120,14 +144,18 @@ def line_batch(stream, lines, sequence, timestamps_ns=None, producer=""):
 class Producer:
     """PUSH samples (or log lines) to a daemon's ingest endpoint; numbers each stream's samples from 0.
 
-    A send waits while the daemon is unreachable or its queue is full (ZeroMQ's high-water mark);
-    with `send_timeout_ms` it waits at most that long and raises TimeoutError, the batch unsent and
-    the stream's sequence unchanged."""
+    While the daemon is unreachable, sends queue here up to ZeroMQ's high-water mark (1,000
+    batches) and return; past that a send waits. With `immediate=True` nothing queues while no
+    connection is up: a send waits for one. With `send_timeout_ms` a send waits at most that long
+    and raises TimeoutError, the batch unsent and the stream's sequence unchanged. Batches still
+    queued when the producer closes are dropped after `linger_ms`."""
 
-    def __init__(self, endpoint, context=None, linger_ms=5000, curve=None, send_timeout_ms=None):
+    def __init__(self, endpoint, context=None, linger_ms=5000, curve=None, send_timeout_ms=None, immediate=False):
         self.context = context or zmq.Context.instance()
         self.socket = self.context.socket(zmq.PUSH)
         self.socket.setsockopt(zmq.LINGER, linger_ms)
+        if immediate:
+            self.socket.setsockopt(zmq.IMMEDIATE, 1)
         if send_timeout_ms is not None:
             self.socket.setsockopt(zmq.SNDTIMEO, int(send_timeout_ms))
         if curve is not None:
@@ -163,15 +191,17 @@ class Producer:
     def send_labels(self, stream, samples, labels):
         """Sends labelled samples for the stream's few-label head (a LabelBatch, SPEC 4.2): numpy
         (n, dim) and n labels; (n,) with n labels is n samples of one value, with one label one
-        sample (a `stretches` row). The stream must exist and take labels (`max_labels`); its classes
-        then come on `class/<stream>/`."""
-        labels = list(labels)
+        sample (a `stretches` row). Labels are text: bytes are sent as UTF-8, anything else as
+        str(). The stream must exist and take labels (`max_labels`); its classes then come on
+        `class/<stream>/`."""
+        _not_one_string(labels, "labels")
+        labels = [_label_text(label) for label in labels]
         x = np.asarray(samples, dtype="<f4")
         if x.ndim == 1:
             x = x[None, :] if len(labels) == 1 else x[:, None]
         if x.ndim != 2 or x.shape[0] == 0 or x.shape[0] != len(labels):
             raise ValueError(f"{len(labels)} labels for samples of shape {x.shape}: one label per sample")
-        batch = pb.LabelBatch(stream=stream, labels=[str(label) for label in labels], dim=x.shape[1],
+        batch = pb.LabelBatch(stream=stream, labels=labels, dim=x.shape[1],
                               count=x.shape[0], values=x.tobytes())
         self._send([stream.encode(), batch.SerializeToString()])
 
@@ -196,14 +226,22 @@ class HeartbeatParts:
         streams = [s for part in parts for s in part.streams]
     """
 
+    # Heartbeats still waiting for parts: the newest few (a subscriber that lost parts of every
+    # heartbeat would otherwise keep them all).
+    KEPT = 8
+
     def __init__(self):
         self.pending = {}
 
     def add(self, heartbeat):
         parts = max(heartbeat.parts, 1)  # 0: a daemon from before parts, one message
+        if heartbeat.part >= parts:
+            return None  # not a part of this heartbeat (a damaged or foreign message)
         got = self.pending.setdefault(heartbeat.time_ns, {})
+        for t in sorted(self.pending)[:-self.KEPT]:
+            del self.pending[t]
         got[heartbeat.part] = heartbeat
-        if len(got) < parts:
+        if len(got) < parts or heartbeat.time_ns not in self.pending:
             return None
         for t in [t for t in self.pending if t <= heartbeat.time_ns]:
             del self.pending[t]
@@ -211,7 +249,10 @@ class HeartbeatParts:
 
 
 class Subscriber:
-    """SUB to a daemon's publish endpoint; `recv` returns (topic, decoded message)."""
+    """SUB to a daemon's publish endpoint; `recv` returns (topic, decoded message).
+
+    Topics are prefixes, as ZeroMQ matches them: `topic("score", "ab")` (`score/ab/`) is one
+    stream's scores, while `score/ab` takes stream `abc`'s too."""
 
     def __init__(self, endpoint, topics=("",), context=None, curve=None):
         if isinstance(topics, (str, bytes)):
@@ -476,12 +517,18 @@ def fit_softmax(features, labels, l2=1e-2, steps=500, learning_rate=0.5):
     return w.astype(np.float32), b.astype(np.float32), mean.astype(np.float32), scale.astype(np.float32), classes
 
 
-def fit_head(snapshot, samples, labels, l2=1e-2, steps=500, learning_rate=0.5):
+def fit_head(snapshot, rows, labels, l2=1e-2, steps=500, learning_rate=0.5):
     """Fine-tunes on a few labels: a softmax head on the frozen encoder of a MoCo snapshot.
 
+    `rows` are the model's input rows, `snapshot.inputs(samples)` (a stream with a window or a
+    `transform` does not take its samples as they are: a log stream's raw samples have the rows'
+    width and would be taken without their transform). Labels are text, as the daemon takes them
+    (bytes as UTF-8, anything else as str()), so the classes and their order are the daemon's.
     Full-batch gradient descent on the L2-regularised cross-entropy of standardised
     representations; a few dozen labelled samples are enough when the representation separates
-    the classes. Returns a Head with `predict` and `probabilities`.
+    the classes. Returns a Head with `predict` and `probabilities` (which also take rows).
     """
-    w, b, mean, scale, classes = fit_softmax(snapshot.representation(samples), labels, l2, steps, learning_rate)
+    _not_one_string(labels, "labels")
+    labels = [_label_text(label) for label in labels]
+    w, b, mean, scale, classes = fit_softmax(snapshot.representation(rows), labels, l2, steps, learning_rate)
     return Head(snapshot, w, b, mean, scale, classes)

@@ -1,24 +1,43 @@
 """`eddy serve` as a child process on 127.0.0.1 with OS-chosen ports: for tests, evaluation scripts
 and notebooks that want a daemon of their own."""
+import queue
 import signal
 import subprocess
+import threading
 import time
 
 
 class LocalDaemon:
     """Starts `binary serve` with `config_path` and `data_dir`; `endpoints` maps ingest, publish,
-    snapshots and http to the endpoints it bound (read from its standard output)."""
+    snapshots and http to the endpoints it bound (read from its standard output, within
+    `start_timeout` seconds: a daemon that prints nothing by then is killed and TimeoutError
+    raised)."""
 
-    def __init__(self, binary, data_dir, config_path, log_level="warning", env=None, stderr=None):
+    def __init__(self, binary, data_dir, config_path, log_level="warning", env=None, stderr=None, start_timeout=120):
         self.process = subprocess.Popen(
             [str(binary), "serve", "--ingest", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
              "--snapshots", "tcp://127.0.0.1:*", "--http", "127.0.0.1:0", "--data-dir", str(data_dir),
              "--config", str(config_path), "--log-level", log_level],
             stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
         self.endpoints = {}
+        lines = queue.Queue()
+
+        def read_endpoints():
+            # Its four lines, on a thread: readline alone has no deadline.
+            for _ in range(4):
+                line = self.process.stdout.readline()
+                lines.put(line)
+                if not line:
+                    return
+
+        threading.Thread(target=read_endpoints, daemon=True).start()
+        deadline = time.monotonic() + start_timeout
         try:
             while len(self.endpoints) < 4:
-                line = self.process.stdout.readline()
+                try:
+                    line = lines.get(timeout=max(deadline - time.monotonic(), 0.001))
+                except queue.Empty:
+                    raise TimeoutError(f"eddy serve printed no endpoints within {start_timeout} s") from None
                 if not line:
                     raise RuntimeError(f"eddy serve exited with {self.process.wait()}")
                 fields = line.split()

@@ -102,9 +102,12 @@ def sensors(n, dim=8, seed=0, start=0):
     return (10 * base + 3 + 0.05 * rng.standard_normal((n, dim))).astype(np.float32)
 
 
-def wait_scores(sub, stream, first_sequence):
-    """The ScoreBatch of `stream` that starts at `first_sequence`."""
+def wait_scores(sub, stream, first_sequence, timeout=30.0):
+    """The ScoreBatch of `stream` that starts at `first_sequence` (within `timeout` seconds: other
+    topics, heartbeats among them, keep coming, so each recv's own timeout would never fire)."""
+    end = time.monotonic() + timeout
     while True:
+        assert time.monotonic() < end, f"no scores for {stream} from {first_sequence} within {timeout} s"
         got = sub.recv(timeout_ms=5000)
         assert got is not None, f"no scores for {stream} from {first_sequence}"
         if got[0] == f"score/{stream}/" and got[1].first_sequence == first_sequence:
@@ -239,7 +242,9 @@ def test_sigterm_checkpoints_and_a_restart_continues_steps_and_versions(start_da
         wait_heartbeat(sub)
         for i in range(20):
             producer.send("s", sensors(100, dim=4, start=100 * i))
+        end = time.monotonic() + 60
         while True:
+            assert time.monotonic() < end, "the 2,000 samples were not all accepted and trained on"
             hb = wait_heartbeat(sub)
             if hb.samples_accepted == 2000 and hb.train_steps > 0:
                 break
@@ -260,7 +265,9 @@ def test_sigterm_checkpoints_and_a_restart_continues_steps_and_versions(start_da
         assert restored.version >= version and restored.samples_seen == 2000
         assert wait_snapshot(again.endpoints["snapshots"], "s", "moco", timeout=5).message.samples_seen == 2000
         producer.send("s", sensors(500, dim=4, start=2000), sequence=2000)
+        end = time.monotonic() + 60
         while True:
+            assert time.monotonic() < end, "the restored stream took no step"
             hb = wait_heartbeat(sub)
             stream = next(s for s in hb.streams if s.stream == "s")
             if stream.train_steps > version:

@@ -1,0 +1,114 @@
+"""The client's own behaviour, without a daemon (from a review of the client, stop 58): labels as the
+daemon takes them, producers that do not queue while unreachable, topics, key files by path,
+heartbeat parts kept bounded, strings that are not lists, and a daemon that never starts."""
+import os
+import stat
+import time
+
+import numpy as np
+import pytest
+import zmq
+
+from eddy_client import CurveKeys, HeartbeatParts, Producer, Snapshot, fit_head, line_batch, pb, topic
+from eddy_client.local import LocalDaemon
+
+
+def identity_snapshot(width):
+    """A MoCo snapshot whose representation is its input (one identity layer, no normalisation)."""
+    message = pb.ModelSnapshot(input_dim=width, representation_layer=0)
+    return Snapshot(message=message, weights=[np.eye(width, dtype=np.float32)], biases=[np.zeros(width, np.float32)],
+                    activations=["identity"], mean=np.zeros(width, np.float32), variance=np.ones(width, np.float32))
+
+
+def test_fit_head_takes_labels_as_the_daemon_does_text_in_utf8_order():
+    # The daemon's classes are the labels' text sorted by UTF-8 bytes: "10" before "2". Before,
+    # fit_head sorted the numbers (2, 10) and its weight columns were the daemon's swapped.
+    rng = np.random.default_rng(0)
+    rows = np.vstack([rng.normal(-2, 0.3, (6, 3)), rng.normal(2, 0.3, (6, 3))]).astype(np.float32)
+    head = fit_head(identity_snapshot(3), rows, [2] * 6 + [10] * 6)
+    assert list(head.classes) == ["10", "2"]
+    assert list(head.predict(rows)) == ["2"] * 6 + ["10"] * 6
+    byte_labels = fit_head(identity_snapshot(3), rows, [np.bytes_(b"fan")] * 6 + [b"pump"] * 6)
+    assert list(byte_labels.classes) == ["fan", "pump"]
+    with pytest.raises(TypeError):
+        fit_head(identity_snapshot(3), rows[:3], "abc")
+
+
+def test_labels_go_out_as_text_and_bytes_as_utf8():
+    context = zmq.Context()
+    pull = context.socket(zmq.PULL)
+    port = pull.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        with Producer(f"tcp://127.0.0.1:{port}", context=context) as p:
+            p.send_labels("s", np.zeros((3, 2)), [b"fan", np.bytes_(b"pump"), 7])
+            with pytest.raises(TypeError):
+                p.send_labels("s", np.zeros((3, 1)), "abc")
+            assert pull.poll(5000)
+            stream, body = pull.recv_multipart()
+            assert stream == b"s" and list(pb.LabelBatch.FromString(body).labels) == ["fan", "pump", "7"]
+    finally:
+        pull.close(linger=0)
+        context.term()
+
+
+def test_an_immediate_producer_does_not_queue_while_the_daemon_is_unreachable():
+    context = zmq.Context()
+    # A port nothing listens on: one bound, then released.
+    probe = context.socket(zmq.PULL)
+    port = probe.bind_to_random_port("tcp://127.0.0.1")
+    probe.close(linger=0)
+    endpoint = f"tcp://127.0.0.1:{port}"
+    try:
+        with Producer(endpoint, context=context, linger_ms=0, send_timeout_ms=100, immediate=True) as p:
+            with pytest.raises(TimeoutError):
+                p.send("s", np.zeros((1, 2)))
+            assert p.sequences.get("s", 0) == 0
+        # The default queues (up to the high-water mark) and returns.
+        with Producer(endpoint, context=context, linger_ms=0, send_timeout_ms=100) as p:
+            assert p.send("s", np.zeros((1, 2))) == 0 and p.sequences["s"] == 1
+    finally:
+        context.term()
+
+
+def test_topics_close_with_a_slash_so_one_stream_does_not_take_anothers():
+    assert topic("score", "ab") == "score/ab/" and not "score/abc/".startswith(topic("score", "ab"))
+    assert topic("alert") == "alert/"
+    with pytest.raises(ValueError):
+        topic("scores", "ab")
+
+
+def test_curve_keys_load_from_paths(tmp_path):
+    public, secret = zmq.curve_keypair()
+    server_public, _ = zmq.curve_keypair()
+    (tmp_path / "server.pub").write_text(f'public-key = "{server_public.decode()}"\n')
+    key = tmp_path / "client.key"
+    key.write_text(f'public-key = "{public.decode()}"\nsecret-key = "{secret.decode()}"\n')
+    os.chmod(key, stat.S_IRUSR | stat.S_IWUSR)
+    keys = CurveKeys.load(tmp_path / "server.pub", key)
+    assert keys.server_public == server_public.decode() and keys.public == public.decode()
+
+
+def test_heartbeat_parts_keep_a_bounded_number_waiting_and_ignore_parts_out_of_range():
+    beats = HeartbeatParts()
+    for t in range(1000):
+        assert beats.add(pb.Heartbeat(time_ns=t, part=0, parts=2)) is None
+    assert len(beats.pending) <= HeartbeatParts.KEPT
+    assert beats.add(pb.Heartbeat(time_ns=5000, part=3, parts=2)) is None
+    first = beats.add(pb.Heartbeat(time_ns=999, part=1, parts=2))
+    assert [h.part for h in first] == [0, 1]
+
+
+def test_a_string_is_not_taken_as_a_list_of_lines():
+    with pytest.raises(TypeError):
+        line_batch("app", "GET /health 200", 0)
+    assert len(line_batch("app", ["GET /health 200"], 0).lines) == 1
+
+
+def test_a_daemon_that_prints_no_endpoints_is_killed_at_the_start_timeout(tmp_path):
+    silent = tmp_path / "silent"
+    silent.write_text("#!/bin/sh\nexec sleep 30\n")
+    os.chmod(silent, 0o755)
+    began = time.monotonic()
+    with pytest.raises(TimeoutError):
+        LocalDaemon(silent, tmp_path / "data", tmp_path / "eddy.conf", start_timeout=0.5)
+    assert time.monotonic() - began < 10
