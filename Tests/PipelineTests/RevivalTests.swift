@@ -220,4 +220,21 @@ import Testing
         #expect(aside.count == 1 && setup.daemon.streamsSetAside.load == 1 && setup.daemon.streamsRevived.load == 0)
         #expect(setup.daemon.allStreams.first { $0.name == "a" }?.accepted == 5)
     }
+
+    /// Labels for a stream coming back wait for it too (a LabelBatch needs the stream to exist: it
+    /// would have been refused as for no stream), and are taken once it is there.
+    @Test func labelsForAStreamComingBackWaitForIt() throws {
+        let setup = try Setup { $0.streamDefaults.maxLabels = 10 }
+        defer { setup.daemon.stop() }
+        try setup.client.send(stream: "a", sequence: 40, dim: 8, values: values(10 * 8, seed: 2))
+        #expect(setup.reading.wait(timeout: .now() + 10) == .success)
+        try setup.client.sendRaw(try LabelTests.labelFrames("a", dim: 8, values: values(3 * 8, seed: 5), labels: ["x", "y", "x"]))
+        var end = Date().addingTimeInterval(10)
+        while setup.daemon.messagesHeld.load < 2 && Date() < end { usleep(10_000) }
+        #expect(setup.daemon.messagesHeld.load == 2 && setup.daemon.messagesRejected.load == 0)
+        setup.release.signal()
+        end = Date().addingTimeInterval(10)
+        while setup.daemon.labelsAccepted.load < 3 && Date() < end { usleep(10_000) }
+        #expect(setup.daemon.labelsAccepted.load == 3 && setup.daemon.messagesRejected.load == 0)
+    }
 }
