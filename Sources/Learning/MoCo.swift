@@ -72,6 +72,14 @@ public final class MoCo {
     // Per-step workspace, sized for `B`.
     let queryWork: NetworkWorkspace
     let keyWork: NetworkWorkspace
+    /// With batch normalisation, the groups a training batch is normalised in (1: the whole batch),
+    /// the key batch regrouped by a random permutation (shuffle BN, He et al. 2020): a positive pair
+    /// then does not share batch statistics that no queue negative has. A training setting of the
+    /// stream's (`moco_batch_norm_groups`), not part of the saved model.
+    public var batchNormGroups = 1
+    /// The permuted key batch and its encoder's outputs in order (allocated at the first shuffle).
+    var shuffledKeys: (input: FloatBuffer, output: FloatBuffer)?
+    var permutation: [Int] = []
     let normalised: FloatBuffer  // (B, D)
     let viewQ: FloatBuffer  // (B, D)
     let viewK: FloatBuffer  // (B, D)
@@ -268,10 +276,27 @@ public final class MoCo {
         let invT = 1 / c.temperature
         // q = normalize(f_q(xq)): (B, C); k = normalize(f_k(xk)): (B, C), no gradient.
         // Both in training mode, as MoCo's: batch-normalised layers read each batch's statistics.
+        queryWork.groups = batchNormGroups
+        keyWork.groups = batchNormGroups
         queryWork.forward(parameters: query.pointer, input: xq, batch: B, training: query.pointer)
-        keyWork.forward(parameters: key.pointer, input: xk, batch: B, training: key.pointer)
+        if c.batchNorm && keyWork.groupCount(B) > 1 {
+            // Shuffle BN: the key batch's rows regrouped by a random permutation before the key
+            // encoder, its outputs put back in order.
+            let D = c.inputDimension
+            if shuffledKeys == nil { shuffledKeys = (FloatBuffer(count: c.batchSize * D), FloatBuffer(count: c.batchSize * C)) }
+            let (input, output) = (shuffledKeys!.input.pointer, shuffledKeys!.output.pointer)
+            permutation.removeAll(keepingCapacity: true)
+            permutation.append(contentsOf: 0..<B)
+            for i in stride(from: B - 1, to: 0, by: -1) { permutation.swapAt(i, Int(random.next() % UInt64(i + 1))) }
+            for (i, row) in permutation.enumerated() { (input + i * D).update(from: xk + row * D, count: D) }
+            keyWork.forward(parameters: key.pointer, input: input, batch: B, training: key.pointer)
+            for (i, row) in permutation.enumerated() { (output + row * C).update(from: keyWork.output + i * C, count: C) }
+            eddy_normalise_rows(output, B, C, k.pointer, nil)
+        } else {
+            keyWork.forward(parameters: key.pointer, input: xk, batch: B, training: key.pointer)
+            eddy_normalise_rows(keyWork.output, B, C, k.pointer, nil)
+        }
         eddy_normalise_rows(queryWork.output, B, C, q.pointer, qNorm.pointer)
-        eddy_normalise_rows(keyWork.output, B, C, k.pointer, nil)
         // Negative logits: q · queueᵀ / T, (B, K). Positive logits: q·k / T, (B).
         let l = logits.pointer
         BLAS.gemm(.none, .transposed, m: B, n: K, k: C, alpha: invT, a: q.pointer, b: queue.pointer, c: l)

@@ -186,6 +186,19 @@ final class NetworkWorkspace {
     let inverseDeviation: [FloatBuffer?]
     let scratch: [FloatBuffer?]
     var usedBatchStatistics: [Bool]
+    /// Batch statistics per group of `batch / groups` consecutive rows, in training (1: the whole
+    /// batch). MoCo's shuffle BN: the key batch regrouped by a permutation, so that a positive pair
+    /// does not share statistics no negative has (He et al. 2020, section 3.3).
+    var groups = 1
+    static let maximumGroups = 16
+    /// Σ dy, dγ and db of one group, and their sums over the groups (the backward of `groups`).
+    let groupSums: FloatBuffer
+
+    /// The groups a batch of `batch` rows is normalised in: `groups` when each holds two rows or
+    /// more and they split it evenly, else 1.
+    func groupCount(_ batch: Int) -> Int {
+        groups > 1 && groups <= Self.maximumGroups && batch % groups == 0 && batch / groups >= 2 ? groups : 1
+    }
 
     init(layout: NetworkLayout, capacity: Int) {
         self.layout = layout
@@ -193,9 +206,11 @@ final class NetworkWorkspace {
         outputs = layout.layers.map { FloatBuffer(count: capacity * $0.outputs) }
         deltas = layout.layers.map { FloatBuffer(count: capacity * $0.outputs) }
         normalised = layout.layers.map { $0.normalisation == nil ? nil : FloatBuffer(count: capacity * $0.outputs) }
-        inverseDeviation = layout.layers.map { $0.normalisation == nil ? nil : FloatBuffer(count: $0.outputs) }
-        scratch = layout.layers.map { $0.normalisation == nil ? nil : FloatBuffer(count: $0.outputs) }
+        inverseDeviation = layout.layers.map { $0.normalisation == nil ? nil : FloatBuffer(count: Self.maximumGroups * $0.outputs) }
+        scratch = layout.layers.map { $0.normalisation == nil ? nil : FloatBuffer(count: Self.maximumGroups * $0.outputs) }
         usedBatchStatistics = Array(repeating: false, count: layout.layers.count)
+        let widest = layout.layers.map(\.outputs).max() ?? 0
+        groupSums = FloatBuffer(count: 5 * widest)
     }
 
     /// The last layer's output.
@@ -228,11 +243,15 @@ final class NetworkWorkspace {
     /// Batch normalisation of layer `l`'s `z` (in `outputs[l]`), then its activation.
     func normalise(layer l: Int, parameters p: UnsafePointer<Float>, batch: Int, training: UnsafeMutablePointer<Float>?) {
         let layer = layout.layers[l], o = layer.outputs, statistics = layer.normalisation!
-        usedBatchStatistics[l] =
-            eddy_batchnorm_forward(
-                outputs[l].pointer, normalised[l]!.pointer, scratch[l]!.pointer, inverseDeviation[l]!.pointer,
-                p + layer.scaleOffset, p + statistics, training.map { $0 + statistics }, batch, o,
-                batchNormEpsilon, batchNormMomentum) != 0
+        let G = training == nil ? 1 : groupCount(batch), rows = batch / G
+        for g in 0..<G {
+            // Each group's own statistics (and its own update of the running ones).
+            usedBatchStatistics[l] =
+                eddy_batchnorm_forward(
+                    outputs[l].pointer + g * rows * o, normalised[l]!.pointer + g * rows * o, scratch[l]!.pointer + g * o,
+                    inverseDeviation[l]!.pointer + g * o, p + layer.scaleOffset, p + statistics, training.map { $0 + statistics },
+                    rows, o, batchNormEpsilon, batchNormMomentum) != 0
+        }
         Kernels.addBiasActivate(
             outputs[l].pointer, bias: p + layer.shiftOffset, rows: batch, columns: o, activation: layer.activation)
     }
@@ -274,9 +293,32 @@ final class NetworkWorkspace {
             deltas[l].pointer, output: outputs[l].pointer, biasGradient: g + layer.shiftOffset, rows: batch, columns: o,
             activation: layer.activation)
         // dz = (γ/σ)/n · (n·dy − Σ dy − x̂·Σ dy·x̂) with batch statistics, (γ/σ)·dy with running ones.
-        eddy_batchnorm_backward(
-            deltas[l].pointer, normalised[l]!.pointer, inverseDeviation[l]!.pointer, p + layer.scaleOffset,
-            g + layer.shiftOffset, g + layer.scaleOffset, g + layer.biasOffset, scratch[l]!.pointer, batch, o,
-            usedBatchStatistics[l] ? 1 : 0)
+        let G = usedBatchStatistics[l] ? groupCount(batch) : 1
+        guard G > 1 else {
+            eddy_batchnorm_backward(
+                deltas[l].pointer, normalised[l]!.pointer, inverseDeviation[l]!.pointer, p + layer.scaleOffset,
+                g + layer.shiftOffset, g + layer.scaleOffset, g + layer.biasOffset, scratch[l]!.pointer, batch, o,
+                usedBatchStatistics[l] ? 1 : 0)
+            return
+        }
+        // In groups: each by its own statistics and its own Σ dy; dγ and db summed over the groups.
+        let rows = batch / G, sums = groupSums.pointer
+        let dbeta = sums, dgamma = sums + o, db = sums + 2 * o, totalGamma = sums + 3 * o, totalB = sums + 4 * o
+        totalGamma.update(repeating: 0, count: o)
+        totalB.update(repeating: 0, count: o)
+        for group in 0..<G {
+            let d = deltas[l].pointer + group * rows * o
+            dbeta.update(repeating: 0, count: o)
+            for r in 0..<rows { for c in 0..<o { dbeta[c] += d[r * o + c] } }
+            eddy_batchnorm_backward(
+                d, normalised[l]!.pointer + group * rows * o, inverseDeviation[l]!.pointer + group * o, p + layer.scaleOffset,
+                dbeta, dgamma, db, scratch[l]!.pointer, rows, o, 1)
+            for c in 0..<o {
+                totalGamma[c] += dgamma[c]
+                totalB[c] += db[c]
+            }
+        }
+        (g + layer.scaleOffset).update(from: totalGamma, count: o)
+        (g + layer.biasOffset).update(from: totalB, count: o)
     }
 }

@@ -248,6 +248,10 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// i-Mix's largest share of another sample in a query view (`MoCoConfiguration.mix`; 0: off, the
     /// default: it won development sets and no held-back one, docs/representation.md).
     public var mocoMix: Float = 0
+    /// With `mocoBatchNorm`, the groups a training batch's statistics are taken in, the key batch
+    /// regrouped by a random permutation (shuffle BN; 1: the whole batch, as before). Measured in
+    /// docs/representation.md; not a default.
+    public var mocoBatchNormGroups = 1
     public var jitter: Float = 0.05
     public var scale: Float = 0
     public var mask: Float = 0.1
@@ -411,6 +415,9 @@ public struct StreamConfiguration: Sendable, Equatable {
         if !(mocoTemperature > 0) || !(0...1).contains(mocoMomentum) { try fail("moco_temperature > 0, moco_momentum in [0, 1]") }
         if !(0...1e6).contains(mocoReconstruction) { try fail("moco_reconstruction must be in 0...1e6") }
         if !(0...0.5).contains(mocoMix) { try fail("moco_mix must be in 0...0.5") }
+        if !(1...16).contains(mocoBatchNormGroups) || batchSize % mocoBatchNormGroups != 0 || batchSize / mocoBatchNormGroups < 2 {
+            try fail("moco_batch_norm_groups must be in 1...16 and split batch_size (\(batchSize)) into groups of two rows or more")
+        }
         let layers = [autoencoderHidden, mocoEncoder, mocoHead]
         if layers.contains(where: { $0.isEmpty || $0.count > 64 }) || layers.joined().contains(where: { $0 < 1 || $0 > 1 << 16 }) {
             try fail("layer widths must be in 1...65536, one to 64 layers each")
@@ -780,12 +787,14 @@ extension StreamConfiguration {
         floats += 3 * aeParameters + 4 * mocoParameters + mocoQueue * (mocoHead.last ?? 0) + 2 * mocoQueue + 4 * d
         // With batch normalisation, per normalised unit of a MoCo: γ, β and the running mean and
         // variance in both encoders and the gradients, Adam's moments of γ and β, x̂ in the two
-        // training workspaces and the inference one, and two per-unit rows in each.
+        // training workspaces and the inference one, and two per-unit rows for each of up to 16
+        // groups (`moco_batch_norm_groups`) in each.
         let normalisedUnits = mocoBatchNorm ? (mocoEncoder + mocoHead.dropLast()).reduce(0, +) : 0
-        let normalisation = normalisedUnits * (4 * 3 + 2 * 2 + 2 * b + 256 + 3 * 2)
+        let normalisation = normalisedUnits * (4 * 3 + 2 * 2 + 2 * b + 256 + 3 * 2 * 16)
         // The trainer's, and its last good models (both encoders' four values, two moments).
         floats += normalisation + normalisedUnits * (4 * 2 + 2 * 2)
         if mocoMix > 0 { floats += b * d + b * b }  // i-Mix's blended samples and the batch's logits
+        if mocoBatchNormGroups > 1 { floats += b * d + b * (mocoHead.last ?? 0) }  // the shuffled key batch and its outputs
         if mocoReconstruction > 0 {
             // MoCo's decoder: weights, gradients and Adam's moments, its activations and their
             // gradients for a batch, the gradient it sends the representation, and in the last good

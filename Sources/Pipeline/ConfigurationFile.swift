@@ -214,6 +214,7 @@ public enum ConfigurationFile {
         case "moco_reconstruction": s.mocoReconstruction = try float(v)
         case "moco_batch_norm": s.mocoBatchNorm = try bool(v)
         case "moco_mix": s.mocoMix = try float(v)
+        case "moco_batch_norm_groups": s.mocoBatchNormGroups = try int(v)
         case "moco_momentum": s.mocoMomentum = try float(v)
         case "jitter": s.jitter = try float(v)
         case "scale": s.scale = try float(v)

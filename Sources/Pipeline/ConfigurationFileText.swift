@@ -122,6 +122,7 @@ moco_momentum = 0.99
 moco_reconstruction = 30               # weight of a denoising reconstruction term beside InfoNCE (0: off)
 moco_batch_norm = true                 # batch normalisation in the encoder and head (the representation uses running statistics)
 moco_mix = 0                           # i-Mix: a query view blends in up to this share of another sample, its positive split alike (0: off)
+moco_batch_norm_groups = 1             # shuffle BN: batch statistics in this many groups, keys regrouped at random (1: off)
 jitter = 0.05                          # MoCo augmentations: Gaussian noise,
 scale = 0                              # per-feature scaling,
 mask = 0.1                             # feature masking,

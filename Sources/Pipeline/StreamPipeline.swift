@@ -933,6 +933,7 @@ public final class StreamPipeline: @unchecked Sendable {
         }
         guard ready else { return false }
         let aeLoss = autoencoder.trainStep(batch.pointer, rows: n)
+        moco.batchNormGroups = settings.mocoBatchNormGroups
         let mocoLoss = moco.trainStep(batch.pointer, rows: n, ids: batchIDs)
         // The last line of defence against poisoned weights. What is handed to the scorer and the
         // representer is checked at every step: the losses come before the update, and a NaN

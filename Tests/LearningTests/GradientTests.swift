@@ -8,10 +8,11 @@ import Testing
     /// With `normalised` layers, `training` uses the batch's statistics and otherwise running ones
     /// (set away from their initial 0 and 1 first); only trained values are checked (the running
     /// statistics have no gradient).
-    func checkNetwork(widths: [Int], activations: [Activation], normalised: [Bool]? = nil, training: Bool = false) {
-        let inputs = 6, batch = 5
+    func checkNetwork(widths: [Int], activations: [Activation], normalised: [Bool]? = nil, training: Bool = false, groups: Int = 1) {
+        let inputs = 6, batch = groups > 1 ? 4 * groups : 5
         let layout = NetworkLayout(inputs: inputs, widths: widths, activations: activations, normalised: normalised)
         let work = NetworkWorkspace(layout: layout, capacity: batch)
+        work.groups = groups
         let params = FloatBuffer(count: layout.parameterCount)
         let grads = FloatBuffer(count: layout.parameterCount)
         var random = RandomSource(seed: 11)
@@ -59,6 +60,40 @@ import Testing
     func batchNormalisedStackBackwardMatchesFiniteDifferences(training: Bool) {
         checkNetwork(
             widths: [7, 5, 3], activations: [.relu, .relu, .identity], normalised: [true, true, false], training: training)
+    }
+
+    /// Batch statistics in groups of rows (MoCo's shuffle BN): each group normalised by its own, its
+    /// own Σ dy in the backward, dγ and db summed over the groups; against central differences. With
+    /// identity activations: in groups of four rows, ReLU's kinks sit within the differences' step
+    /// (the activation's own backward is checked on whole batches above).
+    @Test(arguments: [2, 3])
+    func groupedBatchNormBackwardMatchesFiniteDifferences(groups: Int) {
+        checkNetwork(
+            widths: [7, 5, 3], activations: [.identity, .identity, .identity], normalised: [true, true, false], training: true, groups: groups)
+    }
+
+    /// In groups, a row's normalised output depends on its own group alone.
+    @Test func groupedBatchNormUsesEachGroupsOwnStatistics() {
+        let layout = NetworkLayout(inputs: 3, widths: [4], activations: [.identity], normalised: [true])
+        let params = FloatBuffer(count: layout.parameterCount)
+        var random = RandomSource(seed: 5)
+        layout.initialise(params.pointer, random: &random)
+        let x = FloatBuffer(randomValues(8 * 3, seed: 6))
+        func run(groups: Int) -> [Float] {
+            let work = NetworkWorkspace(layout: layout, capacity: 8)
+            work.groups = groups
+            work.forward(parameters: params.pointer, input: x.pointer, batch: 8, training: params.pointer)
+            return Array(UnsafeBufferPointer(start: work.output, count: 8 * 4))
+        }
+        let whole = run(groups: 1), halves = run(groups: 2)
+        // The first half alone, as a batch of 4, is the first half of the grouped output.
+        let first = NetworkWorkspace(layout: layout, capacity: 4)
+        first.forward(parameters: params.pointer, input: x.pointer, batch: 4, training: params.pointer)
+        let alone = Array(UnsafeBufferPointer(start: first.output, count: 4 * 4))
+        #expect(zip(halves.prefix(16), alone).allSatisfy { abs($0 - $1) < 1e-5 })
+        #expect(zip(whole, halves).contains { abs($0 - $1) > 1e-3 })
+        // Groups that do not split the batch evenly into two rows or more fall back to the whole batch.
+        #expect(run(groups: 3) == whole && run(groups: 8) == whole)
     }
 
     /// The running statistics are the batches' (PyTorch's momentum 0.1, unbiased variance), and a

@@ -125,6 +125,37 @@ import Workloads
         #expect(abs(fullLoss - maskedLoss) > 1e-4, "masking three entries changes the loss")
     }
 
+    /// Shuffle BN (from review): with batch normalisation, no augmentation and the key encoder a copy
+    /// of the query's, every positive pair is one vector (q·k = 1) when both batches are normalised
+    /// whole, in the same order: a positive shares batch statistics no negative has. With the key
+    /// batch regrouped by a permutation, a row's key is normalised among other rows than its query.
+    @Test func shuffleBNNormalisesAKeyAmongOtherRowsThanItsQuery() {
+        var c = MoCoConfiguration(inputDimension: 6)
+        c.encoderWidths = [8, 6]
+        c.headWidths = [6, 4]
+        c.queueSize = 32
+        c.batchSize = 16
+        c.batchNorm = true
+        c.normalise = false
+        c.seed = 3
+        let x = randomValues(16 * 6, seed: 4, scale: 1.5)
+        /// Each row's q·k, and the mean q·k of a row's query with other rows' keys.
+        func positives(groups: Int) -> ([Float], Float) {
+            let moco = MoCo(configuration: c)
+            moco.batchNormGroups = groups
+            let loss = x.withUnsafeBufferPointer { moco.lossAndGradient(query: $0.baseAddress!, key: $0.baseAddress!, rows: 16, ids: nil) }
+            #expect(loss.isFinite)
+            func dot(_ a: Int, _ b: Int) -> Float { (0..<4).reduce(0) { $0 + moco.q[a * 4 + $1] * moco.k[b * 4 + $1] } }
+            let others = (0..<16).flatMap { a in (0..<16).filter { $0 != a }.map { dot(a, $0) } }
+            return ((0..<16).map { dot($0, $0) }, others.reduce(0, +) / Float(others.count))
+        }
+        #expect(positives(groups: 1).0.allSatisfy { abs($0 - 1) < 1e-5 })
+        let (shuffled, others) = positives(groups: 4)
+        #expect(shuffled.contains { $0 < 1 - 1e-3 }, "\(shuffled)")
+        // Keys come back in their rows' order: a query is nearer its own key than others' on average.
+        #expect(shuffled.reduce(0, +) / 16 > others + 0.2, "\(shuffled) against \(others)")
+    }
+
     /// Labelled waveforms (sine, square, sawtooth, triangle; random phase, amplitude, offset, period
     /// 14-18 samples), streamed without labels: a 5-NN classifier on MoCo's representation beats the
     /// same classifier on an untrained encoder of the same shape. Crop-and-resize supplies the phase

@@ -976,6 +976,8 @@ import Testing
         #expect(try ConfigurationFile.parse("").streamDefaults.resolved(dim: 4).mocoConfiguration().batchNorm)
         #expect(try ConfigurationFile.parse("").streamDefaults.resolved(dim: 4).mocoConfiguration().mix == 0)
         #expect(try ConfigurationFile.parse("[stream]\nmoco_mix = 0.25").streamDefaults.resolved(dim: 4).mocoConfiguration().mix == 0.25)
+        #expect(try ConfigurationFile.parse("").streamDefaults.mocoBatchNormGroups == 1)
+        #expect(try ConfigurationFile.parse("[stream]\nmoco_batch_norm_groups = 4").streamDefaults.mocoBatchNormGroups == 4)
         #expect(throws: ConfigurationError.self) { try ConfigurationFile.parse("[stream.a/b]") }
         // Defaults after a declared stream would not reach it: refused, not silently partial.
         #expect(throws: ConfigurationError.syntax(line: 3, "[stream] must come before the declared streams (it would not reach [stream.a])")) {
@@ -996,6 +998,9 @@ import Testing
             "[stream]\nmoco_reconstruction = -1", "[stream]\nmoco_reconstruction = nan", "[stream]\nmoco_reconstruction = inf",
             // and a mixed share in [0, 0.5].
             "[stream]\nmoco_mix = 0.6", "[stream]\nmoco_mix = -0.1", "[stream]\nmoco_mix = nan",
+            // Shuffle BN's groups split the batch evenly, two rows or more each, at most 16.
+            "[stream]\nmoco_batch_norm_groups = 3", "[stream]\nmoco_batch_norm_groups = 0", "[stream]\nmoco_batch_norm_groups = 64",
+            "[stream]\nbatch_size = 8\nmoco_batch_norm_groups = 8",
             // A clip of 0 stops every model learning; a negative one turns the gradient round.
             "[stream]\ngradient_clip_norm = 0", "[stream]\ngradient_clip_norm = -1", "[stream]\ngradient_clip_norm = nan",
             // A stream that can never hold min_buffered samples never trains.
