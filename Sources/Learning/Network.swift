@@ -183,16 +183,17 @@ final class NetworkWorkspace {
     /// 1/√(σ² + ε) and a scratch row `(outputs)` each; and whether the last forward pass used the
     /// batch's statistics (training) or the running ones.
     let normalised: [FloatBuffer?]
-    let inverseDeviation: [FloatBuffer?]
-    let scratch: [FloatBuffer?]
+    var inverseDeviation: [FloatBuffer?]
+    var scratch: [FloatBuffer?]
     var usedBatchStatistics: [Bool]
     /// Batch statistics per group of `batch / groups` consecutive rows, in training (1: the whole
     /// batch). MoCo's shuffle BN: the key batch regrouped by a permutation, so that a positive pair
     /// does not share statistics no negative has (He et al. 2020, section 3.3).
     var groups = 1
     static let maximumGroups = 16
-    /// Σ dy, dγ and db of one group, and their sums over the groups (the backward of `groups`).
-    let groupSums: FloatBuffer
+    /// Σ dy, dγ and db of one group, and their sums over the groups (the backward of `groups`;
+    /// allocated with the groups' statistics, at the first grouped batch).
+    var groupSums: FloatBuffer?
 
     /// The groups a batch of `batch` rows is normalised in: `groups` when each holds two rows or
     /// more and they split it evenly, else 1.
@@ -206,11 +207,9 @@ final class NetworkWorkspace {
         outputs = layout.layers.map { FloatBuffer(count: capacity * $0.outputs) }
         deltas = layout.layers.map { FloatBuffer(count: capacity * $0.outputs) }
         normalised = layout.layers.map { $0.normalisation == nil ? nil : FloatBuffer(count: capacity * $0.outputs) }
-        inverseDeviation = layout.layers.map { $0.normalisation == nil ? nil : FloatBuffer(count: Self.maximumGroups * $0.outputs) }
-        scratch = layout.layers.map { $0.normalisation == nil ? nil : FloatBuffer(count: Self.maximumGroups * $0.outputs) }
+        inverseDeviation = layout.layers.map { $0.normalisation == nil ? nil : FloatBuffer(count: $0.outputs) }
+        scratch = layout.layers.map { $0.normalisation == nil ? nil : FloatBuffer(count: $0.outputs) }
         usedBatchStatistics = Array(repeating: false, count: layout.layers.count)
-        let widest = layout.layers.map(\.outputs).max() ?? 0
-        groupSums = FloatBuffer(count: 5 * widest)
     }
 
     /// The last layer's output.
@@ -244,6 +243,12 @@ final class NetworkWorkspace {
     func normalise(layer l: Int, parameters p: UnsafePointer<Float>, batch: Int, training: UnsafeMutablePointer<Float>?) {
         let layer = layout.layers[l], o = layer.outputs, statistics = layer.normalisation!
         let G = training == nil ? 1 : groupCount(batch), rows = batch / G
+        if G > 1 && inverseDeviation[l]!.count < G * o {
+            // A row of statistics per group, allocated at the first grouped batch.
+            inverseDeviation[l] = FloatBuffer(count: Self.maximumGroups * o)
+            scratch[l] = FloatBuffer(count: Self.maximumGroups * o)
+            if groupSums == nil { groupSums = FloatBuffer(count: 5 * (layout.layers.map(\.outputs).max() ?? 0)) }
+        }
         for g in 0..<G {
             // Each group's own statistics (and its own update of the running ones).
             usedBatchStatistics[l] =
@@ -302,7 +307,7 @@ final class NetworkWorkspace {
             return
         }
         // In groups: each by its own statistics and its own Σ dy; dγ and db summed over the groups.
-        let rows = batch / G, sums = groupSums.pointer
+        let rows = batch / G, sums = groupSums!.pointer
         let dbeta = sums, dgamma = sums + o, db = sums + 2 * o, totalGamma = sums + 3 * o, totalB = sums + 4 * o
         totalGamma.update(repeating: 0, count: o)
         totalB.update(repeating: 0, count: o)

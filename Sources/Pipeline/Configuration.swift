@@ -787,10 +787,10 @@ extension StreamConfiguration {
         floats += 3 * aeParameters + 4 * mocoParameters + mocoQueue * (mocoHead.last ?? 0) + 2 * mocoQueue + 4 * d
         // With batch normalisation, per normalised unit of a MoCo: γ, β and the running mean and
         // variance in both encoders and the gradients, Adam's moments of γ and β, x̂ in the two
-        // training workspaces and the inference one, and two per-unit rows for each of up to 16
-        // groups (`moco_batch_norm_groups`) in each.
+        // training workspaces and the inference one, and two per-unit rows in each (for each of up
+        // to 16 groups in the training ones with `moco_batch_norm_groups`).
         let normalisedUnits = mocoBatchNorm ? (mocoEncoder + mocoHead.dropLast()).reduce(0, +) : 0
-        let normalisation = normalisedUnits * (4 * 3 + 2 * 2 + 2 * b + 256 + 3 * 2 * 16)
+        let normalisation = normalisedUnits * (4 * 3 + 2 * 2 + 2 * b + 256 + 3 * 2 + (mocoBatchNormGroups > 1 ? 2 * 2 * 16 : 0))
         // The trainer's, and its last good models (both encoders' four values, two moments).
         floats += normalisation + normalisedUnits * (4 * 2 + 2 * 2)
         if mocoMix > 0 { floats += b * d + b * b }  // i-Mix's blended samples and the batch's logits
