@@ -893,7 +893,12 @@ public final class Daemon: @unchecked Sendable {
             admit(frames, received: received, run: &run, publisher: publisher)
             return
         }
-        r.held.append(.message(frames, received: received))
+        keep(.message(frames, received: received), bytes: bytes, in: r)
+    }
+
+    /// Puts `entry` behind what `r` holds, counted against the bound and in `messagesHeld`.
+    private func keep(_ entry: Revival.Held, bytes: Int, in r: Revival) {
+        r.held.append(entry)
         r.heldBytes += bytes
         heldBytes += bytes
         messagesHeld.add()
@@ -908,11 +913,7 @@ public final class Daemon: @unchecked Sendable {
     /// back that ingest could not read whole; false if `stream` is not coming back.
     func holdRefusal(_ code: Eddy_V1_ErrorCode, _ why: String, stream: String?) -> Bool {
         guard revivingCount.load > 0, let stream, let r = streamsLock.withLock({ reviving[stream] }) else { return false }
-        let bytes = 96 + why.utf8.count
-        r.held.append(.refusal(code, why))
-        r.heldBytes += bytes
-        heldBytes += bytes
-        messagesHeld.add()
+        keep(.refusal(code, why), bytes: 96 + why.utf8.count, in: r)
         return true
     }
 
