@@ -71,6 +71,17 @@ class LocalDaemon:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        if self.process.poll() is None:
-            self.terminate()
+    def __exit__(self, kind, value, traceback):
+        """Stops the daemon. A daemon that exited inside the block, or stopped with a code other
+        than 0, raises RuntimeError (unless the block raised already): its end is never lost."""
+        died = self.process.poll()
+        if died is None:
+            code, _ = self.terminate()
+        else:
+            code = died
+            self.process.stdout.close()
+        if kind is None:
+            if died is not None:
+                raise RuntimeError(f"eddy serve exited with {died} while in use")
+            if code != 0:
+                raise RuntimeError(f"eddy serve stopped with {code}")

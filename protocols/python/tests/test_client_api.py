@@ -1,6 +1,7 @@
 """The client's own behaviour, without a daemon (from a review of the client, stop 58): labels as the
 daemon takes them, producers that do not queue while unreachable, topics, key files by path,
-heartbeat parts kept bounded, strings that are not lists, and a daemon that never starts."""
+heartbeat parts kept bounded, strings that are not lists, a daemon that never starts, and one that
+dies in use (stop 59)."""
 import os
 import stat
 import time
@@ -112,3 +113,31 @@ def test_a_daemon_that_prints_no_endpoints_is_killed_at_the_start_timeout(tmp_pa
     with pytest.raises(TimeoutError):
         LocalDaemon(silent, tmp_path / "data", tmp_path / "eddy.conf", start_timeout=0.5)
     assert time.monotonic() - began < 10
+
+
+def fake_daemon(tmp_path, then):
+    """A stand-in for `eddy serve`: prints four endpoints, then runs `then` (shell)."""
+    fake = tmp_path / "fake"
+    fake.write_text("#!/bin/sh\nfor n in ingest publish snapshots http; do echo \"$n tcp://127.0.0.1:1\"; done\n"
+                    + then + "\n")
+    os.chmod(fake, 0o755)
+    return fake
+
+
+def test_a_daemon_that_dies_in_use_is_reported_when_the_block_ends(tmp_path):
+    with pytest.raises(RuntimeError, match="exited with 3 while in use"):
+        with LocalDaemon(fake_daemon(tmp_path, "exit 3"), tmp_path / "data", tmp_path / "eddy.conf") as d:
+            d.process.wait(timeout=10)
+    # One that stops with a failure on SIGTERM is reported too; one that stops cleanly is not.
+    with pytest.raises(RuntimeError, match="stopped with 5"):
+        with LocalDaemon(fake_daemon(tmp_path, "trap 'exit 5' TERM; while :; do sleep 0.05; done"),
+                         tmp_path / "data", tmp_path / "eddy.conf"):
+            pass
+    with LocalDaemon(fake_daemon(tmp_path, "trap 'exit 0' TERM; while :; do sleep 0.05; done"),
+                     tmp_path / "data", tmp_path / "eddy.conf") as d:
+        assert d.endpoints["http"] == "tcp://127.0.0.1:1"
+    # An exception of the block's own is not replaced.
+    with pytest.raises(KeyError):
+        with LocalDaemon(fake_daemon(tmp_path, "exit 3"), tmp_path / "data", tmp_path / "eddy.conf") as d:
+            d.process.wait(timeout=10)
+            raise KeyError("the block's")
