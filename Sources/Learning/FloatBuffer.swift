@@ -1,7 +1,17 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// A fixed-size, zero-initialised block of floats that owns its memory.
 ///
 /// Hot loops take its raw pointer: no copy-on-write checks, no bounds checks, no allocation after
 /// `init`. Models keep one per role (parameters, gradients, moments, activations).
+///
+/// The memory comes from `calloc`, which maps a large block as zero pages without writing it: a
+/// new stream's replay buffer (65 MB at dim 2,000) costs its pages as rows arrive, not a 65 MB
+/// memset on the ingest thread when the stream is made.
 public final class FloatBuffer: @unchecked Sendable {
     /// Number of floats.
     public let count: Int
@@ -11,8 +21,10 @@ public final class FloatBuffer: @unchecked Sendable {
     public init(count: Int) {
         precondition(count >= 0, "FloatBuffer count must be non-negative")
         self.count = count
-        pointer = .allocate(capacity: max(count, 1))
-        pointer.initialize(repeating: 0, count: max(count, 1))
+        guard let memory = calloc(max(count, 1), MemoryLayout<Float>.stride) else {
+            fatalError("out of memory for \(count) floats")
+        }
+        pointer = memory.bindMemory(to: Float.self, capacity: max(count, 1))
     }
 
     /// A buffer holding a copy of `values`.
@@ -23,7 +35,7 @@ public final class FloatBuffer: @unchecked Sendable {
         }
     }
 
-    deinit { pointer.deallocate() }
+    deinit { free(pointer) }
 
     @inline(__always)
     public subscript(index: Int) -> Float {

@@ -36,7 +36,13 @@ public struct StateWriter {
     /// Count, then the floats' bytes (IEEE 754, little-endian).
     public mutating func write(_ buffer: FloatBuffer) {
         write(UInt64(buffer.count))
+        #if _endian(little)
+        // The host's floats are the format's: one copy (a value at a time, a checkpoint spent
+        // 0.18 s on one replay buffer of dim 2,000, with the stream's lock held).
+        bytes.append(contentsOf: UnsafeRawBufferPointer(start: buffer.pointer, count: 4 * buffer.count))
+        #else
         for i in 0..<buffer.count { write(buffer[i].bitPattern) }
+        #endif
     }
     public mutating func write(_ values: [Int64]) {
         write(UInt64(values.count))
@@ -51,6 +57,14 @@ public struct StateWriter {
         let utf8 = Array(string.utf8)
         write(UInt32(utf8.count))
         bytes.append(contentsOf: utf8)
+    }
+
+    /// Makes room for `count` more bytes and touches its pages, so the writes that follow (under
+    /// a lock) copy into memory that is there, without a reallocation or a page fault.
+    public mutating func prepare(room count: Int) {
+        let end = bytes.count
+        bytes.append(contentsOf: repeatElement(0, count: count))
+        bytes.removeSubrange(end...)  // an Array keeps its capacity
     }
 
     /// Count, then the bytes: a nested state (a model inside a checkpoint).

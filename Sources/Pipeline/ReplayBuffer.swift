@@ -145,6 +145,10 @@ public final class ReplayBuffer {
 
     // MARK: State
 
+    /// At least the bytes `encode` writes (dimension and capacity never change, so it is read
+    /// without the stream's lock).
+    var encodingBound: Int { 4 * capacity * dimension + 8 * capacity + 128 }
+
     func encode(_ w: inout StateWriter) {
         w.write(UInt32(dimension)); w.write(UInt32(capacity)); w.write(UInt32(recentCapacity))
         w.write(inserted); w.write(evicted)

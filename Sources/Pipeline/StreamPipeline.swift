@@ -1246,6 +1246,11 @@ public final class StreamPipeline: @unchecked Sendable {
         w.write(settings.log)
         w.write(blob: autoencoder.serialized())
         w.write(blob: moco.serialized())
+        // Under `lock` ingest waits for this stream, and so every stream: held only for copies.
+        // The buffer (65 MB at dim 2,000) goes into room made ready before it, the sections (their
+        // size unknown until written) into a writer of their own, joined after.
+        w.prepare(room: lock.withLock { buffer.encodingBound } + 64 * inputDimension + 4096)
+        var sections = StateWriter()
         lock.withLock {
             w.write(accepted); w.write(rejectedCount); w.write(skippedSteps); w.write(pendingSteps.bitPattern)
             w.write(snapshotVersions.autoencoder); w.write(snapshotVersions.moco)
@@ -1255,22 +1260,23 @@ public final class StreamPipeline: @unchecked Sendable {
             let progress = LearningProgress(
                 quarantineRun: quarantineRun, quarantined: quarantined, idleLeft: idleLeft, idleSteps: idleSteps,
                 stepsUndone: stepsUndone)
-            w.write(
+            sections.write(
                 UInt32(
                     chain.sectionCount + (shaper == nil ? 0 : 1) + (logs == nil ? 0 : 1) + (labels.isEmpty ? 0 : 1)
                         + transformSection + (mocoVersionBase == 0 ? 0 : 1) + (autoencoderVersionBase == 0 ? 0 : 1)
                         + (progress.isEmpty ? 0 : 1)
                         + (scorer.normaliser.count == 0 ? 0 : 1)))
-            if transformSection > 0 { w.write(unit: InputTransformSection(transform: settings.transform)) }
-            chain.encodeSections(&w)
-            if let shaper { w.write(unit: shaper) }
-            if let logs { w.write(unit: logs) }
-            if !labels.isEmpty { w.write(unit: LabelSet(dimension: inputDimension, values: labelledValues, labels: labels)) }
-            if mocoVersionBase > 0 { w.write(unit: MoCoVersionBase(base: mocoVersionBase)) }
-            if autoencoderVersionBase > 0 { w.write(unit: AutoencoderVersionBase(base: autoencoderVersionBase)) }
-            if !progress.isEmpty { w.write(unit: progress) }
-            if scorer.normaliser.count > 0 { w.write(unit: RunningMoments(normaliser: scorer.normaliser)) }
+            if transformSection > 0 { sections.write(unit: InputTransformSection(transform: settings.transform)) }
+            chain.encodeSections(&sections)
+            if let shaper { sections.write(unit: shaper) }
+            if let logs { sections.write(unit: logs) }
+            if !labels.isEmpty { sections.write(unit: LabelSet(dimension: inputDimension, values: labelledValues, labels: labels)) }
+            if mocoVersionBase > 0 { sections.write(unit: MoCoVersionBase(base: mocoVersionBase)) }
+            if autoencoderVersionBase > 0 { sections.write(unit: AutoencoderVersionBase(base: autoencoderVersionBase)) }
+            if !progress.isEmpty { sections.write(unit: progress) }
+            if scorer.normaliser.count > 0 { sections.write(unit: RunningMoments(normaliser: scorer.normaliser)) }
         }
+        w.bytes.append(contentsOf: sections.bytes)
         return w.bytes
     }
 

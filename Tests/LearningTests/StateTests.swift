@@ -43,6 +43,42 @@ import Testing
         _ = try short.read(UInt8.self)
         #expect(throws: StateError.self) { try short.read(into: back) }
     }
+    /// Tensors are written in one copy, to the format's bytes: the count (UInt64), then each
+    /// float's IEEE 754 bits, little-endian.
+    @Test func floatTensorsAreWrittenAsTheFormatsBytes() {
+        let values = FloatBuffer([1, -2.5, .leastNonzeroMagnitude])
+        var w = StateWriter()
+        w.write(values)
+        #expect(w.bytes == [3, 0, 0, 0, 0, 0, 0, 0, 0x00, 0x00, 0x80, 0x3F, 0x00, 0x00, 0x20, 0xC0, 0x01, 0x00, 0x00, 0x00])
+    }
+
+    /// `prepare` leaves what was written as it was and the room it made in place: writing that
+    /// much more does not move the bytes.
+    @Test func preparedRoomTakesTheWritesThatFollow() {
+        var w = StateWriter()
+        w.write(UInt32(7))
+        w.prepare(room: 1 << 20)
+        #expect(w.bytes == [7, 0, 0, 0] && w.bytes.capacity >= 4 + (1 << 20))
+        let before = w.bytes.withUnsafeBufferPointer { UInt(bitPattern: $0.baseAddress) }
+        w.write(FloatBuffer(count: (1 << 18) - 2))
+        #expect(w.bytes.count == 4 + 8 + 4 * ((1 << 18) - 2))
+        #expect(w.bytes.withUnsafeBufferPointer { UInt(bitPattern: $0.baseAddress) } == before)
+    }
+
+    /// A buffer is zero however its memory was used before (it comes from calloc, which writes
+    /// zeros only where the memory is not fresh): small and large, after dirty ones of the same
+    /// sizes were freed.
+    @Test func aNewBufferIsZeroAfterDirtyOnesAreFreed() {
+        for count in [1, 1000, 100_000, 4_000_000] {
+            do {
+                let dirty = FloatBuffer(count: count)
+                dirty.pointer.update(repeating: .nan, count: count)
+            }
+            let fresh = FloatBuffer(count: count)
+            #expect((0..<count).allSatisfy { fresh[$0] == 0 }, "count \(count)")
+        }
+    }
+
     func trainedAutoencoder(seed: UInt64) -> (Autoencoder, ReferenceReplay) {
         var c = AutoencoderConfiguration(inputDimension: 32)
         c.seed = seed
