@@ -57,7 +57,7 @@ enum ReferenceModels {
         return Autoencoder(configuration: c)
     }
 
-    static func moco(dim: Int, reconstruction: Float = 0, batchNorm: Bool = false, mix: Float = 0) -> MoCo {
+    static func moco(dim: Int, reconstruction: Float = 0, batchNorm: Bool = false, groups: Int = 1, mix: Float = 0) -> MoCo {
         var c = MoCoConfiguration(inputDimension: dim)
         c.reconstruction = reconstruction
         c.batchNorm = batchNorm
@@ -70,7 +70,9 @@ enum ReferenceModels {
         c.augmentation = AugmentationConfiguration(jitter: 0.05, scale: 0, maskProbability: 0.1)
         c.normalise = false
         c.seed = 3
-        return MoCo(configuration: c)
+        let moco = MoCo(configuration: c)
+        moco.batchNormGroups = groups
+        return moco
     }
 }
 
@@ -196,11 +198,15 @@ struct TrainBench: ParsableCommand {
     var reconstruction: Float = 0
     @Flag(help: "MoCo with batch normalisation (moco_batch_norm; the workload's MoCo has none), to measure its cost.")
     var batchNorm = false
+    @Option(help: "With --batch-norm: shuffle BN's groups (moco_batch_norm_groups), to measure its cost.")
+    var batchNormGroups = 1
     @Option(help: "MoCo's i-Mix share (moco_mix; the workload's MoCo has none: 0), to measure its cost.")
     var mix: Float = 0
     @OptionGroup var options: BenchOptions
 
     func validate() throws {
+        if !(1...16).contains(batchNormGroups) { throw ValidationError("--batch-norm-groups must be in 1...16") }
+        if batchNormGroups > 1 && !batchNorm { throw ValidationError("--batch-norm-groups needs --batch-norm") }
         if steps < 0 { throw ValidationError("--steps must not be negative") }
         if !(0...1e6).contains(reconstruction) { throw ValidationError("--reconstruction must be in 0...1e6") }
         if !(0...0.5).contains(mix) { throw ValidationError("--mix must be in 0...0.5") }
@@ -211,11 +217,13 @@ struct TrainBench: ParsableCommand {
         let dim = options.dim, batch = ReferenceModels.batch
         let buffer = ReferenceBuffer(dim: dim)
         let ae = ReferenceModels.autoencoder(dim: dim)
-        let moco = ReferenceModels.moco(dim: dim, reconstruction: reconstruction, batchNorm: batchNorm, mix: mix)
+        let moco = ReferenceModels.moco(
+            dim: dim, reconstruction: reconstruction, batchNorm: batchNorm, groups: batchNormGroups, mix: mix)
         var report = Report()
         report.add("model", model.rawValue)
         if reconstruction > 0 { report.add("reconstruction", Double(reconstruction)) }
         if batchNorm { report.add("batch_norm", 1) }
+        if batchNormGroups > 1 { report.add("batch_norm_groups", batchNormGroups) }
         if mix > 0 { report.add("mix", Double(mix)) }
         report.add("dim", dim)
         report.add("batch", batch)
