@@ -1248,8 +1248,9 @@ public final class StreamPipeline: @unchecked Sendable {
         w.write(blob: moco.serialized())
         // Under `lock` ingest waits for this stream, and so every stream: held only for copies.
         // The buffer (65 MB at dim 2,000) goes into room made ready before it, the sections (their
-        // size unknown until written) into a writer of their own, joined after.
-        w.prepare(room: lock.withLock { buffer.encodingBound } + 64 * inputDimension + 4096)
+        // size unknown until written) into a writer of their own, joined after (into the room's
+        // slack, usually: 512 bytes a feature).
+        w.prepare(room: lock.withLock { buffer.encodingBound } + 512 * inputDimension + 65536)
         var sections = StateWriter()
         lock.withLock {
             w.write(accepted); w.write(rejectedCount); w.write(skippedSteps); w.write(pendingSteps.bitPattern)

@@ -20,6 +20,7 @@ class LocalDaemon:
              "--config", str(config_path), "--log-level", log_level],
             stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
         self.endpoints = {}
+        self.stopped = False  # by terminate() or kill(): an end the caller chose
         lines = queue.Queue()
 
         def read_endpoints():
@@ -52,6 +53,7 @@ class LocalDaemon:
         """SIGTERM; returns the exit code and the seconds it took. A daemon still running after
         `timeout` seconds is killed and subprocess.TimeoutExpired raised."""
         start = time.monotonic()
+        self.stopped = True
         self.process.send_signal(signal.SIGTERM)
         try:
             code = self.process.wait(timeout=timeout)
@@ -63,6 +65,7 @@ class LocalDaemon:
 
     def kill(self):
         """SIGKILL, if it still runs."""
+        self.stopped = True
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
@@ -72,14 +75,17 @@ class LocalDaemon:
         return self
 
     def __exit__(self, kind, value, traceback):
-        """Stops the daemon. A daemon that exited inside the block, or stopped with a code other
-        than 0, raises RuntimeError (unless the block raised already): its end is never lost."""
+        """Stops the daemon. A daemon that exited inside the block (not by `terminate` or `kill`),
+        or stopped here with a code other than 0, raises RuntimeError (unless the block raised
+        already): its end is never lost."""
         died = self.process.poll()
         if died is None:
             code, _ = self.terminate()
         else:
             code = died
             self.process.stdout.close()
+            if self.stopped:
+                return
         if kind is None:
             if died is not None:
                 raise RuntimeError(f"eddy serve exited with {died} while in use")

@@ -136,6 +136,10 @@ def test_a_daemon_that_dies_in_use_is_reported_when_the_block_ends(tmp_path):
     with LocalDaemon(fake_daemon(tmp_path, "trap 'exit 0' TERM; while :; do sleep 0.05; done"),
                      tmp_path / "data", tmp_path / "eddy.conf") as d:
         assert d.endpoints["http"] == "tcp://127.0.0.1:1"
+    # A daemon the block stopped itself is not reported again.
+    with LocalDaemon(fake_daemon(tmp_path, "trap 'exit 5' TERM; while :; do sleep 0.05; done"),
+                     tmp_path / "data", tmp_path / "eddy.conf") as d:
+        assert d.terminate()[0] == 5
     # An exception of the block's own is not replaced.
     with pytest.raises(KeyError):
         with LocalDaemon(fake_daemon(tmp_path, "exit 3"), tmp_path / "data", tmp_path / "eddy.conf") as d:
