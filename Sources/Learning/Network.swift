@@ -168,6 +168,13 @@ public struct NetworkLayout: Sendable, Equatable {
 let batchNormEpsilon: Float = 1e-5
 let batchNormMomentum: Float = 0.1
 
+/// Shuffle BN's rule: `groups` (at most 16) split a batch of `batch` rows evenly into groups of two
+/// rows or more. A stream's configuration and the bench refuse any other count; a workspace falls
+/// back to one group for a batch it does not split.
+public func batchNormGroupsSplit(_ groups: Int, batch: Int) -> Bool {
+    (1...NetworkWorkspace.maximumGroups).contains(groups) && batch % groups == 0 && batch / groups >= 2
+}
+
 /// A network's per-batch working memory: every layer's output and the gradient flowing into it.
 ///
 /// Allocated once for the largest batch, so a training step allocates nothing.
@@ -198,7 +205,7 @@ final class NetworkWorkspace {
     /// The groups a batch of `batch` rows is normalised in: `groups` when each holds two rows or
     /// more and they split it evenly, else 1.
     func groupCount(_ batch: Int) -> Int {
-        groups > 1 && groups <= Self.maximumGroups && batch % groups == 0 && batch / groups >= 2 ? groups : 1
+        groups > 1 && batchNormGroupsSplit(groups, batch: batch) ? groups : 1
     }
 
     init(layout: NetworkLayout, capacity: Int) {

@@ -415,7 +415,7 @@ public struct StreamConfiguration: Sendable, Equatable {
         if !(mocoTemperature > 0) || !(0...1).contains(mocoMomentum) { try fail("moco_temperature > 0, moco_momentum in [0, 1]") }
         if !(0...1e6).contains(mocoReconstruction) { try fail("moco_reconstruction must be in 0...1e6") }
         if !(0...0.5).contains(mocoMix) { try fail("moco_mix must be in 0...0.5") }
-        if !(1...16).contains(mocoBatchNormGroups) || batchSize % mocoBatchNormGroups != 0 || batchSize / mocoBatchNormGroups < 2 {
+        if !batchNormGroupsSplit(mocoBatchNormGroups, batch: batchSize) {
             try fail("moco_batch_norm_groups must be in 1...16 and split batch_size (\(batchSize)) into groups of two rows or more")
         }
         let layers = [autoencoderHidden, mocoEncoder, mocoHead]

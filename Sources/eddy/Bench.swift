@@ -205,12 +205,11 @@ struct TrainBench: ParsableCommand {
     @OptionGroup var options: BenchOptions
 
     func validate() throws {
-        if !(1...16).contains(batchNormGroups) { throw ValidationError("--batch-norm-groups must be in 1...16") }
-        if batchNormGroups > 1 && !batchNorm { throw ValidationError("--batch-norm-groups needs --batch-norm") }
-        if ReferenceModels.batch % batchNormGroups != 0 {
-            // Any other count would fall back to one group unseen, as a stream's configuration refuses.
-            throw ValidationError("--batch-norm-groups must split the batch of \(ReferenceModels.batch)")
+        if !batchNormGroupsSplit(batchNormGroups, batch: ReferenceModels.batch) {
+            // Any other count would fall back to one group unseen.
+            throw ValidationError("--batch-norm-groups must be in 1...16 and split the batch of \(ReferenceModels.batch) into groups of two rows or more")
         }
+        if batchNormGroups > 1 && !batchNorm { throw ValidationError("--batch-norm-groups needs --batch-norm") }
         if steps < 0 { throw ValidationError("--steps must not be negative") }
         if !(0...1e6).contains(reconstruction) { throw ValidationError("--reconstruction must be in 0...1e6") }
         if !(0...0.5).contains(mix) { throw ValidationError("--mix must be in 0...0.5") }

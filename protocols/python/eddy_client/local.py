@@ -79,15 +79,11 @@ class LocalDaemon:
         or stopped here with a code other than 0, raises RuntimeError (unless the block raised
         already): its end is never lost."""
         died = self.process.poll()
-        if died is None:
-            code, _ = self.terminate()
-        else:
-            code = died
+        if died is not None:
             self.process.stdout.close()
-            if self.stopped:
-                return
-        if kind is None:
-            if died is not None:
+            if kind is None and not self.stopped:
                 raise RuntimeError(f"eddy serve exited with {died} while in use")
-            if code != 0:
-                raise RuntimeError(f"eddy serve stopped with {code}")
+            return
+        code, _ = self.terminate()
+        if kind is None and code != 0:
+            raise RuntimeError(f"eddy serve stopped with {code}")
