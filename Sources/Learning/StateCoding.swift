@@ -36,12 +36,16 @@ public struct StateWriter {
     /// Count, then the floats' bytes (IEEE 754, little-endian).
     public mutating func write(_ buffer: FloatBuffer) {
         write(UInt64(buffer.count))
+        write(floats: buffer.pointer, count: buffer.count)
+    }
+    /// The floats' bytes alone (no count).
+    public mutating func write(floats: UnsafePointer<Float>, count: Int) {
         #if _endian(little)
         // The host's floats are the format's: one copy (a value at a time, a checkpoint spent
         // 0.18 s on one replay buffer of dim 2,000, with the stream's lock held).
-        bytes.append(contentsOf: UnsafeRawBufferPointer(start: buffer.pointer, count: 4 * buffer.count))
+        bytes.append(contentsOf: UnsafeRawBufferPointer(start: floats, count: 4 * count))
         #else
-        for i in 0..<buffer.count { write(buffer[i].bitPattern) }
+        for i in 0..<count { write(floats[i].bitPattern) }
         #endif
     }
     public mutating func write(_ values: [Int64]) {

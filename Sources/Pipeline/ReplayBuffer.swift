@@ -91,6 +91,7 @@ public final class ReplayBuffer {
 
     @inline(__always)
     private func write(_ sample: UnsafePointer<Float>, id: Int64, at row: Int) {
+        if let freeze, row >= freeze.next { keepForEncoding(row) }
         (rows.pointer + row * dimension).update(from: sample, count: dimension)
         ids[row] = id
     }
@@ -150,12 +151,68 @@ public final class ReplayBuffer {
     var encodingBound: Int { 4 * capacity * dimension + 8 * capacity + 128 }
 
     func encode(_ w: inout StateWriter) {
+        beginEncoding(&w)
+        while continueEncoding(&w, rows: capacity) {}
+    }
+
+    /// An encoding under way: rows below `next` are written; a row at or above it that is
+    /// overwritten first keeps its old values here, which the encoding writes instead. The ids as
+    /// they were (8 bytes a row) are copied when it begins, and written after the rows.
+    private struct Freeze {
+        var next = 0
+        var kept: [Int: [Float]] = [:]
+        let ids: [Int64]
+    }
+    private var freeze: Freeze?
+
+    /// Whether an encoding begun by `beginEncoding` is under way.
+    var isEncoding: Bool { freeze != nil }
+
+    /// Begins encoding the buffer as it stands now, in steps the owner's lock is released between:
+    /// writes what precedes the rows. The samples that arrive until `continueEncoding` says it is
+    /// done change the buffer but not the encoding (a row they overwrite is kept first, a copy of
+    /// one row), so it is the state of this moment, consistent with whatever else the owner
+    /// encodes under the same lock. Call under the owner's lock; one encoding at a time.
+    func beginEncoding(_ w: inout StateWriter) {
+        precondition(freeze == nil, "one encoding of a replay buffer at a time")
         w.write(UInt32(dimension)); w.write(UInt32(capacity)); w.write(UInt32(recentCapacity))
         w.write(inserted); w.write(evicted)
         w.write(UInt32(recentCount)); w.write(UInt32(recentNext)); w.write(UInt32(reservoirCount))
         w.write(random)
-        w.write(rows)
-        for i in 0..<capacity { w.write(ids[i]) }
+        w.write(UInt64(capacity * dimension))  // the rows' count, as `write(FloatBuffer)` has it
+        freeze = Freeze(ids: Array(UnsafeBufferPointer(start: ids, count: capacity)))
+    }
+
+    /// Writes up to `rows` more rows of the encoding begun by `beginEncoding`, and after the last
+    /// row every id. Returns whether there is more to write; once it returns false the encoding is
+    /// complete and over. Call under the owner's lock.
+    func continueEncoding(_ w: inout StateWriter, rows count: Int) -> Bool {
+        precondition(freeze != nil && count > 0, "continueEncoding after beginEncoding, a row at least")
+        let start = freeze!.next, end = min(start + count, capacity)
+        var row = start
+        while row < end {
+            if let kept = freeze!.kept[row] {
+                kept.withUnsafeBufferPointer { w.write(floats: $0.baseAddress!, count: dimension) }
+                row += 1
+            } else {
+                // A run of rows not overwritten since the encoding began, in one copy.
+                var runEnd = row + 1
+                while runEnd < end && freeze!.kept[runEnd] == nil { runEnd += 1 }
+                w.write(floats: rows.pointer + row * dimension, count: (runEnd - row) * dimension)
+                row = runEnd
+            }
+        }
+        freeze!.next = end
+        guard end == capacity else { return true }
+        for id in freeze!.ids { w.write(id) }
+        freeze = nil
+        return false
+    }
+
+    /// Keeps row `row` as it is for the encoding under way, unless it was kept already.
+    private func keepForEncoding(_ row: Int) {
+        guard freeze!.kept[row] == nil else { return }
+        freeze!.kept[row] = Array(UnsafeBufferPointer(start: rows.pointer + row * dimension, count: dimension))
     }
 
     public static func decode(_ r: inout StateReader) throws -> ReplayBuffer {

@@ -1233,6 +1233,10 @@ public final class StreamPipeline: @unchecked Sendable {
     /// (whose front end, the template miner, is a section). Formats 2 to 6 still restore.
     public static let formatVersion: UInt32 = 7
 
+    /// Bytes of a replay buffer's rows a checkpoint copies with the stream's lock held at a time
+    /// (a megabyte: about 0.1 ms).
+    var checkpointStepBytes = 1 << 20
+
     /// The stream's whole state (call from the trainer thread, or with no trainer running).
     public func serialized() -> [UInt8] { batchLock.withLock { serializedHeld() } }
 
@@ -1247,16 +1251,18 @@ public final class StreamPipeline: @unchecked Sendable {
         w.write(blob: autoencoder.serialized())
         w.write(blob: moco.serialized())
         // Under `lock` ingest waits for this stream, and so every stream: held only for copies.
-        // The buffer (65 MB at dim 2,000) goes into room made ready before it, the sections (their
-        // size unknown until written) into a writer of their own, joined after (into the room's
-        // slack, usually: 512 bytes a feature).
+        // The buffer (65 MB at dim 2,000) goes into room made ready before it, a megabyte of rows
+        // at a time with the lock released between (the samples that arrive meanwhile do not
+        // change what is written: `ReplayBuffer.beginEncoding`); the sections (their size unknown
+        // until written) into a writer of their own, joined after (into the room's slack,
+        // usually: 512 bytes a feature).
         w.prepare(room: lock.withLock { buffer.encodingBound } + 512 * inputDimension + 65536)
         var sections = StateWriter()
-        lock.withLock {
+        let encoding: ReplayBuffer = lock.withLock {
             w.write(accepted); w.write(rejectedCount); w.write(skippedSteps); w.write(pendingSteps.bitPattern)
             w.write(snapshotVersions.autoencoder); w.write(snapshotVersions.moco)
             scorer.normaliser.encode(&w)
-            buffer.encode(&w)
+            buffer.beginEncoding(&w)
             let transformSection = settings.transform == .none ? 0 : 1
             let progress = LearningProgress(
                 quarantineRun: quarantineRun, quarantined: quarantined, idleLeft: idleLeft, idleSteps: idleSteps,
@@ -1276,7 +1282,10 @@ public final class StreamPipeline: @unchecked Sendable {
             if autoencoderVersionBase > 0 { sections.write(unit: AutoencoderVersionBase(base: autoencoderVersionBase)) }
             if !progress.isEmpty { sections.write(unit: progress) }
             if scorer.normaliser.count > 0 { sections.write(unit: RunningMoments(normaliser: scorer.normaliser)) }
+            return buffer
         }
+        let rowsAtOnce = max(1, checkpointStepBytes / (4 * inputDimension))
+        while lock.withLock({ encoding.continueEncoding(&w, rows: rowsAtOnce) }) {}
         w.bytes.append(contentsOf: sections.bytes)
         return w.bytes
     }

@@ -6,9 +6,9 @@ import Testing
 /// Sizes read from a checkpoint are held against the checkpoint (and the memory budget) before
 /// anything of that size is allocated: inputs the checkpoint fuzz target found to abort the process.
 @Suite struct DecodingLimitTests {
-    func smallStream(dim: Int) -> StreamPipeline {
+    func smallStream(dim: Int, bufferCapacity: Int = 64) -> StreamPipeline {
         var s = StreamConfiguration()
-        s.bufferCapacity = 64
+        s.bufferCapacity = bufferCapacity
         s.autoencoderHidden = [8, 4, 8]
         s.mocoEncoder = [8]
         s.mocoHead = [4]

@@ -90,6 +90,74 @@ import Testing
         #expect(tried >= 10, "\(tried) buffers of 40")
     }
 
+    /// A checkpoint copies the buffer a few rows at a time with the stream's lock released between:
+    /// samples that arrive meanwhile overwrite rows not yet copied, and rows already copied, and
+    /// rows twice. The bytes are the buffer as it stood when the encoding began, byte for byte, and
+    /// the buffer goes on with the new samples.
+    @Test func anEncodingInStepsIsTheBufferAsItStoodWhenItBegan() throws {
+        for (capacity, step) in [(40, 3), (40, 1), (9, 4), (40, 40)] {
+            let b = ReplayBuffer(dimension: 3, capacity: capacity, recentFraction: 0.5, seed: 5)
+            let x = (0..<3000).map { Float($0) * 0.5 - 7 }
+            x.withUnsafeBufferPointer { b.insert($0.baseAddress!, rows: 100) }
+            var whole = StateWriter()
+            b.encode(&whole)
+
+            var stepped = StateWriter()
+            b.beginEncoding(&stepped)
+            #expect(b.isEncoding)
+            var arrived = 100, steps = 0
+            while b.continueEncoding(&stepped, rows: step) {
+                // Seven samples between steps: the ring's next rows and, now and then, the reservoir's.
+                x.withUnsafeBufferPointer { b.insert($0.baseAddress! + 3 * arrived, rows: 7) }
+                arrived += 7
+                steps += 1
+            }
+            #expect(!b.isEncoding)
+            #expect(steps == (capacity + step - 1) / step - 1, "capacity \(capacity), \(step) rows a step")
+            #expect(stepped.bytes == whole.bytes, "capacity \(capacity), \(step) rows a step")
+
+            // The buffer itself holds the samples that came during the encoding.
+            var after = StateWriter()
+            b.encode(&after)
+            var r = StateReader(after.bytes)
+            let now = try ReplayBuffer.decode(&r)
+            #expect(now.inserted == UInt64(arrived) && (steps == 0 || after.bytes != whole.bytes))
+        }
+    }
+
+    /// The same through a stream: checkpoints taken while another thread scores batches (a few
+    /// rows copied at a time, so samples arrive between the copies) each restore, and every row of
+    /// each restored buffer is whole and carries its own id.
+    @Test func checkpointsTakenWhileSamplesArriveRestoreWhole() throws {
+        let stream = DecodingLimitTests().smallStream(dim: 16, bufferCapacity: 512)
+        let settings = stream.settings
+        stream.checkpointStepBytes = 4 * 16 * 4  // four rows
+        let done = Atomic<Bool>(false)
+        Thread.detachNewThread {
+            var random = RandomSource(seed: 3)
+            var batch = [Float](repeating: 0, count: 64 * 16)
+            for b in 0..<300 {
+                for i in batch.indices { batch[i] = random.normal() }
+                _ = batch.withUnsafeBufferPointer { stream.score($0.baseAddress!, count: 64, firstSequence: UInt64(64 * b)) }
+            }
+            done.store(true, ordering: .releasing)
+        }
+        var checkpoints = 0, inserted: Set<UInt64> = []
+        while !done.load(ordering: .acquiring) || checkpoints < 3 {
+            let restored = try StreamPipeline.restore(stream.serialized(), settings: settings)
+            let b = restored.buffer
+            inserted.insert(b.inserted)
+            checkpoints += 1
+            guard b.count > 0 else { continue }
+            var out = [Float](repeating: 0, count: 16 * 256)
+            var ids = [Int64](repeating: 0, count: 256)
+            b.sample(256, into: &out, ids: &ids)
+            let torn = (0..<256).filter { r in out.withUnsafeBufferPointer { ReplayBuffer.id($0.baseAddress! + 16 * r, dimension: 16) } != ids[r] }
+            #expect(torn.isEmpty, "checkpoint \(checkpoints): \(torn.count) rows of 256 drawn do not match their ids")
+        }
+        #expect(inserted.count >= 3, "checkpoints at \(inserted.sorted()) samples")
+    }
+
     @Test func reservoirKeepsOldSamplesWithEqualProbability() {
         // 2000 buffers each see 0..<100; the reservoir half (50 rows) should hold each id about half the time.
         var held = [Int](repeating: 0, count: 100)
