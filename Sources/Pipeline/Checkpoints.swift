@@ -29,6 +29,36 @@ public struct CheckpointStore: Sendable {
         self.streamBytesLimit = streamBytesLimit
     }
 
+    /// Makes the directory (and its parents, owner-only) if it is not there, and checks that a file
+    /// can be written in it: a daemon that cannot keep its state says so as it starts, not at its
+    /// first checkpoint (from review: `--data-dir /proc/nope` served, and lost everything at the stop).
+    public func prepareDirectory() throws {
+        try Self.makeDirectories(directory)
+        let probe = directory + "/.eddy-write-check-\(getpid())"
+        let fd = open(probe, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw CheckpointError.system("write a file in the data directory \(directory)", errno) }
+        var byte: UInt8 = 0
+        let wrote = Glibc.write(fd, &byte, 1)
+        let code = errno
+        close(fd)
+        unlink(probe)
+        if wrote != 1 { throw CheckpointError.system("write a file in the data directory \(directory)", code) }
+    }
+
+    /// `path` and the directories above it that are not there; `directory` names the data
+    /// directory in an error.
+    static func makeDirectories(_ path: String, for directory: String? = nil) throws {
+        let what = "create the data directory \(directory ?? path)"
+        var info = stat()
+        if stat(path, &info) == 0 {
+            guard info.st_mode & S_IFMT == S_IFDIR else { throw CheckpointError.system("\(what) (\(path) is a file)", ENOTDIR) }
+            return
+        }
+        let parent = String(path[..<(path.lastIndex(of: "/") ?? path.startIndex)])
+        if !parent.isEmpty { try makeDirectories(parent, for: directory ?? path) }
+        if mkdir(path, 0o700) != 0 && errno != EEXIST { throw CheckpointError.system(what, errno) }
+    }
+
     /// Checkpoint files, oldest first, with their sequence numbers; none if the directory does not
     /// exist yet. A directory that cannot be listed is an error, not an empty one: a daemon would
     /// start afresh without a word, and its next checkpoint take number 1 over an older file.

@@ -573,6 +573,9 @@ public struct DaemonConfiguration: Sendable, Equatable {
         if curveSecretKey.isEmpty != curveAllowedClients.isEmpty {
             throw ConfigurationError.invalid("curve_secret_key and curve_allowed_clients go together: set both or neither")
         }
+        for (key, endpoint) in [("ingest", ingest), ("publish", publish), ("snapshots", snapshots)] {
+            if let why = Endpoint.problem(endpoint, key: key) { throw ConfigurationError.invalid(why) }
+        }
         if curveSecretKey.isEmpty && !allowPlaintext,
             let open = [ingest, publish, snapshots].first(where: { !Endpoint.isLocal($0) })
         {

@@ -232,7 +232,13 @@ public enum ConfigurationFile {
         case "seed":
             guard let seed = UInt64(v.replacingUnderscores()) else { throw ValueError(why: "\"\(v)\" is not a seed (0 to 2^64-1)") }
             s.seed = seed
-        default: throw ValueError(why: "unknown key")
+        default:
+            // A daemon key under a section (from review: reported as unknown, as if it did not exist).
+            var scratch = DaemonConfiguration()
+            do { try setDaemon(&scratch, key, v) } catch let e as ValueError where e.why.hasPrefix("unknown key") {
+                throw ValueError(why: "unknown key")
+            } catch {}
+            throw ValueError(why: "a daemon key: daemon keys go before the first section ([stream] or [stream.NAME])")
         }
     }
 

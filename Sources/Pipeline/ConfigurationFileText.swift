@@ -8,8 +8,8 @@ extension DaemonConfiguration {
 # Format: `key = value`, `#` comments, lists comma-separated; daemon keys first, then sections.
 # Byte counts (`*_bytes`, memory_budget) take K, M or G (powers of 1024); `_` may group digits.
 
-ingest = tcp://127.0.0.1:7700          # PULL: producers PUSH SampleBatch messages here
-publish = tcp://127.0.0.1:7701         # PUB: score/, alert/, snapshot/, hb/, error/ topics
+ingest = tcp://127.0.0.1:7700          # PULL: producers PUSH SampleBatch, LineBatch and LabelBatch messages here
+publish = tcp://127.0.0.1:7701         # PUB: score/, alert/, class/, rep/, snapshot/, hb/, error/ topics
 snapshots = tcp://127.0.0.1:7702       # REP: SnapshotRequest -> SnapshotReply
 curve_secret_key = ""                  # CURVE: the daemon's secret key file (eddy keygen; mode 0600); empty: plaintext
 curve_allowed_clients = ""             # client public keys let in: a file of keys or a directory of .pub files

@@ -223,6 +223,7 @@ public final class Daemon: @unchecked Sendable {
         checkpoints = configuration.dataDirectory.isEmpty ? nil : CheckpointStore(
             directory: configuration.dataDirectory, kept: configuration.checkpointsKept,
             streamBytesLimit: configuration.memoryBudget)
+        try checkpoints?.prepareDirectory()
         for path in checkpoints?.removeStaleTemporaries() ?? [] {
             logger.notice("removed the temporary file of an unfinished checkpoint", metadata: ["checkpoint.path": "\(path)"])
         }
@@ -437,7 +438,7 @@ public final class Daemon: @unchecked Sendable {
             // The final snapshots and scores, published as the daemon stops, get a second to reach
             // subscribers after the socket closes.
             try pub.setLinger(milliseconds: 1000)
-            let publishEndpoint = try pub.bind(configuration.publish)
+            let publishEndpoint = try pub.bind(Endpoint.bindable(configuration.publish))
             let pipe = try Socket(context, .pull)
             try pipe.setHighWaterMarks(send: configuration.highWaterMark, receive: configuration.highWaterMark)
             try pipe.bind(publishPipe)
@@ -445,7 +446,7 @@ public final class Daemon: @unchecked Sendable {
             // a bounded number of bytes however producers frame their messages (IngestConnections).
             let ingest = try makeIngestSocket()
             var connections = IngestConnections(configuration, security: security, handshakesWaited: handshakesWaited)
-            let ingestEndpoint = try ingest.bind(configuration.ingest)
+            let ingestEndpoint = try ingest.bind(Endpoint.bindable(configuration.ingest))
             ready.fulfil((ingestEndpoint, publishEndpoint))
             var nextHeartbeat = Self.monotonic(), nextExpiry = Self.monotonic()
             while !ingestStopping {
@@ -1288,8 +1289,15 @@ public final class Daemon: @unchecked Sendable {
         }
         publishSnapshots(of: allStreams, publisher: out)
         keepExpiredAside()
+        let failures = checkpointFailures.load
         checkpoint()
+        if checkpointFailures.load != failures { stateLock.withLock { finalCheckpointFailed = true } }
     }
+
+    /// Whether the checkpoint written as the daemon stopped failed (its state since the last one
+    /// that was written is lost): `eddy serve` then exits 1, not 0.
+    public var stoppedWithoutCheckpoint: Bool { stateLock.withLock { finalCheckpointFailed } }
+    private var finalCheckpointFailed = false
 
     /// A restored stream whose state is also kept aside as expired (at start). Either the daemon was
     /// killed after the stream expired and before a checkpoint left it out (the state aside is the
@@ -1513,7 +1521,7 @@ public final class Daemon: @unchecked Sendable {
             // A peer that sends requests without reading the replies (a DEALER) has at most
             // `snapshotRepliesQueued` of them queued here; the ones beyond are dropped, not held.
             try rep.setHighWaterMarks(send: Self.snapshotRepliesQueued, receive: Self.snapshotRepliesQueued)
-            let endpoint = try rep.bind(configuration.snapshots)
+            let endpoint = try rep.bind(Endpoint.bindable(configuration.snapshots))
             ready.fulfil(endpoint)
             while !serversStopping {
                 beat(.snapshots)

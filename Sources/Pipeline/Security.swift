@@ -226,6 +226,22 @@ public final class AllowList: @unchecked Sendable {
 
 /// Where an endpoint can be reached from.
 public enum Endpoint {
+    /// ZeroMQ's transports a daemon binds: an endpoint is `transport://address`.
+    public static let transports = ["tcp://", "ipc://", "inproc://"]
+
+    /// Why `endpoint` (the `key` of the configuration) cannot be bound, or nil.
+    public static func problem(_ endpoint: String, key: String) -> String? {
+        guard !transports.contains(where: { endpoint.hasPrefix($0) }) else { return nil }
+        return "\(key) \(endpoint) is not an endpoint: ZeroMQ's are transport://address, such as "
+            + "tcp://127.0.0.1:7700, tcp://[::1]:7700 or ipc:///run/eddy/ingest"
+    }
+
+    /// What libzmq binds for `endpoint`: `tcp://localhost:…` as `tcp://127.0.0.1:…` (a bind takes
+    /// an address or an interface name, not a host name: `localhost` failed with ENODEV).
+    public static func bindable(_ endpoint: String) -> String {
+        endpoint.hasPrefix("tcp://localhost:") ? "tcp://127.0.0.1:" + endpoint.dropFirst("tcp://localhost:".count) : endpoint
+    }
+
     /// Whether only this machine can reach `endpoint`: `inproc://`, `ipc://` (a file, guarded by its
     /// mode) and TCP on a loopback address (127.0.0.0/8, `localhost`, `[::1]`). `tcp://*`, `0.0.0.0`, an
     /// interface name or any other address are reachable from a network.

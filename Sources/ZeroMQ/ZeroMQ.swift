@@ -106,6 +106,8 @@ public struct Socket: ~Copyable {
     /// bound (`ZMQ_LAST_ENDPOINT`).
     @discardableResult
     public func bind(_ endpoint: String) throws -> String {
+        // An IPv6 address (`tcp://[::1]:7700`) binds only on a socket that takes IPv6.
+        if endpoint.hasPrefix("tcp://") && endpoint.contains("[") { try setOption(ZMQ_IPV6, 1) }
         guard zmq_bind(handle, endpoint) == 0 else { throw ZMQError.last("zmq_bind(\(endpoint))") }
         var buffer = [CChar](repeating: 0, count: 512)
         var size = buffer.count
@@ -116,6 +118,7 @@ public struct Socket: ~Copyable {
     }
 
     public func connect(_ endpoint: String) throws {
+        if endpoint.hasPrefix("tcp://") && endpoint.contains("[") { try setOption(ZMQ_IPV6, 1) }
         guard zmq_connect(handle, endpoint) == 0 else { throw ZMQError.last("zmq_connect(\(endpoint))") }
     }
 

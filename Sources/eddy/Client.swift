@@ -1,3 +1,4 @@
+import ArgumentParser
 import EddyProtocol
 import Foundation
 import Evaluation
@@ -115,15 +116,27 @@ struct CSVSamples {
         if header == nil, !sawData, fields.contains(where: { Float($0) == nil }) {
             header = fields
             skipped = Set(fields.indices.filter { Self.isSkipped(fields[$0], extra: skipping) })
+            // A --skip that names no column would send the column it meant to leave out (from review).
+            let named = Set(fields.map { $0.lowercased() })
+            if let missing = skipping.sorted().first(where: { !named.contains($0) }) {
+                throw CSVError(line: lineNumber, field: "", problem: "--skip \(missing): no such column (the header: \(fields.joined(separator: ", ")))")
+            }
             guard skipped.count < fields.count else { throw CSVError(line: lineNumber, field: "", problem: "no value column left") }
             return nil
+        }
+        if header == nil, !skipping.isEmpty {
+            throw CSVError(line: lineNumber, field: "", problem: "--skip names columns, and the file has no header (a first line of names)")
         }
         if let header, fields.count != header.count {
             throw CSVError(line: lineNumber, field: "", problem: "\(fields.count) fields, the header has \(header.count)")
         }
         var values: [Float] = []
         for (i, f) in fields.enumerated() where !skipped.contains(i) {
-            guard let v = Float(f) else { throw CSVError(line: lineNumber, field: f) }
+            guard let v = Float(f) else {
+                // A column that is not a feature under another name (`time`, `date`): say how to leave it out.
+                guard let header else { throw CSVError(line: lineNumber, field: f) }
+                throw CSVError(line: lineNumber, field: f, problem: "\"\(f)\" in column \(header[i]) is not a number (--skip \(header[i]) leaves the column out)")
+            }
             guard v.isFinite else { throw CSVError(line: lineNumber, field: f, problem: "\"\(f)\" is not a finite number") }
             values.append(v)
         }
@@ -187,4 +200,126 @@ func flushStandardOutput() { fflush(nil) }
 struct CommandFailure: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
+}
+
+/// The daemon's refusals of what a producer sends (from review: `feed` and `label` said "sent" for
+/// messages the daemon then refused, a wrong dim or labels for a stream that takes none, which only
+/// `error/<stream>/` told). A SUB socket on the daemon's publish endpoint, on a thread of its own
+/// (a socket has one owner), takes the stream's errors, each printed as it comes, and the
+/// heartbeats: the first says the subscription is live, so no refusal of the first message is
+/// missed; two after the last message say the daemon has had it long enough to refuse it.
+final class Refusals: @unchecked Sendable {
+    private let lock = Lock()
+    private var heartbeats = 0, refused = 0, failure: String?
+    private let stop = StopFlag()
+    private var worker: Worker?
+    private let tool: String, endpoint: String
+    /// Refusals printed; the rest are counted.
+    static let printed = 5
+
+    init(context: Context, endpoint: String, stream: String, curve: CurveOptions, tool: String) {
+        self.tool = tool
+        self.endpoint = endpoint
+        worker = Worker("\(tool)-refusals") { [self, stop] in
+            do {
+                let sub = try Socket(context, .sub)
+                try sub.setOption(17, 0)  // ZMQ_LINGER
+                try curve.apply(to: sub)
+                try sub.subscribe(Topic.error(stream))
+                try sub.subscribe(Topic.heartbeat)
+                try sub.connect(endpoint)
+                while !stop.isSet {
+                    guard try sub.poll(timeout: 50) else { continue }
+                    while let frames = try sub.receive(dontWait: true), frames.count == 2 {
+                        if frames[0].starts(with: Array(Topic.heartbeat.utf8)) {
+                            lock.withLock { heartbeats += 1 }
+                        } else if let e = try? Eddy_V1_Error(serializedBytes: frames[1]) {
+                            let n = lock.withLock { refused += 1; return refused }
+                            if n <= Self.printed {
+                                FileHandle.standardError.write(Data("\(tool): the daemon refused: \(e.code): \(e.message)\n".utf8))
+                            }
+                        }
+                    }
+                }
+            } catch {
+                lock.withLock { failure = "\(error)" }
+            }
+        }
+    }
+
+    /// Waits for a heartbeat after the first `seen` (`timeout` seconds at most).
+    private func heartbeat(after seen: Int, timeout: Double) -> Bool {
+        let end = Date().addingTimeInterval(timeout)
+        while Date() < end {
+            let (now, failed) = lock.withLock { (heartbeats, failure != nil) }
+            if now > seen { return true }
+            if failed { return false }
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        return false
+    }
+
+    /// Waits for a first heartbeat (`timeout` seconds at most); without one, says that refusals
+    /// will not be seen.
+    func listening(timeout: Double) {
+        guard !heartbeat(after: 0, timeout: timeout) else { return }
+        let why = lock.withLock { failure.map { ": \($0)" } ?? "" }
+        FileHandle.standardError.write(Data(
+            "\(tool): no heartbeat from \(endpoint) within \(Int(timeout)) s\(why); the daemon's refusals, if any, will not be seen (--publish names its publish endpoint)\n".utf8))
+    }
+
+    /// Waits for two heartbeats after now (`timeout` seconds at most), stops listening, and returns
+    /// the refusals seen, and whether the heartbeats came.
+    func finish(timeout: Double) -> (refused: Int, confirmed: Bool) {
+        let seen = lock.withLock { heartbeats }
+        let confirmed = seen > 0 && heartbeat(after: seen + 1, timeout: timeout)
+        close()
+        let n = lock.withLock { refused }
+        if n > Self.printed { FileHandle.standardError.write(Data("\(tool): \(n - Self.printed) more refusals\n".utf8)) }
+        return (n, confirmed)
+    }
+
+    /// Stops listening and closes the socket (before its context goes, whose end waits for it).
+    func close() {
+        stop.set()
+        worker?.join()
+        worker = nil
+    }
+
+    /// The end of a tool's run: `sent` (what it said it sent) stands if the daemon refused none of it.
+    func confirm(_ sent: String, timeout: Double) throws {
+        let (n, confirmed) = finish(timeout: timeout)
+        if n > 0 { throw CommandFailure("\(sent), and the daemon refused \(n) of its messages (above)") }
+        FileHandle.standardError.write(Data(
+            "\(tool): \(sent)\(confirmed ? ", none refused" : "; no refusal seen, but no heartbeat came to confirm it")\n".utf8))
+    }
+}
+
+/// Where a producer hears the daemon's refusals: `--publish`, or with the default ingest endpoint
+/// the default publish endpoint; nil (not listened for) when neither says.
+struct RefusalOptions: ParsableArguments {
+    @Option(help: "The daemon's publish endpoint, where it reports the messages it refuses (default: tcp://127.0.0.1:7701 with the default --endpoint; none otherwise). With it the tool waits for two heartbeats after its last message, and fails if the daemon refused any.")
+    var publish: String?
+    @Option(help: "Seconds to wait for the daemon's heartbeats (with --publish).") var confirmSeconds: Double = 5
+
+    func validate() throws {
+        if !(confirmSeconds > 0 && confirmSeconds.isFinite) { throw ValidationError("--confirm-seconds must be positive") }
+    }
+
+    /// Starts listening for `stream`'s refusals, if there is an endpoint to listen on.
+    func listen(context: Context, ingest: String, stream: String, curve: CurveOptions, tool: String) -> Refusals? {
+        let defaults = DaemonConfiguration()
+        guard let endpoint = publish ?? (ingest == defaults.ingest ? defaults.publish : nil), !endpoint.isEmpty else { return nil }
+        let r = Refusals(context: context, endpoint: endpoint, stream: stream, curve: curve, tool: tool)
+        r.listening(timeout: confirmSeconds)
+        return r
+    }
+}
+
+/// A stream name the daemon would refuse (SPEC 4: UTF-8, no `/`, at most `max_stream_name_bytes`),
+/// refused here before anything is sent.
+func checkStreamName(_ stream: String, limits: ProducerLimits) throws {
+    if let why = StreamName.problem(stream, maxBytes: limits.configuration.maxStreamNameBytes) {
+        throw CommandFailure("--stream \(stream): \(why)")
+    }
 }

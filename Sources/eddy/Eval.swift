@@ -12,7 +12,7 @@ struct Eval: ParsableCommand {
             Every file runs through the daemon's own pipeline (as `eddy replay` does: score a row, then \
             train), with one configuration for all files. A corpus is NAB's layout \
             (data/<family>/<file>.csv and labels/combined_windows.json) or a directory of CSVs with a \
-            label column (is_anomaly, label or anomaly: 0 or 1 per row; any other column but timestamp is \
+            label column (is_anomaly, is_anomalous, label, labels or anomaly: 0 or 1 per row; any other column but timestamp is \
             a value, so a file may be multivariate), in <family>/ folders. Reports, for the whole corpus \
             and for each family: events found at the daemon's alert threshold, false alarms (and per \
             10,000 rows), event precision, recall and F1, and how well the published score, the alert \

@@ -8,7 +8,7 @@ struct Feed: ParsableCommand {
         abstract: "Send samples to a daemon: CSV lines from a file or stdin, log lines (--log), or the synthetic demo machine.",
         discussion: """
             One sample per line, comma-separated; a first line with a non-numeric field is a header, and \
-            a `timestamp` column and a label column (is_anomaly, label, anomaly) are not sent (--skip names \
+            a `timestamp` column and a label column (is_anomaly, is_anomalous, label, labels, anomaly) are not sent (--skip names \
             more). Rows go out as they are read, at most --batch to a message: piped from a live source \
             (`tail -F data.csv | eddy feed --stream s`), each is sent as soon as its line is written. --demo instead streams eight correlated sensors with an \
             injected anomaly (spike, stuck sensor, broken correlation) every --anomaly-every samples. \
@@ -24,6 +24,7 @@ struct Feed: ParsableCommand {
     var skip: String = ""
     @Option(help: "The daemon's ingest endpoint.") var endpoint: String = "tcp://127.0.0.1:7700"
     @OptionGroup var curve: CurveOptions
+    @OptionGroup var refusals: RefusalOptions
     @Option(help: "The daemon's configuration file, for its limits (max_dim, max_abs_value, max_samples_per_message, max_message_bytes; default: the daemon's defaults).")
     var config: String?
     @Option(help: "Samples per message (at most what the daemon's limits allow).") var batch: Int = 64
@@ -47,11 +48,19 @@ struct Feed: ParsableCommand {
     func run() throws {
         let limits = try ProducerLimits(config: config)
         let context = try Context()
+        try checkStreamName(stream, limits: limits)
         let push = try producerSocket(context, endpoint: endpoint, curve: curve)
+        let heard = refusals.listen(context: context, ingest: endpoint, stream: stream, curve: curve, tool: "eddy feed")
+        defer { heard?.close() }
+        func done(_ said: String) throws {
+            if let heard { try heard.confirm(said, timeout: refusals.confirmSeconds) } else {
+                FileHandle.standardError.write(Data("eddy feed: \(said)\n".utf8))
+            }
+        }
         let lineBatch = min(batch, limits.configuration.maxSamplesPerMessage)
         if demoLog {
             let sent = try feedDemoLog(stream: stream, batch: lineBatch, rate: rate, count: count, faultEvery: anomalyEvery, push: push)
-            FileHandle.standardError.write(Data("eddy feed: sent \(sent) lines to log stream \(stream)\n".utf8))
+            try done("sent \(sent) lines to log stream \(stream)")
             return
         }
         if log {
@@ -59,7 +68,7 @@ struct Feed: ParsableCommand {
                 file, stream: stream, batch: lineBatch, maxBytes: limits.configuration.maxMessageBytes - 1024, stamp: stamp, rate: rate,
                 push: push)
             guard sent > 0 else { throw CommandFailure("no lines in \(file == "-" ? "standard input" : file)") }
-            FileHandle.standardError.write(Data("eddy feed: sent \(sent) lines to log stream \(stream)\n".utf8))
+            try done("sent \(sent) lines to log stream \(stream)")
             return
         }
         var sequence: UInt64 = 0
@@ -116,6 +125,6 @@ struct Feed: ParsableCommand {
         if perMessage < batch {
             FileHandle.standardError.write(Data("eddy feed: \(perMessage) samples to a message, the most the daemon's limits allow\n".utf8))
         }
-        FileHandle.standardError.write(Data("eddy feed: sent \(sequence) samples to stream \(stream)\n".utf8))
+        try done("sent \(sequence) samples to stream \(stream)")
     }
 }

@@ -22,6 +22,7 @@ struct Label: ParsableCommand {
     @Option(help: "Stream name.") var stream: String
     @Option(help: "The daemon's ingest endpoint.") var endpoint: String = "tcp://127.0.0.1:7700"
     @OptionGroup var curve: CurveOptions
+    @OptionGroup var refusals: RefusalOptions
     @Option(help: "The daemon's configuration file, for its limits (max_dim, max_abs_value, max_samples_per_message, max_message_bytes; default: the daemon's defaults).")
     var config: String?
     @Option(help: "Labelled samples per message (at most what the daemon's limits allow).") var batch: Int = 256
@@ -34,7 +35,10 @@ struct Label: ParsableCommand {
         let limits = try ProducerLimits(config: config)
         var perMessage = batch
         let context = try Context()
+        try checkStreamName(stream, limits: limits)
         let push = try producerSocket(context, endpoint: endpoint, curve: curve)
+        let heard = refusals.listen(context: context, ingest: endpoint, stream: stream, curve: curve, tool: "eddy label")
+        defer { heard?.close() }
         var labels: [String] = [], values: [Float] = [], dim = 0, sent = 0, labelBytes = 0
         func flush() throws {
             guard !labels.isEmpty else { return }
@@ -83,6 +87,9 @@ struct Label: ParsableCommand {
         }
         try flush()
         guard sent > 0 else { throw CommandFailure("no labelled samples in \(file == "-" ? "standard input" : file)") }
-        FileHandle.standardError.write(Data("eddy label: sent \(sent) labelled samples to stream \(stream)\n".utf8))
+        let said = "sent \(sent) labelled samples to stream \(stream)"
+        if let heard { try heard.confirm(said, timeout: refusals.confirmSeconds) } else {
+            FileHandle.standardError.write(Data("eddy label: \(said)\n".utf8))
+        }
     }
 }

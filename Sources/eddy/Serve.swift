@@ -10,7 +10,7 @@ struct Serve: ParsableCommand {
         discussion: """
             With no options it binds 127.0.0.1 (ingest 7700, publish 7701, snapshots 7702, HTTP 7703 \
             for /metrics, /healthz and /readyz) and keeps checkpoints in ./eddy-data. SIGTERM or SIGINT \
-            stops ingest, checkpoints, and exits 0. The bound endpoints are printed on standard output, \
+            stops ingest, checkpoints, and exits 0 (1 if that checkpoint could not be written). The bound endpoints are printed on standard output, \
             one line each, as `ingest ENDPOINT`, `publish ENDPOINT`, `snapshots ENDPOINT` and, when the \
             HTTP endpoint is on, `http HOST:PORT` (useful with port * and 0). Under systemd with \
             Type=notify it reports READY=1 once serving and STOPPING=1 on the way out, and feeds \
@@ -98,6 +98,10 @@ struct Serve: ParsableCommand {
         }
         logger.info("stopping", metadata: ["signal": "\(received == SIGTERM ? "SIGTERM" : received == SIGINT ? "SIGINT" : "SIGUSR1")"])
         daemon.stop()
+        if daemon.stoppedWithoutCheckpoint {
+            logger.critical("stopped without its final checkpoint (above): the state since the last checkpoint is lost")
+            throw ExitCode(1)
+        }
         logger.info("stopped")
     }
 }

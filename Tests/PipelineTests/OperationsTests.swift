@@ -124,6 +124,23 @@ func eventually(_ seconds: Double, _ done: () throws -> Bool) rethrows -> Bool {
         #expect(exposition(body)["eddy_samples_accepted_total"] == 20)
     }
 
+    /// From review: a daemon key under a section was "unknown", as if it did not exist; an endpoint
+    /// without its transport was refused as "reachable beyond this machine".
+    @Test func aMisplacedKeyAndAnEndpointWithoutItsTransportAreNamed() throws {
+        #expect { try ConfigurationFile.parse("[stream]\nmax_streams = 10\n") } throws: {
+            "\($0)".contains("max_streams: a daemon key: daemon keys go before the first section")
+        }
+        #expect { try ConfigurationFile.parse("[stream.a]\nmax_strems = 10\n") } throws: {
+            "\($0)".hasSuffix("max_strems: unknown key")
+        }
+        #expect { try ConfigurationFile.parse("ingest = 127.0.0.1:7700\n") } throws: {
+            "\($0)".contains("ingest 127.0.0.1:7700 is not an endpoint") && !"\($0)".contains("reachable")
+        }
+        let local = try ConfigurationFile.parse("ingest = ipc:///tmp/eddy-ingest\npublish = tcp://localhost:7701\n")
+        #expect(local.publish == "tcp://localhost:7701" && Endpoint.bindable(local.publish) == "tcp://127.0.0.1:7701")
+        #expect(Endpoint.bindable("tcp://[::1]:7701") == "tcp://[::1]:7701")
+    }
+
     @Test func theHTTPEndpointStaysOnLoopbackUnlessTheOperatorSaysOtherwise() throws {
         #expect(throws: ConfigurationError.self) { try ConfigurationFile.parse("http = 0.0.0.0:7703\n") }
         #expect(throws: ConfigurationError.self) { try ConfigurationFile.parse("http = 10.1.2.3:7703\n") }

@@ -83,6 +83,13 @@ def read_key_file(path):
     return fields
 
 
+def _connect(socket, endpoint):
+    """Connects `socket`; an IPv6 address (`tcp://[::1]:7701`) needs a socket that takes IPv6."""
+    if endpoint.startswith("tcp://") and "[" in endpoint:
+        socket.setsockopt(zmq.IPV6, 1)
+    socket.connect(endpoint)
+
+
 @dataclass(frozen=True)
 class CurveKeys:
     """A CURVE client's keys (Z85 text): the daemon's public key and this client's key pair."""
@@ -160,7 +167,7 @@ class Producer:
             self.socket.setsockopt(zmq.SNDTIMEO, int(send_timeout_ms))
         if curve is not None:
             curve.apply(self.socket)
-        self.socket.connect(endpoint)
+        _connect(self.socket, endpoint)
         self.sequences = {}
 
     def send(self, stream, samples, timestamps_ns=None, sequence=None):
@@ -263,7 +270,7 @@ class Subscriber:
             curve.apply(self.socket)
         for t in topics:
             self.socket.setsockopt(zmq.SUBSCRIBE, t.encode())
-        self.socket.connect(endpoint)
+        _connect(self.socket, endpoint)
 
     def recv(self, timeout_ms=None):
         """The next message as (topic, message), or None after timeout_ms."""
@@ -453,7 +460,7 @@ def fetch_snapshot(endpoint, stream, model="autoencoder", timeout_ms=5000, conte
     socket.setsockopt(zmq.LINGER, 0)
     if curve is not None:
         curve.apply(socket)
-    socket.connect(endpoint)
+    _connect(socket, endpoint)
     try:
         kinds = {"autoencoder": pb.MODEL_KIND_AUTOENCODER, "moco": pb.MODEL_KIND_MOCO}
         if model not in kinds:

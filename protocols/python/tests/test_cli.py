@@ -392,6 +392,8 @@ def test_the_tools_refuse_bad_options_and_inputs_in_words(tmp_path):
     (tmp_path / "header.csv").write_text("x,y\n")
     (tmp_path / "big.csv").write_text("label,v\nx,1e30\n")
     (tmp_path / "wide.csv").write_text(",".join(f"v{i}" for i in range(5000)) + "\n" + ",".join(["1"] * 5000) + "\n")
+    (tmp_path / "dated.csv").write_text("time,value\n2020-01-01 00:05:00,1\n")
+    (tmp_path / "bare.csv").write_text("1,2\n3,4\n")
     (tmp_path / "empty-corpus").mkdir()
     (tmp_path / "empty-corpus" / "a.csv").write_text("value,is_anomaly\n")
     (tmp_path / "a-file").write_text("")
@@ -420,6 +422,12 @@ def test_the_tools_refuse_bad_options_and_inputs_in_words(tmp_path):
         (["eval", str(tmp_path / "empty-corpus"), "--plots", str(tmp_path / "a-file")], 1, "cannot write plots"),
         (["eval", str(tmp_path / "empty-corpus"), "--log", "--plots", str(tmp_path / "p")], 64, "--plots"),
         (["replay", str(tmp_path / "header.csv"), "--config", str(tmp_path / "log.conf")], 1, "with --log"),
+        # From review: a --skip that names no column sent the column it meant to leave out, and a
+        # column of dates under another name than timestamp said only "is not a number".
+        (["replay", str(tmp_path / "dated.csv"), "--skip", "tme"], 1, "--skip tme: no such column (the header: time, value)"),
+        (["replay", str(tmp_path / "dated.csv")], 1, "in column time is not a number (--skip time leaves the column out)"),
+        (["feed", str(tmp_path / "dated.csv"), "--endpoint", closed], 1, "--skip time leaves the column out"),
+        (["replay", str(tmp_path / "bare.csv"), "--skip", "time"], 1, "the file has no header"),
     ]
     for args, status, words in cases:
         run = subprocess.run([EDDY] + args, capture_output=True, text=True, timeout=30)
@@ -526,4 +534,51 @@ def test_label_keeps_its_messages_within_the_daemons_bytes(start_daemon, tmp_pat
     m = metric()
     assert m.get("eddy_labels_accepted_total") == 50, {k: v for k, v in m.items() if "reject" in k and v}
     assert m.get('eddy_messages_rejected_total{code="oversized"}', 0) == 0, m
+    daemon.terminate()
+
+
+def test_feed_and_label_report_what_the_daemon_refuses(start_daemon, tmp_path):
+    """From review: `feed` and `label` said "sent" and exited 0 for messages the daemon refused (a
+    wrong dim, labels for a stream that takes none), which only `error/<stream>/` told. With the
+    daemon's publish endpoint they print each refusal and exit 1; what it takes ends "none refused"
+    and 0. A stream name the daemon would refuse is refused before anything is sent."""
+    import numpy as np
+    from eddy_client import Producer, Subscriber
+    from test_client import wait_scores
+    daemon = start_daemon()
+    ep = daemon.endpoints
+    with Producer(ep["ingest"]) as p, Subscriber(ep["publish"], ["score/"]) as sub:
+        time.sleep(0.3)
+        p.send("two", np.ones((8, 2), np.float32))
+        assert wait_scores(sub, "two", 0) is not None
+    rows = tmp_path / "rows.csv"
+    rows.write_text("a,b\n" + "".join(f"{i % 7},{i % 5}\n" for i in range(100)))
+    wide = tmp_path / "wide.csv"
+    wide.write_text("".join(f"{i},{i},{i}\n" for i in range(100)))
+    labels = tmp_path / "labels.csv"
+    labels.write_text("up,1,2\ndown,3,4\n")
+    listen = ["--endpoint", ep["ingest"], "--publish", ep["publish"]]
+
+    def run(*args):
+        return subprocess.run([EDDY, *args, *listen], capture_output=True, text=True, timeout=60)
+
+    ok = run("feed", str(rows), "--stream", "two")
+    assert ok.returncode == 0 and "sent 100 samples to stream two, none refused" in ok.stderr, ok.stderr
+    bad = run("feed", str(wide), "--stream", "two", "--batch", "10")
+    assert bad.returncode == 1, bad.stderr
+    assert bad.stderr.count("the daemon refused: dimMismatch: stream two has dim 2, the batch has 3") == 5, bad.stderr
+    assert "5 more refusals" in bad.stderr and "the daemon refused 10 of its messages" in bad.stderr, bad.stderr
+    nolabels = run("label", str(labels), "--stream", "two")
+    assert nolabels.returncode == 1 and "takes no labels (max_labels = 0" in nolabels.stderr, nolabels.stderr
+    named = run("label", str(labels), "--stream", "a/b")
+    assert named.returncode == 1 and "--stream a/b: the stream name contains '/'" in named.stderr, named.stderr
+    # Without --publish (and a daemon not on the default ports) nothing is listened for: "sent", 0.
+    blind = subprocess.run([EDDY, "label", str(labels), "--stream", "two", "--endpoint", ep["ingest"]],
+                           capture_output=True, text=True, timeout=60)
+    assert blind.returncode == 0 and "refused" not in blind.stderr, blind.stderr
+    # A publish endpoint with no daemon: said, and the samples still go.
+    nobody = subprocess.run([EDDY, "feed", str(rows), "--stream", "two", "--endpoint", ep["ingest"], "--publish",
+                             "tcp://127.0.0.1:9", "--confirm-seconds", "1"], capture_output=True, text=True, timeout=60)
+    assert nobody.returncode == 0 and "no heartbeat from tcp://127.0.0.1:9 within 1 s" in nobody.stderr, nobody.stderr
+    assert "no heartbeat came to confirm it" in nobody.stderr, nobody.stderr
     daemon.terminate()

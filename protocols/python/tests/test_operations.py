@@ -311,3 +311,56 @@ with Subscriber({d.endpoints['publish']!r}, ["score/"]) as s, Producer({d.endpoi
     out = subprocess.run([python, "-c", program], capture_output=True, text=True, cwd=tmp_path, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [__version__, "score/fresh/", "10"]
+
+
+def test_a_data_directory_it_cannot_write_stops_the_start_and_a_lost_final_checkpoint_fails_the_stop(start_daemon, tmp_path):
+    """From review: `--data-dir` on a path where nothing can be written served as usual, and at the
+    stop logged a raw Foundation error and exited 0, its state lost. Now the daemon does not start
+    (exit 1, the path and the reason), and one whose directory goes away while it runs exits 1 at
+    the stop, saying the final checkpoint was not written."""
+    from conftest import Daemon
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    config = tmp_path / "plain.conf"
+    config.write_text("")
+    with pytest.raises(RuntimeError, match="exited with 1"):
+        Daemon(blocker / "data", config, stderr=subprocess.PIPE)
+    run = subprocess.run([EDDY, "serve", "--ingest", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
+                          "--snapshots", "tcp://127.0.0.1:*", "--http", "", "--data-dir", str(blocker / "data")],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1 and f"create the data directory {blocker}" in run.stderr, run.stderr[-600:]
+    assert "Error Domain" not in run.stderr, run.stderr[-600:]
+    # A directory that is there at the start and gone (a file in its place) at the stop.
+    data = tmp_path / "data"
+    daemon = start_daemon(data_dir=data)
+    assert data.is_dir() and oct(data.stat().st_mode & 0o777) == "0o700"
+    shutil.rmtree(data)
+    data.write_text("not a directory")
+    code, _ = daemon.terminate()
+    assert code == 1
+
+
+def test_endpoints_on_localhost_and_ipv6_loopback_bind_and_one_without_a_transport_is_named(tmp_path):
+    """From review: SPEC 2.1 allows TCP on `localhost` and `[::1]`, and both failed to bind
+    (`zmq_bind(tcp://localhost:0): No such device`); `--ingest 127.0.0.1:0`, without its transport,
+    was refused as "reachable beyond this machine"."""
+    base = [EDDY, "serve", "--http", "", "--data-dir", str(tmp_path / "data")]
+    run = subprocess.run(base + ["--ingest", "127.0.0.1:0"], capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0 and "ingest 127.0.0.1:0 is not an endpoint" in run.stderr, run.stderr[-500:]
+    assert "reachable beyond" not in run.stderr
+    ipv6 = any(line.split()[0] == "0" * 31 + "1" for line in open("/proc/net/if_inet6")) if os.path.exists(
+        "/proc/net/if_inet6") else False
+    args = ["--ingest", "tcp://localhost:*", "--publish", "tcp://[::1]:*" if ipv6 else "tcp://localhost:*",
+            "--snapshots", "tcp://127.0.0.1:*"]
+    daemon = subprocess.Popen(base + args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        lines = [daemon.stdout.readline().split() for _ in range(3)]
+        endpoints = dict(line for line in lines if len(line) == 2)
+        assert endpoints.get("ingest", "").startswith("tcp://127.0.0.1:"), (lines, daemon.stderr.read() if daemon.poll() else "")
+        assert endpoints["publish"].startswith("tcp://[::1]:" if ipv6 else "tcp://127.0.0.1:"), endpoints
+        from eddy_client import Subscriber
+        with Subscriber(endpoints["publish"], ["hb/"]) as sub:
+            assert sub.recv(timeout_ms=5000) is not None, "a heartbeat over the endpoint it printed"
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        assert daemon.wait(timeout=30) == 0
