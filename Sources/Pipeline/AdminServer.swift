@@ -62,7 +62,9 @@ final class AdminServer: @unchecked Sendable {
             return host.contains(":") ? "[\(host)]:\(bound?.port ?? 0)" : "\(host):\(bound?.port ?? 0)"
         } catch {
             try? group.syncShutdownGracefully()
-            throw ConfigurationError.invalid("cannot bind http \(address.host):\(address.port): \(error)")
+            // NIO's IOError reads `bind(descriptor:ptr:bytes:): ... (errno: 98)`: the reason alone.
+            let why = (error as? IOError).map { String(cString: strerror($0.errnoCode)) } ?? "\(error)"
+            throw ConfigurationError.invalid("cannot bind http \(address.host):\(address.port): \(why)")
         }
     }
 

@@ -23,6 +23,11 @@ public enum KeyFile {
 
     /// The key pair in a secret key file (mode 0600 or narrower).
     public static func readSecret(_ path: String) throws -> CurveKeyPair {
+        // A public key file given for a secret one: said as such (from review: "mode 644, chmod 600"
+        // was the advice, which cannot help).
+        if let fields = try? read(path), fields["secret-key"] == nil, fields["public-key"] != nil {
+            throw Problem("\(path) is a public key file (it has no secret-key line): a secret key is the NAME.key file of eddy keygen")
+        }
         try requireMode(path, forbidden: 0o077, what: "a secret key file")
         let fields = try read(path)
         guard let secret = fields["secret-key"] else { throw Problem("\(path) has no secret-key line") }

@@ -43,6 +43,10 @@ struct Feed: ParsableCommand {
         if !(rate >= 0 && rate.isFinite) { throw ValidationError("--rate must not be negative") }
         if anomalyEvery < 1 { throw ValidationError("--anomaly-every must be at least 1") }
         if count < 0 { throw ValidationError("--count must not be negative") }
+        // From review: `feed file.csv --demo` sent the demo and ignored the file without a word.
+        let sources = [demo ? "--demo" : nil, demoLog ? "--demo-log" : nil, log ? "--log" : nil].compactMap { $0 }
+        if sources.count > 1 { throw ValidationError("\(sources.joined(separator: " and ")) go one at a time") }
+        if (demo || demoLog) && file != "-" { throw ValidationError("\(sources[0]) sends a synthetic stream; \(file) is not read with it") }
     }
 
     func run() throws {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import EddyProtocol
+import Evaluation
 import Foundation
 import Pipeline
 import ZeroMQ
@@ -12,7 +13,9 @@ struct Label: ParsableCommand {
             configuration). The daemon keeps the newest max_labels labelled samples, fits a softmax head \
             on the MoCo representation at its next snapshot, and from then on publishes every sample's \
             class and probability on class/<stream>/; the MoCo snapshot carries the head. A first line \
-            whose values are not numbers is a header. For a windowed stream (a univariate one, or one \
+            whose values are not numbers is a header; if it names a label column (is_anomaly, \
+            is_anomalous, label, labels, anomaly) the label is read from there and a timestamp column is \
+            left out, so a CSV written for `feed` with its labels can be sent as it is. For a windowed stream (a univariate one, or one \
             with multivariate_window) a line carries the stretch of series the window reads: \
             window × largest scale samples (128 values for a univariate stream at the defaults), \
             oldest first, and the label names the window ending at its last sample.
@@ -55,17 +58,29 @@ struct Label: ParsableCommand {
             labelBytes = 0
         }
         var sawRow = false
+        // The label's column and those that are not values: the first column and none, unless a
+        // header names a label column (is_anomaly, label, ...) and a timestamp, as `feed` and
+        // `replay` read them (from review: the file that was fed, labelled, sent its timestamp and
+        // took the timestamp for the label).
+        var labelColumn = 0, skipped: Set<Int> = []
         for (index, line) in try readLines(file).enumerated() {
             var text = String(line)
             if index == 0, text.hasPrefix("\u{FEFF}") { text.removeFirst() }  // a byte-order mark
-            let fields = CSVSamples.fields(of: text.trimmingCharacters(in: .whitespacesAndNewlines))
+            var fields = CSVSamples.fields(of: text.trimmingCharacters(in: .whitespacesAndNewlines))
             if fields.count == 1 && fields[0].isEmpty { continue }
-            let numbers = fields.dropFirst().map { Float($0) }
-            if !sawRow && numbers.contains(where: { $0 == nil }) {  // a header (after any blank lines)
+            if !sawRow && fields.dropFirst().contains(where: { Float($0) == nil }) {  // a header (after any blank lines)
                 sawRow = true
+                let names = fields.map { $0.lowercased() }
+                labelColumn = names.firstIndex { Corpus.labelColumns.contains($0) } ?? 0
+                skipped = Set(names.indices.filter { names[$0] == "timestamp" && $0 != labelColumn })
                 continue
             }
             sawRow = true
+            if labelColumn > 0 || !skipped.isEmpty {
+                guard labelColumn < fields.count else { throw CommandFailure("line \(index + 1): no field in the label's column") }
+                fields = [fields[labelColumn]] + fields.indices.filter { $0 != labelColumn && !skipped.contains($0) }.map { fields[$0] }
+            }
+            let numbers = fields.dropFirst().map { Float($0) }
             guard fields.count >= 2, !fields[0].isEmpty, numbers.allSatisfy({ $0 != nil }) else {
                 throw CommandFailure("line \(index + 1): expected label,value,value,...")
             }

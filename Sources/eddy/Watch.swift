@@ -95,7 +95,7 @@ struct Watch: ParsableCommand {
             return "class    \(m.stream) seq \(m.firstSequence)+\(m.count): \(tally) (head of moco v\(m.modelVersion))"
         case let m as Eddy_V1_Heartbeat:
             let streams = m.streams.map { s in
-                "\(s.stream): \(s.accepted) \(s.log ? "lines" : "in"), \(s.trainSteps) steps, ae loss \(fmt(s.autoencoderLoss))"
+                "\(s.stream): \(s.accepted) \(s.log ? "lines" : "in"), \(s.trainSteps) steps\(s.trainSteps > 0 ? ", ae loss \(fmt(s.autoencoderLoss))" : "")"
                     + (s.log ? ", \(s.templates) templates" : "")
                     + (s.period > 0 ? ", period \(s.period)" : "") + (s.warmingUp ? " (warming up)" : "")
             }

@@ -62,6 +62,10 @@ import ZeroMQ
         }
         chmod(paths.secret, 0o400)
         #expect(throws: Never.self) { try KeyFile.readSecret(paths.secret) }
+        // From review: the .pub file given for the secret one was told "chmod 600", which cannot help.
+        #expect { try KeyFile.readSecret(paths.public) } throws: {
+            "\($0)".contains("is a public key file") && !"\($0)".contains("chmod")
+        }
     }
 
     @Test func aSecretKeyWhosePublicKeyDoesNotMatchIsRefused() throws {

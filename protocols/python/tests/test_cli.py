@@ -428,6 +428,8 @@ def test_the_tools_refuse_bad_options_and_inputs_in_words(tmp_path):
         (["replay", str(tmp_path / "dated.csv")], 1, "in column time is not a number (--skip time leaves the column out)"),
         (["feed", str(tmp_path / "dated.csv"), "--endpoint", closed], 1, "--skip time leaves the column out"),
         (["replay", str(tmp_path / "bare.csv"), "--skip", "time"], 1, "the file has no header"),
+        (["feed", str(tmp_path / "bare.csv"), "--demo", "--endpoint", closed], 64, "bare.csv is not read with it"),
+        (["feed", "--demo", "--log", "--endpoint", closed], 64, "--demo and --log go one at a time"),
     ]
     for args, status, words in cases:
         run = subprocess.run([EDDY] + args, capture_output=True, text=True, timeout=30)
@@ -506,20 +508,27 @@ def test_feed_keeps_messages_within_the_daemons_limits_and_reads_every_line_endi
     assert run.returncode == 0 and json.loads(run.stdout)["lines"] == 400, run.stderr[-500:]
 
 
+def daemon_with_stream(start_daemon, stream, **options):
+    """A daemon (start_daemon's options) whose stream `stream` of dim 2 exists: labels and refusals need one."""
+    import numpy as np
+    from eddy_client import Producer, Subscriber
+    from test_client import wait_scores
+    daemon = start_daemon(**options)
+    ep = daemon.endpoints
+    with Producer(ep["ingest"]) as p, Subscriber(ep["publish"], ["score/"]) as sub:
+        time.sleep(0.3)
+        p.send(stream, np.ones((8, 2), np.float32))
+        assert wait_scores(sub, stream, 0) is not None
+    return daemon
+
+
 def test_label_keeps_its_messages_within_the_daemons_bytes(start_daemon, tmp_path):
     """`eddy label --config` counts each label's bytes in a message (from review: rows of long
     labels went over max_message_bytes and the daemon refused what the tool said it sent): 50
     rows with 100-byte labels to a daemon taking messages of 4 KiB arrive in several, all taken."""
-    import numpy as np
-    from eddy_client import Producer, Subscriber
-    from test_client import wait_scores
     from test_operations import exposition, get
-    daemon = start_daemon(daemon_config="max_message_bytes = 4096\n", extra_config="max_labels = 64\n")
+    daemon = daemon_with_stream(start_daemon, "l", daemon_config="max_message_bytes = 4096\n", extra_config="max_labels = 64\n")
     ep = daemon.endpoints
-    with Producer(ep["ingest"]) as p, Subscriber(ep["publish"], ["score/"]) as sub:
-        time.sleep(0.3)
-        p.send("l", np.ones((8, 2), np.float32))  # the stream the labels are for
-        assert wait_scores(sub, "l", 0) is not None
     conf = tmp_path / "limits.conf"
     conf.write_text("max_message_bytes = 4096\n")
     rows = tmp_path / "labelled.csv"
@@ -542,15 +551,8 @@ def test_feed_and_label_report_what_the_daemon_refuses(start_daemon, tmp_path):
     wrong dim, labels for a stream that takes none), which only `error/<stream>/` told. With the
     daemon's publish endpoint they print each refusal and exit 1; what it takes ends "none refused"
     and 0. A stream name the daemon would refuse is refused before anything is sent."""
-    import numpy as np
-    from eddy_client import Producer, Subscriber
-    from test_client import wait_scores
-    daemon = start_daemon()
+    daemon = daemon_with_stream(start_daemon, "two")
     ep = daemon.endpoints
-    with Producer(ep["ingest"]) as p, Subscriber(ep["publish"], ["score/"]) as sub:
-        time.sleep(0.3)
-        p.send("two", np.ones((8, 2), np.float32))
-        assert wait_scores(sub, "two", 0) is not None
     rows = tmp_path / "rows.csv"
     rows.write_text("a,b\n" + "".join(f"{i % 7},{i % 5}\n" for i in range(100)))
     wide = tmp_path / "wide.csv"
@@ -581,4 +583,23 @@ def test_feed_and_label_report_what_the_daemon_refuses(start_daemon, tmp_path):
                              "tcp://127.0.0.1:9", "--confirm-seconds", "1"], capture_output=True, text=True, timeout=60)
     assert nobody.returncode == 0 and "no heartbeat from tcp://127.0.0.1:9 within 1 s" in nobody.stderr, nobody.stderr
     assert "no heartbeat came to confirm it" in nobody.stderr, nobody.stderr
+    daemon.terminate()
+
+
+def test_label_reads_a_labelled_csv_by_its_column_names(start_daemon, tmp_path):
+    """From review: `label` took the first column for the label whatever the header said, so the
+    CSV a user fed (`timestamp,a,b,is_anomaly`) sent its timestamp as a value and was refused. A
+    header naming a label column gives the label; its timestamp is left out."""
+    from test_operations import exposition, get
+    daemon = daemon_with_stream(start_daemon, "two", extra_config="max_labels = 64\n")
+    ep = daemon.endpoints
+    rows = tmp_path / "fed.csv"
+    rows.write_text("timestamp,a,b,is_anomaly\n" + "".join(f"2024-01-01T00:0{i}:00,{i},{i + 1},{i % 2}\n" for i in range(3)))
+    run = subprocess.run([EDDY, "label", str(rows), "--stream", "two", "--endpoint", ep["ingest"], "--publish", ep["publish"]],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and "sent 3 labelled samples to stream two, none refused" in run.stderr, run.stderr
+    end = time.monotonic() + 10
+    while exposition(get(f"http://{ep['http']}/metrics")[1]).get("eddy_labels_accepted_total", 0) < 3 and time.monotonic() < end:
+        time.sleep(0.1)
+    assert exposition(get(f"http://{ep['http']}/metrics")[1]).get("eddy_labels_accepted_total") == 3
     daemon.terminate()

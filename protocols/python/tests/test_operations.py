@@ -348,6 +348,15 @@ def test_endpoints_on_localhost_and_ipv6_loopback_bind_and_one_without_a_transpo
     run = subprocess.run(base + ["--ingest", "127.0.0.1:0"], capture_output=True, text=True, timeout=60)
     assert run.returncode != 0 and "ingest 127.0.0.1:0 is not an endpoint" in run.stderr, run.stderr[-500:]
     assert "reachable beyond" not in run.stderr
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    run = subprocess.run(base[:2] + ["--http", f"127.0.0.1:{taken.getsockname()[1]}", "--data-dir", str(tmp_path / "data"),
+                                     "--ingest", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
+                                     "--snapshots", "tcp://127.0.0.1:*"], capture_output=True, text=True, timeout=60)
+    taken.close()
+    assert run.returncode == 1 and run.stderr.rstrip().endswith(": Address already in use"), run.stderr[-500:]
+    assert "descriptor:" not in run.stderr
     ipv6 = any(line.split()[0] == "0" * 31 + "1" for line in open("/proc/net/if_inet6")) if os.path.exists(
         "/proc/net/if_inet6") else False
     args = ["--ingest", "tcp://localhost:*", "--publish", "tcp://[::1]:*" if ipv6 else "tcp://localhost:*",
