@@ -91,7 +91,7 @@ public final class ReplayBuffer {
 
     @inline(__always)
     private func write(_ sample: UnsafePointer<Float>, id: Int64, at row: Int) {
-        if let freeze, row >= freeze.next { keepForEncoding(row) }
+        if let next = freeze?.next, row >= next { keepForEncoding(row) }
         (rows.pointer + row * dimension).update(from: sample, count: dimension)
         ids[row] = id
     }
@@ -203,6 +203,7 @@ public final class ReplayBuffer {
             }
         }
         freeze!.next = end
+        for row in start..<end { freeze!.kept[row] = nil }  // written: their copies are not needed
         guard end == capacity else { return true }
         for id in freeze!.ids { w.write(id) }
         freeze = nil

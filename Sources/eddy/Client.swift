@@ -206,11 +206,20 @@ struct CommandFailure: Error, CustomStringConvertible {
 /// messages the daemon then refused, a wrong dim or labels for a stream that takes none, which only
 /// `error/<stream>/` told). A SUB socket on the daemon's publish endpoint, on a thread of its own
 /// (a socket has one owner), takes the stream's errors, each printed as it comes, and the
-/// heartbeats: the first says the subscription is live, so no refusal of the first message is
-/// missed; two after the last message say the daemon has had it long enough to refuse it.
+/// heartbeats. A first whole heartbeat (every part of it) says the subscription is live, so no
+/// refusal of the first message is missed. The end is confirmed when the heartbeats show the
+/// stream has taken or refused every sample sent (ingest publishes its refusals and heartbeats in
+/// order, so every refusal before that heartbeat has come), or, for what the stream does not count
+/// (labels), two whole heartbeats after the last message.
 final class Refusals: @unchecked Sendable {
     private let lock = Lock()
-    private var heartbeats = 0, refused = 0, failure: String?
+    /// Whole heartbeats received (a heartbeat split into parts counts once, at its last part).
+    private var heartbeats = 0
+    /// The stream's accepted samples in the latest heartbeat that listed it (nil: none has).
+    private var accepted: UInt64?
+    private var refused = 0, refusedSamples: UInt64 = 0, failure: String?
+    /// `accepted` when listening began.
+    private var acceptedBefore: UInt64 = 0
     private let stop = StopFlag()
     private var worker: Worker?
     private let tool: String, endpoint: String
@@ -232,9 +241,18 @@ final class Refusals: @unchecked Sendable {
                     guard try sub.poll(timeout: 50) else { continue }
                     while let frames = try sub.receive(dontWait: true), frames.count == 2 {
                         if frames[0].starts(with: Array(Topic.heartbeat.utf8)) {
-                            lock.withLock { heartbeats += 1 }
+                            guard let hb = try? Eddy_V1_Heartbeat(serializedBytes: frames[1]) else { continue }
+                            let status = hb.streams.first { $0.stream == stream }
+                            lock.withLock {
+                                if let status { accepted = status.accepted }
+                                if hb.part + 1 >= hb.parts { heartbeats += 1 }
+                            }
                         } else if let e = try? Eddy_V1_Error(serializedBytes: frames[1]) {
-                            let n = lock.withLock { refused += 1; return refused }
+                            let n = lock.withLock {
+                                refused += 1
+                                refusedSamples += UInt64(e.samples)
+                                return refused
+                            }
                             if n <= Self.printed {
                                 FileHandle.standardError.write(Data("\(tool): the daemon refused: \(e.code): \(e.message)\n".utf8))
                             }
@@ -247,32 +265,52 @@ final class Refusals: @unchecked Sendable {
         }
     }
 
-    /// Waits for a heartbeat after the first `seen` (`timeout` seconds at most).
-    private func heartbeat(after seen: Int, timeout: Double) -> Bool {
-        let end = Date().addingTimeInterval(timeout)
-        while Date() < end {
-            let (now, failed) = lock.withLock { (heartbeats, failure != nil) }
-            if now > seen { return true }
+    /// Waits until `done` holds (checked under the lock), giving up after `timeout` seconds
+    /// without `progress` changing, or when the socket failed.
+    private func wait(timeout: Double, progress: () -> UInt64 = { 0 }, until done: () -> Bool) -> Bool {
+        var last = lock.withLock { progress() }, quietSince = Date()
+        while Date().timeIntervalSince(quietSince) < timeout {
+            let (finished, failed, now) = lock.withLock { (done(), failure != nil, progress()) }
+            if finished { return true }
             if failed { return false }
+            if now != last { (last, quietSince) = (now, Date()) }
             Thread.sleep(forTimeInterval: 0.01)
         }
         return false
     }
 
-    /// Waits for a first heartbeat (`timeout` seconds at most); without one, says that refusals
-    /// will not be seen.
+    /// Waits for a first whole heartbeat (`timeout` seconds at most); without one, says that
+    /// refusals will not be seen.
     func listening(timeout: Double) {
-        guard !heartbeat(after: 0, timeout: timeout) else { return }
+        if wait(timeout: timeout, until: { heartbeats > 0 }) {
+            lock.withLock { acceptedBefore = accepted ?? 0 }
+            return
+        }
         let why = lock.withLock { failure.map { ": \($0)" } ?? "" }
         FileHandle.standardError.write(Data(
             "\(tool): no heartbeat from \(endpoint) within \(Int(timeout)) s\(why); the daemon's refusals, if any, will not be seen (--publish names its publish endpoint)\n".utf8))
     }
 
-    /// Waits for two heartbeats after now (`timeout` seconds at most), stops listening, and returns
-    /// the refusals seen, and whether the heartbeats came.
-    func finish(timeout: Double) -> (refused: Int, confirmed: Bool) {
-        let seen = lock.withLock { heartbeats }
-        let confirmed = seen > 0 && heartbeat(after: seen + 1, timeout: timeout)
+    /// Waits until the daemon has taken or refused the `samples` sent since listening began (nil:
+    /// what the stream does not count, then two whole heartbeats after now), for as long as it makes
+    /// progress and `timeout` seconds without; stops listening. Returns the refusals, and whether
+    /// the end was confirmed.
+    func finish(samples: Int?, timeout: Double) -> (refused: Int, confirmed: Bool) {
+        let confirmed: Bool
+        if lock.withLock({ heartbeats == 0 }) {
+            confirmed = false
+        } else if let samples {
+            let sent = UInt64(samples)
+            confirmed = wait(timeout: timeout, progress: { (accepted ?? 0) &+ refusedSamples }) {
+                (accepted ?? 0) &- acceptedBefore &+ refusedSamples >= sent
+            }
+        } else {
+            // Heartbeats that came before the last message but are not counted yet: the worker
+            // reads every 50 ms.
+            Thread.sleep(forTimeInterval: 0.06)
+            let seen = lock.withLock { heartbeats }
+            confirmed = wait(timeout: timeout, progress: { UInt64(heartbeats) }) { heartbeats >= seen + 2 }
+        }
         close()
         let n = lock.withLock { refused }
         if n > Self.printed { FileHandle.standardError.write(Data("\(tool): \(n - Self.printed) more refusals\n".utf8)) }
@@ -286,30 +324,36 @@ final class Refusals: @unchecked Sendable {
         worker = nil
     }
 
-    /// The end of a tool's run: `sent` (what it said it sent) stands if the daemon refused none of it.
-    func confirm(_ sent: String, timeout: Double) throws {
-        let (n, confirmed) = finish(timeout: timeout)
+    /// The end of a tool's run: `sent` (what it said it sent) stands if the daemon refused none of
+    /// it (`samples`: as in `finish`).
+    func confirm(_ sent: String, samples: Int?, timeout: Double) throws {
+        let (n, confirmed) = finish(samples: samples, timeout: timeout)
         if n > 0 { throw CommandFailure("\(sent), and the daemon refused \(n) of its messages (above)") }
         FileHandle.standardError.write(Data(
-            "\(tool): \(sent)\(confirmed ? ", none refused" : "; no refusal seen, but no heartbeat came to confirm it")\n".utf8))
+            "\(tool): \(sent)\(confirmed ? ", none refused" : "; no refusal seen, but the daemon's heartbeats did not confirm it")\n".utf8))
     }
 }
 
 /// Where a producer hears the daemon's refusals: `--publish`, or with the default ingest endpoint
 /// the default publish endpoint; nil (not listened for) when neither says.
 struct RefusalOptions: ParsableArguments {
-    @Option(help: "The daemon's publish endpoint, where it reports the messages it refuses (default: tcp://127.0.0.1:7701 with the default --endpoint; none otherwise). With it the tool waits for two heartbeats after its last message, and fails if the daemon refused any.")
+    @Option(help: "The daemon's publish endpoint, where it reports the messages it refuses (default: the publish endpoint of --config's daemon, or tcp://127.0.0.1:7701, when --endpoint is that daemon's ingest endpoint; none otherwise). With it the tool waits until the daemon's heartbeats show it took or refused what was sent, and fails if it refused any.")
     var publish: String?
-    @Option(help: "Seconds to wait for the daemon's heartbeats (with --publish).") var confirmSeconds: Double = 5
+    @Option(help: "Seconds to wait for a heartbeat, or for the daemon to make progress (with --publish).") var confirmSeconds: Double = 5
 
     func validate() throws {
         if !(confirmSeconds > 0 && confirmSeconds.isFinite) { throw ValidationError("--confirm-seconds must be positive") }
     }
 
-    /// Starts listening for `stream`'s refusals, if there is an endpoint to listen on.
-    func listen(context: Context, ingest: String, stream: String, curve: CurveOptions, tool: String) -> Refusals? {
+    /// Starts listening for `stream`'s refusals, if there is an endpoint to listen on: `--publish`,
+    /// or the publish endpoint of the daemon whose configuration (`--config`, else the defaults)
+    /// has the ingest endpoint the tool sends to.
+    func listen(context: Context, ingest: String, configuration: DaemonConfiguration, stream: String, curve: CurveOptions, tool: String)
+        -> Refusals?
+    {
         let defaults = DaemonConfiguration()
-        guard let endpoint = publish ?? (ingest == defaults.ingest ? defaults.publish : nil), !endpoint.isEmpty else { return nil }
+        let known = [configuration, defaults].first { $0.ingest == ingest }
+        guard let endpoint = publish ?? known?.publish, !endpoint.isEmpty else { return nil }
         let r = Refusals(context: context, endpoint: endpoint, stream: stream, curve: curve, tool: tool)
         r.listening(timeout: confirmSeconds)
         return r

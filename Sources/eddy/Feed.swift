@@ -54,17 +54,18 @@ struct Feed: ParsableCommand {
         let context = try Context()
         try checkStreamName(stream, limits: limits)
         let push = try producerSocket(context, endpoint: endpoint, curve: curve)
-        let heard = refusals.listen(context: context, ingest: endpoint, stream: stream, curve: curve, tool: "eddy feed")
+        let heard = refusals.listen(
+            context: context, ingest: endpoint, configuration: limits.configuration, stream: stream, curve: curve, tool: "eddy feed")
         defer { heard?.close() }
-        func done(_ said: String) throws {
-            if let heard { try heard.confirm(said, timeout: refusals.confirmSeconds) } else {
+        func done(_ said: String, samples: Int) throws {
+            if let heard { try heard.confirm(said, samples: samples, timeout: refusals.confirmSeconds) } else {
                 FileHandle.standardError.write(Data("eddy feed: \(said)\n".utf8))
             }
         }
         let lineBatch = min(batch, limits.configuration.maxSamplesPerMessage)
         if demoLog {
             let sent = try feedDemoLog(stream: stream, batch: lineBatch, rate: rate, count: count, faultEvery: anomalyEvery, push: push)
-            try done("sent \(sent) lines to log stream \(stream)")
+            try done("sent \(sent) lines to log stream \(stream)", samples: Int(sent))
             return
         }
         if log {
@@ -72,7 +73,7 @@ struct Feed: ParsableCommand {
                 file, stream: stream, batch: lineBatch, maxBytes: limits.configuration.maxMessageBytes - 1024, stamp: stamp, rate: rate,
                 push: push)
             guard sent > 0 else { throw CommandFailure("no lines in \(file == "-" ? "standard input" : file)") }
-            try done("sent \(sent) lines to log stream \(stream)")
+            try done("sent \(sent) lines to log stream \(stream)", samples: Int(sent))
             return
         }
         var sequence: UInt64 = 0
@@ -129,6 +130,6 @@ struct Feed: ParsableCommand {
         if perMessage < batch {
             FileHandle.standardError.write(Data("eddy feed: \(perMessage) samples to a message, the most the daemon's limits allow\n".utf8))
         }
-        try done("sent \(sequence) samples to stream \(stream)")
+        try done("sent \(sequence) samples to stream \(stream)", samples: Int(sequence))
     }
 }

@@ -40,7 +40,8 @@ struct Label: ParsableCommand {
         let context = try Context()
         try checkStreamName(stream, limits: limits)
         let push = try producerSocket(context, endpoint: endpoint, curve: curve)
-        let heard = refusals.listen(context: context, ingest: endpoint, stream: stream, curve: curve, tool: "eddy label")
+        let heard = refusals.listen(
+            context: context, ingest: endpoint, configuration: limits.configuration, stream: stream, curve: curve, tool: "eddy label")
         defer { heard?.close() }
         var labels: [String] = [], values: [Float] = [], dim = 0, sent = 0, labelBytes = 0
         func flush() throws {
@@ -72,6 +73,10 @@ struct Label: ParsableCommand {
                 sawRow = true
                 let names = fields.map { $0.lowercased() }
                 labelColumn = names.firstIndex { Corpus.labelColumns.contains($0) } ?? 0
+                if names[labelColumn] == "timestamp" {
+                    throw CommandFailure(
+                        "line \(index + 1): the header names no label column (\(Corpus.labelColumns.sorted().joined(separator: ", "))), and a timestamp is not a label")
+                }
                 skipped = Set(names.indices.filter { names[$0] == "timestamp" && $0 != labelColumn })
                 continue
             }
@@ -103,7 +108,7 @@ struct Label: ParsableCommand {
         try flush()
         guard sent > 0 else { throw CommandFailure("no labelled samples in \(file == "-" ? "standard input" : file)") }
         let said = "sent \(sent) labelled samples to stream \(stream)"
-        if let heard { try heard.confirm(said, timeout: refusals.confirmSeconds) } else {
+        if let heard { try heard.confirm(said, samples: nil, timeout: refusals.confirmSeconds) } else {
             FileHandle.standardError.write(Data("eddy label: \(said)\n".utf8))
         }
     }

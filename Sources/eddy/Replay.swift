@@ -9,7 +9,8 @@ struct Replay: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run the daemon's pipeline offline over a CSV and print one calibrated score per row.",
         discussion: """
-            A first line with a field that is not a number is the header (without one, every column             is a feature); a `timestamp` column and a label column (is_anomaly, is_anomalous, label, labels, anomaly) are \
+            A first line with a field that is not a number is the header (without one, every column \
+            is a feature); a `timestamp` column and a label column (is_anomaly, is_anomalous, label, labels, anomaly) are \
             not features (--skip names more; each skipped column is named on standard error), and a file \
             with one other column is a \
             univariate stream, windowed with the configuration's univariate_window. Each row is scored \

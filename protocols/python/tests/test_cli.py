@@ -582,7 +582,7 @@ def test_feed_and_label_report_what_the_daemon_refuses(start_daemon, tmp_path):
     nobody = subprocess.run([EDDY, "feed", str(rows), "--stream", "two", "--endpoint", ep["ingest"], "--publish",
                              "tcp://127.0.0.1:9", "--confirm-seconds", "1"], capture_output=True, text=True, timeout=60)
     assert nobody.returncode == 0 and "no heartbeat from tcp://127.0.0.1:9 within 1 s" in nobody.stderr, nobody.stderr
-    assert "no heartbeat came to confirm it" in nobody.stderr, nobody.stderr
+    assert "the daemon's heartbeats did not confirm it" in nobody.stderr, nobody.stderr
     daemon.terminate()
 
 
@@ -602,4 +602,10 @@ def test_label_reads_a_labelled_csv_by_its_column_names(start_daemon, tmp_path):
     while exposition(get(f"http://{ep['http']}/metrics")[1]).get("eddy_labels_accepted_total", 0) < 3 and time.monotonic() < end:
         time.sleep(0.1)
     assert exposition(get(f"http://{ep['http']}/metrics")[1]).get("eddy_labels_accepted_total") == 3
+    # A header with a timestamp first and no label column: refused, not the timestamp taken for the label.
+    unlabelled = tmp_path / "unlabelled.csv"
+    unlabelled.write_text("timestamp,a,b\n2024-01-01T00:00:00,1,2\n")
+    run = subprocess.run([EDDY, "label", str(unlabelled), "--stream", "two", "--endpoint", ep["ingest"]],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1 and "the header names no label column" in run.stderr, run.stderr
     daemon.terminate()
