@@ -18,6 +18,9 @@ struct Watch: ParsableCommand {
     @Option(help: "Stop after this many printed messages (0: never).") var count: Int = 0
     @Option(help: "Stop after this many seconds (0: never).") var seconds: Double = 0
 
+    /// Seconds without a message (a heartbeat comes every second by default) before watch says so.
+    static let silence = 10.0
+
     func run() throws {
         let context = try Context()
         let sub = try Socket(context, .sub)
@@ -30,11 +33,22 @@ struct Watch: ParsableCommand {
         try sub.subscribe("hb/")
         let deadline = seconds > 0 ? Date().addingTimeInterval(seconds) : nil
         var printed = 0
+        // From review: pointed at another port (the ingest endpoint), or at a daemon that refuses
+        // this client's key, it printed nothing, then exited 0. A daemon publishes a heartbeat
+        // every `heartbeat_seconds` (1 by default): silence this long is said, once.
+        let started = Date()
+        var heard = false
         while count == 0 || printed < count {
             if let deadline, Date() >= deadline { break }
+            if !heard && Date().timeIntervalSince(started) >= Self.silence {
+                heard = true
+                FileHandle.standardError.write(Data(
+                    "eddy watch: nothing from \(endpoint) in \(Int(Self.silence)) s: is it the daemon's publish endpoint (and, with CURVE, does the daemon allow this client's key)?\n".utf8))
+            }
             guard try sub.poll(timeout: 100), let frames = try sub.receive(dontWait: true), frames.count == 2 else {
                 continue
             }
+            heard = true
             let topic = String(decoding: frames[0], as: UTF8.self)
             guard let line = try describe(topic: topic, body: frames[1]) else { continue }
             print(line)

@@ -609,3 +609,23 @@ def test_label_reads_a_labelled_csv_by_its_column_names(start_daemon, tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 1 and "the header names no label column" in run.stderr, run.stderr
     daemon.terminate()
+
+
+def test_watch_says_when_nothing_comes(tmp_path):
+    """From review: `eddy watch` pointed at the wrong port printed nothing and exited 0. A daemon
+    sends a heartbeat every second by default: ten seconds of silence are said, once."""
+    quiet = socket_port()
+    run = subprocess.run([EDDY, "watch", "--endpoint", f"tcp://127.0.0.1:{quiet}", "--seconds", "11"],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout == "", run.stdout
+    assert run.stderr.count(f"nothing from tcp://127.0.0.1:{quiet} in 10 s: is it the daemon's publish endpoint") == 1, run.stderr
+
+
+def socket_port():
+    """A TCP port on 127.0.0.1 that nothing listens on (bound, then closed)."""
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
