@@ -18,6 +18,7 @@ A daemon with CURVE (curve_secret_key) takes only clients with an allowed key pa
 """
 import os
 import stat
+import time
 import zlib
 from dataclasses import dataclass, field
 
@@ -286,6 +287,78 @@ class Subscriber:
 
     def close(self):
         self.socket.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class Refusals:
+    """What the daemon refuses of one stream's messages, as `eddy feed` and `eddy label` hear it
+    (`Producer.send` does not wait for the daemon: a refusal is published on `error/<stream>/`).
+    Open it before sending; `wait_ready` returns once a whole heartbeat has come, so no refusal of
+    the first message is missed; `confirm` returns the refusals (Error messages) once the stream's
+    heartbeats show every sample sent since `wait_ready` taken or refused (`samples`), or, for
+    labels (which a stream does not count, `samples=None`), after two more whole heartbeats. It
+    raises TimeoutError if the heartbeats do not confirm it within `timeout_ms` without progress.
+
+        with Refusals(publish, "pump-7") as r, Producer(ingest) as p:
+            r.wait_ready()
+            p.send("pump-7", x)
+            errors = r.confirm(samples=len(x))
+    """
+
+    def __init__(self, endpoint, stream, context=None, curve=None):
+        self.stream = stream
+        self.sub = Subscriber(endpoint, [topic("error", stream), "hb/"], context=context, curve=curve)
+        self.errors, self.heartbeats, self.accepted, self.before = [], 0, None, 0
+
+    def _read(self, timeout_ms):
+        got = self.sub.recv(timeout_ms=timeout_ms)
+        if got is None or got[1] is None:
+            return
+        t, m = got
+        if t.startswith("hb/"):
+            status = next((s for s in m.streams if s.stream == self.stream), None)
+            if status is not None:
+                self.accepted = status.accepted
+            if m.part + 1 >= m.parts:  # a heartbeat in parts counts once, at its last
+                self.heartbeats += 1
+        else:
+            self.errors.append(m)
+
+    def _wait(self, done, progress, timeout_ms):
+        last, quiet = progress(), time.monotonic()
+        while not done():
+            if time.monotonic() - quiet > timeout_ms / 1000:
+                raise TimeoutError(f"the daemon's heartbeats did not confirm stream {self.stream}'s messages")
+            self._read(50)
+            if progress() != last:
+                last, quiet = progress(), time.monotonic()
+
+    def wait_ready(self, timeout_ms=5000):
+        self._wait(lambda: self.heartbeats > 0, lambda: 0, timeout_ms)
+        self.before = self.accepted or 0
+
+    def confirm(self, samples=None, timeout_ms=5000):
+        """The refusals since `wait_ready` or the last `confirm`, once the daemon has dealt with the
+        `samples` sent since then (None: labels, two whole heartbeats)."""
+        if samples is None:
+            while self.sub.socket.poll(0):  # heartbeats that came before the last message
+                self._read(0)
+            seen = self.heartbeats
+            self._wait(lambda: self.heartbeats >= seen + 2, lambda: self.heartbeats, timeout_ms)
+        else:
+            refused = lambda: sum(e.samples for e in self.errors)
+            self._wait(lambda: (self.accepted or 0) - self.before + refused() >= samples,
+                       lambda: ((self.accepted or 0), refused()), timeout_ms)
+        errors, self.errors, self.before = self.errors, [], self.accepted or 0
+        return errors
+
+    def close(self):
+        self.sub.close()
 
     def __enter__(self):
         return self

@@ -9,7 +9,7 @@ import pytest
 from conftest import ROOT
 import zlib
 
-from eddy_client import HeartbeatParts, Producer, Snapshot, Subscriber, fetch_snapshot, fit_head, pb, representations, sample_batch
+from eddy_client import HeartbeatParts, Producer, Refusals, Snapshot, Subscriber, fetch_snapshot, fit_head, pb, representations, sample_batch
 
 EDDY = os.environ.get("EDDY_BIN", str(ROOT / ".build" / "debug" / "eddy"))
 
@@ -801,3 +801,26 @@ def test_raw_push_refuses_a_peer_that_is_not_a_null_zmtp_daemon_and_gives_up_on_
     with pytest.raises(socket.timeout):
         raw_push(serve(b""), timeout=0.3)
     assert time.monotonic() - began < 1.2
+
+
+def test_refusals_hear_what_the_daemon_refused_of_a_stream(start_daemon):
+    """`Refusals` as the tools use it: ready before the first message, then each `confirm` returns
+    the refusals of what was sent since, once the stream's heartbeats account for every sample
+    (taken or refused); labels (not counted by the stream) after two heartbeats."""
+    daemon = start_daemon()
+    ep = daemon.endpoints
+    with Refusals(ep["publish"], "r") as r, Producer(ep["ingest"]) as p:
+        r.wait_ready()
+        p.send("r", np.ones((40, 2), np.float32))
+        assert r.confirm(samples=40) == []
+        p.send("r", np.ones((5, 3), np.float32), sequence=40)
+        p.send("r", np.ones((6, 2), np.float32), sequence=45)
+        errors = r.confirm(samples=11)
+        assert [(e.code, e.samples) for e in errors] == [(pb.ERROR_CODE_DIM_MISMATCH, 5)], errors
+        p.send_labels("r", np.ones((1, 2), np.float32), ["a"])
+        errors = r.confirm()
+        assert [e.code for e in errors] == [pb.ERROR_CODE_WRONG_KIND], errors
+    with Refusals("tcp://127.0.0.1:9", "r") as silent:
+        with pytest.raises(TimeoutError):
+            silent.wait_ready(timeout_ms=300)
+    daemon.terminate()
