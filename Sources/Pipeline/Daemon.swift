@@ -1289,9 +1289,7 @@ public final class Daemon: @unchecked Sendable {
         }
         publishSnapshots(of: allStreams, publisher: out)
         keepExpiredAside()
-        let failures = checkpointFailures.load
-        checkpoint()
-        if checkpointFailures.load != failures { stateLock.withLock { finalCheckpointFailed = true } }
+        if !checkpoint() { stateLock.withLock { finalCheckpointFailed = true } }
     }
 
     /// Whether the checkpoint written as the daemon stopped failed (its state since the last one
@@ -1409,10 +1407,12 @@ public final class Daemon: @unchecked Sendable {
         }
     }
 
-    /// Writes a checkpoint of every stream (trainer thread, between steps).
-    public func checkpoint() {
-        guard let store = checkpoints else { return }
+    /// Writes a checkpoint of every stream (trainer thread, between steps); false if it failed.
+    @discardableResult
+    public func checkpoint() -> Bool {
+        guard let store = checkpoints else { return true }
         let began = Self.uptimeNanoseconds()
+        defer { metrics?.checkpointDuration.recordNanoseconds(Int64(Self.uptimeNanoseconds() &- began)) }
         do {
             let written = allStreams
             let path = try store.write(written, now: Self.nowNanoseconds()) { progress.beat(.trainer) }
@@ -1422,11 +1422,12 @@ public final class Daemon: @unchecked Sendable {
             }
             checkpointsWritten.add()
             logger.debug("checkpoint written", metadata: ["checkpoint.path": "\(path)"])
+            return true
         } catch {
             checkpointFailures.add()
             logger.error("checkpoint failed", metadata: ["error": "\(error)"])
+            return false
         }
-        metrics?.checkpointDuration.recordNanoseconds(Int64(Self.uptimeNanoseconds() &- began))
     }
 
     // MARK: Heartbeats

@@ -191,7 +191,7 @@ public final class ReplayBuffer {
         let start = freeze!.next, end = min(start + count, capacity)
         var row = start
         while row < end {
-            if let kept = freeze!.kept[row] {
+            if let kept = freeze!.kept.removeValue(forKey: row) {  // written: its copy is not needed
                 kept.withUnsafeBufferPointer { w.write(floats: $0.baseAddress!, count: dimension) }
                 row += 1
             } else {
@@ -203,7 +203,6 @@ public final class ReplayBuffer {
             }
         }
         freeze!.next = end
-        for row in start..<end { freeze!.kept[row] = nil }  // written: their copies are not needed
         guard end == capacity else { return true }
         for id in freeze!.ids { w.write(id) }
         freeze = nil

@@ -1234,7 +1234,7 @@ public final class StreamPipeline: @unchecked Sendable {
     public static let formatVersion: UInt32 = 7
 
     /// Bytes of a replay buffer's rows a checkpoint copies with the stream's lock held at a time
-    /// (a megabyte: about 0.1 ms).
+    /// (a megabyte: 0.3 to 0.5 ms, timed at dim 2,000).
     var checkpointStepBytes = 1 << 20
 
     /// The stream's whole state (call from the trainer thread, or with no trainer running).

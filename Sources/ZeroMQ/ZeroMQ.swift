@@ -106,8 +106,7 @@ public struct Socket: ~Copyable {
     /// bound (`ZMQ_LAST_ENDPOINT`).
     @discardableResult
     public func bind(_ endpoint: String) throws -> String {
-        // An IPv6 address (`tcp://[::1]:7700`) binds only on a socket that takes IPv6.
-        if endpoint.hasPrefix("tcp://") && endpoint.contains("[") { try setOption(ZMQ_IPV6, 1) }
+        try takeIPv6(for: endpoint)
         guard zmq_bind(handle, endpoint) == 0 else { throw ZMQError.last("zmq_bind(\(endpoint))") }
         var buffer = [CChar](repeating: 0, count: 512)
         var size = buffer.count
@@ -117,8 +116,13 @@ public struct Socket: ~Copyable {
         return String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
     }
 
-    public func connect(_ endpoint: String) throws {
+    /// An IPv6 address (`tcp://[::1]:7700`) binds or connects only on a socket that takes IPv6.
+    private func takeIPv6(for endpoint: String) throws {
         if endpoint.hasPrefix("tcp://") && endpoint.contains("[") { try setOption(ZMQ_IPV6, 1) }
+    }
+
+    public func connect(_ endpoint: String) throws {
+        try takeIPv6(for: endpoint)
         guard zmq_connect(handle, endpoint) == 0 else { throw ZMQError.last("zmq_connect(\(endpoint))") }
     }
 

@@ -360,6 +360,13 @@ struct RefusalOptions: ParsableArguments {
     }
 }
 
+/// The end of a producer's run: what it `said` it sent, confirmed by `heard` (`Refusals.confirm`)
+/// when it listened, else said as it is.
+func endOfRun(_ said: String, tool: String, heard: Refusals?, samples: Int?, timeout: Double) throws {
+    guard let heard else { return FileHandle.standardError.write(Data("\(tool): \(said)\n".utf8)) }
+    try heard.confirm(said, samples: samples, timeout: timeout)
+}
+
 /// A stream name the daemon would refuse (SPEC 4: UTF-8, no `/`, at most `max_stream_name_bytes`),
 /// refused here before anything is sent.
 func checkStreamName(_ stream: String, limits: ProducerLimits) throws {

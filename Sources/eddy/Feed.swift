@@ -58,9 +58,7 @@ struct Feed: ParsableCommand {
             context: context, ingest: endpoint, configuration: limits.configuration, stream: stream, curve: curve, tool: "eddy feed")
         defer { heard?.close() }
         func done(_ said: String, samples: Int) throws {
-            if let heard { try heard.confirm(said, samples: samples, timeout: refusals.confirmSeconds) } else {
-                FileHandle.standardError.write(Data("eddy feed: \(said)\n".utf8))
-            }
+            try endOfRun(said, tool: "eddy feed", heard: heard, samples: samples, timeout: refusals.confirmSeconds)
         }
         let lineBatch = min(batch, limits.configuration.maxSamplesPerMessage)
         if demoLog {

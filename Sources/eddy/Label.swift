@@ -107,9 +107,8 @@ struct Label: ParsableCommand {
         }
         try flush()
         guard sent > 0 else { throw CommandFailure("no labelled samples in \(file == "-" ? "standard input" : file)") }
-        let said = "sent \(sent) labelled samples to stream \(stream)"
-        if let heard { try heard.confirm(said, samples: nil, timeout: refusals.confirmSeconds) } else {
-            FileHandle.standardError.write(Data("eddy label: \(said)\n".utf8))
-        }
+        try endOfRun(
+            "sent \(sent) labelled samples to stream \(stream)", tool: "eddy label", heard: heard, samples: nil,
+            timeout: refusals.confirmSeconds)
     }
 }
