@@ -132,21 +132,29 @@ import Testing
         let stream = DecodingLimitTests().smallStream(dim: 16, bufferCapacity: 512)
         let settings = stream.settings
         stream.checkpointStepBytes = 4 * 16 * 4  // four rows
-        let done = Atomic<Bool>(false)
+        // The scorer runs until the checkpoints are done, so that they overlap it however the
+        // threads are scheduled (a fixed number of batches could all be scored before the first).
+        let scored = Atomic<Int>(0), stop = Atomic<Bool>(false)
         Thread.detachNewThread {
             var random = RandomSource(seed: 3)
             var batch = [Float](repeating: 0, count: 64 * 16)
-            for b in 0..<300 {
+            var b = 0
+            while !stop.load(ordering: .acquiring) {
                 for i in batch.indices { batch[i] = random.normal() }
                 _ = batch.withUnsafeBufferPointer { stream.score($0.baseAddress!, count: 64, firstSequence: UInt64(64 * b)) }
+                b += 1
+                scored.store(b, ordering: .releasing)
             }
-            done.store(true, ordering: .releasing)
         }
-        var checkpoints = 0, inserted: Set<UInt64> = []
-        while !done.load(ordering: .acquiring) || checkpoints < 3 {
+        defer { stop.store(true, ordering: .releasing) }
+        while scored.load(ordering: .acquiring) == 0 { Thread.sleep(forTimeInterval: 0.001) }
+        let before = scored.load(ordering: .acquiring)
+        var checkpoints = 0
+        let deadline = Date().addingTimeInterval(60)
+        // At least ten checkpoints, and twenty batches scored while they were taken.
+        while (checkpoints < 10 || scored.load(ordering: .acquiring) < before + 20) && Date() < deadline {
             let restored = try StreamPipeline.restore(stream.serialized(), settings: settings)
             let b = restored.buffer
-            inserted.insert(b.inserted)
             checkpoints += 1
             guard b.count > 0 else { continue }
             var out = [Float](repeating: 0, count: 16 * 256)
@@ -155,7 +163,7 @@ import Testing
             let torn = (0..<256).filter { r in out.withUnsafeBufferPointer { ReplayBuffer.id($0.baseAddress! + 16 * r, dimension: 16) } != ids[r] }
             #expect(torn.isEmpty, "checkpoint \(checkpoints): \(torn.count) rows of 256 drawn do not match their ids")
         }
-        #expect(inserted.count >= 3, "checkpoints at \(inserted.sorted()) samples")
+        #expect(checkpoints >= 10 && scored.load(ordering: .acquiring) >= before + 20, "\(checkpoints) checkpoints")
     }
 
     @Test func reservoirKeepsOldSamplesWithEqualProbability() {
