@@ -3,6 +3,7 @@ daemon takes them, producers that do not queue while unreachable, topics, key fi
 heartbeat parts kept bounded, strings that are not lists, a daemon that never starts, and one that
 dies in use (stop 59)."""
 import os
+import socket
 import stat
 import time
 
@@ -54,11 +55,12 @@ def test_labels_go_out_as_text_and_bytes_as_utf8():
 
 def test_an_immediate_producer_does_not_queue_while_the_daemon_is_unreachable():
     context = zmq.Context()
-    # A port nothing listens on: one bound, then released.
-    probe = context.socket(zmq.PULL)
-    port = probe.bind_to_random_port("tcp://127.0.0.1")
-    probe.close(linger=0)
-    endpoint = f"tcp://127.0.0.1:{port}"
+    # A port nothing listens on, held for the whole test: bound and never listened on, so a
+    # connection is refused and no other process can take the port meanwhile (one bound and
+    # released could be taken by a daemon another test starts).
+    held = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    held.bind(("127.0.0.1", 0))
+    endpoint = f"tcp://127.0.0.1:{held.getsockname()[1]}"
     try:
         with Producer(endpoint, context=context, linger_ms=0, send_timeout_ms=100, immediate=True) as p:
             with pytest.raises(TimeoutError):
@@ -69,6 +71,7 @@ def test_an_immediate_producer_does_not_queue_while_the_daemon_is_unreachable():
             assert p.send("s", np.zeros((1, 2))) == 0 and p.sequences["s"] == 1
     finally:
         context.term()
+        held.close()
 
 
 def test_topics_close_with_a_slash_so_one_stream_does_not_take_anothers():
