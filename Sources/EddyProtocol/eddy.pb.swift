@@ -693,7 +693,8 @@ public nonisolated struct Eddy_V1_ModelSnapshot: @unchecked Sendable {
     set {_uniqueStorage()._activations = newValue}
   }
 
-  /// Inputs are standardised before the first layer: x' = (x - mean) / sqrt(variance + epsilon).
+  /// Inputs are standardised before the first layer: x' = (x - mean) / sqrt(variance + epsilon). The
+  /// statistics are this version's: the stream's as they stood when its last step began (SPEC 6).
   public var normaliserMean: [Float] {
     get {_storage._normaliserMean}
     set {_uniqueStorage()._normaliserMean = newValue}

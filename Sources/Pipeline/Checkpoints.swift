@@ -45,6 +45,33 @@ public struct CheckpointStore: Sendable {
         if wrote != 1 { throw CheckpointError.system("write a file in the data directory \(directory)", code) }
     }
 
+    /// Takes the data directory for this daemon: an exclusive `flock` on `eddy.lock` in it (the
+    /// holder's pid written there), held while the returned descriptor is open. Two daemons on one
+    /// directory would number their checkpoints over each other's and the next start would restore
+    /// the other's streams (from review: a second daemon, started to try a configuration, took the
+    /// live one's directory and its state). Another process holding it is `CheckpointError.inUse`.
+    public func lock() throws -> Int32 {
+        let path = directory + "/eddy.lock"
+        let fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+        guard fd >= 0 else { throw CheckpointError.system("open \(path)", errno) }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let code = errno
+            var holder = [UInt8](repeating: 0, count: 24)
+            let n = pread(fd, &holder, holder.count, 0)
+            close(fd)
+            guard code == EWOULDBLOCK else { throw CheckpointError.system("lock \(path)", code) }
+            let pid = String(decoding: holder.prefix(max(0, n)).filter { (0x30...0x39).contains($0) }, as: UTF8.self)
+            throw CheckpointError.inUse(directory, pid.isEmpty ? "?" : pid)
+        }
+        let text = Array("\(getpid())\n".utf8)
+        if ftruncate(fd, 0) != 0 || pwrite(fd, text, text.count, 0) != text.count {
+            let code = errno
+            close(fd)
+            throw CheckpointError.system("write \(path)", code)
+        }
+        return fd
+    }
+
     /// `path` and the directories above it that are not there; `directory` names the data
     /// directory in an error.
     static func makeDirectories(_ path: String, for directory: String? = nil) throws {
@@ -91,7 +118,8 @@ public struct CheckpointStore: Sendable {
         }
         w.seal()
         let listed = try files()
-        let last = listed.last?.sequence ?? 0
+        // Past the numbers of damaged files too: the next checkpoint is never named like one.
+        let last = max(listed.last?.sequence ?? 0, try damagedSequences().max() ?? 0)
         // Only a file named by hand reaches the end of the numbers.
         guard last < UInt64.max else { throw CheckpointError.system("no checkpoint number after \(last) in \(directory)", EOVERFLOW) }
         let sequence = last + 1
@@ -101,6 +129,14 @@ public struct CheckpointStore: Sendable {
         // and is left for the operator: not counted among the kept, never pruned.
         for old in (listed + [(sequence, path)]).filter({ Self.readable($0.path) }).dropLast(kept) { unlink(old.path) }
         return path
+    }
+
+    /// The sequence numbers of checkpoints moved aside as damaged (`checkpoint-N.eddy.damaged`).
+    func damagedSequences() throws -> [UInt64] {
+        try FileManager.default.contentsOfDirectory(atPath: directory).compactMap { name in
+            guard name.hasPrefix("checkpoint-"), name.hasSuffix(".eddy.damaged") else { return nil }
+            return UInt64(name.dropFirst("checkpoint-".count).dropLast(".eddy.damaged".count))
+        }
     }
 
     /// A regular file this process can read.
@@ -149,6 +185,9 @@ public struct CheckpointStore: Sendable {
                 var r = try StateReader(sealed: [UInt8](data))
                 guard try r.read(String.self) == Self.kind else { throw StateError.wrongKind(expected: Self.kind) }
                 let version = try r.read(UInt32.self)
+                // A newer daemon's file (a version rolled back) is not damage: moved aside, its streams
+                // would be lost to a daemon that starts empty (from review). The start stops instead.
+                guard version <= Self.formatVersion else { throw CheckpointError.newer(file.path, version, Self.formatVersion) }
                 guard version == Self.formatVersion else { throw StateError.unsupportedVersion(version) }
                 _ = try r.read(Int64.self)
                 let count = Int(try r.read(UInt32.self))
@@ -179,6 +218,7 @@ public struct CheckpointStore: Sendable {
                 return (file.path, streams)
             } catch let error as CheckpointError {
                 if case .keepingAside = error { throw error }
+                if case .newer = error { throw error }
                 // Unreadable (permissions, an I/O error) is not damaged: it stays as it is.
                 skipped(file.path, error, file.path)
             } catch {
@@ -423,10 +463,20 @@ public enum CheckpointError: Error, CustomStringConvertible {
     case system(String, Int32)
     /// A stream's saved state that does not fit its settings could not be written aside.
     case keepingAside(String, String, String)
+    /// The data directory is another process's (`lock`): the directory and that process's pid.
+    case inUse(String, String)
+    /// A checkpoint in a format newer than this daemon reads: its path, its format and ours.
+    case newer(String, UInt32, UInt32)
 
     public var description: String {
         switch self {
         case .system(let call, let code): "\(call): \(String(cString: strerror(code)))"
+        case .newer(let path, let format, let ours):
+            "checkpoint \(path) is in format \(format), written by a newer eddy (this one reads format \(ours)): "
+                + "run that version, or move the file out of the data directory to start from the checkpoint before it"
+        case .inUse(let directory, let pid):
+            "the data directory \(directory) is in use by another eddy (pid \(pid)): two daemons on one directory "
+                + "would take each other's checkpoints; give this one its own --data-dir"
         case .keepingAside(let name, let path, let why):
             "stream \(name)'s saved state does not fit its settings and could not be kept aside at \(path) (\(why)): "
                 + "the daemon does not start rather than lose it"

@@ -784,7 +784,7 @@ extension StreamConfiguration {
         floats += 3 * b * aeUnits + 3 * 256 * aeUnits  // activations and their gradients
         floats += 5 * mocoParameters + mocoQueue * (mocoHead.last ?? 0) + 2 * mocoQueue
         floats += 2 * 3 * b * mocoUnits + b * (mocoQueue + 1)  // two views, and the logits
-        floats += 256 * d + 2 * d + b * d + 28 * d  // rows, feature errors, the batch, four normalisers (3 floats, 2 doubles)
+        floats += 256 * d + 2 * d + b * d + 42 * d  // rows, feature errors, the batch, six normalisers (3 floats, 2 doubles)
         // The last good models, serialized (what a stream rolls back to): the autoencoder's weights
         // and Adam moments, MoCo's two encoders, moments and queue.
         floats += 3 * aeParameters + 4 * mocoParameters + mocoQueue * (mocoHead.last ?? 0) + 2 * mocoQueue + 4 * d

@@ -78,6 +78,8 @@ public final class Daemon: @unchecked Sendable {
     /// their kept state (another dim or kind, other settings, a damaged file): their state kept
     /// aside (`set-aside-…`).
     public let streamsSetAside = Counter()
+    /// Checkpoints a start passed over for an older one (damaged, or unreadable).
+    public let checkpointsSkipped = Counter()
     /// When each stream last had samples accepted (monotonic seconds). Ingest thread only.
     var lastAccepted: [String: Double] = [:]
     /// Streams that expired and whose state the trainer has yet to write aside (it writes between
@@ -121,6 +123,12 @@ public final class Daemon: @unchecked Sendable {
     /// `/metrics` figures; nil when the HTTP endpoint is off.
     public let metrics: DaemonMetrics?
     var adminServer: AdminServer?
+    /// Streams restored from a checkpoint at start: their per-stream metrics count from this start
+    /// (a Prometheus counter starts at zero with its process), not from the checkpoint's counts.
+    public private(set) var restoredAtStart: Set<String> = []
+    /// The data directory's lock (`CheckpointStore.lock`), held from the start until the final
+    /// checkpoint is written (-1: none; under `stateLock`).
+    var dataLock: Int32 = -1
     let progress = ThreadProgress()
     /// Each running thread's CPU clock (stateLock).
     var cpuClocks: [DaemonThread: clockid_t] = [:]
@@ -224,6 +232,7 @@ public final class Daemon: @unchecked Sendable {
             directory: configuration.dataDirectory, kept: configuration.checkpointsKept,
             streamBytesLimit: configuration.memoryBudget)
         try checkpoints?.prepareDirectory()
+        dataLock = try checkpoints?.lock() ?? -1
         for path in checkpoints?.removeStaleTemporaries() ?? [] {
             logger.notice("removed the temporary file of an unfinished checkpoint", metadata: ["checkpoint.path": "\(path)"])
         }
@@ -240,6 +249,7 @@ public final class Daemon: @unchecked Sendable {
             let (path, restored) = try store.loadNewest(
                 settings: configuration.settings(for:),
                 skipped: { path, error, aside in
+                    checkpointsSkipped.add()
                     logger.warning(
                         aside == path ? "checkpoint unreadable, left as it is; trying an older one" : "checkpoint damaged, moved aside; trying an older one",
                         metadata: ["checkpoint.path": "\(path)", "checkpoint.moved_to": "\(aside)", "error": "\(error)"])
@@ -260,6 +270,7 @@ public final class Daemon: @unchecked Sendable {
                 committedBytes += s.settings.memoryEstimate
                 noteRestoredChanges(s)
             }
+            restoredAtStart = Set(restored.map(\.name))
             logger.info(
                 "resumed from checkpoint",
                 metadata: ["checkpoint.path": "\(path)", "streams": "\(restored.count)"])
@@ -301,11 +312,14 @@ public final class Daemon: @unchecked Sendable {
                 throw error
             }
         }
+        // Ingest first: the trainer publishes through ingest's pipe (restored models at once), and
+        // with no ingest to read it a send waits for good, so a start that failed there (a port
+        // taken) waited two minutes for the trainer before it shut the context down (from review).
         spawn("eddy-ingest") { self.runIngest(ready: ingest) }
-        spawn("eddy-snapshots") { self.runSnapshotServer(ready: server) }
-        spawn("eddy-trainer") { self.runTrainer(ready: trainer) }
         do {
             let bound = try ingest.wait()
+            spawn("eddy-snapshots") { self.runSnapshotServer(ready: server) }
+            spawn("eddy-trainer") { self.runTrainer(ready: trainer) }
             let endpoints = Endpoints(ingest: bound.ingest, publish: bound.publish, snapshots: try server.wait())
             _ = try trainer.wait()
             if !configuration.http.isEmpty {
@@ -320,6 +334,7 @@ public final class Daemon: @unchecked Sendable {
                     "endpoint.ingest": "\(endpoints.ingest)", "endpoint.publish": "\(endpoints.publish)",
                     "endpoint.snapshots": "\(endpoints.snapshots)", "endpoint.http": "\(httpEndpoint ?? "off")",
                     "streams": "\(allStreams.count)",
+                    "data_dir": "\(configuration.dataDirectory.isEmpty ? "none (state is not kept)" : configuration.dataDirectory)",
                     "security": "\(security.map { "curve, \($0.allowed.count) client keys" } ?? "plaintext")",
                 ])
             if security == nil, [endpoints.ingest, endpoints.publish, endpoints.snapshots].contains(where: { !Endpoint.isLocal($0) }) {
@@ -364,7 +379,19 @@ public final class Daemon: @unchecked Sendable {
         join("eddy-auth", within: 10)
         adminServer?.stop()
         adminServer = nil
+        releaseDataDirectory()
     }
+
+    /// Lets another daemon take the data directory (the final checkpoint is written).
+    func releaseDataDirectory() {
+        let fd = stateLock.withLock {
+            defer { dataLock = -1 }
+            return dataLock
+        }
+        if fd >= 0 { Glibc.close(fd) }
+    }
+
+    deinit { releaseDataDirectory() }
 
     /// Waits for the named thread to end; past `seconds`, shuts the context down and waits again.
     private func join(_ name: String, within seconds: Double) {
@@ -1202,6 +1229,9 @@ public final class Daemon: @unchecked Sendable {
             let out = try Socket(context, .push)
             try out.setHighWaterMarks(send: configuration.highWaterMark, receive: configuration.highWaterMark)
             try out.connect(publishPipe)
+            // Restored streams' models are published, and served over REQ, before the daemon says it
+            // has started (a client fetching one at once got NOT_FOUND for a moment: from review).
+            publishSnapshots(of: allStreams, publisher: out)
             ready.fulfil("trainer")
             trainLoop(publisher: out)
         } catch {
@@ -1213,8 +1243,6 @@ public final class Daemon: @unchecked Sendable {
     func trainLoop(publisher out: borrowing Socket) {
         var next = 0
         var lastSnapshot = Self.monotonic(), lastCheckpoint = Self.monotonic()
-        // Restored streams' models, at once (the others have nothing to publish yet).
-        publishSnapshots(of: allStreams, publisher: out)
         /// What follows any step of `s`: counted, a rollback reported, a snapshot every so many steps.
         func afterStep(_ s: StreamPipeline, began: UInt64) {
             trainSteps.add()

@@ -31,6 +31,10 @@ public final class DaemonMetrics: @unchecked Sendable {
     private var gauges: [String: CoreMetrics.Gauge] = [:]
     /// Series keys of each stream, to remove when the stream goes.
     private var streamKeys: [String: Set<String>] = [:]
+    /// The daemon's streams restored at start (`Daemon.restoredAtStart`), and the per-stream series
+    /// that have taken their restored count as their start.
+    private var restoredAtStart: Set<String> = []
+    private var baselined: Set<String> = []
 
     public init() {
         var factory = PrometheusMetricsFactory(registry: registry)
@@ -88,6 +92,7 @@ public final class DaemonMetrics: @unchecked Sendable {
         ("eddy_messages_held_total", "counter", "Messages held while their stream came back from expiry (its kept state read off the ingest thread), scored once it was there."),
         ("eddy_revival_waits_total", "counter", "Times ingest waited for an expired stream's kept state to be read: the messages held for streams coming back at ingest_buffer_bytes, or the daemon stopping."),
         ("eddy_streams_set_aside_total", "counter", "Saved streams a start did not restore (their state no longer fits their settings, or their name the name rules), and expired streams whose kept state could not come back with their name (another dim or kind, changed settings, a damaged file), kept aside in the data directory."),
+        ("eddy_checkpoints_skipped_total", "counter", "Checkpoints a start passed over for an older one: damaged (moved aside as .damaged, kept for the operator) or unreadable (left as they are)."),
         ("eddy_trainer_boosts_total", "counter", "Times the starved idle-priority trainer was raised to a normal share."),
         ("eddy_streams", "gauge", "Streams the daemon holds."),
         ("eddy_max_streams", "gauge", "The max_streams setting."),
@@ -107,7 +112,7 @@ public final class DaemonMetrics: @unchecked Sendable {
         ("eddy_stream_buffered_samples", "gauge", "Samples in the stream's replay buffer."),
         ("eddy_stream_buffer_fill_ratio", "gauge", "The replay buffer's fill, 0 to 1."),
         ("eddy_stream_model_version", "gauge", "Training steps the stream's model has taken, by model."),
-        ("eddy_stream_loss", "gauge", "The stream's last training loss, by model (MSE for the autoencoder, InfoNCE for MoCo)."),
+        ("eddy_stream_loss", "gauge", "The stream's last training loss, by model (MSE for the autoencoder, InfoNCE for MoCo); absent until its first step since the daemon started."),
         ("eddy_stream_warming_up", "gauge", "1 while the stream is warming up (no alerts yet), else 0."),
         ("eddy_stream_templates", "gauge", "Log templates the stream's miner holds (log streams)."),
     ]
@@ -116,6 +121,13 @@ public final class DaemonMetrics: @unchecked Sendable {
     func carry(_ name: String, _ value: UInt64, labels: [(String, String)] = [], stream: String? = nil, scale: Double = 1) {
         let key = Self.key(name, labels)
         var entry = carried[key] ?? (CoreMetrics.FloatingPointCounter(label: name, dimensions: labels, factory: factory), 0)
+        if carried[key] == nil, let stream, restoredAtStart.contains(stream), baselined.insert(key).inserted {
+            // Restored from a checkpoint: its counts so far are the earlier process's (before,
+            // they were added at the first scrape, and a restart after a kill took the series
+            // from 13,000 back to 10,000, which `increase()` reads as 10,000 new; from review).
+            // Only once: a stream that expires and comes back continues its counters.
+            entry.last = value
+        }
         // A count that went down started again (a stream that expired and came back afresh).
         let grown = value >= entry.last ? value - entry.last : value
         if grown > 0 { entry.counter.increment(by: Double(grown) * scale) }
@@ -139,6 +151,7 @@ public final class DaemonMetrics: @unchecked Sendable {
     /// Brings every figure up to date from `daemon` and renders the registry in the text format.
     func scrape(_ daemon: Daemon) -> String {
         lock.withLock {
+            restoredAtStart = daemon.restoredAtStart
             collect(daemon)
             var out: [UInt8] = []
             registry.emit(into: &out)
@@ -156,7 +169,7 @@ public final class DaemonMetrics: @unchecked Sendable {
             ("eddy_checkpoints_total", d.checkpointsWritten),
             ("eddy_checkpoint_failures_total", d.checkpointFailures), ("eddy_handshakes_refused_total", d.handshakesRefused),
             ("eddy_streams_expired_total", d.streamsExpired), ("eddy_streams_revived_total", d.streamsRevived),
-            ("eddy_streams_set_aside_total", d.streamsSetAside),
+            ("eddy_streams_set_aside_total", d.streamsSetAside), ("eddy_checkpoints_skipped_total", d.checkpointsSkipped),
             ("eddy_messages_held_total", d.messagesHeld), ("eddy_revival_waits_total", d.revivalWaits),
             ("eddy_trainer_boosts_total", d.trainerBoosts), ("eddy_protocol_errors_total", d.protocolErrors),
             ("eddy_connections_refused_total", d.connectionsRefused),
@@ -193,8 +206,10 @@ public final class DaemonMetrics: @unchecked Sendable {
             gauge("eddy_stream_buffer_fill_ratio", l, Double(st.buffered) / Double(max(1, s.settings.bufferCapacity)), stream: s.name)
             gauge("eddy_stream_model_version", l + [("model", "autoencoder")], Double(st.autoencoderSteps), stream: s.name)
             gauge("eddy_stream_model_version", l + [("model", "moco")], Double(st.mocoSteps), stream: s.name)
-            gauge("eddy_stream_loss", l + [("model", "autoencoder")], Double(st.autoencoderLoss), stream: s.name)
-            gauge("eddy_stream_loss", l + [("model", "moco")], Double(st.mocoLoss), stream: s.name)
+            // No loss before the stream's first step in this process (a restored stream's too): no
+            // series, rather than a NaN that reads as divergence (from review).
+            if !st.autoencoderLoss.isNaN { gauge("eddy_stream_loss", l + [("model", "autoencoder")], Double(st.autoencoderLoss), stream: s.name) }
+            if !st.mocoLoss.isNaN { gauge("eddy_stream_loss", l + [("model", "moco")], Double(st.mocoLoss), stream: s.name) }
             gauge("eddy_stream_warming_up", l, st.warmingUp ? 1 : 0, stream: s.name)
             if s.settings.log { gauge("eddy_stream_templates", l, Double(st.templates), stream: s.name) }
         }
@@ -217,7 +232,7 @@ public final class DaemonMetrics: @unchecked Sendable {
     ]
 
     /// `badFrames` -> `bad_frames`.
-    static func label(_ code: Eddy_V1_ErrorCode) -> String {
+    public static func label(_ code: Eddy_V1_ErrorCode) -> String {
         var out = ""
         for ch in "\(code)" {
             if ch.isUppercase { out += "_" + ch.lowercased() } else { out.append(ch) }

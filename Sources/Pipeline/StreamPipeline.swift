@@ -340,6 +340,9 @@ public final class StreamPipeline: @unchecked Sendable {
     let reconstructionSignal: ReconstructionSignal?
     /// The trainer's latest autoencoder weights for the scorer, and their version (steps taken).
     let exchange: FloatBuffer
+    /// The normaliser the handed-over weights (the autoencoder's and MoCo's, taken at one step)
+    /// were trained with: the statistics as they were when that step began.
+    let exchangeNormaliser: Normaliser
     var exchangeVersion: UInt64 = 0
     /// Hand-overs of `exchange` (and of `mocoExchange`), every one, rollbacks too: what the ingest
     /// side compares with what it took. A version alone can come back (a rollback, then as many
@@ -372,7 +375,13 @@ public final class StreamPipeline: @unchecked Sendable {
     var headExchange: FittedHead?
     var ingestHead: FittedHead?
 
-    // Ingest side: the scorer (its normaliser is the live one) and the rows it scores.
+    // Ingest side: the live statistics, the scorer and the rows it scores.
+    /// The stream's running statistics, which every accepted sample updates (under `lock`). The
+    /// models are not applied with them: each training step takes a copy (the trainer's models'
+    /// normaliser), and a step's weights are handed over with that copy, so that a model version
+    /// is its weights and its normaliser together, as its snapshot carries them (SPEC 6).
+    let live: Normaliser
+    /// The scorer applies the normaliser handed over with its weights (`exchangeNormaliser`).
     let scorer: Autoencoder
     var scorerVersion: UInt64 = 0
     var rows: FloatBuffer
@@ -465,6 +474,8 @@ public final class StreamPipeline: @unchecked Sendable {
         autoencoder = Autoencoder(configuration: settings.autoencoderConfiguration())
         moco = MoCo(configuration: settings.mocoConfiguration())
         scorer = Autoencoder(configuration: settings.autoencoderConfiguration())
+        live = Normaliser(dimension: inputDimension, horizon: settings.normaliserHorizon)
+        exchangeNormaliser = Normaliser(dimension: inputDimension, horizon: settings.normaliserHorizon)
         exchange = FloatBuffer(autoencoder.parameterValues)
         scorer.parameters.copy(from: exchange)
         if settings.publishRepresentations {
@@ -607,11 +618,13 @@ public final class StreamPipeline: @unchecked Sendable {
             // Every hand-over since the last the scorer took (a rollback's too) is newer.
             if exchangeHandovers != scorerHandovers {
                 scorer.parameters.copy(from: exchange)
+                scorer.normaliser.copy(from: exchangeNormaliser)
                 scorerVersion = exchangeVersion
                 scorerHandovers = exchangeHandovers
             }
             if let representer, let mocoExchange, mocoExchangeHandovers != representerHandovers {
                 representer.loadQuery(from: mocoExchange)
+                representer.normaliser.copy(from: exchangeNormaliser)
                 representerVersion = mocoExchangeVersion
                 representerHandovers = mocoExchangeHandovers
             }
@@ -643,8 +656,7 @@ public final class StreamPipeline: @unchecked Sendable {
             warmingUp: [Bool](repeating: true, count: count), timestamps: timestamps ?? [], topFeatures: [:],
             window: explainedWindow, windowScales: explainedWindow > 0 ? settings.windowScales : [])
         if let representer, rowCount > 0 {
-            // Normalised as the scorer normalised them (before the batch is observed).
-            representer.normaliser.copy(from: scorer.normaliser)
+            // Normalised by the normaliser handed over with the representer's weights.
             let width = representer.representationWidth
             var out = [Float](repeating: 0, count: rowCount * width)
             out.withUnsafeMutableBufferPointer { representer.embed(input, rows: rowCount, into: $0.baseAddress!) }
@@ -748,14 +760,14 @@ public final class StreamPipeline: @unchecked Sendable {
             }
             // Learn from them only after scoring them.
             if rowCount > 0 && quarantinedRows.isEmpty {
-                scorer.observe(input, rows: rowCount)
+                live.observe(input, rows: rowCount)
                 buffer.insert(input, rows: rowCount)
             } else if rowCount > 0 {
                 // The runs of rows between quarantined ones (quarantinedRows is in order).
                 var start = 0
                 for q in quarantinedRows + [rowCount] {
                     if q > start {
-                        scorer.observe(input + start * d, rows: q - start)
+                        live.observe(input + start * d, rows: q - start)
                         buffer.insert(input + start * d, rows: q - start)
                     }
                     start = q + 1
@@ -927,8 +939,8 @@ public final class StreamPipeline: @unchecked Sendable {
                 return false
             }
             buffer.sample(n, into: batch.pointer, ids: batchIDs)
-            autoencoder.normaliser.copy(from: scorer.normaliser)
-            moco.normaliser.copy(from: scorer.normaliser)
+            autoencoder.normaliser.copy(from: live)
+            moco.normaliser.copy(from: live)
             return true
         }
         guard ready else { return false }
@@ -958,6 +970,7 @@ public final class StreamPipeline: @unchecked Sendable {
     private func handOver() {
         owedStepRunning = false
         exchange.copy(from: autoencoder.parameters)
+        exchangeNormaliser.copy(from: autoencoder.normaliser)
         exchangeVersion = autoencoderVersion
         exchangeHandovers &+= 1
         if let mocoExchange {
@@ -1018,20 +1031,19 @@ public final class StreamPipeline: @unchecked Sendable {
         // changed) has the version its predecessor was last published at until its first step.
         let mocoDue = mocoVersion > snapshotVersions.moco || ((again || labelsChanged) && moco.step > 0)
         let headEncoder = hasLabels && mocoDue ? headEncoderNow() : nil
-        let (samples, mean, variance) = lock.withLock {
-            headEncoder?.normaliser.copy(from: scorer.normaliser)
-            return (accepted, scorer.normaliser.means, scorer.normaliser.variances)
-        }
+        let samples = lock.withLock { accepted }
+        // Each model with the normaliser its last step took (and was handed over with): the one
+        // every score and representation of its version was computed with.
         func snapshot(
             _ kind: Snapshot.Kind, version: UInt64, steps: Int, _ layout: NetworkLayout, _ parameters: [Float],
-            representationLayer: Int, temperature: Float
+            representationLayer: Int, temperature: Float, normaliser: Normaliser
         ) -> Snapshot {
             Snapshot(
                 stream: name, kind: kind, version: version, samplesSeen: samples, steps: UInt64(steps),
                 inputDimension: inputDimension, window: settings.window,
                 windowScales: settings.window > 0 ? settings.windowScales : [], inputTransform: settings.transform,
                 layers: Self.layers(layout, parameters),
-                normaliserMean: mean, normaliserVariance: variance, representationLayer: representationLayer,
+                normaliserMean: normaliser.means, normaliserVariance: normaliser.variances, representationLayer: representationLayer,
                 temperature: temperature, createdNanoseconds: now)
         }
         var out: [Snapshot] = []
@@ -1040,14 +1052,14 @@ public final class StreamPipeline: @unchecked Sendable {
             out.append(
                 snapshot(
                     .autoencoder, version: aeVersion, steps: autoencoder.step, autoencoder.layout, autoencoder.parameterValues,
-                    representationLayer: settings.autoencoderHidden.count / 2, temperature: 0))
+                    representationLayer: settings.autoencoderHidden.count / 2, temperature: 0, normaliser: autoencoder.normaliser))
         }
         if mocoDue {
             snapshotVersions.moco = mocoVersion
             let exported = moco.exported
             var s = snapshot(
                 .moco, version: mocoVersion, steps: moco.step, exported.layout, exported.parameters,
-                representationLayer: settings.mocoEncoder.count - 1, temperature: settings.mocoTemperature)
+                representationLayer: settings.mocoEncoder.count - 1, temperature: settings.mocoTemperature, normaliser: moco.normaliser)
             if let headEncoder, let fitted = fitHead(encoder: headEncoder, version: mocoVersion) {
                 s.head = fitted.head
                 s.headLabels = fitted.labels
@@ -1142,7 +1154,9 @@ public final class StreamPipeline: @unchecked Sendable {
     func headEncoderNow() -> MoCo {
         let weights = FloatBuffer(count: moco.parameterCount)
         moco.copyQuery(into: weights)
-        return Self.frozenEncoder(settings, weights: weights)
+        let encoder = Self.frozenEncoder(settings, weights: weights)
+        encoder.normaliser.copy(from: moco.normaliser)
+        return encoder
     }
 
     /// A MoCo that only embeds (the ingest thread's representer, a head's encoder) with these query
@@ -1261,7 +1275,7 @@ public final class StreamPipeline: @unchecked Sendable {
         let encoding: ReplayBuffer = lock.withLock {
             w.write(accepted); w.write(rejectedCount); w.write(skippedSteps); w.write(pendingSteps.bitPattern)
             w.write(snapshotVersions.autoencoder); w.write(snapshotVersions.moco)
-            scorer.normaliser.encode(&w)
+            live.encode(&w)
             buffer.beginEncoding(&w)
             let transformSection = settings.transform == .none ? 0 : 1
             let progress = LearningProgress(
@@ -1272,7 +1286,7 @@ public final class StreamPipeline: @unchecked Sendable {
                     chain.sectionCount + (shaper == nil ? 0 : 1) + (logs == nil ? 0 : 1) + (labels.isEmpty ? 0 : 1)
                         + transformSection + (mocoVersionBase == 0 ? 0 : 1) + (autoencoderVersionBase == 0 ? 0 : 1)
                         + (progress.isEmpty ? 0 : 1)
-                        + (scorer.normaliser.count == 0 ? 0 : 1)))
+                        + (live.count == 0 ? 0 : 1)))
             if transformSection > 0 { sections.write(unit: InputTransformSection(transform: settings.transform)) }
             chain.encodeSections(&sections)
             if let shaper { sections.write(unit: shaper) }
@@ -1281,7 +1295,7 @@ public final class StreamPipeline: @unchecked Sendable {
             if mocoVersionBase > 0 { sections.write(unit: MoCoVersionBase(base: mocoVersionBase)) }
             if autoencoderVersionBase > 0 { sections.write(unit: AutoencoderVersionBase(base: autoencoderVersionBase)) }
             if !progress.isEmpty { sections.write(unit: progress) }
-            if scorer.normaliser.count > 0 { sections.write(unit: RunningMoments(normaliser: scorer.normaliser)) }
+            if live.count > 0 { sections.write(unit: RunningMoments(normaliser: live)) }
             return buffer
         }
         let rowsAtOnce = max(1, checkpointStepBytes / (4 * inputDimension))
@@ -1388,7 +1402,7 @@ public final class StreamPipeline: @unchecked Sendable {
             }
         }
         if version >= 6 {
-            stream.scorer.normaliser.copy(from: try Normaliser.decode(&r, dimension: stream.scorer.normaliser.dimension))
+            stream.live.copy(from: try Normaliser.decode(&r, dimension: stream.live.dimension))
             try stream.restoreBuffer(&r)
             let sections = try Sections(&r)
             var learned = InputTransformSection(transform: .none)
@@ -1406,7 +1420,7 @@ public final class StreamPipeline: @unchecked Sendable {
                     for case let keeping as TemplateKeeping in stream.chain.signals { keeping.forget(template: id) }
                 }
             }
-            var moments = RunningMoments(normaliser: stream.scorer.normaliser)
+            var moments = RunningMoments(normaliser: stream.live)
             try sections.restore(unit: &moments)
             var base = MoCoVersionBase(base: 0)
             try sections.restore(unit: &base)
@@ -1447,7 +1461,9 @@ public final class StreamPipeline: @unchecked Sendable {
             stream.mocoExchangeVersion = stream.mocoVersionBase + UInt64(stream.moco.step)
             stream.mocoExchangeHandovers = 1  // the representer takes the restored encoder at its first batch
         }
+        stream.exchangeNormaliser.copy(from: stream.autoencoder.normaliser)
         stream.scorer.parameters.copy(from: stream.exchange)
+        stream.scorer.normaliser.copy(from: stream.exchangeNormaliser)
         stream.scorerVersion = stream.exchangeVersion
         stream.mocoVersion = stream.mocoVersionBase + UInt64(stream.moco.step)
         // A rollback before the first snapshot returns to the models restored, not to fresh ones.
@@ -1470,7 +1486,7 @@ public final class StreamPipeline: @unchecked Sendable {
         if let s = chain.signal(ReconstructionSignal.self) {
             s.calibrator = calibrator.reconfigured(horizon: s.calibrator.horizon, holdOff: s.calibrator.holdOff)
         }
-        scorer.normaliser.copy(from: try Normaliser.decode(&r, dimension: scorer.normaliser.dimension))
+        live.copy(from: try Normaliser.decode(&r, dimension: live.dimension))
         try restoreBuffer(&r)
         if shaper != nil {
             try shaper!.restore(history: &r)

@@ -172,7 +172,7 @@ import Testing
         let stream = trainedStream()
         let original = stream.serialized()
         let at = try countersOffset(original) + 6 * 8
-        #expect(try StreamPipeline.restore(original, settings: stream.settings).scorer.normaliser.means == stream.scorer.normaliser.means)
+        #expect(try StreamPipeline.restore(original, settings: stream.settings).live.means == stream.live.means)
         for dim: UInt32 in [2, 4] {
             var bytes = original
             withUnsafeBytes(of: dim.littleEndian) { for i in 0..<4 { bytes[at + i] = $0[i] } }
@@ -196,10 +196,10 @@ import Testing
             return sign * 1e30 * Float(1 + i % 3) / 3
         }
         _ = x.withUnsafeBufferPointer { stream.score($0.baseAddress!, count: 100, firstSequence: 0) }
-        #expect(stream.scorer.normaliser.variances.contains(.infinity))
+        #expect(stream.live.variances.contains(.infinity))
         let restored = try StreamPipeline.restore(stream.serialized(), settings: stream.settings)
-        #expect(restored.scorer.normaliser.variances == stream.scorer.normaliser.variances)
-        #expect(restored.scorer.normaliser.means == stream.scorer.normaliser.means)
+        #expect(restored.live.variances == stream.live.variances)
+        #expect(restored.live.means == stream.live.means)
         let range = try #require(stream.chain.signal(RangeSignal.self))
         #expect((0..<3).allSatisfy { !range.variance($0).isNaN }, "one sample's variance is 0, not 0 · ∞")
     }

@@ -83,6 +83,27 @@ func eventually(_ seconds: Double, _ done: () throws -> Bool) rethrows -> Bool {
         #expect(try HTTPProbe.get(http, "/nothing").status == 404)
     }
 
+    /// docs/operations.md's table is the operator's list of every metric: each catalogued family is a
+    /// row with its type and help, each row a catalogued family, and the `code` label's values are
+    /// every error code (from review: two families and `not_found` were missing).
+    @Test func theOperatorsTableListsEveryMetricAndErrorCode() throws {
+        let docs = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("../../docs/operations.md")
+        let text = try String(contentsOf: docs, encoding: .utf8)
+        let rows = text.split(separator: "\n").filter { $0.hasPrefix("| `eddy_") || $0.hasPrefix("| `process_") }
+        let named = Set(rows.map { String($0.split(separator: "`")[1]) })
+        #expect(named == Set(DaemonMetrics.catalogue.map(\.name)), "\(named.symmetricDifference(DaemonMetrics.catalogue.map(\.name)))")
+        for entry in DaemonMetrics.catalogue {
+            let row = rows.first { $0.hasPrefix("| `\(entry.name)` |") }.map(String.init) ?? ""
+            // The table may set a setting's name in code.
+            let plain = row.replacingOccurrences(of: "`", with: "")
+            #expect(row.hasPrefix("| `\(entry.name)` | \(entry.type) |") && plain.hasSuffix("| \(entry.help) |"), "\(entry.name): \(row)")
+        }
+        let codes = try #require(text.range(of: "`code` takes").map { String(text[$0.lowerBound...].prefix(400)) })
+        for code in Eddy_V1_ErrorCode.allCases where code != .unspecified {
+            #expect(codes.contains("`\(DaemonMetrics.label(code))`"), "\(code)")
+        }
+    }
+
     @Test func aStalledThreadMakesTheDaemonUnhealthyAndNotReady() throws {
         var c = testConfiguration()
         c.healthStallSeconds = 1
@@ -122,6 +143,42 @@ func eventually(_ seconds: Double, _ done: () throws -> Bool) rethrows -> Bool {
         #expect(!body.contains("stream=\"brief\""))
         #expect(exposition(body)["eddy_streams_expired_total"] == 1)
         #expect(exposition(body)["eddy_samples_accepted_total"] == 20)
+    }
+
+    /// From review: a restored stream's per-stream counters started at the checkpoint's counts, so a
+    /// restart after a kill took a series from 13,000 back to 10,000 (`increase()` reads that as
+    /// 10,000 new samples), and its loss was NaN until it trained again. Now they count from the
+    /// start, as every counter of a new process does, and the loss is absent until a step.
+    @Test func aRestoredStreamsCountersStartAtZeroAndItsLossIsAbsentUntilItTrains() throws {
+        let directory = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var c = testConfiguration(dataDirectory: directory)
+        c.snapshotEverySeconds = 60
+        do {
+            let first = try Daemon(configuration: c, logger: quietLogger)
+            let client = try Client(try first.start())
+            #expect(try client.awaitHeartbeat() != nil)
+            try client.send(stream: "kept", sequence: 0, dim: 2, values: values(400, seed: 1))
+            #expect(eventually(5) { first.samplesAccepted.load == 200 })
+            first.stop()
+        }
+        let daemon = try Daemon(configuration: c, logger: quietLogger)
+        #expect(daemon.allStreams.first?.accepted == 200, "restored")
+        let endpoints = try daemon.start()
+        defer { daemon.stop() }
+        let http = try #require(daemon.httpEndpoint)
+        let before = exposition(try HTTPProbe.get(http, "/metrics").body)
+        #expect(before["eddy_stream_samples_accepted_total{stream=\"kept\"}"] == 0)
+        #expect(before.keys.allSatisfy { !$0.hasPrefix("eddy_stream_loss") }, "\(before.keys.filter { $0.hasPrefix("eddy_stream_loss") })")
+        let client = try Client(endpoints)
+        #expect(try client.awaitHeartbeat() != nil)
+        try client.send(stream: "kept", sequence: 200, dim: 2, values: values(200, seed: 2))
+        #expect(eventually(5) { daemon.samplesAccepted.load == 100 && daemon.trainSteps.load > 0 })
+        #expect(eventually(5) {
+            let m = (try? HTTPProbe.get(http, "/metrics").body).map(exposition) ?? [:]
+            return m["eddy_stream_samples_accepted_total{stream=\"kept\"}"] == 100
+                && m["eddy_stream_loss{stream=\"kept\",model=\"autoencoder\"}"].map { $0.isFinite } == true
+        })
     }
 
     /// From review: a daemon key under a section was "unknown", as if it did not exist; an endpoint

@@ -1261,6 +1261,38 @@ import Testing
         #expect(shifted > 0.999 && shifted > normal, "shift \(shifted) vs normal max \(normal)")
     }
 
+    /// From review: a checkpoint written by a newer daemon (a binary rolled back) was taken for
+    /// damage and moved aside, and the daemon started with no streams; and the checkpoint after a
+    /// damaged one took its number, so `checkpoint-N.eddy` stood beside `checkpoint-N.eddy.damaged`.
+    @Test func aNewerCheckpointStopsTheStartAndADamagedOnesNumberIsNotTakenAgain() throws {
+        let directory = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let store = CheckpointStore(directory: directory, kept: 3)
+        let s = StreamConfiguration().resolved(dim: 2)
+        let p = StreamPipeline(name: "x", settings: s)
+        let older = try store.write([p], now: 1)
+        let newer = try store.write([p], now: 2)
+        // The newer file in format 2, sealed again: not damaged, newer.
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: newer)))
+        let at = 4 + "eddy.checkpoint".utf8.count
+        #expect(bytes[at..<at + 4] == [1, 0, 0, 0])
+        bytes[at] = 2
+        let sealed = Array(bytes.dropLast(4))
+        withUnsafeBytes(of: CRC32.checksum(sealed).littleEndian) { bytes.replaceSubrange(bytes.count - 4..<bytes.count, with: $0) }
+        try Data(bytes).write(to: URL(fileURLWithPath: newer))
+        #expect { try store.loadNewest(settings: { _ in s }, skipped: { _, _, _ in }) } throws: { error in
+            "\(error)".contains("checkpoint \(newer) is in format 2, written by a newer eddy (this one reads format 1)")
+        }
+        #expect(FileManager.default.fileExists(atPath: newer), "left where it is")
+        // Damaged instead: moved aside, and its number is not taken again.
+        bytes[bytes.count / 2] ^= 1
+        try Data(bytes).write(to: URL(fileURLWithPath: newer))
+        let loaded = try #require(try store.loadNewest(settings: { _ in s }, skipped: { _, _, _ in }))
+        #expect(loaded.path == older && FileManager.default.fileExists(atPath: newer + ".damaged"))
+        let next = try store.write(loaded.streams, now: 3)
+        #expect(next == directory + "/checkpoint-00000000000000000003.eddy", "\(next)")
+    }
+
     @Test func checkpointFallsBackToTheOlderFileWhenTheNewestIsDamaged() throws {
         let directory = temporaryDirectory()
         defer { try? FileManager.default.removeItem(atPath: directory) }

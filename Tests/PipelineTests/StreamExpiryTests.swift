@@ -224,6 +224,7 @@ import ZeroMQ
         #expect(FileManager.default.fileExists(atPath: aside), "kept until a checkpoint holds the stream")
         daemon.checkpoint()
         #expect(!FileManager.default.fileExists(atPath: aside))
+        daemon.stop()  // lets the next daemon take the data directory
         let again = try Daemon(configuration: configuration, logger: quietLogger)
         #expect(again.allStreams.map(\.accepted) == [300])
     }

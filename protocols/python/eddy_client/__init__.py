@@ -19,6 +19,7 @@ A daemon with CURVE (curve_secret_key) takes only clients with an allowed key pa
 import os
 import stat
 import time
+import unicodedata
 import zlib
 from dataclasses import dataclass, field
 
@@ -32,7 +33,7 @@ from eddy.v1 import eddy_pb2 as pb
 PROTOCOL = "eddy.v1"
 __version__ = "1.0.0"
 
-__all__ = ["PROTOCOL", "__version__", "Producer", "Subscriber", "HeartbeatParts", "Snapshot", "Head", "CurveKeys", "fetch_snapshot",
+__all__ = ["PROTOCOL", "__version__", "Producer", "Subscriber", "Refusals", "HeartbeatParts", "Snapshot", "Head", "CurveKeys", "fetch_snapshot",
            "fit_head", "fit_softmax", "representations", "stretches", "sample_batch", "line_batch", "topic", "pb",
            "MESSAGE_TYPES"]
 
@@ -121,6 +122,36 @@ class CurveKeys:
         socket.curve_secretkey = self.secret.encode()
 
 
+def check_stream_name(stream):
+    """Raises ValueError if the daemon would refuse `stream` whatever its settings (SPEC 4: empty, a
+    '/', a control or format character); its length limit (`max_stream_name_bytes`, 128 by default)
+    is the daemon's to say. A refused name's message is reported on `error/_/`, not on the stream's
+    own topic, so it is better refused here."""
+    if not isinstance(stream, str):
+        raise TypeError(f"a stream name is a str, not {type(stream).__name__}")
+    if not stream:
+        raise ValueError("the stream name is empty")
+    if "/" in stream:
+        raise ValueError(f"stream name {stream!r} contains '/'")
+    bad = next((c for c in stream if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp")), None)
+    if bad is not None:
+        raise ValueError(f"stream name {stream!r} contains the control character U+{ord(bad):04X}")
+
+
+def _timestamps(timestamps_ns, n):
+    """Timestamps as the wire's integer nanoseconds since the epoch: numpy datetime64 values are
+    converted; floats (seconds from time.time(), say) are refused rather than truncated."""
+    t = np.asarray(timestamps_ns)
+    if t.ndim != 1 or len(t) != n:
+        raise ValueError(f"{t.size} timestamps for {n} samples" if t.ndim == 1 else f"timestamps of shape {t.shape}")
+    if np.issubdtype(t.dtype, np.datetime64):
+        return t.astype("datetime64[ns]").astype(np.int64).tolist()
+    if not np.issubdtype(t.dtype, np.integer):
+        raise TypeError(f"timestamps_ns are integer nanoseconds since the epoch (or numpy datetime64), not {t.dtype}: "
+                        "for seconds from time.time(), send time.time_ns() or int(seconds * 1e9)")
+    return t.astype(np.int64).tolist()
+
+
 def sample_batch(stream, samples, sequence, timestamps_ns=None, producer=""):
     """The SampleBatch for `samples` (float32 (n, dim), or (n,) meaning dim 1)."""
     x = np.asarray(samples, dtype="<f4")
@@ -128,12 +159,11 @@ def sample_batch(stream, samples, sequence, timestamps_ns=None, producer=""):
         x = x[:, None]
     if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
         raise ValueError(f"samples must be (n,) or (n, dim) with n and dim at least 1, got shape {x.shape}")
-    if timestamps_ns is not None and len(timestamps_ns) != x.shape[0]:
-        raise ValueError(f"{len(timestamps_ns)} timestamps for {x.shape[0]} samples")
+    stamps = None if timestamps_ns is None else _timestamps(timestamps_ns, x.shape[0])
     batch = pb.SampleBatch(stream=stream, sequence=sequence, dim=x.shape[1], count=x.shape[0],
                            values=np.ascontiguousarray(x).tobytes(), producer=producer)
-    if timestamps_ns is not None:
-        batch.timestamps_ns.extend(int(t) for t in timestamps_ns)
+    if stamps is not None:
+        batch.timestamps_ns.extend(stamps)
     return batch
 
 
@@ -142,10 +172,8 @@ def line_batch(stream, lines, sequence, timestamps_ns=None, producer=""):
     _not_one_string(lines, "lines")
     batch = pb.LineBatch(stream=stream, sequence=sequence, producer=producer)
     batch.lines.extend(l if isinstance(l, bytes) else l.encode("utf-8") for l in lines)
-    if timestamps_ns is not None and len(timestamps_ns) != len(batch.lines):
-        raise ValueError(f"{len(timestamps_ns)} timestamps for {len(batch.lines)} lines")
     if timestamps_ns is not None:
-        batch.timestamps_ns.extend(int(t) for t in timestamps_ns)
+        batch.timestamps_ns.extend(_timestamps(timestamps_ns, len(batch.lines)))
     return batch
 
 
@@ -155,11 +183,18 @@ class Producer:
     While the daemon is unreachable, sends queue here up to ZeroMQ's high-water mark (1,000
     batches) and return; past that a send waits. With `immediate=True` nothing queues while no
     connection is up: a send waits for one. With `send_timeout_ms` a send waits at most that long
-    and raises TimeoutError, the batch unsent and the stream's sequence unchanged. Batches still
-    queued when the producer closes are dropped after `linger_ms`."""
+    and raises TimeoutError, the batch unsent and the stream's sequence unchanged.
+
+    `send` returns once the batch is queued, not sent: `close()` (or leaving the `with` block) waits
+    until every queued batch has gone to the daemon, or `linger_ms` has passed (those still queued
+    then are dropped). A script that ends without closing loses what is still queued. With a
+    `context` of the caller's, close() does not wait: the batches go when that context is
+    terminated."""
 
     def __init__(self, endpoint, context=None, linger_ms=5000, curve=None, send_timeout_ms=None, immediate=False):
-        self.context = context or zmq.Context.instance()
+        # A context of its own, terminated at close(): terminating is what waits for the queue.
+        self._own_context = context is None
+        self.context = context or zmq.Context()
         self.socket = self.context.socket(zmq.PUSH)
         self.socket.setsockopt(zmq.LINGER, linger_ms)
         if immediate:
@@ -173,6 +208,7 @@ class Producer:
 
     def send(self, stream, samples, timestamps_ns=None, sequence=None):
         """Sends one batch; returns the sequence number of its first sample."""
+        check_stream_name(stream)
         seq = self.sequences.get(stream, 0) if sequence is None else sequence
         batch = sample_batch(stream, samples, seq, timestamps_ns)
         self._send([stream.encode(), batch.SerializeToString()])
@@ -188,6 +224,7 @@ class Producer:
     def send_lines(self, stream, lines, timestamps_ns=None, sequence=None):
         """Sends log lines to a log stream (without their line terminators); returns the sequence
         number of the first. The daemon mines them into templates and scores each line."""
+        check_stream_name(stream)
         seq = self.sequences.get(stream, 0) if sequence is None else sequence
         batch = line_batch(stream, lines, seq, timestamps_ns)
         if not batch.lines:
@@ -202,6 +239,7 @@ class Producer:
         sample (a `stretches` row). Labels are text: bytes are sent as UTF-8, anything else as
         str(). The stream must exist and take labels (`max_labels`); its classes then come on
         `class/<stream>/`."""
+        check_stream_name(stream)
         _not_one_string(labels, "labels")
         labels = [_label_text(label) for label in labels]
         x = np.asarray(samples, dtype="<f4")
@@ -214,7 +252,11 @@ class Producer:
         self._send([stream.encode(), batch.SerializeToString()])
 
     def close(self):
+        """Closes the socket; with the producer's own context, waits until the queued batches are
+        sent (at most `linger_ms`)."""
         self.socket.close()
+        if self._own_context:
+            self.context.term()
 
     def __enter__(self):
         return self
@@ -269,15 +311,51 @@ class Subscriber:
         self.socket = self.context.socket(zmq.SUB)
         if curve is not None:
             curve.apply(self.socket)
-        for t in topics:
-            self.socket.setsockopt(zmq.SUBSCRIBE, t.encode())
+        self.topics = [t.encode() if isinstance(t, str) else bytes(t) for t in topics]
+        for t in self.topics:
+            self.socket.setsockopt(zmq.SUBSCRIBE, t)
         _connect(self.socket, endpoint)
+        self._held = []
+
+    def wait_ready(self, timeout_ms=5000):
+        """Returns once a heartbeat (SPEC 7: every `heartbeat_seconds`) has arrived, so the
+        subscription is live: ZeroMQ drops what a daemon publishes before a subscriber has
+        connected and subscribed, so a script that subscribes and at once sends would miss the
+        first scores. Messages of the subscribed topics that arrive meanwhile are kept for `recv`.
+        Raises TimeoutError if no heartbeat comes within `timeout_ms`."""
+        extra = not any(b"hb/".startswith(t) for t in self.topics)
+        if extra:
+            self.socket.setsockopt(zmq.SUBSCRIBE, b"hb/")
+        try:
+            end = time.monotonic() + timeout_ms / 1000
+            while True:
+                left = end - time.monotonic()
+                if left <= 0 or not self.socket.poll(max(1, int(left * 1000))):
+                    raise TimeoutError(f"no heartbeat within {timeout_ms} ms: is the daemon publishing here?")
+                frames = self.socket.recv_multipart()
+                if not extra or not frames[0].startswith(b"hb/") or any(frames[0].startswith(t) for t in self.topics):
+                    self._held.append(frames)
+                if frames[0].startswith(b"hb/"):
+                    return
+        finally:
+            if extra:
+                self.socket.setsockopt(zmq.UNSUBSCRIBE, b"hb/")
 
     def recv(self, timeout_ms=None):
         """The next message as (topic, message), or None after timeout_ms."""
-        if timeout_ms is not None and not self.socket.poll(timeout_ms):
-            return None
-        frames = self.socket.recv_multipart()
+        if self._held:
+            return self._decode(self._held.pop(0))
+        end = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
+        while True:
+            if end is not None and not self.socket.poll(max(0, int((end - time.monotonic()) * 1000))):
+                return None
+            frames = self.socket.recv_multipart()
+            # A heartbeat `wait_ready` subscribed to for a moment may still be queued after it.
+            if any(frames[0].startswith(t) for t in self.topics):
+                return self._decode(frames)
+
+    @staticmethod
+    def _decode(frames):
         topic = frames[0].decode()
         kind = topic.split("/", 1)[0]
         message_type = MESSAGE_TYPES.get(kind)
@@ -301,8 +379,11 @@ class Refusals:
     Open it before sending; `wait_ready` returns once a whole heartbeat has come, so no refusal of
     the first message is missed; `confirm` returns the refusals (Error messages) once the stream's
     heartbeats show every sample sent since `wait_ready` taken or refused (`samples`), or, for
-    labels (which a stream does not count, `samples=None`), after two more whole heartbeats. It
-    raises TimeoutError if the heartbeats do not confirm it within `timeout_ms` without progress.
+    labels (which a stream does not count, `samples=None`), after two more whole heartbeats. A
+    message refused before its samples could be counted (OVERSIZED: its size alone refused it;
+    `samples` 0 in the Error) cannot be accounted for: once there is one, `confirm` returns after
+    two whole heartbeats in which the stream took nothing more. It raises TimeoutError if the
+    heartbeats do not confirm it within `timeout_ms` without progress.
 
         with Refusals(publish, "pump-7") as r, Producer(ingest) as p:
             r.wait_ready()
@@ -352,8 +433,18 @@ class Refusals:
             self._wait(lambda: self.heartbeats >= seen + 2, lambda: self.heartbeats, timeout_ms)
         else:
             refused = lambda: sum(e.samples for e in self.errors)
-            self._wait(lambda: (self.accepted or 0) - self.before + refused() >= samples,
-                       lambda: ((self.accepted or 0), refused()), timeout_ms)
+            progress = lambda: ((self.accepted or 0), refused())
+            since = {"progress": progress(), "heartbeats": self.heartbeats}
+
+            def done():
+                if (self.accepted or 0) - self.before + refused() >= samples:
+                    return True
+                if since["progress"] != progress():
+                    since.update(progress=progress(), heartbeats=self.heartbeats)
+                uncounted = any(e.samples == 0 for e in self.errors)
+                return uncounted and self.heartbeats >= since["heartbeats"] + 2
+
+            self._wait(done, progress, timeout_ms)
         errors, self.errors, self.before = self.errors, [], self.accepted or 0
         return errors
 
@@ -428,7 +519,8 @@ class Snapshot:
 
     def head(self):
         """The few-label head the daemon fitted on this MoCo snapshot (SPEC 6), or None: the same
-        classes the daemon publishes on `class/<stream>/` for the samples it scores with this version."""
+        classes the daemon publishes on `class/<stream>/` for the samples it scores with this
+        version, from `head.predict(snapshot.inputs(samples))`."""
         m = self.message
         if not m.head_classes:
             return None
@@ -554,7 +646,9 @@ def fetch_snapshot(endpoint, stream, model="autoencoder", timeout_ms=5000, conte
 
 @dataclass
 class Head:
-    """A linear softmax classifier over a MoCo snapshot's representation."""
+    """A linear softmax classifier over a MoCo snapshot's representation. `predict` and
+    `probabilities` take the model's input rows, `snapshot.inputs(samples)`, as the snapshot's
+    forward pass does (a stream with a window or a `transform` does not take its samples as they are)."""
     snapshot: Snapshot
     weights: np.ndarray   # (features, classes)
     bias: np.ndarray      # (classes,)
@@ -601,8 +695,8 @@ def fit_head(snapshot, rows, labels, l2=1e-2, steps=500, learning_rate=0.5):
     """Fine-tunes on a few labels: a softmax head on the frozen encoder of a MoCo snapshot.
 
     `rows` are the model's input rows, `snapshot.inputs(samples)` (a stream with a window or a
-    `transform` does not take its samples as they are: a log stream's raw samples have the rows'
-    width and would be taken without their transform). Labels are text, as the daemon takes them
+    `transform` does not take its samples as they are: the raw samples of a stream with
+    `transform = log` have the rows' width and would be taken without their transform). Labels are text, as the daemon takes them
     (bytes as UTF-8, anything else as str()), so the classes and their order are the daemon's.
     Full-batch gradient descent on the L2-regularised cross-entropy of standardised
     representations; a few dozen labelled samples are enough when the representation separates
@@ -610,5 +704,13 @@ def fit_head(snapshot, rows, labels, l2=1e-2, steps=500, learning_rate=0.5):
     """
     _not_one_string(labels, "labels")
     labels = [_label_text(label) for label in labels]
-    w, b, mean, scale, classes = fit_softmax(snapshot.representation(rows), labels, l2, steps, learning_rate)
+    if snapshot.message.kind != pb.MODEL_KIND_MOCO:
+        raise ValueError("fit_head takes a MoCo snapshot (fetch_snapshot(endpoint, stream, \"moco\")): "
+                         "its representation is what a head is fitted on")
+    features = snapshot.representation(rows)
+    if len(features) != len(labels):
+        raise ValueError(f"{len(labels)} labels for {len(features)} rows: one label per row")
+    if not np.all(np.isfinite(features)):
+        raise ValueError("rows with values that are not finite (NaN or infinity): the head would be fitted on NaN")
+    w, b, mean, scale, classes = fit_softmax(features, labels, l2, steps, learning_rate)
     return Head(snapshot, w, b, mean, scale, classes)

@@ -1,6 +1,7 @@
 """The real pyzmq client against a real `eddy serve` on 127.0.0.1."""
 import os
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from conftest import ROOT
 import zlib
 
-from eddy_client import HeartbeatParts, Producer, Refusals, Snapshot, Subscriber, fetch_snapshot, fit_head, pb, representations, sample_batch
+from eddy_client import HeartbeatParts, Producer, Refusals, Snapshot, Subscriber, fetch_snapshot, fit_head, pb, representations, sample_batch, topic
 
 EDDY = os.environ.get("EDDY_BIN", str(ROOT / ".build" / "debug" / "eddy"))
 
@@ -621,6 +622,61 @@ def test_published_representations_are_the_snapshots_encoder_on_the_scored_sampl
     assert np.allclose(published, expected, rtol=1e-4, atol=1e-4), np.abs(published - expected).max()
 
 
+def test_a_script_that_ends_after_sending_has_sent_everything(start_daemon):
+    """`send` queues; leaving `with Producer(...)` waits until the queue has gone to the daemon (at
+    most `linger_ms`), so a script that sends and ends loses nothing. (Before, every producer used
+    pyzmq's global context, which the end of a script does not terminate: what was still queued
+    when the interpreter exited was lost, most of 400,000 samples in a review's run.)"""
+    daemon = start_daemon()
+    ep = daemon.endpoints
+    script = (f"import sys\nsys.path.insert(0, {str(ROOT / 'protocols' / 'python')!r})\n"
+              "import numpy as np\nfrom eddy_client import Producer\n"
+              "x = np.random.default_rng(0).normal(size=(4096, 16)).astype(np.float32)\n"
+              f"with Producer({ep['ingest']!r}) as p:\n"
+              "    for i in range(40):\n        p.send('bulk', x)\n")
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=60)
+    accepted, end = 0, time.monotonic() + 60
+    with Subscriber(ep["publish"], ["hb/"]) as sub:
+        while accepted < 40 * 4096 and time.monotonic() < end:
+            status = next((s for s in wait_heartbeat(sub).streams if s.stream == "bulk"), None)
+            accepted = status.accepted if status else 0
+    assert accepted == 40 * 4096
+    assert daemon.terminate()[0] == 0
+
+
+def test_a_snapshot_reproduces_its_versions_scores_when_samples_came_after_its_step(start_daemon):
+    """A model version is its weights and the normaliser its step was trained with. Samples that
+    arrive after the step, too few to earn another, move the stream's statistics but not the
+    version's: the next batch, scored by that version, is reproduced from its snapshot, errors and
+    representations. (Before, the scorer applied the statistics as they stood at the batch, which
+    no snapshot carried: a snapshot on the timer reproduced its version's scores only where no
+    sample had come since the step; from review.)"""
+    daemon = start_daemon(extra_config="publish_representations = true\n")
+    ep = daemon.endpoints
+    x = sensors(460, dim=6)
+    with Subscriber(ep["publish"], ["hb/", "score/s/", "rep/s/"]) as sub, Producer(ep["ingest"]) as p:
+        wait_heartbeat(sub)
+        p.send("s", x[:400])  # 50 steps of each model (replay_ratio 8 per 64 samples), none owed after
+        status, ae = settled(sub, ep["snapshots"], "s", accept=lambda s: s.accepted == 400)
+        moco = wait_snapshot(ep["snapshots"], "s", "moco", accept=lambda m: m.version == status.moco_version)
+        p.send("s", x[400:407])  # 0.875 of a step: no step, but the statistics move
+        assert wait_scores(sub, "s", 400).count == 7  # scored alone, not with the batch after it
+        p.send("s", x[407:])
+        scores, reps, end = None, [], time.monotonic() + 20
+        while (scores is None or sum(len(r) for _, r in reps) < 53) and time.monotonic() < end:
+            got = sub.recv(timeout_ms=200)
+            if got and got[0] == "score/s/" and got[1].first_sequence == 407:
+                scores = got[1]
+            if got and got[0] == "rep/s/" and got[1].first_sequence >= 407:
+                reps.append((got[1], representations(got[1])))
+    assert daemon.terminate()[0] == 0
+    assert scores is not None and scores.model_version == ae.message.version == status.autoencoder_version
+    np.testing.assert_allclose(ae.reconstruction_errors(x[407:]), np.array(scores.errors, np.float32), rtol=1e-4, atol=1e-7)
+    assert sum(len(r) for _, r in reps) == 53 and all(m.model_version == moco.message.version for m, _ in reps)
+    published = np.concatenate([r for _, r in sorted(reps, key=lambda g: g[0].first_sequence)])
+    np.testing.assert_allclose(moco.representation(x[407:]), published, rtol=1e-4, atol=1e-5)
+
+
 def test_a_frozen_feature_alerts_from_the_stuck_signal_with_its_reason(start_daemon):
     # Three noisy features; from row 500 feature 2 repeats the value it had at row 499. Its 10th
     # equal value (row 508) alerts once, from the stuck signal alone (the only signal this stream
@@ -803,11 +859,32 @@ def test_raw_push_refuses_a_peer_that_is_not_a_null_zmtp_daemon_and_gives_up_on_
     assert time.monotonic() - began < 1.2
 
 
+def test_a_subscriber_waits_until_its_subscription_is_live(start_daemon):
+    """`Subscriber.wait_ready` returns once a heartbeat has come, so the scores of a batch sent
+    right after it arrive: ZeroMQ drops what is published before a subscription is live (in a
+    review, the first of five subscribe-then-send trials got none of its scores). The heartbeat it
+    listened for is not handed to `recv`."""
+    daemon = start_daemon()
+    ep = daemon.endpoints
+    with Producer(ep["ingest"]) as p:
+        for trial in range(8):
+            with Subscriber(ep["publish"], [topic("score", "w")]) as sub:
+                sub.wait_ready()
+                p.send("w", np.ones((20, 2), np.float32))
+                got = sub.recv(timeout_ms=3000)
+                assert got is not None and got[0] == "score/w/" and got[1].first_sequence == 20 * trial, got
+                assert sub.recv(timeout_ms=300) is None  # heartbeats come every 0.2 s: none passed on
+    with Subscriber("tcp://127.0.0.1:9", ["score/"]) as silent:
+        with pytest.raises(TimeoutError):
+            silent.wait_ready(timeout_ms=300)
+    assert daemon.terminate()[0] == 0
+
+
 def test_refusals_hear_what_the_daemon_refused_of_a_stream(start_daemon):
     """`Refusals` as the tools use it: ready before the first message, then each `confirm` returns
     the refusals of what was sent since, once the stream's heartbeats account for every sample
     (taken or refused); labels (not counted by the stream) after two heartbeats."""
-    daemon = start_daemon()
+    daemon = start_daemon(daemon_config="max_samples_per_message = 256\n")
     ep = daemon.endpoints
     with Refusals(ep["publish"], "r") as r, Producer(ep["ingest"]) as p:
         r.wait_ready()
@@ -820,6 +897,13 @@ def test_refusals_hear_what_the_daemon_refused_of_a_stream(start_daemon):
         p.send_labels("r", np.ones((1, 2), np.float32), ["a"])
         errors = r.confirm()
         assert [e.code for e in errors] == [pb.ERROR_CODE_WRONG_KIND], errors
+        # A message refused for its size alone has no count of samples (0 in the Error): it is
+        # returned after two heartbeats in which the stream took nothing more, not a timeout
+        # (from a review), and the samples sent with it are accounted for as usual.
+        p.send("r", np.ones((300, 2), np.float32), sequence=51)
+        p.send("r", np.ones((7, 2), np.float32), sequence=351)
+        errors = r.confirm(samples=307, timeout_ms=3000)
+        assert [(e.code, e.samples) for e in errors] == [(pb.ERROR_CODE_OVERSIZED, 0)], errors
     with Refusals("tcp://127.0.0.1:9", "r") as silent:
         with pytest.raises(TimeoutError):
             silent.wait_ready(timeout_ms=300)

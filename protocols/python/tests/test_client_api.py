@@ -2,6 +2,7 @@
 daemon takes them, producers that do not queue while unreachable, topics, key files by path,
 heartbeat parts kept bounded, strings that are not lists, a daemon that never starts, and one that
 dies in use (stop 59)."""
+import contextlib
 import os
 import socket
 import stat
@@ -15,9 +16,24 @@ from eddy_client import CurveKeys, HeartbeatParts, Producer, Snapshot, fit_head,
 from eddy_client.local import LocalDaemon
 
 
+@contextlib.contextmanager
+def producer_to_pull():
+    """A Producer and a PULL socket of the test's own that it sends to: what goes out, as a daemon
+    would take it in."""
+    context = zmq.Context()
+    pull = context.socket(zmq.PULL)
+    port = pull.bind_to_random_port("tcp://127.0.0.1")
+    try:
+        with Producer(f"tcp://127.0.0.1:{port}", context=context) as p:
+            yield p, pull
+    finally:
+        pull.close(linger=0)
+        context.term()
+
+
 def identity_snapshot(width):
     """A MoCo snapshot whose representation is its input (one identity layer, no normalisation)."""
-    message = pb.ModelSnapshot(input_dim=width, representation_layer=0)
+    message = pb.ModelSnapshot(kind=pb.MODEL_KIND_MOCO, input_dim=width, representation_layer=0)
     return Snapshot(message=message, weights=[np.eye(width, dtype=np.float32)], biases=[np.zeros(width, np.float32)],
                     activations=["identity"], mean=np.zeros(width, np.float32), variance=np.ones(width, np.float32))
 
@@ -36,21 +52,52 @@ def test_fit_head_takes_labels_as_the_daemon_does_text_in_utf8_order():
         fit_head(identity_snapshot(3), rows[:3], "abc")
 
 
+def test_fit_head_refuses_what_it_cannot_fit_on():
+    # From a review: an autoencoder snapshot, NaN rows and a wrong count of labels each fitted
+    # something (a head on the bottleneck, one predicting a single class, a broadcast error).
+    rows = np.random.default_rng(1).normal(size=(6, 3)).astype(np.float32)
+    labels = ["a", "b"] * 3
+    autoencoder = identity_snapshot(3)
+    autoencoder.message.kind = pb.MODEL_KIND_AUTOENCODER
+    with pytest.raises(ValueError, match="MoCo snapshot"):
+        fit_head(autoencoder, rows, labels)
+    with pytest.raises(ValueError, match="not finite"):
+        fit_head(identity_snapshot(3), np.where(np.arange(18).reshape(6, 3) == 4, np.nan, rows), labels)
+    with pytest.raises(ValueError, match="5 labels for 6 rows"):
+        fit_head(identity_snapshot(3), rows, labels[:5])
+    assert list(fit_head(identity_snapshot(3), rows, labels).classes) == ["a", "b"]
+
+
+def test_a_producer_refuses_names_and_timestamps_the_daemon_would_not_take_as_meant():
+    # A name the daemon refuses is reported on error/_/, not the stream's own topic; timestamps
+    # in float seconds were truncated and read as nanoseconds (from a review).
+    with producer_to_pull() as (p, pull):
+        for name in ["", "a/b", "a\u200bb", "tab\there"]:
+            with pytest.raises(ValueError):
+                p.send(name, np.zeros((1, 2)))
+            with pytest.raises(ValueError):
+                p.send_lines(name, ["x"])
+            with pytest.raises(ValueError):
+                p.send_labels(name, np.zeros((1, 2)), ["x"])
+        with pytest.raises(TypeError, match="integer nanoseconds"):
+            p.send("s", np.zeros((2, 2)), timestamps_ns=[time.time()] * 2)
+        assert p.sequences == {} and not pull.poll(100)
+        p.send("s", np.zeros((2, 2)), timestamps_ns=np.array(["2026-01-01T00:00:00", "2026-01-01T00:00:01"], "datetime64[s]"))
+        p.send("pump-7 héllo", np.zeros((1, 2)), timestamps_ns=[1_700_000_000_000_000_000])
+        assert pull.poll(5000)
+        stream, body = pull.recv_multipart()
+        assert list(pb.SampleBatch.FromString(body).timestamps_ns) == [1_767_225_600_000_000_000, 1_767_225_601_000_000_000]
+        assert pull.recv_multipart()[0].decode() == "pump-7 héllo"
+
+
 def test_labels_go_out_as_text_and_bytes_as_utf8():
-    context = zmq.Context()
-    pull = context.socket(zmq.PULL)
-    port = pull.bind_to_random_port("tcp://127.0.0.1")
-    try:
-        with Producer(f"tcp://127.0.0.1:{port}", context=context) as p:
-            p.send_labels("s", np.zeros((3, 2)), [b"fan", np.bytes_(b"pump"), 7])
-            with pytest.raises(TypeError):
-                p.send_labels("s", np.zeros((3, 1)), "abc")
-            assert pull.poll(5000)
-            stream, body = pull.recv_multipart()
-            assert stream == b"s" and list(pb.LabelBatch.FromString(body).labels) == ["fan", "pump", "7"]
-    finally:
-        pull.close(linger=0)
-        context.term()
+    with producer_to_pull() as (p, pull):
+        p.send_labels("s", np.zeros((3, 2)), [b"fan", np.bytes_(b"pump"), 7])
+        with pytest.raises(TypeError):
+            p.send_labels("s", np.zeros((3, 1)), "abc")
+        assert pull.poll(5000)
+        stream, body = pull.recv_multipart()
+        assert stream == b"s" and list(pb.LabelBatch.FromString(body).labels) == ["fan", "pump", "7"]
 
 
 def test_an_immediate_producer_does_not_queue_while_the_daemon_is_unreachable():

@@ -340,6 +340,59 @@ def test_a_data_directory_it_cannot_write_stops_the_start_and_a_lost_final_check
     assert code == 1
 
 
+def test_a_restarted_daemon_serves_restored_models_at_once_and_a_start_that_fails_ends_at_once(start_daemon, tmp_path):
+    """From review: a daemon restarted on a checkpoint answered NOT_FOUND to a snapshot request for
+    a moment after it printed its endpoints; and one whose ingest port was taken hung for 120 s one
+    start in three before it exited 1: its trainer, started beside ingest, blocked publishing the
+    restored models into ingest's pipe, which nothing read, and the stop waited for it."""
+    from eddy_client import fetch_snapshot
+    data = tmp_path / "data"
+    daemon = start_daemon(data_dir=data)
+    with Producer(daemon.endpoints["ingest"]) as p:
+        p.send("kept", np.random.default_rng(0).normal(size=(600, 3)).astype(np.float32))
+    wait = time.monotonic() + 60
+    while time.monotonic() < wait:
+        try:
+            version = fetch_snapshot(daemon.endpoints["snapshots"], "kept", "moco").message.version
+            break
+        except LookupError:
+            time.sleep(0.1)
+    assert daemon.terminate()[0] == 0
+    for _ in range(3):
+        again = start_daemon(data_dir=data)
+        assert fetch_snapshot(again.endpoints["snapshots"], "kept", "moco").message.version >= version
+        assert again.terminate()[0] == 0
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        for _ in range(5):
+            run = subprocess.run([EDDY, "serve", "--config", str(tmp_path / "eddy.conf"), "--data-dir", str(data),
+                                  "--ingest", f"tcp://127.0.0.1:{taken.getsockname()[1]}", "--publish", "tcp://127.0.0.1:*",
+                                  "--snapshots", "tcp://127.0.0.1:*", "--http", ""],
+                                 capture_output=True, text=True, timeout=60)
+            assert run.returncode == 1 and "Address already in use" in run.stderr, run.stderr[-500:]
+            assert "did not stop in time" not in run.stderr, run.stderr[-500:]
+    finally:
+        taken.close()
+
+
+def test_a_second_daemon_on_the_same_data_directory_does_not_start(start_daemon, tmp_path):
+    """From review: a second daemon, started on the live one's data directory to try a
+    configuration, served, numbered its checkpoints among the live one's, and the live one's next
+    start restored the second's streams too. The directory is now locked while a daemon holds it."""
+    data = tmp_path / "data"
+    first = start_daemon(data_dir=data)
+    run = subprocess.run([EDDY, "serve", "--data-dir", str(data), "--ingest", "tcp://127.0.0.1:*",
+                          "--publish", "tcp://127.0.0.1:*", "--snapshots", "tcp://127.0.0.1:*", "--http", ""],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 1, run.stderr[-500:]
+    assert f"the data directory {data} is in use by another eddy (pid {first.process.pid})" in run.stderr, run.stderr[-500:]
+    assert first.terminate()[0] == 0
+    second = start_daemon(data_dir=data)  # free once the first has stopped
+    assert second.terminate()[0] == 0
+
+
 def test_endpoints_on_localhost_and_ipv6_loopback_bind_and_one_without_a_transport_is_named(tmp_path):
     """From review: SPEC 2.1 allows TCP on `localhost` and `[::1]`, and both failed to bind
     (`zmq_bind(tcp://localhost:0): No such device`); `--ingest 127.0.0.1:0`, without its transport,
