@@ -61,6 +61,8 @@ static:
 	! ldd $(STATIC) | grep -E 'libswift|libFoundation|libdispatch'
 install:
 	@[ -x $(STATIC) ] || { echo "install: no $(STATIC); run 'make static' first (as yourself, not root)" >&2; exit 1; }
+	@newer=$$(find Sources Package.swift -newer $(STATIC) -type f -print -quit); [ -z "$$newer" ] || { \
+		echo "install: $(STATIC) is older than $$newer; run 'make static' first (as yourself, not root)" >&2; exit 1; }
 	install -D -m 755 $(STATIC) $(DESTDIR)$(PREFIX)/bin/eddy
 
 clean:

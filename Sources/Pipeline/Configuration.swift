@@ -625,30 +625,39 @@ public struct DaemonConfiguration: Sendable, Equatable {
                 "the declared streams need \(ByteCount(declaredBytes)), more than memory_budget \(ByteCount(memoryBudget))")
         }
         if maxLineBytes < 16 || maxLineBytes > 1 << 20 { throw ConfigurationError.invalid("max_line_bytes must be in 16...1048576") }
-        if maxMessageBytes < 64 || maxSamplesPerMessage < 1 {
-            throw ConfigurationError.invalid("max_message_bytes >= 64, max_samples_per_message >= 1")
-        }
+        // One message per key, each starting with the key's name: the file's parser adds the line
+        // that set it (from review: three keys named at once, and no line).
+        if maxMessageBytes < 64 { throw ConfigurationError.invalid("max_message_bytes must be at least 64") }
+        if maxSamplesPerMessage < 1 { throw ConfigurationError.invalid("max_samples_per_message must be at least 1") }
         let day = 86_400.0
-        if !(snapshotEverySeconds > 0 && snapshotEverySeconds <= day && checkpointEverySeconds > 0
-            && checkpointEverySeconds <= day && heartbeatSeconds > 0 && heartbeatSeconds <= 3600)
-        {
-            throw ConfigurationError.invalid("intervals must be positive and at most a day (heartbeats: an hour)")
+        if !(snapshotEverySeconds > 0 && snapshotEverySeconds <= day) {
+            throw ConfigurationError.invalid("snapshot_every_seconds must be positive and at most a day (86400)")
         }
+        if !(checkpointEverySeconds > 0 && checkpointEverySeconds <= day) {
+            throw ConfigurationError.invalid("checkpoint_every_seconds must be positive and at most a day (86400)")
+        }
+        if !(heartbeatSeconds > 0 && heartbeatSeconds <= 3600) {
+            throw ConfigurationError.invalid("heartbeat_seconds must be positive and at most an hour (3600)")
+        }
+        if snapshotEverySteps < 1 { throw ConfigurationError.invalid("snapshot_every_steps must be at least 1") }
+        if checkpointsKept < 1 { throw ConfigurationError.invalid("checkpoints_kept must be at least 1") }
         // A published message's header holds its stream's name: names of up to 256 bytes keep every
         // score, alert, error and heartbeat message within `Wire.largestScoreMessage`.
-        if snapshotEverySteps < 1 || checkpointsKept < 1 || maxStreamNameBytes < 1 || maxStreamNameBytes > 256 {
-            throw ConfigurationError.invalid("snapshot_every_steps and checkpoints_kept must be >= 1, max_stream_name_bytes in 1...256")
+        if maxStreamNameBytes < 1 || maxStreamNameBytes > 256 {
+            throw ConfigurationError.invalid("max_stream_name_bytes must be in 1...256")
         }
         if publishQueueBytes < 1 << 20 || publishQueueBytes > 1 << 40 {
             throw ConfigurationError.invalid("publish_queue_bytes must be in 1M...1T")
         }
-        if highWaterMark < 1 || highWaterMark > Int(Int32.max) || maxMessageBytes > Int(Int32.max) {
-            throw ConfigurationError.invalid("high_water_mark must be in [1, 2^31) and max_message_bytes below 2^31")
+        if highWaterMark < 1 || highWaterMark > Int(Int32.max) {
+            throw ConfigurationError.invalid("high_water_mark must be in [1, 2^31)")
         }
-        if ingestConnectionBytes < 8192 || ingestConnectionBytes > 1 << 30 || maxIngestConnections < 1
-            || maxIngestConnections > 1 << 20
-        {
-            throw ConfigurationError.invalid("ingest_connection_bytes must be in 8K...1G and max_ingest_connections in 1...1048576")
+        if maxMessageBytes > Int(Int32.max) { throw ConfigurationError.invalid("max_message_bytes must be below 2^31") }
+        if ingestConnectionBytes < 8192 || ingestConnectionBytes > 1 << 30 {
+            throw ConfigurationError.invalid("ingest_connection_bytes must be in 8K...1G")
+        }
+        if maxIngestConnections < 1 || maxIngestConnections > 1 << 20 {
+            throw ConfigurationError.invalid("max_ingest_connections must be in 1...1048576")
         }
         if !(ingestHandshakesPerSecond == 0 || (ingestHandshakesPerSecond >= 1 && ingestHandshakesPerSecond <= 1e6)) {
             throw ConfigurationError.invalid("ingest_handshakes_per_second must be 0 (no limit) or in 1...1000000")

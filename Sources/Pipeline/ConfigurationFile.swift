@@ -14,6 +14,9 @@ public enum ConfigurationFile {
         var config = DaemonConfiguration()
         var section: Section = .daemon
         var declared: [String] = []
+        // Where each key was set, per section: a key given twice is an error (from review: the
+        // second silently won, and an operator who edited the first saw no effect).
+        var setAt: [String: Int] = [:]
         // Lines end at any newline: "\r\n" is one Character in Swift, which a split at "\n" would
         // not split (a file written on Windows would be one commented-out line).
         for (index, rawLine) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
@@ -50,6 +53,16 @@ public enum ConfigurationFile {
                 throw ConfigurationError.syntax(line: lineNumber, "expected key = value")
             }
             let key = String(line[..<eq]).trimmingWhitespace()
+            let place: String
+            switch section {
+            case .daemon: place = key
+            case .defaults: place = "[stream] " + key
+            case .stream(let name): place = "[stream.\(name)] " + key
+            }
+            if let earlier = setAt[place] {
+                throw ConfigurationError.syntax(line: lineNumber, "\(key) is set twice in this section (first on line \(earlier))")
+            }
+            setAt[place] = lineNumber
             var value = String(line[line.index(after: eq)...]).trimmingWhitespace()
             if value.count >= 2, value.hasPrefix("\""), value.hasSuffix("\"") {
                 value = String(value.dropFirst().dropLast())
@@ -68,7 +81,15 @@ public enum ConfigurationFile {
                 throw ConfigurationError.syntax(line: lineNumber, "\(key): \(error.why)")
             }
         }
-        try config.validate()
+        do {
+            try config.validate()
+        } catch ConfigurationError.invalid(let why) {
+            // A daemon key's problem names the key first: say where the file set it.
+            if let line = setAt.first(where: { !$0.key.hasPrefix("[") && why.hasPrefix($0.key + " ") })?.value {
+                throw ConfigurationError.syntax(line: line, why)
+            }
+            throw ConfigurationError.invalid(why)
+        }
         return config
     }
 

@@ -80,6 +80,8 @@ public final class Daemon: @unchecked Sendable {
     public let streamsSetAside = Counter()
     /// Checkpoints a start passed over for an older one (damaged, or unreadable).
     public let checkpointsSkipped = Counter()
+    /// Reloads of the allow-list (SIGHUP) that failed its checks, the one in force kept.
+    public let allowListReloadFailures = Counter()
     /// When each stream last had samples accepted (monotonic seconds). Ingest thread only.
     var lastAccepted: [String: Double] = [:]
     /// Streams that expired and whose state the trainer has yet to write aside (it writes between
@@ -219,6 +221,13 @@ public final class Daemon: @unchecked Sendable {
     /// Signalled when the ingest thread has taken its last sample (it goes on publishing).
     let ingestDrained = DispatchSemaphore(value: 0)
     let trainerWake = NSCondition()
+
+    /// What a start checks of `configuration` before it binds or writes anything: its values and
+    /// the key files it names (`eddy serve --check-config`).
+    public static func check(_ configuration: DaemonConfiguration) throws {
+        try configuration.validate()
+        _ = try Security.load(configuration)
+    }
 
     public init(configuration: DaemonConfiguration, logger: Logger) throws {
         try configuration.validate()
@@ -1598,13 +1607,17 @@ extension Daemon {
     /// is empty, is refused and the one in force kept. Says how many keys are let in, or why not.
     @discardableResult
     public func reloadAllowList() -> Result<Int, Error> {
-        guard let security else { return .failure(KeyFile.Problem("the daemon has no CURVE keys: nothing to reload")) }
+        guard let security else {
+            logger.notice("reload asked (SIGHUP): a plaintext daemon has no allow-list to read again")
+            return .failure(KeyFile.Problem("the daemon has no CURVE keys: nothing to reload"))
+        }
         do {
             let keys = try Security.readAllowList(configuration)
             security.allowList.replace(with: keys)
             logger.notice("allow-list reloaded", metadata: ["keys": "\(keys.count)", "path": "\(configuration.curveAllowedClients)"])
             return .success(keys.count)
         } catch {
+            allowListReloadFailures.add()
             logger.error("allow-list not reloaded; the one in force is kept", metadata: ["error.message": "\(error)"])
             return .failure(error)
         }

@@ -25,12 +25,18 @@ struct Serve: ParsableCommand {
     var http: String?
     @Option(help: "Configuration file (`eddy serve --print-config` prints every key with its default).") var config: String?
     @Flag(help: "Print the configuration file with every key at its default, and exit.") var printConfig = false
+    @Flag(help: "Check the configuration (--config and the options) as a start would, key files included, and exit: 0 if it would start, 1 with the reason. Nothing is bound, made or written.")
+    var checkConfig = false
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: Logger.Level = .info
     @Option(help: "Log records on standard error: text, json (one object per line) or journal (sd-daemon priority prefixes; chosen by itself under journald).")
     var logFormat: LogFormat = .text
 
     func run() throws {
         if printConfig {
+            // It prints the defaults: with a file, the operator meant to check the file.
+            guard config == nil else {
+                throw ValidationError("--print-config prints the defaults, not a file's settings: --check-config --config \(config!) checks a file")
+            }
             print(DaemonConfiguration.file)
             return
         }
@@ -40,6 +46,12 @@ struct Serve: ParsableCommand {
         if let snapshots { configuration.snapshots = snapshots }
         if let http { configuration.http = http }
         if let dataDirectory { configuration.dataDirectory = dataDirectory }
+        if checkConfig {
+            try Daemon.check(configuration)
+            print("configuration ok: \(config ?? "the defaults"), \(configuration.streams.count) declared streams, data directory "
+                + (configuration.dataDirectory.isEmpty ? "none" : configuration.dataDirectory))
+            return
+        }
         let logger = makeLogger("eddy.serve", level: logLevel, format: logFormat)
         let systemd = SystemdNotifier()
 

@@ -183,6 +183,25 @@ func eventually(_ seconds: Double, _ done: () throws -> Bool) rethrows -> Bool {
 
     /// From review: a daemon key under a section was "unknown", as if it did not exist; an endpoint
     /// without its transport was refused as "reachable beyond this machine".
+    /// From review: a key set twice in a section took the second value without a word, so an
+    /// operator who edited the first saw no effect. The same key in two sections is two settings.
+    @Test func aKeySetTwiceInASectionIsAnErrorNamingBothLines() throws {
+        #expect { try ConfigurationFile.parse("max_streams = 4\n# a note\nmax_streams = 5\n") } throws: {
+            "\($0)" == "configuration line 3: max_streams is set twice in this section (first on line 1)"
+        }
+        #expect { try ConfigurationFile.parse("[stream.a]\ndim = 2\nthreshold = 0.8\n threshold=0.9\n") } throws: {
+            "\($0)".hasSuffix("line 4: threshold is set twice in this section (first on line 3)")
+        }
+        // A value out of range names its key alone, and the line that set it (from review: "snapshot_every_steps
+        // and checkpoints_kept must be >= 1, max_stream_name_bytes in 1...256", no line).
+        #expect { try ConfigurationFile.parse("heartbeat_seconds = 0.2\nmax_stream_name_bytes = 300\n") } throws: {
+            "\($0)" == "configuration line 2: max_stream_name_bytes must be in 1...256"
+        }
+        #expect { try ConfigurationFile.parse("checkpoints_kept = 0\n") } throws: { "\($0)" == "configuration line 1: checkpoints_kept must be at least 1" }
+        let c = try ConfigurationFile.parse("[stream]\nthreshold = 0.9\n[stream.a]\nthreshold = 0.8\n[stream.b]\nthreshold = 0.7\n")
+        #expect(c.streamDefaults.threshold == 0.9 && c.streams["a"]?.threshold == 0.8 && c.streams["b"]?.threshold == 0.7)
+    }
+
     @Test func aMisplacedKeyAndAnEndpointWithoutItsTransportAreNamed() throws {
         #expect { try ConfigurationFile.parse("[stream]\nmax_streams = 10\n") } throws: {
             "\($0)".contains("max_streams: a daemon key: daemon keys go before the first section")

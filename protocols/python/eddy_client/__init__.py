@@ -228,7 +228,7 @@ class Producer:
         seq = self.sequences.get(stream, 0) if sequence is None else sequence
         batch = line_batch(stream, lines, seq, timestamps_ns)
         if not batch.lines:
-            return seq
+            raise ValueError("no lines to send (as send and send_labels refuse an empty batch)")
         self._send([stream.encode(), batch.SerializeToString()])
         self.sequences[stream] = seq + len(batch.lines)
         return seq
@@ -543,6 +543,13 @@ class Snapshot:
             # The stream's `transform = log`, applied to each value before anything else.
             x = (np.sign(x) * np.log1p(np.abs(x))).astype(np.float32)
         if m.window == 0:
+            # Rows, always: one sample of the model's width, or a univariate stream's values.
+            if x.ndim == 1:
+                if m.input_dim == 1:
+                    return x[:, None]
+                if len(x) == m.input_dim:
+                    return x[None, :]
+                raise ValueError(f"{len(x)} values: the model takes samples of {m.input_dim}, as (n, {m.input_dim})")
             return x
         if x.ndim == 1:
             x = x[:, None]
@@ -618,8 +625,23 @@ def representations(message):
     return np.frombuffer(message.values, dtype="<f4").reshape(message.count, message.dim)
 
 
-def fetch_snapshot(endpoint, stream, model="autoencoder", timeout_ms=5000, context=None, curve=None):
-    """The latest snapshot of `stream`'s model from the daemon's snapshot endpoint."""
+def fetch_snapshot(endpoint, stream, model="autoencoder", timeout_ms=5000, context=None, curve=None, wait_s=0):
+    """The latest snapshot of `stream`'s model from the daemon's snapshot endpoint. A stream's first
+    snapshot comes once its model has trained and `snapshot_every_steps` (1,000) steps or
+    `snapshot_every_seconds` (30) have passed; until then the daemon answers NOT_FOUND (a
+    LookupError). With `wait_s` > 0 the request is repeated, once a second, until a snapshot comes
+    or `wait_s` seconds have passed."""
+    end = time.monotonic() + wait_s
+    while True:
+        try:
+            return _fetch_snapshot(endpoint, stream, model, timeout_ms, context, curve)
+        except LookupError as e:
+            if not str(e).startswith("ERROR_CODE_NOT_FOUND") or time.monotonic() + 1 > end:
+                raise
+            time.sleep(1)
+
+
+def _fetch_snapshot(endpoint, stream, model, timeout_ms, context, curve):
     context = context or zmq.Context.instance()
     socket = context.socket(zmq.REQ)
     socket.setsockopt(zmq.LINGER, 0)

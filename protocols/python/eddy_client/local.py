@@ -8,16 +8,17 @@ import time
 
 
 class LocalDaemon:
-    """Starts `binary serve` with `config_path` and `data_dir`; `endpoints` maps ingest, publish,
-    snapshots and http to the endpoints it bound (read from its standard output, within
-    `start_timeout` seconds: a daemon that prints nothing by then is killed and TimeoutError
-    raised)."""
+    """Starts `binary serve` with `config_path` (None: the embedded defaults) and `data_dir`;
+    `endpoints` maps ingest, publish, snapshots and http to the endpoints it bound (read from its
+    standard output, within `start_timeout` seconds: a daemon that prints nothing by then is killed
+    and TimeoutError raised). The daemon prints them once it serves, restored models included."""
 
-    def __init__(self, binary, data_dir, config_path, log_level="warning", env=None, stderr=None, start_timeout=120):
+    def __init__(self, binary, data_dir, config_path=None, log_level="warning", env=None, stderr=None, start_timeout=120):
+        config = ["--config", str(config_path)] if config_path else []
         self.process = subprocess.Popen(
             [str(binary), "serve", "--ingest", "tcp://127.0.0.1:*", "--publish", "tcp://127.0.0.1:*",
              "--snapshots", "tcp://127.0.0.1:*", "--http", "127.0.0.1:0", "--data-dir", str(data_dir),
-             "--config", str(config_path), "--log-level", log_level],
+             *config, "--log-level", log_level],
             stdout=subprocess.PIPE, stderr=stderr, text=True, env=env)
         self.endpoints = {}
         self.stopped = False  # by terminate() or kill(): an end the caller chose

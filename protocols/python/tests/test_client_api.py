@@ -90,6 +90,21 @@ def test_a_producer_refuses_names_and_timestamps_the_daemon_would_not_take_as_me
         assert pull.recv_multipart()[0].decode() == "pump-7 héllo"
 
 
+def test_inputs_are_rows_and_an_empty_list_of_lines_is_refused():
+    # From a review: inputs() of one sample as a 1-D array gave a 1-D array, which representation()
+    # then refused, telling the user to use inputs(); send_lines([]) sent nothing without a word
+    # where send and send_labels refuse an empty batch.
+    assert identity_snapshot(3).inputs([1, 2, 3]).shape == (1, 3)
+    assert identity_snapshot(1).inputs([1, 2, 3]).shape == (3, 1)
+    assert identity_snapshot(3).representation(identity_snapshot(3).inputs([1, 2, 3])).shape == (1, 3)
+    with pytest.raises(ValueError, match="the model takes samples of 3"):
+        identity_snapshot(3).inputs([1, 2])
+    with producer_to_pull() as (p, pull):
+        with pytest.raises(ValueError, match="no lines"):
+            p.send_lines("app", [])
+        assert p.sequences == {} and not pull.poll(100)
+
+
 def test_labels_go_out_as_text_and_bytes_as_utf8():
     with producer_to_pull() as (p, pull):
         p.send_labels("s", np.zeros((3, 2)), [b"fan", np.bytes_(b"pump"), 7])
@@ -153,6 +168,24 @@ def test_a_string_is_not_taken_as_a_list_of_lines():
     with pytest.raises(TypeError):
         line_batch("app", "GET /health 200", 0)
     assert len(line_batch("app", ["GET /health 200"], 0).lines) == 1
+
+
+def test_a_local_daemon_runs_on_the_defaults_and_a_snapshot_can_be_waited_for(tmp_path):
+    # From a review: LocalDaemon needed a configuration file even for the defaults, and
+    # fetch_snapshot had no way to wait for a stream's first snapshot.
+    from conftest import Daemon
+    from eddy_client import fetch_snapshot
+    d = Daemon(tmp_path / "data", None)
+    try:
+        assert sorted(d.endpoints) == ["http", "ingest", "publish", "snapshots"]
+        with pytest.raises(LookupError, match="ERROR_CODE_NOT_FOUND"):
+            fetch_snapshot(d.endpoints["snapshots"], "none", "moco")
+        began = time.monotonic()
+        with pytest.raises(LookupError, match="ERROR_CODE_NOT_FOUND"):
+            fetch_snapshot(d.endpoints["snapshots"], "none", "moco", wait_s=2.5)
+        assert time.monotonic() - began >= 2
+    finally:
+        assert d.terminate()[0] == 0
 
 
 def test_a_daemon_that_prints_no_endpoints_is_killed_at_the_start_timeout(tmp_path):

@@ -350,13 +350,7 @@ def test_a_restarted_daemon_serves_restored_models_at_once_and_a_start_that_fail
     daemon = start_daemon(data_dir=data)
     with Producer(daemon.endpoints["ingest"]) as p:
         p.send("kept", np.random.default_rng(0).normal(size=(600, 3)).astype(np.float32))
-    wait = time.monotonic() + 60
-    while time.monotonic() < wait:
-        try:
-            version = fetch_snapshot(daemon.endpoints["snapshots"], "kept", "moco").message.version
-            break
-        except LookupError:
-            time.sleep(0.1)
+    version = fetch_snapshot(daemon.endpoints["snapshots"], "kept", "moco", wait_s=60).message.version
     assert daemon.terminate()[0] == 0
     for _ in range(3):
         again = start_daemon(data_dir=data)
@@ -375,6 +369,27 @@ def test_a_restarted_daemon_serves_restored_models_at_once_and_a_start_that_fail
             assert "did not stop in time" not in run.stderr, run.stderr[-500:]
     finally:
         taken.close()
+
+
+def test_check_config_says_whether_a_start_would_go_through_without_starting(tmp_path):
+    """From review: there was no way to check a file before a restart but to start a second daemon,
+    and `--print-config --config FILE` printed the defaults, the file ignored."""
+    good = tmp_path / "good.conf"
+    good.write_text("max_streams = 10\n[stream.pump-7]\ndim = 8\n")
+    data = tmp_path / "never-made"
+    run = subprocess.run([EDDY, "serve", "--check-config", "--config", str(good), "--data-dir", str(data)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0 and run.stdout.startswith(f"configuration ok: {good}, 1 declared streams"), run.stdout + run.stderr
+    assert not data.exists(), "nothing made or written"
+    for text, why in [("max_streams = 4\nmax_streams = 5\n", "line 2: max_streams is set twice in this section (first on line 1)"),
+                      ("max_stream = 10\n", "max_stream: unknown key"),
+                      (f"curve_secret_key = {tmp_path / 'none.key'}\ncurve_allowed_clients = {tmp_path}\n", "none.key")]:
+        bad = tmp_path / "bad.conf"
+        bad.write_text(text)
+        run = subprocess.run([EDDY, "serve", "--check-config", "--config", str(bad)], capture_output=True, text=True, timeout=60)
+        assert run.returncode != 0 and why in run.stderr, (text, run.stderr[-400:])
+    run = subprocess.run([EDDY, "serve", "--print-config", "--config", str(good)], capture_output=True, text=True, timeout=60)
+    assert run.returncode != 0 and "--check-config --config" in run.stderr, run.stderr[-400:]
 
 
 def test_a_second_daemon_on_the_same_data_directory_does_not_start(start_daemon, tmp_path):

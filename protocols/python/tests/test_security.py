@@ -4,6 +4,7 @@ import os
 import signal
 import subprocess
 import time
+import urllib.request
 
 import numpy as np
 import pytest
@@ -175,6 +176,10 @@ def test_sighup_reads_the_allow_list_again(start_daemon, keys, tmp_path):
             again.send("later", x, sequence=8)
             assert wait_scores(later_sub, "later", 8).first_sequence == 8
         assert d.process.poll() is None
+        # The refused reload is counted (systemctl reload succeeds either way).
+        metrics = urllib.request.urlopen(f"http://{ep['http']}/metrics", timeout=10).read().decode()
+        failed = [l.split()[1] for l in metrics.splitlines() if l.startswith("eddy_allow_list_reload_failures_total ")]
+        assert [float(v) for v in failed] == [1.0], failed
     finally:
         context.destroy(linger=0)
     assert d.terminate()[0] == 0
