@@ -34,6 +34,9 @@ public struct Corpus: Sendable {
 
     public var layout: Layout
     public var files: [File]
+    /// CSV files under the corpus that are not scored (NAB's layout: under `data/` and not in the
+    /// labels), for the caller to say so.
+    public var skipped: [String] = []
 
     /// Families in order of first appearance (files are sorted by name).
     public var families: [String] {
@@ -66,6 +69,11 @@ public struct Corpus: Sendable {
         if FileManager.default.fileExists(atPath: labelsPath) {
             layout = .nab
             files = try Self.readNAB(root: root, labelsPath: labelsPath, only: only)
+            let named = Set(files.map(\.name))
+            let data = root.appendingPathComponent("data").path
+            skipped = (FileManager.default.enumerator(atPath: data)?.compactMap { $0 as? String } ?? [])
+                .filter { name in name.lowercased().hasSuffix(".csv") && !named.contains(name) && (only.map { name.contains($0) } ?? true) }
+                .sorted()
         } else {
             layout = .labelledRows
             files = try Self.readLabelledRows(root: root, only: only, slack: max(0, slack))
@@ -105,7 +113,7 @@ public struct Corpus: Sendable {
             throw Failure.unreadable(root.path, "cannot list")
         }
         var names: [String] = []
-        for case let name as String in walker where name.hasSuffix(".csv") { names.append(name) }
+        for case let name as String in walker where name.lowercased().hasSuffix(".csv") { names.append(name) }
         var files: [File] = []
         for name in names.sorted() where only.map({ name.contains($0) }) ?? true {
             let path = root.appendingPathComponent(name).path
@@ -159,7 +167,7 @@ public struct Corpus: Sendable {
     /// are read as `eddy replay` and `eddy feed` read them (quoted, after a byte-order mark); before,
     /// a quoted header had "no label column" here (from review).
     static func readLabelledRows(_ text: String, path: String) throws -> ([String], [Float], Int, [Bool]) {
-        var lines = text.split(whereSeparator: \.isNewline).makeIterator()
+        var lines = try Self.rowLines(text, path: path).makeIterator()
         guard var headerLine = lines.next() else { throw Failure.unreadable(path, "empty") }
         if headerLine.hasPrefix("\u{FEFF}") { headerLine = headerLine.dropFirst() }
         let header = fields(of: headerLine).map { $0.lowercased() }
@@ -175,7 +183,6 @@ public struct Corpus: Sendable {
         var lineNumber = 1
         while let line = lines.next() {
             lineNumber += 1
-            if line.allSatisfy(\.isWhitespace) { continue }
             let fields = Self.fields(of: line)
             guard fields.count == header.count else {
                 throw Failure.unreadable(path, "line \(lineNumber): \(fields.count) fields, the header has \(header.count)")
@@ -197,14 +204,30 @@ public struct Corpus: Sendable {
         return (timestamps, values, valueColumns.count, labels)
     }
 
+    /// A file's lines from its header on, blank lines at the end left out. A blank line among the
+    /// rows is an error (a one-column export writes a missing value so, and skipping it would move
+    /// every later row up one; from review); the rest keep their line numbers.
+    static func rowLines(_ text: String, path: String) throws -> [Substring] {
+        var lines = text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline)
+        while let last = lines.last, last.allSatisfy(\.isWhitespace) { lines.removeLast() }
+        if let blank = lines.indices.dropFirst().first(where: { lines[$0].allSatisfy(\.isWhitespace) }) {
+            throw Failure.unreadable(path, "line \(blank + 1) is empty, among the rows (a missing value?): every row must be whole")
+        }
+        return lines
+    }
+
     /// `timestamp,value` rows.
     static func readSeries(_ text: String, path: String) throws -> ([String], [Float]) {
         var timestamps: [String] = [], values: [Float] = []
-        for (i, line) in text.split(whereSeparator: \.isNewline).enumerated() where i > 0 {
-            let parts = line.split(separator: ",")
-            guard parts.count == 2, let v = Float(parts[1].trimmingCharacters(in: .whitespaces)) else {
+        for (i, line) in try Self.rowLines(text, path: path).enumerated() where i > 0 {
+            // Exactly two fields, neither empty (`t,,v` split on "," dropping empties read as a row).
+            let parts = line.split(separator: ",", omittingEmptySubsequences: false)
+            guard parts.count == 2, !parts[0].trimmingCharacters(in: .whitespaces).isEmpty,
+                let v = Float(parts[1].trimmingCharacters(in: .whitespaces))
+            else {
                 throw Failure.unreadable(path, "line \(i + 1) is not timestamp,value")
             }
+            guard v.isFinite else { throw Failure.unreadable(path, "line \(i + 1): \"\(parts[1])\" is not a finite number") }
             timestamps.append(String(parts[0]))
             values.append(v)
         }
@@ -214,11 +237,17 @@ public struct Corpus: Sendable {
     }
 
     /// The rows from the first at or after `start` to the last at or before `end`. Timestamps compare
-    /// as text on their first 19 characters (`YYYY-MM-DD hh:mm:ss`; the labels add fractions).
+    /// as text on their first 19 characters (`YYYY-MM-DD hh:mm:ss`; the labels add fractions), ISO's
+    /// `T` between date and time read as NAB's space (from review: ISO rows matched no window).
     static func rows(from start: String, to end: String, in timestamps: [String], file: String) throws -> ClosedRange<Int> {
-        let s = start.prefix(19), e = end.prefix(19)
-        guard let first = timestamps.firstIndex(where: { $0.prefix(19) >= s }),
-            let last = timestamps.lastIndex(where: { $0.prefix(19) <= e }), first <= last
+        func key(_ t: String) -> String {
+            var k = Array(t.utf8.prefix(19))
+            if k.count > 10, k[10] == UInt8(ascii: "T") { k[10] = UInt8(ascii: " ") }
+            return String(decoding: k, as: UTF8.self)
+        }
+        let s = key(start), e = key(end)
+        guard let first = timestamps.firstIndex(where: { key($0) >= s }),
+            let last = timestamps.lastIndex(where: { key($0) <= e }), first <= last
         else { throw Failure.unreadable(file, "window \(start) to \(end) holds no row") }
         return first...last
     }

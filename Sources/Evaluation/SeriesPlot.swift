@@ -50,7 +50,7 @@ public struct SeriesPlot: Sendable {
             <rect width="100%" height="100%" fill="white"/>
             <text x="\(Self.left)" y="22" font-size="15" font-weight="bold">\(Self.escape(title))</text>
             <text x="\(Self.left)" y="40" fill="#555">series (blue), alerts (red), labelled windows (shaded), \
-            score with threshold \(Self.format(threshold)) (dashed)</text>
+            alert strength with threshold \(Self.format(threshold)) (dashed)</text>
 
             """
         // Shading first, so the lines draw over it.
@@ -69,7 +69,7 @@ public struct SeriesPlot: Sendable {
         out += Self.label(Self.left - 6, Self.seriesTop + Self.seriesHeight, Self.format(Float(lo)))
         out += Self.label(Self.left - 6, Self.scoreTop + 4, "1")
         out += Self.label(Self.left - 6, Self.scoreTop + Self.scoreHeight, "0")
-        out += "<text x=\"\(Self.left)\" y=\"\(Self.scoreTop - 6)\" fill=\"#555\">anomaly score</text>\n"
+        out += "<text x=\"\(Self.left)\" y=\"\(Self.scoreTop - 6)\" fill=\"#555\">alert strength (what the threshold is compared with)</text>\n"
         out += "<text x=\"\(Self.left)\" y=\"\(Self.height - 14)\" fill=\"#555\">row 0</text>\n"
         out += "<text x=\"\(Self.width - Self.right)\" y=\"\(Self.height - 14)\" fill=\"#555\" text-anchor=\"end\">row \(n - 1)</text>\n"
         // Lines.

@@ -81,7 +81,9 @@ extension Socket {
     }
 }
 
-/// Numeric rows of a CSV (blank lines are ignored). A header (a first line with a field that is not a number) names columns
+/// Numeric rows of a CSV (blank lines before the first row and after the last are ignored; one among
+/// the rows is an error: a one-column export writes a missing value so, and skipping it would put
+/// every later row one place off). A header (a first line with a field that is not a number) names columns
 /// that are not features: `timestamp`, a label column (`is_anomaly`, `label`, `anomaly`, ...: an
 /// anomaly label learned as a feature would teach the model that the label is part of normal data)
 /// and any named in `skipping`.
@@ -93,6 +95,11 @@ struct CSVSamples {
     var lineNumber = 0
     var sawData = false
     let skipping: Set<String>
+    /// The header's label column, if it has one, and the last row's label (its value is not 0).
+    var labelColumn: Int?
+    var label = false
+    /// A blank line seen after the first row: an error if another row follows it.
+    var blankAfterData: Int?
 
     init(skipping: [String] = []) {
         self.skipping = Set(skipping.map { $0.lowercased() })
@@ -111,11 +118,18 @@ struct CSVSamples {
         var trimmed = line.trimmingCharacters(in: .whitespacesAndNewlines)
         // A byte-order mark (Excel's "CSV UTF-8") is not part of the first field.
         if lineNumber == 1, trimmed.hasPrefix("\u{FEFF}") { trimmed = String(trimmed.dropFirst()).trimmingCharacters(in: .whitespaces) }
-        if trimmed.isEmpty { return nil }
+        if trimmed.isEmpty {
+            if sawData && blankAfterData == nil { blankAfterData = lineNumber }
+            return nil
+        }
+        if let blank = blankAfterData {
+            throw CSVError(line: blank, field: "", problem: "an empty line among the rows (a missing value?): every row must be whole")
+        }
         let fields = Self.fields(of: trimmed)
         if header == nil, !sawData, fields.contains(where: { Float($0) == nil }) {
             header = fields
             skipped = Set(fields.indices.filter { Self.isSkipped(fields[$0], extra: skipping) })
+            labelColumn = fields.firstIndex { Corpus.labelColumns.contains($0.lowercased()) }
             // A --skip that names no column would send the column it meant to leave out (from review).
             let named = Set(fields.map { $0.lowercased() })
             if let missing = skipping.sorted().first(where: { !named.contains($0) }) {
@@ -130,6 +144,7 @@ struct CSVSamples {
         if let header, fields.count != header.count {
             throw CSVError(line: lineNumber, field: "", problem: "\(fields.count) fields, the header has \(header.count)")
         }
+        label = labelColumn.map { Double(fields[$0]).map { $0 != 0 } ?? false } ?? false
         var values: [Float] = []
         for (i, f) in fields.enumerated() where !skipped.contains(i) {
             guard let v = Float(f) else {
@@ -151,6 +166,7 @@ struct CSVSamples {
 /// Names the columns a CSV reader left out, on standard error (a label column learned silently as a
 /// feature, or one dropped silently, are both surprises).
 func reportSkipped(_ csv: CSVSamples) {
+    // (`timestamp` is left out by name, as every tool and the README say: not worth a line.)
     let names = csv.skippedNames.filter { $0.lowercased() != "timestamp" }
     guard !names.isEmpty else { return }
     FileHandle.standardError.write(Data("eddy: not a feature, left out: \(names.joined(separator: ", "))\n".utf8))

@@ -16,7 +16,7 @@ struct Eval: ParsableCommand {
             a value, so a file may be multivariate), in <family>/ folders. Reports, for the whole corpus \
             and for each family: events found at the daemon's alert threshold, false alarms (and per \
             10,000 rows), event precision, recall and F1, and how well the published score, the alert \
-            policy's score and the raw reconstruction error rank labelled rows (AUC-PR, AUC-ROC). On NAB's \
+            policy's score and the raw reconstruction error rank labelled rows (AUC-PR; AUC-ROC too in --json). On NAB's \
             layout also the NAB score under its three profiles (one threshold per profile for the corpus, \
             chosen by a sweep over the alert policy's score) and, per family, the standard score at the \
             threshold the other families chose (leave one family out). Example: eddy eval corpus/nab. \
@@ -136,6 +136,10 @@ struct Eval: ParsableCommand {
             throw CommandFailure(failure.description)
         }
         guard !corpus.files.isEmpty else { throw CommandFailure("no labelled files in \(self.corpus) match --only") }
+        if !corpus.skipped.isEmpty {
+            FileHandle.standardError.write(Data(
+                "eddy eval: not scored, not in labels/combined_windows.json: \(corpus.skipped.joined(separator: ", "))\n".utf8))
+        }
         for d in Set(corpus.files.map(\.dimension)) { try settings.resolved(dim: d).validate(name: "eval") }
         // What the daemon would refuse (SPEC 4) is not scored here either.
         if let file = corpus.files.first(where: { $0.values.contains { !(abs($0) <= configuration.maxAbsValue) } }) {

@@ -11,12 +11,13 @@ struct Replay: ParsableCommand {
         discussion: """
             A first line with a field that is not a number is the header (without one, every column \
             is a feature); a `timestamp` column and a label column (is_anomaly, is_anomalous, label, labels, anomaly) are \
-            not features (--skip names more; each skipped column is named on standard error), and a file \
+            not features (--skip names more; each skipped column but timestamp is named on standard error), and a file \
             with one other column is a \
             univariate stream, windowed with the configuration's univariate_window. Each row is scored \
             before the models learn from it, then the trainer takes every step the row earned \
             (replay_ratio / batch_size per sample; warmup_replay_ratio for the warm-up's steps, if set), so a run is deterministic. Scores are printed in \
-            [0, 1], one line per data row, in order, flushed line by line.
+            [0, 1], one line per data row, in order, flushed line by line (an empty line among the rows is \
+            refused: it would put every later row one place off). A file that ends within the warm-up is said on standard error.
             """)
 
     @Argument(help: "CSV file, or - for standard input.") var file: String = "-"
@@ -26,7 +27,7 @@ struct Replay: ParsableCommand {
     var skip: String = ""
     @Flag(help: "Print sequence, error, score, alert strength, alert and warming-up flags, and each alert's explanation, as CSV.")
     var detail = false
-    @Option(help: "Also draw the series, score, threshold and alerts as an SVG here.") var plot: String?
+    @Option(help: "Also draw the series, the alert strength with the threshold, the alerts, the warm-up and the label column's runs (if the file has one) as an SVG here.") var plot: String?
     @Flag(help: "The file is a log: one score per line, as a log stream scores it (--detail adds its template and each alert's reason).")
     var log = false
 
@@ -43,10 +44,13 @@ struct Replay: ParsableCommand {
         var run: OfflineRun?
         if detail { print("sequence,error,score,alert_score,alert,warming_up,explanation") }
         var drawn: (values: [Float], scores: [Float], alerts: [Int], warmup: Int) = ([], [], [], 0)
+        var labelled: [ClosedRange<Int>] = []
+        var warming = true
         for line in try readLines(file) {
             guard let values = try csv.parse(line) else { continue }
             if run == nil {
                 reportSkipped(csv)
+                noteUndeclared(configuration)
                 let declared = configuration.settings(for: stream)
                 if declared.dim > 0 && declared.dim != values.count {
                     throw CommandFailure("line \(csv.lineNumber): \(values.count) values, but stream \(stream) is declared with dim \(declared.dim)")
@@ -64,11 +68,17 @@ struct Replay: ParsableCommand {
                 throw CommandFailure("line \(csv.lineNumber): a value beyond max_abs_value \(configuration.maxAbsValue)")
             }
             let s = values.withUnsafeBufferPointer { run!.next($0.baseAddress!) }
+            warming = s.warmingUp
             if plot != nil {
                 drawn.values.append(values[0])
                 drawn.scores.append(s.alertScore)  // what the threshold line is compared with
                 if s.alert { drawn.alerts.append(Int(s.sequence)) }
                 if s.warmingUp { drawn.warmup = Int(s.sequence) + 1 }
+                // The label column's runs, shaded as eval's plots shade windows.
+                let row = Int(s.sequence)
+                if csv.label {
+                    if let last = labelled.last, last.upperBound == row - 1 { labelled[labelled.count - 1] = last.lowerBound...row } else { labelled.append(row...row) }
+                }
             }
             if detail {
                 let pipeline = run!.pipeline
@@ -84,19 +94,25 @@ struct Replay: ParsableCommand {
                     : s.beyondRange ? "beyond range at "
                     : s.fromPeriod ? "unlike \(s.period) values earlier; "
                     : s.correlationChannel.map { "\(CorrelationSignal.reason(channel: $0)); " } ?? noise ?? discord ?? ""
-                print("\(s.sequence),\(s.error),\(s.score),\(s.alertScore),\(s.alert ? 1 : 0),\(s.warmingUp ? 1 : 0),\(cause)\(why)")
+                // Quoted: an explanation holds commas ("the last 64 values, level and all, ...").
+                print("\(s.sequence),\(s.error),\(s.score),\(s.alertScore),\(s.alert ? 1 : 0),\(s.warmingUp ? 1 : 0),\(csvQuoted(cause + why))")
             } else {
                 print(String(format: "%.6f", s.score))
             }
             flushStandardOutput()
         }
         guard let run else { throw CommandFailure("no samples in \(file == "-" ? "standard input" : file)") }
+        if warming {
+            // Every row scored as warming up: no alert could come (a file shorter than the warm-up).
+            FileHandle.standardError.write(Data(
+                "eddy replay: all \(run.pipeline.accepted) rows were within the stream's warm-up, so none could alert (warmup_samples \(run.pipeline.settings.warmupSamples) and the model's warmup_steps; a sensor vector alerts from about its 340th row, a univariate stream from its 467th at the defaults)\n".utf8))
+        }
         if let plot {
             let d = run.pipeline.sampleDimension
             let title = (file == "-" ? "standard input" : file) + (d > 1 ? " (feature 0 of \(d))" : "")
             let svg = SeriesPlot(
                 title: title, values: drawn.values, scores: drawn.scores, threshold: run.pipeline.settings.threshold,
-                alerts: drawn.alerts, unscoredPrefix: drawn.warmup,
+                windows: labelled, alerts: drawn.alerts, unscoredPrefix: drawn.warmup,
                 prefixLabel: "warming up: no alerts"
             ).svg()
             do {
@@ -105,6 +121,15 @@ struct Replay: ParsableCommand {
                 throw CommandFailure("cannot write \(plot): \(fileProblem(error))")
             }
         }
+    }
+
+    /// Says on standard error when `--stream` names no section of a configuration that declares
+    /// streams: a misspelt name would run on the `[stream]` defaults without a word (from review).
+    func noteUndeclared(_ configuration: DaemonConfiguration) {
+        guard config != nil, !configuration.streams.isEmpty, configuration.streams[stream] == nil else { return }
+        let names = configuration.streams.keys.sorted().joined(separator: ", ")
+        FileHandle.standardError.write(Data(
+            "eddy replay: \(config!) has no [stream.\(stream)] section (it declares \(names)): \(stream) runs on the [stream] defaults\n".utf8))
     }
 
     /// `--log`: each line of the file scored as a log stream scores it.
@@ -124,10 +149,9 @@ struct Replay: ParsableCommand {
             for line in lines {
                 let (s, template, alert) = run.next(line: line)
                 if detail {
-                    func quoted(_ text: String) -> String { "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\"" }
                     print(
                         "\(s.sequence),\(template),\(s.score),\(s.alertScore),\(s.alert ? 1 : 0),\(s.warmingUp ? 1 : 0),"
-                            + "\(alert?.signal ?? ""),\(alert.map { quoted($0.reason) } ?? "")")
+                            + "\(alert?.signal ?? ""),\(alert.map { csvQuoted($0.reason) } ?? "")")
                 } else {
                     print(String(format: "%.6f", s.score))
                 }
@@ -153,4 +177,10 @@ struct Replay: ParsableCommand {
             }
         }
     }
+}
+
+/// A CSV field, quoted when it needs to be (RFC 4180: a comma, a quote or a line break), its quotes doubled.
+func csvQuoted(_ text: String) -> String {
+    guard text.contains(where: { $0 == "," || $0 == "\"" || $0.isNewline }) else { return text }
+    return "\"" + text.replacingOccurrences(of: "\"", with: "\"\"") + "\""
 }

@@ -185,6 +185,71 @@ def test_replay_detail_explains_alerts_by_time_step(tmp_path):
     assert top.startswith("t ") and int(top.split()[1].rstrip("%")) > 50
 
 
+def test_replay_detail_is_csv_a_gap_in_the_rows_is_refused_and_the_plot_shades_labels(tmp_path):
+    """From review: an explanation with commas ("the last 64 values, level and all, unlike ...")
+    was written unquoted, so a CSV reader saw more fields than the header; an empty line among the
+    rows (a one-column export's missing value) was skipped and every later row moved up one; a file
+    shorter than the warm-up printed zeros without a word; `--plot` did not shade the label column's
+    runs though its legend said so."""
+    import csv as csvmodule
+    import math
+    import numpy as np
+    # The reviewer's file: a noisy sine whose rows 1300 to 1399 hold row 1300's value.
+    rng = np.random.default_rng(1)
+    rng.standard_normal(4000)
+    x = np.sin(2 * np.pi * np.arange(2000) / 50) + 0.1 * rng.standard_normal(2000)
+    x[1300:1400] = x[1300]
+    data = tmp_path / "flat.csv"
+    data.write_text("value,label\n" + "".join(f"{v:.5f},{int(1300 <= t < 1400)}\n" for t, v in enumerate(x)))
+    out = subprocess.run([EDDY, "replay", "--detail", "--plot", str(tmp_path / "p.svg"), str(data)],
+                         capture_output=True, text=True, check=True).stdout
+    rows = list(csvmodule.reader(out.splitlines()))
+    assert rows[0] == ["sequence", "error", "score", "alert_score", "alert", "warming_up", "explanation"]
+    assert len(rows) == 2001 and all(len(r) == 7 for r in rows), [r for r in rows if len(r) != 7][:2]
+    assert any("," in r[6] for r in rows[1:] if r[4] == "1"), "an explanation with a comma, quoted"
+    svg = (tmp_path / "p.svg").read_text()
+    assert svg.count("<title>labelled window</title>") == 1, "the label column's one run"
+    gap = tmp_path / "gap.csv"
+    gap.write_text("value\n" + "\n".join(str(math.sin(t / 5)) for t in range(300)) + "\n\n" + "1.0\n2.0\n\n\n")
+    run = subprocess.run([EDDY, "replay", str(gap)], capture_output=True, text=True)
+    assert run.returncode == 1 and "line 302: an empty line among the rows" in run.stderr, run.stderr[-300:]
+    short = tmp_path / "short.csv"
+    short.write_text("value\n" + "\n".join(str(math.sin(t / 5)) for t in range(100)) + "\n\n")  # a blank line at the end is fine
+    run = subprocess.run([EDDY, "replay", str(short)], capture_output=True, text=True, check=True)
+    assert len(run.stdout.split()) == 100 and "all 100 rows were within the stream's warm-up" in run.stderr, run.stderr
+
+
+def test_eval_matches_iso_timestamps_names_files_it_leaves_and_refuses_gaps_and_empty_fields(tmp_path):
+    """From review: NAB's layout with ISO timestamps (`2024-01-01T00:00:00`) matched no window; a
+    file under data/ that the labels do not name was left out without a word; a row `t,,v` was read
+    as `t,v`; an empty line among labelled rows was skipped (every later row one place off)."""
+    import math
+    root = tmp_path / "nab"
+    (root / "data" / "fam").mkdir(parents=True)
+    (root / "labels").mkdir()
+    stamp = lambda i: f"2024-01-{1 + i // 288:02d}T{(i % 288) // 12:02d}:{(i % 12) * 5:02d}:00"
+    rows = [f"{stamp(i)},{math.sin(i / 8) + (6 if i == 900 else 0):.4f}" for i in range(1200)]
+    (root / "data" / "fam" / "a.csv").write_text("timestamp,value\n" + "\n".join(rows) + "\n")
+    (root / "data" / "fam" / "b.csv").write_text("timestamp,value\n" + "\n".join(rows) + "\n")
+    (root / "labels" / "combined_windows.json").write_text(json.dumps(
+        {"fam/a.csv": [["2024-01-04 02:00:00.000000", "2024-01-04 04:00:00.000000"]]}))
+    run = subprocess.run([EDDY, "eval", str(root), "--json"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-400:]
+    assert "not scored, not in labels/combined_windows.json: fam/b.csv" in run.stderr
+    report = json.loads(run.stdout)
+    assert [f["file"] for f in report["files"]] == ["fam/a.csv"] and report["files"][0]["found"] == 1
+    bad = rows[:]
+    bad[500] = bad[500].replace(",", ",,")
+    (root / "data" / "fam" / "a.csv").write_text("timestamp,value\n" + "\n".join(bad) + "\n")
+    run = subprocess.run([EDDY, "eval", str(root)], capture_output=True, text=True)
+    assert run.returncode == 1 and "line 502 is not timestamp,value" in run.stderr, run.stderr[-400:]
+    labelled = tmp_path / "rows"
+    labelled.mkdir()
+    (labelled / "x.CSV").write_text("value,label\n" + "\n".join(f"{math.sin(i / 8):.4f},0" for i in range(50)) + "\n\n1,0\n")
+    run = subprocess.run([EDDY, "eval", str(labelled)], capture_output=True, text=True)
+    assert run.returncode == 1 and "line 52 is empty, among the rows" in run.stderr, run.stderr[-400:]
+
+
 def test_eval_reads_labelled_rows_and_reports_events_and_ranking(tmp_path):
     # Three families of two-channel series with a label column; a spike on channel 1 in two of them.
     import math
