@@ -472,8 +472,9 @@ public nonisolated struct Eddy_V1_ScoreBatch: Sendable {
   /// The producer's timestamps, echoed; empty if it sent none.
   public var timestampsNs: [Int64] = []
 
-  /// A log stream's lines: the template each line joined (ids are not reused within a stream,
-  /// across restarts too, before 2^32 - 1 templates); empty for a sample stream.
+  /// A log stream's lines: the template each line joined (ids are not reused within a stream, across
+  /// restarts too, before 2^32 - 1 templates; after a kill, those since the last checkpoint may be:
+  /// SPEC 4.1); empty for a sample stream.
   public var templateIds: [UInt32] = []
 
   public var unknownFields = SwiftProtobuf.UnknownStorage()

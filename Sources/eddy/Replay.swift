@@ -164,6 +164,8 @@ struct Replay: ParsableCommand {
             }
             flushStandardOutput()
         }
+        // As `eddy feed --log` says it (from review: replay printed nothing and exited 0).
+        guard run.pipeline.accepted > 0 else { throw CommandFailure("no lines in \(file == "-" ? "standard input" : file)") }
         if let plot {
             let svg = SeriesPlot(
                 title: (file == "-" ? "standard input" : file) + " (template id per line)", values: drawn.values,

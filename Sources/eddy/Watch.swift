@@ -20,6 +20,17 @@ struct Watch: ParsableCommand {
 
     /// Seconds without a message (a heartbeat comes every second by default) before watch says so.
     static let silence = 10.0
+    /// The signals of a log stream's alerts (SPEC 5).
+    static let logSignals: Set<String> = ["template", "parameter", "burst", "silence", "reconstruction"]
+    /// Bytes of a template, reason or line printed as they are; a longer one is cut, its length said
+    /// (a 100 KB line's alert printed its 4 KB template three times; from review).
+    static let printedBytes = 300
+
+    static func cut(_ text: String) -> String {
+        let bytes = text.utf8.count
+        guard bytes > printedBytes else { return text }
+        return String(decoding: text.utf8.prefix(printedBytes), as: UTF8.self) + "… (\(bytes) bytes)"
+    }
 
     func run() throws {
         let context = try Context()
@@ -82,9 +93,11 @@ struct Watch: ParsableCommand {
             return "score    \(m.stream) seq \(m.firstSequence)+\(m.count) "
                 + "max \(fmt(m.scores.max() ?? 0)) alerts \(alerts) model v\(m.modelVersion)"
                 + (m.warmingUp.contains(true) ? " (warming up)" : "")
-        case let m as Eddy_V1_Alert where !m.template.isEmpty:
-            return "ALERT    \(m.stream) line \(m.score.sequence) score \(fmt(m.score.score)) [\(m.signal)] \(m.reason)\n"
-                + "         template \(m.templateID): \(m.template)\n         line: \(m.line)"
+        // A log stream's alert names its signal (SPEC 5): laid out by that, not by a template that
+        // is not empty (a blank line's is, and its alert came out in the sensor layout; from review).
+        case let m as Eddy_V1_Alert where Self.logSignals.contains(m.signal):
+            return "ALERT    \(m.stream) seq \(m.score.sequence) score \(fmt(m.score.score)) [\(m.signal)] \(Self.cut(m.reason))\n"
+                + "         template \(m.templateID): \(Self.cut(m.template))\n         line: \(Self.cut(m.line))"
         case let m as Eddy_V1_Alert:
             let features = describeContributions(
                 m.topFeatures.map { (Int($0.index), $0.share) }, window: Int(m.window), scales: m.windowScales.map { Int($0) })

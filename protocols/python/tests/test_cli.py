@@ -217,6 +217,10 @@ def test_replay_detail_is_csv_a_gap_in_the_rows_is_refused_and_the_plot_shades_l
     short.write_text("value\n" + "\n".join(str(math.sin(t / 5)) for t in range(100)) + "\n\n")  # a blank line at the end is fine
     run = subprocess.run([EDDY, "replay", str(short)], capture_output=True, text=True, check=True)
     assert len(run.stdout.split()) == 100 and "all 100 rows were within the stream's warm-up" in run.stderr, run.stderr
+    empty = tmp_path / "empty.log"
+    empty.write_text("")
+    run = subprocess.run([EDDY, "replay", "--log", str(empty)], capture_output=True, text=True)
+    assert run.returncode == 1 and f"no lines in {empty}" in run.stderr, "as eddy feed --log says it"
 
 
 def test_eval_matches_iso_timestamps_names_files_it_leaves_and_refuses_gaps_and_empty_fields(tmp_path):
@@ -684,6 +688,38 @@ def test_watch_says_when_nothing_comes(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 0 and run.stdout == "", run.stdout
     assert run.stderr.count(f"nothing from tcp://127.0.0.1:{quiet} in 10 s: is it the daemon's publish endpoint") == 1, run.stderr
+
+
+def test_watch_lays_out_a_log_alert_by_its_signal_and_cuts_long_fields():
+    """From review: a blank line's alert (template "") came out in the sensor layout, with an error
+    and a threshold; a 100 KB line's alert printed its 4 KB template three times; and "line N" was
+    the 0-based sequence. A PUB socket of the test's own publishes the alerts."""
+    import zmq
+    from eddy_client import pb
+    context = zmq.Context()
+    pub = context.socket(zmq.PUB)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    watch = subprocess.Popen([EDDY, "watch", "--endpoint", f"tcp://127.0.0.1:{port}", "--seconds", "3"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        blank = pb.Alert(stream="app", signal="template", reason='new template ""', template="", template_id=9, line="")
+        blank.score.sequence = 7
+        blank.score.score = 1
+        long = pb.Alert(stream="app", signal="template", reason="new template", template="x" * 5000, template_id=10, line="y" * 5000)
+        long.score.sequence = 8
+        end = time.monotonic() + 2
+        while time.monotonic() < end:  # until the subscriber has joined (a PUB drops what none takes)
+            pub.send_multipart([b"alert/app/", blank.SerializeToString()])
+            pub.send_multipart([b"alert/app/", long.SerializeToString()])
+            time.sleep(0.1)
+        out = watch.communicate(timeout=30)[0]
+    finally:
+        pub.close(linger=0)
+        context.term()
+    assert 'ALERT    app seq 7 score 1 [template] new template ""' in out, out[:500]
+    assert "threshold" not in out and "error" not in out
+    assert "template 10: " + "x" * 300 + "… (5000 bytes)" in out and "line: " + "y" * 300 + "… (5000 bytes)" in out
+    assert max(len(l) for l in out.splitlines()) < 400
 
 
 def socket_port():
