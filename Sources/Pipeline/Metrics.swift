@@ -116,6 +116,9 @@ public final class DaemonMetrics: @unchecked Sendable {
         ("eddy_stream_loss", "gauge", "The stream's last training loss, by model (MSE for the autoencoder, InfoNCE for MoCo); absent until its first step since the daemon started."),
         ("eddy_stream_warming_up", "gauge", "1 while the stream is warming up (no alerts yet), else 0."),
         ("eddy_stream_templates", "gauge", "Log templates the stream's miner holds (log streams)."),
+        ("eddy_stream_lines_truncated_total", "counter", "Log lines cut to max_line_bytes, per log stream (the line is taken, its end dropped)."),
+        ("eddy_stream_lines_repaired_total", "counter", "Log lines with invalid UTF-8, taken with U+FFFD in its place, per log stream."),
+        ("eddy_stream_templates_evicted_total", "counter", "Templates let go at log_templates (the least recently matched), per log stream."),
     ]
 
     /// Adds `value`'s growth since the last scrape, times `scale`, to the counter of this name and labels.
@@ -213,7 +216,13 @@ public final class DaemonMetrics: @unchecked Sendable {
             if !st.autoencoderLoss.isNaN { gauge("eddy_stream_loss", l + [("model", "autoencoder")], Double(st.autoencoderLoss), stream: s.name) }
             if !st.mocoLoss.isNaN { gauge("eddy_stream_loss", l + [("model", "moco")], Double(st.mocoLoss), stream: s.name) }
             gauge("eddy_stream_warming_up", l, st.warmingUp ? 1 : 0, stream: s.name)
-            if s.settings.log { gauge("eddy_stream_templates", l, Double(st.templates), stream: s.name) }
+            if s.settings.log {
+                gauge("eddy_stream_templates", l, Double(st.templates), stream: s.name)
+                // Lines taken but changed on the way in, and templates let go (from review: only in heartbeats).
+                carry("eddy_stream_lines_truncated_total", st.linesTruncated, labels: l, stream: s.name)
+                carry("eddy_stream_lines_repaired_total", st.linesRepaired, labels: l, stream: s.name)
+                carry("eddy_stream_templates_evicted_total", st.templatesEvicted, labels: l, stream: s.name)
+            }
         }
         // Streams that expired: their series go with them.
         for (name, keys) in streamKeys where !present.contains(name) {

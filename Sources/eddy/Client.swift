@@ -236,6 +236,9 @@ final class Refusals: @unchecked Sendable {
     private var refused = 0, refusedSamples: UInt64 = 0, failure: String?
     /// `accepted` when listening began.
     private var acceptedBefore: UInt64 = 0
+    /// A log stream's lines cut to `max_line_bytes` and repaired (invalid UTF-8), in the latest
+    /// heartbeat and when listening began: the daemon takes such lines, and says so only there.
+    private var mended: (cut: UInt64, repaired: UInt64) = (0, 0), mendedBefore: (cut: UInt64, repaired: UInt64) = (0, 0)
     private let stop = StopFlag()
     private var worker: Worker?
     private let tool: String, endpoint: String
@@ -260,7 +263,10 @@ final class Refusals: @unchecked Sendable {
                             guard let hb = try? Eddy_V1_Heartbeat(serializedBytes: frames[1]) else { continue }
                             let status = hb.streams.first { $0.stream == stream }
                             lock.withLock {
-                                if let status { accepted = status.accepted }
+                                if let status {
+                                    accepted = status.accepted
+                                    mended = (status.linesTruncated, status.linesRepaired)
+                                }
                                 if hb.part + 1 >= hb.parts { heartbeats += 1 }
                             }
                         } else if let e = try? Eddy_V1_Error(serializedBytes: frames[1]) {
@@ -299,7 +305,10 @@ final class Refusals: @unchecked Sendable {
     /// refusals will not be seen.
     func listening(timeout: Double) {
         if wait(timeout: timeout, until: { heartbeats > 0 }) {
-            lock.withLock { acceptedBefore = accepted ?? 0 }
+            lock.withLock {
+                acceptedBefore = accepted ?? 0
+                mendedBefore = mended
+            }
             return
         }
         let why = lock.withLock { failure.map { ": \($0)" } ?? "" }
@@ -344,9 +353,14 @@ final class Refusals: @unchecked Sendable {
     /// it (`samples`: as in `finish`).
     func confirm(_ sent: String, samples: Int?, timeout: Double) throws {
         let (n, confirmed) = finish(samples: samples, timeout: timeout)
-        if n > 0 { throw CommandFailure("\(sent), and the daemon refused \(n) of its messages (above)") }
+        // Lines taken but changed on the way in (from review: counted only in JSON heartbeats).
+        let (cut, repaired) = lock.withLock { (mended.cut &- mendedBefore.cut, mended.repaired &- mendedBefore.repaired) }
+        let mendedSaid =
+            cut + repaired == 0 ? ""
+            : "; the daemon cut \(cut) line\(cut == 1 ? "" : "s") to max_line_bytes and repaired \(repaired) with invalid UTF-8 (U+FFFD)"
+        if n > 0 { throw CommandFailure("\(sent), and the daemon refused \(n) of its messages (above)\(mendedSaid)") }
         FileHandle.standardError.write(Data(
-            "\(tool): \(sent)\(confirmed ? ", none refused" : "; no refusal seen, but the daemon's heartbeats did not confirm it")\n".utf8))
+            "\(tool): \(sent)\(confirmed ? ", none refused" : "; no refusal seen, but the daemon's heartbeats did not confirm it")\(mendedSaid)\n".utf8))
     }
 }
 

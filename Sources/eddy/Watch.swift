@@ -124,6 +124,7 @@ struct Watch: ParsableCommand {
             let streams = m.streams.map { s in
                 "\(s.stream): \(s.accepted) \(s.log ? "lines" : "in"), \(s.trainSteps) steps\(s.trainSteps > 0 ? ", ae loss \(fmt(s.autoencoderLoss))" : "")"
                     + (s.log ? ", \(s.templates) templates" : "")
+                    + (s.linesTruncated > 0 ? ", \(s.linesTruncated) cut" : "") + (s.linesRepaired > 0 ? ", \(s.linesRepaired) repaired" : "")
                     + (s.period > 0 ? ", period \(s.period)" : "") + (s.warmingUp ? " (warming up)" : "")
             }
             return "hb       " + (m.parts > 1 ? "part \(m.part + 1) of \(m.parts), " : "")

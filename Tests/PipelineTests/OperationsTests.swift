@@ -65,7 +65,9 @@ func eventually(_ seconds: Double, _ done: () throws -> Bool) rethrows -> Bool {
         let catalogued = Set(DaemonMetrics.catalogue.map(\.name))
         #expect(families.subtracting(catalogued).isEmpty, "not catalogued: \(families.subtracting(catalogued))")
         // Log templates exist on log streams only; the handshake counter on every daemon.
-        #expect(catalogued.subtracting(families) == ["eddy_stream_templates"])
+        #expect(
+            catalogued.subtracting(families)
+                == ["eddy_stream_templates", "eddy_stream_lines_truncated_total", "eddy_stream_lines_repaired_total", "eddy_stream_templates_evicted_total"])
         for entry in DaemonMetrics.catalogue where families.contains(entry.name) {
             #expect(body.contains("# HELP \(entry.name) \(entry.help)\n# TYPE \(entry.name) \(entry.type)\n"))
             #expect(entry.name.hasPrefix("eddy_") || entry.name.hasPrefix("process_"))

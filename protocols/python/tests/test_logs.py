@@ -193,3 +193,22 @@ def test_template_ids_and_counts_survive_a_restart(start_daemon, tmp_path):
             assert after[seq] == first[key], lines[seq]
     assert after[600] > max(before.values())  # ids are never given twice
     assert again.terminate()[0] == 0
+
+
+def test_feed_says_the_lines_the_daemon_cut_or_repaired_and_metrics_count_them(start_daemon, tmp_path):
+    """From review: lines cut to max_line_bytes or repaired (invalid UTF-8) were counted only in
+    JSON heartbeats; `eddy feed --log` said "none refused", and /metrics had no count."""
+    import urllib.request
+    daemon = start_daemon(daemon_config="max_line_bytes = 100\n")
+    ep = daemon.endpoints
+    log = tmp_path / "mixed.log"
+    log.write_bytes(b"INFO a: one\nINFO a: two\n" + b"x" * 300 + b"\nINFO bad \xff\xfe bytes\nINFO a: three\n")
+    run = subprocess.run([EDDY, "feed", "--log", "--stream", "mixed", "--endpoint", ep["ingest"], "--publish", ep["publish"], str(log)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr[-400:]
+    assert "none refused; the daemon cut 1 line to max_line_bytes and repaired 1 with invalid UTF-8" in run.stderr, run.stderr[-400:]
+    metrics = urllib.request.urlopen(f"http://{ep['http']}/metrics", timeout=10).read().decode()
+    counts = {l.split()[0]: float(l.split()[1]) for l in metrics.splitlines() if l.startswith("eddy_stream_lines_")}
+    assert counts == {'eddy_stream_lines_truncated_total{stream="mixed"}': 1.0, 'eddy_stream_lines_repaired_total{stream="mixed"}': 1.0}, counts
+    assert daemon.terminate()[0] == 0
+
