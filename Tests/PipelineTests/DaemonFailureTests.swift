@@ -14,6 +14,25 @@ import CEddySystem
     /// A thread that ends with an error while the daemon is not stopping is not a quiet log line:
     /// `onThreadFailure` hears of it once (with the thread's name), `failure` keeps it, and the
     /// daemon still stops cleanly afterwards. (`eddy serve` stops on it and exits 70.)
+    /// A start that fails after the data directory was locked (here a checkpoint in a newer format)
+    /// lets the directory go: the next start in the same process gets the same reason, not "in use".
+    @Test func aStartThatFailsAfterTakingTheDataDirectoryLetsItGo() throws {
+        let directory = temporaryDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let store = CheckpointStore(directory: directory)
+        let path = try store.write([StreamPipeline(name: "x", settings: StreamConfiguration().resolved(dim: 2))], now: 1)
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: path)))
+        bytes[4 + "eddy.checkpoint".utf8.count] = 2
+        let sealed = Array(bytes.dropLast(4))
+        withUnsafeBytes(of: CRC32.checksum(sealed).littleEndian) { bytes.replaceSubrange(bytes.count - 4..<bytes.count, with: $0) }
+        try Data(bytes).write(to: URL(fileURLWithPath: path))
+        for _ in 0..<2 {
+            #expect { try Daemon(configuration: testConfiguration(dataDirectory: directory), logger: quietLogger) } throws: {
+                "\($0)".contains("written by a newer eddy")
+            }
+        }
+    }
+
     @Test func aDyingThreadIsReportedAndTheDaemonStillStops() throws {
         let daemon = try Daemon(configuration: testConfiguration(), logger: quietLogger)
         let heard = Lock()

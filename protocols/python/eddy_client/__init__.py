@@ -434,15 +434,16 @@ class Refusals:
         else:
             refused = lambda: sum(e.samples for e in self.errors)
             progress = lambda: ((self.accepted or 0), refused())
-            since = {"progress": progress(), "heartbeats": self.heartbeats}
+            last, beats_then = progress(), self.heartbeats  # the last progress, and the heartbeats at it
 
             def done():
+                nonlocal last, beats_then
                 if (self.accepted or 0) - self.before + refused() >= samples:
                     return True
-                if since["progress"] != progress():
-                    since.update(progress=progress(), heartbeats=self.heartbeats)
+                if progress() != last:
+                    last, beats_then = progress(), self.heartbeats
                 uncounted = any(e.samples == 0 for e in self.errors)
-                return uncounted and self.heartbeats >= since["heartbeats"] + 2
+                return uncounted and self.heartbeats >= beats_then + 2
 
             self._wait(done, progress, timeout_ms)
         errors, self.errors, self.before = self.errors, [], self.accepted or 0
