@@ -871,7 +871,8 @@ public nonisolated struct Eddy_V1_StreamStatus: @unchecked Sendable {
 
   /// Training steps the stream earned but the trainer could not take (it fell behind by more than
   /// max_pending_steps), and samples scored but kept out of learning because they looked anomalous
-  /// (learn_surprise_limit). Both since the stream began (kept in checkpoints).
+  /// (learn_surprise_limit) or learned with a glitch's value replaced (glitch_ranges). Both since
+  /// the stream began (kept in checkpoints).
   public var skippedSteps: UInt64 {
     get {_storage._skippedSteps}
     set {_uniqueStorage()._skippedSteps = newValue}

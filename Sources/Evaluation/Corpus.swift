@@ -59,7 +59,11 @@ public struct Corpus: Sendable {
 
     /// Reads every labelled CSV under `directory` (sorted by name); `only` keeps files whose name
     /// contains it. NAB's layout when `labels/combined_windows.json` exists, labelled rows otherwise.
-    public init(directory: String, only: String? = nil, slack: Int = 16) throws {
+    ///
+    /// `skip` names columns of labelled-row files that are not features either (compared
+    /// lowercased, as `eddy replay --skip`); a name no file has is an error (a misspelt column would
+    /// be learned from without a word).
+    public init(directory: String, only: String? = nil, slack: Int = 16, skip: Set<String> = []) throws {
         let root = URL(fileURLWithPath: directory)
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: directory, isDirectory: &isDirectory), isDirectory.boolValue else {
@@ -76,7 +80,15 @@ public struct Corpus: Sendable {
                 .sorted()
         } else {
             layout = .labelledRows
-            files = try Self.readLabelledRows(root: root, only: only, slack: max(0, slack))
+            let skip = Set(skip.map { $0.lowercased() })
+            var found: Set<String> = []
+            files = try Self.readLabelledRows(root: root, only: only, slack: max(0, slack), skip: skip, found: &found)
+            if let missing = skip.subtracting(found).sorted().first, !files.isEmpty {
+                throw Failure.unreadable(directory, "no file has a column \"\(missing)\" to skip")
+            }
+        }
+        if layout == .nab, let name = skip.sorted().first {
+            throw Failure.unreadable(directory, "NAB's files are timestamp,value: there is no column \"\(name)\" to skip")
         }
     }
 
@@ -108,7 +120,7 @@ public struct Corpus: Sendable {
         return files
     }
 
-    static func readLabelledRows(root: URL, only: String?, slack: Int) throws -> [File] {
+    static func readLabelledRows(root: URL, only: String?, slack: Int, skip: Set<String>, found: inout Set<String>) throws -> [File] {
         guard let walker = FileManager.default.enumerator(atPath: root.path) else {
             throw Failure.unreadable(root.path, "cannot list")
         }
@@ -118,7 +130,8 @@ public struct Corpus: Sendable {
         for name in names.sorted() where only.map({ name.contains($0) }) ?? true {
             let path = root.appendingPathComponent(name).path
             guard let data = FileManager.default.contents(atPath: path) else { throw Failure.unreadable(path, "unreadable") }
-            let (timestamps, values, dimension, labels) = try Self.readLabelledRows(String(decoding: data, as: UTF8.self), path: path)
+            let (timestamps, values, dimension, labels) = try Self.readLabelledRows(
+                String(decoding: data, as: UTF8.self), path: path, skip: skip, found: &found)
             files.append(
                 File(
                     name: name, family: Self.family(of: name), dimension: dimension, timestamps: timestamps, values: values,
@@ -166,7 +179,9 @@ public struct Corpus: Sendable {
     /// A CSV with a header, a label column, an optional timestamp column and value columns. Fields
     /// are read as `eddy replay` and `eddy feed` read them (quoted, after a byte-order mark); before,
     /// a quoted header had "no label column" here (from review).
-    static func readLabelledRows(_ text: String, path: String) throws -> ([String], [Float], Int, [Bool]) {
+    static func readLabelledRows(
+        _ text: String, path: String, skip: Set<String> = [], found: inout Set<String>
+    ) throws -> ([String], [Float], Int, [Bool]) {
         var lines = try Self.rowLines(text, path: path).makeIterator()
         guard var headerLine = lines.next() else { throw Failure.unreadable(path, "empty") }
         if headerLine.hasPrefix("\u{FEFF}") { headerLine = headerLine.dropFirst() }
@@ -177,7 +192,8 @@ public struct Corpus: Sendable {
         }
         let timeColumn = header.firstIndex(of: "timestamp")
         // Every label-named column is left out of the values (the first is the label), as replay does.
-        let valueColumns = header.indices.filter { !labelColumns.contains(header[$0]) && $0 != timeColumn }
+        let valueColumns = header.indices.filter { !labelColumns.contains(header[$0]) && $0 != timeColumn && !skip.contains(header[$0]) }
+        found.formUnion(header.filter(skip.contains))
         guard !valueColumns.isEmpty else { throw Failure.unreadable(path, "no value column") }
         var timestamps: [String] = [], values: [Float] = [], labels: [Bool] = []
         var lineNumber = 1

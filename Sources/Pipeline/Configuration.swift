@@ -108,6 +108,11 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// outlier alerts without widening the range, so later, smaller spikes still alert; it costs
     /// NAB's bursty streams (every repeated spike alerts), so it is opt-in.
     public var rangeConfirm = 1
+    /// A value beyond its feature's range by this many times the range's width (once the range has
+    /// seen `rangeWarmup` samples) is a glitch: it alerts and is replaced by the feature's last value
+    /// in everything the stream learns (`GlitchGuard`); a second such value in a row is a new level
+    /// and goes through. 0: off. Sample streams only.
+    public var glitchRanges: Float = 30
     /// Samples the range must have seen before the range rule alerts (the other signals start after
     /// `warmupSamples`): after n samples of a steady stream, a new one sets a new extreme with
     /// probability about 2/(n + 1), so a young range is crossed by chance far more often than an
@@ -375,6 +380,7 @@ public struct StreamConfiguration: Sendable, Equatable {
         if rangeRefresh < 1 { try fail("range_refresh must be at least 1") }
         if !(rangeHabit >= 0 && rangeHabit <= 1e6) { try fail("range_habit must be in 0...1e6 (0: off)") }
         if rangeConfirm < 1 || rangeConfirm > 1000 { try fail("range_confirm must be in 1...1000") }
+        if !(glitchRanges == 0 || (glitchRanges >= 1 && glitchRanges <= 1e6)) { try fail("glitch_ranges must be 0 (off) or in 1...1000000") }
         if !(rangeDeviations >= 0 && rangeDeviations <= 1000) { try fail("range_deviations must be in 0...1000 (0: off)") }
         if !(rangeCorroboration >= 0 && rangeCorroboration <= 40) { try fail("range_corroboration must be in 0...40 (0: off)") }
         if repeatWindow < 0 || repeatWindow > 1 << 16 { try fail("repeat_window must be in 0...65536") }

@@ -181,6 +181,7 @@ public enum ConfigurationFile {
         case "range_refresh": s.rangeRefresh = try int(v)
         case "range_habit": s.rangeHabit = try double(v)
         case "range_confirm": s.rangeConfirm = try int(v)
+        case "glitch_ranges": s.glitchRanges = try float(v)
         case "range_warmup": s.rangeWarmup = try int(v)
         case "range_deviations": s.rangeDeviations = try float(v)
         case "range_corroboration": s.rangeCorroboration = try float(v)

@@ -105,7 +105,7 @@ public final class DaemonMetrics: @unchecked Sendable {
         ("eddy_stream_samples_accepted_total", "counter", "Samples accepted, per stream."),
         ("eddy_stream_messages_rejected_total", "counter", "Messages naming the stream that were rejected, per stream (the heartbeat's rejected)."),
         ("eddy_stream_samples_evicted_total", "counter", "Samples the replay buffer let go to make room, per stream."),
-        ("eddy_stream_samples_quarantined_total", "counter", "Samples kept out of learning while they looked anomalous, per stream."),
+        ("eddy_stream_samples_quarantined_total", "counter", "Samples kept out of learning while they looked anomalous, or learned with a glitch replaced, per stream."),
         ("eddy_stream_alerts_total", "counter", "Alerts raised, per stream."),
         ("eddy_stream_train_steps_skipped_total", "counter", "Training steps owed and given up because the trainer fell behind, per stream."),
         ("eddy_stream_train_steps_idle_total", "counter", "Training steps taken while the stream was quiet, per stream."),

@@ -41,6 +41,9 @@ public struct SampleScore: Sendable, Equatable {
     /// in a row it had sent it (nil: it does not). The alert's `topFeatures` name the channel alone.
     public var stuckChannel: Int? = nil
     public var stuckValues = 0
+    /// The alert comes from the glitch guard: the feature, its value as it came (under the stream's
+    /// transform) and how many widths of its range it lay beyond it (nil: it does not).
+    public var glitch: (feature: Int, value: Float, ranges: Float)? = nil
     public var timestamp: Int64
     /// For alerts: (feature or time step, share of the squared error), largest first.
     public var topFeatures: [(index: Int, share: Float)]
@@ -49,7 +52,7 @@ public struct SampleScore: Sendable, Equatable {
         a.sequence == b.sequence && a.error == b.error && a.score == b.score && a.alertScore == b.alertScore && a.alert == b.alert
             && a.warmingUp == b.warmingUp && a.beyondRange == b.beyondRange && a.period == b.period && a.discordChannel == b.discordChannel && a.discordWindow == b.discordWindow && a.discordLevel == b.discordLevel && a.discordHistory == b.discordHistory
             && a.correlationChannel == b.correlationChannel && a.noiseChannel == b.noiseChannel
-            && a.stuckChannel == b.stuckChannel && a.timestamp == b.timestamp
+            && a.stuckChannel == b.stuckChannel && a.glitch?.feature == b.glitch?.feature && a.timestamp == b.timestamp
             && a.topFeatures.map(\.index) == b.topFeatures.map(\.index)
     }
 }
@@ -85,6 +88,10 @@ public struct ScoredBatch: Sendable {
     /// Alerts (by index in the batch) that come from the stuck signal: the channel and how many times
     /// in a row it had sent its value.
     public var fromStuck: [Int: (channel: Int, values: Int)] = [:]
+    /// Alerts (by index in the batch) that come from the glitch guard (`SampleScore.glitch`), and the
+    /// stream's features per sample (a reason names the feature when there are several).
+    public var fromGlitch: [Int: (feature: Int, value: Float, ranges: Float)] = [:]
+    public var sampleDimension = 1
     /// The producer's timestamps, or empty.
     public var timestamps: [Int64]
     /// For each alerting sample (by index in the batch): the largest shares of its squared error.
@@ -123,7 +130,7 @@ public struct ScoredBatch: Sendable {
             discordChannel: fromDiscord[i]?.channel, discordWindow: fromDiscord[i]?.window ?? 0,
             discordLevel: fromDiscord[i]?.level ?? false, discordHistory: fromDiscord[i]?.history ?? 0,
             correlationChannel: fromCorrelation[i], noiseChannel: fromNoise[i]?.channel, noiseFactor: fromNoise[i]?.factor ?? 0,
-            stuckChannel: fromStuck[i]?.channel, stuckValues: fromStuck[i]?.values ?? 0,
+            stuckChannel: fromStuck[i]?.channel, stuckValues: fromStuck[i]?.values ?? 0, glitch: fromGlitch[i],
             timestamp: timestamps.isEmpty ? 0 : timestamps[i],
             topFeatures: topFeatures[i] ?? [])
     }
@@ -338,6 +345,8 @@ public final class StreamPipeline: @unchecked Sendable {
     /// The chain's period check and reconstruction signal, if it has them (its signals never change).
     let periodSignal: PeriodSignal?
     let reconstructionSignal: ReconstructionSignal?
+    /// The chain's glitch guard, which `score` runs before the batch is shaped (nil: off).
+    let glitchGuard: GlitchGuard?
     /// The trainer's latest autoencoder weights for the scorer, and their version (steps taken).
     let exchange: FloatBuffer
     /// The normaliser the handed-over weights (the autoencoder's and MoCo's, taken at one step)
@@ -491,6 +500,7 @@ public final class StreamPipeline: @unchecked Sendable {
         logs = settings.log ? LogFront(templates: settings.logTemplates, similarity: settings.logSimilarity, mixWindow: settings.logMixWindow) : nil
         periodSignal = chain.signal(PeriodSignal.self)
         reconstructionSignal = chain.signal(ReconstructionSignal.self)
+        glitchGuard = chain.signal(GlitchGuard.self)
         if settings.window > 0 {
             shaper = WindowShaper(
                 window: settings.window, scales: settings.windowScales, channels: sampleDimension, padded: settings.windowPadding)
@@ -519,6 +529,10 @@ public final class StreamPipeline: @unchecked Sendable {
                 confirm: settings.rangeConfirm,
                 deviations: settings.rangeDeviations, scaleHorizon: settings.calibrationHorizon)
         ]
+        if on.contains(GlitchGuard.name) && settings.glitchRanges > 0 && !settings.log {
+            signals.append(
+                GlitchGuard(dimension: sampleDimension, ranges: settings.glitchRanges, warmup: settings.rangeWarmup, window: settings.window))
+        }
         if on.contains(ReconstructionSignal.name) {
             signals.append(ReconstructionSignal(horizon: settings.calibrationHorizon, holdOff: settings.alertHoldOff))
         }
@@ -629,7 +643,33 @@ public final class StreamPipeline: @unchecked Sendable {
                 representerHandovers = mocoExchangeHandovers
             }
             if headExchange !== ingestHead { ingestHead = headExchange }
+            // The glitch guard judges the values as the models see them (under the transform), here
+            // under the lock: a checkpoint on the trainer thread reads its range too. A sample with
+            // a glitch is counted as quarantined (its value is replaced in what the stream learns).
+            if let glitchGuard {
+                glitchGuard.inspect(values, count: count)
+                var last = -1
+                for g in glitchGuard.found where g.sample != last {
+                    quarantined &+= 1
+                    last = g.sample
+                }
+            }
         }
+        if let glitchGuard, !glitchGuard.found.isEmpty {
+            // Rare: the batch is copied with its glitches replaced, and scored from the copy.
+            var repaired = Array(UnsafeBufferPointer(start: values, count: count * sampleDimension))
+            return repaired.withUnsafeMutableBufferPointer {
+                glitchGuard.apply(to: $0.baseAddress!)
+                return scoreInspected($0.baseAddress!, count: count, firstSequence: firstSequence, timestamps: timestamps, lines: lines)
+            }
+        }
+        return scoreInspected(values, count: count, firstSequence: firstSequence, timestamps: timestamps, lines: lines)
+    }
+
+    /// `scoreShaped` once the scorer has its weights and the glitches are replaced.
+    private func scoreInspected(
+        _ values: UnsafePointer<Float>, count: Int, firstSequence: UInt64, timestamps: [Int64]?, lines: [LineFacts]?
+    ) -> ScoredBatch {
         // Rows the models see: the samples themselves, or the window ending at each value.
         let d = inputDimension
         let windowed = shaper != nil
@@ -704,6 +744,10 @@ public final class StreamPipeline: @unchecked Sendable {
                 if let lines { o.line = lines[i] }
                 guard let v = chain.judge(&o, warming: i < warmingRows || !modelReady) else { continue }
                 var channelAlert: Int? = nil
+                if v.alert && v.certain, let glitch = chain.signals[v.source] as? GlitchGuard, let g = glitch.lastGlitch {
+                    result.fromGlitch[i] = g
+                    result.sampleDimension = sd
+                }
                 if v.alert && !v.certain {
                     let source = chain.signals[v.source]
                     if let period = source as? PeriodSignal { result.fromPeriod[i] = period.period }

@@ -178,6 +178,10 @@ public enum Wire {
             m.signal = NoiseSignal.name
             m.reason = NoiseSignal.reason(channel: channel, factor: s.noiseFactor)
         }
+        if let g = s.glitch {
+            m.signal = GlitchGuard.name
+            m.reason = GlitchGuard.reason(feature: g.feature, value: g.value, ranges: g.ranges, dimension: batch.sampleDimension)
+        }
         if let channel = s.stuckChannel {
             m.signal = StuckSignal.name
             m.reason = StuckSignal.reason(channel: channel, values: s.stuckValues)

@@ -36,9 +36,11 @@ struct Eval: ParsableCommand {
     var extraSeeds: Int = 0
     @Option(help: "Labelled rows: an event's window extends this many rows past its last labelled row.")
     var slack: Int = 16
+    @Option(help: "Labelled rows: columns that are not features, besides timestamp and the label column (comma-separated names).")
+    var skip: String = ""
     @Option(
         help: ArgumentHelp(
-            "Run without these parts of the detector (comma-separated): a signal (range, reconstruction, period, discord, noise, stuck, correlation; for logs template, parameter, burst, silence), repeat-cap, hold-off, evidence (alert_evidence), corroboration (range_corroboration).",
+            "Run without these parts of the detector (comma-separated): a signal (range, glitch, reconstruction, period, discord, noise, stuck, correlation; for logs template, parameter, burst, silence), repeat-cap, hold-off, evidence (alert_evidence), corroboration (range_corroboration).",
             valueName: "parts"))
     var without: String?
     @Flag(help: "One JSON object instead of the tables.") var json = false
@@ -131,7 +133,8 @@ struct Eval: ParsableCommand {
         if settings.log { throw CommandFailure("the configuration's [stream] has log = true: a log corpus is read with --log") }
         let corpus: Corpus
         do {
-            corpus = try Corpus(directory: self.corpus, only: only, slack: slack)
+            let skipped = skip.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            corpus = try Corpus(directory: self.corpus, only: only, slack: slack, skip: Set(skipped))
         } catch let failure as Corpus.Failure {
             throw CommandFailure(failure.description)
         }

@@ -87,13 +87,16 @@ struct Replay: ParsableCommand {
                 let discord = s.discordChannel.map { c in
                     "\(pipeline.sampleDimension > 1 ? "channel \(c)'s" : "the") last \(s.discordWindow) values\(s.discordLevel ? ", level and all," : "") unlike any of the last \(s.discordHistory); "
                 }
+                let glitch = s.glitch.map {
+                    "\(GlitchGuard.reason(feature: $0.feature, value: $0.value, ranges: $0.ranges, dimension: pipeline.sampleDimension)); "
+                }
                 let noise = s.noiseChannel.map { "\(NoiseSignal.reason(channel: $0, factor: s.noiseFactor)); " }
                     ?? s.stuckChannel.map { "\(StuckSignal.reason(channel: $0, values: s.stuckValues)); " }
                 let cause =
                     !s.alert ? ""
-                    : s.beyondRange ? "beyond range at "
+                    : glitch ?? (s.beyondRange ? "beyond range at "
                     : s.fromPeriod ? "unlike \(s.period) values earlier; "
-                    : s.correlationChannel.map { "\(CorrelationSignal.reason(channel: $0)); " } ?? noise ?? discord ?? ""
+                    : s.correlationChannel.map { "\(CorrelationSignal.reason(channel: $0)); " } ?? noise ?? discord ?? "")
                 // Quoted: an explanation holds commas ("the last 64 values, level and all, ...").
                 print("\(s.sequence),\(s.error),\(s.score),\(s.alertScore),\(s.alert ? 1 : 0),\(s.warmingUp ? 1 : 0),\(csvQuoted(cause + why))")
             } else {

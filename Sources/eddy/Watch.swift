@@ -103,7 +103,9 @@ struct Watch: ParsableCommand {
                 m.topFeatures.map { (Int($0.index), $0.share) }, window: Int(m.window), scales: m.windowScales.map { Int($0) })
             return "ALERT    \(m.stream) seq \(m.score.sequence) score \(fmt(m.score.score)) "
                 + "error \(fmt(m.score.error)) threshold \(fmt(m.threshold)) "
-                + (m.beyondRange
+                + (m.signal == GlitchGuard.name
+                    ? "\(Self.cut(m.reason)); \(features)"
+                    : m.beyondRange
                     ? "beyond range at \(features)"
                     : (m.period > 0 ? "unlike \(m.period) values earlier; " : "")
                         + (m.discord

@@ -72,6 +72,21 @@ import Testing
         #expect(corpus.files[1].dimension == 1 && corpus.files[1].series.windows.isEmpty)
     }
 
+    /// `eval --skip`: named columns are not features (any case, in the files that have them); a name
+    /// no file has is an error, as is skipping a column of NAB's two.
+    @Test func skippedColumnsAreNotFeatures() throws {
+        let root = try write([
+            "a.csv": "timestamp,Machine_ID,value-0,value-1,is_anomaly\n0,7,1.5,2,0\n1,7,1.25,3,1\n",
+            "b.csv": "value-0,value-1,label\n5,6,0\n",
+        ])
+        defer { try? FileManager.default.removeItem(at: root) }
+        #expect(try Corpus(directory: root.path).files[0].dimension == 3, "without --skip the id is learned from")
+        let corpus = try Corpus(directory: root.path, skip: ["machine_id"])
+        #expect(corpus.files.map(\.dimension) == [2, 2])
+        #expect(corpus.files[0].values == [1.5, 2, 1.25, 3])
+        #expect { try Corpus(directory: root.path, skip: ["host"]) } throws: { "\($0)".contains("no file has a column \"host\"") }
+    }
+
     @Test func eventsExtendBySlackButNotIntoTheNextEvent() {
         let labels = [false, true, true, false, false, false, true, false]
         #expect(Corpus.events(labels, slack: 2) == [1...4, 6...7])

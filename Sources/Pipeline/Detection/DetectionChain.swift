@@ -136,7 +136,7 @@ public struct DetectionChain: Sendable {
     /// The signals a chain can have, in the order they run (the range first: it measures the range
     /// the period check scales by).
     public static let knownSignals = [
-        RangeSignal.name, ReconstructionSignal.name, PeriodSignal.name, DiscordSignal.name, NoiseSignal.name, StuckSignal.name,
+        RangeSignal.name, GlitchGuard.name, ReconstructionSignal.name, PeriodSignal.name, DiscordSignal.name, NoiseSignal.name, StuckSignal.name,
         CorrelationSignal.name,
         TemplateSignal.name, ParameterSignal.name, BurstSignal.name, SilenceSignal.name,
     ]

@@ -254,6 +254,21 @@ def test_eval_matches_iso_timestamps_names_files_it_leaves_and_refuses_gaps_and_
     assert run.returncode == 1 and "line 52 is empty, among the rows" in run.stderr, run.stderr[-400:]
 
 
+def test_eval_skip_leaves_named_columns_out_and_refuses_one_no_file_has(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    with open(corpus / "s.csv", "w") as f:
+        f.write("timestamp,host,value,is_anomaly\n")
+        for t in range(600):
+            f.write(f"{t},{t % 7},{(t % 10) / 10:.2f},0\n")
+    def dim(*extra):
+        run = subprocess.run([EDDY, "eval", str(corpus), "--json", *extra], capture_output=True, text=True, check=True)
+        return json.loads(run.stdout)["files"][0]["dim"]
+    assert dim() == 2 and dim("--skip", "host") == 1
+    run = subprocess.run([EDDY, "eval", str(corpus), "--skip", "hots"], capture_output=True, text=True)
+    assert run.returncode != 0 and 'no file has a column "hots" to skip' in run.stderr, run.stderr
+
+
 def test_eval_reads_labelled_rows_and_reports_events_and_ranking(tmp_path):
     # Three families of two-channel series with a label column; a spike on channel 1 in two of them.
     import math

@@ -705,6 +705,47 @@ def test_a_frozen_feature_alerts_from_the_stuck_signal_with_its_reason(start_dae
     assert [f.index for f in alert.top_features] == [2]
 
 
+def test_a_glitch_alerts_from_the_glitch_guard_and_is_counted_as_quarantined(start_daemon):
+    # Three noisy features at the defaults; row 900's feature 1 is 1e6 (about 500,000 times its
+    # range beyond it). It alerts once, from the glitch guard, naming feature 1 and the value in the
+    # reason; the heartbeat counts the sample as quarantined (learned with the value replaced).
+    daemon = start_daemon()
+    ep = daemon.endpoints
+    rng = np.random.default_rng(5)
+    data = rng.uniform(-1, 1, (1000, 3)).astype(np.float32)
+    data[900, 1] = 1e6
+    with Producer(ep["ingest"]) as producer, Subscriber(ep["publish"]) as sub:
+        wait_heartbeat(sub)
+        producer.send("g", data[:600])
+        # The rows after the model's warm-up steps calibrate its errors (those before do not).
+        deadline = time.monotonic() + 60
+        while True:
+            assert time.monotonic() < deadline, "the model did not take its warm-up steps"
+            status = {s.stream: s for s in wait_heartbeat(sub).streams}.get("g")
+            if status is not None and status.autoencoder_version >= 60:
+                break
+        producer.send("g", data[600:900])
+        wait_warm(sub, "g", 900)
+        producer.send("g", data[900:])
+        alerts, quarantined, end = [], None, time.monotonic() + 15
+        while time.monotonic() < end and quarantined is None:
+            got = sub.recv(timeout_ms=500)
+            if got and got[0] == "alert/g/":
+                alerts.append(got[1])
+            if got and got[0] == "hb/":
+                status = {s.stream: s for s in got[1].streams}.get("g")
+                if status is not None and status.accepted == 1000:
+                    quarantined = status.quarantined
+    assert daemon.terminate()[0] == 0
+    glitches = [a for a in alerts if a.signal == "glitch"]
+    assert [a.score.sequence for a in glitches] == [900], [(a.score.sequence, a.signal) for a in alerts]
+    alert = glitches[0]
+    assert alert.beyond_range and alert.score.score == 1 and [f.index for f in alert.top_features] == [1]
+    assert alert.reason.startswith("feature 1's value 1000000.0 lies ") and alert.reason.endswith(
+        " times its range's width beyond it; not learned from"), alert.reason
+    assert quarantined == 1
+
+
 def test_a_heartbeat_of_many_streams_comes_in_parts_within_the_bound(start_daemon):
     """SPEC 7: with more streams than one message of 20,992 bytes holds, a heartbeat goes as `parts`
     messages of one time_ns, each with the counters; together they name every stream once."""

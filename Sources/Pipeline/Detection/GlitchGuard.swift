@@ -1,0 +1,211 @@
+import Learning
+
+/// A lone value far beyond anything its feature has shown (a sensor's 1e4 among readings of ±1, a
+/// unit error, a byte counter that wrapped) alerts, and is kept out of what the stream learns.
+///
+/// Before a batch is shaped into the models' rows, `inspect` looks at each value in order: once the
+/// feature has shown `warmup` values, a value further beyond its range (smallest to largest so far)
+/// than `ranges` times the range's width is a glitch. It is replaced, in the batch itself, by the
+/// feature's last value, so the windows, the normaliser, the replay buffer, the model and every
+/// other signal see the stream as if it had not come; this signal then reads the sample as certain
+/// (it scores 1 and alerts, an event, whatever the repeat cap) and names the feature. Without the
+/// guard one such value took the normaliser's variance up a thousandfold for about
+/// `normaliser_horizon` samples, trained the autoencoder on it from the buffer and taught every
+/// calibration its aftermath, so that nothing after it alerted.
+///
+/// A second value in a row that far beyond is a new level, not a glitch: it is let through, taken
+/// into the range, and the signals after this one learn it as they learn any change (the first
+/// stays replaced). On the project's development corpora (NAB's 35 files and 24 generated corpora)
+/// a value beyond 30 ranges came on 2 streams of 647, each the start of a real change.
+public final class GlitchGuard: AnomalySignal, @unchecked Sendable {
+    public static let name = "glitch"
+    public static let stateVersion: UInt32 = 1
+
+    let dimension: Int
+    /// How many widths of its range a value must lie beyond it to be a glitch.
+    public let ranges: Float
+    let warmup: UInt64
+    /// A univariate windowed stream's window (its one value is time step `window − 1` in explanations).
+    let window: Int
+    /// Per feature: the range so far, the last value let through, and whether the previous value was
+    /// a glitch (a second in a row is a new level). Raw storage: read for every value of a batch.
+    let lowP, highP, lastP: UnsafeMutablePointer<Float>
+    let glitchedP: UnsafeMutablePointer<Bool>
+    /// A batch's smallest and largest value per feature.
+    let batchLow, batchHigh: UnsafeMutablePointer<Float>
+    /// Values each feature has shown.
+    public internal(set) var seen: UInt64 = 0
+    /// Glitches replaced so far (not checkpointed: the stream's counters say it).
+    public internal(set) var repaired: UInt64 = 0
+    /// The glitches of the batch being judged, by index in it, in order: (feature, value, widths
+    /// beyond the range); and the next one `read` looks for.
+    public private(set) var found: [(sample: Int, feature: Int, value: Float, ranges: Float, replacement: Float)] = []
+    var cursor = 0, sample = 0
+    public private(set) var explanation: [(index: Int, share: Float)] = []
+
+    public init(dimension: Int, ranges: Float, warmup: Int, window: Int) {
+        self.dimension = dimension
+        self.ranges = ranges
+        self.warmup = UInt64(max(1, warmup))
+        self.window = window
+        (lowP, highP, lastP) = (.allocate(capacity: dimension), .allocate(capacity: dimension), .allocate(capacity: dimension))
+        lowP.initialize(repeating: .infinity, count: dimension)
+        highP.initialize(repeating: -.infinity, count: dimension)
+        lastP.initialize(repeating: 0, count: dimension)
+        glitchedP = .allocate(capacity: dimension)
+        glitchedP.initialize(repeating: false, count: dimension)
+        (batchLow, batchHigh) = (.allocate(capacity: dimension), .allocate(capacity: dimension))
+        batchLow.initialize(repeating: 0, count: dimension)
+        batchHigh.initialize(repeating: 0, count: dimension)
+    }
+
+    deinit {
+        for p in [lowP, highP, lastP, batchLow, batchHigh] { p.deallocate() }
+        glitchedP.deallocate()
+    }
+
+    /// The range so far, the last values and the glitch flags, as arrays (tests, tools).
+    var low: [Float] { Array(UnsafeBufferPointer(start: lowP, count: dimension)) }
+    var high: [Float] { Array(UnsafeBufferPointer(start: highP, count: dimension)) }
+    var last: [Float] { Array(UnsafeBufferPointer(start: lastP, count: dimension)) }
+    var glitched: [Bool] { Array(UnsafeBufferPointer(start: glitchedP, count: dimension)) }
+
+    /// Finds the glitches among `count` samples, in order, and what replaces each (`found`); the
+    /// range and last values move on as if the replacements had come. `apply` writes them.
+    ///
+    /// Nearly every batch has none: when each feature's values in the batch lie within the bounds
+    /// the range had before it (which only widen within a batch), one pass of minima and maxima
+    /// (it vectorises) updates the state; only a batch with a value beyond them, or one that arms
+    /// the guard, is gone through value by value.
+    public func inspect(_ x: UnsafePointer<Float>, count: Int) {
+        if !found.isEmpty { found.removeAll(keepingCapacity: true) }
+        guard count > 0 else { return }
+        let d = dimension, armed = seen >= warmup
+        if armed || seen + UInt64(count) <= warmup {
+            let bl = batchLow, bh = batchHigh
+            bl.update(from: x, count: d)
+            bh.update(from: x, count: d)
+            for i in 1..<max(1, count) {
+                let row = x + i * d
+                for f in 0..<d {
+                    bl[f] = min(bl[f], row[f])
+                    bh[f] = max(bh[f], row[f])
+                }
+            }
+            var within = true
+            if armed {
+                for f in 0..<d {
+                    let lo = lowP[f], hi = highP[f], slack = ranges * (hi - lo)
+                    if hi > lo && (bh[f] > hi + slack || bl[f] < lo - slack) { within = false }
+                }
+            }
+            if within {
+                let newest = x + (count - 1) * d
+                for f in 0..<d {
+                    lowP[f] = min(lowP[f], bl[f])
+                    highP[f] = max(highP[f], bh[f])
+                    lastP[f] = newest[f]
+                    // A value within the bounds ends a feature's run of glitches.
+                    if armed { glitchedP[f] = false }
+                }
+                seen &+= UInt64(count)
+                return
+            }
+        }
+        for i in 0..<count {
+            let row = x + i * d
+            let armed = seen >= warmup
+            for f in 0..<d {
+                let v = row[f], lo = lowP[f], hi = highP[f]
+                if armed && hi > lo {
+                    let width = hi - lo, slack = ranges * width
+                    if v > hi + slack || v < lo - slack {
+                        if !glitchedP[f] {
+                            glitchedP[f] = true
+                            found.append((i, f, v, (v > hi ? v - hi : lo - v) / width, lastP[f]))
+                            repaired &+= 1
+                            continue
+                        }
+                    } else {
+                        glitchedP[f] = false
+                    }
+                }
+                if v < lo { lowP[f] = v }
+                if v > hi { highP[f] = v }
+                lastP[f] = v
+            }
+            seen &+= 1
+        }
+    }
+
+    /// Writes the replacements `inspect` found into the same batch (or its copy).
+    public func apply(to x: UnsafeMutablePointer<Float>) {
+        for g in found { x[g.sample * dimension + g.feature] = g.replacement }
+    }
+
+    public func prepare(_ values: UnsafePointer<Float>, count: Int, dimension: Int) {
+        cursor = 0
+        sample = 0
+    }
+
+    public func read(_ o: inout Observation) -> Reading {
+        defer { sample += 1 }
+        guard cursor < found.count, found[cursor].sample == sample else { return Reading() }
+        var shares: [(index: Int, share: Float)] = []
+        var total: Float = 0
+        while cursor < found.count && found[cursor].sample == sample {
+            let g = found[cursor]
+            shares.append((window > 0 && dimension == 1 ? window - 1 : g.feature, g.ranges))
+            total += g.ranges
+            cursor += 1
+        }
+        explanation = shares.map { ($0.index, $0.share / total) }.sorted { $0.share > $1.share }
+        return Reading(certain: true, event: true)
+    }
+
+    /// The glitch of the sample judged last (the largest, if several features had one).
+    public var lastGlitch: (feature: Int, value: Float, ranges: Float)? {
+        let own = found.filter { $0.sample == sample - 1 }
+        return own.max { $0.ranges < $1.ranges }.map { ($0.feature, $0.value, $0.ranges) }
+    }
+
+    /// An alert's reason: `feature 2's value 10000.0 lies 4990 times its range's width beyond it; not learned from`.
+    public static func reason(feature: Int, value: Float, ranges: Float, dimension: Int) -> String {
+        let times = ranges >= 100 ? String(Int(ranges.rounded())) : String(format: "%.1f", ranges)
+        return "\(dimension > 1 ? "feature \(feature)'s" : "the") value \(value) lies \(times) times its range's width beyond it; not learned from"
+    }
+
+    public var learns: Bool { false }
+    public var corroborates: Bool { false }
+
+    public func learn(_ o: Observation, anomalous: Bool) {}
+
+    public func encode(_ w: inout StateWriter) {
+        w.write(UInt32(dimension))
+        w.write(seen)
+        for f in 0..<dimension { w.write(lowP[f]) }
+        for f in 0..<dimension { w.write(highP[f]) }
+        for f in 0..<dimension { w.write(lastP[f]) }
+        for f in 0..<dimension { w.write(glitchedP[f]) }
+    }
+
+    public func decode(_ r: inout StateReader, version: UInt32) throws {
+        guard version == 1 else { throw StateError.unsupportedVersion(version) }
+        guard Int(try r.read(UInt32.self)) == dimension else { throw StateError.invalid("glitch guard width") }
+        let seen = try r.readCount()
+        try r.requireRoom(dimension, each: 13)
+        let l = try (0..<dimension).map { _ in try r.read(Float.self) }
+        let h = try (0..<dimension).map { _ in try r.read(Float.self) }
+        let v = try (0..<dimension).map { _ in try r.readFinite(Float.self, "glitch guard's last values") }
+        let g = try (0..<dimension).map { _ in try r.read(UInt8.self) != 0 }
+        // A feature seen has a finite range, low ≤ high; one not yet seen has (+∞, −∞).
+        for f in 0..<dimension where !(l[f].isFinite && h[f].isFinite && l[f] <= h[f]) && !(l[f] == .infinity && h[f] == -.infinity) {
+            throw StateError.invalid("glitch guard's range of feature \(f)")
+        }
+        self.seen = seen
+        lowP.update(from: l, count: dimension)
+        highP.update(from: h, count: dimension)
+        lastP.update(from: v, count: dimension)
+        glitchedP.update(from: g, count: dimension)
+    }
+}
