@@ -789,7 +789,11 @@ public final class StreamPipeline: @unchecked Sendable {
                 // The model's own surprise: what is kept from the model is what surprised it.
                 let surprising = limit > 0 && !v.warmingUp && (reconstructionSignal?.lastSurprise ?? -.infinity) >= limit
                 quarantineRun = surprising ? quarantineRun + 1 : 0
-                if surprising && quarantineRun <= holdOff { quarantinedRows.append(r) }
+                if surprising && quarantineRun <= holdOff {
+                    quarantinedRows.append(r)
+                    // A sample with a glitch was counted as quarantined already: once.
+                    if glitchGuard?.found.contains(where: { $0.sample == i }) == true { quarantined &-= 1 }
+                }
                 result.errors[i] = errors[r]
                 result.scores[i] = v.score
                 result.alertScores[i] = v.alertScore

@@ -47,6 +47,40 @@ import Testing
         _ = early.removeLast()
     }
 
+    /// The pass of minima and maxima over a whole batch and the value-by-value pass agree: the same
+    /// glitches, replacements and state whether a series comes as one batch, in batches of 7 or one
+    /// sample at a time, on a series with a feature constant at first (its first move gives the
+    /// width the next value is judged by), glitches, a new level and an outlier right after it.
+    @Test func aBatchAtOnceAndOneSampleAtATimeFindTheSameGlitches() throws {
+        var r = RandomSource(seed: 4)
+        var x = (0..<(3 * 400)).map { _ in r.uniform() }
+        for t in 0..<302 { x[3 * t + 2] = 5 }  // feature 2 constant for 302 samples, then 6
+        x[3 * 302 + 2] = 6
+        x[3 * 303 + 2] = 1000  // 994 widths beyond [5, 6], in the same batch of 7 or of 50
+        x[3 * 120 + 0] = 1e5
+        x[3 * 200 + 1] = -400
+        x[3 * 201 + 1] = -401  // a new level: through
+        x[3 * 202 + 1] = 1e9  // far beyond the widened range: a glitch again
+        func run(_ chunk: Int) -> (found: [[Float]], state: [[Float]]) {
+            let g = GlitchGuard(dimension: 3, ranges: 30, warmup: 50, window: 0)
+            var found: [[Float]] = []
+            var start = 0
+            while start < 400 {
+                let n = min(chunk, 400 - start)
+                x.withUnsafeBufferPointer { g.inspect($0.baseAddress! + 3 * start, count: n) }
+                found += g.found.map { [Float(start + $0.sample), Float($0.feature), $0.value, $0.replacement] }
+                start += n
+            }
+            return (found, [g.low, g.high, g.last, g.glitched.map { $0 ? 1 : 0 }, [Float(g.seen)]])
+        }
+        let whole = run(400), sevens = run(7), fifties = run(50), single = run(1)
+        #expect(whole.found.map { Int($0[0]) } == [120, 200, 202, 303])
+        #expect(whole.found[3] == [303, 2, 1000, 6], "the constant feature's first move sets the width")
+        for other in [sevens, fifties, single] {
+            #expect(other.found == whole.found && other.state == whole.state)
+        }
+    }
+
     /// A noisy stream (uniform in ±1) with a glitch of 1e4 at 800, a spike of +5 at 1500 and a level
     /// shift of +3 from 2000, through the daemon's whole pipeline at the defaults: the glitch alerts,
     /// naming itself, and every later reconstruction error is the one the stream gets with the glitch
@@ -87,6 +121,22 @@ import Testing
         let unguarded = run(glitched, glitchRanges: 0)
         #expect(unguarded[800].alert && unguarded[800].glitch == nil)
         #expect(!unguarded[1500].alert && !unguarded[2000...2010].contains { $0.alert }, "blinded without the guard")
+    }
+
+    /// On a sample where one feature has a glitch and another lies a little beyond its range, the
+    /// alert is the glitch's (the range's excursion alone would wait for corroboration).
+    @Test func aGlitchBesideARangeExcursionIsReportedAsTheGlitch() throws {
+        var settings = StreamConfiguration().resolved(dim: 2)
+        settings.warmupSamples = 0
+        settings.rangeWarmup = 10
+        settings.warmupSteps = 0
+        let p = StreamPipeline(name: "g", settings: settings)
+        var r = RandomSource(seed: 6)
+        let calm = (0..<(2 * 300)).map { _ in r.uniform() }
+        _ = calm.withUnsafeBufferPointer { p.score($0.baseAddress!, count: 300, firstSequence: 0) }
+        let s = p.score([1.2, 5e5], count: 1, firstSequence: 300).sample(0)
+        #expect(s.alert && s.score == 1 && s.beyondRange)
+        #expect(s.glitch?.feature == 1 && s.topFeatures.map(\.index) == [1])
     }
 
     /// The glitch alert on the wire names the signal and says why; a stream of several features

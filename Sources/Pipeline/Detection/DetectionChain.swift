@@ -210,7 +210,10 @@ public struct DetectionChain: Sendable {
             // The chain holds its signals for its whole life: no retain per call.
             unowned(unsafe) let s = signals[k]
             let r = s.read(&o)
-            if r.certain && certain < 0 { certain = k }
+            // The range's certainty gives way to another signal's (the glitch guard's, on a sample
+            // where another feature is also a little beyond its range): the range's may not stand
+            // (`rangeCorroboration`), and the other says more.
+            if r.certain && (certain < 0 || signals[certain] is RangeSignal) { certain = k }
             if r.event && event < 0 { event = k }
             if r.warming { signalWarming = true }
             if corroborating[k] && r.surprise > corroboration { corroboration = r.surprise }

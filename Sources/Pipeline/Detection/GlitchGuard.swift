@@ -75,8 +75,8 @@ public final class GlitchGuard: AnomalySignal, @unchecked Sendable {
     ///
     /// Nearly every batch has none: when each feature's values in the batch lie within the bounds
     /// the range had before it (which only widen within a batch), one pass of minima and maxima
-    /// (it vectorises) updates the state; only a batch with a value beyond them, or one that arms
-    /// the guard, is gone through value by value.
+    /// (it vectorises) updates the state; only a batch with a value beyond them, one that moves a
+    /// feature constant so far, or one that arms the guard, is gone through value by value.
     public func inspect(_ x: UnsafePointer<Float>, count: Int) {
         if !found.isEmpty { found.removeAll(keepingCapacity: true) }
         guard count > 0 else { return }
@@ -96,7 +96,9 @@ public final class GlitchGuard: AnomalySignal, @unchecked Sendable {
             if armed {
                 for f in 0..<d {
                     let lo = lowP[f], hi = highP[f], slack = ranges * (hi - lo)
-                    if hi > lo && (bh[f] > hi + slack || bl[f] < lo - slack) { within = false }
+                    // A feature constant so far has no bounds yet: a batch that moves it gets its
+                    // first width from its own first values, which the bounds check needs.
+                    if hi > lo ? (bh[f] > hi + slack || bl[f] < lo - slack) : (bh[f] > hi || bl[f] < lo) { within = false }
                 }
             }
             if within {
@@ -126,9 +128,10 @@ public final class GlitchGuard: AnomalySignal, @unchecked Sendable {
                             repaired &+= 1
                             continue
                         }
-                    } else {
-                        glitchedP[f] = false
                     }
+                    // Within the bounds, or the second in a row (a new level, taken in below): the
+                    // next value far beyond is a glitch again.
+                    glitchedP[f] = false
                 }
                 if v < lo { lowP[f] = v }
                 if v > hi { highP[f] = v }
