@@ -123,17 +123,24 @@ import Testing
         #expect(!unguarded[1500].alert && !unguarded[2000...2010].contains { $0.alert }, "blinded without the guard")
     }
 
-    /// On a sample where one feature has a glitch and another lies a little beyond its range, the
-    /// alert is the glitch's (the range's excursion alone would wait for corroboration).
-    @Test func aGlitchBesideARangeExcursionIsReportedAsTheGlitch() throws {
-        var settings = StreamConfiguration().resolved(dim: 2)
+    /// A stream of `dim` features past every warm-up (no warm-up of its own, the range's after 10
+    /// samples): 300 samples uniform in [0, 1) per feature, scored.
+    static func warm(dim: Int, seed: UInt64) -> StreamPipeline {
+        var settings = StreamConfiguration().resolved(dim: dim)
         settings.warmupSamples = 0
         settings.rangeWarmup = 10
         settings.warmupSteps = 0
         let p = StreamPipeline(name: "g", settings: settings)
-        var r = RandomSource(seed: 6)
-        let calm = (0..<(2 * 300)).map { _ in r.uniform() }
+        var r = RandomSource(seed: seed)
+        let calm = (0..<(dim * 300)).map { _ in r.uniform() }
         _ = calm.withUnsafeBufferPointer { p.score($0.baseAddress!, count: 300, firstSequence: 0) }
+        return p
+    }
+
+    /// On a sample where one feature has a glitch and another lies a little beyond its range, the
+    /// alert is the glitch's (the range's excursion alone would wait for corroboration).
+    @Test func aGlitchBesideARangeExcursionIsReportedAsTheGlitch() throws {
+        let p = Self.warm(dim: 2, seed: 6)
         let s = p.score([1.2, 5e5], count: 1, firstSequence: 300).sample(0)
         #expect(s.alert && s.score == 1 && s.beyondRange)
         #expect(s.glitch?.feature == 1 && s.topFeatures.map(\.index) == [1])
@@ -142,14 +149,7 @@ import Testing
     /// The glitch alert on the wire names the signal and says why; a stream of several features
     /// names the feature.
     @Test func theAlertNamesTheGlitch() throws {
-        var settings = StreamConfiguration().resolved(dim: 3)
-        settings.warmupSamples = 0
-        settings.rangeWarmup = 10
-        settings.warmupSteps = 0
-        let p = StreamPipeline(name: "g", settings: settings)
-        var r = RandomSource(seed: 2)
-        let calm = (0..<(3 * 300)).map { _ in r.uniform() }
-        _ = calm.withUnsafeBufferPointer { p.score($0.baseAddress!, count: 300, firstSequence: 0) }
+        let p = Self.warm(dim: 3, seed: 2)
         let batch = p.score([0.5, -2e6, 0.5], count: 1, firstSequence: 300)
         let s = batch.sample(0)
         #expect(s.alert && s.glitch?.feature == 1)
