@@ -737,6 +737,35 @@ def test_watch_lays_out_a_log_alert_by_its_signal_and_cuts_long_fields():
     assert max(len(l) for l in out.splitlines()) < 400
 
 
+def test_watch_says_a_glitch_and_its_reason():
+    """A glitch guard's alert prints its reason and the feature, not "beyond range" alone."""
+    import zmq
+    from eddy_client import pb
+    context = zmq.Context()
+    pub = context.socket(zmq.PUB)
+    port = pub.bind_to_random_port("tcp://127.0.0.1")
+    watch = subprocess.Popen([EDDY, "watch", "--endpoint", f"tcp://127.0.0.1:{port}", "--seconds", "3"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        alert = pb.Alert(stream="pump", signal="glitch", beyond_range=True, threshold=0.9,
+                         reason="feature 1's value 1000000.0 lies 500000 times its range's width beyond it; not learned from")
+        alert.score.sequence = 900
+        alert.score.score = 1
+        alert.top_features.add(index=1, share=1)
+        end = time.monotonic() + 2
+        while time.monotonic() < end:  # until the subscriber has joined
+            pub.send_multipart([b"alert/pump/", alert.SerializeToString()])
+            time.sleep(0.1)
+        out = watch.communicate(timeout=30)[0]
+    finally:
+        pub.close(linger=0)
+        context.term()
+    line = next(l for l in out.splitlines() if l.startswith("ALERT"))
+    assert "seq 900" in line and line.endswith(
+        "feature 1's value 1000000.0 lies 500000 times its range's width beyond it; not learned from; #1 100%"), line
+    assert "beyond range at" not in line
+
+
 def socket_port():
     """A TCP port on 127.0.0.1 that nothing listens on (bound, then closed)."""
     import socket
