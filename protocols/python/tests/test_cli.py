@@ -705,32 +705,39 @@ def test_watch_says_when_nothing_comes(tmp_path):
     assert run.stderr.count(f"nothing from tcp://127.0.0.1:{quiet} in 10 s: is it the daemon's publish endpoint") == 1, run.stderr
 
 
-def test_watch_lays_out_a_log_alert_by_its_signal_and_cuts_long_fields():
-    """From review: a blank line's alert (template "") came out in the sensor layout, with an error
-    and a threshold; a 100 KB line's alert printed its 4 KB template three times; and "line N" was
-    the 0-based sequence. A PUB socket of the test's own publishes the alerts."""
+def watch_output(alerts):
+    """What `eddy watch` prints for `alerts` (Alert messages), published on their streams' alert
+    topics by a PUB socket of the test's own for two seconds (a PUB drops what no subscriber takes,
+    so they are sent again until then)."""
     import zmq
-    from eddy_client import pb
     context = zmq.Context()
     pub = context.socket(zmq.PUB)
     port = pub.bind_to_random_port("tcp://127.0.0.1")
     watch = subprocess.Popen([EDDY, "watch", "--endpoint", f"tcp://127.0.0.1:{port}", "--seconds", "3"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        blank = pb.Alert(stream="app", signal="template", reason='new template ""', template="", template_id=9, line="")
-        blank.score.sequence = 7
-        blank.score.score = 1
-        long = pb.Alert(stream="app", signal="template", reason="new template", template="x" * 5000, template_id=10, line="y" * 5000)
-        long.score.sequence = 8
         end = time.monotonic() + 2
-        while time.monotonic() < end:  # until the subscriber has joined (a PUB drops what none takes)
-            pub.send_multipart([b"alert/app/", blank.SerializeToString()])
-            pub.send_multipart([b"alert/app/", long.SerializeToString()])
+        while time.monotonic() < end:
+            for alert in alerts:
+                pub.send_multipart([f"alert/{alert.stream}/".encode(), alert.SerializeToString()])
             time.sleep(0.1)
-        out = watch.communicate(timeout=30)[0]
+        return watch.communicate(timeout=30)[0]
     finally:
         pub.close(linger=0)
         context.term()
+
+
+def test_watch_lays_out_a_log_alert_by_its_signal_and_cuts_long_fields():
+    """From review: a blank line's alert (template "") came out in the sensor layout, with an error
+    and a threshold; a 100 KB line's alert printed its 4 KB template three times; and "line N" was
+    the 0-based sequence."""
+    from eddy_client import pb
+    blank = pb.Alert(stream="app", signal="template", reason='new template ""', template="", template_id=9, line="")
+    blank.score.sequence = 7
+    blank.score.score = 1
+    long = pb.Alert(stream="app", signal="template", reason="new template", template="x" * 5000, template_id=10, line="y" * 5000)
+    long.score.sequence = 8
+    out = watch_output([blank, long])
     assert 'ALERT    app seq 7 score 1 [template] new template ""' in out, out[:500]
     assert "threshold" not in out and "error" not in out
     assert "template 10: " + "x" * 300 + "… (5000 bytes)" in out and "line: " + "y" * 300 + "… (5000 bytes)" in out
@@ -739,28 +746,13 @@ def test_watch_lays_out_a_log_alert_by_its_signal_and_cuts_long_fields():
 
 def test_watch_says_a_glitch_and_its_reason():
     """A glitch guard's alert prints its reason and the feature, not "beyond range" alone."""
-    import zmq
     from eddy_client import pb
-    context = zmq.Context()
-    pub = context.socket(zmq.PUB)
-    port = pub.bind_to_random_port("tcp://127.0.0.1")
-    watch = subprocess.Popen([EDDY, "watch", "--endpoint", f"tcp://127.0.0.1:{port}", "--seconds", "3"],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        alert = pb.Alert(stream="pump", signal="glitch", beyond_range=True, threshold=0.9,
-                         reason="feature 1's value 1000000.0 lies 500000 times its range's width beyond it; not learned from")
-        alert.score.sequence = 900
-        alert.score.score = 1
-        alert.top_features.add(index=1, share=1)
-        end = time.monotonic() + 2
-        while time.monotonic() < end:  # until the subscriber has joined
-            pub.send_multipart([b"alert/pump/", alert.SerializeToString()])
-            time.sleep(0.1)
-        out = watch.communicate(timeout=30)[0]
-    finally:
-        pub.close(linger=0)
-        context.term()
-    line = next(l for l in out.splitlines() if l.startswith("ALERT"))
+    alert = pb.Alert(stream="pump", signal="glitch", beyond_range=True, threshold=0.9,
+                     reason="feature 1's value 1000000.0 lies 500000 times its range's width beyond it; not learned from")
+    alert.score.sequence = 900
+    alert.score.score = 1
+    alert.top_features.add(index=1, share=1)
+    line = next(l for l in watch_output([alert]).splitlines() if l.startswith("ALERT"))
     assert "seq 900" in line and line.endswith(
         "feature 1's value 1000000.0 lies 500000 times its range's width beyond it; not learned from; #1 100%"), line
     assert "beyond range at" not in line
