@@ -89,7 +89,7 @@ public struct ScoredBatch: Sendable {
     /// in a row it had sent its value.
     public var fromStuck: [Int: (channel: Int, values: Int)] = [:]
     /// Alerts (by index in the batch) that come from the glitch guard (`SampleScore.glitch`), and the
-    /// stream's features per sample (a reason names the feature when there are several).
+    /// stream's features per sample (a glitch's reason names the feature when there are several).
     public var fromGlitch: [Int: (feature: Int, value: Float, ranges: Float)] = [:]
     public var sampleDimension = 1
     /// The producer's timestamps, or empty.
@@ -695,6 +695,7 @@ public final class StreamPipeline: @unchecked Sendable {
             alertScores: [Float](repeating: 0, count: count), alerts: [Bool](repeating: false, count: count),
             warmingUp: [Bool](repeating: true, count: count), timestamps: timestamps ?? [], topFeatures: [:],
             window: explainedWindow, windowScales: explainedWindow > 0 ? settings.windowScales : [])
+        result.sampleDimension = sampleDimension
         if let representer, rowCount > 0 {
             // Normalised by the normaliser handed over with the representer's weights.
             let width = representer.representationWidth
@@ -746,7 +747,6 @@ public final class StreamPipeline: @unchecked Sendable {
                 var channelAlert: Int? = nil
                 if v.alert && v.certain, let glitch = chain.signals[v.source] as? GlitchGuard, let g = glitch.lastGlitch {
                     result.fromGlitch[i] = g
-                    result.sampleDimension = sd
                 }
                 if v.alert && !v.certain {
                     let source = chain.signals[v.source]

@@ -35,8 +35,6 @@ public final class GlitchGuard: AnomalySignal, @unchecked Sendable {
     let batchLow, batchHigh: UnsafeMutablePointer<Float>
     /// Values each feature has shown.
     public internal(set) var seen: UInt64 = 0
-    /// Glitches replaced so far (not checkpointed: the stream's counters say it).
-    public internal(set) var repaired: UInt64 = 0
     /// The glitches of the batch being judged, by index in it, in order: (feature, value, widths
     /// beyond the range); and the next one `read` looks for.
     public private(set) var found: [(sample: Int, feature: Int, value: Float, ranges: Float, replacement: Float)] = []
@@ -125,7 +123,6 @@ public final class GlitchGuard: AnomalySignal, @unchecked Sendable {
                         if !glitchedP[f] {
                             glitchedP[f] = true
                             found.append((i, f, v, (v > hi ? v - hi : lo - v) / width, lastP[f]))
-                            repaired &+= 1
                             continue
                         }
                     }
