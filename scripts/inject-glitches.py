@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Copies a labelled corpus with one lone glitch per file, to measure what a glitch costs a detector.
 
-Usage: python3 scripts/inject-glitches.py SOURCE DEST GAIN SEED   (standard library only)
+Usage: python3 scripts/inject-glitches.py SOURCE DEST GAIN SEED [FROM-TO]   (standard library only)
 
 For each CSV of SOURCE with an `is_anomaly` column: one value in one random feature column is set to
 GAIN times that column's range (over the whole file) beyond the range, up or down at random, at a
 random normal row from 600 on and at least 50 rows before the file's first labelled row (or, if
-there is no room, at a normal row 50 rows clear of every labelled one). The glitch row is labelled,
+there is no room, at a normal row 50 rows clear of every labelled one). With FROM-TO (`100-500`) the
+row is drawn from FROM to TO − 1 instead, under the same rule (a stream's young range). The glitch row is labelled,
 so each file has one more event, found if the glitch alerts. Other files (the manifest) are copied.
 `eddy eval DEST` beside `eddy eval SOURCE` then says what the glitch did to the events after it.
 """
@@ -18,9 +19,10 @@ import sys
 
 
 def main() -> None:
-    if len(sys.argv) != 5:
+    if len(sys.argv) not in (5, 6):
         sys.exit(__doc__)
     src, dst, gain, seed = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+    low, high = (int(v) for v in sys.argv[5].split('-')) if len(sys.argv) == 6 else (600, None)
     rng = random.Random(seed)
     shutil.rmtree(dst, ignore_errors=True)
     for root, dirs, files in os.walk(src):
@@ -39,9 +41,10 @@ def main() -> None:
             features = [i for i, h in enumerate(head) if h not in ('timestamp', 'is_anomaly', 'label')]
             labels = [r[label] == '1' for r in body]
             first = next((i for i, l in enumerate(labels) if l), len(body))
-            candidates = list(range(600, first - 50))
+            end = len(body) - 1 if high is None else min(high, len(body) - 1)
+            candidates = list(range(low, min(first - 50, end)))
             if not candidates:
-                candidates = [i for i in range(600, len(body) - 1) if not any(labels[max(0, i - 50):i + 50])]
+                candidates = [i for i in range(low, end) if not any(labels[max(0, i - 50):i + 50])]
             if not candidates:
                 shutil.copy(path, os.path.join(out, name))
                 continue

@@ -109,9 +109,10 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// NAB's bursty streams (every repeated spike alerts), so it is opt-in.
     public var rangeConfirm = 1
     /// A value beyond its feature's range by this many times the range's width (once the range has
-    /// seen `rangeWarmup` samples) is a glitch: it alerts and is replaced by the feature's last value
-    /// in everything the stream learns (`GlitchGuard`); a second such value in a row is a new level
-    /// and goes through. 0: off. Sample streams only.
+    /// seen `rangeWarmup` samples; a younger range from its 50th value by this × (rangeWarmup / n)²)
+    /// is a glitch: it alerts and is replaced by the feature's last value in everything the stream
+    /// learns (`GlitchGuard`); a second such value in a row is a new level and goes through. 0: off.
+    /// Sample streams only.
     public var glitchRanges: Float = 30
     /// Samples the range must have seen before the range rule alerts (the other signals start after
     /// `warmupSamples`): after n samples of a steady stream, a new one sets a new extreme with

@@ -60,24 +60,42 @@ import Testing
         x[3 * 200 + 1] = -400
         x[3 * 201 + 1] = -401  // a new level: through
         x[3 * 202 + 1] = 1e9  // far beyond the widened range: a glitch again
-        func run(_ chunk: Int) -> (found: [[Float]], state: [[Float]]) {
-            let g = GlitchGuard(dimension: 3, ranges: 30, warmup: 50, window: 0)
-            var found: [[Float]] = []
-            var start = 0
-            while start < 400 {
-                let n = min(chunk, 400 - start)
-                x.withUnsafeBufferPointer { g.inspect($0.baseAddress! + 3 * start, count: n) }
-                found += g.found.map { [Float(start + $0.sample), Float($0.feature), $0.value, $0.replacement] }
-                start += n
-            }
-            return (found, [g.low, g.high, g.last, g.glitched.map { $0 ? 1 : 0 }, [Float(g.seen)]])
-        }
+        func run(_ chunk: Int) -> (found: [[Float]], state: [[Float]]) { Self.inspect(x, warmup: 50, chunk: chunk) }
         let whole = run(400), sevens = run(7), fifties = run(50), single = run(1)
         #expect(whole.found.map { Int($0[0]) } == [120, 200, 202, 303])
         #expect(whole.found[3] == [303, 2, 1000, 6], "the constant feature's first move sets the width")
         for other in [sevens, fifties, single] {
             #expect(other.found == whole.found && other.state == whole.state)
         }
+    }
+
+    /// Before the range's warm-up the bar is higher, `ranges × (warmup / n)²` widths after `n`
+    /// values, and the guard waits for `arming` values: a young range is crossed by more. On a
+    /// stream uniform in [0, 1) with the default warm-up of 500 (arming at 50): a 1e5 among the
+    /// first 50 values goes through; after 100 values (a bar of 750 widths) a value 500 widths out is
+    /// taken in and one 1,000 widths out is a glitch; after 400 (a bar of 47) one 150 out is too, and
+    /// after 430 (a bar of 41) one 35 out is taken in, which a grown range's bar of 30 would not; after
+    /// 445 (a bar of 38) one 40 out is a glitch. Each
+    /// batching finds the same, the bar falling within a batch as it does sample by sample.
+    @Test func aYoungRangeHasAHigherBar() throws {
+        var r = RandomSource(seed: 9)
+        var x = (0..<(3 * 450)).map { _ in r.uniform() }
+        x[3 * 30 + 0] = 1e5  // before arming: through
+        x[3 * 100 + 1] = 501  // 500 widths: under the bar of 750
+        x[3 * 100 + 2] = 1001  // 1,000 widths: a glitch
+        x[3 * 400 + 2] = 151  // 150 widths after 400 values: over the bar of 47
+        x[3 * 430 + 0] = 3.6e6  // 35 widths of f0's range [0, 1e5] after 430 values: under the bar of 41
+        x[3 * 445 + 1] = 501 + 40 * (501 - stride(from: 1, to: 3 * 445, by: 3).map { x[$0] }.min()!)  // 40 widths: over 37.9
+        func run(_ chunk: Int) -> (found: [[Float]], state: [[Float]]) { Self.inspect(x, warmup: 500, chunk: chunk) }
+        let whole = run(450)
+        #expect(whole.found.map { [$0[0], $0[1]] } == [[100, 2], [400, 2], [445, 1]])
+        #expect(whole.state[1][0] == 3.6e6 && whole.state[1][1] == 501, "taken into the range")
+        for chunk in [1, 7, 30, 50, 64] {  // 30: the batch 420 to 449 holds the 445 (its bar at 420 is 42.5)
+            let other = run(chunk)
+            #expect(other.found == whole.found && other.state == whole.state, "batches of \(chunk)")
+        }
+        let guardUnit = GlitchGuard(dimension: 1, ranges: 30, warmup: 500, window: 0)
+        #expect(guardUnit.bar(after: 50) == 3000 && guardUnit.bar(after: 250) == 120 && guardUnit.bar(after: 500) == 30)
     }
 
     /// A noisy stream (uniform in ±1) with a glitch of 1e4 at 800, a spike of +5 at 1500 and a level
@@ -87,38 +105,73 @@ import Testing
     /// (`glitch_ranges = 0`) the glitch took the normaliser's variance, the replay buffer, the range
     /// and the calibrations with it, and neither later incident alerted.
     @Test func aGlitchNeitherBlindsTheStreamNorChangesALaterScore() throws {
+        try Self.checkRepaired(glitchAt: 800, alerts: true)
+    }
+
+    /// The same with a junk reading at the stream's 300th value, while it warms up (its range has 300
+    /// values, the bar is 83 widths): replaced and counted as quarantined without an alert, and the
+    /// stream is not blinded. Before the young bar the guard waited for 500 values and this one
+    /// blinded the stream.
+    @Test func aJunkReadingInAYoungStreamDoesNotBlindIt() throws {
+        try Self.checkRepaired(glitchAt: 300, alerts: false)
+    }
+
+    /// A 3-feature series through one guard (ranges 30) in batches of `chunk`: each glitch as
+    /// (sample, feature, value, replacement), and the guard's state after it.
+    static func inspect(_ x: [Float], warmup: Int, chunk: Int) -> (found: [[Float]], state: [[Float]]) {
+        let g = GlitchGuard(dimension: 3, ranges: 30, warmup: warmup, window: 0)
+        let total = x.count / 3
+        var found: [[Float]] = []
+        var start = 0
+        while start < total {
+            let n = min(chunk, total - start)
+            x.withUnsafeBufferPointer { g.inspect($0.baseAddress! + 3 * start, count: n) }
+            found += g.found.map { [Float(start + $0.sample), Float($0.feature), $0.value, $0.replacement] }
+            start += n
+        }
+        return (found, [g.low, g.high, g.last, g.glitched.map { $0 ? 1 : 0 }, [Float(g.seen)]])
+    }
+
+    static func checkRepaired(glitchAt at: Int, alerts: Bool) throws {
         var r = RandomSource(seed: 11)
         var clean = (0..<2400).map { _ in r.uniform() * 2 - 1 }
         clean[1500] += 5
         for t in 2000..<2400 { clean[t] += 3 }
         var glitched = clean
-        glitched[800] = 1e4
-        clean[800] = clean[799]
+        glitched[at] = 1e4
+        clean[at] = clean[at - 1]
 
-        func run(_ values: [Float], glitchRanges: Float) -> [SampleScore] {
+        func run(_ values: [Float], glitchRanges: Float) -> (scores: [SampleScore], quarantined: [UInt64]) {
             var settings = StreamConfiguration().resolved(dim: 1)
             settings.glitchRanges = glitchRanges
             var run = OfflineRun(name: "g", settings: settings)
-            return values.map { v in
+            var quarantined: [UInt64] = []
+            let scores = values.map { v in
                 var v = v
+                defer { quarantined.append(run.pipeline.quarantined) }
                 return run.next(&v)
             }
+            return (scores, quarantined)
         }
-        let repaired = run(glitched, glitchRanges: 30)
-        let reference = run(clean, glitchRanges: 30)
-        let glitch = repaired[800]
-        #expect(glitch.alert && glitch.score == 1 && glitch.beyondRange)
-        #expect(glitch.glitch?.feature == 0 && glitch.glitch?.value == 1e4 && (glitch.glitch?.ranges ?? 0) > 1000)
-        #expect(!reference[800].alert)
+        let (repaired, kept) = run(glitched, glitchRanges: 30)
+        let reference = run(clean, glitchRanges: 30).scores
+        let glitch = repaired[at]
+        #expect(kept[at - 1] == 0 && kept[at] == 1 && kept[2399] == 1, "the glitch, and only it, is counted")
+        #expect(glitch.alert == alerts && glitch.warmingUp == !alerts)
+        if alerts {
+            #expect(glitch.score == 1 && glitch.beyondRange)
+            #expect(glitch.glitch?.feature == 0 && glitch.glitch?.value == 1e4 && (glitch.glitch?.ranges ?? 0) > 1000)
+        }
+        #expect(!reference[at].alert)
         // The models saw the same values: the same errors, to the bit. (The signals' calibrations
         // learned one sample fewer, the glitch being anomalous, so scores may differ in the last digits.)
-        #expect((801..<2400).allSatisfy { repaired[$0].error == reference[$0].error })
-        #expect((801..<2400).allSatisfy { abs(repaired[$0].score - reference[$0].score) < 0.01 })
+        #expect(((at + 1)..<2400).allSatisfy { repaired[$0].error == reference[$0].error })
+        #expect(((at + 1)..<2400).allSatisfy { abs(repaired[$0].score - reference[$0].score) < 0.01 })
         #expect(repaired[1500].alert && reference[1500].alert, "the spike alerts")
         #expect(repaired[2000...2010].contains { $0.alert } && reference[2000...2010].contains { $0.alert }, "the shift alerts")
 
-        let unguarded = run(glitched, glitchRanges: 0)
-        #expect(unguarded[800].alert && unguarded[800].glitch == nil)
+        let unguarded = run(glitched, glitchRanges: 0).scores
+        #expect(unguarded[at].glitch == nil)
         #expect(!unguarded[1500].alert && !unguarded[2000...2010].contains { $0.alert }, "blinded without the guard")
     }
 

@@ -5,7 +5,10 @@ import Learning
 ///
 /// Before a batch is shaped into the models' rows, `inspect` looks at each value in order: once the
 /// feature has shown `warmup` values, a value further beyond its range (smallest to largest so far)
-/// than `ranges` times the range's width is a glitch. It is replaced, in the batch itself, by the
+/// than `ranges` times the range's width is a glitch. A younger range is crossed by more, so from
+/// the `arming`th value on the bar is `ranges × (warmup / n)²` widths after `n` values (3,000 widths
+/// at 50 values of 500, 120 at 250): a sensor's junk first readings are caught as well, and a
+/// young stream's real changes (a random walk's mode jump, a square wave's first edge) are not. It is replaced, in the batch itself, by the
 /// feature's last value, so the windows, the normaliser, the replay buffer, the model and every
 /// other signal see the stream as if it had not come; this signal then reads the sample as certain
 /// (it scores 1 and alerts, an event, whatever the repeat cap) and names the feature. Without the
@@ -25,6 +28,11 @@ public final class GlitchGuard: AnomalySignal, @unchecked Sendable {
     /// How many widths of its range a value must lie beyond it to be a glitch.
     public let ranges: Float
     let warmup: UInt64
+    /// Values a feature must show before the guard judges any (a range of fewer says nothing).
+    let arming: UInt64
+    /// The default `arming`: on the project's development streams (NAB's 35 files and 612 generated
+    /// ones) the young bar above is crossed from 50 values on by 5 streams, each a real change.
+    public static let defaultArming = 50
     /// A univariate windowed stream's window (its one value is time step `window − 1` in explanations).
     let window: Int
     /// Per feature: the range so far, the last value let through, and whether the previous value was
@@ -41,10 +49,11 @@ public final class GlitchGuard: AnomalySignal, @unchecked Sendable {
     var cursor = 0, sample = 0
     public private(set) var explanation: [(index: Int, share: Float)] = []
 
-    public init(dimension: Int, ranges: Float, warmup: Int, window: Int) {
+    public init(dimension: Int, ranges: Float, warmup: Int, window: Int, arming: Int = GlitchGuard.defaultArming) {
         self.dimension = dimension
         self.ranges = ranges
         self.warmup = UInt64(max(1, warmup))
+        self.arming = UInt64(max(1, min(arming, warmup)))
         self.window = window
         (lowP, highP, lastP) = (.allocate(capacity: dimension), .allocate(capacity: dimension), .allocate(capacity: dimension))
         lowP.initialize(repeating: .infinity, count: dimension)
@@ -60,6 +69,13 @@ public final class GlitchGuard: AnomalySignal, @unchecked Sendable {
     deinit {
         for p in [lowP, highP, lastP, batchLow, batchHigh] { p.deallocate() }
         glitchedP.deallocate()
+    }
+
+    /// How many widths of its range the next value must lie beyond it once `seen` values have come.
+    func bar(after seen: UInt64) -> Float {
+        guard seen < warmup else { return ranges }
+        let youth = Float(warmup) / Float(max(seen, 1))
+        return ranges * youth * youth
     }
 
     /// The range so far, the last values and the glitch flags, as arrays (tests, tools).
@@ -78,8 +94,8 @@ public final class GlitchGuard: AnomalySignal, @unchecked Sendable {
     public func inspect(_ x: UnsafePointer<Float>, count: Int) {
         if !found.isEmpty { found.removeAll(keepingCapacity: true) }
         guard count > 0 else { return }
-        let d = dimension, armed = seen >= warmup
-        if armed || seen + UInt64(count) <= warmup {
+        let d = dimension, armed = seen >= arming
+        if armed || seen + UInt64(count) <= arming {
             let bl = batchLow, bh = batchHigh
             bl.update(from: x, count: d)
             bh.update(from: x, count: d)
@@ -92,8 +108,10 @@ public final class GlitchGuard: AnomalySignal, @unchecked Sendable {
             }
             var within = true
             if armed {
+                // The bar falls as values come: the batch's last value has the lowest.
+                let widths = bar(after: seen + UInt64(count - 1))
                 for f in 0..<d {
-                    let lo = lowP[f], hi = highP[f], slack = ranges * (hi - lo)
+                    let lo = lowP[f], hi = highP[f], slack = widths * (hi - lo)
                     // A feature constant so far has no bounds yet: a batch that moves it gets its
                     // first width from its own first values, which the bounds check needs.
                     if hi > lo ? (bh[f] > hi + slack || bl[f] < lo - slack) : (bh[f] > hi || bl[f] < lo) { within = false }
@@ -114,11 +132,11 @@ public final class GlitchGuard: AnomalySignal, @unchecked Sendable {
         }
         for i in 0..<count {
             let row = x + i * d
-            let armed = seen >= warmup
+            let armed = seen >= arming, widths = bar(after: seen)
             for f in 0..<d {
                 let v = row[f], lo = lowP[f], hi = highP[f]
                 if armed && hi > lo {
-                    let width = hi - lo, slack = ranges * width
+                    let width = hi - lo, slack = widths * width
                     if v > hi + slack || v < lo - slack {
                         if !glitchedP[f] {
                             glitchedP[f] = true
