@@ -109,7 +109,7 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// NAB's bursty streams (every repeated spike alerts), so it is opt-in.
     public var rangeConfirm = 1
     /// A value beyond its feature's range by this many times the range's width (once the range has
-    /// seen `rangeWarmup` samples; a younger range from its 50th value by this × (rangeWarmup / n)²)
+    /// seen `rangeWarmup` samples; a younger one, once it has seen 50, by this × (rangeWarmup / n)²)
     /// is a glitch: it alerts and is replaced by the feature's last value in everything the stream
     /// learns (`GlitchGuard`); a second such value in a row is a new level and goes through. 0: off.
     /// Sample streams only.

@@ -98,6 +98,23 @@ import Testing
         #expect(guardUnit.bar(after: 50) == 3000 && guardUnit.bar(after: 250) == 120 && guardUnit.bar(after: 500) == 30)
     }
 
+    /// The guard judges from a feature's 51st value: a 1e6 after 49 values is taken into the range,
+    /// one after 50 (3,000 widths' bar, a million out) is a glitch, in batches that straddle the
+    /// arming as well as sample by sample.
+    @Test func theGuardJudgesOnceAFeatureHasShownFiftyValues() throws {
+        var r = RandomSource(seed: 5)
+        var x = (0..<(3 * 120)).map { _ in r.uniform() }
+        x[3 * 49 + 0] = 1e6
+        x[3 * 50 + 1] = 1e6
+        let whole = Self.inspect(x, warmup: 500, chunk: 120)
+        #expect(whole.found.map { [$0[0], $0[1]] } == [[50, 1]])
+        #expect(whole.state[1][0] == 1e6 && whole.state[1][1] < 1, "the first taken in, the second not")
+        for chunk in [1, 7, 45, 50, 51] {  // 45: the batch 45 to 89 straddles the arming; 7: 49 to 55
+            let other = Self.inspect(x, warmup: 500, chunk: chunk)
+            #expect(other.found == whole.found && other.state == whole.state, "batches of \(chunk)")
+        }
+    }
+
     /// A noisy stream (uniform in ±1) with a glitch of 1e4 at 800, a spike of +5 at 1500 and a level
     /// shift of +3 from 2000, through the daemon's whole pipeline at the defaults: the glitch alerts,
     /// naming itself, and every later reconstruction error is the one the stream gets with the glitch

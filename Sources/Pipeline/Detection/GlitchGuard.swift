@@ -5,10 +5,11 @@ import Learning
 ///
 /// Before a batch is shaped into the models' rows, `inspect` looks at each value in order: once the
 /// feature has shown `warmup` values, a value further beyond its range (smallest to largest so far)
-/// than `ranges` times the range's width is a glitch. A younger range is crossed by more, so from
-/// the `arming`th value on the bar is `ranges × (warmup / n)²` widths after `n` values (3,000 widths
-/// at 50 values of 500, 120 at 250): a sensor's junk first readings are caught as well, and a
-/// young stream's real changes (a random walk's mode jump, a square wave's first edge) are not. It is replaced, in the batch itself, by the
+/// than `ranges` times the range's width is a glitch. A younger range is crossed by more, so once
+/// the feature has shown `arming` values the bar is `ranges × (warmup / n)²` widths after `n` values
+/// (3,000 widths after 50 values of 500, 120 after 250): junk readings from the 51st value on are
+/// caught too, while on the development streams 5 real changes of 647 (random walks' mode jumps, a
+/// square wave's first edge) lose their first value to it. It is replaced, in the batch itself, by the
 /// feature's last value, so the windows, the normaliser, the replay buffer, the model and every
 /// other signal see the stream as if it had not come; this signal then reads the sample as certain
 /// (it scores 1 and alerts, an event, whatever the repeat cap) and names the feature. Without the
@@ -31,7 +32,8 @@ public final class GlitchGuard: AnomalySignal, @unchecked Sendable {
     /// Values a feature must show before the guard judges any (a range of fewer says nothing).
     let arming: UInt64
     /// The default `arming`: on the project's development streams (NAB's 35 files and 612 generated
-    /// ones) the young bar above is crossed from 50 values on by 5 streams, each a real change.
+    /// ones) the bar, young and grown, is crossed after 50 values by 7 streams (5 before their 500th
+    /// value), each at the start of a real change.
     public static let defaultArming = 50
     /// A univariate windowed stream's window (its one value is time step `window − 1` in explanations).
     let window: Int
