@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Copies a labelled corpus with one lone glitch per file, to measure what a glitch costs a detector.
 
-Usage: python3 scripts/inject-glitches.py SOURCE DEST GAIN SEED [FROM-TO]   (standard library only)
+Usage: python3 scripts/inject-glitches.py SOURCE DEST GAIN SEED [FROM-TO [RUN]]   (standard library only)
 
 For each CSV of SOURCE with an `is_anomaly` column: one value in one random feature column is set to
 GAIN times that column's range (over the whole file) beyond the range, up or down at random, at a
 random normal row from 600 on and at least 50 rows before the file's first labelled row (or, if
 there is no room, at a normal row 50 rows clear of every labelled one). With FROM-TO (`100-500`) the
-row is drawn from FROM to TO − 1 instead, under the same rule (a stream's young range). The glitch row is labelled,
+row is drawn from FROM to TO − 1 instead, under the same rule (a stream's young range); with RUN
+the same value fills RUN rows in a row from there (a burst of junk), each labelled. The glitch row is labelled,
 so each file has one more event, found if the glitch alerts. Other files (the manifest) are copied.
 `eddy eval DEST` beside `eddy eval SOURCE` then says what the glitch did to the events after it.
 """
@@ -19,8 +20,9 @@ import sys
 
 
 def main() -> None:
-    if len(sys.argv) not in (5, 6):
+    if len(sys.argv) not in (5, 6, 7):
         sys.exit(__doc__)
+    run = int(sys.argv[6]) if len(sys.argv) == 7 else 1
     src, dst, gain, seed = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
     low, high = (int(v) for v in sys.argv[5].split('-')) if len(sys.argv) == 6 else (600, None)
     rng = random.Random(seed)
@@ -52,8 +54,9 @@ def main() -> None:
             values = [float(r[column]) for r in body]
             width = max(values) - min(values)
             value = max(values) + gain * width if rng.random() < 0.5 else min(values) - gain * width
-            body[row][column] = f"{value:.6g}"
-            body[row][label] = '1'
+            for r in range(row, min(row + run, len(body))):
+                body[r][column] = f"{value:.6g}"
+                body[r][label] = '1'
             with open(os.path.join(out, name), 'w', newline='') as fh:
                 writer = csv.writer(fh, lineterminator='\n')
                 writer.writerow(head)

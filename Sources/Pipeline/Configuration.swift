@@ -111,7 +111,7 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// A value beyond its feature's range by this many times the range's width (once the range has
     /// seen `rangeWarmup` samples; a younger one, once it has seen 50, by this × (rangeWarmup / n)²)
     /// is a glitch: it alerts and is replaced by the feature's last value in everything the stream
-    /// learns (`GlitchGuard`); a second such value in a row is a new level and goes through. 0: off.
+    /// learns (`GlitchGuard`), up to three in a row; a fourth in a row is a new level and goes through. 0: off.
     /// Sample streams only.
     public var glitchRanges: Float = 30
     /// Samples the range must have seen before the range rule alerts (the other signals start after

@@ -17,9 +17,10 @@ import Learning
 /// `normaliser_horizon` samples, trained the autoencoder on it from the buffer and taught every
 /// calibration its aftermath, so that nothing after it alerted.
 ///
-/// A second value in a row that far beyond is a new level, not a glitch: it is let through, taken
-/// into the range, and the signals after this one learn it as they learn any change (the first
-/// stays replaced). On the project's development corpora (NAB's 35 files and 24 generated corpora)
+/// A burst of junk is replaced value by value, up to `longestRun` values in a row on a feature; the
+/// next value that far beyond in the same run is a new level, not a glitch: it is let through, taken
+/// into the range, and the signals after this one learn it as they learn any change (the run before
+/// it stays replaced). On the project's development corpora (NAB's 35 files and 24 generated corpora)
 /// a value beyond 30 ranges came on 2 streams of 647, each the start of a real change.
 public final class GlitchGuard: AnomalySignal, @unchecked Sendable {
     public static let name = "glitch"
@@ -35,12 +36,16 @@ public final class GlitchGuard: AnomalySignal, @unchecked Sendable {
     /// ones) the bar, young and grown, is crossed after 50 values by 7 streams (5 before their 500th
     /// value), each at the start of a real change.
     public static let defaultArming = 50
+    /// Glitches in a row on one feature before the next is taken for a new level: a sensor's junk
+    /// comes in bursts of a few readings, a real change stays, and holding a real change's first
+    /// values back costs it nothing but their learning (the first alerts).
+    public static let longestRun: UInt8 = 3
     /// A univariate windowed stream's window (its one value is time step `window − 1` in explanations).
     let window: Int
-    /// Per feature: the range so far, the last value let through, and whether the previous value was
-    /// a glitch (a second in a row is a new level). Raw storage: read for every value of a batch.
+    /// Per feature: the range so far, the last value let through, and how many glitches in a row end
+    /// with the previous value (0 to `longestRun`). Raw storage: read for every value of a batch.
     let lowP, highP, lastP: UnsafeMutablePointer<Float>
-    let glitchedP: UnsafeMutablePointer<Bool>
+    let runP: UnsafeMutablePointer<UInt8>
     /// A batch's smallest and largest value per feature.
     let batchLow, batchHigh: UnsafeMutablePointer<Float>
     /// Values each feature has shown.
@@ -61,8 +66,8 @@ public final class GlitchGuard: AnomalySignal, @unchecked Sendable {
         lowP.initialize(repeating: .infinity, count: dimension)
         highP.initialize(repeating: -.infinity, count: dimension)
         lastP.initialize(repeating: 0, count: dimension)
-        glitchedP = .allocate(capacity: dimension)
-        glitchedP.initialize(repeating: false, count: dimension)
+        runP = .allocate(capacity: dimension)
+        runP.initialize(repeating: 0, count: dimension)
         (batchLow, batchHigh) = (.allocate(capacity: dimension), .allocate(capacity: dimension))
         batchLow.initialize(repeating: 0, count: dimension)
         batchHigh.initialize(repeating: 0, count: dimension)
@@ -70,7 +75,7 @@ public final class GlitchGuard: AnomalySignal, @unchecked Sendable {
 
     deinit {
         for p in [lowP, highP, lastP, batchLow, batchHigh] { p.deallocate() }
-        glitchedP.deallocate()
+        runP.deallocate()
     }
 
     /// How many widths of its range the next value must lie beyond it once `seen` values have come.
@@ -84,7 +89,7 @@ public final class GlitchGuard: AnomalySignal, @unchecked Sendable {
     var low: [Float] { Array(UnsafeBufferPointer(start: lowP, count: dimension)) }
     var high: [Float] { Array(UnsafeBufferPointer(start: highP, count: dimension)) }
     var last: [Float] { Array(UnsafeBufferPointer(start: lastP, count: dimension)) }
-    var glitched: [Bool] { Array(UnsafeBufferPointer(start: glitchedP, count: dimension)) }
+    var runs: [UInt8] { Array(UnsafeBufferPointer(start: runP, count: dimension)) }
 
     /// Finds the glitches among `count` samples, in order, and what replaces each (`found`); the
     /// range and last values move on as if the replacements had come. `apply` writes them.
@@ -126,7 +131,7 @@ public final class GlitchGuard: AnomalySignal, @unchecked Sendable {
                     highP[f] = max(highP[f], bh[f])
                     lastP[f] = newest[f]
                     // A value within the bounds ends a feature's run of glitches.
-                    if armed { glitchedP[f] = false }
+                    if armed { runP[f] = 0 }
                 }
                 seen &+= UInt64(count)
                 return
@@ -140,15 +145,15 @@ public final class GlitchGuard: AnomalySignal, @unchecked Sendable {
                 if armed && hi > lo {
                     let width = hi - lo, slack = widths * width
                     if v > hi + slack || v < lo - slack {
-                        if !glitchedP[f] {
-                            glitchedP[f] = true
+                        if runP[f] < Self.longestRun {
+                            runP[f] += 1
                             found.append((i, f, v, (v > hi ? v - hi : lo - v) / width, lastP[f]))
                             continue
                         }
                     }
-                    // Within the bounds, or the second in a row (a new level, taken in below): the
-                    // next value far beyond is a glitch again.
-                    glitchedP[f] = false
+                    // Within the bounds, or one more after a whole run (a new level, taken in
+                    // below): the next value far beyond is a glitch again.
+                    runP[f] = 0
                 }
                 if v < lo { lowP[f] = v }
                 if v > hi { highP[f] = v }
@@ -206,7 +211,7 @@ public final class GlitchGuard: AnomalySignal, @unchecked Sendable {
         for f in 0..<dimension { w.write(lowP[f]) }
         for f in 0..<dimension { w.write(highP[f]) }
         for f in 0..<dimension { w.write(lastP[f]) }
-        for f in 0..<dimension { w.write(glitchedP[f]) }
+        for f in 0..<dimension { w.write(runP[f]) }
     }
 
     public func decode(_ r: inout StateReader, version: UInt32) throws {
@@ -217,7 +222,9 @@ public final class GlitchGuard: AnomalySignal, @unchecked Sendable {
         let l = try (0..<dimension).map { _ in try r.read(Float.self) }
         let h = try (0..<dimension).map { _ in try r.read(Float.self) }
         let v = try (0..<dimension).map { _ in try r.readFinite(Float.self, "glitch guard's last values") }
-        let g = try (0..<dimension).map { _ in try r.read(UInt8.self) != 0 }
+        // The run lengths (version 1 was written with 0 or 1, which mean the same here).
+        let g = try (0..<dimension).map { _ in try r.read(UInt8.self) }
+        if let f = g.firstIndex(where: { $0 > Self.longestRun }) { throw StateError.invalid("glitch guard's run of feature \(f)") }
         // A feature seen has a finite range, low ≤ high; one not yet seen has (+∞, −∞).
         for f in 0..<dimension where !(l[f].isFinite && h[f].isFinite && l[f] <= h[f]) && !(l[f] == .infinity && h[f] == -.infinity) {
             throw StateError.invalid("glitch guard's range of feature \(f)")
@@ -226,6 +233,6 @@ public final class GlitchGuard: AnomalySignal, @unchecked Sendable {
         lowP.update(from: l, count: dimension)
         highP.update(from: h, count: dimension)
         lastP.update(from: v, count: dimension)
-        glitchedP.update(from: g, count: dimension)
+        runP.update(from: g, count: dimension)
     }
 }
