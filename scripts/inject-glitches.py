@@ -24,7 +24,7 @@ def main() -> None:
         sys.exit(__doc__)
     run = int(sys.argv[6]) if len(sys.argv) == 7 else 1
     src, dst, gain, seed = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
-    low, high = (int(v) for v in sys.argv[5].split('-')) if len(sys.argv) == 6 else (600, None)
+    low, high = (int(v) for v in sys.argv[5].split('-')) if len(sys.argv) >= 6 else (600, None)
     rng = random.Random(seed)
     shutil.rmtree(dst, ignore_errors=True)
     for root, dirs, files in os.walk(src):

@@ -145,8 +145,8 @@ import Testing
     }
 
     /// The same with a burst of three junk readings at 800 to 802: each is replaced by the value
-    /// before the burst, scores 1 and is counted, the first alerts, and the stream goes on as if they
-    /// had not come. Before bursts were repaired the second was taken for a new level, and blinded it.
+    /// before the burst, scores 1 and is counted, the first alerts (the rest are one incident with
+    /// it), and the stream goes on as if they had not come. Before bursts were repaired the second was taken for a new level, and blinded it.
     @Test func aBurstOfJunkDoesNotBlindTheStream() throws {
         try Self.checkRepaired(glitchAt: 800, run: 3, alerts: true)
     }
@@ -165,6 +165,22 @@ import Testing
             start += n
         }
         return (found, [g.low, g.high, g.last, g.runs.map { Float($0) }, [Float(g.seen)]])
+    }
+
+    /// A glitch three samples after a spike's alert, inside the policy's repeat window, alerts all the
+    /// same, naming itself: a value the stream does not learn is always reported.
+    @Test func aGlitchAlertsWhateverTheRepeatCap() throws {
+        var r = RandomSource(seed: 12)
+        var values = (0..<1600).map { _ in r.uniform() * 2 - 1 }
+        values[1500] += 5
+        values[1503] = 1e4
+        var run = OfflineRun(name: "g", settings: StreamConfiguration().resolved(dim: 1))
+        let scores = values.map { v in
+            var v = v
+            return run.next(&v)
+        }
+        #expect(scores[1500].alert && scores[1500].glitch == nil, "the spike")
+        #expect(scores[1503].alert && scores[1503].glitch?.value == 1e4, "the glitch, within the repeat window")
     }
 
     static func checkRepaired(glitchAt at: Int, run length: Int = 1, alerts: Bool) throws {
@@ -194,14 +210,15 @@ import Testing
         let (repaired, kept) = run(glitched, glitchRanges: 30)
         let reference = run(clean, glitchRanges: 30).scores
         #expect(kept[at - 1] == 0 && kept[2399] == UInt64(length), "the glitches, and only they, are counted")
-        // The first of a burst alerts, naming the glitch; every one of it scores 1 (the policy's
-        // repeat cap decides whether the rest alert again: one incident).
+        // The first of a burst alerts, naming the glitch; every one of it scores 1, and the rest do
+        // not alert again (one incident).
         let glitch = repaired[at]
         #expect(glitch.alert == alerts && glitch.warmingUp == !alerts)
         if alerts {
             #expect(glitch.beyondRange)
             #expect(glitch.glitch?.feature == 0 && glitch.glitch?.value == 1e4 && (glitch.glitch?.ranges ?? 0) > 1000)
             #expect(repaired[at..<after].allSatisfy { $0.score == 1 })
+            #expect(!repaired[(at + 1)..<after].contains { $0.alert }, "a burst is one incident")
         }
         #expect(!reference[at..<after].contains { $0.alert })
         // The models saw the same values: the same errors, to the bit. (The signals' calibrations

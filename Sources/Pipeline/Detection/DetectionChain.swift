@@ -239,9 +239,11 @@ public struct DetectionChain: Sendable {
             warming: warmingUp)
         // An alert on evidence alone names the signal whose surprise it was.
         if decision.onEvidence { source = surprising }
-        if event >= 0 && !warmingUp && certain < 0 {
+        if event >= 0 && !warmingUp && (certain < 0 || certain == event) {
             // An event alerts whatever the repeat cap (it reports itself once), and its score is at
-            // least the threshold, as every alerting sample's is (SPEC 5).
+            // least the threshold, as every alerting sample's is (SPEC 5). A certainty that is its
+            // own event (the glitch guard's) does too; under another signal's certainty the event
+            // gives way to it.
             decision = (1, true, true, false)
             source = event
             score = max(score, policy.threshold)

@@ -9,10 +9,11 @@ import Learning
 /// the feature has shown `arming` values the bar is `ranges × (warmup / n)²` widths after `n` values
 /// (3,000 widths after 50 values of 500, 120 after 250): junk readings from the 51st value on are
 /// caught too, while on the development streams 5 real changes of 647 (random walks' mode jumps, a
-/// square wave's first edge) lose their first value to it. It is replaced, in the batch itself, by the
+/// square wave's first edge) lose their first values to it (up to `longestRun`). It is replaced, in the batch itself, by the
 /// feature's last value, so the windows, the normaliser, the replay buffer, the model and every
 /// other signal see the stream as if it had not come; this signal then reads the sample as certain
-/// (it scores 1 and alerts, an event, whatever the repeat cap) and names the feature. Without the
+/// (it scores 1) and names the feature; the first glitch of a burst is also an event (it alerts
+/// whatever the repeat cap), the rest of the burst one incident with it. Without the
 /// guard one such value took the normaliser's variance up a thousandfold for about
 /// `normaliser_horizon` samples, trained the autoencoder on it from the buffer and taught every
 /// calibration its aftermath, so that nothing after it alerted.
@@ -52,7 +53,7 @@ public final class GlitchGuard: AnomalySignal, @unchecked Sendable {
     public internal(set) var seen: UInt64 = 0
     /// The glitches of the batch being judged, by index in it, in order: (feature, value, widths
     /// beyond the range); and the next one `read` looks for.
-    public private(set) var found: [(sample: Int, feature: Int, value: Float, ranges: Float, replacement: Float)] = []
+    public private(set) var found: [(sample: Int, feature: Int, value: Float, ranges: Float, replacement: Float, first: Bool)] = []
     var cursor = 0, sample = 0
     public private(set) var explanation: [(index: Int, share: Float)] = []
 
@@ -85,7 +86,7 @@ public final class GlitchGuard: AnomalySignal, @unchecked Sendable {
         return ranges * youth * youth
     }
 
-    /// The range so far, the last values and the glitch flags, as arrays (tests, tools).
+    /// The range so far, the last values and the runs of glitches, as arrays (tests, tools).
     var low: [Float] { Array(UnsafeBufferPointer(start: lowP, count: dimension)) }
     var high: [Float] { Array(UnsafeBufferPointer(start: highP, count: dimension)) }
     var last: [Float] { Array(UnsafeBufferPointer(start: lastP, count: dimension)) }
@@ -147,7 +148,7 @@ public final class GlitchGuard: AnomalySignal, @unchecked Sendable {
                     if v > hi + slack || v < lo - slack {
                         if runP[f] < Self.longestRun {
                             runP[f] += 1
-                            found.append((i, f, v, (v > hi ? v - hi : lo - v) / width, lastP[f]))
+                            found.append((i, f, v, (v > hi ? v - hi : lo - v) / width, lastP[f], runP[f] == 1))
                             continue
                         }
                     }
@@ -178,14 +179,17 @@ public final class GlitchGuard: AnomalySignal, @unchecked Sendable {
         guard cursor < found.count, found[cursor].sample == sample else { return Reading() }
         var shares: [(index: Int, share: Float)] = []
         var total: Float = 0
+        var first = false
         while cursor < found.count && found[cursor].sample == sample {
             let g = found[cursor]
+            first = first || g.first
             shares.append((window > 0 && dimension == 1 ? window - 1 : g.feature, g.ranges))
             total += g.ranges
             cursor += 1
         }
         explanation = shares.map { ($0.index, $0.share / total) }.sorted { $0.share > $1.share }
-        return Reading(certain: true, event: true)
+        // A burst's first glitch alerts whatever the repeat cap; the rest of it is one incident.
+        return Reading(certain: true, event: first)
     }
 
     /// The glitch of the sample judged last (the largest, if several features had one).
@@ -222,7 +226,7 @@ public final class GlitchGuard: AnomalySignal, @unchecked Sendable {
         let l = try (0..<dimension).map { _ in try r.read(Float.self) }
         let h = try (0..<dimension).map { _ in try r.read(Float.self) }
         let v = try (0..<dimension).map { _ in try r.readFinite(Float.self, "glitch guard's last values") }
-        // The run lengths (version 1 was written with 0 or 1, which mean the same here).
+        // The run lengths (0 to 3; daemons before 0.19 wrote a flag, 0 or 1, read as a run of one).
         let g = try (0..<dimension).map { _ in try r.read(UInt8.self) }
         if let f = g.firstIndex(where: { $0 > Self.longestRun }) { throw StateError.invalid("glitch guard's run of feature \(f)") }
         // A feature seen has a finite range, low ≤ high; one not yet seen has (+∞, −∞).
