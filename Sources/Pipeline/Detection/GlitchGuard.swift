@@ -57,11 +57,11 @@ public final class GlitchGuard: AnomalySignal, @unchecked Sendable {
     var cursor = 0, sample = 0
     public private(set) var explanation: [(index: Int, share: Float)] = []
 
-    public init(dimension: Int, ranges: Float, warmup: Int, window: Int, arming: Int = GlitchGuard.defaultArming) {
+    public init(dimension: Int, ranges: Float, warmup: Int, window: Int) {
         self.dimension = dimension
         self.ranges = ranges
         self.warmup = UInt64(max(1, warmup))
-        self.arming = UInt64(max(1, min(arming, warmup)))
+        self.arming = UInt64(max(1, min(Self.defaultArming, warmup)))
         self.window = window
         (lowP, highP, lastP) = (.allocate(capacity: dimension), .allocate(capacity: dimension), .allocate(capacity: dimension))
         lowP.initialize(repeating: .infinity, count: dimension)
