@@ -124,6 +124,11 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// must also lie beyond the range to be certain (0: off): a series that wanders sets new extremes
     /// by ordinary steps, a spike or a new level clears them by more.
     public var rangeDeviations: Float = 0.5
+    /// A feature that has never been negative (a count, a volume) is also beyond its range when it
+    /// falls below its lowest value by this many standard deviations of its log values below their
+    /// mean (0: off): its bursts widen the range and the spread, so on their scale a fall to nearly
+    /// nothing (an outage) stays inside the margin.
+    public var rangeDrop: Float = 1
     /// On a stream of more than one feature, a value beyond the range is certain only if another
     /// signal's surprise at that sample reaches this (standard units; 0: off); if not, the sample is
     /// an ordinary one (the range takes it in, and the features' spread learns from it unless
@@ -383,6 +388,7 @@ public struct StreamConfiguration: Sendable, Equatable {
         if rangeConfirm < 1 || rangeConfirm > 1000 { try fail("range_confirm must be in 1...1000") }
         if !(glitchRanges == 0 || (glitchRanges >= 1 && glitchRanges <= 1e6)) { try fail("glitch_ranges must be 0 (off) or in 1...1000000") }
         if !(rangeDeviations >= 0 && rangeDeviations <= 1000) { try fail("range_deviations must be in 0...1000 (0: off)") }
+        if !(rangeDrop >= 0 && rangeDrop <= 1000) { try fail("range_drop must be in 0...1000 (0: off)") }
         if !(rangeCorroboration >= 0 && rangeCorroboration <= 40) { try fail("range_corroboration must be in 0...40 (0: off)") }
         if repeatWindow < 0 || repeatWindow > 1 << 16 { try fail("repeat_window must be in 0...65536") }
         if alertHoldOff < 0 || alertHoldOff > 1 << 16 { try fail("alert_hold_off must be in 0...65536") }

@@ -184,6 +184,7 @@ public enum ConfigurationFile {
         case "glitch_ranges": s.glitchRanges = try float(v)
         case "range_warmup": s.rangeWarmup = try int(v)
         case "range_deviations": s.rangeDeviations = try float(v)
+        case "range_drop": s.rangeDrop = try float(v)
         case "range_corroboration": s.rangeCorroboration = try float(v)
         case "repeat_window": s.repeatWindow = try int(v)
         case "signals":

@@ -77,6 +77,7 @@ range_habit = 3                        # >0, streams of several features: after 
 range_confirm = 1                      # samples beyond the margin in a row before the range takes them in (2: a lone outlier is not)
 glitch_ranges = 30                     # a lone value (or a burst of up to 3) this many range widths beyond its range is a glitch: it alerts and is not learned from (0: off)
 range_deviations = 0.5                 # >0: a value beyond the range must also lie this many of its feature's standard deviations beyond it
+range_drop = 1                         # >0: a feature never negative (a count, a volume) is also beyond its range when it falls below its lowest value by this many standard deviations of its log values below their mean (an outage)
 range_corroboration = 2                # >0, streams of several features: a value beyond the range scores 1 only if another signal's surprise reaches this
 range_warmup = 500                     # the range rule alerts once the range has seen this many samples (a young one is crossed by chance); the glitch guard's bar is higher until then
 repeat_window = 32                     # an alert strength no higher than one of the last this-many is capped at 0.5 (no alert); 0: off

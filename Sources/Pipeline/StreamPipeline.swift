@@ -527,7 +527,9 @@ public final class StreamPipeline: @unchecked Sendable {
                 refresh: settings.rangeRefresh, warmup: settings.rangeWarmup, window: settings.window,
                 habitLimit: sampleDimension > 1 ? settings.rangeHabit : 0, habitHorizon: settings.calibrationHorizon,
                 confirm: settings.rangeConfirm,
-                deviations: settings.rangeDeviations, scaleHorizon: settings.calibrationHorizon)
+                deviations: settings.rangeDeviations, scaleHorizon: settings.calibrationHorizon,
+                // Under the log transform the values are on a log scale already.
+                drop: settings.transform == .log ? 0 : settings.rangeDrop)
         ]
         if on.contains(GlitchGuard.name) && settings.glitchRanges > 0 && !settings.log {
             signals.append(

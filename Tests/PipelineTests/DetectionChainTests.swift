@@ -491,4 +491,70 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
         #expect(old.habit(0) == 0 && old.habit(1) == 0 && old.seen == 60)
         #expect(read(old, 20, 20), "an upgraded stream's excursions are certain again")
     }
+    /// A count stream: a daily cycle of 24 samples around `level`, noise, and heavy-tailed bursts
+    /// (one sample in 30 multiplied by 1 + 2 / u, u uniform over [0.02, 1): a Pareto tail, up to 101).
+    static func counts(_ n: Int, level: Float = 1000, seed: UInt64 = 5) -> [Float] {
+        var r = RandomSource(seed: seed)
+        return (0..<n).map { t in
+            let rate = level * (1 + 0.5 * Float(sin(2 * Double.pi * Double(t) / 24)))
+            var x = max(0, rate + 0.1 * rate * r.normal())
+            if r.uniform() < 1 / 30 { x *= 1 + 2 / r.uniform(0.02, 1) }
+            return x.rounded()
+        }
+    }
+
+    /// `range_drop`: a count stream's bursts widen its range and spread, so a fall to a twentieth of
+    /// its lowest value stays inside the margin and under half a spread; on the log scale it is far
+    /// (certain with `drop` 1, not without). A value a little under the lowest is not; a feature that
+    /// has been negative is never judged so. The log moments survive the section, a version 5
+    /// section (without them) starts them afresh, and a damaged one is refused.
+    @Test func aCountThatFallsToNearlyNothingIsBeyondItsRange() throws {
+        let normal = Self.counts(3000)
+        func signal(_ drop: Float) -> RangeSignal {
+            RangeSignal(dimension: 1, margin: 0.05, refresh: 100, warmup: 500, window: 0, deviations: 0.5, scaleHorizon: 5000, drop: drop)
+        }
+        var outcomes: [Float: (outage: Bool, dip: Bool, normal: Int)] = [:]
+        for drop: Float in [0, 1] {
+            let s = signal(drop)
+            let normalCertain = normal.filter { read(s, $0) }.count
+            let (low, high) = s.range(0)
+            #expect(low > 100 && high > 20 * low, "bursts widen the range: \(low) to \(high)")
+            let dip = read(s, 0.9 * low)
+            let outage = read(s, s.range(0).low / 20)
+            outcomes[drop] = (outage, dip, normalCertain)
+            if drop > 0 {
+                // One normal sample in 16 teaches them, the first included.
+                #expect(s.logMoments == (s.moments + RangeSignal.logStride - 1) / RangeSignal.logStride, "\(s.logMoments) of \(s.moments)")
+                var w = StateWriter()
+                s.encode(&w)
+                let copy = signal(drop)
+                var reader = StateReader(w.bytes)
+                try copy.decode(&reader, version: RangeSignal.stateVersion)
+                #expect(copy.logMoments == s.logMoments && copy.logMeanP[0] == s.logMeanP[0] && copy.logDownP[0] == s.logDownP[0])
+                var again = StateWriter()
+                copy.encode(&again)
+                #expect(again.bytes == w.bytes)
+                // Version 5 is version 6 without the log moments at the end (a count, two doubles).
+                let old = signal(drop)
+                var r5 = StateReader(Array(w.bytes.dropLast(8 + 16)))
+                try old.decode(&r5, version: 5)
+                #expect(old.logMoments == 0 && old.moments == s.moments && old.range(0) == s.range(0))
+                var bad = w.bytes
+                withUnsafeBytes(of: Double.nan.bitPattern.littleEndian) { for i in 0..<8 { bad[bad.count - 16 + i] = $0[i] } }
+                var badReader = StateReader(bad)
+                #expect(throws: StateError.self) { try copy.decode(&badReader, version: RangeSignal.stateVersion) }
+            }
+        }
+        #expect(outcomes[0]!.outage == false, "on the counts' own scale the outage is inside the margin")
+        #expect(outcomes[1]!.outage, "on the log scale it is far below")
+        #expect(!outcomes[0]!.dip && !outcomes[1]!.dip, "a tenth under the lowest is not")
+        #expect(outcomes[1]!.normal == outcomes[0]!.normal, "normal values are judged as before")
+        // A feature that has been negative is not a count: a fall from -1 to -20 is far on the log
+        // scale, but on the feature's own scale it is inside the margin.
+        let s = signal(1)
+        for x in normal { _ = read(s, x) }
+        #expect(read(s, -1), "from the counts' lowest to -1 is far on the log scale")
+        #expect(s.range(0).low == -1)
+        #expect(!read(s, -20), "below a range that reaches under 0 the fall is judged as before")
+    }
 }

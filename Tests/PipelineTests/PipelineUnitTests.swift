@@ -608,6 +608,37 @@ import Testing
         }
     }
 
+    /// A count stream's outage (30 values at a twentieth of its lowest, after 3,000 values with
+    /// bursts up to a hundred times its level) alerts beyond the range at the defaults (`range_drop`
+    /// 1), at its first value; with `range_drop = 0` none of it is beyond the range. Under
+    /// `transform = log` the values are on a log scale already: the rule is off.
+    @Test func aCountStreamsOutageIsBeyondItsRangeByDefault() throws {
+        #expect(StreamConfiguration().rangeDrop == 1)
+        for transform in InputTransform.allCases {
+            var settings = StreamConfiguration().resolved(dim: 1)
+            settings.transform = transform
+            let range = try #require(StreamPipeline(name: "t", settings: settings).chain.signals.first as? RangeSignal)
+            #expect(range.drop == (transform == .log ? 0 : 1), "\(transform)")
+        }
+        let normal = RangeHabitTests.counts(3000)
+        let low = normal[500...].min()!
+        for drop: Float in [1, 0] {
+            var settings = StreamConfiguration().resolved(dim: 1)
+            settings.rangeDrop = drop
+            var run = OfflineRun(name: "c", settings: settings)
+            let scores = (normal + [Float](repeating: (low / 20).rounded(), count: 30)).map { v in
+                var v = v
+                return run.next(&v)
+            }
+            let outage = scores[3000...]
+            if drop > 0 {
+                #expect(outage.first!.alert && outage.first!.beyondRange, "\(outage.first!)")
+            } else {
+                #expect(outage.filter(\.beyondRange).isEmpty)
+            }
+        }
+    }
+
     /// A feature's habit of leaving its range applies to streams of several features only: a
     /// one-feature stream's excursions (windowed by default) are always certain.
     @Test func theRangeHabitIsForStreamsOfSeveralFeatures() throws {
@@ -1068,7 +1099,7 @@ import Testing
             "[stream]\nmin_buffered = 0", "heartbeat_seconds = 1e16", "[stream]\nreplay_ratio = 1e20",
             "trainer_priority = 20", "trainer_priority = realtime", "[stream]\nrange_refresh = 0",
             "[stream]\nrepeat_window = -1", "[stream]\nwindow_scales = 1, 8222222222222222222",
-            "[stream]\nrange_deviations = -1", "[stream]\nrange_warmup = -1", "[stream]\nlog_warmup_samples = -1",
+            "[stream]\nrange_deviations = -1", "[stream]\nrange_drop = -1", "[stream]\nrange_warmup = -1", "[stream]\nlog_warmup_samples = -1",
             "[stream]\nwindow_scales = 1, 8222222222222222222\n[stream.a]\ndim = 1",
             // A hold-off is a ring of that many surprises, allocated at the first score.
             "[stream]\nalert_hold_off = 100000000000", "[stream]\nalert_hold_off = -1",
