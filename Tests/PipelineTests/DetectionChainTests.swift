@@ -506,12 +506,15 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
     /// `range_drop`: a count stream's bursts widen its range and spread, so a fall to a twentieth of
     /// its lowest value stays inside the margin and under half a spread; on the log scale it is far
     /// (certain with `drop` 1, not without). A value a little under the lowest is not; a feature that
-    /// has been negative is never judged so. The log moments survive the section, a version 5
-    /// section (without them) starts them afresh, and a damaged one is refused.
+    /// has been negative is never judged so, nor learned from; a constant feature (no spread) is not
+    /// either. The log moments survive the section; a version 5 section (without them) starts them
+    /// afresh, and a fall is judged again once 512 normal samples have taught them; a damaged
+    /// section is refused.
     @Test func aCountThatFallsToNearlyNothingIsBeyondItsRange() throws {
         let normal = Self.counts(3000)
         func signal(_ drop: Float) -> RangeSignal {
-            RangeSignal(dimension: 1, margin: 0.05, refresh: 100, warmup: 500, window: 0, deviations: 0.5, scaleHorizon: 5000, drop: drop)
+            RangeSignal(
+                dimension: 1, margin: 0.05, refresh: 100, warmup: 500, window: 0, deviations: 0.5, scaleHorizon: 5000, drop: drop)
         }
         var outcomes: [Float: (outage: Bool, dip: Bool, normal: Int)] = [:]
         for drop: Float in [0, 1] {
@@ -524,7 +527,8 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
             outcomes[drop] = (outage, dip, normalCertain)
             if drop > 0 {
                 // One normal sample in 16 teaches them, the first included.
-                #expect(s.logMoments == (s.moments + RangeSignal.logStride - 1) / RangeSignal.logStride, "\(s.logMoments) of \(s.moments)")
+                let expected = (s.moments + RangeSignal.logStride - 1) / RangeSignal.logStride
+                #expect(s.logMoments == expected, "\(s.logMoments) of \(s.moments)")
                 var w = StateWriter()
                 s.encode(&w)
                 let copy = signal(drop)
@@ -535,14 +539,26 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
                 copy.encode(&again)
                 #expect(again.bytes == w.bytes)
                 // Version 5 is version 6 without the log moments at the end (a count, two doubles).
-                let old = signal(drop)
-                var r5 = StateReader(Array(w.bytes.dropLast(8 + 16)))
-                try old.decode(&r5, version: 5)
-                #expect(old.logMoments == 0 && old.moments == s.moments && old.range(0) == s.range(0))
-                var bad = w.bytes
-                withUnsafeBytes(of: Double.nan.bitPattern.littleEndian) { for i in 0..<8 { bad[bad.count - 16 + i] = $0[i] } }
-                var badReader = StateReader(bad)
-                #expect(throws: StateError.self) { try copy.decode(&badReader, version: RangeSignal.stateVersion) }
+                let fresh = Self.counts(700, seed: 6)
+                for (count, judged) in [(40, false), (700, true)] {
+                    let old = signal(drop)
+                    var r5 = StateReader(Array(w.bytes.dropLast(8 + 16)))
+                    try old.decode(&r5, version: 5)
+                    #expect(old.logMoments == 0 && old.moments == s.moments && old.range(0) == s.range(0))
+                    for x in fresh.prefix(count) { _ = read(old, x) }
+                    #expect(read(old, old.range(0).low / 20) == judged, "after \(count): \(old.logMoments) log samples")
+                }
+                // The count (24 bytes from the end), the log mean (16) and the spread under it (8):
+                // a count beyond one per 16 normal samples, a mean that is no float's log, a NaN
+                // mean, a negative spread.
+                for (offset, bits) in [(24, s.moments), (16, (1e200).bitPattern), (16, Double.nan.bitPattern), (8, (-1.0).bitPattern)] {
+                    var bad = w.bytes
+                    withUnsafeBytes(of: bits.littleEndian) { for i in 0..<8 { bad[bad.count - offset + i] = $0[i] } }
+                    var badReader = StateReader(bad)
+                    #expect(throws: StateError.self, "\(offset) \(bits)") {
+                        try copy.decode(&badReader, version: RangeSignal.stateVersion)
+                    }
+                }
             }
         }
         #expect(outcomes[0]!.outage == false, "on the counts' own scale the outage is inside the margin")
@@ -556,5 +572,13 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
         #expect(read(s, -1), "from the counts' lowest to -1 is far on the log scale")
         #expect(s.range(0).low == -1)
         #expect(!read(s, -20), "below a range that reaches under 0 the fall is judged as before")
+        let (mean, count) = (s.logMeanP[0], s.logMoments)
+        for x in normal.prefix(100) { _ = read(s, x) }
+        #expect(s.logMeanP[0] == mean && s.logMoments > count, "its log values are no longer learned")
+        // A constant feature has no spread: any fall would be far. Its range has no width, and the
+        // margin does not judge it either.
+        let constant = signal(1)
+        for _ in 0..<1000 { _ = read(constant, 100) }
+        #expect(constant.logMoments >= RangeSignal.logMinimum && !read(constant, 10))
     }
 }

@@ -610,8 +610,9 @@ import Testing
 
     /// A count stream's outage (30 values at a twentieth of its lowest, after 3,000 values with
     /// bursts up to a hundred times its level) alerts beyond the range at the defaults (`range_drop`
-    /// 1), at its first value; with `range_drop = 0` none of it is beyond the range. Under
-    /// `transform = log` the values are on a log scale already: the rule is off.
+    /// 1), at its first value; with `range_drop = 0` none of it is beyond the range. The 3,000 values
+    /// before it alert the same either way. Under `transform = log` the values are on a log scale
+    /// already: the rule is off.
     @Test func aCountStreamsOutageIsBeyondItsRangeByDefault() throws {
         #expect(StreamConfiguration().rangeDrop == 1)
         for transform in InputTransform.allCases {
@@ -622,6 +623,7 @@ import Testing
         }
         let normal = RangeHabitTests.counts(3000)
         let low = normal[500...].min()!
+        var before: [[Int]] = []
         for drop: Float in [1, 0] {
             var settings = StreamConfiguration().resolved(dim: 1)
             settings.rangeDrop = drop
@@ -631,12 +633,14 @@ import Testing
                 return run.next(&v)
             }
             let outage = scores[3000...]
+            before.append(scores[..<3000].indices.filter { scores[$0].alert })
             if drop > 0 {
                 #expect(outage.first!.alert && outage.first!.beyondRange, "\(outage.first!)")
             } else {
                 #expect(outage.filter(\.beyondRange).isEmpty)
             }
         }
+        #expect(before[0] == before[1] && !before[0].isEmpty, "\(before)")
     }
 
     /// A feature's habit of leaving its range applies to streams of several features only: a

@@ -47,6 +47,10 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
     /// every sample cost 70% of a 32-feature stream's scoring path; a spread over ~5,000 samples
     /// is as well measured from every 16th).
     public static let logStride: UInt64 = 16
+    /// Log samples the moments must have (and the fewest their running weights cover) before a fall
+    /// is judged by them: 512 normal samples, about a fresh stream's `range_warmup`, and as many
+    /// after a checkpoint from before them.
+    public static let logMinimum: UInt64 = 32
 
     /// Negative: the range is kept but never scores.
     public let margin: Float
@@ -160,10 +164,12 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
     static func logScale(_ x: Float) -> Float { x < 0 ? -log1pf(-x) : log1pf(x) }
 
     /// Whether `v`, below feature `f`'s reference low `l`, falls far on the log scale: the feature
-    /// has never been negative and its log values have moments.
+    /// has never been negative (its live low, which the reference follows), its range has a width (a
+    /// constant feature's spread is none: its falls are the margin's to judge), and its log values
+    /// have `logMinimum` samples of moments.
     @inline(__always)
     func falls(_ v: Float, below l: Float, feature f: Int) -> Bool {
-        guard drop > 0 && v < l && l >= 0 && logMoments > 1 else { return false }
+        guard drop > 0 && v < l && lowP[f] >= 0 && referenceHighP[f] > l && logMoments >= Self.logMinimum else { return false }
         let fall = Double(Self.logScale(l) - Self.logScale(v))
         return fall > 0 && fall * fall >= drop * drop * logDownP[f]
     }
@@ -178,11 +184,13 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
                 let k = deviations, variance = varianceP
                 for f in 0..<d {
                     let v = x[f], l = refLo[f], h = refHi[f], slack = margin * (h - l)
-                    let falls = falls(v, below: l, feature: f)
-                    guard falls || (h > l && (v > h + slack || v < l - slack)) else { continue }
+                    let fell = falls(v, below: l, feature: f)
+                    guard fell || (h > l && (v > h + slack || v < l - slack)) else { continue }
                     // Also far enough beyond for the feature's own spread (compared squared).
                     let excess = v > h ? v - h : l - v
-                    if falls || k == 0 || moments == 0 || Double(excess) * Double(excess) >= Double(k * k) * variance[f] {
+                    if fell || k == 0 || moments == 0
+                        || Double(excess) * Double(excess) >= Double(k * k) * variance[f]
+                    {
                         beyond = true
                         if !habitual(f) { reading.certain = true }
                     }
@@ -269,8 +277,10 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
 
     func learnLogs(_ x: UnsafePointer<Float>) {
         logMoments += 1
-        let a = 1 / Double(min(logMoments, max(1, scaleHorizon / Self.logStride))), mean = logMeanP, down = logDownP
-        for f in 0..<dimension where lowP[f] >= 0 {
+        let horizon = max(Self.logMinimum, scaleHorizon / Self.logStride)
+        let a = 1 / Double(min(logMoments, horizon)), mean = logMeanP, down = logDownP
+        // A held value (`confirm` > 1) is not in the live low yet: a negative one is not learned.
+        for f in 0..<dimension where lowP[f] >= 0 && x[f] >= 0 {
             let delta = Double(Self.logScale(x[f])) - mean[f]
             mean[f] += a * delta
             let under = min(delta, 0)
@@ -283,7 +293,8 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
     /// Feature `f`'s range so far.
     public func range(_ f: Int) -> (low: Float, high: Float) { (lowP[f], highP[f]) }
 
-    /// Feature `f`'s running variance (0 before any normal sample, and while `deviations` is 0).
+    /// Feature `f`'s running variance (0 before any normal sample, and while neither `deviations`
+    /// nor `drop` is on).
     public func variance(_ f: Int) -> Float { Float(varianceP[f]) }
 
     /// For a sample beyond the range: how far each feature lies outside [low, high], as shares of
@@ -367,7 +378,12 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
             let n = try r.readCount()
             let m = try (0..<dimension).map { _ in try r.read(Double.self) }
             let d = try (0..<dimension).map { _ in try r.read(Double.self) }
-            guard m.allSatisfy(\.isFinite), d.allSatisfy({ $0.isFinite && $0 >= 0 }) else { throw StateError.invalid("range log moments") }
+            // Only states the signal can reach: one log sample per `logStride` normal ones at most, a
+            // log value within ±89 (ln(1 + x) of a float), deviations under the mean within twice that.
+            let largest = Double(Self.logScale(.greatestFiniteMagnitude))
+            guard n <= (moments + Self.logStride - 1) / Self.logStride, m.allSatisfy({ abs($0) <= largest }),
+                d.allSatisfy({ $0 >= 0 && $0 <= 2 * (2 * largest) * (2 * largest) })
+            else { throw StateError.invalid("range log moments") }
             logMoments = n
             for f in 0..<dimension { (logMeanP[f], logDownP[f]) = (m[f], d[f]) }
         }

@@ -198,11 +198,14 @@ def test_a_daemon_that_prints_no_endpoints_is_killed_at_the_start_timeout(tmp_pa
     assert time.monotonic() - began < 10
 
 
-def fake_daemon(tmp_path, then):
-    """A stand-in for `eddy serve`: prints four endpoints, then runs `then` (shell)."""
+def fake_daemon(tmp_path, then, before=""):
+    """A stand-in for `eddy serve`: runs `before` (shell), prints four endpoints, then runs `then`.
+
+    A trap goes in `before`: once the endpoints are out the client may signal at once, and a
+    SIGTERM before the trap is set would kill the shell (-15) instead of running it."""
     fake = tmp_path / "fake"
-    fake.write_text("#!/bin/sh\nfor n in ingest publish snapshots http; do echo \"$n tcp://127.0.0.1:1\"; done\n"
-                    + then + "\n")
+    endpoints = "for n in ingest publish snapshots http; do echo \"$n tcp://127.0.0.1:1\"; done"
+    fake.write_text("\n".join(["#!/bin/sh", before, endpoints, then, ""]))
     os.chmod(fake, 0o755)
     return fake
 
@@ -213,14 +216,14 @@ def test_a_daemon_that_dies_in_use_is_reported_when_the_block_ends(tmp_path):
             d.process.wait(timeout=10)
     # One that stops with a failure on SIGTERM is reported too; one that stops cleanly is not.
     with pytest.raises(RuntimeError, match="stopped with 5"):
-        with LocalDaemon(fake_daemon(tmp_path, "trap 'exit 5' TERM; while :; do sleep 0.05; done"),
+        with LocalDaemon(fake_daemon(tmp_path, "while :; do sleep 0.05; done", before="trap 'exit 5' TERM"),
                          tmp_path / "data", tmp_path / "eddy.conf"):
             pass
-    with LocalDaemon(fake_daemon(tmp_path, "trap 'exit 0' TERM; while :; do sleep 0.05; done"),
+    with LocalDaemon(fake_daemon(tmp_path, "while :; do sleep 0.05; done", before="trap 'exit 0' TERM"),
                      tmp_path / "data", tmp_path / "eddy.conf") as d:
         assert d.endpoints["http"] == "tcp://127.0.0.1:1"
     # A daemon the block stopped itself is not reported again.
-    with LocalDaemon(fake_daemon(tmp_path, "trap 'exit 5' TERM; while :; do sleep 0.05; done"),
+    with LocalDaemon(fake_daemon(tmp_path, "while :; do sleep 0.05; done", before="trap 'exit 5' TERM"),
                      tmp_path / "data", tmp_path / "eddy.conf") as d:
         assert d.terminate()[0] == 5
     # An exception of the block's own is not replaced.
