@@ -23,15 +23,17 @@ public enum InputTransform: String, Sendable, CaseIterable {
         switch self {
         case .none: return
         case .log:
-            for i in 0..<count {
-                let x = values[i]
-                let a = abs(x), u = 1 + a
-                // ln(1 + a) to an ulp or two with one logf, a third of log1pf's cost (Goldberg's
-                // correction: the rounding of 1 + a cancels in a / (u − 1)).
-                let l = u == 1 ? a : logf(u) * (a / (u - 1))
-                values[i] = x < 0 ? -l : l
-            }
+            for i in 0..<count { values[i] = Self.signedLog(values[i]) }
         }
+    }
+
+    /// `sign(x) · ln(1 + |x|)`: ln(1 + a) to an ulp or two with one logf, a third of log1pf's cost
+    /// (Goldberg's correction: the rounding of 1 + a cancels in a / (u − 1)).
+    @inline(__always)
+    public static func signedLog(_ x: Float) -> Float {
+        let a = abs(x), u = 1 + a
+        let l = u == 1 ? a : logf(u) * (a / (u - 1))
+        return x < 0 ? -l : l
     }
 
     /// The transformed copy of `values`.

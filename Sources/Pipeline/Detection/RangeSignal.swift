@@ -159,10 +159,6 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         logDownP.deallocate()
     }
 
-    /// `ln(1 + |x|)` with x's sign: the log scale of a count (0 at 0, monotonic, defined everywhere).
-    @inline(__always)
-    static func logScale(_ x: Float) -> Float { x < 0 ? -log1pf(-x) : log1pf(x) }
-
     /// Whether `v`, below feature `f`'s reference low `l`, falls far on the log scale: the feature
     /// has never been negative (its live low, which the reference follows), its range has a width (a
     /// constant feature's spread is none: its falls are the margin's to judge), and its log values
@@ -170,7 +166,7 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
     @inline(__always)
     func falls(_ v: Float, below l: Float, feature f: Int) -> Bool {
         guard drop > 0 && v < l && lowP[f] >= 0 && referenceHighP[f] > l && logMoments >= Self.logMinimum else { return false }
-        let fall = Double(Self.logScale(l) - Self.logScale(v))
+        let fall = Double(InputTransform.signedLog(l) - InputTransform.signedLog(v))
         return fall > 0 && fall * fall >= drop * drop * logDownP[f]
     }
 
@@ -281,7 +277,7 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         let a = 1 / Double(min(logMoments, horizon)), mean = logMeanP, down = logDownP
         // A held value (`confirm` > 1) is not in the live low yet: a negative one is not learned.
         for f in 0..<dimension where lowP[f] >= 0 && x[f] >= 0 {
-            let delta = Double(Self.logScale(x[f])) - mean[f]
+            let delta = Double(InputTransform.signedLog(x[f])) - mean[f]
             mean[f] += a * delta
             let under = min(delta, 0)
             down[f] = a == 1 ? 0 : (1 - a) * (down[f] + a * 2 * under * under)
@@ -380,7 +376,7 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
             let d = try (0..<dimension).map { _ in try r.read(Double.self) }
             // Only states the signal can reach: one log sample per `logStride` normal ones at most, a
             // log value within ±89 (ln(1 + x) of a float), deviations under the mean within twice that.
-            let largest = Double(Self.logScale(.greatestFiniteMagnitude))
+            let largest = Double(InputTransform.signedLog(.greatestFiniteMagnitude))
             guard n <= (moments + Self.logStride - 1) / Self.logStride, m.allSatisfy({ abs($0) <= largest }),
                 d.allSatisfy({ $0 >= 0 && $0 <= 2 * (2 * largest) * (2 * largest) })
             else { throw StateError.invalid("range log moments") }
