@@ -41,6 +41,12 @@ public struct SampleScore: Sendable, Equatable {
     /// in a row it had sent it (nil: it does not). The alert's `topFeatures` name the channel alone.
     public var stuckChannel: Int? = nil
     public var stuckValues = 0
+    /// The alert comes from the level signal: the feature whose level over its period moved, the
+    /// period, and its level over the period's before (nil: it does not). The alert's
+    /// `topFeatures` name the feature alone.
+    public var levelChannel: Int? = nil
+    public var levelPeriod = 0
+    public var levelRatio: Float = 1
     /// The alert comes from the glitch guard: the feature, its value as it came (under the stream's
     /// transform) and how many widths of its range it lay beyond it (nil: it does not).
     public var glitch: (feature: Int, value: Float, ranges: Float)? = nil
@@ -52,7 +58,7 @@ public struct SampleScore: Sendable, Equatable {
         a.sequence == b.sequence && a.error == b.error && a.score == b.score && a.alertScore == b.alertScore && a.alert == b.alert
             && a.warmingUp == b.warmingUp && a.beyondRange == b.beyondRange && a.period == b.period && a.discordChannel == b.discordChannel && a.discordWindow == b.discordWindow && a.discordLevel == b.discordLevel && a.discordHistory == b.discordHistory
             && a.correlationChannel == b.correlationChannel && a.noiseChannel == b.noiseChannel
-            && a.stuckChannel == b.stuckChannel && a.glitch?.feature == b.glitch?.feature && a.timestamp == b.timestamp
+            && a.stuckChannel == b.stuckChannel && a.levelChannel == b.levelChannel && a.glitch?.feature == b.glitch?.feature && a.timestamp == b.timestamp
             && a.topFeatures.map(\.index) == b.topFeatures.map(\.index)
     }
 }
@@ -88,6 +94,9 @@ public struct ScoredBatch: Sendable {
     /// Alerts (by index in the batch) that come from the stuck signal: the channel and how many times
     /// in a row it had sent its value.
     public var fromStuck: [Int: (channel: Int, values: Int)] = [:]
+    /// Alerts (by index in the batch) that come from the level signal: the feature, its period and
+    /// its level over the reference's.
+    public var fromLevel: [Int: (channel: Int, period: Int, ratio: Float)] = [:]
     /// Alerts (by index in the batch) that come from the glitch guard (`SampleScore.glitch`), and the
     /// stream's features per sample (a glitch's reason names the feature when there are several).
     public var fromGlitch: [Int: (feature: Int, value: Float, ranges: Float)] = [:]
@@ -130,7 +139,9 @@ public struct ScoredBatch: Sendable {
             discordChannel: fromDiscord[i]?.channel, discordWindow: fromDiscord[i]?.window ?? 0,
             discordLevel: fromDiscord[i]?.level ?? false, discordHistory: fromDiscord[i]?.history ?? 0,
             correlationChannel: fromCorrelation[i], noiseChannel: fromNoise[i]?.channel, noiseFactor: fromNoise[i]?.factor ?? 0,
-            stuckChannel: fromStuck[i]?.channel, stuckValues: fromStuck[i]?.values ?? 0, glitch: fromGlitch[i],
+            stuckChannel: fromStuck[i]?.channel, stuckValues: fromStuck[i]?.values ?? 0,
+            levelChannel: fromLevel[i]?.channel, levelPeriod: fromLevel[i]?.period ?? 0, levelRatio: fromLevel[i]?.ratio ?? 1,
+            glitch: fromGlitch[i],
             timestamp: timestamps.isEmpty ? 0 : timestamps[i],
             topFeatures: topFeatures[i] ?? [])
     }
@@ -589,6 +600,12 @@ public final class StreamPipeline: @unchecked Sendable {
         if on.contains(StuckSignal.name) && settings.stuckRun > 0 {
             signals.append(StuckSignal(channels: sampleDimension, minimumRun: settings.stuckRun, holdOff: settings.alertHoldOff))
         }
+        if on.contains(LevelSignal.name) && settings.levelBar > 0 && settings.alertEvidence > 0 && sampleDimension <= settings.discordChannels {
+            signals.append(
+                LevelSignal(
+                    channels: sampleDimension, bar: max(settings.levelBar, settings.alertEvidence), horizon: settings.calibrationHorizon,
+                    logScale: settings.transform == .log))
+        }
         if on.contains(CorrelationSignal.name) && sampleDimension > 1 && sampleDimension <= settings.correlationChannels {
             signals.append(
                 CorrelationSignal(dimension: sampleDimension, horizon: settings.calibrationHorizon, holdOff: settings.alertHoldOff))
@@ -770,6 +787,10 @@ public final class StreamPipeline: @unchecked Sendable {
                     if let stuck = source as? StuckSignal, stuck.lastChannel >= 0 {
                         channelAlert = stuck.lastChannel
                         result.fromStuck[i] = (stuck.lastChannel, stuck.repeated(channel: stuck.lastChannel))
+                    }
+                    if let level = source as? LevelSignal, level.lastChannel >= 0 {
+                        channelAlert = level.lastChannel
+                        result.fromLevel[i] = (level.lastChannel, level.period(channel: level.lastChannel), level.lastRatio)
                     }
                     if let correlation = source as? CorrelationSignal, correlation.lastChannel >= 0 {
                         channelAlert = correlation.lastChannel

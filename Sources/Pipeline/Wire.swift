@@ -178,6 +178,10 @@ public enum Wire {
             m.signal = NoiseSignal.name
             m.reason = NoiseSignal.reason(channel: channel, factor: s.noiseFactor)
         }
+        if let channel = s.levelChannel {
+            m.signal = LevelSignal.name
+            m.reason = LevelSignal.reason(channel: channel, period: s.levelPeriod, ratio: s.levelRatio)
+        }
         if let g = s.glitch {
             m.signal = GlitchGuard.name
             m.reason = GlitchGuard.reason(feature: g.feature, value: g.value, ranges: g.ranges, dimension: batch.sampleDimension)

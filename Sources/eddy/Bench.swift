@@ -337,6 +337,12 @@ struct PipelineBench: ParsableCommand {
             (the discord runs only with --dim up to discord_channels, 8 by default).
             """)
     var cycling = false
+    @Flag(
+        help: """
+            Each value made a count (max(0, 50·(x + 4)) rounded: whole, never negative), so that the \
+            level signal, which judges counts only, is timed (with --cycling it finds their period).
+            """)
+    var counts = false
 
     func run() throws {
         BLAS.setThreads(options.threads)
@@ -348,7 +354,8 @@ struct PipelineBench: ParsableCommand {
         settings.warmupSamples = 200
         try settings.validate(name: "bench")
         let pipeline = StreamPipeline(name: "bench", settings: settings)
-        let data = ReferenceStream(dimension: dim, seed: 1, cycling: cycling).samples(count: 8192)
+        var data = ReferenceStream(dimension: dim, seed: 1, cycling: cycling).samples(count: 8192)
+        if counts { data = data.map { max(0, 50 * ($0 + 4)).rounded() } }
         var sequence: UInt64 = 0
         data.withUnsafeBufferPointer { v in
             for k in 0..<2048 {
@@ -371,6 +378,9 @@ struct PipelineBench: ParsableCommand {
         // How many channels the discord measures with the lag (`discord_peak_lag`): on the cycling
         // stream all of them when the lag is on, on the workload's none.
         report.add("lagged_channels", MemoryBench.laggedChannels(pipeline))
+        // Features the level signal judges with a period found (on counts with --cycling, all).
+        let level = pipeline.chain.signal(LevelSignal.self)
+        report.add("level_channels", level.map { l in (0..<dim).filter { l.judges(channel: $0) && l.period(channel: $0) > 0 }.count } ?? 0)
         report.add("samples_per_second", rate.wall)
         report.add("ns_per_sample", 1e9 / rate.wall)
         report.print(json: options.json)

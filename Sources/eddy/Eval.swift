@@ -40,7 +40,7 @@ struct Eval: ParsableCommand {
     var skip: String = ""
     @Option(
         help: ArgumentHelp(
-            "Run without these parts of the detector (comma-separated): a signal (range, glitch, reconstruction, period, discord, noise, stuck, correlation; for logs template, parameter, burst, silence), repeat-cap, hold-off, evidence (alert_evidence), corroboration (range_corroboration).",
+            "Run without these parts of the detector (comma-separated): a signal (range, glitch, reconstruction, period, discord, noise, stuck, level, correlation; for logs template, parameter, burst, silence), repeat-cap, hold-off, evidence (alert_evidence), corroboration (range_corroboration).",
             valueName: "parts"))
     var without: String?
     @Flag(help: "One JSON object instead of the tables.") var json = false
