@@ -27,28 +27,28 @@ import Testing
     static func signal(channels: Int = 1) -> LevelSignal { LevelSignal(channels: channels, bar: 8, horizon: 5000, logScale: false) }
 
     /// The readings of `values` (one feature), where incidents began and the samples read in one.
-    static func run(_ s: LevelSignal, _ values: [Float]) -> (surprises: [Float], starts: [Int], held: [Int]) {
-        var surprises: [Float] = [], starts: [Int] = [], held: [Int] = []
+    static func run(_ s: LevelSignal, _ values: [Float]) -> (surprises: [Float], starts: [Int], held: [Int], ratios: [Float]) {
+        var surprises: [Float] = [], starts: [Int] = [], held: [Int] = [], ratios: [Float] = []
         for (t, x) in values.enumerated() {
             let was = s.inIncident(channel: 0)
             surprises.append(DiscordSignalTests.feed(s, [x]).surprise)
-            if !was && s.inIncident(channel: 0) { starts.append(t) }
+            if !was && s.inIncident(channel: 0) { (starts, ratios) = (starts + [t], ratios + [s.lastRatio]) }
             if s.inIncident(channel: 0) { held.append(t) }
         }
-        return (surprises, starts, held)
+        return (surprises, starts, held, ratios)
     }
 
     /// Bursts up to a hundred times the level hide a count's cycle from the autocorrelation of its
-    /// values (`PeriodCheck.detectPeriod` finds another), not from that of its log values under a
-    /// running median: the period is found at 24 and 96, a week of 48-sample days (weekends at half
-    /// the rate) from 1,500 values as 336, and noise has none.
+    /// values (`PeriodCheck.detectPeriod`, from 600, finds another or none), not from that of its log
+    /// values under a running median: from 1,500 values the period is found at 24, 96 and 288, a
+    /// week of 48-sample days (weekends at half the rate) as 336, and noise has none.
     @Test func aCountsPeriodIsFoundThroughItsBursts() {
-        for period in [24, 96] {
+        for period in [24, 96, 288] {
             let x = Self.counts(1500, period: period)
             let logs = x.map { log1pf($0) }
             let raw = PeriodCheck.detectPeriod(Array(x.prefix(600)))
             #expect(abs(raw - period) > 2, "the bursts hide it from the raw values: \(raw)")
-            let found = LevelSignal.detectPeriod(Array(logs.prefix(600)))
+            let found = LevelSignal.detectPeriod(logs)
             #expect(abs(found - period) <= 1, "\(period): \(found)")
         }
         let week = Self.counts(1500, period: 48, week: true).map { log1pf($0) }
@@ -59,13 +59,14 @@ import Testing
 
     /// A count that falls to 0.3 of its rate for 300 samples (after 3,000) starts one incident,
     /// within two periods of the fall, with one reading past the bar (its start, where the level is
-    /// under half the reference's); the incident holds while the fall lasts, and the return to the
+    /// under 0.8 of the reference's); the incident holds while the fall lasts, and the return to the
     /// old level, when the period before still holds the fall, is not a second incident. The 3,000
     /// normal samples, with their bursts, start none. A surge (6 times the rate for 60 samples)
     /// starts one too.
     @Test func aCountsLevelShiftIsOneIncident() {
         let s = Self.signal()
-        let (surprises, starts, held) = Self.run(s, Self.counts(4200, shiftFrom: 3000, shiftFor: 300, factor: 0.3))
+        let (surprises, starts, held, ratios) = Self.run(s, Self.counts(4200, shiftFrom: 3000, shiftFor: 300, factor: 0.3))
+        #expect(ratios.allSatisfy { $0 < 0.8 }, "\(ratios)")
         #expect(s.period(channel: 0) == 24)
         #expect(starts.count == 1 && (3000...3048).contains(starts[0]), "\(starts)")
         let readings = surprises.indices.filter { surprises[$0] > -.infinity }
@@ -73,8 +74,8 @@ import Testing
         #expect(held.filter { (3000..<3300).contains($0) }.count > 250, "\(held.count) held")
         #expect(!s.inIncident(channel: 0), "the incident has ended")
         let surge = Self.signal()
-        let (_, surgeStarts, _) = Self.run(surge, Self.counts(4000, seed: 7, shiftFrom: 3000, shiftFor: 60, factor: 6))
-        #expect(surgeStarts.count == 1 && (3000...3060).contains(surgeStarts[0]), "\(surgeStarts)")
+        let (_, surgeStarts, _, surgeRatios) = Self.run(surge, Self.counts(4000, seed: 7, shiftFrom: 3000, shiftFor: 60, factor: 6))
+        #expect(surgeStarts.count == 1 && (3000...3060).contains(surgeStarts[0]) && surgeRatios[0] > 1.2, "\(surgeStarts) \(surgeRatios)")
     }
 
     /// A feature that has been negative, or not a whole number, is not a count: never judged again.
@@ -84,7 +85,7 @@ import Testing
         var values = Self.counts(4200, shiftFrom: 3000, shiftFor: 300, factor: 0.3)
         values[100] = -1
         let s = Self.signal()
-        let (surprises, starts, _) = Self.run(s, values)
+        let (surprises, starts, _, _) = Self.run(s, values)
         #expect(!s.judges(channel: 0) && starts.isEmpty && surprises.allSatisfy { $0 == -.infinity })
         // A value that is not a whole number: not a count.
         values[100] = 0.5
@@ -94,18 +95,22 @@ import Testing
         #expect(Self.run(Self.signal(), values).starts.count == 1, "the same values as counts")
         var r = RandomSource(seed: 4)
         let noise = Self.signal()
-        let (noiseSurprises, _, _) = Self.run(noise, (0..<3000).map { _ in 100 + 10 * abs(r.normal()) })
+        let (noiseSurprises, _, _, _) = Self.run(noise, (0..<3000).map { _ in 100 + 10 * abs(r.normal()) })
         #expect(noise.period(channel: 0) == 0 && noiseSurprises.allSatisfy { $0 == -.infinity })
         let logs = LevelSignal(channels: 1, bar: 8, horizon: 5000, logScale: true)
-        let (_, logStarts, _) = Self.run(logs, Self.counts(4200, shiftFrom: 3000, shiftFor: 300, factor: 0.3).map { log1pf($0) })
+        let (_, logStarts, _, _) = Self.run(logs, Self.counts(4200, shiftFrom: 3000, shiftFor: 300, factor: 0.3).map { log1pf($0) })
         #expect(logStarts.count == 1 && (3000...3048).contains(logStarts[0]), "\(logStarts)")
     }
 
-    /// The section holds everything: a signal restored mid-incident reads the rest as the original
-    /// does, and writes the same bytes. Sections of another width, a period out of bounds, more
-    /// differences learned than values seen, or a reference without a period are refused.
+    /// The section holds everything that decides a reading: a signal restored in the middle of an
+    /// incident reads the rest (the incident's end, a second incident) as the original does, sample
+    /// by sample, and writes the same bytes. A section written under another `calibration_horizon`
+    /// restores (the newest differences kept) and finds the second incident too, within two periods. Sections of another width, a
+    /// period out of bounds, more differences learned than values seen, a reference without a
+    /// period, a log value no float has, or more differences than were learned are refused.
     @Test func theSectionRoundTrips() throws {
-        let values = Self.counts(4200, shiftFrom: 3000, shiftFor: 300, factor: 0.3)
+        var values = Self.counts(5200, shiftFrom: 3000, shiftFor: 300, factor: 0.3)
+        for t in 4500..<4600 { values[t] *= 6 }
         let s = Self.signal()
         _ = Self.run(s, Array(values[..<3100]))
         #expect(s.inIncident(channel: 0))
@@ -118,28 +123,41 @@ import Testing
         copy.encode(&again)
         #expect(again.bytes == w.bytes)
         let rest = Array(values[3100...])
-        #expect(Self.run(copy, rest).surprises == Self.run(s, rest).surprises)
+        let (original, restored) = (Self.run(s, rest), Self.run(copy, rest))
+        #expect(original.surprises == restored.surprises && original.held == restored.held)
+        #expect(original.starts.count == 1 && (1400...1500).contains(original.starts[0]), "the surge at 4,500: \(original.starts)")
+        for horizon in [400, 20000] {
+            let other = LevelSignal(channels: 1, bar: 8, horizon: horizon, logScale: false)
+            var r2 = StateReader(w.bytes)
+            try other.decode(&r2, version: LevelSignal.stateVersion)
+            let starts = Self.run(other, rest).starts
+            #expect(starts.count == 1 && abs(starts[0] - original.starts[0]) <= 48, "horizon \(horizon): \(starts)")
+        }
         #expect(throws: StateError.self) {
             var r2 = StateReader(w.bytes)
             try Self.signal(channels: 2).decode(&r2, version: LevelSignal.stateVersion)
         }
-        // After the width, the capacity and two flags: seen, period, learned, held, clear (u64 each).
-        let counts = 4 + 4 + 2
-        for (field, value) in [(1, UInt64(5)), (1, UInt64(800)), (2, UInt64(1 << 40))] {
-            var bad = w.bytes
-            withUnsafeBytes(of: value.littleEndian) { for i in 0..<8 { bad[counts + 8 * field + i] = $0[i] } }
+        // After the width (4 bytes) and the flag (1): seen, period, learned, held, clear and the
+        // samples since the statistics (8 bytes each), then the floor, median, scale and reference
+        // (4 each), then the values.
+        func refused(_ bytes: [UInt8], at offset: Int, _ patch: [UInt8], _ what: String) {
+            var bad = bytes
+            for (i, b) in patch.enumerated() { bad[offset + i] = b }
             var badReader = StateReader(bad)
-            #expect(throws: StateError.self, "field \(field) = \(value)") { try Self.signal().decode(&badReader, version: 1) }
+            #expect(throws: StateError.self, "\(what)") { try Self.signal().decode(&badReader, version: 1) }
         }
-        // A reference (after the five counts and the floor) on a feature without a period.
+        func le<T: FixedWidthInteger>(_ x: T) -> [UInt8] { withUnsafeBytes(of: x.littleEndian) { Array($0) } }
+        refused(w.bytes, at: 5 + 8, le(UInt64(5)), "a period under 20")
+        refused(w.bytes, at: 5 + 8, le(UInt64(800)), "a period over 749")
+        refused(w.bytes, at: 5 + 16, le(UInt64(1 << 40)), "more learned than seen")
+        refused(w.bytes, at: 5 + 48 + 16, le(Float(100).bitPattern), "a log value of 100")
         let fresh = Self.signal()
         _ = Self.run(fresh, Array(values[..<100]))
         var f = StateWriter()
         fresh.encode(&f)
-        var bad = f.bytes
-        withUnsafeBytes(of: Float(1).bitPattern.littleEndian) { for i in 0..<4 { bad[counts + 40 + 4 + i] = $0[i] } }
-        var badReader = StateReader(bad)
-        #expect(throws: StateError.self) { try Self.signal().decode(&badReader, version: 1) }
+        refused(f.bytes, at: 5 + 48 + 12, le(Float(1).bitPattern), "a reference without a period")
+        // The count of differences kept follows the 100 values: more than were learned.
+        refused(f.bytes, at: 5 + 48 + 16 + 400, le(UInt32(5)), "more differences than learned")
     }
 
     /// In the pipeline at the defaults (`level_bar` 8, above `alert_evidence`'s 6; the larger is the
@@ -182,6 +200,7 @@ import Testing
                 #expect(level.isEmpty)
             }
             firstInSurge.append(scores[3000...].first(where: \.alert)?.sequence ?? .max)
+            if on { #expect(scores[3000...].first(where: \.alert)?.levelChannel == 0, "the surge's first alert is the level's") }
         }
         #expect(before[0] == before[1], "\(before)")
         #expect(firstInSurge[0] < 3048 && firstInSurge[1] > firstInSurge[0] + 24, "\(firstInSurge): a period sooner at least")

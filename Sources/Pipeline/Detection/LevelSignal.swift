@@ -22,10 +22,11 @@ import Learning
 /// **The calibration** is robust: the difference's median and scaled median absolute deviation
 /// over its own earlier values (one in `historyStride`, the newest `horizon`), with a floor at what
 /// the feature's own noise gives two independent means of a period, judged once they span
-/// `historyPeriods` periods. A difference beyond `bar` (`level_bar`, at least `alert_evidence`) starts an
-/// incident: the period before it becomes the reference until the level has been back within half
-/// the bar for a whole period, or for `holdPeriods` periods at most (a lasting change is the new
-/// level), so the incident's end is not a second one. The surprise that starts an incident is the
+/// `historyPeriods` periods (and at least `minimumHistory` differences). A difference beyond `bar`
+/// (`level_bar`, at least `alert_evidence`) starts an incident: the period before it becomes the
+/// reference until the level has been back within half the bar for a whole period, or for
+/// max(`holdPeriods` periods, `minimumHold`) samples at most (a lasting change is the new level), so
+/// the incident's end is not a second one. The surprise that starts an incident is the
 /// signal's one reading of it, and the alert policy alerts on it as on any evidence (once per quiet
 /// `alert_hold_off`). The signal says nothing while the incident lasts: its held surprise raised
 /// the count corpora's AUC-PR but lowered NAB's and GutenTAG's (docs/anomaly-experiments.md).
@@ -44,6 +45,12 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
     static let historyPeriods = 4
     static let holdPeriods = 4
     static let minimumHold = 600
+    /// The largest log value kept (ln(1 + Float.greatestFiniteMagnitude) is 88.7): a checkpoint's
+    /// values beyond it are damage.
+    static let largestLog: Float = 89
+
+    /// Differences kept for a calibration horizon (one in `historyStride`, at least 64, at most 2²⁰).
+    static func historyCapacity(horizon: Int) -> Int { max(64, min(horizon, 1 << 22) / historyStride) }
 
     /// Per feature.
     struct Channel: Equatable {
@@ -70,7 +77,7 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
     let historyCapacity: Int
     var state: [Channel]
     /// Per channel, the last `detection` log values (ring), and the sums of the last period
-    /// and of the one before it (kept in double, set again from the ring every `resum` values).
+    /// and of the one before it (kept in double, set again from the ring every 4,096 values).
     var rings: [Float]
     var sums: [(now: Double, before: Double)]
     /// Per channel, the differences learned (ring of `historyCapacity`).
@@ -78,8 +85,8 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
     var scratch: [Float] = []
     /// Per channel, its last level over the reference's (`exp` of the difference).
     var ratios: [Float]
-    /// The feature of the last reading with something to say (−1: none), its period and the ratio
-    /// of its level to the reference's.
+    /// The feature of the last reading with something to say (−1: none), and the ratio of its level
+    /// to the reference's.
     public private(set) var lastChannel = -1
     public private(set) var lastRatio: Float = 1
 
@@ -87,7 +94,7 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
         self.channels = max(1, channels)
         self.bar = bar
         self.logScale = logScale
-        historyCapacity = max(64, horizon / Self.historyStride)
+        historyCapacity = Self.historyCapacity(horizon: horizon)
         state = [Channel](repeating: Channel(), count: self.channels)
         rings = [Float](repeating: 0, count: self.channels * Self.detection)
         sums = [(now: Double, before: Double)](repeating: (0, 0), count: self.channels)
@@ -97,17 +104,19 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
 
     /// What the signal holds for a stream of `channels` features.
     public static func bytes(channels: Int, horizon: Int) -> Int {
-        channels * (4 * detection + 4 * max(64, horizon / historyStride) + 96)
+        channels * (4 * detection + 4 * historyCapacity(horizon: horizon) + 100)
     }
 
     /// The signal learns as it reads, by its own bar.
     public var learns: Bool { false }
+    /// A period's level is not evidence about one value beyond its range.
+    public var corroborates: Bool { false }
     public func learn(_ o: Observation, anomalous: Bool) {}
 
     /// Whether feature `c` is in an incident (its reference held).
     public func inIncident(channel c: Int) -> Bool { !state[c].reference.isNaN }
 
-    /// Whether feature `c` is still judged (never negative so far).
+    /// Whether feature `c` is still a count (it is judged once it has a period too).
     public func judges(channel c: Int) -> Bool { state[c].on }
 
     /// Feature `c`'s period (0: none found, or not yet decided).
@@ -115,7 +124,7 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
 
     /// An alert's reason, in the words an operator reads.
     public static func reason(channel: Int, period: Int, ratio: Float) -> String {
-        let r = ratio >= 10 || ratio < 0.1 ? String(format: "%.3g", Double(ratio)) : String(format: "%.2f", Double(ratio))
+        let r = String(format: ratio >= 10 ? "%.0f" : ratio < 0.1 ? "%.2g" : "%.2f", Double(ratio))
         return "feature \(channel)'s level over its last period (\(period) values) is \(r) times the period's before"
     }
 
@@ -240,9 +249,10 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
         let differences = (1..<seen).map { values[$0] - values[$0 - 1] }.sorted()
         k.floor = 1.4826 * CorrelationSignal.medianAndDeviation(differences).deviation / Float(2).squareRoot() * (2 / Float(found)).squareRoot()
         state[c] = k
-        // The differences the values kept would have given, learned as if read one by one.
+        // The differences the values kept would have given, learned as if read one by one (the newest
+        // is judged as it is read).
         var now = 0.0, before = 0.0
-        for t in 0..<seen {
+        for t in 0..<(seen - 1) {
             now += Double(values[t])
             if t >= found { now -= Double(values[t - found]); before += Double(values[t - found]) }
             if t >= 2 * found { before -= Double(values[t - 2 * found]) }
@@ -281,46 +291,63 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
         }
     }
 
+    /// Per feature: its flag, counts and statistics, the log values kept (oldest first) and the
+    /// differences kept (oldest first, so that another `calibration_horizon` keeps the newest).
     public func encode(_ w: inout StateWriter) {
         w.write(UInt32(channels))
-        w.write(UInt32(historyCapacity))
         for c in 0..<channels {
             let k = state[c]
             w.write(UInt8(k.on ? 1 : 0))
-            for n in [k.seen, k.period, k.learned, k.held, k.clear] { w.write(UInt64(n)) }
-            w.write(k.floor)
-            w.write(k.reference)
+            for n in [k.seen, k.period, k.learned, k.held, k.clear, min(k.sinceRecompute, Int(UInt32.max))] { w.write(UInt64(n)) }
+            for x in [k.floor, k.median, k.scale, k.reference] { w.write(x) }
             let kept = min(k.seen, Self.detection)
             for j in 0..<kept { w.write(ringValue(c, ago: kept - 1 - j)) }
-            let m = min(k.learned / Self.historyStride, historyCapacity)
-            for i in 0..<m { w.write(history[c * historyCapacity + i]) }
+            let learned = k.learned / Self.historyStride, m = min(learned, historyCapacity)
+            w.write(UInt32(m))
+            for q in (learned - m)..<learned { w.write(history[c * historyCapacity + q % historyCapacity]) }
         }
     }
 
     public func decode(_ r: inout StateReader, version: UInt32) throws {
         guard version == 1 else { throw StateError.unsupportedVersion(version) }
-        let n = Int(try r.read(UInt32.self)), capacity = Int(try r.read(UInt32.self))
+        let n = Int(try r.read(UInt32.self))
         guard n == channels else { throw StateError.invalid("level: \(n) features, the stream has \(channels)") }
-        guard capacity == historyCapacity else { throw StateError.invalid("level: \(capacity) differences kept") }
         var restored: [(Channel, [Float], [Float])] = []
         for _ in 0..<n {
             let on = try r.read(UInt8.self)
-            let counts = try (0..<5).map { _ in try r.read(UInt64.self) }
-            let floor = try r.readFinite(Float.self, "level floor")
+            let counts = try (0..<6).map { _ in try r.read(UInt64.self) }
+            let floor = try r.readFinite(Float.self, "level floor"), median = try r.readFinite(Float.self, "level median")
+            let scale = try r.readFinite(Float.self, "level scale")
             let reference = try r.read(Float.self)
-            guard on < 2, counts.allSatisfy({ $0 < 1 << 62 }), floor >= 0, !reference.isInfinite else {
-                throw StateError.invalid("level: a feature's state")
-            }
+            guard on < 2, counts.allSatisfy({ $0 < 1 << 62 }), floor >= 0, scale >= 0, abs(median) <= Self.largestLog,
+                reference.isNaN || (reference >= 0 && reference <= Self.largestLog)
+            else { throw StateError.invalid("level: a feature's state") }
             let (seen, period, learned, held, clear) = (Int(counts[0]), Int(counts[1]), Int(counts[2]), Int(counts[3]), Int(counts[4]))
             guard period == 0 || (period >= Self.shortestPeriod && period <= Self.longestPeriod && seen >= Self.detection),
                 learned <= seen, on == 1 || seen == 0, held <= seen, clear <= held, reference.isNaN || period > 0
             else { throw StateError.invalid("level: a feature's period or counts") }
-            let values = try (0..<min(seen, Self.detection)).map { _ in try r.readFinite(Float.self, "level value") }
-            let kept = try (0..<min(learned / Self.historyStride, historyCapacity)).map { _ in
-                try r.readFinite(Float.self, "level difference")
+            let values = try (0..<min(seen, Self.detection)).map { _ in
+                let y = try r.readFinite(Float.self, "level value")
+                guard y >= 0 && y <= Self.largestLog else { throw StateError.invalid("level: a log value") }
+                return y
+            }
+            let m = Int(try r.read(UInt32.self))
+            guard m <= learned / Self.historyStride, m <= Self.historyCapacity(horizon: .max),
+                m == learned / Self.historyStride || m >= 64
+            else {
+                throw StateError.invalid("level: differences kept")
+            }
+            let kept = try (0..<m).map { _ in
+                let d = try r.readFinite(Float.self, "level difference")
+                guard abs(d) <= Self.largestLog else { throw StateError.invalid("level: a difference") }
+                return d
             }
             var k = Channel(on: on == 1, seen: seen, period: period, learned: learned)
-            (k.floor, k.reference, k.held, k.clear) = (floor, reference, held, clear)
+            (k.floor, k.median, k.scale, k.reference, k.held, k.clear) = (floor, median, scale, reference, held, clear)
+            // Statistics over other differences than this signal keeps (another horizon), or none yet,
+            // are redone before they are used.
+            let other = m > historyCapacity || m < min(learned / Self.historyStride, historyCapacity) || scale < 1e-6
+            k.sinceRecompute = other ? Int.max / 2 : Int(counts[5])
             restored.append((k, values, kept))
         }
         for (c, (k, values, kept)) in restored.enumerated() {
@@ -328,7 +355,10 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
             for (j, y) in values.enumerated() {
                 rings[c * Self.detection + (k.seen - values.count + j) % Self.detection] = y
             }
-            for (i, d) in kept.enumerated() { history[c * historyCapacity + i] = d }
+            let learned = k.learned / Self.historyStride
+            for (i, d) in kept.suffix(historyCapacity).enumerated() {
+                history[c * historyCapacity + (learned - min(kept.count, historyCapacity) + i) % historyCapacity] = d
+            }
             if k.period > 0 && k.seen > 2 * k.period { resum(c) }
         }
     }
