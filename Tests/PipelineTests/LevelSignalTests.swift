@@ -102,6 +102,26 @@ import Testing
         #expect(logStarts.count == 1 && (3000...3048).contains(logStarts[0]), "\(logStarts)")
     }
 
+    /// The median by selection is the median of the sorted values, and the MAD likewise, to the bit:
+    /// odd and even counts, ties, one value, sorted and reversed input.
+    @Test func theMedianBySelectionIsTheSortedOnes() {
+        var r = RandomSource(seed: 21)
+        var cases: [[Float]] = [[3], [2, 1], (0..<1250).map { _ in r.normal() }, (0..<1251).map { _ in r.normal() }]
+        cases.append((0..<400).map { _ in Float(Int(r.uniform() * 5)) })
+        cases.append((0..<300).map { Float($0) })
+        cases.append((0..<301).map { Float(-$0) })
+        for values in cases {
+            let sorted = values.sorted()
+            let expected = CorrelationSignal.medianAndDeviation(sorted)
+            var v = values
+            let median = v.withUnsafeMutableBufferPointer { LevelSignal.median($0.baseAddress!, count: $0.count) }
+            #expect(median == expected.median, "\(values.count)")
+            var deviations = values.map { abs($0 - median) }
+            let deviation = deviations.withUnsafeMutableBufferPointer { LevelSignal.median($0.baseAddress!, count: $0.count) }
+            #expect(deviation == expected.deviation, "\(values.count)")
+        }
+    }
+
     /// The section holds everything that decides a reading: a signal restored in the middle of an
     /// incident reads the rest (the incident's end, a second incident) as the original does, sample
     /// by sample, and writes the same bytes. A section written under another `calibration_horizon`

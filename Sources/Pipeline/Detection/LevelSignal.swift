@@ -40,7 +40,7 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
     static let filterWidth = 9
     static let peakTolerance = 0.05
     static let historyStride = 4
-    static let recomputeEvery = 64
+    static let recomputeEvery = 256
     static let minimumHistory = 200
     static let historyPeriods = 4
     static let holdPeriods = 4
@@ -83,7 +83,8 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
     /// Per channel, the differences learned (ring of `historyCapacity`).
     var history: [Float]
     var scratch: [Float] = []
-    /// Per channel, its last level over the reference's (`exp` of the difference).
+    /// Per channel, its level over the reference's (`exp` of the difference) when its last incident
+    /// began.
     var ratios: [Float]
     /// The feature of the last reading with something to say (−1: none), and the ratio of its level
     /// to the reference's.
@@ -181,7 +182,6 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
         let now = Float(sums[c].now / p), before = Float(sums[c].before / p)
         let held = !k.reference.isNaN
         let d = now - (held ? k.reference : before)
-        ratios[c] = expf(d)
         guard k.learned >= max(Self.minimumHistory, Self.historyPeriods * k.period) else {
             learn(&k, c, d)
             return nil
@@ -199,6 +199,7 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
         }
         guard z <= bar else {
             (k.reference, k.held, k.clear) = (before, 0, 0)
+            ratios[c] = expf(d)
             return z
         }
         learn(&k, c, d)
@@ -220,10 +221,50 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
         guard m > 0 else { return }
         scratch.removeAll(keepingCapacity: true)
         scratch.append(contentsOf: history[(c * historyCapacity)..<(c * historyCapacity + m)])
-        scratch.sort()
-        let (median, deviation) = CorrelationSignal.medianAndDeviation(scratch)
-        k.median = median
-        k.scale = max(1.4826 * deviation, k.floor) + 1e-6
+        // By selection, not a sort (13 µs for 1,250 differences against 60 to 90), every 256 samples
+        // (64 new differences kept): every 64, with a sort, had cost 1 µs a sample a feature.
+        scratch.withUnsafeMutableBufferPointer { v in
+            let median = Self.median(v.baseAddress!, count: m)
+            for i in 0..<m { v[i] = abs(v[i] - median) }
+            k.median = median
+            k.scale = max(1.4826 * Self.median(v.baseAddress!, count: m), k.floor) + 1e-6
+        }
+    }
+
+    /// The median of `n` values (the mean of the middle two for an even count), found by selection
+    /// (Hoare's, median-of-three pivots); the values are reordered.
+    static func median(_ v: UnsafeMutablePointer<Float>, count n: Int) -> Float {
+        let upper = select(v, count: n, k: n / 2)
+        guard n % 2 == 0 else { return upper }
+        // The values before position n / 2 are those at most the upper middle: the largest of them
+        // is the lower middle.
+        var lower = -Float.infinity
+        for i in 0..<(n / 2) where v[i] > lower { lower = v[i] }
+        return 0.5 * (lower + upper)
+    }
+
+    /// The `k`-th smallest of `n` values (0-based), left at position `k` with the smaller before it.
+    static func select(_ v: UnsafeMutablePointer<Float>, count n: Int, k: Int) -> Float {
+        var lo = 0, hi = n - 1
+        while hi > lo {
+            let mid = lo + (hi - lo) / 2
+            if v[mid] < v[lo] { (v[mid], v[lo]) = (v[lo], v[mid]) }
+            if v[hi] < v[lo] { (v[hi], v[lo]) = (v[lo], v[hi]) }
+            if v[hi] < v[mid] { (v[hi], v[mid]) = (v[mid], v[hi]) }
+            let pivot = v[mid]
+            var i = lo, j = hi
+            while i <= j {
+                while v[i] < pivot { i += 1 }
+                while v[j] > pivot { j -= 1 }
+                if i <= j {
+                    (v[i], v[j]) = (v[j], v[i])
+                    i += 1
+                    j -= 1
+                }
+            }
+            if k <= j { hi = j } else if k >= i { lo = i } else { break }
+        }
+        return v[k]
     }
 
     /// The sums of the last period and the one before, from the ring.
