@@ -55,7 +55,7 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
     /// Per feature.
     struct Channel: Equatable {
         /// A count so far: never negative, and whole numbers (under `transform = log`, any value not
-        /// negative). A feature that is not is never judged again.
+        /// negative), with a period once it has been looked for. A feature that is not is read no more.
         var on = true
         /// Values read.
         var seen = 0
@@ -117,7 +117,7 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
     /// Whether feature `c` is in an incident (its reference held).
     public func inIncident(channel c: Int) -> Bool { !state[c].reference.isNaN }
 
-    /// Whether feature `c` is still a count (it is judged once it has a period too).
+    /// Whether feature `c` is still read: a count so far, and, from its 1,500th value, with a period.
     public func judges(channel c: Int) -> Bool { state[c].on }
 
     /// Feature `c`'s period (0: none found, or not yet decided).
@@ -159,6 +159,7 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
         let seen = state[c].seen
         let detecting = seen == Self.detection
         if detecting { detect(c) }
+        guard state[c].on else { return nil }
         let p = state[c].period
         guard p > 0, seen > 2 * p else { return nil }
         if detecting || seen % 4096 == 0 {
@@ -223,11 +224,19 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
         scratch.append(contentsOf: history[(c * historyCapacity)..<(c * historyCapacity + m)])
         // By selection, not a sort (13 µs for 1,250 differences against 60 to 90), every 256 samples
         // (64 new differences kept): every 64, with a sort, had cost 1 µs a sample a feature.
-        scratch.withUnsafeMutableBufferPointer { v in
-            let median = Self.median(v.baseAddress!, count: m)
-            for i in 0..<m { v[i] = abs(v[i] - median) }
-            k.median = median
-            k.scale = max(1.4826 * Self.median(v.baseAddress!, count: m), k.floor) + 1e-6
+        let (median, deviation) = Self.medianAndDeviation(&scratch)
+        k.median = median
+        k.scale = max(1.4826 * deviation, k.floor) + 1e-6
+    }
+
+    /// The median of `v` and the median of its absolute deviations from it, by selection (`v` is
+    /// overwritten).
+    static func medianAndDeviation(_ v: inout [Float]) -> (median: Float, deviation: Float) {
+        v.withUnsafeMutableBufferPointer { b in
+            guard let p = b.baseAddress else { return (0, 0) }
+            let median = Self.median(p, count: b.count)
+            for i in b.indices { b[i] = abs(b[i] - median) }
+            return (median, Self.median(p, count: b.count))
         }
     }
 
@@ -284,11 +293,15 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
         let seen = state[c].seen
         let values = (0..<seen).map { ringValue(c, ago: seen - 1 - $0) }
         let found = Self.detectPeriod(values)
-        guard found > 0 else { return }
+        guard found > 0 else {
+            // Never judged: the feature is read no more.
+            state[c] = Channel(on: false)
+            return
+        }
         var k = Channel(seen: seen, period: found)
         // The noise of a mean of `found` values, from the values' differences, floors the spread.
-        let differences = (1..<seen).map { values[$0] - values[$0 - 1] }.sorted()
-        k.floor = 1.4826 * CorrelationSignal.medianAndDeviation(differences).deviation / Float(2).squareRoot() * (2 / Float(found)).squareRoot()
+        var differences = (1..<seen).map { values[$0] - values[$0 - 1] }
+        k.floor = 1.4826 * Self.medianAndDeviation(&differences).deviation / Float(2).squareRoot() * (2 / Float(found)).squareRoot()
         state[c] = k
         // The differences the values kept would have given, learned as if read one by one (the newest
         // is judged as it is read).
