@@ -205,6 +205,11 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// of at most `discordChannels` features. 8 costs NAB no false alarm where 6 cost two
     /// (docs/anomaly-experiments.md).
     public var levelBar: Float = 8
+    /// The level signal's second statistic, a count's swing (the spread of its log values under a
+    /// running median) over its last period, starts an incident this many robust deviations from the
+    /// period before's (at the larger of it and `alertEvidence`). 0: off. 6 added finds in every count
+    /// family and cost NAB nothing (docs/anomaly-experiments.md).
+    public var swingBar: Float = 6
     /// What a sample stream's values become before anything reads them (`InputTransform`): `log`
     /// for counts and volumes, whose bursts multiply a rate. Not the default: on the NAB streams
     /// (CPU, latency, temperature) it loses more than it gains (docs/anomaly-experiments.md). A log
@@ -419,6 +424,7 @@ public struct StreamConfiguration: Sendable, Equatable {
         if discordPeakLag < 0 || discordPeakLag > 1 << 16 { try fail("discord_peak_lag must be in 0...65536 (from alert_hold_off on: no peak)") }
         if stuckRun != 0 && !(stuckRun >= 2 && stuckRun <= 1 << 20) { try fail("stuck_run must be 0 (off) or in 2...1048576") }
         if !(levelBar == 0 || (levelBar >= 1 && levelBar <= 40)) { try fail("level_bar must be 0 (off) or in 1...40") }
+        if !(swingBar == 0 || (swingBar >= 1 && swingBar <= 40)) { try fail("swing_bar must be 0 (off) or in 1...40") }
         if noiseWindow != 0 && !(noiseWindow >= 4 && noiseWindow <= 4096) { try fail("noise_window must be 0 (off) or in 4...4096") }
         if !(discordClip == 0 || (discordClip >= 1 && discordClip <= 100)) { try fail("discord_clip must be 0 (off) or in 1...100") }
         if discordChannels < 0 || discordChannels > 1 << 14 { try fail("discord_channels must be in 0...16384") }
@@ -856,7 +862,7 @@ extension StreamConfiguration {
             bytes += NoiseSignal.bytes(channels: channels, window: noiseWindow)
         }
         if stuckRun > 0 && !log && signals.contains(StuckSignal.name) { bytes += StuckSignal.bytes(channels: channels) }
-        if levelBar > 0 && alertEvidence > 0 && !log && signals.contains(LevelSignal.name) && channels <= discordChannels {
+        if (levelBar > 0 || swingBar > 0) && alertEvidence > 0 && !log && signals.contains(LevelSignal.name) && channels <= discordChannels {
             bytes += LevelSignal.bytes(channels: channels, horizon: calibrationHorizon)
         }
         if !log && signals.contains(CorrelationSignal.name) && channels > 1 && channels <= correlationChannels {

@@ -210,6 +210,7 @@ public enum ConfigurationFile {
         case "noise_window": s.noiseWindow = try int(v)
         case "stuck_run": s.stuckRun = try int(v)
         case "level_bar": s.levelBar = try float(v)
+        case "swing_bar": s.swingBar = try float(v)
         case "transform":
             guard let t = InputTransform(rawValue: v) else { throw ValueError(why: "\"\(v)\" is neither none nor log") }
             s.transform = t

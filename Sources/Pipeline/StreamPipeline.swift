@@ -47,6 +47,9 @@ public struct SampleScore: Sendable, Equatable {
     public var levelChannel: Int? = nil
     public var levelPeriod = 0
     public var levelRatio: Float = 1
+    /// When the level signal's swing spoke (the spread over its period), the swing over the period
+    /// before's (`levelRatio` is then the level's, at the same sample).
+    public var levelSwing: Float? = nil
     /// The alert comes from the glitch guard: the feature, its value as it came (under the stream's
     /// transform) and how many widths of its range it lay beyond it (nil: it does not).
     public var glitch: (feature: Int, value: Float, ranges: Float)? = nil
@@ -96,7 +99,7 @@ public struct ScoredBatch: Sendable {
     public var fromStuck: [Int: (channel: Int, values: Int)] = [:]
     /// Alerts (by index in the batch) that come from the level signal: the feature, its period and
     /// its level over the reference's.
-    public var fromLevel: [Int: (channel: Int, period: Int, ratio: Float)] = [:]
+    public var fromLevel: [Int: (channel: Int, period: Int, ratio: Float, swing: Float?)] = [:]
     /// Alerts (by index in the batch) that come from the glitch guard (`SampleScore.glitch`), and the
     /// stream's features per sample (a glitch's reason names the feature when there are several).
     public var fromGlitch: [Int: (feature: Int, value: Float, ranges: Float)] = [:]
@@ -141,6 +144,7 @@ public struct ScoredBatch: Sendable {
             correlationChannel: fromCorrelation[i], noiseChannel: fromNoise[i]?.channel, noiseFactor: fromNoise[i]?.factor ?? 0,
             stuckChannel: fromStuck[i]?.channel, stuckValues: fromStuck[i]?.values ?? 0,
             levelChannel: fromLevel[i]?.channel, levelPeriod: fromLevel[i]?.period ?? 0, levelRatio: fromLevel[i]?.ratio ?? 1,
+            levelSwing: fromLevel[i]?.swing,
             glitch: fromGlitch[i],
             timestamp: timestamps.isEmpty ? 0 : timestamps[i],
             topFeatures: topFeatures[i] ?? [])
@@ -600,11 +604,15 @@ public final class StreamPipeline: @unchecked Sendable {
         if on.contains(StuckSignal.name) && settings.stuckRun > 0 {
             signals.append(StuckSignal(channels: sampleDimension, minimumRun: settings.stuckRun, holdOff: settings.alertHoldOff))
         }
-        if on.contains(LevelSignal.name) && settings.levelBar > 0 && settings.alertEvidence > 0 && sampleDimension <= settings.discordChannels {
+        if on.contains(LevelSignal.name) && (settings.levelBar > 0 || settings.swingBar > 0) && settings.alertEvidence > 0
+            && sampleDimension <= settings.discordChannels
+        {
+            // A statistic set to 0 is off: its bar is out of reach.
+            let bar = { (b: Float) in b > 0 ? max(b, settings.alertEvidence) : .infinity }
             signals.append(
                 LevelSignal(
-                    channels: sampleDimension, bar: max(settings.levelBar, settings.alertEvidence), horizon: settings.calibrationHorizon,
-                    logScale: settings.transform == .log))
+                    channels: sampleDimension, bar: bar(settings.levelBar), horizon: settings.calibrationHorizon,
+                    logScale: settings.transform == .log, swingBar: bar(settings.swingBar)))
         }
         if on.contains(CorrelationSignal.name) && sampleDimension > 1 && sampleDimension <= settings.correlationChannels {
             signals.append(
@@ -790,7 +798,10 @@ public final class StreamPipeline: @unchecked Sendable {
                     }
                     if let level = source as? LevelSignal, level.lastChannel >= 0 {
                         channelAlert = level.lastChannel
-                        result.fromLevel[i] = (level.lastChannel, level.period(channel: level.lastChannel), level.lastRatio)
+                        result.fromLevel[i] = (
+                            level.lastChannel, level.period(channel: level.lastChannel), level.lastLevelRatio,
+                            level.lastStatistic == .swing ? level.lastRatio : nil
+                        )
                     }
                     if let correlation = source as? CorrelationSignal, correlation.lastChannel >= 0 {
                         channelAlert = correlation.lastChannel

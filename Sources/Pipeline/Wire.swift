@@ -180,7 +180,7 @@ public enum Wire {
         }
         if let channel = s.levelChannel {
             m.signal = LevelSignal.name
-            m.reason = LevelSignal.reason(channel: channel, period: s.levelPeriod, ratio: s.levelRatio)
+            m.reason = LevelSignal.reason(channel: channel, period: s.levelPeriod, ratio: s.levelRatio, swing: s.levelSwing)
         }
         if let g = s.glitch {
             m.signal = GlitchGuard.name

@@ -8,14 +8,15 @@ import Testing
     /// A count stream: a cycle of `period` samples around `level` (×(1 + 0.5 sin)), noise of 10%,
     /// one sample in 30 a burst (×(1 + 2/u), u uniform over [0.02, 1): up to 101 times), and from
     /// `shiftFrom` for `shiftFor` samples the rate times `factor`. With `week`, every seventh
-    /// cycle's rate is halved (a weekend).
+    /// cycle's rate is halved (a weekend). Over `flat`, the cycle is lost: the rate is `level`.
     static func counts(
         _ n: Int, period: Int = 24, level: Float = 1000, seed: UInt64 = 5, shiftFrom: Int = -1, shiftFor: Int = 0,
-        factor: Float = 1, week: Bool = false
+        factor: Float = 1, week: Bool = false, flat: Range<Int> = 0..<0
     ) -> [Float] {
         var r = RandomSource(seed: seed)
         return (0..<n).map { t in
-            var rate = level * (1 + 0.5 * Float(sin(2 * Double.pi * Double(t) / Double(period))))
+            let cycle = flat.contains(t) ? 0 : 0.5 * Float(sin(2 * Double.pi * Double(t) / Double(period)))
+            var rate = level * (1 + cycle)
             if week && (t / period) % 7 == 6 { rate *= 0.5 }
             if (shiftFrom..<(shiftFrom + shiftFor)).contains(t) { rate *= factor }
             var x = max(0, rate + 0.1 * rate * r.normal())
@@ -24,16 +25,21 @@ import Testing
         }
     }
 
-    static func signal(channels: Int = 1) -> LevelSignal { LevelSignal(channels: channels, bar: 8, horizon: 5000, logScale: false) }
+    static func signal(channels: Int = 1, swingBar: Float = 6) -> LevelSignal {
+        LevelSignal(channels: channels, bar: 8, horizon: 5000, logScale: false, swingBar: swingBar)
+    }
 
-    /// The readings of `values` (one feature), where incidents began and the samples read in one.
-    static func run(_ s: LevelSignal, _ values: [Float]) -> (surprises: [Float], starts: [Int], held: [Int], ratios: [Float]) {
+    /// The readings of `values` (one feature), where incidents of `statistic` began (and the
+    /// ratio then) and the samples read in one.
+    static func run(_ s: LevelSignal, _ values: [Float], _ statistic: LevelSignal.Statistic = .level)
+        -> (surprises: [Float], starts: [Int], held: [Int], ratios: [Float])
+    {
         var surprises: [Float] = [], starts: [Int] = [], held: [Int] = [], ratios: [Float] = []
         for (t, x) in values.enumerated() {
-            let was = s.inIncident(channel: 0)
+            let was = s.inIncident(channel: 0, statistic)
             surprises.append(DiscordSignalTests.feed(s, [x]).surprise)
-            if !was && s.inIncident(channel: 0) { (starts, ratios) = (starts + [t], ratios + [s.lastRatio]) }
-            if s.inIncident(channel: 0) { held.append(t) }
+            if !was && s.inIncident(channel: 0, statistic) { (starts, ratios) = (starts + [t], ratios + [s.ratios[statistic.rawValue]]) }
+            if s.inIncident(channel: 0, statistic) { held.append(t) }
         }
         return (surprises, starts, held, ratios)
     }
@@ -78,6 +84,52 @@ import Testing
         #expect(surgeStarts.count == 1 && (3000...3060).contains(surgeStarts[0]) && surgeRatios[0] > 1.2, "\(surgeStarts) \(surgeRatios)")
     }
 
+    /// A count whose daily cycle is lost (the rate flat at its mean for 480 samples, after 3,000;
+    /// its noise and bursts kept) keeps its level and loses its swing: one swing incident starts
+    /// within two periods, its ratio (the swing over the period before's) under 0.5, and the level
+    /// starts none; the cycle's return, with the reference held, is not a second. The 3,000 samples before start none of either. With the swing's bar out of
+    /// reach (the level alone, as before the swing), the loss is not seen at all.
+    @Test func aCountsLostCycleIsOneSwingIncident() {
+        let values = Self.counts(4200, flat: 3000..<3480)
+        let s = Self.signal()
+        let swing = Self.run(s, values, .swing)
+        #expect(swing.starts.count == 1 && (3000...3048).contains(swing.starts[0]), "\(swing.starts) \(swing.ratios)")
+        #expect(swing.ratios.allSatisfy { $0 < 0.5 }, "\(swing.ratios)")
+        let readings = swing.surprises.indices.filter { swing.surprises[$0] > -.infinity }
+        #expect(readings == swing.starts, "\(readings)")
+        #expect(s.lastStatistic == .swing)
+        let level = Self.run(Self.signal(), values, .level)
+        #expect(level.starts.isEmpty, "\(level.starts)")
+        let levelAlone = Self.run(Self.signal(swingBar: 1000), values)
+        #expect(levelAlone.surprises.allSatisfy { $0 == -.infinity })
+        #expect(LevelSignal.reason(channel: 2, period: 24, ratio: 1.02, swing: 0.31)
+            == "feature 2's swing over its last period (24 values) is 0.31 times the period's before (its level 1.02 times)")
+    }
+
+    /// A period unlike the one before it but like the one before that is the period before's echo,
+    /// not an incident. A period's dip to 0.7 of the rate, or a rise to 1.5 (24 samples after
+    /// 3,000), is under both bars while it lasts; once it has passed, the period before holds it
+    /// and the swing's last period differs from it. Compared with the period two before as well, no
+    /// incident starts; compared with the period before alone (reverted), the swing starts one after
+    /// the event has ended.
+    @Test func aPeriodAfterAnUnusualOneIsNotAnIncident() {
+        for (factor, seed) in [(0.7, 5), (0.7, 6), (1.5, 5), (1.5, 6)] as [(Float, UInt64)] {
+            let values = Self.counts(4200, seed: seed, shiftFrom: 3000, shiftFor: 24, factor: factor)
+            for echoes in [true, false] {
+                let starts = LevelSignal.Statistic.allCases.map { statistic in
+                    let signal = LevelSignal(channels: 1, bar: 8, horizon: 5000, logScale: false, swingBar: 6, echoes: echoes)
+                    return Self.run(signal, values, statistic).starts
+                }
+                #expect(starts[0].isEmpty, "\(factor) \(seed) \(echoes): \(starts)")
+                if echoes {
+                    #expect(starts[1].isEmpty, "\(factor) \(seed): \(starts)")
+                } else {
+                    #expect(!starts[1].isEmpty && starts[1].allSatisfy { $0 >= 3024 }, "\(factor) \(seed): \(starts)")
+                }
+            }
+        }
+    }
+
     /// A feature that has been negative, or not a whole number, is not a count: never judged again.
     /// Noise without a cycle has no period and is never judged either. Under `transform = log` the
     /// values come as logs (not whole), and are judged.
@@ -103,9 +155,18 @@ import Testing
     }
 
     /// The median by selection is the median of the sorted values, and the MAD likewise, to the bit:
-    /// odd and even counts, ties, one value, sorted and reversed input.
+    /// odd and even counts, ties, one value, sorted and reversed input. The swing's median of nine
+    /// by its network is the sorted nine's middle: 20,000 draws of nine, with ties and without.
     @Test func theMedianBySelectionIsTheSortedOnes() {
         var r = RandomSource(seed: 21)
+        for trial in 0..<20000 {
+            let v = (0..<9).map { _ in trial % 2 == 0 ? r.normal() : Float(Int(r.uniform() * 4)) }
+            let m = LevelSignal.median9(v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8])
+            if m != v.sorted()[4] {
+                Issue.record("\(v): \(m)")
+                break
+            }
+        }
         var cases: [[Float]] = [[3], [2, 1], (0..<1250).map { _ in r.normal() }, (0..<1251).map { _ in r.normal() }]
         cases.append((0..<400).map { _ in Float(Int(r.uniform() * 5)) })
         cases.append((0..<300).map { Float($0) })
@@ -157,72 +218,139 @@ import Testing
             var r2 = StateReader(w.bytes)
             try Self.signal(channels: 2).decode(&r2, version: LevelSignal.stateVersion)
         }
-        // After the width (4 bytes) and the flag (1): seen, period, learned, held, clear and the
-        // samples since the statistics (8 bytes each), then the floor, median, scale and reference
-        // (4 each), then the values.
+        // After the width (4 bytes) and the flag (1): seen and period (8 bytes each), the floor (4);
+        // per statistic learned, held, clear and the samples since the statistics (8 each), the
+        // median, scale and reference (4 each); then the log values and their running medians.
         func refused(_ bytes: [UInt8], at offset: Int, _ patch: [UInt8], _ what: String) {
             var bad = bytes
             for (i, b) in patch.enumerated() { bad[offset + i] = b }
             var badReader = StateReader(bad)
-            #expect(throws: StateError.self, "\(what)") { try Self.signal().decode(&badReader, version: 1) }
+            #expect(throws: StateError.self, "\(what)") { try Self.signal().decode(&badReader, version: 2) }
         }
         func le<T: FixedWidthInteger>(_ x: T) -> [UInt8] { withUnsafeBytes(of: x.littleEndian) { Array($0) } }
+        let judge = 4 * 8 + 3 * 4, logs = 5 + 16 + 4 + 2 * judge
         refused(w.bytes, at: 5 + 8, le(UInt64(5)), "a period under 20")
         refused(w.bytes, at: 5 + 8, le(UInt64(800)), "a period over 749")
-        refused(w.bytes, at: 5 + 16, le(UInt64(1 << 40)), "more learned than seen")
-        refused(w.bytes, at: 5 + 48 + 16, le(Float(100).bitPattern), "a log value of 100")
+        refused(w.bytes, at: 5 + 20, le(UInt64(1 << 40)), "the level learned more than seen")
+        refused(w.bytes, at: 5 + 20 + judge, le(UInt64(1 << 40)), "the swing learned more than seen")
+        refused(w.bytes, at: logs + 16, le(Float(100).bitPattern), "a log value of 100")
+        refused(w.bytes, at: logs + 4 * 1500 + 16, le(Float(-1).bitPattern), "a running median under 0")
         let fresh = Self.signal()
         _ = Self.run(fresh, Array(values[..<100]))
         var f = StateWriter()
         fresh.encode(&f)
-        refused(f.bytes, at: 5 + 48 + 12, le(Float(1).bitPattern), "a reference without a period")
-        // The count of differences kept follows the 100 values: more than were learned.
-        refused(f.bytes, at: 5 + 48 + 16 + 400, le(UInt32(5)), "more differences than learned")
+        refused(f.bytes, at: 5 + 20 + 32 + 8, le(Float(1).bitPattern), "a level reference without a period")
+        refused(f.bytes, at: 5 + 20 + judge + 32 + 8, le(Float(1).bitPattern), "a swing reference without a period")
+        // The count of the level's differences kept follows the 100 values and their medians: more
+        // than were learned.
+        refused(f.bytes, at: logs + 800, le(UInt32(5)), "more differences than learned")
     }
 
-    /// In the pipeline at the defaults (`level_bar` 8, above `alert_evidence`'s 6; the larger is the
-    /// bar): a surge (3 times the rate for 300 samples) alerts first from the level signal, within
-    /// two periods (its reason names the feature, the period and the ratio); with `level_bar = 0`
-    /// the chain has no level signal and the surge's first alert comes more than a period later. The
-    /// 3,000 samples before it alert the same either way.
-    @Test func aCountStreamsLevelShiftAlertsByDefault() throws {
-        #expect(StreamConfiguration().levelBar == 8)
-        for (bar, evidence, expected) in [(Float(8), Float(6), Float(8)), (5, 6, 6), (8, 0, nil), (0, 6, nil)] {
-            var settings = StreamConfiguration().resolved(dim: 1)
-            (settings.levelBar, settings.alertEvidence) = (bar, evidence)
-            #expect(StreamPipeline(name: "b", settings: settings).chain.signal(LevelSignal.self)?.bar == expected, "\(bar) \(evidence)")
+    /// A section as version 1 wrote it (the level alone): its flag, seen, period, learned, held,
+    /// clear and samples since the statistics, its floor, median, scale and reference, the log values
+    /// kept and the differences kept.
+    static func versionOne(_ s: LevelSignal) -> [UInt8] {
+        var w = StateWriter()
+        w.write(UInt32(s.channels))
+        for c in 0..<s.channels {
+            let (k, j) = (s.state[c], s.state[c].level)
+            w.write(UInt8(k.on ? 1 : 0))
+            for n in [k.seen, k.period, j.learned, j.held, j.clear, min(j.sinceRecompute, Int(UInt32.max))] { w.write(UInt64(n)) }
+            for x in [k.floor, j.median, j.scale, j.reference] { w.write(x) }
+            let kept = min(k.seen, LevelSignal.detection)
+            for i in 0..<kept { w.write(s.ringValue(c, ago: kept - 1 - i)) }
+            let learned = j.learned / LevelSignal.historyStride, m = min(learned, s.historyCapacity)
+            w.write(UInt32(m))
+            for q in (learned - m)..<learned { w.write(s.history[s.historyBase(c, .level) + q % s.historyCapacity]) }
         }
-        var wrong = StreamConfiguration()
-        wrong.levelBar = 0.5
-        #expect(throws: (any Error).self) { try wrong.validate(name: "w") }
-        let values = Self.counts(3600, shiftFrom: 3000, shiftFor: 300, factor: 3)
-        var before: [[Int]] = [], firstInSurge: [UInt64] = []
-        for on in [true, false] {
+        return w.bytes
+    }
+
+    /// A version 1 section (before the swing) restores the level as it was: restored in the middle
+    /// of a level incident, the level reads the rest as the original does and writes the same
+    /// version 1 bytes. Its swing learns from the values kept, and judges at once: a cycle lost
+    /// 1,400 samples later is found within two periods.
+    @Test func aVersionOneSectionRestoresTheLevel() throws {
+        var values = Self.counts(5400, shiftFrom: 3000, shiftFor: 300, factor: 0.3)
+        let lost = Self.counts(5400, flat: 4500..<4980)
+        for t in 4500..<5400 { values[t] = lost[t] }
+        let original = Self.signal(swingBar: 1000)
+        _ = Self.run(original, Array(values[..<3100]))
+        #expect(original.inIncident(channel: 0))
+        let bytes = Self.versionOne(original)
+        let restored = Self.signal(swingBar: 1000)
+        var r = StateReader(bytes)
+        try restored.decode(&r, version: 1)
+        #expect(Self.versionOne(restored) == bytes)
+        let rest = Array(values[3100...])
+        #expect(Self.run(original, rest).surprises == Self.run(restored, rest).surprises)
+        let withSwing = Self.signal()
+        var r2 = StateReader(bytes)
+        try withSwing.decode(&r2, version: 1)
+        #expect(withSwing.state[0].swing.learned >= 1500 - 1 - 2 * 24)
+        let swing = Self.run(withSwing, rest, .swing).starts
+        #expect(swing.count == 1 && (1400...1448).contains(swing[0]), "\(swing)")
+    }
+
+    /// In the pipeline at the defaults (`level_bar` 8 and `swing_bar` 6, each at least
+    /// `alert_evidence`'s 6; a statistic at 0 is off, both at 0 build no signal): a surge (3 times
+    /// the rate for 300 samples) and a lost cycle (the rate flat for 600) each alert first from the
+    /// level signal, within two periods, with a reason that names the feature, the period and the
+    /// ratios (the lost cycle's from the swing, under 0.5). With both statistics off the first alert
+    /// of each comes more than a period later, if at all. The 3,000 samples before alert the same
+    /// either way.
+    @Test func aCountStreamsLevelShiftAndLostCycleAlertByDefault() throws {
+        #expect(StreamConfiguration().levelBar == 8 && StreamConfiguration().swingBar == 6)
+        let cases: [(Float, Float, Float, (Float, Float)?)] = [
+            (8, 6, 6, (8, 6)), (5, 4, 6, (6, 6)), (8, 6, 0, nil), (0, 6, 6, (.infinity, 6)), (8, 0, 6, (8, .infinity)), (0, 0, 6, nil),
+        ]
+        for (level, swing, evidence, expected) in cases {
             var settings = StreamConfiguration().resolved(dim: 1)
-            if !on { settings.levelBar = 0 }
-            let p = StreamPipeline(name: "c", settings: settings)
-            var batches: [ScoredBatch] = []
-            for (t, v) in values.enumerated() {
-                batches.append([v].withUnsafeBufferPointer { p.score($0.baseAddress!, count: 1, firstSequence: UInt64(t)) })
-                while p.trainStep() {}
-            }
-            let scores = batches.map { $0.sample(0) }
-            before.append(scores[..<3000].indices.filter { scores[$0].alert })
-            let level = scores[3000...].filter { $0.alert && $0.levelChannel != nil }
-            if on {
-                let first = try #require(level.first, "\(scores[3000...].filter(\.alert).map(\.sequence))")
-                #expect(first.sequence < 3048 && first.levelPeriod == 24 && first.levelRatio > 1.5, "\(first)")
+            (settings.levelBar, settings.swingBar, settings.alertEvidence) = (level, swing, evidence)
+            let signal = StreamPipeline(name: "b", settings: settings).chain.signal(LevelSignal.self)
+            #expect(signal.map { ($0.bar, $0.swingBar) } ?? (-1, -1) == expected ?? (-1, -1), "\(level) \(swing) \(evidence)")
+        }
+        for bad in ["level_bar = 0.5", "swing_bar = 0.5", "swing_bar = 41"] {
+            #expect(throws: (any Error).self) { _ = try ConfigurationFile.parse("[stream]\n\(bad)\n") }
+        }
+        #expect(try ConfigurationFile.parse("[stream]\nswing_bar = 9\n").streamDefaults.swingBar == 9)
+        let surge = Self.counts(3600, shiftFrom: 3000, shiftFor: 300, factor: 3)
+        let lost = Self.counts(3600, flat: 3000..<3600)
+        for (values, isLost) in [(surge, false), (lost, true)] {
+            var before: [[Int]] = [], firstInEvent: [UInt64] = []
+            for on in [true, false] {
+                var settings = StreamConfiguration().resolved(dim: 1)
+                if !on { (settings.levelBar, settings.swingBar) = (0, 0) }
+                let p = StreamPipeline(name: "c", settings: settings)
+                var batches: [ScoredBatch] = []
+                for (t, v) in values.enumerated() {
+                    batches.append([v].withUnsafeBufferPointer { p.score($0.baseAddress!, count: 1, firstSequence: UInt64(t)) })
+                    while p.trainStep() {}
+                }
+                let scores = batches.map { $0.sample(0) }
+                before.append(scores[..<3000].indices.filter { scores[$0].alert })
+                let fromLevel = scores[3000...].filter { $0.alert && $0.levelChannel != nil }
+                firstInEvent.append(scores[3000...].first(where: \.alert)?.sequence ?? .max)
+                guard on else {
+                    #expect(fromLevel.isEmpty)
+                    continue
+                }
+                let firstAlert = scores[3000...].first(where: \.alert)
+                let first = try #require(firstAlert, "\(isLost)")
+                #expect(first.levelChannel == 0 && first.sequence < 3048 && first.levelPeriod == 24, "\(first)")
                 #expect(first.topFeatures.map(\.index) == [0])
                 let alert = Wire.alert(first, in: batches[Int(first.sequence)])
                 #expect(alert.signal == LevelSignal.name)
-                #expect(alert.reason.hasPrefix("feature 0's level over its last period (24 values) is "), "\(alert.reason)")
-            } else {
-                #expect(level.isEmpty)
+                if isLost {
+                    #expect((first.levelSwing ?? 1) < 0.5, "\(first)")
+                    #expect(alert.reason.hasPrefix("feature 0's swing over its last period (24 values) is 0."), "\(alert.reason)")
+                } else {
+                    #expect(first.levelRatio > 1.05, "\(first)")
+                    #expect(alert.reason.hasPrefix("feature 0's"), "\(alert.reason)")
+                }
             }
-            firstInSurge.append(scores[3000...].first(where: \.alert)?.sequence ?? .max)
-            if on { #expect(scores[3000...].first(where: \.alert)?.levelChannel == 0, "the surge's first alert is the level's") }
+            #expect(before[0] == before[1], "\(before)")
+            #expect(firstInEvent[0] < 3048 && firstInEvent[1] > firstInEvent[0] + 24, "\(firstInEvent): a period sooner at least")
         }
-        #expect(before[0] == before[1], "\(before)")
-        #expect(firstInSurge[0] < 3048 && firstInSurge[1] > firstInSurge[0] + 24, "\(firstInSurge): a period sooner at least")
     }
 }

@@ -3,7 +3,8 @@ import Glibc
 #endif
 import Learning
 
-/// A count's level over its own period, on the log scale: a rate that has moved for a whole cycle.
+/// A count's level and swing over its own period, on the log scale: a rate that has moved, or a
+/// cycle that has flattened or grown, for a whole period.
 ///
 /// A bursty count (requests, messages, sales per interval) can shift its level, surge for hours or
 /// fall to a fraction of itself, with no single value out of the ordinary: its bursts are larger,
@@ -13,13 +14,18 @@ import Learning
 /// the mean of `ln(1 + x)` over the last period with the mean over the period before, where the
 /// daily cycle cancels and a burst is one value among a period's.
 ///
+/// **The swing** is the second statistic, judged the same way: the standard deviation over the
+/// last period of the log values under a causal running median of `filterWidth` (the last 9 values;
+/// a burst of a few does not move it), against the period before's. A daily cycle that is lost (a
+/// service that stops following its users) keeps its level and loses its swing.
+///
 /// **The period** is decided once, from the first `detection` values (a week of half-hours shows
 /// in them, a day of five-minute steps five times): the strongest peak of
 /// the autocorrelation of the log values after its first dip, smoothed by a running median of
 /// `filterWidth` (a burst of a few values would blur it), the shortest lag within `peakTolerance`
 /// of the best, at least `PeriodCheck.minimumCorrelation`. A feature without one is not judged.
 ///
-/// **The calibration** is robust: the difference's median and scaled median absolute deviation
+/// **The calibration** is robust, per statistic: the difference's median and scaled median absolute deviation
 /// over its own earlier values (one in `historyStride`, the newest `horizon`), with a floor at what
 /// the feature's own noise gives two independent means of a period, judged once they span
 /// `historyPeriods` periods (and at least `minimumHistory` differences). A difference beyond `bar`
@@ -32,7 +38,8 @@ import Learning
 /// the count corpora's AUC-PR but lowered NAB's and GutenTAG's (docs/anomaly-experiments.md).
 public final class LevelSignal: AnomalySignal, @unchecked Sendable {
     public static let name = "level"
-    public static let stateVersion: UInt32 = 1
+    /// 2 adds the swing (a version 1 section restores the level and starts the swing's calibration).
+    public static let stateVersion: UInt32 = 2
     public static let detection = 1500
     public static let shortestPeriod = 20
     /// The longest period the values kept can compare with the period before.
@@ -52,6 +59,25 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
     /// Differences kept for a calibration horizon (one in `historyStride`, at least 64, at most 2²⁰).
     static func historyCapacity(horizon: Int) -> Int { max(64, min(horizon, 1 << 22) / historyStride) }
 
+    /// What the signal compares over a period.
+    public enum Statistic: Int, CaseIterable, Sendable {
+        /// The mean of the log values.
+        case level
+        /// The standard deviation of the log values under a causal running median.
+        case swing
+    }
+
+    /// One statistic of one feature: its calibration and its incident.
+    struct Judge: Equatable {
+        /// Differences learned (one in `historyStride` is kept).
+        var learned = 0
+        var median: Float = 0, scale: Float = 0
+        var sinceRecompute = Int.max / 2
+        /// The incident's reference (NaN: none), its age and the values back within half the bar.
+        var reference = Float.nan
+        var held = 0, clear = 0
+    }
+
     /// Per feature.
     struct Channel: Equatable {
         /// A count so far: never negative, and whole numbers (under `transform = log`, any value not
@@ -61,51 +87,67 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
         var seen = 0
         /// The period found at `detection` values (0: none, or not yet decided).
         var period = 0
-        /// Differences learned (one in `historyStride` is kept).
-        var learned = 0
-        var median: Float = 0, scale: Float = 0, floor: Float = 0
-        var sinceRecompute = Int.max / 2
-        /// The incident's reference level (NaN: none), its age and the values back within half the bar.
-        var reference = Float.nan
-        var held = 0, clear = 0
+        /// What the feature's noise gives two independent means of a period: both statistics' floor.
+        var floor: Float = 0
+        var level = Judge(), swing = Judge()
+
+        subscript(_ s: Statistic) -> Judge {
+            get { s == .level ? level : swing }
+            set { if s == .level { level = newValue } else { swing = newValue } }
+        }
     }
 
     let channels: Int
     public let bar: Float
+    /// The swing's bar (the level's unless told).
+    public let swingBar: Float
+    /// Whether a period like the one two before is the period before's echo (only tests turn it off).
+    let echoes: Bool
     /// The values come on the log scale already (`transform = log`).
     let logScale: Bool
     let historyCapacity: Int
     var state: [Channel]
-    /// Per channel, the last `detection` log values (ring), and the sums of the last period
-    /// and of the one before it (kept in double, set again from the ring every 4,096 values).
+    /// Per channel, the last `detection` log values and their causal running medians (rings), and
+    /// the sums over the last period and the one before it: of the log values, and of the medians and
+    /// their squares (kept in double, set again from the rings every 4,096 values).
     var rings: [Float]
-    var sums: [(now: Double, before: Double)]
-    /// Per channel, the differences learned (ring of `historyCapacity`).
+    var smooth: [Float]
+    var sums: [(now: Double, before: Double, earlier: Double)]
+    var swingSums: [(now: Double, nowSquares: Double, before: Double, beforeSquares: Double, earlier: Double, earlierSquares: Double)]
+    /// Per channel and statistic, the differences learned (ring of `historyCapacity`).
     var history: [Float]
     var scratch: [Float] = []
-    /// Per channel, its level over the reference's (`exp` of the difference) when its last incident
-    /// began.
+    /// Per channel and statistic, the statistic over the reference's when its last incident began;
+    /// per channel, the level's over the period before's when the swing's last incident began.
     var ratios: [Float]
-    /// The feature of the last reading with something to say (−1: none), and the ratio of its level
-    /// to the reference's.
+    var levelAtSwing: [Float]
+    /// The feature of the last reading with something to say (−1: none), the statistic that spoke,
+    /// the ratio of it to the reference's, and the level's ratio then.
     public private(set) var lastChannel = -1
+    public private(set) var lastStatistic = Statistic.level
     public private(set) var lastRatio: Float = 1
+    public private(set) var lastLevelRatio: Float = 1
 
-    public init(channels: Int, bar: Float, horizon: Int, logScale: Bool) {
+    public init(channels: Int, bar: Float, horizon: Int, logScale: Bool, swingBar: Float? = nil, echoes: Bool = true) {
         self.channels = max(1, channels)
+        self.echoes = echoes
         self.bar = bar
+        self.swingBar = swingBar ?? bar
         self.logScale = logScale
         historyCapacity = Self.historyCapacity(horizon: horizon)
         state = [Channel](repeating: Channel(), count: self.channels)
         rings = [Float](repeating: 0, count: self.channels * Self.detection)
-        sums = [(now: Double, before: Double)](repeating: (0, 0), count: self.channels)
-        history = [Float](repeating: 0, count: self.channels * historyCapacity)
-        ratios = [Float](repeating: 1, count: self.channels)
+        smooth = [Float](repeating: 0, count: self.channels * Self.detection)
+        sums = .init(repeating: (0, 0, 0), count: self.channels)
+        swingSums = .init(repeating: (0, 0, 0, 0, 0, 0), count: self.channels)
+        history = [Float](repeating: 0, count: self.channels * 2 * historyCapacity)
+        ratios = [Float](repeating: 1, count: self.channels * 2)
+        levelAtSwing = [Float](repeating: 1, count: self.channels)
     }
 
     /// What the signal holds for a stream of `channels` features.
     public static func bytes(channels: Int, horizon: Int) -> Int {
-        channels * (4 * detection + 4 * historyCapacity(horizon: horizon) + 100)
+        channels * (8 * detection + 8 * historyCapacity(horizon: horizon) + 200)
     }
 
     /// The signal learns as it reads, by its own bar.
@@ -114,8 +156,8 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
     public var corroborates: Bool { false }
     public func learn(_ o: Observation, anomalous: Bool) {}
 
-    /// Whether feature `c` is in an incident (its reference held).
-    public func inIncident(channel c: Int) -> Bool { !state[c].reference.isNaN }
+    /// Whether feature `c` is in an incident of statistic `s` (its reference held).
+    public func inIncident(channel c: Int, _ s: Statistic = .level) -> Bool { !state[c][s].reference.isNaN }
 
     /// Whether feature `c` is still read: a count so far, and, from its 1,500th value, with a period.
     public func judges(channel c: Int) -> Bool { state[c].on }
@@ -123,16 +165,61 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
     /// Feature `c`'s period (0: none found, or not yet decided).
     public func period(channel c: Int) -> Int { state[c].period }
 
-    /// An alert's reason, in the words an operator reads.
-    public static func reason(channel: Int, period: Int, ratio: Float) -> String {
-        let r = String(format: ratio >= 10 ? "%.0f" : ratio < 0.1 ? "%.2g" : "%.2f", Double(ratio))
-        return "feature \(channel)'s level over its last period (\(period) values) is \(r) times the period's before"
+    /// An alert's reason, in the words an operator reads: the level's ratio, and the swing's when the
+    /// swing spoke.
+    public static func reason(channel: Int, period: Int, ratio: Float, swing: Float? = nil) -> String {
+        func times(_ x: Float) -> String { String(format: x >= 10 ? "%.0f" : x < 0.1 ? "%.2g" : "%.2f", Double(x)) }
+        guard let swing else {
+            return "feature \(channel)'s level over its last period (\(period) values) is \(times(ratio)) times the period's before"
+        }
+        return "feature \(channel)'s swing over its last period (\(period) values) is \(times(swing)) times the period's before "
+            + "(its level \(times(ratio)) times)"
     }
 
     @inline(__always)
     func ringValue(_ c: Int, ago: Int) -> Float {
         let k = state[c].seen - 1 - ago
         return rings[c * Self.detection + k % Self.detection]
+    }
+
+    @inline(__always)
+    func smoothValue(_ c: Int, ago: Int) -> Float {
+        let k = state[c].seen - 1 - ago
+        return smooth[c * Self.detection + k % Self.detection]
+    }
+
+    /// The median of the last `filterWidth` log values of feature `c` (fewer while it has fewer).
+    private func causalMedian(_ c: Int) -> Float {
+        let seen = state[c].seen, n = Self.detection
+        guard seen >= Self.filterWidth else {
+            return Self.causalMedians((0..<seen).map { ringValue(c, ago: seen - 1 - $0) }).last ?? 0
+        }
+        return rings.withUnsafeBufferPointer { r in
+            var i = (seen - Self.filterWidth) % n
+            func next() -> Float {
+                defer { i = i + 1 == n ? 0 : i + 1 }
+                return r[c * n + i]
+            }
+            return Self.median9(next(), next(), next(), next(), next(), next(), next(), next(), next())
+        }
+    }
+
+    /// The median of nine values by a network of 19 exchanges (Paeth's, as in Devillard's
+    /// "Fast median search", 1998): no sort, no branch.
+    @inline(__always)
+    static func median9(
+        _ p0: Float, _ p1: Float, _ p2: Float, _ p3: Float, _ p4: Float, _ p5: Float, _ p6: Float, _ p7: Float, _ p8: Float
+    ) -> Float {
+        var (p0, p1, p2, p3, p4, p5, p6, p7, p8) = (p0, p1, p2, p3, p4, p5, p6, p7, p8)
+        @inline(__always) func order(_ a: inout Float, _ b: inout Float) { (a, b) = (min(a, b), max(a, b)) }
+        order(&p1, &p2); order(&p4, &p5); order(&p7, &p8)
+        order(&p0, &p1); order(&p3, &p4); order(&p6, &p7)
+        order(&p1, &p2); order(&p4, &p5); order(&p7, &p8)
+        order(&p0, &p3); order(&p5, &p8); order(&p4, &p7)
+        order(&p3, &p6); order(&p1, &p4); order(&p2, &p5)
+        order(&p4, &p7); order(&p4, &p2); order(&p6, &p4)
+        order(&p4, &p2)
+        return p4
     }
 
     public func read(_ o: inout Observation) -> Reading {
@@ -145,17 +232,23 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
                 state[c] = Channel(on: false)
                 continue
             }
-            if let z = push(c, logScale ? x : log1pf(x)), z > surprise { (surprise, lastChannel) = (z, c) }
+            if let (z, s) = push(c, logScale ? x : log1pf(x)), z > surprise { (surprise, lastChannel, lastStatistic) = (z, c, s) }
         }
-        if lastChannel >= 0 { lastRatio = ratios[lastChannel] }
+        if lastChannel >= 0 {
+            lastRatio = ratios[lastChannel * 2 + lastStatistic.rawValue]
+            lastLevelRatio = lastStatistic == .level ? lastRatio : levelAtSwing[lastChannel]
+        }
         return Reading(surprise: surprise)
     }
 
-    /// Feature `c`'s next log value; its surprise if it starts an incident (nil otherwise).
-    private func push(_ c: Int, _ y: Float) -> Float? {
+    /// Feature `c`'s next log value; its surprise and statistic if it starts an incident (nil
+    /// otherwise).
+    private func push(_ c: Int, _ y: Float) -> (Float, Statistic)? {
         let n = Self.detection
-        rings[c * n + state[c].seen % n] = y
+        let slot = c * n + state[c].seen % n
+        rings[slot] = y
         state[c].seen += 1
+        smooth[slot] = causalMedian(c)
         let seen = state[c].seen
         let detecting = seen == Self.detection
         if detecting { detect(c) }
@@ -163,70 +256,111 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
         let p = state[c].period
         guard p > 0, seen > 2 * p else { return nil }
         if detecting || seen % 4096 == 0 {
-            // Detection set the sums from the ring, the newest value among them; drift is undone.
+            // Detection set the sums from the rings, the newest value among them; drift is undone.
             resum(c)
         } else {
             // The newest value enters the last period, the one a period back moves to the period
             // before, the one two periods back leaves.
             let a = Double(ringValue(c, ago: p)), b = Double(ringValue(c, ago: 2 * p))
+            let e = 3 * p < Self.detection ? Double(ringValue(c, ago: 3 * p)) : 0
             sums[c].now += Double(y) - a
             sums[c].before += a - b
+            sums[c].earlier += b - e
         }
-        return judge(c)
+        if swingBar.isFinite && !(detecting || seen % 4096 == 0) {
+            let m = Double(smooth[slot]), ma = Double(smoothValue(c, ago: p)), mb = Double(smoothValue(c, ago: 2 * p))
+            let me = 3 * p < Self.detection ? Double(smoothValue(c, ago: 3 * p)) : 0
+            swingSums[c].now += m - ma
+            swingSums[c].nowSquares += m * m - ma * ma
+            swingSums[c].before += ma - mb
+            swingSums[c].beforeSquares += ma * ma - mb * mb
+            swingSums[c].earlier += mb - me
+            swingSums[c].earlierSquares += mb * mb - me * me
+        }
+        let p64 = Double(p)
+        // The period two before, where the values kept and the values read reach it.
+        let earlier = echoes && 3 * p < Self.detection && seen > 3 * p
+        // A statistic whose bar is out of reach (`level_bar` or `swing_bar` 0) is not judged (the
+        // swing not summed either).
+        let level = !bar.isFinite ? nil : judge(
+            c, .level, now: Float(sums[c].now / p64), before: Float(sums[c].before / p64),
+            earlier: earlier ? Float(sums[c].earlier / p64) : nil)
+        let w = swingSums[c]
+        let swing = !swingBar.isFinite ? nil : judge(
+            c, .swing, now: Self.deviation(w.now, w.nowSquares, p64), before: Self.deviation(w.before, w.beforeSquares, p64),
+            earlier: earlier ? Self.deviation(w.earlier, w.earlierSquares, p64) : nil)
+        guard level != nil || swing != nil else { return nil }
+        if swing != nil { levelAtSwing[c] = expf(Float((sums[c].now - sums[c].before) / p64)) }
+        return (level ?? -.infinity) >= (swing ?? -.infinity) ? (level!, .level) : (swing!, .swing)
     }
 
-    /// The difference of the newest period's mean from the reference's, judged and learned.
-    private func judge(_ c: Int) -> Float? {
-        var k = state[c]
-        defer { state[c] = k }
-        let p = Double(k.period)
-        let now = Float(sums[c].now / p), before = Float(sums[c].before / p)
+    /// The standard deviation of `n` values from their sum and the sum of their squares.
+    @inline(__always)
+    static func deviation(_ sum: Double, _ squares: Double, _ n: Double) -> Float {
+        let mean = sum / n
+        return Float(max(squares / n - mean * mean, 0).squareRoot())
+    }
+
+    /// Statistic `s` over the newest period against the reference's (the period before's, or an
+    /// incident's), judged and learned; its surprise if it starts an incident.
+    private func judge(_ c: Int, _ s: Statistic, now: Float, before: Float, earlier: Float?) -> Float? {
+        var k = state[c][s]
+        defer { state[c][s] = k }
+        let period = state[c].period, floor = state[c].floor
         let held = !k.reference.isNaN
         let d = now - (held ? k.reference : before)
-        guard k.learned >= max(Self.minimumHistory, Self.historyPeriods * k.period) else {
-            learn(&k, c, d)
+        guard k.learned >= max(Self.minimumHistory, Self.historyPeriods * period) else {
+            learn(&k, c, s, d)
             return nil
         }
-        if k.sinceRecompute >= Self.recomputeEvery { recompute(&k, c) }
+        if k.sinceRecompute >= Self.recomputeEvery { recompute(&k, c, s, floor: floor) }
         k.sinceRecompute += 1
-        let z = abs(d - k.median) / k.scale
+        var z = abs(d - k.median) / k.scale
+        // A period unlike the one before but like the one before that is the period before's echo.
+        if !held, let earlier { z = min(z, abs(now - earlier - k.median) / k.scale) }
+        let bar = s == .level ? self.bar : swingBar
         if held {
             k.held += 1
             k.clear = z > bar / 2 ? 0 : k.clear + 1
-            if k.clear >= k.period || k.held >= max(Self.holdPeriods * k.period, Self.minimumHold) {
+            if k.clear >= period || k.held >= max(Self.holdPeriods * period, Self.minimumHold) {
                 (k.reference, k.held, k.clear) = (.nan, 0, 0)
             }
             return nil
         }
         guard z <= bar else {
             (k.reference, k.held, k.clear) = (before, 0, 0)
-            ratios[c] = expf(d)
+            // The level's ratio of rates (`exp` of its difference of logs), the swing's of swings.
+            ratios[c * 2 + s.rawValue] = s == .level ? expf(d) : before > 0 ? now / before : .infinity
             return z
         }
-        learn(&k, c, d)
+        learn(&k, c, s, d)
         return nil
     }
 
-    private func learn(_ k: inout Channel, _ c: Int, _ d: Float) {
+    @inline(__always)
+    func historyBase(_ c: Int, _ s: Statistic) -> Int { (c * 2 + s.rawValue) * historyCapacity }
+
+    private func learn(_ k: inout Judge, _ c: Int, _ s: Statistic, _ d: Float) {
         k.learned += 1
         if k.learned % Self.historyStride == 0 {
             let i = (k.learned / Self.historyStride - 1) % historyCapacity
-            history[c * historyCapacity + i] = d
+            history[historyBase(c, s) + i] = d
         }
     }
 
     /// The median and scaled median absolute deviation of the differences kept.
-    private func recompute(_ k: inout Channel, _ c: Int) {
+    private func recompute(_ k: inout Judge, _ c: Int, _ s: Statistic, floor: Float) {
         k.sinceRecompute = 0
         let m = min(k.learned / Self.historyStride, historyCapacity)
         guard m > 0 else { return }
         scratch.removeAll(keepingCapacity: true)
-        scratch.append(contentsOf: history[(c * historyCapacity)..<(c * historyCapacity + m)])
+        let base = historyBase(c, s)
+        scratch.append(contentsOf: history[base..<(base + m)])
         // By selection, not a sort (13 µs for 1,250 differences against 60 to 90), every 256 samples
         // (64 new differences kept): every 64, with a sort, had cost 1 µs a sample a feature.
         let (median, deviation) = Self.medianAndDeviation(&scratch)
         k.median = median
-        k.scale = max(1.4826 * deviation, k.floor) + 1e-6
+        k.scale = max(1.4826 * deviation, floor) + 1e-6
     }
 
     /// The median of `v` and the median of its absolute deviations from it, by selection (`v` is
@@ -276,15 +410,29 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
         return v[k]
     }
 
-    /// The sums of the last period and the one before, from the ring.
+    /// The sums of the last period and the one before, from the rings.
     private func resum(_ c: Int) {
         let p = state[c].period
-        var now = 0.0, before = 0.0
+        var now = 0.0, before = 0.0, earlier = 0.0
+        var w = (now: 0.0, nowSquares: 0.0, before: 0.0, beforeSquares: 0.0, earlier: 0.0, earlierSquares: 0.0)
+        let reach = 3 * p < Self.detection && state[c].seen > 3 * p
         for j in 0..<p {
             now += Double(ringValue(c, ago: j))
             before += Double(ringValue(c, ago: p + j))
+            let m = Double(smoothValue(c, ago: j)), b = Double(smoothValue(c, ago: p + j))
+            w.now += m
+            w.nowSquares += m * m
+            w.before += b
+            w.beforeSquares += b * b
+            if reach {
+                earlier += Double(ringValue(c, ago: 2 * p + j))
+                let e = Double(smoothValue(c, ago: 2 * p + j))
+                w.earlier += e
+                w.earlierSquares += e * e
+            }
         }
-        sums[c] = (now, before)
+        sums[c] = (now, before, earlier)
+        swingSums[c] = w
     }
 
     /// Decides feature `c`'s period from its values so far; a new period starts its calibration
@@ -303,17 +451,35 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
         var differences = (1..<seen).map { values[$0] - values[$0 - 1] }
         k.floor = 1.4826 * Self.medianAndDeviation(&differences).deviation / Float(2).squareRoot() * (2 / Float(found)).squareRoot()
         state[c] = k
-        // The differences the values kept would have given, learned as if read one by one (the newest
-        // is judged as it is read).
-        var now = 0.0, before = 0.0
-        for t in 0..<(seen - 1) {
-            now += Double(values[t])
-            if t >= found { now -= Double(values[t - found]); before += Double(values[t - found]) }
-            if t >= 2 * found { before -= Double(values[t - 2 * found]) }
-            if t >= 2 * found { learn(&k, c, Float((now - before) / Double(found))) }
-        }
-        state[c] = k
+        learnKept(c, .level, from: values)
+        learnKept(c, .swing, from: (0..<seen).map { smoothValue(c, ago: seen - 1 - $0) })
         resum(c)
+    }
+
+    /// The differences of statistic `s` the values kept (log values, or their running medians for the
+    /// swing) would have given, learned as if read one by one (the newest is judged as it is read).
+    private func learnKept(_ c: Int, _ s: Statistic, from values: [Float]) {
+        let p = state[c].period, n = Double(p)
+        var k = state[c][s]
+        var now = 0.0, before = 0.0, nowSquares = 0.0, beforeSquares = 0.0
+        for t in 0..<(values.count - 1) {
+            let x = Double(values[t])
+            now += x
+            nowSquares += x * x
+            if t >= p {
+                let a = Double(values[t - p])
+                (now, nowSquares, before, beforeSquares) = (now - a, nowSquares - a * a, before + a, beforeSquares + a * a)
+            }
+            if t >= 2 * p {
+                let b = Double(values[t - 2 * p])
+                (before, beforeSquares) = (before - b, beforeSquares - b * b)
+                let d = s == .level
+                    ? Float((now - before) / n)
+                    : Self.deviation(now, nowSquares, n) - Self.deviation(before, beforeSquares, n)
+                learn(&k, c, s, d)
+            }
+        }
+        state[c][s] = k
     }
 
     /// The period of `values` (log values), or 0: the strongest autocorrelation peak after the first
@@ -334,6 +500,23 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
         return min(PeriodCheck.repeatsBest(v, near: lag, in: shortestPeriod...(highest - 1)), longestPeriod)
     }
 
+    /// `n` log values, each in 0...`largestLog`.
+    private static func readLogs(_ r: inout StateReader, _ n: Int, _ what: String) throws -> [Float] {
+        try (0..<n).map { _ in
+            let y = try r.readFinite(Float.self, what)
+            guard y >= 0 && y <= Self.largestLog else { throw StateError.invalid("level: a \(what)") }
+            return y
+        }
+    }
+
+    /// Each value's median with the `filterWidth - 1` before it (fewer at the start), as `read` takes them.
+    static func causalMedians(_ values: [Float]) -> [Float] {
+        values.indices.map { i in
+            let w = values[max(0, i - filterWidth + 1)...i].sorted(), n = w.count
+            return n % 2 == 1 ? w[n / 2] : 0.5 * (w[n / 2 - 1] + w[n / 2])
+        }
+    }
+
     static func runningMedian(_ values: [Float], width: Int) -> [Float] {
         let h = width / 2, n = values.count
         guard n > 0 else { return [] }
@@ -345,73 +528,126 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
         }
     }
 
-    /// Per feature: its flag, counts and statistics, the log values kept (oldest first) and the
-    /// differences kept (oldest first, so that another `calibration_horizon` keeps the newest).
+    /// Per feature: its flag, seen and period, floor, each statistic's counts and statistics, the
+    /// log values and their running medians kept (oldest first), and each statistic's differences
+    /// kept (oldest first, so that another `calibration_horizon` keeps the newest).
     public func encode(_ w: inout StateWriter) {
         w.write(UInt32(channels))
         for c in 0..<channels {
             let k = state[c]
             w.write(UInt8(k.on ? 1 : 0))
-            for n in [k.seen, k.period, k.learned, k.held, k.clear, min(k.sinceRecompute, Int(UInt32.max))] { w.write(UInt64(n)) }
-            for x in [k.floor, k.median, k.scale, k.reference] { w.write(x) }
+            w.write(UInt64(k.seen))
+            w.write(UInt64(k.period))
+            w.write(k.floor)
+            for s in Statistic.allCases {
+                let j = k[s]
+                for n in [j.learned, j.held, j.clear, min(j.sinceRecompute, Int(UInt32.max))] { w.write(UInt64(n)) }
+                for x in [j.median, j.scale, j.reference] { w.write(x) }
+            }
             let kept = min(k.seen, Self.detection)
             for j in 0..<kept { w.write(ringValue(c, ago: kept - 1 - j)) }
-            let learned = k.learned / Self.historyStride, m = min(learned, historyCapacity)
-            w.write(UInt32(m))
-            for q in (learned - m)..<learned { w.write(history[c * historyCapacity + q % historyCapacity]) }
+            for j in 0..<kept { w.write(smoothValue(c, ago: kept - 1 - j)) }
+            for s in Statistic.allCases {
+                let learned = k[s].learned / Self.historyStride, m = min(learned, historyCapacity)
+                w.write(UInt32(m))
+                for q in (learned - m)..<learned { w.write(history[historyBase(c, s) + q % historyCapacity]) }
+            }
         }
     }
 
+    /// Version 1 (the level alone) restores the level; the swing's running medians are taken again
+    /// from the log values kept, and its differences learned from them as at detection.
     public func decode(_ r: inout StateReader, version: UInt32) throws {
-        guard version == 1 else { throw StateError.unsupportedVersion(version) }
+        guard version == 1 || version == 2 else { throw StateError.unsupportedVersion(version) }
         let n = Int(try r.read(UInt32.self))
         guard n == channels else { throw StateError.invalid("level: \(n) features, the stream has \(channels)") }
-        var restored: [(Channel, [Float], [Float])] = []
+        typealias Restored = (channel: Channel, values: [Float], smooth: [Float]?, kept: [[Float]])
+        var restored: [Restored] = []
         for _ in 0..<n {
             let on = try r.read(UInt8.self)
-            let counts = try (0..<6).map { _ in try r.read(UInt64.self) }
-            let floor = try r.readFinite(Float.self, "level floor"), median = try r.readFinite(Float.self, "level median")
-            let scale = try r.readFinite(Float.self, "level scale")
-            let reference = try r.read(Float.self)
-            guard on < 2, counts.allSatisfy({ $0 < 1 << 62 }), floor >= 0, scale >= 0, abs(median) <= Self.largestLog,
-                reference.isNaN || (reference >= 0 && reference <= Self.largestLog)
-            else { throw StateError.invalid("level: a feature's state") }
-            let (seen, period, learned, held, clear) = (Int(counts[0]), Int(counts[1]), Int(counts[2]), Int(counts[3]), Int(counts[4]))
-            guard period == 0 || (period >= Self.shortestPeriod && period <= Self.longestPeriod && seen >= Self.detection),
-                learned <= seen, on == 1 || seen == 0, held <= seen, clear <= held, reference.isNaN || period > 0
+            var k = Channel(on: on == 1)
+            var counts: [[UInt64]] = [], statistics: [[Float]] = []
+            if version == 1 {
+                let c = try (0..<6).map { _ in try r.read(UInt64.self) }
+                (k.seen, k.period) = (Int(c[0]), Int(c[1]))
+                counts = [[c[2], c[3], c[4], c[5]]]
+                k.floor = try r.readFinite(Float.self, "level floor")
+                statistics = [[try r.readFinite(Float.self, "level median"), try r.readFinite(Float.self, "level scale"), try r.read(Float.self)]]
+            } else {
+                let (seen, period) = (try r.read(UInt64.self), try r.read(UInt64.self))
+                guard seen < 1 << 62, period < 1 << 62 else { throw StateError.invalid("level: a feature's counts") }
+                (k.seen, k.period) = (Int(seen), Int(period))
+                k.floor = try r.readFinite(Float.self, "level floor")
+                for _ in Statistic.allCases {
+                    counts.append(try (0..<4).map { _ in try r.read(UInt64.self) })
+                    statistics.append([try r.readFinite(Float.self, "level median"), try r.readFinite(Float.self, "level scale"), try r.read(Float.self)])
+                }
+            }
+            guard on < 2, k.floor >= 0,
+                k.period == 0 || (k.period >= Self.shortestPeriod && k.period <= Self.longestPeriod && k.seen >= Self.detection),
+                on == 1 || k.seen == 0
             else { throw StateError.invalid("level: a feature's period or counts") }
-            let values = try (0..<min(seen, Self.detection)).map { _ in
-                let y = try r.readFinite(Float.self, "level value")
-                guard y >= 0 && y <= Self.largestLog else { throw StateError.invalid("level: a log value") }
-                return y
+            for (i, (c, x)) in zip(counts, statistics).enumerated() {
+                let (median, scale, reference) = (x[0], x[1], x[2])
+                guard c.allSatisfy({ $0 < 1 << 62 }), scale >= 0, abs(median) <= Self.largestLog,
+                    reference.isNaN || (reference >= 0 && reference <= Self.largestLog)
+                else { throw StateError.invalid("level: a feature's state") }
+                let (learned, held, clear) = (Int(c[0]), Int(c[1]), Int(c[2]))
+                guard learned <= k.seen, held <= k.seen, clear <= held, reference.isNaN || k.period > 0
+                else { throw StateError.invalid("level: a feature's period or counts") }
+                var j = Judge(learned: learned, median: median, scale: scale, reference: reference, held: held, clear: clear)
+                j.sinceRecompute = Int(c[3])
+                k[Statistic(rawValue: i)!] = j
             }
-            let m = Int(try r.read(UInt32.self))
-            guard m <= learned / Self.historyStride, m <= Self.historyCapacity(horizon: .max),
-                m == learned / Self.historyStride || m >= 64
-            else {
-                throw StateError.invalid("level: differences kept")
+            let kept = min(k.seen, Self.detection)
+            let values = try Self.readLogs(&r, kept, "log value")
+            let smooth = version == 1 ? nil : try Self.readLogs(&r, kept, "running median")
+            var differences: [[Float]] = []
+            for i in 0..<counts.count {
+                let s = Statistic(rawValue: i)!
+                let learned = k[s].learned
+                let m = Int(try r.read(UInt32.self))
+                guard m <= learned / Self.historyStride, m <= Self.historyCapacity(horizon: .max),
+                    m == learned / Self.historyStride || m >= 64
+                else {
+                    throw StateError.invalid("level: differences kept")
+                }
+                differences.append(try (0..<m).map { _ in
+                    let d = try r.readFinite(Float.self, "level difference")
+                    guard abs(d) <= Self.largestLog else { throw StateError.invalid("level: a difference") }
+                    return d
+                })
+                // Statistics over other differences than this signal keeps (another horizon), or none
+                // yet, are redone before they are used.
+                if m > historyCapacity || m < min(learned / Self.historyStride, historyCapacity) || k[s].scale < 1e-6 {
+                    k[s].sinceRecompute = Int.max / 2
+                }
             }
-            let kept = try (0..<m).map { _ in
-                let d = try r.readFinite(Float.self, "level difference")
-                guard abs(d) <= Self.largestLog else { throw StateError.invalid("level: a difference") }
-                return d
-            }
-            var k = Channel(on: on == 1, seen: seen, period: period, learned: learned)
-            (k.floor, k.median, k.scale, k.reference, k.held, k.clear) = (floor, median, scale, reference, held, clear)
-            // Statistics over other differences than this signal keeps (another horizon), or none yet,
-            // are redone before they are used.
-            let other = m > historyCapacity || m < min(learned / Self.historyStride, historyCapacity) || scale < 1e-6
-            k.sinceRecompute = other ? Int.max / 2 : Int(counts[5])
-            restored.append((k, values, kept))
+            restored.append((k, values, smooth, differences))
         }
-        for (c, (k, values, kept)) in restored.enumerated() {
-            state[c] = k
-            for (j, y) in values.enumerated() {
-                rings[c * Self.detection + (k.seen - values.count + j) % Self.detection] = y
+        for (c, x) in restored.enumerated() {
+            let k = x.channel
+            state[c] = Channel(on: k.on, seen: k.seen, period: k.period, floor: k.floor)
+            let first = k.seen - x.values.count
+            for (j, y) in x.values.enumerated() {
+                rings[c * Self.detection + (first + j) % Self.detection] = y
             }
-            let learned = k.learned / Self.historyStride
-            for (i, d) in kept.suffix(historyCapacity).enumerated() {
-                history[c * historyCapacity + (learned - min(kept.count, historyCapacity) + i) % historyCapacity] = d
+            if let medians = x.smooth {
+                for (j, y) in medians.enumerated() { smooth[c * Self.detection + (first + j) % Self.detection] = y }
+            } else {
+                // Version 1: the running medians again, the first few over fewer values.
+                for (j, y) in Self.causalMedians(x.values).enumerated() { smooth[c * Self.detection + (first + j) % Self.detection] = y }
+            }
+            state[c] = k
+            for (i, kept) in x.kept.enumerated() {
+                let s = Statistic(rawValue: i)!
+                let learned = k[s].learned / Self.historyStride
+                for (q, d) in kept.suffix(historyCapacity).enumerated() {
+                    history[historyBase(c, s) + (learned - min(kept.count, historyCapacity) + q) % historyCapacity] = d
+                }
+            }
+            if version == 1 && k.on && k.period > 0 {
+                learnKept(c, .swing, from: (0..<x.values.count).map { smoothValue(c, ago: x.values.count - 1 - $0) })
             }
             if k.period > 0 && k.seen > 2 * k.period { resum(c) }
         }
