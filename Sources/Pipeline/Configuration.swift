@@ -201,14 +201,15 @@ public struct StreamConfiguration: Sendable, Equatable {
     public var stuckRun = 10
     /// The level signal (`LevelSignal`): a count's mean log value over its last period that lies
     /// this many robust deviations (z) from its usual difference with the period before starts an
-    /// incident, which alerts through `alertEvidence` (at the larger of the two). 0: off. On streams
+    /// incident, which alerts through `alertEvidence` (at the larger of the two). 0: the level is not
+    /// judged (with `swingBar` 0 as well, there is no signal). On streams
     /// of at most `discordChannels` features. 8 costs NAB no false alarm where 6 cost two
     /// (docs/anomaly-experiments.md).
     public var levelBar: Float = 8
     /// The level signal's second statistic, a count's swing (the spread of its log values under a
     /// running median) over its last period, starts an incident this many robust deviations from the
-    /// period before's (at the larger of it and `alertEvidence`). 0: off. 6 added finds in every count
-    /// family and cost NAB nothing (docs/anomaly-experiments.md).
+    /// period before's (at the larger of it and `alertEvidence`). 0: off. Every leave-one-family-out
+    /// fold of the count corpora chose 6, and it cost NAB nothing (docs/anomaly-experiments.md).
     public var swingBar: Float = 6
     /// What a sample stream's values become before anything reads them (`InputTransform`): `log`
     /// for counts and volumes, whose bursts multiply a rate. Not the default: on the NAB streams

@@ -28,9 +28,11 @@ import Learning
 /// **The calibration** is robust, per statistic: the difference's median and scaled median absolute deviation
 /// over its own earlier values (one in `historyStride`, the newest `horizon`), with a floor at what
 /// the feature's own noise gives two independent means of a period, judged once they span
-/// `historyPeriods` periods (and at least `minimumHistory` differences). A difference beyond `bar`
-/// (`level_bar`, at least `alert_evidence`) starts an incident: the period before it becomes the
-/// reference until the level has been back within half the bar for a whole period, or for
+/// `historyPeriods` periods (and at least `minimumHistory` differences). A difference beyond its bar
+/// (`level_bar` or `swing_bar`, at least `alert_evidence`) starts an incident, unless the last period
+/// is like the one two before it (where three periods fit in the values kept): then the period
+/// before was the odd one, and this is its echo. The period before becomes the
+/// reference until the statistic has been back within half the bar for a whole period, or for
 /// max(`holdPeriods` periods, `minimumHold`) samples at most (a lasting change is the new level), so
 /// the incident's end is not a second one. The surprise that starts an incident is the
 /// signal's one reading of it, and the alert policy alerts on it as on any evidence (once per quiet
@@ -38,7 +40,8 @@ import Learning
 /// the count corpora's AUC-PR but lowered NAB's and GutenTAG's (docs/anomaly-experiments.md).
 public final class LevelSignal: AnomalySignal, @unchecked Sendable {
     public static let name = "level"
-    /// 2 adds the swing (a version 1 section restores the level and starts the swing's calibration).
+    /// 2 adds the swing (a version 1 section restores the level, and the swing learns from the values
+    /// kept).
     public static let stateVersion: UInt32 = 2
     public static let detection = 1500
     public static let shortestPeriod = 20
@@ -69,8 +72,11 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
 
     /// One statistic of one feature: its calibration and its incident.
     struct Judge: Equatable {
-        /// Differences learned (one in `historyStride` is kept).
+        /// Differences learned (one in `historyStride` is kept), and how many of the kept ones the
+        /// ring holds (fewer than learned / `historyStride` after a restore from a section that kept
+        /// fewer).
         var learned = 0
+        var kept = 0
         var median: Float = 0, scale: Float = 0
         var sinceRecompute = Int.max / 2
         /// The incident's reference (NaN: none), its age and the values back within half the bar.
@@ -108,8 +114,9 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
     let historyCapacity: Int
     var state: [Channel]
     /// Per channel, the last `detection` log values and their causal running medians (rings), and
-    /// the sums over the last period and the one before it: of the log values, and of the medians and
-    /// their squares (kept in double, set again from the rings every 4,096 values).
+    /// the sums over the last period, the one before it and the one before that (read where three
+    /// periods fit in the rings): of the log values, and of the medians and their squares (kept in
+    /// double, set again from the rings every 4,096 values).
     var rings: [Float]
     var smooth: [Float]
     var sums: [(now: Double, before: Double, earlier: Double)]
@@ -172,8 +179,9 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
         guard let swing else {
             return "feature \(channel)'s level over its last period (\(period) values) is \(times(ratio)) times the period's before"
         }
-        return "feature \(channel)'s swing over its last period (\(period) values) is \(times(swing)) times the period's before "
-            + "(its level \(times(ratio)) times)"
+        // A period before without a swing (a sparse count's medians all one value) gives no ratio.
+        let swung = swing.isFinite ? "is \(times(swing)) times the period's before" : "rose from none in the period before"
+        return "feature \(channel)'s swing over its last period (\(period) values) \(swung) (its level \(times(ratio)) times)"
     }
 
     @inline(__always)
@@ -315,10 +323,14 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
         }
         if k.sinceRecompute >= Self.recomputeEvery { recompute(&k, c, s, floor: floor) }
         k.sinceRecompute += 1
-        var z = abs(d - k.median) / k.scale
-        // A period unlike the one before but like the one before that is the period before's echo.
-        if !held, let earlier { z = min(z, abs(now - earlier - k.median) / k.scale) }
         let bar = s == .level ? self.bar : swingBar
+        var z = abs(d - k.median) / k.scale
+        // A period unlike the one before but like the one before that is the period before's echo:
+        // no incident, and its difference (beyond the bar) is not learned either.
+        if !held, let earlier, z > bar {
+            z = min(z, abs(now - earlier - k.median) / k.scale)
+            if z <= bar { return nil }
+        }
         if held {
             k.held += 1
             k.clear = z > bar / 2 ? 0 : k.clear + 1
@@ -343,6 +355,7 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
     private func learn(_ k: inout Judge, _ c: Int, _ s: Statistic, _ d: Float) {
         k.learned += 1
         if k.learned % Self.historyStride == 0 {
+            k.kept = min(k.kept + 1, historyCapacity)
             let i = (k.learned / Self.historyStride - 1) % historyCapacity
             history[historyBase(c, s) + i] = d
         }
@@ -351,11 +364,16 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
     /// The median and scaled median absolute deviation of the differences kept.
     private func recompute(_ k: inout Judge, _ c: Int, _ s: Statistic, floor: Float) {
         k.sinceRecompute = 0
-        let m = min(k.learned / Self.historyStride, historyCapacity)
+        let m = min(k.kept, historyCapacity)
         guard m > 0 else { return }
         scratch.removeAll(keepingCapacity: true)
-        let base = historyBase(c, s)
-        scratch.append(contentsOf: history[base..<(base + m)])
+        let base = historyBase(c, s), newest = k.learned / Self.historyStride
+        if m == historyCapacity {
+            scratch.append(contentsOf: history[base..<(base + m)])
+        } else {
+            // The newest m of the ring, where a restore put them.
+            for q in (newest - m)..<newest { scratch.append(history[base + q % historyCapacity]) }
+        }
         // By selection, not a sort (13 µs for 1,250 differences against 60 to 90), every 256 samples
         // (64 new differences kept): every 64, with a sort, had cost 1 µs a sample a feature.
         let (median, deviation) = Self.medianAndDeviation(&scratch)
@@ -548,7 +566,7 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
             for j in 0..<kept { w.write(ringValue(c, ago: kept - 1 - j)) }
             for j in 0..<kept { w.write(smoothValue(c, ago: kept - 1 - j)) }
             for s in Statistic.allCases {
-                let learned = k[s].learned / Self.historyStride, m = min(learned, historyCapacity)
+                let learned = k[s].learned / Self.historyStride, m = min(k[s].kept, historyCapacity)
                 w.write(UInt32(m))
                 for q in (learned - m)..<learned { w.write(history[historyBase(c, s) + q % historyCapacity]) }
             }
@@ -569,6 +587,7 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
             var counts: [[UInt64]] = [], statistics: [[Float]] = []
             if version == 1 {
                 let c = try (0..<6).map { _ in try r.read(UInt64.self) }
+                guard c.allSatisfy({ $0 < 1 << 62 }) else { throw StateError.invalid("level: a feature's counts") }
                 (k.seen, k.period) = (Int(c[0]), Int(c[1]))
                 counts = [[c[2], c[3], c[4], c[5]]]
                 k.floor = try r.readFinite(Float.self, "level floor")
@@ -641,6 +660,7 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
             state[c] = k
             for (i, kept) in x.kept.enumerated() {
                 let s = Statistic(rawValue: i)!
+                state[c][s].kept = min(kept.count, historyCapacity)
                 let learned = k[s].learned / Self.historyStride
                 for (q, d) in kept.suffix(historyCapacity).enumerated() {
                     history[historyBase(c, s) + (learned - min(kept.count, historyCapacity) + q) % historyCapacity] = d
