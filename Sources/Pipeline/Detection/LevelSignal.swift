@@ -70,6 +70,37 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
         case swing
     }
 
+    /// Sums, and sums of squares, over the last period, the one before it and the one before that.
+    struct PeriodSums {
+        var now = 0.0, before = 0.0, earlier = 0.0
+        var nowSquares = 0.0, beforeSquares = 0.0, earlierSquares = 0.0
+
+        /// `x` enters the last period, `a` (a period back) moves to the period before, `b` (two
+        /// back) to the one before that, and `e` (three back) leaves.
+        mutating func slide(_ x: Float, _ a: Float, _ b: Float, _ e: Float) {
+            let (x, a, b, e) = (Double(x), Double(a), Double(b), Double(e))
+            now += x - a
+            before += a - b
+            earlier += b - e
+            nowSquares += x * x - a * a
+            beforeSquares += a * a - b * b
+            earlierSquares += b * b - e * e
+        }
+
+        /// One value of each period (of the two, without `earlier`).
+        mutating func add(_ x: Float, _ b: Float, _ e: Float?) {
+            let (x, b) = (Double(x), Double(b))
+            now += x
+            before += b
+            nowSquares += x * x
+            beforeSquares += b * b
+            if let e {
+                earlier += Double(e)
+                earlierSquares += Double(e) * Double(e)
+            }
+        }
+    }
+
     /// One statistic of one feature: its calibration and its incident.
     struct Judge: Equatable {
         /// Differences learned (one in `historyStride` is kept), and how many of the kept ones the
@@ -119,8 +150,8 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
     /// double, set again from the rings every 4,096 values).
     var rings: [Float]
     var smooth: [Float]
-    var sums: [(now: Double, before: Double, earlier: Double)]
-    var swingSums: [(now: Double, nowSquares: Double, before: Double, beforeSquares: Double, earlier: Double, earlierSquares: Double)]
+    var sums: [PeriodSums]
+    var swingSums: [PeriodSums]
     /// Per channel and statistic, the differences learned (ring of `historyCapacity`).
     var history: [Float]
     var scratch: [Float] = []
@@ -145,8 +176,8 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
         state = [Channel](repeating: Channel(), count: self.channels)
         rings = [Float](repeating: 0, count: self.channels * Self.detection)
         smooth = [Float](repeating: 0, count: self.channels * Self.detection)
-        sums = .init(repeating: (0, 0, 0), count: self.channels)
-        swingSums = .init(repeating: (0, 0, 0, 0, 0, 0), count: self.channels)
+        sums = .init(repeating: PeriodSums(), count: self.channels)
+        swingSums = .init(repeating: PeriodSums(), count: self.channels)
         history = [Float](repeating: 0, count: self.channels * 2 * historyCapacity)
         ratios = [Float](repeating: 1, count: self.channels * 2)
         levelAtSwing = [Float](repeating: 1, count: self.channels)
@@ -268,22 +299,12 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
             resum(c)
         } else {
             // The newest value enters the last period, the one a period back moves to the period
-            // before, the one two periods back leaves.
-            let a = Double(ringValue(c, ago: p)), b = Double(ringValue(c, ago: 2 * p))
-            let e = 3 * p < Self.detection ? Double(ringValue(c, ago: 3 * p)) : 0
-            sums[c].now += Double(y) - a
-            sums[c].before += a - b
-            sums[c].earlier += b - e
-        }
-        if swingBar.isFinite && !(detecting || seen % 4096 == 0) {
-            let m = Double(smooth[slot]), ma = Double(smoothValue(c, ago: p)), mb = Double(smoothValue(c, ago: 2 * p))
-            let me = 3 * p < Self.detection ? Double(smoothValue(c, ago: 3 * p)) : 0
-            swingSums[c].now += m - ma
-            swingSums[c].nowSquares += m * m - ma * ma
-            swingSums[c].before += ma - mb
-            swingSums[c].beforeSquares += ma * ma - mb * mb
-            swingSums[c].earlier += mb - me
-            swingSums[c].earlierSquares += mb * mb - me * me
+            // before, the one two periods back to the one before that, the one three back leaves.
+            let reach = 3 * p < Self.detection
+            sums[c].slide(y, ringValue(c, ago: p), ringValue(c, ago: 2 * p), reach ? ringValue(c, ago: 3 * p) : 0)
+            if swingBar.isFinite {
+                swingSums[c].slide(smooth[slot], smoothValue(c, ago: p), smoothValue(c, ago: 2 * p), reach ? smoothValue(c, ago: 3 * p) : 0)
+            }
         }
         let p64 = Double(p)
         // The period two before, where the values kept and the values read reach it.
@@ -428,29 +449,17 @@ public final class LevelSignal: AnomalySignal, @unchecked Sendable {
         return v[k]
     }
 
-    /// The sums of the last period and the one before, from the rings.
+    /// The sums over the last three periods, from the rings (the one before the period before's
+    /// where three periods fit in them).
     private func resum(_ c: Int) {
         let p = state[c].period
-        var now = 0.0, before = 0.0, earlier = 0.0
-        var w = (now: 0.0, nowSquares: 0.0, before: 0.0, beforeSquares: 0.0, earlier: 0.0, earlierSquares: 0.0)
         let reach = 3 * p < Self.detection && state[c].seen > 3 * p
+        var (level, swing) = (PeriodSums(), PeriodSums())
         for j in 0..<p {
-            now += Double(ringValue(c, ago: j))
-            before += Double(ringValue(c, ago: p + j))
-            let m = Double(smoothValue(c, ago: j)), b = Double(smoothValue(c, ago: p + j))
-            w.now += m
-            w.nowSquares += m * m
-            w.before += b
-            w.beforeSquares += b * b
-            if reach {
-                earlier += Double(ringValue(c, ago: 2 * p + j))
-                let e = Double(smoothValue(c, ago: 2 * p + j))
-                w.earlier += e
-                w.earlierSquares += e * e
-            }
+            level.add(ringValue(c, ago: j), ringValue(c, ago: p + j), reach ? ringValue(c, ago: 2 * p + j) : nil)
+            swing.add(smoothValue(c, ago: j), smoothValue(c, ago: p + j), reach ? smoothValue(c, ago: 2 * p + j) : nil)
         }
-        sums[c] = (now, before, earlier)
-        swingSums[c] = w
+        (sums[c], swingSums[c]) = (level, swing)
     }
 
     /// Decides feature `c`'s period from its values so far; a new period starts its calibration
