@@ -133,6 +133,29 @@ struct Rate {
     }
 }
 
+/// Two runs timed in turn in one invocation, a window each per round (the order alternating, so
+/// that neither always follows the other): this machine's rate drifts from one run to the next by
+/// more than most settings cost, and slow drift hits both alike.
+enum Rounds {
+    /// The middle round; the mean of the two middle ones when they are even.
+    static func median(_ x: [Double]) -> Double {
+        let s = x.sorted()
+        return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
+    }
+
+    /// `a` against `b`: the geometric mean of the rounds' ratios, a 95 % interval from their spread,
+    /// and each round's ratio.
+    static func ratio(_ a: [Double], _ b: [Double]) -> (mean: Double, interval: String, rounds: String) {
+        let logs = zip(a, b).map { log($0 / $1) }
+        let mean = logs.reduce(0, +) / Double(logs.count)
+        let sd = (logs.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(max(1, logs.count - 1))).squareRoot()
+        let half = 2.0 * sd / Double(logs.count).squareRoot()
+        // One round has no spread to measure: no interval, not a point that looks certain.
+        return (exp(mean), logs.count < 2 ? "n/a (one round)" : String(format: "%.3f-%.3f", exp(mean - half), exp(mean + half)),
+                logs.map { String(format: "%.2f", exp($0)) }.joined(separator: " "))
+    }
+}
+
 /// One result: printed as `key value` lines, or as a single JSON object.
 /// The share of the machine's CPU time the hypervisor took (`steal` in /proc/stat) between `init`
 /// and `fraction`: on a virtual machine it explains much of the run-to-run spread, so the daemon
@@ -320,15 +343,13 @@ struct PipelineBench: ParsableCommand {
             Trains a stream on the reference stream past its warm-up, then times score() on batches of \
             --batch samples (training stays off, so the figure is what ingest spends per sample on \
             one stream besides decoding and publishing). --config measures a setting's cost, e.g. \
-            a multivariate window.
+            a multivariate window. --without measures what parts of the detector cost: a second \
+            stream without them is timed in the same run, a window each per round in alternating \
+            order, and the ratio is reported.
             """)
 
     @OptionGroup var options: BenchOptions
     @Option(help: "Samples per score() call (1 to 4096).") var batch: Int = 256
-
-    func validate() throws {
-        if !(1...4096).contains(batch) { throw ValidationError("--batch must be in 1...4096") }
-    }
     @Option(help: "Configuration file whose [stream] section the stream takes.") var config: String?
     @Flag(
         help: """
@@ -343,6 +364,46 @@ struct PipelineBench: ParsableCommand {
             level signal, which judges counts only, is timed (with --cycling it finds their period).
             """)
     var counts = false
+    @Option(help: Ablation.help) var without: String?
+    @Option(help: "With --without: rounds, each a window of --seconds on both streams.") var rounds: Int = 5
+
+    func validate() throws {
+        if !(1...4096).contains(batch) { throw ValidationError("--batch must be in 1...4096") }
+        if !(1...1000).contains(rounds) { throw ValidationError("--rounds must be in 1...1000") }
+        if try Ablation.parts(without).isEmpty, without != nil { throw ValidationError("--without names no part") }
+    }
+
+    /// A stream trained past its warm-up on `data`, and its timed window.
+    final class Timed {
+        let pipeline: StreamPipeline
+        let data: [Float]
+        let dim: Int
+        var sequence: UInt64 = 0
+        var offset = 0
+
+        init(settings: StreamConfiguration, data: [Float], dim: Int) {
+            pipeline = StreamPipeline(name: "bench", settings: settings)
+            (self.data, self.dim) = (data, dim)
+            data.withUnsafeBufferPointer { v in
+                for k in 0..<2048 {
+                    _ = pipeline.score(v.baseAddress! + (k % 4096) * dim, count: 1, firstSequence: sequence)
+                    sequence += 1
+                    while pipeline.trainStep() {}
+                }
+            }
+        }
+
+        func nanosecondsPerSample(batch: Int, seconds: Double) -> Double {
+            let rate = data.withUnsafeBufferPointer { v in
+                Rate.measure(samplesPerCall: batch, seconds: seconds) {
+                    _ = pipeline.score(v.baseAddress! + offset * dim, count: batch, firstSequence: sequence)
+                    sequence &+= UInt64(batch)
+                    offset = (offset + batch) % (8192 - batch)
+                }
+            }
+            return 1e9 / rate.wall
+        }
+    }
 
     func run() throws {
         BLAS.setThreads(options.threads)
@@ -350,39 +411,57 @@ struct PipelineBench: ParsableCommand {
         let defaults = try loadConfiguration(config).streamDefaults
         // A log stream's rows are mined from lines (`eddy bench logs` measures those).
         if defaults.log { throw ValidationError("the configuration's [stream] has log = true: use eddy bench logs") }
-        var settings = defaults.resolved(dim: dim)
-        settings.warmupSamples = 200
-        try settings.validate(name: "bench")
-        let pipeline = StreamPipeline(name: "bench", settings: settings)
+        func settings(_ c: StreamConfiguration) throws -> StreamConfiguration {
+            var s = c.resolved(dim: dim)
+            s.warmupSamples = 200
+            try s.validate(name: "bench")
+            return s
+        }
         var data = ReferenceStream(dimension: dim, seed: 1, cycling: cycling).samples(count: 8192)
         if counts { data = data.map { max(0, 50 * ($0 + 4)).rounded() } }
-        var sequence: UInt64 = 0
-        data.withUnsafeBufferPointer { v in
-            for k in 0..<2048 {
-                _ = pipeline.score(v.baseAddress! + (k % 4096) * dim, count: 1, firstSequence: sequence)
-                sequence += 1
-                while pipeline.trainStep() {}
-            }
-        }
-        var offset = 0
-        let rate = data.withUnsafeBufferPointer { v in
-            Rate.measure(samplesPerCall: batch, seconds: options.seconds) {
-                _ = pipeline.score(v.baseAddress! + offset * dim, count: batch, firstSequence: sequence)
-                sequence &+= UInt64(batch)
-                offset = (offset + batch) % (8192 - batch)
-            }
-        }
+        let timed = Timed(settings: try settings(defaults), data: data, dim: dim)
         var report = Report()
         report.add("dim", dim)
         report.add("batch", batch)
         // How many channels the discord measures with the lag (`discord_peak_lag`): on the cycling
         // stream all of them when the lag is on, on the workload's none.
-        report.add("lagged_channels", MemoryBench.laggedChannels(pipeline))
+        report.add("lagged_channels", MemoryBench.laggedChannels(timed.pipeline))
         // Features the level signal judges with a period found (on counts with --cycling, all).
-        let level = pipeline.chain.signal(LevelSignal.self)
+        let level = timed.pipeline.chain.signal(LevelSignal.self)
         report.add("level_channels", level.map { l in (0..<dim).filter { l.judges(channel: $0) && l.period(channel: $0) > 0 }.count } ?? 0)
-        report.add("samples_per_second", rate.wall)
-        report.add("ns_per_sample", 1e9 / rate.wall)
+        // The chain's signals, in order (with --without, the peer's as well: what was left out).
+        func signals(_ t: Timed) -> String { t.pipeline.chain.signals.map { type(of: $0).name }.joined(separator: ",") }
+        report.add("signals", signals(timed))
+        guard without != nil else {
+            let ns = timed.nanosecondsPerSample(batch: batch, seconds: options.seconds)
+            report.add("samples_per_second", 1e9 / ns)
+            report.add("ns_per_sample", ns)
+            return report.print(json: options.json)
+        }
+        var ablated = defaults
+        try Ablation.apply(without, to: &ablated)
+        let peer = Timed(settings: try settings(ablated), data: data, dim: dim)
+        var full: [Double] = [], lessened: [Double] = []
+        for round in 0..<rounds {
+            for whole in round % 2 == 0 ? [true, false] : [false, true] {
+                if whole {
+                    full.append(timed.nanosecondsPerSample(batch: batch, seconds: options.seconds))
+                } else {
+                    lessened.append(peer.nanosecondsPerSample(batch: batch, seconds: options.seconds))
+                }
+            }
+        }
+        let ratio = Rounds.ratio(full, lessened)
+        report.add("without", try Ablation.parts(without).joined(separator: ","))
+        report.add("signals_without", signals(peer))
+        report.add("rounds", rounds)
+        report.add("ns_per_sample", Rounds.median(full))
+        report.add("ns_per_sample_without", Rounds.median(lessened))
+        // What the parts cost a sample: the median of the rounds' differences.
+        report.add("cost_ns_per_sample", Rounds.median(zip(full, lessened).map { $0 - $1 }))
+        report.add("time_ratio_with_to_without", ratio.mean)
+        report.add("time_ratio_interval_95", ratio.interval)
+        report.add("time_ratio_by_round", ratio.rounds)
         report.print(json: options.json)
     }
 }

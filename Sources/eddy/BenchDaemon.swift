@@ -104,7 +104,7 @@ struct IngestBench: ParsableCommand {
     /// next, far more than what is measured, so both daemons stay up and one producer feeds them in
     /// turn, a window each per round (the order alternating, so that neither always follows the
     /// other), with a pause between windows for queues to drain: slow drift hits both alike. The
-    /// ratio is the geometric mean of the rounds' ratios, with a 95 % interval from their spread.
+    /// ratio is `Rounds.ratio`'s.
     func compareMetrics(streamDefaults: StreamConfiguration) throws {
         for b in batch > 0 ? [batch] : [256, 1] {
             let values = (0..<(b * dim)).map { sinf(Float($0) * 0.1) }
@@ -177,34 +177,20 @@ struct IngestBench: ParsableCommand {
             stop.set()
             for w in workers { w.join() }
 
-            // The mean of the two middle rounds when they are even (the upper one was taken).
-            func median(_ x: [Double]) -> Double {
-                let s = x.sorted()
-                return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
-            }
-            func ratio(_ a: [Double], _ b: [Double]) -> (mean: Double, interval: String, rounds: String) {
-                let logs = zip(a, b).map { log($0 / $1) }
-                let mean = logs.reduce(0, +) / Double(logs.count)
-                let sd = (logs.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(max(1, logs.count - 1))).squareRoot()
-                let half = 2.0 * sd / Double(logs.count).squareRoot()
-                // One round has no spread to measure: no interval, not a point that looks certain.
-                return (exp(mean), logs.count < 2 ? "n/a (one round)" : String(format: "%.3f-%.3f", exp(mean - half), exp(mean + half)),
-                        logs.map { String(format: "%.2f", exp($0)) }.joined(separator: " "))
-            }
-            let rates = ratio(on.map(\.rate), off.map(\.rate)), cpu = ratio(on.map(\.cpu), off.map(\.cpu))
+            let rates = Rounds.ratio(on.map(\.rate), off.map(\.rate)), cpu = Rounds.ratio(on.map(\.cpu), off.map(\.cpu))
             var report = Report()
             report.add("batch", b)
             report.add("dim", dim)
             report.add("rounds", metricsRounds)
             report.add("window_seconds", seconds)
-            report.add("samples_per_second_http_off", median(off.map(\.rate)))
-            report.add("samples_per_second_http_on", median(on.map(\.rate)))
+            report.add("samples_per_second_http_off", Rounds.median(off.map(\.rate)))
+            report.add("samples_per_second_http_on", Rounds.median(on.map(\.rate)))
             report.add("rate_ratio_on_to_off", rates.mean)
             report.add("rate_ratio_interval_95", rates.interval)
             report.add("rate_ratio_by_round", rates.rounds)
             // The ingest thread's CPU time per sample: what the endpoint adds where samples flow.
-            report.add("ingest_cpu_ns_per_sample_http_off", median(off.map(\.cpu)) * 1e9)
-            report.add("ingest_cpu_ns_per_sample_http_on", median(on.map(\.cpu)) * 1e9)
+            report.add("ingest_cpu_ns_per_sample_http_off", Rounds.median(off.map(\.cpu)) * 1e9)
+            report.add("ingest_cpu_ns_per_sample_http_on", Rounds.median(on.map(\.cpu)) * 1e9)
             report.add("ingest_cpu_ratio_on_to_off", cpu.mean)
             report.add("ingest_cpu_ratio_interval_95", cpu.interval)
             report.add("ingest_cpu_ratio_by_round", cpu.rounds)

@@ -38,10 +38,7 @@ struct Eval: ParsableCommand {
     var slack: Int = 16
     @Option(help: "Labelled rows: columns that are not features, besides timestamp and the label column (comma-separated names).")
     var skip: String = ""
-    @Option(
-        help: ArgumentHelp(
-            "Run without these parts of the detector (comma-separated): a signal (range, glitch, reconstruction, period, discord, noise, stuck, level, correlation; for logs template, parameter, burst, silence), repeat-cap, hold-off, evidence (alert_evidence), corroboration (range_corroboration).",
-            valueName: "parts"))
+    @Option(help: Ablation.help)
     var without: String?
     @Flag(help: "One JSON object instead of the tables.") var json = false
     @Flag(help: "The corpus is labelled logs: NAME.log with NAME.labels (one label per line: 0, or the fault's kind).")
@@ -101,6 +98,7 @@ struct Eval: ParsableCommand {
         // A log corpus is scored once, with no plots: said, not ignored (from review).
         if log && plots != nil { throw ValidationError("--plots is not for a log corpus (--log)") }
         if log && extraSeeds > 0 { throw ValidationError("--extra-seeds is not for a log corpus (--log)") }
+        _ = try Ablation.parts(without)
     }
 
     func run() throws {
@@ -116,18 +114,7 @@ struct Eval: ParsableCommand {
             }
         }
         var settings = configuration.streamDefaults
-        for part in (without ?? "").split(separator: ",").map({ $0.trimmingCharacters(in: .whitespaces) }) {
-            switch part {
-            case _ where DetectionChain.knownSignals.contains(part): settings.signals.removeAll { $0 == part }
-            case "repeat-cap": settings.repeatWindow = 0
-            case "hold-off": settings.alertHoldOff = 0
-            case "evidence": (settings.alertEvidence, settings.logAlertEvidence) = (0, 0)
-            case "corroboration": settings.rangeCorroboration = 0
-            default:
-                let parts = DetectionChain.knownSignals + ["repeat-cap", "hold-off", "evidence", "corroboration"]
-                throw ValidationError("--without: unknown part \"\(part)\" (\(parts.joined(separator: ", ")))")
-            }
-        }
+        try Ablation.apply(without, to: &settings)
         if log { return try evaluateLogs(settings: settings, maxLineBytes: configuration.maxLineBytes) }
         // A log stream's rows are mined from lines: a corpus of values is not one.
         if settings.log { throw CommandFailure("the configuration's [stream] has log = true: a log corpus is read with --log") }

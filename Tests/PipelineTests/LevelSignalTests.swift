@@ -133,6 +133,32 @@ import Testing
         }
     }
 
+    /// The level's echo. A period at 0.3 of the rate just before the signal starts judging (samples
+    /// 1,452 to 1,475 of a 24-sample cycle: the 1,500 values kept hold it, no incident does) is the
+    /// period before when judging starts, and the level's last period, back to normal, differs from it
+    /// by a factor of 3. Compared with the period two before as well, no incident starts in the
+    /// next 2,500 samples; compared with the period before alone (reverted), the level starts one
+    /// as soon as it judges, 25 samples after the odd period ended. A fall to 0.3 that comes
+    /// while the signal judges starts one either way (the echo does not hide a real change).
+    @Test func theLevelsEchoOfAnOddPeriodBeforeJudgingIsNotAnIncident() {
+        for seed in [5, 6, 7] as [UInt64] {
+            let values = Self.counts(4000, seed: seed, shiftFrom: 1452, shiftFor: 24, factor: 0.3)
+            for echoes in [true, false] {
+                let signal = LevelSignal(channels: 1, bar: 8, horizon: 5000, logScale: false, swingBar: 6, echoes: echoes)
+                let starts = Self.run(signal, values, .level).starts
+                #expect(signal.period(channel: 0) == 24, "\(seed)")
+                if echoes {
+                    #expect(starts.isEmpty, "\(seed): \(starts)")
+                } else {
+                    #expect(starts == [LevelSignal.detection - 1], "\(seed): \(starts)")
+                }
+            }
+            let later = Self.counts(4000, seed: seed, shiftFrom: 3000, shiftFor: 300, factor: 0.3)
+            let starts = Self.run(Self.signal(), later, .level).starts
+            #expect(starts.count == 1 && (3000...3048).contains(starts[0]), "\(seed): \(starts)")
+        }
+    }
+
     /// A feature that has been negative, or not a whole number, is not a count: never judged again.
     /// Noise without a cycle has no period and is never judged either. Under `transform = log` the
     /// values come as logs (not whole), and are judged.

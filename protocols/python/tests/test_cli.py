@@ -466,6 +466,29 @@ def _closed_port():
         return s.getsockname()[1]
 
 
+def test_bench_pipeline_without_times_a_peer_chain_that_lacks_the_parts_in_the_same_run():
+    # The cost of a part is measured against a stream without it, timed in turn in one invocation:
+    # the peer really lacks the named signals (and only them), and every round gives a ratio.
+    run = subprocess.run(
+        [EDDY, "bench", "pipeline", "--dim", "2", "--counts", "--cycling", "--without", "level, stuck,repeat-cap",
+         "--rounds", "3", "--seconds", "0.05", "--json"],
+        capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-500:]
+    report = json.loads(run.stdout)
+    full, peer = report["signals"].split(","), report["signals_without"].split(",")
+    assert "level" in full and "stuck" in full and "reconstruction" in full
+    assert [s for s in full if s not in ("level", "stuck")] == peer
+    assert report["without"] == "level,stuck,repeat-cap" and report["rounds"] == 3
+    ratios = [float(r) for r in report["time_ratio_by_round"].split()]
+    assert len(ratios) == 3 and all(r > 0 for r in ratios)
+    assert report["ns_per_sample"] > 0 and report["ns_per_sample_without"] > 0
+    # Without --without, one stream and one window, as before.
+    alone = json.loads(subprocess.run(
+        [EDDY, "bench", "pipeline", "--dim", "2", "--seconds", "0.05", "--json"],
+        capture_output=True, text=True, timeout=120, check=True).stdout)
+    assert "signals_without" not in alone and alone["ns_per_sample"] > 0
+
+
 def test_the_tools_refuse_bad_options_and_inputs_in_words(tmp_path):
     """From review: bad numeric options trapped (division by zero, ranges: status 132) or hung
     (`bench latency --rate 0`), inputs with no row said "sent 0 samples" or scored a perfect F1, and
@@ -514,6 +537,11 @@ def test_the_tools_refuse_bad_options_and_inputs_in_words(tmp_path):
         (["replay", str(tmp_path / "bare.csv"), "--skip", "time"], 1, "the file has no header"),
         (["feed", str(tmp_path / "bare.csv"), "--demo", "--endpoint", closed], 64, "bare.csv is not read with it"),
         (["feed", "--demo", "--log", "--endpoint", closed], 64, "--demo and --log go one at a time"),
+        # The parts --without leaves out are checked before any work, for eval and the bench alike.
+        (["eval", str(tmp_path / "empty-corpus"), "--without", "level,levle"], 64, '--without: unknown part "levle"'),
+        (["bench", "pipeline", "--without", "discord,bogus"], 64, '--without: unknown part "bogus"'),
+        (["bench", "pipeline", "--without", ","], 64, "--without names no part"),
+        (["bench", "pipeline", "--without", "level", "--rounds", "0"], 64, "--rounds"),
     ]
     for args, status, words in cases:
         run = subprocess.run([EDDY] + args, capture_output=True, text=True, timeout=30)
