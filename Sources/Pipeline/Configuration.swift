@@ -129,6 +129,10 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// mean (0: off): its bursts widen the range and the spread, so on their scale a fall to nearly
     /// nothing (an outage) stays inside the margin.
     public var rangeDrop: Float = 1
+    /// A feature whose values have all been whole and never negative (a count) is beyond its range
+    /// upwards without being certain when the tail of its log values makes such a value at least
+    /// this common a sample (0: off): a count's heavy-tailed bursts set new records as they come.
+    public var rangeTail: Double = 1e-6
     /// On a stream of more than one feature, a value beyond the range is certain only if another
     /// signal's surprise at that sample reaches this (standard units; 0: off); if not, the sample is
     /// an ordinary one (the range takes it in, and the features' spread learns from it unless
@@ -199,6 +203,9 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// The stuck signal (`StuckSignal`): a channel that repeats its value exactly this many times in
     /// a row, and more than twice its longest run in normal data, is stuck. 0: off.
     public var stuckRun = 10
+    /// The surge signal (`SurgeSignal`): a count that stays above its bursts' usual level (its log
+    /// values' tail start) for this many values in a row, and longer than ever before, alerts. 0: off.
+    public var surgeRun = 5
     /// The level signal (`LevelSignal`): a count's mean log value over its last period that lies
     /// this many robust deviations (z) from its usual difference with the period before starts an
     /// incident, which alerts through `alertEvidence` (at the larger of the two). 0: the level is not
@@ -401,6 +408,8 @@ public struct StreamConfiguration: Sendable, Equatable {
         if !(glitchRanges == 0 || (glitchRanges >= 1 && glitchRanges <= 1e6)) { try fail("glitch_ranges must be 0 (off) or in 1...1000000") }
         if !(rangeDeviations >= 0 && rangeDeviations <= 1000) { try fail("range_deviations must be in 0...1000 (0: off)") }
         if !(rangeDrop >= 0 && rangeDrop <= 1000) { try fail("range_drop must be in 0...1000 (0: off)") }
+        if !(rangeTail >= 0 && rangeTail <= 0.1) { try fail("range_tail must be in 0...0.1 (0: off)") }
+        if surgeRun != 0 && !(surgeRun >= 2 && surgeRun <= 1 << 20) { try fail("surge_run must be 0 (off) or in 2...1048576") }
         if !(rangeCorroboration >= 0 && rangeCorroboration <= 40) { try fail("range_corroboration must be in 0...40 (0: off)") }
         if repeatWindow < 0 || repeatWindow > 1 << 16 { try fail("repeat_window must be in 0...65536") }
         if alertHoldOff < 0 || alertHoldOff > 1 << 16 { try fail("alert_hold_off must be in 0...65536") }
@@ -863,6 +872,8 @@ extension StreamConfiguration {
             bytes += NoiseSignal.bytes(channels: channels, window: noiseWindow)
         }
         if stuckRun > 0 && !log && signals.contains(StuckSignal.name) { bytes += StuckSignal.bytes(channels: channels) }
+        if !log { bytes += RangeSignal.countBytes * channels }
+        if surgeRun > 0 && !log && transform != .log && signals.contains(SurgeSignal.name) { bytes += SurgeSignal.bytes(channels: channels) }
         if (levelBar > 0 || swingBar > 0) && alertEvidence > 0 && !log && signals.contains(LevelSignal.name) && channels <= discordChannels {
             bytes += LevelSignal.bytes(channels: channels, horizon: calibrationHorizon)
         }

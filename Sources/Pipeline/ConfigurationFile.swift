@@ -185,6 +185,7 @@ public enum ConfigurationFile {
         case "range_warmup": s.rangeWarmup = try int(v)
         case "range_deviations": s.rangeDeviations = try float(v)
         case "range_drop": s.rangeDrop = try float(v)
+        case "range_tail": s.rangeTail = try double(v)
         case "range_corroboration": s.rangeCorroboration = try float(v)
         case "repeat_window": s.repeatWindow = try int(v)
         case "signals":
@@ -209,6 +210,7 @@ public enum ConfigurationFile {
         case "discord_clip": s.discordClip = try double(v)
         case "noise_window": s.noiseWindow = try int(v)
         case "stuck_run": s.stuckRun = try int(v)
+        case "surge_run": s.surgeRun = try int(v)
         case "level_bar": s.levelBar = try float(v)
         case "swing_bar": s.swingBar = try float(v)
         case "transform":

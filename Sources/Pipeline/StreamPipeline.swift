@@ -53,6 +53,9 @@ public struct SampleScore: Sendable, Equatable {
     /// The alert comes from the glitch guard: the feature, its value as it came (under the stream's
     /// transform) and how many widths of its range it lay beyond it (nil: it does not).
     public var glitch: (feature: Int, value: Float, ranges: Float)? = nil
+    /// The alert comes from the surge signal: the feature that stayed above its bursts' usual level,
+    /// for how many values in a row, and its longest such run before (nil: it does not).
+    public var surge: (channel: Int, run: Int, record: Int)? = nil
     public var timestamp: Int64
     /// For alerts: (feature or time step, share of the squared error), largest first.
     public var topFeatures: [(index: Int, share: Float)]
@@ -61,7 +64,8 @@ public struct SampleScore: Sendable, Equatable {
         a.sequence == b.sequence && a.error == b.error && a.score == b.score && a.alertScore == b.alertScore && a.alert == b.alert
             && a.warmingUp == b.warmingUp && a.beyondRange == b.beyondRange && a.period == b.period && a.discordChannel == b.discordChannel && a.discordWindow == b.discordWindow && a.discordLevel == b.discordLevel && a.discordHistory == b.discordHistory
             && a.correlationChannel == b.correlationChannel && a.noiseChannel == b.noiseChannel
-            && a.stuckChannel == b.stuckChannel && a.levelChannel == b.levelChannel && a.glitch?.feature == b.glitch?.feature && a.timestamp == b.timestamp
+            && a.stuckChannel == b.stuckChannel && a.levelChannel == b.levelChannel && a.glitch?.feature == b.glitch?.feature
+            && a.surge?.channel == b.surge?.channel && a.timestamp == b.timestamp
             && a.topFeatures.map(\.index) == b.topFeatures.map(\.index)
     }
 }
@@ -103,6 +107,9 @@ public struct ScoredBatch: Sendable {
     /// Alerts (by index in the batch) that come from the glitch guard (`SampleScore.glitch`), and the
     /// stream's features per sample (a glitch's reason names the feature when there are several).
     public var fromGlitch: [Int: (feature: Int, value: Float, ranges: Float)] = [:]
+    /// Alerts (by index in the batch) that come from the surge signal: the feature, its run above its
+    /// bursts' usual level and its longest run before.
+    public var fromSurge: [Int: (channel: Int, run: Int, record: Int)] = [:]
     public var sampleDimension = 1
     /// The producer's timestamps, or empty.
     public var timestamps: [Int64]
@@ -145,7 +152,7 @@ public struct ScoredBatch: Sendable {
             stuckChannel: fromStuck[i]?.channel, stuckValues: fromStuck[i]?.values ?? 0,
             levelChannel: fromLevel[i]?.channel, levelPeriod: fromLevel[i]?.period ?? 0, levelRatio: fromLevel[i]?.ratio ?? 1,
             levelSwing: fromLevel[i]?.swing,
-            glitch: fromGlitch[i],
+            glitch: fromGlitch[i], surge: fromSurge[i],
             timestamp: timestamps.isEmpty ? 0 : timestamps[i],
             topFeatures: topFeatures[i] ?? [])
     }
@@ -536,6 +543,8 @@ public final class StreamPipeline: @unchecked Sendable {
     /// there is another signal, and a feature's habit of leaving its range is not certain (`range_habit`).
     static func chain(_ settings: StreamConfiguration, sampleDimension: Int) -> DetectionChain {
         let on = Set(settings.signals)
+        // Under the log transform the values are logs, never whole: no count has a burst band.
+        let surge = on.contains(SurgeSignal.name) && settings.surgeRun > 0 && !settings.log && settings.transform != .log
         var signals: [any AnomalySignal] = [
             RangeSignal(
                 dimension: sampleDimension, margin: on.contains(RangeSignal.name) ? settings.rangeMargin : -1,
@@ -544,7 +553,8 @@ public final class StreamPipeline: @unchecked Sendable {
                 confirm: settings.rangeConfirm,
                 deviations: settings.rangeDeviations, scaleHorizon: settings.calibrationHorizon,
                 // Under the log transform the values are on a log scale already.
-                drop: settings.transform == .log ? 0 : settings.rangeDrop)
+                drop: settings.transform == .log ? 0 : settings.rangeDrop, tail: settings.transform == .log ? 0 : settings.rangeTail,
+                bands: surge)
         ]
         if on.contains(GlitchGuard.name) && settings.glitchRanges > 0 && !settings.log {
             signals.append(
@@ -604,6 +614,7 @@ public final class StreamPipeline: @unchecked Sendable {
         if on.contains(StuckSignal.name) && settings.stuckRun > 0 {
             signals.append(StuckSignal(channels: sampleDimension, minimumRun: settings.stuckRun, holdOff: settings.alertHoldOff))
         }
+        if surge { signals.append(SurgeSignal(channels: sampleDimension, minimumRun: settings.surgeRun, window: settings.window)) }
         if on.contains(LevelSignal.name) && (settings.levelBar > 0 || settings.swingBar > 0) && settings.alertEvidence > 0
             && sampleDimension <= settings.discordChannels
         {
@@ -775,6 +786,9 @@ public final class StreamPipeline: @unchecked Sendable {
                 if v.alert && v.certain, let glitch = chain.signals[v.source] as? GlitchGuard, let g = glitch.lastGlitch {
                     result.fromGlitch[i] = g
                 }
+                if v.alert && v.certain, let surge = chain.signals[v.source] as? SurgeSignal, surge.lastChannel >= 0 {
+                    result.fromSurge[i] = (surge.lastChannel, surge.lastRun, surge.lastRecord)
+                }
                 if v.alert && !v.certain {
                     let source = chain.signals[v.source]
                     if let period = source as? PeriodSignal { result.fromPeriod[i] = period.period }
@@ -832,7 +846,8 @@ public final class StreamPipeline: @unchecked Sendable {
                 result.scores[i] = v.score
                 result.alertScores[i] = v.alertScore
                 result.warmingUp[i] = v.warmingUp
-                if v.certain && !v.warmingUp { result.beyondRange.insert(i) }
+                // A surge is certain without lying beyond the range.
+                if v.certain && !v.warmingUp && !(chain.signals[v.source] is SurgeSignal) { result.beyondRange.insert(i) }
                 if v.alert {
                     alertsRaised &+= 1
                     result.alerts[i] = true

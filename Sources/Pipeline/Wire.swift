@@ -190,6 +190,10 @@ public enum Wire {
             m.signal = StuckSignal.name
             m.reason = StuckSignal.reason(channel: channel, values: s.stuckValues)
         }
+        if let surge = s.surge {
+            m.signal = SurgeSignal.name
+            m.reason = SurgeSignal.reason(channel: surge.channel, run: surge.run, record: surge.record)
+        }
         return m
     }
 

@@ -92,6 +92,7 @@ struct Replay: ParsableCommand {
                 }
                 let noise = s.noiseChannel.map { "\(NoiseSignal.reason(channel: $0, factor: s.noiseFactor)); " }
                     ?? s.stuckChannel.map { "\(StuckSignal.reason(channel: $0, values: s.stuckValues)); " }
+                    ?? s.surge.map { "\(SurgeSignal.reason(channel: $0.channel, run: $0.run, record: $0.record)); " }
                 let cause =
                     !s.alert ? ""
                     : glitch ?? (s.beyondRange ? "beyond range at "

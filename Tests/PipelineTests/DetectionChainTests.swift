@@ -503,6 +503,103 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
         }
     }
 
+    /// A one-feature section's tails: whether the feature is a count, its values over where the
+    /// tail begins, their excesses, and the normal sample of the last.
+    static let tailBytes = 1 + 8 + 8 + 8
+
+    /// A count whose bursts are heavy-tailed (`counts`: one sample in 30 multiplied by 3 to 101)
+    /// or light (one in 30 by 1.2 to 1.6).
+    static func bursty(_ n: Int, heavy: Bool, seed: UInt64 = 5) -> [Float] {
+        var r = RandomSource(seed: seed)
+        return (0..<n).map { t in
+            let rate: Float = 1000 * (1 + 0.5 * Float(sin(2 * Double.pi * Double(t) / 24)))
+            var x = max(0, rate + 0.1 * rate * r.normal())
+            if r.uniform() < 1 / 30 { x *= heavy ? 1 + 2 / r.uniform(0.02, 1) : 1.2 + 0.4 * r.uniform() }
+            return x.rounded()
+        }
+    }
+
+    /// `range_tail`: a count whose bursts reach a hundred times its level sets records as they come.
+    /// After 4,000 of its values a value 1.5 times its highest is certain without the tail and not
+    /// with it (it is beyond the range all the same: taken into it). A count whose bursts stay under
+    /// 1.6 times its level keeps a value 3 times its highest certain, and so does the heavy count a
+    /// value 1e12 times its highest (the tail makes it rarer than one in a million). The same values
+    /// half a unit up (not whole) or once negative are judged as without the tail. While fewer than
+    /// `tailMinimum` values have been over where the tail begins (530 values in), a record is
+    /// certain.
+    @Test func aCountsRecordIsCertainOnlyPastItsOwnTail() throws {
+        func signal(_ tail: Double) -> RangeSignal {
+            RangeSignal(
+                dimension: 1, margin: 0.05, refresh: 100, warmup: 500, window: 0, deviations: 0.5, scaleHorizon: 5000, drop: 1,
+                tail: tail)
+        }
+        func after(_ values: [Float], _ tail: Double) -> RangeSignal {
+            let s = signal(tail)
+            for x in values { _ = read(s, x) }
+            return s
+        }
+        let heavy = Self.bursty(4000, heavy: true), light = Self.bursty(4000, heavy: false)
+        for tail in [0, 1e-6] {
+            let s = after(heavy, tail)
+            let high = s.range(0).high
+            #expect(read(s, 1.5 * high) == (tail == 0), "\(tail): a record half again the highest")
+            #expect(s.range(0).high == 1.5 * high, "taken into the range either way")
+            #expect(read(after(heavy, tail), 1e12 * high), "\(tail): far past the tail")
+            let l = after(light, tail)
+            #expect(read(l, 3 * l.range(0).high), "\(tail): light bursts")
+            // Not whole: the tail is not judged.
+            let fractional = after(heavy.map { $0 + 0.5 }, tail)
+            #expect(read(fractional, 1.5 * fractional.range(0).high), "\(tail): not a count")
+            // Once negative: not a count either.
+            var negative = heavy
+            negative[100] = -1
+            let n = after(negative, tail)
+            #expect(read(n, 1.5 * n.range(0).high), "\(tail): once negative")
+        }
+        // A record soon after the range's warm-up (the tail not yet measured) is certain.
+        let young = after(Array(heavy.prefix(530)), 1e-6)
+        #expect(young.logMoments >= RangeSignal.logMinimum && young.tailCountP[0] < RangeSignal.tailMinimum)
+        #expect(read(young, 1.5 * young.range(0).high))
+
+        // The section keeps the tails, to the byte.
+        let s = after(heavy, 1e-6)
+        var w = StateWriter()
+        s.encode(&w)
+        let copy = signal(1e-6)
+        var reader = StateReader(w.bytes)
+        try copy.decode(&reader, version: RangeSignal.stateVersion)
+        var again = StateWriter()
+        copy.encode(&again)
+        #expect(again.bytes == w.bytes)
+        #expect(!read(copy, 1.5 * copy.range(0).high), "restored, a record is judged by the tail")
+        // Version 6 (without the tails): a feature with whole range ends is a count, its tail measured
+        // afresh; a record is certain until `tailMinimum` values have been over its start.
+        let old = signal(1e-6)
+        var r6 = StateReader(Array(w.bytes.dropLast(Self.tailBytes)))
+        try old.decode(&r6, version: 6)
+        #expect(old.wholeP[0] == 1 && old.tailCountP[0] == 0)
+        let probe = signal(1e-6)
+        var r6b = StateReader(Array(w.bytes.dropLast(Self.tailBytes)))
+        try probe.decode(&r6b, version: 6)
+        #expect(read(probe, 1.5 * probe.range(0).high), "no tail yet")
+        for x in Self.bursty(1000, heavy: true, seed: 6) { _ = read(old, x) }
+        #expect(old.tailCountP[0] >= RangeSignal.tailMinimum)
+        #expect(!read(old, 1.5 * old.range(0).high), "the tail measured again")
+        // Damaged tails are refused: a count flag of 2, a NaN count, a negative sum, a last sample
+        // beyond the samples learned.
+        let end = w.bytes.count
+        for (offset, bytes) in [
+            (end - 25, [UInt8(2)]), (end - 24, Array(withUnsafeBytes(of: Double.nan.bitPattern.littleEndian) { Array($0) })),
+            (end - 16, Array(withUnsafeBytes(of: (-1.0).bitPattern.littleEndian) { Array($0) })),
+            (end - 8, Array(withUnsafeBytes(of: (s.moments + 1).littleEndian) { Array($0) })),
+        ] {
+            var bad = w.bytes
+            for (i, b) in bytes.enumerated() { bad[offset + i] = b }
+            var badReader = StateReader(bad)
+            #expect(throws: StateError.self, "\(offset)") { try signal(1e-6).decode(&badReader, version: RangeSignal.stateVersion) }
+        }
+    }
+
     /// `range_drop`: a count stream's bursts widen its range and spread, so a fall to a twentieth of
     /// its lowest value stays inside the margin and under half a spread; on the log scale it is far
     /// (certain with `drop` 1, not without). A value a little under the lowest is not; a feature that
@@ -538,11 +635,12 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
                 var again = StateWriter()
                 copy.encode(&again)
                 #expect(again.bytes == w.bytes)
-                // Version 5 is version 6 without the log moments at the end (a count, two doubles).
+                // Version 5 is version 6 without the log moments (a count, two doubles), and version
+                // 6 version 7 without the tails at the end (a byte and three 8-byte fields a feature).
                 let fresh = Self.counts(700, seed: 6)
                 for (count, judged) in [(40, false), (700, true)] {
                     let old = signal(drop)
-                    var r5 = StateReader(Array(w.bytes.dropLast(8 + 16)))
+                    var r5 = StateReader(Array(w.bytes.dropLast(Self.tailBytes + 8 + 16)))
                     try old.decode(&r5, version: 5)
                     #expect(old.logMoments == 0 && old.moments == s.moments && old.range(0) == s.range(0))
                     for x in fresh.prefix(count) { _ = read(old, x) }
@@ -553,7 +651,7 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
                 // mean, a negative spread.
                 for (offset, bits) in [(24, s.moments), (16, (1e200).bitPattern), (16, Double.nan.bitPattern), (8, (-1.0).bitPattern)] {
                     var bad = w.bytes
-                    withUnsafeBytes(of: bits.littleEndian) { for i in 0..<8 { bad[bad.count - offset + i] = $0[i] } }
+                    withUnsafeBytes(of: bits.littleEndian) { for i in 0..<8 { bad[bad.count - Self.tailBytes - offset + i] = $0[i] } }
                     var badReader = StateReader(bad)
                     #expect(throws: StateError.self, "\(offset) \(bits)") {
                         try copy.decode(&badReader, version: RangeSignal.stateVersion)

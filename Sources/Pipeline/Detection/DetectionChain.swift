@@ -137,7 +137,7 @@ public struct DetectionChain: Sendable {
     /// the period check scales by).
     public static let knownSignals = [
         RangeSignal.name, GlitchGuard.name, ReconstructionSignal.name, PeriodSignal.name, DiscordSignal.name, NoiseSignal.name, StuckSignal.name,
-        LevelSignal.name, CorrelationSignal.name,
+        LevelSignal.name, CorrelationSignal.name, SurgeSignal.name,
         TemplateSignal.name, ParameterSignal.name, BurstSignal.name, SilenceSignal.name,
     ]
 

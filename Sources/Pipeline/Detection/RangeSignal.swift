@@ -36,13 +36,28 @@ import Learning
 /// feature is also beyond its range when it falls below its lowest value by `drop` standard
 /// deviations of its log values below their mean (`ln(1 + x)`; the spread of the values under their
 /// running mean, over about `scaleHorizon` normal samples, one sample in `logStride`): the low side
-/// judged on the scale counts vary on. The high side is left as it is: on a log scale a count's
-/// normal bursts would be a small step, and so would the spikes some streams are watched for.
+/// judged on the scale counts vary on.
+///
+/// A count's high side is judged against its own tail. Bursts (a retweet storm, a retry wave) are
+/// a count's normal behaviour, and where their sizes are heavy-tailed each new record is the next
+/// burst a little larger than the last: every record beyond the range was an alert. With `tail` > 0,
+/// a feature whose values have all been whole numbers, never negative, keeps the tail of its log
+/// values: the normal values above `tailDeviations` spreads over their mean (those the log moments
+/// measure), their share and their mean excess over it, both decayed over about `scaleHorizon`
+/// samples. Log values over such a threshold are about exponential when a count's bursts are
+/// Pareto-sized (peaks over a threshold: Siffer et al., KDD 2017), so a value `y` is that rare:
+/// `share × exp(−(y − threshold) / mean excess)`. A value above the range that its tail makes more
+/// common than `tail` a sample is beyond the range, taken into it, but not certain: the other signals
+/// judge it (the surge signal a rise that stays). A spike far past the tail a count's bursts have
+/// shown stays certain. Until `tailMinimum` values have been over the threshold the high side is
+/// judged as before. With `bands`, each count feature's tail start (its burst band: where only its
+/// bursts go) is handed to the signals after this one (`Observation.countBands`; +∞ for a feature
+/// that is not a count, or before the log moments are measured): the surge signal reads it.
 public final class RangeSignal: AnomalySignal, @unchecked Sendable {
     public static let name = "range"
     /// 2 added the excursion habit, 3 the features' moments, 4 the habit per feature, 5 the moments
-    /// in double, 6 the log values' moments.
-    public static let stateVersion: UInt32 = 6
+    /// in double, 6 the log values' moments, 7 the counts' tails.
+    public static let stateVersion: UInt32 = 7
     /// One normal sample in this many teaches the log values' moments (a logarithm per feature on
     /// every sample cost 70% of a 32-feature stream's scoring path; a spread over ~5,000 samples
     /// is as well measured from every 16th).
@@ -100,12 +115,51 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
     public let drop: Double
     let logMeanP: UnsafeMutablePointer<Double>, logDownP: UnsafeMutablePointer<Double>
     public internal(set) var logMoments: UInt64 = 0
+    /// How rare a count's value above its range must be, per sample by its tail, to be certain (0:
+    /// off); the spreads over the log values' mean where its tail begins; the values over it a tail
+    /// needs before it judges.
+    public let tail: Double
+    public static let tailDeviations = 2.0
+    /// What the tails and bands hold a feature (bytes).
+    public static let countBytes = 1 + 8 + 4 + 8 + 8 + 8 + 4
+    public static let tailMinimum = 8.0
+    /// Per feature: whether every value has been a whole number (0 or 1); where its tail begins (a
+    /// log value, and the value, +∞ until the log moments have `logMinimum` samples); its values over
+    /// that, and the sum of their excesses over it (decayed by `tailDecay` a normal sample, as of
+    /// normal sample `tailLast`).
+    let wholeP: UnsafeMutablePointer<UInt8>
+    let tailStartP: UnsafeMutablePointer<Double>, tailStartValueP: UnsafeMutablePointer<Float>
+    let tailCountP: UnsafeMutablePointer<Double>, tailSumP: UnsafeMutablePointer<Double>
+    let tailLastP: UnsafeMutablePointer<UInt64>
+    let tailDecay: Double
+    /// Whether the tails' starts are kept and handed on, and per feature the value above which a
+    /// count is in its burst band (+∞: none).
+    public let bands: Bool
+    let bandP: UnsafeMutablePointer<Float>
+    /// Features still taken for counts (whole so far).
+    var counts: Int
 
     public init(
         dimension: Int, margin: Float, refresh: Int, warmup: Int, window: Int, habitLimit: Double = 0, habitHorizon: Int = 5000,
-        confirm: Int = 1, deviations: Float = 0, scaleHorizon: Int = 5000, drop: Float = 0
+        confirm: Int = 1, deviations: Float = 0, scaleHorizon: Int = 5000, drop: Float = 0, tail: Double = 0, bands: Bool = false
     ) {
+        self.bands = bands
+        counts = dimension
+        bandP = .allocate(capacity: dimension)
+        bandP.initialize(repeating: .infinity, count: dimension)
         self.dimension = dimension
+        self.tail = max(0, tail)
+        tailDecay = 1 - 1 / Double(max(1, scaleHorizon))
+        wholeP = .allocate(capacity: dimension)
+        wholeP.initialize(repeating: 1, count: dimension)
+        (tailStartP, tailCountP, tailSumP) = (.allocate(capacity: dimension), .allocate(capacity: dimension), .allocate(capacity: dimension))
+        tailStartP.initialize(repeating: .infinity, count: dimension)
+        tailCountP.initialize(repeating: 0, count: dimension)
+        tailSumP.initialize(repeating: 0, count: dimension)
+        tailStartValueP = .allocate(capacity: dimension)
+        tailStartValueP.initialize(repeating: .infinity, count: dimension)
+        tailLastP = .allocate(capacity: dimension)
+        tailLastP.initialize(repeating: 0, count: dimension)
         self.drop = Double(max(0, drop))
         (logMeanP, logDownP) = (.allocate(capacity: dimension), .allocate(capacity: dimension))
         logMeanP.initialize(repeating: 0, count: dimension)
@@ -157,6 +211,26 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         varianceP.deallocate()
         logMeanP.deallocate()
         logDownP.deallocate()
+        wholeP.deallocate()
+        for p in [tailStartP, tailCountP, tailSumP] { p.deallocate() }
+        tailStartValueP.deallocate()
+        tailLastP.deallocate()
+        bandP.deallocate()
+    }
+
+    /// Whether `v`, above feature `f`'s range, is as common as `tail` a sample or more by the
+    /// feature's tail (never while the feature is not a count, or its tail is not yet measured).
+    @inline(__always)
+    func ordinary(_ v: Float, feature f: Int) -> Bool {
+        guard tail > 0 && wholeP[f] == 1 && lowP[f] >= 0 && tailStartP[f].isFinite else { return false }
+        let count = tailCountP[f] * Foundation.pow(tailDecay, Double(moments - tailLastP[f]))
+        guard count >= Self.tailMinimum else { return false }
+        // Normal samples, decayed alike: 1 + d + d² + … over `moments` of them.
+        let all = (1 - Foundation.pow(tailDecay, Double(moments))) / (1 - tailDecay)
+        let excess = Double(InputTransform.signedLog(v)) - tailStartP[f]
+        let meanExcess = tailSumP[f] / tailCountP[f]
+        guard meanExcess > 0 else { return false }
+        return count / all * Foundation.exp(-excess / meanExcess) >= tail
     }
 
     /// Whether `v`, below feature `f`'s reference low `l`, falls far on the log scale: the feature
@@ -188,7 +262,7 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
                         || Double(excess) * Double(excess) >= Double(k * k) * variance[f]
                     {
                         beyond = true
-                        if !habitual(f) { reading.certain = true }
+                        if !habitual(f) && !(v > h && ordinary(v, feature: f)) { reading.certain = true }
                     }
                 }
                 if reading.certain { explanation = Self.excess(x, refLo, refHi, count: d, window: window) }
@@ -206,6 +280,7 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
                 for f in 0..<d {
                     if x[f] < lo[f] { lo[f] = x[f] }
                     if x[f] > hi[f] { hi[f] = x[f] }
+                    if x[f] < 0 { bandP[f] = .infinity }
                 }
             }
         } else if held > 0 {
@@ -222,6 +297,7 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
             refHi.update(from: hi, count: d)
         }
         o.rangeWidth = max(hi[0] - lo[0], 0)
+        if bands && counts > 0 { o.countBands = UnsafePointer(bandP) }
         return reading
     }
 
@@ -260,7 +336,8 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
     /// that have never been negative.
     public func learn(_ o: Observation, anomalous: Bool) {
         guard !anomalous else { return }
-        if drop > 0 && moments % Self.logStride == 0 { learnLogs(o.values) }
+        if (drop > 0 || tail > 0 || bands) && moments % Self.logStride == 0 { learnLogs(o.values) }
+        if tail > 0 || bands { learnTails(o.values) }
         moments += 1
         let a = 1 / Double(min(moments, scaleHorizon)), x = o.values, mean = meanP, variance = varianceP
         for f in 0..<dimension {
@@ -268,6 +345,26 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
             mean[f] += a * delta
             // One sample's variance is 0, even where its square overflows (0 · ∞ would be NaN).
             variance[f] = a == 1 ? 0 : (1 - a) * (variance[f] + a * delta * delta)
+        }
+    }
+
+    /// Whether each feature is still a count, and its values over where its tail begins.
+    /// Features that are not counts are passed over (a stream of measurements has none: nothing is
+    /// done at all).
+    func learnTails(_ x: UnsafePointer<Float>) {
+        guard counts > 0 else { return }
+        for f in 0..<dimension where wholeP[f] == 1 {
+            let v = x[f]
+            if v != v.rounded() {
+                (wholeP[f], bandP[f]) = (0, .infinity)
+                counts -= 1
+                continue
+            }
+            guard v > tailStartValueP[f] else { continue }
+            let decay = Foundation.pow(tailDecay, Double(moments - tailLastP[f]))
+            tailCountP[f] = tailCountP[f] * decay + 1
+            tailSumP[f] = tailSumP[f] * decay + max(0, Double(InputTransform.signedLog(v)) - tailStartP[f])
+            tailLastP[f] = moments
         }
     }
 
@@ -282,9 +379,20 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
             let under = min(delta, 0)
             down[f] = a == 1 ? 0 : (1 - a) * (down[f] + a * 2 * under * under)
         }
+        if (tail > 0 || bands) && logMoments >= Self.logMinimum { placeTails() }
     }
 
-    public var learns: Bool { deviations > 0 || drop > 0 }
+    /// Where each feature's tail begins: `tailDeviations` spreads of its log values over their mean.
+    func placeTails() {
+        guard counts > 0 else { return }
+        for f in 0..<dimension where wholeP[f] == 1 {
+            tailStartP[f] = logMeanP[f] + Self.tailDeviations * logDownP[f].squareRoot()
+            tailStartValueP[f] = Float(Foundation.expm1(tailStartP[f]))
+            bandP[f] = wholeP[f] == 1 && lowP[f] >= 0 ? tailStartValueP[f] : .infinity
+        }
+    }
+
+    public var learns: Bool { deviations > 0 || drop > 0 || tail > 0 || bands }
 
     /// Feature `f`'s range so far.
     public func range(_ f: Int) -> (low: Float, high: Float) { (lowP[f], highP[f]) }
@@ -330,10 +438,14 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         w.write(logMoments)
         for f in 0..<dimension { w.write(logMeanP[f]) }
         for f in 0..<dimension { w.write(logDownP[f]) }
+        for f in 0..<dimension { w.write(wholeP[f]) }
+        for f in 0..<dimension { w.write(tailCountP[f]) }
+        for f in 0..<dimension { w.write(tailSumP[f]) }
+        for f in 0..<dimension { w.write(tailLastP[f]) }
     }
 
     public func decode(_ r: inout StateReader, version: UInt32) throws {
-        guard (1...6).contains(version) else { throw StateError.unsupportedVersion(version) }
+        guard (1...7).contains(version) else { throw StateError.unsupportedVersion(version) }
         guard Int(try r.read(UInt32.self)) == dimension else { throw StateError.invalid("range width") }
         let l = try (0..<dimension).map { _ in try r.read(Float.self) }
         let h = try (0..<dimension).map { _ in try r.read(Float.self) }
@@ -383,6 +495,23 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
             logMoments = n
             for f in 0..<dimension { (logMeanP[f], logDownP[f]) = (m[f], d[f]) }
         }
+        // Before version 7 no tails were kept: a feature whose range has whole ends is taken for a
+        // count (its next value that is not whole says otherwise), and its tail is measured afresh.
+        if version >= 7 {
+            let whole = try (0..<dimension).map { _ in try r.read(UInt8.self) }
+            let count = try (0..<dimension).map { _ in try r.read(Double.self) }
+            let sum = try (0..<dimension).map { _ in try r.read(Double.self) }
+            let last = try (0..<dimension).map { _ in try r.read(UInt64.self) }
+            guard whole.allSatisfy({ $0 <= 1 }), count.allSatisfy({ $0.isFinite && $0 >= 0 }),
+                sum.allSatisfy({ $0.isFinite && $0 >= 0 }), last.allSatisfy({ $0 <= moments })
+            else { throw StateError.invalid("range tails") }
+            for f in 0..<dimension { (wholeP[f], tailCountP[f], tailSumP[f], tailLastP[f]) = (whole[f], count[f], sum[f], last[f]) }
+            counts = whole.filter { $0 == 1 }.count
+        } else {
+            for f in 0..<dimension { wholeP[f] = l[f] == l[f].rounded() && h[f] == h[f].rounded() ? 1 : 0 }
+            counts = (0..<dimension).filter { wholeP[$0] == 1 }.count
+        }
+        if logMoments >= Self.logMinimum { placeTails() }
     }
 
     /// Restores a range; the reference must lie inside the live range (the batch pre-check widens the

@@ -13,6 +13,9 @@ public struct Observation {
     public var modelReady: Bool
     /// The width of the first feature's range so far (set by `RangeSignal`; 0 before).
     public var rangeWidth: Float = 0
+    /// Per feature, the value above which a count is in its burst band (set by `RangeSignal` when
+    /// the surge signal reads it; +∞ for a feature that is not a count or not yet measured).
+    public var countBands: UnsafePointer<Float>? = nil
     /// A log stream's line: its template, parameters and time (nil for a sample stream).
     public var line: LineFacts? = nil
 
