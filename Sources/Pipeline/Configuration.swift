@@ -132,6 +132,7 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// A feature whose values have all been whole and never negative (a count) is beyond its range
     /// upwards without being certain when the tail of its log values makes such a value at least
     /// this common a sample (0: off): a count's heavy-tailed bursts set new records as they come.
+    /// With the surge signal only (alone it lets a surge's first values through).
     public var rangeTail: Double = 1e-6
     /// On a stream of more than one feature, a value beyond the range is certain only if another
     /// signal's surprise at that sample reaches this (standard units; 0: off); if not, the sample is

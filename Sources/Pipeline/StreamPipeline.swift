@@ -543,7 +543,8 @@ public final class StreamPipeline: @unchecked Sendable {
     /// there is another signal, and a feature's habit of leaving its range is not certain (`range_habit`).
     static func chain(_ settings: StreamConfiguration, sampleDimension: Int) -> DetectionChain {
         let on = Set(settings.signals)
-        // Under the log transform the values are logs, never whole: no count has a burst band.
+        // Under the log transform the values are logs, never whole: no count has a burst band. The
+        // range's tail comes with the surge signal only: alone it lets surges' first values through.
         let surge = on.contains(SurgeSignal.name) && settings.surgeRun > 0 && !settings.log && settings.transform != .log
         var signals: [any AnomalySignal] = [
             RangeSignal(
@@ -553,7 +554,7 @@ public final class StreamPipeline: @unchecked Sendable {
                 confirm: settings.rangeConfirm,
                 deviations: settings.rangeDeviations, scaleHorizon: settings.calibrationHorizon,
                 // Under the log transform the values are on a log scale already.
-                drop: settings.transform == .log ? 0 : settings.rangeDrop, tail: settings.transform == .log ? 0 : settings.rangeTail,
+                drop: settings.transform == .log ? 0 : settings.rangeDrop, tail: surge ? settings.rangeTail : 0,
                 bands: surge)
         ]
         if on.contains(GlitchGuard.name) && settings.glitchRanges > 0 && !settings.log {

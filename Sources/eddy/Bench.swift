@@ -143,13 +143,20 @@ enum Rounds {
         return s.count % 2 == 1 ? s[s.count / 2] : (s[s.count / 2 - 1] + s[s.count / 2]) / 2
     }
 
-    /// `a` against `b`: the geometric mean of the rounds' ratios, a 95 % interval from their spread,
-    /// and each round's ratio.
+    /// Student's t at 0.975 for 1 to 30 degrees of freedom (2 beyond: t(60) is 2.000).
+    static let t975: [Double] = [
+        12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+        2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042,
+    ]
+
+    /// `a` against `b`: the geometric mean of the rounds' ratios, a 95 % interval from their spread
+    /// (Student's t: five rounds are few), and each round's ratio.
     static func ratio(_ a: [Double], _ b: [Double]) -> (mean: Double, interval: String, rounds: String) {
         let logs = zip(a, b).map { log($0 / $1) }
         let mean = logs.reduce(0, +) / Double(logs.count)
         let sd = (logs.map { ($0 - mean) * ($0 - mean) }.reduce(0, +) / Double(max(1, logs.count - 1))).squareRoot()
-        let half = 2.0 * sd / Double(logs.count).squareRoot()
+        let df = logs.count - 1
+        let half = (df >= 1 && df <= t975.count ? t975[df - 1] : 2.0) * sd / Double(logs.count).squareRoot()
         // One round has no spread to measure: no interval, not a point that looks certain.
         return (exp(mean), logs.count < 2 ? "n/a (one round)" : String(format: "%.3f-%.3f", exp(mean - half), exp(mean + half)),
                 logs.map { String(format: "%.2f", exp($0)) }.joined(separator: " "))

@@ -70,8 +70,34 @@ import Testing
             == "feature 3 has stayed above its bursts' usual level for 12 values in a row (4 at most before)")
     }
 
+    /// Two count features that surge at the same sample: one is read there (feature 0), the other
+    /// at the next sample, each once, so neither surge goes unreported.
+    @Test func twoFeaturesThatSurgeTogetherAreEachRead() {
+        let range = RangeSignal(
+            dimension: 2, margin: 0.05, refresh: 100, warmup: 500, window: 0, deviations: 0.5, scaleHorizon: 5000, drop: 1,
+            tail: 1e-6, bands: true)
+        let surge = SurgeSignal(channels: 2, minimumRun: 5, window: 0)
+        let a = Self.surge(factor: 8, seed: 5), b = Self.surge(factor: 8, seed: 6)
+        var read: [(t: Int, channel: Int)] = []
+        for t in 0..<4000 {
+            let row = [a[t], b[t]]
+            row.withUnsafeBufferPointer { p in
+                range.prepare(p.baseAddress!, count: 1, dimension: 2)
+                var o = Observation(values: p.baseAddress!, dimension: 2, logError: 0, modelReady: true)
+                let r = range.read(&o), s = surge.read(&o)
+                range.learn(o, anomalous: r.certain || s.certain)
+                if s.certain && t >= 3000 { read.append((t, surge.lastChannel)) }
+            }
+        }
+        let first = read.filter { $0.t < 3010 }
+        #expect(Set(first.map(\.channel)) == [0, 1], "\(read)")
+        #expect(first.count == 2 && first[1].t > first[0].t, "one a sample: \(read)")
+    }
+
     /// The section keeps each channel's run, record and whether the run alerted, to the byte; a
-    /// section of another width, a flag of 2 or an alerted run shorter than can alert is refused.
+    /// section of another width or a flag of 2 is refused. An alerted run shorter than the least
+    /// that can alert is a `surge_run` raised since the checkpoint: restored, not refused (a refused
+    /// section would set the whole stream aside).
     @Test func theSectionRoundTrips() throws {
         let pair = Pair()
         pair.run(Array(Self.surge(factor: 5).prefix(3006)))
@@ -88,13 +114,14 @@ import Testing
         var wide = StateReader(w.bytes)
         #expect(throws: StateError.self) { try SurgeSignal(channels: 2, minimumRun: 5, window: 0).decode(&wide, version: 1) }
         // Width (4), run (4), record (4), flag (1).
-        for (offset, bytes) in [(12, [UInt8(2)]), (4, [UInt8(2), 0, 0, 0])] {
-            var bad = w.bytes
-            if offset == 4 { bad[12] = 1 }
-            for (i, b) in bytes.enumerated() { bad[offset + i] = b }
-            var reader = StateReader(bad)
-            #expect(throws: StateError.self, "\(offset)") { try copy.decode(&reader, version: SurgeSignal.stateVersion) }
-        }
+        var bad = w.bytes
+        bad[12] = 2
+        var reader = StateReader(bad)
+        #expect(throws: StateError.self) { try copy.decode(&reader, version: SurgeSignal.stateVersion) }
+        var raised = w.bytes
+        (raised[4], raised[5], raised[6], raised[7], raised[12]) = (2, 0, 0, 0, 1)
+        var raisedReader = StateReader(raised)
+        try SurgeSignal(channels: 1, minimumRun: 8, window: 0).decode(&raisedReader, version: SurgeSignal.stateVersion)
     }
 
     /// In the pipeline at the defaults, a count stream's surge alerts from the surge signal with its

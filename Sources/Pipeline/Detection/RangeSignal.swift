@@ -321,6 +321,7 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         for f in 0..<dimension {
             lowP[f] = min(lowP[f], heldLow[f])
             highP[f] = max(highP[f], heldHigh[f])
+            if lowP[f] < 0 { bandP[f] = .infinity }
         }
         dropHeld()
     }

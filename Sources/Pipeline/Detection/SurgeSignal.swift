@@ -9,10 +9,14 @@ import Learning
 /// burst band (`Observation.countBands`: its log values' tail start, `RangeSignal.tailDeviations`
 /// spreads over their mean), and this signal counts the values in a row above it. A run that
 /// reaches `minimumRun` values and is longer than every earlier run that did not alert is a surge:
-/// the sample where it crosses is certain (it alerts and teaches nothing), once per run. The record
-/// learns from every run that ends without having alerted, in warm-up too; a run that alerted is
-/// not learned, so a surge does not raise the bar for the next. Features that are not counts (a
-/// value that was not whole, or negative) have no band and are never read.
+/// the sample where it crosses is certain (it alerts, unless the stream warms up or the policy holds
+/// it, and teaches nothing), once per run. The record learns from every run that ends without having
+/// been certain, in warm-up too; a run that was certain is not learned (whether or not it alerted),
+/// so a surge does not raise the bar for the next. Features that are not counts (a value that was not
+/// whole, or negative) have no band and are never read. Where several features pass their records
+/// at one sample, one is read (the first), the others at the next. A sample that is both beyond the
+/// range and a surge's is reported as the surge (the chain lets a certainty other than the range's
+/// stand for it).
 public final class SurgeSignal: AnomalySignal, @unchecked Sendable {
     public static let name = "surge"
     public static let stateVersion: UInt32 = 1
@@ -68,11 +72,13 @@ public final class SurgeSignal: AnomalySignal, @unchecked Sendable {
         let x = o.values, n = min(channels, o.dimension)
         for c in 0..<n {
             if x[c] > bands[c] {
-                runs[c] &+= 1
+                if runs[c] < UInt32.max { runs[c] += 1 }
                 let r = runs[c]
-                if alerted[c] == 0 && Int(r) >= minimumRun && r > records[c] {
+                // One channel a sample: another that passes its record at the same sample is read at
+                // the next (its run still longer), so every surge is reported.
+                if lastChannel < 0 && alerted[c] == 0 && Int(r) >= minimumRun && r > records[c] {
                     alerted[c] = 1
-                    if lastChannel < 0 { (lastChannel, lastRun, lastRecord) = (c, Int(r), Int(records[c])) }
+                    (lastChannel, lastRun, lastRecord) = (c, Int(r), Int(records[c]))
                 }
             } else if runs[c] > 0 {
                 if alerted[c] == 0 { records[c] = max(records[c], runs[c]) }
@@ -102,8 +108,8 @@ public final class SurgeSignal: AnomalySignal, @unchecked Sendable {
         var restored: [(UInt32, UInt32, UInt8)] = []
         for _ in 0..<n {
             let run = try r.read(UInt32.self), record = try r.read(UInt32.self), flag = try r.read(UInt8.self)
-            // A run that alerted is at least as long as the least that can.
-            guard flag < 2, flag == 0 || Int(run) >= minimumRun else { throw StateError.invalid("surge: a channel's run") }
+            // (An alerted run shorter than `minimumRun` is a setting raised since: kept, not refused.)
+            guard flag < 2 else { throw StateError.invalid("surge: a channel's run") }
             restored.append((run, record, flag))
         }
         for (c, v) in restored.enumerated() { (runs[c], records[c], alerted[c]) = v }
