@@ -121,30 +121,30 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
     public let tail: Double
     public static let tailDeviations = 2.0
     /// What the tails and bands hold a feature (bytes).
-    public static let countBytes = 1 + 8 + 4 + 8 + 8 + 8 + 4
+    public static let countBytes = 1 + 8 + 8 + 8 + 8 + 4
     public static let tailMinimum = 8.0
     /// Per feature: whether every value has been a whole number (0 or 1); where its tail begins (a
-    /// log value, and the value, +∞ until the log moments have `logMinimum` samples); its values over
-    /// that, and the sum of their excesses over it (decayed by `tailDecay` a normal sample, as of
-    /// normal sample `tailLast`).
+    /// log value, +∞ until the log moments have `logMinimum` samples; the value is its band, below);
+    /// its values over that, and the sum of their excesses over it (decayed by `tailDecay` a normal
+    /// sample, as of normal sample `tailLast`).
     let wholeP: UnsafeMutablePointer<UInt8>
-    let tailStartP: UnsafeMutablePointer<Double>, tailStartValueP: UnsafeMutablePointer<Float>
+    let tailStartP: UnsafeMutablePointer<Double>
     let tailCountP: UnsafeMutablePointer<Double>, tailSumP: UnsafeMutablePointer<Double>
     let tailLastP: UnsafeMutablePointer<UInt64>
     let tailDecay: Double
-    /// Whether the tails' starts are kept and handed on, and per feature the value above which a
-    /// count is in its burst band (+∞: none).
+    /// Whether the tails' starts are handed on, and per feature the value above which a count is in
+    /// its burst band, its tail's start (+∞: not a count, or not yet placed).
     public let bands: Bool
     let bandP: UnsafeMutablePointer<Float>
     /// Features still taken for counts (whole so far).
-    var counts: Int
+    var countFeatures: Int
 
     public init(
         dimension: Int, margin: Float, refresh: Int, warmup: Int, window: Int, habitLimit: Double = 0, habitHorizon: Int = 5000,
         confirm: Int = 1, deviations: Float = 0, scaleHorizon: Int = 5000, drop: Float = 0, tail: Double = 0, bands: Bool = false
     ) {
         self.bands = bands
-        counts = dimension
+        countFeatures = dimension
         bandP = .allocate(capacity: dimension)
         bandP.initialize(repeating: .infinity, count: dimension)
         self.dimension = dimension
@@ -156,8 +156,6 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         tailStartP.initialize(repeating: .infinity, count: dimension)
         tailCountP.initialize(repeating: 0, count: dimension)
         tailSumP.initialize(repeating: 0, count: dimension)
-        tailStartValueP = .allocate(capacity: dimension)
-        tailStartValueP.initialize(repeating: .infinity, count: dimension)
         tailLastP = .allocate(capacity: dimension)
         tailLastP.initialize(repeating: 0, count: dimension)
         self.drop = Double(max(0, drop))
@@ -213,7 +211,6 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         logDownP.deallocate()
         wholeP.deallocate()
         for p in [tailStartP, tailCountP, tailSumP] { p.deallocate() }
-        tailStartValueP.deallocate()
         tailLastP.deallocate()
         bandP.deallocate()
     }
@@ -297,7 +294,7 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
             refHi.update(from: hi, count: d)
         }
         o.rangeWidth = max(hi[0] - lo[0], 0)
-        if bands && counts > 0 { o.countBands = UnsafePointer(bandP) }
+        if bands && countFeatures > 0 { o.countBands = UnsafePointer(bandP) }
         return reading
     }
 
@@ -353,15 +350,16 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
     /// Features that are not counts are passed over (a stream of measurements has none: nothing is
     /// done at all).
     func learnTails(_ x: UnsafePointer<Float>) {
-        guard counts > 0 else { return }
+        guard countFeatures > 0 else { return }
         for f in 0..<dimension where wholeP[f] == 1 {
             let v = x[f]
             if v != v.rounded() {
                 (wholeP[f], bandP[f]) = (0, .infinity)
-                counts -= 1
+                countFeatures -= 1
                 continue
             }
-            guard v > tailStartValueP[f] else { continue }
+            // Over the band: over the tail's start, on a feature never negative.
+            guard v > bandP[f] else { continue }
             let decay = Foundation.pow(tailDecay, Double(moments - tailLastP[f]))
             tailCountP[f] = tailCountP[f] * decay + 1
             tailSumP[f] = tailSumP[f] * decay + max(0, Double(InputTransform.signedLog(v)) - tailStartP[f])
@@ -385,11 +383,10 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
 
     /// Where each feature's tail begins: `tailDeviations` spreads of its log values over their mean.
     func placeTails() {
-        guard counts > 0 else { return }
+        guard countFeatures > 0 else { return }
         for f in 0..<dimension where wholeP[f] == 1 {
             tailStartP[f] = logMeanP[f] + Self.tailDeviations * logDownP[f].squareRoot()
-            tailStartValueP[f] = Float(Foundation.expm1(tailStartP[f]))
-            bandP[f] = wholeP[f] == 1 && lowP[f] >= 0 ? tailStartValueP[f] : .infinity
+            bandP[f] = lowP[f] >= 0 ? Float(Foundation.expm1(tailStartP[f])) : .infinity
         }
     }
 
@@ -507,10 +504,10 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
                 sum.allSatisfy({ $0.isFinite && $0 >= 0 }), last.allSatisfy({ $0 <= moments })
             else { throw StateError.invalid("range tails") }
             for f in 0..<dimension { (wholeP[f], tailCountP[f], tailSumP[f], tailLastP[f]) = (whole[f], count[f], sum[f], last[f]) }
-            counts = whole.filter { $0 == 1 }.count
+            countFeatures = whole.filter { $0 == 1 }.count
         } else {
             for f in 0..<dimension { wholeP[f] = l[f] == l[f].rounded() && h[f] == h[f].rounded() ? 1 : 0 }
-            counts = (0..<dimension).filter { wholeP[$0] == 1 }.count
+            countFeatures = (0..<dimension).filter { wholeP[$0] == 1 }.count
         }
         if logMoments >= Self.logMinimum { placeTails() }
     }
