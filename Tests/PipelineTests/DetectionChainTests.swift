@@ -506,6 +506,8 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
     /// A one-feature section's tails: whether the feature is a count, its values over where the
     /// tail begins, their excesses, and the normal sample of the last.
     static let tailBytes = 1 + 8 + 8 + 8
+    /// A placed tail's early values in the section: their count, 0.
+    static let earlyBytes = 4
 
     /// A count whose bursts are heavy-tailed (`counts`: one sample in 30 multiplied by 3 to 101)
     /// or light (one in 30 by 1.2 to 1.6).
@@ -524,9 +526,9 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
     /// with it (it is beyond the range all the same: taken into it). A count whose bursts stay under
     /// 1.6 times its level keeps a value 3 times its highest certain, and so does the heavy count a
     /// value 1e12 times its highest (the tail makes it rarer than one in a million). The same values
-    /// half a unit up (not whole) or once negative are judged as without the tail. While fewer than
-    /// `tailMinimum` values have been over where the tail begins (530 values in), a record is
-    /// certain.
+    /// half a unit up (not whole) or once negative are judged as without the tail. The tail counts
+    /// the values before it is placed too (530 values in, a record half again the highest is not
+    /// certain).
     @Test func aCountsRecordIsCertainOnlyPastItsOwnTail() throws {
         func signal(_ tail: Double) -> RangeSignal {
             RangeSignal(
@@ -556,10 +558,10 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
             let n = after(negative, tail)
             #expect(read(n, 1.5 * n.range(0).high), "\(tail): once negative")
         }
-        // A record soon after the range's warm-up (the tail not yet measured) is certain.
+        // A record soon after the tail is placed is judged by it: the values before count.
         let young = after(Array(heavy.prefix(530)), 1e-6)
-        #expect(young.logMoments >= RangeSignal.logMinimum && young.tailCountP[0] < RangeSignal.tailMinimum)
-        #expect(read(young, 1.5 * young.range(0).high))
+        #expect(young.logMoments >= RangeSignal.logMinimum && young.tailCountP[0] >= RangeSignal.tailMinimum)
+        #expect(!read(young, 1.5 * young.range(0).high), "\(young.tailCountP[0]) values over the start")
 
         // The section keeps the tails, to the byte.
         let s = after(heavy, 1e-6)
@@ -575,28 +577,91 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
         // Version 6 (without the tails): a feature with whole range ends is a count, its tail measured
         // afresh; a record is certain until `tailMinimum` values have been over its start.
         let old = signal(1e-6)
-        var r6 = StateReader(Array(w.bytes.dropLast(Self.tailBytes)))
+        var r6 = StateReader(Array(w.bytes.dropLast(Self.tailBytes + Self.earlyBytes)))
         try old.decode(&r6, version: 6)
         #expect(old.wholeP[0] == 1 && old.tailCountP[0] == 0)
         let probe = signal(1e-6)
-        var r6b = StateReader(Array(w.bytes.dropLast(Self.tailBytes)))
+        var r6b = StateReader(Array(w.bytes.dropLast(Self.tailBytes + Self.earlyBytes)))
         try probe.decode(&r6b, version: 6)
         #expect(read(probe, 1.5 * probe.range(0).high), "no tail yet")
         for x in Self.bursty(1000, heavy: true, seed: 6) { _ = read(old, x) }
         #expect(old.tailCountP[0] >= RangeSignal.tailMinimum)
         #expect(!read(old, 1.5 * old.range(0).high), "the tail measured again")
         // Damaged tails are refused: a count flag of 2, a NaN count, a negative sum, a last sample
-        // beyond the samples learned.
-        let end = w.bytes.count
+        // beyond the samples learned; early values for a placed tail.
+        let end = w.bytes.count - Self.earlyBytes
         for (offset, bytes) in [
             (end - 25, [UInt8(2)]), (end - 24, Array(withUnsafeBytes(of: Double.nan.bitPattern.littleEndian) { Array($0) })),
             (end - 16, Array(withUnsafeBytes(of: (-1.0).bitPattern.littleEndian) { Array($0) })),
             (end - 8, Array(withUnsafeBytes(of: (s.moments + 1).littleEndian) { Array($0) })),
+            (end, Array(withUnsafeBytes(of: UInt32(RangeSignal.earlyTop).littleEndian) { Array($0) })),
         ] {
             var bad = w.bytes
             for (i, b) in bytes.enumerated() { bad[offset + i] = b }
             var badReader = StateReader(bad)
             #expect(throws: StateError.self, "\(offset)") { try signal(1e-6).decode(&badReader, version: RangeSignal.stateVersion) }
+        }
+    }
+
+    /// A count's highest values before its tail is placed (the first 512 normal ones) join the tail
+    /// when it is: on three seeds of a bursty count, 530 values in, the tail has counted at least
+    /// `tailMinimum` values over its start and a record half again the highest is not certain;
+    /// without the early values (the tail counted from its placement) the same record is certain.
+    /// A stream checkpointed before the placement and restored goes on to the same tail, to the
+    /// byte; a version 7 section has no early values (the tail counts from its placement); damaged
+    /// early values are refused.
+    @Test func aCountsTailCountsTheValuesBeforeItIsPlaced() throws {
+        func signal() -> RangeSignal {
+            RangeSignal(
+                dimension: 1, margin: 0.05, refresh: 100, warmup: 500, window: 0, deviations: 0.5, scaleHorizon: 5000, drop: 1,
+                tail: 1e-6)
+        }
+        for seed: UInt64 in [5, 6, 7] {
+            let values = Self.bursty(530, heavy: true, seed: seed)
+            let s = signal(), bare = signal()
+            for x in values.prefix(200) { _ = read(s, x); _ = read(bare, x) }
+            // `bare` forgets its early values (a version 7 section's state): its tail starts at placement.
+            bare.early = []
+            for x in values.dropFirst(200) { _ = read(s, x); _ = read(bare, x) }
+            #expect(s.early.isEmpty && s.tailStartP[0].isFinite)
+            #expect(s.tailCountP[0] >= RangeSignal.tailMinimum, "\(seed): \(s.tailCountP[0])")
+            #expect(bare.tailCountP[0] < RangeSignal.tailMinimum, "\(seed): \(bare.tailCountP[0])")
+            #expect(!read(s, 1.5 * s.range(0).high), "\(seed): judged by the tail")
+            #expect(read(bare, 1.5 * bare.range(0).high), "\(seed): no tail yet")
+        }
+        // Checkpointed 300 values in (the early values kept), restored, and fed on alike.
+        let values = Self.bursty(700, heavy: true)
+        let s = signal()
+        for x in values.prefix(300) { _ = read(s, x) }
+        var w = StateWriter()
+        s.encode(&w)
+        let count = w.bytes.count - RangeSignal.earlyTop * 8 - Self.earlyBytes
+        #expect(!s.early.isEmpty && Array(w.bytes[count..<count + 4]) == [UInt8(RangeSignal.earlyTop), 0, 0, 0])
+        let copy = signal()
+        var reader = StateReader(w.bytes)
+        try copy.decode(&reader, version: RangeSignal.stateVersion)
+        #expect(copy.early == s.early && copy.earlyAt == s.earlyAt && copy.earlyFloor == s.earlyFloor)
+        for x in values.dropFirst(300) { _ = read(s, x); _ = read(copy, x) }
+        var a = StateWriter(), b = StateWriter()
+        s.encode(&a)
+        copy.encode(&b)
+        #expect(a.bytes == b.bytes && s.tailCountP[0] > 0)
+        // Version 7: without the early values; the tail counts from its placement.
+        let old = signal()
+        var r7 = StateReader(Array(w.bytes.dropLast(Self.earlyBytes + RangeSignal.earlyTop * 8)))
+        try old.decode(&r7, version: 7)
+        #expect(!old.early.isEmpty && old.early.allSatisfy { $0 == -.infinity })
+        // Damaged: a count other than 0 or `earlyTop`, a negative value, a sample beyond those learned.
+        let start = w.bytes.count - RangeSignal.earlyTop * 8 - Self.earlyBytes
+        for (offset, bytes) in [
+            (start, Array(withUnsafeBytes(of: UInt32(5).littleEndian) { Array($0) })),
+            (start + 4, Array(withUnsafeBytes(of: Float(-1).bitPattern.littleEndian) { Array($0) })),
+            (start + 4 + RangeSignal.earlyTop * 4, Array(withUnsafeBytes(of: UInt32(s.moments + 1000).littleEndian) { Array($0) })),
+        ] {
+            var bad = w.bytes
+            for (i, byte) in bytes.enumerated() { bad[offset + i] = byte }
+            var badReader = StateReader(bad)
+            #expect(throws: StateError.self, "\(offset)") { try signal().decode(&badReader, version: RangeSignal.stateVersion) }
         }
     }
 
@@ -640,7 +705,7 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
                 let fresh = Self.counts(700, seed: 6)
                 for (count, judged) in [(40, false), (700, true)] {
                     let old = signal(drop)
-                    var r5 = StateReader(Array(w.bytes.dropLast(Self.tailBytes + 8 + 16)))
+                    var r5 = StateReader(Array(w.bytes.dropLast(Self.earlyBytes + Self.tailBytes + 8 + 16)))
                     try old.decode(&r5, version: 5)
                     #expect(old.logMoments == 0 && old.moments == s.moments && old.range(0) == s.range(0))
                     for x in fresh.prefix(count) { _ = read(old, x) }
@@ -651,7 +716,7 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
                 // mean, a negative spread.
                 for (offset, bits) in [(24, s.moments), (16, (1e200).bitPattern), (16, Double.nan.bitPattern), (8, (-1.0).bitPattern)] {
                     var bad = w.bytes
-                    withUnsafeBytes(of: bits.littleEndian) { for i in 0..<8 { bad[bad.count - Self.tailBytes - offset + i] = $0[i] } }
+                    withUnsafeBytes(of: bits.littleEndian) { for i in 0..<8 { bad[bad.count - Self.earlyBytes - Self.tailBytes - offset + i] = $0[i] } }
                     var badReader = StateReader(bad)
                     #expect(throws: StateError.self, "\(offset) \(bits)") {
                         try copy.decode(&badReader, version: RangeSignal.stateVersion)

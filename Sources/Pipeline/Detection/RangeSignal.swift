@@ -50,14 +50,19 @@ import Learning
 /// common than `tail` a sample is beyond the range, taken into it, but not certain: the other signals
 /// judge it (the surge signal a rise that stays). A spike far past the tail a count's bursts have
 /// shown stays certain. Until `tailMinimum` values have been over the threshold the high side is
-/// judged as before. With `bands`, each count feature's tail start (its burst band: where only its
+/// judged as before. The tail is placed once the log moments are measured (`logMinimum` log samples,
+/// about 512 normal ones); the highest `earlyTop` values a count showed before that are kept, and those
+/// over the start join its tail then, decayed from when they came, so the tail has measured the
+/// stream's first samples as well (from them alone a first record soon after was certain on
+/// bursty counts: stop 68 in docs/anomaly-experiments.md). With `bands`, each count feature's tail start (its burst band: where only its
 /// bursts go) is handed to the signals after this one (`Observation.countBands`; +∞ for a feature
 /// that is not a count, or before the log moments are measured): the surge signal reads it.
 public final class RangeSignal: AnomalySignal, @unchecked Sendable {
     public static let name = "range"
     /// 2 added the excursion habit, 3 the features' moments, 4 the habit per feature, 5 the moments
-    /// in double, 6 the log values' moments, 7 the counts' tails.
-    public static let stateVersion: UInt32 = 7
+    /// in double, 6 the log values' moments, 7 the counts' tails, 8 a count's highest values before
+    /// its tail is placed.
+    public static let stateVersion: UInt32 = 8
     /// One normal sample in this many teaches the log values' moments (a logarithm per feature on
     /// every sample cost 70% of a 32-feature stream's scoring path; a spread over ~5,000 samples
     /// is as well measured from every 16th).
@@ -120,9 +125,11 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
     /// needs before it judges.
     public let tail: Double
     public static let tailDeviations = 2.0
-    /// What the tails and bands hold a feature (bytes).
-    public static let countBytes = 1 + 8 + 8 + 8 + 8 + 4
-    public static let tailMinimum = 8.0
+    /// What the tails and bands hold a feature (bytes; the early values until the tails are placed).
+    public static let countBytes = 1 + 8 + 8 + 8 + 8 + 4 + earlyTop * 8 + 4
+    public static let tailMinimum = 2.0
+    /// How many of a count's highest values before its tail is placed are kept for it.
+    public static let earlyTop = 32
     /// Per feature: whether every value has been a whole number (0 or 1); where its tail begins (a
     /// log value, +∞ until the log moments have `logMinimum` samples; the value is its band, below);
     /// its values over that, and the sum of their excesses over it (decayed by `tailDecay` a normal
@@ -138,6 +145,9 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
     let bandP: UnsafeMutablePointer<Float>
     /// Features still taken for counts (whole so far).
     var countFeatures: Int
+    /// Until the tails are placed (then empty): per feature its `earlyTop` highest normal values
+    /// (−∞: a free slot), the normal sample each came at, and the smallest kept.
+    var early: [Float] = [], earlyAt: [UInt32] = [], earlyFloor: [Float] = []
 
     public init(
         dimension: Int, margin: Float, refresh: Int, warmup: Int, window: Int, habitLimit: Double = 0, habitHorizon: Int = 5000,
@@ -185,6 +195,7 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         heldLowBuffer = FloatBuffer(low.array)
         heldHighBuffer = FloatBuffer(high.array)
         (heldLow, heldHigh) = (heldLowBuffer.pointer, heldHighBuffer.pointer)
+        if tail > 0 || bands { clearEarly() }
     }
 
     /// Whether any of `rows` samples lies outside the reference: one branch-free pass (it vectorises).
@@ -356,15 +367,37 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
             if v != v.rounded() {
                 (wholeP[f], bandP[f]) = (0, .infinity)
                 countFeatures -= 1
+                if countFeatures == 0 { (early, earlyAt, earlyFloor) = ([], [], []) }
                 continue
             }
             // Over the band: over the tail's start, on a feature never negative.
-            guard v > bandP[f] else { continue }
+            guard v > bandP[f] else {
+                if !early.isEmpty && v >= 0 && v > earlyFloor[f] { keepEarly(v, feature: f) }
+                continue
+            }
             let decay = Foundation.pow(tailDecay, Double(moments - tailLastP[f]))
             tailCountP[f] = tailCountP[f] * decay + 1
             tailSumP[f] = tailSumP[f] * decay + max(0, Double(InputTransform.signedLog(v)) - tailStartP[f])
             tailLastP[f] = moments
         }
+    }
+
+    /// Takes `v` into feature `f`'s early values in place of the smallest.
+    func keepEarly(_ v: Float, feature f: Int) {
+        let base = f * Self.earlyTop
+        var smallest = base
+        for k in base..<base + Self.earlyTop where early[k] < early[smallest] { smallest = k }
+        (early[smallest], earlyAt[smallest]) = (v, UInt32(clamping: moments))
+        var floor = Float.infinity
+        for k in base..<base + Self.earlyTop { floor = min(floor, early[k]) }
+        earlyFloor[f] = floor
+    }
+
+    /// Empty early values (the tails not yet placed).
+    func clearEarly() {
+        early = Array(repeating: -.infinity, count: dimension * Self.earlyTop)
+        earlyAt = Array(repeating: 0, count: dimension * Self.earlyTop)
+        earlyFloor = Array(repeating: -.infinity, count: dimension)
     }
 
     func learnLogs(_ x: UnsafePointer<Float>) {
@@ -382,11 +415,21 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
     }
 
     /// Where each feature's tail begins: `tailDeviations` spreads of its log values over their mean.
+    /// The first time, a count's early values over it join its tail.
     func placeTails() {
+        defer { if !early.isEmpty { (early, earlyAt, earlyFloor) = ([], [], []) } }
         guard countFeatures > 0 else { return }
         for f in 0..<dimension where wholeP[f] == 1 {
             tailStartP[f] = logMeanP[f] + Self.tailDeviations * logDownP[f].squareRoot()
             bandP[f] = lowP[f] >= 0 ? Float(Foundation.expm1(tailStartP[f])) : .infinity
+            guard !early.isEmpty && lowP[f] >= 0 else { continue }
+            let decay = Foundation.pow(tailDecay, Double(moments - tailLastP[f]))
+            (tailCountP[f], tailSumP[f], tailLastP[f]) = (tailCountP[f] * decay, tailSumP[f] * decay, moments)
+            for k in f * Self.earlyTop..<(f + 1) * Self.earlyTop where early[k] > bandP[f] {
+                let age = Foundation.pow(tailDecay, Double(moments - min(moments, UInt64(earlyAt[k]))))
+                tailCountP[f] += age
+                tailSumP[f] += age * max(0, Double(InputTransform.signedLog(early[k])) - tailStartP[f])
+            }
         }
     }
 
@@ -440,10 +483,14 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         for f in 0..<dimension { w.write(tailCountP[f]) }
         for f in 0..<dimension { w.write(tailSumP[f]) }
         for f in 0..<dimension { w.write(tailLastP[f]) }
+        w.write(UInt32(early.isEmpty ? 0 : Self.earlyTop))
+        guard !early.isEmpty else { return }
+        for k in early.indices { w.write(early[k]) }
+        for k in earlyAt.indices { w.write(earlyAt[k]) }
     }
 
     public func decode(_ r: inout StateReader, version: UInt32) throws {
-        guard (1...7).contains(version) else { throw StateError.unsupportedVersion(version) }
+        guard (1...8).contains(version) else { throw StateError.unsupportedVersion(version) }
         guard Int(try r.read(UInt32.self)) == dimension else { throw StateError.invalid("range width") }
         let l = try (0..<dimension).map { _ in try r.read(Float.self) }
         let h = try (0..<dimension).map { _ in try r.read(Float.self) }
@@ -508,6 +555,24 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         } else {
             for f in 0..<dimension { wholeP[f] = l[f] == l[f].rounded() && h[f] == h[f].rounded() ? 1 : 0 }
             countFeatures = (0..<dimension).filter { wholeP[$0] == 1 }.count
+        }
+        // Before version 8 the early values were not kept: a stream whose tails are not yet placed
+        // keeps them from here on.
+        (early, earlyAt, earlyFloor) = ([], [], [])
+        if (tail > 0 || bands) && countFeatures > 0 && logMoments < Self.logMinimum { clearEarly() }
+        if version >= 8 {
+            let n = Int(try r.read(UInt32.self))
+            guard n == 0 || (n == Self.earlyTop && logMoments < Self.logMinimum) else { throw StateError.invalid("range early values") }
+            if n > 0 {
+                let values = try (0..<dimension * n).map { _ in try r.read(Float.self) }
+                let at = try (0..<dimension * n).map { _ in try r.read(UInt32.self) }
+                guard values.allSatisfy({ $0 == -.infinity || ($0 >= 0 && $0.isFinite) }), at.allSatisfy({ UInt64($0) <= moments })
+                else { throw StateError.invalid("range early values") }
+                if !early.isEmpty {
+                    (early, earlyAt) = (values, at)
+                    for f in 0..<dimension { earlyFloor[f] = early[f * n..<(f + 1) * n].min()! }
+                }
+            }
         }
         if logMoments >= Self.logMinimum { placeTails() }
     }
