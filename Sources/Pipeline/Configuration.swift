@@ -207,6 +207,9 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// The surge signal (`SurgeSignal`): a count that stays above its bursts' usual level (its log
     /// values' tail start) for this many values in a row, and longer than ever before, alerts. 0: off.
     public var surgeRun = 5
+    /// With the surge signal: a one-feature count's value in its burst band (over its log values'
+    /// tail start) explains the model's error on it, which is then not read (`ReconstructionSignal`).
+    public var bandExplains = true
     /// The level signal (`LevelSignal`): a count's mean log value over its last period that lies
     /// this many robust deviations (z) from its usual difference with the period before starts an
     /// incident, which alerts through `alertEvidence` (at the larger of the two). 0: the level is not

@@ -211,6 +211,7 @@ public enum ConfigurationFile {
         case "noise_window": s.noiseWindow = try int(v)
         case "stuck_run": s.stuckRun = try int(v)
         case "surge_run": s.surgeRun = try int(v)
+        case "band_explains": s.bandExplains = try bool(v)
         case "level_bar": s.levelBar = try float(v)
         case "swing_bar": s.swingBar = try float(v)
         case "transform":

@@ -100,6 +100,7 @@ correlation_channels = 8               # correlation: streams of 2 to this many 
 noise_window = 32                      # noise: each channel's median absolute second difference over this many values, calibrated per channel; a channel grown noisier alerts on its evidence (streams of up to discord_channels features; 0: off)
 stuck_run = 10                         # stuck: a feature that sends the same value this many times in a row, and more than twice its longest run so far, alerts (after it has moved 100 times; sample streams; 0: off)
 surge_run = 5                          # surge: a count that stays above its bursts' usual level this many values in a row, and longer than ever before, alerts (sample streams; 0: off)
+band_explains = true                   # with surge: a one-feature count's value above its bursts' usual level explains the model's error on it (the reconstruction surprise is not read there)
 level_bar = 8                          # level: a count (whole numbers, never negative) whose mean log value over its own period moves this many robust deviations from the period before's alerts once per incident (period found from its first 1,500 values; sample streams; 0: off)
 swing_bar = 6                          # level: the same for the spread of a count's log values (under a running median of 9) over its period, against the period before's: a daily cycle lost or grown (0: off)
 log = false                            # true: a log stream (lines in); a stream also becomes one when its first message carries lines

@@ -143,6 +143,9 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
     /// its burst band, its tail's start (+∞: not a count, or not yet placed).
     public let bands: Bool
     let bandP: UnsafeMutablePointer<Float>
+    /// Whether a one-feature count's value in its burst band is handed on as one
+    /// (`Observation.countBurst`; with `bands` only).
+    public let explains: Bool
     /// Features still taken for counts (whole so far).
     var countFeatures: Int
     /// Until the tails are placed (then empty): per feature its `earlyTop` highest normal values
@@ -151,9 +154,11 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
 
     public init(
         dimension: Int, margin: Float, refresh: Int, warmup: Int, window: Int, habitLimit: Double = 0, habitHorizon: Int = 5000,
-        confirm: Int = 1, deviations: Float = 0, scaleHorizon: Int = 5000, drop: Float = 0, tail: Double = 0, bands: Bool = false
+        confirm: Int = 1, deviations: Float = 0, scaleHorizon: Int = 5000, drop: Float = 0, tail: Double = 0, bands: Bool = false,
+        explains: Bool = false
     ) {
         self.bands = bands
+        self.explains = bands && explains
         countFeatures = dimension
         bandP = .allocate(capacity: dimension)
         bandP.initialize(repeating: .infinity, count: dimension)
@@ -305,7 +310,11 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
             refHi.update(from: hi, count: d)
         }
         o.rangeWidth = max(hi[0] - lo[0], 0)
-        if bands && countFeatures > 0 { o.countBands = UnsafePointer(bandP) }
+        if bands && countFeatures > 0 {
+            o.countBands = UnsafePointer(bandP)
+            // (The band is +∞ for a feature that is not a count, or once negative.)
+            o.countBurst = explains && d == 1 && x[0] > bandP[0]
+        }
         return reading
     }
 
