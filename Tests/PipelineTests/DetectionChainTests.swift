@@ -594,12 +594,20 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
             (end - 25, [UInt8(2)]), (end - 24, Array(withUnsafeBytes(of: Double.nan.bitPattern.littleEndian) { Array($0) })),
             (end - 16, Array(withUnsafeBytes(of: (-1.0).bitPattern.littleEndian) { Array($0) })),
             (end - 8, Array(withUnsafeBytes(of: (s.moments + 1).littleEndian) { Array($0) })),
-            (end, Array(withUnsafeBytes(of: UInt32(RangeSignal.earlyTop).littleEndian) { Array($0) })),
         ] {
             var bad = w.bytes
             for (i, b) in bytes.enumerated() { bad[offset + i] = b }
             var badReader = StateReader(bad)
             #expect(throws: StateError.self, "\(offset)") { try signal(1e-6).decode(&badReader, version: RangeSignal.stateVersion) }
+        }
+        // Early values, well formed, for a tail already placed.
+        var placed = StateWriter()
+        placed.write(UInt32(RangeSignal.earlyTop))
+        for _ in 0..<RangeSignal.earlyTop { placed.write(-Float.infinity) }
+        for _ in 0..<RangeSignal.earlyTop { placed.write(UInt32(0)) }
+        var placedReader = StateReader(Array(w.bytes.dropLast(Self.earlyBytes)) + placed.bytes)
+        #expect { try signal(1e-6).decode(&placedReader, version: RangeSignal.stateVersion) } throws: {
+            "\($0)".contains("range early values")
         }
     }
 
@@ -651,17 +659,39 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
         var r7 = StateReader(Array(w.bytes.dropLast(Self.earlyBytes + RangeSignal.earlyTop * 8)))
         try old.decode(&r7, version: 7)
         #expect(!old.early.isEmpty && old.early.allSatisfy { $0 == -.infinity })
-        // Damaged: a count other than 0 or `earlyTop`, a negative value, a sample beyond those learned.
+        // Damaged: a negative value, one that is not whole, a sample beyond those learned.
         let start = w.bytes.count - RangeSignal.earlyTop * 8 - Self.earlyBytes
         for (offset, bytes) in [
-            (start, Array(withUnsafeBytes(of: UInt32(5).littleEndian) { Array($0) })),
             (start + 4, Array(withUnsafeBytes(of: Float(-1).bitPattern.littleEndian) { Array($0) })),
+            (start + 4, Array(withUnsafeBytes(of: Float(2.5).bitPattern.littleEndian) { Array($0) })),
             (start + 4 + RangeSignal.earlyTop * 4, Array(withUnsafeBytes(of: UInt32(s.moments + 1000).littleEndian) { Array($0) })),
         ] {
             var bad = w.bytes
             for (i, byte) in bytes.enumerated() { bad[offset + i] = byte }
             var badReader = StateReader(bad)
-            #expect(throws: StateError.self, "\(offset)") { try signal().decode(&badReader, version: RangeSignal.stateVersion) }
+            #expect { try signal().decode(&badReader, version: RangeSignal.stateVersion) } throws: {
+                "\($0)".contains("range early values")
+            }
+        }
+        // Whether a feature is a count is followed without the tail too: a measurement's checkpoint
+        // taken without it and restored with it has no band.
+        let plain = RangeSignal(dimension: 1, margin: 0.05, refresh: 100, warmup: 500, window: 0, deviations: 0.5, drop: 1)
+        for x in Self.bursty(700, heavy: true) { _ = read(plain, x + 0.5) }
+        var measured = StateWriter()
+        plain.encode(&measured)
+        let banded = RangeSignal(
+            dimension: 1, margin: 0.05, refresh: 100, warmup: 500, window: 0, deviations: 0.5, drop: 1, tail: 1e-6, bands: true)
+        var measuredReader = StateReader(measured.bytes)
+        try banded.decode(&measuredReader, version: RangeSignal.stateVersion)
+        #expect(banded.logMoments >= RangeSignal.logMinimum && banded.wholeP[0] == 0 && banded.bandP[0] == .infinity)
+        // A count other than 0 or `earlyTop`, its 5 values and samples well formed.
+        var five = StateWriter()
+        five.write(UInt32(5))
+        for _ in 0..<5 { five.write(-Float.infinity) }
+        for _ in 0..<5 { five.write(UInt32(0)) }
+        var fiveReader = StateReader(Array(w.bytes[..<start]) + five.bytes)
+        #expect { try signal().decode(&fiveReader, version: RangeSignal.stateVersion) } throws: {
+            "\($0)".contains("range early values")
         }
     }
 

@@ -206,6 +206,20 @@ import Testing
         var plain = Observation(values: x, dimension: 1, logError: 3, modelReady: true)
         #expect(signal.read(&plain).surprise > 4)
 
+        // One feature: a whole value over the band is a burst, the same value half a unit up is not.
+        let one = RangeSignal(dimension: 1, margin: 0.05, refresh: 100, warmup: 50, window: 0, tail: 1e-6, bands: true, explains: true)
+        for v in RangeHabitTests.bursty(1000, heavy: true) {
+            x[0] = v
+            var o = Observation(values: x, dimension: 1, logError: 0, modelReady: true)
+            _ = one.read(&o)
+            one.learn(o, anomalous: false)
+        }
+        for (v, burst) in [((2 * one.bandP[0]).rounded(), true), ((2 * one.bandP[0]).rounded() + 0.5, false), (1, false)] {
+            x[0] = v
+            var o = Observation(values: x, dimension: 1, logError: 0, modelReady: true)
+            _ = one.read(&o)
+            #expect(o.countBurst == burst, "\(v) over a band of \(one.bandP[0])")
+        }
         // Two features: no burst is handed on, however high.
         let two = RangeSignal(dimension: 2, margin: 0.05, refresh: 100, warmup: 50, window: 0, tail: 1e-6, bands: true, explains: true)
         var handed = 0

@@ -313,7 +313,8 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         if bands && countFeatures > 0 {
             o.countBands = UnsafePointer(bandP)
             // (The band is +∞ for a feature that is not a count, or once negative.)
-            o.countBurst = explains && d == 1 && x[0] > bandP[0]
+            // (A value that is not whole is no count's, though the flag learns it only if normal.)
+            o.countBurst = explains && d == 1 && x[0] > bandP[0] && x[0] == x[0].rounded()
         }
         return reading
     }
@@ -355,7 +356,9 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
     public func learn(_ o: Observation, anomalous: Bool) {
         guard !anomalous else { return }
         if (drop > 0 || tail > 0 || bands) && moments % Self.logStride == 0 { learnLogs(o.values) }
-        if tail > 0 || bands { learnTails(o.values) }
+        // Whether each feature is a count is followed whatever the settings: a checkpoint taken
+        // without the tail and restored with it must not take a measurement for a count.
+        learnTails(o.values)
         moments += 1
         let a = 1 / Double(min(moments, scaleHorizon)), x = o.values, mean = meanP, variance = varianceP
         for f in 0..<dimension {
@@ -575,7 +578,7 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
             if n > 0 {
                 let values = try (0..<dimension * n).map { _ in try r.read(Float.self) }
                 let at = try (0..<dimension * n).map { _ in try r.read(UInt32.self) }
-                guard values.allSatisfy({ $0 == -.infinity || ($0 >= 0 && $0.isFinite) }), at.allSatisfy({ UInt64($0) <= moments })
+                guard values.allSatisfy({ $0 == -.infinity || ($0 >= 0 && $0.isFinite && $0 == $0.rounded()) }), at.allSatisfy({ UInt64($0) <= moments })
                 else { throw StateError.invalid("range early values") }
                 if !early.isEmpty {
                     (early, earlyAt) = (values, at)

@@ -105,7 +105,9 @@ extension AnomalySignal {
 /// read: a count's bursts are its normal behaviour, heavy-tailed, and the model's error on one is
 /// the burst's size, which the range judges against the count's own tail (and the surge signal a
 /// burst that stays). On bursty count corpora most of the model's false alarms were bursts (stop 68,
-/// docs/anomaly-experiments.md). The error is still calibrated against and kept (`lastSurprise`).
+/// docs/anomaly-experiments.md). The error is still calibrated against and kept (`lastSurprise`,
+/// for the quarantine), and its surprise is the recent peak the next samples' strength is measured
+/// over, so the windows that still hold the burst do not alert for it.
 public final class ReconstructionSignal: AnomalySignal, @unchecked Sendable {
     public static let name = "reconstruction"
     public static let stateVersion: UInt32 = 1
