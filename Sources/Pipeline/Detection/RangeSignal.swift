@@ -312,8 +312,8 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         o.rangeWidth = max(hi[0] - lo[0], 0)
         if bands && countFeatures > 0 {
             o.countBands = UnsafePointer(bandP)
-            // (The band is +∞ for a feature that is not a count, or once negative.)
-            // (A value that is not whole is no count's, though the flag learns it only if normal.)
+            // A burst: a whole value over a count's band (+∞ for a feature that is not a count, or
+            // once negative; a value that is not whole marks the feature only once it is learned).
             o.countBurst = explains && d == 1 && x[0] > bandP[0] && x[0] == x[0].rounded()
         }
         return reading
