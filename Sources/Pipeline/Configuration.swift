@@ -181,6 +181,11 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// trend, a pattern sliding into the window) stands against what came before it. 0: off; from
     /// `alertHoldOff` on, no peak at all.
     public var discordPeakLag = 8
+    /// On a one-feature count (values whole, never negative), the discord reads only the window of
+    /// the count's own period (`discordPeriodChannels`; none when it has none): the fixed windows
+    /// compare where bursts fell, which is chance. Chosen on development count corpora, verified held
+    /// back (docs/anomaly-experiments.md).
+    public var discordCountPeriodOnly = true
     /// A discord reading that would alert (`threshold`, `alert_evidence`) is held back (no alert
     /// strength, its surprise just under `alert_evidence`) when less than this share of its distance is left once each value may
     /// match its nearest twin's value one sample earlier or later: a shift of timing (a square

@@ -204,6 +204,7 @@ public enum ConfigurationFile {
         case "discord_period_channels": s.discordPeriodChannels = try int(v)
         case "discord_repeating_only": s.discordRepeatingOnly = try bool(v)
         case "discord_peak_lag": s.discordPeakLag = try int(v)
+        case "discord_count_period_only": s.discordCountPeriodOnly = try bool(v)
         case "discord_shift_veto": s.discordShiftVeto = try double(v)
         case "correlation_channels": s.correlationChannels = try int(v)
         case "discord_margin": s.discordMargin = try float(v)

@@ -92,6 +92,7 @@ discord_history = 1024                 # ...within this many values (cost per sa
 discord_channels = 8                   # streams wider than this go without the discord signal
 discord_repeating_only = true          # streams of several features: a channel's discord alerts only once the channel repeats (autocorrelation above 0.5 at a lag of 21 to 298, checked at 200 to 600 values); until then it only scores and corroborates
 discord_peak_lag = 8                   # a channel that repeats strongly (first autocorrelation peak 0.8 or more: a cycle, not random shapes; univariate streams too) measures its discord against its peak before its newest this many samples, so a discord that builds up over them stands out (0: off)
+discord_count_period_only = true       # a one-feature count (values whole, never negative) is read by the discord at its own period's window only: where its bursts fall within a fixed window is chance (false: every window)
 discord_period_channels = 8            # streams of up to this many features also get, on each channel that repeats (its period found in its first 600 values, or period = N), a centred window one period long (16 to 256 values; 0: none)
 discord_shift_veto = 0.25              # a discord that would alert is held back when under this share of its distance is left once each value may match its twin's one sample earlier or later: a shift of timing (a square wave's edge a sample off), not of shape (0: off)
 discord_margin = 4                     # a discord alerts only beyond max(its recent peak, this) in standard units

@@ -606,7 +606,7 @@ public final class StreamPipeline: @unchecked Sendable {
                     holdOff: settings.alertHoldOff,
                     quietSurprise: settings.discordQuietSurprise(channels: sampleDimension),
                     shiftVeto: settings.shiftVeto(), peakLag: settings.discordPeakLag,
-                    threshold: settings.threshold))
+                    threshold: settings.threshold, countPeriodOnly: settings.discordCountPeriodOnly))
         }
         if on.contains(NoiseSignal.name) && settings.noiseWindow > 0 && sampleDimension <= settings.discordChannels {
             signals.append(

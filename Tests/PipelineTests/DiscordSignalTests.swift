@@ -378,4 +378,109 @@ import Testing
         #expect(swapped.scales[0].calibrators == saved.scales[1].calibrators, "the centred 24's own section")
         #expect(swapped.scales[0].calibrators != saved.scales[2].calibrators, "not the level 24's")
     }
+
+    /// A sparse count (a level of a few a step): Poisson around a daily cycle of 24 steps, its rate
+    /// overdispersed (lognormal) and now and then a heavy-tailed burst of 1 to 3 steps.
+    static func sparseCount(_ n: Int, level: Double, seed: UInt64) -> [Float] {
+        var r = RandomSource(seed: seed)
+        var (left, size) = (0, 1.0)
+        return (0..<n).map { t in
+            if left == 0 && r.uniform() < 0.02 { (left, size) = (1 + r.index(below: 3), 1 + 2 / Double(r.uniform(0.05, 1))) }
+            let boost = left > 0 ? size : 1
+            left = max(0, left - 1)
+            let rate = level * (1 + 0.8 * sin(2 * Double.pi * Double(t) / 24)) * exp(0.5 * Double(r.normal()) - 0.125) * boost
+            // Knuth's: the count of uniforms whose product stays over e^−rate.
+            var (k, p) = (0, Double(r.uniform()))
+            while p > exp(-rate) { k += 1; p *= Double(r.uniform()) }
+            return Float(k)
+        }
+    }
+
+    /// `discord_count_period_only`: on a one-feature count, where its bursts fall within a fixed
+    /// window is chance, so the discord reads it at its own period's window only. On three seeds of a
+    /// sparse count (4,000 values, a level of 4, no anomaly), the default pipeline raises no alert
+    /// from a fixed window and fewer alerts in all, where with the rule off (the reverted state,
+    /// built in) the fixed windows alert (2 alerts of 2 on this machine). The signal: a count's fixed windows have no opinion while they still
+    /// learn (the same calibrators as a discord without the rule), a stream that is not a count is
+    /// read as before, and the range says which streams are one count.
+    @Test func aCountsDiscordReadsItsPeriodWindowOnly() throws {
+        var alerts: [Bool: Int] = [:], fixedAlerts: [Bool: Int] = [:]
+        for periodOnly in [true, false] {
+            for seed: UInt64 in [5, 6, 7] {
+                let values = Self.sparseCount(4000, level: 4, seed: seed)
+                var settings = StreamConfiguration().resolved(dim: 1)
+                settings.discordCountPeriodOnly = periodOnly
+                try settings.validate(name: "t")
+                let pipeline = StreamPipeline(name: "t", settings: settings)
+                let discord = try #require(pipeline.chain.signal(MultiscaleDiscord.self))
+                #expect(discord.countPeriodOnly == periodOnly)
+                let fixed = Set(discord.scales.map(\.window))
+                for start in stride(from: 0, to: values.count, by: 50) {
+                    let batch = Array(values[start..<min(start + 50, values.count)])
+                    let scored = batch.withUnsafeBufferPointer { pipeline.score($0.baseAddress!, count: batch.count, firstSequence: UInt64(start)) }
+                    for s in scored.samples where s.alert {
+                        alerts[periodOnly, default: 0] += 1
+                        if s.discordChannel != nil && fixed.contains(s.discordWindow) && s.discordWindow != discord.periodic?.windows[0]?.window {
+                            fixedAlerts[periodOnly, default: 0] += 1
+                        }
+                    }
+                    while pipeline.trainStep() {}
+                }
+            }
+        }
+        #expect(fixedAlerts[true, default: 0] == 0 && fixedAlerts[false, default: 0] >= 1, "\(fixedAlerts)")
+        #expect(alerts[true, default: 0] < alerts[false, default: 0], "\(alerts)")
+
+        #expect(try ConfigurationFile.parse("[stream]\ndiscord_count_period_only = false\n").streamDefaults.discordCountPeriodOnly == false)
+        #expect(throws: ConfigurationError.self) { try ConfigurationFile.parse("[stream]\ndiscord_count_period_only = 2\n") }
+
+        // The signal alone: the same count through a discord with the rule and one without, each
+        // sample marked a count; then the same with no sample marked.
+        for marked in [true, false] {
+            let make = { (rule: Bool) in
+                MultiscaleDiscord(windows: [16], levelWindows: [32], history: 256, channels: 1, horizon: 2000, holdOff: 50, countPeriodOnly: rule)
+            }
+            let (with, without) = (make(true), make(false))
+            var (opinions, wrong) = (0, 0)
+            for v in RangeHabitTests.bursty(1200, heavy: true, seed: 8) {
+                var row = [v]
+                let (a, b) = row.withUnsafeMutableBufferPointer { p in
+                    var o = Observation(values: UnsafePointer(p.baseAddress!), dimension: 1, logError: 0, modelReady: true)
+                    o.oneCount = marked
+                    let (a, b) = (with.read(&o), without.read(&o))
+                    with.learn(o, anomalous: false)
+                    without.learn(o, anomalous: false)
+                    return (a, b)
+                }
+                if b.surprise > -.infinity { opinions += 1 }
+                // Marked: no opinion from the rule's discord; unmarked: both read alike.
+                let unlike = marked ? a.surprise > -.infinity || a.strength > 0 : a.surprise != b.surprise || a.strength != b.strength
+                if unlike { wrong += 1 }
+            }
+            #expect(wrong == 0 && opinions > 500, "marked \(marked): \(wrong) readings wrong; \(opinions) opinions without the rule")
+            #expect(with.scales.map { $0.calibrators } == without.scales.map { $0.calibrators }, "the fixed windows still learn")
+        }
+
+        // The range marks a stream of one feature, whole and never negative; not one with a value
+        // that is not whole (once learned) or below zero, nor a stream of two features.
+        func marks(_ rows: [[Float]]) -> Bool {
+            let range = RangeSignal(dimension: rows[0].count, margin: 0.05, refresh: 100, warmup: 50, window: 0)
+            var last = false
+            for row in rows {
+                var row = row
+                last = row.withUnsafeMutableBufferPointer { p in
+                    var o = Observation(values: UnsafePointer(p.baseAddress!), dimension: p.count, logError: 0, modelReady: true)
+                    _ = range.read(&o)
+                    range.learn(o, anomalous: false)
+                    return o.oneCount
+                }
+            }
+            return last
+        }
+        let counts = RangeHabitTests.bursty(300, heavy: false)
+        #expect(marks(counts.map { [$0] }))
+        #expect(!marks([[2.5]] + counts.map { [$0] }))
+        #expect(!marks([[-1]] + counts.map { [$0] }))
+        #expect(!marks(counts.map { [$0, $0] }))
+    }
 }

@@ -393,6 +393,10 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
     /// Whether a channel not seen to repeat is quiet (`quietSurprise` given); without it, `repeating`
     /// (kept for the lag) only says which channels repeat strongly.
     public let quieting: Bool
+    /// Whether a one-feature count (`Observation.oneCount`) is read by its period's window alone: its
+    /// fixed windows still learn, but have no opinion (`discord_count_period_only`). Where a count's
+    /// bursts fall within 32 or 64 values is chance, so the nearest earlier such window is often far.
+    public let countPeriodOnly: Bool
     /// The windows of the last reading's largest strength and largest surprise (−1: a period window).
     public private(set) var strongestScale = 0
     public private(set) var surprisingScale = 0
@@ -404,9 +408,10 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
     public init(
         windows: [Int], levelWindows: [Int] = [], period: PeriodSetting? = nil, history: Int, channels: Int,
         margin: Float = 0, clip: Double = 0, horizon: Int, holdOff: Int, quietSurprise: Float? = nil, shiftVeto: ShiftVeto? = nil,
-        peakLag: Int = 0, threshold: Float = 0.9
+        peakLag: Int = 0, threshold: Float = 0.9, countPeriodOnly: Bool = false
     ) {
         self.peakLag = max(0, peakLag)
+        self.countPeriodOnly = countPeriodOnly
         let kinds = windows.map { ($0, true) } + levelWindows.map { ($0, false) }
         scales = kinds.map { window, centred in
             DiscordSignal(
@@ -474,8 +479,11 @@ public final class MultiscaleDiscord: AnomalySignal, @unchecked Sendable {
     public func read(_ o: inout Observation) -> Reading {
         var best = Reading(), strongest = 0, surprising = 0
         if repeating?.push(o.values, count: o.dimension) == true { quietChanged() }
+        // Read all the same: a window's distances slide from sample to sample.
+        let fixed = !(countPeriodOnly && o.oneCount)
         for k in scales.indices {
             let r = scales[k].read(&o)
+            guard fixed else { continue }
             if r.surprise > best.surprise { (best.surprise, surprising) = (r.surprise, k) }
             if r.strength > best.strength { (best.strength, strongest) = (r.strength, k) }
         }

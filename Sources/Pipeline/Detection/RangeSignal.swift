@@ -310,6 +310,7 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
             refHi.update(from: hi, count: d)
         }
         o.rangeWidth = max(hi[0] - lo[0], 0)
+        o.oneCount = d == 1 && wholeP[0] == 1 && lo[0] >= 0
         if bands && countFeatures > 0 {
             o.countBands = UnsafePointer(bandP)
             // A burst: a whole value over a count's band (+∞ for a feature that is not a count, or

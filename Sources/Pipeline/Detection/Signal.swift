@@ -19,6 +19,9 @@ public struct Observation {
     /// A one-feature count's value is in its burst band (set by `RangeSignal` with `explains`): the
     /// model's error on it is the burst's, so the reconstruction signal does not read it.
     public var countBurst = false
+    /// The stream is one count: one feature whose values have all been whole and never negative (set
+    /// by `RangeSignal`). Its discord reads only its period's window (`discord_count_period_only`).
+    public var oneCount = false
     /// A log stream's line: its template, parameters and time (nil for a sample stream).
     public var line: LineFacts? = nil
 
