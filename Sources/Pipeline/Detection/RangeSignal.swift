@@ -446,7 +446,9 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         }
     }
 
-    public var learns: Bool { deviations > 0 || drop > 0 || tail > 0 || bands }
+    /// A one-feature stream learns whatever the settings: whether it is a count (`Observation.oneCount`)
+    /// is followed from its learned values.
+    public var learns: Bool { deviations > 0 || drop > 0 || tail > 0 || bands || dimension == 1 }
 
     /// Feature `f`'s range so far.
     public func range(_ f: Int) -> (low: Float, high: Float) { (lowP[f], highP[f]) }
