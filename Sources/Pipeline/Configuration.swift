@@ -133,7 +133,7 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// upwards without being certain when the tail of its log values makes such a value at least
     /// this common a sample (0: off): a count's heavy-tailed bursts set new records as they come.
     /// With the surge signal only (alone it lets a surge's first values through).
-    public var rangeTail: Double = 1e-6
+    public var rangeTail: Double = 1e-8
     /// On a stream of more than one feature, a value beyond the range is certain only if another
     /// signal's surprise at that sample reaches this (standard units; 0: off); if not, the sample is
     /// an ordinary one (the range takes it in, and the features' spread learns from it unless

@@ -131,7 +131,7 @@ import Testing
         let values = Self.surge(factor: 5, seed: 6, from: 3000, length: 60)
         var settings = StreamConfiguration().resolved(dim: 1)
         try settings.validate(name: "t")
-        #expect(settings.surgeRun == 5 && settings.rangeTail == 1e-6)
+        #expect(settings.surgeRun == 5 && settings.rangeTail == 1e-8)
         let pipeline = StreamPipeline(name: "t", settings: settings)
         #expect(pipeline.chain.signal(SurgeSignal.self) != nil)
         var surges: [(sample: SampleScore, batch: ScoredBatch)] = []
