@@ -134,6 +134,11 @@ public struct StreamConfiguration: Sendable, Equatable {
     /// this common a sample (0: off): a count's heavy-tailed bursts set new records as they come.
     /// With the surge signal only (alone it lets a surge's first values through).
     public var rangeTail: Double = 1e-8
+    /// With `rangeTail`: a count's tail judges from its first value over its start (not its second),
+    /// and a count's value above its range before its tail is placed (about 512 normal samples) is
+    /// judged by a provisional tail (its start from the log values so far, its highest early values
+    /// over it) instead of being certain: a young range has seen few of the count's bursts.
+    public var rangeTailYoung = true
     /// On a stream of more than one feature, a value beyond the range is certain only if another
     /// signal's surprise at that sample reaches this (standard units; 0: off); if not, the sample is
     /// an ordinary one (the range takes it in, and the features' spread learns from it unless

@@ -186,6 +186,7 @@ public enum ConfigurationFile {
         case "range_deviations": s.rangeDeviations = try float(v)
         case "range_drop": s.rangeDrop = try float(v)
         case "range_tail": s.rangeTail = try double(v)
+        case "range_tail_young": s.rangeTailYoung = try bool(v)
         case "range_corroboration": s.rangeCorroboration = try float(v)
         case "repeat_window": s.repeatWindow = try int(v)
         case "signals":

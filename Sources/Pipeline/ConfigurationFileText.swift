@@ -79,6 +79,7 @@ glitch_ranges = 30                     # a lone value (or a burst of up to 3) th
 range_deviations = 0.5                 # >0: a value beyond the range must also lie this many of its feature's standard deviations beyond it
 range_drop = 1                         # >0: a feature never negative (a count, a volume) is also beyond its range when it falls below its lowest value by this many standard deviations of its log values below their mean (an outage)
 range_tail = 1e-8                      # >0: a count's value above its range (a feature whose values have all been whole, never negative) is certain only if the tail of its log values makes it rarer than this a sample (its bursts set records as they come; with the surge signal only)
+range_tail_young = true                # a count's tail judges from its first value over its start, and before it is placed (~512 normal samples) a provisional tail judges (its start so far, its 32 highest early values)
 range_corroboration = 2                # >0, streams of several features: a value beyond the range scores 1 only if another signal's surprise reaches this
 range_warmup = 500                     # the range rule alerts once the range has seen this many samples (a young one is crossed by chance); the glitch guard's bar is higher until then
 repeat_window = 32                     # an alert strength no higher than one of the last this-many is capped at 0.5 (no alert); 0: off

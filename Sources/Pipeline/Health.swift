@@ -2,7 +2,7 @@ import Foundation
 
 /// The release, and the protocol it speaks (`eddy --version`, `eddy_build_info`).
 public enum Version {
-    public static let daemon = "0.24.0"
+    public static let daemon = "0.25.0"
     /// The protobuf package: its major version is the wire's (protocols/SPEC.md §10).
     public static let wire = "eddy.v1"
 }

@@ -555,7 +555,7 @@ public final class StreamPipeline: @unchecked Sendable {
                 deviations: settings.rangeDeviations, scaleHorizon: settings.calibrationHorizon,
                 // Under the log transform the values are on a log scale already.
                 drop: settings.transform == .log ? 0 : settings.rangeDrop, tail: surge ? settings.rangeTail : 0,
-                bands: surge, explains: settings.bandExplains)
+                young: settings.rangeTailYoung, bands: surge, explains: settings.bandExplains)
         ]
         if on.contains(GlitchGuard.name) && settings.glitchRanges > 0 && !settings.log {
             signals.append(

@@ -4,10 +4,10 @@ import Pipeline
 /// The parts of the detector that `--without` leaves out, for `eddy eval` (what each one finds)
 /// and `eddy bench pipeline` (what each one costs): a signal, or one of the alert policy's rules.
 enum Ablation {
-    static let rules = ["repeat-cap", "hold-off", "evidence", "corroboration", "tail", "band-explains", "count-period-only"]
+    static let rules = ["repeat-cap", "hold-off", "evidence", "corroboration", "tail", "young-tail", "band-explains", "count-period-only"]
 
     static let help = ArgumentHelp(
-        "Run without these parts of the detector (comma-separated): a signal (range, glitch, reconstruction, period, discord, noise, stuck, level, correlation, surge; for logs template, parameter, burst, silence), repeat-cap, hold-off, evidence (alert_evidence), corroboration (range_corroboration), tail (range_tail), band-explains (band_explains), count-period-only (discord_count_period_only).",
+        "Run without these parts of the detector (comma-separated): a signal (range, glitch, reconstruction, period, discord, noise, stuck, level, correlation, surge; for logs template, parameter, burst, silence), repeat-cap, hold-off, evidence (alert_evidence), corroboration (range_corroboration), tail (range_tail), young-tail (range_tail_young), band-explains (band_explains), count-period-only (discord_count_period_only).",
         valueName: "parts")
 
     /// The names in `list` (comma-separated), each checked; empty names are skipped.
@@ -28,6 +28,7 @@ enum Ablation {
             case "evidence": (settings.alertEvidence, settings.logAlertEvidence) = (0, 0)
             case "corroboration": settings.rangeCorroboration = 0
             case "tail": settings.rangeTail = 0
+            case "young-tail": settings.rangeTailYoung = false
             case "band-explains": settings.bandExplains = false
             case "count-period-only": settings.discordCountPeriodOnly = false
             default: settings.signals.removeAll { $0 == part }

@@ -695,6 +695,75 @@ final class ScriptedSignal: AnomalySignal, @unchecked Sendable {
         }
     }
 
+    /// `range_tail_young`: before a count's tail is placed (480 values in, fewer than 512 learned), a
+    /// record half again the highest of a heavy count is certain without `young` and not with it (its
+    /// provisional tail, from the early values, makes it common); either way it is taken into the
+    /// range. With `young`, a value a trillion times the highest stays certain, and so does a record
+    /// three times the highest of a count whose bursts stay under 1.6 times its level, or the heavy
+    /// values half a unit up (not a count). A placed tail left with one value over its start judges
+    /// with `young` (not certain) and not without (certain); one with none keeps the record certain
+    /// either way. Through the default pipeline without the model, a spike ten times the highest of the
+    /// light count before its tail is placed alerts either way, on three seeds.
+    @Test func aCountsYoungTailJudgesItsRecords() throws {
+        func after(_ values: [Float], young: Bool) -> RangeSignal {
+            let s = RangeSignal(
+                dimension: 1, margin: 0.05, refresh: 100, warmup: 400, window: 0, deviations: 0.5, scaleHorizon: 5000, drop: 1,
+                tail: 1e-6, young: young)
+            for x in values { _ = read(s, x) }
+            return s
+        }
+        let heavy = Self.bursty(480, heavy: true), light = Self.bursty(480, heavy: false)
+        for young in [true, false] {
+            let s = after(heavy, young: young)
+            #expect(!s.tailStartP[0].isFinite && !s.early.isEmpty)
+            let high = s.range(0).high
+            #expect(read(s, 1.5 * high) == !young, "young \(young): a record before the tail is placed")
+            #expect(s.range(0).high == 1.5 * high, "taken into the range either way")
+            #expect(read(after(heavy, young: young), 1e12 * high), "young \(young): far past the provisional tail")
+            let l = after(light, young: young)
+            #expect(read(l, 3 * l.range(0).high), "young \(young): light bursts")
+            let fractional = after(heavy.map { $0 + 0.5 }, young: young)
+            #expect(read(fractional, 1.5 * fractional.range(0).high), "young \(young): not a count")
+        }
+        // Placed, with the tail's values set: one value over its start, then none.
+        let long = Self.bursty(4000, heavy: true)
+        for young in [true, false] {
+            for values in [1.0, 0] {
+                let s = after(long, young: young)
+                #expect(s.tailStartP[0].isFinite && s.tailCountP[0] >= RangeSignal.tailMinimum)
+                let meanExcess = s.tailSumP[0] / s.tailCountP[0]
+                (s.tailCountP[0], s.tailSumP[0], s.tailLastP[0]) = (values, values * meanExcess, s.moments)
+                #expect(read(s, 1.5 * s.range(0).high) == (!young || values == 0), "young \(young), \(values) values over the start")
+            }
+        }
+
+        for young in [true, false] {
+            for seed: UInt64 in [5, 6, 7] {
+                var values = Self.bursty(620, heavy: false, seed: seed)
+                values[560] = 10 * values.prefix(560).max()!
+                var settings = StreamConfiguration().resolved(dim: 1)
+                settings.rangeTailYoung = young
+                settings.signals.removeAll { $0 == ReconstructionSignal.name }
+                try settings.validate(name: "t")
+                let pipeline = StreamPipeline(name: "t", settings: settings)
+                var (spike, tailPlaced) = (false, true)
+                for start in stride(from: 0, to: values.count, by: 20) {
+                    let batch = Array(values[start..<min(start + 20, values.count)])
+                    let range = try #require(pipeline.chain.signal(RangeSignal.self))
+                    if start == 560 { tailPlaced = range.tailStartP[0].isFinite }
+                    let scored = batch.withUnsafeBufferPointer { pipeline.score($0.baseAddress!, count: batch.count, firstSequence: UInt64(start)) }
+                    if start == 560 { spike = scored.samples[0].alert }
+                    while pipeline.trainStep() {}
+                }
+                #expect(spike && !tailPlaced, "young \(young), seed \(seed): the spike")
+                #expect(try #require(pipeline.chain.signal(RangeSignal.self)).young == young)
+            }
+        }
+        #expect(StreamConfiguration().rangeTailYoung)
+        #expect(try ConfigurationFile.parse("[stream]\nrange_tail_young = false\n").streamDefaults.rangeTailYoung == false)
+        #expect(throws: ConfigurationError.self) { try ConfigurationFile.parse("[stream]\nrange_tail_young = 1e-8\n") }
+    }
+
     /// `range_drop`: a count stream's bursts widen its range and spread, so a fall to a twentieth of
     /// its lowest value stays inside the margin and under half a spread; on the log scale it is far
     /// (certain with `drop` 1, not without). A value a little under the lowest is not; a feature that

@@ -50,7 +50,13 @@ import Learning
 /// common than `tail` a sample is beyond the range, taken into it, but not certain: the other signals
 /// judge it (the surge signal a rise that stays). A spike far past the tail a count's bursts have
 /// shown stays certain. Until `tailMinimum` values have been over the threshold the high side is
-/// judged as before. The tail is placed once the log moments are measured (`logMinimum` log samples,
+/// judged as before. With `young`, a tail judges from its first value over the threshold
+/// (`youngTailMinimum`: while that value has not faded by half), and before the tail is placed a
+/// count's value above its range is judged by a provisional one: the threshold from the log moments
+/// measured so far, the early values (below) over it. A range of a few hundred values has seen few of
+/// a count's bursts, so its records were mostly the next burst (stop 70 in
+/// docs/anomaly-experiments.md). A tail, placed or provisional, that has had no value over its
+/// threshold still makes a record over it certain. The tail is placed once the log moments are measured (`logMinimum` log samples,
 /// about 512 normal ones); the highest `earlyTop` values a count showed before that are kept, and those
 /// over the start join its tail then, decayed from when they came, so the tail has measured the
 /// stream's first samples as well (from them alone a first record soon after was certain on
@@ -128,6 +134,12 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
     /// What the tails and bands hold a feature (bytes; the early values until the tails are placed).
     public static let countBytes = 1 + 8 + 8 + 8 + 8 + 4 + earlyTop * 8 + 4
     public static let tailMinimum = 2.0
+    /// The values over its threshold a tail needs before it judges, with `young`.
+    public static let youngTailMinimum = 0.5
+    /// Whether a young tail judges (`youngTailMinimum`), and a record before the tail is placed is
+    /// judged by a provisional tail; the values a tail needs before it judges.
+    public let young: Bool
+    let minimum: Double
     /// How many of a count's highest values before its tail is placed are kept for it.
     public static let earlyTop = 32
     /// Per feature: whether every value has been a whole number (0 or 1); where its tail begins (a
@@ -154,9 +166,11 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
 
     public init(
         dimension: Int, margin: Float, refresh: Int, warmup: Int, window: Int, habitLimit: Double = 0, habitHorizon: Int = 5000,
-        confirm: Int = 1, deviations: Float = 0, scaleHorizon: Int = 5000, drop: Float = 0, tail: Double = 0, bands: Bool = false,
-        explains: Bool = false
+        confirm: Int = 1, deviations: Float = 0, scaleHorizon: Int = 5000, drop: Float = 0, tail: Double = 0, young: Bool = false,
+        bands: Bool = false, explains: Bool = false
     ) {
+        self.young = young
+        minimum = young ? Self.youngTailMinimum : Self.tailMinimum
         self.bands = bands
         self.explains = bands && explains
         countFeatures = dimension
@@ -232,18 +246,43 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
     }
 
     /// Whether `v`, above feature `f`'s range, is as common as `tail` a sample or more by the
-    /// feature's tail (never while the feature is not a count, or its tail is not yet measured).
+    /// feature's tail (never while the feature is not a count, or its tail has fewer than `minimum`
+    /// values; before the tail is placed, by the provisional one with `young`, and never without).
     @inline(__always)
     func ordinary(_ v: Float, feature f: Int) -> Bool {
-        guard tail > 0 && wholeP[f] == 1 && lowP[f] >= 0 && tailStartP[f].isFinite else { return false }
-        let count = tailCountP[f] * Foundation.pow(tailDecay, Double(moments - tailLastP[f]))
-        guard count >= Self.tailMinimum else { return false }
-        // Normal samples, decayed alike: 1 + d + d² + … over `moments` of them.
+        guard tail > 0 && wholeP[f] == 1 && lowP[f] >= 0 else { return false }
+        guard tailStartP[f].isFinite else { return young && provisionallyOrdinary(v, feature: f) }
+        let decay = Foundation.pow(tailDecay, Double(moments - tailLastP[f]))
+        return !rare(v, start: tailStartP[f], count: tailCountP[f] * decay, sum: tailSumP[f] * decay)
+    }
+
+    /// Whether `v` is rarer than `tail` a sample by a tail that starts at the log value `start`, with
+    /// `count` values over it (decayed to now) whose excesses over it sum to `sum`: their share of the
+    /// normal samples, decayed alike (1 + d + d² + … over `moments` of them), times the exponential
+    /// of the excess over their mean excess. Rare also while `count` is under `minimum`, or the
+    /// values have no excess.
+    func rare(_ v: Float, start: Double, count: Double, sum: Double) -> Bool {
+        guard count >= minimum && sum > 0 else { return true }
         let all = (1 - Foundation.pow(tailDecay, Double(moments))) / (1 - tailDecay)
-        let excess = Double(InputTransform.signedLog(v)) - tailStartP[f]
-        let meanExcess = tailSumP[f] / tailCountP[f]
-        guard meanExcess > 0 else { return false }
-        return count / all * Foundation.exp(-excess / meanExcess) >= tail
+        let excess = Double(InputTransform.signedLog(v)) - start
+        return count / all * Foundation.exp(-excess * count / sum) < tail
+    }
+
+    /// Before feature `f`'s tail is placed: whether `v` is ordinary by the tail its early values
+    /// give over the threshold its log moments give so far (the highest `earlyTop` values only, so
+    /// the share is at most theirs). With fewer than two log samples (a checkpoint from before the
+    /// log moments were kept, just restored) there is no threshold: certain, as a tail without values.
+    func provisionallyOrdinary(_ v: Float, feature f: Int) -> Bool {
+        guard logMoments >= 2 && !early.isEmpty else { return false }
+        let start = logMeanP[f] + Self.tailDeviations * logDownP[f].squareRoot()
+        var (count, sum) = (0.0, 0.0)
+        for k in f * Self.earlyTop..<(f + 1) * Self.earlyTop where early[k] >= 0 {
+            let excess = Double(InputTransform.signedLog(early[k])) - start
+            guard excess > 0 else { continue }
+            let age = Foundation.pow(tailDecay, Double(moments - min(moments, UInt64(earlyAt[k]))))
+            (count, sum) = (count + age, sum + age * excess)
+        }
+        return !rare(v, start: start, count: count, sum: sum)
     }
 
     /// Whether `v`, below feature `f`'s reference low `l`, falls far on the log scale: the feature
