@@ -55,8 +55,8 @@ import Learning
 /// count's value above its range is judged by a provisional one: the threshold from the log moments
 /// measured so far, the early values (below) over it. A range of a few hundred values has seen few of
 /// a count's bursts, so its records were mostly the next burst (stop 70 in
-/// docs/anomaly-experiments.md). A tail, placed or provisional, that has had no value over its
-/// threshold still makes a record over it certain. The tail is placed once the log moments are measured (`logMinimum` log samples,
+/// docs/anomaly-experiments.md). A tail, placed or provisional, with fewer than `youngTailMinimum`
+/// values over its threshold (none, or one faded) still makes a record certain. The tail is placed once the log moments are measured (`logMinimum` log samples,
 /// about 512 normal ones); the highest `earlyTop` values a count showed before that are kept, and those
 /// over the start join its tail then, decayed from when they came, so the tail has measured the
 /// stream's first samples as well (from them alone a first record soon after was certain on
@@ -265,22 +265,24 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         guard count >= minimum && sum > 0 else { return true }
         let all = (1 - Foundation.pow(tailDecay, Double(moments))) / (1 - tailDecay)
         let excess = Double(InputTransform.signedLog(v)) - start
-        return count / all * Foundation.exp(-excess * count / sum) < tail
+        // Written so that a NaN falls to rare (certain), as a tail that cannot judge.
+        return !(count / all * Foundation.exp(-excess * count / sum) >= tail)
     }
 
     /// Before feature `f`'s tail is placed: whether `v` is ordinary by the tail its early values
     /// give over the threshold its log moments give so far (the highest `earlyTop` values only, so
-    /// the share is at most theirs). With fewer than two log samples (a checkpoint from before the
-    /// log moments were kept, just restored) there is no threshold: certain, as a tail without values.
+    /// the share is at most theirs). With fewer than two log samples (a stream's first 17 normal
+    /// samples, or a checkpoint from before the log moments were kept, just restored) there is no
+    /// threshold: certain, as a tail without values.
     func provisionallyOrdinary(_ v: Float, feature f: Int) -> Bool {
         guard logMoments >= 2 && !early.isEmpty else { return false }
         let start = logMeanP[f] + Self.tailDeviations * logDownP[f].squareRoot()
+        // The values the placement would count: over the band `e^start − 1`, as `placeTails` does.
+        let band = Float(Foundation.expm1(start))
         var (count, sum) = (0.0, 0.0)
-        for k in f * Self.earlyTop..<(f + 1) * Self.earlyTop where early[k] >= 0 {
-            let excess = Double(InputTransform.signedLog(early[k])) - start
-            guard excess > 0 else { continue }
+        for k in f * Self.earlyTop..<(f + 1) * Self.earlyTop where early[k] >= 0 && early[k] > band {
             let age = Foundation.pow(tailDecay, Double(moments - min(moments, UInt64(earlyAt[k]))))
-            (count, sum) = (count + age, sum + age * excess)
+            (count, sum) = (count + age, sum + age * max(0, Double(InputTransform.signedLog(early[k])) - start))
         }
         return !rare(v, start: start, count: count, sum: sum)
     }
