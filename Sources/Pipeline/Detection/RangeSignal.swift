@@ -278,12 +278,7 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
         guard logMoments >= 2 && !early.isEmpty else { return false }
         let start = logMeanP[f] + Self.tailDeviations * logDownP[f].squareRoot()
         // The values the placement would count: over the band `e^start − 1`, as `placeTails` does.
-        let band = Float(Foundation.expm1(start))
-        var (count, sum) = (0.0, 0.0)
-        for k in f * Self.earlyTop..<(f + 1) * Self.earlyTop where early[k] >= 0 && early[k] > band {
-            let age = Foundation.pow(tailDecay, Double(moments - min(moments, UInt64(earlyAt[k]))))
-            (count, sum) = (count + age, sum + age * max(0, Double(InputTransform.signedLog(early[k])) - start))
-        }
+        let (count, sum) = addingEarly(f, start: start, band: Float(Foundation.expm1(start)), to: (0, 0))
         return !rare(v, start: start, count: count, sum: sum)
     }
 
@@ -479,12 +474,20 @@ public final class RangeSignal: AnomalySignal, @unchecked Sendable {
             guard !early.isEmpty && lowP[f] >= 0 else { continue }
             let decay = Foundation.pow(tailDecay, Double(moments - tailLastP[f]))
             (tailCountP[f], tailSumP[f], tailLastP[f]) = (tailCountP[f] * decay, tailSumP[f] * decay, moments)
-            for k in f * Self.earlyTop..<(f + 1) * Self.earlyTop where early[k] > bandP[f] {
-                let age = Foundation.pow(tailDecay, Double(moments - min(moments, UInt64(earlyAt[k]))))
-                tailCountP[f] += age
-                tailSumP[f] += age * max(0, Double(InputTransform.signedLog(early[k])) - tailStartP[f])
-            }
+            (tailCountP[f], tailSumP[f]) = addingEarly(f, start: tailStartP[f], band: bandP[f], to: (tailCountP[f], tailSumP[f]))
         }
+    }
+
+    /// `tail` (a count and a sum of excesses) with feature `f`'s early values over `band` added: each
+    /// value counts as one and its excess over the log value `start`, decayed from its own sample.
+    func addingEarly(_ f: Int, start: Double, band: Float, to tail: (count: Double, sum: Double)) -> (count: Double, sum: Double) {
+        var (count, sum) = tail
+        for k in f * Self.earlyTop..<(f + 1) * Self.earlyTop where early[k] > band {
+            let age = Foundation.pow(tailDecay, Double(moments - min(moments, UInt64(earlyAt[k]))))
+            count += age
+            sum += age * max(0, Double(InputTransform.signedLog(early[k])) - start)
+        }
+        return (count, sum)
     }
 
     /// A one-feature stream learns whatever the settings: whether it is a count (`Observation.oneCount`)
